@@ -1,0 +1,1 @@
+"""Hardware adapters: button, LEDs, camera."""

@@ -1,0 +1,1 @@
+"""Stand-ins for the outside world: a local Live API server and loopback audio."""
