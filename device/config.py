@@ -1,0 +1,354 @@
+"""Typed settings from one TOML file plus environment overrides, validated at start.
+
+Every section is a frozen dataclass; the loader checks each value against the
+field's type and bounds, so a bad file fails once, at start, with a message that
+names the file, the key and what is allowed, instead of a traceback at the first
+button press. The API key is held in a `Secret` whose repr hides it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+DEFAULT_PATH = Path("/etc/live-appliance/config.toml")
+ENV_PATH = "LIVE_APPLIANCE_CONFIG"
+ENV_PREFIX = "LIVE_APPLIANCE_"
+CREDENTIAL_NAME = "api-key"
+KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message is meant for the owner, as is."""
+
+
+class Secret:
+    """A string that never shows itself in logs, reprs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _bounded(low: float, high: float) -> dict[str, Any]:
+    return {"bounds": (low, high)}
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """How to reach the Live API and what to ask of it."""
+
+    model: str = "gemini-3.8-live"
+    backend: Literal["gemini", "vertex"] = "gemini"
+    base_url: str | None = None
+    api_version: str | None = None
+    api_key_file: str | None = None
+    project: str | None = None
+    location: str | None = None
+    voice: str | None = None
+    language: str | None = None
+    system_instruction: str | None = None
+    transcripts: bool = True
+    connect_timeout_s: float = field(default=5.0, metadata=_bounded(0.5, 120))
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Which PortAudio devices to use and how to chunk the microphone."""
+
+    input_device: int | str | None = None
+    output_device: int | str | None = None
+    chunk_ms: int = field(default=20, metadata=_bounded(10, 100))
+    earcons: bool = True
+    #: In a hands-free conversation the speaker must not feed the microphone.
+    mic_during_playback: Literal["gate", "attenuate", "open"] = "gate"
+    attenuation_db: float = field(default=30.0, metadata=_bounded(0, 90))
+    #: Seconds of microphone audio held while the connection is not ready.
+    hold_s: float = field(default=8.0, metadata=_bounded(1, 60))
+
+
+@dataclass(frozen=True)
+class ButtonConfig:
+    """The one button and what pressing it means."""
+
+    pin: int = field(default=17, metadata=_bounded(0, 53))
+    mode: Literal["push_to_talk", "toggle"] = "push_to_talk"
+    bounce_ms: int = field(default=20, metadata=_bounded(0, 500))
+    #: Holding this long ends the session (push-to-talk); 0 turns it off.
+    long_press_s: float = field(default=10.0, metadata=_bounded(0, 120))
+
+
+@dataclass(frozen=True)
+class ConversationConfig:
+    """Session lifetime and the server's voice activity detection (toggle mode)."""
+
+    idle_timeout_s: float = field(default=60.0, metadata=_bounded(1, 3600))
+    end_after_silence_s: float = field(default=30.0, metadata=_bounded(1, 3600))
+    silence_ms: int = field(default=800, metadata=_bounded(100, 10000))
+    start_sensitivity: Literal["low", "high"] = "high"
+    end_sensitivity: Literal["low", "high"] = "high"
+    error_display_s: float = field(default=3.0, metadata=_bounded(0.5, 60))
+
+
+@dataclass(frozen=True)
+class LedsConfig:
+    """How the state LEDs are wired (BCM pin numbers)."""
+
+    kind: Literal["single", "multi", "rgb", "none"] = "rgb"
+    pins: tuple[int, ...] = (5, 6, 13)
+    active_high: bool = True
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """The camera that lets the model see."""
+
+    enabled: bool = False
+    source: Literal["picamera2", "synthetic"] = "picamera2"
+    fps: float = field(default=1.0, metadata=_bounded(0.1, 1.0))
+    quality: int = field(default=80, metadata=_bounded(10, 100))
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """The UNIX socket that `live-appliance ctl` and tests talk to."""
+
+    socket: str = "/run/live-appliance/control.sock"
+    mode: int = field(default=0o660, metadata=_bounded(0o600, 0o666))
+
+
+@dataclass(frozen=True)
+class Config:
+    """All settings, plus where they came from and the resolved credential."""
+
+    live: LiveConfig = LiveConfig()
+    audio: AudioConfig = AudioConfig()
+    button: ButtonConfig = ButtonConfig()
+    conversation: ConversationConfig = ConversationConfig()
+    leds: LedsConfig = LedsConfig()
+    camera: CameraConfig = CameraConfig()
+    control: ControlConfig = ControlConfig()
+    path: Path | None = None
+    api_key: Secret | None = field(default=None, repr=False)
+    api_key_source: str | None = None
+
+
+SECTIONS: dict[str, type] = {
+    name: hint
+    for name, hint in typing.get_type_hints(Config).items()
+    if dataclasses.is_dataclass(hint)
+}
+
+
+def resolve_path(cli_path: str | os.PathLike[str] | None) -> tuple[Path, bool]:
+    """The file to read and whether the owner named it (a named file must exist)."""
+    if cli_path:
+        return Path(cli_path), True
+    if env := os.environ.get(ENV_PATH):
+        return Path(env), True
+    return DEFAULT_PATH, False
+
+
+def load(cli_path: str | os.PathLike[str] | None = None) -> Config:
+    """Read, override from the environment, validate; raise ConfigError on any fault."""
+    path, named = resolve_path(cli_path)
+    raw = _read_toml(path, must_exist=named)
+    where = str(path)
+    _apply_env_overrides(raw)
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown section [{unknown[0]}]; allowed: {', '.join(SECTIONS)}"
+        )
+    sections = {
+        name: _build_section(where, name, cls, raw.get(name, {}))
+        for name, cls in SECTIONS.items()
+    }
+    config = Config(**sections, path=path if path.exists() else None)
+    _check_consistency(where, config)
+    key, source = find_api_key(config.live)
+    return dataclasses.replace(config, api_key=key, api_key_source=source)
+
+
+def _read_toml(path: Path, must_exist: bool) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if must_exist:
+            raise ConfigError(f"{path}: no such configuration file") from None
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _apply_env_overrides(raw: dict[str, Any]) -> None:
+    """`LIVE_APPLIANCE_AUDIO_CHUNK_MS=40` overrides `[audio] chunk_ms` (TOML syntax, or text)."""
+    for name, value in os.environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PATH:
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
+        if section is None:
+            continue
+        key = rest[len(section) + 1 :]
+        try:
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value
+        raw.setdefault(section, {})[key] = parsed
+
+
+def _build_section(where: str, name: str, cls: type, values: Any) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: [{name}] must be a table of settings")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: [{name}] {unknown[0]}: unknown setting; allowed: {', '.join(fields)}"
+        )
+    checked = {
+        key: _check_value(f"{where}: [{name}] {key}", hints[key], fields[key], value)
+        for key, value in values.items()
+    }
+    return cls(**checked)
+
+
+def _check_value(label: str, hint: Any, spec: dataclasses.Field[Any], value: Any) -> Any:
+    allowed = _describe(hint)
+    result = _coerce(hint, value)
+    if result is _INVALID:
+        raise ConfigError(f"{label}: must be {allowed} (got {value!r})")
+    bounds = spec.metadata.get("bounds")
+    if bounds and isinstance(result, int | float) and not bounds[0] <= result <= bounds[1]:
+        raise ConfigError(f"{label}: must be between {bounds[0]} and {bounds[1]} (got {value!r})")
+    return result
+
+
+_INVALID = object()
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    """The value as the type wants it, or _INVALID. TOML already typed most of it."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        for option in typing.get_args(hint):
+            result = _coerce(option, value)
+            if result is not _INVALID:
+                return result
+        return _INVALID
+    if origin is Literal:
+        return value if value in typing.get_args(hint) else _INVALID
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, list):
+            return _INVALID
+        items = [_coerce(item, v) for v in value]
+        return _INVALID if _INVALID in items else tuple(items)
+    if hint is type(None):
+        return _INVALID  # TOML has no null; None only comes from defaults
+    if hint is bool:
+        return value if isinstance(value, bool) else _INVALID
+    if hint is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _INVALID
+    if hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok else _INVALID
+    if hint is str:
+        return value if isinstance(value, str) and value else _INVALID
+    return _INVALID
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        parts = [_describe(a) for a in typing.get_args(hint) if a is not type(None)]
+        return " or ".join(parts)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(hint)[0])}s"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a non-empty string"}
+    return names.get(hint, str(hint))
+
+
+def _check_consistency(where: str, config: Config) -> None:
+    live = config.live
+    if live.backend == "vertex" and not (live.project and live.location):
+        raise ConfigError(
+            f"{where}: [live] backend = 'vertex' needs project and location "
+            "(e.g. project = 'my-project', location = 'us-central1')"
+        )
+    leds = config.leds
+    wanted = {"single": 1, "rgb": 3}.get(leds.kind)
+    if wanted is not None and len(leds.pins) != wanted:
+        raise ConfigError(
+            f"{where}: [leds] pins: kind '{leds.kind}' needs {wanted} pin(s) (got {len(leds.pins)})"
+        )
+    if leds.kind == "multi" and not leds.pins:
+        raise ConfigError(f"{where}: [leds] pins: kind 'multi' needs at least one pin")
+
+
+def find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:
+    """The key (or ephemeral `auth_tokens/...` token) and where it was found.
+
+    Order: the systemd credential, `api_key_file`, then GEMINI_API_KEY and
+    GOOGLE_API_KEY. Vertex AI may run without one (application default credentials).
+    """
+    candidates: list[tuple[Path, str]] = []
+    if cred_dir := os.environ.get("CREDENTIALS_DIRECTORY"):
+        path = Path(cred_dir) / CREDENTIAL_NAME
+        candidates.append((path, f"systemd credential {path}"))
+    if live.api_key_file:
+        path = Path(live.api_key_file).expanduser()
+        candidates.append((path, f"api_key_file {path}"))
+    for path, source in candidates:
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            if source.startswith("api_key_file"):
+                raise ConfigError(f"[live] api_key_file: {path} does not exist") from None
+            continue
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+        if key:
+            return Secret(key), source
+    for name in KEY_ENV_VARS:
+        if key := os.environ.get(name, "").strip():
+            return Secret(key), f"environment variable {name}"
+    return None, None
+
+
+def require_credentials(config: Config) -> None:
+    """Fail at start, not at the first press, when the daemon cannot authenticate."""
+    if config.api_key is None and config.live.backend == "gemini":
+        raise ConfigError(
+            "no API key: put it in /etc/live-appliance/api-key (the service's credential), "
+            "set [live] api_key_file, or export GEMINI_API_KEY"
+        )

@@ -1,0 +1,168 @@
+"""Configuration: typed values, clear errors for the owner, the key never shown."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from device import config
+
+KEY = "AIza-very-secret-key-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "CREDENTIALS_DIRECTORY", config.ENV_PATH):
+        monkeypatch.delenv(name, raising=False)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_when_the_default_file_is_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "DEFAULT_PATH", Path("/nonexistent/config.toml"))
+    cfg = config.load()
+    assert cfg.live.model == "gemini-3.8-live"
+    assert cfg.button.mode == "push_to_talk"
+    assert cfg.audio.chunk_ms == 20
+    assert cfg.path is None
+
+
+def test_values_are_read_and_typed(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[live]
+model = "gemini-3.1-flash-live-preview"
+base_url = "https://127.0.0.1:8443"
+voice = "Kore"
+[audio]
+input_device = 2
+output_device = "USB"
+chunk_ms = 40
+[button]
+pin = 27
+mode = "toggle"
+[leds]
+kind = "single"
+pins = [12]
+[conversation]
+idle_timeout_s = 5
+""",
+    )
+    cfg = config.load(path)
+    assert cfg.path == path
+    assert cfg.live.model == "gemini-3.1-flash-live-preview"
+    assert cfg.live.voice == "Kore"
+    assert cfg.audio.input_device == 2
+    assert cfg.audio.output_device == "USB"
+    assert cfg.audio.chunk_ms == 40
+    assert (cfg.button.pin, cfg.button.mode) == (27, "toggle")
+    assert cfg.leds.pins == (12,)
+    assert cfg.conversation.idle_timeout_s == 5.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[audio]\nchunk_ms = 'fast'", "[audio] chunk_ms: must be an integer (got 'fast')"),
+        ("[audio]\nchunk_ms = 5", "[audio] chunk_ms: must be between 10 and 100 (got 5)"),
+        ("[button]\nmode = 'hold'", "[button] mode: must be one of 'push_to_talk', 'toggle'"),
+        ("[button]\npinn = 3", "[button] pinn: unknown setting; allowed: pin, mode"),
+        ("[speaker]\nx = 1", "unknown section [speaker]"),
+        ("[leds]\nkind = 'rgb'\npins = [1]", "kind 'rgb' needs 3 pin(s) (got 1)"),
+        ("[live]\nbackend = 'vertex'", "needs project and location"),
+        ("[live\nmodel = 1", "not valid TOML"),
+    ],
+)
+def test_bad_values_name_file_key_and_what_is_allowed(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    assert str(path) in str(caught.value)
+    assert expected in str(caught.value)
+
+
+def test_a_named_file_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="no such configuration file"):
+        config.load(tmp_path / "missing.toml")
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "[audio]\nchunk_ms = 40\n")
+    monkeypatch.setenv(config.ENV_PATH, str(path))
+    monkeypatch.setenv("LIVE_APPLIANCE_AUDIO_CHUNK_MS", "30")
+    monkeypatch.setenv("LIVE_APPLIANCE_LIVE_BASE_URL", "https://127.0.0.1:9")
+    cfg = config.load()
+    assert cfg.audio.chunk_ms == 30
+    assert cfg.live.base_url == "https://127.0.0.1:9"
+
+
+def test_key_sources_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cred = tmp_path / "cred"
+    cred.mkdir()
+    (cred / "api-key").write_text("from-credential\n")
+    keyfile = tmp_path / "key.txt"
+    keyfile.write_text("from-file")
+    path = write(tmp_path, f"[live]\napi_key_file = '{keyfile}'\n")
+    monkeypatch.setenv("GEMINI_API_KEY", "from-env")
+
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(cred))
+    assert config.load(path).api_key == config.Secret("from-credential")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    assert config.load(path).api_key == config.Secret("from-file")
+    assert config.load(write(tmp_path, "")).api_key == config.Secret("from-env")
+
+
+def test_the_key_never_shows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    cfg = config.load(write(tmp_path, ""))
+    assert cfg.api_key is not None and cfg.api_key.reveal() == KEY
+    assert KEY not in repr(cfg)
+    assert KEY not in str(cfg.api_key)
+    assert cfg.api_key_source == "environment variable GEMINI_API_KEY"
+
+
+def test_missing_key_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, ""))
+    with pytest.raises(config.ConfigError, match="no API key"):
+        config.require_credentials(cfg)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "device", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+
+
+def test_cli_reports_a_bad_file_with_exit_code_2_and_no_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, "[audio]\nchunk_ms = 'fast'\n")
+    result = run_cli("run", "--config", str(path))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{path}: [audio] chunk_ms: must be an integer" in result.stderr
+
+
+def test_cli_without_a_key_exits_2_and_says_how_to_give_one(tmp_path: Path) -> None:
+    result = run_cli("run", "--config", str(write(tmp_path, "")), env={"PATH": "/usr/bin"})
+    assert result.returncode == 2
+    assert "no API key" in result.stderr
+
+
+def test_help_lists_the_commands() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for name in ("run", "ctl", "devices", "demo", "sim-server"):
+        assert name in result.stdout
