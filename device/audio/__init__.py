@@ -1,0 +1,1 @@
+"""Microphone capture, speaker playback, resampling and earcons on PortAudio."""

@@ -1,0 +1,82 @@
+"""Small PCM helpers (mono s16le) shared by the adapters, tests, tools and benchmarks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+FULL_SCALE = 32768.0
+
+
+def to_float(data: bytes) -> np.ndarray:
+    """s16le bytes to float64 samples in [-1, 1)."""
+    return np.frombuffer(data, dtype="<i2").astype(np.float64) / FULL_SCALE
+
+
+def from_float(samples: np.ndarray) -> bytes:
+    """Float samples (clipped to [-1, 1]) to s16le bytes."""
+    scaled = np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0) * (FULL_SCALE - 1)
+    return np.round(scaled).astype("<i2").tobytes()
+
+
+def duration_ms(data: bytes, rate: int) -> float:
+    return len(data) / 2 / rate * 1000
+
+
+def db_to_amplitude(dbfs: float) -> float:
+    return float(10 ** (dbfs / 20))
+
+
+def _dbfs(value: float) -> float:
+    return float(20 * np.log10(value)) if value > 0 else float("-inf")
+
+
+def rms_dbfs(data: bytes) -> float:
+    """Loudness of a whole buffer; -inf for digital silence or no samples."""
+    samples = to_float(data)
+    return _dbfs(float(np.sqrt(np.mean(samples**2)))) if samples.size else float("-inf")
+
+
+def peak_dbfs(data: bytes) -> float:
+    samples = to_float(data)
+    return _dbfs(float(np.max(np.abs(samples)))) if samples.size else float("-inf")
+
+
+def tone(
+    freq: float, ms: float, rate: int, amplitude: float = 0.5, fade_ms: float = 5.0
+) -> np.ndarray:
+    """A sine as float samples, with raised-cosine fades so it starts and ends softly."""
+    n = int(rate * ms / 1000)
+    samples = amplitude * np.sin(2 * np.pi * freq * np.arange(n) / rate)
+    fade = min(int(rate * fade_ms / 1000), n // 2)
+    if fade:
+        ramp = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, fade))
+        samples[:fade] *= ramp
+        samples[n - fade :] *= ramp[::-1]
+    return samples
+
+
+def dominant_frequency(data: bytes, rate: int) -> float:
+    """The strongest frequency in the buffer (Hann-windowed FFT peak)."""
+    samples = to_float(data)
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
+    return float(np.argmax(spectrum) * rate / samples.size)
+
+
+def find_offset(haystack: np.ndarray, needle: np.ndarray) -> tuple[int, float]:
+    """Where ``needle`` best matches inside ``haystack``: (sample offset, correlation).
+
+    Normalised cross-correlation by FFT; the score is 1.0 for an exact copy and near 0
+    where the needle does not occur.
+    """
+    if needle.size == 0 or needle.size > haystack.size:
+        raise ValueError("needle must be non-empty and no longer than haystack")
+    n = haystack.size + needle.size
+    size = 1 << (n - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(haystack, size) * np.conj(np.fft.rfft(needle, size)), size)
+    corr = corr[: haystack.size - needle.size + 1]
+    energy = np.cumsum(np.concatenate([[0.0], haystack**2]))
+    window = energy[needle.size :] - energy[: -needle.size]
+    norm = np.sqrt(np.maximum(window, 1e-12) * float(np.sum(needle**2)))
+    score = corr / norm
+    offset = int(np.argmax(score))
+    return offset, float(score[offset])
