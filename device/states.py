@@ -1,0 +1,290 @@
+"""The appliance's states, the events that move it, and what it does on each.
+
+Pure code: `step(machine, event)` returns the next machine and a list of actions;
+the appliance performs the actions (adapters, timers, the Live link). The same
+state names are shown by the LEDs, written to the journal and returned by
+`ctl status`, so one word means one thing everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+
+class State(StrEnum):
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+    ERROR = "error"
+
+
+class Mode(StrEnum):
+    PUSH_TO_TALK = "push_to_talk"
+    TOGGLE = "toggle"
+
+
+class Timer(StrEnum):
+    IDLE = "idle"  # closes an open session nobody uses
+    SILENCE = "silence"  # ends a hands-free conversation nobody speaks in
+    ERROR = "error"  # how long the error pattern shows
+
+
+# --- events: what happened -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pressed:
+    """The button went down (or `ctl press`)."""
+
+
+@dataclass(frozen=True)
+class Released:
+    """The button came up (or `ctl release`)."""
+
+
+@dataclass(frozen=True)
+class LongPress:
+    """The button has been held for `long_press_s`: hang up."""
+
+
+@dataclass(frozen=True)
+class SetupComplete:
+    """The Live connection is ready; the outbox starts draining."""
+
+
+@dataclass(frozen=True)
+class ConnectFailed:
+    reason: str
+
+
+@dataclass(frozen=True)
+class ConnectionLost:
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReplyAudio:
+    """The first audio of a reply arrived (later chunks are not events)."""
+
+
+@dataclass(frozen=True)
+class TurnComplete:
+    """The server has finished the turn; what is buffered still plays."""
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """The server stopped its reply because it heard new speech."""
+
+
+@dataclass(frozen=True)
+class PlaybackDrained:
+    """The speaker has played everything it was given."""
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """A timer the machine asked for ran out."""
+
+    timer: Timer
+
+
+Event = (
+    Pressed
+    | Released
+    | LongPress
+    | SetupComplete
+    | ConnectFailed
+    | ConnectionLost
+    | ReplyAudio
+    | TurnComplete
+    | Interrupted
+    | PlaybackDrained
+    | Timeout
+)
+
+# --- actions: what the appliance must do -------------------------------------
+
+
+@dataclass(frozen=True)
+class Action:
+    """Something for the appliance to do; `arg` names the timer, earcon or reason."""
+
+    name: str
+    arg: str | float | None = None
+
+
+OPEN_SESSION = Action("open_session")
+CLOSE_SESSION = Action("close_session")
+START_CAPTURE = Action("start_capture")
+STOP_CAPTURE = Action("stop_capture")
+SEND_ACTIVITY_START = Action("send_activity_start")
+SEND_ACTIVITY_END = Action("send_activity_end")
+CLEAR_PLAYBACK = Action("clear_playback")
+DROP_OUTBOX = Action("drop_outbox")
+
+
+def earcon(name: str) -> Action:
+    return Action("earcon", name)
+
+
+def start_timer(name: Timer) -> Action:
+    return Action("start_timer", name)
+
+
+def cancel_timer(name: Timer) -> Action:
+    return Action("cancel_timer", name)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The state plus the few facts the transitions depend on."""
+
+    mode: Mode = Mode.PUSH_TO_TALK
+    state: State = State.IDLE
+    session_open: bool = False
+    connected: bool = False
+    held: bool = False  # push-to-talk: the button is down, the microphone streams
+    reply_done: bool = False  # turnComplete seen, the speaker may still be playing
+
+    def to(self, state: State, **changes: bool) -> Machine:
+        return replace(self, state=state, **changes)
+
+
+Step = tuple[Machine, list[Action]]
+
+
+def step(m: Machine, event: Event) -> Step:
+    """The transition table: one case per (event, situation), read top to bottom."""
+    ptt = m.mode is Mode.PUSH_TO_TALK
+    match event:
+        case Pressed() if ptt:
+            return _start_talking(m)
+        case Pressed() if m.session_open:  # toggle: a second press ends the conversation
+            return _hang_up(m)
+        case Pressed():
+            return _start_conversation(m)
+
+        case Released() if ptt and m.held:
+            return _stop_talking(m)
+        case Released():
+            return m, []
+
+        case LongPress() if ptt and m.session_open:
+            return _hang_up(m)
+        case LongPress():
+            return m, []
+
+        case SetupComplete():
+            if not m.session_open:
+                return m, []
+            ready = m.to(m.state, connected=True)
+            if m.state is State.CONNECTING:
+                listening = m.held or not ptt
+                return ready.to(State.LISTENING if listening else State.THINKING), []
+            return ready, []
+
+        case ConnectFailed(reason) | ConnectionLost(reason):
+            if not m.session_open:
+                return m, []
+            return _fail(m, reason)
+
+        case ReplyAudio() if m.session_open and m.state is not State.ERROR:
+            if m.held:  # push-to-talk: the person is talking; the press cleared playback
+                return m, []
+            return m.to(State.SPEAKING, reply_done=False), [cancel_timer(Timer.SILENCE)]
+        case ReplyAudio():
+            return m, []
+
+        case TurnComplete() if m.state is State.SPEAKING:
+            return m.to(State.SPEAKING, reply_done=True), []
+        case TurnComplete() if m.state is State.THINKING:
+            return _turn_over(m)
+        case TurnComplete():
+            return m, []
+
+        case PlaybackDrained() if m.state is State.SPEAKING and m.reply_done:
+            return _turn_over(m)
+        case PlaybackDrained():
+            return m, []
+
+        case Interrupted() if m.state in (State.SPEAKING, State.THINKING):
+            if ptt:
+                return _turn_over(m, [CLEAR_PLAYBACK])
+            return m.to(State.LISTENING, reply_done=False), [CLEAR_PLAYBACK]
+        case Interrupted():
+            return m, [CLEAR_PLAYBACK]
+
+        case Timeout(Timer.IDLE) if m.session_open and m.state is State.IDLE:
+            return m.to(State.IDLE, session_open=False, connected=False), [CLOSE_SESSION]
+        case Timeout(Timer.SILENCE) if not ptt and m.state is State.LISTENING:
+            return _hang_up(m)
+        case Timeout(Timer.ERROR) if m.state is State.ERROR:
+            return m.to(State.IDLE), []
+        case Timeout():
+            return m, []
+    raise TypeError(f"not an event: {event!r}")
+
+
+def _start_talking(m: Machine) -> Step:
+    """Push-to-talk press: capture at once; the outbox holds it until the session is ready."""
+    actions = [cancel_timer(Timer.IDLE), cancel_timer(Timer.ERROR)]
+    if m.state in (State.SPEAKING, State.THINKING):
+        actions.append(CLEAR_PLAYBACK)  # barge-in
+    if not m.session_open:
+        actions.append(OPEN_SESSION)
+    actions += [SEND_ACTIVITY_START, START_CAPTURE, earcon("listen_start")]
+    state = State.LISTENING if m.connected else State.CONNECTING
+    return m.to(state, session_open=True, held=True, reply_done=False), actions
+
+
+def _stop_talking(m: Machine) -> Step:
+    actions = [STOP_CAPTURE, SEND_ACTIVITY_END, earcon("listen_end")]
+    state = State.THINKING if m.connected else State.CONNECTING
+    return m.to(state, held=False), actions
+
+
+def _start_conversation(m: Machine) -> Step:
+    """Wake button: a hands-free conversation with the server's activity detection."""
+    actions = [cancel_timer(Timer.ERROR), OPEN_SESSION, START_CAPTURE, earcon("listen_start")]
+    actions.append(start_timer(Timer.SILENCE))
+    return m.to(State.CONNECTING, session_open=True, connected=False, reply_done=False), actions
+
+
+def _turn_over(m: Machine, first: list[Action] | None = None) -> Step:
+    """The reply has been heard (or cut): wait for the next press or speech."""
+    actions = list(first or [])
+    if m.mode is Mode.TOGGLE:
+        return m.to(State.LISTENING, reply_done=False), [*actions, start_timer(Timer.SILENCE)]
+    return m.to(State.IDLE, reply_done=False), [*actions, start_timer(Timer.IDLE)]
+
+
+def _hang_up(m: Machine) -> Step:
+    actions = [
+        STOP_CAPTURE,
+        CLEAR_PLAYBACK,
+        DROP_OUTBOX,
+        CLOSE_SESSION,
+        cancel_timer(Timer.IDLE),
+        cancel_timer(Timer.SILENCE),
+        earcon("listen_end"),
+    ]
+    return Machine(mode=m.mode), actions
+
+
+def _fail(m: Machine, reason: str) -> Step:
+    actions = [
+        STOP_CAPTURE,
+        CLEAR_PLAYBACK,
+        DROP_OUTBOX,
+        CLOSE_SESSION,
+        cancel_timer(Timer.IDLE),
+        cancel_timer(Timer.SILENCE),
+        earcon("error"),
+        start_timer(Timer.ERROR),
+        Action("report_error", reason),
+    ]
+    return Machine(mode=m.mode, state=State.ERROR), actions
