@@ -1,0 +1,224 @@
+"""LED drivers and the one animator that plays a state's pattern on them.
+
+Drivers are tiny: `set(r, g, b)` with levels 0..1 and `close()`. The animator
+owns a single asyncio task; a state change cancels it (and waits for it) before
+the next pattern starts, so a frame of the old pattern can never land after the
+switch. gpiozero is imported only inside the drivers' constructors: importing
+this module opens nothing, so `--help` and `ctl` stay instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from device.hw.led_patterns import PATTERNS, Pattern, Rgb
+
+logger = logging.getLogger(__name__)
+
+LED_KINDS = ("none", "single", "channels", "rgb")
+CHANNELS = ("red", "green", "blue")
+
+
+class LedDriver(Protocol):
+    """Whatever shows a colour: levels 0..1 per channel."""
+
+    def set(self, r: float, g: float, b: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _level(value: float, pwm: bool) -> float:
+    """A level a plain on/off pin can show: on from half brightness up."""
+    return value if pwm else float(value >= 0.5)
+
+
+class NullLeds:
+    """For boxes with no LEDs: accepts every frame, shows nothing."""
+
+    def set(self, r: float, g: float, b: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class SingleLed:
+    """One monochrome LED; its brightness is the brightest channel, so every state shows."""
+
+    def __init__(self, pin: int, *, active_high: bool = True, pwm: bool = True) -> None:
+        from gpiozero import LED, PWMLED
+
+        self._pwm = pwm
+        self._led = (PWMLED if pwm else LED)(pin, active_high=active_high)
+
+    def set(self, r: float, g: float, b: float) -> None:
+        self._led.value = _level(max(r, g, b), self._pwm)
+
+    def close(self) -> None:
+        self._led.close()
+
+
+class ChannelLeds:
+    """Separate LEDs, one per colour channel ("red", "green", "blue"; any subset).
+
+    Each LED shows its own channel of the pattern colour: with the default table a
+    red, a green and a blue LED show white (connecting) as all three, amber
+    (thinking) as red and half green. A box with only some channels shows only the
+    colours that use them, so give such a box a pattern table to match.
+    """
+
+    def __init__(
+        self, pins: Mapping[str, int], *, active_high: bool = True, pwm: bool = True
+    ) -> None:
+        unknown = set(pins) - set(CHANNELS)
+        if unknown or not pins:
+            raise ValueError(f"channel LEDs need pins named among {CHANNELS}, got {sorted(pins)}")
+        from gpiozero import LED, PWMLED
+
+        self._pwm = pwm
+        self._leds = {
+            CHANNELS.index(name): (PWMLED if pwm else LED)(pin, active_high=active_high)
+            for name, pin in pins.items()
+        }
+
+    def set(self, r: float, g: float, b: float) -> None:
+        rgb = (r, g, b)
+        for channel, led in self._leds.items():
+            led.value = _level(rgb[channel], self._pwm)
+
+    def close(self) -> None:
+        for led in self._leds.values():
+            led.close()
+
+
+class RgbLed:
+    """One RGB LED; common cathode by default, `active_high=False` for common anode."""
+
+    def __init__(self, pins: Sequence[int], *, active_high: bool = True, pwm: bool = True) -> None:
+        if len(pins) != 3:
+            raise ValueError(f"an RGB LED needs three pins (red, green, blue), got {list(pins)}")
+        from gpiozero import RGBLED
+
+        self._pwm = pwm
+        self._led = RGBLED(*pins, active_high=active_high, pwm=pwm)
+
+    def set(self, r: float, g: float, b: float) -> None:
+        self._led.value = tuple(_level(c, self._pwm) for c in (r, g, b))
+
+    def close(self) -> None:
+        self._led.close()
+
+
+def make_leds(
+    kind: str,
+    pins: Sequence[int] | Mapping[str, int] = (),
+    *,
+    active_high: bool = True,
+    pwm: bool = True,
+) -> LedDriver:
+    """Open the LEDs a box has. Pins are BCM numbers.
+
+    kind "none": no pins. "single": one pin. "rgb": three pins, red, green, blue.
+    "channels": a mapping such as {"red": 17, "blue": 22}, or a sequence taken in
+    red, green, blue order. `pwm=False` drives pins on/off only (mock pins without
+    PWM, or pins where software PWM is unwanted); fades then become blinks.
+    """
+    if kind == "none":
+        return NullLeds()
+    if kind == "channels":
+        named = pins if isinstance(pins, Mapping) else dict(zip(CHANNELS, pins, strict=False))
+        return ChannelLeds(named, active_high=active_high, pwm=pwm)
+    if isinstance(pins, Mapping):
+        raise ValueError(f"LED kind {kind!r} takes a list of pins, not a mapping")
+    if kind == "single":
+        if len(pins) != 1:
+            raise ValueError(f"a single LED needs one pin, got {list(pins)}")
+        return SingleLed(pins[0], active_high=active_high, pwm=pwm)
+    if kind == "rgb":
+        return RgbLed(pins, active_high=active_high, pwm=pwm)
+    raise ValueError(f"unknown LED kind {kind!r}; choose one of {LED_KINDS}")
+
+
+class LedAnimator:
+    """Plays the pattern of the current state on a driver, one task at a time."""
+
+    def __init__(
+        self,
+        driver: LedDriver,
+        patterns: Mapping[str, Pattern] = PATTERNS,
+        *,
+        frame_rate: float = 25.0,
+        history_size: int = 256,
+    ) -> None:
+        self._driver = driver
+        self._patterns = patterns
+        self._frame_rate = frame_rate
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._state: str | None = None
+        self._closed = False
+        # (time.monotonic(), state) per change: for tests and the demo's timeline;
+        # bounded because the appliance runs for months.
+        self.history: deque[tuple[float, str]] = deque(maxlen=history_size)
+
+    @property
+    def state(self) -> str | None:
+        """The state being shown, or None before the first show() and after aclose()."""
+        return self._state
+
+    async def show(self, state: str) -> None:
+        """Stop the current pattern and start `state`'s; the current state again is a no-op."""
+        pattern = self._patterns.get(state)
+        if pattern is None:
+            raise ValueError(f"no LED pattern for state {state!r}")
+        async with self._lock:
+            if state == self._state:
+                return
+            await self._cancel()
+            self._state = state
+            self.history.append((time.monotonic(), state))
+            if pattern.is_static:
+                self._show(pattern.colour, pattern.steps[0].level)
+            else:
+                self._task = asyncio.create_task(self._play(pattern), name=f"leds-{state}")
+
+    async def aclose(self) -> None:
+        """Stop animating, turn every LED off and release the driver; safe to repeat."""
+        async with self._lock:
+            await self._cancel()
+            self._state = None
+            if not self._closed:
+                self._closed = True
+                self._show((0.0, 0.0, 0.0))
+                self._driver.close()
+
+    async def _cancel(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # wait() neither raises the task's CancelledError nor swallows our own.
+            await asyncio.wait({task})
+
+    def _show(self, colour: Rgb, level: float = 1.0) -> bool:
+        """Show one frame; False if the driver failed (logged, not raised)."""
+        r, g, b = colour
+        try:
+            self._driver.set(r * level, g * level, b * level)
+        except Exception:
+            # A broken LED must not take the appliance down with it.
+            logger.exception("LEDs failed showing %s", self._state)
+            return False
+        return True
+
+    async def _play(self, pattern: Pattern) -> None:
+        frames = pattern.frames(self._frame_rate)
+        while True:
+            for level, seconds in frames:
+                if not self._show(pattern.colour, level):
+                    return
+                await asyncio.sleep(seconds)

@@ -1,0 +1,330 @@
+"""LED patterns, the animator and the gpiozero drivers (on MockFactory pins)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from itertools import pairwise
+
+import pytest
+
+from device.hw.led_patterns import PATTERNS, Pattern, Step
+from device.hw.leds import LedAnimator, NullLeds, make_leds
+
+STATES = ("idle", "connecting", "listening", "thinking", "speaking", "error")
+
+
+class Recorder:
+    """A driver that remembers every colour it was given, with the time."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, tuple[float, float, float]]] = []
+        self.closed = False
+
+    def set(self, r: float, g: float, b: float) -> None:
+        self.frames.append((time.monotonic(), (r, g, b)))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def colours(self, since: float = 0.0) -> list[tuple[float, float, float]]:
+        return [rgb for t, rgb in self.frames if t >= since]
+
+
+def brightness(rgb: tuple[float, float, float]) -> float:
+    return max(rgb)
+
+
+def flashes(levels: list[float]) -> int:
+    """Rising edges through half brightness."""
+    lit = [level >= 0.5 for level in levels]
+    return sum(1 for before, now in pairwise(lit) if now and not before)
+
+
+# --- the table, as data -------------------------------------------------------
+
+
+def test_every_state_has_a_pattern() -> None:
+    assert set(PATTERNS) == set(STATES)
+
+
+def test_static_states_hold_one_level() -> None:
+    assert PATTERNS["idle"].is_static and PATTERNS["idle"].steps[0].level == 0.0
+    assert PATTERNS["listening"].is_static and PATTERNS["listening"].steps[0].level == 1.0
+
+
+def test_blinks_toggle_fully_and_connecting_is_faster_than_thinking() -> None:
+    for state in ("connecting", "thinking"):
+        levels = [level for level, _ in PATTERNS[state].frames(25)]
+        assert levels == [1.0, 0.0]
+    assert PATTERNS["connecting"].cycle_seconds < PATTERNS["thinking"].cycle_seconds / 2
+
+
+def test_error_flashes_exactly_twice_per_cycle() -> None:
+    levels = [level for level, _ in PATTERNS["error"].frames(25)]
+    # Prepend the cycle's last level: the first flash rises from it.
+    assert flashes([levels[-1], *levels]) == 2
+
+
+def test_speaking_breathes_smoothly_and_never_goes_dark() -> None:
+    frames = PATTERNS["speaking"].frames(25)
+    levels = [level for level, _ in frames]
+    assert len(set(levels)) > 20
+    assert min(levels) > 0.0 and max(levels) == 1.0
+    steps = [abs(a - b) for a, b in zip(levels, [levels[-1], *levels[:-1]], strict=True)]
+    assert max(steps) < 0.1  # no jumps, including where the cycle wraps
+    assert sum(seconds for _, seconds in frames) == pytest.approx(1.2)
+
+
+def test_states_look_different_on_a_single_led() -> None:
+    signatures = {
+        tuple((round(level * brightness(p.colour), 3), round(s, 3)) for level, s in p.frames(25))
+        for p in PATTERNS.values()
+    }
+    assert len(signatures) == len(PATTERNS)
+
+
+def test_states_have_distinct_colours_on_an_rgb_led() -> None:
+    lit = [p.colour for state, p in PATTERNS.items() if state != "idle"]
+    assert len(set(lit)) == len(lit)
+
+
+def test_patterns_reject_a_cycle_that_would_spin() -> None:
+    with pytest.raises(ValueError, match="seconds > 0"):
+        Pattern((1.0, 0.0, 0.0), (Step(1.0, 0.2), Step(0.0, 0.0)))
+    with pytest.raises(ValueError):
+        Step(1.5)
+    with pytest.raises(ValueError):
+        Pattern((2.0, 0.0, 0.0), (Step(1.0),))
+
+
+# --- the animator, on a recording driver --------------------------------------
+
+
+async def watch(state: str, seconds: float) -> Recorder:
+    driver = Recorder()
+    leds = LedAnimator(driver)
+    await leds.show(state)
+    await asyncio.sleep(seconds)
+    await leds.aclose()
+    return driver
+
+
+async def test_listening_is_set_once_at_full_blue() -> None:
+    driver = await watch("listening", 0.2)
+    assert driver.colours() == [(0.0, 0.0, 1.0), (0.0, 0.0, 0.0)]  # then aclose's off
+
+
+async def test_idle_is_off() -> None:
+    driver = await watch("idle", 0.2)
+    assert all(brightness(rgb) == 0.0 for rgb in driver.colours())
+
+
+async def test_thinking_toggles_on_and_off() -> None:
+    driver = await watch("thinking", 0.8)
+    levels = [brightness(rgb) for rgb in driver.colours()]
+    assert levels == [1.0, 0.0, 0.0]  # on, off after 0.6 s, then aclose's off
+    assert driver.colours()[0] == (1.0, 0.5, 0.0)
+
+
+async def test_error_plays_two_flashes_per_cycle() -> None:
+    start = time.monotonic()
+    driver = await watch("error", PATTERNS["error"].cycle_seconds + 0.1)
+    first_cycle = [
+        brightness(rgb) for t, rgb in driver.frames if t < start + PATTERNS["error"].cycle_seconds
+    ]
+    assert flashes([0.0, *first_cycle]) == 2
+    assert set(driver.colours()[:-1]) == {(1.0, 0.0, 0.0), (0.0, 0.0, 0.0)}
+
+
+async def test_speaking_fades_in_small_steps() -> None:
+    driver = await watch("speaking", 0.5)
+    greens = [rgb[1] for rgb in driver.colours()[:-1]]
+    assert len(greens) > 5
+    assert greens == sorted(greens)  # still rising towards full
+    assert all(rgb[0] == rgb[2] == 0.0 for rgb in driver.colours())
+
+
+async def test_a_state_change_leaves_no_frame_of_the_old_pattern() -> None:
+    driver = Recorder()
+    leds = LedAnimator(driver)
+    await leds.show("connecting")
+    await asyncio.sleep(0.4)
+    switched = time.monotonic()
+    await leds.show("listening")
+    await asyncio.sleep(0.4)  # longer than a connecting blink: a live old task would show
+    assert driver.colours(since=switched) == [(0.0, 0.0, 1.0)]
+    assert leds.state == "listening"
+    await leds.aclose()
+
+
+async def test_history_records_changes_in_order() -> None:
+    leds = LedAnimator(Recorder())
+    for state in ("connecting", "listening", "listening", "thinking", "speaking", "idle"):
+        await leds.show(state)
+    assert [state for _, state in leds.history] == [
+        "connecting",
+        "listening",
+        "thinking",
+        "speaking",
+        "idle",
+    ]
+    times = [t for t, _ in leds.history]
+    assert times == sorted(times)
+    await leds.aclose()
+
+
+async def test_aclose_stops_the_task_and_turns_off() -> None:
+    driver = Recorder()
+    leds = LedAnimator(driver)
+    await leds.show("speaking")
+    await asyncio.sleep(0.1)
+    await leds.aclose()
+    closed_at = len(driver.frames)
+    await asyncio.sleep(0.2)
+    assert len(driver.frames) == closed_at  # nothing plays after close
+    assert driver.colours()[-1] == (0.0, 0.0, 0.0)
+    assert driver.closed and leds.state is None
+    await leds.aclose()  # a second close is harmless
+
+
+async def test_unknown_state_is_refused() -> None:
+    leds = LedAnimator(NullLeds())
+    with pytest.raises(ValueError, match="no LED pattern"):
+        await leds.show("dancing")
+
+
+async def test_a_failing_driver_does_not_raise_into_the_caller() -> None:
+    class Broken(Recorder):
+        def set(self, r: float, g: float, b: float) -> None:
+            if self.frames:
+                raise OSError("pin gone")
+            super().set(r, g, b)
+
+    driver = Broken()
+    leds = LedAnimator(driver)
+    await leds.show("connecting")
+    await asyncio.sleep(0.4)
+    await leds.show("listening")  # the dead animation is reaped, the error only logged
+    assert leds.state == "listening"
+    assert len(driver.frames) == 1
+
+
+# --- real gpiozero devices on mock pins ---------------------------------------
+
+
+@contextmanager
+def mock_pins(pin_class):
+    """gpiozero on MockFactory pins for the duration; yields the factory's pin()."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    previous = Device.pin_factory
+    factory = MockFactory(pin_class=pin_class)
+    Device.pin_factory = factory
+    try:
+        yield factory.pin
+    finally:
+        factory.reset()
+        Device.pin_factory = previous
+
+
+@pytest.fixture
+def pins():
+    from gpiozero.pins.mock import MockPWMPin
+
+    with mock_pins(MockPWMPin) as pin:
+        yield pin
+
+
+@pytest.fixture
+def onoff_pins():
+    from gpiozero.pins.mock import MockPin
+
+    with mock_pins(MockPin) as pin:
+        yield pin
+
+
+def states(pins, *numbers: int) -> tuple[float, ...]:
+    return tuple(float(pins(n).state) for n in numbers)
+
+
+def test_single_led_shows_the_brightest_channel(pins) -> None:
+    led = make_leds("single", [17])
+    led.set(0.2, 0.6, 0.0)
+    assert states(pins, 17) == (0.6,)
+    led.close()
+
+
+def test_channel_leds_each_follow_their_channel(pins) -> None:
+    leds = make_leds("channels", {"red": 5, "blue": 6})
+    leds.set(1.0, 0.5, 0.25)
+    assert states(pins, 5, 6) == (1.0, 0.25)
+    leds.close()
+    in_order = make_leds("channels", [5, 6, 13])
+    in_order.set(0.1, 0.2, 0.3)
+    assert states(pins, 5, 6, 13) == (0.1, 0.2, 0.3)
+    in_order.close()
+
+
+def test_rgb_led_common_anode_inverts_pins(pins) -> None:
+    led = make_leds("rgb", [22, 23, 24], active_high=False)
+    led.set(1.0, 0.0, 0.25)
+    assert states(pins, 22, 23, 24) == (0.0, 1.0, 0.75)
+    led.close()
+
+
+def test_without_pwm_levels_become_on_or_off(onoff_pins) -> None:
+    for kind, pins in (("rgb", [2, 3, 4]), ("channels", [2, 3, 4]), ("single", [5])):
+        leds = make_leds(kind, pins, pwm=False)
+        leds.set(1.0, 0.5, 0.2)
+        assert states(onoff_pins, *pins) == ((1.0, 1.0, 0.0) if len(pins) == 3 else (1.0,))
+        leds.set(0.0, 0.4, 0.0)
+        assert states(onoff_pins, *pins) == ((0.0, 0.0, 0.0) if len(pins) == 3 else (0.0,))
+        leds.close()
+
+
+def test_bad_led_configuration_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown LED kind"):
+        make_leds("lava-lamp", [1])
+    with pytest.raises(ValueError, match="one pin"):
+        make_leds("single", [1, 2])
+    with pytest.raises(ValueError, match="three pins"):
+        make_leds("rgb", [1, 2])
+    with pytest.raises(ValueError, match="channel LEDs"):
+        make_leds("channels", {"purple": 1})
+    assert isinstance(make_leds("none"), NullLeds)
+
+
+async def test_animator_drives_real_mock_pins_and_leaves_them_off(pins) -> None:
+    animator = LedAnimator(make_leds("rgb", [22, 23, 24]))
+    await animator.show("listening")
+    assert states(pins, 22, 23, 24) == (0.0, 0.0, 1.0)
+    await animator.show("thinking")
+    await asyncio.sleep(0.8)
+    assert [s.state for s in pins(22).states][-3:] == [0.0, 1.0, 0.0]  # amber on, then off
+    assert states(pins, 22, 23, 24) == (0.0, 0.0, 0.0)
+    await animator.show("error")
+    await asyncio.sleep(0.05)
+    await animator.aclose()
+    assert states(pins, 22, 23, 24) == (0.0, 0.0, 0.0)
+
+
+async def test_single_led_animator_blinks_the_pin(pins) -> None:
+    animator = LedAnimator(make_leds("single", [17]))
+    await animator.show("connecting")
+    await asyncio.sleep(0.5)
+    await animator.aclose()
+    seen = [s.state for s in pins(17).states]
+    assert seen.count(1.0) >= 2 and seen[-1] == 0.0
+
+
+def test_importing_hardware_modules_opens_nothing() -> None:
+    code = (
+        "import sys, device.hw.leds, device.hw.button, device.hw.led_patterns;"
+        "assert 'gpiozero' not in sys.modules, 'gpiozero imported at import time'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
