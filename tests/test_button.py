@@ -1,0 +1,114 @@
+"""The push button on a gpiozero mock pin: edges arrive as events on the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from device.hw.button import PushButton
+
+PIN = 27
+
+
+@pytest.fixture
+def pin():
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    previous = Device.pin_factory
+    factory = MockFactory()
+    Device.pin_factory = factory
+    yield factory.pin(PIN)
+    factory.reset()
+    Device.pin_factory = previous
+
+
+class Events:
+    """Collects (event, time) on the loop and lets a test wait for a count."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, float]] = []
+        self.threads: set[int] = set()
+        self._changed = asyncio.Event()
+
+    def __call__(self, event: str, at: float) -> None:
+        self.threads.add(threading.get_ident())
+        self.seen.append((event, at))
+        self._changed.set()
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.seen]
+
+    async def wait_for(self, count: int) -> list[str]:
+        async with asyncio.timeout(5):
+            while len(self.seen) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return self.names
+
+
+async def test_press_and_release_arrive_on_the_loop(pin) -> None:
+    events = Events()
+    button = PushButton(PIN, events, hold_time=None, bounce_time=None)
+    button.start()
+    assert not button.is_pressed  # the pull-up holds the pin high
+    pin.drive_low()
+    assert await events.wait_for(1) == ["pressed"]
+    assert button.is_pressed
+    pin.drive_high()
+    assert await events.wait_for(2) == ["pressed", "released"]
+    assert events.threads == {threading.get_ident()}
+    assert events.seen[0][1] <= events.seen[1][1]
+    button.stop()
+
+
+async def test_holding_past_hold_time_is_a_long_press(pin) -> None:
+    events = Events()
+    button = PushButton(PIN, events, hold_time=0.1, bounce_time=None)
+    button.start()
+    pin.drive_low()
+    assert await events.wait_for(2) == ["pressed", "long_press"]
+    pin.drive_high()
+    assert await events.wait_for(3) == ["pressed", "long_press", "released"]
+    button.stop()
+
+
+async def test_a_short_press_is_not_a_long_press(pin) -> None:
+    events = Events()
+    button = PushButton(PIN, events, hold_time=0.3, bounce_time=None)
+    button.start()
+    pin.drive_low()
+    pin.drive_high()
+    await events.wait_for(2)
+    await asyncio.sleep(0.5)
+    assert events.names == ["pressed", "released"]
+    button.stop()
+
+
+async def test_hold_time_none_never_reports_a_long_press(pin) -> None:
+    events = Events()
+    button = PushButton(PIN, events, hold_time=None, bounce_time=None)
+    button.start()
+    pin.drive_low()
+    await events.wait_for(1)
+    await asyncio.sleep(1.3)  # past gpiozero's own default hold time of 1 s
+    assert events.names == ["pressed"]
+    button.stop()
+
+
+async def test_nothing_opens_before_start_and_stop_releases_the_pin(pin) -> None:
+    from gpiozero import Button
+
+    events = Events()
+    button = PushButton(PIN, events)
+    Button(PIN).close()  # constructing PushButton did not reserve the pin
+    button.start()
+    button.stop()
+    button.stop()  # harmless twice
+    pin.drive_low()
+    await asyncio.sleep(0.1)
+    assert events.seen == []
+    Button(PIN).close()  # the pin is free again
