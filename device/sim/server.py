@@ -1,0 +1,346 @@
+"""The local Live API server: TLS WebSocket endpoint, sessions, test controls.
+
+``LiveServer`` runs inside the caller's event loop; ``ServerThread`` runs the same
+server on a private loop in a background thread for synchronous callers (a test
+driving the daemon as a subprocess, a benchmark). Importing this module starts
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Self
+from uuid import uuid4
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from device.sim.connection import LiveConnection, SessionState
+from device.sim.log import ConnectionRecord, Entry, ServerLog
+from device.sim.setup import DEFAULT_MODELS
+from device.sim.tls import LocalCA
+from device.sim.wire import INVALID, POLICY, ProtocolError, parse_target
+
+DEFAULT_API_KEY = "sim-api-key"
+DEFAULT_EPHEMERAL_TOKEN = "auth_tokens/sim-ephemeral-token"
+DEFAULT_BEARER_TOKEN = "sim-bearer-token"
+BAD_KEY_REASON = "API key not valid. Please pass a valid API key."
+# An unknown or expired resumption handle is an invalid argument: close 1007.
+UNKNOWN_HANDLE_CODE = INVALID
+
+
+@dataclass
+class ServerConfig:
+    """Behaviour knobs; tests may change them while the server runs."""
+
+    api_keys: set[str] = field(default_factory=lambda: {DEFAULT_API_KEY})
+    ephemeral_tokens: set[str] = field(default_factory=lambda: {DEFAULT_EPHEMERAL_TOKEN})
+    bearer_tokens: set[str] = field(default_factory=lambda: {DEFAULT_BEARER_TOKEN})
+    models: set[str] = field(default_factory=lambda: set(DEFAULT_MODELS))
+    pace: float = 1.0  # reply speed: 1 = real time, 0 = as fast as possible
+    reply_seconds: float = 1.2
+    chunk_seconds: float = 0.2
+    setup_delay: float = 0.0
+    refuse_setup: tuple[int, str] | None = None  # close every setup with (code, reason)
+
+
+def parse_duration(value: str | float) -> tuple[float, str]:
+    """'10s' or 10 -> (10.0, '10s'): seconds and the wire spelling."""
+    seconds = float(value.removesuffix("s")) if isinstance(value, str) else float(value)
+    return seconds, f"{seconds:g}s"
+
+
+class LiveServer:
+    """A Live API server on 127.0.0.1 over TLS, speaking PROTOCOL.md."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
+                 api_key: str = DEFAULT_API_KEY, **config: Any) -> None:
+        self.host, self.port = host, port
+        self.api_key = api_key
+        self.config = ServerConfig(**config)
+        self.config.api_keys.add(api_key)
+        self.log = ServerLog()
+        self.sessions: dict[str, SessionState] = {}
+        self._tool_calls: deque[dict[str, Any]] = deque()
+        self._live: dict[int, LiveConnection] = {}
+        self._ids = itertools.count(1)
+        self._ca: LocalCA | None = None
+        self._server: Server | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Make the CA and listen; ``base_url`` is valid afterwards."""
+        self.log.bind()
+        self._ca = LocalCA()
+        self._server = await serve(
+            self._handler, self.host, self.port, ssl=self._ca.server_context(),
+            process_request=self._check_path, ping_interval=None, max_size=None,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Close every connection (1001), stop listening, delete the CA file."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self._ca is not None:
+            self._ca.cleanup()
+            self._ca = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """What to give the SDK as ``http_options.base_url``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+    @property
+    def ca_file(self) -> str:
+        """PEM of the CA that signed the server certificate (for ``SSL_CERT_FILE``)."""
+        assert self._ca is not None, "server not started"
+        return str(self._ca.ca_file)
+
+    def client_env(self) -> dict[str, str]:
+        """Environment variables that point any Live API client here."""
+        return {"GOOGLE_GEMINI_BASE_URL": self.base_url, "SSL_CERT_FILE": self.ca_file,
+                "GEMINI_API_KEY": self.api_key}
+
+    def client_ssl_context(self) -> Any:
+        """An SSLContext trusting the server (for ``async_client_args={'ssl': ...}``)."""
+        assert self._ca is not None, "server not started"
+        return self._ca.client_context()
+
+    # ---- handshake and auth ------------------------------------------------------------
+
+    def _check_path(self, ws: ServerConnection, request: Request) -> Response | None:
+        try:
+            parse_target(request.path)
+        except ProtocolError as err:
+            return ws.respond(HTTPStatus.NOT_FOUND, err.reason + "\n")
+        return None
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        path, endpoint, _ = parse_target(ws.request.path)
+        record = ConnectionRecord(next(self._ids), path, endpoint, dict(ws.request.headers))
+        self.log.add_connection(record)
+        conn = LiveConnection(self, ws, record)
+        self._live[record.id] = conn
+        try:
+            await conn.run()
+        finally:
+            del self._live[record.id]
+
+    def check_auth(self, record: ConnectionRecord, request: Request) -> None:
+        """Raise 1008 unless the request carries a credential this server accepts."""
+        _, endpoint, query = parse_target(request.path)
+        headers: Headers = request.headers
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if endpoint == "gemini":
+            key = headers.get("x-goog-api-key") or next(iter(query.get("key", [])), "")
+            ok, record.auth = key in self.config.api_keys, "api_key"
+        elif endpoint == "constrained":
+            ok = scheme == "Token" and token in self.config.ephemeral_tokens
+            record.auth = "ephemeral_token"
+        else:
+            ok, record.auth = scheme == "Bearer" and token in self.config.bearer_tokens, "bearer"
+        if not ok:
+            raise ProtocolError(POLICY, BAD_KEY_REASON)
+
+    # ---- sessions and tool calls ----------------------------------------------------------
+
+    def resume(self, handle: str) -> SessionState:
+        """The session a handle refers to; 1007 if unknown."""
+        try:
+            return self.sessions[handle]
+        except KeyError:
+            raise ProtocolError(
+                UNKNOWN_HANDLE_CODE, "Invalid argument: session resumption handle not found."
+            ) from None
+
+    def new_handle(self, state: SessionState) -> str:
+        """Issue a fresh handle for ``state``."""
+        handle = f"sim-{uuid4().hex}"
+        self.sessions[handle] = state
+        return handle
+
+    def queue_tool_call(self, name: str, args: dict[str, Any] | None = None) -> str:
+        """Answer the next user turn (any connection) with this tool call; returns its id."""
+        call_id = f"call-{uuid4().hex[:12]}"
+        self._tool_calls.append({"id": call_id, "name": name, "args": args or {}})
+        return call_id
+
+    def next_tool_call(self) -> dict[str, Any] | None:
+        """Pop the next queued tool call, if any."""
+        return self._tool_calls.popleft() if self._tool_calls else None
+
+    async def cancel_tool_call(self, call_id: str) -> None:
+        """Send ``toolCallCancellation`` for a call still awaiting its response."""
+        for conn in list(self._live.values()):
+            if call_id in conn.pending_tools:
+                await conn.cancel_tool_calls([call_id])
+
+    # ---- faults and control (call on the server's loop) ----------------------------------
+
+    def connection(self, conn: int | None = None) -> LiveConnection:
+        """The live connection ``conn`` (default: the newest)."""
+        if conn is None:
+            if not self._live:
+                raise LookupError("no open connection")
+            return self._live[max(self._live)]
+        return self._live[conn]
+
+    def _targets(self, conn: int | None) -> Iterable[LiveConnection]:
+        return list(self._live.values()) if conn is None else [self.connection(conn)]
+
+    async def send_go_away(self, time_left: str | float = "10s", conn: int | None = None) -> None:
+        """Send goAway to all (or one) connection(s); close them 1000 when time is up."""
+        seconds, spelled = parse_duration(time_left)
+        for target in self._targets(conn):
+            await target.go_away(seconds, spelled)
+
+    async def close_all(self, code: int = 1000, reason: str = "") -> None:
+        """Close every open connection now with ``code`` and ``reason``."""
+        await asyncio.gather(*(c.close(code, reason) for c in self._targets(None)))
+
+    async def close(self, conn: int, code: int = 1000, reason: str = "") -> None:
+        """Close one connection."""
+        await self.connection(conn).close(code, reason)
+
+    def drop(self, conn: int | None = None) -> None:
+        """Abort the TCP connection(s) without a close frame."""
+        for target in self._targets(conn):
+            target.drop()
+
+    def stall(self, seconds: float | None = None, conn: int | None = None) -> None:
+        """Stop reading and sending on connection(s) for ``seconds`` or until ``resume()``."""
+        for target in self._targets(conn):
+            target.stall(seconds)
+
+    def resume_all(self, conn: int | None = None) -> None:
+        """End a stall."""
+        for target in self._targets(conn):
+            target.resume()
+
+    async def send_raw(self, frame: str | bytes, conn: int | None = None) -> None:
+        """Send a frame verbatim (junk, unknown messages) to connection(s)."""
+        for target in self._targets(conn):
+            await target.send_raw(frame)
+
+    # ---- log conveniences ----------------------------------------------------------------
+
+    def kinds(self, conn: int | None = None, direction: str | None = None) -> list[str]:
+        """Kinds of logged messages, in order."""
+        return self.log.kinds(conn, direction)
+
+    def audio_in(self, conn: int | None = None) -> bytes:
+        """All PCM received, concatenated."""
+        return self.log.audio_in(conn)
+
+    def entries(self, conn: int | None = None, direction: str | None = None) -> list[Entry]:
+        """Logged messages, in order."""
+        return self.log.entries(conn, direction)
+
+    async def wait_for(
+        self, predicate: Callable[[], bool], timeout: float = 5.0  # noqa: ASYNC109
+    ) -> None:
+        """Wait (on this loop) until ``predicate()`` holds; TimeoutError otherwise."""
+        await self.log.wait_for(predicate, timeout)
+
+
+class ServerThread:
+    """A ``LiveServer`` on its own event loop in a background thread.
+
+    Use as a context manager. Read ``log`` from any thread; run control methods on
+    the server's loop with ``call`` (e.g. ``thread.call(thread.server.close_all, 1011)``).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self.server: LiveServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="live-sim-server", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread and wait until the server listens."""
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        """Stop the server and join the thread."""
+        if self._loop is not None and self._stopping is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+            self._stopping = asyncio.Event()
+            self.server = LiveServer(**self._kwargs)
+            await self.server.start()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            raise
+        self._ready.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            await self.server.stop()
+
+    def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 10.0, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` on the server's loop (awaiting it if async)."""
+        assert self._loop is not None, "server thread not started"
+
+        async def invoke() -> Any:
+            result = fn(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+        return asyncio.run_coroutine_threadsafe(invoke(), self._loop).result(timeout)
+
+    @property
+    def log(self) -> ServerLog:
+        """The server's log (thread-safe to read)."""
+        assert self.server is not None, "server thread not started"
+        return self.server.log
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Block until ``predicate()`` holds (evaluated under the log's lock)."""
+        self.log.wait_for_sync(predicate, timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        # base_url, ca_file, api_key, client_env, kinds, audio_in, entries: plain reads.
+        if name in {"base_url", "ca_file", "api_key", "client_env", "kinds", "audio_in",
+                    "entries", "config", "sessions"}:
+            return getattr(self.server, name)
+        raise AttributeError(name)
