@@ -1,0 +1,100 @@
+"""Microphone capture through PortAudio on the loopback: chunks, order, rates."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pyaudio
+import pytest
+
+from device.audio import pcm
+from device.audio.capture import RATE, Capture
+from device.audio.devices import AudioDeviceError
+from device.sim.loopback import PulseLoopback
+
+TONES = [500.0, 1000.0, 1500.0]
+TONE_MS = 300
+
+
+async def _capture_while_playing(
+    loopback: PulseLoopback, signal: bytes, play_rate: int, **kwargs: object
+) -> tuple[Capture, list[tuple[bytes, float]]]:
+    chunks: list[tuple[bytes, float]] = []
+    capture = Capture(lambda data, t: chunks.append((data, t)), **kwargs)  # type: ignore[arg-type]
+    capture.start()
+    try:
+        await asyncio.sleep(0.2)  # the stream is running before the sound starts
+        player = loopback.play(signal, play_rate, side="mic")
+        await asyncio.to_thread(player.wait)
+        await asyncio.sleep(0.3)
+    finally:
+        capture.stop()
+    await asyncio.sleep(0.05)  # chunks scheduled before stop() are delivered
+    return capture, chunks
+
+
+def _tone_sequence(rate: int) -> bytes:
+    return pcm.from_float(np.concatenate([pcm.tone(f, TONE_MS, rate) for f in TONES]))
+
+
+def _check_sequence(captured: bytes) -> None:
+    samples = pcm.to_float(captured)
+    onset = int(np.flatnonzero(np.abs(samples) > 0.05)[0])
+    seg = RATE * TONE_MS // 1000
+    found = []
+    for k in range(len(TONES)):
+        middle = samples[onset + k * seg + seg // 6 : onset + (k + 1) * seg - seg // 6]
+        found.append(pcm.dominant_frequency(pcm.from_float(middle), RATE))
+    assert found == pytest.approx(TONES, abs=10), found
+
+
+def _check_chunks(capture: Capture, chunks: list[tuple[bytes, float]]) -> bytes:
+    assert chunks, "no audio captured"
+    assert {len(data) for data, _ in chunks} == {capture.chunk_bytes} == {640}
+    times = [t for _, t in chunks]
+    assert times == sorted(times)
+    return b"".join(data for data, _ in chunks)
+
+
+async def test_tone_sequence_arrives_in_exact_chunks_and_order(loopback: PulseLoopback) -> None:
+    capture, chunks = await _capture_while_playing(loopback, _tone_sequence(16000), 16000)
+    assert capture.device_rate == RATE
+    _check_sequence(_check_chunks(capture, chunks))
+    assert capture.overflows == 0
+
+
+async def test_device_at_48k_is_resampled_to_16k(loopback: PulseLoopback) -> None:
+    capture, chunks = await _capture_while_playing(
+        loopback, _tone_sequence(48000), 48000, device_rate=48000
+    )
+    assert capture.device_rate == 48000
+    _check_sequence(_check_chunks(capture, chunks))
+
+
+async def test_device_chosen_by_name(loopback: PulseLoopback) -> None:
+    capture, chunks = await _capture_while_playing(
+        loopback, _tone_sequence(16000), 16000, device="PULSE"
+    )
+    _check_sequence(_check_chunks(capture, chunks))
+
+
+async def test_unknown_device_fails_at_start_listing_devices(loopback: PulseLoopback) -> None:
+    capture = Capture(lambda data, t: None, device="no such microphone")
+    with pytest.raises(AudioDeviceError, match=r"(?s)no such microphone.*pulse"):
+        capture.start()
+    assert not capture.running
+
+
+async def test_overflow_is_counted_and_reported_not_fatal() -> None:
+    reported: list[int] = []
+    chunks: list[bytes] = []
+    capture = Capture(lambda data, t: chunks.append(data), on_overflow=reported.append)
+    capture._loop = asyncio.get_running_loop()  # as start() would, without a device
+    frames = bytes(RATE // 50 * 2)
+    for status in (pyaudio.paInputOverflow, 0, pyaudio.paInputOverflow):
+        assert capture._callback(frames, RATE // 50, {}, status)[1] == pyaudio.paContinue
+    await asyncio.sleep(0)
+    assert capture.overflows == 2
+    assert reported == [1, 2]
+    assert len(chunks) == 3
