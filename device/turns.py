@@ -1,0 +1,82 @@
+"""Per-turn timings: what the person at the button felt, one summary line per turn."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+log = logging.getLogger("device.turns")
+
+
+@dataclass
+class Turn:
+    pressed: float
+    first_audio_sent: float | None = None
+    released: float | None = None
+    activity_end_sent: float | None = None
+    first_reply: float | None = None
+    ended: float | None = None
+
+    def timings_ms(self) -> dict[str, float | None]:
+        def span(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else round((b - a) * 1000, 1)
+
+        return {
+            "press_to_first_audio_ms": span(self.pressed, self.first_audio_sent),
+            "release_to_activity_end_ms": span(self.released, self.activity_end_sent),
+            "release_to_first_reply_ms": span(self.released, self.first_reply),
+            "turn_ms": span(self.pressed, self.ended),
+        }
+
+
+class TurnLog:
+    """The turn in progress and the last few finished ones, for `ctl status` and the journal."""
+
+    def __init__(self, keep: int = 10) -> None:
+        self.current: Turn | None = None
+        self._done: deque[dict[str, Any]] = deque(maxlen=keep)
+        self._count = 0
+
+    def start(self, t: float) -> None:
+        self.current = Turn(pressed=t)
+
+    def sent(self, kind: str, t: float) -> None:
+        turn = self.current
+        if turn is None:
+            return
+        if kind == "audio" and turn.first_audio_sent is None:
+            turn.first_audio_sent = t
+        elif kind == "activity_end" and turn.activity_end_sent is None:
+            turn.activity_end_sent = t
+
+    def released(self, t: float) -> None:
+        if self.current is not None:
+            self.current.released = t
+
+    def reply_received(self, t: float) -> None:
+        if self.current is not None and self.current.first_reply is None:
+            self.current.first_reply = t
+
+    def finish(self, t: float, session_id: str | None) -> None:
+        turn, self.current = self.current, None
+        if turn is None:
+            return
+        turn.ended = t
+        self._count += 1
+        timings = turn.timings_ms()
+        log.info(
+            "turn %d: %s",
+            self._count,
+            ", ".join(f"{k[:-3]} {v:.0f} ms" for k, v in timings.items() if v is not None),
+            extra={
+                "LIVE_TURN": self._count,
+                "LIVE_SESSION": session_id or "",
+                **{f"LIVE_{k.upper()}": v for k, v in timings.items() if v is not None},
+            },
+        )
+        self._done.append({"turn": self._count, **timings, "raw": asdict(turn)})
+
+    def recent(self) -> list[dict[str, Any]]:
+        return list(self._done)
