@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from device.hw.button import PushButton
+from device.hw.button import ButtonInput
 
 PIN = 27
 
@@ -52,7 +52,7 @@ class Events:
 
 async def test_press_and_release_arrive_on_the_loop(pin) -> None:
     events = Events()
-    button = PushButton(PIN, events, hold_time=None, bounce_time=None)
+    button = ButtonInput(PIN, events, hold_time=None, bounce_time=None)
     button.start()
     assert not button.is_pressed  # the pull-up holds the pin high
     pin.drive_low()
@@ -67,8 +67,8 @@ async def test_press_and_release_arrive_on_the_loop(pin) -> None:
 
 async def test_holding_past_hold_time_is_a_long_press(pin) -> None:
     events = Events()
-    button = PushButton(PIN, events, hold_time=0.1, bounce_time=None)
-    button.start()
+    button = ButtonInput(PIN, events, hold_time=0.1, bounce_time=None)
+    button.start(asyncio.get_running_loop())
     pin.drive_low()
     assert await events.wait_for(2) == ["pressed", "long_press"]
     pin.drive_high()
@@ -78,7 +78,7 @@ async def test_holding_past_hold_time_is_a_long_press(pin) -> None:
 
 async def test_a_short_press_is_not_a_long_press(pin) -> None:
     events = Events()
-    button = PushButton(PIN, events, hold_time=0.3, bounce_time=None)
+    button = ButtonInput(PIN, events, hold_time=0.3, bounce_time=None)
     button.start()
     pin.drive_low()
     pin.drive_high()
@@ -90,7 +90,7 @@ async def test_a_short_press_is_not_a_long_press(pin) -> None:
 
 async def test_hold_time_none_never_reports_a_long_press(pin) -> None:
     events = Events()
-    button = PushButton(PIN, events, hold_time=None, bounce_time=None)
+    button = ButtonInput(PIN, events, hold_time=None, bounce_time=None)
     button.start()
     pin.drive_low()
     await events.wait_for(1)
@@ -103,8 +103,8 @@ async def test_nothing_opens_before_start_and_stop_releases_the_pin(pin) -> None
     from gpiozero import Button
 
     events = Events()
-    button = PushButton(PIN, events)
-    Button(PIN).close()  # constructing PushButton did not reserve the pin
+    button = ButtonInput(PIN, events)
+    Button(PIN).close()  # constructing ButtonInput did not reserve the pin
     button.start()
     button.stop()
     button.stop()  # harmless twice

@@ -260,11 +260,11 @@ def test_single_led_shows_the_brightest_channel(pins) -> None:
 
 
 def test_channel_leds_each_follow_their_channel(pins) -> None:
-    leds = make_leds("channels", {"red": 5, "blue": 6})
+    leds = make_leds("multi", {"red": 5, "blue": 6})
     leds.set(1.0, 0.5, 0.25)
     assert states(pins, 5, 6) == (1.0, 0.25)
     leds.close()
-    in_order = make_leds("channels", [5, 6, 13])
+    in_order = make_leds("multi", [5, 6, 13])
     in_order.set(0.1, 0.2, 0.3)
     assert states(pins, 5, 6, 13) == (0.1, 0.2, 0.3)
     in_order.close()
@@ -278,7 +278,7 @@ def test_rgb_led_common_anode_inverts_pins(pins) -> None:
 
 
 def test_without_pwm_levels_become_on_or_off(onoff_pins) -> None:
-    for kind, pins in (("rgb", [2, 3, 4]), ("channels", [2, 3, 4]), ("single", [5])):
+    for kind, pins in (("rgb", [2, 3, 4]), ("multi", [2, 3, 4]), ("single", [5])):
         leds = make_leds(kind, pins, pwm=False)
         leds.set(1.0, 0.5, 0.2)
         assert states(onoff_pins, *pins) == ((1.0, 1.0, 0.0) if len(pins) == 3 else (1.0,))
@@ -294,8 +294,10 @@ def test_bad_led_configuration_is_refused() -> None:
         make_leds("single", [1, 2])
     with pytest.raises(ValueError, match="three pins"):
         make_leds("rgb", [1, 2])
+    with pytest.raises(ValueError, match="at most three"):
+        make_leds("multi", [1, 2, 3, 4])
     with pytest.raises(ValueError, match="channel LEDs"):
-        make_leds("channels", {"purple": 1})
+        make_leds("multi", {"purple": 1})
     assert isinstance(make_leds("none"), NullLeds)
 
 

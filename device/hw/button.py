@@ -20,7 +20,7 @@ RELEASED = "released"
 LONG_PRESS = "long_press"
 
 
-class PushButton:
+class ButtonInput:
     """Reports "pressed", "released" and, after `hold_time` seconds held, "long_press"."""
 
     def __init__(
@@ -38,13 +38,13 @@ class PushButton:
         self._bounce_time = bounce_time
         self._button: Any = None
 
-    def start(self) -> None:
-        """Open the pin; call from the event loop that should receive the events."""
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Open the pin; events go to `loop`, by default the running one."""
         if self._button is not None:
             return
         from gpiozero import Button
 
-        loop = asyncio.get_running_loop()
+        loop = loop or asyncio.get_running_loop()
 
         def handler(event: str) -> Callable[[], None]:
             def on_edge() -> None:  # runs in a gpiozero thread

@@ -20,7 +20,7 @@ from device.hw.led_patterns import PATTERNS, Pattern, Rgb
 
 logger = logging.getLogger(__name__)
 
-LED_KINDS = ("none", "single", "channels", "rgb")
+LED_KINDS = ("none", "single", "multi", "rgb")
 CHANNELS = ("red", "green", "blue")
 
 
@@ -63,7 +63,7 @@ class SingleLed:
         self._led.close()
 
 
-class ChannelLeds:
+class MultiLeds:
     """Separate LEDs, one per colour channel ("red", "green", "blue"; any subset).
 
     Each LED shows its own channel of the pattern colour: with the default table a
@@ -124,15 +124,17 @@ def make_leds(
     """Open the LEDs a box has. Pins are BCM numbers.
 
     kind "none": no pins. "single": one pin. "rgb": three pins, red, green, blue.
-    "channels": a mapping such as {"red": 17, "blue": 22}, or a sequence taken in
+    "multi": a mapping such as {"red": 17, "blue": 22}, or a sequence taken in
     red, green, blue order. `pwm=False` drives pins on/off only (mock pins without
     PWM, or pins where software PWM is unwanted); fades then become blinks.
     """
     if kind == "none":
         return NullLeds()
-    if kind == "channels":
+    if kind == "multi":
+        if not isinstance(pins, Mapping) and len(pins) > len(CHANNELS):
+            raise ValueError(f"multi LEDs take at most three pins (red, green, blue), got {pins}")
         named = pins if isinstance(pins, Mapping) else dict(zip(CHANNELS, pins, strict=False))
-        return ChannelLeds(named, active_high=active_high, pwm=pwm)
+        return MultiLeds(named, active_high=active_high, pwm=pwm)
     if isinstance(pins, Mapping):
         raise ValueError(f"LED kind {kind!r} takes a list of pins, not a mapping")
     if kind == "single":
