@@ -1,0 +1,66 @@
+"""The outbox: order kept, audio bounded with the loss counted, newest video frame wins."""
+
+from __future__ import annotations
+
+import asyncio
+
+from device.outbox import BYTES_PER_SECOND, Outbox
+
+
+def drain(box: Outbox) -> list[tuple[str, object]]:
+    items = []
+    while (item := box.get_nowait()) is not None:
+        items.append((item.kind, item.data))
+    return items
+
+
+def test_order_is_kept_across_kinds() -> None:
+    box = Outbox(hold_s=5)
+    box.put("activity_start")
+    box.put("audio", b"\x01\x00" * 10)
+    box.put("audio", b"\x02\x00" * 10)
+    box.put("activity_end")
+    assert [k for k, _ in drain(box)] == ["activity_start", "audio", "audio", "activity_end"]
+
+
+def test_audio_over_the_bound_drops_the_oldest_and_counts_it() -> None:
+    box = Outbox(hold_s=1)
+    chunk = BYTES_PER_SECOND // 10  # 100 ms
+    box.put("activity_start")
+    for i in range(12):
+        dropped = box.put("audio", bytes([i]) * chunk)
+    assert dropped == chunk
+    assert box.dropped_audio_bytes == 2 * chunk
+    assert box.held_ms == 1000
+    items = drain(box)
+    assert items[0] == ("activity_start", None)  # markers are never dropped
+    assert [data[0] for _, data in items[1:]] == list(range(2, 12))
+
+
+def test_a_new_video_frame_replaces_an_unsent_one_in_place_of_order() -> None:
+    box = Outbox(hold_s=5)
+    box.put("video", b"frame-1")
+    box.put("audio", b"\x00\x00")
+    box.put("video", b"frame-2")
+    assert drain(box) == [("audio", b"\x00\x00"), ("video", b"frame-2")]
+
+
+def test_an_item_that_failed_to_send_goes_first_next_time() -> None:
+    box = Outbox(hold_s=5)
+    box.put("audio", b"a" * 4)
+    box.put("audio", b"b" * 4)
+    first = box.get_nowait()
+    assert first is not None
+    box.push_front(first)
+    assert [d for _, d in drain(box)] == [b"a" * 4, b"b" * 4]
+    assert box.held_ms == 0
+
+
+async def test_get_waits_for_the_next_item() -> None:
+    box = Outbox(hold_s=5)
+    waiter = asyncio.create_task(box.get())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    box.put("activity_end")
+    item = await asyncio.wait_for(waiter, 1)
+    assert item.kind == "activity_end"
