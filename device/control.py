@@ -1,0 +1,206 @@
+"""The control socket: newline-delimited JSON over a UNIX stream socket.
+
+The daemon serves it (`ControlServer`) so `live-appliance ctl` and tests can
+press the button, release it and read the status without touching GPIO. Each
+request is one JSON object with a "cmd" on one line; each answer is one JSON
+object on one line, with "ok" and, on failure, "error". The client (`request`)
+uses only the standard library so `ctl` answers without importing the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+# A request line longer than this is refused: commands are a few bytes.
+LINE_LIMIT = 64 * 1024
+
+
+class ControlError(Exception):
+    """The control socket could not be used; the message says why and where."""
+
+
+class AlreadyRunning(ControlError):
+    """Another live process already serves the control socket."""
+
+
+class NotRunning(ControlError):
+    """Nothing serves the control socket: the daemon is not running."""
+
+
+class ControlServer:
+    """Serves the control socket, answering each request with `handler`.
+
+    A bad line (not JSON, not an object, no "cmd", or a handler that raises) is
+    answered with {"ok": false, "error": ...}; the connection and the server live
+    on. The handler decides which commands exist and answers unknown ones with an
+    error reply of its own; a reply without "ok" gets "ok": true.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], handler: Handler, *, mode: int = 0o660
+    ) -> None:
+        self.path = Path(path)
+        self._handler = handler
+        self._mode = mode
+        self._server: asyncio.Server | None = None
+        self._inode: int | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Listen, replacing a stale socket file; AlreadyRunning if a live one answers."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        await self._remove_stale()
+        self._server = await asyncio.start_unix_server(
+            self._accept, path=self.path, limit=LINE_LIMIT
+        )
+        os.chmod(self.path, self._mode)
+        self._inode = self.path.stat().st_ino
+
+    async def aclose(self) -> None:
+        """Stop listening, end every client task and remove the socket file."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for task in self._clients:
+            task.cancel()
+        if self._clients:
+            await asyncio.wait(self._clients)
+        await server.wait_closed()
+        self._unlink_if_ours()
+
+    async def __aenter__(self) -> ControlServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _remove_stale(self) -> None:
+        try:
+            mode = self.path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise ControlError(f"{self.path} exists and is not a socket; not replacing it")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_unix_connection(self.path), 2.0)
+        except (ConnectionRefusedError, FileNotFoundError):
+            logger.info("removing stale control socket %s", self.path)
+            self.path.unlink(missing_ok=True)
+            return
+        except TimeoutError:
+            pass  # a listener too busy to accept is still a listener
+        else:
+            writer.close()
+        raise AlreadyRunning(
+            f"live-appliance is already running: another process serves {self.path}"
+        )
+
+    def _unlink_if_ours(self) -> None:
+        # A newer daemon may have replaced the file; only remove the one we made.
+        try:
+            if self.path.stat().st_ino == self._inode:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.create_task(self._serve(reader, writer), name="control-client")
+        self._clients.add(task)
+        task.add_done_callback(self._clients.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:  # over LINE_LIMIT: the rest of the stream is unframed
+                    await _send(writer, _error("request line too long"))
+                    return
+                if not line:
+                    return
+                if line.strip():
+                    await _send(writer, await self._answer(line))
+        except ConnectionError:
+            pass  # the client went away; nothing to answer
+        finally:
+            writer.close()
+
+    async def _answer(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return _error(f"bad JSON: {exc}")
+        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+            return _error('a request is a JSON object with a string "cmd"')
+        cmd = request["cmd"]
+        try:
+            reply = await self._handler(request)
+        except Exception as exc:
+            logger.exception("control command %r failed", cmd)
+            return _error(f"{cmd} failed: {exc}")
+        if not isinstance(reply, dict):
+            logger.error("control handler answered %r with %r", cmd, reply)
+            return _error(f"{cmd} gave no answer")
+        return {"ok": True, **reply}
+
+
+async def _send(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
+    try:
+        data = json.dumps(reply)
+    except (TypeError, ValueError) as exc:
+        logger.error("control reply is not JSON: %r", reply)
+        data = json.dumps(_error(f"reply is not JSON: {exc}"))
+    writer.write(data.encode() + b"\n")
+    await writer.drain()
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"ok": False, "error": message}
+
+
+def request(
+    path: str | os.PathLike[str], cmd: str, timeout: float = 5.0, **fields: Any
+) -> dict[str, Any]:
+    """Send one command to the daemon and return its reply; ControlError if that fails."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(os.fspath(path))
+            sock.sendall(json.dumps({"cmd": cmd, **fields}).encode() + b"\n")
+            with sock.makefile("rb") as stream:
+                line = stream.readline()
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise NotRunning(
+                f"the live-appliance daemon is not running (nothing listens at {path})"
+            ) from exc
+        except PermissionError as exc:
+            raise ControlError(
+                f"permission denied on {path}: run as a member of its group, or with sudo"
+            ) from exc
+        except TimeoutError as exc:
+            raise ControlError(f"no answer from the daemon at {path} within {timeout} s") from exc
+        except ConnectionError as exc:
+            raise ControlError(f"the daemon at {path} dropped the connection: {exc}") from exc
+    if not line:
+        raise ControlError(f"the daemon at {path} closed the connection without answering")
+    try:
+        reply = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ControlError(f"the daemon at {path} answered with bad JSON: {exc}") from exc
+    if not isinstance(reply, dict):
+        raise ControlError(f"the daemon at {path} answered with {reply!r}, not an object")
+    return reply

@@ -1,0 +1,224 @@
+"""The control socket, over real UNIX sockets in tmp_path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device.control import AlreadyRunning, ControlError, ControlServer, NotRunning, request
+
+
+class Daemon:
+    """A stand-in for the appliance's handler: records commands, knows three."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.state = "idle"
+
+    async def __call__(self, req: dict[str, Any]) -> dict[str, Any]:
+        self.requests.append(req)
+        match req["cmd"]:
+            case "press":
+                self.state = "listening"
+                return {}
+            case "release":
+                self.state = "thinking"
+                return {}
+            case "status":
+                return {"state": self.state}
+            case "explode":
+                raise RuntimeError("boom")
+            case other:
+                return {"ok": False, "error": f"unknown command {other!r}"}
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "run" / "ctl.sock"  # the parent does not exist yet
+
+
+def socket_mode(path: Path) -> int | None:
+    """Permission bits of the socket file at `path`, None if there is no socket."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    return stat.S_IMODE(mode) if stat.S_ISSOCK(mode) else None
+
+
+async def ask(path: Path, cmd: str, **fields: Any) -> dict[str, Any]:
+    """The real synchronous client, off the loop so the server can answer."""
+    return await asyncio.to_thread(request, path, cmd, **fields)
+
+
+class Line:
+    """A raw connection for sending what the client never would."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, path: Path) -> Line:
+        return cls(*await asyncio.open_unix_connection(path))
+
+    async def send(self, raw: bytes) -> dict[str, Any]:
+        self.writer.write(raw)
+        await self.writer.drain()
+        async with asyncio.timeout(5):
+            return json.loads(await self.reader.readline())
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+async def test_press_release_status_round_trip(path: Path) -> None:
+    daemon = Daemon()
+    async with ControlServer(path, daemon):
+        assert await ask(path, "status") == {"ok": True, "state": "idle"}
+        assert await ask(path, "press", source="test") == {"ok": True}
+        assert await ask(path, "status") == {"ok": True, "state": "listening"}
+        assert await ask(path, "release") == {"ok": True}
+        assert await ask(path, "status") == {"ok": True, "state": "thinking"}
+    assert daemon.requests[1] == {"cmd": "press", "source": "test"}
+    assert [r["cmd"] for r in daemon.requests] == [
+        "status",
+        "press",
+        "status",
+        "release",
+        "status",
+    ]
+
+
+async def test_socket_mode_and_removal_on_close(path: Path) -> None:
+    server = ControlServer(path, Daemon())
+    await server.start()
+    assert socket_mode(path) == 0o660
+    await server.aclose()
+    assert socket_mode(path) is None
+    async with ControlServer(path, Daemon(), mode=0o600):
+        assert socket_mode(path) == 0o600
+
+
+async def test_bad_input_is_answered_and_the_server_serves_on(path: Path) -> None:
+    async with ControlServer(path, Daemon()):
+        line = await Line.open(path)
+        bad = [
+            b"{not json\n",
+            b"\xff\xfe\n",
+            b"[1, 2]\n",
+            b'{"cmd": 3}\n',
+            b'{"nocmd": "status"}\n',
+            b'{"cmd": "dance"}\n',
+            b'{"cmd": "explode"}\n',
+        ]
+        for raw in bad:
+            reply = await line.send(raw)
+            assert reply["ok"] is False and reply["error"], raw
+        assert "dance" in (await line.send(b'{"cmd": "dance"}\n'))["error"]
+        assert "boom" in (await line.send(b'{"cmd": "explode"}\n'))["error"]
+        # Same connection, then a new one: both still served.
+        assert await line.send(b'{"cmd": "status"}\n') == {"ok": True, "state": "idle"}
+        await line.close()
+        assert await ask(path, "status") == {"ok": True, "state": "idle"}
+
+
+async def test_an_overlong_line_is_refused_without_killing_the_server(path: Path) -> None:
+    async with ControlServer(path, Daemon()):
+        line = await Line.open(path)
+        reply = await line.send(b'{"cmd": "' + b"x" * 100_000 + b'"}\n')
+        assert reply == {"ok": False, "error": "request line too long"}
+        await line.close()
+        assert (await ask(path, "status"))["ok"] is True
+
+
+@pytest.fixture
+def stale(path: Path) -> Path:
+    """A socket file bound by a process that died without removing it."""
+    path.parent.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(path))
+    return path
+
+
+async def test_a_stale_socket_file_is_replaced(stale: Path) -> None:
+    path = stale
+    assert socket_mode(path) is not None
+    with pytest.raises(NotRunning):
+        request(path, "status")
+    async with ControlServer(path, Daemon()):
+        assert await ask(path, "status") == {"ok": True, "state": "idle"}
+
+
+async def test_a_second_server_on_a_live_socket_is_refused(path: Path) -> None:
+    async with ControlServer(path, Daemon()):
+        with pytest.raises(AlreadyRunning, match="already running"):
+            await ControlServer(path, Daemon()).start()
+        assert await ask(path, "status") == {"ok": True, "state": "idle"}  # first one unharmed
+
+
+def test_a_file_that_is_not_a_socket_is_left_alone(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_text("precious")
+    with pytest.raises(ControlError, match="not a socket"):
+        asyncio.run(ControlServer(path, Daemon()).start())
+    assert path.read_text() == "precious"
+
+
+def test_client_says_the_daemon_is_not_running(path: Path) -> None:
+    with pytest.raises(NotRunning, match=f"not running.*{path}"):
+        request(path, "status")
+
+
+async def test_close_ends_connected_clients(path: Path) -> None:
+    server = ControlServer(path, Daemon())
+    await server.start()
+    idle = await Line.open(path)  # connected, sends nothing
+    busy = await Line.open(path)
+    assert (await busy.send(b'{"cmd": "status"}\n'))["ok"] is True
+    async with asyncio.timeout(5):
+        await server.aclose()
+        assert await idle.reader.read() == b""  # the server hung up
+        assert await busy.reader.read() == b""
+    assert socket_mode(path) is None
+    await server.aclose()  # harmless twice
+
+
+async def test_a_slow_handler_is_cancelled_by_close(path: Path) -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def stuck(req: dict[str, Any]) -> dict[str, Any]:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return {}
+
+    server = ControlServer(path, stuck)
+    await server.start()
+    line = await Line.open(path)
+    line.writer.write(b'{"cmd": "status"}\n')
+    async with asyncio.timeout(5):
+        await started.wait()
+        await server.aclose()
+    assert cancelled.is_set()
+    await line.close()
+
+
+async def test_client_times_out_on_a_daemon_that_never_answers(path: Path) -> None:
+    async def stuck(req: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return {}
+
+    async with ControlServer(path, stuck):
+        with pytest.raises(ControlError, match="no answer"):
+            await asyncio.to_thread(request, path, "status", timeout=0.2)
