@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import uuid4
 
 from websockets.asyncio.server import ServerConnection
@@ -45,6 +46,7 @@ REALTIME_KINDS = {
 }
 TOP_LEVEL = ("realtime_input", "client_content", "tool_response")
 MAX_REASON_BYTES = 123
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -105,12 +107,21 @@ class LiveConnection:
         """Start a task this connection owns (cancelled and awaited at close)."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
         return task
 
-    def log(self, direction: str, kind: str, raw: dict[str, Any] | None,
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        """Forget a finished task; a client leaving mid-send is normal, anything else is not."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, ConnectionClosed):
+            logger.error("connection %d: task failed", self.id, exc_info=exc)
+
+    def log(self, direction: Literal["in", "out"], kind: str, raw: dict[str, Any] | None,
             data: bytes | None = None) -> None:
-        self.server.log.add(Entry(direction, time.monotonic(), self.id, kind, data, raw))  # type: ignore[arg-type]
+        self.server.log.add(Entry(direction, time.monotonic(), self.id, kind, data, raw))
 
     async def send(self, kind: str, message: dict[str, Any], data: bytes | None = None) -> None:
         """Send one JSON message in a binary frame, as the service does; wait out a stall."""

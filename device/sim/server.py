@@ -90,6 +90,7 @@ class LiveServer:
     async def stop(self) -> None:
         """Close every connection (1001), stop listening, delete the CA file."""
         if self._server is not None:
+            self.resume_all()  # a stalled connection could not finish its closing handshake
             self._server.close()
             await self._server.wait_closed()
             self._server = None
@@ -331,16 +332,31 @@ class ServerThread:
     @property
     def log(self) -> ServerLog:
         """The server's log (thread-safe to read)."""
-        assert self.server is not None, "server thread not started"
-        return self.server.log
+        return self._started().log
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         """Block until ``predicate()`` holds (evaluated under the log's lock)."""
         self.log.wait_for_sync(predicate, timeout)
 
-    def __getattr__(self, name: str) -> Any:
-        # base_url, ca_file, api_key, client_env, kinds, audio_in, entries: plain reads.
-        if name in {"base_url", "ca_file", "api_key", "client_env", "kinds", "audio_in",
-                    "entries", "config", "sessions"}:
-            return getattr(self.server, name)
-        raise AttributeError(name)
+    @property
+    def base_url(self) -> str:
+        """The server's base URL (see ``LiveServer.base_url``)."""
+        return self._started().base_url
+
+    @property
+    def ca_file(self) -> str:
+        """The CA file for ``SSL_CERT_FILE``."""
+        return self._started().ca_file
+
+    @property
+    def api_key(self) -> str:
+        """The API key the server accepts."""
+        return self._started().api_key
+
+    def client_env(self) -> dict[str, str]:
+        """Environment variables that point a client (e.g. the daemon subprocess) here."""
+        return self._started().client_env()
+
+    def _started(self) -> LiveServer:
+        assert self.server is not None, "server thread not started"
+        return self.server

@@ -12,7 +12,7 @@ import base64
 import binascii
 import re
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 INVALID = 1007  # invalid argument
 POLICY = 1008  # bad key, unknown model, unsupported feature
@@ -93,9 +93,9 @@ def parse_target(target: str) -> tuple[str, str, dict[str, list[str]]]:
 
     kind is 'gemini', 'constrained' or 'vertex'; raises ProtocolError otherwise.
     """
-    parts = urlsplit(target)
-    path = re.sub(r"/{2,}", "/", parts.path)
-    query = parse_qs(parts.query)
+    raw_path, _, raw_query = target.partition("?")  # not urlsplit: '//ws' is no netloc
+    path = re.sub(r"/{2,}", "/", raw_path)
+    query = parse_qs(raw_query)
     gemini = _GEMINI_PATH.match(path)
     if gemini:
         return path, "constrained" if gemini.group(2).endswith("Constrained") else "gemini", query
