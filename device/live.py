@@ -88,6 +88,11 @@ class LiveLink:
     def is_open(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    def prepare(self) -> None:
+        """Build the client (and its TLS context) now, so the first press does not wait for it."""
+        if self._client is None:
+            self._client = make_client(self._cfg)
+
     def open(self) -> None:
         """Start a session unless one is running; returns at once."""
         if not self.is_open:
@@ -104,8 +109,7 @@ class LiveLink:
         self.session_id = None
 
     async def _run(self) -> None:
-        if self._client is None:
-            self._client = make_client(self._cfg)
+        self.prepare()
         setup = connect_config(self._cfg, self._resumption_handle)
         started = time.monotonic()
         async with contextlib.AsyncExitStack() as stack:

@@ -1,0 +1,122 @@
+"""`live-appliance demo`: the appliance working on a machine with no hardware and no key.
+
+It starts the local Live server and loopback audio, runs the real daemon with
+mock pins, speaks a question (espeak-ng) into the loopback microphone while
+holding the button through the control socket, records what reaches the
+loopback speaker, and prints a timeline of what happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import subprocess
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+
+from device.sim.loopback import PulseLoopback, Recorder
+from device.sim.rig import Daemon, scratch_dir, start_daemon
+from device.sim.server import ServerThread
+
+MIC_RATE = 16000
+SPEAKER_RATE = 24000
+
+
+def speak(text: str, rate: int = MIC_RATE) -> bytes:
+    """The text spoken by espeak-ng as mono s16le at `rate`."""
+    if shutil.which("espeak-ng") is None:
+        raise SystemExit("demo: espeak-ng is missing; run scripts/setup")
+    wav = subprocess.run(["espeak-ng", "--stdout", text], capture_output=True, check=True).stdout
+    with wave.open(io.BytesIO(wav)) as w:
+        source_rate = w.getframerate()
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    return soxr.resample(samples, source_rate, rate).astype(np.int16).tobytes()
+
+
+def write_wav(path: Path, pcm: bytes, rate: int) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    question = speak(args.question)
+    print(f"demo: question {args.question!r} ({len(question) / 2 / MIC_RATE:.1f} s of speech)")
+    workdir = scratch_dir("appliance-demo-")
+    with PulseLoopback() as loopback, ServerThread(pace=1.0) as server:
+        sim = server.server
+        assert sim is not None
+        daemon = start_daemon(workdir, loopback, sim)
+        try:
+            ready = daemon.wait_ready()
+            print(f"demo: daemon ready in {(ready - daemon.started) * 1000:.0f} ms")
+            recorder = loopback.record(SPEAKER_RATE)
+            recorder.wait_started()
+            pressed = time.monotonic()
+            daemon.ctl("press")
+            player = loopback.play(question, MIC_RATE)
+            player.wait()
+            time.sleep(0.1)
+            daemon.ctl("release")
+            status = daemon.wait_until(
+                lambda s: s["state"] == "idle" and bool(s["turns"]), 30, "the reply to end"
+            )
+            time.sleep(0.3)  # the tail of the reply through the loopback
+            reply = recorder.stop()
+        finally:
+            stop_s = daemon.terminate()
+        write_wav(out / "question.wav", question, MIC_RATE)
+        write_wav(out / "reply.wav", reply, SPEAKER_RATE)
+        _print_timeline(daemon, server, pressed, status, recorder)
+        print(f"demo: daemon stopped {stop_s * 1000:.0f} ms after SIGTERM")
+        print(f"demo: wrote {out / 'question.wav'} and {out / 'reply.wav'}")
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def _print_timeline(
+    daemon: Daemon, server: ServerThread, pressed: float, status: dict[str, Any], recorder: Recorder
+) -> None:
+    sim = server.server
+    assert sim is not None
+    events: list[tuple[float, str, str]] = []
+    for line in daemon.lines:
+        if line.t >= pressed - 0.05 and (" -> " in line.text or ": turn " in line.text):
+            message = line.text.split(": ", 1)[-1].split("  [", 1)[0]
+            events.append((line.t, "daemon", message))
+    entries = sim.entries()
+    for kind in ("activity_start", "audio", "activity_end"):
+        hits = [e for e in entries if e.kind == kind and e.direction == "in"]
+        if hits:
+            events.append((hits[0].t, "server", f"received the first {kind}"))
+    replies = [e for e in entries if e.direction == "out" and e.kind == "audio"]
+    if replies:
+        events.append((replies[0].t, "server", "sent the first reply audio"))
+        heard = recorder.first_sound(after=replies[0].t)
+        if heard is not None:
+            events.append((heard, "speaker", "the reply is audible at the loopback speaker"))
+    print("\ntimeline (ms from the press):")
+    for t, source, message in sorted(events):
+        print(f"  {(t - pressed) * 1000:7.0f}  {source:<7} {message}")
+    mic_bytes = len(sim.audio_in())
+    reply_bytes = sum(len(e.data or b"") for e in replies)
+    print(
+        f"\nbytes: {mic_bytes} of microphone audio reached the server "
+        f"({mic_bytes / 2 / MIC_RATE:.2f} s), {reply_bytes} of reply audio came back "
+        f"({reply_bytes / 2 / SPEAKER_RATE:.2f} s)"
+    )
+    turns = status.get("turns") or []
+    if turns:
+        last = {k: v for k, v in turns[-1].items() if k.endswith("_ms")}
+        print("latencies: " + ", ".join(f"{k} {v}" for k, v in last.items()))
+    print("LED patterns, in order: " + " -> ".join(["idle", *daemon.states()]))

@@ -1,0 +1,181 @@
+"""The hardware-in-the-loop rig: the real daemon, the local Live server, loopback audio.
+
+Tests, the demo and the benchmarks all need the same thing: a daemon process run
+exactly as `live-appliance run` runs on a Pi, but pointed at the local server
+over TLS, at the PulseAudio loopback and at gpiozero's mock pins, and driven
+through its control socket. This module starts and stops that set-up and gives
+the driver what it needs to observe: the daemon's log lines with their times,
+its status, the server's message log, and the speaker recording.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device.control import ControlError, request
+from device.sim.loopback import PulseLoopback
+from device.sim.server import LiveServer
+
+
+@dataclass
+class LogLine:
+    t: float  # time.monotonic() when the line was read
+    text: str
+
+
+@dataclass
+class Daemon:
+    """One `live-appliance run` child process and what it has logged."""
+
+    proc: subprocess.Popen[str]
+    socket: Path
+    started: float
+    lines: list[LogLine] = field(default_factory=list)
+    _reader: threading.Thread | None = None
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for text in self.proc.stderr:
+            self.lines.append(LogLine(time.monotonic(), text.rstrip("\n")))
+
+    def ctl(self, cmd: str, timeout: float = 5.0) -> dict[str, Any]:
+        return request(self.socket, cmd, timeout=timeout)
+
+    def status(self) -> dict[str, Any]:
+        return self.ctl("status")
+
+    def wait_until(
+        self, check: Callable[[dict[str, Any]], bool], timeout: float = 20.0, what: str = ""
+    ) -> dict[str, Any]:
+        """Poll `status` until `check` holds; fail with the daemon's log if it never does."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                status = self.status()
+                if check(status):
+                    return status
+            except ControlError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what or check}:\n{self.log()}")
+            time.sleep(0.02)
+
+    def wait_ready(self, timeout: float = 20.0) -> float:
+        """Wait for the control socket to answer; returns the time it first did."""
+        self.wait_until(lambda s: True, timeout, "the control socket")
+        return time.monotonic()
+
+    def states(self) -> list[str]:
+        """The states the daemon went through, in order, from its transition log lines."""
+        found = []
+        for line in list(self.lines):
+            if "device.appliance:" in line.text and " -> " in line.text:
+                found.append(line.text.split(" -> ", 1)[1].split(" ", 1)[0])
+        return found
+
+    def log(self) -> str:
+        return "\n".join(line.text for line in list(self.lines))
+
+    def terminate(self, timeout: float = 5.0) -> float:
+        """SIGTERM; returns seconds until the process had exited."""
+        if self.proc.poll() is not None:
+            return 0.0
+        sent = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"daemon ignored SIGTERM for {timeout}s:\n{self.log()}") from None
+        finally:
+            if self._reader is not None:
+                self._reader.join(2)
+        return time.monotonic() - sent
+
+
+def rig_settings(base_url: str, socket: Path) -> dict[str, dict[str, Any]]:
+    """The daemon's configuration on the rig: the local server, a private socket, RGB LEDs."""
+    return {
+        "live": {"base_url": base_url, "connect_timeout_s": 5},
+        "control": {"socket": str(socket), "mode": 0o600},
+        "leds": {"kind": "rgb", "pins": [5, 6, 13]},
+    }
+
+
+def to_toml(settings: dict[str, dict[str, Any]]) -> str:
+    """Enough TOML for a flat config: tables of strings, numbers, booleans and lists."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    return "\n".join(
+        f"[{name}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in table.items())
+        for name, table in settings.items()
+    )
+
+
+def start_daemon(
+    workdir: Path,
+    loopback: PulseLoopback,
+    server: LiveServer,
+    *,
+    settings: dict[str, dict[str, Any]] | None = None,
+    env: dict[str, str] | None = None,
+) -> Daemon:
+    """Run `python -m device run` against the rig, as systemd would run it on a Pi.
+
+    `settings` override the rig's configuration key by key, e.g.
+    `{"button": {"mode": "toggle"}}`.
+    """
+    socket = workdir / "control.sock"
+    merged = rig_settings(server.base_url, socket)
+    for name, table in (settings or {}).items():
+        merged.setdefault(name, {}).update(table)
+    cfg = workdir / "config.toml"
+    cfg.write_text(to_toml(merged))
+    child_env = {
+        **loopback.child_env(),
+        "GEMINI_API_KEY": server.api_key,
+        "SSL_CERT_FILE": str(server.ca_file),
+        "GPIOZERO_PIN_FACTORY": "mock",
+        "GPIOZERO_MOCK_PIN_CLASS": "mockpwmpin",  # PWM, so LEDs can fade
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    child_env.pop("JOURNAL_STREAM", None)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "device", "run", "--config", str(cfg)],
+        env=child_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    daemon = Daemon(proc, socket, started)
+    daemon._reader = threading.Thread(target=daemon._read, name="daemon-log", daemon=True)
+    daemon._reader.start()
+    return daemon
+
+
+def scratch_dir(prefix: str = "appliance-rig-") -> Path:
+    """A short private directory (UNIX socket paths are limited to 108 bytes)."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
