@@ -112,3 +112,14 @@ async def test_nothing_opens_before_start_and_stop_releases_the_pin(pin) -> None
     await asyncio.sleep(0.1)
     assert events.seen == []
     Button(PIN).close()  # the pin is free again
+
+
+def test_an_edge_after_the_loop_closed_is_dropped_quietly(pin) -> None:
+    seen: list[str] = []
+    loop = asyncio.new_event_loop()
+    button = ButtonInput(PIN, lambda event, _t: seen.append(event), hold_time=None)
+    button.start(loop)
+    loop.close()
+    pin.drive_low()  # must not raise into gpiozero's thread
+    button.stop()
+    assert seen == []

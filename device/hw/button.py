@@ -9,6 +9,7 @@ opened in start() and released in stop(); gpiozero is imported only then.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,7 +49,9 @@ class ButtonInput:
 
         def handler(event: str) -> Callable[[], None]:
             def on_edge() -> None:  # runs in a gpiozero thread
-                loop.call_soon_threadsafe(self._callback, event, time.monotonic())
+                # RuntimeError: the loop has closed, the appliance is shutting down.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._callback, event, time.monotonic())
 
             return on_edge
 
