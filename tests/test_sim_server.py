@@ -17,6 +17,7 @@ from google import genai
 from google.genai import errors, types
 
 from device.sim.server import (
+    DEFAULT_API_KEY,
     DEFAULT_BEARER_TOKEN,
     DEFAULT_EPHEMERAL_TOKEN,
     LiveServer,
@@ -161,6 +162,16 @@ async def test_resumption_continues_turn_numbering_and_unknown_handle_is_1007(se
 
 
 # ---- close codes as APIError --------------------------------------------------------------
+
+
+async def test_a_custom_key_replaces_the_default():
+    async with LiveServer(api_key="custom-key", pace=0) as live:
+        async with connect(live):
+            pass
+        with pytest.raises(errors.APIError) as caught:
+            async with connect(live, key=DEFAULT_API_KEY):
+                pass
+    assert caught.value.code == 1008
 
 
 async def test_wrong_key_is_1008_naming_the_key(server):

@@ -65,8 +65,8 @@ class LiveServer:
                  api_key: str = DEFAULT_API_KEY, **config: Any) -> None:
         self.host, self.port = host, port
         self.api_key = api_key
+        config.setdefault("api_keys", {api_key})
         self.config = ServerConfig(**config)
-        self.config.api_keys.add(api_key)
         self.log = ServerLog()
         self.sessions: dict[str, SessionState] = {}
         self._tool_calls: deque[dict[str, Any]] = deque()
@@ -322,6 +322,8 @@ class ServerThread:
     def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 10.0, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` on the server's loop (awaiting it if async)."""
         assert self._loop is not None, "server thread not started"
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("ServerThread.call from the server's own loop would deadlock")
 
         async def invoke() -> Any:
             result = fn(*args, **kwargs)
