@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pyaudio
 import pytest
 
-from device.sim.loopback import PulseLoopback
+from device.sim.loopback import PulseLoopback, measure_latency
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +28,9 @@ def pa(loopback: PulseLoopback) -> Iterator[pyaudio.PyAudio]:
     instance = pyaudio.PyAudio()
     yield instance
     instance.terminate()
+
+
+@pytest.fixture(scope="session")
+def loopback_latency(loopback: PulseLoopback) -> float:
+    """The worst of a few measurements of the harness's own latency, in seconds."""
+    return max(measure_latency(loopback, repeats=3))

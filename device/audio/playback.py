@@ -1,0 +1,182 @@
+"""Speaker playback from a buffer the PortAudio callback drains.
+
+The receive loop calls ``feed()`` and never waits for the speaker: the audio goes
+into a lock-protected buffer and PortAudio's callback takes one period at a time,
+writing silence when there is nothing (the stream never underruns, so PulseAudio
+and ALSA never have to restart it). ``clear()`` drops everything not yet handed to
+PortAudio, so after a barge-in the speaker falls silent within PortAudio's own
+output latency (``output_latency``), which is set by ``period_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import pyaudio
+import soxr
+
+from device.audio.devices import DeviceSpec, choose_device, pick_rate
+
+log = logging.getLogger(__name__)
+
+RATE = 24000  # what the Live API sends
+
+
+class Playback:
+    """Plays 24 kHz mono s16le fed from the event loop; opens nothing until start()."""
+
+    def __init__(
+        self,
+        *,
+        device: DeviceSpec = None,
+        period_ms: int = 10,
+        device_rate: int | None = None,
+        on_underflow: Callable[[int], None] | None = None,
+    ) -> None:
+        self.device_spec = device
+        self.period_ms = period_ms
+        self.forced_rate = device_rate
+        self.on_underflow = on_underflow
+        self.underflows = 0  # PortAudio reported output underflows (not empty buffer)
+        self.device_rate: int | None = None
+        self._pa: pyaudio.PyAudio | None = None
+        self._stream: pyaudio.Stream | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._resampler: soxr.ResampleStream | None = None
+        self._lock = threading.Lock()
+        self._buffer = bytearray()  # device-rate s16le not yet handed to PortAudio
+        self._generation = 0  # bumped by feed() and clear(); stale drain notices ignored
+        self._waiting_drain = False
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    # -- life ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the device and start the (silent) output; call from the loop's thread."""
+        if self._stream is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._pa = pyaudio.PyAudio()
+        try:
+            info = choose_device(self._pa, self.device_spec, "output")
+            self.device_rate = self.forced_rate or pick_rate(self._pa, info, RATE, "output")
+            self._resampler = self._new_resampler()
+            self._stream = self._pa.open(
+                format=pyaudio.paInt16,
+                channels=1,
+                rate=self.device_rate,
+                output=True,
+                output_device_index=info.index,
+                frames_per_buffer=self.device_rate * self.period_ms // 1000,
+                stream_callback=self._callback,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        log.info(
+            "playback started on %s at %d Hz, output latency %.1f ms",
+            info,
+            self.device_rate,
+            self.output_latency * 1000,
+        )
+
+    def stop(self) -> None:
+        """Close the device; whatever was still buffered is dropped."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.stop_stream()
+            stream.close()
+        pa, self._pa = self._pa, None
+        if pa is not None:
+            pa.terminate()
+        self.clear()
+
+    def _new_resampler(self) -> soxr.ResampleStream | None:
+        if self.device_rate in (None, RATE):
+            return None
+        return soxr.ResampleStream(RATE, self.device_rate, 1, dtype="int16")
+
+    @property
+    def output_latency(self) -> float:
+        """Seconds PortAudio reports between handing it a sample and the speaker."""
+        return self._stream.get_output_latency() if self._stream is not None else 0.0
+
+    # -- the loop's side -------------------------------------------------------
+
+    def feed(self, pcm: bytes, last: bool = False) -> None:
+        """Queue 24 kHz audio. ``last`` flushes the resampler's tail (end of a reply)."""
+        if self._resampler is not None:
+            samples = np.frombuffer(pcm, dtype=np.int16)
+            pcm = self._resampler.resample_chunk(samples, last=last).tobytes()
+            if last:
+                self._resampler.clear()
+        if not pcm:
+            return
+        with self._lock:
+            self._buffer += pcm
+            self._generation += 1
+            self._waiting_drain = True
+        self._drained.clear()
+
+    def clear(self) -> int:
+        """Drop everything not yet played (barge-in); returns the bytes dropped."""
+        with self._lock:
+            dropped = len(self._buffer)
+            self._buffer.clear()
+            self._generation += 1
+            self._waiting_drain = False
+        if self._resampler is not None:
+            self._resampler.clear()
+        self._drained.set()
+        return dropped
+
+    @property
+    def buffered_ms(self) -> float:
+        """Audio queued and not yet handed to PortAudio, in milliseconds."""
+        if not self.device_rate:
+            return 0.0
+        with self._lock:
+            return len(self._buffer) / 2 / self.device_rate * 1000
+
+    @property
+    def drained(self) -> asyncio.Event:
+        """Set once the last fed sample has been handed to PortAudio (or after clear())."""
+        return self._drained
+
+    async def wait_drained(self) -> None:
+        await self._drained.wait()
+
+    def _on_drained(self, generation: int) -> None:
+        if generation == self._generation:
+            self._drained.set()
+
+    # -- PortAudio's thread ----------------------------------------------------
+
+    def _callback(
+        self, in_data: bytes | None, frame_count: int, time_info: dict, status: int
+    ) -> tuple[bytes, int]:
+        wanted = frame_count * 2
+        with self._lock:
+            out = bytes(self._buffer[:wanted])
+            del self._buffer[:wanted]
+            notify = self._waiting_drain and not self._buffer
+            if notify:
+                self._waiting_drain = False
+            generation = self._generation
+        loop = self._loop
+        assert loop is not None
+        try:
+            if status & pyaudio.paOutputUnderflow:
+                self.underflows += 1
+                if self.on_underflow is not None:
+                    loop.call_soon_threadsafe(self.on_underflow, self.underflows)
+            if notify:
+                loop.call_soon_threadsafe(self._on_drained, generation)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            return bytes(wanted), pyaudio.paAbort
+        return out + bytes(wanted - len(out)), pyaudio.paContinue

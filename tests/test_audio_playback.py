@@ -1,0 +1,147 @@
+"""Speaker playback through PortAudio on the loopback: content, clear(), drained."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+import soxr
+
+from device.audio import pcm
+from device.audio.playback import RATE, Playback
+from device.sim.loopback import PulseLoopback, Recorder
+
+CHUNK = RATE // 5 * 2  # the server's ~200 ms reply chunks, in bytes
+
+
+def _chirp(seconds: float, f0: float = 200.0, f1: float = 3000.0) -> np.ndarray:
+    """A sweep: every position is unique, so cross-correlation aligns it exactly."""
+    t = np.arange(int(RATE * seconds)) / RATE
+    phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * seconds))
+    return 0.5 * np.sin(phase)
+
+
+def _feed_in_chunks(player: Playback, data: bytes) -> None:
+    for i in range(0, len(data), CHUNK):
+        player.feed(data[i : i + CHUNK])
+
+
+@pytest.fixture
+async def speaker(loopback: PulseLoopback) -> AsyncIterator[tuple[Playback, Recorder]]:
+    recorder = loopback.record(RATE, side="speaker")
+    await asyncio.to_thread(recorder.wait_started)
+    player = Playback()
+    player.start()
+    try:
+        yield player, recorder
+    finally:
+        player.stop()
+        recorder.stop()
+
+
+async def _settle(player: Playback) -> None:
+    """Wait until what PortAudio holds has reached the speaker monitor."""
+    await asyncio.sleep(player.output_latency + 0.2)
+
+
+async def test_fed_audio_reaches_the_speaker_unchanged(loopback: PulseLoopback) -> None:
+    # Recorded at the sink's own rate: recording at 24 kHz would add a random
+    # half-sample delay (which 48 kHz frame the stream started on) to the comparison.
+    recorder = loopback.record(loopback.rate, side="speaker")
+    await asyncio.to_thread(recorder.wait_started)
+    player = Playback()
+    player.start()
+    try:
+        sent = _chirp(1.0)
+        _feed_in_chunks(player, pcm.from_float(sent))
+        await asyncio.wait_for(player.wait_drained(), 5)
+        await _settle(player)
+    finally:
+        player.stop()
+        heard = pcm.to_float(recorder.stop())
+    sent = soxr.resample(sent, RATE, loopback.rate)
+    offset, score = pcm.find_offset(heard, sent)
+    assert score > 0.99, score
+    residual = heard[offset : offset + sent.size] - sent
+    assert pcm.rms_dbfs(pcm.from_float(residual)) < pcm.rms_dbfs(pcm.from_float(sent)) - 30
+
+
+async def test_clear_silences_the_speaker_and_drops_the_rest(
+    loopback_latency: float, speaker: tuple[Playback, Recorder]
+) -> None:
+    player, recorder = speaker
+    before, after = 440.0, 1320.0  # the part fed after 1 s must never be heard
+    reply = np.concatenate([pcm.tone(before, 1000, RATE), pcm.tone(after, 2000, RATE)])
+    _feed_in_chunks(player, pcm.from_float(reply))
+    await asyncio.sleep(0.4)
+    cleared_at = time.monotonic()
+    dropped = player.clear()
+    assert dropped > 0
+    assert player.buffered_ms == 0
+    assert player.drained.is_set()
+    await _settle(player)
+    recorder.stop()
+
+    margin = player.output_latency + loopback_latency + 0.05
+    silent = recorder.silent_from()
+    assert silent is not None
+    assert silent <= cleared_at + margin, (silent - cleared_at, margin)
+    heard = recorder.pcm()
+    spectrum = np.abs(np.fft.rfft(pcm.to_float(heard)))
+    freqs = np.fft.rfftfreq(len(heard) // 2, 1 / RATE)
+    near = lambda f: spectrum[np.abs(freqs - f) < 15].max()  # noqa: E731
+    assert near(before) > 100 * near(after)
+
+
+async def test_drained_fires_after_the_last_sample_not_before(
+    speaker: tuple[Playback, Recorder],
+) -> None:
+    player, recorder = speaker
+    first = pcm.from_float(pcm.tone(600, 300, RATE))
+    fed_at = time.monotonic()
+    player.feed(first)
+    assert not player.drained.is_set()
+    await asyncio.sleep(0.15)
+    player.feed(first)  # a second feed moves the end further away
+    await asyncio.sleep(0.25)
+    assert not player.drained.is_set()  # 600 ms fed, at most ~400 ms handed over
+    assert player.buffered_ms > 0
+    await asyncio.wait_for(player.wait_drained(), 5)
+    drained_at = time.monotonic()
+    assert player.buffered_ms == 0
+    # The buffer cannot empty faster than real time, less what PortAudio pre-fills.
+    assert drained_at - fed_at >= 0.6 - player.output_latency - 0.02
+    await _settle(player)
+    recorder.stop()
+    end_of_sound = recorder.silent_from()
+    assert end_of_sound is not None
+    assert end_of_sound >= drained_at - 0.02  # the last samples were still to be heard
+
+
+async def test_device_at_48k_gets_resampled_audio(loopback: PulseLoopback) -> None:
+    recorder = loopback.record(RATE, side="speaker")
+    await asyncio.to_thread(recorder.wait_started)
+    player = Playback(device_rate=48000)
+    player.start()
+    try:
+        assert player.device_rate == 48000
+        player.feed(pcm.from_float(pcm.tone(1000, 500, RATE)), last=True)
+        await asyncio.wait_for(player.wait_drained(), 5)
+        await _settle(player)
+    finally:
+        player.stop()
+        heard = recorder.stop()
+    samples = pcm.to_float(heard)
+    loud_at = np.flatnonzero(np.abs(samples) > 0.05)
+    loud = samples[loud_at[0] : loud_at[-1]]
+    assert loud.size > RATE * 0.45
+    assert pcm.dominant_frequency(pcm.from_float(loud), RATE) == pytest.approx(1000, abs=10)
+
+
+async def test_output_latency_is_reported(speaker: tuple[Playback, Recorder]) -> None:
+    player, _ = speaker
+    assert 0 < player.output_latency < 1.0
+    print(f"playback output latency {player.output_latency * 1000:.1f} ms")
