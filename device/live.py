@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from google.genai import errors, types
+from google.genai.live import AsyncSession
 
 from device.config import Config
 from device.live_setup import connect_config, make_client
@@ -34,6 +35,7 @@ from device.states import (
 log = logging.getLogger(__name__)
 
 AUDIO_MIME = "audio/pcm;rate=16000"
+CLOSE_TIMEOUT_S = 1.0
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -82,6 +84,7 @@ class LiveLink:
         self._task: asyncio.Task[None] | None = None
         self._resumption_handle: str | None = None
         self._reply_started = False
+        self._session: AsyncSession | None = None
         self.session_id: str | None = None
 
     @property
@@ -100,8 +103,13 @@ class LiveLink:
             self._task = asyncio.create_task(self._run(), name="live-session")
 
     async def close(self) -> None:
-        """End the session: cancel its task and wait until the socket is closed."""
+        """End the session with a normal close (1000), then stop its task."""
         task, self._task = self._task, None
+        session, self._session = self._session, None
+        if session is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await session.close()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -123,6 +131,7 @@ class LiveLink:
                 log.error("cannot connect: %s", reason, extra={"LIVE_ERROR": reason})
                 self._on_event(ConnectFailed(reason))
                 return
+            self._session = session
             self.session_id = session.session_id
             setup_ms = (time.monotonic() - started) * 1000
             log.info(
@@ -132,16 +141,19 @@ class LiveLink:
             )
             self._reply_started = False
             self._on_event(SetupComplete())
+            failure: Exception | None = None
             try:
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._send(session), name="live-send")
                     tasks.create_task(self._receive(session), name="live-receive")
             except* Exception as group:
-                reason = describe_failure(group.exceptions[0])
+                failure = group.exceptions[0]
+            if failure is not None and self._session is session:  # not closed by us
+                reason = describe_failure(failure)
                 log.warning("connection lost: %s", reason, extra={"LIVE_ERROR": reason})
                 self._on_event(ConnectionLost(reason))
 
-    async def _send(self, session: object) -> None:
+    async def _send(self, session: AsyncSession) -> None:
         while True:
             item = await self._outbox.get()
             try:
@@ -151,9 +163,9 @@ class LiveLink:
                 raise
             self._on_sent(item, time.monotonic())
 
-    async def _receive(self, session: object) -> None:
+    async def _receive(self, session: AsyncSession) -> None:
         while True:
-            async for message in session.receive():  # type: ignore[attr-defined]
+            async for message in session.receive():
                 self._dispatch(message)
 
     def _dispatch(self, message: types.LiveServerMessage) -> None:
@@ -188,8 +200,8 @@ class LiveLink:
             log.info("model said: %s", spoken.text, extra={"LIVE_TRANSCRIPT_OUT": spoken.text})
 
 
-async def _send_item(session: object, item: Item) -> None:
-    send = session.send_realtime_input  # type: ignore[attr-defined]
+async def _send_item(session: AsyncSession, item: Item) -> None:
+    send = session.send_realtime_input
     match item.kind:
         case "audio":
             await send(audio=types.Blob(data=item.data, mime_type=AUDIO_MIME))
