@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections import deque
 from typing import Any
 
 from device import logs
@@ -47,6 +48,7 @@ log = logging.getLogger("device.appliance")
 
 #: In a hands-free conversation, a microphone gated this long tells the server the stream paused.
 STREAM_PAUSE_S = 1.0
+MIC_START_TIMEOUT_S = 5.0
 
 
 class Appliance:
@@ -60,6 +62,11 @@ class Appliance:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._capturing = False
+        # The last moments before a press: people start talking as they press.
+        self._preroll: deque[bytes] = deque(
+            maxlen=max(1, cfg.audio.preroll_ms // cfg.audio.chunk_ms)
+        )
+        self._mic_flowing = asyncio.Event()
         self._gated_since: float | None = None
         self._stream_end_sent = False
         self._overflowing = False
@@ -104,7 +111,9 @@ class Appliance:
         return {"ok": True}
 
     def _on_mic_chunk(self, pcm: bytes, t: float) -> None:
+        self._mic_flowing.set()
         if not self._capturing:
+            self._preroll.append(pcm)
             return
         if self.machine.mode is Mode.TOGGLE and self.machine.state is State.SPEAKING:
             pcm = self._gate(pcm, t)
@@ -188,6 +197,8 @@ class Appliance:
             case "start_capture":
                 self._capturing = True
                 self.turns.start(time.monotonic())
+                while self._preroll:
+                    self.outbox.put("audio", self._preroll.popleft())
             case "stop_capture":
                 self._capturing = False
             case "send_activity_start":
@@ -233,6 +244,7 @@ class Appliance:
             "session_id": self.link.session_id,
             "outbox_ms": round(self.outbox.held_ms),
             "mic_overflows": self.mic.overflows,
+            "leds": [state for _, state in self.leds.history],
             "turns": self.turns.recent(),
         }
 
@@ -248,6 +260,7 @@ class Appliance:
             self.speaker.start()
             self.mic.start()
             self.link.prepare()
+            await self._wait_for_microphone()
             self.button.start(loop)
             await self.leds.show(self.machine.state)
             await self.control.start()
@@ -269,6 +282,17 @@ class Appliance:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
+    async def _wait_for_microphone(self) -> None:
+        """Ready means the microphone delivers: some devices take a while to start."""
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(MIC_START_TIMEOUT_S):
+                await self._mic_flowing.wait()
+        except TimeoutError:
+            log.warning("the microphone delivered nothing in %.0f s", MIC_START_TIMEOUT_S)
+            return
+        log.info("microphone delivering after %.0f ms", (time.monotonic() - started) * 1000)
+
     async def _shutdown(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
@@ -283,6 +307,10 @@ class Appliance:
         self.mic.stop()
         self.speaker.stop()
         await self.leds.aclose()
+        current = asyncio.current_task()
+        left = sorted(t.get_name() for t in asyncio.all_tasks() if t is not current)
+        if left:
+            log.warning("tasks left behind at shutdown: %s", ", ".join(left))
         log.info("stopped")
 
 

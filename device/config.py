@@ -84,6 +84,8 @@ class AudioConfig:
     #: In a hands-free conversation the speaker must not feed the microphone.
     mic_during_playback: Literal["gate", "attenuate", "open"] = "gate"
     attenuation_db: float = field(default=30.0, metadata=_bounded(0, 90))
+    #: Audio from just before a press that is sent with it: people talk as they press.
+    preroll_ms: int = field(default=100, metadata=_bounded(0, 1000))
     #: Seconds of microphone audio held while the connection is not ready.
     hold_s: float = field(default=8.0, metadata=_bounded(1, 60))
 
