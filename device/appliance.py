@@ -25,7 +25,7 @@ from device.audio.playback import Playback
 from device.config import Config
 from device.control import ControlServer
 from device.hw.button import ButtonInput
-from device.hw.leds import LedAnimator, make_leds
+from device.hw.leds import LedAnimator, open_leds
 from device.live import LiveLink
 from device.outbox import Item, Outbox
 from device.states import (
@@ -77,9 +77,7 @@ class Appliance:
         )
         self.speaker = Playback(device=cfg.audio.output_device)
         self._drain_watch: asyncio.Task[None] | None = None
-        self.leds = LedAnimator(
-            make_leds(cfg.leds.kind, cfg.leds.pins, active_high=cfg.leds.active_high)
-        )
+        self.leds = LedAnimator(open_leds(cfg.leds))
         self.button = ButtonInput(
             cfg.button.pin,
             self._on_button,

@@ -69,8 +69,27 @@ class LiveConfig:
     voice: str | None = None
     language: str | None = None
     system_instruction: str | None = None
+    #: The persona from a file instead (it wins over `system_instruction`).
+    system_instruction_file: str | None = None
+    #: Ask the service for transcripts of both sides (input and output transcription).
     transcripts: bool = True
+    #: Write the words of those transcripts to the journal; false keeps them out (privacy).
+    log_transcripts: bool = True
+    #: Model-specific features; unset leaves them out of the setup.
+    proactive_audio: bool | None = None
+    affective_dialog: bool | None = None
+    #: Sliding-window context compression: without it a session is cut at 15 min (2 with video).
+    compression: bool = True
+    compression_trigger_tokens: int | None = field(default=None, metadata=_bounded(1000, 10**6))
+    compression_target_tokens: int | None = field(default=None, metadata=_bounded(500, 10**6))
+    #: Seconds to reach the service and finish setup before the press shows an error.
     connect_timeout_s: float = field(default=5.0, metadata=_bounded(0.5, 120))
+    #: How often to ping an otherwise quiet connection.
+    keepalive_s: float = field(default=10.0, metadata=_bounded(1, 300))
+    #: A connection that shows no traffic at all (messages or pongs) this long is dead.
+    dead_after_s: float = field(default=30.0, metadata=_bounded(2, 600))
+    #: How long to keep reconnecting a dropped session before showing an error.
+    reconnect_for_s: float = field(default=30.0, metadata=_bounded(1, 600))
 
 
 @dataclass(frozen=True)
@@ -88,6 +107,10 @@ class AudioConfig:
     preroll_ms: int = field(default=100, metadata=_bounded(0, 1000))
     #: Seconds of microphone audio held while the connection is not ready.
     hold_s: float = field(default=8.0, metadata=_bounded(1, 60))
+    #: Speaker volume, 0..1 (the set_volume tool changes it and keeps it across restarts).
+    volume: float = field(default=1.0, metadata=_bounded(0, 1))
+    #: Seconds between attempts to reopen an audio device that failed or vanished.
+    reopen_s: float = field(default=3.0, metadata=_bounded(0.5, 60))
 
 
 @dataclass(frozen=True)
@@ -110,26 +133,71 @@ class ConversationConfig:
     silence_ms: int = field(default=800, metadata=_bounded(100, 10000))
     start_sensitivity: Literal["low", "high"] = "high"
     end_sensitivity: Literal["low", "high"] = "high"
+    prefix_padding_ms: int | None = field(default=None, metadata=_bounded(0, 2000))
+    #: New speech during a reply stops the reply (the service's barge-in).
+    barge_in: bool = True
     error_display_s: float = field(default=3.0, metadata=_bounded(0.5, 60))
 
 
 @dataclass(frozen=True)
-class LedsConfig:
-    """How the state LEDs are wired (BCM pin numbers)."""
+class HardwareConfig:
+    """A preset for a known board; every value it sets can be overridden key by key."""
 
-    kind: Literal["single", "multi", "rgb", "none"] = "rgb"
+    profile: str = "breadboard"
+
+
+@dataclass(frozen=True)
+class LedsConfig:
+    """How the state LEDs are wired (BCM pin numbers) or which APA102 pixels to drive."""
+
+    kind: Literal["single", "multi", "rgb", "apa102", "none"] = "rgb"
     pins: tuple[int, ...] = (5, 6, 13)
     active_high: bool = True
+    #: Overall brightness, 0..1 (APA102: the global brightness field).
+    brightness: float = field(default=1.0, metadata=_bounded(0, 1))
+    #: APA102 pixels: how many, on which SPI bus and chip select.
+    count: int = field(default=3, metadata=_bounded(1, 255))
+    spi_bus: int = field(default=0, metadata=_bounded(0, 6))
+    spi_device: int = field(default=0, metadata=_bounded(0, 3))
+    #: APA102 on plain GPIO pins instead of SPI (bit-banged): both pins or neither.
+    data_pin: int | None = field(default=None, metadata=_bounded(0, 53))
+    clock_pin: int | None = field(default=None, metadata=_bounded(0, 53))
+    #: A pin that switches the pixels' power on (some HATs have one).
+    power_pin: int | None = field(default=None, metadata=_bounded(0, 53))
 
 
 @dataclass(frozen=True)
 class CameraConfig:
-    """The camera that lets the model see."""
+    """The camera that lets the model see, only while someone is talking to the box."""
 
-    enabled: bool = False
+    enabled: bool = True
     source: Literal["picamera2", "synthetic"] = "picamera2"
     fps: float = field(default=1.0, metadata=_bounded(0.1, 1.0))
     quality: int = field(default=80, metadata=_bounded(10, 100))
+    #: Frames are square, this many pixels a side (768 is what the Live API sees best).
+    size: int = field(default=768, metadata=_bounded(64, 2048))
+    #: Keep the camera running this long after the last frame, for a quick follow-up.
+    linger_s: float = field(default=3.0, metadata=_bounded(0, 60))
+    #: A pin that lights an LED while the camera runs.
+    led_pin: int | None = field(default=None, metadata=_bounded(0, 53))
+
+
+@dataclass(frozen=True)
+class ToolsConfig:
+    """What the model may do on the device, and whether it may search the web."""
+
+    #: Names of device tools to offer the model (see README); none by default.
+    enabled: tuple[str, ...] = ()
+    google_search: bool = False
+    timeout_s: float = field(default=5.0, metadata=_bounded(0.1, 120))
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Where the daemon keeps what must survive a restart."""
+
+    #: Default: $STATE_DIRECTORY (set by systemd), else /var/lib/live-appliance.
+    state_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,9 +216,12 @@ class Config:
     audio: AudioConfig = AudioConfig()
     button: ButtonConfig = ButtonConfig()
     conversation: ConversationConfig = ConversationConfig()
+    hardware: HardwareConfig = HardwareConfig()
     leds: LedsConfig = LedsConfig()
     camera: CameraConfig = CameraConfig()
+    tools: ToolsConfig = ToolsConfig()
     control: ControlConfig = ControlConfig()
+    service: ServiceConfig = ServiceConfig()
     path: Path | None = None
     api_key: Secret | None = field(default=None, repr=False)
     api_key_source: str | None = None
@@ -183,8 +254,9 @@ def load(cli_path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(
             f"{where}: unknown section [{unknown[0]}]; allowed: {', '.join(SECTIONS)}"
         )
+    presets = _profile_presets(where, raw.get("hardware", {}))
     sections = {
-        name: _build_section(where, name, cls, raw.get(name, {}))
+        name: _build_section(where, name, cls, raw.get(name, {}), presets.get(name, {}))
         for name, cls in SECTIONS.items()
     }
     config = Config(**sections, path=path if path.exists() else None)
@@ -225,9 +297,26 @@ def _apply_env_overrides(raw: dict[str, Any]) -> None:
         raw.setdefault(section, {})[key] = parsed
 
 
-def _build_section(where: str, name: str, cls: type, values: Any) -> Any:
+def _profile_presets(where: str, hardware: Any) -> dict[str, dict[str, Any]]:
+    """The settings the chosen `[hardware] profile` implies, section by section."""
+    from device.hw.profiles import PROFILES
+
+    name = hardware.get("profile", HardwareConfig.profile) if isinstance(hardware, dict) else None
+    if name not in PROFILES:
+        raise ConfigError(
+            f"{where}: [hardware] profile: must be one of {', '.join(map(repr, PROFILES))} "
+            f"(got {name!r})"
+        )
+    return PROFILES[name]
+
+
+def _build_section(
+    where: str, name: str, cls: type, values: Any, preset: dict[str, Any]
+) -> Any:
+    """One section from the file's values laid over the profile's preset."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: [{name}] must be a table of settings")
+    values = {**preset, **values}
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
@@ -315,6 +404,15 @@ def _check_consistency(where: str, config: Config) -> None:
         )
     if leds.kind == "multi" and not leds.pins:
         raise ConfigError(f"{where}: [leds] pins: kind 'multi' needs at least one pin")
+    if (leds.data_pin is None) != (leds.clock_pin is None):
+        raise ConfigError(
+            f"{where}: [leds] data_pin and clock_pin: set both (pixels on GPIO) or neither (SPI)"
+        )
+    if live.system_instruction_file and not Path(live.system_instruction_file).is_file():
+        raise ConfigError(
+            f"{where}: [live] system_instruction_file: {live.system_instruction_file} "
+            "does not exist"
+        )
 
 
 def find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:

@@ -14,9 +14,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from device.hw.led_patterns import PATTERNS, Pattern, Rgb
+
+if TYPE_CHECKING:
+    from device.config import LedsConfig
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +147,11 @@ def make_leds(
     if kind == "rgb":
         return RgbLed(pins, active_high=active_high, pwm=pwm)
     raise ValueError(f"unknown LED kind {kind!r}; choose one of {LED_KINDS}")
+
+
+def open_leds(cfg: LedsConfig) -> LedDriver:
+    """The LEDs the configuration describes, opened."""
+    return make_leds(cfg.kind, cfg.pins, active_high=cfg.active_high)
 
 
 class LedAnimator:

@@ -105,12 +105,15 @@ class Daemon:
         return time.monotonic() - sent
 
 
-def rig_settings(base_url: str, socket: Path) -> dict[str, dict[str, Any]]:
-    """The daemon's configuration on the rig: the local server, a private socket, RGB LEDs."""
+def rig_settings(base_url: str, workdir: Path) -> dict[str, dict[str, Any]]:
+    """The daemon's configuration on the rig: the local server, a private socket and state
+    directory, RGB LEDs, no camera (tests that want frames ask for the synthetic one)."""
     return {
         "live": {"base_url": base_url, "connect_timeout_s": 5},
-        "control": {"socket": str(socket), "mode": 0o600},
+        "control": {"socket": str(workdir / "control.sock"), "mode": 0o600},
+        "service": {"state_dir": str(workdir / "state")},
         "leds": {"kind": "rgb", "pins": [5, 6, 13]},
+        "camera": {"enabled": False},
     }
 
 
@@ -146,7 +149,7 @@ def start_daemon(
     `{"button": {"mode": "toggle"}}`.
     """
     socket = workdir / "control.sock"
-    merged = rig_settings(server.base_url, socket)
+    merged = rig_settings(server.base_url, workdir)
     for name, table in (settings or {}).items():
         merged.setdefault(name, {}).update(table)
     cfg = workdir / "config.toml"
