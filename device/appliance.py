@@ -10,7 +10,6 @@ the receive task appends to the speaker's buffer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import time
@@ -28,6 +27,7 @@ from device.hw.button import ButtonInput
 from device.hw.leds import LedAnimator, open_leds
 from device.live import LiveLink
 from device.outbox import Item, Outbox
+from device.service import Notifier
 from device.states import (
     Action,
     Event,
@@ -42,6 +42,7 @@ from device.states import (
     Timer,
     step,
 )
+from device.tasks import stop_task
 from device.turns import TurnLog
 
 log = logging.getLogger("device.appliance")
@@ -77,6 +78,7 @@ class Appliance:
         )
         self.speaker = Playback(device=cfg.audio.output_device)
         self._drain_watch: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self.leds = LedAnimator(open_leds(cfg.leds))
         self.button = ButtonInput(
             cfg.button.pin,
@@ -85,6 +87,7 @@ class Appliance:
             hold_time=cfg.button.long_press_s or None,
         )
         self.control = ControlServer(cfg.control.socket, self._on_control, mode=cfg.control.mode)
+        self.notifier = Notifier()
         self.stopping = asyncio.Event()
 
     # -- inputs, all on the event loop -------------------------------------------------
@@ -174,6 +177,7 @@ class Appliance:
                     },
                 )
                 await self.leds.show(self.machine.state)
+                self.notifier.status(self.status_line())
                 if self.machine.state is State.IDLE and before is not State.ERROR:
                     self.turns.finish(time.monotonic(), self.link.session_id)
 
@@ -232,11 +236,15 @@ class Appliance:
         loop = asyncio.get_running_loop()
         self._timers[timer] = loop.call_later(seconds, self.post, Timeout(timer))
 
-    def status(self) -> dict[str, Any]:
+    def status_line(self) -> str:
+        """The state in words, as `systemctl status` and `ctl status` show it."""
         state = str(self.machine.state)
+        return f"error: {self._error}" if self._error and state == "error" else state
+
+    def status(self) -> dict[str, Any]:
         return {
-            "state": state,
-            "status": f"error: {self._error}" if self._error else state,
+            "state": str(self.machine.state),
+            "status": self.status_line(),
             "mode": str(self.machine.mode),
             "session_open": self.machine.session_open,
             "session_id": self.link.session_id,
@@ -252,7 +260,8 @@ class Appliance:
         """Open the hardware, serve until SIGTERM/SIGINT, then close everything."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
+            loop.add_signal_handler(sig, self._on_stop_signal)
+        self._watchdog = asyncio.create_task(self.notifier.feed_watchdog(), name="watchdog")
         try:
             # PortAudio opens in tens of milliseconds; nothing else is running yet.
             self.speaker.start()
@@ -268,17 +277,20 @@ class Appliance:
                 self.cfg.live.model,
                 extra={"LIVE_STATE": str(self.machine.state)},
             )
+            self.notifier.ready(self.status_line())
             consumer = asyncio.create_task(self._consume(), name="state-machine")
             try:
                 await self.stopping.wait()
             finally:
-                consumer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await consumer
+                await stop_task(consumer)
         finally:
             await self._shutdown()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    def _on_stop_signal(self) -> None:
+        self.notifier.stopping()
+        self.stopping.set()
 
     async def _wait_for_microphone(self) -> None:
         """Ready means the microphone delivers: some devices take a while to start."""
@@ -295,10 +307,8 @@ class Appliance:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        if self._drain_watch is not None:
-            self._drain_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drain_watch
+        await stop_task(self._drain_watch)
+        await stop_task(self._watchdog)
         await self.control.aclose()
         await self.link.close()
         self.button.stop()
@@ -309,10 +319,11 @@ class Appliance:
         left = sorted(t.get_name() for t in asyncio.all_tasks() if t is not current)
         if left:
             log.warning("tasks left behind at shutdown: %s", ", ".join(left))
+        self.notifier.close()
         log.info("stopped")
 
 
 def run_daemon(cfg: Config) -> int:
-    logs.setup()
+    logs.setup(secrets=[cfg.api_key.reveal()] if cfg.api_key else [])
     asyncio.run(Appliance(cfg).run())
     return 0

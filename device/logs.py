@@ -2,8 +2,10 @@
 
 Code logs with `extra={"LIVE_STATE": ..., "LIVE_SESSION": ...}`. Under systemd
 (JOURNAL_STREAM set) those become journal fields an owner can filter on
-(`journalctl -u live-appliance LIVE_STATE=error`); on a terminal they are
-appended to the line as key=value.
+(`journalctl -u live-appliance LIVE_STATE=error`), with the journal priority of
+the record's level; on a terminal they are appended to the line as key=value.
+Whatever the destination, the API key is masked should any message or
+traceback ever carry it.
 """
 
 from __future__ import annotations
@@ -11,12 +13,40 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterable
 
 FIELD_PREFIX = "LIVE_"
+SYSLOG_IDENTIFIER = "live-appliance"
+MASK = "***"
+
+
+class Redactor(logging.Filter):
+    """Masks secrets in a record's message and arguments before any handler sees it."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            clean = self.redact(message)
+            if clean != message or record.args:
+                record.msg, record.args = clean, None
+            if record.exc_info:
+                # The traceback as masked text; the exception object itself could leak.
+                text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+                record.exc_text, record.exc_info = self.redact(text), None
+        return True
 
 
 class FieldsFormatter(logging.Formatter):
-    """`time level logger: message key=value ...` with the LIVE_* fields of the record."""
+    """`time level logger: message [key=value ...]` with the LIVE_* fields of the record."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -28,18 +58,28 @@ class FieldsFormatter(logging.Formatter):
         return f"{line}  [{' '.join(fields)}]" if fields else line
 
 
-def setup(level: int = logging.INFO) -> None:
-    """Send the package's log to the journal when systemd runs us, else to stderr."""
-    handler: logging.Handler
-    if os.environ.get("JOURNAL_STREAM"):
-        from systemd.journal import JournalHandler
+def journal_handler(sender: Callable[..., None] | None = None) -> logging.Handler:
+    """systemd-python's handler: MESSAGE, PRIORITY from the level, and every LIVE_* field.
 
-        handler = JournalHandler(SYSLOG_IDENTIFIER="live-appliance")
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(
-            FieldsFormatter("%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s", "%T")
-        )
+    `sender` replaces `systemd.journal.send` (tests capture what would be sent).
+    """
+    from systemd.journal import JournalHandler, send
+
+    return JournalHandler(sender_function=sender or send, SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
+
+
+def terminal_handler() -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        FieldsFormatter("%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s", "%T")
+    )
+    return handler
+
+
+def setup(level: int = logging.INFO, secrets: Iterable[str] = ()) -> None:
+    """Send the package's log to the journal when systemd runs us, else to stderr."""
+    handler = journal_handler() if os.environ.get("JOURNAL_STREAM") else terminal_handler()
+    handler.addFilter(Redactor(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -1,0 +1,93 @@
+"""The systemd notify protocol: READY, STATUS, WATCHDOG and STOPPING.
+
+Spoken directly over `$NOTIFY_SOCKET` (one datagram per message) rather than
+through libsystemd: it is a few lines, needs no import at start-up, and works
+the same under a test's socket. Outside systemd every call is a no-op.
+
+The watchdog is fed by a task on the daemon's own event loop, so a loop that
+stalls (a blocking call, a deadlock) stops the pings and systemd restarts the
+service after `WatchdogSec`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+
+log = logging.getLogger(__name__)
+
+
+class Notifier:
+    """Sends sd_notify messages to the socket systemd gave this process, if any."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.address = _socket_address(env.get("NOTIFY_SOCKET", ""))
+        self.watchdog_s = _watchdog_interval(env)
+        self._sock: socket.socket | None = None
+        self._status: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None
+
+    def send(self, *fields: str) -> None:
+        """One datagram with `KEY=value` lines; a failure is logged, never raised."""
+        if self.address is None:
+            return
+        try:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.sendto("\n".join(fields).encode(), self.address)
+        except OSError as exc:
+            log.warning("cannot notify systemd: %s", exc)
+
+    def ready(self, status: str) -> None:
+        self._status = status
+        self.send("READY=1", f"STATUS={status}")
+
+    def status(self, text: str) -> None:
+        """STATUS=, sent only when it changes (systemctl status shows the latest)."""
+        if text != self._status:
+            self._status = text
+            self.send(f"STATUS={text}")
+
+    def stopping(self) -> None:
+        self.send("STOPPING=1", "STATUS=stopping")
+
+    async def feed_watchdog(self) -> None:
+        """Ping the watchdog at half its timeout for as long as the loop runs."""
+        if self.watchdog_s is None:
+            return
+        while True:
+            self.send("WATCHDOG=1")
+            await asyncio.sleep(self.watchdog_s / 2)
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def _socket_address(value: str) -> str | bytes | None:
+    """`/run/systemd/notify` as a path, `@name` as a Linux abstract address."""
+    if not value:
+        return None
+    if value.startswith("@"):
+        return b"\0" + value[1:].encode()
+    return value
+
+
+def _watchdog_interval(env: dict[str, str] | os._Environ[str]) -> float | None:
+    """Seconds of WatchdogSec meant for this process, or None when there is no watchdog."""
+    usec = env.get("WATCHDOG_USEC", "")
+    pid = env.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    if pid and pid != str(os.getpid()):
+        return None  # meant for another process (we were forked or exec'd by it)
+    return int(usec) / 1_000_000

@@ -1,0 +1,234 @@
+"""Under systemd: the notify protocol (READY, STATUS, WATCHDOG, STOPPING) and journal fields."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device import logs
+from device.service import Notifier
+from device.sim.loopback import PulseLoopback
+from device.sim.rig import start_daemon
+from device.sim.server import ServerThread
+from device.turns import TurnLog
+
+
+class NotifySocket:
+    """An AF_UNIX datagram socket standing in for systemd's; records (time, fields)."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="notify-"))
+        self.path = self.dir / "notify.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, dict[str, str]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines())
+            self.messages.append((time.monotonic(), fields))
+
+    def times(self, key: str) -> list[float]:
+        return [t for t, fields in list(self.messages) if key in fields]
+
+    def statuses(self) -> list[str]:
+        return [f["STATUS"] for _, f in list(self.messages) if "STATUS" in f]
+
+    def wait_for(self, key: str, timeout: float = 10.0) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if found := self.times(key):
+                return found[0]
+            time.sleep(0.01)
+        raise AssertionError(f"no {key} within {timeout} s; got {self.messages}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[NotifySocket]:
+    sock = NotifySocket()
+    yield sock
+    sock.close()
+
+
+def test_outside_systemd_nothing_is_sent() -> None:
+    notifier = Notifier(environ={})
+    assert not notifier.enabled
+    assert notifier.watchdog_s is None
+    notifier.ready("idle")  # no socket, no error
+
+
+def test_watchdog_interval_is_read_for_this_process_only() -> None:
+    assert Notifier(environ={"WATCHDOG_USEC": "20000000"}).watchdog_s == 20.0
+    assert Notifier(environ={"WATCHDOG_USEC": "20000000", "WATCHDOG_PID": "1"}).watchdog_s is None
+    assert Notifier(environ={"WATCHDOG_USEC": "0"}).watchdog_s is None
+
+
+def test_abstract_socket_addresses_are_understood() -> None:
+    name = f"live-appliance-test-{time.monotonic_ns()}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(b"\0" + name.encode())
+    server.settimeout(2)
+    try:
+        notifier = Notifier(environ={"NOTIFY_SOCKET": "@" + name})
+        notifier.ready("idle")
+        assert server.recv(100).decode().splitlines() == ["READY=1", "STATUS=idle"]
+        notifier.close()
+    finally:
+        server.close()
+
+
+def test_status_is_sent_only_when_it_changes(notify_socket: NotifySocket) -> None:
+    notifier = Notifier(environ={"NOTIFY_SOCKET": str(notify_socket.path)})
+    for text in ("idle", "listening", "listening", "thinking"):
+        notifier.status(text)
+    notifier.close()
+    deadline = time.monotonic() + 5
+    while len(notify_socket.statuses()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert notify_socket.statuses() == ["idle", "listening", "thinking"]
+
+
+async def test_a_blocked_event_loop_stops_the_watchdog(notify_socket: NotifySocket) -> None:
+    notifier = Notifier(
+        environ={"NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": "100000"}
+    )
+    task = asyncio.create_task(notifier.feed_watchdog())
+    await asyncio.sleep(0.5)
+    blocked_at = time.monotonic()
+    time.sleep(1.0)  # noqa: ASYNC251 - the point: a blocking call stalls the loop
+    unblocked_at = time.monotonic()
+    await asyncio.sleep(0.5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    notifier.close()
+    await asyncio.sleep(0.1)  # let the reader thread take the last datagrams
+
+    pings = notify_socket.times("WATCHDOG")
+    assert [t for t in pings if blocked_at + 0.05 < t < unblocked_at - 0.05] == []
+    assert len([t for t in pings if t < blocked_at]) >= 3, "pings before the stall"
+    assert len([t for t in pings if t > unblocked_at]) >= 3, "pings resume after it"
+
+
+def test_daemon_notifies_ready_status_watchdog_and_stopping(
+    loopback: PulseLoopback, notify_socket: NotifySocket
+) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="svc-"))
+    with ServerThread(reply_seconds=0.4) as server:
+        assert server.server is not None
+        daemon = start_daemon(
+            workdir,
+            loopback,
+            server.server,
+            env={"NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": "400000"},
+        )
+        try:
+            ready = notify_socket.wait_for("READY")
+            assert daemon.status()["state"] == "idle", "the control socket answers once READY"
+            daemon.ctl("press")
+            daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+            loopback.play(b"\x00\x10" * 8000, 16000).wait()
+            daemon.ctl("release")
+            daemon.wait_until(lambda s: s["state"] == "idle" and s["turns"], 20, "the turn")
+            time.sleep(1.0)  # a few watchdog periods while idle
+        finally:
+            took = daemon.terminate()
+    stopping = notify_socket.wait_for("STOPPING")
+
+    statuses = notify_socket.statuses()
+    assert statuses[:1] == ["idle"]
+    assert _in_order(statuses, ["connecting", "listening", "thinking", "speaking", "idle"])
+    assert statuses[-1] == "stopping"
+    pings = [t for t in notify_socket.times("WATCHDOG") if ready < t < stopping]
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
+    assert len(pings) >= 5
+    assert max(gaps) < 0.4, f"a watchdog gap of {max(gaps):.2f} s reaches WatchdogSec"
+    assert daemon.proc.returncode == 0
+    assert took < 2.0, f"took {took:.2f} s to stop"
+
+
+def _in_order(seen: list[str], wanted: list[str]) -> bool:
+    it = iter(seen)
+    return all(any(s == w for s in it) for w in wanted)
+
+
+class Captured:
+    """Stands in for systemd.journal.send: keeps MESSAGE and fields per record."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def __call__(self, message: str, /, **fields: Any) -> None:
+        self.records.append({"MESSAGE": message, **fields})
+
+
+@pytest.fixture
+def journal() -> Iterator[Captured]:
+    captured = Captured()
+    handler = logs.journal_handler(sender=captured)
+    handler.addFilter(logs.Redactor(["AIza-secret-key"]))
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    yield captured
+    root.handlers[:], _ = saved
+    root.setLevel(saved[1])
+
+
+def test_a_turn_summary_reaches_the_journal_with_its_fields(journal: Captured) -> None:
+    turns = TurnLog()
+    turns.start(10.0)
+    turns.sent("audio", 10.05)
+    turns.released(12.0)
+    turns.sent("activity_end", 12.002)
+    turns.reply_received(12.4)
+    turns.finish(13.0, "session-1")
+
+    (record,) = journal.records
+    assert record["MESSAGE"].startswith("turn 1:")
+    assert record["PRIORITY"] == "6"
+    assert record["SYSLOG_IDENTIFIER"] == "live-appliance"
+    assert record["LIVE_TURN"] == 1
+    assert record["LIVE_SESSION"] == "session-1"
+    assert record["LIVE_PRESS_TO_FIRST_AUDIO_MS"] == 50.0
+    assert record["LIVE_RELEASE_TO_ACTIVITY_END_MS"] == 2.0
+
+
+def test_priorities_follow_levels_and_the_key_is_masked(journal: Captured) -> None:
+    log = logging.getLogger("device.live")
+    log.warning("connection lost: %s", "close code 1011", extra={"LIVE_ERROR": "1011"})
+    log.error("refused key AIza-secret-key")
+    try:
+        raise ValueError("bad header x-goog-api-key: AIza-secret-key")
+    except ValueError:
+        log.exception("failed")
+
+    warning, error, failure = journal.records
+    assert (warning["PRIORITY"], warning["LIVE_ERROR"]) == ("4", "1011")
+    assert warning["MESSAGE"] == "connection lost: close code 1011"
+    assert error["PRIORITY"] == "3"
+    assert "AIza-secret-key" not in repr(journal.records)
+    assert "***" in error["MESSAGE"] and "***" in failure["MESSAGE"]
