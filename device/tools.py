@@ -1,0 +1,341 @@
+"""Device tools the model may call: a registry, their declarations, and running a call.
+
+Adding a tool is one function in this file: typed parameters after the first
+(`device`, which is not shown to the model), a docstring the model reads, a
+dict it gets back, and `@DEVICE_TOOLS.tool` above it. Parameters may carry
+bounds and a description with `Annotated[int, Field(ge=0, le=100, description=...)]`:
+they become the declaration's schema, and the model's arguments are checked
+against them before the function runs.
+
+A call runs in a worker thread (`asyncio.to_thread`) so that reading /proc or
+waiting on the appliance never blocks the event loop; a thread cannot be
+interrupted, so tools must be quick: the timeout answers the model, it does not
+stop the function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+from google.genai import types
+from pydantic import Field, TypeAdapter, ValidationError
+
+from device.config import ConfigError, ToolsConfig
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "unknown"
+
+
+class DeviceActions(Protocol):
+    """What tools may do to the appliance, which implements it.
+
+    Tools run in a worker thread: the appliance must hand `set_volume` and
+    `end_conversation` to its event loop with `loop.call_soon_threadsafe` and
+    return at once; `volume` only reads a number.
+    """
+
+    def volume(self) -> float:
+        """The speaker volume, 0..1."""
+        ...
+
+    def set_volume(self, level: float) -> None:
+        """Apply a speaker volume of 0..1 and keep it across restarts."""
+        ...
+
+    def end_conversation(self) -> None:
+        """Hang up once the model's reply has been played."""
+        ...
+
+
+def local_now() -> datetime:
+    """The time in the device's own time zone."""
+    return datetime.now().astimezone()
+
+
+@dataclass(frozen=True)
+class Device:
+    """What a tool function gets as its first argument."""
+
+    actions: DeviceActions
+    #: Where /proc and /sys are (tests point it at a fake tree).
+    root: Path = Path("/")
+    now: Callable[[], datetime] = local_now
+
+    def read(self, path: str) -> str | None:
+        """A small kernel file's text, or None when this machine does not have it."""
+        try:
+            return (self.root / path.lstrip("/")).read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter the model fills in: its type (schema and checks) and default."""
+
+    adapter: TypeAdapter[Any]
+    required: bool
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class DeviceTool:
+    """One registered function, its declaration and its argument checks."""
+
+    function: Callable[..., Any]
+    parameters: dict[str, Parameter]
+
+    @property
+    def name(self) -> str:
+        return self.function.__name__
+
+    @classmethod
+    def from_function(cls, function: Callable[..., Any]) -> DeviceTool:
+        """Read the parameters after `device` from the signature; each needs a type."""
+        hints = typing.get_type_hints(function, include_extras=True)
+        _, *params = inspect.signature(function).parameters.values()
+        untyped = [p.name for p in params if p.name not in hints]
+        if untyped:
+            raise TypeError(f"tool {function.__name__}: give {untyped[0]!r} a type")
+        return cls(function, {
+            p.name: Parameter(
+                TypeAdapter(hints[p.name]),
+                required=p.default is inspect.Parameter.empty,
+                default=None if p.default is inspect.Parameter.empty else p.default,
+            )
+            for p in params
+        })
+
+    def declaration(self) -> types.FunctionDeclaration:
+        """Name, docstring and a schema of the parameters, as the Gemini API takes them."""
+        return types.FunctionDeclaration(
+            name=self.name,
+            description=inspect.getdoc(self.function) or "",
+            parameters=self._schema() if self.parameters else None,
+        )
+
+    def _schema(self) -> types.Schema:
+        properties = {}
+        for name, param in self.parameters.items():
+            properties[name] = param.adapter.json_schema()
+            if not param.required:
+                properties[name]["default"] = param.default
+        required = [name for name, param in self.parameters.items() if param.required]
+        return types.Schema.from_json_schema(
+            json_schema=types.JSONSchema(
+                type="object", properties=properties, required=required or None
+            ),
+            api_option="GEMINI_API",
+        )
+
+    def arguments(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The model's arguments checked and converted; ValueError says what is wrong."""
+        unexpected = sorted(set(args) - set(self.parameters))
+        if unexpected:
+            raise ValueError(f"unexpected argument(s): {', '.join(unexpected)}")
+        checked = {}
+        for name, param in self.parameters.items():
+            if name in args:
+                try:
+                    checked[name] = param.adapter.validate_python(args[name])
+                except ValidationError as exc:
+                    reasons = "; ".join(error["msg"] for error in exc.errors())
+                    raise ValueError(f"argument {name}: {reasons}") from None
+            elif param.required:
+                raise ValueError(f"missing argument: {name}")
+        return checked
+
+
+class Registry:
+    """Tools by name; `@registry.tool` adds one."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, DeviceTool] = {}
+
+    def tool(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        """Register `function` under its own name (a decorator; returns it unchanged)."""
+        entry = DeviceTool.from_function(function)
+        if entry.name in self._tools:
+            raise ValueError(f"tool {entry.name} is registered twice")
+        self._tools[entry.name] = entry
+        return function
+
+    def select(self, names: tuple[str, ...]) -> dict[str, DeviceTool]:
+        """The tools named in `[tools] enabled`; ConfigError for a name nobody registered."""
+        unknown = [name for name in names if name not in self._tools]
+        if unknown:
+            raise ConfigError(
+                f"[tools] enabled: unknown tool {unknown[0]!r}; "
+                f"known tools: {', '.join(self._tools)}"
+            )
+        return {name: self._tools[name] for name in names}
+
+
+DEVICE_TOOLS = Registry()
+
+
+def declarations(cfg: ToolsConfig, registry: Registry = DEVICE_TOOLS) -> list[types.Tool]:
+    """The setup's tools: the enabled functions, and Google Search when it is on."""
+    tools = []
+    if cfg.enabled:
+        functions = [tool.declaration() for tool in registry.select(cfg.enabled).values()]
+        tools.append(types.Tool(function_declarations=functions))
+    if cfg.google_search:
+        tools.append(types.Tool(google_search=types.GoogleSearch()))
+    return tools
+
+
+class ToolBox:
+    """Runs the model's function calls against the enabled tools."""
+
+    def __init__(
+        self,
+        cfg: ToolsConfig,
+        actions: DeviceActions,
+        *,
+        registry: Registry = DEVICE_TOOLS,
+        root: Path = Path("/"),
+        now: Callable[[], datetime] = local_now,
+    ) -> None:
+        self._cfg = cfg
+        self._registry = registry
+        self._tools = registry.select(cfg.enabled)
+        self._device = Device(actions, root, now)
+
+    def declarations(self) -> list[types.Tool]:
+        """What the setup declares (see `declarations`)."""
+        return declarations(self._cfg, self._registry)
+
+    async def run(self, call: types.FunctionCall) -> types.FunctionResponse:
+        """Answer one call: the tool's result, or {"error": ...}; never raises but cancellation.
+
+        Cancelling the awaiting task (the server's toolCallCancellation) raises
+        CancelledError here, so nothing is answered; the worker thread finishes alone.
+        """
+        name = call.name or ""
+        started = time.monotonic()
+        try:
+            response = await self._call(name, call.args or {})
+        except asyncio.CancelledError:
+            self._log(name, started, "cancelled", logging.INFO)
+            raise
+        error = response.get("error")
+        self._log(name, started, str(error or "ok"), logging.WARNING if error else logging.INFO)
+        return types.FunctionResponse(id=call.id, name=name, response=response)
+
+    async def _call(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        tool = self._tools.get(name)
+        if tool is None:
+            return {"error": f"no tool named {name!r} on this device"}
+        try:
+            kwargs = tool.arguments(args)
+        except ValueError as exc:
+            return {"error": f"bad arguments: {exc}"}
+        deadline = asyncio.timeout(self._cfg.timeout_s)
+        try:
+            async with deadline:
+                result = await asyncio.to_thread(tool.function, self._device, **kwargs)
+        except Exception as exc:
+            if deadline.expired():
+                return {"error": f"timed out after {self._cfg.timeout_s:g} s"}
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        return result if isinstance(result, dict) else {"output": result}
+
+    def _log(self, name: str, started: float, outcome: str, level: int) -> None:
+        ms = round((time.monotonic() - started) * 1000)
+        log.log(level, "tool %s: %s (%d ms)", name, outcome,
+                ms, extra={"LIVE_TOOL": name, "LIVE_TOOL_MS": ms})
+
+
+# ---- the device tools ------------------------------------------------------------------
+
+
+@DEVICE_TOOLS.tool
+def get_time(device: Device) -> dict[str, str]:
+    """The local date, time, weekday and time zone of the place the device is in."""
+    now = device.now()
+    return {
+        "date": now.strftime("%Y-%m-%d"),
+        "time": now.strftime("%H:%M"),
+        "weekday": now.strftime("%A"),
+        "timezone": now.strftime("%Z") or UNKNOWN,
+        "utc_offset": now.strftime("%z") or UNKNOWN,
+    }
+
+
+@DEVICE_TOOLS.tool
+def device_status(device: Device) -> dict[str, Any]:
+    """The device's own health: time since it started, CPU temperature, Wi-Fi signal, volume."""
+    return {
+        "uptime": _uptime(device.read("/proc/uptime")),
+        "cpu_temperature_c": _temperature(device.read("/sys/class/thermal/thermal_zone0/temp")),
+        "wifi_signal_dbm": _wifi_signal(device.read("/proc/net/wireless")),
+        "volume_percent": round(device.actions.volume() * 100),
+    }
+
+
+@DEVICE_TOOLS.tool
+def set_volume(
+    device: Device,
+    percent: Annotated[int, Field(ge=0, le=100, description="0 is silent, 100 is loudest")],
+) -> dict[str, int]:
+    """Set the speaker volume in percent. The device keeps it after a restart."""
+    device.actions.set_volume(percent / 100)
+    return {"volume_percent": percent}
+
+
+@DEVICE_TOOLS.tool
+def end_conversation(device: Device) -> dict[str, str]:
+    """End the conversation, e.g. when the person says goodbye or wants to stop.
+
+    The device hangs up after this reply, so say goodbye in it.
+    """
+    device.actions.end_conversation()
+    return {"result": "the device hangs up after this reply"}
+
+
+def _uptime(text: str | None) -> str:
+    """/proc/uptime ("12345.67 23456.78") as '3 h 25 min' (days too when there are any)."""
+    try:
+        seconds = int(float(text.split()[0])) if text else None
+    except (ValueError, IndexError):
+        seconds = None
+    if seconds is None:
+        return UNKNOWN
+    days, rest = divmod(seconds, 86400)
+    hours, minutes = divmod(rest // 60, 60)
+    if days:
+        return f"{days} d {hours} h {minutes} min"
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def _temperature(text: str | None) -> float | str:
+    """The thermal zone's millidegrees Celsius as degrees, one decimal."""
+    try:
+        return round(int(text) / 1000, 1) if text else UNKNOWN
+    except ValueError:
+        return UNKNOWN
+
+
+def _wifi_signal(text: str | None) -> int | str:
+    """The first interface's signal level in dBm from /proc/net/wireless."""
+    lines = text.splitlines()[2:] if text else []
+    for line in lines:
+        _, _, values = line.partition(":")
+        fields = values.split()
+        if len(fields) >= 3:
+            try:
+                return round(float(fields[2].rstrip(".")))
+            except ValueError:
+                return UNKNOWN
+    return UNKNOWN
