@@ -6,12 +6,22 @@ Kept apart from the connection code so that what goes into `setup` can be read
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+from typing import Any
+
 from google import genai
 from google.genai import types
 
-from device.config import Config
+from device.config import Config, ConfigError, LiveConfig
+from device.models import V1ALPHA, model_settings
+from device.tools import declarations
 
 EPHEMERAL_PREFIX = "auth_tokens/"
+
+#: Passed through to `websockets.connect`. The link checks liveness itself: the
+#: service answers pings late, and websockets' 20 s ping timeout drops healthy sessions.
+WEBSOCKET_OPTIONS: dict[str, Any] = {"ping_interval": None, "ping_timeout": None}
 
 
 def make_client(cfg: Config) -> genai.Client:
@@ -20,11 +30,12 @@ def make_client(cfg: Config) -> genai.Client:
     The TLS context is built here, once, from SSL_CERT_FILE or certifi.
     """
     live = cfg.live
-    api_version = live.api_version
     key = cfg.api_key.reveal() if cfg.api_key else None
-    if key and key.startswith(EPHEMERAL_PREFIX) and api_version is None:
-        api_version = "v1alpha"  # ephemeral tokens are served on v1alpha only
-    http_options = types.HttpOptions(base_url=live.base_url, api_version=api_version)
+    http_options = types.HttpOptions(
+        base_url=live.base_url,
+        api_version=_api_version(live, key),
+        async_client_args=dict(WEBSOCKET_OPTIONS),
+    )
     if live.backend == "vertex":
         return genai.Client(
             vertexai=True,
@@ -35,23 +46,83 @@ def make_client(cfg: Config) -> genai.Client:
     return genai.Client(api_key=key, http_options=http_options)
 
 
+def _api_version(live: LiveConfig, key: str | None) -> str | None:
+    """The configured version, else v1alpha where the Gemini API serves only that."""
+    if live.api_version is not None or live.backend != "gemini":
+        return live.api_version
+    ephemeral = key is not None and key.startswith(EPHEMERAL_PREFIX)
+    return V1ALPHA if ephemeral or model_settings(live).needs_v1alpha else None
+
+
 def connect_config(cfg: Config, resumption_handle: str | None) -> types.LiveConnectConfig:
-    """The session setup: audio replies, voice, persona, activity detection, resumption."""
-    live, conv = cfg.live, cfg.conversation
-    push_to_talk = cfg.button.mode == "push_to_talk"
-    speech = None
-    if live.voice or live.language:
-        speech = types.SpeechConfig(
-            voice_config=(
-                types.VoiceConfig(
-                    prebuilt_voice_config=types.PrebuiltVoiceConfig(voice_name=live.voice)
-                )
-                if live.voice
-                else None
-            ),
-            language_code=live.language,
-        )
-    if push_to_talk:
+    """The session setup: audio replies, persona, tools, activity detection, resumption."""
+    live = cfg.live
+    model = model_settings(live)
+    transcription = types.AudioTranscriptionConfig() if live.transcripts else None
+    return types.LiveConnectConfig(
+        response_modalities=[types.Modality.AUDIO],
+        speech_config=_speech(live.voice, model.language_code),
+        system_instruction=_instruction(live, model.spoken_language),
+        tools=declarations(cfg.tools) or None,
+        realtime_input_config=_realtime_input(cfg),
+        input_audio_transcription=transcription,
+        output_audio_transcription=transcription,
+        session_resumption=types.SessionResumptionConfig(handle=resumption_handle),
+        context_window_compression=_compression(live),
+        proactivity=(
+            types.ProactivityConfig(proactive_audio=model.proactive_audio)
+            if model.proactive_audio is not None
+            else None
+        ),
+        enable_affective_dialog=model.affective_dialog,
+    )
+
+
+def _speech(voice: str | None, language_code: str | None) -> types.SpeechConfig | None:
+    if voice is None and language_code is None:
+        return None
+    voice_config = (
+        types.VoiceConfig(prebuilt_voice_config=types.PrebuiltVoiceConfig(voice_name=voice))
+        if voice
+        else None
+    )
+    return types.SpeechConfig(voice_config=voice_config, language_code=language_code)
+
+
+def _instruction(live: LiveConfig, spoken_language: str | None) -> str | None:
+    """The persona (the file wins over the inline text), plus the language to speak."""
+    if live.system_instruction_file:
+        persona: str | None = read_instruction_file(live.system_instruction_file)
+    else:
+        persona = live.system_instruction
+    if spoken_language is None:
+        return persona
+    language = f"Speak {spoken_language} (a BCP-47 language code) unless asked otherwise."
+    return f"{persona}\n\n{language}" if persona else language
+
+
+@functools.cache
+def read_instruction_file(path: str) -> str:
+    """The persona file's text, read once (it is a start-time setting, like the rest)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(f"[live] system_instruction_file: {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"[live] system_instruction_file: {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"[live] system_instruction_file: cannot read {path}: {exc.strerror}"
+        ) from None
+    if not text:
+        raise ConfigError(f"[live] system_instruction_file: {path} is empty")
+    return text
+
+
+def _realtime_input(cfg: Config) -> types.RealtimeInputConfig:
+    """Push-to-talk marks turns itself; toggle mode lets the server hear when speech ends."""
+    conv = cfg.conversation
+    if cfg.button.mode == "push_to_talk":
         detection = types.AutomaticActivityDetection(disabled=True)
     else:
         detection = types.AutomaticActivityDetection(
@@ -62,18 +133,20 @@ def connect_config(cfg: Config, resumption_handle: str | None) -> types.LiveConn
             end_of_speech_sensitivity=types.EndSensitivity(
                 f"END_SENSITIVITY_{conv.end_sensitivity.upper()}"
             ),
+            prefix_padding_ms=conv.prefix_padding_ms,
             silence_duration_ms=conv.silence_ms,
         )
-    transcription = types.AudioTranscriptionConfig() if live.transcripts else None
-    return types.LiveConnectConfig(
-        response_modalities=[types.Modality.AUDIO],
-        speech_config=speech,
-        system_instruction=live.system_instruction,
-        realtime_input_config=types.RealtimeInputConfig(automatic_activity_detection=detection),
-        input_audio_transcription=transcription,
-        output_audio_transcription=transcription,
-        session_resumption=types.SessionResumptionConfig(handle=resumption_handle),
-        context_window_compression=types.ContextWindowCompressionConfig(
-            sliding_window=types.SlidingWindow()
-        ),
+    return types.RealtimeInputConfig(
+        automatic_activity_detection=detection,
+        activity_handling=None if conv.barge_in else types.ActivityHandling.NO_INTERRUPTION,
+    )
+
+
+def _compression(live: LiveConfig) -> types.ContextWindowCompressionConfig | None:
+    """A sliding window makes sessions unbounded (15 min audio, 2 min video without it)."""
+    if not live.compression:
+        return None
+    return types.ContextWindowCompressionConfig(
+        trigger_tokens=live.compression_trigger_tokens,
+        sliding_window=types.SlidingWindow(target_tokens=live.compression_target_tokens),
     )

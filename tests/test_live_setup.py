@@ -1,0 +1,324 @@
+"""The setup our code sends, as the local server receives it from the real SDK, and the
+model rules that leave settings out or refuse them at start."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from google import genai
+from google.genai import errors, types
+
+from device.config import (
+    Config,
+    ConfigError,
+    LiveConfig,
+    Secret,
+    ToolsConfig,
+)
+from device.live_setup import connect_config, make_client
+from device.models import MODELS, check_model_settings
+from device.sim.server import LiveServer
+from device.sim.setup import DEFAULT_MODELS
+from device.sim.wire import has, pick
+
+OLDER = "gemini-2.5-flash-native-audio-preview-12-2025"
+PREVIEW_3_1 = "gemini-3.1-flash-live-preview"
+VERTEX_ONLY = "gemini-live-2.5-flash-native-audio"
+
+
+@pytest.fixture
+async def server(monkeypatch):
+    async with LiveServer(pace=0, reply_seconds=0.2) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
+
+
+def config_for(server: LiveServer, **sections: Any) -> Config:
+    """Defaults pointed at the local server; `live=dict(...)` etc. change a section."""
+    base = Config(live=LiveConfig(base_url=server.base_url), api_key=Secret(server.api_key))
+    changes = {
+        name: dataclasses.replace(getattr(base, name), **values)
+        for name, values in sections.items()
+    }
+    return dataclasses.replace(base, **changes)
+
+
+async def received_setup(server: LiveServer, cfg: Config, handle: str | None = None) -> dict:
+    """Connect with our client and setup; what the server got (it answered setupComplete)."""
+    client = make_client(cfg)
+    async with client.aio.live.connect(model=cfg.live.model,
+                                       config=connect_config(cfg, handle)):
+        pass
+    return server.log.connections()[-1].setup
+
+
+def at(setup: dict, *path: str) -> Any:
+    """A nested value under either key spelling (the SDK mixes camelCase and snake_case)."""
+    value: Any = setup
+    for key in path:
+        value = pick(value, key)
+    return value
+
+
+def function_names(setup: dict) -> list[str]:
+    return [d["name"] for tool in at(setup, "tools") or []
+            for d in pick(tool, "function_declarations") or []]
+
+
+def searches(setup: dict) -> int:
+    return sum(has(tool, "google_search") for tool in at(setup, "tools") or [])
+
+
+# ---- defaults --------------------------------------------------------------------------------
+
+
+async def test_default_setup_push_to_talk_audio_transcripts_resumption_compression(server):
+    setup = await received_setup(server, config_for(server))
+    assert setup["model"] == "models/gemini-3.8-live"
+    assert at(setup, "generation_config", "response_modalities") == ["AUDIO"]
+    assert at(setup, "realtime_input_config") == {"automatic_activity_detection": {
+        "disabled": True}}
+    assert at(setup, "input_audio_transcription") == {}
+    assert at(setup, "output_audio_transcription") == {}
+    assert at(setup, "session_resumption") == {}
+    assert at(setup, "context_window_compression") == {"sliding_window": {}}
+    for absent in ("tools", "system_instruction", "proactivity"):
+        assert not has(setup, absent), absent
+    assert not has(at(setup, "generation_config"), "speech_config")
+    assert not has(at(setup, "generation_config"), "enable_affective_dialog")
+    path = server.log.connections()[-1].path
+    assert ".v1alpha." not in path  # the SDK's default version: nothing here needs v1alpha
+
+
+async def test_the_client_turns_off_websocket_pings(server):
+    """The link checks liveness itself; websockets' own 20 s ping timeout would cut sessions."""
+    cfg = config_for(server)
+    async with make_client(cfg).aio.live.connect(model=cfg.live.model) as session:
+        ws = session._ws  # the SDK's websockets ClientConnection: reachable in a test only
+        assert (ws.ping_interval, ws.ping_timeout, ws.keepalive_task) == (None, None, None)
+    plain = genai.Client(api_key=server.api_key,
+                         http_options=types.HttpOptions(base_url=server.base_url))
+    async with plain.aio.live.connect(model=cfg.live.model) as session:
+        assert session._ws.ping_interval == 20 and session._ws.keepalive_task is not None
+
+
+# ---- tools and search ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("tools", "names", "search"), [
+    (ToolsConfig(), [], 0),
+    (ToolsConfig(google_search=True), [], 1),
+    (ToolsConfig(enabled=("get_time", "set_volume")), ["get_time", "set_volume"], 0),
+    (ToolsConfig(enabled=("device_status", "end_conversation", "get_time", "set_volume"),
+                 google_search=True),
+     ["device_status", "end_conversation", "get_time", "set_volume"], 1),
+])
+async def test_setup_declares_exactly_the_enabled_tools_and_search(server, tools, names, search):
+    setup = await received_setup(server, config_for(server, tools=vars(tools)))
+    assert function_names(setup) == names
+    assert searches(setup) == search
+
+
+async def test_declared_parameters_reach_the_server_as_a_schema(server):
+    setup = await received_setup(server, config_for(server, tools={"enabled": ("set_volume",)}))
+    (tool,) = at(setup, "tools")
+    (declaration,) = pick(tool, "function_declarations")
+    assert declaration["parameters"] == {
+        "type": "OBJECT",
+        "properties": {"percent": {"type": "INTEGER", "minimum": 0.0, "maximum": 100.0,
+                                   "description": "0 is silent, 100 is loudest"}},
+        "required": ["percent"],
+    }
+    assert declaration["description"].startswith("Set the speaker volume in percent.")
+
+
+# ---- persona, voice, language ----------------------------------------------------------------
+
+
+def instruction(setup: dict) -> str:
+    (part,) = at(setup, "system_instruction", "parts")
+    return part["text"]
+
+
+async def test_persona_from_a_file_wins_over_the_inline_text(server, tmp_path):
+    persona = tmp_path / "persona.txt"
+    persona.write_text("You are a kitchen helper.\nAnswer in one or two sentences.\n")
+    cfg = config_for(server, live={"system_instruction": "You are a pirate.",
+                                   "system_instruction_file": str(persona)})
+    setup = await received_setup(server, cfg)
+    assert instruction(setup) == "You are a kitchen helper.\nAnswer in one or two sentences."
+
+
+async def test_inline_persona_and_voice(server):
+    cfg = config_for(server, live={"system_instruction": "You are a pirate.", "voice": "Kore"})
+    setup = await received_setup(server, cfg)
+    assert instruction(setup) == "You are a pirate."
+    assert at(setup, "generation_config", "speech_config") == {
+        "voice_config": {"prebuilt_voice_config": {"voice_name": "Kore"}}}
+
+
+async def test_native_audio_models_get_the_language_in_the_instruction(server):
+    cfg = config_for(server, live={"system_instruction": "You are a pirate.", "language": "de-DE"})
+    setup = await received_setup(server, cfg)
+    assert instruction(setup) == (
+        "You are a pirate.\n\nSpeak de-DE (a BCP-47 language code) unless asked otherwise.")
+    assert not has(at(setup, "generation_config"), "speech_config")
+
+
+async def test_an_unknown_model_gets_the_language_code_as_configured(server):
+    server.config.models.add("gemini-9-live")
+    cfg = config_for(server, live={"model": "gemini-9-live", "language": "de-DE"})
+    setup = await received_setup(server, cfg)
+    assert at(setup, "generation_config", "speech_config") == {"language_code": "de-DE"}
+    assert not has(setup, "system_instruction")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "is empty"),
+    (b"\xff\xfe persona", "is not UTF-8 text"),
+])
+def test_a_bad_persona_file_is_a_config_error(tmp_path, text, message):
+    persona = tmp_path / "bad-persona.txt"
+    persona.write_bytes(text if isinstance(text, bytes) else text.encode())
+    cfg = Config(live=LiveConfig(system_instruction_file=str(persona)))
+    with pytest.raises(ConfigError, match=f"system_instruction_file: {persona} {message}"):
+        connect_config(cfg, None)
+
+
+# ---- activity detection, barge-in, compression, resumption -----------------------------------
+
+
+async def test_toggle_mode_lets_the_server_detect_speech_with_the_owner_settings(server):
+    cfg = config_for(
+        server, button={"mode": "toggle"},
+        conversation={"start_sensitivity": "low", "end_sensitivity": "low", "silence_ms": 500,
+                      "prefix_padding_ms": 200, "barge_in": False},
+    )
+    setup = await received_setup(server, cfg)
+    assert at(setup, "realtime_input_config") == {
+        "automatic_activity_detection": {
+            "disabled": False,
+            "start_of_speech_sensitivity": "START_SENSITIVITY_LOW",
+            "end_of_speech_sensitivity": "END_SENSITIVITY_LOW",
+            "prefix_padding_ms": 200,
+            "silence_duration_ms": 500,
+        },
+        "activity_handling": "NO_INTERRUPTION",
+    }
+
+
+async def test_without_barge_in_push_to_talk_keeps_detection_off_and_no_interruption(server):
+    cfg = config_for(server, conversation={"barge_in": False})
+    setup = await received_setup(server, cfg)
+    assert at(setup, "realtime_input_config") == {
+        "automatic_activity_detection": {"disabled": True},
+        "activity_handling": "NO_INTERRUPTION",
+    }
+
+
+@pytest.mark.parametrize(("live", "expected"), [
+    ({"compression": False}, None),
+    ({"compression_target_tokens": 16000}, {"sliding_window": {"target_tokens": 16000}}),
+    ({"compression_trigger_tokens": 32000, "compression_target_tokens": 16000},
+     {"trigger_tokens": 32000, "sliding_window": {"target_tokens": 16000}}),
+])
+async def test_compression_only_when_on_with_the_owner_token_counts(server, live, expected):
+    setup = await received_setup(server, config_for(server, live=live))
+    assert at(setup, "context_window_compression") == expected
+
+
+async def test_a_resumption_handle_is_sent_and_the_server_resumes(server):
+    cfg = config_for(server)
+    client = make_client(cfg)
+    async with client.aio.live.connect(model=cfg.live.model,
+                                       config=connect_config(cfg, None)) as session:
+        await session.send_realtime_input(text="remember the number seven")
+        async for _ in session.receive():
+            pass
+        update = (await anext(aiter(session.receive()))).session_resumption_update
+    setup = await received_setup(server, cfg, update.new_handle)
+    assert at(setup, "session_resumption") == {"handle": update.new_handle}
+    assert server.sessions[update.new_handle].history == ["remember the number seven"]
+
+
+# ---- model-specific settings -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("model", "live", "proactivity", "affective"), [
+    ("gemini-3.8-live", {"proactive_audio": True, "affective_dialog": False}, None, None),
+    (OLDER, {"proactive_audio": True, "affective_dialog": True}, {"proactive_audio": True}, True),
+    (OLDER, {"proactive_audio": False, "affective_dialog": False},
+     {"proactive_audio": False}, False),
+    (PREVIEW_3_1, {"proactive_audio": False, "affective_dialog": False}, None, None),
+    ("gemini-9-live", {"proactive_audio": False, "affective_dialog": True},
+     {"proactive_audio": False}, True),
+])
+async def test_model_settings_are_sent_only_where_the_model_takes_them(
+    server, model, live, proactivity, affective
+):
+    server.config.models.add("gemini-9-live")
+    setup = await received_setup(server, config_for(server, live={"model": model, **live}))
+    assert at(setup, "proactivity") == proactivity
+    assert at(setup, "generation_config", "enable_affective_dialog") == affective
+    path = server.log.connections()[-1].path
+    assert (".v1alpha." in path) == (proactivity is not None or affective is not None)
+
+
+@pytest.mark.parametrize(("live", "message"), [
+    ({"proactive_audio": False},
+     "[live] proactive_audio: gemini-3.8-live always uses proactive audio and cannot turn it "
+     f"off; remove the setting or choose {OLDER}"),
+    ({"affective_dialog": True},
+     "[live] affective_dialog: gemini-3.8-live does not support affective dialog; remove it or "
+     f"choose {OLDER}"),
+    ({"model": PREVIEW_3_1, "proactive_audio": True},
+     f"[live] proactive_audio: {PREVIEW_3_1} does not support proactive audio; remove it or "
+     f"choose {OLDER}"),
+    ({"model": "gemini-3.8-live", "backend": "vertex", "project": "p", "location": "l",
+      "affective_dialog": True},
+     "[live] affective_dialog: gemini-3.8-live does not support affective dialog; remove it or "
+     f"choose {VERTEX_ONLY}"),
+    ({"model": OLDER, "affective_dialog": True, "api_version": "v1beta"},
+     "[live] api_version: proactive_audio and affective_dialog are served on v1alpha only "
+     "(got 'v1beta'); remove api_version"),
+])
+def test_settings_the_model_cannot_honour_are_config_errors(live, message):
+    cfg = LiveConfig(**live)
+    with pytest.raises(ConfigError) as caught:
+        check_model_settings(cfg, "/etc/live-appliance/config.toml")
+    assert str(caught.value) == f"/etc/live-appliance/config.toml: {message}"
+    with pytest.raises(ConfigError, match=r"^\[live\] "):
+        connect_config(Config(live=cfg), None)
+
+
+def test_vertex_takes_affective_dialog_without_v1alpha():
+    live = LiveConfig(model=VERTEX_ONLY, backend="vertex", project="p", location="l",
+                      proactive_audio=True, affective_dialog=True)
+    check_model_settings(live)
+    setup = connect_config(Config(live=live), None)
+    assert setup.proactivity == types.ProactivityConfig(proactive_audio=True)
+    assert setup.enable_affective_dialog is True
+    assert make_client(Config(live=live))._api_client._http_options.api_version != "v1alpha"
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+async def test_the_local_server_accepts_our_setup_for_every_known_model(server, model):
+    """Every allowed combination of the model settings, as the server's model rules see it."""
+    assert set(MODELS) == set(DEFAULT_MODELS)
+    accepted = 0
+    for proactive in (None, True, False):
+        for affective in (None, True, False):
+            live = {"model": model, "proactive_audio": proactive, "affective_dialog": affective}
+            try:
+                check_model_settings(LiveConfig(**live))
+            except ConfigError:
+                continue
+            try:
+                await received_setup(server, config_for(server, live=live))
+            except errors.APIError as exc:
+                pytest.fail(f"{live} refused: {exc}")
+            accepted += 1
+    assert accepted >= 4  # every model takes at least "unset" or "as it does anyway"
+
