@@ -1,0 +1,354 @@
+"""Device tools: calls from the local server answered over a real SDK session, each tool's
+readings from fake /proc and /sys trees, and the declarations built from a signature."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pytest
+from google.genai import types
+from pydantic import Field
+
+from device.config import Config, ConfigError, LiveConfig, Secret, ToolsConfig
+from device.live_setup import connect_config, make_client
+from device.sim.server import LiveServer
+from device.sim.voice import reply_audio
+from device.tools import Device, Registry, ToolBox
+
+REPLY_S = 0.2
+WAIT_S = 5.0
+
+
+class FakeActions:
+    """The appliance's side, recording what the tools asked of it."""
+
+    def __init__(self, level: float = 0.7) -> None:
+        self.level = level
+        self.levels: list[float] = []
+        self.hangups = 0
+
+    def volume(self) -> float:
+        return self.level
+
+    def set_volume(self, level: float) -> None:
+        self.levels.append(level)
+        self.level = level
+
+    def end_conversation(self) -> None:
+        self.hangups += 1
+
+
+class Gate:
+    """A tool body that blocks until the test opens it, telling the test where it is."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.opened = threading.Event()
+        self.finished = threading.Event()
+
+    def run(self) -> dict[str, Any]:
+        self.started.set()
+        self.opened.wait(WAIT_S)
+        self.finished.set()
+        return {"done": True}
+
+
+@pytest.fixture
+async def server():
+    async with LiveServer(pace=0, reply_seconds=REPLY_S) as live:
+        yield live
+
+
+@pytest.fixture
+def gate():
+    gate = Gate()
+    yield gate
+    gate.opened.set()  # never leave a worker thread blocked behind the test
+
+
+def extra_tools(gate: Gate) -> Registry:
+    """A registry with a slow tool and a broken one, as an owner might add."""
+    registry = Registry()
+
+    @registry.tool
+    def slow(device: Device) -> dict[str, Any]:
+        """Waits for the test."""
+        return gate.run()
+
+    @registry.tool
+    def broken(device: Device) -> dict[str, Any]:
+        """Always fails."""
+        raise RuntimeError("sensor unplugged")
+
+    return registry
+
+
+def session_for(server: LiveServer, tools: ToolsConfig, monkeypatch: pytest.MonkeyPatch):
+    """A real SDK session to the local server, set up by our own code."""
+    monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    cfg = Config(live=LiveConfig(base_url=server.base_url), tools=tools,
+                 api_key=Secret(server.api_key))
+    return make_client(cfg).aio.live.connect(model=cfg.live.model,
+                                             config=connect_config(cfg, None))
+
+
+async def ask_for_tool(session, text: str) -> types.FunctionCall:
+    """Say something; the server answers with the queued tool call."""
+    await session.send_realtime_input(text=text)
+    message = await anext(aiter(session.receive()))
+    (call,) = message.tool_call.function_calls
+    return call
+
+
+async def reply_after(session) -> bytes:
+    """The audio of the turn that follows a tool response."""
+    return b"".join([m.data async for m in session.receive() if m.data])
+
+
+def tool_responses(server: LiveServer) -> list[dict[str, Any]]:
+    """Every function response that reached the server, as sent."""
+    return [
+        response
+        for entry in server.entries(direction="in") if entry.kind == "tool_response"
+        for response in entry.raw["tool_response"]["functionResponses"]
+    ]
+
+
+async def run_alone(toolbox: ToolBox, name: str, **args: Any) -> dict[str, Any]:
+    response = await toolbox.run(types.FunctionCall(id="call-1", name=name, args=args))
+    assert (response.id, response.name) == ("call-1", name)
+    return response.response
+
+
+# ---- calls from the server, over the SDK ------------------------------------------------
+
+
+async def test_a_tool_call_runs_and_its_response_carries_the_id(server, monkeypatch, caplog):
+    actions = FakeActions()
+    toolbox = ToolBox(ToolsConfig(enabled=("set_volume",)), actions)
+    call_id = server.queue_tool_call("set_volume", {"percent": 40})
+    caplog.set_level(logging.INFO, logger="device.tools")
+    async with session_for(server, ToolsConfig(enabled=("set_volume",)), monkeypatch) as session:
+        call = await ask_for_tool(session, "a bit quieter please")
+        response = await toolbox.run(call)
+        await session.send_tool_response(function_responses=[response])
+        assert await reply_after(session) == reply_audio(1, REPLY_S)
+    assert tool_responses(server) == [
+        {"id": call_id, "name": "set_volume", "response": {"volume_percent": 40}}
+    ]
+    assert actions.levels == [0.4]
+    (record,) = [r for r in caplog.records if getattr(r, "LIVE_TOOL", None)]
+    assert record.LIVE_TOOL == "set_volume" and record.LIVE_TOOL_MS >= 0
+    assert "ok" in record.getMessage()
+
+
+async def test_a_slow_tool_times_out_with_an_error_and_the_session_goes_on(
+    server, monkeypatch, gate
+):
+    tools = ToolsConfig(enabled=("slow",), timeout_s=0.1)
+    toolbox = ToolBox(tools, FakeActions(), registry=extra_tools(gate))
+    call_id = server.queue_tool_call("slow")
+    async with session_for(server, ToolsConfig(), monkeypatch) as session:
+        call = await ask_for_tool(session, "do the slow thing")
+        response = await toolbox.run(call)
+        assert not gate.finished.is_set()  # answered while the tool was still running
+        await session.send_tool_response(function_responses=[response])
+        assert await reply_after(session) == reply_audio(1, REPLY_S)
+    assert tool_responses(server) == [
+        {"id": call_id, "name": "slow", "response": {"error": "timed out after 0.1 s"}}
+    ]
+
+
+async def test_a_failing_tool_answers_an_error_object_and_the_session_goes_on(
+    server, monkeypatch, gate, caplog
+):
+    caplog.set_level(logging.INFO, logger="device.tools")
+    toolbox = ToolBox(ToolsConfig(enabled=("broken",)), FakeActions(),
+                      registry=extra_tools(gate))
+    call_id = server.queue_tool_call("broken")
+    async with session_for(server, ToolsConfig(), monkeypatch) as session:
+        response = await toolbox.run(await ask_for_tool(session, "check the sensor"))
+        await session.send_tool_response(function_responses=[response])
+        assert await reply_after(session) == reply_audio(1, REPLY_S)
+        await session.send_realtime_input(text="and now?")
+        assert await reply_after(session) == reply_audio(2, REPLY_S)
+    assert tool_responses(server) == [{
+        "id": call_id, "name": "broken", "response": {"error": "RuntimeError: sensor unplugged"},
+    }]
+    (record,) = [r for r in caplog.records if r.name == "device.tools"]
+    assert (record.levelno, record.LIVE_TOOL) == (logging.WARNING, "broken")
+    assert "sensor unplugged" in record.getMessage()
+
+
+async def test_cancellation_stops_the_call_and_nothing_is_answered(server, monkeypatch, gate):
+    toolbox = ToolBox(ToolsConfig(enabled=("slow",)), FakeActions(), registry=extra_tools(gate))
+    call_id = server.queue_tool_call("slow")
+    async with session_for(server, ToolsConfig(), monkeypatch) as session:
+        messages = aiter(session.receive())
+        await session.send_realtime_input(text="do the slow thing")
+        (call,) = (await anext(messages)).tool_call.function_calls
+        running = asyncio.create_task(toolbox.run(call))
+        assert await asyncio.to_thread(gate.started.wait, WAIT_S)
+        await server.cancel_tool_call(call_id)
+        assert (await anext(messages)).tool_call_cancellation.ids == [call_id]
+        running.cancel()  # what the link does on toolCallCancellation
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert not gate.finished.is_set()
+        gate.opened.set()
+        assert await asyncio.to_thread(gate.finished.wait, WAIT_S)
+        await session.send_realtime_input(text="never mind")
+        assert await reply_after(session) == reply_audio(1, REPLY_S)
+    assert tool_responses(server) == []
+    assert "tool_response" not in server.kinds()
+
+
+# ---- bad calls --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "args", "error"), [
+    ("set_volume", {"percent": 150},
+     "bad arguments: argument percent: Input should be less than or equal to 100"),
+    ("set_volume", {"percent": "loud"}, "bad arguments: argument percent: Input should be a valid"
+     " integer, unable to parse string as an integer"),
+    ("set_volume", {}, "bad arguments: missing argument: percent"),
+    ("set_volume", {"percent": 5, "room": "kitchen"},
+     "bad arguments: unexpected argument(s): room"),
+    ("get_time", {}, "no tool named 'get_time' on this device"),  # known, but not enabled
+    ("rm_rf", {}, "no tool named 'rm_rf' on this device"),
+])
+async def test_bad_calls_answer_an_error_and_touch_nothing(name, args, error):
+    actions = FakeActions()
+    toolbox = ToolBox(ToolsConfig(enabled=("set_volume",)), actions)
+    assert await run_alone(toolbox, name, **args) == {"error": error}
+    assert actions.levels == []
+
+
+async def test_json_numbers_are_accepted_for_integer_parameters():
+    actions = FakeActions()
+    toolbox = ToolBox(ToolsConfig(enabled=("set_volume",)), actions)
+    assert await run_alone(toolbox, "set_volume", percent=25.0) == {"volume_percent": 25}
+    assert actions.levels == [0.25]
+
+
+def test_an_unknown_enabled_tool_is_a_config_error_naming_the_known_ones():
+    with pytest.raises(ConfigError) as caught:
+        ToolBox(ToolsConfig(enabled=("get_time", "lights")), FakeActions())
+    assert str(caught.value) == (
+        "[tools] enabled: unknown tool 'lights'; "
+        "known tools: get_time, device_status, set_volume, end_conversation"
+    )
+
+
+# ---- each device tool ---------------------------------------------------------------------
+
+
+def fake_root(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return tmp_path
+
+
+WIRELESS = """\
+Inter-| sta-|   Quality        |   Discarded packets               | Missed | WE
+ face | tus | link level noise |  nwid  crypt   frag  retry   misc | beacon | 22
+ wlan0: 0000   54.  -56.  -256        0      0      0      0     18        0
+"""
+
+
+async def test_device_status_reads_proc_and_sys(tmp_path):
+    root = fake_root(tmp_path, {
+        "proc/uptime": "97385.42 180000.00\n",
+        "sys/class/thermal/thermal_zone0/temp": "48312\n",
+        "proc/net/wireless": WIRELESS,
+    })
+    toolbox = ToolBox(ToolsConfig(enabled=("device_status",)), FakeActions(0.7), root=root)
+    assert await run_alone(toolbox, "device_status") == {
+        "uptime": "1 d 3 h 3 min", "cpu_temperature_c": 48.3, "wifi_signal_dbm": -56,
+        "volume_percent": 70,
+    }
+
+
+async def test_device_status_says_unknown_for_what_the_machine_lacks(tmp_path):
+    root = fake_root(tmp_path, {
+        "proc/uptime": "garbage",
+        "proc/net/wireless": WIRELESS.split(" wlan0")[0],  # headers only: no Wi-Fi interface
+    })
+    toolbox = ToolBox(ToolsConfig(enabled=("device_status",)), FakeActions(0.05), root=root)
+    assert await run_alone(toolbox, "device_status") == {
+        "uptime": "unknown", "cpu_temperature_c": "unknown", "wifi_signal_dbm": "unknown",
+        "volume_percent": 5,
+    }
+
+
+async def test_get_time_tells_the_local_date_time_weekday_and_zone():
+    cest = timezone(timedelta(hours=2), "CEST")
+    toolbox = ToolBox(ToolsConfig(enabled=("get_time",)), FakeActions(),
+                      now=lambda: datetime(2026, 5, 4, 14, 3, 59, tzinfo=cest))
+    assert await run_alone(toolbox, "get_time") == {
+        "date": "2026-05-04", "time": "14:03", "weekday": "Monday", "timezone": "CEST",
+        "utc_offset": "+0200",
+    }
+
+
+async def test_end_conversation_asks_the_appliance_to_hang_up():
+    actions = FakeActions()
+    toolbox = ToolBox(ToolsConfig(enabled=("end_conversation",)), actions)
+    assert await run_alone(toolbox, "end_conversation") == {
+        "result": "the device hangs up after this reply"
+    }
+    assert actions.hangups == 1
+
+
+# ---- declarations ----------------------------------------------------------------------------
+
+
+def test_a_tool_added_with_typed_parameters_is_declared_from_its_signature():
+    registry = Registry()
+
+    @registry.tool
+    def water_plants(
+        device: Device,
+        minutes: Annotated[int, Field(ge=1, le=30, description="how long to water")],
+        zone: Literal["front", "back"] = "front",
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Water the garden."""
+        return {}
+
+    tools = ToolsConfig(enabled=("water_plants",), google_search=True)
+    assert ToolBox(tools, FakeActions(), registry=registry).declarations() == [
+        types.Tool(function_declarations=[types.FunctionDeclaration(
+            name="water_plants",
+            description="Water the garden.",
+            parameters=types.Schema(
+                type=types.Type.OBJECT,
+                properties={
+                    "minutes": types.Schema(type=types.Type.INTEGER, minimum=1, maximum=30,
+                                            description="how long to water"),
+                    "zone": types.Schema(type=types.Type.STRING, enum=["front", "back"],
+                                         default="front"),
+                    "dry_run": types.Schema(type=types.Type.BOOLEAN, default=False),
+                },
+                required=["minutes"],
+            ),
+        )]),
+        types.Tool(google_search=types.GoogleSearch()),
+    ]
+
+
+def test_a_tool_without_parameter_types_is_refused_when_registered():
+    registry = Registry()
+    with pytest.raises(TypeError, match="tool shout: give 'words' a type"):
+
+        @registry.tool
+        def shout(device: Device, words) -> dict[str, Any]:
+            """Says it loudly."""
+            return {}
