@@ -450,6 +450,53 @@ async def test_stall_makes_the_client_wait_until_resumed(server):
         assert audio_of(await one_turn(session)) == reply_audio(1, REPLY_S)
 
 
+async def test_resuming_while_the_old_connection_is_open_is_1011(server):
+    async with connect(server, session_resumption=types.SessionResumptionConfig()) as first:
+        await first.send_realtime_input(text="one")
+        await one_turn(first)
+        handle = (await anext(aiter(first.receive()))).session_resumption_update.new_handle
+        with pytest.raises(errors.APIError) as caught:
+            async with connect(server, session_resumption=types.SessionResumptionConfig(
+                    handle=handle)):
+                pass
+        assert caught.value.code == 1011
+    async with connect(server, session_resumption=types.SessionResumptionConfig(handle=handle)):
+        pass  # once the old connection is closed the same handle resumes
+
+
+async def test_connection_lifetime_is_scaled_goaway_then_close():
+    async with LiveServer(pace=0, time_scale=600, connection_lifetime_s=600,
+                          go_away_before_s=60) as live, connect(live) as session:
+        messages = aiter(session.receive())
+        assert (await anext(messages)).go_away.time_left == "0.1s"
+        with pytest.raises(errors.APIError) as caught:
+            await anext(messages)
+    assert caught.value.code == 1000
+
+
+async def test_without_compression_a_session_ends_at_its_limit_and_cannot_resume():
+    resumable = types.SessionResumptionConfig()
+    async with LiveServer(pace=0, time_scale=3000, session_limits=True,
+                          reply_seconds=0.1) as live:
+        async with connect(live, session_resumption=resumable) as session:
+            await session.send_realtime_input(text="hello")
+            await one_turn(session)
+            handle = (await anext(aiter(session.receive()))).session_resumption_update.new_handle
+            with pytest.raises(errors.APIError) as caught:
+                await one_turn(session)  # 15 service minutes pass in 0.3 s
+        assert caught.value.code == 1011
+        with pytest.raises(errors.APIError) as refused:
+            async with connect(live, session_resumption=types.SessionResumptionConfig(
+                    handle=handle)):
+                pass
+        assert refused.value.code == 1007
+        compressed = types.ContextWindowCompressionConfig(sliding_window=types.SlidingWindow())
+        async with connect(live, context_window_compression=compressed) as session:
+            await asyncio.sleep(0.5)  # well past 15 service minutes
+            await session.send_realtime_input(text="still here")
+            assert audio_of(await one_turn(session))
+
+
 async def test_junk_frames_reach_the_client(server):
     async with connect(server) as session:
         await server.send_raw(b"not json at all")

@@ -18,12 +18,14 @@ from uuid import uuid4
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from device.sim.log import ConnectionRecord, Entry
 from device.sim.setup import SessionOptions, read_setup
 from device.sim.vad import EnergyDetector
 from device.sim.voice import OUTPUT_RATE, chunk_bytes, reply_audio
 from device.sim.wire import (
+    INTERNAL,
     INVALID,
     ProtocolError,
     b64decode,
@@ -45,6 +47,9 @@ REALTIME_KINDS = {
     "audio_stream_end": "audio_stream_end",
 }
 TOP_LEVEL = ("realtime_input", "client_content", "tool_response")
+# The service's session length limits without context window compression (PROTOCOL.md).
+AUDIO_SESSION_LIMIT_S = 15 * 60
+VIDEO_SESSION_LIMIT_S = 2 * 60
 MAX_REASON_BYTES = 123
 logger = logging.getLogger(__name__)
 
@@ -55,6 +60,10 @@ class SessionState:
 
     turns: int = 0
     history: list[str] = field(default_factory=list)
+    owner: int | None = None  # the connection serving the session now
+    started: float = field(default_factory=time.monotonic)
+    video: bool = False  # a frame arrived: the shorter session limit applies
+    expired: bool = False  # ended by the session length limit; cannot be resumed
 
 
 @dataclass(frozen=True)
@@ -169,6 +178,31 @@ class LiveConnection:
         await asyncio.sleep(seconds)
         await self.close(1000, "The connection reached the end of its life (goAway).")
 
+    @property
+    def is_open(self) -> bool:
+        """Open as far as the server knows (a stalled peer that went away still counts)."""
+        return self.ws.state is State.OPEN
+
+    async def _lifetime(self, lifetime: float, warning: float) -> None:
+        """The service's connection lifetime: goAway, then close 1000 (scaled seconds)."""
+        scale = self.server.config.time_scale
+        await asyncio.sleep(max(0.0, lifetime - warning) / scale)
+        await self.go_away(warning / scale, f"{warning / scale:g}s")
+
+    async def _session_limit(self) -> None:
+        """Without compression a session ends at 15 min of audio, 2 with video (scaled)."""
+        scale = self.server.config.time_scale
+        while True:
+            limit = VIDEO_SESSION_LIMIT_S if self.state.video else AUDIO_SESSION_LIMIT_S
+            age = (time.monotonic() - self.state.started) * scale
+            if age >= limit:
+                self.state.expired = True
+                await self.close(
+                    INTERNAL, "Deadline expired: session length limit reached (no compression)."
+                )
+                return
+            await asyncio.sleep(min(0.25, (limit - age) / scale))
+
     # ---- lifecycle --------------------------------------------------------------
 
     async def run(self) -> None:
@@ -183,6 +217,8 @@ class LiveConnection:
             pass
         finally:
             await self.shutdown()
+            if self.state.owner == self.id:
+                self.state.owner = None
             self.record.closed = time.monotonic()
             self.record.close_code = self.ws.close_code
             self.server.log.touch()
@@ -217,11 +253,16 @@ class LiveConnection:
         options = read_setup(setup, config.models)
         if options.resume_handle:
             self.state = self.server.resume(options.resume_handle)
+        self.server.claim(self.state, self.id)
         self.options = options
         self.vad = EnergyDetector(threshold=options.threshold, silence_ms=options.silence_ms)
         if config.setup_delay:
             await asyncio.sleep(config.setup_delay)
         await self.send("setup_complete", {"setupComplete": {"sessionId": uuid4().hex}})
+        if config.connection_lifetime_s is not None:
+            self.spawn(self._lifetime(config.connection_lifetime_s, config.go_away_before_s))
+        if config.session_limits and not options.compression:
+            self.spawn(self._session_limit())
 
     # ---- what the client sends ----------------------------------------------------
 
@@ -255,6 +296,7 @@ class LiveConnection:
             await self._audio(pcm)
         elif kind == "video":
             self.log("in", "video", message, b64decode(pick(value, "data")))
+            self.state.video = True
         elif kind == "text":
             self.log("in", "text", message)
             await self._barge_in()

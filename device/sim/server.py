@@ -27,7 +27,7 @@ from device.sim.connection import LiveConnection, SessionState
 from device.sim.log import ConnectionRecord, Entry, ServerLog
 from device.sim.setup import DEFAULT_MODELS
 from device.sim.tls import LocalCA
-from device.sim.wire import INVALID, POLICY, ProtocolError, parse_target
+from device.sim.wire import INTERNAL, INVALID, POLICY, ProtocolError, parse_target
 
 DEFAULT_API_KEY = "sim-api-key"
 DEFAULT_EPHEMERAL_TOKEN = "auth_tokens/sim-ephemeral-token"
@@ -50,6 +50,11 @@ class ServerConfig:
     chunk_seconds: float = 0.2
     setup_delay: float = 0.0
     refuse_setup: tuple[int, str] | None = None  # close every setup with (code, reason)
+    # The service's clock for lifetimes and limits: 60 makes a 10-minute connection 10 s.
+    time_scale: float = 1.0
+    connection_lifetime_s: float | None = None  # goAway, then close 1000 (service seconds)
+    go_away_before_s: float = 60.0  # how long before the end goAway comes (service seconds)
+    session_limits: bool = False  # end sessions without compression at 15 min (2 with video)
 
 
 def parse_duration(value: str | float) -> tuple[float, str]:
@@ -166,13 +171,24 @@ class LiveServer:
     # ---- sessions and tool calls ----------------------------------------------------------
 
     def resume(self, handle: str) -> SessionState:
-        """The session a handle refers to; 1007 if unknown."""
-        try:
-            return self.sessions[handle]
-        except KeyError:
+        """The session a handle refers to; 1007 if unknown or past its length limit."""
+        state = self.sessions.get(handle)
+        if state is None:
             raise ProtocolError(
                 UNKNOWN_HANDLE_CODE, "Invalid argument: session resumption handle not found."
-            ) from None
+            )
+        if state.expired:
+            raise ProtocolError(UNKNOWN_HANDLE_CODE, "Invalid argument: the session has ended.")
+        return state
+
+    def claim(self, state: SessionState, conn_id: int) -> None:
+        """Make `conn_id` serve the session; 1011 while another open connection still does."""
+        owner = self._live.get(state.owner) if state.owner is not None else None
+        if owner is not None and owner.id != conn_id and owner.is_open:
+            raise ProtocolError(
+                INTERNAL, "Internal error: the session is still served by another connection."
+            )
+        state.owner = conn_id
 
     def new_handle(self, state: SessionState) -> str:
         """Issue a fresh handle for ``state``."""

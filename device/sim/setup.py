@@ -30,6 +30,7 @@ class SessionOptions:
     output_transcription: bool
     resumption: bool
     resume_handle: str | None
+    compression: bool
 
 
 def model_name(model: Any) -> str:
@@ -80,4 +81,5 @@ def read_setup(setup: Any, known_models: frozenset[str] | set[str]) -> SessionOp
         output_transcription=has(setup, "output_audio_transcription"),
         resumption=resumption is not None,
         resume_handle=pick(resumption, "handle"),
+        compression=has(setup, "context_window_compression"),
     )

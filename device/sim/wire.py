@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 INVALID = 1007  # invalid argument
 POLICY = 1008  # bad key, unknown model, unsupported feature
+INTERNAL = 1011  # internal error, deadline expired
 
 _GEMINI_PATH = re.compile(
     r"^/ws/google\.ai\.generativelanguage\.(v1|v1beta|v1alpha)\.GenerativeService\."
