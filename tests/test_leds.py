@@ -12,14 +12,14 @@ from itertools import pairwise
 
 import pytest
 
-from device.hw.led_patterns import PATTERNS, Pattern, Step
-from device.hw.leds import LedAnimator, NullLeds, make_leds
+from device.hw.led_patterns import AMBER, PATTERNS, Pattern, Step, scaled
+from device.hw.leds import LedAnimator, NullLeds, OnePixel, make_leds, walk_pixels
 
 STATES = ("idle", "connecting", "listening", "thinking", "speaking", "error")
 
 
-class Recorder:
-    """A driver that remembers every colour it was given, with the time."""
+class Recorder(OnePixel):
+    """A one-LED driver that remembers every colour it was given, with the time."""
 
     def __init__(self) -> None:
         self.frames: list[tuple[float, tuple[float, float, float]]] = []
@@ -59,19 +59,19 @@ def test_static_states_hold_one_level() -> None:
 
 def test_blinks_toggle_fully_and_connecting_is_faster_than_thinking() -> None:
     for state in ("connecting", "thinking"):
-        levels = [level for level, _ in PATTERNS[state].frames(25)]
+        levels = [level for level, _ in PATTERNS[state].levels(25)]
         assert levels == [1.0, 0.0]
     assert PATTERNS["connecting"].cycle_seconds < PATTERNS["thinking"].cycle_seconds / 2
 
 
 def test_error_flashes_exactly_twice_per_cycle() -> None:
-    levels = [level for level, _ in PATTERNS["error"].frames(25)]
+    levels = [level for level, _ in PATTERNS["error"].levels(25)]
     # Prepend the cycle's last level: the first flash rises from it.
     assert flashes([levels[-1], *levels]) == 2
 
 
 def test_speaking_breathes_smoothly_and_never_goes_dark() -> None:
-    frames = PATTERNS["speaking"].frames(25)
+    frames = PATTERNS["speaking"].levels(25)
     levels = [level for level, _ in frames]
     assert len(set(levels)) > 20
     assert min(levels) > 0.0 and max(levels) == 1.0
@@ -82,7 +82,7 @@ def test_speaking_breathes_smoothly_and_never_goes_dark() -> None:
 
 def test_states_look_different_on_a_single_led() -> None:
     signatures = {
-        tuple((round(level * brightness(p.colour), 3), round(s, 3)) for level, s in p.frames(25))
+        tuple((round(level * brightness(p.colour), 3), round(s, 3)) for level, s in p.levels(25))
         for p in PATTERNS.values()
     }
     assert len(signatures) == len(PATTERNS)
@@ -100,6 +100,49 @@ def test_patterns_reject_a_cycle_that_would_spin() -> None:
         Step(1.5)
     with pytest.raises(ValueError):
         Pattern((2.0, 0.0, 0.0), (Step(1.0),))
+
+
+def test_one_led_frames_are_the_level_curve_in_colour() -> None:
+    pattern = PATTERNS["speaking"]
+    assert pattern.frames(25) == tuple(
+        ((scaled(pattern.colour, level),), seconds) for level, seconds in pattern.levels(25)
+    )
+
+
+def test_on_a_strip_every_pixel_follows_the_curve_unless_the_pattern_chases() -> None:
+    for state, pattern in PATTERNS.items():
+        if pattern.chase:
+            continue
+        one = pattern.frames(25)
+        strip = pattern.frames(25, 12)
+        assert [seconds for _, seconds in strip] == [seconds for _, seconds in one], state
+        assert [frame for frame, _ in strip] == [frame * 12 for frame, _ in one], state
+
+
+def test_thinking_spins_a_head_and_tail_once_per_cycle_on_any_strip() -> None:
+    thinking = PATTERNS["thinking"]
+    full, mid, low, off = AMBER, scaled(AMBER, 0.4), scaled(AMBER, 0.1), (0.0, 0.0, 0.0)
+    assert [frame for frame, _ in thinking.frames(25, 3)] == [
+        (full, low, mid),
+        (mid, full, low),
+        (low, mid, full),
+    ]
+    assert [frame for frame, _ in thinking.frames(25, 2)] == [(full, mid), (mid, full)]
+    ring = thinking.frames(25, 12)
+    assert len(ring) == 12
+    assert sum(seconds for _, seconds in ring) == pytest.approx(thinking.cycle_seconds)
+    assert ring[5][0] == (off,) * 3 + (low, mid, full) + (off,) * 6
+    # One LED cannot spin: it keeps the slow blink.
+    assert [frame for frame, _ in thinking.frames(25)] == [(full,), (off,)]
+
+
+def test_patterns_reject_a_chase_they_cannot_play() -> None:
+    with pytest.raises(ValueError, match="chase needs a cycle"):
+        Pattern(AMBER, (Step(1.0),), chase=(1.0,))
+    with pytest.raises(ValueError, match="chase levels"):
+        Pattern(AMBER, (Step(1.0, 0.1), Step(0.0, 0.1)), chase=(1.5,))
+    with pytest.raises(ValueError, match="at least one pixel"):
+        PATTERNS["idle"].frames(25, 0)
 
 
 # --- the animator, on a recording driver --------------------------------------
@@ -202,6 +245,43 @@ async def test_aclose_stops_the_task_and_turns_off() -> None:
     await leds.aclose()  # a second close is harmless
 
 
+class Strip:
+    """A driver of several pixels that remembers every frame it was given."""
+
+    def __init__(self, pixels: int) -> None:
+        self.pixels = pixels
+        self.frames: list[tuple[tuple[float, float, float], ...]] = []
+        self.closed = False
+
+    def show(self, frame: tuple[tuple[float, float, float], ...]) -> None:
+        self.frames.append(frame)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_strip_gets_whole_frames_and_ends_dark() -> None:
+    strip = Strip(3)
+    leds = LedAnimator(strip)
+    await leds.show("thinking")
+    await until(lambda: len(strip.frames) >= 4)
+    await leds.aclose()
+    chase = [frame for frame, _ in PATTERNS["thinking"].frames(25, 3)]
+    assert strip.frames[:4] == [*chase, chase[0]]  # round and round
+    assert strip.frames[-1] == ((0.0, 0.0, 0.0),) * 3
+    assert strip.closed
+
+
+async def test_walk_lights_each_pixel_alone_then_none() -> None:
+    blue, off = (0.0, 0.0, 1.0), (0.0, 0.0, 0.0)
+    strip = Strip(3)
+    await walk_pixels(strip, colour=blue, seconds=0)
+    assert strip.frames == [(blue, off, off), (off, blue, off), (off, off, blue), (off,) * 3]
+    one = Recorder()
+    await walk_pixels(one, colour=blue, seconds=0)
+    assert one.colours() == [blue, off]
+
+
 async def test_unknown_state_is_refused() -> None:
     leds = LedAnimator(NullLeds())
     with pytest.raises(ValueError, match="no LED pattern"):
@@ -222,6 +302,19 @@ async def test_a_failing_driver_does_not_raise_into_the_caller() -> None:
     await leds.show("listening")  # the dead animation is reaped, the error only logged
     assert leds.state == "listening"
     assert len(driver.frames) == 1
+
+
+async def test_a_driver_that_fails_to_close_does_not_stop_shutdown(caplog) -> None:
+    class Stuck(Recorder):
+        def close(self) -> None:
+            raise OSError("bus gone")
+
+    driver = Stuck()
+    leds = LedAnimator(driver)
+    await leds.show("listening")
+    await leds.aclose()  # logged, not raised
+    assert driver.colours()[-1] == (0.0, 0.0, 0.0)
+    assert "LEDs failed to close" in caplog.text
 
 
 # --- real gpiozero devices on mock pins ---------------------------------------
@@ -337,7 +430,9 @@ async def test_single_led_animator_blinks_the_pin(pins) -> None:
 
 def test_importing_hardware_modules_opens_nothing() -> None:
     code = (
-        "import sys, device.hw.leds, device.hw.button, device.hw.led_patterns;"
-        "assert 'gpiozero' not in sys.modules, 'gpiozero imported at import time'"
+        "import sys, device.hw.leds, device.hw.button, device.hw.led_patterns,"
+        " device.hw.apa102, device.hw.profiles;"
+        "assert 'gpiozero' not in sys.modules, 'gpiozero imported at import time';"
+        "assert 'spidev' not in sys.modules, 'spidev imported at import time'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,10 +1,13 @@
 """LED drivers and the one animator that plays a state's pattern on them.
 
-Drivers are tiny: `set(r, g, b)` with levels 0..1 and `close()`. The animator
-owns a single asyncio task; a state change cancels it (and waits for it) before
-the next pattern starts, so a frame of the old pattern can never land after the
-switch. gpiozero is imported only inside the drivers' constructors: importing
-this module opens nothing, so `--help` and `ctl` stay instant.
+Drivers are tiny: `pixels` (how many lights they colour separately), `show(frame)`
+with one colour of levels 0..1 per pixel, and `close()`. The GPIO LEDs are one
+pixel each (`set(r, g, b)` under the hood); APA102 strips live in
+device.hw.apa102. The animator owns a single asyncio task; a state change cancels
+it (and waits for it) before the next pattern starts, so a frame of the old
+pattern can never land after the switch. gpiozero and spidev are imported only
+inside the drivers' constructors: importing this module opens nothing, so
+`--help` and `ctl` stay instant.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from device.hw.led_patterns import PATTERNS, Pattern, Rgb
+from device.hw.led_patterns import OFF, PATTERNS, WHITE, Frame, Pattern, Rgb, dark
 
 if TYPE_CHECKING:
     from device.config import LedsConfig
@@ -27,12 +31,36 @@ LED_KINDS = ("none", "single", "multi", "rgb")
 CHANNELS = ("red", "green", "blue")
 
 
-class LedDriver(Protocol):
-    """Whatever shows a colour: levels 0..1 per channel."""
+class LedsUnavailable(RuntimeError):
+    """The configured LEDs cannot be opened; the message says how to fix it."""
 
-    def set(self, r: float, g: float, b: float) -> None: ...
+
+class LedDriver(Protocol):
+    """Whatever shows colours: `pixels` lights, each with levels 0..1 per channel."""
+
+    pixels: int
+
+    def show(self, frame: Frame) -> None: ...
 
     def close(self) -> None: ...
+
+
+class OnePixel(ABC):
+    """A driver that shows one colour at a time: a frame of exactly one pixel."""
+
+    pixels = 1
+
+    @abstractmethod
+    def set(self, r: float, g: float, b: float) -> None:
+        """Show one colour, levels 0..1 per channel."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the pins."""
+
+    def show(self, frame: Frame) -> None:
+        (colour,) = frame
+        self.set(*colour)
 
 
 def _level(value: float, pwm: bool) -> float:
@@ -40,7 +68,7 @@ def _level(value: float, pwm: bool) -> float:
     return value if pwm else float(value >= 0.5)
 
 
-class NullLeds:
+class NullLeds(OnePixel):
     """For boxes with no LEDs: accepts every frame, shows nothing."""
 
     def set(self, r: float, g: float, b: float) -> None:
@@ -50,7 +78,7 @@ class NullLeds:
         pass
 
 
-class SingleLed:
+class SingleLed(OnePixel):
     """One monochrome LED; its brightness is the brightest channel, so every state shows."""
 
     def __init__(self, pin: int, *, active_high: bool = True, pwm: bool = True) -> None:
@@ -66,7 +94,7 @@ class SingleLed:
         self._led.close()
 
 
-class MultiLeds:
+class MultiLeds(OnePixel):
     """Separate LEDs, one per colour channel ("red", "green", "blue"; any subset).
 
     Each LED shows its own channel of the pattern colour: with the default table a
@@ -99,7 +127,7 @@ class MultiLeds:
             led.close()
 
 
-class RgbLed:
+class RgbLed(OnePixel):
     """One RGB LED; common cathode by default, `active_high=False` for common anode."""
 
     def __init__(self, pins: Sequence[int], *, active_high: bool = True, pwm: bool = True) -> None:
@@ -150,8 +178,24 @@ def make_leds(
 
 
 def open_leds(cfg: LedsConfig) -> LedDriver:
-    """The LEDs the configuration describes, opened."""
+    """The LEDs the configuration describes, opened; LedsUnavailable says what is missing."""
+    if cfg.kind == "apa102":
+        from device.hw.apa102 import open_apa102
+
+        return open_apa102(cfg)
     return make_leds(cfg.kind, cfg.pins, active_high=cfg.active_high)
+
+
+async def walk_pixels(driver: LedDriver, *, colour: Rgb = WHITE, seconds: float = 0.4) -> None:
+    """Light each pixel alone, in strip order, for `seconds`, then all off.
+
+    For `doctor leds`: a dead pixel, a swapped colour or a strip shorter than
+    configured shows up as a gap in the walk.
+    """
+    for lit in range(driver.pixels):
+        driver.show(tuple(colour if i == lit else OFF for i in range(driver.pixels)))
+        await asyncio.sleep(seconds)
+    driver.show(dark(driver.pixels))
 
 
 class LedAnimator:
@@ -192,10 +236,11 @@ class LedAnimator:
             await self._cancel()
             self._state = state
             self.history.append((time.monotonic(), state))
-            if pattern.is_static:
-                self._show(pattern.colour, pattern.steps[0].level)
+            frames = pattern.frames(self._frame_rate, self._driver.pixels)
+            if len(frames) == 1:
+                self._show(frames[0][0])
             else:
-                self._task = asyncio.create_task(self._play(pattern), name=f"leds-{state}")
+                self._task = asyncio.create_task(self._play(frames), name=f"leds-{state}")
 
     async def aclose(self) -> None:
         """Stop animating, turn every LED off and release the driver; safe to repeat."""
@@ -204,8 +249,12 @@ class LedAnimator:
             self._state = None
             if not self._closed:
                 self._closed = True
-                self._show((0.0, 0.0, 0.0))
-                self._driver.close()
+                self._show(dark(self._driver.pixels))
+                try:
+                    self._driver.close()
+                except Exception:
+                    # Shutdown goes on: the rest of the appliance still has to close.
+                    logger.exception("LEDs failed to close")
 
     async def _cancel(self) -> None:
         task, self._task = self._task, None
@@ -214,21 +263,19 @@ class LedAnimator:
             # wait() neither raises the task's CancelledError nor swallows our own.
             await asyncio.wait({task})
 
-    def _show(self, colour: Rgb, level: float = 1.0) -> bool:
+    def _show(self, frame: Frame) -> bool:
         """Show one frame; False if the driver failed (logged, not raised)."""
-        r, g, b = colour
         try:
-            self._driver.set(r * level, g * level, b * level)
+            self._driver.show(frame)
         except Exception:
             # A broken LED must not take the appliance down with it.
             logger.exception("LEDs failed showing %s", self._state)
             return False
         return True
 
-    async def _play(self, pattern: Pattern) -> None:
-        frames = pattern.frames(self._frame_rate)
+    async def _play(self, frames: Sequence[tuple[Frame, float]]) -> None:
         while True:
-            for level, seconds in frames:
-                if not self._show(pattern.colour, level):
+            for frame, seconds in frames:
+                if not self._show(frame):
                     return
                 await asyncio.sleep(seconds)

@@ -1,0 +1,285 @@
+"""APA102 pixels: the bytes on the SPI bus (a fake spidev) and on bit-banged mock pins."""
+
+from __future__ import annotations
+
+import errno
+import sys
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from gpiozero.pins.mock import MockPin
+from test_leds import STATES, mock_pins, until
+
+from device.config import LedsConfig
+from device.hw.apa102 import Apa102, brightness_field, encode
+from device.hw.led_patterns import BLUE, RED, Pattern, Step, dark
+from device.hw.leds import LedAnimator, LedsUnavailable, open_leds
+
+START = bytes(4)
+LATCH = bytes(4)
+
+
+def pixel(r: int, g: int, b: int, brightness: int = 31) -> bytes:
+    """One pixel as the datasheet lays it out: 0b111 + brightness, then blue, green, red."""
+    return bytes((0b1110_0000 | brightness, b, g, r))
+
+
+def update(*pixels: bytes) -> bytes:
+    """A whole update of up to 16 pixels: start, pixels, latch, one byte of end clocks."""
+    return START + b"".join(pixels) + LATCH + bytes(1)
+
+
+BLACK3 = update(*[pixel(0, 0, 0)] * 3)
+
+
+@dataclass
+class FakeBus:
+    """What the fake spidev module saw: devices opened and every byte written."""
+
+    present: set[tuple[int, int]] = field(default_factory=lambda: {(0, 0), (0, 1)})
+    denied: bool = False
+    devices: list[FakeSpiDev] = field(default_factory=list)
+
+    @property
+    def writes(self) -> list[bytes]:
+        return [data for device in self.devices for data in device.writes]
+
+
+class FakeSpiDev:
+    """spidev.SpiDev as far as the driver uses it; refuses a write before open or after close."""
+
+    def __init__(self, bus: FakeBus) -> None:
+        self._bus = bus
+        self.opened: tuple[int, int] | None = None
+        self.closed = False
+        self.max_speed_hz = 500_000
+        self.mode = 0
+        self.writes: list[bytes] = []
+        bus.devices.append(self)
+
+    def open(self, bus: int, device: int) -> None:
+        if self._bus.denied:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        if (bus, device) not in self._bus.present:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+        self.opened = (bus, device)
+
+    def writebytes2(self, data: bytes) -> None:
+        assert self.opened is not None and not self.closed, "write on a closed SPI device"
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def bus(monkeypatch: pytest.MonkeyPatch) -> FakeBus:
+    """A fake spidev module in sys.modules, where the driver's `import spidev` finds it."""
+    fake = FakeBus()
+    module = types.ModuleType("spidev")
+    module.SpiDev = lambda: FakeSpiDev(fake)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "spidev", module)
+    return fake
+
+
+def hat(**settings: object) -> LedsConfig:
+    """The ReSpeaker 2-Mic's pixels (3 on SPI 0.1), full brightness unless told."""
+    values: dict[str, object] = {"kind": "apa102", "count": 3, "spi_bus": 0, "spi_device": 1}
+    return LedsConfig(**{**values, **settings})  # type: ignore[arg-type]
+
+
+# --- the wire format ----------------------------------------------------------
+
+
+def test_an_update_is_start_pixels_in_bgr_then_zero_clocks() -> None:
+    frame = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 0.5))
+    assert encode(frame) == bytes.fromhex(
+        "00000000" "ff0000ff" "ff00ff00" "ff800000" "00000000" "00"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("count", "end_bytes"), [(1, 1), (12, 1), (16, 1), (17, 2), (64, 4)])
+def test_the_end_clocks_cover_half_a_bit_per_pixel(count: int, end_bytes: int) -> None:
+    data = encode(dark(count))
+    assert len(data) == 4 + 4 * count + 4 + end_bytes
+    assert data[-(4 + end_bytes) :] == bytes(4 + end_bytes)
+    assert end_bytes * 8 >= count / 2
+
+
+def test_brightness_is_the_five_bit_global_field() -> None:
+    assert [brightness_field(b) for b in (1.0, 0.5, 0.25, 0.01, 0.0)] == [31, 16, 8, 1, 0]
+    assert encode(((1.0, 1.0, 1.0),), 8)[4] == 0b1110_1000
+    with pytest.raises(ValueError):
+        brightness_field(1.5)
+    with pytest.raises(ValueError):
+        encode(((1.0, 1.0, 1.0),), 32)
+
+
+# --- the SPI driver under the animator ----------------------------------------
+
+AMBER_FULL, AMBER_MID, AMBER_LOW = pixel(255, 128, 0), pixel(102, 51, 0), pixel(26, 13, 0)
+EXPECTED = {
+    "idle": [BLACK3],
+    "listening": [update(*[pixel(0, 0, 255)] * 3)],
+    "connecting": [update(*[pixel(255, 255, 255)] * 3), BLACK3],
+    "thinking": [
+        update(AMBER_FULL, AMBER_LOW, AMBER_MID),
+        update(AMBER_MID, AMBER_FULL, AMBER_LOW),
+        update(AMBER_LOW, AMBER_MID, AMBER_FULL),
+    ],
+    "error": [update(*[pixel(255, 0, 0)] * 3), BLACK3, update(*[pixel(255, 0, 0)] * 3), BLACK3],
+}
+
+
+def test_every_state_but_speaking_has_exact_frames_here() -> None:
+    assert set(EXPECTED) == set(STATES) - {"speaking"}  # speaking: the test after
+
+
+@pytest.mark.parametrize("state", sorted(EXPECTED))
+async def test_each_state_sends_its_frames_and_closing_sends_black(
+    bus: FakeBus, state: str
+) -> None:
+    leds = LedAnimator(open_leds(hat()))
+    await leds.show(state)
+    await until(lambda: len(bus.writes) >= len(EXPECTED[state]))
+    await leds.aclose()
+    assert bus.writes[: len(EXPECTED[state])] == EXPECTED[state]
+    assert bus.writes[-1] == BLACK3
+    (device,) = bus.devices
+    assert device.opened == (0, 1) and device.closed
+    assert device.max_speed_hz == 8_000_000 and device.mode == 0
+
+
+async def test_speaking_breathes_green_on_every_pixel_alike(bus: FakeBus) -> None:
+    leds = LedAnimator(open_leds(hat()))
+    await leds.show("speaking")
+    await until(lambda: len(bus.writes) >= 8)
+    await leds.aclose()
+    greens = []
+    for data in bus.writes[:8]:
+        pixels = {data[i : i + 4] for i in range(4, 16, 4)}
+        assert len(pixels) == 1  # all three alike
+        ((head, blue, green, red),) = pixels
+        assert (head, blue, red) == (0xFF, 0, 0)
+        greens.append(green)
+    assert greens == sorted(greens) and len(set(greens)) == 8  # rising from the low point
+    assert greens[0] > round(0.15 * 255)  # never dark
+
+
+async def test_brightness_from_the_config_reaches_every_pixel(bus: FakeBus) -> None:
+    leds = LedAnimator(open_leds(hat(brightness=0.25)))
+    await leds.show("listening")
+    await leds.aclose()
+    assert bus.writes == [update(*[pixel(0, 0, 255, 8)] * 3), update(*[pixel(0, 0, 0, 8)] * 3)]
+
+
+async def test_a_state_change_leaves_no_frame_of_the_old_animation(bus: FakeBus) -> None:
+    # Fast patterns: waiting for 30 frames of the new one gives a leftover task
+    # of the old one some fifteen chances to write.
+    patterns = {
+        "old": Pattern(RED, (Step(1.0, 0.005), Step(0.0, 0.005)), chase=(1.0,)),
+        "new": Pattern(BLUE, (Step(1.0, 0.005), Step(0.5, 0.005))),
+    }
+    leds = LedAnimator(open_leds(hat()), patterns)
+    await leds.show("old")
+    await until(lambda: len(bus.writes) >= 5)
+    switched = len(bus.writes)
+    await leds.show("new")
+    await until(lambda: len(bus.writes) >= switched + 30)
+    await leds.aclose()
+    new = {update(*[pixel(0, 0, 255)] * 3), update(*[pixel(0, 0, 128)] * 3)}
+    assert set(bus.writes[switched:-1]) == new
+    assert bus.writes[-1] == BLACK3
+
+
+def test_a_frame_of_the_wrong_length_is_refused(bus: FakeBus) -> None:
+    pixels = open_leds(hat())
+    with pytest.raises(ValueError, match="3 pixels"):
+        pixels.show(dark(2))
+    pixels.close()
+
+
+# --- what the owner sees when SPI is missing ----------------------------------
+
+
+def test_a_missing_spi_device_names_the_overlay_and_the_device(bus: FakeBus) -> None:
+    bus.present.clear()
+    with pytest.raises(LedsUnavailable) as caught:
+        open_leds(hat())
+    message = str(caught.value)
+    assert "dtparam=spi=on" in message and "/boot/firmware/config.txt" in message
+    assert "/dev/spidev0.1" in message and "bus 0" in message and "chip select 1" in message
+
+
+def test_spi_without_permission_says_which_group(bus: FakeBus) -> None:
+    bus.denied = True
+    with pytest.raises(LedsUnavailable, match="'spi' group"):
+        open_leds(hat())
+
+
+def test_without_spidev_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "spidev", None)  # import spidev now fails
+    with pytest.raises(LedsUnavailable, match="apt install python3-spidev"):
+        open_leds(hat())
+
+
+# --- power-enable pin and bit-banged pixels, on gpiozero mock pins ------------
+
+
+@pytest.fixture
+def pins() -> Iterator:
+    with mock_pins(MockPin) as pin:
+        yield pin
+
+
+async def test_the_power_pin_is_on_while_open_and_off_after(bus: FakeBus, pins) -> None:
+    leds = LedAnimator(open_leds(hat(count=12, power_pin=5)))
+    assert pins(5).state is True
+    await leds.show("listening")
+    await leds.aclose()
+    assert pins(5).state is False
+    assert bus.writes[-1] == update(*[pixel(0, 0, 0)] * 12)
+
+
+class ShiftClock(MockPin):
+    """A clock pin that shifts in the data pin's level on each rising edge, as a pixel does."""
+
+    def __init__(self, factory, info, data_pin: MockPin) -> None:
+        super().__init__(factory, info)
+        self.data_pin = data_pin
+        self.bits: list[int] = []
+
+    def _set_state(self, value) -> None:
+        rising = bool(value) and not self._state
+        super()._set_state(value)
+        if rising:
+            self.bits.append(int(self.data_pin.state))
+
+    def received(self) -> bytes:
+        return bytes(
+            int("".join(map(str, self.bits[i : i + 8])), 2) for i in range(0, len(self.bits), 8)
+        )
+
+
+async def test_bit_banged_pixels_get_the_same_bytes_msb_first(
+    pins, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "spidev", None)  # the GPIO path must not need spidev
+    clock = pins(6, pin_class=ShiftClock, data_pin=pins(5))
+    leds = LedAnimator(open_leds(hat(data_pin=5, clock_pin=6)))
+    await leds.show("listening")
+    await leds.show("idle")
+    await leds.aclose()
+    listening = update(*[pixel(0, 0, 255)] * 3)
+    assert clock.received() == listening + BLACK3 + BLACK3  # idle, then aclose's off
+    assert pins(6).state is False  # the clock idles low
+
+
+def test_closing_pixels_directly_also_turns_them_off(bus: FakeBus) -> None:
+    pixels = open_leds(hat())
+    assert isinstance(pixels, Apa102)
+    pixels.show(((1.0, 1.0, 1.0),) * 3)
+    pixels.close()
+    assert bus.writes[-1] == BLACK3 and bus.devices[0].closed
