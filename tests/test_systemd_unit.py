@@ -1,0 +1,230 @@
+"""The systemd unit: systemd accepts it, rates it hardened, and it still lets the daemon work.
+
+These run systemd's own tools on the file the installer copies to the Pi
+(`systemd-analyze verify`, `systemd-analyze security --offline=true`,
+`systemd-analyze syscall-filter`); no systemd needs to be running.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from device import cli, config
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIT = ROOT / "systemd" / "live-appliance.service"
+INSTALLED_COMMAND = "/opt/live-appliance/venv/bin/live-appliance"
+MAX_EXPOSURE = 2.0
+
+#: What the daemon opens on a Pi, by the names systemd's device ACL uses (/proc/devices).
+DEVICES = {
+    "char-alsa": "rw",  # /dev/snd/*: microphone and speaker
+    "char-gpiochip": "rw",  # /dev/gpiochip*: button and LEDs through lgpio
+    "char-spi": "rw",  # /dev/spidev*: APA102 pixels on HATs
+    "char-video4linux": "rw",  # /dev/video*, /dev/v4l-subdev*: camera, ISP, sensor
+    "char-media": "rw",  # /dev/media*: libcamera's media graph
+    "char-dma_heap": "rw",  # /dev/dma_heap/*: camera frame buffers
+}
+
+#: System calls the daemon cannot do without, and who makes them.
+NEEDED_SYSCALLS = {
+    "socket", "connect", "sendmsg", "recvmsg",  # Live API, DNS, journal, notify socket
+    "bind", "listen", "accept4",  # the control socket
+    "fchmodat",  # the control socket's mode 0660
+    "mknodat",  # lgpio's notification FIFO in LG_WD
+    "ioctl",  # ALSA, V4L2, media, GPIO character device, spidev, DMA heaps
+    "mmap", "munmap", "madvise",  # PortAudio/ALSA and camera buffers
+    "clone", "futex",  # PortAudio, gpiozero and picamera2 threads
+    "epoll_pwait", "eventfd2",  # the asyncio loop
+}
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(
+            f"{name} is missing: install the Debian package 'systemd' "
+            "(apt-get install systemd; scripts/setup does it)"
+        )
+    return path
+
+
+def analyze(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tool("systemd-analyze"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def directives(text: str) -> dict[str, dict[str, list[str]]]:
+    """Section -> key -> values, in order; an empty assignment resets the list (as systemd)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+            continue
+        key, _, value = line.partition("=")
+        values = current.setdefault(key.strip(), [])
+        if value.strip():
+            values.append(value.strip())
+        else:
+            values.clear()
+    return sections
+
+
+@pytest.fixture(scope="module")
+def unit() -> dict[str, dict[str, list[str]]]:
+    return directives(UNIT.read_text())
+
+
+def runnable_copy(tmp_path: Path, text: str) -> Path:
+    """The unit with ExecStart pointed at this checkout's own `live-appliance` script.
+
+    `systemd-analyze verify` fails a unit whose ExecStart binary does not exist, and
+    /opt/live-appliance exists only on an installed Pi. Everything else is the file
+    as it is; the name stays, since verify reads the unit type from it.
+    """
+    here = Path(sys.executable).parent / "live-appliance"
+    assert here.exists(), f"{here}: the package's console script (scripts/setup installs it)"
+    assert f"ExecStart={INSTALLED_COMMAND} " in text
+    copy = tmp_path / UNIT.name
+    copy.write_text(text.replace(f"ExecStart={INSTALLED_COMMAND} ", f"ExecStart={here} "))
+    return copy
+
+
+def test_systemd_accepts_the_unit_without_a_warning(tmp_path: Path) -> None:
+    # verify exits 0 even for unknown keys and bad values, which it only prints; in a
+    # container without systemd as PID 1 it prints nothing at all for a clean unit.
+    result = analyze("verify", runnable_copy(tmp_path, UNIT.read_text()))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout + result.stderr == ""
+
+
+def test_verify_as_used_here_does_catch_a_mistake(tmp_path: Path) -> None:
+    broken = UNIT.read_text().replace("ProtectSystem=strict", "ProtectSystem=strickt")
+    result = analyze("verify", runnable_copy(tmp_path, broken))
+    assert "strickt" in result.stdout + result.stderr
+
+
+def test_security_exposure_is_at_most_two() -> None:
+    result = analyze("security", "--offline=true", UNIT)
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"Overall exposure level for [\w.-]+: (\d+\.\d+)", result.stdout)
+    assert found, result.stdout
+    exposure = float(found.group(1))
+    assert exposure <= MAX_EXPOSURE, f"exposure {exposure} > {MAX_EXPOSURE}:\n{result.stdout}"
+
+
+def test_the_daemon_is_supervised_without_a_restart_storm(unit: dict) -> None:
+    service = unit["Service"]
+    assert service["Type"] == ["notify"]
+    assert service["NotifyAccess"] == ["main"]
+    assert service["ExecStart"] == [f"{INSTALLED_COMMAND} run"]
+    assert service["WatchdogSec"] and service["Restart"] == ["on-failure"]
+    assert unit["Unit"]["StartLimitBurst"] and unit["Unit"]["StartLimitIntervalSec"]
+    # A configuration error does not go away by restarting.
+    assert service["RestartPreventExitStatus"] == [str(cli.EXIT_CONFIG)]
+
+
+def test_the_daemon_gets_its_key_sockets_state_and_groups(unit: dict) -> None:
+    service = unit["Service"]
+    assert service["User"] == ["live-appliance"]
+    assert service["Group"] == ["live-appliance"]
+    assert service["SupplementaryGroups"] == ["audio video gpio spi"]
+    assert service["LoadCredential"] == [f"{config.CREDENTIAL_NAME}:/etc/live-appliance/api-key"]
+    runtime = PurePosixPath("/run") / service["RuntimeDirectory"][0]
+    assert PurePosixPath(config.ControlConfig().socket).parent == runtime
+    assert service["StateDirectory"] == ["live-appliance"]
+    # lgpio writes its FIFOs where LG_WD says; %t is /run for a system service.
+    lg_wd = dict(v.split("=", 1) for v in service["Environment"])["LG_WD"]
+    assert PurePosixPath(lg_wd.replace("%t", "/run")) == runtime
+
+
+def test_the_daemon_may_open_its_devices_and_nothing_else(unit: dict) -> None:
+    service = unit["Service"]
+    assert service["DevicePolicy"] == ["closed"]
+    allowed = dict(entry.split() for entry in service["DeviceAllow"])
+    assert allowed == DEVICES
+    assert "PrivateDevices" not in service, "a private /dev has no sound, GPIO or camera"
+
+
+def test_the_daemon_may_reach_the_network_and_local_sockets_only(unit: dict) -> None:
+    families = set(" ".join(unit["Service"]["RestrictAddressFamilies"]).split())
+    assert families == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"}
+    assert "PrivateNetwork" not in unit["Service"]
+
+
+def syscall_groups() -> dict[str, set[str]]:
+    """systemd's named system call sets, as `systemd-analyze syscall-filter` lists them."""
+    result = analyze("syscall-filter")
+    assert result.returncode == 0, result.stderr
+    groups: dict[str, set[str]] = {}
+    members: set[str] = set()
+    for line in result.stdout.splitlines():
+        if line.startswith("@"):
+            members = groups.setdefault(line.strip(), set())
+        elif line.strip() and not line.strip().startswith("#"):
+            members.add(line.strip())
+    return groups
+
+
+def expand(name: str, groups: dict[str, set[str]]) -> set[str]:
+    if not name.startswith("@"):
+        return {name}
+    return set().union(*(expand(member, groups) for member in groups[name]))
+
+
+def test_the_system_call_filter_keeps_what_the_daemon_calls(unit: dict) -> None:
+    groups = syscall_groups()
+    allowed: set[str] = set()
+    for entry in unit["Service"]["SystemCallFilter"]:
+        if entry.startswith("~"):
+            allowed -= set().union(*(expand(n, groups) for n in entry[1:].split()))
+        else:
+            allowed |= set().union(*(expand(n, groups) for n in entry.split()))
+    assert allowed >= NEEDED_SYSCALLS, sorted(NEEDED_SYSCALLS - allowed)
+    assert not {"setuid", "chown", "mount", "reboot", "init_module"} & allowed
+    assert unit["Service"]["SystemCallErrorNumber"] == ["EPERM"]
+
+
+HARDENING = {
+    "ProtectSystem", "ProtectHome", "PrivateTmp", "UMask", "PrivateMounts", "ProtectProc",
+    "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
+    "ProtectControlGroups", "ProtectClock", "ProtectHostname", "DevicePolicy", "DeviceAllow",
+    "RestrictAddressFamilies", "NoNewPrivileges", "CapabilityBoundingSet",
+    "AmbientCapabilities", "RestrictSUIDSGID", "RestrictNamespaces", "RestrictRealtime",
+    "MemoryDenyWriteExecute", "LockPersonality", "RemoveIPC", "SystemCallArchitectures",
+    "SystemCallFilter", "SystemCallErrorNumber",
+}
+
+
+def test_every_hardening_line_says_what_it_protects() -> None:
+    lines = UNIT.read_text().splitlines()
+    for number, line in enumerate(lines):
+        key = line.partition("=")[0]
+        if key not in HARDENING:
+            continue
+        above = number - 1
+        while above >= 0 and "=" in lines[above] and not lines[above].startswith("#"):
+            above -= 1  # a run of directives under one comment
+        comment = []
+        while above >= 0 and lines[above].startswith("#"):
+            comment.append(lines[above])
+            above -= 1
+        assert comment, f"line {number + 1}: {line} has no comment"
+        if key == "DeviceAllow":  # one comment per device, naming its path
+            assert above == number - 1 - len(comment), f"line {number + 1}: {line} shares a comment"
+            assert "/dev/" in "".join(comment), f"line {number + 1}: name the device path"
