@@ -1,0 +1,272 @@
+"""Where camera frames come from: picamera2 on the Pi, or a synthetic test pattern.
+
+A source is started and stopped with blocking calls (the feed runs them in a
+worker thread) and hands over one RGB frame per `await grab()`. The picamera2
+source takes frames in picamera2's own thread through its non-blocking capture
+(`capture_array(wait=False, signal_function=...)`) and passes them to the loop
+with `call_soon_threadsafe`; picamera2 is imported only in `start()`. Frames are
+made square and JPEG-encoded by `encode_jpeg`, off the loop as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import simplejpeg
+
+from device.hw.camera_pattern import NumberedBars
+
+logger = logging.getLogger(__name__)
+
+#: A frame and the time.monotonic() it was taken.
+Frame = tuple[np.ndarray, float]
+
+PICAMERA2_MISSING = (
+    "picamera2 is not installed: `sudo apt install python3-picamera2`, and make the venv "
+    "with --system-site-packages so that it sees it (or set [camera] source = \"synthetic\")"
+)
+#: Let the sensor run at 10..30 frames a second: auto-exposure settles in a few of them,
+#: and a dim room still gets up to 100 ms of exposure.
+FRAME_DURATION_US = (33_333, 100_000)
+#: Buffers in flight: picamera2 keeps the newest completed one, so a capture rarely waits.
+BUFFER_COUNT = 3
+
+
+class CameraError(RuntimeError):
+    """Owner-readable reason the camera cannot be used."""
+
+
+class FrameSource(Protocol):
+    """A camera, real or synthetic. start/stop block; grab does not."""
+
+    def start(self) -> str:
+        """Switch the camera on; returns what it is, for the journal."""
+        ...
+
+    async def grab(self) -> Frame:
+        """The next RGB frame (any shape; `encode_jpeg` squares it); CameraError if none."""
+        ...
+
+    def stop(self) -> None:
+        """Switch the camera off; safe after a failed start and when already off."""
+        ...
+
+
+def make_source(source: str, size: int) -> FrameSource:
+    """The source `[camera] source` names, not yet started (nothing is opened here)."""
+    if source == "synthetic":
+        return SyntheticSource(size)
+    if source == "picamera2":
+        return Picamera2Source(size)
+    raise CameraError(f"[camera] source: unknown source {source!r} (picamera2 or synthetic)")
+
+
+def to_square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The largest centred square of `rgb`, scaled to size x size (nearest pixel).
+
+    Frames that are already square and of the right size (the ISP's ScalerCrop did
+    the work) pass through untouched.
+    """
+    height, width = rgb.shape[:2]
+    if (height, width) == (size, size):
+        return rgb
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = rgb[top : top + side, left : left + side]
+    if side == size:
+        return square
+    pick = np.arange(size) * side // size
+    return square[pick[:, None], pick]
+
+
+def encode_jpeg(rgb: np.ndarray, size: int, quality: int) -> bytes:
+    """A size x size JPEG of an RGB frame (4:2:0, what picamera2's own encoder uses)."""
+    return simplejpeg.encode_jpeg(
+        to_square(rgb, size), quality=quality, colorspace="RGB", colorsubsampling="420"
+    )
+
+
+class SyntheticSource:
+    """A moving test pattern numbered from 1 at each start: for machines without a camera."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._pattern: NumberedBars | None = None
+        self._count = 0
+
+    def start(self) -> str:
+        if self._pattern is None:
+            self._pattern = NumberedBars(self._size)
+        self._count = 0
+        return f"synthetic test pattern, {self._size}x{self._size}"
+
+    async def grab(self) -> Frame:
+        return await asyncio.to_thread(self._draw)
+
+    def _draw(self) -> Frame:
+        if self._pattern is None:
+            raise CameraError("the synthetic camera is not running")
+        self._count += 1
+        return self._pattern.draw(self._count), time.monotonic()
+
+    def stop(self) -> None:
+        """Nothing to release: the pattern is kept for the next start."""
+
+
+def choose_sensor_mode(modes: Sequence[dict[str, Any]], size: int) -> dict[str, Any] | None:
+    """The sensor mode for a square picture: the widest square field of view, then the
+    smallest such mode that still has `size` pixels both ways (the largest if none has).
+
+    None when the camera has no raw sensor modes (a USB camera).
+    """
+    raw = [mode for mode in modes if "size" in mode]
+    if not raw:
+        return None
+
+    def square_side(mode: dict[str, Any]) -> int:
+        _, _, width, height = mode.get("crop_limits") or (0, 0, *mode["size"])
+        return min(width, height)
+
+    def area(mode: dict[str, Any]) -> int:
+        return mode["size"][0] * mode["size"][1]
+
+    widest = max(map(square_side, raw))
+    candidates = [mode for mode in raw if square_side(mode) == widest]
+    enough = [mode for mode in candidates if min(mode["size"]) >= size]
+    if enough:
+        return min(enough, key=lambda mode: (area(mode), -mode.get("bit_depth", 0)))
+    return max(candidates, key=area)
+
+
+def centred_square_crop(crop_max: Sequence[int]) -> tuple[int, int, int, int]:
+    """The largest square ScalerCrop (x, y, side, side) centred in ScalerCropMaximum."""
+    x, y, width, height = crop_max
+    side = min(width, height)
+    return x + (width - side) // 2, y + (height - side) // 2, side, side
+
+
+class Picamera2Source:
+    """A Pi camera module, or a USB camera libcamera supports, through picamera2.
+
+    Camera modules: a size x size RGB stream from the sensor mode with the widest
+    view, with ScalerCrop set to the largest centred square so the ISP scales
+    without distortion. USB cameras: their MJPEG stream at the nearest size they
+    offer, centre-cropped in software.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._cam: Any = None
+        self._modes: tuple[str, list[dict[str, Any]]] | None = None  # (model, modes)
+
+    def start(self) -> str:
+        # libcamera logs every configuration at INFO to stderr, i.e. the journal.
+        os.environ.setdefault("LIBCAMERA_LOG_LEVELS", "*:WARN")
+        try:
+            from picamera2 import Picamera2
+        except ImportError as exc:
+            raise CameraError(f"{PICAMERA2_MISSING} ({exc})") from exc
+        try:
+            self._cam = Picamera2()
+        except Exception as exc:
+            raise CameraError(
+                f"cannot open the camera ({exc}): is it connected, and not in use by another "
+                "program? `rpicam-hello --list-cameras` lists the cameras libcamera sees"
+            ) from exc
+        try:
+            return self._configure_and_start(self._cam)
+        except Exception as exc:
+            raise CameraError(f"the camera did not start: {exc}") from exc
+
+    def _configure_and_start(self, cam: Any) -> str:
+        model = str(cam.camera_properties.get("Model", "camera"))
+        mode = choose_sensor_mode(self._sensor_modes(cam, model), self._size)
+        side = self._size + self._size % 2  # picamera2 wants even sizes
+        controls: dict[str, Any] = {}
+        if mode is None:
+            # USB: no raw stream; nearly every webcam offers MJPEG, which picamera2 decodes
+            # to RGB. libcamera picks the nearest size the camera has.
+            main, raw = {"format": "MJPEG", "size": (side, side)}, None
+        else:
+            # "BGR888" arrays hold R, G, B in that order (libcamera names the word order).
+            main = {"format": "BGR888", "size": (side, side)}
+            raw = {"format": str(mode["format"]), "size": tuple(mode["size"])}
+        if "FrameDurationLimits" in cam.camera_controls:
+            controls["FrameDurationLimits"] = FRAME_DURATION_US
+        config = cam.create_preview_configuration(
+            main=main, raw=raw, buffer_count=BUFFER_COUNT, controls=controls,
+            display=None, encode=None,
+        )
+        cam.configure(config)
+        crop_max = cam.camera_properties.get("ScalerCropMaximum")
+        cropped = "ScalerCrop" in cam.camera_controls and crop_max is not None
+        if cropped:
+            cam.set_controls({"ScalerCrop": centred_square_crop(crop_max)})
+        cam.start()
+        width, height = cam.camera_configuration()["main"]["size"]
+        return ", ".join([
+            model,
+            f"sensor mode {mode['size'][0]}x{mode['size'][1]}" if mode else "USB",
+            f"{width}x{height} stream",
+            "square ScalerCrop" if cropped else "cropped to a square in software",
+        ])
+
+    def _sensor_modes(self, cam: Any, model: str) -> list[dict[str, Any]]:
+        """picamera2 reconfigures the camera once per mode to list them: do it once."""
+        if self._modes is None or self._modes[0] != model:
+            try:
+                modes = list(cam.sensor_modes)
+            except Exception as exc:  # some USB cameras cannot describe a raw mode
+                logger.debug("camera lists no sensor modes: %s", exc)
+                modes = []
+            self._modes = (model, modes)
+        return self._modes[1]
+
+    async def grab(self) -> Frame:
+        cam = self._cam
+        if cam is None:
+            raise CameraError("the camera is not running")
+        loop = asyncio.get_running_loop()
+        arrived: asyncio.Future[Frame] = loop.create_future()
+
+        def on_done(job: Any) -> None:  # picamera2's thread
+            outcome: Frame | BaseException
+            try:
+                outcome = (cam.wait(job), time.monotonic())
+            except Exception as exc:
+                outcome = exc
+            # RuntimeError: the loop has closed, nobody waits for this frame any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, arrived, outcome)
+
+        try:
+            cam.capture_array("main", wait=False, signal_function=on_done)
+        except Exception as exc:
+            raise CameraError(f"the camera stopped delivering frames: {exc}") from exc
+        return await arrived
+
+    def stop(self) -> None:
+        cam, self._cam = self._cam, None
+        if cam is None:
+            return
+        try:
+            cam.stop()
+        finally:
+            cam.close()
+
+
+def _settle(arrived: asyncio.Future[Frame], outcome: Frame | BaseException) -> None:
+    """On the loop: hand a capture's outcome to its waiter, unless it gave up (cancelled)."""
+    if arrived.done():
+        return
+    if isinstance(outcome, BaseException):
+        arrived.set_exception(CameraError(f"the camera stopped delivering frames: {outcome}"))
+    else:
+        arrived.set_result(outcome)
