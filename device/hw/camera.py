@@ -1,0 +1,262 @@
+"""Camera frames while someone talks to the box, and the camera on only around that.
+
+Frames cost tokens and show the inside of a home, so the appliance asks for them
+only while a person is talking to the box (`start_frames` at the press,
+`stop_frames` at the release). The camera is switched on at the first request,
+kept on `linger_s` after the last frame for a quick follow-up, and switched off
+at once by `aclose()`. Frames are paced on a fixed grid of 1/fps seconds, the
+first as soon as the camera delivers one; a capture still running when a tick
+comes makes that tick be skipped, so frames are dropped, never queued.
+
+One task owns the camera for as long as it is on. Starting and stopping the
+camera, taking and encoding frames all happen in other threads; `on_frame` and
+`on_failure` are called on the event loop. A camera that fails to start or dies
+is reported once (a warning and `on_failure`), and the feed stays off until
+`aclose()`: the session goes on with audio only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from device.hw.camera_sources import CameraError, Frame, FrameSource, encode_jpeg, make_source
+from device.tasks import stop_task
+
+if TYPE_CHECKING:
+    from device.config import CameraConfig
+
+__all__ = ["CameraError", "CameraFeed", "capture_still"]
+
+logger = logging.getLogger(__name__)
+
+#: A camera that delivers no frame for this long is taken for dead.
+CAPTURE_TIMEOUT_S = 5.0
+
+T = TypeVar("T")
+
+
+async def _in_thread(function: Callable[[], T]) -> T:
+    """Run a blocking call in a worker thread and wait for it even if cancelled.
+
+    A camera that is starting cannot be interrupted; waiting for it means that
+    whoever cancelled us can rely on the camera being off once we are done.
+    """
+    running = asyncio.ensure_future(asyncio.to_thread(function))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait({running})
+        raise
+
+
+async def _grab(source: FrameSource, timeout_s: float) -> Frame:
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await source.grab()
+    except TimeoutError:
+        raise CameraError(f"the camera delivered no frame for {timeout_s:g} s") from None
+
+
+async def _stop(source: FrameSource) -> None:
+    """Switch the camera off; a camera that fails even at that is logged, not raised."""
+    try:
+        await _in_thread(source.stop)
+    except Exception as exc:
+        logger.warning("the camera did not stop cleanly: %s", exc)
+
+
+def _next_tick(due: float, period: float, now: float) -> float:
+    """The first tick of the grid `due + k * period` that is still ahead of `now`."""
+    return due + period * (math.floor((now - due) / period) + 1)
+
+
+class CameraFeed:
+    """Frames while someone talks to the box; the camera itself runs only around that."""
+
+    def __init__(
+        self,
+        cfg: CameraConfig,
+        on_frame: Callable[[bytes, float], None],
+        on_failure: Callable[[str], None] | None = None,
+        *,
+        capture_timeout_s: float = CAPTURE_TIMEOUT_S,
+    ) -> None:
+        """`on_frame(jpeg, t)`: each frame and the time.monotonic() it was taken, on the loop.
+
+        `on_failure(reason)`: once, on the loop, when the camera cannot start or dies.
+        Nothing is opened here.
+        """
+        self._cfg = cfg
+        self._on_frame = on_frame
+        self._on_failure = on_failure
+        self._capture_timeout_s = capture_timeout_s
+        self._source = make_source(cfg.source, cfg.size)
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()  # start_frames / stop_frames happened
+        self._wanted = False  # between start_frames and stop_frames
+        self._generation = 0  # counts start_frames calls that (re)started the frames
+        self._running = False
+        self._failed = False
+        self._closing = False
+        self._led: Any = None
+        self._frames = 0  # delivered during the current camera run, for the journal
+
+    @property
+    def running(self) -> bool:
+        """The camera (hardware or synthetic) is on."""
+        return self._running
+
+    def start_frames(self) -> None:
+        """Frames from now on: the camera starts if it is off, the first frame comes as
+        soon as it can, then one every 1/fps seconds. Idempotent while already wanted."""
+        if not self._cfg.enabled or self._failed or self._closing or self._wanted:
+            return
+        self._wanted = True
+        self._generation += 1
+        self._changed.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="camera")
+
+    def stop_frames(self) -> None:
+        """No more frames; the camera stops `linger_s` later unless start_frames() comes first."""
+        if self._wanted:
+            self._wanted = False
+            self._changed.set()
+
+    async def aclose(self) -> None:
+        """Camera off now and every task done; the feed may be started again afterwards."""
+        self._closing = True
+        self._wanted = False
+        try:
+            await stop_task(self._task)
+            if self._led is not None:
+                self._led.close()
+                self._led = None
+        finally:
+            self._closing = False
+            self._failed = False
+
+    # --- the task that owns the camera -----------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while self._wanted:  # a press while the camera was switching off starts it again
+                await self._camera_run()
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self._task = None
+
+    async def _camera_run(self) -> None:
+        """One stretch of the camera being on: start, frames and lingering, stop."""
+        led = self._open_led()
+        try:
+            description = await _in_thread(self._source.start)
+            self._running, self._frames = True, 0
+            if led is not None:
+                led.on()
+            logger.info("camera on: %s", description, extra={"LIVE_CAMERA": "on"})
+            while True:
+                if self._wanted:
+                    await self._stream()
+                    continue
+                deadline = time.monotonic() + self._cfg.linger_s
+                await self._wait(deadline, lambda: not self._wanted)
+                if not self._wanted:
+                    return
+        finally:
+            try:
+                await _stop(self._source)
+            finally:
+                if self._running:
+                    self._running = False
+                    if led is not None:
+                        led.off()
+                    logger.info(
+                        "camera off after %d frame(s)", self._frames, extra={"LIVE_CAMERA": "off"}
+                    )
+
+    async def _stream(self) -> None:
+        """Frames until stop_frames: the first at once, then on a grid of 1/fps seconds."""
+        generation = self._generation
+        period = 1.0 / self._cfg.fps
+        due = time.monotonic()
+        while True:
+            await self._wait(due, lambda: self._streaming(generation))
+            if not self._streaming(generation):
+                return
+            rgb, taken = await _grab(self._source, self._capture_timeout_s)
+            jpeg = await asyncio.to_thread(encode_jpeg, rgb, self._cfg.size, self._cfg.quality)
+            if not self._streaming(generation):
+                return  # released while this frame was being taken: dropped, never sent late
+            self._deliver(jpeg, taken)
+            due = _next_tick(due, period, time.monotonic())
+
+    def _streaming(self, generation: int) -> bool:
+        return self._wanted and self._generation == generation
+
+    async def _wait(self, deadline: float, keep_waiting: Callable[[], bool]) -> None:
+        """Sleep until `deadline`, or until a start/stop makes keep_waiting() false."""
+        while keep_waiting():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._changed.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
+            except TimeoutError:
+                return
+
+    def _deliver(self, jpeg: bytes, taken: float) -> None:
+        self._frames += 1
+        try:
+            self._on_frame(jpeg, taken)
+        except Exception:
+            logger.exception("the camera frame handler failed")
+
+    def _open_led(self) -> Any:
+        """The LED that shows the camera is on, if one is configured (off until it is)."""
+        if self._cfg.led_pin is None or self._led is not None:
+            return self._led
+        try:
+            from gpiozero import LED
+
+            self._led = LED(self._cfg.led_pin)
+        except Exception as exc:
+            # The light is a privacy promise: without it the camera stays off.
+            raise CameraError(f"[camera] led_pin {self._cfg.led_pin}: {exc}") from exc
+        return self._led
+
+    def _fail(self, exc: Exception) -> None:
+        self._failed, self._wanted = True, False
+        reason = str(exc) if isinstance(exc, CameraError) else f"the camera failed: {exc!r}"
+        logger.warning(
+            "camera off until the session ends, going on without video: %s",
+            reason,
+            extra={"LIVE_CAMERA": "failed"},
+            exc_info=not isinstance(exc, CameraError),
+        )
+        if self._on_failure is not None:
+            try:
+                self._on_failure(reason)
+            except Exception:
+                logger.exception("the camera failure handler failed")
+
+
+async def capture_still(cfg: CameraConfig) -> bytes:
+    """One JPEG of cfg.size x cfg.size, for `live-appliance doctor camera`; CameraError if not."""
+    if not cfg.enabled:
+        raise CameraError("the camera is turned off ([camera] enabled = false)")
+    source = make_source(cfg.source, cfg.size)
+    try:
+        await _in_thread(source.start)
+        rgb, _ = await _grab(source, CAPTURE_TIMEOUT_S)
+        return await asyncio.to_thread(encode_jpeg, rgb, cfg.size, cfg.quality)
+    finally:
+        await _stop(source)

@@ -1,0 +1,615 @@
+"""The camera feed: paced JPEG frames while wanted, the camera on only around them.
+
+The synthetic source runs for real on the event loop. The picamera2 code path
+runs against a fake `Picamera2` put in `sys.modules["picamera2"]` that records
+what it is asked (configuration, controls, start, stop, close) and delivers
+arrays of the configured stream from its own thread, as picamera2 does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import types
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+import simplejpeg
+
+from device.config import CameraConfig
+from device.hw.camera import CameraError, CameraFeed, capture_still
+from device.hw.camera_pattern import NumberedBars, read_frame_number
+from device.hw.camera_sources import centred_square_crop, choose_sensor_mode, to_square
+
+RED, GREEN = (200, 30, 30), (30, 200, 30)
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class Frames:
+    """What on_frame and on_failure received."""
+
+    jpegs: list[bytes] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def on_frame(self, jpeg: bytes, taken: float) -> None:
+        self.jpegs.append(jpeg)
+        self.times.append(taken)
+        self.arrived.append(time.monotonic())
+
+    def numbers(self) -> list[int]:
+        return [read_frame_number(simplejpeg.decode_jpeg(j)) for j in self.jpegs]
+
+
+def synthetic(**settings: Any) -> CameraConfig:
+    return CameraConfig(**{"source": "synthetic", "fps": 4.0, "linger_s": 0.5, **settings})
+
+
+def feed_for(cfg: CameraConfig, frames: Frames, **kwargs: Any) -> CameraFeed:
+    return CameraFeed(cfg, frames.on_frame, frames.failures.append, **kwargs)
+
+
+def camera_records(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [
+        (r.levelno, r.LIVE_CAMERA) for r in caplog.records if hasattr(r, "LIVE_CAMERA")
+    ]
+
+
+# --- the synthetic source on a real loop --------------------------------------------
+
+
+async def test_first_frame_comes_at_the_press_not_a_period_later() -> None:
+    frames = Frames()
+    feed = feed_for(synthetic(fps=0.2), frames)  # a tick every 5 s
+    pressed = time.monotonic()
+    feed.start_frames()
+    await until(lambda: frames.jpegs)
+    assert frames.arrived[0] - pressed < 2.5
+    await feed.aclose()
+
+
+async def test_frames_are_square_jpegs_numbered_consecutively_and_evenly_paced() -> None:
+    frames = Frames()
+    feed = feed_for(synthetic(fps=2.0, size=320, quality=60), frames)
+    feed.start_frames()
+    await until(lambda: len(frames.jpegs) >= 5)
+    await feed.aclose()
+
+    for jpeg in frames.jpegs:
+        assert jpeg[:2] == b"\xff\xd8"
+        assert simplejpeg.decode_jpeg_header(jpeg)[:2] == (320, 320)
+    assert frames.numbers()[:5] == [1, 2, 3, 4, 5]
+    gaps = [b - a for a, b in zip(frames.times, frames.times[1:], strict=False)]
+    period = 0.5
+    assert min(gaps) > 0.5 * period  # never two frames in one tick
+    assert statistics.median(gaps) == pytest.approx(period, rel=0.2)
+
+
+async def test_the_pattern_moves_from_frame_to_frame() -> None:
+    pattern = NumberedBars(256)
+    first, second = pattern.draw(1), pattern.draw(2)
+    assert not np.array_equal(first[:40], second[:40])  # the bars above the number
+
+
+async def test_stop_frames_stops_frames_at_once_and_the_camera_after_linger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="device.hw.camera")
+    frames = Frames()
+    stopped: list[float] = []
+    feed: CameraFeed
+
+    def on_frame(jpeg: bytes, taken: float) -> None:
+        frames.on_frame(jpeg, taken)
+        if len(frames.jpegs) == 2:
+            feed.stop_frames()  # the release, right as frame 2 goes out
+            stopped.append(time.monotonic())
+
+    feed = CameraFeed(synthetic(linger_s=0.6), on_frame)
+    feed.start_frames()
+    await until(lambda: stopped)
+    assert feed.running
+    await until(lambda: not feed.running)
+    assert time.monotonic() - stopped[0] >= 0.6
+    assert frames.numbers() == [1, 2]
+    assert camera_records(caplog) == [(logging.INFO, "on"), (logging.INFO, "off")]
+    await feed.aclose()
+
+
+async def test_start_frames_during_linger_reuses_the_running_camera() -> None:
+    frames = Frames()
+    feed: CameraFeed
+
+    def on_frame(jpeg: bytes, taken: float) -> None:
+        frames.on_frame(jpeg, taken)
+        feed.stop_frames()  # each press is short
+
+    feed = CameraFeed(synthetic(fps=0.2, linger_s=30), on_frame)  # a tick every 5 s
+    feed.start_frames()
+    await until(lambda: frames.jpegs)
+    await asyncio.sleep(0.3)  # the camera lingers, no frames
+    assert len(frames.jpegs) == 1 and feed.running
+    again = time.monotonic()
+    feed.start_frames()
+    feed.start_frames()  # idempotent
+    await until(lambda: len(frames.jpegs) == 2)
+    await feed.aclose()
+    assert frames.arrived[1] - again < 2.5  # the follow-up's first frame at once, off the grid
+    assert frames.numbers() == [1, 2]  # the same camera run: the numbering goes on
+
+
+async def test_aclose_switches_off_at_once_leaves_no_task_and_can_start_again() -> None:
+    frames = Frames()
+    feed = feed_for(synthetic(linger_s=30), frames)
+    feed.start_frames()
+    await until(lambda: frames.jpegs)
+    await feed.aclose()
+    assert not feed.running
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    count = len(frames.jpegs)
+
+    feed.start_frames()
+    await until(lambda: len(frames.jpegs) > count)
+    await feed.aclose()
+    assert frames.numbers()[count] == 1  # a new camera run
+
+
+async def test_a_disabled_camera_never_starts() -> None:
+    frames = Frames()
+    feed = feed_for(synthetic(enabled=False), frames)
+    feed.start_frames()
+    assert not feed.running
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    await feed.aclose()
+    with pytest.raises(CameraError, match="enabled = false"):
+        await capture_still(synthetic(enabled=False))
+
+
+# --- the LED that shows the camera is on ----------------------------------------------
+
+
+@pytest.fixture
+def pins() -> Iterator[Callable[[int], Any]]:
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    previous = Device.pin_factory
+    factory = MockFactory()
+    Device.pin_factory = factory
+    try:
+        yield factory.pin
+    finally:
+        factory.reset()
+        Device.pin_factory = previous
+
+
+async def test_the_led_is_lit_exactly_while_the_camera_runs(pins) -> None:
+    frames = Frames()
+    lit_at_frame: list[bool] = []
+    feed: CameraFeed
+
+    def on_frame(jpeg: bytes, taken: float) -> None:
+        frames.on_frame(jpeg, taken)
+        lit_at_frame.append(pins(21).state)
+        feed.stop_frames()
+
+    feed = CameraFeed(synthetic(led_pin=21, linger_s=0.2), on_frame)
+    assert not pins(21).state
+    feed.start_frames()
+    await until(lambda: frames.jpegs and not feed.running)
+    assert lit_at_frame == [True]
+    assert not pins(21).state
+    feed.start_frames()
+    await until(lambda: len(frames.jpegs) == 2)
+    await feed.aclose()
+    assert lit_at_frame == [True, True]
+    assert not pins(21).state
+
+
+async def test_without_its_led_the_camera_stays_off(pins) -> None:
+    from gpiozero import LED
+
+    taken = LED(21)  # someone else holds the pin
+    frames = Frames()
+    feed = feed_for(synthetic(led_pin=21), frames)
+    feed.start_frames()
+    await until(lambda: frames.failures)
+    assert "led_pin 21" in frames.failures[0]
+    assert not feed.running and not frames.jpegs
+    await feed.aclose()
+    taken.close()
+
+
+# --- picamera2, against a fake Picamera2 ----------------------------------------------
+
+IMX708_MODES = [
+    {"format": "SRGGB10_CSI2P", "bit_depth": 10, "size": (1536, 864),
+     "crop_limits": (768, 432, 3072, 1728)},
+    {"format": "SRGGB10_CSI2P", "bit_depth": 10, "size": (2304, 1296),
+     "crop_limits": (0, 0, 4608, 2592)},
+    {"format": "SRGGB10_CSI2P", "bit_depth": 10, "size": (4608, 2592),
+     "crop_limits": (0, 0, 4608, 2592)},
+]
+USB_MODES = [{"format": "MJPEG"}, {"format": "YUYV"}]
+
+
+@dataclass
+class FakeCameraRig:
+    """Behaviour of the fake camera and what it was asked to do."""
+
+    modes: list[dict[str, Any]] = field(default_factory=lambda: IMX708_MODES)
+    usb_size: tuple[int, int] = (640, 480)  # what a USB camera "adjusts" any size to
+    fail_open: bool = False
+    start_delay: float = 0.0
+    capture_delay: float = 0.0
+    fail_capture: int | None = None  # this capture (1-based) raises
+    hang_after: int | None = None  # captures after this many never complete
+    calls: list[Any] = field(default_factory=list)
+    captures: int = 0
+    in_flight: int = 0
+    most_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def names(self) -> list[str]:
+        return [c if isinstance(c, str) else c[0] for c in self.calls]
+
+    def call(self, name: str) -> Any:
+        return next(c[1] for c in self.calls if not isinstance(c, str) and c[0] == name)
+
+    @property
+    def usb(self) -> bool:
+        return not any("size" in m for m in self.modes)
+
+    def picture(self, config: dict[str, Any]) -> np.ndarray:
+        """A red scene; a USB picture has green bands left and right that must be cropped."""
+        width, height = config["main"]["size"]
+        frame = np.empty((height, width, 3), dtype=np.uint8)
+        frame[:] = RED
+        band = (width - height) // 2
+        if band > 0:
+            frame[:, :band] = GREEN
+            frame[:, width - band :] = GREEN
+        # picamera2's gotcha: "RGB888" arrays are B, G, R; "BGR888" (and MJPEG) are R, G, B.
+        return frame[..., ::-1].copy() if config["main"]["format"] == "RGB888" else frame
+
+
+class FakeJob:
+    def __init__(self) -> None:
+        self.future: Future[np.ndarray] = Future()
+
+
+def fake_picamera2_class(rig: FakeCameraRig) -> type:
+    class Picamera2:
+        def __init__(self, camera_num: int = 0) -> None:
+            if rig.fail_open:
+                raise RuntimeError("Camera __init__ sequence did not complete.")
+            rig.calls.append("open")
+            self._config: dict[str, Any] | None = None
+            self._started = False
+
+        @property
+        def sensor_modes(self) -> list[dict[str, Any]]:
+            rig.calls.append("sensor_modes")
+            return [dict(m) for m in rig.modes]
+
+        @property
+        def camera_properties(self) -> dict[str, Any]:
+            if rig.usb:
+                return {"Model": "USB webcam"}
+            raw = (self._config or {}).get("raw") or {}
+            mode = next((m for m in rig.modes if m["size"] == raw.get("size")), rig.modes[-1])
+            return {"Model": "imx708", "PixelArraySize": (4608, 2592),
+                    "ScalerCropMaximum": mode["crop_limits"]}
+
+        @property
+        def camera_controls(self) -> dict[str, Any]:
+            if rig.usb:
+                return {"Brightness": (-1.0, 1.0, 0.0)}
+            return {"ScalerCrop": ((0, 0, 64, 64), (0, 0, 4608, 2592), (0, 0, 4608, 2592)),
+                    "FrameDurationLimits": (33333, 120000000, 33333)}
+
+        def create_preview_configuration(
+            self, main: dict[str, Any] | None = None, lores: Any = None, raw: Any = None,
+            buffer_count: int = 4, controls: dict[str, Any] | None = None,
+            display: str | None = "main", encode: str | None = "main", **other: Any,
+        ) -> dict[str, Any]:
+            return {"use_case": "preview", "main": dict(main or {}), "lores": lores,
+                    "raw": None if rig.usb else raw, "buffer_count": buffer_count,
+                    "controls": dict(controls or {}), "display": display, "encode": encode}
+
+        def configure(self, config: dict[str, Any]) -> None:
+            rig.calls.append(("configure", config))
+            self._config = {**config, "main": dict(config["main"])}
+            if rig.usb:  # libcamera adjusts the size to one the camera has
+                self._config["main"]["size"] = rig.usb_size
+
+        def camera_configuration(self) -> dict[str, Any] | None:
+            return self._config
+
+        def set_controls(self, controls: dict[str, Any]) -> None:
+            rig.calls.append(("set_controls", dict(controls)))
+
+        def start(self) -> None:
+            time.sleep(rig.start_delay)
+            self._started = True
+            rig.calls.append("start")
+
+        def capture_array(
+            self, name: str = "main", wait: bool | None = None,
+            signal_function: Callable[[FakeJob], None] | None = None,
+        ) -> FakeJob:
+            assert self._started and wait is False and signal_function is not None
+            job = FakeJob()
+            with rig.lock:
+                rig.captures += 1
+                number = rig.captures
+                rig.in_flight += 1
+                rig.most_in_flight = max(rig.most_in_flight, rig.in_flight)
+            if rig.hang_after is not None and number > rig.hang_after:
+                return job
+
+            def complete() -> None:  # the camera's own thread
+                time.sleep(rig.capture_delay)
+                with rig.lock:
+                    rig.in_flight -= 1
+                if number == rig.fail_capture:
+                    job.future.set_exception(RuntimeError("Dequeue timer of 1000ms expired!"))
+                else:
+                    job.future.set_result(rig.picture(self._config or {}))
+                signal_function(job)
+
+            threading.Thread(target=complete, daemon=True).start()
+            return job
+
+        def wait(self, job: FakeJob) -> np.ndarray:
+            return job.future.result()
+
+        def stop(self) -> None:
+            rig.calls.append("stop")
+            self._started = False
+
+        def close(self) -> None:
+            rig.calls.append("close")
+
+    return Picamera2
+
+
+@pytest.fixture
+def camera(monkeypatch: pytest.MonkeyPatch) -> FakeCameraRig:
+    rig = FakeCameraRig()
+    module = types.ModuleType("picamera2")
+    module.Picamera2 = fake_picamera2_class(rig)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    return rig
+
+
+def picamera2(**settings: Any) -> CameraConfig:
+    return CameraConfig(**{"source": "picamera2", "fps": 4.0, "linger_s": 0.3, **settings})
+
+
+def mean_colour(jpeg: bytes, where: tuple[slice, slice] = (slice(None), slice(None))) -> tuple:
+    return tuple(int(c) for c in simplejpeg.decode_jpeg(jpeg)[where].mean(axis=(0, 1)))
+
+
+async def test_picamera2_asks_for_a_square_stream_and_a_centred_square_crop(camera) -> None:
+    frames = Frames()
+    feed = feed_for(picamera2(), frames)
+    feed.start_frames()
+    await until(lambda: frames.jpegs)
+    await feed.aclose()
+
+    config = camera.call("configure")
+    assert config["main"] == {"format": "BGR888", "size": (768, 768)}
+    assert config["raw"] == {"format": "SRGGB10_CSI2P", "size": (2304, 1296)}  # widest view
+    assert config["controls"]["FrameDurationLimits"] == (33_333, 100_000)
+    # The largest square in the 4608x2592 sensor area, in its middle.
+    assert camera.call("set_controls") == {"ScalerCrop": (1008, 0, 2592, 2592)}
+    assert simplejpeg.decode_jpeg_header(frames.jpegs[0])[:2] == (768, 768)
+    red, green, blue = mean_colour(frames.jpegs[0])
+    assert red > 150 and green < 80 and blue < 80  # R, G, B in the right order
+
+
+async def test_picamera2_start_and_stop_follow_the_frames(camera) -> None:
+    frames = Frames()
+    feed: CameraFeed
+
+    def on_frame(jpeg: bytes, taken: float) -> None:
+        frames.on_frame(jpeg, taken)
+        if len(frames.jpegs) in (2, 3):
+            feed.stop_frames()
+
+    feed = CameraFeed(picamera2(linger_s=0.5), on_frame)
+    feed.start_frames()
+    await until(lambda: len(frames.jpegs) == 2)
+    assert camera.names()[:5] == ["open", "sensor_modes", "configure", "set_controls", "start"]
+    feed.start_frames()  # a follow-up during the linger: the same camera
+    await until(lambda: len(frames.jpegs) == 3 and not feed.running)  # then it lingers out
+    assert camera.names().count("start") == 1
+    assert camera.names()[-2:] == ["stop", "close"]
+
+    feed.start_frames()  # the next press starts it again, without listing modes again
+    await until(lambda: len(frames.jpegs) == 4)
+    assert camera.names().count("start") == 2 and camera.names().count("sensor_modes") == 1
+    await feed.aclose()  # the session closes: off at once
+    assert camera.names()[-2:] == ["stop", "close"] and not feed.running
+
+
+async def test_aclose_while_the_camera_is_starting_leaves_it_off(camera) -> None:
+    camera.start_delay = 0.3
+    frames = Frames()
+    feed = feed_for(picamera2(), frames)
+    feed.start_frames()
+    await until(lambda: "configure" in camera.names())
+    await feed.aclose()
+    assert camera.names()[-3:] == ["start", "stop", "close"]
+    assert not feed.running and not frames.jpegs
+
+
+async def test_a_usb_camera_is_cropped_to_a_square_in_software(camera) -> None:
+    camera.modes = USB_MODES
+    frames = Frames()
+    feed = feed_for(picamera2(size=512), frames)
+    feed.start_frames()
+    await until(lambda: frames.jpegs)
+    await feed.aclose()
+
+    config = camera.call("configure")
+    assert config["main"] == {"format": "MJPEG", "size": (512, 512)} and config["raw"] is None
+    assert "set_controls" not in camera.names()
+    assert simplejpeg.decode_jpeg_header(frames.jpegs[0])[:2] == (512, 512)
+    for edge in ((slice(None), slice(0, 16)), (slice(None), slice(-16, None))):
+        red, green, _ = mean_colour(frames.jpegs[0], edge)
+        assert red > 150 and green < 80  # the green bands at the sides were cut away
+
+
+async def test_slow_captures_skip_ticks_and_are_never_queued(camera) -> None:
+    camera.capture_delay = 0.3  # longer than a tick of 0.25 s
+    frames = Frames()
+    feed = feed_for(picamera2(), frames)
+    feed.start_frames()
+    await until(lambda: len(frames.jpegs) >= 3)
+    await feed.aclose()
+    assert camera.most_in_flight == 1
+    gaps = [b - a for a, b in zip(frames.times, frames.times[1:], strict=False)]
+    assert min(gaps) > 0.4  # the next free tick (0.5 s), not straight after (0.3 s)
+
+
+async def test_a_frame_in_flight_at_the_release_is_dropped_not_sent_late(camera) -> None:
+    camera.capture_delay = 0.3
+    frames = Frames()
+    feed = feed_for(picamera2(linger_s=0.1), frames)
+    feed.start_frames()
+    await until(lambda: camera.in_flight == 1)
+    feed.stop_frames()
+    await until(lambda: camera.names()[-1:] == ["close"])  # the capture ended, then the camera
+    assert camera.captures == 1 and not frames.jpegs
+    await feed.aclose()
+
+
+async def test_a_camera_that_cannot_start_is_reported_once(camera, caplog) -> None:
+    camera.fail_open = True
+    frames = Frames()
+    feed = feed_for(picamera2(), frames)
+    feed.start_frames()
+    await until(lambda: frames.failures)
+    assert len(frames.failures) == 1
+    assert "cannot open the camera" in frames.failures[0]
+    assert "rpicam-hello --list-cameras" in frames.failures[0]
+    feed.stop_frames()
+    feed.start_frames()  # the next press: still off, no second attempt or warning
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert camera_records(caplog) == [(logging.WARNING, "failed")]
+    assert not feed.running and not frames.jpegs
+
+    await feed.aclose()  # a new session tries again
+    camera.fail_open = False
+    feed.start_frames()
+    await until(lambda: frames.jpegs)
+    await feed.aclose()
+
+
+async def test_a_camera_that_dies_mid_run_stops_and_is_reported_once(camera, pins) -> None:
+    camera.fail_capture = 3
+    frames = Frames()
+    feed = feed_for(picamera2(led_pin=21), frames)
+    feed.start_frames()
+    await until(lambda: frames.failures)
+    assert len(frames.failures) == 1 and "Dequeue timer" in frames.failures[0]
+    assert len(frames.jpegs) == 2
+    assert camera.names()[-2:] == ["stop", "close"]
+    assert not feed.running and not pins(21).state
+    await feed.aclose()
+
+
+async def test_a_camera_that_goes_silent_is_taken_for_dead(camera) -> None:
+    camera.hang_after = 1
+    frames = Frames()
+    feed = feed_for(picamera2(), frames, capture_timeout_s=0.3)
+    feed.start_frames()
+    await until(lambda: frames.failures)
+    assert frames.failures == ["the camera delivered no frame for 0.3 s"]
+    assert len(frames.jpegs) == 1 and camera.names()[-2:] == ["stop", "close"]
+    await feed.aclose()
+
+
+# --- capture_still, for the doctor ------------------------------------------------------
+
+
+async def test_capture_still_takes_one_jpeg_and_switches_the_camera_off(camera) -> None:
+    jpeg = await capture_still(picamera2(size=640))
+    assert simplejpeg.decode_jpeg_header(jpeg)[:2] == (640, 640)
+    assert camera.names() == ["open", "sensor_modes", "configure", "set_controls", "start",
+                              "stop", "close"]
+    still = await capture_still(synthetic(size=256))
+    assert read_frame_number(simplejpeg.decode_jpeg(still)) == 1
+
+
+async def test_without_picamera2_the_error_says_how_to_install_it(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # import picamera2 -> ImportError
+    with pytest.raises(CameraError) as error:
+        await capture_still(picamera2())
+    assert "sudo apt install python3-picamera2" in str(error.value)
+    assert "--system-site-packages" in str(error.value)
+
+
+# --- the pieces -----------------------------------------------------------------------
+
+
+def test_sensor_mode_with_the_widest_square_view_and_enough_pixels() -> None:
+    imx219 = [
+        {"size": (640, 480), "bit_depth": 10, "crop_limits": (1000, 752, 1280, 960)},
+        {"size": (1640, 1232), "bit_depth": 10, "crop_limits": (0, 0, 3280, 2464)},
+        {"size": (1920, 1080), "bit_depth": 10, "crop_limits": (680, 692, 1920, 1080)},
+        {"size": (3280, 2464), "bit_depth": 10, "crop_limits": (0, 0, 3280, 2464)},
+        {"size": (1640, 1232), "bit_depth": 8, "crop_limits": (0, 0, 3280, 2464)},
+    ]
+    chosen = choose_sensor_mode(imx219, 768)
+    assert chosen is not None and chosen["size"] == (1640, 1232) and chosen["bit_depth"] == 10
+    largest = choose_sensor_mode(imx219, 2048)  # no mode is big enough: the largest one
+    assert largest is not None and largest["size"] == (3280, 2464)
+    assert choose_sensor_mode(USB_MODES, 768) is None
+
+
+def test_centred_square_crop_and_software_square() -> None:
+    assert centred_square_crop((0, 0, 3280, 2464)) == (408, 0, 2464, 2464)
+    assert centred_square_crop((16, 8, 1000, 1200)) == (16, 108, 1000, 1000)
+    wide = np.zeros((480, 640, 3), dtype=np.uint8)
+    wide[:, 80:560] = 255
+    square = to_square(wide, 768)
+    assert square.shape == (768, 768, 3) and square.min() == 255
+
+
+def test_frame_numbers_survive_jpeg_at_every_size() -> None:
+    for size in (64, 768, 2048):
+        pattern = NumberedBars(size)
+        for number in (0, 7, 402913):
+            jpeg = simplejpeg.encode_jpeg(pattern.draw(number), quality=10, colorspace="RGB")
+            assert read_frame_number(simplejpeg.decode_jpeg(jpeg)) == number
+    with pytest.raises(ValueError, match="no frame number"):
+        read_frame_number(np.full((768, 768, 3), 128, dtype=np.uint8))
+
+
+def test_importing_the_camera_opens_nothing() -> None:
+    code = (
+        "import sys, device.hw.camera;"
+        "assert 'picamera2' not in sys.modules and 'gpiozero' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
