@@ -4,6 +4,10 @@ The outbox outlives connections: a press before the connection exists, or
 speech during a reconnect, waits here in order and is sent once the next
 connection is ready. Audio is bounded in seconds; on overflow the oldest audio
 goes first and the loss is counted, so the journal can say so.
+
+Camera frames are the exception to the order: one slot holds the newest frame,
+and it is sent only when nothing else waits. On a slow link frames are
+replaced, never queued, and speech always goes first.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Outbox:
 
     def __init__(self, hold_s: float) -> None:
         self._items: deque[Item] = deque()
+        self._video: Item | None = None
         self._audio_bytes = 0
         self._limit = int(hold_s * BYTES_PER_SECOND)
         self._ready = asyncio.Event()
@@ -38,21 +43,16 @@ class Outbox:
 
     def put(self, kind: Kind, data: bytes | str | None = None) -> int:
         """Queue one item; returns the bytes of old audio dropped to make room (0 normally)."""
-        if kind == "video":
-            self._drop_unsent_video()
-        self._items.append(Item(kind, data))
         dropped = 0
-        if kind == "audio" and isinstance(data, bytes):
-            self._audio_bytes += len(data)
-            dropped = self._trim_audio()
+        if kind == "video":
+            self._video = Item(kind, data)  # an unsent older frame is replaced
+        else:
+            self._items.append(Item(kind, data))
+            if kind == "audio" and isinstance(data, bytes):
+                self._audio_bytes += len(data)
+                dropped = self._trim_audio()
         self._ready.set()
         return dropped
-
-    def _drop_unsent_video(self) -> None:
-        for item in self._items:
-            if item.kind == "video":
-                self._items.remove(item)
-                return
 
     def _trim_audio(self) -> int:
         dropped = 0
@@ -66,16 +66,20 @@ class Outbox:
         return dropped
 
     async def get(self) -> Item:
-        """The next item, in order; waits without polling."""
-        while not self._items:
+        """The next item, in order, a frame only when nothing else waits; never polls."""
+        while not self:
             self._ready.clear()
             await self._ready.wait()
         return self._pop()
 
     def get_nowait(self) -> Item | None:
-        return self._pop() if self._items else None
+        return self._pop() if self else None
 
     def _pop(self) -> Item:
+        if not self._items:
+            video, self._video = self._video, None
+            assert video is not None
+            return video
         item = self._items.popleft()
         if item.kind == "audio" and isinstance(item.data, bytes):
             self._audio_bytes -= len(item.data)
@@ -83,17 +87,21 @@ class Outbox:
 
     def push_front(self, item: Item) -> None:
         """Put back an item a dead connection failed to send, so it goes first next time."""
-        self._items.appendleft(item)
-        if item.kind == "audio" and isinstance(item.data, bytes):
-            self._audio_bytes += len(item.data)
+        if item.kind == "video":
+            self._video = self._video or item  # a newer frame, if any, still wins
+        else:
+            self._items.appendleft(item)
+            if item.kind == "audio" and isinstance(item.data, bytes):
+                self._audio_bytes += len(item.data)
         self._ready.set()
 
     def clear(self) -> None:
         self._items.clear()
+        self._video = None
         self._audio_bytes = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) + (self._video is not None)
 
     @property
     def held_ms(self) -> float:

@@ -37,12 +37,27 @@ def test_audio_over_the_bound_drops_the_oldest_and_counts_it() -> None:
     assert [data[0] for _, data in items[1:]] == list(range(2, 12))
 
 
-def test_a_new_video_frame_replaces_an_unsent_one_in_place_of_order() -> None:
+def test_a_frame_waits_until_nothing_else_does_and_the_newest_wins() -> None:
     box = Outbox(hold_s=5)
     box.put("video", b"frame-1")
+    box.put("activity_start")
     box.put("audio", b"\x00\x00")
     box.put("video", b"frame-2")
-    assert drain(box) == [("audio", b"\x00\x00"), ("video", b"frame-2")]
+    assert len(box) == 3
+    assert drain(box) == [("activity_start", None), ("audio", b"\x00\x00"), ("video", b"frame-2")]
+    box.put("video", b"frame-3")
+    box.put("activity_end")
+    assert drain(box) == [("activity_end", None), ("video", b"frame-3")]
+
+
+def test_a_frame_put_back_after_a_failed_send_loses_to_a_newer_one() -> None:
+    box = Outbox(hold_s=5)
+    box.put("video", b"old")
+    failed = box.get_nowait()
+    assert failed is not None
+    box.put("video", b"new")
+    box.push_front(failed)
+    assert drain(box) == [("video", b"new")]
 
 
 def test_an_item_that_failed_to_send_goes_first_next_time() -> None:
