@@ -1,9 +1,14 @@
-"""The Live session on google-genai: connect, drain the outbox, receive.
+"""The Live session on google-genai: one conversation across as many connections as it takes.
 
-One task owns one session: it connects, reports `SetupComplete`, then runs a
-sender (outbox to socket) and a receiver (socket to speaker and events) side by
-side until either ends. Nothing here decides what happens next: failures and
-server messages become events for the state machine.
+A session opens on the first press and lives until the appliance closes it. Its
+connection may end for many reasons: the service's `goAway` before its ten
+minutes are up, a drop on flaky Wi-Fi, a stall, a close with 1011. The session
+task reconnects with backoff and jitter and resumes with the newest resumable
+handle, so the person keeps talking; the outbox holds what they say meanwhile.
+If the session cannot be resumed it starts a new one and says so (an event the
+state machine turns into an earcon). Refusals (1007/1008) and a network that
+stays away end the session with one clear journal line. Nothing here decides
+what the LEDs show: everything becomes an event for the state machine.
 """
 
 from __future__ import annotations
@@ -11,57 +16,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import ssl
+import random
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from google.genai import errors, types
 from google.genai.live import AsyncSession
 
 from device.config import Config
+from device.live_connection import Connection, Hooks, SwitchNow, WireTurn
+from device.live_errors import (
+    describe_failure,
+    is_busy_session,
+    is_refusal,
+    is_unknown_handle,
+)
 from device.live_setup import connect_config, make_client
 from device.outbox import Item, Outbox
 from device.states import (
     ConnectFailed,
     ConnectionLost,
     Event,
-    Interrupted,
-    ReplyAudio,
+    Reconnected,
+    Reconnecting,
     SetupComplete,
-    TurnComplete,
 )
+from device.tasks import stop_task
+
+if TYPE_CHECKING:
+    from device.tools import ToolBox
 
 log = logging.getLogger(__name__)
 
-AUDIO_MIME = "audio/pcm;rate=16000"
-CLOSE_TIMEOUT_S = 1.0
-
-
-def describe_failure(exc: BaseException) -> str:
-    """One line an owner can act on: which layer failed, never the key."""
-    if isinstance(exc, errors.APIError):
-        code = exc.code
-        hints = {
-            1008: "the service refused the API key, the model name or a setting",
-            1007: "the service refused a setting or a message as invalid",
-            1011: "the service had an internal error",
-            1000: "the service closed the connection",
-        }
-        hint = hints.get(code, "the connection closed")
-        detail = f": {exc.message}" if exc.message else ""
-        return f"{hint} (close code {code}{detail})"
-    if isinstance(exc, TimeoutError):
-        return "no answer from the Live API in time"
-    if isinstance(exc, socket.gaierror):
-        return f"DNS: cannot resolve the Live API host ({exc.strerror})"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
-    if isinstance(exc, ConnectionRefusedError):
-        return "TCP: connection refused by the Live API host"
-    if isinstance(exc, OSError):
-        return f"network: {exc.strerror or exc}"
-    return f"{type(exc).__name__}: {exc}"
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 8.0
+#: Resuming is refused with 1011 while the service still holds the old connection;
+#: after this many refusals in a row a new session is better than more waiting.
+BUSY_RETRIES = 3
 
 
 class LiveLink:
@@ -74,144 +65,141 @@ class LiveLink:
         on_event: Callable[[Event], None],
         on_audio: Callable[[bytes], None],
         on_sent: Callable[[Item, float], None],
+        tools: ToolBox | None = None,
     ) -> None:
         self._cfg = cfg
         self._outbox = outbox
         self._on_event = on_event
-        self._on_audio = on_audio
-        self._on_sent = on_sent
+        self._hooks = Hooks(on_event, on_audio, on_sent, self._keep_handle)
+        self._tools = tools
         self._client = None
         self._task: asyncio.Task[None] | None = None
-        self._resumption_handle: str | None = None
-        self._reply_started = False
-        self._session: AsyncSession | None = None
+        self._connection: Connection | None = None
+        self._handle: str | None = None
+        self._turn = WireTurn()
+        self._had_turns = False
         self.session_id: str | None = None
+        self.connections = 0  # connections opened in this process, for status and tests
 
     @property
     def is_open(self) -> bool:
         return self._task is not None and not self._task.done()
 
     def prepare(self) -> None:
-        """Build the client (and its TLS context) now, so the first press does not wait for it."""
+        """Build the client (and its TLS context) and the setup now: the first press does not
+        wait for them, and a setting that cannot work (a persona file) fails at start."""
         if self._client is None:
             self._client = make_client(self._cfg)
+            connect_config(self._cfg, None)
 
     def open(self) -> None:
         """Start a session unless one is running; returns at once."""
         if not self.is_open:
-            self._resumption_handle = None
+            self._handle = None
+            self._turn = WireTurn()
+            self._had_turns = False
             self._task = asyncio.create_task(self._run(), name="live-session")
 
     async def close(self) -> None:
-        """End the session with a normal close (1000), then stop its task."""
+        """End the session: stop its task, then close its connection normally (1000)."""
         task, self._task = self._task, None
-        session, self._session = self._session, None
-        if session is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await session.close()
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close(graceful=True)
         self.session_id = None
+
+    def _keep_handle(self, handle: str) -> None:
+        self._handle = handle
+        self._had_turns = True
+
+    # -- the session task -----------------------------------------------------------------
 
     async def _run(self) -> None:
         self.prepare()
-        setup = connect_config(self._cfg, self._resumption_handle)
-        started = time.monotonic()
-        async with contextlib.AsyncExitStack() as stack:
+        try:
+            connection = await self._connect()
+        except Exception as exc:
+            reason = describe_failure(exc)
+            log.error("cannot connect: %s", reason, extra={"LIVE_ERROR": reason})
+            self._on_event(ConnectFailed(reason))
+            return
+        self._on_event(SetupComplete())
+        while True:
+            ended = await self._serve(connection)
+            if isinstance(ended, SwitchNow):
+                log.info("switching to a new connection: %s", ended)
+            else:
+                reason = describe_failure(ended)
+                log.warning("connection lost: %s", reason, extra={"LIVE_ERROR": reason})
+                if is_refusal(ended):
+                    self._on_event(ConnectionLost(reason))
+                    return
+                self._on_event(Reconnecting(reason))
             try:
-                async with asyncio.timeout(self._cfg.live.connect_timeout_s):
-                    session = await stack.enter_async_context(
-                        self._client.aio.live.connect(model=self._cfg.live.model, config=setup)
-                    )
+                connection, history_lost = await self._reconnect()
             except Exception as exc:
                 reason = describe_failure(exc)
-                log.error("cannot connect: %s", reason, extra={"LIVE_ERROR": reason})
-                self._on_event(ConnectFailed(reason))
-                return
-            self._session = session
-            self.session_id = session.session_id
-            setup_ms = (time.monotonic() - started) * 1000
-            log.info(
-                "session ready in %.0f ms",
-                setup_ms,
-                extra={"LIVE_SESSION": self.session_id or "", "LIVE_SETUP_MS": round(setup_ms)},
-            )
-            self._reply_started = False
-            self._on_event(SetupComplete())
-            failure: Exception | None = None
-            try:
-                async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(self._send(session), name="live-send")
-                    tasks.create_task(self._receive(session), name="live-receive")
-            except* Exception as group:
-                failure = group.exceptions[0]
-            if failure is not None and self._session is session:  # not closed by us
-                reason = describe_failure(failure)
-                log.warning("connection lost: %s", reason, extra={"LIVE_ERROR": reason})
+                log.error("cannot reconnect: %s", reason, extra={"LIVE_ERROR": reason})
                 self._on_event(ConnectionLost(reason))
+                return
+            self._on_event(Reconnected(history_lost=history_lost))
 
-    async def _send(self, session: AsyncSession) -> None:
+    async def _serve(self, connection: Connection) -> Exception:
+        """Serve until the connection ends; close it and return why it ended."""
+        self._connection = connection  # close() finishes the job if we are cancelled
+        ended = await connection.run()
+        await connection.close(graceful=isinstance(ended, SwitchNow))
+        self._connection = None
+        self._turn.lost()
+        return ended
+
+    async def _connect(self) -> Connection:
+        """Open one connection (resuming when there is a handle) within the connect timeout."""
+        assert self._client is not None
+        setup = connect_config(self._cfg, self._handle)
+        started = time.monotonic()
+        stack = contextlib.AsyncExitStack()
+        try:
+            async with asyncio.timeout(self._cfg.live.connect_timeout_s):
+                session: AsyncSession = await stack.enter_async_context(
+                    self._client.aio.live.connect(model=self._cfg.live.model, config=setup)
+                )
+        except BaseException:
+            await stack.aclose()
+            raise
+        self.connections += 1
+        self.session_id = session.session_id
+        setup_ms = (time.monotonic() - started) * 1000
+        log.info(
+            "%s in %.0f ms",
+            "session resumed" if self._handle else "session ready",
+            setup_ms,
+            extra={"LIVE_SESSION": self.session_id or "", "LIVE_SETUP_MS": round(setup_ms)},
+        )
+        return Connection(
+            session, stack, self._cfg.live, self._outbox, self._hooks, self._turn, self._tools
+        )
+
+    async def _reconnect(self) -> tuple[Connection, bool]:
+        """Connect again with backoff and jitter; (connection, whether history was lost)."""
+        deadline = time.monotonic() + self._cfg.live.reconnect_for_s
+        delay, busy, history_lost = BACKOFF_FIRST_S, 0, False
         while True:
-            item = await self._outbox.get()
             try:
-                await _send_item(session, item)
-            except BaseException:
-                self._outbox.push_front(item)
-                raise
-            self._on_sent(item, time.monotonic())
+                return await self._connect(), history_lost
+            except Exception as exc:
+                busy = busy + 1 if is_busy_session(exc) else 0
+                if self._handle and (is_unknown_handle(exc) or busy >= BUSY_RETRIES):
+                    log.warning(
+                        "cannot resume the session (%s): starting a new one", describe_failure(exc)
+                    )
+                    self._handle, history_lost, busy = None, self._had_turns, 0
+                    continue
+                if is_refusal(exc) or time.monotonic() + delay > deadline:
+                    raise
+                wait = delay * random.uniform(0.5, 1.0)
+                log.info("reconnecting in %.1f s: %s", wait, describe_failure(exc))
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, BACKOFF_MAX_S)
 
-    async def _receive(self, session: AsyncSession) -> None:
-        while True:
-            async for message in session.receive():
-                self._dispatch(message)
-
-    def _dispatch(self, message: types.LiveServerMessage) -> None:
-        content = message.server_content
-        if content is not None:
-            if content.model_turn is not None:
-                for part in content.model_turn.parts or []:
-                    if part.inline_data is not None and part.inline_data.data:
-                        if not self._reply_started:
-                            self._reply_started = True
-                            self._on_event(ReplyAudio())
-                        self._on_audio(part.inline_data.data)
-            self._log_transcripts(content)
-            if content.interrupted:
-                self._reply_started = False
-                self._on_event(Interrupted())
-            if content.turn_complete:
-                self._reply_started = False
-                self._on_event(TurnComplete())
-        update = message.session_resumption_update
-        if update is not None and update.resumable and update.new_handle:
-            self._resumption_handle = update.new_handle
-        if message.go_away is not None:
-            log.info("the service will close this connection in %s", message.go_away.time_left)
-
-    def _log_transcripts(self, content: types.LiveServerContent) -> None:
-        said = content.input_transcription
-        if said is not None and said.text:
-            log.info("user said: %s", said.text, extra={"LIVE_TRANSCRIPT_IN": said.text})
-        spoken = content.output_transcription
-        if spoken is not None and spoken.text:
-            log.info("model said: %s", spoken.text, extra={"LIVE_TRANSCRIPT_OUT": spoken.text})
-
-
-async def _send_item(session: AsyncSession, item: Item) -> None:
-    send = session.send_realtime_input
-    match item.kind:
-        case "audio":
-            await send(audio=types.Blob(data=item.data, mime_type=AUDIO_MIME))
-        case "video":
-            await send(video=types.Blob(data=item.data, mime_type="image/jpeg"))
-        case "activity_start":
-            await send(activity_start=types.ActivityStart())
-        case "activity_end":
-            await send(activity_end=types.ActivityEnd())
-        case "audio_stream_end":
-            await send(audio_stream_end=True)
-        case "text":
-            await send(text=item.data)

@@ -66,6 +66,45 @@ class ConnectionLost:
 
 
 @dataclass(frozen=True)
+class Reconnecting:
+    """The connection ended; the link is connecting again and the session lives on."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reconnected:
+    """A new connection carries the session on; `history_lost` if it had to start afresh."""
+
+    history_lost: bool = False
+
+
+@dataclass(frozen=True)
+class TextTurn:
+    """Words to say into the session (`ctl text`, a home automation hook)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class EndConversation:
+    """The model hangs up (the end_conversation tool): after its goodbye has played."""
+
+
+@dataclass(frozen=True)
+class DeviceFailed:
+    """The microphone or the speaker failed or vanished; the appliance keeps reopening it."""
+
+    device: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeviceRecovered:
+    device: str
+
+
+@dataclass(frozen=True)
 class ReplyAudio:
     """The first audio of a reply arrived (later chunks are not events)."""
 
@@ -99,6 +138,12 @@ Event = (
     | SetupComplete
     | ConnectFailed
     | ConnectionLost
+    | Reconnecting
+    | Reconnected
+    | TextTurn
+    | EndConversation
+    | DeviceFailed
+    | DeviceRecovered
     | ReplyAudio
     | TurnComplete
     | Interrupted
@@ -131,6 +176,14 @@ def earcon(name: str) -> Action:
     return Action("earcon", name)
 
 
+def send_text(text: str) -> Action:
+    return Action("send_text", text)
+
+
+def report_error(reason: str) -> Action:
+    return Action("report_error", reason)
+
+
 def start_timer(name: Timer) -> Action:
     return Action("start_timer", name)
 
@@ -149,9 +202,15 @@ class Machine:
     connected: bool = False
     held: bool = False  # push-to-talk: the button is down, the microphone streams
     reply_done: bool = False  # turnComplete seen, the speaker may still be playing
+    faults: frozenset[str] = frozenset()  # audio devices that are missing or failing
+    ending: bool = False  # hang up once the reply in progress is over
 
     def to(self, state: State, **changes: bool) -> Machine:
         return replace(self, state=state, **changes)
+
+    def reset(self, state: State = State.IDLE) -> Machine:
+        """No session and nothing in progress; only the mode and the faults remain."""
+        return Machine(mode=self.mode, state=state, faults=self.faults)
 
 
 Step = tuple[Machine, list[Action]]
@@ -161,6 +220,16 @@ def step(m: Machine, event: Event) -> Step:
     """The transition table: one case per (event, situation), read top to bottom."""
     ptt = m.mode is Mode.PUSH_TO_TALK
     match event:
+        case DeviceFailed(device, reason):
+            return _device_failed(m, device, reason)
+        case DeviceRecovered(device):
+            faults = m.faults - {device}
+            if not faults and m.state is State.ERROR:
+                return replace(m, faults=faults).reset(), [report_error("")]
+            return replace(m, faults=faults), []
+        case Pressed() | TextTurn() if m.faults:
+            return m, [earcon("error")]
+
         case Pressed() if ptt:
             return _start_talking(m)
         case Pressed() if m.session_open:  # toggle: a second press ends the conversation
@@ -178,14 +247,41 @@ def step(m: Machine, event: Event) -> Step:
         case LongPress():
             return m, []
 
-        case SetupComplete():
+        case TextTurn(text) if not ptt and not m.session_open:
+            conversation, actions = _start_conversation(m)
+            return conversation, [*actions, send_text(text)]
+        case TextTurn(text) if ptt and not m.held:
+            actions = [cancel_timer(Timer.IDLE), cancel_timer(Timer.ERROR)]
             if not m.session_open:
-                return m, []
-            ready = m.to(m.state, connected=True)
-            if m.state is State.CONNECTING:
-                listening = m.held or not ptt
-                return ready.to(State.LISTENING if listening else State.THINKING), []
-            return ready, []
+                actions.append(OPEN_SESSION)
+            state = State.THINKING if m.connected else State.CONNECTING
+            return m.to(state, session_open=True, reply_done=False), [*actions, send_text(text)]
+        case TextTurn(text):
+            return m, [send_text(text)]
+
+        case EndConversation() if m.session_open and m.state in (State.THINKING, State.SPEAKING):
+            return m.to(m.state, ending=True), []
+        case EndConversation() if m.session_open:
+            return _hang_up(m)
+        case EndConversation():
+            return m, []
+
+        case SetupComplete() if m.session_open:
+            return _connected(m), []
+        case Reconnected(history_lost) if m.session_open:
+            return _connected(m), [earcon("restart")] if history_lost else []
+        case SetupComplete() | Reconnected():
+            return m, []
+
+        case Reconnecting() if m.session_open:
+            waiting = m.to(m.state, connected=False)
+            if m.state is State.THINKING:  # the reply went with the connection: ask again
+                return _turn_over(waiting, [earcon("error")])
+            if m.state is State.SPEAKING:  # play what arrived, then the turn is over
+                return waiting.to(State.SPEAKING, reply_done=True), []
+            return waiting, []
+        case Reconnecting():
+            return m, []
 
         case ConnectFailed(reason) | ConnectionLost(reason):
             if not m.session_open:
@@ -222,11 +318,20 @@ def step(m: Machine, event: Event) -> Step:
             return m.to(State.IDLE, session_open=False, connected=False), [CLOSE_SESSION]
         case Timeout(Timer.SILENCE) if not ptt and m.state is State.LISTENING:
             return _hang_up(m)
-        case Timeout(Timer.ERROR) if m.state is State.ERROR:
+        case Timeout(Timer.ERROR) if m.state is State.ERROR and not m.faults:
             return m.to(State.IDLE), []
         case Timeout():
             return m, []
     raise TypeError(f"not an event: {event!r}")
+
+
+def _connected(m: Machine) -> Machine:
+    """A connection is ready: a press or a text turn waiting for it goes ahead."""
+    ready = m.to(m.state, connected=True)
+    if m.state is State.CONNECTING:
+        listening = m.held or m.mode is Mode.TOGGLE
+        return ready.to(State.LISTENING if listening else State.THINKING)
+    return ready
 
 
 def _start_talking(m: Machine) -> Step:
@@ -257,34 +362,36 @@ def _start_conversation(m: Machine) -> Step:
 def _turn_over(m: Machine, first: list[Action] | None = None) -> Step:
     """The reply has been heard (or cut): wait for the next press or speech."""
     actions = list(first or [])
+    if m.ending:
+        hung_up, hang_up_actions = _hang_up(m)
+        return hung_up, [*actions, *hang_up_actions]
     if m.mode is Mode.TOGGLE:
         return m.to(State.LISTENING, reply_done=False), [*actions, start_timer(Timer.SILENCE)]
     return m.to(State.IDLE, reply_done=False), [*actions, start_timer(Timer.IDLE)]
 
 
 def _hang_up(m: Machine) -> Step:
-    actions = [
-        STOP_CAPTURE,
-        CLEAR_PLAYBACK,
-        DROP_OUTBOX,
-        CLOSE_SESSION,
-        cancel_timer(Timer.IDLE),
-        cancel_timer(Timer.SILENCE),
-        earcon("listen_end"),
-    ]
-    return Machine(mode=m.mode), actions
+    return m.reset(), [*_END_SESSION, earcon("listen_end")]
 
 
 def _fail(m: Machine, reason: str) -> Step:
-    actions = [
-        STOP_CAPTURE,
-        CLEAR_PLAYBACK,
-        DROP_OUTBOX,
-        CLOSE_SESSION,
-        cancel_timer(Timer.IDLE),
-        cancel_timer(Timer.SILENCE),
-        earcon("error"),
-        start_timer(Timer.ERROR),
-        Action("report_error", reason),
-    ]
-    return Machine(mode=m.mode, state=State.ERROR), actions
+    """The session failed: end it, show the error a while, then idle (the next press retries)."""
+    actions = [*_END_SESSION, earcon("error"), start_timer(Timer.ERROR), report_error(reason)]
+    return m.reset(State.ERROR), actions
+
+
+def _device_failed(m: Machine, device: str, reason: str) -> Step:
+    """An audio device is gone: no conversation is possible until it is back."""
+    actions = [*_END_SESSION, earcon("error")] if m.session_open else [earcon("error")]
+    failed = replace(m, faults=m.faults | {device}).reset(State.ERROR)
+    return failed, [*actions, cancel_timer(Timer.ERROR), report_error(f"{device}: {reason}")]
+
+
+_END_SESSION = (
+    STOP_CAPTURE,
+    CLEAR_PLAYBACK,
+    DROP_OUTBOX,
+    CLOSE_SESSION,
+    cancel_timer(Timer.IDLE),
+    cancel_timer(Timer.SILENCE),
+)

@@ -19,6 +19,7 @@ _NOTES: dict[str, list[tuple[float, float]]] = {
     "listen_start": [(660.0, 70), (880.0, 90)],  # rising: "go ahead"
     "listen_end": [(880.0, 70), (660.0, 90)],  # falling: "got it"
     "error": [(330.0, 120), (262.0, 180)],  # low and falling: "something is wrong"
+    "restart": [(523.0, 60), (523.0, 60), (659.0, 120)],  # "we had to start afresh"
 }
 _GAP_MS = 30
 _AMPLITUDE = 0.3

@@ -1,0 +1,352 @@
+"""One WebSocket of a Live session: drain the outbox into it, dispatch what comes back.
+
+A `Connection` runs its tasks side by side in one TaskGroup: the sender, the
+receiver, the liveness watch and, when the service asks for them, tool calls
+and a planned switch after `goAway`. The first task to fail ends the connection
+with its exception; the session (`device.live.LiveLink`) decides what comes
+next. What is in flight on the wire (an open activity, a turn awaiting its
+reply, running tools) is kept in a `WireTurn` that outlives the connection, so
+the next connection can pick up where this one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from google.genai import types
+from google.genai.live import AsyncSession
+
+from device.live_errors import ConnectionDead
+from device.outbox import Item, Outbox
+from device.states import Event, Interrupted, ReplyAudio, TurnComplete
+
+if TYPE_CHECKING:
+    from device.config import LiveConfig
+    from device.tools import ToolBox
+
+log = logging.getLogger("device.live")
+
+AUDIO_MIME = "audio/pcm;rate=16000"
+#: Leave this long before a goAway's deadline to reconnect in.
+SWITCH_MARGIN_S = 3.0
+#: A normal close waits this long for the service's answer, then drops the socket.
+CLOSE_TIMEOUT_S = 1.0
+
+
+class SwitchNow(Exception):
+    """The service announced the end of this connection (goAway): move to a new one."""
+
+
+@dataclass
+class Hooks:
+    """How a connection reports to the rest of the appliance (all run on the loop)."""
+
+    on_event: Callable[[Event], None]
+    on_audio: Callable[[bytes], None]
+    on_sent: Callable[[Item, float], None]
+    on_handle: Callable[[str], None]
+
+
+@dataclass
+class WireTurn:
+    """What is in flight between the device and the service, across connections."""
+
+    activity_open: bool = False  # activityStart sent, activityEnd not yet
+    awaiting_reply: bool = False  # a turn was handed over and has not completed
+    replying: bool = False  # reply content is arriving
+    tools_running: int = 0
+    handle_fresh: bool = True  # a resumption handle came after the last turn
+    heard: list[str] = field(default_factory=list)  # input transcription of this turn
+    said: list[str] = field(default_factory=list)  # output transcription of this turn
+    quiet: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.update()
+
+    def update(self) -> None:
+        """Quiet: nothing in flight and the newest handle covers the last turn."""
+        busy = self.activity_open or self.awaiting_reply or self.replying or self.tools_running
+        if busy or not self.handle_fresh:
+            self.quiet.clear()
+        else:
+            self.quiet.set()
+
+    def sent(self, kind: str) -> None:
+        if kind == "activity_start":
+            self.activity_open, self.handle_fresh = True, False
+        elif kind == "activity_end":
+            self.activity_open, self.awaiting_reply = False, True
+        elif kind == "text":
+            self.awaiting_reply, self.handle_fresh = True, False
+        self.update()
+
+    def lost(self) -> None:
+        """The connection died: whatever was awaited from it will not come."""
+        self.awaiting_reply = self.replying = False
+        self.tools_running = 0
+        self.heard.clear()
+        self.said.clear()
+        self.update()
+
+
+class Connection:
+    """Serves one connected `AsyncSession` until something ends it.
+
+    `stack` holds the SDK's connect() context; closing it releases the socket.
+    """
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        stack: contextlib.AsyncExitStack,
+        cfg: LiveConfig,
+        outbox: Outbox,
+        hooks: Hooks,
+        turn: WireTurn,
+        tools: ToolBox | None = None,
+    ) -> None:
+        self.session = session
+        self._stack = stack
+        self._cfg = cfg
+        self._outbox = outbox
+        self._hooks = hooks
+        self._turn = turn
+        self._tools = tools
+        self._group: asyncio.TaskGroup | None = None
+        self._tool_tasks: dict[str, asyncio.Task[None]] = {}
+        self._switching = False
+        self.last_traffic = time.monotonic()
+
+    async def run(self) -> Exception:
+        """Serve until one of the tasks fails; returns what ended the connection."""
+        ended: Exception | None = None
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                group.create_task(self._send_loop(), name="live-send")
+                group.create_task(self._receive_loop(), name="live-receive")
+                group.create_task(self._watch_liveness(), name="live-liveness")
+        except* Exception as failed:
+            ended = failed.exceptions[0]
+        return ended or ConnectionDead("every task of the connection ended")
+
+    async def close(self, graceful: bool) -> None:
+        """Close (again: it is idempotent); a graceful close waits, bounded, for the answer."""
+        if graceful:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self.session.close()
+        self.abort()  # a no-op after a completed close; ends a dead socket at once
+        with contextlib.suppress(Exception):
+            await self._stack.aclose()
+
+    # -- sending --------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        if self._turn.activity_open:
+            # The person was talking when the last connection ended: reopen their turn here.
+            await self.session.send_realtime_input(activity_start=types.ActivityStart())
+        while True:
+            item = await self._outbox.get()
+            try:
+                await self._send(item)
+            except BaseException:
+                self._outbox.push_front(item)
+                raise
+            self._turn.sent(item.kind)
+            self._hooks.on_sent(item, time.monotonic())
+
+    async def _send(self, item: Item) -> None:
+        send = self.session.send_realtime_input
+        match item.kind:
+            case "audio":
+                await send(audio=types.Blob(data=item.data, mime_type=AUDIO_MIME))
+            case "video":
+                await send(video=types.Blob(data=item.data, mime_type="image/jpeg"))
+            case "activity_start":
+                await send(activity_start=types.ActivityStart())
+            case "activity_end":
+                await send(activity_end=types.ActivityEnd())
+            case "audio_stream_end":
+                await send(audio_stream_end=True)
+            case "text":
+                await self.session.send_client_content(
+                    turns=types.Content(role="user", parts=[types.Part(text=str(item.data))]),
+                    turn_complete=True,
+                )
+
+    # -- receiving ------------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                async for message in self.session.receive():
+                    self.last_traffic = time.monotonic()
+                    self._dispatch(message)
+            except TypeError:
+                # The SDK raises TypeError for a message type it cannot map (a newer
+                # service's message). The frame was read whole: skip it, keep serving.
+                self.last_traffic = time.monotonic()
+                log.debug("ignored a server message of a type this SDK does not know")
+
+    def _dispatch(self, message: types.LiveServerMessage) -> None:
+        if message.server_content is not None:
+            self._content(message.server_content)
+        if message.tool_call is not None:
+            for call in message.tool_call.function_calls or []:
+                self._start_tool(call)
+        if message.tool_call_cancellation is not None:
+            for call_id in message.tool_call_cancellation.ids or []:
+                if task := self._tool_tasks.pop(call_id, None):
+                    task.cancel()
+                    log.info("tool call %s cancelled by the service", call_id)
+        update = message.session_resumption_update
+        if update is not None and update.resumable and update.new_handle:
+            self._hooks.on_handle(update.new_handle)
+            self._turn.handle_fresh = True
+            self._turn.update()
+        if message.go_away is not None:
+            self._plan_switch(message.go_away.time_left)
+
+    def _content(self, content: types.LiveServerContent) -> None:
+        turn = self._turn
+        for part in (content.model_turn.parts or []) if content.model_turn else []:
+            if part.inline_data is not None and part.inline_data.data:
+                if not turn.replying:
+                    turn.replying, turn.handle_fresh = True, False
+                    turn.update()
+                    self._hooks.on_event(ReplyAudio())
+                self._hooks.on_audio(part.inline_data.data)
+        if content.input_transcription is not None and content.input_transcription.text:
+            turn.heard.append(content.input_transcription.text)
+        if content.output_transcription is not None and content.output_transcription.text:
+            turn.said.append(content.output_transcription.text)
+        if content.interrupted:
+            self._end_turn()
+            self._hooks.on_event(Interrupted())
+        if content.turn_complete:
+            self._end_turn()
+            self._hooks.on_event(TurnComplete())
+
+    def _end_turn(self) -> None:
+        turn = self._turn
+        if turn.heard or turn.said:
+            _log_transcript(self._cfg, "".join(turn.heard), "".join(turn.said))
+        turn.heard.clear()
+        turn.said.clear()
+        turn.awaiting_reply = turn.replying = False
+        turn.update()
+
+    # -- tools ----------------------------------------------------------------------------
+
+    def _start_tool(self, call: types.FunctionCall) -> None:
+        assert self._group is not None
+        if self._tools is None:
+            log.warning("the service called %s, but no tools are enabled", call.name)
+            return
+        task = self._group.create_task(self._run_tool(call), name=f"tool-{call.name}")
+        self._tool_tasks[call.id or ""] = task
+
+    async def _run_tool(self, call: types.FunctionCall) -> None:
+        assert self._tools is not None
+        self._turn.tools_running += 1
+        self._turn.update()
+        try:
+            response = await self._tools.run(call)
+        finally:
+            self._tool_tasks.pop(call.id or "", None)
+            self._turn.tools_running -= 1
+            self._turn.update()
+        await self.session.send_tool_response(function_responses=[response])
+
+    # -- the connection's life ------------------------------------------------------------
+
+    def _plan_switch(self, time_left: str | None) -> None:
+        """goAway: move to a new connection at a quiet moment, or before time runs out."""
+        if self._switching:
+            return
+        self._switching = True
+        seconds = _seconds(time_left)
+        log.info("the service will close this connection in %s", time_left or "a moment")
+        assert self._group is not None
+        self._group.create_task(self._switch_when_quiet(seconds), name="live-switch")
+
+    async def _switch_when_quiet(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(max(0.0, seconds - SWITCH_MARGIN_S)):
+                await self._turn.quiet.wait()
+        except TimeoutError:
+            log.info("no quiet moment before the connection ends: switching now")
+        raise SwitchNow(f"goAway with {seconds:g} s left")
+
+    async def _watch_liveness(self) -> None:
+        """A connection with no traffic at all for `dead_after_s` is dead; ping when quiet.
+
+        The service answers pings late while it works, so a late pong alone is no
+        verdict (websockets' own keepalive is off): only silence on both is.
+        """
+        keepalive, dead_after = self._cfg.keepalive_s, self._cfg.dead_after_s
+        interval = min(keepalive, dead_after / 3)
+        while True:
+            await asyncio.sleep(interval)
+            silent = time.monotonic() - self.last_traffic
+            if silent >= dead_after:
+                raise ConnectionDead(f"silent for {silent:.0f} s")
+            if silent >= keepalive:
+                await self._ping()
+
+    async def _ping(self) -> None:
+        ws = websocket_of(self.session)
+        if ws is None:
+            return
+        pong = await ws.ping()
+        pong.add_done_callback(self._on_pong)
+
+    def _on_pong(self, pong: asyncio.Future[Any]) -> None:
+        if not pong.cancelled() and pong.exception() is None:
+            self.last_traffic = time.monotonic()
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once: a dead peer would never finish a close handshake."""
+        ws = websocket_of(self.session)
+        if ws is not None:
+            ws.transport.abort()
+
+
+def websocket_of(session: AsyncSession) -> Any:
+    """The websockets connection under an SDK session, or None.
+
+    The SDK offers no public way to ping or to abort; its `AsyncSession` keeps the
+    `websockets` ClientConnection as `_ws`. Without it the device still works, with
+    liveness judged by messages alone and closes bounded by a timeout.
+    """
+    ws = getattr(session, "_ws", None)
+    return ws if hasattr(ws, "ping") and hasattr(ws, "transport") else None
+
+
+def _seconds(duration: str | None) -> float:
+    """'50s' or '1.5s' (the wire's Duration) to seconds; unknown means 'now'."""
+    match = re.fullmatch(r"\s*([0-9.]+)s\s*", duration or "")
+    return float(match.group(1)) if match else 0.0
+
+
+def _log_transcript(cfg: LiveConfig, heard: str, said: str) -> None:
+    """One journal line per side of a turn; only lengths when the owner keeps words out."""
+    if not cfg.log_transcripts:
+        log.info(
+            "turn transcript: %d words heard, %d said (words not logged)",
+            len(heard.split()),
+            len(said.split()),
+        )
+        return
+    if heard:
+        log.info("user said: %s", heard.strip(), extra={"LIVE_TRANSCRIPT_IN": heard.strip()})
+    if said:
+        log.info("model said: %s", said.strip(), extra={"LIVE_TRANSCRIPT_OUT": said.strip()})

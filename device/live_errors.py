@@ -1,0 +1,70 @@
+"""What went wrong with the Live connection, in words an owner can act on, and what to do.
+
+The SDK raises `APIError` with the WebSocket close code for every close (even
+1000), OSError and its kin for the network, TimeoutError for our own bounds.
+Each failure becomes one journal line naming the layer (DNS, TCP, TLS, the key,
+a setting) and a decision: try again, or stop until the next press.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+from google.genai import errors
+
+# Close codes after which retrying cannot help: the key or a setting was refused.
+REFUSED = {1007: "a setting or a message was refused as invalid", 1008: "the API key, the model "
+           "name or a setting was refused"}
+_CLOSE_HINTS = {
+    1000: "the service closed the connection",
+    1006: "the connection dropped without a goodbye (network)",
+    1009: "the service sent a message larger than allowed",
+    1011: "the service had an internal error",
+    **REFUSED,
+}
+
+
+class ConnectionDead(Exception):
+    """No traffic at all (messages or pongs) for longer than the configured bound."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line an owner can act on: which layer failed, never the key."""
+    if isinstance(exc, errors.APIError):
+        code = exc.code
+        hint = _CLOSE_HINTS.get(code, "the connection closed")
+        if code == 1008 and "key" in str(exc.message).lower():
+            hint = "the service refused the API key"
+        detail = f": {exc.message}" if exc.message else ""
+        return f"{hint} (close code {code}{detail})"
+    if isinstance(exc, ConnectionDead):
+        return f"no traffic from the Live API: {exc}"
+    if isinstance(exc, TimeoutError):
+        return "no answer from the Live API in time"
+    if isinstance(exc, socket.gaierror):
+        return f"DNS: cannot resolve the Live API host ({exc.strerror})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "TCP: connection refused by the Live API host"
+    if isinstance(exc, OSError):
+        return f"network: {exc.strerror or exc}"
+    if isinstance(exc, ValueError | AttributeError):
+        return f"the service sent a message that cannot be decoded ({exc})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """The service refused the key or a setting: retrying would only be refused again."""
+    return isinstance(exc, errors.APIError) and exc.code in REFUSED
+
+
+def is_unknown_handle(exc: BaseException) -> bool:
+    """A resumption handle the service no longer knows (expired, or its session ended)."""
+    return isinstance(exc, errors.APIError) and exc.code == 1007
+
+
+def is_busy_session(exc: BaseException) -> bool:
+    """1011 at setup: most often the old connection still holds the session."""
+    return isinstance(exc, errors.APIError) and exc.code == 1011
