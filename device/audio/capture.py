@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -22,6 +23,10 @@ log = logging.getLogger(__name__)
 
 RATE = 16000  # what the Live API takes
 ChunkHandler = Callable[[bytes, float], None]
+
+#: Pa_Initialize, opening and closing streams are not thread-safe; the appliance
+#: reopens devices from worker threads, so every open and close holds this lock.
+PORTAUDIO_LOCK = threading.Lock()
 
 
 class Capture:
@@ -47,18 +52,29 @@ class Capture:
         self.forced_rate = device_rate
         self.on_overflow = on_overflow
         self.overflows = 0
+        self.last_callback = 0.0  # time.monotonic() of PortAudio's latest call
         self.device_rate: int | None = None  # the rate the device really runs at
         self._pa: pyaudio.PyAudio | None = None
         self._stream: pyaudio.Stream | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._resampler: soxr.ResampleStream | None = None
         self._pending = bytearray()
+        self.device_name = ""
 
-    def start(self) -> None:
-        """Open the device and start recording; call from the event loop's thread."""
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Open the device and start recording; chunks go to `loop` (default: the running one).
+
+        Blocks for as long as PortAudio takes to open the device: call it from the
+        loop's thread at start-up, or from a worker thread with the loop given.
+        """
         if self._stream is not None:
             return
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop or asyncio.get_running_loop()
+        with PORTAUDIO_LOCK:
+            self._open()
+        log.info("capture started on %s at %d Hz", self.device_name, self.device_rate)
+
+    def _open(self) -> None:
         self._pa = pyaudio.PyAudio()
         try:
             info = choose_device(self._pa, self.device_spec, "input")
@@ -78,13 +94,18 @@ class Capture:
                 frames_per_buffer=self.device_rate * self.chunk_ms // 1000,
                 stream_callback=self._callback,
             )
+            self.device_name = str(info)
+            self.last_callback = time.monotonic()
         except BaseException:
-            self.stop()
+            self._close()
             raise
-        log.info("capture started on %s at %d Hz", info, self.device_rate)
 
     def stop(self) -> None:
         """Stop and close the device; a partial last chunk is dropped."""
+        with PORTAUDIO_LOCK:
+            self._close()
+
+    def _close(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.stop_stream()
@@ -97,10 +118,15 @@ class Capture:
     def running(self) -> bool:
         return self._stream is not None and self._stream.is_active()
 
+    def healthy(self, stale_s: float) -> bool:
+        """Open, active, and PortAudio called back within `stale_s` (a pulled USB device
+        stops the stream, or leaves it silent without a call)."""
+        return self.running and time.monotonic() - self.last_callback < stale_s
+
     def _callback(
         self, in_data: bytes | None, frame_count: int, time_info: dict, status: int
     ) -> tuple[None, int]:
-        now = time.monotonic()
+        now = self.last_callback = time.monotonic()
         loop = self._loop
         assert loop is not None
         try:

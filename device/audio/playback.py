@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
 import pyaudio
 import soxr
 
+from device.audio.capture import PORTAUDIO_LOCK
 from device.audio.devices import DeviceSpec, choose_device, pick_rate
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,9 @@ class Playback:
         self.forced_rate = device_rate
         self.on_underflow = on_underflow
         self.underflows = 0  # PortAudio reported output underflows (not empty buffer)
+        self.last_callback = 0.0  # time.monotonic() of PortAudio's latest call
         self.device_rate: int | None = None
+        self.device_name = ""
         self._pa: pyaudio.PyAudio | None = None
         self._stream: pyaudio.Stream | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -53,14 +57,29 @@ class Playback:
         self._waiting_drain = False
         self._drained = asyncio.Event()
         self._drained.set()
+        #: 0..1, applied to what is fed from now on; squared so that halfway sounds half as loud.
+        self.volume = 1.0
 
     # -- life ------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Open the device and start the (silent) output; call from the loop's thread."""
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Open the device and start the (silent) output; drain notices go to `loop`.
+
+        Blocks while PortAudio opens the device (see `Capture.start`).
+        """
         if self._stream is not None:
             return
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop or asyncio.get_running_loop()
+        with PORTAUDIO_LOCK:
+            self._open()
+        log.info(
+            "playback started on %s at %d Hz, output latency %.1f ms",
+            self.device_name,
+            self.device_rate,
+            self.output_latency * 1000,
+        )
+
+    def _open(self) -> None:
         self._pa = pyaudio.PyAudio()
         try:
             info = choose_device(self._pa, self.device_spec, "output")
@@ -75,18 +94,19 @@ class Playback:
                 frames_per_buffer=self.device_rate * self.period_ms // 1000,
                 stream_callback=self._callback,
             )
+            self.device_name = str(info)
+            self.last_callback = time.monotonic()
         except BaseException:
-            self.stop()
+            self._close()
             raise
-        log.info(
-            "playback started on %s at %d Hz, output latency %.1f ms",
-            info,
-            self.device_rate,
-            self.output_latency * 1000,
-        )
 
     def stop(self) -> None:
         """Close the device; whatever was still buffered is dropped."""
+        with PORTAUDIO_LOCK:
+            self._close()
+        self.clear()
+
+    def _close(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.stop_stream()
@@ -94,7 +114,11 @@ class Playback:
         pa, self._pa = self._pa, None
         if pa is not None:
             pa.terminate()
-        self.clear()
+
+    def healthy(self, stale_s: float) -> bool:
+        """Open, active, and PortAudio called back within `stale_s`."""
+        active = self._stream is not None and self._stream.is_active()
+        return active and time.monotonic() - self.last_callback < stale_s
 
     def _new_resampler(self) -> soxr.ResampleStream | None:
         if self.device_rate in (None, RATE):
@@ -115,6 +139,9 @@ class Playback:
             pcm = self._resampler.resample_chunk(samples, last=last).tobytes()
             if last:
                 self._resampler.clear()
+        if self.volume < 1.0 and pcm:
+            scaled = np.frombuffer(pcm, dtype=np.int16) * (max(0.0, self.volume) ** 2)
+            pcm = scaled.astype(np.int16).tobytes()
         if not pcm:
             return
         with self._lock:
@@ -160,6 +187,7 @@ class Playback:
     def _callback(
         self, in_data: bytes | None, frame_count: int, time_info: dict, status: int
     ) -> tuple[bytes, int]:
+        self.last_callback = time.monotonic()
         wanted = frame_count * 2
         with self._lock:
             out = bytes(self._buffer[:wanted])
