@@ -1,10 +1,11 @@
 """Wires the adapters to the state machine and owns every task until shutdown.
 
-Events from the button, the control socket, the Live link, the speaker and the
-timers go into one queue; one task feeds them to `states.step` and performs the
-actions it returns. Microphone chunks and reply audio take a fast path that
-does not go through the queue: the microphone callback appends to the outbox,
-the receive task appends to the speaker's buffer.
+Events from the button, the control socket, the Live link, the audio keepers,
+the speaker and the timers go into one queue; one task feeds them to
+`states.step` and performs the actions it returns. Microphone chunks, camera
+frames and reply audio take fast paths that do not go through the queue: the
+microphone and the camera append to the outbox, the receive task appends to
+the speaker's buffer.
 """
 
 from __future__ import annotations
@@ -13,23 +14,26 @@ import asyncio
 import logging
 import signal
 import time
-from collections import deque
 from typing import Any
 
 from device import logs
-from device.audio import pcm as pcm_tools
 from device.audio.capture import Capture
 from device.audio.earcons import earcon
+from device.audio.keeper import DeviceKeeper
 from device.audio.playback import Playback
 from device.config import Config
 from device.control import ControlServer
 from device.hw.button import ButtonInput
-from device.hw.leds import LedAnimator, open_leds
+from device.hw.camera import CameraFeed
+from device.hw.leds import LedAnimator, LedDriver, LedsUnavailable, NullLeds, open_leds
 from device.live import LiveLink
+from device.mic_feed import MicFeed
 from device.outbox import Item, Outbox
+from device.persist import StateFile, state_dir
 from device.service import Notifier
 from device.states import (
     Action,
+    EndConversation,
     Event,
     LongPress,
     Machine,
@@ -38,17 +42,17 @@ from device.states import (
     Pressed,
     Released,
     State,
+    TextTurn,
     Timeout,
     Timer,
     step,
 )
 from device.tasks import stop_task
+from device.tools import ToolBox
 from device.turns import TurnLog
 
 log = logging.getLogger("device.appliance")
 
-#: In a hands-free conversation, a microphone gated this long tells the server the stream paused.
-STREAM_PAUSE_S = 1.0
 MIC_START_TIMEOUT_S = 5.0
 
 
@@ -62,24 +66,28 @@ class Appliance:
         self.turns = TurnLog()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
-        self._capturing = False
-        # The last moments before a press: people start talking as they press.
-        self._preroll: deque[bytes] = deque(
-            maxlen=max(1, cfg.audio.preroll_ms // cfg.audio.chunk_ms)
-        )
-        self._mic_flowing = asyncio.Event()
-        self._gated_since: float | None = None
-        self._stream_end_sent = False
-        self._overflowing = False
         self._error: str | None = None
-        self.link = LiveLink(cfg, self.outbox, self.post, self._on_reply_audio, self._on_sent)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.state_file = StateFile(state_dir(cfg.service) / "state.json")
+        self.mic_feed = MicFeed(cfg.audio, self.outbox)
         self.mic = Capture(
-            self._on_mic_chunk, device=cfg.audio.input_device, chunk_ms=cfg.audio.chunk_ms
+            self._on_mic_chunk,
+            device=cfg.audio.input_device,
+            chunk_ms=cfg.audio.chunk_ms,
+            on_overflow=self.mic_feed.overflowed,
         )
         self.speaker = Playback(device=cfg.audio.output_device)
-        self._drain_watch: asyncio.Task[None] | None = None
-        self._watchdog: asyncio.Task[None] | None = None
-        self.leds = LedAnimator(open_leds(cfg.leds))
+        self.speaker.volume = _saved_volume(self.state_file, cfg.audio.volume)
+        self.keepers = [
+            DeviceKeeper("speaker", self.speaker, self.post, cfg.audio.reopen_s),
+            DeviceKeeper("microphone", self.mic, self.post, cfg.audio.reopen_s),
+        ]
+        self.camera = CameraFeed(cfg.camera, self._on_frame)
+        tools = ToolBox(cfg.tools, self) if cfg.tools.enabled else None
+        self.link = LiveLink(
+            cfg, self.outbox, self.post, self._on_reply_audio, self._on_sent, tools=tools
+        )
+        self.leds = LedAnimator(_open_leds(cfg))
         self.button = ButtonInput(
             cfg.button.pin,
             self._on_button,
@@ -89,6 +97,8 @@ class Appliance:
         self.control = ControlServer(cfg.control.socket, self._on_control, mode=cfg.control.mode)
         self.notifier = Notifier()
         self.stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._drain_watch: asyncio.Task[None] | None = None
 
     # -- inputs, all on the event loop -------------------------------------------------
 
@@ -105,6 +115,11 @@ class Appliance:
                 self.post(Pressed())
             case "release":
                 self.post(Released())
+            case "text":
+                text = request.get("text")
+                if not isinstance(text, str) or not text.strip():
+                    return {"ok": False, "error": 'text needs a non-empty "text"'}
+                self.post(TextTurn(text.strip()))
             case "status":
                 return {"ok": True, **self.status()}
             case other:
@@ -112,37 +127,11 @@ class Appliance:
         return {"ok": True}
 
     def _on_mic_chunk(self, pcm: bytes, t: float) -> None:
-        self._mic_flowing.set()
-        if not self._capturing:
-            self._preroll.append(pcm)
-            return
-        if self.machine.mode is Mode.TOGGLE and self.machine.state is State.SPEAKING:
-            pcm = self._gate(pcm, t)
-            if not pcm:
-                return
-        else:
-            self._gated_since = None
-        dropped = self.outbox.put("audio", pcm)
-        if dropped and not self._overflowing:
-            log.warning(
-                "microphone audio held too long: dropping the oldest (bound %.0f s)",
-                self.cfg.audio.hold_s,
-            )
-        self._overflowing = bool(dropped)
+        hands_free_reply = self.machine.mode is Mode.TOGGLE and self.machine.state is State.SPEAKING
+        self.mic_feed.chunk(pcm, t, speaker_busy=hands_free_reply)
 
-    def _gate(self, pcm: bytes, t: float) -> bytes:
-        """Keep the speaker out of the microphone while the model talks (toggle mode)."""
-        if self.cfg.audio.mic_during_playback == "open":
-            return pcm
-        if self.cfg.audio.mic_during_playback == "attenuate":
-            gain = pcm_tools.db_to_amplitude(-self.cfg.audio.attenuation_db)
-            return pcm_tools.from_float(pcm_tools.to_float(pcm) * gain)
-        if self._gated_since is None:
-            self._gated_since, self._stream_end_sent = t, False
-        elif not self._stream_end_sent and t - self._gated_since >= STREAM_PAUSE_S:
-            self.outbox.put("audio_stream_end")
-            self._stream_end_sent = True
-        return b""
+    def _on_frame(self, jpeg: bytes, _t: float) -> None:
+        self.outbox.put("video", jpeg)
 
     def _on_reply_audio(self, pcm: bytes) -> None:
         if self.machine.held:
@@ -152,6 +141,19 @@ class Appliance:
 
     def _on_sent(self, item: Item, t: float) -> None:
         self.turns.sent(item.kind, t)
+
+    # -- what the model's tools may do (device.tools.DeviceActions; from worker threads) --
+
+    def volume(self) -> float:
+        return self.speaker.volume
+
+    def set_volume(self, level: float) -> None:
+        self.speaker.volume = level
+        self.state_file.save(volume=level)
+
+    def end_conversation(self) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.post, EndConversation())
 
     # -- the state machine ----------------------------------------------------------------
 
@@ -166,20 +168,22 @@ class Appliance:
                 self.speaker.feed(b"", last=True)  # flush the resampler's tail
                 self._drain_watch = asyncio.create_task(self._watch_drain(), name="drain-watch")
             if self.machine.state is not before:
-                log.info(
-                    "%s -> %s (%s)",
-                    before,
-                    self.machine.state,
-                    type(event).__name__,
-                    extra={
-                        "LIVE_STATE": str(self.machine.state),
-                        "LIVE_SESSION": self.link.session_id or "",
-                    },
-                )
-                await self.leds.show(self.machine.state)
-                self.notifier.status(self.status_line())
-                if self.machine.state is State.IDLE and before is not State.ERROR:
-                    self.turns.finish(time.monotonic(), self.link.session_id)
+                await self._entered(before, event)
+
+    async def _entered(self, before: State, event: Event) -> None:
+        """One journal line per transition; LEDs, systemd status and the turn log follow."""
+        state = self.machine.state
+        log.info(
+            "%s -> %s (%s)",
+            before,
+            state,
+            type(event).__name__,
+            extra={"LIVE_STATE": str(state), "LIVE_SESSION": self.link.session_id or ""},
+        )
+        await self.leds.show(state)
+        self.notifier.status(self.status_line())
+        if state is State.IDLE and before is not State.ERROR:
+            self.turns.finish(time.monotonic(), self.link.session_id)
 
     async def _watch_drain(self) -> None:
         """Tell the machine when the speaker has played the whole reply."""
@@ -196,24 +200,27 @@ class Appliance:
                 self.link.open()
             case "close_session":
                 await self.link.close()
+                await self.camera.aclose()
             case "start_capture":
-                self._capturing = True
                 self.turns.start(time.monotonic())
-                while self._preroll:
-                    self.outbox.put("audio", self._preroll.popleft())
+                self.mic_feed.start()
+                self.camera.start_frames()
             case "stop_capture":
-                self._capturing = False
+                self.mic_feed.stop()
+                self.camera.stop_frames()
             case "send_activity_start":
                 self.outbox.put("activity_start")
             case "send_activity_end":
                 self.outbox.put("activity_end")
                 self.turns.released(time.monotonic())
+            case "send_text":
+                self.outbox.put("text", str(action.arg))
             case "clear_playback":
                 self.speaker.clear()
             case "drop_outbox":
                 self.outbox.clear()
             case "earcon":
-                if self.cfg.audio.earcons:
+                if self.cfg.audio.earcons and "speaker" not in self.machine.faults:
                     self.speaker.feed(earcon(str(action.arg)))
             case "start_timer":
                 self._start_timer(Timer(action.arg))
@@ -221,7 +228,7 @@ class Appliance:
                 if handle := self._timers.pop(Timer(action.arg), None):
                     handle.cancel()
             case "report_error":
-                self._error = str(action.arg)
+                self._error = str(action.arg) or None
             case _:
                 raise ValueError(f"unknown action {action}")
 
@@ -248,8 +255,12 @@ class Appliance:
             "mode": str(self.machine.mode),
             "session_open": self.machine.session_open,
             "session_id": self.link.session_id,
+            "connections": self.link.connections,
+            "faults": sorted(self.machine.faults),
             "outbox_ms": round(self.outbox.held_ms),
             "mic_overflows": self.mic.overflows,
+            "volume": round(self.speaker.volume, 2),
+            "camera": self.camera.running,
             "leds": [state for _, state in self.leds.history],
             "turns": self.turns.recent(),
         }
@@ -258,19 +269,22 @@ class Appliance:
 
     async def run(self) -> None:
         """Open the hardware, serve until SIGTERM/SIGINT, then close everything."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
-        self._watchdog = asyncio.create_task(self.notifier.feed_watchdog(), name="watchdog")
+        self._start(self.notifier.feed_watchdog(), "watchdog")
         try:
-            # PortAudio opens in tens of milliseconds; nothing else is running yet.
-            self.speaker.start()
-            self.mic.start()
             self.link.prepare()
-            await self._wait_for_microphone()
+            for keeper in self.keepers:
+                await keeper.open()  # a device that fails is reported and retried, not fatal
+            if self.keepers[1].failure is None:
+                await self._wait_for_microphone()
+            for keeper in self.keepers:
+                self._start(keeper.keep(), f"keep-{keeper.name}")
             self.button.start(loop)
             await self.leds.show(self.machine.state)
             await self.control.start()
+            self._start(self._consume(), "state-machine")
             log.info(
                 "ready: %s mode, model %s",
                 self.machine.mode,
@@ -278,15 +292,14 @@ class Appliance:
                 extra={"LIVE_STATE": str(self.machine.state)},
             )
             self.notifier.ready(self.status_line())
-            consumer = asyncio.create_task(self._consume(), name="state-machine")
-            try:
-                await self.stopping.wait()
-            finally:
-                await stop_task(consumer)
+            await self.stopping.wait()
         finally:
             await self._shutdown()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    def _start(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
 
     def _on_stop_signal(self) -> None:
         self.notifier.stopping()
@@ -297,30 +310,50 @@ class Appliance:
         started = time.monotonic()
         try:
             async with asyncio.timeout(MIC_START_TIMEOUT_S):
-                await self._mic_flowing.wait()
+                await self.mic_feed.flowing.wait()
         except TimeoutError:
             log.warning("the microphone delivered nothing in %.0f s", MIC_START_TIMEOUT_S)
             return
         log.info("microphone delivering after %.0f ms", (time.monotonic() - started) * 1000)
 
     async def _shutdown(self) -> None:
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
-        await stop_task(self._drain_watch)
-        await stop_task(self._watchdog)
-        await self.control.aclose()
-        await self.link.close()
-        self.button.stop()
-        self.mic.stop()
-        self.speaker.stop()
-        await self.leds.aclose()
+        """Close in the reverse order of need; the LEDs go dark whatever fails before."""
+        try:
+            for handle in self._timers.values():
+                handle.cancel()
+            self._timers.clear()
+            for task in [*self._tasks, self._drain_watch]:
+                await stop_task(task)
+            await self.control.aclose()
+            await self.link.close()
+            await self.camera.aclose()
+            self.button.stop()
+            self.mic.stop()
+            self.speaker.stop()
+        finally:
+            await self.leds.aclose()
         current = asyncio.current_task()
         left = sorted(t.get_name() for t in asyncio.all_tasks() if t is not current)
         if left:
             log.warning("tasks left behind at shutdown: %s", ", ".join(left))
         self.notifier.close()
         log.info("stopped")
+
+
+def _open_leds(cfg: Config) -> LedDriver:
+    """The configured LEDs, or none: a missing SPI overlay must not stop the box talking."""
+    try:
+        return open_leds(cfg.leds)
+    except LedsUnavailable as exc:
+        log.error("LEDs off: %s", exc, extra={"LIVE_ERROR": str(exc)})
+        return NullLeds()
+
+
+def _saved_volume(state: StateFile, default: float) -> float:
+    """The volume the set_volume tool last chose, else the configured one."""
+    saved = state.load().get("volume", default)
+    valid = isinstance(saved, int | float) and not isinstance(saved, bool) and 0 <= saved <= 1
+    return float(saved) if valid else default
 
 
 def run_daemon(cfg: Config) -> int:

@@ -84,5 +84,5 @@ def setup(level: int = logging.INFO, secrets: Iterable[str] = ()) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # The SDK and websockets are chatty at INFO and could echo request details.
-    for noisy in ("google_genai", "google.genai", "websockets", "httpx"):
+    for noisy in ("google_genai", "google.genai", "websockets", "httpx", "picamera2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

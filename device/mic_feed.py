@@ -1,0 +1,97 @@
+"""What of the microphone goes to the service, and when.
+
+Every chunk from the capture callback arrives here on the event loop. Between
+turns the last few chunks are kept as pre-roll (people start talking as they
+press); while capturing, chunks go to the outbox in order. In a hands-free
+conversation the speaker must not reach the microphone, so while the model
+speaks chunks are gated (dropped, with `audioStreamEnd` once the pause passes a
+second) or attenuated, as configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+from device.audio import pcm
+from device.config import AudioConfig
+from device.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+#: A gated microphone this long tells the server the stream paused.
+STREAM_PAUSE_S = 1.0
+#: Microphone overflows are logged at most this often (the count is always kept).
+OVERFLOW_LOG_EVERY_S = 60.0
+
+
+class MicFeed:
+    """Routes microphone chunks into the outbox according to what the appliance is doing."""
+
+    def __init__(self, cfg: AudioConfig, outbox: Outbox) -> None:
+        self._cfg = cfg
+        self._outbox = outbox
+        self._preroll: deque[bytes] = deque(maxlen=max(1, cfg.preroll_ms // cfg.chunk_ms))
+        self._capturing = False
+        self._gated_since: float | None = None
+        self._stream_end_sent = False
+        self._overflowing = False
+        self._overflow_logged = -OVERFLOW_LOG_EVERY_S
+        self.flowing = asyncio.Event()  # set by the first chunk ever
+
+    def start(self) -> None:
+        """Capture from now on, beginning with the pre-roll."""
+        self._capturing = True
+        while self._preroll:
+            self._outbox.put("audio", self._preroll.popleft())
+
+    def stop(self) -> None:
+        self._capturing = False
+        self._gated_since = None
+
+    def chunk(self, data: bytes, t: float, speaker_busy: bool) -> None:
+        """One chunk; `speaker_busy`: the model is speaking in a hands-free conversation."""
+        self.flowing.set()
+        if not self._capturing:
+            self._preroll.append(data)
+            return
+        if speaker_busy:
+            data = self._while_speaking(data, t)
+            if not data:
+                return
+        else:
+            self._gated_since = None
+        dropped = self._outbox.put("audio", data)
+        if dropped and not self._overflowing:
+            log.warning(
+                "microphone audio held too long: dropping the oldest (bound %.0f s)",
+                self._cfg.hold_s,
+            )
+        self._overflowing = bool(dropped)
+
+    def _while_speaking(self, data: bytes, t: float) -> bytes:
+        mode = self._cfg.mic_during_playback
+        if mode == "open":
+            return data
+        if mode == "attenuate":
+            gain = pcm.db_to_amplitude(-self._cfg.attenuation_db)
+            return pcm.from_float(pcm.to_float(data) * gain)
+        if self._gated_since is None:
+            self._gated_since, self._stream_end_sent = t, False
+        elif not self._stream_end_sent and t - self._gated_since >= STREAM_PAUSE_S:
+            self._outbox.put("audio_stream_end")
+            self._stream_end_sent = True
+        return b""
+
+    def overflowed(self, count: int) -> None:
+        """PortAudio dropped input (the loop or the CPU fell behind): log, never fail."""
+        now = time.monotonic()
+        if now - self._overflow_logged >= OVERFLOW_LOG_EVERY_S:
+            self._overflow_logged = now
+            log.warning(
+                "microphone overflow: PortAudio dropped input (%d times so far)",
+                count,
+                extra={"LIVE_MIC_OVERFLOWS": count},
+            )

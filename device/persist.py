@@ -1,0 +1,64 @@
+"""What the device changes about itself and keeps across restarts (the speaker volume).
+
+A small JSON file in the state directory: systemd's `StateDirectory=` (passed
+as `$STATE_DIRECTORY`), `[service] state_dir`, or /var/lib/live-appliance.
+Writes go to a temporary file renamed over the old one, so a power cut never
+leaves half a file. A directory that cannot be written is logged once; the
+device then keeps the value until it restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from device.config import ServiceConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_DIR = Path("/var/lib/live-appliance")
+
+
+def state_dir(cfg: ServiceConfig) -> Path:
+    if cfg.state_dir:
+        return Path(cfg.state_dir)
+    if env := os.environ.get("STATE_DIRECTORY"):
+        return Path(env.split(":")[0])
+    return DEFAULT_STATE_DIR
+
+
+class StateFile:
+    """A JSON object on disk; safe to use from worker threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", self.path, exc)
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def save(self, **values: Any) -> None:
+        """Merge `values` into the file."""
+        with self._lock:
+            data = {**self.load(), **values}
+            tmp = self.path.with_suffix(".tmp")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+                tmp.replace(self.path)
+            except OSError as exc:
+                if not self._warned:
+                    self._warned = True
+                    log.warning("cannot keep settings in %s: %s", self.path, exc)
