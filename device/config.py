@@ -153,7 +153,7 @@ class LedsConfig:
     kind: Literal["single", "multi", "rgb", "apa102", "none"] = "rgb"
     pins: tuple[int, ...] = (5, 6, 13)
     active_high: bool = True
-    #: Overall brightness, 0..1 (APA102: the global brightness field).
+    #: Overall brightness of APA102 pixels, 0..1 (their global brightness field).
     brightness: float = field(default=1.0, metadata=_bounded(0, 1))
     #: APA102 pixels: how many, on which SPI bus and chip select.
     count: int = field(default=3, metadata=_bounded(1, 255))
@@ -413,6 +413,15 @@ def _check_consistency(where: str, config: Config) -> None:
             f"{where}: [live] system_instruction_file: {live.system_instruction_file} "
             "does not exist"
         )
+    trigger, target = live.compression_trigger_tokens, live.compression_target_tokens
+    if trigger is not None and target is not None and target >= trigger:
+        raise ConfigError(
+            f"{where}: [live] compression_target_tokens ({target}) must be below "
+            f"compression_trigger_tokens ({trigger})"
+        )
+    from device.models import check_model_settings  # models imports ConfigError from here
+
+    check_model_settings(live, where)
 
 
 def find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:
