@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Undo scripts/install-pi.sh: stop and remove the service, the venv, the command and the
+# system user. Keeps /etc/live-appliance (config, API key) and the saved state unless
+# --purge. Keeps the apt packages: other software may use them. Idempotent.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=install-pi.sh
+source "$(dirname "${BASH_SOURCE[0]}")/install-pi.sh"
+
+usage() {
+  cat <<EOF
+Usage: sudo scripts/uninstall-pi.sh [--purge] [--dry-run]
+
+Undo scripts/install-pi.sh: stop and remove
+  - the service $UNIT_NAME
+  - the command $COMMAND_LINK and the venv in $PREFIX
+  - the system user $APP
+Kept unless --purge: $CONF_DIR (your config and API key) and
+$STATE_DIR. The apt packages are kept.
+
+  --purge     also remove $CONF_DIR and $STATE_DIR
+  --dry-run   print every step and command, change nothing (no root needed)
+  -h, --help  this text
+EOF
+}
+
+remove_service() {
+  step "service $UNIT_NAME"
+  if [[ -e $UNIT_FILE ]]; then
+    run systemctl disable --now "$UNIT_NAME"
+    run rm -f "$UNIT_FILE"
+    run systemctl daemon-reload
+    # Forget a failed state, so `systemctl --failed` does not list a unit that is gone.
+    run systemctl reset-failed "$UNIT_NAME" 2>/dev/null || true
+  else
+    say "  not installed"
+  fi
+}
+
+remove_command() {
+  step "command $COMMAND_LINK"
+  # Only the link the installer made: never someone else's program of the same name.
+  if [[ -L $COMMAND_LINK && $(readlink "$COMMAND_LINK") == "$VENV/"* ]]; then
+    run rm -f "$COMMAND_LINK"
+  else
+    say "  not installed"
+  fi
+}
+
+remove_venv() {
+  step "Python environment $PREFIX"
+  if [[ -e $PREFIX ]]; then
+    run rm -rf "$PREFIX"
+  else
+    say "  not installed"
+  fi
+}
+
+remove_user() {
+  step "system user $APP"
+  if id -u "$APP" >/dev/null 2>&1; then
+    run userdel "$APP"
+  else
+    say "  no user $APP"
+  fi
+  # userdel leaves the group when someone else (an owner) is still a member of it.
+  if getent group "$APP" >/dev/null; then
+    run groupdel "$APP"
+  fi
+}
+
+remove_config() {
+  local purge=$1
+  step "configuration $CONF_DIR and state $STATE_DIR"
+  if ((purge)); then
+    run rm -rf "$CONF_DIR" "$STATE_DIR"
+  else
+    say "  keeping $CONF_DIR (config.toml, api-key) and $STATE_DIR; --purge removes them"
+  fi
+}
+
+uninstall_main() {
+  local purge=0
+  while (($#)); do
+    case $1 in
+      --dry-run) DRY_RUN=1 ;;
+      --purge) purge=1 ;;
+      -h | --help) usage; exit 0 ;;
+      *) usage_error "unknown option: $1" ;;
+    esac
+    shift
+  done
+  ((DRY_RUN)) && say "dry run: printing what would be done; nothing is changed"
+  step "checking this system"
+  check_os
+  check_root
+  remove_service
+  remove_command
+  remove_venv
+  remove_user
+  remove_config "$purge"
+  say "Apt packages are kept (apt remove them by hand if nothing else needs them)."
+}
+
+uninstall_main "$@"

@@ -1,0 +1,516 @@
+"""The Raspberry Pi installer and uninstaller: what they would do, and that a dry run does nothing.
+
+The scripts run against this machine's own root file system, seen through a
+private mount namespace with a throw-away writable layer over /etc, /opt,
+/usr/local and /var/lib: a test can show them a fresh Pi or an installed one,
+and nothing they could do reaches the real system. Commands that change a
+system are replaced by stand-ins that record any call, so a dry run that ran
+one would be caught.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import shlex
+import shutil
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from device import config
+
+ROOT = Path(__file__).resolve().parents[1]
+INSTALL = ROOT / "scripts" / "install-pi.sh"
+UNINSTALL = ROOT / "scripts" / "uninstall-pi.sh"
+EXAMPLE = ROOT / "systemd" / "config.toml.example"
+UNIT = ROOT / "systemd" / "live-appliance.service"
+KEY = "AIza-install-test-key-0123456789"
+
+#: Commands that change a system; in a dry run none of them may run.
+MUTATING = (
+    "apt-get", "dpkg", "groupadd", "groupdel", "useradd", "userdel", "usermod",
+    "systemctl", "install", "ln", "rm", "cp", "mv", "mkdir", "chown", "chgrp", "chmod",
+    "tar", "pip", "python3",
+)
+
+INSTALL_STEPS = [
+    "checking this system",
+    "Debian packages:",
+    "system user live-appliance",
+    "Python environment /opt/live-appliance/venv",
+    "command /usr/local/bin/live-appliance",
+    "configuration /etc/live-appliance/config.toml",
+    "API key /etc/live-appliance/api-key",
+    "systemd unit /etc/systemd/system/live-appliance.service",
+    "start live-appliance.service",
+]
+UNINSTALL_STEPS = [
+    "checking this system",
+    "service live-appliance.service",
+    "command /usr/local/bin/live-appliance",
+    "Python environment /opt/live-appliance",
+    "system user live-appliance",
+    "configuration /etc/live-appliance and state /var/lib/live-appliance",
+]
+
+RASPBERRY_PI_GROUPS = ("audio", "video", "gpio", "spi")
+
+#: A fresh Raspberry Pi OS: no trace of the appliance, the device groups present.
+FRESH = """
+rm -rf /etc/live-appliance /opt/live-appliance /var/lib/live-appliance
+rm -f /usr/local/bin/live-appliance /etc/systemd/system/live-appliance.service
+sed -i '/^live-appliance:/d' /etc/passwd /etc/group
+for group in {groups}; do
+  grep -q "^$group:" /etc/group || echo "$group:x:$((900 + ${{#group}})):" >> /etc/group
+done
+""".format(groups=" ".join(RASPBERRY_PI_GROUPS))
+
+#: A Pi the installer has run on, with the owner "owner" (not yet in the service's group)
+#: and, as on plain Debian, no spi group.
+INSTALLED = FRESH + f"""
+sed -i '/^spi:/d' /etc/group
+mkdir -p /etc/live-appliance /opt/live-appliance/venv/bin /var/lib/live-appliance
+printf '[button]\\nmode = "toggle"\\n' > /etc/live-appliance/config.toml
+printf 'owner-key\\n' > /etc/live-appliance/api-key
+ln -s /usr/bin/python3 /opt/live-appliance/venv/bin/python
+echo 'include-system-site-packages = true' > /opt/live-appliance/venv/pyvenv.cfg
+ln -s /opt/live-appliance/venv/bin/live-appliance /usr/local/bin/live-appliance
+cp {shlex.quote(str(UNIT))} /etc/systemd/system/live-appliance.service
+echo 'live-appliance:x:990:990::/nonexistent:/usr/sbin/nologin' >> /etc/passwd
+echo 'live-appliance:x:990:' >> /etc/group
+echo 'owner:x:1500:1500::/home/owner:/bin/bash' >> /etc/passwd
+echo 'owner:x:1500:' >> /etc/group
+"""
+
+
+def require(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is missing: apt-get install {package} (scripts/setup installs it)")
+    return path
+
+
+class SystemView:
+    """This machine's root, with a private writable layer over the places the scripts touch.
+
+    Each `run` enters a new mount namespace and mounts an overlay on each of
+    DIRS; writes land in `base`, kept from one run to the next and invisible to
+    everything else on the machine.
+    """
+
+    DIRS = ("/etc", "/opt", "/usr/local", "/var/lib")
+
+    def __init__(self, base: Path) -> None:
+        self.layers = {d: (base / "upper" / d[1:], base / "work" / d[1:]) for d in self.DIRS}
+        for upper, work in self.layers.values():
+            upper.mkdir(parents=True)
+            work.mkdir(parents=True)
+
+    def run(
+        self, argv: list[str], *, stdin: int | None = subprocess.DEVNULL, env: dict | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        mounts = " && ".join(
+            f"mount -t overlay overlay -o lowerdir={d},upperdir={upper},workdir={work} {d}"
+            for d, (upper, work) in self.layers.items()
+        )
+        return subprocess.run(
+            [require("unshare", "util-linux"), "--mount", "sh", "-c", f'{mounts} && exec "$@"',
+             "view", *argv],
+            stdin=stdin, capture_output=True, text=True, env=env, timeout=60, check=False,
+        )
+
+    def setup(self, script: str) -> None:
+        result = self.run(["sh", "-ec", script])
+        assert result.returncode == 0, f"preparing the view failed: {result.stderr}"
+
+    def snapshot(self) -> dict[str, tuple[int, bytes | str]]:
+        """Every file in the writable layers: mode and content (a link's target)."""
+        files: dict[str, tuple[int, bytes | str]] = {}
+        for upper, _ in self.layers.values():
+            for path in sorted(upper.rglob("*")):
+                info = path.lstat()
+                if stat.S_ISLNK(info.st_mode):
+                    body: bytes | str = os.readlink(path)
+                elif stat.S_ISREG(info.st_mode):
+                    body = path.read_bytes()
+                else:
+                    body = b""
+                files[str(path)] = (info.st_mode, body)
+        return files
+
+
+class StandIns:
+    """A directory of commands that record their arguments instead of changing anything."""
+
+    def __init__(self, base: Path) -> None:
+        self.dir = base / "bin"
+        self.log = base / "calls.log"
+        self.dir.mkdir()
+        for name in MUTATING:
+            path = self.dir / name
+            log = shlex.quote(str(self.log))
+            path.write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\nexit 97\n')
+            path.chmod(0o755)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "SUDO_USER"}
+        env["PATH"] = f"{self.dir}:{env['PATH']}"
+        env.update(extra)
+        return env
+
+    def calls(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+
+@pytest.fixture
+def view(tmp_path: Path) -> SystemView:
+    return SystemView(tmp_path / "view")
+
+
+@pytest.fixture
+def stand_ins(tmp_path: Path) -> StandIns:
+    return StandIns(tmp_path)
+
+
+def dry_run(
+    view: SystemView, stand_ins: StandIns, script: Path, *args: str, **env: str
+) -> list[str]:
+    """The script's --dry-run output lines, after checking it changed and ran nothing."""
+    before = view.snapshot()
+    result = view.run(["bash", str(script), "--dry-run", *args], env=stand_ins.env(**env))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stand_ins.calls() == [], "a dry run ran a command that changes the system"
+    assert view.snapshot() == before, "a dry run changed files"
+    assert KEY not in result.stdout + result.stderr
+    return result.stdout.splitlines()
+
+
+def steps(lines: list[str]) -> list[str]:
+    return [line.removeprefix("==> ") for line in lines if line.startswith("==> ")]
+
+
+def assert_steps(lines: list[str], expected: list[str]) -> None:
+    """Exactly these steps, in this order (each title may go on after the expected start)."""
+    shown = steps(lines)
+    assert len(shown) == len(expected), shown
+    for got, want in zip(shown, expected, strict=True):
+        assert got.startswith(want), (got, want)
+
+
+def assert_in_order(lines: list[str], expected: list[str]) -> None:
+    """Each expected line appears, in this order (other lines may come between)."""
+    position = 0
+    for want in expected:
+        try:
+            position = lines.index(want, position) + 1
+        except ValueError:
+            pytest.fail(f"missing, or out of order: {want!r}\nin:\n" + "\n".join(lines))
+
+
+def test_both_scripts_pass_shellcheck() -> None:
+    result = subprocess.run(
+        [require("shellcheck", "shellcheck"), "-x", str(INSTALL), str(UNINSTALL)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dry_run_on_a_fresh_pi_shows_every_step_in_order(
+    view: SystemView, stand_ins: StandIns, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(KEY + "\n")
+    view.setup(FRESH)
+    lines = dry_run(view, stand_ins, INSTALL, "--key-file", str(key_file))
+    assert lines[0] == "dry run: printing what would be done; nothing is changed"
+    assert_steps(lines, INSTALL_STEPS)
+    assert_in_order(
+        [line.strip() for line in lines],
+        [
+            "+ useradd --system --user-group --no-create-home --home-dir /nonexistent "
+            "--shell /usr/sbin/nologin --comment live-appliance\\ voice\\ daemon live-appliance",
+            "+ /usr/bin/python3 -m venv --clear --system-site-packages /opt/live-appliance/venv",
+            "+ ln -sfn /opt/live-appliance/venv/bin/live-appliance /usr/local/bin/live-appliance",
+            "+ install -d -m 0750 -o root -g live-appliance /etc/live-appliance",
+            f"+ install -m 0640 -o root -g live-appliance {EXAMPLE} "
+            "/etc/live-appliance/config.toml",
+            f"store the key from {key_file} as /etc/live-appliance/api-key, mode 0600",
+            f"+ install -m 0644 -o root -g root {UNIT} "
+            "/etc/systemd/system/live-appliance.service",
+            "+ systemctl daemon-reload",
+            "+ systemctl enable live-appliance.service",
+            "+ systemctl restart live-appliance.service",
+        ],
+    )
+    pip = [line.strip() for line in lines if "/bin/pip install" in line]
+    assert len(pip) == 1
+    assert pip[0].startswith("+ /opt/live-appliance/venv/bin/pip install --upgrade")
+    assert not any("groupadd" in line for line in lines), "Raspberry Pi OS has the groups"
+
+
+def test_the_package_step_installs_only_what_is_missing(
+    view: SystemView, stand_ins: StandIns
+) -> None:
+    view.setup(FRESH)
+    lines = dry_run(view, stand_ins, INSTALL)
+    start = next(i for i, line in enumerate(lines) if line.startswith("==> Debian packages: "))
+    wanted = lines[start].split(": ", 1)[1].split()
+    body = lines[start + 1 :]
+    body = body[: next(i for i, line in enumerate(body) if line.startswith("==> "))]
+    missing = [p for p in wanted if not installed(p)]
+    if missing:
+        assert "  + apt-get update" in body
+        assert body[-1] == (
+            "  + env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+            + " ".join(missing)
+        )
+    else:
+        assert body == ["  all installed"]
+
+
+def installed(package: str) -> bool:
+    result = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, check=False
+    )
+    return result.stdout == "install ok installed"
+
+
+def test_without_a_key_it_installs_but_does_not_start(
+    view: SystemView, stand_ins: StandIns
+) -> None:
+    view.setup(FRESH)
+    lines = dry_run(view, stand_ins, INSTALL)
+    assert "  no key given (use --key-file, or run from a terminal to be asked)" in lines
+    assert "  + systemctl enable live-appliance.service" in lines
+    assert not any("systemctl restart" in line for line in lines)
+    assert any(line.startswith("  not started: no API key yet.") for line in lines)
+
+
+def test_run_again_it_updates_and_keeps_config_and_key(
+    view: SystemView, stand_ins: StandIns, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(KEY + "\n")
+    view.setup(INSTALLED)
+    lines = dry_run(view, stand_ins, INSTALL, "--key-file", str(key_file), SUDO_USER="owner")
+    assert_steps(lines, INSTALL_STEPS)
+    assert_in_order(
+        [line.strip() for line in lines],
+        [
+            "+ groupadd --system spi",
+            "live-appliance exists",
+            "+ usermod -a -G live-appliance owner",
+            "/opt/live-appliance/venv exists",
+            "+ ln -sfn /opt/live-appliance/venv/bin/live-appliance /usr/local/bin/live-appliance",
+            "keeping your /etc/live-appliance/config.toml",
+            "+ chgrp live-appliance /etc/live-appliance/config.toml",
+            "+ chmod g+r /etc/live-appliance/config.toml",
+            "keeping the key in /etc/live-appliance/api-key (--key-file ignored); "
+            "to change it: sudoedit /etc/live-appliance/api-key",
+            "+ chown root:root /etc/live-appliance/api-key",
+            "+ chmod 0600 /etc/live-appliance/api-key",
+            "+ systemctl restart live-appliance.service",
+        ],
+    )
+    assert not any("useradd" in line or "-m venv" in line for line in lines)
+    overwrite = f"{EXAMPLE} /etc/live-appliance/config.toml"
+    assert not any(overwrite in line for line in lines), "the owner's config would be replaced"
+
+
+def test_uninstall_dry_run_removes_everything_but_the_owners_files(
+    view: SystemView, stand_ins: StandIns
+) -> None:
+    view.setup(INSTALLED)
+    lines = dry_run(view, stand_ins, UNINSTALL)
+    assert steps(lines) == UNINSTALL_STEPS
+    assert_in_order(
+        [line.strip() for line in lines],
+        [
+            "+ systemctl disable --now live-appliance.service",
+            "+ rm -f /etc/systemd/system/live-appliance.service",
+            "+ systemctl daemon-reload",
+            "+ systemctl reset-failed live-appliance.service",
+            "+ rm -f /usr/local/bin/live-appliance",
+            "+ rm -rf /opt/live-appliance",
+            "+ userdel live-appliance",
+            "+ groupdel live-appliance",
+            "keeping /etc/live-appliance (config.toml, api-key) and /var/lib/live-appliance; "
+            "--purge removes them",
+        ],
+    )
+    purge = dry_run(view, stand_ins, UNINSTALL, "--purge")
+    assert "  + rm -rf /etc/live-appliance /var/lib/live-appliance" in purge
+
+
+def test_uninstall_on_a_clean_system_has_nothing_to_do(
+    view: SystemView, stand_ins: StandIns
+) -> None:
+    view.setup(FRESH)
+    lines = dry_run(view, stand_ins, UNINSTALL)
+    assert steps(lines) == UNINSTALL_STEPS
+    assert not any(line.startswith("  +") for line in lines)
+
+
+def test_a_real_run_needs_root(view: SystemView, stand_ins: StandIns) -> None:
+    # A copy anyone may read, so that the refusal is about root and not about file modes.
+    view.setup(
+        f"mkdir -p /opt/src && cp -r {shlex.quote(str(ROOT / 'scripts'))} "
+        f"{shlex.quote(str(ROOT / 'systemd'))} /opt/src && chmod -R a+rX /opt/src"
+    )
+    nobody = [require("setpriv", "util-linux"), "--reuid=65534", "--regid=65534", "--clear-groups"]
+    result = view.run([*nobody, "bash", "/opt/src/scripts/install-pi.sh"], env=stand_ins.env())
+    assert result.returncode == 1
+    assert "must be run as root (sudo), or with --dry-run" in result.stderr
+    assert not any(line.startswith("  +") for line in result.stdout.splitlines())
+    assert stand_ins.calls() == []
+
+
+@pytest.mark.parametrize(
+    ("os_release", "complaint"),
+    [
+        (
+            'ID=fedora\nVERSION_ID=40\nPRETTY_NAME="Fedora Linux 40"\n',
+            "not Raspberry Pi OS or Debian",
+        ),
+        (
+            'ID=debian\nVERSION_ID="11"\nPRETTY_NAME="Debian GNU/Linux 11 (bullseye)"\n',
+            "Bookworm (12) or newer is needed",
+        ),
+    ],
+)
+def test_it_refuses_other_systems(
+    view: SystemView, stand_ins: StandIns, os_release: str, complaint: str
+) -> None:
+    view.setup(f"rm -f /etc/os-release && printf %s {shlex.quote(os_release)} > /etc/os-release")
+    for script in (INSTALL, UNINSTALL):
+        result = view.run(["bash", str(script), "--dry-run"], env=stand_ins.env())
+        assert result.returncode == 1, result.stdout
+        assert complaint in result.stderr
+        assert not any(line.startswith("  +") for line in result.stdout.splitlines())
+
+
+@pytest.mark.parametrize("script", [INSTALL, UNINSTALL])
+def test_help_and_bad_options(script: Path) -> None:
+    def call(option: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(script), option], capture_output=True, text=True, check=False
+        )
+
+    shown = call("--help")
+    assert shown.returncode == 0 and shown.stdout.startswith(f"Usage: sudo scripts/{script.name}")
+    wrong = call("--frobnicate")
+    assert wrong.returncode == 2
+    assert "unknown option: --frobnicate" in wrong.stderr
+
+
+def store_key(source: str, dest: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """The installer's own store_key function, on files of the test's choosing."""
+    return subprocess.run(
+        ["bash", "-c", f'source {shlex.quote(str(INSTALL))} && store_key "$1" "$2"', "test",
+         source, str(dest)],
+        input=stdin, capture_output=True, text=True, timeout=30, check=False,
+    )
+
+
+def test_the_key_is_stored_root_only_and_never_shown(tmp_path: Path) -> None:
+    source = tmp_path / "from-owner.txt"
+    source.write_text(f"  {KEY}  \n\n")
+    dest = tmp_path / "api-key"
+    result = store_key(str(source), dest)
+    assert result.returncode == 0, result.stderr
+    assert dest.read_text() == KEY + "\n"
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o600
+    assert KEY not in result.stdout + result.stderr
+
+    piped = tmp_path / "api-key-from-stdin"
+    result = store_key("-", piped, stdin=KEY + "\n")
+    assert result.returncode == 0, result.stderr
+    assert piped.read_text() == KEY + "\n"
+    assert stat.S_IMODE(piped.stat().st_mode) == 0o600
+
+
+def test_an_existing_key_is_never_overwritten(tmp_path: Path) -> None:
+    dest = tmp_path / "api-key"
+    dest.write_text("owner-key\n")
+    result = store_key("-", dest, stdin=KEY)
+    assert result.returncode == 1
+    assert f"{dest} exists: not replacing the key" in result.stderr
+    assert dest.read_text() == "owner-key\n"
+
+
+@pytest.mark.parametrize("text", ["", "  \n", "two words\n"])
+def test_a_key_that_cannot_be_one_is_refused(tmp_path: Path, text: str) -> None:
+    dest = tmp_path / "api-key"
+    result = store_key("-", dest, stdin=text)
+    assert result.returncode == 1
+    assert "standard input" in result.stderr
+    assert not dest.exists()
+
+
+def test_the_key_prompt_does_not_echo_what_is_typed(tmp_path: Path) -> None:
+    dest = tmp_path / "api-key"
+    command = f'source {shlex.quote(str(INSTALL))} && prompt_key "$1"'
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the pty is its controlling terminal, /dev/tty included
+        os.execvp("bash", ["bash", "-c", command, "prompt", str(dest)])
+    seen = b""
+    deadline = time.monotonic() + 20
+    typed = False
+    while time.monotonic() < deadline:
+        if not typed and b"typing is not shown" in seen:
+            os.write(terminal, KEY.encode() + b"\n")
+            typed = True
+        ready, _, _ = select.select([terminal], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            continue
+        try:
+            chunk = os.read(terminal, 1024)
+        except OSError:  # EIO: the child has exited and closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(terminal)
+    assert typed, f"no prompt: {seen!r}"
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert KEY.encode() not in seen
+    assert dest.read_text() == KEY + "\n"
+
+
+@pytest.fixture
+def no_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(config.ENV_PREFIX) or name in config.KEY_ENV_VARS:
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+
+
+SETTING = re.compile(r"^# (\w+ = .+)$", re.MULTILINE)
+
+
+def test_the_default_config_loads_and_changes_nothing(no_overrides: None) -> None:
+    cfg = config.load(EXAMPLE)
+    assert cfg.path == EXAMPLE
+    assert cfg.hardware.profile == "breadboard"
+    defaults = config.Config()
+    for section in config.SECTIONS:
+        assert getattr(cfg, section) == getattr(defaults, section), section
+
+
+def test_every_setting_shown_in_the_default_config_is_real(
+    no_overrides: None, tmp_path: Path
+) -> None:
+    text = EXAMPLE.read_text()
+    shown = SETTING.findall(text)
+    assert len(shown) >= 15, shown
+    enabled = tmp_path / "config.toml"
+    enabled.write_text(SETTING.sub(r"\1", text))
+    cfg = config.load(enabled)  # an unknown key or a bad value raises ConfigError
+    assert cfg.live.voice == "Kore" and cfg.audio.input_device == "USB"
