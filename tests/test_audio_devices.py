@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import io
+
 import pyaudio
 import pytest
 
-from device.audio.devices import AudioDeviceError, choose_device, list_devices, supports_rate
+from device.audio.devices import (
+    RATES,
+    AudioDeviceError,
+    choose_device,
+    list_devices,
+    print_devices,
+    rate_support,
+    select_devices,
+    selected_rates,
+    supports_rate,
+)
+from device.config import AudioConfig
 
 
 def test_none_is_the_default_device(pa: pyaudio.PyAudio) -> None:
@@ -44,3 +57,57 @@ def test_rate_support(pa: pyaudio.PyAudio) -> None:
     pulse = choose_device(pa, "pulse", "input")
     assert supports_rate(pa, pulse, 16000, "input")
     assert not supports_rate(pa, pulse, 1, "input")
+
+
+def test_error_summary_is_one_line_without_the_listing(pa: pyaudio.PyAudio) -> None:
+    with pytest.raises(AudioDeviceError) as err:
+        choose_device(pa, "no such device", "output")
+    assert err.value.summary == "no output device matches 'no such device'"
+    assert "\n" not in err.value.summary
+
+
+def test_rate_support_names_the_directions(pa: pyaudio.PyAudio) -> None:
+    pulse = choose_device(pa, "pulse", "input")
+    assert rate_support(pa, pulse, 16000) == "in/out"
+    assert rate_support(pa, pulse, 1) == "-"
+    assert selected_rates(pa, pulse, "input") == list(RATES)
+
+
+def test_select_devices_reports_each_direction_on_its_own(pa: pyaudio.PyAudio) -> None:
+    chosen = select_devices(pa, AudioConfig(input_device="no such mic", output_device="pulse"))
+    assert isinstance(chosen["input"], AudioDeviceError)
+    assert chosen["output"] == choose_device(pa, "pulse", "output")
+
+
+def device_rows(listing: str) -> dict[str, list[str]]:
+    """The table's rows by device name: the cells before the name, then any mark."""
+    rows = {}
+    for line in listing.splitlines()[1:]:
+        cells, _, mark = line.partition("  <- ")
+        if cells.strip()[:1].isdigit():
+            *numbers, name = cells.split(maxsplit=7)
+            rows[name] = [*numbers, mark]
+    return rows
+
+
+def test_print_devices_marks_the_configured_ones(loopback: object) -> None:
+    out = io.StringIO()
+    assert print_devices(AudioConfig(input_device="pulse"), out) == 0
+    listing = out.getvalue()
+    assert listing.splitlines()[0].split() == [
+        "index", "in", "out", "default", "16000", "24000", "48000", "name",
+    ]  # fmt: skip
+    rows = device_rows(listing)
+    assert rows["pulse"][1:] == ["32", "32", "44100", "in/out", "in/out", "in/out", "input"]
+    assert rows["default"][-1] == "output"
+    assert f"input: #{rows['pulse'][0]} 'pulse' ([audio] 'pulse')" in listing
+    assert f"output: #{rows['default'][0]} 'default' (the default device)" in listing
+
+
+def test_print_devices_says_which_configured_device_is_missing(loopback: object) -> None:
+    out = io.StringIO()
+    assert print_devices(AudioConfig(output_device="USB speaker"), out) == 1
+    assert (
+        "output: no output device matches 'USB speaker': set [audio] output_device "
+        "to a name or index above" in out.getvalue()
+    )

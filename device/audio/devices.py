@@ -1,22 +1,34 @@
-"""PortAudio devices: list them and choose one from the configuration.
+"""PortAudio devices: list them, choose one from the configuration, show the choice.
 
 Hardware is chosen by configuration, never probed at import time: every function
-here takes a ``pyaudio.PyAudio`` the caller opened and will terminate.
+here takes a ``pyaudio.PyAudio`` the caller opened and will terminate, except
+``print_devices`` (the `live-appliance devices` command), which opens its own.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TextIO
 
 import pyaudio
+
+if TYPE_CHECKING:
+    from device.config import AudioConfig
 
 DeviceSpec = int | str | None  # None: the default device; int: index; str: name substring
 Direction = Literal["input", "output"]
 
 
 class AudioDeviceError(RuntimeError):
-    """No device matches the configuration; the message lists what there is."""
+    """No device (or several) matches the configuration; the message lists the candidates.
+
+    ``summary`` is the first part alone, for one-line reports (doctor, devices).
+    """
+
+    def __init__(self, summary: str, devices: list[DeviceInfo], heading: str = "available") -> None:
+        super().__init__(f"{summary}; {heading}:\n{describe(devices)}")
+        self.summary = summary
 
 
 @dataclass(frozen=True)
@@ -70,9 +82,7 @@ def choose_device(pa: pyaudio.PyAudio, spec: DeviceSpec, direction: Direction) -
                 else pa.get_default_output_device_info()
             )
         except OSError:
-            raise AudioDeviceError(
-                f"no default {direction} device; available:\n{describe(devices)}"
-            ) from None
+            raise AudioDeviceError(f"no default {direction} device", devices) from None
         return _info(raw)
     if isinstance(spec, int):
         found = [d for d in usable if d.index == spec]
@@ -81,11 +91,9 @@ def choose_device(pa: pyaudio.PyAudio, spec: DeviceSpec, direction: Direction) -
         exact = [d for d in found if d.name.lower() == spec.lower()]
         found = exact or found
     if not found:
-        raise AudioDeviceError(
-            f"no {direction} device matches {spec!r}; available:\n{describe(devices)}"
-        )
+        raise AudioDeviceError(f"no {direction} device matches {spec!r}", devices)
     if len(found) > 1:
-        raise AudioDeviceError(f"{spec!r} matches several {direction} devices:\n{describe(found)}")
+        raise AudioDeviceError(f"{spec!r} matches several {direction} devices", found, "namely")
     return found[0]
 
 
@@ -105,3 +113,84 @@ def supports_rate(pa: pyaudio.PyAudio, device: DeviceInfo, rate: int, direction:
 def pick_rate(pa: pyaudio.PyAudio, device: DeviceInfo, wanted: int, direction: Direction) -> int:
     """``wanted`` if the device can do it, else the device's own default rate."""
     return wanted if supports_rate(pa, device, wanted, direction) else device.default_rate
+
+
+#: The rates that matter: the Live API's input and output, and what most cards run at.
+RATES = (16000, 24000, 48000)
+
+
+def rate_support(pa: pyaudio.PyAudio, device: DeviceInfo, rate: int) -> str:
+    """ "in/out", "in", "out" or "-": the directions in which ``device`` can run at ``rate``."""
+    ways = [
+        name
+        for name, direction in (("in", "input"), ("out", "output"))
+        if device.channels(direction) > 0 and supports_rate(pa, device, rate, direction)
+    ]
+    return "/".join(ways) or "-"
+
+
+def selected_rates(pa: pyaudio.PyAudio, device: DeviceInfo, direction: Direction) -> list[int]:
+    """Which of RATES the device supports in one direction."""
+    return [rate for rate in RATES if supports_rate(pa, device, rate, direction)]
+
+
+def select_devices(
+    pa: pyaudio.PyAudio, audio: AudioConfig
+) -> dict[Direction, DeviceInfo | AudioDeviceError]:
+    """The configured input and output device, or the error that says why there is none."""
+    chosen: dict[Direction, DeviceInfo | AudioDeviceError] = {}
+    for direction, spec in (("input", audio.input_device), ("output", audio.output_device)):
+        try:
+            chosen[direction] = choose_device(pa, spec, direction)
+        except AudioDeviceError as exc:
+            chosen[direction] = exc
+    return chosen
+
+
+def _spec_text(spec: DeviceSpec) -> str:
+    return "the default device" if spec is None else f"[audio] {spec!r}"
+
+
+def print_devices(audio: AudioConfig, out: TextIO = sys.stdout) -> int:
+    """Print every device with its channels and rates, marking the configured ones.
+
+    Returns 0 when both configured devices exist, 1 (with the reason) when one does not.
+    """
+    pa = pyaudio.PyAudio()
+    try:
+        devices = list_devices(pa)
+        chosen = select_devices(pa, audio)
+        marks: dict[int, list[str]] = {}
+        for direction, found in chosen.items():
+            if isinstance(found, DeviceInfo):
+                marks.setdefault(found.index, []).append(direction)
+        rates = {d.index: [rate_support(pa, d, rate) for rate in RATES] for d in devices}
+    finally:
+        pa.terminate()
+    widths = (5, 3, 3, 7, *(6 for _ in RATES))
+    header = ("index", "in", "out", "default", *map(str, RATES))
+
+    def row(cells: tuple[str, ...] | list[str], name: str) -> str:
+        return "  ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)) + f"  {name}"
+
+    print(row(header, "name"), file=out)
+    for d in devices:
+        cells = [str(d.index), str(d.max_input_channels), str(d.max_output_channels)]
+        cells += [str(d.default_rate), *rates[d.index]]
+        mark = f"  <- {' and '.join(marks[d.index])}" if d.index in marks else ""
+        print(row(cells, d.name + mark), file=out)
+    if not devices:
+        print("(PortAudio sees no audio devices)", file=out)
+    status = 0
+    for direction, spec in (("input", audio.input_device), ("output", audio.output_device)):
+        found = chosen[direction]
+        if isinstance(found, DeviceInfo):
+            print(f"{direction}: #{found.index} {found.name!r} ({_spec_text(spec)})", file=out)
+        else:
+            status = 1
+            print(
+                f"{direction}: {found.summary}: set [audio] {direction}_device "
+                "to a name or index above",
+                file=out,
+            )
+    return status
