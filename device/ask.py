@@ -1,0 +1,226 @@
+"""`live-appliance ask "TEXT"`: text turns from the command line, the reply's words back.
+
+One Live session with the daemon's own configuration and key; each TEXT is one
+`client_content` turn. The reply's output transcription goes to stdout (one line
+per turn, so it can be piped), timings and progress to stderr. `--audio` keeps all
+reply audio as a 24 kHz mono WAV and `--play` plays it on the configured speaker
+as it arrives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import sys
+import time
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from device.doctor.progress import Progress
+
+if TYPE_CHECKING:
+    from google.genai.live import AsyncSession
+
+    from device.audio.playback import Playback
+    from device.config import Config
+
+REPLY_RATE = 24000
+
+
+class AskError(Exception):
+    """The session could not be opened or a turn did not finish; the message says why.
+
+    ``replies`` holds the turns that did finish, so their audio is not lost.
+    """
+
+    def __init__(self, message: str, replies: list[Reply] | None = None) -> None:
+        super().__init__(message)
+        self.replies = replies or []
+
+
+@dataclass
+class Reply:
+    """What came back for one turn."""
+
+    text: str  # the output transcription, whole
+    audio: bytes  # 24 kHz mono s16le
+    first_audio_s: float | None  # from sending the turn to its first audio
+    seconds: float  # from sending the turn to turnComplete
+    interrupted: bool = False
+
+    @property
+    def audio_seconds(self) -> float:
+        return len(self.audio) / 2 / REPLY_RATE
+
+
+async def run_turn(
+    session: AsyncSession, text: str, on_audio: Callable[[bytes], None] | None = None
+) -> Reply:
+    """Send one text turn and collect its reply until the server says the turn is over."""
+    from google.genai import types
+
+    started = time.monotonic()
+    await session.send_client_content(
+        turns=types.Content(role="user", parts=[types.Part(text=text)]), turn_complete=True
+    )
+    words: list[str] = []
+    audio = bytearray()
+    first_audio: float | None = None
+    interrupted = False
+    async for message in session.receive():
+        content = message.server_content
+        if content is None:
+            continue
+        parts = content.model_turn.parts if content.model_turn is not None else None
+        for part in parts or []:
+            if part.inline_data is not None and part.inline_data.data:
+                if first_audio is None:
+                    first_audio = time.monotonic() - started
+                audio += part.inline_data.data
+                if on_audio is not None:
+                    on_audio(part.inline_data.data)
+        if content.output_transcription is not None and content.output_transcription.text:
+            words.append(content.output_transcription.text)
+        interrupted = interrupted or bool(content.interrupted)
+    return Reply(
+        "".join(words).strip(), bytes(audio), first_audio, time.monotonic() - started, interrupted
+    )
+
+
+async def open_session(stack: contextlib.AsyncExitStack, cfg: Config) -> AsyncSession:
+    """A Live session set up exactly as the daemon sets one up; `stack` closes it."""
+    from device.live_setup import connect_config, make_client
+
+    client = make_client(cfg)
+    return await stack.enter_async_context(
+        client.aio.live.connect(model=cfg.live.model, config=connect_config(cfg, None))
+    )
+
+
+async def play_out(speaker: Playback) -> None:
+    """Wait until everything fed to the speaker has sounded, the resampler's tail included."""
+    speaker.feed(b"", last=True)
+    await speaker.wait_drained()
+    await asyncio.sleep(speaker.output_latency)  # the last period handed over still has to play
+
+
+def with_transcripts(cfg: Config) -> Config:
+    """The owner's configuration, with output transcription on: words are what ask prints."""
+    return dataclasses.replace(cfg, live=dataclasses.replace(cfg.live, transcripts=True))
+
+
+async def ask(
+    cfg: Config,
+    texts: list[str],
+    *,
+    on_reply: Callable[[int, Reply], None],
+    on_audio: Callable[[bytes], None] | None = None,
+    progress: Progress | None = None,
+    turn_timeout_s: float = 60.0,
+) -> list[Reply]:
+    """One session, one turn per text in order; `on_reply(n, reply)` as each completes."""
+    from device.live_errors import describe_failure
+
+    progress = progress or Progress()
+    cfg = with_transcripts(cfg)
+    replies: list[Reply] = []
+    phase = "setup"
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            async with progress.step(f"connecting to the Live API ({cfg.live.model})"):
+                started = time.monotonic()
+                async with asyncio.timeout(cfg.live.connect_timeout_s):
+                    session = await open_session(stack, cfg)
+            progress.note(f"session ready in {(time.monotonic() - started) * 1000:.0f} ms")
+            for number, text in enumerate(texts, 1):
+                phase = f"turn {number}"
+                async with (
+                    progress.step(f"turn {number}: waiting for the reply"),
+                    asyncio.timeout(turn_timeout_s),
+                ):
+                    reply = await run_turn(session, text, on_audio)
+                replies.append(reply)
+                on_reply(number, reply)
+    except Exception as exc:
+        raise AskError(f"{phase}: {describe_failure(exc)}", replies) from exc
+    return replies
+
+
+def write_wav(path: str | Path, pcm: bytes, rate: int) -> None:
+    """Mono s16le PCM as a WAV file."""
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm)
+
+
+def _report(number: int, reply: Reply) -> None:
+    print(reply.text or "(the reply had no transcript)", flush=True)
+    first = f"{reply.first_audio_s * 1000:.0f} ms" if reply.first_audio_s is not None else "never"
+    cut = ", interrupted" if reply.interrupted else ""
+    print(
+        f"turn {number}: first audio after {first}, {reply.audio_seconds:.1f} s of audio, "
+        f"done in {reply.seconds:.1f} s{cut}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _open_speaker(cfg: Config) -> Playback:
+    from device.audio.devices import AudioDeviceError
+    from device.audio.playback import Playback
+
+    speaker = Playback(device=cfg.audio.output_device)
+    try:
+        speaker.start()
+    except AudioDeviceError as exc:
+        raise AskError(f"speaker: {exc.summary} (live-appliance devices lists them)") from exc
+    except OSError as exc:
+        raise AskError(f"speaker: cannot open it: {exc}") from exc
+    return speaker
+
+
+async def _ask_and_play(cfg: Config, args: argparse.Namespace) -> list[Reply]:
+    speaker = _open_speaker(cfg) if args.play else None
+    try:
+        replies = await ask(
+            cfg,
+            args.text,
+            on_reply=_report,
+            on_audio=speaker.feed if speaker else None,
+            turn_timeout_s=args.timeout,
+        )
+        if speaker is not None:
+            await play_out(speaker)
+        return replies
+    finally:
+        if speaker is not None:
+            speaker.stop()
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    """The `ask` command: 0 when every turn got a reply, 1 otherwise."""
+    from device import config as config_mod
+
+    cfg = config_mod.load(args.config)
+    config_mod.require_credentials(cfg)
+    status = 0
+    try:
+        replies = asyncio.run(_ask_and_play(cfg, args))
+    except AskError as exc:
+        print(f"live-appliance ask: {exc}", file=sys.stderr)
+        replies, status = exc.replies, 1
+    if args.audio:
+        audio = b"".join(reply.audio for reply in replies)
+        write_wav(args.audio, audio, REPLY_RATE)
+        print(
+            f"wrote {len(audio) / 2 / REPLY_RATE:.1f} s of reply audio to {args.audio}",
+            file=sys.stderr,
+        )
+    return status

@@ -1,0 +1,204 @@
+"""The audio checks: which devices the configuration selects, the microphone, the speaker.
+
+They use the daemon's own Capture and Playback, so what they measure is what the
+appliance will get: the same device choice, rates, resampling and chunking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from device.audio import pcm
+from device.doctor.result import Context, Result, Status
+
+if TYPE_CHECKING:
+    import pyaudio
+
+    from device.config import AudioConfig
+
+#: Below this RMS the microphone hears nothing: muted, gain at zero, or the wrong device.
+SILENT_DBFS = -60.0
+#: A sample this close to full scale has (nearly) clipped...
+CLIP_LEVEL = 0.99
+#: ...and more than this share of such samples means the gain is too high.
+CLIP_SHARE = 0.001
+START_GRACE_S = 5.0  # devices may take a while to deliver their first samples
+TONE_HZ = 660.0
+TONE_MS = 800.0
+TONE_AMPLITUDE = 0.3
+
+FIX_DEVICE = (
+    "Plug the device in, or set [audio] {direction}_device to a name or index that "
+    "live-appliance devices lists."
+)
+FIX_SILENT = (
+    "Unmute the microphone or raise its capture level (alsamixer, F4), or set "
+    "[audio] input_device to the microphone you speak into."
+)
+FIX_CLIPPING = (
+    "Lower the microphone's capture level (alsamixer, F4) until the peak stays below 0 dBFS."
+)
+
+
+def _describe_devices(pa: pyaudio.PyAudio, audio: AudioConfig) -> Result:
+    from device.audio.devices import DeviceInfo, select_devices, selected_rates
+
+    chosen = select_devices(pa, audio)
+    parts, failures, data = [], [], {}
+    for direction, found in chosen.items():
+        if isinstance(found, DeviceInfo):
+            rates = selected_rates(pa, found, direction)
+            listed = "/".join(str(r) for r in rates) or f"only {found.default_rate}"
+            parts.append(f"{direction} #{found.index} {found.name!r} ({listed} Hz)")
+            data[direction] = {"index": found.index, "name": found.name, "rates": rates}
+        else:
+            failures.append((direction, found.summary))
+    if failures:
+        direction = failures[0][0]
+        measured = "; ".join([*(s for _, s in failures), *parts])
+        return Result(
+            "devices", Status.FAIL, measured, FIX_DEVICE.format(direction=direction), data=data
+        )
+    return Result("devices", Status.PASS, "; ".join(parts), data=data)
+
+
+def _enumerate(audio: AudioConfig) -> Result:
+    import pyaudio
+
+    pa = pyaudio.PyAudio()
+    try:
+        return _describe_devices(pa, audio)
+    finally:
+        pa.terminate()
+
+
+async def check_devices(ctx: Context) -> Result:
+    """The configured input and output exist, with the rates they support."""
+    # PortAudio probes every ALSA device; that can take a moment, so not on the loop.
+    return await asyncio.to_thread(_enumerate, ctx.cfg.audio)
+
+
+def _open_failure(name: str, direction: str, exc: Exception) -> Result:
+    from device.audio.devices import AudioDeviceError
+
+    if isinstance(exc, AudioDeviceError):
+        return Result(name, Status.FAIL, exc.summary, FIX_DEVICE.format(direction=direction))
+    return Result(
+        name,
+        Status.FAIL,
+        f"cannot open the {direction} device: {exc}",
+        "Close whatever else uses the device (fuser -v /dev/snd/*), or reconnect it.",
+    )
+
+
+def _db(value: float) -> str:
+    return "-inf dBFS (digital silence)" if math.isinf(value) else f"{value:.1f} dBFS"
+
+
+def judge_level(recorded: bytes, seconds: float, rate: int | None) -> Result:
+    """PASS, or WARN for silence or clipping, from what the microphone delivered."""
+    rms, peak = pcm.rms_dbfs(recorded), pcm.peak_dbfs(recorded)
+    samples = pcm.to_float(recorded)
+    clipped = float(np.mean(np.abs(samples) >= CLIP_LEVEL)) if samples.size else 0.0
+    measured = f"RMS {_db(rms)}, peak {_db(peak)} over {seconds:g} s"
+    if rate:
+        measured += f" (device at {rate} Hz)"
+    data = {
+        "rms_dbfs": None if math.isinf(rms) else round(rms, 1),
+        "peak_dbfs": None if math.isinf(peak) else round(peak, 1),
+        "clipped_share": round(clipped, 4),
+        "device_rate": rate,
+    }
+    if rms < SILENT_DBFS:
+        return Result("mic", Status.WARN, f"{measured}: silence", FIX_SILENT, data=data)
+    if clipped > CLIP_SHARE:
+        return Result(
+            "mic",
+            Status.WARN,
+            f"{measured}: clipping ({clipped:.1%} of samples at full scale)",
+            FIX_CLIPPING,
+            data=data,
+        )
+    return Result("mic", Status.PASS, measured, data=data)
+
+
+async def check_mic(ctx: Context) -> Result:
+    """Record from the configured input as the daemon would, and judge the level."""
+    from device.audio.capture import RATE, Capture
+
+    seconds = ctx.options.mic_seconds
+    wanted = int(seconds * RATE) * 2
+    chunks: list[bytes] = []
+    got = 0
+    enough = asyncio.Event()
+
+    def on_chunk(data: bytes, _t: float) -> None:
+        nonlocal got
+        chunks.append(data)
+        got += len(data)
+        if got >= wanted:
+            enough.set()
+
+    mic = Capture(on_chunk, device=ctx.cfg.audio.input_device, chunk_ms=ctx.cfg.audio.chunk_ms)
+    try:
+        mic.start()
+    except Exception as exc:
+        return _open_failure("mic", "input", exc)
+    try:
+        async with ctx.progress.step(f"mic: listening for {seconds:g} s (say something)"):
+            async with asyncio.timeout(seconds + START_GRACE_S):
+                await enough.wait()
+    except TimeoutError:
+        return Result(
+            "mic",
+            Status.FAIL,
+            f"the microphone delivered {got / 2 / RATE:.1f} s of audio in "
+            f"{seconds + START_GRACE_S:g} s",
+            "Reconnect the microphone; if it persists, it is not a working capture device.",
+        )
+    finally:
+        mic.stop()
+    return judge_level(b"".join(chunks)[:wanted], seconds, mic.device_rate)
+
+
+async def check_speaker(ctx: Context) -> Result:
+    """Play a short tone on the configured output through the daemon's playback path."""
+    if ctx.options.quiet:
+        return Result("speaker", Status.SKIP, "no test tone (--quiet)")
+    from device.ask import play_out
+    from device.audio.playback import RATE, Playback
+
+    speaker = Playback(device=ctx.cfg.audio.output_device)
+    try:
+        speaker.start()
+    except Exception as exc:
+        return _open_failure("speaker", "output", exc)
+    try:
+        async with ctx.progress.step(f"speaker: playing a {TONE_HZ:g} Hz tone (listen)"):
+            speaker.feed(pcm.from_float(pcm.tone(TONE_HZ, TONE_MS, RATE, TONE_AMPLITUDE)))
+            async with asyncio.timeout(TONE_MS / 1000 + START_GRACE_S):
+                await play_out(speaker)
+    except TimeoutError:
+        return Result(
+            "speaker",
+            Status.FAIL,
+            f"the output device took no audio in {TONE_MS / 1000 + START_GRACE_S:g} s",
+            "Reconnect the speaker; if it persists, it is not a working playback device.",
+        )
+    finally:
+        latency = speaker.output_latency
+        speaker.stop()
+    measured = (
+        f"{TONE_MS / 1000:g} s {TONE_HZ:g} Hz tone played at {speaker.device_rate} Hz, "
+        f"output latency {latency * 1000:.0f} ms: you should have heard it"
+    )
+    return Result(
+        "speaker",
+        Status.PASS,
+        measured,
+        data={"device_rate": speaker.device_rate, "latency_ms": round(latency * 1000)},
+    )

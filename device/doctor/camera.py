@@ -1,0 +1,74 @@
+"""The camera check: one still through the daemon's camera code, saved for the owner to see."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from device.doctor.result import Context, Result, Status
+
+START_TIMEOUT_S = 15.0  # a Pi camera takes a few seconds to start and settle
+
+
+async def check_camera(ctx: Context) -> Result:
+    """Take one frame as the daemon would, save it, and say how big it is."""
+    cam = ctx.cfg.camera
+    if not cam.enabled:
+        return Result("camera", Status.SKIP, "camera disabled ([camera] enabled = false)")
+    import simplejpeg
+
+    from device.hw.camera import CameraError, capture_still
+
+    started = time.monotonic()
+    try:
+        async with ctx.progress.step(f"camera: taking one frame ({cam.source})"):
+            async with asyncio.timeout(START_TIMEOUT_S):
+                jpeg = await capture_still(cam)
+    except CameraError as exc:
+        return Result(
+            "camera",
+            Status.FAIL,
+            f"{cam.source}: {exc}",
+            "Do what the message says, or check the camera's cable and that rpicam-hello "
+            "sees it; [camera] enabled = false runs the box without a camera.",
+        )
+    except TimeoutError:
+        return Result(
+            "camera",
+            Status.FAIL,
+            f"{cam.source}: no frame in {START_TIMEOUT_S:g} s",
+            "Reboot, then check rpicam-hello; another program may hold the camera.",
+        )
+    seconds = time.monotonic() - started
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(jpeg)
+    except ValueError as exc:
+        return Result(
+            "camera",
+            Status.FAIL,
+            f"{cam.source}: the frame is not a JPEG ({exc})",
+            "Report this with the output of live-appliance doctor camera --json.",
+        )
+    measured = f"{width}x{height} JPEG, {len(jpeg) / 1024:.0f} KB in {seconds:.1f} s"
+    data = {"width": width, "height": height, "bytes": len(jpeg), "seconds": round(seconds, 2)}
+    out = ctx.options.camera_out
+    try:
+        await asyncio.to_thread(out.write_bytes, jpeg)
+    except OSError as exc:
+        return Result(
+            "camera",
+            Status.WARN,
+            f"{measured}; cannot save it: {exc.strerror}",
+            "Give --camera-out a path you may write to.",
+            data=data,
+        )
+    measured += f", saved to {out}"
+    if (width, height) != (cam.size, cam.size):
+        return Result(
+            "camera",
+            Status.WARN,
+            f"{measured}; expected {cam.size}x{cam.size}",
+            "Report this: frames are meant to be [camera] size pixels square.",
+            data=data | {"path": str(out)},
+        )
+    return Result("camera", Status.PASS, measured, data=data | {"path": str(out)})

@@ -1,0 +1,98 @@
+"""The running daemon as its control socket describes it: found, and put into words.
+
+Used by `doctor` (hardware the service holds is not tested behind its back) and by
+`ctl status`. Standard library only, so `ctl` answers at once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from device.control import ControlError, NotRunning, request
+
+IN_USE = "in use by the running service (sudo systemctl stop live-appliance to test it)"
+
+#: The turn timings the daemon reports, in the order a turn happens, with their labels.
+TIMINGS = (
+    ("press_to_first_audio_ms", "press to first audio sent"),
+    ("release_to_activity_end_ms", "release to end of turn sent"),
+    ("release_to_first_reply_ms", "release to first reply"),
+    ("turn_ms", "whole turn"),
+)
+
+
+def running_status(socket_path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The daemon's status, or None when nothing serves the socket.
+
+    A socket that exists but cannot be read (permissions, a hung daemon) still means
+    a daemon holds the hardware: its status is then only the reason it is unreadable.
+    """
+    try:
+        return request(socket_path, "status", timeout=2.0)
+    except NotRunning:
+        return None
+    except ControlError as exc:
+        return {"status": f"unreadable ({exc})"}
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1000:.1f} s" if value >= 10000 else f"{value:.0f} ms"
+
+
+def turn_line(turn: dict[str, Any]) -> str:
+    """One finished turn: its number and timings."""
+    spans = ", ".join(f"{label} {_ms(turn.get(key))}" for key, label in TIMINGS)
+    return f"turn {turn.get('turn', '?')}: {spans}"
+
+
+def one_line(status: dict[str, Any]) -> str:
+    """The status in a few words, for beside a doctor line."""
+    parts = [str(status.get("status", status.get("state", "unknown")))]
+    if "session_open" in status:
+        parts.append("session open" if status["session_open"] else "session closed")
+    turns = status.get("turns") or []
+    if turns:
+        parts.append(f"last {turn_line(turns[-1])}")
+    return ", ".join(parts)
+
+
+def summary_lines(status: dict[str, Any]) -> list[str]:
+    """What `ctl status` prints: state, session, devices, the last turns and their timings.
+
+    Fields a daemon does not report are left out, so an older or newer daemon still reads.
+    """
+    state = status.get("status", status.get("state", "unknown"))
+    mode = f" ({status['mode']} mode)" if status.get("mode") else ""
+    lines = [f"state:    {state}{mode}"]
+    if "session_open" in status:
+        session = "open" if status["session_open"] else "closed"
+        if status.get("session_open") and "connected" in status:
+            session += ", connected" if status["connected"] else ", reconnecting"
+        if status.get("session_id"):
+            session += f", id {status['session_id']}"
+        if "connections" in status:
+            session += f"; {status['connections']} connections since start"
+        lines.append(f"session:  {session}")
+    if status.get("faults"):
+        lines.append(f"faults:   {', '.join(map(str, status['faults']))} (reopened every few s)")
+    audio = []
+    if "outbox_ms" in status:
+        audio.append(f"{status['outbox_ms']} ms waiting to be sent")
+    if "mic_overflows" in status:
+        audio.append(f"{status['mic_overflows']} microphone overflows")
+    if "volume" in status:
+        audio.append(f"volume {status['volume']:.0%}")
+    if audio:
+        lines.append(f"audio:    {', '.join(audio)}")
+    if "camera" in status:
+        lines.append(f"camera:   {'on' if status['camera'] else 'off'}")
+    turns = status.get("turns") or []
+    if turns:
+        lines.append(f"last {len(turns)} turn{'s' if len(turns) > 1 else ''}:")
+        lines += [f"  {turn_line(turn)}" for turn in turns]
+    else:
+        lines.append("no finished turns yet")
+    return lines

@@ -1,0 +1,110 @@
+"""The pin checks: every LED state pattern shown in turn, and one press of the button."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from device.doctor.result import Context, Result, Status
+from device.states import State
+
+LED_STEP_S = 0.5
+
+FIX_PINS = "Check [leds] kind and pins (BCM numbers) and that no other program uses those pins."
+
+
+def _describe_leds(ctx: Context) -> str:
+    leds = ctx.cfg.leds
+    if leds.kind in ("single", "multi", "rgb"):
+        return f"{leds.kind} LEDs on pins {', '.join(map(str, leds.pins))}"
+    return f"{leds.kind} LEDs"
+
+
+async def check_leds(ctx: Context) -> Result:
+    """Show each state's pattern for half a second, so the owner can see each one."""
+    from device.hw.leds import LedAnimator, open_leds
+
+    if ctx.cfg.leds.kind == "none":
+        return Result("leds", Status.SKIP, "no LEDs configured ([leds] kind = 'none')")
+    try:
+        animator = LedAnimator(open_leds(ctx.cfg.leds))
+    except Exception as exc:
+        return Result("leds", Status.FAIL, f"cannot open {_describe_leds(ctx)}: {exc}", FIX_PINS)
+    states = [str(state) for state in State]
+    try:
+        async with ctx.progress.step("leds: showing every state (watch them)") as update:
+            for state in states:
+                update(f"leds: showing {state} (watch them)")
+                await animator.show(state)
+                await asyncio.sleep(LED_STEP_S)
+    finally:
+        await animator.aclose()
+    return Result(
+        "leds",
+        Status.PASS,
+        f"showed {', '.join(states)} for {LED_STEP_S:g} s each on {_describe_leds(ctx)}",
+        data={"states": states},
+    )
+
+
+async def check_button(ctx: Context) -> Result:
+    """Wait for one press: it proves the pin, the wiring and the pull-up together."""
+    from device.hw.button import PRESSED, ButtonInput
+
+    if not ctx.options.button:
+        return Result(
+            "button",
+            Status.SKIP,
+            "not waiting for a press (--no-button, or not run from a terminal; "
+            "live-appliance doctor button always waits)",
+        )
+    pin = ctx.cfg.button.pin
+    wait_s = ctx.options.button_wait_s
+    pressed = asyncio.Event()
+
+    def on_edge(event: str, _t: float) -> None:
+        if event == PRESSED:
+            pressed.set()
+
+    button = ButtonInput(
+        pin, on_edge, hold_time=None, bounce_time=ctx.cfg.button.bounce_ms / 1000 or None
+    )
+    try:
+        button.start()
+    except Exception as exc:
+        return Result(
+            "button",
+            Status.FAIL,
+            f"cannot open GPIO {pin}: {exc}",
+            "Check [button] pin (a BCM number) and that no other program uses it.",
+        )
+    started = time.monotonic()
+    try:
+        if button.is_pressed:
+            return Result(
+                "button",
+                Status.WARN,
+                f"GPIO {pin} reads pressed before anyone pressed it",
+                f"Check the wiring: the button goes from GPIO {pin} to ground and is open "
+                "when not pressed; a short or the wrong pin reads as held down.",
+            )
+        async with ctx.progress.step(f"button: press it now (waiting {wait_s:g} s)"):
+            async with asyncio.timeout(wait_s):
+                await pressed.wait()
+    except TimeoutError:
+        return Result(
+            "button",
+            Status.FAIL,
+            f"no press on GPIO {pin} in {wait_s:g} s",
+            f"Check the wiring: one leg of the button on GPIO {pin}, the other on ground; "
+            "or set [button] pin.",
+        )
+    finally:
+        button.stop()
+    waited = time.monotonic() - started
+    return Result(
+        "button",
+        Status.PASS,
+        f"press seen on GPIO {pin} after {waited:.1f} s",
+        data={"pin": pin, "waited_s": round(waited, 2)},
+    )

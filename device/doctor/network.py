@@ -1,0 +1,178 @@
+"""The network check: DNS, TCP, TLS, then a real Live setup handshake, each timed.
+
+Each layer is tried on its own so that a failure names the layer that failed and
+the fix that goes with it: DNS (the box's network), TCP (a firewall), TLS (the
+clock or an intercepting proxy), setup (the key, the model or a setting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from device.config import Config
+from device.doctor.result import Context, Result, Status
+
+T = TypeVar("T")
+
+GEMINI_HOST = "generativelanguage.googleapis.com"
+TURN_TEXT = "Please answer with one word: ready."
+TURN_TIMEOUT_S = 30.0
+
+FIXES = {
+    "DNS": "Check the box's network and DNS (ip route; cat /etc/resolv.conf; ping -c1 {host}).",
+    "TCP": "Check the network path to {host} port {port}: a firewall or proxy may block it.",
+    "TLS": "Check the clock (timedatectl) and that no proxy intercepts TLS; "
+    "SSL_CERT_FILE, if set, must name the right CA file.",
+    1008: "Check the API key (make a new one at aistudio.google.com) and [live] model.",
+    1007: "A setting was refused: check [live] model, voice and language.",
+    "setup": "Try again in a minute; if it keeps failing, the service may be down "
+    "or [live] base_url may point at the wrong place.",
+}
+
+
+def endpoint(cfg: Config) -> tuple[str, int]:
+    """The host and port the SDK will open its WebSocket to."""
+    live = cfg.live
+    env = "GOOGLE_VERTEX_BASE_URL" if live.backend == "vertex" else "GOOGLE_GEMINI_BASE_URL"
+    url = live.base_url or os.environ.get(env)
+    if url:
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+        return parts.hostname or "", parts.port or 443
+    if live.backend == "vertex":
+        region = live.location or "global"
+        return (
+            "aiplatform.googleapis.com"
+            if region == "global"
+            else f"{region}-aiplatform.googleapis.com"
+        ), 443
+    return GEMINI_HOST, 443
+
+
+def tls_context() -> ssl.SSLContext:
+    """The same trust the SDK uses: SSL_CERT_FILE (and SSL_CERT_DIR), else certifi."""
+    import certifi
+
+    return ssl.create_default_context(
+        cafile=os.environ.get("SSL_CERT_FILE", certifi.where()),
+        capath=os.environ.get("SSL_CERT_DIR"),
+    )
+
+
+class LayerFailed(Exception):
+    """One layer failed: `reason` names it, `fix` is what the owner should do."""
+
+    def __init__(self, layer: str, reason: str, fix: str) -> None:
+        super().__init__(reason)
+        self.layer, self.reason, self.fix = layer, reason, fix
+
+
+def _fix(layer: str, code: object, host: str, port: int) -> str:
+    if layer.startswith("Live") and code in FIXES:
+        return str(FIXES[code])
+    return str(FIXES.get(layer, FIXES["setup"])).format(host=host, port=port)
+
+
+async def _layer(
+    layer: str, what: Callable[[], Awaitable[T]], seconds: float, host: str, port: int
+) -> T:
+    """Await one layer's step within `seconds`; LayerFailed names the layer if it fails."""
+    from device.live_errors import describe_failure
+
+    try:
+        async with asyncio.timeout(seconds):
+            return await what()
+    except TimeoutError as exc:
+        reason = f"{layer}: no answer from {host}:{port} in {seconds:g} s"
+        raise LayerFailed(layer, reason, _fix(layer, None, host, port)) from exc
+    except Exception as exc:
+        text = describe_failure(exc)
+        if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+            text += f" ({exc.verify_message})"  # e.g. "certificate is not yet valid": the clock
+        reason = text if text.startswith(f"{layer}:") else f"{layer}: {text}"
+        code = getattr(exc, "code", None)
+        raise LayerFailed(layer, reason, _fix(layer, code, host, port)) from exc
+
+
+async def _open_close(host: str, port: int, tls: ssl.SSLContext | None) -> None:
+    _, writer = await asyncio.open_connection(
+        host, port, ssl=tls, server_hostname=host if tls else None
+    )
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
+
+
+async def check_network(ctx: Context) -> Result:
+    """Resolve, connect, shake hands, then open a real session (and, with --turn, talk)."""
+    cfg = ctx.cfg
+    host, port = endpoint(cfg)
+    where = {"host": host, "port": port}
+    timeout = cfg.live.connect_timeout_s
+    loop = asyncio.get_running_loop()
+    steps = {
+        "DNS": lambda: loop.getaddrinfo(host, port, type=socket.SOCK_STREAM),
+        "TCP": lambda: _open_close(host, port, None),
+        "TLS": lambda: _open_close(host, port, tls_context()),
+    }
+    ms: dict[str, float] = {}
+    try:
+        for layer, step in steps.items():
+            started = time.monotonic()
+            await _layer(layer, step, timeout, host, port)
+            ms[layer] = _since(started)
+        reached = f"{host}:{port}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in ms.items())
+        if cfg.api_key is None and cfg.live.backend == "gemini":
+            return Result(
+                "network",
+                Status.WARN,
+                f"{reached}; Live setup not tried: no API key",
+                "Give the daemon an API key (see the key check).",
+                data=where | {"ms": ms},
+            )
+        await _session(ctx, ms, host, port)
+    except LayerFailed as failed:
+        return Result(
+            "network",
+            Status.FAIL,
+            failed.reason,
+            failed.fix,
+            data=where | {"ms": ms, "layer": failed.layer},
+        )
+    measured = f"{reached}, Live setup {ms['setup']:.0f} ms ({cfg.live.model})"
+    if "first_reply" in ms:
+        measured += f", first reply audio {ms['first_reply']:.0f} ms"
+    return Result("network", Status.PASS, measured, data=where | {"ms": ms})
+
+
+def _since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
+
+
+async def _session(ctx: Context, ms: dict[str, float], host: str, port: int) -> None:
+    """Open a session as the daemon does; with --turn, one text turn. Times go into `ms`."""
+    from device.ask import open_session, run_turn
+
+    cfg = ctx.cfg
+    async with contextlib.AsyncExitStack() as stack:
+        started = time.monotonic()
+        session = await _layer(
+            "Live setup", lambda: open_session(stack, cfg), cfg.live.connect_timeout_s, host, port
+        )
+        ms["setup"] = _since(started)
+        if not ctx.options.turn:
+            return
+        reply = await _layer(
+            "Live turn", lambda: run_turn(session, TURN_TEXT), TURN_TIMEOUT_S, host, port
+        )
+        if reply.first_audio_s is None:
+            reason = "Live turn: the reply had no audio"
+            raise LayerFailed("Live turn", reason, _fix("setup", None, host, port))
+        ms["first_reply"] = round(reply.first_audio_s * 1000, 1)

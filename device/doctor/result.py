@@ -1,0 +1,70 @@
+"""What a check reports, and what every check is given to run with."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from device.config import Config
+    from device.doctor.progress import Progress
+
+
+#: Every check, in the order they run: what an owner rules out first comes first.
+CHECK_NAMES = (
+    "config",
+    "key",
+    "network",
+    "devices",
+    "mic",
+    "speaker",
+    "leds",
+    "button",
+    "camera",
+    "service",
+)
+
+
+class Status(StrEnum):
+    PASS = "PASS"
+    WARN = "WARN"  # works, but not as it should: the fix says what to look at
+    FAIL = "FAIL"  # does not work: the box cannot do its job until fixed
+    SKIP = "SKIP"  # not checked: the measured text says why
+
+
+@dataclass(frozen=True)
+class Result:
+    """One line of the report: what was measured and, unless it passed, the fix."""
+
+    name: str
+    status: Status
+    measured: str
+    fix: str | None = None
+    #: The numbers behind `measured`, for --json readers.
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "status": str(self.status)}
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the owner asked for on the command line."""
+
+    turn: bool = False  # network: one short text turn after the setup
+    quiet: bool = False  # speaker: no test tone
+    button: bool = True  # button: wait for a press (off: --no-button, or not a terminal)
+    button_wait_s: float = 10.0
+    mic_seconds: float = 3.0
+    camera_out: Path = Path("/tmp/live-appliance-camera.jpg")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a check may use: the configuration, the options, the progress display."""
+
+    cfg: Config
+    options: Options
+    progress: Progress

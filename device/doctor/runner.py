@@ -1,0 +1,165 @@
+"""Runs the checks in order, prints one line per check as it finishes, picks the exit code.
+
+Order follows what an owner rules out first: the configuration, the key, the
+network, then the parts of the box. When the daemon is running it holds the
+microphone, speaker, pins and camera (ALSA hw devices and GPIO lines are
+exclusive), so those checks show what the daemon says instead of fighting it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from device.doctor.audio import check_devices, check_mic, check_speaker
+from device.doctor.camera import check_camera
+from device.doctor.daemon import IN_USE, one_line, running_status
+from device.doctor.gpio import check_button, check_leds
+from device.doctor.network import check_network
+from device.doctor.progress import Progress
+from device.doctor.result import CHECK_NAMES, Context, Options, Result, Status
+from device.doctor.service import check_service
+from device.doctor.settings import check_config, check_key
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    run: Callable[[Context], Awaitable[Result]]
+    what: str  # shown while it runs
+    uses_hardware: bool = False  # held by the running daemon
+
+
+#: Every check but "config" (which the others need first), by name; run in CHECK_NAMES order.
+CHECKS = {
+    check.name: check
+    for check in (
+        Check("key", check_key, "looking for the API key"),
+        Check("network", check_network, "reaching the Live API"),
+        Check("devices", check_devices, "listing audio devices", uses_hardware=True),
+        Check("mic", check_mic, "opening the microphone", uses_hardware=True),
+        Check("speaker", check_speaker, "opening the speaker", uses_hardware=True),
+        Check("leds", check_leds, "opening the LEDs", uses_hardware=True),
+        Check("button", check_button, "opening the button", uses_hardware=True),
+        Check("camera", check_camera, "opening the camera", uses_hardware=True),
+        Check("service", check_service, "asking systemd"),
+    )
+}
+
+
+async def run_checks(
+    names: Sequence[str],
+    options: Options,
+    config_path: str | None,
+    progress: Progress,
+    on_result: Callable[[Result], None],
+) -> list[Result]:
+    """Run the named checks (all when empty) in the standard order; report each as it ends."""
+    wanted = set(names) or set(CHECK_NAMES)
+    results: list[Result] = []
+
+    def report(result: Result) -> None:
+        results.append(result)
+        on_result(result)
+
+    config_result, cfg = check_config(config_path)
+    if "config" in wanted or cfg is None:
+        report(config_result)
+    selected = [CHECKS[name] for name in CHECK_NAMES[1:] if name in wanted]
+    if cfg is None:
+        for check in selected:
+            report(Result(check.name, Status.SKIP, "needs a configuration that loads"))
+        return results
+    ctx = Context(cfg, options, progress)
+    daemon = None
+    if any(check.uses_hardware for check in selected):
+        daemon = await asyncio.to_thread(running_status, cfg.control.socket)
+    for check in selected:
+        if check.uses_hardware and daemon is not None:
+            report(
+                Result(
+                    check.name,
+                    Status.SKIP,
+                    f"{IN_USE}; it says: {one_line(daemon)}",
+                    data={"daemon": daemon},
+                )
+            )
+            continue
+        report(await _run_one(check, ctx))
+    return results
+
+
+async def _run_one(check: Check, ctx: Context) -> Result:
+    """One check; a check that crashes is a FAIL line, not the end of the report."""
+    try:
+        async with ctx.progress.step(f"{check.name}: {check.what}"):
+            return await check.run(ctx)
+    except Exception as exc:
+        return Result(
+            check.name,
+            Status.FAIL,
+            f"the check itself failed: {type(exc).__name__}: {exc}",
+            f"Report this with the output of live-appliance doctor {check.name} --json.",
+        )
+
+
+def format_result(result: Result) -> str:
+    """`PASS  mic      RMS ...` and, unless it passed, the fix on the next line."""
+    line = f"{result.status:<4}  {result.name:<8} {result.measured}"
+    if result.fix and result.status is not Status.PASS:
+        line += f"\n{'':<6}fix: {result.fix}"
+    return line
+
+
+def summary(results: Sequence[Result]) -> str:
+    counts = {status: sum(r.status is status for r in results) for status in Status}
+    words = {
+        Status.FAIL: "failed",
+        Status.WARN: "warned",
+        Status.PASS: "passed",
+        Status.SKIP: "skipped",
+    }
+    return ", ".join(f"{counts[s]} {words[s]}" for s in words if counts[s])
+
+
+def exit_code(results: Sequence[Result]) -> int:
+    """0 only when nothing failed (warnings and skips still count as working)."""
+    return 1 if any(r.status is Status.FAIL for r in results) else 0
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    """The options from the command line; the button waits only with a person at a terminal
+    (or when asked for by name)."""
+    interactive = sys.stdin.isatty() or "button" in args.checks
+    return Options(
+        turn=args.turn,
+        quiet=args.quiet,
+        button=not args.no_button and interactive,
+        camera_out=Path(args.camera_out),
+    )
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    """The `doctor` command."""
+    progress = Progress()
+
+    def show(result: Result) -> None:
+        if not args.json:
+            print(format_result(result), flush=True)
+
+    results = asyncio.run(run_checks(args.checks, options_from(args), args.config, progress, show))
+    if args.json:
+        report: dict[str, Any] = {
+            "ok": exit_code(results) == 0,
+            "checks": [result.as_dict() for result in results],
+        }
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(summary(results))
+    return exit_code(results)

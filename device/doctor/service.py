@@ -1,0 +1,89 @@
+"""The service check: what systemd says about live-appliance, and what the daemon says."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+from device.doctor.daemon import one_line, running_status
+from device.doctor.result import Context, Result, Status
+
+UNIT = "live-appliance"
+PROPERTIES = ("LoadState", "ActiveState", "SubState", "NRestarts", "ExecMainStatus")
+TIMEOUT_S = 5.0
+
+FIX_JOURNAL = f"journalctl -u {UNIT} -n 50 shows why; then sudo systemctl restart {UNIT}."
+
+
+async def systemctl_show() -> dict[str, str] | str:
+    """The unit's properties, or why systemd could not be asked."""
+    if shutil.which("systemctl") is None:
+        return "no systemctl on this machine"
+    proc = await asyncio.create_subprocess_exec(
+        "systemctl",
+        "show",
+        UNIT,
+        "-p",
+        ",".join(PROPERTIES),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return f"systemctl did not answer in {TIMEOUT_S:g} s"
+    if proc.returncode != 0:
+        lines = err.decode(errors="replace").strip().splitlines()
+        return f"systemctl: {lines[0] if lines else f'exit code {proc.returncode}'}"
+    pairs = (line.partition("=") for line in out.decode(errors="replace").splitlines())
+    return {key: value for key, _, value in pairs if key}
+
+
+async def check_service(ctx: Context) -> Result:
+    """Running, how often it restarted, how it last exited; and its own status line."""
+    props = await systemctl_show()
+    status = await asyncio.to_thread(running_status, ctx.cfg.control.socket)
+    said = f"; daemon: {one_line(status)}" if status is not None else ""
+    if isinstance(props, str):
+        return Result("service", Status.SKIP, f"{props}{said}")
+    data = {"systemd": props, "daemon": status}
+    if props.get("LoadState") == "not-found":
+        return Result(
+            "service", Status.SKIP, f"{UNIT} is not installed as a service{said}", data=data
+        )
+    active, sub = props.get("ActiveState", "?"), props.get("SubState", "?")
+    restarts = int(props.get("NRestarts") or 0)
+    measured = (
+        f"{active} ({sub}), {restarts} restarts, last exit status "
+        f"{props.get('ExecMainStatus', '?')}{said}"
+    )
+    if active == "failed":
+        return Result("service", Status.FAIL, measured, FIX_JOURNAL, data=data)
+    if active != "active":
+        return Result(
+            "service",
+            Status.WARN,
+            measured,
+            f"The box does not answer the button until sudo systemctl start {UNIT}.",
+            data=data,
+        )
+    if restarts:
+        return Result(
+            "service",
+            Status.WARN,
+            measured,
+            f"It has crashed and restarted: journalctl -u {UNIT} -b shows why.",
+            data=data,
+        )
+    if status is None:
+        return Result(
+            "service",
+            Status.WARN,
+            f"{measured}; the control socket does not answer",
+            f"Check [control] socket matches the service's; {FIX_JOURNAL}",
+            data=data,
+        )
+    return Result("service", Status.PASS, measured, data=data)

@@ -1,0 +1,78 @@
+"""The first two checks: the configuration loads, and there is something to sign in with."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from device import config as config_mod
+from device.config import Config, ConfigError
+from device.doctor.result import Context, Result, Status
+
+
+def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Config | None]:
+    """Load the configuration as the daemon would; the Config too when it loads."""
+    try:
+        cfg = config_mod.load(cli_path)
+    except ConfigError as exc:
+        return (
+            Result(
+                "config",
+                Status.FAIL,
+                str(exc),
+                "Correct that setting (the README's Configuration section lists them all).",
+            ),
+            None,
+        )
+    where = str(cfg.path) if cfg.path else f"no file at {config_mod.resolve_path(cli_path)[0]}"
+    measured = f"{where}: loaded, profile {cfg.hardware.profile}"
+    return Result("config", Status.PASS, measured, data={"path": str(cfg.path or "")}), cfg
+
+
+async def check_key(ctx: Context) -> Result:
+    """An API key, an ephemeral token or Vertex AI credentials: where from, never what."""
+    cfg = ctx.cfg
+    if cfg.live.backend == "vertex":
+        return await asyncio.to_thread(_vertex_credentials, cfg)
+    try:
+        config_mod.require_credentials(cfg)
+    except ConfigError as exc:
+        places = ", ".join(
+            ["the systemd credential api-key", "[live] api_key_file", *config_mod.KEY_ENV_VARS]
+        )
+        advice = str(exc).partition(": ")[2]
+        return Result(
+            "key", Status.FAIL, f"no API key in {places}", f"{advice[:1].upper()}{advice[1:]}."
+        )
+    assert cfg.api_key is not None  # require_credentials saw to it
+    from device.live_setup import EPHEMERAL_PREFIX  # imports the SDK: only when checked
+
+    kind = "ephemeral token" if cfg.api_key.reveal().startswith(EPHEMERAL_PREFIX) else "API key"
+    return Result(
+        "key",
+        Status.PASS,
+        f"{kind} from {cfg.api_key_source} (not shown)",
+        data={"kind": kind, "source": cfg.api_key_source},
+    )
+
+
+def _vertex_credentials(cfg: Config) -> Result:
+    """Application default credentials, as the SDK will look for them (may ask a server)."""
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    where = f"Vertex AI, project {cfg.live.project}, location {cfg.live.location}"
+    if cfg.api_key is not None:
+        return Result("key", Status.PASS, f"{where}: API key from {cfg.api_key_source} (not shown)")
+    try:
+        credentials, _ = google.auth.default()
+    except DefaultCredentialsError as exc:
+        return Result(
+            "key",
+            Status.FAIL,
+            f"{where}: no application default credentials ({str(exc).splitlines()[0]})",
+            "Set GOOGLE_APPLICATION_CREDENTIALS to a service account key file for the service, "
+            "or run gcloud auth application-default login.",
+        )
+    kind = type(credentials).__name__
+    return Result("key", Status.PASS, f"{where}: application default credentials ({kind})")
