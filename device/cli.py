@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 
 EXIT_CONFIG = 2
@@ -39,20 +40,49 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
     from device.control import ControlError, request
 
     socket_path = args.socket or config_mod.load(args.config).control.socket
+    fields = {"text": " ".join(args.words)} if args.action == "text" else {}
     try:
-        reply = request(socket_path, args.action)
+        reply = request(socket_path, args.action, **fields)
     except ControlError as exc:
         print(f"live-appliance ctl: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(reply, indent=2))
-    return 0 if reply.get("ok", True) else 1
+    if not reply.get("ok", True):
+        print(f"live-appliance ctl {args.action}: {reply.get('error', reply)}", file=sys.stderr)
+        return 1
+    if args.action == "status" and not args.json:
+        from device.doctor.daemon import summary_lines
+
+        print("\n".join(summary_lines(reply)))
+    else:
+        print(json.dumps(reply, indent=2))
+    return 0
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
     from device import config as config_mod
     from device.audio.devices import print_devices
+    from device.doctor.daemon import running_status
 
-    return print_devices(config_mod.load(args.config).audio)
+    cfg = config_mod.load(args.config)
+    if running_status(cfg.control.socket) is not None:
+        print(
+            "note: the service is running and holds its devices open; they may be missing "
+            "below (sudo systemctl stop live-appliance to see them all)",
+            file=sys.stderr,
+        )
+    return print_devices(cfg.audio)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from device.doctor.runner import run_doctor
+
+    return run_doctor(args)
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    from device.ask import run_ask
+
+    return run_ask(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -67,7 +97,37 @@ def _cmd_sim_server(args: argparse.Namespace) -> int:
     return sim_main(args.sim_args)
 
 
+def _check_name(value: str) -> str:
+    from device.doctor.result import CHECK_NAMES
+
+    if value not in CHECK_NAMES:
+        raise argparse.ArgumentTypeError(
+            f"unknown check {value!r} (choose from {', '.join(CHECK_NAMES)})"
+        )
+    return value
+
+
+def _add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    summary: str,
+    example: str,
+    details: str = "",
+) -> argparse.ArgumentParser:
+    """A (sub)command whose --help says what it does, in more detail, with an example."""
+    text = "\n\n".join(textwrap.fill(part, 78) for part in (summary, details) if part)
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=text,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from device.doctor.result import CHECK_NAMES  # names only: nothing heavy
+
     parser = argparse.ArgumentParser(
         prog="live-appliance",
         description="A Raspberry Pi voice appliance on the Gemini Live API.",
@@ -76,15 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
-        name: str, handler: Callable[[argparse.Namespace], int], summary: str, example: str
+        name: str,
+        handler: Callable[[argparse.Namespace], int],
+        summary: str,
+        example: str,
+        details: str = "",
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(
-            name,
-            help=summary,
-            description=summary,
-            epilog=f"example: {example}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        p = _add_command(sub, name, summary, example, details)
         p.set_defaults(handler=handler)
         return p
 
@@ -101,19 +159,107 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_ctl,
         "Talk to the running daemon over its control socket.",
         "live-appliance ctl status",
+        "Press or release the button, read the daemon's state and last turns with their "
+        "timings, or have it speak a text turn into its session.",
     )
-    ctl.add_argument("action", choices=["press", "release", "status"])
-    ctl.add_argument("--socket", metavar="PATH", help="control socket (default: from the config)")
-    _config_arg(ctl)
+    actions = ctl.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, summary: str, example: str) -> argparse.ArgumentParser:
+        p = _add_command(actions, name, summary, example)
+        p.add_argument("--socket", metavar="PATH", help="control socket (default: from the config)")
+        _config_arg(p)
+        return p
+
+    action("press", "Press the button (as if by hand).", "live-appliance ctl press")
+    action("release", "Release the button.", "live-appliance ctl release")
+    status = action(
+        "status",
+        "Show the daemon's state, its session and its last turns with their timings.",
+        "live-appliance ctl status",
+    )
+    status.add_argument("--json", action="store_true", help="the daemon's raw reply as JSON")
+    text = action(
+        "text",
+        "Send a text turn into the daemon's session; it speaks the reply.",
+        'live-appliance ctl text "What time is it in Tokyo?"',
+    )
+    text.add_argument("words", nargs="+", metavar="TEXT", help="what to say")
 
     devices = command(
         "devices",
         _cmd_devices,
-        "List the audio devices PortAudio sees and mark the ones the config selects.",
+        "List the audio devices and mark the ones the configuration selects.",
         "live-appliance devices",
+        "One line per PortAudio device: index, input and output channels, default rate, "
+        "whether it can record (in) and play (out) at 16000, 24000 and 48000 Hz, and its "
+        "name, with an arrow at the configured input and output. Exit code 1 when a "
+        "configured device does not exist.",
     )
     _config_arg(devices)
 
+    doctor = command(
+        "doctor",
+        _cmd_doctor,
+        "Check the box part by part, with the fix beside each problem.",
+        "live-appliance doctor            (everything)\n"
+        "  live-appliance doctor mic speaker  (only those)",
+        "In order: the configuration, the API key (never shown), the network and a real "
+        "Live setup handshake, the audio devices, the microphone level for 3 s, a speaker "
+        "tone, every LED pattern, the button (waits 10 s for a press), one camera frame, "
+        "the service. One line each: PASS, WARN, FAIL or SKIP, what was measured, and the "
+        "fix on the next line. Exit code 0 only when nothing failed. While the service "
+        "runs it holds the microphone, speaker, pins and camera: those checks then show "
+        "what the service says instead (stop it to test them).",
+    )
+    doctor.add_argument(
+        "checks",
+        nargs="*",
+        type=_check_name,
+        metavar="CHECK",
+        help=f"run only these checks: {', '.join(CHECK_NAMES)} (default: all)",
+    )
+    doctor.add_argument("--json", action="store_true", help="print the results as JSON")
+    doctor.add_argument(
+        "--turn",
+        action="store_true",
+        help="network: also send one short text turn and time the first reply audio",
+    )
+    doctor.add_argument("--quiet", action="store_true", help="speaker: no test tone")
+    doctor.add_argument(
+        "--no-button",
+        action="store_true",
+        help="button: do not wait for a press (also skipped when not run from a terminal, "
+        "unless asked for by name)",
+    )
+    doctor.add_argument(
+        "--camera-out",
+        default="/tmp/live-appliance-camera.jpg",
+        metavar="PATH",
+        help="camera: where to save the frame (default: %(default)s)",
+    )
+    _config_arg(doctor)
+
+    ask = command(
+        "ask",
+        _cmd_ask,
+        "Send text turns to the Live API and print the replies' words.",
+        'live-appliance ask "What is the tallest mountain?" "And the second?" --audio reply.wav',
+        "Uses the daemon's configuration and key. All TEXTs go into one session, one turn "
+        "each; each reply's output transcription is printed on stdout as it completes, its "
+        "timings on stderr. --audio writes all reply audio as a 24 kHz mono WAV, --play "
+        "plays it on the configured speaker as it arrives.",
+    )
+    ask.add_argument("text", nargs="+", metavar="TEXT", help="one turn each, in order")
+    ask.add_argument("--audio", metavar="PATH", help="write the reply audio to this WAV file")
+    ask.add_argument("--play", action="store_true", help="play the replies as they arrive")
+    ask.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up on a turn after this long (default: %(default)g)",
+    )
+    _config_arg(ask)
     demo = command(
         "demo",
         _cmd_demo,

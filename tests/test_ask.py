@@ -1,0 +1,115 @@
+"""`live-appliance ask` as an owner runs it, against the local Live server over TLS."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from device.audio import pcm
+from device.sim.loopback import PulseLoopback
+from device.sim.rig import rig_settings, scratch_dir, to_toml
+from device.sim.server import ServerThread
+from device.sim.voice import reply_audio, tone_frequency
+
+REPLY_SECONDS = 0.6
+
+
+@pytest.fixture
+def server() -> Iterator[ServerThread]:
+    with ServerThread(pace=0, reply_seconds=REPLY_SECONDS) as thread:
+        yield thread
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    path = scratch_dir("ask-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def ask(
+    scratch: Path, base_url: str, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    cfg = scratch / "config.toml"
+    settings = rig_settings(base_url, scratch)
+    settings["live"]["transcripts"] = False  # ask turns output transcription on by itself
+    cfg.write_text(to_toml(settings))
+    return subprocess.run(
+        [sys.executable, "-m", "device", "ask", *args, "--config", str(cfg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def env_for(loopback: PulseLoopback, server: ServerThread, key: str | None = None) -> dict:
+    return {
+        **loopback.child_env(),
+        "GEMINI_API_KEY": key or server.api_key,
+        "SSL_CERT_FILE": server.ca_file,
+    }
+
+
+def test_two_turns_in_one_session_print_the_replies_and_keep_their_audio(
+    loopback: PulseLoopback, server: ServerThread, scratch: Path
+) -> None:
+    out = scratch / "reply.wav"
+    result = ask(
+        scratch,
+        server.base_url,
+        env_for(loopback, server),
+        "What is the tallest mountain?",
+        "And the second tallest?",
+        "--audio",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        'Reply 1: you said "What is the tallest mountain?".',
+        'Reply 2: you said "And the second tallest?".',
+    ]
+    assert "turn 1: first audio after" in result.stderr
+    assert len(server.log.connections()) == 1  # one session for both turns
+    with wave.open(str(out)) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 24000)
+        assert wav.readframes(wav.getnframes()) == reply_audio(1, REPLY_SECONDS) + reply_audio(
+            2, REPLY_SECONDS
+        )
+
+
+def test_play_sends_the_reply_to_the_speaker(
+    loopback: PulseLoopback, server: ServerThread, scratch: Path
+) -> None:
+    recorder = loopback.record(24000)
+    try:
+        recorder.wait_started()
+        result = ask(scratch, server.base_url, env_for(loopback, server), "Hello", "--play")
+    finally:
+        heard = recorder.stop()
+    assert result.returncode == 0, result.stderr
+    assert abs(pcm.dominant_frequency(heard, 24000) - tone_frequency(1)) < 20
+
+
+def test_a_wrong_key_is_one_line_and_exit_code_1(
+    loopback: PulseLoopback, server: ServerThread, scratch: Path
+) -> None:
+    result = ask(scratch, server.base_url, env_for(loopback, server, "wrong-key-42"), "Hello")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "live-appliance ask: setup: the service refused the API key (close code 1008" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr and "wrong-key-42" not in result.stderr
+
+
+def test_server_down(loopback: PulseLoopback, server: ServerThread, scratch: Path) -> None:
+    result = ask(scratch, "https://127.0.0.1:9", env_for(loopback, server), "Hello")
+    assert result.returncode == 1
+    assert "live-appliance ask: setup: TCP: connection refused" in result.stderr

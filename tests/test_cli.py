@@ -1,0 +1,174 @@
+"""The command line as an owner types it: help, `devices`, and `ctl` against a daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device.audio import pcm
+from device.control import ControlServer
+from device.sim.loopback import PulseLoopback
+from device.sim.rig import scratch_dir, start_daemon
+from device.sim.server import ServerThread
+
+COMMANDS = [
+    ("run",),
+    ("ctl",),
+    ("ctl", "press"),
+    ("ctl", "release"),
+    ("ctl", "status"),
+    ("ctl", "text"),
+    ("devices",),
+    ("doctor",),
+    ("ask",),
+    ("demo",),
+    ("sim-server",),
+]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "device", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    path = scratch_dir("cli-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("words", COMMANDS, ids=" ".join)
+def test_every_command_says_what_it_does_with_an_example(words: tuple[str, ...]) -> None:
+    result = cli(*words, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "example:\n  live-appliance " + " ".join(words) in result.stdout
+
+
+def test_an_unknown_doctor_check_is_a_usage_error() -> None:
+    result = cli("doctor", "microphone")
+    assert result.returncode == 2
+    assert "unknown check 'microphone' (choose from config, key, network" in result.stderr
+
+
+def test_devices_lists_the_loopback_devices_and_marks_the_configured_ones(
+    loopback: PulseLoopback, scratch: Path
+) -> None:
+    cfg = scratch / "config.toml"
+    cfg.write_text('[audio]\ninput_device = "pulse"\n')
+    result = cli("devices", "--config", str(cfg), env=loopback.child_env())
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["index", "in", "out", "default", "16000", "24000", "48000", "name"]
+    pulse = next(line for line in lines if line.split("<-")[0].split()[-1:] == ["pulse"])
+    assert pulse.split()[1:7] == ["32", "32", "44100", "in/out", "in/out", "in/out"]
+    assert pulse.endswith("<- input")
+    assert any(line.endswith("default  <- output") for line in lines)
+
+
+def test_devices_exits_1_when_the_configured_device_is_missing(
+    loopback: PulseLoopback, scratch: Path
+) -> None:
+    cfg = scratch / "config.toml"
+    cfg.write_text('[audio]\ninput_device = "USB mic"\n')
+    result = cli("devices", "--config", str(cfg), env=loopback.child_env())
+    assert result.returncode == 1
+    assert "input: no input device matches 'USB mic'" in result.stdout
+
+
+async def test_ctl_text_sends_the_words(scratch: Path) -> None:
+    sock = scratch / "control.sock"
+    seen: list[dict[str, Any]] = []
+
+    async def daemon(request: dict[str, Any]) -> dict[str, Any]:
+        seen.append(request)
+        return {"ok": True}
+
+    async with ControlServer(sock, daemon):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "device", "ctl", "text", "What", "time is it?",
+            "--socket", str(sock),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        await proc.communicate()
+    assert proc.returncode == 0
+    assert seen == [{"cmd": "text", "text": "What time is it?"}]
+
+
+async def test_ctl_shows_the_daemons_error_and_exits_1(scratch: Path) -> None:
+    sock = scratch / "control.sock"
+
+    async def daemon(request: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": False, "error": "no session is open"}
+
+    async with ControlServer(sock, daemon):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "device", "ctl", "text", "hello", "--socket", str(sock),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert err.decode().strip() == "live-appliance ctl text: no session is open"
+
+
+def test_ctl_without_a_daemon_says_so(scratch: Path) -> None:
+    result = cli("ctl", "status", "--socket", str(scratch / "control.sock"))
+    assert result.returncode == 1
+    assert "the live-appliance daemon is not running" in result.stderr
+
+
+def test_ctl_status_shows_the_last_turn_and_its_timings(
+    loopback: PulseLoopback, scratch: Path
+) -> None:
+    with ServerThread(pace=0, reply_seconds=0.3) as server:
+        assert server.server is not None
+        daemon = start_daemon(scratch, loopback, server.server)
+        try:
+            daemon.wait_ready()
+            sock = str(daemon.socket)
+            assert cli("ctl", "press", "--socket", sock).returncode == 0
+            loopback.play(pcm.from_float(pcm.tone(300, 500, 16000, 0.3)), 16000).wait()
+            assert cli("ctl", "release", "--socket", sock).returncode == 0
+            daemon.wait_until(lambda s: len(s["turns"]) == 1, 20, "the turn to finish")
+            summary = cli("ctl", "status", "--socket", sock)
+            raw = cli("ctl", "status", "--json", "--socket", sock)
+        finally:
+            daemon.terminate()
+    assert summary.returncode == 0, summary.stderr
+    lines = summary.stdout.splitlines()
+    assert lines[0] == "state:    idle (push_to_talk mode)"
+    assert lines[-2] == "last 1 turn:"
+    assert lines[-1].startswith("  turn 1: press to first audio sent ")
+    assert "release to first reply " in lines[-1] and "whole turn " in lines[-1]
+    status = json.loads(raw.stdout)
+    assert status["state"] == "idle" and len(status["turns"]) == 1
+
+
+def test_help_and_ctl_import_nothing_heavy() -> None:
+    probe = (
+        "import sys\n"
+        "from device.cli import build_parser\n"
+        "build_parser().parse_args(['ctl', 'status'])\n"
+        "import device.doctor.daemon\n"
+        "heavy = ('google.genai', 'pyaudio', 'numpy', 'gpiozero')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30,
+        env={**os.environ},
+    )  # fmt: skip
+    assert result.stdout.strip() == "[]", result.stderr

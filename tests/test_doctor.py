@@ -1,0 +1,467 @@
+"""`live-appliance doctor` as an owner runs it: against the local server, the loopback
+audio and mock pins, healthy and then with one fault at a time.
+
+The command line runs as a child process and the tests read what it prints and its
+exit code. The button and the LEDs are also checked in-process, where the test can
+drive a mock pin and read the LED pins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from device import config
+from device.audio import pcm
+from device.control import ControlServer
+from device.doctor.gpio import check_button, check_leds
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
+from device.doctor.service import check_service
+from device.sim.loopback import PulseLoopback
+from device.sim.rig import rig_settings, scratch_dir, start_daemon, to_toml
+from device.sim.server import ServerThread
+
+MIC_RATE = 16000
+SPEAKER_RATE = 24000
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    path = scratch_dir("doctor-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def server() -> Iterator[ServerThread]:
+    with ServerThread(pace=0) as thread:
+        yield thread
+
+
+def write_config(scratch: Path, base_url: str, **sections: dict[str, Any]) -> Path:
+    """The rig's configuration (local server, private socket, RGB LEDs), overridden."""
+    settings = rig_settings(base_url, scratch)
+    for name, table in sections.items():
+        settings.setdefault(name, {}).update(table)
+    path = scratch / "config.toml"
+    path.write_text(to_toml(settings))
+    return path
+
+
+def child_env(loopback: PulseLoopback, server: ServerThread, **extra: str) -> dict[str, str]:
+    env = {
+        **loopback.child_env(),
+        "GEMINI_API_KEY": server.api_key,
+        "SSL_CERT_FILE": server.ca_file,
+        "GPIOZERO_PIN_FACTORY": "mock",
+        "GPIOZERO_MOCK_PIN_CLASS": "mockpwmpin",
+        **extra,
+    }
+    return {k: v for k, v in env.items() if v}  # an empty value removes the variable
+
+
+def doctor(
+    cfg: Path, env: dict[str, str], *args: str, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "device", "doctor", *args, "--config", str(cfg)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def lines_of(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """Each check's line by its name, with its fix line (if any) joined on."""
+    found: dict[str, str] = {}
+    name = None
+    for line in result.stdout.splitlines():
+        status, _, rest = line.partition("  ")
+        if status in ("PASS", "WARN", "FAIL", "SKIP"):
+            name = rest.split()[0]
+            found[name] = line
+        elif line.startswith("      fix: ") and name:
+            found[name] += "\n" + line
+    assert found, f"no check lines in:\n{result.stdout}\n{result.stderr}"
+    return found
+
+
+def statuses(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    return {name: line.split()[0] for name, line in lines_of(result).items()}
+
+
+def square_wave(seconds: float, rate: int = MIC_RATE, hz: float = 500.0) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    return pcm.from_float(np.sign(np.sin(2 * np.pi * hz * t)))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_healthy_box_passes_every_check(
+    loopback: PulseLoopback, server: ServerThread, scratch: Path
+) -> None:
+    cfg = write_config(scratch, server.base_url, camera={"enabled": True, "source": "synthetic"})
+    photo = scratch / "camera.jpg"
+    voice = loopback.play(pcm.from_float(pcm.tone(300, 30_000, MIC_RATE, 0.1)), MIC_RATE)
+    speaker = loopback.record(SPEAKER_RATE)
+    try:
+        speaker.wait_started()
+        result = doctor(cfg, child_env(loopback, server), "--no-button", "--camera-out", str(photo))
+    finally:
+        voice.stop()
+        heard = speaker.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    passed = ["config", "key", "network", "devices", "mic", "speaker", "leds", "camera"]
+    # in the order they ran; no systemd here, and nobody at a terminal to press the button
+    assert list(statuses(result).items()) == [
+        *((name, "PASS") for name in passed[:7]), ("button", "SKIP"), ("camera", "PASS"),
+        ("service", "SKIP"),
+    ]  # fmt: skip
+    lines = lines_of(result)
+    assert f"{cfg}: loaded" in lines["config"]
+    assert server.api_key not in result.stdout + result.stderr
+    assert "Live setup" in lines["network"]
+    rms = float(lines["mic"].split("RMS ")[1].split()[0])
+    assert -26 < rms < -20  # the 0.1 amplitude tone played into the microphone: -23 dBFS
+    assert "768x768 JPEG" in lines["camera"] and photo.read_bytes()[:2] == b"\xff\xd8"
+    # The tone really reached the speaker.
+    assert abs(pcm.dominant_frequency(heard, SPEAKER_RATE) - 660) < 20
+    assert result.stdout.splitlines()[-1] == "8 passed, 2 skipped"
+    # Progress: each check announced itself on stderr as it started.
+    assert "... mic: listening for 3 s" in result.stderr
+
+
+def test_json_gives_the_same_results(
+    loopback: PulseLoopback, server: ServerThread, scratch: Path
+) -> None:
+    cfg = write_config(scratch, server.base_url)
+    result = doctor(cfg, child_env(loopback, server), "config", "key", "network", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert [c["name"] for c in report["checks"]] == ["config", "key", "network"]
+    assert {c["status"] for c in report["checks"]} == {"PASS"}
+    network = report["checks"][2]["data"]
+    assert network["host"] == "127.0.0.1" and set(network["ms"]) == {"DNS", "TCP", "TLS", "setup"}
+
+
+def test_turn_times_the_first_reply(
+    loopback: PulseLoopback, server: ServerThread, scratch: Path
+) -> None:
+    cfg = write_config(scratch, server.base_url)
+    result = doctor(cfg, child_env(loopback, server), "network", "--turn")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "first reply audio" in lines_of(result)["network"]
+    assert "client_content" in server.log.kinds(direction="in")
+
+
+def test_server_down_fails_at_tcp(loopback: PulseLoopback, server: ServerThread, scratch: Path):
+    cfg = write_config(scratch, f"https://127.0.0.1:{free_port()}")
+    result = doctor(cfg, child_env(loopback, server), "network")
+    assert result.returncode == 1
+    line = lines_of(result)["network"]
+    assert line.startswith("FAIL  network  TCP: connection refused")
+    assert "fix: Check the network path to 127.0.0.1 port" in line
+
+
+def test_an_unknown_host_fails_at_dns(
+    loopback: PulseLoopback, server: ServerThread, scratch: Path
+) -> None:
+    cfg = write_config(scratch, "https://no-such-host.invalid")
+    result = doctor(cfg, child_env(loopback, server), "network")
+    assert result.returncode == 1
+    line = lines_of(result)["network"]
+    assert line.startswith("FAIL  network  DNS: ")
+    assert "fix: Check the box's network and DNS" in line
+
+
+def test_an_untrusted_certificate_fails_at_tls(
+    loopback: PulseLoopback, server: ServerThread, scratch: Path
+) -> None:
+    cfg = write_config(scratch, server.base_url)
+    result = doctor(cfg, child_env(loopback, server, SSL_CERT_FILE=""), "network")  # certifi's CAs
+    assert result.returncode == 1
+    line = lines_of(result)["network"]
+    assert line.startswith("FAIL  network  TLS: CERTIFICATE_VERIFY_FAILED")
+    assert "unable to get local issuer certificate" in line
+    assert "fix: Check the clock (timedatectl)" in line
+    assert server.log.kinds() == []  # the SDK was never let loose on an untrusted server
+
+
+def test_wrong_key_fails_at_setup_with_1008_and_is_never_shown(
+    loopback: PulseLoopback, server: ServerThread, scratch: Path
+) -> None:
+    cfg = write_config(scratch, server.base_url)
+    wrong = "not-the-key-1234"
+    result = doctor(cfg, child_env(loopback, server, GEMINI_API_KEY=wrong), "key", "network")
+    assert result.returncode == 1
+    lines = lines_of(result)
+    assert lines["key"].startswith("PASS")
+    assert lines["network"].startswith("FAIL  network  Live setup: the service refused the API key")
+    assert "close code 1008" in lines["network"] and "fix: Check the API key" in lines["network"]
+    assert wrong not in result.stdout + result.stderr
+
+
+def test_no_key_fails_the_key_check_and_skips_the_handshake(
+    loopback: PulseLoopback, server: ServerThread, scratch: Path
+) -> None:
+    cfg = write_config(scratch, server.base_url)
+    env = child_env(
+        loopback, server, GEMINI_API_KEY="", GOOGLE_API_KEY="", CREDENTIALS_DIRECTORY=""
+    )
+    result = doctor(cfg, env, "key", "network")
+    assert result.returncode == 1
+    lines = lines_of(result)
+    assert lines["key"].startswith("FAIL  key      no API key in")
+    assert "fix: Put it in /etc/live-appliance/api-key" in lines["key"]
+    assert lines["network"].startswith("WARN") and "Live setup not tried" in lines["network"]
+    assert server.log.kinds() == []  # nothing reached the server's Live endpoint
+
+
+def test_a_microphone_that_does_not_exist(
+    loopback: PulseLoopback, server: ServerThread, scratch: Path
+) -> None:
+    cfg = write_config(scratch, server.base_url, audio={"input_device": "no such microphone"})
+    result = doctor(cfg, child_env(loopback, server), "devices", "mic")
+    assert result.returncode == 1
+    lines = lines_of(result)
+    for name in ("devices", "mic"):
+        assert (
+            "FAIL" in lines[name] and "no input device matches 'no such microphone'" in lines[name]
+        )
+        assert "fix: Plug the device in, or set [audio] input_device" in lines[name]
+
+
+def test_a_silent_microphone_warns(
+    loopback: PulseLoopback, server: ServerThread, scratch: Path
+) -> None:
+    cfg = write_config(scratch, server.base_url)
+    result = doctor(cfg, child_env(loopback, server), "mic")
+    assert result.returncode == 0  # a warning is not a failure
+    line = lines_of(result)["mic"]
+    assert line.startswith("WARN  mic      RMS -inf dBFS") and ": silence" in line
+    assert "fix: Unmute the microphone" in line
+
+
+def test_a_clipping_microphone_warns(
+    loopback: PulseLoopback, server: ServerThread, scratch: Path
+) -> None:
+    cfg = write_config(scratch, server.base_url)
+    loud = loopback.play(square_wave(30), MIC_RATE)
+    try:
+        result = doctor(cfg, child_env(loopback, server), "mic", "--json")
+    finally:
+        loud.stop()
+    assert result.returncode == 0
+    (mic,) = json.loads(result.stdout)["checks"]
+    assert mic["status"] == "WARN" and "clipping" in mic["measured"]
+    assert mic["data"]["peak_dbfs"] > -0.1 and mic["data"]["clipped_share"] > 0.01
+    assert mic["fix"].startswith("Lower the microphone's capture level")
+
+
+def test_a_missing_camera_fails(loopback: PulseLoopback, server: ServerThread, scratch: Path):
+    cfg = write_config(scratch, server.base_url, camera={"enabled": True, "source": "picamera2"})
+    result = doctor(cfg, child_env(loopback, server), "camera")
+    assert result.returncode == 1
+    line = lines_of(result)["camera"]
+    assert line.startswith("FAIL  camera   picamera2: picamera2 is not installed")
+    assert "fix: " in line
+
+
+def test_a_broken_configuration_fails_and_skips_the_rest(scratch: Path) -> None:
+    cfg = scratch / "config.toml"
+    cfg.write_text("[audio]\nchunk_ms = 'fast'\n")
+    result = doctor(cfg, {**os.environ}, "mic", "network")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    found = lines_of(result)
+    assert found["config"].startswith(f"FAIL  config   {cfg}: [audio] chunk_ms: must be an integer")
+    assert found["network"].startswith("SKIP") and found["mic"].startswith("SKIP")
+
+
+def test_hardware_the_running_service_holds_is_not_touched(
+    loopback: PulseLoopback, server: ServerThread, scratch: Path
+) -> None:
+    assert server.server is not None
+    daemon = start_daemon(scratch, loopback, server.server)
+    try:
+        daemon.wait_ready()
+        cfg = scratch / "config.toml"  # the daemon's own
+        result = doctor(cfg, child_env(loopback, server), "mic", "leds", "network")
+    finally:
+        daemon.terminate()
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = lines_of(result)
+    for name in ("mic", "leds"):
+        assert lines[name].startswith(
+            f"SKIP  {name:<8} in use by the running service "
+            "(sudo systemctl stop live-appliance to test it); it says: idle, session closed"
+        )
+    assert lines["network"].startswith("PASS")
+
+
+# -- in-process: the pins ------------------------------------------------------------------
+
+
+@pytest.fixture
+def mock_pins() -> Iterator[Any]:
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    previous = Device.pin_factory
+    factory = MockFactory(pin_class=MockPWMPin)
+    Device.pin_factory = factory
+    yield factory
+    factory.reset()
+    Device.pin_factory = previous
+
+
+def context(tmp_path: Path, options: Options, **sections: dict[str, Any]) -> Context:
+    """What the runner gives a check, for a configuration of `sections`."""
+    path = tmp_path / "config.toml"
+    path.write_text(to_toml(sections))
+    return Context(config.load(path), options, Progress(spinner=False))
+
+
+async def test_button_press_passes(mock_pins: Any, tmp_path: Path) -> None:
+    pin = mock_pins.pin(17)
+    check = asyncio.create_task(check_button(context(tmp_path, Options(button_wait_s=5))))
+    deadline = time.monotonic() + 5
+    while not check.done() and time.monotonic() < deadline:  # a person pressing, again
+        pin.drive_low()
+        await asyncio.sleep(0.05)
+        pin.drive_high()
+        await asyncio.sleep(0.05)
+    result = await check
+    assert result.status is Status.PASS and "press seen on GPIO 17" in result.measured
+
+
+async def test_button_never_pressed_fails(mock_pins: Any, tmp_path: Path) -> None:
+    result = await check_button(context(tmp_path, Options(button_wait_s=0.2), button={"pin": 22}))
+    assert result.status is Status.FAIL
+    assert result.measured == "no press on GPIO 22 in 0.2 s"
+    assert result.fix is not None and "GPIO 22" in result.fix
+
+
+async def test_button_held_down_from_the_start_warns(mock_pins: Any, tmp_path: Path) -> None:
+    from gpiozero.pins.mock import MockPin
+
+    class ShortedToGround(MockPin):
+        def _set_pull(self, value: str) -> None:
+            self._pull = value  # the pull-up loses against the short: the pin stays low
+
+    mock_pins.pin_class = ShortedToGround
+    result = await check_button(context(tmp_path, Options(button_wait_s=0.2)))
+    assert result.status is Status.WARN and "reads pressed" in result.measured
+
+
+async def test_no_button_skips(tmp_path: Path) -> None:
+    result = await check_button(context(tmp_path, Options(button=False)))
+    assert result.status is Status.SKIP
+
+
+async def test_leds_show_every_colour_and_end_dark(mock_pins: Any, tmp_path: Path) -> None:
+    result = await check_leds(
+        context(tmp_path, Options(), leds={"kind": "rgb", "pins": [5, 6, 13]})
+    )
+    assert result.status is Status.PASS
+    assert result.data["states"] == ["idle", "connecting", "listening", "thinking", "speaking",
+                                     "error"]  # fmt: skip
+    for number in (5, 6, 13):
+        values = [state.state for state in mock_pins.pin(number).states]
+        assert max(values) == 1.0, f"pin {number} never lit"
+        assert values[-1] == 0.0, f"pin {number} left on"
+
+
+async def test_leds_that_cannot_be_opened_fail(mock_pins: Any, tmp_path: Path) -> None:
+    from gpiozero import LED
+
+    held = LED(5)  # another program holds a pin
+    try:
+        result = await check_leds(
+            context(tmp_path, Options(), leds={"kind": "rgb", "pins": [5, 6, 13]})
+        )
+    finally:
+        held.close()
+    assert (
+        result.status is Status.FAIL and "cannot open rgb LEDs on pins 5, 6, 13" in result.measured
+    )
+
+
+# -- in-process: systemd's view ------------------------------------------------------------
+
+
+@pytest.fixture
+def systemctl(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A `systemctl` on PATH that answers `show` with the properties a test gives it."""
+    bin_dir = scratch_dir("doctor-bin-")
+    answer = bin_dir / "answer"
+
+    def set_answer(**props: str) -> None:
+        answer.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    script = bin_dir / "systemctl"
+    script.write_text(f"#!/bin/sh\ncat {answer}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    yield set_answer
+    shutil.rmtree(bin_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("props", "status", "words"),
+    [
+        ({"LoadState": "not-found"}, Status.SKIP, "not installed as a service"),
+        ({"LoadState": "loaded", "ActiveState": "failed", "SubState": "failed",
+          "NRestarts": "5", "ExecMainStatus": "1"}, Status.FAIL, "failed (failed), 5 restarts"),
+        ({"LoadState": "loaded", "ActiveState": "inactive", "SubState": "dead",
+          "NRestarts": "0", "ExecMainStatus": "0"}, Status.WARN, "inactive (dead)"),
+        ({"LoadState": "loaded", "ActiveState": "active", "SubState": "running",
+          "NRestarts": "2", "ExecMainStatus": "0"}, Status.WARN, "active (running), 2 restarts"),
+        ({"LoadState": "loaded", "ActiveState": "active", "SubState": "running",
+          "NRestarts": "0", "ExecMainStatus": "0"}, Status.WARN, "control socket does not answer"),
+    ],
+)  # fmt: skip
+async def test_service_states(
+    systemctl: Any, tmp_path: Path, props: dict[str, str], status: Status, words: str
+) -> None:
+    systemctl(**props)
+    result = await check_service(
+        context(tmp_path, Options(), control={"socket": "/nonexistent/sock"})
+    )
+    assert result.status is status and words in result.measured
+
+
+async def test_service_running_and_answering_passes(systemctl: Any, tmp_path: Path) -> None:
+    systemctl(LoadState="loaded", ActiveState="active", SubState="running", NRestarts="0",
+              ExecMainStatus="0")  # fmt: skip
+    sock = scratch_dir("doctor-sock-") / "control.sock"
+
+    async def answer(request: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "idle", "session_open": False, "turns": []}
+
+    async with ControlServer(sock, answer):
+        result = await check_service(context(tmp_path, Options(), control={"socket": str(sock)}))
+    assert result.status is Status.PASS
+    assert result.measured == (
+        "active (running), 0 restarts, last exit status 0; daemon: idle, session closed"
+    )
