@@ -9,6 +9,7 @@ drive a mock pin and read the LED pins.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from device.doctor.gpio import check_button, check_leds
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 from device.doctor.service import check_service
+from device.doctor.settings import check_key
 from device.sim.loopback import PulseLoopback
 from device.sim.rig import rig_settings, scratch_dir, start_daemon, to_toml
 from device.sim.server import ServerThread
@@ -465,3 +467,63 @@ async def test_service_running_and_answering_passes(systemctl: Any, tmp_path: Pa
     assert result.measured == (
         "active (running), 0 restarts, last exit status 0; daemon: idle, session closed"
     )
+
+
+async def test_vertex_without_credentials_fails_the_key_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    live = {"backend": "vertex", "project": "my-project", "location": "us-central1"}
+    result = await check_key(context(tmp_path, Options(), live=live))
+    assert result.status is Status.FAIL
+    assert result.measured.startswith(
+        "Vertex AI, project my-project, location us-central1: no application default credentials"
+    )
+    assert result.fix is not None and "GOOGLE_APPLICATION_CREDENTIALS" in result.fix
+
+
+# -- progress --------------------------------------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal and tells when something is written to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wrote = asyncio.Event()
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.wrote.set()
+        return super().write(text)
+
+    async def shows(self, text: str) -> None:
+        async with asyncio.timeout(5):
+            while text not in self.getvalue():
+                self.wrote.clear()
+                await self.wrote.wait()
+
+
+async def test_progress_is_a_line_per_step_off_a_terminal() -> None:
+    out = io.StringIO()
+    progress = Progress(out)
+    async with (
+        progress.step("mic: opening the microphone"),
+        progress.step("mic: listening for 3 s"),  # a step inside a step
+    ):
+        pass
+    assert out.getvalue() == "... mic: opening the microphone\n... mic: listening for 3 s\n"
+
+
+async def test_progress_spins_on_a_terminal_and_wipes_its_line() -> None:
+    screen = Terminal()
+    progress = Progress(screen)
+    async with progress.step("button: press it now") as update:
+        await screen.shows("| button: press it now")
+        update("button: still waiting")
+        await screen.shows("button: still waiting")
+    assert screen.getvalue().endswith("\r\x1b[K")  # the line is clear for the result
