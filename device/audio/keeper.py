@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 #: A stream whose callback has not run for this long is taken as dead.
 STALE_S = 1.0
 CHECK_EVERY_S = 1.0
+#: A device just opened may take this long to call back the first time (USB devices do).
+START_GRACE_S = 5.0
 
 
 class Endpoint(Protocol):
@@ -32,7 +34,7 @@ class Endpoint(Protocol):
 
     def stop(self) -> None: ...
 
-    def healthy(self, stale_s: float) -> bool: ...
+    def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool: ...
 
 
 class DeviceKeeper:
@@ -72,7 +74,7 @@ class DeviceKeeper:
                 await asyncio.sleep(self._reopen_s)
                 continue
             await asyncio.sleep(CHECK_EVERY_S)
-            if not self.endpoint.healthy(STALE_S):
+            if not self.endpoint.healthy(STALE_S, grace_s=START_GRACE_S):
                 await asyncio.to_thread(self.endpoint.stop)
                 self._failed("stopped delivering audio (unplugged?)")
 

@@ -13,22 +13,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 import numpy as np
 import pyaudio
 import soxr
 
-from device.audio.capture import PORTAUDIO_LOCK
 from device.audio.devices import DeviceSpec, choose_device, pick_rate
+from device.audio.stream import PortAudioStream
 
 log = logging.getLogger(__name__)
 
 RATE = 24000  # what the Live API sends
 
 
-class Playback:
+class Playback(PortAudioStream):
     """Plays 24 kHz mono s16le fed from the event loop; opens nothing until start()."""
 
     def __init__(
@@ -39,17 +38,11 @@ class Playback:
         device_rate: int | None = None,
         on_underflow: Callable[[int], None] | None = None,
     ) -> None:
-        self.device_spec = device
+        super().__init__(device)
         self.period_ms = period_ms
         self.forced_rate = device_rate
         self.on_underflow = on_underflow
         self.underflows = 0  # PortAudio reported output underflows (not empty buffer)
-        self.last_callback = 0.0  # time.monotonic() of PortAudio's latest call
-        self.device_rate: int | None = None
-        self.device_name = ""
-        self._pa: pyaudio.PyAudio | None = None
-        self._stream: pyaudio.Stream | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._resampler: soxr.ResampleStream | None = None
         self._lock = threading.Lock()
         self._buffer = bytearray()  # device-rate s16le not yet handed to PortAudio
@@ -62,16 +55,22 @@ class Playback:
 
     # -- life ------------------------------------------------------------------
 
-    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Open the device and start the (silent) output; drain notices go to `loop`.
+    def _open(self, pa: pyaudio.PyAudio) -> pyaudio.Stream:
+        info = choose_device(pa, self.device_spec, "output")
+        self.device_name = str(info)
+        self.device_rate = self.forced_rate or pick_rate(pa, info, RATE, "output")
+        self._resampler = self._new_resampler()
+        return pa.open(
+            format=pyaudio.paInt16,
+            channels=1,
+            rate=self.device_rate,
+            output=True,
+            output_device_index=info.index,
+            frames_per_buffer=self.device_rate * self.period_ms // 1000,
+            stream_callback=self._callback,
+        )
 
-        Blocks while PortAudio opens the device (see `Capture.start`).
-        """
-        if self._stream is not None:
-            return
-        self._loop = loop or asyncio.get_running_loop()
-        with PORTAUDIO_LOCK:
-            self._open()
+    def _started(self) -> None:
         log.info(
             "playback started on %s at %d Hz, output latency %.1f ms",
             self.device_name,
@@ -79,46 +78,10 @@ class Playback:
             self.output_latency * 1000,
         )
 
-    def _open(self) -> None:
-        self._pa = pyaudio.PyAudio()
-        try:
-            info = choose_device(self._pa, self.device_spec, "output")
-            self.device_rate = self.forced_rate or pick_rate(self._pa, info, RATE, "output")
-            self._resampler = self._new_resampler()
-            self._stream = self._pa.open(
-                format=pyaudio.paInt16,
-                channels=1,
-                rate=self.device_rate,
-                output=True,
-                output_device_index=info.index,
-                frames_per_buffer=self.device_rate * self.period_ms // 1000,
-                stream_callback=self._callback,
-            )
-            self.device_name = str(info)
-            self.last_callback = time.monotonic()
-        except BaseException:
-            self._close()
-            raise
-
     def stop(self) -> None:
         """Close the device; whatever was still buffered is dropped."""
-        with PORTAUDIO_LOCK:
-            self._close()
+        super().stop()
         self.clear()
-
-    def _close(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.stop_stream()
-            stream.close()
-        pa, self._pa = self._pa, None
-        if pa is not None:
-            pa.terminate()
-
-    def healthy(self, stale_s: float) -> bool:
-        """Open, active, and PortAudio called back within `stale_s`."""
-        active = self._stream is not None and self._stream.is_active()
-        return active and time.monotonic() - self.last_callback < stale_s
 
     def _new_resampler(self) -> soxr.ResampleStream | None:
         if self.device_rate in (None, RATE):
@@ -187,7 +150,7 @@ class Playback:
     def _callback(
         self, in_data: bytes | None, frame_count: int, time_info: dict, status: int
     ) -> tuple[bytes, int]:
-        self.last_callback = time.monotonic()
+        self._called()
         wanted = frame_count * 2
         with self._lock:
             out = bytes(self._buffer[:wanted])

@@ -1,0 +1,94 @@
+"""One PortAudio stream's life, shared by the microphone and the speaker.
+
+Opening and closing happen under one lock (Pa_Initialize and opening streams
+are not thread-safe, and the appliance reopens devices from worker threads).
+The PortAudio callback stamps each call, so the audio keeper can tell a live
+stream from one whose device vanished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import pyaudio
+
+from device.audio.devices import DeviceSpec
+
+log = logging.getLogger(__name__)
+
+PORTAUDIO_LOCK = threading.Lock()
+
+
+class PortAudioStream:
+    """Opens nothing until start(); subclasses say how to open their stream in `_open`."""
+
+    def __init__(self, device: DeviceSpec) -> None:
+        self.device_spec = device
+        self.device_name = ""
+        self.device_rate: int | None = None  # the rate the device really runs at
+        self._pa: pyaudio.PyAudio | None = None
+        self._stream: pyaudio.Stream | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._opened = 0.0
+        self._last_call: float | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Open the device; callbacks reach `loop` (default: the running one).
+
+        Blocks for as long as PortAudio takes to open the device: call it from the
+        loop's thread at start-up, or from a worker thread with the loop given.
+        """
+        if self._stream is not None:
+            return
+        self._loop = loop or asyncio.get_running_loop()
+        with PORTAUDIO_LOCK:
+            self._pa = pyaudio.PyAudio()
+            try:
+                self._stream = self._open(self._pa)
+            except BaseException:
+                self._close()
+                raise
+            self._opened, self._last_call = time.monotonic(), None
+        self._started()
+
+    def stop(self) -> None:
+        """Stop and close the device; whatever it still held is dropped."""
+        with PORTAUDIO_LOCK:
+            self._close()
+
+    def _close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.stop_stream()
+            stream.close()
+        pa, self._pa = self._pa, None
+        if pa is not None:
+            pa.terminate()
+
+    def _open(self, pa: pyaudio.PyAudio) -> pyaudio.Stream:
+        raise NotImplementedError
+
+    def _started(self) -> None:
+        """Say in the journal what was opened."""
+
+    def _called(self) -> float:
+        """Stamp a PortAudio callback (on PortAudio's thread); returns the time."""
+        now = self._last_call = time.monotonic()
+        return now
+
+    @property
+    def running(self) -> bool:
+        return self._stream is not None and self._stream.is_active()
+
+    def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool:
+        """Open, active, and called back within `stale_s`; before the first callback,
+        within `grace_s` of opening. A pulled USB device stops the stream, or the calls."""
+        if not self.running:
+            return False
+        last = self._last_call
+        if last is None:
+            return time.monotonic() - self._opened < max(grace_s, stale_s)
+        return time.monotonic() - last < stale_s
