@@ -119,8 +119,7 @@ class PulseLoopback:
         )
         try:
             self._wait_ready()
-            for side in _SINKS:
-                self.load_sink(side)
+            self.load_sinks(*_SINKS)
         except BaseException:
             self.stop()
             raise
@@ -207,8 +206,30 @@ class PulseLoopback:
         """Run pactl against this server and return its output."""
         return self._run("pactl", *args).stdout
 
+    def load_sinks(self, *sides: Side) -> None:
+        """(Re)create sinks, ready to deliver at once, as a real sound card would.
+
+        A new null sink renders its first block of about 2 s before its monitor
+        delivers anything; a first recording then waits that long. Recording each
+        new monitor until data flows takes that wait here, once, instead of inside
+        whatever a test or a benchmark measures next.
+        """
+        for side in sides:
+            self._create_sink(side)
+        warming = [self.record(16000, side) for side in sides]
+        try:
+            for recorder in warming:
+                recorder.wait_started(timeout=10)
+        finally:
+            for recorder in warming:
+                recorder.stop()
+
     def load_sink(self, side: Side) -> None:
-        """(Re)create one side's null sink and make the defaults point at the loopback."""
+        """(Re)create one side's sink, as if the USB device had been plugged back in."""
+        self.load_sinks(side)
+
+    def _create_sink(self, side: Side) -> None:
+        """One side's null sink, with the defaults pointing at the loopback."""
         name = _SINKS[side]
         index = self.pactl(
             "load-module",
