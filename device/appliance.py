@@ -66,7 +66,6 @@ class Appliance:
         self.turns = TurnLog()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
-        self._error: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.state_file = StateFile(state_dir(cfg.service) / "state.json")
         self.mic_feed = MicFeed(cfg.audio, self.outbox)
@@ -162,13 +161,13 @@ class Appliance:
             event = await self._events.get()
             before = self.machine.state
             self.machine, actions = step(self.machine, event)
+            if self.machine.state is not before:  # the LEDs change first, whatever follows
+                await self._entered(before, event)
             for action in actions:
                 await self._perform(action)
             if self.machine.reply_done and self._drain_watch is None:
                 self.speaker.feed(b"", last=True)  # flush the resampler's tail
                 self._drain_watch = asyncio.create_task(self._watch_drain(), name="drain-watch")
-            if self.machine.state is not before:
-                await self._entered(before, event)
 
     async def _entered(self, before: State, event: Event) -> None:
         """One journal line per transition; LEDs, systemd status and the turn log follow."""
@@ -196,7 +195,6 @@ class Appliance:
     async def _perform(self, action: Action) -> None:
         match action.name:
             case "open_session":
-                self._error = None
                 self.link.open()
             case "close_session":
                 await self.link.close()
@@ -227,8 +225,6 @@ class Appliance:
             case "cancel_timer":
                 if handle := self._timers.pop(Timer(action.arg), None):
                     handle.cancel()
-            case "report_error":
-                self._error = str(action.arg) or None
             case _:
                 raise ValueError(f"unknown action {action}")
 
@@ -245,8 +241,8 @@ class Appliance:
 
     def status_line(self) -> str:
         """The state in words, as `systemctl status` and `ctl status` show it."""
-        state = str(self.machine.state)
-        return f"error: {self._error}" if self._error and state == "error" else state
+        m = self.machine
+        return f"error: {m.error}" if m.state is State.ERROR and m.error else str(m.state)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -254,6 +250,7 @@ class Appliance:
             "status": self.status_line(),
             "mode": str(self.machine.mode),
             "session_open": self.machine.session_open,
+            "connected": self.machine.connected,
             "session_id": self.link.session_id,
             "connections": self.link.connections,
             "faults": sorted(self.machine.faults),

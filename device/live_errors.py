@@ -33,10 +33,11 @@ def describe_failure(exc: BaseException) -> str:
     """One line an owner can act on: which layer failed, never the key."""
     if isinstance(exc, errors.APIError):
         code = exc.code
+        reason = close_reason(exc)
         hint = _CLOSE_HINTS.get(code, "the connection closed")
-        if code == 1008 and "key" in str(exc.message).lower():
+        if code == 1008 and "key" in reason.lower():
             hint = "the service refused the API key"
-        detail = f": {exc.message}" if exc.message else ""
+        detail = f": {reason}" if reason else ""
         return f"{hint} (close code {code}{detail})"
     if isinstance(exc, ConnectionDead):
         return f"no traffic from the Live API: {exc}"
@@ -53,6 +54,13 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, ValueError | AttributeError):
         return f"the service sent a message that cannot be decoded ({exc})"
     return f"{type(exc).__name__}: {exc}"
+
+
+def close_reason(exc: errors.APIError) -> str:
+    """The service's words: the SDK keeps a close frame's reason in `details`."""
+    if exc.message:
+        return str(exc.message)
+    return exc.details if isinstance(exc.details, str) else ""
 
 
 def is_refusal(exc: BaseException) -> bool:

@@ -180,10 +180,6 @@ def send_text(text: str) -> Action:
     return Action("send_text", text)
 
 
-def report_error(reason: str) -> Action:
-    return Action("report_error", reason)
-
-
 def start_timer(name: Timer) -> Action:
     return Action("start_timer", name)
 
@@ -204,13 +200,14 @@ class Machine:
     reply_done: bool = False  # turnComplete seen, the speaker may still be playing
     faults: frozenset[str] = frozenset()  # audio devices that are missing or failing
     ending: bool = False  # hang up once the reply in progress is over
+    error: str = ""  # what the error state is about, in words
 
     def to(self, state: State, **changes: bool) -> Machine:
         return replace(self, state=state, **changes)
 
-    def reset(self, state: State = State.IDLE) -> Machine:
+    def reset(self, state: State = State.IDLE, error: str = "") -> Machine:
         """No session and nothing in progress; only the mode and the faults remain."""
-        return Machine(mode=self.mode, state=state, faults=self.faults)
+        return Machine(mode=self.mode, state=state, faults=self.faults, error=error)
 
 
 Step = tuple[Machine, list[Action]]
@@ -225,7 +222,7 @@ def step(m: Machine, event: Event) -> Step:
         case DeviceRecovered(device):
             faults = m.faults - {device}
             if not faults and m.state is State.ERROR:
-                return replace(m, faults=faults).reset(), [report_error("")]
+                return replace(m, faults=faults).reset(), []
             return replace(m, faults=faults), []
         case Pressed() | TextTurn() if m.faults:
             return m, [earcon("error")]
@@ -319,7 +316,7 @@ def step(m: Machine, event: Event) -> Step:
         case Timeout(Timer.SILENCE) if not ptt and m.state is State.LISTENING:
             return _hang_up(m)
         case Timeout(Timer.ERROR) if m.state is State.ERROR and not m.faults:
-            return m.to(State.IDLE), []
+            return replace(m, state=State.IDLE, error=""), []
         case Timeout():
             return m, []
     raise TypeError(f"not an event: {event!r}")
@@ -376,15 +373,15 @@ def _hang_up(m: Machine) -> Step:
 
 def _fail(m: Machine, reason: str) -> Step:
     """The session failed: end it, show the error a while, then idle (the next press retries)."""
-    actions = [*_END_SESSION, earcon("error"), start_timer(Timer.ERROR), report_error(reason)]
-    return m.reset(State.ERROR), actions
+    actions = [*_END_SESSION, earcon("error"), start_timer(Timer.ERROR)]
+    return m.reset(State.ERROR, error=reason), actions
 
 
 def _device_failed(m: Machine, device: str, reason: str) -> Step:
     """An audio device is gone: no conversation is possible until it is back."""
     actions = [*_END_SESSION, earcon("error")] if m.session_open else [earcon("error")]
-    failed = replace(m, faults=m.faults | {device}).reset(State.ERROR)
-    return failed, [*actions, cancel_timer(Timer.ERROR), report_error(f"{device}: {reason}")]
+    failed = replace(m, faults=m.faults | {device}).reset(State.ERROR, f"{device}: {reason}")
+    return failed, [*actions, cancel_timer(Timer.ERROR)]
 
 
 _END_SESSION = (

@@ -85,11 +85,11 @@ def test_connect_failure_shows_error_then_idle_and_next_press_retries() -> None:
     m, seen, actions = run(Machine(), s.Pressed(), s.ConnectFailed("TCP: connection refused"))
     assert seen == [State.CONNECTING, State.ERROR]
     assert "earcon:error" in names(actions)
-    assert "report_error:TCP: connection refused" in names(actions)
+    assert m.error == "TCP: connection refused"
     assert "drop_outbox" in names(actions)
     assert not m.session_open
     m, seen, _ = run(m, s.Timeout(s.Timer.ERROR))
-    assert seen == [State.IDLE]
+    assert seen == [State.IDLE] and m.error == ""
     m, seen, actions = run(m, s.Pressed())
     assert seen == [State.CONNECTING] and "open_session" in names(actions)
 
