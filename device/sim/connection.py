@@ -384,6 +384,7 @@ class LiveConnection:
             await self._content("transcription_in", {"inputTranscription": {"text": heard.text}})
         if opts.resumption:
             await self.send("resumption_update", {"sessionResumptionUpdate": {"resumable": False}})
+        await asyncio.sleep(config.think_seconds)
         pcm = reply_audio(turn, config.reply_seconds, OUTPUT_RATE)
         step = chunk_bytes(config.chunk_seconds)
         start = time.monotonic()

@@ -10,6 +10,8 @@ its status, the server's message log, and the speaker recording.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -86,6 +88,26 @@ class Daemon:
 
     def log(self) -> str:
         return "\n".join(line.text for line in list(self.lines))
+
+    def open_connections(self, port: int) -> int:
+        """TCP connections the daemon holds open to `port` (a leak test: at most one)."""
+        pid = self.proc.pid
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        count = 0
+        for table in ("tcp", "tcp6"):
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+            for line in lines:
+                fields = line.split()
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                established = fields[3] == "01"
+                if established and remote_port == port and fields[9] in inodes:
+                    count += 1
+        return count
 
     def terminate(self, timeout: float = 5.0) -> float:
         """SIGTERM; returns seconds until the process had exited."""

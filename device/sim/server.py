@@ -48,6 +48,7 @@ class ServerConfig:
     pace: float = 1.0  # reply speed: 1 = real time, 0 = as fast as possible
     reply_seconds: float = 1.2
     chunk_seconds: float = 0.2
+    think_seconds: float = 0.0  # between the end of the user's turn and the first reply audio
     setup_delay: float = 0.0
     refuse_setup: tuple[int, str] | None = None  # close every setup with (code, reason)
     # The service's clock for lifetimes and limits: 60 makes a 10-minute connection 10 s.

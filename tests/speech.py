@@ -1,0 +1,88 @@
+"""What the rig tests say into the microphone and how they check what came out."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from device.audio import pcm
+from device.sim.loopback import PulseLoopback
+from device.sim.rig import Daemon
+from device.sim.voice import tone_frequency
+
+MIC_RATE = 16000
+SPEAKER_RATE = 24000
+
+
+def chirp(seconds: float, rate: int = MIC_RATE, f0: float = 300.0, f1: float = 3000.0) -> bytes:
+    """A sweep: its cross-correlation has one sharp peak, so alignment is unambiguous."""
+    t = np.arange(int(seconds * rate)) / rate
+    phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * seconds))
+    ramp = np.minimum(1.0, np.minimum(t, seconds - t) / 0.005)
+    return pcm.from_float(0.5 * np.sin(phase) * ramp)
+
+
+def assert_received_whole(received: bytes, sent: bytes) -> None:
+    """`sent` appears in `received` from its first sample to its last, with no gap or repeat."""
+    got, want = pcm.to_float(received), pcm.to_float(sent)
+    assert len(got) >= len(want), f"server got {len(got)} samples, less than the {len(want)} played"
+    offset, _ = pcm.find_offset(got, want)
+    assert offset >= 0
+    segment = got[offset : offset + len(want)]
+    assert len(segment) == len(want), "the end of the speech is missing"
+    window = MIC_RATE // 10
+    for start in range(0, len(want) - window + 1, window):
+        a, b = want[start : start + window], segment[start : start + window]
+        corr = float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
+        assert corr > 0.9, f"speech {start / MIC_RATE:.1f} s in differs (correlation {corr:.2f})"
+
+
+def speak_turn(loopback: PulseLoopback, daemon: Daemon, speech: bytes) -> float:
+    """Press, speak, release; returns the time of the press."""
+    pressed = time.monotonic()
+    daemon.ctl("press")
+    loopback.play(speech, MIC_RATE).wait()
+    time.sleep(0.15)  # the tail of the speech through the loopback
+    daemon.ctl("release")
+    return pressed
+
+
+def turns_done(n: int) -> Any:
+    """A `Daemon.wait_until` check: back in idle after turn `n` (counted since start)."""
+    return lambda s: s["state"] == "idle" and bool(s["turns"]) and s["turns"][-1]["turn"] >= n
+
+
+def between(kinds_and_entries: list[Any], first: str, last: str) -> bytes:
+    """Audio the server received after the first `first` and before the first `last` after it."""
+    out, inside = [], False
+    for e in kinds_and_entries:
+        if e.direction != "in":
+            continue
+        if e.kind == first and not inside:
+            inside = True
+        elif e.kind == last and inside:
+            break
+        elif e.kind == "audio" and inside:
+            out.append(e.data)
+    return b"".join(out)
+
+
+def reply_heard(recording: bytes, turn: int, seconds: float) -> None:
+    """The loopback speaker played reply `turn`: its pitch, for about its length."""
+    samples = pcm.to_float(recording)
+    loud = np.abs(samples) > pcm.db_to_amplitude(-30)
+    assert loud.any(), "nothing reached the speaker"
+    frame = SPEAKER_RATE // 50
+    frames = [recording[i * 2 : (i + frame) * 2] for i in range(0, len(samples) - frame, frame)]
+    freq = tone_frequency(turn)
+    tone_frames = [
+        f
+        for f in frames
+        if pcm.rms_dbfs(f) > -30 and abs(pcm.dominant_frequency(f, SPEAKER_RATE) - freq) < 60
+    ]
+    heard_s = len(tone_frames) * frame / SPEAKER_RATE
+    assert abs(heard_s - seconds) < 0.15, (
+        f"heard {heard_s:.2f} s of the {freq} Hz reply, sent {seconds}"
+    )

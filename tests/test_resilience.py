@@ -1,0 +1,457 @@
+"""Faults on the wire and in the box: the real daemon keeps talking, or says clearly why not.
+
+Every test runs the daemon as the service does, against the local server's fault
+injection and the loopback audio, and ends by checking what an owner would
+check: the device is back in idle (or the conversation goes on), the journal
+has no traceback, no task was left behind, and no socket leaked.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import string
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from google.genai import types
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from speech import (
+    MIC_RATE,
+    SPEAKER_RATE,
+    assert_received_whole,
+    between,
+    chirp,
+    reply_heard,
+    speak_turn,
+    turns_done,
+)
+
+from device.sim.log import Entry
+from device.sim.loopback import PulseLoopback
+from device.sim.rig import Daemon
+from device.sim.server import ServerThread
+
+# Short bounds so that faults are noticed in test time; the defaults are for the field.
+RESILIENT = {
+    "live": {"keepalive_s": 1, "dead_after_s": 4, "reconnect_for_s": 15, "connect_timeout_s": 2},
+    "conversation": {"error_display_s": 1},
+}
+
+
+def merged(*extra: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {k: dict(v) for k, v in RESILIENT.items()}
+    for more in extra:
+        for section, values in more.items():
+            out.setdefault(section, {}).update(values)
+    return out
+
+
+def after(entries: list[Entry], t: float) -> list[Entry]:
+    return [e for e in entries if e.t >= t]
+
+
+def one_turn(loopback: PulseLoopback, daemon: Daemon, n: int, seconds: float = 0.4) -> float:
+    pressed = speak_turn(loopback, daemon, chirp(seconds))
+    daemon.wait_until(turns_done(n), 20, f"turn {n} to end")
+    return pressed
+
+
+def assert_clean(daemon: Daemon, server: ServerThread) -> None:
+    """No traceback, nothing leaked while running, and a clean exit with no task left."""
+    assert daemon.open_connections(_port(server)) <= 1, "a connection to the service leaked"
+    took = daemon.terminate()
+    log = daemon.log()
+    for bad in ("Traceback", "never retrieved", "left behind", "was destroyed"):
+        assert bad not in log, f"{bad!r} in the daemon's log:\n{log}"
+    assert daemon.proc.returncode == 0
+    assert took < 2.0
+
+
+def _port(server: ServerThread) -> int:
+    assert server.server is not None
+    return server.server.port
+
+
+def handle_in_setup(entry_setup: dict[str, Any] | None) -> str | None:
+    resumption = (entry_setup or {}).get("sessionResumption") or {}
+    return resumption.get("handle")
+
+
+# ---- goAway --------------------------------------------------------------------------------
+
+
+def test_go_away_mid_speech_switches_at_once_and_no_audio_is_lost_or_repeated(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(RESILIENT, reply_seconds=0.3)
+    one_turn(loopback, daemon, 1)  # so that there is a handle to resume with
+    speech = chirp(2.0)
+    pressed = time.monotonic()
+    daemon.ctl("press")
+    player = loopback.play(speech, MIC_RATE)
+    time.sleep(0.8)
+    server.call(server.server.send_go_away, "0.5s")  # too little time to wait for quiet
+    player.wait()
+    time.sleep(0.15)
+    daemon.ctl("release")
+    status = daemon.wait_until(turns_done(2), 20, "the turn across the switch to end")
+
+    _, second = server.log.connections()
+    assert handle_in_setup(second.setup), "the new connection resumed the session"
+    entries = after(server.log.entries(), pressed)
+    assert_received_whole(between(entries, "activity_start", "activity_end"), speech)
+    assert server.log.kinds(conn=second.id, direction="in")[:2] == ["setup", "activity_start"]
+    assert "error" not in status["leds"]
+    assert_clean(daemon, server)
+
+
+def test_go_away_with_time_to_spare_waits_for_the_turn_and_resumes_with_the_newest_handle(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(RESILIENT, reply_seconds=0.3)
+    one_turn(loopback, daemon, 1)
+    speech = chirp(1.5)
+    daemon.ctl("press")
+    player = loopback.play(speech, MIC_RATE)
+    time.sleep(0.5)
+    server.call(server.server.send_go_away, "20s")
+    player.wait()
+    time.sleep(0.15)
+    daemon.ctl("release")
+    daemon.wait_until(turns_done(2), 20, "the turn")
+    server.wait_for(lambda: len(server.log.connections()) == 2, 10)
+
+    first, second = server.log.connections()
+    first_in = server.log.entries(conn=first.id)
+    turn_done = max(e.t for e in first_in if e.kind == "turn_complete")
+    assert second.opened > turn_done, "the switch waited for the reply"
+    assert "activity_end" in [e.kind for e in first_in if e.direction == "in"]
+    newest = [
+        (e.raw or {})["sessionResumptionUpdate"].get("newHandle")
+        for e in first_in
+        if e.kind == "resumption_update"
+    ]
+    assert handle_in_setup(second.setup) == [h for h in newest if h][-1]
+    server.wait_for(lambda: first.closed is not None, 5)
+    assert first.close_code == 1000, "the old connection was closed normally, by the device"
+    one_turn(loopback, daemon, 3)
+    assert len(server.log.connections()) == 2
+    assert_clean(daemon, server)
+
+
+def test_go_away_mid_reply_lets_the_reply_finish_then_the_session_continues(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(merged({"audio": {"earcons": False}}), reply_seconds=2.0)
+    one_turn(loopback, daemon, 1, seconds=0.3)  # 2 s reply: turn 1
+    recorder = loopback.record(SPEAKER_RATE)
+    recorder.wait_started()
+    speak_turn(loopback, daemon, chirp(0.3))
+    daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply")
+    server.call(server.server.send_go_away, "20s")
+    daemon.wait_until(turns_done(2), 20, "the reply to finish")
+    time.sleep(0.3)
+    reply_heard(recorder.stop(), turn=2, seconds=2.0)
+    server.wait_for(lambda: len(server.log.connections()) == 2, 10)
+    recorder = loopback.record(SPEAKER_RATE)
+    recorder.wait_started()
+    one_turn(loopback, daemon, 3, seconds=0.3)
+    time.sleep(0.3)
+    reply_heard(recorder.stop(), turn=3, seconds=2.0)  # turn 3 of the same session
+    assert_clean(daemon, server)
+
+
+# ---- connections that end badly --------------------------------------------------------------
+
+
+def test_close_1011_while_thinking_ends_the_turn_cleanly_and_the_next_press_works(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(RESILIENT, reply_seconds=0.3, think_seconds=3.0)
+    one_turn(loopback, daemon, 1)
+    speak_turn(loopback, daemon, chirp(0.4))
+    daemon.wait_until(lambda s: s["state"] == "thinking", 10, "thinking")
+    server.call(server.server.close_all, 1011, "Internal error")
+    status = daemon.wait_until(lambda s: s["state"] == "idle" and s["connected"], 15, "back")
+    assert status["session_open"], "the session lives on over a new connection"
+    assert status["leds"][-2:] == ["thinking", "idle"], "never left hanging in thinking"
+    server.call(setattr, server.server.config, "think_seconds", 0.0)
+    one_turn(loopback, daemon, 3)
+    assert len(server.log.connections()) == 2
+    assert_clean(daemon, server)
+
+
+def test_close_1011_mid_reply_plays_what_arrived_and_resumes(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(RESILIENT, reply_seconds=3.0)
+    one_turn(loopback, daemon, 1, seconds=0.3)
+    speak_turn(loopback, daemon, chirp(0.3))
+    daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply")
+    server.call(server.server.close_all, 1011, "Internal error")
+    daemon.wait_until(lambda s: s["state"] == "idle" and s["connected"], 15, "back in idle")
+    second = server.log.connections()[1]
+    assert handle_in_setup(second.setup)
+    assert "connection lost" in daemon.log() and "close code 1011" in daemon.log()
+    assert_clean(daemon, server)
+
+
+def test_a_dropped_tcp_connection_is_resumed_and_the_history_kept(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(merged({"audio": {"earcons": False}}), reply_seconds=0.5)
+    one_turn(loopback, daemon, 1)
+    server.call(server.server.drop)
+    daemon.wait_until(lambda s: s["connections"] == 2 and s["connected"], 15, "reconnected")
+    recorder = loopback.record(SPEAKER_RATE)
+    recorder.wait_started()
+    one_turn(loopback, daemon, 2)
+    time.sleep(0.3)
+    reply_heard(recorder.stop(), turn=2, seconds=0.5)  # the server's turn 2: history kept
+    assert_clean(daemon, server)
+
+
+def test_a_30_second_stall_is_detected_and_a_new_session_takes_over(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(RESILIENT, reply_seconds=0.3)
+    one_turn(loopback, daemon, 1)
+    stalled = time.monotonic()
+    server.call(server.server.stall, 30.0)
+    status = daemon.wait_until(
+        lambda s: s["connected"] and s["connections"] >= 2, 20, "a new connection"
+    )
+    assert time.monotonic() - stalled < 20
+    log = daemon.log()
+    assert "no traffic from the Live API" in log
+    # The stalled connection still holds the session at the server (1011 on resume):
+    # after a few refusals the device starts a new session rather than wait 30 s.
+    assert "starting a new one" in log
+    assert status["state"] == "idle" and status["session_open"]
+    one_turn(loopback, daemon, 2)
+    assert_clean(daemon, server)
+
+
+# ---- no service at the press -----------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def blackhole() -> Iterator[int]:
+    """A port that accepts TCP connections and never says a word (no TLS handshake)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield sock.getsockname()[1]
+
+
+def _press_shows_error(daemon: Daemon, within: float) -> dict[str, Any]:
+    pressed = time.monotonic()
+    daemon.ctl("press")
+    status = daemon.wait_until(lambda s: s["leds"][-1] == "error", within + 3, "the error pattern")
+    assert time.monotonic() - pressed < within + 1.0
+    daemon.ctl("release")
+    return status
+
+
+@pytest.mark.parametrize("where", ["refused", "blackholed"])
+def test_no_service_at_the_press_shows_an_error_in_bounded_time_and_the_next_press_retries(
+    loopback: PulseLoopback, make_rig: Any, blackhole: int, where: str
+) -> None:
+    port = _closed_port() if where == "refused" else blackhole
+    server, daemon = make_rig(merged({"live": {"base_url": f"https://127.0.0.1:{port}"}}))
+    status = _press_shows_error(daemon, within=2.0)
+    expected = "TCP: connection refused" if where == "refused" else "no answer from the Live API"
+    assert expected in status["status"]
+    daemon.wait_until(lambda s: s["state"] == "idle", 5, "idle after the error")
+    time.sleep(2.0)  # idle: no retries on its own
+    assert daemon.log().count("cannot connect") == 1
+    _press_shows_error(daemon, within=2.0)
+    assert daemon.log().count("cannot connect") == 2
+    assert_clean(daemon, server)
+
+
+def test_a_rejected_key_is_an_error_naming_the_key_and_is_not_retried(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(RESILIENT, api_keys={"some-other-key"})
+    status = _press_shows_error(daemon, within=2.0)
+    assert "refused the API key" in status["status"]
+    assert "close code 1008" in daemon.log()
+    time.sleep(2.0)
+    assert len(server.log.connections()) == 1, "no retries until the next press"
+    assert_clean(daemon, server)
+
+
+def test_a_refused_setup_is_an_error_naming_the_setting(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    reason = "Invalid argument: speech_config is not supported by this model."
+    server, daemon = make_rig(RESILIENT, refuse_setup=(1007, reason))
+    status = _press_shows_error(daemon, within=2.0)
+    assert "refused as invalid" in status["status"] and "speech_config" in status["status"]
+    time.sleep(1.5)
+    assert len(server.log.connections()) == 1
+    assert_clean(daemon, server)
+
+
+# ---- what the service sends ----------------------------------------------------------------
+
+
+
+def _camel_fields(model: Any) -> set[str]:
+    """The wire names (camelCase) of a message type the SDK knows."""
+    return {"".join(w.title() if i else w for i, w in enumerate(name.split("_")))
+            for name in model.model_fields}
+
+
+KNOWN = _camel_fields(types.LiveServerMessage)
+KNOWN_CONTENT = _camel_fields(types.LiveServerContent)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=3),
+    max_leaves=8,
+)
+_names = st.text(alphabet=string.ascii_letters, min_size=3, max_size=16)
+unknown_messages = st.builds(
+    lambda name, body: json.dumps({name: body}).encode(),
+    _names.filter(lambda n: n not in KNOWN),
+    _json,
+)
+unknown_fields = st.builds(
+    lambda name, body: json.dumps({"serverContent": {name: body}}).encode(),
+    _names.filter(lambda n: n not in KNOWN_CONTENT),
+    _json,
+)
+junk = st.binary(min_size=1, max_size=64).filter(lambda b: not b.strip().startswith(b"{"))
+
+
+@pytest.fixture
+def served(loopback: PulseLoopback, make_rig: Any) -> tuple[ServerThread, Daemon]:
+    server, daemon = make_rig(RESILIENT, reply_seconds=0.2)
+    one_turn(loopback, daemon, 1, seconds=0.3)
+    return server, daemon
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frame=st.one_of(unknown_messages, unknown_fields, junk))
+def test_unknown_messages_are_ignored_and_junk_ends_only_the_connection(
+    served: tuple[ServerThread, Daemon], frame: bytes
+) -> None:
+    server, daemon = served
+    before = daemon.status()["connections"]
+    server.call(server.server.send_raw, frame, server.server.connection().id)
+    settled: Callable[[dict[str, Any]], bool] = lambda s: (  # noqa: E731
+        s["connected"] and s["state"] == "idle" and s["session_open"]
+    )
+    time.sleep(0.05)
+    status = daemon.wait_until(settled, 10, "the device to settle")
+    if frame.startswith(b"{"):
+        assert status["connections"] == before, "a readable message must not end the connection"
+    assert "Traceback" not in daemon.log()
+
+
+def test_after_junk_and_unknown_messages_a_turn_still_works(
+    loopback: PulseLoopback, served: tuple[ServerThread, Daemon]
+) -> None:
+    server, daemon = served
+    for frame in (b'{"brandNew": {"x": 1}}', b"\xff\xfe not json", b'{"serverContent": {"z": 2}}'):
+        server.call(server.server.send_raw, frame, server.server.connection().id)
+        time.sleep(0.3)
+        daemon.wait_until(lambda s: s["connected"], 10, "connected")
+    one_turn(loopback, daemon, 2, seconds=0.3)
+    assert daemon.status()["connections"] == 2, "only the junk frame ended a connection"
+    assert_clean(daemon, server)
+
+
+# ---- long sessions ---------------------------------------------------------------------------
+
+
+def _talk_for(loopback: PulseLoopback, daemon: Daemon, seconds: float) -> int:
+    """Push-to-talk turns back to back for `seconds`; returns how many completed."""
+    turns = daemon.status()["turns"]
+    done, end = (turns[-1]["turn"] if turns else 0), time.monotonic() + seconds
+    while time.monotonic() < end:
+        done += 1
+        one_turn(loopback, daemon, done, seconds=0.3)
+    return done
+
+
+def test_a_20_minute_session_with_compression_lives_through_two_connection_lifetimes(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    # The server's clock runs 120 times faster: 20 service minutes in 10 s.
+    server, daemon = make_rig(
+        RESILIENT, reply_seconds=0.2, time_scale=120, connection_lifetime_s=600,
+        go_away_before_s=60, session_limits=True,
+    )
+    turns = _talk_for(loopback, daemon, 11.0)
+    connections = server.log.connections()
+    assert len(connections) >= 3, "two goAways, two switches"
+    assert all(handle_in_setup(c.setup) for c in connections[1:]), "every switch resumed"
+    assert "starting a new one" not in daemon.log()
+    assert "error" not in daemon.status()["leds"]
+    assert turns >= 5
+    assert_clean(daemon, server)
+
+
+def test_without_compression_the_service_cuts_the_session_and_a_new_one_starts(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(
+        merged({"live": {"compression": False}}), reply_seconds=0.2, time_scale=120,
+        session_limits=True,
+    )
+    _talk_for(loopback, daemon, 9.0)  # past 15 service minutes
+    assert "Deadline expired" in daemon.log()
+    assert "starting a new one" in daemon.log(), "the expired session could not be resumed"
+    one_turn(loopback, daemon, daemon.status()["turns"][-1]["turn"] + 1, seconds=0.3)
+    assert_clean(daemon, server)
+
+
+# ---- the box's own hardware ---------------------------------------------------------------------
+
+
+def test_an_audio_device_that_disappears_is_an_error_until_it_comes_back(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(merged({"audio": {"reopen_s": 1}}), reply_seconds=0.3)
+    one_turn(loopback, daemon, 1)
+    loopback.unload_sink("mic")
+    loopback.unload_sink("speaker")
+    try:
+        status = daemon.wait_until(
+            lambda s: s["state"] == "error" and len(s["faults"]) == 2, 10, "both devices lost"
+        )
+        assert status["faults"] == ["microphone", "speaker"]
+        assert "microphone" in status["status"] or "speaker" in status["status"]
+        daemon.ctl("press")  # a press while the microphone is gone changes nothing
+        time.sleep(0.5)
+        assert daemon.status()["state"] == "error"
+        daemon.ctl("release")
+    finally:
+        loopback.load_sinks("mic", "speaker")
+    daemon.wait_until(lambda s: s["state"] == "idle" and not s["faults"], 15, "recovery")
+    recorder = loopback.record(SPEAKER_RATE)
+    recorder.wait_started()
+    speech = chirp(0.8)
+    pressed = speak_turn(loopback, daemon, speech)
+    daemon.wait_until(turns_done(2), 20, "a turn after recovery")
+    time.sleep(0.3)
+    assert_received_whole(
+        between(after(server.log.entries(), pressed), "activity_start", "activity_end"), speech
+    )
+    # The fault ended the session: this reply is the first of a new one, on the reopened speaker.
+    reply_heard(recorder.stop(), turn=1, seconds=0.3)
+    assert_clean(daemon, server)
