@@ -72,6 +72,16 @@ async def test_device_at_48k_is_resampled_to_16k(loopback: PulseLoopback) -> Non
     _check_sequence(_check_chunks(capture, chunks))
 
 
+async def test_a_device_without_mono_is_recorded_in_stereo_and_its_first_channel_kept(
+    loopback: PulseLoopback,
+) -> None:
+    capture, chunks = await _capture_while_playing(
+        loopback, _tone_sequence(48000), 48000, device_rate=48000, channels=2
+    )
+    assert capture.channels == 2
+    _check_sequence(_check_chunks(capture, chunks))
+
+
 async def test_device_chosen_by_name(loopback: PulseLoopback) -> None:
     capture, chunks = await _capture_while_playing(
         loopback, _tone_sequence(16000), 16000, device="PULSE"

@@ -10,8 +10,11 @@ import pytest
 from device.audio.devices import (
     RATES,
     AudioDeviceError,
+    DeviceInfo,
+    StreamFormat,
     choose_device,
     list_devices,
+    pick_format,
     print_devices,
     rate_support,
     select_devices,
@@ -111,3 +114,31 @@ def test_print_devices_says_which_configured_device_is_missing(loopback: object)
         "output: no output device matches 'USB speaker': set [audio] output_device "
         "to a name or index above" in out.getvalue()
     )
+
+
+class StereoOnly:
+    """PortAudio as a WM8960's raw hw: device answers: stereo only, 48 kHz only."""
+
+    def is_format_supported(self, rate: int, **kwargs: int) -> bool:
+        channels = kwargs.get("input_channels") or kwargs.get("output_channels")
+        if channels != 2 or rate != 48000:
+            raise ValueError("Invalid number of channels")
+        return True
+
+
+def test_a_device_without_mono_is_opened_with_its_own_channels() -> None:
+    hat = DeviceInfo(
+        index=3,
+        name="seeed-2mic-voicecard (hw:1,0)",
+        max_input_channels=2,
+        max_output_channels=2,
+        default_rate=48000,
+    )
+    pa: pyaudio.PyAudio = StereoOnly()  # type: ignore[assignment]
+    assert pick_format(pa, hat, 16000, "input") == StreamFormat(48000, 2)
+    assert pick_format(pa, hat, 24000, "output") == StreamFormat(48000, 2)
+
+
+def test_a_device_with_mono_stays_mono(pa: pyaudio.PyAudio) -> None:
+    pulse = choose_device(pa, "pulse", "input")
+    assert pick_format(pa, pulse, 16000, "input") == StreamFormat(16000, 1)

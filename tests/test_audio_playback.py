@@ -121,13 +121,15 @@ async def test_drained_fires_after_the_last_sample_not_before(
     assert end_of_sound >= drained_at - 0.02  # the last samples were still to be heard
 
 
-async def test_device_at_48k_gets_resampled_audio(loopback: PulseLoopback) -> None:
+@pytest.mark.parametrize("channels", [1, 2])
+async def test_device_at_48k_gets_resampled_audio(loopback: PulseLoopback, channels: int) -> None:
+    """Also on a device that takes no mono (a HAT's raw hw: device): every channel plays it."""
     recorder = loopback.record(RATE, side="speaker")
     await asyncio.to_thread(recorder.wait_started)
-    player = Playback(device_rate=48000)
+    player = Playback(device_rate=48000, channels=channels)
     player.start()
     try:
-        assert player.device_rate == 48000
+        assert (player.device_rate, player.channels) == (48000, channels)
         player.feed(pcm.from_float(pcm.tone(1000, 500, RATE)), last=True)
         await asyncio.wait_for(player.wait_drained(), 5)
         await _settle(player)

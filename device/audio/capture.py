@@ -14,7 +14,7 @@ import numpy as np
 import pyaudio
 import soxr
 
-from device.audio.devices import DeviceSpec, choose_device, pick_rate
+from device.audio.devices import DeviceSpec
 from device.audio.stream import PortAudioStream
 
 log = logging.getLogger(__name__)
@@ -37,22 +37,21 @@ class Capture(PortAudioStream):
         device: DeviceSpec = None,
         chunk_ms: int = 20,
         device_rate: int | None = None,
+        channels: int | None = None,
         on_overflow: Callable[[int], None] | None = None,
     ) -> None:
-        super().__init__(device)
+        super().__init__(device, device_rate, channels)
         self.on_chunk = on_chunk
         self.chunk_ms = chunk_ms
         self.chunk_bytes = RATE * chunk_ms // 1000 * 2
-        self.forced_rate = device_rate
         self.on_overflow = on_overflow
         self.overflows = 0
         self._resampler: soxr.ResampleStream | None = None
         self._pending = bytearray()
 
     def _open(self, pa: pyaudio.PyAudio) -> pyaudio.Stream:
-        info = choose_device(pa, self.device_spec, "input")
-        self.device_name = str(info)
-        self.device_rate = self.forced_rate or pick_rate(pa, info, RATE, "input")
+        info = self._choose(pa, "input", RATE)
+        assert self.device_rate is not None
         self._resampler = (
             soxr.ResampleStream(self.device_rate, RATE, 1, dtype="int16")
             if self.device_rate != RATE
@@ -61,7 +60,7 @@ class Capture(PortAudioStream):
         self._pending.clear()
         return pa.open(
             format=pyaudio.paInt16,
-            channels=1,
+            channels=self.channels,
             rate=self.device_rate,
             input=True,
             input_device_index=info.index,
@@ -70,7 +69,12 @@ class Capture(PortAudioStream):
         )
 
     def _started(self) -> None:
-        log.info("capture started on %s at %d Hz", self.device_name, self.device_rate)
+        log.info(
+            "capture started on %s at %d Hz, %d channel(s)",
+            self.device_name,
+            self.device_rate,
+            self.channels,
+        )
 
     def _callback(
         self, in_data: bytes | None, frame_count: int, time_info: dict, status: int
@@ -84,10 +88,12 @@ class Capture(PortAudioStream):
                 if self.on_overflow is not None:
                     loop.call_soon_threadsafe(self.on_overflow, self.overflows)
             if in_data:
+                samples = np.frombuffer(in_data, dtype=np.int16)
+                if self.channels > 1:  # the first microphone of an interleaved frame
+                    samples = samples[:: self.channels]
                 if self._resampler is not None:
-                    samples = np.frombuffer(in_data, dtype=np.int16)
-                    in_data = self._resampler.resample_chunk(samples).tobytes()
-                self._pending += in_data
+                    samples = self._resampler.resample_chunk(samples)
+                self._pending += samples.tobytes()
             while len(self._pending) >= self.chunk_bytes:
                 chunk = bytes(self._pending[: self.chunk_bytes])
                 del self._pending[: self.chunk_bytes]

@@ -97,12 +97,18 @@ def choose_device(pa: pyaudio.PyAudio, spec: DeviceSpec, direction: Direction) -
     return found[0]
 
 
-def supports_rate(pa: pyaudio.PyAudio, device: DeviceInfo, rate: int, direction: Direction) -> bool:
-    """Whether the device can run mono s16le at ``rate`` in the given direction."""
+def supports_rate(
+    pa: pyaudio.PyAudio, device: DeviceInfo, rate: int, direction: Direction, channels: int = 1
+) -> bool:
+    """Whether the device can run s16le at ``rate`` with ``channels`` in the given direction."""
     kwargs = (
-        {"input_device": device.index, "input_channels": 1, "input_format": pyaudio.paInt16}
+        {"input_device": device.index, "input_channels": channels, "input_format": pyaudio.paInt16}
         if direction == "input"
-        else {"output_device": device.index, "output_channels": 1, "output_format": pyaudio.paInt16}
+        else {
+            "output_device": device.index,
+            "output_channels": channels,
+            "output_format": pyaudio.paInt16,
+        }
     )
     try:
         return bool(pa.is_format_supported(rate, **kwargs))
@@ -110,9 +116,28 @@ def supports_rate(pa: pyaudio.PyAudio, device: DeviceInfo, rate: int, direction:
         return False
 
 
-def pick_rate(pa: pyaudio.PyAudio, device: DeviceInfo, wanted: int, direction: Direction) -> int:
-    """``wanted`` if the device can do it, else the device's own default rate."""
-    return wanted if supports_rate(pa, device, wanted, direction) else device.default_rate
+@dataclass(frozen=True)
+class StreamFormat:
+    rate: int
+    channels: int
+
+
+def pick_format(
+    pa: pyaudio.PyAudio, device: DeviceInfo, wanted: int, direction: Direction
+) -> StreamFormat:
+    """Mono at ``wanted`` if the device can; else at its own rate; else with its own channels.
+
+    Raw ``hw:`` devices of voice HATs take no mono (a WM8960 records only stereo, an
+    AC108 four channels) and ALSA's ``hw`` plugin converts nothing; the streams convert
+    to and from mono themselves. When nothing fits, mono at the device's rate lets
+    PortAudio say what is wrong when the stream opens.
+    """
+    most = device.channels(direction)
+    for channels in dict.fromkeys((1, min(2, most), most)):
+        for rate in (wanted, device.default_rate):
+            if channels > 0 and supports_rate(pa, device, rate, direction, channels):
+                return StreamFormat(rate, channels)
+    return StreamFormat(device.default_rate, 1)
 
 
 #: The rates that matter: the Live API's input and output, and what most cards run at.

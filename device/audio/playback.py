@@ -19,7 +19,7 @@ import numpy as np
 import pyaudio
 import soxr
 
-from device.audio.devices import DeviceSpec, choose_device, pick_rate
+from device.audio.devices import DeviceSpec
 from device.audio.stream import PortAudioStream
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,11 @@ class Playback(PortAudioStream):
         device: DeviceSpec = None,
         period_ms: int = 10,
         device_rate: int | None = None,
+        channels: int | None = None,
         on_underflow: Callable[[int], None] | None = None,
     ) -> None:
-        super().__init__(device)
+        super().__init__(device, device_rate, channels)
         self.period_ms = period_ms
-        self.forced_rate = device_rate
         self.on_underflow = on_underflow
         self.underflows = 0  # PortAudio reported output underflows (not empty buffer)
         self._resampler: soxr.ResampleStream | None = None
@@ -56,13 +56,12 @@ class Playback(PortAudioStream):
     # -- life ------------------------------------------------------------------
 
     def _open(self, pa: pyaudio.PyAudio) -> pyaudio.Stream:
-        info = choose_device(pa, self.device_spec, "output")
-        self.device_name = str(info)
-        self.device_rate = self.forced_rate or pick_rate(pa, info, RATE, "output")
+        info = self._choose(pa, "output", RATE)
+        assert self.device_rate is not None
         self._resampler = self._new_resampler()
         return pa.open(
             format=pyaudio.paInt16,
-            channels=1,
+            channels=self.channels,
             rate=self.device_rate,
             output=True,
             output_device_index=info.index,
@@ -72,9 +71,10 @@ class Playback(PortAudioStream):
 
     def _started(self) -> None:
         log.info(
-            "playback started on %s at %d Hz, output latency %.1f ms",
+            "playback started on %s at %d Hz, %d channel(s), output latency %.1f ms",
             self.device_name,
             self.device_rate,
+            self.channels,
             self.output_latency * 1000,
         )
 
@@ -169,5 +169,8 @@ class Playback(PortAudioStream):
             if notify:
                 loop.call_soon_threadsafe(self._on_drained, generation)
         except RuntimeError:  # the loop is closed: nobody is listening any more
-            return bytes(wanted), pyaudio.paAbort
-        return out + bytes(wanted - len(out)), pyaudio.paContinue
+            return bytes(wanted * self.channels), pyaudio.paAbort
+        out += bytes(wanted - len(out))
+        if self.channels > 1:  # the same sound on every channel of the device
+            out = np.repeat(np.frombuffer(out, dtype=np.int16), self.channels).tobytes()
+        return out, pyaudio.paContinue

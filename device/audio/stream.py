@@ -15,7 +15,7 @@ import time
 
 import pyaudio
 
-from device.audio.devices import DeviceSpec
+from device.audio.devices import DeviceInfo, DeviceSpec, Direction, choose_device, pick_format
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,15 @@ PORTAUDIO_LOCK = threading.Lock()
 class PortAudioStream:
     """Opens nothing until start(); subclasses say how to open their stream in `_open`."""
 
-    def __init__(self, device: DeviceSpec) -> None:
+    def __init__(
+        self, device: DeviceSpec, rate: int | None = None, channels: int | None = None
+    ) -> None:
+        """`rate` and `channels` force a format (tests); by default the device's best fit."""
         self.device_spec = device
         self.device_name = ""
         self.device_rate: int | None = None  # the rate the device really runs at
+        self.channels = 1  # the channels it really runs with (the stream converts to mono)
+        self._forced = (rate, channels)
         self._pa: pyaudio.PyAudio | None = None
         self._stream: pyaudio.Stream | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -70,6 +75,15 @@ class PortAudioStream:
 
     def _open(self, pa: pyaudio.PyAudio) -> pyaudio.Stream:
         raise NotImplementedError
+
+    def _choose(self, pa: pyaudio.PyAudio, direction: Direction, wanted_rate: int) -> DeviceInfo:
+        """The configured device and the format to run it in."""
+        info = choose_device(pa, self.device_spec, direction)
+        rate, channels = self._forced
+        best = pick_format(pa, info, rate or wanted_rate, direction)
+        self.device_name = str(info)
+        self.device_rate, self.channels = rate or best.rate, channels or best.channels
+        return info
 
     def _started(self) -> None:
         """Say in the journal what was opened."""
