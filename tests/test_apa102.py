@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 
 import pytest
 from gpiozero.pins.mock import MockPin
-from test_leds import STATES, mock_pins, until
+from helpers import mock_pins, until
 
 from device.config import LedsConfig
 from device.hw.apa102 import Apa102, brightness_field, encode
 from device.hw.led_patterns import BLUE, RED, Pattern, Step, dark
 from device.hw.leds import LedAnimator, LedsUnavailable, open_leds
+from device.states import State
 
 START = bytes(4)
 LATCH = bytes(4)
@@ -134,7 +135,7 @@ EXPECTED = {
 
 
 def test_every_state_but_speaking_has_exact_frames_here() -> None:
-    assert set(EXPECTED) == set(STATES) - {"speaking"}  # speaking: the test after
+    assert set(EXPECTED) == {str(s) for s in State} - {"speaking"}  # speaking: the test after
 
 
 @pytest.mark.parametrize("state", sorted(EXPECTED))
@@ -230,8 +231,8 @@ def test_without_spidev_the_error_says_how_to_install_it(monkeypatch: pytest.Mon
 
 @pytest.fixture
 def pins() -> Iterator:
-    with mock_pins(MockPin) as pin:
-        yield pin
+    with mock_pins(MockPin) as factory:
+        yield factory.pin
 
 
 async def test_the_power_pin_is_on_while_open_and_off_after(bus: FakeBus, pins) -> None:

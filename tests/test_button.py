@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import pytest
+from helpers import mock_pins
 
 from device.hw.button import ButtonInput
 
@@ -14,15 +15,8 @@ PIN = 27
 
 @pytest.fixture
 def pin():
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory
-
-    previous = Device.pin_factory
-    factory = MockFactory()
-    Device.pin_factory = factory
-    yield factory.pin(PIN)
-    factory.reset()
-    Device.pin_factory = previous
+    with mock_pins() as factory:
+        yield factory.pin(PIN)
 
 
 class Events:

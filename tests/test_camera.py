@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import simplejpeg
+from helpers import mock_pins, until
 
 from device.config import CameraConfig
 from device.hw.camera import CameraError, CameraFeed, capture_still
@@ -31,14 +32,6 @@ from device.hw.camera_pattern import NumberedBars, read_frame_number
 from device.hw.camera_sources import centred_square_crop, choose_sensor_mode, to_square
 
 RED, GREEN = (200, 30, 30), (30, 200, 30)
-
-
-async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 @dataclass
@@ -188,17 +181,8 @@ async def test_a_disabled_camera_never_starts() -> None:
 
 @pytest.fixture
 def pins() -> Iterator[Callable[[int], Any]]:
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory
-
-    previous = Device.pin_factory
-    factory = MockFactory()
-    Device.pin_factory = factory
-    try:
+    with mock_pins() as factory:
         yield factory.pin
-    finally:
-        factory.reset()
-        Device.pin_factory = previous
 
 
 async def test_the_led_is_lit_exactly_while_the_camera_runs(pins) -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from device import config
 
@@ -135,16 +134,6 @@ def test_missing_key_is_a_clear_error(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, ""))
     with pytest.raises(config.ConfigError, match="no API key"):
         config.require_credentials(cfg)
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "device", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-    )
 
 
 def test_cli_reports_a_bad_file_with_exit_code_2_and_no_traceback(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import mock_pins as pins
 
 from device import config
 from device.audio import pcm
@@ -326,15 +327,10 @@ def test_hardware_the_running_service_holds_is_not_touched(
 
 @pytest.fixture
 def mock_pins() -> Iterator[Any]:
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory, MockPWMPin
+    from gpiozero.pins.mock import MockPWMPin
 
-    previous = Device.pin_factory
-    factory = MockFactory(pin_class=MockPWMPin)
-    Device.pin_factory = factory
-    yield factory
-    factory.reset()
-    Device.pin_factory = previous
+    with pins(MockPWMPin) as factory:
+        yield factory
 
 
 def context(tmp_path: Path, options: Options, **sections: dict[str, Any]) -> Context:

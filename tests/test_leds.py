@@ -6,16 +6,16 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from contextlib import contextmanager
 from itertools import pairwise
 
 import pytest
+from helpers import mock_pins, until
 
 from device.hw.led_patterns import AMBER, PATTERNS, Pattern, Step, scaled
 from device.hw.leds import LedAnimator, NullLeds, OnePixel, make_leds, walk_pixels
+from device.states import State
 
-STATES = ("idle", "connecting", "listening", "thinking", "speaking", "error")
+STATES = tuple(str(s) for s in State)
 
 
 class Recorder(OnePixel):
@@ -146,15 +146,6 @@ def test_patterns_reject_a_chase_they_cannot_play() -> None:
 
 
 # --- the animator, on a recording driver --------------------------------------
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Poll `condition` every 10 ms for up to 5 s: a guard against hangs, not a timing."""
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met within 5 s")
 
 
 async def watch(state: str, frames: int) -> Recorder:
@@ -320,36 +311,20 @@ async def test_a_driver_that_fails_to_close_does_not_stop_shutdown(caplog) -> No
 # --- real gpiozero devices on mock pins ---------------------------------------
 
 
-@contextmanager
-def mock_pins(pin_class):
-    """gpiozero on MockFactory pins for the duration; yields the factory's pin()."""
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory
-
-    previous = Device.pin_factory
-    factory = MockFactory(pin_class=pin_class)
-    Device.pin_factory = factory
-    try:
-        yield factory.pin
-    finally:
-        factory.reset()
-        Device.pin_factory = previous
-
-
 @pytest.fixture
 def pins():
     from gpiozero.pins.mock import MockPWMPin
 
-    with mock_pins(MockPWMPin) as pin:
-        yield pin
+    with mock_pins(MockPWMPin) as factory:
+        yield factory.pin
 
 
 @pytest.fixture
 def onoff_pins():
     from gpiozero.pins.mock import MockPin
 
-    with mock_pins(MockPin) as pin:
-        yield pin
+    with mock_pins(MockPin) as factory:
+        yield factory.pin
 
 
 def states(pins, *numbers: int) -> tuple[float, ...]:
