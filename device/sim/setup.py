@@ -1,12 +1,18 @@
-"""Checking a ``setup`` message the way the service does, and reading its options."""
+"""Checking a ``setup`` message the way the service does, and reading its options.
+
+What each model refuses is kept here, as the service's answers (close code and
+reason), and not read from ``device.models``: the local server is the witness
+the client's own table is tested against, so it must not share that table.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from device.sim.vad import DEFAULT_SILENCE_MS, threshold_for
-from device.sim.wire import INVALID, POLICY, ProtocolError, has, pick
+from device.sim.wire import INTERNAL, INVALID, POLICY, ProtocolError, has, pick
 
 DEFAULT_MODELS = frozenset({
     "gemini-3.8-live",
@@ -14,7 +20,6 @@ DEFAULT_MODELS = frozenset({
     "gemini-2.5-flash-native-audio-preview-12-2025",
     "gemini-live-2.5-flash-native-audio",
 })
-STRICT_MODEL = "gemini-3.8-live"
 
 
 @dataclass(frozen=True)
@@ -40,20 +45,86 @@ def model_name(model: Any) -> str:
     return model.rsplit("models/", 1)[-1]
 
 
+# ---- what a setup asks for ---------------------------------------------------------------
+
+
+def _generation(setup: dict[str, Any]) -> dict[str, Any]:
+    return pick(setup, "generation_config") or {}
+
+
+def asks_for_text(setup: dict[str, Any]) -> bool:
+    """Response modalities other than exactly [AUDIO] (TEXT alone, or TEXT beside AUDIO)."""
+    modalities = pick(_generation(setup), "response_modalities")
+    return modalities is not None and [str(m).upper() for m in modalities] != ["AUDIO"]
+
+
+def sets_thinking(setup: dict[str, Any]) -> bool:
+    return has(_generation(setup), "thinking_config")
+
+
+def sets_affective_dialog(setup: dict[str, Any]) -> bool:
+    """The SDK writes it into generationConfig; raw clients may put it at the top."""
+    return has(_generation(setup), "enable_affective_dialog") or has(
+        setup, "enable_affective_dialog"
+    )
+
+
+def sets_proactivity(setup: dict[str, Any]) -> bool:
+    return has(setup, "proactivity")
+
+
+def turns_proactive_audio_off(setup: dict[str, Any]) -> bool:
+    return pick(pick(setup, "proactivity"), "proactive_audio") is False
+
+
+# ---- what each model refuses ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A setup the model does not take, and how the service closes the connection on it."""
+
+    applies: Callable[[dict[str, Any]], bool]
+    code: int
+    reason: str  # `{model}` is replaced by the model's name
+
+
+#: Native audio models speak only: asking for TEXT replies is closed with 1007 and this
+#: reason (seen on the 2.5 native audio previews: google-gemini/cookbook#793,
+#: livekit/livekit#4103; pipecat-ai/pipecat#4175: every recent Live model takes AUDIO only).
+NO_VOICE_FOR_TEXT = Refusal(
+    asks_for_text, INVALID, "Cannot extract voices from a non-audio request."
+)
+
+REFUSALS: dict[str, tuple[Refusal, ...]] = {
+    # PROTOCOL.md (Models): audio is the only response modality, thinking_config must be
+    # omitted, proactive audio is always on, affective dialog is gone.
+    "gemini-3.8-live": (
+        Refusal(asks_for_text, INVALID, "{model} supports only the AUDIO response modality."),
+        Refusal(sets_thinking, INVALID, "{model} does not accept thinking_config; omit it."),
+        Refusal(sets_affective_dialog, INVALID,
+                "{model} does not support enable_affective_dialog."),
+        Refusal(turns_proactive_audio_off, INVALID,
+                "{model} always uses proactive audio; it cannot be false."),
+    ),
+    # Its model page (ai.google.dev/gemini-api/docs/models/gemini-3.1-flash-live-preview,
+    # "Migrating"): no proactive audio or affective dialog yet, remove their configuration.
+    # TEXT replies end the setup with 1011, not 1007 (googleapis/python-genai#2238).
+    "gemini-3.1-flash-live-preview": (
+        Refusal(asks_for_text, INTERNAL, "Internal error encountered."),
+        Refusal(sets_proactivity, INVALID, "{model} does not support proactive audio."),
+        Refusal(sets_affective_dialog, INVALID, "{model} does not support affective dialog."),
+    ),
+    "gemini-2.5-flash-native-audio-preview-12-2025": (NO_VOICE_FOR_TEXT,),
+    "gemini-live-2.5-flash-native-audio": (NO_VOICE_FOR_TEXT,),
+}
+
+
 def check_model_rules(name: str, setup: dict[str, Any]) -> None:
-    """Enforce the rules of gemini-3.8-live (PROTOCOL.md, Models)."""
-    if name != STRICT_MODEL:
-        return
-    gen = pick(setup, "generation_config") or {}
-    modalities = pick(gen, "response_modalities")
-    if modalities is not None and [str(m).upper() for m in modalities] != ["AUDIO"]:
-        raise ProtocolError(INVALID, f"{name} supports only the AUDIO response modality.")
-    if has(gen, "thinking_config"):
-        raise ProtocolError(INVALID, f"{name} does not accept thinking_config; omit it.")
-    if has(gen, "enable_affective_dialog") or has(setup, "enable_affective_dialog"):
-        raise ProtocolError(INVALID, f"{name} does not support enable_affective_dialog.")
-    if pick(pick(setup, "proactivity"), "proactive_audio") is False:
-        raise ProtocolError(INVALID, f"{name} always uses proactive audio; it cannot be false.")
+    """Close like the service when the setup asks `name` for what it does not do."""
+    for refusal in REFUSALS.get(name, ()):
+        if refusal.applies(setup):
+            raise ProtocolError(refusal.code, refusal.reason.format(model=name))
 
 
 def read_setup(setup: Any, known_models: frozenset[str] | set[str]) -> SessionOptions:
