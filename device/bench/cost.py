@@ -1,0 +1,61 @@
+"""What the daemon costs a small computer: CPU per minute idle and streaming, start-up."""
+
+from __future__ import annotations
+
+import time
+
+from device.audio import pcm
+from device.bench.harness import BenchDaemon, Harness, progress
+from device.bench.markers import marker
+from device.bench.proc import cpu_per_minute
+from device.bench.turns import MIC_RATE, TURN_TIMEOUT_S
+
+SETTLE_S = 2.0  # after a session closes or streaming starts, before counting
+
+
+def idle_cpu(h: Harness, d: BenchDaemon, seconds: float, window_s: float) -> list[float]:
+    """CPU s/min per window while the daemon waits for a press with no session open."""
+    h.wait(h.no_session, TURN_TIMEOUT_S, "the session to close", d)
+    time.sleep(SETTLE_S)
+    progress(f"idle CPU for {seconds:.0f} s")
+    return cpu_per_minute(d.pid, window_s, max(1, round(seconds / window_s)))
+
+
+def streaming_cpu(
+    h: Harness, d: BenchDaemon, seconds: float, window_s: float
+) -> tuple[list[float], dict[str, float]]:
+    """CPU s/min per window while the button is held and noise plays into the microphone.
+
+    Returns the rates and what reached the server meanwhile (audio seconds and
+    video frames per second of the measured time), the proof it streamed.
+    """
+    h.wait(h.no_session, TURN_TIMEOUT_S, "the session to close", d)
+    noise = pcm.from_float(marker(seconds + SETTLE_S + 3, MIC_RATE, level=0.3))
+    player = h.loopback.play(noise, MIC_RATE)
+    try:
+        pressed = d.press()
+        h.wait(lambda: h.first("audio", "in", pressed) is not None, 10, "streaming to start", d)
+        time.sleep(SETTLE_S)
+        progress(f"streaming CPU for {seconds:.0f} s")
+        start = time.monotonic()
+        rates = cpu_per_minute(d.pid, window_s, max(1, round(seconds / window_s)))
+        end = time.monotonic()
+        d.release()
+    finally:
+        player.stop()
+    received = [e for e in h.entries(direction="in") if start <= e.t <= end]
+    audio_s = sum(len(e.data or b"") for e in received if e.kind == "audio") / 2 / MIC_RATE
+    frames = sum(1 for e in received if e.kind == "video")
+    took = end - start
+    return rates, {"audio_s_per_s": audio_s / took, "frames_per_s": frames / took}
+
+
+def start_to_ready(h: Harness, starts: int) -> list[float]:
+    """Seconds from spawning the daemon to READY=1, for `starts` fresh daemons."""
+    results = []
+    for n in range(1, starts + 1):
+        d = h.start()
+        d.stop()
+        results.append(d.ready_s)
+        progress(f"starts {n}/{starts}")
+    return results

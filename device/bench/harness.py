@@ -1,0 +1,177 @@
+"""The benchmark's rig: one loopback, one local server, daemons started as systemd would.
+
+Every daemon runs `python -m device run` through `device.sim.rig`, with a notify
+socket and the unit's watchdog interval in its environment, so it pays for what
+it pays for on a Pi. Waits go through the server's log (no polling of the
+daemon, whose CPU is being measured) and fail with the daemon's log if it dies.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from device.bench.notify import NotifyListener
+from device.bench.proc import memory_mb
+from device.sim.log import Entry
+from device.sim.loopback import PulseLoopback
+from device.sim.rig import Daemon, scratch_dir, start_daemon
+from device.sim.server import ServerThread
+
+#: The unit's WatchdogSec=30s: systemd hands the daemon WATCHDOG_USEC and it pings at half.
+WATCHDOG_USEC = "30000000"
+READY_TIMEOUT_S = 30.0
+#: Settings every benchmark daemon shares: no earcons (the speaker must carry only
+#: the reply, so its onset and end can be timed) and a session that closes 1 s
+#: after a turn, so each press can open a fresh one.
+BASE_SETTINGS: dict[str, dict[str, Any]] = {
+    "audio": {"earcons": False},
+    "conversation": {"idle_timeout_s": 1},
+}
+
+
+class BenchError(RuntimeError):
+    """A measurement could not be made; the message says which and why."""
+
+
+def progress(message: str) -> None:
+    """One line on stderr, so a long run shows where it is."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class BenchDaemon:
+    """A running daemon, its notify socket, and the time from its start to READY."""
+
+    daemon: Daemon
+    notify: NotifyListener
+    workdir: Path
+    ready_s: float
+
+    @property
+    def pid(self) -> int:
+        return self.daemon.proc.pid
+
+    def press(self) -> float:
+        """Press the button through the control socket; returns the time just before."""
+        return self._ctl("press")
+
+    def release(self) -> float:
+        return self._ctl("release")
+
+    def _ctl(self, cmd: str) -> float:
+        t = time.monotonic()
+        reply = self.daemon.ctl(cmd)
+        if not reply.get("ok"):
+            raise BenchError(f"ctl {cmd} refused: {reply}")
+        return t
+
+    def peak_rss_mb(self) -> float:
+        return memory_mb(self.pid)["peak"]
+
+    def stop(self) -> None:
+        try:
+            self.daemon.terminate()
+        finally:
+            self.notify.close()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class Harness:
+    """The loopback and the server the benchmark shares across its phases."""
+
+    def __init__(self, loopback: PulseLoopback, server: ServerThread) -> None:
+        self.loopback = loopback
+        self.server = server
+
+    def start(self, settings: dict[str, dict[str, Any]] | None = None) -> BenchDaemon:
+        """Start a daemon and wait for READY=1 on its notify socket."""
+        merged = {name: dict(table) for name, table in BASE_SETTINGS.items()}
+        for name, table in (settings or {}).items():
+            merged.setdefault(name, {}).update(table)
+        workdir = scratch_dir("bench-")
+        notify = NotifyListener()
+        assert self.server.server is not None
+        daemon = start_daemon(
+            workdir,
+            self.loopback,
+            self.server.server,
+            settings=merged,
+            env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": WATCHDOG_USEC},
+        )
+        try:
+            ready = self._ready(daemon, notify)
+        except BaseException:
+            daemon.terminate()
+            notify.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        return BenchDaemon(daemon, notify, workdir, ready - daemon.started)
+
+    def _ready(self, daemon: Daemon, notify: NotifyListener) -> float:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if daemon.proc.poll() is not None:
+                raise BenchError(f"daemon exited with {daemon.proc.returncode}:\n{daemon.log()}")
+            try:
+                return notify.wait_ready(0.2)
+            except TimeoutError:
+                continue
+        raise BenchError(f"no READY=1 within {READY_TIMEOUT_S:.0f} s:\n{daemon.log()}")
+
+    # -- the server ----------------------------------------------------------------
+
+    def configure(self, **knobs: Any) -> None:
+        """Change the server's behaviour (setup delay, reply length, ...) on its loop."""
+        sim = self.server.server
+        assert sim is not None
+
+        def apply() -> None:
+            for name, value in knobs.items():
+                setattr(sim.config, name, value)
+
+        self.server.call(apply)
+
+    def entries(self, conn: int | None = None, direction: str | None = None) -> list[Entry]:
+        return self.server.log.entries(conn, direction)
+
+    def connection_count(self) -> int:
+        return len(self.server.log.connections())
+
+    def no_session(self) -> bool:
+        return all(c.closed is not None for c in self.server.log.connections())
+
+    def wait(
+        self, check: Callable[[], bool], timeout: float, what: str, daemon: BenchDaemon
+    ) -> None:
+        """Wait for a condition on the server's log; BenchError if the daemon dies or it
+        never holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if daemon.daemon.proc.poll() is not None:
+                raise BenchError(
+                    f"daemon exited with {daemon.daemon.proc.returncode} waiting for {what}:\n"
+                    f"{daemon.daemon.log()}"
+                )
+            try:
+                self.server.wait_for(check, min(0.5, max(0.0, deadline - time.monotonic())))
+                return
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    tail = "\n".join(daemon.daemon.log().splitlines()[-20:])
+                    raise BenchError(
+                        f"timed out after {timeout:.0f} s waiting for {what}:\n{tail}"
+                    ) from None
+
+    def first(
+        self, kind: str, direction: str, after: float, conn: int | None = None
+    ) -> Entry | None:
+        """The first logged message of `kind` going `direction` at or after `after`."""
+        return next(
+            (e for e in self.entries(conn, direction) if e.kind == kind and e.t >= after), None
+        )

@@ -1,0 +1,87 @@
+"""The benchmark's output: one table for people, one JSON file for comparing runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from device.bench.figures import Figure
+
+COLUMNS = ("figure", "n", "median", "p95", "max", "unit", "target", "met")
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on, and how busy it was."""
+    return {
+        "cpus": os.cpu_count(),
+        "processor": _cpu_model(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def results(figures: list[Figure], before: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+    """The JSON document: when, where, with which plan, and every figure's summary."""
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {**before, "loadavg_after": machine()["loadavg"]},
+        "plan": plan,
+        "figures": {f.key: f.summary() for f in figures},
+    }
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def _number(value: float) -> str:
+    return f"{value:.1f}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def table(figures: list[Figure]) -> str:
+    """The figures as aligned columns, then each figure's method and note."""
+    rows = [COLUMNS]
+    for f in figures:
+        met = "" if f.met is None else ("yes" if f.met else "MISSED")
+        rows.append(
+            (
+                f.title,
+                str(len(f.samples)),
+                _number(f.median),
+                _number(f.p95),
+                _number(f.max),
+                f.unit,
+                f.target,
+                met,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    numeric = {1, 2, 3, 4}
+    lines = [
+        "  ".join(
+            cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("")
+    lines.append("How each figure was measured (met: the p95 is within the target):")
+    for f in figures:
+        lines.append(f"- {f.title}: {f.method}")
+        if f.note:
+            lines.append(f"  {f.note}")
+    return "\n".join(lines)

@@ -1,0 +1,160 @@
+"""The benchmark: its arithmetic, its meters, and a smoke run that keeps it working.
+
+No figure is compared with a target here: speed is what the benchmark reports,
+not what a test asserts. The smoke run checks that every figure is measured and
+explained.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device.bench.figures import median, nearest_rank
+from device.bench.markers import locate, marker, missing_ms
+from device.bench.proc import ProcessGone, cpu_seconds, memory_mb
+
+RATE = 16000
+FIGURES = {
+    "press_to_first_bytes",
+    "press_to_setup_complete",
+    "setup_complete_to_first_bytes",
+    "speech_lost_at_press",
+    "release_to_activity_end",
+    "loopback_latency",
+    "reply_to_sound",
+    "barge_in",
+    "cpu_idle",
+    "cpu_streaming_audio",
+    "cpu_streaming_audio_video",
+    "peak_rss",
+    "rss_growth",
+    "start_to_ready",
+}
+
+
+def test_p95_is_a_measured_value_by_nearest_rank() -> None:
+    assert nearest_rank(list(range(1, 21)), 95) == 19
+    assert nearest_rank(list(range(100, 0, -1)), 95) == 95
+    assert nearest_rank([7.5], 95) == 7.5
+    assert median([3, 1, 2]) == 2
+    assert median([4, 1, 3, 2]) == 2.5
+    with pytest.raises(ValueError):
+        nearest_rank([], 95)
+
+
+def _embed(sound: np.ndarray, before: int, after: int) -> np.ndarray:
+    return np.concatenate([np.zeros(before), sound, np.zeros(after)])
+
+
+def test_a_marker_that_arrived_whole_loses_nothing_even_with_noise() -> None:
+    sound = marker(0.6, RATE)
+    noise = np.random.default_rng(3).normal(0, 0.01, sound.size + 3000)
+    received = _embed(sound, 1234, 1766) + noise
+    assert locate(received, sound) == 1234
+    assert missing_ms(received, sound, RATE) == (0.0, [])
+
+
+def test_a_cut_onset_is_counted_in_milliseconds() -> None:
+    sound = marker(0.6, RATE)
+    cut = RATE * 50 // 1000  # the first 50 ms never arrived
+    received = _embed(sound[cut:], 0, 800)
+    assert locate(received, sound) == -cut
+    assert missing_ms(received, sound, RATE) == (50.0, [0, 10, 20, 30, 40])
+
+
+def test_a_gap_and_a_cut_tail_are_lost_too() -> None:
+    sound = marker(0.6, RATE)
+    damaged = sound.copy()
+    damaged[RATE * 200 // 1000 : RATE * 300 // 1000] = 0  # 100 ms dropped mid-way
+    received = _embed(damaged[: RATE * 570 // 1000], 500, 0)  # and the last 30 ms
+    lost, windows = missing_ms(received, sound, RATE)
+    assert lost == 130.0
+    assert windows == [*range(200, 300, 10), 570, 580, 590]
+
+
+def test_cpu_and_memory_of_another_process_are_read_from_outside() -> None:
+    burner = (
+        "import sys, time\n"
+        "block = bytearray(64 * 2**20)\n"
+        "for i in range(0, len(block), 4096): block[i] = 1\n"
+        "while time.process_time() < 0.3: pass\n"
+        "print('done', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", burner],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "done\n"
+        assert cpu_seconds(child.pid) >= 0.3
+        memory = memory_mb(child.pid)
+        assert memory["peak"] >= 64
+        assert memory["peak"] >= memory["rss"] > 0
+    finally:
+        child.communicate("")
+    with pytest.raises(ProcessGone):
+        memory_mb(child.pid)
+
+
+def test_help_answers_without_loading_the_rig() -> None:
+    probe = "import sys, device.bench.__main__; print('numpy' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
+    usage = subprocess.run(
+        [sys.executable, "-m", "device.bench", "--help"], capture_output=True, text=True
+    )
+    assert usage.returncode == 0
+    for option in ("--turns", "--out", "--quick"):
+        assert option in usage.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "device.bench", "--turns", "0"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2
+    assert "--turns must be at least 1" in bad.stderr
+
+
+@pytest.mark.timeout(300)
+def test_quick_run_reports_every_figure_with_its_method(tmp_path: Path) -> None:
+    out = tmp_path / "results" / "bench.json"
+    started = time.time()
+    result = subprocess.run(
+        [sys.executable, "-m", "device.bench", "--quick", "--turns", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    document = json.loads(out.read_text())
+    figures = document["figures"]
+    assert set(figures) == FIGURES
+    for key, figure in figures.items():
+        assert figure["n"] == len(figure["samples"]) >= 1, key
+        assert figure["median"] <= figure["p95"] <= figure["max"], key
+        assert figure["max"] == max(figure["samples"]), key
+        assert figure["method"].endswith(".") and len(figure["method"].split()) > 8, key
+        assert figure["unit"] in {"ms", "s/min", "MB", "s"}, key
+        assert figure["title"] in result.stdout, key
+        assert figure["method"] in result.stdout, key
+    # Two latency turns each; the streaming phases really streamed.
+    assert figures["press_to_first_bytes"]["n"] == 2
+    assert figures["barge_in"]["n"] == 2
+    assert figures["cpu_streaming_audio"]["details"]["audio_s_per_s"] > 0.5
+    assert figures["cpu_streaming_audio_video"]["details"]["frames_per_s"] > 0
+    assert figures["cpu_streaming_audio"]["details"]["frames_per_s"] == 0
+    assert document["plan"]["turns"] == 2
+    assert document["machine"]["cpus"] >= 1
+    assert time.mktime(time.strptime(document["date"][:19], "%Y-%m-%dT%H:%M:%S")) >= started - 1
+    assert f"wrote {out}" in result.stdout
