@@ -1,8 +1,9 @@
-"""Small helpers the test files share: mock GPIO pins, waiting for a condition, the CLI."""
+"""Small helpers the test files share: mock GPIO pins, waiting, the CLI, a journal stand-in."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import time
@@ -47,3 +48,20 @@ def run_cli(
         timeout=timeout,
         env=env,
     )
+
+
+class Captured:
+    """Stands in for systemd.journal.send: keeps MESSAGE and fields per record."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def __call__(self, message: str, /, **fields: Any) -> None:
+        self.records.append({"MESSAGE": message, **fields})
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on (bound once, then let go)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,4 +1,4 @@
-"""What the rig tests say into the microphone and how they check what came out."""
+"""What the rig tests say into the microphone, and how they check what came out of the daemon."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 from device.audio import pcm
 from device.sim.loopback import PulseLoopback
 from device.sim.rig import Daemon
+from device.sim.server import ServerThread
 from device.sim.voice import tone_frequency
 
 MIC_RATE = 16000
@@ -69,20 +70,39 @@ def between(kinds_and_entries: list[Any], first: str, last: str) -> bytes:
     return b"".join(out)
 
 
-def reply_heard(recording: bytes, turn: int, seconds: float) -> None:
-    """The loopback speaker played reply `turn`: its pitch, for about its length."""
-    samples = pcm.to_float(recording)
-    loud = np.abs(samples) > pcm.db_to_amplitude(-30)
-    assert loud.any(), "nothing reached the speaker"
-    frame = SPEAKER_RATE // 50
-    frames = [recording[i * 2 : (i + frame) * 2] for i in range(0, len(samples) - frame, frame)]
+FRAME_S = 0.02
+
+
+def tone_frames(recording: bytes, turn: int, floor_dbfs: float = -30) -> list[bytes]:
+    """The 20 ms stretches of a speaker recording that carry reply `turn`'s tone."""
+    size = int(SPEAKER_RATE * FRAME_S) * 2
     freq = tone_frequency(turn)
-    tone_frames = [
+    frames = (recording[i : i + size] for i in range(0, len(recording) - size + 1, size))
+    return [
         f
         for f in frames
-        if pcm.rms_dbfs(f) > -30 and abs(pcm.dominant_frequency(f, SPEAKER_RATE) - freq) < 60
+        if pcm.rms_dbfs(f) > floor_dbfs
+        and abs(pcm.dominant_frequency(f, SPEAKER_RATE) - freq) < 60
     ]
-    heard_s = len(tone_frames) * frame / SPEAKER_RATE
+
+
+def reply_heard(recording: bytes, turn: int, seconds: float) -> None:
+    """The loopback speaker played reply `turn`: its pitch, for about its length."""
+    loud = np.abs(pcm.to_float(recording)) > pcm.db_to_amplitude(-30)
+    assert loud.any(), "nothing reached the speaker"
+    heard_s = len(tone_frames(recording, turn)) * FRAME_S
     assert abs(heard_s - seconds) < 0.15, (
-        f"heard {heard_s:.2f} s of the {freq} Hz reply, sent {seconds}"
+        f"heard {heard_s:.2f} s of the {tone_frequency(turn)} Hz reply, sent {seconds}"
     )
+
+
+def assert_clean(daemon: Daemon, server: ServerThread) -> None:
+    """No traceback, nothing leaked while running, and a clean exit with no task left."""
+    assert server.server is not None
+    assert daemon.open_connections(server.server.port) <= 1, "a connection to the service leaked"
+    took = daemon.terminate()
+    log = daemon.log()
+    for bad in ("Traceback", "never retrieved", "left behind", "was destroyed"):
+        assert bad not in log, f"{bad!r} in the daemon's log:\n{log}"
+    assert daemon.proc.returncode == 0
+    assert took < 2.0

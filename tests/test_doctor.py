@@ -13,7 +13,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import closed_port
 from helpers import mock_pins as pins
 
 from device import config
@@ -113,12 +113,6 @@ def square_wave(seconds: float, rate: int = MIC_RATE, hz: float = 500.0) -> byte
     return pcm.from_float(np.sign(np.sin(2 * np.pi * hz * t)))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_a_healthy_box_passes_every_check(
     loopback: PulseLoopback, server: ServerThread, scratch: Path
 ) -> None:
@@ -178,7 +172,7 @@ def test_turn_times_the_first_reply(
 
 
 def test_server_down_fails_at_tcp(loopback: PulseLoopback, server: ServerThread, scratch: Path):
-    cfg = write_config(scratch, f"https://127.0.0.1:{free_port()}")
+    cfg = write_config(scratch, f"https://127.0.0.1:{closed_port()}")
     result = doctor(cfg, child_env(loopback, server), "network")
     assert result.returncode == 1
     line = lines_of(result)["network"]

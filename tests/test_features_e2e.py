@@ -30,12 +30,18 @@ import numpy as np
 import pytest
 from google import genai
 from google.genai import errors, types
-from helpers import run_cli
-from speech import MIC_RATE, SPEAKER_RATE, chirp, reply_heard, speak_turn, turns_done
-from test_live_setup import at, config_for, function_names, instruction, searches
-from test_resilience import assert_clean
-from test_service import Captured
-from test_tools import tool_responses
+from helpers import Captured, run_cli
+from speech import (
+    MIC_RATE,
+    SPEAKER_RATE,
+    assert_clean,
+    chirp,
+    reply_heard,
+    speak_turn,
+    tone_frames,
+    turns_done,
+)
+from wire import at, config_for, function_names, instruction, searches, tool_responses
 
 from device import logs
 from device.audio import pcm
@@ -91,15 +97,8 @@ def stop_when_quiet(recorder: Recorder, quiet_s: float = 0.2, timeout: float = 5
 
 def tone_level(recording: bytes, turn: int) -> float:
     """Median level (dBFS) of the 20 ms stretches that carry reply `turn`'s tone."""
-    frame = SPEAKER_RATE // 50 * 2
-    frames = [recording[i : i + frame] for i in range(0, len(recording) - frame + 1, frame)]
-    freq = tone_frequency(turn)
-    levels = [
-        pcm.rms_dbfs(f)
-        for f in frames
-        if pcm.rms_dbfs(f) > -60 and abs(pcm.dominant_frequency(f, SPEAKER_RATE) - freq) < 60
-    ]
-    assert len(levels) >= 10, f"reply {turn} ({freq} Hz) hardly reached the speaker"
+    levels = [pcm.rms_dbfs(f) for f in tone_frames(recording, turn, floor_dbfs=-60)]
+    assert len(levels) >= 10, f"reply {turn} ({tone_frequency(turn)} Hz) hardly reached the speaker"
     return float(np.median(levels))
 
 

@@ -3,18 +3,15 @@ model rules that leave settings out or refuse them at start."""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import pytest
 from google import genai
 from google.genai import errors, types
+from wire import at, config_for, function_names, instruction, searches
 
 from device.config import (
     Config,
     ConfigError,
     LiveConfig,
-    Secret,
     ToolsConfig,
 )
 from device.live_setup import connect_config, make_client
@@ -35,16 +32,6 @@ async def server(monkeypatch):
         yield live
 
 
-def config_for(server: LiveServer, **sections: Any) -> Config:
-    """Defaults pointed at the local server; `live=dict(...)` etc. change a section."""
-    base = Config(live=LiveConfig(base_url=server.base_url), api_key=Secret(server.api_key))
-    changes = {
-        name: dataclasses.replace(getattr(base, name), **values)
-        for name, values in sections.items()
-    }
-    return dataclasses.replace(base, **changes)
-
-
 async def received_setup(server: LiveServer, cfg: Config, handle: str | None = None) -> dict:
     """Connect with our client and setup; what the server got (it answered setupComplete)."""
     client = make_client(cfg)
@@ -52,23 +39,6 @@ async def received_setup(server: LiveServer, cfg: Config, handle: str | None = N
                                        config=connect_config(cfg, handle)):
         pass
     return server.log.connections()[-1].setup
-
-
-def at(setup: dict, *path: str) -> Any:
-    """A nested value under either key spelling (the SDK mixes camelCase and snake_case)."""
-    value: Any = setup
-    for key in path:
-        value = pick(value, key)
-    return value
-
-
-def function_names(setup: dict) -> list[str]:
-    return [d["name"] for tool in at(setup, "tools") or []
-            for d in pick(tool, "function_declarations") or []]
-
-
-def searches(setup: dict) -> int:
-    return sum(has(tool, "google_search") for tool in at(setup, "tools") or [])
 
 
 # ---- defaults --------------------------------------------------------------------------------
@@ -135,11 +105,6 @@ async def test_declared_parameters_reach_the_server_as_a_schema(server):
 
 
 # ---- persona, voice, language ----------------------------------------------------------------
-
-
-def instruction(setup: dict) -> str:
-    (part,) = at(setup, "system_instruction", "parts")
-    return part["text"]
 
 
 async def test_persona_from_a_file_wins_over_the_inline_text(server, tmp_path):

@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 from google.genai import types
+from helpers import closed_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from speech import (
     MIC_RATE,
     SPEAKER_RATE,
+    assert_clean,
     assert_received_whole,
     between,
     chirp,
@@ -58,22 +60,6 @@ def one_turn(loopback: PulseLoopback, daemon: Daemon, n: int, seconds: float = 0
     pressed = speak_turn(loopback, daemon, chirp(seconds))
     daemon.wait_until(turns_done(n), 20, f"turn {n} to end")
     return pressed
-
-
-def assert_clean(daemon: Daemon, server: ServerThread) -> None:
-    """No traceback, nothing leaked while running, and a clean exit with no task left."""
-    assert daemon.open_connections(_port(server)) <= 1, "a connection to the service leaked"
-    took = daemon.terminate()
-    log = daemon.log()
-    for bad in ("Traceback", "never retrieved", "left behind", "was destroyed"):
-        assert bad not in log, f"{bad!r} in the daemon's log:\n{log}"
-    assert daemon.proc.returncode == 0
-    assert took < 2.0
-
-
-def _port(server: ServerThread) -> int:
-    assert server.server is not None
-    return server.server.port
 
 
 def handle_in_setup(entry_setup: dict[str, Any] | None) -> str | None:
@@ -239,12 +225,6 @@ def test_a_30_second_stall_is_detected_and_a_new_session_takes_over(
 # ---- no service at the press -----------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def blackhole() -> Iterator[int]:
     """A port that accepts TCP connections and never says a word (no TLS handshake)."""
@@ -267,7 +247,7 @@ def _press_shows_error(daemon: Daemon, within: float) -> dict[str, Any]:
 def test_no_service_at_the_press_shows_an_error_in_bounded_time_and_the_next_press_retries(
     loopback: PulseLoopback, make_rig: Any, blackhole: int, where: str
 ) -> None:
-    port = _closed_port() if where == "refused" else blackhole
+    port = closed_port() if where == "refused" else blackhole
     server, daemon = make_rig(merged({"live": {"base_url": f"https://127.0.0.1:{port}"}}))
     status = _press_shows_error(daemon, within=2.0)
     expected = "TCP: connection refused" if where == "refused" else "no answer from the Live API"

@@ -11,9 +11,9 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers import Captured
 
 from device import logs
 from device.service import Notifier
@@ -172,16 +172,6 @@ def test_daemon_notifies_ready_status_watchdog_and_stopping(
 def _in_order(seen: list[str], wanted: list[str]) -> bool:
     it = iter(seen)
     return all(any(s == w for s in it) for w in wanted)
-
-
-class Captured:
-    """Stands in for systemd.journal.send: keeps MESSAGE and fields per record."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def __call__(self, message: str, /, **fields: Any) -> None:
-        self.records.append({"MESSAGE": message, **fields})
 
 
 @pytest.fixture

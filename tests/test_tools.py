@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import pytest
 from google.genai import types
 from pydantic import Field
+from wire import tool_responses
 
 from device.config import Config, ConfigError, LiveConfig, Secret, ToolsConfig
 from device.live_setup import connect_config, make_client
@@ -108,15 +109,6 @@ async def ask_for_tool(session, text: str) -> types.FunctionCall:
 async def reply_after(session) -> bytes:
     """The audio of the turn that follows a tool response."""
     return b"".join([m.data async for m in session.receive() if m.data])
-
-
-def tool_responses(server: LiveServer) -> list[dict[str, Any]]:
-    """Every function response that reached the server, as sent."""
-    return [
-        response
-        for entry in server.entries(direction="in") if entry.kind == "tool_response"
-        for response in entry.raw["tool_response"]["functionResponses"]
-    ]
 
 
 async def run_alone(toolbox: ToolBox, name: str, **args: Any) -> dict[str, Any]:

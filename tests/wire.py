@@ -1,0 +1,51 @@
+"""Reading what the local server received from our client: the setup, tool responses."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from device.config import Config, LiveConfig, Secret
+from device.sim.server import LiveServer
+from device.sim.wire import has, pick
+
+
+def config_for(server: LiveServer, **sections: Any) -> Config:
+    """Defaults pointed at the local server; `live=dict(...)` etc. change a section."""
+    base = Config(live=LiveConfig(base_url=server.base_url), api_key=Secret(server.api_key))
+    changes = {
+        name: dataclasses.replace(getattr(base, name), **values)
+        for name, values in sections.items()
+    }
+    return dataclasses.replace(base, **changes)
+
+
+def at(setup: dict, *path: str) -> Any:
+    """A nested value under either key spelling (the SDK mixes camelCase and snake_case)."""
+    value: Any = setup
+    for key in path:
+        value = pick(value, key)
+    return value
+
+
+def function_names(setup: dict) -> list[str]:
+    return [d["name"] for tool in at(setup, "tools") or []
+            for d in pick(tool, "function_declarations") or []]
+
+
+def searches(setup: dict) -> int:
+    return sum(has(tool, "google_search") for tool in at(setup, "tools") or [])
+
+
+def instruction(setup: dict) -> str:
+    (part,) = at(setup, "system_instruction", "parts")
+    return part["text"]
+
+
+def tool_responses(server: LiveServer) -> list[dict[str, Any]]:
+    """Every function response that reached the server, as sent."""
+    return [
+        response
+        for entry in server.entries(direction="in") if entry.kind == "tool_response"
+        for response in entry.raw["tool_response"]["functionResponses"]
+    ]
