@@ -233,6 +233,7 @@ class Appliance:
             Timer.IDLE: self.cfg.conversation.idle_timeout_s,
             Timer.SILENCE: self.cfg.conversation.end_after_silence_s,
             Timer.ERROR: self.cfg.conversation.error_display_s,
+            Timer.REPLY: self.cfg.conversation.reply_timeout_s,
         }[timer]
         if old := self._timers.pop(timer, None):
             old.cancel()

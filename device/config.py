@@ -137,6 +137,9 @@ class ConversationConfig:
     #: New speech during a reply stops the reply (the service's barge-in).
     barge_in: bool = True
     error_display_s: float = field(default=3.0, metadata=_bounded(0.5, 60))
+    #: Push-to-talk: a turn whose reply has not started after this long ends with the error
+    #: earcon (a tool that never answers, a reply lost with its connection).
+    reply_timeout_s: float = field(default=30.0, metadata=_bounded(2, 600))
 
 
 @dataclass(frozen=True)

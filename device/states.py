@@ -30,6 +30,7 @@ class Timer(StrEnum):
     IDLE = "idle"  # closes an open session nobody uses
     SILENCE = "silence"  # ends a hands-free conversation nobody speaks in
     ERROR = "error"  # how long the error pattern shows
+    REPLY = "reply"  # push-to-talk: how long a turn may wait for its reply
 
 
 # --- events: what happened -------------------------------------------------
@@ -252,7 +253,8 @@ def step(m: Machine, event: Event) -> Step:
             if not m.session_open:
                 actions.append(OPEN_SESSION)
             state = State.THINKING if m.connected else State.CONNECTING
-            return m.to(state, session_open=True, reply_done=False), [*actions, send_text(text)]
+            actions += [send_text(text), start_timer(Timer.REPLY)]
+            return m.to(state, session_open=True, reply_done=False), actions
         case TextTurn(text):
             return m, [send_text(text)]
 
@@ -288,7 +290,8 @@ def step(m: Machine, event: Event) -> Step:
         case ReplyAudio() if m.session_open and m.state is not State.ERROR:
             if m.held:  # push-to-talk: the person is talking; the press cleared playback
                 return m, []
-            return m.to(State.SPEAKING, reply_done=False), [cancel_timer(Timer.SILENCE)]
+            actions = [cancel_timer(Timer.SILENCE), cancel_timer(Timer.REPLY)]
+            return m.to(State.SPEAKING, reply_done=False), actions
         case ReplyAudio():
             return m, []
 
@@ -313,6 +316,8 @@ def step(m: Machine, event: Event) -> Step:
 
         case Timeout(Timer.IDLE) if m.session_open and m.state is State.IDLE:
             return m.to(State.IDLE, session_open=False, connected=False), [CLOSE_SESSION]
+        case Timeout(Timer.REPLY) if m.state is State.THINKING:  # never left hanging
+            return _turn_over(m, [earcon("error")])
         case Timeout(Timer.SILENCE) if not ptt and m.state is State.LISTENING:
             return _hang_up(m)
         case Timeout(Timer.ERROR) if m.state is State.ERROR and not m.faults:
@@ -333,9 +338,9 @@ def _connected(m: Machine) -> Machine:
 
 def _start_talking(m: Machine) -> Step:
     """Push-to-talk press: capture at once; the outbox holds it until the session is ready."""
-    actions = [cancel_timer(Timer.IDLE), cancel_timer(Timer.ERROR)]
-    if m.state in (State.SPEAKING, State.THINKING):
-        actions.append(CLEAR_PLAYBACK)  # barge-in
+    barge_in = [CLEAR_PLAYBACK] if m.state in (State.SPEAKING, State.THINKING) else []
+    actions = [*barge_in, cancel_timer(Timer.IDLE), cancel_timer(Timer.ERROR)]
+    actions.append(cancel_timer(Timer.REPLY))
     if not m.session_open:
         actions.append(OPEN_SESSION)
     actions += [SEND_ACTIVITY_START, START_CAPTURE, earcon("listen_start")]
@@ -344,7 +349,7 @@ def _start_talking(m: Machine) -> Step:
 
 
 def _stop_talking(m: Machine) -> Step:
-    actions = [STOP_CAPTURE, SEND_ACTIVITY_END, earcon("listen_end")]
+    actions = [STOP_CAPTURE, SEND_ACTIVITY_END, earcon("listen_end"), start_timer(Timer.REPLY)]
     state = State.THINKING if m.connected else State.CONNECTING
     return m.to(state, held=False), actions
 
@@ -358,7 +363,7 @@ def _start_conversation(m: Machine) -> Step:
 
 def _turn_over(m: Machine, first: list[Action] | None = None) -> Step:
     """The reply has been heard (or cut): wait for the next press or speech."""
-    actions = list(first or [])
+    actions = [*(first or []), cancel_timer(Timer.REPLY)]
     if m.ending:
         hung_up, hang_up_actions = _hang_up(m)
         return hung_up, [*actions, *hang_up_actions]
@@ -391,4 +396,5 @@ _END_SESSION = (
     CLOSE_SESSION,
     cancel_timer(Timer.IDLE),
     cancel_timer(Timer.SILENCE),
+    cancel_timer(Timer.REPLY),
 )

@@ -7,8 +7,8 @@ bounds and a description with `Annotated[int, Field(ge=0, le=100, description=..
 they become the declaration's schema, and the model's arguments are checked
 against them before the function runs.
 
-A call runs in a worker thread (`asyncio.to_thread`) so that reading /proc or
-waiting on the appliance never blocks the event loop; a thread cannot be
+A call runs in a thread of its own so that reading /proc or waiting on the
+appliance never blocks the event loop; a thread cannot be
 interrupted, so tools must be quick: the timeout answers the model, it does not
 stop the function.
 """
@@ -16,8 +16,11 @@ stop the function.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import inspect
 import logging
+import threading
 import time
 import typing
 from collections.abc import Callable
@@ -39,9 +42,9 @@ UNKNOWN = "unknown"
 class DeviceActions(Protocol):
     """What tools may do to the appliance, which implements it.
 
-    Tools run in a worker thread: the appliance must hand `set_volume` and
-    `end_conversation` to its event loop with `loop.call_soon_threadsafe` and
-    return at once; `volume` only reads a number.
+    Tools run in a worker thread of their own: whatever touches the event loop's
+    state must be handed to it with `loop.call_soon_threadsafe` (`end_conversation`);
+    `set_volume` may block on writing the state file, `volume` only reads a number.
     """
 
     def volume(self) -> float:
@@ -241,10 +244,11 @@ class ToolBox:
             kwargs = tool.arguments(args)
         except ValueError as exc:
             return {"error": f"bad arguments: {exc}"}
+        call = functools.partial(tool.function, self._device, **kwargs)
         deadline = asyncio.timeout(self._cfg.timeout_s)
         try:
             async with deadline:
-                result = await asyncio.to_thread(tool.function, self._device, **kwargs)
+                result = await _in_own_thread(call)
         except Exception as exc:
             if deadline.expired():
                 return {"error": f"timed out after {self._cfg.timeout_s:g} s"}
@@ -255,6 +259,37 @@ class ToolBox:
         ms = round((time.monotonic() - started) * 1000)
         log.log(level, "tool %s: %s (%d ms)", name, outcome,
                 ms, extra={"LIVE_TOOL": name, "LIVE_TOOL_MS": ms})
+
+
+async def _in_own_thread(function: Callable[[], Any]) -> Any:
+    """Run a tool in a daemon thread of its own and await its result.
+
+    Not the loop's shared executor: a tool that hangs (a stalled SD card, a dead
+    network share) must neither take a worker from the camera and the audio
+    keepers nor hold up the process's exit on SIGTERM. Cancelling the await
+    abandons the thread; it finishes alone.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if done.done():
+            return  # timed out or cancelled meanwhile
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = function(), None
+        except BaseException as exc:
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="tool", daemon=True).start()
+    return await done
 
 
 # ---- the device tools ------------------------------------------------------------------

@@ -68,7 +68,7 @@ def test_press_during_a_reply_is_a_barge_in() -> None:
     assert m.state is State.SPEAKING
     m, seen, actions = run(m, s.Pressed())
     assert seen == [State.LISTENING]
-    assert names(actions)[:3] == ["cancel_timer:idle", "cancel_timer:error", "clear_playback"]
+    assert names(actions)[0] == "clear_playback", "silence first: it is what the person hears"
     # the rest of the old reply and its end do not change what the person sees
     m, seen, _ = run(m, s.ReplyAudio(), s.Interrupted(), s.TurnComplete())
     assert seen == [State.LISTENING] * 3
@@ -143,3 +143,77 @@ def test_late_events_after_hang_up_change_nothing() -> None:
     assert seen == [State.IDLE] * 4
     assert actions == []
     assert m2 == m
+
+
+def test_a_reply_that_never_starts_ends_the_turn_with_the_error_earcon() -> None:
+    m, _, actions = run(Machine(), s.Pressed(), s.SetupComplete(), s.Released())
+    assert "start_timer:reply" in names(actions)
+    m, seen, actions = run(m, s.Timeout(s.Timer.REPLY))
+    assert seen == [State.IDLE] and m.session_open
+    assert "earcon:error" in names(actions)
+    m, _, actions = run(Machine(), s.Pressed(), s.SetupComplete(), s.Released(), s.ReplyAudio())
+    assert "cancel_timer:reply" in names(actions)
+    m, seen, _ = run(m, s.Timeout(s.Timer.REPLY))
+    assert seen == [State.SPEAKING], "a late timer changes nothing once the reply plays"
+
+
+def test_reconnecting_while_thinking_ends_the_turn_and_the_session_lives_on() -> None:
+    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete(), s.Released())
+    m, seen, actions = run(m, s.Reconnecting("close code 1011"))
+    assert seen == [State.IDLE] and m.session_open and not m.connected
+    assert "earcon:error" in names(actions) and "close_session" not in names(actions)
+    m, seen, actions = run(m, s.Pressed(), s.Reconnected())
+    assert seen == [State.CONNECTING, State.LISTENING]
+    assert "open_session" not in names(actions), "the session is still open"
+
+
+def test_reconnecting_mid_reply_plays_what_arrived_then_the_turn_is_over() -> None:
+    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete(), s.Released(), s.ReplyAudio())
+    m, seen, _ = run(m, s.Reconnecting("dropped"))
+    assert seen == [State.SPEAKING] and m.reply_done
+    m, seen, _ = run(m, s.PlaybackDrained())
+    assert seen == [State.IDLE]
+
+
+def test_a_session_started_afresh_says_so_with_an_earcon() -> None:
+    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete(), s.Released(), s.TurnComplete())
+    m, _, actions = run(m, s.Reconnecting("stall"), s.Reconnected(history_lost=True))
+    assert "earcon:restart" in names(actions) and m.connected
+    _, _, actions = run(m, s.Reconnecting("stall"), s.Reconnected(history_lost=False))
+    assert "earcon:restart" not in names(actions)
+
+
+def test_a_text_turn_opens_a_session_and_waits_for_its_reply() -> None:
+    m, seen, actions = run(Machine(), s.TextTurn("The washing is done."), s.SetupComplete())
+    assert seen == [State.CONNECTING, State.THINKING]
+    wanted = ["open_session", "send_text:The washing is done."]
+    assert [n for n in names(actions) if n in wanted] == wanted
+    m, seen, _ = run(m, s.ReplyAudio(), s.TurnComplete(), s.PlaybackDrained())
+    assert seen[-1] is State.IDLE
+    _, seen, actions = run(Machine(mode=Mode.TOGGLE), s.TextTurn("Hello"))
+    assert seen == [State.CONNECTING] and "start_capture" in names(actions)
+    assert names(actions)[-1] == "send_text:Hello"
+
+
+def test_the_model_hangs_up_after_its_goodbye() -> None:
+    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete(), s.Released(), s.ReplyAudio())
+    m, seen, actions = run(m, s.EndConversation())
+    assert seen == [State.SPEAKING] and m.ending and "close_session" not in names(actions)
+    m, seen, actions = run(m, s.TurnComplete(), s.PlaybackDrained())
+    assert seen[-1] is State.IDLE and not m.session_open and not m.ending
+    assert "close_session" in names(actions)
+
+
+def test_a_lost_device_is_an_error_until_every_device_is_back() -> None:
+    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete())
+    m, seen, actions = run(m, s.DeviceFailed("microphone", "unplugged"))
+    assert seen == [State.ERROR] and not m.session_open
+    assert "close_session" in names(actions) and m.error == "microphone: unplugged"
+    m, seen, actions = run(
+        m, s.DeviceFailed("speaker", "unplugged"), s.Timeout(s.Timer.ERROR), s.Pressed()
+    )
+    assert seen == [State.ERROR] * 3 and names(actions)[-1] == "earcon:error"
+    m, seen, _ = run(m, s.DeviceRecovered("microphone"))
+    assert seen == [State.ERROR] and m.faults == frozenset({"speaker"})
+    m, seen, _ = run(m, s.DeviceRecovered("speaker"))
+    assert seen == [State.IDLE] and not m.faults and not m.error
