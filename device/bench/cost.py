@@ -50,12 +50,12 @@ def streaming_cpu(
     return rates, {"audio_s_per_s": audio_s / took, "frames_per_s": frames / took}
 
 
-def start_to_ready(h: Harness, starts: int) -> list[float]:
-    """Seconds from spawning the daemon to READY=1, for `starts` fresh daemons."""
-    results = []
+def start_to_ready(h: Harness, starts: int) -> list[BenchDaemon]:
+    """`starts` fresh daemons, each stopped once READY (their `ready_s` is the figure)."""
+    daemons = []
     for n in range(1, starts + 1):
         d = h.start()
         d.stop()
-        results.append(d.ready_s)
+        daemons.append(d)
         progress(f"starts {n}/{starts}")
-    return results
+    return daemons
