@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import json
+import struct
 import subprocess
 import sys
+import termios
 import warnings
 
 import numpy as np
@@ -16,6 +19,7 @@ import websockets
 from google import genai
 from google.genai import errors, types
 
+from device.live_connection import websocket_of
 from device.sim.server import (
     DEFAULT_API_KEY,
     DEFAULT_BEARER_TOKEN,
@@ -61,6 +65,12 @@ async def one_turn(session) -> list[types.LiveServerMessage]:
 
 def audio_of(messages: list[types.LiveServerMessage]) -> bytes:
     return b"".join(m.data for m in messages if m.data)
+
+
+def client_socket_queue(session) -> int:
+    """Bytes the client's kernel still holds for the server (sent but unread, or unsent)."""
+    sock = websocket_of(session).transport.get_extra_info("socket")
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
 
 
 def tone16k(ms: int, amplitude: int = 8000) -> bytes:
@@ -448,6 +458,22 @@ async def test_stall_makes_the_client_wait_until_resumed(server):
         assert "text" not in server.kinds()
         server.resume_all()
         assert audio_of(await one_turn(session)) == reply_audio(1, REPLY_S)
+
+
+async def test_a_slow_uplink_takes_messages_in_at_its_rate_and_the_backlog_stays_with_the_client():
+    rate = 200_000  # bytes a second
+    # Noise, so that permessage-deflate cannot make it smaller on the wire.
+    noise = np.random.default_rng(7).integers(-8000, 8000, 16000, dtype="<i2").tobytes()
+    message_bytes = len(noise) * 4 // 3  # base64, the least a message of it takes
+    async with LiveServer(pace=0, uplink_bytes_per_s=rate) as live, connect(live) as session:
+        for _ in range(6):
+            await session.send_realtime_input(
+                audio=types.Blob(data=noise, mime_type="audio/pcm;rate=16000"))
+        unsent = client_socket_queue(session)
+        await live.wait_for(lambda: len(live.audio_in()) == 6 * len(noise), 10)
+    arrived = [e.t for e in live.entries(direction="in") if e.kind == "audio"]
+    assert arrived[-1] - arrived[0] > 0.9 * 5 * message_bytes / rate, "faster than the link"
+    assert unsent > 2 * message_bytes, "the server read ahead instead of leaving it to the client"
 
 
 async def test_resuming_while_the_old_connection_is_open_is_1011(server):

@@ -109,6 +109,7 @@ class LiveConnection:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running = asyncio.Event()
         self._running.set()
+        self._link_free = 0.0  # when a slow uplink has carried every message read so far
 
     # ---- plumbing ---------------------------------------------------------------
 
@@ -210,6 +211,7 @@ class LiveConnection:
         try:
             await self._setup()
             async for frame in self.ws:
+                await self._uplink(frame)
                 await self._handle(self._parse(frame))
         except ProtocolError as err:
             await self.close(err.code, err.reason)
@@ -222,6 +224,20 @@ class LiveConnection:
             self.record.closed = time.monotonic()
             self.record.close_code = self.ws.close_code
             self.server.log.touch()
+
+    async def _uplink(self, message: str | bytes) -> None:
+        """Wait until a slow uplink (``uplink_bytes_per_s``) would have delivered this message.
+
+        The link carries one message after another: each starts when the one before has
+        arrived, or when it is read if the link was idle. Nothing more is read meanwhile, so
+        what the client sends next backs up behind it.
+        """
+        rate = self.server.config.uplink_bytes_per_s
+        if not rate:
+            return
+        now = time.monotonic()
+        self._link_free = max(self._link_free, now) + len(message) / rate
+        await asyncio.sleep(self._link_free - now)
 
     async def shutdown(self) -> None:
         """Cancel and await every task this connection owns."""

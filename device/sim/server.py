@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -35,6 +36,11 @@ DEFAULT_BEARER_TOKEN = "sim-bearer-token"
 BAD_KEY_REASON = "API key not valid. Please pass a valid API key."
 # An unknown or expired resumption handle is an invalid argument: close 1007.
 UNKNOWN_HANDLE_CODE = INVALID
+# A limited uplink keeps the server's own receive buffers (kernel, TLS) this small and reads
+# at most this many messages ahead, so that what a client sends backs up in the client, as
+# behind a slow link, instead of waiting unseen in the server.
+UPLINK_BUFFER_BYTES = 4096
+UPLINK_READ_AHEAD = 1
 
 
 @dataclass
@@ -56,6 +62,10 @@ class ServerConfig:
     connection_lifetime_s: float | None = None  # goAway, then close 1000 (service seconds)
     go_away_before_s: float = 60.0  # how long before the end goAway comes (service seconds)
     session_limits: bool = False  # end sessions without compression at 15 min (2 with video)
+    # A slow link from the client: each message is handled only once its bytes would have
+    # crossed a link this fast (None: at once). Set it before start(): the server then keeps
+    # its own receive buffers small, so the client's sends wait as behind a slow uplink.
+    uplink_bytes_per_s: float | None = None
 
 
 def parse_duration(value: str | float) -> tuple[float, str]:
@@ -87,9 +97,13 @@ class LiveServer:
         """Make the CA and listen; ``base_url`` is valid afterwards."""
         self.log.bind()
         self._ca = LocalCA()
+        listen: dict[str, Any] = {"host": self.host, "port": self.port}
+        if self.config.uplink_bytes_per_s:
+            listen = {"sock": _small_buffer_listener(self.host, self.port),
+                      "max_queue": UPLINK_READ_AHEAD}
         self._server = await serve(
-            self._handler, self.host, self.port, ssl=self._ca.server_context(),
-            process_request=self._check_path, ping_interval=None, max_size=None,
+            self._handler, ssl=self._ca.server_context(), process_request=self._check_path,
+            ping_interval=None, max_size=None, **listen,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -146,6 +160,8 @@ class LiveServer:
         path, endpoint, _ = parse_target(ws.request.path)
         record = ConnectionRecord(next(self._ids), path, endpoint, dict(ws.request.headers))
         self.log.add_connection(record)
+        if self.config.uplink_bytes_per_s:
+            ws.transport.set_read_buffer_limits(high=UPLINK_BUFFER_BYTES)  # asyncio's TLS layer
         conn = LiveConnection(self, ws, record)
         self._live[record.id] = conn
         try:
@@ -279,6 +295,21 @@ class LiveServer:
     ) -> None:
         """Wait (on this loop) until ``predicate()`` holds; TimeoutError otherwise."""
         await self.log.wait_for(predicate, timeout)
+
+
+def _small_buffer_listener(host: str, port: int) -> socket.socket:
+    """A listening socket whose connections advertise a small receive window from the start."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UPLINK_BUFFER_BYTES)
+        sock.bind((host, port))
+        sock.listen()
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class ServerThread:
