@@ -1,0 +1,225 @@
+"""The camera end to end: the real daemon with the synthetic camera, the local server, loopback.
+
+What the server receives is what the model would see: every JPEG is decoded and
+measured, and the number the synthetic camera drew into it is read back, so a
+dropped, repeated or reordered frame shows. Frames are timed against the press,
+the release and the end of the session, and the microphone audio sent alongside
+them is checked for loss, for gaps and for frames that went ahead of it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from typing import Any
+
+import pytest
+import simplejpeg
+from speech import MIC_RATE, assert_received_whole, between, chirp, speak_turn, turns_done
+
+from device.config import AudioConfig
+from device.hw.camera_pattern import read_frame_number
+from device.sim.log import Entry
+from device.sim.loopback import PulseLoopback
+from device.sim.rig import Daemon
+
+SIZE = 768
+PERIOD_S = 1.0  # one frame a second, the camera's default
+CHUNK_MS = 20
+#: Microphone audio that may still be on its way through PortAudio when a frame is taken.
+CAPTURE_SLACK_S = 0.2
+PREROLL_S = AudioConfig().preroll_ms / 1000
+
+
+def with_camera(source: str = "synthetic", **camera: Any) -> dict[str, dict[str, Any]]:
+    return {
+        "camera": {"enabled": True, "source": source, **camera},
+        "audio": {"chunk_ms": CHUNK_MS},
+    }
+
+
+def received(entries: list[Entry], kind: str) -> list[Entry]:
+    return [e for e in entries if e.direction == "in" and e.kind == kind]
+
+
+def frame_number(frame: Entry) -> int:
+    """The frame decoded whole at SIZE x SIZE, and the number the synthetic camera drew in it."""
+    assert frame.data is not None and frame.data[:2] == b"\xff\xd8", "not a JPEG"
+    rgb = simplejpeg.decode_jpeg(frame.data)
+    assert rgb.shape == (SIZE, SIZE, 3)
+    return read_frame_number(rgb)
+
+
+def camera_lines(daemon: Daemon) -> list[str]:
+    return [line.text for line in list(daemon.lines) if " device.hw.camera: " in line.text]
+
+
+def frames_taken(daemon: Daemon) -> int:
+    """What the camera's journal line at switch-off says it delivered."""
+    off = [line for line in camera_lines(daemon) if "camera off after" in line]
+    assert len(off) == 1, camera_lines(daemon)
+    return int(off[0].split("camera off after ")[1].split(" ")[0])
+
+
+def assert_no_frame_went_ahead_of_speech(entries: list[Entry]) -> None:
+    """A frame is sent only when no microphone audio waits: frame n, taken n - 1 periods after
+    the press, reaches the server behind the pre-roll and all the audio recorded until then.
+
+    For one push-to-talk turn (the microphone streams without a break from press to release).
+    """
+    audio_s = 0.0
+    for e in entries:
+        if e.direction == "in" and e.kind == "audio":
+            audio_s += len(e.data or b"") / 2 / MIC_RATE
+        elif e.direction == "in" and e.kind == "video":
+            n = frame_number(e)
+            behind = PREROLL_S + (n - 1) * PERIOD_S - audio_s
+            assert behind < CAPTURE_SLACK_S, f"frame {n} went ahead of {behind:.2f} s of audio"
+
+
+def test_a_push_to_talk_turn_sends_a_768_jpeg_a_second_and_none_after_the_release(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    # The camera would linger for 30 s: here only the end of the session switches it off.
+    server, daemon = make_rig(
+        {**with_camera(linger_s=30), "conversation": {"idle_timeout_s": 3}}, reply_seconds=0.3
+    )
+    speech = chirp(5.0)
+    pressed = speak_turn(loopback, daemon, speech)
+    released = time.monotonic()
+    status = daemon.wait_until(turns_done(1), 20, "the turn to end")
+    assert status["camera"] and status["session_open"], "the camera lingers in the open session"
+    # The end of the session switches the camera off, 27 s before its linger would.
+    daemon.wait_until(lambda s: not s["session_open"] and not s["camera"], 10, "the idle timeout")
+
+    entries = server.log.entries()
+    activity_end = received(entries, "activity_end")[0].t
+    frames = received(entries, "video")
+    turn_s = released - pressed
+    assert int(turn_s) <= len(frames) <= int(turn_s) + 1, f"{len(frames)} frames in {turn_s:.1f} s"
+    assert [frame_number(f) for f in frames] == list(range(1, len(frames) + 1)), (
+        "every frame the camera took, in order, none twice"
+    )
+    arrived = [f.t for f in frames]
+    assert arrived[0] - pressed < 0.5, "the first frame comes with the press"
+    spacing = [b - a for a, b in itertools.pairwise(arrived)]
+    assert min(spacing) > PERIOD_S / 2
+    assert statistics.median(spacing) == pytest.approx(PERIOD_S, rel=0.2)
+    assert arrived[-1] < activity_end, "no frame after the release, though the camera is on"
+    assert frames_taken(daemon) == len(frames), "every frame taken reached the server"
+
+    # The microphone beside the camera: nothing lost, no stall while frames go out.
+    assert_received_whole(between(entries, "activity_start", "activity_end"), speech)
+    chunks = [e.t for e in received(entries, "audio") if arrived[0] <= e.t <= activity_end]
+    worst_gap = max(b - a for a, b in itertools.pairwise(chunks))
+    assert worst_gap < 5 * CHUNK_MS / 1000, f"microphone audio stalled {worst_gap * 1000:.0f} ms"
+    assert_no_frame_went_ahead_of_speech(entries)
+    assert sum("camera on" in line for line in camera_lines(daemon)) == 1
+
+
+def test_in_toggle_mode_frames_flow_while_the_conversation_is_open_and_stop_when_it_ends(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(
+        {**with_camera(), "button": {"mode": "toggle"}, "conversation": {"silence_ms": 400}},
+        reply_seconds=2.0,
+    )
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening" and s["camera"], 10, "the camera")
+    loopback.play(chirp(0.8), MIC_RATE).wait()
+    server.wait_for(lambda: "turn_complete" in server.log.kinds(direction="out"), 15)
+    daemon.ctl("press")  # the second press ends the conversation
+    daemon.wait_until(lambda s: not s["session_open"] and not s["camera"], 10, "the end")
+    ended = time.monotonic()
+
+    entries = server.log.entries()
+    frames = received(entries, "video")
+    reply = [e.t for e in entries if e.direction == "out" and e.kind == "audio"]
+    assert any(reply[0] < f.t < reply[-1] for f in frames), "frames go on while the model speaks"
+    assert [frame_number(f) for f in frames] == list(range(1, len(frames) + 1))
+    spacing = [b - a for a, b in itertools.pairwise(f.t for f in frames)]
+    assert statistics.median(spacing) == pytest.approx(PERIOD_S, rel=0.2)
+    assert all(f.t < ended for f in frames)
+    assert frames_taken(daemon) == len(frames)
+
+
+def test_a_camera_that_fails_leaves_the_session_going_audio_only_with_one_warning(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    # picamera2 is not installed on this machine: the camera cannot start.
+    server, daemon = make_rig(with_camera("picamera2"), reply_seconds=0.3)
+    for turn in (1, 2):  # the second press of the same session does not try again
+        speech = chirp(1.0)
+        pressed = speak_turn(loopback, daemon, speech)
+        status = daemon.wait_until(turns_done(turn), 20, f"turn {turn} to end")
+        turn_entries = [e for e in server.log.entries() if e.t >= pressed]
+        assert_received_whole(between(turn_entries, "activity_start", "activity_end"), speech)
+    assert status["session_open"] and not status["camera"]
+    assert "error" not in status["leds"]
+    assert not received(server.log.entries(), "video")
+    warnings = [line for line in camera_lines(daemon) if " WARNING " in line]
+    assert len(warnings) == 1, camera_lines(daemon)
+    assert "going on without video" in warnings[0] and "picamera2 is not installed" in warnings[0]
+    assert "Traceback" not in daemon.log()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: the frame waiting in the outbox at the release is sent after activityEnd",
+)
+def test_a_turn_over_before_the_session_is_ready_sends_no_frame_after_its_end(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(with_camera(), setup_delay=2.5, reply_seconds=0.3)
+    speech = chirp(1.5)
+    speak_turn(loopback, daemon, speech)
+    released = time.monotonic()
+    daemon.wait_until(turns_done(1), 20, "the turn to end")
+
+    entries = server.log.entries()
+    setup_done = next(e.t for e in entries if e.kind == "setup_complete")
+    assert released < setup_done, "the whole turn waited in the outbox for the session"
+    assert_received_whole(between(entries, "activity_start", "activity_end"), speech)
+    kinds = [e.kind for e in entries if e.direction == "in"]
+    assert "video" not in kinds[kinds.index("activity_end") :], "a frame went after the release"
+
+
+# Messages of 20 ms of microphone audio come to about 47 kB a second and a 768x768 frame to
+# about 25 kB: on this link the speech fits with room to spare, a frame every second does not.
+SLOW_LINK = 60_000  # bytes a second
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: the device's kernel send buffer takes every frame, so the outbox never drops "
+    "one; and a frame still waiting at the release is sent after activityEnd",
+)
+def test_on_a_slow_link_frames_are_dropped_not_queued_and_none_goes_ahead_of_speech(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(
+        with_camera(linger_s=0.5), reply_seconds=0.3, uplink_bytes_per_s=SLOW_LINK
+    )
+    speech = chirp(5.0)
+    pressed = speak_turn(loopback, daemon, speech)
+    daemon.wait_until(turns_done(1), 30, "the turn to end")
+    daemon.wait_until(lambda s: not s["camera"], 5, "the camera to switch off")
+
+    entries = server.log.entries()
+    assert_received_whole(between(entries, "activity_start", "activity_end"), speech)
+    assert_no_frame_went_ahead_of_speech(entries)
+    frames = received(entries, "video")
+    numbers = [frame_number(f) for f in frames]
+    taken = frames_taken(daemon)
+    assert numbers == sorted(set(numbers)), "frames in the order they were taken, none twice"
+    assert 0 < len(frames) < taken, f"all {taken} frames went over a link with no room for them"
+    # Dropped, not delayed: a frame that arrives was sent while it was (about) the newest, so
+    # it is never a period late on top of its own time on the link.
+    on_link_s = max(len(f.data or b"") for f in frames) * 4 / 3 / SLOW_LINK
+    for n, frame in zip(numbers, frames, strict=True):
+        newer = pressed + n * PERIOD_S  # frame n + 1 was taken no earlier than this
+        late = frame.t - on_link_s - newer
+        assert late < PERIOD_S, f"frame {n} arrived {late:.2f} s after a newer one was taken"
+    activity_end = received(entries, "activity_end")[0].t
+    assert all(f.t < activity_end for f in frames), "a frame of the turn went after its end"
