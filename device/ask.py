@@ -15,10 +15,8 @@ import contextlib
 import dataclasses
 import sys
 import time
-import wave
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from device.doctor.progress import Progress
@@ -151,15 +149,6 @@ async def ask(
     return replies
 
 
-def write_wav(path: str | Path, pcm: bytes, rate: int) -> None:
-    """Mono s16le PCM as a WAV file."""
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(pcm)
-
-
 def _report(number: int, reply: Reply) -> None:
     print(reply.text or "(the reply had no transcript)", flush=True)
     first = f"{reply.first_audio_s * 1000:.0f} ms" if reply.first_audio_s is not None else "never"
@@ -207,6 +196,7 @@ async def _ask_and_play(cfg: Config, args: argparse.Namespace) -> list[Reply]:
 def run_ask(args: argparse.Namespace) -> int:
     """The `ask` command: 0 when every turn got a reply, 1 otherwise."""
     from device import config as config_mod
+    from device.audio.pcm import write_wav
 
     cfg = config_mod.load(args.config)
     config_mod.require_credentials(cfg)

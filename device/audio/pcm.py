@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import wave
+from pathlib import Path
+
 import numpy as np
 
 FULL_SCALE = 32768.0
@@ -20,6 +23,15 @@ def from_float(samples: np.ndarray) -> bytes:
 
 def duration_ms(data: bytes, rate: int) -> float:
     return len(data) / 2 / rate * 1000
+
+
+def write_wav(path: str | Path, data: bytes, rate: int) -> None:
+    """Mono s16le PCM as a WAV file anyone can play (replies, questions, recordings)."""
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(data)
 
 
 def db_to_amplitude(dbfs: float) -> float:
