@@ -1,9 +1,10 @@
 """`live-appliance demo`: the appliance working on a machine with no hardware and no key.
 
 It starts the local Live server and loopback audio, runs the real daemon with
-mock pins, speaks a question (espeak-ng) into the loopback microphone while
-holding the button through the control socket, records what reaches the
-loopback speaker, and prints a timeline of what happened.
+mock pins and the synthetic camera, speaks a question (espeak-ng) into the
+loopback microphone while holding the button through the control socket,
+records what reaches the loopback speaker, and prints a timeline of what
+happened, with the camera frames that went along.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from typing import Any
 import numpy as np
 import soxr
 
+from device.audio.pcm import write_wav
 from device.sim.loopback import PulseLoopback, Recorder
 from device.sim.rig import Daemon, scratch_dir, start_daemon
 from device.sim.server import ServerThread
 
 MIC_RATE = 16000
 SPEAKER_RATE = 24000
+#: No camera here: the daemon sees the synthetic test pattern, one frame a second.
+CAMERA = {"camera": {"enabled": True, "source": "synthetic"}}
 
 
 def speak(text: str, rate: int = MIC_RATE) -> bytes:
@@ -39,14 +43,6 @@ def speak(text: str, rate: int = MIC_RATE) -> bytes:
     return soxr.resample(samples, source_rate, rate).astype(np.int16).tobytes()
 
 
-def write_wav(path: Path, pcm: bytes, rate: int) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm)
-
-
 def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -56,7 +52,7 @@ def run_demo(args: argparse.Namespace) -> int:
     with PulseLoopback() as loopback, ServerThread(pace=1.0) as server:
         sim = server.server
         assert sim is not None
-        daemon = start_daemon(workdir, loopback, sim)
+        daemon = start_daemon(workdir, loopback, sim, settings=CAMERA)
         try:
             ready = daemon.wait_ready()
             print(f"demo: daemon ready in {(ready - daemon.started) * 1000:.0f} ms")
@@ -95,7 +91,7 @@ def _print_timeline(
             message = line.text.split(": ", 1)[-1].split("  [", 1)[0]
             events.append((line.t, "daemon", message))
     entries = sim.entries()
-    for kind in ("activity_start", "audio", "activity_end"):
+    for kind in ("activity_start", "audio", "video", "activity_end"):
         hits = [e for e in entries if e.kind == kind and e.direction == "in"]
         if hits:
             events.append((hits[0].t, "server", f"received the first {kind}"))
@@ -110,10 +106,15 @@ def _print_timeline(
         print(f"  {(t - pressed) * 1000:7.0f}  {source:<7} {message}")
     mic_bytes = len(sim.audio_in())
     reply_bytes = sum(len(e.data or b"") for e in replies)
+    frames = [e for e in entries if e.kind == "video" and e.direction == "in"]
     print(
         f"\nbytes: {mic_bytes} of microphone audio reached the server "
         f"({mic_bytes / 2 / MIC_RATE:.2f} s), {reply_bytes} of reply audio came back "
         f"({reply_bytes / 2 / SPEAKER_RATE:.2f} s)"
+    )
+    print(
+        f"camera: {len(frames)} frame(s) reached the server "
+        f"({sum(len(e.data or b'') for e in frames)} bytes of JPEG)"
     )
     turns = status.get("turns") or []
     if turns:
