@@ -206,6 +206,7 @@ class Appliance:
             case "stop_capture":
                 self.mic_feed.stop()
                 self.camera.stop_frames()
+                self.outbox.drop_frame()
             case "send_activity_start":
                 self.outbox.put("activity_start")
             case "send_activity_end":

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import re
+import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +37,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("device.live")
 
 AUDIO_MIME = "audio/pcm;rate=16000"
+#: Unsent bytes the kernel may hold for a connection (TCP_NOTSENT_LOWAT): about one
+#: second of audio. Beyond it a slow link backs up into the outbox, where the audio
+#: bound, the journal's warning and the newest-frame rule can see it.
+UNSENT_LIMIT = 32 * 1024
+#: While the link is still busy with earlier bytes, a frame waits this long and asks again.
+FRAME_WAIT_S = 0.02
+SIOCOUTQNSD = 0x894B  # Linux: bytes in a TCP socket's send queue not yet sent
 #: Leave this long before a goAway's deadline to reconnect in.
 SWITCH_MARGIN_S = 3.0
 #: A normal close waits this long for the service's answer, then drops the socket.
@@ -150,11 +160,19 @@ class Connection:
     # -- sending --------------------------------------------------------------------------
 
     async def _send_loop(self) -> None:
+        _limit_unsent(self.session)
         if self._turn.activity_open:
             # The person was talking when the last connection ended: reopen their turn here.
             await self.session.send_realtime_input(activity_start=types.ActivityStart())
         while True:
             item = await self._outbox.get()
+            if item.kind == "video" and _link_busy(self.session):
+                # A frame goes only onto an idle link: otherwise it would queue behind
+                # speech, and a newer frame would find it still there. It waits in the
+                # outbox instead, where a newer frame replaces it.
+                self._outbox.push_front(item)
+                await asyncio.sleep(FRAME_WAIT_S)
+                continue
             try:
                 await self._send(item)
             except BaseException:
@@ -329,6 +347,32 @@ def websocket_of(session: AsyncSession) -> Any:
     """
     ws = getattr(session, "_ws", None)
     return ws if hasattr(ws, "ping") and hasattr(ws, "transport") else None
+
+
+def _limit_unsent(session: AsyncSession) -> None:
+    """Keep at most UNSENT_LIMIT unsent bytes in the kernel for this connection."""
+    ws = websocket_of(session)
+    sock = ws.transport.get_extra_info("socket") if ws is not None else None
+    if sock is not None and hasattr(socket, "TCP_NOTSENT_LOWAT"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, UNSENT_LIMIT)
+
+
+def _link_busy(session: AsyncSession) -> bool:
+    """Bytes handed over earlier are still on this device (in user space or the kernel)."""
+    ws = websocket_of(session)
+    if ws is None:
+        return False
+    if ws.transport.get_write_buffer_size() > 0:
+        return True
+    sock = ws.transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        unsent = fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0")
+    except OSError:
+        return False
+    return int.from_bytes(unsent, sys.byteorder, signed=True) > 0
 
 
 def _seconds(duration: str | None) -> float:

@@ -95,6 +95,10 @@ class Outbox:
                 self._audio_bytes += len(item.data)
         self._ready.set()
 
+    def drop_frame(self) -> None:
+        """Forget an unsent frame: the moment it showed is over (the person let go)."""
+        self._video = None
+
     def clear(self) -> None:
         self._items.clear()
         self._video = None

@@ -165,10 +165,6 @@ def test_a_camera_that_fails_leaves_the_session_going_audio_only_with_one_warnin
     assert "Traceback" not in daemon.log()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the frame waiting in the outbox at the release is sent after activityEnd",
-)
 def test_a_turn_over_before_the_session_is_ready_sends_no_frame_after_its_end(
     loopback: PulseLoopback, make_rig: Any
 ) -> None:
@@ -186,11 +182,6 @@ def test_a_turn_over_before_the_session_is_ready_sends_no_frame_after_its_end(
     assert "video" not in kinds[kinds.index("activity_end") :], "a frame went after the release"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the device's kernel send buffer takes every frame, so the outbox never drops "
-    "one; and a frame still waiting at the release is sent after activityEnd",
-)
 def test_on_a_slow_link_frames_are_dropped_not_queued_and_none_goes_ahead_of_speech(
     loopback: PulseLoopback, make_rig: Any
 ) -> None:
