@@ -197,8 +197,8 @@ class Appliance:
             case "open_session":
                 self.link.open()
             case "close_session":
+                await self.camera.aclose()  # the camera goes dark first: it is the privacy
                 await self.link.close()
-                await self.camera.aclose()
             case "start_capture":
                 self.turns.start(time.monotonic())
                 self.mic_feed.start()

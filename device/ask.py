@@ -107,9 +107,14 @@ async def play_out(speaker: Playback) -> None:
     await asyncio.sleep(speaker.output_latency)  # the last period handed over still has to play
 
 
-def with_transcripts(cfg: Config) -> Config:
-    """The owner's configuration, with output transcription on: words are what ask prints."""
-    return dataclasses.replace(cfg, live=dataclasses.replace(cfg.live, transcripts=True))
+def for_ask(cfg: Config) -> Config:
+    """The owner's configuration with output transcription on (words are what ask prints)
+    and no device tools: nothing here could answer the model's calls to them."""
+    return dataclasses.replace(
+        cfg,
+        live=dataclasses.replace(cfg.live, transcripts=True),
+        tools=dataclasses.replace(cfg.tools, enabled=()),
+    )
 
 
 async def ask(
@@ -125,7 +130,7 @@ async def ask(
     from device.live_errors import describe_failure
 
     progress = progress or Progress()
-    cfg = with_transcripts(cfg)
+    cfg = for_ask(cfg)
     replies: list[Reply] = []
     phase = "setup"
     try:

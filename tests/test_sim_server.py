@@ -207,14 +207,6 @@ async def test_setup_is_checked_against_the_model(server, model, config, code):
     assert caught.value.code == code
 
 
-async def test_older_model_accepts_text_modality(server):
-    client = client_for(server)
-    config = types.LiveConnectConfig(response_modalities=["TEXT"])
-    async with client.aio.live.connect(model="gemini-3.1-flash-live-preview", config=config):
-        pass
-    assert server.kinds() == ["setup", "setup_complete"]
-
-
 async def test_wrong_audio_rate_is_1007(server):
     async with connect(server) as session:
         await session.send_realtime_input(
