@@ -6,13 +6,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from device.bench import cost
-from device.bench.figures import Figure, median
+from device.bench.figures import Figure, median, nearest_rank
 from device.bench.harness import BenchDaemon, Harness, progress
 from device.bench.turns import ColdTurns, SpeechLoss, TurnRunner
+from device.config import AudioConfig
 from device.sim.loopback import PulseLoopback, measure_latency
 from device.sim.server import ServerThread
 
-CHUNK_MS = 20  # the microphone chunk (`[audio] chunk_ms`)
+CHUNK_MS = AudioConfig().chunk_ms  # the microphone chunk the daemon sends (its default)
 PERIOD_MS = 10  # the playback period (device/audio/playback.py)
 SLOW_SETUP_S = 0.5
 REPLY_S = 0.4  # the reply to a timed turn: short, but several chunks
@@ -21,7 +22,7 @@ BARGE_REPLY_S = 3.0  # long enough to be talked over
 
 @dataclass(frozen=True)
 class Plan:
-    """How much to measure. The full plan takes about ten minutes."""
+    """How much to measure. The full plan takes eight to ten minutes."""
 
     turns: int = 20  # samples of each latency figure
     memory_turns: int = 50  # press/release turns the RSS growth is measured over
@@ -90,7 +91,7 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
 
 
 def _p95_within(samples: list[float], limit: float) -> bool:
-    return Figure("", "", "", "", samples).p95 <= limit
+    return nearest_rank(samples, 95) <= limit
 
 
 # -- figures ----------------------------------------------------------------------------
@@ -183,7 +184,7 @@ def _loopback_figure(loop_ms: list[float]) -> Figure:
 
 
 def _sound_target(figure: list[float], loop_ms: list[float]) -> tuple[str, bool]:
-    limit = Figure("", "", "", "", loop_ms).p95 + 2 * PERIOD_MS
+    limit = nearest_rank(loop_ms, 95) + 2 * PERIOD_MS
     return f"p95 <= loopback p95 + {2 * PERIOD_MS} ms", _p95_within(figure, limit)
 
 

@@ -211,16 +211,17 @@ class TurnRunner:
         self._wait(lambda: self.h.first("audio", "out", released) is not None, "a reply")
         reply = self.h.first("audio", "out", released)
         assert reply is not None
-        deadline = time.monotonic() + 5
-        while recorder.first_sound(after=reply.t, threshold_dbfs=SOUND_DBFS) is None:
-            if time.monotonic() > deadline:
-                raise BenchError("the reply never reached the loopback speaker")
-            time.sleep(0.02)
+        _wait_for(
+            lambda: recorder.first_sound(after=reply.t, threshold_dbfs=SOUND_DBFS) is not None,
+            "the reply at the loopback speaker",
+        )
         time.sleep(self.random.uniform(0.2, 0.5))  # somewhere inside the reply
         pressed = self.d.press()
         watch_until = pressed + 0.4
-        while not recorder.chunks or recorder.chunks[-1][0] < watch_until:
-            time.sleep(0.02)
+        _wait_for(
+            lambda: bool(recorder.chunks) and recorder.chunks[-1][0] >= watch_until,
+            "the recording of the speaker",
+        )
         samples, times = recorder.timeline()
         window = (times >= pressed - 0.5) & (times <= watch_until)
         loud = np.flatnonzero(np.abs(samples[window]) > pcm.db_to_amplitude(SOUND_DBFS))
@@ -229,6 +230,15 @@ class TurnRunner:
         if loud[-1] + 1 >= int(window.sum()):
             raise BenchError("the speaker still sounded 400 ms after the press")
         return ms(float(times[window][loud[-1] + 1]) - pressed)
+
+
+def _wait_for(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    """Poll a condition on a recording (a thread of ours fills it); BenchError if it never holds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise BenchError(f"no {what} within {timeout:.0f} s")
+        time.sleep(0.02)
 
 
 def activity_audio(harness: Harness, conn: int) -> bytes:
