@@ -158,3 +158,5 @@ def test_quick_run_reports_every_figure_with_its_method(tmp_path: Path) -> None:
     assert document["machine"]["cpus"] >= 1
     assert time.mktime(time.strptime(document["date"][:19], "%Y-%m-%dT%H:%M:%S")) >= started - 1
     assert f"wrote {out}" in result.stdout
+    assert f"on {document['machine']['cpus']} CPUs" in result.stdout, "how busy it was, printed"
+    assert len(document["machine"]["loadavg_after"]) == 3

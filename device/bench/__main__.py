@@ -49,9 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench: failed: {exc}", file=sys.stderr)
         return 1
+    document = report.results(figures, before, plan_dict(plan))
     print(report.table(figures))
-    report.write_json(args.out, report.results(figures, before, plan_dict(plan)))
-    print(f"\nbench: wrote {args.out}")
+    print(f"\n{report.conditions(document)}")
+    report.write_json(args.out, document)
+    print(f"bench: wrote {args.out}")
     return 0
 
 

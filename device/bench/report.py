@@ -15,8 +15,9 @@ COLUMNS = ("figure", "n", "median", "p95", "max", "unit", "target", "met")
 
 
 def machine() -> dict[str, Any]:
-    """What the figures were measured on, and how busy it was."""
+    """What the figures are measured on, how busy it is, and when (the run's start)."""
     return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "cpus": os.cpu_count(),
         "processor": _cpu_model(),
         "kernel": platform.release(),
@@ -34,12 +35,23 @@ def _cpu_model() -> str:
 
 def results(figures: list[Figure], before: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     """The JSON document: when, where, with which plan, and every figure's summary."""
+    where = {k: v for k, v in before.items() if k != "date"}
     return {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {**before, "loadavg_after": machine()["loadavg"]},
+        "date": before["date"],
+        "machine": {**where, "loadavg_after": machine()["loadavg"]},
         "plan": plan,
         "figures": {f.key: f.summary() for f in figures},
     }
+
+
+def conditions(document: dict[str, Any]) -> str:
+    """One line on where and when, and how busy the machine was: figures depend on it."""
+    m = document["machine"]
+    return (
+        f"Measured {document['date']} on {m['cpus']} CPUs ({m['processor']}), Linux "
+        f"{m['kernel']}, Python {m['python']}; load average {' '.join(m['loadavg'])} "
+        f"before, {' '.join(m['loadavg_after'])} after."
+    )
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
