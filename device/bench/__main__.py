@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     # The rig (numpy, the server, the loopback) is imported only once there is work.
     from device.bench import report
     from device.bench.harness import BenchError
-    from device.bench.run import Plan, plan_dict, run
+    from device.bench.run import Plan, run
 
     plan = Plan.quick(args.turns) if args.quick else Plan(turns=args.turns or Plan.turns)
     before = report.machine()
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench: failed: {exc}", file=sys.stderr)
         return 1
-    document = report.results(figures, before, plan_dict(plan))
+    document = report.results(figures, before, asdict(plan))
     print(report.table(figures))
     print(f"\n{report.conditions(document)}")
     report.write_json(args.out, document)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from device.bench import cost
 from device.bench.figures import Figure, median, nearest_rank
@@ -84,10 +83,6 @@ def run(plan: Plan) -> list[Figure]:
         *_memory_figures(cold, peaks, plan.memory_turns),
         _ready_figure(started),
     ]
-
-
-def plan_dict(plan: Plan) -> dict[str, Any]:
-    return asdict(plan)
 
 
 def _p95_within(samples: list[float], limit: float) -> bool:
