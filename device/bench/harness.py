@@ -20,7 +20,7 @@ from typing import Any
 from device.bench.notify import NotifyListener
 from device.bench.proc import memory_mb
 from device.sim.log import Entry
-from device.sim.loopback import Player, PulseLoopback
+from device.sim.loopback import PulseLoopback
 from device.sim.rig import Daemon, scratch_dir, start_daemon
 from device.sim.server import ServerThread
 
@@ -34,14 +34,6 @@ BASE_SETTINGS: dict[str, dict[str, Any]] = {
     "audio": {"earcons": False},
     "conversation": {"idle_timeout_s": 1},
 }
-#: An idle null sink renders a block of about 2 s before a new stream on it moves: a
-#: new microphone waits that long for its first audio, a new speaker for its second
-#: callback. A real sound card moves within a period. Silence played into both sinks
-#: for this long first keeps them rendering in small blocks, and adds nothing to what
-#: the benchmark records.
-ROOM_TONE_WARM_S = 2.5
-ROOM_TONE_S = 300.0
-ROOM_TONE_RATE = 8000
 
 
 class BenchError(RuntimeError):
@@ -114,33 +106,9 @@ class Harness:
     def __init__(self, loopback: PulseLoopback, server: ServerThread) -> None:
         self.loopback = loopback
         self.server = server
-        self._room_tone: list[Player] = []
-
-    def close(self) -> None:
-        for player in self._room_tone:
-            player.stop()
-        self._room_tone = []
-
-    def __enter__(self) -> Harness:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _keep_sinks_moving(self) -> None:
-        """Silence into both sinks, so a daemon's audio starts as it would on a Pi."""
-        tone = self._room_tone
-        if not tone or time.monotonic() > tone[0].started + tone[0].duration - 60:
-            self.close()
-            silence = bytes(round(ROOM_TONE_S * ROOM_TONE_RATE) * 2)
-            self._room_tone = tone = [
-                self.loopback.play(silence, ROOM_TONE_RATE, side) for side in ("mic", "speaker")
-            ]
-        time.sleep(max(0.0, tone[0].started + ROOM_TONE_WARM_S - time.monotonic()))
 
     def start(self, settings: dict[str, dict[str, Any]] | None = None) -> BenchDaemon:
         """Start a daemon and wait for READY=1 on its notify socket."""
-        self._keep_sinks_moving()
         merged = {name: dict(table) for name, table in BASE_SETTINGS.items()}
         for name, table in (settings or {}).items():
             merged.setdefault(name, {}).update(table)

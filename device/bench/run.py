@@ -41,8 +41,8 @@ def run(plan: Plan) -> list[Figure]:
     with (
         PulseLoopback() as loopback,
         ServerThread(reply_seconds=REPLY_S) as server,
-        Harness(loopback, server) as h,
     ):
+        h = Harness(loopback, server)
         progress("the loopback's own latency")
         loop_ms = [s * 1000 for s in measure_latency(loopback, repeats=plan.turns)]
         started = cost.start_to_ready(h, plan.starts)

@@ -50,6 +50,7 @@ class PulseLoopback:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._modules: dict[Side, int] = {}
+        self._room_tone: dict[Side, subprocess.Popen[bytes]] = {}
         self._saved_env: dict[str, str | None] = {}
 
     # -- life ------------------------------------------------------------------
@@ -151,6 +152,8 @@ class PulseLoopback:
     def stop(self, timeout: float = 5.0) -> None:
         """End the server by its pid (SIGTERM, then SIGKILL) and remove its directory."""
         self.restore_env()
+        for side in list(self._room_tone):
+            self._stop_room_tone(side)
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -207,15 +210,22 @@ class PulseLoopback:
         return self._run("pactl", *args).stdout
 
     def load_sinks(self, *sides: Side) -> None:
-        """(Re)create sinks, ready to deliver at once, as a real sound card would.
+        """(Re)create sinks that start streams at once, as a real sound card does.
 
-        A new null sink renders its first block of about 2 s before its monitor
-        delivers anything; a first recording then waits that long. Recording each
-        new monitor until data flows takes that wait here, once, instead of inside
-        whatever a test or a benchmark measures next.
+        An idle null sink renders blocks of about 2 s: a new recording of its
+        monitor waits that long for its first audio, a new player for its second
+        callback. Each sink therefore gets a room tone, digital silence played for
+        as long as the sink exists, which keeps it rendering in small blocks and
+        adds nothing to what is recorded; the first block is waited out here,
+        once, instead of inside whatever a test or a benchmark measures next.
         """
         for side in sides:
             self._create_sink(side)
+        # Setting a default sink moves every stream not pinned to another, the other
+        # side's room tone too: all of them (re)start after it, on their own sinks.
+        for side in self._modules:
+            self._stop_room_tone(side)
+            self._room_tone[side] = self._silence_into(_SINKS[side])
         warming = [self.record(16000, side) for side in sides]
         try:
             for recorder in warming:
@@ -223,6 +233,22 @@ class PulseLoopback:
         finally:
             for recorder in warming:
                 recorder.stop()
+
+    def _silence_into(self, sink: str) -> subprocess.Popen[bytes]:
+        """pacat playing zeros into `sink` until stopped (8 kHz: it costs next to nothing)."""
+        with open("/dev/zero", "rb") as zeros:
+            return subprocess.Popen(
+                _pa_client(self, "pacat", sink, 8000, latency_ms=20),
+                stdin=zeros,
+                stderr=subprocess.DEVNULL,
+                env=self.child_env(),
+            )
+
+    def _stop_room_tone(self, side: Side) -> None:
+        proc = self._room_tone.pop(side, None)
+        if proc is not None:
+            proc.terminate()
+            proc.wait()
 
     def load_sink(self, side: Side) -> None:
         """(Re)create one side's sink, as if the USB device had been plugged back in."""
@@ -248,6 +274,7 @@ class PulseLoopback:
 
     def unload_sink(self, side: Side) -> None:
         """Remove one side's sink, as if the USB device had been pulled out."""
+        self._stop_room_tone(side)
         self.pactl("unload-module", str(self._modules.pop(side)))
 
     def sinks(self) -> list[str]:
