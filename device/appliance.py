@@ -74,6 +74,7 @@ class Appliance:
             device=cfg.audio.input_device,
             chunk_ms=cfg.audio.chunk_ms,
             on_overflow=self.mic_feed.overflowed,
+            preroll=self.mic_feed.preroll_chunks,
         )
         self.speaker = Playback(device=cfg.audio.output_device)
         self.speaker.volume = _saved_volume(self.state_file, cfg.audio.volume)
@@ -180,6 +181,10 @@ class Appliance:
             extra={"LIVE_STATE": str(state), "LIVE_SESSION": self.link.session_id or ""},
         )
         await self.leds.show(state)
+        if state in (State.IDLE, State.ERROR):
+            self.speaker.rest()  # nothing to play until the next press: save the CPU
+        else:
+            self.speaker.wake()
         self.notifier.status(self.status_line())
         if state is State.IDLE and before is not State.ERROR:
             self.turns.finish(time.monotonic(), self.link.session_id)
@@ -201,9 +206,10 @@ class Appliance:
                 await self.link.close()
             case "start_capture":
                 self.turns.start(time.monotonic())
-                self.mic_feed.start()
+                self.mic_feed.start(self.mic.forward())
                 self.camera.start_frames()
             case "stop_capture":
+                self.mic.hold()
                 self.mic_feed.stop()
                 self.camera.stop_frames()
                 self.outbox.drop_frame()
@@ -290,6 +296,7 @@ class Appliance:
                 self.cfg.live.model,
                 extra={"LIVE_STATE": str(self.machine.state)},
             )
+            self.speaker.rest()
             self.notifier.ready(self.status_line())
             await self.stopping.wait()
         finally:
@@ -309,7 +316,7 @@ class Appliance:
         started = time.monotonic()
         try:
             async with asyncio.timeout(MIC_START_TIMEOUT_S):
-                await self.mic_feed.flowing.wait()
+                await self.mic.delivering.wait()
         except TimeoutError:
             log.warning("the microphone delivered nothing in %.0f s", MIC_START_TIMEOUT_S)
             return

@@ -1,8 +1,8 @@
 """What of the microphone goes to the service, and when.
 
-Every chunk from the capture callback arrives here on the event loop. Between
-turns the last few chunks are kept as pre-roll (people start talking as they
-press); while capturing, chunks go to the outbox in order. In a hands-free
+While the appliance captures, every chunk from the capture callback arrives here
+on the event loop and goes to the outbox in order, after the pre-roll the
+capture kept from just before (people start talking as they press). In a hands-free
 conversation the speaker must not reach the microphone, so while the model
 speaks chunks are gated (dropped, with `audioStreamEnd` once the pause passes a
 second) or attenuated, as configured.
@@ -10,10 +10,8 @@ second) or attenuated, as configured.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections import deque
 
 from device.audio import pcm
 from device.config import AudioConfig
@@ -33,19 +31,22 @@ class MicFeed:
     def __init__(self, cfg: AudioConfig, outbox: Outbox) -> None:
         self._cfg = cfg
         self._outbox = outbox
-        self._preroll: deque[bytes] = deque(maxlen=max(1, cfg.preroll_ms // cfg.chunk_ms))
         self._capturing = False
         self._gated_since: float | None = None
         self._stream_end_sent = False
         self._overflowing = False
         self._overflow_logged = -OVERFLOW_LOG_EVERY_S
-        self.flowing = asyncio.Event()  # set by the first chunk ever
 
-    def start(self) -> None:
-        """Capture from now on, beginning with the pre-roll."""
+    @property
+    def preroll_chunks(self) -> int:
+        """How many chunks of the moments before a press to keep (rounded up)."""
+        return -(-self._cfg.preroll_ms // self._cfg.chunk_ms)
+
+    def start(self, preroll: list[tuple[bytes, float]]) -> None:
+        """Capture from now on, beginning with the pre-roll (`Capture.forward()`)."""
         self._capturing = True
-        while self._preroll:
-            self._outbox.put("audio", self._preroll.popleft())
+        for data, _ in preroll:
+            self._outbox.put("audio", data)
 
     def stop(self) -> None:
         self._capturing = False
@@ -53,10 +54,8 @@ class MicFeed:
 
     def chunk(self, data: bytes, t: float, speaker_busy: bool) -> None:
         """One chunk; `speaker_busy`: the model is speaking in a hands-free conversation."""
-        self.flowing.set()
         if not self._capturing:
-            self._preroll.append(data)
-            return
+            return  # handed over just before capture stopped
         if speaker_busy:
             data = self._while_speaking(data, t)
             if not data:

@@ -108,3 +108,32 @@ async def test_overflow_is_counted_and_reported_not_fatal() -> None:
     assert capture.overflows == 2
     assert reported == [1, 2]
     assert len(chunks) == 3
+
+
+async def test_with_a_preroll_chunks_wait_on_the_capture_thread_until_forwarded(
+    loopback: PulseLoopback,
+) -> None:
+    """Between turns the loop is not woken for audio; a press gets the moments before it."""
+    handed: list[tuple[bytes, float]] = []
+    capture = Capture(lambda data, t: handed.append((data, t)), preroll=5)
+    capture.start()
+    try:
+        await asyncio.wait_for(capture.delivering.wait(), 5)
+        player = loopback.play(pcm.from_float(pcm.tone(440, 400, RATE)), RATE, side="mic")
+        await asyncio.to_thread(player.wait)
+        await asyncio.sleep(0.1)
+        assert handed == [], "held chunks must not reach the loop"
+        preroll = capture.forward()
+        await asyncio.sleep(0.3)
+        capture.hold()
+        await asyncio.sleep(0.1)  # chunks scheduled before hold() are delivered
+        after_hold = len(handed)
+        await asyncio.sleep(0.3)
+    finally:
+        capture.stop()
+    assert len(preroll) == 5, "the newest five chunks, no more"
+    times = [t for _, t in preroll] + [t for _, t in handed]
+    assert times == sorted(times), "the pre-roll comes before what follows, in order"
+    assert pytest.approx(times[5] - times[4], abs=0.015) == 0.02, "no gap after the pre-roll"
+    assert 10 <= after_hold <= 20, "forwarded for 0.3 s"
+    assert len(handed) == after_hold, "nothing after hold()"

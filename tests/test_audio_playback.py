@@ -147,3 +147,37 @@ async def test_output_latency_is_reported(speaker: tuple[Playback, Recorder]) ->
     player, _ = speaker
     assert 0 < player.output_latency < 1.0
     print(f"playback output latency {player.output_latency * 1000:.1f} ms")
+
+
+async def test_an_idle_speaker_rests_and_still_plays_what_it_is_fed(
+    speaker: tuple[Playback, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While nothing can play the stream is stopped (no callbacks, no CPU); a sound fed
+    then plays whole, and the stream rests again afterwards. The keeper sees it healthy."""
+    from device.audio import playback
+
+    monkeypatch.setattr(playback, "REST_AFTER_S", 0.2)
+    player, recorder = speaker
+    player.rest()
+    await asyncio.sleep(0.5)
+    calls = player._last_call
+    await asyncio.sleep(0.3)
+    assert player._last_call == calls, "a resting stream is not called back"
+    assert player.healthy(stale_s=0.1), "resting on purpose is not a fault"
+
+    fed = time.monotonic()
+    player.feed(pcm.from_float(pcm.tone(1000, 300, RATE)), last=True)
+    await asyncio.wait_for(player.wait_drained(), 5)
+    await _settle(player)
+    assert recorder.first_sound(after=fed) is not None, "the sound fed while resting played"
+    samples, times = recorder.timeline()
+    loud = np.abs(samples[times > fed]) > 0.05
+    assert np.count_nonzero(loud) > RATE * 0.25, "the whole 300 ms tone"
+    await asyncio.sleep(0.5)
+    calls = player._last_call
+    await asyncio.sleep(0.3)
+    assert player._last_call == calls, "and it rests again"
+
+    player.wake()
+    await asyncio.sleep(0.3)
+    assert player._last_call != calls and player.healthy(stale_s=0.1), "awake, it runs"

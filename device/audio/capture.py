@@ -3,11 +3,19 @@
 The PortAudio callback runs on its own thread. It only converts (resamples when the
 device cannot record at 16 kHz), cuts exact chunks and schedules ``on_chunk`` on the
 event loop with ``call_soon_threadsafe``; it never waits for the loop.
+
+Between turns the appliance needs only the last moments before a press (the
+pre-roll). With ``preroll`` set, chunks stay in a small ring on the callback's
+thread until ``forward()`` and the loop is not woken for them: an idle box then
+costs next to nothing beyond the sound card itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -39,11 +47,18 @@ class Capture(PortAudioStream):
         device_rate: int | None = None,
         channels: int | None = None,
         on_overflow: Callable[[int], None] | None = None,
+        preroll: int | None = None,
     ) -> None:
+        """`preroll`: hold chunks, keeping the newest `preroll` of them, until forward()."""
         super().__init__(device, device_rate, channels)
         self.on_chunk = on_chunk
         self.chunk_ms = chunk_ms
         self.chunk_bytes = RATE * chunk_ms // 1000 * 2
+        self._ring: deque[tuple[bytes, float]] = deque(maxlen=preroll or 0)
+        self._forwarding = preroll is None
+        self._ring_lock = threading.Lock()
+        self._told_delivering = False
+        self.delivering = asyncio.Event()  # set once audio flows after start()
         self.on_overflow = on_overflow
         self.overflows = 0
         self._resampler: soxr.ResampleStream | None = None
@@ -58,6 +73,7 @@ class Capture(PortAudioStream):
             else None
         )
         self._pending.clear()
+        self._told_delivering = False
         return pa.open(
             format=pyaudio.paInt16,
             channels=self.channels,
@@ -67,6 +83,19 @@ class Capture(PortAudioStream):
             frames_per_buffer=self.device_rate * self.chunk_ms // 1000,
             stream_callback=self._callback,
         )
+
+    def forward(self) -> list[tuple[bytes, float]]:
+        """From now on every chunk goes to ``on_chunk``; returns the pre-roll, oldest first."""
+        with self._ring_lock:
+            self._forwarding = True
+            preroll = list(self._ring)
+            self._ring.clear()
+        return preroll
+
+    def hold(self) -> None:
+        """Keep chunks in the pre-roll ring again instead of handing them over."""
+        with self._ring_lock:
+            self._forwarding = False
 
     def _started(self) -> None:
         log.info(
@@ -83,6 +112,9 @@ class Capture(PortAudioStream):
         loop = self._loop
         assert loop is not None
         try:
+            if not self._told_delivering:
+                self._told_delivering = True
+                loop.call_soon_threadsafe(self.delivering.set)
             if status & pyaudio.paInputOverflow:
                 self.overflows += 1
                 if self.on_overflow is not None:
@@ -99,6 +131,10 @@ class Capture(PortAudioStream):
                 del self._pending[: self.chunk_bytes]
                 # Samples still pending arrived after this chunk's last one.
                 t = now - len(self._pending) / 2 / RATE
+                with self._ring_lock:
+                    if not self._forwarding:
+                        self._ring.append((chunk, t))
+                        continue
                 loop.call_soon_threadsafe(self.on_chunk, chunk, t)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             return None, pyaudio.paAbort

@@ -6,6 +6,11 @@ writing silence when there is nothing (the stream never underruns, so PulseAudio
 and ALSA never have to restart it). ``clear()`` drops everything not yet handed to
 PortAudio, so after a barge-in the speaker falls silent within PortAudio's own
 output latency (``output_latency``), which is set by ``period_ms``.
+
+While nothing can play (the box is idle) the stream rests: ``rest()`` stops it
+once everything fed has played, ``wake()`` (and any ``feed()``) starts it again
+in a millisecond or two. A stream playing silence would otherwise cost CPU every
+period, all day.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from device.audio.stream import PortAudioStream
 log = logging.getLogger(__name__)
 
 RATE = 24000  # what the Live API sends
+#: After the last sound, the stream keeps running this long for what comes next.
+REST_AFTER_S = 2.0
 
 
 class Playback(PortAudioStream):
@@ -52,6 +59,9 @@ class Playback(PortAudioStream):
         self._drained.set()
         #: 0..1, applied to what is fed from now on; squared so that halfway sounds half as loud.
         self.volume = 1.0
+        self._resting = False  # stopped on purpose: nothing can play
+        self._want_rest = False  # rest() was asked for and wake() has not come since
+        self._rest_timer: asyncio.TimerHandle | None = None
 
     # -- life ------------------------------------------------------------------
 
@@ -80,8 +90,60 @@ class Playback(PortAudioStream):
 
     def stop(self) -> None:
         """Close the device; whatever was still buffered is dropped."""
+        self._cancel_rest()
         super().stop()
+        self._resting = False
         self.clear()
+
+    # -- resting while idle ---------------------------------------------------
+
+    def rest(self) -> None:
+        """Nothing is expected to play: stop the stream once what was fed has played and
+        REST_AFTER_S more has passed (a sound fed meanwhile plays, and delays the rest)."""
+        self._want_rest = True
+        self._cancel_rest()
+        if self._stream is not None and not self._resting and self._loop is not None:
+            self._rest_timer = self._loop.call_later(REST_AFTER_S, self._rest_if_quiet)
+
+    def _rest_if_quiet(self) -> None:
+        self._rest_timer = None
+        stream = self._stream
+        if stream is None or self._resting:
+            return
+        if not self._drained.is_set():  # still playing: look again later
+            self.rest()
+            return
+        stream.stop_stream()  # waits for the last period: a few ms, and nothing else waits
+        self._resting = True
+
+    def wake(self) -> None:
+        """Something may play soon: run the stream, and keep it running until rest()."""
+        self._want_rest = False
+        self._cancel_rest()
+        self._run()
+
+    def _run(self) -> None:
+        stream = self._stream
+        if stream is None or not self._resting:
+            return
+        self._resting = False
+        try:
+            stream.start_stream()
+        except OSError as exc:  # the device went while resting: the keeper reopens it
+            log.warning("the speaker did not start again: %s", exc)
+            return
+        self._restarted()
+
+    def _cancel_rest(self) -> None:
+        if self._rest_timer is not None:
+            self._rest_timer.cancel()
+            self._rest_timer = None
+
+    def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool:
+        """A resting stream is healthy: it is stopped on purpose."""
+        if self._resting and self._stream is not None:
+            return True
+        return super().healthy(stale_s, grace_s)
 
     def _new_resampler(self) -> soxr.ResampleStream | None:
         if self.device_rate in (None, RATE):
@@ -107,6 +169,10 @@ class Playback(PortAudioStream):
             pcm = scaled.astype(np.int16).tobytes()
         if not pcm:
             return
+        if self._resting:  # an earcon while idle: play it, then rest again
+            self._run()
+        if self._want_rest:
+            self.rest()
         with self._lock:
             self._buffer += pcm
             self._generation += 1

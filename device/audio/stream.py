@@ -56,7 +56,7 @@ class PortAudioStream:
             except BaseException:
                 self._close()
                 raise
-            self._opened, self._last_call = time.monotonic(), None
+            self._restarted()
         self._started()
 
     def stop(self) -> None:
@@ -87,6 +87,10 @@ class PortAudioStream:
 
     def _started(self) -> None:
         """Say in the journal what was opened."""
+
+    def _restarted(self) -> None:
+        """The stream runs again after a pause: judge it as one just opened."""
+        self._opened, self._last_call = time.monotonic(), None
 
     def _called(self) -> float:
         """Stamp a PortAudio callback (on PortAudio's thread); returns the time."""
