@@ -29,7 +29,7 @@ def test_defaults_when_the_default_file_is_absent(monkeypatch: pytest.MonkeyPatc
     cfg = config.load()
     assert cfg.live.model == "gemini-3.8-live"
     assert cfg.button.mode == "push_to_talk"
-    assert cfg.audio.chunk_ms == 20
+    assert cfg.audio.chunk_ms == 40
     assert cfg.path is None
 
 
@@ -44,7 +44,7 @@ voice = "Kore"
 [audio]
 input_device = 2
 output_device = "USB"
-chunk_ms = 40
+chunk_ms = 20
 [button]
 pin = 27
 mode = "toggle"
@@ -61,7 +61,7 @@ idle_timeout_s = 5
     assert cfg.live.voice == "Kore"
     assert cfg.audio.input_device == 2
     assert cfg.audio.output_device == "USB"
-    assert cfg.audio.chunk_ms == 40
+    assert cfg.audio.chunk_ms == 20
     assert (cfg.button.pin, cfg.button.mode) == (27, "toggle")
     assert cfg.leds.pins == (12,)
     assert cfg.conversation.idle_timeout_s == 5.0
