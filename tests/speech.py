@@ -55,21 +55,6 @@ def turns_done(n: int) -> Any:
     return lambda s: s["state"] == "idle" and bool(s["turns"]) and s["turns"][-1]["turn"] >= n
 
 
-def between(kinds_and_entries: list[Any], first: str, last: str) -> bytes:
-    """Audio the server received after the first `first` and before the first `last` after it."""
-    out, inside = [], False
-    for e in kinds_and_entries:
-        if e.direction != "in":
-            continue
-        if e.kind == first and not inside:
-            inside = True
-        elif e.kind == last and inside:
-            break
-        elif e.kind == "audio" and inside:
-            out.append(e.data)
-    return b"".join(out)
-
-
 FRAME_S = 0.02
 
 

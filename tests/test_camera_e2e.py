@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import simplejpeg
-from speech import MIC_RATE, assert_received_whole, between, chirp, speak_turn, turns_done
+from speech import MIC_RATE, assert_received_whole, chirp, speak_turn, turns_done
 
 from device.config import AudioConfig
 from device.hw.camera_pattern import read_frame_number
@@ -113,7 +113,7 @@ def test_a_push_to_talk_turn_sends_a_768_jpeg_a_second_and_none_after_the_releas
     assert frames_taken(daemon) == len(frames), "every frame taken reached the server"
 
     # The microphone beside the camera: nothing lost, no stall while frames go out.
-    assert_received_whole(between(entries, "activity_start", "activity_end"), speech)
+    assert_received_whole(server.log.activity_audio(), speech)
     chunks = [e.t for e in received(entries, "audio") if arrived[0] <= e.t <= activity_end]
     worst_gap = max(b - a for a, b in itertools.pairwise(chunks))
     assert worst_gap < 5 * CHUNK_MS / 1000, f"microphone audio stalled {worst_gap * 1000:.0f} ms"
@@ -154,8 +154,7 @@ def test_a_camera_that_fails_leaves_the_session_going_audio_only_with_one_warnin
         speech = chirp(1.0)
         pressed = speak_turn(loopback, daemon, speech)
         status = daemon.wait_until(turns_done(turn), 20, f"turn {turn} to end")
-        turn_entries = [e for e in server.log.entries() if e.t >= pressed]
-        assert_received_whole(between(turn_entries, "activity_start", "activity_end"), speech)
+        assert_received_whole(server.log.activity_audio(after=pressed), speech)
     assert status["session_open"] and not status["camera"]
     assert "error" not in status["leds"]
     assert not received(server.log.entries(), "video")
@@ -177,7 +176,7 @@ def test_a_turn_over_before_the_session_is_ready_sends_no_frame_after_its_end(
     entries = server.log.entries()
     setup_done = next(e.t for e in entries if e.kind == "setup_complete")
     assert released < setup_done, "the whole turn waited in the outbox for the session"
-    assert_received_whole(between(entries, "activity_start", "activity_end"), speech)
+    assert_received_whole(server.log.activity_audio(), speech)
     kinds = [e.kind for e in entries if e.direction == "in"]
     assert "video" not in kinds[kinds.index("activity_end") :], "a frame went after the release"
 
@@ -194,7 +193,7 @@ def test_on_a_slow_link_frames_are_dropped_not_queued_and_none_goes_ahead_of_spe
     daemon.wait_until(lambda s: not s["camera"], 5, "the camera to switch off")
 
     entries = server.log.entries()
-    assert_received_whole(between(entries, "activity_start", "activity_end"), speech)
+    assert_received_whole(server.log.activity_audio(), speech)
     assert_no_frame_went_ahead_of_speech(entries)
     frames = received(entries, "video")
     numbers = [frame_number(f) for f in frames]

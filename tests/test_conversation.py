@@ -15,7 +15,6 @@ from speech import (
     MIC_RATE,
     SPEAKER_RATE,
     assert_received_whole,
-    between,
     chirp,
     reply_heard,
     speak_turn,
@@ -44,7 +43,7 @@ def test_push_to_talk_turn_reaches_the_server_whole_and_the_reply_the_speaker(
     assert kinds[0] == "setup"
     assert kinds[1] == "activity_start", "activityStart must come before any audio"
     assert kinds.index("activity_end") > max(i for i, k in enumerate(kinds) if k == "audio")
-    assert_received_whole(between(entries, "activity_start", "activity_end"), speech)
+    assert_received_whole(server.log.activity_audio(), speech)
 
     reply_heard(recording, turn=1, seconds=1.0)
     assert status["leds"] == ["idle", "connecting", "listening", "thinking", "speaking", "idle"]
@@ -62,7 +61,7 @@ def test_press_while_setup_is_slow_loses_no_speech(loopback: PulseLoopback, make
     setup_done = next(e.t for e in entries if e.kind == "setup_complete")
     first_audio = next(e.t for e in entries if e.kind == "audio" and e.direction == "in")
     assert first_audio >= setup_done
-    assert_received_whole(between(entries, "activity_start", "activity_end"), speech)
+    assert_received_whole(server.log.activity_audio(), speech)
     assert status["leds"][:3] == ["idle", "connecting", "listening"]
 
 

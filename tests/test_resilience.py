@@ -25,14 +25,12 @@ from speech import (
     SPEAKER_RATE,
     assert_clean,
     assert_received_whole,
-    between,
     chirp,
     reply_heard,
     speak_turn,
     turns_done,
 )
 
-from device.sim.log import Entry
 from device.sim.loopback import PulseLoopback
 from device.sim.rig import Daemon
 from device.sim.server import ServerThread
@@ -50,10 +48,6 @@ def merged(*extra: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for section, values in more.items():
             out.setdefault(section, {}).update(values)
     return out
-
-
-def after(entries: list[Entry], t: float) -> list[Entry]:
-    return [e for e in entries if e.t >= t]
 
 
 def one_turn(loopback: PulseLoopback, daemon: Daemon, n: int, seconds: float = 0.4) -> float:
@@ -88,8 +82,7 @@ def test_go_away_mid_speech_switches_at_once_and_no_audio_is_lost_or_repeated(
 
     _, second = server.log.connections()
     assert handle_in_setup(second.setup), "the new connection resumed the session"
-    entries = after(server.log.entries(), pressed)
-    assert_received_whole(between(entries, "activity_start", "activity_end"), speech)
+    assert_received_whole(server.log.activity_audio(after=pressed), speech)
     assert server.log.kinds(conn=second.id, direction="in")[:2] == ["setup", "activity_start"]
     assert "error" not in status["leds"]
     assert_clean(daemon, server)
@@ -430,7 +423,7 @@ def test_an_audio_device_that_disappears_is_an_error_until_it_comes_back(
     daemon.wait_until(turns_done(2), 20, "a turn after recovery")
     time.sleep(0.3)
     assert_received_whole(
-        between(after(server.log.entries(), pressed), "activity_start", "activity_end"), speech
+        server.log.activity_audio(after=pressed), speech
     )
     # The fault ended the session: this reply is the first of a new one, on the reopened speaker.
     reply_heard(recorder.stop(), turn=1, seconds=0.3)

@@ -7,7 +7,6 @@ import itertools
 import logging
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,52 +17,10 @@ from helpers import Captured
 from device import logs
 from device.service import Notifier
 from device.sim.loopback import PulseLoopback
+from device.sim.notify import NotifySocket
 from device.sim.rig import start_daemon
 from device.sim.server import ServerThread
 from device.turns import TurnLog
-
-
-class NotifySocket:
-    """An AF_UNIX datagram socket standing in for systemd's; records (time, fields)."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="notify-"))
-        self.path = self.dir / "notify.sock"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(self.path))
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, dict[str, str]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            fields = dict(line.split("=", 1) for line in data.decode().splitlines())
-            self.messages.append((time.monotonic(), fields))
-
-    def times(self, key: str) -> list[float]:
-        return [t for t, fields in list(self.messages) if key in fields]
-
-    def statuses(self) -> list[str]:
-        return [f["STATUS"] for _, f in list(self.messages) if "STATUS" in f]
-
-    def wait_for(self, key: str, timeout: float = 10.0) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if found := self.times(key):
-                return found[0]
-            time.sleep(0.01)
-        raise AssertionError(f"no {key} within {timeout} s; got {self.messages}")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
 
 
 @pytest.fixture

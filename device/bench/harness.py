@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device.bench.notify import NotifyListener
 from device.bench.proc import memory_mb
 from device.sim.log import Entry
 from device.sim.loopback import PulseLoopback
+from device.sim.notify import NotifySocket
 from device.sim.rig import Daemon, scratch_dir, start_daemon
 from device.sim.server import ServerThread
 
@@ -50,7 +50,7 @@ class BenchDaemon:
     """A running daemon, its notify socket, and the time from its start to READY."""
 
     daemon: Daemon
-    notify: NotifyListener
+    notify: NotifySocket
     workdir: Path
     ready_s: float
 
@@ -113,7 +113,7 @@ class Harness:
         for name, table in (settings or {}).items():
             merged.setdefault(name, {}).update(table)
         workdir = scratch_dir("bench-")
-        notify = NotifyListener()
+        notify = NotifySocket()
         assert self.server.server is not None
         daemon = start_daemon(
             workdir,
@@ -131,13 +131,13 @@ class Harness:
             raise
         return BenchDaemon(daemon, notify, workdir, ready - daemon.started)
 
-    def _ready(self, daemon: Daemon, notify: NotifyListener) -> float:
+    def _ready(self, daemon: Daemon, notify: NotifySocket) -> float:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if daemon.proc.poll() is not None:
                 raise BenchError(f"daemon exited with {daemon.proc.returncode}:\n{daemon.log()}")
             try:
-                return notify.wait_ready(0.2)
+                return notify.wait_for("READY", 0.2)
             except TimeoutError:
                 continue
         raise BenchError(f"no READY=1 within {READY_TIMEOUT_S:.0f} s:\n{daemon.log()}")

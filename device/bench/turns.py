@@ -172,7 +172,8 @@ class TurnRunner:
         if not 0 <= at < heard.size:
             raise BenchError("the marker is not in the recording of the microphone")
         _, not_played = missing_ms(heard, sound, MIC_RATE)
-        _, not_received = missing_ms(pcm.to_float(activity_audio(self.h, conn)), sound, MIC_RATE)
+        received = pcm.to_float(self.h.server.log.activity_audio(conn))
+        _, not_received = missing_ms(received, sound, MIC_RATE)
         lost = sorted(set(not_received) - set(not_played))
         out.lost_ms.append(len(lost) * WINDOW_MS)
         out.lost_windows.append(lost)
@@ -239,19 +240,6 @@ def _wait_for(check: Callable[[], bool], what: str, timeout: float = 5.0) -> Non
         if time.monotonic() > deadline:
             raise BenchError(f"no {what} within {timeout:.0f} s")
         time.sleep(0.02)
-
-
-def activity_audio(harness: Harness, conn: int) -> bytes:
-    """The microphone audio the server received between activityStart and activityEnd."""
-    chunks, inside = [], False
-    for e in harness.entries(conn, "in"):
-        if e.kind == "activity_start":
-            inside = True
-        elif e.kind == "activity_end" and inside:
-            break
-        elif e.kind == "audio" and inside and e.data:
-            chunks.append(e.data)
-    return b"".join(chunks)
 
 
 def ms(seconds: float) -> float:

@@ -103,6 +103,24 @@ class ServerLog:
         """All reply PCM sent, concatenated."""
         return b"".join(e.data or b"" for e in self.entries(conn, "out") if e.kind == "audio")
 
+    def activity_audio(self, conn: int | None = None, after: float = 0.0) -> bytes:
+        """The microphone audio inside the first activity that starts at or after `after`.
+
+        From activityStart to activityEnd; across a switch to a new connection too,
+        where the device reopens the activity (a second activityStart changes nothing).
+        """
+        chunks, inside = [], False
+        for e in self.entries(conn, "in"):
+            if e.t < after:
+                continue
+            if e.kind == "activity_start":
+                inside = True
+            elif e.kind == "activity_end" and inside:
+                break
+            elif e.kind == "audio" and inside and e.data:
+                chunks.append(e.data)
+        return b"".join(chunks)
+
     async def wait_for(
         self, predicate: Callable[[], bool], timeout: float  # noqa: ASYNC109
     ) -> None:
