@@ -13,6 +13,8 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 
+from device.sim.options import add_server_options
+
 EXIT_CONFIG = 2
 
 
@@ -92,9 +94,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim_server(args: argparse.Namespace) -> int:
-    from device.sim.__main__ import main as sim_main
+    import asyncio
 
-    return sim_main(args.sim_args)
+    from device.sim.__main__ import serve
+
+    asyncio.run(serve(args))
+    return 0
 
 
 def _check_name(value: str) -> str:
@@ -280,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the local Live API server on its own, for any Live API client.",
         "live-appliance sim-server --port 8443",
     )
-    sim.add_argument("sim_args", nargs=argparse.REMAINDER, help="options of the server")
+    add_server_options(sim)
     return parser
 
 

@@ -18,6 +18,7 @@ import pytest
 import websockets
 from google import genai
 from google.genai import errors, types
+from helpers import closed_port
 
 from device.live_connection import websocket_of
 from device.sim.server import (
@@ -551,14 +552,16 @@ def test_server_thread_serves_a_synchronous_caller():
     assert not thread._thread.is_alive()
 
 
-def test_command_line_prints_how_to_connect():
-    proc = subprocess.Popen([sys.executable, "-m", "device.sim", "--pace", "0"],
+@pytest.mark.parametrize("command", [["device.sim"], ["device", "sim-server"]])
+def test_command_line_prints_how_to_connect(command):
+    port = closed_port()
+    proc = subprocess.Popen([sys.executable, "-m", *command, "--pace", "0", "--port", str(port)],
                             stdout=subprocess.PIPE, text=True)
     try:
         lines = [proc.stdout.readline() for _ in range(5)]
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
-    assert lines[0].startswith("Local Live API server at https://127.0.0.1:")
+    assert lines[0] == f"Local Live API server at https://127.0.0.1:{port}\n"
     assert lines[3].startswith("export GOOGLE_GEMINI_BASE_URL=https://")
     assert lines[4].startswith("export SSL_CERT_FILE=")

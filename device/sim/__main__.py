@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import signal
 
-from device.sim.server import DEFAULT_API_KEY, LiveServer
+from device.sim.options import add_server_options
+from device.sim.server import LiveServer
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -14,13 +15,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m device.sim", description="A local Gemini Live API server over TLS."
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--api-key", default=DEFAULT_API_KEY)
-    parser.add_argument("--pace", type=float, default=1.0,
-                        help="reply speed factor: 1 real time, 0 as fast as possible")
-    parser.add_argument("--setup-delay", type=float, default=0.0, help="seconds")
-    parser.add_argument("--reply-seconds", type=float, default=1.2)
+    add_server_options(parser)
     return parser.parse_args(argv)
 
 
