@@ -77,7 +77,7 @@ class Appliance:
             on_overflow=self.mic_feed.overflowed,
             preroll=self.mic_feed.preroll_chunks,
         )
-        self.speaker = Playback(device=cfg.audio.output_device)
+        self.speaker = Playback(device=cfg.audio.output_device, period_ms=cfg.audio.period_ms)
         self.speaker.volume = _saved_volume(self.state_file, cfg.audio.volume)
         self.keepers = [
             DeviceKeeper("speaker", self.speaker, self.post, cfg.audio.reopen_s),

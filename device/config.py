@@ -109,6 +109,10 @@ class AudioConfig:
     preroll_ms: int = field(default=100, metadata=_bounded(0, 1000))
     #: Seconds of microphone audio held while the connection is not ready.
     hold_s: float = field(default=8.0, metadata=_bounded(1, 60))
+    #: The speaker's PortAudio period. Silence after a barge-in, and sound after a reply
+    #: chunk, take about two periods: 5 ms is quicker, 10 ms leaves a slow Pi more room
+    #: before the callback runs late and clicks.
+    period_ms: int = field(default=10, metadata=_bounded(5, 50))
     #: Speaker volume, 0..1 (the set_volume tool changes it and keeps it across restarts).
     volume: float = field(default=1.0, metadata=_bounded(0, 1))
     #: Seconds between attempts to reopen an audio device that failed or vanished.

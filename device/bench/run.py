@@ -13,7 +13,7 @@ from device.sim.loopback import PulseLoopback, measure_latency
 from device.sim.server import ServerThread
 
 CHUNK_MS = AudioConfig().chunk_ms  # the microphone chunk the daemon sends (its default)
-PERIOD_MS = 10  # the playback period (device/audio/playback.py)
+PERIOD_MS = AudioConfig().period_ms  # the speaker's period the daemon runs with (its default)
 SLOW_SETUP_S = 0.5
 REPLY_S = 0.4  # the reply to a timed turn: short, but several chunks
 BARGE_REPLY_S = 3.0  # long enough to be talked over
