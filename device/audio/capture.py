@@ -63,6 +63,7 @@ class Capture(PortAudioStream):
         self.overflows = 0
         self._resampler: soxr.ResampleStream | None = None
         self._pending = bytearray()
+        self._last_chunk_t = 0.0
 
     def _open(self, pa: pyaudio.PyAudio) -> pyaudio.Stream:
         info = self._choose(pa, "input", RATE)
@@ -73,6 +74,7 @@ class Capture(PortAudioStream):
             else None
         )
         self._pending.clear()
+        self._last_chunk_t = 0.0
         self._told_delivering = False
         return pa.open(
             format=pyaudio.paInt16,
@@ -129,8 +131,10 @@ class Capture(PortAudioStream):
             while len(self._pending) >= self.chunk_bytes:
                 chunk = bytes(self._pending[: self.chunk_bytes])
                 del self._pending[: self.chunk_bytes]
-                # Samples still pending arrived after this chunk's last one.
-                t = now - len(self._pending) / 2 / RATE
+                # Samples still pending arrived after this chunk's last one. A late
+                # callback bunches its audio: the estimate never runs backwards.
+                t = max(now - len(self._pending) / 2 / RATE, self._last_chunk_t)
+                self._last_chunk_t = t
                 with self._ring_lock:
                     if not self._forwarding:
                         self._ring.append((chunk, t))
