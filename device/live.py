@@ -116,6 +116,14 @@ class LiveLink:
     # -- the session task -----------------------------------------------------------------
 
     async def _run(self) -> None:
+        """The session, across connections; a bug here ends it like a lost connection."""
+        try:
+            await self._session()
+        except Exception as exc:
+            log.exception("the session failed")
+            self._on_event(ConnectionLost(describe_failure(exc)))
+
+    async def _session(self) -> None:
         self.prepare()
         try:
             connection = await self._connect()
@@ -126,9 +134,11 @@ class LiveLink:
             return
         self._on_event(SetupComplete())
         while True:
-            ended = await self._serve(connection)
+            ended, reply_cut = await self._serve(connection)
             if isinstance(ended, SwitchNow):
                 log.info("switching to a new connection: %s", ended)
+                if reply_cut:  # no quiet moment came: the reply in flight is gone
+                    self._on_event(Reconnecting("the service moved the conversation"))
             else:
                 reason = describe_failure(ended)
                 log.warning("connection lost: %s", reason, extra={"LIVE_ERROR": reason})
@@ -145,14 +155,16 @@ class LiveLink:
                 return
             self._on_event(Reconnected(history_lost=history_lost))
 
-    async def _serve(self, connection: Connection) -> Exception:
-        """Serve until the connection ends; close it and return why it ended."""
+    async def _serve(self, connection: Connection) -> tuple[Exception, bool]:
+        """Serve until the connection ends; close it. Why it ended, and whether a reply
+        was in flight then (it will not come on the next connection)."""
         self._connection = connection  # close() finishes the job if we are cancelled
         ended = await connection.run()
         await connection.close(graceful=isinstance(ended, SwitchNow))
         self._connection = None
+        reply_cut = self._turn.in_flight
         self._turn.lost()
-        return ended
+        return ended, reply_cut
 
     async def _connect(self) -> Connection:
         """Open one connection (resuming when there is a handle) within the connect timeout."""

@@ -72,6 +72,7 @@ class WireTurn:
     awaiting_reply: bool = False  # a turn was handed over and has not completed
     replying: bool = False  # reply content is arriving
     tools_running: int = 0
+    superseded: bool = False  # the person spoke over a reply: its rest is not theirs to hear
     handle_fresh: bool = True  # a resumption handle came after the last turn
     heard: list[str] = field(default_factory=list)  # input transcription of this turn
     said: list[str] = field(default_factory=list)  # output transcription of this turn
@@ -89,6 +90,10 @@ class WireTurn:
             self.quiet.set()
 
     def sent(self, kind: str) -> None:
+        if kind in ("activity_start", "text") and self.replying:
+            # The service answers this with interrupted and turnComplete for the old
+            # reply; until they come, what arrives belongs to the reply talked over.
+            self.superseded, self.replying = True, False
         if kind == "activity_start":
             self.activity_open, self.handle_fresh = True, False
         elif kind == "activity_end":
@@ -97,9 +102,14 @@ class WireTurn:
             self.awaiting_reply, self.handle_fresh = True, False
         self.update()
 
+    @property
+    def in_flight(self) -> bool:
+        """A reply is awaited or arriving."""
+        return self.awaiting_reply or self.replying
+
     def lost(self) -> None:
         """The connection died: whatever was awaited from it will not come."""
-        self.awaiting_reply = self.replying = False
+        self.awaiting_reply = self.replying = self.superseded = False
         self.tools_running = 0
         self.heard.clear()
         self.said.clear()
@@ -235,6 +245,13 @@ class Connection:
 
     def _content(self, content: types.LiveServerContent) -> None:
         turn = self._turn
+        if turn.superseded:  # the end of a reply the person talked over: drop it quietly
+            if content.turn_complete:  # it ends with (interrupted and) turnComplete
+                turn.superseded = False
+                turn.heard.clear()
+                turn.said.clear()
+                turn.update()
+            return
         for part in (content.model_turn.parts or []) if content.model_turn else []:
             if part.inline_data is not None and part.inline_data.data:
                 if not turn.replying:
@@ -312,13 +329,17 @@ class Connection:
         """
         keepalive, dead_after = self._cfg.keepalive_s, self._cfg.dead_after_s
         interval = min(keepalive, dead_after / 3)
+        pinging: asyncio.Task[None] | None = None
         while True:
             await asyncio.sleep(interval)
             silent = time.monotonic() - self.last_traffic
             if silent >= dead_after:
                 raise ConnectionDead(f"silent for {silent:.0f} s")
-            if silent >= keepalive:
-                await self._ping()
+            if silent >= keepalive and (pinging is None or pinging.done()):
+                # Not awaited: on a link that has stopped taking bytes the ping itself
+                # waits for room, and the verdict above must still come.
+                assert self._group is not None
+                pinging = self._group.create_task(self._ping(), name="live-ping")
 
     async def _ping(self) -> None:
         ws = websocket_of(self.session)

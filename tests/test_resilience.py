@@ -144,6 +144,24 @@ def test_go_away_mid_reply_lets_the_reply_finish_then_the_session_continues(
     assert_clean(daemon, server)
 
 
+def test_a_go_away_with_no_time_to_wait_mid_reply_ends_the_turn_cleanly(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(RESILIENT, reply_seconds=2.0)
+    one_turn(loopback, daemon, 1, seconds=0.3)
+    speak_turn(loopback, daemon, chirp(0.3))
+    daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply")
+    server.call(server.server.send_go_away, "1s")  # less than the switch margin: at once
+    status = daemon.wait_until(
+        lambda s: s["state"] == "idle" and s["connected"] and s["connections"] == 2,
+        10,
+        "idle on the new connection, not stuck in speaking",
+    )
+    assert status["leds"][-2:] == ["speaking", "idle"]
+    one_turn(loopback, daemon, 3, seconds=0.3)
+    assert_clean(daemon, server)
+
+
 # ---- connections that end badly --------------------------------------------------------------
 
 
@@ -212,6 +230,32 @@ def test_a_30_second_stall_is_detected_and_a_new_session_takes_over(
     assert "starting a new one" in log
     assert status["state"] == "idle" and status["session_open"]
     one_turn(loopback, daemon, 2)
+    assert_clean(daemon, server)
+
+
+def test_a_stall_while_the_person_talks_is_noticed_though_the_link_is_full(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Speech fills the stalled link until sending blocks; the liveness check must not
+    wait behind it (a ping queued behind the full link is never answered)."""
+    # Long enough for the link to fill (a few seconds of speech) before the verdict.
+    settings = merged({"live": {"dead_after_s": 8}})
+    server, daemon = make_rig(settings, reply_seconds=0.3, uplink_bytes_per_s=2_000_000)
+    one_turn(loopback, daemon, 1)
+    daemon.ctl("press")
+    player = loopback.play(chirp(20.0), MIC_RATE)
+    try:
+        time.sleep(0.5)
+        server.call(server.server.stall, 30.0)
+        daemon.wait_until(
+            lambda s: s["connections"] >= 2 and s["connected"], 18, "a new connection"
+        )
+        assert daemon.status()["state"] == "listening", "the person is still talking"
+    finally:
+        player.stop()
+    daemon.ctl("release")
+    daemon.wait_until(turns_done(2), 20, "the turn to end on the new connection")
+    assert "no traffic from the Live API" in daemon.log()
     assert_clean(daemon, server)
 
 

@@ -1,0 +1,64 @@
+"""What a connection makes of the service's messages, on its own (no socket needed)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from google.genai import types
+
+from device.config import LiveConfig
+from device.live_connection import Connection, Hooks, WireTurn
+from device.outbox import Outbox
+from device.states import Interrupted, ReplyAudio, TurnComplete
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.audio: list[bytes] = []
+
+
+def connection(seen: Seen, turn: WireTurn) -> Connection:
+    hooks = Hooks(seen.events.append, seen.audio.append, lambda item, t: None, lambda h: None)
+    stack = contextlib.AsyncExitStack()
+    return Connection(None, stack, LiveConfig(), Outbox(5), hooks, turn)  # type: ignore[arg-type]
+
+
+def content(**fields: Any) -> types.LiveServerMessage:
+    return types.LiveServerMessage(server_content=types.LiveServerContent(**fields))
+
+
+def audio(data: bytes) -> types.LiveServerMessage:
+    blob = types.Blob(data=data, mime_type="audio/pcm;rate=24000")
+    return content(model_turn=types.Content(parts=[types.Part(inline_data=blob)]))
+
+
+async def test_the_rest_of_a_reply_talked_over_is_dropped_and_its_end_is_silent() -> None:
+    """A press during a reply: until the service's interrupted/turnComplete for it
+    arrive, what comes is the old reply's, not the answer to the new turn."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    conn._dispatch(audio(b"\x01\x00" * 100))
+    assert seen.events == [ReplyAudio()] and turn.replying
+    turn.sent("activity_start")  # the person presses and talks over it
+    turn.sent("activity_end")  # ... and lets go before the service's answer comes
+    conn._dispatch(audio(b"\x02\x00" * 100))
+    conn._dispatch(content(interrupted=True))
+    conn._dispatch(content(turn_complete=True))
+    assert seen.events == [ReplyAudio()], "nothing of the old reply reaches the machine"
+    assert seen.audio == [b"\x01\x00" * 100]
+    conn._dispatch(audio(b"\x03\x00" * 100))  # the answer to the new turn
+    conn._dispatch(content(turn_complete=True))
+    assert seen.events == [ReplyAudio(), ReplyAudio(), TurnComplete()]
+    assert seen.audio[-1] == b"\x03\x00" * 100
+
+
+async def test_an_interruption_of_the_reply_the_person_is_hearing_is_reported() -> None:
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    conn._dispatch(audio(b"\x01\x00" * 10))
+    conn._dispatch(content(interrupted=True))
+    conn._dispatch(content(turn_complete=True))
+    assert seen.events == [ReplyAudio(), Interrupted(), TurnComplete()]
+    assert not turn.in_flight
