@@ -135,8 +135,8 @@ class Appliance:
         self.outbox.put("video", jpeg)
 
     def _on_reply_audio(self, pcm: bytes) -> None:
-        if self.machine.held:
-            return  # the rest of a reply the person has just talked over
+        if self.machine.held or not self.machine.session_open:
+            return  # a reply talked over, or the tail of one still arriving after a hang-up
         self.turns.reply_received(time.monotonic())
         self.speaker.feed(pcm)
 

@@ -258,7 +258,10 @@ def step(m: Machine, event: Event) -> Step:
         case TextTurn(text):
             return m, [send_text(text)]
 
-        case EndConversation() if m.session_open and m.state in (State.THINKING, State.SPEAKING):
+        case EndConversation() if m.session_open and (
+            m.state in (State.THINKING, State.SPEAKING)
+            or (not ptt and m.state is State.LISTENING)  # hands-free: its goodbye comes next
+        ):
             return m.to(m.state, ending=True), []
         case EndConversation() if m.session_open:
             return _hang_up(m)
@@ -266,9 +269,10 @@ def step(m: Machine, event: Event) -> Step:
             return m, []
 
         case SetupComplete() if m.session_open:
-            return _connected(m), []
+            return _connected(m)
         case Reconnected(history_lost) if m.session_open:
-            return _connected(m), [earcon("restart")] if history_lost else []
+            ready, actions = _connected(m)
+            return ready, [*actions, earcon("restart")] if history_lost else actions
         case SetupComplete() | Reconnected():
             return m, []
 
@@ -327,13 +331,15 @@ def step(m: Machine, event: Event) -> Step:
     raise TypeError(f"not an event: {event!r}")
 
 
-def _connected(m: Machine) -> Machine:
+def _connected(m: Machine) -> Step:
     """A connection is ready: a press or a text turn waiting for it goes ahead."""
     ready = m.to(m.state, connected=True)
-    if m.state is State.CONNECTING:
-        listening = m.held or m.mode is Mode.TOGGLE
-        return ready.to(State.LISTENING if listening else State.THINKING)
-    return ready
+    if m.state is not State.CONNECTING:
+        return ready, []
+    if m.held or m.mode is Mode.TOGGLE:
+        return ready.to(State.LISTENING), []
+    # The turn was handed over while connecting; its reply is awaited from now on.
+    return ready.to(State.THINKING), [start_timer(Timer.REPLY)]
 
 
 def _start_talking(m: Machine) -> Step:

@@ -217,3 +217,17 @@ def test_a_lost_device_is_an_error_until_every_device_is_back() -> None:
     assert seen == [State.ERROR] and m.faults == frozenset({"speaker"})
     m, seen, _ = run(m, s.DeviceRecovered("speaker"))
     assert seen == [State.IDLE] and not m.faults and not m.error
+
+
+def test_hands_free_the_model_hangs_up_after_its_goodbye_too() -> None:
+    m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), s.SetupComplete())
+    m, seen, actions = run(m, s.EndConversation())  # the call comes before the goodbye's audio
+    assert seen == [State.LISTENING] and m.ending and "close_session" not in names(actions)
+    m, seen, actions = run(m, s.ReplyAudio(), s.TurnComplete(), s.PlaybackDrained())
+    assert seen[-1] is State.IDLE and not m.session_open and "close_session" in names(actions)
+
+
+def test_a_turn_handed_over_while_connecting_waits_for_its_reply_with_a_timer() -> None:
+    _, seen, actions = run(Machine(), s.Pressed(), s.Released(), s.SetupComplete())
+    assert seen == [State.CONNECTING, State.CONNECTING, State.THINKING]
+    assert names(actions).count("start_timer:reply") == 2, "at the release and when connected"
