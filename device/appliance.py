@@ -20,7 +20,7 @@ from typing import Any
 from device import logs
 from device.audio.capture import Capture
 from device.audio.earcons import earcon
-from device.audio.keeper import DeviceKeeper
+from device.audio.keeper import AudioKeeper
 from device.audio.playback import Playback
 from device.config import Config
 from device.control import ControlServer
@@ -79,10 +79,9 @@ class Appliance:
         )
         self.speaker = Playback(device=cfg.audio.output_device, period_ms=cfg.audio.period_ms)
         self.speaker.volume = _saved_volume(self.state_file, cfg.audio.volume)
-        self.keepers = [
-            DeviceKeeper("speaker", self.speaker, self.post, cfg.audio.reopen_s),
-            DeviceKeeper("microphone", self.mic, self.post, cfg.audio.reopen_s),
-        ]
+        self.audio = AudioKeeper(
+            {"speaker": self.speaker, "microphone": self.mic}, self.post, cfg.audio.reopen_s
+        )
         self.camera = CameraFeed(cfg.camera, self._on_frame)
         tools = ToolBox(cfg.tools, self) if cfg.tools.enabled else None
         self.link = LiveLink(
@@ -285,12 +284,10 @@ class Appliance:
         self._start(self.notifier.feed_watchdog(), "watchdog")
         try:
             self.link.prepare()
-            for keeper in self.keepers:
-                await keeper.open()  # a device that fails is reported and retried, not fatal
-            if self.keepers[1].failure is None:
+            await self.audio.open()  # a device that fails is reported and retried, not fatal
+            if "microphone" not in self.audio.failures:
                 await self._wait_for_microphone()
-            for keeper in self.keepers:
-                self._start(keeper.keep(), f"keep-{keeper.name}")
+            self._start(self.audio.keep(), "audio-keeper")
             self.button.start(loop)
             await self.leds.show(self.machine.state)
             await self.control.start()

@@ -1,12 +1,17 @@
-"""Keeps an audio device open: says when it fails or vanishes, reopens it until it is back.
+"""Keeps the microphone and the speaker open: says when one fails or vanishes, reopens them.
 
 A USB speakerphone gets unplugged, a HAT's driver hiccups, PulseAudio moves a
 sink away: PortAudio then stops calling back, or stops the stream. The keeper
-notices either within a second, closes the stream, reports the failure once,
-and tries to open the device again every `reopen_s` seconds; when that works it
-reports the recovery. Opening and closing block for as long as PortAudio takes
-(hundreds of milliseconds on a small Pi), so they run in a worker thread and
-never stall the event loop.
+notices either within a second, closes the streams, reports the failure once,
+and tries to open the devices again every `reopen_s` seconds; when that works it
+reports the recovery.
+
+Both streams close and reopen together. PortAudio lists the devices only when
+the last user lets go of it, so a card that comes back under another `hw:`
+number is found only if nothing held PortAudio meanwhile; and with either
+device gone there is no conversation to keep anyway. Opening and closing block
+for as long as PortAudio takes (hundreds of milliseconds on a small Pi), so they
+run in a worker thread and never stall the event loop.
 """
 
 from __future__ import annotations
@@ -32,60 +37,80 @@ class Endpoint(Protocol):
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None: ...
 
+    def close_stream(self) -> None: ...
+
     def stop(self) -> None: ...
 
     def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool: ...
 
 
-class DeviceKeeper:
-    """Owns one endpoint's open/closed life and reports it as device events."""
+class AudioKeeper:
+    """Owns the streams' open/closed life and reports it as device events."""
 
     def __init__(
         self,
-        name: str,
-        endpoint: Endpoint,
+        endpoints: dict[str, Endpoint],
         on_event: Callable[[Event], None],
         reopen_s: float,
     ) -> None:
-        self.name = name
-        self.endpoint = endpoint
+        self.endpoints = endpoints
         self._on_event = on_event
         self._reopen_s = reopen_s
-        self.failure: str | None = None  # why the device is not working, if it is not
+        self.failures: dict[str, str] = {}  # device name -> why it is not working
 
-    async def open(self) -> bool:
-        """One attempt to open the device; a failure is reported, not raised."""
+    async def open(self) -> None:
+        """Open every device; the ones that fail are reported, not raised."""
         loop = asyncio.get_running_loop()
-        try:
-            await asyncio.to_thread(self.endpoint.start, loop)
-        except Exception as exc:
-            self._failed(f"cannot open: {exc}".splitlines()[0])
-            return False
-        if self.failure is not None:
-            log.info("%s is back", self.name, extra={"LIVE_DEVICE": self.name})
-            self.failure = None
-            self._on_event(DeviceRecovered(self.name))
-        return True
+        failed: dict[str, str] = {}
+        for name, endpoint in self.endpoints.items():
+            try:
+                await asyncio.to_thread(endpoint.start, loop)
+            except Exception as exc:
+                failed[name] = f"cannot open: {exc}".splitlines()[0]
+        for name in [n for n in self.failures if n not in failed]:
+            del self.failures[name]
+            log.info("%s is back", name, extra={"LIVE_DEVICE": name})
+            self._on_event(DeviceRecovered(name))
+        for name, reason in failed.items():
+            self._failed(name, reason)
+        if failed:
+            await self._close_all()
 
     async def keep(self) -> None:
-        """Watch the open device and reopen it whenever it fails; runs until cancelled."""
+        """Watch the open devices and reopen them whenever one fails; runs until cancelled."""
         while True:
-            if self.failure is not None and not await self.open():
+            if self.failures:
                 await asyncio.sleep(self._reopen_s)
+                await self.open()
                 continue
             await asyncio.sleep(CHECK_EVERY_S)
-            if not self.endpoint.healthy(STALE_S, grace_s=START_GRACE_S):
-                await asyncio.to_thread(self.endpoint.stop)
-                self._failed("stopped delivering audio (unplugged?)")
+            sick = [
+                name
+                for name, endpoint in self.endpoints.items()
+                if not endpoint.healthy(STALE_S, grace_s=START_GRACE_S)
+            ]
+            for name in sick:
+                self._failed(name, "stopped delivering audio (unplugged?)")
+            if sick:
+                await self._close_all()
 
-    def _failed(self, reason: str) -> None:
-        if self.failure is None:
+    async def _close_all(self) -> None:
+        """Close every stream: PortAudio in a worker thread, the rest back on the loop."""
+        for name, endpoint in self.endpoints.items():
+            try:
+                await asyncio.to_thread(endpoint.close_stream)
+            except Exception as exc:  # a device that is gone may fail to close: it is closed
+                log.warning("closing the %s failed: %s", name, exc)
+            endpoint.stop()  # nothing left for PortAudio: buffers and timers, on the loop
+
+    def _failed(self, name: str, reason: str) -> None:
+        if name not in self.failures:
             log.error(
                 "%s %s; retrying every %.0f s",
-                self.name,
+                name,
                 reason,
                 self._reopen_s,
-                extra={"LIVE_DEVICE": self.name, "LIVE_ERROR": reason},
+                extra={"LIVE_DEVICE": name, "LIVE_ERROR": reason},
             )
-            self._on_event(DeviceFailed(self.name, reason))
-        self.failure = reason
+            self._on_event(DeviceFailed(name, reason))
+        self.failures[name] = reason

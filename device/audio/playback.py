@@ -25,7 +25,7 @@ import pyaudio
 import soxr
 
 from device.audio.devices import DeviceSpec
-from device.audio.stream import PortAudioStream
+from device.audio.stream import PORTAUDIO_LOCK, PortAudioStream
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +107,15 @@ class Playback(PortAudioStream):
 
     def _rest_if_quiet(self) -> None:
         self._rest_timer = None
-        stream = self._stream
-        if stream is None or self._resting:
+        if self._stream is None or self._resting:
             return
         if not self._drained.is_set():  # still playing: look again later
             self.rest()
             return
-        stream.stop_stream()  # waits for the last period: a few ms, and nothing else waits
-        self._resting = True
+        with PORTAUDIO_LOCK:  # the keeper may be closing it from a worker thread
+            if self._stream is not None:
+                self._stream.stop_stream()  # waits for the last period: a few ms
+                self._resting = True
 
     def wake(self) -> None:
         """Something may play soon: run the stream, and keep it running until rest()."""
@@ -123,15 +124,17 @@ class Playback(PortAudioStream):
         self._run()
 
     def _run(self) -> None:
-        stream = self._stream
-        if stream is None or not self._resting:
+        if self._stream is None or not self._resting:
             return
         self._resting = False
-        try:
-            stream.start_stream()
-        except OSError as exc:  # the device went while resting: the keeper reopens it
-            log.warning("the speaker did not start again: %s", exc)
-            return
+        with PORTAUDIO_LOCK:  # the keeper may be closing it from a worker thread
+            if self._stream is None:
+                return
+            try:
+                self._stream.start_stream()
+            except OSError as exc:  # the device went while resting: the keeper reopens it
+                log.warning("the speaker did not start again: %s", exc)
+                return
         self._restarted()
 
     def _cancel_rest(self) -> None:

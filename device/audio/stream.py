@@ -59,19 +59,28 @@ class PortAudioStream:
             self._restarted()
         self._started()
 
-    def stop(self) -> None:
-        """Stop and close the device; whatever it still held is dropped."""
+    def close_stream(self) -> None:
+        """Close the device (PortAudio only: safe from a worker thread)."""
         with PORTAUDIO_LOCK:
             self._close()
 
+    def stop(self) -> None:
+        """Stop and close the device; whatever it still held is dropped (on the loop)."""
+        self.close_stream()
+
     def _close(self) -> None:
+        """Let go of the stream and of PortAudio, even when a vanished device complains."""
         stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.stop_stream()
-            stream.close()
         pa, self._pa = self._pa, None
-        if pa is not None:
-            pa.terminate()
+        try:
+            if stream is not None:
+                try:
+                    stream.stop_stream()
+                finally:
+                    stream.close()
+        finally:
+            if pa is not None:
+                pa.terminate()
 
     def _open(self, pa: pyaudio.PyAudio) -> pyaudio.Stream:
         raise NotImplementedError
