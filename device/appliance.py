@@ -98,6 +98,7 @@ class Appliance:
         self.notifier = Notifier()
         self.stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.failed = False  # one of our tasks died: exit non-zero
         self._drain_watch: asyncio.Task[None] | None = None
 
     # -- inputs, all on the event loop -------------------------------------------------
@@ -308,7 +309,22 @@ class Appliance:
                 loop.remove_signal_handler(sig)
 
     def _start(self, coro: Any, name: str) -> None:
-        self._tasks.append(asyncio.create_task(coro, name=name))
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._on_task_done)
+        self._tasks.append(task)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        """A task of ours that dies takes the daemon down with it, and systemd restarts
+        it: better than a box that looks alive (the watchdog still fed) and answers nothing."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.critical(
+            "%s failed; stopping so that systemd restarts the service",
+            task.get_name(),
+            exc_info=task.exception(),
+        )
+        self.failed = True
+        self.stopping.set()
 
     def _on_stop_signal(self) -> None:
         self.notifier.stopping()
@@ -332,7 +348,8 @@ class Appliance:
                 handle.cancel()
             self._timers.clear()
             for task in [*self._tasks, self._drain_watch]:
-                await stop_task(task)
+                if task is not None and not task.done():  # a dead one was reported already
+                    await stop_task(task)
             await self.control.aclose()
             await self.link.close()
             await self.camera.aclose()
@@ -367,5 +384,6 @@ def _saved_volume(state: StateFile, default: float) -> float:
 
 def run_daemon(cfg: Config) -> int:
     logs.setup(secrets=[cfg.api_key.reveal()] if cfg.api_key else [])
-    asyncio.run(Appliance(cfg).run())
-    return 0
+    appliance = Appliance(cfg)
+    asyncio.run(appliance.run())
+    return 1 if appliance.failed else 0
