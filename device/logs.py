@@ -34,6 +34,9 @@ class Redactor(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
+            for name, value in list(record.__dict__.items()):  # the journal's LIVE_* fields
+                if name.startswith(FIELD_PREFIX) and isinstance(value, str):
+                    setattr(record, name, self.redact(value))
             message = record.getMessage()
             clean = self.redact(message)
             if clean != message or record.args:

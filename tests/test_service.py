@@ -179,3 +179,12 @@ def test_priorities_follow_levels_and_the_key_is_masked(journal: Captured) -> No
     assert error["PRIORITY"] == "3"
     assert "AIza-secret-key" not in repr(journal.records)
     assert "***" in error["MESSAGE"] and "***" in failure["MESSAGE"]
+
+
+def test_the_key_is_masked_in_structured_fields_too(journal: Captured) -> None:
+    reason = "HTTP 403 for key=AIza-secret-key"
+    logging.getLogger("device.live").error("cannot connect", extra={"LIVE_ERROR": reason})
+
+    (record,) = journal.records
+    assert record["LIVE_ERROR"] == "HTTP 403 for key=***"
+    assert "AIza-secret-key" not in repr(journal.records)
