@@ -171,6 +171,10 @@ class Appliance:
                 self.speaker.feed(b"", last=True)  # flush the resampler's tail
                 self._drain_watch = asyncio.create_task(self._watch_drain(), name="drain-watch")
 
+    def _stop_frames(self) -> None:
+        self.camera.stop_frames()
+        self.outbox.drop_frame()
+
     async def _entered(self, before: State, event: Event) -> None:
         """One journal line per transition; LEDs, systemd status and the turn log follow."""
         state = self.machine.state
@@ -214,15 +218,19 @@ class Appliance:
                 self.mic_feed.start(self.mic.forward())
                 self.camera.start_frames()
             case "stop_capture":
-                self.mic.hold()
+                self._stop_frames()
                 self.mic_feed.stop()
-                self.camera.stop_frames()
-                self.outbox.drop_frame()
+                self.mic.hold()
+            case "finish_capture":
+                released = time.monotonic()
+                self.turns.released(released)
+                self._stop_frames()
+                await self.mic_feed.finish(released, wait_s=2 * self.mic.chunk_ms / 1000 + 0.2)
+                self.mic.hold()
             case "send_activity_start":
                 self.outbox.put("activity_start")
             case "send_activity_end":
                 self.outbox.put("activity_end")
-                self.turns.released(time.monotonic())
             case "send_text":
                 self.outbox.put("text", str(action.arg))
             case "clear_playback":

@@ -6,10 +6,15 @@ capture kept from just before (people start talking as they press). In a hands-f
 conversation the speaker must not reach the microphone, so while the model
 speaks chunks are gated (dropped, with `audioStreamEnd` once the pause passes a
 second) or attenuated, as configured.
+
+At a push-to-talk release the last words are still on their way: in the sound
+card's buffer and in the capture period being filled. The turn ends only once
+the chunk holding the instant of the release has gone out (`finish`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -32,6 +37,8 @@ class MicFeed:
         self._cfg = cfg
         self._outbox = outbox
         self._capturing = False
+        self._until: float | None = None  # finishing: the last chunk ends at or after this
+        self._finished = asyncio.Event()
         self._gated_since: float | None = None
         self._stream_end_sent = False
         self._overflowing = False
@@ -52,10 +59,33 @@ class MicFeed:
         self._capturing = False
         self._gated_since = None
 
+    async def finish(self, until: float, wait_s: float) -> None:
+        """Go on until the chunk recorded past `until` has gone out, then stop.
+
+        At a release, `until` is its time: that chunk holds the last sound made
+        before the button came up. A microphone that stops delivering is waited
+        for `wait_s` at most.
+        """
+        if not self._capturing:
+            return
+        self._until = until
+        self._finished.clear()
+        try:
+            async with asyncio.timeout(wait_s):
+                await self._finished.wait()
+        except TimeoutError:
+            log.warning("the end of the turn did not come from the microphone in %.2f s", wait_s)
+        finally:
+            self._until = None
+            self.stop()
+
     def chunk(self, data: bytes, t: float, speaker_busy: bool) -> None:
         """One chunk; `speaker_busy`: the model is speaking in a hands-free conversation."""
         if not self._capturing:
             return  # handed over just before capture stopped
+        if self._until is not None and t >= self._until:  # the turn's last chunk
+            self._capturing = False
+            self._finished.set()
         if speaker_busy:
             data = self._while_speaking(data, t)
             if not data:

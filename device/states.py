@@ -167,6 +167,7 @@ OPEN_SESSION = Action("open_session")
 CLOSE_SESSION = Action("close_session")
 START_CAPTURE = Action("start_capture")
 STOP_CAPTURE = Action("stop_capture")
+FINISH_CAPTURE = Action("finish_capture")  # stop once the sound of the release is in
 SEND_ACTIVITY_START = Action("send_activity_start")
 SEND_ACTIVITY_END = Action("send_activity_end")
 CLEAR_PLAYBACK = Action("clear_playback")
@@ -355,7 +356,7 @@ def _start_talking(m: Machine) -> Step:
 
 
 def _stop_talking(m: Machine) -> Step:
-    actions = [STOP_CAPTURE, SEND_ACTIVITY_END, earcon("listen_end"), start_timer(Timer.REPLY)]
+    actions = [FINISH_CAPTURE, SEND_ACTIVITY_END, earcon("listen_end"), start_timer(Timer.REPLY)]
     state = State.THINKING if m.connected else State.CONNECTING
     return m.to(state, held=False), actions
 

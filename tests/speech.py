@@ -40,12 +40,14 @@ def assert_received_whole(received: bytes, sent: bytes) -> None:
         assert corr > 0.9, f"speech {start / MIC_RATE:.1f} s in differs (correlation {corr:.2f})"
 
 
-def speak_turn(loopback: PulseLoopback, daemon: Daemon, speech: bytes) -> float:
-    """Press, speak, release; returns the time of the press."""
+def speak_turn(
+    loopback: PulseLoopback, daemon: Daemon, speech: bytes, pause_s: float = 0.15
+) -> float:
+    """Press, speak, wait `pause_s` after the last sound, release; returns the press time."""
     pressed = time.monotonic()
     daemon.ctl("press")
     loopback.play(speech, MIC_RATE).wait()
-    time.sleep(0.15)  # the tail of the speech through the loopback
+    time.sleep(pause_s)
     daemon.ctl("release")
     return pressed
 

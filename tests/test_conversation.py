@@ -52,6 +52,18 @@ def test_push_to_talk_turn_reaches_the_server_whole_and_the_reply_the_speaker(
     assert turn["release_to_activity_end_ms"] is not None
 
 
+def test_the_last_word_reaches_the_server_when_the_button_comes_up_with_it(
+    loopback: PulseLoopback, make_rig: Any, loopback_latency: float
+) -> None:
+    """The release comes as the last sound reaches the sound card: it is still in the
+    capture period being filled, and must not be cut off."""
+    server, daemon = make_rig(reply_seconds=0.3)
+    for turn in (1, 2, 3):
+        pressed = speak_turn(loopback, daemon, chirp(0.6), pause_s=loopback_latency)
+        daemon.wait_until(turns_done(turn), 20, f"turn {turn} to end")
+        assert_received_whole(server.log.activity_audio(after=pressed), chirp(0.6))
+
+
 def test_press_while_setup_is_slow_loses_no_speech(loopback: PulseLoopback, make_rig: Any) -> None:
     server, daemon = make_rig(setup_delay=0.5, reply_seconds=0.4)
     speech = chirp(1.2)

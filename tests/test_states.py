@@ -40,7 +40,7 @@ def test_push_to_talk_turn_before_the_connection_is_ready() -> None:
     got = names(actions)
     # capture and activityStart at the press, before the session is ready
     assert got.index("open_session") < got.index("send_activity_start") < got.index("start_capture")
-    assert got.index("stop_capture") < got.index("send_activity_end")
+    assert got.index("finish_capture") < got.index("send_activity_end")
     assert got[-1] == "start_timer:idle"
     assert m.session_open and not m.held
 

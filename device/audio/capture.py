@@ -28,6 +28,8 @@ from device.audio.stream import PortAudioStream
 log = logging.getLogger(__name__)
 
 RATE = 16000  # what the Live API takes
+#: A sound card that claims its newest sample waited longer than this is not believed.
+MAX_STALE_S = 0.5
 ChunkHandler = Callable[[bytes, float], None]
 
 
@@ -35,7 +37,8 @@ class Capture(PortAudioStream):
     """Records mono s16le and delivers ``chunk_ms`` chunks at 16 kHz to ``on_chunk``.
 
     ``on_chunk(pcm, t)`` runs on the event loop; ``t`` is the ``time.monotonic()``
-    when the chunk's last sample reached this process. Opens nothing until start().
+    when the chunk's last sample was recorded: the callback's time less what the
+    sound card says it had kept waiting. Opens nothing until start().
     """
 
     def __init__(
@@ -110,7 +113,7 @@ class Capture(PortAudioStream):
     def _callback(
         self, in_data: bytes | None, frame_count: int, time_info: dict, status: int
     ) -> tuple[None, int]:
-        now = self._called()
+        recorded = self._called() - _waited(time_info, frame_count, self.device_rate)
         loop = self._loop
         assert loop is not None
         try:
@@ -131,9 +134,9 @@ class Capture(PortAudioStream):
             while len(self._pending) >= self.chunk_bytes:
                 chunk = bytes(self._pending[: self.chunk_bytes])
                 del self._pending[: self.chunk_bytes]
-                # Samples still pending arrived after this chunk's last one. A late
-                # callback bunches its audio: the estimate never runs backwards.
-                t = max(now - len(self._pending) / 2 / RATE, self._last_chunk_t)
+                # Samples still pending were recorded after this chunk's last one. A
+                # late callback bunches its audio: the estimate never runs backwards.
+                t = max(recorded - len(self._pending) / 2 / RATE, self._last_chunk_t)
                 self._last_chunk_t = t
                 with self._ring_lock:
                     if not self._forwarding:
@@ -143,3 +146,16 @@ class Capture(PortAudioStream):
         except RuntimeError:  # the loop is closed: nobody is listening any more
             return None, pyaudio.paAbort
         return None, pyaudio.paContinue
+
+
+def _waited(time_info: dict, frames: int, rate: int | None) -> float:
+    """How long a callback's newest sample waited in the sound card before the callback.
+
+    PortAudio gives the capture time of the buffer's first sample; host APIs that
+    do not know it give 0, and then nothing is known to have waited.
+    """
+    first = time_info.get("input_buffer_adc_time", 0.0)
+    now = time_info.get("current_time", 0.0)
+    if first <= 0 or now <= 0 or not rate:
+        return 0.0
+    return min(max(now - first - frames / rate, 0.0), MAX_STALE_S)

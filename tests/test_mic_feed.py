@@ -1,0 +1,45 @@
+"""The end of a push-to-talk turn: the microphone's last chunks and nothing after them."""
+
+from __future__ import annotations
+
+import asyncio
+
+from device.config import AudioConfig
+from device.mic_feed import MicFeed
+from device.outbox import Outbox
+
+CHUNK_S = 0.04
+
+
+def sent_audio(box: Outbox) -> list[bytes]:
+    items = iter(box.get_nowait, None)
+    return [item.data for item in items if item.kind == "audio"]  # type: ignore[misc]
+
+
+async def test_the_turn_ends_with_the_chunk_that_holds_the_release() -> None:
+    box = Outbox(hold_s=5)
+    feed = MicFeed(AudioConfig(), box)
+    feed.start([])
+    loop = asyncio.get_running_loop()
+    released = loop.time()
+    # The card hands over chunks a period apart; the ones after the release still
+    # carry what was said before it, up to the one arriving after its latency.
+    for n in range(5):
+        loop.call_later(CHUNK_S * n, feed.chunk, b"%d" % n, released + CHUNK_S * n, False)
+    await feed.finish(released + 0.1, wait_s=1.0)
+    await asyncio.sleep(CHUNK_S * 3)  # the chunks after the end keep arriving
+
+    assert sent_audio(box) == [b"0", b"1", b"2", b"3"]
+
+
+async def test_a_silent_microphone_ends_the_turn_after_the_wait() -> None:
+    box = Outbox(hold_s=5)
+    feed = MicFeed(AudioConfig(), box)
+    feed.start([])
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await feed.finish(started + 0.05, wait_s=0.2)
+    feed.chunk(b"late", started + 0.3, speaker_busy=False)
+
+    assert 0.2 <= loop.time() - started < 1.0
+    assert sent_audio(box) == []
