@@ -136,6 +136,25 @@ def test_missing_key_is_a_clear_error(tmp_path: Path) -> None:
         config.require_credentials(cfg)
 
 
+def test_the_units_default_credential_is_no_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no key file, systemd hands the service the unit's SetCredential= default."""
+    unit = Path(__file__).parent.parent / "systemd" / "live-appliance.service"
+    line = next(x for x in unit.read_text().splitlines() if x.startswith("SetCredential=api-key:"))
+    cred = tmp_path / "cred"
+    cred.mkdir()
+    (cred / "api-key").write_text(line.split(":", 1)[1].encode().decode("unicode_escape"))
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(cred))
+
+    with pytest.raises(config.ConfigError, match="no API key"):
+        config.require_credentials(config.load(write(tmp_path, "")))
+    vertex = "[live]\nbackend = 'vertex'\nproject = 'p'\nlocation = 'us-central1'\n"
+    cfg = config.load(write(tmp_path, vertex))
+    config.require_credentials(cfg)  # application default credentials: no key needed
+    assert cfg.api_key is None
+
+
 def test_cli_reports_a_bad_file_with_exit_code_2_and_no_traceback(tmp_path: Path) -> None:
     path = write(tmp_path, "[audio]\nchunk_ms = 'fast'\n")
     result = run_cli("run", "--config", str(path))
