@@ -23,7 +23,7 @@ def loopback() -> Iterator[PulseLoopback]:
     Never skipped: if the sound server cannot start, the tests that need it fail
     with the server's own stderr in the message.
     """
-    with PulseLoopback() as server:
+    with PulseLoopback(witness=True) as server:
         server.apply_env()
         yield server
 

@@ -113,7 +113,7 @@ def test_a_push_to_talk_turn_sends_a_768_jpeg_a_second_and_none_after_the_releas
     assert frames_taken(daemon) == len(frames), "every frame taken reached the server"
 
     # The microphone beside the camera: nothing lost, no stall while frames go out.
-    assert_received_whole(server.log.activity_audio(), speech)
+    assert_received_whole(server.log.activity_audio(), speech, loopback.heard(pressed))
     chunks = [e.t for e in received(entries, "audio") if arrived[0] <= e.t <= activity_end]
     worst_gap = max(b - a for a, b in itertools.pairwise(chunks))
     assert worst_gap < 5 * CHUNK_MS / 1000, f"microphone audio stalled {worst_gap * 1000:.0f} ms"
@@ -154,7 +154,9 @@ def test_a_camera_that_fails_leaves_the_session_going_audio_only_with_one_warnin
         speech = chirp(1.0)
         pressed = speak_turn(loopback, daemon, speech)
         status = daemon.wait_until(turns_done(turn), 20, f"turn {turn} to end")
-        assert_received_whole(server.log.activity_audio(after=pressed), speech)
+        assert_received_whole(
+            server.log.activity_audio(after=pressed), speech, loopback.heard(pressed)
+        )
     assert status["session_open"] and not status["camera"]
     assert "error" not in status["leds"]
     assert not received(server.log.entries(), "video")
@@ -169,14 +171,14 @@ def test_a_turn_over_before_the_session_is_ready_sends_no_frame_after_its_end(
 ) -> None:
     server, daemon = make_rig(with_camera(), setup_delay=2.5, reply_seconds=0.3)
     speech = chirp(1.5)
-    speak_turn(loopback, daemon, speech)
+    pressed = speak_turn(loopback, daemon, speech)
     released = time.monotonic()
     daemon.wait_until(turns_done(1), 20, "the turn to end")
 
     entries = server.log.entries()
     setup_done = next(e.t for e in entries if e.kind == "setup_complete")
     assert released < setup_done, "the whole turn waited in the outbox for the session"
-    assert_received_whole(server.log.activity_audio(), speech)
+    assert_received_whole(server.log.activity_audio(), speech, loopback.heard(pressed))
     kinds = [e.kind for e in entries if e.direction == "in"]
     assert "video" not in kinds[kinds.index("activity_end") :], "a frame went after the release"
 
@@ -193,7 +195,7 @@ def test_on_a_slow_link_frames_are_dropped_not_queued_and_none_goes_ahead_of_spe
     daemon.wait_until(lambda s: not s["camera"], 5, "the camera to switch off")
 
     entries = server.log.entries()
-    assert_received_whole(server.log.activity_audio(), speech)
+    assert_received_whole(server.log.activity_audio(), speech, loopback.heard(pressed))
     assert_no_frame_went_ahead_of_speech(entries)
     frames = received(entries, "video")
     numbers = [frame_number(f) for f in frames]

@@ -33,7 +33,7 @@ def test_push_to_talk_turn_reaches_the_server_whole_and_the_reply_the_speaker(
     speech = chirp(1.5)
     recorder = loopback.record(SPEAKER_RATE)
     recorder.wait_started()
-    speak_turn(loopback, daemon, speech)
+    pressed = speak_turn(loopback, daemon, speech)
     status = daemon.wait_until(turns_done(1), 20, "the turn to end")
     time.sleep(0.2)
     recording = recorder.stop()
@@ -43,7 +43,7 @@ def test_push_to_talk_turn_reaches_the_server_whole_and_the_reply_the_speaker(
     assert kinds[0] == "setup"
     assert kinds[1] == "activity_start", "activityStart must come before any audio"
     assert kinds.index("activity_end") > max(i for i, k in enumerate(kinds) if k == "audio")
-    assert_received_whole(server.log.activity_audio(), speech)
+    assert_received_whole(server.log.activity_audio(), speech, loopback.heard(pressed))
 
     reply_heard(recording, turn=1, seconds=1.0)
     assert status["leds"] == ["idle", "connecting", "listening", "thinking", "speaking", "idle"]
@@ -61,19 +61,21 @@ def test_the_last_word_reaches_the_server_when_the_button_comes_up_with_it(
     for turn in (1, 2, 3):
         pressed = speak_turn(loopback, daemon, chirp(0.6), pause_s=loopback_latency)
         daemon.wait_until(turns_done(turn), 20, f"turn {turn} to end")
-        assert_received_whole(server.log.activity_audio(after=pressed), chirp(0.6))
+        assert_received_whole(
+            server.log.activity_audio(after=pressed), chirp(0.6), loopback.heard(pressed)
+        )
 
 
 def test_press_while_setup_is_slow_loses_no_speech(loopback: PulseLoopback, make_rig: Any) -> None:
     server, daemon = make_rig(setup_delay=0.5, reply_seconds=0.4)
     speech = chirp(1.2)
-    speak_turn(loopback, daemon, speech)
+    pressed = speak_turn(loopback, daemon, speech)
     status = daemon.wait_until(turns_done(1), 20, "the turn to end")
     entries = server.log.entries()
     setup_done = next(e.t for e in entries if e.kind == "setup_complete")
     first_audio = next(e.t for e in entries if e.kind == "audio" and e.direction == "in")
     assert first_audio >= setup_done
-    assert_received_whole(server.log.activity_audio(), speech)
+    assert_received_whole(server.log.activity_audio(), speech, loopback.heard(pressed))
     assert status["leds"][:3] == ["idle", "connecting", "listening"]
 
 

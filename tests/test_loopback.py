@@ -77,6 +77,23 @@ def test_sink_can_disappear_and_return(loopback: PulseLoopback) -> None:
     assert f"Default Source: {MIC_SINK}.monitor" in loopback.pactl("info")
 
 
+def test_the_witness_hears_what_reaches_the_microphone_after_a_time(
+    loopback: PulseLoopback,
+) -> None:
+    rate = 16000
+    loopback.play(pcm.from_float(pcm.tone(440, 200, rate)), rate, side="mic").wait()
+    time.sleep(0.1)
+    between = time.monotonic()
+    loopback.play(pcm.from_float(pcm.tone(1000, 200, rate)), rate, side="mic").wait()
+    time.sleep(0.1)
+    heard = loopback.heard(between)
+    assert pcm.dominant_frequency(heard, rate) == pytest.approx(1000, abs=20)
+    size = rate // 100 * 2  # 10 ms
+    windows = [heard[i : i + size] for i in range(0, len(heard) - size + 1, size)]
+    loud_s = sum(pcm.rms_dbfs(w) > -20 for w in windows) / 100
+    assert loud_s == pytest.approx(0.2, abs=0.03), "the second tone only, and all of it"
+
+
 def test_start_failure_carries_server_stderr() -> None:
     broken = PulseLoopback(start_timeout=5)
     broken.command = lambda: ["pulseaudio", "--no-such-flag"]  # type: ignore[method-assign]

@@ -82,7 +82,9 @@ def test_go_away_mid_speech_switches_at_once_and_no_audio_is_lost_or_repeated(
 
     _, second = server.log.connections()
     assert handle_in_setup(second.setup), "the new connection resumed the session"
-    assert_received_whole(server.log.activity_audio(after=pressed), speech)
+    assert_received_whole(
+        server.log.activity_audio(after=pressed), speech, loopback.heard(pressed)
+    )
     assert server.log.kinds(conn=second.id, direction="in")[:2] == ["setup", "activity_start"]
     assert "error" not in status["leds"]
     assert_clean(daemon, server)
@@ -467,7 +469,7 @@ def test_an_audio_device_that_disappears_is_an_error_until_it_comes_back(
     daemon.wait_until(turns_done(2), 20, "a turn after recovery")
     time.sleep(0.3)
     assert_received_whole(
-        server.log.activity_audio(after=pressed), speech
+        server.log.activity_audio(after=pressed), speech, loopback.heard(pressed)
     )
     # The fault ended the session: this reply is the first of a new one, on the reopened speaker.
     reply_heard(recorder.stop(), turn=1, seconds=0.3)

@@ -43,7 +43,10 @@ class PulseLoopback:
     are resampled by PulseAudio, as on a real card.
     """
 
-    def __init__(self, rate: int = 48000, start_timeout: float = 10.0) -> None:
+    def __init__(
+        self, rate: int = 48000, start_timeout: float = 10.0, witness: bool = False
+    ) -> None:
+        """`witness`: record the microphone sink for as long as it exists (`heard()`)."""
         self.rate = rate
         self.start_timeout = start_timeout
         self.runtime_dir: Path | None = None
@@ -52,6 +55,8 @@ class PulseLoopback:
         self._modules: dict[Side, int] = {}
         self._room_tone: dict[Side, subprocess.Popen[bytes]] = {}
         self._saved_env: dict[str, str | None] = {}
+        self._witness_wanted = witness
+        self._witness: Recorder | None = None
 
     # -- life ------------------------------------------------------------------
 
@@ -152,6 +157,7 @@ class PulseLoopback:
     def stop(self, timeout: float = 5.0) -> None:
         """End the server by its pid (SIGTERM, then SIGKILL) and remove its directory."""
         self.restore_env()
+        self._stop_witness()
         for side in list(self._room_tone):
             self._stop_room_tone(side)
         proc, self._proc = self._proc, None
@@ -226,13 +232,32 @@ class PulseLoopback:
         for side in self._modules:
             self._stop_room_tone(side)
             self._room_tone[side] = self._silence_into(_SINKS[side])
-        warming = [self.record(16000, side) for side in sides]
+        warming = {side: self.record(16000, side) for side in sides}
         try:
-            for recorder in warming:
+            for recorder in warming.values():
                 recorder.wait_started(timeout=10)
         finally:
-            for recorder in warming:
+            if self._witness_wanted and "mic" in warming:
+                self._stop_witness()
+                self._witness = warming.pop("mic")
+            for recorder in warming.values():
                 recorder.stop()
+
+    def heard(self, after: float) -> bytes:
+        """What the microphone sink carried from `after` on (with `witness` only).
+
+        The sound server itself now and then drops or repeats a few milliseconds on
+        a busy machine, in every recording of the sink alike: this is what a test
+        compares the daemon's audio with, rather than what it played.
+        """
+        assert self._witness is not None, "PulseLoopback(witness=True) records the microphone"
+        samples, times = self._witness.timeline()
+        return pcm.from_float(samples[times >= after])
+
+    def _stop_witness(self) -> None:
+        witness, self._witness = self._witness, None
+        if witness is not None:
+            witness.stop()
 
     def _silence_into(self, sink: str) -> subprocess.Popen[bytes]:
         """pacat playing zeros into `sink` until stopped (8 kHz: it costs next to nothing)."""
@@ -274,6 +299,8 @@ class PulseLoopback:
 
     def unload_sink(self, side: Side) -> None:
         """Remove one side's sink, as if the USB device had been pulled out."""
+        if side == "mic":
+            self._stop_witness()
         self._stop_room_tone(side)
         self.pactl("unload-module", str(self._modules.pop(side)))
 
