@@ -222,6 +222,18 @@ async def test_history_records_changes_in_order() -> None:
     await leds.aclose()
 
 
+async def test_the_history_has_the_new_state_while_the_old_pattern_stops() -> None:
+    """`ctl status` is answered on the same loop: it must not see a new state beside
+    the old state's LEDs while the old animation is being stopped."""
+    leds = LedAnimator(Recorder())
+    await leds.show("thinking")  # animated: a task to stop at the next change
+    changing = asyncio.create_task(leds.show("idle"))
+    await asyncio.sleep(0)  # one turn of the loop: the change is under way
+    assert leds.history[-1][1] == "idle" and leds.state == "idle"
+    await changing
+    await leds.aclose()
+
+
 async def test_aclose_stops_the_task_and_turns_off() -> None:
     driver = Recorder()
     leds = LedAnimator(driver)

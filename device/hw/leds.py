@@ -233,9 +233,11 @@ class LedAnimator:
         async with self._lock:
             if state == self._state:
                 return
-            await self._cancel()
+            # Recorded before the old pattern is stopped (which yields to the loop), so
+            # `ctl status` never shows a new state beside the old state's LEDs.
             self._state = state
             self.history.append((time.monotonic(), state))
+            await self._cancel()
             frames = pattern.frames(self._frame_rate, self._driver.pixels)
             if len(frames) == 1:
                 self._show(frames[0][0])
