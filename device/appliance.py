@@ -225,7 +225,7 @@ class Appliance:
                 released = time.monotonic()
                 self.turns.released(released)
                 self._stop_frames()
-                await self.mic_feed.finish(released, wait_s=2 * self.mic.chunk_ms / 1000 + 0.2)
+                await self.mic_feed.finish(released)
                 self.mic.hold()
             case "send_activity_start":
                 self.outbox.put("activity_start")

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 STREAM_PAUSE_S = 1.0
 #: Microphone overflows are logged at most this often (the count is always kept).
 OVERFLOW_LOG_EVERY_S = 60.0
+#: At a release, a microphone that stops delivering is waited for two chunks and this.
+FINISH_SLACK_S = 0.2
 
 
 class MicFeed:
@@ -59,15 +61,16 @@ class MicFeed:
         self._capturing = False
         self._gated_since = None
 
-    async def finish(self, until: float, wait_s: float) -> None:
+    async def finish(self, until: float) -> None:
         """Go on until the chunk recorded past `until` has gone out, then stop.
 
         At a release, `until` is its time: that chunk holds the last sound made
         before the button came up. A microphone that stops delivering is waited
-        for `wait_s` at most.
+        for two chunks and FINISH_SLACK_S at most.
         """
         if not self._capturing:
             return
+        wait_s = 2 * self._cfg.chunk_ms / 1000 + FINISH_SLACK_S
         self._until = until
         self._finished.clear()
         try:

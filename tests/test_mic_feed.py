@@ -26,7 +26,7 @@ async def test_the_turn_ends_with_the_chunk_that_holds_the_release() -> None:
     # carry what was said before it, up to the one arriving after its latency.
     for n in range(5):
         loop.call_later(CHUNK_S * n, feed.chunk, b"%d" % n, released + CHUNK_S * n, False)
-    await feed.finish(released + 0.1, wait_s=1.0)
+    await feed.finish(released + 0.1)
     await asyncio.sleep(CHUNK_S * 3)  # the chunks after the end keep arriving
 
     assert sent_audio(box) == [b"0", b"1", b"2", b"3"]
@@ -34,12 +34,12 @@ async def test_the_turn_ends_with_the_chunk_that_holds_the_release() -> None:
 
 async def test_a_silent_microphone_ends_the_turn_after_the_wait() -> None:
     box = Outbox(hold_s=5)
-    feed = MicFeed(AudioConfig(), box)
+    feed = MicFeed(AudioConfig(chunk_ms=40), box)
     feed.start([])
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await feed.finish(started + 0.05, wait_s=0.2)
-    feed.chunk(b"late", started + 0.3, speaker_busy=False)
+    await feed.finish(started + 0.05)
+    feed.chunk(b"late", started + 0.4, speaker_busy=False)
 
-    assert 0.2 <= loop.time() - started < 1.0
+    assert 0.27 < loop.time() - started < 1.0, "two 40 ms chunks and FINISH_SLACK_S"
     assert sent_audio(box) == []
