@@ -13,8 +13,6 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 
-from device.sim.options import add_server_options
-
 EXIT_CONFIG = 2
 
 
@@ -85,21 +83,6 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     from device.ask import run_ask
 
     return run_ask(args)
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from device.demo import run_demo
-
-    return run_demo(args)
-
-
-def _cmd_sim_server(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from device.sim.__main__ import serve
-
-    asyncio.run(serve(args))
-    return 0
 
 
 def _check_name(value: str) -> str:
@@ -265,27 +248,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up on a turn after this long (default: %(default)g)",
     )
     _config_arg(ask)
-    demo = command(
-        "demo",
-        _cmd_demo,
-        "Show the appliance working on this machine: the daemon against a local Live "
-        "server and loopback audio, a spoken question, the recorded reply, a timeline.",
-        "live-appliance demo --out demo-out",
-    )
-    demo.add_argument("--out", default="demo-out", metavar="DIR", help="where to write the WAVs")
-    demo.add_argument(
-        "--question",
-        default="What is the tallest mountain in the world?",
-        help="what the demo says into the microphone (spoken by espeak-ng)",
-    )
-
-    sim = command(
-        "sim-server",
-        _cmd_sim_server,
-        "Run the local Live API server on its own, for any Live API client.",
-        "live-appliance sim-server --port 8443",
-    )
-    add_server_options(sim)
     return parser
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import pyaudio
 import pytest
 
-from device.sim.loopback import PulseLoopback, measure_latency
-from device.sim.rig import Daemon, start_daemon
-from device.sim.server import ServerThread
+from rig.daemon import Daemon, start_daemon
+from rig.loopback import PulseLoopback, measure_latency
+from rig.server.server import ServerThread
 
 
 @pytest.fixture(scope="session")

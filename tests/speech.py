@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 
 from device.audio import pcm
-from device.sim.loopback import PulseLoopback
-from device.sim.rig import Daemon
-from device.sim.server import ServerThread
-from device.sim.voice import tone_frequency
+from rig.daemon import Daemon
+from rig.loopback import PulseLoopback
+from rig.server.server import ServerThread
+from rig.server.voice import tone_frequency
 
 MIC_RATE = 16000
 SPEAKER_RATE = 24000

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from device.audio import pcm
-from device.sim.loopback import PulseLoopback
-from device.sim.rig import rig_settings, scratch_dir, to_toml
-from device.sim.server import ServerThread
-from device.sim.voice import reply_audio, tone_frequency
+from rig.daemon import rig_settings, scratch_dir, to_toml
+from rig.loopback import PulseLoopback
+from rig.server.server import ServerThread
+from rig.server.voice import reply_audio, tone_frequency
 
 REPLY_SECONDS = 0.6
 

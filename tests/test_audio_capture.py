@@ -11,7 +11,7 @@ import pytest
 from device.audio import pcm
 from device.audio.capture import RATE, Capture
 from device.audio.devices import AudioDeviceError
-from device.sim.loopback import PulseLoopback
+from rig.loopback import PulseLoopback
 
 TONES = [500.0, 1000.0, 1500.0]
 TONE_MS = 300

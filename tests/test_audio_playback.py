@@ -12,7 +12,7 @@ import soxr
 
 from device.audio import pcm
 from device.audio.playback import RATE, Playback
-from device.sim.loopback import PulseLoopback, Recorder
+from rig.loopback import PulseLoopback, Recorder
 
 CHUNK = RATE // 5 * 2  # the server's ~200 ms reply chunks, in bytes
 

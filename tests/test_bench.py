@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.bench.figures import median, nearest_rank
-from device.bench.markers import locate, marker, missing_ms
-from device.bench.proc import ProcessGone, cpu_seconds, memory_mb
+from rig.bench.figures import median, nearest_rank
+from rig.bench.markers import locate, marker, missing_ms
+from rig.bench.proc import ProcessGone, cpu_seconds, memory_mb
 
 RATE = 16000
 FIGURES = {
@@ -108,19 +108,19 @@ def test_cpu_and_memory_of_another_process_are_read_from_outside() -> None:
 
 
 def test_help_answers_without_loading_the_rig() -> None:
-    probe = "import sys, device.bench.__main__; print('numpy' in sys.modules)"
+    probe = "import sys, rig.bench.__main__; print('numpy' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
     usage = subprocess.run(
-        [sys.executable, "-m", "device.bench", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "rig.bench", "--help"], capture_output=True, text=True
     )
     assert usage.returncode == 0
     for option in ("--turns", "--out", "--quick"):
         assert option in usage.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "device.bench", "--turns", "0"], capture_output=True, text=True
+        [sys.executable, "-m", "rig.bench", "--turns", "0"], capture_output=True, text=True
     )
     assert bad.returncode == 2
     assert "--turns must be at least 1" in bad.stderr
@@ -131,7 +131,7 @@ def test_quick_run_reports_every_figure_with_its_method(tmp_path: Path) -> None:
     out = tmp_path / "results" / "bench.json"
     started = time.time()
     result = subprocess.run(
-        [sys.executable, "-m", "device.bench", "--quick", "--turns", "2", "--out", str(out)],
+        [sys.executable, "-m", "rig.bench", "--quick", "--turns", "2", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=280,

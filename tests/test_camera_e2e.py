@@ -20,9 +20,9 @@ from speech import MIC_RATE, assert_received_whole, chirp, speak_turn, turns_don
 
 from device.config import AudioConfig
 from device.hw.camera_pattern import read_frame_number
-from device.sim.log import Entry
-from device.sim.loopback import PulseLoopback
-from device.sim.rig import Daemon
+from rig.daemon import Daemon
+from rig.loopback import PulseLoopback
+from rig.server.log import Entry
 
 SIZE = 768
 PERIOD_S = 1.0  # one frame a second, the camera's default

@@ -17,9 +17,9 @@ from helpers import run_cli as cli
 
 from device.audio import pcm
 from device.control import ControlServer
-from device.sim.loopback import PulseLoopback
-from device.sim.rig import scratch_dir, start_daemon
-from device.sim.server import ServerThread
+from rig.daemon import scratch_dir, start_daemon
+from rig.loopback import PulseLoopback
+from rig.server.server import ServerThread
 
 COMMANDS = [
     ("run",),
@@ -31,8 +31,6 @@ COMMANDS = [
     ("devices",),
     ("doctor",),
     ("ask",),
-    ("demo",),
-    ("sim-server",),
 ]
 
 

@@ -172,5 +172,5 @@ def test_cli_without_a_key_exits_2_and_says_how_to_give_one(tmp_path: Path) -> N
 def test_help_lists_the_commands() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
-    for name in ("run", "ctl", "devices", "demo", "sim-server"):
+    for name in ("run", "ctl", "devices", "doctor", "ask"):
         assert name in result.stdout

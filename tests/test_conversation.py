@@ -22,8 +22,8 @@ from speech import (
 )
 
 from device.audio import pcm
-from device.sim.loopback import PulseLoopback
-from device.sim.voice import tone_frequency
+from rig.loopback import PulseLoopback
+from rig.server.voice import tone_frequency
 
 
 def test_push_to_talk_turn_reaches_the_server_whole_and_the_reply_the_speaker(

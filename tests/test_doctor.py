@@ -33,9 +33,9 @@ from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 from device.doctor.service import check_service
 from device.doctor.settings import check_key
-from device.sim.loopback import PulseLoopback
-from device.sim.rig import rig_settings, scratch_dir, start_daemon, to_toml
-from device.sim.server import ServerThread
+from rig.daemon import rig_settings, scratch_dir, start_daemon, to_toml
+from rig.loopback import PulseLoopback
+from rig.server.server import ServerThread
 
 MIC_RATE = 16000
 SPEAKER_RATE = 24000

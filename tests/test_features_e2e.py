@@ -47,12 +47,12 @@ from device import logs
 from device.audio import pcm
 from device.live import LiveLink
 from device.outbox import Outbox
-from device.sim.loopback import PulseLoopback, Recorder
-from device.sim.rig import Daemon, rig_settings, start_daemon, to_toml
-from device.sim.server import LiveServer, ServerThread
-from device.sim.voice import tone_frequency
-from device.sim.wire import has, pick
 from device.states import Event, TurnComplete
+from rig.daemon import Daemon, rig_settings, start_daemon, to_toml
+from rig.loopback import PulseLoopback, Recorder
+from rig.server.server import LiveServer, ServerThread
+from rig.server.voice import tone_frequency
+from rig.server.wire import has, pick
 
 REPLY_S = 0.6
 PREVIEW_3_1 = "gemini-3.1-flash-live-preview"

@@ -16,9 +16,9 @@ from device.config import (
 )
 from device.live_setup import connect_config, make_client
 from device.models import MODELS, check_model_settings
-from device.sim.server import LiveServer
-from device.sim.setup import DEFAULT_MODELS
-from device.sim.wire import has, pick
+from rig.server.server import LiveServer
+from rig.server.setup import DEFAULT_MODELS
+from rig.server.wire import has, pick
 
 OLDER = "gemini-2.5-flash-native-audio-preview-12-2025"
 PREVIEW_3_1 = "gemini-3.1-flash-live-preview"

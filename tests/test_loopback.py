@@ -11,7 +11,7 @@ import pytest
 
 from device.audio import pcm
 from device.audio.devices import list_devices
-from device.sim.loopback import MIC_SINK, SPEAKER_SINK, PulseLoopback, measure_latency
+from rig.loopback import MIC_SINK, SPEAKER_SINK, PulseLoopback, measure_latency
 
 
 def test_server_has_both_sinks_and_defaults(loopback: PulseLoopback) -> None:

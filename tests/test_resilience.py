@@ -31,9 +31,9 @@ from speech import (
     turns_done,
 )
 
-from device.sim.loopback import PulseLoopback
-from device.sim.rig import Daemon
-from device.sim.server import ServerThread
+from rig.daemon import Daemon
+from rig.loopback import PulseLoopback
+from rig.server.server import ServerThread
 
 # Short bounds so that faults are noticed in test time; the defaults are for the field.
 RESILIENT = {

@@ -16,11 +16,11 @@ from helpers import Captured
 
 from device import logs
 from device.service import Notifier
-from device.sim.loopback import PulseLoopback
-from device.sim.notify import NotifySocket
-from device.sim.rig import start_daemon
-from device.sim.server import ServerThread
 from device.turns import TurnLog
+from rig.daemon import start_daemon
+from rig.loopback import PulseLoopback
+from rig.notify import NotifySocket
+from rig.server.server import ServerThread
 
 
 @pytest.fixture

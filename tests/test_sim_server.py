@@ -21,14 +21,14 @@ from google.genai import errors, types
 from helpers import closed_port
 
 from device.live_connection import websocket_of
-from device.sim.server import (
+from rig.server.server import (
     DEFAULT_API_KEY,
     DEFAULT_BEARER_TOKEN,
     DEFAULT_EPHEMERAL_TOKEN,
     LiveServer,
     ServerThread,
 )
-from device.sim.voice import reply_audio, tone_frequency
+from rig.server.voice import reply_audio, tone_frequency
 
 MODEL = "gemini-3.8-live"
 REPLY_S = 0.4
@@ -552,11 +552,10 @@ def test_server_thread_serves_a_synchronous_caller():
     assert not thread._thread.is_alive()
 
 
-@pytest.mark.parametrize("command", [["device.sim"], ["device", "sim-server"]])
-def test_command_line_prints_how_to_connect(command):
+def test_command_line_prints_how_to_connect():
     port = closed_port()
-    proc = subprocess.Popen([sys.executable, "-m", *command, "--pace", "0", "--port", str(port)],
-                            stdout=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "rig.server", "--pace", "0", "--port", str(port)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         lines = [proc.stdout.readline() for _ in range(5)]
     finally:

@@ -17,9 +17,9 @@ from wire import tool_responses
 
 from device.config import Config, ConfigError, LiveConfig, Secret, ToolsConfig
 from device.live_setup import connect_config, make_client
-from device.sim.server import LiveServer
-from device.sim.voice import reply_audio
 from device.tools import Device, Registry, ToolBox
+from rig.server.server import LiveServer
+from rig.server.voice import reply_audio
 
 REPLY_S = 0.2
 WAIT_S = 5.0

@@ -6,8 +6,8 @@ import dataclasses
 from typing import Any
 
 from device.config import Config, LiveConfig, Secret
-from device.sim.server import LiveServer
-from device.sim.wire import has, pick
+from rig.server.server import LiveServer
+from rig.server.wire import has, pick
 
 
 def config_for(server: LiveServer, **sections: Any) -> Config:

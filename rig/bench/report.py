@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from device.bench.figures import Figure
+from rig.bench.figures import Figure
 
 COLUMNS = ("figure", "n", "median", "p95", "max", "unit", "target", "met")
 

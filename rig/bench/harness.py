@@ -1,6 +1,6 @@
 """The benchmark's rig: one loopback, one local server, daemons started as systemd would.
 
-Every daemon runs `python -m device run` through `device.sim.rig`, with a notify
+Every daemon runs `python -m device run` through `rig.daemon`, with a notify
 socket and the unit's watchdog interval in its environment, so it pays for what
 it pays for on a Pi. Waits go through the server's log (no polling of the
 daemon, whose CPU is being measured) and fail with the daemon's log if it dies.
@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device.bench.proc import memory_mb
-from device.sim.log import Entry
-from device.sim.loopback import PulseLoopback
-from device.sim.notify import NotifySocket
-from device.sim.rig import Daemon, scratch_dir, start_daemon
-from device.sim.server import ServerThread
+from rig.bench.proc import memory_mb
+from rig.daemon import Daemon, scratch_dir, start_daemon
+from rig.loopback import PulseLoopback
+from rig.notify import NotifySocket
+from rig.server.log import Entry
+from rig.server.server import ServerThread
 
 #: The unit's WatchdogSec=30s: systemd hands the daemon WATCHDOG_USEC and it pings at half.
 WATCHDOG_USEC = "30000000"

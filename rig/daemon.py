@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from device.control import ControlError, request
-from device.sim.loopback import PulseLoopback
-from device.sim.server import LiveServer
+from rig.loopback import PulseLoopback
+from rig.server.server import LiveServer
 
 
 @dataclass

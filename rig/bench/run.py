@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from device.bench import cost
-from device.bench.figures import Figure, median, nearest_rank
-from device.bench.harness import BenchDaemon, Harness, progress
-from device.bench.turns import ColdTurns, SpeechLoss, TurnRunner
 from device.config import AudioConfig
-from device.sim.loopback import PulseLoopback, measure_latency
-from device.sim.server import ServerThread
+from rig.bench import cost
+from rig.bench.figures import Figure, median, nearest_rank
+from rig.bench.harness import BenchDaemon, Harness, progress
+from rig.bench.turns import ColdTurns, SpeechLoss, TurnRunner
+from rig.loopback import PulseLoopback, measure_latency
+from rig.server.server import ServerThread
 
 CHUNK_MS = AudioConfig().chunk_ms  # the microphone chunk the daemon sends (its default)
 PERIOD_MS = AudioConfig().period_ms  # the speaker's period the daemon runs with (its default)
@@ -172,7 +172,7 @@ def _loopback_figure(loop_ms: list[float]) -> Figure:
         "loopback's own latency (pacat to parec)",
         "ms",
         "A click played by a fresh pacat into the speaker sink after 100 ms of silence, "
-        "timed where the monitor recording shows it (device.sim.loopback.measure_latency): "
+        "timed where the monitor recording shows it (rig.loopback.measure_latency): "
         "what the harness adds to the two figures below.",
         loop_ms,
     )

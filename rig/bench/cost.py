@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 from device.audio import pcm
-from device.bench.harness import BenchDaemon, Harness, progress
-from device.bench.markers import marker
-from device.bench.proc import cpu_per_minute
-from device.bench.turns import MIC_RATE, TURN_TIMEOUT_S
+from rig.bench.harness import BenchDaemon, Harness, progress
+from rig.bench.markers import marker
+from rig.bench.proc import cpu_per_minute
+from rig.bench.turns import MIC_RATE, TURN_TIMEOUT_S
 
 SETTLE_S = 2.0  # after a session closes or streaming starts, before counting
 

@@ -1,4 +1,4 @@
-"""`live-appliance demo`: the appliance working on a machine with no hardware and no key.
+"""`scripts/demo`: the appliance working on a machine with no hardware and no key.
 
 It starts the local Live server and loopback audio, runs the real daemon with
 mock pins and the synthetic camera, speaks a question (espeak-ng) into the
@@ -22,9 +22,9 @@ import numpy as np
 import soxr
 
 from device.audio.pcm import write_wav
-from device.sim.loopback import PulseLoopback, Recorder
-from device.sim.rig import Daemon, scratch_dir, start_daemon
-from device.sim.server import ServerThread
+from rig.daemon import Daemon, scratch_dir, start_daemon
+from rig.loopback import PulseLoopback, Recorder
+from rig.server.server import ServerThread
 
 MIC_RATE = 16000
 SPEAKER_RATE = 24000
@@ -121,3 +121,22 @@ def _print_timeline(
         last = {k: v for k, v in turns[-1].items() if k.endswith("_ms")}
         print("latencies: " + ", ".join(f"{k} {v}" for k, v in last.items()))
     print("LED patterns, in order: " + " -> ".join(["idle", *daemon.states()]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/demo",
+        description="Show the appliance working on this machine: the daemon against a local "
+        "Live server and loopback audio, a spoken question, the recorded reply, a timeline.",
+    )
+    parser.add_argument("--out", default="demo-out", metavar="DIR", help="where to write the WAVs")
+    parser.add_argument(
+        "--question",
+        default="What is the tallest mountain in the world?",
+        help="what the demo says into the microphone (spoken by espeak-ng)",
+    )
+    return run_demo(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

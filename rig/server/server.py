@@ -24,13 +24,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from device.sim.connection import LiveConnection, SessionState
-from device.sim.log import ConnectionRecord, Entry, ServerLog
-from device.sim.options import DEFAULT_API_KEY
-from device.sim.setup import DEFAULT_MODELS
-from device.sim.tls import LocalCA
-from device.sim.wire import INTERNAL, INVALID, POLICY, ProtocolError, parse_target
+from rig.server.connection import LiveConnection, SessionState
+from rig.server.log import ConnectionRecord, Entry, ServerLog
+from rig.server.setup import DEFAULT_MODELS
+from rig.server.tls import LocalCA
+from rig.server.wire import INTERNAL, INVALID, POLICY, ProtocolError, parse_target
 
+DEFAULT_API_KEY = "sim-api-key"
 DEFAULT_EPHEMERAL_TOKEN = "auth_tokens/sim-ephemeral-token"
 DEFAULT_BEARER_TOKEN = "sim-bearer-token"
 BAD_KEY_REASON = "API key not valid. Please pass a valid API key."

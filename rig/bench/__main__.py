@@ -1,4 +1,4 @@
-"""`python -m device.bench`: measure, print the table, write the JSON."""
+"""`python -m rig.bench`: measure, print the table, write the JSON."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m device.bench",
+        prog="python -m rig.bench",
         description=(
             "Measure what the person at the button feels (latencies, speech lost at the "
             "press) and what the daemon costs (CPU, memory, start-up), running the real "
@@ -39,9 +39,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     # The rig (numpy, the server, the loopback) is imported only once there is work.
-    from device.bench import report
-    from device.bench.harness import BenchError
-    from device.bench.run import Plan, run
+    from rig.bench import report
+    from rig.bench.harness import BenchError
+    from rig.bench.run import Plan, run
 
     plan = Plan.quick(args.turns) if args.quick else Plan(turns=args.turns or Plan.turns)
     before = report.machine()

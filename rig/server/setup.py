@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from device.sim.vad import DEFAULT_SILENCE_MS, threshold_for
-from device.sim.wire import INTERNAL, INVALID, POLICY, ProtocolError, has, pick
+from rig.server.vad import DEFAULT_SILENCE_MS, threshold_for
+from rig.server.wire import INTERNAL, INVALID, POLICY, ProtocolError, has, pick
 
 DEFAULT_MODELS = frozenset({
     "gemini-3.8-live",

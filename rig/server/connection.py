@@ -20,11 +20,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from device.sim.log import ConnectionRecord, Entry
-from device.sim.setup import SessionOptions, read_setup
-from device.sim.vad import EnergyDetector
-from device.sim.voice import OUTPUT_RATE, chunk_bytes, reply_audio
-from device.sim.wire import (
+from rig.server.log import ConnectionRecord, Entry
+from rig.server.setup import SessionOptions, read_setup
+from rig.server.vad import EnergyDetector
+from rig.server.voice import OUTPUT_RATE, chunk_bytes, reply_audio
+from rig.server.wire import (
     INTERNAL,
     INVALID,
     ProtocolError,
@@ -36,7 +36,7 @@ from device.sim.wire import (
 )
 
 if TYPE_CHECKING:
-    from device.sim.server import LiveServer
+    from rig.server.server import LiveServer
 
 REALTIME_KINDS = {
     "audio": "audio",

@@ -1,4 +1,4 @@
-"""``python -m device.sim``: run the local Live API server until Ctrl-C or SIGTERM."""
+"""``python -m rig.server``: run the local Live API server until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -6,16 +6,21 @@ import argparse
 import asyncio
 import signal
 
-from device.sim.options import add_server_options
-from device.sim.server import LiveServer
+from rig.server.server import DEFAULT_API_KEY, LiveServer
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(
-        prog="python -m device.sim", description="A local Gemini Live API server over TLS."
+        prog="python -m rig.server", description="A local Gemini Live API server over TLS."
     )
-    add_server_options(parser)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--api-key", default=DEFAULT_API_KEY)
+    parser.add_argument("--pace", type=float, default=1.0,
+                        help="reply speed factor: 1 real time, 0 as fast as possible")
+    parser.add_argument("--setup-delay", type=float, default=0.0, help="seconds")
+    parser.add_argument("--reply-seconds", type=float, default=1.2)
     return parser.parse_args(argv)
 
 
@@ -36,7 +41,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point, also used by ``live-appliance sim-server``."""
+    """Entry point: `python -m rig.server`."""
     asyncio.run(serve(parse_args(argv)))
     return 0
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from device.audio import pcm
-from device.bench.harness import BenchDaemon, BenchError, Harness, progress
-from device.bench.markers import WINDOW_MS, locate, marker, missing_ms
-from device.bench.proc import memory_mb
-from device.sim.loopback import Recorder
+from rig.bench.harness import BenchDaemon, BenchError, Harness, progress
+from rig.bench.markers import WINDOW_MS, locate, marker, missing_ms
+from rig.bench.proc import memory_mb
+from rig.loopback import Recorder
 
 MIC_RATE = 16000
 SPEAKER_RATE = 24000

@@ -1,1 +1,0 @@
-"""Stand-ins for the outside world: a local Live API server and loopback audio."""
