@@ -24,10 +24,11 @@ from device.audio.keeper import AudioKeeper
 from device.audio.playback import Playback
 from device.config import Config
 from device.control import ControlServer
+from device.errors import LedsUnavailable
 from device.hw.button import ButtonInput
 from device.hw.camera import CameraFeed
-from device.hw.leds import LedAnimator, LedDriver, LedsUnavailable, NullLeds, open_leds
-from device.live import LiveLink
+from device.hw.leds import LedAnimator, LedDriver, NullLeds, open_leds
+from device.live.session import LiveLink
 from device.mic_feed import MicFeed
 from device.outbox import Item, Outbox
 from device.persist import StateFile, state_dir

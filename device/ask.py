@@ -16,18 +16,17 @@ import dataclasses
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from device.doctor.progress import Progress
+from device.live.client import Reply, open_session, run_turn
+from device.live.wire import REPLY_RATE
 
 if TYPE_CHECKING:
-    from google.genai.live import AsyncSession
 
     from device.audio.playback import Playback
     from device.config import Config
 
-REPLY_RATE = 24000
 
 
 class AskError(Exception):
@@ -39,72 +38,6 @@ class AskError(Exception):
     def __init__(self, message: str, replies: list[Reply] | None = None) -> None:
         super().__init__(message)
         self.replies = replies or []
-
-
-@dataclass
-class Reply:
-    """What came back for one turn."""
-
-    text: str  # the output transcription, whole
-    audio: bytes  # 24 kHz mono s16le
-    first_audio_s: float | None  # from sending the turn to its first audio
-    seconds: float  # from sending the turn to turnComplete
-    interrupted: bool = False
-
-    @property
-    def audio_seconds(self) -> float:
-        return len(self.audio) / 2 / REPLY_RATE
-
-
-async def run_turn(
-    session: AsyncSession, text: str, on_audio: Callable[[bytes], None] | None = None
-) -> Reply:
-    """Send one text turn and collect its reply until the server says the turn is over."""
-    from google.genai import types
-
-    started = time.monotonic()
-    await session.send_client_content(
-        turns=types.Content(role="user", parts=[types.Part(text=text)]), turn_complete=True
-    )
-    words: list[str] = []
-    audio = bytearray()
-    first_audio: float | None = None
-    interrupted = False
-    async for message in session.receive():
-        content = message.server_content
-        if content is None:
-            continue
-        parts = content.model_turn.parts if content.model_turn is not None else None
-        for part in parts or []:
-            if part.inline_data is not None and part.inline_data.data:
-                if first_audio is None:
-                    first_audio = time.monotonic() - started
-                audio += part.inline_data.data
-                if on_audio is not None:
-                    on_audio(part.inline_data.data)
-        if content.output_transcription is not None and content.output_transcription.text:
-            words.append(content.output_transcription.text)
-        interrupted = interrupted or bool(content.interrupted)
-    return Reply(
-        "".join(words).strip(), bytes(audio), first_audio, time.monotonic() - started, interrupted
-    )
-
-
-async def open_session(stack: contextlib.AsyncExitStack, cfg: Config) -> AsyncSession:
-    """A Live session set up exactly as the daemon sets one up; `stack` closes it."""
-    from device.live_setup import connect_config, make_client
-
-    client = make_client(cfg)
-    return await stack.enter_async_context(
-        client.aio.live.connect(model=cfg.live.model, config=connect_config(cfg, None))
-    )
-
-
-async def play_out(speaker: Playback) -> None:
-    """Wait until everything fed to the speaker has sounded, the resampler's tail included."""
-    speaker.feed(b"", last=True)
-    await speaker.wait_drained()
-    await asyncio.sleep(speaker.output_latency)  # the last period handed over still has to play
 
 
 def for_ask(cfg: Config) -> Config:
@@ -127,7 +60,7 @@ async def ask(
     turn_timeout_s: float = 60.0,
 ) -> list[Reply]:
     """One session, one turn per text in order; `on_reply(n, reply)` as each completes."""
-    from device.live_errors import describe_failure
+    from device.live.errors import describe_failure
 
     progress = progress or Progress()
     cfg = for_ask(cfg)
@@ -191,7 +124,7 @@ async def _ask_and_play(cfg: Config, args: argparse.Namespace) -> list[Reply]:
             turn_timeout_s=args.timeout,
         )
         if speaker is not None:
-            await play_out(speaker)
+            await speaker.play_out()
         return replies
     finally:
         if speaker is not None:

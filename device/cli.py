@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from device.config import ConfigError
+    from device.errors import ConfigError
 
     try:
         return int(args.handler(args))

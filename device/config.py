@@ -17,15 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from device.errors import ConfigError
+from device.live.models import check_model_settings
+
 DEFAULT_PATH = Path("/etc/live-appliance/config.toml")
 ENV_PATH = "LIVE_APPLIANCE_CONFIG"
 ENV_PREFIX = "LIVE_APPLIANCE_"
 CREDENTIAL_NAME = "api-key"
 KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
-
-
-class ConfigError(Exception):
-    """A setting is missing or wrong; the message is meant for the owner, as is."""
 
 
 class Secret:
@@ -428,8 +427,6 @@ def _check_consistency(where: str, config: Config) -> None:
             f"{where}: [live] compression_target_tokens ({target}) must be below "
             f"compression_trigger_tokens ({trigger})"
         )
-    from device.models import check_model_settings  # models imports ConfigError from here
-
     check_model_settings(live, where)
 
 

@@ -18,9 +18,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from device.live.wire import MIC_RATE, SAMPLE_BYTES
+
 Kind = Literal["audio", "video", "activity_start", "activity_end", "audio_stream_end", "text"]
 
-BYTES_PER_SECOND = 16000 * 2  # 16 kHz mono s16le
+BYTES_PER_SECOND = MIC_RATE * SAMPLE_BYTES
 
 
 @dataclass(slots=True)

@@ -32,7 +32,8 @@ from typing import Annotated, Any, Protocol
 from google.genai import types
 from pydantic import Field, TypeAdapter, ValidationError
 
-from device.config import ConfigError, ToolsConfig
+from device.config import ToolsConfig
+from device.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

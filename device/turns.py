@@ -7,6 +7,8 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from device.outbox import Kind
+
 log = logging.getLogger("device.turns")
 
 
@@ -42,7 +44,7 @@ class TurnLog:
     def start(self, t: float) -> None:
         self.current = Turn(pressed=t)
 
-    def sent(self, kind: str, t: float) -> None:
+    def sent(self, kind: Kind, t: float) -> None:
         turn = self.current
         if turn is None:
             return

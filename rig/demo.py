@@ -22,12 +22,11 @@ import numpy as np
 import soxr
 
 from device.audio.pcm import write_wav
+from device.live.wire import MIC_RATE, REPLY_RATE
 from rig.daemon import Daemon, scratch_dir, start_daemon
 from rig.loopback import PulseLoopback, Recorder
 from rig.server.server import ServerThread
 
-MIC_RATE = 16000
-SPEAKER_RATE = 24000
 #: No camera here: the daemon sees the synthetic test pattern, one frame a second.
 CAMERA = {"camera": {"enabled": True, "source": "synthetic"}}
 
@@ -56,7 +55,7 @@ def run_demo(args: argparse.Namespace) -> int:
         try:
             ready = daemon.wait_ready()
             print(f"demo: daemon ready in {(ready - daemon.started) * 1000:.0f} ms")
-            recorder = loopback.record(SPEAKER_RATE)
+            recorder = loopback.record(REPLY_RATE)
             recorder.wait_started()
             pressed = time.monotonic()
             daemon.ctl("press")
@@ -72,7 +71,7 @@ def run_demo(args: argparse.Namespace) -> int:
         finally:
             stop_s = daemon.terminate()
         write_wav(out / "question.wav", question, MIC_RATE)
-        write_wav(out / "reply.wav", reply, SPEAKER_RATE)
+        write_wav(out / "reply.wav", reply, REPLY_RATE)
         _print_timeline(daemon, server, pressed, status, recorder)
         print(f"demo: daemon stopped {stop_s * 1000:.0f} ms after SIGTERM")
         print(f"demo: wrote {out / 'question.wav'} and {out / 'reply.wav'}")
@@ -110,7 +109,7 @@ def _print_timeline(
     print(
         f"\nbytes: {mic_bytes} of microphone audio reached the server "
         f"({mic_bytes / 2 / MIC_RATE:.2f} s), {reply_bytes} of reply audio came back "
-        f"({reply_bytes / 2 / SPEAKER_RATE:.2f} s)"
+        f"({reply_bytes / 2 / REPLY_RATE:.2f} s)"
     )
     print(
         f"camera: {len(frames)} frame(s) reached the server "

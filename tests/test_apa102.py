@@ -13,9 +13,10 @@ from gpiozero.pins.mock import MockPin
 from helpers import mock_pins, until
 
 from device.config import LedsConfig
+from device.errors import LedsUnavailable
 from device.hw.apa102 import Apa102, brightness_field, encode
 from device.hw.led_patterns import BLUE, RED, Pattern, Step, dark
-from device.hw.leds import LedAnimator, LedsUnavailable, open_leds
+from device.hw.leds import LedAnimator, open_leds
 from device.states import State
 
 START = bytes(4)

@@ -45,7 +45,7 @@ from wire import at, config_for, function_names, instruction, searches, tool_res
 
 from device import logs
 from device.audio import pcm
-from device.live import LiveLink
+from device.live.session import LiveLink
 from device.outbox import Outbox
 from device.states import Event, TurnComplete
 from rig.daemon import Daemon, rig_settings, start_daemon, to_toml

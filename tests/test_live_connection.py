@@ -8,7 +8,8 @@ from typing import Any
 from google.genai import types
 
 from device.config import LiveConfig
-from device.live_connection import Connection, Hooks, WireTurn
+from device.live.connection import Connection, Hooks
+from device.live.turn import WireTurn
 from device.outbox import Outbox
 from device.states import Interrupted, ReplyAudio, TurnComplete
 

@@ -14,8 +14,8 @@ from device.config import (
     LiveConfig,
     ToolsConfig,
 )
-from device.live_setup import connect_config, make_client
-from device.models import MODELS, check_model_settings
+from device.live.models import MODELS, check_model_settings
+from device.live.setup import connect_config, make_client
 from rig.server.server import LiveServer
 from rig.server.setup import DEFAULT_MODELS
 from rig.server.wire import has, pick

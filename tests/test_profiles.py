@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from device.config import Config, ConfigError, load
+from device.config import Config, load
+from device.errors import ConfigError
 from device.hw.profiles import PROFILES
 
 # The settings the README's profile table documents, written out by hand.

@@ -15,8 +15,9 @@ from google.genai import types
 from pydantic import Field
 from wire import tool_responses
 
-from device.config import Config, ConfigError, LiveConfig, Secret, ToolsConfig
-from device.live_setup import connect_config, make_client
+from device.config import Config, LiveConfig, Secret, ToolsConfig
+from device.errors import ConfigError
+from device.live.setup import connect_config, make_client
 from device.tools import Device, Registry, ToolBox
 from rig.server.server import LiveServer
 from rig.server.voice import reply_audio

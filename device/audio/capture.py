@@ -24,10 +24,11 @@ import soxr
 
 from device.audio.devices import DeviceSpec
 from device.audio.stream import PortAudioStream
+from device.live.wire import MIC_RATE
 
 log = logging.getLogger(__name__)
 
-RATE = 16000  # what the Live API takes
+RATE = MIC_RATE
 #: A sound card that claims its newest sample waited longer than this is not believed.
 MAX_STALE_S = 0.5
 ChunkHandler = Callable[[bytes, float], None]

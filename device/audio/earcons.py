@@ -11,8 +11,9 @@ from functools import cache
 import numpy as np
 
 from device.audio import pcm
+from device.live.wire import REPLY_RATE
 
-RATE = 24000
+RATE = REPLY_RATE  # earcons play into the reply's stream
 
 # name -> (frequency Hz, length ms) notes, separated by short gaps
 _NOTES: dict[str, list[tuple[float, float]]] = {

@@ -26,10 +26,11 @@ import soxr
 
 from device.audio.devices import DeviceSpec
 from device.audio.stream import PORTAUDIO_LOCK, PortAudioStream
+from device.live.wire import REPLY_RATE
 
 log = logging.getLogger(__name__)
 
-RATE = 24000  # what the Live API sends
+RATE = REPLY_RATE
 #: After the last sound, the stream keeps running this long for what comes next.
 REST_AFTER_S = 2.0
 
@@ -209,6 +210,12 @@ class Playback(PortAudioStream):
 
     async def wait_drained(self) -> None:
         await self._drained.wait()
+
+    async def play_out(self) -> None:
+        """Wait until everything fed has sounded, the resampler's tail included."""
+        self.feed(b"", last=True)
+        await self.wait_drained()
+        await asyncio.sleep(self.output_latency)  # the last period handed over still has to play
 
     def _on_drained(self, generation: int) -> None:
         if generation == self._generation:

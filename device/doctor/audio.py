@@ -169,7 +169,6 @@ async def check_speaker(ctx: Context) -> Result:
     """Play a short tone on the configured output through the daemon's playback path."""
     if ctx.options.quiet:
         return Result("speaker", Status.SKIP, "no test tone (--quiet)")
-    from device.ask import play_out
     from device.audio.playback import RATE, Playback
 
     speaker = Playback(device=ctx.cfg.audio.output_device)
@@ -181,7 +180,7 @@ async def check_speaker(ctx: Context) -> Result:
         async with ctx.progress.step(f"speaker: playing a {TONE_HZ:g} Hz tone (listen)"):
             speaker.feed(pcm.from_float(pcm.tone(TONE_HZ, TONE_MS, RATE, TONE_AMPLITUDE)))
             async with asyncio.timeout(TONE_MS / 1000 + START_GRACE_S):
-                await play_out(speaker)
+                await speaker.play_out()
     except TimeoutError:
         return Result(
             "speaker",

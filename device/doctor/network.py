@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from device.config import Config
 from device.doctor.result import Context, Result, Status
+from device.live.wire import CLOSE_INVALID, CLOSE_POLICY
 
 T = TypeVar("T")
 
@@ -31,8 +32,8 @@ FIXES = {
     "TCP": "Check the network path to {host} port {port}: a firewall or proxy may block it.",
     "TLS": "Check the clock (timedatectl) and that no proxy intercepts TLS; "
     "SSL_CERT_FILE, if set, must name the right CA file.",
-    1008: "Check the API key (make a new one at aistudio.google.com) and [live] model.",
-    1007: "A setting was refused: check [live] model, voice and language.",
+    CLOSE_POLICY: "Check the API key (make a new one at aistudio.google.com) and [live] model.",
+    CLOSE_INVALID: "A setting was refused: check [live] model, voice and language.",
     "setup": "Try again in a minute; if it keeps failing, the service may be down "
     "or [live] base_url may point at the wrong place.",
 }
@@ -84,7 +85,7 @@ async def _layer(
     layer: str, what: Callable[[], Awaitable[T]], seconds: float, host: str, port: int
 ) -> T:
     """Await one layer's step within `seconds`; LayerFailed names the layer if it fails."""
-    from device.live_errors import describe_failure
+    from device.live.errors import describe_failure
 
     try:
         async with asyncio.timeout(seconds):
@@ -158,7 +159,7 @@ def _since(started: float) -> float:
 
 async def _session(ctx: Context, ms: dict[str, float], host: str, port: int) -> None:
     """Open a session as the daemon does; with --turn, one text turn. Times go into `ms`."""
-    from device.ask import open_session, run_turn
+    from device.live.client import open_session, run_turn
 
     cfg = ctx.cfg
     async with contextlib.AsyncExitStack() as stack:

@@ -6,8 +6,9 @@ import asyncio
 import os
 
 from device import config as config_mod
-from device.config import Config, ConfigError
+from device.config import Config
 from device.doctor.result import Context, Result, Status
+from device.errors import ConfigError
 
 
 def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Config | None]:
@@ -45,7 +46,7 @@ async def check_key(ctx: Context) -> Result:
             "key", Status.FAIL, f"no API key in {places}", f"{advice[:1].upper()}{advice[1:]}."
         )
     assert cfg.api_key is not None  # require_credentials saw to it
-    from device.live_setup import EPHEMERAL_PREFIX  # imports the SDK: only when checked
+    from device.live.setup import EPHEMERAL_PREFIX  # imports the SDK: only when checked
 
     kind = "ephemeral token" if cfg.api_key.reveal().startswith(EPHEMERAL_PREFIX) else "API key"
     return Result(

@@ -23,8 +23,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Protocol
 
+from device.errors import LedsUnavailable
 from device.hw.led_patterns import Frame, dark
-from device.hw.leds import LedsUnavailable
 
 if TYPE_CHECKING:
     from gpiozero import DigitalOutputDevice

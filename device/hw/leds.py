@@ -31,10 +31,6 @@ LED_KINDS = ("none", "single", "multi", "rgb")
 CHANNELS = ("red", "green", "blue")
 
 
-class LedsUnavailable(RuntimeError):
-    """The configured LEDs cannot be opened; the message says how to fix it."""
-
-
 class LedDriver(Protocol):
     """Whatever shows colours: `pixels` lights, each with levels 0..1 per channel."""
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 
 from device.audio import pcm
+from device.live.wire import MIC_RATE
 from rig.bench.harness import BenchDaemon, Harness, progress
 from rig.bench.markers import marker
 from rig.bench.proc import cpu_per_minute
-from rig.bench.turns import MIC_RATE, TURN_TIMEOUT_S
+from rig.bench.turns import TURN_TIMEOUT_S
 
 SETTLE_S = 2.0  # after a session closes or streaming starts, before counting
 

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from device.audio import pcm
+from device.live.wire import MIC_RATE, REPLY_RATE
 from rig.bench.harness import BenchDaemon, BenchError, Harness, progress
 from rig.bench.markers import WINDOW_MS, locate, marker, missing_ms
 from rig.bench.proc import memory_mb
 from rig.loopback import Recorder
 
-MIC_RATE = 16000
-SPEAKER_RATE = 24000
 HOLD_S = 0.3  # how long each timed turn holds the button
 SOUND_DBFS = -40.0  # louder than this at the speaker counts as sound
 TURN_TIMEOUT_S = 20.0
@@ -87,7 +86,7 @@ class TurnRunner:
         """`count` turns, each a press that opens a new session, a hold and a release."""
         out = ColdTurns()
         for n in range(1, count + 1):
-            recorder = self.h.loopback.record(SPEAKER_RATE)
+            recorder = self.h.loopback.record(REPLY_RATE)
             try:
                 recorder.wait_started()
                 self._cold_turn(out, recorder)
@@ -194,7 +193,7 @@ class TurnRunner:
         time.sleep(0.1)
         released = self.d.release()
         for n in range(1, count + 1):
-            recorder = self.h.loopback.record(SPEAKER_RATE)
+            recorder = self.h.loopback.record(REPLY_RATE)
             try:
                 recorder.wait_started()
                 results.append(self._barge_in(released, recorder))

@@ -20,20 +20,12 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from device.live.wire import CLOSE_INTERNAL, CLOSE_INVALID, MIC_RATE, REPLY_MIME
 from rig.server.log import ConnectionRecord, Entry
 from rig.server.setup import SessionOptions, read_setup
 from rig.server.vad import EnergyDetector
 from rig.server.voice import OUTPUT_RATE, chunk_bytes, reply_audio
-from rig.server.wire import (
-    INTERNAL,
-    INVALID,
-    ProtocolError,
-    b64decode,
-    b64encode,
-    check_audio_mime,
-    has,
-    pick,
-)
+from rig.server.wire import ProtocolError, b64decode, b64encode, check_audio_mime, has, pick
 
 if TYPE_CHECKING:
     from rig.server.server import LiveServer
@@ -199,7 +191,8 @@ class LiveConnection:
             if age >= limit:
                 self.state.expired = True
                 await self.close(
-                    INTERNAL, "Deadline expired: session length limit reached (no compression)."
+                    CLOSE_INTERNAL,
+                    "Deadline expired: session length limit reached (no compression).",
                 )
                 return
             await asyncio.sleep(min(0.25, (limit - age) / scale))
@@ -250,16 +243,18 @@ class LiveConnection:
         try:
             message = json.loads(frame)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ProtocolError(INVALID, f"Invalid JSON payload received: {exc}.") from exc
+            raise ProtocolError(CLOSE_INVALID, f"Invalid JSON payload received: {exc}.") from exc
         if not isinstance(message, dict) or len(message) != 1:
-            raise ProtocolError(INVALID, "Invalid message: expected exactly one top-level field.")
+            raise ProtocolError(
+                CLOSE_INVALID, "Invalid message: expected exactly one top-level field."
+            )
         return message
 
     async def _setup(self) -> None:
         message = self._parse(await self.ws.recv())
         self.server.check_auth(self.record, self.ws.request)
         if not has(message, "setup"):
-            raise ProtocolError(INVALID, "Invalid message: the first message must be setup.")
+            raise ProtocolError(CLOSE_INVALID, "Invalid message: the first message must be setup.")
         setup = pick(message, "setup")
         self.log("in", "setup", message)
         self.record.setup = setup
@@ -286,7 +281,9 @@ class LiveConnection:
         key = next(iter(message))
         name = next((n for n in TOP_LEVEL if has(message, n)), None)
         if name is None:
-            raise ProtocolError(INVALID, f"Invalid message: unknown or misplaced field {key!r}.")
+            raise ProtocolError(
+                CLOSE_INVALID, f"Invalid message: unknown or misplaced field {key!r}."
+            )
         body = message[key]
         if name == "realtime_input":
             await self._realtime(body, message)
@@ -299,7 +296,7 @@ class LiveConnection:
         present = [n for n in REALTIME_KINDS if has(body, n)]
         if len(present) != 1 or len(body) != 1:
             raise ProtocolError(
-                INVALID,
+                CLOSE_INVALID,
                 "Invalid realtime_input: set exactly one of audio, video, text, activityStart, "
                 "activityEnd, audioStreamEnd.",
             )
@@ -339,7 +336,7 @@ class LiveConnection:
     async def _audio(self, pcm: bytes) -> None:
         if self._manual:
             if self.in_activity:
-                self.activity_ms += len(pcm) * 1000 // (2 * 16000)
+                self.activity_ms += len(pcm) * 1000 // (2 * MIC_RATE)
             return
         for event in self.vad.feed(pcm):
             if event == "start":
@@ -368,7 +365,7 @@ class LiveConnection:
         unknown = [i for i in ids if i not in self.pending_tools]
         if not ids or unknown:
             raise ProtocolError(
-                INVALID, f"Invalid tool_response: unknown function call id {unknown}."
+                CLOSE_INVALID, f"Invalid tool_response: unknown function call id {unknown}."
             )
         for call_id in ids:
             self._start_reply(self.pending_tools.pop(call_id))
@@ -406,7 +403,7 @@ class LiveConnection:
         start = time.monotonic()
         for offset in range(0, len(pcm), step):
             chunk = pcm[offset:offset + step]
-            part = {"inlineData": {"mimeType": f"audio/pcm;rate={OUTPUT_RATE}",
+            part = {"inlineData": {"mimeType": REPLY_MIME,
                                    "data": b64encode(chunk)}}
             await self._content("audio", {"modelTurn": {"parts": [part]}}, chunk)
             due = start + (offset + step) / 2 / OUTPUT_RATE * config.pace

@@ -24,18 +24,19 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from device.live.wire import CLOSE_INTERNAL, CLOSE_INVALID, CLOSE_POLICY
 from rig.server.connection import LiveConnection, SessionState
 from rig.server.log import ConnectionRecord, Entry, ServerLog
 from rig.server.setup import DEFAULT_MODELS
 from rig.server.tls import LocalCA
-from rig.server.wire import INTERNAL, INVALID, POLICY, ProtocolError, parse_target
+from rig.server.wire import ProtocolError, parse_target
 
 DEFAULT_API_KEY = "sim-api-key"
 DEFAULT_EPHEMERAL_TOKEN = "auth_tokens/sim-ephemeral-token"
 DEFAULT_BEARER_TOKEN = "sim-bearer-token"
 BAD_KEY_REASON = "API key not valid. Please pass a valid API key."
 # An unknown or expired resumption handle is an invalid argument: close 1007.
-UNKNOWN_HANDLE_CODE = INVALID
+UNKNOWN_HANDLE_CODE = CLOSE_INVALID
 # A limited uplink keeps the server's own receive buffers (kernel, TLS) this small and reads
 # at most this many messages ahead, so that what a client sends backs up in the client, as
 # behind a slow link, instead of waiting unseen in the server.
@@ -183,7 +184,7 @@ class LiveServer:
         else:
             ok, record.auth = scheme == "Bearer" and token in self.config.bearer_tokens, "bearer"
         if not ok:
-            raise ProtocolError(POLICY, BAD_KEY_REASON)
+            raise ProtocolError(CLOSE_POLICY, BAD_KEY_REASON)
 
     # ---- sessions and tool calls ----------------------------------------------------------
 
@@ -203,7 +204,7 @@ class LiveServer:
         owner = self._live.get(state.owner) if state.owner is not None else None
         if owner is not None and owner.id != conn_id and owner.is_open:
             raise ProtocolError(
-                INTERNAL, "Internal error: the session is still served by another connection."
+                CLOSE_INTERNAL, "Internal error: the session is still served by another connection."
             )
         state.owner = conn_id
 

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from device.live.wire import CLOSE_INTERNAL, CLOSE_INVALID, CLOSE_POLICY
 from rig.server.vad import DEFAULT_SILENCE_MS, threshold_for
-from rig.server.wire import INTERNAL, INVALID, POLICY, ProtocolError, has, pick
+from rig.server.wire import ProtocolError, has, pick
 
 DEFAULT_MODELS = frozenset({
     "gemini-3.8-live",
@@ -41,7 +42,7 @@ class SessionOptions:
 def model_name(model: Any) -> str:
     """'models/X', 'projects/../models/X' or 'X' -> 'X'."""
     if not isinstance(model, str) or not model:
-        raise ProtocolError(INVALID, "Invalid argument: setup.model is required.")
+        raise ProtocolError(CLOSE_INVALID, "Invalid argument: setup.model is required.")
     return model.rsplit("models/", 1)[-1]
 
 
@@ -93,27 +94,27 @@ class Refusal:
 #: reason (seen on the 2.5 native audio previews: google-gemini/cookbook#793,
 #: livekit/livekit#4103; pipecat-ai/pipecat#4175: every recent Live model takes AUDIO only).
 NO_VOICE_FOR_TEXT = Refusal(
-    asks_for_text, INVALID, "Cannot extract voices from a non-audio request."
+    asks_for_text, CLOSE_INVALID, "Cannot extract voices from a non-audio request."
 )
 
 REFUSALS: dict[str, tuple[Refusal, ...]] = {
     # PROTOCOL.md (Models): audio is the only response modality, thinking_config must be
     # omitted, proactive audio is always on, affective dialog is gone.
     "gemini-3.8-live": (
-        Refusal(asks_for_text, INVALID, "{model} supports only the AUDIO response modality."),
-        Refusal(sets_thinking, INVALID, "{model} does not accept thinking_config; omit it."),
-        Refusal(sets_affective_dialog, INVALID,
+        Refusal(asks_for_text, CLOSE_INVALID, "{model} supports only the AUDIO response modality."),
+        Refusal(sets_thinking, CLOSE_INVALID, "{model} does not accept thinking_config; omit it."),
+        Refusal(sets_affective_dialog, CLOSE_INVALID,
                 "{model} does not support enable_affective_dialog."),
-        Refusal(turns_proactive_audio_off, INVALID,
+        Refusal(turns_proactive_audio_off, CLOSE_INVALID,
                 "{model} always uses proactive audio; it cannot be false."),
     ),
     # Its model page (ai.google.dev/gemini-api/docs/models/gemini-3.1-flash-live-preview,
     # "Migrating"): no proactive audio or affective dialog yet, remove their configuration.
     # TEXT replies end the setup with 1011, not 1007 (googleapis/python-genai#2238).
     "gemini-3.1-flash-live-preview": (
-        Refusal(asks_for_text, INTERNAL, "Internal error encountered."),
-        Refusal(sets_proactivity, INVALID, "{model} does not support proactive audio."),
-        Refusal(sets_affective_dialog, INVALID, "{model} does not support affective dialog."),
+        Refusal(asks_for_text, CLOSE_INTERNAL, "Internal error encountered."),
+        Refusal(sets_proactivity, CLOSE_INVALID, "{model} does not support proactive audio."),
+        Refusal(sets_affective_dialog, CLOSE_INVALID, "{model} does not support affective dialog."),
     ),
     "gemini-2.5-flash-native-audio-preview-12-2025": (NO_VOICE_FOR_TEXT,),
     "gemini-live-2.5-flash-native-audio": (NO_VOICE_FOR_TEXT,),
@@ -130,11 +131,11 @@ def check_model_rules(name: str, setup: dict[str, Any]) -> None:
 def read_setup(setup: Any, known_models: frozenset[str] | set[str]) -> SessionOptions:
     """Validate ``setup`` and extract the options; raise ProtocolError like the service."""
     if not isinstance(setup, dict):
-        raise ProtocolError(INVALID, "Invalid argument: setup must be an object.")
+        raise ProtocolError(CLOSE_INVALID, "Invalid argument: setup must be an object.")
     name = model_name(pick(setup, "model"))
     if name not in known_models:
         raise ProtocolError(
-            POLICY,
+            CLOSE_POLICY,
             f"models/{name} is not found for API version, or is not supported for "
             "bidiGenerateContent.",
         )

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-INPUT_RATE = 16000
+from device.live.wire import MIC_RATE as INPUT_RATE
+
 FRAME_MS = 20
 DEFAULT_SILENCE_MS = 500
 DEFAULT_THRESHOLD = 500.0

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-OUTPUT_RATE = 24000
+from device.live.wire import REPLY_RATE as OUTPUT_RATE
+
 BASE_HZ = 440.0
 STEP_HZ = 110.0
 TURNS_PER_CYCLE = 8

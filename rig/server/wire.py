@@ -14,9 +14,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qs
 
-INVALID = 1007  # invalid argument
-POLICY = 1008  # bad key, unknown model, unsupported feature
-INTERNAL = 1011  # internal error, deadline expired
+from device.live.wire import CLOSE_INVALID, CLOSE_POLICY, MIC_RATE
 
 _GEMINI_PATH = re.compile(
     r"^/ws/google\.ai\.generativelanguage\.(v1|v1beta|v1alpha)\.GenerativeService\."
@@ -60,13 +58,14 @@ def has(obj: Any, name: str) -> bool:
 def b64decode(data: Any) -> bytes:
     """Decode standard or URL-safe base64, padding optional."""
     if not isinstance(data, str):
-        raise ProtocolError(INVALID, "Invalid value: blob data must be a base64 string.")
+        raise ProtocolError(CLOSE_INVALID, "Invalid value: blob data must be a base64 string.")
     text = data.strip().replace("-", "+").replace("_", "/")
     text += "=" * (-len(text) % 4)
     try:
         return base64.b64decode(text, validate=True)
     except binascii.Error as exc:
-        raise ProtocolError(INVALID, f"Invalid value: blob data is not base64 ({exc}).") from exc
+        reason = f"Invalid value: blob data is not base64 ({exc})."
+        raise ProtocolError(CLOSE_INVALID, reason) from exc
 
 
 def b64encode(data: bytes) -> str:
@@ -77,15 +76,16 @@ def b64encode(data: bytes) -> str:
 def check_audio_mime(mime: Any) -> None:
     """Accept only ``audio/pcm`` at 16 kHz (the rate parameter may be omitted)."""
     if not isinstance(mime, str):
-        raise ProtocolError(INVALID, "Invalid argument: audio mime_type is required.")
+        raise ProtocolError(CLOSE_INVALID, "Invalid argument: audio mime_type is required.")
     kind, *params = [p.strip() for p in mime.lower().split(";")]
     if kind != "audio/pcm":
-        raise ProtocolError(INVALID, f"Unsupported audio mime_type {mime!r}: use audio/pcm.")
+        raise ProtocolError(CLOSE_INVALID, f"Unsupported audio mime_type {mime!r}: use audio/pcm.")
     for param in params:
         key, _, value = param.partition("=")
-        if key.strip() == "rate" and value.strip() != "16000":
+        if key.strip() == "rate" and value.strip() != str(MIC_RATE):
             raise ProtocolError(
-                INVALID, f"Unsupported audio sample rate in {mime!r}: only 16000 Hz is accepted."
+                CLOSE_INVALID,
+                f"Unsupported audio sample rate in {mime!r}: only {MIC_RATE} Hz is accepted.",
             )
 
 
@@ -102,4 +102,4 @@ def parse_target(target: str) -> tuple[str, str, dict[str, list[str]]]:
         return path, "constrained" if gemini.group(2).endswith("Constrained") else "gemini", query
     if _VERTEX_PATH.match(path):
         return path, "vertex", query
-    raise ProtocolError(POLICY, f"Unknown endpoint {path!r}.")
+    raise ProtocolError(CLOSE_POLICY, f"Unknown endpoint {path!r}.")

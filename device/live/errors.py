@@ -13,14 +13,25 @@ import ssl
 
 from google.genai import errors
 
+from device.live.wire import (
+    CLOSE_ABNORMAL,
+    CLOSE_INTERNAL,
+    CLOSE_INVALID,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+)
+
 # Close codes after which retrying cannot help: the key or a setting was refused.
-REFUSED = {1007: "a setting or a message was refused as invalid", 1008: "the API key, the model "
-           "name or a setting was refused"}
+REFUSED = {
+    CLOSE_INVALID: "a setting or a message was refused as invalid",
+    CLOSE_POLICY: "the API key, the model name or a setting was refused",
+}
 _CLOSE_HINTS = {
-    1000: "the service closed the connection",
-    1006: "the connection dropped without a goodbye (network)",
-    1009: "the service sent a message larger than allowed",
-    1011: "the service had an internal error",
+    CLOSE_NORMAL: "the service closed the connection",
+    CLOSE_ABNORMAL: "the connection dropped without a goodbye (network)",
+    CLOSE_TOO_BIG: "the service sent a message larger than allowed",
+    CLOSE_INTERNAL: "the service had an internal error",
     **REFUSED,
 }
 
@@ -35,7 +46,7 @@ def describe_failure(exc: BaseException) -> str:
         code = exc.code
         reason = close_reason(exc)
         hint = _CLOSE_HINTS.get(code, "the connection closed")
-        if code == 1008 and "key" in reason.lower():
+        if code == CLOSE_POLICY and "key" in reason.lower():
             hint = "the service refused the API key"
         detail = f": {reason}" if reason else ""
         return f"{hint} (close code {code}{detail})"
@@ -70,9 +81,9 @@ def is_refusal(exc: BaseException) -> bool:
 
 def is_unknown_handle(exc: BaseException) -> bool:
     """A resumption handle the service no longer knows (expired, or its session ended)."""
-    return isinstance(exc, errors.APIError) and exc.code == 1007
+    return isinstance(exc, errors.APIError) and exc.code == CLOSE_INVALID
 
 
 def is_busy_session(exc: BaseException) -> bool:
     """1011 at setup: most often the old connection still holds the session."""
-    return isinstance(exc, errors.APIError) and exc.code == 1011
+    return isinstance(exc, errors.APIError) and exc.code == CLOSE_INTERNAL

@@ -24,14 +24,15 @@ from typing import TYPE_CHECKING
 from google.genai.live import AsyncSession
 
 from device.config import Config
-from device.live_connection import Connection, Hooks, SwitchNow, WireTurn
-from device.live_errors import (
+from device.live.connection import Connection, Hooks, SwitchNow
+from device.live.errors import (
     describe_failure,
     is_busy_session,
     is_refusal,
     is_unknown_handle,
 )
-from device.live_setup import connect_config, make_client
+from device.live.setup import connect_config, make_client
+from device.live.turn import WireTurn
 from device.outbox import Item, Outbox
 from device.states import (
     ConnectFailed,

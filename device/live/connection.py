@@ -20,13 +20,16 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from google.genai import types
 from google.genai.live import AsyncSession
 
-from device.live_errors import ConnectionDead
+from device.live.client import send_text_turn
+from device.live.errors import ConnectionDead
+from device.live.turn import WireTurn
+from device.live.wire import IMAGE_MIME, MIC_MIME
 from device.outbox import Item, Outbox
 from device.states import Event, Interrupted, ReplyAudio, TurnComplete
 
@@ -34,9 +37,8 @@ if TYPE_CHECKING:
     from device.config import LiveConfig
     from device.tools import ToolBox
 
-log = logging.getLogger("device.live")
+log = logging.getLogger(__name__)
 
-AUDIO_MIME = "audio/pcm;rate=16000"
 #: Unsent bytes the kernel may hold for a connection (TCP_NOTSENT_LOWAT): about one
 #: second of audio. Beyond it a slow link backs up into the outbox, where the audio
 #: bound, the journal's warning and the newest-frame rule can see it.
@@ -62,58 +64,6 @@ class Hooks:
     on_audio: Callable[[bytes], None]
     on_sent: Callable[[Item, float], None]
     on_handle: Callable[[str], None]
-
-
-@dataclass
-class WireTurn:
-    """What is in flight between the device and the service, across connections."""
-
-    activity_open: bool = False  # activityStart sent, activityEnd not yet
-    awaiting_reply: bool = False  # a turn was handed over and has not completed
-    replying: bool = False  # reply content is arriving
-    tools_running: int = 0
-    superseded: bool = False  # the person spoke over a reply: its rest is not theirs to hear
-    handle_fresh: bool = True  # a resumption handle came after the last turn
-    heard: list[str] = field(default_factory=list)  # input transcription of this turn
-    said: list[str] = field(default_factory=list)  # output transcription of this turn
-    quiet: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def __post_init__(self) -> None:
-        self.update()
-
-    def update(self) -> None:
-        """Quiet: nothing in flight and the newest handle covers the last turn."""
-        busy = self.activity_open or self.awaiting_reply or self.replying or self.tools_running
-        if busy or not self.handle_fresh:
-            self.quiet.clear()
-        else:
-            self.quiet.set()
-
-    def sent(self, kind: str) -> None:
-        if kind in ("activity_start", "text") and self.replying:
-            # The service answers this with interrupted and turnComplete for the old
-            # reply; until they come, what arrives belongs to the reply talked over.
-            self.superseded, self.replying = True, False
-        if kind == "activity_start":
-            self.activity_open, self.handle_fresh = True, False
-        elif kind == "activity_end":
-            self.activity_open, self.awaiting_reply = False, True
-        elif kind == "text":
-            self.awaiting_reply, self.handle_fresh = True, False
-        self.update()
-
-    @property
-    def in_flight(self) -> bool:
-        """A reply is awaited or arriving."""
-        return self.awaiting_reply or self.replying
-
-    def lost(self) -> None:
-        """The connection died: whatever was awaited from it will not come."""
-        self.awaiting_reply = self.replying = self.superseded = False
-        self.tools_running = 0
-        self.heard.clear()
-        self.said.clear()
-        self.update()
 
 
 class Connection:
@@ -195,9 +145,9 @@ class Connection:
         send = self.session.send_realtime_input
         match item.kind:
             case "audio":
-                await send(audio=types.Blob(data=item.data, mime_type=AUDIO_MIME))
+                await send(audio=types.Blob(data=item.data, mime_type=MIC_MIME))
             case "video":
-                await send(video=types.Blob(data=item.data, mime_type="image/jpeg"))
+                await send(video=types.Blob(data=item.data, mime_type=IMAGE_MIME))
             case "activity_start":
                 await send(activity_start=types.ActivityStart())
             case "activity_end":
@@ -205,10 +155,7 @@ class Connection:
             case "audio_stream_end":
                 await send(audio_stream_end=True)
             case "text":
-                await self.session.send_client_content(
-                    turns=types.Content(role="user", parts=[types.Part(text=str(item.data))]),
-                    turn_complete=True,
-                )
+                await send_text_turn(self.session, str(item.data))
 
     # -- receiving ------------------------------------------------------------------------
 

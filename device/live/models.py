@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from device.config import ConfigError
+from device.errors import ConfigError
 
 if TYPE_CHECKING:
     from device.config import LiveConfig

@@ -13,8 +13,9 @@ from typing import Any
 from google import genai
 from google.genai import types
 
-from device.config import Config, ConfigError, LiveConfig
-from device.models import V1ALPHA, model_settings
+from device.config import Config, LiveConfig
+from device.errors import ConfigError
+from device.live.models import V1ALPHA, model_settings
 from device.tools import declarations
 
 EPHEMERAL_PREFIX = "auth_tokens/"

@@ -1,0 +1,86 @@
+"""A text turn and its reply: what `ask`, `doctor --turn` and the tests have in common.
+
+`open_session` sets a session up exactly as the daemon sets one up; `run_turn`
+sends one `client_content` turn and collects the reply until the service says
+the turn is over: its words (output transcription), its audio and its timings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from device.live.wire import REPLY_RATE, SAMPLE_BYTES
+
+if TYPE_CHECKING:
+    from google.genai.live import AsyncSession
+
+    from device.config import Config
+
+
+@dataclass
+class Reply:
+    """What came back for one turn."""
+
+    text: str  # the output transcription, whole
+    audio: bytes  # 24 kHz mono s16le
+    first_audio_s: float | None  # from sending the turn to its first audio
+    seconds: float  # from sending the turn to turnComplete
+    interrupted: bool = False
+
+    @property
+    def audio_seconds(self) -> float:
+        return len(self.audio) / SAMPLE_BYTES / REPLY_RATE
+
+
+async def open_session(stack: contextlib.AsyncExitStack, cfg: Config) -> AsyncSession:
+    """A Live session set up exactly as the daemon sets one up; `stack` closes it."""
+    from device.live.setup import connect_config, make_client
+
+    client = make_client(cfg)
+    return await stack.enter_async_context(
+        client.aio.live.connect(model=cfg.live.model, config=connect_config(cfg, None))
+    )
+
+
+async def send_text_turn(session: AsyncSession, text: str) -> None:
+    """One complete user turn in words (`client_content`), as the daemon and `ask` send it."""
+    from google.genai import types
+
+    await session.send_client_content(
+        turns=types.Content(role="user", parts=[types.Part(text=text)]), turn_complete=True
+    )
+
+
+async def run_turn(
+    session: AsyncSession, text: str, on_audio: Callable[[bytes], None] | None = None
+) -> Reply:
+    """Send one text turn and collect its reply until the server says the turn is over."""
+
+    started = time.monotonic()
+    await send_text_turn(session, text)
+    words: list[str] = []
+    audio = bytearray()
+    first_audio: float | None = None
+    interrupted = False
+    async for message in session.receive():
+        content = message.server_content
+        if content is None:
+            continue
+        parts = content.model_turn.parts if content.model_turn is not None else None
+        for part in parts or []:
+            if part.inline_data is not None and part.inline_data.data:
+                if first_audio is None:
+                    first_audio = time.monotonic() - started
+                audio += part.inline_data.data
+                if on_audio is not None:
+                    on_audio(part.inline_data.data)
+        if content.output_transcription is not None and content.output_transcription.text:
+            words.append(content.output_transcription.text)
+        interrupted = interrupted or bool(content.interrupted)
+    return Reply(
+        "".join(words).strip(), bytes(audio), first_audio, time.monotonic() - started, interrupted
+    )

@@ -1,0 +1,67 @@
+"""What is in flight between the device and the service, across connections.
+
+The state machine knows what the person is doing; this knows what the wire
+has carried: whether an activity is open, a reply awaited or arriving, tools
+running, and whether what arrives belongs to a reply the person talked over.
+It outlives a connection, so the next one can pick up where the last stopped,
+and it tells the session when a quiet moment has come to switch connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from device.outbox import Kind
+
+
+@dataclass
+class WireTurn:
+    """What is in flight between the device and the service, across connections."""
+
+    activity_open: bool = False  # activityStart sent, activityEnd not yet
+    awaiting_reply: bool = False  # a turn was handed over and has not completed
+    replying: bool = False  # reply content is arriving
+    tools_running: int = 0
+    superseded: bool = False  # the person spoke over a reply: its rest is not theirs to hear
+    handle_fresh: bool = True  # a resumption handle came after the last turn
+    heard: list[str] = field(default_factory=list)  # input transcription of this turn
+    said: list[str] = field(default_factory=list)  # output transcription of this turn
+    quiet: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.update()
+
+    def update(self) -> None:
+        """Quiet: nothing in flight and the newest handle covers the last turn."""
+        busy = self.activity_open or self.awaiting_reply or self.replying or self.tools_running
+        if busy or not self.handle_fresh:
+            self.quiet.clear()
+        else:
+            self.quiet.set()
+
+    def sent(self, kind: Kind) -> None:
+        if kind in ("activity_start", "text") and self.replying:
+            # The service answers this with interrupted and turnComplete for the old
+            # reply; until they come, what arrives belongs to the reply talked over.
+            self.superseded, self.replying = True, False
+        if kind == "activity_start":
+            self.activity_open, self.handle_fresh = True, False
+        elif kind == "activity_end":
+            self.activity_open, self.awaiting_reply = False, True
+        elif kind == "text":
+            self.awaiting_reply, self.handle_fresh = True, False
+        self.update()
+
+    @property
+    def in_flight(self) -> bool:
+        """A reply is awaited or arriving."""
+        return self.awaiting_reply or self.replying
+
+    def lost(self) -> None:
+        """The connection died: whatever was awaited from it will not come."""
+        self.awaiting_reply = self.replying = self.superseded = False
+        self.tools_running = 0
+        self.heard.clear()
+        self.said.clear()
+        self.update()
