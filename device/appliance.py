@@ -1,11 +1,12 @@
-"""Wires the adapters to the state machine and owns every task until shutdown.
+"""Wires the parts to the state machine, performs its actions, owns every task until shutdown.
 
-Events from the button, the control socket, the Live link, the audio keepers,
-the speaker and the timers go into one queue; one task feeds them to
-`states.step` and performs the actions it returns. Microphone chunks, camera
-frames and reply audio take fast paths that do not go through the queue: the
-microphone and the camera append to the outbox, the receive task appends to
-the speaker's buffer.
+Events from the button, the control socket, the Live link, the audio keeper,
+the speaker, the timers and the watchdog's heartbeat go into one queue; one task
+feeds them to `states.step` and performs the actions it returns, each class of
+action in one place (`_perform`, checked exhaustive by the type checker).
+Microphone chunks and camera frames take a fast path to the outbox that does not
+go through the queue; what happens to them is set by actions (capture on or off,
+the microphone gated while the model speaks hands-free).
 """
 
 from __future__ import annotations
@@ -15,91 +16,103 @@ import gc
 import logging
 import signal
 import time
-from typing import Any
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any, assert_never
 
 from device import logs
-from device.audio.capture import Capture
 from device.audio.earcons import earcon
 from device.audio.keeper import AudioKeeper
-from device.audio.playback import Playback
 from device.config import Config
-from device.control import ControlServer
-from device.errors import LedsUnavailable
-from device.hw.button import ButtonInput
-from device.hw.camera import CameraFeed
-from device.hw.leds import LedAnimator, LedDriver, NullLeds, open_leds
-from device.live.session import LiveLink
+from device.control import ControlError
+from device.hw.leds import LedAnimator
 from device.mic_feed import MicFeed
 from device.outbox import Item, Outbox
-from device.persist import StateFile, state_dir
-from device.service import Notifier
+from device.parts import Parts
+from device.persist import StateFile
 from device.states import (
     Action,
+    AwaitDrain,
+    CancelTimer,
+    ClearPlayback,
+    CloseSession,
+    DropOutbox,
     EndConversation,
     Event,
+    FeedWatchdog,
+    FinishCapture,
+    GateMicrophone,
+    Heartbeat,
     LongPress,
     Machine,
     Mode,
+    OpenSession,
     PlaybackDrained,
+    PlayEarcon,
+    PlayReply,
     Pressed,
     Released,
+    RestSpeaker,
+    SendActivityEnd,
+    SendActivityStart,
+    SendText,
+    SpeechHeard,
+    StartCapture,
+    StartTimer,
     State,
+    StopCapture,
     TextTurn,
     Timeout,
     Timer,
+    WakeSpeaker,
     step,
 )
 from device.tasks import stop_task
-from device.tools import ToolBox
 from device.turns import TurnLog
 
 log = logging.getLogger("device.appliance")
 
 MIC_START_TIMEOUT_S = 5.0
+#: State changes kept for `ctl status` (with their times), for owners and the rig.
+STATE_HISTORY = 64
 
 
 class Appliance:
     """The running device: one instance per daemon process."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, parts: Parts | None = None) -> None:
+        parts = parts or Parts(cfg)
         self.cfg = cfg
+        self._parts = parts
         self.machine = Machine(mode=Mode(cfg.button.mode))
         self.outbox = Outbox(cfg.audio.hold_s)
         self.turns = TurnLog()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.state_file = StateFile(state_dir(cfg.service) / "state.json")
-        self.mic_feed = MicFeed(cfg.audio, self.outbox)
-        self.mic = Capture(
-            self._on_mic_chunk,
-            device=cfg.audio.input_device,
-            chunk_ms=cfg.audio.chunk_ms,
-            on_overflow=self.mic_feed.overflowed,
-            preroll=self.mic_feed.preroll_chunks,
+        #: (time.monotonic(), state, the event that led there), newest last.
+        self.history: deque[tuple[float, str, str]] = deque(maxlen=STATE_HISTORY)
+        self.state_file: StateFile = parts.state_file()
+        self.mic_feed = MicFeed(cfg.audio, self.outbox, on_speech=self._on_speech)
+        self.mic = parts.microphone(
+            self.mic_feed.chunk, self.mic_feed.overflowed, self.mic_feed.preroll_chunks
         )
-        self.speaker = Playback(device=cfg.audio.output_device, period_ms=cfg.audio.period_ms)
+        self.speaker = parts.speaker()
         self.speaker.volume = _saved_volume(self.state_file, cfg.audio.volume)
         self.audio = AudioKeeper(
             {"speaker": self.speaker, "microphone": self.mic}, self.post, cfg.audio.reopen_s
         )
-        self.camera = CameraFeed(cfg.camera, self._on_frame)
-        tools = ToolBox(cfg.tools, self) if cfg.tools.enabled else None
-        self.link = LiveLink(
-            cfg, self.outbox, self.post, self._on_reply_audio, self._on_sent, tools=tools
-        )
-        self.leds = LedAnimator(_open_leds(cfg))
-        self.button = ButtonInput(
-            cfg.button.pin,
-            self._on_button,
-            bounce_time=cfg.button.bounce_ms / 1000 or None,
-            hold_time=cfg.button.long_press_s or None,
-        )
-        self.control = ControlServer(cfg.control.socket, self._on_control, mode=cfg.control.mode)
-        self.notifier = Notifier()
+        self.camera = parts.camera(self._on_frame)
+        self.link = parts.link(self.outbox, self.post, self._on_sent, parts.tools(self))
+        self.notifier = parts.notifier()
+        self.control = parts.control(self._on_control)
+        self.button = parts.button(self._on_button)
+        self.leds: LedAnimator | None = None  # opened once this is the only daemon
         self.stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.failed = False  # one of our tasks died: exit non-zero
+        self.microphone_wait_ms: float | None = None  # start-up: until its first audio
+        self.ready = False  # start-up is over: the devices are open, the machine runs
         self._drain_watch: asyncio.Task[None] | None = None
 
     # -- inputs, all on the event loop -------------------------------------------------
@@ -108,8 +121,15 @@ class Appliance:
         self._events.put_nowait(event)
 
     def _on_button(self, name: str, _t: float) -> None:
-        event = {"pressed": Pressed(), "released": Released(), "long_press": LongPress()}[name]
-        self.post(event)
+        edges: dict[str, Event] = {
+            "pressed": Pressed(),
+            "released": Released(),
+            "long_press": LongPress(),
+        }
+        self.post(edges[name])
+
+    def _on_speech(self) -> None:
+        self.post(SpeechHeard())
 
     async def _on_control(self, request: dict[str, Any]) -> dict[str, Any]:
         match request.get("cmd"):
@@ -128,18 +148,8 @@ class Appliance:
                 return {"ok": False, "error": f"unknown command {other!r}"}
         return {"ok": True}
 
-    def _on_mic_chunk(self, pcm: bytes, t: float) -> None:
-        hands_free_reply = self.machine.mode is Mode.TOGGLE and self.machine.state is State.SPEAKING
-        self.mic_feed.chunk(pcm, t, speaker_busy=hands_free_reply)
-
     def _on_frame(self, jpeg: bytes, _t: float) -> None:
         self.outbox.put("video", jpeg)
-
-    def _on_reply_audio(self, pcm: bytes) -> None:
-        if self.machine.held or not self.machine.session_open:
-            return  # a reply talked over, or the tail of one still arriving after a hang-up
-        self.turns.reply_received(time.monotonic())
-        self.speaker.feed(pcm)
 
     def _on_sent(self, item: Item, t: float) -> None:
         self.turns.sent(item.kind, t)
@@ -155,7 +165,10 @@ class Appliance:
 
     def end_conversation(self) -> None:
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self.post, EndConversation())
+        self._loop.call_soon_threadsafe(self._end_conversation)
+
+    def _end_conversation(self) -> None:
+        self.post(EndConversation(session=self.machine.session))
 
     # -- the state machine ----------------------------------------------------------------
 
@@ -168,17 +181,11 @@ class Appliance:
                 await self._entered(before, event)
             for action in actions:
                 await self._perform(action)
-            if self.machine.reply_done and self._drain_watch is None:
-                self.speaker.feed(b"", last=True)  # flush the resampler's tail
-                self._drain_watch = asyncio.create_task(self._watch_drain(), name="drain-watch")
-
-    def _stop_frames(self) -> None:
-        self.camera.stop_frames()
-        self.outbox.drop_frame()
 
     async def _entered(self, before: State, event: Event) -> None:
         """One journal line per transition; LEDs, systemd status and the turn log follow."""
         state = self.machine.state
+        self.history.append((time.monotonic(), str(state), type(event).__name__))
         log.info(
             "%s -> %s (%s)",
             before,
@@ -186,14 +193,76 @@ class Appliance:
             type(event).__name__,
             extra={"LIVE_STATE": str(state), "LIVE_SESSION": self.link.session_id or ""},
         )
-        await self.leds.show(state)
-        if state in (State.IDLE, State.ERROR):
-            self.speaker.rest()  # nothing to play until the next press: save the CPU
-        else:
-            self.speaker.wake()
+        if self.leds is not None:
+            await self.leds.show(state)
         self.notifier.status(self.status_line())
         if state is State.IDLE and before is not State.ERROR:
             self.turns.finish(time.monotonic(), self.link.session_id)
+
+    async def _perform(self, action: Action) -> None:
+        match action:
+            case OpenSession(session):
+                self.link.open(session)
+            case CloseSession():
+                await self.camera.aclose()  # the camera goes dark first: it is the privacy
+                await self.link.close()
+                # A closed connection sits in a reference cycle (asyncio's TaskGroup in
+                # 3.11) with its TLS buffers until the cycle collector runs: run it now,
+                # cheaply, since everything from start-up is frozen out of its way.
+                gc.collect()
+            case StartCapture():
+                self.turns.start(time.monotonic())
+                self.mic_feed.start(self.mic.forward())
+                self.camera.start_frames()
+            case StopCapture():
+                self._stop_frames()
+                self.mic_feed.stop()
+                self.mic.hold()
+            case FinishCapture():
+                released = time.monotonic()
+                self.turns.released(released)
+                self._stop_frames()
+                await self.mic_feed.finish(released)
+                self.mic.hold()
+            case GateMicrophone(gated):
+                self.mic_feed.gated = gated
+            case SendActivityStart():
+                self.outbox.put("activity_start")
+            case SendActivityEnd():
+                self.outbox.put("activity_end")
+            case SendText(text):
+                self.outbox.put("text", text)
+            case PlayReply(pcm):
+                self.turns.reply_received(time.monotonic())
+                self.speaker.feed(pcm)
+            case ClearPlayback():
+                self.speaker.clear()
+            case AwaitDrain():
+                self.speaker.feed(b"", last=True)  # flush the resampler's tail
+                if self._drain_watch is None:
+                    self._drain_watch = asyncio.create_task(self._watch_drain(), name="drain")
+            case RestSpeaker():
+                self.speaker.rest()  # nothing to play until the next press: save the CPU
+            case WakeSpeaker():
+                self.speaker.wake()
+            case DropOutbox():
+                self.outbox.clear()
+            case PlayEarcon(name):
+                if self.cfg.audio.earcons:
+                    self.speaker.feed(earcon(name))
+            case StartTimer(timer):
+                self._start_timer(timer)
+            case CancelTimer(timer):
+                if handle := self._timers.pop(timer, None):
+                    handle.cancel()
+            case FeedWatchdog():
+                self.notifier.watchdog()
+            case _:
+                assert_never(action)
+
+    def _stop_frames(self) -> None:
+        self.camera.stop_frames()
+        self.outbox.drop_frame()
 
     async def _watch_drain(self) -> None:
         """Tell the machine when the speaker has played the whole reply."""
@@ -202,52 +271,6 @@ class Appliance:
             self.post(PlaybackDrained())
         finally:
             self._drain_watch = None
-
-    async def _perform(self, action: Action) -> None:
-        match action.name:
-            case "open_session":
-                self.link.open()
-            case "close_session":
-                await self.camera.aclose()  # the camera goes dark first: it is the privacy
-                await self.link.close()
-                # A closed connection sits in a reference cycle (asyncio's TaskGroup in
-                # 3.11) with its TLS buffers until the cycle collector runs: run it now,
-                # cheaply, since everything from start-up is frozen out of its way.
-                gc.collect()
-            case "start_capture":
-                self.turns.start(time.monotonic())
-                self.mic_feed.start(self.mic.forward())
-                self.camera.start_frames()
-            case "stop_capture":
-                self._stop_frames()
-                self.mic_feed.stop()
-                self.mic.hold()
-            case "finish_capture":
-                released = time.monotonic()
-                self.turns.released(released)
-                self._stop_frames()
-                await self.mic_feed.finish(released)
-                self.mic.hold()
-            case "send_activity_start":
-                self.outbox.put("activity_start")
-            case "send_activity_end":
-                self.outbox.put("activity_end")
-            case "send_text":
-                self.outbox.put("text", str(action.arg))
-            case "clear_playback":
-                self.speaker.clear()
-            case "drop_outbox":
-                self.outbox.clear()
-            case "earcon":
-                if self.cfg.audio.earcons and "speaker" not in self.machine.faults:
-                    self.speaker.feed(earcon(str(action.arg)))
-            case "start_timer":
-                self._start_timer(Timer(action.arg))
-            case "cancel_timer":
-                if handle := self._timers.pop(Timer(action.arg), None):
-                    handle.cancel()
-            case _:
-                raise ValueError(f"unknown action {action}")
 
     def _start_timer(self, timer: Timer) -> None:
         seconds = {
@@ -261,6 +284,13 @@ class Appliance:
         loop = asyncio.get_running_loop()
         self._timers[timer] = loop.call_later(seconds, self.post, Timeout(timer))
 
+    async def _heartbeat(self, interval: float) -> None:
+        """A Heartbeat through the event queue every `interval`: the watchdog is fed only
+        when the machine has handled it, so a machine stuck on an action is restarted too."""
+        while True:
+            self.post(Heartbeat())
+            await asyncio.sleep(interval)
+
     def status_line(self) -> str:
         """The state in words, as `systemctl status` and `ctl status` show it."""
         m = self.machine
@@ -268,6 +298,7 @@ class Appliance:
 
     def status(self) -> dict[str, Any]:
         return {
+            "ready": self.ready,
             "state": str(self.machine.state),
             "status": self.status_line(),
             "mode": str(self.machine.mode),
@@ -276,31 +307,44 @@ class Appliance:
             "session_id": self.link.session_id,
             "connections": self.link.connections,
             "faults": sorted(self.machine.faults),
+            "timers": sorted(self.machine.timers),
             "outbox_ms": round(self.outbox.held_ms),
             "mic_overflows": self.mic.overflows,
+            "speaker_underflows": self.speaker.underflows,
+            "output_latency_ms": round(self.speaker.output_latency * 1000, 1),
+            "microphone_wait_ms": self.microphone_wait_ms,
             "volume": round(self.speaker.volume, 2),
             "camera": self.camera.running,
-            "leds": [state for _, state in self.leds.history],
+            "leds": [state for _, state in self.leds.history] if self.leds else [],
+            "states": [
+                {"t": t, "state": state, "event": event} for t, state, event in self.history
+            ],
             "turns": self.turns.recent(),
         }
 
     # -- life -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Open the hardware, serve until SIGTERM/SIGINT, then close everything."""
+        """Open the hardware, serve until SIGTERM/SIGINT, then close everything.
+
+        The control socket comes first: it is the single-instance check, and a second
+        daemon must stop before it claims a pin or a sound device the first one holds.
+        """
         loop = self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
-        self._start(self.notifier.feed_watchdog(), "watchdog")
         try:
+            await self.control.start()
+            self.leds = LedAnimator(self._parts.leds())
+            if self.notifier.watchdog_s is not None:
+                self._start(self._heartbeat(self.notifier.watchdog_s / 2), "heartbeat")
             self.link.prepare()
             await self.audio.open()  # a device that fails is reported and retried, not fatal
             if "microphone" not in self.audio.failures:
                 await self._wait_for_microphone()
             self._start(self.audio.keep(), "audio-keeper")
-            self.button.start(loop)
+            self._start_button(loop)
             await self.leds.show(self.machine.state)
-            await self.control.start()
             self._start(self._consume(), "state-machine")
             log.info(
                 "ready: %s mode, model %s",
@@ -310,6 +354,7 @@ class Appliance:
             )
             self.speaker.rest()
             gc.freeze()  # what start-up built lives on: keep it out of every later collection
+            self.ready = True
             self.notifier.ready(self.status_line())
             await self.stopping.wait()
         finally:
@@ -317,7 +362,20 @@ class Appliance:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
-    def _start(self, coro: Any, name: str) -> None:
+    def _start_button(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The button, or a box driven through `ctl press` only: pins that cannot be
+        opened (no GPIO here, a pin in use) are one journal line, not a crash loop."""
+        try:
+            self.button.start(loop)
+        except Exception as exc:
+            reason = f"button on GPIO {self.cfg.button.pin}: {type(exc).__name__}: {exc}"
+            log.error(
+                "%s; the box answers only 'live-appliance ctl press' until that is fixed",
+                reason,
+                extra={"LIVE_ERROR": reason},
+            )
+
+    def _start(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         task.add_done_callback(self._on_task_done)
         self._tasks.append(task)
@@ -348,7 +406,8 @@ class Appliance:
         except TimeoutError:
             log.warning("the microphone delivered nothing in %.0f s", MIC_START_TIMEOUT_S)
             return
-        log.info("microphone delivering after %.0f ms", (time.monotonic() - started) * 1000)
+        self.microphone_wait_ms = round((time.monotonic() - started) * 1000, 1)
+        log.info("microphone delivering after %.0f ms", self.microphone_wait_ms)
 
     async def _shutdown(self) -> None:
         """Close in the reverse order of need; the LEDs go dark whatever fails before."""
@@ -366,22 +425,14 @@ class Appliance:
             self.mic.stop()
             self.speaker.stop()
         finally:
-            await self.leds.aclose()
+            if self.leds is not None:
+                await self.leds.aclose()
         current = asyncio.current_task()
         left = sorted(t.get_name() for t in asyncio.all_tasks() if t is not current)
         if left:
             log.warning("tasks left behind at shutdown: %s", ", ".join(left))
         self.notifier.close()
         log.info("stopped")
-
-
-def _open_leds(cfg: Config) -> LedDriver:
-    """The configured LEDs, or none: a missing SPI overlay must not stop the box talking."""
-    try:
-        return open_leds(cfg.leds)
-    except LedsUnavailable as exc:
-        log.error("LEDs off: %s", exc, extra={"LIVE_ERROR": str(exc)})
-        return NullLeds()
 
 
 def _saved_volume(state: StateFile, default: float) -> float:
@@ -394,5 +445,9 @@ def _saved_volume(state: StateFile, default: float) -> float:
 def run_daemon(cfg: Config) -> int:
     logs.setup(secrets=[cfg.api_key.reveal()] if cfg.api_key else [])
     appliance = Appliance(cfg)
-    asyncio.run(appliance.run())
+    try:
+        asyncio.run(appliance.run())
+    except ControlError as exc:  # another daemon serves the control socket
+        log.error("%s", exc, extra={"LIVE_ERROR": str(exc)})
+        return 1
     return 1 if appliance.failed else 0

@@ -108,6 +108,9 @@ class AudioConfig:
     preroll_ms: int = field(default=100, metadata=_bounded(0, 1000))
     #: Seconds of microphone audio held while the connection is not ready.
     hold_s: float = field(default=8.0, metadata=_bounded(1, 60))
+    #: A microphone chunk this loud (RMS, dBFS) is someone talking: the silence that ends
+    #: a conversation, or a button held with nobody talking, counts from the last one.
+    speech_dbfs: float = field(default=-40.0, metadata=_bounded(-90, 0))
     #: The speaker's PortAudio period. Silence after a barge-in, and sound after a reply
     #: chunk, take about two periods: 5 ms is quicker, 10 ms leaves a slow Pi more room
     #: before the callback runs late and clicks.

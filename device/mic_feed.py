@@ -4,8 +4,10 @@ While the appliance captures, every chunk from the capture callback arrives here
 on the event loop and goes to the outbox in order, after the pre-roll the
 capture kept from just before (people start talking as they press). In a hands-free
 conversation the speaker must not reach the microphone, so while the model
-speaks chunks are gated (dropped, with `audioStreamEnd` once the pause passes a
-second) or attenuated, as configured.
+speaks (`gated`, set by the state machine) chunks are gated (dropped, with
+`audioStreamEnd` once the pause passes a second) or attenuated, as configured.
+A chunk loud enough to be speech is reported (`on_speech`, at most every
+SPEECH_EVERY_S): the silence that ends a conversation counts from the last word.
 
 At a push-to-talk release the last words are still on their way: in the sound
 card's buffer and in the capture period being filled. The turn ends only once
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from device.audio import pcm
 from device.config import AudioConfig
@@ -30,14 +33,23 @@ STREAM_PAUSE_S = 1.0
 OVERFLOW_LOG_EVERY_S = 60.0
 #: At a release, a microphone that stops delivering is waited for two chunks and this.
 FINISH_SLACK_S = 0.2
+#: Speech heard is reported at most this often (it restarts the silence timer).
+SPEECH_EVERY_S = 0.5
 
 
 class MicFeed:
     """Routes microphone chunks into the outbox according to what the appliance is doing."""
 
-    def __init__(self, cfg: AudioConfig, outbox: Outbox) -> None:
+    def __init__(
+        self, cfg: AudioConfig, outbox: Outbox, on_speech: Callable[[], None] | None = None
+    ) -> None:
         self._cfg = cfg
         self._outbox = outbox
+        self._on_speech = on_speech
+        self._speech_level = pcm.db_to_amplitude(cfg.speech_dbfs)
+        self._speech_told = -SPEECH_EVERY_S
+        #: Hands-free, while the model speaks: keep the speaker out of what is sent.
+        self.gated = False
         self._capturing = False
         self._until: float | None = None  # finishing: the last chunk ends at or after this
         self._finished = asyncio.Event()
@@ -82,19 +94,20 @@ class MicFeed:
             self._until = None
             self.stop()
 
-    def chunk(self, data: bytes, t: float, speaker_busy: bool) -> None:
-        """One chunk; `speaker_busy`: the model is speaking in a hands-free conversation."""
+    def chunk(self, data: bytes, t: float) -> None:
+        """One chunk from the capture callback (on the loop), recorded until time `t`."""
         if not self._capturing:
             return  # handed over just before capture stopped
         if self._until is not None and t >= self._until:  # the turn's last chunk
             self._capturing = False
             self._finished.set()
-        if speaker_busy:
+        if self.gated:
             data = self._while_speaking(data, t)
             if not data:
                 return
         else:
             self._gated_since = None
+            self._listen(data, t)
         dropped = self._outbox.put("audio", data)
         if dropped and not self._overflowing:
             log.warning(
@@ -102,6 +115,14 @@ class MicFeed:
                 self._cfg.hold_s,
             )
         self._overflowing = bool(dropped)
+
+    def _listen(self, data: bytes, t: float) -> None:
+        """Tell the appliance someone is talking, when the chunk is loud enough for speech."""
+        if self._on_speech is None or t - self._speech_told < SPEECH_EVERY_S:
+            return
+        if pcm.rms(data) >= self._speech_level:
+            self._speech_told = t
+            self._on_speech()
 
     def _while_speaking(self, data: bytes, t: float) -> bytes:
         mode = self._cfg.mic_during_playback

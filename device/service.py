@@ -4,14 +4,14 @@ Spoken directly over `$NOTIFY_SOCKET` (one datagram per message) rather than
 through libsystemd: it is a few lines, needs no import at start-up, and works
 the same under a test's socket. Outside systemd every call is a no-op.
 
-The watchdog is fed by a task on the daemon's own event loop, so a loop that
-stalls (a blocking call, a deadlock) stops the pings and systemd restarts the
-service after `WatchdogSec`.
+The watchdog is fed only when the appliance's state machine has handled a
+heartbeat that travels the same queue as a button press, so a loop that stalls
+(a blocking call, a deadlock) or a machine stuck on an action stops the pings,
+and systemd restarts the service after `WatchdogSec`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -58,13 +58,11 @@ class Notifier:
     def stopping(self) -> None:
         self.send("STOPPING=1", "STATUS=stopping")
 
-    async def feed_watchdog(self) -> None:
-        """Ping the watchdog at half its timeout for as long as the loop runs."""
-        if self.watchdog_s is None:
-            return
-        while True:
+    def watchdog(self) -> None:
+        """WATCHDOG=1: the appliance answers (sent once the state machine has handled a
+        heartbeat; a machine or a loop that is stuck stops sending it)."""
+        if self.watchdog_s is not None:
             self.send("WATCHDOG=1")
-            await asyncio.sleep(self.watchdog_s / 2)
 
     def close(self) -> None:
         sock, self._sock = self._sock, None

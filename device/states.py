@@ -1,15 +1,18 @@
 """The appliance's states, the events that move it, and what it does on each.
 
 Pure code: `step(machine, event)` returns the next machine and a list of actions;
-the appliance performs the actions (adapters, timers, the Live link). The same
-state names are shown by the LEDs, written to the journal and returned by
-`ctl status`, so one word means one thing everywhere.
+the appliance performs the actions (adapters, timers, the Live link). Events and
+actions are closed sets of frozen dataclasses, so a type checker proves that the
+appliance performs every action there is. The same state names are shown by the
+LEDs, written to the journal and returned by `ctl status`, so one word means one
+thing everywhere.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 
 class State(StrEnum):
@@ -28,9 +31,16 @@ class Mode(StrEnum):
 
 class Timer(StrEnum):
     IDLE = "idle"  # closes an open session nobody uses
-    SILENCE = "silence"  # ends a hands-free conversation nobody speaks in
+    SILENCE = "silence"  # ends what the microphone streams when nobody speaks
     ERROR = "error"  # how long the error pattern shows
-    REPLY = "reply"  # push-to-talk: how long a turn may wait for its reply
+    REPLY = "reply"  # how long a reply may take to start, or to go on
+
+
+class Earcon(StrEnum):
+    LISTEN_START = "listen_start"  # rising: "go ahead"
+    LISTEN_END = "listen_end"  # falling: "got it"
+    ERROR = "error"  # low and falling: "something is wrong"
+    RESTART = "restart"  # "we had to start afresh"
 
 
 # --- events: what happened -------------------------------------------------
@@ -52,35 +62,6 @@ class LongPress:
 
 
 @dataclass(frozen=True)
-class SetupComplete:
-    """The Live connection is ready; the outbox starts draining."""
-
-
-@dataclass(frozen=True)
-class ConnectFailed:
-    reason: str
-
-
-@dataclass(frozen=True)
-class ConnectionLost:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Reconnecting:
-    """The connection ended; the link is connecting again and the session lives on."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class Reconnected:
-    """A new connection carries the session on; `history_lost` if it had to start afresh."""
-
-    history_lost: bool = False
-
-
-@dataclass(frozen=True)
 class TextTurn:
     """Words to say into the session (`ctl text`, a home automation hook)."""
 
@@ -88,8 +69,8 @@ class TextTurn:
 
 
 @dataclass(frozen=True)
-class EndConversation:
-    """The model hangs up (the end_conversation tool): after its goodbye has played."""
+class SpeechHeard:
+    """The person is talking: the microphone's level, or the service's transcription of it."""
 
 
 @dataclass(frozen=True)
@@ -106,21 +87,6 @@ class DeviceRecovered:
 
 
 @dataclass(frozen=True)
-class ReplyAudio:
-    """The first audio of a reply arrived (later chunks are not events)."""
-
-
-@dataclass(frozen=True)
-class TurnComplete:
-    """The server has finished the turn; what is buffered still plays."""
-
-
-@dataclass(frozen=True)
-class Interrupted:
-    """The server stopped its reply because it heard new speech."""
-
-
-@dataclass(frozen=True)
 class PlaybackDrained:
     """The speaker has played everything it was given."""
 
@@ -132,62 +98,237 @@ class Timeout:
     timer: Timer
 
 
+@dataclass(frozen=True)
+class Heartbeat:
+    """The watchdog's tick, sent through the same queue as a press: answered only while
+    the machine is handling events."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkEvent:
+    """Something from the Live link, about the session it belongs to (`OpenSession.session`).
+
+    An event of a session that has been closed changes nothing.
+    """
+
+    session: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetupComplete(LinkEvent):
+    """The Live connection is ready; the outbox starts draining."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectFailed(LinkEvent):
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionLost(LinkEvent):
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reconnecting(LinkEvent):
+    """The connection ended; the link is connecting again and the session lives on."""
+
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reconnected(LinkEvent):
+    """A new connection carries the session on; `history_lost` if it had to start afresh."""
+
+    history_lost: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplyAudio(LinkEvent):
+    """A chunk of the model's reply (24 kHz mono s16le).
+
+    `talked_over`: it belongs to a reply the person spoke over on the wire (the
+    service has not yet said it stopped); the same flag on `TurnComplete` and
+    `Interrupted` marks that reply's end.
+    """
+
+    pcm: bytes = b""
+    talked_over: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnComplete(LinkEvent):
+    """The server has finished the turn; what is buffered still plays."""
+
+    talked_over: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interrupted(LinkEvent):
+    """The server stopped its reply because it heard new speech."""
+
+    talked_over: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndConversation(LinkEvent):
+    """The model hangs up (the end_conversation tool): after its goodbye has played."""
+
+
 Event = (
     Pressed
     | Released
     | LongPress
+    | TextTurn
+    | SpeechHeard
+    | DeviceFailed
+    | DeviceRecovered
+    | PlaybackDrained
+    | Timeout
+    | Heartbeat
     | SetupComplete
     | ConnectFailed
     | ConnectionLost
     | Reconnecting
     | Reconnected
-    | TextTurn
-    | EndConversation
-    | DeviceFailed
-    | DeviceRecovered
     | ReplyAudio
     | TurnComplete
     | Interrupted
-    | PlaybackDrained
-    | Timeout
+    | EndConversation
 )
 
 # --- actions: what the appliance must do -------------------------------------
 
 
 @dataclass(frozen=True)
-class Action:
-    """Something for the appliance to do; `arg` names the timer, earcon or reason."""
+class OpenSession:
+    """Start Live session number `session`; its events carry the number."""
 
-    name: str
-    arg: str | float | None = None
-
-
-OPEN_SESSION = Action("open_session")
-CLOSE_SESSION = Action("close_session")
-START_CAPTURE = Action("start_capture")
-STOP_CAPTURE = Action("stop_capture")
-FINISH_CAPTURE = Action("finish_capture")  # stop once the sound of the release is in
-SEND_ACTIVITY_START = Action("send_activity_start")
-SEND_ACTIVITY_END = Action("send_activity_end")
-CLEAR_PLAYBACK = Action("clear_playback")
-DROP_OUTBOX = Action("drop_outbox")
+    session: int
 
 
-def earcon(name: str) -> Action:
-    return Action("earcon", name)
+@dataclass(frozen=True)
+class CloseSession:
+    """End the session: the camera goes dark first, then the connection closes."""
 
 
-def send_text(text: str) -> Action:
-    return Action("send_text", text)
+@dataclass(frozen=True)
+class StartCapture:
+    """The microphone (after its pre-roll) and the camera go to the service from now on."""
 
 
-def start_timer(name: Timer) -> Action:
-    return Action("start_timer", name)
+@dataclass(frozen=True)
+class StopCapture:
+    """Nothing more from the microphone or the camera, at once."""
 
 
-def cancel_timer(name: Timer) -> Action:
-    return Action("cancel_timer", name)
+@dataclass(frozen=True)
+class FinishCapture:
+    """Stop once the sound of the release is in (the chunk holding its instant has gone)."""
+
+
+@dataclass(frozen=True)
+class GateMicrophone:
+    """Hands-free, while the model speaks: keep the speaker out of what is sent."""
+
+    gated: bool
+
+
+@dataclass(frozen=True)
+class SendActivityStart:
+    pass
+
+
+@dataclass(frozen=True)
+class SendActivityEnd:
+    pass
+
+
+@dataclass(frozen=True)
+class SendText:
+    text: str
+
+
+@dataclass(frozen=True)
+class PlayReply:
+    """Queue a chunk of the reply for the speaker."""
+
+    pcm: bytes
+
+
+@dataclass(frozen=True)
+class ClearPlayback:
+    """Silence now: drop everything the speaker has not played (a barge-in)."""
+
+
+@dataclass(frozen=True)
+class AwaitDrain:
+    """The reply is all in: tell the machine (`PlaybackDrained`) once it has played."""
+
+
+@dataclass(frozen=True)
+class RestSpeaker:
+    """Nothing can play until the next press: let the speaker's stream rest."""
+
+
+@dataclass(frozen=True)
+class WakeSpeaker:
+    """Something may play soon: run the speaker's stream."""
+
+
+@dataclass(frozen=True)
+class DropOutbox:
+    """Forget what waits to be sent: the session it was for is over."""
+
+
+@dataclass(frozen=True)
+class PlayEarcon:
+    earcon: Earcon
+
+
+@dataclass(frozen=True)
+class StartTimer:
+    """(Re)start a timer; `Timeout(timer)` comes when it runs out."""
+
+    timer: Timer
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    timer: Timer
+
+
+@dataclass(frozen=True)
+class FeedWatchdog:
+    """Tell systemd the appliance answers (the heartbeat went through the machine)."""
+
+
+Action = (
+    OpenSession
+    | CloseSession
+    | StartCapture
+    | StopCapture
+    | FinishCapture
+    | GateMicrophone
+    | SendActivityStart
+    | SendActivityEnd
+    | SendText
+    | PlayReply
+    | ClearPlayback
+    | AwaitDrain
+    | RestSpeaker
+    | WakeSpeaker
+    | DropOutbox
+    | PlayEarcon
+    | StartTimer
+    | CancelTimer
+    | FeedWatchdog
+)
+
+#: States in which nothing can play until a person does something.
+RESTING = (State.IDLE, State.ERROR)
+#: States of a turn whose reply is awaited or playing.
+_REPLYING = (State.THINKING, State.SPEAKING)
 
 
 @dataclass(frozen=True)
@@ -197,28 +338,79 @@ class Machine:
     mode: Mode = Mode.PUSH_TO_TALK
     state: State = State.IDLE
     session_open: bool = False
+    session: int = 0  # the number of the session open now, or of the last one
     connected: bool = False
     held: bool = False  # push-to-talk: the button is down, the microphone streams
     reply_done: bool = False  # turnComplete seen, the speaker may still be playing
     faults: frozenset[str] = frozenset()  # audio devices that are missing or failing
     ending: bool = False  # hang up once the reply in progress is over
     error: str = ""  # what the error state is about, in words
+    timers: frozenset[Timer] = frozenset()  # armed: each will come back as a Timeout
 
-    def to(self, state: State, **changes: bool) -> Machine:
+    def to(self, state: State, **changes: Any) -> Machine:
         return replace(self, state=state, **changes)
 
     def reset(self, state: State = State.IDLE, error: str = "") -> Machine:
-        """No session and nothing in progress; only the mode and the faults remain."""
-        return Machine(mode=self.mode, state=state, faults=self.faults, error=error)
+        """No session and nothing in progress; the mode, faults, timers and count remain."""
+        return Machine(
+            mode=self.mode,
+            state=state,
+            session=self.session,
+            faults=self.faults,
+            error=error,
+            timers=self.timers,
+        )
+
+    @property
+    def gated(self) -> bool:
+        """Hands-free while the model speaks: the microphone must not carry the speaker."""
+        return self.mode is Mode.TOGGLE and self.state is State.SPEAKING
 
 
 Step = tuple[Machine, list[Action]]
 
 
 def step(m: Machine, event: Event) -> Step:
+    """One event: the transition, then what follows from the change itself (the speaker's
+    rest, the microphone's gate, waiting for the drain) and the timers it leaves armed."""
+    if isinstance(event, Timeout):
+        if event.timer not in m.timers:
+            return m, []  # cancelled while its Timeout was already on its way
+        m = replace(m, timers=m.timers - {event.timer})
+    if isinstance(event, LinkEvent) and not (m.session_open and event.session == m.session):
+        return m, []  # from a session that is over: it cannot touch the one open now
+    after, actions = _transition(m, event)
+    before: list[Action] = []
+    if m.state in RESTING and after.state not in RESTING:
+        before.append(WakeSpeaker())
+    if after.state in RESTING and m.state not in RESTING:
+        actions.append(RestSpeaker())
+    if after.gated != m.gated:
+        actions.append(GateMicrophone(after.gated))
+    if after.reply_done and not m.reply_done:
+        actions.append(AwaitDrain())
+    if "speaker" in after.faults:  # no earcon into a speaker that is not there
+        actions = [a for a in actions if not isinstance(a, PlayEarcon)]
+    actions = [*before, *actions]
+    return replace(after, timers=_armed(after.timers, actions)), actions
+
+
+def _armed(timers: frozenset[Timer], actions: list[Action]) -> frozenset[Timer]:
+    for action in actions:
+        match action:
+            case StartTimer(timer):
+                timers = timers | {timer}
+            case CancelTimer(timer):
+                timers = timers - {timer}
+    return timers
+
+
+def _transition(m: Machine, event: Event) -> Step:
     """The transition table: one case per (event, situation), read top to bottom."""
     ptt = m.mode is Mode.PUSH_TO_TALK
     match event:
+        case Heartbeat():
+            return m, [FeedWatchdog()]
         case DeviceFailed(device, reason):
             return _device_failed(m, device, reason)
         case DeviceRecovered(device):
@@ -227,7 +419,7 @@ def step(m: Machine, event: Event) -> Step:
                 return replace(m, faults=faults).reset(), []
             return replace(m, faults=faults), []
         case Pressed() | TextTurn() if m.faults:
-            return m, [earcon("error")]
+            return m, [PlayEarcon(Earcon.ERROR)]
 
         case Pressed() if ptt:
             return _start_talking(m)
@@ -246,59 +438,62 @@ def step(m: Machine, event: Event) -> Step:
         case LongPress():
             return m, []
 
+        case SpeechHeard() if Timer.SILENCE in m.timers:  # silence counts from the last word
+            return m, [StartTimer(Timer.SILENCE)]
+        case SpeechHeard():
+            return m, []
+
         case TextTurn(text) if not ptt and not m.session_open:
             conversation, actions = _start_conversation(m)
-            return conversation, [*actions, send_text(text)]
+            return conversation, [*actions, SendText(text)]
         case TextTurn(text) if ptt and not m.held:
-            actions = [cancel_timer(Timer.IDLE), cancel_timer(Timer.ERROR)]
+            asking: list[Action] = [CancelTimer(Timer.IDLE), CancelTimer(Timer.ERROR)]
+            opened = m
             if not m.session_open:
-                actions.append(OPEN_SESSION)
+                opened, opening = _open(m)
+                asking.append(opening)
             state = State.THINKING if m.connected else State.CONNECTING
-            actions += [send_text(text), start_timer(Timer.REPLY)]
-            return m.to(state, session_open=True, reply_done=False), actions
+            asking += [SendText(text), StartTimer(Timer.REPLY)]
+            return opened.to(state, reply_done=False), asking
         case TextTurn(text):
-            return m, [send_text(text)]
+            return m, [SendText(text)]
 
-        case EndConversation() if m.session_open and (
-            m.state in (State.THINKING, State.SPEAKING)
-            or (not ptt and m.state is State.LISTENING)  # hands-free: its goodbye comes next
-        ):
+        case EndConversation() if m.state in _REPLYING:
             return m.to(m.state, ending=True), []
-        case EndConversation() if m.session_open:
-            return _hang_up(m)
+        case EndConversation() if not ptt and m.state is State.LISTENING:
+            # Hands-free, the call comes before the goodbye's audio: wait for it, a while.
+            return m.to(m.state, ending=True), [StartTimer(Timer.REPLY)]
         case EndConversation():
-            return m, []
+            return _hang_up(m)
 
-        case SetupComplete() if m.session_open:
+        case SetupComplete():
             return _connected(m)
-        case Reconnected(history_lost) if m.session_open:
+        case Reconnected(history_lost=history_lost):
             ready, actions = _connected(m)
-            return ready, [*actions, earcon("restart")] if history_lost else actions
-        case SetupComplete() | Reconnected():
-            return m, []
+            return ready, [*actions, PlayEarcon(Earcon.RESTART)] if history_lost else actions
 
-        case Reconnecting() if m.session_open:
+        case Reconnecting():
             waiting = m.to(m.state, connected=False)
             if m.state is State.THINKING:  # the reply went with the connection: ask again
-                return _turn_over(waiting, [earcon("error")])
+                return _turn_over(waiting, [PlayEarcon(Earcon.ERROR)])
             if m.state is State.SPEAKING:  # play what arrived, then the turn is over
                 return waiting.to(State.SPEAKING, reply_done=True), []
             return waiting, []
-        case Reconnecting():
-            return m, []
 
-        case ConnectFailed(reason) | ConnectionLost(reason):
-            if not m.session_open:
-                return m, []
+        case ConnectFailed(reason=reason) | ConnectionLost(reason=reason):
             return _fail(m, reason)
 
-        case ReplyAudio() if m.session_open and m.state is not State.ERROR:
-            if m.held:  # push-to-talk: the person is talking; the press cleared playback
-                return m, []
-            actions = [cancel_timer(Timer.SILENCE), cancel_timer(Timer.REPLY)]
-            return m.to(State.SPEAKING, reply_done=False), actions
-        case ReplyAudio():
+        case ReplyAudio(talked_over=True) | TurnComplete(talked_over=True):
+            return m, []  # the reply the person spoke over: not theirs to hear any more
+        case Interrupted(talked_over=True):
             return m, []
+        case ReplyAudio() if m.held:
+            return m, []  # push-to-talk: the person is talking; the press cleared playback
+        case ReplyAudio(pcm=pcm) if m.state is State.SPEAKING:
+            return m, [PlayReply(pcm), StartTimer(Timer.REPLY)]
+        case ReplyAudio(pcm=pcm):
+            actions = [CancelTimer(Timer.SILENCE), PlayReply(pcm), StartTimer(Timer.REPLY)]
+            return m.to(State.SPEAKING, reply_done=False), actions
 
         case TurnComplete() if m.state is State.SPEAKING:
             return m.to(State.SPEAKING, reply_done=True), []
@@ -312,24 +507,35 @@ def step(m: Machine, event: Event) -> Step:
         case PlaybackDrained():
             return m, []
 
-        case Interrupted() if m.state in (State.SPEAKING, State.THINKING):
-            if ptt:
-                return _turn_over(m, [CLEAR_PLAYBACK])
-            return m.to(State.LISTENING, reply_done=False), [CLEAR_PLAYBACK]
+        case Interrupted() if m.state in _REPLYING:
+            return _turn_over(m, [ClearPlayback()])
         case Interrupted():
-            return m, [CLEAR_PLAYBACK]
+            return m, [ClearPlayback()]
 
         case Timeout(Timer.IDLE) if m.session_open and m.state is State.IDLE:
-            return m.to(State.IDLE, session_open=False, connected=False), [CLOSE_SESSION]
-        case Timeout(Timer.REPLY) if m.state is State.THINKING:  # never left hanging
-            return _turn_over(m, [earcon("error")])
-        case Timeout(Timer.SILENCE) if not ptt and m.state is State.LISTENING:
+            return m.to(State.IDLE, session_open=False, connected=False), [CloseSession()]
+        case Timeout(Timer.REPLY) if m.state in (State.THINKING, State.CONNECTING):
+            return _turn_over(m, [PlayEarcon(Earcon.ERROR)])  # never left hanging
+        case Timeout(Timer.REPLY) if m.state is State.SPEAKING:  # the reply stopped coming
+            cut = [] if m.reply_done else [PlayEarcon(Earcon.ERROR)]
+            return _turn_over(m, [ClearPlayback(), *cut])
+        case Timeout(Timer.REPLY) if m.ending:  # no goodbye came
+            return _hang_up(m)
+        case Timeout(Timer.SILENCE) if ptt and m.held:  # a button held with nobody talking
+            return _stop_talking(m)
+        case Timeout(Timer.SILENCE) if not ptt and m.session_open:
             return _hang_up(m)
         case Timeout(Timer.ERROR) if m.state is State.ERROR and not m.faults:
             return replace(m, state=State.IDLE, error=""), []
         case Timeout():
             return m, []
     raise TypeError(f"not an event: {event!r}")
+
+
+def _open(m: Machine) -> tuple[Machine, OpenSession]:
+    """A new session, with a number of its own: events of the last one cannot touch it."""
+    number = m.session + 1
+    return replace(m, session=number, session_open=True, connected=False), OpenSession(number)
 
 
 def _connected(m: Machine) -> Step:
@@ -340,68 +546,80 @@ def _connected(m: Machine) -> Step:
     if m.held or m.mode is Mode.TOGGLE:
         return ready.to(State.LISTENING), []
     # The turn was handed over while connecting; its reply is awaited from now on.
-    return ready.to(State.THINKING), [start_timer(Timer.REPLY)]
+    return ready.to(State.THINKING), [StartTimer(Timer.REPLY)]
 
 
 def _start_talking(m: Machine) -> Step:
-    """Push-to-talk press: capture at once; the outbox holds it until the session is ready."""
-    barge_in = [CLEAR_PLAYBACK] if m.state in (State.SPEAKING, State.THINKING) else []
-    actions = [*barge_in, cancel_timer(Timer.IDLE), cancel_timer(Timer.ERROR)]
-    actions.append(cancel_timer(Timer.REPLY))
+    """Push-to-talk press: capture at once; the outbox holds it until the session is ready.
+
+    A button held while nobody talks ends the turn after `end_after_silence_s`, as a
+    release would: a stuck button must not keep the microphone open."""
+    actions: list[Action] = [ClearPlayback()] if m.state in _REPLYING else []
+    actions += [CancelTimer(Timer.IDLE), CancelTimer(Timer.ERROR), CancelTimer(Timer.REPLY)]
+    talking = m
     if not m.session_open:
-        actions.append(OPEN_SESSION)
-    actions += [SEND_ACTIVITY_START, START_CAPTURE, earcon("listen_start")]
-    state = State.LISTENING if m.connected else State.CONNECTING
-    return m.to(state, session_open=True, held=True, reply_done=False), actions
+        talking, opening = _open(m)
+        actions.append(opening)
+    actions += [SendActivityStart(), StartCapture(), PlayEarcon(Earcon.LISTEN_START)]
+    actions.append(StartTimer(Timer.SILENCE))
+    state = State.LISTENING if talking.connected else State.CONNECTING
+    return talking.to(state, held=True, reply_done=False), actions
 
 
 def _stop_talking(m: Machine) -> Step:
-    actions = [FINISH_CAPTURE, SEND_ACTIVITY_END, earcon("listen_end"), start_timer(Timer.REPLY)]
+    actions: list[Action] = [
+        CancelTimer(Timer.SILENCE),
+        FinishCapture(),
+        SendActivityEnd(),
+        PlayEarcon(Earcon.LISTEN_END),
+        StartTimer(Timer.REPLY),
+    ]
     state = State.THINKING if m.connected else State.CONNECTING
     return m.to(state, held=False), actions
 
 
 def _start_conversation(m: Machine) -> Step:
     """Wake button: a hands-free conversation with the server's activity detection."""
-    actions = [cancel_timer(Timer.ERROR), OPEN_SESSION, START_CAPTURE, earcon("listen_start")]
-    actions.append(start_timer(Timer.SILENCE))
-    return m.to(State.CONNECTING, session_open=True, connected=False, reply_done=False), actions
+    conversation, opening = _open(m)
+    actions: list[Action] = [CancelTimer(Timer.ERROR), opening, StartCapture()]
+    actions += [PlayEarcon(Earcon.LISTEN_START), StartTimer(Timer.SILENCE)]
+    return conversation.to(State.CONNECTING, reply_done=False), actions
 
 
 def _turn_over(m: Machine, first: list[Action] | None = None) -> Step:
     """The reply has been heard (or cut): wait for the next press or speech."""
-    actions = [*(first or []), cancel_timer(Timer.REPLY)]
+    actions: list[Action] = [*(first or []), CancelTimer(Timer.REPLY)]
     if m.ending:
         hung_up, hang_up_actions = _hang_up(m)
         return hung_up, [*actions, *hang_up_actions]
     if m.mode is Mode.TOGGLE:
-        return m.to(State.LISTENING, reply_done=False), [*actions, start_timer(Timer.SILENCE)]
-    return m.to(State.IDLE, reply_done=False), [*actions, start_timer(Timer.IDLE)]
+        return m.to(State.LISTENING, reply_done=False), [*actions, StartTimer(Timer.SILENCE)]
+    return m.to(State.IDLE, reply_done=False), [*actions, StartTimer(Timer.IDLE)]
 
 
 def _hang_up(m: Machine) -> Step:
-    return m.reset(), [*_END_SESSION, earcon("listen_end")]
+    return m.reset(), [*_END_SESSION, PlayEarcon(Earcon.LISTEN_END)]
 
 
 def _fail(m: Machine, reason: str) -> Step:
     """The session failed: end it, show the error a while, then idle (the next press retries)."""
-    actions = [*_END_SESSION, earcon("error"), start_timer(Timer.ERROR)]
+    actions: list[Action] = [*_END_SESSION, PlayEarcon(Earcon.ERROR), StartTimer(Timer.ERROR)]
     return m.reset(State.ERROR, error=reason), actions
 
 
 def _device_failed(m: Machine, device: str, reason: str) -> Step:
     """An audio device is gone: no conversation is possible until it is back."""
-    actions = [*_END_SESSION, earcon("error")] if m.session_open else [earcon("error")]
+    ending: list[Action] = [*_END_SESSION] if m.session_open else []
     failed = replace(m, faults=m.faults | {device}).reset(State.ERROR, f"{device}: {reason}")
-    return failed, [*actions, cancel_timer(Timer.ERROR)]
+    return failed, [*ending, PlayEarcon(Earcon.ERROR), CancelTimer(Timer.ERROR)]
 
 
-_END_SESSION = (
-    STOP_CAPTURE,
-    CLEAR_PLAYBACK,
-    DROP_OUTBOX,
-    CLOSE_SESSION,
-    cancel_timer(Timer.IDLE),
-    cancel_timer(Timer.SILENCE),
-    cancel_timer(Timer.REPLY),
+_END_SESSION: tuple[Action, ...] = (
+    StopCapture(),
+    ClearPlayback(),
+    DropOutbox(),
+    CloseSession(),
+    CancelTimer(Timer.IDLE),
+    CancelTimer(Timer.SILENCE),
+    CancelTimer(Timer.REPLY),
 )

@@ -74,17 +74,14 @@ class Daemon:
             time.sleep(0.02)
 
     def wait_ready(self, timeout: float = 20.0) -> float:
-        """Wait for the control socket to answer; returns the time it first did."""
-        self.wait_until(lambda s: True, timeout, "the control socket")
+        """Wait until the daemon says it is ready (its devices open, its state machine
+        running), as systemd's READY=1; returns the time it first did."""
+        self.wait_until(lambda s: s["ready"], timeout, "the daemon to be ready")
         return time.monotonic()
 
     def states(self) -> list[str]:
-        """The states the daemon went through, in order, from its transition log lines."""
-        found = []
-        for line in list(self.lines):
-            if "device.appliance:" in line.text and " -> " in line.text:
-                found.append(line.text.split(" -> ", 1)[1].split(" ", 1)[0])
-        return found
+        """The states the daemon went through, in order (its status keeps the newest)."""
+        return [entry["state"] for entry in self.status()["states"]]
 
     def log(self) -> str:
         return "\n".join(line.text for line in list(self.lines))

@@ -23,7 +23,7 @@ import soxr
 
 from device.audio.pcm import write_wav
 from device.live.wire import MIC_RATE, REPLY_RATE
-from rig.daemon import Daemon, scratch_dir, start_daemon
+from rig.daemon import scratch_dir, start_daemon
 from rig.loopback import PulseLoopback, Recorder
 from rig.server.server import ServerThread
 
@@ -72,7 +72,7 @@ def run_demo(args: argparse.Namespace) -> int:
             stop_s = daemon.terminate()
         write_wav(out / "question.wav", question, MIC_RATE)
         write_wav(out / "reply.wav", reply, REPLY_RATE)
-        _print_timeline(daemon, server, pressed, status, recorder)
+        _print_timeline(server, pressed, status, recorder)
         print(f"demo: daemon stopped {stop_s * 1000:.0f} ms after SIGTERM")
         print(f"demo: wrote {out / 'question.wav'} and {out / 'reply.wav'}")
     shutil.rmtree(workdir, ignore_errors=True)
@@ -80,15 +80,14 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _print_timeline(
-    daemon: Daemon, server: ServerThread, pressed: float, status: dict[str, Any], recorder: Recorder
+    server: ServerThread, pressed: float, status: dict[str, Any], recorder: Recorder
 ) -> None:
     sim = server.server
     assert sim is not None
     events: list[tuple[float, str, str]] = []
-    for line in daemon.lines:
-        if line.t >= pressed - 0.05 and (" -> " in line.text or ": turn " in line.text):
-            message = line.text.split(": ", 1)[-1].split("  [", 1)[0]
-            events.append((line.t, "daemon", message))
+    for change in status["states"]:  # the daemon's own record, times on the same clock
+        if change["t"] >= pressed - 0.05:
+            events.append((change["t"], "daemon", f"{change['state']} ({change['event']})"))
     entries = sim.entries()
     for kind in ("activity_start", "audio", "video", "activity_end"):
         hits = [e for e in entries if e.kind == kind and e.direction == "in"]
@@ -119,7 +118,7 @@ def _print_timeline(
     if turns:
         last = {k: v for k, v in turns[-1].items() if k.endswith("_ms")}
         print("latencies: " + ", ".join(f"{k} {v}" for k, v in last.items()))
-    print("LED patterns, in order: " + " -> ".join(["idle", *daemon.states()]))
+    print("LED patterns, in order: " + " -> ".join(status["leds"]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,8 @@
-"""Shared fixtures: one loopback sound server for the whole test session."""
+"""Shared fixtures: one loopback sound server for the whole test session.
+
+Tests that need the sound server, or run the daemon as a process, are marked `rig`:
+`scripts/test -m "not rig"` runs the rest, in-process, in well under a minute.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,18 @@ import pytest
 from rig.daemon import Daemon, start_daemon
 from rig.loopback import PulseLoopback, measure_latency
 from rig.server.server import ServerThread
+
+#: Fixtures that bring up the rig: the sound server, or the daemon as a process.
+RIG_FIXTURES = {"loopback", "pa", "loopback_latency", "make_rig"}
+#: Modules whose every test runs a process of the installed box's (installer, systemd).
+RIG_MODULES = {"test_install_script", "test_systemd_unit"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        uses_rig = RIG_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if uses_rig or item.path.stem in RIG_MODULES:
+            item.add_marker(pytest.mark.rig)
 
 
 @pytest.fixture(scope="session")

@@ -126,6 +126,7 @@ def test_help_answers_without_loading_the_rig() -> None:
     assert "--turns must be at least 1" in bad.stderr
 
 
+@pytest.mark.rig
 @pytest.mark.timeout(300)
 def test_quick_run_reports_every_figure_with_its_method(tmp_path: Path) -> None:
     out = tmp_path / "results" / "bench.json"

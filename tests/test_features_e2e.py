@@ -389,8 +389,8 @@ async def spoken_turn(live_server: LiveServer, log_transcripts: bool, speech_ms:
     outbox.put("audio", bytes(speech_ms * MIC_RATE // 1000 * 2))
     outbox.put("activity_end")
     cfg = config_for(live_server, live={"log_transcripts": log_transcripts})
-    link = LiveLink(cfg, outbox, on_event, lambda _pcm: None, lambda _item, _t: None)
-    link.open()
+    link = LiveLink(cfg, outbox, on_event, lambda _item, _t: None)
+    link.open(1)
     try:
         async with asyncio.timeout(10):
             await done.wait()

@@ -11,17 +11,18 @@ from device.config import LiveConfig
 from device.live.connection import Connection, Hooks
 from device.live.turn import WireTurn
 from device.outbox import Outbox
-from device.states import Interrupted, ReplyAudio, TurnComplete
+from device.states import Interrupted, Machine, PlayReply, ReplyAudio, State, TurnComplete, step
+
+SESSION = 7
 
 
 class Seen:
     def __init__(self) -> None:
         self.events: list[Any] = []
-        self.audio: list[bytes] = []
 
 
 def connection(seen: Seen, turn: WireTurn) -> Connection:
-    hooks = Hooks(seen.events.append, seen.audio.append, lambda item, t: None, lambda h: None)
+    hooks = Hooks(SESSION, seen.events.append, lambda item, t: None, lambda h: None)
     stack = contextlib.AsyncExitStack()
     return Connection(None, stack, LiveConfig(), Outbox(5), hooks, turn)  # type: ignore[arg-type]
 
@@ -35,24 +36,38 @@ def audio(data: bytes) -> types.LiveServerMessage:
     return content(model_turn=types.Content(parts=[types.Part(inline_data=blob)]))
 
 
-async def test_the_rest_of_a_reply_talked_over_is_dropped_and_its_end_is_silent() -> None:
+def reply(pcm: bytes, talked_over: bool = False) -> ReplyAudio:
+    return ReplyAudio(session=SESSION, pcm=pcm, talked_over=talked_over)
+
+
+async def test_the_rest_of_a_reply_talked_over_is_reported_as_such_and_is_never_heard() -> None:
     """A press during a reply: until the service's interrupted/turnComplete for it
-    arrive, what comes is the old reply's, not the answer to the new turn."""
+    arrive, what comes is the old reply's, not the answer to the new turn; the state
+    machine, fed what the connection reports, plays none of it."""
     seen, turn = Seen(), WireTurn()
     conn = connection(seen, turn)
     conn._dispatch(audio(b"\x01\x00" * 100))
-    assert seen.events == [ReplyAudio()] and turn.replying
+    assert seen.events == [reply(b"\x01\x00" * 100)] and turn.replying
     turn.sent("activity_start")  # the person presses and talks over it
     turn.sent("activity_end")  # ... and lets go before the service's answer comes
     conn._dispatch(audio(b"\x02\x00" * 100))
     conn._dispatch(content(interrupted=True))
     conn._dispatch(content(turn_complete=True))
-    assert seen.events == [ReplyAudio()], "nothing of the old reply reaches the machine"
-    assert seen.audio == [b"\x01\x00" * 100]
     conn._dispatch(audio(b"\x03\x00" * 100))  # the answer to the new turn
     conn._dispatch(content(turn_complete=True))
-    assert seen.events == [ReplyAudio(), ReplyAudio(), TurnComplete()]
-    assert seen.audio[-1] == b"\x03\x00" * 100
+    assert seen.events[1:] == [
+        reply(b"\x02\x00" * 100, talked_over=True),
+        TurnComplete(session=SESSION, talked_over=True),
+        reply(b"\x03\x00" * 100),
+        TurnComplete(session=SESSION),
+    ]
+    machine = Machine(state=State.THINKING, session_open=True, session=SESSION, connected=True)
+    played = []
+    for event in seen.events[1:]:
+        machine, actions = step(machine, event)
+        played += [a.pcm for a in actions if isinstance(a, PlayReply)]
+    assert played == [b"\x03\x00" * 100], "only the answer to the new turn is heard"
+    assert machine.state is State.SPEAKING and machine.reply_done
 
 
 async def test_an_interruption_of_the_reply_the_person_is_hearing_is_reported() -> None:
@@ -61,5 +76,9 @@ async def test_an_interruption_of_the_reply_the_person_is_hearing_is_reported() 
     conn._dispatch(audio(b"\x01\x00" * 10))
     conn._dispatch(content(interrupted=True))
     conn._dispatch(content(turn_complete=True))
-    assert seen.events == [ReplyAudio(), Interrupted(), TurnComplete()]
+    assert seen.events == [
+        reply(b"\x01\x00" * 10),
+        Interrupted(session=SESSION),
+        TurnComplete(session=SESSION),
+    ]
     assert not turn.in_flight

@@ -25,7 +25,7 @@ async def test_the_turn_ends_with_the_chunk_that_holds_the_release() -> None:
     # The card hands over chunks a period apart; the ones after the release still
     # carry what was said before it, up to the one arriving after its latency.
     for n in range(5):
-        loop.call_later(CHUNK_S * n, feed.chunk, b"%d" % n, released + CHUNK_S * n, False)
+        loop.call_later(CHUNK_S * n, feed.chunk, b"%d" % n, released + CHUNK_S * n)
     await feed.finish(released + 0.1)
     await asyncio.sleep(CHUNK_S * 3)  # the chunks after the end keep arriving
 
@@ -39,7 +39,7 @@ async def test_a_silent_microphone_ends_the_turn_after_the_wait() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     await feed.finish(started + 0.05)
-    feed.chunk(b"late", started + 0.4, speaker_busy=False)
+    feed.chunk(b"late", started + 0.4)
 
     assert 0.27 < loop.time() - started < 1.0, "two 40 ms chunks and FINISH_SLACK_S"
     assert sent_audio(box) == []

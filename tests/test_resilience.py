@@ -474,3 +474,26 @@ def test_an_audio_device_that_disappears_is_an_error_until_it_comes_back(
     # The fault ended the session: this reply is the first of a new one, on the reopened speaker.
     reply_heard(recorder.stop(), turn=1, seconds=0.3)
     assert_clean(daemon, server)
+
+
+def test_a_service_that_closes_every_connection_after_setup_is_not_hammered(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Backoff survives the setups that succeed; after reconnect_for_s the box gives up:
+    the error state, and no more connections until the next press."""
+    server, daemon = make_rig(
+        merged({"live": {"reconnect_for_s": 12}}),
+        close_after_setup=(1011, "Internal error"),
+    )
+    pressed = time.monotonic()
+    daemon.ctl("press")
+    status = daemon.wait_until(lambda s: s["state"] == "error", 40, "giving up")
+    opened = [c.opened - pressed for c in server.log.connections()]
+    assert len([t for t in opened if t < 10]) <= 6, opened
+    assert "gave up" in status["status"]
+    count = len(server.log.connections())
+    time.sleep(3)
+    assert len(server.log.connections()) == count, "no retries until the next press"
+    daemon.ctl("release")
+    daemon.ctl("press")
+    server.wait_for(lambda: len(server.log.connections()) > count, 10)

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from device import states as s
 from device.states import Machine, Mode, State
 
@@ -16,17 +23,39 @@ def run(machine: Machine, *events: s.Event) -> tuple[Machine, list[State], list[
 
 
 def names(actions: list[s.Action]) -> list[str]:
-    return [a.name if a.arg is None else f"{a.name}:{a.arg}" for a in actions]
+    """Each action as `snake_name` or `snake_name:argument`, e.g. `start_timer:reply`."""
+    described = []
+    for action in actions:
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(action).__name__).lower()
+        args = [str(v) for v in vars(action).values() if not isinstance(v, bytes)]
+        described.append(":".join([name, *args]))
+    return described
+
+
+# Link events of the first session a machine opens (their number is 1).
+SETUP = s.SetupComplete(session=1)
+REPLY = s.ReplyAudio(session=1, pcm=b"\x01\x00")
+DONE = s.TurnComplete(session=1)
+INTERRUPTED = s.Interrupted(session=1)
+ENDED = s.EndConversation(session=1)
+
+
+def lost(reason: str) -> s.ConnectionLost:
+    return s.ConnectionLost(session=1, reason=reason)
+
+
+def reconnecting(reason: str) -> s.Reconnecting:
+    return s.Reconnecting(session=1, reason=reason)
 
 
 def test_push_to_talk_turn_before_the_connection_is_ready() -> None:
     m, seen, actions = run(
         Machine(),
         s.Pressed(),
-        s.SetupComplete(),
+        SETUP,
         s.Released(),
-        s.ReplyAudio(),
-        s.TurnComplete(),
+        REPLY,
+        DONE,
         s.PlaybackDrained(),
     )
     assert seen == [
@@ -39,70 +68,72 @@ def test_push_to_talk_turn_before_the_connection_is_ready() -> None:
     ]
     got = names(actions)
     # capture and activityStart at the press, before the session is ready
-    assert got.index("open_session") < got.index("send_activity_start") < got.index("start_capture")
+    order = [got.index(n) for n in ("open_session:1", "send_activity_start", "start_capture")]
+    assert order == sorted(order)
     assert got.index("finish_capture") < got.index("send_activity_end")
-    assert got[-1] == "start_timer:idle"
+    assert got[-2:] == ["start_timer:idle", "rest_speaker"]
     assert m.session_open and not m.held
 
 
 def test_release_before_setup_goes_straight_to_thinking() -> None:
-    _, seen, _ = run(Machine(), s.Pressed(), s.Released(), s.SetupComplete())
+    _, seen, _ = run(Machine(), s.Pressed(), s.Released(), SETUP)
     assert seen == [State.CONNECTING, State.CONNECTING, State.THINKING]
 
 
 def test_follow_up_press_reuses_the_session_and_idle_timeout_closes_it() -> None:
-    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete(), s.Released(), s.TurnComplete())
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), DONE)
     assert m.state is State.IDLE and m.session_open
     m, seen, actions = run(m, s.Pressed())
     assert seen == [State.LISTENING]
     assert "open_session" not in names(actions)
     assert "cancel_timer:idle" in names(actions)
-    m, _, _ = run(m, s.Released(), s.TurnComplete())
+    m, _, _ = run(m, s.Released(), DONE)
     m, seen, actions = run(m, s.Timeout(s.Timer.IDLE))
     assert names(actions) == ["close_session"]
     assert not m.session_open and m.state is State.IDLE
 
 
 def test_press_during_a_reply_is_a_barge_in() -> None:
-    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete(), s.Released(), s.ReplyAudio())
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY)
     assert m.state is State.SPEAKING
     m, seen, actions = run(m, s.Pressed())
     assert seen == [State.LISTENING]
     assert names(actions)[0] == "clear_playback", "silence first: it is what the person hears"
     # the rest of the old reply and its end do not change what the person sees
-    m, seen, _ = run(m, s.ReplyAudio(), s.Interrupted(), s.TurnComplete())
+    m, seen, _ = run(m, REPLY, INTERRUPTED, DONE)
     assert seen == [State.LISTENING] * 3
 
 
 def test_server_interruption_clears_the_speaker() -> None:
-    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete(), s.Released(), s.ReplyAudio())
-    m, seen, actions = run(m, s.Interrupted())
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY)
+    m, seen, actions = run(m, INTERRUPTED)
     assert seen == [State.IDLE]
     assert names(actions)[0] == "clear_playback"
 
 
 def test_connect_failure_shows_error_then_idle_and_next_press_retries() -> None:
-    m, seen, actions = run(Machine(), s.Pressed(), s.ConnectFailed("TCP: connection refused"))
+    refused = s.ConnectFailed(session=1, reason="TCP: connection refused")
+    m, seen, actions = run(Machine(), s.Pressed(), refused)
     assert seen == [State.CONNECTING, State.ERROR]
-    assert "earcon:error" in names(actions)
+    assert "play_earcon:error" in names(actions)
     assert m.error == "TCP: connection refused"
     assert "drop_outbox" in names(actions)
     assert not m.session_open
     m, seen, _ = run(m, s.Timeout(s.Timer.ERROR))
     assert seen == [State.IDLE] and m.error == ""
     m, seen, actions = run(m, s.Pressed())
-    assert seen == [State.CONNECTING] and "open_session" in names(actions)
+    assert seen == [State.CONNECTING] and "open_session:2" in names(actions)
 
 
 def test_connection_lost_mid_reply_never_leaves_thinking() -> None:
-    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete(), s.Released())
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released())
     assert m.state is State.THINKING
-    m, seen, _ = run(m, s.ConnectionLost("close code 1011"))
+    m, seen, _ = run(m, lost("close code 1011"))
     assert seen == [State.ERROR]
 
 
 def test_long_press_hangs_up() -> None:
-    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete())
+    m, _, _ = run(Machine(), s.Pressed(), SETUP)
     m, seen, actions = run(m, s.LongPress())
     assert seen == [State.IDLE]
     assert {"stop_capture", "close_session", "drop_outbox"} <= set(names(actions))
@@ -111,11 +142,11 @@ def test_long_press_hangs_up() -> None:
 
 def test_toggle_conversation_two_turns_and_second_press_ends_it() -> None:
     m = Machine(mode=Mode.TOGGLE)
-    m, seen, actions = run(m, s.Pressed(), s.SetupComplete())
+    m, seen, actions = run(m, s.Pressed(), SETUP)
     assert seen == [State.CONNECTING, State.LISTENING]
     assert "send_activity_start" not in names(actions)  # the server detects speech
     m, seen, _ = run(
-        m, s.ReplyAudio(), s.TurnComplete(), s.PlaybackDrained(), s.ReplyAudio(), s.Interrupted()
+        m, REPLY, DONE, s.PlaybackDrained(), REPLY, INTERRUPTED
     )
     assert seen == [
         State.SPEAKING,
@@ -130,15 +161,15 @@ def test_toggle_conversation_two_turns_and_second_press_ends_it() -> None:
 
 
 def test_toggle_conversation_ends_after_silence() -> None:
-    m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), s.SetupComplete())
+    m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP)
     m, seen, actions = run(m, s.Timeout(s.Timer.SILENCE))
     assert seen == [State.IDLE] and "close_session" in names(actions)
 
 
 def test_late_events_after_hang_up_change_nothing() -> None:
-    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete(), s.LongPress())
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.LongPress())
     m2, seen, actions = run(
-        m, s.SetupComplete(), s.ReplyAudio(), s.TurnComplete(), s.ConnectionLost("x")
+        m, SETUP, REPLY, DONE, lost("x")
     )
     assert seen == [State.IDLE] * 4
     assert actions == []
@@ -146,49 +177,54 @@ def test_late_events_after_hang_up_change_nothing() -> None:
 
 
 def test_a_reply_that_never_starts_ends_the_turn_with_the_error_earcon() -> None:
-    m, _, actions = run(Machine(), s.Pressed(), s.SetupComplete(), s.Released())
+    m, _, actions = run(Machine(), s.Pressed(), SETUP, s.Released())
     assert "start_timer:reply" in names(actions)
     m, seen, actions = run(m, s.Timeout(s.Timer.REPLY))
     assert seen == [State.IDLE] and m.session_open
-    assert "earcon:error" in names(actions)
-    m, _, actions = run(Machine(), s.Pressed(), s.SetupComplete(), s.Released(), s.ReplyAudio())
-    assert "cancel_timer:reply" in names(actions)
-    m, seen, _ = run(m, s.Timeout(s.Timer.REPLY))
-    assert seen == [State.SPEAKING], "a late timer changes nothing once the reply plays"
+    assert "play_earcon:error" in names(actions)
+
+
+def test_a_reply_that_stops_coming_ends_the_turn_too() -> None:
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released())
+    m, _, actions = run(m, REPLY, REPLY)
+    assert names(actions).count("start_timer:reply") == 2, "each chunk restarts the timer"
+    m, seen, actions = run(m, s.Timeout(s.Timer.REPLY))
+    assert seen == [State.IDLE] and m.session_open
+    assert names(actions)[:2] == ["clear_playback", "play_earcon:error"]
 
 
 def test_reconnecting_while_thinking_ends_the_turn_and_the_session_lives_on() -> None:
-    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete(), s.Released())
-    m, seen, actions = run(m, s.Reconnecting("close code 1011"))
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released())
+    m, seen, actions = run(m, reconnecting("close code 1011"))
     assert seen == [State.IDLE] and m.session_open and not m.connected
-    assert "earcon:error" in names(actions) and "close_session" not in names(actions)
-    m, seen, actions = run(m, s.Pressed(), s.Reconnected())
+    assert "play_earcon:error" in names(actions) and "close_session" not in names(actions)
+    m, seen, actions = run(m, s.Pressed(), s.Reconnected(session=1))
     assert seen == [State.CONNECTING, State.LISTENING]
     assert "open_session" not in names(actions), "the session is still open"
 
 
 def test_reconnecting_mid_reply_plays_what_arrived_then_the_turn_is_over() -> None:
-    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete(), s.Released(), s.ReplyAudio())
-    m, seen, _ = run(m, s.Reconnecting("dropped"))
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY)
+    m, seen, _ = run(m, reconnecting("dropped"))
     assert seen == [State.SPEAKING] and m.reply_done
     m, seen, _ = run(m, s.PlaybackDrained())
     assert seen == [State.IDLE]
 
 
 def test_a_session_started_afresh_says_so_with_an_earcon() -> None:
-    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete(), s.Released(), s.TurnComplete())
-    m, _, actions = run(m, s.Reconnecting("stall"), s.Reconnected(history_lost=True))
-    assert "earcon:restart" in names(actions) and m.connected
-    _, _, actions = run(m, s.Reconnecting("stall"), s.Reconnected(history_lost=False))
-    assert "earcon:restart" not in names(actions)
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), DONE)
+    m, _, actions = run(m, reconnecting("stall"), s.Reconnected(session=1, history_lost=True))
+    assert "play_earcon:restart" in names(actions) and m.connected
+    _, _, actions = run(m, reconnecting("stall"), s.Reconnected(session=1, history_lost=False))
+    assert "play_earcon:restart" not in names(actions)
 
 
 def test_a_text_turn_opens_a_session_and_waits_for_its_reply() -> None:
-    m, seen, actions = run(Machine(), s.TextTurn("The washing is done."), s.SetupComplete())
+    m, seen, actions = run(Machine(), s.TextTurn("The washing is done."), SETUP)
     assert seen == [State.CONNECTING, State.THINKING]
-    wanted = ["open_session", "send_text:The washing is done."]
+    wanted = ["open_session:1", "send_text:The washing is done."]
     assert [n for n in names(actions) if n in wanted] == wanted
-    m, seen, _ = run(m, s.ReplyAudio(), s.TurnComplete(), s.PlaybackDrained())
+    m, seen, _ = run(m, REPLY, DONE, s.PlaybackDrained())
     assert seen[-1] is State.IDLE
     _, seen, actions = run(Machine(mode=Mode.TOGGLE), s.TextTurn("Hello"))
     assert seen == [State.CONNECTING] and "start_capture" in names(actions)
@@ -196,23 +232,24 @@ def test_a_text_turn_opens_a_session_and_waits_for_its_reply() -> None:
 
 
 def test_the_model_hangs_up_after_its_goodbye() -> None:
-    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete(), s.Released(), s.ReplyAudio())
-    m, seen, actions = run(m, s.EndConversation())
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY)
+    m, seen, actions = run(m, ENDED)
     assert seen == [State.SPEAKING] and m.ending and "close_session" not in names(actions)
-    m, seen, actions = run(m, s.TurnComplete(), s.PlaybackDrained())
+    m, seen, actions = run(m, DONE, s.PlaybackDrained())
     assert seen[-1] is State.IDLE and not m.session_open and not m.ending
     assert "close_session" in names(actions)
 
 
 def test_a_lost_device_is_an_error_until_every_device_is_back() -> None:
-    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete())
+    m, _, _ = run(Machine(), s.Pressed(), SETUP)
     m, seen, actions = run(m, s.DeviceFailed("microphone", "unplugged"))
     assert seen == [State.ERROR] and not m.session_open
     assert "close_session" in names(actions) and m.error == "microphone: unplugged"
     m, seen, actions = run(
         m, s.DeviceFailed("speaker", "unplugged"), s.Timeout(s.Timer.ERROR), s.Pressed()
     )
-    assert seen == [State.ERROR] * 3 and names(actions)[-1] == "earcon:error"
+    assert seen == [State.ERROR] * 3
+    assert "play_earcon:error" not in names(actions), "no earcon into a speaker that is gone"
     m, seen, _ = run(m, s.DeviceRecovered("microphone"))
     assert seen == [State.ERROR] and m.faults == frozenset({"speaker"})
     m, seen, _ = run(m, s.DeviceRecovered("speaker"))
@@ -220,14 +257,201 @@ def test_a_lost_device_is_an_error_until_every_device_is_back() -> None:
 
 
 def test_hands_free_the_model_hangs_up_after_its_goodbye_too() -> None:
-    m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), s.SetupComplete())
-    m, seen, actions = run(m, s.EndConversation())  # the call comes before the goodbye's audio
+    m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP)
+    m, seen, actions = run(m, ENDED)  # the call comes before the goodbye's audio
     assert seen == [State.LISTENING] and m.ending and "close_session" not in names(actions)
-    m, seen, actions = run(m, s.ReplyAudio(), s.TurnComplete(), s.PlaybackDrained())
+    m, seen, actions = run(m, REPLY, DONE, s.PlaybackDrained())
     assert seen[-1] is State.IDLE and not m.session_open and "close_session" in names(actions)
 
 
 def test_a_turn_handed_over_while_connecting_waits_for_its_reply_with_a_timer() -> None:
-    _, seen, actions = run(Machine(), s.Pressed(), s.Released(), s.SetupComplete())
+    _, seen, actions = run(Machine(), s.Pressed(), s.Released(), SETUP)
     assert seen == [State.CONNECTING, State.CONNECTING, State.THINKING]
     assert names(actions).count("start_timer:reply") == 2, "at the release and when connected"
+
+
+# ---- left alone in a home: what ends a session, stale events, the watchdog -------------------
+
+#: Timers that end what the microphone and camera send: a session, a turn, a conversation.
+ENDING = {s.Timer.SILENCE, s.Timer.IDLE, s.Timer.REPLY}
+
+
+def test_hands_free_an_unanswered_interruption_listens_with_the_silence_timer_armed() -> None:
+    m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP, REPLY)
+    assert s.Timer.SILENCE not in m.timers, "nobody is expected to talk over the reply"
+    m, seen, actions = run(m, INTERRUPTED)
+    assert seen == [State.LISTENING] and "start_timer:silence" in names(actions)
+    m, seen, actions = run(m, s.Timeout(s.Timer.SILENCE))
+    assert seen == [State.IDLE] and "close_session" in names(actions)
+
+
+def test_the_silence_counts_from_the_last_word_heard() -> None:
+    m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP)
+    m, _, actions = run(m, s.SpeechHeard())
+    assert names(actions) == ["start_timer:silence"], "speech restarts the silence timer"
+    m, _, actions = run(m, REPLY, s.SpeechHeard())
+    assert "start_timer:silence" not in names(actions[1:]), "not while the model speaks"
+
+
+def test_a_button_held_with_nobody_talking_ends_the_turn_like_a_release() -> None:
+    m, _, actions = run(Machine(), s.Pressed(), SETUP)
+    assert "start_timer:silence" in names(actions)
+    m, seen, actions = run(m, s.Timeout(s.Timer.SILENCE))
+    assert seen == [State.THINKING] and not m.held
+    assert names(actions)[:3] == ["cancel_timer:silence", "finish_capture", "send_activity_end"]
+    _, seen, actions = run(m, s.Released())
+    assert seen == [State.THINKING] and actions == [], "the late release changes nothing"
+
+
+def test_the_end_conversation_call_with_no_goodbye_still_hangs_up() -> None:
+    m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP, ENDED)
+    assert m.ending and s.Timer.REPLY in m.timers
+    m, seen, actions = run(m, s.Timeout(s.Timer.REPLY))
+    assert seen == [State.IDLE] and not m.session_open and "close_session" in names(actions)
+
+
+def test_events_of_a_closed_session_cannot_touch_the_next_one() -> None:
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.LongPress(), s.Pressed())
+    assert m.session == 2 and m.state is State.CONNECTING
+    old = [lost("1011"), s.SetupComplete(session=1), s.ReplyAudio(session=1, pcm=b"\0\0")]
+    m2, seen, actions = run(m, *old)
+    assert (m2, actions) == (m, []) and seen == [State.CONNECTING] * 3
+    _, seen, _ = run(m, s.SetupComplete(session=2))
+    assert seen == [State.LISTENING]
+
+
+def test_a_timer_cancelled_after_it_fired_changes_nothing() -> None:
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), DONE)
+    assert m.state is State.IDLE and s.Timer.REPLY not in m.timers
+    m2, _, actions = run(m, s.Timeout(s.Timer.REPLY))
+    assert (m2, actions) == (m, [])
+
+
+def test_the_heartbeat_feeds_the_watchdog_whatever_the_state() -> None:
+    for machine in (Machine(), run(Machine(), s.Pressed())[0]):
+        _, actions = s.step(machine, s.Heartbeat())
+        assert actions == [s.FeedWatchdog()]
+
+
+def test_the_speaker_rests_while_idle_and_the_microphone_is_gated_while_it_speaks() -> None:
+    m, _, actions = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP)
+    assert names(actions)[0] == "wake_speaker"
+    m, _, actions = run(m, REPLY)
+    assert "gate_microphone:True" in names(actions) and "play_reply" in names(actions)
+    m, _, actions = run(m, DONE)
+    assert "await_drain" in names(actions)
+    m, _, actions = run(m, s.PlaybackDrained())
+    assert "gate_microphone:False" in names(actions)
+    _, _, actions = run(m, s.Pressed())
+    assert names(actions)[-1] == "rest_speaker"
+
+
+# Every event; a link event is made for the session open when it comes, now and then
+# for the one before it (a stale event), hence a function of the session's number.
+EventOf = Callable[[int], s.Event]
+
+
+def _events() -> st.SearchStrategy[EventOf]:
+    def link(kind: type[s.LinkEvent], **fields: st.SearchStrategy[object]) -> st.SearchStrategy:
+        made = st.fixed_dictionaries(fields)
+        stale = st.sampled_from([0, 0, 0, 1])
+        return st.builds(lambda f, back: lambda n: kind(session=n - back, **f), made, stale)
+
+    def plain(event: s.Event) -> st.SearchStrategy[EventOf]:
+        return st.just(lambda _n: event)
+
+    reason = st.just("1011")
+    return st.one_of(
+        *map(plain, [s.Pressed(), s.Released(), s.LongPress(), s.SpeechHeard()]),
+        *map(plain, [s.PlaybackDrained(), s.Heartbeat(), s.TextTurn("hello")]),
+        *map(plain, [s.DeviceFailed("microphone", "gone"), s.DeviceRecovered("microphone")]),
+        *map(plain, [s.Timeout(timer) for timer in s.Timer]),
+        link(s.SetupComplete),
+        link(s.ConnectFailed, reason=reason),
+        link(s.ConnectionLost, reason=reason),
+        link(s.Reconnecting, reason=reason),
+        link(s.Reconnected, history_lost=st.booleans()),
+        link(s.ReplyAudio, pcm=st.just(b"\0\0"), talked_over=st.booleans()),
+        link(s.TurnComplete, talked_over=st.booleans()),
+        link(s.Interrupted, talked_over=st.booleans()),
+        link(s.EndConversation),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(mode=st.sampled_from(Mode), events=st.lists(_events(), max_size=40))
+def test_a_session_nobody_talks_in_ends_by_itself_from_any_state(
+    mode: Mode, events: list[EventOf]
+) -> None:
+    """The privacy invariant: from every reachable state, an open session in which nobody
+    talks ends by itself (SILENCE ends a conversation or a held turn, REPLY a reply that
+    does not come or stops coming, IDLE an unused push-to-talk session), and whenever a
+    session is open one of those timers is armed. The error state never sticks."""
+    m = Machine(mode=mode)
+    for event_of in events:
+        event = event_of(m.session)
+        m, _ = s.step(m, event)
+        if m.session_open:
+            assert m.timers & ENDING, f"nothing armed: {m} after {event}"
+            assert _ends_whatever_runs_out_first(m), f"never ends: {m} after {event}"
+        if m.state is State.ERROR:
+            assert m.faults or s.Timer.ERROR in m.timers, f"{m} after {event}"
+        assert m.gated == (mode is Mode.TOGGLE and m.state is State.SPEAKING)
+
+
+def _all_events(m: Machine) -> list[s.Event]:
+    """Every event that can come now: link events of the session open now and stale ones."""
+    plain: list[s.Event] = [
+        s.Pressed(), s.Released(), s.LongPress(), s.SpeechHeard(), s.PlaybackDrained(),
+        s.Heartbeat(), s.TextTurn("hello"), s.DeviceFailed("microphone", "gone"),
+        s.DeviceRecovered("microphone"), *(s.Timeout(timer) for timer in s.Timer),
+    ]
+    link: list[s.Event] = []
+    for n in (m.session, m.session - 1):
+        link += [
+            s.SetupComplete(session=n), s.ConnectFailed(session=n, reason="x"),
+            s.ConnectionLost(session=n, reason="x"), s.Reconnecting(session=n, reason="x"),
+            s.Reconnected(session=n), s.Reconnected(session=n, history_lost=True),
+            s.EndConversation(session=n),
+        ]
+        for talked_over in (False, True):
+            link += [
+                s.ReplyAudio(session=n, pcm=b"\0\0", talked_over=talked_over),
+                s.TurnComplete(session=n, talked_over=talked_over),
+                s.Interrupted(session=n, talked_over=talked_over),
+            ]
+    return plain + link
+
+
+def _ends_whatever_runs_out_first(m: Machine, depth: int = 12) -> bool:
+    """Nobody talks, the service says nothing more: whichever armed timer runs out first,
+    and whenever the speaker finishes, the session ends."""
+    if not m.session_open:
+        return True
+    armed = m.timers & ENDING
+    if not armed or depth == 0:
+        return False
+    drained, _ = s.step(m, s.PlaybackDrained())
+    if drained != m:
+        return _ends_whatever_runs_out_first(drained, depth - 1)
+    return all(
+        _ends_whatever_runs_out_first(s.step(m, s.Timeout(timer))[0], depth - 1)
+        for timer in armed
+    )
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_every_reachable_state_with_a_session_open_ends_by_itself(mode: Mode) -> None:
+    """The privacy invariant over every state the machine can reach (three sessions deep),
+    not only random walks: nobody talking always ends the session."""
+    start = Machine(mode=mode)
+    seen, frontier = {start}, [start]
+    while frontier:
+        m = frontier.pop()
+        assert _ends_whatever_runs_out_first(m), f"a session left alone stays open: {m}"
+        for event in _all_events(m):
+            after, _ = s.step(m, event)
+            if after.session <= 3 and after not in seen:
+                seen.add(after)
+                frontier.append(after)
+    assert len(seen) > 50, "the walk reached the machine's states"

@@ -12,29 +12,24 @@ import numpy as np
 
 from device.audio import pcm
 from device.live.wire import REPLY_RATE
+from device.states import Earcon
 
 RATE = REPLY_RATE  # earcons play into the reply's stream
 
-# name -> (frequency Hz, length ms) notes, separated by short gaps
-_NOTES: dict[str, list[tuple[float, float]]] = {
-    "listen_start": [(660.0, 70), (880.0, 90)],  # rising: "go ahead"
-    "listen_end": [(880.0, 70), (660.0, 90)],  # falling: "got it"
-    "error": [(330.0, 120), (262.0, 180)],  # low and falling: "something is wrong"
-    "restart": [(523.0, 60), (523.0, 60), (659.0, 120)],  # "we had to start afresh"
+#: Each earcon's notes, (frequency Hz, length ms), separated by short gaps.
+_NOTES: dict[Earcon, list[tuple[float, float]]] = {
+    Earcon.LISTEN_START: [(660.0, 70), (880.0, 90)],  # rising: "go ahead"
+    Earcon.LISTEN_END: [(880.0, 70), (660.0, 90)],  # falling: "got it"
+    Earcon.ERROR: [(330.0, 120), (262.0, 180)],  # low and falling: "something is wrong"
+    Earcon.RESTART: [(523.0, 60), (523.0, 60), (659.0, 120)],  # "we had to start afresh"
 }
 _GAP_MS = 30
 _AMPLITUDE = 0.3
 
 
-def names() -> list[str]:
-    return list(_NOTES)
-
-
 @cache
-def earcon(name: str) -> bytes:
-    """The PCM (24 kHz mono s16le) for an earcon name; KeyError lists the names."""
-    if name not in _NOTES:
-        raise KeyError(f"unknown earcon {name!r}; known: {', '.join(_NOTES)}")
+def earcon(name: Earcon) -> bytes:
+    """The PCM (24 kHz mono s16le) of an earcon."""
     gap = np.zeros(RATE * _GAP_MS // 1000)
     parts: list[np.ndarray] = []
     for freq, ms in _NOTES[name]:

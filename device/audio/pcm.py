@@ -42,10 +42,15 @@ def _dbfs(value: float) -> float:
     return float(20 * np.log10(value)) if value > 0 else float("-inf")
 
 
+def rms(data: bytes) -> float:
+    """The root mean square of a buffer's samples, 0..1; 0 for no samples."""
+    samples = to_float(data)
+    return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
+
+
 def rms_dbfs(data: bytes) -> float:
     """Loudness of a whole buffer; -inf for digital silence or no samples."""
-    samples = to_float(data)
-    return _dbfs(float(np.sqrt(np.mean(samples**2)))) if samples.size else float("-inf")
+    return _dbfs(rms(data))
 
 
 def peak_dbfs(data: bytes) -> float:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from device.live.wire import REPLY_RATE, SAMPLE_BYTES
 
 if TYPE_CHECKING:
+    from google.genai import types
     from google.genai.live import AsyncSession
 
     from device.config import Config
@@ -46,6 +47,12 @@ async def open_session(stack: contextlib.AsyncExitStack, cfg: Config) -> AsyncSe
     )
 
 
+def audio_parts(content: types.LiveServerContent) -> list[bytes]:
+    """The reply audio a server message carries, part by part (the daemon's and ask's)."""
+    parts = (content.model_turn.parts or []) if content.model_turn else []
+    return [p.inline_data.data for p in parts if p.inline_data is not None and p.inline_data.data]
+
+
 async def send_text_turn(session: AsyncSession, text: str) -> None:
     """One complete user turn in words (`client_content`), as the daemon and `ask` send it."""
     from google.genai import types
@@ -59,7 +66,6 @@ async def run_turn(
     session: AsyncSession, text: str, on_audio: Callable[[bytes], None] | None = None
 ) -> Reply:
     """Send one text turn and collect its reply until the server says the turn is over."""
-
     started = time.monotonic()
     await send_text_turn(session, text)
     words: list[str] = []
@@ -70,14 +76,12 @@ async def run_turn(
         content = message.server_content
         if content is None:
             continue
-        parts = content.model_turn.parts if content.model_turn is not None else None
-        for part in parts or []:
-            if part.inline_data is not None and part.inline_data.data:
-                if first_audio is None:
-                    first_audio = time.monotonic() - started
-                audio += part.inline_data.data
-                if on_audio is not None:
-                    on_audio(part.inline_data.data)
+        for pcm in audio_parts(content):
+            if first_audio is None:
+                first_audio = time.monotonic() - started
+            audio += pcm
+            if on_audio is not None:
+                on_audio(pcm)
         if content.output_transcription is not None and content.output_transcription.text:
             words.append(content.output_transcription.text)
         interrupted = interrupted or bool(content.interrupted)

@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 from google.genai import types
 from google.genai.live import AsyncSession
 
-from device.live.client import send_text_turn
+from device.live.client import audio_parts, send_text_turn
 from device.live.errors import ConnectionDead
 from device.live.turn import WireTurn
 from device.live.wire import IMAGE_MIME, MIC_MIME
 from device.outbox import Item, Outbox
-from device.states import Event, Interrupted, ReplyAudio, TurnComplete
+from device.states import Event, Interrupted, ReplyAudio, SpeechHeard, TurnComplete
 
 if TYPE_CHECKING:
     from device.config import LiveConfig
@@ -58,10 +58,14 @@ class SwitchNow(Exception):
 
 @dataclass
 class Hooks:
-    """How a connection reports to the rest of the appliance (all run on the loop)."""
+    """How a connection reports to the rest of the appliance (all run on the loop).
 
+    `session` is the number of the session the connection serves; every event it
+    reports carries it, so the appliance can tell a closed session's events apart.
+    """
+
+    session: int
     on_event: Callable[[Event], None]
-    on_audio: Callable[[bytes], None]
     on_sent: Callable[[Item, float], None]
     on_handle: Callable[[str], None]
 
@@ -93,6 +97,7 @@ class Connection:
         self._tool_tasks: dict[str, asyncio.Task[None]] = {}
         self._switching = False
         self.last_traffic = time.monotonic()
+        self.completed_turns = 0  # turns this connection carried to their end
 
     async def run(self) -> Exception:
         """Serve until one of the tasks fails; returns what ended the connection."""
@@ -191,31 +196,36 @@ class Connection:
             self._plan_switch(message.go_away.time_left)
 
     def _content(self, content: types.LiveServerContent) -> None:
-        turn = self._turn
-        if turn.superseded:  # the end of a reply the person talked over: drop it quietly
-            if content.turn_complete:  # it ends with (interrupted and) turnComplete
+        turn, hooks, session = self._turn, self._hooks, self._hooks.session
+        if turn.superseded:
+            # The rest of a reply the person talked over, up to its turnComplete: reported
+            # as such (the state machine decides it is not to be heard), never as a turn.
+            for pcm in audio_parts(content):
+                hooks.on_event(ReplyAudio(session=session, pcm=pcm, talked_over=True))
+            if content.turn_complete:
                 turn.superseded = False
                 turn.heard.clear()
                 turn.said.clear()
                 turn.update()
+                hooks.on_event(TurnComplete(session=session, talked_over=True))
             return
-        for part in (content.model_turn.parts or []) if content.model_turn else []:
-            if part.inline_data is not None and part.inline_data.data:
-                if not turn.replying:
-                    turn.replying, turn.handle_fresh = True, False
-                    turn.update()
-                    self._hooks.on_event(ReplyAudio())
-                self._hooks.on_audio(part.inline_data.data)
+        for pcm in audio_parts(content):
+            if not turn.replying:
+                turn.replying, turn.handle_fresh = True, False
+                turn.update()
+            hooks.on_event(ReplyAudio(session=session, pcm=pcm))
         if content.input_transcription is not None and content.input_transcription.text:
             turn.heard.append(content.input_transcription.text)
+            hooks.on_event(SpeechHeard())
         if content.output_transcription is not None and content.output_transcription.text:
             turn.said.append(content.output_transcription.text)
         if content.interrupted:
             self._end_turn()
-            self._hooks.on_event(Interrupted())
+            hooks.on_event(Interrupted(session=session))
         if content.turn_complete:
             self._end_turn()
-            self._hooks.on_event(TurnComplete())
+            self.completed_turns += 1
+            hooks.on_event(TurnComplete(session=session))
 
     def _end_turn(self) -> None:
         turn = self._turn

@@ -40,6 +40,11 @@ class ConnectionDead(Exception):
     """No traffic at all (messages or pongs) for longer than the configured bound."""
 
 
+class GaveUp(Exception):
+    """The connections kept failing for `reconnect_for_s`: the session ends (the message
+    says how many tries, for how long, and the last failure)."""
+
+
 def describe_failure(exc: BaseException) -> str:
     """One line an owner can act on: which layer failed, never the key."""
     if isinstance(exc, errors.APIError):
@@ -50,6 +55,8 @@ def describe_failure(exc: BaseException) -> str:
             hint = "the service refused the API key"
         detail = f": {reason}" if reason else ""
         return f"{hint} (close code {code}{detail})"
+    if isinstance(exc, GaveUp):
+        return str(exc)
     if isinstance(exc, ConnectionDead):
         return f"no traffic from the Live API: {exc}"
     if isinstance(exc, TimeoutError):

@@ -3,8 +3,10 @@
 A session opens on the first press and lives until the appliance closes it. Its
 connection may end for many reasons: the service's `goAway` before its ten
 minutes are up, a drop on flaky Wi-Fi, a stall, a close with 1011. The session
-task reconnects with backoff and jitter and resumes with the newest resumable
-handle, so the person keeps talking; the outbox holds what they say meanwhile.
+task reconnects with backoff and jitter (`pacing`: it survives setups that
+succeed, so a service that closes every connection at once is not hammered) and
+resumes with the newest resumable handle, so the person keeps talking; the
+outbox holds what they say meanwhile.
 If the session cannot be resumed it starts a new one and says so (an event the
 state machine turns into an earcon). Refusals (1007/1008) and a network that
 stays away end the session with one clear journal line. Nothing here decides
@@ -16,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -26,11 +27,13 @@ from google.genai.live import AsyncSession
 from device.config import Config
 from device.live.connection import Connection, Hooks, SwitchNow
 from device.live.errors import (
+    GaveUp,
     describe_failure,
     is_busy_session,
     is_refusal,
     is_unknown_handle,
 )
+from device.live.pacing import Pacing
 from device.live.setup import connect_config, make_client
 from device.live.turn import WireTurn
 from device.outbox import Item, Outbox
@@ -49,8 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 8.0
 #: Resuming is refused with 1011 while the service still holds the old connection;
 #: after this many refusals in a row a new session is better than more waiting.
 BUSY_RETRIES = 3
@@ -64,14 +65,13 @@ class LiveLink:
         cfg: Config,
         outbox: Outbox,
         on_event: Callable[[Event], None],
-        on_audio: Callable[[bytes], None],
         on_sent: Callable[[Item, float], None],
         tools: ToolBox | None = None,
     ) -> None:
         self._cfg = cfg
         self._outbox = outbox
         self._on_event = on_event
-        self._hooks = Hooks(on_event, on_audio, on_sent, self._keep_handle)
+        self._on_sent = on_sent
         self._tools = tools
         self._client = None
         self._task: asyncio.Task[None] | None = None
@@ -79,6 +79,7 @@ class LiveLink:
         self._handle: str | None = None
         self._turn = WireTurn()
         self._had_turns = False
+        self._hooks = Hooks(0, on_event, on_sent, self._keep_handle)
         self.session_id: str | None = None
         self.connections = 0  # connections opened in this process, for status and tests
 
@@ -93,12 +94,14 @@ class LiveLink:
             self._client = make_client(self._cfg)
             connect_config(self._cfg, None)
 
-    def open(self) -> None:
-        """Start a session unless one is running; returns at once."""
+    def open(self, session: int) -> None:
+        """Start session number `session` unless one is running; returns at once. Every
+        event of the session carries its number."""
         if not self.is_open:
             self._handle = None
             self._turn = WireTurn()
             self._had_turns = False
+            self._hooks = Hooks(session, self._on_event, self._on_sent, self._keep_handle)
             self._task = asyncio.create_task(self._run(), name="live-session")
 
     async def close(self) -> None:
@@ -122,39 +125,45 @@ class LiveLink:
             await self._session()
         except Exception as exc:
             log.exception("the session failed")
-            self._on_event(ConnectionLost(describe_failure(exc)))
+            reason = describe_failure(exc)
+            self._on_event(ConnectionLost(session=self._hooks.session, reason=reason))
 
     async def _session(self) -> None:
+        session = self._hooks.session
         self.prepare()
         try:
             connection = await self._connect()
         except Exception as exc:
             reason = describe_failure(exc)
             log.error("cannot connect: %s", reason, extra={"LIVE_ERROR": reason})
-            self._on_event(ConnectFailed(reason))
+            self._on_event(ConnectFailed(session=session, reason=reason))
             return
-        self._on_event(SetupComplete())
+        self._on_event(SetupComplete(session=session))
+        pacing = Pacing(self._cfg.live.reconnect_for_s)
         while True:
+            started = time.monotonic()
             ended, reply_cut = await self._serve(connection)
+            pacing.ended(time.monotonic() - started, connection.completed_turns > 0)
             if isinstance(ended, SwitchNow):
                 log.info("switching to a new connection: %s", ended)
                 if reply_cut:  # no quiet moment came: the reply in flight is gone
-                    self._on_event(Reconnecting("the service moved the conversation"))
+                    reason = "the service moved the conversation"
+                    self._on_event(Reconnecting(session=session, reason=reason))
             else:
                 reason = describe_failure(ended)
                 log.warning("connection lost: %s", reason, extra={"LIVE_ERROR": reason})
                 if is_refusal(ended):
-                    self._on_event(ConnectionLost(reason))
+                    self._on_event(ConnectionLost(session=session, reason=reason))
                     return
-                self._on_event(Reconnecting(reason))
+                self._on_event(Reconnecting(session=session, reason=reason))
             try:
-                connection, history_lost = await self._reconnect()
+                connection, history_lost = await self._reconnect(pacing, ended)
             except Exception as exc:
                 reason = describe_failure(exc)
                 log.error("cannot reconnect: %s", reason, extra={"LIVE_ERROR": reason})
-                self._on_event(ConnectionLost(reason))
+                self._on_event(ConnectionLost(session=session, reason=reason))
                 return
-            self._on_event(Reconnected(history_lost=history_lost))
+            self._on_event(Reconnected(session=session, history_lost=history_lost))
 
     async def _serve(self, connection: Connection) -> tuple[Exception, bool]:
         """Serve until the connection ends; close it. Why it ended, and whether a reply
@@ -194,25 +203,32 @@ class LiveLink:
             session, stack, self._cfg.live, self._outbox, self._hooks, self._turn, self._tools
         )
 
-    async def _reconnect(self) -> tuple[Connection, bool]:
-        """Connect again with backoff and jitter; (connection, whether history was lost)."""
-        deadline = time.monotonic() + self._cfg.live.reconnect_for_s
-        delay, busy, history_lost = BACKOFF_FIRST_S, 0, False
+    async def _reconnect(self, pacing: Pacing, ended: Exception) -> tuple[Connection, bool]:
+        """Connect again, paced; (connection, whether history was lost). GaveUp once the
+        connections have kept failing for `reconnect_for_s`."""
+        busy, history_lost, last = 0, False, ended
         while True:
+            now = time.monotonic()
+            wait = pacing.wait(now)
+            if wait is None:
+                raise GaveUp(
+                    f"gave up after {pacing.attempts} tries in {pacing.streak_s(now):.0f} s; "
+                    f"the last: {describe_failure(last)}"
+                )
+            if wait > 0:
+                log.info("reconnecting in %.1f s: %s", wait, describe_failure(last))
+                await asyncio.sleep(wait)
             try:
                 return await self._connect(), history_lost
             except Exception as exc:
+                last = exc
                 busy = busy + 1 if is_busy_session(exc) else 0
                 if self._handle and (is_unknown_handle(exc) or busy >= BUSY_RETRIES):
                     log.warning(
                         "cannot resume the session (%s): starting a new one", describe_failure(exc)
                     )
                     self._handle, history_lost, busy = None, self._had_turns, 0
+                    pacing.settled()  # a fresh session: try it at once
                     continue
-                if is_refusal(exc) or time.monotonic() + delay > deadline:
+                if is_refusal(exc):
                     raise
-                wait = delay * random.uniform(0.5, 1.0)
-                log.info("reconnecting in %.1f s: %s", wait, describe_failure(exc))
-                await asyncio.sleep(wait)
-                delay = min(delay * 2, BACKOFF_MAX_S)
-

@@ -8,7 +8,6 @@ daemon, whose CPU is being measured) and fail with the daemon's log if it dies.
 
 from __future__ import annotations
 
-import re
 import shutil
 import sys
 import time
@@ -47,12 +46,14 @@ def progress(message: str) -> None:
 
 @dataclass
 class BenchDaemon:
-    """A running daemon, its notify socket, and the time from its start to READY."""
+    """A running daemon, its notify socket, the time from its start to READY, and how
+    long of that it waited for the microphone's first audio (from its status)."""
 
     daemon: Daemon
     notify: NotifySocket
     workdir: Path
     ready_s: float
+    microphone_wait_ms: float | None
 
     @property
     def pid(self) -> int:
@@ -75,22 +76,10 @@ class BenchDaemon:
     def peak_rss_mb(self) -> float:
         return memory_mb(self.pid)["peak"]
 
-    def logged_ms(self, pattern: str) -> float | None:
-        """The number of milliseconds in the first log line matching `pattern` (one group)."""
-        for line in list(self.daemon.lines):
-            if found := re.search(pattern, line.text):
-                return float(found.group(1))
-        return None
-
     @property
     def output_latency_ms(self) -> float | None:
         """The speaker's output latency as PortAudio reported it to the daemon."""
-        return self.logged_ms(r"output latency ([\d.]+) ms")
-
-    @property
-    def microphone_wait_ms(self) -> float | None:
-        """How long the daemon waited for the microphone's first audio before READY."""
-        return self.logged_ms(r"microphone delivering after ([\d.]+) ms")
+        return self.daemon.status().get("output_latency_ms")
 
     def stop(self) -> None:
         try:
@@ -124,12 +113,13 @@ class Harness:
         )
         try:
             ready = self._ready(daemon, notify)
+            microphone_wait_ms = daemon.status()["microphone_wait_ms"]
         except BaseException:
             daemon.terminate()
             notify.close()
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-        return BenchDaemon(daemon, notify, workdir, ready - daemon.started)
+        return BenchDaemon(daemon, notify, workdir, ready - daemon.started, microphone_wait_ms)
 
     def _ready(self, daemon: Daemon, notify: NotifySocket) -> float:
         deadline = time.monotonic() + READY_TIMEOUT_S

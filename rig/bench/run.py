@@ -315,7 +315,7 @@ def _ready_figure(started: list[BenchDaemon]) -> Figure:
     known = [w for w in waits if w is not None]
     note = (
         f"Of which the daemon waited {median(known):.0f} ms (median) for the microphone's first "
-        "audio, by its own log."
+        "audio, by its own status."
         if known
         else ""
     )

@@ -270,6 +270,8 @@ class LiveConnection:
         if config.setup_delay:
             await asyncio.sleep(config.setup_delay)
         await self.send("setup_complete", {"setupComplete": {"sessionId": uuid4().hex}})
+        if config.close_after_setup is not None:  # a service that fails every connection
+            raise ProtocolError(*config.close_after_setup)
         if config.connection_lifetime_s is not None:
             self.spawn(self._lifetime(config.connection_lifetime_s, config.go_away_before_s))
         if config.session_limits and not options.compression:

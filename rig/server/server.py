@@ -58,6 +58,7 @@ class ServerConfig:
     think_seconds: float = 0.0  # between the end of the user's turn and the first reply audio
     setup_delay: float = 0.0
     refuse_setup: tuple[int, str] | None = None  # close every setup with (code, reason)
+    close_after_setup: tuple[int, str] | None = None  # complete setup, then close with these
     # The service's clock for lifetimes and limits: 60 makes a 10-minute connection 10 s.
     time_scale: float = 1.0
     connection_lifetime_s: float | None = None  # goAway, then close 1000 (service seconds)

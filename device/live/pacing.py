@@ -1,0 +1,64 @@
+"""How soon to connect again, for the whole life of a session.
+
+A service that completes setup and then closes every connection at once must
+not be hammered: the backoff grows with every connection that dies young and
+survives the successful setups in between. It starts afresh only once a
+connection has proved itself (it carried a completed turn, or stayed up
+STABLE_S). A streak of failures that lasts `give_up_after_s` ends the session:
+the box shows an error and waits for the next press.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+FIRST_S = 0.5
+MAX_S = 8.0
+#: A connection that stays up this long has proved itself, turn or no turn.
+STABLE_S = 30.0
+
+
+class Pacing:
+    """Backoff with jitter across connections; pure, with the clock passed in."""
+
+    def __init__(
+        self,
+        give_up_after_s: float,
+        *,
+        first_s: float = FIRST_S,
+        max_s: float = MAX_S,
+        jitter: Callable[[], float] = lambda: random.uniform(0.5, 1.0),
+    ) -> None:
+        self._give_up_after_s = give_up_after_s
+        self._first_s = first_s
+        self._max_s = max_s
+        self._jitter = jitter
+        self._delay = first_s  # the next wait before jitter (0: at once, once proven)
+        self._since: float | None = None  # when the current streak of failures began
+        self.attempts = 0  # connections tried in the current streak
+
+    def settled(self) -> None:
+        """A connection proved itself: the next trouble starts a fresh streak, at once."""
+        self._delay, self._since, self.attempts = 0.0, None, 0
+
+    def ended(self, lasted_s: float, completed_turn: bool) -> None:
+        """A connection ended after `lasted_s`; `completed_turn`: it carried one. One that
+        proved itself is followed by a prompt try; one that died young, by the backoff."""
+        if completed_turn or lasted_s >= STABLE_S:
+            self.settled()
+
+    def wait(self, now: float) -> float | None:
+        """Seconds to wait before the next try, or None when the streak has lasted too long."""
+        if self._since is None:
+            self._since = now
+        wait = self._delay * self._jitter()
+        if now + wait - self._since > self._give_up_after_s:
+            return None
+        self.attempts += 1
+        self._delay = min(max(self._delay * 2, self._first_s), self._max_s)
+        return wait
+
+    def streak_s(self, now: float) -> float:
+        """How long the current streak of failures has lasted."""
+        return 0.0 if self._since is None else now - self._since

@@ -1,0 +1,112 @@
+"""The appliance's parts, made from the configuration: the real ones by default.
+
+The appliance asks this factory for every part it uses (microphone, speaker,
+camera, LEDs, button, Live link, control socket, systemd notifier, state file,
+tools), so a test can hand it fakes by overriding a method, and drive the real
+appliance in-process. Nothing is opened here: each part opens its hardware in
+its own `start()`, which the appliance calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from device.audio.capture import Capture
+from device.audio.playback import Playback
+from device.config import Config
+from device.control import ControlServer
+from device.errors import LedsUnavailable
+from device.hw.button import ButtonInput
+from device.hw.camera import CameraFeed
+from device.hw.leds import LedDriver, NullLeds, open_leds
+from device.persist import StateFile, state_dir
+from device.service import Notifier
+
+if TYPE_CHECKING:
+    from device.live.session import LiveLink
+    from device.outbox import Item, Outbox
+    from device.states import Event
+    from device.tools import DeviceActions, ToolBox
+
+log = logging.getLogger(__name__)
+
+
+class Parts:
+    """Makes each part of the appliance; override a method to put a fake in its place."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def microphone(
+        self,
+        on_chunk: Callable[[bytes, float], None],
+        on_overflow: Callable[[int], None],
+        preroll: int,
+    ) -> Capture:
+        audio = self.cfg.audio
+        return Capture(
+            on_chunk,
+            device=audio.input_device,
+            chunk_ms=audio.chunk_ms,
+            on_overflow=on_overflow,
+            preroll=preroll,
+        )
+
+    def speaker(self) -> Playback:
+        audio = self.cfg.audio
+        return Playback(device=audio.output_device, period_ms=audio.period_ms)
+
+    def camera(self, on_frame: Callable[[bytes, float], None]) -> CameraFeed:
+        return CameraFeed(self.cfg.camera, on_frame)
+
+    def leds(self) -> LedDriver:
+        """The configured LEDs, or none: LEDs that cannot be opened must not stop the box."""
+        try:
+            return open_leds(self.cfg.leds)
+        except LedsUnavailable as exc:
+            reason = str(exc)
+        except Exception as exc:  # gpiozero: no pin factory works here, a pin in use, ...
+            reason = f"{type(exc).__name__}: {exc}"
+        log.error("LEDs off: %s", reason, extra={"LIVE_ERROR": reason})
+        return NullLeds()
+
+    def button(self, on_edge: Callable[[str, float], None]) -> ButtonInput:
+        button = self.cfg.button
+        return ButtonInput(
+            button.pin,
+            on_edge,
+            bounce_time=button.bounce_ms / 1000 or None,
+            hold_time=button.long_press_s or None,
+        )
+
+    def link(
+        self,
+        outbox: Outbox,
+        on_event: Callable[[Event], None],
+        on_sent: Callable[[Item, float], None],
+        tools: ToolBox | None,
+    ) -> LiveLink:
+        from device.live.session import LiveLink  # the SDK: only for the daemon
+
+        return LiveLink(self.cfg, outbox, on_event, on_sent, tools=tools)
+
+    def tools(self, actions: DeviceActions) -> ToolBox | None:
+        if not self.cfg.tools.enabled:
+            return None
+        from device.tools import ToolBox
+
+        return ToolBox(self.cfg.tools, actions)
+
+    def control(
+        self, handler: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+    ) -> ControlServer:
+        control = self.cfg.control
+        return ControlServer(control.socket, handler, mode=control.mode)
+
+    def notifier(self) -> Notifier:
+        return Notifier()
+
+    def state_file(self) -> StateFile:
+        return StateFile(state_dir(self.cfg.service) / "state.json")

@@ -1,0 +1,409 @@
+"""Fake parts for driving the real Appliance in-process, in milliseconds.
+
+`FakeParts` overrides `device.parts.Parts` (the pattern wyoming-satellite's tests use):
+the state machine, the outbox, the microphone feed, the audio keeper, the timers
+and the appliance's glue all run for real; only the edges are fakes that record
+what reached them (the outbox's items as the link would send them, the sound the
+speaker was given, the LED states, the messages to systemd) and let a test make
+the outside world happen (a chunk from the microphone, the service's reply).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import gc
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device.appliance import Appliance
+from device.config import Config
+from device.hw.led_patterns import Frame
+from device.outbox import Item, Outbox
+from device.parts import Parts
+from device.persist import StateFile
+from device.service import Notifier
+from device.states import Event, Heartbeat, LinkEvent
+
+CHUNK = b"\x10\x27" * 640  # 40 ms at 16 kHz, loud enough (-10 dBFS) to be speech
+QUIET = bytes(1280)  # 40 ms of silence
+
+
+class FakeMicrophone:
+    """Capture's interface; the test says what the microphone records (`record`)."""
+
+    def __init__(self, on_chunk: Callable[[bytes, float], None], preroll: int) -> None:
+        self.on_chunk = on_chunk
+        self.delivering = asyncio.Event()
+        self.overflows = 0
+        self.opened = False
+        self.alive = True  # False: the device vanished (PortAudio stops calling back)
+        self.forwarding = False
+        self._ring: deque[tuple[bytes, float]] = deque(maxlen=preroll)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if not self.alive:
+            raise OSError("no such device")
+        self.opened, self._loop = True, loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self.delivering.set)
+
+    def close_stream(self) -> None:
+        self.opened = False
+
+    def stop(self) -> None:
+        self.opened = False
+
+    def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool:
+        return self.opened and self.alive
+
+    def forward(self) -> list[tuple[bytes, float]]:
+        self.forwarding = True
+        preroll, self._ring = list(self._ring), deque(maxlen=self._ring.maxlen)
+        return preroll
+
+    def hold(self) -> None:
+        self.forwarding = False
+
+    def record(self, pcm: bytes = CHUNK, t: float | None = None) -> None:
+        """One chunk recorded (by `t`, default now), handed over as PortAudio's callback does."""
+        t = asyncio.get_running_loop().time() if t is None else t
+        if self.forwarding:
+            self.on_chunk(pcm, t)
+        else:
+            self._ring.append((pcm, t))
+
+
+class FakeSpeaker:
+    """Playback's interface; `heard` is what reached the speaker, `play()` plays it out."""
+
+    def __init__(self) -> None:
+        self.volume = 1.0
+        self.underflows = 0
+        self.output_latency = 0.02
+        self.buffered = bytearray()
+        self.heard = bytearray()
+        self.cleared = 0
+        self.resting = False
+        self.opened = False
+        self.alive = True
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if not self.alive:
+            raise OSError("no such device")
+        self.opened = True
+
+    def close_stream(self) -> None:
+        self.opened = False
+
+    def stop(self) -> None:
+        self.opened = False
+        self.clear()
+
+    def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool:
+        return self.opened and self.alive
+
+    def feed(self, pcm: bytes, last: bool = False) -> None:
+        if pcm:
+            self.buffered += pcm
+            self._drained.clear()
+
+    def clear(self) -> int:
+        dropped = len(self.buffered)
+        self.buffered.clear()
+        self.cleared += 1
+        self._drained.set()
+        return dropped
+
+    def play(self) -> bytes:
+        """Everything buffered reaches the speaker now."""
+        played = bytes(self.buffered)
+        self.heard += played
+        self.buffered.clear()
+        self._drained.set()
+        return played
+
+    def rest(self) -> None:
+        self.resting = True
+
+    def wake(self) -> None:
+        self.resting = False
+
+    async def wait_drained(self) -> None:
+        await self._drained.wait()
+
+
+class FakeCamera:
+    """CameraFeed's interface; `hang` makes switching it off never finish."""
+
+    def __init__(self, on_frame: Callable[[bytes, float], None]) -> None:
+        self.on_frame = on_frame
+        self.running = False
+        self.framing = False
+        self.hang: asyncio.Event | None = None
+
+    def start_frames(self) -> None:
+        self.running = self.framing = True
+
+    def stop_frames(self) -> None:
+        self.framing = False
+
+    async def aclose(self) -> None:
+        if self.hang is not None:
+            await self.hang.wait()
+        self.running = self.framing = False
+
+
+class FakeLink:
+    """LiveLink's interface; `deliver` plays the service's side of the session."""
+
+    def __init__(self, outbox: Outbox, on_event: Callable[[Event], None]) -> None:
+        self.outbox = outbox
+        self.on_event = on_event
+        self.opened: list[int] = []  # the session numbers it was asked to open
+        self.session: int | None = None
+        self.session_id: str | None = None
+        self.connections = 0
+        self.closed = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.session is not None
+
+    def prepare(self) -> None:
+        pass
+
+    def open(self, session: int) -> None:
+        if self.session is None:
+            self.session = session
+            self.opened.append(session)
+            self.session_id = f"session-{session}"
+
+    async def close(self) -> None:
+        if self.session is not None:
+            self.closed += 1
+        self.session = self.session_id = None
+
+    def sent(self) -> list[Item]:
+        """Everything waiting in the outbox, in the order the sender would send it."""
+        return list(iter(self.outbox.get_nowait, None))
+
+    def deliver(self, kind: type[LinkEvent], session: int | None = None, **fields: Any) -> None:
+        """An event of the session open now (or of `session`, for a stale one)."""
+        number = self.session if session is None else session
+        assert number is not None, "no session is open"
+        self.on_event(kind(session=number, **fields))
+
+
+class RecordingLeds:
+    """A one-pixel LED driver that keeps every frame shown."""
+
+    pixels = 1
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+        self.closed = False
+
+    def show(self, frame: Frame) -> None:
+        self.frames.append(frame)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeButton:
+    """ButtonInput's interface; `fails` makes opening the pin raise, as with no GPIO."""
+
+    def __init__(self, on_edge: Callable[[str, float], None]) -> None:
+        self.on_edge = on_edge
+        self.fails: Exception | None = None
+        self.started = False
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if self.fails is not None:
+            raise self.fails
+        self.started = True
+
+    def stop(self) -> None:
+        self.started = False
+
+
+class FakeControl:
+    """ControlServer's interface: `ask` is what `live-appliance ctl` would send."""
+
+    def __init__(self, handler: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> None:
+        self.handler = handler
+        self.fails: Exception | None = None
+        self.serving = False
+
+    async def start(self) -> None:
+        if self.fails is not None:
+            raise self.fails
+        self.serving = True
+
+    async def aclose(self) -> None:
+        self.serving = False
+
+    async def ask(self, cmd: str, **fields: Any) -> dict[str, Any]:
+        return await self.handler({"cmd": cmd, **fields})
+
+
+class RecordingNotifier(Notifier):
+    """The systemd notifier, keeping what it would send instead of sending it."""
+
+    def __init__(self, watchdog_s: float) -> None:
+        super().__init__(environ={})
+        self.watchdog_s = watchdog_s
+        self.address = "recorded"
+        self.messages: list[str] = []
+        self.sent = asyncio.Event()
+
+    def send(self, *fields: str) -> None:
+        self.messages.extend(fields)
+        self.sent.set()
+
+    def count(self, message: str) -> int:
+        return self.messages.count(message)
+
+
+@dataclass
+class FakeParts(Parts):
+    """The appliance's parts as fakes; each one is kept for the test to drive and inspect."""
+
+    cfg: Config
+    workdir: Path
+    #: systemd's WatchdogSec; long by default: tests post their own heartbeats (`settle`).
+    watchdog_s: float = 3600.0
+    made: dict[str, Any] = field(default_factory=dict)
+
+    def microphone(self, on_chunk, on_overflow, preroll):  # type: ignore[no-untyped-def]
+        return self._keep("mic", FakeMicrophone(on_chunk, preroll))
+
+    def speaker(self):  # type: ignore[no-untyped-def]
+        return self._keep("speaker", FakeSpeaker())
+
+    def camera(self, on_frame):  # type: ignore[no-untyped-def]
+        return self._keep("camera", FakeCamera(on_frame))
+
+    def leds(self):  # type: ignore[no-untyped-def]
+        return self._keep("leds", RecordingLeds())
+
+    def button(self, on_edge):  # type: ignore[no-untyped-def]
+        return self._keep("button", FakeButton(on_edge))
+
+    def link(self, outbox, on_event, on_sent, tools):  # type: ignore[no-untyped-def]
+        return self._keep("link", FakeLink(outbox, on_event))
+
+    def control(self, handler):  # type: ignore[no-untyped-def]
+        return self._keep("control", FakeControl(handler))
+
+    def notifier(self):  # type: ignore[no-untyped-def]
+        return self._keep("notifier", RecordingNotifier(self.watchdog_s))
+
+    def state_file(self) -> StateFile:
+        return StateFile(self.workdir / "state.json")
+
+    def _keep(self, name: str, part: Any) -> Any:
+        self.made[name] = part
+        return part
+
+
+def config(**sections: dict[str, Any]) -> Config:
+    """The default configuration with some settings changed, e.g. button={"mode": "toggle"}."""
+    cfg = Config()
+    for name, values in sections.items():
+        cfg = dataclasses.replace(cfg, **{name: dataclasses.replace(getattr(cfg, name), **values)})
+    return cfg
+
+
+@dataclass
+class Box:
+    """A running appliance and its fake parts."""
+
+    appliance: Appliance
+    parts: FakeParts
+
+    @property
+    def mic(self) -> FakeMicrophone:
+        return self.parts.made["mic"]
+
+    @property
+    def speaker(self) -> FakeSpeaker:
+        return self.parts.made["speaker"]
+
+    @property
+    def camera(self) -> FakeCamera:
+        return self.parts.made["camera"]
+
+    @property
+    def link(self) -> FakeLink:
+        return self.parts.made["link"]
+
+    @property
+    def control(self) -> FakeControl:
+        return self.parts.made["control"]
+
+    @property
+    def notifier(self) -> RecordingNotifier:
+        return self.parts.made["notifier"]
+
+    @property
+    def button(self) -> FakeButton:
+        return self.parts.made["button"]
+
+    @property
+    def state(self) -> str:
+        return str(self.appliance.machine.state)
+
+    def states(self) -> list[str]:
+        """The states the box went through, in order, as `ctl status` reports them."""
+        return [entry["state"] for entry in self.appliance.status()["states"]]
+
+    async def settle(self) -> None:
+        """Wait until every event posted so far has been handled, its actions performed:
+        a heartbeat goes through the same queue, and is answered after them."""
+        fed = self.notifier.count("WATCHDOG=1")
+        self.appliance.post(Heartbeat())
+        async with asyncio.timeout(5):
+            while self.notifier.count("WATCHDOG=1") == fed:
+                self.notifier.sent.clear()
+                await self.notifier.sent.wait()
+
+    async def ctl(self, cmd: str, **fields: Any) -> dict[str, Any]:
+        reply = await self.control.ask(cmd, **fields)
+        await self.settle()
+        return reply
+
+
+@contextlib.asynccontextmanager
+async def running(
+    workdir: Path, cfg: Config | None = None, *, watchdog_s: float = 3600.0,
+    prepare: Callable[[FakeParts], None] | None = None,
+) -> AsyncIterator[Box]:
+    """The real Appliance on fake parts, from start-up (READY) to a clean stop."""
+    parts = FakeParts(cfg or config(), workdir, watchdog_s=watchdog_s)
+    appliance = Appliance(parts.cfg, parts)
+    if prepare is not None:
+        prepare(parts)
+    task = asyncio.create_task(appliance.run(), name="appliance")
+    box = Box(appliance, parts)
+    try:
+        async with asyncio.timeout(5):
+            while "READY=1" not in box.notifier.messages:
+                if task.done():
+                    await task  # its exception, if it failed at start
+                    break
+                await asyncio.sleep(0.001)
+        yield box
+    finally:
+        appliance.stopping.set()
+        async with asyncio.timeout(5):
+            await task
+        gc.unfreeze()  # the appliance froze the test process's objects at start-up

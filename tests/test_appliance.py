@@ -1,0 +1,190 @@
+"""The real Appliance in-process on fake parts: press, release, reply, barge-in, drain,
+timers, device faults, the watchdog and start-up, in milliseconds each."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from fakes import CHUNK, QUIET, Box, config, running
+from helpers import until
+
+from device.control import AlreadyRunning
+from device.states import (
+    ConnectionLost,
+    EndConversation,
+    Interrupted,
+    ReplyAudio,
+    SetupComplete,
+    Timeout,
+    Timer,
+    TurnComplete,
+)
+
+REPLY = b"\x01\x02" * 2400  # 100 ms at 24 kHz
+
+
+def kinds(box: Box) -> list[str]:
+    return [item.kind for item in box.link.sent()]
+
+
+async def press_and_speak(box: Box, chunks: int = 3) -> None:
+    await box.ctl("press")
+    for _ in range(chunks):
+        box.mic.record(CHUNK)
+    await box.settle()
+
+
+async def test_a_push_to_talk_turn_from_press_to_idle(tmp_path: Path) -> None:
+    async with running(tmp_path) as box:
+        box.mic.record(QUIET)  # the moment before the press: the pre-roll
+        await press_and_speak(box)
+        assert box.link.opened == [1]
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        await box.control.ask("release")
+        box.mic.record(CHUNK)  # the chunk holding the release instant
+        await box.settle()
+        sent = box.link.sent()
+        assert [item.kind for item in sent] == ["activity_start"] + ["audio"] * 5 + [
+            "activity_end"
+        ]
+        assert [item.data for item in sent[1:6]] == [QUIET, CHUNK, CHUNK, CHUNK, CHUNK]
+        box.link.deliver(ReplyAudio, pcm=REPLY)
+        box.link.deliver(ReplyAudio, pcm=REPLY)
+        box.link.deliver(TurnComplete)
+        await box.settle()
+        assert box.state == "speaking" and bytes(box.speaker.buffered).count(REPLY) == 2
+        box.speaker.play()
+        await until(lambda: box.state == "idle")
+        assert box.states() == ["connecting", "listening", "thinking", "speaking", "idle"]
+        assert box.appliance.machine.session_open, "kept for a follow-up until idle_timeout_s"
+        assert box.speaker.resting
+        assert box.appliance.status()["turns"][-1]["turn"] == 1
+
+
+async def test_a_press_during_a_reply_silences_it_and_its_rest_is_never_heard(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path) as box:
+        await press_and_speak(box)
+        box.link.deliver(SetupComplete)
+        await box.control.ask("release")
+        box.mic.record(CHUNK)
+        await box.settle()
+        box.link.deliver(ReplyAudio, pcm=REPLY)
+        await box.settle()
+        assert REPLY in box.speaker.buffered
+        await box.ctl("press")  # the person talks over the reply
+        assert box.speaker.cleared and REPLY not in box.speaker.buffered, "silence at once"
+        box.link.deliver(ReplyAudio, pcm=REPLY)  # still on its way when the press came
+        box.link.deliver(ReplyAudio, pcm=REPLY, talked_over=True)
+        box.link.deliver(TurnComplete, talked_over=True)
+        await box.settle()
+        assert REPLY not in box.speaker.buffered and box.state == "listening"
+
+
+async def test_hands_free_an_unanswered_interruption_still_ends_the_conversation(
+    tmp_path: Path,
+) -> None:
+    cfg = config(button={"mode": "toggle"})
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        box.link.deliver(ReplyAudio, pcm=REPLY)
+        await box.settle()
+        assert box.camera.running and box.state == "speaking"
+        box.link.deliver(Interrupted)  # the person talked over it, and then said nothing
+        await box.settle()
+        assert box.state == "listening" and REPLY not in box.speaker.buffered
+        assert "silence" in box.appliance.status()["timers"]
+        box.appliance.post(Timeout(Timer.SILENCE))
+        await box.settle()
+        assert box.state == "idle" and box.link.closed == 1
+        assert not box.camera.running and not box.mic.forwarding
+        before = kinds(box)
+        box.mic.record(CHUNK)
+        assert kinds(box) == before == [], "nothing more from the microphone"
+
+
+async def test_speech_keeps_a_hands_free_conversation_open(tmp_path: Path) -> None:
+    cfg = config(button={"mode": "toggle"}, conversation={"end_after_silence_s": 1.0})
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        for _ in range(40):  # 1.6 s of someone talking, longer than the silence allowed
+            box.mic.record(CHUNK)
+            await asyncio.sleep(0.04)
+        assert box.state == "listening" and box.appliance.machine.session_open
+        for _ in range(10):
+            box.mic.record(QUIET)
+        await until(lambda: box.state == "idle", within=3)
+        assert box.link.closed == 1
+
+
+async def test_events_of_a_closed_session_cannot_touch_the_next(tmp_path: Path) -> None:
+    cfg = config(button={"mode": "toggle"})
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        await box.ctl("press")  # hang up ...
+        await box.ctl("press")  # ... and open again at once
+        assert box.link.opened == [1, 2]
+        box.link.deliver(ConnectionLost, session=1, reason="close code 1011")  # the old one's
+        box.link.deliver(EndConversation, session=1)
+        await box.settle()
+        assert box.state == "connecting" and box.appliance.machine.session_open
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        assert box.state == "listening"
+
+
+async def test_a_vanished_microphone_is_an_error_until_it_is_back(tmp_path: Path) -> None:
+    cfg = config(audio={"reopen_s": 0.5})
+    async with running(tmp_path, cfg) as box:
+        await press_and_speak(box)
+        box.mic.alive = False
+        await until(lambda: box.state == "error", within=3)
+        assert box.link.closed == 1 and "microphone" in box.appliance.status()["faults"]
+        await box.ctl("press")
+        assert box.state == "error" and box.link.opened == [1], "no session without a mic"
+        box.mic.alive = True
+        await until(lambda: box.state == "idle", within=3)
+        await box.ctl("press")
+        assert box.link.opened == [1, 2]
+
+
+async def test_the_watchdog_is_fed_only_while_the_machine_answers(tmp_path: Path) -> None:
+    cfg = config(button={"mode": "toggle"})
+    async with running(tmp_path, cfg, watchdog_s=0.1) as box:
+        await until(lambda: box.notifier.count("WATCHDOG=1") >= 3)
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        box.camera.hang = asyncio.Event()  # switching the camera off never finishes
+        await box.control.ask("press")  # hang up: the machine waits on the camera
+        stuck = box.notifier.count("WATCHDOG=1")
+        await asyncio.sleep(0.3)
+        assert box.notifier.count("WATCHDOG=1") == stuck, "a stuck machine starves it"
+        box.camera.hang.set()
+        await until(lambda: box.notifier.count("WATCHDOG=1") > stuck)
+
+
+async def test_a_second_daemon_stops_before_it_claims_a_pin_or_a_sound_device(
+    tmp_path: Path,
+) -> None:
+    def already_running(parts) -> None:  # type: ignore[no-untyped-def]
+        parts.made["control"].fails = AlreadyRunning("live-appliance is already running")
+
+    with pytest.raises(AlreadyRunning):
+        async with running(tmp_path, prepare=already_running):
+            pass
+
+
+async def test_a_button_that_cannot_be_opened_leaves_the_box_working(tmp_path: Path) -> None:
+    def no_gpio(parts) -> None:  # type: ignore[no-untyped-def]
+        parts.made["button"].fails = RuntimeError("Unable to load any default pin factory!")
+
+    async with running(tmp_path, prepare=no_gpio) as box:
+        await press_and_speak(box)
+        assert box.state == "connecting" and box.link.opened == [1]

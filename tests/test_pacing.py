@@ -1,0 +1,45 @@
+"""Reconnect pacing over a session's whole life: a service that fails every connection
+right after setup is not hammered, and a streak of failures ends the session."""
+
+from __future__ import annotations
+
+from device.live.pacing import STABLE_S, Pacing
+
+
+def storm(pacing: Pacing, until_s: float) -> list[float]:
+    """Connection times when every connection dies at once after setup, until give-up."""
+    now, opened = 0.0, [0.0]
+    while True:
+        pacing.ended(lasted_s=0.05, completed_turn=False)
+        wait = pacing.wait(now)
+        if wait is None or now + wait > until_s:
+            return opened
+        now += wait + 0.05
+        opened.append(now)
+
+
+def test_a_service_dying_after_each_setup_sees_at_most_six_connections_in_ten_s() -> None:
+    quickest = Pacing(give_up_after_s=600, jitter=lambda: 0.5)  # the shortest waits jitter allows
+    opened = storm(quickest, until_s=10)
+    assert len(opened) <= 6, opened
+
+
+def test_a_streak_of_failures_gives_up_after_reconnect_for_s() -> None:
+    pacing = Pacing(give_up_after_s=30, jitter=lambda: 1.0)
+    opened = storm(pacing, until_s=600)
+    assert opened[-1] <= 30 and pacing.wait(opened[-1] + 0.05) is None
+
+
+def test_a_connection_that_proved_itself_is_followed_by_a_prompt_try() -> None:
+    pacing = Pacing(give_up_after_s=30, jitter=lambda: 1.0)
+    storm(pacing, until_s=5)  # the backoff has grown
+    pacing.ended(lasted_s=1.0, completed_turn=True)
+    assert pacing.wait(100.0) == 0.0
+    pacing.ended(lasted_s=STABLE_S, completed_turn=False)
+    assert pacing.wait(200.0) == 0.0, "a long-lived connection proved itself too"
+
+
+def test_the_first_try_of_a_new_session_is_paced_too() -> None:
+    pacing = Pacing(give_up_after_s=30, jitter=lambda: 1.0)
+    pacing.ended(lasted_s=0.1, completed_turn=False)
+    assert pacing.wait(0.0) == 0.5
