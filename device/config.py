@@ -9,10 +9,12 @@ button press. The API key is held in a `Secret` whose repr hides it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -419,11 +421,8 @@ def _check_consistency(where: str, config: Config) -> None:
         raise ConfigError(
             f"{where}: [leds] data_pin and clock_pin: set both (pixels on GPIO) or neither (SPI)"
         )
-    if live.system_instruction_file and not Path(live.system_instruction_file).is_file():
-        raise ConfigError(
-            f"{where}: [live] system_instruction_file: {live.system_instruction_file} "
-            "does not exist"
-        )
+    if live.system_instruction_file:
+        _prefixed(where, read_instruction_file, live.system_instruction_file)
     trigger, target = live.compression_trigger_tokens, live.compression_target_tokens
     if trigger is not None and target is not None and target >= trigger:
         raise ConfigError(
@@ -431,6 +430,36 @@ def _check_consistency(where: str, config: Config) -> None:
             f"compression_trigger_tokens ({trigger})"
         )
     check_model_settings(live, where)
+    if config.tools.enabled:
+        from device.tools import DEVICE_TOOLS  # pydantic, not the Live SDK; tools.py imports us
+
+        _prefixed(where, DEVICE_TOOLS.select, config.tools.enabled)
+
+
+def _prefixed(where: str, check: Callable[[Any], object], value: Any) -> None:
+    """Run a check that raises ConfigError; its message names the file too."""
+    try:
+        check(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+@functools.cache
+def read_instruction_file(path: str) -> str:
+    """The persona file's text, read once (it is a start-time setting, like the rest)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(f"[live] system_instruction_file: {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"[live] system_instruction_file: {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"[live] system_instruction_file: cannot read {path}: {exc.strerror}"
+        ) from None
+    if not text:
+        raise ConfigError(f"[live] system_instruction_file: {path} is empty")
+    return text
 
 
 def find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:

@@ -7,7 +7,8 @@ bounds and a description with `Annotated[int, Field(ge=0, le=100, description=..
 they become the declaration's schema, and the model's arguments are checked
 against them before the function runs.
 
-A call runs in a thread of its own so that reading /proc or waiting on the
+Importing this module does not import the Live SDK (the configuration checks the
+tool names with it). A call runs in a thread of its own so that reading /proc or waiting on the
 appliance never blocks the event loop; a thread cannot be
 interrupted, so tools must be quick: the timeout answers the model, it does not
 stop the function.
@@ -27,13 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
-from google.genai import types
 from pydantic import Field, TypeAdapter, ValidationError
 
 from device.config import ToolsConfig
 from device.errors import ConfigError
+
+if TYPE_CHECKING:
+    from google.genai import types
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,8 @@ class DeviceTool:
 
     def declaration(self) -> types.FunctionDeclaration:
         """Name, docstring and a schema of the parameters, as the Gemini API takes them."""
+        from google.genai import types
+
         return types.FunctionDeclaration(
             name=self.name,
             description=inspect.getdoc(self.function) or "",
@@ -129,6 +134,8 @@ class DeviceTool:
         )
 
     def _schema(self) -> types.Schema:
+        from google.genai import types
+
         properties = {}
         for name, param in self.parameters.items():
             properties[name] = param.adapter.json_schema()
@@ -190,6 +197,8 @@ DEVICE_TOOLS = Registry()
 
 def declarations(cfg: ToolsConfig, registry: Registry = DEVICE_TOOLS) -> list[types.Tool]:
     """The setup's tools: the enabled functions, and Google Search when it is on."""
+    from google.genai import types
+
     tools = []
     if cfg.enabled:
         functions = [tool.declaration() for tool in registry.select(cfg.enabled).values()]
@@ -235,6 +244,8 @@ class ToolBox:
             raise
         error = response.get("error")
         self._log(name, started, str(error or "ok"), logging.WARNING if error else logging.INFO)
+        from google.genai import types
+
         return types.FunctionResponse(id=call.id, name=name, response=response)
 
     async def _call(self, name: str, args: dict[str, Any]) -> dict[str, Any]:

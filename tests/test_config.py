@@ -174,3 +174,27 @@ def test_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for name in ("run", "ctl", "devices", "doctor", "ask"):
         assert name in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("settings", "wanted"),
+    [
+        ('[tools]\nenabled = ["get_time", "open_the_door"]', "unknown tool 'open_the_door'"),
+        ('[live]\nsystem_instruction_file = "{empty}"', "is empty"),
+        ('[live]\nsystem_instruction_file = "{latin1}"', "is not UTF-8 text"),
+        ('[live]\nmodel = "gemini-3.8-live"\nproactive_audio = false', "proactive_audio"),
+    ],
+)
+def test_what_the_daemon_would_refuse_the_configuration_refuses_with_the_same_words(
+    tmp_path: Path, settings: str, wanted: str
+) -> None:
+    """One validation: the doctor's config check (config.load) and the daemon agree."""
+    (tmp_path / "empty.txt").write_text("  \n")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    text = settings.format(empty=tmp_path / "empty.txt", latin1=tmp_path / "latin1.txt")
+    path = write(tmp_path, text)
+    with pytest.raises(config.ConfigError, match=wanted) as caught:
+        config.load(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    result = run_cli("doctor", "config", "--config", str(path), "--json")
+    assert wanted.split("'")[0] in result.stdout and result.returncode == 1

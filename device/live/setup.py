@@ -6,15 +6,12 @@ Kept apart from the connection code so that what goes into `setup` can be read
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
 from typing import Any
 
 from google import genai
 from google.genai import types
 
-from device.config import Config, LiveConfig
-from device.errors import ConfigError
+from device.config import Config, LiveConfig, read_instruction_file
 from device.live.models import V1ALPHA, model_settings
 from device.tools import declarations
 
@@ -103,24 +100,6 @@ def _instruction(live: LiveConfig, spoken_language: str | None) -> str | None:
         return persona
     language = f"Speak {spoken_language} (a BCP-47 language code) unless asked otherwise."
     return f"{persona}\n\n{language}" if persona else language
-
-
-@functools.cache
-def read_instruction_file(path: str) -> str:
-    """The persona file's text, read once (it is a start-time setting, like the rest)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        raise ConfigError(f"[live] system_instruction_file: {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"[live] system_instruction_file: {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigError(
-            f"[live] system_instruction_file: cannot read {path}: {exc.strerror}"
-        ) from None
-    if not text:
-        raise ConfigError(f"[live] system_instruction_file: {path} is empty")
-    return text
 
 
 def _realtime_input(cfg: Config) -> types.RealtimeInputConfig:
