@@ -420,7 +420,7 @@ class Appliance:
                     await stop_task(task)
             await self.control.aclose()
             await self.link.close()
-            await self.camera.aclose()
+            await self.camera.shutdown()
             self.button.stop()
             self.mic.stop()
             self.speaker.stop()

@@ -160,6 +160,9 @@ class FakeCamera:
             await self.hang.wait()
         self.running = self.framing = False
 
+    async def shutdown(self) -> None:
+        await self.aclose()
+
 
 class FakeLink:
     """LiveLink's interface; `deliver` plays the service's side of the session."""

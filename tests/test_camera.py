@@ -243,6 +243,7 @@ class FakeCameraRig:
     usb_size: tuple[int, int] = (640, 480)  # what a USB camera "adjusts" any size to
     fail_open: bool = False
     start_delay: float = 0.0
+    start_gate: threading.Event | None = None  # set: start returns (a stuck camera till then)
     capture_delay: float = 0.0
     fail_capture: int | None = None  # this capture (1-based) raises
     hang_after: int | None = None  # captures after this many never complete
@@ -333,6 +334,8 @@ def fake_picamera2_class(rig: FakeCameraRig) -> type:
 
         def start(self) -> None:
             time.sleep(rig.start_delay)
+            if rig.start_gate is not None:
+                rig.start_gate.wait()
             self._started = True
             rig.calls.append("start")
 
@@ -445,6 +448,30 @@ async def test_aclose_while_the_camera_is_starting_leaves_it_off(camera) -> None
     await feed.aclose()
     assert camera.names()[-3:] == ["start", "stop", "close"]
     assert not feed.running and not frames.jpegs
+
+
+async def test_a_camera_whose_start_never_returns_fails_the_part_not_the_box(
+    camera, caplog: pytest.LogCaptureFixture
+) -> None:
+    camera.start_gate = threading.Event()
+    frames = Frames()
+    feed = feed_for(picamera2(), frames, switch_timeout_s=0.3)
+    try:
+        feed.start_frames()
+        await until(lambda: frames.failures, within=3)
+        assert "did not answer in 0.3 s" in frames.failures[0]
+        async with asyncio.timeout(1):
+            await feed.aclose()  # the session ends at once, camera or no camera
+        feed.start_frames()  # the next press: audio only, no second call into the stuck camera
+        await asyncio.sleep(0.5)
+        assert camera.names().count("open") == 1 and len(frames.failures) == 1
+    finally:
+        camera.start_gate.set()  # the stuck start returns at last: the camera is on ...
+    await until(lambda: camera.names()[-2:] == ["stop", "close"])  # ... and switched off
+    feed.start_frames()  # and the camera works again
+    await until(lambda: frames.jpegs, within=3)
+    await feed.shutdown()
+    assert camera.names()[-2:] == ["stop", "close"]
 
 
 async def test_a_usb_camera_is_cropped_to_a_square_in_software(camera) -> None:

@@ -17,6 +17,7 @@ run in a worker thread and never stall the event loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -30,6 +31,10 @@ STALE_S = 1.0
 CHECK_EVERY_S = 1.0
 #: A device just opened may take this long to call back the first time (USB devices do).
 START_GRACE_S = 5.0
+#: Opening or closing a device takes hundreds of milliseconds on a small Pi; a call
+#: into PortAudio that takes this long is stuck (a driver that hangs): the device is
+#: reported failed and the call is left to finish alone, never started twice.
+CALL_TIMEOUT_S = 10.0
 
 
 class Endpoint(Protocol):
@@ -52,10 +57,14 @@ class AudioKeeper:
         endpoints: dict[str, Endpoint],
         on_event: Callable[[Event], None],
         reopen_s: float,
+        *,
+        call_timeout_s: float = CALL_TIMEOUT_S,
     ) -> None:
         self.endpoints = endpoints
         self._on_event = on_event
         self._reopen_s = reopen_s
+        self._call_timeout_s = call_timeout_s
+        self._stuck: dict[str, asyncio.Future[None]] = {}  # device -> a call that never returned
         self.failures: dict[str, str] = {}  # device name -> why it is not working
 
     async def open(self) -> None:
@@ -64,7 +73,7 @@ class AudioKeeper:
         failed: dict[str, str] = {}
         for name, endpoint in self.endpoints.items():
             try:
-                await asyncio.to_thread(endpoint.start, loop)
+                await self._call(name, functools.partial(endpoint.start, loop))
             except Exception as exc:
                 failed[name] = f"cannot open: {exc}".splitlines()[0]
         for name in [n for n in self.failures if n not in failed]:
@@ -97,11 +106,39 @@ class AudioKeeper:
     async def _close_all(self) -> None:
         """Close every stream: PortAudio in a worker thread, the rest back on the loop."""
         for name, endpoint in self.endpoints.items():
+            if self._is_stuck(name):
+                continue  # said when it got stuck; stop() would wait for PortAudio on the loop
             try:
-                await asyncio.to_thread(endpoint.close_stream)
+                await self._call(name, endpoint.close_stream)
+            except TimeoutError as exc:
+                log.warning("closing the %s failed: %s", name, exc)
+                continue
             except Exception as exc:  # a device that is gone may fail to close: it is closed
                 log.warning("closing the %s failed: %s", name, exc)
             endpoint.stop()  # nothing left for PortAudio: buffers and timers, on the loop
+
+    async def _call(self, name: str, function: Callable[[], None]) -> None:
+        """A blocking PortAudio call for `name` in a worker thread, within the time limit;
+        none while an earlier one for the same device is still stuck."""
+        if self._is_stuck(name):
+            raise TimeoutError(f"still stuck in PortAudio for over {self._call_timeout_s:g} s")
+        call = asyncio.ensure_future(asyncio.to_thread(function))
+        try:
+            async with asyncio.timeout(self._call_timeout_s):
+                await asyncio.shield(call)
+        except TimeoutError:
+            self._stuck[name] = call
+            call.add_done_callback(_ignore_outcome)
+            raise TimeoutError(f"PortAudio did not answer in {self._call_timeout_s:g} s") from None
+
+
+    def _is_stuck(self, name: str) -> bool:
+        """A call for `name` has not returned (forgotten once it has)."""
+        stuck = self._stuck.get(name)
+        if stuck is not None and stuck.done():
+            del self._stuck[name]
+            return False
+        return stuck is not None
 
     def _failed(self, name: str, reason: str) -> None:
         if name not in self.failures:
@@ -114,3 +151,9 @@ class AudioKeeper:
             )
             self._on_event(DeviceFailed(name, reason))
         self.failures[name] = reason
+
+
+def _ignore_outcome(call: asyncio.Future[None]) -> None:
+    """A stuck call that ends at last: its outcome was already reported as a failure."""
+    if not call.cancelled():
+        call.exception()

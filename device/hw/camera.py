@@ -36,22 +36,43 @@ logger = logging.getLogger(__name__)
 
 #: A camera that delivers no frame for this long is taken for dead.
 CAPTURE_TIMEOUT_S = 5.0
+#: Switching a camera on or off takes a second or two; one that takes this long is stuck.
+SWITCH_TIMEOUT_S = 10.0
 
 T = TypeVar("T")
 
 
-async def _in_thread(function: Callable[[], T]) -> T:
-    """Run a blocking call in a worker thread and wait for it even if cancelled.
+class CameraStuck(CameraError):
+    """A call into the camera (start, stop) that did not return in time."""
 
-    A camera that is starting cannot be interrupted; waiting for it means that
-    whoever cancelled us can rely on the camera being off once we are done.
+
+async def _in_thread(
+    function: Callable[[], T],
+    limit_s: float,
+    on_stuck: Callable[[asyncio.Future[Any]], None] | None = None,
+) -> T:
+    """Run a blocking camera call in a worker thread, for at most `limit_s`.
+
+    A camera that is starting cannot be interrupted: cancelled, this still waits for
+    the call (within the same limit), so that whoever cancelled can rely on the camera
+    being off once we are done. A call that outlasts the limit goes on in its thread,
+    which cannot be stopped: `on_stuck` gets it, and CameraStuck (or the cancellation)
+    is raised. The part fails, not the box.
     """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
     running = asyncio.ensure_future(asyncio.to_thread(function))
     try:
-        return await asyncio.shield(running)
+        async with asyncio.timeout_at(deadline):
+            return await asyncio.shield(running)
+    except TimeoutError:
+        raise CameraStuck(f"the camera did not answer in {limit_s:g} s") from None
     except asyncio.CancelledError:
-        await asyncio.wait({running})
+        await asyncio.wait({running}, timeout=max(0.0, deadline - loop.time()))
         raise
+    finally:
+        if not running.done() and on_stuck is not None:
+            on_stuck(running)
 
 
 async def _grab(source: FrameSource, timeout_s: float) -> Frame:
@@ -62,10 +83,14 @@ async def _grab(source: FrameSource, timeout_s: float) -> Frame:
         raise CameraError(f"the camera delivered no frame for {timeout_s:g} s") from None
 
 
-async def _stop(source: FrameSource) -> None:
+async def _stop(
+    source: FrameSource,
+    limit_s: float,
+    on_stuck: Callable[[asyncio.Future[Any]], None] | None = None,
+) -> None:
     """Switch the camera off; a camera that fails even at that is logged, not raised."""
     try:
-        await _in_thread(source.stop)
+        await _in_thread(source.stop, limit_s, on_stuck)
     except Exception as exc:
         logger.warning("the camera did not stop cleanly: %s", exc)
 
@@ -85,6 +110,7 @@ class CameraFeed:
         on_failure: Callable[[str], None] | None = None,
         *,
         capture_timeout_s: float = CAPTURE_TIMEOUT_S,
+        switch_timeout_s: float = SWITCH_TIMEOUT_S,
     ) -> None:
         """`on_frame(jpeg, t)`: each frame and the time.monotonic() it was taken, on the loop.
 
@@ -95,6 +121,9 @@ class CameraFeed:
         self._on_frame = on_frame
         self._on_failure = on_failure
         self._capture_timeout_s = capture_timeout_s
+        self._switch_timeout_s = switch_timeout_s
+        self._stuck: asyncio.Future[Any] | None = None  # a start or stop that never returned
+        self._recovering: asyncio.Task[None] | None = None  # switches it off once it returns
         self._source = make_source(cfg.source, cfg.size)
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()  # start_frames / stop_frames happened
@@ -116,6 +145,8 @@ class CameraFeed:
         soon as it can, then one every 1/fps seconds. Idempotent while already wanted."""
         if not self._cfg.enabled or self._failed or self._closing or self._wanted:
             return
+        if self._stuck is not None:
+            return  # stuck in its last call (said when it got stuck): audio only
         self._wanted = True
         self._generation += 1
         self._changed.set()
@@ -128,8 +159,16 @@ class CameraFeed:
             self._wanted = False
             self._changed.set()
 
+    async def shutdown(self) -> None:
+        """The daemon stops: camera off, and no task of the feed's left, stuck or not."""
+        await self.aclose()
+        await stop_task(self._recovering)
+
     async def aclose(self) -> None:
-        """Camera off now and every task done; the feed may be started again afterwards."""
+        """Camera off now and every task done; the feed may be started again afterwards.
+
+        A camera stuck in a call stays with the task that switches it off once the call
+        returns (it outlives the session: the camera must not be left on)."""
         self._closing = True
         self._wanted = False
         try:
@@ -156,7 +195,9 @@ class CameraFeed:
         """One stretch of the camera being on: start, frames and lingering, stop."""
         led = self._open_led()
         try:
-            description = await _in_thread(self._source.start)
+            description = await _in_thread(
+                self._source.start, self._switch_timeout_s, self._got_stuck
+            )
             self._running, self._frames = True, 0
             if led is not None:
                 led.on()
@@ -171,7 +212,8 @@ class CameraFeed:
                     return
         finally:
             try:
-                await _stop(self._source)
+                if self._stuck is None:  # a camera stuck in its start cannot be stopped now
+                    await _stop(self._source, self._switch_timeout_s, self._got_stuck)
             finally:
                 if self._running:
                     self._running = False
@@ -212,6 +254,20 @@ class CameraFeed:
                     await self._changed.wait()
             except TimeoutError:
                 return
+
+    def _got_stuck(self, call: asyncio.Future[Any]) -> None:
+        """A start or stop that never returned: the camera is left alone until it does,
+        then switched off (a start that returns at last has switched it on)."""
+        self._stuck = call
+        self._recovering = asyncio.create_task(self._off_when_back(call), name="camera-stuck")
+
+    async def _off_when_back(self, call: asyncio.Future[Any]) -> None:
+        try:
+            await asyncio.wait({call})
+            await _stop(self._source, self._switch_timeout_s)
+            logger.info("the stuck camera call returned; camera off", extra={"LIVE_CAMERA": "off"})
+        finally:
+            self._stuck = self._recovering = None
 
     def _deliver(self, jpeg: bytes, taken: float) -> None:
         self._frames += 1
@@ -255,8 +311,8 @@ async def capture_still(cfg: CameraConfig) -> bytes:
         raise CameraError("the camera is turned off ([camera] enabled = false)")
     source = make_source(cfg.source, cfg.size)
     try:
-        await _in_thread(source.start)
+        await _in_thread(source.start, SWITCH_TIMEOUT_S)
         rgb, _ = await _grab(source, CAPTURE_TIMEOUT_S)
         return await asyncio.to_thread(encode_jpeg, rgb, cfg.size, cfg.quality)
     finally:
-        await _stop(source)
+        await _stop(source, SWITCH_TIMEOUT_S)

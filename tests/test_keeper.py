@@ -1,0 +1,52 @@
+"""The audio keeper on its own: a device whose driver hangs fails the part, not the box."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from device.audio.keeper import AudioKeeper
+from device.states import DeviceFailed, DeviceRecovered
+
+
+class HangingDevice:
+    """An endpoint whose open blocks until `gate` is set (a driver stuck in the kernel)."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.starts = 0
+        self.opened = False
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.starts += 1
+        self.gate.wait()
+        self.opened = True
+
+    def close_stream(self) -> None:
+        self.opened = False
+
+    def stop(self) -> None:
+        self.opened = False
+
+    def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool:
+        return self.opened
+
+
+async def test_an_open_that_never_returns_is_a_failure_and_is_never_tried_twice() -> None:
+    device, events = HangingDevice(), []
+    keeper = AudioKeeper({"microphone": device}, events.append, 0.5, call_timeout_s=0.2)
+    try:
+        async with asyncio.timeout(2):
+            await keeper.open()
+        assert [type(e) for e in events] == [DeviceFailed]
+        assert "did not answer in 0.2 s" in keeper.failures["microphone"]
+        async with asyncio.timeout(2):
+            await keeper.open()  # the next try, while the first open still hangs
+        assert device.starts == 1, "no second thread into the stuck driver"
+        assert len(events) == 1, "one report while it stays stuck"
+    finally:
+        device.gate.set()
+    await asyncio.sleep(0.05)  # the stuck open returns at last
+    await keeper.open()
+    assert isinstance(events[-1], DeviceRecovered) and device.opened
+    assert not keeper.failures
