@@ -60,6 +60,7 @@ from device.states import (
     StartCapture,
     StartTimer,
     State,
+    StopCamera,
     StopCapture,
     TextTurn,
     Timeout,
@@ -224,6 +225,8 @@ class Appliance:
                 self._stop_frames()
                 await self.mic_feed.finish(released)
                 self.mic.hold()
+            case StopCamera():
+                await self.camera.aclose()
             case GateMicrophone(gated):
                 self.mic_feed.gated = gated
             case SendActivityStart():

@@ -228,6 +228,11 @@ class FinishCapture:
 
 
 @dataclass(frozen=True)
+class StopCamera:
+    """The camera off now, not after its linger: nobody is talking to the box."""
+
+
+@dataclass(frozen=True)
 class GateMicrophone:
     """Hands-free, while the model speaks: keep the speaker out of what is sent."""
 
@@ -309,6 +314,7 @@ Action = (
     | StartCapture
     | StopCapture
     | FinishCapture
+    | StopCamera
     | GateMicrophone
     | SendActivityStart
     | SendActivityEnd
@@ -522,7 +528,8 @@ def _transition(m: Machine, event: Event) -> Step:
         case Timeout(Timer.REPLY) if m.ending:  # no goodbye came
             return _hang_up(m)
         case Timeout(Timer.SILENCE) if ptt and m.held:  # a button held with nobody talking
-            return _stop_talking(m)
+            stopped, actions = _stop_talking(m)
+            return stopped, [*actions, StopCamera()]
         case Timeout(Timer.SILENCE) if not ptt and m.session_open:
             return _hang_up(m)
         case Timeout(Timer.ERROR) if m.state is State.ERROR and not m.faults:

@@ -188,3 +188,22 @@ async def test_a_button_that_cannot_be_opened_leaves_the_box_working(tmp_path: P
     async with running(tmp_path, prepare=no_gpio) as box:
         await press_and_speak(box)
         assert box.state == "connecting" and box.link.opened == [1]
+
+
+async def test_a_button_held_with_nobody_talking_stops_the_microphone_and_the_camera(
+    tmp_path: Path,
+) -> None:
+    cfg = config(conversation={"end_after_silence_s": 1.0})
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")  # and never released: a stuck button, or a cat on it
+        box.link.deliver(SetupComplete)
+        assert box.camera.running
+        for _ in range(40):  # 1.6 s of a quiet room
+            box.mic.record(QUIET)
+            await asyncio.sleep(0.04)
+        await box.settle()
+        assert box.state == "thinking", "the turn went to the service, as at a release"
+        assert not box.mic.forwarding and not box.camera.running
+        assert kinds(box)[-1] == "activity_end"
+        box.mic.record(CHUNK)
+        assert "audio" not in kinds(box), "nothing more from the microphone"

@@ -299,6 +299,7 @@ def test_a_button_held_with_nobody_talking_ends_the_turn_like_a_release() -> Non
     m, seen, actions = run(m, s.Timeout(s.Timer.SILENCE))
     assert seen == [State.THINKING] and not m.held
     assert names(actions)[:3] == ["cancel_timer:silence", "finish_capture", "send_activity_end"]
+    assert "stop_camera" in names(actions), "no linger: nobody is there for a follow-up"
     _, seen, actions = run(m, s.Released())
     assert seen == [State.THINKING] and actions == [], "the late release changes nothing"
 
