@@ -323,6 +323,7 @@ class Appliance:
                 {"t": t, "state": state, "event": event} for t, state, event in self.history
             ],
             "turns": self.turns.recent(),
+            "tasks": len(asyncio.all_tasks()),  # a soak watches these for leaks
         }
 
     # -- life -----------------------------------------------------------------------------
