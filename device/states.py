@@ -505,6 +505,8 @@ def _transition(m: Machine, event: Event) -> Step:
             return m.to(State.SPEAKING, reply_done=True), []
         case TurnComplete() if m.state is State.THINKING:
             return _turn_over(m)
+        case TurnComplete() if m.ending:  # the goodbye turn ended without a word
+            return _hang_up(m)
         case TurnComplete():
             return m, []
 

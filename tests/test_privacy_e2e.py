@@ -1,0 +1,127 @@
+"""Privacy end to end: after the last word, the microphone and the camera stop by themselves.
+
+The real daemon on the loopback, against the local server. Each test ends with
+nobody talking and checks what left the box: no microphone audio and no camera
+frame reached the server later than `end_after_silence_s` + 1 s after the last
+speech, and the daemon says its camera is off, in both modes, including the
+situations that used to leave a box listening for ever.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from speech import MIC_RATE, chirp
+
+from rig.daemon import Daemon
+from rig.loopback import PulseLoopback
+from rig.server.log import Entry
+
+SILENCE_S = 2.0
+#: The issue's bound: the silence allowed, and one second more.
+LIMIT_S = SILENCE_S + 1.0
+
+
+def settings(mode: str, **more: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    chosen: dict[str, dict[str, Any]] = {
+        "button": {"mode": mode},
+        "conversation": {"end_after_silence_s": SILENCE_S, "silence_ms": 300},
+        "camera": {"enabled": True, "source": "synthetic"},
+        "audio": {"mic_during_playback": "open"},  # hands-free speech can interrupt
+    }
+    for name, table in more.items():
+        chosen.setdefault(name, {}).update(table)
+    return chosen
+
+
+def speak(loopback: PulseLoopback, seconds: float = 0.6) -> float:
+    """Say something into the microphone; returns when the last of it was played."""
+    loopback.play(chirp(seconds), MIC_RATE).wait()
+    return time.monotonic()
+
+
+def sent_after(entries: list[Entry], kind: str, t: float) -> list[float]:
+    return [e.t - t for e in entries if e.direction == "in" and e.kind == kind and e.t > t]
+
+
+def assert_stopped_by_itself(server: Any, daemon: Daemon, last_speech: float) -> None:
+    """Nobody talks from `last_speech` on: the box must close its ears and eyes in time."""
+    status = daemon.wait_until(lambda s: not s["camera"] and s["state"] == "idle", 15, "quiet")
+    entries = server.log.entries()
+    late_audio = [t for t in sent_after(entries, "audio", last_speech) if t > LIMIT_S]
+    late_frames = [t for t in sent_after(entries, "video", last_speech) if t > LIMIT_S]
+    assert late_audio == [], f"microphone audio {late_audio[:3]} s after the last word"
+    assert late_frames == [], f"camera frames {late_frames[:3]} s after the last word"
+    quiet = status["states"][-1]["t"] - last_speech
+    assert quiet < LIMIT_S + 1.0, f"back to idle {quiet:.1f} s after the last word"
+    time.sleep(LIMIT_S)
+    assert sent_after(server.log.entries(), "audio", time.monotonic() - LIMIT_S) == []
+
+
+def test_hands_free_an_unanswered_interruption_still_ends_the_conversation(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(settings("toggle"), reply_seconds=4.0)
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+    speak(loopback)
+    daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply")
+    server.call(setattr, server.server.config, "reply_seconds", 0.0)  # no answer to what comes
+    last_speech = speak(loopback, 0.4)  # the person talks over the reply, then says nothing
+    server.wait_for(lambda: "interrupted" in server.log.kinds(direction="out"), 10)
+    assert_stopped_by_itself(server, daemon, last_speech)
+
+
+def test_hands_free_a_reply_lost_with_its_connection_still_ends_the_conversation(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(settings("toggle"), reply_seconds=4.0)
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+    last_speech = speak(loopback)
+    daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply")
+    server.call(server.server.drop)  # the reply goes with the connection
+    daemon.wait_until(lambda s: s["connections"] == 2, 15, "a new connection")
+    assert_stopped_by_itself(server, daemon, last_speech)
+
+
+def test_hands_free_an_end_conversation_call_with_no_goodbye_hangs_up(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(
+        settings("toggle", tools={"enabled": ["end_conversation"]}), reply_seconds=0.0
+    )
+    server.call(server.server.queue_tool_call, "end_conversation")
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+    last_speech = speak(loopback)
+    server.wait_for(lambda: "tool_response" in server.log.kinds(direction="in"), 10)
+    assert_stopped_by_itself(server, daemon, last_speech)
+    assert not daemon.status()["session_open"]
+
+
+def test_hands_free_a_person_who_keeps_talking_is_never_cut_off(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(settings("toggle"), reply_seconds=0.0)
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+    talking_until = time.monotonic() + 2.5 * SILENCE_S
+    while time.monotonic() < talking_until:  # short pauses, well inside the silence allowed
+        speak(loopback, 0.5)
+        time.sleep(0.3)
+    assert daemon.status()["session_open"], "cut off while talking"
+    assert_stopped_by_itself(server, daemon, time.monotonic())
+
+
+def test_push_to_talk_a_button_held_with_nobody_talking_stops_the_microphone(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    server, daemon = make_rig(settings("push_to_talk"), reply_seconds=0.3)
+    daemon.ctl("press")  # and never released
+    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+    last_speech = speak(loopback)
+    daemon.wait_until(lambda s: s["state"] == "thinking" or s["state"] == "speaking", 15, "end")
+    assert_stopped_by_itself(server, daemon, last_speech)
+    assert "activity_end" in server.log.kinds(direction="in"), "the turn went to the service"
