@@ -84,6 +84,32 @@ def test_two_turns_in_one_session_print_the_replies_and_keep_their_audio(
         )
 
 
+def test_replies_in_odd_parts_beside_other_parts_are_kept_whole(
+    loopback: PulseLoopback, scratch: Path
+) -> None:
+    out = scratch / "reply.wav"
+    options = {"odd_parts": True, "other_parts": True}
+    with ServerThread(pace=0, reply_seconds=REPLY_SECONDS, **options) as server:
+        result = ask(scratch, server.base_url, env_for(loopback, server), "Hi", "--audio", str(out))
+    assert result.returncode == 0, result.stderr
+    with wave.open(str(out)) as wav:
+        assert wav.readframes(wav.getnframes()) == reply_audio(1, REPLY_SECONDS)
+
+
+def test_a_reply_at_16_khz_is_kept_at_24_khz_with_its_pitch_and_length(
+    loopback: PulseLoopback, scratch: Path
+) -> None:
+    out = scratch / "reply.wav"
+    with ServerThread(pace=0, reply_seconds=REPLY_SECONDS, reply_rate=16000) as server:
+        result = ask(scratch, server.base_url, env_for(loopback, server), "Hi", "--audio", str(out))
+    assert result.returncode == 0, result.stderr
+    with wave.open(str(out)) as wav:
+        assert wav.getframerate() == 24000
+        audio = wav.readframes(wav.getnframes())
+    assert abs(len(audio) / 2 - REPLY_SECONDS * 24000) < 48
+    assert abs(pcm.dominant_frequency(audio, 24000) - tone_frequency(1)) < 5
+
+
 def test_play_sends_the_reply_to_the_speaker(
     loopback: PulseLoopback, server: ServerThread, scratch: Path
 ) -> None:

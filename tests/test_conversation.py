@@ -52,6 +52,24 @@ def test_push_to_talk_turn_reaches_the_server_whole_and_the_reply_the_speaker(
     assert turn["release_to_activity_end_ms"] is not None
 
 
+def test_a_reply_at_16_khz_in_odd_parts_beside_text_and_images_plays_at_its_pitch(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    _, daemon = make_rig(
+        {"audio": {"earcons": False}},
+        reply_seconds=1.0,
+        reply_rate=16000,
+        odd_parts=True,
+        other_parts=True,
+    )
+    recorder = loopback.record(SPEAKER_RATE)
+    recorder.wait_started()
+    speak_turn(loopback, daemon, chirp(0.5))
+    daemon.wait_until(turns_done(1), 20, "the turn to end")
+    time.sleep(0.2)
+    reply_heard(recorder.stop(), turn=1, seconds=1.0)
+
+
 def test_the_last_word_reaches_the_server_when_the_button_comes_up_with_it(
     loopback: PulseLoopback, make_rig: Any, loopback_latency: float
 ) -> None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from typing import Any
 
 from google.genai import types
 
+from device.audio import pcm
 from device.config import LiveConfig
 from device.live.connection import Connection, Hooks
 from device.live.turn import WireTurn
+from device.live.wire import REPLY_RATE
 from device.outbox import Outbox
 from device.states import Interrupted, Machine, PlayReply, ReplyAudio, State, TurnComplete, step
+from rig.server.voice import reply_audio, tone_frequency
 
 SESSION = 7
 
@@ -82,3 +86,67 @@ async def test_an_interruption_of_the_reply_the_person_is_hearing_is_reported() 
         TurnComplete(session=SESSION),
     ]
     assert not turn.in_flight
+
+
+def reply_parts(*parts: types.Part) -> types.LiveServerMessage:
+    return content(model_turn=types.Content(parts=list(parts)))
+
+
+def pcm_part(data: bytes, mime_type: str) -> types.Part:
+    return types.Part(inline_data=types.Blob(data=data, mime_type=mime_type))
+
+
+def heard(seen: Seen) -> list[bytes]:
+    """The reply audio the connection reported, event by event."""
+    return [e.pcm for e in seen.events if isinstance(e, ReplyAudio)]
+
+
+async def test_parts_split_inside_a_sample_play_as_the_samples_sent() -> None:
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    sent = reply_audio(1, 0.1)
+    cuts = [0, 1, 4, 7, 1001, 1002, len(sent)]  # odd lengths, and a part of one byte
+    for start, end in itertools.pairwise(cuts):
+        conn._dispatch(reply_parts(pcm_part(sent[start:end], "audio/pcm;rate=24000")))
+    conn._dispatch(content(turn_complete=True))
+    assert b"".join(heard(seen)) == sent
+    assert all(len(pcm) % 2 == 0 for pcm in heard(seen))
+
+
+async def test_a_reply_at_another_rate_plays_at_its_pitch_and_length() -> None:
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    sent = reply_audio(1, 1.0, rate=16000)
+    for start in range(0, len(sent), 3201):
+        conn._dispatch(reply_parts(pcm_part(sent[start : start + 3201], "Audio/PCM; rate=16000")))
+    conn._dispatch(content(turn_complete=True))
+    played = b"".join(heard(seen))
+    assert abs(len(played) / 2 - REPLY_RATE) < 48, "one second at 24 kHz, the resampler's tail in"
+    assert abs(pcm.dominant_frequency(played, REPLY_RATE) - tone_frequency(1)) < 2
+    assert seen.events[-1] == TurnComplete(session=SESSION)
+
+
+async def test_parts_that_are_not_audio_are_not_played() -> None:
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    conn._dispatch(
+        reply_parts(
+            types.Part(text="a note"),
+            pcm_part(b"\x89PNG\r\n\x1a\n" * 8, "image/png"),
+            pcm_part(b"\xff\xfb" * 64, "audio/mpeg"),
+            pcm_part(b"\x01\x00" * 8, "audio/pcm;rate=oops"),
+        )
+    )
+    assert seen.events == []
+    conn._dispatch(reply_parts(types.Part(text="a note"), pcm_part(b"\x01\x00" * 8, "audio/pcm")))
+    assert seen.events == [reply(b"\x01\x00" * 8)]
+
+
+async def test_a_half_sample_of_an_interrupted_reply_does_not_shift_the_next() -> None:
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    conn._dispatch(reply_parts(pcm_part(b"\x01\x00\x01", "audio/pcm;rate=24000")))
+    conn._dispatch(content(interrupted=True))
+    conn._dispatch(content(turn_complete=True))
+    conn._dispatch(reply_parts(pcm_part(b"\x03\x00" * 4, "audio/pcm;rate=24000")))
+    assert heard(seen) == [b"\x01\x00", b"\x03\x00" * 4]

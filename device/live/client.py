@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from device.live.reply import ReplyDecoder
 from device.live.wire import REPLY_RATE, SAMPLE_BYTES
 
 if TYPE_CHECKING:
-    from google.genai import types
     from google.genai.live import AsyncSession
 
     from device.config import Config
@@ -47,12 +47,6 @@ async def open_session(stack: contextlib.AsyncExitStack, cfg: Config) -> AsyncSe
     )
 
 
-def audio_parts(content: types.LiveServerContent) -> list[bytes]:
-    """The reply audio a server message carries, part by part (the daemon's and ask's)."""
-    parts = (content.model_turn.parts or []) if content.model_turn else []
-    return [p.inline_data.data for p in parts if p.inline_data is not None and p.inline_data.data]
-
-
 async def send_text_turn(session: AsyncSession, text: str) -> None:
     """One complete user turn in words (`client_content`), as the daemon and `ask` send it."""
     from google.genai import types
@@ -72,11 +66,12 @@ async def run_turn(
     audio = bytearray()
     first_audio: float | None = None
     interrupted = False
+    decoder = ReplyDecoder()
     async for message in session.receive():
         content = message.server_content
         if content is None:
             continue
-        for pcm in audio_parts(content):
+        for pcm in decoder.audio(content):
             if first_audio is None:
                 first_audio = time.monotonic() - started
             audio += pcm

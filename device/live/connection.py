@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 from google.genai import types
 from google.genai.live import AsyncSession
 
-from device.live.client import audio_parts, send_text_turn
+from device.live.client import send_text_turn
 from device.live.errors import ConnectionDead
+from device.live.reply import ReplyDecoder
 from device.live.turn import WireTurn
 from device.live.wire import IMAGE_MIME, MIC_MIME
 from device.outbox import Item, Outbox
@@ -96,6 +97,7 @@ class Connection:
         self._group: asyncio.TaskGroup | None = None
         self._tool_tasks: dict[str, asyncio.Task[None]] = {}
         self._switching = False
+        self._reply = ReplyDecoder()
         self.last_traffic = time.monotonic()
         self.completed_turns = 0  # turns this connection carried to their end
 
@@ -200,7 +202,7 @@ class Connection:
         if turn.superseded:
             # The rest of a reply the person talked over, up to its turnComplete: reported
             # as such (the state machine decides it is not to be heard), never as a turn.
-            for pcm in audio_parts(content):
+            for pcm in self._reply.audio(content):
                 hooks.on_event(ReplyAudio(session=session, pcm=pcm, talked_over=True))
             if content.turn_complete:
                 turn.superseded = False
@@ -209,7 +211,7 @@ class Connection:
                 turn.update()
                 hooks.on_event(TurnComplete(session=session, talked_over=True))
             return
-        for pcm in audio_parts(content):
+        for pcm in self._reply.audio(content):
             if not turn.replying:
                 turn.replying, turn.handle_fresh = True, False
                 turn.update()

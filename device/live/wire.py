@@ -1,17 +1,30 @@
 """Facts of the Live API's wire format that the device, the doctor and the rig share.
 
-One definition each: the audio rates and MIME types both ways, the camera's
-image type, and the WebSocket close codes the service uses for its errors.
+One definition each: the audio rates and MIME types both ways, how a reply
+part's MIME type names its rate, the camera's image type, and the WebSocket
+close codes the service uses for its errors.
 """
 
 from __future__ import annotations
 
+#: Audio both ways is 16-bit little-endian mono PCM in this media type; its `rate`
+#: parameter is the sample rate. In a reply, anything else (text, images, other
+#: encodings) is not for the speaker.
+PCM_MEDIA_TYPE = "audio/pcm"
+#: Sample rates a reply part may name; outside these the part is not taken for audio.
+PCM_RATES = range(8000, 192001)
+
+
+def pcm_mime(rate: int) -> str:
+    """The MIME type of PCM audio at `rate`, as the service writes it."""
+    return f"{PCM_MEDIA_TYPE};rate={rate}"
+
+
 #: The microphone's audio as the service takes it: 16 kHz mono 16-bit little-endian PCM.
 MIC_RATE = 16000
-MIC_MIME = f"audio/pcm;rate={MIC_RATE}"
-#: The model's spoken reply: 24 kHz mono 16-bit little-endian PCM.
+MIC_MIME = pcm_mime(MIC_RATE)
+#: The model's spoken reply: 24 kHz mono 16-bit little-endian PCM (what the speaker gets).
 REPLY_RATE = 24000
-REPLY_MIME = f"audio/pcm;rate={REPLY_RATE}"
 #: Camera frames.
 IMAGE_MIME = "image/jpeg"
 #: Bytes per sample of the PCM both ways (16-bit).
@@ -27,3 +40,23 @@ CLOSE_INVALID = 1007
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
+
+
+def pcm_rate(mime_type: str | None, default: int = REPLY_RATE) -> int | None:
+    """The sample rate of 16-bit PCM in a part of this MIME type, or None if it is not that.
+
+    "audio/pcm;rate=16000" is 16000, "audio/pcm" is `default`; the media type and
+    the parameter name are case-insensitive (RFC 2045).
+    """
+    media, *params = (mime_type or "").split(";")
+    if media.strip().lower() != PCM_MEDIA_TYPE:
+        return None
+    rate = default
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "rate":
+            try:
+                rate = int(value.strip().strip('"'))
+            except ValueError:
+                return None
+    return rate if rate in PCM_RATES else None

@@ -20,11 +20,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from device.live.wire import CLOSE_INTERNAL, CLOSE_INVALID, MIC_RATE, REPLY_MIME
+from device.live.wire import CLOSE_INTERNAL, CLOSE_INVALID, MIC_RATE, pcm_mime
 from rig.server.log import ConnectionRecord, Entry
 from rig.server.setup import SessionOptions, read_setup
 from rig.server.vad import EnergyDetector
-from rig.server.voice import OUTPUT_RATE, chunk_bytes, reply_audio
+from rig.server.voice import chunk_bytes, reply_audio
 from rig.server.wire import ProtocolError, b64decode, b64encode, check_audio_mime, has, pick
 
 if TYPE_CHECKING:
@@ -43,6 +43,11 @@ TOP_LEVEL = ("realtime_input", "client_content", "tool_response")
 AUDIO_SESSION_LIMIT_S = 15 * 60
 VIDEO_SESSION_LIMIT_S = 2 * 60
 MAX_REASON_BYTES = 123
+# Parts a reply may carry beside its audio, which are not for the speaker (other_parts).
+OTHER_PARTS = [
+    {"text": "(a note beside the audio)"},
+    {"inlineData": {"mimeType": "image/png", "data": b64encode(b"\x89PNG\r\n\x1a\n" * 64)}},
+]
 logger = logging.getLogger(__name__)
 
 
@@ -400,15 +405,17 @@ class LiveConnection:
         if opts.resumption:
             await self.send("resumption_update", {"sessionResumptionUpdate": {"resumable": False}})
         await asyncio.sleep(config.think_seconds)
-        pcm = reply_audio(turn, config.reply_seconds, OUTPUT_RATE)
-        step = chunk_bytes(config.chunk_seconds)
+        rate = config.reply_rate
+        pcm = reply_audio(turn, config.reply_seconds, rate)
+        step = chunk_bytes(config.chunk_seconds, rate) + config.odd_parts
+        others = OTHER_PARTS if config.other_parts else []
         start = time.monotonic()
         for offset in range(0, len(pcm), step):
             chunk = pcm[offset:offset + step]
-            part = {"inlineData": {"mimeType": REPLY_MIME,
+            part = {"inlineData": {"mimeType": pcm_mime(rate),
                                    "data": b64encode(chunk)}}
-            await self._content("audio", {"modelTurn": {"parts": [part]}}, chunk)
-            due = start + (offset + step) / 2 / OUTPUT_RATE * config.pace
+            await self._content("audio", {"modelTurn": {"parts": [*others, part]}}, chunk)
+            due = start + (offset + step) / 2 / rate * config.pace
             await asyncio.sleep(max(0.0, due - time.monotonic()) if config.pace else 0)
         if opts.output_transcription:
             await self._content("transcription_out",

@@ -24,7 +24,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from device.live.wire import CLOSE_INTERNAL, CLOSE_INVALID, CLOSE_POLICY
+from device.live.wire import CLOSE_INTERNAL, CLOSE_INVALID, CLOSE_POLICY, REPLY_RATE
 from rig.server.connection import LiveConnection, SessionState
 from rig.server.log import ConnectionRecord, Entry, ServerLog
 from rig.server.setup import DEFAULT_MODELS
@@ -55,6 +55,9 @@ class ServerConfig:
     pace: float = 1.0  # reply speed: 1 = real time, 0 = as fast as possible
     reply_seconds: float = 1.2
     chunk_seconds: float = 0.2
+    reply_rate: int = REPLY_RATE  # the reply's sample rate, named in its MIME type
+    odd_parts: bool = False  # reply parts of an odd length: a sample split across two parts
+    other_parts: bool = False  # beside each audio part, a text part and an image part
     think_seconds: float = 0.0  # between the end of the user's turn and the first reply audio
     setup_delay: float = 0.0
     refuse_setup: tuple[int, str] | None = None  # close every setup with (code, reason)

@@ -14,7 +14,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qs
 
-from device.live.wire import CLOSE_INVALID, CLOSE_POLICY, MIC_RATE
+from device.live.wire import CLOSE_INVALID, CLOSE_POLICY, MIC_RATE, pcm_rate
 
 _GEMINI_PATH = re.compile(
     r"^/ws/google\.ai\.generativelanguage\.(v1|v1beta|v1alpha)\.GenerativeService\."
@@ -77,16 +77,10 @@ def check_audio_mime(mime: Any) -> None:
     """Accept only ``audio/pcm`` at 16 kHz (the rate parameter may be omitted)."""
     if not isinstance(mime, str):
         raise ProtocolError(CLOSE_INVALID, "Invalid argument: audio mime_type is required.")
-    kind, *params = [p.strip() for p in mime.lower().split(";")]
-    if kind != "audio/pcm":
-        raise ProtocolError(CLOSE_INVALID, f"Unsupported audio mime_type {mime!r}: use audio/pcm.")
-    for param in params:
-        key, _, value = param.partition("=")
-        if key.strip() == "rate" and value.strip() != str(MIC_RATE):
-            raise ProtocolError(
-                CLOSE_INVALID,
-                f"Unsupported audio sample rate in {mime!r}: only {MIC_RATE} Hz is accepted.",
-            )
+    if pcm_rate(mime, default=MIC_RATE) != MIC_RATE:
+        raise ProtocolError(
+            CLOSE_INVALID, f"Unsupported audio mime_type {mime!r}: use audio/pcm at {MIC_RATE} Hz."
+        )
 
 
 def parse_target(target: str) -> tuple[str, str, dict[str, list[str]]]:

@@ -1,0 +1,91 @@
+"""The spoken reply out of the service's message parts: 24 kHz mono s16le, whatever came.
+
+The daemon's connection and `run_turn` (ask, doctor --turn) both read reply audio
+through a `ReplyDecoder`, so they agree on what is audio: a part whose MIME type
+is `audio/pcm` at any rate (resampled here to REPLY_RATE with soxr), and nothing
+else (text, images, other encodings are skipped, with one journal line). A part
+that ends in the middle of a sample keeps its odd byte for the next part, so the
+samples after it are not shifted by a byte into noise.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from device.live.wire import REPLY_RATE, SAMPLE_BYTES, pcm_rate
+
+if TYPE_CHECKING:
+    import soxr
+    from google.genai import types
+
+log = logging.getLogger(__name__)
+
+
+class ReplyDecoder:
+    """Reply parts in, REPLY_RATE PCM out, part by part; one per connection or turn loop."""
+
+    def __init__(self) -> None:
+        self._carry = b""  # the first byte of a sample whose second byte is in the next part
+        self._rate = REPLY_RATE
+        self._resampler: soxr.ResampleStream | None = None
+        self._skipped = False  # a part that is not audio has been reported
+
+    def audio(self, content: types.LiveServerContent) -> list[bytes]:
+        """The reply audio in one server message, part by part (none empty); at the end
+        of a turn what the resampler still holds, and after an interruption nothing held."""
+        parts = (content.model_turn.parts or []) if content.model_turn else []
+        pcms = [pcm for part in parts if (pcm := self._part(part.inline_data))]
+        if content.interrupted:
+            self._reset()
+        elif content.turn_complete and (tail := self._end()):
+            pcms.append(tail)
+        return pcms
+
+    def _part(self, blob: types.Blob | None) -> bytes:
+        """The reply audio in one part's inline data (b"" for none, or not audio)."""
+        if blob is None or not blob.data:
+            return b""
+        rate = pcm_rate(blob.mime_type)
+        if rate is None:
+            self._skip(blob.mime_type)
+            return b""
+        tail = self._end() if rate != self._rate else b""
+        self._rate = rate
+        data = self._carry + blob.data
+        whole = len(data) - len(data) % SAMPLE_BYTES
+        data, self._carry = data[:whole], data[whole:]
+        return tail + self._resample(data, last=False)
+
+    def _end(self) -> bytes:
+        """The reply is over: what the resampler still holds; an unpaired byte is dropped."""
+        self._carry = b""
+        if self._resampler is None:
+            return b""
+        tail = self._resample(b"", last=True)
+        self._resampler = None
+        return tail
+
+    def _reset(self) -> None:
+        """Forget what is held (the reply was interrupted): nothing of it may play."""
+        self._carry = b""
+        self._resampler = None
+
+    def _resample(self, data: bytes, last: bool) -> bytes:
+        if self._rate == REPLY_RATE:
+            return data
+        import numpy as np
+        import soxr
+
+        if self._resampler is None:
+            self._resampler = soxr.ResampleStream(self._rate, REPLY_RATE, 1, dtype="int16")
+        samples = np.frombuffer(data, dtype="<i2")
+        return bytes(self._resampler.resample_chunk(samples, last=last).astype("<i2").tobytes())
+
+    def _skip(self, mime_type: str | None) -> None:
+        if not self._skipped:
+            self._skipped = True
+            log.warning(
+                "the service sent a reply part of type %s: not played (only audio/pcm is)",
+                mime_type or "(none)",
+            )
