@@ -104,7 +104,9 @@ class Appliance:
             {"speaker": self.speaker, "microphone": self.mic}, self.post, cfg.audio.reopen_s
         )
         self.camera = parts.camera(self._on_frame)
-        self.link = parts.link(self.outbox, self.post, self._on_sent, parts.tools(self))
+        self.link = parts.link(
+            self.outbox, self.post, self._on_sent, parts.tools(self), self.speaker.wait_for_room
+        )
         self.notifier = parts.notifier()
         self.control = parts.control(self._on_control)
         self.button = parts.button(self._on_button)

@@ -87,10 +87,13 @@ class Parts:
         on_event: Callable[[Event], None],
         on_sent: Callable[[Item, float], None],
         tools: ToolBox | None,
+        wait_for_room: Callable[[], Awaitable[None]],
     ) -> LiveLink:
         from device.live.session import LiveLink  # the SDK: only for the daemon
 
-        return LiveLink(self.cfg, outbox, on_event, on_sent, tools=tools)
+        return LiveLink(
+            self.cfg, outbox, on_event, on_sent, tools=tools, wait_for_room=wait_for_room
+        )
 
     def tools(self, actions: DeviceActions) -> ToolBox | None:
         if not self.cfg.tools.enabled:

@@ -62,14 +62,17 @@ async def test_default_setup_push_to_talk_audio_transcripts_resumption_compressi
     assert ".v1alpha." not in path  # the SDK's default version: nothing here needs v1alpha
 
 
-async def test_the_client_turns_off_websocket_pings_and_compression(server):
+async def test_the_client_turns_off_websocket_pings_and_compression_and_bounds_frames(server):
     """The link checks liveness itself (websockets' own 20 s ping timeout would cut
-    sessions), and deflating base64 audio costs more CPU than it saves bytes."""
+    sessions), deflating base64 audio costs more CPU than it saves bytes, and what
+    websockets may hold unread is bounded."""
     cfg = config_for(server)
     async with make_client(cfg).aio.live.connect(model=cfg.live.model) as session:
         ws = session._ws  # the SDK's websockets ClientConnection: reachable in a test only
         assert (ws.ping_interval, ws.ping_timeout, ws.keepalive_task) == (None, None, None)
         assert ws.protocol.extensions == []
+        # What it holds while the speaker is full: a few frames of bounded size.
+        assert (ws.max_queue_high, ws.protocol.max_message_size) == (4, 2**20)
     plain = genai.Client(api_key=server.api_key,
                          http_options=types.HttpOptions(base_url=server.base_url))
     async with plain.aio.live.connect(model=cfg.live.model) as session:

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 RATE = REPLY_RATE
 #: After the last sound, the stream keeps running this long for what comes next.
 REST_AFTER_S = 2.0
+#: The most audio queued for the speaker before `wait_for_room` makes the feeder wait:
+#: a reply sent faster than it plays stays with the service (its flow control holds
+#: it) instead of in the box's memory, and a barge-in still drops all of it at once.
+AHEAD_S = 4.0
 
 
 class Playback(PortAudioStream):
@@ -58,6 +62,8 @@ class Playback(PortAudioStream):
         self._waiting_drain = False
         self._drained = asyncio.Event()
         self._drained.set()
+        self._room_below: int | None = None  # a feeder waits until the buffer is under this
+        self._room = asyncio.Event()
         #: 0..1, applied to what is fed from now on; squared so that halfway sounds half as loud.
         self.volume = 1.0
         self._resting = False  # stopped on purpose: nothing can play
@@ -190,10 +196,27 @@ class Playback(PortAudioStream):
             self._buffer.clear()
             self._generation += 1
             self._waiting_drain = False
+            self._room_below = None
         if self._resampler is not None:
             self._resampler.clear()
         self._drained.set()
+        self._room.set()
         return dropped
+
+    async def wait_for_room(self, ahead_s: float = AHEAD_S) -> None:
+        """Return once less than `ahead_s` of audio waits to be played (at once after clear()).
+
+        The reply's receiver awaits this before it reads on, so a reply that arrives
+        faster than it plays waits in the service rather than here.
+        """
+        limit = round(ahead_s * (self.device_rate or RATE)) * 2
+        while True:
+            with self._lock:
+                if len(self._buffer) < limit:
+                    return
+                self._room_below = limit  # the callback tells the loop once it is under
+                self._room.clear()
+            await self._room.wait()
 
     @property
     def buffered_ms(self) -> float:
@@ -234,6 +257,9 @@ class Playback(PortAudioStream):
             notify = self._waiting_drain and not self._buffer
             if notify:
                 self._waiting_drain = False
+            room = self._room_below is not None and len(self._buffer) < self._room_below
+            if room:
+                self._room_below = None
             generation = self._generation
         loop = self._loop
         assert loop is not None
@@ -244,6 +270,8 @@ class Playback(PortAudioStream):
                     loop.call_soon_threadsafe(self.on_underflow, self.underflows)
             if notify:
                 loop.call_soon_threadsafe(self._on_drained, generation)
+            if room:
+                loop.call_soon_threadsafe(self._room.set)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             return bytes(wanted * self.channels), pyaudio.paAbort
         out += bytes(wanted - len(out))

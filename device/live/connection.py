@@ -19,7 +19,7 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,12 @@ log = logging.getLogger(__name__)
 #: second of audio. Beyond it a slow link backs up into the outbox, where the audio
 #: bound, the journal's warning and the newest-frame rule can see it.
 UNSENT_LIMIT = 32 * 1024
+#: What this device reads ahead of the speaker while it waits for room there: the
+#: kernel's receive buffer (SO_RCVBUF; the kernel doubles it for its bookkeeping) and
+#: the TLS layer's buffer of decrypted bytes (asyncio's default is 256 KiB). About a
+#: second of reply audio each (base64 is 64 KB a second); the rest stays with the
+#: service, and its interrupted or turnComplete comes no later than this behind.
+UNREAD_LIMIT = 64 * 1024
 #: While the link is still busy with earlier bytes, a frame waits this long and asks again.
 FRAME_WAIT_S = 0.02
 SIOCOUTQNSD = 0x894B  # Linux: bytes in a TCP socket's send queue not yet sent
@@ -69,6 +75,8 @@ class Hooks:
     on_event: Callable[[Event], None]
     on_sent: Callable[[Item, float], None]
     on_handle: Callable[[str], None]
+    #: Returns once the speaker has room for more reply audio; None: never wait.
+    wait_for_room: Callable[[], Awaitable[None]] | None = None
 
 
 class Connection:
@@ -98,12 +106,14 @@ class Connection:
         self._tool_tasks: dict[str, asyncio.Task[None]] = {}
         self._switching = False
         self._reply = ReplyDecoder()
+        self._waiting_for_room = False  # not reading: the silence is ours, not the link's
         self.last_traffic = time.monotonic()
         self.completed_turns = 0  # turns this connection carried to their end
 
     async def run(self) -> Exception:
         """Serve until one of the tasks fails; returns what ended the connection."""
         ended: Exception | None = None
+        _bound_buffers(self.session)
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -127,7 +137,6 @@ class Connection:
     # -- sending --------------------------------------------------------------------------
 
     async def _send_loop(self) -> None:
-        _limit_unsent(self.session)
         if self._turn.activity_open:
             # The person was talking when the last connection ended: reopen their turn here.
             await self.session.send_realtime_input(activity_start=types.ActivityStart())
@@ -172,11 +181,24 @@ class Connection:
                 async for message in self.session.receive():
                     self.last_traffic = time.monotonic()
                     self._dispatch(message)
+                    await self._room_for_more()
             except TypeError:
                 # The SDK raises TypeError for a message type it cannot map (a newer
                 # service's message). The frame was read whole: skip it, keep serving.
                 self.last_traffic = time.monotonic()
                 log.debug("ignored a server message of a type this SDK does not know")
+
+    async def _room_for_more(self) -> None:
+        """Read on only once the speaker has room: a reply sent faster than it plays stays
+        in the service's send buffer (TCP's flow control holds it), not in this box."""
+        if self._hooks.wait_for_room is None:
+            return
+        self._waiting_for_room = True
+        try:
+            await self._hooks.wait_for_room()
+        finally:
+            self._waiting_for_room = False
+            self.last_traffic = time.monotonic()  # the link's silence counts from here
 
     def _dispatch(self, message: types.LiveServerMessage) -> None:
         if message.server_content is not None:
@@ -291,6 +313,8 @@ class Connection:
         pinging: asyncio.Task[None] | None = None
         while True:
             await asyncio.sleep(interval)
+            if self._waiting_for_room:
+                continue  # nothing is read meanwhile: no verdict on the link
             silent = time.monotonic() - self.last_traffic
             if silent >= dead_after:
                 raise ConnectionDead(f"silent for {silent:.0f} s")
@@ -329,11 +353,20 @@ def websocket_of(session: AsyncSession) -> Any:
     return ws if hasattr(ws, "ping") and hasattr(ws, "transport") else None
 
 
-def _limit_unsent(session: AsyncSession) -> None:
-    """Keep at most UNSENT_LIMIT unsent bytes in the kernel for this connection."""
+def _bound_buffers(session: AsyncSession) -> None:
+    """At most UNSENT_LIMIT unsent bytes in the kernel, and UNREAD_LIMIT read ahead (twice:
+    the kernel's and the TLS layer's) while the receiver waits for the speaker."""
     ws = websocket_of(session)
-    sock = ws.transport.get_extra_info("socket") if ws is not None else None
-    if sock is not None and hasattr(socket, "TCP_NOTSENT_LOWAT"):
+    if ws is None:
+        return
+    with contextlib.suppress(AttributeError, ValueError):  # a transport without TLS or limits
+        ws.transport.set_read_buffer_limits(high=UNREAD_LIMIT)
+    sock = ws.transport.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UNREAD_LIMIT)
+    if hasattr(socket, "TCP_NOTSENT_LOWAT"):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, UNSENT_LIMIT)
 

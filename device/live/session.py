@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from google.genai.live import AsyncSession
@@ -67,11 +67,13 @@ class LiveLink:
         on_event: Callable[[Event], None],
         on_sent: Callable[[Item, float], None],
         tools: ToolBox | None = None,
+        wait_for_room: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._cfg = cfg
         self._outbox = outbox
         self._on_event = on_event
         self._on_sent = on_sent
+        self._wait_for_room = wait_for_room
         self._tools = tools
         self._client = None
         self._task: asyncio.Task[None] | None = None
@@ -79,7 +81,7 @@ class LiveLink:
         self._handle: str | None = None
         self._turn = WireTurn()
         self._had_turns = False
-        self._hooks = Hooks(0, on_event, on_sent, self._keep_handle)
+        self._hooks = Hooks(0, on_event, on_sent, self._keep_handle, wait_for_room)
         self.session_id: str | None = None
         self.connections = 0  # connections opened in this process, for status and tests
 
@@ -101,7 +103,9 @@ class LiveLink:
             self._handle = None
             self._turn = WireTurn()
             self._had_turns = False
-            self._hooks = Hooks(session, self._on_event, self._on_sent, self._keep_handle)
+            self._hooks = Hooks(
+                session, self._on_event, self._on_sent, self._keep_handle, self._wait_for_room
+            )
             self._task = asyncio.create_task(self._run(), name="live-session")
 
     async def close(self) -> None:
