@@ -61,6 +61,31 @@ class FieldsFormatter(logging.Formatter):
         return f"{line}  [{' '.join(fields)}]" if fields else line
 
 
+class Overflow:
+    """A bound's journal line: one warning when it is first passed, none while it stays
+    passed, one again only after it was within bounds (a loop against it is one line).
+
+    The warning carries LIVE_BOUND=`name`: `journalctl -u live-appliance LIVE_BOUND=...`.
+    """
+
+    def __init__(self, logger: logging.Logger, name: str) -> None:
+        self._log = logger
+        self.name = name
+        self.over = False
+        self.count = 0  # times the bound was hit, ever
+
+    def hit(self, message: str, *args: object) -> None:
+        """The bound was hit: say so, unless it has been said since it was last within."""
+        self.count += 1
+        if not self.over:
+            self.over = True
+            self._log.warning(message, *args, extra={f"{FIELD_PREFIX}BOUND": self.name})
+
+    def within(self) -> None:
+        """Back within the bound: the next hit is news again."""
+        self.over = False
+
+
 def journal_handler(sender: Callable[..., None] | None = None) -> logging.Handler:
     """systemd-python's handler: MESSAGE, PRIORITY from the level, and every LIVE_* field.
 

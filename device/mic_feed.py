@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from device.audio import pcm
 from device.config import AudioConfig
+from device.logs import Overflow
 from device.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class MicFeed:
         self._finished = asyncio.Event()
         self._gated_since: float | None = None
         self._stream_end_sent = False
-        self._overflowing = False
+        self._overflow = Overflow(log, "outbox_audio")
         self._overflow_logged = -OVERFLOW_LOG_EVERY_S
 
     @property
@@ -108,13 +109,13 @@ class MicFeed:
         else:
             self._gated_since = None
             self._listen(data, t)
-        dropped = self._outbox.put("audio", data)
-        if dropped and not self._overflowing:
-            log.warning(
+        if self._outbox.put("audio", data):
+            self._overflow.hit(
                 "microphone audio held too long: dropping the oldest (bound %.0f s)",
                 self._cfg.hold_s,
             )
-        self._overflowing = bool(dropped)
+        else:
+            self._overflow.within()
 
     def _listen(self, data: bytes, t: float) -> None:
         """Tell the appliance someone is talking, when the chunk is loud enough for speech."""
