@@ -27,7 +27,7 @@ from device.config import Config
 from device.control import ControlError
 from device.hw.leds import LedAnimator
 from device.mic_feed import MicFeed
-from device.outbox import Item, Outbox
+from device.outbox import Item, Outbox, TextsWaiting
 from device.parts import Parts
 from device.persist import StateFile
 from device.states import (
@@ -87,6 +87,7 @@ class Appliance:
         self._parts = parts
         self.machine = Machine(mode=Mode(cfg.button.mode))
         self.outbox = Outbox(cfg.audio.hold_s)
+        self.texts = TextsWaiting(self.outbox)
         self.turns = TurnLog()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
@@ -144,6 +145,8 @@ class Appliance:
                 text = request.get("text")
                 if not isinstance(text, str) or not text.strip():
                     return {"ok": False, "error": 'text needs a non-empty "text"'}
+                if refused := self.texts.admit():
+                    return {"ok": False, "error": refused}
                 self.post(TextTurn(text.strip()))
             case "status":
                 return {"ok": True, **self.status()}
@@ -178,6 +181,8 @@ class Appliance:
     async def _consume(self) -> None:
         while True:
             event = await self._events.get()
+            if isinstance(event, TextTurn):
+                self.texts.taken()
             before = self.machine.state
             self.machine, actions = step(self.machine, event)
             if self.machine.state is not before:  # the LEDs change first, whatever follows

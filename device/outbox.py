@@ -13,16 +13,22 @@ replaced, never queued, and speech always goes first.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
 from device.live.wire import MIC_RATE, SAMPLE_BYTES
+from device.logs import Overflow
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["audio", "video", "activity_start", "activity_end", "audio_stream_end", "text"]
 
 BYTES_PER_SECOND = MIC_RATE * SAMPLE_BYTES
+#: Text turns (`ctl text`) that may wait to be sent; the next is refused until one goes.
+TEXTS_LIMIT = 8
 
 
 @dataclass(slots=True)
@@ -42,6 +48,7 @@ class Outbox:
         self._limit = int(hold_s * BYTES_PER_SECOND)
         self._ready = asyncio.Event()
         self.dropped_audio_bytes = 0
+        self.texts = 0  # text turns waiting
 
     def put(self, kind: Kind, data: bytes | str | None = None) -> int:
         """Queue one item; returns the bytes of old audio dropped to make room (0 normally)."""
@@ -50,19 +57,26 @@ class Outbox:
             self._video = Item(kind, data)  # an unsent older frame is replaced
         else:
             self._items.append(Item(kind, data))
-            if kind == "audio" and isinstance(data, bytes):
-                self._audio_bytes += len(data)
+            self._count(self._items[-1], 1)
+            if kind == "audio":
                 dropped = self._trim_audio()
         self._ready.set()
         return dropped
+
+    def _count(self, item: Item, sign: int) -> None:
+        """Keep the totals the bounds look at as `item` comes (+1) or goes (-1)."""
+        if item.kind == "audio" and isinstance(item.data, bytes):
+            self._audio_bytes += sign * len(item.data)
+        elif item.kind == "text":
+            self.texts += sign
 
     def _trim_audio(self) -> int:
         dropped = 0
         while self._audio_bytes > self._limit:
             oldest = next(i for i in self._items if i.kind == "audio")
             self._items.remove(oldest)
+            self._count(oldest, -1)
             assert isinstance(oldest.data, bytes)
-            self._audio_bytes -= len(oldest.data)
             dropped += len(oldest.data)
         self.dropped_audio_bytes += dropped
         return dropped
@@ -83,8 +97,7 @@ class Outbox:
             assert video is not None
             return video
         item = self._items.popleft()
-        if item.kind == "audio" and isinstance(item.data, bytes):
-            self._audio_bytes -= len(item.data)
+        self._count(item, -1)
         return item
 
     def push_front(self, item: Item) -> None:
@@ -93,8 +106,7 @@ class Outbox:
             self._video = self._video or item  # a newer frame, if any, still wins
         else:
             self._items.appendleft(item)
-            if item.kind == "audio" and isinstance(item.data, bytes):
-                self._audio_bytes += len(item.data)
+            self._count(item, 1)
         self._ready.set()
 
     def drop_frame(self) -> None:
@@ -105,6 +117,7 @@ class Outbox:
         self._items.clear()
         self._video = None
         self._audio_bytes = 0
+        self.texts = 0
 
     def __len__(self) -> int:
         return len(self._items) + (self._video is not None)
@@ -112,3 +125,30 @@ class Outbox:
     @property
     def held_ms(self) -> float:
         return self._audio_bytes * 1000 / BYTES_PER_SECOND
+
+
+class TextsWaiting:
+    """The bound on text turns (`ctl text`) waiting to be sent: those in the outbox, and
+    those handed to the state machine that it has not yet taken (a client may send many
+    lines before the machine runs)."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+        self._posted = 0
+        self._over = Overflow(log, "texts")
+
+    def admit(self) -> str | None:
+        """Count one more text on its way, or say why it is refused (past TEXTS_LIMIT)."""
+        if self._outbox.texts + self._posted >= TEXTS_LIMIT:
+            self._over.hit("text turn refused: %d are waiting already", TEXTS_LIMIT)
+            return (
+                f"busy: {TEXTS_LIMIT} text turns are waiting to be sent already; "
+                "try again once the box is connected"
+            )
+        self._over.within()
+        self._posted += 1
+        return None
+
+    def taken(self) -> None:
+        """The state machine took a text turn (into the outbox, or refused it itself)."""
+        self._posted -= 1

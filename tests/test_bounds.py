@@ -1,7 +1,8 @@
 """What the service or a person can grow has a bound: the real daemon on the rig.
 
 A reply sent faster than it plays waits in the service, not in the box; every
-byte of it that nobody talked over still reaches the speaker.
+byte of it that nobody talked over still reaches the speaker. Text turns from
+`ctl text` past their bound are refused to the caller, not lost.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 from speech import MIC_RATE, SPEAKER_RATE, chirp, reply_heard, speak_turn, tone_frames, turns_done
 
 from device.audio import pcm
+from device.control import request
+from device.outbox import TEXTS_LIMIT
 from rig.loopback import PulseLoopback
 
 MB = 1024 * 1024
@@ -82,3 +85,28 @@ def test_a_ten_minute_reply_sent_at_once_stays_with_the_service_and_a_press_sile
     rest = pcm.from_float(samples[times > barge + 0.25])
     assert tone_frames(rest, turn=2) == [], "the rest of the long reply played after the press"
     reply_heard(rest, turn=3, seconds=1.0)
+
+
+def test_text_turns_past_the_bound_are_refused_and_every_one_taken_is_sent(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """`ctl text` in a loop while the box connects: what it took goes out, in order; the
+    rest is refused to the caller's face, with one journal line."""
+    server, daemon = make_rig({"audio": {"earcons": False}}, setup_delay=3.0, reply_seconds=0.2)
+    answers = [request(daemon.socket, "text", text=f"note {i}") for i in range(TEXTS_LIMIT + 3)]
+    assert [a["ok"] for a in answers] == [True] * TEXTS_LIMIT + [False] * 3
+    assert all("busy" in a["error"] for a in answers[TEXTS_LIMIT:])
+
+    def texts() -> list[str]:
+        return [
+            part["text"]
+            for e in server.log.entries(direction="in")
+            if e.kind == "client_content"
+            for turn in e.raw["client_content"]["turns"]
+            for part in turn["parts"]
+        ]
+
+    server.wait_for(lambda: len(texts()) >= TEXTS_LIMIT, 20)
+    daemon.wait_until(lambda s: s["state"] == "idle", 20, "the replies to end")
+    assert texts() == [f"note {i}" for i in range(TEXTS_LIMIT)]
+    assert sum("bound=texts" in line.text for line in daemon.lines) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from device.outbox import BYTES_PER_SECOND, Outbox
+from device.outbox import BYTES_PER_SECOND, TEXTS_LIMIT, Outbox, TextsWaiting
 
 
 def drain(box: Outbox) -> list[tuple[str, object]]:
@@ -79,3 +79,20 @@ async def test_get_waits_for_the_next_item() -> None:
     box.put("activity_end")
     item = await asyncio.wait_for(waiter, 1)
     assert item.kind == "activity_end"
+
+
+def test_texts_past_the_bound_are_refused_until_one_goes(caplog) -> None:
+    box = Outbox(hold_s=5)
+    texts = TextsWaiting(box)
+    for i in range(TEXTS_LIMIT):  # half still on their way to the machine, half in the box
+        assert texts.admit() is None
+        if i % 2:
+            texts.taken()
+            box.put("text", f"note {i}")
+    for _ in range(3):
+        assert "busy" in (texts.admit() or "")
+    box.put("audio", b"\x01\x00" * 10)
+    assert box.get_nowait() is not None  # a text went out: there is room for one more
+    assert texts.admit() is None
+    assert texts.admit() is not None
+    assert [r.LIVE_BOUND for r in caplog.records if hasattr(r, "LIVE_BOUND")] == ["texts"] * 2
