@@ -19,12 +19,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from device.logs import Overflow
+
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 # A request line longer than this is refused: commands are a few bytes.
 LINE_LIMIT = 64 * 1024
+#: Clients served at once; one more is answered with an error and let go.
+CLIENTS_LIMIT = 8
+#: A client that sends no request (or reads no answer) for this long is let go.
+CLIENT_IDLE_S = 10.0
 
 
 class ControlError(Exception):
@@ -49,14 +55,23 @@ class ControlServer:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], handler: Handler, *, mode: int = 0o660
+        self,
+        path: str | os.PathLike[str],
+        handler: Handler,
+        *,
+        mode: int = 0o660,
+        clients_limit: int = CLIENTS_LIMIT,
+        idle_s: float = CLIENT_IDLE_S,
     ) -> None:
         self.path = Path(path)
         self._handler = handler
         self._mode = mode
+        self._clients_limit = clients_limit
+        self._idle_s = idle_s
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
         self._clients: set[asyncio.Task[None]] = set()
+        self._crowded = Overflow(logger, "control_clients")
 
     async def start(self) -> None:
         """Listen, replacing a stale socket file; AlreadyRunning if a live one answers."""
@@ -118,24 +133,35 @@ class ControlServer:
             pass
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._clients) >= self._clients_limit:
+            self._crowded.hit("control client refused: %d are connected", self._clients_limit)
+            busy = _error(f"busy: {self._clients_limit} clients are connected; try again")
+            writer.write(json.dumps(busy).encode() + b"\n")  # small: the socket takes it whole
+            writer.close()
+            return
+        self._crowded.within()
         task = asyncio.create_task(self._serve(reader, writer), name="control-client")
         self._clients.add(task)
         task.add_done_callback(self._clients.discard)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer requests until the client leaves, or stays silent (or unread) `idle_s`."""
         try:
             while True:
-                try:
-                    line = await reader.readline()
-                except ValueError:  # over LINE_LIMIT: the rest of the stream is unframed
-                    await _send(writer, _error("request line too long"))
-                    return
+                async with asyncio.timeout(self._idle_s):
+                    try:
+                        line = await reader.readline()
+                    except ValueError:  # over LINE_LIMIT: the rest of the stream is unframed
+                        await _send(writer, _error("request line too long"))
+                        return
                 if not line:
                     return
                 if line.strip():
-                    await _send(writer, await self._answer(line))
-        except ConnectionError:
-            pass  # the client went away; nothing to answer
+                    reply = await self._answer(line)
+                    async with asyncio.timeout(self._idle_s):
+                        await _send(writer, reply)
+        except (ConnectionError, TimeoutError):
+            pass  # the client went away, or kept the connection without using it
         finally:
             writer.close()
 

@@ -222,3 +222,33 @@ async def test_client_times_out_on_a_daemon_that_never_answers(path: Path) -> No
     async with ControlServer(path, stuck):
         with pytest.raises(ControlError, match="no answer"):
             await asyncio.to_thread(request, path, "status", timeout=0.2)
+
+
+async def test_clients_past_the_bound_are_refused_and_silent_ones_let_go(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with ControlServer(path, Daemon(), clients_limit=2, idle_s=0.5):
+        quiet = [await Line.open(path) for _ in range(2)]
+        for line in quiet:  # answered: each is being served
+            assert (await line.send(b'{"cmd": "status"}\n'))["ok"] is True
+        for _ in range(3):  # refused, told why, let go; one journal line for all of them
+            extra = await Line.open(path)
+            async with asyncio.timeout(5):
+                refused = json.loads(await extra.reader.readline())
+                assert await extra.reader.read() == b""
+            assert refused["ok"] is False and "busy" in refused["error"]
+            await extra.close()
+        async with asyncio.timeout(5):  # the two that said nothing more are let go
+            for line in quiet:
+                assert await line.reader.read() == b""
+        assert (await ask(path, "status"))["state"] == "idle"
+    bounds = [r for r in caplog.records if getattr(r, "LIVE_BOUND", None) == "control_clients"]
+    assert len(bounds) == 1
+
+
+async def test_a_client_that_never_sends_is_let_go(path: Path) -> None:
+    async with ControlServer(path, Daemon(), idle_s=0.2):
+        silent = await Line.open(path)
+        async with asyncio.timeout(5):
+            assert await silent.reader.read() == b""
+        await silent.close()
