@@ -11,7 +11,9 @@ Importing this module does not import the Live SDK (the configuration checks the
 tool names with it). A call runs in a thread of its own so that reading /proc or waiting on the
 appliance never blocks the event loop; a thread cannot be
 interrupted, so tools must be quick: the timeout answers the model, it does not
-stop the function.
+stop the function. Tools that hang would pile up threads call after call, so at
+most TOOL_THREADS_LIMIT may be running; beyond that the model is told the device
+is busy and nothing runs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from device.config import ToolsConfig
 from device.errors import ConfigError
+from device.logs import Overflow
 
 if TYPE_CHECKING:
     from google.genai import types
@@ -41,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
+#: Tool threads that may be running at once, a hung one included until it returns.
+TOOL_THREADS_LIMIT = 4
 
 
 class DeviceActions(Protocol):
@@ -224,6 +229,8 @@ class ToolBox:
         self._registry = registry
         self._tools = registry.select(cfg.enabled)
         self._device = Device(actions, root, now)
+        self._threads: set[threading.Thread] = set()  # abandoned ones too, until they end
+        self._busy = Overflow(log, "tool_threads")
 
     def declarations(self) -> list[types.Tool]:
         """What the setup declares (see `declarations`)."""
@@ -256,11 +263,18 @@ class ToolBox:
             kwargs = tool.arguments(args)
         except ValueError as exc:
             return {"error": f"bad arguments: {exc}"}
+        self._threads = {thread for thread in self._threads if thread.is_alive()}
+        if len(self._threads) >= TOOL_THREADS_LIMIT:
+            running = len(self._threads)
+            self._busy.hit("tool %s not run: %d earlier calls are still running", name, running)
+            return {"error": f"the device is busy: {running} earlier tool calls have not "
+                    "finished, so this one was not run; try again later"}
+        self._busy.within()
         call = functools.partial(tool.function, self._device, **kwargs)
         deadline = asyncio.timeout(self._cfg.timeout_s)
         try:
             async with deadline:
-                result = await _in_own_thread(call)
+                result = await _in_own_thread(call, self._threads)
         except Exception as exc:
             if deadline.expired():
                 return {"error": f"timed out after {self._cfg.timeout_s:g} s"}
@@ -273,8 +287,8 @@ class ToolBox:
                 ms, extra={"LIVE_TOOL": name, "LIVE_TOOL_MS": ms})
 
 
-async def _in_own_thread(function: Callable[[], Any]) -> Any:
-    """Run a tool in a daemon thread of its own and await its result.
+async def _in_own_thread(function: Callable[[], Any], threads: set[threading.Thread]) -> Any:
+    """Run a tool in a daemon thread of its own (added to `threads`) and await its result.
 
     Not the loop's shared executor: a tool that hangs (a stalled SD card, a dead
     network share) must neither take a worker from the camera and the audio
@@ -300,7 +314,9 @@ async def _in_own_thread(function: Callable[[], Any]) -> Any:
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
             loop.call_soon_threadsafe(settle, result, error)
 
-    threading.Thread(target=work, name="tool", daemon=True).start()
+    thread = threading.Thread(target=work, name="tool", daemon=True)
+    thread.start()
+    threads.add(thread)
     return await done
 
 

@@ -12,13 +12,14 @@ from typing import Annotated, Any, Literal
 
 import pytest
 from google.genai import types
+from helpers import until
 from pydantic import Field
 from wire import tool_responses
 
 from device.config import Config, LiveConfig, Secret, ToolsConfig
 from device.errors import ConfigError
 from device.live.setup import connect_config, make_client
-from device.tools import Device, Registry, ToolBox
+from device.tools import TOOL_THREADS_LIMIT, Device, Registry, ToolBox
 from rig.server.server import LiveServer
 from rig.server.voice import reply_audio
 
@@ -345,3 +346,24 @@ def test_a_tool_without_parameter_types_is_refused_when_registered():
         def shout(device: Device, words) -> dict[str, Any]:
             """Says it loudly."""
             return {}
+
+
+async def test_hung_tools_are_capped_and_the_model_is_told_the_device_is_busy(gate, caplog):
+    tools = ToolsConfig(enabled=("slow",), timeout_s=0.1)
+    toolbox = ToolBox(tools, FakeActions(), registry=extra_tools(gate))
+
+    def tool_threads() -> int:
+        return sum(thread.name == "tool" for thread in threading.enumerate())
+
+    for _ in range(TOOL_THREADS_LIMIT):  # each hangs past its timeout: its thread lives on
+        assert await run_alone(toolbox, "slow") == {"error": "timed out after 0.1 s"}
+    assert tool_threads() == TOOL_THREADS_LIMIT
+    for _ in range(3):
+        busy = await run_alone(toolbox, "slow")
+        assert busy["error"].startswith("the device is busy: 4 earlier tool calls")
+    assert tool_threads() == TOOL_THREADS_LIMIT, "no thread started past the bound"
+    bounds = [r for r in caplog.records if getattr(r, "LIVE_BOUND", None) == "tool_threads"]
+    assert len(bounds) == 1
+    gate.opened.set()  # the hung calls return at last: calls run again
+    await until(lambda: tool_threads() == 0, WAIT_S)
+    assert await run_alone(toolbox, "slow") == {"done": True}
