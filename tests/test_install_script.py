@@ -15,13 +15,13 @@ import pty
 import re
 import select
 import shlex
-import shutil
 import stat
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from system_view import SystemView, require
 
 from device import config
 
@@ -87,62 +87,6 @@ echo 'live-appliance:x:990:' >> /etc/group
 echo 'owner:x:1500:1500::/home/owner:/bin/bash' >> /etc/passwd
 echo 'owner:x:1500:' >> /etc/group
 """
-
-
-def require(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is missing: apt-get install {package} (scripts/setup installs it)")
-    return path
-
-
-class SystemView:
-    """This machine's root, with a private writable layer over the places the scripts touch.
-
-    Each `run` enters a new mount namespace and mounts an overlay on each of
-    DIRS; writes land in `base`, kept from one run to the next and invisible to
-    everything else on the machine.
-    """
-
-    DIRS = ("/etc", "/opt", "/usr/local", "/var/lib")
-
-    def __init__(self, base: Path) -> None:
-        self.layers = {d: (base / "upper" / d[1:], base / "work" / d[1:]) for d in self.DIRS}
-        for upper, work in self.layers.values():
-            upper.mkdir(parents=True)
-            work.mkdir(parents=True)
-
-    def run(
-        self, argv: list[str], *, stdin: int | None = subprocess.DEVNULL, env: dict | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        mounts = " && ".join(
-            f"mount -t overlay overlay -o lowerdir={d},upperdir={upper},workdir={work} {d}"
-            for d, (upper, work) in self.layers.items()
-        )
-        return subprocess.run(
-            [require("unshare", "util-linux"), "--mount", "sh", "-c", f'{mounts} && exec "$@"',
-             "view", *argv],
-            stdin=stdin, capture_output=True, text=True, env=env, timeout=60, check=False,
-        )
-
-    def setup(self, script: str) -> None:
-        result = self.run(["sh", "-ec", script])
-        assert result.returncode == 0, f"preparing the view failed: {result.stderr}"
-
-    def snapshot(self) -> dict[str, tuple[int, bytes | str]]:
-        """Every file in the writable layers: mode and content (a link's target)."""
-        files: dict[str, tuple[int, bytes | str]] = {}
-        for upper, _ in self.layers.values():
-            for path in sorted(upper.rglob("*")):
-                info = path.lstat()
-                if stat.S_ISLNK(info.st_mode):
-                    body: bytes | str = os.readlink(path)
-                elif stat.S_ISREG(info.st_mode):
-                    body = path.read_bytes()
-                else:
-                    body = b""
-                files[str(path)] = (info.st_mode, body)
-        return files
 
 
 class StandIns:
