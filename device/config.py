@@ -27,6 +27,9 @@ ENV_PATH = "LIVE_APPLIANCE_CONFIG"
 ENV_PREFIX = "LIVE_APPLIANCE_"
 CREDENTIAL_NAME = "api-key"
 KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+#: Where the Pi installer keeps the key (root only): the service gets it as its
+#: credential, and `doctor`, `ask` and `run` outside systemd read it when run as root.
+INSTALLED_KEY_FILE = Path("/etc/live-appliance/api-key")
 
 
 class Secret:
@@ -465,8 +468,9 @@ def read_instruction_file(path: str) -> str:
 def find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:
     """The key (or ephemeral `auth_tokens/...` token) and where it was found.
 
-    Order: the systemd credential, `api_key_file`, then GEMINI_API_KEY and
-    GOOGLE_API_KEY. Vertex AI may run without one (application default credentials).
+    Order: the systemd credential, `api_key_file`, GEMINI_API_KEY and GOOGLE_API_KEY,
+    then the installer's INSTALLED_KEY_FILE (what was named wins over the default
+    place). Vertex AI may run without one (application default credentials).
     """
     candidates: list[tuple[Path, str]] = []
     if cred_dir := os.environ.get("CREDENTIALS_DIRECTORY"):
@@ -489,13 +493,36 @@ def find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:
     for name in KEY_ENV_VARS:
         if key := os.environ.get(name, "").strip():
             return Secret(key), f"environment variable {name}"
+    if installed := _installed_key():
+        return Secret(installed), f"the installer's key file {INSTALLED_KEY_FILE}"
     return None, None
+
+
+def _installed_key() -> str | None:
+    """The installer's key file, if this user may read it; PermissionError is for
+    `require_credentials` to explain (only root may read it)."""
+    try:
+        return INSTALLED_KEY_FILE.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def require_credentials(config: Config) -> None:
     """Fail at start, not at the first press, when the daemon cannot authenticate."""
     if config.api_key is None and config.live.backend == "gemini":
-        raise ConfigError(
-            "no API key: put it in /etc/live-appliance/api-key (the service's credential), "
-            "set [live] api_key_file, or export GEMINI_API_KEY"
-        )
+        raise ConfigError(f"no API key: {_where_to_put_the_key()}")
+
+
+def _where_to_put_the_key() -> str:
+    if os.environ.get("CREDENTIALS_DIRECTORY"):  # the service: its credential is empty
+        return f"put it in {INSTALLED_KEY_FILE} and restart the service"
+    try:
+        INSTALLED_KEY_FILE.open("rb").close()
+    except PermissionError:
+        return f"only root may read {INSTALLED_KEY_FILE}, where the installer keeps it: use sudo"
+    except OSError:
+        pass
+    return (
+        f"put it in {INSTALLED_KEY_FILE} (the service's credential), "
+        "set [live] api_key_file, or export GEMINI_API_KEY"
+    )

@@ -39,7 +39,12 @@ async def check_key(ctx: Context) -> Result:
         config_mod.require_credentials(cfg)
     except ConfigError as exc:
         places = ", ".join(
-            ["the systemd credential api-key", "[live] api_key_file", *config_mod.KEY_ENV_VARS]
+            [
+                "the systemd credential api-key",
+                "[live] api_key_file",
+                *config_mod.KEY_ENV_VARS,
+                str(config_mod.INSTALLED_KEY_FILE),
+            ]
         )
         advice = str(exc).partition(": ")[2]
         return Result(
