@@ -4,7 +4,8 @@
 root:live-appliance 0750, config.toml 0640, api-key root only 0600), in a private
 mount namespace over this machine's own /etc (`SystemView`): the commands run
 unchanged, as root or as an owner in the service's group, with no credential
-directory and no key in the environment, as after `sudo` on a Pi.
+directory and no key in the environment, as after `sudo` on a Pi. And the daemon on
+a pin factory whose LEDs cannot fade, as some are on a Pi.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from speech import chirp, reply_heard, speak_turn, turns_done
 from system_view import SystemView, require
 
-from rig.daemon import to_toml
+from rig.daemon import start_daemon, to_toml
+from rig.loopback import PulseLoopback
 from rig.server.server import ServerThread
 
 APP_GID = 990  # the service's group, as the installer makes it
@@ -125,3 +128,26 @@ def test_an_owner_who_may_not_read_the_key_is_told_to_use_sudo(
     for output in (doctor.stdout + doctor.stderr, asked.stderr):
         assert "Traceback" not in output
     assert server.log.connections() == []
+
+
+def test_leds_without_pwm_blink_on_and_off_and_the_box_answers(
+    loopback: PulseLoopback, workdir: Path
+) -> None:
+    """gpiozero's plain mock pins have no PWM, like some pin factories on a Pi."""
+    server = ServerThread(reply_seconds=0.5)
+    server.start()
+    try:
+        assert server.server is not None
+        daemon = start_daemon(
+            workdir, loopback, server.server, env={"GPIOZERO_MOCK_PIN_CLASS": "mockpin"}
+        )
+        daemon.wait_ready()
+        recorder = loopback.record(24000)
+        recorder.wait_started()
+        speak_turn(loopback, daemon, chirp(0.5))
+        status = daemon.wait_until(turns_done(1), 20, "the turn to end")
+        reply_heard(recorder.stop(), turn=1, seconds=0.5)
+        assert status["leds"] == ["idle", "connecting", "listening", "thinking", "speaking", "idle"]
+        assert daemon.terminate() < 2.0 and daemon.proc.returncode == 0
+    finally:
+        server.stop()

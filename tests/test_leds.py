@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import time
@@ -11,8 +12,16 @@ from itertools import pairwise
 import pytest
 from helpers import mock_pins, until
 
+from device.config import LedsConfig
 from device.hw.led_patterns import AMBER, PATTERNS, Pattern, Step, scaled
-from device.hw.leds import LedAnimator, NullLeds, OnePixel, make_leds, walk_pixels
+from device.hw.leds import (
+    LedAnimator,
+    NullLeds,
+    OnePixel,
+    make_leds,
+    open_leds,
+    walk_pixels,
+)
 from device.states import State
 
 STATES = tuple(str(s) for s in State)
@@ -423,3 +432,16 @@ def test_importing_hardware_modules_opens_nothing() -> None:
         "assert 'spidev' not in sys.modules, 'spidev imported at import time'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "pins", "lit"),
+    [("rgb", [5, 6, 13], (1.0, 1.0, 0.0)), ("multi", [5, 6], (1.0, 1.0)), ("single", [5], (1.0,))],
+)
+def test_pins_that_cannot_fade_show_the_patterns_on_and_off(onoff_pins, caplog, kind, pins, lit):
+    """A pin factory without PWM (gpiozero raises PinPWMUnsupported): one journal line."""
+    leds = open_leds(LedsConfig(kind=kind, pins=tuple(pins)))
+    leds.show(((1.0, 1.0, 0.2),))
+    assert states(onoff_pins, *pins) == lit
+    leds.close()
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1

@@ -174,12 +174,23 @@ def make_leds(
 
 
 def open_leds(cfg: LedsConfig) -> LedDriver:
-    """The LEDs the configuration describes, opened; LedsUnavailable says what is missing."""
+    """The LEDs the configuration describes, opened; LedsUnavailable says what is missing.
+
+    Pins that cannot fade (a pin factory without PWM) show the same patterns on and off.
+    """
     if cfg.kind == "apa102":
         from device.hw.apa102 import open_apa102
 
         return open_apa102(cfg)
-    return make_leds(cfg.kind, cfg.pins, active_high=cfg.active_high)
+    if cfg.kind == "none":
+        return NullLeds()
+    from gpiozero.exc import PinPWMUnsupported
+
+    try:
+        return make_leds(cfg.kind, cfg.pins, active_high=cfg.active_high)
+    except PinPWMUnsupported:
+        logger.warning("the LED pins cannot fade (no PWM on this pin factory): on/off patterns")
+        return make_leds(cfg.kind, cfg.pins, active_high=cfg.active_high, pwm=False)
 
 
 async def walk_pixels(driver: LedDriver, *, colour: Rgb = WHITE, seconds: float = 0.4) -> None:
