@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 from typing import Any
 
+import pytest
 from google.genai import types
 
 from device.audio import pcm
 from device.config import LiveConfig
-from device.live.connection import Connection, Hooks
+from device.live.connection import (
+    Connection,
+    Hooks,
+    check_sdk_internals,
+    sdk_internals_missing,
+    websocket_of,
+)
 from device.live.turn import WireTurn
 from device.live.wire import REPLY_RATE
 from device.outbox import Outbox
@@ -150,3 +158,34 @@ async def test_a_half_sample_of_an_interrupted_reply_does_not_shift_the_next() -
     conn._dispatch(content(turn_complete=True))
     conn._dispatch(reply_parts(pcm_part(b"\x03\x00" * 4, "audio/pcm;rate=24000")))
     assert heard(seen) == [b"\x01\x00", b"\x03\x00" * 4]
+
+
+def test_the_installed_sdk_still_has_what_the_link_reaches_into() -> None:
+    """Fails when google-genai or websockets move what `websocket_of` relies on."""
+    missing = sdk_internals_missing()
+    assert not missing, (
+        "the installed SDK moved what device/live/connection.py reaches into: "
+        + "; ".join(missing)
+        + " (pings, aborts and buffer bounds now degrade: update websocket_of)"
+    )
+
+
+def test_an_sdk_that_moved_its_websocket_is_one_warning_and_the_link_works_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from google.genai import live
+
+    class MovedSession(live.AsyncSession):  # a future SDK: the socket under another name
+        def __init__(self, api_client: Any, websocket: Any, **kwargs: Any) -> None:
+            super().__init__(api_client, websocket, **kwargs)
+            self._socket = self.__dict__.pop("_ws")
+
+    monkeypatch.setattr(live, "AsyncSession", MovedSession)
+    check_sdk_internals()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "_ws" in warnings[0].getMessage()
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    conn.session = MovedSession(None, object())
+    assert websocket_of(conn.session) is None
+    conn.abort()  # no socket to reach: nothing to do, nothing raised

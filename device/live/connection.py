@@ -353,6 +353,45 @@ def websocket_of(session: AsyncSession) -> Any:
     return ws if hasattr(ws, "ping") and hasattr(ws, "transport") else None
 
 
+def sdk_internals_missing() -> list[str]:
+    """What `websocket_of` and the buffer bounds rely on inside google-genai and websockets
+    that the installed versions no longer have, in words; empty when all is there.
+
+    Checked without a connection: an `AsyncSession` made around a stand-in must keep it
+    as `_ws`, the SDK must connect with websockets' asyncio client, whose connections
+    have `ping` and get their `transport` in `connection_made`.
+    """
+    import websockets.asyncio.client as ws_client
+    from google.genai import live
+
+    missing = []
+    stand_in = object()
+    try:
+        session = live.AsyncSession(api_client=None, websocket=stand_in)  # type: ignore[arg-type]
+        kept = getattr(session, "_ws", None)
+    except Exception as exc:  # a constructor that wants more than it did
+        kept = exc
+    if kept is not stand_in:
+        missing.append("google.genai.live.AsyncSession keeps no websocket as _ws")
+    if getattr(live, "ws_connect", None) is not ws_client.connect:
+        missing.append("google.genai.live connects without websockets.asyncio.client.connect")
+    for name in ("ping", "connection_made"):
+        if not callable(getattr(ws_client.ClientConnection, name, None)):
+            missing.append(f"websockets' ClientConnection has no {name}()")
+    return missing
+
+
+def check_sdk_internals() -> None:
+    """At start: one journal warning if a newer SDK moved what the link reaches into."""
+    missing = sdk_internals_missing()
+    if missing:
+        log.warning(
+            "the installed google-genai or websockets changed (%s): liveness is judged by "
+            "messages alone, closes wait for a timeout, and socket buffers keep their defaults",
+            "; ".join(missing),
+        )
+
+
 def _bound_buffers(session: AsyncSession) -> None:
     """At most UNSENT_LIMIT unsent bytes in the kernel, and UNREAD_LIMIT read ahead (twice:
     the kernel's and the TLS layer's) while the receiver waits for the speaker."""

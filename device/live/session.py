@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from google.genai.live import AsyncSession
 
 from device.config import Config
-from device.live.connection import Connection, Hooks, SwitchNow
+from device.live.connection import Connection, Hooks, SwitchNow, check_sdk_internals
 from device.live.errors import (
     GaveUp,
     describe_failure,
@@ -93,6 +93,7 @@ class LiveLink:
         """Build the client (and its TLS context) and the setup now: the first press does not
         wait for them, and a setting that cannot work (a persona file) fails at start."""
         if self._client is None:
+            check_sdk_internals()
             self._client = make_client(self._cfg)
             connect_config(self._cfg, None)
 
