@@ -1,4 +1,5 @@
-"""Small helpers the test files share: mock GPIO pins, waiting, the CLI, a journal stand-in."""
+"""Small helpers the test files share: mock GPIO pins, waiting, the CLI, a journal stand-in,
+the doctor's output by check."""
 
 from __future__ import annotations
 
@@ -65,3 +66,18 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def lines_of(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """Each check's line by its name, with its fix line (if any) joined on."""
+    found: dict[str, str] = {}
+    name = None
+    for line in result.stdout.splitlines():
+        status, _, rest = line.partition("  ")
+        if status in ("PASS", "WARN", "FAIL", "SKIP"):
+            name = rest.split()[0]
+            found[name] = line
+        elif line.startswith("      fix: ") and name:
+            found[name] += "\n" + line
+    assert found, f"no check lines in:\n{result.stdout}\n{result.stderr}"
+    return found

@@ -69,6 +69,29 @@ def turns_done(n: int) -> Any:
     return lambda s: s["state"] == "idle" and bool(s["turns"]) and s["turns"][-1]["turn"] >= n
 
 
+def talk_over(loopback: PulseLoopback, daemon: Daemon, turn: int, within: float = 20) -> float:
+    """Press during a reply, speak, release, wait until turn `turn` has ended (counted
+    since start); returns the time of the press."""
+    pressed = time.monotonic()
+    daemon.ctl("press")
+    time.sleep(0.8)
+    loopback.play(chirp(0.5), MIC_RATE).wait()
+    daemon.ctl("release")
+    daemon.wait_until(turns_done(turn), within, f"turn {turn}, after the barge-in, to end")
+    time.sleep(0.2)
+    return pressed
+
+
+def speaker_during_turn(loopback: PulseLoopback, daemon: Daemon, within: float = 20) -> bytes:
+    """Speak the first push-to-talk turn; what the loopback speaker played until it ended."""
+    recorder = loopback.record(SPEAKER_RATE)
+    recorder.wait_started()
+    speak_turn(loopback, daemon, chirp(0.5))
+    daemon.wait_until(turns_done(1), within, "the turn to end")
+    time.sleep(0.2)
+    return recorder.stop()
+
+
 FRAME_S = 0.02
 
 

@@ -11,7 +11,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from speech import MIC_RATE, SPEAKER_RATE, chirp, reply_heard, speak_turn, tone_frames, turns_done
+from speech import (
+    SPEAKER_RATE,
+    chirp,
+    reply_heard,
+    speak_turn,
+    speaker_during_turn,
+    talk_over,
+    tone_frames,
+    turns_done,
+)
 
 from device.audio import pcm
 from device.control import request
@@ -34,12 +43,7 @@ def test_a_reply_sent_at_once_reaches_the_speaker_whole(
 ) -> None:
     """Far more than the speaker holds arrives at once: nothing of it is dropped."""
     _, daemon = make_rig({"audio": {"earcons": False}}, pace=0, reply_seconds=12.0)
-    recorder = loopback.record(SPEAKER_RATE)
-    recorder.wait_started()
-    speak_turn(loopback, daemon, chirp(0.5))
-    daemon.wait_until(turns_done(1), 40, "the reply to play out")
-    time.sleep(0.2)
-    reply_heard(recorder.stop(), turn=1, seconds=12.0)
+    reply_heard(speaker_during_turn(loopback, daemon, within=40), turn=1, seconds=12.0)
 
 
 def test_a_ten_minute_reply_sent_at_once_stays_with_the_service_and_a_press_silences_it(
@@ -63,13 +67,7 @@ def test_a_ten_minute_reply_sent_at_once_stays_with_the_service_and_a_press_sile
     sent = sum(len(e.data or b"") for e in server.log.entries(direction="out") if e.kind == "audio")
 
     server.server.config.pace, server.server.config.reply_seconds = 1, 1.0
-    barge = time.monotonic()
-    daemon.ctl("press")
-    time.sleep(0.8)
-    loopback.play(chirp(0.5), MIC_RATE).wait()
-    daemon.ctl("release")
-    daemon.wait_until(turns_done(2), 30, "the turn after the barge-in to end")
-    time.sleep(0.2)
+    barge = talk_over(loopback, daemon, turn=2, within=30)
     recorder.stop()
 
     grown = (peak - before) / MB

@@ -18,6 +18,8 @@ from speech import (
     chirp,
     reply_heard,
     speak_turn,
+    speaker_during_turn,
+    talk_over,
     turns_done,
 )
 
@@ -62,12 +64,7 @@ def test_a_reply_at_16_khz_in_odd_parts_beside_text_and_images_plays_at_its_pitc
         odd_parts=True,
         other_parts=True,
     )
-    recorder = loopback.record(SPEAKER_RATE)
-    recorder.wait_started()
-    speak_turn(loopback, daemon, chirp(0.5))
-    daemon.wait_until(turns_done(1), 20, "the turn to end")
-    time.sleep(0.2)
-    reply_heard(recorder.stop(), turn=1, seconds=1.0)
+    reply_heard(speaker_during_turn(loopback, daemon), turn=1, seconds=1.0)
 
 
 def test_the_last_word_reaches_the_server_when_the_button_comes_up_with_it(
@@ -106,13 +103,7 @@ def test_press_during_a_reply_silences_the_speaker_and_the_next_turn_works(
     speak_turn(loopback, daemon, chirp(0.5))
     daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply to start")
     time.sleep(0.5)
-    barge = time.monotonic()
-    daemon.ctl("press")
-    time.sleep(0.8)
-    loopback.play(chirp(0.5), MIC_RATE).wait()
-    daemon.ctl("release")
-    daemon.wait_until(turns_done(1), 20, "the second turn to end")
-    time.sleep(0.2)
+    barge = talk_over(loopback, daemon, turn=1)
     recording = recorder.stop()
 
     samples, times = recorder.timeline()

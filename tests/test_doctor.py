@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import closed_port
+from helpers import closed_port, lines_of
 from helpers import mock_pins as pins
 
 from device import config
@@ -87,21 +87,6 @@ def doctor(
         text=True,
         timeout=timeout,
     )
-
-
-def lines_of(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
-    """Each check's line by its name, with its fix line (if any) joined on."""
-    found: dict[str, str] = {}
-    name = None
-    for line in result.stdout.splitlines():
-        status, _, rest = line.partition("  ")
-        if status in ("PASS", "WARN", "FAIL", "SKIP"):
-            name = rest.split()[0]
-            found[name] = line
-        elif line.startswith("      fix: ") and name:
-            found[name] += "\n" + line
-    assert found, f"no check lines in:\n{result.stdout}\n{result.stderr}"
-    return found
 
 
 def statuses(result: subprocess.CompletedProcess[str]) -> dict[str, str]:

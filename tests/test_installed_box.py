@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from speech import chirp, reply_heard, speak_turn, turns_done
+from helpers import lines_of
+from speech import reply_heard, speaker_during_turn
 from system_view import SystemView, require
 
 from rig.daemon import start_daemon, to_toml
@@ -70,26 +71,12 @@ def run(box: SystemView, server: ServerThread, *args: str, user: int | None = No
     return box.run(command, env=env)
 
 
-def check_lines(output: str) -> dict[str, str]:
-    """The doctor's line per check, with its fix line joined on."""
-    found: dict[str, str] = {}
-    name = ""
-    for line in output.splitlines():
-        status, _, rest = line.partition("  ")
-        if status in ("PASS", "WARN", "FAIL", "SKIP"):
-            name = rest.split()[0]
-            found[name] = line
-        elif line.startswith("      fix: ") and name:
-            found[name] += "\n" + line
-    return found
-
-
 def test_as_root_doctor_and_ask_use_the_installers_key_for_a_real_setup(
     box: SystemView, server: ServerThread
 ) -> None:
     install(box, server, server.api_key)
     result = run(box, server, "doctor", "key", "network", "--turn")
-    lines = check_lines(result.stdout)
+    lines = lines_of(result)
     assert result.returncode == 0, result.stdout + result.stderr
     assert lines["key"].startswith("PASS")
     assert "/etc/live-appliance/api-key" in lines["key"], "the key check says where from"
@@ -106,7 +93,7 @@ def test_a_refused_key_in_the_installers_file_is_diagnosed_at_setup(
 ) -> None:
     install(box, server, "AIza-revoked-key-0123456789")
     result = run(box, server, "doctor", "key", "network")
-    lines = check_lines(result.stdout)
+    lines = lines_of(result)
     assert result.returncode == 1
     assert lines["key"].startswith("PASS")
     assert lines["network"].startswith("FAIL") and "1008" in lines["network"]
@@ -119,7 +106,7 @@ def test_an_owner_who_may_not_read_the_key_is_told_to_use_sudo(
 ) -> None:
     install(box, server, server.api_key)
     doctor = run(box, server, "doctor", "key", user=OWNER)
-    lines = check_lines(doctor.stdout)
+    lines = lines_of(doctor)
     assert doctor.returncode == 1
     assert lines["key"].startswith("FAIL") and "sudo" in lines["key"].split("fix:")[1]
     asked = run(box, server, "ask", "Hello", user=OWNER)
@@ -142,11 +129,8 @@ def test_leds_without_pwm_blink_on_and_off_and_the_box_answers(
             workdir, loopback, server.server, env={"GPIOZERO_MOCK_PIN_CLASS": "mockpin"}
         )
         daemon.wait_ready()
-        recorder = loopback.record(24000)
-        recorder.wait_started()
-        speak_turn(loopback, daemon, chirp(0.5))
-        status = daemon.wait_until(turns_done(1), 20, "the turn to end")
-        reply_heard(recorder.stop(), turn=1, seconds=0.5)
+        reply_heard(speaker_during_turn(loopback, daemon), turn=1, seconds=0.5)
+        status = daemon.status()
         assert status["leds"] == ["idle", "connecting", "listening", "thinking", "speaking", "idle"]
         assert daemon.terminate() < 2.0 and daemon.proc.returncode == 0
     finally:
