@@ -121,6 +121,24 @@ async def test_drained_fires_after_the_last_sample_not_before(
     assert end_of_sound >= drained_at - 0.02  # the last samples were still to be heard
 
 
+async def test_a_feeder_waits_while_the_speaker_is_full_and_a_clear_frees_it(
+    speaker: tuple[Playback, Recorder],
+) -> None:
+    player, _ = speaker
+    player.feed(pcm.from_float(pcm.tone(440, 1000, RATE)))
+    await asyncio.wait_for(player.wait_for_room(1.5), 5)  # room: less than 1.5 s queued
+    player.feed(pcm.from_float(pcm.tone(440, 1000, RATE)))
+    waiting = asyncio.create_task(player.wait_for_room(1.5))
+    await asyncio.wait_for(waiting, 5)  # free once it has played down below 1.5 s
+    assert player.buffered_ms < 1500
+    _feed_in_chunks(player, pcm.from_float(pcm.tone(440, 4000, RATE)))
+    waiting = asyncio.create_task(player.wait_for_room(1.5))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    player.clear()  # a barge-in: nothing left to wait for
+    await asyncio.wait_for(waiting, 1)
+
+
 @pytest.mark.parametrize("channels", [1, 2])
 async def test_device_at_48k_gets_resampled_audio(loopback: PulseLoopback, channels: int) -> None:
     """Also on a device that takes no mono (a HAT's raw hw: device): every channel plays it."""
