@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rig.bench.figures import median, nearest_rank
+from rig.bench.conversation import quiet_runs
+from rig.bench.figures import Figure, median, nearest_rank
 from rig.bench.markers import locate, marker, missing_ms
-from rig.bench.proc import ProcessGone, cpu_seconds, memory_mb
+from rig.bench.proc import ProcessGone, cpu_seconds, memory_mb, thread_cpu, thread_split
 
 RATE = 16000
 FIGURES = {
@@ -29,8 +30,15 @@ FIGURES = {
     "release_to_activity_end",
     "loopback_latency",
     "reply_to_sound",
+    "reply_to_sound_hands_free",
     "barge_in",
+    "speaker_underruns",
+    "speaker_underruns_busy",
+    "gaps_heard",
+    "gaps_heard_busy",
     "cpu_idle",
+    "cpu_conversation_quiet",
+    "cpu_turns",
     "cpu_streaming_audio",
     "cpu_streaming_audio_video",
     "peak_rss",
@@ -47,6 +55,34 @@ def test_p95_is_a_measured_value_by_nearest_rank() -> None:
     assert median([4, 1, 3, 2]) == 2.5
     with pytest.raises(ValueError):
         nearest_rank([], 95)
+
+
+def test_a_figure_beside_its_reference_reports_both_and_their_ratio() -> None:
+    figure = Figure("cpu", "CPU", "s/min", "A method.", [1.0, 2.0, 3.0], reference=[4.0, 4.0, 8.0])
+    summary = figure.summary()
+    assert summary["reference"]["median"] == 4.0
+    assert summary["reference"]["p95"] == 8.0
+    assert summary["ratio"] == 0.5
+    assert summary["ratio_p95"] == 0.375
+    assert "reference" not in Figure("x", "X", "ms", "A method.", [1.0]).summary()
+
+
+def test_gaps_in_a_reply_are_silences_at_least_as_long_as_asked() -> None:
+    rate = 24000
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)
+    assert quiet_runs(tone, 48) == [], "a sine's zero crossings are no gap"
+    tone[1000:1048] = 0  # 2 ms: a gap
+    tone[5000:5040] = 0  # shorter than asked: not one
+    tone[9000:9500] = 0.001  # below -40 dBFS: silence too
+    assert quiet_runs(tone, 48) == [(1000, 48), (9000, 500)]
+
+
+def test_cpu_by_thread_is_split_by_name_per_minute() -> None:
+    before = {1: ("main", 1.0), 2: ("threaded-ml", 0.5), 3: ("threaded-ml", 0.0), 4: ("gone", 9.0)}
+    after = {1: ("main", 1.5), 2: ("threaded-ml", 0.75), 3: ("threaded-ml", 0.25), 5: ("new", 0.1)}
+    split = thread_split(before, after, seconds=30)
+    assert list(split) == ["main", "threaded-ml", "new"]
+    assert split == pytest.approx({"main": 1.0, "threaded-ml": 1.0, "new": 0.2})
 
 
 def _embed(sound: np.ndarray, before: int, after: int) -> np.ndarray:
@@ -98,6 +134,9 @@ def test_cpu_and_memory_of_another_process_are_read_from_outside() -> None:
         assert child.stdout is not None
         assert child.stdout.readline() == "done\n"
         assert cpu_seconds(child.pid) >= 0.3
+        threads = thread_cpu(child.pid)
+        assert threads[child.pid][0] == "main"
+        assert sum(cpu for _, cpu in threads.values()) >= 0.3
         memory = memory_mb(child.pid)
         assert memory["peak"] >= 64
         assert memory["peak"] >= memory["rss"] > 0
@@ -146,7 +185,7 @@ def test_quick_run_reports_every_figure_with_its_method(tmp_path: Path) -> None:
         assert figure["median"] <= figure["p95"] <= figure["max"], key
         assert figure["max"] == max(figure["samples"]), key
         assert figure["method"].endswith(".") and len(figure["method"].split()) > 8, key
-        assert figure["unit"] in {"ms", "s/min", "MB", "s"}, key
+        assert figure["unit"] in {"ms", "s/min", "MB", "s", "count"}, key
         assert figure["title"] in result.stdout, key
         assert figure["method"] in result.stdout, key
     # Two latency turns each; the streaming phases really streamed.

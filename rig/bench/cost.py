@@ -1,12 +1,14 @@
-"""What the daemon costs a small computer: CPU per minute idle and streaming, start-up."""
+"""What the daemon costs a small computer: CPU per minute idle and streaming, start-up,
+and what `arecord` alone costs, the floor of any program that keeps a microphone open."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 from device.audio import pcm
 from device.live.wire import MIC_RATE
-from rig.bench.harness import BenchDaemon, Harness, progress
+from rig.bench.harness import BenchDaemon, BenchError, Harness, progress
 from rig.bench.markers import marker
 from rig.bench.proc import cpu_per_minute
 from rig.bench.turns import TURN_TIMEOUT_S
@@ -60,3 +62,23 @@ def start_to_ready(h: Harness, starts: int) -> list[BenchDaemon]:
         daemons.append(d)
         progress(f"starts {n}/{starts}")
     return daemons
+
+
+def arecord_cpu(h: Harness, period_ms: int, seconds: float, window_s: float) -> list[float]:
+    """CPU s/min of a plain C `arecord` recording the loopback microphone to nowhere at
+    `period_ms`: what the sound card costs any program before it does anything."""
+    argv = [
+        "arecord", "-q", "-D", "default", "-t", "raw", "-f", "S16_LE", "-c", "1",
+        "-r", str(MIC_RATE), f"--period-time={period_ms * 1000}", "/dev/null",
+    ]
+    proc = subprocess.Popen(argv, env=h.loopback.child_env(), stdin=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        time.sleep(SETTLE_S)
+        if proc.poll() is not None:
+            raise BenchError(f"arecord exited with {proc.returncode}: {proc.stderr.read()!r}")
+        progress(f"arecord alone for {seconds:.0f} s")
+        return cpu_per_minute(proc.pid, window_s, max(1, round(seconds / window_s)))
+    finally:
+        proc.terminate()
+        proc.wait()

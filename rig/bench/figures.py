@@ -29,9 +29,11 @@ def median(samples: list[float]) -> float:
 class Figure:
     """One number the benchmark reports, with what it is compared against.
 
-    `target` is the goal in words; `met` is whether the p95 (or the single value)
-    reaches it, None where the benchmark cannot judge it. `note` carries what a
-    reader needs beside the value (e.g. the loopback's own latency).
+    `target` is the goal in words; `met` is whether it is reached, None where the
+    benchmark cannot judge it. `note` carries what a reader needs beside the value
+    (e.g. the loopback's own latency). `reference` holds the same figure measured
+    in the same run on what the box is compared with (`against`: the reference
+    client, or `arecord` alone), so that `ratio` means something on a busy machine.
     """
 
     key: str
@@ -43,6 +45,8 @@ class Figure:
     met: bool | None = None
     note: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    reference: list[float] = field(default_factory=list)
+    against: str = ""
 
     @property
     def median(self) -> float:
@@ -56,8 +60,30 @@ class Figure:
     def max(self) -> float:
         return max(self.samples)
 
+    @property
+    def ratio(self) -> float | None:
+        """The box's median over the reference's (None without a reference or with a zero)."""
+        return _ratio(self.median, median(self.reference)) if self.reference else None
+
+    @property
+    def ratio_p95(self) -> float | None:
+        return _ratio(self.p95, nearest_rank(self.reference, 95)) if self.reference else None
+
     def summary(self) -> dict[str, Any]:
-        """The JSON form: the summary, the method, the target, and the raw samples."""
+        """The JSON form: the summary, the method, the target, the reference, and the raw
+        samples."""
+        compared = self.reference and {
+            "reference": {
+                "against": self.against,
+                "n": len(self.reference),
+                "median": round(median(self.reference), 3),
+                "p95": round(nearest_rank(self.reference, 95), 3),
+                "max": round(max(self.reference), 3),
+                "samples": [round(s, 3) for s in self.reference],
+            },
+            "ratio": _rounded(self.ratio),
+            "ratio_p95": _rounded(self.ratio_p95),
+        }
         return {
             "title": self.title,
             "unit": self.unit,
@@ -71,4 +97,13 @@ class Figure:
             "note": self.note,
             "samples": [round(s, 3) for s in self.samples],
             **({"details": self.details} if self.details else {}),
+            **(compared or {}),
         }
+
+
+def _ratio(value: float, base: float) -> float | None:
+    return value / base if base else None
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

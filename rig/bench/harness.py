@@ -1,4 +1,5 @@
-"""The benchmark's rig: one loopback, one local server, daemons started as systemd would.
+"""The benchmark's rig: one loopback, one local server, daemons started as systemd would,
+and the reference client (`rig.bench.reference`) started beside them on the same two.
 
 Every daemon runs `python -m device run` through `rig.daemon`, with a notify
 socket and the unit's watchdog interval in its environment, so it pays for what
@@ -9,12 +10,13 @@ daemon, whose CPU is being measured) and fail with the daemon's log if it dies.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rig.bench.proc import memory_mb
 from rig.daemon import Daemon, scratch_dir, start_daemon
@@ -39,6 +41,15 @@ class BenchError(RuntimeError):
     """A measurement could not be made; the message says which and why."""
 
 
+class Subject(Protocol):
+    """A client the benchmark measures: the daemon, or the reference client."""
+
+    @property
+    def proc(self) -> subprocess.Popen[Any]: ...
+
+    def log(self) -> str: ...
+
+
 def progress(message: str) -> None:
     """One line on stderr, so a long run shows where it is."""
     print(f"bench: {message}", file=sys.stderr, flush=True)
@@ -56,8 +67,15 @@ class BenchDaemon:
     microphone_wait_ms: float | None
 
     @property
+    def proc(self) -> subprocess.Popen[str]:
+        return self.daemon.proc
+
+    @property
     def pid(self) -> int:
         return self.daemon.proc.pid
+
+    def log(self) -> str:
+        return self.daemon.log()
 
     def press(self) -> float:
         """Press the button through the control socket; returns the time just before."""
@@ -76,6 +94,10 @@ class BenchDaemon:
     def peak_rss_mb(self) -> float:
         return memory_mb(self.pid)["peak"]
 
+    def speaker_underflows(self) -> int:
+        """Output underflows PortAudio has reported to the daemon's speaker so far."""
+        return int(self.daemon.status()["speaker_underflows"])
+
     @property
     def output_latency_ms(self) -> float | None:
         """The speaker's output latency as PortAudio reported it to the daemon."""
@@ -86,6 +108,36 @@ class BenchDaemon:
             self.daemon.terminate()
         finally:
             self.notify.close()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@dataclass
+class ReferenceClient:
+    """The reference client (`rig.bench.reference`) in its own process, its stderr in a file."""
+
+    proc: subprocess.Popen[bytes]
+    workdir: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return (self.workdir / "stderr").read_text(errors="replace")
+
+    def peak_rss_mb(self) -> float:
+        return memory_mb(self.pid)["peak"]
+
+    def stop(self) -> None:
+        """SIGTERM (it has no shutdown of its own: the default action ends it)."""
+        try:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -132,6 +184,35 @@ class Harness:
                 continue
         raise BenchError(f"no READY=1 within {READY_TIMEOUT_S:.0f} s:\n{daemon.log()}")
 
+    def start_reference(self) -> ReferenceClient:
+        """Start the reference client and wait for its session to be set up."""
+        assert self.server.server is not None
+        workdir = scratch_dir("bench-ref-")
+        count = self.connection_count()
+        with open(workdir / "stderr", "wb") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "rig.bench.reference"],
+                env={**self.loopback.child_env(), **self.server.server.client_env()},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        client = ReferenceClient(proc, workdir)
+        try:
+            self.wait(
+                lambda: any(
+                    e.kind == "setup_complete" and e.conn > count
+                    for e in self.entries(direction="out")
+                ),
+                READY_TIMEOUT_S,
+                "the reference client's session",
+                client,
+            )
+        except BaseException:
+            client.stop()
+            raise
+        return client
+
     # -- the server ----------------------------------------------------------------
 
     def configure(self, **knobs: Any) -> None:
@@ -155,23 +236,23 @@ class Harness:
         return all(c.closed is not None for c in self.server.log.connections())
 
     def wait(
-        self, check: Callable[[], bool], timeout: float, what: str, daemon: BenchDaemon
+        self, check: Callable[[], bool], timeout: float, what: str, subject: Subject
     ) -> None:
-        """Wait for a condition on the server's log; BenchError if the daemon dies or it
+        """Wait for a condition on the server's log; BenchError if the client dies or it
         never holds."""
         deadline = time.monotonic() + timeout
         while True:
-            if daemon.daemon.proc.poll() is not None:
+            if subject.proc.poll() is not None:
                 raise BenchError(
-                    f"daemon exited with {daemon.daemon.proc.returncode} waiting for {what}:\n"
-                    f"{daemon.daemon.log()}"
+                    f"client exited with {subject.proc.returncode} waiting for {what}:\n"
+                    f"{subject.log()}"
                 )
             try:
                 self.server.wait_for(check, min(0.5, max(0.0, deadline - time.monotonic())))
                 return
             except TimeoutError:
                 if time.monotonic() >= deadline:
-                    tail = "\n".join(daemon.daemon.log().splitlines()[-20:])
+                    tail = "\n".join(subject.log().splitlines()[-20:])
                     raise BenchError(
                         f"timed out after {timeout:.0f} s waiting for {what}:\n{tail}"
                     ) from None

@@ -9,9 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rig.bench.figures import Figure
+from rig.bench.figures import Figure, median, nearest_rank
 
-COLUMNS = ("figure", "n", "median", "p95", "max", "unit", "target", "met")
+COLUMNS = (
+    "figure", "n", "median", "p95", "max", "unit",
+    "ref median", "ref p95", "ratio", "ratio p95", "target", "met",
+)
+NUMERIC = frozenset(range(1, 10))
 
 
 def machine() -> dict[str, Any]:
@@ -64,10 +68,17 @@ def _number(value: float) -> str:
 
 
 def table(figures: list[Figure]) -> str:
-    """The figures as aligned columns, then each figure's method and note."""
+    """The figures as aligned columns (with the reference's beside the box's where there
+    is one), then each figure's method and note."""
     rows = [COLUMNS]
     for f in figures:
         met = "" if f.met is None else ("yes" if f.met else "MISSED")
+        compared = (
+            (_number(median(f.reference)), _number(nearest_rank(f.reference, 95)),
+             _times(f.ratio), _times(f.ratio_p95))
+            if f.reference
+            else ("", "", "", "")
+        )
         rows.append(
             (
                 f.title,
@@ -76,24 +87,32 @@ def table(figures: list[Figure]) -> str:
                 _number(f.p95),
                 _number(f.max),
                 f.unit,
+                *compared,
                 f.target,
                 met,
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    numeric = {1, 2, 3, 4}
     lines = [
         "  ".join(
-            cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
+            cell.rjust(widths[i]) if i in NUMERIC else cell.ljust(widths[i])
             for i, cell in enumerate(row)
         ).rstrip()
         for row in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append("")
-    lines.append("How each figure was measured (met: the p95 is within the target):")
+    lines.append(
+        "How each figure was measured (ref: the same figure on what it is compared with, "
+        "in this run; ratio: the box's over it):"
+    )
     for f in figures:
-        lines.append(f"- {f.title}: {f.method}")
+        against = f" Compared with: {f.against}." if f.against else ""
+        lines.append(f"- {f.title}: {f.method}{against}")
         if f.note:
             lines.append(f"  {f.note}")
     return "\n".join(lines)
+
+
+def _times(ratio: float | None) -> str:
+    return "" if ratio is None else f"{ratio:.2f}"

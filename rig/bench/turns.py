@@ -211,28 +211,33 @@ class TurnRunner:
         self._wait(lambda: self.h.first("audio", "out", released) is not None, "a reply")
         reply = self.h.first("audio", "out", released)
         assert reply is not None
-        _wait_for(
+        wait_for(
             lambda: recorder.first_sound(after=reply.t, threshold_dbfs=SOUND_DBFS) is not None,
             "the reply at the loopback speaker",
         )
         time.sleep(self.random.uniform(0.2, 0.5))  # somewhere inside the reply
-        pressed = self.d.press()
-        watch_until = pressed + 0.4
-        _wait_for(
-            lambda: bool(recorder.chunks) and recorder.chunks[-1][0] >= watch_until,
-            "the recording of the speaker",
-        )
-        samples, times = recorder.timeline()
-        window = (times >= pressed - 0.5) & (times <= watch_until)
-        loud = np.flatnonzero(np.abs(samples[window]) > pcm.db_to_amplitude(SOUND_DBFS))
-        if not loud.size:
-            raise BenchError("the reply was not playing at the press")
-        if loud[-1] + 1 >= int(window.sum()):
-            raise BenchError("the speaker still sounded 400 ms after the press")
-        return ms(float(times[window][loud[-1] + 1]) - pressed)
+        return silence_after(recorder, self.d.press(), "the press")
 
 
-def _wait_for(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+def silence_after(recorder: Recorder, since: float, what: str) -> float:
+    """ms from `since` (the moment of `what`) to the sample after the last loud one
+    within 400 ms of it in a recording of the speaker."""
+    until = since + 0.4
+    wait_for(
+        lambda: bool(recorder.chunks) and recorder.chunks[-1][0] >= until,
+        "the recording of the speaker",
+    )
+    samples, times = recorder.timeline()
+    window = (times >= since - 0.5) & (times <= until)
+    loud = np.flatnonzero(np.abs(samples[window]) > pcm.db_to_amplitude(SOUND_DBFS))
+    if not loud.size:
+        raise BenchError(f"the reply was not playing at {what}")
+    if loud[-1] + 1 >= int(window.sum()):
+        raise BenchError(f"the speaker still sounded 400 ms after {what}")
+    return ms(float(times[window][loud[-1] + 1]) - since)
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
     """Poll a condition on a recording (a thread of ours fills it); BenchError if it never holds."""
     deadline = time.monotonic() + timeout
     while not check():
