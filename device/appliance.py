@@ -52,7 +52,6 @@ from device.states import (
     PlayReply,
     Pressed,
     Released,
-    RestSpeaker,
     SendActivityEnd,
     SendActivityStart,
     SendText,
@@ -65,7 +64,6 @@ from device.states import (
     TextTurn,
     Timeout,
     Timer,
-    WakeSpeaker,
     step,
 )
 from device.tasks import stop_task
@@ -251,10 +249,6 @@ class Appliance:
                 self.speaker.feed(b"", last=True)  # flush the resampler's tail
                 if self._drain_watch is None:
                     self._drain_watch = asyncio.create_task(self._watch_drain(), name="drain")
-            case RestSpeaker():
-                self.speaker.rest()  # nothing to play until the next press: save the CPU
-            case WakeSpeaker():
-                self.speaker.wake()
             case DropOutbox():
                 self.outbox.clear()
             case PlayEarcon(name):
@@ -321,6 +315,7 @@ class Appliance:
             "outbox_ms": round(self.outbox.held_ms),
             "mic_overflows": self.mic.overflows,
             "speaker_underflows": self.speaker.underflows,
+            "speaker_starved": self.speaker.starved,
             "output_latency_ms": round(self.speaker.output_latency * 1000, 1),
             "microphone_wait_ms": self.microphone_wait_ms,
             "volume": round(self.speaker.volume, 2),
@@ -363,7 +358,6 @@ class Appliance:
                 self.cfg.live.model,
                 extra={"LIVE_STATE": str(self.machine.state)},
             )
-            self.speaker.rest()
             gc.freeze()  # what start-up built lives on: keep it out of every later collection
             self.ready = True
             self.notifier.ready(self.status_line())

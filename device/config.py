@@ -116,9 +116,9 @@ class AudioConfig:
     #: A microphone chunk this loud (RMS, dBFS) is someone talking: the silence that ends
     #: a conversation, or a button held with nobody talking, counts from the last one.
     speech_dbfs: float = field(default=-40.0, metadata=_bounded(-90, 0))
-    #: The speaker's PortAudio period. Silence after a barge-in, and sound after a reply
-    #: chunk, take about two periods: 5 ms is quicker, 10 ms leaves a slow Pi more room
-    #: before the callback runs late and clicks.
+    #: The speaker's PortAudio period: how much the sound card takes at a time. Neither a
+    #: reply's first sound (it starts into an idle device) nor the silence after a barge-in
+    #: (what the device holds is dropped) waits on it.
     period_ms: int = field(default=10, metadata=_bounded(5, 50))
     #: Speaker volume, 0..1 (the set_volume tool changes it and keeps it across restarts).
     volume: float = field(default=1.0, metadata=_bounded(0, 1))

@@ -272,16 +272,6 @@ class AwaitDrain:
 
 
 @dataclass(frozen=True)
-class RestSpeaker:
-    """Nothing can play until the next press: let the speaker's stream rest."""
-
-
-@dataclass(frozen=True)
-class WakeSpeaker:
-    """Something may play soon: run the speaker's stream."""
-
-
-@dataclass(frozen=True)
 class DropOutbox:
     """Forget what waits to be sent: the session it was for is over."""
 
@@ -322,8 +312,6 @@ Action = (
     | PlayReply
     | ClearPlayback
     | AwaitDrain
-    | RestSpeaker
-    | WakeSpeaker
     | DropOutbox
     | PlayEarcon
     | StartTimer
@@ -331,8 +319,6 @@ Action = (
     | FeedWatchdog
 )
 
-#: States in which nothing can play until a person does something.
-RESTING = (State.IDLE, State.ERROR)
 #: States of a turn whose reply is awaited or playing.
 _REPLYING = (State.THINKING, State.SPEAKING)
 
@@ -377,8 +363,8 @@ Step = tuple[Machine, list[Action]]
 
 
 def step(m: Machine, event: Event) -> Step:
-    """One event: the transition, then what follows from the change itself (the speaker's
-    rest, the microphone's gate, waiting for the drain) and the timers it leaves armed."""
+    """One event: the transition, then what follows from the change itself (the
+    microphone's gate, waiting for the drain) and the timers it leaves armed."""
     if isinstance(event, Timeout):
         if event.timer not in m.timers:
             return m, []  # cancelled while its Timeout was already on its way
@@ -386,18 +372,12 @@ def step(m: Machine, event: Event) -> Step:
     if isinstance(event, LinkEvent) and not (m.session_open and event.session == m.session):
         return m, []  # from a session that is over: it cannot touch the one open now
     after, actions = _transition(m, event)
-    before: list[Action] = []
-    if m.state in RESTING and after.state not in RESTING:
-        before.append(WakeSpeaker())
-    if after.state in RESTING and m.state not in RESTING:
-        actions.append(RestSpeaker())
     if after.gated != m.gated:
         actions.append(GateMicrophone(after.gated))
     if after.reply_done and not m.reply_done:
         actions.append(AwaitDrain())
     if "speaker" in after.faults:  # no earcon into a speaker that is not there
         actions = [a for a in actions if not isinstance(a, PlayEarcon)]
-    actions = [*before, *actions]
     return replace(after, timers=_armed(after.timers, actions)), actions
 
 

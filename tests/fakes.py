@@ -85,11 +85,11 @@ class FakeSpeaker:
     def __init__(self) -> None:
         self.volume = 1.0
         self.underflows = 0
+        self.starved = 0
         self.output_latency = 0.02
         self.buffered = bytearray()
         self.heard = bytearray()
         self.cleared = 0
-        self.resting = False
         self.opened = False
         self.alive = True
         self._drained = asyncio.Event()
@@ -129,12 +129,6 @@ class FakeSpeaker:
         self.buffered.clear()
         self._drained.set()
         return played
-
-    def rest(self) -> None:
-        self.resting = True
-
-    def wake(self) -> None:
-        self.resting = False
 
     async def wait_drained(self) -> None:
         await self._drained.wait()

@@ -71,7 +71,7 @@ def test_push_to_talk_turn_before_the_connection_is_ready() -> None:
     order = [got.index(n) for n in ("open_session:1", "send_activity_start", "start_capture")]
     assert order == sorted(order)
     assert got.index("finish_capture") < got.index("send_activity_end")
-    assert got[-2:] == ["start_timer:idle", "rest_speaker"]
+    assert got[-1] == "start_timer:idle"
     assert m.session_open and not m.held
 
 
@@ -336,17 +336,14 @@ def test_the_heartbeat_feeds_the_watchdog_whatever_the_state() -> None:
         assert actions == [s.FeedWatchdog()]
 
 
-def test_the_speaker_rests_while_idle_and_the_microphone_is_gated_while_it_speaks() -> None:
+def test_the_microphone_is_gated_while_the_model_speaks_hands_free() -> None:
     m, _, actions = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP)
-    assert names(actions)[0] == "wake_speaker"
     m, _, actions = run(m, REPLY)
     assert "gate_microphone:True" in names(actions) and "play_reply" in names(actions)
     m, _, actions = run(m, DONE)
     assert "await_drain" in names(actions)
     m, _, actions = run(m, s.PlaybackDrained())
     assert "gate_microphone:False" in names(actions)
-    _, _, actions = run(m, s.Pressed())
-    assert names(actions)[-1] == "rest_speaker"
 
 
 # Every event; a link event is made for the session open when it comes, now and then

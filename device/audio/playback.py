@@ -1,42 +1,61 @@
-"""Speaker playback from a buffer the PortAudio callback drains.
+"""Speaker playback: one writer thread hands a buffer to PortAudio's blocking stream.
 
 The receive loop calls ``feed()`` and never waits for the speaker: the audio goes
-into a lock-protected buffer and PortAudio's callback takes one period at a time,
-writing silence when there is nothing (the stream never underruns, so PulseAudio
-and ALSA never have to restart it). ``clear()`` drops everything not yet handed to
-PortAudio, so after a barge-in the speaker falls silent within PortAudio's own
-output latency (``output_latency``), which is set by ``period_ms``.
+into a lock-protected buffer and the writer thread ("speaker") hands it to
+PortAudio. The stream runs only while there is audio to play. A reply's first
+samples go into an idle device and sound at once (a callback stream would start
+behind a buffer of silence), and once the last has played the stream stops, so
+an idle box or a quiet conversation costs the speaker nothing: no callbacks, no
+wake-ups. While it plays, the writer keeps the device between half full and
+full (``DEVICE_S``), waking a few times a reply chunk, so a writer that runs late
+on a busy Pi still leaves audio queued. ``clear()`` (barge-in) drops the buffer
+and aborts the stream: the speaker falls silent at once, whatever the device
+still held.
 
-While nothing can play (the box is idle) the stream rests: ``rest()`` stops it
-once everything fed has played, ``wake()`` (and any ``feed()``) starts it again
-in a millisecond or two. A stream playing silence would otherwise cost CPU every
-period, all day.
+PortAudio reports when the device ran out of audio while it played. That is the
+speaker's own fault (``underflows``: a click the box made) only if the audio was
+already waiting; when the next chunk of a reply arrives after the device has
+played all it had, the gap is the link's (``starved``: the service paces its
+replies in real time, and a reply starts at once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import pyaudio
 import soxr
 
 from device.audio.devices import DeviceSpec
-from device.audio.stream import PORTAUDIO_LOCK, PortAudioStream
+from device.audio.output_stream import OutputStream
+from device.audio.stream import PortAudioStream
 from device.live.wire import REPLY_RATE
 
 log = logging.getLogger(__name__)
 
+Job = Literal["write", "tail", "stop", "abort", "close"]
 RATE = REPLY_RATE
-#: After the last sound, the stream keeps running this long for what comes next.
-REST_AFTER_S = 2.0
+#: What the device holds ahead of the sample playing: room for a late writer. It
+#: costs no latency (a reply starts into an empty device) and a barge-in drops it.
+DEVICE_S = 0.1
 #: The most audio queued for the speaker before `wait_for_room` makes the feeder wait:
 #: a reply sent faster than it plays stays with the service (its flow control holds
 #: it) instead of in the box's memory, and a barge-in still drops all of it at once.
 AHEAD_S = 4.0
+#: Silence before and after each run of the stream. A sound server on the way to the
+#: speaker (PulseAudio here, PipeWire on a desktop Pi) drops up to a few milliseconds as
+#: a stream starts and as it stops: these carry that loss instead of the sound.
+LEAD_S = 0.005
+TAIL_S = 0.01
+#: Audio fed this long before the device would have run out was waiting for the writer.
+WAITING_S = 0.005
 
 
 class Playback(PortAudioStream):
@@ -54,36 +73,37 @@ class Playback(PortAudioStream):
         super().__init__(device, device_rate, channels)
         self.period_ms = period_ms
         self.on_underflow = on_underflow
-        self.underflows = 0  # PortAudio reported output underflows (not empty buffer)
+        self.underflows = 0  # the device ran out while audio waited: the speaker's fault
+        self.starved = 0  # it ran out because the reply's next audio came late
         self._resampler: soxr.ResampleStream | None = None
-        self._lock = threading.Lock()
-        self._buffer = bytearray()  # device-rate s16le not yet handed to PortAudio
+        self._cond = threading.Condition()
+        self._buffer = bytearray()  # device-format frames not yet handed to PortAudio
+        self._waiting_since: float | None = None  # when the oldest of it was fed
         self._generation = 0  # bumped by feed() and clear(); stale drain notices ignored
-        self._waiting_drain = False
+        self._abort = False  # clear() asks the writer to drop what the device holds
+        self._closing = False
+        self._tail = False  # the trailing silence is written: stop once it has played
+        self._failed = False  # the writer stopped on a PortAudio error (the device went)
+        self._writer: threading.Thread | None = None
         self._drained = asyncio.Event()
         self._drained.set()
         self._room_below: int | None = None  # a feeder waits until the buffer is under this
         self._room = asyncio.Event()
         #: 0..1, applied to what is fed from now on; squared so that halfway sounds half as loud.
         self.volume = 1.0
-        self._resting = False  # stopped on purpose: nothing can play
-        self._want_rest = False  # rest() was asked for and wake() has not come since
-        self._rest_timer: asyncio.TimerHandle | None = None
 
     # -- life ------------------------------------------------------------------
 
-    def _open(self, pa: pyaudio.PyAudio) -> pyaudio.Stream:
+    def _open(self, pa: pyaudio.PyAudio) -> OutputStream:
         info = self._choose(pa, "output", RATE)
         assert self.device_rate is not None
         self._resampler = self._new_resampler()
-        return pa.open(
-            format=pyaudio.paInt16,
-            channels=self.channels,
-            rate=self.device_rate,
-            output=True,
-            output_device_index=info.index,
-            frames_per_buffer=self.device_rate * self.period_ms // 1000,
-            stream_callback=self._callback,
+        return OutputStream(
+            info.index,
+            self.device_rate,
+            self.channels,
+            self.device_rate * self.period_ms // 1000,
+            DEVICE_S,
         )
 
     def _started(self) -> None:
@@ -94,66 +114,34 @@ class Playback(PortAudioStream):
             self.channels,
             self.output_latency * 1000,
         )
+        self._closing = self._failed = False
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(self._stream,), name="speaker", daemon=True
+        )
+        self._writer.start()
+
+    def _release(self, stream: OutputStream) -> None:
+        """Stop the writer, then close the stream: what it still held is dropped."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.join()
+        stream.close()
 
     def stop(self) -> None:
         """Close the device; whatever was still buffered is dropped."""
-        self._cancel_rest()
         super().stop()
-        self._resting = False
         self.clear()
 
-    # -- resting while idle ---------------------------------------------------
-
-    def rest(self) -> None:
-        """Nothing is expected to play: stop the stream once what was fed has played and
-        REST_AFTER_S more has passed (a sound fed meanwhile plays, and delays the rest)."""
-        self._want_rest = True
-        self._cancel_rest()
-        if self._stream is not None and not self._resting and self._loop is not None:
-            self._rest_timer = self._loop.call_later(REST_AFTER_S, self._rest_if_quiet)
-
-    def _rest_if_quiet(self) -> None:
-        self._rest_timer = None
-        if self._stream is None or self._resting:
-            return
-        if not self._drained.is_set():  # still playing: look again later
-            self.rest()
-            return
-        with PORTAUDIO_LOCK:  # the keeper may be closing it from a worker thread
-            if self._stream is not None:
-                self._stream.stop_stream()  # waits for the last period: a few ms
-                self._resting = True
-
-    def wake(self) -> None:
-        """Something may play soon: run the stream, and keep it running until rest()."""
-        self._want_rest = False
-        self._cancel_rest()
-        self._run()
-
-    def _run(self) -> None:
-        if self._stream is None or not self._resting:
-            return
-        self._resting = False
-        with PORTAUDIO_LOCK:  # the keeper may be closing it from a worker thread
-            if self._stream is None:
-                return
-            try:
-                self._stream.start_stream()
-            except OSError as exc:  # the device went while resting: the keeper reopens it
-                log.warning("the speaker did not start again: %s", exc)
-                return
-        self._restarted()
-
-    def _cancel_rest(self) -> None:
-        if self._rest_timer is not None:
-            self._rest_timer.cancel()
-            self._rest_timer = None
-
     def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool:
-        """A resting stream is healthy: it is stopped on purpose."""
-        if self._resting and self._stream is not None:
-            return True
-        return super().healthy(stale_s, grace_s)
+        """Open and writing: an idle speaker is stopped on purpose, a playing one writes
+        at least every DEVICE_S / 2; a PortAudio error (a vanished device) is a fault."""
+        if self._stream is None or self._failed:
+            return False
+        last = self._last_call
+        return not self.running or last is None or time.monotonic() - last < stale_s
 
     def _new_resampler(self) -> soxr.ResampleStream | None:
         if self.device_rate in (None, RATE):
@@ -163,7 +151,7 @@ class Playback(PortAudioStream):
     @property
     def output_latency(self) -> float:
         """Seconds PortAudio reports between handing it a sample and the speaker."""
-        return self._stream.get_output_latency() if self._stream is not None else 0.0
+        return self._stream.output_latency if self._stream is not None else 0.0
 
     # -- the loop's side -------------------------------------------------------
 
@@ -179,24 +167,26 @@ class Playback(PortAudioStream):
             pcm = scaled.astype(np.int16).tobytes()
         if not pcm:
             return
-        if self._resting:  # an earcon while idle: play it, then rest again
-            self._run()
-        if self._want_rest:
-            self.rest()
-        with self._lock:
+        if self.channels > 1:  # the same sound on every channel of the device
+            pcm = np.repeat(np.frombuffer(pcm, dtype=np.int16), self.channels).tobytes()
+        with self._cond:
+            if not self._buffer:
+                self._waiting_since = time.monotonic()
             self._buffer += pcm
             self._generation += 1
-            self._waiting_drain = True
+            self._cond.notify()
         self._drained.clear()
 
     def clear(self) -> int:
         """Drop everything not yet played (barge-in); returns the bytes dropped."""
-        with self._lock:
+        with self._cond:
             dropped = len(self._buffer)
             self._buffer.clear()
+            self._waiting_since = None
             self._generation += 1
-            self._waiting_drain = False
+            self._abort = True
             self._room_below = None
+            self._cond.notify()
         if self._resampler is not None:
             self._resampler.clear()
         self._drained.set()
@@ -209,12 +199,12 @@ class Playback(PortAudioStream):
         The reply's receiver awaits this before it reads on, so a reply that arrives
         faster than it plays waits in the service rather than here.
         """
-        limit = round(ahead_s * (self.device_rate or RATE)) * 2
+        limit = round(ahead_s * (self.device_rate or RATE)) * 2 * self.channels
         while True:
-            with self._lock:
+            with self._cond:
                 if len(self._buffer) < limit:
                     return
-                self._room_below = limit  # the callback tells the loop once it is under
+                self._room_below = limit  # the writer tells the loop once it is under
                 self._room.clear()
             await self._room.wait()
 
@@ -223,12 +213,12 @@ class Playback(PortAudioStream):
         """Audio queued and not yet handed to PortAudio, in milliseconds."""
         if not self.device_rate:
             return 0.0
-        with self._lock:
-            return len(self._buffer) / 2 / self.device_rate * 1000
+        with self._cond:
+            return len(self._buffer) / (2 * self.channels) / self.device_rate * 1000
 
     @property
     def drained(self) -> asyncio.Event:
-        """Set once the last fed sample has been handed to PortAudio (or after clear())."""
+        """Set once everything fed has played and the stream has stopped (or after clear())."""
         return self._drained
 
     async def wait_drained(self) -> None:
@@ -238,43 +228,114 @@ class Playback(PortAudioStream):
         """Wait until everything fed has sounded, the resampler's tail included."""
         self.feed(b"", last=True)
         await self.wait_drained()
-        await asyncio.sleep(self.output_latency)  # the last period handed over still has to play
 
     def _on_drained(self, generation: int) -> None:
         if generation == self._generation:
             self._drained.set()
 
-    # -- PortAudio's thread ----------------------------------------------------
+    # -- the writer thread -----------------------------------------------------
 
-    def _callback(
-        self, in_data: bytes | None, frame_count: int, time_info: dict, status: int
-    ) -> tuple[bytes, int]:
-        self._called()
-        wanted = frame_count * 2
-        with self._lock:
-            out = bytes(self._buffer[:wanted])
-            del self._buffer[:wanted]
-            notify = self._waiting_drain and not self._buffer
-            if notify:
-                self._waiting_drain = False
-            room = self._room_below is not None and len(self._buffer) < self._room_below
-            if room:
-                self._room_below = None
-            generation = self._generation
-        loop = self._loop
-        assert loop is not None
+    def _write_loop(self, stream: OutputStream) -> None:
+        """Start the stream for the first audio, keep the device DEVICE_S full, stop it
+        once the last sample has played; drop everything at clear()."""
+        assert self.device_rate is not None
+        rate, frame = self.device_rate, stream.frame_bytes
+        period = rate * self.period_ms // 1000
+        lead, tail = bytes(round(LEAD_S * rate) * frame), bytes(round(TAIL_S * rate) * frame)
+        running, runs_out = False, 0.0  # when the device has played all it was given
+        on_time = True  # the last write's audio was waiting before the device ran out
         try:
-            if status & pyaudio.paOutputUnderflow:
-                self.underflows += 1
-                if self.on_underflow is not None:
-                    loop.call_soon_threadsafe(self.on_underflow, self.underflows)
-            if notify:
-                loop.call_soon_threadsafe(self._on_drained, generation)
-            if room:
-                loop.call_soon_threadsafe(self._room.set)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            return bytes(wanted * self.channels), pyaudio.paAbort
-        out += bytes(wanted - len(out))
-        if self.channels > 1:  # the same sound on every channel of the device
-            out = np.repeat(np.frombuffer(out, dtype=np.int16), self.channels).tobytes()
-        return out, pyaudio.paContinue
+            while True:
+                with self._cond:
+                    job, piece, generation, since = self._next(running, runs_out, rate * frame)
+                now = time.monotonic()
+                match job:
+                    case "close":
+                        return
+                    case "abort":
+                        if running:
+                            stream.abort()
+                            running = False
+                        continue
+                    case "stop":
+                        stream.stop()
+                        running = False
+                        self._tell(self._on_drained, generation)
+                        continue
+                    case "tail":
+                        piece = tail
+                if not running:
+                    stream.start()
+                    running, runs_out, on_time = True, now, True
+                    piece = lead + piece  # the start is at least a period of audio
+                    piece += bytes(max(0, period * frame - len(piece)))
+                # PortAudio learns of a run-out when it next looks, which may be a write
+                # later: it is the speaker's fault only if this write and the one before
+                # both had their audio waiting before the device would run out.
+                waited = on_time
+                on_time = since is not None and since < runs_out - WAITING_S
+                self._called()
+                if stream.write(piece):
+                    self._ran_out(waited=waited and on_time)
+                runs_out = max(runs_out, now) + len(piece) / frame / rate
+        except OSError as exc:  # the device went: the keeper sees it and reopens
+            log.warning("the speaker stopped: %s", exc)
+            self._failed = True
+
+    def _ran_out(self, waited: bool) -> None:
+        """PortAudio says the device ran out of audio since the last write."""
+        if not waited:
+            self.starved += 1
+            return
+        self.underflows += 1
+        if self.on_underflow is not None:
+            self._tell(self.on_underflow, self.underflows)
+
+    def _tell(self, callback: Callable[..., None], *args: object) -> None:
+        """Run `callback` on the loop, unless the loop is closed (nobody is listening)."""
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _next(
+        self, running: bool, runs_out: float, bytes_per_s: int
+    ) -> tuple[Job, bytes, int, float | None]:
+        """Under the lock: wait for the writer's next job and take what it writes, with
+        when the oldest of that was fed (None for silence of our own).
+
+        Waits forever while idle; while playing, until the device is half empty
+        or, with nothing more to play, until it has played out (a moment before
+        that, the trailing silence goes in)."""
+        while not self._closing:
+            if self._abort:
+                self._abort = False
+                self._tail = False
+                return "abort", b"", self._generation, None
+            # What the device still holds, in seconds (nothing once stopped or aborted).
+            left = runs_out - time.monotonic() if running else 0.0
+            if not running and not self._buffer:
+                self._cond.wait()
+            elif running and not self._buffer:
+                if left > TAIL_S or (self._tail and left > 0):
+                    self._cond.wait(left - TAIL_S if left > TAIL_S else left)
+                elif not self._tail:
+                    self._tail = True
+                    return "tail", b"", self._generation, None
+                else:
+                    self._tail = False
+                    return "stop", b"", self._generation, None
+            elif running and left > DEVICE_S / 2:
+                self._cond.wait(left - DEVICE_S / 2)
+            else:
+                room = int((DEVICE_S - max(0.0, left)) * bytes_per_s)
+                take = min(len(self._buffer), room - room % (2 * self.channels))
+                piece, since = bytes(self._buffer[:take]), self._waiting_since
+                del self._buffer[:take]
+                if not self._buffer:
+                    self._waiting_since = None
+                if self._room_below is not None and len(self._buffer) < self._room_below:
+                    self._room_below = None
+                    self._tell(self._room.set)
+                self._tail = False
+                return "write", piece, self._generation, since
+        return "close", b"", self._generation, None

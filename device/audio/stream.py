@@ -74,13 +74,17 @@ class PortAudioStream:
         pa, self._pa = self._pa, None
         try:
             if stream is not None:
-                try:
-                    stream.stop_stream()
-                finally:
-                    stream.close()
+                self._release(stream)
         finally:
             if pa is not None:
                 pa.terminate()
+
+    def _release(self, stream: pyaudio.Stream) -> None:
+        """Stop and close the stream (a subclass with another kind of stream says how)."""
+        try:
+            stream.stop_stream()
+        finally:
+            stream.close()
 
     def _open(self, pa: pyaudio.PyAudio) -> pyaudio.Stream:
         raise NotImplementedError

@@ -208,9 +208,14 @@ class Comparison:
 
     box: Side = field(default_factory=Side)
     reference: Side = field(default_factory=Side)
-    underflows: int = 0  # PortAudio's output underflows in the box's turns
+    underflows: int = 0  # PortAudio's output underflows in the box's turns, audio waiting
+    starved: int = 0  # ... and the times the device ran out because the reply came late
     reference_barge: list[float] = field(default_factory=list)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+
+    def count_run_outs(self, before: tuple[int, int], after: tuple[int, int]) -> None:
+        self.underflows += after[0] - before[0]
+        self.starved += after[1] - before[1]
 
 
 def side_by_side(
@@ -235,9 +240,9 @@ def _box(h: Harness, out: Comparison, turns: int, cpu_s: float, window_s: float)
     d = h.start(HANDS_FREE)
     try:
         open_conversation(h, d)
-        before = d.speaker_underflows()
+        before = d.speaker_run_outs()
         side = measure(h, d, d.pid, turns, cpu_s, window_s) if turns else Side()
-        out.underflows += d.speaker_underflows() - before
+        out.count_run_outs(before, d.speaker_run_outs())
         out.peak_rss_mb["box_hands_free"] = max(
             out.peak_rss_mb.get("box_hands_free", 0.0), d.peak_rss_mb()
         )
@@ -270,9 +275,9 @@ def beside_busy_cores(h: Harness, turns: int) -> Comparison:
         d = h.start(HANDS_FREE)
         try:
             open_conversation(h, d)
-            before = d.speaker_underflows()
+            before = d.speaker_run_outs()
             out.box = run_turns(h, d, d.pid, turns)
-            out.underflows = d.speaker_underflows() - before
+            out.count_run_outs(before, d.speaker_run_outs())
         finally:
             d.stop()
         client = h.start_reference()

@@ -94,9 +94,11 @@ class BenchDaemon:
     def peak_rss_mb(self) -> float:
         return memory_mb(self.pid)["peak"]
 
-    def speaker_underflows(self) -> int:
-        """Output underflows PortAudio has reported to the daemon's speaker so far."""
-        return int(self.daemon.status()["speaker_underflows"])
+    def speaker_run_outs(self) -> tuple[int, int]:
+        """Times PortAudio told the daemon's speaker it ran out of audio so far: while audio
+        waited (the speaker's own underflows), and while the reply's next audio was late."""
+        status = self.daemon.status()
+        return int(status["speaker_underflows"]), int(status["speaker_starved"])
 
     @property
     def output_latency_ms(self) -> float | None:

@@ -289,9 +289,9 @@ def _barge_figure(
 
 def _underrun_figures(quiet: Comparison, loaded: Comparison) -> list[Figure]:
     flags = (
-        "Output underflows PortAudio reported to the daemon's speaker (its paOutputUnderflow "
-        "flag, counted by the daemon and read from `ctl status`) over all the box's "
-        "hands-free turns"
+        "Output underflows PortAudio reported to the daemon's speaker while the audio it "
+        "ran out of was already waiting to be written (the paOutputUnderflow flag, counted "
+        "by the daemon and read from `ctl status`), over all the box's hands-free turns"
     )
     gaps = (
         f"Silences of {GAP_MS:.0f} ms or more inside each reply in the recording of the "
@@ -313,6 +313,13 @@ def _underrun_figures(quiet: Comparison, loaded: Comparison) -> list[Figure]:
                 [float(run.underflows)],
                 target="0",
                 met=run.underflows == 0,
+                note=(
+                    f"Besides, the speaker ran out {run.starved} times because a reply's next "
+                    "chunk came after it had played all it had: the local server paces replies "
+                    "in real time and a reply starts at once, so a chunk late by a millisecond "
+                    "leaves a gap (see the gaps heard)."
+                ),
+                details={"starved": run.starved},
             ),
             Figure(
                 f"gaps_heard{key}",
