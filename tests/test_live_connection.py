@@ -8,7 +8,9 @@ import logging
 from typing import Any
 
 import pytest
+from google import genai
 from google.genai import types
+from google.genai.live import AsyncSession
 
 from device.audio import pcm
 from device.config import LiveConfig
@@ -20,8 +22,8 @@ from device.live.connection import (
     websocket_of,
 )
 from device.live.turn import WireTurn
-from device.live.wire import REPLY_RATE
-from device.outbox import Outbox
+from device.live.wire import MIC_MIME, REPLY_RATE
+from device.outbox import Item, Outbox
 from device.states import Interrupted, Machine, PlayReply, ReplyAudio, State, TurnComplete, step
 from rig.server.voice import reply_audio, tone_frequency
 
@@ -33,10 +35,29 @@ class Seen:
         self.events: list[Any] = []
 
 
-def connection(seen: Seen, turn: WireTurn) -> Connection:
+def connection(seen: Seen, turn: WireTurn, session: Any = None) -> Connection:
     hooks = Hooks(SESSION, seen.events.append, lambda item, t: None, lambda h: None)
     stack = contextlib.AsyncExitStack()
-    return Connection(None, stack, LiveConfig(), Outbox(5), hooks, turn)  # type: ignore[arg-type]
+    return Connection(session, stack, LiveConfig(), Outbox(5), hooks, turn)
+
+
+class Socket:
+    """What a session writes to its WebSocket, kept."""
+
+    transport = None
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, message: str) -> None:
+        self.sent.append(message)
+
+    async def ping(self) -> None: ...
+
+
+def sdk_session() -> AsyncSession:
+    client = genai.Client(api_key="test-key")
+    return AsyncSession(api_client=client._api_client, websocket=Socket())
 
 
 def content(**fields: Any) -> types.LiveServerMessage:
@@ -189,3 +210,26 @@ def test_an_sdk_that_moved_its_websocket_is_one_warning_and_the_link_works_on(
     conn.session = MovedSession(None, object())
     assert websocket_of(conn.session) is None
     conn.abort()  # no socket to reach: nothing to do, nothing raised
+
+
+async def test_microphone_audio_goes_out_exactly_as_the_sdk_writes_it() -> None:
+    """The device builds the chunk's message itself (the SDK's models cost more than the
+    rest of sending it); on the wire it must be the SDK's, byte for byte."""
+    pcm = bytes(range(256)) * 5  # every byte value: both base64 alphabets would show
+    by_sdk, ours = sdk_session(), sdk_session()
+    await by_sdk.send_realtime_input(audio=types.Blob(data=pcm, mime_type=MIC_MIME))
+    await connection(Seen(), WireTurn(), ours)._send(Item("audio", pcm))
+    assert ours._ws.sent == by_sdk._ws.sent
+
+
+async def test_without_the_websocket_it_knows_the_device_sends_through_the_sdk() -> None:
+    class Session:
+        def __init__(self) -> None:
+            self.sent: list[types.Blob] = []
+
+        async def send_realtime_input(self, audio: types.Blob) -> None:
+            self.sent.append(audio)
+
+    session = Session()
+    await connection(Seen(), WireTurn(), session)._send(Item("audio", b"\x01\x02"))
+    assert session.sent == [types.Blob(data=b"\x01\x02", mime_type=MIC_MIME)]

@@ -30,7 +30,7 @@ from device.live.client import send_text_turn
 from device.live.errors import ConnectionDead
 from device.live.reply import ReplyDecoder
 from device.live.turn import WireTurn
-from device.live.wire import IMAGE_MIME, MIC_MIME
+from device.live.wire import IMAGE_MIME, MIC_MIME, audio_message
 from device.outbox import Item, Outbox
 from device.states import Event, Interrupted, ReplyAudio, SpeechHeard, TurnComplete
 
@@ -161,7 +161,8 @@ class Connection:
         send = self.session.send_realtime_input
         match item.kind:
             case "audio":
-                await send(audio=types.Blob(data=item.data, mime_type=MIC_MIME))
+                assert isinstance(item.data, bytes)
+                await self._send_audio(item.data)
             case "video":
                 await send(video=types.Blob(data=item.data, mime_type=IMAGE_MIME))
             case "activity_start":
@@ -172,6 +173,15 @@ class Connection:
                 await send(audio_stream_end=True)
             case "text":
                 await send_text_turn(self.session, str(item.data))
+
+    async def _send_audio(self, pcm: bytes) -> None:
+        """One microphone chunk, on the SDK session's own WebSocket, without rebuilding the
+        SDK's models for it; through the SDK's call if its WebSocket is not the one we know."""
+        ws = websocket_of(self.session)
+        if ws is None:
+            await self.session.send_realtime_input(audio=types.Blob(data=pcm, mime_type=MIC_MIME))
+        else:
+            await ws.send(audio_message(pcm))
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -387,7 +397,8 @@ def check_sdk_internals() -> None:
     if missing:
         log.warning(
             "the installed google-genai or websockets changed (%s): liveness is judged by "
-            "messages alone, closes wait for a timeout, and socket buffers keep their defaults",
+            "messages alone, closes wait for a timeout, socket buffers keep their defaults, "
+            "and microphone audio goes through the SDK's slower call",
             "; ".join(missing),
         )
 

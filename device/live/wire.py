@@ -1,11 +1,14 @@
 """Facts of the Live API's wire format that the device, the doctor and the rig share.
 
 One definition each: the audio rates and MIME types both ways, how a reply
-part's MIME type names its rate, the camera's image type, and the WebSocket
-close codes the service uses for its errors.
+part's MIME type names its rate, the camera's image type, the WebSocket close
+codes the service uses for its errors, and the one message the device sends
+many times a second.
 """
 
 from __future__ import annotations
+
+import base64
 
 #: Audio both ways is 16-bit little-endian mono PCM in this media type; its `rate`
 #: parameter is the sample rate. In a reply, anything else (text, images, other
@@ -18,7 +21,6 @@ PCM_RATES = range(8000, 192001)
 def pcm_mime(rate: int) -> str:
     """The MIME type of PCM audio at `rate`, as the service writes it."""
     return f"{PCM_MEDIA_TYPE};rate={rate}"
-
 
 #: The microphone's audio as the service takes it: 16 kHz mono 16-bit little-endian PCM.
 MIC_RATE = 16000
@@ -60,3 +62,15 @@ def pcm_rate(mime_type: str | None, default: int = REPLY_RATE) -> int | None:
             except ValueError:
                 return None
     return rate if rate in PCM_RATES else None
+
+
+def audio_message(pcm: bytes) -> str:
+    """The realtime_input message carrying one microphone chunk, exactly as the SDK's
+    `send_realtime_input(audio=Blob(...))` writes it (URL-safe base64, its key order).
+
+    Built directly: the SDK validates a model, converts it and dumps it again for
+    every chunk, which costs more than the rest of sending it, 25 times a second.
+    A test holds this to the SDK's own output.
+    """
+    data = base64.urlsafe_b64encode(pcm).decode("ascii")
+    return f'{{"realtime_input": {{"audio": {{"data": "{data}", "mime_type": "{MIC_MIME}"}}}}}}'
