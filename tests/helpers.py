@@ -1,5 +1,5 @@
 """Small helpers the test files share: mock GPIO pins, waiting, the CLI, a journal stand-in,
-the doctor's output by check."""
+the doctor's output by check, the names of this process's threads."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 
@@ -81,3 +82,8 @@ def lines_of(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
             found[name] += "\n" + line
     assert found, f"no check lines in:\n{result.stdout}\n{result.stderr}"
     return found
+
+
+def thread_names() -> set[str]:
+    """The names the kernel shows (`top -H`) for this process's threads."""
+    return {p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm")}

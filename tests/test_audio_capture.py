@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 import pyaudio
 import pytest
+from helpers import thread_names
 
 from device.audio import pcm
 from device.audio.capture import RATE, Capture
@@ -137,3 +138,13 @@ async def test_with_a_preroll_chunks_wait_on_the_capture_thread_until_forwarded(
     assert pytest.approx(times[5] - times[4], abs=0.015) == 0.02, "no gap after the pre-roll"
     assert 10 <= after_hold <= 20, "forwarded for 0.3 s"
     assert len(handed) == after_hold, "nothing after hold()"
+
+
+async def test_the_microphone_thread_has_a_name_top_shows(loopback: PulseLoopback) -> None:
+    capture = Capture(lambda data, t: None)
+    capture.start()
+    try:
+        await asyncio.wait_for(capture.delivering.wait(), 5)
+        assert "mic" in thread_names()
+    finally:
+        capture.stop()

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 import soxr
+from helpers import thread_names
 
 from device.audio import pcm
 from device.audio.playback import RATE, Playback
@@ -190,3 +191,4 @@ async def test_the_speaker_runs_only_while_it_has_something_to_play(
     await asyncio.sleep(0.3)
     assert player._last_call == writes, "a stopped speaker is left alone"
     assert player.healthy(stale_s=0.1)
+    assert "speaker" in thread_names(), "the thread that wrote it has a name top shows"

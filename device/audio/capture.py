@@ -42,6 +42,8 @@ class Capture(PortAudioStream):
     sound card says it had kept waiting. Opens nothing until start().
     """
 
+    THREAD = "mic"
+
     def __init__(
         self,
         on_chunk: ChunkHandler,

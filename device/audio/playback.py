@@ -61,6 +61,8 @@ WAITING_S = 0.005
 class Playback(PortAudioStream):
     """Plays 24 kHz mono s16le fed from the event loop; opens nothing until start()."""
 
+    THREAD = "speaker"
+
     def __init__(
         self,
         *,

@@ -9,6 +9,8 @@ stream from one whose device vanished.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import threading
 import time
@@ -20,10 +22,20 @@ from device.audio.devices import DeviceInfo, DeviceSpec, Direction, choose_devic
 log = logging.getLogger(__name__)
 
 PORTAUDIO_LOCK = threading.Lock()
+PR_SET_NAME = 15
+
+
+def name_thread(name: str) -> None:
+    """Give the calling thread a name the kernel shows (`top -H`, /proc/PID/task/*/comm),
+    so that an owner, and the benchmark, can see which part of the box uses the CPU."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 class PortAudioStream:
     """Opens nothing until start(); subclasses say how to open their stream in `_open`."""
+
+    THREAD = "audio"  # the name of the thread that serves the stream
 
     def __init__(
         self, device: DeviceSpec, rate: int | None = None, channels: int | None = None
@@ -106,7 +118,13 @@ class PortAudioStream:
         self._opened, self._last_call = time.monotonic(), None
 
     def _called(self) -> float:
-        """Stamp a PortAudio callback (on PortAudio's thread); returns the time."""
+        """Stamp a call of PortAudio's (on the stream's own thread); returns the time.
+
+        The first one since the stream (re)started names that thread for the kernel
+        (`THREAD`), so that `top -H` shows which part of the box uses the CPU.
+        """
+        if self._last_call is None:
+            name_thread(self.THREAD)
         now = self._last_call = time.monotonic()
         return now
 
