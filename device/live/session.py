@@ -34,7 +34,7 @@ from device.live.errors import (
     is_unknown_handle,
 )
 from device.live.pacing import Pacing
-from device.live.setup import connect_config, make_client
+from device.live.setup import connect_config, make_client, warm_up
 from device.live.turn import WireTurn
 from device.outbox import Item, Outbox
 from device.states import (
@@ -90,12 +90,14 @@ class LiveLink:
         return self._task is not None and not self._task.done()
 
     def prepare(self) -> None:
-        """Build the client (and its TLS context) and the setup now: the first press does not
-        wait for them, and a setting that cannot work (a persona file) fails at start."""
+        """Build the client (and its TLS context), the setup and the SDK's reply models now:
+        the first press and the first reply do not wait for them, and a setting that cannot
+        work (a persona file) fails at start."""
         if self._client is None:
             check_sdk_internals()
             self._client = make_client(self._cfg)
             connect_config(self._cfg, None)
+            warm_up()
 
     def open(self, session: int) -> None:
         """Start session number `session` unless one is running; returns at once. Every

@@ -10,12 +10,20 @@ from typing import Any
 
 from google import genai
 from google.genai import types
+from google.genai._live_converters import _LiveServerMessage_from_mldev
 
 from device.config import Config, LiveConfig, read_instruction_file
 from device.live.models import V1ALPHA, model_settings
+from device.live.wire import REPLY_RATE, pcm_mime
 from device.tools import declarations
 
 EPHEMERAL_PREFIX = "auth_tokens/"
+#: A reply chunk as the service sends it (`warm_up` decodes it once at start).
+REPLY_CHUNK = {
+    "serverContent": {
+        "modelTurn": {"parts": [{"inlineData": {"mimeType": pcm_mime(REPLY_RATE), "data": "AAAA"}}]}
+    }
+}
 
 #: Passed through to `websockets.connect`. The link checks liveness itself: the
 #: service answers pings late, and websockets' 20 s ping timeout drops healthy sessions.
@@ -48,6 +56,17 @@ def make_client(cfg: Config) -> genai.Client:
             http_options=http_options,
         )
     return genai.Client(api_key=key, http_options=http_options)
+
+
+def warm_up() -> None:
+    """Decode one reply chunk the way the SDK's receive does, before the first reply.
+
+    The SDK builds its message models the first time it uses them: 80 ms on a fast
+    machine, most of a second on a Pi Zero, which would otherwise lie between the
+    first reply's arrival and its sound.
+    """
+    response = _LiveServerMessage_from_mldev(dict(REPLY_CHUNK))
+    types.LiveServerMessage._from_response(response=response, kwargs={})
 
 
 def _api_version(live: LiveConfig, key: str | None) -> str | None:
