@@ -95,7 +95,10 @@ class Appliance:
         self.state_file: StateFile = parts.state_file()
         self.mic_feed = MicFeed(cfg.audio, self.outbox, on_speech=self._on_speech)
         self.mic = parts.microphone(
-            self.mic_feed.chunk, self.mic_feed.overflowed, self.mic_feed.preroll_chunks
+            self.mic_feed.chunk,
+            self.mic_feed.overflowed,
+            self.mic_feed.preroll_chunks,
+            self.mic_feed.paused,
         )
         self.speaker = parts.speaker()
         self.speaker.volume = _saved_volume(self.state_file, cfg.audio.volume)
@@ -218,7 +221,8 @@ class Appliance:
                 gc.collect()
             case StartCapture():
                 self.turns.start(time.monotonic())
-                self.mic_feed.start(self.mic.forward())
+                gate = self.mic_feed.pause_gate() if self.machine.mode is Mode.TOGGLE else None
+                self.mic_feed.start(self.mic.forward(gate))
                 self.camera.start_frames()
             case StopCapture():
                 self._stop_frames()

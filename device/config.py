@@ -109,6 +109,10 @@ class AudioConfig:
     #: In a hands-free conversation the speaker must not feed the microphone.
     mic_during_playback: Literal["gate", "attenuate", "open"] = "gate"
     attenuation_db: float = field(default=30.0, metadata=_bounded(0, 90))
+    #: Hands-free: a microphone quieter than this (RMS, dBFS) for a second is no longer
+    #: sent (the service is told the stream paused) until it hears more, the moments
+    #: before that going first. Silence costs CPU, bandwidth and tokens. -100: always send.
+    pause_below_dbfs: float = field(default=-50.0, metadata=_bounded(-100, 0))
     #: Audio from just before a press that is sent with it: people talk as they press.
     preroll_ms: int = field(default=100, metadata=_bounded(0, 1000))
     #: Seconds of microphone audio held while the connection is not ready.

@@ -8,6 +8,9 @@ speaks (`gated`, set by the state machine) chunks are gated (dropped, with
 `audioStreamEnd` once the pause passes a second) or attenuated, as configured.
 A chunk loud enough to be speech is reported (`on_speech`, at most every
 SPEECH_EVERY_S): the silence that ends a conversation counts from the last word.
+Nor is silence worth sending: after a second of it the capture holds the
+microphone back (`pause_gate`) and the service is told the stream paused, until
+someone speaks again.
 
 At a push-to-talk release the last words are still on their way: in the sound
 card's buffer and in the capture period being filled. The turn ends only once
@@ -22,6 +25,7 @@ import time
 from collections.abc import Callable
 
 from device.audio import pcm
+from device.audio.capture import QuietGate
 from device.config import AudioConfig
 from device.logs import Overflow
 from device.outbox import Outbox
@@ -63,6 +67,21 @@ class MicFeed:
     def preroll_chunks(self) -> int:
         """How many chunks of the moments before a press to keep (rounded up)."""
         return -(-self._cfg.preroll_ms // self._cfg.chunk_ms)
+
+    def pause_gate(self) -> QuietGate:
+        """Hands-free: hold the microphone back after STREAM_PAUSE_S below `pause_below_dbfs`."""
+        level = pcm.db_to_amplitude(self._cfg.pause_below_dbfs)
+        return QuietGate(level, -(-round(STREAM_PAUSE_S * 1000) // self._cfg.chunk_ms))
+
+    def paused(self) -> None:
+        """The capture holds a silent microphone back: tell the service the stream paused."""
+        if self._capturing:
+            self._pause_stream()
+
+    def _pause_stream(self) -> None:
+        if not self._stream_end_sent:
+            self._outbox.put("audio_stream_end")
+            self._stream_end_sent = True
 
     def start(self, preroll: list[tuple[bytes, float]]) -> None:
         """Capture from now on, beginning with the pre-roll (`Capture.forward()`)."""
@@ -109,7 +128,9 @@ class MicFeed:
         else:
             self._gated_since = None
             self._listen(data, t)
-        if self._outbox.put("audio", data):
+        dropped = self._outbox.put("audio", data)
+        self._stream_end_sent = False
+        if dropped:
             self._overflow.hit(
                 "microphone audio held too long: dropping the oldest (bound %.0f s)",
                 self._cfg.hold_s,
@@ -133,10 +154,9 @@ class MicFeed:
             gain = pcm.db_to_amplitude(-self._cfg.attenuation_db)
             return pcm.from_float(pcm.to_float(data) * gain)
         if self._gated_since is None:
-            self._gated_since, self._stream_end_sent = t, False
-        elif not self._stream_end_sent and t - self._gated_since >= STREAM_PAUSE_S:
-            self._outbox.put("audio_stream_end")
-            self._stream_end_sent = True
+            self._gated_since = t
+        elif t - self._gated_since >= STREAM_PAUSE_S:
+            self._pause_stream()
         return b""
 
     def overflowed(self, count: int) -> None:

@@ -44,6 +44,7 @@ class Parts:
         on_chunk: Callable[[bytes, float], None],
         on_overflow: Callable[[int], None],
         preroll: int,
+        on_pause: Callable[[], None],
     ) -> Capture:
         audio = self.cfg.audio
         return Capture(
@@ -52,6 +53,7 @@ class Parts:
             chunk_ms=audio.chunk_ms,
             on_overflow=on_overflow,
             preroll=preroll,
+            on_pause=on_pause,
         )
 
     def speaker(self) -> Playback:

@@ -62,7 +62,7 @@ class FakeMicrophone:
     def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool:
         return self.opened and self.alive
 
-    def forward(self) -> list[tuple[bytes, float]]:
+    def forward(self, gate: object = None) -> list[tuple[bytes, float]]:
         self.forwarding = True
         preroll, self._ring = list(self._ring), deque(maxlen=self._ring.maxlen)
         return preroll
@@ -283,7 +283,7 @@ class FakeParts(Parts):
     watchdog_s: float = 3600.0
     made: dict[str, Any] = field(default_factory=dict)
 
-    def microphone(self, on_chunk, on_overflow, preroll):  # type: ignore[no-untyped-def]
+    def microphone(self, on_chunk, on_overflow, preroll, on_pause):  # type: ignore[no-untyped-def]
         return self._keep("mic", FakeMicrophone(on_chunk, preroll))
 
     def speaker(self):  # type: ignore[no-untyped-def]

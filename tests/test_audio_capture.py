@@ -10,7 +10,7 @@ import pytest
 from helpers import thread_names
 
 from device.audio import pcm
-from device.audio.capture import RATE, Capture
+from device.audio.capture import RATE, Capture, QuietGate
 from device.audio.devices import AudioDeviceError
 from rig.loopback import PulseLoopback
 
@@ -148,3 +148,26 @@ async def test_the_microphone_thread_has_a_name_top_shows(loopback: PulseLoopbac
         assert "mic" in thread_names()
     finally:
         capture.stop()
+
+
+async def test_a_quiet_gate_holds_back_silence_and_sends_what_came_before_speech() -> None:
+    """Hands-free: after a run of quiet chunks the loop hears nothing (and is told so,
+    once); the first loud chunk goes out after the pre-roll kept meanwhile."""
+    handed: list[bytes] = []
+    pauses: list[None] = []
+    capture = Capture(
+        lambda data, t: handed.append(data), chunk_ms=20, preroll=2,
+        on_pause=lambda: pauses.append(None),
+    )
+    capture._loop = asyncio.get_running_loop()  # as start() would, without a device
+    frames = RATE // 50
+    quiet = [np.full(frames, n, dtype=np.int16).tobytes() for n in range(1, 7)]  # tiny levels
+    loud = np.full(frames, 2000, dtype=np.int16).tobytes()
+    capture.forward(QuietGate(level=100 / 32768, pause_after=3))
+    for chunk in [loud, *quiet, loud]:
+        capture._callback(chunk, frames, {}, 0)
+    await asyncio.sleep(0)
+    assert handed == [loud, *quiet[:3], quiet[4], quiet[5], loud], (
+        "three quiet chunks go out, then only the two before the speech"
+    )
+    assert len(pauses) == 1

@@ -156,6 +156,31 @@ def test_toggle_mode_two_turns_hands_free_without_hearing_itself(
         loopback.pactl("unload-module", echo)
 
 
+def test_hands_free_silence_is_not_sent_and_speech_after_it_arrives_whole(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Nobody talking: after a second the box stops sending (and says the stream paused);
+    the next words reach the server from their first sound, the turn answered as usual."""
+    server, daemon = make_rig(
+        {"button": {"mode": "toggle"}, "conversation": {"silence_ms": 400}}, reply_seconds=0.3
+    )
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+    server.wait_for(lambda: "audio_stream_end" in server.log.kinds(direction="in"), 10)
+    paused = time.monotonic()
+    time.sleep(1.0)
+    def audio_since_pause() -> list[bytes]:
+        entries = server.log.entries(direction="in")
+        return [e.data or b"" for e in entries if e.kind == "audio" and e.t > paused]
+
+    assert audio_since_pause() == [], "silence is not streamed"
+    speech = chirp(0.8)
+    spoke = time.monotonic()
+    loopback.play(speech, MIC_RATE).wait()
+    server.wait_for(lambda: "turn_complete" in server.log.kinds(direction="out"), 15)
+    assert_received_whole(b"".join(audio_since_pause()), speech, loopback.heard(spoke - 0.3))
+
+
 def test_follow_up_press_reuses_the_session_and_idle_timeout_closes_it(
     loopback: PulseLoopback, make_rig: Any
 ) -> None:

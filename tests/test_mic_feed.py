@@ -43,3 +43,18 @@ async def test_a_silent_microphone_ends_the_turn_after_the_wait() -> None:
 
     assert 0.27 < loop.time() - started < 1.0, "two 40 ms chunks and FINISH_SLACK_S"
     assert sent_audio(box) == []
+
+
+async def test_a_paused_microphone_tells_the_service_once_until_audio_flows_again() -> None:
+    box = Outbox(hold_s=5)
+    feed = MicFeed(AudioConfig(chunk_ms=40), box)
+    feed.start([])
+    feed.chunk(b"speech", 0.0, )
+    feed.paused()
+    feed.paused()
+    feed.chunk(b"more", 2.0, )
+    feed.paused()
+    kinds = [item.kind for item in iter(box.get_nowait, None)]
+    assert kinds == ["audio", "audio_stream_end", "audio", "audio_stream_end"]
+    gate = feed.pause_gate()
+    assert gate.pause_after == 25, "a second of 40 ms chunks"

@@ -7,7 +7,10 @@ event loop with ``call_soon_threadsafe``; it never waits for the loop.
 Between turns the appliance needs only the last moments before a press (the
 pre-roll). With ``preroll`` set, chunks stay in a small ring on the callback's
 thread until ``forward()`` and the loop is not woken for them: an idle box then
-costs next to nothing beyond the sound card itself.
+costs next to nothing beyond the sound card itself. In a hands-free conversation
+the same holds for silence: forwarded with a ``QuietGate``, a microphone that has
+been quiet for a while goes back to the ring (``on_pause`` says so, once) until a
+chunk is loud again, and the ring goes out first.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pyaudio
 import soxr
 
+from device.audio import pcm
 from device.audio.devices import DeviceSpec
 from device.audio.stream import PortAudioStream
 from device.live.wire import MIC_RATE
@@ -32,6 +37,21 @@ RATE = MIC_RATE
 #: A sound card that claims its newest sample waited longer than this is not believed.
 MAX_STALE_S = 0.5
 ChunkHandler = Callable[[bytes, float], None]
+Chunks = list[tuple[bytes, float]]
+
+
+@dataclass
+class QuietGate:
+    """When to stop handing silence to the loop: after `pause_after` chunks in a row whose
+    RMS is below `level` (0..1), until a chunk reaches it again."""
+
+    level: float
+    pause_after: int
+    quiet_run: int = 0
+    paused: bool = False
+
+    def loud(self, chunk: bytes) -> bool:
+        return pcm.rms(chunk) >= self.level
 
 
 class Capture(PortAudioStream):
@@ -54,14 +74,18 @@ class Capture(PortAudioStream):
         channels: int | None = None,
         on_overflow: Callable[[int], None] | None = None,
         preroll: int | None = None,
+        on_pause: Callable[[], None] | None = None,
     ) -> None:
-        """`preroll`: hold chunks, keeping the newest `preroll` of them, until forward()."""
+        """`preroll`: hold chunks, keeping the newest `preroll` of them, until forward().
+        `on_pause` runs on the loop when a `QuietGate` starts holding the silence back."""
         super().__init__(device, device_rate, channels)
         self.on_chunk = on_chunk
         self.chunk_ms = chunk_ms
         self.chunk_bytes = RATE * chunk_ms // 1000 * 2
         self._ring: deque[tuple[bytes, float]] = deque(maxlen=preroll or 0)
         self._forwarding = preroll is None
+        self._gate: QuietGate | None = None
+        self.on_pause = on_pause
         self._ring_lock = threading.Lock()
         self._told_delivering = False
         self.delivering = asyncio.Event()  # set once audio flows after start()
@@ -92,10 +116,11 @@ class Capture(PortAudioStream):
             stream_callback=self._callback,
         )
 
-    def forward(self) -> list[tuple[bytes, float]]:
-        """From now on every chunk goes to ``on_chunk``; returns the pre-roll, oldest first."""
+    def forward(self, gate: QuietGate | None = None) -> Chunks:
+        """From now on chunks go to ``on_chunk`` (with a gate: unless the microphone is
+        quiet); returns the pre-roll, oldest first."""
         with self._ring_lock:
-            self._forwarding = True
+            self._forwarding, self._gate = True, gate
             preroll = list(self._ring)
             self._ring.clear()
         return preroll
@@ -103,7 +128,26 @@ class Capture(PortAudioStream):
     def hold(self) -> None:
         """Keep chunks in the pre-roll ring again instead of handing them over."""
         with self._ring_lock:
-            self._forwarding = False
+            self._forwarding, self._gate = False, None
+
+    def _route(self, chunk: bytes, t: float) -> tuple[Chunks, bool]:
+        """Under the ring lock: the chunks to hand over now, and whether the gate just paused."""
+        gate = self._gate
+        held = not self._forwarding or (gate is not None and gate.paused)
+        if gate is not None and gate.loud(chunk):
+            gate.quiet_run, gate.paused = 0, False
+            if held:  # speech after silence: the moments before it go first
+                handed = [*self._ring, (chunk, t)]
+                self._ring.clear()
+                return handed, False
+        elif gate is not None and not held:
+            gate.quiet_run += 1
+            gate.paused = gate.quiet_run >= gate.pause_after
+            return [(chunk, t)], gate.paused
+        if held:
+            self._ring.append((chunk, t))
+            return [], False
+        return [(chunk, t)], False
 
     def _started(self) -> None:
         log.info(
@@ -142,10 +186,11 @@ class Capture(PortAudioStream):
                 t = max(recorded - len(self._pending) / 2 / RATE, self._last_chunk_t)
                 self._last_chunk_t = t
                 with self._ring_lock:
-                    if not self._forwarding:
-                        self._ring.append((chunk, t))
-                        continue
-                loop.call_soon_threadsafe(self.on_chunk, chunk, t)
+                    handed, paused = self._route(chunk, t)
+                for data, at in handed:
+                    loop.call_soon_threadsafe(self.on_chunk, data, at)
+                if paused and self.on_pause is not None:
+                    loop.call_soon_threadsafe(self.on_pause)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             return None, pyaudio.paAbort
         return None, pyaudio.paContinue
