@@ -171,7 +171,9 @@ class Capture(PortAudioStream):
                 self.overflows += 1
                 if self.on_overflow is not None:
                     loop.call_soon_threadsafe(self.on_overflow, self.overflows)
-            if in_data:
+            if in_data and self.channels == 1 and self._resampler is None:
+                self._pending += in_data  # already what the service takes
+            elif in_data:
                 samples = np.frombuffer(in_data, dtype=np.int16)
                 if self.channels > 1:  # the first microphone of an interleaved frame
                     samples = samples[:: self.channels]
