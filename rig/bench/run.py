@@ -211,15 +211,16 @@ def _no_later_than(box: list[float], reference: list[float]) -> bool:
 
 
 def _share_note(samples: list[float], loop_ms: list[float], output_latency: float | None) -> str:
-    share = median(samples) - median(loop_ms)
-    reported = (
-        f"; the daemon's PortAudio stream reports {output_latency:.1f} ms of output latency"
+    device = (
+        f" The speaker's device holds up to {output_latency:.0f} ms ahead of what plays "
+        "(PortAudio's output latency): none of it in front of a reply's first sample, all of "
+        "it dropped at a barge-in."
         if output_latency is not None
         else ""
     )
     return (
-        f"Loopback alone: {median(loop_ms):.1f} ms median, so the daemon's own share is about "
-        f"{share:.1f} ms{reported}."
+        f"Loopback alone (a fresh pacat each time, so an upper bound): {median(loop_ms):.1f} ms "
+        f"median, against {median(samples):.1f} ms here.{device}"
     )
 
 
