@@ -13,23 +13,34 @@ readonly CONFIG=$CONF_DIR/config.toml
 readonly KEY_FILE=$CONF_DIR/api-key
 readonly STATE_DIR=/var/lib/live-appliance
 readonly UNIT_NAME=live-appliance.service
-readonly UNIT_FILE=/etc/systemd/system/$UNIT_NAME
+readonly UNIT_DIR=/etc/systemd/system
+readonly UNIT_FILE=$UNIT_DIR/$UNIT_NAME
+# A box that failed for good (five crashes in ten minutes) is started again later by
+# these two: the service's OnFailure= starts the timer, the timer the retry service.
+readonly RETRY_UNITS=(live-appliance-retry.timer live-appliance-retry.service)
 readonly COMMAND_LINK=/usr/local/bin/live-appliance
 # The system Python: apt's picamera2 and lgpio are built for it (not a pyenv or /usr/local one).
 readonly SYSTEM_PYTHON=/usr/bin/python3
 # The groups of the device nodes the service opens (its unit's SupplementaryGroups).
 readonly DEVICE_GROUPS=(audio video gpio spi)
-readonly APT_PACKAGES=(
+readonly BASE_PACKAGES=(
   python3-venv python3-dev build-essential pkg-config  # the venv, C extensions
   portaudio19-dev                                      # PyAudio builds against PortAudio
   libsystemd-dev                                       # systemd-python (journal, notify)
-  python3-picamera2                                    # the camera (libcamera), apt-only
-  python3-lgpio                                        # gpiozero's GPIO driver (Pi 5: the only one)
   python3-spidev                                       # APA102 pixel LEDs on HATs
 )
+# From Raspberry Pi OS's own archive: a Pi needs them; --no-camera and --no-gpio leave
+# them out on a box without a camera or without the Pi's GPIO (plain Debian, a VM).
+readonly CAMERA_PACKAGE=python3-picamera2  # the camera (libcamera), apt-only
+readonly GPIO_PACKAGE=python3-lgpio        # gpiozero's GPIO driver (Pi 5: the only one)
+# The unprivileged identity that downloads and compiles the Python packages: no
+# package's build script runs as root.
+readonly BUILD_USER=nobody
 SOURCE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly SOURCE_DIR
 DRY_RUN=0
+WITH_CAMERA=1
+WITH_GPIO=1
 
 say() { printf '%s\n' "$*"; }
 step() { printf '==> %s\n' "$*"; }
@@ -77,6 +88,14 @@ package_installed() {
   [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
 }
 
+# The Debian packages this install needs, one a line.
+apt_packages() {
+  printf '%s\n' "${BASE_PACKAGES[@]}"
+  ((WITH_CAMERA)) && printf '%s\n' "$CAMERA_PACKAGE"
+  ((WITH_GPIO)) && printf '%s\n' "$GPIO_PACKAGE"
+  return 0
+}
+
 # apt knows a version to install (not "Candidate: (none)", not unknown).
 package_available() {
   [[ $(apt-cache policy "$1" 2>/dev/null) == *"Candidate: "[!\(]* ]]
@@ -112,7 +131,7 @@ prompt_key() {
 
 usage() {
   cat <<EOF
-Usage: sudo scripts/install-pi.sh [--key-file PATH|-] [--dry-run]
+Usage: sudo scripts/install-pi.sh [--key-file PATH|-] [--no-camera] [--no-gpio] [--dry-run]
 
 Install live-appliance from this checkout as a systemd service on Raspberry Pi
 OS (Bookworm or newer):
@@ -125,15 +144,20 @@ Run it again to update.
 
   --key-file PATH  read the Gemini API key from PATH ("-": standard input). Without
                    it the key is asked for on the terminal (not echoed), if any.
+  --no-camera      a box without a camera: $CAMERA_PACKAGE is not installed and a
+                   new $CONFIG has the camera off
+  --no-gpio        a board without the Pi's GPIO (plain Debian, a VM): $GPIO_PACKAGE
+                   is not installed
   --dry-run        print every step and command, change nothing (no root needed)
   -h, --help       this text
 EOF
 }
 
 install_packages() {
-  step "Debian packages: ${APT_PACKAGES[*]}"
-  local missing=() pkg
-  for pkg in "${APT_PACKAGES[@]}"; do
+  local wanted=() missing=() pkg
+  mapfile -t wanted < <(apt_packages)
+  step "Debian packages: ${wanted[*]}"
+  for pkg in "${wanted[@]}"; do
     package_installed "$pkg" || missing+=("$pkg")
   done
   if ((${#missing[@]} == 0)); then
@@ -144,8 +168,11 @@ install_packages() {
   for pkg in "${missing[@]}"; do
     if ! package_available "$pkg"; then
       local problem="$pkg is not in this system's apt sources"
-      problem+=": it comes from Raspberry Pi OS's archive"
-      ((DRY_RUN)) || die "$problem (archive.raspberrypi.com)"
+      case $pkg in
+        "$CAMERA_PACKAGE") problem+=": it comes from Raspberry Pi OS's archive (no camera: --no-camera)" ;;
+        "$GPIO_PACKAGE") problem+=": it comes from Raspberry Pi OS's archive (no Pi GPIO: --no-gpio)" ;;
+      esac
+      ((DRY_RUN)) || die "$problem"
       say "  note: $problem; a real run would stop here"
     fi
   done
@@ -176,39 +203,61 @@ create_user() {
   fi
 }
 
-# The major version of the system's numpy: picamera2, simplejpeg and libcamera from
-# apt are built against it, and numpy 1 and 2 are not binary compatible.
-system_numpy_major() {
-  "$SYSTEM_PYTHON" -c 'import numpy; print(numpy.__version__.split(".")[0])' 2>/dev/null || true
+# The lock file for the system's Python: every package pinned, with its hashes.
+lock_file() {
+  local version
+  version=$("$SYSTEM_PYTHON" -c 'import sys; print("%d%d" % sys.version_info[:2])')
+  printf '%s/requirements/pi-py%s.txt\n' "$SOURCE_DIR" "$version"
+}
+
+# Run a command in STAGE as BUILD_USER: no privileges, no capabilities, a clean
+# environment (proxy settings pass through).
+as_builder() {
+  local stage=$1 name
+  shift
+  local env=(HOME="$stage" PATH=/usr/bin:/bin PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1)
+  for name in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+    if [[ -n ${!name:-} ]]; then env+=("$name=${!name}"); fi
+  done
+  run setpriv --reuid="$BUILD_USER" --regid="$(id -g "$BUILD_USER")" --clear-groups --inh-caps=-all \
+    env -i "${env[@]}" "$@"
 }
 
 install_venv() {
   step "Python environment $VENV (sees apt's picamera2 and lgpio)"
+  local lock
+  lock=$(lock_file)
+  [[ -r $lock ]] || die "no lock file for this Python: $lock (scripts/lock makes one)"
+  lock=${lock#"$SOURCE_DIR/"}
   if "$VENV/bin/python" -c '' 2>/dev/null &&
     grep -q '^include-system-site-packages = true' "$VENV/pyvenv.cfg"; then
     say "  $VENV exists"
   else
     run "$SYSTEM_PYTHON" -m venv --clear --system-site-packages "$VENV"
   fi
-  local numpy_major constraint=""
-  numpy_major=$(system_numpy_major)
-  [[ -n $numpy_major ]] && constraint="numpy<$((numpy_major + 1))"
-  # pip builds a local directory in place: build from a copy, so that root leaves no
-  # files in the owner's checkout.
+  # As BUILD_USER: download exactly the locked files (pip checks every hash), then
+  # build wheels offline from those downloads alone: the source-only packages, and the
+  # appliance from a copy (nothing is written into the owner's checkout).
+  # As root: install those wheels and nothing else.
+  local stage=/tmp/live-appliance-build
   if ((DRY_RUN)); then
-    say "  copy $SOURCE_DIR (without .git, .venv) to a temporary directory"
-    say "  + $VENV/bin/pip install --upgrade ${constraint:+--constraint <file: $constraint> }<copy>"
-    return
+    say "  copy $SOURCE_DIR (without .git, .venv) to $stage, owned by $BUILD_USER"
+  else
+    stage=$(mktemp -d)
+    # shellcheck disable=SC2064  # expand now: the trap must remove this directory
+    trap "rm -rf '$stage'" EXIT
+    mkdir "$stage/src" "$stage/downloads" "$stage/wheels"
+    tar -C "$SOURCE_DIR" --exclude=.git --exclude=.venv --exclude=__pycache__ -cf - . |
+      tar -C "$stage/src" -xf -
+    chown -R "$BUILD_USER:" "$stage"
   fi
-  local stage
-  stage=$(mktemp -d)
-  # shellcheck disable=SC2064  # expand now: the trap must remove this directory
-  trap "rm -rf '$stage'" EXIT
-  mkdir "$stage/src"
-  tar -C "$SOURCE_DIR" --exclude=.git --exclude=.venv --exclude=__pycache__ -cf - . |
-    tar -C "$stage/src" -xf -
-  printf '%s\n' "$constraint" >"$stage/constraints.txt"
-  run "$VENV/bin/pip" install --upgrade --constraint "$stage/constraints.txt" "$stage/src"
+  as_builder "$stage" "$VENV/bin/pip" download --no-deps --require-hashes \
+    --dest "$stage/downloads" --requirement "$stage/src/$lock"
+  local downloads=("$stage/downloads/"*)
+  as_builder "$stage" "$VENV/bin/pip" wheel --no-deps --no-index \
+    --find-links "$stage/downloads" --wheel-dir "$stage/wheels" "${downloads[@]}" "$stage/src"
+  local wheels=("$stage/wheels/"*.whl)
+  run "$VENV/bin/pip" install --no-index --no-deps --force-reinstall "${wheels[@]}"
 }
 
 install_command() {
@@ -226,6 +275,10 @@ install_config() {
     run chmod g+r "$CONFIG"
   else
     run install -m 0640 -o root -g "$APP" "$SOURCE_DIR/systemd/config.toml.example" "$CONFIG"
+    if ((!WITH_CAMERA)); then
+      say "  no camera (--no-camera): [camera] enabled = false"
+      ((DRY_RUN)) || sed -i 's/^# enabled = true$/enabled = false/' "$CONFIG"
+    fi
   fi
 }
 
@@ -259,7 +312,10 @@ install_key() {
 
 install_unit() {
   step "systemd unit $UNIT_FILE"
-  run install -m 0644 -o root -g root "$SOURCE_DIR/systemd/$UNIT_NAME" "$UNIT_FILE"
+  local unit
+  for unit in "$UNIT_NAME" "${RETRY_UNITS[@]}"; do
+    run install -m 0644 -o root -g root "$SOURCE_DIR/systemd/$unit" "$UNIT_DIR/$unit"
+  done
   run systemctl daemon-reload
   run systemctl enable "$UNIT_NAME"
 }
@@ -282,6 +338,8 @@ install_main() {
   while (($#)); do
     case $1 in
       --dry-run) DRY_RUN=1 ;;
+      --no-camera) WITH_CAMERA=0 ;;
+      --no-gpio) WITH_GPIO=0 ;;
       --key-file)
         (($# >= 2)) || usage_error "--key-file needs a path (or - for standard input)"
         key_source=$2

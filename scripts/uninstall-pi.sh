@@ -11,7 +11,7 @@ usage() {
 Usage: sudo scripts/uninstall-pi.sh [--purge] [--dry-run]
 
 Undo scripts/install-pi.sh: stop and remove
-  - the service $UNIT_NAME
+  - the service $UNIT_NAME (and its ${RETRY_UNITS[*]})
   - the command $COMMAND_LINK and the venv in $PREFIX
   - the system user $APP
 Kept unless --purge: $CONF_DIR (your config and API key) and
@@ -26,8 +26,12 @@ EOF
 remove_service() {
   step "service $UNIT_NAME"
   if [[ -e $UNIT_FILE ]]; then
+    # The retry timer first: it must not start the service again while it goes.
+    if [[ -e $UNIT_DIR/${RETRY_UNITS[0]} ]]; then
+      run systemctl stop "${RETRY_UNITS[@]}"
+    fi
     run systemctl disable --now "$UNIT_NAME"
-    run rm -f "$UNIT_FILE"
+    run rm -f "$UNIT_FILE" "${RETRY_UNITS[@]/#/$UNIT_DIR/}"
     run systemctl daemon-reload
     # Forget a failed state, so `systemctl --failed` does not list a unit that is gone.
     run systemctl reset-failed "$UNIT_NAME" 2>/dev/null || true

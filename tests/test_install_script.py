@@ -193,8 +193,10 @@ def test_dry_run_on_a_fresh_pi_shows_every_step_in_order(
         ],
     )
     pip = [line.strip() for line in lines if "/bin/pip install" in line]
-    assert len(pip) == 1
-    assert pip[0].startswith("+ /opt/live-appliance/venv/bin/pip install --upgrade")
+    assert pip == [
+        "+ /opt/live-appliance/venv/bin/pip install --no-index --no-deps --force-reinstall "
+        "/tmp/live-appliance-build/wheels/\\*.whl"
+    ]
     assert not any("groupadd" in line for line in lines), "Raspberry Pi OS has the groups"
 
 
@@ -277,7 +279,9 @@ def test_uninstall_dry_run_removes_everything_but_the_owners_files(
         [line.strip() for line in lines],
         [
             "+ systemctl disable --now live-appliance.service",
-            "+ rm -f /etc/systemd/system/live-appliance.service",
+            "+ rm -f /etc/systemd/system/live-appliance.service "
+            "/etc/systemd/system/live-appliance-retry.timer "
+            "/etc/systemd/system/live-appliance-retry.service",
             "+ systemctl daemon-reload",
             "+ systemctl reset-failed live-appliance.service",
             "+ rm -f /usr/local/bin/live-appliance",
@@ -458,3 +462,124 @@ def test_every_setting_shown_in_the_default_config_is_real(
     enabled.write_text(SETTING.sub(r"\1", text))
     cfg = config.load(enabled)  # an unknown key or a bad value raises ConfigError
     assert cfg.live.voice == "Kore" and cfg.audio.input_device == "USB"
+
+
+LOCK = ROOT / "requirements" / "pi-py311.txt"
+PYPROJECT = ROOT / "pyproject.toml"
+REQUIREMENT = re.compile(r"^([A-Za-z0-9_.-]+)==(\S+)", re.MULTILINE)
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked() -> dict[str, str]:
+    return {canonical(n): v for n, v in REQUIREMENT.findall(LOCK.read_text())}
+
+
+def test_the_python_packages_are_built_unprivileged_from_the_lock(
+    view: SystemView, stand_ins: StandIns
+) -> None:
+    """Downloads (hashes checked) and builds run as nobody; root only installs wheels."""
+    view.setup(FRESH)
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
+    builds = [line for line in lines if line.startswith("+ setpriv ")]
+    assert len(builds) == 2
+    for line in builds:
+        assert line.startswith("+ setpriv --reuid=nobody --regid=")
+        assert "--clear-groups --inh-caps=-all env -i " in line
+    download, wheel = builds
+    assert "/bin/pip download --no-deps --require-hashes " in download
+    assert download.endswith("--requirement /tmp/live-appliance-build/src/requirements/"
+                             "pi-py311.txt")
+    assert "/bin/pip wheel --no-deps --no-index --find-links " in wheel
+    root_pip = [line for line in lines if line.startswith("+ /opt/live-appliance/venv/bin/pip")]
+    assert len(root_pip) == 1 and " --no-index " in root_pip[0], root_pip
+
+
+def test_the_lock_pins_every_dependency_with_hashes() -> None:
+    """Every dependency of pyproject.toml is in the lock, at a version it allows, with the
+    sha256 hashes pip checks; the SDK's major version is bounded."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    pins = locked()
+    for spec in project["dependencies"]:
+        requirement = Requirement(spec)
+        name = canonical(requirement.name)
+        assert name in pins, f"{name} is not in {LOCK.name}: run scripts/lock"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (spec, pins[name])
+    genai = next(Requirement(s) for s in project["dependencies"] if s.startswith("google-genai"))
+    assert any(s.operator == "<" for s in genai.specifier), "no upper bound on the SDK"
+    entries = re.split(r"\n(?=[A-Za-z0-9])", LOCK.read_text().split("\n", 2)[2])
+    for entry in entries:
+        if REQUIREMENT.match(entry):
+            assert re.search(r"--hash=sha256:[0-9a-f]{64}", entry), entry.splitlines()[0]
+    # What builds the source-only packages offline is locked too.
+    assert {"setuptools", "wheel"} <= set(pins)
+
+
+def test_the_lock_keeps_numpy_binary_compatible_with_apt() -> None:
+    """The venv's numpy shadows apt's, which picamera2 and simplejpeg are built against."""
+    assert int(locked()["numpy"].split(".")[0]) == 1
+
+
+def test_the_lock_file_is_the_one_for_the_system_python() -> None:
+    result = subprocess.run(
+        ["bash", "-c", f"source {shlex.quote(str(INSTALL))} && lock_file"],
+        capture_output=True, text=True, check=True,
+    )
+    version = subprocess.run(
+        ["/usr/bin/python3", "-c", "import sys; print('%d%d' % sys.version_info[:2])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert result.stdout.strip() == f"{ROOT}/requirements/pi-py{version}.txt"
+    assert (ROOT / "requirements" / "pi-py311.txt").exists(), "Bookworm's Python 3.11"
+
+
+def package_step(lines: list[str]) -> list[str]:
+    line = next(line for line in lines if line.startswith("==> Debian packages: "))
+    return line.split(": ", 1)[1].split()
+
+
+def test_a_box_without_camera_or_pi_gpio_leaves_out_their_packages(
+    view: SystemView, stand_ins: StandIns
+) -> None:
+    view.setup(FRESH)
+    full = package_step(dry_run(view, stand_ins, INSTALL))
+    assert {"python3-picamera2", "python3-lgpio"} <= set(full)
+    lines = dry_run(view, stand_ins, INSTALL, "--no-camera", "--no-gpio")
+    bare = package_step(lines)
+    assert "python3-picamera2" not in bare and "python3-lgpio" not in bare
+    assert set(full) - set(bare) == {"python3-picamera2", "python3-lgpio"}
+    assert "  no camera (--no-camera): [camera] enabled = false" in lines
+
+
+def test_the_pi_packages_point_at_the_option_when_apt_lacks_them(
+    view: SystemView, stand_ins: StandIns
+) -> None:
+    """On plain Debian (this machine) apt has neither: the installer says which option
+    a box without them takes."""
+    view.setup(FRESH)
+    lines = dry_run(view, stand_ins, INSTALL)
+    notes = [line for line in lines if line.startswith("  note: python3-")]
+    if any("python3-picamera2" in n for n in notes):
+        assert any("--no-camera" in n for n in notes if "picamera2" in n)
+    if any("python3-lgpio" in n for n in notes):
+        assert any("--no-gpio" in n for n in notes if "lgpio" in n)
+
+
+def test_no_camera_turns_the_camera_off_in_a_new_config(
+    tmp_path: Path, no_overrides: None
+) -> None:
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(EXAMPLE.read_text())
+    # The same edit as install_config's, on a copy.
+    script = "sed -i 's/^# enabled = true$/enabled = false/' \"$1\""
+    body = INSTALL.read_text()
+    assert "sed -i 's/^# enabled = true$/enabled = false/' \"$CONFIG\"" in body
+    subprocess.run(["bash", "-c", script, "edit", str(config_file)], check=True)
+    assert config.load(config_file).camera.enabled is False
+    assert config.load(EXAMPLE).camera.enabled is True
