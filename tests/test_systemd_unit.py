@@ -228,3 +228,76 @@ def test_every_hardening_line_says_what_it_protects() -> None:
         if key == "DeviceAllow":  # one comment per device, naming its path
             assert above == number - 1 - len(comment), f"line {number + 1}: {line} shares a comment"
             assert "/dev/" in "".join(comment), f"line {number + 1}: name the device path"
+
+
+TIMER = ROOT / "systemd" / "live-appliance-retry.timer"
+RETRY = ROOT / "systemd" / "live-appliance-retry.service"
+
+
+def seconds(value: str) -> float:
+    """A systemd time span such as 5s, 10min or 600 in seconds."""
+    units = {"": 1, "s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600}
+    match = re.fullmatch(r"(\d+)\s*([a-z]*)", value)
+    assert match and match.group(2) in units, value
+    return int(match.group(1)) * units[match.group(2)]
+
+
+def test_systemd_accepts_the_retry_units(tmp_path: Path) -> None:
+    copies = []
+    for path in (TIMER, RETRY):
+        copy = tmp_path / path.name
+        copy.write_text(path.read_text())
+        copies.append(copy)
+    result = analyze("verify", *copies)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout + result.stderr == ""
+
+
+def test_a_box_that_failed_is_started_again_later(unit: dict) -> None:
+    """Never failed for good: after the start limit, OnFailure= arms a timer that
+    starts the service again, much later than a plain restart would (systemd 252 has
+    no RestartSteps=); a configuration error is left for the owner."""
+    assert unit["Unit"]["OnFailure"] == [TIMER.name]
+    timer = directives(TIMER.read_text())
+    assert timer["Timer"]["Unit"] == [RETRY.name]
+    assert timer["Timer"]["RemainAfterElapse"] == ["no"], "the next failure must re-arm it"
+    assert "Install" not in timer, "started only by the failure, never at boot"
+    delay = seconds(timer["Timer"]["OnActiveSec"][0])
+    assert delay > 10 * seconds(unit["Service"]["RestartSec"][0])
+    assert delay >= seconds(unit["Unit"]["StartLimitIntervalSec"][0])
+    retry = directives(RETRY.read_text())["Service"]
+    assert retry["Type"] == ["oneshot"]
+    assert retry["ExecStart"] == [
+        "/bin/systemctl reset-failed live-appliance.service",
+        "/bin/systemctl start --no-block live-appliance.service",
+    ]
+    (condition,) = retry["ExecCondition"]
+    assert f"exit-code/{cli.EXIT_CONFIG}" in condition
+
+
+def test_the_retry_condition_skips_only_a_configuration_error(tmp_path: Path) -> None:
+    """The retry's ExecCondition, run with a stand-in systemctl that answers as
+    `systemctl show` would for each way the service can have failed."""
+    (condition,) = directives(RETRY.read_text())["Service"]["ExecCondition"]
+    argv = shlex_split(condition.replace("$$", "$"))
+    fake = tmp_path / "systemctl"
+    fake.write_text('#!/bin/sh\ncase "$3" in Result) echo "$RESULT" ;; '
+                    'ExecMainStatus) echo "$STATUS" ;; esac\n')
+    fake.chmod(0o755)
+    import os
+
+    def retried(result: str, status: int) -> bool:
+        env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}",
+               "RESULT": result, "STATUS": str(status)}
+        return subprocess.run(argv, env=env, check=False).returncode == 0
+
+    assert retried("start-limit-hit", 1)
+    assert retried("watchdog", 0)
+    assert retried("exit-code", 1)
+    assert not retried("exit-code", cli.EXIT_CONFIG)
+
+
+def shlex_split(text: str) -> list[str]:
+    import shlex
+
+    return shlex.split(text)
