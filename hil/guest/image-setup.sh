@@ -1,0 +1,46 @@
+#!/bin/bash
+# Runs once in the image's tree while the image is built (chroot, the host's network).
+# Arguments: the Debian packages scripts/install-pi.sh installs in the VM; the
+# environment's PREINSTALLED: those of them already in the image.
+set -euo pipefail
+# dpkg in an emulated VM is slow: as Debian's container images do, no fsync per file
+# and no manual pages or translations (the man-db trigger alone takes minutes).
+printf 'force-unsafe-io\npath-exclude=/usr/share/man/*\npath-exclude=/usr/share/locale/*\npath-exclude=/usr/share/doc/*\n' \
+  >/etc/dpkg/dpkg.cfg.d/hil-quick
+echo 'man-db man-db/auto-update boolean false' | debconf-set-selections
+rm -f /var/lib/man-db/auto-update
+
+apt-get update -qq
+apt-get upgrade -y -qq
+# The compiler and Python's headers are installed now: unpacking them in an emulated
+# VM would take most of a CI run. The installer's other packages and what they pull
+# in are downloaded only: they become the VM's local apt repository, and the
+# installer's own apt step installs them.
+read -r -a already <<<"${PREINSTALLED:?}"
+apt-get install -y -qq --no-install-recommends "${already[@]}"
+apt-get install -y -qq --download-only --no-install-recommends "$@"
+mv /var/cache/apt/archives/*.deb /srv/hil/apt/
+
+# The machine: its name, its disk, the kernel's loopback sound card at boot.
+echo hil >/etc/hostname
+printf '127.0.1.1 hil\n' >>/etc/hosts
+printf '/dev/vda / ext4 rw,errors=remount-ro 0 1\n' >/etc/fstab
+echo snd-aloop >/etc/modules-load.d/hil-snd-aloop.conf
+passwd -d root >/dev/null
+# The owner: the user Raspberry Pi Imager makes, who runs the installer with sudo.
+useradd --create-home --shell /bin/bash --groups sudo owner
+echo 'owner ALL=(ALL) NOPASSWD:ALL' >/etc/sudoers.d/owner
+chmod 0440 /etc/sudoers.d/owner
+# No network in the VM: the wheelhouse stands in for PyPI, as a mirror would.
+printf '[global]\nno-index = true\nfind-links = /srv/hil/wheelhouse\n' >/etc/pip.conf
+
+# The venv of the tests and the local Live server (no compiler needed: the two
+# source-only packages of the lock are not in it).
+python3 -m venv /opt/hil/venv
+/opt/hil/venv/bin/pip install -q --no-deps --require-hashes -r /srv/hil/hil-venv.txt
+
+# Nothing that runs on a timer of its own while the tests run.
+systemctl mask -q apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
+  man-db.timer dpkg-db-backup.timer systemd-timesyncd.service
+systemctl enable -q hil-run.service
+apt-get clean

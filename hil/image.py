@@ -1,0 +1,247 @@
+"""The Debian 12 disk image the VM boots, built with debootstrap and cached by its inputs.
+
+Everything the VM needs goes in at build time, since it has no network: systemd as
+PID 1 and Debian's kernel, snd-aloop loaded at boot, the Debian packages the Pi
+installer asks for (in a local apt repository, so the installer's own apt step runs
+for real), a wheelhouse with every file of the installer's lock (so its pip steps
+run for real, hashes checked), and a venv for the tests and the local Live server.
+The project's code is not in the image: each run brings the checkout on a disk of
+its own, so a change to the code never rebuilds the image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from hil import mirror
+from hil.arch import ARCHES, Arch
+from hil.host import Failed, run, say
+
+ROOT = Path(__file__).resolve().parents[1]
+GUEST = Path(__file__).resolve().parent / "guest"
+CACHE = Path(os.environ.get("LIVE_APPLIANCE_HIL_CACHE", "/var/cache/live-appliance-hil"))
+CODENAME = "bookworm"
+#: Raised when the way the image is made changes in a way its inputs do not show.
+RECIPE = "3"
+
+#: The base system: systemd as PID 1, a kernel, what the tests and an owner's SSH
+#: session use. The installer's own packages are not here: they go into the local
+#: apt repository, for the installer to install.
+BASE_PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "udev", "kmod", "procps", "sudo", "util-linux",
+    "python3", "python3-venv", "alsa-utils", "jq", "e2fsprogs", "ca-certificates",
+    "initramfs-tools", "zstd",
+)
+
+#: Of the installer's packages, those already in the image: the compiler and Python's
+#: headers would take most of a CI run to unpack in an emulated VM. The installer
+#: installs the rest itself, from the image's local apt repository.
+PREINSTALLED = ("python3-venv", "python3-dev", "build-essential", "pkg-config")
+
+#: What the tests and the local Live server need beside the appliance's own packages.
+TEST_REQUIREMENTS = ROOT / "hil" / "requirements-tests.txt"
+LOCK = ROOT / "requirements" / "pi-py311.txt"
+INSTALLER = ROOT / "scripts" / "install-pi.sh"
+#: Packages of the lock with no wheels: the test venv does without them (no compiler).
+SOURCE_ONLY = ("pyaudio", "systemd-python")
+
+
+@dataclass(frozen=True)
+class Image:
+    dir: Path
+    arch: Arch
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / "disk.img"
+
+    @property
+    def kernel(self) -> Path:
+        return self.dir / "vmlinuz"
+
+    @property
+    def initrd(self) -> Path:
+        return self.dir / "initrd.img"
+
+    def ready(self) -> bool:
+        return (self.dir / "ready").exists()
+
+
+def installer_packages() -> list[str]:
+    """The Debian packages scripts/install-pi.sh installs with --no-camera --no-gpio."""
+    result = run(["bash", "-c", f'source "{INSTALLER}" && WITH_CAMERA=0 WITH_GPIO=0 apt_packages'])
+    return result.stdout.split()
+
+
+def inputs(arch: Arch) -> dict[str, str]:
+    """What the image is made from; its hash names the cached image."""
+    files = [LOCK, TEST_REQUIREMENTS, Path(__file__), ROOT / "hil" / "arch.py",
+             *sorted(GUEST.glob("image-*"))]
+    parts = {
+        "recipe": RECIPE,
+        "arch": arch.debian,
+        "codename": CODENAME,
+        "mirror": mirror.main_mirror(CODENAME),
+        "base": " ".join(BASE_PACKAGES),
+        "preinstalled": " ".join(PREINSTALLED),
+        "installer-packages": " ".join(installer_packages()),
+    }
+    for path in files:
+        parts[str(path.relative_to(ROOT))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return parts
+
+
+def key(arch: Arch) -> str:
+    text = "\n".join(f"{k}={v}" for k, v in sorted(inputs(arch).items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def image_for(arch_name: str, rebuild: bool = False) -> Image:
+    """The cached image for these inputs, built first when there is none."""
+    arch = ARCHES[arch_name]
+    image = Image(CACHE / f"{CODENAME}-{arch.debian}-{key(arch)}", arch)
+    if image.ready() and not rebuild:
+        say(f"image: cached {image.dir}")
+        return image
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for old in CACHE.glob(f"{CODENAME}-{arch.debian}-*"):
+        if old != image.dir:  # one image per architecture: the newest inputs win
+            shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(image.dir, ignore_errors=True)
+    image.dir.mkdir(parents=True)
+    Builder(image).build()
+    (image.dir / "ready").write_text("\n".join(f"{k}={v}" for k, v in inputs(arch).items()))
+    return image
+
+
+class Builder:
+    def __init__(self, image: Image) -> None:
+        self.image = image
+        self.arch = image.arch
+        self.log = image.dir / "build.log"
+        self.work = Path(tempfile.mkdtemp(prefix="build-", dir=image.dir))
+        self.root = self.work / "root"
+
+    def build(self) -> None:
+        say(f"image: building Debian {CODENAME} {self.arch.debian} (log: {self.log})")
+        try:
+            if self.arch.foreign:
+                self.enable_binfmt()
+            self.debootstrap()
+            self.wheelhouse()
+            self.chroot_setup()
+            self.make_disk()
+        finally:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def enable_binfmt(self) -> None:
+        """qemu-user-static runs the arm64 programs of debootstrap's second stage."""
+        binfmt = Path("/proc/sys/fs/binfmt_misc")
+        if not (binfmt / "register").exists():
+            run(["mount", "-t", "binfmt_misc", "binfmt_misc", binfmt], log=self.log)
+        if not (binfmt / "qemu-aarch64").exists():
+            run(["update-binfmts", "--enable", "qemu-aarch64"], log=self.log)
+
+    def debootstrap(self) -> None:
+        mirror_uri = mirror.main_mirror(CODENAME)
+        say(f"image: debootstrap from the host's apt mirror ({len(BASE_PACKAGES)} packages)")
+        run(["debootstrap", "--variant=minbase", f"--arch={self.arch.debian}",
+             "--include=" + ",".join((*BASE_PACKAGES, self.arch.kernel_package)),
+             CODENAME, self.root, mirror_uri], log=self.log)
+
+    def wheelhouse(self) -> None:
+        """Every file of the lock and the test requirements, for the image's platform."""
+        say("image: wheelhouse (the lock's files for this platform, hashes checked)")
+        house = self.root / "srv" / "hil" / "wheelhouse"
+        house.mkdir(parents=True)
+        for lock in (LOCK, TEST_REQUIREMENTS):
+            for requirement in requirements(lock):
+                self.download(requirement, house)
+
+    def download(self, requirement: str, house: Path) -> None:
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as one:
+            one.write(requirement + "\n")
+            one.flush()
+            common = ["python3", "-m", "pip", "download", "--no-deps", "--require-hashes",
+                      "--dest", house, "--requirement", one.name]
+            platforms = [arg for tag in self.arch.pip_platforms for arg in ("--platform", tag)]
+            binary = run([*common, *platforms, "--python-version", "3.11",
+                          "--implementation", "cp", "--only-binary=:all:"],
+                         log=self.log, check=False)
+            if binary.returncode != 0:  # a package with no wheel: its source, built in place
+                run([*common, "--no-binary=:all:"], log=self.log)
+
+    def chroot_setup(self) -> None:
+        say("image: packages for the installer, the test venv, systemd units")
+        apt_dir = self.root / "srv" / "hil" / "apt"
+        apt_dir.mkdir(parents=True)
+        (self.root / "etc" / "apt" / "sources.list").write_text(mirror.sources_list(CODENAME))
+        shutil.copy(GUEST / "image-setup.sh", self.root / "srv" / "hil" / "image-setup.sh")
+        shutil.copy(GUEST / "image-hil-run", self.root / "usr" / "local" / "sbin" / "hil-run")
+        shutil.copy(GUEST / "image-hil-run.service",
+                    self.root / "etc" / "systemd" / "system" / "hil-run.service")
+        venv = [r for r in requirements(LOCK) if r.split("==")[0] not in SOURCE_ONLY]
+        venv += requirements(TEST_REQUIREMENTS)
+        (self.root / "srv" / "hil" / "hil-venv.txt").write_text("\n".join(venv) + "\n")
+        self.chroot(["bash", "/srv/hil/image-setup.sh", *installer_packages()],
+                    PREINSTALLED=" ".join(PREINSTALLED))
+        # The installer's packages, downloaded by apt in the chroot, become a local
+        # repository: the VM's only apt source.
+        run(["sh", "-c", 'cd "$1" && dpkg-scanpackages --multiversion . > Packages', "scan",
+             apt_dir], log=self.log)
+        (self.root / "etc" / "apt" / "sources.list").write_text(
+            "# No network in the VM: only what the image was built with.\n"
+            "deb [trusted=yes] file:/srv/hil/apt ./\n"
+        )
+        self.chroot(["apt-get", "update", "-qq"])
+        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for path in (self.root / cache).glob("*.deb"):
+                path.unlink()
+
+    def chroot(self, argv: list[str], **extra_env: str) -> None:
+        """Run a command in the image's tree, with /proc, /sys and /dev, in a private
+        mount namespace (the mounts vanish with it)."""
+        script = (
+            'set -e; root="$1"; shift; '
+            'mount -t proc proc "$root/proc"; mount -t sysfs sys "$root/sys"; '
+            'mount --rbind /dev "$root/dev"; exec chroot "$root" "$@"'
+        )
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root",
+               "DEBIAN_FRONTEND": "noninteractive", **extra_env}
+        run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "chroot",
+             self.root, *argv], log=self.log, env=env)
+
+    def make_disk(self) -> None:
+        """The kernel and initrd beside the image, the tree as an ext4 image (no mount)."""
+        boot = self.root / "boot"
+        kernels = sorted(boot.glob("vmlinuz-*"))
+        initrds = sorted(boot.glob("initrd.img-*"))
+        if not kernels or not initrds:
+            raise Failed(f"no kernel or initrd in the image's /boot: {list(boot.iterdir())}")
+        shutil.copy(kernels[-1], self.image.kernel)
+        shutil.copy(initrds[-1], self.image.initrd)
+        used = int(run(["du", "-sm", self.root]).stdout.split()[0])
+        size = used + 3072  # room for the installer's packages, the venv, the journal
+        say(f"image: ext4 image of {used} MB of files ({size} MB, sparse)")
+        run(["mkfs.ext4", "-q", "-F", "-L", "hil-root", "-d", self.root, self.image.disk,
+             f"{size}M"], log=self.log)
+
+
+def requirements(lock: Path) -> list[str]:
+    """A requirements file with hashes, one entry (a name, a version, its hashes) each."""
+    text = re.sub(r"\\\n\s*", " ", lock.read_text())
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+            and "--hash=" in line]
+
+
+def clean() -> None:
+    """Remove every cached image."""
+    shutil.rmtree(CACHE, ignore_errors=True)
+

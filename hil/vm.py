@@ -1,0 +1,161 @@
+"""One run of the HIL tests in a VM: a disk for this run, qemu, the results back.
+
+The cached image is never written: the VM boots a copy-on-write overlay of it.
+The checkout (without .git and .venv) and the run script go in on a second small
+disk, made without mounting (mkfs.ext4 -d); the tests' output comes back live over
+a virtio console, and their reports on that same disk (read with debugfs after the
+VM has powered off). The tests may reboot the VM once: the run script notes the
+phase on the run disk and goes on after the boot.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from hil.host import Failed, run, say
+from hil.image import GUEST, ROOT, Image
+
+#: What of the checkout goes into the VM.
+EXCLUDE = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "demo-out",
+           "hil-results"}
+
+
+def kvm_works(image: Image, log: Path) -> bool:
+    """KVM only where a short boot probe reaches user space: under KVM a guest kernel
+    hung here once, so plain emulation is what to rely on."""
+    if image.arch.debian != "amd64" or not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        overlay = Path(tmp) / "probe.qcow2"
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", image.disk,
+             overlay], log=log)
+        console = Path(tmp) / "console.log"
+        argv = qemu_argv(image, overlay, None, console, None, kvm=True,
+                         append="systemd.unit=emergency.target panic=-1")
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 45
+        ok = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            text = console.read_text(errors="replace") if console.exists() else ""
+            if "Reached target" in text or "emergency" in text.lower():
+                ok = True
+                break
+            time.sleep(0.5)
+        proc.kill()
+        proc.wait()
+        return ok
+
+
+def qemu_argv(
+    image: Image, overlay: Path, run_disk: Path | None, console: Path, output: Path | None,
+    *, kvm: bool, memory_mb: int = 3072, append: str = "",
+) -> list[str]:
+    arch = image.arch
+    argv = [arch.qemu, *arch.machine, "-smp", "2", "-m", str(memory_mb),
+            "-kernel", str(image.kernel), "-initrd", str(image.initrd),
+            "-append", f"root=/dev/vda rw console={arch.console} {append}".strip(),
+            "-drive", f"file={overlay},if=virtio,format=qcow2",
+            "-nic", "none", "-display", "none", "-monitor", "none",
+            "-serial", f"file:{console}"]
+    if kvm:
+        argv[1:1] = ["-accel", "kvm"]
+        argv = [a if a != "max" else "host" for a in argv]
+    else:
+        argv[1:1] = ["-accel", "tcg"]
+    if run_disk is not None:
+        argv += ["-drive", f"file={run_disk},if=virtio,format=raw"]
+    if output is not None:
+        argv += ["-device", "virtio-serial-pci", "-chardev", f"file,id=hil,path={output}",
+                 "-device", "virtconsole,chardev=hil"]
+    return argv
+
+
+def copy_checkout(dest: Path) -> None:
+    def ignore(_dir: str, names: list[str]) -> set[str]:
+        return {n for n in names if n in EXCLUDE}
+
+    shutil.copytree(ROOT, dest, ignore=ignore, symlinks=True)
+
+
+def run_in_vm(image: Image, results: Path, *, pytest_args: list[str], timeout_s: float,
+              use_kvm: str = "auto") -> int:
+    """Boot the image with this checkout, run the HIL tests, return their exit status."""
+    results.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="hil-run-"))
+    log = results / "host.log"
+    try:
+        overlay = work / "overlay.qcow2"
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", image.disk,
+             overlay], log=log)
+        tree = work / "run"
+        (tree / "results").mkdir(parents=True)
+        copy_checkout(tree / "src")
+        shutil.copy(GUEST / "run.sh", tree / "run.sh")
+        (tree / "pytest-args").write_text("".join(f"{arg}\n" for arg in pytest_args))
+        (tree / "phase").write_text("1\n")
+        run_disk = work / "run.img"
+        run(["mkfs.ext4", "-q", "-F", "-L", "hil-run", "-d", tree, run_disk, "1024M"], log=log)
+
+        kvm = use_kvm == "yes" or (use_kvm == "auto" and kvm_works(image, log))
+        say(f"vm: booting {image.arch.debian} ({'KVM' if kvm else 'plain emulation, TCG'})")
+        console = results / "console.log"
+        output = work / "output.log"
+        output.touch()
+        argv = qemu_argv(image, overlay, run_disk, console, output, kvm=kvm, append="hil.run")
+        started = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        shown = 0
+        timed_out = False
+        while True:
+            shown = stream(output, shown)
+            if proc.poll() is not None:
+                break
+            if time.monotonic() - started > timeout_s:
+                timed_out = True
+                proc.kill()
+                proc.wait()
+                break
+            time.sleep(0.5)
+        stream(output, shown)
+        if proc.returncode not in (0, None) and not timed_out:
+            say(f"vm: qemu exited with {proc.returncode}: {proc.stderr.read().strip()[-500:]}")
+        say(f"vm: off after {time.monotonic() - started:.0f} s")
+        fetch_results(run_disk, results, log)
+        if timed_out:
+            raise Failed(f"the VM did not finish within {timeout_s:.0f} s "
+                         f"(its console: {console})")
+        status = results / "rc"
+        if not status.exists():
+            raise Failed(f"the tests left no exit status (the VM's console: {console})")
+        return int(status.read_text().strip() or 1)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def stream(path: Path, shown: int) -> int:
+    """Print what the VM wrote since last time; return how much has been shown."""
+    with path.open("rb") as f:
+        f.seek(shown)
+        data = f.read()
+    if data:
+        os.write(1, data.replace(b"\r\n", b"\n"))
+    return shown + len(data)
+
+
+def fetch_results(run_disk: Path, results: Path, log: Path) -> None:
+    """Copy /results from the run disk, without mounting it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run(["debugfs", "-R", f"rdump /results {tmp}", run_disk], log=log, check=False)
+        got = Path(tmp) / "results"
+        if got.exists():
+            for item in got.iterdir():
+                target = results / item.name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                shutil.move(str(item), target)

@@ -1,0 +1,76 @@
+"""A box that crashed again and again comes back by itself later (issue 14, point 6),
+and a configuration error waits for its owner."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from hilrig import (
+    CONFIG,
+    UNIT,
+    active,
+    dropin,
+    main_pid,
+    restart_service,
+    save,
+    sh,
+    show,
+    wait_active,
+    wait_until,
+)
+
+pytestmark = pytest.mark.usefixtures("installed")
+TIMER = "live-appliance-retry.timer"
+RETRY = "live-appliance-retry.service"
+#: The drop-ins that make the test quick: the same units, shorter delays.
+QUICK_SERVICE = "[Service]\nRestartSec=1s\n"
+QUICK_TIMER = "[Timer]\nOnActiveSec=20s\n"
+
+
+def failed() -> bool:
+    return show("ActiveState") == "failed"
+
+
+def test_five_crashes_then_failed_then_back_by_itself() -> None:
+    with dropin("hil-quick.conf", QUICK_SERVICE), dropin("hil-quick.conf", QUICK_TIMER, TIMER):
+        sh(["systemctl", "reset-failed", UNIT], check=False)
+        restart_service()
+        burst = int(show("StartLimitBurst"))
+        for _ in range(burst + 1):
+            wait_until(lambda: failed() or active(), 240, "the daemon up again, or failed")
+            if failed():
+                break
+            killed = main_pid()
+            os.kill(killed, signal.SIGKILL)
+            wait_until(lambda killed=killed: main_pid() != killed, 60, "the crash noticed")
+        wait_until(lambda: show("ActiveState") == "failed", 120, "failed after the burst")
+        assert show("Result") == "start-limit-hit"
+        wait_until(lambda: show("ActiveState", TIMER) == "active", 30, "the retry timer armed")
+        wait_until(active, 300, "the service back by itself after the timer")
+        save("never-failed.txt", sh(["journalctl", "-u", UNIT, "-u", TIMER, "-u", RETRY,
+                                     "-n", "60", "--no-pager"]).stdout)
+    wait_active()
+
+
+def test_a_configuration_error_is_not_retried() -> None:
+    original = CONFIG.read_text()
+    with dropin("hil-quick.conf", QUICK_TIMER, TIMER):
+        try:
+            CONFIG.write_text(original + "\n[audio]\nchunk_ms = 9999\n")  # [audio] twice
+            sh(["systemctl", "restart", UNIT], check=False)
+            wait_until(lambda: show("ActiveState") == "failed", 120, "failed on the bad config")
+            assert (show("Result"), show("ExecMainStatus")) == ("exit-code", "2")
+            fired = show("LastTriggerUSecMonotonic", TIMER)
+            wait_until(lambda: show("LastTriggerUSecMonotonic", TIMER) != fired, 120,
+                       "the retry timer fired")
+            wait_until(lambda: show("ActiveState", RETRY) == "inactive", 60, "the retry ran")
+            assert show("ActiveState") == "failed", "a configuration error was retried"
+            assert show("Result") == "exit-code"
+        finally:
+            CONFIG.write_text(original)
+            sh(["systemctl", "reset-failed", UNIT], check=False)
+            restart_service()
+    assert Path(CONFIG).read_text() == original

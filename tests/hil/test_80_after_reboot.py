@@ -1,0 +1,72 @@
+"""After a reboot: the service is back by itself with its volume; then the owner
+updates nothing more and uninstalls, first keeping, then purging their files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hilrig import (
+    CA_FILE,
+    CHECKOUT,
+    CONFIG,
+    KEY_FILE,
+    OWNER,
+    UNIT,
+    Button,
+    dominant_hz,
+    loud_seconds,
+    restart_service,
+    save,
+    sh,
+    show,
+    speak_a_turn,
+    status,
+    wait_active,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.after_reboot]
+VOLUME = 35
+
+
+def test_the_service_came_back_with_its_volume() -> None:
+    wait_active()
+    assert show("UnitFileState") == "enabled"
+    wait_until(lambda: status().get("state") == "idle", 120, "idle after the boot")
+    assert status()["volume"] == VOLUME / 100
+
+
+def test_a_turn_after_the_reboot(server: Any, button: Button, tmp_path: Path) -> None:
+    # The local server is new since the reboot, with a new CA: the unit trusts the file.
+    assert CA_FILE.exists()
+    restart_service()
+    turn = speak_a_turn(server, button, tmp_path)
+    assert loud_seconds(turn.heard, 24000) >= 1.0
+    assert dominant_hz(turn.heard, 24000) > 300
+
+
+def uninstall(*args: str) -> None:
+    result = sh(f"cd {CHECKOUT} && sudo scripts/uninstall-pi.sh {' '.join(args)}", user=OWNER,
+                check=False)
+    save(f"uninstall{''.join(args)}.txt", result.stdout + result.stderr)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_uninstall_keeps_the_owners_files() -> None:
+    uninstall()
+    for gone in (f"/etc/systemd/system/{UNIT}", "/etc/systemd/system/live-appliance-retry.timer",
+                 "/etc/systemd/system/live-appliance-retry.service", "/opt/live-appliance",
+                 "/usr/local/bin/live-appliance"):
+        assert not Path(gone).exists(), gone
+    assert sh(["id", "live-appliance"], check=False).returncode != 0
+    assert sh(["systemctl", "is-active", UNIT], check=False).stdout.strip() != "active"
+    assert CONFIG.exists() and KEY_FILE.exists()
+    assert Path("/var/lib/live-appliance").exists()
+
+
+def test_uninstall_purge_removes_them() -> None:
+    uninstall("--purge")
+    assert not Path("/etc/live-appliance").exists()
+    assert not Path("/var/lib/live-appliance").exists()
