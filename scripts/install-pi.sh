@@ -237,8 +237,9 @@ install_venv() {
   fi
   # As BUILD_USER: download exactly the locked files (pip checks every hash), then
   # build wheels offline from those downloads alone: the source-only packages, and the
-  # appliance from a copy (nothing is written into the owner's checkout).
-  # As root: install those wheels and nothing else.
+  # appliance from a copy (nothing is written into the owner's checkout), with the
+  # lock's own setuptools and wheel, put in the venv first (installing a wheel runs
+  # none of its code). As root: install those wheels and nothing else.
   local stage=/tmp/live-appliance-build
   if ((DRY_RUN)); then
     say "  copy $SOURCE_DIR (without .git, .venv) to $stage, owned by $BUILD_USER"
@@ -251,10 +252,11 @@ install_venv() {
       tar -C "$stage/src" -xf -
     chown -R "$BUILD_USER:" "$stage"
   fi
-  as_builder "$stage" "$VENV/bin/pip" download --no-deps --require-hashes \
+  as_builder "$stage" "$VENV/bin/pip" download --no-deps --require-hashes --no-build-isolation \
     --dest "$stage/downloads" --requirement "$stage/src/$lock"
-  local downloads=("$stage/downloads/"*)
-  as_builder "$stage" "$VENV/bin/pip" wheel --no-deps --no-index \
+  local downloads=("$stage/downloads/"*) tools=("$stage/downloads/"{setuptools,wheel}-*.whl)
+  run "$VENV/bin/pip" install --no-index --no-deps --force-reinstall "${tools[@]}"
+  as_builder "$stage" "$VENV/bin/pip" wheel --no-deps --no-index --no-build-isolation \
     --find-links "$stage/downloads" --wheel-dir "$stage/wheels" "${downloads[@]}" "$stage/src"
   local wheels=("$stage/wheels/"*.whl)
   run "$VENV/bin/pip" install --no-index --no-deps --force-reinstall "${wheels[@]}"

@@ -193,9 +193,12 @@ def test_dry_run_on_a_fresh_pi_shows_every_step_in_order(
         ],
     )
     pip = [line.strip() for line in lines if "/bin/pip install" in line]
+    stage = "/tmp/live-appliance-build"
     assert pip == [
         "+ /opt/live-appliance/venv/bin/pip install --no-index --no-deps --force-reinstall "
-        "/tmp/live-appliance-build/wheels/\\*.whl"
+        f"{stage}/downloads/setuptools-\\*.whl {stage}/downloads/wheel-\\*.whl",
+        "+ /opt/live-appliance/venv/bin/pip install --no-index --no-deps --force-reinstall "
+        f"{stage}/wheels/\\*.whl",
     ]
     assert not any("groupadd" in line for line in lines), "Raspberry Pi OS has the groups"
 
@@ -492,9 +495,13 @@ def test_the_python_packages_are_built_unprivileged_from_the_lock(
     assert "/bin/pip download --no-deps --require-hashes " in download
     assert download.endswith("--requirement /tmp/live-appliance-build/src/requirements/"
                              "pi-py311.txt")
-    assert "/bin/pip wheel --no-deps --no-index --find-links " in wheel
+    assert "/bin/pip wheel --no-deps --no-index --no-build-isolation --find-links " in wheel
+    # Root installs wheels only: first the lock's build tools, then what was built.
     root_pip = [line for line in lines if line.startswith("+ /opt/live-appliance/venv/bin/pip")]
-    assert len(root_pip) == 1 and " --no-index " in root_pip[0], root_pip
+    assert len(root_pip) == 2, root_pip
+    for line in root_pip:
+        assert " install --no-index --no-deps " in line
+        assert all(arg.endswith(".whl") for arg in line.split()[7:]), line
 
 
 def test_the_lock_pins_every_dependency_with_hashes() -> None:
