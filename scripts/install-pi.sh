@@ -203,11 +203,12 @@ create_user() {
   fi
 }
 
-# The lock file for the system's Python: every package pinned, with its hashes.
+# The lock file for the system's Python: every package pinned, with its hashes. With
+# "build": the part of it that builds the rest (setuptools, wheel).
 lock_file() {
   local version
   version=$("$SYSTEM_PYTHON" -c 'import sys; print("%d%d" % sys.version_info[:2])')
-  printf '%s/requirements/pi-py%s.txt\n' "$SOURCE_DIR" "$version"
+  printf '%s/requirements/pi-%spy%s.txt\n' "$SOURCE_DIR" "${1:+$1-}" "$version"
 }
 
 # Run a command in STAGE as BUILD_USER: no privileges, no capabilities, a clean
@@ -225,10 +226,13 @@ as_builder() {
 
 install_venv() {
   step "Python environment $VENV (sees apt's picamera2 and lgpio)"
-  local lock
+  local lock build_lock
   lock=$(lock_file)
-  [[ -r $lock ]] || die "no lock file for this Python: $lock (scripts/lock makes one)"
+  build_lock=$(lock_file build)
+  [[ -r $lock && -r $build_lock ]] ||
+    die "no lock file for this Python: $lock (scripts/lock makes one)"
   lock=${lock#"$SOURCE_DIR/"}
+  build_lock=${build_lock#"$SOURCE_DIR/"}
   if "$VENV/bin/python" -c '' 2>/dev/null &&
     grep -q '^include-system-site-packages = true' "$VENV/pyvenv.cfg"; then
     say "  $VENV exists"
@@ -238,8 +242,8 @@ install_venv() {
   # As BUILD_USER: download exactly the locked files (pip checks every hash), then
   # build wheels offline from those downloads alone: the source-only packages, and the
   # appliance from a copy (nothing is written into the owner's checkout), with the
-  # lock's own setuptools and wheel, put in the venv first (installing a wheel runs
-  # none of its code). As root: install those wheels and nothing else.
+  # lock's own setuptools and wheel, downloaded and put in the venv first (installing
+  # a wheel runs none of its code). As root: install wheels and nothing else.
   local stage=/tmp/live-appliance-build
   if ((DRY_RUN)); then
     say "  copy $SOURCE_DIR (without .git, .venv) to $stage, owned by $BUILD_USER"
@@ -252,10 +256,13 @@ install_venv() {
       tar -C "$stage/src" -xf -
     chown -R "$BUILD_USER:" "$stage"
   fi
+  as_builder "$stage" "$VENV/bin/pip" download --no-deps --require-hashes --only-binary=:all: \
+    --dest "$stage/downloads" --requirement "$stage/src/$build_lock"
+  local tools=("$stage/downloads/"*.whl)
+  run "$VENV/bin/pip" install --no-index --no-deps --force-reinstall "${tools[@]}"
   as_builder "$stage" "$VENV/bin/pip" download --no-deps --require-hashes --no-build-isolation \
     --dest "$stage/downloads" --requirement "$stage/src/$lock"
-  local downloads=("$stage/downloads/"*) tools=("$stage/downloads/"{setuptools,wheel}-*.whl)
-  run "$VENV/bin/pip" install --no-index --no-deps --force-reinstall "${tools[@]}"
+  local downloads=("$stage/downloads/"*)
   as_builder "$stage" "$VENV/bin/pip" wheel --no-deps --no-index --no-build-isolation \
     --find-links "$stage/downloads" --wheel-dir "$stage/wheels" "${downloads[@]}" "$stage/src"
   local wheels=("$stage/wheels/"*.whl)

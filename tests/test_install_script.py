@@ -196,7 +196,7 @@ def test_dry_run_on_a_fresh_pi_shows_every_step_in_order(
     stage = "/tmp/live-appliance-build"
     assert pip == [
         "+ /opt/live-appliance/venv/bin/pip install --no-index --no-deps --force-reinstall "
-        f"{stage}/downloads/setuptools-\\*.whl {stage}/downloads/wheel-\\*.whl",
+        f"{stage}/downloads/\\*.whl",
         "+ /opt/live-appliance/venv/bin/pip install --no-index --no-deps --force-reinstall "
         f"{stage}/wheels/\\*.whl",
     ]
@@ -468,6 +468,7 @@ def test_every_setting_shown_in_the_default_config_is_real(
 
 
 LOCK = ROOT / "requirements" / "pi-py311.txt"
+BUILD_LOCK = ROOT / "requirements" / "pi-build-py311.txt"
 PYPROJECT = ROOT / "pyproject.toml"
 REQUIREMENT = re.compile(r"^([A-Za-z0-9_.-]+)==(\S+)", re.MULTILINE)
 
@@ -487,14 +488,14 @@ def test_the_python_packages_are_built_unprivileged_from_the_lock(
     view.setup(FRESH)
     lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
     builds = [line for line in lines if line.startswith("+ setpriv ")]
-    assert len(builds) == 2
+    assert len(builds) == 3
     for line in builds:
         assert line.startswith("+ setpriv --reuid=nobody --regid=")
         assert "--clear-groups --inh-caps=-all env -i " in line
-    download, wheel = builds
-    assert "/bin/pip download --no-deps --require-hashes " in download
-    assert download.endswith("--requirement /tmp/live-appliance-build/src/requirements/"
-                             "pi-py311.txt")
+    tools, download, wheel = builds
+    for line, lock in ((tools, "pi-build-py311.txt"), (download, "pi-py311.txt")):
+        assert "/bin/pip download --no-deps --require-hashes " in line
+        assert line.endswith(f"--requirement /tmp/live-appliance-build/src/requirements/{lock}")
     assert "/bin/pip wheel --no-deps --no-index --no-build-isolation --find-links " in wheel
     # Root installs wheels only: first the lock's build tools, then what was built.
     root_pip = [line for line in lines if line.startswith("+ /opt/live-appliance/venv/bin/pip")]
@@ -524,8 +525,12 @@ def test_the_lock_pins_every_dependency_with_hashes() -> None:
     for entry in entries:
         if REQUIREMENT.match(entry):
             assert re.search(r"--hash=sha256:[0-9a-f]{64}", entry), entry.splitlines()[0]
-    # What builds the source-only packages offline is locked too.
+    # What builds the source-only packages offline is locked too, at the same versions
+    # in the installer's first download.
     assert {"setuptools", "wheel"} <= set(pins)
+    build = {canonical(n): v for n, v in REQUIREMENT.findall(BUILD_LOCK.read_text())}
+    assert {"setuptools", "wheel"} <= set(build)
+    assert all(pins[name] == version for name, version in build.items()), build
 
 
 def test_the_lock_keeps_numpy_binary_compatible_with_apt() -> None:
