@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kvm", choices=("auto", "yes", "no"), default="auto",
                         help="auto: KVM only if a short boot probe works (default)")
     parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds the VM may run (default 1800; arm64 5400)")
+                        help="seconds the VM may run (default 3600; arm64 10800)")
     parser.add_argument("--results", type=Path, default=ROOT / "hil-results",
                         help="where the reports go (default: hil-results/)")
     parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest in the VM")
@@ -107,7 +107,7 @@ def vm(args: argparse.Namespace) -> int:
     say(f"image: ready in {time.monotonic() - started:.0f} s")
     if args.build_only:
         return 0
-    timeout = args.timeout or (5400 if args.arch == "arm64" else 1800)
+    timeout = args.timeout or (10800 if args.arch == "arm64" else 3600)
     results = args.results / args.arch
     status = vm.run_in_vm(img, results, pytest_args=args.pytest_args, timeout_s=timeout,
                           use_kvm=args.kvm)

@@ -43,6 +43,10 @@ SERVER_PORT = 8443
 SPEECH_HZ = 300.0  # the "speech" played into the microphone
 BUTTON_JUMPER = os.environ.get("HIL_BUTTON_JUMPER")
 
+#: A VM has no GPIO: gpiozero's mock pins, with PWM (the LEDs fade; without PWM the
+#: daemon does not start, see test_65_daemon_defects.py).
+MOCK_PINS = {"GPIOZERO_PIN_FACTORY": "mock", "GPIOZERO_MOCK_PIN_CLASS": "mockpwmpin"}
+
 vm_only = pytest.mark.skipif(not IN_VM, reason="changes the system as only a throw-away VM may")
 
 
@@ -309,9 +313,35 @@ def server_thread_class() -> Any:
     raise AssertionError("no local Live server in the checkout (rig.sim or device.sim)")
 
 
+def api_key() -> str:
+    """The key the box holds: the test's own in the VM, the owner's on a Pi."""
+    if not IN_VM and KEY_FILE.exists():
+        return KEY_FILE.read_text().strip()
+    return KEY
+
+
+@pytest.fixture(scope="session", autouse=True)
+def restore_the_pi() -> Iterator[None]:
+    """--here: put the owner's config and drop-in back afterwards, and restart."""
+    if IN_VM:
+        yield
+        return
+    config = CONFIG.read_bytes() if CONFIG.exists() else None
+    drop_in = DROP_IN.read_bytes() if DROP_IN.exists() else None
+    yield
+    if config is not None:
+        CONFIG.write_bytes(config)
+    if drop_in is None:
+        DROP_IN.unlink(missing_ok=True)
+    else:
+        DROP_IN.write_bytes(drop_in)
+    daemon_reload()
+    sh(["systemctl", "restart", UNIT], check=False)
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[Any]:
-    server_thread = server_thread_class()(host="127.0.0.1", port=SERVER_PORT, api_key=KEY,
+    server_thread = server_thread_class()(host="127.0.0.1", port=SERVER_PORT, api_key=api_key(),
                                           reply_seconds=1.5)
     server_thread.start()
     CA_FILE.parent.mkdir(parents=True, exist_ok=True)
@@ -327,7 +357,7 @@ def client_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVE_APPLIANCE")}
     env["SSL_CERT_FILE"] = str(CA_FILE)
     if IN_VM:
-        env["GPIOZERO_PIN_FACTORY"] = "mock"
+        env.update(MOCK_PINS)
     return env
 
 
@@ -337,7 +367,7 @@ def write_drop_in() -> None:
     DROP_IN_DIR.mkdir(parents=True, exist_ok=True)
     lines = ["[Service]", f"Environment=SSL_CERT_FILE={CA_FILE}"]
     if IN_VM:
-        lines.append("Environment=GPIOZERO_PIN_FACTORY=mock")
+        lines += [f"Environment={name}={value}" for name, value in MOCK_PINS.items()]
     DROP_IN.write_text("\n".join(lines) + "\n")
 
 
@@ -439,11 +469,55 @@ def installed(server: Any) -> None:
 
 
 __all__ = [
-    "CA_FILE", "CHECKOUT", "CONFIG", "DROP_IN", "IN_VM", "KEY", "KEY_FILE", "MODE", "OWNER",
-    "RESULTS", "SOURCE", "SPEECH_HZ", "UNIT", "Button", "Recorder", "Turn", "active",
-    "button", "client_env", "ctl", "cursor", "daemon_entries", "daemon_reload",
-    "device_names", "dominant_hz", "dropin", "installed", "journal", "loopback_card",
-    "loud_seconds", "main_pid", "play", "point_config_at_rig", "restart_service", "save",
-    "server", "sh", "show", "speak_a_turn", "state", "states", "status", "tone", "unit_report",
-    "vm_only", "wait_active", "wait_until", "write_drop_in",
+    "CA_FILE",
+    "CHECKOUT",
+    "CONFIG",
+    "DROP_IN",
+    "IN_VM",
+    "KEY",
+    "KEY_FILE",
+    "MOCK_PINS",
+    "MODE",
+    "OWNER",
+    "RESULTS",
+    "SOURCE",
+    "SPEECH_HZ",
+    "UNIT",
+    "Button",
+    "Recorder",
+    "Turn",
+    "active",
+    "api_key",
+    "button",
+    "client_env",
+    "ctl",
+    "cursor",
+    "daemon_entries",
+    "daemon_reload",
+    "device_names",
+    "dominant_hz",
+    "dropin",
+    "installed",
+    "journal",
+    "loopback_card",
+    "loud_seconds",
+    "main_pid",
+    "play",
+    "point_config_at_rig",
+    "restart_service",
+    "restore_the_pi",
+    "save",
+    "server",
+    "sh",
+    "show",
+    "speak_a_turn",
+    "state",
+    "states",
+    "status",
+    "tone",
+    "unit_report",
+    "vm_only",
+    "wait_active",
+    "wait_until",
+    "write_drop_in",
 ]

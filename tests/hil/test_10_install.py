@@ -17,6 +17,7 @@ from hilrig import (
     SOURCE,
     UNIT,
     active,
+    api_key,
     point_config_at_rig,
     sh,
     sh_live,
@@ -64,7 +65,7 @@ def test_the_installer_installs_and_starts_the_service(server: object) -> None:
 
 
 def test_the_key_is_root_only() -> None:
-    assert KEY_FILE.read_text().strip() == KEY
+    assert KEY_FILE.read_text().strip() == api_key()
     info = KEY_FILE.stat()
     assert (info.st_uid, info.st_mode & 0o777) == (0, 0o600)
 

@@ -12,6 +12,7 @@ from hilrig import (
     CONFIG,
     IN_VM,
     KEY_FILE,
+    MOCK_PINS,
     OWNER,
     UNIT,
     client_env,
@@ -38,9 +39,7 @@ def owner_sudo(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[
     """`sudo COMMAND` typed by the owner. SSL_CERT_FILE stands for the system's trust in
     the local server's CA (the unit has it from its drop-in)."""
     env = client_env()
-    extra = [f"SSL_CERT_FILE={env['SSL_CERT_FILE']}"]
-    if "GPIOZERO_PIN_FACTORY" in env:
-        extra.append(f"GPIOZERO_PIN_FACTORY={env['GPIOZERO_PIN_FACTORY']}")
+    extra = [f"{name}={env[name]}" for name in ("SSL_CERT_FILE", *MOCK_PINS) if name in env]
     return sh(["sudo", *extra, *argv], user=OWNER, check=False, timeout=timeout)
 
 
