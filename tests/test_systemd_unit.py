@@ -301,3 +301,27 @@ def shlex_split(text: str) -> list[str]:
     import shlex
 
     return shlex.split(text)
+
+
+def test_memory_tasks_and_files_are_bounded_above_what_was_measured(unit: dict) -> None:
+    """Each bound is there, with the measurement it was sized from in its comment, and
+    with room: twice the benchmark's peak RSS (101.9 MB) before memory is squeezed."""
+    service = unit["Service"]
+    def megabytes(value: str) -> float:
+        number, suffix = re.fullmatch(r"(\d+)([KMG]?)", value).groups()  # type: ignore[union-attr]
+        return int(number) * {"K": 1 / 1024, "M": 1, "G": 1024, "": 1 / 2**20}[suffix]
+
+    assert megabytes(service["MemoryHigh"][0]) >= 2 * 100
+    assert megabytes(service["MemoryMax"][0]) > megabytes(service["MemoryHigh"][0])
+    assert megabytes(service["MemoryMax"][0]) <= 512 / 2, "half a Pi Zero 2 W at most"
+    assert int(service["TasksMax"][0]) >= 4 * 9
+    assert int(service["LimitNOFILE"][0]) >= 4 * 23
+    lines = UNIT.read_text().splitlines()
+    for key in ("MemoryHigh", "MemoryMax", "TasksMax", "LimitNOFILE"):
+        number = next(i for i, line in enumerate(lines) if line.startswith(f"{key}="))
+        comment = []
+        above = number - 1
+        while lines[above].startswith("#"):
+            comment.append(lines[above])
+            above -= 1
+        assert re.search(r"\d+ (MB|measured|threads|open files)|measured", " ".join(comment)), key

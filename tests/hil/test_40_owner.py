@@ -97,7 +97,7 @@ def test_ask_hello_gets_an_answer(server: Any) -> None:
 
 def test_the_journalctl_recipes() -> None:
     """Each recipe of the README's "Looking after it over SSH", as the owner types it."""
-    session = status().get("session") or ""
+    session = status().get("session_id") or ""
     recipes = {
         "errors since boot": "journalctl -u live-appliance -p err -b --no-pager",
         "states": "journalctl -u live-appliance LIVE_STATE=idle --no-pager",
