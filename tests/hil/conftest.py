@@ -22,3 +22,10 @@ if MODE not in ("vm", "here"):
     collect_ignore_glob = ["test_*.py"]
 else:
     from hilrig import *  # noqa: F403  (the fixtures)
+
+    def pytest_runtest_logreport(report):  # type: ignore[no-untyped-def]
+        """Say why a test failed as soon as it fails: a VM run is long, and its output
+        is read as it comes."""
+        if report.failed:
+            print(f"\n---- {report.nodeid} ({report.when}) ----\n{report.longreprtext}\n",
+                  flush=True)
