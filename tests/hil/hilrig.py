@@ -377,13 +377,16 @@ def point_config_at_rig(text: str) -> str:
     mic, speaker = device_names()
     settings = {
         "audio": [f'input_device = "{mic}"', f'output_device = "{speaker}"'],
-        "live": [f'base_url = "https://127.0.0.1:{SERVER_PORT}"'],
+        # An emulated VM on a busy machine is many times slower than a Pi: the first
+        # TLS handshake and setup alone can take longer than the default 5 s.
+        "live": [f'base_url = "https://127.0.0.1:{SERVER_PORT}"', "connect_timeout_s = 30"],
         "camera": ["enabled = false"],
     }
     out: list[str] = []
     for line in text.splitlines():
         key = line.split("=")[0].strip() if "=" in line and not line.startswith("#") else ""
-        if key in ("input_device", "output_device", "base_url", "enabled") and \
+        if key in ("input_device", "output_device", "base_url", "connect_timeout_s",
+                   "enabled") and \
                 any(key in s for group in settings.values() for s in group):
             continue  # set again below, under its header
         out.append(line)

@@ -30,8 +30,9 @@ from hilrig import (
 pytestmark = pytest.mark.usefixtures("installed")
 
 DOCTOR_KEY_DEFECT = (
-    "daemon: outside systemd, doctor and ask do not read the installer's key file "
-    "/etc/live-appliance/api-key (issue 14, point 7)"
+    "daemon: outside systemd, doctor and ask did not read the installer's key file "
+    "/etc/live-appliance/api-key (issue 14, point 7; seen in the VM before main's 0ca3c60, "
+    "which fixes it: drop this mark once a VM run shows XPASS)"
 )
 
 
