@@ -62,7 +62,7 @@ def doctor() -> dict[str, Any]:
     """`sudo systemctl stop live-appliance; sudo live-appliance doctor; ... start`, with
     speech playing into the microphone the whole time."""
     sh(["systemctl", "stop", UNIT])
-    player = play(tone(300, 30, 16000))
+    player = play(tone(300, 240, 16000))  # the doctor reaches the mic after a minute or more
     try:
         result = owner_sudo("live-appliance", "doctor", "--json", timeout=600)
     finally:
