@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import pyaudio
 import pytest
@@ -142,3 +144,31 @@ def test_a_device_without_mono_is_opened_with_its_own_channels() -> None:
 def test_a_device_with_mono_stays_mono(pa: pyaudio.PyAudio) -> None:
     pulse = choose_device(pa, "pulse", "input")
     assert pick_format(pa, pulse, 16000, "input") == StreamFormat(16000, 1)
+
+
+CHATTER = ("ALSA lib", "jack server", "Cannot connect to server", "JackShm")
+OPEN_PORTAUDIO = """
+import sys
+if sys.argv[1] == "quiet":
+    from device.audio.portaudio import open_portaudio as make
+else:
+    import pyaudio
+    make = pyaudio.PyAudio
+make().terminate()
+"""
+
+
+def test_opening_portaudio_puts_no_alsa_or_jack_chatter_in_the_journal() -> None:
+    """Under systemd stderr is the journal: opening PortAudio must not fill it."""
+
+    def stderr_of(how: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-c", OPEN_PORTAUDIO, how], capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stderr
+
+    plain = stderr_of("plain")
+    assert any(line in plain for line in CHATTER), "this machine's libraries are quiet anyway"
+    quiet = stderr_of("quiet")
+    assert [line for line in quiet.splitlines() if any(c in line for c in CHATTER)] == []

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Literal, TextIO
 
 import pyaudio
 
+from device.audio.portaudio import open_portaudio
+
 if TYPE_CHECKING:
     from device.config import AudioConfig
 
@@ -181,7 +183,7 @@ def print_devices(audio: AudioConfig, out: TextIO = sys.stdout) -> int:
 
     Returns 0 when both configured devices exist, 1 (with the reason) when one does not.
     """
-    pa = pyaudio.PyAudio()
+    pa = open_portaudio()
     try:
         devices = list_devices(pa)
         chosen = select_devices(pa, audio)

@@ -18,6 +18,7 @@ import time
 import pyaudio
 
 from device.audio.devices import DeviceInfo, DeviceSpec, Direction, choose_device, pick_format
+from device.audio.portaudio import open_portaudio
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class PortAudioStream:
             return
         self._loop = loop or asyncio.get_running_loop()
         with PORTAUDIO_LOCK:
-            self._pa = pyaudio.PyAudio()
+            self._pa = open_portaudio()
             try:
                 self._stream = self._open(self._pa)
             except BaseException:

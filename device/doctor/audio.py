@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from device.audio import pcm
+from device.audio.portaudio import open_portaudio
 from device.doctor.result import Context, Result, Status
 
 if TYPE_CHECKING:
@@ -67,9 +68,8 @@ def _describe_devices(pa: pyaudio.PyAudio, audio: AudioConfig) -> Result:
 
 
 def _enumerate(audio: AudioConfig) -> Result:
-    import pyaudio
 
-    pa = pyaudio.PyAudio()
+    pa = open_portaudio()
     try:
         return _describe_devices(pa, audio)
     finally:

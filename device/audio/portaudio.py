@@ -1,0 +1,78 @@
+"""PortAudio, opened without the sound libraries' chatter.
+
+Opening PortAudio probes every ALSA device name in alsa.conf and the JACK
+server; ALSA and JACK print each failure on stderr ("ALSA lib pcm.c:2666:
+(snd_pcm_open_noupdate) Unknown PCM cards.pcm.rear", "jack server is not
+running or cannot be started"), which under systemd is the journal: about
+twenty lines at every start and every reopen, none of them worth knowing. Both
+libraries let a program install its own handler for those messages; they go to
+this module's debug log instead. JACK is also told not to start a server of its
+own. Done once, before the first PortAudio call, only when the library is there.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+from typing import Any
+
+import pyaudio
+
+log = logging.getLogger(__name__)
+
+# void handler(const char *file, int line, const char *function, int err, const char *fmt, ...)
+# (the variadic arguments are not read: the format says what went wrong well enough).
+_ALSA_HANDLER = ctypes.CFUNCTYPE(
+    None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p
+)
+_JACK_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+#: The handlers given to C: kept for the life of the process, or C would call freed memory.
+_installed: list[Any] = []
+
+
+def open_portaudio() -> pyaudio.PyAudio:
+    """A PyAudio instance (Pa_Initialize), the libraries' chatter sent to the debug log."""
+    if not _installed:
+        _quiet_alsa()
+        _quiet_jack()
+    return pyaudio.PyAudio()
+
+
+def _quiet_alsa() -> None:
+    def handler(file: bytes, line: int, function: bytes, err: int, fmt: bytes) -> None:
+        log.debug("ALSA %s:%d %s: %s", _text(file), line, _text(function), _text(fmt))
+
+    library = _load("asound")
+    if library is not None:
+        _installed.append(c_handler := _ALSA_HANDLER(handler))
+        library.snd_lib_error_set_handler(c_handler)
+
+
+def _quiet_jack() -> None:
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")
+
+    def handler(message: bytes) -> None:
+        log.debug("JACK: %s", _text(message))
+
+    library = _load("jack")
+    if library is not None:
+        _installed.append(c_handler := _JACK_HANDLER(handler))
+        library.jack_set_error_function(c_handler)
+        library.jack_set_info_function(c_handler)
+
+
+def _load(name: str) -> ctypes.CDLL | None:
+    found = ctypes.util.find_library(name)
+    if found is None:
+        return None
+    try:
+        return ctypes.CDLL(found)
+    except OSError as exc:
+        log.debug("cannot load %s: %s", found, exc)
+        return None
+
+
+def _text(value: bytes | None) -> str:
+    return value.decode(errors="replace").strip() if value else ""
