@@ -389,6 +389,27 @@ async def test_no_interruption_lets_the_reply_finish(server):
     assert "interrupted" not in server.kinds()
 
 
+async def test_an_interruption_the_model_lets_pass_gets_no_reply_and_the_next_turn_does(server):
+    server.config.pace, server.config.reply_seconds = 1.0, 2.0
+    async with connect(server, realtime_input_config=MANUAL) as session:
+        await session.send_realtime_input(text="tell me a story")
+        turn = session.receive()
+        assert (await anext(turn)).data
+        server.config.unanswered_turns = 1
+        await session.send_realtime_input(activity_start=types.ActivityStart())
+        await session.send_realtime_input(
+            audio=types.Blob(data=tone16k(200), mime_type="audio/pcm;rate=16000"))
+        await session.send_realtime_input(activity_end=types.ActivityEnd())
+        cut = [m.server_content for m in [m async for m in turn] if m.server_content]
+        assert cut[-2].interrupted is True
+        server.config.pace, server.config.reply_seconds = 0, REPLY_S
+        await session.send_realtime_input(text="are you there?")
+        answer = await one_turn(session)
+    assert server.config.unanswered_turns == 0, "one turn went unanswered, then no more"
+    assert audio_of(answer) == reply_audio(2, REPLY_S), "the next reply is the model's second"
+    assert server.kinds(direction="out").count("generation_complete") == 1
+
+
 # ---- tool calls --------------------------------------------------------------------------
 
 

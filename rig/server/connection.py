@@ -382,6 +382,10 @@ class LiveConnection:
     def _end_turn(self, heard: Utterance) -> None:
         """The user finished a turn: answer with a queued tool call, or with audio."""
         self.state.history.append(heard.text)
+        config = self.server.config
+        if config.unanswered_turns > 0:
+            config.unanswered_turns -= 1
+            return
         call = self.server.next_tool_call()
         if call is None:
             self._start_reply(heard)

@@ -59,6 +59,9 @@ class ServerConfig:
     odd_parts: bool = False  # reply parts of an odd length: a sample split across two parts
     other_parts: bool = False  # beside each audio part, a text part and an image part
     think_seconds: float = 0.0  # between the end of the user's turn and the first reply audio
+    # The model lets this many user turns (any connection) pass without a word, as it now
+    # and then does with an interruption: the next turn past each one is answered again.
+    unanswered_turns: int = 0
     setup_delay: float = 0.0
     refuse_setup: tuple[int, str] | None = None  # close every setup with (code, reason)
     close_after_setup: tuple[int, str] | None = None  # complete setup, then close with these
