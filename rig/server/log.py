@@ -86,6 +86,12 @@ class ServerLog:
             if (conn is None or e.conn == conn) and (direction is None or e.direction == direction)
         ]
 
+    def since(self, start: int) -> tuple[list[Entry], int]:
+        """The entries from the `start`-th on, and where the next read starts: a reader of a
+        long run takes only what is new instead of copying the whole log each time."""
+        with self._lock:
+            return self._entries[start:], len(self._entries)
+
     def connections(self) -> list[ConnectionRecord]:
         """Connections in the order they opened."""
         with self._lock:

@@ -1,0 +1,82 @@
+"""What a long-running daemon holds, read from outside it: tasks, threads, descriptors, memory.
+
+Tasks come from its own `ctl status` (asyncio's count, the control request's own
+task included, the same at every reading); threads, file descriptors and
+resident memory from /proc. A leak is what is still held after a quiet settle at
+the end beyond what was held after the first turns; a reading is the smallest of
+a few over a short quiet while, so a request or a thread that is on its way out
+is not counted, and what is left is what stays.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rig.bench.proc import ProcessGone, memory_mb
+from rig.daemon import Daemon
+
+
+@dataclass(frozen=True)
+class Vitals:
+    tasks: int
+    threads: int
+    fds: int
+    rss_mb: float
+
+    def leaks(self, later: Vitals) -> dict[str, int]:
+        """What `later` holds beyond this reading (0 where it holds no more)."""
+        return {
+            "tasks": max(0, later.tasks - self.tasks),
+            "threads": max(0, later.threads - self.threads),
+            "fds": max(0, later.fds - self.fds),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read(daemon: Daemon) -> Vitals:
+    """One reading of the daemon's tasks, threads, file descriptors and RSS."""
+    pid = daemon.proc.pid
+    tasks = int(daemon.status()["tasks"])
+    try:
+        threads = len(os.listdir(f"/proc/{pid}/task"))
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError as exc:
+        raise ProcessGone(f"process {pid}: {exc}") from exc
+    return Vitals(tasks, threads, fds, memory_mb(pid)["rss"])
+
+
+def settled(daemon: Daemon, readings: int = 5, every_s: float = 1.0) -> Vitals:
+    """The smallest of `readings` readings `every_s` apart, each figure on its own."""
+    seen = []
+    for n in range(readings):
+        if n:
+            time.sleep(every_s)
+        seen.append(read(daemon))
+    return Vitals(
+        min(v.tasks for v in seen),
+        min(v.threads for v in seen),
+        min(v.fds for v in seen),
+        min(v.rss_mb for v in seen),
+    )
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM: the most resident memory the process has had."""
+    return memory_mb(pid)["peak"]
+
+
+def thread_names(pid: int) -> list[str]:
+    """The names of the process's threads (for the report when threads leak)."""
+    names = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:
+            continue
+    return sorted(names)
