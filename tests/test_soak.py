@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from device.states import Mode
+from rig.bench.harness import Harness
 from rig.server.log import Entry, ServerLog
 from rig.soak.person import Limits, Person, Stuck
 from rig.soak.plan import WIRE_FAULTS, Ask, Fault, Moment, Planner, Turn
@@ -222,7 +223,8 @@ def test_a_box_that_keeps_its_session_open_is_found_stuck(loopback: Any, make_ri
     settings = {"conversation": {"idle_timeout_s": 3600}, "audio": {"earcons": False}}
     server, daemon = make_rig(settings, reply_seconds=REPLY_S)
     tally = Tally()
-    person = Person(loopback, Wire(server), daemon, PTT, Limits(rest_s=5, answer_s=5), tally)
+    wire = Wire(Harness(loopback, server))
+    person = Person(loopback, wire, daemon, PTT, Limits(rest_s=5, answer_s=5), tally)
     person.turn(Turn(Ask.SPEECH, speech_s=0.5, gap_s=0.1))
     assert tally.turns()["answered"] == 1
     with pytest.raises(Stuck) as stuck:

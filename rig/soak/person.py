@@ -155,14 +155,15 @@ class Person:
         self.rest()
 
     def turn(self, turn: Turn) -> None:
-        self._ready()
         self.wire.forget()
         if turn.moment is Moment.BEFORE:
+            self._ready()
             time.sleep(turn.gap_s / 2)
             self._strike(turn)
             time.sleep(turn.gap_s / 2)
         else:
-            time.sleep(turn.gap_s)
+            time.sleep(turn.gap_s)  # a long pause may end the session: _ready opens a new one
+        self._ready()
         self._prepare(turn)
         recorder = self.loopback.record(REPLY_RATE)
         try:
@@ -210,8 +211,13 @@ class Person:
         )
         began = time.monotonic()
         ended = self._say(turn, asked)
-        reply = self._reply_after(ended) if asked.note == "" else None
+        reply = self._reply_after(began, ended) if asked.note == "" else None
         talk_over = turn.fault in (Fault.FLOOD, Fault.UNANSWERED_INTERRUPTION) and turn.cut
+        if turn.fault is Fault.SILENCE:
+            self.tally.fault(self.mode, self.episode_number, turn.fault, struck=True)
+        elif turn.fault in (Fault.FLOOD, Fault.UNANSWERED_INTERRUPTION):
+            # Struck once the long reply is on its way (a fault before it can cut it off).
+            self.tally.fault(self.mode, self.episode_number, turn.fault, reply is not None)
         if turn.moment is Moment.REPLY:
             time.sleep(turn.at_s)
             self._strike(turn)
@@ -221,7 +227,7 @@ class Person:
             self._finish(asked, recorder, ended, until=cut_at, began=began)
             self._talk_over(turn, recorder)
             return
-        self._turn_over(ended)
+        self._turn_over(began, ended)
         self._finish(asked, recorder, ended, until=None, began=began)
 
     def _say(self, turn: Turn, asked: Asked) -> float:
@@ -258,7 +264,7 @@ class Person:
         )
         began = time.monotonic()
         ended = self._say(Turn(Ask.SPEECH, turn.speech_s, 0.0), over)
-        self._turn_over(ended)
+        self._turn_over(began, ended)
         if turn.fault is Fault.FLOOD:
             self.wire.set(pace=1.0)  # the flood is over; the talk-over's reply is paced
         self._finish(over, recorder, ended, until=None, began=began)
@@ -267,33 +273,34 @@ class Person:
         assert turn.fault is not None
         self.tally.fault(self.mode, self.episode_number, turn.fault, self.wire.strike(turn))
 
-    def _reply_after(self, t: float) -> float | None:
-        """Wait for the first reply audio the server sends after `t`; when it was sent."""
+    def _reply_after(self, began: float, ended: float) -> float | None:
+        """Wait for the first reply audio the server sends after `ended`; when it was sent."""
         deadline = time.monotonic() + self.limits.rest_s
         while time.monotonic() < deadline:
             self._alive()
-            entry = self.wire.first("audio", "out", t)
+            entry = self.wire.first("audio", "out", ended)
             if entry is not None:
                 return entry.t
-            if self._turn_is_over(self.status(), t):
+            if self._turn_is_over(self.status(), began, ended):
                 return None  # over without a reply (let pass, cut, or lost)
             time.sleep(POLL_S)
         return None
 
-    def _turn_over(self, ended: float) -> None:
-        """Wait until the reply to what ended at `ended` is over and the box waits again."""
+    def _turn_over(self, began: float, ended: float) -> None:
+        """Wait until the turn asked from `began` to `ended` is over and the box waits again."""
         self.wait(
-            lambda s: self._turn_is_over(s, ended), self.limits.rest_s,
+            lambda s: self._turn_is_over(s, began, ended), self.limits.rest_s,
             "the turn to end by itself",
         )
 
-    def _turn_is_over(self, s: dict[str, Any], ended: float) -> bool:
-        after = [e["state"] for e in s["states"] if e["t"] >= ended]
+    def _turn_is_over(self, s: dict[str, Any], began: float, ended: float) -> bool:
         if self.mode is Mode.PUSH_TO_TALK:
-            return s["state"] == "idle" and bool(after)
-        # Hands-free: listening again after the reply, or the conversation has ended.
+            # The press (or text) left idle; back in idle, whatever happened meanwhile.
+            return s["state"] == "idle" and any(e["t"] >= began for e in s["states"])
+        # Hands-free: listening again after a reply, or the conversation has ended.
         if s["state"] == "idle":
-            return bool(after)
+            return True
+        after = [e["state"] for e in s["states"] if e["t"] >= ended]
         return s["state"] == "listening" and "speaking" in after
 
     def _finish(

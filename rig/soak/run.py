@@ -119,7 +119,8 @@ def run(options: Options) -> Result:
             session_limits=True,
         ) as server,
     ):
-        harness, wire = Harness(loopback, server), Wire(server)
+        harness = Harness(loopback, server)
+        wire = Wire(harness)
         for n, mode in enumerate(options.modes, start=1):
             share = n / len(options.modes)
             deadline = started + options.minutes * 60 * share if options.minutes else None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from rig.bench.proc import ProcessGone, memory_mb
@@ -70,13 +69,3 @@ def peak_rss_mb(pid: int) -> float:
     """VmHWM: the most resident memory the process has had."""
     return memory_mb(pid)["peak"]
 
-
-def thread_names(pid: int) -> list[str]:
-    """The names of the process's threads (for the report when threads leak)."""
-    names = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            names.append((task / "comm").read_text().strip())
-        except OSError:
-            continue
-    return sorted(names)

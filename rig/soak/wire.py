@@ -10,8 +10,8 @@ from typing import Any
 
 from device.audio import pcm
 from device.live.wire import REPLY_RATE
+from rig.bench.harness import Harness
 from rig.server.log import Entry
-from rig.server.server import ServerThread
 from rig.soak.plan import Fault, Turn
 
 #: The server's reply to an ordinary turn, in seconds: several chunks, long enough to hear.
@@ -26,9 +26,10 @@ CALL_TIMEOUT_S = 30.0  # a close waits for the client's closing handshake
 class Wire:
     """The server's log as the soak reads it: the entries since the turn began."""
 
-    def __init__(self, server: ServerThread) -> None:
-        self.server = server
-        _, self._mark = server.log.since(0)
+    def __init__(self, harness: Harness) -> None:
+        self.server = harness.server
+        self.set = harness.configure  # the server's knobs (ServerConfig), on its own loop
+        _, self._mark = self.server.log.since(0)
         self.recent: list[Entry] = []
         self.go_aways = 0  # every goAway sent, the service's own and the soak's
 
@@ -70,17 +71,6 @@ class Wire:
         return self.open_connection() is None
 
     # -- the server's behaviour --------------------------------------------------------
-
-    def set(self, **knobs: Any) -> None:
-        """Change the server's knobs (ServerConfig) on its own loop."""
-        sim = self.server.server
-        assert sim is not None
-
-        def apply() -> None:
-            for name, value in knobs.items():
-                setattr(sim.config, name, value)
-
-        self.server.call(apply)
 
     def calm(self) -> None:
         """Back to ordinary replies: paced, short, every turn answered."""
