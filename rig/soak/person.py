@@ -211,7 +211,10 @@ class Person:
         )
         began = time.monotonic()
         ended = self._say(turn, asked)
-        reply = self._reply_after(began, ended) if asked.note == "" else None
+        if asked.note:  # refused: nothing to wait for
+            self._finish(asked, recorder, ended, until=None, began=began)
+            return
+        reply = self._reply_after(began, ended)
         talk_over = turn.fault in (Fault.FLOOD, Fault.UNANSWERED_INTERRUPTION) and turn.cut
         if turn.fault is Fault.SILENCE:
             self.tally.fault(self.mode, self.episode_number, turn.fault, struck=True)
