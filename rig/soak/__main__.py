@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_MINUTES = 20.0
-DEFAULT_TIME_SCALE = 12.0
+DEFAULT_TIME_SCALE = 30.0
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
