@@ -118,8 +118,10 @@ def test_a_turn_let_pass_on_purpose_is_not_lost_and_a_missed_fault_not_pending()
     tally.fault(PTT, 1, Fault.GO_AWAY, struck=False)
     tally.add(Asked(PTT, 1, "speech", Fault.SILENCE, silence_expected=True))
     assert not tally.pending and not tally.lost()
+    tally.add(asked(Fault.DROP, answered=False, events=["close 1006"]))
     assert tally.turns() == {
-        "asked": 1, "answered": 0, "let_pass": 1, "cut_by_the_service": 0, "lost": 0,
+        "asked": 2, "answered": 0, "let_pass": 1, "cut_by_a_fault": 1, "cut_by_the_service": 0,
+        "lost": 0,
     }
     assert tally.faults()["go_away"]["missed"] == 1
 

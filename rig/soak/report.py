@@ -77,12 +77,12 @@ def text(doc: dict[str, Any]) -> str:
         f"machine: {m['cpus']} CPUs ({m['processor']}), load average "
         f"{' '.join(m['loadavg'])} before, {' '.join(m['loadavg_after'])} after",
         "",
-        "turns            asked  answered  let pass  cut by service  lost",
+        "turns            asked  answered  let pass  cut by a fault  cut by service  lost",
     ]
     for name, t in doc["turns"].items():
         lines.append(
             f"  {name:<14} {t['asked']:>5}  {t['answered']:>8}  {t['let_pass']:>8}  "
-            f"{t['cut_by_the_service']:>14}  {t['lost']:>4}"
+            f"{t['cut_by_a_fault']:>14}  {t['cut_by_the_service']:>14}  {t['lost']:>4}"
         )
     lines += ["", "faults                   struck  survived  not survived  missed"]
     for kind, f in doc["faults"].items():

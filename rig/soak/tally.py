@@ -87,14 +87,15 @@ class Tally:
     # -- figures ------------------------------------------------------------------------
 
     def turns(self, mode: Mode | None = None) -> dict[str, int]:
+        """Turns asked, and how each went: exactly one of the other five."""
         mine = [a for a in self.asked if mode is None or a.mode is mode]
+        unanswered = [a for a in mine if not a.answered and not a.silence_expected]
         return {
             "asked": len(mine),
             "answered": sum(a.answered for a in mine),
             "let_pass": sum(a.silence_expected and not a.answered for a in mine),
-            "cut_by_the_service": sum(
-                not a.answered and not a.silence_expected and bool(a.events) for a in mine
-            ),
+            "cut_by_a_fault": sum(a.fault is not None for a in unanswered),
+            "cut_by_the_service": sum(a.fault is None and bool(a.events) for a in unanswered),
             "lost": len(self.lost(mode)),
         }
 
