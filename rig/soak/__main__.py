@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import signal
 import sys
 from pathlib import Path
 
@@ -76,16 +77,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     progress(f"seed {args.seed} (rerun with --seed {args.seed})")
     before = machine()
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = run(options)
     except BenchError as exc:
         print(f"soak: failed: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("soak: interrupted; the daemon and the rig are stopped", file=sys.stderr)
+        return 130
     doc = report.document(result, before)
     print(report.text(doc))
     report.write(args.out, doc)
     print(f"soak: wrote {args.out}")
     return 1 if doc["failures"] else 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM ends a run as Ctrl-C does: the daemon, the server and the sound server stop."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -215,7 +215,10 @@ class Person:
             self._finish(asked, recorder, ended, until=None, began=began)
             return
         reply = self._reply_after(began, ended)
-        talk_over = turn.fault in (Fault.FLOOD, Fault.UNANSWERED_INTERRUPTION) and turn.cut
+        long_reply = turn.fault in (Fault.FLOOD, Fault.UNANSWERED_INTERRUPTION)
+        if long_reply and reply is not None:
+            self.wire.set(reply_seconds=REPLY_S)  # the long reply is on its way; no more
+        talk_over = long_reply and turn.cut
         if turn.fault is Fault.SILENCE:
             self.tally.fault(self.mode, self.episode_number, turn.fault, struck=True)
         elif turn.fault in (Fault.FLOOD, Fault.UNANSWERED_INTERRUPTION):
