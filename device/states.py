@@ -504,9 +504,12 @@ def _transition(m: Machine, event: Event) -> Step:
             return m.to(State.IDLE, session_open=False, connected=False), [CloseSession()]
         case Timeout(Timer.REPLY) if m.state in (State.THINKING, State.CONNECTING):
             return _turn_over(m, [PlayEarcon(Earcon.ERROR)])  # never left hanging
+        case Timeout(Timer.REPLY) if m.state is State.SPEAKING and m.reply_done:
+            # All of it came and it is still playing (a reply sent faster than it plays):
+            # the drain ends the turn; a speaker that stopped is the audio keeper's to find.
+            return m, [StartTimer(Timer.REPLY)]
         case Timeout(Timer.REPLY) if m.state is State.SPEAKING:  # the reply stopped coming
-            cut = [] if m.reply_done else [PlayEarcon(Earcon.ERROR)]
-            return _turn_over(m, [ClearPlayback(), *cut])
+            return _turn_over(m, [ClearPlayback(), PlayEarcon(Earcon.ERROR)])
         case Timeout(Timer.REPLY) if m.ending:  # no goodbye came
             return _hang_up(m)
         case Timeout(Timer.SILENCE) if ptt and m.held:  # a button held with nobody talking

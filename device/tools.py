@@ -251,9 +251,7 @@ class ToolBox:
             raise
         error = response.get("error")
         self._log(name, started, str(error or "ok"), logging.WARNING if error else logging.INFO)
-        from google.genai import types
-
-        return types.FunctionResponse(id=call.id, name=name, response=response)
+        return answer(call, response)
 
     async def _call(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         tool = self._tools.get(name)
@@ -285,6 +283,13 @@ class ToolBox:
         ms = round((time.monotonic() - started) * 1000)
         log.log(level, "tool %s: %s (%d ms)", name, outcome,
                 ms, extra={"LIVE_TOOL": name, "LIVE_TOOL_MS": ms})
+
+
+def answer(call: types.FunctionCall, response: dict[str, Any]) -> types.FunctionResponse:
+    """The response to a call, with its id (the service matches them by id)."""
+    from google.genai import types
+
+    return types.FunctionResponse(id=call.id, name=call.name or "", response=response)
 
 
 async def _in_own_thread(function: Callable[[], Any], threads: set[threading.Thread]) -> Any:

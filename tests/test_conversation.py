@@ -208,3 +208,18 @@ def test_sigterm_during_a_reply_exits_cleanly_and_promptly(
     assert "stopped" in log
     assert "left behind" not in log
     assert "Traceback" not in log
+
+
+def test_a_reply_sent_faster_than_it_plays_is_heard_whole_whatever_the_reply_timer(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """The reply timer ends a reply that stops coming, never one that came whole and is
+    still playing (found by the soak: a 4 s reply sent at once cut after 2 s)."""
+    settings = {"audio": {"earcons": False}, "conversation": {"reply_timeout_s": 2}}
+    _, daemon = make_rig(settings, pace=0, reply_seconds=4.0)
+    recorder = loopback.record(SPEAKER_RATE)
+    recorder.wait_started()
+    speak_turn(loopback, daemon, chirp(0.5))
+    daemon.wait_until(turns_done(1), 30, "the turn to end")
+    time.sleep(0.3)
+    reply_heard(recorder.stop(), turn=1, seconds=4.0)

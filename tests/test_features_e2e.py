@@ -170,6 +170,19 @@ def test_a_tool_call_is_answered_with_its_id_then_the_reply_plays(
     assert searches(server.log.connections()[0].setup) == 0, "search is off unless turned on"
 
 
+def test_a_call_to_a_tool_the_box_does_not_offer_is_answered_and_the_reply_plays(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """A service only calls declared tools; if one calls anyway, the box says so by the
+    call's id instead of leaving the turn to wait for its reply timer."""
+    server, daemon = make_rig(reply_seconds=REPLY_S)  # no tools enabled
+    call_id = queue_call(server, "get_time")
+    recording = recorded_turn(loopback, daemon, 1)
+    (response,) = responses(server)
+    assert response["id"] == call_id and "error" in response["response"]
+    reply_heard(recording, turn=1, seconds=REPLY_S)
+
+
 def test_set_volume_makes_the_next_reply_quieter_and_survives_a_restart(
     loopback: PulseLoopback, make_rig: Any, workdir: Path
 ) -> None:

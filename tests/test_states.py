@@ -184,6 +184,15 @@ def test_a_reply_that_never_starts_ends_the_turn_with_the_error_earcon() -> None
     assert "play_earcon:error" in names(actions)
 
 
+def test_a_whole_reply_still_playing_is_never_cut_by_the_reply_timer() -> None:
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY, DONE)
+    m, seen, actions = run(m, s.Timeout(s.Timer.REPLY))  # a long reply, all of it in
+    assert seen == [State.SPEAKING] and "clear_playback" not in names(actions)
+    assert s.Timer.REPLY in m.timers
+    _, seen, _ = run(m, s.PlaybackDrained())
+    assert seen == [State.IDLE]
+
+
 def test_a_reply_that_stops_coming_ends_the_turn_too() -> None:
     m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released())
     m, _, actions = run(m, REPLY, REPLY)

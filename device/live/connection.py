@@ -33,10 +33,10 @@ from device.live.turn import WireTurn
 from device.live.wire import IMAGE_MIME, MIC_MIME, audio_message
 from device.outbox import Item, Outbox
 from device.states import Event, Interrupted, ReplyAudio, SpeechHeard, TurnComplete
+from device.tools import ToolBox, answer
 
 if TYPE_CHECKING:
     from device.config import LiveConfig
-    from device.tools import ToolBox
 
 log = logging.getLogger(__name__)
 
@@ -274,18 +274,20 @@ class Connection:
 
     def _start_tool(self, call: types.FunctionCall) -> None:
         assert self._group is not None
-        if self._tools is None:
-            log.warning("the service called %s, but no tools are enabled", call.name)
-            return
         task = self._group.create_task(self._run_tool(call), name=f"tool-{call.name}")
         self._tool_tasks[call.id or ""] = task
 
     async def _run_tool(self, call: types.FunctionCall) -> None:
-        assert self._tools is not None
+        """Answer the call (a service only calls what was declared, but answering even an
+        undeclared one lets the model carry on instead of waiting for ever)."""
         self._turn.tools_running += 1
         self._turn.update()
         try:
-            response = await self._tools.run(call)
+            if self._tools is None:
+                log.warning("the service called %s, but no tools are enabled", call.name)
+                response = answer(call, {"error": "no tools are enabled on this device"})
+            else:
+                response = await self._tools.run(call)
         finally:
             self._tool_tasks.pop(call.id or "", None)
             self._turn.tools_running -= 1
