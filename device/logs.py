@@ -10,12 +10,14 @@ traceback ever carry it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Iterable
 
 FIELD_PREFIX = "LIVE_"
+FORMAT_ENV = "LIVE_APPLIANCE_LOG_FORMAT"
 SYSLOG_IDENTIFIER = "live-appliance"
 MASK = "***"
 
@@ -96,6 +98,24 @@ def journal_handler(sender: Callable[..., None] | None = None) -> logging.Handle
     return JournalHandler(sender_function=sender or send, SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
 
 
+class JournalLinesFormatter(logging.Formatter):
+    """One JSON object per record with what the journal would keep: MESSAGE (with the
+    traceback), PRIORITY, the logger and every LIVE_* field. For the test rig, which
+    reads the daemon's journal fields without a journal (LIVE_APPLIANCE_LOG_FORMAT=json)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from systemd.journal import JournalHandler
+
+        fields = record.__dict__.items()
+        entry: dict[str, object] = {
+            "MESSAGE": super().format(record),
+            "PRIORITY": JournalHandler.map_priority(record.levelno),
+            "LOGGER": record.name,
+            **{name: value for name, value in fields if name.startswith(FIELD_PREFIX)},
+        }
+        return json.dumps(entry, default=str)
+
+
 def terminal_handler() -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -105,8 +125,15 @@ def terminal_handler() -> logging.Handler:
 
 
 def setup(level: int = logging.INFO, secrets: Iterable[str] = ()) -> None:
-    """Send the package's log to the journal when systemd runs us, else to stderr."""
-    handler = journal_handler() if os.environ.get("JOURNAL_STREAM") else terminal_handler()
+    """Send the package's log to the journal when systemd runs us, else to stderr (as the
+    journal's fields in JSON lines when LIVE_APPLIANCE_LOG_FORMAT=json)."""
+    if os.environ.get("JOURNAL_STREAM"):
+        handler = journal_handler()
+    elif os.environ.get(FORMAT_ENV) == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JournalLinesFormatter())
+    else:
+        handler = terminal_handler()
     handler.addFilter(Redactor(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -247,10 +247,10 @@ class ToolBox:
         try:
             response = await self._call(name, call.args or {})
         except asyncio.CancelledError:
-            self._log(name, started, "cancelled", logging.INFO)
+            self._log(call, started, "cancelled")
             raise
         error = response.get("error")
-        self._log(name, started, str(error or "ok"), logging.WARNING if error else logging.INFO)
+        self._log(call, started, "error" if error else "ok", str(error or ""))
         return answer(call, response)
 
     async def _call(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -279,10 +279,23 @@ class ToolBox:
             return {"error": f"{type(exc).__name__}: {exc}"}
         return result if isinstance(result, dict) else {"output": result}
 
-    def _log(self, name: str, started: float, outcome: str, level: int) -> None:
+    def _log(self, call: types.FunctionCall, started: float, result: str, error: str = "") -> None:
+        """One journal line per call: LIVE_TOOL, LIVE_TOOL_CALL (its id), LIVE_TOOL_RESULT
+        (ok, error or cancelled: the service withdrew it) and LIVE_TOOL_MS."""
         ms = round((time.monotonic() - started) * 1000)
-        log.log(level, "tool %s: %s (%d ms)", name, outcome,
-                ms, extra={"LIVE_TOOL": name, "LIVE_TOOL_MS": ms})
+        log.log(
+            logging.WARNING if result == "error" else logging.INFO,
+            "tool %s: %s (%d ms)",
+            call.name,
+            error or result,
+            ms,
+            extra={
+                "LIVE_TOOL": call.name or "",
+                "LIVE_TOOL_CALL": call.id or "",
+                "LIVE_TOOL_RESULT": result,
+                "LIVE_TOOL_MS": ms,
+            },
+        )
 
 
 def answer(call: types.FunctionCall, response: dict[str, Any]) -> types.FunctionResponse:

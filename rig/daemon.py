@@ -11,6 +11,7 @@ its status, the server's message log, and the speaker recording.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -30,8 +31,20 @@ from rig.server.server import LiveServer
 
 @dataclass
 class LogLine:
+    """One line of the daemon's stderr: a journal record as JSON (the rig asks for them:
+    LIVE_APPLIANCE_LOG_FORMAT=json), or a C library's own line."""
+
     t: float  # time.monotonic() when the line was read
     text: str
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The journal fields (MESSAGE, PRIORITY, LOGGER, LIVE_*); a plain line is a MESSAGE."""
+        try:
+            record = json.loads(self.text)
+        except ValueError:
+            record = None
+        return record if isinstance(record, dict) else {"MESSAGE": self.text}
 
 
 @dataclass
@@ -83,8 +96,18 @@ class Daemon:
         """The states the daemon went through, in order (its status keeps the newest)."""
         return [entry["state"] for entry in self.status()["states"]]
 
+    def records(self, **fields: Any) -> list[dict[str, Any]]:
+        """The journal records logged so far with these field values, e.g. LIVE_CAMERA="on"."""
+        return [
+            record
+            for record in (line.record for line in list(self.lines))
+            if all(record.get(name) == value for name, value in fields.items())
+        ]
+
     def log(self) -> str:
-        return "\n".join(line.text for line in list(self.lines))
+        """What it logged, as text: for people (a failing test's message, a soak's file),
+        never to assert on."""
+        return "\n".join(_readable(line) for line in list(self.lines))
 
     def open_connections(self, port: int) -> int:
         """TCP connections the daemon holds open to `port` (a leak test: at most one)."""
@@ -180,6 +203,7 @@ def start_daemon(
         "GPIOZERO_PIN_FACTORY": "mock",
         "GPIOZERO_MOCK_PIN_CLASS": "mockpwmpin",  # PWM, so LEDs can fade
         "PYTHONUNBUFFERED": "1",
+        "LIVE_APPLIANCE_LOG_FORMAT": "json",  # the journal's fields, without a journal
         **(env or {}),
     }
     child_env.pop("JOURNAL_STREAM", None)
@@ -201,3 +225,12 @@ def start_daemon(
 def scratch_dir(prefix: str = "appliance-rig-") -> Path:
     """A short private directory (UNIX socket paths are limited to 108 bytes)."""
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def _readable(line: LogLine) -> str:
+    record = line.record
+    if "LOGGER" not in record:  # a C library's own line
+        return line.text
+    fields = " ".join(f"{k}={v}" for k, v in record.items() if k.startswith("LIVE_"))
+    text = f"{line.t:.3f} {record['LOGGER']}: {record['MESSAGE']}"
+    return f"{text}  [{fields}]" if fields else text

@@ -54,15 +54,10 @@ def frame_number(frame: Entry) -> int:
     return read_frame_number(rgb)
 
 
-def camera_lines(daemon: Daemon) -> list[str]:
-    return [line.text for line in list(daemon.lines) if " device.hw.camera: " in line.text]
-
-
 def frames_taken(daemon: Daemon) -> int:
-    """What the camera's journal line at switch-off says it delivered."""
-    off = [line for line in camera_lines(daemon) if "camera off after" in line]
-    assert len(off) == 1, camera_lines(daemon)
-    return int(off[0].split("camera off after ")[1].split(" ")[0])
+    """What the camera's journal record at switch-off says it delivered."""
+    (off,) = daemon.records(LIVE_CAMERA="off")
+    return int(off["LIVE_CAMERA_FRAMES"])
 
 
 def assert_no_frame_went_ahead_of_speech(entries: list[Entry]) -> None:
@@ -118,7 +113,7 @@ def test_a_push_to_talk_turn_sends_a_768_jpeg_a_second_and_none_after_the_releas
     worst_gap = max(b - a for a, b in itertools.pairwise(chunks))
     assert worst_gap < 5 * CHUNK_MS / 1000, f"microphone audio stalled {worst_gap * 1000:.0f} ms"
     assert_no_frame_went_ahead_of_speech(entries)
-    assert sum("camera on" in line for line in camera_lines(daemon)) == 1
+    assert len(daemon.records(LIVE_CAMERA="on")) == 1
 
 
 def test_in_toggle_mode_frames_flow_while_the_conversation_is_open_and_stop_when_it_ends(
@@ -160,9 +155,8 @@ def test_a_camera_that_fails_leaves_the_session_going_audio_only_with_one_warnin
     assert status["session_open"] and not status["camera"]
     assert "error" not in status["leds"]
     assert not received(server.log.entries(), "video")
-    warnings = [line for line in camera_lines(daemon) if " WARNING " in line]
-    assert len(warnings) == 1, camera_lines(daemon)
-    assert "going on without video" in warnings[0] and "picamera2 is not installed" in warnings[0]
+    (failed,) = daemon.records(LIVE_CAMERA="failed")
+    assert failed["PRIORITY"] == 4 and "picamera2" in failed["LIVE_ERROR"]
     assert "Traceback" not in daemon.log()
 
 

@@ -220,7 +220,9 @@ class CameraFeed:
                     if led is not None:
                         led.off()
                     logger.info(
-                        "camera off after %d frame(s)", self._frames, extra={"LIVE_CAMERA": "off"}
+                        "camera off after %d frame(s)",
+                        self._frames,
+                        extra={"LIVE_CAMERA": "off", "LIVE_CAMERA_FRAMES": self._frames},
                     )
 
     async def _stream(self) -> None:
@@ -295,7 +297,7 @@ class CameraFeed:
         logger.warning(
             "camera off until the session ends, going on without video: %s",
             reason,
-            extra={"LIVE_CAMERA": "failed"},
+            extra={"LIVE_CAMERA": "failed", "LIVE_ERROR": reason},
             exc_info=not isinstance(exc, CameraError),
         )
         if self._on_failure is not None:

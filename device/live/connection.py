@@ -219,8 +219,7 @@ class Connection:
         if message.tool_call_cancellation is not None:
             for call_id in message.tool_call_cancellation.ids or []:
                 if task := self._tool_tasks.pop(call_id, None):
-                    task.cancel()
-                    log.info("tool call %s cancelled by the service", call_id)
+                    task.cancel()  # the tool's own line says so (LIVE_TOOL_RESULT=cancelled)
         update = message.session_resumption_update
         if update is not None and update.resumable and update.new_handle:
             self._hooks.on_handle(update.new_handle)

@@ -47,6 +47,22 @@ class GaveUp(Exception):
 
 def describe_failure(exc: BaseException) -> str:
     """One line an owner can act on: which layer failed, never the key."""
+    return _classify(exc)[1]
+
+
+def failure_fields(exc: BaseException) -> dict[str, object]:
+    """A failure's journal fields: LIVE_FAILURE, a word from a closed set an owner can
+    filter on (closed, gave_up, silent, timeout, dns, tls, tcp, network, undecodable,
+    other); LIVE_ERROR, the line describe_failure gives; LIVE_CLOSE_CODE for a close."""
+    kind, words = _classify(exc)
+    fields: dict[str, object] = {"LIVE_FAILURE": kind, "LIVE_ERROR": words}
+    if isinstance(exc, errors.APIError):
+        fields["LIVE_CLOSE_CODE"] = exc.code
+    return fields
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    """(the kind of failure, the line for the owner)."""
     if isinstance(exc, errors.APIError):
         code = exc.code
         reason = close_reason(exc)
@@ -54,24 +70,24 @@ def describe_failure(exc: BaseException) -> str:
         if code == CLOSE_POLICY and "key" in reason.lower():
             hint = "the service refused the API key"
         detail = f": {reason}" if reason else ""
-        return f"{hint} (close code {code}{detail})"
+        return "closed", f"{hint} (close code {code}{detail})"
     if isinstance(exc, GaveUp):
-        return str(exc)
+        return "gave_up", str(exc)
     if isinstance(exc, ConnectionDead):
-        return f"no traffic from the Live API: {exc}"
+        return "silent", f"no traffic from the Live API: {exc}"
     if isinstance(exc, TimeoutError):
-        return "no answer from the Live API in time"
+        return "timeout", "no answer from the Live API in time"
     if isinstance(exc, socket.gaierror):
-        return f"DNS: cannot resolve the Live API host ({exc.strerror})"
+        return "dns", f"DNS: cannot resolve the Live API host ({exc.strerror})"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
+        return "tls", f"TLS: {exc.reason or exc}"
     if isinstance(exc, ConnectionRefusedError):
-        return "TCP: connection refused by the Live API host"
+        return "tcp", "TCP: connection refused by the Live API host"
     if isinstance(exc, OSError):
-        return f"network: {exc.strerror or exc}"
+        return "network", f"network: {exc.strerror or exc}"
     if isinstance(exc, ValueError | AttributeError):
-        return f"the service sent a message that cannot be decoded ({exc})"
-    return f"{type(exc).__name__}: {exc}"
+        return "undecodable", f"the service sent a message that cannot be decoded ({exc})"
+    return "other", f"{type(exc).__name__}: {exc}"
 
 
 def close_reason(exc: errors.APIError) -> str:

@@ -29,6 +29,7 @@ from device.live.connection import Connection, Hooks, SwitchNow, check_sdk_inter
 from device.live.errors import (
     GaveUp,
     describe_failure,
+    failure_fields,
     is_busy_session,
     is_refusal,
     is_unknown_handle,
@@ -142,7 +143,7 @@ class LiveLink:
             connection = await self._connect()
         except Exception as exc:
             reason = describe_failure(exc)
-            log.error("cannot connect: %s", reason, extra={"LIVE_ERROR": reason})
+            log.error("cannot connect: %s", reason, extra=failure_fields(exc))
             self._on_event(ConnectFailed(session=session, reason=reason))
             return
         self._on_event(SetupComplete(session=session))
@@ -158,7 +159,7 @@ class LiveLink:
                     self._on_event(Reconnecting(session=session, reason=reason))
             else:
                 reason = describe_failure(ended)
-                log.warning("connection lost: %s", reason, extra={"LIVE_ERROR": reason})
+                log.warning("connection lost: %s", reason, extra=failure_fields(ended))
                 if is_refusal(ended):
                     self._on_event(ConnectionLost(session=session, reason=reason))
                     return
@@ -167,7 +168,7 @@ class LiveLink:
                 connection, history_lost = await self._reconnect(pacing, ended)
             except Exception as exc:
                 reason = describe_failure(exc)
-                log.error("cannot reconnect: %s", reason, extra={"LIVE_ERROR": reason})
+                log.error("cannot reconnect: %s", reason, extra=failure_fields(exc))
                 self._on_event(ConnectionLost(session=session, reason=reason))
                 return
             self._on_event(Reconnected(session=session, history_lost=history_lost))
