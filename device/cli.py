@@ -12,6 +12,7 @@ import json
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
+from typing import Any
 
 EXIT_CONFIG = 2
 
@@ -40,7 +41,7 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
     from device.control import ControlError, request
 
     socket_path = args.socket or config_mod.load(args.config).control.socket
-    fields = {"text": " ".join(args.words)} if args.action == "text" else {}
+    fields: dict[str, Any] = {"text": " ".join(args.words)} if args.action == "text" else {}
     try:
         reply = request(socket_path, args.action, **fields)
     except ControlError as exc:

@@ -250,7 +250,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     name: hint
     for name, hint in typing.get_type_hints(Config).items()
-    if dataclasses.is_dataclass(hint)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint)
 }
 
 

@@ -147,11 +147,9 @@ class DeviceTool:
             if not param.required:
                 properties[name]["default"] = param.default
         required = [name for name, param in self.parameters.items() if param.required]
+        schema = {"type": "object", "properties": properties, "required": required or None}
         return types.Schema.from_json_schema(
-            json_schema=types.JSONSchema(
-                type="object", properties=properties, required=required or None
-            ),
-            api_option="GEMINI_API",
+            json_schema=types.JSONSchema.model_validate(schema), api_option="GEMINI_API"
         )
 
     def arguments(self, args: dict[str, Any]) -> dict[str, Any]:

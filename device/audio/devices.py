@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 DeviceSpec = int | str | None  # None: the default device; int: index; str: name substring
 Direction = Literal["input", "output"]
+#: How `devices` names the directions, and what PortAudio calls them.
+_WAYS: tuple[tuple[str, Direction], ...] = (("in", "input"), ("out", "output"))
 
 
 class AudioDeviceError(RuntimeError):
@@ -148,11 +150,10 @@ RATES = (16000, 24000, 48000)
 
 def rate_support(pa: pyaudio.PyAudio, device: DeviceInfo, rate: int) -> str:
     """ "in/out", "in", "out" or "-": the directions in which ``device`` can run at ``rate``."""
-    ways = [
-        name
-        for name, direction in (("in", "input"), ("out", "output"))
-        if device.channels(direction) > 0 and supports_rate(pa, device, rate, direction)
-    ]
+    ways: list[str] = []
+    for name, direction in _WAYS:
+        if device.channels(direction) > 0 and supports_rate(pa, device, rate, direction):
+            ways.append(name)
     return "/".join(ways) or "-"
 
 
@@ -166,7 +167,11 @@ def select_devices(
 ) -> dict[Direction, DeviceInfo | AudioDeviceError]:
     """The configured input and output device, or the error that says why there is none."""
     chosen: dict[Direction, DeviceInfo | AudioDeviceError] = {}
-    for direction, spec in (("input", audio.input_device), ("output", audio.output_device)):
+    specs: tuple[tuple[Direction, DeviceSpec], ...] = (
+        ("input", audio.input_device),
+        ("output", audio.output_device),
+    )
+    for direction, spec in specs:
         try:
             chosen[direction] = choose_device(pa, spec, direction)
         except AudioDeviceError as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,7 +49,9 @@ def _describe_devices(pa: pyaudio.PyAudio, audio: AudioConfig) -> Result:
     from device.audio.devices import DeviceInfo, select_devices, selected_rates
 
     chosen = select_devices(pa, audio)
-    parts, failures, data = [], [], {}
+    parts: list[str] = []
+    failures: list[tuple[str, str]] = []
+    data: dict[str, Any] = {}
     for direction, found in chosen.items():
         if isinstance(found, DeviceInfo):
             rates = selected_rates(pa, found, direction)
@@ -59,11 +61,9 @@ def _describe_devices(pa: pyaudio.PyAudio, audio: AudioConfig) -> Result:
         else:
             failures.append((direction, found.summary))
     if failures:
-        direction = failures[0][0]
         measured = "; ".join([*(s for _, s in failures), *parts])
-        return Result(
-            "devices", Status.FAIL, measured, FIX_DEVICE.format(direction=direction), data=data
-        )
+        fix = FIX_DEVICE.format(direction=failures[0][0])
+        return Result("devices", Status.FAIL, measured, fix, data=data)
     return Result("devices", Status.PASS, "; ".join(parts), data=data)
 
 

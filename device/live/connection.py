@@ -164,6 +164,7 @@ class Connection:
                 assert isinstance(item.data, bytes)
                 await self._send_audio(item.data)
             case "video":
+                assert isinstance(item.data, bytes)
                 await send(video=types.Blob(data=item.data, mime_type=IMAGE_MIME))
             case "activity_start":
                 await send(activity_start=types.ActivityStart())

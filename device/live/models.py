@@ -15,7 +15,7 @@ A model missing from the table (new ones appear) gets every setting as configure
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from device.errors import ConfigError
@@ -45,7 +45,7 @@ class ModelCapabilities:
     backends: frozenset[str] = frozenset({"gemini"})
 
 
-_NATIVE_AUDIO_2_5 = dict(
+_NATIVE_AUDIO_2_5 = ModelCapabilities(
     proactive_audio="choice", affective_dialog="choice", text_replies=False,
     thinking_config=True, language_code=False,
 )
@@ -59,9 +59,9 @@ MODELS: dict[str, ModelCapabilities] = {
         proactive_audio="absent", affective_dialog="absent", text_replies=False,
         thinking_config=True, language_code=False,
     ),
-    "gemini-2.5-flash-native-audio-preview-12-2025": ModelCapabilities(**_NATIVE_AUDIO_2_5),
-    "gemini-live-2.5-flash-native-audio": ModelCapabilities(
-        **_NATIVE_AUDIO_2_5, backends=frozenset({"vertex"})
+    "gemini-2.5-flash-native-audio-preview-12-2025": _NATIVE_AUDIO_2_5,
+    "gemini-live-2.5-flash-native-audio": replace(
+        _NATIVE_AUDIO_2_5, backends=frozenset({"vertex"})
     ),
 }
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from google import genai
 from google.genai.live import AsyncSession
 
 from device.config import Config
@@ -76,7 +77,7 @@ class LiveLink:
         self._on_sent = on_sent
         self._wait_for_room = wait_for_room
         self._tools = tools
-        self._client = None
+        self._client: genai.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._connection: Connection | None = None
         self._handle: str | None = None

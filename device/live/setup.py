@@ -86,7 +86,7 @@ def connect_config(cfg: Config, resumption_handle: str | None) -> types.LiveConn
         response_modalities=[types.Modality.AUDIO],
         speech_config=_speech(live.voice, model.language_code),
         system_instruction=_instruction(live, model.spoken_language),
-        tools=declarations(cfg.tools) or None,
+        tools=list(declarations(cfg.tools)) or None,
         realtime_input_config=_realtime_input(cfg),
         input_audio_transcription=transcription,
         output_audio_transcription=transcription,
