@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -142,7 +143,14 @@ def here(args: argparse.Namespace) -> int:
     return subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode
 
 
+def stop_on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM (a CI job's time limit, `timeout`) ends the run as Ctrl-C does: the VM is
+    killed and the run's files removed on the way out."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     args = parse_args(argv)
     if args.check:
         reason = None if args.here else cannot_run_vm(args.arch)
