@@ -8,7 +8,6 @@ tests can see every byte it received.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import re
@@ -43,8 +42,8 @@ SERVER_PORT = 8443
 SPEECH_HZ = 300.0  # the "speech" played into the microphone
 BUTTON_JUMPER = os.environ.get("HIL_BUTTON_JUMPER")
 
-#: A VM has no GPIO: gpiozero's mock pins, with PWM (the LEDs fade; without PWM the
-#: daemon does not start, see test_65_daemon_defects.py).
+#: A VM has no GPIO: gpiozero's mock pins, with PWM so that the LEDs fade as on a Pi
+#: (test_65_no_gpio.py: without PWM, and without any pins).
 MOCK_PINS = {"GPIOZERO_PIN_FACTORY": "mock", "GPIOZERO_MOCK_PIN_CLASS": "mockpwmpin"}
 
 vm_only = pytest.mark.skipif(not IN_VM, reason="changes the system as only a throw-away VM may")
@@ -303,16 +302,6 @@ def play(pcm: bytes, rate: int = 16000) -> subprocess.Popen[bytes]:
 # ---- the local Live server -------------------------------------------------------------
 
 
-def server_thread_class() -> Any:
-    """The project's local Live server, wherever the checkout keeps it."""
-    for module in ("rig.sim.server", "device.sim.server"):
-        try:
-            return importlib.import_module(module).ServerThread
-        except ModuleNotFoundError:
-            continue
-    raise AssertionError("no local Live server in the checkout (rig.sim or device.sim)")
-
-
 def api_key() -> str:
     """The key the box holds: the test's own in the VM, the owner's on a Pi."""
     if not IN_VM and KEY_FILE.exists():
@@ -341,8 +330,10 @@ def restore_the_pi() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[Any]:
-    server_thread = server_thread_class()(host="127.0.0.1", port=SERVER_PORT, api_key=api_key(),
-                                          reply_seconds=1.5)
+    from rig.server.server import ServerThread  # the checkout's own local Live server
+
+    server_thread = ServerThread(host="127.0.0.1", port=SERVER_PORT, api_key=api_key(),
+                                 reply_seconds=1.5)
     server_thread.start()
     CA_FILE.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(server_thread.ca_file, CA_FILE)
