@@ -35,12 +35,16 @@ def failed() -> bool:
 
 
 def test_five_crashes_then_failed_then_back_by_itself() -> None:
+    """Each start crashes (SIGKILL as soon as the daemon's process is there, while it
+    starts up: a crash at start is what a bad update or a broken card causes) until
+    systemd gives up; then the retry timer brings it back by itself."""
     with dropin("hil-quick.conf", QUICK_SERVICE), dropin("hil-quick.conf", QUICK_TIMER, TIMER):
         sh(["systemctl", "reset-failed", UNIT], check=False)
-        restart_service()
+        sh(["systemctl", "restart", "--no-block", UNIT])
         burst = int(show("StartLimitBurst"))
         for _ in range(burst + 1):
-            wait_until(lambda: failed() or active(), 240, "the daemon up again, or failed")
+            wait_until(lambda: failed() or main_pid() != 0, 120,
+                       "the daemon started again, or failed")
             if failed():
                 break
             killed = main_pid()
