@@ -32,13 +32,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="scripts/hil",
         description="Hardware in the loop: install the appliance as an owner does and test "
         "it under real systemd, a real kernel and the kernel's loopback sound card "
-        "(snd-aloop). By default in a Debian 12 VM built here (cached); --here on a "
+        "(snd-aloop). By default in a Debian VM built here (cached); --here on a "
         "Raspberry Pi.",
         epilog="Examples: scripts/hil; scripts/hil --arch arm64; sudo scripts/hil --here; "
         "scripts/hil -- -k turn",
     )
     parser.add_argument("--arch", choices=("amd64", "arm64"), default="amd64",
                         help="the VM's architecture (arm64: the Pi's, emulated, slower)")
+    parser.add_argument("--release", choices=("bookworm", "trixie"), default="bookworm",
+                        help="the VM's Debian release: bookworm (12, Python 3.11, default) or "
+                        "trixie (13, Python 3.13), what Raspberry Pi OS is built on")
     parser.add_argument("--here", action="store_true",
                         help="run the tests on this machine (a Raspberry Pi with snd-aloop "
                         "loaded and the appliance installed), not in a VM")
@@ -104,12 +107,13 @@ def vm(args: argparse.Namespace) -> int:
         fail(f"cannot run the VM: {reason}", 3)
     install_host_tools(args.arch)
     started = time.monotonic()
-    img = image.image_for(args.arch, rebuild=args.rebuild)
+    img = image.image_for(args.arch, args.release, rebuild=args.rebuild)
     say(f"image: ready in {time.monotonic() - started:.0f} s")
     if args.build_only:
         return 0
     timeout = args.timeout or (10800 if args.arch == "arm64" else 3600)
-    results = args.results / args.arch
+    results = args.results / (args.arch if args.release == "bookworm"
+                               else f"{args.arch}-{args.release}")
     status = vm.run_in_vm(img, results, pytest_args=args.pytest_args, timeout_s=timeout,
                           use_kvm=args.kvm)
     say(f"{'passed' if status == 0 else 'FAILED'}: reports in {results}")
@@ -124,9 +128,10 @@ def here(args: argparse.Namespace) -> int:
     if not (venv / "bin" / "pytest").exists():
         say(f"here: a venv for the tests in {venv}")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        from hil.image import LOCK, SOURCE_ONLY, TEST_REQUIREMENTS, requirements
+        from hil.image import SOURCE_ONLY, TEST_REQUIREMENTS, requirements
 
-        wanted = [r for r in requirements(LOCK) if r.split("==")[0] not in SOURCE_ONLY]
+        lock = ROOT / "requirements" / f"pi-py{sys.version_info[0]}{sys.version_info[1]}.txt"
+        wanted = [r for r in requirements(lock) if r.split("==")[0] not in SOURCE_ONLY]
         wanted += requirements(TEST_REQUIREMENTS)
         listing = venv / "requirements.txt"
         listing.write_text("\n".join(wanted) + "\n")
