@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kvm", choices=("auto", "yes", "no"), default="auto",
                         help="auto: KVM only if a short boot probe works (default)")
     parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds the VM may run (default 3600; arm64 10800)")
+                        help="seconds the whole run may take, a cold image's build included: "
+                        "the VM gets what is left (default 4200; arm64 14400)")
     parser.add_argument("--results", type=Path, default=ROOT / "hil-results",
                         help="where the reports go (default: hil-results/)")
     parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest in the VM")
@@ -111,7 +112,10 @@ def vm(args: argparse.Namespace) -> int:
     say(f"image: ready in {time.monotonic() - started:.0f} s")
     if args.build_only:
         return 0
-    timeout = args.timeout or (10800 if args.arch == "arm64" else 3600)
+    limit = args.timeout or (14400 if args.arch == "arm64" else 4200)
+    timeout = limit - (time.monotonic() - started)
+    if timeout < 60:
+        fail(f"no time left for the VM: the image took {limit - timeout:.0f} s of {limit:.0f}")
     results = args.results / (args.arch if args.release == "bookworm"
                                else f"{args.arch}-{args.release}")
     status = vm.run_in_vm(img, results, pytest_args=args.pytest_args, timeout_s=timeout,
