@@ -98,6 +98,20 @@ def show(prop: str, unit: str = UNIT) -> str:
     return sh(["systemctl", "show", "-P", prop, unit]).stdout.strip()
 
 
+_SPAN_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def span_s(prop: str, unit: str = UNIT) -> float:
+    """A time property of the unit in seconds. `systemctl show` prints spans as systemd
+    writes them ("30s", "1min 30s", "500ms"; "infinity"), not in microseconds."""
+    text = show(prop, unit)
+    if text == "infinity":
+        return float("inf")
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(us|ms|min|s|h|d)", text)
+    assert parts, f"{prop}={text!r} is not a time span"
+    return sum(float(n) * _SPAN_UNITS[u] for n, u in parts)
+
+
 def wait_until(check: Callable[[], Any], timeout: float, what: str,
                interval: float = 0.5) -> Any:
     """Poll until ``check()`` is truthy; a generous deadline, never a timed assertion."""
@@ -412,7 +426,8 @@ def speak_a_turn(server: Any, button: Button, tmp: Path, speech_s: float = 1.5,
         speech = tone(SPEECH_HZ, speech_s, 16000)
         player = play(speech)
         button.press()
-        player.wait(timeout=60)
+        if player.wait(timeout=60) != 0:
+            raise AssertionError(f"aplay failed: {player.stderr.read() if player.stderr else ''!r}")
         time.sleep(0.3)  # the tail of the speech, then the release
         button.release()
         wait_until(lambda: "speaking" in states(mark), wait_s, "a reply (state speaking)")

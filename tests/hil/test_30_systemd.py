@@ -24,6 +24,7 @@ from hilrig import (
     save,
     sh,
     show,
+    span_s,
     wait_active,
     wait_until,
 )
@@ -71,8 +72,8 @@ def test_without_a_key_file_it_still_starts_and_says_what_is_missing() -> None:
 def test_a_stopped_daemon_is_killed_and_restarted_by_the_watchdog() -> None:
     pid = wait_active()
     restarts = int(show("NRestarts"))
-    watchdog_s = int(show("WatchdogUSec")) / 1e6
-    restart_s = int(show("RestartUSec")) / 1e6
+    watchdog_s = span_s("WatchdogUSec")
+    restart_s = span_s("RestartUSec")
     os.kill(pid, signal.SIGSTOP)
     started = time.monotonic()
     wait_until(lambda: active() and main_pid() not in (0, pid),
@@ -97,7 +98,7 @@ def test_sigterm_stops_it_cleanly() -> None:
     # A clean exit of its own (status 0), not systemd's SIGKILL after TimeoutStopSec.
     assert show("ExecMainCode") == "1", "killed, not exited"
     assert show("ExecMainStatus") == "0"
-    assert took < int(show("TimeoutStopUSec")) / 1e6
+    assert took < span_s("TimeoutStopUSec")
     sh(["systemctl", "start", UNIT])
     wait_active()
 
