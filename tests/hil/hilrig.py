@@ -423,9 +423,12 @@ def speak_a_turn(server: Any, button: Button, tmp: Path, speech_s: float = 1.5,
     recorder = Recorder(tmp / "heard.raw")
     try:
         time.sleep(0.5)
-        speech = tone(SPEECH_HZ, speech_s, 16000)
-        player = play(speech)
+        # As a person does: press, and talk once the box listens. (A press through `ctl`
+        # is a process start, seconds under emulation: speech played before it would be
+        # over, pre-roll and all, by the time the box hears the press.)
         button.press()
+        wait_until(lambda: "listening" in states(mark), wait_s, "listening after the press")
+        player = play(tone(SPEECH_HZ, speech_s, 16000))
         if player.wait(timeout=60) != 0:
             raise AssertionError(f"aplay failed: {player.stderr.read() if player.stderr else ''!r}")
         time.sleep(0.3)  # the tail of the speech, then the release
