@@ -117,9 +117,13 @@ def probe(pid: int, script: str, as_service_user: bool = True) -> Any:
     cgroup = Path(f"/proc/{pid}/cgroup").read_text().strip().split("::")[-1]
     identity = ""
     if as_service_user:
-        groups = sh(["id", "-G", "live-appliance"]).stdout.split()
+        # The daemon's own groups, as systemd gave them (SupplementaryGroups= adds audio
+        # and the rest; the user's entry in /etc/group need not name them).
+        status = Path(f"/proc/{pid}/status").read_text()
+        groups = re.search(r"^Groups:\s*(.*)$", status, re.MULTILINE)
+        assert groups and groups.group(1).split(), status
         identity = (f"setpriv --reuid=live-appliance --regid=live-appliance "
-                    f"--groups={','.join(groups)} --inh-caps=-all --")
+                    f"--groups={','.join(groups.group(1).split())} --inh-caps=-all --")
     command = (f'echo $$ > /sys/fs/cgroup{cgroup}/cgroup.procs && exec nsenter -t {pid} -m '
                f'-- {identity} sh -c "$1"')
     return sh(["sh", "-c", command, "probe", script], check=False)
