@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -300,17 +301,18 @@ class Recorder:
 
 
 def play(pcm: bytes, rate: int = 16000) -> subprocess.Popen[bytes]:
-    """aplay into the loopback's playback side: the daemon's microphone hears it."""
+    """aplay into the loopback's playback side: the daemon's microphone hears it. Returns
+    at once: aplay reads a file (a pipe would hold this call until all but the pipe's
+    last 64 KiB had played)."""
     card = loopback_card()
-    proc = subprocess.Popen(
-        ["aplay", "-q", "-D", f"hw:{card},0,0", "-f", "S16_LE", "-r", str(rate), "-c", "1",
-         "-t", "raw"],
-        stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    assert proc.stdin is not None
-    proc.stdin.write(pcm)
-    proc.stdin.close()
-    return proc
+    with tempfile.TemporaryFile() as speech:
+        speech.write(pcm)
+        speech.seek(0)
+        return subprocess.Popen(
+            ["aplay", "-q", "-D", f"hw:{card},0,0", "-f", "S16_LE", "-r", str(rate), "-c", "1",
+             "-t", "raw"],
+            stdin=speech, stderr=subprocess.PIPE,
+        )
 
 
 # ---- the local Live server -------------------------------------------------------------
