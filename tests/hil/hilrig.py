@@ -388,18 +388,23 @@ def point_config_at_rig(text: str) -> str:
         # TLS handshake and setup alone can take longer than the default 5 s.
         "live": [f'base_url = "https://127.0.0.1:{SERVER_PORT}"', "connect_timeout_s = 30"],
         "camera": ["enabled = false"],
+        # The reboot test has the service call it: the volume it sets must outlive a boot.
+        "tools": ['enabled = ["set_volume"]'],
     }
+    keys = {section: {line.split("=")[0].strip() for line in lines}
+            for section, lines in settings.items()}
     out: list[str] = []
+    section = ""
     for line in text.splitlines():
-        key = line.split("=")[0].strip() if "=" in line and not line.startswith("#") else ""
-        if key in ("input_device", "output_device", "base_url", "connect_timeout_s",
-                   "enabled") and \
-                any(key in s for group in settings.values() for s in group):
-            continue  # set again below, under its header
-        out.append(line)
         header = re.fullmatch(r"\[(\w+)\]", line.strip())
-        if header and header.group(1) in settings:
-            out.extend(settings.pop(header.group(1)))
+        if header:
+            section = header.group(1)
+        key = line.split("=")[0].strip() if "=" in line and not line.startswith("#") else ""
+        if key and key in keys.get(section, ()):
+            continue  # set again right under its header
+        out.append(line)
+        if header and section in settings:
+            out.extend(settings.pop(section))
     for section, lines in settings.items():
         out += ["", f"[{section}]", *lines]
     return "\n".join(out) + "\n"

@@ -86,11 +86,6 @@ def test_leds_without_pwm_fall_back_to_on_off() -> None:
     assert int(show("NRestarts")) == restarts
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon (device/audio, being fixed on main): opening PortAudio puts ALSA's and JACK's "
-    "probing noise into the journal, about twenty lines a start ('Unknown PCM "
-    "cards.pcm.rear', 'jack server is not running'); the README promises one line per "
-    "event worth knowing"))
 def test_a_start_puts_only_a_few_lines_in_the_journal() -> None:
     mark = cursor()
     restart_service()
