@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -31,13 +32,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="scripts/hil",
         description="Hardware in the loop: install the appliance as an owner does and test "
         "it under real systemd, a real kernel and the kernel's loopback sound card "
-        "(snd-aloop). By default in a Debian 12 VM built here (cached); --here on a "
+        "(snd-aloop). By default in a Debian VM built here (cached); --here on a "
         "Raspberry Pi.",
         epilog="Examples: scripts/hil; scripts/hil --arch arm64; sudo scripts/hil --here; "
         "scripts/hil -- -k turn",
     )
     parser.add_argument("--arch", choices=("amd64", "arm64"), default="amd64",
                         help="the VM's architecture (arm64: the Pi's, emulated, slower)")
+    parser.add_argument("--release", choices=("bookworm", "trixie"), default="bookworm",
+                        help="the VM's Debian release: bookworm (12, Python 3.11, default) or "
+                        "trixie (13, Python 3.13), what Raspberry Pi OS is built on")
     parser.add_argument("--here", action="store_true",
                         help="run the tests on this machine (a Raspberry Pi with snd-aloop "
                         "loaded and the appliance installed), not in a VM")
@@ -53,7 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kvm", choices=("auto", "yes", "no"), default="auto",
                         help="auto: KVM only if a short boot probe works (default)")
     parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds the VM may run (default 3600; arm64 10800)")
+                        help="seconds the whole run may take, a cold image's build included: "
+                        "the VM gets what is left (default 4200; arm64 14400)")
     parser.add_argument("--results", type=Path, default=ROOT / "hil-results",
                         help="where the reports go (default: hil-results/)")
     parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest in the VM")
@@ -103,12 +108,16 @@ def vm(args: argparse.Namespace) -> int:
         fail(f"cannot run the VM: {reason}", 3)
     install_host_tools(args.arch)
     started = time.monotonic()
-    img = image.image_for(args.arch, rebuild=args.rebuild)
+    img = image.image_for(args.arch, args.release, rebuild=args.rebuild)
     say(f"image: ready in {time.monotonic() - started:.0f} s")
     if args.build_only:
         return 0
-    timeout = args.timeout or (10800 if args.arch == "arm64" else 3600)
-    results = args.results / args.arch
+    limit = args.timeout or (14400 if args.arch == "arm64" else 4200)
+    timeout = limit - (time.monotonic() - started)
+    if timeout < 60:
+        fail(f"no time left for the VM: the image took {limit - timeout:.0f} s of {limit:.0f}")
+    results = args.results / (args.arch if args.release == "bookworm"
+                               else f"{args.arch}-{args.release}")
     status = vm.run_in_vm(img, results, pytest_args=args.pytest_args, timeout_s=timeout,
                           use_kvm=args.kvm)
     say(f"{'passed' if status == 0 else 'FAILED'}: reports in {results}")
@@ -123,9 +132,10 @@ def here(args: argparse.Namespace) -> int:
     if not (venv / "bin" / "pytest").exists():
         say(f"here: a venv for the tests in {venv}")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        from hil.image import LOCK, SOURCE_ONLY, TEST_REQUIREMENTS, requirements
+        from hil.image import SOURCE_ONLY, TEST_REQUIREMENTS, requirements
 
-        wanted = [r for r in requirements(LOCK) if r.split("==")[0] not in SOURCE_ONLY]
+        lock = ROOT / "requirements" / f"pi-py{sys.version_info[0]}{sys.version_info[1]}.txt"
+        wanted = [r for r in requirements(lock) if r.split("==")[0] not in SOURCE_ONLY]
         wanted += requirements(TEST_REQUIREMENTS)
         listing = venv / "requirements.txt"
         listing.write_text("\n".join(wanted) + "\n")
@@ -142,7 +152,14 @@ def here(args: argparse.Namespace) -> int:
     return subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode
 
 
+def stop_on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM (a CI job's time limit, `timeout`) ends the run as Ctrl-C does: the VM is
+    killed and the run's files removed on the way out."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     args = parse_args(argv)
     if args.check:
         reason = None if args.here else cannot_run_vm(args.arch)

@@ -12,13 +12,16 @@ class Arch:
     qemu: str  # the system emulator
     machine: list[str]  # -machine and -cpu
     console: str  # the kernel's serial console
-    pip_platforms: tuple[str, ...]  # wheel platform tags the image's Python 3.11 takes
+    wheel_machine: str  # the machine in wheel platform tags: x86_64, aarch64
+    oldest_manylinux: int  # the oldest manylinux_2_N tag wheels for it exist with
     foreign: bool  # needs qemu-user-static (binfmt_misc) to run its programs here
 
 
-def wheel_platforms(machine: str, oldest: int) -> tuple[str, ...]:
-    """Every manylinux tag Debian 12's glibc (2.36) runs, newest first."""
-    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(36, oldest - 1, -1)]
+def wheel_platforms(arch: Arch, glibc_minor: int) -> tuple[str, ...]:
+    """Every manylinux tag a glibc 2.``glibc_minor`` runs on this machine, newest first."""
+    machine = arch.wheel_machine
+    tags = [f"manylinux_2_{minor}_{machine}"
+            for minor in range(glibc_minor, arch.oldest_manylinux - 1, -1)]
     legacy = {"x86_64": ["manylinux2014", "manylinux2010", "manylinux1"],
               "aarch64": ["manylinux2014"]}[machine]
     return (*tags, *(f"{tag}_{machine}" for tag in legacy), f"linux_{machine}")
@@ -33,7 +36,8 @@ ARCHES = {
         # CPU model has (SIGILL otherwise).
         machine=["-cpu", "max"],
         console="ttyS0",
-        pip_platforms=wheel_platforms("x86_64", oldest=5),
+        wheel_machine="x86_64",
+        oldest_manylinux=5,
         foreign=False,
     ),
     "arm64": Arch(
@@ -42,7 +46,8 @@ ARCHES = {
         qemu="qemu-system-aarch64",
         machine=["-machine", "virt", "-cpu", "max"],
         console="ttyAMA0",
-        pip_platforms=wheel_platforms("aarch64", oldest=17),
+        wheel_machine="aarch64",
+        oldest_manylinux=17,
         foreign=True,
     ),
 }

@@ -1,4 +1,7 @@
-"""The Debian 12 disk image the VM boots, built with debootstrap and cached by its inputs.
+"""The Debian disk image the VM boots, built with debootstrap and cached by its inputs.
+
+Debian 12 (bookworm, Python 3.11: what Raspberry Pi OS Bookworm is built on) by default;
+Debian 13 (trixie, Python 3.13: Raspberry Pi OS Trixie's) with ``--release trixie``.
 
 Everything the VM needs goes in at build time, since it has no network: systemd as
 PID 1 and Debian's kernel, snd-aloop loaded at boot, the Debian packages the Pi
@@ -20,15 +23,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hil import mirror
-from hil.arch import ARCHES, Arch
+from hil.arch import ARCHES, Arch, wheel_platforms
 from hil.host import Failed, run, say
 
 ROOT = Path(__file__).resolve().parents[1]
 GUEST = Path(__file__).resolve().parent / "guest"
 CACHE = Path(os.environ.get("LIVE_APPLIANCE_HIL_CACHE", "/var/cache/live-appliance-hil"))
-CODENAME = "bookworm"
 #: Raised when the way the image is made changes in a way its inputs do not show.
-RECIPE = "3"
+RECIPE = "4"
+
+
+@dataclass(frozen=True)
+class Release:
+    codename: str
+    python: str  # the system Python's version, as pip takes it: 3.11
+    glibc_minor: int  # its glibc is 2.N: the newest manylinux tag it runs
+
+    @property
+    def lock(self) -> Path:
+        """The installer's lock for this release's Python."""
+        return ROOT / "requirements" / f"pi-py{self.python.replace('.', '')}.txt"
+
+
+RELEASES = {
+    "bookworm": Release("bookworm", "3.11", 36),
+    "trixie": Release("trixie", "3.13", 41),
+}
 
 #: The base system: systemd as PID 1, a kernel, what the tests and an owner's SSH
 #: session use. The installer's own packages are not here: they go into the local
@@ -46,7 +66,6 @@ PREINSTALLED = ("python3-venv", "python3-dev", "build-essential", "pkg-config")
 
 #: What the tests and the local Live server need beside the appliance's own packages.
 TEST_REQUIREMENTS = ROOT / "hil" / "requirements-tests.txt"
-LOCK = ROOT / "requirements" / "pi-py311.txt"
 INSTALLER = ROOT / "scripts" / "install-pi.sh"
 #: Packages of the lock with no wheels: the test venv does without them (no compiler).
 SOURCE_ONLY = ("pyaudio", "systemd-python")
@@ -56,6 +75,7 @@ SOURCE_ONLY = ("pyaudio", "systemd-python")
 class Image:
     dir: Path
     arch: Arch
+    release: Release
 
     @property
     def disk(self) -> Path:
@@ -79,15 +99,15 @@ def installer_packages() -> list[str]:
     return result.stdout.split()
 
 
-def inputs(arch: Arch) -> dict[str, str]:
+def inputs(arch: Arch, release: Release) -> dict[str, str]:
     """What the image is made from; its hash names the cached image."""
-    files = [LOCK, TEST_REQUIREMENTS, Path(__file__), ROOT / "hil" / "arch.py",
+    files = [release.lock, TEST_REQUIREMENTS, Path(__file__), ROOT / "hil" / "arch.py",
              *sorted(GUEST.glob("image-*"))]
     parts = {
         "recipe": RECIPE,
         "arch": arch.debian,
-        "codename": CODENAME,
-        "mirror": mirror.main_mirror(CODENAME),
+        "codename": release.codename,
+        "mirror": mirror.main_mirror(release.codename),
         "base": " ".join(BASE_PACKAGES),
         "preinstalled": " ".join(PREINSTALLED),
         "installer-packages": " ".join(installer_packages()),
@@ -97,26 +117,28 @@ def inputs(arch: Arch) -> dict[str, str]:
     return parts
 
 
-def key(arch: Arch) -> str:
-    text = "\n".join(f"{k}={v}" for k, v in sorted(inputs(arch).items()))
+def key(arch: Arch, release: Release) -> str:
+    text = "\n".join(f"{k}={v}" for k, v in sorted(inputs(arch, release).items()))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def image_for(arch_name: str, rebuild: bool = False) -> Image:
+def image_for(arch_name: str, release_name: str = "bookworm", rebuild: bool = False) -> Image:
     """The cached image for these inputs, built first when there is none."""
-    arch = ARCHES[arch_name]
-    image = Image(CACHE / f"{CODENAME}-{arch.debian}-{key(arch)}", arch)
+    arch, release = ARCHES[arch_name], RELEASES[release_name]
+    name = f"{release.codename}-{arch.debian}"
+    image = Image(CACHE / f"{name}-{key(arch, release)}", arch, release)
     if image.ready() and not rebuild:
         say(f"image: cached {image.dir}")
         return image
     CACHE.mkdir(parents=True, exist_ok=True)
-    for old in CACHE.glob(f"{CODENAME}-{arch.debian}-*"):
-        if old != image.dir:  # one image per architecture: the newest inputs win
+    for old in CACHE.glob(f"{name}-*"):
+        if old != image.dir:  # one image per release and architecture: the newest inputs win
             shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(image.dir, ignore_errors=True)
     image.dir.mkdir(parents=True)
     Builder(image).build()
-    (image.dir / "ready").write_text("\n".join(f"{k}={v}" for k, v in inputs(arch).items()))
+    (image.dir / "ready").write_text(
+        "\n".join(f"{k}={v}" for k, v in inputs(arch, release).items()))
     return image
 
 
@@ -124,12 +146,14 @@ class Builder:
     def __init__(self, image: Image) -> None:
         self.image = image
         self.arch = image.arch
+        self.release = image.release
         self.log = image.dir / "build.log"
         self.work = Path(tempfile.mkdtemp(prefix="build-", dir=image.dir))
         self.root = self.work / "root"
 
     def build(self) -> None:
-        say(f"image: building Debian {CODENAME} {self.arch.debian} (log: {self.log})")
+        say(f"image: building Debian {self.release.codename} {self.arch.debian} "
+            f"(log: {self.log})")
         try:
             if self.arch.foreign:
                 self.enable_binfmt()
@@ -149,44 +173,46 @@ class Builder:
             run(["update-binfmts", "--enable", "qemu-aarch64"], log=self.log)
 
     def debootstrap(self) -> None:
-        mirror_uri = mirror.main_mirror(CODENAME)
+        mirror_uri = mirror.main_mirror(self.release.codename)
         say(f"image: debootstrap from the host's apt mirror ({len(BASE_PACKAGES)} packages)")
         run(["debootstrap", "--variant=minbase", f"--arch={self.arch.debian}",
              "--include=" + ",".join((*BASE_PACKAGES, self.arch.kernel_package)),
-             CODENAME, self.root, mirror_uri], log=self.log)
+             self.release.codename, self.root, mirror_uri], log=self.log)
 
     def wheelhouse(self) -> None:
-        """Every file of the lock and the test requirements, for the image's platform."""
+        """Every file of the lock and the test requirements, for the image's platform: one
+        pip download of the wheels, one of the sources of the source-only packages."""
         say("image: wheelhouse (the lock's files for this platform, hashes checked)")
         house = self.root / "srv" / "hil" / "wheelhouse"
         house.mkdir(parents=True)
-        for lock in (LOCK, TEST_REQUIREMENTS):
-            for requirement in requirements(lock):
-                self.download(requirement, house)
+        wanted = requirements(self.release.lock) + requirements(TEST_REQUIREMENTS)
+        sources = [r for r in wanted if r.split("==")[0] in SOURCE_ONLY]
+        binaries = [r for r in wanted if r not in sources]
+        platforms = wheel_platforms(self.arch, self.release.glibc_minor)
+        self.download(binaries, house, "--only-binary=:all:", "--implementation", "cp",
+                      "--python-version", self.release.python,
+                      *(arg for tag in platforms for arg in ("--platform", tag)))
+        self.download(sources, house, "--no-binary=:all:")
 
-    def download(self, requirement: str, house: Path) -> None:
-        with tempfile.NamedTemporaryFile("w", suffix=".txt") as one:
-            one.write(requirement + "\n")
-            one.flush()
-            common = ["python3", "-m", "pip", "download", "--no-deps", "--require-hashes",
-                      "--dest", house, "--requirement", one.name]
-            platforms = [arg for tag in self.arch.pip_platforms for arg in ("--platform", tag)]
-            binary = run([*common, *platforms, "--python-version", "3.11",
-                          "--implementation", "cp", "--only-binary=:all:"],
-                         log=self.log, check=False)
-            if binary.returncode != 0:  # a package with no wheel: its source, built in place
-                run([*common, "--no-binary=:all:"], log=self.log)
+    def download(self, wanted: list[str], house: Path, *options: str) -> None:
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as listing:
+            listing.write("\n".join(wanted) + "\n")
+            listing.flush()
+            run(["python3", "-m", "pip", "download", "--no-deps", "--require-hashes",
+                 "--dest", house, "--requirement", listing.name, *options], log=self.log)
 
     def chroot_setup(self) -> None:
         say("image: packages for the installer, the test venv, systemd units")
         apt_dir = self.root / "srv" / "hil" / "apt"
         apt_dir.mkdir(parents=True)
-        (self.root / "etc" / "apt" / "sources.list").write_text(mirror.sources_list(CODENAME))
+        (self.root / "etc" / "apt" / "sources.list").write_text(
+            mirror.sources_list(self.release.codename))
         shutil.copy(GUEST / "image-setup.sh", self.root / "srv" / "hil" / "image-setup.sh")
         shutil.copy(GUEST / "image-hil-run", self.root / "usr" / "local" / "sbin" / "hil-run")
         shutil.copy(GUEST / "image-hil-run.service",
                     self.root / "etc" / "systemd" / "system" / "hil-run.service")
-        venv = [r for r in requirements(LOCK) if r.split("==")[0] not in SOURCE_ONLY]
+        venv = [r for r in requirements(self.release.lock)
+                if r.split("==")[0] not in SOURCE_ONLY]
         venv += requirements(TEST_REQUIREMENTS)
         (self.root / "srv" / "hil" / "hil-venv.txt").write_text("\n".join(venv) + "\n")
         self.chroot(["bash", "/srv/hil/image-setup.sh", *installer_packages()],

@@ -1,7 +1,9 @@
 """The Debian package mirror, read from the host's own apt configuration at run time.
 
 The repository names no host: whatever apt on this machine uses for Debian 12
-(bookworm) is what debootstrap and the image's apt use while the image is built.
+(bookworm) is what debootstrap and the image's apt use while the image is built. For
+a release this machine's apt has no source for (trixie on a bookworm host), the same
+mirrors with that release's suites.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ class Source:
 
 
 def debian_sources(codename: str = "bookworm") -> list[Source]:
-    """The host's apt sources for this Debian release (main component), in apt's order."""
+    """The host's apt sources for this Debian release (main component), in apt's order;
+    for a release it has none for, its sources for another release, renamed."""
     result = subprocess.run(
         ["apt-get", "indextargets", "--format", "$(REPO_URI) $(CODENAME) $(COMPONENT)",
          "Created-By: Packages"],
@@ -26,18 +29,23 @@ def debian_sources(codename: str = "bookworm") -> list[Source]:
     )
     if result.returncode != 0:
         raise RuntimeError(f"apt-get indextargets failed: {result.stderr.strip()}")
-    sources: list[Source] = []
+    by_release: dict[str, list[Source]] = {}
     for line in result.stdout.splitlines():
         parts = line.split()
-        if len(parts) != 3:
+        if len(parts) != 3 or parts[2] != "main":
             continue
         uri, suite, component = parts
-        if not suite.startswith(codename) or component != "main":
-            continue
+        release = suite.split("-")[0]  # bookworm-updates, bookworm-security: bookworm
         source = Source(uri if uri.endswith("/") else uri + "/", suite, component)
-        if source not in sources:
-            sources.append(source)
-    return sources
+        if source not in by_release.setdefault(release, []):
+            by_release[release].append(source)
+    if codename in by_release:
+        return by_release[codename]
+    for release, sources in by_release.items():
+        if any(s.suite == release for s in sources):  # a Debian release, not a PPA's
+            return [Source(s.uri, codename + s.suite.removeprefix(release), s.component)
+                    for s in sources]
+    return []
 
 
 def main_mirror(codename: str = "bookworm") -> str:

@@ -36,6 +36,10 @@ readonly GPIO_PACKAGE=python3-lgpio        # gpiozero's GPIO driver (Pi 5: the o
 # The unprivileged identity that downloads and compiles the Python packages: no
 # package's build script runs as root.
 readonly BUILD_USER=nobody
+# Wheels built from the lock's source-only packages (PyAudio, systemd-python), kept by
+# the hash of the source they were built from: an update does not compile them again
+# (minutes on a Pi Zero 2 W). Written by root only.
+readonly WHEEL_CACHE=/var/cache/live-appliance/wheels
 SOURCE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly SOURCE_DIR
 DRY_RUN=0
@@ -79,9 +83,23 @@ check_root() {
   ((EUID == 0)) || ((DRY_RUN)) || die "must be run as root (sudo), or with --dry-run"
 }
 
+# The system Python's version as the lock files name it: 311 (Bookworm), 313 (Trixie).
+python_tag() {
+  "$SYSTEM_PYTHON" -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null
+}
+
+# A lock file (and so a tested set of packages) exists for the system's Python.
 check_python() {
-  "$SYSTEM_PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null ||
-    die "$SYSTEM_PYTHON 3.11 or newer is needed (Raspberry Pi OS Bookworm has it)"
+  local tag locks=() lock
+  tag=$(python_tag) || die "no $SYSTEM_PYTHON: Raspberry Pi OS (Bookworm or newer) has it"
+  [[ -r $(lock_file) ]] && return
+  for lock in "$SOURCE_DIR"/requirements/pi-py3*.txt; do
+    lock=${lock##*/pi-py}
+    lock=${lock%.txt}
+    locks+=("${lock:0:1}.${lock:1}")
+  done
+  die "no lock file for $SYSTEM_PYTHON (${tag:0:1}.${tag:1}): there are locks for ${locks[*]}" \
+    "(requirements/pi-py*.txt; scripts/lock makes them)"
 }
 
 package_installed() {
@@ -206,9 +224,7 @@ create_user() {
 # The lock file for the system's Python: every package pinned, with its hashes. With
 # "build": the part of it that builds the rest (setuptools, wheel).
 lock_file() {
-  local version
-  version=$("$SYSTEM_PYTHON" -c 'import sys; print("%d%d" % sys.version_info[:2])')
-  printf '%s/requirements/pi-%spy%s.txt\n' "$SOURCE_DIR" "${1:+$1-}" "$version"
+  printf '%s/requirements/pi-%spy%s.txt\n' "$SOURCE_DIR" "${1:+$1-}" "$(python_tag)"
 }
 
 # Run a command in STAGE as BUILD_USER: no privileges, no capabilities, a clean
@@ -258,15 +274,96 @@ install_venv() {
   fi
   as_builder "$stage" "$VENV/bin/pip" download --no-deps --require-hashes --only-binary=:all: \
     --dest "$stage/downloads" --requirement "$stage/src/$build_lock"
+  # Without --force-reinstall: what is installed at the locked version stays as it is
+  # (an update installs only what changed).
   local tools=("$stage/downloads/"*.whl)
-  run "$VENV/bin/pip" install --no-index --no-deps --force-reinstall "${tools[@]}"
+  run "$VENV/bin/pip" install --no-index --no-deps "${tools[@]}"
   as_builder "$stage" "$VENV/bin/pip" download --no-deps --require-hashes --no-build-isolation \
     --dest "$stage/downloads" --requirement "$stage/src/$lock"
-  local downloads=("$stage/downloads/"*)
+  # The lock's wheels are installed as downloaded; its source-only packages are built,
+  # unless a wheel built before from the same source (by its hash) is in WHEEL_CACHE.
+  local wheels=() sources=() file cached
+  if ((DRY_RUN)); then
+    say "  the source-only packages: wheels built before from the same sources come from" \
+      "$WHEEL_CACHE"
+    wheels=("$stage/downloads/*.whl")
+    sources=("$stage/downloads/*.tar.gz")
+  else
+    for file in "$stage/downloads/"*; do
+      if [[ $file == *.whl ]]; then
+        wheels+=("$file")
+      elif cached=$(cached_wheel "$file"); then
+        say "  ${file##*/}: built before, from the same source ($cached)"
+        wheels+=("$cached")
+      else
+        sources+=("$file")
+      fi
+    done
+  fi
   as_builder "$stage" "$VENV/bin/pip" wheel --no-deps --no-index --no-build-isolation \
-    --find-links "$stage/downloads" --wheel-dir "$stage/wheels" "${downloads[@]}" "$stage/src"
-  local wheels=("$stage/wheels/"*.whl)
-  run "$VENV/bin/pip" install --no-index --no-deps --force-reinstall "${wheels[@]}"
+    --find-links "$stage/downloads" --wheel-dir "$stage/wheels" ${sources[@]+"${sources[@]}"} \
+    "$stage/src"
+  ((DRY_RUN)) || keep_built "$stage/wheels" ${sources[@]+"${sources[@]}"}
+  local appliance=("$stage/wheels/"live_appliance-*.whl)
+  for file in "$stage/wheels/"*.whl; do
+    [[ $file == "${appliance[0]}" ]] || wheels+=("$file")
+  done
+  run "$VENV/bin/pip" install --no-index --no-deps "${wheels[@]}"
+  # The appliance keeps its version number from one commit to the next: always replaced.
+  run "$VENV/bin/pip" install --no-index --no-deps --force-reinstall "${appliance[@]}"
+  remove_unlocked "$SOURCE_DIR/$lock"
+}
+
+# The wheel built before from the source-only package SOURCE (a locked download,
+# its hash checked by pip), if there is one.
+cached_wheel() {
+  local found
+  found=("$WHEEL_CACHE/cp$(python_tag)-$(uname -m)/$(sha256sum "$1" | cut -d' ' -f1)/"*.whl)
+  [[ -e ${found[0]} ]] && printf '%s\n' "${found[0]}"
+}
+
+# Keep the wheels just built in DIR from SOURCE... for the next update, by the hash of
+# each source. Root's directory: the unprivileged build never writes into it.
+keep_built() {
+  local dir=$1 source base name wheel
+  shift
+  for source in "$@"; do
+    base=${source##*/}
+    base=${base%.tar.gz}
+    base=${base%.zip}
+    name=${base%-*}
+    name=${name,,}
+    # A wheel's name: the project's, lower case, "-" and "." as "_" (PEP 427).
+    for wheel in "$dir/${name//[-.]/_}-${base##*-}-"*.whl; do
+      [[ -e $wheel ]] || continue
+      run install -D -m 0644 -o root -g root "$wheel" \
+        "$WHEEL_CACHE/cp$(python_tag)-$(uname -m)/$(sha256sum "$source" | cut -d' ' -f1)/${wheel##*/}"
+    done
+  done
+}
+
+# Take out of the venv what the lock does not name (a package an earlier version of
+# the appliance needed): after an update the venv holds the lock and nothing else.
+remove_unlocked() {
+  local lock=$1 name locked=() extra=()
+  if ((DRY_RUN)); then
+    say "  packages in $VENV that $(basename "$lock") does not name: uninstalled"
+    return
+  fi
+  mapfile -t locked < <(sed -n 's/^\([A-Za-z0-9._-]*\)==.*/\1/p' "$lock" | canonical_names)
+  locked+=(live-appliance pip)
+  while read -r name; do
+    [[ " ${locked[*]} " == *" $name "* ]] || extra+=("$name")
+  done < <("$VENV/bin/pip" list --local --format=freeze 2>/dev/null | sed 's/==.*//' |
+    canonical_names)
+  if ((${#extra[@]})); then
+    run "$VENV/bin/pip" uninstall --yes "${extra[@]}"
+  fi
+}
+
+# Package names as pip compares them (PEP 503): lower case, runs of "-_." as "-".
+canonical_names() {
+  tr '[:upper:]' '[:lower:]' | sed 's/[-_.]\{1,\}/-/g'
 }
 
 install_command() {

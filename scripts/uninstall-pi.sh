@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Undo scripts/install-pi.sh: stop and remove the service, the venv, the command and the
-# system user. Keeps /etc/live-appliance (config, API key) and the saved state unless
-# --purge. Keeps the apt packages: other software may use them. Idempotent.
+# Undo scripts/install-pi.sh: stop and remove the service, the venv (and the wheels built
+# for it), the command and the system user. Keeps /etc/live-appliance (config, API key),
+# the saved state and the owner's drop-ins for the service unless --purge. Keeps the apt
+# packages: other software may use them. Idempotent.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=install-pi.sh
 source "$(dirname "${BASH_SOURCE[0]}")/install-pi.sh"
@@ -14,10 +15,11 @@ Undo scripts/install-pi.sh: stop and remove
   - the service $UNIT_NAME (and its ${RETRY_UNITS[*]})
   - the command $COMMAND_LINK and the venv in $PREFIX
   - the system user $APP
-Kept unless --purge: $CONF_DIR (your config and API key) and
-$STATE_DIR. The apt packages are kept.
+Kept unless --purge: $CONF_DIR (your config and API key),
+$STATE_DIR and your changes to the service ($UNIT_FILE.d).
+The apt packages are kept.
 
-  --purge     also remove $CONF_DIR and $STATE_DIR
+  --purge     also remove $CONF_DIR, $STATE_DIR and $UNIT_FILE.d
   --dry-run   print every step and command, change nothing (no root needed)
   -h, --help  this text
 EOF
@@ -51,9 +53,10 @@ remove_command() {
 }
 
 remove_venv() {
-  step "Python environment $PREFIX"
-  if [[ -e $PREFIX ]]; then
-    run rm -rf "$PREFIX"
+  step "Python environment $PREFIX and the wheels built for it"
+  local cache=${WHEEL_CACHE%/wheels}
+  if [[ -e $PREFIX || -e $cache ]]; then
+    run rm -rf "$PREFIX" "$cache"
   else
     say "  not installed"
   fi
@@ -73,13 +76,17 @@ remove_user() {
 }
 
 remove_config() {
-  local purge=$1
+  local purge=$1 drop_ins=$UNIT_FILE.d
   step "configuration $CONF_DIR and state $STATE_DIR"
   if ((purge)); then
     run rm -rf "$CONF_DIR" "$STATE_DIR"
+    # The owner's changes to the service (systemctl edit) go with the rest.
+    [[ -e $drop_ins ]] && run rm -rf "$drop_ins"
   else
     say "  keeping $CONF_DIR (config.toml, api-key) and $STATE_DIR; --purge removes them"
+    [[ -e $drop_ins ]] && say "  keeping your changes to the service in $drop_ins"
   fi
+  return 0
 }
 
 uninstall_main() {

@@ -54,7 +54,7 @@ UNINSTALL_STEPS = [
     "checking this system",
     "service live-appliance.service",
     "command /usr/local/bin/live-appliance",
-    "Python environment /opt/live-appliance",
+    "Python environment /opt/live-appliance and the wheels built for it",
     "system user live-appliance",
     "configuration /etc/live-appliance and state /var/lib/live-appliance",
 ]
@@ -65,6 +65,7 @@ RASPBERRY_PI_GROUPS = ("audio", "video", "gpio", "spi")
 FRESH = """
 rm -rf /etc/live-appliance /opt/live-appliance /var/lib/live-appliance
 rm -f /usr/local/bin/live-appliance /etc/systemd/system/live-appliance.service
+rm -rf /etc/systemd/system/live-appliance.service.d
 sed -i '/^live-appliance:/d' /etc/passwd /etc/group
 for group in {groups}; do
   grep -q "^$group:" /etc/group || echo "$group:x:$((900 + ${{#group}})):" >> /etc/group
@@ -82,6 +83,8 @@ ln -s /usr/bin/python3 /opt/live-appliance/venv/bin/python
 echo 'include-system-site-packages = true' > /opt/live-appliance/venv/pyvenv.cfg
 ln -s /opt/live-appliance/venv/bin/live-appliance /usr/local/bin/live-appliance
 cp {shlex.quote(str(UNIT))} /etc/systemd/system/live-appliance.service
+mkdir -p /etc/systemd/system/live-appliance.service.d
+printf '[Service]\\nNice=-5\\n' > /etc/systemd/system/live-appliance.service.d/override.conf
 echo 'live-appliance:x:990:990::/nonexistent:/usr/sbin/nologin' >> /etc/passwd
 echo 'live-appliance:x:990:' >> /etc/group
 echo 'owner:x:1500:1500::/home/owner:/bin/bash' >> /etc/passwd
@@ -194,11 +197,15 @@ def test_dry_run_on_a_fresh_pi_shows_every_step_in_order(
     )
     pip = [line.strip() for line in lines if "/bin/pip install" in line]
     stage = "/tmp/live-appliance-build"
+    # The build tools, then the lock's wheels and what was built (only what is not
+    # installed at its locked version yet), then the appliance itself, always.
     assert pip == [
-        "+ /opt/live-appliance/venv/bin/pip install --no-index --no-deps --force-reinstall "
+        "+ /opt/live-appliance/venv/bin/pip install --no-index --no-deps "
         f"{stage}/downloads/\\*.whl",
+        "+ /opt/live-appliance/venv/bin/pip install --no-index --no-deps "
+        f"{stage}/downloads/\\*.whl {stage}/wheels/\\*.whl",
         "+ /opt/live-appliance/venv/bin/pip install --no-index --no-deps --force-reinstall "
-        f"{stage}/wheels/\\*.whl",
+        f"{stage}/wheels/live_appliance-\\*.whl",
     ]
     assert not any("groupadd" in line for line in lines), "Raspberry Pi OS has the groups"
 
@@ -288,15 +295,23 @@ def test_uninstall_dry_run_removes_everything_but_the_owners_files(
             "+ systemctl daemon-reload",
             "+ systemctl reset-failed live-appliance.service",
             "+ rm -f /usr/local/bin/live-appliance",
-            "+ rm -rf /opt/live-appliance",
+            "+ rm -rf /opt/live-appliance /var/cache/live-appliance",
             "+ userdel live-appliance",
             "+ groupdel live-appliance",
             "keeping /etc/live-appliance (config.toml, api-key) and /var/lib/live-appliance; "
             "--purge removes them",
+            "keeping your changes to the service in "
+            "/etc/systemd/system/live-appliance.service.d",
         ],
     )
     purge = dry_run(view, stand_ins, UNINSTALL, "--purge")
-    assert "  + rm -rf /etc/live-appliance /var/lib/live-appliance" in purge
+    assert_in_order(
+        purge,
+        [
+            "  + rm -rf /etc/live-appliance /var/lib/live-appliance",
+            "  + rm -rf /etc/systemd/system/live-appliance.service.d",
+        ],
+    )
 
 
 def test_uninstall_on_a_clean_system_has_nothing_to_do(
@@ -467,8 +482,9 @@ def test_every_setting_shown_in_the_default_config_is_real(
     assert cfg.live.voice == "Kore" and cfg.audio.input_device == "USB"
 
 
-LOCK = ROOT / "requirements" / "pi-py311.txt"
-BUILD_LOCK = ROOT / "requirements" / "pi-build-py311.txt"
+REQUIREMENTS = ROOT / "requirements"
+#: The Pythons of Raspberry Pi OS: Bookworm's 3.11, Trixie's 3.13; a lock for each.
+PYTHONS = ("311", "313")
 PYPROJECT = ROOT / "pyproject.toml"
 REQUIREMENT = re.compile(r"^([A-Za-z0-9_.-]+)==(\S+)", re.MULTILINE)
 
@@ -477,8 +493,9 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def locked() -> dict[str, str]:
-    return {canonical(n): v for n, v in REQUIREMENT.findall(LOCK.read_text())}
+def locked(python: str, kind: str = "") -> dict[str, str]:
+    lock = REQUIREMENTS / f"pi-{kind}py{python}.txt"
+    return {canonical(n): v for n, v in REQUIREMENT.findall(lock.read_text())}
 
 
 def test_the_python_packages_are_built_unprivileged_from_the_lock(
@@ -497,15 +514,21 @@ def test_the_python_packages_are_built_unprivileged_from_the_lock(
         assert "/bin/pip download --no-deps --require-hashes " in line
         assert line.endswith(f"--requirement /tmp/live-appliance-build/src/requirements/{lock}")
     assert "/bin/pip wheel --no-deps --no-index --no-build-isolation --find-links " in wheel
-    # Root installs wheels only: first the lock's build tools, then what was built.
+    # Only the source-only packages (and the appliance) are built; the lock's wheels are not.
+    assert wheel.endswith(
+        "--wheel-dir /tmp/live-appliance-build/wheels "
+        "/tmp/live-appliance-build/downloads/\\*.tar.gz /tmp/live-appliance-build/src"
+    )
+    # Root installs wheels only: the lock's build tools, then the rest, then the appliance.
     root_pip = [line for line in lines if line.startswith("+ /opt/live-appliance/venv/bin/pip")]
-    assert len(root_pip) == 2, root_pip
+    assert len(root_pip) == 3, root_pip
     for line in root_pip:
         assert " install --no-index --no-deps " in line
-        assert all(arg.endswith(".whl") for arg in line.split()[7:]), line
+        assert all(arg.endswith(".whl") for arg in line.split()[6:] if not arg.startswith("--"))
 
 
-def test_the_lock_pins_every_dependency_with_hashes() -> None:
+@pytest.mark.parametrize("python", PYTHONS)
+def test_the_lock_pins_every_dependency_with_hashes(python: str) -> None:
     """Every dependency of pyproject.toml is in the lock, at a version it allows, with the
     sha256 hashes pip checks; the SDK's major version is bounded."""
     import tomllib
@@ -513,42 +536,72 @@ def test_the_lock_pins_every_dependency_with_hashes() -> None:
     from packaging.requirements import Requirement
 
     project = tomllib.loads(PYPROJECT.read_text())["project"]
-    pins = locked()
+    pins = locked(python)
     for spec in project["dependencies"]:
         requirement = Requirement(spec)
         name = canonical(requirement.name)
-        assert name in pins, f"{name} is not in {LOCK.name}: run scripts/lock"
+        assert name in pins, f"{name} is not in pi-py{python}.txt: run scripts/lock"
         assert requirement.specifier.contains(pins[name], prereleases=True), (spec, pins[name])
     genai = next(Requirement(s) for s in project["dependencies"] if s.startswith("google-genai"))
     assert any(s.operator == "<" for s in genai.specifier), "no upper bound on the SDK"
-    entries = re.split(r"\n(?=[A-Za-z0-9])", LOCK.read_text().split("\n", 2)[2])
+    text = (REQUIREMENTS / f"pi-py{python}.txt").read_text()
+    entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2])
     for entry in entries:
         if REQUIREMENT.match(entry):
             assert re.search(r"--hash=sha256:[0-9a-f]{64}", entry), entry.splitlines()[0]
     # What builds the source-only packages offline is locked too, at the same versions
     # in the installer's first download.
     assert {"setuptools", "wheel"} <= set(pins)
-    build = {canonical(n): v for n, v in REQUIREMENT.findall(BUILD_LOCK.read_text())}
+    build = locked(python, "build-")
     assert {"setuptools", "wheel"} <= set(build)
     assert all(pins[name] == version for name, version in build.items()), build
 
 
-def test_the_lock_keeps_numpy_binary_compatible_with_apt() -> None:
-    """The venv's numpy shadows apt's, which picamera2 and simplejpeg are built against."""
-    assert int(locked()["numpy"].split(".")[0]) == 1
+@pytest.mark.parametrize(("python", "major"), [("311", 1), ("313", 2)])
+def test_the_lock_keeps_numpy_binary_compatible_with_apt(python: str, major: int) -> None:
+    """The venv's numpy shadows apt's, which picamera2 and simplejpeg are built against:
+    numpy 1.24 on Bookworm, 2.2 on Trixie."""
+    assert int(locked(python)["numpy"].split(".")[0]) == major
+
+
+def lock_for(python: str | None) -> subprocess.CompletedProcess[str]:
+    """The installer's lock_file and check_python, on a system whose Python is ``python``
+    (311, 313; None: this machine's /usr/bin/python3)."""
+    pretend = f"python_tag() {{ echo {python}; }}; " if python else ""
+    return subprocess.run(
+        ["bash", "-c", f"source {shlex.quote(str(INSTALL))} && {pretend}lock_file && "
+         "lock_file build && check_python"],
+        capture_output=True, text=True, check=False,
+    )
 
 
 def test_the_lock_file_is_the_one_for_the_system_python() -> None:
-    result = subprocess.run(
-        ["bash", "-c", f"source {shlex.quote(str(INSTALL))} && lock_file"],
-        capture_output=True, text=True, check=True,
-    )
     version = subprocess.run(
         ["/usr/bin/python3", "-c", "import sys; print('%d%d' % sys.version_info[:2])"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()
-    assert result.stdout.strip() == f"{ROOT}/requirements/pi-py{version}.txt"
-    assert (ROOT / "requirements" / "pi-py311.txt").exists(), "Bookworm's Python 3.11"
+    result = lock_for(None)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"{REQUIREMENTS}/pi-py{version}.txt"
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_bookworm_and_trixie_each_get_their_own_lock(python: str) -> None:
+    result = lock_for(python)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{REQUIREMENTS}/pi-py{python}.txt", f"{REQUIREMENTS}/pi-build-py{python}.txt"
+    ]
+
+
+def test_a_python_without_a_lock_is_refused() -> None:
+    """At the installer's first step (checking this system), before apt or pip run."""
+    result = lock_for("312")
+    assert result.returncode == 1
+    assert "no lock file for /usr/bin/python3 (3.12): there are locks for 3.11 3.13" \
+        in result.stderr
+    assert INSTALL.read_text().index("  check_python\n") < INSTALL.read_text().index(
+        "  install_packages\n")
 
 
 def package_step(lines: list[str]) -> list[str]:

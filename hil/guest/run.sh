@@ -21,7 +21,8 @@ mapfile -t args < <(grep -v '^$' "$RUN/pytest-args")
 cd "$RUN/src" || exit 1
 export LIVE_APPLIANCE_HIL=vm HIL_RESULTS="$RUN/results" HIL_PHASE=$phase PYTHONUNBUFFERED=1
 /opt/hil/venv/bin/python -m pytest -c tests/hil/pytest.ini --rootdir tests/hil \
-  -s -p no:cacheprovider -m "$marker" --junitxml="$RUN/results/junit-phase$phase.xml" \
+  -s -p no:cacheprovider -m "$marker" --durations=0 --durations-min=5 \
+  --junitxml="$RUN/results/junit-phase$phase.xml" \
   ${args[@]+"${args[@]}"} tests/hil
 rc=$?
 # No test of this phase selected (pytest's 5) is no failure of this phase.

@@ -21,7 +21,7 @@ from hilrig import (
 
 pytestmark = pytest.mark.usefixtures("installed")
 
-#: The local server's first reply of a connection is a 440 Hz tone (device/sim/voice.py).
+#: The local server's first reply of a session is a 440 Hz tone (rig/server/voice.py).
 REPLY_HZ = 440.0
 
 

@@ -24,6 +24,7 @@ from hilrig import (
     save,
     sh,
     show,
+    span_s,
     wait_active,
     wait_until,
 )
@@ -71,8 +72,8 @@ def test_without_a_key_file_it_still_starts_and_says_what_is_missing() -> None:
 def test_a_stopped_daemon_is_killed_and_restarted_by_the_watchdog() -> None:
     pid = wait_active()
     restarts = int(show("NRestarts"))
-    watchdog_s = int(show("WatchdogUSec")) / 1e6
-    restart_s = int(show("RestartUSec")) / 1e6
+    watchdog_s = span_s("WatchdogUSec")
+    restart_s = span_s("RestartUSec")
     os.kill(pid, signal.SIGSTOP)
     started = time.monotonic()
     wait_until(lambda: active() and main_pid() not in (0, pid),
@@ -97,7 +98,7 @@ def test_sigterm_stops_it_cleanly() -> None:
     # A clean exit of its own (status 0), not systemd's SIGKILL after TimeoutStopSec.
     assert show("ExecMainCode") == "1", "killed, not exited"
     assert show("ExecMainStatus") == "0"
-    assert took < int(show("TimeoutStopUSec")) / 1e6
+    assert took < span_s("TimeoutStopUSec")
     sh(["systemctl", "start", UNIT])
     wait_active()
 
@@ -116,9 +117,13 @@ def probe(pid: int, script: str, as_service_user: bool = True) -> Any:
     cgroup = Path(f"/proc/{pid}/cgroup").read_text().strip().split("::")[-1]
     identity = ""
     if as_service_user:
-        groups = sh(["id", "-G", "live-appliance"]).stdout.split()
+        # The daemon's own groups, as systemd gave them (SupplementaryGroups= adds audio
+        # and the rest; the user's entry in /etc/group need not name them).
+        status = Path(f"/proc/{pid}/status").read_text()
+        groups = re.search(r"^Groups:\s*(.*)$", status, re.MULTILINE)
+        assert groups and groups.group(1).split(), status
         identity = (f"setpriv --reuid=live-appliance --regid=live-appliance "
-                    f"--groups={','.join(groups)} --inh-caps=-all --")
+                    f"--groups={','.join(groups.group(1).split())} --inh-caps=-all --")
     command = (f'echo $$ > /sys/fs/cgroup{cgroup}/cgroup.procs && exec nsenter -t {pid} -m '
                f'-- {identity} sh -c "$1"')
     return sh(["sh", "-c", command, "probe", script], check=False)

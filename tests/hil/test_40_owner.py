@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,12 +29,6 @@ from hilrig import (
 )
 
 pytestmark = pytest.mark.usefixtures("installed")
-
-DOCTOR_KEY_DEFECT = (
-    "daemon: outside systemd, doctor and ask did not read the installer's key file "
-    "/etc/live-appliance/api-key (issue 14, point 7; seen in the VM before main's 0ca3c60, "
-    "which fixes it: drop this mark once a VM run shows XPASS)"
-)
 
 
 def owner_sudo(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -81,13 +76,11 @@ def test_doctor_passes_what_the_vm_has(doctor: dict[str, Any]) -> None:
             assert check["measured"], f"a SKIP without its reason: {check}"
 
 
-@pytest.mark.xfail(strict=False, reason=DOCTOR_KEY_DEFECT)
 def test_doctor_finds_the_key_and_reaches_the_service(doctor: dict[str, Any]) -> None:
     assert doctor["key"]["status"].upper() == "PASS", doctor["key"]
     assert doctor["network"]["status"].upper() == "PASS", doctor["network"]
 
 
-@pytest.mark.xfail(strict=False, reason=DOCTOR_KEY_DEFECT)
 def test_ask_hello_gets_an_answer(server: Any) -> None:
     before = len(server.log.connections())
     result = owner_sudo("live-appliance", "ask", "Hello")
@@ -121,10 +114,36 @@ def test_the_journalctl_recipes() -> None:
         assert outputs["one session"].stdout.strip()
 
 
+VENV = Path("/opt/live-appliance/venv")
+WHEEL_CACHE = Path("/var/cache/live-appliance/wheels")
+
+
+def site_file(relative: str) -> Path:
+    return next(VENV.glob(f"lib/python3*/site-packages/{relative}"))
+
+
+def venv_packages() -> set[str]:
+    freeze = sh([str(VENV / "bin" / "pip"), "list", "--local", "--format=freeze"]).stdout
+    return {line.split("==")[0].lower() for line in freeze.splitlines()}
+
+
 @pytest.mark.skipif(not IN_VM, reason="an update from this checkout would replace the Pi's")
 def test_an_update_keeps_config_and_key_and_restarts() -> None:
+    """`git pull && sudo scripts/install-pi.sh`: config and key kept, the service restarted
+    with the new code; what did not change is neither built nor installed again, and a
+    package the lock no longer names is gone."""
     config, key = CONFIG.read_bytes(), KEY_FILE.read_bytes()
     invocation = show("InvocationID")
+    # The wheels built from the lock's sources at the install, kept for updates.
+    built = {wheel.name.split("-")[0]: wheel.stat().st_ino
+             for wheel in WHEEL_CACHE.glob("*/*/*.whl")}
+    assert {"pyaudio", "systemd_python"} <= set(built), built
+    # A package an earlier version of the appliance needed (any wheel the lock lacks).
+    stale = next(Path("/srv/hil/wheelhouse").glob("iniconfig-*.whl"))
+    sh([str(VENV / "bin" / "pip"), "install", "--no-index", "--no-deps", str(stale)])
+    assert "iniconfig" in venv_packages()
+    unchanged, appliance = site_file("numpy/__init__.py"), site_file("device/__init__.py")
+    inodes = unchanged.stat().st_ino, appliance.stat().st_ino
     status, output = sh_live(f"cd {CHECKOUT} && sudo scripts/install-pi.sh --no-camera "
                              "--no-gpio", user=OWNER, log="update.txt")
     assert status == 0, output[-3000:]
@@ -132,4 +151,9 @@ def test_an_update_keeps_config_and_key_and_restarts() -> None:
     assert KEY_FILE.read_bytes() == key
     wait_active()
     assert show("InvocationID") != invocation, "not restarted"
-
+    assert "iniconfig" not in venv_packages()
+    assert site_file("numpy/__init__.py").stat().st_ino == inodes[0], "numpy installed again"
+    assert site_file("device/__init__.py").stat().st_ino != inodes[1], "the new code not installed"
+    again = {wheel.name.split("-")[0]: wheel.stat().st_ino
+             for wheel in WHEEL_CACHE.glob("*/*/*.whl")}
+    assert again == built, "the source-only packages were built again"

@@ -11,6 +11,7 @@ from hilrig import (
     CA_FILE,
     CHECKOUT,
     CONFIG,
+    DROP_IN,
     KEY_FILE,
     OWNER,
     UNIT,
@@ -58,15 +59,17 @@ def test_uninstall_keeps_the_owners_files() -> None:
     uninstall()
     for gone in (f"/etc/systemd/system/{UNIT}", "/etc/systemd/system/live-appliance-retry.timer",
                  "/etc/systemd/system/live-appliance-retry.service", "/opt/live-appliance",
-                 "/usr/local/bin/live-appliance"):
+                 "/usr/local/bin/live-appliance", "/var/cache/live-appliance"):
         assert not Path(gone).exists(), gone
     assert sh(["id", "live-appliance"], check=False).returncode != 0
     assert sh(["systemctl", "is-active", UNIT], check=False).stdout.strip() != "active"
     assert CONFIG.exists() and KEY_FILE.exists()
     assert Path("/var/lib/live-appliance").exists()
+    assert DROP_IN.exists(), "the owner's drop-in for the service"
 
 
 def test_uninstall_purge_removes_them() -> None:
     uninstall("--purge")
     assert not Path("/etc/live-appliance").exists()
     assert not Path("/var/lib/live-appliance").exists()
+    assert not DROP_IN.parent.exists()
