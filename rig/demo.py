@@ -10,36 +10,20 @@ happened, with the camera frames that went along.
 from __future__ import annotations
 
 import argparse
-import io
 import shutil
-import subprocess
 import time
-import wave
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import soxr
 
 from device.audio.pcm import write_wav
 from device.live.wire import MIC_RATE, REPLY_RATE
 from rig.daemon import scratch_dir, start_daemon
 from rig.loopback import PulseLoopback, Recorder
 from rig.server.server import ServerThread
+from rig.speech import speak
 
 #: No camera here: the daemon sees the synthetic test pattern, one frame a second.
 CAMERA = {"camera": {"enabled": True, "source": "synthetic"}}
-
-
-def speak(text: str, rate: int = MIC_RATE) -> bytes:
-    """The text spoken by espeak-ng as mono s16le at `rate`."""
-    if shutil.which("espeak-ng") is None:
-        raise SystemExit("demo: espeak-ng is missing; run scripts/setup")
-    wav = subprocess.run(["espeak-ng", "--stdout", text], capture_output=True, check=True).stdout
-    with wave.open(io.BytesIO(wav)) as w:
-        source_rate = w.getframerate()
-        samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
-    return soxr.resample(samples, source_rate, rate).astype(np.int16).tobytes()
 
 
 def run_demo(args: argparse.Namespace) -> int:
