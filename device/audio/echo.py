@@ -1,0 +1,363 @@
+"""Echo cancellation: the box's own voice taken back out of its microphone.
+
+A voice box has its speaker a few centimetres from its microphone. WebRTC's
+audio processing module (AEC3, its noise suppressor and high-pass filter, the
+ones every browser call uses; bound by `pywebrtc-audio`) cleans the 16 kHz
+microphone stream in 10 ms frames on the capture callback's thread.
+
+The reference it subtracts is exactly what the speaker played: the playback
+callback hands each period (after volume) to `FarEnd`, placed in time by when
+PortAudio says it will be heard. For each microphone frame, placed in time by
+when PortAudio says it was recorded, the canceller takes the reference heard a
+little later (`lead_for`): AEC3 cannot cancel an echo that arrives before its
+reference, so timing errors must all fall on the safe side; its own delay
+estimator finds the rest (the acoustic path, and whatever the reported
+latencies got wrong).
+
+The binding has wheels for 64-bit Linux (x86_64, aarch64); where it is missing
+(32-bit Raspberry Pi OS) `unavailable()` says why and the box gates instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import soxr
+
+from device.live.wire import MIC_RATE
+
+RATE = MIC_RATE
+FRAME = RATE // 100  # the module works in 10 ms frames
+#: The least lead of the reference over the microphone, for timing errors of a millisecond
+#: or two; and the slack left before what the speaker has been handed runs out.
+MIN_LEAD_S = 0.005
+MARGIN_S = 0.002
+#: What each stage holds back (measured: the peak of the cross-correlation of its input
+#: and output). AEC3 works in 4 ms blocks behind a frame blocker; the noise suppressor
+#: overlaps its analysis windows.
+ECHO_LATENCY_S = 128 / RATE
+NOISE_LATENCY_S = 96 / RATE
+#: Timestamps further than this from where a stream's clock expects them are a stream that
+#: stopped and started again. Less is a late callback, not a gap: PortAudio stamps a late
+#: playback callback late by as much, while the sound card plays on without a break (by 20
+#: to 40 ms on a busy machine here). Real gaps are the xruns PortAudio reports (`resync`).
+JUMP_S = 0.1
+#: A capture stamp is the sound card's own (PortAudio's ADC time): a late callback does
+#: not move it. Off by more than this from the clock, input was lost.
+CAPTURE_JUMP_S = 0.01
+#: What the speaker hands over beyond each period, of what is queued to follow it: more
+#: than its callbacks come late (up to 40 ms through PulseAudio's ALSA plugin here).
+QUEUED_S = 0.05
+#: 16 kHz samples read beyond each end of the reference, for the resampler's filter.
+MARGIN = RATE // 200
+#: For the module's first this long of the box speaking (after a start or an xrun), what is
+#: left is lowered this much (a reference louder than GUARD_FLOOR, in int16 RMS, is the
+#: box speaking).
+GUARD_S = 1.0
+GUARD_DB = 20.0
+GUARD_GAIN = 10 ** (-GUARD_DB / 20)
+GUARD_FLOOR = 32768 * 10 ** (-50 / 20)
+#: What the module hears of the moments before it starts again (two frames: more than it
+#: holds back), so that it starts where the unprocessed audio stopped.
+PRIME = 2 * FRAME
+#: A stream's clock closes the distance to the reported times over this long: slowly
+#: enough to average scheduling jitter away, quickly enough to follow a sound card whose
+#: crystal runs a little fast or slow (both streams follow it alike).
+FOLLOW_S = 10.0
+BINDING = "pywebrtc_audio"
+
+
+def lead_for(output_latency_s: float, period_s: float) -> float:
+    """How far ahead of each microphone frame to take the reference.
+
+    As much as the speaker's buffer allows: when a capture callback runs, the
+    speaker has been handed what it will play for its output latency less up to
+    one period, and a reference taken beyond that would be silence that never
+    gets corrected. More lead covers larger errors in the reported latencies.
+    """
+    return max(MIN_LEAD_S, output_latency_s - period_s - MARGIN_S)
+
+
+def unavailable() -> str | None:
+    """Why echo cancellation cannot run on this box, or None when it can."""
+    try:
+        module = importlib.import_module(BINDING)
+    except ImportError as exc:
+        return f"pywebrtc-audio is not installed ({exc}); it has no wheel for this platform"
+    if not hasattr(module, "AudioProcessor"):
+        return "pywebrtc-audio here is a placeholder release without the audio processor"
+    return None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the microphone goes through on this box, from the settings and the platform."""
+
+    mic_during_playback: str  # hands-free, in force: "cancel" only where it can run
+    echo: bool  # cancel the speaker's echo (hands-free)
+    noise: bool  # suppress steady noise
+    missing: str | None = None  # why a setting that wanted the module cannot have it
+
+
+def plan(mic_during_playback: str, noise_suppression: bool | None, hands_free: bool) -> Plan:
+    """Decide once at start what runs. Without the module "cancel" falls back to "gate"
+    (the speaker is then never heard by the service) and noise suppression is off.
+    Noise suppression unset goes with cancelling: it also takes out what echo is left
+    (10 dB more here), for 6 ms more latency."""
+    cancel = mic_during_playback == "cancel"
+    missing = unavailable() if cancel or noise_suppression else None
+    if missing is not None:
+        return Plan("gate" if cancel else mic_during_playback, False, False, missing)
+    echo = hands_free and cancel
+    noise = echo if noise_suppression is None else noise_suppression
+    return Plan(mic_during_playback, echo, noise)
+
+
+class SampleClock:
+    """The times of a stream's samples, continuous from one block to the next.
+
+    PortAudio's timestamps jitter with thread scheduling by a millisecond or more, which
+    would smear the canceller's view of the echo path; sample counts do not. The clock
+    follows the reported times over `FOLLOW_S` and jumps only when the stream really
+    paused or skipped: its times off by more than `jump_s`, or an xrun (`resync`).
+    """
+
+    def __init__(self, rate: int, jump_s: float = JUMP_S) -> None:
+        self.rate = rate
+        self.jump_s = jump_s
+        self._next: float | None = None  # the time of the sample after the last block
+        self.jumped = False  # the last block did not follow on from the one before
+
+    def resync(self) -> None:
+        """The stream skipped (an xrun): believe the next reported time."""
+        self._next = None
+
+    def place(self, t_first: float, n: int) -> float:
+        """The time of the first of `n` samples that PortAudio put at `t_first`."""
+        expected = self._next
+        self.jumped = expected is None or abs(t_first - expected) > self.jump_s
+        if self.jumped:
+            start = t_first
+        else:
+            start = expected + (t_first - expected) * min(1.0, n / self.rate / FOLLOW_S)
+        self._next = start + n / self.rate
+        return start
+
+
+class FarEnd:
+    """What the speaker played, on a timeline of when it is heard.
+
+    The playback callback writes each period as it hands it to PortAudio, with what
+    is queued to follow it (`ahead`): PortAudio calls back in bursts, and without what
+    comes next the canceller would sometimes ask for a reference that is not written
+    yet, get silence, and let that moment's echo through. A barge-in's silence
+    overwrites what was queued at the next period. Written at the speaker's rate on
+    the playback thread (a copy), resampled to 16 kHz when the capture thread reads
+    it; one short lock between them. Times where nothing played read as silence.
+    """
+
+    def __init__(self, history_s: float = 1.0) -> None:
+        #: How far ahead of each microphone frame to take the reference: the speaker sets it
+        #: from its latency when it opens (`lead_for`).
+        self.lead_s = MIN_LEAD_S
+        self._history_s = history_s
+        self._lock = threading.Lock()
+        self._rate = 0
+        self._ring = np.zeros(0, dtype=np.int16)
+        self._origin = 0.0  # the time of sample index 0
+        self._end = 0  # one past the newest index written
+        self._clock: SampleClock | None = None
+        #: Set when the speaker's stream started again or underran, cleared by the canceller
+        #: that starts afresh because of it.
+        self.skipped = False
+
+    def played(
+        self, samples: np.ndarray, rate: int, t_heard: float, ahead: np.ndarray | None = None
+    ) -> None:
+        """`samples` (mono int16 at `rate`) sound from `t_heard` on; `ahead` is queued
+        to follow them."""
+        opened = self._clock is None or self._clock.rate != rate
+        if opened:
+            self._clock = SampleClock(rate)
+        assert self._clock is not None
+        start = self._clock.place(t_heard, samples.size)
+        if self._clock.jumped and not opened:
+            self.skipped = True  # it started again or underran: the echo may have moved
+        data = samples if ahead is None or not ahead.size else np.concatenate([samples, ahead])
+        with self._lock:
+            if rate != self._rate:
+                self._rate, self._origin, self._end = rate, start, 0
+                self._ring = np.zeros(round(self._history_s * rate), dtype=np.int16)
+            first = round((start - self._origin) * rate)
+            size = self._ring.size
+            if first > self._end:  # nothing played in between: silence
+                self._put(max(self._end, first - size), np.zeros(min(first - self._end, size)))
+            lo = max(first, self._end - size, first + data.size - size)
+            if lo < first + data.size:
+                self._put(lo, data[lo - first :])
+                self._end = max(self._end, first + data.size)
+
+    def resync(self) -> None:
+        """The speaker underran: what it plays from now on is later than it was going to be,
+        by about as much as PortAudio can tell (through PulseAudio: not exactly)."""
+        if self._clock is not None:
+            self._clock.resync()
+
+    def cut(self) -> None:
+        """A reply was cut short (barge-in). Whether a person spoke or the box heard itself,
+        the canceller starts afresh: if its own voice got through, what the canceller had
+        learned let it, and each answer that followed was cut at its first words in turn
+        (seen here: a loop of self-interruptions the box never left); if a person spoke,
+        the box is quiet now and a fresh start costs nothing."""
+        self.skipped = True
+
+    def _put(self, index: int, data: np.ndarray) -> None:
+        """Write at an absolute index (wrapping round the ring); the lock is held."""
+        size = self._ring.size
+        at = index % size
+        head = min(data.size, size - at)
+        self._ring[at : at + head] = data[:head]
+        self._ring[: data.size - head] = data[head:]
+
+    def heard(self, t_first: float, n: int) -> np.ndarray:
+        """The `n` samples at 16 kHz heard from `t_first` on; silence where nothing played."""
+        with self._lock:
+            rate = self._rate
+            if not rate:
+                return np.zeros(n, dtype=np.int16)
+            # A stretch of the speaker's samples that maps onto the 16 kHz grid exactly,
+            # with a margin each side for the resampler's filter to settle in.
+            step = RATE // math.gcd(RATE, rate)
+            want = round((t_first - self._origin) * RATE)
+            lo = (want - MARGIN) // step * step
+            hi = -(-(want + n + MARGIN) // step) * step
+            first, last = lo * rate // RATE, hi * rate // RATE
+            window = np.zeros(last - first, dtype=np.int16)
+            known_lo, known_hi = max(first, self._end - self._ring.size, 0), min(last, self._end)
+            if known_lo < known_hi:
+                size = self._ring.size
+                at = known_lo % size
+                count = known_hi - known_lo
+                head = min(count, size - at)
+                window[known_lo - first : known_lo - first + head] = self._ring[at : at + head]
+                window[known_lo - first + head : known_hi - first] = self._ring[: count - head]
+        if rate != RATE:
+            window = soxr.resample(window, rate, RATE)
+        return window[want - lo : want - lo + n]
+
+
+class Canceller:
+    """Cleans the microphone's 16 kHz stream: echo (with a `FarEnd`), noise, rumble.
+
+    Used from the capture callback's thread only, which hands it everything recorded
+    and says whether the audio is wanted cleaned (`active`): it runs only while the
+    microphone goes to the service, and an idle box pays nothing for it. When it starts
+    again it is primed with the moments just before, and its output joins what went out
+    unprocessed without a gap or a repeat.
+
+    Whole 10 ms frames go through the module; a remainder waits for the next block, so a
+    device period that is a whole number of 10 ms (as the appliance's chunks are) adds
+    nothing but the module's own `latency_s`.
+    """
+
+    def __init__(self, far: FarEnd | None, *, noise: bool = False) -> None:
+        """`far`: cancel the echo of what it heard; `noise`: suppress steady noise too."""
+        binding: Any = importlib.import_module(BINDING)
+        self._far = far
+        self._apm = binding.AudioProcessor(
+            sample_rate=RATE,
+            echo_cancellation=far is not None,
+            noise_suppression=noise,
+            high_pass_filter=True,
+        )
+        self.latency_s = (ECHO_LATENCY_S if far is not None else 0.0) + (
+            NOISE_LATENCY_S if noise else 0.0
+        )
+        self._clock = SampleClock(RATE, CAPTURE_JUMP_S)
+        self._held = np.zeros(0, dtype=np.int16)  # less than a frame, waiting for the rest
+        self._recent = np.zeros(0, dtype=np.int16)  # the last moments while inactive
+        self._active = False
+        self._drop = 0  # output samples still to leave out after starting
+        self._restart = False  # an overrun: start the module afresh
+        #: The last process() call started it: what it handed over is a frame-aligned part.
+        self.started = False
+        self._converging_s = GUARD_S  # of the box speaking, before the guard lifts
+        self._far_level = 0.0  # the reference's RMS in the block before (int16 units)
+
+    def resync(self) -> None:
+        """The microphone overran: input was lost, what comes next was recorded later."""
+        self._clock.resync()
+        self._restart = True
+
+    def _after_xrun(self) -> None:
+        """An xrun on either side (or a speaker that stopped and started again) moves
+        the echo in time by an amount nobody reports exactly. AEC3 finds the new delay
+        sooner from its initial state than its converged filter follows it, and it is
+        guarded again while it converges (in the simulation, of 16 underruns of 20 and
+        60 ms: 10 let echo through louder than the server's voice threshold as things
+        were, 2 after a restart, none with the guard)."""
+        far_skipped = self._far is not None and self._far.skipped
+        if self._restart or far_skipped:
+            self._apm.reset()
+            self._restart = False
+            self._converging_s, self._far_level = GUARD_S, 0.0
+            if self._far is not None:
+                self._far.skipped = False
+
+    def _guard(self, out: np.ndarray, far: np.ndarray | None) -> np.ndarray:
+        """Lower what is left while the box speaks during the module's first `GUARD_S` of
+        hearing it (from the start, and after an xrun): it lets single frames through
+        then, and the service takes one loud frame for speech."""
+        if far is None or self._converging_s <= 0:
+            return out
+        level = float(np.sqrt(np.mean(far.astype(np.float64) ** 2)))
+        speaking = max(level, self._far_level)  # this block or the one before: the echo lags
+        self._far_level = level
+        if speaking < GUARD_FLOOR:
+            return out
+        self._converging_s -= out.size / RATE
+        return (out * GUARD_GAIN).astype(np.int16)
+
+    @property
+    def behind_s(self) -> float:
+        """How long before the newest sample handed in the newest one handed out was
+        recorded: what waits for a whole frame, and what the module holds back."""
+        return self._held.size / RATE + self.latency_s if self._active else 0.0
+
+    def process(self, samples: np.ndarray, t_first: float, active: bool = True) -> np.ndarray:
+        """`samples` (int16) recorded from `t_first` on; returns what can go on now:
+        the frames cleaned so far, or `samples` as they are when not `active`."""
+        self.started = False
+        if not active:
+            self._active = False
+            self._held = self._held[:0]
+            self._recent = np.concatenate([self._recent, samples])[-PRIME:]
+            return samples
+        starting = self.started = not self._active
+        if starting:  # the module first hears what went out unprocessed
+            self._active = True
+            primer, self._recent = self._recent, self._recent[:0]
+            samples = np.concatenate([primer, samples])
+            t_first -= primer.size / RATE
+            self._drop = primer.size + round(self.latency_s * RATE)
+            self._clock.resync()
+        start = self._clock.place(t_first, samples.size) - self._held.size / RATE
+        if self._clock.jumped and not starting:
+            self._restart = True  # input was lost: the echo moved
+        data = np.concatenate([self._held, samples]) if self._held.size else samples
+        whole = data.size - data.size % FRAME
+        self._held = data[whole:].copy()
+        if not whole:
+            return data[:0]
+        near = data[:whole]
+        self._after_xrun()
+        far = None if self._far is None else self._far.heard(start + self._far.lead_s, whole)
+        out = self._guard(self._apm.process(near, far), far)
+        skip = min(self._drop, out.size)
+        self._drop -= skip
+        return out[skip:]

@@ -1,0 +1,299 @@
+"""The echo canceller on synthetic signals: the box's voice goes, a person's voice stays.
+
+The speaker and the microphone are simulated the way PortAudio drives them: the
+playback callback hands 10 ms periods at 24 kHz that are heard a latency later,
+the capture callback hands 40 ms blocks at 16 kHz recorded a latency earlier,
+both with timestamps that jitter as thread scheduling does.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import pytest
+import soxr
+
+from device.audio import echo
+from device.audio.echo import RATE, Canceller, FarEnd, SampleClock, lead_for
+from rig.server.vad import DEFAULT_THRESHOLD
+from rig.speech import said
+
+SPEAKER_RATE = 24000
+T0 = 1000.0  # the simulated monotonic time of sample 0
+#: The local server's voice detector: a 20 ms frame louder than this is speech.
+VOICE_DBFS = 20 * np.log10(DEFAULT_THRESHOLD / 32768)
+REPLY = (
+    "The weather tomorrow will be sunny with a light breeze from the west, and temperatures "
+    "will rise to around twenty two degrees in the afternoon. In the evening clouds will "
+    "gather over the hills and there may be a short shower before midnight."
+)
+
+
+@cache
+def spoken(text: str, dbfs: float) -> np.ndarray:
+    """`text` said at that loudness (espeak-ng takes a moment: once per test session)."""
+    return said(text, dbfs)
+
+
+def reply(seconds: float) -> np.ndarray:
+    """The box's voice: a long answer at -20 dBFS, as loud as the Live API's replies."""
+    return spoken(REPLY, -20.0)[: round(seconds * RATE)]
+
+
+def frames_dbfs(samples: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
+    """Loudness of each 20 ms frame (the server's detector's frame) in the span; `samples`
+    as int16 or as float in [-1, 1]."""
+    frame = RATE // 50
+    a, b = round(start_s * RATE), round(end_s * RATE)
+    scale = 32768.0 if samples.dtype == np.int16 else 1.0
+    x = samples[a:b]
+    x = x[: x.size - x.size % frame].astype(np.float64).reshape(-1, frame) / scale
+    return 20 * np.log10(np.sqrt(np.mean(x**2, axis=1)) + 1e-9)
+
+
+@dataclass
+class Room:
+    """How the speaker's sound comes back into the microphone, and how PortAudio reports it."""
+
+    acoustic_s: float = 0.003  # speaker to microphone
+    gain: float = 0.5
+    tail: np.ndarray | None = None  # the room's impulse response after the direct sound
+    underrun_at_s: float | None = None  # the speaker underruns here (PortAudio says so)...
+    underrun_s: float = 0.06  # ...and plays on this much later
+    barge_in: bool = False  # ...not an underrun: the reply was cut there (FarEnd.cut)
+    reported_error_s: float = 0.0  # what PortAudio's latencies get wrong
+    jitter_s: float = 0.001
+    out_latency_s: float = 0.02  # two 10 ms periods, as the appliance's speaker runs
+    in_latency_s: float = 0.002  # a capture callback runs as soon as its block is recorded
+
+    @property
+    def lead_s(self) -> float:
+        return lead_for(self.out_latency_s, 0.01)
+
+
+def run(
+    far: np.ndarray | None, talker: np.ndarray, room: Room, noise: bool = False, seed: int = 7
+) -> tuple[np.ndarray, np.ndarray, Canceller]:
+    """Play `far` (None: the speaker rests), let `talker` speak into the microphone too;
+    returns what the microphone recorded and what the canceller made of it, as int16."""
+    rng = np.random.default_rng(seed)
+    far_end = FarEnd()
+    far_end.lead_s = room.lead_s  # as the speaker sets it from its latency
+    canceller = Canceller(far_end, noise=noise)
+    played = np.zeros(talker.size) if far is None else far
+    response = np.zeros(round(room.acoustic_s * RATE) + 1)
+    response[-1] = 1.0
+    if room.tail is not None:
+        response = np.concatenate([response, room.tail])
+    echo_ = np.convolve(played, response)[: played.size] * room.gain
+    if room.underrun_at_s is not None:
+        at, gap = round(room.underrun_at_s * RATE), round(room.underrun_s * RATE)
+        echo_[at:] = np.concatenate([np.zeros(gap), echo_[at:]])[: echo_.size - at]
+    mic = echo_ + talker + rng.standard_normal(played.size) * 1e-4
+    mic16 = np.round(np.clip(mic, -1, 1) * 32767).astype(np.int16)
+    far24 = np.round(np.clip(soxr.resample(played, RATE, SPEAKER_RATE), -1, 1) * 32767)
+    events: list[tuple[float, str, int]] = []
+    period = SPEAKER_RATE // 100
+    if far is not None:
+        events += [(k * 0.01 - room.out_latency_s, "play", k) for k in range(far24.size // period)]
+    block = RATE * 40 // 1000
+    for j in range(mic16.size // block):
+        events.append(((j + 1) * block / RATE + room.in_latency_s, "record", j))
+    cleaned = []
+    for _, kind, i in sorted(events):
+        jitter = rng.uniform(-room.jitter_s, room.jitter_s)
+        if kind == "play":
+            heard = T0 + i * 0.01 + room.reported_error_s + jitter
+            if room.underrun_at_s is not None and i == round(room.underrun_at_s * 100):
+                far_end.cut() if room.barge_in else far_end.resync()
+            samples = far24[i * period : (i + 1) * period].astype(np.int16)
+            far_end.played(samples, SPEAKER_RATE, heard)
+        else:
+            recorded = mic16[i * block : (i + 1) * block]
+            cleaned.append(canceller.process(recorded, T0 + i * 0.04 + jitter))
+    out = np.concatenate(cleaned)
+    return mic16[: out.size], out, canceller
+
+
+def erle_db(mic: np.ndarray, out: np.ndarray, start_s: float, end_s: float) -> float:
+    """How much quieter the canceller's output is than the microphone, over a span."""
+    a, b = round(start_s * RATE), round(end_s * RATE)
+    power = lambda x: float(np.mean(x[a:b].astype(np.float64) ** 2)) + 1e-9  # noqa: E731
+    return 10 * np.log10(power(mic) / power(out))
+
+
+def voiced(talker: np.ndarray, out: np.ndarray, start_s: float, end_s: float) -> float:
+    """Of the 20 ms frames in which the person's voice alone would be speech to the server,
+    the share that still is in the canceller's output."""
+    spoken = frames_dbfs(talker, start_s, end_s) > VOICE_DBFS
+    heard = frames_dbfs(out, start_s, end_s) > VOICE_DBFS
+    return float(np.mean(heard[spoken]))
+
+
+def test_the_speakers_echo_is_removed_after_a_second() -> None:
+    far = reply(9)
+    mic, out, _ = run(far, np.zeros(far.size), Room())
+    assert erle_db(mic, out, 1.0, 9.0) >= 25
+    assert frames_dbfs(out, 1.0, 9.0).max() < VOICE_DBFS  # nothing the server takes for speech
+
+
+def test_reverberation_is_removed_too() -> None:
+    far = reply(9)
+    rng = np.random.default_rng(3)
+    n = RATE // 4  # a 250 ms tail, decaying 8.7 dB every 50 ms
+    tail = 0.3 * rng.standard_normal(n) * np.exp(-np.arange(n) / (0.05 * RATE)) / np.sqrt(n / 8)
+    mic, out, _ = run(far, np.zeros(far.size), Room(tail=tail))
+    assert erle_db(mic, out, 2.0, 9.0) >= 20
+    assert frames_dbfs(out, 2.0, 9.0).max() < VOICE_DBFS
+
+
+def test_latency_the_speaker_does_not_report_is_found_by_the_modules_delay_estimation() -> None:
+    far = reply(9)
+    # A speaker that buffers 60 ms more than PortAudio knows (Bluetooth, a USB DSP).
+    mic, out, _ = run(far, np.zeros(far.size), Room(acoustic_s=0.06))
+    assert erle_db(mic, out, 3.0, 9.0) >= 25
+
+
+@pytest.mark.parametrize("barge_in", [False, True])
+def test_after_the_echo_moves_its_echo_stays_out(barge_in: bool) -> None:
+    """Through PulseAudio nobody knows exactly how late the sound is after an underrun;
+    a reply cut short starts the canceller afresh too (its echo may have been the cut)."""
+    far = reply(9)
+    _, out, _ = run(far, np.zeros(far.size), Room(underrun_at_s=5.0, barge_in=barge_in))
+    assert frames_dbfs(out, 1.0, 9.0).max() < VOICE_DBFS
+
+
+def test_a_person_talking_over_the_reply_is_heard() -> None:
+    far = reply(9)
+    talker = np.zeros(far.size)
+    words = spoken("Stop, what about Sunday morning?", -26.0)
+    talker[6 * RATE : 6 * RATE + words.size] = words
+    _, out, _ = run(far, talker, Room())
+    assert frames_dbfs(out, 1.0, 6.0).max() < VOICE_DBFS  # the reply alone: nothing heard
+    end = 6 + words.size / RATE
+    # the server hears the person within their first 200 ms: it interrupts the reply
+    assert voiced(talker, out, 6.0, 6.2) > 0
+    assert voiced(talker, out, 6.0, end) >= 0.5
+
+
+def test_with_the_speaker_resting_the_microphone_passes() -> None:
+    talker = spoken("Hello, what is the time?", -26.0)
+    _, out, _ = run(None, talker, Room())
+    assert voiced(talker, out, 0.0, talker.size / RATE - 0.05) == 1.0
+
+
+@pytest.mark.parametrize("with_echo, noise", [(True, False), (False, True), (True, True)])
+def test_what_comes_out_is_in_step_with_what_went_in(with_echo: bool, noise: bool) -> None:
+    """The module holds back `latency_s`; what comes out starts with the first sample that
+    went in, so the stream is neither shifted nor padded (its times say how late it is)."""
+    samples = np.round(spoken("Hello, what is the time?", -20.0) * 32767).astype(np.int16)
+    canceller = Canceller(FarEnd() if with_echo else None, noise=noise)
+    blocks = range(0, samples.size - 639, 640)
+    out = np.concatenate([canceller.process(samples[i : i + 640], T0 + i / RATE) for i in blocks])
+    held_back = round(canceller.behind_s * RATE)
+    assert out.size + held_back == len(blocks) * 640
+    assert held_back >= round(canceller.latency_s * RATE) > 0
+    corr = np.correlate(out.astype(np.float64), samples[: out.size].astype(np.float64), "full")
+    assert int(np.argmax(corr)) - (out.size - 1) == 0
+
+
+def test_blocks_that_are_not_whole_frames_wait_for_the_rest() -> None:
+    canceller = Canceller(None, noise=True)
+    assert canceller.process(np.zeros(100, dtype=np.int16), T0).size == 0
+    assert canceller.behind_s == pytest.approx((100 + 96) / RATE)
+    out = canceller.process(np.zeros(250, dtype=np.int16), T0 + 100 / RATE)
+    assert out.size == 320 - 96  # what the module holds back at the start is left out
+    assert canceller.behind_s == pytest.approx((30 + 96) / RATE)
+
+
+def test_it_starts_where_the_unprocessed_audio_stopped() -> None:
+    """Idle, the microphone goes out as recorded; at a press the canceller takes over
+    mid-stream, and the words spoken across that moment arrive whole."""
+    samples = np.round(spoken("One two three four five six seven.", -20.0) * 32767).astype(np.int16)
+    canceller = Canceller(FarEnd(), noise=True)
+    out = []
+    for i in range(0, samples.size - 639, 640):
+        active = i >= RATE // 2  # the press, half a second in
+        out.append(canceller.process(samples[i : i + 640], T0 + i / RATE, active))
+    got = np.concatenate(out).astype(np.float64)
+    assert np.array_equal(got[: RATE // 2], samples[: RATE // 2])  # before: as recorded
+    after = got[RATE // 2 : RATE // 2 + 3200]  # the 200 ms from the press on
+    around = samples[RATE // 2 - 200 : RATE // 2 + 3400].astype(np.float64)
+    fit = np.correlate(after, around, "valid")
+    assert int(np.argmax(fit)) == 200  # in step: nothing left out, nothing said twice
+    norm = np.linalg.norm(after) * np.linalg.norm(around[200:-200])
+    assert fit.max() / norm > 0.8  # and the same words (filtered: not sample for sample)
+
+
+# -- the reference timeline -------------------------------------------------------------
+
+
+def test_far_end_reads_silence_where_nothing_played() -> None:
+    far_end = FarEnd()
+    assert not far_end.heard(T0, 160).any()  # nothing yet
+    far_end.played(np.full(160, 1000, dtype=np.int16), RATE, T0)
+    far_end.played(np.full(160, 2000, dtype=np.int16), RATE, T0 + 0.5)  # a pause between
+    assert (far_end.heard(T0, 160) == 1000).all()
+    assert not far_end.heard(T0 + 0.1, 160).any()
+    assert (far_end.heard(T0 + 0.5, 160) == 2000).all()
+    assert not far_end.heard(T0 + 0.6, 160).any()  # not played (yet)
+
+
+def test_far_end_forgets_what_is_older_than_its_history() -> None:
+    far_end = FarEnd(history_s=0.1)
+    far_end.played(np.full(160, 1000, dtype=np.int16), RATE, T0)
+    far_end.played(np.full(160, 2000, dtype=np.int16), RATE, T0 + 0.2)
+    assert not far_end.heard(T0, 160).any()
+    assert (far_end.heard(T0 + 0.2, 160) == 2000).all()
+
+
+def test_far_end_places_resampled_sound_where_it_was_heard() -> None:
+    far_end = FarEnd(history_s=4.0)
+    click_at = 0.3
+    played = np.zeros(SPEAKER_RATE // 2, dtype=np.int16)
+    played[round(click_at * SPEAKER_RATE)] = 30000
+    for start in (T0, T0 + 2.5):  # the speaker rests for two seconds in between
+        for k in range(50):  # 10 ms periods at 24 kHz
+            far_end.played(played[k * 240 : (k + 1) * 240], SPEAKER_RATE, start + k * 0.01)
+    heard = far_end.heard(T0, 3 * RATE)
+    clicks = np.flatnonzero(np.abs(heard) > 3000)
+    assert {round(i / RATE - click_at, 3) for i in clicks} == {0.0, 2.5}
+
+
+# -- the clock --------------------------------------------------------------------------
+
+
+def test_sample_clock_smooths_jitter_follows_drift_and_believes_a_real_skip() -> None:
+    clock = SampleClock(RATE)
+    rng = np.random.default_rng(0)
+    starts = [clock.place(T0 + k * 0.04 + rng.uniform(-0.002, 0.002), 640) for k in range(50)]
+    assert np.max(np.abs(np.diff(starts) - 0.04)) < 0.0001  # 4 ms of jitter: gone
+    # a sound card whose crystal is 100 ppm fast: followed within a millisecond
+    fast = [clock.place(T0 + 2 + k * 0.04 * (1 - 1e-4), 640) for k in range(3000)]
+    assert abs(fast[-1] - (T0 + 2 + 2999 * 0.04 * (1 - 1e-4))) < 0.001
+    late = fast[-1] + 0.04 + 0.03  # a callback 30 ms late: the card played on regardless
+    assert clock.place(late, 640) == pytest.approx(fast[-1] + 0.04, abs=0.001)
+    assert not clock.jumped
+    clock.resync()  # an xrun: the stream did skip
+    assert clock.place(late + 0.04, 640) == late + 0.04
+    assert clock.place(T0 + 1000.0, 640) == T0 + 1000.0  # a stream that restarted
+    assert clock.jumped
+
+
+# -- where the binding is missing ----------------------------------------------------------
+
+
+def test_unavailable_says_why_when_the_binding_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert echo.unavailable() is None  # installed here
+
+    def missing(name: str) -> types.ModuleType:
+        raise ModuleNotFoundError(f"No module named {name!r}")
+
+    monkeypatch.setattr(echo.importlib, "import_module", missing)
+    assert echo.unavailable()
+    # 32-bit Raspberry Pi OS: pip finds only the 0.0.1 placeholder, an empty package
+    monkeypatch.setattr(echo.importlib, "import_module", lambda name: types.ModuleType(name))
+    assert echo.unavailable()
