@@ -11,6 +11,11 @@ costs next to nothing beyond the sound card itself. In a hands-free conversation
 the same holds for silence: forwarded with a ``QuietGate``, a microphone that has
 been quiet for a while goes back to the ring (``on_pause`` says so, once) until a
 chunk is loud again, and the ring goes out first.
+
+With a ``cleaner`` (`device.audio.echo.Canceller`) the 16 kHz audio goes through
+echo cancellation and noise suppression on the same thread while it is
+forwarded, before it is cut into chunks: the gate judges what the service would
+get, so the box's own voice, taken out, does not keep it open.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import soxr
 
 from device.audio import pcm
 from device.audio.devices import DeviceSpec
+from device.audio.echo import Canceller
 from device.audio.stream import PortAudioStream
 from device.live.wire import MIC_RATE
 
@@ -75,10 +81,13 @@ class Capture(PortAudioStream):
         on_overflow: Callable[[int], None] | None = None,
         preroll: int | None = None,
         on_pause: Callable[[], None] | None = None,
+        cleaner: Canceller | None = None,
     ) -> None:
         """`preroll`: hold chunks, keeping the newest `preroll` of them, until forward().
-        `on_pause` runs on the loop when a `QuietGate` starts holding the silence back."""
+        `on_pause` runs on the loop when a `QuietGate` starts holding the silence back;
+        `cleaner`: what the audio goes through while it is forwarded."""
         super().__init__(device, device_rate, channels)
+        self.cleaner = cleaner
         self.on_chunk = on_chunk
         self.chunk_ms = chunk_ms
         self.chunk_bytes = RATE * chunk_ms // 1000 * 2
@@ -149,6 +158,18 @@ class Capture(PortAudioStream):
             return [], False
         return [(chunk, t)], False
 
+    def _recorded(self, time_info: dict, frames: int) -> float:
+        """When a callback's newest sample was recorded (time.monotonic()).
+
+        PortAudio gives the capture time of the buffer's first sample; host APIs that
+        do not know it give 0, and then the callback's own time is all there is.
+        """
+        now = self._called()
+        first = self._on_monotonic(time_info.get("input_buffer_adc_time", 0.0), time_info, now)
+        if first is None or not self.device_rate:
+            return now
+        return min(max(first + frames / self.device_rate, now - MAX_STALE_S), now)
+
     def _started(self) -> None:
         log.info(
             "capture started on %s at %d Hz, %d channel(s)",
@@ -160,18 +181,21 @@ class Capture(PortAudioStream):
     def _callback(
         self, in_data: bytes | None, frame_count: int, time_info: dict, status: int
     ) -> tuple[None, int]:
-        recorded = self._called() - _waited(time_info, frame_count, self.device_rate)
+        recorded = self._recorded(time_info, frame_count)
         loop = self._loop
         assert loop is not None
+        cleaner = self.cleaner
         try:
             if not self._told_delivering:
                 self._told_delivering = True
                 loop.call_soon_threadsafe(self.delivering.set)
             if status & pyaudio.paInputOverflow:
                 self.overflows += 1
+                if cleaner is not None:
+                    cleaner.resync()
                 if self.on_overflow is not None:
                     loop.call_soon_threadsafe(self.on_overflow, self.overflows)
-            if in_data and self.channels == 1 and self._resampler is None:
+            if in_data and self.channels == 1 and self._resampler is None and cleaner is None:
                 self._pending += in_data  # already what the service takes
             elif in_data:
                 samples = np.frombuffer(in_data, dtype=np.int16)
@@ -179,13 +203,21 @@ class Capture(PortAudioStream):
                     samples = samples[:: self.channels]
                 if self._resampler is not None:
                     samples = self._resampler.resample_chunk(samples)
+                if cleaner is not None:
+                    first = recorded - samples.size / RATE
+                    samples = cleaner.process(samples, first, active=self._forwarding)
                 self._pending += samples.tobytes()
-            while len(self._pending) >= self.chunk_bytes:
-                chunk = bytes(self._pending[: self.chunk_bytes])
-                del self._pending[: self.chunk_bytes]
+            behind = cleaner.behind_s if cleaner is not None else 0.0
+            # A cleaner that just started hands over a chunk less what it holds back; sent
+            # whole chunks only, every later chunk would wait a period for its last samples.
+            short = len(self._pending) % self.chunk_bytes if cleaner and cleaner.started else 0
+            while len(self._pending) >= (short or self.chunk_bytes):
+                size, short = short or self.chunk_bytes, 0
+                chunk = bytes(self._pending[:size])
+                del self._pending[:size]
                 # Samples still pending were recorded after this chunk's last one. A
                 # late callback bunches its audio: the estimate never runs backwards.
-                t = max(recorded - len(self._pending) / 2 / RATE, self._last_chunk_t)
+                t = max(recorded - behind - len(self._pending) / 2 / RATE, self._last_chunk_t)
                 self._last_chunk_t = t
                 with self._ring_lock:
                     handed, paused = self._route(chunk, t)
@@ -196,16 +228,3 @@ class Capture(PortAudioStream):
         except RuntimeError:  # the loop is closed: nobody is listening any more
             return None, pyaudio.paAbort
         return None, pyaudio.paContinue
-
-
-def _waited(time_info: dict, frames: int, rate: int | None) -> float:
-    """How long a callback's newest sample waited in the sound card before the callback.
-
-    PortAudio gives the capture time of the buffer's first sample; host APIs that
-    do not know it give 0, and then nothing is known to have waited.
-    """
-    first = time_info.get("input_buffer_adc_time", 0.0)
-    now = time_info.get("current_time", 0.0)
-    if first <= 0 or now <= 0 or not rate:
-        return 0.0
-    return min(max(now - first - frames / rate, 0.0), MAX_STALE_S)

@@ -23,6 +23,9 @@ from device.audio.portaudio import open_portaudio
 log = logging.getLogger(__name__)
 
 PORTAUDIO_LOCK = threading.Lock()
+#: How fast the offset between PortAudio's clock and time.monotonic() may creep up when no
+#: callback runs on time to show it (a step of the clock PortAudio reads).
+CLOCK_FOLLOW = 0.001
 PR_SET_NAME = 15
 
 
@@ -52,6 +55,7 @@ class PortAudioStream:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opened = 0.0
         self._last_call: float | None = None
+        self._clock_offset: float | None = None  # time.monotonic() less PortAudio's clock
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Open the device; callbacks reach `loop` (default: the running one).
@@ -117,6 +121,22 @@ class PortAudioStream:
     def _restarted(self) -> None:
         """The stream runs again after a pause: judge it as one just opened."""
         self._opened, self._last_call = time.monotonic(), None
+        self._clock_offset = None
+
+    def _on_monotonic(self, pa_time: float, time_info: dict, now: float) -> float | None:
+        """`pa_time` (PortAudio's clock) on time.monotonic()'s scale, or None where the host
+        API gives no times. A callback may run late (waiting for the GIL while the event loop
+        works, or on a busy machine) while PortAudio's own stamps stay right: the smallest
+        difference seen between the two clocks is the one without that delay."""
+        pa_now = time_info.get("current_time", 0.0)
+        if pa_time <= 0 or pa_now <= 0:
+            return None
+        diff = now - pa_now
+        if self._clock_offset is None or diff < self._clock_offset:
+            self._clock_offset = diff
+        else:
+            self._clock_offset += (diff - self._clock_offset) * CLOCK_FOLLOW
+        return pa_time + self._clock_offset
 
     def _called(self) -> float:
         """Stamp a call of PortAudio's (on the stream's own thread); returns the time.
