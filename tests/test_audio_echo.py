@@ -1,9 +1,9 @@
 """The echo canceller on synthetic signals: the box's voice goes, a person's voice stays.
 
-The speaker and the microphone are simulated the way PortAudio drives them: the
-playback callback hands 10 ms periods at 24 kHz that are heard a latency later,
-the capture callback hands 40 ms blocks at 16 kHz recorded a latency earlier,
-both with timestamps that jitter as thread scheduling does.
+The speaker and the microphone are simulated the way the appliance drives them: the
+speaker's writer hands PortAudio 50 ms pieces at 24 kHz 100 ms before they play, on
+its own sample count; the capture callback hands 40 ms blocks at 16 kHz recorded a
+latency earlier, with timestamps that jitter as thread scheduling does.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ import pytest
 import soxr
 
 from device.audio import echo
-from device.audio.echo import RATE, Canceller, FarEnd, SampleClock, lead_for
+from device.audio.echo import RATE, Canceller, FarEnd, SampleClock
 from rig.server.vad import DEFAULT_THRESHOLD
 from rig.speech import said
 
 SPEAKER_RATE = 24000
 T0 = 1000.0  # the simulated monotonic time of sample 0
+PIECE_S = 0.05  # what the speaker's writer hands PortAudio at a time...
+AHEAD_S = 0.1  # ...this long before it plays
 #: The local server's voice detector: a 20 ms frame louder than this is speech.
 VOICE_DBFS = 20 * np.log10(DEFAULT_THRESHOLD / 32768)
 REPLY = (
@@ -56,22 +58,18 @@ def frames_dbfs(samples: np.ndarray, start_s: float, end_s: float) -> np.ndarray
 
 @dataclass
 class Room:
-    """How the speaker's sound comes back into the microphone, and how PortAudio reports it."""
+    """How the speaker's sound comes back into the microphone, and what the box knows of it."""
 
-    acoustic_s: float = 0.003  # speaker to microphone
+    #: From the writer's count of when a sample plays to its sound at the microphone: the
+    #: acoustic path and whatever the sound card adds.
+    acoustic_s: float = 0.003
     gain: float = 0.5
     tail: np.ndarray | None = None  # the room's impulse response after the direct sound
-    underrun_at_s: float | None = None  # the speaker underruns here (PortAudio says so)...
-    underrun_s: float = 0.06  # ...and plays on this much later
-    barge_in: bool = False  # ...not an underrun: the reply was cut there (FarEnd.cut)
-    reported_error_s: float = 0.0  # what PortAudio's latencies get wrong
+    gap_at_s: float | None = None  # the speaker stops here...
+    gap_s: float = 0.06  # ...and plays on this much later:
+    barge_in: bool = False  # a reply cut short (FarEnd.cut), or else a writer that ran late
     jitter_s: float = 0.001
-    out_latency_s: float = 0.02  # two 10 ms periods, as the appliance's speaker runs
     in_latency_s: float = 0.002  # a capture callback runs as soon as its block is recorded
-
-    @property
-    def lead_s(self) -> float:
-        return lead_for(self.out_latency_s, 0.01)
 
 
 def run(
@@ -81,7 +79,6 @@ def run(
     returns what the microphone recorded and what the canceller made of it, as int16."""
     rng = np.random.default_rng(seed)
     far_end = FarEnd()
-    far_end.lead_s = room.lead_s  # as the speaker sets it from its latency
     canceller = Canceller(far_end, noise=noise)
     played = np.zeros(talker.size) if far is None else far
     response = np.zeros(round(room.acoustic_s * RATE) + 1)
@@ -89,30 +86,37 @@ def run(
     if room.tail is not None:
         response = np.concatenate([response, room.tail])
     echo_ = np.convolve(played, response)[: played.size] * room.gain
-    if room.underrun_at_s is not None:
-        at, gap = round(room.underrun_at_s * RATE), round(room.underrun_s * RATE)
+    gap_piece = None if room.gap_at_s is None else round(room.gap_at_s / PIECE_S)
+    if gap_piece is not None:
+        at, gap = round(gap_piece * PIECE_S * RATE), round(room.gap_s * RATE)
         echo_[at:] = np.concatenate([np.zeros(gap), echo_[at:]])[: echo_.size - at]
     mic = echo_ + talker + rng.standard_normal(played.size) * 1e-4
     mic16 = np.round(np.clip(mic, -1, 1) * 32767).astype(np.int16)
     far24 = np.round(np.clip(soxr.resample(played, RATE, SPEAKER_RATE), -1, 1) * 32767)
     events: list[tuple[float, str, int]] = []
-    period = SPEAKER_RATE // 100
-    if far is not None:
-        events += [(k * 0.01 - room.out_latency_s, "play", k) for k in range(far24.size // period)]
+    piece = round(PIECE_S * SPEAKER_RATE)
+    for k in range(far24.size // piece if far is not None else 0):
+        late = room.gap_s if gap_piece is not None and k >= gap_piece else 0.0
+        written = k * PIECE_S + late - (0.0 if late and not room.barge_in else AHEAD_S)
+        if late and room.barge_in:  # the next reply, after the cut ("cut" sorts first)
+            written = max(written, gap_piece * PIECE_S)
+        events.append((written, "play", k))
+    if gap_piece is not None and room.barge_in:
+        events.append((gap_piece * PIECE_S, "cut", gap_piece))
     block = RATE * 40 // 1000
     for j in range(mic16.size // block):
         events.append(((j + 1) * block / RATE + room.in_latency_s, "record", j))
     cleaned = []
     for _, kind, i in sorted(events):
-        jitter = rng.uniform(-room.jitter_s, room.jitter_s)
         if kind == "play":
-            heard = T0 + i * 0.01 + room.reported_error_s + jitter
-            if room.underrun_at_s is not None and i == round(room.underrun_at_s * 100):
-                far_end.cut() if room.barge_in else far_end.resync()
-            samples = far24[i * period : (i + 1) * period].astype(np.int16)
-            far_end.played(samples, SPEAKER_RATE, heard)
+            late = room.gap_s if gap_piece is not None and i >= gap_piece else 0.0
+            samples = far24[i * piece : (i + 1) * piece].astype(np.int16)
+            far_end.played(samples, SPEAKER_RATE, T0 + i * PIECE_S + late)
+        elif kind == "cut":
+            far_end.cut(T0 + i * PIECE_S)
         else:
             recorded = mic16[i * block : (i + 1) * block]
+            jitter = rng.uniform(-room.jitter_s, room.jitter_s)
             cleaned.append(canceller.process(recorded, T0 + i * 0.04 + jitter))
     out = np.concatenate(cleaned)
     return mic16[: out.size], out, canceller
@@ -152,17 +156,17 @@ def test_reverberation_is_removed_too() -> None:
 
 def test_latency_the_speaker_does_not_report_is_found_by_the_modules_delay_estimation() -> None:
     far = reply(9)
-    # A speaker that buffers 60 ms more than PortAudio knows (Bluetooth, a USB DSP).
+    # A speaker that buffers 60 ms beyond what it is handed (Bluetooth, a USB DSP).
     mic, out, _ = run(far, np.zeros(far.size), Room(acoustic_s=0.06))
     assert erle_db(mic, out, 3.0, 9.0) >= 25
 
 
 @pytest.mark.parametrize("barge_in", [False, True])
 def test_after_the_echo_moves_its_echo_stays_out(barge_in: bool) -> None:
-    """Through PulseAudio nobody knows exactly how late the sound is after an underrun;
-    a reply cut short starts the canceller afresh too (its echo may have been the cut)."""
+    """A writer that ran late (the device ran dry) or a reply cut short and the next one
+    started: the echo moved, and the canceller starts afresh (its echo may have been the cut)."""
     far = reply(9)
-    _, out, _ = run(far, np.zeros(far.size), Room(underrun_at_s=5.0, barge_in=barge_in))
+    _, out, _ = run(far, np.zeros(far.size), Room(gap_at_s=5.0, barge_in=barge_in))
     assert frames_dbfs(out, 1.0, 9.0).max() < VOICE_DBFS
 
 
@@ -242,6 +246,27 @@ def test_far_end_reads_silence_where_nothing_played() -> None:
     assert not far_end.heard(T0 + 0.6, 160).any()  # not played (yet)
 
 
+def test_far_end_says_when_the_speaker_did_not_follow_on() -> None:
+    far_end = FarEnd()
+    far_end.played(np.full(160, 1000, dtype=np.int16), RATE, T0)
+    far_end.played(np.full(160, 1000, dtype=np.int16), RATE, T0 + 0.01)
+    assert not far_end.moved  # one piece after the other
+    far_end.played(np.full(160, 1000, dtype=np.int16), RATE, T0 + 0.5)
+    assert far_end.moved  # a new run of the stream
+
+
+def test_a_cut_silences_what_the_device_was_handed_but_never_played() -> None:
+    far_end = FarEnd()
+    far_end.played(np.full(1600, 1000, dtype=np.int16), RATE, T0)  # 100 ms handed over
+    far_end.cut(T0 + 0.04)  # the barge-in's abort, 40 ms in
+    assert far_end.moved
+    assert (far_end.heard(T0, 640) == 1000).all()
+    assert not far_end.heard(T0 + 0.04, 960).any()
+    far_end.played(np.full(160, 2000, dtype=np.int16), RATE, T0 + 0.5)  # the next reply
+    assert not far_end.heard(T0 + 0.1, 160).any()
+    assert (far_end.heard(T0 + 0.5, 160) == 2000).all()
+
+
 def test_far_end_forgets_what_is_older_than_its_history() -> None:
     far_end = FarEnd(history_s=0.1)
     far_end.played(np.full(160, 1000, dtype=np.int16), RATE, T0)
@@ -267,7 +292,7 @@ def test_far_end_places_resampled_sound_where_it_was_heard() -> None:
 
 
 def test_sample_clock_smooths_jitter_follows_drift_and_believes_a_real_skip() -> None:
-    clock = SampleClock(RATE)
+    clock = SampleClock(RATE, jump_s=0.1)
     rng = np.random.default_rng(0)
     starts = [clock.place(T0 + k * 0.04 + rng.uniform(-0.002, 0.002), 640) for k in range(50)]
     assert np.max(np.abs(np.diff(starts) - 0.04)) < 0.0001  # 4 ms of jitter: gone

@@ -5,14 +5,15 @@ audio processing module (AEC3, its noise suppressor and high-pass filter, the
 ones every browser call uses; bound by `pywebrtc-audio`) cleans the 16 kHz
 microphone stream in 10 ms frames on the capture callback's thread.
 
-The reference it subtracts is exactly what the speaker played: the playback
-callback hands each period (after volume) to `FarEnd`, placed in time by when
-PortAudio says it will be heard. For each microphone frame, placed in time by
-when PortAudio says it was recorded, the canceller takes the reference heard a
-little later (`lead_for`): AEC3 cannot cancel an echo that arrives before its
-reference, so timing errors must all fall on the safe side; its own delay
-estimator finds the rest (the acoustic path, and whatever the reported
-latencies got wrong).
+The reference it subtracts is exactly what the speaker played: the speaker's
+writer thread hands each piece (after volume) to `FarEnd` as it gives it to
+PortAudio, placed on the writer's own timeline of when the device plays it
+(counted in samples from the start of each run of the stream). For each
+microphone frame, placed in time by when PortAudio says it was recorded, the
+canceller takes the reference a little later (`LEAD_S`): AEC3 cannot cancel an
+echo that arrives before its reference, so timing errors must all fall on the
+safe side; its own delay estimator finds the rest (the acoustic path, and
+whatever lies between handing a sample to PortAudio and its sound).
 
 The binding has wheels for 64-bit Linux (x86_64, aarch64); where it is missing
 (32-bit Raspberry Pi OS) `unavailable()` says why and the box gates instead.
@@ -29,30 +30,26 @@ from typing import Any
 import numpy as np
 import soxr
 
+from device.config import MicDuringPlayback
 from device.live.wire import MIC_RATE
 
 RATE = MIC_RATE
 FRAME = RATE // 100  # the module works in 10 ms frames
-#: The least lead of the reference over the microphone, for timing errors of a millisecond
-#: or two; and the slack left before what the speaker has been handed runs out.
-MIN_LEAD_S = 0.005
-MARGIN_S = 0.002
+#: How much later than each microphone frame the reference is taken: room for a
+#: millisecond or two of error in the stamps. The speaker's writer hands PortAudio its
+#: audio 50-100 ms before it plays, so the reference is always there to take.
+LEAD_S = 0.005
 #: What each stage holds back (measured: the peak of the cross-correlation of its input
 #: and output). AEC3 works in 4 ms blocks behind a frame blocker; the noise suppressor
 #: overlaps its analysis windows.
 ECHO_LATENCY_S = 128 / RATE
 NOISE_LATENCY_S = 96 / RATE
-#: Timestamps further than this from where a stream's clock expects them are a stream that
-#: stopped and started again. Less is a late callback, not a gap: PortAudio stamps a late
-#: playback callback late by as much, while the sound card plays on without a break (by 20
-#: to 40 ms on a busy machine here). Real gaps are the xruns PortAudio reports (`resync`).
-JUMP_S = 0.1
 #: A capture stamp is the sound card's own (PortAudio's ADC time): a late callback does
 #: not move it. Off by more than this from the clock, input was lost.
 CAPTURE_JUMP_S = 0.01
-#: What the speaker hands over beyond each period, of what is queued to follow it: more
-#: than its callbacks come late (up to 40 ms through PulseAudio's ALSA plugin here).
-QUEUED_S = 0.05
+#: A piece of the speaker's that starts further than this from where the last one ended
+#: is a new run of its stream (or the device ran dry in between): the echo may have moved.
+FOLLOW_ON_S = 0.001
 #: 16 kHz samples read beyond each end of the reference, for the resampler's filter.
 MARGIN = RATE // 200
 #: For the module's first this long of the box speaking (after a start or an xrun), what is
@@ -72,17 +69,6 @@ FOLLOW_S = 10.0
 BINDING = "pywebrtc_audio"
 
 
-def lead_for(output_latency_s: float, period_s: float) -> float:
-    """How far ahead of each microphone frame to take the reference.
-
-    As much as the speaker's buffer allows: when a capture callback runs, the
-    speaker has been handed what it will play for its output latency less up to
-    one period, and a reference taken beyond that would be silence that never
-    gets corrected. More lead covers larger errors in the reported latencies.
-    """
-    return max(MIN_LEAD_S, output_latency_s - period_s - MARGIN_S)
-
-
 def unavailable() -> str | None:
     """Why echo cancellation cannot run on this box, or None when it can."""
     try:
@@ -98,13 +84,15 @@ def unavailable() -> str | None:
 class Plan:
     """What the microphone goes through on this box, from the settings and the platform."""
 
-    mic_during_playback: str  # hands-free, in force: "cancel" only where it can run
+    mic_during_playback: MicDuringPlayback  # hands-free, in force: "cancel" where it can run
     echo: bool  # cancel the speaker's echo (hands-free)
     noise: bool  # suppress steady noise
     missing: str | None = None  # why a setting that wanted the module cannot have it
 
 
-def plan(mic_during_playback: str, noise_suppression: bool | None, hands_free: bool) -> Plan:
+def plan(
+    mic_during_playback: MicDuringPlayback, noise_suppression: bool | None, hands_free: bool
+) -> Plan:
     """Decide once at start what runs. Without the module "cancel" falls back to "gate"
     (the speaker is then never heard by the service) and noise suppression is off.
     Noise suppression unset goes with cancelling: it also takes out what echo is left
@@ -127,7 +115,7 @@ class SampleClock:
     paused or skipped: its times off by more than `jump_s`, or an xrun (`resync`).
     """
 
-    def __init__(self, rate: int, jump_s: float = JUMP_S) -> None:
+    def __init__(self, rate: int, jump_s: float) -> None:
         self.rate = rate
         self.jump_s = jump_s
         self._next: float | None = None  # the time of the sample after the last block
@@ -150,71 +138,57 @@ class SampleClock:
 
 
 class FarEnd:
-    """What the speaker played, on a timeline of when it is heard.
+    """What the speaker played, on a timeline of when the device plays it.
 
-    The playback callback writes each period as it hands it to PortAudio, with what
-    is queued to follow it (`ahead`): PortAudio calls back in bursts, and without what
-    comes next the canceller would sometimes ask for a reference that is not written
-    yet, get silence, and let that moment's echo through. A barge-in's silence
-    overwrites what was queued at the next period. Written at the speaker's rate on
-    the playback thread (a copy), resampled to 16 kHz when the capture thread reads
-    it; one short lock between them. Times where nothing played read as silence.
+    The speaker's writer thread hands over each piece as it gives it to PortAudio,
+    with the time its first sample plays: where the last piece ends, or, at a new
+    run of the stream (or after the device ran dry), the moment of the write. A
+    barge-in aborts the stream and drops what the device held: `cut` makes that
+    silence. Kept at the speaker's rate and resampled to 16 kHz when the capture
+    thread reads it; one short lock between the two. Times where nothing played
+    read as silence.
     """
 
     def __init__(self, history_s: float = 1.0) -> None:
-        #: How far ahead of each microphone frame to take the reference: the speaker sets it
-        #: from its latency when it opens (`lead_for`).
-        self.lead_s = MIN_LEAD_S
         self._history_s = history_s
         self._lock = threading.Lock()
         self._rate = 0
         self._ring = np.zeros(0, dtype=np.int16)
         self._origin = 0.0  # the time of sample index 0
         self._end = 0  # one past the newest index written
-        self._clock: SampleClock | None = None
-        #: Set when the speaker's stream started again or underran, cleared by the canceller
-        #: that starts afresh because of it.
-        self.skipped = False
+        #: Set when the speaker's timeline did not follow on (a new run of the stream,
+        #: a device that ran dry) or a reply was cut; cleared by the canceller that
+        #: starts afresh because of it.
+        self.moved = False
 
-    def played(
-        self, samples: np.ndarray, rate: int, t_heard: float, ahead: np.ndarray | None = None
-    ) -> None:
-        """`samples` (mono int16 at `rate`) sound from `t_heard` on; `ahead` is queued
-        to follow them."""
-        opened = self._clock is None or self._clock.rate != rate
-        if opened:
-            self._clock = SampleClock(rate)
-        assert self._clock is not None
-        start = self._clock.place(t_heard, samples.size)
-        if self._clock.jumped and not opened:
-            self.skipped = True  # it started again or underran: the echo may have moved
-        data = samples if ahead is None or not ahead.size else np.concatenate([samples, ahead])
+    def played(self, samples: np.ndarray, rate: int, t_first: float) -> None:
+        """`samples` (mono int16 at `rate`) play from `t_first` on."""
         with self._lock:
             if rate != self._rate:
-                self._rate, self._origin, self._end = rate, start, 0
+                self._rate, self._origin, self._end = rate, t_first, 0
                 self._ring = np.zeros(round(self._history_s * rate), dtype=np.int16)
-            first = round((start - self._origin) * rate)
+            first = round((t_first - self._origin) * rate)
+            if abs(first - self._end) > FOLLOW_ON_S * rate:
+                self.moved = True
             size = self._ring.size
             if first > self._end:  # nothing played in between: silence
                 self._put(max(self._end, first - size), np.zeros(min(first - self._end, size)))
-            lo = max(first, self._end - size, first + data.size - size)
-            if lo < first + data.size:
-                self._put(lo, data[lo - first :])
-                self._end = max(self._end, first + data.size)
+            lo = max(first, self._end - size, first + samples.size - size)
+            if lo < first + samples.size:
+                self._put(lo, samples[lo - first :])
+            self._end = first + samples.size
 
-    def resync(self) -> None:
-        """The speaker underran: what it plays from now on is later than it was going to be,
-        by about as much as PortAudio can tell (through PulseAudio: not exactly)."""
-        if self._clock is not None:
-            self._clock.resync()
-
-    def cut(self) -> None:
-        """A reply was cut short (barge-in). Whether a person spoke or the box heard itself,
-        the canceller starts afresh: if its own voice got through, what the canceller had
-        learned let it, and each answer that followed was cut at its first words in turn
-        (seen here: a loop of self-interruptions the box never left); if a person spoke,
-        the box is quiet now and a fresh start costs nothing."""
-        self.skipped = True
+    def cut(self, t: float) -> None:
+        """A reply was cut short (barge-in): nothing plays from `t` on, whatever the device
+        had been handed. Whether a person spoke or the box heard itself, the canceller
+        starts afresh: if its own voice got through, what the canceller had learned let it,
+        and each answer that followed was cut at its first words in turn (seen on branch
+        echo: a loop of self-interruptions the box never left); if a person spoke, the box
+        is quiet now and a fresh start costs nothing."""
+        with self._lock:
+            if self._rate:
+                self._end = min(self._end, max(0, round((t - self._origin) * self._rate)))
+            self.moved = True
 
     def _put(self, index: int, data: np.ndarray) -> None:
         """Write at an absolute index (wrapping round the ring); the lock is held."""
@@ -301,13 +275,13 @@ class Canceller:
         guarded again while it converges (in the simulation, of 16 underruns of 20 and
         60 ms: 10 let echo through louder than the server's voice threshold as things
         were, 2 after a restart, none with the guard)."""
-        far_skipped = self._far is not None and self._far.skipped
-        if self._restart or far_skipped:
+        far_moved = self._far is not None and self._far.moved
+        if self._restart or far_moved:
             self._apm.reset()
             self._restart = False
             self._converging_s, self._far_level = GUARD_S, 0.0
             if self._far is not None:
-                self._far.skipped = False
+                self._far.moved = False
 
     def _guard(self, out: np.ndarray, far: np.ndarray | None) -> np.ndarray:
         """Lower what is left while the box speaks during the module's first `GUARD_S` of
@@ -356,7 +330,7 @@ class Canceller:
             return data[:0]
         near = data[:whole]
         self._after_xrun()
-        far = None if self._far is None else self._far.heard(start + self._far.lead_s, whole)
+        far = None if self._far is None else self._far.heard(start + LEAD_S, whole)
         out = self._guard(self._apm.process(near, far), far)
         skip = min(self._drop, out.size)
         self._drop -= skip

@@ -12,6 +12,12 @@ on a busy Pi still leaves audio queued. ``clear()`` (barge-in) drops the buffer
 and aborts the stream: the speaker falls silent at once, whatever the device
 still held.
 
+With a ``far_end`` (`device.audio.echo.FarEnd`) the writer hands it every piece
+exactly as it gives it to PortAudio (after volume, earcons included), placed on
+its own count of when the device plays it: the reference the echo canceller takes
+out of the microphone. A barge-in's abort tells it that what the device held never
+played.
+
 PortAudio reports when the device ran out of audio while it played. That is the
 speaker's own fault (``underflows``: a click the box made) only if the audio was
 already waiting; when the next chunk of a reply arrives after the device has
@@ -34,6 +40,7 @@ import pyaudio
 import soxr
 
 from device.audio.devices import DeviceSpec
+from device.audio.echo import FarEnd
 from device.audio.output_stream import OutputStream
 from device.audio.stream import PortAudioStream
 from device.live.wire import REPLY_RATE
@@ -71,9 +78,11 @@ class Playback(PortAudioStream):
         device_rate: int | None = None,
         channels: int | None = None,
         on_underflow: Callable[[int], None] | None = None,
+        far_end: FarEnd | None = None,
     ) -> None:
         super().__init__(device, device_rate, channels)
         self.period_ms = period_ms
+        self.far_end = far_end
         self.on_underflow = on_underflow
         self.underflows = 0  # the device ran out while audio waited: the speaker's fault
         self.starved = 0  # it ran out because the reply's next audio came late
@@ -258,6 +267,8 @@ class Playback(PortAudioStream):
                         if running:
                             stream.abort()
                             running = False
+                            if self.far_end is not None:
+                                self.far_end.cut(now)
                         continue
                     case "stop":
                         stream.stop()
@@ -268,6 +279,7 @@ class Playback(PortAudioStream):
                         piece = tail
                 if not running:
                     stream.start()
+                    now = time.monotonic()  # the first write starts the device
                     running, runs_out, on_time = True, now, True
                     piece = lead + piece  # the start is at least a period of audio
                     piece += bytes(max(0, period * frame - len(piece)))
@@ -277,9 +289,13 @@ class Playback(PortAudioStream):
                 waited = on_time
                 on_time = since is not None and since < runs_out - WAITING_S
                 self._called()
+                plays = max(runs_out, now)  # the device has played all before it by then
+                if self.far_end is not None:
+                    mono = np.frombuffer(piece, dtype=np.int16)[:: self.channels]
+                    self.far_end.played(mono, rate, plays)
                 if stream.write(piece):
                     self._ran_out(waited=waited and on_time)
-                runs_out = max(runs_out, now) + len(piece) / frame / rate
+                runs_out = plays + len(piece) / frame / rate
         except OSError as exc:  # the device went: the keeper sees it and reopens
             log.warning("the speaker stopped: %s", exc)
             self._failed = True
