@@ -18,6 +18,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, assert_never
 
 from device import logs
@@ -93,7 +94,10 @@ class Appliance:
         #: (time.monotonic(), state, the event that led there), newest last.
         self.history: deque[tuple[float, str, str]] = deque(maxlen=STATE_HISTORY)
         self.state_file: StateFile = parts.state_file()
-        self.mic_feed = MicFeed(cfg.audio, self.outbox, on_speech=self._on_speech)
+        #: How the box keeps its own voice out of the microphone, as it can here.
+        self.mic_plan = parts.mic_plan
+        in_force = replace(cfg.audio, mic_during_playback=self.mic_plan.mic_during_playback)
+        self.mic_feed = MicFeed(in_force, self.outbox, on_speech=self._on_speech)
         self.mic = parts.microphone(
             self.mic_feed.chunk,
             self.mic_feed.overflowed,
@@ -356,10 +360,19 @@ class Appliance:
             self._start_button(loop)
             await self.leds.show(self.machine.state)
             self._start(self._consume(), "state-machine")
+            if self.mic_plan.missing:
+                log.warning(
+                    "no echo cancellation or noise suppression here (%s); while the box "
+                    "speaks hands-free: %s",
+                    self.mic_plan.missing,
+                    self.mic_plan.mic_during_playback,
+                    extra={"LIVE_MIC_DURING_PLAYBACK": self.mic_plan.mic_during_playback},
+                )
             log.info(
-                "ready: %s mode, model %s",
+                "ready: %s mode, model %s, microphone while speaking: %s",
                 self.machine.mode,
                 self.cfg.live.model,
+                self.mic_plan.mic_during_playback,
                 extra={"LIVE_STATE": str(self.machine.state)},
             )
             gc.freeze()  # what start-up built lives on: keep it out of every later collection

@@ -96,6 +96,10 @@ class LiveConfig:
     reconnect_for_s: float = field(default=30.0, metadata=_bounded(1, 600))
 
 
+#: What a hands-free box does with its microphone while it speaks.
+MicDuringPlayback = Literal["cancel", "gate", "attenuate", "open"]
+
+
 @dataclass(frozen=True)
 class AudioConfig:
     """Which PortAudio devices to use and how to chunk the microphone."""
@@ -106,9 +110,14 @@ class AudioConfig:
     #: the event loop and passes the SDK, so 40 ms halves what streaming costs.
     chunk_ms: int = field(default=40, metadata=_bounded(10, 100))
     earcons: bool = True
-    #: In a hands-free conversation the speaker must not feed the microphone.
-    mic_during_playback: Literal["gate", "attenuate", "open"] = "gate"
+    #: In a hands-free conversation the speaker must not feed the microphone: "cancel" takes
+    #: the box's own voice out (echo cancellation; "gate" where it cannot run), "gate" mutes
+    #: the microphone while the box speaks, "attenuate" lowers it, "open" leaves it.
+    mic_during_playback: MicDuringPlayback = "gate"
     attenuation_db: float = field(default=30.0, metadata=_bounded(0, 90))
+    #: Steady noise (a fan, a fridge) taken out of the microphone by the module "cancel"
+    #: uses; unset: on with "cancel" (it also takes out what echo is left), off otherwise.
+    noise_suppression: bool | None = None
     #: Hands-free: a microphone quieter than this (RMS, dBFS) for a second is no longer
     #: sent (the service is told the stream paused) until it hears more, the moments
     #: before that going first. Silence costs CPU, bandwidth and tokens. -100: always send.

@@ -5,7 +5,9 @@ on the event loop and goes to the outbox in order, after the pre-roll the
 capture kept from just before (people start talking as they press). In a hands-free
 conversation the speaker must not reach the microphone, so while the model
 speaks (`gated`, set by the state machine) chunks are gated (dropped, with
-`audioStreamEnd` once the pause passes a second) or attenuated, as configured.
+`audioStreamEnd` once the pause passes a second) or attenuated, as configured;
+with "cancel" the capture has already taken the speaker's echo out, and they go
+on as they are.
 A chunk loud enough to be speech is reported (`on_speech`, at most every
 SPEECH_EVERY_S): the silence that ends a conversation counts from the last word.
 Nor is silence worth sending: after a second of it the capture holds the
@@ -148,7 +150,7 @@ class MicFeed:
 
     def _while_speaking(self, data: bytes, t: float) -> bytes:
         mode = self._cfg.mic_during_playback
-        if mode == "open":
+        if mode in ("open", "cancel"):
             return data
         if mode == "attenuate":
             gain = pcm.db_to_amplitude(-self._cfg.attenuation_db)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from device.audio import echo
 from device.audio.capture import Capture
 from device.audio.playback import Playback
 from device.config import Config
@@ -39,6 +41,17 @@ class Parts:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
 
+    @cached_property
+    def mic_plan(self) -> echo.Plan:
+        """How the box keeps its own voice out of the microphone, as it can here."""
+        audio, hands_free = self.cfg.audio, self.cfg.button.mode == "toggle"
+        return echo.plan(audio.mic_during_playback, audio.noise_suppression, hands_free)
+
+    @cached_property
+    def _far_end(self) -> echo.FarEnd | None:
+        """What the speaker played, for the microphone's echo canceller: both share it."""
+        return echo.FarEnd() if self.mic_plan.echo else None
+
     def microphone(
         self,
         on_chunk: Callable[[bytes, float], None],
@@ -46,7 +59,8 @@ class Parts:
         preroll: int,
         on_pause: Callable[[], None],
     ) -> Capture:
-        audio = self.cfg.audio
+        audio, plan = self.cfg.audio, self.mic_plan
+        cleaning = plan.echo or plan.noise
         return Capture(
             on_chunk,
             device=audio.input_device,
@@ -54,11 +68,14 @@ class Parts:
             on_overflow=on_overflow,
             preroll=preroll,
             on_pause=on_pause,
+            cleaner=echo.Canceller(self._far_end, noise=plan.noise) if cleaning else None,
         )
 
     def speaker(self) -> Playback:
         audio = self.cfg.audio
-        return Playback(device=audio.output_device, period_ms=audio.period_ms)
+        return Playback(
+            device=audio.output_device, period_ms=audio.period_ms, far_end=self._far_end
+        )
 
     def camera(self, on_frame: Callable[[bytes, float], None]) -> CameraFeed:
         return CameraFeed(self.cfg.camera, on_frame)
