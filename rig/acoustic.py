@@ -38,7 +38,7 @@ class Room:
     """How the box's speaker reaches its microphone."""
 
     delay_ms: int = 10  # speaker to microphone, as the sound server's loopback latency
-    gain_db: float = -6.0  # how loud the speaker's sound is at the microphone
+    gain_db: float | None = -6.0  # the speaker's sound at the microphone; None: not at all
     reverb_ms: int | None = None  # a room's reverberation with this decay time
     wet_db: float = -6.0  # the reverberation's level against the direct sound
     fan_dbfs: float | None = None  # steady noise at the microphone, RMS
@@ -57,36 +57,44 @@ class AcousticPath:
 
     def start(self) -> AcousticPath:
         try:
-            into = MIC_SINK
-            if self.room.reverb_ms is not None:
-                into = ROOM_SINK
-                self._load(
-                    "module-ladspa-sink",
-                    f"sink_name={ROOM_SINK}",
-                    f"master={MIC_SINK}",
-                    "plugin=tap_reverb",
-                    "label=tap_reverb",
-                    "channels=2",
-                    "channel_map=left,right",
-                    f"control={self.room.reverb_ms},0,{self.room.wet_db},1,1,1,0,{REVERB_TYPE}",
-                )
-            module = self._load(
-                "module-loopback",
-                f"source={SPEAKER_SINK}.monitor",
-                f"sink={into}",
-                f"latency_msec={self.room.delay_ms}",
-                "source_dont_move=true",
-                "sink_dont_move=true",
-            )
-            self.loopback.pactl(
-                "set-sink-input-volume", str(self._sink_input(module)), f"{self.room.gain_db}dB"
-            )
+            if self.room.gain_db is not None:
+                self._speaker_path(self.room.gain_db)
             if self.room.fan_dbfs is not None:
                 self._start_fan(self.room.fan_dbfs)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _speaker_path(self, gain_db: float) -> None:
+        """The speaker sink's monitor into the microphone sink, through the room if any."""
+        into = MIC_SINK
+        if self.room.reverb_ms is not None:
+            into = ROOM_SINK
+            self._load(
+                "module-ladspa-sink",
+                f"sink_name={ROOM_SINK}",
+                f"master={MIC_SINK}",
+                "plugin=tap_reverb",
+                "label=tap_reverb",
+                "channels=2",
+                "channel_map=left,right",
+                f"control={self.room.reverb_ms},0,{self.room.wet_db},1,1,1,0,{REVERB_TYPE}",
+            )
+        module = self._load(
+            "module-loopback",
+            f"source={SPEAKER_SINK}.monitor",
+            f"sink={into}",
+            f"latency_msec={self.room.delay_ms}",
+            # No rate adjustment: both sinks run on one clock, as a box's speaker and
+            # microphone share one codec. After an underrun the delay stays where it
+            # went, rather than sliding back over seconds as no room's echo does.
+            "adjust_time=0",
+            "source_dont_move=true",
+            "sink_dont_move=true",
+        )
+        volume = f"{gain_db}dB"
+        self.loopback.pactl("set-sink-input-volume", str(self._sink_input(module)), volume)
 
     def stop(self) -> None:
         self._stop_fan()

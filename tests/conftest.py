@@ -71,11 +71,15 @@ def make_rig(loopback: PulseLoopback, workdir: Path) -> Iterator[Any]:
     """Start a server (with options) and the daemon (with settings) against the loopback."""
     started: list[tuple[ServerThread, Daemon]] = []
 
-    def make(settings: dict[str, dict[str, Any]] | None = None, **server_options: Any):
+    def make(
+        settings: dict[str, dict[str, Any]] | None = None,
+        env: dict[str, str] | None = None,
+        **server_options: Any,
+    ):
         server = ServerThread(**server_options)
         server.start()
         assert server.server is not None
-        daemon = start_daemon(workdir, loopback, server.server, settings=settings)
+        daemon = start_daemon(workdir, loopback, server.server, settings=settings, env=env)
         started.append((server, daemon))
         daemon.wait_ready()
         return server, daemon

@@ -410,7 +410,7 @@ class LiveConnection:
             await self.send("resumption_update", {"sessionResumptionUpdate": {"resumable": False}})
         await asyncio.sleep(config.think_seconds)
         rate = config.reply_rate
-        pcm = reply_audio(turn, config.reply_seconds, rate)
+        pcm = reply_audio(turn, config.reply_seconds, rate, config.voice)
         step = chunk_bytes(config.chunk_seconds, rate) + config.odd_parts
         others = OTHER_PARTS if config.other_parts else []
         start = time.monotonic()

@@ -54,6 +54,9 @@ class ServerConfig:
     models: set[str] = field(default_factory=lambda: set(DEFAULT_MODELS))
     pace: float = 1.0  # reply speed: 1 = real time, 0 = as fast as possible
     reply_seconds: float = 1.2
+    # What the replies say: None is a tone per turn; PCM (s16le at reply_rate, repeated
+    # to reply_seconds) is a recorded voice, for what a tone cannot stand in for (echo).
+    voice: bytes | None = None
     chunk_seconds: float = 0.2
     reply_rate: int = REPLY_RATE  # the reply's sample rate, named in its MIME type
     odd_parts: bool = False  # reply parts of an odd length: a sample split across two parts

@@ -24,9 +24,19 @@ def tone_frequency(turn_index: int) -> float:
     return BASE_HZ + STEP_HZ * ((turn_index - 1) % TURNS_PER_CYCLE)
 
 
-def reply_audio(turn_index: int, seconds: float, rate: int = OUTPUT_RATE) -> bytes:
-    """Mono s16le PCM of reply ``turn_index``: the exact bytes the server sends."""
+def reply_audio(
+    turn_index: int, seconds: float, rate: int = OUTPUT_RATE, voice: bytes | None = None
+) -> bytes:
+    """Mono s16le PCM of reply ``turn_index``: the exact bytes the server sends.
+
+    With a ``voice`` (s16le at ``rate``), the reply is that recording, repeated or cut
+    to ``seconds``, starting at a different place each turn.
+    """
     n = round(seconds * rate)
+    if voice:
+        samples = np.frombuffer(voice, dtype="<i2")
+        start = (turn_index - 1) * rate % samples.size
+        return np.resize(np.roll(samples, -start), n).astype("<i2").tobytes()
     t = np.arange(n, dtype=np.float64) / rate
     wave = AMPLITUDE * np.sin(2 * np.pi * tone_frequency(turn_index) * t)
     ramp_n = min(round(RAMP_SECONDS * rate), n // 2)
