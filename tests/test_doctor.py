@@ -112,10 +112,10 @@ def test_a_healthy_box_passes_every_check(
         voice.stop()
         heard = speaker.stop()
     assert result.returncode == 0, result.stdout + result.stderr
-    passed = ["config", "key", "network", "devices", "mic", "speaker", "leds", "camera"]
+    passed = ["config", "key", "network", "devices", "mic", "speaker", "echo", "leds", "camera"]
     # in the order they ran; no systemd here, and nobody at a terminal to press the button
     assert list(statuses(result).items()) == [
-        *((name, "PASS") for name in passed[:7]), ("button", "SKIP"), ("camera", "PASS"),
+        *((name, "PASS") for name in passed[:8]), ("button", "SKIP"), ("camera", "PASS"),
         ("service", "SKIP"),
     ]  # fmt: skip
     lines = lines_of(result)
@@ -127,7 +127,7 @@ def test_a_healthy_box_passes_every_check(
     assert "768x768 JPEG" in lines["camera"] and photo.read_bytes()[:2] == b"\xff\xd8"
     # The tone really reached the speaker.
     assert abs(pcm.dominant_frequency(heard, SPEAKER_RATE) - 660) < 20
-    assert result.stdout.splitlines()[-1] == "8 passed, 2 skipped"
+    assert result.stdout.splitlines()[-1] == "9 passed, 2 skipped"
     # Progress: each check announced itself on stderr as it started.
     assert "... mic: listening for 3 s" in result.stderr
 
@@ -258,6 +258,30 @@ def test_a_clipping_microphone_warns(
     assert mic["status"] == "WARN" and "clipping" in mic["measured"]
     assert mic["data"]["peak_dbfs"] > -0.1 and mic["data"]["clipped_share"] > 0.01
     assert mic["fix"].startswith("Lower the microphone's capture level")
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_the_doctor_says_how_the_box_keeps_its_own_voice_out(
+    loopback: PulseLoopback, server: ServerThread, scratch: Path, missing: bool
+) -> None:
+    cfg = write_config(
+        scratch, server.base_url, button={"mode": "toggle"},
+        audio={"mic_during_playback": "cancel"},
+    )  # fmt: skip
+    env = child_env(loopback, server)
+    if missing:  # 32-bit Raspberry Pi OS: no wheel, the import fails
+        (scratch / "pywebrtc_audio").mkdir()
+        (scratch / "pywebrtc_audio" / "__init__.py").write_text("raise ImportError('no wheel')\n")
+        env["PYTHONPATH"] = str(scratch)
+    result = doctor(cfg, env, "echo", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr  # a warning at most
+    (check,) = json.loads(result.stdout)["checks"]
+    if missing:
+        assert check["status"] == "WARN" and check["fix"]
+        assert check["data"] == {"mic_during_playback": "gate", "noise_suppression": False}
+    else:
+        assert check["status"] == "PASS"
+        assert check["data"] == {"mic_during_playback": "cancel", "noise_suppression": True}
 
 
 def test_a_missing_camera_fails(loopback: PulseLoopback, server: ServerThread, scratch: Path):

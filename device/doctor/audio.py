@@ -1,4 +1,5 @@
-"""The audio checks: which devices the configuration selects, the microphone, the speaker.
+"""The audio checks: which devices the configuration selects, the microphone, the speaker,
+and how the box keeps its own voice out of the microphone.
 
 They use the daemon's own Capture and Playback, so what they measure is what the
 appliance will get: the same device choice, rates, resampling and chunking.
@@ -39,6 +40,12 @@ FIX_DEVICE = (
 FIX_SILENT = (
     "Unmute the microphone or raise its capture level (alsamixer, F4), or set "
     "[audio] input_device to the microphone you speak into."
+)
+FIX_ECHO = (
+    "Hands-free, the box mutes its microphone while it speaks, so nobody can interrupt it by "
+    "voice. Echo cancellation needs pywebrtc-audio, which has wheels for 64-bit systems only: "
+    "install Raspberry Pi OS (64-bit) and the appliance again, or set [audio] "
+    'mic_during_playback = "gate" to keep it this way.'
 )
 FIX_CLIPPING = (
     "Lower the microphone's capture level (alsamixer, F4) until the peak stays below 0 dBFS."
@@ -201,3 +208,31 @@ async def check_speaker(ctx: Context) -> Result:
         measured,
         data={"device_rate": speaker.device_rate, "latency_ms": round(latency * 1000)},
     )
+
+
+def _mic_plan(ctx: Context) -> Result:
+    from device.audio import echo
+    from device.parts import Parts
+
+    plan = Parts(ctx.cfg).mic_plan  # decided as the service decides it
+    measured = (
+        f"while the box speaks hands-free: {plan.mic_during_playback}; "
+        f"noise suppression {'on' if plan.noise else 'off'}"
+    )
+    if ctx.cfg.button.mode != "toggle":
+        measured += " (push-to-talk: the microphone is open only while the button is held)"
+    data = {"mic_during_playback": plan.mic_during_playback, "noise_suppression": plan.noise}
+    if plan.missing:
+        return Result("echo", Status.WARN, f"{measured}: {plan.missing}", FIX_ECHO, data=data)
+    if plan.mic_during_playback == "cancel" or plan.noise:
+        # The module runs here: one frame through it proves the binding loads and works.
+        canceller = echo.Canceller(echo.FarEnd(), noise=plan.noise)
+        canceller.process(np.zeros(echo.FRAME, dtype=np.int16), 0.0)
+        measured += ", WebRTC audio processing (AEC3) ready"
+    return Result("echo", Status.PASS, measured, data=data)
+
+
+async def check_echo(ctx: Context) -> Result:
+    """Which way the box keeps its own voice out of the microphone, and whether it can:
+    an owner who hears the box cut itself off, or cannot talk over it, starts here."""
+    return await asyncio.to_thread(_mic_plan, ctx)

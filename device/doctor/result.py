@@ -20,6 +20,7 @@ CHECK_NAMES = (
     "devices",
     "mic",
     "speaker",
+    "echo",
     "leds",
     "button",
     "camera",

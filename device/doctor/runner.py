@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device.doctor.audio import check_devices, check_mic, check_speaker
+from device.doctor.audio import check_devices, check_echo, check_mic, check_speaker
 from device.doctor.camera import check_camera
 from device.doctor.daemon import IN_USE, one_line, running_status
 from device.doctor.gpio import check_button, check_leds
@@ -45,6 +45,7 @@ CHECKS = {
         Check("devices", check_devices, "listing audio devices", uses_hardware=True),
         Check("mic", check_mic, "opening the microphone", uses_hardware=True),
         Check("speaker", check_speaker, "opening the speaker", uses_hardware=True),
+        Check("echo", check_echo, "checking echo cancellation"),
         Check("leds", check_leds, "opening the LEDs", uses_hardware=True),
         Check("button", check_button, "opening the button", uses_hardware=True),
         Check("camera", check_camera, "opening the camera", uses_hardware=True),
