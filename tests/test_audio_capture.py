@@ -171,3 +171,20 @@ async def test_a_quiet_gate_holds_back_silence_and_sends_what_came_before_speech
         "three quiet chunks go out, then only the two before the speech"
     )
     assert len(pauses) == 1
+
+
+def test_recording_times_do_not_drift_with_how_late_callbacks_run() -> None:
+    """PortAudio stamps each block when the sound card recorded it; the callback that hands
+    it over runs late by a varying amount on a busy machine. The times put on the monotonic
+    clock must keep the card's pace: the echo canceller lines the speaker up by them."""
+    capture = Capture(lambda chunk, t: None, chunk_ms=40, device_rate=RATE)
+    rng = np.random.default_rng(1)
+    offset = 500.0  # PortAudio's clock is time.monotonic() less this
+    errors = []
+    for k in range(1, 60 * 25):  # a minute of 40 ms blocks
+        recorded = 1000.0 + k * 0.04  # the block's first sample, on time.monotonic()
+        late = rng.uniform(0.0, 0.05) if k % 50 else 0.0  # now and then one runs on time
+        now = recorded + 0.04 + late
+        info = {"input_buffer_adc_time": recorded - offset, "current_time": now - late - offset}
+        errors.append(capture._on_monotonic(recorded - offset, info, now) - recorded)
+    assert max(abs(e) for e in errors[50:]) < 0.0005  # from the first on-time callback
