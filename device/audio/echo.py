@@ -45,8 +45,8 @@ LEAD_S = 0.005
 ECHO_LATENCY_S = 128 / RATE
 NOISE_LATENCY_S = 96 / RATE
 #: A capture stamp is the sound card's own (PortAudio's ADC time): a late callback does
-#: not move it. Off by more than this from the clock, input was lost.
-CAPTURE_JUMP_S = 0.01
+#: not move it. Off by more than this from the sample count, input was lost.
+CAPTURE_JUMP_S = 0.02
 #: A piece of the speaker's that starts further than this from where the last one ended
 #: is a new run of its stream (or the device ran dry in between): the echo may have moved.
 FOLLOW_ON_S = 0.001
@@ -62,10 +62,6 @@ GUARD_FLOOR = 32768 * 10 ** (-50 / 20)
 #: What the module hears of the moments before it starts again (two frames: more than it
 #: holds back), so that it starts where the unprocessed audio stopped.
 PRIME = 2 * FRAME
-#: A stream's clock closes the distance to the reported times over this long: slowly
-#: enough to average scheduling jitter away, quickly enough to follow a sound card whose
-#: crystal runs a little fast or slow (both streams follow it alike).
-FOLLOW_S = 10.0
 BINDING = "pywebrtc_audio"
 
 
@@ -109,10 +105,14 @@ def plan(
 class SampleClock:
     """The times of a stream's samples, continuous from one block to the next.
 
-    PortAudio's timestamps jitter with thread scheduling by a millisecond or more, which
-    would smear the canceller's view of the echo path; sample counts do not. The clock
-    follows the reported times over `FOLLOW_S` and jumps only when the stream really
-    paused or skipped: its times off by more than `jump_s`, or an xrun (`resync`).
+    Within a run of the stream its samples are placed by their count from the first
+    one, as the sound card clocks them: PortAudio's timestamps jitter with thread
+    scheduling by a millisecond or more, and through PulseAudio's ALSA plugin they
+    drift from the count by up to a millisecond a second, either of which the echo
+    canceller takes for an echo that moved (following them over ten seconds, it let
+    echo through every few replies). The clock starts again from the reported time
+    only when the stream really paused or skipped: its times off by more than
+    `jump_s`, or an xrun (`resync`).
     """
 
     def __init__(self, rate: int, jump_s: float) -> None:
@@ -129,10 +129,7 @@ class SampleClock:
         """The time of the first of `n` samples that PortAudio put at `t_first`."""
         expected = self._next
         self.jumped = expected is None or abs(t_first - expected) > self.jump_s
-        if self.jumped:
-            start = t_first
-        else:
-            start = expected + (t_first - expected) * min(1.0, n / self.rate / FOLLOW_S)
+        start = t_first if self.jumped or expected is None else expected
         self._next = start + n / self.rate
         return start
 
