@@ -1,0 +1,245 @@
+"""Talking to the box hands-free with its speaker in the same box: what the echo canceller
+does for the person, and what it costs.
+
+The rig's acoustic path (`rig.acoustic`) carries the loopback speaker back into the
+loopback microphone; the local server replies with a recorded voice (espeak-ng) and
+its voice detector interrupts a reply at the first loud 20 ms frame it hears, the
+box's own voice included. The measurements are `rig.bench.hands_free`'s; this is
+the phase that runs them (`python -m rig.bench.echo [--quick]`, apart from
+`scripts/bench`: it takes twelve minutes) and the figures they give.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from device.audio import pcm
+from device.live.wire import REPLY_RATE
+from rig.acoustic import AcousticPath, Room
+from rig.bench.figures import Figure, median, nearest_rank
+from rig.bench.hands_free import (
+    CONVERGED_S,
+    SPEECH_DBFS,
+    Conversation,
+    EchoReplies,
+    TalkOvers,
+    capture_latency,
+    echo_replies,
+    reply_cpu,
+    speech_to_noise,
+    talk_overs,
+)
+from rig.bench.harness import Harness, progress
+from rig.speech import said
+
+DIRECT = Room(delay_ms=10, gain_db=-6)  # a small box: its speaker 6 dB down at the microphone
+REVERB = Room(delay_ms=10, gain_db=-6, reverb_ms=400)  # the same in a small room
+FAN = Room(gain_db=None, fan_dbfs=-45)  # no reply plays during a push-to-talk turn
+REPLY_DBFS = -22.0  # the box's voice: its peaks near -3 dBFS
+NOT_MEASURED = float("nan")  # every reply of a kind was cut short: nothing to measure
+ANSWER = (
+    "Tomorrow will be sunny with a light breeze from the west, and temperatures will rise "
+    "to around twenty two degrees in the afternoon. In the evening clouds gather over the "
+    "hills, and there may be a short shower before midnight. The weekend looks warm."
+)
+HANDS_FREE: dict[str, dict[str, Any]] = {
+    "button": {"mode": "toggle"},
+    "conversation": {"silence_ms": 400, "idle_timeout_s": 600, "end_after_silence_s": 600},
+}
+
+
+@dataclass(frozen=True)
+class EchoPlan:
+    """How much to measure: the full plan takes about twelve minutes."""
+
+    replies: int = 20  # long replies with nobody talking (direct path)
+    reverb_replies: int = 10
+    reply_s: float = 8.0
+    talk_overs: int = 10
+    latency_samples: int = 20
+    cpu_s: float = 60.0
+    fan_turns: int = 10
+
+    @classmethod
+    def quick(cls) -> EchoPlan:
+        return cls(replies=2, reverb_replies=1, reply_s=4.0, talk_overs=2, latency_samples=3,
+                   cpu_s=4.0, fan_turns=2)  # fmt: skip
+
+
+# -- the phase, and its figures ----------------------------------------------------------------
+
+
+@dataclass
+class EchoResults:
+    direct: EchoReplies
+    reverb: EchoReplies
+    talk: TalkOvers
+    cpu_cancel: list[float]
+    cpu_open: list[float]
+    latency_cancel: list[float]
+    latency_open: list[float]
+    snr_plain: list[float]
+    snr_suppressed: list[float]
+
+
+def measure(h: Harness, plan: EchoPlan) -> EchoResults:
+    """Run every echo measurement on the shared loopback and server."""
+    voice = pcm.from_float(said(ANSWER, REPLY_DBFS, REPLY_RATE))
+    h.configure(voice=voice, reply_seconds=plan.reply_s, setup_delay=0.0)
+    try:
+        with AcousticPath(h.loopback, DIRECT):
+            direct, talk, cpu_cancel, latency_cancel = _hands_free(h, plan, "cancel")
+            _, _, cpu_open, latency_open = _hands_free(h, plan, "open", replies=False)
+        with AcousticPath(h.loopback, REVERB):
+            reverb, *_ = _hands_free(h, plan, "cancel", costs=False, count=plan.reverb_replies)
+        h.configure(voice=None, reply_seconds=0.3)
+        with AcousticPath(h.loopback, FAN):
+            snr = {}
+            for suppress in (False, True):
+                d = h.start({"audio": {"noise_suppression": suppress}})
+                try:
+                    progress(f"speech over a fan, noise suppression {suppress}")
+                    snr[suppress] = speech_to_noise(h, d, plan.fan_turns)
+                finally:
+                    d.stop()
+    finally:
+        h.configure(voice=None)
+    return EchoResults(direct, reverb, talk, cpu_cancel, cpu_open, latency_cancel,
+                       latency_open, snr[False], snr[True])  # fmt: skip
+
+
+def _hands_free(
+    h: Harness, plan: EchoPlan, mode: str, replies: bool = True, costs: bool = True,
+    count: int | None = None,
+) -> tuple[EchoReplies, TalkOvers, list[float], list[float]]:  # fmt: skip
+    # Every chunk goes to the server, silence too (no quiet gate), so that what is left
+    # of the box's voice can be measured there.
+    settings = {**HANDS_FREE, "audio": {"mic_during_playback": mode, "pause_below_dbfs": -100}}
+    d = h.start(settings)
+    c = Conversation(h, d)
+    try:
+        echo, talk, cpu, latency = EchoReplies(), TalkOvers(), [], []
+        if replies:
+            echo = echo_replies(c, count or plan.replies, plan.reply_s)
+        if replies and costs:
+            talk = talk_overs(c, plan.talk_overs)
+        if costs:
+            progress(f"CPU and capture latency, mic_during_playback = {mode}")
+            h.configure(reply_seconds=plan.cpu_s + 2)
+            cpu = reply_cpu(c, plan.cpu_s)
+            h.configure(reply_seconds=0.3)
+            latency = capture_latency(c, plan.latency_samples)
+            h.configure(reply_seconds=plan.reply_s)
+        return echo, talk, cpu, latency
+    finally:
+        c.close()
+        d.stop()
+
+
+def figures(r: EchoResults, barge_in: list[float] | None, loop_ms: list[float]) -> list[Figure]:
+    """The echo figures in report order; `barge_in` is push-to-talk's, for comparison."""
+    def p95(samples: list[float]) -> float:
+        return nearest_rank(samples, 95)
+
+    def p05(samples: list[float]) -> float:
+        return -nearest_rank([-s for s in samples], 95)
+
+    silent_limit = (p95(barge_in) if barge_in else p95(loop_ms) + 20)
+    added_cpu = float(median(r.cpu_cancel) / median(r.cpu_open))
+    added_latency = float(median(r.latency_cancel) - median(r.latency_open))
+    replies = len(r.direct.erle_db) + r.direct.interruptions
+    talk = r.talk
+    return [
+        Figure("erle_direct", "echo reduction at the server, direct path", "dB",
+               f"Replies of espeak-ng speech played while the speaker sink is carried back into "
+               f"the microphone sink ({DIRECT.gain_db} dB, {DIRECT.delay_ms} ms) and nobody "
+               f"talks: the power the microphone sink carried from {CONVERGED_S:g} s into each "
+               "reply to its end over the power of what the server received meanwhile.",
+               r.direct.erle_db or [NOT_MEASURED], target=">= 30 dB",
+               met=bool(r.direct.erle_db) and bool(p05(r.direct.erle_db) >= 30),
+               note="The 5th percentile is the one judged: the worst replies matter."),
+        Figure("erle_reverb", "echo reduction at the server, with a room", "dB",
+               f"The same through a {REVERB.reverb_ms} ms reverberation (TAP Reverberator).",
+               r.reverb.erle_db or [NOT_MEASURED], target=">= 20 dB",
+               met=bool(r.reverb.erle_db) and bool(p05(r.reverb.erle_db) >= 20)),
+        Figure("false_interruptions", "false interruptions by its own voice", "replies",
+               f"Replies of {replies} the server interrupted (its voice detector took the "
+               "box's own voice for speech), direct path and room together.",
+               [float(r.direct.interruptions + r.reverb.interruptions)], target="0",
+               met=r.direct.interruptions + r.reverb.interruptions == 0),
+        Figure("talk_over_voiced", "talking over a reply: speech the server heard", "%",
+               "A sentence said into the microphone 2 s into a reply: of its 20 ms frames "
+               "louder than the server's voice threshold as said, the share that were louder "
+               "than it in what the server received (aligned by cross-correlation).",
+               [v * 100 for v in talk.voiced] or [0.0], target=">= 90 %",
+               met=bool(talk.voiced) and bool(min(talk.voiced) >= 0.9) and not talk.missed,
+               note=f"{talk.missed} sentence(s) never interrupted the reply."),
+        Figure("talk_over_detect", "  of which: speech onset to the server's interrupted", "ms",
+               "From the sentence's first voiced frame at the microphone sink to the server "
+               "sending interrupted: one 40 ms chunk, the canceller's 14 ms and the "
+               "detector's 20 ms frame are its own detection time.",
+               talk.detect_ms or [0.0], target="p95 <= 40 + 14 + 20 ms + loopback",
+               met=bool(talk.detect_ms) and bool(p95(talk.detect_ms) <= 74 + p95(loop_ms))),
+        Figure("talk_over_silent", "  of which: interrupted to silence at the speaker", "ms",
+               "From the server sending interrupted to the sample after the last one above "
+               "-40 dBFS in the recording of the speaker sink.",
+               talk.silent_ms or [0.0], target="p95 <= push-to-talk barge-in p95",
+               met=bool(talk.silent_ms) and bool(p95(talk.silent_ms) <= silent_limit)),
+        Figure("echo_cpu", "CPU while a reply plays, cancel / open", "ratio",
+               "CPU s/min of the daemon (its CPU-time clock) while a reply plays and the "
+               "microphone streams, with mic_during_playback = cancel over the same with "
+               "open (both send everything; open does nothing about the echo).",
+               [added_cpu], note=f"cancel {median(r.cpu_cancel):.2f} s/min, open "
+               f"{median(r.cpu_open):.2f} s/min." if r.cpu_open else "",
+               details={"cancel": r.cpu_cancel, "open": r.cpu_open}),
+        Figure("echo_latency", "capture latency added by the canceller", "ms",
+               "A noise marker played into the microphone: from the last sample of the chunk "
+               "holding its onset at the microphone sink to that chunk at the server, median "
+               "with cancel less median with open.",
+               [added_latency], target="<= 10 ms", met=bool(added_latency <= 10),
+               details={"cancel": r.latency_cancel, "open": r.latency_open}),
+        Figure("fan_snr_plain", "speech over a fan at the server, no noise suppression", "dB",
+               f"Push-to-talk turns of a sentence at {SPEECH_DBFS:g} dBFS over steady pink "
+               f"noise at {FAN.fan_dbfs:g} dBFS: the sentence's voiced frames over the noise "
+               "alone before it, in what the server received.", r.snr_plain),
+        Figure("fan_snr_suppressed", "speech over a fan at the server, noise suppression", "dB",
+               "The same with [audio] noise_suppression = true.", r.snr_suppressed),
+    ]  # fmt: skip
+
+
+def main() -> int:
+    """`python -m rig.bench.echo [--quick]`: the echo phase alone, with the loopback's
+    latency and push-to-talk's barge-in measured beside it for the targets."""
+    import sys
+    from pathlib import Path
+
+    from rig.bench import report
+    from rig.bench.run import BARGE_REPLY_S, REPLY_S
+    from rig.bench.turns import TurnRunner
+    from rig.loopback import PulseLoopback, measure_latency
+    from rig.server.server import ServerThread
+
+    quick = "--quick" in sys.argv
+    plan = EchoPlan.quick() if quick else EchoPlan()
+    before = report.machine()
+    with PulseLoopback() as loopback, ServerThread(reply_seconds=REPLY_S) as server:
+        h = Harness(loopback, server)
+        loop_ms = [s * 1000 for s in measure_latency(loopback, repeats=5 if quick else 20)]
+        d = h.start()
+        try:
+            h.configure(reply_seconds=BARGE_REPLY_S)
+            barge = TurnRunner(h, d).barge_ins(3 if quick else 10)
+        finally:
+            d.stop()
+        results = measure(h, plan)
+    found = figures(results, barge, loop_ms)
+    document = report.results(found, before, {"echo": plan.__dict__})
+    print(report.table(found))
+    print(f"\n{report.conditions(document)}")
+    report.write_json(Path("bench-echo.json"), document)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

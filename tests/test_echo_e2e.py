@@ -1,0 +1,170 @@
+"""Hands-free with the speaker in the same box: the daemon does not hear itself, and
+a person can talk over it.
+
+The rig's acoustic path (`rig.acoustic`) carries what the loopback speaker plays
+back into the loopback microphone, as a box's own speaker would; the local
+server's voice detector interrupts a reply as soon as it hears speech, its own
+echo included. The replies are spoken (espeak-ng), not tones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from speech import MIC_RATE, SPEAKER_RATE
+
+from device.audio import pcm
+from rig.acoustic import AcousticPath, Room
+from rig.daemon import Daemon
+from rig.loopback import PulseLoopback
+from rig.server.server import ServerThread
+from rig.speech import said
+
+ANSWER = (
+    "Tomorrow will be sunny with a light breeze from the west, and temperatures will rise "
+    "to around twenty two degrees in the afternoon. In the evening clouds gather over the "
+    "hills, and there may be a short shower before midnight."
+)
+HANDS_FREE = {
+    "button": {"mode": "toggle"},
+    "conversation": {"silence_ms": 400},
+    "audio": {"mic_during_playback": "cancel"},
+}
+
+
+@pytest.fixture
+def room(loopback: PulseLoopback) -> Iterator[AcousticPath]:
+    """The speaker heard at the microphone 12 dB down, 10 ms late: a small box."""
+    with AcousticPath(loopback, Room(delay_ms=10, gain_db=-12)) as path:
+        yield path
+
+
+def start_conversation(
+    make_rig: Any,
+    env: dict[str, str] | None = None,
+    reply_seconds: float = 6.0,
+    audio: dict[str, Any] | None = None,
+) -> tuple[ServerThread, Daemon]:
+    voice = pcm.from_float(said(ANSWER, -22.0, SPEAKER_RATE))
+    settings = {**HANDS_FREE, "audio": {**HANDS_FREE["audio"], **(audio or {})}}
+    server, daemon = make_rig(settings, env, reply_seconds=reply_seconds, voice=voice)
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+    return server, daemon
+
+
+def sent(server: ServerThread, kind: str, after: float) -> float | None:
+    """When the server first sent a message of `kind` after `after`."""
+    return next((e.t for e in server.log.entries(direction="out")
+                 if e.kind == kind and e.t >= after), None)  # fmt: skip
+
+
+def ask(loopback: PulseLoopback, server: ServerThread, question: str) -> float:
+    """Say `question` into the microphone; returns when the reply's first audio was sent."""
+    asked = time.monotonic()
+    loopback.play(pcm.from_float(said(question, -20.0)), MIC_RATE).wait()
+    server.wait_for(lambda: sent(server, "audio", asked) is not None, 15)
+    reply = sent(server, "audio", asked)
+    assert reply is not None
+    return reply
+
+
+def replies_done(server: ServerThread, n: int) -> None:
+    server.wait_for(lambda: server.log.kinds(direction="out").count("turn_complete") >= n, 20)
+
+
+def received_during(server: ServerThread, start: float, end: float) -> bytes:
+    return b"".join(
+        e.data or b"" for e in server.log.entries(direction="in")
+        if e.kind == "audio" and start <= e.t <= end
+    )  # fmt: skip
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="the rig's acoustic path (PulseAudio's module-loopback) moves its delay by several "
+    "milliseconds in the middle of a reply, no room does; AEC3 lets one 40 ms block of echo "
+    "through at each step and the local server, which interrupts at the first loud 20 ms "
+    "frame, takes it for speech: one reply in six to ten here (README, Benchmarks)",
+)
+def test_the_box_does_not_interrupt_itself_and_keeps_listening(
+    loopback: PulseLoopback, make_rig: Any, room: AcousticPath
+) -> None:
+    # Every chunk goes to the server, silence too (no quiet gate): what the box's own voice
+    # left in the microphone is there to be judged.
+    server, daemon = start_conversation(make_rig, audio={"pause_below_dbfs": -100})
+    for turn in (1, 2):
+        ask(loopback, server, "What will the weather be like tomorrow?")
+        replies_done(server, turn)
+        daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening again")
+    out = server.log.entries(direction="out")
+    assert "interrupted" not in [e.kind for e in out], "the box's own voice interrupted it"
+    # The microphone stayed open while it spoke (cancelled, not gated): nearly every chunk
+    # of the replies' time reached the server, and none of it was loud.
+    starts = [e.t for e in out if e.kind == "audio"]
+    for end in [e.t for e in out if e.kind == "turn_complete"]:
+        start = min(t for t in starts if t > end - 7)
+        during = received_during(server, start + 0.5, end)
+        assert len(during) / 2 / MIC_RATE > 0.8 * (end - start - 0.5)
+        assert pcm.rms_dbfs(during) < -50
+    assert "audio_stream_end" not in server.log.kinds(direction="in")
+
+
+def test_a_person_talking_over_the_reply_interrupts_it(
+    loopback: PulseLoopback, make_rig: Any, room: AcousticPath
+) -> None:
+    server, _ = start_conversation(make_rig, reply_seconds=10.0)
+    speaker = loopback.record(SPEAKER_RATE)
+    speaker.wait_started()
+    try:
+        reply = ask(loopback, server, "What will the weather be like tomorrow?")
+        time.sleep(max(0.0, reply + 2.0 - time.monotonic()))  # well into the reply
+        words = pcm.from_float(said("Wait, what about Sunday morning?", -20.0))
+        player = loopback.play(words, MIC_RATE)
+        server.wait_for(lambda: sent(server, "interrupted", reply) is not None, 10)
+        interrupted = sent(server, "interrupted", reply)
+        assert interrupted is not None
+        player.wait()
+        time.sleep(0.5)
+    finally:
+        speaker.stop()
+    assert interrupted - player.started < 1.0  # within the first words
+    samples, times = speaker.timeline()
+    after = samples[(times > interrupted + 0.15) & (times < interrupted + 0.35)]
+    assert after.size and np.abs(after).max() < pcm.db_to_amplitude(-50), "the box talked on"
+    # The server heard the words through to their end, about as long as they were said.
+    heard = [e.raw for e in server.log.entries(direction="out")
+             if e.kind == "transcription_in" and e.t > interrupted and e.raw]  # fmt: skip
+    assert heard, "the server never ended the person's turn"
+    heard_ms = int(heard[0]["serverContent"]["inputTranscription"]["text"].split()[0])
+    frames = pcm.to_float(words)[: len(words) // 2 // 320 * 320].reshape(-1, 320)
+    loud = np.flatnonzero(np.sqrt(np.mean(frames**2, axis=1)) > 0.01)
+    spoken_ms = 20 * (loud[-1] - loud[0] + 1)  # first to last loud frame, as the server counts
+    assert heard_ms >= 0.8 * spoken_ms, (heard_ms, spoken_ms)
+
+
+def test_without_the_module_the_box_gates_the_microphone(
+    loopback: PulseLoopback, make_rig: Any, room: AcousticPath, tmp_path: Path
+) -> None:
+    """32-bit Raspberry Pi OS has no wheel: the lock's platform marker leaves it out, and
+    the import fails."""
+    (tmp_path / "pywebrtc_audio").mkdir()
+    (tmp_path / "pywebrtc_audio" / "__init__.py").write_text(
+        "raise ImportError('no wheel for this platform')\n"
+    )
+    server, daemon = start_conversation(make_rig, env={"PYTHONPATH": str(tmp_path)})
+    ask(loopback, server, "What will the weather be like tomorrow?")
+    replies_done(server, 1)
+    out = server.log.entries(direction="out")
+    assert "interrupted" not in [e.kind for e in out]
+    first = next(e.t for e in out if e.kind == "audio")
+    last = next(e.t for e in out if e.kind == "turn_complete")
+    assert len(received_during(server, first + 0.5, last - 0.5)) == 0  # gated
+    assert "audio_stream_end" in server.log.kinds(direction="in")
+    # One journal line says so, with the setting in force as a field an owner can filter on.
+    assert len(daemon.records(LIVE_MIC_DURING_PLAYBACK="gate")) == 1, daemon.log()
