@@ -148,7 +148,7 @@ def figures(r: EchoResults, barge_in: list[float] | None, loop_ms: list[float]) 
     silent_limit = (p95(barge_in) if barge_in else p95(loop_ms) + 20)
     added_cpu = float(median(r.cpu_cancel) / median(r.cpu_open))
     added_latency = float(median(r.latency_cancel) - median(r.latency_open))
-    replies = len(r.direct.erle_db) + r.direct.interruptions
+    replies = r.direct.replies + r.reverb.replies
     talk = r.talk
     return [
         Figure("erle_direct", "echo reduction at the server, direct path", "dB",

@@ -63,6 +63,14 @@ class Conversation:
             self.d.press()
             self.d.daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
 
+    def restart(self) -> None:
+        """End the conversation and start another: after the box interrupted itself, the
+        server answers its echo, and the answer may be cut by its echo in turn."""
+        self.d.press()
+        self.d.daemon.wait_until(lambda s: s["state"] == "idle", 10, "idle")
+        self.d.press()
+        self.d.daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+
     def close(self) -> None:
         self.mic.stop()
         self.speaker.stop()
@@ -111,6 +119,7 @@ class Conversation:
 @dataclass
 class EchoReplies:
     erle_db: list[float] = field(default_factory=list)
+    replies: int = 0
     interruptions: int = 0
 
 
@@ -123,8 +132,10 @@ def echo_replies(c: Conversation, count: int, reply_s: float) -> EchoReplies:
     for n in range(1, count + 1):
         first = c.ask(question)
         done = c.wait_sent("turn_complete", first, reply_s + 20)
+        out.replies += 1
         if c.sent("interrupted", first) is not None and c.sent("interrupted", first) <= done:
             out.interruptions += 1
+            c.restart()
             continue
         # The echo at the microphone from CONVERGED_S into the reply to its end, and what
         # the server got meanwhile (a chunk arrives about its length after its start).
