@@ -86,6 +86,7 @@ class LiveLink:
         self._hooks = Hooks(0, on_event, on_sent, self._keep_handle, wait_for_room)
         self.session_id: str | None = None
         self.connections = 0  # connections opened in this process, for status and tests
+        self._closing = False  # close() is ending the session task
 
     @property
     def is_open(self) -> bool:
@@ -116,7 +117,11 @@ class LiveLink:
     async def close(self) -> None:
         """End the session: stop its task, then close its connection normally (1000)."""
         task, self._task = self._task, None
-        await stop_task(task)
+        self._closing = True
+        try:
+            await stop_task(task)
+        finally:
+            self._closing = False
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close(graceful=True)
@@ -179,6 +184,11 @@ class LiveLink:
         was in flight then (it will not come on the next connection)."""
         self._connection = connection  # close() finishes the job if we are cancelled
         ended = await connection.run()
+        if self._closing:
+            # Cancelled as the connection ended: Python 3.11's TaskGroup then raises the
+            # connection's failure and loses the cancellation. Without this the session
+            # would go on reconnecting while close() waits for it (SIGTERM ignored).
+            raise asyncio.CancelledError
         await connection.close(graceful=isinstance(ended, SwitchNow))
         self._connection = None
         reply_cut = self._turn.in_flight
@@ -217,6 +227,8 @@ class LiveLink:
         connections have kept failing for `reconnect_for_s`."""
         busy, history_lost, last = 0, False, ended
         while True:
+            if self._closing:
+                raise asyncio.CancelledError  # a cancellation lost on the way (see _serve)
             now = time.monotonic()
             wait = pacing.wait(now)
             if wait is None:
