@@ -44,7 +44,8 @@ def test_a_turn_after_the_reboot(server: Any, button: Button, tmp_path: Path) ->
     assert CA_FILE.exists()
     restart_service()
     turn = speak_a_turn(server, button, tmp_path)
-    assert loud_seconds(turn.heard, 24000) >= 1.0
+    # At the volume the tool set before the reboot: the speaker's gain is its square.
+    assert loud_seconds(turn.heard, 24000, threshold=0.05 * (VOLUME / 100) ** 2) >= 1.0
     assert dominant_hz(turn.heard, 24000) > 300
 
 
