@@ -352,8 +352,10 @@ class Appliance:
             self.leds = LedAnimator(self._parts.leds())
             if self.notifier.watchdog_s is not None:
                 self._start(self._heartbeat(self.notifier.watchdog_s / 2), "heartbeat")
-            self.link.prepare()
             await self.audio.open()  # a device that fails is reported and retried, not fatal
+            # The SDK after the devices: PortAudio's scan has let go of the ALSA plugins it
+            # loaded by now, so the two never take memory at the same time (peak RSS).
+            self.link.prepare()
             if "microphone" not in self.audio.failures:
                 await self._wait_for_microphone()
             self._start(self.audio.keep(), "audio-keeper")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 
@@ -172,3 +173,34 @@ def test_opening_portaudio_puts_no_alsa_or_jack_chatter_in_the_journal() -> None
     assert any(line in plain for line in CHATTER), "this machine's libraries are quiet anyway"
     quiet = stderr_of("quiet")
     assert [line for line in quiet.splitlines() if any(c in line for c in CHATTER)] == []
+
+
+PLUGINS_KEPT = """
+import json
+import sys
+if sys.argv[1] == "released":
+    from device.audio.portaudio import open_portaudio as make
+else:
+    import pyaudio
+    make = pyaudio.PyAudio
+pa = make()
+maps = open("/proc/self/maps").read()
+print(json.dumps(sorted({line.split("/")[-1] for line in maps.splitlines()
+                         if "libasound_module_" in line})))
+"""
+
+
+def test_opening_portaudio_lets_go_of_the_alsa_plugins_its_scan_loaded() -> None:
+    """PortAudio's device scan loads every ALSA plugin the configuration names (and the
+    codecs they link: megabytes of the daemon's memory); with no device open, none stays."""
+
+    def plugins_after(how: str) -> list[str]:
+        run = subprocess.run(
+            [sys.executable, "-c", PLUGINS_KEPT, how], capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 0, run.stderr
+        names: list[str] = json.loads(run.stdout)
+        return names
+
+    assert plugins_after("plain"), "this machine's ALSA has no plugins to load anyway"
+    assert plugins_after("released") == []

@@ -293,3 +293,18 @@ async def test_the_local_server_accepts_our_setup_for_every_known_model(server, 
             accepted += 1
     assert accepted >= 4  # every model takes at least "unset" or "as it does anyway"
 
+
+
+def test_the_daemons_session_imports_the_sdk_only_when_prepared() -> None:
+    """The daemon builds its session object before it opens the sound devices, and
+    imports the SDK (37 MB) after: the two must not be in memory at once (peak RSS)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "import device.appliance, device.parts, device.live.session\n"
+        "print('google.genai' in sys.modules)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip() == "False", run.stderr

@@ -8,6 +8,15 @@ twenty lines at every start and every reopen, none of them worth knowing. Both
 libraries let a program install its own handler for those messages; they go to
 this module's debug log instead. JACK is also told not to start a server of its
 own. Done once, before the first PortAudio call, only when the library is there.
+
+The probe also loads every ALSA plugin the configuration names, and what each
+links: on a Debian or Raspberry Pi OS box with libasound2-plugins, the a52
+encoder pulls in libavcodec and some sixty more libraries. ALSA keeps them, and
+its parsed configuration, until it is told to let go; PortAudio does that only at
+Pa_Terminate. Once the scan is done they are let go of at once (ALSA reference-
+counts what an open device still uses; the next open reads the configuration
+again and loads only its own plugin): 10.7 MB of the daemon's resident memory
+on the benchmark's loopback, 19.2 MB while the scan runs.
 """
 
 from __future__ import annotations
@@ -37,7 +46,17 @@ def open_portaudio() -> pyaudio.PyAudio:
     if not _installed:
         _quiet_alsa()
         _quiet_jack()
-    return pyaudio.PyAudio()
+    pa = pyaudio.PyAudio()
+    _release_alsa_plugins()
+    return pa
+
+
+def _release_alsa_plugins() -> None:
+    """Free ALSA's global configuration and unload the plugins no open device uses, as
+    Pa_Terminate does (snd_config_update_free_global)."""
+    library = _load("asound")
+    if library is not None:
+        library.snd_config_update_free_global()
 
 
 def _quiet_alsa() -> None:

@@ -19,8 +19,6 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from google.genai import types
@@ -28,11 +26,12 @@ from google.genai.live import AsyncSession
 
 from device.live.client import send_text_turn
 from device.live.errors import ConnectionDead
+from device.live.hooks import Hooks
 from device.live.reply import ReplyDecoder
 from device.live.turn import WireTurn
 from device.live.wire import IMAGE_MIME, MIC_MIME, audio_message
 from device.outbox import Item, Outbox
-from device.states import Event, Interrupted, ReplyAudio, SpeechHeard, TurnComplete
+from device.states import Interrupted, ReplyAudio, SpeechHeard, TurnComplete
 from device.tools import ToolBox, answer
 
 if TYPE_CHECKING:
@@ -61,22 +60,6 @@ CLOSE_TIMEOUT_S = 1.0
 
 class SwitchNow(Exception):
     """The service announced the end of this connection (goAway): move to a new one."""
-
-
-@dataclass
-class Hooks:
-    """How a connection reports to the rest of the appliance (all run on the loop).
-
-    `session` is the number of the session the connection serves; every event it
-    reports carries it, so the appliance can tell a closed session's events apart.
-    """
-
-    session: int
-    on_event: Callable[[Event], None]
-    on_sent: Callable[[Item, float], None]
-    on_handle: Callable[[str], None]
-    #: Returns once the speaker has room for more reply audio; None: never wait.
-    wait_for_room: Callable[[], Awaitable[None]] | None = None
 
 
 class Connection:

@@ -22,21 +22,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from google import genai
-from google.genai.live import AsyncSession
-
 from device.config import Config
-from device.live.connection import Connection, Hooks, SwitchNow, check_sdk_internals
-from device.live.errors import (
-    GaveUp,
-    describe_failure,
-    failure_fields,
-    is_busy_session,
-    is_refusal,
-    is_unknown_handle,
-)
+from device.live.hooks import Hooks
 from device.live.pacing import Pacing
-from device.live.setup import connect_config, make_client, warm_up
 from device.live.turn import WireTurn
 from device.outbox import Item, Outbox
 from device.states import (
@@ -50,7 +38,16 @@ from device.states import (
 from device.tasks import stop_task
 
 if TYPE_CHECKING:
+    from google import genai
+
+    from device.live.connection import Connection
     from device.tools import ToolBox
+
+# The SDK (google-genai, pydantic's models of every message) is imported by
+# `prepare`, not with this module: 37 MB and a second (several on a Pi Zero) that the
+# daemon spends after PortAudio's device scan has let go of what it loaded (see
+# device.audio.portaudio), so the two never add up at the peak. Hence the imports
+# inside the methods below; every path to them goes through `prepare` first.
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +94,9 @@ class LiveLink:
         the first press and the first reply do not wait for them, and a setting that cannot
         work (a persona file) fails at start."""
         if self._client is None:
+            from device.live.connection import check_sdk_internals
+            from device.live.setup import connect_config, make_client, warm_up
+
             check_sdk_internals()
             self._client = make_client(self._cfg)
             connect_config(self._cfg, None)
@@ -135,6 +135,8 @@ class LiveLink:
 
     async def _run(self) -> None:
         """The session, across connections; a bug here ends it like a lost connection."""
+        from device.live.errors import describe_failure
+
         try:
             await self._session()
         except Exception as exc:
@@ -145,6 +147,9 @@ class LiveLink:
     async def _session(self) -> None:
         session = self._hooks.session
         self.prepare()
+        from device.live.connection import SwitchNow
+        from device.live.errors import describe_failure, failure_fields, is_refusal
+
         try:
             connection = await self._connect()
         except Exception as exc:
@@ -182,6 +187,8 @@ class LiveLink:
     async def _serve(self, connection: Connection) -> tuple[Exception, bool]:
         """Serve until the connection ends; close it. Why it ended, and whether a reply
         was in flight then (it will not come on the next connection)."""
+        from device.live.connection import SwitchNow
+
         self._connection = connection  # close() finishes the job if we are cancelled
         ended = await connection.run()
         if self._closing:
@@ -197,13 +204,16 @@ class LiveLink:
 
     async def _connect(self) -> Connection:
         """Open one connection (resuming when there is a handle) within the connect timeout."""
+        from device.live.connection import Connection
+        from device.live.setup import connect_config
+
         assert self._client is not None
         setup = connect_config(self._cfg, self._handle)
         started = time.monotonic()
         stack = contextlib.AsyncExitStack()
         try:
             async with asyncio.timeout(self._cfg.live.connect_timeout_s):
-                session: AsyncSession = await stack.enter_async_context(
+                session = await stack.enter_async_context(
                     self._client.aio.live.connect(model=self._cfg.live.model, config=setup)
                 )
         except BaseException:
@@ -225,6 +235,14 @@ class LiveLink:
     async def _reconnect(self, pacing: Pacing, ended: Exception) -> tuple[Connection, bool]:
         """Connect again, paced; (connection, whether history was lost). GaveUp once the
         connections have kept failing for `reconnect_for_s`."""
+        from device.live.errors import (
+            GaveUp,
+            describe_failure,
+            is_busy_session,
+            is_refusal,
+            is_unknown_handle,
+        )
+
         busy, history_lost, last = 0, False, ended
         while True:
             if self._closing:
