@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rig import unit
 from rig.bench.conversation import quiet_runs
 from rig.bench.figures import Figure, median, nearest_rank
 from rig.bench.markers import locate, marker, missing_ms
@@ -144,6 +145,32 @@ def test_cpu_and_memory_of_another_process_are_read_from_outside() -> None:
         child.communicate("")
     with pytest.raises(ProcessGone):
         memory_mb(child.pid)
+
+
+UNIT_SAMPLE = """
+[Unit]
+Environment=NOT_A_SERVICE_SETTING=1
+[Service]
+Environment=LG_WD=%t/live-appliance
+Environment=GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072
+Environment="A=one two" B=3
+"""
+
+
+def test_the_daemon_gets_the_units_environment_without_systemds_directories(
+    tmp_path: Path,
+) -> None:
+    sample = tmp_path / "live-appliance.service"
+    sample.write_text(UNIT_SAMPLE)
+    assert unit.environment(sample) == {
+        "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072",
+        "A": "one two",
+        "B": "3",
+    }
+    # The real unit: every variable it sets without a specifier reaches the bench's daemon.
+    real = " ".join(unit.service_directives()["Environment"])
+    assert all(name in real for name in unit.environment())
+    assert "LG_WD" in real and "LG_WD" not in unit.environment()
 
 
 def test_help_answers_without_loading_the_rig() -> None:

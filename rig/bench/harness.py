@@ -2,8 +2,9 @@
 and the reference client (`rig.bench.reference`) started beside them on the same two.
 
 Every daemon runs `python -m device run` through `rig.daemon`, with a notify
-socket and the unit's watchdog interval in its environment, so it pays for what
-it pays for on a Pi. Waits go through the server's log (no polling of the
+socket, the unit's watchdog interval and the unit's own environment (read from
+systemd/live-appliance.service by `rig.unit`), so it pays for what it pays for on
+a Pi. Waits go through the server's log (no polling of the
 daemon, whose CPU is being measured) and fail with the daemon's log if it dies.
 """
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from rig import unit
 from rig.bench.proc import memory_mb
 from rig.daemon import Daemon, scratch_dir, start_daemon
 from rig.loopback import PulseLoopback
@@ -163,7 +165,11 @@ class Harness:
             self.loopback,
             self.server.server,
             settings=merged,
-            env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": WATCHDOG_USEC},
+            env={
+                **unit.environment(),
+                "NOTIFY_SOCKET": str(notify.path),
+                "WATCHDOG_USEC": WATCHDOG_USEC,
+            },
         )
         try:
             ready = self._ready(daemon, notify)
