@@ -355,5 +355,10 @@ class Playback(PortAudioStream):
                     self._room_below = None
                     self._tell(self._room.set)
                 self._tail = False
+                if not running:
+                    # The writer starts the stream with this: stamp it alive first. The
+                    # keeper checks a running stream's last write, and a stamp left from
+                    # the last reply (seconds ago) made a slow start look unplugged.
+                    self._called()
                 return "write", piece, self._generation, since
         return "close", b"", self._generation, None
