@@ -14,27 +14,29 @@ from pathlib import Path
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "live-appliance.service"
 
 
-def service_directives(unit: Path = UNIT) -> dict[str, list[str]]:
-    """The [Service] section: key -> values in order (an empty assignment resets, as
-    systemd does)."""
-    directives: dict[str, list[str]] = {}
-    section = ""
-    for raw in unit.read_text().splitlines():
+def directives(text: str) -> dict[str, dict[str, list[str]]]:
+    """Section -> key -> values, in order; an empty assignment resets the list (as systemd)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith(("#", ";")):
             continue
         if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        if section != "Service":
+            current = sections.setdefault(line.strip("[]"), {})
             continue
         key, _, value = line.partition("=")
-        values = directives.setdefault(key.strip(), [])
+        values = current.setdefault(key.strip(), [])
         if value.strip():
             values.append(value.strip())
         else:
             values.clear()
-    return directives
+    return sections
+
+
+def service_directives(unit: Path = UNIT) -> dict[str, list[str]]:
+    """The [Service] section: key -> values in order."""
+    return directives(unit.read_text()).get("Service", {})
 
 
 def environment(unit: Path = UNIT) -> dict[str, str]:

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from device import cli, config
+from rig.unit import directives
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "live-appliance.service"
@@ -63,26 +64,6 @@ def analyze(*args: str | Path) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-def directives(text: str) -> dict[str, dict[str, list[str]]]:
-    """Section -> key -> values, in order; an empty assignment resets the list (as systemd)."""
-    sections: dict[str, dict[str, list[str]]] = {}
-    current: dict[str, list[str]] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            current = sections.setdefault(line.strip("[]"), {})
-            continue
-        key, _, value = line.partition("=")
-        values = current.setdefault(key.strip(), [])
-        if value.strip():
-            values.append(value.strip())
-        else:
-            values.clear()
-    return sections
 
 
 @pytest.fixture(scope="module")
