@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
 
-from device import config
+from device import cli, config
 
 KEY = "AIza-very-secret-key-0123456789"
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "CREDENTIALS_DIRECTORY", config.ENV_PATH):
+    """No key or setting from this shell (the command line runs in this process too)."""
+    overrides = [name for name in os.environ if name.startswith(config.ENV_PREFIX)]
+    for name in ("CREDENTIALS_DIRECTORY", *config.KEY_ENV_VARS, *overrides):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -155,25 +157,34 @@ def test_the_units_default_credential_is_no_key(
     assert cfg.api_key is None
 
 
-def test_cli_reports_a_bad_file_with_exit_code_2_and_no_traceback(tmp_path: Path) -> None:
+# The command line runs in this process: `python -m device` is `sys.exit(cli.main())`, and a
+# process of its own would only add its start-up (test_cli runs the command as a process).
+
+
+def test_cli_reports_a_bad_file_with_exit_code_2_and_no_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write(tmp_path, "[audio]\nchunk_ms = 'fast'\n")
-    result = run_cli("run", "--config", str(path))
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert f"{path}: [audio] chunk_ms: must be an integer" in result.stderr
+    assert cli.main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"{path}: [audio] chunk_ms: must be an integer" in err
 
 
-def test_cli_without_a_key_exits_2_and_says_how_to_give_one(tmp_path: Path) -> None:
-    result = run_cli("run", "--config", str(write(tmp_path, "")), env={"PATH": "/usr/bin"})
-    assert result.returncode == 2
-    assert "no API key" in result.stderr
+def test_cli_without_a_key_exits_2_and_says_how_to_give_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["run", "--config", str(write(tmp_path, ""))]) == 2
+    assert "no API key" in capsys.readouterr().err
 
 
-def test_help_lists_the_commands() -> None:
-    result = run_cli("--help")
-    assert result.returncode == 0
+def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
     for name in ("run", "ctl", "devices", "doctor", "ask"):
-        assert name in result.stdout
+        assert name in out
 
 
 @pytest.mark.parametrize(
@@ -186,7 +197,7 @@ def test_help_lists_the_commands() -> None:
     ],
 )
 def test_what_the_daemon_would_refuse_the_configuration_refuses_with_the_same_words(
-    tmp_path: Path, settings: str, wanted: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], settings: str, wanted: str
 ) -> None:
     """One validation: the doctor's config check (config.load) and the daemon agree."""
     (tmp_path / "empty.txt").write_text("  \n")
@@ -196,5 +207,5 @@ def test_what_the_daemon_would_refuse_the_configuration_refuses_with_the_same_wo
     with pytest.raises(config.ConfigError, match=wanted) as caught:
         config.load(path)
     assert str(caught.value).startswith(f"{path}: ")
-    result = run_cli("doctor", "config", "--config", str(path), "--json")
-    assert wanted.split("'")[0] in result.stdout and result.returncode == 1
+    code = cli.main(["doctor", "config", "--config", str(path), "--json"])
+    assert wanted.split("'")[0] in capsys.readouterr().out and code == 1

@@ -39,7 +39,8 @@ class LocalCA:
 
     def client_context(self) -> ssl.SSLContext:
         """TLS context trusting only this CA (for raw clients and async_client_args)."""
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        # Not create_default_context: loading the system's CA store as well takes 50 ms.
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self._ca.configure_trust(ctx)
         return ctx
 
