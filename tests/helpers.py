@@ -1,5 +1,5 @@
 """Small helpers the test files share: mock GPIO pins, waiting, the CLI, a journal stand-in,
-the doctor's output by check, the names of this process's threads."""
+the doctor's output by check, the names of this process's threads, the LED table sped up."""
 
 from __future__ import annotations
 
@@ -10,8 +10,25 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from device.hw.led_patterns import PATTERNS, Pattern
+from device.hw.leds import LedAnimator, LedDriver
+
+#: Animator tests play the LED table this many times faster, fades at as many times the
+#: frame rate: the same frames in the same order, in a fraction of the time.
+LED_SPEEDUP = 10
+FAST_PATTERNS: dict[str, Pattern] = {
+    state: replace(p, steps=tuple(replace(s, seconds=s.seconds / LED_SPEEDUP) for s in p.steps))
+    for state, p in PATTERNS.items()
+}
+
+
+def fast_animator(driver: LedDriver) -> LedAnimator:
+    """An animator playing FAST_PATTERNS at LED_SPEEDUP times the default frame rate."""
+    return LedAnimator(driver, FAST_PATTERNS, frame_rate=25 * LED_SPEEDUP)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from gpiozero.pins.mock import MockPin
-from helpers import mock_pins, until
+from helpers import fast_animator, mock_pins, until
 
 from device.config import LedsConfig
 from device.errors import LedsUnavailable
@@ -143,7 +143,7 @@ def test_every_state_but_speaking_has_exact_frames_here() -> None:
 async def test_each_state_sends_its_frames_and_closing_sends_black(
     bus: FakeBus, state: str
 ) -> None:
-    leds = LedAnimator(open_leds(hat()))
+    leds = fast_animator(open_leds(hat()))
     await leds.show(state)
     await until(lambda: len(bus.writes) >= len(EXPECTED[state]))
     await leds.aclose()
@@ -155,7 +155,7 @@ async def test_each_state_sends_its_frames_and_closing_sends_black(
 
 
 async def test_speaking_breathes_green_on_every_pixel_alike(bus: FakeBus) -> None:
-    leds = LedAnimator(open_leds(hat()))
+    leds = fast_animator(open_leds(hat()))
     await leds.show("speaking")
     await until(lambda: len(bus.writes) >= 8)
     await leds.aclose()

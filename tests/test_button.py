@@ -72,23 +72,28 @@ async def test_holding_past_hold_time_is_a_long_press(pin) -> None:
 
 async def test_a_short_press_is_not_a_long_press(pin) -> None:
     events = Events()
-    button = ButtonInput(PIN, events, hold_time=0.3, bounce_time=None)
+    button = ButtonInput(PIN, events, hold_time=0.1, bounce_time=None)
     button.start()
     pin.drive_low()
     pin.drive_high()
     await events.wait_for(2)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.2)
     assert events.names == ["pressed", "released"]
     button.stop()
 
 
-async def test_hold_time_none_never_reports_a_long_press(pin) -> None:
+async def test_hold_time_none_never_reports_a_long_press(pin, monkeypatch) -> None:
+    from gpiozero import Button
+
+    # gpiozero's own default hold time (1 s), shortened: a long press that ButtonInput
+    # left to gpiozero's default would come within the wait below.
+    monkeypatch.setitem(Button.__init__.__kwdefaults__, "hold_time", 0.1)
     events = Events()
     button = ButtonInput(PIN, events, hold_time=None, bounce_time=None)
     button.start()
     pin.drive_low()
     await events.wait_for(1)
-    await asyncio.sleep(1.3)  # past gpiozero's own default hold time of 1 s
+    await asyncio.sleep(0.3)  # past that hold time
     assert events.names == ["pressed"]
     button.stop()
 

@@ -81,7 +81,8 @@ async def test_first_frame_comes_at_the_press_not_a_period_later() -> None:
 
 async def test_frames_are_square_jpegs_numbered_consecutively_and_evenly_paced() -> None:
     frames = Frames()
-    feed = feed_for(synthetic(fps=2.0, size=320, quality=60), frames)
+    period = 0.2  # short for a quick test, long against a loaded machine's jitter
+    feed = feed_for(synthetic(fps=1 / period, size=320, quality=60), frames)
     feed.start_frames()
     await until(lambda: len(frames.jpegs) >= 5)
     await feed.aclose()
@@ -91,7 +92,6 @@ async def test_frames_are_square_jpegs_numbered_consecutively_and_evenly_paced()
         assert simplejpeg.decode_jpeg_header(jpeg)[:2] == (320, 320)
     assert frames.numbers()[:5] == [1, 2, 3, 4, 5]
     gaps = [b - a for a, b in zip(frames.times, frames.times[1:], strict=False)]
-    period = 0.5
     assert min(gaps) > 0.5 * period  # never two frames in one tick
     assert statistics.median(gaps) == pytest.approx(period, rel=0.2)
 
@@ -116,12 +116,12 @@ async def test_stop_frames_stops_frames_at_once_and_the_camera_after_linger(
             feed.stop_frames()  # the release, right as frame 2 goes out
             stopped.append(time.monotonic())
 
-    feed = CameraFeed(synthetic(linger_s=0.6), on_frame)
+    feed = CameraFeed(synthetic(fps=10.0, linger_s=0.2), on_frame)
     feed.start_frames()
     await until(lambda: stopped)
     assert feed.running
     await until(lambda: not feed.running)
-    assert time.monotonic() - stopped[0] >= 0.6
+    assert time.monotonic() - stopped[0] >= 0.2
     assert frames.numbers() == [1, 2]
     assert camera_records(caplog) == [(logging.INFO, "on"), (logging.INFO, "off")]
     await feed.aclose()
@@ -138,7 +138,7 @@ async def test_start_frames_during_linger_reuses_the_running_camera() -> None:
     feed = CameraFeed(synthetic(fps=0.2, linger_s=30), on_frame)  # a tick every 5 s
     feed.start_frames()
     await until(lambda: frames.jpegs)
-    await asyncio.sleep(0.3)  # the camera lingers, no frames
+    await asyncio.sleep(0.1)  # the camera lingers, no frames
     assert len(frames.jpegs) == 1 and feed.running
     again = time.monotonic()
     feed.start_frames()
@@ -195,7 +195,7 @@ async def test_the_led_is_lit_exactly_while_the_camera_runs(pins) -> None:
         lit_at_frame.append(pins(21).state)
         feed.stop_frames()
 
-    feed = CameraFeed(synthetic(led_pin=21, linger_s=0.2), on_frame)
+    feed = CameraFeed(synthetic(led_pin=21, linger_s=0.05), on_frame)
     assert not pins(21).state
     feed.start_frames()
     await until(lambda: frames.jpegs and not feed.running)
@@ -242,9 +242,9 @@ class FakeCameraRig:
     modes: list[dict[str, Any]] = field(default_factory=lambda: IMX708_MODES)
     usb_size: tuple[int, int] = (640, 480)  # what a USB camera "adjusts" any size to
     fail_open: bool = False
-    start_delay: float = 0.0
     start_gate: threading.Event | None = None  # set: start returns (a stuck camera till then)
     capture_delay: float = 0.0
+    capture_gate: threading.Event | None = None  # set: captures complete (in flight till then)
     fail_capture: int | None = None  # this capture (1-based) raises
     hang_after: int | None = None  # captures after this many never complete
     calls: list[Any] = field(default_factory=list)
@@ -333,7 +333,6 @@ def fake_picamera2_class(rig: FakeCameraRig) -> type:
             rig.calls.append(("set_controls", dict(controls)))
 
         def start(self) -> None:
-            time.sleep(rig.start_delay)
             if rig.start_gate is not None:
                 rig.start_gate.wait()
             self._started = True
@@ -355,6 +354,8 @@ def fake_picamera2_class(rig: FakeCameraRig) -> type:
 
             def complete() -> None:  # the camera's own thread
                 time.sleep(rig.capture_delay)
+                if rig.capture_gate is not None:
+                    rig.capture_gate.wait()
                 with rig.lock:
                     rig.in_flight -= 1
                 if number == rig.fail_capture:
@@ -389,7 +390,7 @@ def camera(monkeypatch: pytest.MonkeyPatch) -> FakeCameraRig:
 
 
 def picamera2(**settings: Any) -> CameraConfig:
-    return CameraConfig(**{"source": "picamera2", "fps": 4.0, "linger_s": 0.3, **settings})
+    return CameraConfig(**{"source": "picamera2", "fps": 10.0, "linger_s": 0.1, **settings})
 
 
 def mean_colour(jpeg: bytes, where: tuple[slice, slice] = (slice(None), slice(None))) -> tuple:
@@ -423,7 +424,7 @@ async def test_picamera2_start_and_stop_follow_the_frames(camera) -> None:
         if len(frames.jpegs) in (2, 3):
             feed.stop_frames()
 
-    feed = CameraFeed(picamera2(linger_s=0.5), on_frame)
+    feed = CameraFeed(picamera2(linger_s=0.2), on_frame)
     feed.start_frames()
     await until(lambda: len(frames.jpegs) == 2)
     assert camera.names()[:5] == ["open", "sensor_modes", "configure", "set_controls", "start"]
@@ -440,12 +441,16 @@ async def test_picamera2_start_and_stop_follow_the_frames(camera) -> None:
 
 
 async def test_aclose_while_the_camera_is_starting_leaves_it_off(camera) -> None:
-    camera.start_delay = 0.3
+    camera.start_gate = threading.Event()
     frames = Frames()
     feed = feed_for(picamera2(), frames)
     feed.start_frames()
     await until(lambda: "configure" in camera.names())
-    await feed.aclose()
+    closing = asyncio.create_task(feed.aclose())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # it waits for the start, which cannot be interrupted
+    camera.start_gate.set()
+    await closing
     assert camera.names()[-3:] == ["start", "stop", "close"]
     assert not feed.running and not frames.jpegs
 
@@ -455,15 +460,16 @@ async def test_a_camera_whose_start_never_returns_fails_the_part_not_the_box(
 ) -> None:
     camera.start_gate = threading.Event()
     frames = Frames()
-    feed = feed_for(picamera2(), frames, switch_timeout_s=0.3)
+    # Short, yet no start or stop that is merely slow on a busy machine gets near it.
+    feed = feed_for(picamera2(), frames, switch_timeout_s=0.2)
     try:
         feed.start_frames()
         await until(lambda: frames.failures, within=3)
-        assert "did not answer in 0.3 s" in frames.failures[0]
+        assert "did not answer in 0.2 s" in frames.failures[0]
         async with asyncio.timeout(1):
             await feed.aclose()  # the session ends at once, camera or no camera
         feed.start_frames()  # the next press: audio only, no second call into the stuck camera
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.2)
         assert camera.names().count("open") == 1 and len(frames.failures) == 1
     finally:
         camera.start_gate.set()  # the stuck start returns at last: the camera is on ...
@@ -492,24 +498,25 @@ async def test_a_usb_camera_is_cropped_to_a_square_in_software(camera) -> None:
 
 
 async def test_slow_captures_skip_ticks_and_are_never_queued(camera) -> None:
-    camera.capture_delay = 0.3  # longer than a tick of 0.25 s
+    camera.capture_delay = 0.15  # longer than a tick of 0.125 s
     frames = Frames()
-    feed = feed_for(picamera2(), frames)
+    feed = feed_for(picamera2(fps=8.0), frames)
     feed.start_frames()
     await until(lambda: len(frames.jpegs) >= 3)
     await feed.aclose()
     assert camera.most_in_flight == 1
     gaps = [b - a for a, b in zip(frames.times, frames.times[1:], strict=False)]
-    assert min(gaps) > 0.4  # the next free tick (0.5 s), not straight after (0.3 s)
+    assert min(gaps) > 0.2  # the next free tick (0.25 s), not straight after (0.15 s)
 
 
 async def test_a_frame_in_flight_at_the_release_is_dropped_not_sent_late(camera) -> None:
-    camera.capture_delay = 0.3
+    camera.capture_gate = threading.Event()
     frames = Frames()
-    feed = feed_for(picamera2(linger_s=0.1), frames)
+    feed = feed_for(picamera2(), frames)
     feed.start_frames()
     await until(lambda: camera.in_flight == 1)
     feed.stop_frames()
+    camera.capture_gate.set()  # the frame arrives after the release
     await until(lambda: camera.names()[-1:] == ["close"])  # the capture ended, then the camera
     assert camera.captures == 1 and not frames.jpegs
     await feed.aclose()
@@ -553,10 +560,10 @@ async def test_a_camera_that_dies_mid_run_stops_and_is_reported_once(camera, pin
 async def test_a_camera_that_goes_silent_is_taken_for_dead(camera) -> None:
     camera.hang_after = 1
     frames = Frames()
-    feed = feed_for(picamera2(), frames, capture_timeout_s=0.3)
+    feed = feed_for(picamera2(), frames, capture_timeout_s=0.2)
     feed.start_frames()
     await until(lambda: frames.failures)
-    assert frames.failures == ["the camera delivered no frame for 0.3 s"]
+    assert frames.failures == ["the camera delivered no frame for 0.2 s"]
     assert len(frames.jpegs) == 1 and camera.names()[-2:] == ["stop", "close"]
     await feed.aclose()
 

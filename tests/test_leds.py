@@ -10,7 +10,7 @@ import time
 from itertools import pairwise
 
 import pytest
-from helpers import mock_pins, until
+from helpers import FAST_PATTERNS, LED_SPEEDUP, fast_animator, mock_pins, until
 
 from device.config import LedsConfig
 from device.hw.led_patterns import AMBER, PATTERNS, Pattern, Step, scaled
@@ -156,11 +156,19 @@ def test_patterns_reject_a_chase_they_cannot_play() -> None:
 
 # --- the animator, on a recording driver --------------------------------------
 
+def test_the_fast_table_has_the_same_frames_at_the_faster_pace() -> None:
+    for state, pattern in PATTERNS.items():
+        for pixels in (1, 3):
+            fast = FAST_PATTERNS[state].frames(25 * LED_SPEEDUP, pixels)
+            real = pattern.frames(25, pixels)
+            assert [frame for frame, _ in fast] == [frame for frame, _ in real], state
+            assert [s for _, s in fast] == pytest.approx([s / LED_SPEEDUP for _, s in real]), state
+
 
 async def watch(state: str, frames: int) -> Recorder:
     """Show `state` until the driver has had `frames` frames, then close."""
     driver = Recorder()
-    leds = LedAnimator(driver)
+    leds = fast_animator(driver)
     await leds.show(state)
     await until(lambda: len(driver.frames) >= frames)
     await leds.aclose()
@@ -169,7 +177,7 @@ async def watch(state: str, frames: int) -> Recorder:
 
 async def test_listening_is_set_once_at_full_blue() -> None:
     driver = await watch("listening", 1)
-    await asyncio.sleep(0.2)  # a static pattern plays nothing more
+    await asyncio.sleep(0.05)  # a static pattern plays nothing more
     assert driver.colours() == [(0.0, 0.0, 1.0), (0.0, 0.0, 0.0)]  # then aclose's off
 
 
@@ -204,12 +212,12 @@ async def test_speaking_fades_in_small_steps() -> None:
 
 async def test_a_state_change_leaves_no_frame_of_the_old_pattern() -> None:
     driver = Recorder()
-    leds = LedAnimator(driver)
+    leds = fast_animator(driver)
     await leds.show("connecting")
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(0.04)
     switched = time.monotonic()
     await leds.show("listening")
-    await asyncio.sleep(0.4)  # longer than a connecting blink: a live old task would show
+    await asyncio.sleep(0.05)  # a few connecting blinks: a live old task would show
     assert driver.colours(since=switched) == [(0.0, 0.0, 1.0)]
     assert leds.state == "listening"
     await leds.aclose()
@@ -245,12 +253,12 @@ async def test_the_history_has_the_new_state_while_the_old_pattern_stops() -> No
 
 async def test_aclose_stops_the_task_and_turns_off() -> None:
     driver = Recorder()
-    leds = LedAnimator(driver)
+    leds = fast_animator(driver)
     await leds.show("speaking")
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.02)
     await leds.aclose()
     closed_at = len(driver.frames)
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.05)  # a dozen fade steps
     assert len(driver.frames) == closed_at  # nothing plays after close
     assert driver.colours()[-1] == (0.0, 0.0, 0.0)
     assert driver.closed and leds.state is None
@@ -274,7 +282,7 @@ class Strip:
 
 async def test_a_strip_gets_whole_frames_and_ends_dark() -> None:
     strip = Strip(3)
-    leds = LedAnimator(strip)
+    leds = fast_animator(strip)
     await leds.show("thinking")
     await until(lambda: len(strip.frames) >= 4)
     await leds.aclose()
@@ -302,15 +310,18 @@ async def test_unknown_state_is_refused() -> None:
 
 async def test_a_failing_driver_does_not_raise_into_the_caller() -> None:
     class Broken(Recorder):
+        failed = False
+
         def set(self, r: float, g: float, b: float) -> None:
             if self.frames:
+                self.failed = True
                 raise OSError("pin gone")
             super().set(r, g, b)
 
     driver = Broken()
-    leds = LedAnimator(driver)
+    leds = fast_animator(driver)
     await leds.show("connecting")
-    await asyncio.sleep(0.4)
+    await until(lambda: driver.failed)  # the animation dies on its second frame
     await leds.show("listening")  # the dead animation is reaped, the error only logged
     assert leds.state == "listening"
     assert len(driver.frames) == 1
@@ -402,7 +413,7 @@ def test_bad_led_configuration_is_refused() -> None:
 
 
 async def test_animator_drives_real_mock_pins_and_leaves_them_off(pins) -> None:
-    animator = LedAnimator(make_leds("rgb", [22, 23, 24]))
+    animator = fast_animator(make_leds("rgb", [22, 23, 24]))
     await animator.show("listening")
     assert states(pins, 22, 23, 24) == (0.0, 0.0, 1.0)
     await animator.show("thinking")
@@ -416,7 +427,7 @@ async def test_animator_drives_real_mock_pins_and_leaves_them_off(pins) -> None:
 
 
 async def test_single_led_animator_blinks_the_pin(pins) -> None:
-    animator = LedAnimator(make_leds("single", [17]))
+    animator = fast_animator(make_leds("single", [17]))
     await animator.show("connecting")
     await until(lambda: [s.state for s in pins(17).states].count(1.0) >= 2)
     await animator.aclose()
