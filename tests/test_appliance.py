@@ -23,6 +23,9 @@ from device.states import (
 )
 
 REPLY = b"\x01\x02" * 2400  # 100 ms at 24 kHz
+#: `end_after_silence_s` for the silence tests, below the configuration's bound of 1 s
+#: (dataclasses.replace does not validate) so that they take a fraction of a second.
+SILENCE_S = 0.25
 
 
 def kinds(box: Box) -> list[str]:
@@ -107,14 +110,18 @@ async def test_hands_free_an_unanswered_interruption_still_ends_the_conversation
         assert kinds(box) == before == [], "nothing more from the microphone"
 
 
-async def test_speech_keeps_a_hands_free_conversation_open(tmp_path: Path) -> None:
-    cfg = config(button={"mode": "toggle"}, conversation={"end_after_silence_s": 1.0})
+async def test_speech_keeps_a_hands_free_conversation_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Speech is told at most every SPEECH_EVERY_S: well within the shortened silence.
+    monkeypatch.setattr("device.mic_feed.SPEECH_EVERY_S", SILENCE_S / 5)
+    cfg = config(button={"mode": "toggle"}, conversation={"end_after_silence_s": SILENCE_S})
     async with running(tmp_path, cfg) as box:
         await box.ctl("press")
         box.link.deliver(SetupComplete)
-        for _ in range(40):  # 1.6 s of someone talking, longer than the silence allowed
+        for _ in range(20):  # someone talking for twice the silence allowed
             box.mic.record(CHUNK)
-            await asyncio.sleep(0.04)
+            await asyncio.sleep(SILENCE_S / 10)
         assert box.state == "listening" and box.appliance.machine.session_open
         for _ in range(10):
             box.mic.record(QUIET)
@@ -139,8 +146,11 @@ async def test_events_of_a_closed_session_cannot_touch_the_next(tmp_path: Path) 
         assert box.state == "listening"
 
 
-async def test_a_vanished_microphone_is_an_error_until_it_is_back(tmp_path: Path) -> None:
-    cfg = config(audio={"reopen_s": 0.5})
+async def test_a_vanished_microphone_is_an_error_until_it_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("device.audio.keeper.CHECK_EVERY_S", 0.1)  # not once a second
+    cfg = config(audio={"reopen_s": 0.1})
     async with running(tmp_path, cfg) as box:
         await press_and_speak(box)
         box.mic.alive = False
@@ -193,14 +203,14 @@ async def test_a_button_that_cannot_be_opened_leaves_the_box_working(tmp_path: P
 async def test_a_button_held_with_nobody_talking_stops_the_microphone_and_the_camera(
     tmp_path: Path,
 ) -> None:
-    cfg = config(conversation={"end_after_silence_s": 1.0})
+    cfg = config(conversation={"end_after_silence_s": SILENCE_S})
     async with running(tmp_path, cfg) as box:
         await box.ctl("press")  # and never released: a stuck button, or a cat on it
         box.link.deliver(SetupComplete)
         assert box.camera.running
-        for _ in range(40):  # 1.6 s of a quiet room
+        for _ in range(16):  # a quiet room for longer than the silence allowed
             box.mic.record(QUIET)
-            await asyncio.sleep(0.04)
+            await asyncio.sleep(SILENCE_S / 10)
         await box.settle()
         assert box.state == "thinking", "the turn went to the service, as at a release"
         assert not box.mic.forwarding and not box.camera.running

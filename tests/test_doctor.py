@@ -380,7 +380,10 @@ async def test_no_button_skips(tmp_path: Path) -> None:
     assert result.status is Status.SKIP
 
 
-async def test_leds_show_every_colour_and_end_dark(mock_pins: Any, tmp_path: Path) -> None:
+async def test_leds_show_every_colour_and_end_dark(
+    mock_pins: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("device.doctor.gpio.LED_STEP_S", 0.05)  # no one watches here
     result = await check_leds(
         context(tmp_path, Options(), leds={"kind": "rgb", "pins": [5, 6, 13]})
     )
