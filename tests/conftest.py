@@ -1,11 +1,13 @@
 """Shared fixtures: one loopback sound server for the whole test session.
 
 Tests that need the sound server, or run the daemon as a process, are marked `rig`:
-`scripts/test -m "not rig"` runs the rest, in-process, in well under a minute.
+`scripts/test -m "not rig"` runs the rest, in-process and on every core, in under a
+minute.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ from typing import Any
 
 import pyaudio
 import pytest
+from _pytest.mark.expression import Expression
 
 from rig.daemon import Daemon, start_daemon
 from rig.loopback import PulseLoopback, measure_latency
@@ -23,6 +26,23 @@ from rig.server.server import ServerThread
 RIG_FIXTURES = {"loopback", "pa", "loopback_latency", "make_rig"}
 #: Modules whose every test runs a process of the installed box's (installer, systemd).
 RIG_MODULES = {"test_install_script", "test_systemd_unit"}
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (in pyproject's addopts): in-process tests mostly wait on short timers and
+    share the cores; the rig's tests time real audio and processes, so when one of them
+    can be selected everything runs in this one process, as before."""
+    markexpr = config.option.markexpr
+    if markexpr and not _may_select_rig(Expression.compile(markexpr)):
+        return max(2, os.cpu_count() or 1)
+    return 0
+
+
+def _may_select_rig(expression: Expression) -> bool:
+    """A test marked rig alone, or rig among every other mark, matches the expression."""
+    return expression.evaluate(lambda name, /, **_: name == "rig") or expression.evaluate(
+        lambda _name, /, **_: True
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
