@@ -272,6 +272,42 @@ install_venv() {
       tar -C "$stage/src" -xf -
     chown -R "$BUILD_USER:" "$stage"
   fi
+  # An update with the lock of the last install leaves the dependencies as they are and
+  # replaces only the appliance: each pip run starts for seconds on a small Pi.
+  local stamp=$VENV/.live-appliance-locks digest same_lock=0
+  digest=$(cat "$SOURCE_DIR/$lock" "$SOURCE_DIR/$build_lock" | sha256sum | cut -d' ' -f1)
+  [[ -r $stamp && $(<"$stamp") == "$digest" ]] && same_lock=1
+  local wheels=() sources=() file
+  if ((same_lock)); then
+    say "  the dependencies are as $lock locks them since the last install: kept"
+  else
+    download_locked "$stage" "$lock" "$build_lock"
+  fi
+  as_builder "$stage" "$VENV/bin/pip" wheel --no-deps --no-index --no-build-isolation \
+    --find-links "$stage/downloads" --wheel-dir "$stage/wheels" ${sources[@]+"${sources[@]}"} \
+    "$stage/src"
+  ((DRY_RUN)) || keep_built "$stage/wheels" ${sources[@]+"${sources[@]}"}
+  local appliance=("$stage/wheels/"live_appliance-*.whl)
+  if ((!same_lock)); then
+    for file in "$stage/wheels/"*.whl; do
+      [[ $file == "${appliance[0]}" ]] || wheels+=("$file")
+    done
+    run "$VENV/bin/pip" install --no-index --no-deps "${wheels[@]}"
+  fi
+  # The appliance keeps its version number from one commit to the next: always replaced.
+  run "$VENV/bin/pip" install --no-index --no-deps --force-reinstall "${appliance[@]}"
+  if ((!same_lock)); then
+    remove_unlocked "$SOURCE_DIR/$lock"
+    say "  the lock's digest, for the next update: $stamp"
+    ((DRY_RUN)) || printf '%s\n' "$digest" >"$stamp"
+  fi
+}
+
+# Into STAGE, as BUILD_USER: the lock's build tools (installed in the venv at once) and
+# every locked file, hashes checked. Sets the caller's WHEELS (to install as they are)
+# and SOURCES (source-only packages with no wheel built before from the same source).
+download_locked() {
+  local stage=$1 lock=$2 build_lock=$3 file cached
   as_builder "$stage" "$VENV/bin/pip" download --no-deps --require-hashes --only-binary=:all: \
     --dest "$stage/downloads" --requirement "$stage/src/$build_lock"
   # Without --force-reinstall: what is installed at the locked version stays as it is
@@ -282,36 +318,23 @@ install_venv() {
     --dest "$stage/downloads" --requirement "$stage/src/$lock"
   # The lock's wheels are installed as downloaded; its source-only packages are built,
   # unless a wheel built before from the same source (by its hash) is in WHEEL_CACHE.
-  local wheels=() sources=() file cached
   if ((DRY_RUN)); then
     say "  the source-only packages: wheels built before from the same sources come from" \
       "$WHEEL_CACHE"
     wheels=("$stage/downloads/*.whl")
     sources=("$stage/downloads/*.tar.gz")
-  else
-    for file in "$stage/downloads/"*; do
-      if [[ $file == *.whl ]]; then
-        wheels+=("$file")
-      elif cached=$(cached_wheel "$file"); then
-        say "  ${file##*/}: built before, from the same source ($cached)"
-        wheels+=("$cached")
-      else
-        sources+=("$file")
-      fi
-    done
+    return
   fi
-  as_builder "$stage" "$VENV/bin/pip" wheel --no-deps --no-index --no-build-isolation \
-    --find-links "$stage/downloads" --wheel-dir "$stage/wheels" ${sources[@]+"${sources[@]}"} \
-    "$stage/src"
-  ((DRY_RUN)) || keep_built "$stage/wheels" ${sources[@]+"${sources[@]}"}
-  local appliance=("$stage/wheels/"live_appliance-*.whl)
-  for file in "$stage/wheels/"*.whl; do
-    [[ $file == "${appliance[0]}" ]] || wheels+=("$file")
+  for file in "$stage/downloads/"*; do
+    if [[ $file == *.whl ]]; then
+      wheels+=("$file")
+    elif cached=$(cached_wheel "$file"); then
+      say "  ${file##*/}: built before, from the same source ($cached)"
+      wheels+=("$cached")
+    else
+      sources+=("$file")
+    fi
   done
-  run "$VENV/bin/pip" install --no-index --no-deps "${wheels[@]}"
-  # The appliance keeps its version number from one commit to the next: always replaced.
-  run "$VENV/bin/pip" install --no-index --no-deps --force-reinstall "${appliance[@]}"
-  remove_unlocked "$SOURCE_DIR/$lock"
 }
 
 # The wheel built before from the source-only package SOURCE (a locked download,

@@ -10,6 +10,7 @@ one would be caught.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pty
 import re
@@ -277,6 +278,37 @@ def test_run_again_it_updates_and_keeps_config_and_key(
     assert not any("useradd" in line or "-m venv" in line for line in lines)
     overwrite = f"{EXAMPLE} /etc/live-appliance/config.toml"
     assert not any(overwrite in line for line in lines), "the owner's config would be replaced"
+
+
+def lock_digest() -> str:
+    """What the installer records in the venv: the digest of the system Python's two locks."""
+    tag = subprocess.run(
+        ["/usr/bin/python3", "-c", 'import sys; print("%d%d" % sys.version_info[:2])'],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    locks = (ROOT / "requirements" / f"pi-{kind}py{tag}.txt" for kind in ("", "build-"))
+    return hashlib.sha256(b"".join(lock.read_bytes() for lock in locks)).hexdigest()
+
+
+@pytest.mark.parametrize("recorded", ["the same lock", "another lock", "none"])
+def test_an_update_with_the_lock_of_the_last_install_replaces_only_the_appliance(
+    view: SystemView, stand_ins: StandIns, recorded: str
+) -> None:
+    digest = {"the same lock": lock_digest(), "another lock": "0" * 64, "none": None}[recorded]
+    stamp = "/opt/live-appliance/venv/.live-appliance-locks"
+    view.setup(INSTALLED + (f"echo {digest} > {stamp}\n" if digest else ""))
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
+    pip = [line for line in lines if "/bin/pip " in line]
+    if recorded == "the same lock":
+        assert any(line.startswith("the dependencies are as requirements/pi-") for line in lines)
+        # Nothing downloaded, installed or removed but the appliance, built as nobody.
+        assert len(pip) == 2 and pip[0].startswith("+ setpriv --reuid=nobody "), pip
+        assert " pip wheel " in pip[0].replace("/bin/pip", " pip")
+        assert pip[1].endswith("--force-reinstall /tmp/live-appliance-build/wheels/"
+                               "live_appliance-\\*.whl")  # fmt: skip
+    else:
+        assert sum("/bin/pip download " in line for line in pip) == 2
+        assert f"the lock's digest, for the next update: {stamp}" in lines
 
 
 def test_uninstall_dry_run_removes_everything_but_the_owners_files(
