@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from uuid import uuid4
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -30,6 +30,9 @@ from rig.server.log import ConnectionRecord, Entry, ServerLog
 from rig.server.setup import DEFAULT_MODELS
 from rig.server.tls import LocalCA
 from rig.server.wire import ProtocolError, parse_target
+
+if TYPE_CHECKING:
+    import trustme
 
 DEFAULT_API_KEY = "sim-api-key"
 DEFAULT_EPHEMERAL_TOKEN = "auth_tokens/sim-ephemeral-token"
@@ -89,9 +92,11 @@ class LiveServer:
     """A Live API server on 127.0.0.1 over TLS, speaking PROTOCOL.md."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 api_key: str = DEFAULT_API_KEY, **config: Any) -> None:
+                 api_key: str = DEFAULT_API_KEY, ca: trustme.CA | None = None,
+                 **config: Any) -> None:
         self.host, self.port = host, port
         self.api_key = api_key
+        self._given_ca = ca  # a CA kept from an earlier server, or None for a new one
         config.setdefault("api_keys", {api_key})
         self.config = ServerConfig(**config)
         self.log = ServerLog()
@@ -107,7 +112,7 @@ class LiveServer:
     async def start(self) -> None:
         """Make the CA and listen; ``base_url`` is valid afterwards."""
         self.log.bind()
-        self._ca = LocalCA()
+        self._ca = LocalCA(ca=self._given_ca)
         listen: dict[str, Any] = {"host": self.host, "port": self.port}
         if self.config.uplink_bytes_per_s:
             listen = {"sock": _small_buffer_listener(self.host, self.port),

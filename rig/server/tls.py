@@ -21,12 +21,13 @@ SERVER_NAMES = ("127.0.0.1", "localhost", "::1")
 class LocalCA:
     """A CA, its PEM file on disk, and a server certificate for the loopback names."""
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, ca: trustme.CA | None = None) -> None:
+        """A new CA, or `ca` (one kept from an earlier server, for clients that trust it)."""
         self._owned_dir = directory is None
         self.directory = Path(tempfile.mkdtemp(prefix="live-sim-ca-")) if directory is None \
             else directory
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._ca = trustme.CA(organization_name="live-appliance local Live API")
+        self._ca = ca or trustme.CA(organization_name="live-appliance local Live API")
         self._cert = self._ca.issue_cert(*SERVER_NAMES)
         self.ca_file = self.directory / "ca.pem"
         self._ca.cert_pem.write_to_path(str(self.ca_file))

@@ -16,7 +16,9 @@ import signal
 import subprocess
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,10 @@ KEY_FILE = Path("/etc/live-appliance/api-key")
 #: The local server's throw-away CA, trusted by the unit through a drop-in (as an
 #: owner behind a TLS-intercepting proxy would trust the proxy's).
 CA_FILE = Path("/etc/live-appliance-hil/ca.pem")
+#: In the VM, that CA's key (root only), kept for the second boot: the service started at
+#: that boot trusts the CA file as it was then, and the local server of the second boot
+#: signs with the same CA (see `server`).
+CA_KEY_FILE = CA_FILE.with_name("ca-key.pem")
 DROP_IN_DIR = Path("/etc/systemd/system/live-appliance.service.d")
 DROP_IN = DROP_IN_DIR / "hil.conf"
 SERVER_PORT = 8443
@@ -154,6 +160,23 @@ def daemon_reload() -> None:
     sh(["systemctl", "daemon-reload"])
 
 
+#: The service's venv, as the installer makes it.
+APP_VENV = Path("/opt/live-appliance/venv")
+
+
+def venv_distributions(venv: Path = APP_VENV) -> dict[str, str]:
+    """Every distribution installed in ``venv``, name to version: what `pip list --local`
+    lists, read from the metadata in its site-packages (pip's own start takes seconds
+    under emulation)."""
+    site = next(venv.glob("lib/python3*/site-packages"))
+    found: dict[str, str] = {}
+    for dist in metadata.distributions(path=[str(site)]):
+        name = dist.metadata.get("Name")
+        if name:
+            found[name] = dist.version
+    return found
+
+
 # ---- the journal -----------------------------------------------------------------------
 
 
@@ -165,9 +188,9 @@ def cursor() -> str:
     return match.group(1)
 
 
-def journal(after: str | None = None, *matches: str) -> list[dict[str, Any]]:
+def journal(after: str | None = None, *matches: str, unit: str = UNIT) -> list[dict[str, Any]]:
     """The unit's journal entries (as JSON objects), optionally after a cursor."""
-    argv = ["journalctl", "-u", UNIT, "-o", "json", "--no-pager", *matches]
+    argv = ["journalctl", "-u", unit, "-o", "json", "--no-pager", *matches]
     if after:
         argv += ["--after-cursor", after]
     out = sh(argv, check=False).stdout
@@ -188,17 +211,41 @@ def states(after: str | None = None) -> list[str]:
 
 
 def ctl(*args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The `live-appliance ctl` command, a process as an owner runs it: seconds of Python
+    start-up under emulation. The tests' own polls and presses use `control`."""
     return sh(["live-appliance", "ctl", *args], user=user, check=False, timeout=60)
 
 
-def status() -> dict[str, Any]:
-    result = ctl("status", "--json")
-    if result.returncode != 0:
-        return {}
+def control_socket() -> str:
+    """The control socket as `live-appliance ctl` finds it: the config's `[control]
+    socket`, else the default (device/config.py)."""
+    from device.config import ControlConfig  # the checkout's, as rig is (standard library)
+
     try:
-        return json.loads(result.stdout)
-    except json.JSONDecodeError:
+        section = tomllib.loads(CONFIG.read_text()).get("control")
+    except (OSError, tomllib.TOMLDecodeError):
+        section = None
+    path = section.get("socket") if isinstance(section, dict) else None
+    return path if isinstance(path, str) and path else ControlConfig().socket
+
+
+def control(cmd: str, timeout: float = 10.0) -> dict[str, Any]:
+    """One request to the daemon over its control socket, from this process (root) with
+    the client `live-appliance ctl` uses (device.control.request); ControlError if none."""
+    from device.control import request
+
+    return request(control_socket(), cmd, timeout=timeout)
+
+
+def status() -> dict[str, Any]:
+    """The daemon's status reply, as `ctl status --json` prints it; {} if it gives none."""
+    from device.control import ControlError
+
+    try:
+        reply = control("status")
+    except (ControlError, OSError):
         return {}
+    return reply if reply.get("ok", True) else {}
 
 
 def state() -> str:
@@ -206,7 +253,8 @@ def state() -> str:
 
 
 class Button:
-    """The button: a wire from a spare GPIO output to its pin (--button-jumper), else ctl."""
+    """The button: a wire from a spare GPIO output to its pin (--button-jumper), else the
+    control socket (what `ctl press` and `ctl release` send)."""
 
     def __init__(self) -> None:
         self.jumper = None
@@ -221,15 +269,15 @@ class Button:
         if self.jumper is not None:
             self.jumper.on()
         else:
-            result = ctl("press")
-            assert result.returncode == 0, result.stderr
+            reply = control("press")
+            assert reply.get("ok", True), reply
 
     def release(self) -> None:
         if self.jumper is not None:
             self.jumper.off()
         else:
-            result = ctl("release")
-            assert result.returncode == 0, result.stderr
+            reply = control("release")
+            assert reply.get("ok", True), reply
 
 
 # ---- the loopback sound card -------------------------------------------------------------
@@ -344,16 +392,46 @@ def restore_the_pi() -> Iterator[None]:
     sh(["systemctl", "restart", UNIT], check=False)
 
 
+#: Whether the `server` fixture found the CA file as it left it: the same CA as the one
+#: the service read at its start (it reads the file once, at start).
+_SERVER_CA = {"as_trusted": False}
+
+
+def kept_ca() -> Any | None:
+    """In the VM, the local server's CA: made at the first boot with its key kept (root
+    only), read back at the second. None elsewhere: rig makes a new one per server."""
+    if not IN_VM:
+        return None
+    import trustme
+
+    if os.environ.get("HIL_PHASE") == "2" and CA_FILE.exists() and CA_KEY_FILE.exists():
+        return trustme.CA.from_pem(CA_FILE.read_bytes(), CA_KEY_FILE.read_bytes())
+    ca = trustme.CA(organization_name="live-appliance local Live API")
+    CA_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+    CA_KEY_FILE.unlink(missing_ok=True)
+    with os.fdopen(os.open(CA_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+        out.write(ca.private_key_pem.bytes())
+    return ca
+
+
+def server_ca_as_trusted() -> bool:
+    """Whether the running local server's CA is the one in the CA file before the server
+    started: what a service started before it (at boot) trusts."""
+    return _SERVER_CA["as_trusted"]
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[Any]:
     from rig.server.server import ServerThread  # the checkout's own local Live server
 
     server_thread = ServerThread(host="127.0.0.1", port=SERVER_PORT, api_key=api_key(),
-                                 reply_seconds=1.5)
+                                 reply_seconds=1.5, ca=kept_ca())
     server_thread.start()
+    trusted = CA_FILE.read_bytes() if CA_FILE.exists() else None
     CA_FILE.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(server_thread.ca_file, CA_FILE)
     CA_FILE.chmod(0o644)
+    _SERVER_CA["as_trusted"] = CA_FILE.read_bytes() == trusted
     yield server_thread
     server_thread.stop()
 
@@ -430,9 +508,8 @@ def speak_a_turn(server: Any, button: Button, tmp: Path, speech_s: float = 1.5,
     recorder = Recorder(tmp / "heard.raw")
     try:
         time.sleep(0.5)
-        # As a person does: press, and talk once the box listens. (A press through `ctl`
-        # is a process start, seconds under emulation: speech played before it would be
-        # over, pre-roll and all, by the time the box hears the press.)
+        # As a person does: press, and talk once the box listens (it opens its session
+        # first: a second or more under emulation).
         button.press()
         wait_until(lambda: "listening" in states(mark), wait_s, "listening after the press")
         player = play(tone(SPEECH_HZ, speech_s, 16000))
@@ -488,7 +565,9 @@ def installed(server: Any) -> None:
 
 
 __all__ = [
+    "APP_VENV",
     "CA_FILE",
+    "CA_KEY_FILE",
     "CHECKOUT",
     "CONFIG",
     "DROP_IN",
@@ -509,6 +588,8 @@ __all__ = [
     "api_key",
     "button",
     "client_env",
+    "control",
+    "control_socket",
     "ctl",
     "cursor",
     "daemon_entries",
@@ -527,6 +608,7 @@ __all__ = [
     "restore_the_pi",
     "save",
     "server",
+    "server_ca_as_trusted",
     "sh",
     "show",
     "speak_a_turn",
@@ -535,6 +617,7 @@ __all__ = [
     "status",
     "tone",
     "unit_report",
+    "venv_distributions",
     "vm_only",
     "wait_active",
     "wait_until",

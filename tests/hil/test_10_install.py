@@ -23,6 +23,7 @@ from hilrig import (
     sh,
     sh_live,
     show,
+    venv_distributions,
     wait_active,
     write_drop_in,
 )
@@ -76,12 +77,9 @@ def test_the_key_is_root_only() -> None:
 def test_what_is_installed_is_what_the_lock_says() -> None:
     """Every package of the lock, at its version, in the service's venv; no other."""
     locked = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", LOCK.read_text(), re.MULTILINE))
-    freeze = sh(["/opt/live-appliance/venv/bin/python", "-m", "pip", "list", "--local",
-                 "--format=freeze"]).stdout
-    installed = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", freeze, re.MULTILINE))
     def norm(name: str) -> str:
         return re.sub(r"[-_.]+", "-", name).lower()
-    installed = {norm(k): v for k, v in installed.items()}
+    installed = {norm(k): v for k, v in venv_distributions().items()}
     for name, version in locked.items():
         assert installed.get(norm(name)) == version, (name, version, installed.get(norm(name)))
     extra = set(installed) - {norm(n) for n in locked} - {"live-appliance", "pip"}

@@ -74,6 +74,10 @@ def test_a_stopped_daemon_is_killed_and_restarted_by_the_watchdog() -> None:
     restarts = int(show("NRestarts"))
     watchdog_s = span_s("WatchdogUSec")
     restart_s = span_s("RestartUSec")
+    # The unit's watchdog is the daemon's: systemd told it the timeout it must ping within.
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert f"WATCHDOG_USEC={round(watchdog_s * 1_000_000)}".encode() in environ, "no watchdog"
+    mark = cursor()
     os.kill(pid, signal.SIGSTOP)
     started = time.monotonic()
     wait_until(lambda: active() and main_pid() not in (0, pid),
@@ -82,7 +86,7 @@ def test_a_stopped_daemon_is_killed_and_restarted_by_the_watchdog() -> None:
     save("watchdog.txt", f"SIGSTOP to a new running daemon: {took:.1f} s "
          f"(WatchdogSec {watchdog_s:.0f} s, RestartSec {restart_s:.0f} s)\n")
     assert int(show("NRestarts")) == restarts + 1
-    entries = journal(None)
+    entries = journal(mark)
     assert any("watchdog" in e.get("MESSAGE", "").lower() and e.get("_PID") == "1"
                for e in entries), "systemd did not say the watchdog fired"
 

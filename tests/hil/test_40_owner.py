@@ -25,6 +25,7 @@ from hilrig import (
     show,
     status,
     tone,
+    venv_distributions,
     wait_active,
 )
 
@@ -122,16 +123,20 @@ def site_file(relative: str) -> Path:
     return next(VENV.glob(f"lib/python3*/site-packages/{relative}"))
 
 
+#: What the installer records after installing the lock: the digest of the lock files.
+LOCKS_DIGEST = VENV / ".live-appliance-locks"
+
+
 def venv_packages() -> set[str]:
-    freeze = sh([str(VENV / "bin" / "pip"), "list", "--local", "--format=freeze"]).stdout
-    return {line.split("==")[0].lower() for line in freeze.splitlines()}
+    return {name.lower() for name in venv_distributions(VENV)}
 
 
 @pytest.mark.skipif(not IN_VM, reason="an update from this checkout would replace the Pi's")
 def test_an_update_keeps_config_and_key_and_restarts() -> None:
-    """`git pull && sudo scripts/install-pi.sh`: config and key kept, the service restarted
-    with the new code; what did not change is neither built nor installed again, and a
-    package the lock no longer names is gone."""
+    """`git pull && sudo scripts/install-pi.sh` after a pull that changed the lock: config
+    and key kept, the service restarted with the new code; what did not change is neither
+    built nor installed again, and a package the lock no longer names is gone. (With the
+    same lock an update replaces only the appliance: tests/test_install_script.py.)"""
     config, key = CONFIG.read_bytes(), KEY_FILE.read_bytes()
     invocation = show("InvocationID")
     # The wheels built from the lock's sources at the install, kept for updates.
@@ -142,6 +147,9 @@ def test_an_update_keeps_config_and_key_and_restarts() -> None:
     stale = next(Path("/srv/hil/wheelhouse").glob("iniconfig-*.whl"))
     sh([str(VENV / "bin" / "pip"), "install", "--no-index", "--no-deps", str(stale)])
     assert "iniconfig" in venv_packages()
+    # ... installed with that version's lock, whose digest the venv holds.
+    digest = LOCKS_DIGEST.read_text()
+    LOCKS_DIGEST.write_text("0" * 64 + "\n")
     unchanged, appliance = site_file("numpy/__init__.py"), site_file("device/__init__.py")
     inodes = unchanged.stat().st_ino, appliance.stat().st_ino
     status, output = sh_live(f"cd {CHECKOUT} && sudo scripts/install-pi.sh --no-camera "
@@ -152,6 +160,7 @@ def test_an_update_keeps_config_and_key_and_restarts() -> None:
     wait_active()
     assert show("InvocationID") != invocation, "not restarted"
     assert "iniconfig" not in venv_packages()
+    assert LOCKS_DIGEST.read_text() == digest, "the lock's digest not recorded for the next update"
     assert site_file("numpy/__init__.py").stat().st_ino == inodes[0], "numpy installed again"
     assert site_file("device/__init__.py").stat().st_ino != inodes[1], "the new code not installed"
     again = {wheel.name.split("-")[0]: wheel.stat().st_ino

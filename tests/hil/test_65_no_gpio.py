@@ -3,7 +3,6 @@ and a start that says little. Each leaves the service as it was."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -88,10 +87,13 @@ def test_leds_without_pwm_fall_back_to_on_off() -> None:
 
 def test_a_start_puts_only_a_few_lines_in_the_journal() -> None:
     mark = cursor()
-    restart_service()
+    pid = restart_service()
     started_otherwise["now"] = False
     wait_until(lambda: state() == "idle", 120, "idle")
-    time.sleep(3)
+    # The start's last line, "ready" (with its state), in the journal: the daemon wrote
+    # every other line of its start before it.
+    wait_until(lambda: any("LIVE_STATE" in e and e.get("_PID") == str(pid)
+                           for e in journal(mark)), 60, "the start's last line in the journal")
     lines = [e for e in journal(mark) if e.get("_PID") != "1"]
     save("start-journal.txt", "\n".join(e.get("MESSAGE", "") for e in lines))
     assert len(lines) <= 8, f"{len(lines)} lines from one start"

@@ -20,6 +20,7 @@ from hilrig import (
     loud_seconds,
     restart_service,
     save,
+    server_ca_as_trusted,
     sh,
     show,
     speak_a_turn,
@@ -40,9 +41,15 @@ def test_the_service_came_back_with_its_volume() -> None:
 
 
 def test_a_turn_after_the_reboot(server: Any, button: Button, tmp_path: Path) -> None:
-    # The local server is new since the reboot, with a new CA: the unit trusts the file.
+    """A turn with the service the boot started: the local server is new since the
+    reboot but signs with the first boot's CA (hilrig keeps it), the one in the file the
+    service read as it started."""
     assert CA_FILE.exists()
-    restart_service()
+    if not server_ca_as_trusted():
+        # A CA the service has not read (it reads the file at its start): only a restart
+        # makes it trust this one.
+        print("\nthe local server's CA is not the first boot's: restarting the service")
+        restart_service()
     turn = speak_a_turn(server, button, tmp_path)
     # At the volume the tool set before the reboot: the speaker's gain is its square.
     assert loud_seconds(turn.heard, 24000, threshold=0.05 * (VOLUME / 100) ** 2) >= 1.0
