@@ -65,6 +65,7 @@ def owner_env(server: ServerThread) -> dict[str, str]:
 def run(box: SystemView, server: ServerThread, *args: str, user: int | None = None) -> Any:
     command = [sys.executable, "-m", "device", *args]
     if user is not None:
+        _require_a_checkout_others_can_enter()
         setpriv = require("setpriv", "util-linux")
         command = [setpriv, f"--reuid={user}", f"--regid={user}", f"--groups={APP_GID}", *command]
     env = owner_env(server) | ({"HOME": "/tmp"} if user is not None else {})
@@ -135,3 +136,12 @@ def test_leds_without_pwm_blink_on_and_off_and_the_box_answers(
         assert daemon.terminate() < 2.0 and daemon.proc.returncode == 0
     finally:
         server.stop()
+
+
+def _require_a_checkout_others_can_enter() -> None:
+    """The owner runs this checkout's Python and package: a clone in a private directory
+    (`mktemp -d` makes 0700 ones) would fail later as "No module named device"."""
+    for directory in Path(sys.executable).parents:
+        if not directory.stat().st_mode & 0o001:
+            pytest.fail(f"{directory} is closed to other users, so the owner's commands "
+                        f"cannot run from this checkout: chmod o+x {directory}")
