@@ -304,8 +304,8 @@ install_venv() {
 }
 
 # Into STAGE, as BUILD_USER: the lock's build tools (installed in the venv at once) and
-# every locked file, hashes checked. Sets the caller's WHEELS (to install as they are)
-# and SOURCES (source-only packages with no wheel built before from the same source).
+# every locked file, hashes checked. Sets the caller's `wheels` (to install as they are)
+# and `sources` (source-only packages with no wheel built before from the same source).
 download_locked() {
   local stage=$1 lock=$2 build_lock=$3 file cached
   as_builder "$stage" "$VENV/bin/pip" download --no-deps --require-hashes --only-binary=:all: \

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -217,16 +216,11 @@ def ctl(*args: str, user: str | None = None) -> subprocess.CompletedProcess[str]
 
 
 def control_socket() -> str:
-    """The control socket as `live-appliance ctl` finds it: the config's `[control]
-    socket`, else the default (device/config.py)."""
-    from device.config import ControlConfig  # the checkout's, as rig is (standard library)
+    """The control socket as `live-appliance ctl` finds it: from the configuration, read
+    by the checkout's own `device.config` (standard library only); ConfigError if bad."""
+    from device.config import load
 
-    try:
-        section = tomllib.loads(CONFIG.read_text()).get("control")
-    except (OSError, tomllib.TOMLDecodeError):
-        section = None
-    path = section.get("socket") if isinstance(section, dict) else None
-    return path if isinstance(path, str) and path else ControlConfig().socket
+    return load(CONFIG).control.socket
 
 
 def control(cmd: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -240,10 +234,11 @@ def control(cmd: str, timeout: float = 10.0) -> dict[str, Any]:
 def status() -> dict[str, Any]:
     """The daemon's status reply, as `ctl status --json` prints it; {} if it gives none."""
     from device.control import ControlError
+    from device.errors import ConfigError
 
     try:
         reply = control("status")
-    except (ControlError, OSError):
+    except (ControlError, ConfigError, OSError):  # what makes `ctl status` exit non-zero
         return {}
     return reply if reply.get("ok", True) else {}
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from hilrig import (
+    APP_VENV,
     CHECKOUT,
     CONFIG,
     IN_VM,
@@ -115,20 +116,19 @@ def test_the_journalctl_recipes() -> None:
         assert outputs["one session"].stdout.strip()
 
 
-VENV = Path("/opt/live-appliance/venv")
 WHEEL_CACHE = Path("/var/cache/live-appliance/wheels")
 
 
 def site_file(relative: str) -> Path:
-    return next(VENV.glob(f"lib/python3*/site-packages/{relative}"))
+    return next(APP_VENV.glob(f"lib/python3*/site-packages/{relative}"))
 
 
 #: What the installer records after installing the lock: the digest of the lock files.
-LOCKS_DIGEST = VENV / ".live-appliance-locks"
+LOCKS_DIGEST = APP_VENV / ".live-appliance-locks"
 
 
 def venv_packages() -> set[str]:
-    return {name.lower() for name in venv_distributions(VENV)}
+    return {name.lower() for name in venv_distributions(APP_VENV)}
 
 
 @pytest.mark.skipif(not IN_VM, reason="an update from this checkout would replace the Pi's")
@@ -145,7 +145,7 @@ def test_an_update_keeps_config_and_key_and_restarts() -> None:
     assert {"pyaudio", "systemd_python"} <= set(built), built
     # A package an earlier version of the appliance needed (any wheel the lock lacks).
     stale = next(Path("/srv/hil/wheelhouse").glob("iniconfig-*.whl"))
-    sh([str(VENV / "bin" / "pip"), "install", "--no-index", "--no-deps", str(stale)])
+    sh([str(APP_VENV / "bin" / "pip"), "install", "--no-index", "--no-deps", str(stale)])
     assert "iniconfig" in venv_packages()
     # ... installed with that version's lock, whose digest the venv holds.
     digest = LOCKS_DIGEST.read_text()
