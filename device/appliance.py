@@ -15,9 +15,11 @@ import asyncio
 import gc
 import logging
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, assert_never
 
@@ -73,6 +75,11 @@ from device.turns import TurnLog
 log = logging.getLogger("device.appliance")
 
 MIC_START_TIMEOUT_S = 5.0
+#: The loop's worker threads (PortAudio calls, the camera, JPEG encoding, name lookups).
+#: A pool grows to the most calls that ever overlapped and keeps its threads: named and
+#: counted in `ctl status`, so that growth is told apart from a thread leaked.
+WORKERS = 8
+WORKER_PREFIX = "worker"
 #: State changes kept for `ctl status` (with their times), for owners and the rig.
 STATE_HISTORY = 64
 
@@ -334,6 +341,7 @@ class Appliance:
             ],
             "turns": self.turns.recent(),
             "tasks": len(asyncio.all_tasks()),  # a soak watches these for leaks
+            "workers": sum(t.name.startswith(f"{WORKER_PREFIX}_") for t in threading.enumerate()),
         }
 
     # -- life -----------------------------------------------------------------------------
@@ -347,6 +355,7 @@ class Appliance:
         loop = self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
+        loop.set_default_executor(ThreadPoolExecutor(WORKERS, thread_name_prefix=WORKER_PREFIX))
         try:
             await self.control.start()
             self.leds = LedAnimator(self._parts.leds())

@@ -4,12 +4,15 @@ timers, device faults, the watchdog and start-up, in milliseconds each."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from fakes import CHUNK, QUIET, Box, config, running
 from helpers import until
 
+from device.appliance import WORKERS
 from device.control import AlreadyRunning
 from device.states import (
     ConnectionLost,
@@ -217,3 +220,15 @@ async def test_a_button_held_with_nobody_talking_stops_the_microphone_and_the_ca
         assert kinds(box)[-1] == "activity_end"
         box.mic.record(CHUNK)
         assert "audio" not in kinds(box), "nothing more from the microphone"
+
+
+async def test_blocking_calls_share_a_bounded_pool_that_ctl_status_counts(tmp_path: Path) -> None:
+    """The soak tells the pool's growth from a leaked thread by this count."""
+    async with running(tmp_path) as box:
+        before = box.appliance.status()["workers"]
+        ran = await asyncio.gather(
+            *(asyncio.to_thread(lambda: time.sleep(0.05) or threading.current_thread().name)
+              for _ in range(WORKERS + 4))
+        )
+        assert all(name.startswith("worker_") for name in ran)
+        assert before <= box.appliance.status()["workers"] == WORKERS, "grown to its bound"

@@ -178,6 +178,15 @@ def test_what_was_held_after_the_first_turns_and_let_go_is_no_leak() -> None:
     }
 
 
+def test_the_worker_pool_growing_to_more_threads_is_no_leak_but_a_thread_beside_it_is() -> None:
+    first = Vitals(tasks=20, threads=9, fds=30, rss_mb=100.0, workers=2)
+    grown = Vitals(tasks=20, threads=11, fds=30, rss_mb=100.0, workers=4)
+    assert first.leaks(grown)["threads"] == 0
+    assert first.leaks(Vitals(tasks=20, threads=12, fds=30, rss_mb=100.0, workers=4))[
+        "threads"
+    ] == 1
+
+
 def test_the_time_to_rest_covers_the_daemons_longest_chain_of_timers() -> None:
     live, talk = SETTINGS["live"], SETTINGS["conversation"]
     chain = live["dead_after_s"] + live["reconnect_for_s"] + talk["reply_timeout_s"]

@@ -96,8 +96,8 @@ def text(doc: dict[str, Any]) -> str:
         "",
         f"stuck states: {len(doc['stuck'])}",
         "",
-        "daemons  mode          episodes  tasks  threads  fds  RSS after warm-up -> end (peak)"
-        "  watchdog gap  ended",
+        "daemons  mode          episodes  tasks  threads  fds  workers  "
+        "RSS after warm-up -> end (peak)  watchdog gap  ended",
     ]
     for d in doc["daemons"]:
         leaks = d["leaks"] or {}
@@ -107,10 +107,11 @@ def text(doc: dict[str, Any]) -> str:
             if b and f else "-"
         )
         peak = f" (peak {d['peak_rss_mb']:.1f})" if d["peak_rss_mb"] else ""
+        workers = f"{b['workers']} -> {f['workers']}" if b and f else "-"
         lines.append(
             f"  {d['pid']:<6} {d['mode']:<13} {d['episodes']:>8}  "
             f"{_leak(leaks, 'tasks'):>5}  {_leak(leaks, 'threads'):>7}  {_leak(leaks, 'fds'):>3}  "
-            f"{rss}{peak}  {d['watchdog_gap_s']:.0f} s  "
+            f"{workers:>7}  {rss}{peak}  {d['watchdog_gap_s']:.0f} s  "
             f"{d['ended']}, status {d['exit_status']}"
             + (f" in {d['stop_s']} s" if d["stop_s"] is not None else "")
         )
