@@ -37,17 +37,18 @@ def kvm_works(image: Image, log: Path) -> bool:
         console = Path(tmp) / "console.log"
         argv = qemu_argv(image, overlay, None, console, None, kvm=True,
                          append="systemd.unit=emergency.target panic=-1")
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 45
-        ok = False
-        while time.monotonic() < deadline and proc.poll() is None:
-            text = console.read_text(errors="replace") if console.exists() else ""
-            if "Reached target" in text or "emergency" in text.lower():
-                ok = True
-                break
-            time.sleep(0.5)
-        proc.kill()
-        proc.wait()
+        with log.open("ab") as errors:  # why KVM was refused, if qemu says
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errors)
+            deadline = time.monotonic() + 45
+            ok = False
+            while time.monotonic() < deadline and proc.poll() is None:
+                text = console.read_text(errors="replace") if console.exists() else ""
+                if "Reached target" in text or "emergency" in text.lower():
+                    ok = True
+                    break
+                time.sleep(0.5)
+            proc.kill()
+            proc.wait()
         return ok
 
 
