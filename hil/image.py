@@ -133,8 +133,8 @@ def image_for(arch_name: str, release_name: str = "bookworm", rebuild: bool = Fa
     CACHE.mkdir(parents=True, exist_ok=True)
     for old in CACHE.glob(f"{name}-*"):
         if old != image.dir:  # one image per release and architecture: the newest inputs win
-            shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(image.dir, ignore_errors=True)
+            remove_tree(old)
+    remove_tree(image.dir)
     image.dir.mkdir(parents=True)
     Builder(image).build()
     (image.dir / "ready").write_text(
@@ -162,7 +162,7 @@ class Builder:
             self.chroot_setup()
             self.make_disk()
         finally:
-            shutil.rmtree(self.work, ignore_errors=True)
+            remove_tree(self.work)
 
     def enable_binfmt(self) -> None:
         """qemu-user-static runs the arm64 programs of debootstrap's second stage."""
@@ -175,7 +175,10 @@ class Builder:
     def debootstrap(self) -> None:
         mirror_uri = mirror.main_mirror(self.release.codename)
         say(f"image: debootstrap from the host's apt mirror ({len(BASE_PACKAGES)} packages)")
-        run(["debootstrap", "--variant=minbase", f"--arch={self.arch.debian}",
+        # In a mount namespace of its own, as chroot() runs: the /proc and /dev it mounts in
+        # the tree vanish with it, even when the build is killed half-way.
+        run(["unshare", "--mount", "--propagation", "private",
+             "debootstrap", "--variant=minbase", f"--arch={self.arch.debian}",
              "--include=" + ",".join((*BASE_PACKAGES, self.arch.kernel_package)),
              self.release.codename, self.root, mirror_uri], log=self.log)
 
@@ -269,5 +272,15 @@ def requirements(lock: Path) -> list[str]:
 
 def clean() -> None:
     """Remove every cached image."""
-    shutil.rmtree(CACHE, ignore_errors=True)
+    remove_tree(CACHE)
+
+
+def remove_tree(path: Path) -> None:
+    """rmtree, after unmounting what a build killed before this code kept its mounts
+    private left mounted in the tree (rmtree would stop at them and leave the tree)."""
+    inside = str(path.resolve()) + "/"
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    for point in sorted((m for m in mounts if m.startswith(inside)), key=len, reverse=True):
+        run(["umount", "--lazy", point])
+    shutil.rmtree(path, ignore_errors=True)
 
