@@ -15,15 +15,13 @@ import asyncio
 import gc
 import logging
 import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, assert_never
 
-from device import logs
+from device import logs, workers
 from device.audio.earcons import earcon
 from device.audio.keeper import AudioKeeper
 from device.config import Config
@@ -75,11 +73,6 @@ from device.turns import TurnLog
 log = logging.getLogger("device.appliance")
 
 MIC_START_TIMEOUT_S = 5.0
-#: The loop's worker threads (PortAudio calls, the camera, JPEG encoding, name lookups).
-#: A pool grows to the most calls that ever overlapped and keeps its threads: named and
-#: counted in `ctl status`, so that growth is told apart from a thread leaked.
-WORKERS = 8
-WORKER_PREFIX = "worker"
 #: State changes kept for `ctl status` (with their times), for owners and the rig.
 STATE_HISTORY = 64
 
@@ -341,7 +334,7 @@ class Appliance:
             ],
             "turns": self.turns.recent(),
             "tasks": len(asyncio.all_tasks()),  # a soak watches these for leaks
-            "workers": sum(t.name.startswith(f"{WORKER_PREFIX}_") for t in threading.enumerate()),
+            "workers": len(workers.threads()),
         }
 
     # -- life -----------------------------------------------------------------------------
@@ -355,7 +348,7 @@ class Appliance:
         loop = self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
-        loop.set_default_executor(ThreadPoolExecutor(WORKERS, thread_name_prefix=WORKER_PREFIX))
+        loop.set_default_executor(workers.Workers())
         try:
             await self.control.start()
             self.leds = LedAnimator(self._parts.leds())
@@ -483,4 +476,4 @@ def run_daemon(cfg: Config) -> int:
     except ControlError as exc:  # another daemon serves the control socket
         log.error("%s", exc, extra={"LIVE_ERROR": str(exc)})
         return 1
-    return 1 if appliance.failed else 0
+    return workers.exit_past_stuck(1 if appliance.failed else 0)

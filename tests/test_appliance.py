@@ -12,7 +12,6 @@ import pytest
 from fakes import CHUNK, QUIET, Box, config, running
 from helpers import until
 
-from device.appliance import WORKERS
 from device.control import AlreadyRunning
 from device.states import (
     ConnectionLost,
@@ -24,6 +23,7 @@ from device.states import (
     Timer,
     TurnComplete,
 )
+from device.workers import WORKERS
 
 REPLY = b"\x01\x02" * 2400  # 100 ms at 24 kHz
 #: `end_after_silence_s` for the silence tests, below the configuration's bound of 1 s

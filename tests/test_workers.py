@@ -1,0 +1,57 @@
+"""The loop's worker pool: a stop waits for calls in flight, never for one stuck in a
+driver, and the process still ends (the interpreter's own exit would wait for ever)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+from device import workers
+
+STUCK_PROGRAM = textwrap.dedent("""
+    import asyncio, sys, threading
+    from device import workers
+
+    async def main(stuck):
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(workers.Workers())
+        if stuck:
+            loop.run_in_executor(None, threading.Event().wait)  # never returns
+        await asyncio.to_thread(sum, [1, 2])
+
+    asyncio.run(main(sys.argv[1] == "stuck"))
+    sys.exit(workers.exit_past_stuck(3))
+""")
+
+
+def test_a_stop_waits_for_a_call_in_flight() -> None:
+    pool = workers.Workers()
+    call = pool.submit(lambda: time.sleep(0.1) or "done")
+    pool.shutdown(wait=True)
+    assert call.done() and call.result() == "done"
+
+
+def test_a_stop_does_not_wait_for_a_call_stuck_in_a_driver() -> None:
+    pool = workers.Workers()
+    gate = threading.Event()
+    stuck = pool.submit(gate.wait)
+    pool.shutdown(wait=True)
+    assert not stuck.done(), "shutdown returned while the call was still in the driver"
+    gate.set()
+    assert stuck.result(timeout=10) is True
+
+
+def test_the_daemon_process_ends_with_its_status_past_a_stuck_call() -> None:
+    ended = subprocess.run([sys.executable, "-c", STUCK_PROGRAM, "stuck"],
+                           capture_output=True, text=True, timeout=60)
+    assert ended.returncode == 3
+    assert "1 call(s) still stuck in a driver" in ended.stderr
+
+
+def test_with_nothing_stuck_the_process_ends_as_usual() -> None:
+    ended = subprocess.run([sys.executable, "-c", STUCK_PROGRAM, "free"],
+                           capture_output=True, text=True, timeout=60)
+    assert ended.returncode == 3 and ended.stderr == ""
