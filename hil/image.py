@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GUEST = Path(__file__).resolve().parent / "guest"
 CACHE = Path(os.environ.get("LIVE_APPLIANCE_HIL_CACHE", "/var/cache/live-appliance-hil"))
 #: Raised when the way the image is made changes in a way its inputs do not show.
-RECIPE = "4"
+RECIPE = "5"
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,10 @@ RELEASES = {
     "trixie": Release("trixie", "3.13", 41),
 }
 
-#: The base system: systemd as PID 1, a kernel, what the tests and an owner's SSH
-#: session use. The installer's own packages are not here: they go into the local
-#: apt repository, for the installer to install.
+#: The base system: systemd as PID 1, what the tests and an owner's SSH session use.
+#: The kernel comes after it (image-setup.sh), once its initrd is set to be small. The
+#: installer's own packages are not here: they go into the local apt repository, for
+#: the installer to install.
 BASE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "udev", "kmod", "procps", "sudo", "util-linux",
     "python3", "python3-venv", "alsa-utils", "jq", "e2fsprogs", "ca-certificates",
@@ -179,7 +180,7 @@ class Builder:
         # the tree vanish with it, even when the build is killed half-way.
         run(["unshare", "--mount", "--propagation", "private",
              "debootstrap", "--variant=minbase", f"--arch={self.arch.debian}",
-             "--include=" + ",".join((*BASE_PACKAGES, self.arch.kernel_package)),
+             "--include=" + ",".join(BASE_PACKAGES),
              self.release.codename, self.root, mirror_uri], log=self.log)
 
     def wheelhouse(self) -> None:
@@ -219,7 +220,7 @@ class Builder:
         venv += requirements(TEST_REQUIREMENTS)
         (self.root / "srv" / "hil" / "hil-venv.txt").write_text("\n".join(venv) + "\n")
         self.chroot(["bash", "/srv/hil/image-setup.sh", *installer_packages()],
-                    PREINSTALLED=" ".join(PREINSTALLED))
+                    PREINSTALLED=" ".join(PREINSTALLED), KERNEL=self.arch.kernel_package)
         # The installer's packages, downloaded by apt in the chroot, become a local
         # repository: the VM's only apt source.
         run(["sh", "-c", 'cd "$1" && dpkg-scanpackages --multiversion . > Packages', "scan",
