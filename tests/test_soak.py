@@ -161,6 +161,15 @@ def test_each_must_be_zero_figure_fails_the_run(change: dict[str, Any], words: s
     assert len(found) == 1 and words in found[0], found
 
 
+def test_a_leaked_descriptor_is_named() -> None:
+    held = Vitals(tasks=20, threads=9, fds=2, rss_mb=100.0, fd_kinds=("/dev/null", "socket"))
+    more = Vitals(tasks=20, threads=9, fds=3, rss_mb=100.0,
+                  fd_kinds=("/dev/null", "socket", "socket"))
+    assert failures(result(life(baseline=held, final=more))) == [
+        "daemon 1234 (push_to_talk) leaked 1 fds (socket)"
+    ]
+
+
 def test_stuck_states_lost_turns_and_faults_not_survived_fail_the_run() -> None:
     tally = Tally()
     tally.fault(PTT, 1, Fault.FLOOD, struck=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.bench.report import machine
-from rig.soak.run import WATCHDOG_S, Result
+from rig.soak.run import WATCHDOG_S, Life, Result
 
 
 def failures(result: Result) -> list[str]:
@@ -25,7 +25,7 @@ def failures(result: Result) -> list[str]:
         name = f"daemon {life.pid} ({life.mode})"
         for what, n in (life.leaks() or {}).items():
             if n:
-                out.append(f"{name} leaked {n} {what}")
+                out.append(f"{name} leaked {n} {what}" + _which(life, what))
         if life.ended == "exited":
             out.append(f"{name} exited by itself with status {life.exit_status}")
         elif life.exit_status != 0:
@@ -118,6 +118,14 @@ def text(doc: dict[str, Any]) -> str:
     lines.append("")
     lines += [f"FAILED: {f}" for f in doc["failures"]] or ["passed: every must-be-zero figure is 0"]
     return "\n".join(lines)
+
+
+def _which(life: Life, what: str) -> str:
+    """The leaked descriptors' kinds, where both readings named them."""
+    if what != "fds" or life.baseline is None or life.final is None:
+        return ""
+    kinds = life.baseline.fds_beyond(life.final)
+    return f" ({', '.join(kinds)})" if kinds else ""
 
 
 def _leak(leaks: dict[str, int], what: str) -> str:

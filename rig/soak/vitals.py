@@ -14,8 +14,11 @@ is not counted, and what is left is what stays.
 from __future__ import annotations
 
 import os
+import re
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from rig.bench.proc import ProcessGone, memory_mb
@@ -29,6 +32,7 @@ class Vitals:
     fds: int
     rss_mb: float
     workers: int = 0  # of `threads`, the loop's pool
+    fd_kinds: tuple[str, ...] = ()  # what each descriptor is: a socket, /dev/snd/pcmC0D0c...
 
     def leaks(self, later: Vitals) -> dict[str, int]:
         """What `later` holds beyond this reading (0 where it holds no more)."""
@@ -37,6 +41,10 @@ class Vitals:
             "threads": max(0, (later.threads - later.workers) - (self.threads - self.workers)),
             "fds": max(0, later.fds - self.fds),
         }
+
+    def fds_beyond(self, later: Vitals) -> list[str]:
+        """What the descriptors `later` holds beyond this reading's are (a leak, named)."""
+        return sorted((Counter(later.fd_kinds) - Counter(self.fd_kinds)).elements())
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,12 +56,49 @@ def read(daemon: Daemon) -> Vitals:
     status = daemon.status()
     try:
         threads = len(os.listdir(f"/proc/{pid}/task"))
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        fds = os.listdir(f"/proc/{pid}/fd")
     except OSError as exc:
         raise ProcessGone(f"process {pid}: {exc}") from exc
+    sockets = _sockets(pid)
     return Vitals(
-        int(status["tasks"]), threads, fds, memory_mb(pid)["rss"], int(status["workers"])
+        int(status["tasks"]), threads, len(fds), memory_mb(pid)["rss"], int(status["workers"]),
+        tuple(sorted(_kind(pid, fd, sockets) for fd in fds)),
     )
+
+
+#: /proc/net/tcp's connection states, by their hex code.
+TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "06": "TIME_WAIT", "07": "CLOSE",
+              "08": "CLOSE_WAIT", "0A": "LISTEN", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
+              "09": "LAST_ACK", "0B": "CLOSING"}
+
+
+def _sockets(pid: int) -> dict[str, str]:
+    """Socket inode -> "tcp CLOSE_WAIT", "udp", "unix", from the process's /proc/net."""
+    kinds: dict[str, str] = {}
+    for table in ("tcp", "tcp6", "udp", "udp6", "unix"):
+        try:
+            rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if table == "unix" and len(fields) >= 7:
+                kinds[fields[6]] = "unix"
+            elif table != "unix" and len(fields) >= 10:
+                state = f" {TCP_STATES.get(fields[3], fields[3])}" if "tcp" in table else ""
+                kinds[fields[9]] = table.rstrip("6") + state
+    return kinds
+
+
+def _kind(pid: int, fd: str, sockets: dict[str, str]) -> str:
+    """socket:[123] -> "socket tcp ESTABLISHED"; a path stays a path; "closed" if gone."""
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return "closed"
+    if inode := re.fullmatch(r"socket:\[(\d+)\]", target):
+        return f"socket {sockets.get(inode.group(1), 'other')}".strip()
+    return re.sub(r":\[\d+\]$", "", target)
 
 
 def settled(daemon: Daemon, readings: int = 5, every_s: float = 1.0) -> Vitals:
@@ -65,12 +110,14 @@ def settled(daemon: Daemon, readings: int = 5, every_s: float = 1.0) -> Vitals:
             time.sleep(every_s)
         seen.append(read(daemon))
     fewest = min(seen, key=lambda v: v.threads - v.workers)  # threads beside the pool
+    fewest_fds = min(seen, key=lambda v: v.fds)
     return Vitals(
         min(v.tasks for v in seen),
         fewest.threads,
-        min(v.fds for v in seen),
+        fewest_fds.fds,
         min(v.rss_mb for v in seen),
         fewest.workers,
+        fewest_fds.fd_kinds,
     )
 
 
