@@ -51,18 +51,24 @@ class Vitals:
 
 
 def read(daemon: Daemon) -> Vitals:
-    """One reading of the daemon's tasks, threads, file descriptors and RSS."""
+    """One reading of the daemon's tasks, threads, file descriptors and RSS.
+
+    /proc first, then `ctl status`: the daemon closes its end of a status request's
+    connection only after the client has gone, so read the other way round, that
+    socket was sometimes still open (or closing: "closed") and counted as a leak.
+    """
     pid = daemon.proc.pid
-    status = daemon.status()
     try:
         threads = len(os.listdir(f"/proc/{pid}/task"))
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError as exc:
         raise ProcessGone(f"process {pid}: {exc}") from exc
     sockets = _sockets(pid)
+    kinds = tuple(sorted(_kind(pid, fd, sockets) for fd in fds))
+    status = daemon.status()
     return Vitals(
         int(status["tasks"]), threads, len(fds), memory_mb(pid)["rss"], int(status["workers"]),
-        tuple(sorted(_kind(pid, fd, sockets) for fd in fds)),
+        kinds,
     )
 
 
