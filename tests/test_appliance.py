@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -225,10 +224,16 @@ async def test_a_button_held_with_nobody_talking_stops_the_microphone_and_the_ca
 async def test_blocking_calls_share_a_bounded_pool_that_ctl_status_counts(tmp_path: Path) -> None:
     """The soak tells the pool's growth from a leaked thread by this count."""
     async with running(tmp_path) as box:
-        before = box.appliance.status()["workers"]
-        ran = await asyncio.gather(
-            *(asyncio.to_thread(lambda: time.sleep(0.05) or threading.current_thread().name)
-              for _ in range(WORKERS + 4))
+        together = threading.Barrier(WORKERS, timeout=10)
+
+        def meet() -> str:
+            together.wait()  # returns only once WORKERS calls run at the same time
+            return threading.current_thread().name
+
+        ran = await asyncio.gather(*(asyncio.to_thread(meet) for _ in range(WORKERS)))
+        assert len(set(ran)) == WORKERS and all(name.startswith("worker_") for name in ran)
+        more = await asyncio.gather(
+            *(asyncio.to_thread(lambda: threading.current_thread().name) for _ in range(4))
         )
-        assert all(name.startswith("worker_") for name in ran)
-        assert before <= box.appliance.status()["workers"] == WORKERS, "grown to its bound"
+        assert set(more) <= set(ran), "no thread beyond the bound"
+        assert box.appliance.status()["workers"] >= WORKERS
