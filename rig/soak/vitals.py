@@ -103,7 +103,7 @@ def _kind(pid: int, fd: str, sockets: dict[str, str]) -> str:
     except OSError:
         return "closed"
     if inode := re.fullmatch(r"socket:\[(\d+)\]", target):
-        return f"socket {sockets.get(inode.group(1), 'other')}".strip()
+        return f"socket {sockets.get(inode.group(1), 'other')}"
     return re.sub(r":\[\d+\]$", "", target)
 
 
