@@ -316,6 +316,7 @@ class Appliance:
             "mode": str(self.machine.mode),
             "session_open": self.machine.session_open,
             "connected": self.machine.connected,
+            "live_client": self.link.prepared,
             "session_id": self.link.session_id,
             "connections": self.link.connections,
             "faults": sorted(self.machine.faults),
@@ -357,7 +358,7 @@ class Appliance:
             await self.audio.open()  # a device that fails is reported and retried, not fatal
             # The SDK after the devices: PortAudio's scan has let go of the ALSA plugins it
             # loaded by now, so the two never take memory at the same time (peak RSS).
-            self.link.prepare()
+            self._start(self._prepare_link(), "live-prepare")
             if "microphone" not in self.audio.failures:
                 await self._wait_for_microphone()
             self._start(self.audio.keep(), "audio-keeper")
@@ -387,6 +388,16 @@ class Appliance:
             await self._shutdown()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    async def _prepare_link(self) -> None:
+        """The Live client, built beside the rest of the start (READY does not wait for
+        the SDK's import); a failure is one journal line, and each session tries again."""
+        try:
+            await asyncio.shield(self.link.prepare())
+        except Exception as exc:
+            log.error("cannot build the Live API client: %s: %s", type(exc).__name__, exc)
+            return
+        gc.freeze()  # the SDK's modules and models live on too, like the rest of start-up
 
     def _start_button(self, loop: asyncio.AbstractEventLoop) -> None:
         """The button, or a box driven through `ctl press` only: pins that cannot be

@@ -86,10 +86,15 @@ class Daemon:
                 raise AssertionError(f"timed out waiting for {what or check}:\n{self.log()}")
             time.sleep(0.02)
 
-    def wait_ready(self, timeout: float = 20.0) -> float:
+    def wait_ready(self, timeout: float = 20.0, *, client: bool = True) -> float:
         """Wait until the daemon says it is ready (its devices open, its state machine
-        running), as systemd's READY=1; returns the time it first did."""
-        self.wait_until(lambda s: s["ready"], timeout, "the daemon to be ready")
+        running), as systemd's READY=1, and (`client`) its Live client is built, which
+        READY does not wait for; returns the time it first was."""
+        self.wait_until(
+            lambda s: s["ready"] and (s["live_client"] or not client),
+            timeout,
+            "the daemon to be ready" + (" and its Live client built" if client else ""),
+        )
         return time.monotonic()
 
     def states(self) -> list[str]:

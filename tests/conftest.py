@@ -94,6 +94,8 @@ def make_rig(loopback: PulseLoopback, workdir: Path) -> Iterator[Any]:
     def make(
         settings: dict[str, dict[str, Any]] | None = None,
         env: dict[str, str] | None = None,
+        *,
+        client_built: bool = True,
         **server_options: Any,
     ):
         server = ServerThread(**server_options)
@@ -101,7 +103,7 @@ def make_rig(loopback: PulseLoopback, workdir: Path) -> Iterator[Any]:
         assert server.server is not None
         daemon = start_daemon(workdir, loopback, server.server, settings=settings, env=env)
         started.append((server, daemon))
-        daemon.wait_ready()
+        daemon.wait_ready(client=client_built)
         return server, daemon
 
     yield make

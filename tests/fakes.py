@@ -177,7 +177,9 @@ class FakeLink:
     def is_open(self) -> bool:
         return self.session is not None
 
-    def prepare(self) -> None:
+    prepared = True
+
+    async def prepare(self) -> None:
         pass
 
     def open(self, session: int) -> None:

@@ -8,6 +8,7 @@ the audio that reached the server, the sound at the speaker, the LED states.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,6 +93,45 @@ def test_press_while_setup_is_slow_loses_no_speech(loopback: PulseLoopback, make
     assert first_audio >= setup_done
     assert_received_whole(server.log.activity_audio(), speech, loopback.heard(pressed))
     assert status["leds"][:3] == ["idle", "connecting", "listening"]
+
+
+#: On the daemon's path: google.genai's import takes 5 s longer, and a file says when
+#: those seconds are over (as on a Pi Zero, where the SDK alone takes several).
+SLOW_SDK = """
+import importlib.abc, importlib.util, pathlib, sys, time
+
+
+class SlowSdk(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "google.genai":
+            return None
+        sys.meta_path.remove(self)
+        time.sleep(5)
+        pathlib.Path(__file__).with_name("sdk-loaded").touch()
+        return importlib.util.find_spec(name)
+
+
+sys.meta_path.insert(0, SlowSdk())
+"""
+
+
+def test_ready_does_not_wait_for_the_sdk_and_a_press_meanwhile_loses_no_speech(
+    loopback: PulseLoopback, make_rig: Any, tmp_path: Path
+) -> None:
+    """The box answers and takes a press while the Live SDK still loads; the speech of
+    that press reaches the server whole once the client exists."""
+    (tmp_path / "sitecustomize.py").write_text(SLOW_SDK)
+    server, daemon = make_rig(
+        env={"PYTHONPATH": str(tmp_path)}, client_built=False, reply_seconds=0.4
+    )
+    assert not (tmp_path / "sdk-loaded").exists(), "READY waited for the SDK's import"
+    speech = chirp(1.2)
+    pressed = speak_turn(loopback, daemon, speech)
+    assert not (tmp_path / "sdk-loaded").exists(), "the press came after the SDK's import"
+    status = daemon.wait_until(turns_done(1), 20, "the turn to end")
+    assert_received_whole(server.log.activity_audio(), speech, loopback.heard(pressed))
+    # Released while the SDK still loaded: connecting until then, never listening.
+    assert status["leds"][:4] == ["idle", "connecting", "thinking", "speaking"]
 
 
 def test_press_during_a_reply_silences_the_speaker_and_the_next_turn_works(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -47,7 +48,8 @@ if TYPE_CHECKING:
 # `prepare`, not with this module: 37 MB and a second (several on a Pi Zero) that the
 # daemon spends after PortAudio's device scan has let go of what it loaded (see
 # device.audio.portaudio), so the two never add up at the peak. Hence the imports
-# inside the methods below; every path to them goes through `prepare` first.
+# inside the methods below; every path to them waits for `prepare` first (an import
+# on the loop while the thread imports the same module would block the loop).
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class LiveLink:
         self._wait_for_room = wait_for_room
         self._tools = tools
         self._client: genai.Client | None = None
+        self._building: asyncio.Future[genai.Client] | None = None
         self._task: asyncio.Task[None] | None = None
         self._connection: Connection | None = None
         self._handle: str | None = None
@@ -89,18 +92,46 @@ class LiveLink:
     def is_open(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def prepare(self) -> None:
-        """Build the client (and its TLS context), the setup and the SDK's reply models now:
-        the first press and the first reply do not wait for them, and a setting that cannot
-        work (a persona file) fails at start."""
-        if self._client is None:
+    @property
+    def prepared(self) -> bool:
+        """The client is built: a session opened now connects at once."""
+        building = self._building
+        built = building is not None and building.done() and not _failed(building)
+        return self._client is not None or built
+
+    def prepare(self) -> asyncio.Future[genai.Client]:
+        """Build the client (and its TLS context), the setup and the SDK's reply models in
+        a thread of their own; the future holds the client. Started once (again after a
+        failure); the first session waits for it.
+
+        Importing the SDK takes a second here and several on a Pi Zero: the daemon says
+        READY and serves the button meanwhile (a press that early connects once it is
+        done), and the first reply does not wait for the models. Not the loop's pool: a
+        stop does not wait for an import (a daemon thread, which exit does not join)."""
+        building = self._building
+        if building is None or (building.done() and _failed(building)):
+            loop = asyncio.get_running_loop()
+            building = self._building = loop.create_future()
+            threading.Thread(
+                target=self._build, args=(loop, building), name="live-prepare", daemon=True
+            ).start()
+        return building
+
+    def _build(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[genai.Client]) -> None:
+        """In the thread: the client, or the failure, handed to the loop."""
+        try:
             from device.live.connection import check_sdk_internals
             from device.live.setup import connect_config, make_client, warm_up
 
             check_sdk_internals()
-            self._client = make_client(self._cfg)
+            client = make_client(self._cfg)
             connect_config(self._cfg, None)
             warm_up()
+            outcome: genai.Client | Exception = client
+        except Exception as exc:
+            outcome = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the daemon stopped
+            loop.call_soon_threadsafe(_settle, done, outcome)
 
     def open(self, session: int) -> None:
         """Start session number `session` unless one is running; returns at once. Every
@@ -135,6 +166,14 @@ class LiveLink:
 
     async def _run(self) -> None:
         """The session, across connections; a bug here ends it like a lost connection."""
+        try:
+            if self._client is None:
+                self._client = await asyncio.shield(self.prepare())
+        except Exception as exc:
+            log.error("no session: the Live API client cannot be built: %s: %s",
+                      type(exc).__name__, exc)
+            self._on_event(ConnectionLost(session=self._hooks.session, reason=str(exc)))
+            return
         from device.live.errors import describe_failure
 
         try:
@@ -146,7 +185,6 @@ class LiveLink:
 
     async def _session(self) -> None:
         session = self._hooks.session
-        self.prepare()
         from device.live.connection import SwitchNow
         from device.live.errors import describe_failure, failure_fields, is_refusal
 
@@ -271,3 +309,17 @@ class LiveLink:
                     continue
                 if is_refusal(exc):
                     raise
+
+
+def _settle(done: asyncio.Future[genai.Client], outcome: genai.Client | Exception) -> None:
+    """On the loop: the build's outcome into its future, unless a stop cancelled it."""
+    if done.done():
+        return
+    if isinstance(outcome, Exception):
+        done.set_exception(outcome)
+    else:
+        done.set_result(outcome)
+
+
+def _failed(done: asyncio.Future[genai.Client]) -> bool:
+    return done.cancelled() or done.exception() is not None
