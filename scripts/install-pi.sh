@@ -283,9 +283,7 @@ install_venv() {
   else
     download_locked "$stage" "$lock" "$build_lock"
   fi
-  as_builder "$stage" "$VENV/bin/pip" wheel --no-deps --no-index --no-build-isolation \
-    --find-links "$stage/downloads" --wheel-dir "$stage/wheels" ${sources[@]+"${sources[@]}"} \
-    "$stage/src"
+  build_wheels "$stage" ${sources[@]+"${sources[@]}"} "$stage/src"
   ((DRY_RUN)) || keep_built "$stage/wheels" ${sources[@]+"${sources[@]}"}
   local appliance=("$stage/wheels/"live_appliance-*.whl)
   if ((!same_lock)); then
@@ -335,6 +333,28 @@ download_locked() {
       sources+=("$file")
     fi
   done
+}
+
+# Into STAGE/wheels, as BUILD_USER, offline: a wheel from each SOURCE... at once, each
+# in a pip of its own. Compiling PyAudio and systemd-python is most of a first install
+# on a small Pi, one after the other on a single core while the others idle.
+build_wheels() {
+  local stage=$1 source pids=() pid failed=0
+  shift
+  for source in "$@"; do
+    local build=(as_builder "$stage" "$VENV/bin/pip" wheel --no-deps --no-index
+      --no-build-isolation --find-links "$stage/downloads" --wheel-dir "$stage/wheels" "$source")
+    if ((DRY_RUN)); then
+      "${build[@]}"
+    else
+      "${build[@]}" &
+      pids+=($!)
+    fi
+  done
+  for pid in ${pids[@]+"${pids[@]}"}; do
+    wait "$pid" || failed=1
+  done
+  ((!failed)) || die "a wheel could not be built (pip says why above)"
 }
 
 # The wheel built before from the source-only package SOURCE (a locked download,
