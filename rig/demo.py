@@ -37,8 +37,12 @@ def run_demo(args: argparse.Namespace) -> int:
         assert sim is not None
         daemon = start_daemon(workdir, loopback, sim, settings=CAMERA)
         try:
-            ready = daemon.wait_ready()
-            print(f"demo: daemon ready in {(ready - daemon.started) * 1000:.0f} ms")
+            ready = daemon.wait_ready(client=False)
+            built = daemon.wait_ready()
+            print(
+                f"demo: daemon ready in {(ready - daemon.started) * 1000:.0f} ms, its Live "
+                f"client built in {(built - daemon.started) * 1000:.0f} ms"
+            )
             recorder = loopback.record(REPLY_RATE)
             recorder.wait_started()
             pressed = time.monotonic()

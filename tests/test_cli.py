@@ -152,6 +152,19 @@ def test_ctl_status_shows_the_last_turn_and_its_timings(
     assert status["state"] == "idle" and len(status["turns"]) == 1
 
 
+def test_ctl_status_says_while_the_live_client_is_still_being_built() -> None:
+    """Just after a start (READY does not wait for the SDK) a press connects later: the
+    summary says why, and says nothing once the client is there."""
+    from device.doctor.daemon import summary_lines
+
+    status = {"state": "idle", "session_open": False, "connections": 0}
+    building = summary_lines({**status, "live_client": False})
+    assert building[1] == (
+        "session:  closed; 0 connections since start; the Live client still being built"
+    )
+    assert not any("Live client" in line for line in summary_lines({**status, "live_client": True}))
+
+
 def test_help_and_ctl_import_nothing_heavy() -> None:
     probe = (
         "import sys\n"

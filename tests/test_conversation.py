@@ -95,10 +95,25 @@ def test_press_while_setup_is_slow_loses_no_speech(loopback: PulseLoopback, make
     assert status["leds"][:3] == ["idle", "connecting", "listening"]
 
 
-#: On the daemon's path: google.genai's import takes 5 s longer, and a file says when
-#: those seconds are over (as on a Pi Zero, where the SDK alone takes several).
+#: On the daemon's path: google.genai's module takes 5 s longer to run, and a file says
+#: when those seconds are over (as on a Pi Zero, where the SDK alone takes several). The
+#: wait is in the loader, under that module's own lock: a finder runs under the global
+#: import lock, which would hold every other thread's imports too.
 SLOW_SDK = """
 import importlib.abc, importlib.util, pathlib, sys, time
+
+
+class SlowLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        time.sleep(5)
+        pathlib.Path(__file__).with_name("sdk-loaded").touch()
+        self.loader.exec_module(module)
 
 
 class SlowSdk(importlib.abc.MetaPathFinder):
@@ -106,9 +121,9 @@ class SlowSdk(importlib.abc.MetaPathFinder):
         if name != "google.genai":
             return None
         sys.meta_path.remove(self)
-        time.sleep(5)
-        pathlib.Path(__file__).with_name("sdk-loaded").touch()
-        return importlib.util.find_spec(name)
+        spec = importlib.util.find_spec(name)
+        spec.loader = SlowLoader(spec.loader)
+        return spec
 
 
 sys.meta_path.insert(0, SlowSdk())

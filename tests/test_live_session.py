@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-from device.config import Config
+import pytest
+from helpers import until
+
+from device.config import Config, Secret
 from device.live.session import LiveLink
 from device.outbox import Outbox
+from device.states import ConnectionLost, Event
 
 
 class ClosingSession:
@@ -60,3 +65,30 @@ async def test_a_close_as_the_service_ends_the_connection_ends_the_session() -> 
         await link.close()  # ...as the shutdown does
     assert not link.is_open
     assert client.connections == 1, "the session reconnected while it was being closed"
+
+
+async def test_a_client_that_cannot_be_built_fails_the_press_and_the_next_builds_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client is built in a thread of its own; with no thread to be had (the unit's
+    TasksMax reached) the build fails, not the daemon: a press ends its session with the
+    reason instead of waiting for ever, and a later try builds the client."""
+    events: list[Event] = []
+    cfg = Config(api_key=Secret("AIza-test"))
+    link = LiveLink(cfg, Outbox(5), on_event=events.append, on_sent=lambda i, t: None)
+    start = threading.Thread.start
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    with pytest.raises(RuntimeError):
+        await link.prepare()
+    assert not link.prepared
+    link.open(1)
+    await until(lambda: events)
+    assert isinstance(events[0], ConnectionLost) and "can't start new thread" in events[0].reason
+    monkeypatch.setattr(threading.Thread, "start", start)
+    async with asyncio.timeout(30):
+        await link.prepare()
+    assert link.prepared

@@ -75,6 +75,8 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
             session += f", id {status['session_id']}"
         if "connections" in status:
             session += f"; {status['connections']} connections since start"
+        if status.get("live_client") is False:
+            session += "; the Live client still being built"
         lines.append(f"session:  {session}")
     if status.get("faults"):
         lines.append(f"faults:   {', '.join(map(str, status['faults']))} (reopened every few s)")

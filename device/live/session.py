@@ -112,9 +112,13 @@ class LiveLink:
         if building is None or (building.done() and _failed(building)):
             loop = asyncio.get_running_loop()
             building = self._building = loop.create_future()
-            threading.Thread(
+            thread = threading.Thread(
                 target=self._build, args=(loop, building), name="live-prepare", daemon=True
-            ).start()
+            )
+            try:
+                thread.start()
+            except RuntimeError as exc:  # no thread to be had (TasksMax): a press tries again
+                building.set_exception(exc)
         return building
 
     def _build(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[genai.Client]) -> None:
@@ -130,6 +134,8 @@ class LiveLink:
             outcome: genai.Client | Exception = client
         except Exception as exc:
             outcome = exc
+        except BaseException as exc:  # SystemExit from a library: still an outcome to hand on
+            outcome = RuntimeError(f"{type(exc).__name__}: {exc}")
         with contextlib.suppress(RuntimeError):  # the loop is closed: the daemon stopped
             loop.call_soon_threadsafe(_settle, done, outcome)
 
@@ -312,7 +318,7 @@ class LiveLink:
 
 
 def _settle(done: asyncio.Future[genai.Client], outcome: genai.Client | Exception) -> None:
-    """On the loop: the build's outcome into its future, unless a stop cancelled it."""
+    """On the loop: the build's outcome into its future (set once; never twice)."""
     if done.done():
         return
     if isinstance(outcome, Exception):
