@@ -144,6 +144,18 @@ def main_pid() -> int:
     return int(show("MainPID"))
 
 
+def open_files(pid: int) -> list[str]:
+    """What process `pid` holds open. A descriptor closed between the listing and its
+    readlink (a file the start-up is done with) is left out, not an error."""
+    held = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            held.append(os.readlink(fd))
+        except FileNotFoundError:
+            continue
+    return held
+
+
 def wait_active(timeout: float = 240) -> int:
     """Wait for the unit to be up (READY=1 received) and return its main PID."""
     wait_until(active, timeout, "the service active (running)")
@@ -597,6 +609,7 @@ __all__ = [
     "loopback_card",
     "loud_seconds",
     "main_pid",
+    "open_files",
     "play",
     "point_config_at_rig",
     "restart_service",

@@ -19,6 +19,7 @@ from hilrig import (
     UNIT,
     active,
     api_key,
+    open_files,
     point_config_at_rig,
     sh,
     sh_live,
@@ -96,5 +97,5 @@ def test_the_owners_checkout_has_nothing_of_roots() -> None:
 def test_the_service_runs_on_the_loopback_card() -> None:
     pid = int(show("MainPID"))
     assert active()
-    fds = sh(["ls", "-l", f"/proc/{pid}/fd"]).stdout
-    assert "/dev/snd/pcm" in fds, "the service holds no sound device open"
+    fds = open_files(pid)
+    assert any(f.startswith("/dev/snd/pcm") for f in fds), "it holds no sound device open"
