@@ -487,18 +487,17 @@ def _memory_figures(cold: ColdTurns, peaks: dict[str, float], turns: int) -> lis
 def _ready_figure(started: list[BenchDaemon]) -> Figure:
     waits = [d.microphone_wait_ms for d in started]
     known = [w for w in waits if w is not None]
-    note = (
-        f"Of which the daemon waited {median(known):.0f} ms (median) for the microphone's first "
-        "audio, by its own status."
-        if known
-        else ""
-    )
     ready_s = [d.ready_s for d in started]
     client_s = [d.client_s for d in started]
-    note += (
-        f" The Live client (the SDK's import, which READY does not wait for) was built "
+    note = (
+        f"The Live client (the SDK's import, which READY does not wait for) was built "
         f"{median(client_s):.1f} s (median) after the start."
     )
+    if known:
+        note = (
+            f"Of which the daemon waited {median(known):.0f} ms (median) for the microphone's "
+            f"first audio, by its own status. {note}"
+        )
     return Figure(
         "start_to_ready",
         "start to READY",
