@@ -76,7 +76,7 @@ def arecord_cpu(h: Harness, period_ms: int, seconds: float, window_s: float) -> 
     try:
         time.sleep(SETTLE_S)
         if proc.poll() is not None:
-            raise BenchError(f"arecord exited with {proc.returncode}: {proc.stderr.read()!r}")
+            raise BenchError(f"arecord exited with {proc.returncode}: {proc.communicate()[1]!r}")
         progress(f"arecord alone for {seconds:.0f} s")
         return cpu_per_minute(proc.pid, window_s, max(1, round(seconds / window_s)))
     finally:

@@ -133,7 +133,8 @@ def echo_replies(c: Conversation, count: int, reply_s: float) -> EchoReplies:
         first = c.ask(question)
         done = c.wait_sent("turn_complete", first, reply_s + 20)
         out.replies += 1
-        if c.sent("interrupted", first) is not None and c.sent("interrupted", first) <= done:
+        interrupted = c.sent("interrupted", first)
+        if interrupted is not None and interrupted <= done:
             out.interruptions += 1
             c.restart()
             continue
@@ -263,27 +264,29 @@ def speech_to_noise(h: Harness, d: BenchDaemon, turns: int) -> list[float]:
     """Push-to-talk turns of a sentence over a fan: dB of the speech over the noise alone
     in what the server received."""
     words = said(QUESTION, SPEECH_DBFS)
+    return [_over_the_fan(h, d, words) for _ in range(turns)]
+
+
+def _over_the_fan(h: Harness, d: BenchDaemon, words: np.ndarray) -> float:
+    """One push-to-talk turn of `words` over the fan: their dB over the noise alone."""
     spoken = frames_dbfs(words) > SPEECH_DBFS - 10
-    results = []
-    for _ in range(turns):
-        before = h.connection_count()
-        d.press()
-        h.wait(lambda n=before: h.connection_count() > n, 10, "a connection", d)
-        time.sleep(0.6)  # noise alone first
-        h.loopback.play(pcm.from_float(words), MIC_RATE).wait()
-        time.sleep(0.2)
-        d.release()
-        conn = h.server.log.connections()[-1].id
-        h.wait(lambda c=conn: any(e.kind == "turn_complete" for e in h.entries(c, "out")),
-               20, "the reply", d)  # fmt: skip
-        got = pcm.to_float(h.server.log.activity_audio(conn))
-        at = locate(got, words)
-        if at < MIC_RATE // 4:
-            raise BenchError("the sentence is not where it was said in the turn's audio")
-        frames = frames_dbfs(got[at : at + words.size])
-        speech = frames[: spoken.size][spoken[: frames.size]]
-        noise = frames_dbfs(got[MIC_RATE // 10 : at - MIC_RATE // 20])
-        results.append(float(10 * np.log10(np.mean(10 ** (speech / 10)))
-                             - 10 * np.log10(np.mean(10 ** (noise / 10)))))  # fmt: skip
-        h.wait(h.no_session, 20, "the session to close", d)
-    return results
+    before = h.connection_count()
+    d.press()
+    h.wait(lambda: h.connection_count() > before, 10, "a connection", d)
+    time.sleep(0.6)  # noise alone first
+    h.loopback.play(pcm.from_float(words), MIC_RATE).wait()
+    time.sleep(0.2)
+    d.release()
+    conn = h.server.log.connections()[-1].id
+    h.wait(lambda: any(e.kind == "turn_complete" for e in h.entries(conn, "out")),
+           20, "the reply", d)  # fmt: skip
+    got = pcm.to_float(h.server.log.activity_audio(conn))
+    at = locate(got, words)
+    if at < MIC_RATE // 4:
+        raise BenchError("the sentence is not where it was said in the turn's audio")
+    frames = frames_dbfs(got[at : at + words.size])
+    speech = frames[: spoken.size][spoken[: frames.size]]
+    noise = frames_dbfs(got[MIC_RATE // 10 : at - MIC_RATE // 20])
+    h.wait(h.no_session, 20, "the session to close", d)
+    return float(10 * np.log10(np.mean(10 ** (speech / 10)))
+                 - 10 * np.log10(np.mean(10 ** (noise / 10))))  # fmt: skip

@@ -20,6 +20,7 @@ from typing import Any
 
 import pyaudio
 from google import genai
+from google.genai import types
 
 from device.config import LiveConfig
 from device.live.wire import MIC_RATE, REPLY_RATE
@@ -79,7 +80,7 @@ async def main() -> None:
     """Connect, then listen, send, receive and play side by side until the process is ended."""
     client = genai.Client()
     pa = pyaudio.PyAudio()
-    config = {"response_modalities": ["AUDIO"]}
+    config: types.LiveConnectConfigDict = {"response_modalities": [types.Modality.AUDIO]}
     async with client.aio.live.connect(model=LiveConfig().model, config=config) as session:
         outgoing: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=5)
         incoming: asyncio.Queue[bytes] = asyncio.Queue()

@@ -257,7 +257,9 @@ class LiveConnection:
 
     async def _setup(self) -> None:
         message = self._parse(await self.ws.recv())
-        self.server.check_auth(self.record, self.ws.request)
+        request = self.ws.request
+        assert request is not None  # the handshake is over
+        self.server.check_auth(self.record, request)
         if not has(message, "setup"):
             raise ProtocolError(CLOSE_INVALID, "Invalid message: the first message must be setup.")
         setup = pick(message, "setup")

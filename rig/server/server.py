@@ -173,11 +173,14 @@ class LiveServer:
         return None
 
     async def _handler(self, ws: ServerConnection) -> None:
-        path, endpoint, _ = parse_target(ws.request.path)
-        record = ConnectionRecord(next(self._ids), path, endpoint, dict(ws.request.headers))
+        request = ws.request
+        assert request is not None  # handlers run after the handshake
+        path, endpoint, _ = parse_target(request.path)
+        record = ConnectionRecord(next(self._ids), path, endpoint, dict(request.headers))
         self.log.add_connection(record)
         if self.config.uplink_bytes_per_s:
-            ws.transport.set_read_buffer_limits(high=UPLINK_BUFFER_BYTES)  # asyncio's TLS layer
+            # asyncio's TLS transport has it; typeshed's Transport does not say so.
+            ws.transport.set_read_buffer_limits(high=UPLINK_BUFFER_BYTES)  # type: ignore[attr-defined]
         conn = LiveConnection(self, ws, record)
         self._live[record.id] = conn
         try:
