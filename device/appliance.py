@@ -459,8 +459,7 @@ class Appliance:
             await self.link.close()
             await self.camera.shutdown()
             self.button.stop()
-            self.mic.stop()
-            self.speaker.stop()
+            await self.audio.close(workers.STOP_WAIT_S)
         finally:
             if self.leds is not None:
                 await self.leds.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,24 @@ async def test_a_vanished_microphone_is_an_error_until_it_is_back(
         await until(lambda: box.state == "idle", within=3)
         await box.ctl("press")
         assert box.link.opened == [1, 2]
+
+
+async def test_a_stop_does_not_wait_for_a_speaker_stuck_in_its_driver(tmp_path: Path) -> None:
+    """SIGTERM while the speaker's driver hangs in a close: the box still stops (in a
+    second, the worker pool's limit), not at systemd's TimeoutStopSec."""
+    driver = threading.Event()
+    threading.Timer(6, driver.set).start()  # a hang in this test ends, to fail it
+    try:
+        async with running(tmp_path) as box:
+            # As Playback's: stop() closes the stream too, and the close hangs.
+            box.speaker.close_stream = driver.wait  # type: ignore[method-assign]
+            box.speaker.stop = driver.wait  # type: ignore[method-assign]
+            stopping = time.monotonic()
+        stopped = time.monotonic()
+    finally:
+        driver.set()
+    assert stopped - stopping < 3, "the stop waited for the driver"
+    assert box.mic.opened is False, "the microphone is closed all the same"
 
 
 async def test_the_watchdog_is_fed_only_while_the_machine_answers(tmp_path: Path) -> None:

@@ -50,3 +50,43 @@ async def test_an_open_that_never_returns_is_a_failure_and_is_never_tried_twice(
     await keeper.open()
     assert isinstance(events[-1], DeviceRecovered) and device.opened
     assert not keeper.failures
+
+
+class StuckOnClose(HangingDevice):
+    """An endpoint that opens, and whose close then blocks until `gate` is set."""
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.starts += 1
+        self.opened = True
+
+    def close_stream(self) -> None:
+        self.gate.wait()
+        self.opened = False
+
+
+async def test_a_stop_does_not_wait_for_a_close_stuck_in_a_driver() -> None:
+    """The daemon stops (SIGTERM) while a driver hangs: the stop gives the close its
+    limit and goes on, and the other device is closed all the same."""
+    stuck, other, events = StuckOnClose(), StuckOnClose(), []
+    other.gate.set()
+    keeper = AudioKeeper({"speaker": stuck, "microphone": other}, events.append, 0.5)
+    await keeper.open()
+    try:
+        async with asyncio.timeout(2):
+            await keeper.close(0.2)
+        assert stuck.opened, "the stuck close has not returned"
+        assert not other.opened
+    finally:
+        stuck.gate.set()
+
+
+async def test_a_stop_skips_a_device_already_stuck_in_its_driver() -> None:
+    device, events = HangingDevice(), []
+    keeper = AudioKeeper({"microphone": device}, events.append, 0.5, call_timeout_s=0.2)
+    try:
+        await keeper.open()  # the open hangs: reported, left behind
+        async with asyncio.timeout(1):
+            await keeper.close(5.0)  # nothing more is asked of that driver, so no wait
+        assert device.starts == 1
+    finally:
+        device.gate.set()

@@ -103,13 +103,19 @@ class AudioKeeper:
             if sick:
                 await self._close_all()
 
-    async def _close_all(self) -> None:
+    async def close(self, limit_s: float) -> None:
+        """Close every stream for good (the daemon stops), each call within `limit_s`: one
+        stuck in a driver is left to the worker pool's exit, never waited for on the loop
+        (systemd would kill the box at TimeoutStopSec instead of it stopping)."""
+        await self._close_all(limit_s)
+
+    async def _close_all(self, limit_s: float | None = None) -> None:
         """Close every stream: PortAudio in a worker thread, the rest back on the loop."""
         for name, endpoint in self.endpoints.items():
             if self._is_stuck(name):
                 continue  # said when it got stuck; stop() would wait for PortAudio on the loop
             try:
-                await self._call(name, endpoint.close_stream)
+                await self._call(name, endpoint.close_stream, limit_s)
             except TimeoutError as exc:
                 log.warning("closing the %s failed: %s", name, exc)
                 continue
@@ -117,19 +123,23 @@ class AudioKeeper:
                 log.warning("closing the %s failed: %s", name, exc)
             endpoint.stop()  # nothing left for PortAudio: buffers and timers, on the loop
 
-    async def _call(self, name: str, function: Callable[[], None]) -> None:
-        """A blocking PortAudio call for `name` in a worker thread, within the time limit;
-        none while an earlier one for the same device is still stuck."""
+    async def _call(
+        self, name: str, function: Callable[[], None], limit_s: float | None = None
+    ) -> None:
+        """A blocking PortAudio call for `name` in a worker thread, within `limit_s` (by
+        default the keeper's limit); none while an earlier one for the same device is
+        still stuck."""
+        limit = self._call_timeout_s if limit_s is None else limit_s
         if self._is_stuck(name):
-            raise TimeoutError(f"still stuck in PortAudio for over {self._call_timeout_s:g} s")
+            raise TimeoutError(f"still stuck in PortAudio for over {limit:g} s")
         call = asyncio.ensure_future(asyncio.to_thread(function))
         try:
-            async with asyncio.timeout(self._call_timeout_s):
+            async with asyncio.timeout(limit):
                 await asyncio.shield(call)
         except TimeoutError:
             self._stuck[name] = call
             call.add_done_callback(_ignore_outcome)
-            raise TimeoutError(f"PortAudio did not answer in {self._call_timeout_s:g} s") from None
+            raise TimeoutError(f"PortAudio did not answer in {limit:g} s") from None
 
 
     def _is_stuck(self, name: str) -> bool:
