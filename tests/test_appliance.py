@@ -172,7 +172,8 @@ async def test_a_stop_does_not_wait_for_a_speaker_stuck_in_its_driver(tmp_path: 
     """SIGTERM while the speaker's driver hangs in a close: the box still stops (in a
     second, the worker pool's limit), not at systemd's TimeoutStopSec."""
     driver = threading.Event()
-    threading.Timer(6, driver.set).start()  # a hang in this test ends, to fail it
+    release = threading.Timer(6, driver.set)  # a hang in this test ends, to fail it
+    release.start()
     try:
         async with running(tmp_path) as box:
             # As Playback's: stop() closes the stream too, and the close hangs.
@@ -181,6 +182,7 @@ async def test_a_stop_does_not_wait_for_a_speaker_stuck_in_its_driver(tmp_path: 
             stopping = time.monotonic()
         stopped = time.monotonic()
     finally:
+        release.cancel()
         driver.set()
     assert stopped - stopping < 3, "the stop waited for the driver"
     assert box.mic.opened is False, "the microphone is closed all the same"

@@ -83,7 +83,7 @@ class AudioKeeper:
         for name, reason in failed.items():
             self._failed(name, reason)
         if failed:
-            await self._close_all()
+            await self.close()
 
     async def keep(self) -> None:
         """Watch the open devices and reopen them whenever one fails; runs until cancelled."""
@@ -101,16 +101,13 @@ class AudioKeeper:
             for name in sick:
                 self._failed(name, "stopped delivering audio (unplugged?)")
             if sick:
-                await self._close_all()
+                await self.close()
 
-    async def close(self, limit_s: float) -> None:
-        """Close every stream for good (the daemon stops), each call within `limit_s`: one
-        stuck in a driver is left to the worker pool's exit, never waited for on the loop
-        (systemd would kill the box at TimeoutStopSec instead of it stopping)."""
-        await self._close_all(limit_s)
-
-    async def _close_all(self, limit_s: float | None = None) -> None:
-        """Close every stream: PortAudio in a worker thread, the rest back on the loop."""
+    async def close(self, limit_s: float | None = None) -> None:
+        """Close every stream: PortAudio in a worker thread, each call within `limit_s` (by
+        default the keeper's limit), the rest back on the loop. A call stuck in a driver
+        is never waited for on the loop: when the daemon stops, it is left to the worker
+        pool's exit (systemd would kill the box at TimeoutStopSec instead)."""
         for name, endpoint in self.endpoints.items():
             if self._is_stuck(name):
                 continue  # said when it got stuck; stop() would wait for PortAudio on the loop
