@@ -132,11 +132,10 @@ def here(args: argparse.Namespace) -> int:
     if not (venv / "bin" / "pytest").exists():
         say(f"here: a venv for the tests in {venv}")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        from hil.image import SOURCE_ONLY, TEST_REQUIREMENTS, requirements
+        from hil.image import TEST_REQUIREMENTS, requirements
 
         lock = ROOT / "requirements" / f"pi-py{sys.version_info[0]}{sys.version_info[1]}.txt"
-        wanted = [r for r in requirements(lock) if r.split("==")[0] not in SOURCE_ONLY]
-        wanted += requirements(TEST_REQUIREMENTS)
+        wanted = requirements(lock) + requirements(TEST_REQUIREMENTS)
         listing = venv / "requirements.txt"
         listing.write_text("\n".join(wanted) + "\n")
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps",

@@ -60,16 +60,9 @@ BASE_PACKAGES = (
     "initramfs-tools", "zstd",
 )
 
-#: Of the installer's packages, those already in the image: the compiler and Python's
-#: headers would take most of a CI run to unpack in an emulated VM. The installer
-#: installs the rest itself, from the image's local apt repository.
-PREINSTALLED = ("python3-venv", "python3-dev", "build-essential", "pkg-config")
-
 #: What the tests and the local Live server need beside the appliance's own packages.
 TEST_REQUIREMENTS = ROOT / "hil" / "requirements-tests.txt"
 INSTALLER = ROOT / "scripts" / "install-pi.sh"
-#: Packages of the lock with no wheels: the test venv does without them (no compiler).
-SOURCE_ONLY = ("pyaudio", "systemd-python")
 
 
 @dataclass(frozen=True)
@@ -110,7 +103,6 @@ def inputs(arch: Arch, release: Release) -> dict[str, str]:
         "codename": release.codename,
         "mirror": mirror.main_mirror(release.codename),
         "base": " ".join(BASE_PACKAGES),
-        "preinstalled": " ".join(PREINSTALLED),
         "installer-packages": " ".join(installer_packages()),
     }
     for path in files:
@@ -184,19 +176,19 @@ class Builder:
              self.release.codename, self.root, mirror_uri], log=self.log)
 
     def wheelhouse(self) -> None:
-        """Every file of the lock and the test requirements, for the image's platform: one
-        pip download of the wheels, one of the sources of the source-only packages."""
+        """Every file of the lock and the test requirements for the image's platform,
+        wheels only (the installer compiles nothing), hashes checked."""
         say("image: wheelhouse (the lock's files for this platform, hashes checked)")
         house = self.root / "srv" / "hil" / "wheelhouse"
         house.mkdir(parents=True)
-        wanted = requirements(self.release.lock) + requirements(TEST_REQUIREMENTS)
-        sources = [r for r in wanted if r.split("==")[0] in SOURCE_ONLY]
-        binaries = [r for r in wanted if r not in sources]
         platforms = wheel_platforms(self.arch, self.release.glibc_minor)
-        self.download(binaries, house, "--only-binary=:all:", "--implementation", "cp",
-                      "--python-version", self.release.python,
+        self.download(self.venv_requirements(), house, "--only-binary=:all:",
+                      "--implementation", "cp", "--python-version", self.release.python,
                       *(arg for tag in platforms for arg in ("--platform", tag)))
-        self.download(sources, house, "--no-binary=:all:")
+
+    def venv_requirements(self) -> list[str]:
+        """The lock and what the tests and the local Live server need beside it."""
+        return requirements(self.release.lock) + requirements(TEST_REQUIREMENTS)
 
     def download(self, wanted: list[str], house: Path, *options: str) -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".txt") as listing:
@@ -215,12 +207,10 @@ class Builder:
         shutil.copy(GUEST / "image-hil-run", self.root / "usr" / "local" / "sbin" / "hil-run")
         shutil.copy(GUEST / "image-hil-run.service",
                     self.root / "etc" / "systemd" / "system" / "hil-run.service")
-        venv = [r for r in requirements(self.release.lock)
-                if r.split("==")[0] not in SOURCE_ONLY]
-        venv += requirements(TEST_REQUIREMENTS)
-        (self.root / "srv" / "hil" / "hil-venv.txt").write_text("\n".join(venv) + "\n")
+        (self.root / "srv" / "hil" / "hil-venv.txt").write_text(
+            "\n".join(self.venv_requirements()) + "\n")
         self.chroot(["bash", "/srv/hil/image-setup.sh", *installer_packages()],
-                    PREINSTALLED=" ".join(PREINSTALLED), KERNEL=self.arch.kernel_package)
+                    KERNEL=self.arch.kernel_package)
         # The installer's packages, downloaded by apt in the chroot, become a local
         # repository: the VM's only apt source.
         run(["sh", "-c", 'cd "$1" && dpkg-scanpackages --multiversion . > Packages', "scan",

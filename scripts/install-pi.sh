@@ -23,11 +23,13 @@ readonly COMMAND_LINK=/usr/local/bin/live-appliance
 readonly SYSTEM_PYTHON=/usr/bin/python3
 # The groups of the device nodes the service opens (its unit's SupplementaryGroups).
 readonly DEVICE_GROUPS=(audio video gpio spi)
+# PyAudio and systemd-python come built from apt, as picamera2 and lgpio do: the venv
+# sees them, and nothing of the lock is compiled (no compiler or headers on the box).
 readonly BASE_PACKAGES=(
-  python3-venv python3-dev build-essential pkg-config  # the venv, C extensions
-  portaudio19-dev                                      # PyAudio builds against PortAudio
-  libsystemd-dev                                       # systemd-python (journal, notify)
-  python3-spidev                                       # APA102 pixel LEDs on HATs
+  python3-venv     # the venv
+  python3-pyaudio  # PortAudio over ALSA
+  python3-systemd  # the journal, sd_notify
+  python3-spidev   # APA102 pixel LEDs on HATs
 )
 # From Raspberry Pi OS's own archive: a Pi needs them; --no-camera and --no-gpio leave
 # them out on a box without a camera or without the Pi's GPIO (plain Debian, a VM).
@@ -36,10 +38,9 @@ readonly GPIO_PACKAGE=python3-lgpio        # gpiozero's GPIO driver (Pi 5: the o
 # The unprivileged identity that downloads and compiles the Python packages: no
 # package's build script runs as root.
 readonly BUILD_USER=nobody
-# Wheels built from the lock's source-only packages (PyAudio, systemd-python), kept by
-# the hash of the source they were built from: an update does not compile them again
-# (minutes on a Pi Zero 2 W). Written by root only.
-readonly WHEEL_CACHE=/var/cache/live-appliance/wheels
+# Where installs before PyAudio and systemd-python came from apt kept the wheels they
+# compiled: an update removes it, as does the uninstaller.
+readonly OLD_WHEEL_CACHE=/var/cache/live-appliance
 SOURCE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly SOURCE_DIR
 DRY_RUN=0
@@ -241,7 +242,7 @@ as_builder() {
 }
 
 install_venv() {
-  step "Python environment $VENV (sees apt's picamera2 and lgpio)"
+  step "Python environment $VENV (sees apt's PyAudio, systemd, picamera2 and lgpio)"
   local lock build_lock
   lock=$(lock_file)
   build_lock=$(lock_file build)
@@ -255,11 +256,10 @@ install_venv() {
   else
     run "$SYSTEM_PYTHON" -m venv --clear --system-site-packages "$VENV"
   fi
-  # As BUILD_USER: download exactly the locked files (pip checks every hash), then
-  # build wheels offline from those downloads alone: the source-only packages, and the
-  # appliance from a copy (nothing is written into the owner's checkout), with the
-  # lock's own setuptools and wheel, downloaded and put in the venv first (installing
-  # a wheel runs none of its code). As root: install wheels and nothing else.
+  # As BUILD_USER: download exactly the locked files (pip checks every hash), wheels
+  # only, then build the appliance's own wheel offline from a copy (nothing is written
+  # into the owner's checkout) with the lock's setuptools and wheel, put in the venv
+  # first (installing a wheel runs none of its code). As root: install wheels only.
   local stage=/tmp/live-appliance-build
   if ((DRY_RUN)); then
     say "  copy $SOURCE_DIR (without .git, .venv) to $stage, owned by $BUILD_USER"
@@ -277,111 +277,44 @@ install_venv() {
   local stamp=$VENV/.live-appliance-locks digest same_lock=0
   digest=$(cat "$SOURCE_DIR/$lock" "$SOURCE_DIR/$build_lock" | sha256sum | cut -d' ' -f1)
   [[ -r $stamp && $(<"$stamp") == "$digest" ]] && same_lock=1
-  local wheels=() sources=() file
   if ((same_lock)); then
     say "  the dependencies are as $lock locks them since the last install: kept"
   else
     download_locked "$stage" "$lock" "$build_lock"
   fi
-  build_wheels "$stage" ${sources[@]+"${sources[@]}"} "$stage/src"
-  ((DRY_RUN)) || keep_built "$stage/wheels" ${sources[@]+"${sources[@]}"}
-  local appliance=("$stage/wheels/"live_appliance-*.whl)
+  as_builder "$stage" "$VENV/bin/pip" wheel --no-deps --no-index --no-build-isolation \
+    --wheel-dir "$stage/wheels" "$stage/src"
   if ((!same_lock)); then
-    for file in "$stage/wheels/"*.whl; do
-      [[ $file == "${appliance[0]}" ]] || wheels+=("$file")
-    done
-    run "$VENV/bin/pip" install --no-index --no-deps "${wheels[@]}"
+    # Without --force-reinstall: what is installed at the locked version stays as it is
+    # (an update installs only what changed).
+    run "$VENV/bin/pip" install --no-index --no-deps "$stage/downloads/"*.whl
   fi
   # The appliance keeps its version number from one commit to the next: always replaced.
-  run "$VENV/bin/pip" install --no-index --no-deps --force-reinstall "${appliance[@]}"
+  run "$VENV/bin/pip" install --no-index --no-deps --force-reinstall \
+    "$stage/wheels/"live_appliance-*.whl
   if ((!same_lock)); then
     remove_unlocked "$SOURCE_DIR/$lock"
     say "  the lock's digest, for the next update: $stamp"
     ((DRY_RUN)) || printf '%s\n' "$digest" >"$stamp"
   fi
-}
-
-# Into STAGE, as BUILD_USER: the lock's build tools (installed in the venv at once) and
-# every locked file, hashes checked. Sets the caller's `wheels` (to install as they are)
-# and `sources` (source-only packages with no wheel built before from the same source).
-download_locked() {
-  local stage=$1 lock=$2 build_lock=$3 file cached
-  as_builder "$stage" "$VENV/bin/pip" download --no-deps --require-hashes --only-binary=:all: \
-    --dest "$stage/downloads" --requirement "$stage/src/$build_lock"
-  # Without --force-reinstall: what is installed at the locked version stays as it is
-  # (an update installs only what changed).
-  local tools=("$stage/downloads/"*.whl)
-  run "$VENV/bin/pip" install --no-index --no-deps "${tools[@]}"
-  as_builder "$stage" "$VENV/bin/pip" download --no-deps --require-hashes --no-build-isolation \
-    --dest "$stage/downloads" --requirement "$stage/src/$lock"
-  # The lock's wheels are installed as downloaded; its source-only packages are built,
-  # unless a wheel built before from the same source (by its hash) is in WHEEL_CACHE.
-  if ((DRY_RUN)); then
-    say "  the source-only packages: wheels built before from the same sources come from" \
-      "$WHEEL_CACHE"
-    wheels=("$stage/downloads/*.whl")
-    sources=("$stage/downloads/*.tar.gz")
-    return
+  if [[ -e $OLD_WHEEL_CACHE ]]; then
+    run rm -rf "$OLD_WHEEL_CACHE"
   fi
-  for file in "$stage/downloads/"*; do
-    if [[ $file == *.whl ]]; then
-      wheels+=("$file")
-    elif cached=$(cached_wheel "$file"); then
-      say "  ${file##*/}: built before, from the same source ($cached)"
-      wheels+=("$cached")
-    else
-      sources+=("$file")
+}
+
+# Into STAGE/downloads, as BUILD_USER: the lock's build tools (installed in the venv at
+# once), then every locked file, hashes checked. Wheels only: a package with no wheel
+# for this system would have to be compiled, which this install never does.
+download_locked() {
+  local stage=$1 lock=$2 build_lock=$3 file
+  for file in "$build_lock" "$lock"; do
+    as_builder "$stage" "$VENV/bin/pip" download --no-deps --require-hashes \
+      --only-binary=:all: --dest "$stage/downloads" --requirement "$stage/src/$file" ||
+      die "a package of $file has no wheel for this system ($(uname -m)): pip says which" \
+        "above. Raspberry Pi OS must be the 64-bit one."
+    if [[ $file == "$build_lock" ]]; then
+      run "$VENV/bin/pip" install --no-index --no-deps "$stage/downloads/"*.whl
     fi
-  done
-}
-
-# Into STAGE/wheels, as BUILD_USER, offline: a wheel from each SOURCE... at once, each
-# in a pip of its own. Compiling PyAudio and systemd-python is most of a first install
-# on a small Pi, one after the other on a single core while the others idle.
-build_wheels() {
-  local stage=$1 source pids=() pid failed=0
-  shift
-  for source in "$@"; do
-    local build=(as_builder "$stage" "$VENV/bin/pip" wheel --no-deps --no-index
-      --no-build-isolation --find-links "$stage/downloads" --wheel-dir "$stage/wheels" "$source")
-    if ((DRY_RUN)); then
-      "${build[@]}"
-    else
-      "${build[@]}" &
-      pids+=($!)
-    fi
-  done
-  for pid in ${pids[@]+"${pids[@]}"}; do
-    wait "$pid" || failed=1
-  done
-  ((!failed)) || die "a wheel could not be built (pip says why above)"
-}
-
-# The wheel built before from the source-only package SOURCE (a locked download,
-# its hash checked by pip), if there is one.
-cached_wheel() {
-  local found
-  found=("$WHEEL_CACHE/cp$(python_tag)-$(uname -m)/$(sha256sum "$1" | cut -d' ' -f1)/"*.whl)
-  [[ -e ${found[0]} ]] && printf '%s\n' "${found[0]}"
-}
-
-# Keep the wheels just built in DIR from SOURCE... for the next update, by the hash of
-# each source. Root's directory: the unprivileged build never writes into it.
-keep_built() {
-  local dir=$1 source base name wheel
-  shift
-  for source in "$@"; do
-    base=${source##*/}
-    base=${base%.tar.gz}
-    base=${base%.zip}
-    name=${base%-*}
-    name=${name,,}
-    # A wheel's name: the project's, lower case, "-" and "." as "_" (PEP 427).
-    for wheel in "$dir/${name//[-.]/_}-${base##*-}-"*.whl; do
-      [[ -e $wheel ]] || continue
-      run install -D -m 0644 -o root -g root "$wheel" \
-        "$WHEEL_CACHE/cp$(python_tag)-$(uname -m)/$(sha256sum "$source" | cut -d' ' -f1)/${wheel##*/}"
-    done
   done
 }
 

@@ -53,10 +53,9 @@ remove_command() {
 }
 
 remove_venv() {
-  step "Python environment $PREFIX and the wheels built for it"
-  local cache=${WHEEL_CACHE%/wheels}
-  if [[ -e $PREFIX || -e $cache ]]; then
-    run rm -rf "$PREFIX" "$cache"
+  step "Python environment $PREFIX"
+  if [[ -e $PREFIX || -e $OLD_WHEEL_CACHE ]]; then
+    run rm -rf "$PREFIX" "$OLD_WHEEL_CACHE"
   else
     say "  not installed"
   fi

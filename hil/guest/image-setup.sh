@@ -1,8 +1,8 @@
 #!/bin/bash
 # Runs once in the image's tree while the image is built (chroot, the host's network).
 # Arguments: the Debian packages scripts/install-pi.sh installs in the VM; the
-# environment's PREINSTALLED: those of them already in the image; KERNEL: the kernel's
-# package (installed here, not by debootstrap, so that its initrd is made as below).
+# environment's KERNEL: the kernel's package (installed here, not by debootstrap, so
+# that its initrd is made as below).
 set -euo pipefail
 # dpkg in an emulated VM is slow: as Debian's container images do, no fsync per file
 # and no manual pages or translations (the man-db trigger alone takes minutes).
@@ -19,12 +19,9 @@ printf 'virtio_pci\nvirtio_blk\next4\n' >>/etc/initramfs-tools/modules
 
 apt-get update -qq
 apt-get upgrade -y -qq
-# The compiler and Python's headers are installed now: unpacking them in an emulated
-# VM would take most of a CI run. The installer's other packages and what they pull
-# in are downloaded only: they become the VM's local apt repository, and the
-# installer's own apt step installs them.
-read -r -a already <<<"${PREINSTALLED:?}"
-apt-get install -y -qq --no-install-recommends "${already[@]}" "${KERNEL:?}"
+apt-get install -y -qq --no-install-recommends "${KERNEL:?}"
+# The installer's packages and what they pull in are downloaded only: they become the
+# VM's local apt repository, and the installer's own apt step installs them.
 apt-get install -y -qq --download-only --no-install-recommends "$@"
 mv /var/cache/apt/archives/*.deb /srv/hil/apt/
 
@@ -41,8 +38,7 @@ chmod 0440 /etc/sudoers.d/owner
 # No network in the VM: the wheelhouse stands in for PyPI, as a mirror would.
 printf '[global]\nno-index = true\nfind-links = /srv/hil/wheelhouse\n' >/etc/pip.conf
 
-# The venv of the tests and the local Live server (no compiler needed: the two
-# source-only packages of the lock are not in it).
+# The venv of the tests and the local Live server.
 python3 -m venv /opt/hil/venv
 /opt/hil/venv/bin/pip install -q --no-deps --require-hashes -r /srv/hil/hil-venv.txt
 

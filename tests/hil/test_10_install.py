@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from hilrig import (
+    APP_VENV,
     CHECKOUT,
     CONFIG,
     DROP_IN,
@@ -85,6 +86,16 @@ def test_what_is_installed_is_what_the_lock_says() -> None:
         assert installed.get(norm(name)) == version, (name, version, installed.get(norm(name)))
     extra = set(installed) - {norm(n) for n in locked} - {"live-appliance", "pip"}
     assert not extra, f"in the venv but not in the lock: {sorted(extra)}"
+
+
+def test_pyaudio_and_systemd_are_apts() -> None:
+    """The service's PyAudio and systemd-python are Debian's builds, seen through the venv
+    (--system-site-packages): nothing was compiled on the box."""
+    found = sh([str(APP_VENV / "bin" / "python"), "-c",
+                "import pyaudio, systemd.journal; "
+                "print(pyaudio.__file__); print(systemd.journal.__file__)"]).stdout.split()
+    assert len(found) == 2 and all(f.startswith("/usr/lib/python3/dist-packages/")
+                                   for f in found), found
 
 
 def test_the_owners_checkout_has_nothing_of_roots() -> None:

@@ -116,9 +116,6 @@ def test_the_journalctl_recipes() -> None:
         assert outputs["one session"].stdout.strip()
 
 
-WHEEL_CACHE = Path("/var/cache/live-appliance/wheels")
-
-
 def site_file(relative: str) -> Path:
     return next(APP_VENV.glob(f"lib/python3*/site-packages/{relative}"))
 
@@ -134,15 +131,11 @@ def venv_packages() -> set[str]:
 @pytest.mark.skipif(not IN_VM, reason="an update from this checkout would replace the Pi's")
 def test_an_update_keeps_config_and_key_and_restarts() -> None:
     """`git pull && sudo scripts/install-pi.sh` after a pull that changed the lock: config
-    and key kept, the service restarted with the new code; what did not change is neither
-    built nor installed again, and a package the lock no longer names is gone. (With the
+    and key kept, the service restarted with the new code; what did not change is not
+    installed again, and a package the lock no longer names is gone. (With the
     same lock an update replaces only the appliance: tests/test_install_script.py.)"""
     config, key = CONFIG.read_bytes(), KEY_FILE.read_bytes()
     invocation = show("InvocationID")
-    # The wheels built from the lock's sources at the install, kept for updates.
-    built = {wheel.name.split("-")[0]: wheel.stat().st_ino
-             for wheel in WHEEL_CACHE.glob("*/*/*.whl")}
-    assert {"pyaudio", "systemd_python"} <= set(built), built
     # A package an earlier version of the appliance needed (any wheel the lock lacks).
     stale = next(Path("/srv/hil/wheelhouse").glob("iniconfig-*.whl"))
     sh([str(APP_VENV / "bin" / "pip"), "install", "--no-index", "--no-deps", str(stale)])
@@ -163,6 +156,4 @@ def test_an_update_keeps_config_and_key_and_restarts() -> None:
     assert LOCKS_DIGEST.read_text() == digest, "the lock's digest not recorded for the next update"
     assert site_file("numpy/__init__.py").stat().st_ino == inodes[0], "numpy installed again"
     assert site_file("device/__init__.py").stat().st_ino != inodes[1], "the new code not installed"
-    again = {wheel.name.split("-")[0]: wheel.stat().st_ino
-             for wheel in WHEEL_CACHE.glob("*/*/*.whl")}
-    assert again == built, "the source-only packages were built again"
+
