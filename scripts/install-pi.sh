@@ -256,10 +256,11 @@ install_venv() {
   else
     run "$SYSTEM_PYTHON" -m venv --clear --system-site-packages "$VENV"
   fi
-  # As BUILD_USER: download exactly the locked files (pip checks every hash), wheels
-  # only, then build the appliance's own wheel offline from a copy (nothing is written
-  # into the owner's checkout) with the lock's setuptools and wheel, put in the venv
-  # first (installing a wheel runs none of its code). As root: install wheels only.
+  # As BUILD_USER: download exactly the locked files the venv lacks (pip checks every
+  # hash), wheels only, then build the appliance's own wheel offline from a copy
+  # (nothing is written into the owner's checkout) with the lock's setuptools and
+  # wheel, put in the venv first (installing a wheel runs none of its code). As root:
+  # install wheels only.
   local stage=/tmp/live-appliance-build
   if ((DRY_RUN)); then
     say "  copy $SOURCE_DIR (without .git, .venv) to $stage, owned by $BUILD_USER"
@@ -267,7 +268,7 @@ install_venv() {
     stage=$(mktemp -d)
     # shellcheck disable=SC2064  # expand now: the trap must remove this directory
     trap "rm -rf '$stage'" EXIT
-    mkdir "$stage/src" "$stage/downloads" "$stage/wheels"
+    mkdir "$stage/src" "$stage/wheels"
     tar -C "$SOURCE_DIR" --exclude=.git --exclude=.venv --exclude=__pycache__ -cf - . |
       tar -C "$stage/src" -xf -
     chown -R "$BUILD_USER:" "$stage"
@@ -284,11 +285,6 @@ install_venv() {
   fi
   as_builder "$stage" "$VENV/bin/pip" wheel --no-deps --no-index --no-build-isolation \
     --wheel-dir "$stage/wheels" "$stage/src"
-  if ((!same_lock)); then
-    # Without --force-reinstall: what is installed at the locked version stays as it is
-    # (an update installs only what changed).
-    run "$VENV/bin/pip" install --no-index --no-deps "$stage/downloads/"*.whl
-  fi
   # The appliance keeps its version number from one commit to the next: always replaced.
   run "$VENV/bin/pip" install --no-index --no-deps --force-reinstall \
     "$stage/wheels/"live_appliance-*.whl
@@ -302,20 +298,65 @@ install_venv() {
   fi
 }
 
-# Into STAGE/downloads, as BUILD_USER: the lock's build tools (installed in the venv at
-# once), then every locked file, hashes checked. Wheels only: a package with no wheel
-# for this system would have to be compiled, which this install never does.
+# The lock's build tools (installed at once: they build the appliance), then the rest
+# of the lock: of each, what the venv does not hold at its locked version yet.
 download_locked() {
-  local stage=$1 lock=$2 build_lock=$3 file
-  for file in "$build_lock" "$lock"; do
-    as_builder "$stage" "$VENV/bin/pip" download --no-deps --require-hashes \
-      --only-binary=:all: --dest "$stage/downloads" --requirement "$stage/src/$file" ||
-      die "a package of $file has no wheel for this system ($(uname -m)): pip says which" \
-        "above. Raspberry Pi OS must be the 64-bit one."
-    if [[ $file == "$build_lock" ]]; then
-      run "$VENV/bin/pip" install --no-index --no-deps "$stage/downloads/"*.whl
+  local stage=$1 lock=$2 build_lock=$3
+  install_missing "$stage" "$build_lock" build
+  install_missing "$stage" "$lock" lock
+}
+
+# The packages of the lock file LOCK that the venv does not hold at their locked
+# version, listed in STAGE/NAME.txt: downloaded into STAGE/NAME as BUILD_USER (hashes
+# checked, wheels only: a package with no wheel for this system would have to be
+# compiled, which this install never does), then installed by root. An update after
+# a change of one package downloads that one, not the lock's 60 MB again.
+install_missing() {
+  local stage=$1 lock=$2 name=$3 wheels
+  local needed=$stage/$name.txt
+  if ((DRY_RUN)); then
+    say "  $needed: the packages of $lock not in $VENV at their locked version"
+  else
+    not_installed "$SOURCE_DIR/$lock" "$VENV" >"$needed"
+    chown "$BUILD_USER:" "$needed"
+    if [[ ! -s $needed ]]; then
+      say "  every package of $lock is installed at its locked version"
+      return
     fi
-  done
+  fi
+  as_builder "$stage" "$VENV/bin/pip" download --no-deps --require-hashes \
+    --only-binary=:all: --dest "$stage/$name" --requirement "$needed" ||
+    die "the packages of $lock could not be downloaded: pip says why above (no wheel" \
+      "for this system, $(uname -m): Raspberry Pi OS must be the 64-bit one)"
+  wheels=("$stage/$name/"*.whl)
+  # None when all that is missing is for other systems (its marker is false here).
+  [[ -e ${wheels[0]} ]] || ((DRY_RUN)) || return 0
+  run "$VENV/bin/pip" install --no-index --no-deps "${wheels[@]}"
+}
+
+# Print the entries (name==version, markers, hashes) of the lock file LOCK whose
+# package is not in the own site-packages of the venv VENV at that version.
+not_installed() {
+  "$SYSTEM_PYTHON" - "$1" "$2" <<'PYTHON'
+import glob
+import re
+import sys
+from importlib import metadata
+
+lock, venv = sys.argv[1:]
+
+def canonical(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+sites = glob.glob(f"{venv}/lib/python3*/site-packages")
+have = {(canonical(d.metadata["Name"]), d.version)
+        for d in metadata.distributions(path=sites) if d.metadata["Name"]}
+with open(lock) as text:
+    for entry in re.split(r"\n(?=\S)", text.read()):
+        pin = re.match(r"([A-Za-z0-9._-]+)==([^\s;\\]+)", entry)
+        if pin and (canonical(pin[1]), pin[2]) not in have:
+            print(entry.rstrip())
+PYTHON
 }
 
 # Take out of the venv what the lock does not name (a package an earlier version of

@@ -131,15 +131,18 @@ def venv_packages() -> set[str]:
 @pytest.mark.skipif(not IN_VM, reason="an update from this checkout would replace the Pi's")
 def test_an_update_keeps_config_and_key_and_restarts() -> None:
     """`git pull && sudo scripts/install-pi.sh` after a pull that changed the lock: config
-    and key kept, the service restarted with the new code; what did not change is not
-    installed again, and a package the lock no longer names is gone. (With the
-    same lock an update replaces only the appliance: tests/test_install_script.py.)"""
+    and key kept, the service restarted with the new code; only what the venv lacks at
+    its locked version is downloaded and installed, and a package the lock no longer
+    names is gone. (With the same lock an update replaces only the appliance:
+    tests/test_install_script.py.)"""
     config, key = CONFIG.read_bytes(), KEY_FILE.read_bytes()
     invocation = show("InvocationID")
     # A package an earlier version of the appliance needed (any wheel the lock lacks).
     stale = next(Path("/srv/hil/wheelhouse").glob("iniconfig-*.whl"))
     sh([str(APP_VENV / "bin" / "pip"), "install", "--no-index", "--no-deps", str(stale)])
     assert "iniconfig" in venv_packages()
+    # A package the new lock has at another version (here: not at all).
+    sh([str(APP_VENV / "bin" / "pip"), "uninstall", "--yes", "distro"])
     # ... installed with that version's lock, whose digest the venv holds.
     digest = LOCKS_DIGEST.read_text()
     LOCKS_DIGEST.write_text("0" * 64 + "\n")
@@ -153,6 +156,9 @@ def test_an_update_keeps_config_and_key_and_restarts() -> None:
     wait_active()
     assert show("InvocationID") != invocation, "not restarted"
     assert "iniconfig" not in venv_packages()
+    assert "distro" in venv_packages()
+    downloads = [line for line in output.splitlines() if line.startswith("Successfully down")]
+    assert downloads == ["Successfully downloaded distro"], downloads
     assert LOCKS_DIGEST.read_text() == digest, "the lock's digest not recorded for the next update"
     assert site_file("numpy/__init__.py").stat().st_ino == inodes[0], "numpy installed again"
     assert site_file("device/__init__.py").stat().st_ino != inodes[1], "the new code not installed"
