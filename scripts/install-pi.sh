@@ -35,8 +35,8 @@ readonly BASE_PACKAGES=(
 # them out on a box without a camera or without the Pi's GPIO (plain Debian, a VM).
 readonly CAMERA_PACKAGE=python3-picamera2  # the camera (libcamera), apt-only
 readonly GPIO_PACKAGE=python3-lgpio        # gpiozero's GPIO driver (Pi 5: the only one)
-# The unprivileged identity that downloads and compiles the Python packages: no
-# package's build script runs as root.
+# The unprivileged identity that downloads the Python packages and builds the appliance's
+# wheel: no package's build script runs as root.
 readonly BUILD_USER=nobody
 # Where installs before PyAudio and systemd-python came from apt kept the wheels they
 # compiled: an update removes it, as does the uninstaller.
