@@ -50,14 +50,14 @@ RELEASES = {
     "trixie": Release("trixie", "3.13", 41),
 }
 
-#: The base system: systemd as PID 1, what the tests and an owner's SSH session use.
-#: The kernel comes after it (image-setup.sh), once its initrd is set to be small. The
-#: installer's own packages are not here: they go into the local apt repository, for
-#: the installer to install.
+#: The base system: systemd as PID 1, what the tests and an owner's SSH session use,
+#: and what Raspberry Pi OS Lite has already (python3-pip). The kernel comes after it
+#: (image-setup.sh), once its initrd is set to be small. The installer's other packages
+#: are not here: they go into the local apt repository, for the installer to install.
 BASE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "udev", "kmod", "procps", "sudo", "util-linux",
-    "python3", "python3-venv", "alsa-utils", "jq", "e2fsprogs", "ca-certificates",
-    "initramfs-tools", "zstd",
+    "python3", "python3-venv", "python3-pip", "alsa-utils", "jq", "e2fsprogs",
+    "ca-certificates", "initramfs-tools", "zstd",
 )
 
 #: What the tests and the local Live server need beside the appliance's own packages.

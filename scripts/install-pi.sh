@@ -8,6 +8,9 @@ set -euo pipefail
 readonly APP=live-appliance
 readonly PREFIX=/opt/live-appliance
 readonly VENV=$PREFIX/venv
+# The venv has no pip of its own (making one is most of a minute on a small Pi): its
+# Python runs apt's, which it sees with the system's packages.
+readonly PIP=("$VENV/bin/python" -m pip)
 readonly CONF_DIR=/etc/live-appliance
 readonly CONFIG=$CONF_DIR/config.toml
 readonly KEY_FILE=$CONF_DIR/api-key
@@ -27,6 +30,7 @@ readonly DEVICE_GROUPS=(audio video gpio spi)
 # sees them, and nothing of the lock is compiled (no compiler or headers on the box).
 readonly BASE_PACKAGES=(
   python3-venv     # the venv
+  python3-pip      # pip, which the venv's Python runs (Raspberry Pi OS has it)
   python3-pyaudio  # PortAudio over ALSA
   python3-systemd  # the journal, sd_notify
   python3-spidev   # APA102 pixel LEDs on HATs
@@ -222,10 +226,10 @@ create_user() {
   fi
 }
 
-# The lock file for the system's Python: every package pinned, with its hashes. With
-# "build": the part of it that builds the rest (setuptools, wheel).
+# The lock file for the system's Python: every package pinned, with its hashes, the
+# setuptools and wheel that build the appliance's own wheel among them.
 lock_file() {
-  printf '%s/requirements/pi-%spy%s.txt\n' "$SOURCE_DIR" "${1:+$1-}" "$(python_tag)"
+  printf '%s/requirements/pi-py%s.txt\n' "$SOURCE_DIR" "$(python_tag)"
 }
 
 # Run a command in STAGE as BUILD_USER: no privileges, no capabilities, a clean
@@ -243,24 +247,21 @@ as_builder() {
 
 install_venv() {
   step "Python environment $VENV (sees apt's PyAudio, systemd, picamera2 and lgpio)"
-  local lock build_lock
+  local lock
   lock=$(lock_file)
-  build_lock=$(lock_file build)
-  [[ -r $lock && -r $build_lock ]] ||
-    die "no lock file for this Python: $lock (scripts/lock makes one)"
+  [[ -r $lock ]] || die "no lock file for this Python: $lock (scripts/lock makes one)"
   lock=${lock#"$SOURCE_DIR/"}
-  build_lock=${build_lock#"$SOURCE_DIR/"}
   if "$VENV/bin/python" -c '' 2>/dev/null &&
     grep -q '^include-system-site-packages = true' "$VENV/pyvenv.cfg"; then
     say "  $VENV exists"
   else
-    run "$SYSTEM_PYTHON" -m venv --clear --system-site-packages "$VENV"
+    run "$SYSTEM_PYTHON" -m venv --clear --system-site-packages --without-pip "$VENV"
   fi
   # As BUILD_USER: download exactly the locked files the venv lacks (pip checks every
-  # hash), wheels only, then build the appliance's own wheel offline from a copy
+  # hash), wheels only, which root installs (installing a wheel runs none of its code);
+  # then, as BUILD_USER again, build the appliance's own wheel offline from a copy
   # (nothing is written into the owner's checkout) with the lock's setuptools and
-  # wheel, put in the venv first (installing a wheel runs none of its code). As root:
-  # install wheels only.
+  # wheel, now in the venv. Root installs it.
   local stage=/tmp/live-appliance-build
   if ((DRY_RUN)); then
     say "  copy $SOURCE_DIR (without .git, .venv) to $stage, owned by $BUILD_USER"
@@ -276,17 +277,17 @@ install_venv() {
   # An update with the lock of the last install leaves the dependencies as they are and
   # replaces only the appliance: each pip run starts for seconds on a small Pi.
   local stamp=$VENV/.live-appliance-locks digest same_lock=0
-  digest=$(cat "$SOURCE_DIR/$lock" "$SOURCE_DIR/$build_lock" | sha256sum | cut -d' ' -f1)
+  digest=$(sha256sum "$SOURCE_DIR/$lock" | cut -d' ' -f1)
   [[ -r $stamp && $(<"$stamp") == "$digest" ]] && same_lock=1
   if ((same_lock)); then
     say "  the dependencies are as $lock locks them since the last install: kept"
   else
-    download_locked "$stage" "$lock" "$build_lock"
+    install_missing "$stage" "$lock"
   fi
-  as_builder "$stage" "$VENV/bin/pip" wheel --no-deps --no-index --no-build-isolation \
+  as_builder "$stage" "${PIP[@]}" wheel --no-deps --no-index --no-build-isolation \
     --wheel-dir "$stage/wheels" "$stage/src"
   # The appliance keeps its version number from one commit to the next: always replaced.
-  run "$VENV/bin/pip" install --no-index --no-deps --force-reinstall \
+  run "${PIP[@]}" install --no-index --no-deps --force-reinstall \
     "$stage/wheels/"live_appliance-*.whl
   if ((!same_lock)); then
     remove_unlocked "$SOURCE_DIR/$lock"
@@ -298,89 +299,82 @@ install_venv() {
   fi
 }
 
-# The lock's build tools (installed at once: they build the appliance), then the rest
-# of the lock: of each, what the venv does not hold at its locked version yet.
-download_locked() {
-  local stage=$1 lock=$2 build_lock=$3
-  install_missing "$stage" "$build_lock" build
-  install_missing "$stage" "$lock" lock
-}
-
 # The packages of the lock file LOCK that the venv does not hold at their locked
-# version, listed in STAGE/NAME.txt: downloaded into STAGE/NAME as BUILD_USER (hashes
-# checked, wheels only: a package with no wheel for this system would have to be
-# compiled, which this install never does), then installed by root. An update after
-# a change of one package downloads that one, not the lock's 60 MB again.
+# version, listed in STAGE/needed.txt: downloaded into STAGE/downloads as BUILD_USER
+# (hashes checked, wheels only: a package with no wheel for this system would have to
+# be compiled, which this install never does), then installed by root. An update
+# after a change of one package downloads that one, not the lock's 60 MB again.
 install_missing() {
-  local stage=$1 lock=$2 name=$3 wheels
-  local needed=$stage/$name.txt
+  local stage=$1 lock=$2 wheels
+  local needed=$stage/needed.txt
   if ((DRY_RUN)); then
     say "  $needed: the packages of $lock not in $VENV at their locked version"
   else
-    not_installed "$SOURCE_DIR/$lock" "$VENV" >"$needed"
+    venv_vs_lock missing "$SOURCE_DIR/$lock" "$VENV" >"$needed"
     chown "$BUILD_USER:" "$needed"
     if [[ ! -s $needed ]]; then
       say "  every package of $lock is installed at its locked version"
       return
     fi
   fi
-  as_builder "$stage" "$VENV/bin/pip" download --no-deps --require-hashes \
-    --only-binary=:all: --dest "$stage/$name" --requirement "$needed" ||
+  as_builder "$stage" "${PIP[@]}" download --no-deps --require-hashes \
+    --only-binary=:all: --dest "$stage/downloads" --requirement "$needed" ||
     die "the packages of $lock could not be downloaded: pip says why above (no wheel" \
       "for this system, $(uname -m): Raspberry Pi OS must be the 64-bit one)"
-  wheels=("$stage/$name/"*.whl)
+  wheels=("$stage/downloads/"*.whl)
   # None when all that is missing is for other systems (its marker is false here).
   [[ -e ${wheels[0]} ]] || ((DRY_RUN)) || return 0
-  run "$VENV/bin/pip" install --no-index --no-deps "${wheels[@]}"
-}
-
-# Print the entries (name==version, markers, hashes) of the lock file LOCK whose
-# package is not in the own site-packages of the venv VENV at that version.
-not_installed() {
-  "$SYSTEM_PYTHON" - "$1" "$2" <<'PYTHON'
-import glob
-import re
-import sys
-from importlib import metadata
-
-lock, venv = sys.argv[1:]
-
-def canonical(name):
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-sites = glob.glob(f"{venv}/lib/python3*/site-packages")
-have = {(canonical(d.metadata["Name"]), d.version)
-        for d in metadata.distributions(path=sites) if d.metadata["Name"]}
-with open(lock) as text:
-    for entry in re.split(r"\n(?=\S)", text.read()):
-        pin = re.match(r"([A-Za-z0-9._-]+)==([^\s;\\]+)", entry)
-        if pin and (canonical(pin[1]), pin[2]) not in have:
-            print(entry.rstrip())
-PYTHON
+  run "${PIP[@]}" install --no-index --no-deps "${wheels[@]}"
 }
 
 # Take out of the venv what the lock does not name (a package an earlier version of
 # the appliance needed): after an update the venv holds the lock and nothing else.
 remove_unlocked() {
-  local lock=$1 name locked=() extra=()
+  local lock=$1 extra=()
   if ((DRY_RUN)); then
     say "  packages in $VENV that $(basename "$lock") does not name: uninstalled"
     return
   fi
-  mapfile -t locked < <(sed -n 's/^\([A-Za-z0-9._-]*\)==.*/\1/p' "$lock" | canonical_names)
-  locked+=(live-appliance pip)
-  while read -r name; do
-    [[ " ${locked[*]} " == *" $name "* ]] || extra+=("$name")
-  done < <("$VENV/bin/pip" list --local --format=freeze 2>/dev/null | sed 's/==.*//' |
-    canonical_names)
+  mapfile -t extra < <(venv_vs_lock extra "$lock" "$VENV")
   if ((${#extra[@]})); then
-    run "$VENV/bin/pip" uninstall --yes "${extra[@]}"
+    run "${PIP[@]}" uninstall --yes "${extra[@]}"
   fi
 }
 
-# Package names as pip compares them (PEP 503): lower case, runs of "-_." as "-".
-canonical_names() {
-  tr '[:upper:]' '[:lower:]' | sed 's/[-_.]\{1,\}/-/g'
+# The venv VENV against the lock file LOCK, read from the venv's own site-packages
+# (one Python start: pip takes seconds more on a small Pi). WHAT "missing": the lock's
+# entries (name==version, markers, hashes) not installed at that version; "extra":
+# the names of installed packages the lock does not name (the appliance aside; pip,
+# which a venv made by an older installer has, is one: apt's takes its place).
+venv_vs_lock() {
+  "$SYSTEM_PYTHON" - "$@" <<'PYTHON'
+import glob
+import re
+import sys
+from importlib import metadata
+
+what, lock, venv = sys.argv[1:]
+
+def canonical(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+sites = glob.glob(f"{venv}/lib/python3*/site-packages")
+have = {canonical(d.metadata["Name"]): d.version
+        for d in metadata.distributions(path=sites) if d.metadata["Name"]}
+pins = {}
+with open(lock) as text:
+    for entry in re.split(r"\n(?=\S)", text.read()):
+        pin = re.match(r"([A-Za-z0-9._-]+)==([^\s;\\]+)", entry)
+        if pin:
+            pins[canonical(pin[1])] = (pin[2], entry.rstrip())
+if what == "missing":
+    for name, (version, entry) in pins.items():
+        if have.get(name) != version:
+            print(entry)
+else:
+    for name in sorted(set(have) - set(pins) - {"live-appliance"}):
+        print(name)
+PYTHON
 }
 
 install_command() {

@@ -183,7 +183,8 @@ def test_dry_run_on_a_fresh_pi_shows_every_step_in_order(
         [
             "+ useradd --system --user-group --no-create-home --home-dir /nonexistent "
             "--shell /usr/sbin/nologin --comment live-appliance\\ voice\\ daemon live-appliance",
-            "+ /usr/bin/python3 -m venv --clear --system-site-packages /opt/live-appliance/venv",
+            "+ /usr/bin/python3 -m venv --clear --system-site-packages --without-pip "
+            "/opt/live-appliance/venv",
             "+ ln -sfn /opt/live-appliance/venv/bin/live-appliance /usr/local/bin/live-appliance",
             "+ install -d -m 0750 -o root -g live-appliance /etc/live-appliance",
             f"+ install -m 0640 -o root -g live-appliance {EXAMPLE} "
@@ -196,17 +197,15 @@ def test_dry_run_on_a_fresh_pi_shows_every_step_in_order(
             "+ systemctl restart live-appliance.service",
         ],
     )
-    pip = [line.strip() for line in lines if "/bin/pip install" in line]
+    pip = [line.strip() for line in lines if " -m pip install" in line]
     stage = "/tmp/live-appliance-build"
-    # The build tools, then the lock's wheels (each only what is not installed at its
-    # locked version yet), then the appliance itself, always.
+    # apt's pip, run by the venv's Python: the lock's wheels (only what is not installed
+    # at its locked version yet), then the appliance itself, always.
     assert pip == [
-        "+ /opt/live-appliance/venv/bin/pip install --no-index --no-deps "
-        f"{stage}/build/\\*.whl",
-        "+ /opt/live-appliance/venv/bin/pip install --no-index --no-deps "
-        f"{stage}/lock/\\*.whl",
-        "+ /opt/live-appliance/venv/bin/pip install --no-index --no-deps --force-reinstall "
-        f"{stage}/wheels/live_appliance-\\*.whl",
+        "+ /opt/live-appliance/venv/bin/python -m pip install --no-index --no-deps "
+        f"{stage}/downloads/\\*.whl",
+        "+ /opt/live-appliance/venv/bin/python -m pip install --no-index --no-deps "
+        f"--force-reinstall {stage}/wheels/live_appliance-\\*.whl",
     ]
     assert not any("groupadd" in line for line in lines), "Raspberry Pi OS has the groups"
 
@@ -281,22 +280,23 @@ def test_run_again_it_updates_and_keeps_config_and_key(
 
 
 def lock_digest() -> str:
-    """What the installer records in the venv: the digest of the system Python's two locks."""
+    """What the installer records in the venv: the digest of the system Python's lock."""
     tag = subprocess.run(
         ["/usr/bin/python3", "-c", 'import sys; print("%d%d" % sys.version_info[:2])'],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-    locks = (ROOT / "requirements" / f"pi-{kind}py{tag}.txt" for kind in ("", "build-"))
-    return hashlib.sha256(b"".join(lock.read_bytes() for lock in locks)).hexdigest()
+    return hashlib.sha256((ROOT / "requirements" / f"pi-py{tag}.txt").read_bytes()).hexdigest()
 
 
 def test_an_update_downloads_only_what_the_venv_lacks_at_its_locked_version(
     tmp_path: Path,
 ) -> None:
     """Of a changed lock, the entries (with their hashes and markers) whose package the
-    venv does not hold at that version: one changed package, one new, not the rest."""
+    venv does not hold at that version: one changed package, one new, not the rest; and
+    what the venv holds that the lock no longer names, to be removed."""
     site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
-    for name, version in (("numpy", "1.26.4"), ("Google_GenAI", "3.5.0"), ("soxr", "1.1.0")):
+    for name, version in (("numpy", "1.26.4"), ("Google_GenAI", "3.5.0"), ("soxr", "1.1.0"),
+                          ("iniconfig", "2.3.1"), ("live_appliance", "0.1.0"), ("pip", "23.0.1")):
         info = site / f"{name}-{version}.dist-info"
         info.mkdir(parents=True)
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
@@ -311,12 +311,15 @@ def test_an_update_downloads_only_what_the_venv_lacks_at_its_locked_version(
         "soxr==1.1.0 \\\n    --hash=sha256:" + "d" * 64 + "\n"
         "\n# The following packages were excluded from the output:\n# pyaudio\n"
     )
-    result = subprocess.run(
-        ["bash", "-c", f'source {shlex.quote(str(INSTALL))} && not_installed "$1" "$2"',
-         "test", str(lock), str(tmp_path / "venv")],
-        capture_output=True, text=True, check=True,
-    )
-    assert result.stdout == (
+    def venv_vs_lock(what: str) -> str:
+        return subprocess.run(
+            ["bash", "-c", f'source {shlex.quote(str(INSTALL))} && venv_vs_lock "$@"', "test",
+             what, str(lock), str(tmp_path / "venv")],
+            capture_output=True, text=True, check=True,
+        ).stdout
+
+    assert venv_vs_lock("extra") == "iniconfig\npip\n"
+    assert venv_vs_lock("missing") == (
         "google-genai==3.6.1 \\\n    --hash=sha256:" + "a" * 64 + "\n    # via live-appliance\n"
         "pywebrtc-audio==0.2.0 ; platform_machine == 'aarch64' \\\n"
         "    --hash=sha256:" + "c" * 64 + "\n"
@@ -331,16 +334,16 @@ def test_an_update_with_the_lock_of_the_last_install_replaces_only_the_appliance
     stamp = "/opt/live-appliance/venv/.live-appliance-locks"
     view.setup(INSTALLED + (f"echo {digest} > {stamp}\n" if digest else ""))
     lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
-    pip = [line for line in lines if "/bin/pip " in line]
+    pip = [line for line in lines if " -m pip " in line]
     if recorded == "the same lock":
         assert any(line.startswith("the dependencies are as requirements/pi-") for line in lines)
         # Nothing downloaded, installed or removed but the appliance, built as nobody.
         assert len(pip) == 2 and pip[0].startswith("+ setpriv --reuid=nobody "), pip
-        assert " pip wheel " in pip[0].replace("/bin/pip", " pip")
+        assert " -m pip wheel " in pip[0]
         assert pip[1].endswith("--force-reinstall /tmp/live-appliance-build/wheels/"
                                "live_appliance-\\*.whl")  # fmt: skip
     else:
-        assert sum("/bin/pip download " in line for line in pip) == 2
+        assert sum(" -m pip download " in line for line in pip) == 1
         assert f"the lock's digest, for the next update: {stamp}" in lines
 
 
@@ -571,30 +574,28 @@ def test_the_python_packages_are_built_unprivileged_from_the_lock(
     view.setup(FRESH)
     lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
     builds = [line for line in lines if line.startswith("+ setpriv ")]
-    assert len(builds) == 3
+    assert len(builds) == 2
     for line in builds:
         assert line.startswith("+ setpriv --reuid=nobody --regid=")
         assert "--clear-groups --inh-caps=-all env -i " in line
-    tools, download, appliance = builds
-    # Of each lock file, what the venv lacks at its locked version (all of it on a
-    # fresh system).
-    for line, name, lock in ((tools, "build", "pi-build-py311.txt"),
-                             (download, "lock", "pi-py311.txt")):
-        assert "/bin/pip download --no-deps --require-hashes --only-binary=:all: " in line
-        assert line.endswith(f"--dest /tmp/live-appliance-build/{name} "
-                             f"--requirement /tmp/live-appliance-build/{name}.txt")
-        assert (f"/tmp/live-appliance-build/{name}.txt: the packages of requirements/{lock} "
-                "not in /opt/live-appliance/venv at their locked version") in lines
+    download, appliance = builds
+    # Of the lock, what the venv lacks at its locked version (all of it on a fresh system).
+    assert "-m pip download --no-deps --require-hashes --only-binary=:all: " in download
+    assert download.endswith("--dest /tmp/live-appliance-build/downloads "
+                             "--requirement /tmp/live-appliance-build/needed.txt")
+    assert ("/tmp/live-appliance-build/needed.txt: the packages of requirements/pi-py311.txt "
+            "not in /opt/live-appliance/venv at their locked version") in lines
     # The one wheel built is the appliance's, from the copy of the checkout.
-    assert "/bin/pip wheel --no-deps --no-index --no-build-isolation " in appliance
+    assert "-m pip wheel --no-deps --no-index --no-build-isolation " in appliance
     assert appliance.endswith(
         " --wheel-dir /tmp/live-appliance-build/wheels /tmp/live-appliance-build/src")
-    # Root installs wheels only: the lock's build tools, then the rest, then the appliance.
-    root_pip = [line for line in lines if line.startswith("+ /opt/live-appliance/venv/bin/pip")]
-    assert len(root_pip) == 3, root_pip
+    # Root installs wheels only: the lock's, then the appliance.
+    root_pip = [line for line in lines
+                if line.startswith("+ /opt/live-appliance/venv/bin/python -m pip")]
+    assert len(root_pip) == 2, root_pip
     for line in root_pip:
         assert " install --no-index --no-deps " in line
-        assert all(arg.endswith(".whl") for arg in line.split()[6:] if not arg.startswith("--"))
+        assert all(arg.endswith(".whl") for arg in line.split()[5:] if not arg.startswith("--"))
 
 
 @pytest.mark.parametrize("python", PYTHONS)
@@ -630,12 +631,8 @@ def test_the_lock_pins_every_dependency_with_hashes(python: str) -> None:
     for entry in entries:
         if REQUIREMENT.match(entry):
             assert re.search(r"--hash=sha256:[0-9a-f]{64}", entry), entry.splitlines()[0]
-    # What builds the appliance's wheel offline is locked too, at the same versions
-    # in the installer's first download.
+    # What builds the appliance's wheel offline is locked too.
     assert {"setuptools", "wheel"} <= set(pins)
-    build = locked(python, "build-")
-    assert {"setuptools", "wheel"} <= set(build)
-    assert all(pins[name] == version for name, version in build.items()), build
 
 
 @pytest.mark.parametrize(("python", "major"), [("311", 1), ("313", 2)])
@@ -651,7 +648,7 @@ def lock_for(python: str | None) -> subprocess.CompletedProcess[str]:
     pretend = f"python_tag() {{ echo {python}; }}; " if python else ""
     return subprocess.run(
         ["bash", "-c", f"source {shlex.quote(str(INSTALL))} && {pretend}lock_file && "
-         "lock_file build && check_python"],
+         "check_python"],
         capture_output=True, text=True, check=False,
     )
 
@@ -670,9 +667,7 @@ def test_the_lock_file_is_the_one_for_the_system_python() -> None:
 def test_bookworm_and_trixie_each_get_their_own_lock(python: str) -> None:
     result = lock_for(python)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
-        f"{REQUIREMENTS}/pi-py{python}.txt", f"{REQUIREMENTS}/pi-build-py{python}.txt"
-    ]
+    assert result.stdout.splitlines() == [f"{REQUIREMENTS}/pi-py{python}.txt"]
 
 
 def test_a_python_without_a_lock_is_refused() -> None:

@@ -139,10 +139,11 @@ def test_an_update_keeps_config_and_key_and_restarts() -> None:
     invocation = show("InvocationID")
     # A package an earlier version of the appliance needed (any wheel the lock lacks).
     stale = next(Path("/srv/hil/wheelhouse").glob("iniconfig-*.whl"))
-    sh([str(APP_VENV / "bin" / "pip"), "install", "--no-index", "--no-deps", str(stale)])
+    pip = [str(APP_VENV / "bin" / "python"), "-m", "pip"]  # apt's pip: the venv has none
+    sh([*pip, "install", "--no-index", "--no-deps", str(stale)])
     assert "iniconfig" in venv_packages()
     # A package the new lock has at another version (here: not at all).
-    sh([str(APP_VENV / "bin" / "pip"), "uninstall", "--yes", "distro"])
+    sh([*pip, "uninstall", "--yes", "distro"])
     # ... installed with that version's lock, whose digest the venv holds.
     digest = LOCKS_DIGEST.read_text()
     LOCKS_DIGEST.write_text("0" * 64 + "\n")
