@@ -120,7 +120,7 @@ def site_file(relative: str) -> Path:
     return next(APP_VENV.glob(f"lib/python3*/site-packages/{relative}"))
 
 
-#: What the installer records after installing the lock: the digest of the lock files.
+#: What the installer records after installing the lock: the digest of its lock file.
 LOCKS_DIGEST = APP_VENV / ".live-appliance-locks"
 
 
