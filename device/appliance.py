@@ -236,6 +236,7 @@ class Appliance:
                 released = time.monotonic()
                 self.turns.released(released)
                 self._stop_frames()
+                self.mic.finish(released)
                 await self.mic_feed.finish(released)
                 self.mic.hold()
             case StopCamera():

@@ -15,8 +15,10 @@ microphone back (`pause_gate`) and the service is told the stream paused, until
 someone speaks again.
 
 At a push-to-talk release the last words are still on their way: in the sound
-card's buffer and in the capture period being filled. The turn ends only once
-the chunk holding the instant of the release has gone out (`finish`).
+card's buffer and in the capture period being filled. The capture hands them over
+as soon as the card has them, the last chunk cut short (`Capture.finish`); the
+turn ends only once the chunk holding the instant of the release has gone out
+(`finish`).
 """
 
 from __future__ import annotations
@@ -162,12 +164,12 @@ class MicFeed:
         return b""
 
     def overflowed(self, count: int) -> None:
-        """PortAudio dropped input (the loop or the CPU fell behind): log, never fail."""
+        """The sound card dropped input (the reader fell behind): log, never fail."""
         now = time.monotonic()
         if now - self._overflow_logged >= OVERFLOW_LOG_EVERY_S:
             self._overflow_logged = now
             log.warning(
-                "microphone overflow: PortAudio dropped input (%d times so far)",
+                "microphone overflow: the sound card dropped input (%d times so far)",
                 count,
                 extra={"LIVE_MIC_OVERFLOWS": count},
             )

@@ -43,6 +43,7 @@ class FakeMicrophone:
         self.opened = False
         self.alive = True  # False: the device vanished (PortAudio stops calling back)
         self.forwarding = False
+        self.finished_at: float | None = None  # finish(): the release's time
         self._ring: deque[tuple[bytes, float]] = deque(maxlen=preroll)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -66,6 +67,9 @@ class FakeMicrophone:
         self.forwarding = True
         preroll, self._ring = list(self._ring), deque(maxlen=self._ring.maxlen)
         return preroll
+
+    def finish(self, until: float) -> None:
+        self.finished_at = until
 
     def hold(self) -> None:
         self.forwarding = False

@@ -52,6 +52,7 @@ async def test_a_push_to_talk_turn_from_press_to_idle(tmp_path: Path) -> None:
         await box.control.ask("release")
         box.mic.record(CHUNK)  # the chunk holding the release instant
         await box.settle()
+        assert box.mic.finished_at is not None, "the capture told to hand over the rest at once"
         sent = box.link.sent()
         assert [item.kind for item in sent] == ["activity_start"] + ["audio"] * 5 + [
             "activity_end"

@@ -1,16 +1,17 @@
-"""Microphone capture through PortAudio on the loopback: chunks, order, rates."""
+"""Microphone capture through ALSA on the loopback: chunks, order, rates, when."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
-import pyaudio
 import pytest
 from helpers import thread_names
 
 from device.audio import pcm
 from device.audio.capture import RATE, Capture, QuietGate
+from device.audio.card_clock import CardClock
 from device.audio.devices import AudioDeviceError
 from rig.loopback import PulseLoopback
 
@@ -103,8 +104,10 @@ async def test_overflow_is_counted_and_reported_not_fatal() -> None:
     capture = Capture(lambda data, t: chunks.append(data), on_overflow=reported.append)
     capture._loop = asyncio.get_running_loop()  # as start() would, without a device
     frames = bytes(RATE // 50 * 2)
-    for status in (pyaudio.paInputOverflow, 0, pyaudio.paInputOverflow):
-        assert capture._callback(frames, RATE // 50, {}, status)[1] == pyaudio.paContinue
+    for overran in (True, False, True):
+        if overran:
+            capture._overflowed()
+        capture._deliver(frames, time.monotonic())
     await asyncio.sleep(0)
     assert capture.overflows == 2
     assert reported == [1, 2]
@@ -165,7 +168,7 @@ async def test_a_quiet_gate_holds_back_silence_and_sends_what_came_before_speech
     loud = np.full(frames, 2000, dtype=np.int16).tobytes()
     capture.forward(QuietGate(level=100 / 32768, pause_after=3))
     for chunk in [loud, *quiet, loud]:
-        capture._callback(chunk, frames, {}, 0)
+        capture._deliver(chunk, time.monotonic())
     await asyncio.sleep(0)
     assert handed == [loud, *quiet[:3], quiet[4], quiet[5], loud], (
         "three quiet chunks go out, then only the two before the speech"
@@ -173,18 +176,46 @@ async def test_a_quiet_gate_holds_back_silence_and_sends_what_came_before_speech
     assert len(pauses) == 1
 
 
-def test_recording_times_do_not_drift_with_how_late_callbacks_run() -> None:
-    """PortAudio stamps each block when the sound card recorded it; the callback that hands
-    it over runs late by a varying amount on a busy machine. The times put on the monotonic
-    clock must keep the card's pace: the echo canceller lines the speaker up by them."""
-    capture = Capture(lambda chunk, t: None, chunk_ms=40, device_rate=RATE)
+def test_recording_times_do_not_drift_with_how_late_reads_run() -> None:
+    """The card records at its own steady pace; the thread that reads it runs late by a
+    varying amount on a busy machine, and finds more audio waiting the later it is. The
+    times put on the monotonic clock must keep the card's pace: the echo canceller lines
+    the speaker up by them."""
+    clock = CardClock(RATE)
     rng = np.random.default_rng(1)
-    offset = 500.0  # PortAudio's clock is time.monotonic() less this
-    errors = []
-    for k in range(1, 60 * 25):  # a minute of 40 ms blocks
-        recorded = 1000.0 + k * 0.04  # the block's first sample, on time.monotonic()
-        late = rng.uniform(0.0, 0.05) if k % 50 else 0.0  # now and then one runs on time
-        now = recorded + 0.04 + late
-        info = {"input_buffer_adc_time": recorded - offset, "current_time": now - late - offset}
-        errors.append(capture._on_monotonic(recorded - offset, info, now) - recorded)
-    assert max(abs(e) for e in errors[50:]) < 0.0005  # from the first on-time callback
+    started = 1000.0  # when the card recorded its first sample
+    period = RATE * 40 // 1000  # it delivers 40 ms at a time
+    errors, read = [], 0
+    for k in range(1, 60 * 25):  # a minute of 40 ms periods
+        delivered = k * period  # frames the card has delivered by now
+        late = rng.uniform(0.0, 0.05) if k % 50 else 0.0  # now and then a read runs on time
+        now = started + delivered / RATE + late
+        waiting = int(late * RATE) // period * period  # periods delivered while it was late
+        read = delivered + waiting  # it reads all, then finds none left
+        errors.append(clock.when(read, read, now) - (started + read / RATE))
+    assert max(abs(e) for e in errors[50:]) < 0.0005  # from the first on-time read
+
+
+async def test_a_release_hands_over_its_last_words_at_once() -> None:
+    """finish(): what was recorded up to the release goes out as soon as it is read, the
+    last chunk cut short, instead of waiting for the rest of the chunk being filled."""
+    handed: list[tuple[int, float]] = []
+    capture = Capture(lambda data, t: handed.append((len(data), t)), chunk_ms=40)
+    capture._loop = asyncio.get_running_loop()  # as start() would, without a device
+    quarter = bytes(capture.chunk_bytes // 4)
+    capture._deliver(quarter * 5, 100.0)  # a chunk and a quarter, up to t = 100
+    capture.finish(100.02)
+    capture._deliver(quarter, 100.01)  # read before the release's instant was recorded
+    await asyncio.sleep(0)
+    assert handed == [(capture.chunk_bytes, pytest.approx(99.99))], "a whole chunk; more waits"
+    capture._deliver(quarter, 100.02)  # the release's instant
+    await asyncio.sleep(0)
+    assert handed[1:] == [(capture.chunk_bytes * 3 // 4, pytest.approx(100.02))], (
+        "what was pending goes out at once, three quarters of a chunk"
+    )
+    handed.clear()
+    capture.hold()
+    capture.forward()
+    capture._deliver(quarter * 5, 100.07)
+    await asyncio.sleep(0)
+    assert handed == [(capture.chunk_bytes, pytest.approx(100.06))], "whole chunks again"

@@ -1,12 +1,14 @@
-"""Microphone capture: fixed-size 16 kHz chunks handed from PortAudio to the loop.
+"""Microphone capture: fixed-size 16 kHz chunks handed from ALSA to the loop.
 
-The PortAudio callback runs on its own thread. It only converts (resamples when the
-device cannot record at 16 kHz), cuts exact chunks and schedules ``on_chunk`` on the
-event loop with ``call_soon_threadsafe``; it never waits for the loop.
+A thread of its own reads the device (`device.audio.alsa`; chosen from PortAudio's
+list, as the speaker is). It only converts (resamples when the device cannot
+record at 16 kHz), cuts exact chunks and schedules ``on_chunk`` on the event loop
+with ``call_soon_threadsafe``; it never waits for the loop.
 
 Between turns the appliance needs only the last moments before a press (the
 pre-roll). With ``preroll`` set, chunks stay in a small ring on the callback's
-thread until ``forward()`` and the loop is not woken for them: an idle box then
+thread until ``forward()``, the loop is not woken for them, and the thread reads
+the device five times a second instead of as its audio arrives: an idle box then
 costs next to nothing beyond the sound card itself. In a hands-free conversation
 the same holds for silence: forwarded with a ``QuietGate``, a microphone that has
 been quiet for a while goes back to the ring (``on_pause`` says so, once) until a
@@ -21,27 +23,44 @@ get, so the box's own voice, taken out, does not keep it open.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
+import select
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import pyaudio
 import soxr
 
 from device.audio import pcm
-from device.audio.devices import DeviceSpec
+from device.audio.alsa import AlsaError, CapturePcm, alsa_name
+from device.audio.card_clock import CardClock
+from device.audio.devices import DeviceSpec, choose_format
 from device.audio.echo import Canceller
-from device.audio.stream import PortAudioStream
+from device.audio.portaudio import open_portaudio
+from device.audio.stream import PORTAUDIO_LOCK, name_thread
 from device.live.wire import MIC_RATE
 
 log = logging.getLogger(__name__)
 
 RATE = MIC_RATE
-#: A sound card that claims its newest sample waited longer than this is not believed.
-MAX_STALE_S = 0.5
+#: Between turns only the pre-roll is kept: the device is read this often (ms), not as
+#: its audio arrives (25 times a second), so an idle box wakes five times a second.
+IDLE_READ_MS = 200
+#: A hands-free conversation's silence, held back, is read this often: speech after it
+#: reaches the service at most this much later (its own detection takes far longer).
+PAUSED_READ_MS = 80
+#: After a release the device is read this often (ms) until it has the release's
+#: instant: a card's own device has it within a millisecond or two, not a period later.
+FINISH_READ_MS = 5
+#: Reading as audio arrives, a device that delivers nothing for this long is looked at.
+STALL_MS = 200
+#: The device's buffer: a reader this late loses nothing.
+BUFFER_S = 1.0
 ChunkHandler = Callable[[bytes, float], None]
 Chunks = list[tuple[bytes, float]]
 
@@ -60,12 +79,14 @@ class QuietGate:
         return pcm.rms(chunk) >= self.level
 
 
-class Capture(PortAudioStream):
+class Capture:
     """Records mono s16le and delivers ``chunk_ms`` chunks at 16 kHz to ``on_chunk``.
 
     ``on_chunk(pcm, t)`` runs on the event loop; ``t`` is the ``time.monotonic()``
-    when the chunk's last sample was recorded: the callback's time less what the
-    sound card says it had kept waiting. Opens nothing until start().
+    when the chunk's last sample was recorded (`CardClock`). Opens nothing until
+    start(); then one thread of its own reads the device: as audio arrives while it
+    is forwarded or finishing, every PAUSED_READ_MS while a gate holds silence back,
+    every IDLE_READ_MS while it only keeps the pre-roll.
     """
 
     THREAD = "mic"
@@ -85,8 +106,13 @@ class Capture(PortAudioStream):
     ) -> None:
         """`preroll`: hold chunks, keeping the newest `preroll` of them, until forward().
         `on_pause` runs on the loop when a `QuietGate` starts holding the silence back;
-        `cleaner`: what the audio goes through while it is forwarded."""
-        super().__init__(device, device_rate, channels)
+        `cleaner`: what the audio goes through while it is forwarded. `device_rate` and
+        `channels` force a format (tests); by default the device's best fit."""
+        self.device_spec = device
+        self.device_name = ""
+        self.device_rate: int | None = None  # the rate the device really runs at
+        self.channels = 1  # the channels it really runs with (converted to mono here)
+        self._forced = (device_rate, channels)
         self.cleaner = cleaner
         self.on_chunk = on_chunk
         self.chunk_ms = chunk_ms
@@ -94,6 +120,7 @@ class Capture(PortAudioStream):
         self._ring: deque[tuple[bytes, float]] = deque(maxlen=preroll or 0)
         self._forwarding = preroll is None
         self._gate: QuietGate | None = None
+        self._until: float | None = None  # finishing: hand over at once, up to this time
         self.on_pause = on_pause
         self._ring_lock = threading.Lock()
         self._told_delivering = False
@@ -103,27 +130,102 @@ class Capture(PortAudioStream):
         self._resampler: soxr.ResampleStream | None = None
         self._pending = bytearray()
         self._last_chunk_t = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pcm: CapturePcm | None = None
+        self._reader: threading.Thread | None = None
+        self._wake = -1  # an eventfd: forward(), finish() and close wake the reader
+        self._wake_lock = threading.Lock()
+        self._stopping = False
+        self._failed = False  # the reader stopped on an error (the device went)
+        self._clock = CardClock(RATE)
+        self._frames = 0  # frames read since the device (re)started
+        self._opened = 0.0
+        self._last_read: float | None = None
 
-    def _open(self, pa: pyaudio.PyAudio) -> pyaudio.Stream:
-        info = self._choose(pa, "input", RATE)
-        assert self.device_rate is not None
+    # -- life ------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Open the device and start reading it; chunks reach `loop` (default: the running one).
+
+        Blocks while PortAudio lists the devices (to choose one, as the speaker does) and
+        ALSA opens it: call it from the loop's thread at start-up, or from a worker thread
+        with the loop given.
+        """
+        if self._reader is not None:
+            return
+        self._loop = loop or asyncio.get_running_loop()
+        with PORTAUDIO_LOCK:
+            pa = open_portaudio()
+            try:
+                info, fmt = choose_format(pa, self.device_spec, "input", RATE, self._forced)
+            finally:
+                pa.terminate()
+            self.device_name, self.device_rate, self.channels = str(info), fmt.rate, fmt.channels
+            period = fmt.rate * self.chunk_ms // 1000
+            pcm = CapturePcm(
+                alsa_name(info.name), fmt.rate, fmt.channels, period, round(BUFFER_S * fmt.rate)
+            )
         self._resampler = (
-            soxr.ResampleStream(self.device_rate, RATE, 1, dtype="int16")
-            if self.device_rate != RATE
-            else None
+            soxr.ResampleStream(fmt.rate, RATE, 1, dtype="int16") if fmt.rate != RATE else None
         )
         self._pending.clear()
         self._last_chunk_t = 0.0
-        self._told_delivering = False
-        return pa.open(
-            format=pyaudio.paInt16,
-            channels=self.channels,
-            rate=self.device_rate,
-            input=True,
-            input_device_index=info.index,
-            frames_per_buffer=self.device_rate * self.chunk_ms // 1000,
-            stream_callback=self._callback,
+        self._told_delivering = self._stopping = self._failed = False
+        self._until = None
+        self._clock, self._frames = CardClock(fmt.rate), 0
+        self._opened, self._last_read = time.monotonic(), None
+        self._pcm, self._wake = pcm, os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._reader = threading.Thread(
+            target=self._read_loop, args=(pcm, self._wake), name=self.THREAD, daemon=True
         )
+        self._reader.start()
+        log.info(
+            "capture started on %s (ALSA %s) at %d Hz, %d channel(s), %d ms periods",
+            self.device_name,
+            pcm.name,
+            self.device_rate,
+            self.channels,
+            pcm.period_frames * 1000 // fmt.rate,
+        )
+
+    def close_stream(self) -> None:
+        """Stop the reader and close the device (safe from a worker thread)."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            self._stopping = True
+            self._nudge()
+            reader.join()
+        pcm, self._pcm = self._pcm, None
+        if pcm is not None:
+            pcm.close()
+        with self._wake_lock:
+            if self._wake >= 0:
+                os.close(self._wake)
+                self._wake = -1
+
+    def stop(self) -> None:
+        """Stop and close the device; whatever it still held is dropped."""
+        self.close_stream()
+
+    @property
+    def running(self) -> bool:
+        return self._reader is not None and not self._failed
+
+    def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool:
+        """Open, reading, and audio read within `stale_s`; before the first audio,
+        within `grace_s` of opening. A pulled USB device fails the reads, or starves them."""
+        if not self.running:
+            return False
+        last = self._last_read
+        if last is None:
+            return time.monotonic() - self._opened < max(grace_s, stale_s)
+        return time.monotonic() - last < stale_s
+
+    def _nudge(self) -> None:
+        """Wake the reader now (it looks at what it is asked to do)."""
+        with self._wake_lock:  # never a write to a number closed meanwhile
+            if self._wake >= 0:
+                os.eventfd_write(self._wake, 1)
 
     def forward(self, gate: QuietGate | None = None) -> Chunks:
         """From now on chunks go to ``on_chunk`` (with a gate: unless the microphone is
@@ -132,12 +234,19 @@ class Capture(PortAudioStream):
             self._forwarding, self._gate = True, gate
             preroll = list(self._ring)
             self._ring.clear()
+        self._nudge()  # what the device holds follows at once
         return preroll
+
+    def finish(self, until: float) -> None:
+        """Hand over what is recorded up to `until` (time.monotonic()) as soon as it is
+        read, the last chunk short: a released button's last words go out at once."""
+        self._until = until
+        self._nudge()
 
     def hold(self) -> None:
         """Keep chunks in the pre-roll ring again instead of handing them over."""
         with self._ring_lock:
-            self._forwarding, self._gate = False, None
+            self._forwarding, self._gate, self._until = False, None, None
 
     def _route(self, chunk: bytes, t: float) -> tuple[Chunks, bool]:
         """Under the ring lock: the chunks to hand over now, and whether the gate just paused."""
@@ -158,73 +267,122 @@ class Capture(PortAudioStream):
             return [], False
         return [(chunk, t)], False
 
-    def _recorded(self, time_info: dict, frames: int) -> float:
-        """When a callback's newest sample was recorded (time.monotonic()).
+    def _read_loop(self, pcm: CapturePcm, wake: int) -> None:
+        """The reader thread: wait, read what the device holds, deliver; until closed."""
+        name_thread(self.THREAD)
+        timer = select.poll()
+        timer.register(wake, select.POLLIN)
+        audio = select.poll()  # wakes as the device delivers
+        audio.register(wake, select.POLLIN)
+        pcm.register(audio)
+        try:
+            pcm.start()
+            while not self._stopping:
+                pace = self._pace()
+                events = audio.poll(STALL_MS) if pace is None else timer.poll(pace)
+                from_device = [event for event in events if event[0] != wake]
+                if from_device:
+                    pcm.acknowledge(from_device)
+                if len(events) > len(from_device):  # woken by forward(), finish() or close
+                    os.eventfd_read(wake)
+                if not self._stopping:
+                    self._read(pcm)
+        except AlsaError as exc:  # the device went: the keeper sees it and reopens
+            self._failed = True
+            log.warning("the microphone stopped: %s", exc)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self._failed = True
 
-        PortAudio gives the capture time of the buffer's first sample; host APIs that
-        do not know it give 0, and then the callback's own time is all there is.
-        """
-        now = self._called()
-        first = self._on_monotonic(time_info.get("input_buffer_adc_time", 0.0), time_info, now)
-        if first is None or not self.device_rate:
-            return now
-        return min(max(first + frames / self.device_rate, now - MAX_STALE_S), now)
+    def _pace(self) -> int | None:
+        """How long to sleep before the next read (ms); None: read as audio arrives."""
+        if self._until is not None:
+            return FINISH_READ_MS
+        if not self._forwarding:
+            return IDLE_READ_MS
+        gate = self._gate
+        return PAUSED_READ_MS if gate is not None and gate.paused else None
 
-    def _started(self) -> None:
-        log.info(
-            "capture started on %s at %d Hz, %d channel(s)",
-            self.device_name,
-            self.device_rate,
-            self.channels,
-        )
+    def _read(self, pcm: CapturePcm) -> None:
+        """Read everything the device holds and deliver it; an overrun is counted."""
+        try:
+            data, left = pcm.read()
+        except AlsaError as exc:
+            if exc.errno not in (errno.EPIPE, errno.ESTRPIPE):
+                raise
+            pcm.recover(exc)
+            self._clock.restart()
+            self._frames = 0
+            self._overflowed()
+            return
+        if not data:
+            return
+        now = self._last_read = time.monotonic()
+        self._frames += len(data) // 2 // self.channels
+        self._deliver(data, self._clock.when(self._frames, self._frames + left, now))
 
-    def _callback(
-        self, in_data: bytes | None, frame_count: int, time_info: dict, status: int
-    ) -> tuple[None, int]:
-        recorded = self._recorded(time_info, frame_count)
+    def _overflowed(self) -> None:
+        """The device dropped audio (the reader fell behind): counted, reported, not fatal."""
+        self.overflows += 1
+        if self.cleaner is not None:
+            self.cleaner.resync()
+        if self.on_overflow is not None:
+            self._call(self.on_overflow, self.overflows)
+
+    def _call(self, callback: Callable[..., None], *args: object) -> None:
         loop = self._loop
         assert loop is not None
+        loop.call_soon_threadsafe(callback, *args)
+
+    def _deliver(self, data: bytes, recorded: float) -> None:
+        """Convert audio read from the device (its newest sample recorded at `recorded`),
+        cut it into chunks and hand them over, or keep them in the ring."""
         cleaner = self.cleaner
-        try:
-            if not self._told_delivering:
-                self._told_delivering = True
-                loop.call_soon_threadsafe(self.delivering.set)
-            if status & pyaudio.paInputOverflow:
-                self.overflows += 1
-                if cleaner is not None:
-                    cleaner.resync()
-                if self.on_overflow is not None:
-                    loop.call_soon_threadsafe(self.on_overflow, self.overflows)
-            if in_data and self.channels == 1 and self._resampler is None and cleaner is None:
-                self._pending += in_data  # already what the service takes
-            elif in_data:
-                samples = np.frombuffer(in_data, dtype=np.int16)
-                if self.channels > 1:  # the first microphone of an interleaved frame
-                    samples = samples[:: self.channels]
-                if self._resampler is not None:
-                    samples = self._resampler.resample_chunk(samples)
-                if cleaner is not None:
-                    first = recorded - samples.size / RATE
-                    samples = cleaner.process(samples, first, active=self._forwarding)
-                self._pending += samples.tobytes()
-            behind = cleaner.behind_s if cleaner is not None else 0.0
-            # A cleaner that just started hands over a chunk less what it holds back; sent
-            # whole chunks only, every later chunk would wait a period for its last samples.
-            short = len(self._pending) % self.chunk_bytes if cleaner and cleaner.started else 0
-            while len(self._pending) >= (short or self.chunk_bytes):
-                size, short = short or self.chunk_bytes, 0
-                chunk = bytes(self._pending[:size])
-                del self._pending[:size]
-                # Samples still pending were recorded after this chunk's last one. A
-                # late callback bunches its audio: the estimate never runs backwards.
-                t = max(recorded - behind - len(self._pending) / 2 / RATE, self._last_chunk_t)
-                self._last_chunk_t = t
-                with self._ring_lock:
-                    handed, paused = self._route(chunk, t)
-                for data, at in handed:
-                    loop.call_soon_threadsafe(self.on_chunk, data, at)
-                if paused and self.on_pause is not None:
-                    loop.call_soon_threadsafe(self.on_pause)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            return None, pyaudio.paAbort
-        return None, pyaudio.paContinue
+        if not self._told_delivering:
+            self._told_delivering = True
+            self._call(self.delivering.set)
+        if self.channels == 1 and self._resampler is None and cleaner is None:
+            self._pending += data  # already what the service takes
+        else:
+            samples = np.frombuffer(data, dtype=np.int16)
+            if self.channels > 1:  # the first microphone of an interleaved frame
+                samples = samples[:: self.channels]
+            if self._resampler is not None:
+                samples = self._resampler.resample_chunk(samples)
+            if cleaner is not None:
+                first = recorded - samples.size / RATE
+                samples = cleaner.process(samples, first, active=self._forwarding)
+            self._pending += samples.tobytes()
+        behind = cleaner.behind_s if cleaner is not None else 0.0
+        # A cleaner that just started hands over a chunk less what it holds back; sent
+        # whole chunks only, every later chunk would wait a period for its last samples.
+        first = len(self._pending) % self.chunk_bytes if cleaner and cleaner.started else 0
+        until = self._until
+        rest = until is not None and recorded - behind >= until  # the turn's end goes out now
+        if rest:
+            self._until = None
+        for size in self._cuts(first, rest):
+            chunk = bytes(self._pending[:size])
+            del self._pending[:size]
+            # Samples still pending were recorded after this chunk's last one. A late
+            # read bunches its audio: the estimate never runs backwards.
+            t = max(recorded - behind - len(self._pending) / 2 / RATE, self._last_chunk_t)
+            self._last_chunk_t = t
+            with self._ring_lock:
+                handed, paused = self._route(chunk, t)
+            for piece, at in handed:
+                self._call(self.on_chunk, piece, at)
+            if paused and self.on_pause is not None:
+                self._call(self.on_pause)
+
+    def _cuts(self, first: int, rest: bool) -> list[int]:
+        """The sizes to cut from what is pending: `first` bytes if not 0, whole chunks,
+        and with `rest` whatever is left."""
+        left, sizes = len(self._pending), []
+        if first:
+            sizes.append(first)
+            left -= first
+        whole, tail = divmod(left, self.chunk_bytes)
+        sizes += [self.chunk_bytes] * whole
+        if rest and tail:
+            sizes.append(tail)
+        return sizes

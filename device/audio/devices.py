@@ -144,6 +144,20 @@ def pick_format(
     return StreamFormat(device.default_rate, 1)
 
 
+def choose_format(
+    pa: pyaudio.PyAudio,
+    spec: DeviceSpec,
+    direction: Direction,
+    wanted: int,
+    forced: tuple[int | None, int | None] = (None, None),
+) -> tuple[DeviceInfo, StreamFormat]:
+    """The configured device and the format to run it in (`forced` rate and channels win)."""
+    info = choose_device(pa, spec, direction)
+    rate, channels = forced
+    best = pick_format(pa, info, rate or wanted, direction)
+    return info, StreamFormat(rate or best.rate, channels or best.channels)
+
+
 #: The rates that matter: the Live API's input and output, and what most cards run at.
 RATES = (16000, 24000, 48000)
 

@@ -3,13 +3,13 @@
 A voice box has its speaker a few centimetres from its microphone. WebRTC's
 audio processing module (AEC3, its noise suppressor and high-pass filter, the
 ones every browser call uses; bound by `pywebrtc-audio`) cleans the 16 kHz
-microphone stream in 10 ms frames on the capture callback's thread.
+microphone stream in 10 ms frames on the capture's own thread.
 
 The reference it subtracts is exactly what the speaker played: the speaker's
 writer thread hands each piece (after volume) to `FarEnd` as it gives it to
 PortAudio, placed on the writer's own timeline of when the device plays it
 (counted in samples from the start of each run of the stream). For each
-microphone frame, placed in time by when PortAudio says it was recorded, the
+microphone frame, placed in time by when the sound card recorded it, the
 canceller takes the reference a little later (`LEAD_S`): AEC3 cannot cancel an
 echo that arrives before its reference, so timing errors must all fall on the
 safe side; its own delay estimator finds the rest (the acoustic path, and
@@ -44,8 +44,8 @@ LEAD_S = 0.005
 #: overlaps its analysis windows.
 ECHO_LATENCY_S = 128 / RATE
 NOISE_LATENCY_S = 96 / RATE
-#: A capture stamp is the sound card's own (PortAudio's ADC time): a late callback does
-#: not move it. Off by more than this from the sample count, input was lost.
+#: A capture stamp is the sound card's own (its sample count, `CardClock`): a late read
+#: does not move it. Off by more than this from the count here, input was lost.
 CAPTURE_JUMP_S = 0.02
 #: A piece of the speaker's that starts further than this from where the last one ended
 #: is a new run of its stream (or the device ran dry in between): the echo may have moved.
@@ -106,11 +106,11 @@ class SampleClock:
     """The times of a stream's samples, continuous from one block to the next.
 
     Within a run of the stream its samples are placed by their count from the first
-    one, as the sound card clocks them: PortAudio's timestamps jitter with thread
-    scheduling by a millisecond or more, and through PulseAudio's ALSA plugin they
-    drift from the count by up to a millisecond a second, either of which the echo
-    canceller takes for an echo that moved (following them over ten seconds, it let
-    echo through every few replies). The clock starts again from the reported time
+    one, as the sound card clocks them: timestamps taken as the audio is read jitter
+    with thread scheduling by a millisecond or more (PortAudio's, through PulseAudio's
+    ALSA plugin, also drifted from the count by up to a millisecond a second), either of
+    which the echo canceller takes for an echo that moved (following them over ten
+    seconds, it let echo through every few replies). The clock starts again from the reported time
     only when the stream really paused or skipped: its times off by more than
     `jump_s`, or an xrun (`resync`).
     """
@@ -126,7 +126,7 @@ class SampleClock:
         self._next = None
 
     def place(self, t_first: float, n: int) -> float:
-        """The time of the first of `n` samples that PortAudio put at `t_first`."""
+        """The time of the first of `n` samples that the stream put at `t_first`."""
         expected = self._next
         self.jumped = expected is None or abs(t_first - expected) > self.jump_s
         start = t_first if self.jumped or expected is None else expected

@@ -1,16 +1,16 @@
 """Keeps the microphone and the speaker open: says when one fails or vanishes, reopens them.
 
 A USB speakerphone gets unplugged, a HAT's driver hiccups, PulseAudio moves a
-sink away: PortAudio then stops calling back, or stops the stream. The keeper
-notices either within a second, closes the streams, reports the failure once,
-and tries to open the devices again every `reopen_s` seconds; when that works it
-reports the recovery.
+sink away: the microphone's reads then fail or bring nothing, and the speaker's
+stream stops or its writes fail. The keeper notices either within a second,
+closes the streams, reports the failure once, and tries to open the devices again
+every `reopen_s` seconds; when that works it reports the recovery.
 
 Both streams close and reopen together. PortAudio lists the devices only when
 the last user lets go of it, so a card that comes back under another `hw:`
 number is found only if nothing held PortAudio meanwhile; and with either
 device gone there is no conversation to keep anyway. Opening and closing block
-for as long as PortAudio takes (hundreds of milliseconds on a small Pi), so they
+for as long as PortAudio and ALSA take (hundreds of milliseconds on a small Pi), so they
 run in a worker thread and never stall the event loop.
 """
 

@@ -17,18 +17,12 @@ import time
 
 import pyaudio
 
-from device.audio.devices import DeviceInfo, DeviceSpec, Direction, choose_device, pick_format
+from device.audio.devices import DeviceInfo, DeviceSpec, Direction, choose_format
 from device.audio.portaudio import open_portaudio
 
 log = logging.getLogger(__name__)
 
 PORTAUDIO_LOCK = threading.Lock()
-#: How fast the offset between PortAudio's clock and time.monotonic() may creep up when no
-#: callback runs on time to show it (the two clocks' rates differ): 100 ppm, as two quartz
-#: clocks at most. Faster, the stamps drift with how late callbacks run: creeping by a
-#: share of each callback's lateness, they drifted 1.5 ms a second on a busy machine,
-#: which the echo canceller cannot follow without letting echo through.
-CLOCK_CREEP = 1e-4
 PR_SET_NAME = 15
 
 
@@ -58,8 +52,6 @@ class PortAudioStream:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opened = 0.0
         self._last_call: float | None = None
-        self._clock_offset: float | None = None  # time.monotonic() less PortAudio's clock
-        self._offset_seen = 0.0  # when the offset was last set (time.monotonic())
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Open the device; callbacks reach `loop` (default: the running one).
@@ -112,11 +104,8 @@ class PortAudioStream:
 
     def _choose(self, pa: pyaudio.PyAudio, direction: Direction, wanted_rate: int) -> DeviceInfo:
         """The configured device and the format to run it in."""
-        info = choose_device(pa, self.device_spec, direction)
-        rate, channels = self._forced
-        best = pick_format(pa, info, rate or wanted_rate, direction)
-        self.device_name = str(info)
-        self.device_rate, self.channels = rate or best.rate, channels or best.channels
+        info, fmt = choose_format(pa, self.device_spec, direction, wanted_rate, self._forced)
+        self.device_name, self.device_rate, self.channels = str(info), fmt.rate, fmt.channels
         return info
 
     def _started(self) -> None:
@@ -125,24 +114,6 @@ class PortAudioStream:
     def _restarted(self) -> None:
         """The stream runs again after a pause: judge it as one just opened."""
         self._opened, self._last_call = time.monotonic(), None
-        self._clock_offset = None
-
-    def _on_monotonic(self, pa_time: float, time_info: dict, now: float) -> float | None:
-        """`pa_time` (PortAudio's clock) on time.monotonic()'s scale, or None where the host
-        API gives no times. A callback may run late (waiting for the GIL while the event loop
-        works, or on a busy machine) while PortAudio's own stamps stay right: the smallest
-        difference seen between the two clocks is the one without that delay."""
-        pa_now = time_info.get("current_time", 0.0)
-        if pa_time <= 0 or pa_now <= 0:
-            return None
-        diff = now - pa_now
-        if self._clock_offset is None or diff < self._clock_offset:
-            self._clock_offset = diff
-        else:
-            creep = CLOCK_CREEP * (now - self._offset_seen)
-            self._clock_offset += min(diff - self._clock_offset, creep)
-        self._offset_seen = now
-        return pa_time + self._clock_offset
 
     def _called(self) -> float:
         """Stamp a call of PortAudio's (on the stream's own thread); returns the time.
