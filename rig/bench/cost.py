@@ -10,18 +10,21 @@ from device.audio import pcm
 from device.live.wire import MIC_RATE
 from rig.bench.harness import BenchDaemon, BenchError, Harness, progress
 from rig.bench.markers import marker
-from rig.bench.proc import cpu_per_minute
+from rig.bench.proc import cpu_per_minute, cpu_with_threads
 from rig.bench.turns import TURN_TIMEOUT_S
 
 SETTLE_S = 2.0  # after a session closes or streaming starts, before counting
 
 
-def idle_cpu(h: Harness, d: BenchDaemon, seconds: float, window_s: float) -> list[float]:
-    """CPU s/min per window while the daemon waits for a press with no session open."""
+def idle_cpu(
+    h: Harness, d: BenchDaemon, seconds: float, window_s: float
+) -> tuple[list[float], dict[str, float]]:
+    """CPU s/min per window, and by thread, while the daemon waits for a press with no
+    session open."""
     h.wait(h.no_session, TURN_TIMEOUT_S, "the session to close", d)
     time.sleep(SETTLE_S)
     progress(f"idle CPU for {seconds:.0f} s")
-    return cpu_per_minute(d.pid, window_s, max(1, round(seconds / window_s)))
+    return cpu_with_threads(d.pid, window_s, max(1, round(seconds / window_s)))
 
 
 def streaming_cpu(
@@ -64,9 +67,12 @@ def start_to_ready(h: Harness, starts: int) -> list[BenchDaemon]:
     return daemons
 
 
-def arecord_cpu(h: Harness, period_ms: int, seconds: float, window_s: float) -> list[float]:
-    """CPU s/min of a plain C `arecord` recording the loopback microphone to nowhere at
-    `period_ms`: what the sound card costs any program before it does anything."""
+def arecord_cpu(
+    h: Harness, period_ms: int, seconds: float, window_s: float
+) -> tuple[list[float], dict[str, float]]:
+    """CPU s/min (per window, and by thread) of a plain C `arecord` recording the loopback
+    microphone to nowhere at `period_ms`: what the sound card costs any program before it
+    does anything."""
     argv = [
         "arecord", "-q", "-D", "default", "-t", "raw", "-f", "S16_LE", "-c", "1",
         "-r", str(MIC_RATE), f"--period-time={period_ms * 1000}", "/dev/null",
@@ -78,7 +84,7 @@ def arecord_cpu(h: Harness, period_ms: int, seconds: float, window_s: float) -> 
         if proc.poll() is not None:
             raise BenchError(f"arecord exited with {proc.returncode}: {proc.communicate()[1]!r}")
         progress(f"arecord alone for {seconds:.0f} s")
-        return cpu_per_minute(proc.pid, window_s, max(1, round(seconds / window_s)))
+        return cpu_with_threads(proc.pid, window_s, max(1, round(seconds / window_s)))
     finally:
         proc.terminate()
         proc.wait()

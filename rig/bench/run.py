@@ -336,8 +336,8 @@ def _underrun_figures(quiet: Comparison, loaded: Comparison) -> list[Figure]:
 
 
 def _cpu_figures(
-    idle: list[float],
-    arecord: list[float],
+    idle: tuple[list[float], dict[str, float]],
+    arecord: tuple[list[float], dict[str, float]],
     audio: list[float],
     audio_flow: dict[str, float],
     video: list[float],
@@ -360,10 +360,12 @@ def _cpu_figures(
             f"CPU seconds per minute from {clock}, in windows, while the push-to-talk daemon "
             f"waits for a press with its microphone open (the {PREROLL_MS} ms pre-roll) and no "
             "session.",
-            idle,
+            idle[0],
             target="median <= arecord's",
-            met=median(idle) <= median(arecord),
-            reference=arecord,
+            met=median(idle[0]) <= median(arecord[0]),
+            note=_threads_note([idle[1]], [arecord[1]], "arecord"),
+            details=_thread_details([idle[1]], [arecord[1]]),
+            reference=arecord[0],
             against=f"a plain C `arecord` of the loopback microphone at the box's {CHUNK_MS} ms "
             "capture period, the same clock",
         ),
@@ -440,13 +442,15 @@ def _thread_details(box: list[dict[str, float]], ref: list[dict[str, float]]) ->
     return {"threads_s_per_min": _mean_split(box), "reference_threads_s_per_min": _mean_split(ref)}
 
 
-def _threads_note(box: list[dict[str, float]], ref: list[dict[str, float]]) -> str:
+def _threads_note(
+    box: list[dict[str, float]], ref: list[dict[str, float]], ref_name: str = "the reference"
+) -> str:
     def line(split: dict[str, float]) -> str:
         return ", ".join(f"{name} {used:.2f}" for name, used in split.items() if used >= 0.005)
 
     return (
         f"By thread (s/min, from /proc/PID/task/*/schedstat): the box {line(_mean_split(box))}; "
-        f"the reference {line(_mean_split(ref))}."
+        f"{ref_name} {line(_mean_split(ref))}."
     )
 
 
