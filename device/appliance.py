@@ -243,6 +243,7 @@ class Appliance:
                 await self.camera.aclose()
             case GateMicrophone(gated):
                 self.mic_feed.gated = gated
+                self.mic.listen_closely(gated)
             case SendActivityStart():
                 self.outbox.put("activity_start")
             case SendActivityEnd():

@@ -44,6 +44,7 @@ class FakeMicrophone:
         self.alive = True  # False: the device vanished (PortAudio stops calling back)
         self.forwarding = False
         self.finished_at: float | None = None  # finish(): the release's time
+        self.closely = False  # listen_closely(): the box speaks hands-free
         self._ring: deque[tuple[bytes, float]] = deque(maxlen=preroll)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -67,6 +68,9 @@ class FakeMicrophone:
         self.forwarding = True
         preroll, self._ring = list(self._ring), deque(maxlen=self._ring.maxlen)
         return preroll
+
+    def listen_closely(self, closely: bool) -> None:
+        self.closely = closely
 
     def finish(self, until: float) -> None:
         self.finished_at = until

@@ -101,9 +101,11 @@ async def test_hands_free_an_unanswered_interruption_still_ends_the_conversation
         box.link.deliver(ReplyAudio, pcm=REPLY)
         await box.settle()
         assert box.camera.running and box.state == "speaking"
+        assert box.mic.closely, "while it speaks, a person talking over it is read at once"
         box.link.deliver(Interrupted)  # the person talked over it, and then said nothing
         await box.settle()
         assert box.state == "listening" and REPLY not in box.speaker.buffered
+        assert not box.mic.closely
         assert "silence" in box.appliance.status()["timers"]
         box.appliance.post(Timeout(Timer.SILENCE))
         await box.settle()

@@ -10,7 +10,14 @@ import pytest
 from helpers import thread_names
 
 from device.audio import pcm
-from device.audio.capture import RATE, Capture, QuietGate
+from device.audio.capture import (
+    FINISH_READ_MS,
+    IDLE_READ_MS,
+    PAUSED_READ_MS,
+    RATE,
+    Capture,
+    QuietGate,
+)
 from device.audio.card_clock import CardClock
 from device.audio.devices import AudioDeviceError
 from rig.loopback import PulseLoopback
@@ -174,6 +181,23 @@ async def test_a_quiet_gate_holds_back_silence_and_sends_what_came_before_speech
         "three quiet chunks go out, then only the two before the speech"
     )
     assert len(pauses) == 1
+
+
+def test_held_back_silence_is_read_less_often_unless_the_box_speaks() -> None:
+    """Between turns and in a silence held back the reader sleeps between reads; while the
+    box speaks hands-free (a person may talk over it) and at a release it does not."""
+    capture = Capture(lambda chunk, t: None, chunk_ms=40, preroll=2)
+    assert capture._pace() == IDLE_READ_MS
+    gate = QuietGate(level=0.01, pause_after=1)
+    capture.forward(gate)
+    assert capture._pace() is None, "audio read as it arrives"
+    gate.paused = True
+    assert capture._pace() == PAUSED_READ_MS
+    capture.listen_closely(True)
+    assert capture._pace() is None
+    capture.listen_closely(False)
+    capture.finish(0.0)
+    assert capture._pace() == FINISH_READ_MS
 
 
 def test_recording_times_do_not_drift_with_how_late_reads_run() -> None:

@@ -51,8 +51,9 @@ RATE = MIC_RATE
 #: Between turns only the pre-roll is kept: the device is read this often (ms), not as
 #: its audio arrives (25 times a second), so an idle box wakes five times a second.
 IDLE_READ_MS = 200
-#: A hands-free conversation's silence, held back, is read this often: speech after it
-#: reaches the service at most this much later (its own detection takes far longer).
+#: A hands-free conversation's silence, held back, is read this often while the box is
+#: silent too: speech after it reaches the service at most this much later (its own
+#: detection takes far longer). While the box speaks, as it arrives (listen_closely).
 PAUSED_READ_MS = 80
 #: After a release the device is read this often (ms) until it has the release's
 #: instant: a card's own device has it within a millisecond or two, not a period later.
@@ -121,6 +122,7 @@ class Capture:
         self._forwarding = preroll is None
         self._gate: QuietGate | None = None
         self._until: float | None = None  # finishing: hand over at once, up to this time
+        self._closely = False  # listen_closely(): no slower reads while the gate holds back
         self.on_pause = on_pause
         self._ring_lock = threading.Lock()
         self._told_delivering = False
@@ -243,6 +245,12 @@ class Capture:
         self._until = until
         self._nudge()
 
+    def listen_closely(self, closely: bool) -> None:
+        """While the box speaks hands-free, a person may talk over it: their first words
+        are read as they arrive even when the gate holds silence back."""
+        self._closely = closely
+        self._nudge()
+
     def hold(self) -> None:
         """Keep chunks in the pre-roll ring again instead of handing them over."""
         with self._ring_lock:
@@ -300,7 +308,8 @@ class Capture:
         if not self._forwarding:
             return IDLE_READ_MS
         gate = self._gate
-        return PAUSED_READ_MS if gate is not None and gate.paused else None
+        paused = gate is not None and gate.paused and not self._closely
+        return PAUSED_READ_MS if paused else None
 
     def _read(self, pcm: CapturePcm) -> None:
         """Read everything the device holds and deliver it; an overrun is counted."""
