@@ -82,19 +82,45 @@ async def test_a_short_press_is_not_a_long_press(pin) -> None:
     button.stop()
 
 
-async def test_hold_time_none_never_reports_a_long_press(pin, monkeypatch) -> None:
-    from gpiozero import Button
-
-    # gpiozero's own default hold time (1 s), shortened: a long press that ButtonInput
-    # left to gpiozero's default would come within the wait below.
-    monkeypatch.setitem(Button.__init__.__kwdefaults__, "hold_time", 0.1)
+async def test_hold_time_none_never_reports_a_long_press(pin) -> None:
     events = Events()
     button = ButtonInput(PIN, events, hold_time=None, bounce_time=None)
     button.start()
     pin.drive_low()
     await events.wait_for(1)
-    await asyncio.sleep(0.3)  # past that hold time
+    await asyncio.sleep(1.2)  # past gpiozero's own default hold time (1 s)
     assert events.names == ["pressed"]
+    button.stop()
+
+
+async def test_the_button_keeps_no_thread_of_its_own(pin) -> None:
+    """gpiozero's Button keeps a thread for its hold time that wakes ten times a second
+    for as long as the box runs; the long press here is a timer on the loop."""
+    before = {thread.ident for thread in threading.enumerate()}
+    events = Events()
+    button = ButtonInput(PIN, events, hold_time=0.1, bounce_time=None)
+    button.start()
+    try:
+        assert {thread.ident for thread in threading.enumerate()} == before
+        pin.drive_low()
+        assert await events.wait_for(2) == ["pressed", "long_press"]
+    finally:
+        button.stop()
+
+
+async def test_a_press_released_before_the_hold_time_leaves_no_long_press_behind(pin) -> None:
+    events = Events()
+    button = ButtonInput(PIN, events, hold_time=0.2, bounce_time=None)
+    button.start()
+    pin.drive_low()
+    await events.wait_for(1)
+    await asyncio.sleep(0.1)
+    pin.drive_high()
+    pin.drive_low()  # pressed again: the hold counts from here
+    await events.wait_for(3)
+    await asyncio.sleep(0.15)
+    assert events.names == ["pressed", "released", "pressed"], "0.15 s into the second press"
+    assert await events.wait_for(4) == ["pressed", "released", "pressed", "long_press"]
     button.stop()
 
 

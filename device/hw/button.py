@@ -4,6 +4,10 @@ gpiozero calls back from its own threads; each edge is handed to the asyncio
 loop as `callback(event, time.monotonic())` with `loop.call_soon_threadsafe`, so
 the rest of the appliance only ever sees button events on the loop. The pin is
 opened in start() and released in stop(); gpiozero is imported only then.
+
+The pin is a plain `DigitalInputDevice`, and the long press a timer on the loop:
+gpiozero's `Button` keeps a thread for its hold time that wakes ten times a
+second for as long as the box runs, pressed or not.
 """
 
 from __future__ import annotations
@@ -37,39 +41,59 @@ class ButtonInput:
         self._callback = callback
         self._hold_time = hold_time
         self._bounce_time = bounce_time
-        self._button: Any = None
+        self._device: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._held: asyncio.TimerHandle | None = None  # the long press, while pressed
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Open the pin; events go to `loop`, by default the running one."""
-        if self._button is not None:
+        if self._device is not None:
             return
-        from gpiozero import Button
+        from gpiozero import DigitalInputDevice
 
-        loop = loop or asyncio.get_running_loop()
+        loop = self._loop = loop or asyncio.get_running_loop()
 
         def handler(event: str) -> Callable[[], None]:
             def on_edge() -> None:  # runs in a gpiozero thread
                 # RuntimeError: the loop has closed, the appliance is shutting down.
                 with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(self._callback, event, time.monotonic())
+                    loop.call_soon_threadsafe(self._edge, event, time.monotonic())
 
             return on_edge
 
-        button = Button(self.pin, pull_up=True, bounce_time=self._bounce_time)
-        button.when_pressed = handler(PRESSED)
-        button.when_released = handler(RELEASED)
-        if self._hold_time is not None:
-            button.hold_time = self._hold_time
-            button.when_held = handler(LONG_PRESS)
-        self._button = button
+        device = DigitalInputDevice(self.pin, pull_up=True, bounce_time=self._bounce_time)
+        device.when_activated = handler(PRESSED)
+        device.when_deactivated = handler(RELEASED)
+        self._device = device
+
+    def _edge(self, event: str, at: float) -> None:
+        """An edge, on the loop: reported, and the long press timed from a press."""
+        if self._device is None:
+            return  # stopped while it was on its way
+        self._cancel_hold()
+        if event == PRESSED and self._hold_time is not None:
+            assert self._loop is not None
+            wait_s = max(0.0, at + self._hold_time - time.monotonic())
+            self._held = self._loop.call_later(wait_s, self._long_press)
+        self._callback(event, at)
+
+    def _long_press(self) -> None:
+        self._held = None
+        self._callback(LONG_PRESS, time.monotonic())
+
+    def _cancel_hold(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.cancel()
 
     def stop(self) -> None:
-        """Release the pin; no new event starts after this returns."""
-        button, self._button = self._button, None
-        if button is not None:
-            button.close()
+        """Release the pin; no new event starts after this returns (call it on the loop)."""
+        device, self._device = self._device, None
+        self._cancel_hold()
+        if device is not None:
+            device.close()
 
     @property
     def is_pressed(self) -> bool:
         """Whether the button is down now (False while stopped)."""
-        return bool(self._button is not None and self._button.is_pressed)
+        return bool(self._device is not None and self._device.is_active)
