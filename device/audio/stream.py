@@ -1,9 +1,10 @@
-"""One PortAudio stream's life, shared by the microphone and the speaker.
+"""One PortAudio stream's life: the speaker's (the microphone reads ALSA itself).
 
 Opening and closing happen under one lock (Pa_Initialize and opening streams
-are not thread-safe, and the appliance reopens devices from worker threads).
-The PortAudio callback stamps each call, so the audio keeper can tell a live
-stream from one whose device vanished.
+are not thread-safe, and the appliance reopens devices from worker threads); the
+microphone takes it too while PortAudio lists the devices. Each call into the
+stream is stamped, so the audio keeper can tell a live stream from one whose
+device vanished.
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ class PortAudioStream:
         self._pa: pyaudio.PyAudio | None = None
         self._stream: pyaudio.Stream | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._opened = 0.0
         self._last_call: float | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -113,7 +113,7 @@ class PortAudioStream:
 
     def _restarted(self) -> None:
         """The stream runs again after a pause: judge it as one just opened."""
-        self._opened, self._last_call = time.monotonic(), None
+        self._last_call = None
 
     def _called(self) -> float:
         """Stamp a call of PortAudio's (on the stream's own thread); returns the time.
@@ -129,13 +129,3 @@ class PortAudioStream:
     @property
     def running(self) -> bool:
         return self._stream is not None and self._stream.is_active()
-
-    def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool:
-        """Open, active, and called back within `stale_s`; before the first callback,
-        within `grace_s` of opening. A pulled USB device stops the stream, or the calls."""
-        if not self.running:
-            return False
-        last = self._last_call
-        if last is None:
-            return time.monotonic() - self._opened < max(grace_s, stale_s)
-        return time.monotonic() - last < stale_s
