@@ -243,7 +243,9 @@ class Appliance:
                 await self.camera.aclose()
             case GateMicrophone(gated):
                 self.mic_feed.gated = gated
-                self.mic.listen_closely(gated)
+                # Gated, nothing of what it hears goes out: no reason to hear it sooner.
+                talk_over = self.mic_plan.mic_during_playback != "gate"
+                self.mic.listen_closely(gated and talk_over)
             case SendActivityStart():
                 self.outbox.put("activity_start")
             case SendActivityEnd():

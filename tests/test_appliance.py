@@ -101,11 +101,10 @@ async def test_hands_free_an_unanswered_interruption_still_ends_the_conversation
         box.link.deliver(ReplyAudio, pcm=REPLY)
         await box.settle()
         assert box.camera.running and box.state == "speaking"
-        assert box.mic.closely, "while it speaks, a person talking over it is read at once"
+        assert not box.mic.closely, "gated: nothing it hears while it speaks goes out"
         box.link.deliver(Interrupted)  # the person talked over it, and then said nothing
         await box.settle()
         assert box.state == "listening" and REPLY not in box.speaker.buffered
-        assert not box.mic.closely
         assert "silence" in box.appliance.status()["timers"]
         box.appliance.post(Timeout(Timer.SILENCE))
         await box.settle()
@@ -114,6 +113,23 @@ async def test_hands_free_an_unanswered_interruption_still_ends_the_conversation
         before = kinds(box)
         box.mic.record(CHUNK)
         assert kinds(box) == before == [], "nothing more from the microphone"
+
+
+async def test_while_it_speaks_with_the_microphone_open_talk_over_is_read_at_once(
+    tmp_path: Path,
+) -> None:
+    cfg = config(button={"mode": "toggle"}, audio={"mic_during_playback": "open"})
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        assert not box.mic.closely, "listening: held-back silence may be read less often"
+        box.link.deliver(ReplyAudio, pcm=REPLY)
+        await box.settle()
+        assert box.state == "speaking" and box.mic.closely, "a person may talk over it"
+        box.link.deliver(Interrupted)
+        await box.settle()
+        assert box.state == "listening" and not box.mic.closely
 
 
 async def test_speech_keeps_a_hands_free_conversation_open(
