@@ -1,6 +1,6 @@
 """What of the microphone goes to the service, and when.
 
-While the appliance captures, every chunk from the capture callback arrives here
+While the appliance captures, every chunk from the capture's reader arrives here
 on the event loop and goes to the outbox in order, after the pre-roll the
 capture kept from just before (people start talking as they press). In a hands-free
 conversation the speaker must not reach the microphone, so while the model
@@ -119,7 +119,7 @@ class MicFeed:
             self.stop()
 
     def chunk(self, data: bytes, t: float) -> None:
-        """One chunk from the capture callback (on the loop), recorded until time `t`."""
+        """One chunk from the capture's reader (on the loop), recorded until time `t`."""
         if not self._capturing:
             return  # handed over just before capture stopped
         if self._until is not None and t >= self._until:  # the turn's last chunk

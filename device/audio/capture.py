@@ -6,7 +6,7 @@ record at 16 kHz), cuts exact chunks and schedules ``on_chunk`` on the event loo
 with ``call_soon_threadsafe``; it never waits for the loop.
 
 Between turns the appliance needs only the last moments before a press (the
-pre-roll). With ``preroll`` set, chunks stay in a small ring on the callback's
+pre-roll). With ``preroll`` set, chunks stay in a small ring on the reader's
 thread until ``forward()``, the loop is not woken for them, and the thread reads
 the device five times a second instead of as its audio arrives: an idle box then
 costs next to nothing beyond the sound card itself. In a hands-free conversation
@@ -53,7 +53,8 @@ RATE = MIC_RATE
 IDLE_READ_MS = 200
 #: A hands-free conversation's silence, held back, is read this often while the box is
 #: silent too: speech after it reaches the service at most this much later (its own
-#: detection takes far longer). While the box speaks, as it arrives (listen_closely).
+#: detection takes far longer). While a person may talk over the box, as it arrives
+#: (listen_closely).
 PAUSED_READ_MS = 80
 #: After a release the device is read this often (ms) until it has the release's
 #: instant: a card's own device has it within a millisecond or two, not a period later.

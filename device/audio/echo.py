@@ -225,7 +225,7 @@ class FarEnd:
 class Canceller:
     """Cleans the microphone's 16 kHz stream: echo (with a `FarEnd`), noise, rumble.
 
-    Used from the capture callback's thread only, which hands it everything recorded
+    Used from the capture's reader thread only, which hands it everything recorded
     and says whether the audio is wanted cleaned (`active`): it runs only while the
     microphone goes to the service, and an idle box pays nothing for it. When it starts
     again it is primed with the moments just before, and its output joins what went out
