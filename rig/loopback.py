@@ -29,6 +29,11 @@ from device.audio import pcm
 MIC_SINK = "appliance_mic"
 SPEAKER_SINK = "appliance_speaker"
 Side = Literal["mic", "speaker"]
+#: What a player keeps buffered in the sound server. At 10 ms, pacat ran dry under load
+#: (six busy processes on two cores: 8 of 10 two-second sweeps had gaps in the sink, and
+#: CI failed on one while the daemon reconnected); at 50 ms, none. The first sample
+#: still plays at once: pacat fills the buffer from its file before the stream starts.
+PLAYER_LATENCY_MS = 50
 _SINKS: dict[Side, str] = {"mic": MIC_SINK, "speaker": SPEAKER_SINK}
 
 
@@ -348,7 +353,7 @@ class Player:
         source = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the child
         source.write(data)
         source.seek(0)
-        argv = _pa_client(loopback, "pacat", sink, rate, latency_ms=10)
+        argv = _pa_client(loopback, "pacat", sink, rate, latency_ms=PLAYER_LATENCY_MS)
         started = time.monotonic()
         proc = subprocess.Popen(
             argv, stdin=source, stderr=subprocess.PIPE, env=loopback.child_env()
