@@ -39,6 +39,7 @@ import numpy as np
 import pyaudio
 import soxr
 
+from device.audio.alsa import is_hardware
 from device.audio.devices import DeviceSpec
 from device.audio.echo import FarEnd
 from device.audio.output_stream import OutputStream
@@ -56,10 +57,13 @@ DEVICE_S = 0.1
 #: a reply sent faster than it plays stays with the service (its flow control holds
 #: it) instead of in the box's memory, and a barge-in still drops all of it at once.
 AHEAD_S = 4.0
-#: Silence before and after each run of the stream. A sound server on the way to the
-#: speaker (PulseAudio here, PipeWire on a desktop Pi) drops up to a few milliseconds as
-#: a stream starts and as it stops: these carry that loss instead of the sound.
-LEAD_S = 0.005
+#: Silence before each run of the stream, on a device that is not a card's own. A
+#: PulseAudio null sink (the loopback; any virtual sink) rewinds to start a new stream
+#: at once, and what it had already rendered over is lost: 0-4.4 ms of each start
+#: (measured, 2.4 median). A card's own device (hw:C,D) plays the first frame written.
+SERVER_LEAD_S = 0.005
+#: Silence after each run: stopping the stream lost the last fraction of a millisecond
+#: on the PulseAudio loopback, and this carries that loss instead of the sound.
 TAIL_S = 0.01
 #: Audio fed this long before the device would have run out was waiting for the writer.
 WAITING_S = 0.005
@@ -102,12 +106,15 @@ class Playback(PortAudioStream):
         self._room = asyncio.Event()
         #: 0..1, applied to what is fed from now on; squared so that halfway sounds half as loud.
         self.volume = 1.0
+        self.lead_s = SERVER_LEAD_S  # set at open: none on a card's own device
+        self._playing = False  # the device runs: the writer is feeding it
 
     # -- life ------------------------------------------------------------------
 
     def _open(self, pa: pyaudio.PyAudio) -> OutputStream:
         info = self._choose(pa, "output", RATE)
         assert self.device_rate is not None
+        self.lead_s = 0.0 if is_hardware(info.name) else SERVER_LEAD_S
         self._resampler = self._new_resampler()
         return OutputStream(
             info.index,
@@ -125,7 +132,7 @@ class Playback(PortAudioStream):
             self.channels,
             self.output_latency * 1000,
         )
-        self._closing = self._failed = False
+        self._closing = self._failed = self._playing = False
         self._writer = threading.Thread(
             target=self._write_loop, args=(self._stream,), name="speaker", daemon=True
         )
@@ -152,7 +159,12 @@ class Playback(PortAudioStream):
         if self._stream is None or self._failed:
             return False
         last = self._last_call
-        return not self.running or last is None or time.monotonic() - last < stale_s
+        return not self._playing or last is None or time.monotonic() - last < stale_s
+
+    @property
+    def running(self) -> bool:
+        """The device is playing (a primed stream waiting for its first write is not)."""
+        return self._stream is not None and self._playing
 
     def _new_resampler(self) -> soxr.ResampleStream | None:
         if self.device_rate in (None, RATE):
@@ -247,40 +259,48 @@ class Playback(PortAudioStream):
     # -- the writer thread -----------------------------------------------------
 
     def _write_loop(self, stream: OutputStream) -> None:
-        """Start the stream for the first audio, keep the device DEVICE_S full, stop it
-        once the last sample has played; drop everything at clear()."""
+        """Start the device with the first audio, keep it DEVICE_S full, stop it once the
+        last sample has played; drop everything at clear().
+
+        The stream is readied (PortAudio's start: ALSA's prepare, 0.6 ms through
+        PulseAudio here) whenever it stops, so that a reply's first write finds it ready:
+        a blocking stream plays nothing and costs nothing until that write."""
         assert self.device_rate is not None
         rate, frame = self.device_rate, stream.frame_bytes
         period = rate * self.period_ms // 1000
-        lead, tail = bytes(round(LEAD_S * rate) * frame), bytes(round(TAIL_S * rate) * frame)
-        running, runs_out = False, 0.0  # when the device has played all it was given
+        lead = bytes(round(self.lead_s * rate) * frame)
+        tail = bytes(round(TAIL_S * rate) * frame)
+        runs_out = 0.0  # when the device has played all it was given
         on_time = True  # the last write's audio was waiting before the device ran out
         try:
+            stream.start()
             while True:
                 with self._cond:
-                    job, piece, generation, since = self._next(running, runs_out, rate * frame)
+                    job, piece, generation, since = self._next(
+                        self._playing, runs_out, rate * frame
+                    )
                 now = time.monotonic()
                 match job:
                     case "close":
                         return
                     case "abort":
-                        if running:
+                        if self._playing:
                             stream.abort()
-                            running = False
+                            self._playing = False
                             if self.far_end is not None:
                                 self.far_end.cut(now)
+                            stream.start()
                         continue
                     case "stop":
                         stream.stop()
-                        running = False
+                        self._playing = False
                         self._tell(self._on_drained, generation)
+                        stream.start()
                         continue
                     case "tail":
                         piece = tail
-                if not running:
-                    stream.start()
-                    now = time.monotonic()  # the first write starts the device
-                    running, runs_out, on_time = True, now, True
+                if not self._playing:  # the first write starts the device
+                    self._playing, runs_out, on_time = True, now, True
                     piece = lead + piece  # the start is at least a period of audio
                     piece += bytes(max(0, period * frame - len(piece)))
                 # PortAudio learns of a run-out when it next looks, which may be a write
