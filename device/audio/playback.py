@@ -107,7 +107,6 @@ class Playback(PortAudioStream):
         #: 0..1, applied to what is fed from now on; squared so that halfway sounds half as loud.
         self.volume = 1.0
         self.lead_s = SERVER_LEAD_S  # set at open: none on a card's own device
-        self._playing = False  # the device runs: the writer is feeding it
 
     # -- life ------------------------------------------------------------------
 
@@ -132,7 +131,7 @@ class Playback(PortAudioStream):
             self.channels,
             self.output_latency * 1000,
         )
-        self._closing = self._failed = self._playing = False
+        self._closing = self._failed = False
         self._writer = threading.Thread(
             target=self._write_loop, args=(self._stream,), name="speaker", daemon=True
         )
@@ -159,12 +158,7 @@ class Playback(PortAudioStream):
         if self._stream is None or self._failed:
             return False
         last = self._last_call
-        return not self._playing or last is None or time.monotonic() - last < stale_s
-
-    @property
-    def running(self) -> bool:
-        """The device is playing (a primed stream waiting for its first write is not)."""
-        return self._stream is not None and self._playing
+        return not self.running or last is None or time.monotonic() - last < stale_s
 
     def _new_resampler(self) -> soxr.ResampleStream | None:
         if self.device_rate in (None, RATE):
@@ -259,48 +253,41 @@ class Playback(PortAudioStream):
     # -- the writer thread -----------------------------------------------------
 
     def _write_loop(self, stream: OutputStream) -> None:
-        """Start the device with the first audio, keep it DEVICE_S full, stop it once the
-        last sample has played; drop everything at clear().
-
-        The stream is readied (PortAudio's start: ALSA's prepare, 0.6 ms through
-        PulseAudio here) whenever it stops, so that a reply's first write finds it ready:
-        a blocking stream plays nothing and costs nothing until that write."""
+        """Start the stream for the first audio, keep the device DEVICE_S full, stop it
+        once the last sample has played; drop everything at clear()."""
         assert self.device_rate is not None
         rate, frame = self.device_rate, stream.frame_bytes
         period = rate * self.period_ms // 1000
         lead = bytes(round(self.lead_s * rate) * frame)
         tail = bytes(round(TAIL_S * rate) * frame)
-        runs_out = 0.0  # when the device has played all it was given
+        running, runs_out = False, 0.0  # when the device has played all it was given
         on_time = True  # the last write's audio was waiting before the device ran out
         try:
-            stream.start()
             while True:
                 with self._cond:
-                    job, piece, generation, since = self._next(
-                        self._playing, runs_out, rate * frame
-                    )
+                    job, piece, generation, since = self._next(running, runs_out, rate * frame)
                 now = time.monotonic()
                 match job:
                     case "close":
                         return
                     case "abort":
-                        if self._playing:
+                        if running:
                             stream.abort()
-                            self._playing = False
+                            running = False
                             if self.far_end is not None:
                                 self.far_end.cut(now)
-                            stream.start()
                         continue
                     case "stop":
                         stream.stop()
-                        self._playing = False
+                        running = False
                         self._tell(self._on_drained, generation)
-                        stream.start()
                         continue
                     case "tail":
                         piece = tail
-                if not self._playing:  # the first write starts the device
-                    self._playing, runs_out, on_time = True, now, True
+                if not running:
+                    stream.start()
+                    now = time.monotonic()  # the first write starts the device
+                    running, runs_out, on_time = True, now, True
                     piece = lead + piece  # the start is at least a period of audio
                     piece += bytes(max(0, period * frame - len(piece)))
                 # PortAudio learns of a run-out when it next looks, which may be a write
