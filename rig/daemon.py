@@ -109,6 +109,18 @@ class Daemon:
             if all(record.get(name) == value for name, value in fields.items())
         ]
 
+    def wait_for_records(
+        self, match: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        """Wait until `count` journal records `match`; they come through the log's pipe,
+        which may lag what `status` already shows by a moment."""
+        deadline = time.monotonic() + timeout
+        while len(found := [r for r in self.records() if match(r)]) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(found)} of {count} records logged:\n{self.log()}")
+            time.sleep(0.02)
+        return found
+
     def log(self) -> str:
         """What it logged, as text: for people (a failing test's message, a soak's file),
         never to assert on."""

@@ -77,11 +77,9 @@ def responses(server: ServerThread) -> list[dict[str, Any]]:
 
 def wait_for_record(daemon: Daemon, timeout: float = 10.0, **fields: Any) -> None:
     """Wait for a journal record with these fields."""
-    deadline = time.monotonic() + timeout
-    while not daemon.records(**fields):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no record with {fields} logged:\n{daemon.log()}")
-        time.sleep(0.02)
+    daemon.wait_for_records(
+        lambda r: all(r.get(name) == value for name, value in fields.items()), timeout=timeout
+    )
 
 
 def stop_when_quiet(recorder: Recorder, quiet_s: float = 0.2, timeout: float = 5.0) -> bytes:
