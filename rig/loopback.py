@@ -431,7 +431,10 @@ class Recorder:
         """Samples (float, -1..1) and the estimated monotonic time of each one.
 
         A chunk's last sample arrived when the chunk was read; earlier samples are
-        placed back from there at the sample rate.
+        placed back from there at the sample rate. A late read bunches its audio and
+        places it back over the chunk before: every sample was recorded no later than
+        any sample after it, so the times never run backwards (a cut at a time keeps
+        one piece, never a hole in the middle).
         """
         chunks = list(self.chunks)
         samples = [pcm.to_float(data) for _, data in chunks]
@@ -441,7 +444,8 @@ class Recorder:
         ]
         if not samples:
             return np.zeros(0), np.zeros(0)
-        return np.concatenate(samples), np.concatenate(times)
+        latest = np.minimum.accumulate(np.concatenate(times)[::-1])[::-1]
+        return np.concatenate(samples), latest
 
     def first_sound(self, after: float = 0.0, threshold_dbfs: float = -40.0) -> float | None:
         """Time of the first sample louder than the threshold at or after ``after``."""

@@ -11,7 +11,7 @@ import pytest
 
 from device.audio import pcm
 from device.audio.devices import list_devices
-from rig.loopback import MIC_SINK, SPEAKER_SINK, PulseLoopback, measure_latency
+from rig.loopback import MIC_SINK, SPEAKER_SINK, PulseLoopback, Recorder, measure_latency
 
 
 def test_server_has_both_sinks_and_defaults(loopback: PulseLoopback) -> None:
@@ -110,3 +110,21 @@ def test_find_offset_locates_a_copy() -> None:
     offset, score = pcm.find_offset(hay, needle)
     assert offset == 1234
     assert score > 0.999
+
+
+def test_a_late_read_never_leaves_a_hole_in_a_recording_cut_at_a_time() -> None:
+    """parec's audio read late comes in 4096-byte pieces at once: placed back from their
+    read times they overlap, and a cut at a time must still keep one whole piece."""
+    rate, piece = 16000, 2048
+    samples = np.arange(4 * piece, dtype=np.int16)
+    read_at = [1.0, 1.5, 1.501, 1.502]  # the last three were waiting together
+    recorder = Recorder(proc=None, rate=rate)  # type: ignore[arg-type]
+    recorder.chunks = [
+        (t, samples[i * piece : (i + 1) * piece].tobytes()) for i, t in enumerate(read_at)
+    ]
+    got, times = recorder.timeline()
+    assert np.all(np.diff(times) >= 0), "times never run backwards"
+    assert times[-1] == 1.502
+    kept = got[times >= 1.3]
+    assert np.array_equal(kept, got[-kept.size :]), "one piece up to the end"
+    assert kept.size > piece, "what the late read brought is kept"
