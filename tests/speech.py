@@ -69,7 +69,7 @@ def assert_received_whole(received: bytes, sent: bytes, heard: bytes) -> None:
         if np.linalg.norm(a) < quiet:  # a gap the sound server put in (spoken_span)
             assert np.linalg.norm(b) < 2 * quiet, f"{where}: silence on the microphone, sound sent"
             continue
-        corr = float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
+        corr = pcm.similarity(a, b)
         assert corr > 0.9, f"{where} differs (correlation {corr:.2f})"
 
 

@@ -102,3 +102,9 @@ def find_offset(haystack: np.ndarray, needle: np.ndarray) -> tuple[int, float]:
     score = corr / norm
     offset = int(np.argmax(score))
     return offset, float(score[offset])
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised correlation of two aligned stretches of the same length: 1.0 for a copy
+    at any level, near 0 for unrelated sound (and for silence)."""
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))

@@ -50,10 +50,7 @@ def missing_ms(received: np.ndarray, sent: np.ndarray, rate: int) -> tuple[float
         want = sent[begin : begin + window]
         at = start + begin
         got = received[at : at + window] if at >= 0 else np.zeros(0)
-        if got.size < window or _similarity(want, got) < MATCH:
+        if got.size < window or pcm.similarity(want, got) < MATCH:
             missing.append(begin * 1000 // rate)
     return float(len(missing) * WINDOW_MS), missing
 
-
-def _similarity(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
