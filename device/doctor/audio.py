@@ -224,7 +224,7 @@ def _mic_plan(ctx: Context) -> Result:
     data = {"mic_during_playback": plan.mic_during_playback, "noise_suppression": plan.noise}
     if plan.missing:
         return Result("echo", Status.WARN, f"{measured}: {plan.missing}", FIX_ECHO, data=data)
-    if plan.mic_during_playback == "cancel" or plan.noise:
+    if plan.echo or plan.noise:
         # The module runs here: one frame through it proves the binding loads and works.
         canceller = echo.Canceller(echo.FarEnd(), noise=plan.noise)
         canceller.process(np.zeros(echo.FRAME, dtype=np.int16), 0.0)
