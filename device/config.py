@@ -111,9 +111,10 @@ class AudioConfig:
     chunk_ms: int = field(default=40, metadata=_bounded(10, 100))
     earcons: bool = True
     #: In a hands-free conversation the speaker must not feed the microphone: "cancel" takes
-    #: the box's own voice out (echo cancellation; "gate" where it cannot run), "gate" mutes
-    #: the microphone while the box speaks, "attenuate" lowers it, "open" leaves it.
-    mic_during_playback: MicDuringPlayback = "gate"
+    #: the box's own voice out, so a person can talk over it (echo cancellation; "gate"
+    #: where the module has no wheel), "gate" mutes the microphone while the box speaks,
+    #: "attenuate" lowers it, "open" leaves it.
+    mic_during_playback: MicDuringPlayback = "cancel"
     attenuation_db: float = field(default=30.0, metadata=_bounded(0, 90))
     #: Steady noise (a fan, a fridge) taken out of the microphone by the module "cancel"
     #: uses; unset: on with "cancel" (it also takes out what echo is left), off otherwise.

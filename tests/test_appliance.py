@@ -94,7 +94,7 @@ async def test_a_press_during_a_reply_silences_it_and_its_rest_is_never_heard(
 async def test_hands_free_an_unanswered_interruption_still_ends_the_conversation(
     tmp_path: Path,
 ) -> None:
-    cfg = config(button={"mode": "toggle"})
+    cfg = config(button={"mode": "toggle"}, audio={"mic_during_playback": "gate"})
     async with running(tmp_path, cfg) as box:
         await box.ctl("press")
         box.link.deliver(SetupComplete)

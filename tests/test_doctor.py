@@ -264,10 +264,7 @@ def test_a_clipping_microphone_warns(
 def test_the_doctor_says_how_the_box_keeps_its_own_voice_out(
     loopback: PulseLoopback, server: ServerThread, scratch: Path, missing: bool
 ) -> None:
-    cfg = write_config(
-        scratch, server.base_url, button={"mode": "toggle"},
-        audio={"mic_during_playback": "cancel"},
-    )  # fmt: skip
+    cfg = write_config(scratch, server.base_url, button={"mode": "toggle"})  # cancel: the default
     env = child_env(loopback, server)
     if missing:  # 32-bit Raspberry Pi OS: no wheel, the import fails
         (scratch / "pywebrtc_audio").mkdir()

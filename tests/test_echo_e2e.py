@@ -30,10 +30,10 @@ ANSWER = (
     "to around twenty two degrees in the afternoon. In the evening clouds gather over the "
     "hills, and there may be a short shower before midnight."
 )
-HANDS_FREE = {
+HANDS_FREE: dict[str, dict[str, Any]] = {  # echo cancellation is the default
     "button": {"mode": "toggle"},
     "conversation": {"silence_ms": 400},
-    "audio": {"mic_during_playback": "cancel"},
+    "audio": {},
 }
 
 

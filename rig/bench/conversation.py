@@ -32,10 +32,13 @@ BARGE_REPLY_S = 3.0  # long enough to be talked over
 SETTLE_S = 2.0
 #: Silence this long inside a reply is a gap: a click or a drop-out a person hears.
 GAP_MS = 2.0
-#: The box as a hands-free conversation that stays open however long nobody talks.
+#: The box as a hands-free conversation that stays open however long nobody talks. The
+#: reference takes no echo out: the box is compared as it runs without its canceller
+#: (what that costs is the echo benchmark's, `rig.bench.echo`).
 HANDS_FREE: dict[str, dict[str, object]] = {
     "button": {"mode": "toggle"},
     "conversation": {"end_after_silence_s": 3600},
+    "audio": {"mic_during_playback": "gate"},
 }
 
 
