@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: A gated microphone this long tells the server the stream paused.
 STREAM_PAUSE_S = 1.0
+#: `pause_below_dbfs` at this (its lowest) never holds the microphone back.
+ALWAYS_SEND_DBFS = -100.0
 #: Microphone overflows are logged at most this often (the count is always kept).
 OVERFLOW_LOG_EVERY_S = 60.0
 #: At a release, a microphone that stops delivering is waited for two chunks and this.
@@ -72,8 +74,12 @@ class MicFeed:
         """How many chunks of the moments before a press to keep (rounded up)."""
         return -(-self._cfg.preroll_ms // self._cfg.chunk_ms)
 
-    def pause_gate(self) -> QuietGate:
-        """Hands-free: hold the microphone back after STREAM_PAUSE_S below `pause_below_dbfs`."""
+    def pause_gate(self) -> QuietGate | None:
+        """Hands-free: hold the microphone back after STREAM_PAUSE_S below `pause_below_dbfs`;
+        None at ALWAYS_SEND_DBFS, which sends digital silence too (what an echo canceller
+        makes of a silent loopback is exact zeros, below any level)."""
+        if self._cfg.pause_below_dbfs <= ALWAYS_SEND_DBFS:
+            return None
         level = pcm.db_to_amplitude(self._cfg.pause_below_dbfs)
         return QuietGate(level, -(-round(STREAM_PAUSE_S * 1000) // self._cfg.chunk_ms))
 

@@ -57,4 +57,6 @@ async def test_a_paused_microphone_tells_the_service_once_until_audio_flows_agai
     kinds = [item.kind for item in iter(box.get_nowait, None)]
     assert kinds == ["audio", "audio_stream_end", "audio", "audio_stream_end"]
     gate = feed.pause_gate()
-    assert gate.pause_after == 25, "a second of 40 ms chunks"
+    assert gate is not None and gate.pause_after == 25, "a second of 40 ms chunks"
+    always = MicFeed(AudioConfig(chunk_ms=40, pause_below_dbfs=-100), box)
+    assert always.pause_gate() is None, "-100 dBFS: digital silence is sent too"
