@@ -110,12 +110,16 @@ class Daemon:
         ]
 
     def wait_for_records(
-        self, match: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 10.0
+        self,
+        count: int = 1,
+        timeout: float = 10.0,
+        match: Callable[[dict[str, Any]], bool] = lambda record: True,
+        **fields: Any,
     ) -> list[dict[str, Any]]:
-        """Wait until `count` journal records `match`; they come through the log's pipe,
-        which may lag what `status` already shows by a moment."""
+        """Wait until `count` journal records have these field values (and `match`); they
+        come through the log's pipe, which may lag what `status` already shows by a moment."""
         deadline = time.monotonic() + timeout
-        while len(found := [r for r in self.records() if match(r)]) < count:
+        while len(found := [r for r in self.records(**fields) if match(r)]) < count:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{len(found)} of {count} records logged:\n{self.log()}")
             time.sleep(0.02)

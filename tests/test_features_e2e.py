@@ -75,13 +75,6 @@ def responses(server: ServerThread) -> list[dict[str, Any]]:
     return tool_responses(server.server)
 
 
-def wait_for_record(daemon: Daemon, timeout: float = 10.0, **fields: Any) -> None:
-    """Wait for a journal record with these fields."""
-    daemon.wait_for_records(
-        lambda r: all(r.get(name) == value for name, value in fields.items()), timeout=timeout
-    )
-
-
 def stop_when_quiet(recorder: Recorder, quiet_s: float = 0.2, timeout: float = 5.0) -> bytes:
     """Stop once the recording ends in `quiet_s` of silence: the reply's tail has arrived."""
     deadline = time.monotonic() + timeout
@@ -265,7 +258,7 @@ def test_a_cancelled_tool_call_gets_no_response_and_the_session_goes_on(
         # The volume is applied before the state write, which the FIFO holds: it runs.
         daemon.wait_until(lambda s: s["volume"] == 0.3, 10, "set_volume to start")
         server.call(server.server.cancel_tool_call, call_id)
-        wait_for_record(daemon, LIVE_TOOL_CALL=call_id, LIVE_TOOL_RESULT="cancelled")
+        daemon.wait_for_records(LIVE_TOOL_CALL=call_id, LIVE_TOOL_RESULT="cancelled")
     finally:
         written = let_write_through(fifo)
     assert json.loads(written) == {"volume": 0.3}

@@ -300,7 +300,7 @@ def test_no_service_at_the_press_shows_an_error_in_bounded_time_and_the_next_pre
     time.sleep(2.0)  # idle: no retries on its own
     assert len(failures(daemon)) == 1
     _press_shows_error(daemon, within=2.0)
-    daemon.wait_for_records(lambda r: "LIVE_FAILURE" in r, count=2, timeout=2.0)
+    daemon.wait_for_records(2, timeout=2.0, match=lambda record: "LIVE_FAILURE" in record)
     time.sleep(0.5)
     assert len(failures(daemon)) == 2, "one failure logged per press"
     assert_clean(daemon, server)
