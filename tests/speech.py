@@ -114,6 +114,9 @@ def speaker_during_turn(loopback: PulseLoopback, daemon: Daemon, within: float =
 
 
 FRAME_S = 0.02
+#: A frame is reply `turn`'s if its pitch carries more than this of its energy: a
+#: frame with a gap in it (a late chunk) is nobody's, not the nearest pitch's.
+TONE_SHARE = 0.8
 
 
 def tone_frames(recording: bytes, turn: int, floor_dbfs: float = -30) -> list[bytes]:
@@ -125,7 +128,7 @@ def tone_frames(recording: bytes, turn: int, floor_dbfs: float = -30) -> list[by
         f
         for f in frames
         if pcm.rms_dbfs(f) > floor_dbfs
-        and abs(pcm.dominant_frequency(f, SPEAKER_RATE) - freq) < 60
+        and pcm.tone_share(f, SPEAKER_RATE, freq) > TONE_SHARE
     ]
 
 

@@ -1,12 +1,14 @@
-"""The check the rig tests hold the daemon's audio to (`speech.assert_received_whole`)."""
+"""The checks the rig tests hold the daemon's audio to (`speech.assert_received_whole`,
+`speech.tone_frames`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from speech import MIC_RATE, assert_received_whole, chirp
+from speech import MIC_RATE, SPEAKER_RATE, assert_received_whole, chirp, tone_frames
 
 from device.audio import pcm
+from rig.server.voice import reply_audio
 
 
 def _with_gap(speech: bytes, at_s: float, gap_s: float) -> bytes:
@@ -42,3 +44,14 @@ def test_sound_where_the_microphone_was_silent_fails() -> None:
     noisy[start : start + MIC_RATE // 10] = 0.1 * np.sin(np.arange(MIC_RATE // 10))
     with pytest.raises(AssertionError, match="silence on the microphone"):
         assert_received_whole(pcm.from_float(noisy), speech, heard)
+
+
+def test_a_reply_frame_with_a_gap_is_not_taken_for_the_turn_before() -> None:
+    """A 660 Hz reply whose next chunk came 13.5 ms late: the 20 ms frame holding the gap
+    peaks near 600 Hz in a spectrum, but it is not the 550 Hz reply's (CI saw this)."""
+    reply = reply_audio(3, 1.0)
+    at = (20 * int(SPEAKER_RATE * 0.02) + 50) * 2  # 50 samples into a frame
+    gapped = reply[:at] + bytes(325 * 2) + reply[at:]
+    assert tone_frames(gapped, turn=2) == []
+    assert len(tone_frames(reply, turn=3)) >= 49
+    assert len(tone_frames(reply_audio(2, 1.0), turn=2)) >= 49

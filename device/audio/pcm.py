@@ -84,6 +84,22 @@ def dominant_frequency(data: bytes, rate: int) -> float:
     return float(np.argmax(spectrum) * rate / samples.size)
 
 
+def tone_share(data: bytes, rate: int, freq: float) -> float:
+    """How much of the buffer's energy one sine at `freq` carries (0..1, by least squares).
+
+    Unlike the spectrum's peak, a stretch that only partly holds the tone (a gap in
+    the playback, the edge of a reply) reads low, so it is not taken for another pitch.
+    """
+    samples = to_float(data)
+    energy = float(np.dot(samples, samples))
+    if not energy:
+        return 0.0
+    t = 2 * np.pi * freq * np.arange(samples.size) / rate
+    basis = np.stack([np.sin(t), np.cos(t)], axis=1)
+    fit, *_ = np.linalg.lstsq(basis, samples, rcond=None)
+    return float(np.sum((basis @ fit) ** 2) / energy)
+
+
 def find_offset(haystack: np.ndarray, needle: np.ndarray) -> tuple[int, float]:
     """Where ``needle`` best matches inside ``haystack``: (sample offset, correlation).
 
