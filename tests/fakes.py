@@ -61,8 +61,8 @@ class FakeMicrophone:
     def stop(self) -> None:
         self.opened = False
 
-    def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool:
-        return self.opened and self.alive
+    def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
+        return None if self.opened and self.alive else "the fake went"
 
     def forward(self, gate: object = None) -> list[tuple[bytes, float]]:
         self.forwarding = True
@@ -115,8 +115,8 @@ class FakeSpeaker:
         self.opened = False
         self.clear()
 
-    def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool:
-        return self.opened and self.alive
+    def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
+        return None if self.opened and self.alive else "the fake went"
 
     def feed(self, pcm: bytes, last: bool = False) -> None:
         if pcm:

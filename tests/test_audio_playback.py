@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 import soxr
-from helpers import thread_names
+from helpers import thread_names, until
 
 from device.audio import pcm
 from device.audio.playback import RATE, SERVER_LEAD_S, Playback
@@ -184,11 +185,11 @@ async def test_the_speaker_runs_only_while_it_has_something_to_play(
     player, recorder = speaker
     await asyncio.sleep(0.3)
     assert not player.running, "nothing was fed"
-    assert player.healthy(stale_s=0.1), "stopped on purpose is not a fault"
+    assert player.trouble(stale_s=0.1) is None, "stopped on purpose is not a fault"
 
     fed = time.monotonic()
     player.feed(pcm.from_float(pcm.tone(1000, 300, RATE)), last=True)
-    assert player.healthy(stale_s=0.1)
+    assert player.trouble(stale_s=0.1) is None
     await asyncio.wait_for(player.wait_drained(), 5)
     assert not player.running, "played: stopped again"
     await _settle(player)
@@ -199,5 +200,58 @@ async def test_the_speaker_runs_only_while_it_has_something_to_play(
     writes = player._last_call
     await asyncio.sleep(0.3)
     assert player._last_call == writes, "a stopped speaker is left alone"
-    assert player.healthy(stale_s=0.1)
+    assert player.trouble(stale_s=0.1) is None
     assert "speaker" in thread_names(), "the thread that wrote it has a name top shows"
+
+
+class _HangingDevice:
+    """An output stream whose writes stop returning after the first: a driver that hangs."""
+
+    frame_bytes = 2
+    output_latency = 0.0
+
+    def __init__(self) -> None:
+        self.active, self.writes, self.driver = False, 0, threading.Event()
+
+    def start(self) -> None:
+        self.active = True
+
+    def write(self, frames: bytes) -> bool:
+        self.writes += 1
+        if self.writes > 1:
+            self.driver.wait()
+        return False
+
+    def stop(self) -> None:
+        self.active = False
+
+    abort = stop
+
+    def is_active(self) -> bool:
+        return self.active
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_write_that_never_returns_is_trouble_that_names_the_call() -> None:
+    """What the journal says when the keeper gives the speaker up: which PortAudio call
+    hung, not only that the device went quiet."""
+    device = _HangingDevice()
+
+    class StuckSpeaker(Playback):
+        def _open(self, pa: object) -> _HangingDevice:  # type: ignore[override]
+            self.device_rate, self.channels = RATE, 1
+            return device
+
+    player = StuckSpeaker()
+    player.start()
+    try:
+        player.feed(pcm.from_float(pcm.tone(1000, 1000, RATE)))
+        assert player.trouble(stale_s=0.3) is None, "a speaker just fed is fine"
+        await until(lambda: player.trouble(stale_s=0.3) is not None)
+        assert device.writes == 2
+        assert str(player.trouble(stale_s=0.3)).startswith("write() has not returned for 0.")
+    finally:
+        device.driver.set()
+        player.stop()

@@ -28,8 +28,8 @@ class HangingDevice:
     def stop(self) -> None:
         self.opened = False
 
-    def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool:
-        return self.opened
+    def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
+        return None if self.opened else "not open"
 
 
 async def test_an_open_that_never_returns_is_a_failure_and_is_never_tried_twice() -> None:

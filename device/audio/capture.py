@@ -214,15 +214,18 @@ class Capture:
     def running(self) -> bool:
         return self._reader is not None and not self._failed
 
-    def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool:
-        """Open, reading, and audio read within `stale_s`; before the first audio,
-        within `grace_s` of opening. A pulled USB device fails the reads, or starves them."""
+    def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
+        """None while open and audio was read within `stale_s` (before the first audio,
+        within `grace_s` of opening). A pulled USB device fails the reads, or starves them."""
         if not self.running:
-            return False
-        last = self._last_read
+            return "the microphone is not reading"
+        now, last = time.monotonic(), self._last_read
         if last is None:
-            return time.monotonic() - self._opened < max(grace_s, stale_s)
-        return time.monotonic() - last < stale_s
+            waited = now - self._opened
+            if waited < max(grace_s, stale_s):
+                return None
+            return f"no audio {waited:.1f} s after opening"
+        return None if now - last < stale_s else f"no audio for {now - last:.1f} s"
 
     def _nudge(self) -> None:
         """Wake the reader now (it looks at what it is asked to do)."""

@@ -46,7 +46,8 @@ class Endpoint(Protocol):
 
     def stop(self) -> None: ...
 
-    def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool: ...
+    def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
+        """None while the stream works; otherwise what is wrong, for the journal."""
 
 
 class AudioKeeper:
@@ -93,13 +94,13 @@ class AudioKeeper:
                 await self.open()
                 continue
             await asyncio.sleep(CHECK_EVERY_S)
-            sick = [
-                name
+            sick = {
+                name: trouble
                 for name, endpoint in self.endpoints.items()
-                if not endpoint.healthy(STALE_S, grace_s=START_GRACE_S)
-            ]
-            for name in sick:
-                self._failed(name, "stopped delivering audio (unplugged?)")
+                if (trouble := endpoint.trouble(STALE_S, grace_s=START_GRACE_S))
+            }
+            for name, trouble in sick.items():
+                self._failed(name, f"stopped delivering audio (unplugged?): {trouble}")
             if sick:
                 await self.close()
 

@@ -152,13 +152,21 @@ class Playback(PortAudioStream):
         super().stop()
         self.clear()
 
-    def healthy(self, stale_s: float, grace_s: float = 0.0) -> bool:
-        """Open and writing: an idle speaker is stopped on purpose, a playing one writes
-        at least every DEVICE_S / 2; a PortAudio error (a vanished device) is a fault."""
-        if self._stream is None or self._failed:
-            return False
+    def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
+        """None while open and writing: an idle speaker is stopped on purpose, a playing
+        one calls PortAudio at least every DEVICE_S / 2. A PortAudio error (a vanished
+        device) is trouble, and so is a call that has not returned within `stale_s`."""
+        if self._stream is None:
+            return "the speaker is not open"
+        if self._failed:
+            return "PortAudio failed"
         last = self._last_call
-        return not self.running or last is None or time.monotonic() - last < stale_s
+        if not self.running or last is None:
+            return None
+        age, call = time.monotonic() - last, self._in_call
+        if age < stale_s:
+            return None
+        return f"{call}() has not returned for {age:.1f} s" if call else f"no write for {age:.1f} s"
 
     def _new_resampler(self) -> soxr.ResampleStream | None:
         if self.device_rate in (None, RATE):
@@ -272,20 +280,29 @@ class Playback(PortAudioStream):
                         return
                     case "abort":
                         if running:
+                            self._called("abort")
                             stream.abort()
+                            self._returned()
                             running = False
                             if self.far_end is not None:
                                 self.far_end.cut(now)
                         continue
                     case "stop":
+                        self._called("stop")
                         stream.stop()
+                        self._returned()
                         running = False
                         self._tell(self._on_drained, generation)
                         continue
                     case "tail":
                         piece = tail
                 if not running:
+                    # Stamped alive first: the keeper checks a running stream's last call,
+                    # and a stamp left from the last reply (seconds ago) made a slow
+                    # start look unplugged.
+                    self._called("start")
                     stream.start()
+                    self._returned()
                     now = time.monotonic()  # the first write starts the device
                     running, runs_out, on_time = True, now, True
                     piece = lead + piece  # the start is at least a period of audio
@@ -295,12 +312,14 @@ class Playback(PortAudioStream):
                 # both had their audio waiting before the device would run out.
                 waited = on_time
                 on_time = since is not None and since < runs_out - WAITING_S
-                self._called()
                 plays = max(runs_out, now)  # the device has played all before it by then
                 if self.far_end is not None:
                     mono = np.frombuffer(piece, dtype=np.int16)[:: self.channels]
                     self.far_end.played(mono, rate, plays)
-                if stream.write(piece):
+                self._called("write")
+                ran_out = stream.write(piece)
+                self._returned()
+                if ran_out:
                     self._ran_out(waited=waited and on_time)
                 runs_out = plays + len(piece) / frame / rate
         except OSError as exc:  # the device went: the keeper sees it and reopens
@@ -362,10 +381,5 @@ class Playback(PortAudioStream):
                     self._room_below = None
                     self._tell(self._room.set)
                 self._tail = False
-                if not running:
-                    # The writer starts the stream with this: stamp it alive first. The
-                    # keeper checks a running stream's last write, and a stamp left from
-                    # the last reply (seconds ago) made a slow start look unplugged.
-                    self._called()
                 return "write", piece, self._generation, since
         return "close", b"", self._generation, None

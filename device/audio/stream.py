@@ -52,6 +52,7 @@ class PortAudioStream:
         self._stream: pyaudio.Stream | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_call: float | None = None
+        self._in_call: str | None = None  # the PortAudio call its thread is in, by name
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Open the device; callbacks reach `loop` (default: the running one).
@@ -115,16 +116,21 @@ class PortAudioStream:
         """The stream runs again after a pause: judge it as one just opened."""
         self._last_call = None
 
-    def _called(self) -> float:
-        """Stamp a call of PortAudio's (on the stream's own thread); returns the time.
+    def _called(self, call: str) -> None:
+        """Stamp a call of PortAudio's (on the stream's own thread) about to be made.
+        `_returned()` says it is over: one that never returns is named in the journal
+        when the keeper gives the device up.
 
         The first one since the stream (re)started names that thread for the kernel
         (`THREAD`), so that `top -H` shows which part of the box uses the CPU.
         """
         if self._last_call is None:
             name_thread(self.THREAD)
-        now = self._last_call = time.monotonic()
-        return now
+        self._in_call = call
+        self._last_call = time.monotonic()
+
+    def _returned(self) -> None:
+        self._in_call = None
 
     @property
     def running(self) -> bool:
