@@ -295,6 +295,11 @@ class PulseLoopback:
             "channels=1",
             "format=s16le",
             f"sink_properties=device.description={name}",
+            # A sound card behind a sound server never loses the start of a stream: the
+            # server rewinds into what the card has not played yet. A null sink's monitor
+            # has already recorded what it rewinds over, so it lost 0-4.4 ms (2.4 median)
+            # of each start. Without rewinds it starts a stream at its next block instead.
+            *(["norewinds=1"] if side == "speaker" else []),
         )
         self._modules[side] = int(index.strip())
         if side == "speaker":

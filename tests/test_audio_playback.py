@@ -13,7 +13,7 @@ import soxr
 from helpers import thread_names, until
 
 from device.audio import pcm
-from device.audio.playback import RATE, SERVER_LEAD_S, Playback
+from device.audio.playback import RATE, Playback
 from rig.loopback import PulseLoopback, Recorder
 
 CHUNK = RATE // 5 * 2  # the server's ~200 ms reply chunks, in bytes
@@ -160,15 +160,6 @@ async def test_device_at_48k_gets_resampled_audio(loopback: PulseLoopback, chann
     loud = samples[loud_at[0] : loud_at[-1]]
     assert loud.size > RATE * 0.45
     assert pcm.dominant_frequency(pcm.from_float(loud), RATE) == pytest.approx(1000, abs=10)
-
-
-async def test_a_sound_server_gets_silence_before_each_run(
-    speaker: tuple[Playback, Recorder],
-) -> None:
-    """The loopback is PulseAudio, not a card's own device: each run starts with the lead
-    that its rewind loses (a hw:C,D device gets none: tests/test_alsa_names.py)."""
-    player, _ = speaker
-    assert player.lead_s == SERVER_LEAD_S > 0
 
 
 async def test_output_latency_is_reported(speaker: tuple[Playback, Recorder]) -> None:

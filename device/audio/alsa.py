@@ -65,12 +65,6 @@ def alsa_name(portaudio_name: str) -> str:
     return found.group(1) if found else portaudio_name
 
 
-def is_hardware(portaudio_name: str) -> bool:
-    """Whether PortAudio opens `portaudio_name` as a card's own device (hw:C,D), with no
-    sound server or plugin between the box and the card."""
-    return _HW_NAME.search(portaudio_name) is not None
-
-
 class CapturePcm:
     """One ALSA capture device, open non-blocking, interleaved s16le.
 

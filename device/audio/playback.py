@@ -39,7 +39,6 @@ import numpy as np
 import pyaudio
 import soxr
 
-from device.audio.alsa import is_hardware
 from device.audio.devices import DeviceSpec
 from device.audio.echo import FarEnd
 from device.audio.output_stream import OutputStream
@@ -57,11 +56,6 @@ DEVICE_S = 0.1
 #: a reply sent faster than it plays stays with the service (its flow control holds
 #: it) instead of in the box's memory, and a barge-in still drops all of it at once.
 AHEAD_S = 4.0
-#: Silence before each run of the stream, on a device that is not a card's own. A
-#: PulseAudio null sink (the loopback; any virtual sink) rewinds to start a new stream
-#: at once, and what it had already rendered over is lost: 0-4.4 ms of each start
-#: (measured, 2.4 median). A card's own device (hw:C,D) plays the first frame written.
-SERVER_LEAD_S = 0.005
 #: Silence after each run: stopping the stream lost the last fraction of a millisecond
 #: on the PulseAudio loopback, and this carries that loss instead of the sound.
 TAIL_S = 0.01
@@ -106,14 +100,12 @@ class Playback(PortAudioStream):
         self._room = asyncio.Event()
         #: 0..1, applied to what is fed from now on; squared so that halfway sounds half as loud.
         self.volume = 1.0
-        self.lead_s = SERVER_LEAD_S  # set at open: none on a card's own device
 
     # -- life ------------------------------------------------------------------
 
     def _open(self, pa: pyaudio.PyAudio) -> OutputStream:
         info = self._choose(pa, "output", RATE)
         assert self.device_rate is not None
-        self.lead_s = 0.0 if is_hardware(info.name) else SERVER_LEAD_S
         self._resampler = self._new_resampler()
         return OutputStream(
             info.index,
@@ -266,7 +258,6 @@ class Playback(PortAudioStream):
         assert self.device_rate is not None
         rate, frame = self.device_rate, stream.frame_bytes
         period = rate * self.period_ms // 1000
-        lead = bytes(round(self.lead_s * rate) * frame)
         tail = bytes(round(TAIL_S * rate) * frame)
         running, runs_out = False, 0.0  # when the device has played all it was given
         on_time = True  # the last write's audio was waiting before the device ran out
@@ -305,8 +296,7 @@ class Playback(PortAudioStream):
                     self._returned()
                     now = time.monotonic()  # the first write starts the device
                     running, runs_out, on_time = True, now, True
-                    piece = lead + piece  # the start is at least a period of audio
-                    piece += bytes(max(0, period * frame - len(piece)))
+                    piece += bytes(max(0, period * frame - len(piece)))  # at least a period
                 # PortAudio learns of a run-out when it next looks, which may be a write
                 # later: it is the speaker's fault only if this write and the one before
                 # both had their audio waiting before the device would run out.
