@@ -480,8 +480,10 @@ def measure_latency(loopback: PulseLoopback, rate: int = 48000, repeats: int = 5
     the part of pacat's start-up not hidden by the lead: an upper bound of what the
     loopback adds, for benchmarks to report beside the appliance's own numbers.
 
-    A fresh stream per click is deliberate: here, audio written to a pacat stream
-    after it had underrun did not reliably reach the monitor (the null sink rewinds).
+    A fresh stream per click is deliberate: audio written to a pacat stream after it
+    had underrun did not reliably reach the monitor while the speaker sink rewound
+    (not re-checked since it does not). The speaker sink renders each block at once,
+    a few milliseconds ahead of its time, so a figure can read just below zero.
     """
     lead = 0.1
     click = np.concatenate(
