@@ -271,29 +271,22 @@ class Playback(PortAudioStream):
                         return
                     case "abort":
                         if running:
-                            self._called("abort")
-                            stream.abort()
-                            self._returned()
+                            self._portaudio(stream.abort)
                             running = False
                             if self.far_end is not None:
                                 self.far_end.cut(now)
                         continue
                     case "stop":
-                        self._called("stop")
-                        stream.stop()
-                        self._returned()
+                        self._portaudio(stream.stop)
                         running = False
                         self._tell(self._on_drained, generation)
                         continue
                     case "tail":
                         piece = tail
                 if not running:
-                    # Stamped alive first: the keeper checks a running stream's last call,
-                    # and a stamp left from the last reply (seconds ago) made a slow
-                    # start look unplugged.
-                    self._called("start")
-                    stream.start()
-                    self._returned()
+                    # Stamped: the keeper checks a running stream's last call, and a stamp
+                    # left from the last reply (seconds ago) made a slow start look unplugged.
+                    self._portaudio(stream.start)
                     now = time.monotonic()  # the first write starts the device
                     running, runs_out, on_time = True, now, True
                     piece += bytes(max(0, period * frame - len(piece)))  # at least a period
@@ -306,10 +299,7 @@ class Playback(PortAudioStream):
                 if self.far_end is not None:
                     mono = np.frombuffer(piece, dtype=np.int16)[:: self.channels]
                     self.far_end.played(mono, rate, plays)
-                self._called("write")
-                ran_out = stream.write(piece)
-                self._returned()
-                if ran_out:
+                if self._portaudio(stream.write, piece):
                     self._ran_out(waited=waited and on_time)
                 runs_out = plays + len(piece) / frame / rate
         except OSError as exc:  # the device went: the keeper sees it and reopens

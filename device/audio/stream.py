@@ -15,6 +15,8 @@ import ctypes.util
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import pyaudio
 
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 PORTAUDIO_LOCK = threading.Lock()
 PR_SET_NAME = 15
+Args = ParamSpec("Args")
+Result = TypeVar("Result")
 
 
 def name_thread(name: str) -> None:
@@ -116,21 +120,23 @@ class PortAudioStream:
         """The stream runs again after a pause: judge it as one just opened."""
         self._last_call = None
 
-    def _called(self, call: str) -> None:
-        """Stamp a call of PortAudio's (on the stream's own thread) about to be made.
-        `_returned()` says it is over: one that never returns is named in the journal
-        when the keeper gives the device up.
+    def _portaudio(
+        self, method: Callable[Args, Result], *args: Args.args, **kwargs: Args.kwargs
+    ) -> Result:
+        """Call the stream's `method` (on the stream's own thread), stamped: the keeper
+        tells a live stream from one whose device vanished, and names a call that never
+        returns in the journal when it gives the device up.
 
         The first one since the stream (re)started names that thread for the kernel
         (`THREAD`), so that `top -H` shows which part of the box uses the CPU.
         """
         if self._last_call is None:
             name_thread(self.THREAD)
-        self._in_call = call
-        self._last_call = time.monotonic()
-
-    def _returned(self) -> None:
-        self._in_call = None
+        self._in_call, self._last_call = method.__name__, time.monotonic()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            self._in_call = None
 
     @property
     def running(self) -> bool:
