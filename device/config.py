@@ -117,8 +117,9 @@ class AudioConfig:
     mic_during_playback: MicDuringPlayback = "cancel"
     attenuation_db: float = field(default=30.0, metadata=_bounded(0, 90))
     #: Steady noise (a fan, a fridge) taken out of the microphone by the module "cancel"
-    #: uses; unset: on with "cancel" (it also takes out what echo is left), off otherwise.
-    noise_suppression: bool | None = None
+    #: uses. Off unless asked: it softens the onsets of words said over the box's voice
+    #: and holds the microphone back 6 ms more (README, "Hands-free with the speaker").
+    noise_suppression: bool = False
     #: Hands-free: a microphone quieter than this (RMS, dBFS) for a second is no longer
     #: sent (the service is told the stream paused) until it hears more, the moments
     #: before that going first. Silence costs CPU, bandwidth and tokens. -100: always send.

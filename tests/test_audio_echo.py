@@ -326,29 +326,30 @@ def test_unavailable_says_why_when_the_binding_is_missing(monkeypatch: pytest.Mo
 
 
 def test_without_the_binding_cancel_falls_back_to_gate(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert echo.plan("cancel", None, hands_free=True) == echo.Plan("cancel", True, True)
+    assert echo.plan("cancel", False, hands_free=True) == echo.Plan("cancel", True, False)
+    assert echo.plan("cancel", True, hands_free=True) == echo.Plan("cancel", True, True)
 
     def missing(name: str) -> types.ModuleType:
         raise ImportError("no wheel for this platform")
 
     monkeypatch.setattr(echo.importlib, "import_module", missing)
-    fallback = echo.plan("cancel", None, hands_free=True)
+    fallback = echo.plan("cancel", False, hands_free=True)
     assert (fallback.mic_during_playback, fallback.echo, fallback.noise) == ("gate", False, False)
     assert fallback.missing and "no wheel for this platform" in fallback.missing
     # Settings that never wanted the module are left as they are, and say nothing.
-    assert echo.plan("attenuate", None, hands_free=True) == echo.Plan("attenuate", False, False)
+    assert echo.plan("attenuate", False, hands_free=True) == echo.Plan("attenuate", False, False)
 
 
 def test_push_to_talk_cancels_no_echo_and_suppresses_noise_only_when_asked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert echo.plan("cancel", None, hands_free=False) == echo.Plan("cancel", False, False)
+    assert echo.plan("cancel", False, hands_free=False) == echo.Plan("cancel", False, False)
     assert echo.plan("cancel", True, hands_free=False) == echo.Plan("cancel", False, True)
-    assert echo.plan("gate", None, hands_free=True) == echo.Plan("gate", False, False)
+    assert echo.plan("gate", False, hands_free=True) == echo.Plan("gate", False, False)
 
     def missing(name: str) -> types.ModuleType:
         raise ImportError("no wheel for this platform")
 
     # 32-bit Raspberry Pi OS, push-to-talk with the default: nothing is missing, no warning.
     monkeypatch.setattr(echo.importlib, "import_module", missing)
-    assert echo.plan("cancel", None, hands_free=False) == echo.Plan("cancel", False, False)
+    assert echo.plan("cancel", False, hands_free=False) == echo.Plan("cancel", False, False)

@@ -87,20 +87,17 @@ class Plan:
 
 
 def plan(
-    mic_during_playback: MicDuringPlayback, noise_suppression: bool | None, hands_free: bool
+    mic_during_playback: MicDuringPlayback, noise_suppression: bool, hands_free: bool
 ) -> Plan:
     """Decide once at start what runs. Without the module "cancel" falls back to "gate"
     (the speaker is then never heard by the service) and noise suppression is off; a
     push-to-talk box, which never speaks with its microphone open, needs it only for
-    noise suppression asked for. Noise suppression unset goes with cancelling: it also
-    takes out what echo is left (10 dB more here), for 6 ms more latency."""
+    noise suppression asked for."""
     cancel = mic_during_playback == "cancel"
     missing = unavailable() if (cancel and hands_free) or noise_suppression else None
     if missing is not None:
         return Plan("gate" if cancel else mic_during_playback, False, False, missing)
-    echo = hands_free and cancel
-    noise = echo if noise_suppression is None else noise_suppression
-    return Plan(mic_during_playback, echo, noise)
+    return Plan(mic_during_playback, hands_free and cancel, noise_suppression)
 
 
 class SampleClock:
