@@ -27,6 +27,7 @@ from google.genai.live import AsyncSession
 from device.live.client import send_text_turn
 from device.live.errors import ConnectionDead
 from device.live.hooks import Hooks
+from device.live.inbound import AudioOnly, fast_path_possible, messages
 from device.live.reply import ReplyDecoder
 from device.live.turn import WireTurn
 from device.live.wire import IMAGE_MIME, MIC_MIME, audio_message
@@ -172,9 +173,12 @@ class Connection:
     async def _receive_loop(self) -> None:
         while True:
             try:
-                async for message in self.session.receive():
+                async for message in messages(self.session, websocket_of(self.session)):
                     self.last_traffic = time.monotonic()
-                    self._dispatch(message)
+                    if isinstance(message, AudioOnly):
+                        self._play(self._reply.parts(message.parts))
+                    else:
+                        self._dispatch(message)
                     await self._room_for_more()
             except TypeError:
                 # The SDK raises TypeError for a message type it cannot map (a newer
@@ -212,13 +216,24 @@ class Connection:
         if message.go_away is not None:
             self._plan_switch(message.go_away.time_left)
 
+    def _play(self, pcms: list[bytes]) -> None:
+        """Reply audio to the state machine. The rest of a reply the person talked over, up
+        to its turnComplete, is reported as such (the state machine decides it is not to be
+        heard)."""
+        turn, hooks, session = self._turn, self._hooks, self._hooks.session
+        for pcm in pcms:
+            if turn.superseded:
+                hooks.on_event(ReplyAudio(session=session, pcm=pcm, talked_over=True))
+                continue
+            if not turn.replying:
+                turn.replying, turn.handle_fresh = True, False
+                turn.update()
+            hooks.on_event(ReplyAudio(session=session, pcm=pcm))
+
     def _content(self, content: types.LiveServerContent) -> None:
         turn, hooks, session = self._turn, self._hooks, self._hooks.session
-        if turn.superseded:
-            # The rest of a reply the person talked over, up to its turnComplete: reported
-            # as such (the state machine decides it is not to be heard), never as a turn.
-            for pcm in self._reply.audio(content):
-                hooks.on_event(ReplyAudio(session=session, pcm=pcm, talked_over=True))
+        self._play(self._reply.audio(content))
+        if turn.superseded:  # a reply talked over ends as such, never as a turn
             if content.turn_complete:
                 turn.superseded = False
                 turn.heard.clear()
@@ -226,11 +241,6 @@ class Connection:
                 turn.update()
                 hooks.on_event(TurnComplete(session=session, talked_over=True))
             return
-        for pcm in self._reply.audio(content):
-            if not turn.replying:
-                turn.replying, turn.handle_fresh = True, False
-                turn.update()
-            hooks.on_event(ReplyAudio(session=session, pcm=pcm))
         if content.input_transcription is not None and content.input_transcription.text:
             turn.heard.append(content.input_transcription.text)
             hooks.on_event(SpeechHeard())
@@ -349,12 +359,12 @@ def websocket_of(session: AsyncSession) -> Any:
 
 
 def sdk_internals_missing() -> list[str]:
-    """What `websocket_of` and the buffer bounds rely on inside google-genai and websockets
-    that the installed versions no longer have, in words; empty when all is there.
+    """What `websocket_of`, the buffer bounds and `inbound` rely on inside google-genai and
+    websockets that the installed versions no longer have, in words; empty when all is there.
 
     Checked without a connection: an `AsyncSession` made around a stand-in must keep it
-    as `_ws`, the SDK must connect with websockets' asyncio client, whose connections
-    have `ping` and get their `transport` in `connection_made`.
+    as `_ws` and read through `_receive()`, the SDK must connect with websockets' asyncio
+    client, whose connections have `ping` and get their `transport` in `connection_made`.
     """
     import websockets.asyncio.client as ws_client
     from google.genai import live
@@ -368,6 +378,8 @@ def sdk_internals_missing() -> list[str]:
         kept = exc
     if kept is not stand_in:
         missing.append("google.genai.live.AsyncSession keeps no websocket as _ws")
+    if not fast_path_possible():
+        missing.append("google.genai.live.AsyncSession has no _receive()")
     if getattr(live, "ws_connect", None) is not ws_client.connect:
         missing.append("google.genai.live connects without websockets.asyncio.client.connect")
     for name in ("ping", "connection_made"):
@@ -383,7 +395,7 @@ def check_sdk_internals() -> None:
         log.warning(
             "the installed google-genai or websockets changed (%s): liveness is judged by "
             "messages alone, closes wait for a timeout, socket buffers keep their defaults, "
-            "and microphone audio goes through the SDK's slower call",
+            "and microphone and reply audio go through the SDK's slower models",
             "; ".join(missing),
         )
 

@@ -11,6 +11,7 @@ samples after it are not shifted by a byte into noise.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from device.live.wire import REPLY_RATE, SAMPLE_BYTES, pcm_rate
@@ -35,24 +36,29 @@ class ReplyDecoder:
         """The reply audio in one server message, part by part (none empty); at the end
         of a turn what the resampler still holds, and after an interruption nothing held."""
         parts = (content.model_turn.parts or []) if content.model_turn else []
-        pcms = [pcm for part in parts if (pcm := self._part(part.inline_data))]
+        pcms = self.parts((b.data, b.mime_type) for part in parts if (b := part.inline_data))
         if content.interrupted:
             self._reset()
         elif content.turn_complete and (tail := self._end()):
             pcms.append(tail)
         return pcms
 
-    def _part(self, blob: types.Blob | None) -> bytes:
+    def parts(self, parts: Iterable[tuple[bytes | None, str | None]]) -> list[bytes]:
+        """The reply audio in a message's parts, given as (data, MIME type) of their inline
+        data, part by part (none empty)."""
+        return [pcm for data, mime_type in parts if (pcm := self._part(data, mime_type))]
+
+    def _part(self, data: bytes | None, mime_type: str | None) -> bytes:
         """The reply audio in one part's inline data (b"" for none, or not audio)."""
-        if blob is None or not blob.data:
+        if not data:
             return b""
-        rate = pcm_rate(blob.mime_type)
+        rate = pcm_rate(mime_type)
         if rate is None:
-            self._skip(blob.mime_type)
+            self._skip(mime_type)
             return b""
         tail = self._end() if rate != self._rate else b""
         self._rate = rate
-        data = self._carry + blob.data
+        data = self._carry + data
         whole = len(data) - len(data) % SAMPLE_BYTES
         data, self._carry = data[:whole], data[whole:]
         return tail + self._resample(data, last=False)
