@@ -57,12 +57,19 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 def cpu_per_minute(pid: int, seconds: float, windows: int) -> list[float]:
     """CPU seconds per minute of process `pid` in each of `windows` windows of `seconds`."""
-    rates = []
+    return cpu_per_minute_each([pid], seconds, windows)[0]
+
+
+def cpu_per_minute_each(pids: list[int], seconds: float, windows: int) -> list[list[float]]:
+    """`cpu_per_minute` of several processes in the same windows: whatever else the
+    machine does then falls on all of them alike."""
+    rates: list[list[float]] = [[] for _ in pids]
     for _ in range(windows):
-        start_cpu, start = cpu_seconds(pid), time.monotonic()
+        start_cpu, start = [cpu_seconds(pid) for pid in pids], time.monotonic()
         time.sleep(seconds)
-        used, took = cpu_seconds(pid) - start_cpu, time.monotonic() - start
-        rates.append(used / took * 60)
+        took = time.monotonic() - start
+        for rate, pid, used in zip(rates, pids, start_cpu, strict=True):
+            rate.append((cpu_seconds(pid) - used) / took * 60)
     return rates
 
 
@@ -70,9 +77,20 @@ def cpu_with_threads(
     pid: int, seconds: float, windows: int
 ) -> tuple[list[float], dict[str, float]]:
     """`cpu_per_minute`, and the split by thread over all the windows together."""
-    before, start = thread_cpu(pid), time.monotonic()
-    rates = cpu_per_minute(pid, seconds, windows)
-    return rates, thread_split(before, thread_cpu(pid), time.monotonic() - start)
+    return cpu_with_threads_each([pid], seconds, windows)[0]
+
+
+def cpu_with_threads_each(
+    pids: list[int], seconds: float, windows: int
+) -> list[tuple[list[float], dict[str, float]]]:
+    """`cpu_with_threads` of several processes in the same windows."""
+    before, start = [thread_cpu(pid) for pid in pids], time.monotonic()
+    rates = cpu_per_minute_each(pids, seconds, windows)
+    took = time.monotonic() - start
+    return [
+        (rate, thread_split(was, thread_cpu(pid), took))
+        for rate, was, pid in zip(rates, before, pids, strict=True)
+    ]
 
 
 def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:

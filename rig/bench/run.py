@@ -75,8 +75,9 @@ def run(plan: Plan) -> list[Figure]:
             h.configure(setup_delay=0.0, reply_seconds=BARGE_REPLY_S)
             barge = runner.barge_ins(plan.turns)
             h.configure(reply_seconds=REPLY_S)
-            idle = cost.idle_cpu(h, main, plan.cpu_s, plan.cpu_window_s)
-            arecord = cost.arecord_cpu(h, CHUNK_MS, plan.cpu_s, plan.cpu_window_s)
+            idle, arecord = cost.idle_beside_arecord(
+                h, main, CHUNK_MS, plan.cpu_s, plan.cpu_window_s
+            )
             audio, audio_flow = cost.streaming_cpu(h, main, plan.cpu_s, plan.cpu_window_s)
             output_latency = main.output_latency_ms
             peaks = {"audio_only": main.peak_rss_mb()}
