@@ -122,6 +122,13 @@ def run(
     return mic16[: out.size], out, canceller
 
 
+def speaking(seconds: float) -> FarEnd:
+    """The speaker playing (silence) for `seconds` from T0: a canceller hearing it runs."""
+    far_end = FarEnd()
+    far_end.played(np.zeros(round(seconds * SPEAKER_RATE), dtype=np.int16), SPEAKER_RATE, T0)
+    return far_end
+
+
 def erle_db(mic: np.ndarray, out: np.ndarray, start_s: float, end_s: float) -> float:
     """How much quieter the canceller's output is than the microphone, over a span."""
     a, b = round(start_s * RATE), round(end_s * RATE)
@@ -170,6 +177,36 @@ def test_after_the_echo_moves_its_echo_stays_out(barge_in: bool) -> None:
     assert frames_dbfs(out, 1.0, 9.0).max() < VOICE_DBFS
 
 
+def test_it_rests_while_the_speaker_is_quiet_and_the_words_go_on_as_recorded() -> None:
+    """Between replies there is no echo to take out: after RESTING_S of a quiet speaker
+    the module stops (what it held goes on as recorded), and the next reply starts it."""
+    far = reply(8.0)
+    talker = np.zeros(far.size)
+    words = spoken("What time is it?", -26.0)
+    talker[round(3.4 * RATE) : round(3.4 * RATE) + words.size] = words  # in the pause
+    blocks = []  # the sizes of the blocks the module cleaned
+    running = Canceller._process
+
+    def counted(self: Canceller, samples: np.ndarray, t_first: float) -> np.ndarray:
+        blocks.append(samples.size)
+        return running(self, samples, t_first)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Canceller, "_process", counted)
+        # the speaker plays 2 s, rests 2.5 s, plays on
+        mic, out, canceller = run(far, talker, Room(gap_at_s=2.0, gap_s=2.5))
+    held = round(canceller.behind_s * RATE)
+    recorded = far.size - far.size % 640  # in 40 ms blocks (run() cuts the recording to `out`)
+    assert out.size + held == recorded  # nothing left out, nothing twice
+    quiet = slice(round(3.1 * RATE), round(4.4 * RATE))  # resting: the words as recorded
+    assert np.array_equal(out[quiet], mic[quiet])
+    assert voiced(talker, out, 3.4, 3.4 + words.size / RATE) == 1.0
+    # The module ran while the speaker played and for RESTING_S after, then again.
+    ran_s = sum(blocks) / RATE
+    assert 2.0 + echo.RESTING_S <= ran_s < 2.0 + echo.RESTING_S + 0.2 + (8.0 - 4.5)
+    assert erle_db(mic, out, 5.5, 8.0) > 20  # the echo of the next reply is taken out
+
+
 def test_a_person_talking_over_the_reply_is_heard() -> None:
     far = reply(9)
     talker = np.zeros(far.size)
@@ -194,7 +231,7 @@ def test_what_comes_out_is_in_step_with_what_went_in(with_echo: bool, noise: boo
     """The module holds back `latency_s`; what comes out starts with the first sample that
     went in, so the stream is neither shifted nor padded (its times say how late it is)."""
     samples = np.round(spoken("Hello, what is the time?", -20.0) * 32767).astype(np.int16)
-    canceller = Canceller(FarEnd() if with_echo else None, noise=noise)
+    canceller = Canceller(speaking(samples.size / RATE) if with_echo else None, noise=noise)
     blocks = range(0, samples.size - 639, 640)
     out = np.concatenate([canceller.process(samples[i : i + 640], T0 + i / RATE) for i in blocks])
     held_back = round(canceller.behind_s * RATE)
@@ -207,7 +244,7 @@ def test_what_comes_out_is_in_step_with_what_went_in(with_echo: bool, noise: boo
 def test_blocks_that_are_not_whole_frames_wait_for_the_rest() -> None:
     canceller = Canceller(None, noise=True)
     assert canceller.process(np.zeros(100, dtype=np.int16), T0).size == 0
-    assert canceller.behind_s == pytest.approx((100 + 96) / RATE)
+    assert canceller.behind_s == pytest.approx(100 / RATE)  # all of it, nothing out yet
     out = canceller.process(np.zeros(250, dtype=np.int16), T0 + 100 / RATE)
     assert out.size == 320 - 96  # what the module holds back at the start is left out
     assert canceller.behind_s == pytest.approx((30 + 96) / RATE)

@@ -366,9 +366,10 @@ class Capture:
                 samples = cleaner.process(samples, first, active=self._forwarding)
             self._pending += samples.tobytes()
         behind = cleaner.behind_s if cleaner is not None else 0.0
-        # A cleaner that just started hands over a chunk less what it holds back; sent
-        # whole chunks only, every later chunk would wait a period for its last samples.
-        first = len(self._pending) % self.chunk_bytes if cleaner and cleaner.started else 0
+        # A cleaner that just started hands over a chunk less what it holds back, one that
+        # stopped a chunk and what it held; sent whole chunks only, every later chunk
+        # would wait a period for its last samples.
+        first = len(self._pending) % self.chunk_bytes if cleaner and cleaner.switched else 0
         until = self._until
         rest = until is not None and recorded - behind >= until  # the turn's end goes out now
         if rest:

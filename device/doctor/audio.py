@@ -226,8 +226,9 @@ def _mic_plan(ctx: Context) -> Result:
         return Result("echo", Status.WARN, f"{measured}: {plan.missing}", FIX_ECHO, data=data)
     if plan.echo or plan.noise:
         # The module runs here: one frame through it proves the binding loads and works.
-        canceller = echo.Canceller(echo.FarEnd(), noise=plan.noise)
-        canceller.process(np.zeros(echo.FRAME, dtype=np.int16), 0.0)
+        far, silence = echo.FarEnd(), np.zeros(echo.FRAME, dtype=np.int16)
+        far.played(silence, echo.RATE, 0.0)  # the box speaking: the module runs
+        echo.Canceller(far, noise=plan.noise).process(silence, 0.0)
         measured += ", WebRTC audio processing (AEC3) ready"
     return Result("echo", Status.PASS, measured, data=data)
 
