@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from device.audio import pcm
-from device.audio.echo import ECHO_LATENCY_S
+from device.audio.echo import ECHO_LATENCY_S, RESTING_S
 from device.live.wire import REPLY_RATE
 from rig.acoustic import AcousticPath, Room
 from rig.bench.figures import Figure, median, nearest_rank
@@ -27,6 +27,7 @@ from rig.bench.hands_free import (
     TalkOvers,
     capture_latency,
     echo_replies,
+    quiet_cpu,
     reply_cpu,
     speech_to_noise,
     talk_overs,
@@ -72,14 +73,22 @@ class EchoPlan:
 
 
 @dataclass
+class Costs:
+    """What one setting of mic_during_playback costs: CPU s/min while a reply plays and
+    while all is quiet, and the capture latency (ms)."""
+
+    reply_cpu: list[float]
+    quiet_cpu: list[float]
+    latency: list[float]
+
+
+@dataclass
 class EchoResults:
     direct: EchoReplies
     reverb: EchoReplies
     talk: TalkOvers
-    cpu_cancel: list[float]
-    cpu_open: list[float]
-    latency_cancel: list[float]
-    latency_open: list[float]
+    cancel: Costs
+    open: Costs
     snr_plain: list[float]
     snr_suppressed: list[float]
 
@@ -90,8 +99,8 @@ def measure(h: Harness, plan: EchoPlan) -> EchoResults:
     h.configure(voice=voice, reply_seconds=plan.reply_s, setup_delay=0.0)
     try:
         with AcousticPath(h.loopback, DIRECT):
-            direct, talk, cpu_cancel, latency_cancel = _hands_free(h, plan, "cancel")
-            _, _, cpu_open, latency_open = _hands_free(h, plan, "open", replies=False)
+            direct, talk, cancel = _hands_free(h, plan, "cancel")
+            _, _, open_ = _hands_free(h, plan, "open", replies=False)
         with AcousticPath(h.loopback, REVERB):
             reverb, *_ = _hands_free(h, plan, "cancel", costs=False, count=plan.reverb_replies)
         h.configure(voice=None, reply_seconds=0.3)
@@ -106,21 +115,20 @@ def measure(h: Harness, plan: EchoPlan) -> EchoResults:
                     d.stop()
     finally:
         h.configure(voice=None)
-    return EchoResults(direct, reverb, talk, cpu_cancel, cpu_open, latency_cancel,
-                       latency_open, snr[False], snr[True])  # fmt: skip
+    return EchoResults(direct, reverb, talk, cancel, open_, snr[False], snr[True])
 
 
 def _hands_free(
     h: Harness, plan: EchoPlan, mode: str, replies: bool = True, costs: bool = True,
     count: int | None = None,
-) -> tuple[EchoReplies, TalkOvers, list[float], list[float]]:  # fmt: skip
+) -> tuple[EchoReplies, TalkOvers, Costs]:  # fmt: skip
     # Every chunk goes to the server, silence too (no quiet gate), so that what is left
     # of the box's voice can be measured there.
     settings = {**HANDS_FREE, "audio": {"mic_during_playback": mode, "pause_below_dbfs": -100}}
     d = h.start(settings)
     c = Conversation(h, d)
     try:
-        echo, talk, cpu, latency = EchoReplies(), TalkOvers(), [], []
+        echo, talk, spent = EchoReplies(), TalkOvers(), Costs([], [], [])
         if replies:
             echo = echo_replies(c, count or plan.replies, plan.reply_s)
         if replies and costs:
@@ -128,11 +136,12 @@ def _hands_free(
         if costs:
             progress(f"CPU and capture latency, mic_during_playback = {mode}")
             h.configure(reply_seconds=plan.cpu_s + 2)
-            cpu = reply_cpu(c, plan.cpu_s)
+            spent.reply_cpu = reply_cpu(c, plan.cpu_s)
+            spent.quiet_cpu = quiet_cpu(c, plan.cpu_s / 2)
             h.configure(reply_seconds=0.3)
-            latency = capture_latency(c, plan.latency_samples)
+            spent.latency = capture_latency(c, plan.latency_samples)
             h.configure(reply_seconds=plan.reply_s)
-        return echo, talk, cpu, latency
+        return echo, talk, spent
     finally:
         c.close()
         d.stop()
@@ -147,8 +156,9 @@ def figures(r: EchoResults, barge_in: list[float] | None, loop_ms: list[float]) 
         return -nearest_rank([-s for s in samples], 95)
 
     silent_limit = (p95(barge_in) if barge_in else p95(loop_ms) + 20)
-    added_cpu = float(median(r.cpu_cancel) / median(r.cpu_open))
-    added_latency = float(median(r.latency_cancel) - median(r.latency_open))
+    added_cpu = float(median(r.cancel.reply_cpu) / median(r.open.reply_cpu))
+    quiet_cpu_ratio = float(median(r.cancel.quiet_cpu) / median(r.open.quiet_cpu))
+    added_latency = float(median(r.cancel.latency) - median(r.open.latency))
     held_ms = ECHO_LATENCY_S * 1000  # what the canceller holds back, noise suppression off
     replies = r.direct.replies + r.reverb.replies
     talk = r.talk
@@ -193,15 +203,23 @@ def figures(r: EchoResults, barge_in: list[float] | None, loop_ms: list[float]) 
                "CPU s/min of the daemon (its CPU-time clock) while a reply plays and the "
                "microphone streams, with mic_during_playback = cancel over the same with "
                "open (both send everything; open does nothing about the echo).",
-               [added_cpu], note=f"cancel {median(r.cpu_cancel):.2f} s/min, open "
-               f"{median(r.cpu_open):.2f} s/min." if r.cpu_open else "",
-               details={"cancel": r.cpu_cancel, "open": r.cpu_open}),
+               [added_cpu], note=f"cancel {median(r.cancel.reply_cpu):.2f} s/min, open "
+               f"{median(r.open.reply_cpu):.2f} s/min." if r.open.reply_cpu else "",
+               details={"cancel": r.cancel.reply_cpu, "open": r.open.reply_cpu}),
+        Figure("echo_quiet_cpu", "CPU with nobody talking and the box silent, cancel / open",
+               "ratio",
+               "The same clock with the conversation open, the box silent for 2 s and nobody "
+               "talking (the canceller rests once the speaker has been quiet for "
+               f"{RESTING_S:g} s).",
+               [quiet_cpu_ratio], note=f"cancel {median(r.cancel.quiet_cpu):.2f} s/min, open "
+               f"{median(r.open.quiet_cpu):.2f} s/min." if r.open.quiet_cpu else "",
+               details={"cancel": r.cancel.quiet_cpu, "open": r.open.quiet_cpu}),
         Figure("echo_latency", "capture latency added by the canceller", "ms",
                "A noise marker played into the microphone: from the last sample of the chunk "
                "holding its onset at the microphone sink to that chunk at the server, median "
                "with cancel less median with open.",
                [added_latency], target="<= 10 ms", met=bool(added_latency <= 10),
-               details={"cancel": r.latency_cancel, "open": r.latency_open}),
+               details={"cancel": r.cancel.latency, "open": r.open.latency}),
         Figure("fan_snr_plain", "speech over a fan at the server, no noise suppression", "dB",
                f"Push-to-talk turns of a sentence at {SPEECH_DBFS:g} dBFS over steady pink "
                f"noise at {FAN.fan_dbfs:g} dBFS: the sentence's voiced frames over the noise "

@@ -233,6 +233,13 @@ def reply_cpu(c: Conversation, seconds: float) -> list[float]:
     return rates
 
 
+def quiet_cpu(c: Conversation, seconds: float) -> list[float]:
+    """CPU s/min of the daemon with the conversation open, the box silent for a while and
+    nobody talking."""
+    c.quiet(for_s=2.0)
+    return cpu_per_minute(c.d.pid, min(10.0, seconds), max(1, round(seconds / 10)))
+
+
 def capture_latency(c: Conversation, count: int) -> list[float]:
     """Ms from a marker's onset at the microphone to the server receiving the chunk that
     ends a known distance after it: the chunk's last sample to the wire."""
