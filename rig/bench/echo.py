@@ -135,9 +135,10 @@ def _hands_free(
             talk = talk_overs(c, plan.talk_overs)
         if costs:
             progress(f"CPU and capture latency, mic_during_playback = {mode}")
+            # Quiet first: once `open` has spoken, its own echo keeps the server answering.
+            spent.quiet_cpu = quiet_cpu(c, plan.cpu_s / 2)
             h.configure(reply_seconds=plan.cpu_s + 2)
             spent.reply_cpu = reply_cpu(c, plan.cpu_s)
-            spent.quiet_cpu = quiet_cpu(c, plan.cpu_s / 2)
             h.configure(reply_seconds=0.3)
             spent.latency = capture_latency(c, plan.latency_samples)
             h.configure(reply_seconds=plan.reply_s)

@@ -234,8 +234,8 @@ def reply_cpu(c: Conversation, seconds: float) -> list[float]:
 
 
 def quiet_cpu(c: Conversation, seconds: float) -> list[float]:
-    """CPU s/min of the daemon with the conversation open, the box silent for a while and
-    nobody talking."""
+    """CPU s/min of the daemon with the conversation open, the box silent for 2 s (or not
+    yet spoken) and nobody talking."""
     c.quiet(for_s=2.0)
     return cpu_per_minute(c.d.pid, min(10.0, seconds), max(1, round(seconds / 10)))
 
