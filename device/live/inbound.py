@@ -2,10 +2,10 @@
 
 The SDK builds pydantic models for every message it receives (a converted dict,
 stripped of unknown fields, then validated, five models deep for a piece of
-audio): 0.13 ms a message here, about ten times that on a Pi Zero, and the Live
-API sends its reply audio in tens of messages a second. A message that is
-nothing but reply audio (`serverContent.modelTurn.parts[].inlineData`) comes out
-of here as `AudioOnly`, its fields checked by hand: 0.02 ms. Every other message,
+audio): 0.11 ms for 40 ms of audio here, about ten times that on a Pi Zero, and
+the Live API sends its reply audio in tens of messages a second. A message that
+is nothing but reply audio (`serverContent.modelTurn.parts[].inlineData`) comes
+out of here as `AudioOnly`, its fields checked by hand: 0.03 ms. Every other message,
 and audio in any other shape, goes through the SDK's own `AsyncSession._receive()`,
 handed the bytes already read, so it reads exactly as `session.receive()` gives it;
 a closed connection raises the SDK's error for its close code the same way.
@@ -36,8 +36,7 @@ class AudioOnly:
 
 
 def fast_path_possible() -> bool:
-    """The SDK still reads a message through `_receive()` of a session it keeps its
-    WebSocket and client in: the other messages go that way."""
+    """The SDK still has `AsyncSession._receive()`, which the other messages go through."""
     return callable(getattr(AsyncSession, "_receive", None))
 
 
