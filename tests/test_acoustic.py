@@ -32,7 +32,16 @@ def _click_at_the_microphone(loopback: PulseLoopback, room: Room) -> tuple[np.nd
         speaker.stop()
     onset = float(played_at[np.flatnonzero(np.abs(played) > 0.1)[0]])
     after = heard[at >= onset - 0.005]
-    return after[: RATE // 2], float(np.sum(click**2))
+    return after[:RATE], float(np.sum(click**2))
+
+
+def _tail_dbfs(heard: np.ndarray) -> float:
+    """Loudness 50-250 ms after the click reached the microphone (`module-loopback`'s
+    delay is not the room's to judge: on a busy machine it starts late and stays late)."""
+    arrived = np.flatnonzero(np.abs(heard) > 0.01)
+    assert arrived.size, "the click never reached the microphone"
+    start = arrived[0] + RATE // 20
+    return pcm.rms_dbfs(pcm.from_float(heard[start : start + RATE // 5]))
 
 
 def test_the_speaker_reaches_the_microphone_late_and_quieter(loopback: PulseLoopback) -> None:
@@ -46,9 +55,8 @@ def test_the_speaker_reaches_the_microphone_late_and_quieter(loopback: PulseLoop
 def test_a_room_adds_a_tail_after_the_direct_sound(loopback: PulseLoopback) -> None:
     dry, _ = _click_at_the_microphone(loopback, Room())
     wet, _ = _click_at_the_microphone(loopback, Room(reverb_ms=400))
-    tail = slice(RATE // 10, RATE // 2)  # 100-500 ms after the click
-    assert np.sqrt(np.mean(dry[tail] ** 2)) < 1e-4
-    assert 20 * np.log10(np.sqrt(np.mean(wet[tail] ** 2))) > -60
+    assert _tail_dbfs(dry) < -80
+    assert _tail_dbfs(wet) > -60
 
 
 def test_a_fan_is_steady_noise_at_its_level_and_leaves_with_the_room(
