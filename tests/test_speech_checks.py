@@ -55,3 +55,15 @@ def test_a_reply_frame_with_a_gap_is_not_taken_for_the_turn_before() -> None:
     assert tone_frames(gapped, turn=2) == []
     assert len(tone_frames(reply, turn=3)) >= 49
     assert len(tone_frames(reply_audio(2, 1.0), turn=2)) >= 49
+
+
+@pytest.mark.parametrize("at_s", [0.08, 1.88])
+def test_a_gap_near_either_end_of_the_speech_is_carried_too(at_s: float) -> None:
+    """A player that ran dry 80 ms from the start (or the end) leaves too little speech
+    on one side of its gap for the longest edge to match (CI saw this)."""
+    speech = chirp(2.0)
+    heard = _padded(_with_gap(speech, at_s, 0.1))
+    assert_received_whole(heard[3000:], speech, heard)
+    cut = len(bytes(MIC_RATE)) + int(1.0 * MIC_RATE) * 2
+    with pytest.raises(AssertionError):
+        assert_received_whole(heard[3000:cut] + heard[cut + 1280 :], speech, heard)
