@@ -14,7 +14,6 @@ from helpers import thread_names, until
 
 from device.audio import pcm
 from device.audio.playback import RATE, Playback
-from rig.bench.conversation import quiet_runs
 from rig.loopback import PulseLoopback, Recorder
 
 CHUNK = RATE // 5 * 2  # the server's ~200 ms reply chunks, in bytes
@@ -121,32 +120,6 @@ async def test_drained_fires_once_the_last_sample_has_sounded(
     end_of_sound = recorder.silent_from()
     assert end_of_sound is not None
     assert end_of_sound <= drained_at + loopback_latency + 0.02, "nothing was left to hear"
-
-
-async def test_a_reply_whose_next_chunk_comes_just_in_time_plays_without_a_gap(
-    speaker: tuple[Playback, Recorder],
-) -> None:
-    """A reply paced in real time, as the service sends it: each chunk comes a few
-    milliseconds before the speaker has played the last. One sound, no silence between
-    (the speaker used to put 10 ms of silence there, waiting for the end of the reply)."""
-    player, recorder = speaker
-    chunk_s, chunks, early_s = 0.06, 8, 0.008
-    reply = pcm.from_float(pcm.tone(700, chunk_s * chunks * 1000, RATE))
-    size = len(reply) // chunks
-    fed = time.monotonic()
-    for k in range(chunks):
-        player.feed(reply[k * size : (k + 1) * size])
-        await asyncio.sleep(max(0.0, fed + (k + 1) * chunk_s - early_s - time.monotonic()))
-    player.feed(b"", last=True)
-    await asyncio.wait_for(player.wait_drained(), 5)
-    await _settle(player)
-    recorder.stop()
-    start = recorder.first_sound(after=fed)
-    assert start is not None
-    samples, times = recorder.timeline()
-    inside = samples[(times >= start) & (times < start + chunk_s * chunks - 0.01)]
-    gaps = quiet_runs(inside, round(0.002 * RATE))
-    assert not gaps, f"silences in the reply (where, how long, in samples): {gaps}"
 
 
 async def test_a_feeder_waits_while_the_speaker_is_full_and_a_clear_frees_it(

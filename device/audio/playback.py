@@ -47,7 +47,7 @@ from device.live.wire import REPLY_RATE
 
 log = logging.getLogger(__name__)
 
-Job = Literal["write", "tail", "stop", "ran_out", "abort", "close"]
+Job = Literal["write", "tail", "stop", "abort", "close"]
 RATE = REPLY_RATE
 #: What the device holds ahead of the sample playing: room for a late writer. It
 #: costs no latency (a reply starts into an empty device) and a barge-in drops it.
@@ -61,12 +61,6 @@ AHEAD_S = 4.0
 TAIL_S = 0.01
 #: Audio fed this long before the device would have run out was waiting for the writer.
 WAITING_S = 0.005
-#: Before the end of a reply is fed, the device is let run out rather than given the
-#: trailing silence: a reply's next chunk often comes a moment before (or after) the
-#: last has played, and the silence put a 10 ms gap before it (one or two a reply, on
-#: a server that paces its replies in real time). The stream stops this long after
-#: it ran out, if nothing more came.
-LATE_S = 0.1
 
 
 class Playback(PortAudioStream):
@@ -98,7 +92,6 @@ class Playback(PortAudioStream):
         self._abort = False  # clear() asks the writer to drop what the device holds
         self._closing = False
         self._tail = False  # the trailing silence is written: stop once it has played
-        self._ending = False  # the end of a reply is fed: nothing more to wait for
         self._failed = False  # the writer stopped on a PortAudio error (the device went)
         self._writer: threading.Thread | None = None
         self._drained = asyncio.Event()
@@ -180,8 +173,7 @@ class Playback(PortAudioStream):
     # -- the loop's side -------------------------------------------------------
 
     def feed(self, pcm: bytes, last: bool = False) -> None:
-        """Queue 24 kHz audio. ``last``: the end of a reply (or a sound), so the resampler's
-        tail is flushed and the speaker stops as soon as it has played."""
+        """Queue 24 kHz audio. ``last`` flushes the resampler's tail (end of a reply)."""
         if self._resampler is not None:
             samples = np.frombuffer(pcm, dtype=np.int16)
             pcm = self._resampler.resample_chunk(samples, last=last).tobytes()
@@ -190,17 +182,16 @@ class Playback(PortAudioStream):
         if self.volume < 1.0 and pcm:
             scaled = np.frombuffer(pcm, dtype=np.int16) * (max(0.0, self.volume) ** 2)
             pcm = scaled.astype(np.int16).tobytes()
-        if self.channels > 1 and pcm:  # the same sound on every channel of the device
+        if not pcm:
+            return
+        if self.channels > 1:  # the same sound on every channel of the device
             pcm = np.repeat(np.frombuffer(pcm, dtype=np.int16), self.channels).tobytes()
         with self._cond:
-            self._ending = last
-            self._cond.notify()
-            if not pcm:
-                return
             if not self._buffer:
                 self._waiting_since = time.monotonic()
             self._buffer += pcm
             self._generation += 1
+            self._cond.notify()
         self._drained.clear()
 
     def clear(self) -> int:
@@ -285,10 +276,8 @@ class Playback(PortAudioStream):
                             if self.far_end is not None:
                                 self.far_end.cut(now)
                         continue
-                    case "stop" | "ran_out":
-                        # Ran out a while ago, nothing is left in it: dropped, not drained
-                        # (a device that ran dry may be in an underrun state).
-                        self._portaudio(stream.stop if job == "stop" else stream.abort)
+                    case "stop":
+                        self._portaudio(stream.stop)
                         running = False
                         self._tell(self._on_drained, generation)
                         continue
@@ -350,11 +339,6 @@ class Playback(PortAudioStream):
             left = runs_out - time.monotonic() if running else 0.0
             if not running and not self._buffer:
                 self._cond.wait()
-            elif running and not self._buffer and not self._ending:
-                if left > -LATE_S:  # the next chunk may yet come
-                    self._cond.wait(left + LATE_S)
-                else:
-                    return "ran_out", b"", self._generation, None
             elif running and not self._buffer:
                 if left > TAIL_S or (self._tail and left > 0):
                     self._cond.wait(left - TAIL_S if left > TAIL_S else left)
