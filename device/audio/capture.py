@@ -49,8 +49,10 @@ log = logging.getLogger(__name__)
 
 RATE = MIC_RATE
 #: Between turns only the pre-roll is kept: the device is read this often (ms), not as
-#: its audio arrives (25 times a second), so an idle box wakes five times a second.
-IDLE_READ_MS = 200
+#: its audio arrives (25 times a second), so an idle box wakes twice a second (a press
+#: reads what waits at once). At most a third of the device's buffer, whatever the card
+#: allows: a read that runs late loses nothing.
+IDLE_READ_MS = 500
 #: A hands-free conversation's silence, held back, is read this often while the box is
 #: silent too: speech after it reaches the service at most this much later (its own
 #: detection takes far longer). While a person may talk over the box, as it arrives
@@ -61,8 +63,8 @@ PAUSED_READ_MS = 80
 FINISH_READ_MS = 5
 #: Reading as audio arrives, a device that delivers nothing for this long is looked at.
 STALL_MS = 200
-#: The device's buffer: a reader this late loses nothing.
-BUFFER_S = 1.0
+#: The device's buffer, if the card allows it: a reader this late loses nothing.
+BUFFER_S = 2.0
 ChunkHandler = Callable[[bytes, float], None]
 Chunks = list[tuple[bytes, float]]
 
@@ -124,6 +126,7 @@ class Capture:
         self._gate: QuietGate | None = None
         self._until: float | None = None  # finishing: hand over at once, up to this time
         self._closely = False  # listen_closely(): no slower reads while the gate holds back
+        self._idle_read_ms = IDLE_READ_MS
         self.on_pause = on_pause
         self._ring_lock = threading.Lock()
         self._told_delivering = False
@@ -178,6 +181,7 @@ class Capture:
         self._clock, self._frames = CardClock(fmt.rate), 0
         self._opened, self._last_read = time.monotonic(), None
         self._pcm, self._wake = pcm, os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._idle_read_ms = min(IDLE_READ_MS, pcm.buffer_frames * 1000 // fmt.rate // 3)
         self._reader = threading.Thread(
             target=self._read_loop, args=(pcm, self._wake), name=self.THREAD, daemon=True
         )
@@ -215,8 +219,9 @@ class Capture:
         return self._reader is not None and not self._failed
 
     def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
-        """None while open and audio was read within `stale_s` (before the first audio,
-        within `grace_s` of opening). A pulled USB device fails the reads, or starves them."""
+        """None while open and audio was read within `stale_s` of when it was due (before
+        the first audio, within `grace_s` of opening). A pulled USB device fails the reads,
+        or starves them."""
         if not self.running:
             return "the microphone is not reading"
         now, last = time.monotonic(), self._last_read
@@ -225,7 +230,8 @@ class Capture:
             if waited < max(grace_s, stale_s):
                 return None
             return f"no audio {waited:.1f} s after opening"
-        return None if now - last < stale_s else f"no audio for {now - last:.1f} s"
+        due_s = self._idle_read_ms / 1000  # the longest the reader sleeps between reads
+        return None if now - last < due_s + stale_s else f"no audio for {now - last:.1f} s"
 
     def _nudge(self) -> None:
         """Wake the reader now (it looks at what it is asked to do)."""
@@ -310,7 +316,7 @@ class Capture:
         if self._until is not None:
             return FINISH_READ_MS
         if not self._forwarding:
-            return IDLE_READ_MS
+            return self._idle_read_ms
         gate = self._gate
         paused = gate is not None and gate.paused and not self._closely
         return PAUSED_READ_MS if paused else None
