@@ -180,7 +180,11 @@ def figures(r: EchoResults, barge_in: list[float] | None, loop_ms: list[float]) 
                f"Replies of {replies} the server interrupted (its voice detector took the "
                "box's own voice for speech), direct path and room together.",
                [float(r.direct.interruptions + r.reverb.interruptions)], target="0",
-               met=r.direct.interruptions + r.reverb.interruptions == 0),
+               met=r.direct.interruptions + r.reverb.interruptions == 0,
+               note=f"Seconds into the reply: direct path {r.direct.interrupted_at or 'none'}, "
+               f"with a room {r.reverb.interrupted_at or 'none'}.",
+               details={"direct_s": r.direct.interrupted_at,
+                        "room_s": r.reverb.interrupted_at}),
         Figure("talk_over_voiced", "talking over a reply: speech the server heard", "%",
                "A sentence said into the microphone 2 s into a reply: of its 20 ms frames "
                "louder than the server's voice threshold as said, the share that were louder "

@@ -121,6 +121,7 @@ class EchoReplies:
     erle_db: list[float] = field(default_factory=list)
     replies: int = 0
     interruptions: int = 0
+    interrupted_at: list[float] = field(default_factory=list)  # seconds into the reply
 
 
 def echo_replies(c: Conversation, count: int, reply_s: float) -> EchoReplies:
@@ -136,6 +137,7 @@ def echo_replies(c: Conversation, count: int, reply_s: float) -> EchoReplies:
         interrupted = c.sent("interrupted", first)
         if interrupted is not None and interrupted <= done:
             out.interruptions += 1
+            out.interrupted_at.append(round(interrupted - first, 2))
             c.restart()
             continue
         # The echo at the microphone from CONVERGED_S into the reply to its end, and what
