@@ -1,22 +1,26 @@
 """The room between the box's speaker and its microphone, on the loopback.
 
 A box has its speaker a few centimetres from its microphone, so what it plays
-comes back in: this puts that path into the PulseAudio loopback. PulseAudio's
-own `module-loopback` carries the speaker sink's monitor into the microphone
-sink, with its latency as the delay and its stream volume as the gain; for a
-room, the way goes through TAP's reverberator (LADSPA, Debian's `tap-plugins`)
-in a `module-ladspa-sink` first. A fan is steady pink noise played into the
-microphone sink beside it.
+comes back in: this puts that path into the PulseAudio loopback. While a path is
+loaded the box's speaker plays into a filter sink whose output goes into the
+microphone sink: TAP's echo (LADSPA, Debian's `tap-plugins`) as a pure delay at a
+gain, and for a room TAP's reverberator ahead of it. A fan is steady pink noise
+played into the microphone sink beside it.
 
-All of it runs inside the sound server. Piping `parec | sox | pacat` instead
-was tried: pacat refills after every underrun, and the delay grew from 80 ms to
-500 ms within 20 seconds, which no echo canceller (nor any room) does.
+A filter sink has no buffer or clock of its own: the microphone sink renders it
+as it renders everything else, so the echo stays exactly the configured delay
+behind what the speaker played, as it does in a box whose speaker and microphone
+share one codec. PulseAudio's `module-loopback` from the speaker sink's monitor
+did not: every few minutes of speech it ran dry and moved its delay by several
+milliseconds (87 to 141 samples at 16 kHz in one reply), and the echo canceller
+let the next loud words through while it caught up. Piping `parec | sox | pacat`
+was worse: pacat refills after every underrun, and the delay grew from 80 ms to
+500 ms within 20 seconds.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -24,20 +28,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from device.audio import pcm
-from rig.loopback import MIC_SINK, SPEAKER_SINK, LoopbackError, PulseLoopback, _pa_client
+from rig.loopback import MIC_SINK, PulseLoopback, _pa_client
 
 ROOM_SINK = "appliance_room"
+PATH_SINK = "appliance_path"
 NOISE_RATE = 16000
 #: TAP Reverberator's controls: decay (ms), dry level (dB), wet level (dB), comb, allpass
 #: and bandpass filters, enhanced stereo, and the reverb type (4: "Small Room").
 REVERB_TYPE = 4
+#: TAP Stereo Echo's levels (dB) range from this (its "off") up to +10.
+TAP_FLOOR_DB = -70.0
 
 
 @dataclass(frozen=True)
 class Room:
     """How the box's speaker reaches its microphone."""
 
-    delay_ms: int = 10  # speaker to microphone, as the sound server's loopback latency
+    delay_ms: int = 10  # speaker to microphone: the echo comes this much later
     gain_db: float | None = -6.0  # the speaker's sound at the microphone; None: not at all
     reverb_ms: int | None = None  # a room's reverberation with this decay time
     wet_db: float = -6.0  # the reverberation's level against the direct sound
@@ -67,37 +74,42 @@ class AcousticPath:
         return self
 
     def _speaker_path(self, gain_db: float) -> None:
-        """The speaker sink's monitor into the microphone sink, through the room if any."""
-        into = MIC_SINK
-        if self.room.reverb_ms is not None:
-            into = ROOM_SINK
-            self._load(
-                "module-ladspa-sink",
-                f"sink_name={ROOM_SINK}",
-                f"master={MIC_SINK}",
-                "plugin=tap_reverb",
-                "label=tap_reverb",
-                "channels=2",
-                "channel_map=left,right",
-                f"control={self.room.reverb_ms},0,{self.room.wet_db},1,1,1,0,{REVERB_TYPE}",
-            )
-        module = self._load(
-            "module-loopback",
-            f"source={SPEAKER_SINK}.monitor",
-            f"sink={into}",
-            f"latency_msec={self.room.delay_ms}",
-            # No rate adjustment: both sinks run on one clock, as a box's speaker and
-            # microphone share one codec. After an underrun the delay stays where it
-            # went, rather than sliding back over seconds as no room's echo does.
-            "adjust_time=0",
-            "source_dont_move=true",
-            "sink_dont_move=true",
+        """The speaker into the microphone sink: delayed and quieter, through the room if any.
+
+        TAP Stereo Echo with no feedback and its dry sound off is a delay line at a gain;
+        the sinks are stereo because the plugins are (mono is spread to both and mixed
+        back)."""
+        delay, room = self.room.delay_ms, self.room.reverb_ms
+        if not TAP_FLOOR_DB < gain_db <= 10:
+            raise ValueError(f"the path's gain must be above {TAP_FLOOR_DB} and at most 10 dB")
+        top = self._filter(
+            PATH_SINK, MIC_SINK, "tap_echo", "tap_stereo_echo",
+            delay, 0, delay, 0, gain_db, gain_db, TAP_FLOOR_DB, 0, 0, 0,
+        )  # fmt: skip
+        if room is not None:
+            top = self._filter(
+                ROOM_SINK, PATH_SINK, "tap_reverb", "tap_reverb",
+                room, 0, self.room.wet_db, 1, 1, 1, 0, REVERB_TYPE,
+            )  # fmt: skip
+        self.loopback.route_speaker(top)
+
+    def _filter(self, name: str, into: str, plugin: str, label: str, *controls: float) -> str:
+        """A sink that runs a LADSPA plugin over what it is given and plays it into `into`."""
+        self._load(
+            "module-ladspa-sink",
+            f"sink_name={name}",
+            f"sink_master={into}",
+            f"plugin={plugin}",
+            f"label={label}",
+            "channels=2",
+            "channel_map=left,right",
+            "control=" + ",".join(f"{value:g}" for value in controls),
         )
-        volume = f"{gain_db}dB"
-        self.loopback.pactl("set-sink-input-volume", str(self._sink_input(module)), volume)
+        return name
 
     def stop(self) -> None:
         self._stop_fan()
+        self.loopback.route_speaker(None)
         for module in reversed(self._modules):
             self.loopback.pactl("unload-module", str(module))
         self._modules.clear()
@@ -108,17 +120,8 @@ class AcousticPath:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _load(self, *args: str) -> int:
-        module = int(self.loopback.pactl("load-module", *args).strip())
-        self._modules.append(module)
-        return module
-
-    def _sink_input(self, module: int) -> int:
-        """The playback stream a module created (its volume is the path's gain)."""
-        for stream in json.loads(self.loopback.pactl("--format=json", "list", "sink-inputs")):
-            if str(stream.get("owner_module")) == str(module):
-                return int(stream["index"])
-        raise LoopbackError(f"module {module} made no sink input")
+    def _load(self, *args: str) -> None:
+        self._modules.append(int(self.loopback.pactl("load-module", *args).strip()))
 
     # -- the fan ------------------------------------------------------------------------
 

@@ -62,6 +62,9 @@ class PulseLoopback:
         self._saved_env: dict[str, str | None] = {}
         self._witness_wanted = witness
         self._witness: Recorder | None = None
+        #: Where the box's speaker plays (`route_speaker`): the speaker sink, or the top of
+        #: an acoustic path that ends in the microphone sink.
+        self.speaker_sink = SPEAKER_SINK
 
     # -- life ------------------------------------------------------------------
 
@@ -94,7 +97,9 @@ class PulseLoopback:
     def env(self) -> dict[str, str]:
         """What a client process needs to reach this server and nothing else."""
         assert self.runtime_dir is not None, "loopback not started"
+        routed = {} if self.speaker_sink == SPEAKER_SINK else {"PULSE_SINK": self.speaker_sink}
         return {
+            **routed,
             "PULSE_SERVER": f"unix:{self.socket_path}",
             "PULSE_RUNTIME_PATH": str(self.runtime_dir),
             # A client must never autospawn a second, default-configured server.
@@ -299,7 +304,11 @@ class PulseLoopback:
             # server rewinds into what the card has not played yet. A null sink's monitor
             # has already recorded what it rewinds over, so it lost 0-4.4 ms (2.4 median)
             # of each start. Without rewinds it starts a stream at its next block instead.
-            *(["norewinds=1"] if side == "speaker" else []),
+            # The microphone's sink too: an acoustic path (`rig.acoustic`) plays the box's
+            # speaker into it, and a rewind there reaches audio the box's microphone has
+            # already read (a hands-free test through the path took 9 s instead of 7 and
+            # interrupted itself in 5 runs of 14 with rewinds, 2 of 22 without).
+            "norewinds=1",
         )
         self._modules[side] = int(index.strip())
         if side == "speaker":
@@ -321,13 +330,25 @@ class PulseLoopback:
 
     # -- test-side audio -------------------------------------------------------
 
+    def route_speaker(self, sink: str | None) -> None:
+        """Send the box's speaker into `sink` (None: back to the speaker sink).
+
+        A process started from now on plays there by default (`PULSE_SINK` in
+        `env`; the default sink itself is left alone, since changing it moves every
+        stream), and the speaker side's recordings and players use it.
+        """
+        self.speaker_sink = sink or SPEAKER_SINK
+
+    def _sink(self, side: Side) -> str:
+        return self.speaker_sink if side == "speaker" else _SINKS[side]
+
     def play(self, data: bytes, rate: int, side: Side = "mic") -> Player:
         """Play mono s16le PCM into a sink (default: into the microphone)."""
-        return Player.start(self, data, rate, _SINKS[side])
+        return Player.start(self, data, rate, self._sink(side))
 
     def record(self, rate: int, side: Side = "speaker") -> Recorder:
         """Record what reaches a sink (default: the speaker) as mono s16le."""
-        return Recorder.start(self, rate, f"{_SINKS[side]}.monitor")
+        return Recorder.start(self, rate, f"{self._sink(side)}.monitor")
 
 
 def _pa_client(

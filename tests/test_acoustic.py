@@ -36,8 +36,8 @@ def _click_at_the_microphone(loopback: PulseLoopback, room: Room) -> tuple[np.nd
 
 
 def _tail_dbfs(heard: np.ndarray) -> float:
-    """Loudness 50-250 ms after the click reached the microphone (`module-loopback`'s
-    delay is not the room's to judge: on a busy machine it starts late and stays late)."""
+    """Loudness 50-250 ms after the click reached the microphone (measured from its
+    arrival, so the recordings' own offsets do not count)."""
     arrived = np.flatnonzero(np.abs(heard) > 0.01)
     assert arrived.size, "the click never reached the microphone"
     start = arrived[0] + RATE // 20
@@ -50,6 +50,51 @@ def test_the_speaker_reaches_the_microphone_late_and_quieter(loopback: PulseLoop
     assert arrived.size, "the click never reached the microphone"
     assert 0.012 < arrived[0] / RATE < 0.05  # about the configured 20 ms
     assert 10 * np.log10(np.sum(heard**2) / energy) == pytest.approx(-12, abs=1.5)
+
+
+def test_the_echo_keeps_its_delay_while_the_speaker_starts_and_stops(
+    loopback: PulseLoopback,
+) -> None:
+    """Each reply starts and stops the speaker's stream; a room's echo does not move with
+    it (an echo that moves is one the canceller must find again, and lets through)."""
+    rng = np.random.default_rng(0)
+    with AcousticPath(loopback, Room(delay_ms=10, gain_db=-6)):
+        mic = loopback.record(RATE, side="mic")
+        speaker = loopback.record(RATE, side="speaker")
+        mic.wait_started()
+        speaker.wait_started()
+        for _ in range(6):
+            burst = rng.standard_normal(RATE // 2) * 0.1
+            loopback.play(pcm.from_float(burst), RATE, side="speaker").wait()
+            time.sleep(0.2)
+        heard, heard_at = mic.timeline()
+        played, played_at = speaker.timeline()
+        mic.stop()
+        speaker.stop()
+    # Both sample streams as recorded, the speaker's placed on the microphone's by their
+    # first samples' times: a move inside either shows as a lag that changes.
+    offset = round((played_at[0] - heard_at[0]) * RATE)
+    if offset > 0:
+        played = np.concatenate([np.zeros(offset), played])
+    else:
+        heard = np.concatenate([np.zeros(-offset), heard])
+    lags = _echo_lags(played, heard)
+    assert len(lags) >= 6 * 3, "the bursts did not all reach both recordings"
+    assert max(lags) - min(lags) <= 1, sorted(set(lags))
+
+
+def _echo_lags(played: np.ndarray, heard: np.ndarray) -> list[int]:
+    """For each 100 ms of the speaker's recording with sound in it, how many samples
+    later (up to 100 ms) the microphone's recording has it."""
+    window, search = RATE // 10, RATE // 10
+    lags = []
+    for start in range(0, min(played.size, heard.size) - window - search, window):
+        piece = played[start : start + window]
+        if np.sqrt(np.mean(piece**2)) < 0.05:
+            continue  # between bursts
+        correlation = np.correlate(heard[start : start + window + search], piece, mode="valid")
+        lags.append(int(np.argmax(correlation)))
+    return lags
 
 
 def test_a_room_adds_a_tail_after_the_direct_sound(loopback: PulseLoopback) -> None:

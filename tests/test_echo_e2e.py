@@ -85,13 +85,6 @@ def received_during(server: ServerThread, start: float, end: float) -> bytes:
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the rig's acoustic path (PulseAudio's module-loopback) moves its delay by several "
-    "milliseconds in the middle of a reply, no room does; AEC3 lets one 40 ms block of echo "
-    "through at each step and the local server, which interrupts at the first loud 20 ms "
-    "frame, takes it for speech: one reply in six to ten here (README, Benchmarks)",
-)
 def test_the_box_does_not_interrupt_itself_and_keeps_listening(
     loopback: PulseLoopback, make_rig: Any, room: AcousticPath
 ) -> None:
