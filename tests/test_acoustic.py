@@ -92,8 +92,7 @@ def _echo_lags(played: np.ndarray, heard: np.ndarray) -> list[int]:
         piece = played[start : start + window]
         if np.sqrt(np.mean(piece**2)) < 0.05:
             continue  # between bursts
-        correlation = np.correlate(heard[start : start + window + search], piece, mode="valid")
-        lags.append(int(np.argmax(correlation)))
+        lags.append(pcm.find_offset(heard[start : start + window + search], piece)[0])
     return lags
 
 
