@@ -41,7 +41,9 @@ class FakeMicrophone:
         self.delivering = asyncio.Event()
         self.overflows = 0
         self.opened = False
-        self.alive = True  # False: the device vanished (PortAudio stops calling back)
+        self.alive = True  # False: the device vanished (see vanish())
+        self.on_change: Callable[[], None] | None = None  # the audio keeper's
+        self.busy = False
         self.forwarding = False
         self.finished_at: float | None = None  # finish(): the release's time
         self.closely = False  # listen_closely(): the box speaks hands-free
@@ -63,6 +65,12 @@ class FakeMicrophone:
 
     def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
         return None if self.opened and self.alive else "the fake went"
+
+    def vanish(self) -> None:
+        """The device is unplugged: reads fail, and the reader tells the keeper."""
+        self.alive = False
+        if self.on_change is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self.on_change)
 
     def forward(self, gate: object = None) -> list[tuple[bytes, float]]:
         self.forwarding = True
@@ -100,6 +108,8 @@ class FakeSpeaker:
         self.cleared = 0
         self.opened = False
         self.alive = True
+        self.on_change: Callable[[], None] | None = None  # the audio keeper's
+        self.busy = False
         self._drained = asyncio.Event()
         self._drained.set()
 

@@ -20,7 +20,8 @@ from device.audio.capture import (
 )
 from device.audio.card_clock import CardClock
 from device.audio.devices import AudioDeviceError
-from rig.loopback import PulseLoopback
+from device.audio.keeper import STALE_S
+from rig.loopback import MIC_SINK, PulseLoopback
 
 TONES = [500.0, 1000.0, 1500.0]
 TONE_MS = 300
@@ -249,3 +250,25 @@ async def test_a_release_hands_over_its_last_words_at_once() -> None:
     capture._deliver(quarter * 5, 100.07)
     await asyncio.sleep(0)
     assert handed == [(capture.chunk_bytes, pytest.approx(100.06))], "whole chunks again"
+
+
+async def test_a_microphone_that_stops_delivering_says_so_itself(loopback: PulseLoopback) -> None:
+    """The reader tells the audio keeper when its device stops delivering (the keeper no
+    longer asks every second): once it has waited a read and `STALE_S` for audio, and not
+    while all is well."""
+    told = asyncio.Event()
+    capture = Capture(lambda data, t: None, preroll=10)  # between turns: the slowest reads
+    capture.on_change = told.set
+    capture.start()
+    try:
+        await asyncio.wait_for(capture.delivering.wait(), 5)
+        await asyncio.sleep(2 * IDLE_READ_MS / 1000)
+        assert not told.is_set(), "nothing to say while it delivers"
+        loopback.pactl("suspend-sink", MIC_SINK, "1")  # as a driver that stops delivering
+        try:
+            await asyncio.wait_for(told.wait(), 5)
+            assert "no audio for" in (capture.trouble(STALE_S) or "")
+        finally:
+            loopback.pactl("suspend-sink", MIC_SINK, "0")
+    finally:
+        capture.stop()

@@ -172,17 +172,22 @@ async def test_the_speaker_runs_only_while_it_has_something_to_play(
     speaker: tuple[Playback, Recorder],
 ) -> None:
     """Nothing to play: the stream is stopped (no writes, no CPU); a sound fed then plays
-    whole, and the stream stops again once it has. The keeper sees it healthy throughout."""
+    whole, and the stream stops again once it has. The keeper sees it healthy throughout,
+    and is told when it starts (it watches a playing speaker's driver every second)."""
     player, recorder = speaker
+    told = asyncio.Event()
+    player.on_change = told.set
     await asyncio.sleep(0.3)
-    assert not player.running, "nothing was fed"
+    assert not player.running and not player.busy, "nothing was fed"
     assert player.trouble(stale_s=0.1) is None, "stopped on purpose is not a fault"
 
     fed = time.monotonic()
     player.feed(pcm.from_float(pcm.tone(1000, 300, RATE)), last=True)
     assert player.trouble(stale_s=0.1) is None
+    await asyncio.wait_for(told.wait(), 2)
+    assert player.busy, "playing"
     await asyncio.wait_for(player.wait_drained(), 5)
-    assert not player.running, "played: stopped again"
+    assert not player.running and not player.busy, "played: stopped again"
     await _settle(player)
     assert recorder.first_sound(after=fed) is not None, "the sound fed played"
     samples, times = recorder.timeline()

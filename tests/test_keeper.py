@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Callable
 
-from device.audio.keeper import AudioKeeper
+from device.audio.keeper import CHECK_EVERY_S, AudioKeeper
 from device.states import DeviceFailed, DeviceRecovered
 
 
@@ -16,6 +18,8 @@ class HangingDevice:
         self.gate = threading.Event()
         self.starts = 0
         self.opened = False
+        self.on_change: Callable[[], None] | None = None
+        self.busy = False
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.starts += 1
@@ -90,3 +94,48 @@ async def test_a_stop_skips_a_device_already_stuck_in_its_driver() -> None:
         assert device.starts == 1
     finally:
         device.gate.set()
+
+
+class WatchedDevice(StuckOnClose):
+    """An endpoint that opens at once and counts how often the keeper asks after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate.set()
+        self.asked = 0
+        self.sick: str | None = None
+
+    def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
+        self.asked += 1
+        return self.sick
+
+
+async def test_the_keeper_sleeps_while_all_is_well_and_wakes_when_a_stream_speaks() -> None:
+    """An idle box's event loop is not woken to ask healthy devices how they are; a
+    stream that is busy in its driver is looked at every second; one that fails says so
+    and is reported at once."""
+    speaker, microphone, events = WatchedDevice(), WatchedDevice(), []
+    keeper = AudioKeeper({"speaker": speaker, "microphone": microphone}, events.append, 60)
+    await keeper.open()
+    keeping = asyncio.create_task(keeper.keep())
+    try:
+        await asyncio.sleep(CHECK_EVERY_S * 1.5)
+        assert (speaker.asked, microphone.asked) == (0, 0), "idle: nobody asked"
+        speaker.busy = True  # the speaker starts playing, and says so
+        assert speaker.on_change is not None
+        speaker.on_change()
+        await asyncio.sleep(CHECK_EVERY_S * 2.5)
+        assert speaker.asked >= 3, "looked at at once, then every second while it plays"
+        speaker.busy, asked = False, speaker.asked
+        await asyncio.sleep(CHECK_EVERY_S * 2.5)
+        assert speaker.asked <= asked + 1, "back to sleep once it stops"
+        microphone.sick = "the microphone is not reading"
+        assert microphone.on_change is not None
+        microphone.on_change()
+        await asyncio.sleep(0.05)
+        assert [type(e) for e in events] == [DeviceFailed]
+        assert "not reading" in keeper.failures["microphone"]
+    finally:
+        keeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeping

@@ -23,6 +23,7 @@ get, so the box's own voice, taken out, does not keep it open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -41,6 +42,7 @@ from device.audio.alsa import AlsaError, CapturePcm, alsa_name
 from device.audio.card_clock import CardClock
 from device.audio.devices import DeviceSpec, choose_format
 from device.audio.echo import Canceller
+from device.audio.keeper import STALE_S, START_GRACE_S
 from device.audio.portaudio import open_portaudio
 from device.audio.stream import PORTAUDIO_LOCK, name_thread
 from device.live.wire import MIC_RATE
@@ -136,6 +138,8 @@ class Capture:
         self.delivering = asyncio.Event()  # set once audio flows after start()
         self.on_overflow = on_overflow
         self.overflows = 0
+        self.on_change: Callable[[], None] | None = None  # the audio keeper's
+        self._told_stalled = False
         self._resampler: soxr.ResampleStream | None = None
         self._pending = bytearray()
         self._last_chunk_t = 0.0
@@ -179,7 +183,7 @@ class Capture:
         )
         self._pending.clear()
         self._last_chunk_t = 0.0
-        self._told_delivering = self._stopping = self._failed = False
+        self._told_delivering = self._stopping = self._failed = self._told_stalled = False
         self._until = None
         self._clock, self._frames = CardClock(fmt.rate), 0
         self._opened, self._last_read = time.monotonic(), None
@@ -221,12 +225,21 @@ class Capture:
     def running(self) -> bool:
         return self._reader is not None and not self._failed
 
+    @property
+    def busy(self) -> bool:
+        """Never: the reader says itself when reads fail or stall (its reads do not block)."""
+        return False
+
     def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
         """None while open and audio was read within `stale_s` of when it was due (before
         the first audio, within `grace_s` of opening). A pulled USB device fails the reads,
         or starves them."""
         if not self.running:
             return "the microphone is not reading"
+        return self._starved(stale_s, grace_s)
+
+    def _starved(self, stale_s: float, grace_s: float) -> str | None:
+        """What `trouble` says of a reader that runs: how long no audio came, if too long."""
         now, last = time.monotonic(), self._last_read
         if last is None:
             waited = now - self._opened
@@ -308,11 +321,26 @@ class Capture:
                     os.eventfd_read(wake)
                 if not self._stopping:
                     self._read(pcm)
-        except AlsaError as exc:  # the device went: the keeper sees it and reopens
+                    self._tell_if_starved()
+        except AlsaError as exc:  # the device went: the keeper reopens it
             self._failed = True
             log.warning("the microphone stopped: %s", exc)
+            self._tell_keeper()
         except RuntimeError:  # the loop is closed: nobody is listening any more
             self._failed = True
+
+    def _tell_if_starved(self) -> None:
+        """Reads that bring nothing (a sink moved away, a starved device): the keeper is
+        told once, when it starts."""
+        starved = self._starved(STALE_S, START_GRACE_S) is not None
+        if starved and not self._told_stalled:
+            self._tell_keeper()
+        self._told_stalled = starved
+
+    def _tell_keeper(self) -> None:
+        if self.on_change is not None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody to tell
+                self._call(self.on_change)
 
     def _pace(self) -> int | None:
         """How long to sleep before the next read (ms); None: read as audio arrives."""

@@ -2,9 +2,16 @@
 
 A USB speakerphone gets unplugged, a HAT's driver hiccups, PulseAudio moves a
 sink away: the microphone's reads then fail or bring nothing, and the speaker's
-stream stops or its writes fail. The keeper notices either within a second,
-closes the streams, reports the failure once, and tries to open the devices again
-every `reopen_s` seconds; when that works it reports the recovery.
+stream stops or its writes fail. The streams' own threads see that first and say
+so (`on_change`); the keeper then closes the streams, reports the failure once,
+and tries to open the devices again every `reopen_s` seconds; when that works it
+reports the recovery.
+
+Nothing polls while all is well: the keeper looks at the streams itself every
+second only while one is in the middle of calls into its driver (the speaker
+playing: a call that never returns cannot say so), and otherwise every
+`LOOK_EVERY_S`, for a thread stuck where it cannot tell. An idle box's event
+loop sleeps.
 
 Both streams close and reopen together. PortAudio lists the devices only when
 the last user lets go of it, so a card that comes back under another `hw:`
@@ -17,6 +24,7 @@ run in a worker thread and never stall the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -28,7 +36,10 @@ log = logging.getLogger(__name__)
 
 #: A stream whose callback has not run for this long is taken as dead.
 STALE_S = 1.0
+#: How often the keeper looks while a stream is busy calling into its driver...
 CHECK_EVERY_S = 1.0
+#: ... and otherwise: the streams' threads report what they see at once.
+LOOK_EVERY_S = 10.0
 #: A device just opened may take this long to call back the first time (USB devices do).
 START_GRACE_S = 5.0
 #: Opening or closing a device takes hundreds of milliseconds on a small Pi; a call
@@ -49,6 +60,14 @@ class Endpoint(Protocol):
     def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
         """None while the stream works; otherwise what is wrong, for the journal."""
 
+    #: Set by the keeper: the stream's thread calls it (on the loop) when the stream
+    #: fails, stops delivering, or becomes busy; the keeper then looks at once.
+    on_change: Callable[[], None] | None
+
+    @property
+    def busy(self) -> bool:
+        """The stream's thread is calling into the driver (a call may hang unseen)."""
+
 
 class AudioKeeper:
     """Owns the streams' open/closed life and reports it as device events."""
@@ -67,6 +86,9 @@ class AudioKeeper:
         self._call_timeout_s = call_timeout_s
         self._stuck: dict[str, asyncio.Future[None]] = {}  # device -> a call that never returned
         self.failures: dict[str, str] = {}  # device name -> why it is not working
+        self._changed = asyncio.Event()
+        for endpoint in endpoints.values():
+            endpoint.on_change = self._changed.set
 
     async def open(self) -> None:
         """Open every device; the ones that fail are reported, not raised."""
@@ -93,7 +115,8 @@ class AudioKeeper:
                 await asyncio.sleep(self._reopen_s)
                 await self.open()
                 continue
-            await asyncio.sleep(CHECK_EVERY_S)
+            busy = any(endpoint.busy for endpoint in self.endpoints.values())
+            await self._until_changed(CHECK_EVERY_S if busy else LOOK_EVERY_S)
             sick = {
                 name: trouble
                 for name, endpoint in self.endpoints.items()
@@ -103,6 +126,13 @@ class AudioKeeper:
                 self._failed(name, f"stopped delivering audio (unplugged?): {trouble}")
             if sick:
                 await self.close()
+
+    async def _until_changed(self, seconds: float) -> None:
+        """Sleep `seconds`, or until a stream says something changed."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._changed.wait()
+        self._changed.clear()  # a change from here on wakes the next wait
 
     async def close(self, limit_s: float | None = None) -> None:
         """Close every stream: PortAudio in a worker thread, each call within `limit_s` (by

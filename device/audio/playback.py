@@ -93,6 +93,7 @@ class Playback(PortAudioStream):
         self._closing = False
         self._tail = False  # the trailing silence is written: stop once it has played
         self._failed = False  # the writer stopped on a PortAudio error (the device went)
+        self.on_change: Callable[[], None] | None = None  # the audio keeper's
         self._writer: threading.Thread | None = None
         self._drained = asyncio.Event()
         self._drained.set()
@@ -143,6 +144,11 @@ class Playback(PortAudioStream):
         """Close the device; whatever was still buffered is dropped."""
         super().stop()
         self.clear()
+
+    @property
+    def busy(self) -> bool:
+        """While it plays: a write that never returns (a driver that hangs) cannot say so."""
+        return self.running
 
     def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
         """None while open and writing: an idle speaker is stopped on purpose, a playing
@@ -289,6 +295,7 @@ class Playback(PortAudioStream):
                     self._portaudio(stream.start)
                     now = time.monotonic()  # the first write starts the device
                     running, runs_out, on_time = True, now, True
+                    self._tell_keeper()  # busy: it looks every second while this plays
                     piece += bytes(max(0, period * frame - len(piece)))  # at least a period
                 # PortAudio learns of a run-out when it next looks, which may be a write
                 # later: it is the speaker's fault only if this write and the one before
@@ -302,9 +309,10 @@ class Playback(PortAudioStream):
                 if self._portaudio(stream.write, piece):
                     self._ran_out(waited=waited and on_time)
                 runs_out = plays + len(piece) / frame / rate
-        except OSError as exc:  # the device went: the keeper sees it and reopens
+        except OSError as exc:  # the device went: the keeper reopens it
             log.warning("the speaker stopped: %s", exc)
             self._failed = True
+            self._tell_keeper()
 
     def _ran_out(self, waited: bool) -> None:
         """PortAudio says the device ran out of audio since the last write."""
@@ -314,6 +322,10 @@ class Playback(PortAudioStream):
         self.underflows += 1
         if self.on_underflow is not None:
             self._tell(self.on_underflow, self.underflows)
+
+    def _tell_keeper(self) -> None:
+        if self.on_change is not None:
+            self._tell(self.on_change)
 
     def _tell(self, callback: Callable[..., None], *args: object) -> None:
         """Run `callback` on the loop, unless the loop is closed (nobody is listening)."""
