@@ -14,10 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from device.audio import pcm
 from device.audio.echo import ECHO_LATENCY_S, RESTING_S
 from device.live.wire import REPLY_RATE
 from rig.acoustic import AcousticPath, Room
+from rig.bench.canceller_latency import chunk_waits
 from rig.bench.figures import Figure, median, nearest_rank
 from rig.bench.hands_free import (
     CONVERGED_S,
@@ -25,7 +28,6 @@ from rig.bench.hands_free import (
     Conversation,
     EchoReplies,
     TalkOvers,
-    capture_latency,
     echo_replies,
     quiet_cpu,
     reply_cpu,
@@ -59,13 +61,13 @@ class EchoPlan:
     reverb_replies: int = 10
     reply_s: float = 8.0
     talk_overs: int = 10
-    latency_samples: int = 40  # each mode's figures spread over a capture period
+    latency_s: float = 20.0  # of the capture with and without the canceller, each
     cpu_s: float = 60.0
     fan_turns: int = 10
 
     @classmethod
     def quick(cls) -> EchoPlan:
-        return cls(replies=2, reverb_replies=1, reply_s=4.0, talk_overs=2, latency_samples=3,
+        return cls(replies=2, reverb_replies=1, reply_s=4.0, talk_overs=2, latency_s=4.0,
                    cpu_s=4.0, fan_turns=2)  # fmt: skip
 
 
@@ -75,11 +77,10 @@ class EchoPlan:
 @dataclass
 class Costs:
     """What one setting of mic_during_playback costs: CPU s/min while a reply plays and
-    while all is quiet, and the capture latency (ms)."""
+    while all is quiet."""
 
     reply_cpu: list[float]
     quiet_cpu: list[float]
-    latency: list[float]
 
 
 @dataclass
@@ -91,6 +92,8 @@ class EchoResults:
     open: Costs
     snr_plain: list[float]
     snr_suppressed: list[float]
+    waits_open: list[float]  # ms from each chunk's last sample to the loop, no cleaner
+    waits_cancel: list[float]  # the same with the canceller working
 
 
 def measure(h: Harness, plan: EchoPlan) -> EchoResults:
@@ -115,7 +118,10 @@ def measure(h: Harness, plan: EchoPlan) -> EchoResults:
                     d.stop()
     finally:
         h.configure(voice=None)
-    return EchoResults(direct, reverb, talk, cancel, open_, snr[False], snr[True])
+    reference = np.frombuffer(voice, dtype=np.int16)
+    waits_open, waits_cancel = chunk_waits(h.loopback, reference, REPLY_RATE, plan.latency_s)
+    return EchoResults(direct, reverb, talk, cancel, open_, snr[False], snr[True],
+                       waits_open, waits_cancel)  # fmt: skip
 
 
 def _hands_free(
@@ -128,19 +134,17 @@ def _hands_free(
     d = h.start(settings)
     c = Conversation(h, d)
     try:
-        echo, talk, spent = EchoReplies(), TalkOvers(), Costs([], [], [])
+        echo, talk, spent = EchoReplies(), TalkOvers(), Costs([], [])
         if replies:
             echo = echo_replies(c, count or plan.replies, plan.reply_s)
         if replies and costs:
             talk = talk_overs(c, plan.talk_overs)
         if costs:
-            progress(f"CPU and capture latency, mic_during_playback = {mode}")
+            progress(f"CPU, mic_during_playback = {mode}")
             # Quiet first: once `open` has spoken, its own echo keeps the server answering.
             spent.quiet_cpu = quiet_cpu(c, plan.cpu_s / 2)
             h.configure(reply_seconds=plan.cpu_s + 2)
             spent.reply_cpu = reply_cpu(c, plan.cpu_s)
-            h.configure(reply_seconds=0.3)
-            spent.latency = capture_latency(c, plan.latency_samples)
             h.configure(reply_seconds=plan.reply_s)
         return echo, talk, spent
     finally:
@@ -159,7 +163,7 @@ def figures(r: EchoResults, barge_in: list[float] | None, loop_ms: list[float]) 
     silent_limit = (p95(barge_in) if barge_in else p95(loop_ms) + 20)
     added_cpu = float(median(r.cancel.reply_cpu) / median(r.open.reply_cpu))
     quiet_cpu_ratio = float(median(r.cancel.quiet_cpu) / median(r.open.quiet_cpu))
-    added_latency = float(median(r.cancel.latency) - median(r.open.latency))
+    added_latency = float(median(r.waits_cancel) - median(r.waits_open))
     held_ms = ECHO_LATENCY_S * 1000  # what the canceller holds back, noise suppression off
     replies = r.direct.replies + r.reverb.replies
     talk = r.talk
@@ -220,11 +224,14 @@ def figures(r: EchoResults, barge_in: list[float] | None, loop_ms: list[float]) 
                f"{median(r.open.quiet_cpu):.2f} s/min." if r.open.quiet_cpu else "",
                details={"cancel": r.cancel.quiet_cpu, "open": r.open.quiet_cpu}),
         Figure("echo_latency", "capture latency added by the canceller", "ms",
-               "A noise marker played into the microphone: from the last sample of the chunk "
-               "holding its onset at the microphone sink to that chunk at the server, median "
-               "with cancel less median with open.",
+               "The box's capture on the loopback microphone (rig.bench.canceller_latency): "
+               "from each chunk's last sample, by the sound card's clock, to the chunk on the "
+               "event loop; the median with the canceller working (a reply as its reference) "
+               f"less the median without. The canceller holds back {held_ms:g} ms.",
                [added_latency], target="<= 10 ms", met=bool(added_latency <= 10),
-               details={"cancel": r.cancel.latency, "open": r.open.latency}),
+               note=f"cancel {median(r.waits_cancel):.1f} / {p95(r.waits_cancel):.1f} ms, "
+               f"open {median(r.waits_open):.1f} / {p95(r.waits_open):.1f} ms (median / p95).",
+               details={"cancel": r.waits_cancel, "open": r.waits_open}),
         Figure("fan_snr_plain", "speech over a fan at the server, no noise suppression", "dB",
                f"Push-to-talk turns of a sentence at {SPEECH_DBFS:g} dBFS over steady pink "
                f"noise at {FAN.fan_dbfs:g} dBFS: the sentence's voiced frames over the noise "

@@ -16,7 +16,7 @@ import numpy as np
 from device.audio import pcm
 from device.live.wire import MIC_RATE, REPLY_RATE
 from rig.bench.harness import BenchDaemon, BenchError, Harness, progress
-from rig.bench.markers import locate, marker
+from rig.bench.markers import locate
 from rig.bench.proc import cpu_per_minute
 from rig.loopback import Recorder
 from rig.server.vad import threshold_for
@@ -240,33 +240,6 @@ def quiet_cpu(c: Conversation, seconds: float) -> list[float]:
     yet spoken) and nobody talking."""
     c.quiet(for_s=2.0)
     return cpu_per_minute(c.d.pid, min(10.0, seconds), max(1, round(seconds / 10)))
-
-
-def capture_latency(c: Conversation, count: int) -> list[float]:
-    """Ms from a marker's onset at the microphone to the server receiving the chunk that
-    ends a known distance after it: the chunk's last sample to the wire."""
-    sound = marker(0.3, MIC_RATE, level=0.3)
-    results = []
-    for _ in range(count):
-        start = time.monotonic()
-        c.h.loopback.play(pcm.from_float(sound), MIC_RATE).wait()
-        time.sleep(0.3)
-        samples, times = c.mic.timeline()
-        after = times >= start
-        onset = float(times[after][max(0, locate(samples[after], sound))])
-        chunks = [e for e in c.h.entries(direction="in") if e.kind == "audio" and e.t >= start]
-        stream = pcm.to_float(b"".join(e.data or b"" for e in chunks))
-        at = locate(stream, sound)
-        ends = np.cumsum([len(e.data or b"") // 2 for e in chunks])
-        holding = int(np.searchsorted(ends, at, side="right"))
-        if not 0 <= at < stream.size or holding >= len(chunks):
-            raise BenchError("the marker did not reach the server")
-        # the chunk's last sample was at the microphone this long after the onset
-        last_sample = onset + (ends[holding] - 1 - at) / MIC_RATE
-        results.append(float((chunks[holding].t - last_sample) * 1000))
-        c.wait_sent("turn_complete", start, 30)  # the server answers the marker
-        time.sleep(0.4)
-    return results
 
 
 def speech_to_noise(h: Harness, d: BenchDaemon, turns: int) -> list[float]:
