@@ -7,7 +7,9 @@ import contextlib
 import threading
 from collections.abc import Callable
 
-from device.audio.keeper import CHECK_EVERY_S, AudioKeeper
+import pytest
+
+from device.audio.keeper import AudioKeeper
 from device.states import DeviceFailed, DeviceRecovered
 
 
@@ -96,6 +98,9 @@ async def test_a_stop_skips_a_device_already_stuck_in_its_driver() -> None:
         device.gate.set()
 
 
+CHECK_S = 0.2  # the keeper's look at a busy stream, shortened
+
+
 class WatchedDevice(StuckOnClose):
     """An endpoint that opens at once and counts how often the keeper asks after it."""
 
@@ -110,24 +115,27 @@ class WatchedDevice(StuckOnClose):
         return self.sick
 
 
-async def test_the_keeper_sleeps_while_all_is_well_and_wakes_when_a_stream_speaks() -> None:
+async def test_the_keeper_sleeps_while_all_is_well_and_wakes_when_a_stream_speaks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """An idle box's event loop is not woken to ask healthy devices how they are; a
-    stream that is busy in its driver is looked at every second; one that fails says so
-    and is reported at once."""
+    stream that is busy in its driver is looked at every CHECK_EVERY_S (a second); one
+    that fails says so and is reported at once."""
+    monkeypatch.setattr("device.audio.keeper.CHECK_EVERY_S", CHECK_S)
     speaker, microphone, events = WatchedDevice(), WatchedDevice(), []
     keeper = AudioKeeper({"speaker": speaker, "microphone": microphone}, events.append, 60)
     await keeper.open()
     keeping = asyncio.create_task(keeper.keep())
     try:
-        await asyncio.sleep(CHECK_EVERY_S * 1.5)
+        await asyncio.sleep(CHECK_S * 1.5)
         assert (speaker.asked, microphone.asked) == (0, 0), "idle: nobody asked"
         speaker.busy = True  # the speaker starts playing, and says so
         assert speaker.on_change is not None
         speaker.on_change()
-        await asyncio.sleep(CHECK_EVERY_S * 2.5)
+        await asyncio.sleep(CHECK_S * 2.5)
         assert speaker.asked >= 3, "looked at at once, then every second while it plays"
         speaker.busy, asked = False, speaker.asked
-        await asyncio.sleep(CHECK_EVERY_S * 2.5)
+        await asyncio.sleep(CHECK_S * 2.5)
         assert speaker.asked <= asked + 1, "back to sleep once it stops"
         microphone.sick = "the microphone is not reading"
         assert microphone.on_change is not None
