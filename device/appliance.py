@@ -242,10 +242,11 @@ class Appliance:
             case StopCamera():
                 await self.camera.aclose()
             case GateMicrophone(gated):
-                self.mic_feed.gated = gated
-                # Gated, nothing of what it hears goes out: no reason to hear it sooner.
-                talk_over = self.mic_plan.mic_during_playback != "gate"
-                self.mic.listen_closely(gated and talk_over)
+                self.mic_feed.gate(gated)
+                if self.mic_plan.mic_during_playback == "gate":
+                    self.mic.mute(gated)  # nothing it hears goes out: the capture keeps it
+                else:
+                    self.mic.listen_closely(gated)  # a person may talk over it
             case SendActivityStart():
                 self.outbox.put("activity_start")
             case SendActivityEnd():

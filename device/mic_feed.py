@@ -4,8 +4,9 @@ While the appliance captures, every chunk from the capture's reader arrives here
 on the event loop and goes to the outbox in order, after the pre-roll the
 capture kept from just before (people start talking as they press). In a hands-free
 conversation the speaker must not reach the microphone, so while the model
-speaks (`gated`, set by the state machine) chunks are gated (dropped, with
-`audioStreamEnd` once the pause passes a second) or attenuated, as configured;
+speaks (`gate()`, from the state machine) chunks are gated (dropped, with
+`audioStreamEnd` once the pause passes a second; the capture, muted, hands
+over none) or attenuated, as configured;
 with "cancel" the capture has already taken the speaker's echo out, and they go
 on as they are.
 A chunk loud enough to be speech is reported (`on_speech`, at most every
@@ -64,7 +65,7 @@ class MicFeed:
         self._capturing = False
         self._until: float | None = None  # finishing: the last chunk ends at or after this
         self._finished = asyncio.Event()
-        self._gated_since: float | None = None
+        self._pause_later: asyncio.TimerHandle | None = None  # gated: audioStreamEnd due
         self._stream_end_sent = False
         self._overflow = Overflow(log, "outbox_audio")
         self._overflow_logged = -OVERFLOW_LOG_EVERY_S
@@ -82,6 +83,21 @@ class MicFeed:
             return None
         level = pcm.db_to_amplitude(self._cfg.pause_below_dbfs)
         return QuietGate(level, -(-round(STREAM_PAUSE_S * 1000) // self._cfg.chunk_ms))
+
+    def gate(self, gated: bool) -> None:
+        """Hands-free, the model speaks (or has stopped): with "gate" nothing goes out, and
+        after STREAM_PAUSE_S the service is told the stream paused."""
+        self.gated = gated
+        self._cancel_pause()
+        if gated and self._cfg.mic_during_playback == "gate":
+            self._pause_later = asyncio.get_running_loop().call_later(
+                STREAM_PAUSE_S, self.paused
+            )
+
+    def _cancel_pause(self) -> None:
+        if self._pause_later is not None:
+            self._pause_later.cancel()
+            self._pause_later = None
 
     def paused(self) -> None:
         """The capture holds a silent microphone back: tell the service the stream paused."""
@@ -101,7 +117,7 @@ class MicFeed:
 
     def stop(self) -> None:
         self._capturing = False
-        self._gated_since = None
+        self._cancel_pause()
 
     async def finish(self, until: float) -> None:
         """Go on until the chunk recorded past `until` has gone out, then stop.
@@ -132,11 +148,10 @@ class MicFeed:
             self._capturing = False
             self._finished.set()
         if self.gated:
-            data = self._while_speaking(data, t)
+            data = self._while_speaking(data)
             if not data:
                 return
         else:
-            self._gated_since = None
             self._listen(data, t)
         dropped = self._outbox.put("audio", data)
         self._stream_end_sent = False
@@ -156,17 +171,14 @@ class MicFeed:
             self._speech_told = t
             self._on_speech()
 
-    def _while_speaking(self, data: bytes, t: float) -> bytes:
+    def _while_speaking(self, data: bytes) -> bytes:
+        """What goes out of a chunk heard while the model speaks (gated: nothing)."""
         mode = self._cfg.mic_during_playback
         if mode in ("open", "cancel"):
             return data
         if mode == "attenuate":
             gain = pcm.db_to_amplitude(-self._cfg.attenuation_db)
             return pcm.from_float(pcm.to_float(data) * gain)
-        if self._gated_since is None:
-            self._gated_since = t
-        elif t - self._gated_since >= STREAM_PAUSE_S:
-            self._pause_stream()
         return b""
 
     def overflowed(self, count: int) -> None:

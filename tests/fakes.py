@@ -47,6 +47,7 @@ class FakeMicrophone:
         self.forwarding = False
         self.finished_at: float | None = None  # finish(): the release's time
         self.closely = False  # listen_closely(): the box speaks hands-free
+        self.muted = False  # mute(): the box speaks with its microphone gated
         self._ring: deque[tuple[bytes, float]] = deque(maxlen=preroll)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -71,6 +72,9 @@ class FakeMicrophone:
         self.alive = False
         if self.on_change is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self.on_change)
+
+    def mute(self, muted: bool) -> None:
+        self.muted = muted
 
     def forward(self, gate: object = None) -> list[tuple[bytes, float]]:
         self.forwarding = True

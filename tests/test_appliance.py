@@ -101,10 +101,12 @@ async def test_hands_free_an_unanswered_interruption_still_ends_the_conversation
         box.link.deliver(ReplyAudio, pcm=REPLY)
         await box.settle()
         assert box.camera.running and box.state == "speaking"
-        assert not box.mic.closely, "gated: nothing it hears while it speaks goes out"
+        assert not box.mic.closely, "gated: nothing it hears while it speaks goes out..."
+        assert box.mic.muted, "... so the capture keeps it to itself"
         box.link.deliver(Interrupted)  # the person talked over it, and then said nothing
         await box.settle()
         assert box.state == "listening" and REPLY not in box.speaker.buffered
+        assert not box.mic.muted
         assert "silence" in box.appliance.status()["timers"]
         box.appliance.post(Timeout(Timer.SILENCE))
         await box.settle()
@@ -127,6 +129,7 @@ async def test_while_it_speaks_with_the_microphone_open_talk_over_is_read_at_onc
         box.link.deliver(ReplyAudio, pcm=REPLY)
         await box.settle()
         assert box.state == "speaking" and box.mic.closely, "a person may talk over it"
+        assert not box.mic.muted
         box.link.deliver(Interrupted)
         await box.settle()
         assert box.state == "listening" and not box.mic.closely

@@ -272,3 +272,32 @@ async def test_a_microphone_that_stops_delivering_says_so_itself(loopback: Pulse
             loopback.pactl("suspend-sink", MIC_SINK, "0")
     finally:
         capture.stop()
+
+
+async def test_a_muted_microphone_hands_over_nothing_and_keeps_nothing(
+    loopback: PulseLoopback,
+) -> None:
+    """Hands-free with the microphone gated: while the box speaks, nothing it hears
+    reaches the event loop, and none of it comes later; unmuted, chunks flow again,
+    none of them recorded before."""
+    chunks: list[tuple[bytes, float]] = []
+    capture = Capture(lambda data, t: chunks.append((data, t)), chunk_ms=40)
+    capture.start()
+    try:
+        await asyncio.wait_for(capture.delivering.wait(), 5)
+        capture.mute(True)
+        await asyncio.sleep(0.1)  # chunks already on their way to the loop
+        muted = len(chunks)
+        voice = loopback.play(pcm.from_float(pcm.tone(700, 600, RATE)), RATE, side="mic")
+        await asyncio.to_thread(voice.wait)
+        await asyncio.sleep(0.2)  # all of it recorded
+        assert len(chunks) == muted, "nothing handed over while muted"
+        unmuted = time.monotonic()
+        capture.mute(False)
+        await asyncio.sleep(0.4)
+    finally:
+        capture.stop()
+    after = chunks[muted:]
+    assert len(after) >= 5, "chunks flow again"
+    assert all(t >= unmuted for _, t in after), "nothing recorded while muted"
+    assert max(pcm.rms(data) for data, _ in after) < 0.01, "none of the box's own voice"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from device.config import AudioConfig
 from device.mic_feed import MicFeed
 from device.outbox import Outbox
@@ -60,3 +62,37 @@ async def test_a_paused_microphone_tells_the_service_once_until_audio_flows_agai
     assert gate is not None and gate.pause_after == 25, "a second of 40 ms chunks"
     always = MicFeed(AudioConfig(chunk_ms=40, pause_below_dbfs=-100), box)
     assert always.pause_gate() is None, "-100 dBFS: digital silence is sent too"
+
+
+async def test_gated_while_the_model_speaks_the_service_hears_the_stream_pause_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hands-free with "gate": nothing of what the box hears while it speaks goes out (the
+    capture, muted, hands over nothing at all), and a second in the service is told the
+    stream paused; a reply shorter than that leaves the stream as it was."""
+    monkeypatch.setattr("device.mic_feed.STREAM_PAUSE_S", 0.1)
+    box = Outbox(hold_s=5)
+    feed = MicFeed(AudioConfig(mic_during_playback="gate"), box)
+    feed.start([])
+    feed.gate(True)
+    feed.chunk(b"own voice", 0.0)  # one the capture handed over as the gate came
+    await asyncio.sleep(0.05)
+    feed.gate(False)  # a short reply
+    await asyncio.sleep(0.15)
+    assert [item.kind for item in iter(box.get_nowait, None)] == []
+    feed.gate(True)
+    await asyncio.sleep(0.15)
+    feed.gate(False)
+    feed.chunk(b"speech", 1.0)
+    kinds = [item.kind for item in iter(box.get_nowait, None)]
+    assert kinds == ["audio_stream_end", "audio"]
+
+
+async def test_cancelling_the_microphone_stays_open_while_the_model_speaks() -> None:
+    box = Outbox(hold_s=5)
+    feed = MicFeed(AudioConfig(mic_during_playback="cancel"), box)
+    feed.start([])
+    feed.gate(True)
+    feed.chunk(b"a person", 0.0)
+    kinds = [item.kind for item in iter(box.get_nowait, None)]
+    assert kinds == ["audio"]

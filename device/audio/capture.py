@@ -131,6 +131,8 @@ class Capture:
         self._gate: QuietGate | None = None
         self._until: float | None = None  # finishing: hand over at once, up to this time
         self._closely = False  # listen_closely(): no slower reads while the gate holds back
+        self._muted = False  # mute(): nothing read is handed over or kept
+        self._heard_from = 0.0  # chunks recorded before this (the last unmute) are dropped
         self._idle_read_ms = IDLE_READ_MS
         self.on_pause = on_pause
         self._ring_lock = threading.Lock()
@@ -277,6 +279,16 @@ class Capture:
         self._closely = closely
         self._nudge()
 
+    def mute(self, muted: bool) -> None:
+        """While the box speaks with its microphone gated: what it hears is its own voice,
+        never sent, so it is neither handed to the loop nor kept for later, and the device
+        is read seldom. Unmuted, what was recorded before is dropped too (a read may bring
+        the last PAUSED_READ_MS of it) and what follows goes on as before."""
+        if not muted:
+            self._heard_from = time.monotonic()
+        self._muted = muted
+        self._nudge()
+
     def hold(self) -> None:
         """Keep chunks in the pre-roll ring again instead of handing them over."""
         with self._ring_lock:
@@ -284,6 +296,8 @@ class Capture:
 
     def _route(self, chunk: bytes, t: float) -> tuple[Chunks, bool]:
         """Under the ring lock: the chunks to hand over now, and whether the gate just paused."""
+        if self._muted or t < self._heard_from:
+            return [], False
         gate = self._gate
         held = not self._forwarding or (gate is not None and gate.paused)
         if gate is not None and gate.loud(chunk):
@@ -348,6 +362,8 @@ class Capture:
             return FINISH_READ_MS
         if not self._forwarding:
             return self._idle_read_ms
+        if self._muted:
+            return PAUSED_READ_MS
         gate = self._gate
         paused = gate is not None and gate.paused and not self._closely
         return PAUSED_READ_MS if paused else None
