@@ -251,3 +251,37 @@ async def test_a_write_that_never_returns_is_trouble_that_names_the_call() -> No
     finally:
         device.driver.set()
         player.stop()
+
+
+class _StuckOnStart(_HangingDevice):
+    """An output stream whose start never returns: a driver that hangs there."""
+
+    def start(self) -> None:
+        self.driver.wait()
+        self.active = True
+
+
+async def test_a_start_that_never_returns_is_busy_and_trouble_that_names_the_call() -> None:
+    """The keeper is told as the stream starts and looks every second while it plays: a
+    start stuck in the driver is found too (the reply would never drain)."""
+    device = _StuckOnStart()
+
+    class StuckSpeaker(Playback):
+        def _open(self, pa: object) -> _HangingDevice:  # type: ignore[override]
+            self.device_rate, self.channels = RATE, 1
+            return device
+
+    told = asyncio.Event()
+    player = StuckSpeaker()
+    player.on_change = told.set
+    player.start()
+    try:
+        player.feed(pcm.from_float(pcm.tone(1000, 300, RATE)))
+        await asyncio.wait_for(told.wait(), 2)
+        assert player.busy and not player.running, "starting: busy before the stream runs"
+        assert player.trouble(stale_s=0.3) is None, "a start just asked for is fine"
+        await until(lambda: player.trouble(stale_s=0.3) is not None)
+        assert str(player.trouble(stale_s=0.3)).startswith("start() has not returned for 0.")
+    finally:
+        device.driver.set()
+        player.stop()

@@ -94,6 +94,7 @@ class Playback(PortAudioStream):
         self._tail = False  # the trailing silence is written: stop once it has played
         self._failed = False  # the writer stopped on a PortAudio error (the device went)
         self.on_change: Callable[[], None] | None = None  # the audio keeper's
+        self._playing = False  # the writer has started (or is starting) a run of the stream
         self._writer: threading.Thread | None = None
         self._drained = asyncio.Event()
         self._drained.set()
@@ -147,8 +148,9 @@ class Playback(PortAudioStream):
 
     @property
     def busy(self) -> bool:
-        """While it plays: a write that never returns (a driver that hangs) cannot say so."""
-        return self.running
+        """While it plays, from the call that starts the stream on: a call that never
+        returns (a driver that hangs) cannot say so."""
+        return self._playing
 
     def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
         """None while open and writing: an idle speaker is stopped on purpose, a playing
@@ -159,7 +161,7 @@ class Playback(PortAudioStream):
         if self._failed:
             return "PortAudio failed"
         last = self._last_call
-        if not self.running or last is None:
+        if not self._playing or last is None:
             return None
         age, call = time.monotonic() - last, self._in_call
         if age < stale_s:
@@ -267,6 +269,7 @@ class Playback(PortAudioStream):
         tail = bytes(round(TAIL_S * rate) * frame)
         running, runs_out = False, 0.0  # when the device has played all it was given
         on_time = True  # the last write's audio was waiting before the device ran out
+        self._playing = False
         try:
             while True:
                 with self._cond:
@@ -278,24 +281,27 @@ class Playback(PortAudioStream):
                     case "abort":
                         if running:
                             self._portaudio(stream.abort)
-                            running = False
+                            running = self._playing = False
                             if self.far_end is not None:
                                 self.far_end.cut(now)
                         continue
                     case "stop":
                         self._portaudio(stream.stop)
-                        running = False
+                        running = self._playing = False
                         self._tell(self._on_drained, generation)
                         continue
                     case "tail":
                         piece = tail
                 if not running:
-                    # Stamped: the keeper checks a running stream's last call, and a stamp
-                    # left from the last reply (seconds ago) made a slow start look unplugged.
+                    # Busy from here: the keeper looks every second until the run ends, so
+                    # a start that never returns is found too. The stamp left from the last
+                    # reply (seconds ago) goes first: it made a slow start look unplugged.
+                    self._last_call = None
+                    self._playing = True
+                    self._tell_keeper()
                     self._portaudio(stream.start)
                     now = time.monotonic()  # the first write starts the device
                     running, runs_out, on_time = True, now, True
-                    self._tell_keeper()  # busy: it looks every second while this plays
                     piece += bytes(max(0, period * frame - len(piece)))  # at least a period
                 # PortAudio learns of a run-out when it next looks, which may be a write
                 # later: it is the speaker's fault only if this write and the one before
