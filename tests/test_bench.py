@@ -192,6 +192,21 @@ def test_help_answers_without_loading_the_rig() -> None:
     assert "--turns must be at least 1" in bad.stderr
 
 
+
+def test_echo_bench_answers_help_and_refuses_what_it_does_not_know() -> None:
+    """Its flags are parsed: `--help` must not start a fifteen-minute run, nor a typo."""
+    usage = subprocess.run(
+        [sys.executable, "-m", "rig.bench.echo", "--help"], capture_output=True, text=True
+    )
+    assert usage.returncode == 0
+    for option in ("--out", "--quick"):
+        assert option in usage.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "rig.bench.echo", "--qiuck"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2
+    assert "unrecognized arguments: --qiuck" in bad.stderr
+
 @pytest.mark.rig
 @pytest.mark.timeout(300)
 def test_quick_run_reports_every_figure_with_its_method(tmp_path: Path) -> None:

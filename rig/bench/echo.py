@@ -5,13 +5,15 @@ The rig's acoustic path (`rig.acoustic`) carries the loopback speaker back into 
 loopback microphone; the local server replies with a recorded voice (espeak-ng) and
 its voice detector interrupts a reply at the first loud 20 ms frame it hears, the
 box's own voice included. The measurements are `rig.bench.hands_free`'s; this is
-the phase that runs them (`python -m rig.bench.echo [--quick]`, apart from
+the phase that runs them (`python -m rig.bench.echo [--quick] [--out PATH]`, apart from
 `scripts/bench`: it takes twelve minutes) and the figures they give.
 """
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -241,19 +243,37 @@ def figures(r: EchoResults, barge_in: list[float] | None, loop_ms: list[float]) 
     ]  # fmt: skip
 
 
-def main() -> int:
-    """`python -m rig.bench.echo [--quick]`: the echo phase alone, with the loopback's
-    latency and push-to-talk's barge-in measured beside it for the targets."""
-    import sys
-    from pathlib import Path
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m rig.bench.echo",
+        description=(
+            "Measure hands-free talk with the speaker in the box: the rig carries the "
+            "loopback speaker back into the microphone and the box runs with each "
+            "mic_during_playback setting (about fifteen minutes). Nothing else should run "
+            "meanwhile."
+        ),
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench-echo.json"), metavar="PATH",
+        help="where to write the JSON results (default: bench-echo.json)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run of a few minutes: fewer replies"
+    )
+    return parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    """The echo phase alone, with the loopback's latency and push-to-talk's barge-in
+    measured beside it for the targets."""
     from rig.bench import report
     from rig.bench.run import BARGE_REPLY_S, REPLY_S
     from rig.bench.turns import TurnRunner
     from rig.loopback import PulseLoopback, measure_latency
     from rig.server.server import ServerThread
 
-    quick = "--quick" in sys.argv
+    args = parse(argv)
+    quick = args.quick
     plan = EchoPlan.quick() if quick else EchoPlan()
     before = report.machine()
     with PulseLoopback() as loopback, ServerThread(reply_seconds=REPLY_S) as server:
@@ -270,7 +290,8 @@ def main() -> int:
     document = report.results(found, before, {"echo": plan.__dict__})
     print(report.table(found))
     print(f"\n{report.conditions(document)}")
-    report.write_json(Path("bench-echo.json"), document)
+    report.write_json(args.out, document)
+    print(f"bench: wrote {args.out}")
     return 0
 
 
