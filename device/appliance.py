@@ -357,34 +357,8 @@ class Appliance:
         loop.set_default_executor(workers.Workers())
         try:
             await self.control.start()
-            self.leds = LedAnimator(self._parts.leds())
-            if self.notifier.watchdog_s is not None:
-                self._start(self._heartbeat(self.notifier.watchdog_s / 2), "heartbeat")
-            await self.audio.open()  # a device that fails is reported and retried, not fatal
-            # The SDK after the devices: PortAudio's scan has let go of the ALSA plugins it
-            # loaded by now, so the two never take memory at the same time (peak RSS).
-            self._start(self._prepare_link(), "live-prepare")
-            if "microphone" not in self.audio.failures:
-                await self._wait_for_microphone()
-            self._start(self.audio.keep(), "audio-keeper")
-            self._start_button(loop)
-            await self.leds.show(self.machine.state)
-            self._start(self._consume(), "state-machine")
-            if self.mic_plan.missing:
-                log.warning(
-                    "no echo cancellation or noise suppression here (%s); while the box "
-                    "speaks hands-free: %s",
-                    self.mic_plan.missing,
-                    self.mic_plan.mic_during_playback,
-                    extra={"LIVE_MIC_DURING_PLAYBACK": self.mic_plan.mic_during_playback},
-                )
-            log.info(
-                "ready: %s mode, model %s, microphone while speaking: %s",
-                self.machine.mode,
-                self.cfg.live.model,
-                self.mic_plan.mic_during_playback,
-                extra={"LIVE_STATE": str(self.machine.state)},
-            )
+            if not await self._start_up_unless_stopped(loop):
+                return  # a stop came first: no READY after STOPPING
             gc.freeze()  # what start-up built lives on: keep it out of every later collection
             self.ready = True
             self.notifier.ready(self.status_line())
@@ -393,6 +367,55 @@ class Appliance:
             await self._shutdown()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    async def _start_up_unless_stopped(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Start-up, given up when a stop comes first: it waits seconds for a microphone
+        that takes its time, or for a driver stuck in an open, and a SIGTERM must not
+        wait for that (systemd kills a box that outlasts TimeoutStopSec, LEDs lit).
+        True when the box started; a start-up that fails raises as before."""
+        start_up = asyncio.create_task(self._start_up(loop), name="start-up")
+        stop = asyncio.create_task(self.stopping.wait(), name="stop-during-start-up")
+        try:
+            await asyncio.wait({start_up, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await stop_task(stop)
+            if not start_up.done():
+                await stop_task(start_up)
+        if start_up.cancelled():
+            return False
+        start_up.result()
+        return not self.stopping.is_set()
+
+    async def _start_up(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open the devices, start the tasks, show the idle state."""
+        leds = self.leds = LedAnimator(self._parts.leds())
+        if self.notifier.watchdog_s is not None:
+            self._start(self._heartbeat(self.notifier.watchdog_s / 2), "heartbeat")
+        await self.audio.open()  # a device that fails is reported and retried, not fatal
+        # The SDK after the devices: PortAudio's scan has let go of the ALSA plugins it
+        # loaded by now, so the two never take memory at the same time (peak RSS).
+        self._start(self._prepare_link(), "live-prepare")
+        if "microphone" not in self.audio.failures:
+            await self._wait_for_microphone()
+        self._start(self.audio.keep(), "audio-keeper")
+        self._start_button(loop)
+        await leds.show(self.machine.state)
+        self._start(self._consume(), "state-machine")
+        if self.mic_plan.missing:
+            log.warning(
+                "no echo cancellation or noise suppression here (%s); while the box "
+                "speaks hands-free: %s",
+                self.mic_plan.missing,
+                self.mic_plan.mic_during_playback,
+                extra={"LIVE_MIC_DURING_PLAYBACK": self.mic_plan.mic_during_playback},
+            )
+        log.info(
+            "ready: %s mode, model %s, microphone while speaking: %s",
+            self.machine.mode,
+            self.cfg.live.model,
+            self.mic_plan.mic_during_playback,
+            extra={"LIVE_STATE": str(self.machine.state)},
+        )
 
     async def _prepare_link(self) -> None:
         """The Live client, built beside the rest of the start (READY does not wait for

@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes import CHUNK, QUIET, Box, config, running
+from fakes import CHUNK, QUIET, Box, FakeParts, config, running
 from helpers import until
 
+from device.appliance import Appliance
 from device.control import AlreadyRunning
 from device.states import (
     ConnectionLost,
@@ -206,6 +207,39 @@ async def test_a_stop_does_not_wait_for_a_speaker_stuck_in_its_driver(tmp_path: 
     assert stopped - stopping < 3, "the stop waited for the driver"
     assert box.mic.opened is False, "the microphone is closed all the same"
 
+
+
+async def test_a_stop_during_start_up_does_not_wait_for_the_devices(tmp_path: Path) -> None:
+    """SIGTERM while the speaker's driver hangs in its open (start-up would wait ten
+    seconds for it, then five for the microphone): the box stops at once, never says
+    READY, and its LEDs go dark."""
+    driver = threading.Event()
+    release = threading.Timer(8, driver.set)  # a hang in this test ends, to fail it
+    release.start()
+    parts = FakeParts(config(), tmp_path)
+    appliance = Appliance(parts.cfg, parts)
+    opening = threading.Event()
+
+    def hang(loop: object = None) -> None:
+        opening.set()
+        driver.wait()
+
+    parts.made["speaker"].start = hang
+    task = asyncio.create_task(appliance.run(), name="appliance")
+    try:
+        await until(opening.is_set)
+        stopping = time.monotonic()
+        appliance._on_stop_signal()  # what SIGTERM calls
+        async with asyncio.timeout(5):
+            await task
+        stopped = time.monotonic()
+    finally:
+        release.cancel()
+        driver.set()
+    assert stopped - stopping < 2, "the stop waited for start-up"
+    messages = parts.made["notifier"].messages
+    assert "STOPPING=1" in messages and "READY=1" not in messages
+    assert parts.made["leds"].closed and not parts.made["mic"].opened
 
 async def test_the_watchdog_is_fed_only_while_the_machine_answers(tmp_path: Path) -> None:
     cfg = config(button={"mode": "toggle"})

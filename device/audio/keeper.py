@@ -165,10 +165,18 @@ class AudioKeeper:
             async with asyncio.timeout(limit):
                 await asyncio.shield(call)
         except TimeoutError:
+            self._left_running(name, call)
+            raise TimeoutError(f"PortAudio did not answer in {limit:g} s") from None
+        except asyncio.CancelledError:  # a stop during start-up: the call goes on alone
+            self._left_running(name, call)
+            raise
+
+    def _left_running(self, name: str, call: asyncio.Future[None]) -> None:
+        """A call nobody waits for any more: no other call for `name` until it returns
+        (PortAudio must not close a stream another thread is still opening)."""
+        if not call.done():
             self._stuck[name] = call
             call.add_done_callback(_ignore_outcome)
-            raise TimeoutError(f"PortAudio did not answer in {limit:g} s") from None
-
 
     def _is_stuck(self, name: str) -> bool:
         """A call for `name` has not returned (forgotten once it has)."""
