@@ -20,6 +20,18 @@ FIELD_PREFIX = "LIVE_"
 FORMAT_ENV = "LIVE_APPLIANCE_LOG_FORMAT"
 SYSLOG_IDENTIFIER = "live-appliance"
 MASK = "***"
+#: The most characters of a record's message and of each LIVE_* field, and of a
+#: traceback: what a service or a local user can make the box log (a close reason, a
+#: tool's name, an exception quoting a frame) is cut here, whichever code logs it.
+TEXT_LIMIT = 4096
+TRACEBACK_LIMIT = 16384
+
+
+def cut(text: str, limit: int = TEXT_LIMIT) -> str:
+    """`text`, or its first `limit` characters and how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} characters more)"
 
 
 class Redactor(logging.Filter):
@@ -47,6 +59,24 @@ class Redactor(logging.Filter):
                 # The traceback as masked text; the exception object itself could leak.
                 text = record.exc_text or logging.Formatter().formatException(record.exc_info)
                 record.exc_text, record.exc_info = self.redact(text), None
+        return True
+
+
+class Bounded(logging.Filter):
+    """Cuts a record's message, its LIVE_* fields and its traceback to their limits.
+    Added after the Redactor: a secret cut in two would no longer be recognised."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if len(message) > TEXT_LIMIT:
+            record.msg, record.args = cut(message), None
+        for name, value in list(record.__dict__.items()):
+            if name.startswith(FIELD_PREFIX) and isinstance(value, str):
+                setattr(record, name, cut(value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and len(record.exc_text) > TRACEBACK_LIMIT:
+            record.exc_text, record.exc_info = cut(record.exc_text, TRACEBACK_LIMIT), None
         return True
 
 
@@ -135,6 +165,7 @@ def setup(level: int = logging.INFO, secrets: Iterable[str] = ()) -> None:
     else:
         handler = terminal_handler()
     handler.addFilter(Redactor(secrets))
+    handler.addFilter(Bounded())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

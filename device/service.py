@@ -19,6 +19,10 @@ import socket
 
 log = logging.getLogger(__name__)
 
+#: STATUS= is the one line `systemctl status` shows. Built from a service's close
+#: reason it could carry a newline (read as a notify field of its own) or a page.
+STATUS_LIMIT = 200
+
 
 class Notifier:
     """Sends sd_notify messages to the socket systemd gave this process, if any."""
@@ -46,11 +50,12 @@ class Notifier:
             log.warning("cannot notify systemd: %s", exc)
 
     def ready(self, status: str) -> None:
-        self._status = status
-        self.send("READY=1", f"STATUS={status}")
+        self._status = _one_line(status)
+        self.send("READY=1", f"STATUS={self._status}")
 
     def status(self, text: str) -> None:
         """STATUS=, sent only when it changes (systemctl status shows the latest)."""
+        text = _one_line(text)
         if text != self._status:
             self._status = text
             self.send(f"STATUS={text}")
@@ -89,3 +94,9 @@ def _watchdog_interval(env: dict[str, str] | os._Environ[str]) -> float | None:
     if pid and pid != str(os.getpid()):
         return None  # meant for another process (we were forked or exec'd by it)
     return int(usec) / 1_000_000
+
+
+def _one_line(text: str) -> str:
+    """`text` without control characters, at most STATUS_LIMIT long."""
+    line = "".join(c if c.isprintable() else " " for c in text)
+    return line if len(line) <= STATUS_LIMIT else f"{line[: STATUS_LIMIT - 3]}..."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -15,13 +16,15 @@ from google.genai.live import AsyncSession
 from device.audio import pcm
 from device.config import LiveConfig
 from device.live.connection import (
+    TOOL_CALLS_LIMIT,
     Connection,
     Hooks,
+    _seconds,
     check_sdk_internals,
     sdk_internals_missing,
     websocket_of,
 )
-from device.live.turn import WireTurn
+from device.live.turn import TRANSCRIPT_LIMIT, WireTurn
 from device.live.wire import MIC_MIME, REPLY_RATE
 from device.outbox import Item, Outbox
 from device.states import Interrupted, Machine, PlayReply, ReplyAudio, State, TurnComplete, step
@@ -233,3 +236,65 @@ async def test_without_the_websocket_it_knows_the_device_sends_through_the_sdk()
     session = Session()
     await connection(Seen(), WireTurn(), session)._send(Item("audio", b"\x01\x02"))
     assert session.sent == [types.Blob(data=b"\x01\x02", mime_type=MIC_MIME)]
+
+
+# ---- what a service can send has a bound ------------------------------------------------
+
+
+class ToolAnswers:
+    """A session that keeps the tool responses the connection sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[types.FunctionResponse]] = []
+
+    async def send_tool_response(self, *, function_responses: list[types.FunctionResponse]) -> None:
+        self.sent.append(function_responses)
+
+
+def tool_call(prefix: str, count: int) -> types.LiveServerMessage:
+    calls = [types.FunctionCall(id=f"{prefix}{i}", name="get_time") for i in range(count)]
+    return types.LiveServerMessage(tool_call=types.LiveServerToolCall(function_calls=calls))
+
+
+async def test_a_flood_of_tool_calls_runs_a_few_and_answers_the_rest_busy_in_one_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen, turn, session = Seen(), WireTurn(), ToolAnswers()
+    conn = connection(seen, turn, session)
+    tasks_before = len(asyncio.all_tasks())
+    async with asyncio.TaskGroup() as group:
+        conn._group = group
+        conn._dispatch(tool_call("a", 5000))
+        conn._dispatch(tool_call("b", 5000))  # while the first ones still run
+        started = len(asyncio.all_tasks()) - tasks_before
+    assert started <= TOOL_CALLS_LIMIT + 1  # the calls it runs and one busy answer
+    single = [answers for answers in session.sent if len(answers) == 1]
+    (busy,) = [answers for answers in session.sent if len(answers) > 1]
+    assert [a.id for a in busy] == [f"a{i}" for i in range(TOOL_CALLS_LIMIT, 5000)]
+    assert all("busy" in a.response["error"] for a in busy)
+    assert sorted(a.id for (a,) in single) == sorted(f"a{i}" for i in range(TOOL_CALLS_LIMIT))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings  # no tools here (once), and the flood (once)
+    assert not turn.tools_running
+
+
+async def test_a_turn_that_never_ends_keeps_a_bounded_transcript(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    words = "and on " * 150  # 1050 characters a message
+    caplog.set_level(logging.INFO)
+    for _ in range(2000):  # two megabytes said, no turnComplete
+        conn._dispatch(content(output_transcription=types.Transcription(text=words)))
+    assert turn.said.kept == TRANSCRIPT_LIMIT
+    conn._dispatch(content(turn_complete=True))
+    (said,) = [r for r in caplog.records if r.getMessage().startswith("model said:")]
+    assert len(said.getMessage()) < TRANSCRIPT_LIMIT + 100
+    assert said.getMessage().endswith(f"({2000 * len(words) - TRANSCRIPT_LIMIT} characters more)")
+    assert not turn.said
+
+
+@pytest.mark.parametrize("time_left", ["1.2.3s", ".s", "s", "soon"])
+def test_a_go_away_with_a_time_it_cannot_read_means_now(time_left: str) -> None:
+    assert _seconds(time_left) == 0.0

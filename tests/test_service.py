@@ -67,6 +67,23 @@ def test_status_is_sent_only_when_it_changes(notify_socket: NotifySocket) -> Non
     assert notify_socket.statuses() == ["idle", "listening", "thinking"]
 
 
+
+def test_a_status_carrying_a_services_words_stays_one_short_line(
+    notify_socket: NotifySocket,
+) -> None:
+    """A close reason in the status could otherwise add notify fields of its own."""
+    notifier = Notifier(environ={"NOTIFY_SOCKET": str(notify_socket.path)})
+    notifier.status("error: setup refused (close code 1008: no\nWATCHDOG=trigger\nSTOPPING=1)")
+    notifier.status("error: " + "x" * 100_000)
+    notifier.close()
+    deadline = time.monotonic() + 5
+    while len(notify_socket.statuses()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first, second = notify_socket.statuses()
+    assert first == "error: setup refused (close code 1008: no WATCHDOG=trigger STOPPING=1)"
+    assert len(second) <= 200 and second.endswith("...")
+    assert all("STOPPING" not in f and "WATCHDOG" not in f for _, f in notify_socket.messages)
+
 def test_the_watchdog_is_pinged_only_when_systemd_asked_for_one(
     notify_socket: NotifySocket,
 ) -> None:
@@ -136,6 +153,7 @@ def journal() -> Iterator[Captured]:
     captured = Captured()
     handler = logs.journal_handler(sender=captured)
     handler.addFilter(logs.Redactor(["AIza-secret-key"]))
+    handler.addFilter(logs.Bounded())
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     root.handlers[:] = [handler]
@@ -188,3 +206,25 @@ def test_the_key_is_masked_in_structured_fields_too(journal: Captured) -> None:
     (record,) = journal.records
     assert record["LIVE_ERROR"] == "HTTP 403 for key=***"
     assert "AIza-secret-key" not in repr(journal.records)
+
+
+def test_whatever_a_service_makes_the_box_log_is_cut_and_still_masked(
+    journal: Captured,
+) -> None:
+    """A page-long close reason, an exception quoting a whole frame: one bounded record,
+    with the key masked even where the cut falls inside it."""
+    log = logging.getLogger("device.live")
+    reason = "z" * (logs.TEXT_LIMIT - 20) + "AIza-secret-key" + "y" * 500_000
+    log.warning("connection lost: %s", reason, extra={"LIVE_ERROR": reason})
+    try:
+        raise ValueError(f"Failed to parse response: {'q' * 900_000!r}")
+    except ValueError:
+        log.exception("cannot read the service")
+
+    lost, failed = journal.records
+    assert len(lost["MESSAGE"]) < logs.TEXT_LIMIT + 100
+    assert lost["MESSAGE"].endswith("characters more)")
+    assert len(lost["LIVE_ERROR"]) < logs.TEXT_LIMIT + 100
+    assert len(failed["MESSAGE"]) < logs.TRACEBACK_LIMIT + logs.TEXT_LIMIT
+    assert failed["MESSAGE"].startswith("cannot read the service\nTraceback")
+    assert "AIza-secret-key" not in repr(journal.records) and "***" in lost["MESSAGE"]

@@ -31,6 +31,7 @@ from device.live.inbound import AudioOnly, fast_path_possible, messages
 from device.live.reply import ReplyDecoder
 from device.live.turn import WireTurn
 from device.live.wire import IMAGE_MIME, MIC_MIME, audio_message
+from device.logs import Overflow
 from device.outbox import Item, Outbox
 from device.states import Interrupted, ReplyAudio, SpeechHeard, TurnComplete
 from device.tools import ToolBox, answer
@@ -55,6 +56,10 @@ FRAME_WAIT_S = 0.02
 SIOCOUTQNSD = 0x894B  # Linux: bytes in a TCP socket's send queue not yet sent
 #: Leave this long before a goAway's deadline to reconnect in.
 SWITCH_MARGIN_S = 3.0
+#: Tool calls one connection runs at once. Calls beyond it are answered "busy" in one
+#: message (and while that answer is on its way, further ones are not answered at all):
+#: a service that floods calls cannot grow the box's tasks or its sends without end.
+TOOL_CALLS_LIMIT = 16
 #: A normal close waits this long for the service's answer, then drops the socket.
 CLOSE_TIMEOUT_S = 1.0
 
@@ -87,7 +92,11 @@ class Connection:
         self._turn = turn
         self._tools = tools
         self._group: asyncio.TaskGroup | None = None
-        self._tool_tasks: dict[str, asyncio.Task[None]] = {}
+        self._tool_tasks: dict[str, asyncio.Task[None]] = {}  # by call id, for cancellations
+        self._tool_runs: set[asyncio.Task[None]] = set()  # every call running (ids may repeat)
+        self._tool_refusal: asyncio.Task[None] | None = None
+        self._tools_busy = Overflow(log, "tool_calls")
+        self._told_no_tools = False
         self._switching = False
         self._reply = ReplyDecoder()
         self._waiting_for_room = False  # not reading: the silence is ours, not the link's
@@ -202,8 +211,7 @@ class Connection:
         if message.server_content is not None:
             self._content(message.server_content)
         if message.tool_call is not None:
-            for call in message.tool_call.function_calls or []:
-                self._start_tool(call)
+            self._start_tools(message.tool_call.function_calls or [])
         if message.tool_call_cancellation is not None:
             for call_id in message.tool_call_cancellation.ids or []:
                 if task := self._tool_tasks.pop(call_id, None):
@@ -242,10 +250,10 @@ class Connection:
                 hooks.on_event(TurnComplete(session=session, talked_over=True))
             return
         if content.input_transcription is not None and content.input_transcription.text:
-            turn.heard.append(content.input_transcription.text)
+            turn.heard.add(content.input_transcription.text)
             hooks.on_event(SpeechHeard())
         if content.output_transcription is not None and content.output_transcription.text:
-            turn.said.append(content.output_transcription.text)
+            turn.said.add(content.output_transcription.text)
         if content.interrupted:
             self._end_turn()
             hooks.on_event(Interrupted(session=session))
@@ -257,7 +265,7 @@ class Connection:
     def _end_turn(self) -> None:
         turn = self._turn
         if turn.heard or turn.said:
-            _log_transcript(self._cfg, "".join(turn.heard), "".join(turn.said))
+            _log_transcript(self._cfg, turn.heard.text(), turn.said.text())
         turn.heard.clear()
         turn.said.clear()
         turn.awaiting_reply = turn.replying = False
@@ -265,10 +273,34 @@ class Connection:
 
     # -- tools ----------------------------------------------------------------------------
 
-    def _start_tool(self, call: types.FunctionCall) -> None:
+    def _start_tools(self, calls: list[types.FunctionCall]) -> None:
+        """Run the calls there is room for (TOOL_CALLS_LIMIT); answer the rest busy."""
         assert self._group is not None
-        task = self._group.create_task(self._run_tool(call), name=f"tool-{call.name}")
-        self._tool_tasks[call.id or ""] = task
+        room = max(TOOL_CALLS_LIMIT - len(self._tool_runs), 0)
+        for call in calls[:room]:
+            task = self._group.create_task(self._run_tool(call), name="tool-call")
+            self._tool_tasks[call.id or ""] = task
+            self._tool_runs.add(task)
+            task.add_done_callback(self._tool_runs.discard)
+        refused = calls[room:]
+        if not refused:
+            self._tools_busy.within()
+            return
+        self._tools_busy.hit(
+            "the service called %d tools more while %d calls are running: answered busy",
+            len(refused),
+            len(self._tool_runs),
+        )
+        if self._tool_refusal is None or self._tool_refusal.done():
+            self._tool_refusal = self._group.create_task(
+                self._refuse_tools(refused), name="tool-refusal"
+            )
+
+    async def _refuse_tools(self, calls: list[types.FunctionCall]) -> None:
+        busy = {"error": "the device is busy with earlier tool calls; try again later"}
+        await self.session.send_tool_response(
+            function_responses=[answer(call, busy) for call in calls]
+        )
 
     async def _run_tool(self, call: types.FunctionCall) -> None:
         """Answer the call (a service only calls what was declared, but answering even an
@@ -277,7 +309,9 @@ class Connection:
         self._turn.update()
         try:
             if self._tools is None:
-                log.warning("the service called %s, but no tools are enabled", call.name)
+                if not self._told_no_tools:  # once a connection: a flood is one line
+                    self._told_no_tools = True
+                    log.warning("the service called %s, but no tools are enabled", call.name)
                 response = answer(call, {"error": "no tools are enabled on this device"})
             else:
                 response = await self._tools.run(call)
@@ -437,7 +471,7 @@ def _link_busy(session: AsyncSession) -> bool:
 
 def _seconds(duration: str | None) -> float:
     """'50s' or '1.5s' (the wire's Duration) to seconds; unknown means 'now'."""
-    match = re.fullmatch(r"\s*([0-9.]+)s\s*", duration or "")
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)s\s*", duration or "")
     return float(match.group(1)) if match else 0.0
 
 

@@ -14,6 +14,39 @@ from dataclasses import dataclass, field
 
 from device.outbox import Kind
 
+#: Characters of one side's transcription kept for a turn's journal line: minutes of
+#: speech. A service that never ends a turn cannot grow it; what is past it is counted.
+TRANSCRIPT_LIMIT = 4000
+
+
+@dataclass
+class Transcript:
+    """One side's transcription of a turn, its first TRANSCRIPT_LIMIT characters kept."""
+
+    parts: list[str] = field(default_factory=list)
+    kept: int = 0
+    cut: int = 0  # characters past the limit
+
+    def add(self, text: str) -> None:
+        room = TRANSCRIPT_LIMIT - self.kept
+        if len(text) > room:
+            self.cut += len(text) - room
+            text = text[:room]
+        if text:
+            self.parts.append(text)
+            self.kept += len(text)
+
+    def text(self) -> str:
+        whole = "".join(self.parts)
+        return f"{whole}... ({self.cut} characters more)" if self.cut else whole
+
+    def clear(self) -> None:
+        self.parts.clear()
+        self.kept = self.cut = 0
+
+    def __bool__(self) -> bool:
+        return self.kept > 0 or self.cut > 0
+
 
 @dataclass
 class WireTurn:
@@ -25,8 +58,8 @@ class WireTurn:
     tools_running: int = 0
     superseded: bool = False  # the person spoke over a reply: its rest is not theirs to hear
     handle_fresh: bool = True  # a resumption handle came after the last turn
-    heard: list[str] = field(default_factory=list)  # input transcription of this turn
-    said: list[str] = field(default_factory=list)  # output transcription of this turn
+    heard: Transcript = field(default_factory=Transcript)  # input transcription of the turn
+    said: Transcript = field(default_factory=Transcript)  # output transcription of the turn
     quiet: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
