@@ -111,7 +111,7 @@ class Appliance:
         )
         self.camera = parts.camera(self._on_frame)
         self.link = parts.link(
-            self.outbox, self.post, self._on_sent, parts.tools(self), self.speaker.wait_for_room
+            self.outbox, self.post, self._on_sent, parts.tools(self), self.speaker
         )
         self.notifier = parts.notifier()
         self.control = parts.control(self._on_control)

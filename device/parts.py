@@ -23,6 +23,7 @@ from device.errors import LedsUnavailable
 from device.hw.button import ButtonInput
 from device.hw.camera import CameraFeed
 from device.hw.leds import LedDriver, NullLeds, open_leds
+from device.live.hooks import SpeakerRoom
 from device.persist import StateFile, state_dir
 from device.service import Notifier
 
@@ -106,12 +107,12 @@ class Parts:
         on_event: Callable[[Event], None],
         on_sent: Callable[[Item, float], None],
         tools: ToolBox | None,
-        wait_for_room: Callable[[], Awaitable[None]],
+        speaker: SpeakerRoom,
     ) -> LiveLink:
         from device.live.session import LiveLink  # the SDK: only for the daemon
 
         return LiveLink(
-            self.cfg, outbox, on_event, on_sent, tools=tools, wait_for_room=wait_for_room
+            self.cfg, outbox, on_event, on_sent, tools=tools, speaker=speaker
         )
 
     def tools(self, actions: DeviceActions) -> ToolBox | None:

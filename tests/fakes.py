@@ -155,6 +155,9 @@ class FakeSpeaker:
     async def wait_drained(self) -> None:
         await self._drained.wait()
 
+    def has_room(self) -> bool:
+        return True
+
     async def wait_for_room(self) -> None:
         """The fake link reads nothing: it never waits for room."""
 
@@ -322,7 +325,7 @@ class FakeParts(Parts):
     def button(self, on_edge):  # type: ignore[no-untyped-def]
         return self._keep("button", FakeButton(on_edge))
 
-    def link(self, outbox, on_event, on_sent, tools, wait_for_room):  # type: ignore[no-untyped-def]
+    def link(self, outbox, on_event, on_sent, tools, speaker):  # type: ignore[no-untyped-def]
         return self._keep("link", FakeLink(outbox, on_event))
 
     def control(self, handler):  # type: ignore[no-untyped-def]

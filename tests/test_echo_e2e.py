@@ -49,10 +49,13 @@ def start_conversation(
     env: dict[str, str] | None = None,
     reply_seconds: float = 6.0,
     audio: dict[str, Any] | None = None,
+    pace: float = 1.0,
 ) -> tuple[ServerThread, Daemon]:
     voice = pcm.from_float(said(ANSWER, -22.0, SPEAKER_RATE))
     settings = {**HANDS_FREE, "audio": {**HANDS_FREE["audio"], **(audio or {})}}
-    server, daemon = make_rig(settings, env, reply_seconds=reply_seconds, voice=voice)
+    server, daemon = make_rig(
+        settings, env, reply_seconds=reply_seconds, voice=voice, pace=pace
+    )
     daemon.ctl("press")
     daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
     return server, daemon
@@ -108,10 +111,17 @@ def test_the_box_does_not_interrupt_itself_and_keeps_listening(
     assert "audio_stream_end" not in server.log.kinds(direction="in")
 
 
+@pytest.mark.parametrize(
+    ("pace", "reply_seconds"),
+    [(1.0, 10.0), (0.25, 24.0)],
+    ids=["sent-as-it-plays", "sent-four-times-faster"],
+)
 def test_a_person_talking_over_the_reply_interrupts_it(
-    loopback: PulseLoopback, make_rig: Any, room: AcousticPath
+    loopback: PulseLoopback, make_rig: Any, room: AcousticPath, pace: float, reply_seconds: float
 ) -> None:
-    server, _ = start_conversation(make_rig, reply_seconds=10.0)
+    """Sent faster than it plays, most of the reply waits in the box when the person
+    speaks: the service's interrupted must not wait behind it."""
+    server, _ = start_conversation(make_rig, reply_seconds=reply_seconds, pace=pace)
     speaker = loopback.record(SPEAKER_RATE)
     speaker.wait_started()
     try:

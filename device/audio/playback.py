@@ -52,9 +52,9 @@ RATE = REPLY_RATE
 #: What the device holds ahead of the sample playing: room for a late writer. It
 #: costs no latency (a reply starts into an empty device) and a barge-in drops it.
 DEVICE_S = 0.1
-#: The most audio queued for the speaker before `wait_for_room` makes the feeder wait:
-#: a reply sent faster than it plays stays with the service (its flow control holds
-#: it) instead of in the box's memory, and a barge-in still drops all of it at once.
+#: The most audio queued for the speaker before `wait_for_room` makes the feeder wait
+#: (here at the device's rate and channels); the link reads further ahead, compactly
+#: (device.live.read_ahead), and a barge-in drops all of it at once.
 AHEAD_S = 4.0
 #: Silence after each run: stopping the stream lost the last fraction of a millisecond
 #: on the PulseAudio loopback, and this carries that loss instead of the sound.
@@ -218,13 +218,18 @@ class Playback(PortAudioStream):
         self._room.set()
         return dropped
 
+    def has_room(self, ahead_s: float = AHEAD_S) -> bool:
+        """Less than `ahead_s` of audio waits to be played."""
+        with self._cond:
+            return len(self._buffer) < self._limit(ahead_s)
+
     async def wait_for_room(self, ahead_s: float = AHEAD_S) -> None:
         """Return once less than `ahead_s` of audio waits to be played (at once after clear()).
 
-        The reply's receiver awaits this before it reads on, so a reply that arrives
-        faster than it plays waits in the service rather than here.
+        The reply's audio is handed over only then: what arrives faster than it plays
+        waits in the link's read-ahead, and past that in the service.
         """
-        limit = round(ahead_s * (self.device_rate or RATE)) * 2 * self.channels
+        limit = self._limit(ahead_s)
         while True:
             with self._cond:
                 if len(self._buffer) < limit:
@@ -232,6 +237,9 @@ class Playback(PortAudioStream):
                 self._room_below = limit  # the writer tells the loop once it is under
                 self._room.clear()
             await self._room.wait()
+
+    def _limit(self, ahead_s: float) -> int:
+        return round(ahead_s * (self.device_rate or RATE)) * 2 * self.channels
 
     @property
     def buffered_ms(self) -> float:

@@ -28,6 +28,7 @@ from device.live.client import send_text_turn
 from device.live.errors import ConnectionDead
 from device.live.hooks import Hooks
 from device.live.inbound import AudioOnly, fast_path_possible, messages
+from device.live.read_ahead import ReadAhead
 from device.live.reply import ReplyDecoder
 from device.live.turn import WireTurn
 from device.live.wire import IMAGE_MIME, MIC_MIME, audio_message
@@ -99,6 +100,7 @@ class Connection:
         self._told_no_tools = False
         self._switching = False
         self._reply = ReplyDecoder()
+        self._read_ahead = ReadAhead(self._handle, hooks.speaker)
         self._waiting_for_room = False  # not reading: the silence is ours, not the link's
         self.last_traffic = time.monotonic()
         self.completed_turns = 0  # turns this connection carried to their end
@@ -112,6 +114,7 @@ class Connection:
                 self._group = group
                 group.create_task(self._send_loop(), name="live-send")
                 group.create_task(self._receive_loop(), name="live-receive")
+                group.create_task(self._read_ahead.run(), name="live-read-ahead")
                 group.create_task(self._watch_liveness(), name="live-liveness")
         except* Exception as failed:
             ended = failed.exceptions[0]
@@ -184,10 +187,7 @@ class Connection:
             try:
                 async for message in messages(self.session, websocket_of(self.session)):
                     self.last_traffic = time.monotonic()
-                    if isinstance(message, AudioOnly):
-                        self._play(self._reply.parts(message.parts))
-                    else:
-                        self._dispatch(message)
+                    self._read_ahead.take(message)
                     await self._room_for_more()
             except TypeError:
                 # The SDK raises TypeError for a message type it cannot map (a newer
@@ -195,14 +195,21 @@ class Connection:
                 self.last_traffic = time.monotonic()
                 log.debug("ignored a server message of a type this SDK does not know")
 
+    def _handle(self, message: types.LiveServerMessage | AudioOnly) -> None:
+        if isinstance(message, AudioOnly):
+            self._play(self._reply.parts(message.parts))
+        else:
+            self._dispatch(message)
+
     async def _room_for_more(self) -> None:
-        """Read on only once the speaker has room: a reply sent faster than it plays stays
-        in the service's send buffer (TCP's flow control holds it), not in this box."""
-        if self._hooks.wait_for_room is None:
+        """Read on only while less than READ_AHEAD_S of audio waits for the speaker: a
+        reply sent far faster than it plays stays in the service's send buffer (TCP's
+        flow control holds it), not in this box."""
+        if not self._read_ahead.full:
             return
         self._waiting_for_room = True
         try:
-            await self._hooks.wait_for_room()
+            await self._read_ahead.room()
         finally:
             self._waiting_for_room = False
             self.last_traffic = time.monotonic()  # the link's silence counts from here

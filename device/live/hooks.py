@@ -3,11 +3,22 @@ can be built (at the daemon's start) before the SDK is imported."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from device.outbox import Item
 from device.states import Event
+
+
+class SpeakerRoom(Protocol):
+    """How much more reply audio the speaker takes (Playback's)."""
+
+    def has_room(self) -> bool:
+        """Less than the speaker's limit of audio waits to be played."""
+
+    async def wait_for_room(self) -> None:
+        """Returns once it has room."""
 
 
 @dataclass
@@ -22,5 +33,5 @@ class Hooks:
     on_event: Callable[[Event], None]
     on_sent: Callable[[Item, float], None]
     on_handle: Callable[[str], None]
-    #: Returns once the speaker has room for more reply audio; None: never wait.
-    wait_for_room: Callable[[], Awaitable[None]] | None = None
+    #: The speaker reply audio is handed to as it has room; None: never wait.
+    speaker: SpeakerRoom | None = None

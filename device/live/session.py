@@ -20,11 +20,11 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from device.config import Config
-from device.live.hooks import Hooks
+from device.live.hooks import Hooks, SpeakerRoom
 from device.live.pacing import Pacing
 from device.live.turn import WireTurn
 from device.outbox import Item, Outbox
@@ -68,13 +68,13 @@ class LiveLink:
         on_event: Callable[[Event], None],
         on_sent: Callable[[Item, float], None],
         tools: ToolBox | None = None,
-        wait_for_room: Callable[[], Awaitable[None]] | None = None,
+        speaker: SpeakerRoom | None = None,
     ) -> None:
         self._cfg = cfg
         self._outbox = outbox
         self._on_event = on_event
         self._on_sent = on_sent
-        self._wait_for_room = wait_for_room
+        self._speaker = speaker
         self._tools = tools
         self._client: genai.Client | None = None
         self._building: asyncio.Future[genai.Client] | None = None
@@ -83,7 +83,7 @@ class LiveLink:
         self._handle: str | None = None
         self._turn = WireTurn()
         self._had_turns = False
-        self._hooks = Hooks(0, on_event, on_sent, self._keep_handle, wait_for_room)
+        self._hooks = Hooks(0, on_event, on_sent, self._keep_handle, speaker)
         self.session_id: str | None = None
         self.connections = 0  # connections opened in this process, for status and tests
         self._closing = False  # close() is ending the session task
@@ -147,7 +147,7 @@ class LiveLink:
             self._turn = WireTurn()
             self._had_turns = False
             self._hooks = Hooks(
-                session, self._on_event, self._on_sent, self._keep_handle, self._wait_for_room
+                session, self._on_event, self._on_sent, self._keep_handle, self._speaker
             )
             self._task = asyncio.create_task(self._run(), name="live-session")
 

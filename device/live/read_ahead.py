@@ -1,0 +1,116 @@
+"""Reply audio read ahead of the speaker, so that what the service says next is seen at once.
+
+A reply may arrive faster than it plays. Read only as the speaker makes room, an
+`interrupted` (the person spoke over the box) would wait behind the audio the
+service sent before it, and the box would talk on for as long as that audio lasts.
+So the socket is read on: a message that cannot be handled yet (audio for a full
+speaker, and whatever came after it) waits here in order, up to READ_AHEAD_S of
+audio; past that the reply waits in the service (TCP's flow control holds it). An
+interruption drops the audio waiting here, which is not to be heard any more, and
+is handled at once, after the other messages that came before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from google.genai import types
+
+from device.live.hooks import SpeakerRoom
+from device.live.inbound import AudioOnly
+from device.live.wire import REPLY_RATE
+
+Message = types.LiveServerMessage | AudioOnly
+
+#: Reply audio held here at most: a minute at 24 kHz is 2.9 MB.
+READ_AHEAD_S = 60.0
+READ_AHEAD_BYTES = round(READ_AHEAD_S * REPLY_RATE) * 2
+
+
+class ReadAhead:
+    """Messages read and not yet handled, handed to `handle` in order as the speaker takes
+    their audio: `take` is the reader's, `run` (a task) hands on what waits."""
+
+    def __init__(self, handle: Callable[[Message], None], speaker: SpeakerRoom | None) -> None:
+        self._handle = handle
+        self._speaker = speaker
+        self._waiting: deque[tuple[Message, int]] = deque()  # and its audio's bytes
+        self._bytes = 0
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    @property
+    def full(self) -> bool:
+        """READ_AHEAD_S of audio waits: the reader must not read on."""
+        return not self._room.is_set()
+
+    def take(self, message: Message) -> None:
+        """A message just read: handled now if nothing waits and the speaker takes it."""
+        size = _audio_bytes(message)
+        if not self._waiting and not self._must_wait(size):
+            self._handle(message)
+        elif _interrupts(message):
+            self._drop_audio()
+            self._handle(message)
+        else:
+            self._waiting.append((message, size))
+            self._bytes += size
+            if self._bytes >= READ_AHEAD_BYTES:
+                self._room.clear()
+            self._arrived.set()
+
+    async def room(self) -> None:
+        """Returns once less than READ_AHEAD_S of audio waits."""
+        await self._room.wait()
+
+    async def run(self) -> None:
+        """Hand on what waits as the speaker makes room; runs until cancelled."""
+        while True:
+            await self._arrived.wait()
+            while self._waiting:
+                message, size = self._waiting[0]
+                if self._must_wait(size):
+                    assert self._speaker is not None
+                    await self._speaker.wait_for_room()
+                    continue  # an interruption may have emptied the queue meanwhile
+                self._waiting.popleft()
+                self._bytes -= size
+                if self._bytes < READ_AHEAD_BYTES:
+                    self._room.set()
+                self._handle(message)
+            self._arrived.clear()
+
+    def _must_wait(self, size: int) -> bool:
+        return size > 0 and self._speaker is not None and not self._speaker.has_room()
+
+    def _drop_audio(self) -> None:
+        """The audio waiting is not to be heard: drop it, hand on the rest in order."""
+        waiting, self._waiting, self._bytes = self._waiting, deque(), 0
+        self._room.set()
+        for message, _ in waiting:
+            if not isinstance(message, AudioOnly):
+                self._handle(message)
+
+
+def _audio_bytes(message: Message) -> int:
+    if isinstance(message, AudioOnly):
+        return sum(len(data) for data, _ in message.parts)
+    content = message.server_content
+    if content is None or content.model_turn is None:
+        return 0
+    return sum(
+        len(part.inline_data.data or b"")
+        for part in content.model_turn.parts or []
+        if part.inline_data is not None
+    )
+
+
+def _interrupts(message: Message) -> bool:
+    return (
+        isinstance(message, types.LiveServerMessage)
+        and message.server_content is not None
+        and bool(message.server_content.interrupted)
+    )

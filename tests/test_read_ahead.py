@@ -1,0 +1,119 @@
+"""The link reads the service on while the speaker is full: messages wait in order, and an
+interruption is handled at once, the audio waiting before it dropped."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from google.genai import types
+
+from device.live.inbound import AudioOnly
+from device.live.read_ahead import READ_AHEAD_BYTES, ReadAhead
+
+MIME = "audio/pcm;rate=24000"
+
+
+class Speaker:
+    """Room in the speaker, opened and closed by the test."""
+
+    def __init__(self) -> None:
+        self.room = asyncio.Event()
+        self.room.set()
+
+    def has_room(self) -> bool:
+        return self.room.is_set()
+
+    async def wait_for_room(self) -> None:
+        await self.room.wait()
+
+
+def audio(n: int, size: int = 9600) -> AudioOnly:
+    return AudioOnly(parts=[(bytes([n]) * size, MIME)])
+
+
+def content(**fields: Any) -> types.LiveServerMessage:
+    return types.LiveServerMessage(server_content=types.LiveServerContent(**fields))
+
+
+def said(text: str) -> types.LiveServerMessage:
+    return content(output_transcription=types.Transcription(text=text))
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_what_the_full_speaker_cannot_take_waits_in_order_and_goes_as_room_comes() -> None:
+    handled: list[Any] = []
+    speaker = Speaker()
+    ahead = ReadAhead(handled.append, speaker)
+    runner = asyncio.create_task(ahead.run())
+    try:
+        ahead.take(audio(1))
+        speaker.room.clear()  # the speaker is full now
+        ahead.take(audio(2))
+        ahead.take(said("and then"))  # nothing to play, but it came after the audio
+        ahead.take(audio(3))
+        await settle()
+        assert handled == [audio(1)]
+        speaker.room.set()
+        await settle()
+        assert handled == [audio(1), audio(2), said("and then"), audio(3)]
+    finally:
+        runner.cancel()
+
+
+async def test_an_interruption_is_handled_at_once_and_the_audio_waiting_is_dropped() -> None:
+    handled: list[Any] = []
+    speaker = Speaker()
+    ahead = ReadAhead(handled.append, speaker)
+    runner = asyncio.create_task(ahead.run())
+    try:
+        speaker.room.clear()
+        ahead.take(audio(1))
+        ahead.take(said("the weather"))
+        ahead.take(audio(2))
+        await settle()
+        assert handled == []
+        ahead.take(content(interrupted=True))  # the speaker is still full
+        assert handled == [said("the weather"), content(interrupted=True)]
+        ahead.take(content(turn_complete=True))
+        assert handled[-1] == content(turn_complete=True)
+        speaker.room.set()  # the barge-in emptied the speaker
+        await settle()
+        ahead.take(audio(7))  # the next reply plays
+        assert handled[-1] == audio(7) and audio(1) not in handled and audio(2) not in handled
+    finally:
+        runner.cancel()
+
+
+async def test_past_its_bound_the_reader_waits_and_reads_on_as_audio_is_handed_on() -> None:
+    handled: list[Any] = []
+    speaker = Speaker()
+    ahead = ReadAhead(handled.append, speaker)
+    runner = asyncio.create_task(ahead.run())
+    try:
+        speaker.room.clear()
+        chunk = 48_000  # a second of reply audio
+        for n in range(READ_AHEAD_BYTES // chunk):
+            assert not ahead.full
+            ahead.take(audio(n % 256, chunk))
+        assert ahead.full
+        reader = asyncio.create_task(ahead.room())
+        await settle()
+        assert not reader.done()
+        speaker.room.set()
+        await asyncio.wait_for(reader, 1)
+        assert len(handled) == READ_AHEAD_BYTES // chunk
+    finally:
+        runner.cancel()
+
+
+async def test_without_a_speaker_to_wait_for_everything_is_handled_as_it_comes() -> None:
+    handled: list[Any] = []
+    ahead = ReadAhead(handled.append, None)
+    for n in range(3):
+        ahead.take(audio(n))
+    assert handled == [audio(0), audio(1), audio(2)] and not ahead.full
