@@ -224,7 +224,7 @@ class Appliance:
                 # cheaply, since everything from start-up is frozen out of its way.
                 gc.collect()
             case StartCapture():
-                self.turns.start(time.monotonic())
+                self.turns.start(time.monotonic(), self.link.session_id)
                 gate = self.mic_feed.pause_gate() if self.machine.mode is Mode.TOGGLE else None
                 self.mic_feed.start(self.mic.forward(gate))
                 self.camera.start_frames()

@@ -41,7 +41,10 @@ class TurnLog:
         self._done: deque[dict[str, Any]] = deque(maxlen=keep)
         self._count = 0
 
-    def start(self, t: float) -> None:
+    def start(self, t: float, session_id: str | None) -> None:
+        """A new turn; one still in progress (a press over its reply) ends here, with its
+        own summary line."""
+        self.finish(t, session_id)
         self.current = Turn(pressed=t)
 
     def sent(self, kind: Kind, t: float) -> None:

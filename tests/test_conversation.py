@@ -176,6 +176,30 @@ def test_press_during_a_reply_silences_the_speaker_and_the_next_turn_works(
     assert len(recording) > 0
 
 
+
+def test_a_second_turn_while_the_box_thinks_is_answered_and_it_never_shows_idle_between(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Press, speak, release; press and release again before any reply: the service ends
+    the first turn (interrupted) and answers the second, which the box plays."""
+    server, daemon = make_rig({"audio": {"earcons": False}}, think_seconds=1.5, reply_seconds=1.0)
+    recorder = loopback.record(SPEAKER_RATE)
+    recorder.wait_started()
+    speak_turn(loopback, daemon, chirp(0.4))
+    daemon.wait_until(lambda s: s["state"] == "thinking", 10, "thinking")
+    time.sleep(0.3)
+    daemon.ctl("press")  # a second, short turn, the first unanswered
+    daemon.ctl("release")
+    status = daemon.wait_until(turns_done(2), 20, "the second turn's reply")
+    recorder.stop()
+
+    assert "interrupted" in server.log.kinds(direction="out")
+    states = [entry["state"] for entry in status["states"]]
+    second = len(states) - 1 - states[::-1].index("listening")  # the second press
+    assert states[second:] == ["listening", "thinking", "speaking", "idle"], states
+    samples, _ = recorder.timeline()
+    reply_heard(pcm.from_float(samples), turn=2, seconds=1.0)
+
 def test_toggle_mode_two_turns_hands_free_without_hearing_itself(
     loopback: PulseLoopback, make_rig: Any
 ) -> None:

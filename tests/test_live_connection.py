@@ -106,6 +106,85 @@ async def test_the_rest_of_a_reply_talked_over_is_reported_as_such_and_is_never_
     assert machine.state is State.SPEAKING and machine.reply_done
 
 
+
+def replay(events: list[Any], machine: Machine) -> tuple[Machine, list[bytes], list[State]]:
+    """The state machine fed what the connection reported: where it ends, what it played
+    and the states it went through."""
+    played, states = [], []
+    for event in events:
+        machine, actions = step(machine, event)
+        played += [a.pcm for a in actions if isinstance(a, PlayReply)]
+        states.append(machine.state)
+    return machine, played, states
+
+
+async def test_a_second_press_while_the_box_thinks_supersedes_the_first_turns_reply() -> None:
+    """Press, release, press and release again before any reply: the service ends the
+    first turn (interrupted, turnComplete) and answers the second. The box thinks on
+    until that answer; it never shows idle in between."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    turn.sent("activity_start")
+    turn.sent("activity_end")
+    turn.sent("activity_start")  # the second press, nothing of the first reply yet
+    turn.sent("activity_end")
+    conn._dispatch(content(interrupted=True))  # the first turn's
+    conn._dispatch(content(turn_complete=True))
+    conn._dispatch(audio(b"\x05\x00" * 100))  # the answer to the second turn
+    conn._dispatch(content(turn_complete=True))
+    machine = Machine(state=State.THINKING, session_open=True, session=SESSION, connected=True)
+    machine, played, states = replay(seen.events, machine)
+    assert played == [b"\x05\x00" * 100]
+    assert states == [State.THINKING, State.SPEAKING, State.SPEAKING]  # never idle
+    assert machine.reply_done
+
+
+
+async def test_a_second_press_after_a_turn_left_unanswered_hears_its_own_reply() -> None:
+    """The first turn never ends (its tool call was withdrawn): the second turn's reply,
+    when it comes, is heard whole and ends the turn."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    for kind in ("activity_start", "activity_end", "activity_start", "activity_end"):
+        turn.sent(kind)  # type: ignore[arg-type]
+    conn._dispatch(audio(b"\x06\x00" * 100))
+    conn._dispatch(content(turn_complete=True))
+    machine = Machine(state=State.THINKING, session_open=True, session=SESSION, connected=True)
+    machine, played, _ = replay(seen.events, machine)
+    assert played == [b"\x06\x00" * 100]
+    assert machine.state is State.SPEAKING and machine.reply_done
+
+async def test_audio_after_an_interruption_is_not_heard_nor_ends_the_next_reply() -> None:
+    """interrupted, then a late piece of the reply cut short and its turnComplete: the
+    piece is not played and that turnComplete is not the end of the next reply."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    conn._dispatch(audio(b"\x01\x00" * 100))
+    conn._dispatch(content(interrupted=True))
+    conn._dispatch(audio(b"\x02\x00" * 100))  # late, of the reply cut short
+    conn._dispatch(content(turn_complete=True))
+    conn._dispatch(audio(b"\x03\x00" * 100))  # the answer to what the person said
+    machine = Machine(state=State.SPEAKING, session_open=True, session=SESSION, connected=True)
+    machine, played, _ = replay(seen.events[1:], machine)
+    assert played == [b"\x03\x00" * 100]
+    assert machine.state is State.SPEAKING and not machine.reply_done
+
+
+async def test_the_words_of_a_reply_talked_over_reach_the_journal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    caplog.set_level(logging.INFO)
+    conn._dispatch(audio(b"\x01\x00" * 100))
+    turn.sent("activity_start")  # a press over the reply
+    conn._dispatch(content(input_transcription=types.Transcription(text="what about rain")))
+    conn._dispatch(content(output_transcription=types.Transcription(text="Tomorrow will")))
+    conn._dispatch(content(interrupted=True))
+    conn._dispatch(content(turn_complete=True))
+    lines = [r.getMessage() for r in caplog.records]
+    assert "user said: what about rain" in lines and "model said: Tomorrow will" in lines
+
 async def test_an_interruption_of_the_reply_the_person_is_hearing_is_reported() -> None:
     seen, turn = Seen(), WireTurn()
     conn = connection(seen, turn)
@@ -115,7 +194,7 @@ async def test_an_interruption_of_the_reply_the_person_is_hearing_is_reported() 
     assert seen.events == [
         reply(b"\x01\x00" * 10),
         Interrupted(session=SESSION),
-        TurnComplete(session=SESSION),
+        TurnComplete(session=SESSION, talked_over=True),  # the end of the reply cut short
     ]
     assert not turn.in_flight
 

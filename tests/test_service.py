@@ -165,7 +165,7 @@ def journal() -> Iterator[Captured]:
 
 def test_a_turn_summary_reaches_the_journal_with_its_fields(journal: Captured) -> None:
     turns = TurnLog()
-    turns.start(10.0)
+    turns.start(10.0, None)
     turns.sent("audio", 10.05)
     turns.released(12.0)
     turns.sent("activity_end", 12.002)
@@ -228,3 +228,16 @@ def test_whatever_a_service_makes_the_box_log_is_cut_and_still_masked(
     assert len(failed["MESSAGE"]) < logs.TRACEBACK_LIMIT + logs.TEXT_LIMIT
     assert failed["MESSAGE"].startswith("cannot read the service\nTraceback")
     assert "AIza-secret-key" not in repr(journal.records) and "***" in lost["MESSAGE"]
+
+
+def test_a_press_over_a_reply_ends_its_turn_with_a_line_of_its_own(journal: Captured) -> None:
+    turns = TurnLog()
+    turns.start(10.0, "session-1")
+    turns.released(11.0)
+    turns.reply_received(11.5)
+    turns.start(12.0, "session-1")  # pressed again while the reply plays
+    turns.released(13.0)
+    turns.finish(14.5, "session-1")
+    first, second = journal.records
+    assert (first["LIVE_TURN"], first["LIVE_TURN_MS"]) == (1, 2000.0)
+    assert (second["LIVE_TURN"], second["LIVE_TURN_MS"]) == (2, 2500.0)

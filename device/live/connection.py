@@ -236,6 +236,8 @@ class Connection:
         to its turnComplete, is reported as such (the state machine decides it is not to be
         heard)."""
         turn, hooks, session = self._turn, self._hooks, self._hooks.session
+        if pcms and not turn.superseded:
+            turn.earlier_unanswered = False  # the reply that comes is the newest turn's
         for pcm in pcms:
             if turn.superseded:
                 hooks.on_event(ReplyAudio(session=session, pcm=pcm, talked_over=True))
@@ -248,35 +250,50 @@ class Connection:
     def _content(self, content: types.LiveServerContent) -> None:
         turn, hooks, session = self._turn, self._hooks, self._hooks.session
         self._play(self._reply.audio(content))
-        if turn.superseded:  # a reply talked over ends as such, never as a turn
-            if content.turn_complete:
-                turn.superseded = False
-                turn.heard.clear()
-                turn.said.clear()
-                turn.update()
-                hooks.on_event(TurnComplete(session=session, talked_over=True))
-            return
+        # Words are kept whichever reply they come with: transcriptions are not ordered
+        # with the audio, and a person's words over a reply are theirs all the same.
         if content.input_transcription is not None and content.input_transcription.text:
             turn.heard.add(content.input_transcription.text)
             hooks.on_event(SpeechHeard())
         if content.output_transcription is not None and content.output_transcription.text:
             turn.said.add(content.output_transcription.text)
+        if turn.earlier_unanswered and (content.interrupted or content.turn_complete):
+            turn.earlier_unanswered = False
+            turn.superseded = True  # the earlier turn's end: up to its turnComplete
+        if turn.superseded:  # the rest of a reply talked over ends as such, never as a turn
+            if content.turn_complete:
+                turn.superseded = False
+                self._log_words()
+                turn.update()
+                self.completed_turns += 1
+                hooks.on_event(TurnComplete(session=session, talked_over=True))
+            return
         if content.interrupted:
             self._end_turn()
             hooks.on_event(Interrupted(session=session))
+            if not content.turn_complete:
+                # Up to its turnComplete, what comes is the rest of the reply cut short:
+                # neither to be heard, nor the end of the reply that follows.
+                turn.superseded = True
+                turn.update()
+                return
         if content.turn_complete:
             self._end_turn()
             self.completed_turns += 1
             hooks.on_event(TurnComplete(session=session))
 
     def _end_turn(self) -> None:
+        self._log_words()
+        self._turn.awaiting_reply = self._turn.replying = False
+        self._turn.update()
+
+    def _log_words(self) -> None:
+        """The turn's transcripts to the journal, then forgotten."""
         turn = self._turn
         if turn.heard or turn.said:
             _log_transcript(self._cfg, turn.heard.text(), turn.said.text())
         turn.heard.clear()
         turn.said.clear()
-        turn.awaiting_reply = turn.replying = False
-        turn.update()
 
     # -- tools ----------------------------------------------------------------------------
 

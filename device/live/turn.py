@@ -57,6 +57,9 @@ class WireTurn:
     replying: bool = False  # reply content is arriving
     tools_running: int = 0
     superseded: bool = False  # the person spoke over a reply: its rest is not theirs to hear
+    #: A turn was handed over while an earlier one awaited its reply: an interrupted or a
+    #: turnComplete before any audio is the earlier turn's end, not this one's.
+    earlier_unanswered: bool = False
     handle_fresh: bool = True  # a resumption handle came after the last turn
     heard: Transcript = field(default_factory=Transcript)  # input transcription of the turn
     said: Transcript = field(default_factory=Transcript)  # output transcription of the turn
@@ -66,8 +69,15 @@ class WireTurn:
         self.update()
 
     def update(self) -> None:
-        """Quiet: nothing in flight and the newest handle covers the last turn."""
-        busy = self.activity_open or self.awaiting_reply or self.replying or self.tools_running
+        """Quiet: nothing in flight (a reply cut short has ended too) and the newest
+        handle covers the last turn."""
+        busy = (
+            self.activity_open
+            or self.awaiting_reply
+            or self.replying
+            or self.superseded
+            or self.tools_running
+        )
         if busy or not self.handle_fresh:
             self.quiet.clear()
         else:
@@ -78,6 +88,9 @@ class WireTurn:
             # The service answers this with interrupted and turnComplete for the old
             # reply; until they come, what arrives belongs to the reply talked over.
             self.superseded, self.replying = True, False
+        elif kind in ("activity_start", "text") and self.awaiting_reply:
+            # Pressed again before any reply: the earlier turn may still end first.
+            self.earlier_unanswered = True
         if kind == "activity_start":
             self.activity_open, self.handle_fresh = True, False
         elif kind == "activity_end":
@@ -94,6 +107,7 @@ class WireTurn:
     def lost(self) -> None:
         """The connection died: whatever was awaited from it will not come."""
         self.awaiting_reply = self.replying = self.superseded = False
+        self.earlier_unanswered = False
         self.tools_running = 0
         self.heard.clear()
         self.said.clear()
