@@ -127,6 +127,8 @@ class Capture:
         self.chunk_ms = chunk_ms
         self.chunk_bytes = RATE * chunk_ms // 1000 * 2
         self._ring: deque[tuple[bytes, float]] = deque(maxlen=preroll or 0)
+        self._preroll_s = (preroll or 0) * chunk_ms / 1000
+        self._forwarded_at = 0.0  # the last forward(): a press
         self._forwarding = preroll is None
         self._gate: QuietGate | None = None
         self._until: float | None = None  # finishing: hand over at once, up to this time
@@ -262,10 +264,18 @@ class Capture:
         quiet); returns the pre-roll, oldest first."""
         with self._ring_lock:
             self._forwarding, self._gate = True, gate
-            preroll = list(self._ring)
+            self._forwarded_at = time.monotonic()
+            preroll = [chunk for chunk in self._ring if self._in_preroll(chunk[1])]
             self._ring.clear()
-        self._nudge()  # what the device holds follows at once
+        self._nudge()  # what the device holds follows at once, the pre-roll's newest part
         return preroll
+
+    def _in_preroll(self, t: float) -> bool:
+        """A chunk recorded before the press (its last sample at `t`) goes out only if it
+        is within the pre-roll: between turns the device is read seldom, and what waits
+        in it at the press (up to IDLE_READ_MS of it, the box's own voice at a barge-in)
+        is not the person's turn."""
+        return t > self._forwarded_at - self._preroll_s
 
     def finish(self, until: float) -> None:
         """Hand over what is recorded up to `until` (time.monotonic()) as soon as it is
@@ -298,6 +308,8 @@ class Capture:
         """Under the ring lock: the chunks to hand over now, and whether the gate just paused."""
         if self._muted or t < self._heard_from:
             return [], False
+        if self._forwarding and not self._in_preroll(t):
+            return [], False  # read after the press, recorded well before it
         gate = self._gate
         held = not self._forwarding or (gate is not None and gate.paused)
         if gate is not None and gate.loud(chunk):
