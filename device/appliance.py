@@ -73,6 +73,9 @@ from device.turns import TurnLog
 log = logging.getLogger("device.appliance")
 
 MIC_START_TIMEOUT_S = 5.0
+#: An earcon is played only while less than this waits for the speaker: presses faster
+#: than their sounds (a script hammering `ctl press`) cannot queue minutes of beeps.
+EARCON_BACKLOG_MS = 1000.0
 #: State changes kept for `ctl status` (with their times), for owners and the rig.
 STATE_HISTORY = 64
 
@@ -265,7 +268,7 @@ class Appliance:
             case DropOutbox():
                 self.outbox.clear()
             case PlayEarcon(name):
-                if self.cfg.audio.earcons:
+                if self.cfg.audio.earcons and self.speaker.buffered_ms < EARCON_BACKLOG_MS:
                     self.speaker.feed(earcon(name))
             case StartTimer(timer):
                 self._start_timer(timer)

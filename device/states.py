@@ -407,6 +407,8 @@ def _transition(m: Machine, event: Event) -> Step:
         case Pressed() | TextTurn() if m.faults:
             return m, [PlayEarcon(Earcon.ERROR)]
 
+        case Pressed() if ptt and m.held:
+            return m, []  # pressed already (`ctl press` twice): one turn, one earcon
         case Pressed() if ptt:
             return _start_talking(m)
         case Pressed() if m.session_open:  # toggle: a second press ends the conversation

@@ -158,6 +158,10 @@ class FakeSpeaker:
     def has_room(self) -> bool:
         return True
 
+    @property
+    def buffered_ms(self) -> float:
+        return len(self.buffered) / 48  # 24 kHz mono s16le: 48 bytes a millisecond
+
     async def wait_for_room(self) -> None:
         """The fake link reads nothing: it never waits for room."""
 

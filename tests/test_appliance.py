@@ -241,6 +241,22 @@ async def test_a_stop_during_start_up_does_not_wait_for_the_devices(tmp_path: Pa
     assert "STOPPING=1" in messages and "READY=1" not in messages
     assert parts.made["leds"].closed and not parts.made["mic"].opened
 
+
+async def test_presses_faster_than_their_earcons_queue_a_second_of_beeps_at_most(
+    tmp_path: Path,
+) -> None:
+    """Each press of a box in error answers with the error earcon; a script hammering
+    `ctl press` must not queue minutes of them."""
+    cfg = config(audio={"earcons": True, "reopen_s": 60})
+    async with running(tmp_path, cfg) as box:
+        box.mic.vanish()
+        await until(lambda: box.state == "error")
+        for _ in range(200):
+            await box.control.ask("press")
+            await box.control.ask("release")
+        await box.settle()
+        assert 0 < box.speaker.buffered_ms < 1000 + 500  # the bound and one earcon past it
+
 async def test_the_watchdog_is_fed_only_while_the_machine_answers(tmp_path: Path) -> None:
     cfg = config(button={"mode": "toggle"})
     async with running(tmp_path, cfg, watchdog_s=0.1) as box:

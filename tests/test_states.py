@@ -464,3 +464,11 @@ def test_every_reachable_state_with_a_session_open_ends_by_itself(mode: Mode) ->
                 seen.add(after)
                 frontier.append(after)
     assert len(seen) > 50, "the walk reached the machine's states"
+
+
+def test_a_second_press_without_a_release_is_the_same_turn() -> None:
+    """`ctl press` twice (or a script looping on it): one activityStart, one earcon."""
+    m, _, actions = run(Machine(), s.Pressed(), SETUP, s.Pressed(), s.Pressed())
+    assert m.state is State.LISTENING and m.held
+    assert names(actions).count("send_activity_start") == 1
+    assert names(actions).count("play_earcon:listen_start") == 1
