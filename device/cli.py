@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -40,7 +41,7 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
     from device import config as config_mod
     from device.control import ControlError, request
 
-    socket_path = args.socket or config_mod.load(args.config).control.socket
+    socket_path = args.socket or config_mod.load(args.config, whole=False).control.socket
     fields: dict[str, Any] = {"text": " ".join(args.words)} if args.action == "text" else {}
     try:
         reply = request(socket_path, args.action, **fields)
@@ -260,10 +261,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except ConfigError as exc:
-        print(f"live-appliance: configuration error: {exc}", file=sys.stderr)
+        print(_as_error(f"live-appliance: configuration error: {exc}"), file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+
+
+def _as_error(line: str) -> str:
+    """`line` for stderr, marked as an error when stderr is the journal (`<3>`, which
+    systemd reads as the priority): a configuration error stops the daemon before its
+    journal handler is set up, and `journalctl -p err` must still show why."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        stderr = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return line
+    return f"<3>{line}" if stream == f"{stderr.st_dev}:{stderr.st_ino}" else line
 
 
 if __name__ == "__main__":

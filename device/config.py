@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import stat
 import tomllib
 import types
 import typing
@@ -274,8 +275,11 @@ def resolve_path(cli_path: str | os.PathLike[str] | None) -> tuple[Path, bool]:
     return DEFAULT_PATH, False
 
 
-def load(cli_path: str | os.PathLike[str] | None = None) -> Config:
-    """Read, override from the environment, validate; raise ConfigError on any fault."""
+def load(cli_path: str | os.PathLike[str] | None = None, *, whole: bool = True) -> Config:
+    """Read, override from the environment, validate; raise ConfigError on any fault.
+
+    `whole=False` leaves out what costs time (the persona file, the tools' declarations
+    and their pydantic): `ctl` needs the socket's path only, and answers at once."""
     path, named = resolve_path(cli_path)
     raw = _read_toml(path, must_exist=named)
     where = str(path)
@@ -291,7 +295,7 @@ def load(cli_path: str | os.PathLike[str] | None = None) -> Config:
         for name, cls in SECTIONS.items()
     }
     config = Config(**sections, path=path if path.exists() else None)
-    _check_consistency(where, config)
+    _check_consistency(where, config, whole)
     key, source = find_api_key(config.live)
     return dataclasses.replace(config, api_key=key, api_key_source=source)
 
@@ -420,7 +424,7 @@ def _describe(hint: Any) -> str:
     return names.get(hint, str(hint))
 
 
-def _check_consistency(where: str, config: Config) -> None:
+def _check_consistency(where: str, config: Config, whole: bool) -> None:
     live = config.live
     if live.backend == "vertex" and not (live.project and live.location):
         raise ConfigError(
@@ -439,8 +443,14 @@ def _check_consistency(where: str, config: Config) -> None:
         raise ConfigError(
             f"{where}: [leds] data_pin and clock_pin: set both (pixels on GPIO) or neither (SPI)"
         )
-    if live.system_instruction_file:
+    if live.system_instruction_file and whole:
         _prefixed(where, read_instruction_file, live.system_instruction_file)
+    socket_bytes = len(os.fsencode(config.control.socket))
+    if socket_bytes > SOCKET_PATH_LIMIT:
+        raise ConfigError(
+            f"{where}: [control] socket: the path is {socket_bytes} bytes; a UNIX socket's "
+            f"may have at most {SOCKET_PATH_LIMIT}"
+        )
     trigger, target = live.compression_trigger_tokens, live.compression_target_tokens
     if trigger is not None and target is not None and target >= trigger:
         raise ConfigError(
@@ -448,7 +458,7 @@ def _check_consistency(where: str, config: Config) -> None:
             f"compression_trigger_tokens ({trigger})"
         )
     check_model_settings(live, where)
-    if config.tools.enabled:
+    if config.tools.enabled and whole:
         from device.tools import DEVICE_TOOLS  # pydantic, not the Live SDK; tools.py imports us
 
         _prefixed(where, DEVICE_TOOLS.select, config.tools.enabled)
@@ -462,11 +472,25 @@ def _prefixed(where: str, check: Callable[[Any], object], value: Any) -> None:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+#: A persona file's most bytes: pages of instructions. A path to something else (a FIFO
+#: that never ends, /dev/zero, a log) is an error, not a hang or a gigabyte read.
+INSTRUCTION_FILE_LIMIT = 64 * 1024
+#: A UNIX socket's path, in bytes, at most (sun_path less its terminating NUL).
+SOCKET_PATH_LIMIT = 107
+
+
 @functools.cache
 def read_instruction_file(path: str) -> str:
     """The persona file's text, read once (it is a start-time setting, like the rest)."""
     try:
-        text = Path(path).read_text(encoding="utf-8").strip()
+        with open(path, "rb", opener=_open_regular) as file:
+            data = file.read(INSTRUCTION_FILE_LIMIT + 1)
+        if len(data) > INSTRUCTION_FILE_LIMIT:
+            raise ConfigError(
+                f"[live] system_instruction_file: {path} is over "
+                f"{INSTRUCTION_FILE_LIMIT // 1024} KiB"
+            )
+        text = data.decode("utf-8").strip()
     except FileNotFoundError:
         raise ConfigError(f"[live] system_instruction_file: {path} does not exist") from None
     except UnicodeDecodeError:
@@ -478,6 +502,15 @@ def read_instruction_file(path: str) -> str:
     if not text:
         raise ConfigError(f"[live] system_instruction_file: {path} is empty")
     return text
+
+
+def _open_regular(path: str, flags: int) -> int:
+    """os.open for a regular file only; the check does not block on a FIFO."""
+    fd = os.open(path, flags | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"[live] system_instruction_file: {path} is not a regular file")
+    return fd
 
 
 def find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:

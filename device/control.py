@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from device.errors import ConfigError
 from device.logs import Overflow
 
 logger = logging.getLogger(__name__)
@@ -75,11 +76,16 @@ class ControlServer:
 
     async def start(self) -> None:
         """Listen, replacing a stale socket file; AlreadyRunning if a live one answers."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        await self._remove_stale()
-        self._server = await asyncio.start_unix_server(
-            self._accept, path=self.path, limit=LINE_LIMIT
-        )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            await self._remove_stale()
+            self._server = await asyncio.start_unix_server(
+                self._accept, path=self.path, limit=LINE_LIMIT
+            )
+        except OSError as exc:  # the path is unusable: the owner's to fix, no retry helps
+            raise ConfigError(
+                f"[control] socket: cannot listen on {self.path}: {exc.strerror or exc}"
+            ) from None
         os.chmod(self.path, self._mode)
         self._inode = self.path.stat().st_ino
 
@@ -170,6 +176,8 @@ class ControlServer:
             request = json.loads(line)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             return _error(f"bad JSON: {exc}")
+        except RecursionError:
+            return _error("bad JSON: nested too deeply")
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             return _error('a request is a JSON object with a string "cmd"')
         cmd = request["cmd"]

@@ -179,3 +179,48 @@ def test_help_and_ctl_import_nothing_heavy() -> None:
         env={**os.environ},
     )  # fmt: skip
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_ctl_reads_only_the_socket_from_a_configuration_with_tools(tmp_path: Path) -> None:
+    """`ctl` needs the socket's path: not the tools' declarations (pydantic), nor the
+    persona file."""
+    persona = tmp_path / "persona.txt"
+    persona.write_text("You are the kitchen radio.\n")
+    settings = tmp_path / "config.toml"
+    settings.write_text(
+        f'[tools]\nenabled = ["get_time"]\n[live]\nsystem_instruction_file = "{persona}"\n'
+        f'[control]\nsocket = "{tmp_path / "nobody.sock"}"\n'
+    )
+    probe = (
+        "import sys\n"
+        "from device import cli\n"
+        f"code = cli.main(['ctl', 'status', '--config', {str(settings)!r}])\n"
+        "print(code, [m for m in ('pydantic', 'google.genai', 'numpy') if m in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30
+    )
+    assert result.stdout.strip() == "1 []", result.stderr
+    assert "not running" in result.stderr
+
+
+def test_a_configuration_error_reaches_the_journal_as_an_error(tmp_path: Path) -> None:
+    """Under systemd stderr is the journal, read at priority info unless a line says
+    otherwise: the reason a box will not start must show in `journalctl -p err`."""
+    settings = tmp_path / "config.toml"
+    settings.write_text("[audio]\nchunk_ms = 'soon'\n")
+    stderr = tmp_path / "stderr"
+    with stderr.open("w") as sink:
+        info = os.fstat(sink.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"}
+        code = subprocess.run(
+            [sys.executable, "-m", "device", "run", "--config", str(settings)],
+            stderr=sink, env=env, timeout=30,
+        ).returncode  # fmt: skip
+    assert code == 2
+    assert stderr.read_text().startswith("<3>live-appliance: configuration error:")
+    plain = subprocess.run(
+        [sys.executable, "-m", "device", "run", "--config", str(settings)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert plain.stderr.startswith("live-appliance: configuration error:"), "not on a terminal"

@@ -193,6 +193,10 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         ('[tools]\nenabled = ["get_time", "open_the_door"]', "unknown tool 'open_the_door'"),
         ('[live]\nsystem_instruction_file = "{empty}"', "is empty"),
         ('[live]\nsystem_instruction_file = "{latin1}"', "is not UTF-8 text"),
+        ('[live]\nsystem_instruction_file = "{fifo}"', "is not a regular file"),
+        ('[live]\nsystem_instruction_file = "/dev/zero"', "is not a regular file"),
+        ('[live]\nsystem_instruction_file = "{huge}"', "is over 64 KiB"),
+        ('[control]\nsocket = "/run/{long}/control.sock"', "may have at most 107"),
         ('[live]\nmodel = "gemini-3.8-live"\nproactive_audio = false', "proactive_audio"),
     ],
 )
@@ -202,7 +206,12 @@ def test_what_the_daemon_would_refuse_the_configuration_refuses_with_the_same_wo
     """One validation: the doctor's config check (config.load) and the daemon agree."""
     (tmp_path / "empty.txt").write_text("  \n")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
-    text = settings.format(empty=tmp_path / "empty.txt", latin1=tmp_path / "latin1.txt")
+    (tmp_path / "huge.txt").write_text("Be kind. " * 10_000)
+    os.mkfifo(tmp_path / "persona.fifo")  # opened for reading, it would wait for a writer
+    text = settings.format(
+        empty=tmp_path / "empty.txt", latin1=tmp_path / "latin1.txt",
+        fifo=tmp_path / "persona.fifo", huge=tmp_path / "huge.txt", long="x" * 100,
+    )  # fmt: skip
     path = write(tmp_path, text)
     with pytest.raises(config.ConfigError, match=wanted) as caught:
         config.load(path)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from device.control import AlreadyRunning, ControlError, ControlServer, NotRunning, request
+from device.errors import ConfigError
 
 
 class Daemon:
@@ -117,6 +118,7 @@ async def test_bad_input_is_answered_and_the_server_serves_on(path: Path) -> Non
             b'{"nocmd": "status"}\n',
             b'{"cmd": "dance"}\n',
             b'{"cmd": "explode"}\n',
+            b"[" * 50_000 + b"\n",  # nested past Python's recursion limit
         ]
         for raw in bad:
             reply = await line.send(raw)
@@ -252,3 +254,14 @@ async def test_a_client_that_never_sends_is_let_go(path: Path) -> None:
         async with asyncio.timeout(5):
             assert await silent.reader.read() == b""
         await silent.close()
+
+
+async def test_a_socket_path_that_cannot_be_used_is_a_configuration_error(
+    tmp_path: Path,
+) -> None:
+    """Not a crash with a traceback that systemd restarts every few seconds: the owner's
+    to fix (the daemon exits 2, which the unit does not restart)."""
+    (tmp_path / "file").write_text("")
+    for unusable in (tmp_path / "file" / "ctl.sock", tmp_path / ("x" * 120) / "c.sock"):
+        with pytest.raises(ConfigError, match=r"\[control\] socket: cannot listen on"):
+            await ControlServer(unusable, Daemon()).start()
