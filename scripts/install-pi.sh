@@ -251,8 +251,12 @@ install_venv() {
   lock=$(lock_file)
   [[ -r $lock ]] || die "no lock file for this Python: $lock (scripts/lock makes one)"
   lock=${lock#"$SOURCE_DIR/"}
+  # Kept only if it runs the system's Python: after an OS upgrade (Bookworm to Trixie)
+  # its python links to 3.13 while its packages sit in lib/python3.11, and would be
+  # taken as installed.
   if "$VENV/bin/python" -c '' 2>/dev/null &&
-    grep -q '^include-system-site-packages = true' "$VENV/pyvenv.cfg"; then
+    grep -q '^include-system-site-packages = true' "$VENV/pyvenv.cfg" &&
+    [[ -d $VENV/lib/$("$SYSTEM_PYTHON" -c 'import sys; print("python%d.%d" % sys.version_info[:2])')/site-packages ]]; then
     say "  $VENV exists"
   else
     run "$SYSTEM_PYTHON" -m venv --clear --system-site-packages --without-pip "$VENV"
@@ -444,6 +448,9 @@ start_service() {
     say "  for the key) or with --key-file PATH; it keeps everything else as it is."
     return
   fi
+  # A manual start counts against StartLimitBurst too: an install after a crash burst,
+  # or a few reinstalls in ten minutes, must not be refused for it.
+  run systemctl reset-failed "$UNIT_NAME" 2>/dev/null || true
   if ! run systemctl restart "$UNIT_NAME"; then
     die "the service did not start: journalctl -u $APP -n 50 shows why"
   fi

@@ -75,6 +75,8 @@ done
 
 #: A Pi the installer has run on, with the owner "owner" (not yet in the service's group)
 #: and, as on plain Debian, no spi group.
+#: The venv's directory of packages for the system's Python: `python3.11` on Bookworm.
+SYSTEM_SITE = """/usr/bin/python3 -c 'import sys; print("python%d.%d" % sys.version_info[:2])'"""
 INSTALLED = FRESH + f"""
 sed -i '/^spi:/d' /etc/group
 mkdir -p /etc/live-appliance /opt/live-appliance/venv/bin /var/lib/live-appliance
@@ -82,6 +84,7 @@ printf '[button]\\nmode = "toggle"\\n' > /etc/live-appliance/config.toml
 printf 'owner-key\\n' > /etc/live-appliance/api-key
 ln -s /usr/bin/python3 /opt/live-appliance/venv/bin/python
 echo 'include-system-site-packages = true' > /opt/live-appliance/venv/pyvenv.cfg
+mkdir -p "/opt/live-appliance/venv/lib/$({SYSTEM_SITE})/site-packages"
 ln -s /opt/live-appliance/venv/bin/live-appliance /usr/local/bin/live-appliance
 cp {shlex.quote(str(UNIT))} /etc/systemd/system/live-appliance.service
 mkdir -p /etc/systemd/system/live-appliance.service.d
@@ -271,6 +274,7 @@ def test_run_again_it_updates_and_keeps_config_and_key(
             "to change it: sudoedit /etc/live-appliance/api-key",
             "+ chown root:root /etc/live-appliance/api-key",
             "+ chmod 0600 /etc/live-appliance/api-key",
+            "+ systemctl reset-failed live-appliance.service",
             "+ systemctl restart live-appliance.service",
         ],
     )
@@ -278,6 +282,20 @@ def test_run_again_it_updates_and_keeps_config_and_key(
     overwrite = f"{EXAMPLE} /etc/live-appliance/config.toml"
     assert not any(overwrite in line for line in lines), "the owner's config would be replaced"
 
+
+
+def test_an_update_after_an_os_upgrade_builds_the_venv_afresh(
+    view: SystemView, stand_ins: StandIns, tmp_path: Path
+) -> None:
+    """Bookworm to Trixie: the venv's python now runs 3.13 while its packages sit in
+    lib/python3.11; kept, the installer would take them as installed."""
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(KEY + "\n")
+    upgraded = INSTALLED.replace(f"$({SYSTEM_SITE})", "python3.9")
+    view.setup(upgraded)
+    lines = dry_run(view, stand_ins, INSTALL, "--key-file", str(key_file), SUDO_USER="owner")
+    assert any("-m venv --clear" in line for line in lines), lines
+    assert not any("venv exists" in line for line in lines)
 
 def lock_digest() -> str:
     """What the installer records in the venv: the digest of the system Python's lock."""
