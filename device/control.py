@@ -229,6 +229,8 @@ def request(
             raise ControlError(f"no answer from the daemon at {path} within {timeout} s") from exc
         except ConnectionError as exc:
             raise ControlError(f"the daemon at {path} dropped the connection: {exc}") from exc
+        except OSError as exc:  # a path too long for a socket, a file in its way
+            raise ControlError(f"cannot reach the daemon at {path}: {exc.strerror or exc}") from exc
     if not line:
         raise ControlError(f"the daemon at {path} closed the connection without answering")
     try:

@@ -265,3 +265,10 @@ async def test_a_socket_path_that_cannot_be_used_is_a_configuration_error(
     for unusable in (tmp_path / "file" / "ctl.sock", tmp_path / ("x" * 120) / "c.sock"):
         with pytest.raises(ConfigError, match=r"\[control\] socket: cannot listen on"):
             await ControlServer(unusable, Daemon()).start()
+
+
+def test_the_client_says_why_a_socket_path_cannot_be_reached(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    for unusable in (tmp_path / ("x" * 120) / "c.sock", tmp_path / "file" / "ctl.sock"):
+        with pytest.raises(ControlError, match=r"cannot reach the daemon at .*: "):
+            request(unusable, "status")
