@@ -4,6 +4,8 @@ interruption is handled at once, the audio waiting before it dropped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from google.genai import types
@@ -45,12 +47,21 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_what_the_full_speaker_cannot_take_waits_in_order_and_goes_as_room_comes() -> None:
+@contextlib.asynccontextmanager
+async def reading() -> AsyncIterator[tuple[ReadAhead, Speaker, list[Any]]]:
+    """A read-ahead handing on to a list, its speaker, and its task running."""
     handled: list[Any] = []
     speaker = Speaker()
     ahead = ReadAhead(handled.append, speaker)
     runner = asyncio.create_task(ahead.run())
     try:
+        yield ahead, speaker, handled
+    finally:
+        runner.cancel()
+
+
+async def test_what_the_full_speaker_cannot_take_waits_in_order_and_goes_as_room_comes() -> None:
+    async with reading() as (ahead, speaker, handled):
         ahead.take(audio(1))
         speaker.room.clear()  # the speaker is full now
         ahead.take(audio(2))
@@ -61,16 +72,10 @@ async def test_what_the_full_speaker_cannot_take_waits_in_order_and_goes_as_room
         speaker.room.set()
         await settle()
         assert handled == [audio(1), audio(2), said("and then"), audio(3)]
-    finally:
-        runner.cancel()
 
 
 async def test_an_interruption_is_handled_at_once_and_the_audio_waiting_is_dropped() -> None:
-    handled: list[Any] = []
-    speaker = Speaker()
-    ahead = ReadAhead(handled.append, speaker)
-    runner = asyncio.create_task(ahead.run())
-    try:
+    async with reading() as (ahead, speaker, handled):
         speaker.room.clear()
         ahead.take(audio(1))
         ahead.take(said("the weather"))
@@ -85,16 +90,10 @@ async def test_an_interruption_is_handled_at_once_and_the_audio_waiting_is_dropp
         await settle()
         ahead.take(audio(7))  # the next reply plays
         assert handled[-1] == audio(7) and audio(1) not in handled and audio(2) not in handled
-    finally:
-        runner.cancel()
 
 
 async def test_past_its_bound_the_reader_waits_and_reads_on_as_audio_is_handed_on() -> None:
-    handled: list[Any] = []
-    speaker = Speaker()
-    ahead = ReadAhead(handled.append, speaker)
-    runner = asyncio.create_task(ahead.run())
-    try:
+    async with reading() as (ahead, speaker, handled):
         speaker.room.clear()
         chunk = 48_000  # a second of reply audio
         for n in range(READ_AHEAD_BYTES // chunk):
@@ -107,8 +106,6 @@ async def test_past_its_bound_the_reader_waits_and_reads_on_as_audio_is_handed_o
         speaker.room.set()
         await asyncio.wait_for(reader, 1)
         assert len(handled) == READ_AHEAD_BYTES // chunk
-    finally:
-        runner.cancel()
 
 
 async def test_without_a_speaker_to_wait_for_everything_is_handled_as_it_comes() -> None:
