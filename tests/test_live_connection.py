@@ -76,6 +76,17 @@ def reply(pcm: bytes, talked_over: bool = False) -> ReplyAudio:
     return ReplyAudio(session=SESSION, pcm=pcm, talked_over=talked_over)
 
 
+def replay(events: list[Any], machine: Machine) -> tuple[Machine, list[bytes], list[State]]:
+    """The state machine fed what the connection reported: where it ends, what it played
+    and the states it went through."""
+    played, states = [], []
+    for event in events:
+        machine, actions = step(machine, event)
+        played += [a.pcm for a in actions if isinstance(a, PlayReply)]
+        states.append(machine.state)
+    return machine, played, states
+
+
 async def test_the_rest_of_a_reply_talked_over_is_reported_as_such_and_is_never_heard() -> None:
     """A press during a reply: until the service's interrupted/turnComplete for it
     arrive, what comes is the old reply's, not the answer to the new turn; the state
@@ -98,24 +109,10 @@ async def test_the_rest_of_a_reply_talked_over_is_reported_as_such_and_is_never_
         TurnComplete(session=SESSION),
     ]
     machine = Machine(state=State.THINKING, session_open=True, session=SESSION, connected=True)
-    played = []
-    for event in seen.events[1:]:
-        machine, actions = step(machine, event)
-        played += [a.pcm for a in actions if isinstance(a, PlayReply)]
+    machine, played, _ = replay(seen.events[1:], machine)
     assert played == [b"\x03\x00" * 100], "only the answer to the new turn is heard"
     assert machine.state is State.SPEAKING and machine.reply_done
 
-
-
-def replay(events: list[Any], machine: Machine) -> tuple[Machine, list[bytes], list[State]]:
-    """The state machine fed what the connection reported: where it ends, what it played
-    and the states it went through."""
-    played, states = [], []
-    for event in events:
-        machine, actions = step(machine, event)
-        played += [a.pcm for a in actions if isinstance(a, PlayReply)]
-        states.append(machine.state)
-    return machine, played, states
 
 
 async def test_a_second_press_while_the_box_thinks_supersedes_the_first_turns_reply() -> None:
