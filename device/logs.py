@@ -29,9 +29,13 @@ TRACEBACK_LIMIT = 16384
 
 def cut(text: str, limit: int = TEXT_LIMIT) -> str:
     """`text`, or its first `limit` characters and how many more there were."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... ({len(text) - limit} characters more)"
+    return text if len(text) <= limit else shortened(text[:limit], len(text) - limit)
+
+
+def shortened(kept: str, more: int) -> str:
+    """What was kept of a text and how many characters of it were not, as the journal
+    says it wherever a bound cut something."""
+    return f"{kept}... ({more} characters more)" if more else kept
 
 
 class Redactor(logging.Filter):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from device.logs import shortened
 from device.outbox import Kind
 
 #: Characters of one side's transcription kept for a turn's journal line: minutes of
@@ -37,8 +38,7 @@ class Transcript:
             self.kept += len(text)
 
     def text(self) -> str:
-        whole = "".join(self.parts)
-        return f"{whole}... ({self.cut} characters more)" if self.cut else whole
+        return shortened("".join(self.parts), self.cut)
 
     def clear(self) -> None:
         self.parts.clear()
