@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 from helpers import until
+from websockets.exceptions import InvalidHeaderValue, InvalidURI
 
 from device.config import Config, Secret
+from device.live.errors import describe_failure, failure_fields
 from device.live.session import LiveLink
 from device.outbox import Outbox
 from device.states import ConnectionLost, Event
@@ -92,3 +94,32 @@ async def test_a_client_that_cannot_be_built_fails_the_press_and_the_next_builds
     async with asyncio.timeout(30):
         await link.prepare()
     assert link.prepared
+
+
+
+@pytest.mark.parametrize(
+    ("failure", "secret", "kept"),
+    [
+        (
+            InvalidHeaderValue("x-goog-api-key", "AIza-pasted-key\nsecond line"),
+            "pasted-key",
+            "invalid x-goog-api-key header: ***",
+        ),
+        (
+            InvalidHeaderValue("Authorization", "Token auth_tokens/eph-123"),
+            "eph-123",
+            "invalid Authorization header: ***",
+        ),
+        (
+            InvalidURI("wss://h/ws?access_token=auth_tokens/eph-123&x=1", "bad"),
+            "eph-123",
+            "wss://h/ws?access_token=***&x=1 isn't a valid URI",
+        ),
+    ],
+)
+def test_a_failure_never_quotes_a_credential(failure: Exception, secret: str, kept: str) -> None:
+    """A failure's words go where the journal's mask does not: `ctl status`, systemd's
+    STATUS=, `ask` and the doctor print them."""
+    words, fields = describe_failure(failure), failure_fields(failure)
+    assert secret not in words and secret not in str(fields)
+    assert kept in words and fields["LIVE_ERROR"] == words

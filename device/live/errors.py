@@ -8,6 +8,7 @@ a setting) and a decision: try again, or stop until the next press.
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 
@@ -36,6 +37,22 @@ _CLOSE_HINTS = {
 }
 
 
+#: What in an error's text may be a credential: a Gemini key, an ephemeral token, a URL's
+#: key or token parameter, an authenticating header's value (websockets quotes it whole
+#: when it cannot send it). Kept to what names it: the rest of the line stays.
+_CREDENTIAL = re.compile(
+    r"AIza[\w-]+|auth_tokens/[\w.~-]+"
+    r"|(?P<param>(?:access_token|key|token)=)[^&\s'\"]+"
+    r"|(?P<header>(?:x-goog-api-key|authorization) header: )(?s:.*)",
+    re.IGNORECASE,
+)
+
+
+def without_credentials(text: str) -> str:
+    """`text` with anything that may be a key or token masked."""
+    return _CREDENTIAL.sub(lambda m: (m["param"] or m["header"] or "") + "***", text)
+
+
 class ConnectionDead(Exception):
     """No traffic at all (messages or pongs) for longer than the configured bound."""
 
@@ -47,7 +64,7 @@ class GaveUp(Exception):
 
 def describe_failure(exc: BaseException) -> str:
     """One line an owner can act on: which layer failed, never the key."""
-    return _classify(exc)[1]
+    return without_credentials(_classify(exc)[1])
 
 
 def failure_fields(exc: BaseException) -> dict[str, object]:
@@ -55,7 +72,7 @@ def failure_fields(exc: BaseException) -> dict[str, object]:
     filter on (closed, gave_up, silent, timeout, dns, tls, tcp, network, undecodable,
     other); LIVE_ERROR, the line describe_failure gives; LIVE_CLOSE_CODE for a close."""
     kind, words = _classify(exc)
-    fields: dict[str, object] = {"LIVE_FAILURE": kind, "LIVE_ERROR": words}
+    fields: dict[str, object] = {"LIVE_FAILURE": kind, "LIVE_ERROR": without_credentials(words)}
     if isinstance(exc, errors.APIError):
         fields["LIVE_CLOSE_CODE"] = exc.code
     return fields
