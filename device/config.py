@@ -9,12 +9,14 @@ button press. The API key is held in a `Secret` whose repr hides it.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import os
 import stat
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,8 @@ KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 #: Where the Pi installer keeps the key (root only): the service gets it as its
 #: credential, and `doctor`, `ask` and `run` outside systemd read it when run as root.
 INSTALLED_KEY_FILE = Path("/etc/live-appliance/api-key")
+#: The highest BCM GPIO number (the Pi's 54 lines).
+GPIO_LIMIT = 53
 
 
 class Secret:
@@ -56,8 +60,8 @@ class Secret:
         return hash(self._value)
 
 
-def _bounded(low: float, high: float) -> dict[str, Any]:
-    return {"bounds": (low, high)}
+def _bounded(low: float, high: float, *, octal: bool = False) -> dict[str, Any]:
+    return {"bounds": (low, high), "octal": octal}
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ class AudioConfig:
 class ButtonConfig:
     """The one button and what pressing it means."""
 
-    pin: int = field(default=17, metadata=_bounded(0, 53))
+    pin: int = field(default=17, metadata=_bounded(0, GPIO_LIMIT))
     mode: Literal["push_to_talk", "toggle"] = "push_to_talk"
     bounce_ms: int = field(default=20, metadata=_bounded(0, 500))
     #: Holding this long ends the session (push-to-talk); 0 turns it off.
@@ -192,10 +196,10 @@ class LedsConfig:
     spi_bus: int = field(default=0, metadata=_bounded(0, 6))
     spi_device: int = field(default=0, metadata=_bounded(0, 3))
     #: APA102 on plain GPIO pins instead of SPI (bit-banged): both pins or neither.
-    data_pin: int | None = field(default=None, metadata=_bounded(0, 53))
-    clock_pin: int | None = field(default=None, metadata=_bounded(0, 53))
+    data_pin: int | None = field(default=None, metadata=_bounded(0, GPIO_LIMIT))
+    clock_pin: int | None = field(default=None, metadata=_bounded(0, GPIO_LIMIT))
     #: A pin that switches the pixels' power on (some HATs have one).
-    power_pin: int | None = field(default=None, metadata=_bounded(0, 53))
+    power_pin: int | None = field(default=None, metadata=_bounded(0, GPIO_LIMIT))
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,7 @@ class CameraConfig:
     #: Keep the camera running this long after the last frame, for a quick follow-up.
     linger_s: float = field(default=3.0, metadata=_bounded(0, 60))
     #: A pin that lights an LED while the camera runs.
-    led_pin: int | None = field(default=None, metadata=_bounded(0, 53))
+    led_pin: int | None = field(default=None, metadata=_bounded(0, GPIO_LIMIT))
 
 
 @dataclass(frozen=True)
@@ -237,7 +241,7 @@ class ControlConfig:
     """The UNIX socket that `live-appliance ctl` and tests talk to."""
 
     socket: str = "/run/live-appliance/control.sock"
-    mode: int = field(default=0o660, metadata=_bounded(0o600, 0o666))
+    mode: int = field(default=0o660, metadata=_bounded(0o600, 0o666, octal=True))
 
 
 @dataclass(frozen=True)
@@ -283,19 +287,26 @@ def load(cli_path: str | os.PathLike[str] | None = None, *, whole: bool = True) 
     path, named = resolve_path(cli_path)
     raw = _read_toml(path, must_exist=named)
     where = str(path)
-    _apply_env_overrides(raw)
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ConfigError(
             f"{where}: unknown section [{unknown[0]}]; allowed: {', '.join(SECTIONS)}"
         )
+    from_env = _env_overrides()
+    for (section, setting), (_, value) in from_env.items():
+        if not isinstance(raw.setdefault(section, {}), dict):
+            raise ConfigError(f"{where}: [{section}] must be a table of settings")
+        raw[section][setting] = value
+    origin = {spot: variable for spot, (variable, _) in from_env.items()}
     presets = _profile_presets(where, raw.get("hardware", {}))
     sections = {
-        name: _build_section(where, name, cls, raw.get(name, {}), presets.get(name, {}))
+        name: _build_section(where, name, cls, raw.get(name, {}), presets.get(name, {}), origin)
         for name, cls in SECTIONS.items()
     }
     config = Config(**sections, path=path if path.exists() else None)
     _check_consistency(where, config, whole)
+    if not whole:
+        return config
     key, source = find_api_key(config.live)
     return dataclasses.replace(config, api_key=key, api_key_source=source)
 
@@ -315,21 +326,30 @@ def _read_toml(path: Path, must_exist: bool) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
-def _apply_env_overrides(raw: dict[str, Any]) -> None:
-    """`LIVE_APPLIANCE_AUDIO_CHUNK_MS=40` overrides `[audio] chunk_ms` (TOML syntax, or text)."""
+def _env_overrides() -> dict[tuple[str, str], tuple[str, Any]]:
+    """`LIVE_APPLIANCE_AUDIO_CHUNK_MS=40` overrides `[audio] chunk_ms` (TOML syntax, or
+    text): {(section, key): (variable, value)}. A variable whose section is a near miss
+    of one (`LIVE_APPLIANCE_LED_KIND`) is an error, not silently nothing; other names
+    under the prefix (the log format, the tests' own) are not settings."""
+    found: dict[tuple[str, str], tuple[str, Any]] = {}
     for name, value in os.environ.items():
         if not name.startswith(ENV_PREFIX) or name == ENV_PATH:
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
         if section is None:
+            if near := difflib.get_close_matches(rest.split("_")[0], SECTIONS, 1, 0.75):
+                raise ConfigError(
+                    f"environment variable {name}: no section [{rest.split('_')[0]}]; "
+                    f"did you mean {ENV_PREFIX}{near[0].upper()}_...?"
+                )
             continue
-        key = rest[len(section) + 1 :]
         try:
             parsed = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             parsed = value
-        raw.setdefault(section, {})[key] = parsed
+        found[section, rest[len(section) + 1 :]] = (name, parsed)
+    return found
 
 
 def _profile_presets(where: str, hardware: Any) -> dict[str, dict[str, Any]]:
@@ -337,7 +357,7 @@ def _profile_presets(where: str, hardware: Any) -> dict[str, dict[str, Any]]:
     from device.hw.profiles import PROFILES
 
     name = hardware.get("profile", HardwareConfig.profile) if isinstance(hardware, dict) else None
-    if name not in PROFILES:
+    if not isinstance(name, str) or name not in PROFILES:
         raise ConfigError(
             f"{where}: [hardware] profile: must be one of {', '.join(map(repr, PROFILES))} "
             f"(got {name!r})"
@@ -346,21 +366,31 @@ def _profile_presets(where: str, hardware: Any) -> dict[str, dict[str, Any]]:
 
 
 def _build_section(
-    where: str, name: str, cls: type, values: Any, preset: dict[str, Any]
+    where: str,
+    name: str,
+    cls: type,
+    values: Any,
+    preset: dict[str, Any],
+    origin: dict[tuple[str, str], str],
 ) -> Any:
-    """One section from the file's values laid over the profile's preset."""
+    """One section from the file's values laid over the profile's preset; a value from
+    the environment (`origin`) is named by its variable in an error."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: [{name}] must be a table of settings")
     values = {**preset, **values}
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    def label(key: str) -> str:
+        variable = origin.get((name, key))
+        return f"environment variable {variable}" if variable else f"{where}: [{name}] {key}"
+
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"{where}: [{name}] {unknown[0]}: unknown setting; allowed: {', '.join(fields)}"
-        )
+        key = unknown[0]
+        setting = f" [{name}] {key}" if (name, key) in origin else ""
+        raise ConfigError(f"{label(key)}: unknown setting{setting}; allowed: {', '.join(fields)}")
     checked = {
-        key: _check_value(f"{where}: [{name}] {key}", hints[key], fields[key], value)
+        key: _check_value(label(key), hints[key], fields[key], value)
         for key, value in values.items()
     }
     return cls(**checked)
@@ -373,7 +403,11 @@ def _check_value(label: str, hint: Any, spec: dataclasses.Field[Any], value: Any
         raise ConfigError(f"{label}: must be {allowed} (got {value!r})")
     bounds = spec.metadata.get("bounds")
     if bounds and isinstance(result, int | float) and not bounds[0] <= result <= bounds[1]:
-        raise ConfigError(f"{label}: must be between {bounds[0]} and {bounds[1]} (got {value!r})")
+        if spec.metadata.get("octal"):  # file modes: 660 is not 0o660
+            low, high, got = oct(bounds[0]), oct(bounds[1]), f"{value!r}, which is {oct(value)}"
+        else:
+            low, high, got = bounds[0], bounds[1], repr(value)
+        raise ConfigError(f"{label}: must be between {low} and {high} (got {got})")
     return result
 
 
@@ -439,12 +473,30 @@ def _check_consistency(where: str, config: Config, whole: bool) -> None:
         )
     if leds.kind == "multi" and not leds.pins:
         raise ConfigError(f"{where}: [leds] pins: kind 'multi' needs at least one pin")
+    if bad := [pin for pin in leds.pins if not 0 <= pin <= GPIO_LIMIT]:
+        raise ConfigError(
+            f"{where}: [leds] pins: must be between 0 and {GPIO_LIMIT} (got {bad[0]})"
+        )
     if (leds.data_pin is None) != (leds.clock_pin is None):
         raise ConfigError(
             f"{where}: [leds] data_pin and clock_pin: set both (pixels on GPIO) or neither (SPI)"
         )
     if live.system_instruction_file and whole:
         _prefixed(where, read_instruction_file, live.system_instruction_file)
+    for label, place in (
+        ("[control] socket", config.control.socket),
+        ("[service] state_dir", config.service.state_dir),
+    ):
+        if place is not None and not os.path.isabs(place):
+            # The service runs in /run/live-appliance: `ctl` elsewhere would never find it.
+            raise ConfigError(f"{where}: {label}: must be an absolute path (got {place!r})")
+    if live.keepalive_s >= live.dead_after_s:
+        raise ConfigError(
+            f"{where}: [live] keepalive_s ({live.keepalive_s:g}) must be below dead_after_s "
+            f"({live.dead_after_s:g}): a quiet link is pinged before it counts as dead"
+        )
+    if live.base_url is not None:
+        _check_url(where, live.base_url)
     socket_bytes = len(os.fsencode(config.control.socket))
     if socket_bytes > SOCKET_PATH_LIMIT:
         raise ConfigError(
@@ -462,6 +514,20 @@ def _check_consistency(where: str, config: Config, whole: bool) -> None:
         from device.tools import DEVICE_TOOLS  # pydantic, not the Live SDK; tools.py imports us
 
         _prefixed(where, DEVICE_TOOLS.select, config.tools.enabled)
+
+
+def _check_url(where: str, url: str) -> None:
+    """`base_url` as the SDK takes it: http(s)://host[:port][/path]."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{where}: [live] base_url: must be an http:// or https:// URL with a host "
+            f"(got {url!r})"
+        )
 
 
 def _prefixed(where: str, check: Callable[[Any], object], value: Any) -> None:
@@ -534,16 +600,33 @@ def find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:
             if source.startswith("api_key_file"):
                 raise ConfigError(f"[live] api_key_file: {path} does not exist") from None
             continue
+        except UnicodeDecodeError:
+            raise ConfigError(f"{source}: not UTF-8 text; write the key again") from None
         except OSError as exc:
             raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
         if key:
-            return Secret(key), source
+            return _checked_key(key, source), source
     for name in KEY_ENV_VARS:
         if key := os.environ.get(name, "").strip():
-            return Secret(key), f"environment variable {name}"
+            source = f"environment variable {name}"
+            return _checked_key(key, source), source
     if installed := _installed_key():
-        return Secret(installed), f"the installer's key file {INSTALLED_KEY_FILE}"
+        source = f"the installer's key file {INSTALLED_KEY_FILE}"
+        return _checked_key(installed, source), source
     return None, None
+
+
+def _checked_key(key: str, source: str) -> Secret:
+    """The key as a Secret, if an HTTP header can carry it: a pasted line break or a
+    zero-width space would fail every connection, with the key in the error's text."""
+    for position, char in enumerate(key, 1):
+        if not "!" <= char <= "~":  # printable ASCII, no spaces
+            kind = "a space or control character" if char.isascii() else "a non-ASCII character"
+            raise ConfigError(
+                f"{source}: the API key has {kind} at position {position}, which no "
+                "key has; copy the key again"
+            )
+    return Secret(key)
 
 
 def _installed_key() -> str | None:
@@ -553,6 +636,8 @@ def _installed_key() -> str | None:
         return INSTALLED_KEY_FILE.read_text(encoding="utf-8").strip() or None
     except OSError:
         return None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{INSTALLED_KEY_FILE}: not UTF-8 text; write the key again") from None
 
 
 def require_credentials(config: Config) -> None:

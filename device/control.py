@@ -115,7 +115,9 @@ class ControlServer:
         except FileNotFoundError:
             return
         if not stat.S_ISSOCK(mode):
-            raise ControlError(f"{self.path} exists and is not a socket; not replacing it")
+            raise ConfigError(  # a file in the way is the owner's to move: no restart helps
+                f"[control] socket: {self.path} exists and is not a socket; not replacing it"
+            )
         try:
             _, writer = await asyncio.wait_for(asyncio.open_unix_connection(self.path), 2.0)
         except (ConnectionRefusedError, FileNotFoundError):

@@ -80,6 +80,25 @@ idle_timeout_s = 5
         ("[leds]\nkind = 'rgb'\npins = [1]", "kind 'rgb' needs 3 pin(s) (got 1)"),
         ("[live]\nbackend = 'vertex'", "needs project and location"),
         ("[live\nmodel = 1", "not valid TOML"),
+        ("[hardware]\nprofile = ['x']", "[hardware] profile: must be one of"),
+        ("[hardware]\nprofile = {a = 1}", "[hardware] profile: must be one of"),
+        ("[live]\nkeepalive_s = 40", "keepalive_s (40) must be below dead_after_s (30)"),
+        ("[live]\nbase_url = 'proxy.example.com:8443'", "base_url: must be an http:// or"),
+        ("[live]\nbase_url = 'https://'", "base_url: must be an http:// or"),
+        ("[live]\nbase_url = 'https://h:port'", "base_url: must be an http:// or"),
+        ("[leds]\nkind = 'rgb'\npins = [5, 6, 99]", "[leds] pins: must be between 0 and 53"),
+        ("[control]\nsocket = 'live.sock'", "[control] socket: must be an absolute path"),
+        ("[service]\nstate_dir = 'state'", "[service] state_dir: must be an absolute path"),
+        ("[control]\nmode = 660", "between 0o600 and 0o666 (got 660, which is 0o1224)"),
+        (
+            "[live]\nmodel = 'gemini-live-2.5-flash-native-audio'",
+            "gemini-live-2.5-flash-native-audio is not served on backend 'gemini'",
+        ),
+        (
+            "[live]\nbackend = 'vertex'\nproject = 'p'\nlocation = 'l'\n"
+            "model = 'gemini-3.1-flash-live-preview'",
+            "gemini-3.1-flash-live-preview is not served on backend 'vertex'; choose",
+        ),
     ],
 )
 def test_bad_values_name_file_key_and_what_is_allowed(
@@ -105,6 +124,81 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     cfg = config.load()
     assert cfg.audio.chunk_ms == 30
     assert cfg.live.base_url == "https://127.0.0.1:9"
+
+
+def test_an_override_is_named_by_its_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "")
+    monkeypatch.setenv("LIVE_APPLIANCE_AUDIO_CHUNK_MS", "5")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    assert str(caught.value) == (
+        "environment variable LIVE_APPLIANCE_AUDIO_CHUNK_MS: must be between 10 and 100 (got 5)"
+    )
+    monkeypatch.delenv("LIVE_APPLIANCE_AUDIO_CHUNK_MS")
+    monkeypatch.setenv("LIVE_APPLIANCE_AUDIO_CHUNKMS", "20")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    assert str(caught.value).startswith(
+        "environment variable LIVE_APPLIANCE_AUDIO_CHUNKMS: unknown setting [audio] chunkms;"
+    )
+
+
+def test_a_variable_for_a_misspelt_section_is_an_error_not_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "")
+    monkeypatch.setenv("LIVE_APPLIANCE_SOMETHING_ELSE", "1")  # not a setting: left alone
+    assert config.load(path).leds.kind == "rgb"
+    monkeypatch.setenv("LIVE_APPLIANCE_LED_KIND", "none")
+    with pytest.raises(config.ConfigError, match=r"LIVE_APPLIANCE_LED_KIND: no section \[led\]; "
+                       "did you mean LIVE_APPLIANCE_LEDS_"):
+        config.load(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "kind", "position"),
+    [
+        ("AIza-first-line\nsecond-line", "a space or control character", 16),
+        ("AIza-zero\u200bwidth", "a non-ASCII character", 10),
+        ("AIza with space", "a space or control character", 5),
+    ],
+)
+def test_a_key_no_header_can_carry_is_refused_without_showing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, kind: str, position: int
+) -> None:
+    """Else every connection fails, and websockets quotes the whole key in its error."""
+    keyfile = tmp_path / "key.txt"
+    keyfile.write_text(key)
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(write(tmp_path, f"[live]\napi_key_file = '{keyfile}'\n"))
+    assert str(caught.value) == (
+        f"api_key_file {keyfile}: the API key has {kind} at position {position}, which no key "
+        "has; copy the key again"
+    )
+    monkeypatch.setenv("GEMINI_API_KEY", key)
+    with pytest.raises(config.ConfigError, match="environment variable GEMINI_API_KEY: the API"):
+        config.load(write(tmp_path, ""))
+
+
+def test_a_key_file_that_is_not_text_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cred = tmp_path / "cred"
+    cred.mkdir()
+    (cred / "api-key").write_bytes(b"\xff\xfe-not-utf-8")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(cred))
+    with pytest.raises(config.ConfigError, match="api-key: not UTF-8 text; write the key again"):
+        config.load(write(tmp_path, ""))
+
+
+def test_ctl_does_not_need_the_key(tmp_path: Path) -> None:
+    """`ctl` reads the socket's path only: a key it may not read is the daemon's business."""
+    path = write(tmp_path, f"[live]\napi_key_file = '{tmp_path}'\n")  # a directory
+    with pytest.raises(config.ConfigError, match="cannot read"):
+        config.load(path)
+    assert config.load(path, whole=False).api_key is None
 
 
 def test_key_sources_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

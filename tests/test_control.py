@@ -166,9 +166,10 @@ async def test_a_second_server_on_a_live_socket_is_refused(path: Path) -> None:
 
 
 def test_a_file_that_is_not_a_socket_is_left_alone(path: Path) -> None:
+    """A configuration error (exit 2, not restarted): only the owner can move it."""
     path.parent.mkdir(parents=True)
     path.write_text("precious")
-    with pytest.raises(ControlError, match="not a socket"):
+    with pytest.raises(ConfigError, match=r"\[control\] socket: .* not a socket"):
         asyncio.run(ControlServer(path, Daemon()).start())
     assert path.read_text() == "precious"
 

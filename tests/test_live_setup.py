@@ -274,9 +274,11 @@ def test_vertex_takes_affective_dialog_without_v1alpha():
     assert make_client(Config(live=live))._api_client._http_options.api_version != "v1alpha"
 
 
-@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("model", sorted(m for m in MODELS if "gemini" in MODELS[m].backends))
 async def test_the_local_server_accepts_our_setup_for_every_known_model(server, model):
-    """Every allowed combination of the model settings, as the server's model rules see it."""
+    """Every allowed combination of the model settings, as the server's model rules see
+    it, on the Gemini API (Vertex AI's own model is refused there by the config; its
+    setup is the test above)."""
     assert set(MODELS) == set(DEFAULT_MODELS)
     accepted = 0
     for proactive in (None, True, False):

@@ -96,6 +96,12 @@ def capabilities(model: str) -> ModelCapabilities:
 def model_settings(live: LiveConfig) -> ModelSettings:
     """What the setup may carry for `live`; ConfigError when a setting cannot work."""
     caps = capabilities(live.model)
+    if live.backend not in caps.backends:
+        others = [name for name, known in MODELS.items() if live.backend in known.backends]
+        raise ConfigError(
+            f"[live] model: {live.model} is not served on backend '{live.backend}'; "
+            f"choose {' or '.join(others)}"
+        )
     proactive = _feature(live, caps, "proactive_audio")
     affective = _feature(live, caps, "affective_dialog")
     needs_v1alpha = live.backend == "gemini" and (proactive, affective) != (None, None)
