@@ -483,6 +483,45 @@ async def test_vertex_without_credentials_fails_the_key_check(
     assert result.fix is not None and "GOOGLE_APPLICATION_CREDENTIALS" in result.fix
 
 
+async def test_vertex_with_only_an_api_key_fails_and_says_the_key_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's Vertex AI client takes project and location only: a key beside them
+    is no credential, and the doctor must not pass on it."""
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza-not-for-vertex")
+    live = {"backend": "vertex", "project": "my-project", "location": "us-central1"}
+    result = await check_key(context(tmp_path, Options(), live=live))
+    assert result.status is Status.FAIL
+    assert "no application default credentials" in result.measured
+    assert "the API key from environment variable GEMINI_API_KEY is not used" in result.measured
+    assert "AIza-not-for-vertex" not in result.measured
+
+
+@pytest.mark.parametrize(
+    ("location", "host"),
+    [
+        ("us-central1", "us-central1-aiplatform.googleapis.com"),
+        ("global", "aiplatform.googleapis.com"),
+        ("eu", "aiplatform.eu.rep.googleapis.com"),
+        ("us", "aiplatform.us.rep.googleapis.com"),
+    ],
+)
+def test_the_vertex_host_is_the_one_the_sdk_connects_to(
+    tmp_path: Path, location: str, host: str
+) -> None:
+    from google import genai
+
+    from device.doctor.network import endpoint
+
+    live = {"backend": "vertex", "project": "my-project", "location": location}
+    cfg = context(tmp_path, Options(), live=live).cfg
+    client = genai.Client(vertexai=True, project="my-project", location=location)
+    assert endpoint(cfg) == (host, 443)
+    assert host in client._api_client._websocket_base_url()
+
+
 # -- progress --------------------------------------------------------------------------------
 
 

@@ -24,6 +24,8 @@ from device.live.wire import CLOSE_INVALID, CLOSE_POLICY
 T = TypeVar("T")
 
 GEMINI_HOST = "generativelanguage.googleapis.com"
+#: Vertex AI locations the SDK reaches through a multi-regional `.rep.` endpoint.
+VERTEX_MULTI_REGIONS = ("us", "eu")
 TURN_TEXT = "Please answer with one word: ready."
 TURN_TIMEOUT_S = 30.0
 
@@ -49,11 +51,11 @@ def endpoint(cfg: Config) -> tuple[str, int]:
         return parts.hostname or "", parts.port or 443
     if live.backend == "vertex":
         region = live.location or "global"
-        return (
-            "aiplatform.googleapis.com"
-            if region == "global"
-            else f"{region}-aiplatform.googleapis.com"
-        ), 443
+        if region == "global":
+            return "aiplatform.googleapis.com", 443
+        if region in VERTEX_MULTI_REGIONS:
+            return f"aiplatform.{region}.rep.googleapis.com", 443
+        return f"{region}-aiplatform.googleapis.com", 443
     return GEMINI_HOST, 443
 
 

@@ -68,17 +68,23 @@ def _vertex_credentials(cfg: Config) -> Result:
     from google.auth.exceptions import DefaultCredentialsError
 
     where = f"Vertex AI, project {cfg.live.project}, location {cfg.live.location}"
-    if cfg.api_key is not None:
-        return Result("key", Status.PASS, f"{where}: API key from {cfg.api_key_source} (not shown)")
+    # The client takes project and location only: a key found beside them is not used.
+    unused = (
+        f"; the API key from {cfg.api_key_source} is not used with Vertex AI"
+        if cfg.api_key is not None
+        else ""
+    )
     try:
         credentials, _ = google.auth.default()
     except DefaultCredentialsError as exc:
         return Result(
             "key",
             Status.FAIL,
-            f"{where}: no application default credentials ({str(exc).splitlines()[0]})",
+            f"{where}: no application default credentials ({str(exc).splitlines()[0]}){unused}",
             "Set GOOGLE_APPLICATION_CREDENTIALS to a service account key file for the service, "
             "or run gcloud auth application-default login.",
         )
     kind = type(credentials).__name__
-    return Result("key", Status.PASS, f"{where}: application default credentials ({kind})")
+    return Result(
+        "key", Status.PASS, f"{where}: application default credentials ({kind}){unused}"
+    )
