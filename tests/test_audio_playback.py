@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -198,6 +200,30 @@ async def test_the_speaker_runs_only_while_it_has_something_to_play(
     assert player._last_call == writes, "a stopped speaker is left alone"
     assert player.trouble(stale_s=0.1) is None
     assert "speaker" in thread_names(), "the thread that wrote it has a name top shows"
+
+
+async def test_a_reply_starts_without_spawning_a_process(
+    speaker: tuple[Playback, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between a reply's first chunk and the device there is only the device: naming the
+    writer's thread looked for libc with `find_library`, which runs `ldconfig -p` in a
+    new process (1.5 ms here, far more on a Pi), as every reply started."""
+    player, recorder = speaker
+    spawned: list[object] = []
+    popen = subprocess.Popen
+
+    def counted(*args: Any, **options: Any) -> Any:
+        spawned.append(args or options)
+        return popen(*args, **options)
+
+    monkeypatch.setattr(subprocess, "Popen", counted)
+    for reply in range(2):  # the first run of the stream and one like every later one
+        fed = time.monotonic()
+        player.feed(pcm.from_float(pcm.tone(1000, 100, RATE)), last=True)
+        await asyncio.wait_for(player.wait_drained(), 5)
+        await _settle(player)
+        assert recorder.first_sound(after=fed) is not None, f"reply {reply} played"
+    assert spawned == []
 
 
 class _HangingDevice:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 from typing import Any
@@ -82,7 +83,9 @@ def _quiet_jack() -> None:
         library.jack_set_info_function(c_handler)
 
 
+@functools.cache
 def _load(name: str) -> ctypes.CDLL | None:
+    """A library by its short name, looked for once (`find_library` runs a process)."""
     found = ctypes.util.find_library(name)
     if found is None:
         return None
