@@ -11,7 +11,7 @@ from typing import Any
 from google.genai import types
 
 from device.live.inbound import AudioOnly
-from device.live.read_ahead import READ_AHEAD_BYTES, ReadAhead
+from device.live.read_ahead import READ_AHEAD_BYTES, READ_AHEAD_MESSAGES, ReadAhead
 
 MIME = "audio/pcm;rate=24000"
 
@@ -106,6 +106,27 @@ async def test_past_its_bound_the_reader_waits_and_reads_on_as_audio_is_handed_o
         speaker.room.set()
         await asyncio.wait_for(reader, 1)
         assert len(handled) == READ_AHEAD_BYTES // chunk
+
+
+async def test_a_flood_of_small_messages_behind_a_full_speaker_stops_the_reader() -> None:
+    """Transcripts carry no audio to count: their number is bounded instead (a server
+    sending 50,000 behind a full speaker grew the box by 100 MB)."""
+    async with reading() as (ahead, speaker, handled):
+        speaker.room.clear()
+        ahead.take(audio(1))
+        for n in range(READ_AHEAD_MESSAGES - 2):
+            ahead.take(said(f"word {n}"))
+            assert not ahead.full
+        ahead.take(said("the last that fits"))
+        assert ahead.full
+        reader = asyncio.create_task(ahead.room())
+        await settle()
+        assert not reader.done()
+        speaker.room.set()
+        await asyncio.wait_for(reader, 1)
+        await settle()
+        assert handled[0] == audio(1) and handled[-1] == said("the last that fits")
+        assert len(handled) == READ_AHEAD_MESSAGES and not ahead.full
 
 
 async def test_without_a_speaker_to_wait_for_everything_is_handled_as_it_comes() -> None:

@@ -202,7 +202,7 @@ class Connection:
             self._dispatch(message)
 
     async def _room_for_more(self) -> None:
-        """Read on only while less than READ_AHEAD_S of audio waits for the speaker: a
+        """Read on only while less than the read-ahead's bounds wait for the speaker: a
         reply sent far faster than it plays stays in the service's send buffer (TCP's
         flow control holds it), not in this box."""
         if not self._read_ahead.full:

@@ -5,9 +5,10 @@ A reply may arrive faster than it plays. Read only as the speaker makes room, an
 service sent before it, and the box would talk on for as long as that audio lasts.
 So the socket is read on: a message that cannot be handled yet (audio for a full
 speaker, and whatever came after it) waits here in order, up to READ_AHEAD_S of
-audio; past that the reply waits in the service (TCP's flow control holds it). An
-interruption drops the audio waiting here, which is not to be heard any more, and
-is handled at once, after the other messages that came before it.
+audio or READ_AHEAD_MESSAGES messages of any kind; past that the reply waits in the
+service (TCP's flow control holds it). An interruption drops the audio waiting
+here, which is not to be heard any more, and is handled at once, after the other
+messages that came before it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ Message = types.LiveServerMessage | AudioOnly
 #: Reply audio held here at most: a minute at 24 kHz is 2.9 MB.
 READ_AHEAD_S = 60.0
 READ_AHEAD_BYTES = round(READ_AHEAD_S * REPLY_RATE) * 2
+#: Messages held here at most, whatever they carry: a minute of the service's audio is
+#: about 300, its transcripts as many again. Without it, a flood of small messages
+#: behind a full speaker was read on without end (100 MB for 50,000 transcripts).
+READ_AHEAD_MESSAGES = 1024
 
 
 class ReadAhead:
@@ -44,7 +49,7 @@ class ReadAhead:
 
     @property
     def full(self) -> bool:
-        """READ_AHEAD_S of audio waits: the reader must not read on."""
+        """READ_AHEAD_S of audio, or READ_AHEAD_MESSAGES, wait: the reader must not read on."""
         return not self._room.is_set()
 
     def take(self, message: Message) -> None:
@@ -58,12 +63,11 @@ class ReadAhead:
         else:
             self._waiting.append((message, size))
             self._bytes += size
-            if self._bytes >= READ_AHEAD_BYTES:
-                self._room.clear()
+            self._mind_the_bound()
             self._arrived.set()
 
     async def room(self) -> None:
-        """Returns once less than READ_AHEAD_S of audio waits."""
+        """Returns once the bounds' worth no longer waits."""
         await self._room.wait()
 
     async def run(self) -> None:
@@ -78,10 +82,16 @@ class ReadAhead:
                     continue  # an interruption may have emptied the queue meanwhile
                 self._waiting.popleft()
                 self._bytes -= size
-                if self._bytes < READ_AHEAD_BYTES:
-                    self._room.set()
+                self._mind_the_bound()
                 self._handle(message)
             self._arrived.clear()
+
+    def _mind_the_bound(self) -> None:
+        """The reader may read on while less than either bound's worth waits."""
+        if self._bytes >= READ_AHEAD_BYTES or len(self._waiting) >= READ_AHEAD_MESSAGES:
+            self._room.clear()
+        else:
+            self._room.set()
 
     def _must_wait(self, size: int) -> bool:
         return size > 0 and self._speaker is not None and not self._speaker.has_room()
