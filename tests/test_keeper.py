@@ -8,8 +8,9 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from helpers import until
 
-from device.audio.keeper import AudioKeeper
+from device.audio.keeper import AudioKeeper, DriverStuck
 from device.states import DeviceFailed, DeviceRecovered
 
 
@@ -56,6 +57,44 @@ async def test_an_open_that_never_returns_is_a_failure_and_is_never_tried_twice(
     await keeper.open()
     assert isinstance(events[-1], DeviceRecovered) and device.opened
     assert not keeper.failures
+
+
+async def test_a_call_stuck_for_good_fails_the_keeper_so_a_new_process_can_start() -> None:
+    """No thread can be stopped from outside and the device cannot open beside a stuck
+    call: past its patience the keeper fails (the daemon exits 1, systemd restarts it),
+    instead of a box in error for good whose watchdog stays fed."""
+    device, events = HangingDevice(), []
+    keeper = AudioKeeper(
+        {"speaker": device}, events.append, 0.1, call_timeout_s=0.1, stuck_for_good_s=0.5
+    )
+    try:
+        await keeper.open()
+        assert [type(e) for e in events] == [DeviceFailed]
+        with pytest.raises(DriverStuck, match="the speaker's driver has not returned"):
+            async with asyncio.timeout(3):
+                await keeper.keep()
+        assert device.starts == 1
+    finally:
+        device.gate.set()
+
+
+async def test_a_stuck_call_that_returns_in_time_is_forgiven() -> None:
+    device, events = HangingDevice(), []
+    keeper = AudioKeeper(
+        {"speaker": device}, events.append, 0.1, call_timeout_s=0.1, stuck_for_good_s=0.5
+    )
+    await keeper.open()
+    threading.Timer(0.3, device.gate.set).start()  # the driver answers at last
+    keeping = asyncio.create_task(keeper.keep())
+    try:
+        await until(lambda: not keeper.failures and device.opened, within=3)
+        await asyncio.sleep(0.6)  # past the patience: nothing is stuck any more
+        assert not keeping.done()
+        assert isinstance(events[-1], DeviceRecovered)
+    finally:
+        keeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeping
 
 
 class StuckOnClose(HangingDevice):

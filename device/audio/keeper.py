@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -46,6 +47,15 @@ START_GRACE_S = 5.0
 #: into PortAudio that takes this long is stuck (a driver that hangs): the device is
 #: reported failed and the call is left to finish alone, never started twice.
 CALL_TIMEOUT_S = 10.0
+#: A call still stuck this long will not return: no thread can be stopped from outside,
+#: and the device cannot be opened again beside it. The keeper then fails (DriverStuck),
+#: the daemon stops with an error and systemd starts a fresh process, instead of a box
+#: in error for good with its watchdog fed.
+STUCK_FOR_GOOD_S = 60.0
+
+
+class DriverStuck(Exception):
+    """A device's driver has held a call for STUCK_FOR_GOOD_S: only a new process helps."""
 
 
 class Endpoint(Protocol):
@@ -79,12 +89,15 @@ class AudioKeeper:
         reopen_s: float,
         *,
         call_timeout_s: float = CALL_TIMEOUT_S,
+        stuck_for_good_s: float = STUCK_FOR_GOOD_S,
     ) -> None:
         self.endpoints = endpoints
         self._on_event = on_event
         self._reopen_s = reopen_s
         self._call_timeout_s = call_timeout_s
-        self._stuck: dict[str, asyncio.Future[None]] = {}  # device -> a call that never returned
+        self._stuck_for_good_s = stuck_for_good_s
+        #: device -> a call that has not returned, and since when
+        self._stuck: dict[str, tuple[asyncio.Future[None], float]] = {}
         self.failures: dict[str, str] = {}  # device name -> why it is not working
         self._changed = asyncio.Event()
         for endpoint in endpoints.values():
@@ -113,6 +126,7 @@ class AudioKeeper:
         while True:
             if self.failures:
                 await asyncio.sleep(self._reopen_s)
+                self._give_up_if_stuck_for_good()
                 await self.open()
                 continue
             busy = any(endpoint.busy for endpoint in self.endpoints.values())
@@ -175,16 +189,27 @@ class AudioKeeper:
         """A call nobody waits for any more: no other call for `name` until it returns
         (PortAudio must not close a stream another thread is still opening)."""
         if not call.done():
-            self._stuck[name] = call
+            self._stuck[name] = (call, time.monotonic())
             call.add_done_callback(_ignore_outcome)
 
     def _is_stuck(self, name: str) -> bool:
         """A call for `name` has not returned (forgotten once it has)."""
         stuck = self._stuck.get(name)
-        if stuck is not None and stuck.done():
+        if stuck is not None and stuck[0].done():
             del self._stuck[name]
             return False
         return stuck is not None
+
+    def _give_up_if_stuck_for_good(self) -> None:
+        """Raise DriverStuck for a call stuck past the keeper's patience."""
+        for name in list(self._stuck):
+            if self._is_stuck(name):
+                stuck_s = time.monotonic() - self._stuck[name][1]
+                if stuck_s >= self._stuck_for_good_s:
+                    raise DriverStuck(
+                        f"the {name}'s driver has not returned from a call for {stuck_s:.0f} s; "
+                        "only a new process can open it again"
+                    )
 
     def _failed(self, name: str, reason: str) -> None:
         if name not in self.failures:
