@@ -78,6 +78,8 @@ MIC_START_TIMEOUT_S = 5.0
 EARCON_BACKLOG_MS = 1000.0
 #: State changes kept for `ctl status` (with their times), for owners and the rig.
 STATE_HISTORY = 64
+#: The speaker's actions, performed ahead of a transition's journal line and LEDs.
+HEARD = (PlayReply, ClearPlayback)
 
 
 class Appliance:
@@ -193,8 +195,15 @@ class Appliance:
                 self.texts.taken()
             before = self.machine.state
             self.machine, actions = step(self.machine, event)
-            if self.machine.state is not before:  # the LEDs change first, whatever follows
+            if self.machine.state is not before:
+                # What the person hears goes first: a reply's first audio or a barge-in's
+                # silence does not wait for the journal line and the LEDs, which change
+                # next, before anything else follows.
+                for action in actions:
+                    if isinstance(action, HEARD):
+                        await self._perform(action)
                 await self._entered(before, event)
+                actions = [action for action in actions if not isinstance(action, HEARD)]
             for action in actions:
                 await self._perform(action)
 

@@ -71,6 +71,35 @@ async def test_a_push_to_talk_turn_from_press_to_idle(tmp_path: Path) -> None:
         assert box.appliance.status()["turns"][-1]["turn"] == 1
 
 
+async def test_what_the_person_hears_goes_before_the_leds_and_the_journal(
+    tmp_path: Path,
+) -> None:
+    """A reply's first audio, and a barge-in's silence, reach the speaker before the
+    state's LEDs, journal line and systemd status are done (they took a few tenths of a
+    millisecond in front of every reply's first sample)."""
+    async with running(tmp_path) as box:
+        seen: list[tuple[str, bool, int]] = []
+        show = box.appliance.leds.show
+
+        async def spy(state: str) -> None:
+            seen.append((state, REPLY in box.speaker.buffered, box.speaker.cleared))
+            await show(state)
+
+        box.appliance.leds.show = spy  # type: ignore[method-assign]
+        await press_and_speak(box)
+        box.link.deliver(SetupComplete)
+        await box.control.ask("release")
+        box.mic.record(CHUNK)
+        await box.settle()
+        cleared = box.speaker.cleared
+        box.link.deliver(ReplyAudio, pcm=REPLY)
+        await box.settle()
+        assert seen[-1] == ("speaking", True, cleared), "fed before the LEDs changed"
+        box.link.deliver(Interrupted)
+        await box.settle()
+        assert seen[-1][0] != "speaking" and seen[-1][2] == cleared + 1, "silent first"
+
+
 async def test_a_press_during_a_reply_silences_it_and_its_rest_is_never_heard(
     tmp_path: Path,
 ) -> None:
