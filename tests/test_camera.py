@@ -30,6 +30,7 @@ from device.config import CameraConfig
 from device.hw.camera import CameraError, CameraFeed, capture_still
 from device.hw.camera_pattern import NumberedBars, read_frame_number
 from device.hw.camera_sources import centred_square_crop, choose_sensor_mode, to_square
+from device.workers import STOP_WAIT_S
 
 RED, GREEN = (200, 30, 30), (30, 200, 30)
 
@@ -453,6 +454,27 @@ async def test_aclose_while_the_camera_is_starting_leaves_it_off(camera) -> None
     await closing
     assert camera.names()[-3:] == ["start", "stop", "close"]
     assert not feed.running and not frames.jpegs
+
+
+async def test_a_stop_of_the_daemon_does_not_wait_for_a_start_stuck_in_the_camera(
+    camera,
+) -> None:
+    """SIGTERM while the camera's start hangs: the feed is done within a second and a
+    bit (the switch's own limit, 10 s, is where systemd kills the box); the process's end
+    switches the camera off."""
+    camera.start_gate = threading.Event()
+    feed = feed_for(picamera2(), Frames())
+    try:
+        feed.start_frames()
+        await until(lambda: "configure" in camera.names())
+        started = time.monotonic()
+        async with asyncio.timeout(3):
+            await feed.shutdown()
+        assert time.monotonic() - started < STOP_WAIT_S + 0.5
+        left = [t.get_coro() for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert [c.__name__ for c in left] == ["to_thread"], "only the stuck call itself"
+    finally:
+        camera.start_gate.set()
 
 
 async def test_a_camera_whose_start_never_returns_fails_the_part_not_the_box(

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from device.hw.camera_sources import CameraError, Frame, FrameSource, encode_jpeg, make_source
 from device.tasks import stop_task
+from device.workers import STOP_WAIT_S
 
 if TYPE_CHECKING:
     from device.config import CameraConfig
@@ -160,8 +161,17 @@ class CameraFeed:
             self._changed.set()
 
     async def shutdown(self) -> None:
-        """The daemon stops: camera off, and no task of the feed's left, stuck or not."""
-        await self.aclose()
+        """The daemon stops: camera off, and no task of the feed's left, stuck or not.
+
+        A start in progress is waited for STOP_WAIT_S at most, not the switch's limit
+        (SWITCH_TIMEOUT_S is TimeoutStopSec, where systemd kills the box): the process's
+        end switches the camera off, and a call stuck in it is left to the workers' exit."""
+        try:
+            async with asyncio.timeout(STOP_WAIT_S):
+                await self.aclose()
+        except TimeoutError:
+            logger.warning("the camera is stuck in a call; stopping without waiting for it")
+            await stop_task(self._task)  # cancelled again, it stops waiting for the call
         await stop_task(self._recovering)
 
     async def aclose(self) -> None:
