@@ -142,7 +142,8 @@ class AudioConfig:
     period_ms: int = field(default=10, metadata=_bounded(5, 50))
     #: Speaker volume, 0..1 (the set_volume tool changes it and keeps it across restarts).
     volume: float = field(default=1.0, metadata=_bounded(0, 1))
-    #: Seconds between attempts to reopen an audio device that failed or vanished.
+    #: Seconds before the first try to reopen an audio device that failed or vanished
+    #: (each try that fails doubles the wait, up to a minute).
     reopen_s: float = field(default=3.0, metadata=_bounded(0.5, 60))
 
 

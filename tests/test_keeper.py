@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -186,3 +188,60 @@ async def test_the_keeper_sleeps_while_all_is_well_and_wakes_when_a_stream_speak
         keeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeping
+
+
+class MissingDevice(WatchedDevice):
+    """A device that is not there: every open fails, and when."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tries: list[float] = []
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.tries.append(time.monotonic())
+        raise OSError("no such device")
+
+
+async def keeping_for(keeper: AudioKeeper, seconds: float) -> None:
+    """The keeper at work for `seconds`, then stopped."""
+    task = asyncio.create_task(keeper.keep())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_a_device_that_stays_missing_is_tried_less_and_less_often_alone() -> None:
+    """A box left for months with its microphone gone: the tries space out (twice the
+    wait after each), and the speaker that works is not opened and closed at every try
+    (each time a journal line and PortAudio's device scan)."""
+    speaker, microphone, events = WatchedDevice(), MissingDevice(), []
+    keeper = AudioKeeper({"speaker": speaker, "microphone": microphone}, events.append, 0.05)
+    await keeper.open()
+    await keeping_for(keeper, 1.0)
+    gaps = [b - a for a, b in itertools.pairwise(microphone.tries)]
+    assert 3 <= len(gaps) <= 5, gaps  # 0.05, 0.1, 0.2, 0.4: not twenty tries at 0.05
+    assert all(later > 1.5 * earlier for earlier, later in itertools.pairwise(gaps)), gaps
+    assert speaker.starts == 1, "the working speaker waits, closed, for the microphone"
+    assert [type(e) for e in events] == [DeviceFailed], "said once"
+
+
+class SilentDevice(WatchedDevice):
+    """A microphone that opens but never delivers: its reader says so after each open."""
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().start(loop)
+        assert loop is not None and self.on_change is not None
+        loop.call_soon_threadsafe(self.on_change)
+
+
+async def test_a_device_back_only_to_fail_again_keeps_the_longer_wait() -> None:
+    """Each time it is 'back' it fails again at once; the tries still space out instead
+    of flapping every few seconds (a recovery and a failure in the journal each time)."""
+    microphone, events = SilentDevice(), []
+    microphone.sick = "no audio 5.0 s after opening"
+    keeper = AudioKeeper({"microphone": microphone}, events.append, 0.05)
+    await keeper.open()
+    await keeping_for(keeper, 1.0)
+    assert 3 <= microphone.starts <= 6, microphone.starts
+    assert sum(isinstance(e, DeviceFailed) for e in events) <= 5

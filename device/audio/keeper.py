@@ -4,8 +4,11 @@ A USB speakerphone gets unplugged, a HAT's driver hiccups, PulseAudio moves a
 sink away: the microphone's reads then fail or bring nothing, and the speaker's
 stream stops or its writes fail. The streams' own threads see that first and say
 so (`on_change`); the keeper then closes the streams, reports the failure once,
-and tries to open the devices again every `reopen_s` seconds; when that works it
-reports the recovery.
+and tries to open the devices again after `reopen_s` seconds, twice as long after
+each try that fails (up to REOPEN_MAX_S), the device that failed first; when that
+works it reports the recovery. A device back only to fail again within SETTLED_S
+(a microphone that opens but delivers nothing) keeps the longer wait: a box left
+with one broken device says so now and then, not every few seconds for months.
 
 Nothing polls while all is well: the keeper looks at the streams itself every
 second only while one is in the middle of calls into its driver (the speaker
@@ -47,6 +50,10 @@ START_GRACE_S = 5.0
 #: into PortAudio that takes this long is stuck (a driver that hangs): the device is
 #: reported failed and the call is left to finish alone, never started twice.
 CALL_TIMEOUT_S = 10.0
+#: The longest wait between tries to reopen a failed device.
+REOPEN_MAX_S = 60.0
+#: A device that fails again this soon after it was back was not really back.
+SETTLED_S = 60.0
 #: A call still stuck this long will not return: no thread can be stopped from outside,
 #: and the device cannot be opened again beside it. The keeper then fails (DriverStuck),
 #: the daemon stops with an error and systemd starts a fresh process, instead of a box
@@ -94,6 +101,8 @@ class AudioKeeper:
         self.endpoints = endpoints
         self._on_event = on_event
         self._reopen_s = reopen_s
+        self._retry_s = reopen_s  # the wait before the next try, doubled by each failed one
+        self._recovered_at = -SETTLED_S  # time.monotonic() of the last recovery
         self._call_timeout_s = call_timeout_s
         self._stuck_for_good_s = stuck_for_good_s
         #: device -> a call that has not returned, and since when
@@ -104,28 +113,36 @@ class AudioKeeper:
             endpoint.on_change = self._changed.set
 
     async def open(self) -> None:
-        """Open every device; the ones that fail are reported, not raised."""
+        """Open every device, the ones that failed before first; at the first that fails
+        the rest stay closed (both close together anyway: a working one opened and
+        closed again at every try would fill the journal). Failures are reported, not
+        raised."""
         loop = asyncio.get_running_loop()
-        failed: dict[str, str] = {}
-        for name, endpoint in self.endpoints.items():
+        was_working = not self.failures
+        failure: tuple[str, str] | None = None  # the device that failed, and why
+        opened: list[str] = []
+        for name in sorted(self.endpoints, key=lambda name: name not in self.failures):
             try:
-                await self._call(name, functools.partial(endpoint.start, loop))
+                await self._call(name, functools.partial(self.endpoints[name].start, loop))
             except Exception as exc:
-                failed[name] = f"cannot open: {exc}".splitlines()[0]
-        for name in [n for n in self.failures if n not in failed]:
+                failure = name, f"cannot open: {exc}".splitlines()[0]
+                break
+            opened.append(name)
+        for name in [n for n in self.failures if n in opened]:
             del self.failures[name]
+            self._recovered_at = time.monotonic()
             log.info("%s is back", name, extra={"LIVE_DEVICE": name})
             self._on_event(DeviceRecovered(name))
-        for name, reason in failed.items():
-            self._failed(name, reason)
-        if failed:
+        if failure is not None:
+            self._plan_retry(was_working)
+            self._failed(*failure)
             await self.close()
 
     async def keep(self) -> None:
         """Watch the open devices and reopen them whenever one fails; runs until cancelled."""
         while True:
             if self.failures:
-                await asyncio.sleep(self._reopen_s)
+                await asyncio.sleep(self._retry_s)
                 self._give_up_if_stuck_for_good()
                 await self.open()
                 continue
@@ -136,9 +153,10 @@ class AudioKeeper:
                 for name, endpoint in self.endpoints.items()
                 if (trouble := endpoint.trouble(STALE_S, grace_s=START_GRACE_S))
             }
-            for name, trouble in sick.items():
-                self._failed(name, f"stopped delivering audio (unplugged?): {trouble}")
             if sick:
+                self._plan_retry(was_working=True)
+                for name, trouble in sick.items():
+                    self._failed(name, f"stopped delivering audio (unplugged?): {trouble}")
                 await self.close()
 
     async def _until_changed(self, seconds: float) -> None:
@@ -211,13 +229,21 @@ class AudioKeeper:
                         "only a new process can open it again"
                     )
 
+    def _plan_retry(self, was_working: bool) -> None:
+        """The wait before the next try: `reopen_s` for a new fault in devices that had
+        settled, twice the last for one that persists or keeps coming back."""
+        if was_working and time.monotonic() - self._recovered_at >= SETTLED_S:
+            self._retry_s = self._reopen_s
+        else:
+            self._retry_s = min(self._retry_s * 2, max(REOPEN_MAX_S, self._reopen_s))
+
     def _failed(self, name: str, reason: str) -> None:
         if name not in self.failures:
             log.error(
-                "%s %s; retrying every %.0f s",
+                "%s %s; trying again in %.3g s",
                 name,
                 reason,
-                self._reopen_s,
+                self._retry_s,
                 extra={"LIVE_DEVICE": name, "LIVE_ERROR": reason},
             )
             self._on_event(DeviceFailed(name, reason))
