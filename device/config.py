@@ -381,6 +381,7 @@ def _build_section(
     values = {**preset, **values}
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+
     def label(key: str) -> str:
         variable = origin.get((name, key))
         return f"environment variable {variable}" if variable else f"{where}: [{name}] {key}"

@@ -164,8 +164,9 @@ class CameraFeed:
         """The daemon stops: camera off, and no task of the feed's left, stuck or not.
 
         A start in progress is waited for STOP_WAIT_S at most, not the switch's limit
-        (SWITCH_TIMEOUT_S is TimeoutStopSec, where systemd kills the box): the process's
-        end switches the camera off, and a call stuck in it is left to the workers' exit."""
+        (SWITCH_TIMEOUT_S, as long as the unit's TimeoutStopSec, where systemd kills the
+        box): the process's end switches the camera off, and a call stuck in it is left
+        to the workers' exit."""
         try:
             async with asyncio.timeout(STOP_WAIT_S):
                 await self.aclose()
