@@ -5,10 +5,10 @@ sink away: the microphone's reads then fail or bring nothing, and the speaker's
 stream stops or its writes fail. The streams' own threads see that first and say
 so (`on_change`); the keeper then closes the streams, reports the failure once,
 and tries to open the devices again after `reopen_s` seconds, twice as long after
-each try that fails (up to REOPEN_MAX_S), the device that failed first; when that
-works it reports the recovery. A device back only to fail again within SETTLED_S
-(a microphone that opens but delivers nothing) keeps the longer wait: a box left
-with one broken device says so now and then, not every few seconds for months.
+each try that fails (up to REOPEN_MAX_S); when that works it reports the recovery.
+A device back only to fail again within SETTLED_S (a microphone that opens but
+delivers nothing) keeps the longer wait: a box left with one broken device tries
+it, and says so, now and then, not every few seconds for months.
 
 Nothing polls while all is well: the keeper looks at the streams itself every
 second only while one is in the middle of calls into its driver (the speaker
@@ -113,29 +113,24 @@ class AudioKeeper:
             endpoint.on_change = self._changed.set
 
     async def open(self) -> None:
-        """Open every device, the ones that failed before first; at the first that fails
-        the rest stay closed (both close together anyway: a working one opened and
-        closed again at every try would fill the journal). Failures are reported, not
-        raised."""
+        """Open every device; the ones that fail are reported, not raised."""
         loop = asyncio.get_running_loop()
         was_working = not self.failures
-        failure: tuple[str, str] | None = None  # the device that failed, and why
-        opened: list[str] = []
-        for name in sorted(self.endpoints, key=lambda name: name not in self.failures):
+        failed: dict[str, str] = {}
+        for name, endpoint in self.endpoints.items():
             try:
-                await self._call(name, functools.partial(self.endpoints[name].start, loop))
+                await self._call(name, functools.partial(endpoint.start, loop))
             except Exception as exc:
-                failure = name, f"cannot open: {exc}".splitlines()[0]
-                break
-            opened.append(name)
-        for name in [n for n in self.failures if n in opened]:
+                failed[name] = f"cannot open: {exc}".splitlines()[0]
+        for name in [n for n in self.failures if n not in failed]:
             del self.failures[name]
             self._recovered_at = time.monotonic()
             log.info("%s is back", name, extra={"LIVE_DEVICE": name})
             self._on_event(DeviceRecovered(name))
-        if failure is not None:
+        if failed:
             self._plan_retry(was_working)
-            self._failed(*failure)
+            for name, reason in failed.items():
+                self._failed(name, reason)
             await self.close()
 
     async def keep(self) -> None:
