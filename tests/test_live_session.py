@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from google.genai import errors, types
 from helpers import until
 from websockets.exceptions import InvalidHeaderValue, InvalidURI
 
@@ -95,6 +97,52 @@ async def test_a_client_that_cannot_be_built_fails_the_press_and_the_next_builds
         await link.prepare()
     assert link.prepared
 
+
+
+class ForgetfulService:
+    """Every connection completes setup, hands out a resumption handle and is closed at
+    once; every resume with a handle is refused as unknown (1007)."""
+
+    session_id = "s"
+
+    def __init__(self) -> None:
+        self.aio = self.live = self
+        self.fresh = self.resumes = 0
+
+    @contextlib.asynccontextmanager
+    async def connect(self, **options: Any) -> AsyncIterator[ForgetfulService]:
+        if options["config"].session_resumption.handle:
+            self.resumes += 1
+            raise errors.APIError(1007, {"error": {"message": "unknown handle"}})
+        self.fresh += 1
+        yield self
+
+    async def receive(self) -> AsyncIterator[types.LiveServerMessage]:
+        update = types.LiveServerSessionResumptionUpdate(new_handle="h", resumable=True)
+        yield types.LiveServerMessage(session_resumption_update=update)
+        raise ConnectionError("closed by the service")
+
+    async def close(self) -> None: ...
+
+
+async def test_a_service_that_refuses_every_resume_is_given_up_on() -> None:
+    """A fresh session after a refused resume is tried at once, but within the same streak
+    of failures: it used to start the streak afresh, and the box reconnected every second
+    for as long as the conversation stayed open."""
+    events: list[Event] = []
+    cfg = Config(api_key=Secret("AIza-test"))
+    cfg = dataclasses.replace(cfg, live=dataclasses.replace(cfg.live, reconnect_for_s=2.0))
+    service = ForgetfulService()
+    link = LiveLink(cfg, Outbox(5), on_event=events.append, on_sent=lambda i, t: None)
+    link._client = service  # type: ignore[assignment]
+    link.open(1)
+    try:
+        await until(lambda: any(isinstance(e, ConnectionLost) for e in events), within=15)
+    finally:
+        await link.close()
+    lost = next(e for e in events if isinstance(e, ConnectionLost))
+    assert "gave up" in lost.reason
+    assert service.resumes >= 1 and service.fresh >= 2
 
 
 @pytest.mark.parametrize(

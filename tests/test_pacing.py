@@ -43,3 +43,23 @@ def test_the_first_try_of_a_new_session_is_paced_too() -> None:
     pacing = Pacing(give_up_after_s=30, jitter=lambda: 1.0)
     pacing.ended(lasted_s=0.1, completed_turn=False)
     assert pacing.wait(0.0) == 0.5
+
+
+def test_a_fresh_session_after_a_refused_resume_is_tried_at_once_within_the_streak() -> None:
+    """A service that completes each setup, hands out a handle, closes the connection
+    and refuses the resume: each round a fresh session goes at once, but the streak
+    goes on, and the box gives up after reconnect_for_s instead of cycling for ever."""
+    pacing = Pacing(give_up_after_s=30, jitter=lambda: 1.0)
+    now = 0.0
+    while (wait := pacing.wait(now)) is not None:  # the resume, after the backoff
+        now += wait + 0.05  # refused
+        pacing.at_once()
+        wait = pacing.wait(now)
+        if wait is None:
+            break
+        assert wait == 0.0, "the fresh session goes at once"
+        now += 0.05
+        pacing.ended(lasted_s=0.5, completed_turn=False)  # it dies young again
+        now += 0.5
+        assert now < 60, "never gave up"
+    assert pacing.streak_s(now) <= 31

@@ -42,6 +42,11 @@ class Pacing:
         """A connection proved itself: the next trouble starts a fresh streak, at once."""
         self._delay, self._since, self.attempts = 0.0, None, 0
 
+    def at_once(self) -> None:
+        """The next try goes at once (another kind of try: a fresh session where a resume
+        was refused), within the same streak, which still counts towards giving up."""
+        self._delay = 0.0
+
     def ended(self, lasted_s: float, completed_turn: bool) -> None:
         """A connection ended after `lasted_s`; `completed_turn`: it carried one. One that
         proved itself is followed by a prompt try; one that died young, by the backoff."""

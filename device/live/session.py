@@ -311,7 +311,7 @@ class LiveLink:
                         "cannot resume the session (%s): starting a new one", describe_failure(exc)
                     )
                     self._handle, history_lost, busy = None, self._had_turns, 0
-                    pacing.settled()  # a fresh session: try it at once
+                    pacing.at_once()  # a fresh session: try it at once, same streak
                     continue
                 if is_refusal(exc):
                     raise
