@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from google.genai import types
+from helpers import until
 
 from device.live.inbound import AudioOnly
 from device.live.read_ahead import READ_AHEAD_BYTES, READ_AHEAD_MESSAGES, ReadAhead
@@ -62,11 +63,11 @@ async def reading() -> AsyncIterator[tuple[ReadAhead, Speaker, list[Any]]]:
 
 async def test_what_the_full_speaker_cannot_take_waits_in_order_and_goes_as_room_comes() -> None:
     async with reading() as (ahead, speaker, handled):
-        ahead.take(audio(1))
+        await ahead.take(audio(1))
         speaker.room.clear()  # the speaker is full now
-        ahead.take(audio(2))
-        ahead.take(said("and then"))  # nothing to play, but it came after the audio
-        ahead.take(audio(3))
+        await ahead.take(audio(2))
+        await ahead.take(said("and then"))  # nothing to play, but it came after the audio
+        await ahead.take(audio(3))
         await settle()
         assert handled == [audio(1)]
         speaker.room.set()
@@ -77,18 +78,18 @@ async def test_what_the_full_speaker_cannot_take_waits_in_order_and_goes_as_room
 async def test_an_interruption_is_handled_at_once_and_the_audio_waiting_is_dropped() -> None:
     async with reading() as (ahead, speaker, handled):
         speaker.room.clear()
-        ahead.take(audio(1))
-        ahead.take(said("the weather"))
-        ahead.take(audio(2))
+        await ahead.take(audio(1))
+        await ahead.take(said("the weather"))
+        await ahead.take(audio(2))
         await settle()
         assert handled == []
-        ahead.take(content(interrupted=True))  # the speaker is still full
+        await ahead.take(content(interrupted=True))  # the speaker is still full
         assert handled == [said("the weather"), content(interrupted=True)]
-        ahead.take(content(turn_complete=True))
+        await ahead.take(content(turn_complete=True))
         assert handled[-1] == content(turn_complete=True)
         speaker.room.set()  # the barge-in emptied the speaker
         await settle()
-        ahead.take(audio(7))  # the next reply plays
+        await ahead.take(audio(7))  # the next reply plays
         assert handled[-1] == audio(7) and audio(1) not in handled and audio(2) not in handled
 
 
@@ -98,14 +99,14 @@ async def test_past_its_bound_the_reader_waits_and_reads_on_as_audio_is_handed_o
         chunk = 48_000  # a second of reply audio
         for n in range(READ_AHEAD_BYTES // chunk):
             assert not ahead.full
-            ahead.take(audio(n % 256, chunk))
+            await ahead.take(audio(n % 256, chunk))
         assert ahead.full
         reader = asyncio.create_task(ahead.room())
         await settle()
         assert not reader.done()
         speaker.room.set()
         await asyncio.wait_for(reader, 1)
-        assert len(handled) == READ_AHEAD_BYTES // chunk
+        await until(lambda: len(handled) == READ_AHEAD_BYTES // chunk, within=1)
 
 
 async def test_a_flood_of_small_messages_behind_a_full_speaker_stops_the_reader() -> None:
@@ -113,11 +114,11 @@ async def test_a_flood_of_small_messages_behind_a_full_speaker_stops_the_reader(
     sending 50,000 behind a full speaker grew the box by 100 MB)."""
     async with reading() as (ahead, speaker, handled):
         speaker.room.clear()
-        ahead.take(audio(1))
+        await ahead.take(audio(1))
         for n in range(READ_AHEAD_MESSAGES - 2):
-            ahead.take(said(f"word {n}"))
+            await ahead.take(said(f"word {n}"))
             assert not ahead.full
-        ahead.take(said("the last that fits"))
+        await ahead.take(said("the last that fits"))
         assert ahead.full
         reader = asyncio.create_task(ahead.room())
         await settle()
@@ -133,5 +134,79 @@ async def test_without_a_speaker_to_wait_for_everything_is_handled_as_it_comes()
     handled: list[Any] = []
     ahead = ReadAhead(handled.append, None)
     for n in range(3):
-        ahead.take(audio(n))
+        await ahead.take(audio(n))
     assert handled == [audio(0), audio(1), audio(2)] and not ahead.full
+
+
+async def test_what_is_not_the_replys_content_is_handled_at_once_behind_a_full_speaker() -> None:
+    """A goAway waited behind up to a minute of audio, its time left running out unseen:
+    the service then closed the connection with the reply still unplayed."""
+    go_away = types.LiveServerMessage(go_away=types.LiveServerGoAway(time_left="8s"))
+    handle = types.LiveServerMessage(
+        session_resumption_update=types.LiveServerSessionResumptionUpdate(
+            new_handle="h1", resumable=True
+        )
+    )
+    call = types.LiveServerMessage(
+        tool_call=types.LiveServerToolCall(function_calls=[types.FunctionCall(id="1", name="f")])
+    )
+    async with reading() as (ahead, speaker, handled):
+        speaker.room.clear()
+        await ahead.take(audio(1))
+        await ahead.take(content(turn_complete=True))
+        for message in (go_away, handle, call):
+            await ahead.take(message)
+        assert handled == [go_away, handle, call]
+        assert ahead.unhandled() == [audio(1), content(turn_complete=True)]
+
+
+async def test_what_a_connection_left_unhandled_is_handed_on_first_by_the_next() -> None:
+    handled: list[Any] = []
+    speaker = Speaker()
+    speaker.room.clear()
+    ahead = ReadAhead(handled.append, speaker, [audio(1), content(turn_complete=True)])
+    runner = asyncio.create_task(ahead.run())
+    try:
+        await ahead.take(audio(2))  # the next reply, on the new connection: after the old one's end
+        await settle()
+        assert handled == []
+        speaker.room.set()
+        await settle()
+        assert handled == [audio(1), content(turn_complete=True), audio(2)]
+    finally:
+        runner.cancel()
+
+
+async def test_audio_reaches_the_speaker_before_its_room_is_asked_again() -> None:
+    """The appliance feeds the speaker from its queue of events, on its own task: a reply
+    read in one go was all handed on before the speaker had been given any of it, so its
+    room never said no, and the whole reply went into the speaker past its bound."""
+
+    class Speaker:
+        fed = 0
+
+        def has_room(self) -> bool:
+            return self.fed < 3
+
+        async def wait_for_room(self) -> None:
+            await asyncio.Event().wait()  # it plays nothing in this test
+
+    speaker = Speaker()
+    events: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def appliance() -> None:
+        while True:
+            await events.get()
+            speaker.fed += 1
+
+    ahead = ReadAhead(events.put_nowait, speaker)
+    tasks = [asyncio.create_task(appliance()), asyncio.create_task(ahead.run())]
+    try:
+        for n in range(10):
+            await ahead.take(audio(n))
+        await settle()
+        assert speaker.fed == 3
+        assert ahead.unhandled() == [audio(n) for n in range(3, 10)]
+    finally:
+        for task in tasks:
+            task.cancel()

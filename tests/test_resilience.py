@@ -146,6 +146,31 @@ def test_go_away_mid_reply_lets_the_reply_finish_then_the_session_continues(
     assert_clean(daemon, server)
 
 
+def test_a_reply_sent_whole_plays_to_its_end_across_a_go_away_that_cannot_wait_for_it(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """The service sends a reply far faster than it plays, then its goAway: the box cannot
+    wait for the speaker to finish before the connection ends, and what had come was
+    dropped with the connection. It plays on across the switch, to its last sample."""
+    server, daemon = make_rig(merged({"audio": {"earcons": False}}), reply_seconds=0.3)
+    one_turn(loopback, daemon, 1, seconds=0.3)  # a handle to resume with
+    assert server.server is not None
+    server.server.config.pace, server.server.config.reply_seconds = 0, 20.0
+    recorder = loopback.record(SPEAKER_RATE)
+    recorder.wait_started()
+    speak_turn(loopback, daemon, chirp(0.3))
+    daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply")
+    server.call(server.server.send_go_away, "4s")  # 1 s to wait for quiet, 19 s to play
+    daemon.wait_until(turns_done(2), 40, "the reply to finish")
+    time.sleep(0.3)
+    reply_heard(recorder.stop(), turn=2, seconds=20.0)
+    assert len(server.log.connections()) == 2
+    server.server.config.reply_seconds = 0.3
+    one_turn(loopback, daemon, 3, seconds=0.3)  # the session goes on
+    assert len(server.log.connections()) == 2
+    assert_clean(daemon, server)
+
+
 def test_a_go_away_with_no_time_to_wait_mid_reply_ends_the_turn_cleanly(
     loopback: PulseLoopback, make_rig: Any
 ) -> None:

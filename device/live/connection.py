@@ -28,7 +28,7 @@ from device.live.client import send_text_turn
 from device.live.errors import ConnectionDead
 from device.live.hooks import Hooks
 from device.live.inbound import AudioOnly, fast_path_possible, messages
-from device.live.read_ahead import ReadAhead
+from device.live.read_ahead import Message, ReadAhead
 from device.live.reply import ReplyDecoder
 from device.live.turn import WireTurn
 from device.live.wire import IMAGE_MIME, MIC_MIME, audio_message
@@ -84,7 +84,9 @@ class Connection:
         hooks: Hooks,
         turn: WireTurn,
         tools: ToolBox | None = None,
+        carried: list[Message] | None = None,
     ) -> None:
+        """`carried`: the reply content the connection before left unhandled (a switch)."""
         self.session = session
         self._stack = stack
         self._cfg = cfg
@@ -100,7 +102,7 @@ class Connection:
         self._told_no_tools = False
         self._switching = False
         self._reply = ReplyDecoder()
-        self._read_ahead = ReadAhead(self._handle, hooks.speaker)
+        self._read_ahead = ReadAhead(self._handle, hooks.speaker, carried or ())
         self._waiting_for_room = False  # not reading: the silence is ours, not the link's
         self.last_traffic = time.monotonic()
         self.completed_turns = 0  # turns this connection carried to their end
@@ -119,6 +121,10 @@ class Connection:
         except* Exception as failed:
             ended = failed.exceptions[0]
         return ended or ConnectionDead("every task of the connection ended")
+
+    def unhandled(self) -> list[Message]:
+        """Reply content read and not yet handed on, in order (the connection has ended)."""
+        return self._read_ahead.unhandled()
 
     async def close(self, graceful: bool) -> None:
         """Close (again: it is idempotent); a graceful close waits, bounded, for the answer."""
@@ -187,7 +193,7 @@ class Connection:
             try:
                 async for message in messages(self.session, websocket_of(self.session)):
                     self.last_traffic = time.monotonic()
-                    self._read_ahead.take(message)
+                    await self._read_ahead.take(message)
                     await self._room_for_more()
             except TypeError:
                 # The SDK raises TypeError for a message type it cannot map (a newer
@@ -195,7 +201,7 @@ class Connection:
                 self.last_traffic = time.monotonic()
                 log.debug("ignored a server message of a type this SDK does not know")
 
-    def _handle(self, message: types.LiveServerMessage | AudioOnly) -> None:
+    def _handle(self, message: Message) -> None:
         if isinstance(message, AudioOnly):
             self._play(self._reply.parts(message.parts))
         else:

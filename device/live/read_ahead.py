@@ -8,14 +8,20 @@ speaker, and whatever came after it) waits here in order, up to READ_AHEAD_S of
 audio or READ_AHEAD_MESSAGES messages of any kind; past that the reply waits in the
 service (TCP's flow control holds it). An interruption drops the audio waiting
 here, which is not to be heard any more, and is handled at once, after the other
-messages that came before it.
+messages that came before it. A message that is not the reply's content (a goAway, a
+resumption handle, a tool call or its cancellation) never waits: a goAway's time
+left counts from its arrival, and a tool need not wait for the words before it.
+
+What still waits when a connection is switched (goAway) goes on to the next one
+(`unhandled`, `carried`): the reply was received whole, and the speaker plays it
+out across the switch.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from google.genai import types
 
@@ -38,7 +44,13 @@ class ReadAhead:
     """Messages read and not yet handled, handed to `handle` in order as the speaker takes
     their audio: `take` is the reader's, `run` (a task) hands on what waits."""
 
-    def __init__(self, handle: Callable[[Message], None], speaker: SpeakerRoom | None) -> None:
+    def __init__(
+        self,
+        handle: Callable[[Message], None],
+        speaker: SpeakerRoom | None,
+        carried: Iterable[Message] = (),
+    ) -> None:
+        """`carried`: what still waited on the connection before, handed on first."""
         self._handle = handle
         self._speaker = speaker
         self._waiting: deque[tuple[Message, int]] = deque()  # and its audio's bytes
@@ -46,25 +58,35 @@ class ReadAhead:
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        for message in carried:
+            self._wait(message, _audio_bytes(message))
 
     @property
     def full(self) -> bool:
         """READ_AHEAD_S of audio, or READ_AHEAD_MESSAGES, wait: the reader must not read on."""
         return not self._room.is_set()
 
-    def take(self, message: Message) -> None:
-        """A message just read: handled now if nothing waits and the speaker takes it."""
+    async def take(self, message: Message) -> None:
+        """A message just read: handled now if nothing waits and the speaker takes it, or
+        if it is not the reply's content."""
         size = _audio_bytes(message)
-        if not self._waiting and not self._must_wait(size):
-            self._handle(message)
+        if _not_content(message) or (not self._waiting and not self._must_wait(size)):
+            await self._hand_on(message, size)
         elif _interrupts(message):
             self._drop_audio()
             self._handle(message)
         else:
-            self._waiting.append((message, size))
-            self._bytes += size
-            self._mind_the_bound()
-            self._arrived.set()
+            self._wait(message, size)
+
+    def unhandled(self) -> list[Message]:
+        """What still waits, in order (the connection has ended: for the next one)."""
+        return [message for message, _ in self._waiting]
+
+    def _wait(self, message: Message, size: int) -> None:
+        self._waiting.append((message, size))
+        self._bytes += size
+        self._mind_the_bound()
+        self._arrived.set()
 
     async def room(self) -> None:
         """Returns once the bounds' worth no longer waits."""
@@ -83,8 +105,17 @@ class ReadAhead:
                 self._waiting.popleft()
                 self._bytes -= size
                 self._mind_the_bound()
-                self._handle(message)
+                await self._hand_on(message, size)
             self._arrived.clear()
+
+    async def _hand_on(self, message: Message, size: int) -> None:
+        """Handle the message; after audio, let the loop run once. The audio reaches the
+        speaker through the appliance's events, and until it has, the speaker's room
+        says nothing of it: a reply read in one go went whole into the speaker, past
+        its bound, and nothing waited here."""
+        self._handle(message)
+        if size and self._speaker is not None:
+            await asyncio.sleep(0)
 
     def _mind_the_bound(self) -> None:
         """The reader may read on while less than either bound's worth waits."""
@@ -115,6 +146,20 @@ def _audio_bytes(message: Message) -> int:
         len(part.inline_data.data or b"")
         for part in content.model_turn.parts or []
         if part.inline_data is not None
+    )
+
+
+def _not_content(message: Message) -> bool:
+    """A message about the connection or the tools: nothing of it is heard."""
+    return isinstance(message, types.LiveServerMessage) and message.server_content is None
+
+
+def ends_turn(message: Message) -> bool:
+    """The message completes the model's turn."""
+    return (
+        isinstance(message, types.LiveServerMessage)
+        and message.server_content is not None
+        and bool(message.server_content.turn_complete)
     )
 
 

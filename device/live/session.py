@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from google import genai
 
     from device.live.connection import Connection
+    from device.live.read_ahead import Message
     from device.tools import ToolBox
 
 # The SDK (google-genai, pydantic's models of every message) is imported by
@@ -82,6 +83,7 @@ class LiveLink:
         self._connection: Connection | None = None
         self._handle: str | None = None
         self._turn = WireTurn()
+        self._carried: list[Message] = []  # a reply received whole, still to play (a switch)
         self._had_turns = False
         self._hooks = Hooks(0, on_event, on_sent, self._keep_handle, speaker)
         self.session_id: str | None = None
@@ -145,6 +147,7 @@ class LiveLink:
         if not self.is_open:
             self._handle = None
             self._turn = WireTurn()
+            self._carried = []
             self._had_turns = False
             self._hooks = Hooks(
                 session, self._on_event, self._on_sent, self._keep_handle, self._speaker
@@ -206,7 +209,8 @@ class LiveLink:
         while True:
             started = time.monotonic()
             ended, reply_cut = await self._serve(connection)
-            pacing.ended(time.monotonic() - started, connection.completed_turns > 0)
+            carried_turn = bool(self._carried)  # it completed a turn, handed on after the switch
+            pacing.ended(time.monotonic() - started, connection.completed_turns > 0 or carried_turn)
             if isinstance(ended, SwitchNow):
                 log.info("switching to a new connection: %s", ended)
                 if reply_cut:  # no quiet moment came: the reply in flight is gone
@@ -230,8 +234,10 @@ class LiveLink:
 
     async def _serve(self, connection: Connection) -> tuple[Exception, bool]:
         """Serve until the connection ends; close it. Why it ended, and whether a reply
-        was in flight then (it will not come on the next connection)."""
+        was in flight then (it will not come on the next connection). A reply that came
+        whole before a switch, still waiting for the speaker, plays on across it."""
         from device.live.connection import SwitchNow
+        from device.live.read_ahead import ends_turn
 
         self._connection = connection  # close() finishes the job if we are cancelled
         ended = await connection.run()
@@ -242,6 +248,10 @@ class LiveLink:
             raise asyncio.CancelledError
         await connection.close(graceful=isinstance(ended, SwitchNow))
         self._connection = None
+        unhandled = connection.unhandled() if isinstance(ended, SwitchNow) else []
+        if any(ends_turn(message) for message in unhandled):
+            self._carried = unhandled  # the turn ends with it, on the next connection
+            return ended, False
         reply_cut = self._turn.in_flight
         self._turn.lost()
         return ended, reply_cut
@@ -265,6 +275,7 @@ class LiveLink:
             raise
         self.connections += 1
         self.session_id = session.session_id
+        carried, self._carried = self._carried, []
         setup_ms = (time.monotonic() - started) * 1000
         log.info(
             "%s in %.0f ms",
@@ -273,7 +284,14 @@ class LiveLink:
             extra={"LIVE_SESSION": self.session_id or "", "LIVE_SETUP_MS": round(setup_ms)},
         )
         return Connection(
-            session, stack, self._cfg.live, self._outbox, self._hooks, self._turn, self._tools
+            session,
+            stack,
+            self._cfg.live,
+            self._outbox,
+            self._hooks,
+            self._turn,
+            self._tools,
+            carried,
         )
 
     async def _reconnect(self, pacing: Pacing, ended: Exception) -> tuple[Connection, bool]:
