@@ -168,7 +168,8 @@ class ConversationConfig:
     start_sensitivity: Literal["low", "high"] = "high"
     end_sensitivity: Literal["low", "high"] = "high"
     prefix_padding_ms: int | None = field(default=None, metadata=_bounded(0, 2000))
-    #: New speech during a reply stops the reply (the service's barge-in).
+    #: Hands-free: new speech during a reply stops the reply (the service's barge-in).
+    #: A push-to-talk press always does.
     barge_in: bool = True
     error_display_s: float = field(default=3.0, metadata=_bounded(0.5, 60))
     #: Push-to-talk: a turn whose reply has not started after this long ends with the error

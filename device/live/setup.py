@@ -125,9 +125,11 @@ def _instruction(live: LiveConfig, spoken_language: str | None) -> str | None:
 
 
 def _realtime_input(cfg: Config) -> types.RealtimeInputConfig:
-    """Push-to-talk marks turns itself; toggle mode lets the server hear when speech ends."""
+    """Push-to-talk marks turns itself, and a press always interrupts; toggle mode lets the
+    server hear when speech ends, and `barge_in` says whether speech stops a reply."""
     conv = cfg.conversation
-    if cfg.button.mode == "push_to_talk":
+    push_to_talk = cfg.button.mode == "push_to_talk"
+    if push_to_talk:
         detection = types.AutomaticActivityDetection(disabled=True)
     else:
         detection = types.AutomaticActivityDetection(
@@ -141,9 +143,12 @@ def _realtime_input(cfg: Config) -> types.RealtimeInputConfig:
             prefix_padding_ms=conv.prefix_padding_ms,
             silence_duration_ms=conv.silence_ms,
         )
+    # A press during a reply silences it on the box: the service must stop it too, or
+    # the answer to the press would come only after the rest of the reply nobody hears.
+    interrupts = conv.barge_in or push_to_talk
     return types.RealtimeInputConfig(
         automatic_activity_detection=detection,
-        activity_handling=None if conv.barge_in else types.ActivityHandling.NO_INTERRUPTION,
+        activity_handling=None if interrupts else types.ActivityHandling.NO_INTERRUPTION,
     )
 
 
