@@ -16,6 +16,7 @@ tool runs" is a state the test controls, not a race it hopes to win.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ import numpy as np
 import pytest
 from google import genai
 from google.genai import errors, types
-from helpers import Captured, run_cli
+from helpers import Captured, run_cli, until
 from speech import (
     MIC_RATE,
     SPEAKER_RATE,
@@ -45,6 +46,7 @@ from wire import at, config_for, function_names, instruction, searches, tool_res
 
 from device import logs
 from device.audio import pcm
+from device.config import find_api_key
 from device.live.session import LiveLink
 from device.outbox import Outbox
 from device.states import Event, TurnComplete
@@ -401,6 +403,32 @@ async def spoken_turn(live_server: LiveServer, log_transcripts: bool, speech_ms:
             await done.wait()
     finally:
         await link.close()
+
+
+async def test_each_new_session_takes_up_the_token_written_since_the_last(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """An ephemeral token opens one session by default: the box kept the token it read at
+    start, and every press after the first was refused until a restart."""
+    live_server.config.token_uses = 1
+    live_server.config.ephemeral_tokens = {"auth_tokens/first", "auth_tokens/second"}
+    key_file = tmp_path / "token"
+    key_file.write_text("auth_tokens/first\n")
+    cfg = config_for(live_server, live={"api_key_file": str(key_file)})
+    cfg = dataclasses.replace(cfg, api_key=find_api_key(cfg.live)[0])
+    events: list[Event] = []
+    link = LiveLink(cfg, Outbox(hold_s=8), events.append, lambda _item, _t: None)
+    try:
+        for session, token in enumerate(("first", "second"), 1):
+            key_file.write_text(f"auth_tokens/{token}\n")  # the minter's next token
+            link.open(session)
+            await until(lambda n=session: len(events) >= n, within=10)  # set up, or refused
+            await link.close()
+    finally:
+        await link.close()
+    assert [type(e).__name__ for e in events] == ["SetupComplete", "SetupComplete"]
+    sent = [c.headers["authorization"] for c in live_server.log.connections()]
+    assert sent == ["Token auth_tokens/first", "Token auth_tokens/second"]
 
 
 async def test_transcripts_reach_the_journal_once_per_turn_with_their_fields(

@@ -324,6 +324,25 @@ async def test_ephemeral_token_uses_the_constrained_path(server):
     assert first.headers["authorization"] == f"Token {DEFAULT_EPHEMERAL_TOKEN}"
 
 
+async def test_an_ephemeral_token_opens_as_many_sessions_as_its_uses_and_resumes_freely(server):
+    server.config.token_uses = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", errors.ExperimentalWarning)
+        client = client_for(server, key=DEFAULT_EPHEMERAL_TOKEN, api_version="v1alpha")
+        resumable = types.LiveConnectConfig(session_resumption=types.SessionResumptionConfig())
+        async with client.aio.live.connect(model=MODEL, config=resumable) as session:
+            await session.send_realtime_input(text="hi")
+            await one_turn(session)
+        resume = types.LiveConnectConfig(session_resumption=types.SessionResumptionConfig(
+            handle=next(iter(server.sessions))))
+        async with client.aio.live.connect(model=MODEL, config=resume):
+            pass  # a resume spends no use
+        with pytest.raises(errors.APIError) as caught:
+            async with client.aio.live.connect(model=MODEL):
+                pass
+    assert caught.value.code == 1008
+
+
 # ---- turns -----------------------------------------------------------------------------------
 
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from device.config import Config
+from device.config import Config, find_api_key
 from device.live.hooks import Hooks, SpeakerRoom
 from device.live.pacing import Pacing
 from device.live.turn import WireTurn
@@ -176,6 +177,7 @@ class LiveLink:
     async def _run(self) -> None:
         """The session, across connections; a bug here ends it like a lost connection."""
         try:
+            await self._renew_key()
             if self._client is None:
                 self._client = await asyncio.shield(self.prepare())
         except Exception as exc:
@@ -191,6 +193,21 @@ class LiveLink:
             log.exception("the session failed")
             reason = describe_failure(exc)
             self._on_event(ConnectionLost(session=self._hooks.session, reason=reason))
+
+    async def _renew_key(self) -> None:
+        """A new session reads the key again. An ephemeral token is spent by the sessions
+        it opens (one, unless minted for more) and opens none soon after it was made:
+        whatever mints them writes the next where the key is kept, and the box takes it
+        up at its next session, with a new client (resuming needs no new token). A key
+        file an owner corrected is taken up the same way."""
+        if self._client is None or self._cfg.live.backend != "gemini":
+            return
+        key, source = await asyncio.to_thread(find_api_key, self._cfg.live)
+        if key is None or key == self._cfg.api_key:
+            return
+        self._cfg = dataclasses.replace(self._cfg, api_key=key, api_key_source=source)
+        self._client = self._building = None
+        log.info("a new API key from %s: this session and the next use it", source)
 
     async def _session(self) -> None:
         session = self._hooks.session

@@ -259,7 +259,7 @@ class LiveConnection:
         message = self._parse(await self.ws.recv())
         request = self.ws.request
         assert request is not None  # the handshake is over
-        self.server.check_auth(self.record, request)
+        credential = self.server.check_auth(self.record, request)
         if not has(message, "setup"):
             raise ProtocolError(CLOSE_INVALID, "Invalid message: the first message must be setup.")
         setup = pick(message, "setup")
@@ -271,6 +271,8 @@ class LiveConnection:
         options = read_setup(setup, config.models)
         if options.resume_handle:
             self.state = self.server.resume(options.resume_handle)
+        elif self.record.auth == "ephemeral_token":
+            self.server.use_token(credential)
         self.server.claim(self.state, self.id)
         self.options = options
         self.vad = EnergyDetector(threshold=options.threshold, silence_ms=options.silence_ms)

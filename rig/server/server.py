@@ -38,6 +38,7 @@ DEFAULT_API_KEY = "sim-api-key"
 DEFAULT_EPHEMERAL_TOKEN = "auth_tokens/sim-ephemeral-token"
 DEFAULT_BEARER_TOKEN = "sim-bearer-token"
 BAD_KEY_REASON = "API key not valid. Please pass a valid API key."
+TOKEN_SPENT_REASON = "The ephemeral token has no uses left."
 # An unknown or expired resumption handle is an invalid argument: close 1007.
 UNKNOWN_HANDLE_CODE = CLOSE_INVALID
 # A limited uplink keeps the server's own receive buffers (kernel, TLS) this small and reads
@@ -80,6 +81,9 @@ class ServerConfig:
     # crossed a link this fast (None: at once). Set it before start(): the server then keeps
     # its own receive buffers small, so the client's sends wait as behind a slow uplink.
     uplink_bytes_per_s: float | None = None
+    # New sessions each ephemeral token may open, as the service counts its `uses` (its
+    # default is 1); resuming a session uses none. None: no limit.
+    token_uses: int | None = None
 
 
 def parse_duration(value: str | float) -> tuple[float, str]:
@@ -102,6 +106,7 @@ class LiveServer:
         self.log = ServerLog()
         self.sessions: dict[str, SessionState] = {}
         self._tool_calls: deque[dict[str, Any]] = deque()
+        self._token_uses: dict[str, int] = {}  # new sessions each ephemeral token opened
         self._live: dict[int, LiveConnection] = {}
         self._ids = itertools.count(1)
         self._ca: LocalCA | None = None
@@ -188,8 +193,9 @@ class LiveServer:
         finally:
             del self._live[record.id]
 
-    def check_auth(self, record: ConnectionRecord, request: Request) -> None:
-        """Raise 1008 unless the request carries a credential this server accepts."""
+    def check_auth(self, record: ConnectionRecord, request: Request) -> str:
+        """Raise 1008 unless the request carries a credential this server accepts; the
+        credential."""
         _, endpoint, query = parse_target(request.path)
         headers: Headers = request.headers
         scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -198,11 +204,20 @@ class LiveServer:
             ok, record.auth = key in self.config.api_keys, "api_key"
         elif endpoint == "constrained":
             ok = scheme == "Token" and token in self.config.ephemeral_tokens
-            record.auth = "ephemeral_token"
+            key, record.auth = token, "ephemeral_token"
         else:
             ok, record.auth = scheme == "Bearer" and token in self.config.bearer_tokens, "bearer"
+            key = token
         if not ok:
             raise ProtocolError(CLOSE_POLICY, BAD_KEY_REASON)
+        return key
+
+    def use_token(self, token: str) -> None:
+        """A new session on an ephemeral token: 1008 once its uses are spent."""
+        used = self._token_uses.get(token, 0)
+        if self.config.token_uses is not None and used >= self.config.token_uses:
+            raise ProtocolError(CLOSE_POLICY, TOKEN_SPENT_REASON)
+        self._token_uses[token] = used + 1
 
     # ---- sessions and tool calls ----------------------------------------------------------
 
