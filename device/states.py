@@ -161,6 +161,8 @@ class TurnComplete(LinkEvent):
     """The server has finished the turn; what is buffered still plays."""
 
     talked_over: bool = False
+    #: The model works on (its interaction is IN_PROGRESS): more of the reply may follow.
+    more_to_come: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -334,6 +336,7 @@ class Machine:
     connected: bool = False
     held: bool = False  # push-to-talk: the button is down, the microphone streams
     reply_done: bool = False  # turnComplete seen, the speaker may still be playing
+    more_to_come: bool = False  # ...but the model works on: think once it has played
     faults: frozenset[str] = frozenset()  # audio devices that are missing or failing
     ending: bool = False  # hang up once the reply in progress is over
     error: str = ""  # what the error state is about, in words
@@ -465,7 +468,7 @@ def _transition(m: Machine, event: Event) -> Step:
             if m.state is State.THINKING:  # the reply went with the connection: ask again
                 return _turn_over(waiting, [PlayEarcon(Earcon.ERROR)])
             if m.state is State.SPEAKING:  # play what arrived, then the turn is over
-                return waiting.to(State.SPEAKING, reply_done=True), []
+                return waiting.to(State.SPEAKING, reply_done=True, more_to_come=False), []
             return waiting, []
 
         case ConnectFailed(reason=reason) | ConnectionLost(reason=reason):
@@ -478,13 +481,16 @@ def _transition(m: Machine, event: Event) -> Step:
         case ReplyAudio() if m.held:
             return m, []  # push-to-talk: the person is talking; the press cleared playback
         case ReplyAudio(pcm=pcm) if m.state is State.SPEAKING:
-            return m, [PlayReply(pcm), StartTimer(Timer.REPLY)]
+            going_on = m.to(State.SPEAKING, reply_done=False) if m.more_to_come else m
+            return going_on, [PlayReply(pcm), StartTimer(Timer.REPLY)]
         case ReplyAudio(pcm=pcm):
             actions = [CancelTimer(Timer.SILENCE), PlayReply(pcm), StartTimer(Timer.REPLY)]
             return m.to(State.SPEAKING, reply_done=False), actions
 
-        case TurnComplete() if m.state is State.SPEAKING:
-            return m.to(State.SPEAKING, reply_done=True), []
+        case TurnComplete(more_to_come=more) if m.state is State.SPEAKING:
+            return m.to(State.SPEAKING, reply_done=True, more_to_come=more), []
+        case TurnComplete(more_to_come=True) if m.state is State.THINKING:
+            return m, [StartTimer(Timer.REPLY)]  # still working: the reply timer starts again
         case TurnComplete() if m.state is State.THINKING:
             return _turn_over(m)
         case TurnComplete() if m.ending:  # the goodbye turn ended without a word
@@ -492,6 +498,8 @@ def _transition(m: Machine, event: Event) -> Step:
         case TurnComplete():
             return m, []
 
+        case PlaybackDrained() if m.state is State.SPEAKING and m.reply_done and m.more_to_come:
+            return m.to(State.THINKING, reply_done=False), [StartTimer(Timer.REPLY)]
         case PlaybackDrained() if m.state is State.SPEAKING and m.reply_done:
             return _turn_over(m)
         case PlaybackDrained():

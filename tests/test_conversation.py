@@ -299,3 +299,21 @@ def test_a_reply_sent_faster_than_it_plays_is_heard_whole_whatever_the_reply_tim
     daemon.wait_until(turns_done(1), 30, "the turn to end")
     time.sleep(0.3)
     reply_heard(recorder.stop(), turn=1, seconds=4.0)
+
+
+def test_a_model_that_works_on_after_its_first_words_is_heard_to_its_last(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """turnComplete with interactionStatus IN_PROGRESS is not the end: the box thinks on
+    (the LEDs say so) and plays the rest when it comes; the turn ends at IDLE."""
+    _, daemon = make_rig({"audio": {"earcons": False}}, reply_seconds=2.0, more_after_s=2.0)
+    recorder = loopback.record(SPEAKER_RATE)
+    recorder.wait_started()
+    speak_turn(loopback, daemon, chirp(0.5))
+    status = daemon.wait_until(turns_done(1), 20, "the turn to end")
+    time.sleep(0.2)
+    reply_heard(recorder.stop(), turn=1, seconds=2.0)
+    assert status["leds"] == [
+        "idle", "connecting", "listening", "thinking", "speaking", "thinking", "speaking", "idle"
+    ]
+    assert daemon.log().count("model said:") == 1, "one journal line for the whole reply"

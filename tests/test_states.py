@@ -193,6 +193,24 @@ def test_a_whole_reply_still_playing_is_never_cut_by_the_reply_timer() -> None:
     assert seen == [State.IDLE]
 
 
+def test_a_model_still_working_after_its_words_thinks_on_until_the_rest_comes() -> None:
+    """interactionStatus IN_PROGRESS at turnComplete: more of the reply may follow. The turn
+    used to end there (idle, or listening hands-free with the silence timer running)."""
+    more = s.TurnComplete(session=1, more_to_come=True)
+    m, seen, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY, more)
+    assert seen[-2:] == [State.SPEAKING, State.SPEAKING]
+    m, seen, actions = run(m, s.PlaybackDrained())
+    assert seen == [State.THINKING] and names(actions) == ["start_timer:reply"]
+    m, seen, _ = run(m, more)  # a tool ran, nothing was said: still at work
+    assert seen == [State.THINKING]
+    m, seen, _ = run(m, REPLY, DONE, s.PlaybackDrained())
+    assert seen == [State.SPEAKING, State.SPEAKING, State.IDLE]
+    m, seen, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY, more, REPLY)
+    assert not m.reply_done, "the rest came before the first part had played"
+    _, seen, _ = run(m, DONE, s.PlaybackDrained())
+    assert seen == [State.SPEAKING, State.IDLE]
+
+
 def test_a_reply_that_stops_coming_ends_the_turn_too() -> None:
     m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released())
     m, _, actions = run(m, REPLY, REPLY)
@@ -381,7 +399,7 @@ def _events() -> st.SearchStrategy[EventOf]:
         link(s.Reconnecting, reason=reason),
         link(s.Reconnected, history_lost=st.booleans()),
         link(s.ReplyAudio, pcm=st.just(b"\0\0"), talked_over=st.booleans()),
-        link(s.TurnComplete, talked_over=st.booleans()),
+        link(s.TurnComplete, talked_over=st.booleans(), more_to_come=st.booleans()),
         link(s.Interrupted, talked_over=st.booleans()),
         link(s.EndConversation),
     )
@@ -429,6 +447,7 @@ def _all_events(m: Machine) -> list[s.Event]:
                 s.TurnComplete(session=n, talked_over=talked_over),
                 s.Interrupted(session=n, talked_over=talked_over),
             ]
+        link.append(s.TurnComplete(session=n, more_to_come=True))
     return plain + link
 
 

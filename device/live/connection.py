@@ -283,7 +283,11 @@ class Connection:
                 turn.superseded = True
                 turn.update()
                 return
-        if content.turn_complete:
+        if content.turn_complete and _more_to_come(content):
+            turn.replying, turn.awaiting_reply = False, True  # its words: logged at its end
+            turn.update()
+            hooks.on_event(TurnComplete(session=session, more_to_come=True))
+        elif content.turn_complete:
             self._end_turn()
             self.completed_turns += 1
             hooks.on_event(TurnComplete(session=session))
@@ -409,6 +413,18 @@ class Connection:
         ws = websocket_of(self.session)
         if ws is not None:
             ws.transport.abort()
+
+
+def _more_to_come(content: types.LiveServerContent) -> bool:
+    """A turnComplete whose interaction is not IDLE: the model works on (background
+    reasoning) and more of its reply may follow. Only IDLE, or no status, ends it (the
+    SDK's receive() reads it so too)."""
+    status = content.interaction_status
+    return status not in (
+        None,
+        types.InteractionStatus.INTERACTION_STATUS_UNSPECIFIED,
+        types.InteractionStatus.IDLE,
+    )
 
 
 def websocket_of(session: AsyncSession) -> Any:

@@ -418,7 +418,13 @@ class LiveConnection:
         step = chunk_bytes(config.chunk_seconds, rate) + config.odd_parts
         others = OTHER_PARTS if config.other_parts else []
         start = time.monotonic()
+        halfway = len(pcm) // 2 // step * step
         for offset in range(0, len(pcm), step):
+            if config.more_after_s is not None and offset == halfway:
+                await self._content("turn_complete", {"turnComplete": True,
+                                                      "interactionStatus": "IN_PROGRESS"})
+                await asyncio.sleep(config.more_after_s)
+                start += config.more_after_s
             chunk = pcm[offset:offset + step]
             part = {"inlineData": {"mimeType": pcm_mime(rate),
                                    "data": b64encode(chunk)}}
@@ -429,7 +435,8 @@ class LiveConnection:
             await self._content("transcription_out",
                                 {"outputTranscription": {"text": heard.reply_line(turn)}})
         await self._content("generation_complete", {"generationComplete": True})
-        await self._content("turn_complete", {"turnComplete": True})
+        idle = {} if config.more_after_s is None else {"interactionStatus": "IDLE"}
+        await self._content("turn_complete", {"turnComplete": True, **idle})
         await self._resumption_update()
 
     async def _content(self, kind: str, content: dict[str, Any], data: bytes | None = None) -> None:

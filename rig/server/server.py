@@ -66,6 +66,10 @@ class ServerConfig:
     odd_parts: bool = False  # reply parts of an odd length: a sample split across two parts
     other_parts: bool = False  # beside each audio part, a text part and an image part
     think_seconds: float = 0.0  # between the end of the user's turn and the first reply audio
+    # Each reply in two halves, as a model that reasons on in the background: the first ends
+    # with turnComplete and interactionStatus IN_PROGRESS, the second comes this much later
+    # and ends IDLE. None: one reply, no interactionStatus.
+    more_after_s: float | None = None
     # The model lets this many user turns (any connection) pass without a word, as it now
     # and then does with an interruption: the next turn past each one is answered again.
     unanswered_turns: int = 0
