@@ -44,7 +44,7 @@ class StateFile:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # nested too deep: not ours
             log.warning("ignoring unreadable %s: %s", self.path, exc)
             return {}
         return data if isinstance(data, dict) else {}
