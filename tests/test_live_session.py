@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ssl
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -171,3 +172,17 @@ def test_a_failure_never_quotes_a_credential(failure: Exception, secret: str, ke
     words, fields = describe_failure(failure), failure_fields(failure)
     assert secret not in words and secret not in str(fields)
     assert kept in words and fields["LIVE_ERROR"] == words
+
+
+def test_a_certificate_out_of_its_dates_points_at_the_clock() -> None:
+    """A Pi has no clock of its own: before NTP has set it, every certificate looks not
+    yet valid, and the journal said only CERTIFICATE_VERIFY_FAILED (the doctor said more)."""
+    refused = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    refused.reason = "CERTIFICATE_VERIFY_FAILED"
+    refused.verify_message = "certificate is not yet valid"
+    assert describe_failure(refused) == (
+        "TLS: CERTIFICATE_VERIFY_FAILED "
+        "(certificate is not yet valid: check the clock, timedatectl)"
+    )
+    refused.verify_message = "self-signed certificate"
+    assert describe_failure(refused) == "TLS: CERTIFICATE_VERIFY_FAILED (self-signed certificate)"

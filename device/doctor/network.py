@@ -97,8 +97,6 @@ async def _layer(
         raise LayerFailed(layer, reason, _fix(layer, None, host, port)) from exc
     except Exception as exc:
         text = describe_failure(exc)
-        if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
-            text += f" ({exc.verify_message})"  # e.g. "certificate is not yet valid": the clock
         reason = text if text.startswith(f"{layer}:") else f"{layer}: {text}"
         code = getattr(exc, "code", None)
         raise LayerFailed(layer, reason, _fix(layer, code, host, port)) from exc

@@ -96,6 +96,8 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "timeout", "no answer from the Live API in time"
     if isinstance(exc, socket.gaierror):
         return "dns", f"DNS: cannot resolve the Live API host ({exc.strerror})"
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return "tls", f"TLS: {exc.reason or exc} ({_verified(exc.verify_message)})"
     if isinstance(exc, ssl.SSLError):
         return "tls", f"TLS: {exc.reason or exc}"
     if isinstance(exc, ConnectionRefusedError):
@@ -105,6 +107,14 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, ValueError | AttributeError):
         return "undecodable", f"the service sent a message that cannot be decoded ({exc})"
     return "other", f"{type(exc).__name__}: {exc}"
+
+
+def _verified(message: str) -> str:
+    """Why the certificate was refused; a date out of range is most often this box's clock
+    (a Pi has no clock of its own: until NTP has set it, it runs from the last shutdown)."""
+    if "not yet valid" in message or "expired" in message:
+        return f"{message}: check the clock, timedatectl"
+    return message
 
 
 def close_reason(exc: errors.APIError) -> str:
