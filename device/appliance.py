@@ -221,7 +221,9 @@ class Appliance:
         if self.leds is not None:
             await self.leds.show(state)
         self.notifier.status(self.status_line())
-        if state is State.IDLE and before is not State.ERROR:
+        if state is State.ERROR:  # a turn that failed ends here, not at the next press
+            self.turns.finish(time.monotonic(), self.link.session_id, failed=True)
+        elif state is State.IDLE and before is not State.ERROR:
             self.turns.finish(time.monotonic(), self.link.session_id)
 
     async def _perform(self, action: Action) -> None:

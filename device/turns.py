@@ -64,7 +64,8 @@ class TurnLog:
         if self.current is not None and self.current.first_reply is None:
             self.current.first_reply = t
 
-    def finish(self, t: float, session_id: str | None) -> None:
+    def finish(self, t: float, session_id: str | None, failed: bool = False) -> None:
+        """The turn ends at `t` (`failed`: in the error state) with its summary line."""
         turn, self.current = self.current, None
         if turn is None:
             return
@@ -72,12 +73,14 @@ class TurnLog:
         self._count += 1
         timings = turn.timings_ms()
         log.info(
-            "turn %d: %s",
+            "turn %d%s: %s",
             self._count,
+            " failed" if failed else "",
             ", ".join(f"{k[:-3]} {v:.0f} ms" for k, v in timings.items() if v is not None),
             extra={
                 "LIVE_TURN": self._count,
                 "LIVE_SESSION": session_id or "",
+                **({"LIVE_TURN_RESULT": "error"} if failed else {}),
                 **{f"LIVE_{k.upper()}": v for k, v in timings.items() if v is not None},
             },
         )

@@ -15,6 +15,7 @@ from helpers import until
 from device.appliance import Appliance
 from device.control import AlreadyRunning
 from device.states import (
+    ConnectFailed,
     ConnectionLost,
     EndConversation,
     Interrupted,
@@ -69,6 +70,20 @@ async def test_a_push_to_talk_turn_from_press_to_idle(tmp_path: Path) -> None:
         assert box.states() == ["connecting", "listening", "thinking", "speaking", "idle"]
         assert box.appliance.machine.session_open, "kept for a follow-up until idle_timeout_s"
         assert box.appliance.status()["turns"][-1]["turn"] == 1
+
+
+async def test_a_turn_that_fails_ends_at_the_error_not_at_the_next_press(
+    tmp_path: Path,
+) -> None:
+    """Its summary line came at the next press, with a turn_ms reaching back to it: hours,
+    after a night without network."""
+    async with running(tmp_path) as box:
+        await press_and_speak(box)
+        box.link.deliver(ConnectFailed, reason="DNS: cannot resolve the Live API host")
+        await box.settle()
+        assert box.state == "error"
+        (turn,) = box.appliance.status()["turns"]
+        assert turn["turn"] == 1 and turn["turn_ms"] is not None
 
 
 async def test_what_the_person_hears_goes_before_the_leds_and_the_journal(

@@ -182,6 +182,15 @@ def test_a_turn_summary_reaches_the_journal_with_its_fields(journal: Captured) -
     assert record["LIVE_RELEASE_TO_ACTIVITY_END_MS"] == 2.0
 
 
+def test_a_failed_turn_says_so_in_its_summary(journal: Captured) -> None:
+    turns = TurnLog()
+    turns.start(10.0, None)
+    turns.finish(15.0, None, failed=True)
+    (record,) = journal.records
+    assert record["MESSAGE"] == "turn 1 failed: turn 5000 ms"
+    assert record["LIVE_TURN_RESULT"] == "error"
+
+
 def test_priorities_follow_levels_and_the_key_is_masked(journal: Captured) -> None:
     log = logging.getLogger("device.live")
     log.warning("connection lost: %s", "close code 1011", extra={"LIVE_ERROR": "1011"})
