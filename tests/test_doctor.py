@@ -513,7 +513,7 @@ def test_the_vertex_host_is_the_one_the_sdk_connects_to(
 ) -> None:
     from google import genai
 
-    from device.doctor.network import endpoint
+    from device.live.endpoint import endpoint
 
     live = {"backend": "vertex", "project": "my-project", "location": location}
     cfg = context(tmp_path, Options(), live=live).cfg

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
 import ssl
 import threading
 from collections.abc import AsyncIterator
@@ -15,11 +16,11 @@ from google.genai import errors, types
 from helpers import until
 from websockets.exceptions import InvalidHeaderValue, InvalidURI
 
-from device.config import Config, Secret
+from device.config import Config, LiveConfig, Secret
 from device.live.errors import describe_failure, failure_fields
 from device.live.session import LiveLink
 from device.outbox import Outbox
-from device.states import ConnectionLost, Event
+from device.states import ConnectFailed, ConnectionLost, Event
 
 
 class ClosingSession:
@@ -186,3 +187,35 @@ def test_a_certificate_out_of_its_dates_points_at_the_clock() -> None:
     )
     refused.verify_message = "self-signed certificate"
     assert describe_failure(refused) == "TLS: CERTIFICATE_VERIFY_FAILED (self-signed certificate)"
+
+
+async def test_a_resolver_that_never_answers_is_named_not_a_plain_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Wi-Fi up, the internet down: the router's resolver waits for an uplink that is not
+    there, and the one connect timeout ran out with "no answer from the Live API in
+    time", the same line as a slow service."""
+    host = "live.resolver-test.invalid"
+    released = threading.Event()
+    resolve = socket.getaddrinfo
+
+    def silent_resolver(name: Any, *args: Any, **kwargs: Any) -> Any:
+        if name == host:
+            released.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return resolve(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", silent_resolver)
+    live = LiveConfig(base_url=f"https://{host}", connect_timeout_s=0.5)
+    events: list[Event] = []
+    link = LiveLink(Config(live=live, api_key=Secret("AIza-test")), Outbox(5), events.append,
+                    lambda _item, _t: None)
+    link.open(1)
+    try:
+        await until(lambda: bool(events), within=30)
+    finally:
+        released.set()
+        await link.close()
+    (failed,) = events
+    assert isinstance(failed, ConnectFailed)
+    assert failed.reason == f"DNS: the resolver does not answer ({host} not resolved in 1 s)"

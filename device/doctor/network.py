@@ -15,17 +15,13 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
-from urllib.parse import urlsplit
 
-from device.config import Config
 from device.doctor.result import Context, Result, Status
+from device.live.endpoint import endpoint
 from device.live.wire import CLOSE_INVALID, CLOSE_POLICY
 
 T = TypeVar("T")
 
-GEMINI_HOST = "generativelanguage.googleapis.com"
-#: Vertex AI locations the SDK reaches through a multi-regional `.rep.` endpoint.
-VERTEX_MULTI_REGIONS = ("us", "eu")
 TURN_TEXT = "Please answer with one word: ready."
 TURN_TIMEOUT_S = 30.0
 
@@ -39,24 +35,6 @@ FIXES = {
     "setup": "Try again in a minute; if it keeps failing, the service may be down "
     "or [live] base_url may point at the wrong place.",
 }
-
-
-def endpoint(cfg: Config) -> tuple[str, int]:
-    """The host and port the SDK will open its WebSocket to."""
-    live = cfg.live
-    env = "GOOGLE_VERTEX_BASE_URL" if live.backend == "vertex" else "GOOGLE_GEMINI_BASE_URL"
-    url = live.base_url or os.environ.get(env)
-    if url:
-        parts = urlsplit(url if "://" in url else f"https://{url}")
-        return parts.hostname or "", parts.port or 443
-    if live.backend == "vertex":
-        region = live.location or "global"
-        if region == "global":
-            return "aiplatform.googleapis.com", 443
-        if region in VERTEX_MULTI_REGIONS:
-            return f"aiplatform.{region}.rep.googleapis.com", 443
-        return f"{region}-aiplatform.googleapis.com", 443
-    return GEMINI_HOST, 443
 
 
 def tls_context() -> ssl.SSLContext:

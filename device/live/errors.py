@@ -14,6 +14,7 @@ import ssl
 
 from google.genai import errors
 
+from device.live.endpoint import ResolverSilent
 from device.live.wire import (
     CLOSE_ABNORMAL,
     CLOSE_INTERNAL,
@@ -92,6 +93,8 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "gave_up", str(exc)
     if isinstance(exc, ConnectionDead):
         return "silent", f"no traffic from the Live API: {exc}"
+    if isinstance(exc, ResolverSilent):
+        return "dns", f"DNS: the resolver does not answer ({exc})"
     if isinstance(exc, TimeoutError):
         return "timeout", "no answer from the Live API in time"
     if isinstance(exc, socket.gaierror):

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from device.config import Config, find_api_key
+from device.live.endpoint import timed_out
 from device.live.hooks import Hooks, SpeakerRoom
 from device.live.pacing import Pacing
 from device.live.turn import WireTurn
@@ -287,6 +288,9 @@ class LiveLink:
                 session = await stack.enter_async_context(
                     self._client.aio.live.connect(model=self._cfg.live.model, config=setup)
                 )
+        except TimeoutError as exc:
+            await stack.aclose()
+            raise await timed_out(self._cfg) from exc
         except BaseException:
             await stack.aclose()
             raise

@@ -1,0 +1,61 @@
+"""Where the Live API client connects, and which step of it a connect timed out in.
+
+The SDK opens its WebSocket in one go (DNS, TCP, TLS, setup) under the box's one
+`connect_timeout_s`. The commonest way that runs out in a home is Wi-Fi up and the
+internet down: the router's resolver waits for an uplink that is not there. A
+timeout is then asked again of the resolver alone, briefly, so that the journal
+names the layer, as it does for a failure that comes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from device.config import Config
+
+GEMINI_HOST = "generativelanguage.googleapis.com"
+#: Vertex AI locations the SDK reaches through a multi-regional `.rep.` endpoint.
+VERTEX_MULTI_REGIONS = ("us", "eu")
+#: How long the resolver is given, alone, after a connect timed out.
+DNS_CHECK_S = 1.0
+
+
+class ResolverSilent(TimeoutError):
+    """The connect timed out, and the resolver does not answer for the host either."""
+
+
+def endpoint(cfg: Config) -> tuple[str, int]:
+    """The host and port the SDK will open its WebSocket to."""
+    live = cfg.live
+    env = "GOOGLE_VERTEX_BASE_URL" if live.backend == "vertex" else "GOOGLE_GEMINI_BASE_URL"
+    url = live.base_url or os.environ.get(env)
+    if url:
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+        return parts.hostname or "", parts.port or 443
+    if live.backend == "vertex":
+        region = live.location or "global"
+        if region == "global":
+            return "aiplatform.googleapis.com", 443
+        if region in VERTEX_MULTI_REGIONS:
+            return f"aiplatform.{region}.rep.googleapis.com", 443
+        return f"{region}-aiplatform.googleapis.com", 443
+    return GEMINI_HOST, 443
+
+
+async def timed_out(cfg: Config) -> Exception:
+    """What a connect that timed out is best reported as: ResolverSilent, the resolver's
+    own error if it now says no, or the plain timeout (past DNS: TCP, TLS or setup)."""
+    host, port = endpoint(cfg)
+    try:
+        async with asyncio.timeout(DNS_CHECK_S):
+            await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        return ResolverSilent(f"{host} not resolved in {DNS_CHECK_S:g} s")
+    except socket.gaierror as exc:
+        return exc
+    return TimeoutError()
