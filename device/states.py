@@ -357,6 +357,11 @@ class Machine:
         )
 
     @property
+    def reply_over(self) -> bool:
+        """All of the reply came and nothing more of it follows; it may still be playing."""
+        return self.reply_done and not self.more_to_come
+
+    @property
     def gated(self) -> bool:
         """Hands-free while the model speaks: the microphone must not carry the speaker."""
         return self.mode is Mode.TOGGLE and self.state is State.SPEAKING
@@ -480,9 +485,14 @@ def _transition(m: Machine, event: Event) -> Step:
             return m, []
         case ReplyAudio() if m.held:
             return m, []  # push-to-talk: the person is talking; the press cleared playback
+        case ReplyAudio(pcm=pcm) if m.state is State.SPEAKING and m.reply_over:
+            # A new reply while the last, received whole, still plays: it answers something
+            # newer (words said over the box after the service had sent everything, which
+            # it then no longer interrupts; a text turn). The old one's rest is stale.
+            playing = m.to(State.SPEAKING, reply_done=False)
+            return playing, [ClearPlayback(), PlayReply(pcm), StartTimer(Timer.REPLY)]
         case ReplyAudio(pcm=pcm) if m.state is State.SPEAKING:
-            going_on = m.to(State.SPEAKING, reply_done=False) if m.more_to_come else m
-            return going_on, [PlayReply(pcm), StartTimer(Timer.REPLY)]
+            return m.to(State.SPEAKING, reply_done=False), [PlayReply(pcm), StartTimer(Timer.REPLY)]
         case ReplyAudio(pcm=pcm):
             actions = [CancelTimer(Timer.SILENCE), PlayReply(pcm), StartTimer(Timer.REPLY)]
             return m.to(State.SPEAKING, reply_done=False), actions

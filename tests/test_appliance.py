@@ -180,6 +180,48 @@ async def test_while_it_speaks_with_the_microphone_open_talk_over_is_read_at_onc
         assert box.state == "listening" and not box.mic.closely
 
 
+async def test_a_new_reply_replaces_the_rest_of_one_the_service_had_sent_whole(
+    tmp_path: Path,
+) -> None:
+    """The service no longer interrupts a reply it has finished sending: the person who
+    talked over it hears the answer to what they said at once, not the stale rest first."""
+    old, new = b"\x01\x02" * 24000, b"\x03\x04" * 2400  # 1 s still playing, then 100 ms
+    cfg = config(button={"mode": "toggle"})
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        box.link.deliver(ReplyAudio, pcm=old)
+        box.link.deliver(TurnComplete)  # all of it came; it plays on
+        await box.settle()
+        assert box.state == "speaking" and old in box.speaker.buffered
+        box.link.deliver(ReplyAudio, pcm=new)  # the answer to words said over it
+        await box.settle()
+        assert bytes(box.speaker.buffered) == new, "the old rest dropped, the new one queued"
+        await box.settle()
+        assert box.state == "speaking", "clearing the old reply is not the new one's end"
+        box.link.deliver(TurnComplete)
+        await box.settle()
+        assert box.state == "speaking"
+        box.speaker.play()
+        await until(lambda: box.state == "listening")
+        assert box.speaker.heard == new
+
+
+async def test_the_rest_of_a_reply_in_two_parts_is_not_taken_for_a_new_one(
+    tmp_path: Path,
+) -> None:
+    cfg = config(button={"mode": "toggle"})
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        box.link.deliver(ReplyAudio, pcm=REPLY)
+        box.link.deliver(TurnComplete, more_to_come=True)  # interactionStatus IN_PROGRESS
+        box.link.deliver(ReplyAudio, pcm=REPLY[::-1])
+        await box.settle()
+        assert bytes(box.speaker.buffered).endswith(REPLY + REPLY[::-1])
+        assert not box.speaker.cleared
+
+
 async def test_speech_keeps_a_hands_free_conversation_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -151,6 +151,44 @@ def test_a_person_talking_over_the_reply_interrupts_it(
     assert heard_ms >= 0.8 * spoken_ms, (heard_ms, spoken_ms)
 
 
+def test_talking_over_a_reply_sent_whole_the_answer_comes_at_once_not_after_the_rest(
+    loopback: PulseLoopback, make_rig: Any, room: AcousticPath
+) -> None:
+    """The service sends a reply faster than it plays; once it has sent all of it, words
+    said over the box interrupt nothing there: it answers them. The box must play that
+    answer as it comes, not after the rest of a reply the person talked over."""
+    reply_s = 12.0
+    server, _ = start_conversation(make_rig, reply_seconds=reply_s, pace=0.02)
+    speaker = loopback.record(SPEAKER_RATE)
+    speaker.wait_started()
+    try:
+        reply = ask(loopback, server, "What will the weather be like tomorrow?")
+        replies_done(server, 1)  # all of it sent in a quarter of a second
+        time.sleep(max(0.0, reply + 2.0 - time.monotonic()))
+        player = loopback.play(pcm.from_float(said("Wait, what about Sunday?", -20.0)), MIC_RATE)
+        player.wait()
+        server.wait_for(lambda: sent(server, "audio", player.started) is not None, 10)
+        answer = sent(server, "audio", player.started)
+        assert answer is not None
+        time.sleep(max(0.0, answer + reply_s + 2.0 - time.monotonic()))
+    finally:
+        speaker.stop()
+    assert sent(server, "interrupted", reply) is None, "the service had nothing to interrupt"
+    assert answer < reply + reply_s - 3, "the answer came while the old reply still had seconds"
+    samples, times = speaker.timeline()
+
+    def loudest(start: float, end: float) -> float:
+        during = samples[(times > start) & (times < end)]
+        assert during.size, "the recording covers it"
+        return float(np.abs(during).max())
+
+    # The answer plays from when it came, to its end, and nothing after it: the old
+    # reply's rest (several seconds of it) would have played first and pushed it later.
+    assert all(loudest(answer + t, answer + t + 1.0) > pcm.db_to_amplitude(-40)
+               for t in np.arange(0.3, reply_s - 1.0, 1.0))  # fmt: skip
+    assert loudest(answer + reply_s + 0.5, answer + reply_s + 1.8) < pcm.db_to_amplitude(-50)
+
+
 def test_without_the_module_the_box_gates_the_microphone(
     loopback: PulseLoopback, make_rig: Any, room: AcousticPath, tmp_path: Path
 ) -> None:

@@ -167,14 +167,47 @@ async def test_what_a_connection_left_unhandled_is_handed_on_first_by_the_next()
     ahead = ReadAhead(handled.append, speaker, [audio(1), content(turn_complete=True)])
     runner = asyncio.create_task(ahead.run())
     try:
-        await ahead.take(audio(2))  # the next reply, on the new connection: after the old one's end
+        await ahead.take(said("and so"))  # the new connection's first: after the old reply
         await settle()
         assert handled == []
         speaker.room.set()
         await settle()
-        assert handled == [audio(1), content(turn_complete=True), audio(2)]
+        assert handled == [audio(1), content(turn_complete=True), said("and so")]
     finally:
         runner.cancel()
+
+
+async def test_a_new_reply_drops_the_audio_of_a_whole_one_still_waiting_and_goes_at_once() -> None:
+    """The service had sent all of a reply when the person spoke over it: it does not
+    interrupt it any more, it answers. The answer must not wait behind the stale rest."""
+    async with reading() as (ahead, speaker, handled):
+        speaker.room.clear()
+        await ahead.take(audio(1))
+        await ahead.take(said("the weather"))
+        await ahead.take(content(turn_complete=True))
+        await ahead.take(audio(2))  # the answer to what was said over the box
+        assert handled == [said("the weather"), content(turn_complete=True), audio(2)]
+        await ahead.take(audio(3))  # the speaker is full: the rest of the answer waits
+        await settle()
+        assert handled[-1] == audio(2)
+        speaker.room.set()
+        await settle()
+        assert handled[-1] == audio(3) and audio(1) not in handled
+
+
+async def test_the_rest_of_a_reply_the_model_works_on_waits_in_order() -> None:
+    """A turnComplete with interactionStatus IN_PROGRESS: what follows continues the reply."""
+    working = content(turn_complete=True, interaction_status=types.InteractionStatus.IN_PROGRESS)
+    async with reading() as (ahead, speaker, handled):
+        speaker.room.clear()
+        await ahead.take(audio(1))
+        await ahead.take(working)
+        await ahead.take(audio(2))
+        await settle()
+        assert handled == []
+        speaker.room.set()
+        await settle()
+        assert handled == [audio(1), working, audio(2)]
 
 
 async def test_audio_reaches_the_speaker_before_its_room_is_asked_again() -> None:

@@ -255,7 +255,12 @@ class Playback(PortAudioStream):
         return self._drained
 
     async def wait_drained(self) -> None:
-        await self._drained.wait()
+        """Return once everything fed has played: a clear() that new audio followed at
+        once is no drain."""
+        while True:
+            await self._drained.wait()
+            if self._drained.is_set():
+                return
 
     async def play_out(self) -> None:
         """Wait until everything fed has sounded, the resampler's tail included."""

@@ -28,7 +28,7 @@ from device.live.client import send_text_turn
 from device.live.errors import ConnectionDead
 from device.live.hooks import Hooks
 from device.live.inbound import AudioOnly, fast_path_possible, messages
-from device.live.read_ahead import Message, ReadAhead
+from device.live.read_ahead import Message, ReadAhead, more_to_come
 from device.live.reply import ReplyDecoder
 from device.live.turn import WireTurn
 from device.live.wire import IMAGE_MIME, MIC_MIME, audio_message
@@ -283,7 +283,7 @@ class Connection:
                 turn.superseded = True
                 turn.update()
                 return
-        if content.turn_complete and _more_to_come(content):
+        if content.turn_complete and more_to_come(content):
             turn.replying, turn.awaiting_reply = False, True  # its words: logged at its end
             turn.update()
             hooks.on_event(TurnComplete(session=session, more_to_come=True))
@@ -413,18 +413,6 @@ class Connection:
         ws = websocket_of(self.session)
         if ws is not None:
             ws.transport.abort()
-
-
-def _more_to_come(content: types.LiveServerContent) -> bool:
-    """A turnComplete whose interaction is not IDLE: the model works on (background
-    reasoning) and more of its reply may follow. Only IDLE, or no status, ends it (the
-    SDK's receive() reads it so too)."""
-    status = content.interaction_status
-    return status not in (
-        None,
-        types.InteractionStatus.INTERACTION_STATUS_UNSPECIFIED,
-        types.InteractionStatus.IDLE,
-    )
 
 
 def websocket_of(session: AsyncSession) -> Any:

@@ -8,9 +8,12 @@ speaker, and whatever came after it) waits here in order, up to READ_AHEAD_S of
 audio or READ_AHEAD_MESSAGES messages of any kind; past that the reply waits in the
 service (TCP's flow control holds it). An interruption drops the audio waiting
 here, which is not to be heard any more, and is handled at once, after the other
-messages that came before it. A message that is not the reply's content (a goAway, a
-resumption handle, a tool call or its cancellation) never waits: a goAway's time
-left counts from its arrival, and a tool need not wait for the words before it.
+messages that came before it. A new reply while a whole one still waits here (the
+service had sent all of it when the person spoke over it, or a text turn came) drops
+the old one's audio the same way: it answers something newer. A message that is not
+the reply's content (a goAway, a resumption handle, a tool call or its cancellation)
+never waits: a goAway's time left counts from its arrival, and a tool need not wait
+for the words before it.
 
 What still waits when a connection is switched (goAway) goes on to the next one
 (`unhandled`, `carried`): the reply was received whole, and the speaker plays it
@@ -75,6 +78,9 @@ class ReadAhead:
         elif _interrupts(message):
             self._drop_audio()
             self._handle(message)
+        elif size and any(ends_interaction(waiting) for waiting, _ in self._waiting):
+            self._drop_audio()  # a new reply: the state machine clears the speaker for it
+            await self._hand_on(message, size)
         else:
             self._wait(message, size)
 
@@ -160,6 +166,24 @@ def ends_turn(message: Message) -> bool:
         isinstance(message, types.LiveServerMessage)
         and message.server_content is not None
         and bool(message.server_content.turn_complete)
+    )
+
+
+def ends_interaction(message: Message) -> bool:
+    """The message completes the model's turn and nothing more of its reply follows."""
+    content = message.server_content if isinstance(message, types.LiveServerMessage) else None
+    return content is not None and bool(content.turn_complete) and not more_to_come(content)
+
+
+def more_to_come(content: types.LiveServerContent) -> bool:
+    """A turnComplete whose interaction is not IDLE: the model works on (background
+    reasoning) and more of its reply may follow. Only IDLE, or no status, ends it (the
+    SDK's receive() reads it so too)."""
+    status = content.interaction_status
+    return status not in (
+        None,
+        types.InteractionStatus.INTERACTION_STATUS_UNSPECIFIED,
+        types.InteractionStatus.IDLE,
     )
 
 
