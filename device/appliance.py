@@ -78,6 +78,11 @@ MIC_START_TIMEOUT_S = 5.0
 EARCON_BACKLOG_MS = 1000.0
 #: State changes kept for `ctl status` (with their times), for owners and the rig.
 STATE_HISTORY = 64
+#: Presses and releases waiting for the state machine, past which `ctl press` and `ctl
+#: release` are refused: each is answered at once, and a release waits for the
+#: microphone's last chunk, so a client sending them as fast as it can grew the queue
+#: without end, with the watchdog's heartbeat stuck behind it (the box restarted).
+PRESSES_WAITING = 16
 #: The speaker's actions, performed ahead of a transition's journal line and LEDs.
 HEARD = (PlayReply, ClearPlayback)
 
@@ -94,6 +99,8 @@ class Appliance:
         self.texts = TextsWaiting(self.outbox)
         self.turns = TurnLog()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._presses_waiting = 0  # Pressed and Released posted, not yet taken
+        self._presses_over = logs.Overflow(log, "control_presses")
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         #: (time.monotonic(), state, the event that led there), newest last.
@@ -135,22 +142,29 @@ class Appliance:
         self._events.put_nowait(event)
 
     def _on_button(self, name: str, _t: float) -> None:
-        edges: dict[str, Event] = {
+        edges: dict[str, Pressed | Released | LongPress] = {
             "pressed": Pressed(),
             "released": Released(),
             "long_press": LongPress(),
         }
-        self.post(edges[name])
+        self._post_press(edges[name])
+
+    def _post_press(self, event: Pressed | Released | LongPress) -> None:
+        self._presses_waiting += 1
+        self.post(event)
 
     def _on_speech(self) -> None:
         self.post(SpeechHeard())
 
     async def _on_control(self, request: dict[str, Any]) -> dict[str, Any]:
         match request.get("cmd"):
-            case "press":
-                self.post(Pressed())
-            case "release":
-                self.post(Released())
+            case "press" | "release" as cmd:
+                if self._presses_waiting >= PRESSES_WAITING:
+                    waiting = PRESSES_WAITING
+                    self._presses_over.hit("ctl %s refused: %d presses are waiting", cmd, waiting)
+                    return {"ok": False, "error": f"busy: {waiting} presses are waiting already"}
+                self._presses_over.within()
+                self._post_press(Pressed() if cmd == "press" else Released())
             case "text":
                 text = request.get("text")
                 if not isinstance(text, str) or not text.strip():
@@ -193,6 +207,8 @@ class Appliance:
             event = await self._events.get()
             if isinstance(event, TextTurn):
                 self.texts.taken()
+            elif isinstance(event, Pressed | Released | LongPress):
+                self._presses_waiting -= 1
             before = self.machine.state
             self.machine, actions = step(self.machine, event)
             if self.machine.state is not before:

@@ -12,7 +12,7 @@ import pytest
 from fakes import CHUNK, QUIET, Box, FakeParts, config, running
 from helpers import until
 
-from device.appliance import Appliance
+from device.appliance import PRESSES_WAITING, Appliance
 from device.control import AlreadyRunning
 from device.states import (
     ConnectFailed,
@@ -342,6 +342,29 @@ async def test_presses_faster_than_their_earcons_queue_a_second_of_beeps_at_most
             await box.control.ask("release")
         await box.settle()
         assert 0 < box.speaker.buffered_ms < 1000 + 500  # the bound and one earcon past it
+
+async def test_a_flood_of_ctl_presses_is_refused_past_its_bound_and_the_watchdog_is_fed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each `ctl press` is answered at once; a release waits for the microphone's last
+    chunk. A client sending them as fast as it can queued them without end, and the
+    watchdog's heartbeat waited behind them until systemd killed the box."""
+    async with running(tmp_path, watchdog_s=0.1) as box:
+        await until(lambda: box.notifier.count("WATCHDOG=1") >= 1)
+        answers = [await box.control.ask(cmd) for _ in range(2000) for cmd in ("press", "release")]
+        refused = [a for a in answers if not a["ok"]]
+        assert refused and all("busy" in a["error"] for a in refused)
+        assert len(answers) - len(refused) <= 2 * PRESSES_WAITING, "the queue stayed short"
+        fed = box.notifier.count("WATCHDOG=1")
+        # Behind at most PRESSES_WAITING events: here every release waits out its 0.28 s
+        await until(lambda: box.notifier.count("WATCHDOG=1") > fed, within=6)
+        bounds = [r for r in caplog.records if getattr(r, "LIVE_BOUND", None) == "control_presses"]
+        assert len(bounds) == 1, "one journal line for the flood"
+        for _ in range(5):
+            box.mic.record(CHUNK)  # the releases' last chunks: the machine catches up
+            await box.settle()
+        assert (await box.control.ask("press"))["ok"], "taken again once the queue is short"
+
 
 async def test_the_watchdog_is_fed_only_while_the_machine_answers(tmp_path: Path) -> None:
     cfg = config(button={"mode": "toggle"})
