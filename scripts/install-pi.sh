@@ -124,23 +124,55 @@ package_available() {
   [[ $(apt-cache policy "$1" 2>/dev/null) == *"Candidate: "[!\(]* ]]
 }
 
-# Store the API key from FILE ("-": standard input) as DEST, mode 0600, root only.
-# The key goes through no command line and no environment, and is never printed;
-# an existing DEST is never overwritten (noclobber opens it with O_EXCL).
-store_key() {
-  local source=$1 dest=$2 key
+# Why KEY is not an API key, as the daemon judges one (printable ASCII, no spaces: an
+# HTTP header carries it); nothing when it is one. A key pasted from a web page with
+# its quotation marks or an invisible space would be stored, and the service refuse it.
+key_problem() {
+  local LC_ALL=C
+  if [[ -z $1 ]]; then
+    printf 'is empty'
+  elif [[ $1 == *[[:space:]]* ]]; then
+    printf 'must be one word on one line'
+  elif [[ $1 == *[^!-~]* ]]; then
+    printf 'has a character no key has (a quotation mark or an invisible space copied'
+    printf ' with it?): copy the key again'
+  fi
+}
+
+# KEY with the whitespace around it trimmed.
+trimmed() {
+  local key=$1
+  key=${key#"${key%%[![:space:]]*}"}
+  printf '%s' "${key%"${key##*[![:space:]]}"}"
+}
+
+# The API key in FILE ("-": standard input), trimmed and checked, on standard output.
+# It goes through no command line and no environment, and is never printed elsewhere.
+read_key() {
+  local source=$1 key problem
   if [[ $source == - ]]; then
     key=$(</dev/stdin)
   else
     key=$(<"$source")
   fi
-  key=${key#"${key%%[![:space:]]*}"}
-  key=${key%"${key##*[![:space:]]}"}
-  [[ -n $key ]] || die "the API key in ${source/#-/standard input} is empty"
-  [[ $key != *[[:space:]]* ]] ||
-    die "the API key in ${source/#-/standard input} must be one word on one line"
-  (set -o noclobber; umask 077; printf '%s\n' "$key" >"$dest") ||
-    die "$dest exists: not replacing the key"
+  key=$(trimmed "$key")
+  problem=$(key_problem "$key")
+  [[ -z $problem ]] || die "the API key in ${source/#-/standard input} $problem"
+  printf '%s' "$key"
+}
+
+# Store KEY as DEST, mode 0600, root only; an existing DEST is never overwritten
+# (noclobber opens it with O_EXCL).
+write_key() {
+  (set -o noclobber; umask 077; printf '%s\n' "$1" >"$2") ||
+    die "$2 exists: not replacing the key"
+}
+
+# Store the API key from FILE ("-": standard input) as DEST.
+store_key() {
+  local key
+  key=$(read_key "$1")
+  write_key "$key" "$2"
 }
 
 # Ask for the key on the terminal without echoing it; empty answer: no key.
@@ -403,19 +435,29 @@ install_config() {
   fi
 }
 
-# Sets KEY_READY=1 when the key is (or, in a dry run, would be) in place.
+# Sets KEY_READY=1 when the key is (or, in a dry run, would be) in place. KEY: the one
+# given with --key-file SOURCE, read and checked before anything was installed.
 install_key() {
-  local key_source=$1
+  local key=$1 source=$2 kept problem=""
   step "API key $KEY_FILE (root only; the service gets it as a systemd credential)"
   if [[ -e $KEY_FILE ]]; then
-    say "  keeping the key in $KEY_FILE${key_source:+ (--key-file ignored)};" \
-      "to change it: sudoedit $KEY_FILE"
+    kept=$(trimmed "$(<"$KEY_FILE")")
+    problem=$(key_problem "$kept")
+  fi
+  if [[ -e $KEY_FILE && ( -z $problem || -z $key ) ]]; then
+    if [[ -n $problem ]]; then
+      say "  the key in $KEY_FILE $problem: sudoedit $KEY_FILE, or run this again with --key-file"
+    else
+      say "  keeping the key in $KEY_FILE${key:+ (--key-file ignored)};" \
+        "to change it: sudoedit $KEY_FILE"
+      KEY_READY=1
+    fi
     run chown root:root "$KEY_FILE"
     run chmod 0600 "$KEY_FILE"
-    KEY_READY=1
-  elif [[ -n $key_source ]]; then
-    say "  store the key from ${key_source/#-/standard input} as $KEY_FILE, mode 0600"
-    ((DRY_RUN)) || store_key "$key_source" "$KEY_FILE"
+  elif [[ -n $key ]]; then
+    [[ -z $problem ]] || say "  the key in $KEY_FILE $problem: replacing it"
+    say "  store the key from ${source/#-/standard input} as $KEY_FILE, mode 0600"
+    ((DRY_RUN)) || { rm -f "$KEY_FILE"; write_key "$key" "$KEY_FILE"; }
     KEY_READY=1
   elif [[ -t 0 ]]; then
     if ((DRY_RUN)); then
@@ -479,8 +521,10 @@ install_main() {
   check_os
   check_root
   check_python
-  if [[ -n $key_source && $key_source != - && ! -r $key_source ]]; then
-    die "--key-file $key_source: no such readable file"
+  local key=""
+  if [[ -n $key_source ]]; then
+    [[ $key_source == - || -r $key_source ]] || die "--key-file $key_source: no such readable file"
+    key=$(read_key "$key_source")  # a key the service would refuse stops the install here
   fi
   KEY_READY=0
   install_packages
@@ -488,7 +532,7 @@ install_main() {
   install_venv
   install_command
   install_config
-  install_key "$key_source"
+  install_key "$key" "$key_source"
   install_unit
   start_service
 }

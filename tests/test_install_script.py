@@ -496,13 +496,34 @@ def test_an_existing_key_is_never_overwritten(tmp_path: Path) -> None:
     assert dest.read_text() == "owner-key\n"
 
 
-@pytest.mark.parametrize("text", ["", "  \n", "two words\n"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "  \n", "two words\n", f"\u201c{KEY}\u201d\n", f"{KEY[:8]}\u200b{KEY[8:]}\n"],
+    ids=["empty", "blank", "two-words", "quoted-from-a-web-page", "zero-width-space"],
+)
 def test_a_key_that_cannot_be_one_is_refused(tmp_path: Path, text: str) -> None:
+    """As the daemon refuses it (an HTTP header cannot carry it): stored, the service
+    would exit at every start with a configuration error."""
     dest = tmp_path / "api-key"
     result = store_key("-", dest, stdin=text)
     assert result.returncode == 1
     assert "standard input" in result.stderr
     assert not dest.exists()
+
+
+def test_a_key_file_the_service_would_refuse_stops_the_install_before_it_starts(
+    view: SystemView, stand_ins: StandIns, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(f"\u201c{KEY}\u201d\n")  # pasted from a web page, quotes and all
+    view.setup(FRESH)
+    before = view.snapshot()
+    result = view.run(["bash", str(INSTALL), "--key-file", str(key_file)], env=stand_ins.env())
+    assert result.returncode == 1
+    assert f"the API key in {key_file} has a character no key has" in result.stderr
+    assert "==> Debian packages" not in result.stdout, "it stopped before installing anything"
+    assert stand_ins.calls() == [] and view.snapshot() == before
+    assert KEY not in result.stdout + result.stderr
 
 
 def test_the_key_prompt_does_not_echo_what_is_typed(tmp_path: Path) -> None:
