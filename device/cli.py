@@ -256,10 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from device.errors import ConfigError
+    from device.errors import ConfigError, ConfigUnreadable
 
     try:
         return int(args.handler(args))
+    except ConfigUnreadable as exc:  # nothing in it is wrong
+        print(_as_error(f"live-appliance: {exc}. {exc.FIX}"), file=sys.stderr)
+        return EXIT_CONFIG
     except ConfigError as exc:
         print(_as_error(f"live-appliance: configuration error: {exc}"), file=sys.stderr)
         return EXIT_CONFIG

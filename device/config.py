@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from device.errors import ConfigError
+from device.errors import ConfigError, ConfigUnreadable
 from device.live.models import check_model_settings
 
 DEFAULT_PATH = Path("/etc/live-appliance/config.toml")
@@ -320,6 +320,8 @@ def _read_toml(path: Path, must_exist: bool) -> dict[str, Any]:
         if must_exist:
             raise ConfigError(f"{path}: no such configuration file") from None
         return {}
+    except PermissionError as exc:
+        raise ConfigUnreadable(f"{path}: cannot read: {exc.strerror}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     try:

@@ -224,3 +224,28 @@ def test_a_configuration_error_reaches_the_journal_as_an_error(tmp_path: Path) -
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert plain.stderr.startswith("live-appliance: configuration error:"), "not on a terminal"
+
+
+
+def test_a_configuration_this_user_may_not_read_says_how_to_read_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The installed configuration is root's and the service group's: an owner not (yet)
+    in the group was told of a configuration error, and the doctor to correct a setting."""
+    settings = tmp_path / "config.toml"
+    settings.write_text("[audio]\nvolume = 0.5\n")
+    read_text = Path.read_text
+
+    def as_another_user(path: Path, *args: Any, **kwargs: Any) -> str:
+        if path == settings:
+            raise PermissionError(13, "Permission denied")
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", as_another_user)
+    assert main(["ctl", "status", "--config", str(settings)]) == 2
+    said = capsys.readouterr().err
+    assert "configuration error" not in said
+    assert "cannot read: Permission denied. Run it with sudo, or as a member" in said
+    main(["doctor", "--config", str(settings)])
+    shown = capsys.readouterr().out
+    assert "fix: Run it with sudo" in shown and "Correct that setting" not in shown

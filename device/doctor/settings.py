@@ -8,7 +8,7 @@ import os
 from device import config as config_mod
 from device.config import Config
 from device.doctor.result import Context, Result, Status
-from device.errors import ConfigError
+from device.errors import ConfigError, ConfigUnreadable
 
 
 def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Config | None]:
@@ -16,15 +16,12 @@ def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Confi
     try:
         cfg = config_mod.load(cli_path)
     except ConfigError as exc:
-        return (
-            Result(
-                "config",
-                Status.FAIL,
-                str(exc),
-                "Correct that setting (the README's Configuration section lists them all).",
-            ),
-            None,
+        fix = (
+            ConfigUnreadable.FIX
+            if isinstance(exc, ConfigUnreadable)
+            else "Correct that setting (the README's Configuration section lists them all)."
         )
+        return Result("config", Status.FAIL, str(exc), fix), None
     where = str(cfg.path) if cfg.path else f"no file at {config_mod.resolve_path(cli_path)[0]}"
     measured = f"{where}: loaded, profile {cfg.hardware.profile}"
     return Result("config", Status.PASS, measured, data={"path": str(cfg.path or "")}), cfg
