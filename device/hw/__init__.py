@@ -1,1 +1,32 @@
-"""Hardware adapters: button, LEDs, camera."""
+"""Hardware adapters: button, LEDs, camera.
+
+lgpio (gpiozero's pin driver on Bookworm, the only one on a Pi 5) makes its
+notification FIFOs in `$LG_WD`, by default the directory it was started in: `sudo
+live-appliance doctor` left a root-owned `.lgd-nfy0` in the owner's home or
+checkout, and in a directory it may not write the import failed and gpiozero fell
+back to a driver that cannot work. The service sets LG_WD in its unit; anything
+else that opens pins gets a private directory of its user's, set here, before any
+adapter imports gpiozero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+
+
+def _private_dir() -> str:
+    """A directory only this user can use, the same one every run (nothing piles up)."""
+    path = os.path.join(tempfile.gettempdir(), f"live-appliance-lgpio-{os.geteuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.lstat(path)
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o077:
+        return path
+    return tempfile.mkdtemp(prefix="live-appliance-lgpio-")  # someone else's: not that one
+
+
+if "LG_WD" not in os.environ:
+    os.environ["LG_WD"] = _private_dir()
