@@ -75,7 +75,7 @@ remove_user() {
 }
 
 remove_config() {
-  local purge=$1 drop_ins=$UNIT_FILE.d
+  local purge=$1 drop_ins=$UNIT_FILE.d dir
   step "configuration $CONF_DIR and state $STATE_DIR"
   if ((purge)); then
     run rm -rf "$CONF_DIR" "$STATE_DIR"
@@ -83,6 +83,13 @@ remove_config() {
     [[ -e $drop_ins ]] && run rm -rf "$drop_ins"
   else
     say "  keeping $CONF_DIR (config.toml, api-key) and $STATE_DIR; --purge removes them"
+    # Their owner and group were the user and group just removed: numbers the next
+    # system user or group made would get, and with them the config. Root's now.
+    local kept=()
+    for dir in "$CONF_DIR" "$STATE_DIR"; do
+      [[ -e $dir ]] && kept+=("$dir")
+    done
+    ((${#kept[@]})) && run chown -R root:root "${kept[@]}"
     [[ -e $drop_ins ]] && say "  keeping your changes to the service in $drop_ins"
   fi
   return 0
@@ -108,7 +115,8 @@ uninstall_main() {
   remove_venv
   remove_user
   remove_config "$purge"
-  say "Apt packages are kept (apt remove them by hand if nothing else needs them)."
+  say "Apt packages are kept (apt remove them by hand if nothing else needs them), and so"
+  say "are the device groups (${DEVICE_GROUPS[*]}): other software may use them."
 }
 
 uninstall_main "$@"

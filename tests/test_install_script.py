@@ -386,6 +386,7 @@ def test_uninstall_dry_run_removes_everything_but_the_owners_files(
             "+ groupdel live-appliance",
             "keeping /etc/live-appliance (config.toml, api-key) and /var/lib/live-appliance; "
             "--purge removes them",
+            "+ chown -R root:root /etc/live-appliance /var/lib/live-appliance",
             "keeping your changes to the service in "
             "/etc/systemd/system/live-appliance.service.d",
         ],

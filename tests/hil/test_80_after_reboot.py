@@ -68,6 +68,9 @@ def test_uninstall_keeps_the_owners_files() -> None:
     assert sh(["systemctl", "is-active", UNIT], check=False).stdout.strip() != "active"
     assert CONFIG.exists() and KEY_FILE.exists()
     assert Path("/var/lib/live-appliance").exists()
+    # The removed user's and group's numbers go to the next ones made: not the config.
+    for kept in (CONFIG.parent, CONFIG, KEY_FILE, Path("/var/lib/live-appliance")):
+        assert (kept.stat().st_uid, kept.stat().st_gid) == (0, 0), kept
     assert DROP_IN.exists(), "the owner's drop-in for the service"
 
 
