@@ -298,13 +298,16 @@ install_venv() {
   # then, as BUILD_USER again, build the appliance's own wheel offline from a copy
   # (nothing is written into the owner's checkout) with the lock's setuptools and
   # wheel, now in the venv. Root installs it.
-  local stage=/tmp/live-appliance-build
+  # What root installs of the lock is checked against root's own list of it (LISTED),
+  # outside the stage: BUILD_USER owns the stage and could swap a file there.
+  local stage=/tmp/live-appliance-build listed=/tmp/live-appliance-needed.txt
   if ((DRY_RUN)); then
     say "  copy $SOURCE_DIR (without .git, .venv) to $stage, owned by $BUILD_USER"
   else
     stage=$(mktemp -d)
-    # shellcheck disable=SC2064  # expand now: the trap must remove this directory
-    trap "rm -rf '$stage'" EXIT
+    listed=$(mktemp)
+    # shellcheck disable=SC2064  # expand now: the trap must remove these
+    trap "rm -rf '$stage' '$listed'" EXIT
     mkdir "$stage/src" "$stage/wheels"
     tar -C "$SOURCE_DIR" --exclude=.git --exclude=.venv --exclude=__pycache__ -cf - . |
       tar -C "$stage/src" -xf -
@@ -318,7 +321,7 @@ install_venv() {
   if ((same_lock)); then
     say "  the dependencies are as $lock locks them since the last install: kept"
   else
-    install_missing "$stage" "$lock"
+    install_missing "$stage" "$lock" "$listed"
   fi
   as_builder "$stage" "${PIP[@]}" wheel --no-deps --no-index --no-build-isolation \
     --wheel-dir "$stage/wheels" "$stage/src"
@@ -336,18 +339,19 @@ install_venv() {
 }
 
 # The packages of the lock file LOCK that the venv does not hold at their locked
-# version, listed in STAGE/needed.txt: downloaded into STAGE/downloads as BUILD_USER
-# (hashes checked, wheels only: a package with no wheel for this system would have to
-# be compiled, which this install never does), then installed by root. An update
-# after a change of one package downloads that one, not the lock's 60 MB again.
+# version, listed in LISTED (root's) and STAGE/needed.txt: downloaded into
+# STAGE/downloads as BUILD_USER (hashes checked, wheels only: a package with no wheel
+# for this system would have to be compiled, which this install never does), then
+# installed by root, the hashes checked again against LISTED. An update after a change
+# of one package downloads that one, not the lock's 60 MB again.
 install_missing() {
-  local stage=$1 lock=$2 wheels
+  local stage=$1 lock=$2 listed=$3 wheels
   local needed=$stage/needed.txt
   if ((DRY_RUN)); then
     say "  $needed: the packages of $lock not in $VENV at their locked version"
   else
-    venv_vs_lock missing "$SOURCE_DIR/$lock" "$VENV" >"$needed"
-    chown "$BUILD_USER:" "$needed"
+    venv_vs_lock missing "$SOURCE_DIR/$lock" "$VENV" >"$listed"
+    install -m 0644 -o "$BUILD_USER" "$listed" "$needed"
     if [[ ! -s $needed ]]; then
       say "  every package of $lock is installed at its locked version"
       return
@@ -360,7 +364,8 @@ install_missing() {
   wheels=("$stage/downloads/"*.whl)
   # None when all that is missing is for other systems (its marker is false here).
   [[ -e ${wheels[0]} ]] || ((DRY_RUN)) || return 0
-  run "${PIP[@]}" install --no-index --no-deps "${wheels[@]}"
+  run "${PIP[@]}" install --no-index --no-deps --require-hashes \
+    --find-links "$stage/downloads" --requirement "$listed"
 }
 
 # Take out of the venv what the lock does not name (a package an earlier version of

@@ -206,7 +206,8 @@ def test_dry_run_on_a_fresh_pi_shows_every_step_in_order(
     # at its locked version yet), then the appliance itself, always.
     assert pip == [
         "+ /opt/live-appliance/venv/bin/python -m pip install --no-index --no-deps "
-        f"{stage}/downloads/\\*.whl",
+        f"--require-hashes --find-links {stage}/downloads "
+        "--requirement /tmp/live-appliance-needed.txt",
         "+ /opt/live-appliance/venv/bin/python -m pip install --no-index --no-deps "
         f"--force-reinstall {stage}/wheels/live_appliance-\\*.whl",
     ]
@@ -629,13 +630,15 @@ def test_the_python_packages_are_built_unprivileged_from_the_lock(
     assert "-m pip wheel --no-deps --no-index --no-build-isolation " in appliance
     assert appliance.endswith(
         " --wheel-dir /tmp/live-appliance-build/wheels /tmp/live-appliance-build/src")
-    # Root installs wheels only: the lock's, then the appliance.
+    # Root installs wheels only: the lock's, their hashes checked again against root's own
+    # list (the builder could have swapped a download), then the appliance.
     root_pip = [line for line in lines
                 if line.startswith("+ /opt/live-appliance/venv/bin/python -m pip")]
     assert len(root_pip) == 2, root_pip
-    for line in root_pip:
-        assert " install --no-index --no-deps " in line
-        assert all(arg.endswith(".whl") for arg in line.split()[5:] if not arg.startswith("--"))
+    assert root_pip[0].endswith(
+        " install --no-index --no-deps --require-hashes --find-links "
+        "/tmp/live-appliance-build/downloads --requirement /tmp/live-appliance-needed.txt")
+    assert " install --no-index --no-deps " in root_pip[1] and root_pip[1].endswith(".whl")
 
 
 @pytest.mark.parametrize("python", PYTHONS)
