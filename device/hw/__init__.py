@@ -17,16 +17,20 @@ import stat
 import tempfile
 
 
-def _private_dir() -> str:
-    """A directory only this user can use, the same one every run (nothing piles up)."""
-    path = os.path.join(tempfile.gettempdir(), f"live-appliance-lgpio-{os.geteuid()}")
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-    info = os.lstat(path)
-    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o077:
-        return path
-    return tempfile.mkdtemp(prefix="live-appliance-lgpio-")  # someone else's: not that one
+def _private_dir() -> str | None:
+    """A directory only this user can use, the same one every run (nothing piles up);
+    None where no temporary directory can be written (lgpio's own default then)."""
+    try:
+        path = os.path.join(tempfile.gettempdir(), f"live-appliance-lgpio-{os.geteuid()}")
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        info = os.lstat(path)
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o077:
+            return path
+        return tempfile.mkdtemp(prefix="live-appliance-lgpio-")  # someone else's: not that one
+    except OSError:
+        return None
 
 
-if "LG_WD" not in os.environ:
-    os.environ["LG_WD"] = _private_dir()
+if "LG_WD" not in os.environ and (private := _private_dir()):
+    os.environ["LG_WD"] = private
