@@ -8,6 +8,7 @@ has no traceback, no task was left behind, and no socket leaked.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import string
@@ -526,6 +527,26 @@ def test_an_audio_device_that_disappears_is_an_error_until_it_comes_back(
     # The fault ended the session: this reply is the first of a new one, on the reopened speaker.
     reply_heard(recorder.stop(), turn=1, seconds=0.3)
     assert_clean(daemon, server)
+
+
+def test_a_close_from_a_service_that_no_longer_reads_is_seen_within_a_second(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """A service that closes (1011) while the box streams may stop reading what the box
+    still sends, its answer to the close too: websockets waited its 10 s default for the
+    service to finish the close, the box on a dead connection, the person's speech lost
+    into it (seen against a flapping service in 2 of 5 connections)."""
+    server, daemon = make_rig(RESILIENT)
+    daemon.ctl("press")  # held: the microphone streams
+    daemon.wait_until(lambda s: s["connected"], 10, "connected")
+    server.call(server.server.stall)  # it reads nothing more...
+    closing = time.monotonic()  # ...and closes (in the background: it waits 10 s itself)
+    server.call(lambda: [asyncio.ensure_future(server.server.close_all(1011, "Internal error"))])
+    daemon.wait_until(lambda s: s["connections"] == 2 and s["connected"], 15, "reconnected")
+    # Seen within CLOSE_TIMEOUT_S, then the paced wait (at most 0.5 s) and a setup.
+    assert time.monotonic() - closing < 3.0
+    daemon.ctl("release")
+    daemon.wait_until(turns_done(1), 20, "the turn answered on the new connection")
 
 
 def test_a_service_that_closes_every_connection_after_setup_is_not_hammered(

@@ -30,6 +30,7 @@ from device.live.hooks import Hooks
 from device.live.inbound import AudioOnly, fast_path_possible, messages
 from device.live.read_ahead import Message, ReadAhead, more_to_come
 from device.live.reply import ReplyDecoder
+from device.live.setup import CLOSE_TIMEOUT_S
 from device.live.turn import WireTurn
 from device.live.wire import IMAGE_MIME, MIC_MIME, audio_message
 from device.logs import Overflow
@@ -61,8 +62,6 @@ SWITCH_MARGIN_S = 3.0
 #: message (and while that answer is on its way, further ones are not answered at all):
 #: a service that floods calls cannot grow the box's tasks or its sends without end.
 TOOL_CALLS_LIMIT = 16
-#: A normal close waits this long for the service's answer, then drops the socket.
-CLOSE_TIMEOUT_S = 1.0
 
 
 class SwitchNow(Exception):
@@ -158,6 +157,10 @@ class Connection:
                 raise
             self._turn.sent(item.kind)
             self._hooks.on_sent(item, time.monotonic())
+            # Let the loop read the socket between sends: a close the service already sent
+            # must stop the held speech here (sent again on the next connection), not be
+            # read only after all of it went into a connection that is gone.
+            await asyncio.sleep(0)
 
     async def _send(self, item: Item) -> None:
         send = self.session.send_realtime_input

@@ -32,8 +32,14 @@ REPLY_CHUNK = {
 #: While the speaker is full nothing is read, and websockets holds at most `max_queue`
 #: frames (then stops reading the socket) of at most `max_size` bytes each: a reply
 #: frame is about 13 KB (0.2 s of audio); a frame over 1 MiB ends the connection (1009).
+#: A close, the service's or ours, waits CLOSE_TIMEOUT_S for the other side, not
+#: websockets' 10 s: a service that closed with 1011 while the box sent held speech
+#: stopped reading it, never saw the box's answer to its close, and the box sat on the
+#: dead connection for 10 s (its words lost into it, SIGTERM past TimeoutStopSec).
+CLOSE_TIMEOUT_S = 1.0
 WEBSOCKET_OPTIONS: dict[str, Any] = {"ping_interval": None, "ping_timeout": None,
-                                     "compression": None, "max_queue": 4, "max_size": 2**20}
+                                     "close_timeout": CLOSE_TIMEOUT_S, "compression": None,
+                                     "max_queue": 4, "max_size": 2**20}
 
 
 def make_client(cfg: Config) -> genai.Client:
