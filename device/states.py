@@ -131,9 +131,12 @@ class ConnectionLost(LinkEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class Reconnecting(LinkEvent):
-    """The connection ended; the link is connecting again and the session lives on."""
+    """The connection ended; the link is connecting again and the session lives on.
+    `reply_lost`: a reply was awaited or arriving on it (a turn still in the outbox is
+    sent on the next connection and answered there)."""
 
     reason: str
+    reply_lost: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -468,14 +471,18 @@ def _transition(m: Machine, event: Event) -> Step:
             ready, actions = _connected(m)
             return ready, [*actions, PlayEarcon(Earcon.RESTART)] if history_lost else actions
 
-        case Reconnecting():
+        case Reconnecting(reply_lost=reply_lost):
             waiting = m.to(m.state, connected=False)
-            if m.state is State.THINKING:  # the reply went with the connection: ask again
+            if m.state is State.THINKING and reply_lost:  # it went with the connection
                 return _turn_over(waiting, [PlayEarcon(Earcon.ERROR)])
             if m.state is State.SPEAKING:  # play what arrived, then the turn is over
                 return waiting.to(State.SPEAKING, reply_done=True, more_to_come=False), []
             return waiting, []
 
+        case ConnectionLost() if m.state is State.IDLE:
+            # A push-to-talk session nobody was using: it ends quietly (the journal says
+            # why); no beep and no red in an empty room. The next press connects afresh.
+            return m.reset(), list(_END_SESSION)
         case ConnectFailed(reason=reason) | ConnectionLost(reason=reason):
             return _fail(m, reason)
 

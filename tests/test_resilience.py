@@ -200,6 +200,9 @@ def test_close_1011_while_thinking_ends_the_turn_cleanly_and_the_next_press_work
     one_turn(loopback, daemon, 1)
     speak_turn(loopback, daemon, chirp(0.4))
     daemon.wait_until(lambda s: s["state"] == "thinking", 10, "thinking")
+    # The turn's end reached the service (one still in the box's outbox is answered on the
+    # next connection, test_states): the reply it awaits goes with the connection.
+    server.wait_for(lambda: server.log.kinds(direction="in").count("activity_end") >= 2, 5)
     server.call(server.server.close_all, 1011, "Internal error")
     status = daemon.wait_until(lambda s: s["state"] == "idle" and s["connected"], 15, "back")
     assert status["session_open"], "the session lives on over a new connection"

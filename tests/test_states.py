@@ -230,6 +230,32 @@ def test_reconnecting_while_thinking_ends_the_turn_and_the_session_lives_on() ->
     assert "open_session" not in names(actions), "the session is still open"
 
 
+def test_reconnecting_before_the_turn_went_out_waits_for_its_reply_on_the_next_connection(
+) -> None:
+    """The release's end of turn was still in the outbox: it goes out on the next
+    connection and is answered there. Ending the turn with the error earcon, then
+    answering anyway, told the person it had failed when it had not."""
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released())
+    not_sent = s.Reconnecting(session=1, reason="close code 1011", reply_lost=False)
+    m, seen, actions = run(m, not_sent)
+    assert seen == [State.THINKING] and not m.connected
+    assert "play_earcon:error" not in names(actions) and s.Timer.REPLY in m.timers
+    m, seen, _ = run(m, s.Reconnected(session=1), REPLY)
+    assert seen == [State.THINKING, State.SPEAKING]
+
+
+def test_giving_up_on_a_session_nobody_is_using_ends_it_quietly() -> None:
+    """Push-to-talk keeps its session open between turns; when the service stays away
+    then, nobody is there to be told: no beep, no red, the next press connects anew."""
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY, DONE, s.PlaybackDrained())
+    assert m.state is State.IDLE and m.session_open
+    m, seen, actions = run(m, reconnecting("close code 1011"), lost("gave up after 8 tries"))
+    assert seen == [State.IDLE, State.IDLE] and not m.session_open
+    assert "play_earcon:error" not in names(actions) and "close_session" in names(actions)
+    m, seen, actions = run(m, s.Pressed())
+    assert seen == [State.CONNECTING] and "open_session:2" in names(actions)
+
+
 def test_reconnecting_mid_reply_plays_what_arrived_then_the_turn_is_over() -> None:
     m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY)
     m, seen, _ = run(m, reconnecting("dropped"))

@@ -240,7 +240,7 @@ class LiveLink:
                 if is_refusal(ended):
                     self._on_event(ConnectionLost(session=session, reason=reason))
                     return
-                self._on_event(Reconnecting(session=session, reason=reason))
+                self._on_event(Reconnecting(session=session, reason=reason, reply_lost=reply_cut))
             try:
                 connection, history_lost = await self._reconnect(pacing, ended)
             except Exception as exc:
