@@ -243,6 +243,27 @@ def test_a_dropped_tcp_connection_is_resumed_and_the_history_kept(
     assert_clean(daemon, server)
 
 
+def test_a_service_refusing_setups_for_a_few_seconds_keeps_the_conversation(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """1011 at every setup for a moment (a service in trouble) is also what a session
+    still held answers: three refusals within a second threw the history away."""
+    server, daemon = make_rig(merged({"audio": {"earcons": False}}), reply_seconds=0.5)
+    one_turn(loopback, daemon, 1)
+    server.server.config.refuse_setup = (1011, "Internal error encountered.")
+    server.call(server.server.drop)
+    server.wait_for(lambda: sum(c.close_code == 1011 for c in server.log.connections()) >= 3, 10)
+    server.server.config.refuse_setup = None
+    daemon.wait_until(lambda s: s["connected"] and s["connections"] == 2, 15, "resumed")
+    recorder = loopback.record(SPEAKER_RATE)
+    recorder.wait_started()
+    one_turn(loopback, daemon, 2)
+    time.sleep(0.3)
+    reply_heard(recorder.stop(), turn=2, seconds=0.5)  # the server's turn 2: history kept
+    assert "starting a new one" not in daemon.log()
+    assert_clean(daemon, server)
+
+
 def test_a_30_second_stall_is_detected_and_a_new_session_takes_over(
     loopback: PulseLoopback, make_rig: Any
 ) -> None:
@@ -332,6 +353,31 @@ def test_no_service_at_the_press_shows_an_error_in_bounded_time_and_the_next_pre
     daemon.wait_for_records(2, timeout=2.0, match=lambda record: "LIVE_FAILURE" in record)
     time.sleep(0.5)
     assert len(failures(daemon)) == 2, "one failure logged per press"
+    assert_clean(daemon, server)
+
+
+def test_one_failed_setup_at_the_press_is_tried_again_and_the_turn_answered(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """A service briefly in trouble (1011 at one setup) cost the whole turn: the error
+    earcon, the person's words dropped."""
+    server, daemon = make_rig(RESILIENT)
+    server.server.config.refuse_setup = (1011, "Internal error encountered.")
+    speech = chirp(1.5)
+    pressed = time.monotonic()
+    daemon.ctl("press")
+    server.wait_for(lambda: any(c.close_code == 1011 for c in server.log.connections()), 5)
+    server.server.config.refuse_setup = None  # the next setup succeeds
+    loopback.play(speech, MIC_RATE).wait()
+    time.sleep(0.15)
+    daemon.ctl("release")
+    daemon.wait_until(turns_done(1), 20, "the turn answered")
+    assert len(server.log.connections()) == 2
+    assert "error" not in [entry["state"] for entry in daemon.status()["states"]]
+    assert_received_whole(
+        server.log.activity_audio(after=pressed), speech, loopback.heard(pressed)
+    )
+    assert not failures(daemon), "no failure an owner has to look at"
     assert_clean(daemon, server)
 
 

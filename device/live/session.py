@@ -57,8 +57,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Resuming is refused with 1011 while the service still holds the old connection;
-#: after this many refusals in a row a new session is better than more waiting.
+#: after this many refusals in a row, over at least BUSY_FOR_S, a new session is better
+#: than more waiting. 1011 is also what a service briefly in trouble answers every
+#: setup with: three refusals came within 1.1 s, and an outage of a few seconds threw
+#: the conversation's history away. Past BUSY_FOR_S a person waiting (their speech held
+#: for `hold_s`) is better served by a fresh session.
 BUSY_RETRIES = 3
+BUSY_FOR_S = 4.0
+#: A session's first connection that fails within QUICK_FAILURE_S, and not for a
+#: refusal, is tried once more after FIRST_RETRY_S.
+QUICK_FAILURE_S = 2.0
+FIRST_RETRY_S = 0.5
 
 
 class LiveLink:
@@ -216,7 +225,7 @@ class LiveLink:
         from device.live.errors import describe_failure, failure_fields, is_refusal
 
         try:
-            connection = await self._connect()
+            connection = await self._first_connection()
         except Exception as exc:
             reason = describe_failure(exc)
             log.error("cannot connect: %s", reason, extra=failure_fields(exc))
@@ -249,6 +258,24 @@ class LiveLink:
                 self._on_event(ConnectionLost(session=session, reason=reason))
                 return
             self._on_event(Reconnected(session=session, history_lost=history_lost))
+
+    async def _first_connection(self) -> Connection:
+        """The session's first connection. A quick failure that is not a refusal (an HTTP
+        503, a reset, a TLS hiccup) is tried once more after FIRST_RETRY_S: one of them at
+        a press cost the turn, the person's speech dropped; the speech is held meanwhile.
+        A slow one (a timeout) has made the person wait long enough already."""
+        from device.live.errors import describe_failure, is_refusal
+
+        started = time.monotonic()
+        try:
+            return await self._connect()
+        except Exception as exc:
+            if is_refusal(exc) or time.monotonic() - started > QUICK_FAILURE_S:
+                raise
+            # No LIVE_FAILURE fields: the failure an owner looks for is the one after it.
+            log.info("cannot connect (%s): trying once more", describe_failure(exc))
+        await asyncio.sleep(FIRST_RETRY_S)
+        return await self._connect()
 
     async def _serve(self, connection: Connection) -> tuple[Exception, bool]:
         """Serve until the connection ends; close it. Why it ended, and whether a reply
@@ -326,7 +353,7 @@ class LiveLink:
             is_unknown_handle,
         )
 
-        busy, history_lost, last = 0, False, ended
+        busy, busy_since, history_lost, last = 0, 0.0, False, ended
         while True:
             if self._closing:
                 raise asyncio.CancelledError  # a cancellation lost on the way (see _serve)
@@ -345,7 +372,9 @@ class LiveLink:
             except Exception as exc:
                 last = exc
                 busy = busy + 1 if is_busy_session(exc) else 0
-                if self._handle and (is_unknown_handle(exc) or busy >= BUSY_RETRIES):
+                busy_since = busy_since if busy > 1 else time.monotonic()
+                held = busy >= BUSY_RETRIES and time.monotonic() - busy_since >= BUSY_FOR_S
+                if self._handle and (is_unknown_handle(exc) or held):
                     log.warning(
                         "cannot resume the session (%s): starting a new one", describe_failure(exc)
                     )
