@@ -9,15 +9,24 @@ import socket
 import ssl
 import threading
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from typing import Any
 
 import pytest
 from google.genai import errors, types
 from helpers import until
-from websockets.exceptions import InvalidHeaderValue, InvalidURI
+from websockets.datastructures import Headers
+from websockets.exceptions import (
+    ConnectionClosedError,
+    InvalidHeaderValue,
+    InvalidStatus,
+    InvalidURI,
+)
+from websockets.frames import Close
+from websockets.http11 import Response
 
 from device.config import Config, LiveConfig, Secret
-from device.live.errors import describe_failure, failure_fields
+from device.live.errors import describe_failure, failure_fields, is_refusal
 from device.live.session import LiveLink
 from device.outbox import Outbox
 from device.states import ConnectFailed, ConnectionLost, Event
@@ -187,6 +196,38 @@ def test_a_certificate_out_of_its_dates_points_at_the_clock() -> None:
     )
     refused.verify_message = "self-signed certificate"
     assert describe_failure(refused) == "TLS: CERTIFICATE_VERIFY_FAILED (self-signed certificate)"
+
+
+@pytest.mark.parametrize(
+    ("status", "words", "refused"),
+    [
+        (429, "too many requests: a quota or rate limit of the key (HTTP 429 Too Many Requests)",
+         False),
+        (503, "the service is unavailable for a moment (HTTP 503 Service Unavailable)", False),
+        (403, "the service refused the credentials (HTTP 403 Forbidden)", True),
+    ],
+)
+def test_an_http_answer_to_the_upgrade_is_named_with_its_status(
+    status: int, words: str, refused: bool
+) -> None:
+    """A quota (429) or an outage (503) answered before the WebSocket exists was
+    LIVE_FAILURE=other with websockets' words, which an owner filtering by kind missed."""
+    phrase = HTTPStatus(status).phrase
+    failure = InvalidStatus(Response(status, phrase, Headers()))
+    assert describe_failure(failure) == words
+    assert failure_fields(failure) | {"LIVE_ERROR": ""} == {
+        "LIVE_FAILURE": "http", "LIVE_HTTP_STATUS": status, "LIVE_ERROR": ""}  # fmt: skip
+    assert is_refusal(failure) is refused
+
+
+def test_a_close_websockets_ended_itself_is_a_close_with_its_code() -> None:
+    """The service's 1011 whose close websockets gave up finishing: not 'other'."""
+    failure = ConnectionClosedError(Close(1011, "Internal error encountered."), None)
+    assert describe_failure(failure) == (
+        "the service had an internal error (close code 1011: Internal error encountered.)"
+    )
+    assert failure_fields(failure)["LIVE_FAILURE"] == "closed"
+    assert failure_fields(failure)["LIVE_CLOSE_CODE"] == 1011
 
 
 async def test_a_resolver_that_never_answers_is_named_not_a_plain_timeout(

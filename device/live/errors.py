@@ -13,6 +13,7 @@ import socket
 import ssl
 
 from google.genai import errors
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from device.live.endpoint import ResolverSilent
 from device.live.wire import (
@@ -35,6 +36,17 @@ _CLOSE_HINTS = {
     CLOSE_TOO_BIG: "the service sent a message larger than allowed",
     CLOSE_INTERNAL: "the service had an internal error",
     **REFUSED,
+}
+
+#: An HTTP answer instead of the WebSocket upgrade (before any close code exists).
+_HTTP_HINTS = {
+    401: "the service refused the credentials",
+    403: "the service refused the credentials",
+    429: "too many requests: a quota or rate limit of the key",
+    500: "the service had an internal error",
+    502: "the service is unavailable for a moment",
+    503: "the service is unavailable for a moment",
+    504: "the service is unavailable for a moment",
 }
 
 
@@ -70,25 +82,41 @@ def describe_failure(exc: BaseException) -> str:
 
 def failure_fields(exc: BaseException) -> dict[str, object]:
     """A failure's journal fields: LIVE_FAILURE, a word from a closed set an owner can
-    filter on (closed, gave_up, silent, timeout, dns, tls, tcp, network, undecodable,
-    other); LIVE_ERROR, the line describe_failure gives; LIVE_CLOSE_CODE for a close."""
+    filter on (closed, http, gave_up, silent, timeout, dns, tls, tcp, network,
+    undecodable, other); LIVE_ERROR, the line describe_failure gives; LIVE_CLOSE_CODE
+    for a close, LIVE_HTTP_STATUS for an HTTP answer to the upgrade."""
     kind, words = _classify(exc)
     fields: dict[str, object] = {"LIVE_FAILURE": kind, "LIVE_ERROR": without_credentials(words)}
-    if isinstance(exc, errors.APIError):
-        fields["LIVE_CLOSE_CODE"] = exc.code
+    if (closed := _close_of(exc)) is not None:
+        fields["LIVE_CLOSE_CODE"] = closed[0]
+    if isinstance(exc, InvalidStatus):
+        fields["LIVE_HTTP_STATUS"] = exc.response.status_code
     return fields
+
+
+def _close_of(exc: BaseException) -> tuple[int, str] | None:
+    """(code, reason) of a close frame the service sent: as the SDK raises it, or as
+    websockets does when it ends the connection itself (a close it did not finish)."""
+    if isinstance(exc, errors.APIError):
+        return exc.code, close_reason(exc)
+    if isinstance(exc, ConnectionClosed) and exc.rcvd is not None:
+        return exc.rcvd.code, exc.rcvd.reason
+    return None
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:
     """(the kind of failure, the line for the owner)."""
-    if isinstance(exc, errors.APIError):
-        code = exc.code
-        reason = close_reason(exc)
+    if (closed := _close_of(exc)) is not None:
+        code, reason = closed
         hint = _CLOSE_HINTS.get(code, "the connection closed")
         if code == CLOSE_POLICY and "key" in reason.lower():
             hint = "the service refused the API key"
         detail = f": {reason}" if reason else ""
         return "closed", f"{hint} (close code {code}{detail})"
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        hint = _HTTP_HINTS.get(status, "the Live API refused the connection")
+        return "http", f"{hint} (HTTP {status} {exc.response.reason_phrase})"
     if isinstance(exc, GaveUp):
         return "gave_up", str(exc)
     if isinstance(exc, ConnectionDead):
@@ -129,6 +157,8 @@ def close_reason(exc: errors.APIError) -> str:
 
 def is_refusal(exc: BaseException) -> bool:
     """The service refused the key or a setting: retrying would only be refused again."""
+    if isinstance(exc, InvalidStatus):
+        return exc.response.status_code in (401, 403)
     return isinstance(exc, errors.APIError) and exc.code in REFUSED
 
 
