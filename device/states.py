@@ -152,11 +152,14 @@ class ReplyAudio(LinkEvent):
 
     `talked_over`: it belongs to a reply the person spoke over on the wire (the
     service has not yet said it stopped); the same flag on `TurnComplete` and
-    `Interrupted` marks that reply's end.
+    `Interrupted` marks that reply's end. `replaces`: the first audio of a reply to
+    something the person said after the last reply ended (not the model going on
+    after a tool's answer).
     """
 
     pcm: bytes = b""
     talked_over: bool = False
+    replaces: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -447,6 +450,8 @@ def _transition(m: Machine, event: Event) -> Step:
             return conversation, [*actions, SendText(text)]
         case TextTurn(text) if ptt and not m.held:
             asking: list[Action] = [CancelTimer(Timer.IDLE), CancelTimer(Timer.ERROR)]
+            if m.state in _REPLYING:  # a new question, as a press is: the old reply stops
+                asking.insert(0, ClearPlayback())
             opened = m
             if not m.session_open:
                 opened, opening = _open(m)
@@ -492,10 +497,10 @@ def _transition(m: Machine, event: Event) -> Step:
             return m, []
         case ReplyAudio() if m.held:
             return m, []  # push-to-talk: the person is talking; the press cleared playback
-        case ReplyAudio(pcm=pcm) if m.state is State.SPEAKING and m.reply_over:
-            # A new reply while the last, received whole, still plays: it answers something
-            # newer (words said over the box after the service had sent everything, which
-            # it then no longer interrupts; a text turn). The old one's rest is stale.
+        case ReplyAudio(pcm=pcm, replaces=True) if m.state is State.SPEAKING and m.reply_over:
+            # A reply to words said over the last one after the service had sent all of it
+            # (it then interrupts nothing; it answers), or to a text turn: the rest of the
+            # last one, still playing, is stale.
             playing = m.to(State.SPEAKING, reply_done=False)
             return playing, [ClearPlayback(), PlayReply(pcm), StartTimer(Timer.REPLY)]
         case ReplyAudio(pcm=pcm) if m.state is State.SPEAKING:

@@ -194,7 +194,7 @@ async def test_a_new_reply_replaces_the_rest_of_one_the_service_had_sent_whole(
         box.link.deliver(TurnComplete)  # all of it came; it plays on
         await box.settle()
         assert box.state == "speaking" and old in box.speaker.buffered
-        box.link.deliver(ReplyAudio, pcm=new)  # the answer to words said over it
+        box.link.deliver(ReplyAudio, pcm=new, replaces=True)  # answers words said over it
         await box.settle()
         assert bytes(box.speaker.buffered) == new, "the old rest dropped, the new one queued"
         await box.settle()
@@ -207,15 +207,19 @@ async def test_a_new_reply_replaces_the_rest_of_one_the_service_had_sent_whole(
         assert box.speaker.heard == new
 
 
-async def test_the_rest_of_a_reply_in_two_parts_is_not_taken_for_a_new_one(
-    tmp_path: Path,
+@pytest.mark.parametrize("more_to_come", [True, False], ids=["in-progress", "after-a-tool"])
+async def test_the_model_going_on_is_not_taken_for_a_new_reply(
+    tmp_path: Path, more_to_come: bool
 ) -> None:
+    """interactionStatus IN_PROGRESS at turnComplete, or the Live API's order around a
+    tool (audio, toolCall, turnComplete, then a new turn with the tool's answer): the
+    model goes on, and what it said first is heard to its end."""
     cfg = config(button={"mode": "toggle"})
     async with running(tmp_path, cfg) as box:
         await box.ctl("press")
         box.link.deliver(SetupComplete)
         box.link.deliver(ReplyAudio, pcm=REPLY)
-        box.link.deliver(TurnComplete, more_to_come=True)  # interactionStatus IN_PROGRESS
+        box.link.deliver(TurnComplete, more_to_come=more_to_come)
         box.link.deliver(ReplyAudio, pcm=REPLY[::-1])
         await box.settle()
         assert bytes(box.speaker.buffered).endswith(REPLY + REPLY[::-1])
@@ -292,7 +296,6 @@ async def test_a_stop_does_not_wait_for_a_speaker_stuck_in_its_driver(tmp_path: 
         driver.set()
     assert stopped - stopping < 3, "the stop waited for the driver"
     assert box.mic.opened is False, "the microphone is closed all the same"
-
 
 
 async def test_a_stop_during_start_up_does_not_wait_for_the_devices(tmp_path: Path) -> None:

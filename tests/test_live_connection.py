@@ -27,7 +27,17 @@ from device.live.connection import (
 from device.live.turn import TRANSCRIPT_LIMIT, WireTurn
 from device.live.wire import MIC_MIME, REPLY_RATE
 from device.outbox import Item, Outbox
-from device.states import Interrupted, Machine, PlayReply, ReplyAudio, State, TurnComplete, step
+from device.states import (
+    ClearPlayback,
+    Interrupted,
+    Machine,
+    Mode,
+    PlayReply,
+    ReplyAudio,
+    State,
+    TurnComplete,
+    step,
+)
 from rig.server.voice import reply_audio, tone_frequency
 
 SESSION = 7
@@ -113,6 +123,36 @@ async def test_the_rest_of_a_reply_talked_over_is_reported_as_such_and_is_never_
     assert played == [b"\x03\x00" * 100], "only the answer to the new turn is heard"
     assert machine.state is State.SPEAKING and machine.reply_done
 
+
+
+async def test_a_reply_to_words_said_after_a_whole_reply_replaces_its_rest_a_tools_does_not(
+) -> None:
+    """Hands-free, the service transcribes words said over a reply it had sent whole and
+    answers them: that answer replaces what still plays. After a tool call the model
+    goes on in a new turn with no new words: what it said first plays to its end."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    first, tool_answer, answer = b"\x01\x00" * 100, b"\x02\x00" * 100, b"\x03\x00" * 100
+    conn._dispatch(content(input_transcription=types.Transcription(text="what time is it")))
+    conn._dispatch(audio(first))  # "let me check"
+    conn._dispatch(content(turn_complete=True))
+    conn._dispatch(audio(tool_answer))  # after the tool's answer: "ten past three"
+    conn._dispatch(content(turn_complete=True))
+    conn._dispatch(content(input_transcription=types.Transcription(text="and tomorrow")))
+    conn._dispatch(audio(answer))
+    replies = [e for e in seen.events if isinstance(e, ReplyAudio)]
+    assert [(r.pcm, r.replaces) for r in replies] == [
+        (first, True), (tool_answer, False), (answer, True)]  # fmt: skip
+    machine = Machine(mode=Mode.TOGGLE, state=State.LISTENING, session_open=True,
+                      session=SESSION, connected=True)  # fmt: skip
+    machine, played, _ = replay(seen.events, machine)
+    assert played == [first, tool_answer, answer]
+    _, actions = step(Machine(mode=Mode.TOGGLE, state=State.SPEAKING, session_open=True,
+                              session=SESSION, reply_done=True), replies[1])  # fmt: skip
+    assert not any(isinstance(a, ClearPlayback) for a in actions), "the tool's: queued"
+    _, actions = step(Machine(mode=Mode.TOGGLE, state=State.SPEAKING, session_open=True,
+                              session=SESSION, reply_done=True), replies[2])  # fmt: skip
+    assert isinstance(actions[0], ClearPlayback), "the answer: the old rest goes"
 
 
 async def test_a_second_press_while_the_box_thinks_supersedes_the_first_turns_reply() -> None:

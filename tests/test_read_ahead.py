@@ -43,6 +43,10 @@ def said(text: str) -> types.LiveServerMessage:
     return content(output_transcription=types.Transcription(text=text))
 
 
+def heard(text: str) -> types.LiveServerMessage:
+    return content(input_transcription=types.Transcription(text=text))
+
+
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -167,17 +171,18 @@ async def test_what_a_connection_left_unhandled_is_handed_on_first_by_the_next()
     ahead = ReadAhead(handled.append, speaker, [audio(1), content(turn_complete=True)])
     runner = asyncio.create_task(ahead.run())
     try:
-        await ahead.take(said("and so"))  # the new connection's first: after the old reply
+        await ahead.take(audio(2))  # the next reply, on the new connection: after the old one's end
         await settle()
         assert handled == []
         speaker.room.set()
         await settle()
-        assert handled == [audio(1), content(turn_complete=True), said("and so")]
+        assert handled == [audio(1), content(turn_complete=True), audio(2)]
     finally:
         runner.cancel()
 
 
-async def test_a_new_reply_drops_the_audio_of_a_whole_one_still_waiting_and_goes_at_once() -> None:
+async def test_the_answer_to_words_said_over_a_whole_reply_drops_its_rest_and_goes_at_once(
+) -> None:
     """The service had sent all of a reply when the person spoke over it: it does not
     interrupt it any more, it answers. The answer must not wait behind the stale rest."""
     async with reading() as (ahead, speaker, handled):
@@ -185,14 +190,32 @@ async def test_a_new_reply_drops_the_audio_of_a_whole_one_still_waiting_and_goes
         await ahead.take(audio(1))
         await ahead.take(said("the weather"))
         await ahead.take(content(turn_complete=True))
-        await ahead.take(audio(2))  # the answer to what was said over the box
-        assert handled == [said("the weather"), content(turn_complete=True), audio(2)]
+        await ahead.take(heard("what about Sunday?"))  # the person, over the box
+        await ahead.take(audio(2))  # the answer to it
+        assert handled == [said("the weather"), content(turn_complete=True),
+                           heard("what about Sunday?"), audio(2)]  # fmt: skip
         await ahead.take(audio(3))  # the speaker is full: the rest of the answer waits
         await settle()
         assert handled[-1] == audio(2)
         speaker.room.set()
         await settle()
         assert handled[-1] == audio(3) and audio(1) not in handled
+
+
+async def test_the_model_going_on_after_a_tool_waits_behind_the_words_before_it() -> None:
+    """Audio, a tool call, turnComplete, then after the tool's answer a new turn: the
+    Live API's order. No new words from the person: the first turn is heard to its end."""
+    async with reading() as (ahead, speaker, handled):
+        speaker.room.clear()
+        await ahead.take(audio(1))  # "let me check"
+        await ahead.take(types.LiveServerMessage(tool_call=types.LiveServerToolCall()))
+        await ahead.take(content(turn_complete=True))
+        await ahead.take(audio(2))  # "it is ten past three"
+        await settle()
+        assert audio(2) not in handled
+        speaker.room.set()
+        await settle()
+        assert handled[-3:] == [audio(1), content(turn_complete=True), audio(2)]
 
 
 async def test_the_rest_of_a_reply_the_model_works_on_waits_in_order() -> None:

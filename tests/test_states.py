@@ -284,6 +284,14 @@ def test_a_text_turn_opens_a_session_and_waits_for_its_reply() -> None:
     assert names(actions)[-1] == "send_text:Hello"
 
 
+def test_a_text_turn_over_a_reply_stops_it_as_a_press_does() -> None:
+    """Push-to-talk: the answer to the new question must not come after the old reply."""
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY)
+    m, seen, actions = run(m, s.TextTurn("And tomorrow?"))
+    assert seen == [State.THINKING]
+    assert names(actions)[0] == "clear_playback" and "send_text:And tomorrow?" in names(actions)
+
+
 def test_the_model_hangs_up_after_its_goodbye() -> None:
     m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY)
     m, seen, actions = run(m, ENDED)

@@ -251,10 +251,12 @@ class Connection:
             if turn.superseded:
                 hooks.on_event(ReplyAudio(session=session, pcm=pcm, talked_over=True))
                 continue
+            replaces = False
             if not turn.replying:
                 turn.replying, turn.handle_fresh = True, False
+                replaces, turn.new_words = turn.new_words, False
                 turn.update()
-            hooks.on_event(ReplyAudio(session=session, pcm=pcm))
+            hooks.on_event(ReplyAudio(session=session, pcm=pcm, replaces=replaces))
 
     def _content(self, content: types.LiveServerContent) -> None:
         turn, hooks, session = self._turn, self._hooks, self._hooks.session
@@ -263,6 +265,7 @@ class Connection:
         # with the audio, and a person's words over a reply are theirs all the same.
         if content.input_transcription is not None and content.input_transcription.text:
             turn.heard.add(content.input_transcription.text)
+            turn.new_words = turn.new_words or not turn.replying
             hooks.on_event(SpeechHeard())
         if content.output_transcription is not None and content.output_transcription.text:
             turn.said.add(content.output_transcription.text)

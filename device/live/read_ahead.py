@@ -8,9 +8,10 @@ speaker, and whatever came after it) waits here in order, up to READ_AHEAD_S of
 audio or READ_AHEAD_MESSAGES messages of any kind; past that the reply waits in the
 service (TCP's flow control holds it). An interruption drops the audio waiting
 here, which is not to be heard any more, and is handled at once, after the other
-messages that came before it. A new reply while a whole one still waits here (the
-service had sent all of it when the person spoke over it, or a text turn came) drops
-the old one's audio the same way: it answers something newer. A message that is not
+messages that came before it. The answer to words the person said over a reply that
+had come whole (the service, which has nothing left to interrupt, transcribes them and
+answers) drops the old one's audio the same way; the model going on after a tool's
+answer, with no new words, does not. A message that is not
 the reply's content (a goAway, a resumption handle, a tool call or its cancellation)
 never waits: a goAway's time left counts from its arrival, and a tool need not wait
 for the words before it.
@@ -58,6 +59,7 @@ class ReadAhead:
         self._speaker = speaker
         self._waiting: deque[tuple[Message, int]] = deque()  # and its audio's bytes
         self._bytes = 0
+        self._ends = 0  # messages waiting that end an interaction
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -78,8 +80,8 @@ class ReadAhead:
         elif _interrupts(message):
             self._drop_audio()
             self._handle(message)
-        elif size and any(ends_interaction(waiting) for waiting, _ in self._waiting):
-            self._drop_audio()  # a new reply: the state machine clears the speaker for it
+        elif size and self._ends and self._words_after_an_end():
+            self._drop_audio()  # their answer: the state machine clears the speaker for it
             await self._hand_on(message, size)
         else:
             self._wait(message, size)
@@ -91,6 +93,7 @@ class ReadAhead:
     def _wait(self, message: Message, size: int) -> None:
         self._waiting.append((message, size))
         self._bytes += size
+        self._ends += ends_interaction(message)
         self._mind_the_bound()
         self._arrived.set()
 
@@ -110,6 +113,7 @@ class ReadAhead:
                     continue  # an interruption may have emptied the queue meanwhile
                 self._waiting.popleft()
                 self._bytes -= size
+                self._ends -= ends_interaction(message)
                 self._mind_the_bound()
                 await self._hand_on(message, size)
             self._arrived.clear()
@@ -133,9 +137,18 @@ class ReadAhead:
     def _must_wait(self, size: int) -> bool:
         return size > 0 and self._speaker is not None and not self._speaker.has_room()
 
+    def _words_after_an_end(self) -> bool:
+        """The service's transcription of the person waits behind the end of a whole reply."""
+        ended = False
+        for message, _ in self._waiting:
+            ended = ended or ends_interaction(message)
+            if ended and _brings_words(message):
+                return True
+        return False
+
     def _drop_audio(self) -> None:
         """The audio waiting is not to be heard: drop it, hand on the rest in order."""
-        waiting, self._waiting, self._bytes = self._waiting, deque(), 0
+        waiting, self._waiting, self._bytes, self._ends = self._waiting, deque(), 0, 0
         self._room.set()
         for message, _ in waiting:
             if not isinstance(message, AudioOnly):
@@ -167,6 +180,13 @@ def ends_turn(message: Message) -> bool:
         and message.server_content is not None
         and bool(message.server_content.turn_complete)
     )
+
+
+def _brings_words(message: Message) -> bool:
+    """The message carries the service's transcription of what the person said."""
+    content = message.server_content if isinstance(message, types.LiveServerMessage) else None
+    heard = content.input_transcription if content is not None else None
+    return heard is not None and bool(heard.text)
 
 
 def ends_interaction(message: Message) -> bool:

@@ -61,6 +61,10 @@ class WireTurn:
     #: turnComplete before any audio is the earlier turn's end, not this one's.
     earlier_unanswered: bool = False
     handle_fresh: bool = True  # a resumption handle came after the last turn
+    #: The person said something new since the last reply ended (the service's
+    #: transcription of it, or a text turn): the next reply answers it, and whatever is
+    #: left of the last one is stale. A reply that follows a tool's answer has no new words.
+    new_words: bool = False
     heard: Transcript = field(default_factory=Transcript)  # input transcription of the turn
     said: Transcript = field(default_factory=Transcript)  # output transcription of the turn
     quiet: asyncio.Event = field(default_factory=asyncio.Event)
@@ -97,6 +101,7 @@ class WireTurn:
             self.activity_open, self.awaiting_reply = False, True
         elif kind == "text":
             self.awaiting_reply, self.handle_fresh = True, False
+            self.new_words = True
         self.update()
 
     @property
@@ -107,7 +112,7 @@ class WireTurn:
     def lost(self) -> None:
         """The connection died: whatever was awaited from it will not come."""
         self.awaiting_reply = self.replying = self.superseded = False
-        self.earlier_unanswered = False
+        self.earlier_unanswered = self.new_words = False
         self.tools_running = 0
         self.heard.clear()
         self.said.clear()
