@@ -79,9 +79,9 @@ EARCON_BACKLOG_MS = 1000.0
 #: State changes kept for `ctl status` (with their times), for owners and the rig.
 STATE_HISTORY = 64
 #: Presses and releases waiting for the state machine, past which `ctl press` and `ctl
-#: release` are refused: each is answered at once, and a release waits for the
-#: microphone's last chunk, so a client sending them as fast as it can grew the queue
-#: without end, with the watchdog's heartbeat stuck behind it (the box restarted).
+#: release` are refused (not the release of a press taken). Each is answered at once, and
+#: a release waits for the microphone's last chunk, so a client sending them as fast as
+#: it can grew the queue without end, with the watchdog's heartbeat stuck behind it.
 PRESSES_WAITING = 16
 #: The speaker's actions, performed ahead of a transition's journal line and LEDs.
 HEARD = (PlayReply, ClearPlayback)
@@ -101,6 +101,7 @@ class Appliance:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._presses_waiting = 0  # Pressed and Released posted, not yet taken
         self._presses_over = logs.Overflow(log, "control_presses")
+        self._ctl_pressed = False  # the last ctl press taken has not been released yet
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         #: (time.monotonic(), state, the event that led there), newest last.
@@ -159,11 +160,14 @@ class Appliance:
     async def _on_control(self, request: dict[str, Any]) -> dict[str, Any]:
         match request.get("cmd"):
             case "press" | "release" as cmd:
-                if self._presses_waiting >= PRESSES_WAITING:
+                # A release of a press taken is never refused: that press must be able to end.
+                ending = cmd == "release" and self._ctl_pressed
+                if self._presses_waiting >= PRESSES_WAITING and not ending:
                     waiting = PRESSES_WAITING
                     self._presses_over.hit("ctl %s refused: %d presses are waiting", cmd, waiting)
                     return {"ok": False, "error": f"busy: {waiting} presses are waiting already"}
                 self._presses_over.within()
+                self._ctl_pressed = cmd == "press"
                 self._post_press(Pressed() if cmd == "press" else Released())
             case "text":
                 text = request.get("text")
