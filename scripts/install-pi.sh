@@ -431,6 +431,15 @@ install_config() {
     # The service reads it as $APP: make sure it still can.
     run chgrp "$APP" "$CONFIG"
     run chmod g+r "$CONFIG"
+    # And the owner's files beside it it may read (a token file, a persona) that an
+    # uninstall without --purge left to root's group: the service's group again.
+    local file
+    for file in "$CONF_DIR"/*; do
+      if [[ -f $file && $file != "$CONFIG" && $file != "$KEY_FILE" &&
+        $(stat -c '%g %A' "$file") == "0 -"???r* ]]; then
+        run chgrp "$APP" "$file"
+      fi
+    done
   else
     run install -m 0640 -o root -g "$APP" "$SOURCE_DIR/systemd/config.toml.example" "$CONFIG"
     if ((!WITH_CAMERA)); then
@@ -441,29 +450,38 @@ install_config() {
 }
 
 # Sets KEY_READY=1 when the key is (or, in a dry run, would be) in place. KEY: the one
-# given with --key-file SOURCE, read and checked before anything was installed.
+# given with --key-file SOURCE, read and checked before anything was installed. A kept
+# key file is judged as the daemon judges it; an empty one is kept as it is (the key
+# comes from [live] api_key_file, e.g. a token file), and one this user may not read (a
+# dry run without root) is not judged.
 install_key() {
-  local key=$1 source=$2 kept problem=""
+  local key=$1 source=$2 kept="" problem=""
   step "API key $KEY_FILE (root only; the service gets it as a systemd credential)"
-  if [[ -e $KEY_FILE ]]; then
+  if [[ -r $KEY_FILE ]]; then
     kept=$(trimmed "$(<"$KEY_FILE")")
-    problem=$(key_problem "$kept")
+    [[ -z $kept ]] || problem=$(key_problem "$kept")
   fi
-  if [[ -e $KEY_FILE && ( -z $problem || -z $key ) ]]; then
-    if [[ -n $problem ]]; then
-      say "  the key in $KEY_FILE $problem: sudoedit $KEY_FILE, or run this again with --key-file"
+  if [[ -e $KEY_FILE && -z $problem ]]; then
+    if [[ -r $KEY_FILE && -z $kept ]]; then
+      say "  keeping $KEY_FILE empty: the key comes from [live] api_key_file or the environment"
     else
       say "  keeping the key in $KEY_FILE${key:+ (--key-file ignored)};" \
         "to change it: sudoedit $KEY_FILE"
-      KEY_READY=1
     fi
     run chown root:root "$KEY_FILE"
     run chmod 0600 "$KEY_FILE"
+    KEY_READY=1
   elif [[ -n $key ]]; then
     [[ -z $problem ]] || say "  the key in $KEY_FILE $problem: replacing it"
     say "  store the key from ${source/#-/standard input} as $KEY_FILE, mode 0600"
     ((DRY_RUN)) || { rm -f "$KEY_FILE"; write_key "$key" "$KEY_FILE"; }
     KEY_READY=1
+  elif [[ -n $problem && -t 0 ]] && ((!DRY_RUN)); then
+    say "  the key in $KEY_FILE $problem: asking for it again"
+    rm -f "$KEY_FILE"
+    if prompt_key "$KEY_FILE"; then KEY_READY=1; else say "  no key given"; fi
+  elif [[ -n $problem ]]; then
+    say "  the key in $KEY_FILE $problem: sudoedit $KEY_FILE, or run this again with --key-file"
   elif [[ -t 0 ]]; then
     if ((DRY_RUN)); then
       say "  ask for the key on the terminal (not echoed); with none, the service is not started"

@@ -83,13 +83,16 @@ remove_config() {
     [[ -e $drop_ins ]] && run rm -rf "$drop_ins"
   else
     say "  keeping $CONF_DIR (config.toml, api-key) and $STATE_DIR; --purge removes them"
-    # Their owner and group were the user and group just removed: numbers the next
-    # system user or group made would get, and with them the config. Root's now.
+    # What the user and group just removed owned would go to the next system user or
+    # group made with their numbers, and the config with it: root's now. A reinstall
+    # gives the service's group back to what it reads (install_config).
     local kept=()
     for dir in "$CONF_DIR" "$STATE_DIR"; do
       [[ -e $dir ]] && kept+=("$dir")
     done
-    ((${#kept[@]})) && run chown -R root:root "${kept[@]}"
+    if ((${#kept[@]})); then
+      run find "${kept[@]}" "(" -nouser -o -nogroup ")" -exec chown -h root:root "{}" +
+    fi
     [[ -e $drop_ins ]] && say "  keeping your changes to the service in $drop_ins"
   fi
   return 0

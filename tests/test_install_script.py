@@ -285,6 +285,53 @@ def test_run_again_it_updates_and_keeps_config_and_key(
 
 
 
+def test_a_reinstall_gives_the_service_its_group_back_on_the_owners_files(
+    view: SystemView, stand_ins: StandIns
+) -> None:
+    """An uninstall without --purge leaves them root's; the README's token file (0640)
+    must be the service's to read again, the key file and other modes left alone."""
+    view.setup(INSTALLED + "\nprintf 't\\n' > /etc/live-appliance/token"
+               " && chmod 0640 /etc/live-appliance/token"
+               "\nprintf 'p\\n' > /etc/live-appliance/private"
+               " && chmod 0600 /etc/live-appliance/private"
+               "\nchmod 0640 /etc/live-appliance/api-key\n")  # fmt: skip
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
+    assert "+ chgrp live-appliance /etc/live-appliance/token" in lines
+    assert not any(line.startswith("+ chgrp") and ("private" in line or "api-key" in line)
+                   for line in lines)  # fmt: skip
+
+
+def test_an_update_keeps_an_empty_key_file_and_restarts_the_service(
+    view: SystemView, stand_ins: StandIns
+) -> None:
+    """The README's token set-up leaves the key file empty ([live] api_key_file names a
+    token file): the update must not take that for a key the service would refuse."""
+    view.setup(INSTALLED + "\n: > /etc/live-appliance/api-key\n")
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
+    assert ("keeping /etc/live-appliance/api-key empty: the key comes from [live] "
+            "api_key_file or the environment") in lines  # fmt: skip
+    assert "+ systemctl restart live-appliance.service" in lines
+
+
+def test_an_update_over_a_kept_key_the_service_would_refuse_says_how_to_fix_it(
+    view: SystemView, stand_ins: StandIns, tmp_path: Path
+) -> None:
+    view.setup(INSTALLED + "\nprintf '\\342\\200\\234owner-key\\342\\200\\235\\n' "
+               "> /etc/live-appliance/api-key\n")  # fmt: skip
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
+    assert any(line.startswith("the key in /etc/live-appliance/api-key has a character no key")
+               and line.endswith("sudoedit /etc/live-appliance/api-key, or run this again "
+                                 "with --key-file") for line in lines), lines  # fmt: skip
+    assert "+ systemctl restart live-appliance.service" not in lines
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(KEY + "\n")
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL, "--key-file",
+                                              str(key_file))]  # fmt: skip
+    assert any(line.endswith(": replacing it") for line in lines)
+    assert f"store the key from {key_file} as /etc/live-appliance/api-key, mode 0600" in lines
+    assert "+ systemctl restart live-appliance.service" in lines
+
+
 def test_an_update_after_an_os_upgrade_builds_the_venv_afresh(
     view: SystemView, stand_ins: StandIns, tmp_path: Path
 ) -> None:
@@ -387,7 +434,8 @@ def test_uninstall_dry_run_removes_everything_but_the_owners_files(
             "+ groupdel live-appliance",
             "keeping /etc/live-appliance (config.toml, api-key) and /var/lib/live-appliance; "
             "--purge removes them",
-            "+ chown -R root:root /etc/live-appliance /var/lib/live-appliance",
+            "+ find /etc/live-appliance /var/lib/live-appliance \\( -nouser -o -nogroup \\) "
+            "-exec chown -h root:root \\{\\} +",
             "keeping your changes to the service in "
             "/etc/systemd/system/live-appliance.service.d",
         ],
