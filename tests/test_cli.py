@@ -226,7 +226,6 @@ def test_a_configuration_error_reaches_the_journal_as_an_error(tmp_path: Path) -
     assert plain.stderr.startswith("live-appliance: configuration error:"), "not on a terminal"
 
 
-
 def test_a_configuration_this_user_may_not_read_says_how_to_read_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

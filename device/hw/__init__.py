@@ -18,8 +18,9 @@ import tempfile
 
 
 def _private_dir() -> str | None:
-    """A directory only this user can use, the same one every run (nothing piles up);
-    None where no temporary directory can be written (lgpio's own default then)."""
+    """A directory only this user can use, the same one every run (nothing piles up
+    unless someone else holds that name); None where no temporary directory can be
+    written (lgpio's own default then)."""
     try:
         path = os.path.join(tempfile.gettempdir(), f"live-appliance-lgpio-{os.geteuid()}")
         with contextlib.suppress(FileExistsError):
@@ -32,5 +33,9 @@ def _private_dir() -> str | None:
         return None
 
 
-if "LG_WD" not in os.environ and (private := _private_dir()):
-    os.environ["LG_WD"] = private
+def _give_lgpio_a_directory() -> None:
+    if "LG_WD" not in os.environ and (path := _private_dir()):
+        os.environ["LG_WD"] = path
+
+
+_give_lgpio_a_directory()

@@ -159,7 +159,8 @@ def is_refusal(exc: BaseException) -> bool:
     """The service refused the key or a setting: retrying would only be refused again."""
     if isinstance(exc, InvalidStatus):
         return exc.response.status_code in (401, 403)
-    return isinstance(exc, errors.APIError) and exc.code in REFUSED
+    closed = _close_of(exc)
+    return closed is not None and closed[0] in REFUSED
 
 
 def is_unknown_handle(exc: BaseException) -> bool:
