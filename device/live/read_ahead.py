@@ -11,10 +11,9 @@ here, which is not to be heard any more, and is handled at once, after the other
 messages that came before it. The answer to words the person said over a reply that
 had come whole (the service, which has nothing left to interrupt, transcribes them and
 answers) drops the old one's audio the same way; the model going on after a tool's
-answer, with no new words, does not. A message that is not
-the reply's content (a goAway, a resumption handle, a tool call or its cancellation)
-never waits: a goAway's time left counts from its arrival, and a tool need not wait
-for the words before it.
+answer, with no new words, does not. A message that is not the reply's content (a
+goAway, a resumption handle, a tool call or its cancellation) never waits: a goAway's
+time left counts from its arrival, and a tool need not wait for the words before it.
 
 What still waits when a connection is switched (goAway) goes on to the next one
 (`unhandled`, `carried`): the reply was received whole, and the speaker plays it
