@@ -38,10 +38,14 @@ _CLOSE_HINTS = {
     **REFUSED,
 }
 
-#: An HTTP answer instead of the WebSocket upgrade (before any close code exists).
-_HTTP_HINTS = {
+#: HTTP answers instead of the WebSocket upgrade (before any close code exists); those
+#: after which retrying cannot help first.
+HTTP_REFUSED = {
     401: "the service refused the credentials",
     403: "the service refused the credentials",
+}
+_HTTP_HINTS = {
+    **HTTP_REFUSED,
     429: "too many requests: a quota or rate limit of the key",
     500: "the service had an internal error",
     502: "the service is unavailable for a moment",
@@ -158,7 +162,7 @@ def close_reason(exc: errors.APIError) -> str:
 def is_refusal(exc: BaseException) -> bool:
     """The service refused the key or a setting: retrying would only be refused again."""
     if isinstance(exc, InvalidStatus):
-        return exc.response.status_code in (401, 403)
+        return exc.response.status_code in HTTP_REFUSED
     closed = _close_of(exc)
     return closed is not None and closed[0] in REFUSED
 

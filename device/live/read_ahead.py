@@ -172,26 +172,28 @@ def _not_content(message: Message) -> bool:
     return isinstance(message, types.LiveServerMessage) and message.server_content is None
 
 
+def _content(message: Message) -> types.LiveServerContent | None:
+    """The reply's content the message carries, if it is a full message with some."""
+    return message.server_content if isinstance(message, types.LiveServerMessage) else None
+
+
 def ends_turn(message: Message) -> bool:
     """The message completes the model's turn."""
-    return (
-        isinstance(message, types.LiveServerMessage)
-        and message.server_content is not None
-        and bool(message.server_content.turn_complete)
-    )
-
-
-def _brings_words(message: Message) -> bool:
-    """The message carries the service's transcription of what the person said."""
-    content = message.server_content if isinstance(message, types.LiveServerMessage) else None
-    heard = content.input_transcription if content is not None else None
-    return heard is not None and bool(heard.text)
+    content = _content(message)
+    return content is not None and bool(content.turn_complete)
 
 
 def ends_interaction(message: Message) -> bool:
     """The message completes the model's turn and nothing more of its reply follows."""
-    content = message.server_content if isinstance(message, types.LiveServerMessage) else None
-    return content is not None and bool(content.turn_complete) and not more_to_come(content)
+    content = _content(message)
+    return ends_turn(message) and content is not None and not more_to_come(content)
+
+
+def _brings_words(message: Message) -> bool:
+    """The message carries the service's transcription of what the person said."""
+    content = _content(message)
+    heard = content.input_transcription if content is not None else None
+    return heard is not None and bool(heard.text)
 
 
 def more_to_come(content: types.LiveServerContent) -> bool:
@@ -207,8 +209,5 @@ def more_to_come(content: types.LiveServerContent) -> bool:
 
 
 def _interrupts(message: Message) -> bool:
-    return (
-        isinstance(message, types.LiveServerMessage)
-        and message.server_content is not None
-        and bool(message.server_content.interrupted)
-    )
+    content = _content(message)
+    return content is not None and bool(content.interrupted)
