@@ -38,6 +38,7 @@ from device.states import (
     ClearPlayback,
     CloseSession,
     DropOutbox,
+    DropWholeReply,
     EndConversation,
     Event,
     FeedWatchdog,
@@ -62,6 +63,7 @@ from device.states import (
     State,
     StopCamera,
     StopCapture,
+    TalkedOver,
     TextTurn,
     Timeout,
     Timer,
@@ -110,7 +112,9 @@ class Appliance:
         #: How the box keeps its own voice out of the microphone, as it can here.
         self.mic_plan = parts.mic_plan
         in_force = replace(cfg.audio, mic_during_playback=self.mic_plan.mic_during_playback)
-        self.mic_feed = MicFeed(in_force, self.outbox, on_speech=self._on_speech)
+        self.mic_feed = MicFeed(
+            in_force, self.outbox, on_speech=self._on_speech, on_talk_over=self._on_talk_over
+        )
         self.mic = parts.microphone(
             self.mic_feed.chunk,
             self.mic_feed.overflowed,
@@ -156,6 +160,9 @@ class Appliance:
 
     def _on_speech(self) -> None:
         self.post(SpeechHeard())
+
+    def _on_talk_over(self) -> None:
+        self.post(TalkedOver())
 
     async def _on_control(self, request: dict[str, Any]) -> dict[str, Any]:
         match request.get("cmd"):
@@ -292,6 +299,8 @@ class Appliance:
                 self.speaker.feed(pcm)
             case ClearPlayback():
                 self.speaker.clear()
+            case DropWholeReply():
+                self.link.drop_whole_reply()
             case AwaitDrain():
                 self.speaker.feed(b"", last=True)  # flush the resampler's tail
                 if self._drain_watch is None:

@@ -11,6 +11,8 @@ with "cancel" the capture has already taken the speaker's echo out, and they go
 on as they are.
 A chunk loud enough to be speech is reported (`on_speech`, at most every
 SPEECH_EVERY_S): the silence that ends a conversation counts from the last word.
+With "cancel", speech held for TALK_OVER_S while the model speaks is reported too
+(`on_talk_over`): a reply the service sent whole is no longer its to interrupt.
 Nor is silence worth sending: after a second of it the capture holds the
 microphone back (`pause_gate`) and the service is told the stream paused, until
 someone speaks again.
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from device.audio import pcm
 from device.audio.capture import QuietGate
 from device.config import AudioConfig
+from device.live.wire import MIC_RATE
 from device.logs import Overflow
 from device.outbox import Outbox
 
@@ -47,19 +50,30 @@ OVERFLOW_LOG_EVERY_S = 60.0
 FINISH_SLACK_S = 0.2
 #: Speech heard is reported at most this often (it restarts the silence timer).
 SPEECH_EVERY_S = 0.5
+#: With "cancel", the person talking over the box this long without a pause, at
+#: `speech_dbfs` or louder, is reported once: a syllable or two, longer than what the
+#: canceller lets through of the box's own voice (well below that level once it has
+#: heard the box speak a second).
+TALK_OVER_S = 0.16
 
 
 class MicFeed:
     """Routes microphone chunks into the outbox according to what the appliance is doing."""
 
     def __init__(
-        self, cfg: AudioConfig, outbox: Outbox, on_speech: Callable[[], None] | None = None
+        self,
+        cfg: AudioConfig,
+        outbox: Outbox,
+        on_speech: Callable[[], None] | None = None,
+        on_talk_over: Callable[[], None] | None = None,
     ) -> None:
         self._cfg = cfg
         self._outbox = outbox
         self._on_speech = on_speech
+        self._on_talk_over = on_talk_over
         self._speech_level = pcm.db_to_amplitude(cfg.speech_dbfs)
         self._speech_told = -SPEECH_EVERY_S
+        self._talking_s = 0.0  # the person's speech over the box so far, without a pause
         #: Hands-free, while the model speaks: keep the speaker out of what is sent.
         self.gated = False
         self._capturing = False
@@ -88,6 +102,7 @@ class MicFeed:
         """Hands-free, the model speaks (or has stopped): with "gate" nothing goes out, and
         after STREAM_PAUSE_S the service is told the stream paused."""
         self.gated = gated
+        self._talking_s = 0.0
         self._cancel_pause()
         if gated and self._cfg.mic_during_playback == "gate":
             self._pause_later = asyncio.get_running_loop().call_later(
@@ -148,6 +163,7 @@ class MicFeed:
             self._capturing = False
             self._finished.set()
         if self.gated:
+            self._over_the_box(data)
             data = self._while_speaking(data)
             if not data:
                 return
@@ -170,6 +186,19 @@ class MicFeed:
         if pcm.rms(data) >= self._speech_level:
             self._speech_told = t
             self._on_speech()
+
+    def _over_the_box(self, data: bytes) -> None:
+        """With "cancel": tell the appliance once the person has talked over the box for
+        TALK_OVER_S (then again only after a pause)."""
+        if self._on_talk_over is None or self._cfg.mic_during_playback != "cancel":
+            return
+        if pcm.rms(data) < self._speech_level:
+            self._talking_s = 0.0
+            return
+        before = self._talking_s
+        self._talking_s += len(data) / 2 / MIC_RATE
+        if before < TALK_OVER_S <= self._talking_s:
+            self._on_talk_over()
 
     def _while_speaking(self, data: bytes) -> bytes:
         """What goes out of a chunk heard while the model speaks (gated: nothing)."""

@@ -74,6 +74,12 @@ class SpeechHeard:
 
 
 @dataclass(frozen=True)
+class TalkedOver:
+    """Hands-free, the person has been talking over the box a moment (the echo canceller
+    keeps its own voice out of what the microphone hears)."""
+
+
+@dataclass(frozen=True)
 class DeviceFailed:
     """The microphone or the speaker failed or vanished; the appliance keeps reopening it."""
 
@@ -179,6 +185,12 @@ class Interrupted(LinkEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReplyDropped(LinkEvent):
+    """The reply the person talked over had come whole: the service has nothing left to
+    interrupt (it answers them instead), so the box dropped the rest of it itself."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class EndConversation(LinkEvent):
     """The model hangs up (the end_conversation tool): after its goodbye has played."""
 
@@ -189,6 +201,7 @@ Event = (
     | LongPress
     | TextTurn
     | SpeechHeard
+    | TalkedOver
     | DeviceFailed
     | DeviceRecovered
     | PlaybackDrained
@@ -202,6 +215,7 @@ Event = (
     | ReplyAudio
     | TurnComplete
     | Interrupted
+    | ReplyDropped
     | EndConversation
 )
 
@@ -275,6 +289,12 @@ class ClearPlayback:
 
 
 @dataclass(frozen=True)
+class DropWholeReply:
+    """The person talks over the reply: if the service sent all of it, drop its rest here
+    (`ReplyDropped` follows); if it still streams, the service interrupts it."""
+
+
+@dataclass(frozen=True)
 class AwaitDrain:
     """The reply is all in: tell the machine (`PlaybackDrained`) once it has played."""
 
@@ -319,6 +339,7 @@ Action = (
     | SendText
     | PlayReply
     | ClearPlayback
+    | DropWholeReply
     | AwaitDrain
     | DropOutbox
     | PlayEarcon
@@ -444,6 +465,10 @@ def _transition(m: Machine, event: Event) -> Step:
             return m, [StartTimer(Timer.SILENCE)]
         case SpeechHeard():
             return m, []
+        case TalkedOver() if not ptt and m.state is State.SPEAKING:
+            return m, [DropWholeReply()]
+        case TalkedOver():
+            return m, []
 
         case TextTurn(text) if not ptt and not m.session_open:
             conversation, actions = _start_conversation(m)
@@ -531,6 +556,10 @@ def _transition(m: Machine, event: Event) -> Step:
             return _turn_over(m, [ClearPlayback()])
         case Interrupted():
             return m, [ClearPlayback()]
+        case ReplyDropped() if m.state is State.SPEAKING:
+            return _turn_over(m, [ClearPlayback()])
+        case ReplyDropped():
+            return m, []
 
         case Timeout(Timer.IDLE) if m.session_open and m.state is State.IDLE:
             return m.to(State.IDLE, session_open=False, connected=False), [CloseSession()]

@@ -151,12 +151,12 @@ def test_a_person_talking_over_the_reply_interrupts_it(
     assert heard_ms >= 0.8 * spoken_ms, (heard_ms, spoken_ms)
 
 
-def test_talking_over_a_reply_sent_whole_the_answer_comes_at_once_not_after_the_rest(
+def test_talking_over_a_reply_sent_whole_stops_it_and_the_answer_comes_at_once(
     loopback: PulseLoopback, make_rig: Any, room: AcousticPath
 ) -> None:
     """The service sends a reply faster than it plays; once it has sent all of it, words
-    said over the box interrupt nothing there: it answers them. The box must play that
-    answer as it comes, not after the rest of a reply the person talked over."""
+    said over the box interrupt nothing there: it answers them. The box stops the rest of
+    the reply itself as the person talks over it, and plays that answer as it comes."""
     reply_s = 12.0
     server, _ = start_conversation(make_rig, reply_seconds=reply_s, pace=0.02)
     speaker = loopback.record(SPEAKER_RATE)
@@ -182,6 +182,9 @@ def test_talking_over_a_reply_sent_whole_the_answer_comes_at_once_not_after_the_
         assert during.size, "the recording covers it"
         return float(np.abs(during).max())
 
+    # Silent while the person still talks and until the answer: not talking over them.
+    assert answer - player.started > 1.5, "the answer came after the words"
+    assert loudest(player.started + 0.6, answer - 0.05) < pcm.db_to_amplitude(-50)
     # The answer plays from when it came, to its end, and nothing after it: the old
     # reply's rest (several seconds of it) would have played first and pushed it later.
     assert all(loudest(answer + t, answer + t + 1.0) > pcm.db_to_amplitude(-40)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
+from device.audio import pcm
 from device.config import AudioConfig
 from device.mic_feed import MicFeed
 from device.outbox import Outbox
@@ -96,3 +98,38 @@ async def test_cancelling_the_microphone_stays_open_while_the_model_speaks() -> 
     feed.chunk(b"a person", 0.0)
     kinds = [item.kind for item in iter(box.get_nowait, None)]
     assert kinds == ["audio"]
+
+
+@pytest.mark.parametrize("mode", ["cancel", "attenuate", "open"])
+async def test_talking_over_the_box_is_told_once_a_syllable_long_and_only_when_cancelled(
+    mode: str,
+) -> None:
+    """With "cancel" what the microphone hears while the box speaks is the person: speech
+    held TALK_OVER_S is reported, once per stretch, and never a click or the quiet the
+    canceller leaves. Attenuated or open, the box's own voice would be taken for theirs."""
+    told: list[float] = []
+    box = Outbox(hold_s=5)
+    cfg = AudioConfig(mic_during_playback=mode, speech_dbfs=-40)  # type: ignore[arg-type]
+    feed = MicFeed(cfg, box, on_talk_over=lambda: told.append(now))
+    loud, quiet = tone(-20), tone(-55)
+    feed.start([])
+    feed.gate(True)
+    now = 0.0
+    for n, chunk in enumerate([loud, quiet, loud, loud, quiet, loud, loud, loud, loud, loud]):
+        now = n * CHUNK_S
+        feed.chunk(chunk, now)
+    feed.gate(False)
+    feed.gate(True)  # the next reply: told again
+    for n in range(5):
+        now = 1.0 + n * CHUNK_S
+        feed.chunk(loud, now)
+    feed.gate(False)
+    for n in range(5):  # listening: the service hears them as it does any speech
+        feed.chunk(loud, 2.0 + n * CHUNK_S)
+    assert told == ([5 * CHUNK_S + 3 * CHUNK_S, 1.0 + 3 * CHUNK_S] if mode == "cancel" else [])
+
+
+def tone(dbfs: float) -> bytes:
+    """A 40 ms chunk of a 16 kHz sine at `dbfs` RMS."""
+    t = np.arange(640) / 16000
+    return pcm.from_float(np.sin(2 * np.pi * 300 * t) * pcm.db_to_amplitude(dbfs) * np.sqrt(2))

@@ -202,6 +202,28 @@ async def test_the_answer_to_words_said_over_a_whole_reply_drops_its_rest_and_go
         assert handled[-1] == audio(3) and audio(1) not in handled
 
 
+async def test_talked_over_the_rest_of_a_whole_reply_is_dropped_and_what_follows_it_waits_on(
+) -> None:
+    """The box heard the person over a reply whose end has come: its audio waiting is
+    dropped, the rest of its messages handed on in order; what came after its end (the
+    answer, before any transcription of the words) is not touched. A reply still coming
+    (no end waiting) is the service's to interrupt."""
+    async with reading() as (ahead, speaker, handled):
+        speaker.room.clear()
+        await ahead.take(audio(1))
+        await ahead.take(said("the weather"))
+        assert not ahead.drop_whole_reply(), "its end has not come"
+        await ahead.take(content(turn_complete=True))
+        await ahead.take(audio(2))  # an answer already on its way
+        assert ahead.drop_whole_reply()
+        assert handled == [said("the weather"), content(turn_complete=True)]
+        assert not ahead.drop_whole_reply(), "nothing more of it waits"
+        speaker.room.set()
+        await settle()
+        assert handled[-1] == audio(2) and audio(1) not in handled
+        assert not ahead.full
+
+
 async def test_the_model_going_on_after_a_tool_waits_behind_the_words_before_it() -> None:
     """Audio, a tool call, turnComplete, then after the tool's answer a new turn: the
     Live API's order. No new words from the person: the first turn is heard to its end."""

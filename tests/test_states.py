@@ -407,6 +407,23 @@ def test_the_microphone_is_gated_while_the_model_speaks_hands_free() -> None:
     assert "gate_microphone:False" in names(actions)
 
 
+def test_hands_free_talked_over_a_reply_sent_whole_the_box_stops_it_itself() -> None:
+    """The service interrupts what it still sends; what it sent whole is the box's to stop
+    (the link says whether it was whole: ReplyDropped). Then it listens."""
+    m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP, REPLY, DONE)
+    m, seen, actions = run(m, s.TalkedOver())
+    assert seen == [State.SPEAKING] and names(actions) == ["drop_whole_reply"]
+    m, seen, actions = run(m, s.ReplyDropped(session=1))
+    assert seen == [State.LISTENING]
+    assert names(actions)[:2] == ["clear_playback", "cancel_timer:reply"]
+    assert "gate_microphone:False" in names(actions) and s.Timer.SILENCE in m.timers
+    m, seen, _ = run(m, s.ReplyDropped(session=1), s.TalkedOver())  # late: nothing to stop
+    assert seen == [State.LISTENING, State.LISTENING]
+    # Push-to-talk the button stops a reply; talking without it never does.
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY, DONE)
+    assert run(m, s.TalkedOver())[2] == []
+
+
 # Every event; a link event is made for the session open when it comes, now and then
 # for the one before it (a stale event), hence a function of the session's number.
 EventOf = Callable[[int], s.Event]
@@ -423,7 +440,7 @@ def _events() -> st.SearchStrategy[EventOf]:
 
     reason = st.just("1011")
     return st.one_of(
-        *map(plain, [s.Pressed(), s.Released(), s.LongPress(), s.SpeechHeard()]),
+        *map(plain, [s.Pressed(), s.Released(), s.LongPress(), s.SpeechHeard(), s.TalkedOver()]),
         *map(plain, [s.PlaybackDrained(), s.Heartbeat(), s.TextTurn("hello")]),
         *map(plain, [s.DeviceFailed("microphone", "gone"), s.DeviceRecovered("microphone")]),
         *map(plain, [s.Timeout(timer) for timer in s.Timer]),
@@ -436,6 +453,7 @@ def _events() -> st.SearchStrategy[EventOf]:
         link(s.TurnComplete, talked_over=st.booleans(), more_to_come=st.booleans()),
         link(s.Interrupted, talked_over=st.booleans()),
         link(s.EndConversation),
+        link(s.ReplyDropped),
     )
 
 
@@ -463,7 +481,8 @@ def test_a_session_nobody_talks_in_ends_by_itself_from_any_state(
 def _all_events(m: Machine) -> list[s.Event]:
     """Every event that can come now: link events of the session open now and stale ones."""
     plain: list[s.Event] = [
-        s.Pressed(), s.Released(), s.LongPress(), s.SpeechHeard(), s.PlaybackDrained(),
+        s.Pressed(), s.Released(), s.LongPress(), s.SpeechHeard(), s.TalkedOver(),
+        s.PlaybackDrained(),
         s.Heartbeat(), s.TextTurn("hello"), s.DeviceFailed("microphone", "gone"),
         s.DeviceRecovered("microphone"), *(s.Timeout(timer) for timer in s.Timer),
     ]
@@ -473,7 +492,7 @@ def _all_events(m: Machine) -> list[s.Event]:
             s.SetupComplete(session=n), s.ConnectFailed(session=n, reason="x"),
             s.ConnectionLost(session=n, reason="x"), s.Reconnecting(session=n, reason="x"),
             s.Reconnected(session=n), s.Reconnected(session=n, history_lost=True),
-            s.EndConversation(session=n),
+            s.EndConversation(session=n), s.ReplyDropped(session=n),
         ]
         for talked_over in (False, True):
             link += [

@@ -125,6 +125,15 @@ class Connection:
         """Reply content read and not yet handed on, in order (the connection has ended)."""
         return self._read_ahead.unhandled()
 
+    def drop_whole_reply(self) -> bool:
+        """The person talks over the reply playing: True when the service has sent all of
+        it (its rest still waiting here is dropped); False while it still streams, or a
+        tool is still at work for it: then the service decides."""
+        if self._read_ahead.drop_whole_reply():
+            return True
+        turn = self._turn
+        return not (turn.in_flight or turn.superseded or turn.tools_running)
+
     async def close(self, graceful: bool) -> None:
         """Close (again: it is idempotent); a graceful close waits, bounded, for the answer."""
         if graceful:

@@ -11,7 +11,8 @@ here, which is not to be heard any more, and is handled at once, after the other
 messages that came before it. The answer to words the person said over a reply that
 had come whole (the service, which has nothing left to interrupt, transcribes them and
 answers) drops the old one's audio the same way; the model going on after a tool's
-answer, with no new words, does not. A message that is not the reply's content (a
+answer, with no new words, does not; nor does the box itself, when it hears the person
+talking over such a reply (`drop_whole_reply`). A message that is not the reply's content (a
 goAway, a resumption handle, a tool call or its cancellation) never waits: a goAway's
 time left counts from its arrival, and a tool need not wait for the words before it.
 
@@ -145,11 +146,24 @@ class ReadAhead:
                 return True
         return False
 
-    def _drop_audio(self) -> None:
-        """The audio waiting is not to be heard: drop it, hand on the rest in order."""
-        waiting, self._waiting, self._bytes, self._ends = self._waiting, deque(), 0, 0
-        self._room.set()
-        for message, _ in waiting:
+    def drop_whole_reply(self) -> bool:
+        """The person talks over a reply the service has sent whole (its end waits here):
+        drop its audio still waiting. False when no such end waits."""
+        ends = [i for i, (message, _) in enumerate(self._waiting) if ends_interaction(message)]
+        if not ends:
+            return False
+        self._drop_audio(ends[-1] + 1)
+        return True
+
+    def _drop_audio(self, count: int | None = None) -> None:
+        """The audio of the first `count` messages waiting (all by default) is not to be
+        heard: drop it, hand on the rest of them in order; those after them wait on."""
+        count = len(self._waiting) if count is None else count
+        dropped = [self._waiting.popleft() for _ in range(count)]
+        self._bytes = sum(size for _, size in self._waiting)
+        self._ends = sum(ends_interaction(message) for message, _ in self._waiting)
+        self._mind_the_bound()
+        for message, _ in dropped:
             if not isinstance(message, AudioOnly):
                 self._handle(message)
 

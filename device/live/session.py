@@ -36,6 +36,7 @@ from device.states import (
     Event,
     Reconnected,
     Reconnecting,
+    ReplyDropped,
     SetupComplete,
 )
 from device.tasks import stop_task
@@ -177,6 +178,15 @@ class LiveLink:
         if connection is not None:
             await connection.close(graceful=True)
         self.session_id = None
+
+    def drop_whole_reply(self) -> None:
+        """Hands-free, the person talks over the reply playing. Once the service has sent
+        all of it, it has nothing left to interrupt and answers them instead, so the box
+        stops it itself (`ReplyDropped`). Between connections nothing is done: that
+        moment passes, and the person is still talking."""
+        connection = self._connection
+        if connection is not None and connection.drop_whole_reply():
+            self._on_event(ReplyDropped(session=self._hooks.session))
 
     def _keep_handle(self, handle: str) -> None:
         self._handle = handle
