@@ -315,15 +315,13 @@ def load(cli_path: str | os.PathLike[str] | None = None, *, whole: bool = True) 
 
 def _read_toml(path: Path, must_exist: bool) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, CONFIG_FILE_LIMIT, str(path))
     except FileNotFoundError:
         if must_exist:
             raise ConfigError(f"{path}: no such configuration file") from None
         return {}
     except PermissionError as exc:
         raise ConfigUnreadable(f"{path}: cannot read: {exc.strerror}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -486,6 +484,15 @@ def _check_consistency(where: str, config: Config, whole: bool) -> None:
         raise ConfigError(
             f"{where}: [leds] data_pin and clock_pin: set both (pixels on GPIO) or neither (SPI)"
         )
+    _check_pins(where, config)
+    for label, named in (
+        ("[live] api_key_file", live.api_key_file),
+        ("[live] system_instruction_file", live.system_instruction_file),
+        ("[control] socket", config.control.socket),
+        ("[service] state_dir", config.service.state_dir),
+    ):
+        if named is not None and "\0" in named:
+            raise ConfigError(f"{where}: {label}: a path cannot hold a NUL character")
     if live.system_instruction_file and whole:
         _prefixed(where, read_instruction_file, live.system_instruction_file)
     for label, place in (
@@ -521,6 +528,28 @@ def _check_consistency(where: str, config: Config, whole: bool) -> None:
         _prefixed(where, DEVICE_TOOLS.select, config.tools.enabled)
 
 
+def _check_pins(where: str, config: Config) -> None:
+    """Each GPIO pin does one thing: a button on an LED's pin would never be read."""
+    leds = config.leds
+    used = [("[button] pin", config.button.pin)]
+    if leds.kind in ("single", "multi", "rgb"):
+        used += [("[leds] pins", pin) for pin in leds.pins]
+    elif leds.kind == "apa102":
+        for name in ("data_pin", "clock_pin", "power_pin"):
+            if (pin := getattr(leds, name)) is not None:
+                used.append((f"[leds] {name}", pin))
+    if config.camera.enabled and config.camera.led_pin is not None:
+        used.append(("[camera] led_pin", config.camera.led_pin))
+    first: dict[int, str] = {}
+    for label, pin in used:
+        if pin in first:
+            raise ConfigError(
+                f"{where}: {first[pin]} and {label} both name GPIO {pin}; each pin can do "
+                "one thing"
+            )
+        first[pin] = label
+
+
 def _check_url(where: str, url: str) -> None:
     """`base_url` as the SDK takes it: http(s)://host[:port][/path]."""
     try:
@@ -543,9 +572,12 @@ def _prefixed(where: str, check: Callable[[Any], object], value: Any) -> None:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-#: A persona file's most bytes: pages of instructions. A path to something else (a FIFO
-#: that never ends, /dev/zero, a log) is an error, not a hang or a gigabyte read.
+#: The most bytes of a file the configuration names, read whole: a path to something
+#: else (a FIFO that never ends, /dev/zero, a log) is an error, not a hang or a gigabyte
+#: read. A persona file holds pages of instructions; a key or token one line.
+CONFIG_FILE_LIMIT = 1024 * 1024
 INSTRUCTION_FILE_LIMIT = 64 * 1024
+KEY_FILE_LIMIT = 16 * 1024
 #: A UNIX socket's path, in bytes, at most (sun_path less its terminating NUL).
 SOCKET_PATH_LIMIT = 107
 
@@ -553,35 +585,44 @@ SOCKET_PATH_LIMIT = 107
 @functools.cache
 def read_instruction_file(path: str) -> str:
     """The persona file's text, read once (it is a start-time setting, like the rest)."""
+    what = f"[live] system_instruction_file: {path}"
     try:
-        with open(path, "rb", opener=_open_regular) as file:
-            data = file.read(INSTRUCTION_FILE_LIMIT + 1)
-        if len(data) > INSTRUCTION_FILE_LIMIT:
-            raise ConfigError(
-                f"[live] system_instruction_file: {path} is over "
-                f"{INSTRUCTION_FILE_LIMIT // 1024} KiB"
-            )
-        text = data.decode("utf-8").strip()
+        text = read_text(path, INSTRUCTION_FILE_LIMIT, what).strip()
     except FileNotFoundError:
-        raise ConfigError(f"[live] system_instruction_file: {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"[live] system_instruction_file: {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigError(
-            f"[live] system_instruction_file: cannot read {path}: {exc.strerror}"
-        ) from None
+        raise ConfigError(f"{what} does not exist") from None
+    except PermissionError as exc:
+        raise ConfigError(f"{what}: cannot read: {exc.strerror}") from None
     if not text:
         raise ConfigError(f"[live] system_instruction_file: {path} is empty")
     return text
 
 
-def _open_regular(path: str, flags: int) -> int:
-    """os.open for a regular file only; the check does not block on a FIFO."""
-    fd = os.open(path, flags | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+def read_text(path: str | Path, limit: int, what: str) -> str:
+    """A regular file's UTF-8 text (a byte-order mark an editor added dropped), at most
+    `limit` bytes; `what` names it in a ConfigError. Opening does not block on a FIFO.
+    FileNotFoundError and PermissionError pass for the caller to explain."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, PermissionError):
+        raise
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise ConfigError(f"{what}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
         os.close(fd)
-        raise ConfigError(f"[live] system_instruction_file: {path} is not a regular file")
-    return fd
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ConfigError(f"{what} is {kind}")
+    with os.fdopen(fd, "rb") as file:
+        try:
+            data = file.read(limit + 1)
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read: {exc.strerror}") from None
+    if len(data) > limit:
+        raise ConfigError(f"{what} is over {limit // 1024} KiB")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} is not UTF-8 text") from None
 
 
 def find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:
@@ -596,18 +637,19 @@ def find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:
         path = Path(cred_dir) / CREDENTIAL_NAME
         candidates.append((path, f"systemd credential {path}"))
     if live.api_key_file:
-        path = Path(live.api_key_file).expanduser()
+        try:
+            path = Path(live.api_key_file).expanduser()
+        except RuntimeError:  # ~someone who has no home here
+            raise ConfigError(f"[live] api_key_file: {live.api_key_file}: no such home") from None
         candidates.append((path, f"api_key_file {path}"))
     for path, source in candidates:
         try:
-            key = path.read_text(encoding="utf-8").strip()
+            key = _read_key(path, source)
         except FileNotFoundError:
             if source.startswith("api_key_file"):
                 raise ConfigError(f"[live] api_key_file: {path} does not exist") from None
             continue
-        except UnicodeDecodeError:
-            raise ConfigError(f"{source}: not UTF-8 text; write the key again") from None
-        except OSError as exc:
+        except PermissionError as exc:
             raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
         if key:
             return _checked_key(key, source), source
@@ -638,11 +680,17 @@ def _installed_key() -> str | None:
     """The installer's key file, if this user may read it; PermissionError is for
     `require_credentials` to explain (only root may read it)."""
     try:
-        return INSTALLED_KEY_FILE.read_text(encoding="utf-8").strip() or None
+        return _read_key(INSTALLED_KEY_FILE, str(INSTALLED_KEY_FILE)) or None
     except OSError:
         return None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{INSTALLED_KEY_FILE}: not UTF-8 text; write the key again") from None
+
+
+def _read_key(path: Path, source: str) -> str:
+    """A key file's key; its errors say to write the key again."""
+    try:
+        return read_text(path, KEY_FILE_LIMIT, source).strip()
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; write the key again") from None
 
 
 def require_credentials(config: Config) -> None:

@@ -3,9 +3,30 @@ imports nothing of the package (so no import cycle can run through them)."""
 
 from __future__ import annotations
 
+import re
+
+#: What in an error's text may be a credential: a Gemini key, an ephemeral token, a URL's
+#: key or token parameter, an authenticating header's value (websockets quotes it whole
+#: when it cannot send it). Kept to what names it: the rest of the line stays.
+_CREDENTIAL = re.compile(
+    r"AIza[\w-]+|auth_tokens/[\w.~-]+"
+    r"|(?P<param>(?:access_token|key|token)=)[^&\s'\"]+"
+    r"|(?P<header>(?:x-goog-api-key|authorization) header: )(?s:.*)",
+    re.IGNORECASE,
+)
+
+
+def without_credentials(text: str) -> str:
+    """`text` with anything that may be a key or token masked."""
+    return _CREDENTIAL.sub(lambda m: (m["param"] or m["header"] or "") + "***", text)
+
 
 class ConfigError(Exception):
-    """A setting is missing or wrong; the message is meant for the owner, as is."""
+    """A setting is missing or wrong; the message is meant for the owner, as is, and a
+    key pasted into the wrong setting is masked in it (it goes to the journal)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(without_credentials(message))
 
 
 class ConfigUnreadable(ConfigError):

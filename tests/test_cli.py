@@ -233,14 +233,14 @@ def test_a_configuration_this_user_may_not_read_says_how_to_read_it(
     in the group was told of a configuration error, and the doctor to correct a setting."""
     settings = tmp_path / "config.toml"
     settings.write_text("[audio]\nvolume = 0.5\n")
-    read_text = Path.read_text
+    os_open = os.open
 
-    def as_another_user(path: Path, *args: Any, **kwargs: Any) -> str:
-        if path == settings:
+    def as_another_user(path: Any, *args: Any, **kwargs: Any) -> int:
+        if Path(path) == settings:
             raise PermissionError(13, "Permission denied")
-        return read_text(path, *args, **kwargs)
+        return os_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_text", as_another_user)
+    monkeypatch.setattr(os, "open", as_another_user)
     assert main(["ctl", "status", "--config", str(settings)]) == 2
     said = capsys.readouterr().err
     assert "configuration error" not in said

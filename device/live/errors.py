@@ -8,13 +8,13 @@ a setting) and a decision: try again, or stop until the next press.
 
 from __future__ import annotations
 
-import re
 import socket
 import ssl
 
 from google.genai import errors
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from device.errors import without_credentials
 from device.live.endpoint import ResolverSilent
 from device.live.wire import (
     CLOSE_ABNORMAL,
@@ -52,22 +52,6 @@ _HTTP_HINTS = {
     503: "the service is unavailable for a moment",
     504: "the service is unavailable for a moment",
 }
-
-
-#: What in an error's text may be a credential: a Gemini key, an ephemeral token, a URL's
-#: key or token parameter, an authenticating header's value (websockets quotes it whole
-#: when it cannot send it). Kept to what names it: the rest of the line stays.
-_CREDENTIAL = re.compile(
-    r"AIza[\w-]+|auth_tokens/[\w.~-]+"
-    r"|(?P<param>(?:access_token|key|token)=)[^&\s'\"]+"
-    r"|(?P<header>(?:x-goog-api-key|authorization) header: )(?s:.*)",
-    re.IGNORECASE,
-)
-
-
-def without_credentials(text: str) -> str:
-    """`text` with anything that may be a key or token masked."""
-    return _CREDENTIAL.sub(lambda m: (m["param"] or m["header"] or "") + "***", text)
 
 
 class ConnectionDead(Exception):
