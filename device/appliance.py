@@ -63,6 +63,7 @@ from device.states import (
     State,
     StopCamera,
     StopCapture,
+    SupersedeReply,
     TalkedOver,
     TextTurn,
     Timeout,
@@ -86,7 +87,7 @@ STATE_HISTORY = 64
 #: it can grew the queue without end, with the watchdog's heartbeat stuck behind it.
 PRESSES_WAITING = 16
 #: The speaker's actions, performed ahead of a transition's journal line and LEDs.
-HEARD = (PlayReply, ClearPlayback)
+HEARD = (PlayReply, ClearPlayback, SupersedeReply)
 
 
 class Appliance:
@@ -180,6 +181,8 @@ class Appliance:
                 text = request.get("text")
                 if not isinstance(text, str) or not text.strip():
                     return {"ok": False, "error": 'text needs a non-empty "text"'}
+                if refused := self._cannot_take_text():
+                    return {"ok": False, "error": refused}
                 if refused := self.texts.admit():
                     return {"ok": False, "error": refused}
                 self.post(TextTurn(text.strip()))
@@ -188,6 +191,17 @@ class Appliance:
             case other:
                 return {"ok": False, "error": f"unknown command {other!r}"}
         return {"ok": True}
+
+    def _cannot_take_text(self) -> str | None:
+        """Why a text turn would not be said now, or None. A hook is told, not left to
+        believe it was: words in the middle of someone's push-to-talk turn would land
+        inside their question, and a box without its speaker cannot say the reply."""
+        machine = self.machine
+        if machine.faults:
+            return f"the box cannot talk now: {machine.error or ', '.join(machine.faults)}"
+        if machine.held:
+            return "busy: someone is holding the button; send it after the release"
+        return None
 
     def _on_frame(self, jpeg: bytes, _t: float) -> None:
         self.outbox.put("video", jpeg)
@@ -299,6 +313,8 @@ class Appliance:
                 self.speaker.feed(pcm)
             case ClearPlayback():
                 self.speaker.clear()
+            case SupersedeReply():
+                self.link.supersede_reply()
             case DropWholeReply():
                 self.link.drop_whole_reply()
             case AwaitDrain():

@@ -264,6 +264,12 @@ class Config:
     api_key: Secret | None = field(default=None, repr=False)
     api_key_source: str | None = None
 
+    @property
+    def speech_interrupts(self) -> bool:
+        """Speech over a reply stops it: a push-to-talk press always, hands-free words
+        with `barge_in`. Without it the person hears a reply to its end, then the answer."""
+        return self.button.mode == "push_to_talk" or self.conversation.barge_in
+
 
 SECTIONS: dict[str, type] = {
     name: hint

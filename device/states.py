@@ -289,6 +289,12 @@ class ClearPlayback:
 
 
 @dataclass(frozen=True)
+class SupersedeReply:
+    """A press or a text turn over the reply: what still comes of it is stale (marked so
+    with the speaker's clearing, before the rest read ahead can refill it)."""
+
+
+@dataclass(frozen=True)
 class DropWholeReply:
     """The person talks over the reply: if the service sent all of it, drop its rest here
     (`ReplyDropped` follows); if it still streams, the service interrupts it."""
@@ -339,6 +345,7 @@ Action = (
     | SendText
     | PlayReply
     | ClearPlayback
+    | SupersedeReply
     | DropWholeReply
     | AwaitDrain
     | DropOutbox
@@ -476,7 +483,7 @@ def _transition(m: Machine, event: Event) -> Step:
         case TextTurn(text) if ptt and not m.held:
             asking: list[Action] = [CancelTimer(Timer.IDLE), CancelTimer(Timer.ERROR)]
             if m.state in _REPLYING:  # a new question, as a press is: the old reply stops
-                asking.insert(0, ClearPlayback())
+                asking[:0] = _SILENCE_REPLY
             opened = m
             if not m.session_open:
                 opened, opening = _open(m)
@@ -484,6 +491,9 @@ def _transition(m: Machine, event: Event) -> Step:
             state = State.THINKING if m.connected else State.CONNECTING
             asking += [SendText(text), StartTimer(Timer.REPLY)]
             return opened.to(state, reply_done=False), asking
+        case TextTurn(text) if m.state is State.SPEAKING:  # hands-free: it stops the reply
+            listening, actions = _turn_over(m, list(_SILENCE_REPLY))
+            return listening, [*actions, SendText(text)]
         case TextTurn(text):
             return m, [SendText(text)]
 
@@ -607,7 +617,7 @@ def _start_talking(m: Machine) -> Step:
 
     A button held while nobody talks ends the turn after `end_after_silence_s`, as a
     release would: a stuck button must not keep the microphone open."""
-    actions: list[Action] = [ClearPlayback()] if m.state in _REPLYING else []
+    actions: list[Action] = list(_SILENCE_REPLY) if m.state in _REPLYING else []
     actions += [CancelTimer(Timer.IDLE), CancelTimer(Timer.ERROR), CancelTimer(Timer.REPLY)]
     talking = m
     if not m.session_open:
@@ -666,6 +676,9 @@ def _device_failed(m: Machine, device: str, reason: str) -> Step:
     failed = replace(m, faults=m.faults | {device}).reset(State.ERROR, f"{device}: {reason}")
     return failed, [*ending, PlayEarcon(Earcon.ERROR), CancelTimer(Timer.ERROR)]
 
+
+#: A new question over the reply: silence now, and the rest of it is not to come back.
+_SILENCE_REPLY: tuple[Action, ...] = (ClearPlayback(), SupersedeReply())
 
 _END_SESSION: tuple[Action, ...] = (
     StopCapture(),

@@ -27,7 +27,7 @@ from device.outbox import Item, Outbox
 from device.parts import Parts
 from device.persist import StateFile
 from device.service import Notifier
-from device.states import Event, Heartbeat, LinkEvent
+from device.states import Event, Heartbeat, LinkEvent, ReplyDropped
 
 CHUNK = b"\x10\x27" * 640  # 40 ms at 16 kHz, loud enough (-10 dBFS) to be speech
 QUIET = bytes(1280)  # 40 ms of silence
@@ -204,6 +204,7 @@ class FakeLink:
         self.session_id: str | None = None
         self.connections = 0
         self.closed = 0
+        self.reply_whole = True  # what drop_whole_reply finds: the service sent all of it
 
     @property
     def is_open(self) -> bool:
@@ -224,6 +225,14 @@ class FakeLink:
         if self.session is not None:
             self.closed += 1
         self.session = self.session_id = None
+
+    def supersede_reply(self) -> None:
+        """The wire's own bookkeeping (what still comes of a reply is stale): none here."""
+
+    def drop_whole_reply(self) -> None:
+        """As the link does when the service had sent all of the reply (`reply_whole`)."""
+        if self.reply_whole and self.session is not None:
+            self.deliver(ReplyDropped)
 
     def sent(self) -> list[Item]:
         """Everything waiting in the outbox, in the order the sender would send it."""

@@ -377,6 +377,23 @@ async def test_a_flood_of_ctl_presses_is_refused_past_its_bound_and_the_watchdog
         assert (await box.control.ask("press"))["ok"], "taken again once the queue is short"
 
 
+async def test_a_text_turn_the_box_cannot_say_now_is_refused_not_dropped(tmp_path: Path) -> None:
+    """A hook must hear it: words into someone's held question would land inside it, and
+    a box without its microphone or speaker drops them."""
+    async with running(tmp_path) as box:
+        await box.ctl("press")
+        held = await box.control.ask("text", text="The washing is done")
+        assert not held["ok"] and "holding the button" in held["error"]
+        await box.ctl("release")
+        box.mic.record(CHUNK)  # the release's last chunk
+        await box.settle()
+        box.mic.vanish()
+        await until(lambda: box.state == "error")
+        broken = await box.control.ask("text", text="The washing is done")
+        assert not broken["ok"] and "cannot talk now: microphone" in broken["error"]
+        assert [item.kind for item in box.link.sent()].count("text") == 0
+
+
 async def test_the_watchdog_is_fed_only_while_the_machine_answers(tmp_path: Path) -> None:
     cfg = config(button={"mode": "toggle"})
     async with running(tmp_path, cfg, watchdog_s=0.1) as box:

@@ -50,9 +50,14 @@ def start_conversation(
     reply_seconds: float = 6.0,
     audio: dict[str, Any] | None = None,
     pace: float = 1.0,
+    conversation: dict[str, Any] | None = None,
 ) -> tuple[ServerThread, Daemon]:
     voice = pcm.from_float(said(ANSWER, -22.0, SPEAKER_RATE))
-    settings = {**HANDS_FREE, "audio": {**HANDS_FREE["audio"], **(audio or {})}}
+    settings = {
+        **HANDS_FREE,
+        "audio": {**HANDS_FREE["audio"], **(audio or {})},
+        "conversation": {**HANDS_FREE["conversation"], **(conversation or {})},
+    }
     server, daemon = make_rig(
         settings, env, reply_seconds=reply_seconds, voice=voice, pace=pace
     )
@@ -190,6 +195,39 @@ def test_talking_over_a_reply_sent_whole_stops_it_and_the_answer_comes_at_once(
     assert all(loudest(answer + t, answer + t + 1.0) > pcm.db_to_amplitude(-40)
                for t in np.arange(0.3, reply_s - 1.0, 1.0))  # fmt: skip
     assert loudest(answer + reply_s + 0.5, answer + reply_s + 1.8) < pcm.db_to_amplitude(-50)
+
+
+def test_without_barge_in_words_over_a_reply_sent_whole_leave_it_to_play_to_its_end(
+    loopback: PulseLoopback, make_rig: Any, room: AcousticPath
+) -> None:
+    """`barge_in = false`: speech over the box stops nothing (the setup says
+    NO_INTERRUPTION). A reply the service sent whole plays to its end, then the answer:
+    neither the box's own ear nor the answer to the words cuts it."""
+    reply_s = 8.0
+    server, _ = start_conversation(
+        make_rig, reply_seconds=reply_s, pace=0.02, conversation={"barge_in": False}
+    )
+    speaker = loopback.record(SPEAKER_RATE)
+    speaker.wait_started()
+    try:
+        reply = ask(loopback, server, "What will the weather be like tomorrow?")
+        replies_done(server, 1)
+        time.sleep(max(0.0, reply + 2.0 - time.monotonic()))
+        player = loopback.play(pcm.from_float(said("Wait, what about Sunday?", -20.0)), MIC_RATE)
+        player.wait()
+        replies_done(server, 2)  # the answer, sent while the old reply still plays
+        time.sleep(max(0.0, reply + 2 * reply_s + 1.0 - time.monotonic()))
+    finally:
+        speaker.stop()
+    assert sent(server, "interrupted", reply) is None
+    samples, times = speaker.timeline()
+
+    def loudest(start: float, end: float) -> float:
+        return float(np.abs(samples[(times > start) & (times < end)]).max())
+
+    # Spoken words every second of both replies, one after the other.
+    for t in [*np.arange(0.5, reply_s - 1.0, 1.0), *np.arange(reply_s + 0.5, 2 * reply_s - 1.5)]:
+        assert loudest(reply + t, reply + t + 1.0) > pcm.db_to_amplitude(-40), t
 
 
 def test_without_the_module_the_box_gates_the_microphone(

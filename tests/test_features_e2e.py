@@ -33,6 +33,7 @@ from google import genai
 from google.genai import errors, types
 from helpers import Captured, run_cli, until
 from speech import (
+    FRAME_S,
     MIC_RATE,
     SPEAKER_RATE,
     assert_clean,
@@ -47,6 +48,7 @@ from wire import at, config_for, function_names, instruction, searches, tool_res
 from device import logs
 from device.audio import pcm
 from device.config import find_api_key
+from device.control import request
 from device.live.session import LiveLink
 from device.outbox import Outbox
 from device.states import Event, TurnComplete
@@ -475,6 +477,33 @@ def hook_says(text: str, workdir: Path) -> None:
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
 
 
+@pytest.mark.parametrize("mode", ["push_to_talk", "toggle"])
+def test_a_text_turn_over_a_reply_sent_whole_stops_it_for_good_and_the_answer_plays(
+    loopback: PulseLoopback, make_rig: Any, mode: str
+) -> None:
+    """A hook's words while the box speaks are a new question, as a press is: the rest of
+    the reply (all of it in the box, as the service sends it) is never heard again, not
+    even the part read ahead that refilled the speaker before the words went out."""
+    settings = {"button": {"mode": mode}, "audio": {"earcons": False}}
+    server, daemon = make_rig(settings, reply_seconds=10.0, pace=0.0, chunk_seconds=0.2)
+    recorder = loopback.record(SPEAKER_RATE)
+    recorder.wait_started()
+    assert request(daemon.socket, "text", text="Tell me a long story")["ok"]
+    daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the first reply")
+    time.sleep(1.5)
+    asked = time.monotonic()
+    assert request(daemon.socket, "text", text="Stop, what time is it?")["ok"]
+    daemon.wait_until(lambda s: s["leds"].count("speaking") == 2, 10, "the answer")
+    daemon.wait_until(lambda s: s["state"] in ("idle", "listening"), 20, "the answer's end")
+    time.sleep(0.3)
+    recorder.stop()
+    samples, times = recorder.timeline()
+    after = pcm.from_float(samples[times > asked + 0.1])  # the speaker's own latency
+    assert len(tone_frames(after, 1)) * FRAME_S < 0.05, "the old reply went on"
+    assert abs(len(tone_frames(after, 2)) * FRAME_S - 10.0) < 0.3, "the answer played whole"
+    assert [words for _, words, _ in text_turns(server)][-1] == "Stop, what time is it?"
+
+
 def text_turns(server: ServerThread) -> list[tuple[int, str, bool]]:
     """(connection, words, turnComplete) of every client_content the server received."""
     found = []
@@ -527,3 +556,4 @@ def test_ctl_text_opens_a_session_says_the_words_and_the_box_speaks_the_reply(
         assert status["state"] == "idle"
     else:
         assert status["state"] == "idle" and status["session_open"]
+

@@ -284,12 +284,16 @@ def test_a_text_turn_opens_a_session_and_waits_for_its_reply() -> None:
     assert names(actions)[-1] == "send_text:Hello"
 
 
-def test_a_text_turn_over_a_reply_stops_it_as_a_press_does() -> None:
-    """Push-to-talk: the answer to the new question must not come after the old reply."""
-    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY)
+@pytest.mark.parametrize(("mode", "then"), [(Mode.PUSH_TO_TALK, State.THINKING),
+                                            (Mode.TOGGLE, State.LISTENING)])  # fmt: skip
+def test_a_text_turn_over_a_reply_stops_it_as_a_press_does(mode: Mode, then: State) -> None:
+    """The answer to the new question must not come after the old reply, nor the rest of
+    the old reply read ahead refill the speaker before the words go out."""
+    m, _, _ = run(Machine(mode=mode), s.Pressed(), SETUP, s.Released(), REPLY)
     m, seen, actions = run(m, s.TextTurn("And tomorrow?"))
-    assert seen == [State.THINKING]
-    assert names(actions)[0] == "clear_playback" and "send_text:And tomorrow?" in names(actions)
+    assert seen == [then]
+    assert names(actions)[:2] == ["clear_playback", "supersede_reply"]
+    assert "send_text:And tomorrow?" in names(actions)
 
 
 def test_the_model_hangs_up_after_its_goodbye() -> None:

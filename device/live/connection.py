@@ -101,7 +101,9 @@ class Connection:
         self._told_no_tools = False
         self._switching = False
         self._reply = ReplyDecoder()
-        self._read_ahead = ReadAhead(self._handle, hooks.speaker, carried or ())
+        self._read_ahead = ReadAhead(
+            self._handle, hooks.speaker, carried or (), words_replace=turn.speech_interrupts
+        )
         self._waiting_for_room = False  # not reading: the silence is ours, not the link's
         self.last_traffic = time.monotonic()
         self.completed_turns = 0  # turns this connection carried to their end
@@ -129,9 +131,11 @@ class Connection:
         """The person talks over the reply playing: True when the service has sent all of
         it (its rest still waiting here is dropped); False while it still streams, or a
         tool is still at work for it: then the service decides."""
+        turn = self._turn
+        if not turn.speech_interrupts:
+            return False
         if self._read_ahead.drop_whole_reply():
             return True
-        turn = self._turn
         return not (turn.in_flight or turn.superseded or turn.tools_running)
 
     async def close(self, graceful: bool) -> None:
@@ -274,7 +278,7 @@ class Connection:
         # with the audio, and a person's words over a reply are theirs all the same.
         if content.input_transcription is not None and content.input_transcription.text:
             turn.heard.add(content.input_transcription.text)
-            turn.new_words = turn.new_words or not turn.replying
+            turn.new_words = turn.new_words or (turn.speech_interrupts and not turn.replying)
             hooks.on_event(SpeechHeard())
         if content.output_transcription is not None and content.output_transcription.text:
             turn.said.add(content.output_transcription.text)

@@ -53,9 +53,13 @@ class ReadAhead:
         handle: Callable[[Message], None],
         speaker: SpeakerRoom | None,
         carried: Iterable[Message] = (),
+        words_replace: bool = True,
     ) -> None:
-        """`carried`: what still waited on the connection before, handed on first."""
+        """`carried`: what still waited on the connection before, handed on first;
+        `words_replace`: the answer to words said over a whole reply drops its rest
+        (speech interrupts; without, the person hears the reply to its end first)."""
         self._handle = handle
+        self._words_replace = words_replace
         self._speaker = speaker
         self._waiting: deque[tuple[Message, int]] = deque()  # and its audio's bytes
         self._bytes = 0
@@ -80,7 +84,7 @@ class ReadAhead:
         elif _interrupts(message):
             self._drop_audio()
             self._handle(message)
-        elif size and self._ends and self._words_after_an_end():
+        elif size and self._ends and self._words_replace and self._words_after_an_end():
             self._drop_audio()  # their answer: the state machine clears the speaker for it
             await self._hand_on(message, size)
         else:

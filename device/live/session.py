@@ -94,7 +94,7 @@ class LiveLink:
         self._task: asyncio.Task[None] | None = None
         self._connection: Connection | None = None
         self._handle: str | None = None
-        self._turn = WireTurn()
+        self._turn = WireTurn(speech_interrupts=cfg.speech_interrupts)
         self._carried: list[Message] = []  # a reply received whole, still to play (a switch)
         self._had_turns = False
         self._hooks = Hooks(0, on_event, on_sent, self._keep_handle, speaker)
@@ -158,7 +158,7 @@ class LiveLink:
         event of the session carries its number."""
         if not self.is_open:
             self._handle = None
-            self._turn = WireTurn()
+            self._turn = WireTurn(speech_interrupts=self._cfg.speech_interrupts)
             self._carried = []
             self._had_turns = False
             self._hooks = Hooks(
@@ -178,6 +178,10 @@ class LiveLink:
         if connection is not None:
             await connection.close(graceful=True)
         self.session_id = None
+
+    def supersede_reply(self) -> None:
+        """A press or a text turn goes out over the reply: the rest of it is stale."""
+        self._turn.supersede()
 
     def drop_whole_reply(self) -> None:
         """Hands-free, the person talks over the reply playing. Once the service has sent

@@ -151,10 +151,11 @@ def _realtime_input(cfg: Config) -> types.RealtimeInputConfig:
         )
     # A press during a reply silences it on the box: the service must stop it too, or
     # the answer to the press would come only after the rest of the reply nobody hears.
-    interrupts = conv.barge_in or push_to_talk
     return types.RealtimeInputConfig(
         automatic_activity_detection=detection,
-        activity_handling=None if interrupts else types.ActivityHandling.NO_INTERRUPTION,
+        activity_handling=None
+        if cfg.speech_interrupts
+        else types.ActivityHandling.NO_INTERRUPTION,
     )
 
 

@@ -65,6 +65,9 @@ class WireTurn:
     #: transcription of it, or a text turn): the next reply answers it, and whatever is
     #: left of the last one is stale. A reply that follows a tool's answer has no new words.
     new_words: bool = False
+    #: Speech over a reply stops it (`Config.speech_interrupts`): then new words heard
+    #: after a reply ended make the next reply replace whatever of it still plays.
+    speech_interrupts: bool = True
     heard: Transcript = field(default_factory=Transcript)  # input transcription of the turn
     said: Transcript = field(default_factory=Transcript)  # output transcription of the turn
     quiet: asyncio.Event = field(default_factory=asyncio.Event)
@@ -87,11 +90,18 @@ class WireTurn:
         else:
             self.quiet.set()
 
+    def supersede(self) -> None:
+        """A press or a text turn over the reply arriving (called as it is queued, with the
+        speaker cleared: the rest read ahead must not refill it before it is sent). The
+        service answers it with interrupted and turnComplete for the old reply; until they
+        come, what arrives belongs to the reply talked over."""
+        if self.replying:
+            self.superseded, self.replying, self.awaiting_reply = True, False, False
+            self.update()
+
     def sent(self, kind: Kind) -> None:
         if kind in ("activity_start", "text") and self.replying:
-            # The service answers this with interrupted and turnComplete for the old
-            # reply; until they come, what arrives belongs to the reply talked over.
-            self.superseded, self.replying = True, False
+            self.supersede()
         elif kind in ("activity_start", "text") and self.awaiting_reply:
             # Pressed again before any reply: the earlier turn may still end first.
             self.earlier_unanswered = True
