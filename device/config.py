@@ -332,6 +332,8 @@ def _read_toml(path: Path, must_exist: bool) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # a value nested thousands deep: no setting is
+        raise ConfigError(f"{path}: not valid TOML: nested too deep") from None
 
 
 def _env_overrides() -> dict[tuple[str, str], tuple[str, Any]]:

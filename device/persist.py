@@ -16,11 +16,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from device.config import ServiceConfig
+from device.config import ServiceConfig, read_text
+from device.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = Path("/var/lib/live-appliance")
+#: What the box keeps is a few values: a bigger file is not ours (a 300 MB one took
+#: 612 MB at every start, past the unit's MemoryMax), and is ignored.
+STATE_FILE_LIMIT = 64 * 1024
 
 
 def state_dir(cfg: ServiceConfig) -> Path:
@@ -41,10 +45,10 @@ class StateFile:
 
     def load(self) -> dict[str, Any]:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(self.path, STATE_FILE_LIMIT, str(self.path)))
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError, RecursionError) as exc:  # nested too deep: not ours
+        except (OSError, ValueError, RecursionError, ConfigError) as exc:  # not ours
             log.warning("ignoring unreadable %s: %s", self.path, exc)
             return {}
         return data if isinstance(data, dict) else {}

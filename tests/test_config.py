@@ -326,6 +326,7 @@ def test_what_the_daemon_would_refuse_the_configuration_refuses_with_the_same_wo
         ("/dev/zero", "is not a regular file"),
         ("directory", "is a directory"),
         (b"# " + b"x" * (1024 * 1024) + b"\n", "is over 1024 KiB"),
+        (b"a = " + b"[" * 100_000, "not valid TOML: nested too deep"),
     ],
 )
 def test_a_configuration_file_that_cannot_be_one_is_a_configuration_error(
@@ -345,7 +346,8 @@ def test_a_configuration_file_that_cannot_be_one_is_a_configuration_error(
         path.write_bytes(content)
     assert cli.main(["run", "--config", str(path)]) == 2
     said = capsys.readouterr().err
-    assert f"configuration error: {path} {wanted}" in said and "Traceback" not in said
+    assert f"configuration error: {path}" in said and wanted in said
+    assert "Traceback" not in said
 
 
 def test_an_editors_byte_order_mark_is_no_error(tmp_path: Path) -> None:

@@ -11,8 +11,10 @@ from device.persist import StateFile
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"\0" * 64, b'{"volume": 0.', b"\xff\xfe", b"[1, 2]", b"[" * 100_000],
-    ids=["empty", "zeros", "cut short", "not utf-8", "not an object", "nested too deep"],
+    [b"", b"\0" * 64, b'{"volume": 0.', b"\xff\xfe", b"[1, 2]", b"[" * 100_000,
+     b'{"volume": 0.5, "pad": "' + b"x" * 300_000 + b'"}'],
+    ids=["empty", "zeros", "cut short", "not utf-8", "not an object", "nested too deep",
+         "too big"],
 )
 def test_a_state_file_the_box_cannot_use_is_ignored_and_rewritten(
     tmp_path: Path, content: bytes
