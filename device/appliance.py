@@ -105,6 +105,7 @@ class Appliance:
         self._presses_waiting = 0  # Pressed and Released posted, not yet taken
         self._presses_over = logs.Overflow(log, "control_presses")
         self._ctl_pressed = False  # the last ctl press taken has not been released yet
+        self._button_dropped = False  # the button's last press was dropped: so is its release
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         #: (time.monotonic(), state, the event that led there), newest last.
@@ -148,6 +149,17 @@ class Appliance:
         self._events.put_nowait(event)
 
     def _on_button(self, name: str, _t: float) -> None:
+        """A button edge. Past PRESSES_WAITING (a pin that chatters faster than the machine
+        takes its edges) a press is dropped with its release, so the queue stays short and
+        the edges the machine sees still alternate; the release of a press taken passes."""
+        if name == "released" and self._button_dropped:
+            self._button_dropped = False
+            return
+        if name != "released" and self._presses_waiting >= PRESSES_WAITING:
+            self._button_dropped = name == "pressed"
+            self._presses_over.hit("button %s ignored: %d presses are waiting", name,
+                                   PRESSES_WAITING)  # fmt: skip
+            return
         edges: dict[str, Pressed | Released | LongPress] = {
             "pressed": Pressed(),
             "released": Released(),
@@ -156,6 +168,8 @@ class Appliance:
         self._post_press(edges[name])
 
     def _post_press(self, event: Pressed | Released | LongPress) -> None:
+        if self._presses_waiting < PRESSES_WAITING:  # not a release let through at the bound
+            self._presses_over.within()
         self._presses_waiting += 1
         self.post(event)
 
@@ -174,7 +188,6 @@ class Appliance:
                     waiting = PRESSES_WAITING
                     self._presses_over.hit("ctl %s refused: %d presses are waiting", cmd, waiting)
                     return {"ok": False, "error": f"busy: {waiting} presses are waiting already"}
-                self._presses_over.within()
                 self._ctl_pressed = cmd == "press"
                 self._post_press(Pressed() if cmd == "press" else Released())
             case "text":

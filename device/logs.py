@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable
 
 FIELD_PREFIX = "LIVE_"
@@ -81,6 +82,40 @@ class Bounded(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text and len(record.exc_text) > TRACEBACK_LIMIT:
             record.exc_text, record.exc_info = cut(record.exc_text, TRACEBACK_LIMIT), None
+        return True
+
+
+class LineBudget(logging.Filter):
+    """At most BURST lines at once from one logger, then PER_S a second: a flood (a
+    service calling tools every 5 ms, a client hammering the control socket, a button
+    that chatters) cannot bury what matters, nor run into journald's own rate limit,
+    which drops lines blindly. Errors always pass. The next line that passes says how
+    many were left out (LIVE_LINES_LEFT_OUT)."""
+
+    BURST = 200
+    PER_S = 5.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self._tokens: dict[str, tuple[float, float]] = {}  # logger: (tokens, when)
+        self._left_out: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        now, name = self._clock(), record.name
+        tokens, then = self._tokens.get(name, (self.BURST, now))
+        tokens = min(self.BURST, tokens + (now - then) * self.PER_S)
+        if tokens < 1:
+            self._tokens[name] = (tokens, now)
+            self._left_out[name] = self._left_out.get(name, 0) + 1
+            return False
+        self._tokens[name] = (tokens - 1, now)
+        if left := self._left_out.pop(name, 0):
+            said = record.getMessage()
+            record.msg, record.args = f"{said} ({left} lines before it left out: too many)", None
+            setattr(record, f"{FIELD_PREFIX}LINES_LEFT_OUT", left)
         return True
 
 
@@ -168,6 +203,7 @@ def setup(level: int = logging.INFO, secrets: Iterable[str] = ()) -> None:
         handler.setFormatter(JournalLinesFormatter())
     else:
         handler = terminal_handler()
+    handler.addFilter(LineBudget())
     handler.addFilter(Redactor(secrets))
     handler.addFilter(Bounded())
     root = logging.getLogger()

@@ -394,6 +394,26 @@ async def test_a_text_turn_the_box_cannot_say_now_is_refused_not_dropped(tmp_pat
         assert [item.kind for item in box.link.sent()].count("text") == 0
 
 
+async def test_a_chattering_button_is_bounded_like_ctl_and_its_edges_still_pair_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pin that chatters faster than the machine takes its edges (each release waits
+    for the microphone's last chunk) queued them without end, past the watchdog."""
+    async with running(tmp_path, watchdog_s=0.1) as box:
+        await until(lambda: box.notifier.count("WATCHDOG=1") >= 1)
+        for _ in range(2000):
+            box.button.on_edge("pressed", 0.0)
+            box.button.on_edge("released", 0.0)
+        fed = box.notifier.count("WATCHDOG=1")
+        await until(lambda: box.notifier.count("WATCHDOG=1") > fed, within=6)
+        bounds = [r for r in caplog.records if getattr(r, "LIVE_BOUND", None) == "control_presses"]
+        assert len(bounds) == 1, "one journal line for the flood"
+        for _ in range(10):
+            box.mic.record(CHUNK)  # the releases' last chunks: the machine catches up
+            await box.settle()
+        assert not box.appliance.machine.held, "every press taken was released"
+
+
 async def test_the_watchdog_is_fed_only_while_the_machine_answers(tmp_path: Path) -> None:
     cfg = config(button={"mode": "toggle"})
     async with running(tmp_path, cfg, watchdog_s=0.1) as box:
