@@ -97,6 +97,17 @@ def test_reply_audio_reads_as_the_sdks_message(raw: bytes, vertexai: bool) -> No
     assert audio.parts[0] == (PCM, "audio/pcm;rate=24000")
 
 
+def test_parts_of_one_type_in_a_row_are_one_piece_of_audio() -> None:
+    """12,000 one-sample parts in a message were 12,000 objects held and as many events."""
+    samples = [bytes([n % 256, 0]) for n in range(12_000)]
+    parts = [audio_part(base64.b64encode(s).decode()) for s in samples]
+    parts.append(audio_part(mime="audio/pcm;rate=16000"))
+    audio = reply_audio(server_content(modelTurn={"parts": parts}))
+    assert audio is not None
+    assert audio.parts == [(b"".join(samples), "audio/pcm;rate=24000"),
+                           (PCM, "audio/pcm;rate=16000")]  # fmt: skip
+
+
 @pytest.mark.parametrize("raw", [*FOR_THE_SDK, b"not json", b"[]", b'{"serverContent": 1}'])
 def test_anything_else_is_left_to_the_sdk(raw: bytes) -> None:
     assert reply_audio(raw) is None

@@ -134,6 +134,23 @@ async def test_a_flood_of_small_messages_behind_a_full_speaker_stops_the_reader(
         assert len(handled) == READ_AHEAD_MESSAGES and not ahead.full
 
 
+async def test_words_count_against_the_bound_as_audio_does() -> None:
+    """300 transcripts of a megabyte each behind a full speaker grew the box to 380 MB."""
+    async with reading() as (ahead, speaker, handled):
+        speaker.room.clear()
+        await ahead.take(audio(1))
+        page = "word " * 200_000  # a megabyte of transcript
+        taken = 0
+        while not ahead.full:
+            await ahead.take(said(page))
+            taken += 1
+        assert taken == -(-(READ_AHEAD_BYTES - 9600) // len(page)), "three, not a thousand"
+        speaker.room.set()
+        await asyncio.wait_for(ahead.room(), 1)
+        await settle()
+        assert len(handled) == 1 + taken and not ahead.full
+
+
 async def test_without_a_speaker_to_wait_for_everything_is_handled_as_it_comes() -> None:
     handled: list[Any] = []
     ahead = ReadAhead(handled.append, None)

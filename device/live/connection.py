@@ -254,22 +254,23 @@ class Connection:
             self._plan_switch(message.go_away.time_left)
 
     def _play(self, pcms: list[bytes]) -> None:
-        """Reply audio to the state machine. The rest of a reply the person talked over, up
-        to its turnComplete, is reported as such (the state machine decides it is not to be
-        heard)."""
+        """A message's reply audio to the state machine, as one event. The rest of a reply
+        the person talked over, up to its turnComplete, is reported as such (the state
+        machine decides it is not to be heard)."""
         turn, hooks, session = self._turn, self._hooks, self._hooks.session
-        if pcms and not turn.superseded:
-            turn.earlier_unanswered = False  # the reply that comes is the newest turn's
-        for pcm in pcms:
-            if turn.superseded:
-                hooks.on_event(ReplyAudio(session=session, pcm=pcm, talked_over=True))
-                continue
-            replaces = False
-            if not turn.replying:
-                turn.replying, turn.handle_fresh = True, False
-                replaces, turn.new_words = turn.new_words, False
-                turn.update()
-            hooks.on_event(ReplyAudio(session=session, pcm=pcm, replaces=replaces))
+        pcm = b"".join(pcms)
+        if not pcm:
+            return
+        if turn.superseded:
+            hooks.on_event(ReplyAudio(session=session, pcm=pcm, talked_over=True))
+            return
+        turn.earlier_unanswered = False  # the reply that comes is the newest turn's
+        replaces = False
+        if not turn.replying:
+            turn.replying, turn.handle_fresh = True, False
+            replaces, turn.new_words = turn.new_words, False
+            turn.update()
+        hooks.on_event(ReplyAudio(session=session, pcm=pcm, replaces=replaces))
 
     def _content(self, content: types.LiveServerContent) -> None:
         turn, hooks, session = self._turn, self._hooks, self._hooks.session

@@ -83,7 +83,19 @@ def reply_audio(raw: bytes | str) -> AudioOnly | None:
     blobs = [_blob(part) for part in parts]
     if any(blob is None for blob in blobs):
         return None
-    return AudioOnly([blob for blob in blobs if blob is not None], role)
+    return AudioOnly(_runs([blob for blob in blobs if blob is not None]), role)
+
+
+def _runs(blobs: list[tuple[bytes, str]]) -> list[tuple[bytes, str]]:
+    """Parts of one MIME type in a row joined into one: they play the same either way, and
+    a message of 12,000 one-sample parts held 12,000 objects and made as many events."""
+    runs: list[tuple[list[bytes], str]] = []
+    for data, mime_type in blobs:
+        if runs and runs[-1][1] == mime_type:
+            runs[-1][0].append(data)
+        else:
+            runs.append(([data], mime_type))
+    return [(b"".join(pieces), mime_type) for pieces, mime_type in runs]
 
 
 def _blob(part: object) -> tuple[bytes, str] | None:

@@ -35,9 +35,13 @@ from device.live.wire import REPLY_RATE
 
 Message = types.LiveServerMessage | AudioOnly
 
-#: Reply audio held here at most: a minute at 24 kHz is 2.9 MB.
+#: Reply audio held here at most: a minute at 24 kHz is 2.9 MB. Words count by their
+#: characters against the same bound, and each part beyond the first PART_COST more
+#: (what holding it costs): 300 transcripts of a megabyte each grew the box to 380 MB,
+#: 100 messages of 12,000 one-sample parts to 270 MB.
 READ_AHEAD_S = 60.0
 READ_AHEAD_BYTES = round(READ_AHEAD_S * REPLY_RATE) * 2
+PART_COST = 256
 #: Messages held here at most, whatever they carry: a minute of the service's audio is
 #: about 300, its transcripts as many again. Without it, a flood of small messages
 #: behind a full speaker was read on without end (100 MB for 50,000 transcripts).
@@ -62,7 +66,7 @@ class ReadAhead:
         self._words_replace = words_replace
         self._speaker = speaker
         self._waiting: deque[tuple[Message, int]] = deque()  # and its audio's bytes
-        self._bytes = 0
+        self._held = 0  # what the messages waiting weigh (`_weight`)
         self._ends = 0  # messages waiting that end an interaction
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
@@ -96,7 +100,7 @@ class ReadAhead:
 
     def _wait(self, message: Message, size: int) -> None:
         self._waiting.append((message, size))
-        self._bytes += size
+        self._held += _weight(message, size)
         self._ends += ends_interaction(message)
         self._mind_the_bound()
         self._arrived.set()
@@ -116,7 +120,7 @@ class ReadAhead:
                     await self._speaker.wait_for_room()
                     continue  # an interruption may have emptied the queue meanwhile
                 self._waiting.popleft()
-                self._bytes -= size
+                self._held -= _weight(message, size)
                 self._ends -= ends_interaction(message)
                 self._mind_the_bound()
                 await self._hand_on(message, size)
@@ -133,7 +137,7 @@ class ReadAhead:
 
     def _mind_the_bound(self) -> None:
         """The reader may read on while less than either bound's worth waits."""
-        if self._bytes >= READ_AHEAD_BYTES or len(self._waiting) >= READ_AHEAD_MESSAGES:
+        if self._held >= READ_AHEAD_BYTES or len(self._waiting) >= READ_AHEAD_MESSAGES:
             self._room.clear()
         else:
             self._room.set()
@@ -164,7 +168,7 @@ class ReadAhead:
         heard: drop it, hand on the rest of them in order; those after them wait on."""
         count = len(self._waiting) if count is None else count
         dropped = [self._waiting.popleft() for _ in range(count)]
-        self._bytes = sum(size for _, size in self._waiting)
+        self._held = sum(_weight(message, size) for message, size in self._waiting)
         self._ends = sum(ends_interaction(message) for message, _ in self._waiting)
         self._mind_the_bound()
         for message, _ in dropped:
@@ -183,6 +187,19 @@ def _audio_bytes(message: Message) -> int:
         for part in content.model_turn.parts or []
         if part.inline_data is not None
     )
+
+
+def _weight(message: Message, audio_bytes: int) -> int:
+    """What holding a message costs, for the bound: its audio, its words, its parts."""
+    if isinstance(message, AudioOnly):
+        return audio_bytes + PART_COST * (len(message.parts) - 1)
+    content = message.server_content
+    if content is None:
+        return 0  # never waits
+    parts = (content.model_turn.parts or []) if content.model_turn else []
+    words = [t.text for t in (content.input_transcription, content.output_transcription) if t]
+    words += [part.text for part in parts]
+    return audio_bytes + sum(len(w) for w in words if w) + PART_COST * max(0, len(parts) - 1)
 
 
 def _not_content(message: Message) -> bool:
