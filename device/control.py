@@ -32,6 +32,8 @@ LINE_LIMIT = 64 * 1024
 CLIENTS_LIMIT = 8
 #: A client that sends no request (or reads no answer) for this long is let go.
 CLIENT_IDLE_S = 10.0
+#: A client's first request must come this soon: `ctl` sends it as it connects.
+FIRST_REQUEST_S = 1.0
 
 
 class ControlError(Exception):
@@ -72,6 +74,7 @@ class ControlServer:
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
         self._clients: set[asyncio.Task[None]] = set()
+        self._waiting: dict[asyncio.Task[None], float] = {}  # clients idle, and since when
         self._crowded = Overflow(logger, "control_clients")
 
     async def start(self) -> None:
@@ -141,7 +144,11 @@ class ControlServer:
             pass
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._clients) >= self._clients_limit:
+        if len(self._clients) >= self._clients_limit and self._waiting:
+            # Full of clients that ask nothing (held open): the longest idle makes room, so
+            # a few of them cannot lock the owner's `ctl` out.
+            min(self._waiting, key=self._waiting.__getitem__).cancel()
+        elif len(self._clients) >= self._clients_limit:
             self._crowded.hit("control client refused: %d are connected", self._clients_limit)
             busy = _error(f"busy: {self._clients_limit} clients are connected; try again")
             writer.write(json.dumps(busy).encode() + b"\n")  # small: the socket takes it whole
@@ -150,18 +157,30 @@ class ControlServer:
         self._crowded.within()
         task = asyncio.create_task(self._serve(reader, writer), name="control-client")
         self._clients.add(task)
-        task.add_done_callback(self._clients.discard)
+        task.add_done_callback(self._gone)
+
+    def _gone(self, task: asyncio.Task[None]) -> None:
+        self._clients.discard(task)
+        self._waiting.pop(task, None)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Answer requests until the client leaves, or stays silent (or unread) `idle_s`."""
+        """Answer requests until the client leaves, or stays silent (or unread) `idle_s`
+        (FIRST_REQUEST_S before its first request)."""
+        this = asyncio.current_task()
+        assert this is not None
+        wait_s = min(FIRST_REQUEST_S, self._idle_s)
         try:
             while True:
-                async with asyncio.timeout(self._idle_s):
+                self._waiting[this] = asyncio.get_running_loop().time()
+                async with asyncio.timeout(wait_s):
                     try:
                         line = await reader.readline()
                     except ValueError:  # over LINE_LIMIT: the rest of the stream is unframed
                         await _send(writer, _error("request line too long"))
                         return
+                    finally:
+                        self._waiting.pop(this, None)
+                wait_s = self._idle_s
                 if not line:
                     return
                 if line.strip():

@@ -227,13 +227,20 @@ async def test_client_times_out_on_a_daemon_that_never_answers(path: Path) -> No
             await asyncio.to_thread(request, path, "status", timeout=0.2)
 
 
-async def test_clients_past_the_bound_are_refused_and_silent_ones_let_go(
+async def test_clients_past_the_bound_are_refused_while_each_is_being_answered(
     path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with ControlServer(path, Daemon(), clients_limit=2, idle_s=0.5):
-        quiet = [await Line.open(path) for _ in range(2)]
-        for line in quiet:  # answered: each is being served
-            assert (await line.send(b'{"cmd": "status"}\n'))["ok"] is True
+    daemon, answering = Daemon(), asyncio.Event()
+
+    async def slow(req: dict[str, Any]) -> dict[str, Any]:
+        await answering.wait()  # a command that takes its time (a press waits for the mic)
+        return await daemon(req)
+
+    async with ControlServer(path, slow, clients_limit=2, idle_s=0.5):
+        busy = [await Line.open(path) for _ in range(2)]
+        for line in busy:
+            line.writer.write(b'{"cmd": "status"}\n')
+        await asyncio.sleep(0.1)
         for _ in range(3):  # refused, told why, let go; one journal line for all of them
             extra = await Line.open(path)
             async with asyncio.timeout(5):
@@ -241,18 +248,34 @@ async def test_clients_past_the_bound_are_refused_and_silent_ones_let_go(
                 assert await extra.reader.read() == b""
             assert refused["ok"] is False and "busy" in refused["error"]
             await extra.close()
-        async with asyncio.timeout(5):  # the two that said nothing more are let go
-            for line in quiet:
-                assert await line.reader.read() == b""
-        assert (await ask(path, "status"))["state"] == "idle"
+        answering.set()
+        for line in busy:
+            async with asyncio.timeout(5):
+                assert json.loads(await line.reader.readline())["state"] == "idle"
     bounds = [r for r in caplog.records if getattr(r, "LIVE_BOUND", None) == "control_clients"]
     assert len(bounds) == 1
 
 
-async def test_a_client_that_never_sends_is_let_go(path: Path) -> None:
-    async with ControlServer(path, Daemon(), idle_s=0.2):
+async def test_clients_that_hold_the_socket_asking_nothing_cannot_lock_the_owner_out(
+    path: Path,
+) -> None:
+    """Twelve connections that never sent a line made 79 of 92 `ctl status` calls busy."""
+    async with ControlServer(path, Daemon(), clients_limit=2, idle_s=5.0):
+        asked = await Line.open(path)
+        assert (await asked.send(b'{"cmd": "status"}\n'))["ok"] is True  # then holds on
+        hogs = [await Line.open(path) for _ in range(12)]
+        for _ in range(5):
+            assert (await ask(path, "status"))["state"] == "idle"
+        async with asyncio.timeout(5):  # each made room in turn, the longest idle first
+            assert await asked.reader.read() == b""
+            for hog in hogs:
+                assert await hog.reader.read() == b""
+
+
+async def test_a_client_that_never_sends_is_let_go_soon(path: Path) -> None:
+    async with ControlServer(path, Daemon(), idle_s=60):
         silent = await Line.open(path)
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(3):  # FIRST_REQUEST_S, not the idle minute
             assert await silent.reader.read() == b""
         await silent.close()
 
