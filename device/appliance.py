@@ -367,6 +367,7 @@ class Appliance:
             Timer.SILENCE: self.cfg.conversation.end_after_silence_s,
             Timer.ERROR: self.cfg.conversation.error_display_s,
             Timer.REPLY: self.cfg.conversation.reply_timeout_s,
+            Timer.LONG_REPLY: self.cfg.conversation.longest_reply_s,
         }[timer]
         if old := self._timers.pop(timer, None):
             old.cancel()

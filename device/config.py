@@ -175,6 +175,9 @@ class ConversationConfig:
     #: Push-to-talk: a turn whose reply has not started after this long ends with the error
     #: earcon (a tool that never answers, a reply lost with its connection).
     reply_timeout_s: float = field(default=30.0, metadata=_bounded(2, 600))
+    #: One reply plays at most this long: a service streaming without end stops here
+    #: (hands-free, the microphone then listens for `end_after_silence_s` and hangs up).
+    longest_reply_s: float = field(default=300.0, metadata=_bounded(10, 3600))
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ class Timer(StrEnum):
     SILENCE = "silence"  # ends what the microphone streams when nobody speaks
     ERROR = "error"  # how long the error pattern shows
     REPLY = "reply"  # how long a reply may take to start, or to go on
+    LONG_REPLY = "long_reply"  # how long one reply may play: a service streaming without end
 
 
 class Earcon(StrEnum):
@@ -537,11 +538,11 @@ def _transition(m: Machine, event: Event) -> Step:
             # (it then interrupts nothing; it answers), or to a text turn: the rest of the
             # last one, still playing, is stale.
             playing = m.to(State.SPEAKING, reply_done=False)
-            return playing, [ClearPlayback(), PlayReply(pcm), StartTimer(Timer.REPLY)]
+            return playing, [ClearPlayback(), PlayReply(pcm), *_REPLY_STARTS]
         case ReplyAudio(pcm=pcm) if m.state is State.SPEAKING:
             return m.to(State.SPEAKING, reply_done=False), [PlayReply(pcm), StartTimer(Timer.REPLY)]
         case ReplyAudio(pcm=pcm):
-            actions = [CancelTimer(Timer.SILENCE), PlayReply(pcm), StartTimer(Timer.REPLY)]
+            actions = [CancelTimer(Timer.SILENCE), PlayReply(pcm), *_REPLY_STARTS]
             return m.to(State.SPEAKING, reply_done=False), actions
 
         case TurnComplete(more_to_come=more) if m.state is State.SPEAKING:
@@ -581,6 +582,8 @@ def _transition(m: Machine, event: Event) -> Step:
             return m, [StartTimer(Timer.REPLY)]
         case Timeout(Timer.REPLY) if m.state is State.SPEAKING:  # the reply stopped coming
             return _turn_over(m, [ClearPlayback(), PlayEarcon(Earcon.ERROR)])
+        case Timeout(Timer.LONG_REPLY) if m.state is State.SPEAKING:  # it would never end
+            return _turn_over(m, [*_SILENCE_REPLY, PlayEarcon(Earcon.ERROR)])
         case Timeout(Timer.REPLY) if m.ending:  # no goodbye came
             return _hang_up(m)
         case Timeout(Timer.SILENCE) if ptt and m.held:  # a button held with nobody talking
@@ -618,7 +621,7 @@ def _start_talking(m: Machine) -> Step:
     A button held while nobody talks ends the turn after `end_after_silence_s`, as a
     release would: a stuck button must not keep the microphone open."""
     actions: list[Action] = list(_SILENCE_REPLY) if m.state in _REPLYING else []
-    actions += [CancelTimer(Timer.IDLE), CancelTimer(Timer.ERROR), CancelTimer(Timer.REPLY)]
+    actions += [CancelTimer(Timer.IDLE), CancelTimer(Timer.ERROR), *_REPLY_ENDS]
     talking = m
     if not m.session_open:
         talking, opening = _open(m)
@@ -651,7 +654,7 @@ def _start_conversation(m: Machine) -> Step:
 
 def _turn_over(m: Machine, first: list[Action] | None = None) -> Step:
     """The reply has been heard (or cut): wait for the next press or speech."""
-    actions: list[Action] = [*(first or []), CancelTimer(Timer.REPLY)]
+    actions: list[Action] = [*(first or []), *_REPLY_ENDS]
     if m.ending:
         hung_up, hang_up_actions = _hang_up(m)
         return hung_up, [*actions, *hang_up_actions]
@@ -677,6 +680,10 @@ def _device_failed(m: Machine, device: str, reason: str) -> Step:
     return failed, [*ending, PlayEarcon(Earcon.ERROR), CancelTimer(Timer.ERROR)]
 
 
+#: A reply starts: it must go on coming (REPLY), and end some time (LONG_REPLY).
+_REPLY_STARTS: tuple[Action, ...] = (StartTimer(Timer.REPLY), StartTimer(Timer.LONG_REPLY))
+_REPLY_ENDS: tuple[Action, ...] = (CancelTimer(Timer.REPLY), CancelTimer(Timer.LONG_REPLY))
+
 #: A new question over the reply: silence now, and the rest of it is not to come back.
 _SILENCE_REPLY: tuple[Action, ...] = (ClearPlayback(), SupersedeReply())
 
@@ -688,4 +695,5 @@ _END_SESSION: tuple[Action, ...] = (
     CancelTimer(Timer.IDLE),
     CancelTimer(Timer.SILENCE),
     CancelTimer(Timer.REPLY),
+    CancelTimer(Timer.LONG_REPLY),
 )

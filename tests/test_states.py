@@ -428,6 +428,20 @@ def test_hands_free_talked_over_a_reply_sent_whole_the_box_stops_it_itself() -> 
     assert run(m, s.TalkedOver())[2] == []
 
 
+def test_a_reply_that_would_never_end_is_stopped_and_the_conversation_left_to_end() -> None:
+    """A service streaming one reply without end kept a hands-free box speaking and its
+    microphone open: every chunk restarted the reply timer and none let silence count."""
+    m, _, actions = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP, REPLY)
+    assert "start_timer:long_reply" in names(actions)
+    m, _, _ = run(m, *[REPLY] * 50)
+    m, seen, actions = run(m, s.Timeout(s.Timer.LONG_REPLY))
+    assert seen == [State.LISTENING]
+    assert names(actions)[:3] == ["clear_playback", "supersede_reply", "play_earcon:error"]
+    rest = s.ReplyAudio(session=1, pcm=b"\x01\x00", talked_over=True)  # as the link marks it
+    m, seen, _ = run(m, rest, s.Timeout(s.Timer.SILENCE))
+    assert seen == [State.LISTENING, State.IDLE] and not m.session_open
+
+
 # Every event; a link event is made for the session open when it comes, now and then
 # for the one before it (a stale event), hence a function of the session's number.
 EventOf = Callable[[int], s.Event]
