@@ -467,9 +467,13 @@ def _describe(hint: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if origin is tuple:
-        return f"a list of {_describe(typing.get_args(hint)[0])}s"
+        item = typing.get_args(hint)[0]
+        return f"a list of {_PLURALS.get(item, _describe(item))}"
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a non-empty string"}
     return names.get(hint, str(hint))
+
+
+_PLURALS = {int: "integers", str: "non-empty strings"}
 
 
 def _check_consistency(where: str, config: Config, whole: bool) -> None:

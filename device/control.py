@@ -240,7 +240,8 @@ def request(
                 line = stream.readline()
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NotRunning(
-                f"the live-appliance daemon is not running (nothing listens at {path})"
+                f"the live-appliance daemon is not running (nothing listens at {path}); "
+                "just started, it listens within a second or two"
             ) from exc
         except PermissionError as exc:
             raise ControlError(

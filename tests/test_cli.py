@@ -163,6 +163,8 @@ def test_ctl_status_says_while_the_live_client_is_still_being_built() -> None:
         "session:  closed; 0 connections since start; the Live client still being built"
     )
     assert not any("Live client" in line for line in summary_lines({**status, "live_client": True}))
+    starting = summary_lines({**status, "ready": False})
+    assert starting[0].startswith("state:    starting (opening the microphone")
 
 
 def test_help_and_ctl_import_nothing_heavy() -> None:

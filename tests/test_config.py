@@ -367,3 +367,23 @@ def test_a_key_pasted_into_the_wrong_setting_is_not_shown(
     assert cli.main(["run", "--config", str(path)]) == 2
     said = capsys.readouterr().err
     assert "configuration error" in said and "***" in said and KEY[:8] not in said
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_readmes_settings_load_and_name_every_setting_there_is(tmp_path: Path) -> None:
+    """The README is the owner's reference, and the doctor sends them to it: each of its
+    TOML samples loads, and each setting of every section is named in it."""
+    text = README.read_text()
+    samples = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert samples
+    for sample in samples:
+        config.load(write(tmp_path, sample), whole=False)
+    missing = [
+        f"[{name}] {field}"
+        for name, section in config.SECTIONS.items()
+        for field in section.__dataclass_fields__
+        if not re.search(rf"\b{field}\b", text)
+    ]
+    assert not missing, f"not in the README: {missing}"

@@ -65,6 +65,8 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
     Fields a daemon does not report are left out, so an older or newer daemon still reads.
     """
     state = status.get("status", status.get("state", "unknown"))
+    if status.get("ready") is False:
+        state = "starting (opening the microphone and the speaker)"
     mode = f" ({status['mode']} mode)" if status.get("mode") else ""
     lines = [f"state:    {state}{mode}"]
     if "session_open" in status:
