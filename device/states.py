@@ -35,6 +35,9 @@ class Timer(StrEnum):
     ERROR = "error"  # how long the error pattern shows
     REPLY = "reply"  # how long a reply may take to start, or to go on
     LONG_REPLY = "long_reply"  # how long one reply may play: a service streaming without end
+    #: How long the microphone may stream at one go, whatever the room's sound (a TV keeps
+    #: SILENCE from running out): a held press, or a hands-free conversation.
+    OPEN_MIC = "open_mic"
 
 
 class Earcon(StrEnum):
@@ -586,10 +589,10 @@ def _transition(m: Machine, event: Event) -> Step:
             return _turn_over(m, [*_SILENCE_REPLY, PlayEarcon(Earcon.ERROR)])
         case Timeout(Timer.REPLY) if m.ending:  # no goodbye came
             return _hang_up(m)
-        case Timeout(Timer.SILENCE) if ptt and m.held:  # a button held with nobody talking
+        case Timeout(Timer.SILENCE | Timer.OPEN_MIC) if ptt and m.held:  # nobody, or too long
             stopped, actions = _stop_talking(m)
             return stopped, [*actions, StopCamera()]
-        case Timeout(Timer.SILENCE) if not ptt and m.session_open:
+        case Timeout(Timer.SILENCE | Timer.OPEN_MIC) if not ptt and m.session_open:
             return _hang_up(m)
         case Timeout(Timer.ERROR) if m.state is State.ERROR and not m.faults:
             return replace(m, state=State.IDLE, error=""), []
@@ -627,7 +630,7 @@ def _start_talking(m: Machine) -> Step:
         talking, opening = _open(m)
         actions.append(opening)
     actions += [SendActivityStart(), StartCapture(), PlayEarcon(Earcon.LISTEN_START)]
-    actions.append(StartTimer(Timer.SILENCE))
+    actions += [StartTimer(Timer.SILENCE), StartTimer(Timer.OPEN_MIC)]
     state = State.LISTENING if talking.connected else State.CONNECTING
     return talking.to(state, held=True, reply_done=False), actions
 
@@ -635,6 +638,7 @@ def _start_talking(m: Machine) -> Step:
 def _stop_talking(m: Machine) -> Step:
     actions: list[Action] = [
         CancelTimer(Timer.SILENCE),
+        CancelTimer(Timer.OPEN_MIC),
         FinishCapture(),
         SendActivityEnd(),
         PlayEarcon(Earcon.LISTEN_END),
@@ -649,6 +653,7 @@ def _start_conversation(m: Machine) -> Step:
     conversation, opening = _open(m)
     actions: list[Action] = [CancelTimer(Timer.ERROR), opening, StartCapture()]
     actions += [PlayEarcon(Earcon.LISTEN_START), StartTimer(Timer.SILENCE)]
+    actions.append(StartTimer(Timer.OPEN_MIC))
     return conversation.to(State.CONNECTING, reply_done=False), actions
 
 
@@ -696,4 +701,5 @@ _END_SESSION: tuple[Action, ...] = (
     CancelTimer(Timer.SILENCE),
     CancelTimer(Timer.REPLY),
     CancelTimer(Timer.LONG_REPLY),
+    CancelTimer(Timer.OPEN_MIC),
 )

@@ -358,15 +358,30 @@ def test_the_silence_counts_from_the_last_word_heard() -> None:
     assert "start_timer:silence" not in names(actions[1:]), "not while the model speaks"
 
 
-def test_a_button_held_with_nobody_talking_ends_the_turn_like_a_release() -> None:
+@pytest.mark.parametrize("timer", [s.Timer.SILENCE, s.Timer.OPEN_MIC])
+def test_a_button_held_with_nobody_talking_ends_the_turn_like_a_release(timer: s.Timer) -> None:
+    """SILENCE: nobody talks. OPEN_MIC: held that long, whatever the room's sound (a TV
+    or a fan kept the silence timer from ever running out, the camera sending)."""
     m, _, actions = run(Machine(), s.Pressed(), SETUP)
-    assert "start_timer:silence" in names(actions)
-    m, seen, actions = run(m, s.Timeout(s.Timer.SILENCE))
+    assert {"start_timer:silence", "start_timer:open_mic"} <= set(names(actions))
+    m, _, _ = run(m, *[s.SpeechHeard()] * 5)
+    m, seen, actions = run(m, s.Timeout(timer))
     assert seen == [State.THINKING] and not m.held
-    assert names(actions)[:3] == ["cancel_timer:silence", "finish_capture", "send_activity_end"]
+    assert names(actions)[:4] == [
+        "cancel_timer:silence", "cancel_timer:open_mic", "finish_capture", "send_activity_end"
+    ]
     assert "stop_camera" in names(actions), "no linger: nobody is there for a follow-up"
     _, seen, actions = run(m, s.Released())
     assert seen == [State.THINKING] and actions == [], "the late release changes nothing"
+
+
+def test_a_hands_free_conversation_ends_after_its_longest_whatever_it_hears() -> None:
+    m, _, actions = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP)
+    assert "start_timer:open_mic" in names(actions)
+    m, _, _ = run(m, *[s.SpeechHeard(), REPLY, DONE, s.PlaybackDrained()] * 5)
+    m, seen, actions = run(m, s.Timeout(s.Timer.OPEN_MIC))
+    assert seen == [State.IDLE] and not m.session_open
+    assert {"stop_capture", "close_session"} <= set(names(actions))
 
 
 def test_the_end_conversation_call_with_no_goodbye_still_hangs_up() -> None:
