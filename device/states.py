@@ -513,7 +513,8 @@ def _transition(m: Machine, event: Event) -> Step:
             return _connected(m)
         case Reconnected(history_lost=history_lost):
             ready, actions = _connected(m)
-            return ready, [*actions, PlayEarcon(Earcon.RESTART)] if history_lost else actions
+            told = history_lost and m.state is not State.IDLE  # not to an empty room
+            return ready, [*actions, PlayEarcon(Earcon.RESTART)] if told else actions
 
         case Reconnecting(reply_lost=reply_lost):
             waiting = m.to(m.state, connected=False)

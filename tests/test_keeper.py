@@ -80,6 +80,23 @@ async def test_a_call_stuck_for_good_fails_the_keeper_so_a_new_process_can_start
         device.gate.set()
 
 
+async def test_a_call_stuck_for_good_is_given_up_on_when_its_time_is_up_not_a_backoff_later(
+) -> None:
+    """The backoff between tries grows to a minute: the exit came up to two minutes after
+    the call stuck, where the README says one."""
+    device, events = HangingDevice(), []
+    keeper = AudioKeeper(
+        {"speaker": device}, events.append, 30.0, call_timeout_s=0.1, stuck_for_good_s=0.5
+    )
+    try:
+        await keeper.open()
+        with pytest.raises(DriverStuck):
+            async with asyncio.timeout(2):  # not the 30 s wait before the next try
+                await keeper.keep()
+    finally:
+        device.gate.set()
+
+
 async def test_a_stuck_call_that_returns_in_time_is_forgiven() -> None:
     device, events = HangingDevice(), []
     keeper = AudioKeeper(

@@ -264,12 +264,17 @@ def test_reconnecting_mid_reply_plays_what_arrived_then_the_turn_is_over() -> No
     assert seen == [State.IDLE]
 
 
-def test_a_session_started_afresh_says_so_with_an_earcon() -> None:
-    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), DONE)
+def test_a_session_started_afresh_says_so_with_an_earcon_to_whoever_is_there() -> None:
+    m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP)  # a conversation
     m, _, actions = run(m, reconnecting("stall"), s.Reconnected(session=1, history_lost=True))
     assert "play_earcon:restart" in names(actions) and m.connected
     _, _, actions = run(m, reconnecting("stall"), s.Reconnected(session=1, history_lost=False))
     assert "play_earcon:restart" not in names(actions)
+    # Idle, the session only kept for a follow-up: no beep in what may be an empty room
+    # (a session closed after idle_timeout_s starts afresh without one too).
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), DONE)
+    m, _, actions = run(m, reconnecting("stall"), s.Reconnected(session=1, history_lost=True))
+    assert m.state is State.IDLE and "play_earcon:restart" not in names(actions)
 
 
 def test_a_text_turn_opens_a_session_and_waits_for_its_reply() -> None:

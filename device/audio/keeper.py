@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -137,7 +138,7 @@ class AudioKeeper:
         """Watch the open devices and reopen them whenever one fails; runs until cancelled."""
         while True:
             if self.failures:
-                await asyncio.sleep(self._retry_s)
+                await asyncio.sleep(min(self._retry_s, self._until_stuck_for_good()))
                 self._give_up_if_stuck_for_good()
                 await self.open()
                 continue
@@ -212,6 +213,14 @@ class AudioKeeper:
             del self._stuck[name]
             return False
         return stuck is not None
+
+    def _until_stuck_for_good(self) -> float:
+        """Seconds until a call stuck now has been stuck for good (the backoff's wait, up
+        to a minute, must not put the exit that far past it)."""
+        since = [since for name, (_, since) in self._stuck.items() if self._is_stuck(name)]
+        if not since:
+            return math.inf
+        return max(0.0, min(since) + self._stuck_for_good_s - time.monotonic())
 
     def _give_up_if_stuck_for_good(self) -> None:
         """Raise DriverStuck for a call stuck past the keeper's patience."""
