@@ -58,6 +58,7 @@ from device.states import (
     SendActivityStart,
     SendText,
     SpeechHeard,
+    StartCamera,
     StartCapture,
     StartTimer,
     State,
@@ -291,10 +292,13 @@ class Appliance:
                 # 3.11) with its TLS buffers until the cycle collector runs: run it now,
                 # cheaply, since everything from start-up is frozen out of its way.
                 gc.collect()
-            case StartCapture():
+            case StartCapture(camera):
                 self.turns.start(time.monotonic(), self.link.session_id)
                 gate = self.mic_feed.pause_gate() if self.machine.mode is Mode.TOGGLE else None
                 self.mic_feed.start(self.mic.forward(gate))
+                if camera:
+                    self.camera.start_frames()
+            case StartCamera():
                 self.camera.start_frames()
             case StopCapture():
                 self._stop_frames()

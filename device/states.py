@@ -240,7 +240,10 @@ class CloseSession:
 
 @dataclass(frozen=True)
 class StartCapture:
-    """The microphone (after its pre-roll) and the camera go to the service from now on."""
+    """The microphone (after its pre-roll) and, with `camera`, the camera go to the service
+    from now on."""
+
+    camera: bool = True
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,12 @@ class FinishCapture:
 @dataclass(frozen=True)
 class StopCamera:
     """The camera off now, not after its linger: nobody is talking to the box."""
+
+
+@dataclass(frozen=True)
+class StartCamera:
+    """Frames from now on (a person spoke into a conversation a text turn opened); nothing
+    changes if they already go."""
 
 
 @dataclass(frozen=True)
@@ -343,6 +352,7 @@ Action = (
     | StopCapture
     | FinishCapture
     | StopCamera
+    | StartCamera
     | GateMicrophone
     | SendActivityStart
     | SendActivityEnd
@@ -473,7 +483,7 @@ def _transition(m: Machine, event: Event) -> Step:
             return m, []
 
         case SpeechHeard() if Timer.SILENCE in m.timers:  # silence counts from the last word
-            return m, [StartTimer(Timer.SILENCE)]
+            return m, [StartTimer(Timer.SILENCE), *([] if ptt else [StartCamera()])]
         case SpeechHeard():
             return m, []
         case TalkedOver() if not ptt and m.state is State.SPEAKING:
@@ -482,7 +492,8 @@ def _transition(m: Machine, event: Event) -> Step:
             return m, []
 
         case TextTurn(text) if not ptt and not m.session_open:
-            conversation, actions = _start_conversation(m)
+            # A hook's words may come to an empty room: the camera waits for a person.
+            conversation, actions = _start_conversation(m, camera=False)
             return conversation, [*actions, SendText(text)]
         case TextTurn(text) if ptt and not m.held:
             asking: list[Action] = [CancelTimer(Timer.IDLE), CancelTimer(Timer.ERROR)]
@@ -649,10 +660,10 @@ def _stop_talking(m: Machine) -> Step:
     return m.to(state, held=False), actions
 
 
-def _start_conversation(m: Machine) -> Step:
+def _start_conversation(m: Machine, camera: bool = True) -> Step:
     """Wake button: a hands-free conversation with the server's activity detection."""
     conversation, opening = _open(m)
-    actions: list[Action] = [CancelTimer(Timer.ERROR), opening, StartCapture()]
+    actions: list[Action] = [CancelTimer(Timer.ERROR), opening, StartCapture(camera)]
     actions += [PlayEarcon(Earcon.LISTEN_START), StartTimer(Timer.SILENCE)]
     actions.append(StartTimer(Timer.OPEN_MIC))
     return conversation.to(State.CONNECTING, reply_done=False), actions

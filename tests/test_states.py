@@ -68,7 +68,7 @@ def test_push_to_talk_turn_before_the_connection_is_ready() -> None:
     ]
     got = names(actions)
     # capture and activityStart at the press, before the session is ready
-    order = [got.index(n) for n in ("open_session:1", "send_activity_start", "start_capture")]
+    order = [got.index(n) for n in ("open_session:1", "send_activity_start", "start_capture:True")]
     assert order == sorted(order)
     assert got.index("finish_capture") < got.index("send_activity_end")
     assert got[-1] == "start_timer:idle"
@@ -284,9 +284,12 @@ def test_a_text_turn_opens_a_session_and_waits_for_its_reply() -> None:
     assert [n for n in names(actions) if n in wanted] == wanted
     m, seen, _ = run(m, REPLY, DONE, s.PlaybackDrained())
     assert seen[-1] is State.IDLE
-    _, seen, actions = run(Machine(mode=Mode.TOGGLE), s.TextTurn("Hello"))
-    assert seen == [State.CONNECTING] and "start_capture" in names(actions)
+    # Hands-free the conversation listens for an answer; the camera waits for a person.
+    m, seen, actions = run(Machine(mode=Mode.TOGGLE), s.TextTurn("Hello"))
+    assert seen == [State.CONNECTING] and "start_capture:False" in names(actions)
     assert names(actions)[-1] == "send_text:Hello"
+    m, _, actions = run(m, SETUP, s.SpeechHeard())
+    assert names(actions)[-2:] == ["start_timer:silence", "start_camera"]
 
 
 @pytest.mark.parametrize(("mode", "then"), [(Mode.PUSH_TO_TALK, State.THINKING),
@@ -358,7 +361,7 @@ def test_hands_free_an_unanswered_interruption_listens_with_the_silence_timer_ar
 def test_the_silence_counts_from_the_last_word_heard() -> None:
     m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP)
     m, _, actions = run(m, s.SpeechHeard())
-    assert names(actions) == ["start_timer:silence"], "speech restarts the silence timer"
+    assert names(actions) == ["start_timer:silence", "start_camera"], "speech restarts it"
     m, _, actions = run(m, REPLY, s.SpeechHeard())
     assert "start_timer:silence" not in names(actions[1:]), "not while the model speaks"
 
