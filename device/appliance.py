@@ -500,6 +500,8 @@ class Appliance:
     async def _prepare_link(self) -> None:
         """The Live client, built beside the rest of the start (READY does not wait for
         the SDK's import); a failure is one journal line, and each session tries again."""
+        if self.cfg.api_key is None and self.cfg.live.backend == "gemini":
+            return  # waiting for the key file (said at start): the first session builds it
         try:
             await asyncio.shield(self.link.prepare())
         except Exception as exc:

@@ -295,11 +295,15 @@ def resolve_path(cli_path: str | os.PathLike[str] | None) -> tuple[Path, bool]:
     return DEFAULT_PATH, False
 
 
-def load(cli_path: str | os.PathLike[str] | None = None, *, whole: bool = True) -> Config:
+def load(
+    cli_path: str | os.PathLike[str] | None = None, *, whole: bool = True, key: bool = True
+) -> Config:
     """Read, override from the environment, validate; raise ConfigError on any fault.
 
     `whole=False` leaves out what costs time (the persona file, the tools' declarations
-    and their pydantic): `ctl` needs the socket's path only, and answers at once."""
+    and their pydantic): `ctl` needs the socket's path only, and answers at once.
+    `key=False` leaves the key out (the doctor judges a bad one as the key, not as the
+    configuration, whose every other check can then still run)."""
     path, named = resolve_path(cli_path)
     raw = _read_toml(path, must_exist=named)
     where = str(path)
@@ -321,10 +325,10 @@ def load(cli_path: str | os.PathLike[str] | None = None, *, whole: bool = True) 
     }
     config = Config(**sections, path=path if path.exists() else None)
     _check_consistency(where, config, whole)
-    if not whole:
+    if not (whole and key):
         return config
-    key, source = find_api_key(config.live)
-    return dataclasses.replace(config, api_key=key, api_key_source=source)
+    found, source = find_api_key(config.live)
+    return dataclasses.replace(config, api_key=found, api_key_source=source)
 
 
 def _read_toml(path: Path, must_exist: bool) -> dict[str, Any]:
@@ -666,9 +670,7 @@ def find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:
         try:
             key = _read_key(path, source)
         except FileNotFoundError:
-            if source.startswith("api_key_file"):
-                raise ConfigError(f"[live] api_key_file: {path} does not exist") from None
-            continue
+            continue  # a named file not written yet: each new session looks again
         except PermissionError as exc:
             raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
         if key:
@@ -716,10 +718,13 @@ def _read_key(path: Path, source: str) -> str:
 def require_credentials(config: Config) -> None:
     """Fail at start, not at the first press, when the daemon cannot authenticate."""
     if config.api_key is None and config.live.backend == "gemini":
-        raise ConfigError(f"no API key: {_where_to_put_the_key()}")
+        raise ConfigError(f"no API key: {where_to_put_the_key(config.live)}")
 
 
-def _where_to_put_the_key() -> str:
+def where_to_put_the_key(live: LiveConfig) -> str:
+    """What to do about a missing key, in words: where it is looked for."""
+    if live.api_key_file:  # what writes it (a token minter) has not yet
+        return f"[live] api_key_file {live.api_key_file} is missing or empty"
     if os.environ.get("CREDENTIALS_DIRECTORY"):  # the service: its credential is empty
         return f"put it in {INSTALLED_KEY_FILE} and restart the service"
     try:

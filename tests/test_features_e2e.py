@@ -51,7 +51,7 @@ from device.config import find_api_key
 from device.control import request
 from device.live.session import LiveLink
 from device.outbox import Outbox
-from device.states import Event, TurnComplete
+from device.states import ConnectionLost, Event, SetupComplete, TurnComplete
 from rig.daemon import Daemon, rig_settings, start_daemon, to_toml
 from rig.loopback import PulseLoopback, Recorder
 from rig.server.server import LiveServer, ServerThread
@@ -431,6 +431,34 @@ async def test_each_new_session_takes_up_the_token_written_since_the_last(
     assert [type(e).__name__ for e in events] == ["SetupComplete", "SetupComplete"]
     sent = [c.headers["authorization"] for c in live_server.log.connections()]
     assert sent == ["Token auth_tokens/first", "Token auth_tokens/second"]
+
+
+async def test_a_token_file_written_after_the_start_is_taken_up_at_the_next_press(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """The box started before the job that mints tokens wrote the first: a press says so
+    (the error state), and the one after the file is written connects."""
+    live_server.config.ephemeral_tokens = {"auth_tokens/late"}
+    key_file = tmp_path / "token"
+    cfg = config_for(live_server, live={"api_key_file": str(key_file)})
+    cfg = dataclasses.replace(cfg, api_key=None, api_key_source=None)
+    events: list[Event] = []
+    link = LiveLink(cfg, Outbox(hold_s=8), events.append, lambda _item, _t: None)
+    try:
+        link.open(1)
+        await until(lambda: len(events) == 1, within=10)
+        await link.close()
+        key_file.write_text("auth_tokens/late\n")
+        link.open(2)
+        await until(lambda: len(events) == 2, within=10)
+    finally:
+        await link.close()
+    refused, ready = events
+    assert isinstance(refused, ConnectionLost) and "is missing or empty" in refused.reason
+    assert isinstance(ready, SetupComplete)
+    assert [c.headers["authorization"] for c in live_server.log.connections()] == [
+        "Token auth_tokens/late"
+    ]
 
 
 async def test_transcripts_reach_the_journal_once_per_turn_with_their_fields(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 
 from device import config as config_mod
@@ -14,7 +15,7 @@ from device.errors import ConfigError, ConfigUnreadable
 def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Config | None]:
     """Load the configuration as the daemon would; the Config too when it loads."""
     try:
-        cfg = config_mod.load(cli_path)
+        cfg = config_mod.load(cli_path, key=False)
     except ConfigError as exc:
         fix = (
             ConfigUnreadable.FIX
@@ -24,6 +25,11 @@ def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Confi
         return Result("config", Status.FAIL, str(exc), fix), None
     where = str(cfg.path) if cfg.path else f"no file at {config_mod.resolve_path(cli_path)[0]}"
     measured = f"{where}: loaded, profile {cfg.hardware.profile}"
+    try:  # a key file that cannot be used is the key check's to say
+        found, source = config_mod.find_api_key(cfg.live)
+    except ConfigError:
+        found, source = None, None
+    cfg = dataclasses.replace(cfg, api_key=found, api_key_source=source)
     return Result("config", Status.PASS, measured, data={"path": str(cfg.path or "")}), cfg
 
 
@@ -32,6 +38,10 @@ async def check_key(ctx: Context) -> Result:
     cfg = ctx.cfg
     if cfg.live.backend == "vertex":
         return await asyncio.to_thread(_vertex_credentials, cfg)
+    try:
+        config_mod.find_api_key(cfg.live)
+    except ConfigError as exc:  # there, and not a key: a stray character, not text
+        return Result("key", Status.FAIL, str(exc), "Write the key into that file again.")
     try:
         config_mod.require_credentials(cfg)
     except ConfigError as exc:

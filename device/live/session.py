@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from device.config import Config, find_api_key
+from device.config import Config, find_api_key, where_to_put_the_key
+from device.errors import ConfigError
 from device.live.endpoint import timed_out
 from device.live.hooks import Hooks, SpeakerRoom
 from device.live.pacing import Pacing
@@ -204,6 +205,10 @@ class LiveLink:
             await self._renew_key()
             if self._client is None:
                 self._client = await asyncio.shield(self.prepare())
+        except ConfigError as exc:  # no key (yet): the owner's to give
+            log.error("no session: %s", exc)
+            self._on_event(ConnectionLost(session=self._hooks.session, reason=str(exc)))
+            return
         except Exception as exc:
             log.error("no session: the Live API client cannot be built: %s: %s",
                       type(exc).__name__, exc)
@@ -224,11 +229,14 @@ class LiveLink:
         whatever mints them writes the next where the key is kept, and the box takes it
         up at its next session, with a new client (resuming needs no new token). A key
         file an owner corrected is taken up the same way."""
-        if self._client is None or self._cfg.live.backend != "gemini":
-            return
-        key, source = await asyncio.to_thread(find_api_key, self._cfg.live)
-        if key is None or key == self._cfg.api_key:
-            return
+        cfg = self._cfg
+        if cfg.live.backend != "gemini" or (self._client is None and cfg.api_key is not None):
+            return  # the first client is built with the key read at start
+        key, source = await asyncio.to_thread(find_api_key, cfg.live)
+        if key is None and self._client is None:
+            raise ConfigError(f"no API key: {where_to_put_the_key(cfg.live)}")
+        if key is None or key == cfg.api_key:
+            return  # a key that went away leaves the client as it was
         self._cfg = dataclasses.replace(self._cfg, api_key=key, api_key_source=source)
         self._client = self._building = None
         log.info("a new API key from %s: this session and the next use it", source)
