@@ -44,11 +44,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(cfg)
 
 
-def _cmd_ctl(args: argparse.Namespace) -> int:
+def _control_socket(cli_path: str | None) -> str:
+    """The configured socket; with a configuration that does not load (an edit the running
+    daemon has not seen yet), the default one, so `ctl` still reaches it, and says so."""
     from device import config as config_mod
+
+    try:
+        return config_mod.load(cli_path, whole=False).control.socket
+    except config_mod.ConfigUnreadable:
+        raise  # nor may this user use the socket: the fix is the same
+    except config_mod.ConfigError as exc:
+        socket = config_mod.DEFAULT_SOCKET
+        print(f"live-appliance ctl: {exc}; trying {socket}", file=sys.stderr)
+        return socket
+
+
+def _cmd_ctl(args: argparse.Namespace) -> int:
     from device.control import ControlError, request
 
-    socket_path = args.socket or config_mod.load(args.config, whole=False).control.socket
+    socket_path = args.socket or _control_socket(args.config)
     fields: dict[str, Any] = {"text": " ".join(args.words)} if args.action == "text" else {}
     try:
         reply = request(socket_path, args.action, **fields)

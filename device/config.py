@@ -33,6 +33,7 @@ KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 #: Where the Pi installer keeps the key (root only): the service gets it as its
 #: credential, and `doctor`, `ask` and `run` outside systemd read it when run as root.
 INSTALLED_KEY_FILE = Path("/etc/live-appliance/api-key")
+DEFAULT_SOCKET = "/run/live-appliance/control.sock"
 #: The highest BCM GPIO number (the Pi's 54 lines).
 GPIO_LIMIT = 53
 
@@ -250,7 +251,7 @@ class ServiceConfig:
 class ControlConfig:
     """The UNIX socket that `live-appliance ctl` and tests talk to."""
 
-    socket: str = "/run/live-appliance/control.sock"
+    socket: str = DEFAULT_SOCKET
     mode: int = field(default=0o660, metadata=_bounded(0o600, 0o666, octal=True))
 
 

@@ -119,6 +119,24 @@ async def test_ctl_shows_the_daemons_error_and_exits_1(scratch: Path) -> None:
     assert err.decode().strip() == "live-appliance ctl text: no session is open"
 
 
+async def test_ctl_reaches_the_daemon_past_an_edit_of_the_configuration_it_has_not_seen(
+    scratch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An owner's edit with a mistake in it (the running daemon still has the old one):
+    `ctl` refused to talk to the daemon at all."""
+    sock = scratch / "control.sock"
+    monkeypatch.setattr("device.config.DEFAULT_SOCKET", str(sock))
+    cfg = scratch / "config.toml"
+    cfg.write_text("[audio]\nchunk_ms = 5\n")
+
+    async def daemon(request: dict[str, Any]) -> dict[str, Any]:
+        return {"state": "idle"}
+
+    async with ControlServer(sock, daemon):
+        code = await asyncio.to_thread(main, ["ctl", "status", "--json", "--config", str(cfg)])
+    assert code == 0
+
+
 def test_ctl_without_a_daemon_says_so(scratch: Path) -> None:
     result = cli("ctl", "status", "--socket", str(scratch / "control.sock"))
     assert result.returncode == 1
