@@ -565,3 +565,20 @@ async def test_progress_spins_on_a_terminal_and_wipes_its_line() -> None:
         update("button: still waiting")
         await screen.shows("button: still waiting")
     assert screen.getvalue().endswith("\r\x1b[K")  # the line is clear for the result
+
+
+async def test_a_machine_without_gpio_is_told_so_not_to_check_its_pins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No pin factory at all (not a Pi, or no lgpio): no pin number is wrong."""
+    from gpiozero.exc import BadPinFactory
+
+    def no_gpio(*_args: Any, **_kwargs: Any) -> Any:
+        raise BadPinFactory("Unable to load any default pin factory!")
+
+    monkeypatch.setattr("device.hw.leds.open_leds", no_gpio)
+    monkeypatch.setattr("device.hw.button.ButtonInput.start", no_gpio)
+    ctx = context(tmp_path, Options(button_wait_s=0.2))
+    for result in (await check_leds(ctx), await check_button(ctx)):
+        assert result.status is Status.FAIL and result.fix is not None
+        assert "no GPIO that gpiozero can drive" in result.fix and "Check [" not in result.fix

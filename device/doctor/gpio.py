@@ -11,6 +11,15 @@ from device.states import State
 LED_STEP_S = 0.5
 
 FIX_PINS = "Check [leds] kind and pins (BCM numbers) and that no other program uses those pins."
+FIX_NO_GPIO = (
+    "This machine has no GPIO that gpiozero can drive: on a Pi, `sudo apt install "
+    "python3-lgpio`; on any other machine {what}."
+)
+
+
+def _no_gpio(exc: Exception) -> bool:
+    """gpiozero found no pin factory at all: no pin number or wiring is the trouble."""
+    return type(exc).__name__ == "BadPinFactory"
 
 
 def _describe_leds(ctx: Context) -> str:
@@ -29,7 +38,8 @@ async def check_leds(ctx: Context) -> Result:
     try:
         animator = LedAnimator(open_leds(ctx.cfg.leds))
     except Exception as exc:
-        return Result("leds", Status.FAIL, f"cannot open {_describe_leds(ctx)}: {exc}", FIX_PINS)
+        fix = FIX_NO_GPIO.format(what='set [leds] kind = "none"') if _no_gpio(exc) else FIX_PINS
+        return Result("leds", Status.FAIL, f"cannot open {_describe_leds(ctx)}: {exc}", fix)
     states = [str(state) for state in State]
     try:
         async with ctx.progress.step("leds: showing every state (watch them)") as update:
@@ -72,12 +82,10 @@ async def check_button(ctx: Context) -> Result:
     try:
         button.start()
     except Exception as exc:
-        return Result(
-            "button",
-            Status.FAIL,
-            f"cannot open GPIO {pin}: {exc}",
-            "Check [button] pin (a BCM number) and that no other program uses it.",
-        )
+        fix = "Check [button] pin (a BCM number) and that no other program uses it."
+        if _no_gpio(exc):
+            fix = FIX_NO_GPIO.format(what="the box answers `live-appliance ctl press` only")
+        return Result("button", Status.FAIL, f"cannot open GPIO {pin}: {exc}", fix)
     started = time.monotonic()
     try:
         if button.is_pressed:
