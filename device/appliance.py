@@ -292,10 +292,11 @@ class Appliance:
                 # 3.11) with its TLS buffers until the cycle collector runs: run it now,
                 # cheaply, since everything from start-up is frozen out of its way.
                 gc.collect()
-            case StartCapture(camera):
+            case StartCapture(camera, preroll):
                 self.turns.start(time.monotonic(), self.link.session_id)
                 gate = self.mic_feed.pause_gate() if self.machine.mode is Mode.TOGGLE else None
-                self.mic_feed.start(self.mic.forward(gate))
+                before = self.mic.forward(gate)
+                self.mic_feed.start(before if preroll else [])
                 if camera:
                     self.camera.start_frames()
             case StartCamera():

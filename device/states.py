@@ -240,10 +240,13 @@ class CloseSession:
 
 @dataclass(frozen=True)
 class StartCapture:
-    """The microphone (after its pre-roll) and, with `camera`, the camera go to the service
-    from now on."""
+    """The microphone (after its pre-roll, with `preroll`) and, with `camera`, the camera go
+    to the service from now on."""
 
     camera: bool = True
+    #: A press over the box's own voice: the moments before it are that voice (push-to-talk
+    #: has no echo canceller), not the person's first syllable.
+    preroll: bool = True
 
 
 @dataclass(frozen=True)
@@ -641,7 +644,9 @@ def _start_talking(m: Machine) -> Step:
     if not m.session_open:
         talking, opening = _open(m)
         actions.append(opening)
-    actions += [SendActivityStart(), StartCapture(), PlayEarcon(Earcon.LISTEN_START)]
+    over_the_box = m.state is State.SPEAKING
+    actions += [SendActivityStart(), StartCapture(preroll=not over_the_box)]
+    actions.append(PlayEarcon(Earcon.LISTEN_START))
     actions += [StartTimer(Timer.SILENCE), StartTimer(Timer.OPEN_MIC)]
     state = State.LISTENING if talking.connected else State.CONNECTING
     return talking.to(state, held=True, reply_done=False), actions

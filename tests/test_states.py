@@ -68,7 +68,7 @@ def test_push_to_talk_turn_before_the_connection_is_ready() -> None:
     ]
     got = names(actions)
     # capture and activityStart at the press, before the session is ready
-    order = [got.index(n) for n in ("open_session:1", "send_activity_start", "start_capture:True")]
+    order = [got.index(n) for n in ("open_session:1", "send_activity_start", "start_capture:True:True")]
     assert order == sorted(order)
     assert got.index("finish_capture") < got.index("send_activity_end")
     assert got[-1] == "start_timer:idle"
@@ -99,6 +99,8 @@ def test_press_during_a_reply_is_a_barge_in() -> None:
     m, seen, actions = run(m, s.Pressed())
     assert seen == [State.LISTENING]
     assert names(actions)[0] == "clear_playback", "silence first: it is what the person hears"
+    # The moments before the press are the box's own voice, not the person's first word.
+    assert "start_capture:True:False" in names(actions)
     # the rest of the old reply and its end do not change what the person sees
     m, seen, _ = run(m, REPLY, INTERRUPTED, DONE)
     assert seen == [State.LISTENING] * 3
@@ -286,7 +288,7 @@ def test_a_text_turn_opens_a_session_and_waits_for_its_reply() -> None:
     assert seen[-1] is State.IDLE
     # Hands-free the conversation listens for an answer; the camera waits for a person.
     m, seen, actions = run(Machine(mode=Mode.TOGGLE), s.TextTurn("Hello"))
-    assert seen == [State.CONNECTING] and "start_capture:False" in names(actions)
+    assert seen == [State.CONNECTING] and "start_capture:False:True" in names(actions)
     assert names(actions)[-1] == "send_text:Hello"
     m, _, actions = run(m, SETUP, s.SpeechHeard())
     assert names(actions)[-2:] == ["start_timer:silence", "start_camera"]
