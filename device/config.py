@@ -366,6 +366,16 @@ def _env_overrides() -> dict[tuple[str, str], tuple[str, Any]]:
                     f"environment variable {name}: no section [{rest.split('_')[0]}]; "
                     f"did you mean {ENV_PREFIX}{near[0].upper()}_...?"
                 )
+            if rest in ("api_key", "key"):
+                raise ConfigError(
+                    f"environment variable {name}: not a setting; the key goes in "
+                    f"{KEY_ENV_VARS[0]}, or in a file named by [live] api_key_file"
+                )
+            if owner := [s for s, cls in SECTIONS.items() if rest in _field_names(cls)]:
+                raise ConfigError(
+                    f"environment variable {name}: a setting's variable names its section: "
+                    f"{ENV_PREFIX}{owner[0].upper()}_{rest.upper()}"
+                )
             continue
         try:
             parsed = tomllib.loads(f"v = {value}")["v"]
@@ -373,6 +383,10 @@ def _env_overrides() -> dict[tuple[str, str], tuple[str, Any]]:
             parsed = value
         found[section, rest[len(section) + 1 :]] = (name, parsed)
     return found
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
 
 
 def _profile_presets(where: str, hardware: Any) -> dict[str, dict[str, Any]]:

@@ -153,6 +153,12 @@ def test_a_variable_for_a_misspelt_section_is_an_error_not_ignored(
     path = write(tmp_path, "")
     monkeypatch.setenv("LIVE_APPLIANCE_SOMETHING_ELSE", "1")  # not a setting: left alone
     assert config.load(path).leds.kind == "rgb"
+    for variable, wanted in [("LIVE_APPLIANCE_VOLUME", "LIVE_APPLIANCE_AUDIO_VOLUME"),
+                             ("LIVE_APPLIANCE_API_KEY", "the key goes in GEMINI_API_KEY")]:
+        monkeypatch.setenv(variable, "0.3")  # a section left out: not silently nothing
+        with pytest.raises(config.ConfigError, match=wanted):
+            config.load(path)
+        monkeypatch.delenv(variable)
     monkeypatch.setenv("LIVE_APPLIANCE_LED_KIND", "none")
     with pytest.raises(config.ConfigError, match=r"LIVE_APPLIANCE_LED_KIND: no section \[led\]; "
                        "did you mean LIVE_APPLIANCE_LEDS_"):

@@ -68,7 +68,8 @@ def test_push_to_talk_turn_before_the_connection_is_ready() -> None:
     ]
     got = names(actions)
     # capture and activityStart at the press, before the session is ready
-    order = [got.index(n) for n in ("open_session:1", "send_activity_start", "start_capture:True:True")]
+    wanted = ("open_session:1", "send_activity_start", "start_capture:True:True")
+    order = [got.index(n) for n in wanted]
     assert order == sorted(order)
     assert got.index("finish_capture") < got.index("send_activity_end")
     assert got[-1] == "start_timer:idle"
