@@ -74,7 +74,10 @@ class TextTurn:
 
 @dataclass(frozen=True)
 class SpeechHeard:
-    """The person is talking: the microphone's level, or the service's transcription of it."""
+    """The person is talking: the microphone's level (`by_microphone`), or the service's
+    transcription of it (which a text turn may bring too: nobody need be there)."""
+
+    by_microphone: bool = False
 
 
 @dataclass(frozen=True)
@@ -485,8 +488,9 @@ def _transition(m: Machine, event: Event) -> Step:
         case LongPress():
             return m, []
 
-        case SpeechHeard() if Timer.SILENCE in m.timers:  # silence counts from the last word
-            return m, [StartTimer(Timer.SILENCE), *([] if ptt else [StartCamera()])]
+        case SpeechHeard(by_microphone) if Timer.SILENCE in m.timers:  # from the last word
+            camera = [StartCamera()] if by_microphone and not ptt else []
+            return m, [StartTimer(Timer.SILENCE), *camera]
         case SpeechHeard():
             return m, []
         case TalkedOver() if not ptt and m.state is State.SPEAKING:

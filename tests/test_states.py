@@ -291,8 +291,10 @@ def test_a_text_turn_opens_a_session_and_waits_for_its_reply() -> None:
     m, seen, actions = run(Machine(mode=Mode.TOGGLE), s.TextTurn("Hello"))
     assert seen == [State.CONNECTING] and "start_capture:False:True" in names(actions)
     assert names(actions)[-1] == "send_text:Hello"
-    m, _, actions = run(m, SETUP, s.SpeechHeard())
-    assert names(actions)[-2:] == ["start_timer:silence", "start_camera"]
+    m, _, actions = run(m, SETUP, s.SpeechHeard())  # the service's transcript of the text
+    assert names(actions)[-1] == "start_timer:silence"
+    m, _, actions = run(m, s.SpeechHeard(by_microphone=True))  # someone is there
+    assert names(actions) == ["start_timer:silence", "start_camera"]
 
 
 @pytest.mark.parametrize(("mode", "then"), [(Mode.PUSH_TO_TALK, State.THINKING),
@@ -364,7 +366,7 @@ def test_hands_free_an_unanswered_interruption_listens_with_the_silence_timer_ar
 def test_the_silence_counts_from_the_last_word_heard() -> None:
     m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP)
     m, _, actions = run(m, s.SpeechHeard())
-    assert names(actions) == ["start_timer:silence", "start_camera"], "speech restarts it"
+    assert names(actions) == ["start_timer:silence"], "speech restarts the silence timer"
     m, _, actions = run(m, REPLY, s.SpeechHeard())
     assert "start_timer:silence" not in names(actions[1:]), "not while the model speaks"
 
@@ -485,6 +487,7 @@ def _events() -> st.SearchStrategy[EventOf]:
     reason = st.just("1011")
     return st.one_of(
         *map(plain, [s.Pressed(), s.Released(), s.LongPress(), s.SpeechHeard(), s.TalkedOver()]),
+        plain(s.SpeechHeard(by_microphone=True)),
         *map(plain, [s.PlaybackDrained(), s.Heartbeat(), s.TextTurn("hello")]),
         *map(plain, [s.DeviceFailed("microphone", "gone"), s.DeviceRecovered("microphone")]),
         *map(plain, [s.Timeout(timer) for timer in s.Timer]),
