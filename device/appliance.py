@@ -153,12 +153,12 @@ class Appliance:
         """A button edge. Past PRESSES_WAITING (a pin that chatters faster than the machine
         takes its edges) a press is dropped with its release, so the queue stays short and
         the edges the machine sees still alternate; the release of a press taken passes."""
-        if name == "released" and self._button_dropped:
-            self._button_dropped = False
+        if name != "pressed" and self._button_dropped:  # the press dropped: all of it
+            self._button_dropped = name != "released"
             return
-        if name != "released" and self._presses_waiting >= PRESSES_WAITING:
-            self._button_dropped = name == "pressed"
-            self._presses_over.hit("button %s ignored: %d presses are waiting", name,
+        if name == "pressed" and self._presses_waiting >= PRESSES_WAITING:
+            self._button_dropped = True
+            self._presses_over.hit("button press ignored: %d presses are waiting",
                                    PRESSES_WAITING)  # fmt: skip
             return
         edges: dict[str, Pressed | Released | LongPress] = {
@@ -215,6 +215,8 @@ class Appliance:
             return f"the box cannot talk now: {machine.error or ', '.join(machine.faults)}"
         if machine.held:
             return "busy: someone is holding the button; send it after the release"
+        if machine.ending:  # it would go into a session about to close, or the next one
+            return "busy: the box is ending the conversation; send it again in a moment"
         return None
 
     def _on_frame(self, jpeg: bytes, _t: float) -> None:
@@ -325,6 +327,11 @@ class Appliance:
             case SendActivityEnd():
                 self.outbox.put("activity_end")
             case SendText(text):
+                # A turn of its own in the journal and `ctl status`, timed from the words
+                # handed over as from a release (a failed one says so, LIVE_TURN_RESULT).
+                handed = time.monotonic()
+                self.turns.start(handed, self.link.session_id)
+                self.turns.released(handed)
                 self.outbox.put("text", text)
             case PlayReply(pcm):
                 self.turns.reply_received(time.monotonic())

@@ -147,7 +147,9 @@ class ControlServer:
         if len(self._clients) >= self._clients_limit and self._waiting:
             # Full of clients that ask nothing (held open): the longest idle makes room, so
             # a few of them cannot lock the owner's `ctl` out.
-            min(self._waiting, key=self._waiting.__getitem__).cancel()
+            idle = min(self._waiting, key=self._waiting.__getitem__)
+            del self._waiting[idle]  # gone: the next newcomer must not pick it again
+            idle.cancel()
         elif len(self._clients) >= self._clients_limit:
             self._crowded.hit("control client refused: %d are connected", self._clients_limit)
             busy = _error(f"busy: {self._clients_limit} clients are connected; try again")

@@ -17,6 +17,8 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 
+from device.errors import without_credentials
+
 FIELD_PREFIX = "LIVE_"
 FORMAT_ENV = "LIVE_APPLIANCE_LOG_FORMAT"
 SYSLOG_IDENTIFIER = "live-appliance"
@@ -47,23 +49,24 @@ class Redactor(logging.Filter):
         self.secrets = [s for s in secrets if s]
 
     def redact(self, text: str) -> str:
+        """The secrets given, and whatever looks like a key or a token (one read later,
+        a token a job wrote since the start)."""
         for secret in self.secrets:
             text = text.replace(secret, MASK)
-        return text
+        return without_credentials(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            for name, value in list(record.__dict__.items()):  # the journal's LIVE_* fields
-                if name.startswith(FIELD_PREFIX) and isinstance(value, str):
-                    setattr(record, name, self.redact(value))
-            message = record.getMessage()
-            clean = self.redact(message)
-            if clean != message or record.args:
-                record.msg, record.args = clean, None
-            if record.exc_info:
-                # The traceback as masked text; the exception object itself could leak.
-                text = record.exc_text or logging.Formatter().formatException(record.exc_info)
-                record.exc_text, record.exc_info = self.redact(text), None
+        for name, value in list(record.__dict__.items()):  # the journal's LIVE_* fields
+            if name.startswith(FIELD_PREFIX) and isinstance(value, str):
+                setattr(record, name, self.redact(value))
+        message = record.getMessage()
+        clean = self.redact(message)
+        if clean != message or record.args:
+            record.msg, record.args = clean, None
+        if record.exc_info:
+            # The traceback as masked text; the exception object itself could leak.
+            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            record.exc_text, record.exc_info = self.redact(text), None
         return True
 
 
@@ -89,8 +92,9 @@ class LineBudget(logging.Filter):
     """At most BURST lines at once from one logger, then PER_S a second: a flood (a
     service calling tools every 5 ms, a client hammering the control socket, a button
     that chatters) cannot bury what matters, nor run into journald's own rate limit,
-    which drops lines blindly. Errors always pass. The next line that passes says how
-    many were left out (LIVE_LINES_LEFT_OUT)."""
+    which drops lines blindly. Errors have a budget of their own, which a flood of
+    warnings cannot spend. The next line that passes says how many were left out
+    (LIVE_LINES_LEFT_OUT)."""
 
     BURST = 200
     PER_S = 5.0
@@ -98,13 +102,11 @@ class LineBudget(logging.Filter):
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self._clock = clock
-        self._tokens: dict[str, tuple[float, float]] = {}  # logger: (tokens, when)
-        self._left_out: dict[str, int] = {}
+        self._tokens: dict[tuple[str, bool], tuple[float, float]] = {}  # (tokens, when)
+        self._left_out: dict[tuple[str, bool], int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR:
-            return True
-        now, name = self._clock(), record.name
+        now, name = self._clock(), (record.name, record.levelno >= logging.ERROR)
         tokens, then = self._tokens.get(name, (self.BURST, now))
         tokens = min(self.BURST, tokens + (now - then) * self.PER_S)
         if tokens < 1:

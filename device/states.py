@@ -513,7 +513,7 @@ def _transition(m: Machine, event: Event) -> Step:
             state = State.THINKING if m.connected else State.CONNECTING
             asking += [SendText(text), StartTimer(Timer.REPLY)]
             return opened.to(state, reply_done=False), asking
-        case TextTurn(text) if m.state is State.SPEAKING:  # hands-free: it stops the reply
+        case TextTurn(text) if m.state is State.SPEAKING and not m.ending:  # stops the reply
             listening, actions = _turn_over(m, list(_SILENCE_REPLY))
             return listening, [*actions, SendText(text)]
         case TextTurn(text):

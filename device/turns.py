@@ -43,7 +43,11 @@ class TurnLog:
 
     def start(self, t: float, session_id: str | None) -> None:
         """A new turn; one still in progress (a press over its reply) ends here, with its
-        own summary line."""
+        own summary line. One in which nothing happened yet (a conversation a text turn
+        opened: the text is the turn) is no turn to count."""
+        current = self.current
+        if current is not None and not (current.first_audio_sent or current.released):
+            self.current = None
         self.finish(t, session_id)
         self.current = Turn(pressed=t)
 

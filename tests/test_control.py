@@ -272,6 +272,27 @@ async def test_clients_that_hold_the_socket_asking_nothing_cannot_lock_the_owner
                 assert await hog.reader.read() == b""
 
 
+async def test_a_burst_of_connections_cannot_take_more_than_the_idle_clients_places(
+    path: Path,
+) -> None:
+    """Each newcomer made room by letting the longest idle client go, but that client was
+    picked again by every newcomer of the same burst: 939 clients at once (the unit allows
+    256 descriptors)."""
+    async with ControlServer(path, Daemon(), clients_limit=8, idle_s=5.0):
+        for _ in range(8):
+            asked = await Line.open(path)
+            assert (await asked.send(b'{"cmd": "status"}\n'))["ok"] is True  # then idle
+        burst = await asyncio.gather(*(Line.open(path) for _ in range(50)))
+        busy = 0
+        for line in burst:
+            try:
+                async with asyncio.timeout(0.3):
+                    busy += "busy" in (await line.reader.readline()).decode()
+            except TimeoutError:
+                pass  # let in: it made room, or took a place
+        assert busy >= 50 - 8, f"only {busy} of 50 turned away"
+
+
 async def test_a_client_that_never_sends_is_let_go_soon(path: Path) -> None:
     async with ControlServer(path, Daemon(), idle_s=60):
         silent = await Line.open(path)

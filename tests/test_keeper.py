@@ -97,6 +97,24 @@ async def test_a_call_stuck_for_good_is_given_up_on_when_its_time_is_up_not_a_ba
         device.gate.set()
 
 
+async def test_a_slow_call_that_returned_between_two_checks_is_simply_forgotten() -> None:
+    """Forgetting it while the keeper looked at how long the stuck calls had left raised
+    'dictionary changed size during iteration': the keeper died, the daemon restarted."""
+    device, events = HangingDevice(), []
+    keeper = AudioKeeper({"speaker": device}, events.append, 0.2, call_timeout_s=0.1)
+    await keeper.open()  # the open hangs past its timeout: a failure, the call stuck
+    assert keeper.failures
+    device.gate.set()  # the driver answers at last, before the next try
+    await asyncio.sleep(0.05)
+    keeping = asyncio.create_task(keeper.keep())
+    try:
+        await until(lambda: not keeper.failures, within=3)
+        assert not keeping.done(), "the keeper lives on"
+    finally:
+        keeping.cancel()
+        await asyncio.gather(keeping, return_exceptions=True)
+
+
 async def test_a_stuck_call_that_returns_in_time_is_forgiven() -> None:
     device, events = HangingDevice(), []
     keeper = AudioKeeper(

@@ -182,6 +182,21 @@ def test_a_turn_summary_reaches_the_journal_with_its_fields(journal: Captured) -
     assert record["LIVE_RELEASE_TO_ACTIVITY_END_MS"] == 2.0
 
 
+def test_a_text_turn_is_a_turn_and_the_empty_one_it_follows_is_none(
+    journal: Captured,
+) -> None:
+    """A hands-free conversation a hook's words opened: the capture starts a turn, the
+    words start theirs at once; one line, for the words, timed from them."""
+    turns = TurnLog()
+    turns.start(10.0, None)  # the conversation's capture
+    turns.start(10.001, None)  # the text, handed over
+    turns.released(10.001)
+    turns.reply_received(10.6)
+    turns.finish(12.0, "session-1")
+    (record,) = journal.records
+    assert (record["LIVE_TURN"], record["LIVE_RELEASE_TO_FIRST_REPLY_MS"]) == (1, 599.0)
+
+
 def test_a_failed_turn_says_so_in_its_summary(journal: Captured) -> None:
     turns = TurnLog()
     turns.start(10.0, None)
@@ -206,6 +221,13 @@ def test_priorities_follow_levels_and_the_key_is_masked(journal: Captured) -> No
     assert error["PRIORITY"] == "3"
     assert "AIza-secret-key" not in repr(journal.records)
     assert "***" in error["MESSAGE"] and "***" in failure["MESSAGE"]
+
+
+def test_a_key_read_after_the_start_is_masked_too(journal: Captured) -> None:
+    """A token a job wrote since the start is not among the secrets the log was given."""
+    logging.getLogger("device.live").error("refused: auth_tokens/written-later and AIzaLater1")
+    (record,) = journal.records
+    assert "written-later" not in record["MESSAGE"] and "AIzaLater1" not in record["MESSAGE"]
 
 
 def test_the_key_is_masked_in_structured_fields_too(journal: Captured) -> None:
@@ -266,7 +288,7 @@ def test_a_flood_of_lines_from_one_part_is_cut_and_the_rest_of_the_box_still_log
     try:
         for n in range(1000):
             tools.warning("tool %d: error", n)
-        tools.error("a failure is never left out")
+        tools.error("a failure is not left out: errors have a budget of their own")
         states.info("idle -> connecting (Pressed)")
         now[0] += 2.0  # ten lines' worth of budget back
         tools.warning("tool 1000: error")
@@ -277,7 +299,7 @@ def test_a_flood_of_lines_from_one_part_is_cut_and_the_rest_of_the_box_still_log
     messages = [r["MESSAGE"] for r in captured.records]
     assert messages[: logs.LineBudget.BURST] == [f"tool {n}: error" for n in range(200)]
     assert messages[logs.LineBudget.BURST :] == [
-        "a failure is never left out",
+        "a failure is not left out: errors have a budget of their own",
         "idle -> connecting (Pressed)",
         "tool 1000: error (800 lines before it left out: too many)",
     ]

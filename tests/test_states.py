@@ -309,6 +309,18 @@ def test_a_text_turn_over_a_reply_stops_it_as_a_press_does(mode: Mode, then: Sta
     assert "send_text:And tomorrow?" in names(actions)
 
 
+def test_a_text_turn_during_the_goodbye_is_not_left_for_the_next_session() -> None:
+    """Hands-free, words over the model's goodbye went into the outbox after the hang-up
+    had emptied it: the next session, maybe hours later, said them first."""
+    m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP, REPLY, ENDED)
+    assert m.ending and m.state is State.SPEAKING
+    _, _, actions = run(m, s.TextTurn("The washing is done."))
+    done = names(actions)
+    assert "drop_outbox" not in done or done.index("drop_outbox") > done.index(
+        "send_text:The washing is done."
+    )
+
+
 def test_the_model_hangs_up_after_its_goodbye() -> None:
     m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY)
     m, seen, actions = run(m, ENDED)

@@ -217,7 +217,7 @@ class AudioKeeper:
     def _until_stuck_for_good(self) -> float:
         """Seconds until a call stuck now has been stuck for good (the backoff's wait, up
         to a minute, must not put the exit that far past it)."""
-        since = [since for name, (_, since) in self._stuck.items() if self._is_stuck(name)]
+        since = [since for name, (_, since) in list(self._stuck.items()) if self._is_stuck(name)]
         if not since:
             return math.inf
         return max(0.0, min(since) + self._stuck_for_good_s - time.monotonic())
