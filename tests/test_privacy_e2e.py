@@ -14,6 +14,7 @@ from typing import Any
 
 from speech import MIC_RATE, chirp
 
+from device.control import request
 from rig.daemon import Daemon
 from rig.loopback import PulseLoopback
 from rig.server.log import Entry
@@ -125,3 +126,37 @@ def test_push_to_talk_a_button_held_with_nobody_talking_stops_the_microphone(
     daemon.wait_until(lambda s: s["state"] == "thinking" or s["state"] == "speaking", 15, "end")
     assert_stopped_by_itself(server, daemon, last_speech)
     assert "activity_end" in server.log.kinds(direction="in"), "the turn went to the service"
+
+
+def test_hands_free_a_hooks_words_to_an_empty_room_send_no_camera_frame(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """`ctl text` opens a conversation so that someone may answer; nobody does. The camera
+    sent a frame a second until the silence ended it."""
+    server, daemon = make_rig(settings("toggle"), reply_seconds=0.5)
+    asked = time.monotonic()
+    assert request(daemon.socket, "text", text="The washing machine is done.")["ok"]
+    daemon.wait_until(lambda s: s["leds"].count("speaking") == 1, 10, "the announcement")
+    assert_stopped_by_itself(server, daemon, asked)
+    assert sent_after(server.log.entries(), "video", asked) == [], "frames to an empty room"
+
+
+def test_a_stuck_button_in_a_room_that_is_never_quiet_stops_after_its_longest_turn(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """A TV or a fan keeps the microphone above `speech_dbfs`, so the silence timer never
+    ran out: the microphone and the camera streamed for as long as the sound lasted."""
+    longest = 10.0
+    server, daemon = make_rig(
+        settings("push_to_talk", conversation={"longest_turn_s": longest}), reply_seconds=0.3
+    )
+    daemon.ctl("press")  # and never released
+    pressed = time.monotonic()
+    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+    room = loopback.play(chirp(longest + 6.0), MIC_RATE)  # never silent for a second
+    daemon.wait_until(lambda s: s["state"] in ("thinking", "speaking"), longest + 5, "the end")
+    room.wait()
+    entries = server.log.entries()
+    assert max(sent_after(entries, "audio", pressed)) < longest + 1.0
+    assert max(sent_after(entries, "video", pressed)) < longest + 1.0
+    assert "activity_end" in server.log.kinds(direction="in"), "ended as a release does"
