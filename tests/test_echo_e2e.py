@@ -116,6 +116,34 @@ def test_the_box_does_not_interrupt_itself_and_keeps_listening(
     assert "audio_stream_end" not in server.log.kinds(direction="in")
 
 
+@pytest.mark.parametrize("room_ms", [0, 400], ids=["direct", "through-a-room"])
+def test_the_box_does_not_take_its_own_voice_for_a_person_over_a_reply_sent_whole(
+    loopback: PulseLoopback, make_rig: Any, room_ms: int
+) -> None:
+    """The box stops a reply the service sent whole when it hears a person over it: its
+    own voice, what the canceller leaves of it, must never pass for one."""
+    reply_s = 10.0
+    room = Room(delay_ms=10, gain_db=-6, reverb_ms=room_ms or None)  # the benchmark's box
+    with AcousticPath(loopback, room):
+        server, daemon = start_conversation(make_rig, reply_seconds=reply_s, pace=0.02)
+        speaker = loopback.record(SPEAKER_RATE)
+        speaker.wait_started()
+        try:
+            starts = []
+            for turn in (1, 2):
+                starts.append(ask(loopback, server, "What will the weather be like tomorrow?"))
+                replies_done(server, turn)
+                daemon.wait_until(lambda s: s["state"] == "listening", 20, "the reply's end")
+        finally:
+            speaker.stop()
+    assert "ReplyDropped" not in daemon.log(), "the box cut its own reply short"
+    samples, times = speaker.timeline()
+    for start in starts:
+        for t in np.arange(0.5, reply_s - 1.0, 1.0):
+            during = samples[(times > start + t) & (times < start + t + 1.0)]
+            assert np.abs(during).max() > pcm.db_to_amplitude(-40), (start, t)
+
+
 @pytest.mark.parametrize(
     ("pace", "reply_seconds"),
     [(1.0, 10.0), (0.25, 24.0)],
