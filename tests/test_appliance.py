@@ -366,15 +366,21 @@ async def test_a_flood_of_ctl_presses_is_refused_past_its_bound_and_the_watchdog
                 refused += 1
                 assert "busy" in press["error"]
         assert refused and taken <= PRESSES_WAITING + 1, "the queue stayed short"
-        fed = box.notifier.count("WATCHDOG=1")
-        # Behind at most PRESSES_WAITING events: here every release waits out its 0.28 s
-        await until(lambda: box.notifier.count("WATCHDOG=1") > fed, within=6)
-        bounds = [r for r in caplog.records if getattr(r, "LIVE_BOUND", None) == "control_presses"]
-        assert len(bounds) == 1, "one journal line for the flood"
-        for _ in range(5):
-            box.mic.record(CHUNK)  # the releases' last chunks: the machine catches up
-            await box.settle()
+        await survives_the_flood(box, caplog, chunks=5)
         assert (await box.control.ask("press"))["ok"], "taken again once the queue is short"
+
+
+async def survives_the_flood(box: Box, caplog: pytest.LogCaptureFixture, chunks: int) -> None:
+    """After a flood of presses: the watchdog is fed again (behind at most PRESSES_WAITING
+    events, each release waiting out its 0.28 s), one journal line said so, and the machine
+    catches up as the releases' last chunks come."""
+    fed = box.notifier.count("WATCHDOG=1")
+    await until(lambda: box.notifier.count("WATCHDOG=1") > fed, within=6)
+    bounds = [r for r in caplog.records if getattr(r, "LIVE_BOUND", None) == "control_presses"]
+    assert len(bounds) == 1, "one journal line for the flood"
+    for _ in range(chunks):
+        box.mic.record(CHUNK)
+        await box.settle()
 
 
 async def test_a_text_turn_the_box_cannot_say_now_is_refused_not_dropped(tmp_path: Path) -> None:
@@ -404,13 +410,7 @@ async def test_a_chattering_button_is_bounded_like_ctl_and_its_edges_still_pair_
         for _ in range(2000):
             box.button.on_edge("pressed", 0.0)
             box.button.on_edge("released", 0.0)
-        fed = box.notifier.count("WATCHDOG=1")
-        await until(lambda: box.notifier.count("WATCHDOG=1") > fed, within=6)
-        bounds = [r for r in caplog.records if getattr(r, "LIVE_BOUND", None) == "control_presses"]
-        assert len(bounds) == 1, "one journal line for the flood"
-        for _ in range(10):
-            box.mic.record(CHUNK)  # the releases' last chunks: the machine catches up
-            await box.settle()
+        await survives_the_flood(box, caplog, chunks=10)
         assert not box.appliance.machine.held, "every press taken was released"
 
 
