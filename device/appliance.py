@@ -175,7 +175,7 @@ class Appliance:
         self.post(event)
 
     def _on_speech(self) -> None:
-        self.post(SpeechHeard(by_microphone=True))
+        self.post(SpeechHeard(from_the_room=not self.speaker.busy))
 
     def _on_talk_over(self) -> None:
         self.post(TalkedOver())

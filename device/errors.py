@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 
 #: What in an error's text may be a credential: a Gemini key, an ephemeral token, a URL's
-#: key or token parameter, an authenticating header's value (websockets quotes it whole
-#: when it cannot send it). Kept to what names it: the rest of the line stays.
+#: key or token parameter (not a traceback's `key=` argument), an authenticating
+#: header's value (websockets quotes it whole when it cannot send it). Kept to what
+#: names it: the rest of the line stays.
 _CREDENTIAL = re.compile(
     r"AIza[\w-]+|auth_tokens/[\w.~-]+"
-    r"|(?P<param>(?:access_token|key|token)=)[^&\s'\"]+"
+    r"|(?P<param>[?&](?:access_token|key|token)=)[^&\s'\"]+"
     r"|(?P<header>(?:x-goog-api-key|authorization) header: )(?s:.*)",
     re.IGNORECASE,
 )

@@ -74,10 +74,12 @@ class TextTurn:
 
 @dataclass(frozen=True)
 class SpeechHeard:
-    """The person is talking: the microphone's level (`by_microphone`), or the service's
-    transcription of it (which a text turn may bring too: nobody need be there)."""
+    """The person is talking: the microphone's level, or the service's transcription of it
+    (which a text turn may bring too: nobody need be there). `from_the_room`: the
+    microphone heard it while the box's own speaker was silent (its beep, or the reply's
+    echo, cannot have been the one talking)."""
 
-    by_microphone: bool = False
+    from_the_room: bool = False
 
 
 @dataclass(frozen=True)
@@ -488,8 +490,8 @@ def _transition(m: Machine, event: Event) -> Step:
         case LongPress():
             return m, []
 
-        case SpeechHeard(by_microphone) if Timer.SILENCE in m.timers:  # from the last word
-            camera = [StartCamera()] if by_microphone and not ptt else []
+        case SpeechHeard(from_the_room) if Timer.SILENCE in m.timers:  # from the last word
+            camera = [StartCamera()] if from_the_room and not ptt else []
             return m, [StartTimer(Timer.SILENCE), *camera]
         case SpeechHeard():
             return m, []

@@ -400,6 +400,28 @@ async def test_a_text_turn_the_box_cannot_say_now_is_refused_not_dropped(tmp_pat
         assert [item.kind for item in box.link.sent()].count("text") == 0
 
 
+async def test_a_hooks_conversation_starts_the_camera_for_the_room_not_the_boxs_own_beep(
+    tmp_path: Path,
+) -> None:
+    """Hands-free `ctl text` to what may be an empty room: the camera waits for someone.
+    The box's own beep or reply, loud at its microphone, is not someone."""
+    async with running(tmp_path, config(button={"mode": "toggle"})) as box:
+        assert (await box.control.ask("text", text="The washing is done"))["ok"]
+        await until(lambda: box.state == "connecting")
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        assert box.state == "listening" and not box.camera.framing
+        box.speaker.busy = True  # its own sound at the microphone
+        box.mic.record(CHUNK)
+        await box.settle()
+        assert not box.camera.framing
+        box.speaker.busy = False
+        await asyncio.sleep(0.55)  # speech is reported at most every half second
+        box.mic.record(CHUNK)  # someone in the room
+        await box.settle()
+        assert box.camera.framing
+
+
 async def test_a_chattering_button_is_bounded_like_ctl_and_its_edges_still_pair_up(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -230,13 +230,20 @@ def test_a_key_read_after_the_start_is_masked_too(journal: Captured) -> None:
     assert "written-later" not in record["MESSAGE"] and "AIzaLater1" not in record["MESSAGE"]
 
 
+def test_a_tracebacks_code_is_not_taken_for_a_key(journal: Captured) -> None:
+    """Every record is masked by pattern now: `key=` in a quoted source line stays."""
+    logging.getLogger("device.live").error("at: idle = min(waiting, key=waiting.get)")
+    (record,) = journal.records
+    assert record["MESSAGE"] == "at: idle = min(waiting, key=waiting.get)"
+
+
 def test_the_key_is_masked_in_structured_fields_too(journal: Captured) -> None:
-    reason = "HTTP 403 for key=AIza-secret-key"
+    reason = "HTTP 403 for https://h/v1?key=secret-key-0123"
     logging.getLogger("device.live").error("cannot connect", extra={"LIVE_ERROR": reason})
 
     (record,) = journal.records
-    assert record["LIVE_ERROR"] == "HTTP 403 for key=***"
-    assert "AIza-secret-key" not in repr(journal.records)
+    assert record["LIVE_ERROR"] == "HTTP 403 for https://h/v1?key=***"
+    assert "secret-key-0123" not in repr(journal.records)
 
 
 def test_whatever_a_service_makes_the_box_log_is_cut_and_still_masked(

@@ -293,7 +293,7 @@ def test_a_text_turn_opens_a_session_and_waits_for_its_reply() -> None:
     assert names(actions)[-1] == "send_text:Hello"
     m, _, actions = run(m, SETUP, s.SpeechHeard())  # the service's transcript of the text
     assert names(actions)[-1] == "start_timer:silence"
-    m, _, actions = run(m, s.SpeechHeard(by_microphone=True))  # someone is there
+    m, _, actions = run(m, s.SpeechHeard(from_the_room=True))  # someone is there
     assert names(actions) == ["start_timer:silence", "start_camera"]
 
 
@@ -499,7 +499,7 @@ def _events() -> st.SearchStrategy[EventOf]:
     reason = st.just("1011")
     return st.one_of(
         *map(plain, [s.Pressed(), s.Released(), s.LongPress(), s.SpeechHeard(), s.TalkedOver()]),
-        plain(s.SpeechHeard(by_microphone=True)),
+        plain(s.SpeechHeard(from_the_room=True)),
         *map(plain, [s.PlaybackDrained(), s.Heartbeat(), s.TextTurn("hello")]),
         *map(plain, [s.DeviceFailed("microphone", "gone"), s.DeviceRecovered("microphone")]),
         *map(plain, [s.Timeout(timer) for timer in s.Timer]),
