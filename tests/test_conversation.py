@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from speech import (
     MIC_RATE,
     SPEAKER_RATE,
@@ -177,28 +178,34 @@ def test_press_during_a_reply_silences_the_speaker_and_the_next_turn_works(
 
 
 
-def test_a_second_turn_while_the_box_thinks_is_answered_and_it_never_shows_idle_between(
-    loopback: PulseLoopback, make_rig: Any
+@pytest.mark.parametrize("taps, uplink", [(1, None), (2, 24_000)])
+def test_more_turns_while_the_box_thinks_the_last_is_answered_and_it_never_shows_idle_between(
+    loopback: PulseLoopback, make_rig: Any, taps: int, uplink: float | None
 ) -> None:
-    """Press, speak, release; press and release again before any reply: the service ends
-    the first turn (interrupted) and answers the second, which the box plays."""
-    server, daemon = make_rig({"audio": {"earcons": False}}, think_seconds=1.5, reply_seconds=1.0)
+    """Press, speak, release; press and release again (once, or twice in a row behind a
+    slow uplink: both are sent before the service has heard the first) before any reply:
+    the service ends the earlier turns (interrupted) and answers the last, which the box
+    plays."""
+    server, daemon = make_rig({"audio": {"earcons": False}}, think_seconds=1.5,
+                              reply_seconds=1.0, uplink_bytes_per_s=uplink)  # fmt: skip
     recorder = loopback.record(SPEAKER_RATE)
     recorder.wait_started()
     speak_turn(loopback, daemon, chirp(0.4))
     daemon.wait_until(lambda s: s["state"] == "thinking", 10, "thinking")
     time.sleep(0.3)
-    daemon.ctl("press")  # a second, short turn, the first unanswered
-    daemon.ctl("release")
-    status = daemon.wait_until(turns_done(2), 20, "the second turn's reply")
+    for _ in range(taps):  # short turns, the earlier ones unanswered
+        daemon.ctl("press")
+        daemon.ctl("release")
+    status = daemon.wait_until(turns_done(1 + taps), 20, "the last turn's reply")
     recorder.stop()
 
-    assert "interrupted" in server.log.kinds(direction="out")
+    assert server.log.kinds(direction="out").count("interrupted") == taps
     states = [entry["state"] for entry in status["states"]]
-    second = len(states) - 1 - states[::-1].index("listening")  # the second press
-    assert states[second:] == ["listening", "thinking", "speaking", "idle"], states
+    first = states.index("thinking")
+    assert "idle" not in states[first:-1], states
+    assert states[-3:] == ["thinking", "speaking", "idle"], states
     samples, _ = recorder.timeline()
-    reply_heard(pcm.from_float(samples), turn=2, seconds=1.0)
+    reply_heard(pcm.from_float(samples), turn=1 + taps, seconds=1.0)
 
 def test_toggle_mode_two_turns_hands_free_without_hearing_itself(
     loopback: PulseLoopback, make_rig: Any

@@ -177,6 +177,29 @@ async def test_a_second_press_while_the_box_thinks_supersedes_the_first_turns_re
 
 
 
+async def test_taps_in_a_row_before_any_reply_each_end_as_talked_over() -> None:
+    """Three quick turns before any reply (a slow uplink, or taps with no gap): the
+    service ends the first two (interrupted, turnComplete each) and answers the third.
+    The box thinks on until that answer, which is heard whole and ends the turn."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    for _ in range(3):
+        turn.sent("activity_start")
+        turn.sent("activity_end")
+    for _ in range(2):  # the first two turns' ends
+        conn._dispatch(content(interrupted=True))
+        conn._dispatch(content(turn_complete=True))
+    assert not any(isinstance(e, Interrupted) for e in seen.events)
+    assert turn.in_flight, "the third turn still awaits its reply"
+    conn._dispatch(audio(b"\x05\x00" * 100))
+    conn._dispatch(content(turn_complete=True))
+    machine = Machine(state=State.THINKING, session_open=True, session=SESSION, connected=True)
+    machine, played, states = replay(seen.events, machine)
+    assert played == [b"\x05\x00" * 100]
+    assert states[-2:] == [State.SPEAKING, State.SPEAKING] and State.IDLE not in states
+    assert machine.reply_done and not turn.in_flight
+
+
 async def test_a_second_press_after_a_turn_left_unanswered_hears_its_own_reply() -> None:
     """The first turn never ends (its tool call was withdrawn): the second turn's reply,
     when it comes, is heard whole and ends the turn."""

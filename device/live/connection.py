@@ -264,7 +264,7 @@ class Connection:
         if turn.superseded:
             hooks.on_event(ReplyAudio(session=session, pcm=pcm, talked_over=True))
             return
-        turn.earlier_unanswered = False  # the reply that comes is the newest turn's
+        turn.earlier_unanswered = 0  # the reply that comes is the newest turn's
         replaces = False
         if not turn.replying:
             turn.replying, turn.handle_fresh = True, False
@@ -283,9 +283,10 @@ class Connection:
             hooks.on_event(SpeechHeard())
         if content.output_transcription is not None and content.output_transcription.text:
             turn.said.add(content.output_transcription.text)
-        if turn.earlier_unanswered and (content.interrupted or content.turn_complete):
-            turn.earlier_unanswered = False
-            turn.superseded = True  # the earlier turn's end: up to its turnComplete
+        ends = content.interrupted or content.turn_complete
+        if turn.earlier_unanswered and ends and not turn.superseded:
+            turn.earlier_unanswered -= 1
+            turn.superseded = True  # an earlier turn's end: up to its turnComplete
         if turn.superseded:  # the rest of a reply talked over ends as such, never as a turn
             if content.turn_complete:
                 turn.superseded = False

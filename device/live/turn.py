@@ -57,9 +57,10 @@ class WireTurn:
     replying: bool = False  # reply content is arriving
     tools_running: int = 0
     superseded: bool = False  # the person spoke over a reply: its rest is not theirs to hear
-    #: A turn was handed over while an earlier one awaited its reply: an interrupted or a
-    #: turnComplete before any audio is the earlier turn's end, not this one's.
-    earlier_unanswered: bool = False
+    #: Turns handed over while an earlier one awaited its reply (quick taps, a slow
+    #: uplink): that many ends (an interrupted or a turnComplete before any audio, up to
+    #: its turnComplete) are earlier turns', not the newest one's.
+    earlier_unanswered: int = 0
     handle_fresh: bool = True  # a resumption handle came after the last turn
     #: The person said something new since the last reply ended (the service's
     #: transcription of it, or a text turn): the next reply answers it, and whatever is
@@ -104,7 +105,7 @@ class WireTurn:
             self.supersede()
         elif kind in ("activity_start", "text") and self.awaiting_reply:
             # Pressed again before any reply: the earlier turn may still end first.
-            self.earlier_unanswered = True
+            self.earlier_unanswered += 1
         if kind == "activity_start":
             self.activity_open, self.handle_fresh = True, False
         elif kind == "activity_end":
@@ -122,7 +123,7 @@ class WireTurn:
     def lost(self) -> None:
         """The connection died: whatever was awaited from it will not come."""
         self.awaiting_reply = self.replying = self.superseded = False
-        self.earlier_unanswered = self.new_words = False
+        self.earlier_unanswered, self.new_words = 0, False
         self.tools_running = 0
         self.heard.clear()
         self.said.clear()
