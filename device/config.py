@@ -361,6 +361,11 @@ def _env_overrides() -> dict[tuple[str, str], tuple[str, Any]]:
         rest = name[len(ENV_PREFIX) :].lower()
         section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
         if section is None:
+            if rest in SECTIONS:
+                raise ConfigError(
+                    f"environment variable {name}: names section [{rest}] but no setting in "
+                    f"it: {name}_<SETTING>, e.g. {ENV_PREFIX}AUDIO_CHUNK_MS"
+                )
             if near := difflib.get_close_matches(rest.split("_")[0], SECTIONS, 1, 0.75):
                 raise ConfigError(
                     f"environment variable {name}: no section [{rest.split('_')[0]}]; "

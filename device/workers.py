@@ -49,6 +49,6 @@ def exit_past_stuck(status: int) -> int:
     stuck = threads()
     if not stuck:
         return status
-    log.warning("stopping with %d call(s) still stuck in a driver", len(stuck))
+    log.warning("stopping with %d call(s) still unfinished (a driver, a name lookup)", len(stuck))
     logging.shutdown()
     os._exit(status)

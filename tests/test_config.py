@@ -154,7 +154,8 @@ def test_a_variable_for_a_misspelt_section_is_an_error_not_ignored(
     monkeypatch.setenv("LIVE_APPLIANCE_SOMETHING_ELSE", "1")  # not a setting: left alone
     assert config.load(path).leds.kind == "rgb"
     for variable, wanted in [("LIVE_APPLIANCE_VOLUME", "LIVE_APPLIANCE_AUDIO_VOLUME"),
-                             ("LIVE_APPLIANCE_API_KEY", "the key goes in GEMINI_API_KEY")]:
+                             ("LIVE_APPLIANCE_API_KEY", "the key goes in GEMINI_API_KEY"),
+                             ("LIVE_APPLIANCE_AUDIO", r"names section \[audio\] but no setting")]:
         monkeypatch.setenv(variable, "0.3")  # a section left out: not silently nothing
         with pytest.raises(config.ConfigError, match=wanted):
             config.load(path)

@@ -48,7 +48,7 @@ def test_the_daemon_process_ends_with_its_status_past_a_stuck_call() -> None:
     ended = subprocess.run([sys.executable, "-c", STUCK_PROGRAM, "stuck"],
                            capture_output=True, text=True, timeout=60)
     assert ended.returncode == 3
-    assert "1 call(s) still stuck in a driver" in ended.stderr
+    assert "1 call(s) still unfinished (a driver, a name lookup)" in ended.stderr
 
 
 def test_with_nothing_stuck_the_process_ends_as_usual() -> None:
