@@ -168,20 +168,24 @@ write_key() {
     die "$2 exists: not replacing the key"
 }
 
-# Store the API key from FILE ("-": standard input) as DEST.
+# Store the API key from FILE ("-": standard input) as DEST. The status says whether it
+# was: called in an `if`, set -e does not stop at a key refused.
 store_key() {
   local key
-  key=$(read_key "$1")
+  key=$(read_key "$1") || return 1
   write_key "$key" "$2"
 }
 
-# Ask for the key on the terminal without echoing it; empty answer: no key.
+# Ask for the key on the terminal without echoing it, again after one that cannot be a
+# key (its problem said); an empty answer: no key (status 1).
 prompt_key() {
   local dest=$1 key
-  IFS= read -r -s -p "Gemini API key (typing is not shown; Enter to skip): " key </dev/tty
-  printf '\n' >&2
-  [[ -n $key ]] || return 1
-  store_key - "$dest" <<<"$key"
+  while true; do
+    IFS= read -r -s -p "Gemini API key (typing is not shown; Enter to skip): " key </dev/tty
+    printf '\n' >&2
+    [[ -n $key ]] || return 1
+    store_key - "$dest" <<<"$key" && return 0
+  done
 }
 
 usage() {
@@ -449,21 +453,40 @@ install_config() {
   fi
 }
 
-# Sets KEY_READY=1 when the key is (or, in a dry run, would be) in place. KEY: the one
-# given with --key-file SOURCE, read and checked before anything was installed. A kept
-# key file is judged as the daemon judges it; an empty one is kept as it is (the key
-# comes from [live] api_key_file, e.g. a token file), and one this user may not read (a
-# dry run without root) is not judged.
+# Whether the configuration takes the service's credentials from elsewhere than the key
+# file: Vertex AI, or a file of its own ([live] api_key_file: the README's token set-up).
+# Read as TOML by the system's Python; a configuration it cannot read says no.
+key_from_config() {
+  [[ -r $CONFIG ]] || return 1
+  "$SYSTEM_PYTHON" - "$CONFIG" 2>/dev/null <<'PY'
+import sys
+import tomllib
+
+with open(sys.argv[1], "rb") as file:
+    live = tomllib.load(file).get("live", {})
+sys.exit(0 if live.get("backend") == "vertex" or live.get("api_key_file") else 1)
+PY
+}
+
+# Sets KEY_READY=1 when the key is (or, in a dry run, would be) in place, or the
+# configuration needs none. KEY: the one given with --key-file SOURCE, read and checked
+# before anything was installed. A kept key file is judged as the daemon judges it; an
+# empty one is kept only where the configuration needs no key file, and one this user
+# may not read (a dry run without root) is not judged.
 install_key() {
   local key=$1 source=$2 kept="" problem=""
   step "API key $KEY_FILE (root only; the service gets it as a systemd credential)"
   if [[ -r $KEY_FILE ]]; then
     kept=$(trimmed "$(<"$KEY_FILE")")
-    [[ -z $kept ]] || problem=$(key_problem "$kept")
+    if [[ -n $kept ]]; then
+      problem=$(key_problem "$kept")
+    elif ! key_from_config; then
+      problem="is empty"
+    fi
   fi
   if [[ -e $KEY_FILE && -z $problem ]]; then
     if [[ -r $KEY_FILE && -z $kept ]]; then
-      say "  keeping $KEY_FILE empty: the key comes from [live] api_key_file or the environment"
+      say "  keeping $KEY_FILE empty: the configuration names [live] api_key_file or Vertex AI"
     else
       say "  keeping the key in $KEY_FILE${key:+ (--key-file ignored)};" \
         "to change it: sudoedit $KEY_FILE"
@@ -482,6 +505,9 @@ install_key() {
     if prompt_key "$KEY_FILE"; then KEY_READY=1; else say "  no key given"; fi
   elif [[ -n $problem ]]; then
     say "  the key in $KEY_FILE $problem: sudoedit $KEY_FILE, or run this again with --key-file"
+  elif key_from_config; then
+    say "  none needed: the configuration names [live] api_key_file or Vertex AI"
+    KEY_READY=1
   elif [[ -t 0 ]]; then
     if ((DRY_RUN)); then
       say "  ask for the key on the terminal (not echoed); with none, the service is not started"

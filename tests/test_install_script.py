@@ -301,15 +301,45 @@ def test_a_reinstall_gives_the_service_its_group_back_on_the_owners_files(
                    for line in lines)  # fmt: skip
 
 
+TOKEN_FILE_CONFIG = ("\nprintf '[live]\\napi_key_file = \"/etc/live-appliance/token\"\\n'"
+                     " > /etc/live-appliance/config.toml")
+VERTEX_CONFIG = ("\nprintf '[live]\\nbackend = \"vertex\"\\nproject = \"p\"\\n'"
+                 " > /etc/live-appliance/config.toml")
+
+
 def test_an_update_keeps_an_empty_key_file_and_restarts_the_service(
     view: SystemView, stand_ins: StandIns
 ) -> None:
     """The README's token set-up leaves the key file empty ([live] api_key_file names a
     token file): the update must not take that for a key the service would refuse."""
+    view.setup(INSTALLED + TOKEN_FILE_CONFIG + "\n: > /etc/live-appliance/api-key\n")
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
+    assert ("keeping /etc/live-appliance/api-key empty: the configuration names [live] "
+            "api_key_file or Vertex AI") in lines  # fmt: skip
+    assert "+ systemctl restart live-appliance.service" in lines
+
+
+def test_an_empty_key_file_where_the_configuration_needs_one_is_no_key(
+    view: SystemView, stand_ins: StandIns
+) -> None:
+    """Else the service, which exits at once without a key, is restarted on every update
+    and never comes up (an empty file was what a key typed wrong at the prompt left)."""
     view.setup(INSTALLED + "\n: > /etc/live-appliance/api-key\n")
     lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
-    assert ("keeping /etc/live-appliance/api-key empty: the key comes from [live] "
-            "api_key_file or the environment") in lines  # fmt: skip
+    assert ("the key in /etc/live-appliance/api-key is empty: sudoedit "
+            "/etc/live-appliance/api-key, or run this again with --key-file") in lines
+    assert not any("systemctl restart" in line for line in lines)
+
+
+@pytest.mark.parametrize("setup", [TOKEN_FILE_CONFIG, VERTEX_CONFIG], ids=["token-file", "vertex"])
+def test_no_key_file_is_asked_for_where_the_configuration_needs_none(
+    view: SystemView, stand_ins: StandIns, setup: str
+) -> None:
+    """Vertex AI, or a token file of its own: an update restarts the service on the new
+    code rather than leaving the old one running for want of a key it does not use."""
+    view.setup(INSTALLED + setup + "\nrm /etc/live-appliance/api-key\n")
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
+    assert "none needed: the configuration names [live] api_key_file or Vertex AI" in lines
     assert "+ systemctl restart live-appliance.service" in lines
 
 
@@ -576,19 +606,21 @@ def test_a_key_file_the_service_would_refuse_stops_the_install_before_it_starts(
     assert KEY not in result.stdout + result.stderr
 
 
-def test_the_key_prompt_does_not_echo_what_is_typed(tmp_path: Path) -> None:
-    dest = tmp_path / "api-key"
-    command = f'source {shlex.quote(str(INSTALL))} && prompt_key "$1"'
+def answer_key_prompt(dest: Path, answers: list[str]) -> tuple[int, bytes]:
+    """The installer's own prompt_key on a terminal (a pty), called in an `if` as the
+    installer calls it, given `answers` one per prompt; its status and everything it
+    wrote to the terminal."""
+    command = (f'source {shlex.quote(str(INSTALL))} && '
+               'if prompt_key "$1"; then exit 0; else exit 1; fi')
     pid, terminal = pty.fork()
     if pid == 0:  # the child: the pty is its controlling terminal, /dev/tty included
         os.execvp("bash", ["bash", "-c", command, "prompt", str(dest)])
     seen = b""
     deadline = time.monotonic() + 20
-    typed = False
+    left = list(answers)
     while time.monotonic() < deadline:
-        if not typed and b"typing is not shown" in seen:
-            os.write(terminal, KEY.encode() + b"\n")
-            typed = True
+        if left and seen.count(b"typing is not shown") > len(answers) - len(left):
+            os.write(terminal, left.pop(0).encode() + b"\n")
         ready, _, _ = select.select([terminal], [], [], max(0.0, deadline - time.monotonic()))
         if not ready:
             continue
@@ -601,10 +633,30 @@ def test_the_key_prompt_does_not_echo_what_is_typed(tmp_path: Path) -> None:
         seen += chunk
     _, status = os.waitpid(pid, 0)
     os.close(terminal)
-    assert typed, f"no prompt: {seen!r}"
-    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert not left, f"not asked for every answer: {seen!r}"
+    return os.waitstatus_to_exitcode(status), seen
+
+
+def test_the_key_prompt_does_not_echo_what_is_typed(tmp_path: Path) -> None:
+    dest = tmp_path / "api-key"
+    status, seen = answer_key_prompt(dest, [KEY])
+    assert status == 0, seen
     assert KEY.encode() not in seen
     assert dest.read_text() == KEY + "\n"
+
+
+def test_a_key_typed_wrong_at_the_prompt_is_asked_again_never_stored(tmp_path: Path) -> None:
+    """Called in an `if` (as the installer does), a refused key used to be stored as an
+    empty key file, which a second install then kept: the service never started."""
+    dest = tmp_path / "api-key"
+    status, seen = answer_key_prompt(dest, ["two words", f"\u201c{KEY}\u201d", KEY])
+    assert status == 0, seen
+    assert b"must be one word on one line" in seen and b"has a character no key has" in seen
+    assert dest.read_text() == KEY + "\n"
+    other = tmp_path / "api-key-skipped"
+    status, seen = answer_key_prompt(other, ["two words", ""])
+    assert status == 1, seen
+    assert not other.exists()
 
 
 @pytest.fixture
