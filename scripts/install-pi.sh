@@ -84,6 +84,15 @@ check_os() {
   say "  $(os_release_field PRETTY_NAME)"
 }
 
+# A 64-bit system: the lock files hold wheels for arm64 (and amd64) only, and a 32-bit
+# Raspberry Pi OS (armhf, even on a 64-bit kernel) has none; refused before any change.
+check_arch() {
+  local arch
+  arch=$(dpkg --print-architecture)
+  [[ $arch == arm64 || $arch == amd64 ]] ||
+    die "this system is $arch (32-bit): install Raspberry Pi OS 64-bit (arm64)"
+}
+
 check_root() {
   ((EUID == 0)) || ((DRY_RUN)) || die "must be run as root (sudo), or with --dry-run"
 }
@@ -363,8 +372,7 @@ install_missing() {
   fi
   as_builder "$stage" "${PIP[@]}" download --no-deps --require-hashes \
     --only-binary=:all: --dest "$stage/downloads" --requirement "$needed" ||
-    die "the packages of $lock could not be downloaded: pip says why above (no wheel" \
-      "for this system, $(uname -m): Raspberry Pi OS must be the 64-bit one)"
+    die "the packages of $lock could not be downloaded: pip says why above"
   wheels=("$stage/downloads/"*.whl)
   # None when all that is missing is for other systems (its marker is false here).
   [[ -e ${wheels[0]} ]] || ((DRY_RUN)) || return 0
@@ -568,6 +576,7 @@ install_main() {
   ((DRY_RUN)) && say "dry run: printing what would be done; nothing is changed"
   step "checking this system"
   check_os
+  check_arch
   check_root
   check_python
   local key=""

@@ -106,7 +106,10 @@ class StandIns:
         for name in MUTATING:
             path = self.dir / name
             log = shlex.quote(str(self.log))
-            path.write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\nexit 97\n')
+            # Asking dpkg the system's architecture changes nothing: the real one answers.
+            ask = '[ "$*" = --print-architecture ] && exec /usr/bin/dpkg "$@"\n'
+            path.write_text(f'#!/bin/sh\n{ask if name == "dpkg" else ""}'
+                            f'echo "{name} $*" >> {log}\nexit 97\n')  # fmt: skip
             path.chmod(0o755)
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -525,6 +528,23 @@ def test_it_refuses_other_systems(
         assert result.returncode == 1, result.stdout
         assert complaint in result.stderr
         assert not any(line.startswith("  +") for line in result.stdout.splitlines())
+
+
+def test_a_32_bit_system_is_refused_before_anything_changes(
+    view: SystemView, stand_ins: StandIns, tmp_path: Path
+) -> None:
+    """No lock file has its wheels: it would fail half-way, the system already changed."""
+    armhf = tmp_path / "armhf"
+    armhf.mkdir()
+    (armhf / "dpkg").write_text("#!/bin/sh\necho armhf\n")
+    (armhf / "dpkg").chmod(0o755)
+    view.setup(FRESH)
+    env = stand_ins.env()
+    env["PATH"] = f"{armhf}:{env['PATH']}"
+    result = view.run(["bash", str(INSTALL), "--dry-run"], env=env)
+    assert result.returncode == 1, result.stdout
+    assert "this system is armhf (32-bit): install Raspberry Pi OS 64-bit" in result.stderr
+    assert not any(line.startswith("  +") for line in result.stdout.splitlines())
 
 
 @pytest.mark.parametrize("script", [INSTALL, UNINSTALL])
