@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 from helpers import until
 
+from device.audio import keeper as keeper_module
 from device.audio.keeper import AudioKeeper, DriverStuck
 from device.states import DeviceFailed, DeviceRecovered
 
@@ -258,6 +259,35 @@ async def test_a_device_that_stays_missing_is_tried_less_and_less_often() -> Non
     assert 3 <= len(gaps) <= 5, gaps  # 0.05, 0.1, 0.2, 0.4: not twenty tries at 0.05
     assert all(later > 1.5 * earlier for earlier, later in itertools.pairwise(gaps)), gaps
     assert speaker.starts == len(microphone.tries), "opened beside each try, no more"
+    assert [type(e) for e in events] == [DeviceFailed], "said once"
+
+
+async def test_at_the_longest_wait_a_missing_device_is_tried_when_the_hardware_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each try starts and stops PortAudio, which keeps 25 KB each time: a box with its
+    speakerphone unplugged for a week grew past its memory bound. At the longest wait
+    the tries stop until a card comes or goes (or BLIND_RETRY_S has passed)."""
+    monkeypatch.setattr(keeper_module, "REOPEN_MAX_S", 0.1)
+    hardware = ["card 0: Headphones"]
+    microphone, events = MissingDevice(), []
+    keeper = AudioKeeper({"microphone": microphone}, events.append, 0.05,
+                         hardware=lambda: tuple(hardware))  # fmt: skip
+    await keeper.open()
+    task = asyncio.create_task(keeper.keep())
+    try:
+        await asyncio.sleep(1.0)
+        assert len(microphone.tries) == 2, "the open, then the try at 0.05 s; none at 0.1 s"
+        hardware.append("card 1: USB speakerphone")  # plugged in
+        await until(lambda: len(microphone.tries) == 3, 1.0)
+        await asyncio.sleep(0.5)
+        assert len(microphone.tries) == 3, "once for the change"
+        monkeypatch.setattr(keeper_module, "BLIND_RETRY_S", 0.3)
+        await until(lambda: len(microphone.tries) == 4, 1.0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     assert [type(e) for e in events] == [DeviceFailed], "said once"
 
 

@@ -10,6 +10,12 @@ A device back only to fail again within SETTLED_S (a microphone that opens but
 delivers nothing) keeps the longer wait: a box left with one broken device tries
 it, and says so, now and then, not every few seconds for months.
 
+Once the wait is at its longest, a try goes only when the sound hardware changed
+(a card plugged in or taken out: `sound_cards`), or every BLIND_RETRY_S: each
+try starts and stops PortAudio, which keeps about 25 KB each time (in the
+library, not here); at a try a minute a box with its speakerphone unplugged
+grew 35 MB a day, past the unit's memory bound within a week.
+
 Nothing polls while all is well: the keeper looks at the streams itself every
 second only while one is in the middle of calls into its driver (the speaker
 playing: a call that never returns cannot say so), and otherwise every
@@ -31,8 +37,10 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from device.states import DeviceFailed, DeviceRecovered, Event
@@ -55,11 +63,28 @@ CALL_TIMEOUT_S = 10.0
 REOPEN_MAX_S = 60.0
 #: A device that fails again this soon after it was back was not really back.
 SETTLED_S = 60.0
+#: At the longest wait, with the sound hardware as it was at the last try, the next
+#: try waits this long (a device that is there and fails, or one PulseAudio serves).
+BLIND_RETRY_S = 30 * 60.0
 #: A call still stuck this long will not return: no thread can be stopped from outside,
 #: and the device cannot be opened again beside it. The keeper then fails (DriverStuck),
 #: the daemon stops with an error and systemd starts a fresh process, instead of a box
 #: in error for good with its watchdog fed.
 STUCK_FOR_GOOD_S = 60.0
+
+
+def sound_cards() -> tuple[str, ...]:
+    """The kernel's sound cards and their device nodes: a card plugged in or taken out
+    (or a driver that comes back) changes them. Unreadable: empty, and never changing."""
+    try:
+        cards = Path("/proc/asound/cards").read_text()
+    except OSError:
+        cards = ""
+    try:
+        nodes = sorted(os.listdir("/dev/snd"))
+    except OSError:
+        nodes = []
+    return (cards, *nodes)
 
 
 class DriverStuck(Exception):
@@ -98,6 +123,7 @@ class AudioKeeper:
         *,
         call_timeout_s: float = CALL_TIMEOUT_S,
         stuck_for_good_s: float = STUCK_FOR_GOOD_S,
+        hardware: Callable[[], object] = sound_cards,
     ) -> None:
         self.endpoints = endpoints
         self._on_event = on_event
@@ -109,6 +135,8 @@ class AudioKeeper:
         #: device -> a call that has not returned, and since when
         self._stuck: dict[str, tuple[asyncio.Future[None], float]] = {}
         self.failures: dict[str, str] = {}  # device name -> why it is not working
+        self._hardware = hardware
+        self._tried: tuple[float, object] = (-math.inf, None)  # the last open: when, on what
         self._changed = asyncio.Event()
         for endpoint in endpoints.values():
             endpoint.on_change = self._changed.set
@@ -117,6 +145,7 @@ class AudioKeeper:
         """Open every device; the ones that fail are reported, not raised."""
         loop = asyncio.get_running_loop()
         was_working = not self.failures
+        self._tried = (time.monotonic(), self._hardware())
         failed: dict[str, str] = {}
         for name, endpoint in self.endpoints.items():
             try:
@@ -140,6 +169,8 @@ class AudioKeeper:
             if self.failures:
                 await asyncio.sleep(min(self._retry_s, self._until_stuck_for_good()))
                 self._give_up_if_stuck_for_good()
+                if not self._worth_a_try():
+                    continue
                 await self.open()
                 continue
             busy = any(endpoint.busy for endpoint in self.endpoints.values())
@@ -233,6 +264,15 @@ class AudioKeeper:
                         "only a new process can open it again"
                     )
 
+    def _worth_a_try(self) -> bool:
+        """Whether to open the devices again now: while the wait still grows, yes; at its
+        longest, when the sound hardware changed since the last try, or BLIND_RETRY_S
+        after it."""
+        if self._retry_s < REOPEN_MAX_S:
+            return True
+        tried_at, hardware = self._tried
+        return time.monotonic() - tried_at >= BLIND_RETRY_S or self._hardware() != hardware
+
     def _plan_retry(self, was_working: bool) -> None:
         """The wait before the next try: `reopen_s` for a new fault in devices that had
         settled, twice the last for one that persists or keeps coming back."""
@@ -258,3 +298,4 @@ def _ignore_outcome(call: asyncio.Future[None]) -> None:
     """A stuck call that ends at last: its outcome was already reported as a failure."""
     if not call.cancelled():
         call.exception()
+
