@@ -324,6 +324,7 @@ class Appliance:
                     self.mic.listen_closely(gated)  # a person may talk over it
             case SendActivityStart():
                 self.outbox.put("activity_start")
+                self.link.hurry()
             case SendActivityEnd():
                 self.outbox.put("activity_end")
             case SendText(text):
@@ -333,6 +334,7 @@ class Appliance:
                 self.turns.start(handed, self.link.session_id)
                 self.turns.released(handed)
                 self.outbox.put("text", text)
+                self.link.hurry()
             case PlayReply(pcm):
                 self.turns.reply_received(time.monotonic())
                 self.speaker.feed(pcm)

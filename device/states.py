@@ -436,6 +436,10 @@ def step(m: Machine, event: Event) -> Step:
     if isinstance(event, LinkEvent) and not (m.session_open and event.session == m.session):
         return m, []  # from a session that is over: it cannot touch the one open now
     after, actions = _transition(m, event)
+    if after.state is State.LISTENING and not after.connected:
+        # Between connections (a reconnect) the LEDs say so, not listening: what the
+        # microphone hears is held for the next connection, as while first connecting.
+        after = after.to(State.CONNECTING)
     if after.gated != m.gated:
         actions.append(GateMicrophone(after.gated))
     if after.reply_done and not m.reply_done:

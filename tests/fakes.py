@@ -229,6 +229,9 @@ class FakeLink:
     def supersede_reply(self) -> None:
         """The wire's own bookkeeping (what still comes of a reply is stale): none here."""
 
+    def hurry(self) -> None:
+        """A reconnect waiting out its backoff would try now: there is none here."""
+
     def drop_whole_reply(self) -> None:
         """As the link does when the service had sent all of the reply (`reply_whole`)."""
         if self.reply_whole and self.session is not None:

@@ -3,7 +3,9 @@ right after setup is not hammered, and a streak of failures ends the session."""
 
 from __future__ import annotations
 
-from device.live.pacing import STABLE_S, Pacing
+import pytest
+
+from device.live.pacing import MOVED_AFTER_S, STABLE_S, Pacing
 
 
 def storm(pacing: Pacing, until_s: float) -> list[float]:
@@ -24,10 +26,18 @@ def test_a_service_dying_after_each_setup_sees_at_most_six_connections_in_ten_s(
     assert len(opened) <= 6, opened
 
 
-def test_a_streak_of_failures_gives_up_after_reconnect_for_s() -> None:
-    pacing = Pacing(give_up_after_s=30, jitter=lambda: 1.0)
+@pytest.mark.parametrize("give_up_s", [15, 30, 60])
+@pytest.mark.parametrize("jitter", [0.5, 1.0])
+def test_a_streak_of_failures_is_tried_to_the_end_of_reconnect_for_s_then_given_up(
+    give_up_s: float, jitter: float
+) -> None:
+    """The last try goes at the end of the time the setting promises, whatever the
+    backoff and its jitter (it went up to 7.5 s before it: a service back by then was
+    never tried again), and then the box gives up."""
+    pacing = Pacing(give_up_after_s=give_up_s, jitter=lambda: jitter)
     opened = storm(pacing, until_s=600)
-    assert opened[-1] <= 30 and pacing.wait(opened[-1] + 0.05) is None
+    assert give_up_s <= opened[-1] <= give_up_s + 0.05, opened
+    assert pacing.wait(opened[-1] + 0.05) is None
 
 
 def test_a_connection_that_proved_itself_is_followed_by_a_prompt_try() -> None:
@@ -63,3 +73,23 @@ def test_a_fresh_session_after_a_refused_resume_is_tried_at_once_within_the_stre
         now += 0.5
         assert now < 60, "never gave up"
     assert pacing.streak_s(now) <= 31
+
+
+def test_a_service_moving_every_connection_on_is_no_failure_unless_at_once() -> None:
+    """goAway a second or more after each setup: every move goes at once and the box
+    never gives up. goAway at every setup: paced, and given up, as a failure is."""
+    pacing = Pacing(give_up_after_s=15, jitter=lambda: 1.0)
+    now = 0.0
+    for _ in range(100):
+        pacing.ended(lasted_s=MOVED_AFTER_S + 0.5, completed_turn=False, moved=True)
+        assert pacing.wait(now) == 0.0
+        now += MOVED_AFTER_S + 0.5
+    at_once = Pacing(give_up_after_s=15, jitter=lambda: 1.0)
+    now, waits = 0.0, []
+    while True:
+        at_once.ended(lasted_s=0.1, completed_turn=False, moved=True)
+        if (wait := at_once.wait(now)) is None:
+            break
+        waits.append(wait)
+        now += wait + 0.1
+    assert waits[:4] == [0.5, 1.0, 2.0, 4.0] and now <= 16

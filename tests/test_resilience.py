@@ -32,6 +32,7 @@ from speech import (
     turns_done,
 )
 
+from device.audio import pcm
 from rig.daemon import Daemon
 from rig.loopback import PulseLoopback
 from rig.server.server import ServerThread
@@ -262,6 +263,84 @@ def test_a_service_refusing_setups_for_a_few_seconds_keeps_the_conversation(
     reply_heard(recorder.stop(), turn=2, seconds=0.5)  # the server's turn 2: history kept
     assert "starting a new one" not in daemon.log()
     assert_clean(daemon, server)
+
+
+def test_hands_free_between_connections_the_leds_say_connecting_and_the_words_go_through(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """The service away for a few seconds in a conversation: the LEDs said listening all
+    along, with nothing reaching it. Now connecting until it is back, then listening,
+    and what the person said meanwhile reaches it."""
+    server, daemon = make_rig(merged({"button": {"mode": "toggle"}, "audio": {"earcons": False},
+                                      "conversation": {"end_after_silence_s": 60}}))
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening" and s["connected"], 10, "listening")
+    server.server.config.refuse_setup = (1013, "Try again later")
+    server.call(server.server.drop)
+    daemon.wait_until(lambda s: not s["connected"], 10, "the drop noticed")
+    away = daemon.status()
+    server.wait_for(lambda: sum(c.close_code == 1013 for c in server.log.connections()) >= 2, 10)
+    speech = chirp(1.0)
+    loopback.play(speech, MIC_RATE).wait()
+    server.server.config.refuse_setup = None
+    back = daemon.wait_until(lambda s: s["connected"] and s["state"] == "listening", 15, "back")
+    assert away["state"] == "connecting", away["state"]
+    states = [entry["state"] for entry in back["states"]]
+    assert states[-2:] == ["connecting", "listening"], states
+    assert "listening" in states[:-2] and "error" not in states
+    def words_arrived() -> bool:
+        received = pcm.to_float(server.log.audio_in())
+        return received.size > MIC_RATE and pcm.find_offset(received, said)[1] > 0.9
+
+    said = pcm.to_float(speech)
+    server.wait_for(words_arrived, 10)
+
+
+def test_a_press_while_the_box_waits_to_reconnect_tries_at_once(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Push-to-talk, the session kept between turns: the service drops and refuses setups
+    a while, the backoff grows to seconds. A press once it is back connects now; it
+    waited out the rest of the backoff (3.8 s here), the LEDs saying connecting."""
+    server, daemon = make_rig(merged({"live": {"reconnect_for_s": 30}}), reply_seconds=0.3)
+    one_turn(loopback, daemon, 1)
+    server.server.config.refuse_setup = (1013, "Try again later")
+    server.call(server.server.drop)
+    server.wait_for(lambda: sum(c.close_code == 1013 for c in server.log.connections()) >= 4, 20)
+    server.server.config.refuse_setup = None
+    time.sleep(0.2)  # the box is in a wait of 2-4 s (its fourth)
+    pressed = time.monotonic()
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["connected"], 10, "connected")
+    waited = time.monotonic() - pressed
+    loopback.play(chirp(0.4), MIC_RATE).wait()
+    daemon.ctl("release")
+    daemon.wait_until(turns_done(2), 20, "turn 2")
+    assert waited < 1.0, f"the press waited {waited:.1f} s with the service back"
+    assert_clean(daemon, server)
+
+
+def test_a_service_that_moves_every_connection_on_early_keeps_the_conversation(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """goAway two seconds after each setup (every connection works): planned moves, not
+    failures. The box counted them as such, waited out a growing backoff with no
+    connection, and gave up with the error state after reconnect_for_s."""
+    server, daemon = make_rig(
+        merged({"button": {"mode": "toggle"}, "audio": {"earcons": False},
+                "conversation": {"end_after_silence_s": 60}}),
+        connection_lifetime_s=3.0, go_away_before_s=1.0,
+    )  # fmt: skip
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening" and s["connected"], 10, "listening")
+    time.sleep(20)  # past reconnect_for_s (15)
+    status = daemon.status()
+    states = [entry["state"] for entry in status["states"]]
+    assert "error" not in states and status["state"] in ("listening", "connecting"), states
+    assert len(server.log.connections()) >= 8, "each move went at once"
+    assert "gave up" not in daemon.log()
+    daemon.ctl("press")  # hang up
+    daemon.wait_until(lambda s: s["state"] == "idle", 10, "idle")
 
 
 def test_a_30_second_stall_is_detected_and_a_new_session_takes_over(

@@ -267,6 +267,21 @@ def test_reconnecting_mid_reply_plays_what_arrived_then_the_turn_is_over() -> No
     assert seen == [State.IDLE]
 
 
+def test_between_connections_the_leds_say_connecting_not_listening() -> None:
+    """Hands-free, or with the button held, what the microphone hears is held for the
+    next connection: the LEDs say connecting (they said listening for as long as the
+    service was away), and listening again once it is back."""
+    m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP)
+    m, seen, _ = run(m, reconnecting("dropped"), s.Reconnected(session=1))
+    assert seen == [State.CONNECTING, State.LISTENING]
+    m, _, _ = run(m, s.SpeechHeard(), REPLY, DONE)
+    m, seen, _ = run(m, reconnecting("dropped"), s.PlaybackDrained(), s.Reconnected(session=1))
+    assert seen == [State.SPEAKING, State.CONNECTING, State.LISTENING]
+    m, _, _ = run(Machine(), s.Pressed(), SETUP)
+    m, seen, _ = run(m, reconnecting("dropped"), s.Released(), s.Reconnected(session=1), REPLY)
+    assert seen == [State.CONNECTING, State.CONNECTING, State.THINKING, State.SPEAKING]
+
+
 def test_a_session_started_afresh_says_so_with_an_earcon_to_whoever_is_there() -> None:
     m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP)  # a conversation
     m, _, actions = run(m, reconnecting("stall"), s.Reconnected(session=1, history_lost=True))
@@ -535,6 +550,7 @@ def test_a_session_nobody_talks_in_ends_by_itself_from_any_state(
         if m.state is State.ERROR:
             assert m.faults or s.Timer.ERROR in m.timers, f"{m} after {event}"
         assert m.gated == (mode is Mode.TOGGLE and m.state is State.SPEAKING)
+        assert m.connected or m.state is not State.LISTENING, f"{m} after {event}"
 
 
 def _all_events(m: Machine) -> list[s.Event]:

@@ -3,9 +3,10 @@
 A service that completes setup and then closes every connection at once must
 not be hammered: the backoff grows with every connection that dies young and
 survives the successful setups in between. It starts afresh only once a
-connection has proved itself (it carried a completed turn, or stayed up
-STABLE_S). A streak of failures that lasts `give_up_after_s` ends the session:
-the box shows an error and waits for the next press.
+connection has proved itself (it carried a completed turn, stayed up STABLE_S,
+or was moved on by the service's goAway after MOVED_AFTER_S). A streak of
+failures that lasts `give_up_after_s` ends the session: the box shows an error
+and waits for the next press.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ FIRST_S = 0.5
 MAX_S = 8.0
 #: A connection that stays up this long has proved itself, turn or no turn.
 STABLE_S = 30.0
+#: A connection the service moved on from (goAway) after this long had worked until
+#: then: a planned move, not a failure. Sooner, it is paced as one that died young (a
+#: service sending goAway at every setup is not hammered).
+MOVED_AFTER_S = 1.0
 
 
 class Pacing:
@@ -47,19 +52,23 @@ class Pacing:
         was refused), within the same streak, which still counts towards giving up."""
         self._delay = 0.0
 
-    def ended(self, lasted_s: float, completed_turn: bool) -> None:
-        """A connection ended after `lasted_s`; `completed_turn`: it carried one. One that
-        proved itself is followed by a prompt try; one that died young, by the backoff."""
-        if completed_turn or lasted_s >= STABLE_S:
+    def ended(self, lasted_s: float, completed_turn: bool, moved: bool = False) -> None:
+        """A connection ended after `lasted_s`; `completed_turn`: it carried one; `moved`:
+        the service asked for the move (goAway). One that proved itself is followed by a
+        prompt try; one that died young, by the backoff."""
+        if completed_turn or lasted_s >= STABLE_S or (moved and lasted_s >= MOVED_AFTER_S):
             self.settled()
 
     def wait(self, now: float) -> float | None:
-        """Seconds to wait before the next try, or None when the streak has lasted too long."""
+        """Seconds to wait before the next try, or None once the streak has lasted
+        `give_up_after_s`. A wait that would pass that moment is cut short to it: the
+        last try goes at the end of the time promised, not a backoff before it."""
         if self._since is None:
             self._since = now
-        wait = self._delay * self._jitter()
-        if now + wait - self._since > self._give_up_after_s:
+        left = self._since + self._give_up_after_s - now
+        if left <= 0:
             return None
+        wait = min(self._delay * self._jitter(), left)
         self.attempts += 1
         self._delay = min(max(self._delay * 2, self._first_s), self._max_s)
         return wait

@@ -102,6 +102,7 @@ class LiveLink:
         self.session_id: str | None = None
         self.connections = 0  # connections opened in this process, for status and tests
         self._closing = False  # close() is ending the session task
+        self._hurry = asyncio.Event()  # a person started a turn: reconnect without waiting
 
     @property
     def is_open(self) -> bool:
@@ -179,6 +180,12 @@ class LiveLink:
         if connection is not None:
             await connection.close(graceful=True)
         self.session_id = None
+
+    def hurry(self) -> None:
+        """A person starts a turn (a press, a text): a reconnect waiting out its backoff
+        tries now. The service may well be back, and they are waiting; each try still
+        counts towards giving up, and presses are bounded."""
+        self._hurry.set()
 
     def supersede_reply(self) -> None:
         """A press or a text turn goes out over the reply: the rest of it is stale."""
@@ -259,7 +266,11 @@ class LiveLink:
             started = time.monotonic()
             ended, reply_cut = await self._serve(connection)
             carried_turn = bool(self._carried)  # it completed a turn, handed on after the switch
-            pacing.ended(time.monotonic() - started, connection.completed_turns > 0 or carried_turn)
+            pacing.ended(
+                time.monotonic() - started,
+                connection.completed_turns > 0 or carried_turn,
+                moved=isinstance(ended, SwitchNow),
+            )
             if isinstance(ended, SwitchNow):
                 log.info("switching to a new connection: %s", ended)
                 if reply_cut:  # no quiet moment came: the reply in flight is gone
@@ -364,6 +375,13 @@ class LiveLink:
             carried,
         )
 
+    async def _pause(self, wait: float) -> None:
+        """Wait `wait` seconds, or until a person starts a turn (`hurry`)."""
+        self._hurry.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await self._hurry.wait()
+
     async def _reconnect(self, pacing: Pacing, ended: Exception) -> tuple[Connection, bool]:
         """Connect again, paced; (connection, whether history was lost). GaveUp once the
         connections have kept failing for `reconnect_for_s`."""
@@ -388,7 +406,7 @@ class LiveLink:
                 )
             if wait > 0:
                 log.info("reconnecting in %.1f s: %s", wait, describe_failure(last))
-                await asyncio.sleep(wait)
+                await self._pause(wait)
             try:
                 return await self._connect(), history_lost
             except Exception as exc:
