@@ -282,6 +282,11 @@ class Appliance:
             self.turns.finish(time.monotonic(), self.link.session_id, failed=True)
         elif state is State.IDLE and before is not State.ERROR:
             self.turns.finish(time.monotonic(), self.link.session_id)
+        elif self.machine.mode is Mode.TOGGLE and before is State.SPEAKING and state in (
+            State.LISTENING,
+            State.CONNECTING,
+        ):  # hands-free, the reply is over: so is the exchange
+            self.turns.next_exchange(time.monotonic(), self.link.session_id)
 
     async def _perform(self, action: Action) -> None:
         match action:
@@ -336,7 +341,9 @@ class Appliance:
                 self.outbox.put("text", text)
                 self.link.hurry()
             case PlayReply(pcm):
-                self.turns.reply_received(time.monotonic())
+                hands_free = self.machine.mode is Mode.TOGGLE
+                last_word = self.mic_feed.last_speech if hands_free else None
+                self.turns.reply_received(time.monotonic(), last_word)
                 self.speaker.feed(pcm)
             case ClearPlayback():
                 self.speaker.clear()

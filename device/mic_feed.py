@@ -73,6 +73,8 @@ class MicFeed:
         self._on_talk_over = on_talk_over
         self._speech_level = pcm.db_to_amplitude(cfg.speech_dbfs)
         self._speech_told = -SPEECH_EVERY_S
+        #: When the last chunk loud enough for speech was recorded (not while gated).
+        self.last_speech: float | None = None
         self._talking_s = 0.0  # the person's speech over the box so far, without a pause
         #: Hands-free, while the model speaks: keep the speaker out of what is sent.
         self.gated = False
@@ -180,10 +182,12 @@ class MicFeed:
             self._overflow.within()
 
     def _listen(self, data: bytes, t: float) -> None:
-        """Tell the appliance someone is talking, when the chunk is loud enough for speech."""
-        if self._on_speech is None or t - self._speech_told < SPEECH_EVERY_S:
+        """Note speech, and tell the appliance someone is talking (at most every
+        SPEECH_EVERY_S), when the chunk is loud enough for it."""
+        if pcm.rms(data) < self._speech_level:
             return
-        if pcm.rms(data) >= self._speech_level:
+        self.last_speech = t
+        if self._on_speech is not None and t - self._speech_told >= SPEECH_EVERY_S:
             self._speech_told = t
             self._on_speech()
 

@@ -1,4 +1,10 @@
-"""Per-turn timings: what the person at the button felt, one summary line per turn."""
+"""Per-turn timings: what the person at the button felt, one summary line per turn.
+
+Hands-free there is no release: each exchange of a conversation (listening, the
+reply, listening again) is a turn, and its "release" is the last word the
+microphone heard before the reply came; an exchange in which nothing was heard
+and nothing answered (the silence before a hang-up) is none.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ class Turn:
     activity_end_sent: float | None = None
     first_reply: float | None = None
     ended: float | None = None
+    exchange: bool = False  # hands-free, one after the conversation's first
 
     def timings_ms(self) -> dict[str, float | None]:
         def span(a: float | None, b: float | None) -> float | None:
@@ -51,6 +58,11 @@ class TurnLog:
         self.finish(t, session_id)
         self.current = Turn(pressed=t)
 
+    def next_exchange(self, t: float, session_id: str | None) -> None:
+        """Hands-free, back to listening after a reply: that exchange ends, the next starts."""
+        self.finish(t, session_id)
+        self.current = Turn(pressed=t, exchange=True)
+
     def sent(self, kind: Kind, t: float) -> None:
         turn = self.current
         if turn is None:
@@ -64,15 +76,23 @@ class TurnLog:
         if self.current is not None:
             self.current.released = t
 
-    def reply_received(self, t: float) -> None:
-        if self.current is not None and self.current.first_reply is None:
-            self.current.first_reply = t
+    def reply_received(self, t: float, last_word: float | None = None) -> None:
+        """The reply's first audio at `t`; hands-free, `last_word`: when the microphone
+        last heard speech, the turn's release if it has none (and it was in this turn)."""
+        turn = self.current
+        if turn is None or turn.first_reply is not None:
+            return
+        turn.first_reply = t
+        if turn.released is None and last_word is not None and last_word >= turn.pressed:
+            turn.released = last_word
 
     def finish(self, t: float, session_id: str | None, failed: bool = False) -> None:
         """The turn ends at `t` (`failed`: in the error state) with its summary line."""
         turn, self.current = self.current, None
         if turn is None:
             return
+        if turn.exchange and not failed and turn.released is None and turn.first_reply is None:
+            return  # listening again, then nothing: no turn
         turn.ended = t
         self._count += 1
         timings = turn.timings_ms()

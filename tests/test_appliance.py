@@ -162,6 +162,35 @@ async def test_hands_free_an_unanswered_interruption_still_ends_the_conversation
         assert kinds(box) == before == [], "nothing more from the microphone"
 
 
+async def test_hands_free_each_exchange_has_its_turn_line_from_the_last_word_to_the_reply(
+    tmp_path: Path,
+) -> None:
+    """A conversation was one turn line at its end, with no reply latency in it."""
+    cfg = config(button={"mode": "toggle"}, audio={"mic_during_playback": "gate"})
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        loop = asyncio.get_running_loop()
+        for exchange in range(2):
+            spoke = loop.time()
+            box.mic.record(CHUNK, spoke)  # the person's last word
+            box.mic.record(QUIET)
+            await asyncio.sleep(0.05)
+            box.link.deliver(ReplyAudio, pcm=REPLY)
+            box.link.deliver(TurnComplete)
+            await box.settle()
+            answered = box.appliance.turns.current
+            assert answered is not None and answered.released == spoke
+            box.speaker.play()
+            await until(lambda: box.state == "listening")
+            turns = box.appliance.status()["turns"]
+            assert [t["turn"] for t in turns] == list(range(1, exchange + 2))
+            assert 50 <= turns[-1]["release_to_first_reply_ms"] < 1000
+        box.appliance.post(Timeout(Timer.SILENCE))  # nothing more said: it hangs up
+        await box.settle()
+        assert box.state == "idle" and len(box.appliance.status()["turns"]) == 2
+
+
 async def test_while_it_speaks_with_the_microphone_open_talk_over_is_read_at_once(
     tmp_path: Path,
 ) -> None:

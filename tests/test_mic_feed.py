@@ -29,11 +29,11 @@ async def test_the_turn_ends_with_the_chunk_that_holds_the_release() -> None:
     # The card hands over chunks a period apart; the ones after the release still
     # carry what was said before it, up to the one arriving after its latency.
     for n in range(5):
-        loop.call_later(CHUNK_S * n, feed.chunk, b"%d" % n, released + CHUNK_S * n)
+        loop.call_later(CHUNK_S * n, feed.chunk, b"%d_" % n, released + CHUNK_S * n)
     await feed.finish(released + 0.1)
     await asyncio.sleep(CHUNK_S * 3)  # the chunks after the end keep arriving
 
-    assert sent_audio(box) == [b"0", b"1", b"2", b"3"]
+    assert sent_audio(box) == [b"0_", b"1_", b"2_", b"3_"]
 
 
 async def test_a_silent_microphone_ends_the_turn_after_the_wait() -> None:

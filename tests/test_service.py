@@ -197,6 +197,26 @@ def test_a_text_turn_is_a_turn_and_the_empty_one_it_follows_is_none(
     assert (record["LIVE_TURN"], record["LIVE_RELEASE_TO_FIRST_REPLY_MS"]) == (1, 599.0)
 
 
+def test_hands_free_each_exchange_is_a_turn_timed_from_the_last_word_heard(
+    journal: Captured,
+) -> None:
+    """A conversation was one line at its end, with no reply latency in it. Each
+    exchange is a turn now; the silence before the hang-up is none."""
+    turns = TurnLog()
+    turns.start(10.0, None)  # the conversation opens
+    turns.sent("audio", 10.04)
+    turns.reply_received(12.3, last_word=11.9)  # the person's last word before it
+    turns.next_exchange(15.0, "session-1")  # the reply played; listening again
+    turns.reply_received(17.5, last_word=14.0)  # a word from the last exchange: none here
+    turns.next_exchange(19.0, "session-1")
+    turns.sent("audio", 19.04)
+    turns.finish(29.0, "session-1")  # nothing said, the conversation ends
+    first, second = journal.records
+    assert (first["LIVE_TURN"], first["LIVE_RELEASE_TO_FIRST_REPLY_MS"]) == (1, 400.0)
+    assert (second["LIVE_TURN"], second["LIVE_TURN_MS"]) == (2, 4000.0)
+    assert "LIVE_RELEASE_TO_FIRST_REPLY_MS" not in second
+
+
 def test_a_failed_turn_says_so_in_its_summary(journal: Captured) -> None:
     turns = TurnLog()
     turns.start(10.0, None)
