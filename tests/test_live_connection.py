@@ -24,6 +24,7 @@ from device.live.connection import (
     sdk_internals_missing,
     websocket_of,
 )
+from device.live.reply import RATE_CHANGES_LIMIT
 from device.live.turn import TRANSCRIPT_LIMIT, WireTurn
 from device.live.wire import MIC_MIME, REPLY_RATE
 from device.outbox import Item, Outbox
@@ -295,6 +296,25 @@ async def test_a_reply_at_another_rate_plays_at_its_pitch_and_length() -> None:
     assert abs(len(played) / 2 - REPLY_RATE) < 48, "one second at 24 kHz, the resampler's tail in"
     assert abs(pcm.dominant_frequency(played, REPLY_RATE) - tone_frequency(1)) < 2
     assert seen.events[-1] == TurnComplete(session=SESSION)
+
+
+async def test_a_reply_whose_rate_keeps_changing_plays_at_the_last_rate_allowed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A message of 2000 parts alternating 16 and 8 kHz built a resampler per part and
+    held the loop 0.4 s (a 1 MiB message of them, seconds). After RATE_CHANGES_LIMIT
+    changes, parts at another rate are not played; one journal line says so."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    tone = b"\x00\x10\x00\xf0" * 80  # 160 samples: 10 ms at 16 kHz, 20 ms at 8 kHz
+    rates = itertools.islice(itertools.cycle((16000, 8000)), 2000)
+    conn._dispatch(reply_parts(*(pcm_part(tone, f"audio/pcm;rate={r}") for r in rates)))
+    conn._dispatch(content(turn_complete=True))
+    played_s = len(b"".join(heard(seen))) / 2 / REPLY_RATE
+    assert RATE_CHANGES_LIMIT == 4
+    assert abs(played_s - (0.06 + 998 * 0.02)) < 0.05, played_s  # four parts, then 8 kHz's
+    warned = [r for r in caplog.records if "changed a reply's rate" in r.getMessage()]
+    assert len(warned) == 1
 
 
 async def test_parts_that_are_not_audio_are_not_played() -> None:

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: A reply's rate may change this many times; parts at yet another rate after that are
+#: not played. A service speaks at one rate; each change builds a resampler (0.2 ms),
+#: and a message of parts alternating between two rates held the loop for seconds.
+RATE_CHANGES_LIMIT = 4
+
 
 class ReplyDecoder:
     """Reply parts in, REPLY_RATE PCM out, part by part; one per connection or turn loop."""
@@ -30,7 +35,9 @@ class ReplyDecoder:
         self._carry = b""  # the first byte of a sample whose second byte is in the next part
         self._rate = REPLY_RATE
         self._resampler: soxr.ResampleStream | None = None
+        self._rate_changes = 0  # in the reply now arriving
         self._skipped = False  # a part that is not audio has been reported
+        self._skipped_rates = False  # a part past RATE_CHANGES_LIMIT has been reported
 
     def audio(self, content: types.LiveServerContent) -> list[bytes]:
         """The reply audio in one server message, part by part (none empty); at the end
@@ -39,8 +46,10 @@ class ReplyDecoder:
         pcms = self.parts((b.data, b.mime_type) for part in parts if (b := part.inline_data))
         if content.interrupted:
             self._reset()
-        elif content.turn_complete and (tail := self._end()):
-            pcms.append(tail)
+        elif content.turn_complete:
+            if tail := self._flush():
+                pcms.append(tail)
+            self._rate_changes = 0
         return pcms
 
     def parts(self, parts: Iterable[tuple[bytes | None, str | None]]) -> list[bytes]:
@@ -56,15 +65,22 @@ class ReplyDecoder:
         if rate is None:
             self._skip(mime_type)
             return b""
-        tail = self._end() if rate != self._rate else b""
+        tail = b""
+        if rate != self._rate:
+            if self._rate_changes >= RATE_CHANGES_LIMIT:
+                self._skip_rate(rate)
+                return b""
+            self._rate_changes += 1
+            tail = self._flush()
         self._rate = rate
         data = self._carry + data
         whole = len(data) - len(data) % SAMPLE_BYTES
         data, self._carry = data[:whole], data[whole:]
         return tail + self._resample(data, last=False)
 
-    def _end(self) -> bytes:
-        """The reply is over: what the resampler still holds; an unpaired byte is dropped."""
+    def _flush(self) -> bytes:
+        """The reply, or its stretch at one rate, is over: what the resampler still holds;
+        an unpaired byte is dropped."""
         self._carry = b""
         if self._resampler is None:
             return b""
@@ -76,6 +92,7 @@ class ReplyDecoder:
         """Forget what is held (the reply was interrupted): nothing of it may play."""
         self._carry = b""
         self._resampler = None
+        self._rate_changes = 0
 
     def _resample(self, data: bytes, last: bool) -> bytes:
         if self._rate == REPLY_RATE:
@@ -94,4 +111,13 @@ class ReplyDecoder:
             log.warning(
                 "the service sent a reply part of type %s: not played (only audio/pcm is)",
                 mime_type or "(none)",
+            )
+
+    def _skip_rate(self, rate: int) -> None:
+        if not self._skipped_rates:
+            self._skipped_rates = True
+            log.warning(
+                "the service changed a reply's rate over %d times: parts at %d Hz not played",
+                RATE_CHANGES_LIMIT,
+                rate,
             )
