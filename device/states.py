@@ -602,7 +602,9 @@ def _transition(m: Machine, event: Event) -> Step:
 
         case Timeout(Timer.IDLE) if m.session_open and m.state is State.IDLE:
             return m.to(State.IDLE, session_open=False, connected=False), [CloseSession()]
-        case Timeout(Timer.REPLY) if m.state in (State.THINKING, State.CONNECTING):
+        case Timeout(Timer.REPLY) if m.state is State.THINKING or (
+            m.state is State.CONNECTING and not m.ending  # a goodbye's wait: below
+        ):
             return _turn_over(m, [PlayEarcon(Earcon.ERROR)])  # never left hanging
         case Timeout(Timer.REPLY) if m.state is State.SPEAKING and m.reply_done:
             # All of it came and it is still playing (a reply sent faster than it plays):

@@ -8,6 +8,7 @@ import dataclasses
 import socket
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
@@ -154,6 +155,98 @@ async def test_a_service_that_refuses_every_resume_is_given_up_on() -> None:
     lost = next(e for e in events if isinstance(e, ConnectionLost))
     assert "gave up" in lost.reason
     assert service.resumes >= 1 and service.fresh >= 2
+
+
+class MovingService:
+    """Every connection gets goAway with no time left the moment it is set up; the
+    service then takes `close_s` to answer the box's close."""
+
+    session_id = "s"
+
+    def __init__(self, close_s: float) -> None:
+        self.aio = self.live = self
+        self.close_s = close_s
+        self.connections = 0
+
+    @contextlib.asynccontextmanager
+    async def connect(self, **_: Any) -> AsyncIterator[MovingService]:
+        self.connections += 1
+        yield self
+
+    async def receive(self) -> AsyncIterator[types.LiveServerMessage]:
+        yield types.LiveServerMessage(go_away=types.LiveServerGoAway(time_left="0s"))
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        await asyncio.sleep(self.close_s)
+
+
+async def test_a_service_moving_every_connection_at_setup_is_paced_and_given_up_on() -> None:
+    """A move within a second of setup is paced as a failure: the time the service
+    took to answer the close (1.5 s here) counted as the connection's life, made every
+    move a planned one, and the box reconnected every 1.5 s for ever."""
+    events: list[Event] = []
+    cfg = Config(api_key=Secret("AIza-test"))
+    cfg = dataclasses.replace(cfg, live=dataclasses.replace(cfg.live, reconnect_for_s=3.0))
+    service = MovingService(close_s=1.5)
+    link = LiveLink(cfg, Outbox(5), on_event=events.append, on_sent=lambda i, t: None)
+    link._client = service  # type: ignore[assignment]
+    link.open(1)
+    try:
+        await until(lambda: any(isinstance(e, ConnectionLost) for e in events), within=20)
+    finally:
+        await link.close()
+    lost = next(e for e in events if isinstance(e, ConnectionLost))
+    assert "gave up" in lost.reason
+
+
+class FailingAfterOne:
+    """The first connection is closed by the service at once; every later try takes a
+    while (TLS, an HTTP 503 after the network's latency) and fails."""
+
+    session_id = "s"
+
+    def __init__(self) -> None:
+        self.aio = self.live = self
+        self.began: list[float] = []  # each later try
+        self.tries: list[tuple[float, float]] = []  # (began, failed) of each later try
+
+    @contextlib.asynccontextmanager
+    async def connect(self, **_: Any) -> AsyncIterator[FailingAfterOne]:
+        if not hasattr(self, "served"):
+            self.served = True
+            yield self
+            return
+        began = time.monotonic()
+        self.began.append(began)
+        await asyncio.sleep(0.3)
+        self.tries.append((began, time.monotonic()))
+        raise ConnectionError("503 service unavailable")
+
+    async def receive(self) -> AsyncIterator[types.LiveServerMessage]:
+        raise ConnectionError("closed by the service")
+        yield  # an async generator, as the SDK's
+
+    async def close(self) -> None: ...
+
+
+async def test_a_press_during_a_reconnect_try_that_fails_has_the_next_go_at_once() -> None:
+    """The press came while a try was in flight: it was forgotten as the wait after it
+    began, and the person waited out the backoff (up to 8 s) with the LEDs connecting."""
+    service = FailingAfterOne()
+    link = LiveLink(Config(api_key=Secret("AIza-test")), Outbox(5), on_event=lambda e: None,
+                    on_sent=lambda i, t: None)  # fmt: skip
+    link._client = service  # type: ignore[assignment]
+    link.open(1)
+    try:
+        await until(lambda: len(service.began) == 3, within=10)  # the backoff has grown
+        await asyncio.sleep(0.1)  # the third try is in flight
+        link.hurry()
+        await until(lambda: len(service.tries) == 4, within=10)
+    finally:
+        await link.close()
+    (_, third_failed), (fourth_began, _) = service.tries[2], service.tries[3]
+    assert fourth_began - third_failed < 0.2, "it waited out the backoff (0.5 s at least)"
 
 
 @pytest.mark.parametrize(

@@ -282,6 +282,16 @@ def test_between_connections_the_leds_say_connecting_not_listening() -> None:
     assert seen == [State.CONNECTING, State.CONNECTING, State.THINKING, State.SPEAKING]
 
 
+def test_a_goodbye_awaited_across_a_reconnect_ends_the_conversation_quietly() -> None:
+    """Hands-free, the model hung up before its goodbye's audio and the connection
+    dropped: waiting for the goodbye in connecting, its timer ending the wait is the
+    hang-up it asked for, not a failed turn with the error earcon."""
+    m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP, ENDED)
+    m, seen, actions = run(m, reconnecting("dropped"), s.Timeout(s.Timer.REPLY))
+    assert seen == [State.CONNECTING, State.IDLE] and not m.session_open
+    assert "play_earcon:error" not in names(actions)
+
+
 def test_a_session_started_afresh_says_so_with_an_earcon_to_whoever_is_there() -> None:
     m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP)  # a conversation
     m, _, actions = run(m, reconnecting("stall"), s.Reconnected(session=1, history_lost=True))

@@ -263,11 +263,10 @@ class LiveLink:
         self._on_event(SetupComplete(session=session))
         pacing = Pacing(self._cfg.live.reconnect_for_s)
         while True:
-            started = time.monotonic()
-            ended, reply_cut = await self._serve(connection)
+            ended, reply_cut, lasted_s = await self._serve(connection)
             carried_turn = bool(self._carried)  # it completed a turn, handed on after the switch
             pacing.ended(
-                time.monotonic() - started,
+                lasted_s,
                 connection.completed_turns > 0 or carried_turn,
                 moved=isinstance(ended, SwitchNow),
             )
@@ -310,15 +309,18 @@ class LiveLink:
         await asyncio.sleep(FIRST_RETRY_S)
         return await self._connect()
 
-    async def _serve(self, connection: Connection) -> tuple[Exception, bool]:
-        """Serve until the connection ends; close it. Why it ended, and whether a reply
-        was in flight then (it will not come on the next connection). A reply that came
-        whole before a switch, still waiting for the speaker, plays on across it."""
+    async def _serve(self, connection: Connection) -> tuple[Exception, bool, float]:
+        """Serve until the connection ends; close it. Why it ended, whether a reply was in
+        flight then (it will not come on the next connection), and how long it ran (not
+        counting its close, which a service may keep waiting). A reply that came whole
+        before a switch, still waiting for the speaker, plays on across it."""
         from device.live.connection import SwitchNow
         from device.live.read_ahead import ends_turn
 
         self._connection = connection  # close() finishes the job if we are cancelled
+        started = time.monotonic()
         ended = await connection.run()
+        lasted_s = time.monotonic() - started
         if self._closing:
             # Cancelled as the connection ended: Python 3.11's TaskGroup then raises the
             # connection's failure and loses the cancellation. Without this the session
@@ -329,10 +331,10 @@ class LiveLink:
         unhandled = connection.unhandled() if isinstance(ended, SwitchNow) else []
         if any(ends_turn(message) for message in unhandled):
             self._carried = unhandled  # the turn ends with it, on the next connection
-            return ended, False
+            return ended, False, lasted_s
         reply_cut = self._turn.in_flight
         self._turn.lost()
-        return ended, reply_cut
+        return ended, reply_cut, lasted_s
 
     async def _connect(self) -> Connection:
         """Open one connection (resuming when there is a handle) within the connect timeout."""
@@ -376,8 +378,8 @@ class LiveLink:
         )
 
     async def _pause(self, wait: float) -> None:
-        """Wait `wait` seconds, or until a person starts a turn (`hurry`)."""
-        self._hurry.clear()
+        """Wait `wait` seconds, or until a person starts a turn (`hurry`): since the last
+        try began, so that a press during a try that then fails is not lost."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await self._hurry.wait()
@@ -394,6 +396,7 @@ class LiveLink:
         )
 
         busy, busy_since, history_lost, last = 0, 0.0, False, ended
+        self._hurry.clear()  # a press while the connection lived asks for no haste now
         while True:
             if self._closing:
                 raise asyncio.CancelledError  # a cancellation lost on the way (see _serve)
@@ -407,6 +410,7 @@ class LiveLink:
             if wait > 0:
                 log.info("reconnecting in %.1f s: %s", wait, describe_failure(last))
                 await self._pause(wait)
+            self._hurry.clear()
             try:
                 return await self._connect(), history_lost
             except Exception as exc:
