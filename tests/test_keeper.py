@@ -8,12 +8,13 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from helpers import until
 
 from device.audio import keeper as keeper_module
-from device.audio.keeper import AudioKeeper, DriverStuck
+from device.audio.keeper import TRIES_AFTER_A_CHANGE, AudioKeeper, DriverStuck, sound_cards
 from device.states import DeviceFailed, DeviceRecovered
 
 
@@ -267,7 +268,8 @@ async def test_at_the_longest_wait_a_missing_device_is_tried_when_the_hardware_c
 ) -> None:
     """Each try starts and stops PortAudio, which keeps 25 KB each time: a box with its
     speakerphone unplugged for a week grew past its memory bound. At the longest wait
-    the tries stop until a card comes or goes (or BLIND_RETRY_S has passed)."""
+    the tries stop until a card comes or goes (then a few, as one is listed a moment
+    before it opens), or BLIND_RETRY_S has passed."""
     monkeypatch.setattr(keeper_module, "REOPEN_MAX_S", 0.1)
     hardware = ["card 0: Headphones"]
     microphone, events = MissingDevice(), []
@@ -279,16 +281,32 @@ async def test_at_the_longest_wait_a_missing_device_is_tried_when_the_hardware_c
         await asyncio.sleep(1.0)
         assert len(microphone.tries) == 2, "the open, then the try at 0.05 s; none at 0.1 s"
         hardware.append("card 1: USB speakerphone")  # plugged in
-        await until(lambda: len(microphone.tries) == 3, 1.0)
+        await until(lambda: len(microphone.tries) == 2 + TRIES_AFTER_A_CHANGE, 2.0)
         await asyncio.sleep(0.5)
-        assert len(microphone.tries) == 3, "once for the change"
+        assert len(microphone.tries) == 2 + TRIES_AFTER_A_CHANGE, "a few for the change"
         monkeypatch.setattr(keeper_module, "BLIND_RETRY_S", 0.3)
-        await until(lambda: len(microphone.tries) == 4, 1.0)
+        await until(lambda: len(microphone.tries) == 3 + TRIES_AFTER_A_CHANGE, 1.0)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert [type(e) for e in events] == [DeviceFailed], "said once"
+
+
+def test_a_card_plugged_back_into_the_same_port_is_a_change(tmp_path: Path) -> None:
+    """Unplugged and plugged back between two looks: the same card list and the same
+    node names, but the nodes are made anew."""
+    cards, nodes = tmp_path / "cards", tmp_path / "snd"
+    cards.write_text(" 1 [Device]: USB-Audio - USB speakerphone\n")
+    nodes.mkdir()
+    (nodes / "pcmC1D0c").touch()
+    before = sound_cards(cards, nodes)
+    assert sound_cards(cards, nodes) == before, "nothing happened: no change"
+    (nodes / "pcmC1D0c").unlink()
+    time.sleep(0.01)
+    (nodes / "pcmC1D0c").touch()
+    assert sound_cards(cards, nodes) != before
+    assert sound_cards(tmp_path / "none", tmp_path / "none") == ("",), "unreadable: empty"
 
 
 class SilentDevice(WatchedDevice):

@@ -10,11 +10,13 @@ A device back only to fail again within SETTLED_S (a microphone that opens but
 delivers nothing) keeps the longer wait: a box left with one broken device tries
 it, and says so, now and then, not every few seconds for months.
 
-Once the wait is at its longest, a try goes only when the sound hardware changed
-(a card plugged in or taken out: `sound_cards`), or every BLIND_RETRY_S: each
-try starts and stops PortAudio, which keeps about 25 KB each time (in the
-library, not here); at a try a minute a box with its speakerphone unplugged
-grew 35 MB a day, past the unit's memory bound within a week.
+Once the wait is at its longest, tries go on only for a few rounds after the
+sound hardware changed (a card plugged in, taken out or plugged back:
+`sound_cards`; a card is listed a moment before it can be opened), or every
+BLIND_RETRY_S: each try starts and stops PortAudio, which keeps about 25 KB
+each time (in the library, not here); at a try a minute a box with its
+speakerphone unplugged grew 35 MB a day, past the unit's memory bound within a
+week.
 
 Nothing polls while all is well: the keeper looks at the streams itself every
 second only while one is in the middle of calls into its driver (the speaker
@@ -66,6 +68,8 @@ SETTLED_S = 60.0
 #: At the longest wait, with the sound hardware as it was at the last try, the next
 #: try waits this long (a device that is there and fails, or one PulseAudio serves).
 BLIND_RETRY_S = 30 * 60.0
+#: Tries at the longest wait after the sound hardware changed.
+TRIES_AFTER_A_CHANGE = 3
 #: A call still stuck this long will not return: no thread can be stopped from outside,
 #: and the device cannot be opened again beside it. The keeper then fails (DriverStuck),
 #: the daemon stops with an error and systemd starts a fresh process, instead of a box
@@ -73,18 +77,24 @@ BLIND_RETRY_S = 30 * 60.0
 STUCK_FOR_GOOD_S = 60.0
 
 
-def sound_cards() -> tuple[str, ...]:
-    """The kernel's sound cards and their device nodes: a card plugged in or taken out
-    (or a driver that comes back) changes them. Unreadable: empty, and never changing."""
+def sound_cards(
+    cards: Path = Path("/proc/asound/cards"), nodes: Path = Path("/dev/snd")
+) -> tuple[object, ...]:
+    """The kernel's sound cards and their device nodes, each node with its inode and
+    change time: a card plugged in or taken out, or plugged back into the same port
+    (its nodes made anew), or a driver that comes back, changes them. Unreadable:
+    empty, and never changing."""
     try:
-        cards = Path("/proc/asound/cards").read_text()
+        listed = cards.read_text()
     except OSError:
-        cards = ""
-    try:
-        nodes = sorted(os.listdir("/dev/snd"))
-    except OSError:
-        nodes = []
-    return (cards, *nodes)
+        listed = ""
+    made: list[tuple[str, int, int]] = []
+    with contextlib.suppress(OSError):
+        for entry in sorted(os.scandir(nodes), key=lambda e: e.name):
+            with contextlib.suppress(OSError):
+                node = entry.stat(follow_symlinks=False)
+                made.append((entry.name, node.st_ino, node.st_ctime_ns))
+    return (listed, *made)
 
 
 class DriverStuck(Exception):
@@ -136,7 +146,9 @@ class AudioKeeper:
         self._stuck: dict[str, tuple[asyncio.Future[None], float]] = {}
         self.failures: dict[str, str] = {}  # device name -> why it is not working
         self._hardware = hardware
-        self._tried: tuple[float, object] = (-math.inf, None)  # the last open: when, on what
+        self._tried_at = -math.inf  # the last open
+        self._seen: object = None  # the sound hardware at the last open, or look since
+        self._eager = 0  # tries still due at the longest wait after a change
         self._changed = asyncio.Event()
         for endpoint in endpoints.values():
             endpoint.on_change = self._changed.set
@@ -145,7 +157,7 @@ class AudioKeeper:
         """Open every device; the ones that fail are reported, not raised."""
         loop = asyncio.get_running_loop()
         was_working = not self.failures
-        self._tried = (time.monotonic(), self._hardware())
+        self._tried_at, self._seen = time.monotonic(), self._hardware()
         failed: dict[str, str] = {}
         for name, endpoint in self.endpoints.items():
             try:
@@ -266,12 +278,17 @@ class AudioKeeper:
 
     def _worth_a_try(self) -> bool:
         """Whether to open the devices again now: while the wait still grows, yes; at its
-        longest, when the sound hardware changed since the last try, or BLIND_RETRY_S
-        after it."""
+        longest, for TRIES_AFTER_A_CHANGE rounds once the sound hardware changed, and
+        BLIND_RETRY_S after the last try."""
         if self._retry_s < REOPEN_MAX_S:
             return True
-        tried_at, hardware = self._tried
-        return time.monotonic() - tried_at >= BLIND_RETRY_S or self._hardware() != hardware
+        hardware = self._hardware()
+        if hardware != self._seen:
+            self._seen, self._eager = hardware, TRIES_AFTER_A_CHANGE
+        if self._eager:
+            self._eager -= 1
+            return True
+        return time.monotonic() - self._tried_at >= BLIND_RETRY_S
 
     def _plan_retry(self, was_working: bool) -> None:
         """The wait before the next try: `reopen_s` for a new fault in devices that had
@@ -298,4 +315,3 @@ def _ignore_outcome(call: asyncio.Future[None]) -> None:
     """A stuck call that ends at last: its outcome was already reported as a failure."""
     if not call.cancelled():
         call.exception()
-
