@@ -141,20 +141,27 @@ async def test_a_service_that_refuses_every_resume_is_given_up_on() -> None:
     """A fresh session after a refused resume is tried at once, but within the same streak
     of failures: it used to start the streak afresh, and the box reconnected every second
     for as long as the conversation stayed open."""
+    service = ForgetfulService()
+    lost = await session_lost(service, reconnect_for_s=2.0)
+    assert "gave up" in lost.reason
+    assert service.resumes >= 1 and service.fresh >= 2
+
+
+async def session_lost(service: object, reconnect_for_s: float) -> ConnectionLost:
+    """Open a session on `service` (the SDK client's stand-in) and wait for its end."""
     events: list[Event] = []
     cfg = Config(api_key=Secret("AIza-test"))
-    cfg = dataclasses.replace(cfg, live=dataclasses.replace(cfg.live, reconnect_for_s=2.0))
-    service = ForgetfulService()
+    cfg = dataclasses.replace(
+        cfg, live=dataclasses.replace(cfg.live, reconnect_for_s=reconnect_for_s)
+    )
     link = LiveLink(cfg, Outbox(5), on_event=events.append, on_sent=lambda i, t: None)
     link._client = service  # type: ignore[assignment]
     link.open(1)
     try:
-        await until(lambda: any(isinstance(e, ConnectionLost) for e in events), within=15)
+        await until(lambda: any(isinstance(e, ConnectionLost) for e in events), within=20)
     finally:
         await link.close()
-    lost = next(e for e in events if isinstance(e, ConnectionLost))
-    assert "gave up" in lost.reason
-    assert service.resumes >= 1 and service.fresh >= 2
+    return next(e for e in events if isinstance(e, ConnectionLost))
 
 
 class MovingService:
@@ -185,18 +192,7 @@ async def test_a_service_moving_every_connection_at_setup_is_paced_and_given_up_
     """A move within a second of setup is paced as a failure: the time the service
     took to answer the close (1.5 s here) counted as the connection's life, made every
     move a planned one, and the box reconnected every 1.5 s for ever."""
-    events: list[Event] = []
-    cfg = Config(api_key=Secret("AIza-test"))
-    cfg = dataclasses.replace(cfg, live=dataclasses.replace(cfg.live, reconnect_for_s=3.0))
-    service = MovingService(close_s=1.5)
-    link = LiveLink(cfg, Outbox(5), on_event=events.append, on_sent=lambda i, t: None)
-    link._client = service  # type: ignore[assignment]
-    link.open(1)
-    try:
-        await until(lambda: any(isinstance(e, ConnectionLost) for e in events), within=20)
-    finally:
-        await link.close()
-    lost = next(e for e in events if isinstance(e, ConnectionLost))
+    lost = await session_lost(MovingService(close_s=1.5), reconnect_for_s=3.0)
     assert "gave up" in lost.reason
 
 
