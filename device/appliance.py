@@ -174,8 +174,11 @@ class Appliance:
         self._presses_waiting += 1
         self.post(event)
 
-    def _on_speech(self) -> None:
-        self.post(SpeechHeard(from_the_room=not self.speaker.busy))
+    def _on_speech(self, starts: bool) -> None:
+        from_the_room = not self.speaker.busy
+        if starts and from_the_room:
+            self.link.hurry()  # hands-free, their words are the turn: a reconnect tries now
+        self.post(SpeechHeard(from_the_room=from_the_room))
 
     def _on_talk_over(self) -> None:
         self.post(TalkedOver())

@@ -10,7 +10,8 @@ over none) or attenuated, as configured;
 with "cancel" the capture has already taken the speaker's echo out, and they go
 on as they are.
 A chunk loud enough to be speech is reported (`on_speech`, at most every
-SPEECH_EVERY_S): the silence that ends a conversation counts from the last word.
+SPEECH_EVERY_S, and whether it starts an utterance): the silence that ends a
+conversation counts from the last word.
 With "cancel", speech held for TALK_OVER_S while the model speaks is reported too
 (`on_talk_over`): a reply the service sent whole is no longer its to interrupt.
 Nor is silence worth sending: after a second of it the capture holds the
@@ -50,6 +51,9 @@ OVERFLOW_LOG_EVERY_S = 60.0
 FINISH_SLACK_S = 0.2
 #: Speech heard is reported at most this often (it restarts the silence timer).
 SPEECH_EVERY_S = 0.5
+#: Speech after this long without any starts an utterance (a person starting to talk,
+#: as a press starts a turn).
+UTTERANCE_GAP_S = 1.0
 #: With "cancel", the person talking over the box this long without a pause, at
 #: `speech_dbfs` or louder, is reported once: a syllable or two, longer than what the
 #: canceller lets through of the box's own voice (well below that level once it has
@@ -64,7 +68,7 @@ class MicFeed:
         self,
         cfg: AudioConfig,
         outbox: Outbox,
-        on_speech: Callable[[], None] | None = None,
+        on_speech: Callable[[bool], None] | None = None,
         on_talk_over: Callable[[], None] | None = None,
     ) -> None:
         self._cfg = cfg
@@ -183,13 +187,14 @@ class MicFeed:
 
     def _listen(self, data: bytes, t: float) -> None:
         """Note speech, and tell the appliance someone is talking (at most every
-        SPEECH_EVERY_S), when the chunk is loud enough for it."""
+        SPEECH_EVERY_S) and whether they start to, when the chunk is loud enough for it."""
         if pcm.rms(data) < self._speech_level:
             return
+        starts = self.last_speech is None or t - self.last_speech >= UTTERANCE_GAP_S
         self.last_speech = t
         if self._on_speech is not None and t - self._speech_told >= SPEECH_EVERY_S:
             self._speech_told = t
-            self._on_speech()
+            self._on_speech(starts)
 
     def _over_the_box(self, data: bytes) -> None:
         """With "cancel": tell the appliance once the person has talked over the box for

@@ -133,3 +133,20 @@ def tone(dbfs: float) -> bytes:
     """A 40 ms chunk of a 16 kHz sine at `dbfs` RMS."""
     t = np.arange(640) / 16000
     return pcm.from_float(np.sin(2 * np.pi * 300 * t) * pcm.db_to_amplitude(dbfs) * np.sqrt(2))
+
+
+async def test_speech_is_told_twice_a_second_and_an_utterance_only_after_a_pause() -> None:
+    """Hands-free, a person starting to talk wakes a reconnect's wait as a press does: told
+    once per utterance (after a second without speech), not at every report, so that a
+    voice that never stops (a television) cannot have the box try every half second."""
+    told: list[tuple[float, bool]] = []
+    feed = MicFeed(AudioConfig(speech_dbfs=-40), Outbox(hold_s=5),
+                   on_speech=lambda starts: told.append((now, starts)))  # fmt: skip
+    loud, quiet = tone(-20), tone(-55)
+    feed.start([])
+    talk = [loud] * 40 + [quiet] * 20 + [loud] * 5 + [quiet] * 30 + [loud] * 5
+    for n, chunk in enumerate(talk):
+        now = round(n * CHUNK_S, 2)
+        feed.chunk(chunk, now)
+    assert told == [(0.0, True), (0.52, False), (1.04, False), (1.56, False), (2.4, False),
+                    (3.8, True)]  # fmt: skip

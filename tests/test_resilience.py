@@ -320,6 +320,31 @@ def test_a_press_while_the_box_waits_to_reconnect_tries_at_once(
     assert_clean(daemon, server)
 
 
+def test_hands_free_words_said_while_the_box_waits_to_reconnect_try_at_once(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Hands-free there is no press: a person who starts talking while the box waits out
+    its backoff starts a turn as one. They waited out the rest of the wait (2-4 s here)
+    with the LEDs saying connecting, their words held."""
+    server, daemon = make_rig(merged({"button": {"mode": "toggle"}, "audio": {"earcons": False},
+                                      "conversation": {"end_after_silence_s": 60},
+                                      "live": {"reconnect_for_s": 30}}))  # fmt: skip
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening" and s["connected"], 10, "listening")
+    server.server.config.refuse_setup = (1013, "Try again later")
+    server.call(server.server.drop)
+    server.wait_for(lambda: sum(c.close_code == 1013 for c in server.log.connections()) >= 4, 20)
+    server.server.config.refuse_setup = None
+    time.sleep(0.2)  # the box is in a wait of 2-4 s (its fourth)
+    spoke = time.monotonic()
+    playing = loopback.play(chirp(1.0), MIC_RATE)
+    daemon.wait_until(lambda s: s["connected"], 10, "connected")
+    waited = time.monotonic() - spoke
+    playing.wait()
+    assert waited < 1.0, f"the words waited {waited:.1f} s with the service back"
+    assert_clean(daemon, server)
+
+
 def test_a_service_that_moves_every_connection_on_early_keeps_the_conversation(
     loopback: PulseLoopback, make_rig: Any
 ) -> None:

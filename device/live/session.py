@@ -182,9 +182,10 @@ class LiveLink:
         self.session_id = None
 
     def hurry(self) -> None:
-        """A person starts a turn (a press, a text): a reconnect waiting out its backoff
-        tries now. The service may well be back, and they are waiting; each try still
-        counts towards giving up, and presses are bounded."""
+        """A person starts a turn (a press, a text, hands-free an utterance): a reconnect
+        waiting out its backoff tries now. The service may well be back, and they are
+        waiting; each try still counts towards giving up, and presses and utterances are
+        bounded (`UTTERANCE_GAP_S`)."""
         self._hurry.set()
 
     def supersede_reply(self) -> None:
