@@ -147,7 +147,7 @@ class AudioKeeper:
         self.failures: dict[str, str] = {}  # device name -> why it is not working
         self._hardware = hardware
         self._tried_at = -math.inf  # the last open
-        self._seen: object = None  # the sound hardware at the last open, or look since
+        self._seen: object = None  # the sound hardware at the last look (a round's)
         self._eager = 0  # tries still due at the longest wait after a change
         self._changed = asyncio.Event()
         for endpoint in endpoints.values():
@@ -157,7 +157,7 @@ class AudioKeeper:
         """Open every device; the ones that fail are reported, not raised."""
         loop = asyncio.get_running_loop()
         was_working = not self.failures
-        self._tried_at, self._seen = time.monotonic(), self._hardware()
+        self._tried_at = time.monotonic()
         failed: dict[str, str] = {}
         for name, endpoint in self.endpoints.items():
             try:
@@ -280,11 +280,12 @@ class AudioKeeper:
         """Whether to open the devices again now: while the wait still grows, yes; at its
         longest, for TRIES_AFTER_A_CHANGE rounds once the sound hardware changed, and
         BLIND_RETRY_S after the last try."""
+        hardware = self._hardware()
+        changed, self._seen = hardware != self._seen, hardware
         if self._retry_s < REOPEN_MAX_S:
             return True
-        hardware = self._hardware()
-        if hardware != self._seen:
-            self._seen, self._eager = hardware, TRIES_AFTER_A_CHANGE
+        if changed:
+            self._eager = TRIES_AFTER_A_CHANGE
         if self._eager:
             self._eager -= 1
             return True
