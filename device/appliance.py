@@ -26,6 +26,7 @@ from device.audio.earcons import earcon
 from device.audio.keeper import AudioKeeper
 from device.config import Config
 from device.control import ControlError
+from device.hw import gpio_failure
 from device.hw.leds import LedAnimator
 from device.mic_feed import MicFeed
 from device.outbox import Item, Outbox, TextsWaiting
@@ -535,7 +536,7 @@ class Appliance:
         try:
             self.button.start(loop)
         except Exception as exc:
-            reason = f"button on GPIO {self.cfg.button.pin}: {type(exc).__name__}: {exc}"
+            reason = f"button on GPIO {self.cfg.button.pin}: {gpio_failure(exc)}"
             log.error(
                 "%s; the box answers only 'live-appliance ctl press' until that is fixed",
                 reason,

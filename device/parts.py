@@ -20,6 +20,7 @@ from device.audio.playback import Playback
 from device.config import Config
 from device.control import ControlServer
 from device.errors import LedsUnavailable
+from device.hw import gpio_failure
 from device.hw.button import ButtonInput
 from device.hw.camera import CameraFeed
 from device.hw.leds import LedDriver, NullLeds, open_leds
@@ -88,7 +89,7 @@ class Parts:
         except LedsUnavailable as exc:
             reason = str(exc)
         except Exception as exc:  # gpiozero: no pin factory works here, a pin in use, ...
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = gpio_failure(exc)
         log.error("LEDs off: %s", reason, extra={"LIVE_ERROR": reason})
         return NullLeds()
 

@@ -9,6 +9,7 @@ drive a mock pin and read the LED pins.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 import json
 import os
@@ -565,6 +566,21 @@ async def test_progress_spins_on_a_terminal_and_wipes_its_line() -> None:
         update("button: still waiting")
         await screen.shows("button: still waiting")
     assert screen.getvalue().endswith("\r\x1b[K")  # the line is clear for the result
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lgpio") is not None, reason="lgpio loads here")
+def test_without_gpio_the_doctor_says_why_lgpio_did_not_load_in_one_line(tmp_path: Path) -> None:
+    """gpiozero warned once per pin driver it fell back from: eight lines of warnings on
+    stderr (and in the journal at every start) before the one that matters. Left out;
+    the failure says why lgpio, the Pi's own driver, did not load."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[leds]\nkind = "single"\npins = [5]\n')
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    result = doctor(cfg, env, "leds")
+    assert "Falling back" not in result.stderr + result.stdout
+    assert "warn" not in result.stderr, result.stderr
+    line = lines_of(result)["leds"]
+    assert "BadPinFactory" in line and "(lgpio: No module named 'lgpio')" in line, line
 
 
 async def test_a_machine_without_gpio_is_told_so_not_to_check_its_pins(

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from device.doctor.result import Context, Result, Status
+from device.hw import gpio_failure, no_pin_driver
 from device.states import State
 
 LED_STEP_S = 0.5
@@ -15,11 +16,6 @@ FIX_NO_GPIO = (
     "This machine has no GPIO that gpiozero can drive: on a Pi, `sudo apt install "
     "python3-lgpio`; on any other machine {what}."
 )
-
-
-def _no_gpio(exc: Exception) -> bool:
-    """gpiozero found no pin factory at all: no pin number or wiring is the trouble."""
-    return type(exc).__name__ == "BadPinFactory"
 
 
 def _describe_leds(ctx: Context) -> str:
@@ -38,8 +34,10 @@ async def check_leds(ctx: Context) -> Result:
     try:
         animator = LedAnimator(open_leds(ctx.cfg.leds))
     except Exception as exc:
-        fix = FIX_NO_GPIO.format(what='set [leds] kind = "none"') if _no_gpio(exc) else FIX_PINS
-        return Result("leds", Status.FAIL, f"cannot open {_describe_leds(ctx)}: {exc}", fix)
+        no_gpio = no_pin_driver(exc)
+        fix = FIX_NO_GPIO.format(what='set [leds] kind = "none"') if no_gpio else FIX_PINS
+        failure = f"cannot open {_describe_leds(ctx)}: {gpio_failure(exc)}"
+        return Result("leds", Status.FAIL, failure, fix)
     states = [str(state) for state in State]
     try:
         async with ctx.progress.step("leds: showing every state (watch them)") as update:
@@ -83,9 +81,9 @@ async def check_button(ctx: Context) -> Result:
         button.start()
     except Exception as exc:
         fix = "Check [button] pin (a BCM number) and that no other program uses it."
-        if _no_gpio(exc):
+        if no_pin_driver(exc):
             fix = FIX_NO_GPIO.format(what="the box answers `live-appliance ctl press` only")
-        return Result("button", Status.FAIL, f"cannot open GPIO {pin}: {exc}", fix)
+        return Result("button", Status.FAIL, f"cannot open GPIO {pin}: {gpio_failure(exc)}", fix)
     started = time.monotonic()
     try:
         if button.is_pressed:

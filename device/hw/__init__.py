@@ -7,6 +7,11 @@ checkout, and in a directory it may not write the import failed and gpiozero fel
 back to a driver that cannot work. The service sets LG_WD in its unit; anything
 else that opens pins gets a private directory of its user's, set here, before any
 adapter imports gpiozero.
+
+Where a pin driver cannot load, gpiozero warns as it tries the next one: four
+tracebacks' worth of lines on stderr (the journal, unstructured, at every start;
+the doctor's output) before the one error that matters, which names the fix.
+Those warnings are left out; `gpio_failure` says why lgpio did not load instead.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import os
 import stat
 import tempfile
+import warnings
 
 
 def _private_dir() -> str | None:
@@ -38,4 +44,25 @@ def _give_lgpio_a_directory() -> None:
         os.environ["LG_WD"] = path
 
 
+def no_pin_driver(exc: BaseException) -> bool:
+    """gpiozero found no pin driver at all: no pin number or wiring is the trouble."""
+    return type(exc).__name__ == "BadPinFactory"
+
+
+def gpio_failure(exc: BaseException) -> str:
+    """Why pins could not be opened, in words; where no pin driver loaded, with why lgpio
+    (the Pi's own, first tried) did not: the warning that said so is left out."""
+    words = f"{type(exc).__name__}: {exc}"
+    if not no_pin_driver(exc):
+        return words
+    try:
+        from gpiozero.pins.lgpio import LGPIOFactory
+
+        LGPIOFactory().close()
+    except Exception as lgpio_exc:
+        return f"{words} (lgpio: {lgpio_exc})"
+    return words
+
+
 _give_lgpio_a_directory()
+warnings.filterwarnings("ignore", message="Falling back from ", module=r"gpiozero\.")
