@@ -394,6 +394,34 @@ async def test_leds_show_every_colour_and_end_dark(
         assert values[-1] == 0.0, f"pin {number} left on"
 
 
+async def test_doctor_leds_lights_each_pixel_of_a_strip_alone_in_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's way to find a dead pixel or a wrong count: each lights white alone, in
+    strip order; it only ever played the state patterns."""
+    from device.hw.leds import OFF, WHITE
+
+    class Strip:
+        pixels = 3
+
+        def __init__(self) -> None:
+            self.frames: list[tuple[object, ...]] = []
+
+        def show(self, frame: tuple[object, ...]) -> None:
+            self.frames.append(tuple(frame))
+
+        def close(self) -> None: ...
+
+    strip = Strip()
+    monkeypatch.setattr("device.hw.leds.open_leds", lambda cfg: strip)
+    monkeypatch.setattr("device.doctor.gpio.LED_STEP_S", 0.01)
+    result = await check_leds(context(tmp_path, Options(), leds={"kind": "apa102", "count": 3}))
+    alone = [frame.index(WHITE) for frame in strip.frames
+             if sorted(frame) == sorted([WHITE, OFF, OFF])]  # fmt: skip
+    assert result.status is Status.PASS and alone == [0, 1, 2], strip.frames
+    assert "each of its 3 pixels" in result.measured
+
+
 async def test_leds_that_cannot_be_opened_fail(mock_pins: Any, tmp_path: Path) -> None:
     from gpiozero import LED
 

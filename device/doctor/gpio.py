@@ -26,20 +26,27 @@ def _describe_leds(ctx: Context) -> str:
 
 
 async def check_leds(ctx: Context) -> Result:
-    """Show each state's pattern for half a second, so the owner can see each one."""
-    from device.hw.leds import LedAnimator, open_leds
+    """Light each pixel of a strip alone in turn, then show each state's pattern, each
+    for half a second, so the owner can see every one."""
+    from device.hw.leds import LedAnimator, open_leds, walk_pixels
 
     if ctx.cfg.leds.kind == "none":
         return Result("leds", Status.SKIP, "no LEDs configured ([leds] kind = 'none')")
     try:
-        animator = LedAnimator(open_leds(ctx.cfg.leds))
+        driver = open_leds(ctx.cfg.leds)
     except Exception as exc:
         no_gpio = no_pin_driver(exc)
         fix = FIX_NO_GPIO.format(what='set [leds] kind = "none"') if no_gpio else FIX_PINS
         failure = f"cannot open {_describe_leds(ctx)}: {gpio_failure(exc)}"
         return Result("leds", Status.FAIL, failure, fix)
+    animator = LedAnimator(driver)
     states = [str(state) for state in State]
+    strip = driver.pixels > 1  # a dead pixel or a wrong count shows as a gap in its walk
+    walked = f" and lit each of its {driver.pixels} pixels white in turn" if strip else ""
     try:
+        if strip:
+            async with ctx.progress.step("leds: lighting each pixel in turn (watch them)"):
+                await walk_pixels(driver, seconds=LED_STEP_S)
         async with ctx.progress.step("leds: showing every state (watch them)") as update:
             for state in states:
                 update(f"leds: showing {state} (watch them)")
@@ -50,7 +57,7 @@ async def check_leds(ctx: Context) -> Result:
     return Result(
         "leds",
         Status.PASS,
-        f"showed {', '.join(states)} for {LED_STEP_S:g} s each on {_describe_leds(ctx)}",
+        f"showed {', '.join(states)} for {LED_STEP_S:g} s each on {_describe_leds(ctx)}{walked}",
         data={"states": states},
     )
 
