@@ -497,6 +497,40 @@ async def test_service_running_and_answering_passes(systemctl: Any, tmp_path: Pa
     )
 
 
+@pytest.mark.parametrize(
+    ("where", "fix"),
+    [
+        ("unreadable file", "run the doctor with sudo"),
+        ("environment", "Set the variable to the key again"),
+        ("file", "Write the key into that file again"),
+    ],
+)
+async def test_a_key_that_is_there_but_unusable_gets_the_fix_for_its_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, fix: str
+) -> None:
+    """Every cause got "Write the key into that file again": also a file only root may
+    read (the doctor run without sudo) and a key in an environment variable."""
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    key_file = tmp_path / "api-key"
+    key_file.write_text("AIza with a space\n")
+    live = {} if where == "environment" else {"api_key_file": str(key_file)}
+    if where == "environment":
+        monkeypatch.setenv("GEMINI_API_KEY", "AIza with a space")
+    if where == "unreadable file":
+        def unreadable(path: Path, source: str) -> str:
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(config, "_read_key", unreadable)
+    path = tmp_path / "config.toml"
+    path.write_text(to_toml({"live": live}))
+    cfg = config.load(path, key=False)  # as the doctor's config check leaves it for this one
+    result = await check_key(Context(cfg, Options(), Progress(spinner=False)))
+    assert result.status is Status.FAIL and result.fix is not None
+    assert fix in result.fix, result.fix
+    assert "with a space" not in result.measured + result.fix
+
+
 async def test_vertex_without_credentials_fails_the_key_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -41,7 +41,7 @@ async def check_key(ctx: Context) -> Result:
     try:
         config_mod.find_api_key(cfg.live)
     except ConfigError as exc:  # there, and not a key: a stray character, not text
-        return Result("key", Status.FAIL, str(exc), "Write the key into that file again.")
+        return Result("key", Status.FAIL, str(exc), _fix_for_a_bad_key(str(exc)))
     try:
         config_mod.require_credentials(cfg)
     except ConfigError as exc:
@@ -95,3 +95,15 @@ def _vertex_credentials(cfg: Config) -> Result:
     return Result(
         "key", Status.PASS, f"{where}: application default credentials ({kind}){unused}"
     )
+
+
+def _fix_for_a_bad_key(problem: str) -> str:
+    """What to do about a key that is there but unusable, by where it is and why."""
+    if "cannot read" in problem:
+        return (
+            "The key file is the service's and root's: run the doctor with sudo, or check "
+            "its owner and mode (sudo ls -l on it)."
+        )
+    if "environment variable" in problem:
+        return "Set the variable to the key again: no quotes, spaces or line breaks."
+    return "Write the key into that file again."
