@@ -171,6 +171,7 @@ class ControlServer:
         this = asyncio.current_task()
         assert this is not None
         wait_s = min(FIRST_REQUEST_S, self._idle_s)
+        done = False  # the client finished: what it was sent goes out before the close
         try:
             while True:
                 self._waiting[this] = asyncio.get_running_loop().time()
@@ -179,11 +180,13 @@ class ControlServer:
                         line = await reader.readline()
                     except ValueError:  # over LINE_LIMIT: the rest of the stream is unframed
                         await _send(writer, _error("request line too long"))
+                        done = True
                         return
                     finally:
                         self._waiting.pop(this, None)
                 wait_s = self._idle_s
                 if not line:
+                    done = True
                     return
                 if line.strip():
                     reply = await self._answer(line)
@@ -191,13 +194,21 @@ class ControlServer:
                         await _send(writer, reply)
         except (ConnectionError, TimeoutError):
             pass  # the client went away, or kept the connection without using it
+        except Exception:
+            logger.exception("control client failed")
         finally:
-            writer.close()
+            if done:
+                writer.close()
+            else:
+                # Gone, idle, unread or a stop: a graceful close would wait for it to read
+                # what it was sent, holding the connection (and, from Python 3.12, the
+                # server's wait_closed at shutdown) for as long as the client lives.
+                writer.transport.abort()
 
     async def _answer(self, line: bytes) -> dict[str, Any]:
         try:
             request = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except ValueError as exc:  # not UTF-8, not JSON, a number past int's digit limit
             return _error(f"bad JSON: {exc}")
         except RecursionError:
             return _error("bad JSON: nested too deeply")

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import glob
 import json
+import os
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +124,7 @@ async def test_bad_input_is_answered_and_the_server_serves_on(path: Path) -> Non
             b'{"cmd": "dance"}\n',
             b'{"cmd": "explode"}\n',
             b"[" * 50_000 + b"\n",  # nested past Python's recursion limit
+            b'{"cmd": "status", "n": ' + b"1" * 5000 + b"}\n",  # past int's digit limit
         ]
         for raw in bad:
             reply = await line.send(raw)
@@ -317,3 +323,78 @@ def test_the_client_says_why_a_socket_path_cannot_be_reached(tmp_path: Path) -> 
     for unusable in (tmp_path / ("x" * 120) / "c.sock", tmp_path / "file" / "ctl.sock"):
         with pytest.raises(ControlError, match=r"cannot reach the daemon at .*: "):
             request(unusable, "status")
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def flood_unread(path: Path, requests: int) -> socket.socket:
+    """A client that sends status requests and never reads an answer."""
+    client = socket.socket(socket.AF_UNIX)
+    client.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(client, str(path))
+    with contextlib.suppress(BlockingIOError):
+        client.send(b'{"cmd": "status"}\n' * requests)
+    return client
+
+
+class Talkative(Daemon):
+    async def __call__(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"state": "idle", "history": ["x" * 100] * 40}  # a status's size
+
+
+async def test_a_client_let_go_for_not_reading_its_answers_takes_its_connection_along(
+    path: Path,
+) -> None:
+    """Let go after idle_s, its task ended (no longer counted against the bound of 8), but
+    its connection stayed open in the daemon, answers buffered, as long as the client
+    lived: enough of them and the daemon has no descriptor left for its Live connection."""
+    async with ControlServer(path, Talkative(), idle_s=0.2):
+        before = open_fds()
+        clients = [await flood_unread(path, 600) for _ in range(12)]
+        try:
+            await asyncio.sleep(1.5)
+            assert open_fds() - before == len(clients), "connections of clients let go held"
+        finally:
+            for client in clients:
+                client.close()
+
+
+SHUTDOWN_WITH_AN_UNREAD_CLIENT = """
+import asyncio, contextlib, socket, sys, tempfile
+from pathlib import Path
+from device.control import ControlServer
+
+async def main():
+    async def status(req):
+        return {"state": "idle", "history": ["x" * 100] * 40}
+    path = Path(tempfile.mkdtemp()) / "ctl.sock"
+    server = ControlServer(path, status)
+    await server.start()
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(str(path))
+    client.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        client.send(b'{"cmd": "status"}\\n' * 2000)
+    await asyncio.sleep(1.0)  # answers back up unread
+    async with asyncio.timeout(5):
+        await server.aclose()  # the first thing a stop does
+    print("closed")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("python", [sys.executable, *sorted(glob.glob(
+    "/root/.pyenv/versions/3.1[2-9]*/bin/python3"))])  # fmt: skip
+def test_a_stop_does_not_wait_for_a_client_that_reads_nothing(python: str) -> None:
+    """From Python 3.12 (Debian trixie's 3.13) a server's wait_closed waits for every
+    connection, and a graceful close waits for the client to read: SIGTERM hung until
+    systemd killed the daemon, LEDs lit and streams open."""
+    root = Path(__file__).resolve().parents[1]
+    ran = subprocess.run(
+        [python, "-c", SHUTDOWN_WITH_AN_UNREAD_CLIENT],
+        capture_output=True, text=True, timeout=30, cwd=root, env={"PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert ran.stdout.strip() == "closed", ran.stderr[-2000:]
