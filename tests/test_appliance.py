@@ -307,9 +307,20 @@ async def test_a_vanished_microphone_is_an_error_until_it_is_back(tmp_path: Path
         assert box.link.opened == [1, 2]
 
 
-async def test_a_stop_does_not_wait_for_a_speaker_stuck_in_its_driver(tmp_path: Path) -> None:
+def assert_no_task_left_behind(caplog: pytest.LogCaptureFixture) -> None:
+    """The appliance's shutdown names every task still pending; here the test's own is."""
+    this = asyncio.current_task()
+    assert this is not None
+    left = [r.getMessage() for r in caplog.records if "tasks left behind" in r.getMessage()]
+    assert all(line.endswith(f": {this.get_name()}") for line in left), left
+
+
+async def test_a_stop_does_not_wait_for_a_speaker_stuck_in_its_driver(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """SIGTERM while the speaker's driver hangs in a close: the box still stops (in a
-    second, the worker pool's limit), not at systemd's TimeoutStopSec."""
+    second, the worker pool's limit), not at systemd's TimeoutStopSec. The call left to
+    the pool is the keeper's, not a task nobody owns ("tasks left behind")."""
     driver = threading.Event()
     release = threading.Timer(6, driver.set)  # a hang in this test ends, to fail it
     release.start()
@@ -325,9 +336,12 @@ async def test_a_stop_does_not_wait_for_a_speaker_stuck_in_its_driver(tmp_path: 
         driver.set()
     assert stopped - stopping < 3, "the stop waited for the driver"
     assert box.mic.opened is False, "the microphone is closed all the same"
+    assert_no_task_left_behind(caplog)
 
 
-async def test_a_stop_during_start_up_does_not_wait_for_the_devices(tmp_path: Path) -> None:
+async def test_a_stop_during_start_up_does_not_wait_for_the_devices(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """SIGTERM while the speaker's driver hangs in its open (start-up would wait ten
     seconds for it, then five for the microphone): the box stops at once, never says
     READY, and its LEDs go dark."""
@@ -358,6 +372,7 @@ async def test_a_stop_during_start_up_does_not_wait_for_the_devices(tmp_path: Pa
     messages = parts.made["notifier"].messages
     assert "STOPPING=1" in messages and "READY=1" not in messages
     assert parts.made["leds"].closed and not parts.made["mic"].opened
+    assert_no_task_left_behind(caplog)
 
 
 async def test_presses_faster_than_their_earcons_queue_a_second_of_beeps_at_most(

@@ -231,7 +231,9 @@ class AudioKeeper:
         limit = self._call_timeout_s if limit_s is None else limit_s
         if self._is_stuck(name):
             raise TimeoutError(f"still stuck in PortAudio for over {limit:g} s")
-        call = asyncio.ensure_future(asyncio.to_thread(function))
+        # A future, not a task: a call stuck for good is left to the worker pool's exit,
+        # owned by `_stuck`, never a task still pending when the daemon stops.
+        call = asyncio.get_running_loop().run_in_executor(None, function)
         try:
             async with asyncio.timeout(limit):
                 await asyncio.shield(call)
