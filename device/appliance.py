@@ -75,6 +75,10 @@ from device.states import (
 from device.tasks import stop_task
 from device.turns import TurnLog
 
+#: systemd's stop, Ctrl-C, and the hang-up of an SSH session that ran `live-appliance run`
+#: (by default it would kill the daemon with its LEDs lit and its socket file left).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 log = logging.getLogger("device.appliance")
 
 MIC_START_TIMEOUT_S = 5.0
@@ -447,13 +451,13 @@ class Appliance:
     # -- life -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Open the hardware, serve until SIGTERM/SIGINT, then close everything.
+        """Open the hardware, serve until a stop signal, then close everything.
 
         The control socket comes first: it is the single-instance check, and a second
         daemon must stop before it claims a pin or a sound device the first one holds.
         """
         loop = self._loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_stop_signal)
         loop.set_default_executor(workers.Workers())
         try:
@@ -466,7 +470,7 @@ class Appliance:
             await self.stopping.wait()
         finally:
             await self._shutdown()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
 
     async def _start_up_unless_stopped(self, loop: asyncio.AbstractEventLoop) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -168,6 +169,24 @@ def test_ctl_status_shows_the_last_turn_and_its_timings(
     assert "release to first reply " in lines[-1] and "whole turn " in lines[-1]
     status = json.loads(raw.stdout)
     assert status["state"] == "idle" and len(status["turns"]) == 1
+
+
+def test_the_hang_up_of_the_ssh_session_that_ran_it_stops_the_daemon_cleanly(
+    loopback: PulseLoopback, scratch: Path
+) -> None:
+    """`live-appliance run` in an SSH session that drops: SIGHUP killed the daemon outright,
+    its LEDs left lit and its socket file behind, no "stopped" line."""
+    with ServerThread(pace=0) as server:
+        assert server.server is not None
+        daemon = start_daemon(scratch, loopback, server.server)
+        try:
+            daemon.wait_ready()
+            daemon.proc.send_signal(signal.SIGHUP)
+            status = daemon.proc.wait(10)
+        finally:
+            daemon.terminate()
+    assert status == 0, daemon.log()
+    assert "stopped" in daemon.log() and not daemon.socket.exists()
 
 
 def test_ctl_status_says_while_the_live_client_is_still_being_built() -> None:
