@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import functools
 import os
+import re
 import stat
 import tomllib
 import types
@@ -36,6 +37,22 @@ INSTALLED_KEY_FILE = Path("/etc/live-appliance/api-key")
 DEFAULT_SOCKET = "/run/live-appliance/control.sock"
 #: The highest BCM GPIO number (the Pi's 54 lines).
 GPIO_LIMIT = 53
+#: The API versions each backend serves (google-genai uses v1 on the Gemini API and
+#: v1beta1 on Vertex AI when none is set): another fails every session's connection.
+API_VERSIONS = {"gemini": ("v1", "v1beta", "v1alpha"), "vertex": ("v1", "v1beta1")}
+#: The Live API's prebuilt voices: any other name fails every session's setup.
+VOICES = (
+    "Zephyr", "Puck", "Charon", "Kore", "Fenrir", "Leda", "Orus", "Aoede", "Callirrhoe",
+    "Autonoe", "Enceladus", "Iapetus", "Umbriel", "Algieba", "Despina", "Erinome", "Algenib",
+    "Rasalgethi", "Laomedeia", "Achernar", "Alnilam", "Schedar", "Gacrux", "Pulcherrima",
+    "Achird", "Zubenelgenubi", "Vindemiatrix", "Sadachbia", "Sadaltager", "Sulafat",
+)  # fmt: skip
+#: A BCP-47 language tag: a language, then an optional script, region and variants
+#: ("en", "de-DE", "cmn-CN", "zh-Hans-CN", "es-419").
+LANGUAGE_TAG = re.compile(
+    r"[A-Za-z]{2,3}(-[A-Za-z]{4})?(-(?:[A-Za-z]{2}|[0-9]{3}))?"
+    r"(-(?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*"
+)
 
 
 class Secret:
@@ -483,8 +500,8 @@ def _coerce(hint: Any, value: Any) -> Any:
     if hint is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         return float(value) if ok else _INVALID
-    if hint is str:
-        return value if isinstance(value, str) and value else _INVALID
+    if hint is str:  # only spaces is as empty as an empty persona file
+        return value if isinstance(value, str) and value.strip() else _INVALID
     return _INVALID
 
 
@@ -512,6 +529,7 @@ def _check_consistency(where: str, config: Config, whole: bool) -> None:
             f"{where}: [live] backend = 'vertex' needs project and location "
             "(e.g. project = 'my-project', location = 'us-central1')"
         )
+    _check_live(where, live)
     leds = config.leds
     wanted = {"single": 1, "rgb": 3}.get(leds.kind)
     if wanted is not None and len(leds.pins) != wanted:
@@ -570,6 +588,27 @@ def _check_consistency(where: str, config: Config, whole: bool) -> None:
         from device.tools import DEVICE_TOOLS  # pydantic, not the Live SDK; tools.py imports us
 
         _prefixed(where, DEVICE_TOOLS.select, config.tools.enabled)
+
+
+def _check_live(where: str, live: LiveConfig) -> None:
+    """What the service would refuse at every press: a version, voice or language it
+    does not know."""
+    served = API_VERSIONS[live.backend]
+    if live.api_version is not None and live.api_version not in served:
+        raise ConfigError(
+            f"{where}: [live] api_version: backend '{live.backend}' serves "
+            f"{', '.join(map(repr, served))} (got {live.api_version!r})"
+        )
+    if live.voice is not None and live.voice not in VOICES:
+        raise ConfigError(
+            f"{where}: [live] voice: must be a prebuilt voice: {', '.join(VOICES)} "
+            f"(got {live.voice!r})"
+        )
+    if live.language is not None and not LANGUAGE_TAG.fullmatch(live.language):
+        raise ConfigError(
+            f"{where}: [live] language: must be a BCP-47 language tag such as 'en-US', "
+            f"'de-DE' or 'cmn-CN' (got {live.language!r})"
+        )
 
 
 def _check_pins(where: str, config: Config) -> None:

@@ -166,6 +166,52 @@ def test_a_variable_for_a_misspelt_section_is_an_error_not_ignored(
         config.load(path)
 
 
+VOICE_LIST = "Zephyr, Puck, Charon, Kore, Fenrir, Leda, Orus, Aoede, Callirrhoe, Autonoe"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[live]\napi_version = 'v2'",
+         "[live] api_version: backend 'gemini' serves 'v1', 'v1beta', 'v1alpha' (got 'v2')"),
+        ("[live]\nbackend = 'vertex'\nproject = 'p'\nlocation = 'l'\napi_version = 'v1alpha'",
+         "[live] api_version: backend 'vertex' serves 'v1', 'v1beta1' (got 'v1alpha')"),
+        ("[live]\nvoice = 'Bob'", f"[live] voice: must be a prebuilt voice: {VOICE_LIST}"),
+        ("[live]\nvoice = 'kore'", "[live] voice: must be a prebuilt voice: "),
+        ("[live]\nlanguage = 'German'",
+         "[live] language: must be a BCP-47 language tag such as 'en-US', 'de-DE' or 'cmn-CN' "
+         "(got 'German')"),
+        ("[live]\nlanguage = 'en_US'", "[live] language: must be a BCP-47 language tag"),
+        ("[live]\nvoice = '  '", "[live] voice: must be a non-empty string (got '  ')"),
+        ("[live]\nlanguage = ' '", "[live] language: must be a non-empty string (got ' ')"),
+        ('[live]\nsystem_instruction = """\n \n"""',
+         "[live] system_instruction: must be a non-empty string (got ' \\n')"),
+    ],
+)  # fmt: skip
+def test_live_settings_the_service_would_refuse_at_every_press_stop_the_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    """An unknown version, voice or language was a failed setup at each press, not at start."""
+    path = write(tmp_path, text)
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    assert str(caught.value).startswith(f"{path}: {expected}")
+    assert cli.main(["run", "--config", str(path)]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_live_settings_the_service_serves_load(tmp_path: Path) -> None:
+    for text in [
+        "[live]\napi_version = 'v1beta'\nvoice = 'Sulafat'\nlanguage = 'cmn-CN'",
+        "[live]\napi_version = 'v1'\nvoice = 'Zubenelgenubi'\nlanguage = 'en'",
+        "[live]\nlanguage = 'zh-Hans-CN'\nsystem_instruction = ' Be brief. '",
+        "[live]\nbackend = 'vertex'\nproject = 'p'\nlocation = 'l'\napi_version = 'v1beta1'",
+        "[live]\nlanguage = 'es-419'",
+    ]:
+        live = config.load(write(tmp_path, text), whole=False).live
+        assert live.voice in (None, *config.VOICES)
+
+
 @pytest.mark.parametrize(
     ("key", "kind", "position"),
     [
