@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from device.errors import ConfigError, ConfigUnreadable
-from device.live.models import check_model_settings
+from device.live.models import V1ALPHA, check_model_settings
 
 DEFAULT_PATH = Path("/etc/live-appliance/config.toml")
 ENV_PATH = "LIVE_APPLIANCE_CONFIG"
 ENV_PREFIX = "LIVE_APPLIANCE_"
 CREDENTIAL_NAME = "api-key"
 KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+#: How an ephemeral token starts (device.live.setup's EPHEMERAL_PREFIX, without the SDK).
+TOKEN_PREFIX = "auth_tokens/"
 #: Where the Pi installer keeps the key (root only): the service gets it as its
 #: credential, and `doctor`, `ask` and `run` outside systemd read it when run as root.
 INSTALLED_KEY_FILE = Path("/etc/live-appliance/api-key")
@@ -713,8 +715,27 @@ def find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:
 
     Order: the systemd credential, `api_key_file`, GEMINI_API_KEY and GOOGLE_API_KEY,
     then the installer's INSTALLED_KEY_FILE (what was named wins over the default
-    place). Vertex AI may run without one (application default credentials).
+    place). Vertex AI may run without one (application default credentials). Every
+    new session reads it again, so a token written later is checked here too.
     """
+    key, source = _find_api_key(live)
+    if key is not None and source is not None:
+        _check_token_version(live, key, source)
+    return key, source
+
+
+def _check_token_version(live: LiveConfig, key: Secret, source: str) -> None:
+    """The Gemini API takes an ephemeral token on v1alpha only (chosen when api_version
+    is unset): another version set by hand would fail every connection."""
+    token = key.reveal().startswith(TOKEN_PREFIX)
+    if token and live.backend == "gemini" and live.api_version not in (None, V1ALPHA):
+        raise ConfigError(
+            f"[live] api_version: the ephemeral token from {source} is served on {V1ALPHA} "
+            f"only (got {live.api_version!r}); remove api_version or set it to '{V1ALPHA}'"
+        )
+
+
+def _find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:
     candidates: list[tuple[Path, str]] = []
     if cred_dir := os.environ.get("CREDENTIALS_DIRECTORY"):
         path = Path(cred_dir) / CREDENTIAL_NAME

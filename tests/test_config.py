@@ -440,6 +440,32 @@ def test_a_key_file_not_written_yet_is_waited_for(tmp_path: Path) -> None:
     assert config.find_api_key(cfg.live)[0] == config.Secret("auth_tokens/abc")
 
 
+def test_an_ephemeral_token_on_a_version_other_than_v1alpha_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service takes tokens on v1alpha only: `api_version = "v1"` with one was a
+    refused connection at every press, and a token a job writes later too."""
+    token = tmp_path / "token"
+    cfg = config.load(write(tmp_path, f"[live]\napi_version = 'v1'\napi_key_file = '{token}'\n"))
+    token.write_text("auth_tokens/abc\n")
+    with pytest.raises(config.ConfigError) as caught:
+        config.find_api_key(cfg.live)
+    assert str(caught.value) == (
+        f"[live] api_version: the ephemeral token from api_key_file {token} is served on "
+        "v1alpha only (got 'v1'); remove api_version or set it to 'v1alpha'"
+    )
+    with pytest.raises(config.ConfigError, match=r"^\[live\] api_version: the ephemeral token"):
+        config.load(write(tmp_path, f"[live]\napi_version = 'v1beta'\napi_key_file = '{token}'\n"))
+    token.unlink()
+    monkeypatch.setenv("GEMINI_API_KEY", "auth_tokens/abc")
+    with pytest.raises(config.ConfigError, match="from environment variable GEMINI_API_KEY"):
+        config.load(write(tmp_path, "[live]\napi_version = 'v1'\n"))
+    for fine in ("[live]\napi_version = 'v1alpha'\n", ""):
+        assert config.load(write(tmp_path, fine)).api_key == config.Secret("auth_tokens/abc")
+    vertex = "[live]\nbackend = 'vertex'\nproject = 'p'\nlocation = 'l'\napi_version = 'v1'\n"
+    assert config.load(write(tmp_path, vertex)).live.api_version == "v1"  # the key goes unused
+
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
