@@ -29,6 +29,12 @@ from device.live.models import V1ALPHA, check_model_settings
 DEFAULT_PATH = Path("/etc/live-appliance/config.toml")
 ENV_PATH = "LIVE_APPLIANCE_CONFIG"
 ENV_PREFIX = "LIVE_APPLIANCE_"
+#: Names under the prefix that are not settings: the file to read, the log format
+#: (device/logs.py), and the HIL runs' own (tests/hil, hil/, .ci/run), which the daemons
+#: those runs start inherit. Any other name under the prefix is meant as a setting.
+ENV_NOT_SETTINGS = frozenset(
+    {ENV_PATH, *(ENV_PREFIX + name for name in ("LOG_FORMAT", "HIL", "HIL_STRICT", "HIL_CACHE"))}
+)
 CREDENTIAL_NAME = "api-key"
 KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 #: How an ephemeral token starts (device.live.setup's EPHEMERAL_PREFIX, without the SDK).
@@ -370,12 +376,12 @@ def _read_toml(path: Path, must_exist: bool) -> dict[str, Any]:
 
 def _env_overrides() -> dict[tuple[str, str], tuple[str, Any]]:
     """`LIVE_APPLIANCE_AUDIO_CHUNK_MS=40` overrides `[audio] chunk_ms` (TOML syntax, or
-    text): {(section, key): (variable, value)}. A variable whose section is a near miss
-    of one (`LIVE_APPLIANCE_LED_KIND`) is an error, not silently nothing; other names
-    under the prefix (the log format, the tests' own) are not settings."""
+    text): {(section, key): (variable, value)}. A variable for no section
+    (`LIVE_APPLIANCE_LED_KIND`, `LIVE_APPLIANCE_SPEAKER_VOLUME`) is an error, not
+    silently nothing; only ENV_NOT_SETTINGS are not settings."""
     found: dict[tuple[str, str], tuple[str, Any]] = {}
     for name, value in os.environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_PATH:
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS:
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
@@ -400,7 +406,10 @@ def _env_overrides() -> dict[tuple[str, str], tuple[str, Any]]:
                     f"environment variable {name}: a setting's variable names its section: "
                     f"{ENV_PREFIX}{owner[0].upper()}_{rest.upper()}"
                 )
-            continue
+            raise ConfigError(
+                f"environment variable {name}: no section [{rest.split('_')[0]}]; a setting's "
+                f"variable is {ENV_PREFIX}<SECTION>_<SETTING>, the sections: {', '.join(SECTIONS)}"
+            )
         try:
             parsed = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:

@@ -151,8 +151,6 @@ def test_a_variable_for_a_misspelt_section_is_an_error_not_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write(tmp_path, "")
-    monkeypatch.setenv("LIVE_APPLIANCE_SOMETHING_ELSE", "1")  # not a setting: left alone
-    assert config.load(path).leds.kind == "rgb"
     for variable, wanted in [("LIVE_APPLIANCE_VOLUME", "LIVE_APPLIANCE_AUDIO_VOLUME"),
                              ("LIVE_APPLIANCE_API_KEY", "the key goes in GEMINI_API_KEY"),
                              ("LIVE_APPLIANCE_AUDIO", r"names section \[audio\] but no setting")]:
@@ -210,6 +208,37 @@ def test_live_settings_the_service_serves_load(tmp_path: Path) -> None:
     ]:
         live = config.load(write(tmp_path, text), whole=False).live
         assert live.voice in (None, *config.VOICES)
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["LIVE_APPLIANCE_SPEAKER_VOLUME", "LIVE_APPLIANCE_GEMINI_MODEL", "LIVE_APPLIANCE_SOMETHING"],
+)
+def test_a_variable_for_no_section_at_all_is_an_error_not_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """The owner meant a setting: a box that ignores it is not the box they configured."""
+    monkeypatch.setenv(variable, "0.3")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(write(tmp_path, ""))
+    section = variable.removeprefix("LIVE_APPLIANCE_").split("_")[0].lower()
+    assert str(caught.value) == (
+        f"environment variable {variable}: no section [{section}]; a setting's variable is "
+        f"LIVE_APPLIANCE_<SECTION>_<SETTING>, the sections: {', '.join(config.SECTIONS)}"
+    )
+
+
+def test_the_projects_own_variables_are_not_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the test rig, the HIL runs and CI set stays theirs: the daemons they start
+    inherit it."""
+    for name, value in [("LIVE_APPLIANCE_LOG_FORMAT", "json"), ("LIVE_APPLIANCE_HIL", "vm"),
+                        ("LIVE_APPLIANCE_HIL_STRICT", "1"), ("LIVE_APPLIANCE_HIL_CACHE", "/c")]:
+        monkeypatch.setenv(name, value)
+    path = write(tmp_path, "")
+    monkeypatch.setenv("LIVE_APPLIANCE_CONFIG", str(path))
+    assert config.load().path == path
 
 
 @pytest.mark.parametrize(
