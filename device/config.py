@@ -410,12 +410,27 @@ def _env_overrides() -> dict[tuple[str, str], tuple[str, Any]]:
                 f"environment variable {name}: no section [{rest.split('_')[0]}]; a setting's "
                 f"variable is {ENV_PREFIX}<SECTION>_<SETTING>, the sections: {', '.join(SECTIONS)}"
             )
-        try:
-            parsed = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            parsed = value
-        found[section, rest[len(section) + 1 :]] = (name, parsed)
+        key = rest[len(section) + 1 :]
+        found[section, key] = (name, _env_value(value, _hints(SECTIONS[section]).get(key)))
     return found
+
+
+def _env_value(text: str, hint: Any) -> Any:
+    """The variable's text read as TOML (`40`, `true`, `[5, 6]`), else as it is; the
+    text as it is too where the setting takes a string and not the TOML value:
+    `LIVE_APPLIANCE_LIVE_PROJECT=123456789012` is a project, not a number."""
+    try:
+        parsed = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+    if hint is None or _coerce(hint, parsed) is not _INVALID:
+        return parsed
+    return text if _coerce(hint, text) is not _INVALID else parsed
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def _field_names(cls: type) -> set[str]:

@@ -128,6 +128,23 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert cfg.live.base_url == "https://127.0.0.1:9"
 
 
+def test_a_string_setting_from_the_environment_keeps_its_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Vertex project number is a project; a device index is still an index."""
+    vertex = "[live]\nbackend = 'vertex'\nlocation = 'us-central1'\n"
+    monkeypatch.setenv("LIVE_APPLIANCE_LIVE_PROJECT", "123456789012")
+    monkeypatch.setenv("LIVE_APPLIANCE_LIVE_MODEL", "gemini-3.8-live")
+    monkeypatch.setenv("LIVE_APPLIANCE_AUDIO_OUTPUT_DEVICE", "2")
+    monkeypatch.setenv("LIVE_APPLIANCE_AUDIO_INPUT_DEVICE", '"2"')
+    cfg = config.load(write(tmp_path, vertex))
+    assert cfg.live.project == "123456789012"
+    assert (cfg.audio.output_device, cfg.audio.input_device) == (2, "2")
+    monkeypatch.setenv("LIVE_APPLIANCE_AUDIO_CHUNK_MS", "twenty")
+    with pytest.raises(config.ConfigError, match="CHUNK_MS: must be an integer"):
+        config.load(write(tmp_path, vertex))
+
+
 def test_an_override_is_named_by_its_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
