@@ -581,15 +581,20 @@ def _check_consistency(where: str, config: Config, whole: bool) -> None:
     ):
         if named is not None and "\0" in named:
             raise ConfigError(f"{where}: {label}: a path cannot hold a NUL character")
-    if live.system_instruction_file and whole:
-        _prefixed(where, read_instruction_file, live.system_instruction_file)
+    # `~` is expanded for the key file: the home of whoever runs it.
+    key_file = live.api_key_file if not (live.api_key_file or "").startswith("~") else None
     for label, place in (
+        ("[live] api_key_file", key_file),
+        ("[live] system_instruction_file", live.system_instruction_file),
         ("[control] socket", config.control.socket),
         ("[service] state_dir", config.service.state_dir),
     ):
         if place is not None and not os.path.isabs(place):
-            # The service runs in /run/live-appliance: `ctl` elsewhere would never find it.
+            # The service runs in /run/live-appliance: a path that works from the owner's
+            # shell (or `ctl` elsewhere) would never find the file there.
             raise ConfigError(f"{where}: {label}: must be an absolute path (got {place!r})")
+    if live.system_instruction_file and whole:
+        _prefixed(where, read_instruction_file, live.system_instruction_file)
     if live.keepalive_s >= live.dead_after_s:
         raise ConfigError(
             f"{where}: [live] keepalive_s ({live.keepalive_s:g}) must be below dead_after_s "

@@ -91,6 +91,8 @@ idle_timeout_s = 5
         ("[leds]\nkind = 'rgb'\npins = [5, 6, 99]", "[leds] pins: must be between 0 and 53"),
         ("[control]\nsocket = 'live.sock'", "[control] socket: must be an absolute path"),
         ("[service]\nstate_dir = 'state'", "[service] state_dir: must be an absolute path"),
+        ("[live]\napi_key_file = 'key.txt'", "[live] api_key_file: must be an absolute path"),
+        ("[live]\nsystem_instruction_file = 'p.txt'", "system_instruction_file: must be an abs"),
         ("[control]\nmode = 660", "between 0o600 and 0o666 (got 660, which is 0o1224)"),
         (
             "[live]\nmodel = 'gemini-live-2.5-flash-native-audio'",
@@ -292,6 +294,26 @@ def test_a_key_file_that_is_not_text_is_a_clear_error(
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(cred))
     with pytest.raises(config.ConfigError, match="api-key is not UTF-8 text; write the key again"):
         config.load(write(tmp_path, ""))
+
+
+def test_a_relative_key_or_persona_file_is_refused_even_where_it_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service runs in /run/live-appliance: a path the owner's shell found (the doctor
+    in their directory) would not be found there, and the box would have no key."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "key.txt").write_text("AIza-from-a-relative-file\n")
+    (tmp_path / "persona.txt").write_text("Be brief.\n")
+    for setting, name in [("api_key_file", "key.txt"), ("system_instruction_file", "persona.txt")]:
+        path = write(tmp_path, f"[live]\n{setting} = '{name}'\n")
+        with pytest.raises(config.ConfigError) as caught:
+            config.load(path)
+        assert str(caught.value) == (
+            f"{path}: [live] {setting}: must be an absolute path (got '{name}')"
+        )
+    monkeypatch.setenv("HOME", str(tmp_path))  # `~` is the user's home, wherever it runs
+    cfg = config.load(write(tmp_path, "[live]\napi_key_file = '~/key.txt'\n"))
+    assert cfg.api_key == config.Secret("AIza-from-a-relative-file")
 
 
 def test_ctl_does_not_need_the_key(tmp_path: Path) -> None:
