@@ -765,25 +765,30 @@ def _check_token_version(live: LiveConfig, key: Secret, source: str) -> None:
 
 
 def _find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:
-    candidates: list[tuple[Path, str]] = []
+    # (file, what it is, where to correct a bad key): the credential is systemd's copy,
+    # made at the service's start, of the file the owner edits.
+    candidates: list[tuple[Path, str, str]] = []
     if cred_dir := os.environ.get("CREDENTIALS_DIRECTORY"):
         path = Path(cred_dir) / CREDENTIAL_NAME
-        candidates.append((path, f"systemd credential {path}"))
+        fix = f" into {INSTALLED_KEY_FILE} and restart the service"
+        candidates.append((path, f"systemd credential {path}", fix))
     if live.api_key_file:
         try:
             path = Path(live.api_key_file).expanduser()
         except RuntimeError:  # ~someone who has no home here
             raise ConfigError(f"[live] api_key_file: {live.api_key_file}: no such home") from None
-        candidates.append((path, f"api_key_file {path}"))
-    for path, source in candidates:
+        candidates.append((path, f"api_key_file {path}", ""))
+    for path, source, fix in candidates:
         try:
             key = _read_key(path, source)
+            if key:
+                return _checked_key(key, source), source
         except FileNotFoundError:
             continue  # a named file not written yet: each new session looks again
         except PermissionError as exc:
             raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
-        if key:
-            return _checked_key(key, source), source
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}{fix}") from None
     for name in KEY_ENV_VARS:
         if key := os.environ.get(name, "").strip():
             source = f"environment variable {name}"

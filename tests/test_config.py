@@ -316,6 +316,27 @@ def test_a_relative_key_or_persona_file_is_refused_even_where_it_is_found(
     assert cfg.api_key == config.Secret("AIza-from-a-relative-file")
 
 
+def test_a_bad_credential_names_the_file_the_owner_edits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd's copy in /run/credentials is not the file to correct, nor is it lasting."""
+    cred = tmp_path / "cred"
+    cred.mkdir()
+    (cred / "api-key").write_text("AIza with space\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(cred))
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(write(tmp_path, ""))
+    assert str(caught.value) == (
+        f"systemd credential {cred}/api-key: the API key has a space or control character at "
+        "position 5, which no key has; copy the key again into /etc/live-appliance/api-key "
+        "and restart the service"
+    )
+    (cred / "api-key").write_bytes(b"\xff")
+    with pytest.raises(config.ConfigError, match="api-key is not UTF-8 text; write the key again "
+                       "into /etc/live-appliance/api-key and restart the service"):
+        config.load(write(tmp_path, ""))
+
+
 def test_ctl_does_not_need_the_key(tmp_path: Path) -> None:
     """`ctl` reads the socket's path only: a key it may not read is the daemon's business."""
     path = write(tmp_path, f"[live]\napi_key_file = '{tmp_path}'\n")  # a directory
