@@ -338,11 +338,15 @@ def load(
         raise ConfigError(
             f"{where}: unknown section [{unknown[0]}]; allowed: {', '.join(SECTIONS)}"
         )
+    for name, values in raw.items():
+        if not isinstance(values, dict):  # `hardware = "respeaker-2mic"`, `[[audio]]`
+            raise ConfigError(
+                f"{where}: [{name}] must be a table of settings: a line [{name}], its "
+                f"settings on the lines below (got {name} = {values!r})"
+            )
     from_env = _env_overrides()
     for (section, setting), (_, value) in from_env.items():
-        if not isinstance(raw.setdefault(section, {}), dict):
-            raise ConfigError(f"{where}: [{section}] must be a table of settings")
-        raw[section][setting] = value
+        raw.setdefault(section, {})[setting] = value
     origin = {spot: variable for spot, (variable, _) in from_env.items()}
     presets = _profile_presets(where, raw.get("hardware", {}))
     sections = {
@@ -437,11 +441,11 @@ def _field_names(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def _profile_presets(where: str, hardware: Any) -> dict[str, dict[str, Any]]:
+def _profile_presets(where: str, hardware: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The settings the chosen `[hardware] profile` implies, section by section."""
     from device.hw.profiles import PROFILES
 
-    name = hardware.get("profile", HardwareConfig.profile) if isinstance(hardware, dict) else None
+    name = hardware.get("profile", HardwareConfig.profile)
     if not isinstance(name, str) or name not in PROFILES:
         raise ConfigError(
             f"{where}: [hardware] profile: must be one of {', '.join(map(repr, PROFILES))} "
@@ -454,14 +458,12 @@ def _build_section(
     where: str,
     name: str,
     cls: type,
-    values: Any,
+    values: dict[str, Any],
     preset: dict[str, Any],
     origin: dict[tuple[str, str], str],
 ) -> Any:
     """One section from the file's values laid over the profile's preset; a value from
     the environment (`origin`) is named by its variable in an error."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: [{name}] must be a table of settings")
     values = {**preset, **values}
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}

@@ -115,6 +115,34 @@ def test_bad_values_name_file_key_and_what_is_allowed(
     assert expected in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "section", "got"),
+    [
+        ('hardware = "respeaker-2mic"', "hardware", "'respeaker-2mic'"),
+        ('live = "gemini-3.8-live"', "live", "'gemini-3.8-live'"),
+        ("leds = 3", "leds", "3"),
+        ("[[audio]]\nvolume = 0.5", "audio", "[{'volume': 0.5}]"),
+    ],
+)
+def test_a_section_written_as_a_value_is_named_as_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, section: str, got: str
+) -> None:
+    """`hardware = "respeaker-2mic"` was "[hardware] profile: must be one of ... (got
+    None)": a setting the owner never wrote."""
+    path = write(tmp_path, text)
+    wanted = (
+        f"{path}: [{section}] must be a table of settings: a line [{section}], its settings "
+        f"on the lines below (got {section} = {got})"
+    )
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    assert str(caught.value) == wanted
+    monkeypatch.setenv(f"LIVE_APPLIANCE_{section.upper()}_X", "1")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    assert str(caught.value) == wanted
+
+
 def test_a_named_file_must_exist(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError, match="no such configuration file"):
         config.load(tmp_path / "missing.toml")
