@@ -503,6 +503,7 @@ async def test_service_running_and_answering_passes(systemctl: Any, tmp_path: Pa
         ("unreadable file", "run the doctor with sudo"),
         ("environment", "Set the variable to the key again"),
         ("file", "Write the key into that file again"),
+        ("token on v1beta", "Remove [live] api_version"),
     ],
 )
 async def test_a_key_that_is_there_but_unusable_gets_the_fix_for_its_cause(
@@ -514,7 +515,10 @@ async def test_a_key_that_is_there_but_unusable_gets_the_fix_for_its_cause(
         monkeypatch.delenv(name, raising=False)
     key_file = tmp_path / "api-key"
     key_file.write_text("AIza with a space\n")
-    live = {} if where == "environment" else {"api_key_file": str(key_file)}
+    live: dict[str, Any] = {} if where == "environment" else {"api_key_file": str(key_file)}
+    if where == "token on v1beta":
+        key_file.write_text("auth_tokens/abc\n")
+        live["api_version"] = "v1beta"
     if where == "environment":
         monkeypatch.setenv("GEMINI_API_KEY", "AIza with a space")
     if where == "unreadable file":

@@ -99,6 +99,8 @@ def _vertex_credentials(cfg: Config) -> Result:
 
 def _fix_for_a_bad_key(problem: str) -> str:
     """What to do about a key that is there but unusable, by where it is and why."""
+    if problem.startswith("[live] api_version"):  # a token on a version that has none
+        return "Remove [live] api_version from the configuration, or set it to 'v1alpha'."
     if "cannot read" in problem:
         return (
             "The key file is the service's and root's: run the doctor with sudo, or check "
