@@ -645,7 +645,10 @@ def _check_live(where: str, live: LiveConfig) -> None:
 
 
 def _check_pins(where: str, config: Config) -> None:
-    """Each GPIO pin does one thing: a button on an LED's pin would never be read."""
+    """Each GPIO pin does one thing: a button on an LED's pin would never be read, and one
+    on the pixels' SPI lines or the HAT's sound lines would stop them."""
+    from device.hw.profiles import SOUND_PINS, SPI_PINS
+
     leds = config.leds
     used = [("[button] pin", config.button.pin)]
     if leds.kind in ("single", "multi", "rgb"):
@@ -654,8 +657,17 @@ def _check_pins(where: str, config: Config) -> None:
         for name in ("data_pin", "clock_pin", "power_pin"):
             if (pin := getattr(leds, name)) is not None:
                 used.append((f"[leds] {name}", pin))
+        if leds.data_pin is None and leds.spi_bus in SPI_PINS:
+            mosi, sclk, selects = SPI_PINS[leds.spi_bus]
+            spi = f"the pixels' SPI{leds.spi_bus}"
+            used += [(f"{spi} MOSI", mosi), (f"{spi} SCLK", sclk)]
+            if leds.spi_device < len(selects):
+                used.append((f"{spi} CE{leds.spi_device}", selects[leds.spi_device]))
     if config.camera.enabled and config.camera.led_pin is not None:
         used.append(("[camera] led_pin", config.camera.led_pin))
+    profile = config.hardware.profile
+    sound = SOUND_PINS.get(profile, {})
+    used += [(f"the {profile} HAT's {line}", pin) for pin, line in sound.items()]
     first: dict[int, str] = {}
     for label, pin in used:
         if pin in first:

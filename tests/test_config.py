@@ -466,6 +466,12 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         ('[live]\nmodel = "gemini-3.8-live"\nproactive_audio = false', "proactive_audio"),
         ("[button]\npin = 5", "pin and .leds. pins both name GPIO 5"),
         ('[leds]\nkind = "multi"\npins = [20, 21, 20]', "pins both name GPIO 20"),
+        ('[hardware]\nprofile = "respeaker-2mic"\n[button]\npin = 10',
+         "pin and the pixels' SPI0 MOSI both name GPIO 10"),
+        ('[hardware]\nprofile = "respeaker-2mic"\n[button]\npin = 7',
+         "pin and the pixels' SPI0 CE1 both name GPIO 7"),
+        ('[hardware]\nprofile = "voice-bonnet"\n[button]\npin = 19',
+         "pin and the voice-bonnet HAT's I2S LRCLK both name GPIO 19"),
         ('[control]\nsocket = "/run/a\\u0000b"', "cannot hold a NUL character"),
     ],
 )

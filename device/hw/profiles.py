@@ -78,3 +78,19 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "audio": {"input_device": "USB Audio", "output_device": "USB Audio"},
     },
 }
+
+#: The pins a board's sound takes (its codec's I2S lines, and the I2C bus it is set up
+#: over): nothing else may claim them, or the sound stops. USB sound takes none.
+I2S_SOUND = {2: "I2C SDA", 3: "I2C SCL", 18: "I2S BCLK", 19: "I2S LRCLK", 20: "I2S DIN",
+             21: "I2S DOUT"}  # fmt: skip
+SOUND_PINS: dict[str, dict[int, str]] = {
+    "respeaker-2mic": I2S_SOUND,
+    "respeaker-4mic": I2S_SOUND,
+    "voice-bonnet": I2S_SOUND,
+}
+#: The pins of APA102 pixels on SPI, by bus: MOSI (data), SCLK (clock) and the chip
+#: selects by device number. Buses 2-6 (Pi 4 overlays) are left to the owner.
+SPI_PINS: dict[int, tuple[int, int, tuple[int, ...]]] = {
+    0: (10, 11, (8, 7)),
+    1: (20, 21, (18, 17, 16)),
+}
