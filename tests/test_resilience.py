@@ -286,8 +286,11 @@ def test_hands_free_between_connections_the_leds_say_connecting_and_the_words_go
     back = daemon.wait_until(lambda s: s["connected"] and s["state"] == "listening", 15, "back")
     assert away["state"] == "connecting", away["state"]
     states = [entry["state"] for entry in back["states"]]
-    assert states[-2:] == ["connecting", "listening"], states
-    assert "listening" in states[:-2] and "error" not in states
+    dropped = states.index("connecting", states.index("listening"))
+    # The words, sent once it is back, may well have their reply by now: what matters is
+    # what follows the drop.
+    assert states[dropped : dropped + 2] == ["connecting", "listening"], states
+    assert "error" not in states
     def words_arrived() -> bool:
         received = pcm.to_float(server.log.audio_in())
         return received.size > MIC_RATE and pcm.find_offset(received, said)[1] > 0.9
