@@ -51,7 +51,7 @@ from device.config import find_api_key
 from device.control import request
 from device.live.session import LiveLink
 from device.outbox import Outbox
-from device.states import ConnectionLost, Event, SetupComplete, TurnComplete
+from device.states import ConnectionLost, Event, Reconnected, SetupComplete, TurnComplete
 from rig.daemon import Daemon, rig_settings, start_daemon, to_toml
 from rig.loopback import PulseLoopback, Recorder
 from rig.server.server import LiveServer, ServerThread
@@ -459,6 +459,62 @@ async def test_a_token_file_written_after_the_start_is_taken_up_at_the_next_pres
     assert [c.headers["authorization"] for c in live_server.log.connections()] == [
         "Token auth_tokens/late"
     ]
+
+
+async def test_the_first_session_takes_up_the_token_written_since_the_start(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """The daemon reads the key and builds its client at start; a minter wrote the next
+    token before the first press, and that press was refused (1008) with the old one."""
+    live_server.config.token_uses = 1
+    live_server.config.ephemeral_tokens = {"auth_tokens/next"}
+    key_file = tmp_path / "token"
+    key_file.write_text("auth_tokens/at-start\n")
+    cfg = config_for(live_server, live={"api_key_file": str(key_file)})
+    cfg = dataclasses.replace(cfg, api_key=find_api_key(cfg.live)[0])  # read at start
+    key_file.write_text("auth_tokens/next\n")  # the minter's next token
+    events: list[Event] = []
+    link = LiveLink(cfg, Outbox(hold_s=8), events.append, lambda _item, _t: None)
+    try:
+        await link.prepare()  # as the daemon does at start, before any press
+        link.open(1)
+        await until(lambda: events, within=10)  # set up, or refused
+    finally:
+        await link.close()
+    assert [type(e).__name__ for e in events] == ["SetupComplete"]
+    sent = [c.headers["authorization"] for c in live_server.log.connections()]
+    assert sent == ["Token auth_tokens/next"]
+
+
+async def test_a_new_session_after_a_refused_resume_takes_up_the_token_written_since(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """The session's token is spent by its first connection; resuming needs none, but when
+    the service no longer knows the session a new one needs the minter's next token: the
+    spent one was refused (1008) and the conversation ended."""
+    live_server.config.token_uses = 1
+    live_server.config.ephemeral_tokens = {"auth_tokens/first", "auth_tokens/second"}
+    key_file = tmp_path / "token"
+    key_file.write_text("auth_tokens/first\n")
+    cfg = config_for(live_server, live={"api_key_file": str(key_file)})
+    cfg = dataclasses.replace(cfg, api_key=find_api_key(cfg.live)[0])
+    events: list[Event] = []
+    outbox = Outbox(hold_s=8)
+    outbox.put("text", "remember the number seven")
+    link = LiveLink(cfg, outbox, events.append, lambda _item, _t: None)
+    link.open(1)
+    try:
+        await until(lambda: link._handle is not None, within=10)  # the turn left a handle
+        key_file.write_text("auth_tokens/second\n")  # the minter's next token
+        live_server.sessions.clear()  # the service forgot the session: its handle is refused
+        live_server.drop()
+        await until(lambda: any(isinstance(e, Reconnected | ConnectionLost) for e in events),
+                    within=10)  # fmt: skip
+    finally:
+        await link.close()
+    assert Reconnected(session=1, history_lost=True) in events, events
+    sent = [c.headers["authorization"] for c in live_server.log.connections()]
+    assert sent == ["Token auth_tokens/first"] * 2 + ["Token auth_tokens/second"]
 
 
 async def test_transcripts_reach_the_journal_once_per_turn_with_their_fields(

@@ -210,9 +210,7 @@ class LiveLink:
     async def _run(self) -> None:
         """The session, across connections; a bug here ends it like a lost connection."""
         try:
-            await self._renew_key()
-            if self._client is None:
-                self._client = await asyncio.shield(self.prepare())
+            await self._client_for_new_session()
         except ConfigError as exc:  # no key (yet): the owner's to give
             log.error("no session: %s", exc)
             self._on_event(ConnectionLost(session=self._hooks.session, reason=str(exc)))
@@ -231,21 +229,29 @@ class LiveLink:
             reason = describe_failure(exc)
             self._on_event(ConnectionLost(session=self._hooks.session, reason=reason))
 
+    async def _client_for_new_session(self) -> None:
+        """The client a new session connects with: built with the key as it is now."""
+        await self._renew_key()
+        if self._client is None:
+            self._client = await asyncio.shield(self.prepare())
+
     async def _renew_key(self) -> None:
-        """A new session reads the key again. An ephemeral token is spent by the sessions
-        it opens (one, unless minted for more) and opens none soon after it was made:
-        whatever mints them writes the next where the key is kept, and the box takes it
-        up at its next session, with a new client (resuming needs no new token). A key
-        file an owner corrected is taken up the same way."""
+        """Every new session reads the key again (the first after the start too, and one
+        started afresh when the service no longer knows the last): an ephemeral token is
+        spent by the sessions it opens (one, unless minted for more) and opens none soon
+        after it was made, so whatever mints them writes the next where the key is kept,
+        at any time. A new key gets a new client (resuming needs no new token); the client
+        `prepare` built at start is kept while the key is the one it was built with
+        (`self._cfg`'s). A key file an owner corrected is taken up the same way."""
         cfg = self._cfg
-        if cfg.live.backend != "gemini" or (self._client is None and cfg.api_key is not None):
-            return  # the first client is built with the key read at start
+        if cfg.live.backend != "gemini":
+            return
         key, source = await asyncio.to_thread(find_api_key, cfg.live)
-        if key is None and self._client is None:
+        if key is None and cfg.api_key is None and self._client is None:
             raise ConfigError(f"no API key: {where_to_put_the_key(cfg.live)}")
         if key is None or key == cfg.api_key:
             return  # a key that went away leaves the client as it was
-        self._cfg = dataclasses.replace(self._cfg, api_key=key, api_key_source=source)
+        self._cfg = dataclasses.replace(cfg, api_key=key, api_key_source=source)
         self._client = self._building = None
         log.info("a new API key from %s: this session and the next use it", source)
 
@@ -424,6 +430,7 @@ class LiveLink:
                         "cannot resume the session (%s): starting a new one", describe_failure(exc)
                     )
                     self._handle, history_lost, busy = None, self._had_turns, 0
+                    await self._client_for_new_session()  # the session's token is spent
                     pacing.at_once()  # a fresh session: try it at once, same streak
                     continue
                 if is_refusal(exc):
