@@ -80,6 +80,20 @@ async def test_the_client_turns_off_websocket_pings_and_compression_and_bounds_f
         assert [e.name for e in session._ws.protocol.extensions] == ["permessage-deflate"]
 
 
+@pytest.mark.parametrize("variable", ["GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_ENTERPRISE"])
+async def test_the_gemini_backend_ignores_a_shell_set_up_for_vertex_ai(
+    server, monkeypatch, variable
+):
+    """The SDK takes Vertex AI from the environment unless told: a shell (or a drop-in)
+    set up for Google Cloud sent a box configured for the Gemini API to Vertex AI."""
+    monkeypatch.setenv(variable, "true")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "someone-elses-project")
+    monkeypatch.setenv("GOOGLE_CLOUD_LOCATION", "us-central1")
+    await received_setup(server, config_for(server))
+    path = server.log.connections()[-1].path
+    assert ".generativelanguage." in path, path
+
+
 # ---- tools and search ------------------------------------------------------------------------
 
 

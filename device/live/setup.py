@@ -61,7 +61,9 @@ def make_client(cfg: Config) -> genai.Client:
             location=live.location,
             http_options=http_options,
         )
-    return genai.Client(api_key=key, http_options=http_options)
+    # Said, not left to the SDK: it takes Vertex AI from GOOGLE_GENAI_USE_VERTEXAI (or
+    # _ENTERPRISE) otherwise, and a shell set up for Google Cloud sent the key there.
+    return genai.Client(vertexai=False, api_key=key, http_options=http_options)
 
 
 def warm_up() -> None:
