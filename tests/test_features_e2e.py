@@ -51,7 +51,14 @@ from device.config import find_api_key
 from device.control import request
 from device.live.session import LiveLink
 from device.outbox import Outbox
-from device.states import ConnectionLost, Event, Reconnected, SetupComplete, TurnComplete
+from device.states import (
+    ConnectionLost,
+    Event,
+    Reconnected,
+    SetupComplete,
+    SpeechHeard,
+    TurnComplete,
+)
 from rig.daemon import Daemon, rig_settings, start_daemon, to_toml
 from rig.loopback import PulseLoopback, Recorder
 from rig.server.server import LiveServer, ServerThread
@@ -531,6 +538,33 @@ async def test_transcripts_reach_the_journal_once_per_turn_with_their_fields(
         ('model said: Reply 1: I heard 640 ms of audio.', 'Reply 1: I heard 640 ms of audio.')
     ]
     assert heard[0]["PRIORITY"] == said[0]["PRIORITY"] == "6"
+
+
+@pytest.mark.parametrize("end", ["dropped", "closed"])
+async def test_words_heard_before_a_turn_is_cut_short_reach_the_journal_once(
+    live_server: LiveServer, journal: Captured, end: str
+) -> None:
+    """The person's words came, then the connection dropped mid-reply, or the session was
+    closed (a goodbye, a stop): they were forgotten without a line."""
+    live_server.config.pace, live_server.config.reply_seconds = 1.0, 3.0  # still replying
+    events: list[Event] = []
+    outbox = Outbox(hold_s=8)
+    outbox.put("activity_start")
+    outbox.put("audio", bytes(640 * MIC_RATE // 1000 * 2))
+    outbox.put("activity_end")
+    link = LiveLink(config_for(live_server), outbox, events.append, lambda _item, _t: None)
+    link.open(1)
+    try:
+        await until(lambda: any(isinstance(e, SpeechHeard) for e in events), within=10)
+        if end == "dropped":
+            live_server.drop()
+            await until(lambda: any(isinstance(e, Reconnected) for e in events), within=10)
+    finally:
+        await link.close()
+    assert not any(isinstance(e, TurnComplete) for e in events)
+    heard = [(r["MESSAGE"], r["LIVE_TRANSCRIPT_IN"]) for r in journal.records
+             if "LIVE_TRANSCRIPT_IN" in r]  # fmt: skip
+    assert heard == [("user said: 640 ms of speech", "640 ms of speech")]
 
 
 async def test_with_log_transcripts_off_the_journal_has_word_counts_and_no_words(

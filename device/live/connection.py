@@ -290,7 +290,7 @@ class Connection:
         if turn.superseded:  # the rest of a reply talked over ends as such, never as a turn
             if content.turn_complete:
                 turn.superseded = False
-                self._log_words()
+                turn.log_words()
                 turn.update()
                 self.completed_turns += 1
                 hooks.on_event(TurnComplete(session=session, talked_over=True))
@@ -314,17 +314,9 @@ class Connection:
             hooks.on_event(TurnComplete(session=session))
 
     def _end_turn(self) -> None:
-        self._log_words()
+        self._turn.log_words()
         self._turn.awaiting_reply = self._turn.replying = False
         self._turn.update()
-
-    def _log_words(self) -> None:
-        """The turn's transcripts to the journal, then forgotten."""
-        turn = self._turn
-        if turn.heard or turn.said:
-            _log_transcript(self._cfg, turn.heard.text(), turn.said.text())
-        turn.heard.clear()
-        turn.said.clear()
 
     # -- tools ----------------------------------------------------------------------------
 
@@ -528,18 +520,3 @@ def _seconds(duration: str | None) -> float:
     """'50s' or '1.5s' (the wire's Duration) to seconds; unknown means 'now'."""
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)s\s*", duration or "")
     return float(match.group(1)) if match else 0.0
-
-
-def _log_transcript(cfg: LiveConfig, heard: str, said: str) -> None:
-    """One journal line per side of a turn; only lengths when the owner keeps words out."""
-    if not cfg.log_transcripts:
-        log.info(
-            "turn transcript: %d words heard, %d said (words not logged)",
-            len(heard.split()),
-            len(said.split()),
-        )
-        return
-    if heard:
-        log.info("user said: %s", heard.strip(), extra={"LIVE_TRANSCRIPT_IN": heard.strip()})
-    if said:
-        log.info("model said: %s", said.strip(), extra={"LIVE_TRANSCRIPT_OUT": said.strip()})

@@ -95,7 +95,7 @@ class LiveLink:
         self._task: asyncio.Task[None] | None = None
         self._connection: Connection | None = None
         self._handle: str | None = None
-        self._turn = WireTurn(speech_interrupts=cfg.speech_interrupts)
+        self._turn = _wire_turn(cfg)
         self._carried: list[Message] = []  # a reply received whole, still to play (a switch)
         self._had_turns = False
         self._hooks = Hooks(0, on_event, on_sent, self._keep_handle, speaker)
@@ -160,7 +160,7 @@ class LiveLink:
         event of the session carries its number."""
         if not self.is_open:
             self._handle = None
-            self._turn = WireTurn(speech_interrupts=self._cfg.speech_interrupts)
+            self._turn = _wire_turn(self._cfg)
             self._carried = []
             self._had_turns = False
             self._hooks = Hooks(
@@ -179,6 +179,7 @@ class LiveLink:
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close(graceful=True)
+        self._turn.lost()  # a turn cut short: its words still reach the journal
         self.session_id = None
 
     def hurry(self) -> None:
@@ -435,6 +436,13 @@ class LiveLink:
                     continue
                 if is_refusal(exc):
                     raise
+
+
+def _wire_turn(cfg: Config) -> WireTurn:
+    """A new session's record of what is on the wire, with the owner's settings for it."""
+    return WireTurn(
+        speech_interrupts=cfg.speech_interrupts, log_transcripts=cfg.live.log_transcripts
+    )
 
 
 def _settle(done: asyncio.Future[genai.Client], outcome: genai.Client | Exception) -> None:

@@ -10,10 +10,13 @@ and it tells the session when a quiet moment has come to switch connections.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 from device.logs import shortened
 from device.outbox import Kind
+
+log = logging.getLogger(__name__)
 
 #: Characters of one side's transcription kept for a turn's journal line: minutes of
 #: speech. A service that never ends a turn cannot grow it; what is past it is counted.
@@ -69,6 +72,8 @@ class WireTurn:
     #: Speech over a reply stops it (`Config.speech_interrupts`): then new words heard
     #: after a reply ended make the next reply replace whatever of it still plays.
     speech_interrupts: bool = True
+    #: `[live] log_transcripts`: a turn's words in the journal, or only how many.
+    log_transcripts: bool = True
     heard: Transcript = field(default_factory=Transcript)  # input transcription of the turn
     said: Transcript = field(default_factory=Transcript)  # output transcription of the turn
     quiet: asyncio.Event = field(default_factory=asyncio.Event)
@@ -121,10 +126,32 @@ class WireTurn:
         return self.awaiting_reply or self.replying
 
     def lost(self) -> None:
-        """The connection died: whatever was awaited from it will not come."""
+        """The connection died, or the session was closed: whatever was awaited from it
+        will not come. The words of the turn cut short still reach the journal."""
         self.awaiting_reply = self.replying = self.superseded = False
         self.earlier_unanswered, self.new_words = 0, False
         self.tools_running = 0
+        self.log_words()
+        self.update()
+
+    def log_words(self) -> None:
+        """The turn's transcripts to the journal, then forgotten."""
+        if self.heard or self.said:
+            _log_transcript(self.log_transcripts, self.heard.text(), self.said.text())
         self.heard.clear()
         self.said.clear()
-        self.update()
+
+
+def _log_transcript(words: bool, heard: str, said: str) -> None:
+    """One journal line per side of a turn; only lengths when the owner keeps words out."""
+    if not words:
+        log.info(
+            "turn transcript: %d words heard, %d said (words not logged)",
+            len(heard.split()),
+            len(said.split()),
+        )
+        return
+    if heard:
+        log.info("user said: %s", heard.strip(), extra={"LIVE_TRANSCRIPT_IN": heard.strip()})
+    if said:
+        log.info("model said: %s", said.strip(), extra={"LIVE_TRANSCRIPT_OUT": said.strip()})
