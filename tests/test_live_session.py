@@ -1,10 +1,13 @@
-"""The session across connections, in-process: a fake client stands in for the SDK's."""
+"""The session across connections, in-process: a fake client stands in for the SDK's, or
+the local server for the service."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
+import logging
 import socket
 import ssl
 import threading
@@ -25,12 +28,14 @@ from websockets.exceptions import (
 )
 from websockets.frames import Close
 from websockets.http11 import Response
+from wire import config_for
 
 from device.config import Config, LiveConfig, Secret
 from device.live.errors import describe_failure, failure_fields, is_refusal
 from device.live.session import LiveLink
 from device.outbox import Outbox
-from device.states import ConnectFailed, ConnectionLost, Event
+from device.states import ConnectFailed, ConnectionLost, Event, Reconnecting
+from rig.server.server import LiveServer
 
 
 class ClosingSession:
@@ -271,6 +276,35 @@ def test_a_failure_never_quotes_a_credential(failure: Exception, secret: str, ke
     words, fields = describe_failure(failure), failure_fields(failure)
     assert secret not in words and secret not in str(fields)
     assert kept in words and fields["LIVE_ERROR"] == words
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [base64.b64encode(bytes(range(256)) * 40), b"\x80\x01" * 3000],  # audio; not even text
+    ids=["base64", "binary"],
+)
+async def test_a_frame_that_is_not_json_is_named_by_its_size_never_quoted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, frame: bytes
+) -> None:
+    """The SDK's error for it quotes the whole frame: base64 audio (or whatever a broken
+    proxy sent) went into the journal's line and LIVE_ERROR, 4 KB of it, and `ctl status`."""
+    caplog.set_level(logging.INFO)
+    events: list[Event] = []
+    async with LiveServer(pace=0, reply_seconds=0.2) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+        link = LiveLink(config_for(server), Outbox(5), events.append, lambda _item, _t: None)
+        link.open(1)
+        try:
+            await until(lambda: events)  # set up
+            await server.send_raw(frame)
+            await until(lambda: any(isinstance(e, Reconnecting) for e in events))
+        finally:
+            await link.close()
+    words = f"the service sent a frame that is not JSON ({len(frame)} bytes)"
+    (lost,) = [r for r in caplog.records if r.getMessage().startswith("connection lost")]
+    assert lost.getMessage() == f"connection lost: {words}"
+    assert words == lost.LIVE_ERROR and lost.LIVE_FAILURE == "undecodable"
+    assert next(e for e in events if isinstance(e, Reconnecting)).reason == words
 
 
 def test_a_certificate_out_of_its_dates_points_at_the_clock() -> None:

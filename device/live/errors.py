@@ -8,6 +8,7 @@ a setting) and a decision: try again, or stop until the next press.
 
 from __future__ import annotations
 
+import ast
 import socket
 import ssl
 
@@ -37,6 +38,9 @@ _CLOSE_HINTS = {
     CLOSE_INTERNAL: "the service had an internal error",
     **REFUSED,
 }
+
+#: How the SDK says a frame is not JSON, before it quotes the whole frame.
+_NOT_JSON = "Failed to parse response: "
 
 #: HTTP answers instead of the WebSocket upgrade (before any close code exists); those
 #: after which retrying cannot help first.
@@ -123,9 +127,29 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "tcp", "TCP: connection refused by the Live API host"
     if isinstance(exc, OSError):
         return "network", f"network: {exc.strerror or exc}"
+    if (size := _not_json(exc)) is not None:
+        return "undecodable", f"the service sent a frame that is not JSON{size}"
     if isinstance(exc, ValueError | AttributeError):
         return "undecodable", f"the service sent a message that cannot be decoded ({exc})"
     return "other", f"{type(exc).__name__}: {exc}"
+
+
+def _not_json(exc: BaseException) -> str | None:
+    """The size of a frame that is not JSON (not even text) as words to append, "" if it
+    is not to be had; None for any other failure. Never the frame: the SDK's error quotes
+    it whole (base64 audio, a proxy's page), and the journal must not carry it."""
+    if isinstance(exc, UnicodeDecodeError):  # json.loads of bytes that are no text
+        return f" ({len(exc.object)} bytes)"
+    text = str(exc) if isinstance(exc, ValueError) else ""
+    if not text.startswith(_NOT_JSON):
+        return None
+    try:  # the SDK's repr of the frame: a bytes (or str) literal
+        frame = ast.literal_eval(text.removeprefix(_NOT_JSON))
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return ""
+    if isinstance(frame, str):
+        frame = frame.encode("utf-8", "surrogatepass")
+    return f" ({len(frame)} bytes)" if isinstance(frame, bytes) else ""
 
 
 def _verified(message: str) -> str:
