@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import json
 import logging
 import socket
 import ssl
@@ -288,6 +289,34 @@ async def test_a_frame_that_is_not_json_is_named_by_its_size_never_quoted(
 ) -> None:
     """The SDK's error for it quotes the whole frame: base64 audio (or whatever a broken
     proxy sent) went into the journal's line and LIVE_ERROR, 4 KB of it, and `ctl status`."""
+    lost, reason = await connection_lost_by(frame, monkeypatch, caplog)
+    words = f"the service sent a frame that is not JSON ({len(frame)} bytes)"
+    assert lost.getMessage() == f"connection lost: {words}"
+    assert words == lost.LIVE_ERROR and lost.LIVE_FAILURE == "undecodable"
+    assert reason == words
+
+
+async def test_a_message_the_sdk_cannot_read_is_named_without_the_values_it_quotes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reply audio whose base64 is broken: the SDK's models refuse it quoting a piece of it,
+    and the journal's line carried that piece, over four lines."""
+    data = base64.b64encode(bytes(range(256)) * 40).decode() + "!"
+    part = {"inlineData": {"data": data, "mimeType": "audio/pcm;rate=24000"}}
+    frame = json.dumps({"serverContent": {"modelTurn": {"parts": [part]}}}).encode()
+    lost, reason = await connection_lost_by(frame, monkeypatch, caplog)
+    line = lost.getMessage()
+    assert line.startswith("connection lost: the service sent a message that cannot be decoded")
+    assert "inlineData.data" in line and "\n" not in line
+    assert data[:8] not in line and data[-9:] not in line
+    assert lost.LIVE_ERROR == reason == line.removeprefix("connection lost: ")
+
+
+async def connection_lost_by(
+    frame: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> tuple[logging.LogRecord, str]:
+    """The local server sends `frame` on a session's connection: the journal's line for
+    the connection's end, and the reason the state machine was given."""
     caplog.set_level(logging.INFO)
     events: list[Event] = []
     async with LiveServer(pace=0, reply_seconds=0.2) as server:
@@ -300,11 +329,8 @@ async def test_a_frame_that_is_not_json_is_named_by_its_size_never_quoted(
             await until(lambda: any(isinstance(e, Reconnecting) for e in events))
         finally:
             await link.close()
-    words = f"the service sent a frame that is not JSON ({len(frame)} bytes)"
     (lost,) = [r for r in caplog.records if r.getMessage().startswith("connection lost")]
-    assert lost.getMessage() == f"connection lost: {words}"
-    assert words == lost.LIVE_ERROR and lost.LIVE_FAILURE == "undecodable"
-    assert next(e for e in events if isinstance(e, Reconnecting)).reason == words
+    return lost, next(e for e in events if isinstance(e, Reconnecting)).reason
 
 
 def test_a_certificate_out_of_its_dates_points_at_the_clock() -> None:

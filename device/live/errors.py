@@ -13,6 +13,7 @@ import socket
 import ssl
 
 from google.genai import errors
+from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from device.errors import without_credentials
@@ -129,6 +130,8 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "network", f"network: {exc.strerror or exc}"
     if (size := _not_json(exc)) is not None:
         return "undecodable", f"the service sent a frame that is not JSON{size}"
+    if isinstance(exc, ValidationError):
+        return "undecodable", f"the service sent a message that cannot be decoded ({_refused(exc)})"
     if isinstance(exc, ValueError | AttributeError):
         return "undecodable", f"the service sent a message that cannot be decoded ({exc})"
     return "other", f"{type(exc).__name__}: {exc}"
@@ -150,6 +153,17 @@ def _not_json(exc: BaseException) -> str | None:
     if isinstance(frame, str):
         frame = frame.encode("utf-8", "surrogatepass")
     return f" ({len(frame)} bytes)" if isinstance(frame, bytes) else ""
+
+
+def _refused(exc: ValidationError) -> str:
+    """Where and why the SDK's models refused a message, on one line, without the values
+    pydantic quotes (a piece of reply audio's base64)."""
+    problems = exc.errors(include_url=False, include_context=False, include_input=False)
+    said = "; ".join(
+        f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}" for problem in problems[:3]
+    )
+    more = f"; {len(problems) - 3} more" if len(problems) > 3 else ""
+    return " ".join(f"{said}{more}".split())
 
 
 def _verified(message: str) -> str:
