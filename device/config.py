@@ -37,7 +37,7 @@ ENV_NOT_SETTINGS = frozenset(
 )
 CREDENTIAL_NAME = "api-key"
 KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
-#: How an ephemeral token starts (device.live.setup's EPHEMERAL_PREFIX, without the SDK).
+#: How an ephemeral token starts (served on the Gemini API's v1alpha only).
 TOKEN_PREFIX = "auth_tokens/"
 #: Where the Pi installer keeps the key (root only): the service gets it as its
 #: credential, and `doctor`, `ask` and `run` outside systemd read it when run as root.

@@ -58,9 +58,8 @@ async def check_key(ctx: Context) -> Result:
             "key", Status.FAIL, f"no API key in {places}", f"{advice[:1].upper()}{advice[1:]}."
         )
     assert cfg.api_key is not None  # require_credentials saw to it
-    from device.live.setup import EPHEMERAL_PREFIX  # imports the SDK: only when checked
-
-    kind = "ephemeral token" if cfg.api_key.reveal().startswith(EPHEMERAL_PREFIX) else "API key"
+    token = cfg.api_key.reveal().startswith(config_mod.TOKEN_PREFIX)
+    kind = "ephemeral token" if token else "API key"
     return Result(
         "key",
         Status.PASS,

@@ -12,12 +12,11 @@ from google import genai
 from google.genai import types
 from google.genai._live_converters import _LiveServerMessage_from_mldev
 
-from device.config import Config, LiveConfig, read_instruction_file
+from device.config import TOKEN_PREFIX, Config, LiveConfig, read_instruction_file
 from device.live.models import V1ALPHA, model_settings
 from device.live.wire import REPLY_RATE, pcm_mime
 from device.tools import declarations
 
-EPHEMERAL_PREFIX = "auth_tokens/"
 #: A reply chunk as the service sends it (`warm_up` decodes it once at start).
 REPLY_CHUNK = {
     "serverContent": {
@@ -81,7 +80,7 @@ def _api_version(live: LiveConfig, key: str | None) -> str | None:
     """The configured version, else v1alpha where the Gemini API serves only that."""
     if live.api_version is not None or live.backend != "gemini":
         return live.api_version
-    ephemeral = key is not None and key.startswith(EPHEMERAL_PREFIX)
+    ephemeral = key is not None and key.startswith(TOKEN_PREFIX)
     return V1ALPHA if ephemeral or model_settings(live).needs_v1alpha else None
 
 
