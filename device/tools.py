@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
+#: What a call's task is cancelled with when the service withdraws it
+#: (toolCallCancellation); any other cancellation is its session ending.
+WITHDRAWN = "withdrawn by the service"
 #: Tool threads that may be running at once, a hung one included until it returns.
 TOOL_THREADS_LIMIT = 4
 
@@ -244,8 +247,8 @@ class ToolBox:
         started = time.monotonic()
         try:
             response = await self._call(name, call.args or {})
-        except asyncio.CancelledError:
-            self._log(call, started, "cancelled")
+        except asyncio.CancelledError as exc:
+            self._log(call, started, "cancelled" if exc.args == (WITHDRAWN,) else "ended")
             raise
         error = response.get("error")
         self._log(call, started, "error" if error else "ok", str(error or ""))
@@ -279,7 +282,8 @@ class ToolBox:
 
     def _log(self, call: types.FunctionCall, started: float, result: str, error: str = "") -> None:
         """One journal line per call: LIVE_TOOL, LIVE_TOOL_CALL (its id), LIVE_TOOL_RESULT
-        (ok, error or cancelled: the service withdrew it) and LIVE_TOOL_MS."""
+        (ok, error, cancelled: the service withdrew it, or ended: its session ended
+        first, by a drop, a hang-up or a stop) and LIVE_TOOL_MS."""
         ms = round((time.monotonic() - started) * 1000)
         log.log(
             logging.WARNING if result == "error" else logging.INFO,

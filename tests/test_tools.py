@@ -19,7 +19,7 @@ from wire import tool_responses
 from device.config import Config, LiveConfig, Secret, ToolsConfig
 from device.errors import ConfigError
 from device.live.setup import connect_config, make_client
-from device.tools import TOOL_THREADS_LIMIT, Device, Registry, ToolBox
+from device.tools import TOOL_THREADS_LIMIT, WITHDRAWN, Device, Registry, ToolBox
 from rig.server.server import LiveServer
 from rig.server.voice import reply_audio
 
@@ -190,7 +190,7 @@ async def test_cancellation_stops_the_call_and_nothing_is_answered(server, monke
         assert await asyncio.to_thread(gate.started.wait, WAIT_S)
         await server.cancel_tool_call(call_id)
         assert (await anext(messages)).tool_call_cancellation.ids == [call_id]
-        running.cancel()  # what the link does on toolCallCancellation
+        running.cancel(WITHDRAWN)  # what the link does on toolCallCancellation
         with pytest.raises(asyncio.CancelledError):
             await running
         assert not gate.finished.is_set()
@@ -367,3 +367,21 @@ async def test_hung_tools_are_capped_and_the_model_is_told_the_device_is_busy(ga
     gate.opened.set()  # the hung calls return at last: calls run again
     await until(lambda: tool_threads() == 0, WAIT_S)
     assert await run_alone(toolbox, "slow") == {"done": True}
+
+
+@pytest.mark.parametrize(("why", "result"), [(WITHDRAWN, "cancelled"), (None, "ended")])
+async def test_a_call_cut_short_says_whether_the_service_withdrew_it_or_its_session_ended(
+    gate, caplog, why, result
+):
+    """LIVE_TOOL_RESULT=cancelled means the service withdrew the call; a stop of the daemon,
+    a drop or a hang-up said the same, and an owner reading the journal blamed the service."""
+    caplog.set_level(logging.INFO, logger="device.tools")
+    toolbox = ToolBox(ToolsConfig(enabled=("slow",)), FakeActions(), registry=extra_tools(gate))
+    call = types.FunctionCall(id="call-1", name="slow", args={})
+    running = asyncio.create_task(toolbox.run(call))
+    assert await asyncio.to_thread(gate.started.wait, WAIT_S)
+    running.cancel(why)
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    (record,) = [r for r in caplog.records if r.name == "device.tools"]
+    assert getattr(record, "LIVE_TOOL_RESULT", None) == result

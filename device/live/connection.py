@@ -36,7 +36,7 @@ from device.live.wire import IMAGE_MIME, MIC_MIME, audio_message
 from device.logs import Overflow
 from device.outbox import Item, Outbox
 from device.states import Interrupted, ReplyAudio, SpeechHeard, TurnComplete
-from device.tools import ToolBox, answer
+from device.tools import WITHDRAWN, ToolBox, answer
 
 if TYPE_CHECKING:
     from device.config import LiveConfig
@@ -244,7 +244,7 @@ class Connection:
         if message.tool_call_cancellation is not None:
             for call_id in message.tool_call_cancellation.ids or []:
                 if task := self._tool_tasks.pop(call_id, None):
-                    task.cancel()  # the tool's own line says so (LIVE_TOOL_RESULT=cancelled)
+                    task.cancel(WITHDRAWN)  # the tool's line says so (LIVE_TOOL_RESULT=cancelled)
         update = message.session_resumption_update
         if update is not None and update.resumable and update.new_handle:
             self._hooks.on_handle(update.new_handle)
