@@ -524,6 +524,24 @@ async def test_a_new_session_after_a_refused_resume_takes_up_the_token_written_s
     assert sent == ["Token auth_tokens/first"] * 2 + ["Token auth_tokens/second"]
 
 
+async def test_a_new_session_before_any_turn_has_lost_no_history(live_server: LiveServer) -> None:
+    """A handle may come before any turn (right after setup): a resume refused then has
+    lost nothing, and the box's three-note "I forgot" earcon would be a false alarm."""
+    events: list[Event] = []
+    link = LiveLink(config_for(live_server), Outbox(hold_s=8), events.append,
+                    lambda _item, _t: None)  # fmt: skip
+    link.open(1)
+    try:
+        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+        link._keep_handle("sim-given-at-setup")  # as the connection does with a handle
+        live_server.drop()  # the service does not know that handle: the resume is refused
+        await until(lambda: any(isinstance(e, Reconnected | ConnectionLost) for e in events),
+                    within=10)  # fmt: skip
+    finally:
+        await link.close()
+    assert Reconnected(session=1, history_lost=False) in events, events
+
+
 async def test_transcripts_reach_the_journal_once_per_turn_with_their_fields(
     live_server: LiveServer, journal: Captured
 ) -> None:

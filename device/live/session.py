@@ -204,7 +204,6 @@ class LiveLink:
 
     def _keep_handle(self, handle: str) -> None:
         self._handle = handle
-        self._had_turns = True
 
     # -- the session task -----------------------------------------------------------------
 
@@ -273,11 +272,10 @@ class LiveLink:
         while True:
             ended, reply_cut, lasted_s = await self._serve(connection)
             carried_turn = bool(self._carried)  # it completed a turn, handed on after the switch
-            pacing.ended(
-                lasted_s,
-                connection.completed_turns > 0 or carried_turn,
-                moved=isinstance(ended, SwitchNow),
-            )
+            turns = connection.completed_turns > 0 or carried_turn
+            # What a fresh session would lose: turns, not a handle (one may come at setup).
+            self._had_turns = self._had_turns or turns
+            pacing.ended(lasted_s, turns, moved=isinstance(ended, SwitchNow))
             if isinstance(ended, SwitchNow):
                 log.info("switching to a new connection: %s", ended)
                 if reply_cut:  # no quiet moment came: the reply in flight is gone
