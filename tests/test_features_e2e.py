@@ -47,7 +47,7 @@ from wire import at, config_for, function_names, instruction, searches, tool_res
 
 from device import logs
 from device.audio import pcm
-from device.config import find_api_key
+from device.config import Config, find_api_key
 from device.control import request
 from device.live.session import LiveLink
 from device.outbox import Outbox
@@ -414,6 +414,14 @@ async def spoken_turn(live_server: LiveServer, log_transcripts: bool, speech_ms:
         await link.close()
 
 
+def token_file_config(live_server: LiveServer, key_file: Path, token: str) -> Config:
+    """The box's configuration with its key in `key_file`, which holds `token`, read as at
+    the daemon's start."""
+    key_file.write_text(f"{token}\n")
+    cfg = config_for(live_server, live={"api_key_file": str(key_file)})
+    return dataclasses.replace(cfg, api_key=find_api_key(cfg.live)[0])
+
+
 async def test_each_new_session_takes_up_the_token_written_since_the_last(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
@@ -422,9 +430,7 @@ async def test_each_new_session_takes_up_the_token_written_since_the_last(
     live_server.config.token_uses = 1
     live_server.config.ephemeral_tokens = {"auth_tokens/first", "auth_tokens/second"}
     key_file = tmp_path / "token"
-    key_file.write_text("auth_tokens/first\n")
-    cfg = config_for(live_server, live={"api_key_file": str(key_file)})
-    cfg = dataclasses.replace(cfg, api_key=find_api_key(cfg.live)[0])
+    cfg = token_file_config(live_server, key_file, "auth_tokens/first")
     events: list[Event] = []
     link = LiveLink(cfg, Outbox(hold_s=8), events.append, lambda _item, _t: None)
     try:
@@ -476,9 +482,7 @@ async def test_the_first_session_takes_up_the_token_written_since_the_start(
     live_server.config.token_uses = 1
     live_server.config.ephemeral_tokens = {"auth_tokens/next"}
     key_file = tmp_path / "token"
-    key_file.write_text("auth_tokens/at-start\n")
-    cfg = config_for(live_server, live={"api_key_file": str(key_file)})
-    cfg = dataclasses.replace(cfg, api_key=find_api_key(cfg.live)[0])  # read at start
+    cfg = token_file_config(live_server, key_file, "auth_tokens/at-start")
     key_file.write_text("auth_tokens/next\n")  # the minter's next token
     events: list[Event] = []
     link = LiveLink(cfg, Outbox(hold_s=8), events.append, lambda _item, _t: None)
@@ -502,9 +506,7 @@ async def test_a_new_session_after_a_refused_resume_takes_up_the_token_written_s
     live_server.config.token_uses = 1
     live_server.config.ephemeral_tokens = {"auth_tokens/first", "auth_tokens/second"}
     key_file = tmp_path / "token"
-    key_file.write_text("auth_tokens/first\n")
-    cfg = config_for(live_server, live={"api_key_file": str(key_file)})
-    cfg = dataclasses.replace(cfg, api_key=find_api_key(cfg.live)[0])
+    cfg = token_file_config(live_server, key_file, "auth_tokens/first")
     events: list[Event] = []
     outbox = Outbox(hold_s=8)
     outbox.put("text", "remember the number seven")

@@ -299,6 +299,16 @@ def test_hands_free_between_connections_the_leds_say_connecting_and_the_words_go
     server.wait_for(words_arrived, 10)
 
 
+def back_while_the_box_waits_long(server: ServerThread) -> None:
+    """The service drops the connection and refuses setups until the box's backoff has
+    grown to seconds, then takes them again while the box waits (its fourth wait, 2-4 s)."""
+    server.server.config.refuse_setup = (1013, "Try again later")
+    server.call(server.server.drop)
+    server.wait_for(lambda: sum(c.close_code == 1013 for c in server.log.connections()) >= 4, 20)
+    server.server.config.refuse_setup = None
+    time.sleep(0.2)
+
+
 def test_a_press_while_the_box_waits_to_reconnect_tries_at_once(
     loopback: PulseLoopback, make_rig: Any
 ) -> None:
@@ -307,11 +317,7 @@ def test_a_press_while_the_box_waits_to_reconnect_tries_at_once(
     waited out the rest of the backoff (3.8 s here), the LEDs saying connecting."""
     server, daemon = make_rig(merged({"live": {"reconnect_for_s": 30}}), reply_seconds=0.3)
     one_turn(loopback, daemon, 1)
-    server.server.config.refuse_setup = (1013, "Try again later")
-    server.call(server.server.drop)
-    server.wait_for(lambda: sum(c.close_code == 1013 for c in server.log.connections()) >= 4, 20)
-    server.server.config.refuse_setup = None
-    time.sleep(0.2)  # the box is in a wait of 2-4 s (its fourth)
+    back_while_the_box_waits_long(server)
     pressed = time.monotonic()
     daemon.ctl("press")
     daemon.wait_until(lambda s: s["connected"], 10, "connected")
@@ -334,11 +340,7 @@ def test_hands_free_words_said_while_the_box_waits_to_reconnect_try_at_once(
                                       "live": {"reconnect_for_s": 30}}))  # fmt: skip
     daemon.ctl("press")
     daemon.wait_until(lambda s: s["state"] == "listening" and s["connected"], 10, "listening")
-    server.server.config.refuse_setup = (1013, "Try again later")
-    server.call(server.server.drop)
-    server.wait_for(lambda: sum(c.close_code == 1013 for c in server.log.connections()) >= 4, 20)
-    server.server.config.refuse_setup = None
-    time.sleep(0.2)  # the box is in a wait of 2-4 s (its fourth)
+    back_while_the_box_waits_long(server)
     spoke = time.monotonic()
     playing = loopback.play(chirp(1.0), MIC_RATE)
     daemon.wait_until(lambda s: s["connected"], 10, "connected")
