@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import sys
+import threading
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -277,6 +278,40 @@ async def test_bit_banged_pixels_get_the_same_bytes_msb_first(
     listening = update(*[pixel(0, 0, 255)] * 3)
     assert clock.received() == listening + BLACK3 + BLACK3  # idle, then aclose's off
     assert pins(6).state is False  # the clock idles low
+
+
+class HeldClock(ShiftClock):
+    """A clock pin whose writes wait until `moving` is set: pins slower than anything."""
+
+    moving = threading.Event()
+
+    def _set_state(self, value) -> None:
+        self.moving.wait()
+        super()._set_state(value)
+
+
+def test_bit_banged_pixels_are_clocked_out_off_the_callers_thread(
+    pins, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frame took hundreds of pin writes on the event loop (the animator shows 25 a
+    second): show() hands it over and returns; close() still turns the pixels off."""
+    monkeypatch.setitem(sys.modules, "spidev", None)
+    HeldClock.moving.set()  # opening sets the pins
+    clock = pins(6, pin_class=HeldClock, data_pin=pins(5))
+    pixels = open_leds(hat(data_pin=5, clock_pin=6))
+    HeldClock.moving.clear()
+    failsafe = threading.Timer(5, HeldClock.moving.set)  # a show() that blocks ends, to fail
+    failsafe.start()
+    try:
+        pixels.show(((0.0, 0.0, 1.0),) * 3)
+        returned_first = not HeldClock.moving.is_set()
+        HeldClock.moving.set()
+        pixels.close()
+    finally:
+        failsafe.cancel()
+        HeldClock.moving.set()
+    assert returned_first, "show() waited for the pins"
+    assert clock.received() == update(*[pixel(0, 0, 255)] * 3) + BLACK3
 
 
 def test_closing_pixels_directly_also_turns_them_off(bus: FakeBus) -> None:

@@ -20,7 +20,9 @@ spidev and gpiozero are imported only when pixels are opened.
 
 from __future__ import annotations
 
+import collections
 import math
+import threading
 from typing import TYPE_CHECKING, Protocol
 
 from device.errors import LedsUnavailable
@@ -112,9 +114,18 @@ class GpioTransport:
     """The pixels on two plain GPIO pins, clocked out bit by bit, most significant first.
 
     For boards that wire the pixels away from the SPI pins (the Voice Bonnet's
-    DotStars are on GPIO 5 and 6). Slower than SPI, but a few pixels take a few
-    hundred pin writes per frame.
+    DotStars are on GPIO 5 and 6). Slower than SPI: a few pixels take a few hundred
+    pin writes per frame, 0.85 ms of Python here and several on a Pi, 25 frames a
+    second while the box speaks. A thread of its own clocks them out, so that the
+    event loop (the animator's caller) never waits for them; frames keep their
+    order, and when more than FRAMES_WAITING wait (the pins slower than the
+    animation) the oldest go: the newest is what the state shows.
     """
+
+    FRAMES_WAITING = 4
+    #: A close waits this long for the frames still waiting (the last one turns the
+    #: pixels off), then releases the pins anyway.
+    CLOSE_WAIT_S = 1.0
 
     def __init__(self, data_pin: int, clock_pin: int) -> None:
         from gpiozero import DigitalOutputDevice
@@ -125,8 +136,28 @@ class GpioTransport:
         except Exception:
             self._data.close()
             raise
+        self._frames: collections.deque[bytes] = collections.deque(maxlen=self.FRAMES_WAITING)
+        self._changed = threading.Condition()
+        self._closing = False
+        self._writer = threading.Thread(target=self._clock_out_frames, name="pixels", daemon=True)
+        self._writer.start()
 
     def write(self, data: bytes) -> None:
+        """Hand one frame to the pins' thread; returns at once."""
+        with self._changed:
+            self._frames.append(data)
+            self._changed.notify()
+
+    def _clock_out_frames(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._frames or self._closing)
+                if not self._frames:
+                    return  # closing, and every frame is out
+                data = self._frames.popleft()
+            self._clock_out(data)
+
+    def _clock_out(self, data: bytes) -> None:
         level = self._data.value
         for byte in data:
             for shift in range(7, -1, -1):
@@ -137,6 +168,11 @@ class GpioTransport:
                 self._clock.off()
 
     def close(self) -> None:
+        """Clock out what waits (the pixels' last frame), then release the pins."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify()
+        self._writer.join(self.CLOSE_WAIT_S)
         self._data.close()
         self._clock.close()
 
