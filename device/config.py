@@ -37,6 +37,8 @@ ENV_NOT_SETTINGS = frozenset(
 )
 CREDENTIAL_NAME = "api-key"
 KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+#: Quotation marks no key or token starts or ends with (letters, digits, "-", "_", "/").
+QUOTES = "\"'`"
 #: How an ephemeral token starts (served on the Gemini API's v1alpha only).
 TOKEN_PREFIX = "auth_tokens/"
 #: Where the Pi installer keeps the key (root only): the service gets it as its
@@ -823,6 +825,12 @@ def _checked_key(key: str, source: str) -> Secret:
                 f"{source}: the API key has {kind} at position {position}, which no "
                 "key has; copy the key again"
             )
+    if key[0] in QUOTES or key[-1] in QUOTES:  # from a TOML or JSON file, or a shell line
+        raise ConfigError(f"{source}: the API key is in quotation marks; write it without them")
+    if "=" in key:  # a line of an .env file: GEMINI_API_KEY=AIza...
+        raise ConfigError(
+            f"{source}: holds NAME=value, not the API key alone; write only the key"
+        )
     return Secret(key)
 
 

@@ -134,14 +134,19 @@ package_available() {
 }
 
 # Why KEY is not an API key, as the daemon judges one (printable ASCII, no spaces: an
-# HTTP header carries it); nothing when it is one. A key pasted from a web page with
-# its quotation marks or an invisible space would be stored, and the service refuse it.
+# HTTP header carries it; no quotation marks around it, no NAME=); nothing when it is
+# one. A key pasted with its quotation marks, its variable's name or an invisible space
+# would be stored, and the service refuse it.
 key_problem() {
   local LC_ALL=C
   if [[ -z $1 ]]; then
     printf 'is empty'
   elif [[ $1 == *[[:space:]]* ]]; then
     printf 'must be one word on one line'
+  elif [[ $1 == [\"\'\`]* || $1 == *[\"\'\`] ]]; then
+    printf 'is in quotation marks: give the key without them'
+  elif [[ $1 == *=* ]]; then
+    printf 'holds NAME=value: give only the key'
   elif [[ $1 == *[^!-~]* ]]; then
     printf 'has a character no key has (a quotation mark or an invisible space copied'
     printf ' with it?): copy the key again'

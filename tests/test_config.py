@@ -313,6 +313,27 @@ def test_a_key_no_header_can_carry_is_refused_without_showing_it(
         config.load(write(tmp_path, ""))
 
 
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('"AIza-from-a-toml-file"\n', "the API key is in quotation marks; write it without them"),
+        ("'AIza-from-a-shell-line'\n", "the API key is in quotation marks; write it without them"),
+        ("GEMINI_API_KEY=AIza-from-an-env-file\n",
+         "holds NAME=value, not the API key alone; write only the key"),
+    ],
+)
+def test_a_key_copied_with_its_quotes_or_its_name_is_refused_at_start(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    """Printable ASCII, so it passed, and every press failed with a refused key (1008)."""
+    keyfile = tmp_path / "key.txt"
+    keyfile.write_text(text)
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(write(tmp_path, f"[live]\napi_key_file = '{keyfile}'\n"))
+    assert str(caught.value) == f"api_key_file {keyfile}: {problem}"
+    assert "AIza" not in str(caught.value)
+
+
 def test_a_key_file_that_is_not_text_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -598,8 +598,10 @@ def test_an_existing_key_is_never_overwritten(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "  \n", "two words\n", f"\u201c{KEY}\u201d\n", f"{KEY[:8]}\u200b{KEY[8:]}\n"],
-    ids=["empty", "blank", "two-words", "quoted-from-a-web-page", "zero-width-space"],
+    ["", "  \n", "two words\n", f"\u201c{KEY}\u201d\n", f"{KEY[:8]}\u200b{KEY[8:]}\n",
+     f'"{KEY}"\n', f"GEMINI_API_KEY={KEY}\n"],
+    ids=["empty", "blank", "two-words", "quoted-from-a-web-page", "zero-width-space",
+         "quoted-from-a-toml-file", "a-line-of-an-env-file"],
 )
 def test_a_key_that_cannot_be_one_is_refused(tmp_path: Path, text: str) -> None:
     """As the daemon refuses it (an HTTP header cannot carry it): stored, the service
