@@ -526,22 +526,39 @@ async def test_a_new_session_after_a_refused_resume_takes_up_the_token_written_s
     assert sent == ["Token auth_tokens/first"] * 2 + ["Token auth_tokens/second"]
 
 
-async def test_a_new_session_before_any_turn_has_lost_no_history(live_server: LiveServer) -> None:
+@pytest.mark.parametrize("turns_before", [0, 1])
+async def test_a_new_session_before_any_turn_has_lost_no_history(
+    live_server: LiveServer, turns_before: int
+) -> None:
     """A handle may come before any turn (right after setup): a resume refused then has
-    lost nothing, and the box's three-note "I forgot" earcon would be a false alarm."""
+    lost nothing, and the box's three-note "I forgot" earcon would be a false alarm; so
+    too after a fresh session that replaced one with turns, before any turn of its own."""
     events: list[Event] = []
-    link = LiveLink(config_for(live_server), Outbox(hold_s=8), events.append,
-                    lambda _item, _t: None)  # fmt: skip
+    outbox = Outbox(hold_s=8)
+    link = LiveLink(config_for(live_server), outbox, events.append, lambda _item, _t: None)
     link.open(1)
-    try:
-        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
-        link._keep_handle("sim-given-at-setup")  # as the connection does with a handle
-        live_server.drop()  # the service does not know that handle: the resume is refused
+
+    async def forgotten(handle: str | None) -> Reconnected | ConnectionLost:
+        if handle is not None:
+            link._keep_handle(handle)  # as the connection does with a handle
+        events.clear()
+        live_server.sessions.clear()  # the service forgot the session: the resume is refused
+        live_server.drop()
         await until(lambda: any(isinstance(e, Reconnected | ConnectionLost) for e in events),
                     within=10)  # fmt: skip
+        return next(e for e in events if isinstance(e, Reconnected | ConnectionLost))
+
+    try:
+        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+        if turns_before:
+            outbox.put("text", "remember the number seven")
+            await until(lambda: link._handle is not None, within=10)  # the turn left one
+            assert await forgotten(None) == Reconnected(session=1, history_lost=True)
+        assert await forgotten("sim-given-at-setup") == Reconnected(
+            session=1, history_lost=False
+        )
     finally:
         await link.close()
-    assert Reconnected(session=1, history_lost=False) in events, events
 
 
 async def test_transcripts_reach_the_journal_once_per_turn_with_their_fields(

@@ -429,6 +429,7 @@ class LiveLink:
                         "cannot resume the session (%s): starting a new one", describe_failure(exc)
                     )
                     self._handle, history_lost, busy = None, self._had_turns, 0
+                    self._had_turns = False  # the fresh session has had none yet
                     await self._client_for_new_session()  # the session's token is spent
                     pacing.at_once()  # a fresh session: try it at once, same streak
                     continue
