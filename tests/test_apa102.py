@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import sys
 import threading
+import time
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from gpiozero import DigitalOutputDevice
 from gpiozero.pins.mock import MockPin
 from helpers import fast_animator, mock_pins, until
 
@@ -272,10 +275,12 @@ async def test_bit_banged_pixels_get_the_same_bytes_msb_first(
     monkeypatch.setitem(sys.modules, "spidev", None)  # the GPIO path must not need spidev
     clock = pins(6, pin_class=ShiftClock, data_pin=pins(5))
     leds = LedAnimator(open_leds(hat(data_pin=5, clock_pin=6)))
-    await leds.show("listening")
-    await leds.show("idle")
-    await leds.aclose()
     listening = update(*[pixel(0, 0, 255)] * 3)
+    await leds.show("listening")
+    await until(lambda: clock.received() == listening)  # the pins' thread clocks it out
+    await leds.show("idle")
+    await until(lambda: clock.received() == listening + BLACK3)
+    await leds.aclose()
     assert clock.received() == listening + BLACK3 + BLACK3  # idle, then aclose's off
     assert pins(6).state is False  # the clock idles low
 
@@ -284,8 +289,10 @@ class HeldClock(ShiftClock):
     """A clock pin whose writes wait until `moving` is set: pins slower than anything."""
 
     moving = threading.Event()
+    held = threading.Event()  # a write is waiting
 
     def _set_state(self, value) -> None:
+        self.held.set()
         self.moving.wait()
         super()._set_state(value)
 
@@ -300,11 +307,13 @@ def test_bit_banged_pixels_are_clocked_out_off_the_callers_thread(
     clock = pins(6, pin_class=HeldClock, data_pin=pins(5))
     pixels = open_leds(hat(data_pin=5, clock_pin=6))
     HeldClock.moving.clear()
+    HeldClock.held.clear()
     failsafe = threading.Timer(5, HeldClock.moving.set)  # a show() that blocks ends, to fail
     failsafe.start()
     try:
         pixels.show(((0.0, 0.0, 1.0),) * 3)
         returned_first = not HeldClock.moving.is_set()
+        assert HeldClock.held.wait(5), "the frame never reached the pins"
         HeldClock.moving.set()
         pixels.close()
     finally:
@@ -312,6 +321,33 @@ def test_bit_banged_pixels_are_clocked_out_off_the_callers_thread(
         HeldClock.moving.set()
     assert returned_first, "show() waited for the pins"
     assert clock.received() == update(*[pixel(0, 0, 255)] * 3) + BLACK3
+
+
+class SlowClock(ShiftClock):
+    """Pins as slow as a long strip's on a Pi: a frame takes longer than the animation's
+    step, so frames wait for the pins."""
+
+    def _set_state(self, value) -> None:
+        time.sleep(0.001)
+        super()._set_state(value)
+
+
+async def test_a_stop_turns_slow_bit_banged_pixels_off_and_then_releases_their_pins(
+    pins, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frames still waiting were clocked out before the dark one, past the close's
+    wait: the pins were closed under the writer (a traceback) and the pixels stayed lit."""
+    errors: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
+    monkeypatch.setitem(sys.modules, "spidev", None)
+    clock = pins(6, pin_class=SlowClock, data_pin=pins(5))
+    leds = LedAnimator(open_leds(hat(data_pin=5, clock_pin=6)))
+    await leds.show("speaking")  # 25 frames a second, each about 0.4 s on these pins
+    await asyncio.sleep(0.5)
+    await leds.aclose()
+    assert clock.received().endswith(BLACK3) and errors == []
+    for pin in (5, 6):  # released: another device may have them (GPIOPinInUse else)
+        DigitalOutputDevice(pin).close()
 
 
 def test_closing_pixels_directly_also_turns_them_off(bus: FakeBus) -> None:

@@ -21,6 +21,7 @@ spidev and gpiozero are imported only when pixels are opened.
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import threading
 from typing import TYPE_CHECKING, Protocol
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from gpiozero import DigitalOutputDevice
 
     from device.config import LedsConfig
+
+logger = logging.getLogger(__name__)
 
 #: Seeed's APA102 driver for its HATs runs the bus at 8 MHz (respeaker/pixel_ring apa102.py).
 SPI_HZ = 8_000_000
@@ -123,9 +126,10 @@ class GpioTransport:
     """
 
     FRAMES_WAITING = 4
-    #: A close waits this long for the frames still waiting (the last one turns the
-    #: pixels off), then releases the pins anyway.
-    CLOSE_WAIT_S = 1.0
+    #: A close waits this long for the frame being clocked out and the last one (which
+    #: turns the pixels off); a writer still busy then keeps the pins (to the process's
+    #: exit) rather than writing to closed ones.
+    CLOSE_WAIT_S = 2.0
 
     def __init__(self, data_pin: int, clock_pin: int) -> None:
         from gpiozero import DigitalOutputDevice
@@ -155,7 +159,11 @@ class GpioTransport:
                 if not self._frames:
                     return  # closing, and every frame is out
                 data = self._frames.popleft()
-            self._clock_out(data)
+            try:
+                self._clock_out(data)
+            except Exception as exc:  # a pin that fails keeps failing: said once
+                logger.error("the pixels' pins failed: %s; the pixels stay as they are", exc)
+                return
 
     def _clock_out(self, data: bytes) -> None:
         level = self._data.value
@@ -168,11 +176,17 @@ class GpioTransport:
                 self._clock.off()
 
     def close(self) -> None:
-        """Clock out what waits (the pixels' last frame), then release the pins."""
+        """Clock out the last frame only (it turns the pixels off), then release the pins."""
         with self._changed:
+            while len(self._frames) > 1:
+                self._frames.popleft()
             self._closing = True
             self._changed.notify()
         self._writer.join(self.CLOSE_WAIT_S)
+        if self._writer.is_alive():
+            wait_s = self.CLOSE_WAIT_S
+            logger.warning("the pixels took over %g s to turn off; left as they are", wait_s)
+            return
         self._data.close()
         self._clock.close()
 
