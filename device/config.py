@@ -57,12 +57,10 @@ VOICES = (
     "Rasalgethi", "Laomedeia", "Achernar", "Alnilam", "Schedar", "Gacrux", "Pulcherrima",
     "Achird", "Zubenelgenubi", "Vindemiatrix", "Sadachbia", "Sadaltager", "Sulafat",
 )  # fmt: skip
-#: A BCP-47 language tag: a language, then an optional script, region and variants
-#: ("en", "de-DE", "cmn-CN", "zh-Hans-CN", "es-419").
-LANGUAGE_TAG = re.compile(
-    r"[A-Za-z]{2,3}(-[A-Za-z]{4})?(-(?:[A-Za-z]{2}|[0-9]{3}))?"
-    r"(-(?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*"
-)
+#: A BCP-47 language tag as RFC 5646 spells one: a language, then subtags of one to
+#: eight letters or digits ("en", "de-DE", "cmn-CN", "zh-Hans-CN", "es-419",
+#: "en-US-u-ca-gregory"). Not "German" spelled out, nor "en_US".
+LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
 
 
 class Secret:

@@ -252,6 +252,9 @@ def test_live_settings_the_service_serves_load(tmp_path: Path) -> None:
         "[live]\nlanguage = 'zh-Hans-CN'\nsystem_instruction = ' Be brief. '",
         "[live]\nbackend = 'vertex'\nproject = 'p'\nlocation = 'l'\napi_version = 'v1beta1'",
         "[live]\nlanguage = 'es-419'",
+        "[live]\nlanguage = 'zh-yue-HK'",  # an extended language subtag
+        "[live]\nlanguage = 'en-US-u-ca-gregory'",  # an extension
+        "[live]\nlanguage = 'de-DE-x-formal'",  # a private use subtag
     ]:
         live = config.load(write(tmp_path, text), whole=False).live
         assert live.voice in (None, *config.VOICES)
