@@ -419,7 +419,7 @@ async def test_doctor_leds_lights_each_pixel_of_a_strip_alone_in_turn(
     alone = [frame.index(WHITE) for frame in strip.frames
              if sorted(frame) == sorted([WHITE, OFF, OFF])]  # fmt: skip
     assert result.status is Status.PASS and alone == [0, 1, 2], strip.frames
-    assert "each of its 3 pixels" in result.measured
+    assert "each of its 3 lights alone in turn" in result.measured
 
 
 async def test_leds_that_cannot_be_opened_fail(mock_pins: Any, tmp_path: Path) -> None:

@@ -26,8 +26,8 @@ def _describe_leds(ctx: Context) -> str:
 
 
 async def check_leds(ctx: Context) -> Result:
-    """Light each pixel of a strip alone in turn, then show each state's pattern, each
-    for half a second, so the owner can see every one."""
+    """Light each light of a strip (or of several LEDs) alone in turn, then show each
+    state's pattern, each for half a second, so the owner can see every one."""
     from device.hw.leds import LedAnimator, open_leds, walk_pixels
 
     if ctx.cfg.leds.kind == "none":
@@ -41,11 +41,11 @@ async def check_leds(ctx: Context) -> Result:
         return Result("leds", Status.FAIL, failure, fix)
     animator = LedAnimator(driver)
     states = [str(state) for state in State]
-    strip = driver.pixels > 1  # a dead pixel or a wrong count shows as a gap in its walk
-    walked = f" and lit each of its {driver.pixels} pixels white in turn" if strip else ""
+    strip = driver.pixels > 1  # a dead light or a wrong count shows as a gap in its walk
+    walked = f" and lit each of its {driver.pixels} lights alone in turn" if strip else ""
     try:
         if strip:
-            async with ctx.progress.step("leds: lighting each pixel in turn (watch them)"):
+            async with ctx.progress.step("leds: lighting each light in turn (watch them)"):
                 await walk_pixels(driver, seconds=LED_STEP_S)
         async with ctx.progress.step("leds: showing every state (watch them)") as update:
             for state in states:
