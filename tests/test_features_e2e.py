@@ -561,6 +561,28 @@ async def test_a_new_session_before_any_turn_has_lost_no_history(
         await link.close()
 
 
+async def test_a_drop_after_a_turn_before_its_handle_came_has_lost_history(
+    live_server: LiveServer,
+) -> None:
+    """Nothing to resume with: the next connection is a fresh session, and the person is
+    told the box forgot (it said nothing, and they went on as if it remembered)."""
+    events: list[Event] = []
+    outbox = Outbox(hold_s=8)
+    link = LiveLink(config_for(live_server), outbox, events.append, lambda _item, _t: None)
+    link.open(1)
+    try:
+        outbox.put("text", "remember the number seven")
+        await until(lambda: link._handle is not None, within=10)  # the turn is over
+        link._handle = None  # as if the drop came before the service's handle
+        events.clear()
+        live_server.drop()
+        await until(lambda: any(isinstance(e, Reconnected | ConnectionLost) for e in events),
+                    within=10)  # fmt: skip
+    finally:
+        await link.close()
+    assert Reconnected(session=1, history_lost=True) in events, events
+
+
 async def test_transcripts_reach_the_journal_once_per_turn_with_their_fields(
     live_server: LiveServer, journal: Captured
 ) -> None:

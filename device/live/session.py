@@ -401,7 +401,11 @@ class LiveLink:
             is_unknown_handle,
         )
 
-        busy, busy_since, history_lost, last = 0, 0.0, False, ended
+        busy, busy_since, last = 0, 0.0, ended
+        # No handle (a drop before the service sent one): the next connection is a fresh
+        # session, and what was said on this one is gone.
+        history_lost = self._handle is None and self._had_turns
+        self._had_turns = self._had_turns and not history_lost
         self._hurry.clear()  # a press while the connection lived asks for no haste now
         while True:
             if self._closing:
