@@ -583,6 +583,34 @@ async def test_a_drop_after_a_turn_before_its_handle_came_has_lost_history(
     assert Reconnected(session=1, history_lost=True) in events, events
 
 
+async def test_a_resume_refused_for_an_expired_token_takes_up_the_next_and_resumes(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """A conversation longer than its token's life, moved to a new connection: the resume
+    with the expired token was refused (1008) and the conversation ended in the error
+    state, though the minter had written the next token long before."""
+    live_server.config.ephemeral_tokens = {"auth_tokens/first"}
+    key_file = tmp_path / "token"
+    cfg = token_file_config(live_server, key_file, "auth_tokens/first")
+    events: list[Event] = []
+    outbox = Outbox(hold_s=8)
+    outbox.put("text", "remember the number seven")
+    link = LiveLink(cfg, outbox, events.append, lambda _item, _t: None)
+    link.open(1)
+    try:
+        await until(lambda: link._handle is not None, within=10)  # a turn, and its handle
+        key_file.write_text("auth_tokens/second\n")  # the minter's next token
+        live_server.config.ephemeral_tokens = {"auth_tokens/second"}  # the first expired
+        live_server.drop()
+        await until(lambda: any(isinstance(e, Reconnected | ConnectionLost) for e in events),
+                    within=10)  # fmt: skip
+    finally:
+        await link.close()
+    assert Reconnected(session=1, history_lost=False) in events, events
+    sent = [c.headers["authorization"] for c in live_server.log.connections()]
+    assert sent == ["Token auth_tokens/first"] * 2 + ["Token auth_tokens/second"]
+
+
 async def test_transcripts_reach_the_journal_once_per_turn_with_their_fields(
     live_server: LiveServer, journal: Captured
 ) -> None:

@@ -229,13 +229,15 @@ class LiveLink:
             reason = describe_failure(exc)
             self._on_event(ConnectionLost(session=self._hooks.session, reason=reason))
 
-    async def _client_for_new_session(self) -> None:
-        """The client a new session connects with: built with the key as it is now."""
-        await self._renew_key()
+    async def _client_for_new_session(self) -> bool:
+        """The client a new session connects with: built with the key as it is now;
+        whether that key is a new one."""
+        renewed = await self._renew_key()
         if self._client is None:
             self._client = await asyncio.shield(self.prepare())
+        return renewed
 
-    async def _renew_key(self) -> None:
+    async def _renew_key(self) -> bool:
         """Every new session reads the key again (the first after the start too, and one
         started afresh when the service no longer knows the last): an ephemeral token is
         spent by the sessions it opens (one, unless minted for more) and opens none soon
@@ -245,15 +247,16 @@ class LiveLink:
         (`self._cfg`'s). A key file an owner corrected is taken up the same way."""
         cfg = self._cfg
         if cfg.live.backend != "gemini":
-            return
+            return False
         key, source = await asyncio.to_thread(find_api_key, cfg.live)
         if key is None and cfg.api_key is None and self._client is None:
             raise ConfigError(f"no API key: {where_to_put_the_key(cfg.live)}")
         if key is None or key == cfg.api_key:
-            return  # a key that went away leaves the client as it was
+            return False  # a key that went away leaves the client as it was
         self._cfg = dataclasses.replace(cfg, api_key=key, api_key_source=source)
         self._client = self._building = None
         log.info("a new API key from %s: this session and the next use it", source)
+        return True
 
     async def _session(self) -> None:
         session = self._hooks.session
@@ -438,7 +441,13 @@ class LiveLink:
                     pacing.at_once()  # a fresh session: try it at once, same streak
                     continue
                 if is_refusal(exc):
-                    raise
+                    # A token past its expiry is refused on a resume too (a conversation
+                    # longer than it, moved by the service): the minter's next one may be
+                    # where the key is kept. Each new key is tried once.
+                    if not await self._client_for_new_session():
+                        raise
+                    pacing.at_once()
+                    continue
 
 
 def _wire_turn(cfg: Config) -> WireTurn:
