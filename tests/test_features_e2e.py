@@ -16,6 +16,7 @@ tool runs" is a state the test controls, not a race it hopes to win.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,7 +24,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -414,6 +415,10 @@ async def spoken_turn(live_server: LiveServer, log_transcripts: bool, speech_ms:
         await link.close()
 
 
+def tokens_sent(live_server: LiveServer) -> list[str]:
+    return [c.headers["authorization"] for c in live_server.log.connections()]
+
+
 def token_file_config(live_server: LiveServer, key_file: Path, token: str) -> Config:
     """The box's configuration with its key in `key_file`, which holds `token`, read as at
     the daemon's start."""
@@ -442,7 +447,7 @@ async def test_each_new_session_takes_up_the_token_written_since_the_last(
     finally:
         await link.close()
     assert [type(e).__name__ for e in events] == ["SetupComplete", "SetupComplete"]
-    sent = [c.headers["authorization"] for c in live_server.log.connections()]
+    sent = tokens_sent(live_server)
     assert sent == ["Token auth_tokens/first", "Token auth_tokens/second"]
 
 
@@ -469,7 +474,7 @@ async def test_a_token_file_written_after_the_start_is_taken_up_at_the_next_pres
     refused, ready = events
     assert isinstance(refused, ConnectionLost) and "is missing or empty" in refused.reason
     assert isinstance(ready, SetupComplete)
-    assert [c.headers["authorization"] for c in live_server.log.connections()] == [
+    assert tokens_sent(live_server) == [
         "Token auth_tokens/late"
     ]
 
@@ -493,8 +498,41 @@ async def test_the_first_session_takes_up_the_token_written_since_the_start(
     finally:
         await link.close()
     assert [type(e).__name__ for e in events] == ["SetupComplete"]
-    sent = [c.headers["authorization"] for c in live_server.log.connections()]
+    sent = tokens_sent(live_server)
     assert sent == ["Token auth_tokens/next"]
+
+
+class Conversation:
+    """A session of the link against the local server, and what it reported."""
+
+    def __init__(self, live_server: LiveServer, cfg: Config) -> None:
+        self.server = live_server
+        self.events: list[Event] = []
+        self.outbox = Outbox(hold_s=8)
+        self.link = LiveLink(cfg, self.outbox, self.events.append, lambda _item, _t: None)
+
+    async def one_turn(self) -> None:
+        """A text turn, answered; the resumption handle it left kept."""
+        self.outbox.put("text", "remember the number seven")
+        await until(lambda: self.link._handle is not None, within=10)
+
+    async def dropped(self) -> Reconnected | ConnectionLost:
+        """The service drops the connection: how the box came back, or that it did not."""
+        self.events.clear()
+        self.server.drop()
+        ends = Reconnected | ConnectionLost
+        await until(lambda: any(isinstance(e, ends) for e in self.events), within=10)
+        return next(e for e in self.events if isinstance(e, ends))
+
+
+@contextlib.asynccontextmanager
+async def conversation(live_server: LiveServer, cfg: Config) -> AsyncIterator[Conversation]:
+    talk = Conversation(live_server, cfg)
+    talk.link.open(1)
+    try:
+        yield talk
+    finally:
+        await talk.link.close()
 
 
 async def test_a_new_session_after_a_refused_resume_takes_up_the_token_written_since(
@@ -507,23 +545,14 @@ async def test_a_new_session_after_a_refused_resume_takes_up_the_token_written_s
     live_server.config.ephemeral_tokens = {"auth_tokens/first", "auth_tokens/second"}
     key_file = tmp_path / "token"
     cfg = token_file_config(live_server, key_file, "auth_tokens/first")
-    events: list[Event] = []
-    outbox = Outbox(hold_s=8)
-    outbox.put("text", "remember the number seven")
-    link = LiveLink(cfg, outbox, events.append, lambda _item, _t: None)
-    link.open(1)
-    try:
-        await until(lambda: link._handle is not None, within=10)  # the turn left a handle
+    async with conversation(live_server, cfg) as talk:
+        await talk.one_turn()
         key_file.write_text("auth_tokens/second\n")  # the minter's next token
         live_server.sessions.clear()  # the service forgot the session: its handle is refused
-        live_server.drop()
-        await until(lambda: any(isinstance(e, Reconnected | ConnectionLost) for e in events),
-                    within=10)  # fmt: skip
-    finally:
-        await link.close()
-    assert Reconnected(session=1, history_lost=True) in events, events
-    sent = [c.headers["authorization"] for c in live_server.log.connections()]
-    assert sent == ["Token auth_tokens/first"] * 2 + ["Token auth_tokens/second"]
+        assert await talk.dropped() == Reconnected(session=1, history_lost=True)
+    assert tokens_sent(live_server) == ["Token auth_tokens/first"] * 2 + [
+        "Token auth_tokens/second"
+    ]
 
 
 @pytest.mark.parametrize("turns_before", [0, 1])
@@ -533,32 +562,15 @@ async def test_a_new_session_before_any_turn_has_lost_no_history(
     """A handle may come before any turn (right after setup): a resume refused then has
     lost nothing, and the box's three-note "I forgot" earcon would be a false alarm; so
     too after a fresh session that replaced one with turns, before any turn of its own."""
-    events: list[Event] = []
-    outbox = Outbox(hold_s=8)
-    link = LiveLink(config_for(live_server), outbox, events.append, lambda _item, _t: None)
-    link.open(1)
-
-    async def forgotten(handle: str | None) -> Reconnected | ConnectionLost:
-        if handle is not None:
-            link._keep_handle(handle)  # as the connection does with a handle
-        events.clear()
-        live_server.sessions.clear()  # the service forgot the session: the resume is refused
-        live_server.drop()
-        await until(lambda: any(isinstance(e, Reconnected | ConnectionLost) for e in events),
-                    within=10)  # fmt: skip
-        return next(e for e in events if isinstance(e, Reconnected | ConnectionLost))
-
-    try:
-        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+    async with conversation(live_server, config_for(live_server)) as talk:
+        await until(lambda: any(isinstance(e, SetupComplete) for e in talk.events), within=10)
         if turns_before:
-            outbox.put("text", "remember the number seven")
-            await until(lambda: link._handle is not None, within=10)  # the turn left one
-            assert await forgotten(None) == Reconnected(session=1, history_lost=True)
-        assert await forgotten("sim-given-at-setup") == Reconnected(
-            session=1, history_lost=False
-        )
-    finally:
-        await link.close()
+            await talk.one_turn()
+            live_server.sessions.clear()  # the service forgot it: the resume is refused
+            assert await talk.dropped() == Reconnected(session=1, history_lost=True)
+        talk.link._keep_handle("sim-given-at-setup")  # as the connection does with a handle
+        live_server.sessions.clear()
+        assert await talk.dropped() == Reconnected(session=1, history_lost=False)
 
 
 async def test_a_drop_after_a_turn_before_its_handle_came_has_lost_history(
@@ -566,21 +578,10 @@ async def test_a_drop_after_a_turn_before_its_handle_came_has_lost_history(
 ) -> None:
     """Nothing to resume with: the next connection is a fresh session, and the person is
     told the box forgot (it said nothing, and they went on as if it remembered)."""
-    events: list[Event] = []
-    outbox = Outbox(hold_s=8)
-    link = LiveLink(config_for(live_server), outbox, events.append, lambda _item, _t: None)
-    link.open(1)
-    try:
-        outbox.put("text", "remember the number seven")
-        await until(lambda: link._handle is not None, within=10)  # the turn is over
-        link._handle = None  # as if the drop came before the service's handle
-        events.clear()
-        live_server.drop()
-        await until(lambda: any(isinstance(e, Reconnected | ConnectionLost) for e in events),
-                    within=10)  # fmt: skip
-    finally:
-        await link.close()
-    assert Reconnected(session=1, history_lost=True) in events, events
+    async with conversation(live_server, config_for(live_server)) as talk:
+        await talk.one_turn()
+        talk.link._handle = None  # as if the drop came before the service's handle
+        assert await talk.dropped() == Reconnected(session=1, history_lost=True)
 
 
 async def test_a_resume_refused_for_an_expired_token_takes_up_the_next_and_resumes(
@@ -592,23 +593,14 @@ async def test_a_resume_refused_for_an_expired_token_takes_up_the_next_and_resum
     live_server.config.ephemeral_tokens = {"auth_tokens/first"}
     key_file = tmp_path / "token"
     cfg = token_file_config(live_server, key_file, "auth_tokens/first")
-    events: list[Event] = []
-    outbox = Outbox(hold_s=8)
-    outbox.put("text", "remember the number seven")
-    link = LiveLink(cfg, outbox, events.append, lambda _item, _t: None)
-    link.open(1)
-    try:
-        await until(lambda: link._handle is not None, within=10)  # a turn, and its handle
+    async with conversation(live_server, cfg) as talk:
+        await talk.one_turn()
         key_file.write_text("auth_tokens/second\n")  # the minter's next token
         live_server.config.ephemeral_tokens = {"auth_tokens/second"}  # the first expired
-        live_server.drop()
-        await until(lambda: any(isinstance(e, Reconnected | ConnectionLost) for e in events),
-                    within=10)  # fmt: skip
-    finally:
-        await link.close()
-    assert Reconnected(session=1, history_lost=False) in events, events
-    sent = [c.headers["authorization"] for c in live_server.log.connections()]
-    assert sent == ["Token auth_tokens/first"] * 2 + ["Token auth_tokens/second"]
+        assert await talk.dropped() == Reconnected(session=1, history_lost=False)
+    assert tokens_sent(live_server) == ["Token auth_tokens/first"] * 2 + [
+        "Token auth_tokens/second"
+    ]
 
 
 async def test_transcripts_reach_the_journal_once_per_turn_with_their_fields(
