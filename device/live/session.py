@@ -238,8 +238,9 @@ class LiveLink:
         return renewed
 
     async def _renew_key(self) -> bool:
-        """Every new session reads the key again (the first after the start too, and one
-        started afresh when the service no longer knows the last): an ephemeral token is
+        """Every new session reads the key again (the first after the start too, one
+        started afresh when the service no longer knows the last, and a reconnect refused
+        for its key): an ephemeral token is
         spent by the sessions it opens (one, unless minted for more) and opens none soon
         after it was made, so whatever mints them writes the next where the key is kept,
         at any time. A new key gets a new client (resuming needs no new token); the client
@@ -408,7 +409,8 @@ class LiveLink:
         # No handle (a drop before the service sent one): the next connection is a fresh
         # session, and what was said on this one is gone.
         history_lost = self._handle is None and self._had_turns
-        self._had_turns = self._had_turns and not history_lost
+        if history_lost:
+            self._had_turns = False  # the fresh session has had none yet
         self._hurry.clear()  # a press while the connection lived asks for no haste now
         while True:
             if self._closing:
