@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from device.errors import ConfigError, ConfigUnreadable
+from device.errors import ConfigError, ConfigUnreadable, UnusableKey
 from device.live.models import V1ALPHA, check_model_settings
 
 DEFAULT_PATH = Path("/etc/live-appliance/config.toml")
@@ -753,6 +753,15 @@ def read_text(path: str | Path, limit: int, what: str) -> str:
         raise ConfigError(f"{what} is not UTF-8 text") from None
 
 
+#: What to do about a key that is there but unusable, by where it is and why.
+REWRITE_KEY_FILE = "Write the key into that file again."
+REWRITE_KEY_VARIABLE = "Set the variable to the key again: no quotes, spaces or line breaks."
+UNREADABLE_KEY_FILE = (
+    "The key file is the service's and root's: run the doctor with sudo, or check its "
+    "owner and mode (sudo ls -l on it)."
+)
+
+
 def find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:
     """The key (or ephemeral `auth_tokens/...` token) and where it was found.
 
@@ -772,9 +781,10 @@ def _check_token_version(live: LiveConfig, key: Secret, source: str) -> None:
     is unset): another version set by hand would fail every connection."""
     token = key.reveal().startswith(TOKEN_PREFIX)
     if token and live.backend == "gemini" and live.api_version not in (None, V1ALPHA):
-        raise ConfigError(
+        raise UnusableKey(
             f"[live] api_version: the ephemeral token from {source} is served on {V1ALPHA} "
-            f"only (got {live.api_version!r}); remove api_version or set it to '{V1ALPHA}'"
+            f"only (got {live.api_version!r}); remove api_version or set it to '{V1ALPHA}'",
+            f"Remove [live] api_version from the configuration, or set it to '{V1ALPHA}'.",
         )
 
 
@@ -790,44 +800,52 @@ def _find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:
         try:
             path = Path(live.api_key_file).expanduser()
         except RuntimeError:  # ~someone who has no home here
-            raise ConfigError(f"[live] api_key_file: {live.api_key_file}: no such home") from None
+            raise UnusableKey(
+                f"[live] api_key_file: {live.api_key_file}: no such home",
+                "Write [live] api_key_file as a full path, without ~.",
+            ) from None
         candidates.append((path, f"api_key_file {path}", ""))
     for path, source, fix in candidates:
         try:
             key = _read_key(path, source)
             if key:
-                return _checked_key(key, source), source
+                return _checked_key(key, source, REWRITE_KEY_FILE), source
         except FileNotFoundError:
             continue  # a named file not written yet: each new session looks again
         except PermissionError as exc:
-            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
-        except ConfigError as exc:
-            raise ConfigError(f"{exc}{fix}") from None
+            problem = f"{source}: cannot read: {exc.strerror}"
+            raise UnusableKey(problem, UNREADABLE_KEY_FILE) from None
+        except UnusableKey as exc:
+            raise UnusableKey(f"{exc}{fix}", exc.fix) from None
     for name in KEY_ENV_VARS:
         if key := os.environ.get(name, "").strip():
             source = f"environment variable {name}"
-            return _checked_key(key, source), source
+            return _checked_key(key, source, REWRITE_KEY_VARIABLE), source
     if installed := _installed_key():
         source = f"the installer's key file {INSTALLED_KEY_FILE}"
-        return _checked_key(installed, source), source
+        return _checked_key(installed, source, REWRITE_KEY_FILE), source
     return None, None
 
 
-def _checked_key(key: str, source: str) -> Secret:
+def _checked_key(key: str, source: str, fix: str) -> Secret:
     """The key as a Secret, if an HTTP header can carry it: a pasted line break or a
-    zero-width space would fail every connection, with the key in the error's text."""
+    zero-width space would fail every connection, with the key in the error's text.
+    `fix` says how to put it right where it was found."""
     for position, char in enumerate(key, 1):
         if not "!" <= char <= "~":  # printable ASCII, no spaces
             kind = "a space or control character" if char.isascii() else "a non-ASCII character"
-            raise ConfigError(
+            raise UnusableKey(
                 f"{source}: the API key has {kind} at position {position}, which no "
-                "key has; copy the key again"
+                "key has; copy the key again",
+                fix,
             )
     if key[0] in QUOTES or key[-1] in QUOTES:  # from a TOML or JSON file, or a shell line
-        raise ConfigError(f"{source}: the API key is in quotation marks; write it without them")
+        raise UnusableKey(
+            f"{source}: the API key is in quotation marks; write it without them", fix
+        )
     if "=" in key:  # a line of an .env file: GEMINI_API_KEY=AIza...
-        raise ConfigError(
-            f"{source}: holds NAME=value, not the API key alone; write only the key"
+        raise UnusableKey(
+            f"{source}: holds NAME=value, not the API key alone; write only the key", fix
         )
     return Secret(key)
 
@@ -846,7 +864,7 @@ def _read_key(path: Path, source: str) -> str:
     try:
         return read_text(path, KEY_FILE_LIMIT, source).strip()
     except ConfigError as exc:
-        raise ConfigError(f"{exc}; write the key again") from None
+        raise UnusableKey(f"{exc}; write the key again", REWRITE_KEY_FILE) from None
 
 
 def require_credentials(config: Config) -> None:

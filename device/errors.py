@@ -40,5 +40,14 @@ class ConfigUnreadable(ConfigError):
     )
 
 
+class UnusableKey(ConfigError):
+    """A key or token is there but cannot be used; `fix` says what to do about it, by
+    where it is and why (the doctor shows it beside the message)."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
 class LedsUnavailable(RuntimeError):
     """The configured LEDs cannot be opened; the message says how to fix it."""

@@ -504,6 +504,7 @@ async def test_service_running_and_answering_passes(systemctl: Any, tmp_path: Pa
         ("environment", "Set the variable to the key again"),
         ("file", "Write the key into that file again"),
         ("token on v1beta", "Remove [live] api_version"),
+        ("no such home", "as a full path, without ~"),
     ],
 )
 async def test_a_key_that_is_there_but_unusable_gets_the_fix_for_its_cause(
@@ -521,6 +522,8 @@ async def test_a_key_that_is_there_but_unusable_gets_the_fix_for_its_cause(
         live["api_version"] = "v1beta"
     if where == "environment":
         monkeypatch.setenv("GEMINI_API_KEY", "AIza with a space")
+    if where == "no such home":
+        live["api_key_file"] = "~no-such-user-here/api-key"
     if where == "unreadable file":
         def unreadable(path: Path, source: str) -> str:
             raise PermissionError(13, "Permission denied")

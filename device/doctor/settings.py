@@ -9,7 +9,7 @@ import os
 from device import config as config_mod
 from device.config import Config
 from device.doctor.result import Context, Result, Status
-from device.errors import ConfigError, ConfigUnreadable
+from device.errors import ConfigError, ConfigUnreadable, UnusableKey
 
 
 def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Config | None]:
@@ -40,8 +40,8 @@ async def check_key(ctx: Context) -> Result:
         return await asyncio.to_thread(_vertex_credentials, cfg)
     try:
         config_mod.find_api_key(cfg.live)
-    except ConfigError as exc:  # there, and not a key: a stray character, not text
-        return Result("key", Status.FAIL, str(exc), _fix_for_a_bad_key(str(exc)))
+    except UnusableKey as exc:  # there, and not a key: a stray character, not text
+        return Result("key", Status.FAIL, str(exc), exc.fix)
     try:
         config_mod.require_credentials(cfg)
     except ConfigError as exc:
@@ -94,17 +94,3 @@ def _vertex_credentials(cfg: Config) -> Result:
     return Result(
         "key", Status.PASS, f"{where}: application default credentials ({kind}){unused}"
     )
-
-
-def _fix_for_a_bad_key(problem: str) -> str:
-    """What to do about a key that is there but unusable, by where it is and why."""
-    if problem.startswith("[live] api_version"):  # a token on a version that has none
-        return "Remove [live] api_version from the configuration, or set it to 'v1alpha'."
-    if "cannot read" in problem:
-        return (
-            "The key file is the service's and root's: run the doctor with sudo, or check "
-            "its owner and mode (sudo ls -l on it)."
-        )
-    if "environment variable" in problem:
-        return "Set the variable to the key again: no quotes, spaces or line breaks."
-    return "Write the key into that file again."
