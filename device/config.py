@@ -434,6 +434,7 @@ def _env_value(text: str, hint: Any) -> Any:
 
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
+    """A section's settings and their types, resolved once (every load asks)."""
     return typing.get_type_hints(cls)
 
 
@@ -465,7 +466,7 @@ def _build_section(
     """One section from the file's values laid over the profile's preset; a value from
     the environment (`origin`) is named by its variable in an error."""
     values = {**preset, **values}
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
 
     def label(key: str) -> str:
