@@ -226,10 +226,33 @@ Run it again to update.
 EOF
 }
 
+# An update (`git pull && sudo scripts/install-pi.sh`, without the first install's
+# options) keeps out a Pi package the installed box does not have: the first install was
+# given --no-camera or --no-gpio (plain Debian, a VM, a box without a camera). apt
+# install it by hand to add it.
+# LEFT_OUT: what it says about each.
+keep_left_out() {
+  LEFT_OUT=()
+  [[ -x $VENV/bin/python ]] || return 0
+  if ((WITH_CAMERA)) && ! package_installed "$CAMERA_PACKAGE"; then
+    WITH_CAMERA=0
+    LEFT_OUT+=("$CAMERA_PACKAGE: left out, as at the last install (--no-camera); apt install it to add one")
+  fi
+  if ((WITH_GPIO)) && ! package_installed "$GPIO_PACKAGE"; then
+    WITH_GPIO=0
+    LEFT_OUT+=("$GPIO_PACKAGE: left out, as at the last install (--no-gpio); apt install it to add it")
+  fi
+  return 0
+}
+
 install_packages() {
-  local wanted=() missing=() pkg
+  local wanted=() missing=() pkg note
+  keep_left_out
   mapfile -t wanted < <(apt_packages)
   step "Debian packages: ${wanted[*]}"
+  for note in "${LEFT_OUT[@]}"; do
+    say "  $note"
+  done
   for pkg in "${wanted[@]}"; do
     package_installed "$pkg" || missing+=("$pkg")
   done

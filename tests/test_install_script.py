@@ -889,3 +889,21 @@ def test_no_camera_turns_the_camera_off_in_a_new_config(
     subprocess.run(["bash", "-c", script, "edit", str(config_file)], check=True)
     assert config.load(config_file).camera.enabled is False
     assert config.load(EXAMPLE).camera.enabled is True
+
+
+def test_an_update_keeps_out_the_pi_packages_the_first_install_left_out(
+    view: SystemView, stand_ins: StandIns
+) -> None:
+    """The README's update is `git pull && sudo scripts/install-pi.sh`, without the first
+    install's --no-camera or --no-gpio: a box installed without a Pi package (plain
+    Debian, a VM) must not be stopped by it, or have it added, on the update."""
+    view.setup(INSTALLED)
+    left_out = [p for p in ("python3-picamera2", "python3-lgpio") if not installed(p)]
+    if not left_out:
+        pytest.skip("this machine has both Pi packages")
+    lines = dry_run(view, stand_ins, INSTALL)
+    assert not any("a real run would stop here" in line for line in lines), "\n".join(lines)
+    assert not set(left_out) & set(package_step(lines))
+    for package in left_out:
+        note = f"  {package}: left out, as at the last install"
+        assert any(line.startswith(note) for line in lines)
