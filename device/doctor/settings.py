@@ -30,7 +30,42 @@ def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Confi
     except ConfigError:
         found, source = None, None
     cfg = dataclasses.replace(cfg, api_key=found, api_key_source=source)
-    return Result("config", Status.PASS, measured, data={"path": str(cfg.path or "")}), cfg
+    data = {"path": str(cfg.path or "")}
+    service_s = config_mod.resolve_path(cli_path)[0] == config_mod.DEFAULT_PATH
+    if service_s and (hidden := _hidden_from_service(cfg)):
+        label, place = hidden[0]
+        return Result(
+            "config",
+            Status.WARN,
+            f"{measured}; the service cannot see {label} {place}: its unit hides "
+            "/home, /root and /run/user, gives it a /tmp of its own, and it has no home",
+            "Move the file under /etc/live-appliance (owner root, group live-appliance, "
+            "mode 0640) and name it by that absolute path.",
+            data=data | {"hidden": dict(hidden)},
+        ), cfg
+    return Result("config", Status.PASS, measured, data=data), cfg
+
+
+#: What the service's unit keeps from it (ProtectHome=yes; PrivateTmp=yes: a /tmp of its
+#: own): a file named there reads for the owner, and the doctor, but never for the service.
+HIDDEN_FROM_SERVICE = ("/home", "/root", "/run/user", "/tmp", "/var/tmp")
+
+
+def _hidden_from_service(cfg: Config) -> list[tuple[str, str]]:
+    """The files the service's configuration names where the service cannot read them."""
+    hidden = []
+    for label, place in (
+        ("[live] api_key_file", cfg.live.api_key_file),
+        ("[live] system_instruction_file", cfg.live.system_instruction_file),
+    ):
+        if not place:
+            continue
+        path = os.path.normpath(place)
+        if place.startswith("~") or any(
+            path == top or path.startswith(f"{top}/") for top in HIDDEN_FROM_SERVICE
+        ):
+            hidden.append((label, place))
+    return hidden
 
 
 async def check_key(ctx: Context) -> Result:
