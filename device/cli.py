@@ -86,7 +86,9 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     from device.audio.devices import print_devices
     from device.doctor.daemon import running_status
 
-    cfg = config_mod.load(args.config)
+    # [audio] and the socket only: a key or persona file not right yet is the doctor's to
+    # say, and must not hide the sound cards (nor cost the persona's read).
+    cfg = config_mod.load(args.config, whole=False)
     if running_status(cfg.control.socket) is not None:
         print(
             "note: the service is running and holds its devices open; they may be missing "
