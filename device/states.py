@@ -62,7 +62,7 @@ class Released:
 
 @dataclass(frozen=True)
 class LongPress:
-    """The button has been held for `long_press_s`: hang up."""
+    """The button has been held for `long_press_s`: hang up (not while someone talks)."""
 
 
 @dataclass(frozen=True)
@@ -391,6 +391,9 @@ class Machine:
     session: int = 0  # the number of the session open now, or of the last one
     connected: bool = False
     held: bool = False  # push-to-talk: the button is down, the microphone streams
+    #: Push-to-talk: the room's speech was heard during this press (a long press is then
+    #: someone asking a long question, not a hang-up).
+    spoke: bool = False
     reply_done: bool = False  # turnComplete seen, the speaker may still be playing
     more_to_come: bool = False  # ...but the model works on: think once it has played
     faults: frozenset[str] = frozenset()  # audio devices that are missing or failing
@@ -489,6 +492,8 @@ def _transition(m: Machine, event: Event) -> Step:
         case Released():
             return m, []
 
+        case LongPress() if ptt and m.held and m.spoke:
+            return m, []  # someone talking while they hold the button: the release ends it
         case LongPress() if ptt and m.session_open:
             return _hang_up(m)
         case LongPress():
@@ -496,7 +501,8 @@ def _transition(m: Machine, event: Event) -> Step:
 
         case SpeechHeard(from_the_room) if Timer.SILENCE in m.timers:  # from the last word
             camera = [StartCamera()] if from_the_room and not ptt else []
-            return m, [StartTimer(Timer.SILENCE), *camera]
+            spoke = m.spoke or (ptt and m.held and from_the_room)
+            return replace(m, spoke=spoke), [StartTimer(Timer.SILENCE), *camera]
         case SpeechHeard():
             return m, []
         case TalkedOver() if not ptt and m.state is State.SPEAKING:
@@ -525,6 +531,8 @@ def _transition(m: Machine, event: Event) -> Step:
         case TextTurn(text):
             return m, [SendText(text)]
 
+        case EndConversation() if ptt and m.held:
+            return m, []  # the goodbye's call, behind a press over it: they go on talking
         case EndConversation() if m.state in _REPLYING:
             return m.to(m.state, ending=True), []
         case EndConversation() if not ptt and m.state is State.LISTENING:
@@ -661,7 +669,8 @@ def _start_talking(m: Machine) -> Step:
     actions.append(PlayEarcon(Earcon.LISTEN_START))
     actions += [StartTimer(Timer.SILENCE), StartTimer(Timer.OPEN_MIC)]
     state = State.LISTENING if talking.connected else State.CONNECTING
-    return talking.to(state, held=True, reply_done=False), actions
+    # A press over the model's goodbye is a new question: the hang-up waits no more.
+    return talking.to(state, held=True, spoke=False, reply_done=False, ending=False), actions
 
 
 def _stop_talking(m: Machine) -> Step:

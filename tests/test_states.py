@@ -629,3 +629,71 @@ def test_a_second_press_without_a_release_is_the_same_turn() -> None:
     assert m.state is State.LISTENING and m.held
     assert names(actions).count("send_activity_start") == 1
     assert names(actions).count("play_earcon:listen_start") == 1
+
+
+def test_a_long_press_while_someone_talks_is_a_long_question_not_a_hang_up() -> None:
+    """Push-to-talk: holding is talking. A question longer than `long_press_s` (10 s by
+    default) was hung up on mid-sentence and dropped; the release ends it, as any turn."""
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.SpeechHeard(from_the_room=True))
+    m, seen, actions = run(m, s.LongPress())
+    assert seen == [State.LISTENING] and m.held and actions == []
+    m, seen, actions = run(m, s.Released())
+    assert seen == [State.THINKING] and "send_activity_end" in names(actions)
+    # The next press starts afresh: held in silence, the long press hangs up again.
+    m, _, _ = run(m, REPLY, DONE, s.PlaybackDrained(), s.Pressed())
+    m, seen, _ = run(m, s.LongPress())
+    assert seen == [State.IDLE] and not m.session_open
+
+
+def test_a_press_over_the_models_goodbye_keeps_the_conversation() -> None:
+    """Push-to-talk: the model says goodbye and calls end_conversation; the person presses
+    over it ("wait, one more thing"). The call arriving while they hold hung up at once,
+    their words dropped; one that came before hung up after the answer to them."""
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY)
+    m, seen, actions = run(m, s.Pressed(), ENDED)
+    assert seen == [State.LISTENING, State.LISTENING] and m.held and not m.ending
+    assert "close_session" not in names(actions)
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY, ENDED, s.Pressed())
+    assert not m.ending
+    m, seen, _ = run(m, s.Released(), REPLY, DONE, s.PlaybackDrained())
+    assert seen[-1] is State.IDLE and m.session_open, "hung up after the answer"
+
+
+def _capture(capturing: bool, framing: bool, actions: list[s.Action]) -> tuple[bool, bool]:
+    for action in actions:
+        match action:
+            case s.StartCapture(camera=camera):
+                capturing, framing = True, framing or camera
+            case s.StartCamera():
+                framing = True
+            case s.StopCapture() | s.FinishCapture():
+                capturing = framing = False
+            case s.StopCamera():
+                framing = False
+    return capturing, framing
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_in_every_reachable_state_the_microphone_streams_only_while_someone_talks(
+    mode: Mode,
+) -> None:
+    """The privacy invariant over every state the machine can reach (three sessions deep):
+    the microphone streams only into an open session, never in idle or error, exactly
+    while the button is held (push-to-talk) or the conversation open (hands-free), and
+    the camera frames only while it streams."""
+    start = (Machine(mode=mode), False, False)
+    seen, frontier = {start}, [start]
+    while frontier:
+        m, capturing, framing = frontier.pop()
+        for event in _all_events(m):
+            after, actions = s.step(m, event)
+            mic, camera = _capture(capturing, framing, actions)
+            where = f"{m} then {event}"
+            assert not mic or (after.session_open and after.state not in (
+                State.IDLE, State.ERROR)), where  # fmt: skip
+            assert mic == (after.held if mode is Mode.PUSH_TO_TALK else after.session_open), where
+            assert mic or not camera, where
+            key = (after, mic, camera)
+            if after.session <= 3 and key not in seen:
+                seen.add(key)
+                frontier.append(key)
