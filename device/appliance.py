@@ -55,6 +55,7 @@ from device.states import (
     PlayReply,
     Pressed,
     Released,
+    ReplyAudio,
     SendActivityEnd,
     SendActivityStart,
     SendText,
@@ -108,6 +109,11 @@ class Appliance:
         self.texts = TextsWaiting(self.outbox)
         self.turns = TurnLog()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._posted = 0  # events posted so far
+        self._taken = 0  # events taken by the machine so far
+        #: Reply audio posted up to this count belongs to a reply a press or a text turn
+        #: superseded (handed on before the link knew): not to be heard.
+        self._stale_upto = 0
         self._presses_waiting = 0  # Pressed and Released posted, not yet taken
         self._presses_over = logs.Overflow(log, "control_presses")
         self._ctl_pressed = False  # the last ctl press taken has not been released yet
@@ -152,6 +158,7 @@ class Appliance:
     # -- inputs, all on the event loop -------------------------------------------------
 
     def post(self, event: Event) -> None:
+        self._posted += 1
         self._events.put_nowait(event)
 
     def _on_button(self, name: str, _t: float) -> None:
@@ -254,6 +261,14 @@ class Appliance:
     async def _consume(self) -> None:
         while True:
             event = await self._events.get()
+            self._taken += 1
+            if isinstance(event, ReplyAudio) and self._taken <= self._stale_upto:
+                event = replace(event, talked_over=True)  # of the reply superseded
+            elif isinstance(event, PlaybackDrained) and not self.speaker.drained.is_set():
+                # Posted as the last reply played out, taken after the next one came in:
+                # not the drain of what plays now; a watcher waits for that one.
+                self._watch_drain_from_now()
+                continue
             if isinstance(event, TextTurn):
                 self.texts.taken()
             elif isinstance(event, Pressed | Released | LongPress):
@@ -356,13 +371,13 @@ class Appliance:
             case ClearPlayback():
                 self.speaker.clear()
             case SupersedeReply():
+                self._stale_upto = self._posted
                 self.link.supersede_reply()
             case DropWholeReply():
                 self.link.drop_whole_reply()
             case AwaitDrain():
                 self.speaker.feed(b"", last=True)  # flush the resampler's tail
-                if self._drain_watch is None:
-                    self._drain_watch = asyncio.create_task(self._watch_drain(), name="drain")
+                self._watch_drain_from_now()
             case DropOutbox():
                 self.outbox.clear()
             case PlayEarcon(name):
@@ -381,6 +396,10 @@ class Appliance:
     def _stop_frames(self) -> None:
         self.camera.stop_frames()
         self.outbox.drop_frame()
+
+    def _watch_drain_from_now(self) -> None:
+        if self._drain_watch is None:
+            self._drain_watch = asyncio.create_task(self._watch_drain(), name="drain")
 
     async def _watch_drain(self) -> None:
         """Tell the machine when the speaker has played the whole reply."""

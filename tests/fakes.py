@@ -152,6 +152,10 @@ class FakeSpeaker:
         self._drained.set()
         return played
 
+    @property
+    def drained(self) -> asyncio.Event:
+        return self._drained
+
     async def wait_drained(self) -> None:
         while True:  # as the real one: a clear() that new audio followed at once is no drain
             await self._drained.wait()

@@ -550,3 +550,73 @@ async def test_blocking_calls_share_a_bounded_pool_that_ctl_status_counts(tmp_pa
         )
         assert set(more) <= set(ran), "no thread beyond the bound"
         assert box.appliance.status()["workers"] >= WORKERS
+
+
+async def test_a_drain_of_one_part_of_a_reply_does_not_end_the_part_that_follows(
+    tmp_path: Path,
+) -> None:
+    """The model works on (turnComplete, more to come); its first part plays out just as
+    the rest arrives whole (its audio and turnComplete at once). The drain of the first
+    part was taken for the rest's: idle LEDs (hands-free: the microphone ungated) with
+    the rest still to play."""
+    rest = b"\x05\x06" * 2400
+    async with running(tmp_path) as box:
+        await press_and_speak(box)
+        box.link.deliver(SetupComplete)
+        await box.control.ask("release")
+        box.mic.record(CHUNK)
+        await box.settle()
+        box.link.deliver(ReplyAudio, pcm=REPLY)
+        box.link.deliver(TurnComplete, more_to_come=True)
+        await box.settle()
+        box.speaker.play()  # the first part's last sample plays (the writer's drain) ...
+        box.link.deliver(ReplyAudio, pcm=rest)  # ... as the rest arrives
+        box.link.deliver(TurnComplete)
+        await box.settle()
+        await asyncio.sleep(0.02)
+        await box.settle()
+        assert box.state == "speaking" and rest in box.speaker.buffered
+        box.speaker.play()
+        await until(lambda: box.state == "idle")
+        assert box.states()[-2:] == ["speaking", "idle"]
+
+
+async def test_a_text_turn_over_a_reply_silences_its_audio_already_on_the_way(
+    tmp_path: Path,
+) -> None:
+    """A hook's words over a reply: audio of it the link handed on after the words were
+    taken, before the machine got to them, played after them as if it were the answer."""
+    old = b"\x03\x04" * 2400
+    async with running(tmp_path) as box:
+        await press_and_speak(box)
+        box.link.deliver(SetupComplete)
+        await box.control.ask("release")
+        box.mic.record(CHUNK)
+        await box.settle()
+        box.link.deliver(ReplyAudio, pcm=REPLY)
+        await box.settle()
+        assert (await box.control.ask("text", text="stop, what time is it?"))["ok"]
+        box.link.deliver(ReplyAudio, pcm=old)  # read before the words were handled
+        await box.settle()
+        assert old not in box.speaker.buffered and box.state == "thinking"
+        box.link.deliver(ReplyAudio, pcm=REPLY, replaces=True)  # the answer plays
+        await box.settle()
+        assert REPLY in box.speaker.buffered and box.state == "speaking"
+
+
+async def test_a_question_longer_than_the_long_press_reaches_the_service_whole(
+    tmp_path: Path,
+) -> None:
+    """Push-to-talk with the defaults: a person still talking when the button has been
+    down `long_press_s` (10 s) was hung up on, the question dropped and never answered."""
+    async with running(tmp_path) as box:
+        await press_and_speak(box)
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        box.appliance._on_button("long_press", time.monotonic())  # ButtonInput's timer
+        await box.settle()
+        assert box.state == "listening" and box.mic.forwarding and not box.link.closed
+        await box.control.ask("release")
+        box.mic.record(CHUNK)
+        await box.settle()
+        assert kinds(box)[-1] == "activity_end" and box.state == "thinking"
