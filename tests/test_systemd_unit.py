@@ -142,6 +142,27 @@ def test_the_daemon_may_open_its_devices_and_nothing_else(unit: dict) -> None:
     assert "PrivateDevices" not in service, "a private /dev has no sound, GPIO or camera"
 
 
+#: The kernel modules that register DEVICES' groups where they are not built in.
+GROUP_MODULES = {
+    "char-alsa": "snd",
+    "char-spi": "spidev",
+    "char-video4linux": "videodev",
+    "char-media": "mc",
+}
+
+
+def test_the_device_groups_exist_before_the_service_starts(unit: dict) -> None:
+    """systemd resolves a DeviceAllow group from /proc/devices when the service starts
+    and never again: a sound card or camera whose driver loaded later (at boot) stayed
+    refused (EPERM) until a restart. Each group's module is loaded first."""
+    wants = " ".join(unit["Unit"]["Wants"]).split()
+    after = " ".join(unit["Unit"]["After"]).split()
+    for group, module in GROUP_MODULES.items():
+        assert group in DEVICES
+        assert f"modprobe@{module}.service" in wants, group
+        assert f"modprobe@{module}.service" in after, group
+
+
 def test_the_daemon_may_reach_the_network_and_local_sockets_only(unit: dict) -> None:
     families = set(" ".join(unit["Service"]["RestrictAddressFamilies"]).split())
     assert families == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"}
