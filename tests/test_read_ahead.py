@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from google.genai import types
+from google.genai._live_converters import _LiveServerMessage_from_mldev
 from helpers import until
 
 from device.live.inbound import AudioOnly
@@ -305,3 +309,43 @@ async def test_audio_reaches_the_speaker_before_its_room_is_asked_again() -> Non
     finally:
         for task in tasks:
             task.cancel()
+
+
+MB = 1_000_000
+
+
+def from_wire(frame: dict) -> types.LiveServerMessage:
+    """A frame as the SDK's receive makes it into its message."""
+    raw = json.loads(json.dumps(frame))
+    return types.LiveServerMessage._from_response(
+        response=_LiveServerMessage_from_mldev(raw), kwargs={}
+    )
+
+
+BULKY = {
+    "grounding metadata": lambda n: {"serverContent": {"groundingMetadata": {
+        "searchEntryPoint": {"renderedContent": f"<style>{n}</style>" + "x" * MB}}}},
+    "a part's executable code": lambda n: {"serverContent": {"modelTurn": {"parts": [
+        {"executableCode": {"language": "PYTHON", "code": f"# {n}\n" + "x" * MB}}]}}},
+}
+
+
+@pytest.mark.parametrize("kind", list(BULKY))
+async def test_bulky_content_behind_a_full_speaker_counts_against_the_bound(kind: str) -> None:
+    """Behind reply audio waiting for the speaker, 300 messages of a megabyte each in a
+    field the bound does not weigh: the reader read on (never `full`) while the box held
+    them all, 300 MB, past the unit's MemoryMax (256M) before the 1024-message bound."""
+    async with reading() as (ahead, speaker, _handled):
+        speaker.room.clear()
+        await ahead.take(audio(1))
+        tracemalloc.start()
+        try:
+            for n in range(300):
+                await ahead.take(from_wire(BULKY[kind](n)))
+                if ahead.full:
+                    break
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert ahead.full, f"still reading on with {held / MB:.0f} MB held"
+        assert held < 2 * READ_AHEAD_BYTES

@@ -35,10 +35,12 @@ from device.live.wire import REPLY_RATE
 
 Message = types.LiveServerMessage | AudioOnly
 
-#: Reply audio held here at most: a minute at 24 kHz is 2.9 MB. Words count by their
-#: characters against the same bound, and each part beyond the first PART_COST more
-#: (what holding it costs): 300 transcripts of a megabyte each grew the box to 380 MB,
-#: 100 messages of 12,000 one-sample parts to 270 MB.
+#: Reply audio held here at most: a minute at 24 kHz is 2.9 MB. Everything else a
+#: message carries (words, search results, code, signatures) counts by its size as the
+#: service wrote it against the same bound, and each part beyond the first PART_COST
+#: more (what holding it costs): 300 transcripts of a megabyte each grew the box to
+#: 380 MB, 100 messages of 12,000 one-sample parts to 270 MB, 300 of a megabyte of
+#: grounding metadata each to 350 MB.
 READ_AHEAD_S = 60.0
 READ_AHEAD_BYTES = round(READ_AHEAD_S * REPLY_RATE) * 2
 PART_COST = 256
@@ -65,7 +67,8 @@ class ReadAhead:
         self._handle = handle
         self._words_replace = words_replace
         self._speaker = speaker
-        self._waiting: deque[tuple[Message, int]] = deque()  # and its audio's bytes
+        #: Each with its audio's bytes and its weight (`_weight`, worked out once).
+        self._waiting: deque[tuple[Message, int, int]] = deque()
         self._held = 0  # what the messages waiting weigh (`_weight`)
         self._ends = 0  # messages waiting that end an interaction
         self._arrived = asyncio.Event()
@@ -96,11 +99,12 @@ class ReadAhead:
 
     def unhandled(self) -> list[Message]:
         """What still waits, in order (the connection has ended: for the next one)."""
-        return [message for message, _ in self._waiting]
+        return [message for message, _, _ in self._waiting]
 
     def _wait(self, message: Message, size: int) -> None:
-        self._waiting.append((message, size))
-        self._held += _weight(message, size)
+        weight = _weight(message, size)
+        self._waiting.append((message, size, weight))
+        self._held += weight
         self._ends += ends_interaction(message)
         self._mind_the_bound()
         self._arrived.set()
@@ -114,13 +118,13 @@ class ReadAhead:
         while True:
             await self._arrived.wait()
             while self._waiting:
-                message, size = self._waiting[0]
+                message, size, weight = self._waiting[0]
                 if self._must_wait(size):
                     assert self._speaker is not None
                     await self._speaker.wait_for_room()
                     continue  # an interruption may have emptied the queue meanwhile
                 self._waiting.popleft()
-                self._held -= _weight(message, size)
+                self._held -= weight
                 self._ends -= ends_interaction(message)
                 self._mind_the_bound()
                 await self._hand_on(message, size)
@@ -148,7 +152,7 @@ class ReadAhead:
     def _words_after_an_end(self) -> bool:
         """The service's transcription of the person waits behind the end of a whole reply."""
         ended = False
-        for message, _ in self._waiting:
+        for message, _, _ in self._waiting:
             ended = ended or ends_interaction(message)
             if ended and _brings_words(message):
                 return True
@@ -157,7 +161,7 @@ class ReadAhead:
     def drop_whole_reply(self) -> bool:
         """The person talks over a reply the service has sent whole (its end waits here):
         drop its audio still waiting. False when no such end waits."""
-        ends = [i for i, (message, _) in enumerate(self._waiting) if ends_interaction(message)]
+        ends = [i for i, (message, _, _) in enumerate(self._waiting) if ends_interaction(message)]
         if not ends:
             return False
         self._drop_audio(ends[-1] + 1)
@@ -168,10 +172,10 @@ class ReadAhead:
         heard: drop it, hand on the rest of them in order; those after them wait on."""
         count = len(self._waiting) if count is None else count
         dropped = [self._waiting.popleft() for _ in range(count)]
-        self._held = sum(_weight(message, size) for message, size in self._waiting)
-        self._ends = sum(ends_interaction(message) for message, _ in self._waiting)
+        self._held = sum(weight for _, _, weight in self._waiting)
+        self._ends = sum(ends_interaction(message) for message, _, _ in self._waiting)
         self._mind_the_bound()
-        for message, _ in dropped:
+        for message, _, _ in dropped:
             if not isinstance(message, AudioOnly):
                 self._handle(message)
 
@@ -189,17 +193,22 @@ def _audio_bytes(message: Message) -> int:
     )
 
 
+#: What of a message's content is not weighed as its JSON: the audio's bytes, counted as
+#: they are (base64 would count them a third heavier).
+_AUDIO_DATA = {"model_turn": {"parts": {"__all__": {"inline_data": {"data"}}}}}
+
+
 def _weight(message: Message, audio_bytes: int) -> int:
-    """What holding a message costs, for the bound: its audio, its words, its parts."""
+    """What holding a message costs, for the bound: its audio, the rest of what it carries
+    (words, grounding metadata, code, anything a newer service adds) as JSON, its parts."""
     if isinstance(message, AudioOnly):
         return audio_bytes + PART_COST * (len(message.parts) - 1)
     content = message.server_content
     if content is None:
         return 0  # never waits
     parts = (content.model_turn.parts or []) if content.model_turn else []
-    words = [t.text for t in (content.input_transcription, content.output_transcription) if t]
-    words += [part.text for part in parts]
-    return audio_bytes + sum(len(w) for w in words if w) + PART_COST * max(0, len(parts) - 1)
+    rest = content.model_dump_json(exclude_none=True, exclude=_AUDIO_DATA)
+    return audio_bytes + len(rest) + PART_COST * max(0, len(parts) - 1)
 
 
 def _not_content(message: Message) -> bool:
