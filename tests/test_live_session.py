@@ -89,6 +89,32 @@ async def test_a_close_as_the_service_ends_the_connection_ends_the_session() -> 
     assert client.connections == 1, "the session reconnected while it was being closed"
 
 
+async def test_a_stop_during_a_hang_up_still_ends_the_session() -> None:
+    """SIGTERM cancels the state machine inside a hang-up's close(), just as the service's
+    close ends the connection (the cancellation 3.11's TaskGroup loses): close() forgot
+    it was closing and dropped the session task, which reconnected, and the shutdown's
+    own close() found nothing to wait for."""
+    closing = asyncio.Event()
+    client = Client(closing)
+    link = LiveLink(Config(), Outbox(5), on_event=lambda e: None, on_sent=lambda i, t: None)
+    link._client = client  # type: ignore[assignment]  # prepare() keeps a client it has
+    link.open(1)
+    session = link._task
+    assert session is not None
+    await client.connected.wait()
+    await asyncio.sleep(0.05)  # the connection's tasks are all waiting
+    hang_up = asyncio.create_task(link.close())
+    closing.set()  # the service's close arrives as the hang-up cancels the session...
+    await asyncio.sleep(0)
+    hang_up.cancel()  # ...and the stop cancels the hang-up
+    with contextlib.suppress(asyncio.CancelledError):
+        await hang_up
+    async with asyncio.timeout(5):
+        await link.close()  # the shutdown's
+    assert session.done(), "the session task outlived the shutdown's close()"
+    assert client.connections == 1, "the session reconnected while it was being closed"
+
+
 async def test_a_client_that_cannot_be_built_fails_the_press_and_the_next_builds_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

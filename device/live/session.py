@@ -159,6 +159,7 @@ class LiveLink:
         """Start session number `session` unless one is running; returns at once. Every
         event of the session carries its number."""
         if not self.is_open:
+            self._closing = False  # a close() cancelled earlier has nothing left to end
             self._handle = None
             self._turn = _wire_turn(self._cfg)
             self._carried = []
@@ -175,7 +176,12 @@ class LiveLink:
         try:
             await stop_task(task)
         finally:
-            self._closing = False
+            if task is not None and not task.done():
+                # Cancelled itself (the daemon stops during a hang-up) while the session
+                # still ends: it stays told to, for the next close() to wait for.
+                self._task = task
+            else:
+                self._closing = False
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close(graceful=True)
