@@ -74,13 +74,25 @@ BINDING = "pywebrtc_audio"
 
 
 def unavailable() -> str | None:
-    """Why echo cancellation cannot run on this box, or None when it can."""
+    """Why echo cancellation cannot run on this box, or None when it can: the binding
+    imports, and builds a processor that takes a frame (a wheel that imports but cannot
+    build one must fall back as a missing one does, not stop the daemon at its start)."""
     try:
         module = importlib.import_module(BINDING)
     except ImportError as exc:
         return f"pywebrtc-audio is not installed ({exc}); it has no wheel for this platform"
+    except Exception as exc:  # a broken install: its import itself fails
+        return f"pywebrtc-audio does not load: {type(exc).__name__}: {exc}"
     if not hasattr(module, "AudioProcessor"):
         return "pywebrtc-audio here is a placeholder release without the audio processor"
+    try:
+        silence = np.zeros(FRAME, dtype=np.int16)
+        module.AudioProcessor(
+            sample_rate=RATE, echo_cancellation=True, noise_suppression=True,
+            high_pass_filter=True,
+        ).process(silence, silence)
+    except Exception as exc:
+        return f"pywebrtc-audio cannot build its audio processor: {type(exc).__name__}: {exc}"
     return None
 
 

@@ -1,0 +1,70 @@
+"""Review (rev-echo): where the echo canceller's binding cannot run."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from fakes import FakeMicrophone, FakeParts, config, running
+
+from device.appliance import Appliance
+from device.audio import echo
+from device.doctor.audio import _mic_plan
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
+from device.parts import Parts
+
+
+def broken_binding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pywebrtc-audio imports, but cannot build its processor (a wheel built for another
+    libc, a version whose constructor changed, a CPU it cannot run on)."""
+    module = types.ModuleType(echo.BINDING)
+
+    class AudioProcessor:
+        def __init__(self, **_: object) -> None:
+            raise RuntimeError("could not create the audio processing module")
+
+    module.AudioProcessor = AudioProcessor  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, echo.BINDING, module)
+
+
+class RealMicParts(FakeParts):
+    """Fake parts, but the microphone (and its canceller) made as the daemon makes them."""
+
+    def microphone(self, on_chunk, on_overflow, preroll, on_pause):  # type: ignore[no-untyped-def]
+        Parts.microphone(self, on_chunk, on_overflow, preroll, on_pause)
+        return self._keep("mic", FakeMicrophone(on_chunk, preroll))
+
+
+async def test_missing_binding_gates_and_says_so_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, echo.BINDING, None)
+    caplog.set_level(logging.INFO)
+    async with running(tmp_path, config(button={"mode": "toggle"})) as box:
+        assert box.appliance.mic_plan.mic_during_playback == "gate"
+    said = [r for r in caplog.records if getattr(r, "LIVE_MIC_DURING_PLAYBACK", None)]
+    assert len(said) == 1
+
+
+def test_a_binding_that_cannot_build_its_processor_does_not_stop_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken_binding(monkeypatch)
+    parts = RealMicParts(config(button={"mode": "toggle"}), tmp_path)
+    appliance = Appliance(parts.cfg, parts)  # today: RuntimeError, the unit's restart loop
+    assert appliance.mic_plan.mic_during_playback == "gate"
+    assert appliance.mic_plan.missing
+
+
+def test_the_doctor_says_which_way_when_the_processor_cannot_be_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broken_binding(monkeypatch)
+    ctx = Context(config(button={"mode": "toggle"}), Options(), Progress())
+    result = _mic_plan(ctx)  # today: raises; the runner turns it into "the check itself failed"
+    assert result.status is Status.WARN
+    assert "gate" in result.measured
