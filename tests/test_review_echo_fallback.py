@@ -68,3 +68,14 @@ def test_the_doctor_says_which_way_when_the_processor_cannot_be_built(
     result = _mic_plan(ctx)  # today: raises; the runner turns it into "the check itself failed"
     assert result.status is Status.WARN
     assert "gate" in result.measured
+
+
+def test_push_to_talk_noise_suppression_missing_fix_speaks_of_noise_not_the_gate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, echo.BINDING, None)
+    ctx = Context(config(audio={"noise_suppression": True}), Options(), Progress())
+    result = _mic_plan(ctx)
+    assert result.status is Status.WARN
+    print(result.measured, "\nfix:", result.fix)
+    assert "noise_suppression" in (result.fix or "")  # today: "Hands-free, the box mutes ..."

@@ -47,6 +47,11 @@ FIX_ECHO = (
     "install Raspberry Pi OS (64-bit) and the appliance again, or set [audio] "
     'mic_during_playback = "gate" to keep it this way.'
 )
+FIX_NOISE = (
+    "[audio] noise_suppression = true needs pywebrtc-audio, which has wheels for 64-bit "
+    "systems only: install Raspberry Pi OS (64-bit) and the appliance again, or set "
+    "[audio] noise_suppression = false."
+)
 FIX_CLIPPING = (
     "Lower the microphone's capture level (alsamixer, F4) until the peak stays below 0 dBFS."
 )
@@ -223,7 +228,11 @@ def _mic_plan(ctx: Context) -> Result:
         measured += " (push-to-talk: the microphone is open only while the button is held)"
     data = {"mic_during_playback": plan.mic_during_playback, "noise_suppression": plan.noise}
     if plan.missing:
-        return Result("echo", Status.WARN, f"{measured}: {plan.missing}", FIX_ECHO, data=data)
+        # The hands-free fallback from "cancel", or else noise suppression asked for alone.
+        audio, hands_free = ctx.cfg.audio, ctx.cfg.button.mode == "toggle"
+        fell_back = hands_free and audio.mic_during_playback == "cancel"
+        fix = FIX_ECHO if fell_back else FIX_NOISE
+        return Result("echo", Status.WARN, f"{measured}: {plan.missing}", fix, data=data)
     if plan.echo or plan.noise:
         # The module runs here: one frame through it proves the binding loads and works.
         far, silence = echo.FarEnd(), np.zeros(echo.FRAME, dtype=np.int16)
