@@ -7,6 +7,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fakes import FakeMicrophone, FakeParts, config, running
 
@@ -79,3 +80,13 @@ def test_push_to_talk_noise_suppression_missing_fix_speaks_of_noise_not_the_gate
     assert result.status is Status.WARN
     print(result.measured, "\nfix:", result.fix)
     assert "noise_suppression" in (result.fix or "")  # today: "Hands-free, the box mutes ..."
+
+
+def test_a_speaker_back_at_another_rate_moves_the_echo() -> None:
+    far = echo.FarEnd()
+    tone = np.full(480, 5000, dtype=np.int16)
+    for i in range(50):
+        far.played(tone, 48000, 100.0 + i * 0.01)
+    far.moved = False  # the canceller started afresh for that run
+    far.played(tone[:441], 44100, 107.0)  # the keeper reopened it: 44.1 kHz now
+    assert far.moved

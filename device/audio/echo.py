@@ -179,7 +179,8 @@ class FarEnd:
     def played(self, samples: np.ndarray, rate: int, t_first: float) -> None:
         """`samples` (mono int16 at `rate`) play from `t_first` on."""
         with self._lock:
-            if rate != self._rate:
+            if rate != self._rate:  # a speaker reopened at another rate: the echo moved
+                self.moved = self.moved or bool(self._rate)
                 self._rate, self._origin, self._end = rate, t_first, 0
                 self._ring = np.zeros(round(self._history_s * rate), dtype=np.int16)
             first = round((t_first - self._origin) * rate)
