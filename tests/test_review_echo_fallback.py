@@ -90,3 +90,42 @@ def test_a_speaker_back_at_another_rate_moves_the_echo() -> None:
     far.moved = False  # the canceller started afresh for that run
     far.played(tone[:441], 44100, 107.0)  # the keeper reopened it: 44.1 kHz now
     assert far.moved
+
+
+async def test_a_canceller_that_fails_on_the_reader_thread_is_said_in_the_journal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+    import os
+    import threading
+
+    from device.audio.capture import Capture
+
+    class Pcm:
+        name, period_frames, buffer_frames = "fake", 640, 32000
+
+        def register(self, poller: object) -> None: ...
+        def acknowledge(self, events: object) -> None: ...
+        def start(self) -> None: ...
+        def close(self) -> None: ...
+
+        def read(self) -> tuple[bytes, int]:
+            return bytes(1280), 0
+
+    class Failing:
+        behind_s, switched = 0.0, False
+
+        def process(self, samples: object, t: float, active: bool = True) -> object:
+            raise RuntimeError("ProcessStream failed: -11")
+
+        def resync(self) -> None: ...
+
+    cap = Capture(lambda *a: None, chunk_ms=40, cleaner=Failing())  # type: ignore[arg-type]
+    cap._loop, cap.device_rate = asyncio.get_running_loop(), 16000
+    wake = os.eventfd(0, os.EFD_NONBLOCK)
+    reader = threading.Thread(target=cap._read_loop, args=(Pcm(), wake))
+    reader.start()
+    await asyncio.to_thread(reader.join, 2)
+    os.close(wake)
+    assert not cap.running
+    assert "ProcessStream failed" in caplog.text  # today: silently taken for a closed loop

@@ -352,8 +352,12 @@ class Capture:
             self._failed = True
             log.warning("the microphone stopped: %s", exc)
             self._tell_keeper()
-        except RuntimeError:  # the loop is closed: nobody is listening any more
+        except RuntimeError as exc:
             self._failed = True
+            loop = self._loop
+            if loop is None or not loop.is_closed():  # not "nobody is listening any more"
+                log.error("the microphone's reader stopped: %s: %s", type(exc).__name__, exc)
+                self._tell_keeper()
 
     def _tell_if_starved(self) -> None:
         """Reads that bring nothing (a sink moved away, a starved device): the keeper is
