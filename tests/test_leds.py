@@ -456,3 +456,25 @@ def test_pins_that_cannot_fade_show_the_patterns_on_and_off(onoff_pins, caplog, 
     assert states(onoff_pins, *pins) == lit
     leds.close()
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+def _pin_levels(factory, pins):
+    return tuple(round(float(factory.pin(n).state), 2) for n in pins)
+
+
+@pytest.mark.parametrize("pins", [[5], [5, 6]])
+def test_multi_leds_with_some_channels_show_every_state(pins) -> None:
+    """A colour none of the LEDs has (blue on a red and a green LED) is not dark."""
+    from gpiozero.pins.mock import MockPWMPin
+
+    with mock_pins(MockPWMPin) as factory:
+        leds = make_leds("multi", pins)
+        seen = {}
+        for state, pattern in PATTERNS.items():
+            colour = pattern.colour
+            leds.set(*colour)  # the pattern at full level
+            seen[state] = _pin_levels(factory, pins)
+        leds.close()
+    dark = tuple(0.0 for _ in pins)
+    invisible = sorted(s for s, lv in seen.items() if s != "idle" and lv == dark)
+    assert not invisible, f"multi {pins}: {invisible} look exactly like idle (all off)"

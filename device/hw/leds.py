@@ -95,8 +95,9 @@ class MultiLeds(OnePixel):
 
     Each LED shows its own channel of the pattern colour: with the default table a
     red, a green and a blue LED show white (connecting) as all three, amber
-    (thinking) as red and half green. A box with only some channels shows only the
-    colours that use them, so give such a box a pattern table to match.
+    (thinking) as red and half green. A colour none of a box's LEDs can show (blue,
+    listening, on a red and a green LED) lights every LED at its brightness instead,
+    as a single LED would: no state but idle is ever dark.
     """
 
     def __init__(
@@ -115,8 +116,11 @@ class MultiLeds(OnePixel):
 
     def set(self, r: float, g: float, b: float) -> None:
         rgb = (r, g, b)
+        levels = {channel: rgb[channel] for channel in self._leds}
+        if not any(levels.values()):  # none of these LEDs has this colour: its brightness
+            levels = dict.fromkeys(self._leds, max(rgb))
         for channel, led in self._leds.items():
-            led.value = _level(rgb[channel], self._pwm)
+            led.value = _level(levels[channel], self._pwm)
 
     def close(self) -> None:
         for led in self._leds.values():
