@@ -9,6 +9,7 @@ arrays of the configured stream from its own thread, as picamera2 does.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import statistics
 import subprocess
@@ -653,3 +654,24 @@ def test_importing_the_camera_opens_nothing() -> None:
         "assert 'picamera2' not in sys.modules and 'gpiozero' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- at most one frame a second ---
+
+
+async def test_a_quick_second_press_does_not_exceed_fps() -> None:
+    """A release and a press again within the second: the next frame waits out the second."""
+    times: list[float] = []
+    cfg = CameraConfig(source="synthetic", fps=1.0, linger_s=3.0)
+    loop = asyncio.get_running_loop()
+    feed = CameraFeed(cfg, lambda jpeg, t: times.append(loop.time()))
+    feed.start_frames()
+    await until(lambda: len(times) == 1)
+    await asyncio.sleep(0.2)
+    feed.stop_frames()  # release
+    await asyncio.sleep(0.2)
+    feed.start_frames()  # press again, same session
+    await asyncio.sleep(0.9)
+    await feed.aclose()
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(g >= 0.95 for g in gaps), f"frame gaps {gaps} (fps 1.0)"

@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 CAPTURE_TIMEOUT_S = 5.0
 #: Switching a camera on or off takes a second or two; one that takes this long is stuck.
 SWITCH_TIMEOUT_S = 10.0
+#: The Live API takes at most one frame a second: a quick release and press within a
+#: session waits out the rest of that second from the last frame, however fast its start.
+MIN_FRAME_GAP_S = 1.0
 
 T = TypeVar("T")
 
@@ -135,6 +138,7 @@ class CameraFeed:
         self._closing = False
         self._led: Any = None
         self._frames = 0  # delivered during the current camera run, for the journal
+        self._last_sent: float | None = None  # when the session's last frame was handed on
 
     @property
     def running(self) -> bool:
@@ -190,6 +194,7 @@ class CameraFeed:
         finally:
             self._closing = False
             self._failed = False
+            self._last_sent = None  # the session is over: the next one starts afresh
 
     # --- the task that owns the camera -----------------------------------------------
 
@@ -241,6 +246,8 @@ class CameraFeed:
         generation = self._generation
         period = 1.0 / self._cfg.fps
         due = time.monotonic()
+        if self._last_sent is not None:  # a press again: at once, but the API's second apart
+            due = max(due, self._last_sent + MIN_FRAME_GAP_S)
         while True:
             await self._wait(due, lambda: self._streaming(generation))
             if not self._streaming(generation):
@@ -250,6 +257,7 @@ class CameraFeed:
             if not self._streaming(generation):
                 return  # released while this frame was being taken: dropped, never sent late
             self._deliver(jpeg, taken)
+            self._last_sent = time.monotonic()
             due = _next_tick(due, period, time.monotonic())
 
     def _streaming(self, generation: int) -> bool:
