@@ -9,8 +9,10 @@ arrays of the configured stream from its own thread, as picamera2 does.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -30,7 +32,12 @@ from helpers import mock_pins, until
 from device.config import CameraConfig
 from device.hw.camera import CameraError, CameraFeed, capture_still
 from device.hw.camera_pattern import NumberedBars, read_frame_number
-from device.hw.camera_sources import centred_square_crop, choose_sensor_mode, to_square
+from device.hw.camera_sources import (
+    Picamera2Source,
+    centred_square_crop,
+    choose_sensor_mode,
+    to_square,
+)
 from device.workers import STOP_WAIT_S
 
 RED, GREEN = (200, 30, 30), (30, 200, 30)
@@ -675,3 +682,64 @@ async def test_a_quick_second_press_does_not_exceed_fps() -> None:
     await feed.aclose()
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(g >= 0.95 for g in gaps), f"frame gaps {gaps} (fps 1.0)"
+
+
+
+# --- no descriptor lost to a camera that cannot open ---
+
+
+def _real_order_picamera2(cameras: list) -> type:
+    """picamera2.Picamera2.__init__'s first steps, as upstream has them (0.3.x): the
+    notification pipe, then the camera lookup that fails when libcamera sees none."""
+
+    class Manager:
+        def __init__(self) -> None:
+            self.cameras: dict[int, object] = {}
+
+        def add(self, index: int, camera: object) -> None:
+            self.cameras[index] = camera
+
+        def cleanup(self, index: int) -> None:
+            del self.cameras[index]
+
+    class Picamera2:
+        _cm = Manager()
+
+        @staticmethod
+        def global_camera_info() -> list:
+            return list(cameras)
+
+        def __init__(self, camera_num: int = 0) -> None:
+            self.notifyme_r, self.notifyme_w = os.pipe2(os.O_NONBLOCK)
+            self.notifymeread = os.fdopen(self.notifyme_r, "rb")
+            self._preview = None
+            self.is_open = False
+            camera_num = self.global_camera_info()[camera_num]["Num"]  # IndexError: none
+            self._cm.add(camera_num, self)
+            raise RuntimeError("Camera __init__ sequence did not complete.")  # busy
+
+        def close(self) -> None:  # picamera2's: a camera never opened has nothing to close
+            if not self.is_open:
+                return
+
+        def __del__(self) -> None:
+            self.close()
+
+    return Picamera2
+
+
+@pytest.mark.parametrize("cameras", [[], [{"Num": 0, "Id": "/base/imx708"}]], ids=["none", "busy"])
+def test_a_camera_that_cannot_open_leaks_no_descriptor_per_session(monkeypatch, cameras) -> None:
+    module = types.ModuleType("picamera2")
+    module.Picamera2 = _real_order_picamera2(cameras)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    source = Picamera2Source(768)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):  # twenty presses, each a session whose camera cannot open
+        with pytest.raises(CameraError):
+            source.start()
+        source.stop()
+    gc.collect()
+    after = len(os.listdir("/proc/self/fd"))
+    assert after - before == 0, f"{after - before} descriptors leaked in 20 failed starts"
+    assert module.Picamera2._cm.cameras == {}  # type: ignore[attr-defined]

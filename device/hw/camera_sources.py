@@ -173,8 +173,14 @@ class Picamera2Source:
             from picamera2 import Picamera2
         except ImportError as exc:
             raise CameraError(f"{PICAMERA2_MISSING} ({exc})") from exc
+        if _no_camera(Picamera2):
+            raise CameraError(
+                "libcamera finds no camera: check the ribbon cable at both ends (contacts "
+                "the right way round) and reboot; `rpicam-hello --list-cameras` lists what "
+                "it sees (or set [camera] enabled = false)"
+            )
         try:
-            self._cam = Picamera2()
+            self._cam = _open_picamera2(Picamera2)
         except Exception as exc:
             raise CameraError(
                 f"cannot open the camera ({exc}): is it connected, and not in use by another "
@@ -260,6 +266,49 @@ class Picamera2Source:
             cam.stop()
         finally:
             cam.close()
+
+
+def _no_camera(picamera2: Any) -> bool:
+    """libcamera lists no camera at all (False when it cannot say: the open then tells)."""
+    try:
+        return not picamera2.global_camera_info()
+    except Exception:
+        return False
+
+
+def _open_picamera2(picamera2: Any) -> Any:
+    """picamera2.Picamera2(), without the leak of a failed one.
+
+    Its constructor makes a notification pipe before it opens the camera, and one that
+    fails (no camera, a camera another program holds) leaves the pipe's write end open
+    and, in picamera2 0.3, itself registered with its camera manager: one descriptor
+    lost at every session that tries the camera, until the service's LimitNOFILE is
+    reached. What it made is released here."""
+    cam = picamera2.__new__(picamera2)
+    try:
+        cam.__init__()
+    except BaseException:
+        _release_half_open(cam)
+        raise
+    return cam
+
+
+def _release_half_open(cam: Any) -> None:
+    if getattr(cam, "is_open", False):
+        return  # opened after all: its own close() releases everything
+    manager = getattr(type(cam), "_cm", None)
+    for index, held in list(getattr(manager, "cameras", {}).items()):
+        if held is cam:
+            with contextlib.suppress(Exception):
+                manager.cleanup(index)  # type: ignore[union-attr]
+    reader, writer = getattr(cam, "notifymeread", None), getattr(cam, "notifyme_w", None)
+    if reader is not None:
+        with contextlib.suppress(Exception):
+            reader.close()
+    if isinstance(writer, int):
+        with contextlib.suppress(OSError):
+            os.close(writer)
+        cam.notifyme_w = None
 
 
 def _settle(arrived: asyncio.Future[Frame], outcome: Frame | BaseException) -> None:
