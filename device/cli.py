@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -298,12 +297,9 @@ def _as_error(line: str) -> str:
     """`line` for stderr, marked as an error when stderr is the journal (`<3>`, which
     systemd reads as the priority): a configuration error stops the daemon before its
     journal handler is set up, and `journalctl -p err` must still show why."""
-    stream = os.environ.get("JOURNAL_STREAM", "")
-    try:
-        stderr = os.fstat(sys.stderr.fileno())
-    except (OSError, ValueError):
-        return line
-    return f"<3>{line}" if stream == f"{stderr.st_dev}:{stderr.st_ino}" else line
+    from device.logs import stderr_is_journal
+
+    return f"<3>{line}" if stderr_is_journal() else line
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ traceback ever carry it.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable
 
 from device.errors import without_credentials
@@ -118,6 +120,39 @@ class LineBudget(logging.Filter):
             said = record.getMessage()
             record.msg, record.args = f"{said} ({left} lines before it left out: too many)", None
             setattr(record, f"{FIELD_PREFIX}LINES_LEFT_OUT", left)
+        elif ebbed := self._ebbed(now):
+            # A part that flooded, then fell silent, would otherwise never say so.
+            said = record.getMessage()
+            lost = ", ".join(f"{count} of {logger}" for logger, count in ebbed.items())
+            record.msg, record.args = f"{said} (lines left out earlier: too many: {lost})", None
+            setattr(record, f"{FIELD_PREFIX}LINES_LEFT_OUT", sum(ebbed.values()))
+        return True
+
+    def _ebbed(self, now: float) -> dict[str, int]:
+        """The counts left out by loggers whose flood is over (a line of theirs would pass
+        now), taken: each is said once, by whichever line passes first."""
+        ebbed: dict[str, int] = {}
+        for name in list(self._left_out):
+            tokens, then = self._tokens[name]
+            if tokens + (now - then) * self.PER_S >= 1:
+                ebbed[name[0]] = ebbed.get(name[0], 0) + self._left_out.pop(name)
+        return ebbed
+
+
+#: What the session a line is logged in calls itself (LiveLink sets it in its task; the
+#: tasks and lines it starts inherit it), for the lines that do not name it themselves.
+SESSION: contextvars.ContextVar[Callable[[], str | None]] = contextvars.ContextVar("session")
+
+
+class SessionField(logging.Filter):
+    """LIVE_SESSION on every line logged inside a session (a drop, a reconnect, a tool
+    call, the words): `journalctl -u live-appliance LIVE_SESSION=<id>` shows all of it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = f"{FIELD_PREFIX}SESSION"
+        session = SESSION.get(None)
+        if not getattr(record, name, None) and session is not None and (current := session()):
+            setattr(record, name, current)
         return True
 
 
@@ -195,10 +230,29 @@ def terminal_handler() -> logging.Handler:
     return handler
 
 
+def stderr_is_journal() -> bool:
+    """Whether stderr is the journal's stream: JOURNAL_STREAM names it by device and
+    inode. It is inherited by what a service starts (a terminal a user service runs, a
+    test harness), where stderr is something else and the journal may not be there."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        stderr = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(stream) and stream == f"{stderr.st_dev}:{stderr.st_ino}"
+
+
+#: The SDK's warning for an enum value it does not know, quoting the value whole: the
+#: service decides what and how much, and each new text would stay in the SDK's
+#: __warningregistry__ for good. The value is kept in the message all the same.
+_UNKNOWN_VALUE = r"(?s).* is not a valid "
+
+
 def setup(level: int = logging.INFO, secrets: Iterable[str] = ()) -> None:
     """Send the package's log to the journal when systemd runs us, else to stderr (as the
-    journal's fields in JSON lines when LIVE_APPLIANCE_LOG_FORMAT=json)."""
-    if os.environ.get("JOURNAL_STREAM"):
+    journal's fields in JSON lines when LIVE_APPLIANCE_LOG_FORMAT=json). Python's
+    warnings go the same way, within the same bounds."""
+    if stderr_is_journal():
         handler = journal_handler()
     elif os.environ.get(FORMAT_ENV) == "json":
         handler = logging.StreamHandler(sys.stderr)
@@ -208,9 +262,12 @@ def setup(level: int = logging.INFO, secrets: Iterable[str] = ()) -> None:
     handler.addFilter(LineBudget())
     handler.addFilter(Redactor(secrets))
     handler.addFilter(Bounded())
+    handler.addFilter(SessionField())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    warnings.filterwarnings("ignore", message=_UNKNOWN_VALUE, module=r"google\.genai\.")
+    logging.captureWarnings(True)
     # The SDK and websockets are chatty at INFO and could echo request details.
     for noisy in ("google_genai", "google.genai", "websockets", "httpx", "picamera2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
