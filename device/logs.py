@@ -260,9 +260,9 @@ def setup(level: int = logging.INFO, secrets: Iterable[str] = ()) -> None:
     else:
         handler = terminal_handler()
     handler.addFilter(LineBudget())
+    handler.addFilter(SessionField())  # before the bounds: the service chose the id
     handler.addFilter(Redactor(secrets))
     handler.addFilter(Bounded())
-    handler.addFilter(SessionField())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

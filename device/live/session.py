@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from device import logs
 from device.config import Config, find_api_key, where_to_put_the_key
 from device.errors import ConfigError
 from device.live.endpoint import timed_out
@@ -185,7 +186,11 @@ class LiveLink:
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close(graceful=True)
-        self._turn.lost()  # a turn cut short: its words still reach the journal
+        said_in = logs.SESSION.set(lambda: self.session_id)  # the caller's task is not its
+        try:
+            self._turn.lost()  # a turn cut short: its words still reach the journal
+        finally:
+            logs.SESSION.reset(said_in)
         self.session_id = None
 
     def hurry(self) -> None:
@@ -214,7 +219,9 @@ class LiveLink:
     # -- the session task -----------------------------------------------------------------
 
     async def _run(self) -> None:
-        """The session, across connections; a bug here ends it like a lost connection."""
+        """The session, across connections; a bug here ends it like a lost connection.
+        Every line logged in it (and in the tasks it starts) carries its id."""
+        logs.SESSION.set(lambda: self.session_id)
         try:
             await self._client_for_new_session()
         except ConfigError as exc:  # no key (yet): the owner's to give
