@@ -227,6 +227,7 @@ class LedAnimator:
         self._task: asyncio.Task[None] | None = None
         self._state: str | None = None
         self._closed = False
+        self._failing = False  # the driver failed, and has shown no frame since
         # (time.monotonic(), state) per change: for tests and the demo's timeline;
         # bounded because the appliance runs for months.
         self.history: deque[tuple[float, str]] = deque(maxlen=history_size)
@@ -277,13 +278,25 @@ class LedAnimator:
             await asyncio.wait({task})
 
     def _show(self, frame: Frame) -> bool:
-        """Show one frame; False if the driver failed (logged, not raised)."""
+        """Show one frame; False if the driver failed (logged, not raised). A driver that
+        fails keeps failing: said once, until it shows a frame again."""
         try:
             self._driver.show(frame)
-        except Exception:
+        except Exception as exc:
             # A broken LED must not take the appliance down with it.
-            logger.exception("LEDs failed showing %s", self._state)
+            if not self._failing:
+                self._failing = True
+                logger.error(
+                    "LEDs failed showing %s: %s; they stay as they are until they work again",
+                    self._state,
+                    exc,
+                    exc_info=not isinstance(exc, OSError),  # a device's error: no bug here
+                    extra={"LIVE_ERROR": f"LEDs: {exc}"},
+                )
             return False
+        if self._failing:
+            self._failing = False
+            logger.info("LEDs work again")
         return True
 
     async def _play(self, frames: Sequence[tuple[Frame, float]]) -> None:
