@@ -1,0 +1,181 @@
+"""rev-logs: what an owner reads in the journal (review probes)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Captured, until
+from wire import config_for
+
+from device import logs
+from device.live.session import LiveLink
+from device.outbox import Outbox
+from device.states import Reconnected, SetupComplete
+from rig.server.server import LiveServer
+
+CHECKOUT = str(Path(__file__).resolve().parents[1])
+
+
+@pytest.fixture
+async def live_server(monkeypatch: pytest.MonkeyPatch) -> Any:
+    async with LiveServer(pace=0, reply_seconds=0.2) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
+
+
+@pytest.fixture
+def journal() -> Iterator[Captured]:
+    captured = Captured()
+    handler = logs.journal_handler(sender=captured)
+    handler.addFilter(logs.SessionField())
+    logger = logging.getLogger("device.live")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield captured
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+async def test_a_dropped_connection_is_found_under_its_session(
+    live_server: LiveServer, journal: Captured
+) -> None:
+    """README: `journalctl -u live-appliance LIVE_SESSION=<id>   # one session`."""
+    events: list[Any] = []
+    link = LiveLink(config_for(live_server), Outbox(hold_s=8), events.append, lambda *_: None)
+    link.open(1)
+    try:
+        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+        first_id = link.session_id
+        live_server.drop()
+        await until(lambda: any(isinstance(e, Reconnected) for e in events), within=10)
+    finally:
+        await link.close()
+    for r in journal.records:
+        print(repr(r["MESSAGE"][:70]), r.get("LIVE_SESSION"))
+    lost = [r for r in journal.records if r["MESSAGE"].startswith("connection lost")]
+    assert lost, [r["MESSAGE"] for r in journal.records]
+    assert lost[0].get("LIVE_SESSION") == first_id
+
+
+def test_lines_left_out_are_said_even_when_that_part_falls_silent() -> None:
+    """A burst of tool calls, then none: the journal must still say lines were left out
+    (`LIVE_LINES_LEFT_OUT`), not only if that same logger ever logs again."""
+    captured, now = Captured(), [0.0]
+    handler = logs.journal_handler(sender=captured)
+    handler.addFilter(logs.LineBudget(clock=lambda: now[0]))
+    tools, states = logging.getLogger("device.tools.burst"), logging.getLogger("device.x.states")
+    for logger in (tools, states):
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+    try:
+        for n in range(1000):
+            tools.warning("tool %d: error", n)
+        for _ in range(60):  # an hour of other lines; the tools say no more
+            now[0] += 60.0
+            states.info("idle -> connecting (Pressed)")
+    finally:
+        for logger in (tools, states):
+            logger.removeHandler(handler)
+            logger.propagate = True
+    said = [r for r in captured.records if "LIVE_LINES_LEFT_OUT" in r or "left out" in r["MESSAGE"]]
+    assert said, f"{len(captured.records)} lines, 800 left out, and nothing says so"
+
+
+async def test_a_failing_led_driver_is_one_line_not_a_traceback_per_state(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An SPI write that fails (EIO: a HAT knocked loose) keeps failing; the GPIO
+    transport says so once ("a pin that fails keeps failing: said once")."""
+    from device.hw.leds import PATTERNS, LedAnimator
+
+    class Broken:
+        pixels = 3
+
+        def show(self, frame: Any) -> None:
+            raise OSError(5, "Input/output error")
+
+        def close(self) -> None:
+            pass
+
+    animator = LedAnimator(Broken())
+    states = ["idle", "connecting", "listening", "thinking", "speaking"]
+    assert set(states) <= set(PATTERNS)
+    with caplog.at_level(logging.INFO, logger="device.hw.leds"):
+        for _ in range(20):  # twenty turns
+            for state in states:
+                await animator.show(state)
+                await asyncio.sleep(0)
+    tracebacks = [r for r in caplog.records if r.exc_info or r.exc_text]
+    assert len(caplog.records) <= 2 and not tracebacks, (
+        f"{len(caplog.records)} lines, {len(tracebacks)} tracebacks for one broken driver"
+    )
+
+
+def test_a_journal_stream_that_is_not_stderr_leaves_the_log_on_stderr(tmp_path: Any) -> None:
+    """JOURNAL_STREAM inherited by a shell (a terminal a systemd user service started,
+    `systemd-run`, a test harness) while stderr is a terminal or a file: systemd says to
+    compare it with stderr's device and inode, as `cli._as_error` does. Else every line
+    goes to a journal that is not there, and is silently lost."""
+    probe = (
+        "import logging; from device import logs; logs.setup(); "
+        "logging.getLogger('device.appliance').error('cannot build the Live API client: x')"
+    )
+    err = tmp_path / "stderr"
+    with err.open("w") as sink:
+        env = {"PATH": "/usr/bin:/bin", "JOURNAL_STREAM": "8:12345", "PYTHONPATH": CHECKOUT}
+        subprocess.run([sys.executable, "-c", probe], stderr=sink, env=env, timeout=30,
+                       check=True)  # fmt: skip
+    assert "cannot build the Live API client" in err.read_text()
+
+
+def test_unknown_enum_values_from_the_service_stay_inside_the_log_bounds(
+    tmp_path: Any,
+) -> None:
+    """The SDK warns (warnings.warn, to stderr: the journal, under systemd) for every
+    enum value it does not know, quoting it whole; each distinct text also stays in its
+    __warningregistry__ for good."""
+    script = tmp_path / "flood.py"
+    script.write_text(
+        "import asyncio, json, sys\n"
+        "from types import SimpleNamespace\n"
+        "from google.genai.live import AsyncSession\n"
+        "from device import logs\n"
+        "from device.live.inbound import messages\n"
+        "from websockets.exceptions import ConnectionClosed\n"
+        "from websockets.frames import Close\n"
+        "class Wire:\n"
+        "    def __init__(self, raws): self.raws = raws\n"
+        "    async def recv(self, decode=None):\n"
+        "        if not self.raws: raise ConnectionClosed(Close(1000, ''), None)\n"
+        "        return self.raws.pop(0)\n"
+        "raws = [json.dumps({'serverContent': {'turnComplete': True, 'turnCompleteReason':\n"
+        "        f'R{n}_' + 'x' * 20000}}).encode() for n in range(1000)]\n"
+        "async def main():\n"
+        "    wire = Wire(raws)\n"
+        "    session = AsyncSession(api_client=SimpleNamespace(vertexai=False), websocket=wire)\n"
+        "    try:\n"
+        "        async for _ in messages(session, wire): pass\n"
+        "    except Exception: pass\n"
+        "logs.setup()\n"
+        "asyncio.run(main())\n"
+        "import google.genai._common as c\n"
+        "print(len(getattr(c, '__warningregistry__', {})))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": CHECKOUT}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=60, env=env)  # fmt: skip
+    lines = result.stderr.splitlines()
+    longest = max(map(len, lines), default=0)
+    assert len(lines) <= logs.LineBudget.BURST + 2 and longest <= logs.TEXT_LIMIT + 200, (
+        f"{len(lines)} stderr lines, {len(result.stderr)} characters, longest {longest}"
+    )
+    assert int(result.stdout) < 50, f"{result.stdout.strip()} warning texts held for good"
