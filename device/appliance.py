@@ -23,7 +23,7 @@ from typing import Any, assert_never
 
 from device import logs, workers
 from device.audio.earcons import earcon
-from device.audio.keeper import AudioKeeper
+from device.audio.keeper import AudioKeeper, DriverStuck
 from device.config import Config
 from device.control import ControlError
 from device.hw import gpio_failure
@@ -574,13 +574,20 @@ class Appliance:
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
         """A task of ours that dies takes the daemon down with it, and systemd restarts
         it: better than a box that looks alive (the watchdog still fed) and answers nothing."""
-        if task.cancelled() or task.exception() is None:
+        if task.cancelled() or (exc := task.exception()) is None:
             return
-        log.critical(
-            "%s failed; stopping so that systemd restarts the service",
-            task.get_name(),
-            exc_info=task.exception(),
-        )
+        if isinstance(exc, DriverStuck):  # the hardware's state, not a bug: said in words
+            log.critical(
+                "%s; stopping so that systemd restarts the service",
+                exc,
+                extra={"LIVE_ERROR": str(exc)},
+            )
+        else:
+            log.critical(
+                "%s failed; stopping so that systemd restarts the service",
+                task.get_name(),
+                exc_info=exc,
+            )
         self.failed = True
         self.stopping.set()
 

@@ -179,3 +179,27 @@ def test_unknown_enum_values_from_the_service_stay_inside_the_log_bounds(
         f"{len(lines)} stderr lines, {len(result.stderr)} characters, longest {longest}"
     )
     assert int(result.stdout) < 50, f"{result.stdout.strip()} warning texts held for good"
+
+
+async def test_a_driver_stuck_for_good_is_said_in_one_line_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """README: a driver that never returns from a call: "after a minute the daemon says
+    so and exits with status 1". An expected hardware state, not a bug in the daemon."""
+    from types import SimpleNamespace
+
+    from device.appliance import Appliance
+    from device.audio.keeper import DriverStuck
+
+    async def keep() -> None:
+        raise DriverStuck("the speaker's driver has not returned from a call for 60 s; "
+                          "only a new process can open it again")  # fmt: skip
+
+    task = asyncio.create_task(keep(), name="audio-keeper")
+    await asyncio.wait({task})
+    box = SimpleNamespace(failed=False, stopping=asyncio.Event())
+    with caplog.at_level(logging.INFO):
+        Appliance._on_task_done(box, task)  # type: ignore[arg-type]
+    (record,) = caplog.records
+    assert box.failed and "speaker's driver has not returned" in record.getMessage()
+    assert not record.exc_info, "a traceback for a documented hardware failure"
