@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import subprocess
 import sys
@@ -203,3 +205,53 @@ async def test_a_driver_stuck_for_good_is_said_in_one_line_without_a_traceback(
     (record,) = caplog.records
     assert box.failed and "speaker's driver has not returned" in record.getMessage()
     assert not record.exc_info, "a traceback for a documented hardware failure"
+
+
+def test_a_journal_that_does_not_read_neither_blocks_nor_freezes_the_daemon(
+    tmp_path: Path,
+) -> None:
+    """systemd-python's send blocks in sendmsg while journald's queue is full, holding
+    the GIL: every thread stopped (run /tmp/rev_slow_journal2.py in a mount namespace to
+    see it). The sender waits WAIT_S at most, then leaves lines out and says so."""
+    import socket
+    import struct
+    import threading
+    import time
+
+    path = str(tmp_path / "journal.socket")
+    journald = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    journald.bind(path)  # never reads: hung, or far behind
+    sender = logs.JournalSender(path)
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def other_thread() -> None:  # the speaker's, the microphone's
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.005)
+
+    ticking = threading.Thread(target=other_thread, daemon=True)
+    ticking.start()
+    started = time.monotonic()
+    for n in range(2000):
+        sender(f"line {n}", PRIORITY="6", LIVE_STATE="idle", msg="dropped: not a field name")
+    took = time.monotonic() - started
+    stop.set()
+    ticking.join()
+    assert took < 1.0, f"2000 lines took {took:.1f} s"
+    assert sender.lost > 0
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    assert max(gaps, default=0) < 0.5
+    journald.setblocking(False)
+    received = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            received.append(journald.recv(1 << 20))
+    lost = sender.lost
+    sender("back again\nsecond line", PRIORITY="6")
+    last = journald.recv(1 << 20)
+    text = f"back again\nsecond line ({lost} lines before it lost: the journal was busy)"
+    assert last.startswith(b"MESSAGE\n" + struct.pack("<Q", len(text.encode())) + text.encode())
+    assert f"LIVE_LINES_LOST={lost}\n".encode() in last
+    assert b"msg=" not in received[0] and b"LIVE_STATE=idle\n" in received[0]
+    journald.close()
