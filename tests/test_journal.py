@@ -1,4 +1,6 @@
-"""rev-logs: what an owner reads in the journal (review probes)."""
+"""What an owner reads in the journal: every line of a session findable by its id,
+floods and failing parts said once, nothing lost to a journal that is not there or
+does not read."""
 
 from __future__ import annotations
 
@@ -60,8 +62,6 @@ async def test_a_dropped_connection_is_found_under_its_session(
         await until(lambda: any(isinstance(e, Reconnected) for e in events), within=10)
     finally:
         await link.close()
-    for r in journal.records:
-        print(repr(r["MESSAGE"][:70]), r.get("LIVE_SESSION"))
     lost = [r for r in journal.records if r["MESSAGE"].startswith("connection lost")]
     assert lost, [r["MESSAGE"] for r in journal.records]
     assert lost[0].get("LIVE_SESSION") == first_id
@@ -211,8 +211,8 @@ def test_a_journal_that_does_not_read_neither_blocks_nor_freezes_the_daemon(
     tmp_path: Path,
 ) -> None:
     """systemd-python's send blocks in sendmsg while journald's queue is full, holding
-    the GIL: every thread stopped (run /tmp/rev_slow_journal2.py in a mount namespace to
-    see it). The sender waits WAIT_S at most, then leaves lines out and says so."""
+    the GIL: every thread stopped. The sender waits WAIT_S at most, then leaves lines
+    out and says so."""
     import socket
     import struct
     import threading
@@ -238,7 +238,7 @@ def test_a_journal_that_does_not_read_neither_blocks_nor_freezes_the_daemon(
     took = time.monotonic() - started
     stop.set()
     ticking.join()
-    assert took < 1.0, f"2000 lines took {took:.1f} s"
+    assert took < 10, f"2000 lines took {took:.1f} s (blocking: 50 ms each would be 100 s)"
     assert sender.lost > 0
     gaps = [b - a for a, b in itertools.pairwise(ticks)]
     assert max(gaps, default=0) < 0.5
