@@ -104,6 +104,7 @@ class Plan:
     echo: bool  # cancel the speaker's echo (hands-free)
     noise: bool  # suppress steady noise
     missing: str | None = None  # why a setting that wanted the module cannot have it
+    fell_back: bool = False  # that setting was the hands-free "cancel" (else noise suppression)
 
 
 def plan(
@@ -116,7 +117,8 @@ def plan(
     cancel = mic_during_playback == "cancel"
     missing = unavailable() if (cancel and hands_free) or noise_suppression else None
     if missing is not None:
-        return Plan("gate" if cancel else mic_during_playback, False, False, missing)
+        gate = "gate" if cancel else mic_during_playback
+        return Plan(gate, False, False, missing, fell_back=cancel and hands_free)
     return Plan(mic_during_playback, hands_free and cancel, noise_suppression)
 
 

@@ -228,10 +228,7 @@ def _mic_plan(ctx: Context) -> Result:
         measured += " (push-to-talk: the microphone is open only while the button is held)"
     data = {"mic_during_playback": plan.mic_during_playback, "noise_suppression": plan.noise}
     if plan.missing:
-        # The hands-free fallback from "cancel", or else noise suppression asked for alone.
-        audio, hands_free = ctx.cfg.audio, ctx.cfg.button.mode == "toggle"
-        fell_back = hands_free and audio.mic_during_playback == "cancel"
-        fix = FIX_ECHO if fell_back else FIX_NOISE
+        fix = FIX_ECHO if plan.fell_back else FIX_NOISE
         return Result("echo", Status.WARN, f"{measured}: {plan.missing}", fix, data=data)
     if plan.echo or plan.noise:
         # The module runs here: one frame through it proves the binding loads and works.
