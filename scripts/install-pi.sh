@@ -236,11 +236,11 @@ keep_left_out() {
   [[ -x $VENV/bin/python ]] || return 0
   if ((WITH_CAMERA)) && ! package_installed "$CAMERA_PACKAGE"; then
     WITH_CAMERA=0
-    LEFT_OUT+=("$CAMERA_PACKAGE: left out, as at the last install (--no-camera); apt install it to add one")
+    LEFT_OUT+=("$CAMERA_PACKAGE: left out, as at the last install (--no-camera); apt install it to use a camera")
   fi
   if ((WITH_GPIO)) && ! package_installed "$GPIO_PACKAGE"; then
     WITH_GPIO=0
-    LEFT_OUT+=("$GPIO_PACKAGE: left out, as at the last install (--no-gpio); apt install it to add it")
+    LEFT_OUT+=("$GPIO_PACKAGE: left out, as at the last install (--no-gpio); apt install it to use the button and LEDs")
   fi
   return 0
 }

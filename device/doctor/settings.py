@@ -31,8 +31,8 @@ def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Confi
         found, source = None, None
     cfg = dataclasses.replace(cfg, api_key=found, api_key_source=source)
     data = {"path": str(cfg.path or "")}
-    service_s = config_mod.resolve_path(cli_path)[0] == config_mod.DEFAULT_PATH
-    if service_s and (hidden := _hidden_from_service(cfg)):
+    the_services_own = config_mod.resolve_path(cli_path)[0] == config_mod.DEFAULT_PATH
+    if the_services_own and (hidden := _hidden_from_service(cfg)):
         label, place = hidden[0]
         return Result(
             "config",
