@@ -44,6 +44,16 @@ async def press_and_speak(box: Box, chunks: int = 3) -> None:
     await box.settle()
 
 
+async def ask_and_hear_the_reply_begin(box: Box) -> None:
+    """A question asked (press, words, release) and the first part of its reply playing."""
+    await press_and_speak(box)
+    box.link.deliver(SetupComplete)
+    await box.control.ask("release")
+    box.mic.record(CHUNK)
+    await box.settle()
+    box.link.deliver(ReplyAudio, pcm=REPLY)
+
+
 async def test_a_push_to_talk_turn_from_press_to_idle(tmp_path: Path) -> None:
     async with running(tmp_path) as box:
         box.mic.record(QUIET)  # the moment before the press: the pre-roll
@@ -119,12 +129,7 @@ async def test_a_press_during_a_reply_silences_it_and_its_rest_is_never_heard(
     tmp_path: Path,
 ) -> None:
     async with running(tmp_path) as box:
-        await press_and_speak(box)
-        box.link.deliver(SetupComplete)
-        await box.control.ask("release")
-        box.mic.record(CHUNK)
-        await box.settle()
-        box.link.deliver(ReplyAudio, pcm=REPLY)
+        await ask_and_hear_the_reply_begin(box)
         await box.settle()
         assert REPLY in box.speaker.buffered
         await box.ctl("press")  # the person talks over the reply
@@ -561,12 +566,7 @@ async def test_a_drain_of_one_part_of_a_reply_does_not_end_the_part_that_follows
     the rest still to play."""
     rest = b"\x05\x06" * 2400
     async with running(tmp_path) as box:
-        await press_and_speak(box)
-        box.link.deliver(SetupComplete)
-        await box.control.ask("release")
-        box.mic.record(CHUNK)
-        await box.settle()
-        box.link.deliver(ReplyAudio, pcm=REPLY)
+        await ask_and_hear_the_reply_begin(box)
         box.link.deliver(TurnComplete, more_to_come=True)
         await box.settle()
         box.speaker.play()  # the first part's last sample plays (the writer's drain) ...
@@ -588,12 +588,7 @@ async def test_a_text_turn_over_a_reply_silences_its_audio_already_on_the_way(
     taken, before the machine got to them, played after them as if it were the answer."""
     old = b"\x03\x04" * 2400
     async with running(tmp_path) as box:
-        await press_and_speak(box)
-        box.link.deliver(SetupComplete)
-        await box.control.ask("release")
-        box.mic.record(CHUNK)
-        await box.settle()
-        box.link.deliver(ReplyAudio, pcm=REPLY)
+        await ask_and_hear_the_reply_begin(box)
         await box.settle()
         assert (await box.control.ask("text", text="stop, what time is it?"))["ok"]
         box.link.deliver(ReplyAudio, pcm=old)  # read before the words were handled
