@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from device.errors import ConfigError, ConfigUnreadable, UnusableKey
+from device.errors import ConfigError, ConfigUnreadable, UnusableKey, remember_secret
 from device.live.models import V1ALPHA, check_model_settings
 
 DEFAULT_PATH = Path("/etc/live-appliance/config.toml")
@@ -64,12 +64,14 @@ LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
 
 
 class Secret:
-    """A string that never shows itself in logs, reprs or tracebacks."""
+    """A string that never shows itself in logs, reprs or tracebacks: nor does any text
+    the journal, a state's reason or an error takes it into (whenever it was read)."""
 
     __slots__ = ("_value",)
 
     def __init__(self, value: str) -> None:
         self._value = value
+        remember_secret(value)
 
     def reveal(self) -> str:
         return self._value

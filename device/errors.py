@@ -4,6 +4,7 @@ imports nothing of the package (so no import cycle can run through them)."""
 from __future__ import annotations
 
 import re
+import threading
 
 #: What in an error's text may be a credential: a Gemini key, an ephemeral token, a URL's
 #: key or token parameter (not a traceback's `key=` argument), an authenticating
@@ -17,8 +18,34 @@ _CREDENTIAL = re.compile(
 )
 
 
+#: The keys and tokens read so far (at the start, or at any session since: a token a job
+#: rotates, a key an owner corrected), the latest last: masked whatever their shape (an
+#: access token, a gateway's key), where the pattern above would miss them. At most
+#: REMEMBERED: months of rotated tokens do not pile up, and one long spent is not in use.
+REMEMBERED = 8
+#: Shorter is no real key (a Gemini key has 39 characters): masking it would garble
+#: every line that happens to hold the same letters.
+REMEMBERED_SHORTEST = 10
+_remembered: tuple[str, ...] = ()
+_remembering = threading.Lock()
+
+
+def remember_secret(secret: str) -> None:
+    """Mask `secret` from now on wherever `without_credentials` masks (the journal, the
+    reasons a state and `ctl status` show, configuration errors)."""
+    global _remembered
+    if len(secret) < REMEMBERED_SHORTEST:
+        return
+    with _remembering:
+        kept = tuple(s for s in _remembered if s != secret)
+        _remembered = (*kept, secret)[-REMEMBERED:]
+
+
 def without_credentials(text: str) -> str:
     """`text` with anything that may be a key or token masked."""
+    for secret in _remembered:
+        if secret in text:
+            text = text.replace(secret, "***")
     return _CREDENTIAL.sub(lambda m: (m["param"] or m["header"] or "") + "***", text)
 
 

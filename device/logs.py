@@ -55,8 +55,8 @@ class Redactor(logging.Filter):
         self.secrets = [s for s in secrets if s]
 
     def redact(self, text: str) -> str:
-        """The secrets given, and whatever looks like a key or a token (one read later,
-        a token a job wrote since the start)."""
+        """The secrets given, every key read since (`Secret` remembers it, whatever its
+        shape), and whatever looks like a key or a token."""
         for secret in self.secrets:
             text = text.replace(secret, MASK)
         return without_credentials(text)

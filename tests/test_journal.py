@@ -255,3 +255,71 @@ def test_a_journal_that_does_not_read_neither_blocks_nor_freezes_the_daemon(
     assert f"LIVE_LINES_LOST={lost}\n".encode() in last
     assert b"msg=" not in received[0] and b"LIVE_STATE=idle\n" in received[0]
     journald.close()
+
+
+@pytest.fixture
+def daemon_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The daemon's own handler chain (logs.setup), on stderr, put back afterwards."""
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.delenv(logs.FORMAT_ENV, raising=False)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.captureWarnings(False)
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        "ya29.a0AfB_vertex-like-access-token-0123456789",  # an access token in the file
+        "k3y-of-another-form-0123456789abcdef",  # a key of no known shape
+    ],
+)
+async def test_a_key_read_after_the_start_is_masked_whatever_its_shape(
+    daemon_log: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    later: str,
+) -> None:
+    """The key file is read again at every new session: a key written there since the
+    start, of neither a Gemini key's nor a token's shape, was not among the secrets the
+    log was given at the start, and an error quoting it went out in clear."""
+    from device.config import Config, LiveConfig, Secret
+
+    for name in ("CREDENTIALS_DIRECTORY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    key_file = tmp_path / "token"
+    key_file.write_text("AIza-the-start-key\n")
+    cfg = Config(live=LiveConfig(api_key_file=str(key_file)), api_key=Secret("AIza-the-start-key"))
+    logs.setup(secrets=[cfg.api_key.reveal()])  # type: ignore[union-attr]
+    link = LiveLink(cfg, Outbox(5), on_event=lambda e: None, on_sent=lambda i, t: None)
+    key_file.write_text(later + "\n")  # a job rotated it
+    assert await link._renew_key()
+    log = logging.getLogger("device.live")
+    log.error("refused: %s", {"x-goog-api-key": later})  # an SDK's repr of its headers
+    try:
+        raise RuntimeError(f"handshake failed; sent Token {later}")
+    except RuntimeError:
+        log.exception("the session failed")
+    log.warning("connection lost", extra={"LIVE_ERROR": f"headers: {later!r}"})
+    err = capsys.readouterr().err
+    assert "refused" in err and "the session failed" in err
+    assert later not in err, err
+
+
+def test_the_keys_remembered_for_masking_stay_bounded_over_rotations() -> None:
+    """A token rotated every minute for months: the newest few are masked, no more held."""
+    from device import errors
+
+    rotated = [f"rotated-token-{n:06d}-of-a-job" for n in range(5000)]
+    for token in rotated:
+        errors.remember_secret(token)
+    assert len(errors._remembered) == errors.REMEMBERED
+    assert errors.without_credentials(rotated[-1]) == "***"
+    errors.remember_secret("short")  # no key: masking it would garble other lines
+    assert errors.without_credentials("a short line") == "a short line"
