@@ -8,6 +8,7 @@ button press. The API key is held in a `Secret` whose repr hides it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
@@ -18,7 +19,7 @@ import tomllib
 import types
 import typing
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -350,17 +351,40 @@ def load(
     for (section, setting), (_, value) in from_env.items():
         raw.setdefault(section, {})[setting] = value
     origin = {spot: variable for spot, (variable, _) in from_env.items()}
-    presets = _profile_presets(where, raw.get("hardware", {}))
+    with _naming_variables(origin):
+        presets = _profile_presets(where, raw.get("hardware", {}))
     sections = {
         name: _build_section(where, name, cls, raw.get(name, {}), presets.get(name, {}), origin)
         for name, cls in SECTIONS.items()
     }
     config = Config(**sections, path=path if path.exists() else None)
-    _check_consistency(where, config, whole)
+    with _naming_variables(origin):
+        _check_consistency(where, config, whole)
     if not (whole and key):
         return config
     found, source = find_api_key(config.live)
     return dataclasses.replace(config, api_key=found, api_key_source=source)
+
+
+@contextlib.contextmanager
+def _naming_variables(origin: dict[tuple[str, str], str]) -> Iterator[None]:
+    """A check's ConfigError names the settings it refuses as `[section] key`, after the
+    file: where a variable set one (a drop-in's Environment=), the owner would look for
+    it in a file that does not hold it. The error says which variable did."""
+    try:
+        yield
+    except UnusableKey:
+        raise
+    except ConfigError as exc:
+        message = str(exc)
+        named = [
+            f"environment variable {variable} sets [{section}] {key}"
+            for (section, key), variable in origin.items()
+            if f"[{section}]" in message and re.search(rf"\b{re.escape(key)}\b", message)
+        ]
+        if not named:
+            raise
+        raise ConfigError(f"{message} ({'; '.join(named)})") from None
 
 
 def _read_toml(path: Path, must_exist: bool) -> dict[str, Any]:

@@ -194,6 +194,32 @@ def test_an_override_is_named_by_its_variable(
     )
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "setting"),
+    [
+        ("LIVE_APPLIANCE_LIVE_VOICE", "puck", "[live] voice"),
+        ("LIVE_APPLIANCE_LIVE_API_VERSION", "v2", "[live] api_version"),
+        ("LIVE_APPLIANCE_LIVE_LANGUAGE", "German", "[live] language"),
+        ("LIVE_APPLIANCE_LIVE_BASE_URL", "localhost:8080", "[live] base_url"),
+        ("LIVE_APPLIANCE_LIVE_API_KEY_FILE", "token", "[live] api_key_file"),
+        ("LIVE_APPLIANCE_HARDWARE_PROFILE", "respeaker", "[hardware] profile"),
+        ("LIVE_APPLIANCE_LEDS_PINS", "[5, 6]", "[leds] pins"),
+        ("LIVE_APPLIANCE_BUTTON_PIN", "5", "[button] pin"),
+    ],
+)
+def test_a_value_from_the_environment_the_checks_refuse_is_named_by_its_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, setting: str
+) -> None:
+    """A drop-in's `Environment=LIVE_APPLIANCE_LIVE_VOICE=puck`: the error named the
+    file, where no voice is written, and not the variable that set it."""
+    path = write(tmp_path, "")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path, key=False)
+    message = str(caught.value)
+    assert variable in message and setting in message, message
+
+
 def test_a_variable_for_a_misspelt_section_is_an_error_not_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
