@@ -667,3 +667,20 @@ async def test_a_machine_without_gpio_is_told_so_not_to_check_its_pins(
     for result in (await check_leds(ctx), await check_button(ctx)):
         assert result.status is Status.FAIL and result.fix is not None
         assert "no GPIO that gpiozero can drive" in result.fix and "Check [" not in result.fix
+
+
+async def test_a_check_that_crashes_does_not_show_the_key_its_error_quotes(
+    tmp_path: Path,
+) -> None:
+    """"the check itself failed: ..." prints the exception's text on the owner's terminal
+    (and in --json, which they are told to paste into a report): a key in it, too."""
+    from device.doctor.runner import Check, _run_one
+
+    key = config.Secret("gateway-key-0123456789abcdef").reveal()
+
+    async def crashes(ctx: Context) -> Any:
+        raise RuntimeError(f"cannot sign in: Token {key}")
+
+    ctx = context(tmp_path, Options())
+    result = await _run_one(Check("network", crashes, "reaching the Live API"), ctx)
+    assert "cannot sign in" in result.measured and key not in result.measured

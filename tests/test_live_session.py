@@ -435,3 +435,28 @@ async def test_a_resolver_that_never_answers_is_named_not_a_plain_timeout(
     (failed,) = events
     assert isinstance(failed, ConnectFailed)
     assert failed.reason == f"DNS: the resolver does not answer ({host} not resolved in 1 s)"
+
+
+async def test_a_client_that_cannot_be_built_is_a_reason_without_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reason goes to the error state: `ctl status` and systemctl's STATUS= show it.
+    The journal's line about it was masked; the reason, the exception's text, was not."""
+    from device.live import setup
+
+    key = "gateway-key-0123456789abcdef"
+
+    def refuse(cfg: Config) -> Any:
+        raise ValueError(f"invalid header value {{'x-goog-api-key': {key!r}}}")
+
+    monkeypatch.setattr(setup, "make_client", refuse)
+    events: list[Event] = []
+    link = LiveLink(Config(api_key=Secret(key)), Outbox(5), events.append,
+                    on_sent=lambda i, t: None)  # fmt: skip
+    link.open(1)
+    try:
+        await until(lambda: any(isinstance(e, ConnectionLost) for e in events), within=10)
+    finally:
+        await link.close()
+    (lost,) = [e for e in events if isinstance(e, ConnectionLost)]
+    assert "invalid header value" in lost.reason and key not in lost.reason, lost.reason

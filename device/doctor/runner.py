@@ -26,6 +26,7 @@ from device.doctor.progress import Progress
 from device.doctor.result import CHECK_NAMES, Context, Options, Result, Status
 from device.doctor.service import check_service
 from device.doctor.settings import check_config, check_key
+from device.errors import without_credentials
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ async def _run_one(check: Check, ctx: Context) -> Result:
         return Result(
             check.name,
             Status.FAIL,
-            f"the check itself failed: {type(exc).__name__}: {exc}",
+            f"the check itself failed: {type(exc).__name__}: {without_credentials(str(exc))}",
             f"Report this with the output of live-appliance doctor {check.name} --json.",
         )
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from device import logs
 from device.config import Config, find_api_key, where_to_put_the_key
-from device.errors import ConfigError
+from device.errors import ConfigError, without_credentials
 from device.live.endpoint import timed_out
 from device.live.hooks import Hooks, SpeakerRoom
 from device.live.pacing import Pacing
@@ -231,7 +231,9 @@ class LiveLink:
         except Exception as exc:
             log.error("no session: the Live API client cannot be built: %s: %s",
                       type(exc).__name__, exc)
-            self._on_event(ConnectionLost(session=self._hooks.session, reason=str(exc)))
+            # The reason is the error state's: `ctl status` and systemd's STATUS= show it.
+            reason = without_credentials(str(exc))
+            self._on_event(ConnectionLost(session=self._hooks.session, reason=reason))
             return
         from device.live.errors import describe_failure
 
