@@ -660,9 +660,13 @@ def _check_live(where: str, live: LiveConfig) -> None:
             f"{', '.join(map(repr, served))} (got {live.api_version!r})"
         )
     if live.voice is not None and live.voice not in VOICES:
+        # A name in the wrong case or with a stray space is the likeliest mistake.
+        near = [v for v in VOICES if v.lower() == live.voice.strip().lower()]
+        near = near or difflib.get_close_matches(live.voice.strip().title(), VOICES, 1, 0.8)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
         raise ConfigError(
             f"{where}: [live] voice: must be a prebuilt voice: {', '.join(VOICES)} "
-            f"(got {live.voice!r})"
+            f"(got {live.voice!r}){hint}"
         )
     if live.language is not None and not LANGUAGE_TAG.fullmatch(live.language):
         raise ConfigError(

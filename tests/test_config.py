@@ -672,3 +672,15 @@ def test_the_doctor_says_a_bad_key_file_is_the_keys_trouble_and_checks_the_rest(
     assert checks["config"]["status"] == "PASS"
     assert checks["key"]["status"] == "FAIL" and "space" in checks["key"]["measured"]
     assert checks["echo"]["status"] != "SKIP"
+
+
+@pytest.mark.parametrize(
+    ("voice", "meant"), [("kore", "Kore"), ("PUCK", "Puck"), ("Puck ", "Puck"), ("Aoide", "Aoede")]
+)
+def test_a_voice_in_the_wrong_case_or_misspelt_is_named_as_meant(
+    tmp_path: Path, voice: str, meant: str
+) -> None:
+    """Thirty names in one line, and the owner's nearly among them."""
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(write(tmp_path, f"[live]\nvoice = '{voice}'"))
+    assert str(caught.value).endswith(f"(got {voice!r}); did you mean {meant!r}?")
