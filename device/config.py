@@ -338,8 +338,22 @@ def load(
     where = str(path)
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
+        name, value = unknown[0], raw[unknown[0]]
+        if not isinstance(value, dict):  # `voice = "Puck"` before the first [section] line
+            owner = _owner_of(name)
+            where_it_goes = (
+                f"it is a setting of [{owner}]: write it below the line [{owner}]"
+                if owner
+                else f"no section has a setting {name}"
+            )
+            raise ConfigError(  # not the value: it may be a key pasted in the wrong place
+                f"{where}: {name} = ... is above every section line; {where_it_goes}"
+            )
+        near = [s for s in SECTIONS if s == name.lower()]
+        near = near or difflib.get_close_matches(name.lower(), SECTIONS, 1, 0.75)
+        hint = f" (did you mean [{near[0]}]?)" if near else ""
         raise ConfigError(
-            f"{where}: unknown section [{unknown[0]}]; allowed: {', '.join(SECTIONS)}"
+            f"{where}: unknown section [{name}]{hint}; allowed: {', '.join(SECTIONS)}"
         )
     for name, values in raw.items():
         if not isinstance(values, dict):  # `hardware = "respeaker-2mic"`, `[[audio]]`
@@ -468,6 +482,12 @@ def _field_names(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
+def _owner_of(key: str) -> str | None:
+    """The one section that has a setting `key`; None if none does, or several do."""
+    owners = [name for name, cls in SECTIONS.items() if key in _field_names(cls)]
+    return owners[0] if len(owners) == 1 else None
+
+
 def _profile_presets(where: str, hardware: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The settings the chosen `[hardware] profile` implies, section by section."""
     from device.hw.profiles import PROFILES
@@ -502,7 +522,16 @@ def _build_section(
     unknown = sorted(set(values) - set(fields))
     if unknown:
         key = unknown[0]
-        setting = f" [{name}] {key}" if (name, key) in origin else ""
+        variable = origin.get((name, key))
+        setting = f" [{name}] {key}" if variable else ""
+        if owner := _owner_of(key):  # under the wrong header: say which one is right
+            if variable:
+                place = f"set {ENV_PREFIX}{owner.upper()}_{key.upper()}"
+            else:
+                place = f"write it below the line [{owner}]"
+            raise ConfigError(
+                f"{label(key)}: unknown setting{setting}; it is a setting of [{owner}]: {place}"
+            )
         raise ConfigError(f"{label(key)}: unknown setting{setting}; allowed: {', '.join(fields)}")
     checked = {
         key: _check_value(label(key), hints[key], fields[key], value)

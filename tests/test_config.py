@@ -684,3 +684,27 @@ def test_a_voice_in_the_wrong_case_or_misspelt_is_named_as_meant(
     with pytest.raises(config.ConfigError) as caught:
         config.load(write(tmp_path, f"[live]\nvoice = '{voice}'"))
     assert str(caught.value).endswith(f"(got {voice!r}); did you mean {meant!r}?")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # above every section line: TOML reads it as a top-level key, not a section
+        ('voice = "Puck"\n[live]\n', "voice = ... is above every section line; it is a "
+         "setting of [live]: write it below the line [live]"),
+        ('[audio]\nvolume = 0.5\nvoice = "Puck"\n', "[audio] voice: unknown setting; it is a "
+         "setting of [live]: write it below the line [live]"),
+        ('api_key = "k3y-0123456789"\n', "api_key = ... is above every section line; no "
+         "section has a setting api_key"),
+        ('[Live]\nvoice = "Puck"\n', "unknown section [Live] (did you mean [live]?); allowed: "),
+    ],
+)  # fmt: skip
+def test_a_setting_in_the_wrong_place_says_where_it_belongs(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    """An owner uncommenting a line under the wrong header (or above them all) was told
+    of an unknown section or setting, with no word of where it goes."""
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(write(tmp_path, text))
+    assert expected in str(caught.value), str(caught.value)
+    assert "k3y-0123456789" not in str(caught.value)  # a key in the wrong place stays unsaid
