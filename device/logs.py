@@ -18,7 +18,9 @@ import re
 import socket
 import struct
 import sys
+import threading
 import time
+import types
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -310,6 +312,29 @@ def stderr_is_journal() -> bool:
 _UNKNOWN_VALUE = r"(?s).* is not a valid "
 
 
+def _log_uncaught(
+    kind: type[BaseException], exc: BaseException, tb: types.TracebackType | None
+) -> None:
+    """What nothing caught goes to the log, within its bounds and masked, as an error
+    (`journalctl -p err` shows it), not raw to stderr at the journal's info."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    logging.getLogger("device").critical("uncaught %s", kind.__name__, exc_info=(kind, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    logging.getLogger("device").error(
+        "%s failed: uncaught %s",
+        name,
+        args.exc_type.__name__,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
+
+
 def setup(level: int = logging.INFO, secrets: Iterable[str] = ()) -> None:
     """Send the package's log to the journal when systemd runs us, else to stderr (as the
     journal's fields in JSON lines when LIVE_APPLIANCE_LOG_FORMAT=json). Python's
@@ -330,6 +355,8 @@ def setup(level: int = logging.INFO, secrets: Iterable[str] = ()) -> None:
     root.setLevel(level)
     warnings.filterwarnings("ignore", message=_UNKNOWN_VALUE, module=r"google\.genai\.")
     logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     # The SDK and websockets are chatty at INFO and could echo request details.
     for noisy in ("google_genai", "google.genai", "websockets", "httpx", "picamera2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import subprocess
 import sys
@@ -323,3 +324,32 @@ def test_the_keys_remembered_for_masking_stay_bounded_over_rotations() -> None:
     assert errors.without_credentials(rotated[-1]) == "***"
     errors.remember_secret("short")  # no key: masking it would garble other lines
     assert errors.without_credentials("a short line") == "a short line"
+
+
+def test_what_nothing_caught_is_an_error_line_without_the_key(tmp_path: Any) -> None:
+    """An exception no code caught, on the main thread or another, went raw to stderr:
+    unmasked, unbounded, and at the journal's info priority (`journalctl -p err` missed
+    it). It goes through the log, an error line with the key masked."""
+    key = "AIzaSyThisIsNotARealKeyButShapedLikeOne12"
+    script = tmp_path / "uncaught.py"
+    script.write_text(
+        "import threading\n"
+        "from device import logs\n"
+        "logs.setup()\n"
+        "def fail():\n"
+        f"    raise OSError('device said {key}')\n"
+        "thread = threading.Thread(target=fail, name='camera')\n"
+        "thread.start()\n"
+        "thread.join()\n"
+        f"raise RuntimeError('handshake with {key}')\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": CHECKOUT, "LIVE_APPLIANCE_LOG_FORMAT": "json"}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            env=env, timeout=30)  # fmt: skip
+    assert result.returncode == 1
+    assert key not in result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert [(line["PRIORITY"], line["MESSAGE"].splitlines()[0]) for line in lines] == [
+        (3, "camera failed: uncaught OSError"),
+        (2, "uncaught RuntimeError"),
+    ]
