@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 
 import pytest
@@ -148,3 +149,32 @@ def test_an_edge_after_the_loop_closed_is_dropped_quietly(pin) -> None:
     pin.drive_low()  # must not raise into gpiozero's thread
     button.stop()
     assert seen == []
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+async def test_a_pin_busy_at_the_first_open_opens_at_the_next() -> None:
+    """lgpio's "GPIO busy" (a line another process holds) as gpiozero raises it: the
+    failed open reserves nothing, so the appliance's next try (it retries) gets the pin."""
+    from gpiozero.pins.mock import MockPin
+
+    class BusyOnce(MockPin):
+        busy = True
+
+        def _set_function(self, value: str) -> None:
+            if BusyOnce.busy:
+                raise OSError("GPIO busy")
+            super()._set_function(value)
+
+    with mock_pins(BusyOnce) as factory:
+        events = Events()
+        button = ButtonInput(PIN, events, hold_time=None, bounce_time=None)
+        for _ in range(3):  # each failed try collected with no traceback on stderr
+            with pytest.raises(OSError, match="GPIO busy"):
+                button.start()
+            gc.collect()
+        assert not button.is_pressed
+        BusyOnce.busy = False
+        button.start()
+        factory.pin(PIN).drive_low()
+        assert await events.wait_for(1) == ["pressed"]
+        button.stop()

@@ -3,7 +3,8 @@
 gpiozero calls back from its own threads; each edge is handed to the asyncio
 loop as `callback(event, time.monotonic())` with `loop.call_soon_threadsafe`, so
 the rest of the appliance only ever sees button events on the loop. The pin is
-opened in start() and released in stop(); gpiozero is imported only then.
+opened in start() and released in stop(); gpiozero is imported only then. A start
+that fails (the line busy) raises, and may be tried again.
 
 The pin is a plain `DigitalInputDevice`, and the long press a timer on the loop:
 gpiozero's `Button` keeps a thread for its hold time that wakes ten times a
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -49,8 +51,6 @@ class ButtonInput:
         """Open the pin; events go to `loop`, by default the running one."""
         if self._device is not None:
             return
-        from gpiozero import DigitalInputDevice
-
         loop = self._loop = loop or asyncio.get_running_loop()
 
         def handler(event: str) -> Callable[[], None]:
@@ -61,7 +61,7 @@ class ButtonInput:
 
             return on_edge
 
-        device = DigitalInputDevice(self.pin, pull_up=True, bounce_time=self._bounce_time)
+        device = _input_device()(self.pin, pull_up=True, bounce_time=self._bounce_time)
         device.when_activated = handler(PRESSED)
         device.when_deactivated = handler(RELEASED)
         self._device = device
@@ -97,3 +97,22 @@ class ButtonInput:
     def is_pressed(self) -> bool:
         """Whether the button is down now (False while stopped)."""
         return bool(self._device is not None and self._device.is_active)
+
+
+@functools.cache
+def _input_device() -> type[Any]:
+    """gpiozero's DigitalInputDevice, quiet when one that failed to open is collected.
+
+    A line another process holds fails lgpio's claim, and gpiozero's clean-up of the
+    half-made device claims it again to reset it, which fails too: once in the
+    constructor (whose error is the one raised), and again in `__del__`, which Python
+    prints to stderr as a traceback, "Exception ignored in ... GPIOBase.__del__": the
+    journal, at every try while the appliance waits for its button."""
+    from gpiozero import DigitalInputDevice
+
+    class QuietInputDevice(DigitalInputDevice):
+        def __del__(self) -> None:
+            with contextlib.suppress(Exception):
+                super().__del__()
+
+    return QuietInputDevice
