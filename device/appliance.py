@@ -23,7 +23,7 @@ from typing import Any, assert_never
 
 from device import logs, workers
 from device.audio.earcons import earcon
-from device.audio.keeper import AudioKeeper, DriverStuck
+from device.audio.keeper import REOPEN_MAX_S, AudioKeeper, DriverStuck
 from device.config import Config
 from device.control import ControlError
 from device.hw import gpio_failure
@@ -93,6 +93,10 @@ STATE_HISTORY = 64
 #: a release waits for the microphone's last chunk, so a client sending them as fast as
 #: it can grew the queue without end, with the watchdog's heartbeat stuck behind it.
 PRESSES_WAITING = 16
+#: A button that cannot be opened (its line held by another process at boot, lgpio not
+#: ready yet) is tried again this long after, twice as long after each try that fails, up
+#: to the audio keeper's longest wait: a box nobody restarts answers its button again.
+BUTTON_RETRY_S = 2.0
 #: The speaker's actions, performed ahead of a transition's journal line and LEDs.
 HEARD = (PlayReply, ClearPlayback, SupersedeReply)
 
@@ -147,6 +151,8 @@ class Appliance:
         self.notifier = parts.notifier()
         self.control = parts.control(self._on_control)
         self.button = parts.button(self._on_button)
+        #: Why the button could not be opened, while it is tried again; None once open.
+        self.button_failure: str | None = None
         self.leds: LedAnimator | None = None  # opened once this is the only daemon
         self.stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -299,7 +305,7 @@ class Appliance:
             extra={"LIVE_STATE": str(state), "LIVE_SESSION": self.link.session_id or ""},
         )
         if self.leds is not None:
-            await self.leds.show(state)
+            await self.leds.show(self._led_state())
         self.notifier.status(self.status_line())
         if state is State.ERROR:  # a turn that failed ends here, not at the next press
             self.turns.finish(time.monotonic(), self.link.session_id, failed=True)
@@ -432,9 +438,19 @@ class Appliance:
             self.post(Heartbeat())
             await asyncio.sleep(interval)
 
+    def _led_state(self) -> str:
+        """What the LEDs show: the machine's state, but error rather than idle while the
+        button cannot be opened (a box that looks ready and ignores its button misleads)."""
+        state = self.machine.state
+        if state is State.IDLE and self.button_failure is not None:
+            return str(State.ERROR)
+        return str(state)
+
     def status_line(self) -> str:
         """The state in words, as `systemctl status` and `ctl status` show it."""
         m = self.machine
+        if m.state is State.IDLE and self.button_failure is not None:
+            return f"error: {self.button_failure}"
         return f"error: {m.error}" if m.state is State.ERROR and m.error else str(m.state)
 
     def status(self) -> dict[str, Any]:
@@ -448,7 +464,7 @@ class Appliance:
             "live_client": self.link.prepared,
             "session_id": self.link.session_id,
             "connections": self.link.connections,
-            "faults": sorted(self.machine.faults),
+            "faults": sorted(self.machine.faults | ({"button"} if self.button_failure else set())),
             "timers": sorted(self.machine.timers),
             "outbox_ms": round(self.outbox.held_ms),
             "mic_overflows": self.mic.overflows,
@@ -523,7 +539,7 @@ class Appliance:
             await self._wait_for_microphone()
         self._start(self.audio.keep(), "audio-keeper")
         self._start_button(loop)
-        await leds.show(self.machine.state)
+        await leds.show(self._led_state())
         self._start(self._consume(), "state-machine")
         if self.mic_plan.missing:
             log.warning(
@@ -554,17 +570,45 @@ class Appliance:
         gc.freeze()  # the SDK's modules and models live on too, like the rest of start-up
 
     def _start_button(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The button, or a box driven through `ctl press` only: pins that cannot be
-        opened (no GPIO here, a pin in use) are one journal line, not a crash loop."""
+        """The button, or a box driven through `ctl press` only while its pin cannot be
+        opened (no GPIO yet, a line another process holds): one journal line, the LEDs
+        and `ctl status` in error, and the pin tried again as the audio keeper reopens
+        its devices (a restart by systemd instead would take the box's audio and `ctl
+        press` down with it, every few seconds while the line stays busy)."""
+        if (reason := self._open_button(loop)) is None:
+            return
+        self.button_failure = reason
+        log.error(
+            "%s; the box answers only 'live-appliance ctl press' until it opens "
+            "(tried again in %.3g s, then less and less often)",
+            reason,
+            BUTTON_RETRY_S,
+            extra={"LIVE_ERROR": reason, "LIVE_DEVICE": "button"},
+        )
+        self._start(self._retry_button(loop), "button-retry")
+
+    def _open_button(self, loop: asyncio.AbstractEventLoop) -> str | None:
+        """Open the button's pin; None when it opened, else why not, in words."""
         try:
             self.button.start(loop)
         except Exception as exc:
-            reason = f"button on GPIO {self.cfg.button.pin}: {gpio_failure(exc)}"
-            log.error(
-                "%s; the box answers only 'live-appliance ctl press' until that is fixed",
-                reason,
-                extra={"LIVE_ERROR": reason},
-            )
+            return f"button on GPIO {self.cfg.button.pin}: {gpio_failure(exc)}"
+        return None
+
+    async def _retry_button(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Try the button's pin again, each wait twice the last (up to REOPEN_MAX_S),
+        until it opens; then say so and show the state again."""
+        wait_s = BUTTON_RETRY_S
+        while True:
+            await asyncio.sleep(wait_s)
+            if self._open_button(loop) is None:
+                break
+            wait_s = min(wait_s * 2, max(REOPEN_MAX_S, BUTTON_RETRY_S))
+        self.button_failure = None
+        log.info("button on GPIO %d is back", self.cfg.button.pin, extra={"LIVE_DEVICE": "button"})
+        if self.leds is not None:
+            await self.leds.show(self._led_state())
+        self.notifier.status(self.status_line())
 
     def _start(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)

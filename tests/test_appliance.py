@@ -4,6 +4,7 @@ timers, device faults, the watchdog and start-up, in milliseconds each."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from pathlib import Path
@@ -518,6 +519,52 @@ async def test_a_button_that_cannot_be_opened_leaves_the_box_working(tmp_path: P
     async with running(tmp_path, prepare=no_gpio) as box:
         await press_and_speak(box)
         assert box.state == "connecting" and box.link.opened == [1]
+
+
+async def test_a_button_busy_at_boot_is_said_once_shown_and_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A GPIO line another process holds at boot (or lgpio not ready yet): one journal
+    line, the LEDs and `ctl status` say so, and the pin is tried again until it opens;
+    not a box that never answers its button again while its watchdog is fed."""
+    import device.appliance
+
+    monkeypatch.setattr(device.appliance, "BUTTON_RETRY_S", 0.02, raising=False)
+    caplog.set_level(logging.INFO, "device.appliance")
+
+    def busy(parts) -> None:  # type: ignore[no-untyped-def]
+        parts.made["button"].fails = OSError("GPIO busy")
+
+    async with running(tmp_path, prepare=busy) as box:
+        leds = box.appliance.leds
+        assert leds is not None and leds.state == "error"
+        assert "button" in box.appliance.status()["faults"]
+        assert box.appliance.status_line().startswith("error: button on GPIO")
+        await asyncio.sleep(0.2)  # several tries, all failing
+        box.button.fails = None
+        await until(lambda: box.button.started)
+        await until(lambda: leds.state == "idle")
+        assert "button" not in box.appliance.status()["faults"]
+        assert box.appliance.status_line() == "idle"
+    said = [r for r in caplog.records if "GPIO busy" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert any("button" in r.getMessage() and "back" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_busy_button_still_lets_ctl_press_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the pin is being retried, the box answers `ctl press` (its LEDs follow the
+    conversation) and shows the error again when it is over."""
+
+    def busy(parts) -> None:  # type: ignore[no-untyped-def]
+        parts.made["button"].fails = OSError("GPIO busy")
+
+    async with running(tmp_path, prepare=busy) as box:
+        await press_and_speak(box)
+        assert box.state == "connecting" and box.link.opened == [1]
+        leds = box.appliance.leds
+        assert leds is not None and leds.state == "connecting"
 
 
 async def test_a_button_held_with_nobody_talking_stops_the_microphone_and_the_camera(
