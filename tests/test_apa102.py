@@ -356,3 +356,21 @@ def test_closing_pixels_directly_also_turns_them_off(bus: FakeBus) -> None:
     pixels.show(((1.0, 1.0, 1.0),) * 3)
     pixels.close()
     assert bus.writes[-1] == BLACK3 and bus.devices[0].closed
+
+
+def test_an_spi_device_that_refuses_its_settings_is_closed(
+    bus: FakeBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open /dev/spidev whose speed or mode cannot be set is closed again: py-spidev
+    keeps a reference to every SpiDev it makes, so one left open is never collected."""
+
+    def refuse(self: FakeSpiDev, name: str, value: object) -> None:
+        if name == "max_speed_hz" and getattr(self, "opened", None) is not None:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        object.__setattr__(self, name, value)
+
+    monkeypatch.setattr(FakeSpiDev, "__setattr__", refuse)
+    with pytest.raises(OSError, match="Invalid argument"):
+        open_leds(hat())
+    (device,) = bus.devices
+    assert device.opened is not None and device.closed

@@ -102,8 +102,14 @@ class SpiTransport:
             raise LedsUnavailable(
                 f"no permission to open {path}: run the service in the 'spi' group"
             ) from None
-        self._spi.max_speed_hz = speed_hz
-        self._spi.mode = SPI_MODE
+        try:
+            self._spi.max_speed_hz = speed_hz
+            self._spi.mode = SPI_MODE
+        except BaseException:
+            # py-spidev keeps a reference to each SpiDev it makes: one left open is
+            # never collected, and its descriptor stays open for the process's life.
+            self._spi.close()
+            raise
 
     def write(self, data: bytes) -> None:
         # writebytes2 takes any buffer and splits it at the kernel's spidev bufsiz.
