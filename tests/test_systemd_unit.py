@@ -277,6 +277,16 @@ def test_a_box_that_failed_is_started_again_later(unit: dict) -> None:
     assert f"exit-code/{cli.EXIT_CONFIG}" in condition
 
 
+def test_stopping_the_service_stops_its_pending_retry() -> None:
+    """`systemctl stop live-appliance` (the README's step before the doctor, or an owner
+    who wants the box quiet) must not be undone ten minutes later by a retry armed at
+    the last failure: the stop reaches the timer. Only the stop: a restart of the
+    service must not arm it."""
+    timer = directives(TIMER.read_text())
+    assert timer["Unit"].get("StopPropagatedFrom") == [UNIT.name]
+    assert "PartOf" not in timer["Unit"] and "BindsTo" not in timer["Unit"]
+
+
 def test_the_retry_condition_skips_only_a_configuration_error(tmp_path: Path) -> None:
     """The retry's ExecCondition, run with a stand-in systemctl that answers as
     `systemctl show` would for each way the service can have failed."""
