@@ -26,7 +26,7 @@ from device.audio.earcons import earcon
 from device.audio.keeper import REOPEN_MAX_S, AudioKeeper, DriverStuck
 from device.config import Config
 from device.control import ControlError
-from device.hw import gpio_failure
+from device.hw import gpio_failure, no_pin_driver
 from device.hw.leds import LedAnimator
 from device.mic_feed import MicFeed
 from device.outbox import Item, Outbox, TextsWaiting
@@ -571,11 +571,21 @@ class Appliance:
 
     def _start_button(self, loop: asyncio.AbstractEventLoop) -> None:
         """The button, or a box driven through `ctl press` only while its pin cannot be
-        opened (no GPIO yet, a line another process holds): one journal line, the LEDs
-        and `ctl status` in error, and the pin tried again as the audio keeper reopens
-        its devices (a restart by systemd instead would take the box's audio and `ctl
-        press` down with it, every few seconds while the line stays busy)."""
-        if (reason := self._open_button(loop)) is None:
+        opened: one journal line either way. A board with no pin driver at all (a VM, a
+        box installed --no-gpio) is such a box by design. A pin that fails to open (a
+        line another process holds at boot) shows error on the LEDs and in `ctl status`
+        while idle, and is tried again as the audio keeper reopens its devices (a
+        restart by systemd instead would take the audio and `ctl press` down with it,
+        every few seconds while the line stays busy)."""
+        if (failed := self._open_button(loop)) is None:
+            return
+        reason = f"button on GPIO {self.cfg.button.pin}: {gpio_failure(failed)}"
+        if no_pin_driver(failed):
+            log.error(
+                "%s; the box answers only 'live-appliance ctl press'",
+                reason,
+                extra={"LIVE_ERROR": reason, "LIVE_DEVICE": "button"},
+            )
             return
         self.button_failure = reason
         log.error(
@@ -587,12 +597,12 @@ class Appliance:
         )
         self._start(self._retry_button(loop), "button-retry")
 
-    def _open_button(self, loop: asyncio.AbstractEventLoop) -> str | None:
-        """Open the button's pin; None when it opened, else why not, in words."""
+    def _open_button(self, loop: asyncio.AbstractEventLoop) -> Exception | None:
+        """Open the button's pin; None when it opened, else what it failed with."""
         try:
             self.button.start(loop)
         except Exception as exc:
-            return f"button on GPIO {self.cfg.button.pin}: {gpio_failure(exc)}"
+            return exc
         return None
 
     async def _retry_button(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -603,7 +613,7 @@ class Appliance:
             await asyncio.sleep(wait_s)
             if self._open_button(loop) is None:
                 break
-            wait_s = min(wait_s * 2, max(REOPEN_MAX_S, BUTTON_RETRY_S))
+            wait_s = min(wait_s * 2, REOPEN_MAX_S)
         self.button_failure = None
         log.info("button on GPIO %d is back", self.cfg.button.pin, extra={"LIVE_DEVICE": "button"})
         if self.leds is not None:

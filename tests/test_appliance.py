@@ -512,13 +512,28 @@ async def test_a_second_daemon_stops_before_it_claims_a_pin_or_a_sound_device(
             pass
 
 
-async def test_a_button_that_cannot_be_opened_leaves_the_box_working(tmp_path: Path) -> None:
-    def no_gpio(parts) -> None:  # type: ignore[no-untyped-def]
-        parts.made["button"].fails = RuntimeError("Unable to load any default pin factory!")
+class BadPinFactory(Exception):
+    """gpiozero's, by name: no pin driver at all."""
 
+
+async def test_a_box_without_gpio_is_driven_by_ctl_press_and_not_in_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No pin driver at all (a VM, a box installed --no-gpio): one line, the box idle
+    (not error: it is such a box by design), and no tries again that cannot succeed."""
+
+    def no_gpio(parts) -> None:  # type: ignore[no-untyped-def]
+        parts.made["button"].fails = BadPinFactory("Unable to load any default pin factory!")
+
+    caplog.set_level(logging.INFO, "device.appliance")
     async with running(tmp_path, prepare=no_gpio) as box:
+        assert box.appliance.status_line() == "idle"
+        assert "button" not in box.appliance.status()["faults"]
+        assert not any(t.get_name() == "button-retry" for t in box.appliance._tasks)
         await press_and_speak(box)
         assert box.state == "connecting" and box.link.opened == [1]
+    said = [r for r in caplog.records if "pin factory" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.ERROR
 
 
 async def test_a_button_busy_at_boot_is_said_once_shown_and_tried_again(
@@ -555,7 +570,7 @@ async def test_a_busy_button_still_lets_ctl_press_through(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While the pin is being retried, the box answers `ctl press` (its LEDs follow the
-    conversation) and shows the error again when it is over."""
+    conversation)."""
 
     def busy(parts) -> None:  # type: ignore[no-untyped-def]
         parts.made["button"].fails = OSError("GPIO busy")
