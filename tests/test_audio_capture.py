@@ -14,6 +14,7 @@ from device.audio.capture import (
     FINISH_READ_MS,
     IDLE_READ_MS,
     PAUSED_READ_MS,
+    PRESS_LAG_S,
     RATE,
     Capture,
     QuietGate,
@@ -324,3 +325,63 @@ async def test_a_muted_microphone_hands_over_nothing_and_keeps_nothing(
     assert len(after) >= 5, "chunks flow again"
     assert all(t >= unmuted for _, t in after), "nothing recorded while muted"
     assert max(pcm.rms(data) for data, _ in after) < 0.01, "none of the box's own voice"
+
+
+def numbered(n: int, chunk_ms: int = 20) -> bytes:
+    """A chunk that says which it is."""
+    return np.full(RATE * chunk_ms // 1000, 100 + n, dtype=np.int16).tobytes()
+
+
+def number_of(chunk: bytes) -> int:
+    return int(np.frombuffer(chunk, dtype=np.int16)[0]) - 100
+
+
+async def test_a_press_taken_late_hands_over_everything_from_its_edge_and_nothing_older() -> None:
+    """Between turns the ring keeps PRESS_LAG_S more than the pre-roll: a press the
+    appliance took a second late gets all that was recorded from the button's edge and the
+    pre-roll before it, held or still in the device; none of it twice, nothing older."""
+    handed: list[int] = []
+    capture = Capture(lambda data, t: handed.append(number_of(data)), chunk_ms=20, preroll=5)
+    capture._loop = asyncio.get_running_loop()  # as start() would, without a device
+    now = time.monotonic()
+    times = [now - 2.0 + 0.02 * n for n in range(101)]  # 2 s of 20 ms chunks, up to now
+    for n, t in enumerate(times[:90]):  # read before the press is taken
+        capture._deliver(numbered(n), t)
+    edge = now - 1.005  # the button went down a second before the press is taken
+    held = [number_of(chunk) for chunk, _ in capture.forward(since=edge)]
+    for n, t in enumerate(times[90:], 90):  # waiting in the device: read after forward()
+        capture._deliver(numbered(n), t)
+    await asyncio.sleep(0)
+    first = next(n for n, t in enumerate(times) if t > edge - 0.1)  # a 100 ms pre-roll
+    assert held + handed == list(range(first, 101))
+
+
+async def test_a_press_over_the_box_hands_over_nothing_recorded_before_it() -> None:
+    """Without the pre-roll (the box's own voice before the press), what still waited in
+    the device from before the press is not handed over either."""
+    handed: list[int] = []
+    capture = Capture(lambda data, t: handed.append(number_of(data)), chunk_ms=20, preroll=5)
+    capture._loop = asyncio.get_running_loop()
+    now = time.monotonic()
+    capture._deliver(numbered(0), now - 0.1)
+    assert capture.forward(preroll=False) == []
+    capture._deliver(numbered(1), now - 0.05)  # recorded before the press, read after it
+    capture._deliver(numbered(2), time.monotonic() + 0.02)
+    await asyncio.sleep(0)
+    assert handed == [2]
+
+
+async def test_the_ring_holds_the_lag_between_turns_and_the_pre_roll_while_forwarded() -> None:
+    """Bounded: between turns the pre-roll and PRESS_LAG_S, never more; forwarded with a
+    gate holding silence back, the pre-roll only (what goes out before speech resumes)."""
+    capture = Capture(lambda data, t: None, chunk_ms=20, preroll=5)
+    capture._loop = asyncio.get_running_loop()
+    lag = round(PRESS_LAG_S * 1000 / 20)
+    for n in range(1000):
+        capture._deliver(numbered(n), float(n))
+    assert len(capture._ring) == 5 + lag
+    capture.forward(QuietGate(level=1.0, pause_after=1))
+    assert capture._ring.maxlen == 5
+    capture.hold()
+    assert capture._ring.maxlen == 5 + lag
+    assert Capture(lambda data, t: None)._ring.maxlen == 0, "no pre-roll: forwarded always"

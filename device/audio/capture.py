@@ -9,10 +9,14 @@ Between turns the appliance needs only the last moments before a press (the
 pre-roll). With ``preroll`` set, chunks stay in a small ring on the reader's
 thread until ``forward()``, the loop is not woken for them, and the thread reads
 the device five times a second instead of as its audio arrives: an idle box then
-costs next to nothing beyond the sound card itself. In a hands-free conversation
-the same holds for silence: forwarded with a ``QuietGate``, a microphone that has
-been quiet for a while goes back to the ring (``on_pause`` says so, once) until a
-chunk is loud again, and the ring goes out first.
+costs next to nothing beyond the sound card itself. The ring keeps up to
+PRESS_LAG_S more: the appliance takes a press when it gets to it (after closing
+the last session, say), and ``forward(since=...)`` hands over what was recorded
+from the button's edge on and the pre-roll before it, nothing older. In a
+hands-free conversation the same holds for silence: forwarded with a ``QuietGate``,
+a microphone that has been quiet for a while goes back to the ring (``on_pause``
+says so, once) until a chunk is loud again, and the ring goes out first: only the
+pre-roll of it then.
 
 With a ``cleaner`` (`device.audio.echo.Canceller`) the 16 kHz audio goes through
 echo cancellation and noise suppression on the same thread while it is
@@ -26,6 +30,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 import os
 import select
 import threading
@@ -70,6 +75,12 @@ FINISH_READ_MS = 5
 STALL_MS = 200
 #: The device's buffer, if the card allows it: a reader this late loses nothing.
 BUFFER_S = 2.0
+#: Between turns the ring keeps this much more than the pre-roll: a press the appliance
+#: takes this late (busy switching the camera off, a second or two on a Pi, then closing
+#: the last session, up to CLOSE_TIMEOUT_S) still sends everything said from the button's
+#: edge on. 3 s of 16 kHz audio is 96 KB, kept on the box and never sent unless a press
+#: reaches back to it; a press taken later loses its first words beyond this.
+PRESS_LAG_S = 3.0
 ChunkHandler = Callable[[bytes, float], None]
 Chunks = list[tuple[bytes, float]]
 
@@ -113,7 +124,8 @@ class Capture:
         on_pause: Callable[[], None] | None = None,
         cleaner: Canceller | None = None,
     ) -> None:
-        """`preroll`: hold chunks, keeping the newest `preroll` of them, until forward().
+        """`preroll`: hold chunks until forward(), keeping the newest `preroll` of them and
+        PRESS_LAG_S more (only what forward() is given a press's edge for goes out).
         `on_pause` runs on the loop when a `QuietGate` starts holding the silence back;
         `cleaner`: what the audio goes through while it is forwarded. `device_rate` and
         `channels` force a format (tests); by default the device's best fit."""
@@ -126,9 +138,14 @@ class Capture:
         self.on_chunk = on_chunk
         self.chunk_ms = chunk_ms
         self.chunk_bytes = RATE * chunk_ms // 1000 * 2
-        self._ring: deque[tuple[bytes, float]] = deque(maxlen=preroll or 0)
+        #: Held between turns: the pre-roll and PRESS_LAG_S more (a press taken late);
+        #: while forwarded (a gate holding silence back), the pre-roll only.
+        lag = math.ceil(PRESS_LAG_S * 1000 / chunk_ms)
+        self._held_chunks = 0 if preroll is None else preroll + lag
+        self._preroll_chunks = preroll or 0
+        self._ring: deque[tuple[bytes, float]] = deque(maxlen=self._held_chunks)
         self._preroll_s = (preroll or 0) * chunk_ms / 1000
-        self._forwarded_at = 0.0  # the last forward(): a press
+        self._from = 0.0  # forwarded: chunks recorded up to this are not handed over
         self._forwarding = preroll is None
         self._gate: QuietGate | None = None
         self._until: float | None = None  # finishing: hand over at once, up to this time
@@ -259,23 +276,30 @@ class Capture:
             if self._wake >= 0:
                 os.eventfd_write(self._wake, 1)
 
-    def forward(self, gate: QuietGate | None = None) -> Chunks:
+    def forward(
+        self, gate: QuietGate | None = None, *, since: float | None = None, preroll: bool = True
+    ) -> Chunks:
         """From now on chunks go to ``on_chunk`` (with a gate: unless the microphone is
-        quiet); returns the pre-roll, oldest first."""
+        quiet); returns what was recorded from `since` (the button's edge, time.monotonic();
+        default now) on, after the pre-roll before it (none without `preroll`), oldest first.
+        What was recorded earlier never goes out, held or still waiting in the device."""
+        now = time.monotonic()
+        since = now if since is None else min(since, now)
         with self._ring_lock:
             self._forwarding, self._gate = True, gate
-            self._forwarded_at = time.monotonic()
-            preroll = [chunk for chunk in self._ring if self._in_preroll(chunk[1])]
-            self._ring.clear()
-        self._nudge()  # what the device holds follows at once, the pre-roll's newest part
-        return preroll
+            self._from = since - (self._preroll_s if preroll else 0.0)
+            held = [chunk for chunk in self._ring if self._in_turn(chunk[1])]
+            # Held back from now on only by a gate, and then the pre-roll only.
+            self._ring = deque(maxlen=self._preroll_chunks)
+        self._nudge()  # what the device holds follows at once, the turn's newest part
+        return held
 
-    def _in_preroll(self, t: float) -> bool:
-        """A chunk recorded before the press (its last sample at `t`) goes out only if it
-        is within the pre-roll: between turns the device is read seldom, and what waits
-        in it at the press (up to IDLE_READ_MS of it, the box's own voice at a barge-in)
-        is not the person's turn."""
-        return t > self._forwarded_at - self._preroll_s
+    def _in_turn(self, t: float) -> bool:
+        """A chunk recorded before the button's edge (its last sample at `t`) goes out only
+        if it is within the pre-roll: between turns the device is read seldom, and what
+        waits in it at the press (up to IDLE_READ_MS of it, the box's own voice at a
+        barge-in) is not the person's turn."""
+        return t > self._from
 
     def finish(self, until: float) -> None:
         """Hand over what is recorded up to `until` (time.monotonic()) as soon as it is
@@ -303,12 +327,13 @@ class Capture:
         """Keep chunks in the pre-roll ring again instead of handing them over."""
         with self._ring_lock:
             self._forwarding, self._gate, self._until = False, None, None
+            self._ring = deque(self._ring, maxlen=self._held_chunks)
 
     def _route(self, chunk: bytes, t: float) -> tuple[Chunks, bool]:
         """Under the ring lock: the chunks to hand over now, and whether the gate just paused."""
         if self._muted or t < self._heard_from:
             return [], False
-        if self._forwarding and not self._in_preroll(t):
+        if self._forwarding and not self._in_turn(t):
             return [], False  # read after the press, recorded well before it
         gate = self._gate
         held = not self._forwarding or (gate is not None and gate.paused)
