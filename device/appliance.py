@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any, assert_never
 
 from device import logs, workers
+from device.audio.capture import PRESS_LAG_S
 from device.audio.earcons import earcon
 from device.audio.keeper import REOPEN_MAX_S, AudioKeeper, DriverStuck
 from device.config import Config
@@ -167,10 +168,11 @@ class Appliance:
         self._posted += 1
         self._events.put_nowait(event)
 
-    def _on_button(self, name: str, _t: float) -> None:
-        """A button edge. Past PRESSES_WAITING (a pin that chatters faster than the machine
-        takes its edges) a press is dropped with its release, so the queue stays short and
-        the edges the machine sees still alternate; the release of a press taken passes."""
+    def _on_button(self, name: str, t: float) -> None:
+        """A button edge, seen at `t`. Past PRESSES_WAITING (a pin that chatters faster than
+        the machine takes its edges) a press is dropped with its release, so the queue stays
+        short and the edges the machine sees still alternate; the release of a press taken
+        passes."""
         if name != "pressed" and self._button_dropped:  # the press dropped: all of it
             self._button_dropped = name != "released"
             return
@@ -180,7 +182,7 @@ class Appliance:
                                    PRESSES_WAITING)  # fmt: skip
             return
         edges: dict[str, Pressed | Released | LongPress] = {
-            "pressed": Pressed(),
+            "pressed": Pressed(at=t),  # the person may talk from then on
             "released": Released(),
             "long_press": LongPress(),
         }
@@ -211,7 +213,7 @@ class Appliance:
                     self._presses_over.hit("ctl %s refused: %d presses are waiting", cmd, waiting)
                     return {"ok": False, "error": f"busy: {waiting} presses are waiting already"}
                 self._ctl_pressed = cmd == "press"
-                self._post_press(Pressed() if cmd == "press" else Released())
+                self._post_press(Pressed(at=time.monotonic()) if cmd == "press" else Released())
             case "text":
                 text = request.get("text")
                 if not isinstance(text, str) or not text.strip():
@@ -328,11 +330,18 @@ class Appliance:
                 # 3.11) with its TLS buffers until the cycle collector runs: run it now,
                 # cheaply, since everything from start-up is frozen out of its way.
                 gc.collect()
-            case StartCapture(camera, preroll):
-                self.turns.start(time.monotonic(), self.link.session_id)
+            case StartCapture(camera, preroll, since):
+                now = time.monotonic()
+                self.turns.start(now, self.link.session_id)
+                if since is not None and now - since > PRESS_LAG_S:
+                    log.warning(
+                        "the press was taken %.1f s after the button went down: its first "
+                        "%.1f s are lost",
+                        now - since,
+                        now - since - PRESS_LAG_S,
+                    )
                 gate = self.mic_feed.pause_gate() if self.machine.mode is Mode.TOGGLE else None
-                before = self.mic.forward(gate)
-                self.mic_feed.start(before if preroll else [])
+                self.mic_feed.start(self.mic.forward(gate, since=since, preroll=preroll))
                 if camera:
                     self.camera.start_frames()
             case StartCamera():

@@ -54,6 +54,10 @@ class Earcon(StrEnum):
 class Pressed:
     """The button went down (or `ctl press`)."""
 
+    #: When (time.monotonic()), as the edge was seen: the person may be talking from then
+    #: on, however long the machine takes to get to the press. None: when it is taken.
+    at: float | None = None
+
 
 @dataclass(frozen=True)
 class Released:
@@ -252,6 +256,9 @@ class StartCapture:
     #: A press over the box's own voice: the moments before it are that voice (push-to-talk
     #: has no echo canceller), not the person's first syllable.
     preroll: bool = True
+    #: The press's edge (`Pressed.at`): what was said from then on goes too, however late
+    #: the press was taken. None: from when the capture starts.
+    since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -480,12 +487,12 @@ def _transition(m: Machine, event: Event) -> Step:
 
         case Pressed() if ptt and m.held:
             return m, []  # pressed already (`ctl press` twice): one turn, one earcon
-        case Pressed() if ptt:
-            return _start_talking(m)
+        case Pressed(at) if ptt:
+            return _start_talking(m, at)
         case Pressed() if m.session_open:  # toggle: a second press ends the conversation
             return _hang_up(m)
-        case Pressed():
-            return _start_conversation(m)
+        case Pressed(at):
+            return _start_conversation(m, since=at)
 
         case Released() if ptt and m.held:
             return _stop_talking(m)
@@ -653,8 +660,10 @@ def _connected(m: Machine) -> Step:
     return ready.to(State.THINKING), [StartTimer(Timer.REPLY)]
 
 
-def _start_talking(m: Machine) -> Step:
-    """Push-to-talk press: capture at once; the outbox holds it until the session is ready.
+def _start_talking(m: Machine, at: float | None) -> Step:
+    """Push-to-talk press: capture at once, from the button's edge `at`; the outbox holds
+    it until the session is ready. Over the box's own voice, from when its reply is
+    silenced (it played on from the edge until the machine got to the press).
 
     A button held while nobody talks ends the turn after `end_after_silence_s`, as a
     release would: a stuck button must not keep the microphone open."""
@@ -665,7 +674,8 @@ def _start_talking(m: Machine) -> Step:
         talking, opening = _open(m)
         actions.append(opening)
     over_the_box = m.state is State.SPEAKING
-    actions += [SendActivityStart(), StartCapture(preroll=not over_the_box)]
+    since = None if over_the_box else at
+    actions += [SendActivityStart(), StartCapture(preroll=not over_the_box, since=since)]
     actions.append(PlayEarcon(Earcon.LISTEN_START))
     actions += [StartTimer(Timer.SILENCE), StartTimer(Timer.OPEN_MIC)]
     state = State.LISTENING if talking.connected else State.CONNECTING
@@ -686,10 +696,12 @@ def _stop_talking(m: Machine) -> Step:
     return m.to(state, held=False), actions
 
 
-def _start_conversation(m: Machine, camera: bool = True) -> Step:
-    """Wake button: a hands-free conversation with the server's activity detection."""
+def _start_conversation(m: Machine, camera: bool = True, since: float | None = None) -> Step:
+    """Wake button: a hands-free conversation with the server's activity detection, heard
+    from the button's edge `since`."""
     conversation, opening = _open(m)
-    actions: list[Action] = [CancelTimer(Timer.ERROR), opening, StartCapture(camera)]
+    capture = StartCapture(camera, since=since)
+    actions: list[Action] = [CancelTimer(Timer.ERROR), opening, capture]
     actions += [PlayEarcon(Earcon.LISTEN_START), StartTimer(Timer.SILENCE)]
     actions.append(StartTimer(Timer.OPEN_MIC))
     return conversation.to(State.CONNECTING, reply_done=False), actions

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from device.appliance import Appliance
+from device.audio.capture import Capture
 from device.config import Config
 from device.hw.led_patterns import Frame
 from device.outbox import Item, Outbox
@@ -48,6 +50,7 @@ class FakeMicrophone:
         self.finished_at: float | None = None  # finish(): the release's time
         self.closely = False  # listen_closely(): the box speaks hands-free
         self.muted = False  # mute(): the box speaks with its microphone gated
+        self.since: float | None = None  # forward(): the press's edge
         self._ring: deque[tuple[bytes, float]] = deque(maxlen=preroll)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -76,10 +79,12 @@ class FakeMicrophone:
     def mute(self, muted: bool) -> None:
         self.muted = muted
 
-    def forward(self, gate: object = None) -> list[tuple[bytes, float]]:
-        self.forwarding = True
-        preroll, self._ring = list(self._ring), deque(maxlen=self._ring.maxlen)
-        return preroll
+    def forward(
+        self, gate: object = None, *, since: float | None = None, preroll: bool = True
+    ) -> list[tuple[bytes, float]]:
+        self.forwarding, self.since = True, since
+        held, self._ring = list(self._ring), deque(maxlen=self._ring.maxlen)
+        return held if preroll else []
 
     def listen_closely(self, closely: bool) -> None:
         self.closely = closely
@@ -97,6 +102,25 @@ class FakeMicrophone:
             self.on_chunk(pcm, t)
         else:
             self._ring.append((pcm, t))
+
+
+class DeviceFreeCapture(Capture):
+    """The real Capture (its ring, its pre-roll, its routing) without a device: the test
+    says what the card recorded and when (`record`), read at once as its reader would."""
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self._call(self.delivering.set)
+
+    def close_stream(self) -> None:
+        self._loop = None
+
+    def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
+        return None
+
+    def record(self, pcm: bytes = CHUNK, t: float | None = None) -> None:
+        """One chunk whose last sample was recorded at `t` (default now)."""
+        self._deliver(pcm, time.monotonic() if t is None else t)
 
 
 class FakeSpeaker:
@@ -432,13 +456,25 @@ class Box:
         return reply
 
 
+@dataclass
+class RealCaptureParts(FakeParts):
+    """Fake parts but the microphone: the real Capture, fed by the test (`DeviceFreeCapture`)."""
+
+    def microphone(self, on_chunk, on_overflow, preroll, on_pause):  # type: ignore[no-untyped-def]
+        capture = DeviceFreeCapture(
+            on_chunk, chunk_ms=self.cfg.audio.chunk_ms, preroll=preroll, on_pause=on_pause
+        )
+        return self._keep("mic", capture)
+
+
 @contextlib.asynccontextmanager
 async def running(
     workdir: Path, cfg: Config | None = None, *, watchdog_s: float = 3600.0,
     prepare: Callable[[FakeParts], None] | None = None,
+    parts_class: type[FakeParts] = FakeParts,
 ) -> AsyncIterator[Box]:
     """The real Appliance on fake parts, from start-up (READY) to a clean stop."""
-    parts = FakeParts(cfg or config(), workdir, watchdog_s=watchdog_s)
+    parts = parts_class(cfg or config(), workdir, watchdog_s=watchdog_s)
     appliance = Appliance(parts.cfg, parts)
     if prepare is not None:
         prepare(parts)

@@ -9,8 +9,18 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-from fakes import CHUNK, QUIET, Box, FakeParts, config, running
+from fakes import (
+    CHUNK,
+    QUIET,
+    Box,
+    DeviceFreeCapture,
+    FakeParts,
+    RealCaptureParts,
+    config,
+    running,
+)
 from helpers import until
 
 from device.appliance import PRESSES_WAITING, Appliance
@@ -677,3 +687,52 @@ async def test_a_question_longer_than_the_long_press_reaches_the_service_whole(
         box.mic.record(CHUNK)
         await box.settle()
         assert kinds(box)[-1] == "activity_end" and box.state == "thinking"
+
+
+def numbered(n: int) -> bytes:
+    """A 40 ms chunk that says which it is (quiet: no speech to report)."""
+    return np.full(640, 100 + n, dtype=np.int16).tobytes()
+
+
+def numbers_sent(box: Box) -> list[int]:
+    audio = [item.data for item in box.link.sent() if item.kind == "audio"]
+    return [int(np.frombuffer(data, dtype=np.int16)[0]) - 100 for data in audio]  # type: ignore[arg-type]
+
+
+async def test_a_press_taken_late_still_sends_what_was_said_from_the_button_going_down(
+    tmp_path: Path,
+) -> None:
+    """The person presses while the box is still busy ending the last conversation (its
+    camera switching off, the connection closing) and starts talking at once: what they
+    said from the button's edge, and the pre-roll before it, reaches the service, however
+    late the press was taken; nothing older, and nothing twice. (The pre-roll was counted
+    from when the press was taken: a second of their first words was lost.)"""
+    async with running(tmp_path, parts_class=RealCaptureParts) as box:
+        mic: DeviceFreeCapture = box.parts.made["mic"]
+        await box.ctl("text", text="what time is it")  # a session, opened without the mic
+        box.link.deliver(SetupComplete)
+        box.link.deliver(TurnComplete)
+        await box.settle()
+        assert box.state == "idle" and box.appliance.machine.session_open
+        box.camera.hang = asyncio.Event()  # switching the camera off takes its time
+        box.appliance.post(Timeout(Timer.IDLE))
+        await until(lambda: not box.appliance.machine.session_open)  # busy closing
+        now = time.monotonic()
+        recorded = [now - 2.0 + 0.04 * (n + 1) for n in range(50)]  # 2 s up to now
+        edge = now - 1.01  # the button went down a second ago
+        for n, t in enumerate(recorded):
+            mic.record(numbered(n), t)
+            if n == 30:
+                box.button.on_edge("pressed", edge)
+        await asyncio.sleep(0.05)
+        box.camera.hang.set()  # the close is over: the press is taken now
+        await box.settle()
+        for n in range(50, 53):  # they go on talking
+            mic.record(numbered(n))
+        await box.control.ask("release")
+        mic.record(numbered(53), time.monotonic() + 0.04)  # the chunk holding the release
+        await box.settle()
+        preroll_s = box.appliance.mic_feed.preroll_chunks * 0.04  # 100 ms in whole chunks
+        first = next(n for n, t in enumerate(recorded) if t > edge - preroll_s)
+        assert first == 21
+        assert numbers_sent(box) == list(range(first, 54))

@@ -23,11 +23,12 @@ def run(machine: Machine, *events: s.Event) -> tuple[Machine, list[State], list[
 
 
 def names(actions: list[s.Action]) -> list[str]:
-    """Each action as `snake_name` or `snake_name:argument`, e.g. `start_timer:reply`."""
+    """Each action as `snake_name` or `snake_name:argument`, e.g. `start_timer:reply` (an
+    argument that is None left out)."""
     described = []
     for action in actions:
         name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(action).__name__).lower()
-        args = [str(v) for v in vars(action).values() if not isinstance(v, bytes)]
+        args = [str(v) for v in vars(action).values() if not isinstance(v, bytes | None)]
         described.append(":".join([name, *args]))
     return described
 
@@ -105,6 +106,24 @@ def test_press_during_a_reply_is_a_barge_in() -> None:
     # the rest of the old reply and its end do not change what the person sees
     m, seen, _ = run(m, REPLY, INTERRUPTED, DONE)
     assert seen == [State.LISTENING] * 3
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_the_capture_starts_from_the_buttons_edge_not_from_when_the_press_is_taken(
+    mode: Mode,
+) -> None:
+    """The person talks from the button's edge: the machine may get to the press a second
+    later (busy closing the last session), and the capture reaches back to the edge. Over
+    the box's own voice, from the reply's silencing only: it played on until then."""
+    _, _, actions = run(Machine(mode=mode), s.Pressed(at=12.5))
+    assert [a for a in actions if isinstance(a, s.StartCapture)] == [
+        s.StartCapture(preroll=True, since=12.5)
+    ]
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY)
+    _, _, actions = run(m, s.Pressed(at=20.0))
+    assert [a for a in actions if isinstance(a, s.StartCapture)] == [
+        s.StartCapture(preroll=False, since=None)
+    ]
 
 
 def test_server_interruption_clears_the_speaker() -> None:
