@@ -123,6 +123,9 @@ class Appliance:
         self._presses_over = logs.Overflow(log, "control_presses")
         self._ctl_pressed = False  # the last ctl press taken has not been released yet
         self._button_dropped = False  # the button's last press was dropped: so is its release
+        #: The last release's edge posted (button or ctl): one that came after the edge of a
+        #: press the machine takes only now ends that turn's audio already.
+        self._released_at = float("-inf")
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         #: (time.monotonic(), state, the event that led there), newest last.
@@ -183,12 +186,14 @@ class Appliance:
             return
         edges: dict[str, Pressed | Released | LongPress] = {
             "pressed": Pressed(at=t),  # the person may talk from then on
-            "released": Released(),
+            "released": Released(at=t),
             "long_press": LongPress(),
         }
         self._post_press(edges[name])
 
     def _post_press(self, event: Pressed | Released | LongPress) -> None:
+        if isinstance(event, Released) and event.at is not None:
+            self._released_at = event.at
         if self._presses_waiting < PRESSES_WAITING:  # not a release let through at the bound
             self._presses_over.within()
         self._presses_waiting += 1
@@ -213,7 +218,8 @@ class Appliance:
                     self._presses_over.hit("ctl %s refused: %d presses are waiting", cmd, waiting)
                     return {"ok": False, "error": f"busy: {waiting} presses are waiting already"}
                 self._ctl_pressed = cmd == "press"
-                self._post_press(Pressed(at=time.monotonic()) if cmd == "press" else Released())
+                now = time.monotonic()
+                self._post_press(Pressed(at=now) if cmd == "press" else Released(at=now))
             case "text":
                 text = request.get("text")
                 if not isinstance(text, str) or not text.strip():
@@ -340,8 +346,13 @@ class Appliance:
                         now - since,
                         now - since - PRESS_LAG_S,
                     )
-                gate = self.mic_feed.pause_gate() if self.machine.mode is Mode.TOGGLE else None
-                self.mic_feed.start(self.mic.forward(gate, since=since, preroll=preroll))
+                ptt = self.machine.mode is Mode.PUSH_TO_TALK
+                gate = None if ptt else self.mic_feed.pause_gate()
+                held = self.mic.forward(gate, since=since, preroll=preroll)
+                # Taken so late that the button is up again (its Released waits): the turn
+                # ends at that edge, not with what the microphone heard after it.
+                up = ptt and since is not None and self._released_at > since
+                self.mic_feed.start(held, until=self._released_at if up else None)
                 if camera:
                     self.camera.start_frames()
             case StartCamera():
@@ -350,8 +361,8 @@ class Appliance:
                 self._stop_frames()
                 self.mic_feed.stop()
                 self.mic.hold()
-            case FinishCapture():
-                released = time.monotonic()
+            case FinishCapture(edge):
+                released = time.monotonic() if edge is None else min(edge, time.monotonic())
                 self.turns.released(released)
                 self._stop_frames()
                 self.mic.finish(released)

@@ -130,11 +130,19 @@ class MicFeed:
             self._outbox.put("audio_stream_end")
             self._stream_end_sent = True
 
-    def start(self, preroll: list[tuple[bytes, float]]) -> None:
-        """Capture from now on, beginning with the pre-roll (`Capture.forward()`)."""
-        self._capturing = True
-        for data, _ in preroll:
+    def start(self, held: list[tuple[bytes, float]], until: float | None = None) -> None:
+        """Capture from now on, beginning with what the capture held (`Capture.forward()`:
+        the pre-roll, and what was said from the press's edge). A push-to-talk button that
+        came up before the press was taken (at `until`) ends the turn with the chunk that
+        holds that instant, held or still to come: what followed is not the person's turn."""
+        self._capturing, self._until = True, until
+        self._finished.clear()
+        for data, t in held:
             self._outbox.put("audio", data)
+            if until is not None and t >= until:
+                self._capturing = False
+                self._finished.set()
+                return
 
     def stop(self) -> None:
         self._capturing = False

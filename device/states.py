@@ -63,6 +63,10 @@ class Pressed:
 class Released:
     """The button came up (or `ctl release`)."""
 
+    #: When (time.monotonic()), as the edge was seen: the turn ends there, however long
+    #: the machine takes to get to the release. None: when it is taken.
+    at: float | None = None
+
 
 @dataclass(frozen=True)
 class LongPress:
@@ -269,6 +273,9 @@ class StopCapture:
 @dataclass(frozen=True)
 class FinishCapture:
     """Stop once the sound of the release is in (the chunk holding its instant has gone)."""
+
+    #: The release's edge (`Released.at`); None: now (a turn ended by a timer).
+    released: float | None = None
 
 
 @dataclass(frozen=True)
@@ -494,8 +501,8 @@ def _transition(m: Machine, event: Event) -> Step:
         case Pressed(at):
             return _start_conversation(m, since=at)
 
-        case Released() if ptt and m.held:
-            return _stop_talking(m)
+        case Released(at) if ptt and m.held:
+            return _stop_talking(m, at)
         case Released():
             return m, []
 
@@ -683,11 +690,12 @@ def _start_talking(m: Machine, at: float | None) -> Step:
     return talking.to(state, held=True, spoke=False, reply_done=False, ending=False), actions
 
 
-def _stop_talking(m: Machine) -> Step:
+def _stop_talking(m: Machine, released: float | None = None) -> Step:
+    """The turn ends at the release's edge `released` (None: now)."""
     actions: list[Action] = [
         CancelTimer(Timer.SILENCE),
         CancelTimer(Timer.OPEN_MIC),
-        FinishCapture(),
+        FinishCapture(released),
         SendActivityEnd(),
         PlayEarcon(Earcon.LISTEN_END),
         StartTimer(Timer.REPLY),

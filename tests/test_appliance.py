@@ -699,6 +699,21 @@ def numbers_sent(box: Box) -> list[int]:
     return [int(np.frombuffer(data, dtype=np.int16)[0]) - 100 for data in audio]  # type: ignore[arg-type]
 
 
+async def busy_closing(box: Box) -> DeviceFreeCapture:
+    """The box busy closing a session nobody used (its camera switching off takes its
+    time: until `box.camera.hang` is set); its microphone, for the test to feed."""
+    await box.ctl("text", text="what time is it")  # a session, opened without the mic
+    box.link.deliver(SetupComplete)
+    box.link.deliver(TurnComplete)
+    await box.settle()
+    assert box.state == "idle" and box.appliance.machine.session_open
+    box.camera.hang = asyncio.Event()
+    box.appliance.post(Timeout(Timer.IDLE))
+    await until(lambda: not box.appliance.machine.session_open)
+    mic: DeviceFreeCapture = box.parts.made["mic"]
+    return mic
+
+
 async def test_a_press_taken_late_still_sends_what_was_said_from_the_button_going_down(
     tmp_path: Path,
 ) -> None:
@@ -708,15 +723,7 @@ async def test_a_press_taken_late_still_sends_what_was_said_from_the_button_goin
     late the press was taken; nothing older, and nothing twice. (The pre-roll was counted
     from when the press was taken: a second of their first words was lost.)"""
     async with running(tmp_path, parts_class=RealCaptureParts) as box:
-        mic: DeviceFreeCapture = box.parts.made["mic"]
-        await box.ctl("text", text="what time is it")  # a session, opened without the mic
-        box.link.deliver(SetupComplete)
-        box.link.deliver(TurnComplete)
-        await box.settle()
-        assert box.state == "idle" and box.appliance.machine.session_open
-        box.camera.hang = asyncio.Event()  # switching the camera off takes its time
-        box.appliance.post(Timeout(Timer.IDLE))
-        await until(lambda: not box.appliance.machine.session_open)  # busy closing
+        mic = await busy_closing(box)
         now = time.monotonic()
         recorded = [now - 2.0 + 0.04 * (n + 1) for n in range(50)]  # 2 s up to now
         edge = now - 1.01  # the button went down a second ago
@@ -736,3 +743,32 @@ async def test_a_press_taken_late_still_sends_what_was_said_from_the_button_goin
         first = next(n for n, t in enumerate(recorded) if t > edge - preroll_s)
         assert first == 21
         assert numbers_sent(box) == list(range(first, 54))
+
+
+async def test_a_press_and_its_release_both_taken_late_send_nothing_after_the_release(
+    tmp_path: Path,
+) -> None:
+    """A short question asked whole while the box was busy: the turn is what was said from
+    the press's edge to the release's, not what the microphone heard after the button
+    came up until the box got to the release."""
+    async with running(tmp_path, parts_class=RealCaptureParts) as box:
+        mic = await busy_closing(box)
+        now = time.monotonic()
+        recorded = [now - 2.0 + 0.04 * (n + 1) for n in range(50)]  # 2 s up to now
+        pressed, released = now - 1.51, now - 0.81
+        for n, t in enumerate(recorded):
+            mic.record(numbered(n), t)
+            if n == 13:
+                box.button.on_edge("pressed", pressed)
+            if n == 30:
+                box.button.on_edge("released", released)
+        box.camera.hang.set()  # the close is over: the press and release are taken now
+        await box.settle()
+        mic.record(numbered(50))
+        await box.settle()
+        preroll_s = box.appliance.mic_feed.preroll_chunks * 0.04
+        first = next(n for n, t in enumerate(recorded) if t > pressed - preroll_s)
+        last = next(n for n, t in enumerate(recorded) if t >= released)  # holds the release
+        assert (first, last) == (9, 29)
+        assert numbers_sent(box) == list(range(first, last + 1))
+        assert box.state == "connecting" and not box.appliance.machine.held

@@ -150,3 +150,22 @@ async def test_speech_is_told_twice_a_second_and_an_utterance_only_after_a_pause
         feed.chunk(chunk, now)
     assert told == [(0.0, True), (0.52, False), (1.04, False), (1.56, False), (2.4, False),
                     (3.8, True)]  # fmt: skip
+
+
+async def test_a_release_already_past_ends_the_turn_with_the_held_chunk_that_holds_it() -> None:
+    """A press and its release both taken late: what the capture held from the press's
+    edge goes out up to the chunk holding the release, and nothing after it, held or new;
+    the release then waits for nothing."""
+    box = Outbox(hold_s=5)
+    feed = MicFeed(AudioConfig(chunk_ms=40), box)
+    held = [(b"%d_" % n, 1.0 + CHUNK_S * n) for n in range(10)]
+    feed.start(held, until=1.0 + CHUNK_S * 5.5)
+    feed.chunk(b"later", 2.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await feed.finish(1.0 + CHUNK_S * 5.5)
+    assert loop.time() - started < 0.05
+    assert sent_audio(box) == [b"0_", b"1_", b"2_", b"3_", b"4_", b"5_", b"6_"]
+    feed.start([], until=None)
+    feed.chunk(b"next", 3.0)
+    assert sent_audio(box) == [b"next"]

@@ -126,6 +126,14 @@ def test_the_capture_starts_from_the_buttons_edge_not_from_when_the_press_is_tak
     ]
 
 
+def test_a_release_ends_the_turn_at_its_edge_and_a_timer_now() -> None:
+    m, _, _ = run(Machine(), s.Pressed(at=1.0), SETUP)
+    _, _, actions = run(m, s.Released(at=2.5))
+    assert [a for a in actions if isinstance(a, s.FinishCapture)] == [s.FinishCapture(2.5)]
+    _, _, actions = run(m, s.Timeout(s.Timer.OPEN_MIC))
+    assert [a for a in actions if isinstance(a, s.FinishCapture)] == [s.FinishCapture(None)]
+
+
 def test_server_interruption_clears_the_speaker() -> None:
     m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY)
     m, seen, actions = run(m, INTERRUPTED)
