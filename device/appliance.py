@@ -123,9 +123,9 @@ class Appliance:
         self._presses_over = logs.Overflow(log, "control_presses")
         self._ctl_pressed = False  # the last ctl press taken has not been released yet
         self._button_dropped = False  # the button's last press was dropped: so is its release
-        #: The last release's edge posted (button or ctl): one that came after the edge of a
-        #: press the machine takes only now ends that turn's audio already.
-        self._released_at = float("-inf")
+        #: The edges of the last releases posted (button or ctl), oldest first: the first
+        #: after the edge of a press the machine takes only now ends that turn's audio.
+        self._releases: deque[float] = deque(maxlen=PRESSES_WAITING)
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         #: (time.monotonic(), state, the event that led there), newest last.
@@ -193,7 +193,7 @@ class Appliance:
 
     def _post_press(self, event: Pressed | Released | LongPress) -> None:
         if isinstance(event, Released) and event.at is not None:
-            self._released_at = event.at
+            self._releases.append(event.at)
         if self._presses_waiting < PRESSES_WAITING:  # not a release let through at the bound
             self._presses_over.within()
         self._presses_waiting += 1
@@ -351,8 +351,9 @@ class Appliance:
                 held = self.mic.forward(gate, since=since, preroll=preroll)
                 # Taken so late that the button is up again (its Released waits): the turn
                 # ends at that edge, not with what the microphone heard after it.
-                up = ptt and since is not None and self._released_at > since
-                self.mic_feed.start(held, until=self._released_at if up else None)
+                after = since if ptt and since is not None else float("inf")
+                up = next((edge for edge in self._releases if edge > after), None)
+                self.mic_feed.start(held, until=up)
                 if camera:
                     self.camera.start_frames()
             case StartCamera():

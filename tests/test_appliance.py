@@ -772,3 +772,32 @@ async def test_a_press_and_its_release_both_taken_late_send_nothing_after_the_re
         assert (first, last) == (9, 29)
         assert numbers_sent(box) == list(range(first, last + 1))
         assert box.state == "connecting" and not box.appliance.machine.held
+
+
+async def test_two_questions_asked_while_the_box_was_busy_each_end_at_their_own_release(
+    tmp_path: Path,
+) -> None:
+    """The first turn ends at the first release, not the last one posted. (What the second
+    said before the first was taken went with the first turn's held audio: lost, never
+    sent twice.)"""
+    async with running(tmp_path, parts_class=RealCaptureParts) as box:
+        mic = await busy_closing(box)
+        now = time.monotonic()
+        recorded = [now - 2.0 + 0.04 * (n + 1) for n in range(50)]
+        edges = {8: ("pressed", now - 1.71), 18: ("released", now - 1.31),
+                 28: ("pressed", now - 0.91), 38: ("released", now - 0.51)}  # fmt: skip
+        for n, t in enumerate(recorded):
+            mic.record(numbered(n), t)
+            if n in edges:
+                box.button.on_edge(*edges[n])
+        box.camera.hang.set()
+        await box.settle()
+        sent = box.link.sent()
+        end = [item.kind for item in sent].index("activity_end")
+        first_turn = [
+            int(np.frombuffer(item.data, dtype=np.int16)[0]) - 100  # type: ignore[arg-type]
+            for item in sent[:end]
+            if item.kind == "audio"
+        ]
+        assert first_turn == list(range(4, 18))  # from the pre-roll to the chunk holding R1
+        assert not box.appliance.machine.held
