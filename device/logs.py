@@ -112,8 +112,15 @@ class LineBudget(logging.Filter):
         self._clock = clock
         self._tokens: dict[tuple[str, bool], tuple[float, float]] = {}  # (tokens, when)
         self._left_out: dict[tuple[str, bool], int] = {}
+        #: logging runs a handler's filters outside its lock, on whichever thread logs
+        #: (the loop, the microphone's, gpiozero's, the workers'): the counts are shared.
+        self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        with self._lock:
+            return self._filter(record)
+
+    def _filter(self, record: logging.LogRecord) -> bool:
         now, name = self._clock(), (record.name, record.levelno >= logging.ERROR)
         tokens, then = self._tokens.get(name, (self.BURST, now))
         tokens = min(self.BURST, tokens + (now - then) * self.PER_S)
@@ -231,10 +238,25 @@ class JournalSender:
         data = journal_datagram({"MESSAGE": message, **fields})
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                try:
+                    # Connected, the wait for room is a poll() that sleeps until journald
+                    # reads: unconnected, the socket always polls writable, and the wait
+                    # is sendto() after sendto() failing EAGAIN, a core busy for WAIT_S.
+                    sock.connect(self._path)
+                except OSError:
+                    sock.close()
+                    raise
+                self._sock = sock
             self._sock.settimeout(0.0 if self.lost else self.WAIT_S)
-            self._sock.sendto(data, self._path)
-        except OSError:  # a timeout: journald is behind; ENOENT, ECONNREFUSED: not there
+            self._sock.send(data)
+        except (TimeoutError, BlockingIOError):  # journald is behind
+            self.lost += 1
+            return
+        except OSError:  # ENOENT, ECONNREFUSED: not there (a restart): connect again next
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
             self.lost += 1
             return
         self.lost = 0

@@ -353,3 +353,73 @@ def test_what_nothing_caught_is_an_error_line_without_the_key(tmp_path: Any) -> 
         (3, "camera failed: uncaught OSError"),
         (2, "uncaught RuntimeError"),
     ]
+
+
+def test_lines_left_out_are_counted_safely_from_threads_logging_at_once() -> None:
+    """logging runs a handler's filters outside its lock: two threads whose lines pass
+    just as a flood has ebbed both took its count, and the second's `pop` raised
+    KeyError out of its `log.info()` (the microphone's reader, a task: dead)."""
+    import threading
+
+    clock = [0.0]
+    budget = logs.LineBudget(clock=lambda: clock[0])
+    flood = logging.LogRecord("flood", logging.INFO, __file__, 1, "x", None, None)
+    for _ in range(logs.LineBudget.BURST + 3):
+        budget.filter(flood)
+    clock[0] = 10.0  # the flood is over: its count goes with the next line of anyone's
+    raised: list[BaseException] = []
+
+    def other_thread() -> None:
+        record = logging.LogRecord("other", logging.INFO, __file__, 1, "y", None, None)
+        try:
+            budget.filter(record)
+        except BaseException as exc:
+            raised.append(exc)
+
+    class SwitchesThreads(dict):  # type: ignore[type-arg]
+        """The GIL handed to another thread in the middle of `_ebbed`."""
+
+        switched = False
+
+        def __getitem__(self, key: Any) -> Any:
+            if not SwitchesThreads.switched:
+                SwitchesThreads.switched = True
+                other = threading.Thread(target=other_thread)
+                other.start()
+                other.join(0.2)  # with a lock it waits for this thread's filter to end
+                self.other = other
+            return super().__getitem__(key)
+
+    tokens = SwitchesThreads(budget._tokens)
+    budget._tokens = tokens
+    record = logging.LogRecord("mine", logging.INFO, __file__, 1, "z", None, None)
+    try:
+        budget.filter(record)
+    except KeyError as exc:
+        raised.append(exc)
+    tokens.other.join()
+    assert not raised, raised
+    said = [getattr(record, "LIVE_LINES_LEFT_OUT", 0)]
+    assert sum(said) <= 3
+
+
+def test_a_full_journal_is_waited_for_asleep_not_spinning(tmp_path: Path) -> None:
+    """The socket was not connected: it always polled writable, and the 50 ms wait for a
+    journal that does not read was sendto() after failing sendto(), a core busy the
+    whole time (on a single-core Pi: the audio threads starved for it)."""
+    import socket
+    import time
+
+    path = str(tmp_path / "journal.socket")
+    journald = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    journald.bind(path)  # never reads
+    sender = logs.JournalSender(path)
+    while not sender.lost:
+        sender("filling the queue")
+    sender.lost = 0  # as after a line that got through
+    started, cpu = time.monotonic(), time.thread_time()
+    sender("one more")
+    waited, spent = time.monotonic() - started, time.thread_time() - cpu
+    assert sender.lost == 1 and waited >= logs.JournalSender.WAIT_S * 0.9
+    assert spent < waited / 4, f"{spent * 1000:.0f} ms of CPU in a {waited * 1000:.0f} ms wait"
+    journald.close()
