@@ -1,4 +1,5 @@
-"""Review (rev-echo): where the echo canceller's binding cannot run."""
+"""Where the echo canceller's binding cannot run: the box falls back to the gate, once,
+and the doctor says why."""
 
 from __future__ import annotations
 
