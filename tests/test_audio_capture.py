@@ -195,6 +195,22 @@ async def test_a_quiet_gate_holds_back_silence_and_sends_what_came_before_speech
     assert len(pauses) == 1
 
 
+def test_speech_after_the_box_spoke_takes_no_silence_from_before_it_as_pre_roll() -> None:
+    """Hands-free with the gate: the silence a paused gate kept from before the box spoke
+    is not the moments before the person's first word once it is silent again."""
+    capture = Capture(lambda chunk, t: None, chunk_ms=40, preroll=3)
+    capture.forward(QuietGate(level=0.01, pause_after=1))
+    quiet, loud = bytes(1280), pcm.from_float(np.full(640, 0.5))
+    before = time.monotonic()
+    for n in range(1, 4):  # a quiet room: the gate pauses, the ring keeps the silence
+        capture._route(quiet, before + 0.04 * n)
+    capture.mute(True)  # the box speaks, its microphone gated
+    capture.mute(False)
+    after = time.monotonic() + 0.04
+    handed, _ = capture._route(loud, after)
+    assert handed == [(loud, after)]
+
+
 def test_held_back_silence_is_read_less_often_unless_the_box_speaks() -> None:
     """Between turns and in a silence held back the reader sleeps between reads; while the
     box speaks hands-free (a person may talk over it) and at a release it does not."""

@@ -317,10 +317,14 @@ class Capture:
         """While the box speaks with its microphone gated: what it hears is its own voice,
         never sent, so it is neither handed to the loop nor kept for later, and the device
         is read seldom. Unmuted, what was recorded before is dropped too (a read may bring
-        the last PAUSED_READ_MS of it) and what follows goes on as before."""
+        the last PAUSED_READ_MS of it, a gate's ring the silence before the box spoke) and
+        what follows goes on as before."""
         if not muted:
             self._heard_from = time.monotonic()
-        self._muted = muted
+        with self._ring_lock:
+            if self._forwarding:  # the ring's silence is from before the box spoke
+                self._ring.clear()
+            self._muted = muted
         self._nudge()
 
     def hold(self) -> None:
