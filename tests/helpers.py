@@ -4,16 +4,18 @@ the doctor's output by check, the names of this process's threads, the LED table
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from device import logs
 from device.hw.led_patterns import PATTERNS, Pattern
 from device.hw.leds import LedAnimator, LedDriver
 
@@ -77,6 +79,31 @@ class Captured:
 
     def __call__(self, message: str, /, **fields: Any) -> None:
         self.records.append({"MESSAGE": message, **fields})
+
+
+@contextmanager
+def journal_lines(
+    *names: str, filters: Iterable[logging.Filter] = (), propagate: bool = True
+) -> Iterator[Captured]:
+    """What the loggers `names` would send to the journal at INFO, through the journal
+    handler and `filters`; `propagate=False` keeps their lines from the root's handlers."""
+    captured = Captured()
+    handler = logs.journal_handler(sender=captured)
+    for each in filters:
+        handler.addFilter(each)
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(logger.level, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = propagate
+    try:
+        yield captured
+    finally:
+        for logger, (level, propagated) in zip(loggers, saved, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagated
 
 
 def closed_port() -> int:

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import numpy as np
 import pytest
 from google import genai
 from google.genai import errors, types
-from helpers import Captured, run_cli, until
+from helpers import Captured, journal_lines, run_cli, until
 from speech import (
     FRAME_S,
     MIC_RATE,
@@ -46,7 +45,6 @@ from speech import (
 )
 from wire import at, config_for, function_names, instruction, searches, tool_responses
 
-from device import logs
 from device.audio import pcm
 from device.config import Config, find_api_key
 from device.control import request
@@ -382,15 +380,8 @@ async def test_the_local_server_refuses_what_each_model_does_not_take(
 @pytest.fixture
 def journal() -> Iterator[Captured]:
     """What the live link's logger would send to the journal."""
-    captured = Captured()
-    handler = logs.journal_handler(sender=captured)
-    logger = logging.getLogger("device.live")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield captured
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    with journal_lines("device.live") as captured:
+        yield captured
 
 
 async def spoken_turn(live_server: LiveServer, log_transcripts: bool, speech_ms: int) -> None:

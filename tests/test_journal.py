@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Captured, until
+from helpers import Captured, journal_lines, until
 from wire import config_for
 
 from device import logs
@@ -37,16 +37,8 @@ async def live_server(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 @pytest.fixture
 def journal() -> Iterator[Captured]:
-    captured = Captured()
-    handler = logs.journal_handler(sender=captured)
-    handler.addFilter(logs.SessionField())
-    logger = logging.getLogger("device.live")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield captured
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    with journal_lines("device.live", filters=[logs.SessionField()]) as captured:
+        yield captured
 
 
 async def test_a_dropped_connection_is_found_under_its_session(
@@ -71,24 +63,15 @@ async def test_a_dropped_connection_is_found_under_its_session(
 def test_lines_left_out_are_said_even_when_that_part_falls_silent() -> None:
     """A burst of tool calls, then none: the journal must still say lines were left out
     (`LIVE_LINES_LEFT_OUT`), not only if that same logger ever logs again."""
-    captured, now = Captured(), [0.0]
-    handler = logs.journal_handler(sender=captured)
-    handler.addFilter(logs.LineBudget(clock=lambda: now[0]))
+    now = [0.0]
+    budget = logs.LineBudget(clock=lambda: now[0])
     tools, states = logging.getLogger("device.tools.burst"), logging.getLogger("device.x.states")
-    for logger in (tools, states):
-        logger.addHandler(handler)
-        logger.propagate = False
-        logger.setLevel(logging.INFO)
-    try:
+    with journal_lines(tools.name, states.name, filters=[budget], propagate=False) as captured:
         for n in range(1000):
             tools.warning("tool %d: error", n)
         for _ in range(60):  # an hour of other lines; the tools say no more
             now[0] += 60.0
             states.info("idle -> connecting (Pressed)")
-    finally:
-        for logger in (tools, states):
-            logger.removeHandler(handler)
-            logger.propagate = True
     said = [r for r in captured.records if "LIVE_LINES_LEFT_OUT" in r or "left out" in r["MESSAGE"]]
     assert said, f"{len(captured.records)} lines, 800 left out, and nothing says so"
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Captured
+from helpers import Captured, journal_lines
 
 from device import logs
 from device.service import Notifier
@@ -304,25 +304,16 @@ def test_a_press_over_a_reply_ends_its_turn_with_a_line_of_its_own(journal: Capt
 def test_a_flood_of_lines_from_one_part_is_cut_and_the_rest_of_the_box_still_logs() -> None:
     """A service calling tools every 5 ms wrote 3000 warnings in 18 s, a client hammering
     ctl 739 lines a second: journald's own limit would then drop lines blindly."""
-    captured, now = Captured(), [0.0]
-    handler = logs.journal_handler(sender=captured)
-    handler.addFilter(logs.LineBudget(clock=lambda: now[0]))
+    now = [0.0]
+    budget = logs.LineBudget(clock=lambda: now[0])
     tools, states = logging.getLogger("device.tools.flood"), logging.getLogger("device.states.x")
-    for logger in (tools, states):
-        logger.addHandler(handler)
-        logger.propagate = False
-        logger.setLevel(logging.INFO)
-    try:
+    with journal_lines(tools.name, states.name, filters=[budget], propagate=False) as captured:
         for n in range(1000):
             tools.warning("tool %d: error", n)
         tools.error("a failure is not left out: errors have a budget of their own")
         states.info("idle -> connecting (Pressed)")
         now[0] += 2.0  # ten lines' worth of budget back
         tools.warning("tool 1000: error")
-    finally:
-        for logger in (tools, states):
-            logger.removeHandler(handler)
-            logger.propagate = True
     messages = [r["MESSAGE"] for r in captured.records]
     assert messages[: logs.LineBudget.BURST] == [f"tool {n}: error" for n in range(200)]
     assert messages[logs.LineBudget.BURST :] == [
