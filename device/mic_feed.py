@@ -139,10 +139,17 @@ class MicFeed:
         self._finished.clear()
         for data, t in held:
             self._outbox.put("audio", data)
-            if until is not None and t >= until:
-                self._capturing = False
-                self._finished.set()
+            if self._reached_end(t):
                 return
+
+    def _reached_end(self, t: float) -> bool:
+        """Whether the chunk recorded until `t` is the turn's last (it holds `_until`):
+        capture stops with it, and a finish() waiting for it is told."""
+        if self._until is None or t < self._until:
+            return False
+        self._capturing = False
+        self._finished.set()
+        return True
 
     def stop(self) -> None:
         self._capturing = False
@@ -173,9 +180,7 @@ class MicFeed:
         """One chunk from the capture's reader (on the loop), recorded until time `t`."""
         if not self._capturing:
             return  # handed over just before capture stopped
-        if self._until is not None and t >= self._until:  # the turn's last chunk
-            self._capturing = False
-            self._finished.set()
+        self._reached_end(t)
         if self.gated:
             self._over_the_box(data)
             data = self._while_speaking(data)
