@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import threading
 
+#: What a masked credential reads as, wherever it is masked.
+MASK = "***"
 #: What in an error's text may be a credential: a Gemini key, an ephemeral token, a URL's
 #: key or token parameter (not a traceback's `key=` argument), an authenticating
 #: header's value (websockets quotes it whole when it cannot send it). Kept to what
@@ -45,8 +47,8 @@ def without_credentials(text: str) -> str:
     """`text` with anything that may be a key or token masked."""
     for secret in _remembered:
         if secret in text:
-            text = text.replace(secret, "***")
-    return _CREDENTIAL.sub(lambda m: (m["param"] or m["header"] or "") + "***", text)
+            text = text.replace(secret, MASK)
+    return _CREDENTIAL.sub(lambda m: (m["param"] or m["header"] or "") + MASK, text)
 
 
 class ConfigError(Exception):

@@ -25,12 +25,11 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from device.errors import without_credentials
+from device.errors import MASK, without_credentials
 
 FIELD_PREFIX = "LIVE_"
 FORMAT_ENV = "LIVE_APPLIANCE_LOG_FORMAT"
 SYSLOG_IDENTIFIER = "live-appliance"
-MASK = "***"
 #: The most characters of a record's message and of each LIVE_* field, and of a
 #: traceback: what a service or a local user can make the box log (a close reason, a
 #: tool's name, an exception quoting a frame) is cut here, whichever code logs it.
