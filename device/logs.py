@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from device.errors import MASK, without_credentials
+from device.service import connected_datagram
 
 FIELD_PREFIX = "LIVE_"
 FORMAT_ENV = "LIVE_APPLIANCE_LOG_FORMAT"
@@ -237,16 +238,7 @@ class JournalSender:
         data = journal_datagram({"MESSAGE": message, **fields})
         try:
             if self._sock is None:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                try:
-                    # Connected, the wait for room is a poll() that sleeps until journald
-                    # reads: unconnected, the socket always polls writable, and the wait
-                    # is sendto() after sendto() failing EAGAIN, a core busy for WAIT_S.
-                    sock.connect(self._path)
-                except OSError:
-                    sock.close()
-                    raise
-                self._sock = sock
+                self._sock = connected_datagram(self._path)
             self._sock.settimeout(0.0 if self.lost else self.WAIT_S)
             self._sock.send(data)
         except (TimeoutError, BlockingIOError):  # journald is behind

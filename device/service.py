@@ -27,27 +27,45 @@ STATUS_LIMIT = 200
 class Notifier:
     """Sends sd_notify messages to the socket systemd gave this process, if any."""
 
+    #: How long a message waits for room in systemd's socket; none while messages are
+    #: being left out (PID 1 busy, a daemon-reload on a slow SD card).
+    WAIT_S = 0.05
+
     def __init__(self, environ: dict[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self.address = _socket_address(env.get("NOTIFY_SOCKET", ""))
         self.watchdog_s = _watchdog_interval(env)
         self._sock: socket.socket | None = None
         self._status: str | None = None
+        self.lost = 0
 
     @property
     def enabled(self) -> bool:
         return self.address is not None
 
     def send(self, *fields: str) -> None:
-        """One datagram with `KEY=value` lines; a failure is logged, never raised."""
+        """One datagram with `KEY=value` lines, never blocking the caller for more than
+        WAIT_S: a message systemd cannot take is left out, the first of a run logged
+        once, and the next that gets through carries the latest STATUS= again."""
         if self.address is None:
             return
+        if self.lost and self._status and not any(f.startswith("STATUS=") for f in fields):
+            fields = (*fields, f"STATUS={self._status}")
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto("\n".join(fields).encode(), self.address)
+                self._sock = connected_datagram(self.address)
+            self._sock.settimeout(0.0 if self.lost else self.WAIT_S)
+            self._sock.send("\n".join(fields).encode())
         except OSError as exc:
-            log.warning("cannot notify systemd: %s", exc)
+            if not isinstance(exc, (TimeoutError, BlockingIOError)):
+                self.close()  # gone (systemd re-executed): connect again next time
+            if not self.lost:
+                log.warning("cannot notify systemd: %s", exc)
+            self.lost += 1
+            return
+        if self.lost:
+            log.info("systemd takes notifications again (%d left out)", self.lost)
+            self.lost = 0
 
     def ready(self, status: str) -> None:
         self._status = _one_line(status)
@@ -74,6 +92,19 @@ class Notifier:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+def connected_datagram(address: str | bytes) -> socket.socket:
+    """A unix datagram socket connected to one of systemd's: a wait for room in it is a
+    poll() that sleeps until the reader reads (unconnected, the socket always polls
+    writable, and a wait is sendto() after sendto() failing EAGAIN, a core kept busy)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.connect(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _socket_address(value: str) -> str | bytes | None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +56,45 @@ def test_abstract_socket_addresses_are_understood() -> None:
         notifier.close()
     finally:
         server.close()
+
+
+def test_a_notify_socket_nobody_reads_does_not_hold_the_box(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PID 1 busy (a daemon-reload on an SD card): its socket fills, and a state change
+    must not wait for it. What it cannot take is left out, said in one line, and the
+    first message through carries the latest status."""
+    caplog.set_level(logging.INFO, logger="device.service")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "notify")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        server.bind(path)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        notifier = Notifier(environ={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+        done = threading.Event()
+
+        def change_states() -> None:
+            for n in range(2000):
+                notifier.status(f"state {n}")
+            done.set()
+
+        worker = threading.Thread(target=change_states, daemon=True)
+        worker.start()
+        try:
+            assert done.wait(30), "a full notify socket held the caller"
+            assert "cannot notify systemd" in caplog.text
+            server.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                while True:  # systemd reads again: the next message reaches it
+                    server.recv(4096)
+            notifier.watchdog()
+            server.settimeout(2)
+            assert server.recv(4096).decode().splitlines() == ["WATCHDOG=1", "STATUS=state 1999"]
+            assert "left out" in caplog.text
+            assert caplog.text.count("cannot notify systemd") == 1
+        finally:
+            notifier.close()
+            server.close()
 
 
 def test_status_is_sent_only_when_it_changes(notify_socket: NotifySocket) -> None:
