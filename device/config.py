@@ -344,7 +344,7 @@ def load(
             where_it_goes = (
                 f"it is a setting of [{owner}]: write it below the line [{owner}]"
                 if owner
-                else f"no section has a setting {name}"
+                else _not_a_key_setting(name) or f"no section has a setting {name}"
             )
             raise ConfigError(  # not the value: it may be a key pasted in the wrong place
                 f"{where}: {name} = ... is above every section line; {where_it_goes}"
@@ -482,6 +482,22 @@ def _field_names(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
+#: Names an owner gives the key when writing it into the configuration, where it does not go.
+KEY_SETTING_NAMES = frozenset(
+    {"api_key", "apikey", "key", "token", "gemini_api_key", "google_api_key"}
+)
+
+
+def _not_a_key_setting(name: str) -> str | None:
+    """Where the key goes, when `name` is what an owner calls it in the configuration."""
+    if name.lower().replace("-", "_") not in KEY_SETTING_NAMES:
+        return None
+    return (
+        f"the API key does not go in the configuration: put it alone in {INSTALLED_KEY_FILE}"
+        f" (sudoedit {INSTALLED_KEY_FILE}), or name a file holding it with [live] api_key_file"
+    )
+
+
 def _owner_of(key: str) -> str | None:
     """The one section that has a setting `key`; None if none does, or several do."""
     owners = [name for name, cls in SECTIONS.items() if key in _field_names(cls)]
@@ -532,6 +548,8 @@ def _build_section(
             raise ConfigError(
                 f"{label(key)}: unknown setting{setting}; it is a setting of [{owner}]: {place}"
             )
+        if not variable and (elsewhere := _not_a_key_setting(key)):
+            raise ConfigError(f"{label(key)}: unknown setting; {elsewhere}")
         raise ConfigError(f"{label(key)}: unknown setting{setting}; allowed: {', '.join(fields)}")
     checked = {
         key: _check_value(label(key), hints[key], fields[key], value)

@@ -694,8 +694,8 @@ def test_a_voice_in_the_wrong_case_or_misspelt_is_named_as_meant(
          "setting of [live]: write it below the line [live]"),
         ('[audio]\nvolume = 0.5\nvoice = "Puck"\n', "[audio] voice: unknown setting; it is a "
          "setting of [live]: write it below the line [live]"),
-        ('api_key = "k3y-0123456789"\n', "api_key = ... is above every section line; no "
-         "section has a setting api_key"),
+        ('api_key = "k3y-0123456789"\n', "api_key = ... is above every section line; the "
+         "API key does not go in the configuration: put it alone in /etc/live-appliance/api-key"),
         ('[Live]\nvoice = "Puck"\n', "unknown section [Live] (did you mean [live]?); allowed: "),
     ],
 )  # fmt: skip
@@ -708,3 +708,17 @@ def test_a_setting_in_the_wrong_place_says_where_it_belongs(
         config.load(write(tmp_path, text))
     assert expected in str(caught.value), str(caught.value)
     assert "k3y-0123456789" not in str(caught.value)  # a key in the wrong place stays unsaid
+
+
+@pytest.mark.parametrize(
+    "text",
+    [f'[live]\n{name} = "{KEY}"\n' for name in ("api_key", "GEMINI_API_KEY", "token")],
+    ids=["api_key", "as-the-variable", "token"],
+)
+def test_a_key_written_into_the_config_says_where_it_goes(tmp_path: Path, text: str) -> None:
+    """The first place an owner puts a key is config.toml: listing the allowed settings
+    (api_key_file among them) would lead them to write the key there next."""
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(write(tmp_path, text))
+    assert "put it alone in /etc/live-appliance/api-key" in str(caught.value)
+    assert "allowed:" not in str(caught.value) and KEY not in str(caught.value)
