@@ -463,6 +463,9 @@ def systemctl(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         ({"LoadState": "not-found"}, Status.SKIP, "not installed as a service"),
         ({"LoadState": "loaded", "ActiveState": "failed", "SubState": "failed",
           "NRestarts": "5", "ExecMainStatus": "1"}, Status.FAIL, "failed (failed), 5 restarts"),
+        ({"LoadState": "loaded", "ActiveState": "failed", "SubState": "failed",
+          "Result": "start-limit-hit", "NRestarts": "4", "ExecMainStatus": "0"}, Status.FAIL,
+         "failed (failed), 4 restarts"),
         ({"LoadState": "loaded", "ActiveState": "inactive", "SubState": "dead",
           "NRestarts": "0", "ExecMainStatus": "0"}, Status.WARN, "inactive (dead)"),
         ({"LoadState": "loaded", "ActiveState": "active", "SubState": "running",
@@ -479,6 +482,9 @@ async def test_service_states(
         context(tmp_path, Options(), control={"socket": "/nonexistent/sock"})
     )
     assert result.status is status and words in result.measured
+    if props.get("ActiveState") == "failed":  # a restart alone is refused past the limit
+        limited = props.get("Result") == "start-limit-hit"
+        assert result.fix is not None and ("reset-failed" in result.fix) == limited
 
 
 async def test_service_running_and_answering_passes(systemctl: Any, tmp_path: Path) -> None:

@@ -9,10 +9,17 @@ from device.doctor.daemon import one_line, running_status
 from device.doctor.result import Context, Result, Status
 
 UNIT = "live-appliance"
-PROPERTIES = ("LoadState", "ActiveState", "SubState", "NRestarts", "ExecMainStatus")
+PROPERTIES = ("LoadState", "ActiveState", "SubState", "Result", "NRestarts", "ExecMainStatus")
 TIMEOUT_S = 5.0
 
 FIX_JOURNAL = f"journalctl -u {UNIT} -n 50 shows why; then sudo systemctl restart {UNIT}."
+#: Past the unit's StartLimitBurst (5 starts in 10 minutes, the owner's own included) systemd
+#: refuses every start, a restart by hand too, until the failure is reset.
+FIX_START_LIMIT = (
+    f"It was started too often (5 times in 10 minutes, your own restarts included) and "
+    f"systemd refuses to start it again until: sudo systemctl reset-failed {UNIT} && "
+    f"sudo systemctl start {UNIT} (journalctl -u {UNIT} -n 50 shows why it stopped)."
+)
 
 
 async def systemctl_show() -> dict[str, str] | str:
@@ -61,7 +68,9 @@ async def check_service(ctx: Context) -> Result:
         f"{props.get('ExecMainStatus', '?')}{said}"
     )
     if active == "failed":
-        return Result("service", Status.FAIL, measured, FIX_JOURNAL, data=data)
+        limited = props.get("Result") == "start-limit-hit"
+        fix = FIX_START_LIMIT if limited else FIX_JOURNAL
+        return Result("service", Status.FAIL, measured, fix, data=data)
     if active != "active":
         return Result(
             "service",
