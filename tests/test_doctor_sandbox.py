@@ -1,17 +1,27 @@
 """The doctor judges the service's files as the service sees them: its unit hides home
 directories (ProtectHome=yes) and gives it a /tmp of its own (PrivateTmp=yes), so a file
-the owner can read there is one the service cannot."""
+the owner can read there is one the service cannot; it runs as its own user, who may not
+read a file only root may; and it takes the installer's key first."""
 
 from __future__ import annotations
 
+import asyncio
+import grp
 import os
+import pwd
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from device import config
-from device.doctor.result import Status
-from device.doctor.settings import check_config
+from device.doctor import settings
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
+from device.doctor.settings import check_config, check_key
 
 
 @pytest.fixture
@@ -80,3 +90,81 @@ def test_a_config_named_on_the_command_line_is_not_the_services(tmp_path: Path) 
         assert result.status is Status.PASS, result
     finally:
         persona.unlink()
+
+
+@pytest.fixture
+def service_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The installer's `live-appliance` user and group (990), in audio, video, gpio, spi."""
+    gids = {"live-appliance": 990, "audio": 29, "video": 44, "gpio": 997, "spi": 999}
+    real_user, real_group = pwd.getpwnam, grp.getgrnam
+
+    def getpwnam(name: str) -> Any:
+        if name == "live-appliance":
+            return pwd.struct_passwd((name, "x", 990, 990, "", "/nonexistent", "/sbin/nologin"))
+        return real_user(name)
+
+    def getgrnam(name: str) -> Any:
+        return grp.struct_group((name, "x", gids[name], [])) if name in gids else real_group(name)
+
+    monkeypatch.setattr(pwd, "getpwnam", getpwnam)
+    monkeypatch.setattr(grp, "getgrnam", getgrnam)
+
+
+@pytest.fixture
+def etc_dir() -> Iterator[Path]:
+    """A directory every user may search, as /etc/live-appliance is (tmp_path is not)."""
+    place = Path(tempfile.mkdtemp(prefix="live-appliance-etc-", dir="/tmp"))
+    place.chmod(0o755)
+    yield place
+    shutil.rmtree(place)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a file of root's needs root")
+@pytest.mark.parametrize("setting", ["system_instruction_file", "api_key_file"])
+@pytest.mark.parametrize(("group", "mode", "status"), [
+    (0, 0o600, Status.WARN), (990, 0o640, Status.PASS), (0, 0o644, Status.PASS),
+])  # fmt: skip
+def test_a_file_only_root_may_read_is_a_warning(
+    service_config: Path,
+    service_user: None,
+    etc_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+    group: int,
+    mode: int,
+    status: Status,
+) -> None:
+    """`sudo live-appliance doctor` reads a persona or token file made 0600 by root (a token
+    job with umask 077); the service, its own user, exits 2 at every start."""
+    named = etc_dir / "file.txt"
+    named.write_text("AIza-0123456789abcdefgh\n" if setting == "api_key_file" else "A teapot.\n")
+    os.chown(named, 0, group)
+    named.chmod(mode)
+    service_config.write_text(f'[live]\n{setting} = "{named}"\n')
+    monkeypatch.setattr(settings, "HIDDEN_FROM_SERVICE", ())  # /tmp: about the mode only
+    result, cfg = check_config(None)
+    assert cfg is not None
+    assert result.status is status, result
+    if status is Status.WARN:
+        assert str(named) in result.measured and "live-appliance" in result.measured
+        assert result.fix is not None and f"chmod 0640 {named}" in result.fix
+
+
+def test_a_key_file_the_installers_key_shadows_is_a_warning(
+    service_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service reads its credential (the installer's file) before [live] api_key_file;
+    `sudo live-appliance doctor`, outside systemd, reads api_key_file first: it tested a
+    token the box never uses, and said PASS."""
+    installed = tmp_path / "api-key"
+    installed.write_text("AIza-old-installers-key-0123\n")
+    monkeypatch.setattr(config, "INSTALLED_KEY_FILE", installed)
+    token = tmp_path / "token"
+    token.write_text("auth_tokens/new-minted-token-0123\n")
+    service_config.write_text(f'[live]\napi_key_file = "{token}"\n')
+    result = asyncio.run(check_key(Context(config.load(), Options(), Progress(spinner=False))))
+    assert result.status is Status.WARN, result
+    assert str(installed) in result.measured and "AIza" not in result.measured
+    installed.write_text("")  # as the README says: empty it, and the token is the key
+    result = asyncio.run(check_key(Context(config.load(), Options(), Progress(spinner=False))))
+    assert result.status is Status.PASS, result

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from device import cli, config
+from device.doctor.settings import SERVICE_GROUPS, SERVICE_USER
 from rig.unit import directives
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,9 +123,9 @@ def test_the_daemon_is_supervised_without_a_restart_storm(unit: dict) -> None:
 
 def test_the_daemon_gets_its_key_sockets_state_and_groups(unit: dict) -> None:
     service = unit["Service"]
-    assert service["User"] == ["live-appliance"]
-    assert service["Group"] == ["live-appliance"]
-    assert service["SupplementaryGroups"] == ["audio video gpio spi"]
+    # The doctor judges the service's files as this user and these groups.
+    assert service["User"] == service["Group"] == [SERVICE_USER]
+    assert service["SupplementaryGroups"] == [" ".join(SERVICE_GROUPS)]
     assert service["LoadCredential"] == [f"{config.CREDENTIAL_NAME}:/etc/live-appliance/api-key"]
     runtime = PurePosixPath("/run") / service["RuntimeDirectory"][0]
     assert PurePosixPath(config.ControlConfig().socket).parent == runtime

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import grp
 import os
+import pwd
+import stat
+from pathlib import Path
 
 from device import config as config_mod
 from device.config import Config
@@ -32,6 +36,17 @@ def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Confi
     cfg = dataclasses.replace(cfg, api_key=found, api_key_source=source)
     data = {"path": str(cfg.path or "")}
     the_services_own = config_mod.resolve_path(cli_path)[0] == config_mod.DEFAULT_PATH
+    if the_services_own and (unreadable := _unreadable_by_service(cfg)):
+        label, place = unreadable[0]
+        return Result(
+            "config",
+            Status.WARN,
+            f"{measured}; the service (user {SERVICE_USER}) may not read {label} {place}: "
+            "only its owner, or a group the service is not in, may",
+            f"sudo chgrp {SERVICE_USER} {place} && sudo chmod 0640 {place} (and let the "
+            "service into the directories above it).",
+            data=data | {"unreadable": dict(unreadable)},
+        ), cfg
     if the_services_own and (hidden := _hidden_from_service(cfg)):
         label, place = hidden[0]
         return Result(
@@ -68,6 +83,66 @@ def _hidden_from_service(cfg: Config) -> list[tuple[str, str]]:
     return hidden
 
 
+#: Who the installed service runs as: its unit's User=, Group= and SupplementaryGroups=.
+SERVICE_USER = "live-appliance"
+SERVICE_GROUPS = ("audio", "video", "gpio", "spi")
+
+
+def _service_identity() -> tuple[int, set[int]] | None:
+    """The service user's uid and groups, on a box the installer made it on."""
+    try:
+        user = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return None
+    gids = {user.pw_gid}
+    for name in SERVICE_GROUPS:
+        try:
+            gids.add(grp.getgrnam(name).gr_gid)
+        except KeyError:
+            continue
+    return user.pw_uid, gids
+
+
+def _allows(info: os.stat_result, uid: int, gids: set[int], bit: int) -> bool:
+    """The mode bits of `info` give `bit` (4 read, 1 search) to uid with gids (no ACLs)."""
+    if uid == 0:
+        return True
+    if info.st_uid == uid:
+        return bool(info.st_mode >> 6 & bit)
+    if info.st_gid in gids:
+        return bool(info.st_mode >> 3 & bit)
+    return bool(info.st_mode & bit)
+
+
+def _unreadable_by_service(cfg: Config) -> list[tuple[str, str]]:
+    """The files the configuration names that exist but the service user may not read:
+    the doctor runs as root (sudo) and reads them; the service exits 2 at every start."""
+    identity = _service_identity()
+    if identity is None:
+        return []
+    uid, gids = identity
+    found = []
+    for label, place in (
+        ("[live] api_key_file", cfg.live.api_key_file),
+        ("[live] system_instruction_file", cfg.live.system_instruction_file),
+    ):
+        if not place or place.startswith("~"):
+            continue
+        path = Path(os.path.normpath(place))
+        try:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                continue  # the configuration's check says what is wrong with it
+            barred = not _allows(info, uid, gids, 4) or any(
+                not _allows(parent.stat(), uid, gids, 1) for parent in path.parents
+            )
+        except OSError:  # not written yet (a token), or not ours to judge
+            continue
+        if barred:
+            found.append((label, place))
+    return found
+
+
 async def check_key(ctx: Context) -> Result:
     """An API key, an ephemeral token or Vertex AI credentials: where from, never what."""
     cfg = ctx.cfg
@@ -95,12 +170,45 @@ async def check_key(ctx: Context) -> Result:
     assert cfg.api_key is not None  # require_credentials saw to it
     token = cfg.api_key.reveal().startswith(config_mod.TOKEN_PREFIX)
     kind = "ephemeral token" if token else "API key"
+    if shadowed := _shadowed_by_the_credential(cfg):
+        return Result(
+            "key",
+            Status.WARN,
+            f"{kind} from {cfg.api_key_source} (not shown); but the service takes its "
+            f"credential, a copy of {config_mod.INSTALLED_KEY_FILE}, first: it uses "
+            f"{shadowed}, not this one",
+            f"Empty {config_mod.INSTALLED_KEY_FILE} (sudo truncate -s 0 "
+            f"{config_mod.INSTALLED_KEY_FILE}) and restart the service, so that it reads "
+            "[live] api_key_file.",
+            data={"kind": kind, "source": cfg.api_key_source},
+        )
     return Result(
         "key",
         Status.PASS,
         f"{kind} from {cfg.api_key_source} (not shown)",
         data={"kind": kind, "source": cfg.api_key_source},
     )
+
+
+def _shadowed_by_the_credential(cfg: Config) -> str | None:
+    """Outside the service (`sudo live-appliance doctor`) [live] api_key_file is read before
+    the installer's key file; the service reads that file's copy, its credential, first.
+    What the service uses instead of the key found here, when the two differ."""
+    if os.environ.get("CREDENTIALS_DIRECTORY") or cfg.path != config_mod.DEFAULT_PATH:
+        return None
+    if not cfg.live.api_key_file or not (cfg.api_key_source or "").startswith("api_key_file"):
+        return None
+    try:
+        installed = config_mod.read_text(
+            config_mod.INSTALLED_KEY_FILE,
+            config_mod.KEY_FILE_LIMIT,
+            str(config_mod.INSTALLED_KEY_FILE),
+        ).strip()
+    except (OSError, ConfigError):
+        return None
+    if not installed or cfg.api_key is None or installed == cfg.api_key.reveal():
+        return None
+    return f"the key in {config_mod.INSTALLED_KEY_FILE}"
 
 
 def _vertex_credentials(cfg: Config) -> Result:
