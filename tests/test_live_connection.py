@@ -34,6 +34,8 @@ from device.states import (
     Machine,
     Mode,
     PlayReply,
+    Pressed,
+    Released,
     ReplyAudio,
     State,
     TurnComplete,
@@ -258,6 +260,33 @@ async def test_an_interruption_of_the_reply_the_person_is_hearing_is_reported() 
         TurnComplete(session=SESSION, talked_over=True),  # the end of the reply cut short
     ]
     assert not turn.in_flight
+
+
+
+async def test_old_audio_arriving_while_the_new_press_is_held_does_not_steal_its_reply() -> None:
+    """Press, release; the box thinks. Press again (activityStart on the wire); before the
+    service has read it, a chunk of the first turn's reply arrives while the button is
+    still down (ignored: the person talks). The person lets go; then the service's
+    interrupted/turnComplete for the first turn come, then the answer to the second.
+    The box must think on until that answer: never idle in between."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    turn.sent("activity_start")
+    turn.sent("activity_end")  # turn 1 awaits its reply
+    seen.events.append(Pressed())
+    turn.sent("activity_start")  # turn 2: the button is down
+    conn._dispatch(audio(b"\x01\x00" * 100))  # turn 1's, sent before the service saw it
+    seen.events.append(Released())
+    turn.sent("activity_end")
+    conn._dispatch(content(interrupted=True))  # turn 1's end
+    conn._dispatch(content(turn_complete=True))
+    conn._dispatch(audio(b"\x05\x00" * 100))  # the answer to turn 2
+    conn._dispatch(content(turn_complete=True))
+    machine = Machine(state=State.THINKING, session_open=True, session=SESSION, connected=True)
+    machine, played, states = replay(seen.events, machine)
+    assert played == [b"\x05\x00" * 100]
+    assert State.IDLE not in states, f"the LEDs showed idle before the answer: {states}"
+
 
 
 def reply_parts(*parts: types.Part) -> types.LiveServerMessage:

@@ -264,6 +264,15 @@ class Connection:
         if turn.superseded:
             hooks.on_event(ReplyAudio(session=session, pcm=pcm, talked_over=True))
             return
+        if turn.earlier_unanswered and turn.activity_open:
+            # The newest turn is still being spoken (no activityEnd yet): nothing can be its
+            # answer. This is an earlier turn's, sent before the service read the press: not
+            # to be heard, and its end (interrupted, turnComplete) is not the newest turn's.
+            turn.earlier_unanswered -= 1
+            turn.superseded = True
+            turn.update()
+            hooks.on_event(ReplyAudio(session=session, pcm=pcm, talked_over=True))
+            return
         turn.earlier_unanswered = 0  # the reply that comes is the newest turn's
         replaces = False
         if not turn.replying:
