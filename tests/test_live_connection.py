@@ -288,6 +288,71 @@ async def test_old_audio_arriving_while_the_new_press_is_held_does_not_steal_its
     assert State.IDLE not in states, f"the LEDs showed idle before the answer: {states}"
 
 
+async def test_an_interrupted_after_the_reply_ended_does_not_swallow_the_next_reply() -> None:
+    """Hands-free: the reply came whole (turnComplete), and plays from the speaker; then an
+    `interrupted` comes with nothing left in flight (the person talked over the rest, or a
+    stray one: googleapis/python-genai#2333 shows them right after a turnComplete). No
+    turnComplete of its own follows: the answer to what the person said, when it comes, is
+    a new reply and must be heard."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    conn._dispatch(audio(b"\x01\x00" * 100))
+    conn._dispatch(content(turn_complete=True))  # the reply came whole
+    conn._dispatch(content(interrupted=True))  # nothing in flight any more
+    assert not turn.in_flight
+    conn._dispatch(audio(b"\x07\x00" * 100))  # the next reply
+    conn._dispatch(content(turn_complete=True))
+    machine = Machine(mode=Mode.TOGGLE, state=State.LISTENING, session_open=True,
+                      session=SESSION, connected=True)  # fmt: skip
+    machine, played, _ = replay(seen.events, machine)
+    assert b"\x07\x00" * 100 in played, "the next reply was swallowed as the old one's rest"
+
+
+async def test_push_to_talk_after_a_stray_interrupted_the_next_question_is_answered() -> None:
+    """The same in push-to-talk: a reply came whole, then an `interrupted` with nothing in
+    flight. The next question's answer must be heard (it was swallowed whole, the box
+    thinking until reply_timeout_s and then the error earcon)."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    turn.sent("activity_start")
+    turn.sent("activity_end")
+    conn._dispatch(audio(b"\x01\x00" * 100))
+    conn._dispatch(content(turn_complete=True))
+    conn._dispatch(content(interrupted=True))  # stray: nothing in flight
+    seen.events.append(Pressed())  # the next question
+    turn.sent("activity_start")
+    seen.events.append(Released())
+    turn.sent("activity_end")
+    conn._dispatch(audio(b"\x07\x00" * 100))  # its answer
+    conn._dispatch(content(turn_complete=True))
+    machine = Machine(state=State.THINKING, session_open=True, session=SESSION, connected=True)
+    machine, played, states = replay(seen.events, machine)
+    assert b"\x07\x00" * 100 in played, f"the answer was never heard; states {states}"
+
+
+async def test_a_stray_interrupted_and_its_turn_complete_do_not_end_the_next_question() -> None:
+    """An interrupted turn ends with interrupted then turnComplete: after a reply that came
+    whole, the pair ends nothing of the next question, asked before it arrives."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    turn.sent("activity_start")
+    turn.sent("activity_end")
+    conn._dispatch(audio(b"\x01\x00" * 100))
+    conn._dispatch(content(turn_complete=True))
+    seen.events.append(Pressed())  # the next question
+    turn.sent("activity_start")
+    seen.events.append(Released())
+    turn.sent("activity_end")
+    conn._dispatch(content(interrupted=True))  # stray: nothing of the last reply in flight
+    conn._dispatch(content(turn_complete=True))  # ... and its end
+    assert turn.in_flight, "the next question's reply is still awaited"
+    conn._dispatch(audio(b"\x07\x00" * 100))  # its answer
+    conn._dispatch(content(turn_complete=True))
+    machine = Machine(state=State.THINKING, session_open=True, session=SESSION, connected=True)
+    machine, played, states = replay(seen.events, machine)
+    assert b"\x07\x00" * 100 in played
+    assert State.IDLE not in states[: states.index(State.SPEAKING)], states
+
 
 def reply_parts(*parts: types.Part) -> types.LiveServerMessage:
     return content(model_turn=types.Content(parts=list(parts)))
@@ -485,3 +550,21 @@ async def test_a_turn_that_never_ends_keeps_a_bounded_transcript(
 @pytest.mark.parametrize("time_left", ["1.2.3s", ".s", "s", "soon"])
 def test_a_go_away_with_a_time_it_cannot_read_means_now(time_left: str) -> None:
     assert _seconds(time_left) == 0.0
+
+
+async def test_an_interrupted_after_a_tool_call_ends_that_turn_not_the_reply_before() -> None:
+    """A reply came whole; the next generation began with a tool call (no audio yet), and
+    the person talked over it: that interrupted and its turnComplete end that turn (a
+    late word on the reply before would end nothing)."""
+    seen, turn, session = Seen(), WireTurn(), ToolAnswers()
+    conn = connection(seen, turn, session)
+    async with asyncio.TaskGroup() as group:
+        conn._group = group
+        conn._dispatch(audio(b"\x01\x00" * 100))
+        conn._dispatch(content(turn_complete=True))
+        conn._dispatch(tool_call("t", 1))
+        conn._dispatch(content(interrupted=True))
+        conn._dispatch(content(turn_complete=True))
+    ends = [e for e in seen.events if isinstance(e, Interrupted | TurnComplete)]
+    cut_short = TurnComplete(session=SESSION, talked_over=True)
+    assert ends[-2:] == [Interrupted(session=SESSION), cut_short]

@@ -240,6 +240,7 @@ class Connection:
         if message.server_content is not None:
             self._content(message.server_content)
         if message.tool_call is not None:
+            self._turn.last_reply_whole = False  # a new generation: an interrupted is its own
             self._start_tools(message.tool_call.function_calls or [])
         if message.tool_call_cancellation is not None:
             for call_id in message.tool_call_cancellation.ids or []:
@@ -274,6 +275,7 @@ class Connection:
             hooks.on_event(ReplyAudio(session=session, pcm=pcm, talked_over=True))
             return
         turn.earlier_unanswered = 0  # the reply that comes is the newest turn's
+        turn.last_reply_whole = turn.stray_end_due = False
         replaces = False
         if not turn.replying:
             turn.replying, turn.handle_fresh = True, False
@@ -292,6 +294,8 @@ class Connection:
             hooks.on_event(SpeechHeard())
         if content.output_transcription is not None and content.output_transcription.text:
             turn.said.add(content.output_transcription.text)
+        if self._late_word_on_a_whole_reply(content):
+            return
         ends = content.interrupted or content.turn_complete
         if turn.earlier_unanswered and ends and not turn.superseded:
             turn.earlier_unanswered -= 1
@@ -319,8 +323,26 @@ class Connection:
             hooks.on_event(TurnComplete(session=session, more_to_come=True))
         elif content.turn_complete:
             self._end_turn()
+            turn.last_reply_whole = True
             self.completed_turns += 1
             hooks.on_event(TurnComplete(session=session))
+
+    def _late_word_on_a_whole_reply(self, content: types.LiveServerContent) -> bool:
+        """An interrupted after a reply that came whole (its turnComplete before it; it may
+        still be playing), and the turnComplete that follows it: it stops the speaker
+        unless a newer turn awaits its reply, and ends nothing of that turn. Whether it was
+        this (then nothing more of the message is to be done)."""
+        turn = self._turn
+        if content.interrupted and turn.last_reply_whole:
+            turn.last_reply_whole = False
+            turn.stray_end_due = not content.turn_complete
+            if not turn.in_flight:
+                self._hooks.on_event(Interrupted(session=self._hooks.session))
+            return True
+        if content.turn_complete and turn.stray_end_due:
+            turn.stray_end_due = False
+            return True
+        return False
 
     def _end_turn(self) -> None:
         self._turn.log_words()

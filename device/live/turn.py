@@ -64,6 +64,13 @@ class WireTurn:
     #: uplink): that many ends (an interrupted or a turnComplete before any audio, up to
     #: its turnComplete) are earlier turns', not the newest one's.
     earlier_unanswered: int = 0
+    #: The last reply ended with its turnComplete and no reply audio came since: an
+    #: interrupted now is the service's late word on it (seen right after a turnComplete),
+    #: and ends nothing of a turn asked since.
+    last_reply_whole: bool = False
+    #: Such an interrupted came alone: the turnComplete that follows an interrupted may
+    #: still come, before any reply, and is its end, not the next turn's.
+    stray_end_due: bool = False
     handle_fresh: bool = True  # a resumption handle came after the last turn
     #: The person said something new since the last reply ended (the service's
     #: transcription of it, or a text turn): the next reply answers it, and whatever is
@@ -130,6 +137,7 @@ class WireTurn:
         will not come. The words of the turn cut short still reach the journal."""
         self.awaiting_reply = self.replying = self.superseded = False
         self.earlier_unanswered, self.new_words = 0, False
+        self.last_reply_whole = self.stray_end_due = False
         self.tools_running = 0
         self.log_words()
         self.update()
