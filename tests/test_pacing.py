@@ -93,3 +93,21 @@ def test_a_service_moving_every_connection_on_is_no_failure_unless_at_once() -> 
         waits.append(wait)
         now += wait + 0.1
     assert waits[:4] == [0.5, 1.0, 2.0, 4.0] and now <= 16
+
+
+def test_the_time_a_connection_worked_is_not_time_spent_failing() -> None:
+    """Wi-Fi dropping every 20 s while a person holds the button (no turn completes): each
+    drop gets its tries; a streak of connections dying young still ends as before."""
+    pacing = Pacing(give_up_after_s=30, jitter=lambda: 1.0)
+    now = 0.0
+    for drop in range(1, 6):
+        now += 20.0  # a connection that worked for 20 s, no turn completed on it
+        pacing.ended(lasted_s=20.0, completed_turn=False)
+        wait = pacing.wait(now)
+        assert wait is not None, f"drop {drop}: given up without a try"
+        now += wait
+    assert pacing.attempts == 5  # one streak all along: the backoff kept growing
+    while (wait := pacing.wait(now)) is not None:  # then every try dies at once
+        pacing.ended(lasted_s=0.1, completed_turn=False)
+        now += wait + 0.1
+    assert pacing.streak_s(now) >= 30

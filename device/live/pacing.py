@@ -5,8 +5,8 @@ not be hammered: the backoff grows with every connection that dies young and
 survives the successful setups in between. It starts afresh only once a
 connection has proved itself (it carried a completed turn, stayed up STABLE_S,
 or was moved on by the service's goAway after MOVED_AFTER_S). A streak of
-failures that lasts `give_up_after_s` ends the session: the box shows an error
-and waits for the next press.
+failures that lasts `give_up_after_s`, not counting the time its connections
+were up, ends the session: the box shows an error and waits for the next press.
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ class Pacing:
         prompt try; one that died young, by the backoff."""
         if completed_turn or lasted_s >= STABLE_S or (moved and lasted_s >= MOVED_AFTER_S):
             self.settled()
+        elif self._since is not None and lasted_s >= MOVED_AFTER_S:
+            # The time it worked is not time spent failing: the streak's clock stops while a
+            # connection is up (a drop after it still gets its tries); the backoff stays.
+            self._since += lasted_s
 
     def wait(self, now: float) -> float | None:
         """Seconds to wait before the next try, or None once the streak has lasted
