@@ -29,6 +29,7 @@ from helpers import mock_pins as pins
 from device import config
 from device.audio import pcm
 from device.control import ControlServer
+from device.doctor.camera import check_camera
 from device.doctor.gpio import check_button, check_leds
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
@@ -339,6 +340,31 @@ def context(tmp_path: Path, options: Options, **sections: dict[str, Any]) -> Con
     path = tmp_path / "config.toml"
     path.write_text(to_toml(sections))
     return Context(config.load(path), options, Progress(spinner=False))
+
+
+async def test_the_doctors_picture_of_the_room_is_for_whoever_ran_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saved in a shared /tmp, it was any local user's to read (0644, root's)."""
+    photo = tmp_path / "camera.jpg"
+    photo.write_bytes(b"an earlier run's")
+    photo.chmod(0o644)
+    monkeypatch.setenv("SUDO_UID", "4321")  # `sudo live-appliance doctor` by uid 4321
+    monkeypatch.setenv("SUDO_GID", "4322")
+    camera = {"camera": {"enabled": True, "source": "synthetic"}}
+    result = await check_camera(context(tmp_path, Options(camera_out=photo), **camera))
+    assert result.status is Status.PASS, result
+    saved = photo.stat()
+    assert saved.st_mode & 0o777 == 0o600 and photo.read_bytes()[:2] == b"\xff\xd8"
+    if os.geteuid() == 0:
+        assert (saved.st_uid, saved.st_gid) == (4321, 4322)
+    target = tmp_path / "not-a-picture"
+    target.write_text("kept")
+    photo.unlink()
+    photo.symlink_to(target)  # a link put where the picture goes is not followed
+    result = await check_camera(context(tmp_path, Options(camera_out=photo), **camera))
+    assert result.status is Status.WARN and "cannot save it" in result.measured
+    assert target.read_text() == "kept"
 
 
 async def test_button_press_passes(mock_pins: Any, tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 
 from device.doctor.result import Context, Result, Status
 
@@ -53,7 +55,7 @@ async def check_camera(ctx: Context) -> Result:
     data = {"width": width, "height": height, "bytes": len(jpeg), "seconds": round(seconds, 2)}
     out = ctx.options.camera_out
     try:
-        await asyncio.to_thread(out.write_bytes, jpeg)
+        await asyncio.to_thread(save_privately, out, jpeg)
     except OSError as exc:
         return Result(
             "camera",
@@ -72,3 +74,15 @@ async def check_camera(ctx: Context) -> Result:
             data=data | {"path": str(out)},
         )
     return Result("camera", Status.PASS, measured, data=data | {"path": str(out)})
+
+
+def save_privately(out: Path, jpeg: bytes) -> None:
+    """A picture of the room, readable only by whoever ran the doctor (under sudo, the
+    owner who typed it, not root): in a shared /tmp it was any local user's to read. A
+    link put in its place is not followed."""
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        os.fchmod(fd, 0o600)  # one left by an earlier run keeps its mode otherwise
+        if os.geteuid() == 0 and (uid := os.environ.get("SUDO_UID", "")).isdigit():
+            os.fchown(fd, int(uid), int(os.environ.get("SUDO_GID", "-1") or -1))
+        file.write(jpeg)
