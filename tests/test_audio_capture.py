@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
 import pytest
-from helpers import thread_names
+from helpers import thread_names, until
 
 from device.audio import pcm
 from device.audio.capture import (
@@ -401,3 +402,27 @@ async def test_the_ring_holds_the_lag_between_turns_and_the_pre_roll_while_forwa
     capture.hold()
     assert capture._ring.maxlen == 5 + lag
     assert Capture(lambda data, t: None)._ring.maxlen == 0, "no pre-roll: forwarded always"
+
+
+async def test_a_thread_that_cannot_start_leaves_the_microphone_closed_to_open_again(
+    loopback: PulseLoopback, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of threads (TasksMax) at an open: the device and its eventfd are let go, and
+    the next open (the audio keeper's retry) works."""
+    chunks: list[tuple[bytes, float]] = []
+    capture = Capture(lambda data, t: chunks.append((data, t)))
+    real_start = threading.Thread.start
+
+    def no_thread(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    with pytest.raises(RuntimeError):
+        capture.start()
+    assert not capture.running
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    capture.start()
+    try:
+        await until(lambda: len(chunks) >= 5, within=5)
+    finally:
+        capture.stop()

@@ -311,3 +311,31 @@ async def test_a_start_that_never_returns_is_busy_and_trouble_that_names_the_cal
     finally:
         device.driver.set()
         player.stop()
+
+
+async def test_a_thread_that_cannot_start_leaves_the_speaker_closed_to_open_again(
+    loopback: PulseLoopback, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of threads (TasksMax) at an open: the stream is closed, and the next open (the
+    audio keeper's retry) plays."""
+    recorder = loopback.record(RATE, side="speaker")
+    await asyncio.to_thread(recorder.wait_started)
+    player = Playback()
+    real_start = threading.Thread.start
+
+    def no_thread(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    with pytest.raises(RuntimeError):
+        player.start()
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    player.start()
+    try:
+        player.feed(pcm.from_float(pcm.tone(440, 500, RATE)))
+        await asyncio.wait_for(player.wait_drained(), 5)
+        await _settle(player)
+    finally:
+        player.stop()
+        heard = recorder.stop()
+    assert abs(pcm.dominant_frequency(heard, RATE) - 440) < 10

@@ -210,10 +210,15 @@ class Capture:
         self._opened, self._last_read = time.monotonic(), None
         self._pcm, self._wake = pcm, os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._idle_read_ms = min(IDLE_READ_MS, pcm.buffer_frames * 1000 // fmt.rate // 3)
-        self._reader = threading.Thread(
+        reader = threading.Thread(
             target=self._read_loop, args=(pcm, self._wake), name=self.THREAD, daemon=True
         )
-        self._reader.start()
+        try:
+            reader.start()
+        except BaseException:  # out of threads (TasksMax): closed, for the next try
+            self.close_stream()
+            raise
+        self._reader = reader
         log.info(
             "capture started on %s (ALSA %s) at %d Hz, %d channel(s), %d ms periods",
             self.device_name,

@@ -118,6 +118,12 @@ class Playback(PortAudioStream):
         )
 
     def _started(self) -> None:
+        self._closing = self._failed = False
+        writer = threading.Thread(
+            target=self._write_loop, args=(self._stream,), name="speaker", daemon=True
+        )
+        writer.start()
+        self._writer = writer
         log.info(
             "playback started on %s at %d Hz, %d channel(s), output latency %.1f ms",
             self.device_name,
@@ -125,11 +131,6 @@ class Playback(PortAudioStream):
             self.channels,
             self.output_latency * 1000,
         )
-        self._closing = self._failed = False
-        self._writer = threading.Thread(
-            target=self._write_loop, args=(self._stream,), name="speaker", daemon=True
-        )
-        self._writer.start()
 
     def _release(self, stream: OutputStream) -> None:
         """Stop the writer, then close the stream: what it still held is dropped."""

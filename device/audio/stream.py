@@ -82,7 +82,11 @@ class PortAudioStream:
                 self._close()
                 raise
             self._restarted()
-        self._started()
+        try:
+            self._started()
+        except BaseException:  # its thread cannot start (TasksMax): closed, for the next try
+            self.close_stream()
+            raise
 
     def close_stream(self) -> None:
         """Close the device (PortAudio only: safe from a worker thread)."""
