@@ -3,7 +3,9 @@
 The outbox outlives connections: a press before the connection exists, or
 speech during a reconnect, waits here in order and is sent once the next
 connection is ready. Audio is bounded in seconds; on overflow the oldest audio
-goes first and the loss is counted, so the journal can say so.
+goes first and the loss is counted, so the journal can say so. Push-to-talk turns
+waiting are at most one: a press while the last turn's end still waits here
+continues that turn.
 
 Camera frames are the exception to the order: one slot holds the newest frame,
 and it is sent only when nothing else waits. On a slow link frames are
@@ -55,6 +57,11 @@ class Outbox:
         dropped = 0
         if kind == "video":
             self._video = Item(kind, data)  # an unsent older frame is replaced
+        elif kind == "activity_start" and self._items and self._items[-1].kind == "activity_end":
+            # Pressed again before the last turn went out (connecting, reconnecting, a slow
+            # link): the two are one turn to the service. A button mashed for as long as a
+            # reconnect lasts queued a turn per press, and each was answered in turn.
+            self._items.pop()
         else:
             self._items.append(Item(kind, data))
             self._count(self._items[-1], 1)

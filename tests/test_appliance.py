@@ -496,6 +496,33 @@ async def test_a_chattering_button_is_bounded_like_ctl_and_its_edges_still_pair_
         assert not box.appliance.machine.held, "every press taken was released"
 
 
+async def test_presses_while_connecting_wait_as_one_turn_not_one_each(tmp_path: Path) -> None:
+    """Push-to-talk before the service answers (connecting, reconnecting for up to
+    `reconnect_for_s`): each press and release the machine took queued a turn of its own,
+    without a bound, and the service was sent (and answered) every one of them."""
+    async with running(tmp_path) as box:
+
+        async def microphone() -> None:  # a chunk every 40 ms, as a card delivers them
+            while True:
+                box.mic.record(CHUNK)
+                await asyncio.sleep(0.04)
+
+        delivering = asyncio.create_task(microphone())
+        try:
+            for _ in range(30):
+                now = time.monotonic()
+                box.button.on_edge("pressed", now)
+                box.button.on_edge("released", now + 0.001)
+                await box.settle()
+        finally:
+            delivering.cancel()
+        assert box.state == "connecting"
+        sent = kinds(box)
+        assert sent.count("activity_start") == sent.count("activity_end") == 1
+        assert sent[0] == "activity_start" and sent[-1] == "activity_end"
+        assert sent.count("audio") >= 30, "every press's audio is in the one turn"
+
+
 async def test_the_watchdog_is_fed_only_while_the_machine_answers(tmp_path: Path) -> None:
     cfg = config(button={"mode": "toggle"})
     async with running(tmp_path, cfg, watchdog_s=0.1) as box:
