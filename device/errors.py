@@ -51,12 +51,32 @@ def without_credentials(text: str) -> str:
     return _CREDENTIAL.sub(lambda m: (m["param"] or m["header"] or "") + MASK, text)
 
 
+#: The most characters of a journal line's message and of each LIVE_* field (and of a
+#: configuration error, which stderr takes to the journal before logging is set up):
+#: what a service or a local user can make the box say (a close reason, a tool's name,
+#: an exception quoting a frame, a setting quoting a value) is cut here.
+TEXT_LIMIT = 4096
+
+
+def cut(text: str, limit: int = TEXT_LIMIT) -> str:
+    """`text`, or its first `limit` characters and how many more there were."""
+    return text if len(text) <= limit else shortened(text[:limit], len(text) - limit)
+
+
+def shortened(kept: str, more: int) -> str:
+    """What was kept of a text and how many characters of it were not, as the journal
+    says it wherever a bound cut something."""
+    return f"{kept}... ({more} characters more)" if more else kept
+
+
 class ConfigError(Exception):
     """A setting is missing or wrong; the message is meant for the owner, as is, and a
-    key pasted into the wrong setting is masked in it (it goes to the journal)."""
+    key pasted into the wrong setting is masked in it (it goes to the journal). A value
+    it quotes (a file holds up to a MiB, a variable more) is cut to TEXT_LIMIT with it:
+    journald makes a journal line of every 48 KiB of a longer one."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(without_credentials(message))
+        super().__init__(cut(without_credentials(message)))
 
 
 class ConfigUnreadable(ConfigError):

@@ -25,28 +25,13 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from device.errors import MASK, without_credentials
+from device.errors import MASK, TEXT_LIMIT, cut, without_credentials
 from device.service import connected_datagram
 
 FIELD_PREFIX = "LIVE_"
 FORMAT_ENV = "LIVE_APPLIANCE_LOG_FORMAT"
 SYSLOG_IDENTIFIER = "live-appliance"
-#: The most characters of a record's message and of each LIVE_* field, and of a
-#: traceback: what a service or a local user can make the box log (a close reason, a
-#: tool's name, an exception quoting a frame) is cut here, whichever code logs it.
-TEXT_LIMIT = 4096
 TRACEBACK_LIMIT = 16384
-
-
-def cut(text: str, limit: int = TEXT_LIMIT) -> str:
-    """`text`, or its first `limit` characters and how many more there were."""
-    return text if len(text) <= limit else shortened(text[:limit], len(text) - limit)
-
-
-def shortened(kept: str, more: int) -> str:
-    """What was kept of a text and how many characters of it were not, as the journal
-    says it wherever a bound cut something."""
-    return f"{kept}... ({more} characters more)" if more else kept
 
 
 class Redactor(logging.Filter):

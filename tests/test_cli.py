@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from helpers import run_cli as cli
 
+from device import logs
 from device.audio import pcm
 from device.cli import main
 from device.control import ControlServer
@@ -263,6 +264,24 @@ def test_a_configuration_error_reaches_the_journal_as_an_error(tmp_path: Path) -
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert plain.stderr.startswith("live-appliance: configuration error:"), "not on a terminal"
+
+
+def test_a_configuration_error_quoting_a_huge_value_is_one_bounded_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The error quotes the value it refuses: a file (up to its 1 MiB) or a variable
+    holding a page of text made a line of that size, which journald cuts into a journal
+    line every 48 KiB, past the bound every other line of the box keeps."""
+    settings = tmp_path / "config.toml"
+    settings.write_text('[button]\nmode = "' + "x" * 900_000 + '"\n')
+    (tmp_path / "empty.toml").write_text("")
+    assert main(["run", "--config", str(settings)]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith("live-appliance: configuration error:") and said.count("\n") == 1
+    assert len(said) < 2 * logs.TEXT_LIMIT, f"{len(said)} characters"
+    monkeypatch.setenv("LIVE_APPLIANCE_BUTTON_MODE", "y" * 100_000)
+    assert main(["run", "--config", str(tmp_path / "empty.toml")]) == 2
+    assert len(capsys.readouterr().err) < 2 * logs.TEXT_LIMIT
 
 
 def test_a_configuration_this_user_may_not_read_says_how_to_read_it(

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from device.logs import shortened
+from device.errors import shortened
 from device.outbox import Kind
 
 log = logging.getLogger(__name__)
