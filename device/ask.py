@@ -79,7 +79,8 @@ async def ask(
                     progress.step(f"turn {number}: waiting for the reply"),
                     asyncio.timeout(turn_timeout_s),
                 ):
-                    reply = await run_turn(session, text, on_audio)
+                    longest = cfg.conversation.longest_reply_s
+                    reply = await run_turn(session, text, on_audio, longest)
                 replies.append(reply)
                 on_reply(number, reply)
     except Exception as exc:

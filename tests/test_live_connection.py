@@ -15,6 +15,7 @@ from google.genai.live import AsyncSession
 
 from device.audio import pcm
 from device.config import LiveConfig
+from device.live.client import LONGEST_REPLY_S, ReplyTooLong, run_turn
 from device.live.connection import (
     TOOL_CALLS_LIMIT,
     Connection,
@@ -568,3 +569,35 @@ async def test_an_interrupted_after_a_tool_call_ends_that_turn_not_the_reply_bef
     ends = [e for e in seen.events if isinstance(e, Interrupted | TurnComplete)]
     cut_short = TurnComplete(session=SESSION, talked_over=True)
     assert ends[-2:] == [Interrupted(session=SESSION), cut_short]
+
+
+class EndlessReply:
+    """A service that streams reply audio as fast as it is read and never ends the turn."""
+
+    def __init__(self) -> None:
+        self.sent_s = 0.0
+
+    async def send_client_content(self, **_: Any) -> None:
+        pass
+
+    async def receive(self) -> Any:
+        ten_s = b"\x01\x00" * (REPLY_RATE * 10)
+        part = types.Part(inline_data=types.Blob(data=ten_s, mime_type="audio/pcm;rate=24000"))
+        message = types.LiveServerMessage(
+            server_content=types.LiveServerContent(model_turn=types.Content(parts=[part]))
+        )
+        while True:
+            self.sent_s += 10
+            yield message
+            await asyncio.sleep(0)
+
+
+async def test_a_reply_that_never_ends_is_cut_at_the_longest_reply_for_ask_and_the_doctor() -> None:
+    """`ask` and `doctor --turn` kept all of it until their timeout: 1.8 GB in 5 s here."""
+    service = EndlessReply()
+    async with asyncio.timeout(10):
+        with pytest.raises(ReplyTooLong, match="300 s"):
+            await run_turn(service, "hello")  # type: ignore[arg-type]
+    assert service.sent_s <= LONGEST_REPLY_S + 10
+    with pytest.raises(ReplyTooLong, match="20 s"):
+        await run_turn(EndlessReply(), "hello", longest_s=20)  # type: ignore[arg-type]

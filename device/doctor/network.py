@@ -148,8 +148,10 @@ async def _session(ctx: Context, ms: dict[str, float], host: str, port: int) -> 
         ms["setup"] = _since(started)
         if not ctx.options.turn:
             return
+        longest = cfg.conversation.longest_reply_s
         reply = await _layer(
-            "Live turn", lambda: run_turn(session, TURN_TEXT), TURN_TIMEOUT_S, host, port
+            "Live turn", lambda: run_turn(session, TURN_TEXT, None, longest), TURN_TIMEOUT_S,
+            host, port,
         )
         if reply.first_audio_s is None:
             reason = "Live turn: the reply had no audio"

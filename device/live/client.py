@@ -22,6 +22,16 @@ if TYPE_CHECKING:
     from device.config import Config
 
 
+#: Reply audio one turn keeps at most, by default the daemon's `longest_reply_s`: a
+#: service that streams a reply without end, faster than it plays, grew `ask` and
+#: `doctor --turn` by hundreds of MB a second until their timeout.
+LONGEST_REPLY_S = 300.0
+
+
+class ReplyTooLong(Exception):
+    """The service sent more reply audio for one turn than it may have."""
+
+
 @dataclass
 class Reply:
     """What came back for one turn."""
@@ -57,10 +67,15 @@ async def send_text_turn(session: AsyncSession, text: str) -> None:
 
 
 async def run_turn(
-    session: AsyncSession, text: str, on_audio: Callable[[bytes], None] | None = None
+    session: AsyncSession,
+    text: str,
+    on_audio: Callable[[bytes], None] | None = None,
+    longest_s: float = LONGEST_REPLY_S,
 ) -> Reply:
-    """Send one text turn and collect its reply until the server says the turn is over."""
+    """Send one text turn and collect its reply until the server says the turn is over;
+    ReplyTooLong past `longest_s` of its audio."""
     started = time.monotonic()
+    limit = round(longest_s * REPLY_RATE) * SAMPLE_BYTES
     await send_text_turn(session, text)
     words: list[str] = []
     audio = bytearray()
@@ -74,6 +89,10 @@ async def run_turn(
         for pcm in decoder.audio(content):
             if first_audio is None:
                 first_audio = time.monotonic() - started
+            if len(audio) + len(pcm) > limit:
+                raise ReplyTooLong(
+                    f"the reply ran past {longest_s:g} s of audio without the end of its turn"
+                )
             audio += pcm
             if on_audio is not None:
                 on_audio(pcm)
