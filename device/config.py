@@ -715,6 +715,12 @@ def _check_live(where: str, live: LiveConfig) -> None:
             f"{where}: [live] voice: must be a prebuilt voice: {', '.join(VOICES)} "
             f"(got {live.voice!r}){hint}"
         )
+    instruction = live.system_instruction
+    if instruction is not None and len(instruction.encode()) > INSTRUCTION_FILE_LIMIT:
+        # The persona file's bound: a config file may hold a MiB, past the model's context.
+        raise ConfigError(
+            f"{where}: [live] system_instruction: is over {INSTRUCTION_FILE_LIMIT // 1024} KiB"
+        )
     if live.language is not None and not LANGUAGE_TAG.fullmatch(live.language):
         raise ConfigError(
             f"{where}: [live] language: must be a BCP-47 language tag such as 'en-US', "

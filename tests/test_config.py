@@ -512,6 +512,7 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         ('[live]\nsystem_instruction_file = "{fifo}"', "is not a regular file"),
         ('[live]\nsystem_instruction_file = "/dev/zero"', "is not a regular file"),
         ('[live]\nsystem_instruction_file = "{huge}"', "is over 64 KiB"),
+        ('[live]\nsystem_instruction = "{inline}"', "system_instruction: is over 64 KiB"),
         ('[control]\nsocket = "/run/{long}/control.sock"', "may have at most 107"),
         ('[live]\nmodel = "gemini-3.8-live"\nproactive_audio = false', "proactive_audio"),
         ("[button]\npin = 5", "pin and .leds. pins both name GPIO 5"),
@@ -536,6 +537,7 @@ def test_what_the_daemon_would_refuse_the_configuration_refuses_with_the_same_wo
     text = settings.format(
         empty=tmp_path / "empty.txt", latin1=tmp_path / "latin1.txt",
         fifo=tmp_path / "persona.fifo", huge=tmp_path / "huge.txt", long="x" * 100,
+        inline="Be kind. " * 10_000,
     )  # fmt: skip
     path = write(tmp_path, text)
     with pytest.raises(config.ConfigError, match=wanted) as caught:
