@@ -592,7 +592,10 @@ def _transition(m: Machine, event: Event) -> Step:
         case ReplyAudio(pcm=pcm) if m.state is State.SPEAKING:
             return m.to(State.SPEAKING, reply_done=False), [PlayReply(pcm), StartTimer(Timer.REPLY)]
         case ReplyAudio(pcm=pcm):
-            actions = [CancelTimer(Timer.SILENCE), PlayReply(pcm), *_REPLY_STARTS]
+            # The model went on after a part of its reply (more to come): the same reply,
+            # its longest_reply_s counted from its first part, not again from this one.
+            starts = _REPLY_STARTS if Timer.LONG_REPLY not in m.timers else _REPLY_STARTS[:1]
+            actions = [CancelTimer(Timer.SILENCE), PlayReply(pcm), *starts]
             return m.to(State.SPEAKING, reply_done=False), actions
 
         case TurnComplete(more_to_come=more) if m.state is State.SPEAKING:
@@ -634,7 +637,8 @@ def _transition(m: Machine, event: Event) -> Step:
             return m, [StartTimer(Timer.REPLY)]
         case Timeout(Timer.REPLY) if m.state is State.SPEAKING:  # the reply stopped coming
             return _turn_over(m, [ClearPlayback(), PlayEarcon(Earcon.ERROR)])
-        case Timeout(Timer.LONG_REPLY) if m.state is State.SPEAKING:  # it would never end
+        case Timeout(Timer.LONG_REPLY) if m.state in _REPLYING:  # it would never end
+            # Thinking too: the model says it works on, again and again, with no end.
             return _turn_over(m, [*_SILENCE_REPLY, PlayEarcon(Earcon.ERROR)])
         case Timeout(Timer.REPLY) if m.ending:  # no goodbye came
             return _hang_up(m)
