@@ -601,7 +601,10 @@ def _transition(m: Machine, event: Event) -> Step:
         case TurnComplete(more_to_come=more) if m.state is State.SPEAKING:
             return m.to(State.SPEAKING, reply_done=True, more_to_come=more), []
         case TurnComplete(more_to_come=True) if m.state is State.THINKING:
-            return m, [StartTimer(Timer.REPLY)]  # still working: the reply timer starts again
+            # Still working: the reply timer starts again; the reply has begun, without a
+            # word yet, and its longest_reply_s counts from here if nothing came before.
+            longest = [] if Timer.LONG_REPLY in m.timers else [StartTimer(Timer.LONG_REPLY)]
+            return m, [StartTimer(Timer.REPLY), *longest]
         case TurnComplete() if m.state is State.THINKING:
             return _turn_over(m)
         case TurnComplete() if m.ending:  # the goodbye turn ended without a word

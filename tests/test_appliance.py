@@ -852,3 +852,22 @@ async def test_a_reply_the_model_works_on_without_end_is_cut_at_the_longest_repl
                 await box.settle()
             await asyncio.sleep(0.05)
         assert "idle" in box.states(), f"still {box.state} after 3 x longest_reply_s"
+
+
+async def test_a_model_that_works_on_without_a_word_is_cut_at_the_longest_reply(
+    tmp_path: Path,
+) -> None:
+    """Not a part of a reply, only turnComplete with the interaction in progress every
+    few seconds: each restarted the reply's timer, and the box thought for good."""
+    cfg = config(conversation={"reply_timeout_s": 0.3, "longest_reply_s": 0.6})
+    async with running(tmp_path, cfg) as box:
+        await press_and_speak(box)
+        box.link.deliver(SetupComplete)
+        await box.ctl("release")
+        box.mic.record(CHUNK)
+        await box.settle()
+        for _ in range(20):  # 2 s: three times the longest reply
+            box.link.deliver(TurnComplete, more_to_come=True)
+            await box.settle()
+            await asyncio.sleep(0.1)
+        assert "idle" in box.states(), f"still {box.state} after 3 x longest_reply_s"
