@@ -601,3 +601,24 @@ async def test_a_reply_that_never_ends_is_cut_at_the_longest_reply_for_ask_and_t
     assert service.sent_s <= LONGEST_REPLY_S + 10
     with pytest.raises(ReplyTooLong, match="20 s"):
         await run_turn(EndlessReply(), "hello", longest_s=20)  # type: ignore[arg-type]
+
+
+class EndlessWords:
+    """A service that streams the reply's transcription, a megabyte a message, then ends."""
+
+    async def send_client_content(self, **_: Any) -> None:
+        pass
+
+    async def receive(self) -> Any:
+        words = types.Transcription(text="word " * 200_000)
+        for _ in range(50):
+            yield types.LiveServerMessage(
+                server_content=types.LiveServerContent(output_transcription=words)
+            )
+        yield content(turn_complete=True)
+
+
+async def test_the_words_of_a_reply_for_ask_and_the_doctor_are_bounded_too() -> None:
+    reply = await run_turn(EndlessWords(), "hello")  # type: ignore[arg-type]
+    assert len(reply.text) < TRANSCRIPT_LIMIT + 100
+    assert reply.text.endswith(f"({50 * 1_000_000 - TRANSCRIPT_LIMIT} characters more)")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from device.live.reply import ReplyDecoder
+from device.live.turn import Transcript
 from device.live.wire import REPLY_RATE, SAMPLE_BYTES
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ async def run_turn(
     started = time.monotonic()
     limit = round(longest_s * REPLY_RATE) * SAMPLE_BYTES
     await send_text_turn(session, text)
-    words: list[str] = []
+    words = Transcript()  # bounded as the daemon's: a service may stream words without end
     audio = bytearray()
     first_audio: float | None = None
     interrupted = False
@@ -97,8 +98,8 @@ async def run_turn(
             if on_audio is not None:
                 on_audio(pcm)
         if content.output_transcription is not None and content.output_transcription.text:
-            words.append(content.output_transcription.text)
+            words.add(content.output_transcription.text)
         interrupted = interrupted or bool(content.interrupted)
     return Reply(
-        "".join(words).strip(), bytes(audio), first_audio, time.monotonic() - started, interrupted
+        words.text().strip(), bytes(audio), first_audio, time.monotonic() - started, interrupted
     )
