@@ -33,7 +33,7 @@ from wire import config_for
 
 from device.config import Config, LiveConfig, Secret
 from device.live.errors import describe_failure, failure_fields, is_refusal
-from device.live.session import LiveLink
+from device.live.session import SESSION_ID_LIMIT, LiveLink
 from device.outbox import Outbox
 from device.states import ConnectFailed, ConnectionLost, Event, Reconnecting
 from rig.server.server import LiveServer
@@ -87,6 +87,25 @@ async def test_a_close_as_the_service_ends_the_connection_ends_the_session() -> 
         await link.close()  # ...as the shutdown does
     assert not link.is_open
     assert client.connections == 1, "the session reconnected while it was being closed"
+
+
+async def test_a_session_id_the_service_makes_huge_is_kept_short() -> None:
+    """It goes on every journal line of the session, into `ctl status` and each turn's
+    line: a megabyte of it made every `ctl status` answer a megabyte."""
+    closing = asyncio.Event()
+    client = Client(closing)
+    ClosingSession.session_id = "s" * 1_000_000
+    try:
+        link = LiveLink(Config(), Outbox(5), on_event=lambda e: None, on_sent=lambda i, t: None)
+        link._client = client  # type: ignore[assignment]  # prepare() keeps a client it has
+        link.open(1)
+        await client.connected.wait()
+        await until(lambda: link.session_id is not None, within=5)
+        assert link.session_id is not None and len(link.session_id) <= SESSION_ID_LIMIT + 40
+        assert link.session_id.startswith("s" * 100)
+        await link.close()
+    finally:
+        ClosingSession.session_id = "s"
 
 
 async def test_a_stop_during_a_hang_up_still_ends_the_session() -> None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from device import logs
 from device.config import Config, find_api_key, where_to_put_the_key
-from device.errors import ConfigError, without_credentials
+from device.errors import ConfigError, cut, without_credentials
 from device.live.endpoint import timed_out
 from device.live.hooks import Hooks, SpeakerRoom
 from device.live.pacing import Pacing
@@ -71,6 +71,9 @@ BUSY_FOR_S = 4.0
 #: refusal, is tried once more after FIRST_RETRY_S.
 QUICK_FAILURE_S = 2.0
 FIRST_RETRY_S = 0.5
+#: The service's session id is kept this long: it goes on every line of the session,
+#: into `ctl status` and each turn's line, and the service chooses it.
+SESSION_ID_LIMIT = 128
 
 
 class LiveLink:
@@ -382,7 +385,7 @@ class LiveLink:
             await stack.aclose()
             raise
         self.connections += 1
-        self.session_id = session.session_id
+        self.session_id = cut(session.session_id, SESSION_ID_LIMIT) if session.session_id else None
         carried, self._carried = self._carried, []
         setup_ms = (time.monotonic() - started) * 1000
         log.info(
