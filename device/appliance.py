@@ -310,7 +310,9 @@ class Appliance:
             before,
             state,
             type(event).__name__,
-            extra={"LIVE_STATE": str(state), "LIVE_SESSION": self.link.session_id or ""},
+            # What the LEDs show (error while idle with no button): the journal's
+            # LIVE_STATE=error recipe is every time they showed error.
+            extra={"LIVE_STATE": self._led_state(), "LIVE_SESSION": self.link.session_id or ""},
         )
         if self.leds is not None:
             await self.leds.show(self._led_state())
@@ -575,7 +577,7 @@ class Appliance:
             self.machine.mode,
             self.cfg.live.model,
             self.mic_plan.mic_during_playback,
-            extra={"LIVE_STATE": str(self.machine.state)},
+            extra={"LIVE_STATE": self._led_state()},
         )
 
     async def _prepare_link(self) -> None:

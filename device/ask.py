@@ -132,6 +132,17 @@ async def _ask_and_play(cfg: Config, args: argparse.Namespace) -> list[Reply]:
             speaker.stop()
 
 
+def _unwritable(path: str) -> str | None:
+    """Why the reply's WAV could not be written there, found before the session: the
+    owner would otherwise wait for every turn first. None when it can be."""
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def run_ask(args: argparse.Namespace) -> int:
     """The `ask` command: 0 when every turn got a reply, 1 otherwise."""
     from device import config as config_mod
@@ -139,6 +150,9 @@ def run_ask(args: argparse.Namespace) -> int:
 
     cfg = config_mod.load(args.config)
     config_mod.require_credentials(cfg)
+    if args.audio and (problem := _unwritable(args.audio)):
+        print(f"live-appliance ask: --audio {args.audio}: {problem}", file=sys.stderr)
+        return 1
     status = 0
     try:
         replies = asyncio.run(_ask_and_play(cfg, args))
@@ -147,7 +161,12 @@ def run_ask(args: argparse.Namespace) -> int:
         replies, status = exc.replies, 1
     if args.audio:
         audio = b"".join(reply.audio for reply in replies)
-        write_wav(args.audio, audio, REPLY_RATE)
+        try:
+            write_wav(args.audio, audio, REPLY_RATE)
+        except OSError as exc:
+            print(f"live-appliance ask: --audio {args.audio}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 1
         print(
             f"wrote {len(audio) / 2 / REPLY_RATE:.1f} s of reply audio to {args.audio}",
             file=sys.stderr,

@@ -109,6 +109,18 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     return run_ask(args)
 
 
+def _seconds(value: str) -> float:
+    """A wait in seconds: a finite number above 0 (0, a negative or nan would give up on
+    the first turn at once, blamed on the Live API)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {value!r}")
+    return seconds
+
+
 def _check_name(value: str) -> str:
     from device.doctor.result import CHECK_NAMES
 
@@ -267,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--play", action="store_true", help="play the replies as they arrive")
     ask.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=60.0,
         metavar="SECONDS",
         help="give up on a turn after this long (default: %(default)g)",

@@ -600,6 +600,8 @@ async def test_a_button_busy_at_boot_is_said_once_shown_and_tried_again(
         assert box.appliance.status_line() == "idle"
     said = [r for r in caplog.records if "GPIO busy" in r.getMessage()]
     assert len(said) == 1, [r.getMessage() for r in said]
+    # The README's `LIVE_STATE=error` recipe is every time the LEDs showed error.
+    assert "error" in [getattr(r, "LIVE_STATE", None) for r in caplog.records]
     assert any("button" in r.getMessage() and "back" in r.getMessage() for r in caplog.records)
 
 

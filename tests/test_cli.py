@@ -18,7 +18,7 @@ from helpers import run_cli as cli
 
 from device import logs
 from device.audio import pcm
-from device.cli import main
+from device.cli import build_parser, main
 from device.control import ControlServer
 from rig.daemon import scratch_dir, start_daemon
 from rig.loopback import PulseLoopback
@@ -203,6 +203,47 @@ def test_ctl_status_says_while_the_live_client_is_still_being_built() -> None:
     assert not any("Live client" in line for line in summary_lines({**status, "live_client": True}))
     starting = summary_lines({**status, "ready": False})
     assert starting[0].startswith("state:    starting (opening the microphone")
+
+
+def test_ctl_status_does_not_promise_a_reopen_every_few_seconds() -> None:
+    """A card gone for hours is tried every half hour (the README): not "every few s"."""
+    from device.doctor.daemon import summary_lines
+
+    lines = summary_lines({"status": "error: microphone: gone", "faults": ["microphone"]})
+    (faults,) = [line for line in lines if line.startswith("faults:")]
+    assert "microphone" in faults and "less often the longer" in faults
+
+
+def test_ask_audio_to_a_path_it_cannot_write_is_one_line_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ask "Hello" --audio /nonexistent/r.wav` (or a directory) ran every turn, then ended
+    in a traceback: it is said before the session, in one line."""
+    from device import ask as ask_mod
+
+    monkeypatch.setenv("GEMINI_API_KEY", "AIzaFakeKeyForTheTest0000000000000000000")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("")
+    asked = []
+
+    async def replies(cfg: Any, args: Any) -> list[Any]:
+        asked.append(args)
+        return []
+
+    monkeypatch.setattr(ask_mod, "_ask_and_play", replies)
+    for out in (tmp_path / "no" / "reply.wav", tmp_path):
+        code = main(["ask", "Hello", "--audio", str(out), "--config", str(cfg)])
+        err = capsys.readouterr().err
+        assert code == 1 and len(err.strip().splitlines()) == 1 and str(out) in err
+    assert not asked, "no session for a reply that cannot be kept"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_an_ask_timeout_that_cannot_be_waited_is_a_bad_option(value: str) -> None:
+    """Accepted, it opened a session and said "no answer from the Live API in time"."""
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["ask", "Hello", f"--timeout={value}"])
+    assert exited.value.code == 2
 
 
 def test_help_and_ctl_import_nothing_heavy() -> None:

@@ -513,6 +513,28 @@ async def test_service_states(
         assert result.fix is not None and ("reset-failed" in result.fix) == limited
 
 
+async def test_a_daemon_whose_socket_does_not_answer_is_no_pass(
+    systemctl: Any, tmp_path: Path
+) -> None:
+    """A loop stuck: the socket takes the connection and nothing answers."""
+    systemctl(LoadState="loaded", ActiveState="active", SubState="running", NRestarts="0",
+              ExecMainStatus="0")  # fmt: skip
+    sock = scratch_dir("doctor-sock-") / "control.sock"
+
+    async def stuck(request: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(30)
+        return {}
+
+    try:
+        async with ControlServer(sock, stuck):
+            options = Options()
+            result = await check_service(context(tmp_path, options, control={"socket": str(sock)}))
+    finally:
+        shutil.rmtree(sock.parent, ignore_errors=True)
+    assert result.status is Status.WARN and "unreadable" in result.measured
+    assert result.fix is not None and "watchdog" in result.fix
+
+
 async def test_service_running_and_answering_passes(systemctl: Any, tmp_path: Path) -> None:
     systemctl(LoadState="loaded", ActiveState="active", SubState="running", NRestarts="0",
               ExecMainStatus="0")  # fmt: skip

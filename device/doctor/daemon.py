@@ -33,7 +33,7 @@ def running_status(socket_path: str | os.PathLike[str]) -> dict[str, Any] | None
     except NotRunning:
         return None
     except ControlError as exc:
-        return {"status": f"unreadable ({exc})"}
+        return {"status": f"unreadable ({exc})", "unreadable": True}
 
 
 def _ms(value: float | None) -> str:
@@ -81,7 +81,10 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
             session += "; the Live client still being built"
         lines.append(f"session:  {session}")
     if status.get("faults"):
-        lines.append(f"faults:   {', '.join(map(str, status['faults']))} (reopened every few s)")
+        lines.append(
+            f"faults:   {', '.join(map(str, status['faults']))} (tried again by itself, less "
+            "often the longer it stays away; the journal says when it is back)"
+        )
     audio = []
     if "outbox_ms" in status:
         audio.append(f"{status['outbox_ms']} ms waiting to be sent")

@@ -95,4 +95,13 @@ async def check_service(ctx: Context) -> Result:
             f"Check [control] socket matches the service's; {FIX_JOURNAL}",
             data=data,
         )
+    if status.get("unreadable"):  # it holds the socket but did not say how it is
+        return Result(
+            "service",
+            Status.WARN,
+            measured,
+            "A daemon that answers nothing is restarted by its watchdog within 30 s; "
+            f"without sudo or the {UNIT} group it cannot be asked. {FIX_JOURNAL}",
+            data=data,
+        )
     return Result("service", Status.PASS, measured, data=data)
