@@ -334,6 +334,9 @@ class Appliance:
             case CloseSession():
                 await self.camera.aclose()  # the camera goes dark first: it is the privacy
                 await self.link.close()
+                # Nothing of this session is for the next one: what waited for a connection
+                # (an idle close during a reconnect does not drop it first).
+                self.outbox.clear()
                 # A closed connection sits in a reference cycle (asyncio's TaskGroup in
                 # 3.11) with its TLS buffers until the cycle collector runs: run it now,
                 # cheaply, since everything from start-up is frozen out of its way.

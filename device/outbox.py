@@ -38,6 +38,9 @@ class Item:
     kind: Kind
     data: bytes | str | None = None
     queued_at: float = field(default_factory=time.monotonic)
+    #: Set as it is taken: the outbox's clears (and, for a frame, dropped frames) so far.
+    #: Put back after one more (`push_front`), it belonged to what was dropped.
+    taken_at: int = 0
 
 
 class Outbox:
@@ -49,6 +52,8 @@ class Outbox:
         self._audio_bytes = 0
         self._limit = int(hold_s * BYTES_PER_SECOND)
         self._ready = asyncio.Event()
+        self._cleared = 0  # clear() calls so far
+        self._frames_dropped = 0  # clear() and drop_frame() calls so far
         self.dropped_audio_bytes = 0
         self.texts = 0  # text turns waiting
 
@@ -102,13 +107,22 @@ class Outbox:
         if not self._items:
             video, self._video = self._video, None
             assert video is not None
+            video.taken_at = self._frames_dropped
             return video
         item = self._items.popleft()
         self._count(item, -1)
+        item.taken_at = self._cleared
         return item
 
     def push_front(self, item: Item) -> None:
-        """Put back an item a dead connection failed to send, so it goes first next time."""
+        """Put back an item a dead connection failed to send, so it goes first next time.
+
+        Not one taken before the outbox was cleared (the session it was for is over: it
+        was on its way as the session closed, and the next session must not send it) or,
+        for a frame, dropped (the person let go)."""
+        dropped = self._frames_dropped if item.kind == "video" else self._cleared
+        if item.taken_at != dropped:
+            return
         if item.kind == "video":
             self._video = self._video or item  # a newer frame, if any, still wins
         else:
@@ -119,8 +133,11 @@ class Outbox:
     def drop_frame(self) -> None:
         """Forget an unsent frame: the moment it showed is over (the person let go)."""
         self._video = None
+        self._frames_dropped += 1
 
     def clear(self) -> None:
+        self._cleared += 1
+        self._frames_dropped += 1
         self._items.clear()
         self._video = None
         self._audio_bytes = 0

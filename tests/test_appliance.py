@@ -30,6 +30,7 @@ from device.states import (
     ConnectionLost,
     EndConversation,
     Interrupted,
+    Reconnecting,
     ReplyAudio,
     SetupComplete,
     Timeout,
@@ -873,3 +874,30 @@ async def test_a_model_that_works_on_without_a_word_is_cut_at_the_longest_reply(
             await box.settle()
             await asyncio.sleep(0.1)
         assert "idle" in box.states(), f"still {box.state} after 3 x longest_reply_s"
+
+
+async def test_a_turn_held_for_a_reconnect_is_not_sent_in_a_session_after_the_idle_close(
+    tmp_path: Path,
+) -> None:
+    """Push-to-talk; the connection drops before the turn went out (its audio waits in the
+    outbox for the next connection), the reply timer turns it over to idle, and the idle
+    timer closes the session while the link would still be reconnecting (`reconnect_for_s`
+    up to 600). The next press, later, sent the old question first."""
+    cfg = config(conversation={"reply_timeout_s": 0.05, "idle_timeout_s": 0.05})
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        box.link.deliver(Reconnecting, reason="Wi-Fi gone", reply_lost=False)
+        for _ in range(3):
+            box.mic.record(CHUNK)  # the old question, held for the next connection
+        await box.control.ask("release")
+        box.mic.record(CHUNK)  # the chunk holding the release
+        await box.settle()
+        await until(lambda: not box.appliance.machine.session_open, within=3)
+        assert box.link.closed == 1
+        await box.ctl("press")  # a new session, much later
+        box.mic.record(QUIET)
+        await box.settle()
+        assert box.link.opened == [1, 2]
+        audio = [item.data for item in box.link.sent() if item.kind == "audio"]
+        assert CHUNK not in audio, f"the new session carries {audio.count(CHUNK)} old chunks"

@@ -32,9 +32,10 @@ from websockets.http11 import Response
 from wire import config_for
 
 from device.config import Config, LiveConfig, Secret
+from device.live.connection import Connection
 from device.live.errors import describe_failure, failure_fields, is_refusal
 from device.live.session import SESSION_ID_LIMIT, LiveLink
-from device.outbox import Outbox
+from device.outbox import Kind, Outbox
 from device.states import ConnectFailed, ConnectionLost, Event, Reconnecting
 from rig.server.server import LiveServer
 
@@ -479,3 +480,52 @@ async def test_a_client_that_cannot_be_built_is_a_reason_without_the_key(
         await link.close()
     (lost,) = [e for e in events if isinstance(e, ConnectionLost)]
     assert "invalid header value" in lost.reason and key not in lost.reason, lost.reason
+
+
+class SlowUplink:
+    """A connection whose sends take their time (a slow Wi-Fi uplink, a 100 KB JPEG)."""
+
+    def __init__(self) -> None:
+        self.sending = asyncio.Event()
+
+    async def send_realtime_input(self, **fields: object) -> None:
+        self.sending.set()
+        await asyncio.sleep(3600)
+
+    async def receive(self) -> AsyncIterator[Any]:
+        await asyncio.sleep(3600)
+        yield None
+
+
+@pytest.mark.parametrize(("kind", "data"), [("video", b"\xff\xd8 the kitchen"),
+                                            ("audio", b"\x10\x27" * 640)])  # fmt: skip
+async def test_what_was_on_its_way_at_a_hang_up_is_not_sent_in_the_next_session(
+    kind: Kind, data: bytes
+) -> None:
+    """A hang-up drops the outbox, then closes the link, which cancels a send on its way:
+    the frame or chunk was put back in the outbox, which outlives sessions, and the next
+    session (hours later) sent it first."""
+    uplinks: list[SlowUplink] = []
+
+    class Link(LiveLink):
+        async def _client_for_new_session(self) -> bool:
+            return False
+
+        async def _connect(self) -> Connection:
+            uplinks.append(SlowUplink())
+            return Connection(uplinks[-1], contextlib.AsyncExitStack(), self._cfg.live,
+                              self._outbox, self._hooks, self._turn)  # fmt: skip
+
+    outbox = Outbox(5)
+    link = Link(Config(), outbox, lambda e: None, lambda item, t: None)
+    link.open(1)
+    outbox.put(kind, data)
+    await until(lambda: uplinks and uplinks[0].sending.is_set(), within=2)
+    outbox.clear()  # DropOutbox
+    await link.close()  # CloseSession
+    assert outbox.get_nowait() is None, "left for the next session"
+    link.open(2)  # the next press, hours later
+    await until(lambda: len(uplinks) == 2, within=2)
+    await asyncio.sleep(0.3)
+    await link.close()
+    assert not uplinks[1].sending.is_set(), "the new session sent the old session's item"

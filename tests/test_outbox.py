@@ -96,3 +96,27 @@ def test_texts_past_the_bound_are_refused_until_one_goes(caplog) -> None:
     assert texts.admit() is None
     assert texts.admit() is not None
     assert [r.LIVE_BOUND for r in caplog.records if hasattr(r, "LIVE_BOUND")] == ["texts"] * 2
+
+
+def test_a_frame_on_its_way_at_the_release_is_not_put_back_for_the_next_connection() -> None:
+    """A frame being sent as the button comes up (drop_frame), whose connection then ends
+    (a goAway, a drop): put back, it went out on the next connection after the turn."""
+    outbox = Outbox(5)
+    outbox.put("video", b"frame")
+    on_its_way = outbox.get_nowait()
+    assert on_its_way is not None
+    outbox.drop_frame()  # the release
+    outbox.push_front(on_its_way)  # the connection died under it
+    assert outbox.get_nowait() is None
+
+
+def test_what_a_dead_connection_failed_to_send_goes_first_next_time() -> None:
+    """Nothing dropped in between: put back, it is the next connection's first."""
+    outbox = Outbox(5)
+    outbox.put("audio", b"\x01\x00" * 320)
+    outbox.put("audio", b"\x02\x00" * 320)
+    on_its_way = outbox.get_nowait()
+    assert on_its_way is not None
+    outbox.push_front(on_its_way)
+    again = outbox.get_nowait()
+    assert again is not None and again.data == b"\x01\x00" * 320
