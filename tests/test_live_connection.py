@@ -12,6 +12,7 @@ import pytest
 from google import genai
 from google.genai import types
 from google.genai.live import AsyncSession
+from helpers import until
 
 from device.audio import pcm
 from device.config import LiveConfig
@@ -622,3 +623,51 @@ async def test_the_words_of_a_reply_for_ask_and_the_doctor_are_bounded_too() -> 
     reply = await run_turn(EndlessWords(), "hello")  # type: ignore[arg-type]
     assert len(reply.text) < TRANSCRIPT_LIMIT + 100
     assert reply.text.endswith(f"({50 * 1_000_000 - TRANSCRIPT_LIMIT} characters more)")
+
+
+class Service:
+    """One connection of the service, in-process: what the box sends is kept, what the
+    test puts in `inbox` is what the service says."""
+
+    session_id = "s"
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+        self.inbox: asyncio.Queue[types.LiveServerMessage] = asyncio.Queue()
+
+    async def send_realtime_input(self, **message: object) -> None:
+        self.sent.append(message)
+
+    async def receive(self) -> Any:
+        while True:
+            yield await self.inbox.get()
+
+    async def close(self) -> None: ...
+
+
+async def test_hands_free_a_go_away_does_not_switch_while_the_persons_words_are_unanswered(
+) -> None:
+    """A goAway (50 s left) a moment after the person asked something hands-free: their
+    words went out after the last resumption handle, so no handle holds them. Counted
+    quiet (no activity hands-free, no reply begun), the box switched at once: the new
+    connection never answered the question."""
+    service, outbox, turn = Service(), Outbox(8), WireTurn()
+    hooks = Hooks(1, lambda e: None, lambda i, t: None, lambda h: None)
+    conn = Connection(service, contextlib.AsyncExitStack(), LiveConfig(), outbox, hooks, turn)  # type: ignore[arg-type]
+    running = asyncio.create_task(conn.run())
+    update = types.LiveServerSessionResumptionUpdate(new_handle="h1", resumable=True)
+    service.inbox.put_nowait(types.LiveServerMessage(session_resumption_update=update))
+    await asyncio.sleep(0.05)
+    for _ in range(25):  # "what's the weather tomorrow", hands-free: no activity markers
+        outbox.put("audio", b"\x10\x27" * 640)
+    outbox.put("audio_stream_end")  # then a second of silence: the quiet gate holds it
+    await until(lambda: not outbox)
+    assert len(service.sent) == 26, "the question went out on this connection"
+    go_away = types.LiveServerGoAway(time_left="50s")
+    service.inbox.put_nowait(types.LiveServerMessage(go_away=go_away))
+    await asyncio.wait({running}, timeout=0.5)
+    switched = running.done()
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    assert not switched, "switched at once, the question unanswered and in no handle"

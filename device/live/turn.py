@@ -125,6 +125,12 @@ class WireTurn:
         elif kind == "text":
             self.awaiting_reply, self.handle_fresh = True, False
             self.new_words = True
+        elif kind == "audio":
+            # Hands-free (no activity markers) the microphone's sound since the last handle
+            # is in no handle: a switch now would lose it, or the question it asked. The
+            # quiet gate sends nothing while the room is silent; the next handle (after the
+            # reply) or the goAway's deadline ends the wait.
+            self.handle_fresh = False
         self.update()
 
     @property
