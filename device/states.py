@@ -458,7 +458,11 @@ def step(m: Machine, event: Event) -> Step:
         # microphone hears is held for the next connection, as while first connecting.
         after = after.to(State.CONNECTING)
     if after.gated != m.gated:
-        actions.append(GateMicrophone(after.gated))
+        # Ungated before a session ends: its close awaits the camera and the connection,
+        # and a microphone muted through it would drop what the next press reaches back
+        # to (from its button's edge, with the pre-roll).
+        ends = next((i for i, a in enumerate(actions) if isinstance(a, StopCapture)), None)
+        actions.insert(len(actions) if ends is None else ends, GateMicrophone(after.gated))
     if after.reply_done and not m.reply_done:
         actions.append(AwaitDrain())
     if "speaker" in after.faults:  # no earcon into a speaker that is not there

@@ -901,3 +901,37 @@ async def test_a_turn_held_for_a_reconnect_is_not_sent_in_a_session_after_the_id
         assert box.link.opened == [1, 2]
         audio = [item.data for item in box.link.sent() if item.kind == "audio"]
         assert CHUNK not in audio, f"the new session carries {audio.count(CHUNK)} old chunks"
+
+
+async def test_gated_hang_up_over_the_reply_then_a_new_conversation_keeps_its_first_words(
+    tmp_path: Path,
+) -> None:
+    """Gate mode: a press is the only way to stop a reply, and it ends the conversation;
+    the person presses again at once and talks while the box still closes the last
+    session. The microphone stayed muted through the close: all of it was dropped."""
+    cfg = config(button={"mode": "toggle"}, audio={"mic_during_playback": "gate"})
+    async with running(tmp_path, cfg, parts_class=RealCaptureParts) as box:
+        mic: DeviceFreeCapture = box.parts.made["mic"]
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        box.link.deliver(ReplyAudio, pcm=REPLY)
+        await box.settle()
+        assert box.state == "speaking"
+        box.link.sent()  # what went before: not this test's
+        box.camera.hang = asyncio.Event()  # switching the camera off takes its time
+        await box.control.ask("press")  # hang up over the reply
+        await until(lambda: not box.appliance.machine.session_open)
+        for n in range(20):  # the person presses again and talks at once
+            mic.record(numbered(n), time.monotonic())
+            if n == 5:
+                box.button.on_edge("pressed", time.monotonic())
+            await asyncio.sleep(0.01)
+        box.camera.hang.set()  # the close is over: the new press is taken now
+        await box.settle()
+        for n in range(20, 23):
+            mic.record(numbered(n), time.monotonic())
+        await box.settle()
+        assert box.appliance.machine.session_open and box.link.opened == [1, 2]
+        sent = numbers_sent(box)
+        assert sent[:1] and sent[0] <= 5, f"the words from the press's edge on: {sent}"
+
