@@ -135,7 +135,11 @@ class Appliance:
         self.mic_plan = parts.mic_plan
         in_force = replace(cfg.audio, mic_during_playback=self.mic_plan.mic_during_playback)
         self.mic_feed = MicFeed(
-            in_force, self.outbox, on_speech=self._on_speech, on_talk_over=self._on_talk_over
+            in_force,
+            self.outbox,
+            on_speech=self._on_speech,
+            on_talk_over=self._on_talk_over,
+            silence_ms=cfg.conversation.silence_ms,
         )
         self.mic = parts.microphone(
             self.mic_feed.chunk,

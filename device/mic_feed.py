@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 
 #: A gated microphone this long tells the server the stream paused.
 STREAM_PAUSE_S = 1.0
+#: Hands-free, silence is held back (and audioStreamEnd sent, which ends the person's
+#: turn at the service) only this long after the service's own end-of-speech silence
+#: (`silence_ms`) would have: a pause it lets a person make mid-sentence must stay one.
+PAUSE_AFTER_SILENCE_S = 0.2
 #: `pause_below_dbfs` at this (its lowest) never holds the microphone back.
 ALWAYS_SEND_DBFS = -100.0
 #: Microphone overflows are logged at most this often (the count is always kept).
@@ -70,8 +74,12 @@ class MicFeed:
         outbox: Outbox,
         on_speech: Callable[[bool], None] | None = None,
         on_talk_over: Callable[[], None] | None = None,
+        silence_ms: int = 0,
     ) -> None:
+        """`silence_ms`: the service's end-of-speech silence (hands-free); silence is held
+        back no sooner than PAUSE_AFTER_SILENCE_S after it, nor than STREAM_PAUSE_S."""
         self._cfg = cfg
+        self._pause_s = max(STREAM_PAUSE_S, silence_ms / 1000 + PAUSE_AFTER_SILENCE_S)
         self._outbox = outbox
         self._on_speech = on_speech
         self._on_talk_over = on_talk_over
@@ -96,13 +104,14 @@ class MicFeed:
         return -(-self._cfg.preroll_ms // self._cfg.chunk_ms)
 
     def pause_gate(self) -> QuietGate | None:
-        """Hands-free: hold the microphone back after STREAM_PAUSE_S below `pause_below_dbfs`;
+        """Hands-free: hold the microphone back after STREAM_PAUSE_S below `pause_below_dbfs`
+        (longer when the service's `silence_ms` is);
         None at ALWAYS_SEND_DBFS, which sends digital silence too (what an echo canceller
         makes of a silent loopback is exact zeros, below any level)."""
         if self._cfg.pause_below_dbfs <= ALWAYS_SEND_DBFS:
             return None
         level = pcm.db_to_amplitude(self._cfg.pause_below_dbfs)
-        return QuietGate(level, -(-round(STREAM_PAUSE_S * 1000) // self._cfg.chunk_ms))
+        return QuietGate(level, -(-round(self._pause_s * 1000) // self._cfg.chunk_ms))
 
     def gate(self, gated: bool) -> None:
         """Hands-free, the model speaks (or has stopped): with "gate" nothing goes out, and

@@ -935,3 +935,26 @@ async def test_gated_hang_up_over_the_reply_then_a_new_conversation_keeps_its_fi
         sent = numbers_sent(box)
         assert sent[:1] and sent[0] <= 5, f"the words from the press's edge on: {sent}"
 
+
+async def test_hands_free_a_pause_shorter_than_silence_ms_does_not_end_the_turn(
+    tmp_path: Path,
+) -> None:
+    """silence_ms raised to 2 s for someone who pauses mid-sentence: the quiet gate held
+    the microphone back after 1 s and sent audioStreamEnd, which ends the person's turn
+    at the service: a 1.2 s pause had half the sentence answered."""
+    cfg = config(button={"mode": "toggle"}, conversation={"silence_ms": 2000})
+    async with running(tmp_path, cfg, parts_class=RealCaptureParts) as box:
+        mic: DeviceFreeCapture = box.parts.made["mic"]
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        t = time.monotonic()
+        chunks = [CHUNK] * 10 + [QUIET] * 30 + [CHUNK] * 10  # "what's the ... weather"
+        for n, data in enumerate(chunks):
+            mic.record(data, t + 0.04 * (n + 1))
+        await box.settle()
+        assert "audio_stream_end" not in kinds(box), "a 1.2 s pause ended the turn at 1 s"
+        for n in range(60):  # then a real end: past silence_ms, the microphone rests
+            mic.record(QUIET, t + 0.04 * (51 + n))
+        await box.settle()
+        assert "audio_stream_end" in kinds(box)
