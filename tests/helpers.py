@@ -8,12 +8,14 @@ import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from device import logs
 from device.hw.led_patterns import PATTERNS, Pattern
@@ -131,3 +133,12 @@ def lines_of(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
 def thread_names() -> set[str]:
     """The names the kernel shows (`top -H`) for this process's threads."""
     return {p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm")}
+
+
+@contextmanager
+def no_new_threads() -> Iterator[None]:
+    """Thread.start() fails as it does out of threads (the unit's TasksMax)."""
+    with mock.patch.object(
+        threading.Thread, "start", side_effect=RuntimeError("can't start new thread")
+    ):
+        yield

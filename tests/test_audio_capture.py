@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import numpy as np
 import pytest
-from helpers import thread_names, until
+from helpers import no_new_threads, thread_names, until
 
 from device.audio import pcm
 from device.audio.capture import (
@@ -405,22 +404,15 @@ async def test_the_ring_holds_the_lag_between_turns_and_the_pre_roll_while_forwa
 
 
 async def test_a_thread_that_cannot_start_leaves_the_microphone_closed_to_open_again(
-    loopback: PulseLoopback, monkeypatch: pytest.MonkeyPatch
+    loopback: PulseLoopback,
 ) -> None:
     """Out of threads (TasksMax) at an open: the device and its eventfd are let go, and
     the next open (the audio keeper's retry) works."""
     chunks: list[tuple[bytes, float]] = []
     capture = Capture(lambda data, t: chunks.append((data, t)))
-    real_start = threading.Thread.start
-
-    def no_thread(thread: threading.Thread) -> None:
-        raise RuntimeError("can't start new thread")
-
-    monkeypatch.setattr(threading.Thread, "start", no_thread)
-    with pytest.raises(RuntimeError):
+    with no_new_threads(), pytest.raises(RuntimeError):
         capture.start()
     assert not capture.running
-    monkeypatch.setattr(threading.Thread, "start", real_start)
     capture.start()
     try:
         await until(lambda: len(chunks) >= 5, within=5)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soxr
-from helpers import thread_names, until
+from helpers import no_new_threads, thread_names, until
 
 from device.audio import pcm
 from device.audio.playback import RATE, Playback
@@ -314,22 +314,15 @@ async def test_a_start_that_never_returns_is_busy_and_trouble_that_names_the_cal
 
 
 async def test_a_thread_that_cannot_start_leaves_the_speaker_closed_to_open_again(
-    loopback: PulseLoopback, monkeypatch: pytest.MonkeyPatch
+    loopback: PulseLoopback,
 ) -> None:
     """Out of threads (TasksMax) at an open: the stream is closed, and the next open (the
     audio keeper's retry) plays."""
     recorder = loopback.record(RATE, side="speaker")
     await asyncio.to_thread(recorder.wait_started)
     player = Playback()
-    real_start = threading.Thread.start
-
-    def no_thread(thread: threading.Thread) -> None:
-        raise RuntimeError("can't start new thread")
-
-    monkeypatch.setattr(threading.Thread, "start", no_thread)
-    with pytest.raises(RuntimeError):
+    with no_new_threads(), pytest.raises(RuntimeError):
         player.start()
-    monkeypatch.setattr(threading.Thread, "start", real_start)
     player.start()
     try:
         player.feed(pcm.from_float(pcm.tone(440, 500, RATE)))

@@ -310,49 +310,45 @@ async def test_an_interrupted_after_the_reply_ended_does_not_swallow_the_next_re
     assert b"\x07\x00" * 100 in played, "the next reply was swallowed as the old one's rest"
 
 
-async def test_push_to_talk_after_a_stray_interrupted_the_next_question_is_answered() -> None:
-    """The same in push-to-talk: a reply came whole, then an `interrupted` with nothing in
-    flight. The next question's answer must be heard (it was swallowed whole, the box
-    thinking until reply_timeout_s and then the error earcon)."""
+@pytest.mark.parametrize(
+    ("stray", "before_the_press"),
+    [(("interrupted",), True), (("interrupted", "turn_complete"), False),
+     (("interrupted", "turn_complete"), True)],
+    ids=["alone-before", "with-its-end-after", "with-its-end-before"],
+)  # fmt: skip
+async def test_a_stray_interrupted_after_a_whole_reply_ends_nothing_of_the_next_question(
+    stray: tuple[str, ...], before_the_press: bool
+) -> None:
+    """Push-to-talk: a reply came whole, then an `interrupted` with nothing of it in flight
+    (and the turnComplete that ends an interrupted turn, or not), before the next press or
+    after it. The next question's answer is heard, the box thinking until it comes: it was
+    swallowed whole (thinking until reply_timeout_s, then the error earcon), or the stray
+    end turned the box idle before it."""
     seen, turn = Seen(), WireTurn()
     conn = connection(seen, turn)
     turn.sent("activity_start")
     turn.sent("activity_end")
     conn._dispatch(audio(b"\x01\x00" * 100))
     conn._dispatch(content(turn_complete=True))
-    conn._dispatch(content(interrupted=True))  # stray: nothing in flight
+
+    def stray_messages() -> None:
+        for field in stray:
+            conn._dispatch(content(**{field: True}))
+
+    if before_the_press:
+        stray_messages()
     seen.events.append(Pressed())  # the next question
     turn.sent("activity_start")
     seen.events.append(Released())
     turn.sent("activity_end")
-    conn._dispatch(audio(b"\x07\x00" * 100))  # its answer
-    conn._dispatch(content(turn_complete=True))
-    machine = Machine(state=State.THINKING, session_open=True, session=SESSION, connected=True)
-    machine, played, states = replay(seen.events, machine)
-    assert b"\x07\x00" * 100 in played, f"the answer was never heard; states {states}"
-
-
-async def test_a_stray_interrupted_and_its_turn_complete_do_not_end_the_next_question() -> None:
-    """An interrupted turn ends with interrupted then turnComplete: after a reply that came
-    whole, the pair ends nothing of the next question, asked before it arrives."""
-    seen, turn = Seen(), WireTurn()
-    conn = connection(seen, turn)
-    turn.sent("activity_start")
-    turn.sent("activity_end")
-    conn._dispatch(audio(b"\x01\x00" * 100))
-    conn._dispatch(content(turn_complete=True))
-    seen.events.append(Pressed())  # the next question
-    turn.sent("activity_start")
-    seen.events.append(Released())
-    turn.sent("activity_end")
-    conn._dispatch(content(interrupted=True))  # stray: nothing of the last reply in flight
-    conn._dispatch(content(turn_complete=True))  # ... and its end
+    if not before_the_press:
+        stray_messages()
     assert turn.in_flight, "the next question's reply is still awaited"
     conn._dispatch(audio(b"\x07\x00" * 100))  # its answer
     conn._dispatch(content(turn_complete=True))
     machine = Machine(state=State.THINKING, session_open=True, session=SESSION, connected=True)
     machine, played, states = replay(seen.events, machine)
-    assert b"\x07\x00" * 100 in played
+    assert b"\x07\x00" * 100 in played, f"the answer was never heard; states {states}"
     assert State.IDLE not in states[: states.index(State.SPEAKING)], states
 
 
