@@ -701,8 +701,8 @@ class Appliance:
                 if task is not None and not task.done():  # a dead one was reported already
                     await stop_task(task)
             await self.control.aclose()
+            await self.camera.shutdown()  # dark first, as at any hang-up: the close may wait
             await self.link.close()
-            await self.camera.shutdown()
             self.button.stop()
             await self.audio.close(workers.STOP_WAIT_S)
         finally:

@@ -958,3 +958,29 @@ async def test_hands_free_a_pause_shorter_than_silence_ms_does_not_end_the_turn(
             mic.record(QUIET, t + 0.04 * (51 + n))
         await box.settle()
         assert "audio_stream_end" in kinds(box)
+
+
+async def test_at_a_stop_the_camera_goes_dark_before_the_connection_closes(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM during a conversation: the link's graceful close may take a second; the
+    camera is off first, as at any hang-up."""
+    order: list[str] = []
+    async with running(tmp_path) as box:
+        await press_and_speak(box)
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        assert box.camera.running
+        camera_off, link_close = box.camera.shutdown, box.link.close
+
+        async def camera_shutdown() -> None:
+            await camera_off()
+            order.append("camera off")
+
+        async def close() -> None:
+            order.append(f"link closing, the camera {'on' if box.camera.running else 'off'}")
+            await link_close()
+
+        box.camera.shutdown = camera_shutdown  # type: ignore[method-assign]
+        box.link.close = close  # type: ignore[method-assign]
+    assert order[0] == "camera off" and "the camera off" in order[1], order
