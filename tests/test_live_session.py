@@ -109,6 +109,26 @@ async def test_a_session_id_the_service_makes_huge_is_kept_short() -> None:
         ClosingSession.session_id = "s"
 
 
+async def test_a_session_the_service_gives_no_id_gets_one_of_the_boxs_own() -> None:
+    """setupComplete's sessionId is optional: without it every line of the session had an
+    empty LIVE_SESSION, and the README's `journalctl LIVE_SESSION=<id>` found nothing."""
+    closing = asyncio.Event()
+    client = Client(closing)
+    ClosingSession.session_id = None  # type: ignore[assignment]
+    try:
+        link = LiveLink(Config(), Outbox(5), on_event=lambda e: None, on_sent=lambda i, t: None)
+        link._client = client  # type: ignore[assignment]  # prepare() keeps a client it has
+        ids = []
+        for session in (1, 2):
+            link.open(session)
+            await until(lambda: link.session_id is not None, within=5)
+            ids.append(link.session_id)
+            await link.close()
+        assert all(ids) and ids[0] != ids[1], ids
+    finally:
+        ClosingSession.session_id = "s"
+
+
 async def test_a_stop_during_a_hang_up_still_ends_the_session() -> None:
     """SIGTERM cancels the state machine inside a hang-up's close(), just as the service's
     close ends the connection (the cancellation 3.11's TaskGroup loses): close() forgot

@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -104,6 +105,7 @@ class LiveLink:
         self._had_turns = False
         self._hooks = Hooks(0, on_event, on_sent, self._keep_handle, speaker)
         self.session_id: str | None = None
+        self._own_id = ""  # named at each open(): for a service that gives no id
         self.connections = 0  # connections opened in this process, for status and tests
         self._closing = False  # close() is ending the session task
         self._hurry = asyncio.Event()  # a person started a turn: reconnect without waiting
@@ -168,6 +170,7 @@ class LiveLink:
             self._turn = _wire_turn(self._cfg)
             self._carried = []
             self._had_turns = False
+            self._own_id = f"box-{uuid.uuid4().hex[:12]}"
             self._hooks = Hooks(
                 session, self._on_event, self._on_sent, self._keep_handle, self._speaker
             )
@@ -385,7 +388,8 @@ class LiveLink:
             await stack.aclose()
             raise
         self.connections += 1
-        self.session_id = cut(session.session_id, SESSION_ID_LIMIT) if session.session_id else None
+        given = session.session_id  # optional: without it, the box's own names the session
+        self.session_id = cut(given, SESSION_ID_LIMIT) if given else self._own_id
         carried, self._carried = self._carried, []
         setup_ms = (time.monotonic() - started) * 1000
         log.info(
