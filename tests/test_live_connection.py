@@ -667,3 +667,62 @@ async def test_hands_free_a_go_away_does_not_switch_while_the_persons_words_are_
     with contextlib.suppress(asyncio.CancelledError):
         await running
     assert not switched, "switched at once, the question unanswered and in no handle"
+
+
+async def test_old_audio_while_held_after_a_whole_reply_swallows_the_next_answer() -> None:
+    """As test_old_audio_arriving_while_the_new_press_is_held..., but the turn before
+    turn 1 ended whole (the common case: any conversation's second question on)."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    turn.sent("activity_start")
+    turn.sent("activity_end")
+    conn._dispatch(audio(b"\x09\x00" * 100))  # turn 0's reply
+    conn._dispatch(content(turn_complete=True))  # came whole
+    seen.events.append(Pressed())
+    turn.sent("activity_start")
+    seen.events.append(Released())
+    turn.sent("activity_end")  # turn 1 awaits its reply
+    seen.events.append(Pressed())
+    turn.sent("activity_start")  # turn 2: the button is down
+    conn._dispatch(audio(b"\x01\x00" * 100))  # turn 1's, sent before the service saw it
+    seen.events.append(Released())
+    turn.sent("activity_end")
+    conn._dispatch(content(interrupted=True))  # turn 1's end
+    conn._dispatch(content(turn_complete=True))
+    conn._dispatch(audio(b"\x05\x00" * 100))  # the answer to turn 2
+    conn._dispatch(content(turn_complete=True))
+    machine = Machine(state=State.THINKING, session_open=True, session=SESSION, connected=True)
+    machine, played, states = replay(seen.events, machine)
+    assert b"\x05\x00" * 100 in played, f"turn 2's answer swallowed; states {states}"
+
+
+
+
+
+async def test_a_stray_interrupted_alone_then_a_quick_second_press_swallows_its_answer() -> None:
+    """A reply came whole; the service's late `interrupted` comes alone (no turnComplete
+    after it, the case stray_end_due allows for). The person asks, then presses again
+    before any answer: the first question's interrupted/turnComplete come, then the
+    second question's answer, which must be heard."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    turn.sent("activity_start")
+    turn.sent("activity_end")
+    conn._dispatch(audio(b"\x09\x00" * 100))
+    conn._dispatch(content(turn_complete=True))  # whole
+    conn._dispatch(content(interrupted=True))  # stray, alone
+    seen.events.append(Pressed())
+    turn.sent("activity_start")
+    seen.events.append(Released())
+    turn.sent("activity_end")  # question 1
+    seen.events.append(Pressed())
+    turn.sent("activity_start")  # question 2, before any answer
+    seen.events.append(Released())
+    turn.sent("activity_end")
+    conn._dispatch(content(interrupted=True))  # question 1's generation cut
+    conn._dispatch(content(turn_complete=True))
+    conn._dispatch(audio(b"\x05\x00" * 100))  # question 2's answer
+    conn._dispatch(content(turn_complete=True))
+    machine = Machine(state=State.SPEAKING, session_open=True, session=SESSION, connected=True)
+    machine, played, states = replay(seen.events, machine)
+    assert b"\x05\x00" * 100 in played, f"question 2's answer swallowed; states {states}"

@@ -271,6 +271,8 @@ class Connection:
             # to be heard, and its end (interrupted, turnComplete) is not the newest turn's.
             turn.earlier_unanswered -= 1
             turn.superseded = True
+            # A reply came after the last whole one: any late word on that one came first.
+            turn.last_reply_whole = turn.stray_end_due = False
             turn.update()
             hooks.on_event(ReplyAudio(session=session, pcm=pcm, talked_over=True))
             return
@@ -339,6 +341,9 @@ class Connection:
             if not turn.in_flight:
                 self._hooks.on_event(Interrupted(session=self._hooks.session))
             return True
+        if content.interrupted:
+            turn.stray_end_due = False  # a newer interrupted: the turnComplete next is its own
+            return False
         if content.turn_complete and turn.stray_end_due:
             turn.stray_end_due = False
             return True
