@@ -533,7 +533,12 @@ def _transition(m: Machine, event: Event) -> Step:
             conversation, actions = _start_conversation(m, camera=False)
             return conversation, [*actions, SendText(text)]
         case TextTurn(text) if ptt and not m.held:
-            asking: list[Action] = [CancelTimer(Timer.IDLE), CancelTimer(Timer.ERROR)]
+            # A new reply: its longest_reply_s counts from its own first part.
+            asking: list[Action] = [
+                CancelTimer(Timer.IDLE),
+                CancelTimer(Timer.ERROR),
+                CancelTimer(Timer.LONG_REPLY),
+            ]
             if m.state in _REPLYING:  # a new question, as a press is: the old reply stops
                 asking[:0] = _SILENCE_REPLY
             opened = m

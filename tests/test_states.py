@@ -724,3 +724,18 @@ def test_in_every_reachable_state_the_microphone_streams_only_while_someone_talk
             if after.session <= 3 and key not in seen:
                 seen.add(key)
                 frontier.append(key)
+
+
+def test_a_text_turn_over_a_reply_gets_its_own_longest_reply() -> None:
+    """Push-to-talk: a reply plays (LONG_REPLY armed at its start); `ctl text` asks
+    something new. Its reply must get longest_reply_s of its own, not the rest of the
+    old one's (the old code re-armed LONG_REPLY at every reply's first part in THINKING)."""
+    m = Machine()
+    m, _, _ = run(m, s.Pressed(), SETUP, s.Released(), REPLY)
+    assert m.state is State.SPEAKING and s.Timer.LONG_REPLY in m.timers
+    m, _, _ = run(m, s.TextTurn("and tomorrow?"))
+    assert m.state is State.THINKING
+    m, _, actions = run(m, REPLY)  # the new reply's first part
+    assert s.StartTimer(s.Timer.LONG_REPLY) in actions, (
+        f"the new reply's longest_reply_s is not restarted: {actions}"
+    )
