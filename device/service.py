@@ -37,6 +37,7 @@ class Notifier:
         self.watchdog_s = _watchdog_interval(env)
         self._sock: socket.socket | None = None
         self._status: str | None = None
+        self._ready_due = False  # READY=1 was left out: the next message carries it
         self.lost = 0
 
     @property
@@ -49,6 +50,8 @@ class Notifier:
         once, and the next that gets through carries the latest STATUS= again."""
         if self.address is None:
             return
+        if self._ready_due and "READY=1" not in fields:
+            fields = ("READY=1", *fields)  # left out before: systemd still waits for it
         if self.lost and self._status and not any(f.startswith("STATUS=") for f in fields):
             fields = (*fields, f"STATUS={self._status}")
         try:
@@ -62,7 +65,9 @@ class Notifier:
             if not self.lost:
                 log.warning("cannot notify systemd: %s", exc)
             self.lost += 1
+            self._ready_due = "READY=1" in fields
             return
+        self._ready_due = False
         if self.lost:
             log.info("systemd takes notifications again (%d left out)", self.lost)
             self.lost = 0

@@ -363,3 +363,37 @@ def test_a_flood_of_lines_from_one_part_is_cut_and_the_rest_of_the_box_still_log
         "tool 1000: error (800 lines before it left out: too many)",
     ]
     assert captured.records[-1]["LIVE_LINES_LEFT_OUT"] == 800
+
+
+def test_a_ready_left_out_while_pid1_was_busy_is_sent_again() -> None:
+    """READY=1 dropped after WAIT_S (PID 1 busy at boot) is never sent again: with
+    Type=notify systemd then kills the service at TimeoutStartSec. The old blocking
+    sendto() delivered it once PID 1 read."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "notify")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        server.bind(path)
+        notifier = Notifier(environ={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+        filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        filler.connect(path)
+        filler.setblocking(False)
+        try:
+            while True:  # other services' messages fill PID 1's queue
+                filler.send(b"x")
+        except BlockingIOError:
+            pass
+        notifier.ready("idle")
+        assert notifier.lost == 1
+        server.setblocking(False)
+        try:
+            while True:
+                server.recv(4096)
+        except BlockingIOError:
+            pass
+        notifier.watchdog()
+        server.settimeout(2)
+        got = server.recv(4096).decode().splitlines()
+        notifier.close()
+        server.close()
+        filler.close()
+        assert "READY=1" in got, got
