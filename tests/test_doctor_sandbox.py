@@ -168,3 +168,25 @@ def test_a_key_file_the_installers_key_shadows_is_a_warning(
     installed.write_text("")  # as the README says: empty it, and the token is the key
     result = asyncio.run(check_key(Context(config.load(), Options(), Progress(spinner=False))))
     assert result.status is Status.PASS, result
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a file of root's needs root")
+def test_a_file_in_a_hidden_place_is_told_to_move_not_to_chmod(
+    service_config: Path, service_user: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A persona in the owner's home (0700 on Raspberry Pi OS), 0600: ProtectHome hides it
+    from the service whatever its mode; the advice must be to move it, as before the
+    permission check, not a chgrp/chmod that changes nothing."""
+    home = Path(tempfile.mkdtemp(prefix="home-", dir="/tmp"))
+    try:
+        home.chmod(0o700)
+        named = home / "persona.txt"
+        named.write_text("A teapot.\n")
+        named.chmod(0o600)
+        monkeypatch.setattr(settings, "HIDDEN_FROM_SERVICE", (str(home),))
+        service_config.write_text(f'[live]\nsystem_instruction_file = "{named}"\n')
+        result, _ = check_config(None)
+        assert result.status is Status.WARN, result
+        assert result.fix is not None and "Move the file" in result.fix, result.fix
+    finally:
+        shutil.rmtree(home)

@@ -36,17 +36,7 @@ def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Confi
     cfg = dataclasses.replace(cfg, api_key=found, api_key_source=source)
     data = {"path": str(cfg.path or "")}
     the_services_own = config_mod.resolve_path(cli_path)[0] == config_mod.DEFAULT_PATH
-    if the_services_own and (unreadable := _unreadable_by_service(cfg)):
-        label, place = unreadable[0]
-        return Result(
-            "config",
-            Status.WARN,
-            f"{measured}; the service (user {SERVICE_USER}) may not read {label} {place}: "
-            "only its owner, or a group the service is not in, may",
-            f"sudo chgrp {SERVICE_USER} {place} && sudo chmod 0640 {place} (and let the "
-            "service into the directories above it).",
-            data=data | {"unreadable": dict(unreadable)},
-        ), cfg
+    # Hidden first: no mode lets the service see a file there.
     if the_services_own and (hidden := _hidden_from_service(cfg)):
         label, place = hidden[0]
         return Result(
@@ -57,6 +47,17 @@ def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Confi
             "Move the file under /etc/live-appliance (owner root, group live-appliance, "
             "mode 0640) and name it by that absolute path.",
             data=data | {"hidden": dict(hidden)},
+        ), cfg
+    if the_services_own and (unreadable := _unreadable_by_service(cfg)):
+        label, place = unreadable[0]
+        return Result(
+            "config",
+            Status.WARN,
+            f"{measured}; the service (user {SERVICE_USER}) may not read {label} {place}: "
+            "only its owner, or a group the service is not in, may",
+            f"sudo chgrp {SERVICE_USER} {place} && sudo chmod 0640 {place} (and let the "
+            "service into the directories above it).",
+            data=data | {"unreadable": dict(unreadable)},
         ), cfg
     return Result("config", Status.PASS, measured, data=data), cfg
 
