@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -134,12 +135,17 @@ async def _ask_and_play(cfg: Config, args: argparse.Namespace) -> list[Reply]:
 
 def _unwritable(path: str) -> str | None:
     """Why the reply's WAV could not be written there, found before the session: the
-    owner would otherwise wait for every turn first. None when it can be."""
+    owner would otherwise wait for every turn first. None when it can be; a file the
+    probe made is removed again (a run that fails leaves no empty WAV behind)."""
+    existed = os.path.lexists(path)
     try:
         with open(path, "ab"):
             pass
     except OSError as exc:
         return exc.strerror or str(exc)
+    if not existed:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
     return None
 
 

@@ -236,6 +236,8 @@ def test_ask_audio_to_a_path_it_cannot_write_is_one_line_not_a_traceback(
         err = capsys.readouterr().err
         assert code == 1 and len(err.strip().splitlines()) == 1 and str(out) in err
     assert not asked, "no session for a reply that cannot be kept"
+    fresh = tmp_path / "reply.wav"
+    assert ask_mod._unwritable(str(fresh)) is None and not fresh.exists()
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
