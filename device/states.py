@@ -603,7 +603,8 @@ def _transition(m: Machine, event: Event) -> Step:
         case ReplyAudio(pcm=pcm):
             # The model went on after a part of its reply (more to come): the same reply,
             # its longest_reply_s counted from its first part, not again from this one.
-            starts = _REPLY_STARTS if Timer.LONG_REPLY not in m.timers else _REPLY_STARTS[:1]
+            going_on = Timer.LONG_REPLY in m.timers
+            starts = [StartTimer(Timer.REPLY)] if going_on else list(_REPLY_STARTS)
             actions = [CancelTimer(Timer.SILENCE), PlayReply(pcm), *starts]
             return m.to(State.SPEAKING, reply_done=False), actions
 
