@@ -67,15 +67,19 @@ def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Confi
 HIDDEN_FROM_SERVICE = ("/home", "/root", "/run/user", "/tmp", "/var/tmp")
 
 
+def _files_named(cfg: Config) -> list[tuple[str, str]]:
+    """The files the configuration names for the service to read, with their settings."""
+    named = (
+        ("[live] api_key_file", cfg.live.api_key_file),
+        ("[live] system_instruction_file", cfg.live.system_instruction_file),
+    )
+    return [(label, place) for label, place in named if place]
+
+
 def _hidden_from_service(cfg: Config) -> list[tuple[str, str]]:
     """The files the service's configuration names where the service cannot read them."""
     hidden = []
-    for label, place in (
-        ("[live] api_key_file", cfg.live.api_key_file),
-        ("[live] system_instruction_file", cfg.live.system_instruction_file),
-    ):
-        if not place:
-            continue
+    for label, place in _files_named(cfg):
         path = os.path.normpath(place)
         if place.startswith("~") or any(
             path == top or path.startswith(f"{top}/") for top in HIDDEN_FROM_SERVICE
@@ -123,11 +127,8 @@ def _unreadable_by_service(cfg: Config) -> list[tuple[str, str]]:
         return []
     uid, gids = identity
     found = []
-    for label, place in (
-        ("[live] api_key_file", cfg.live.api_key_file),
-        ("[live] system_instruction_file", cfg.live.system_instruction_file),
-    ):
-        if not place or place.startswith("~"):
+    for label, place in _files_named(cfg):
+        if place.startswith("~"):
             continue
         path = Path(os.path.normpath(place))
         try:
