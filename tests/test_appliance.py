@@ -833,46 +833,39 @@ async def test_two_questions_asked_while_the_box_was_busy_each_end_at_their_own_
         assert not box.appliance.machine.held
 
 
-@pytest.mark.parametrize("speaks", [False, True], ids=["thinking", "speaking-in-parts"])
+@pytest.mark.parametrize(
+    ("begun", "speaks"),
+    [(False, False), (True, False), (True, True)],
+    ids=["without-a-word", "thinking", "speaking-in-parts"],
+)
 async def test_a_reply_the_model_works_on_without_end_is_cut_at_the_longest_reply(
-    tmp_path: Path, speaks: bool
+    tmp_path: Path, begun: bool, speaks: bool
 ) -> None:
     """turnComplete with the interaction still in progress, again and again (a part of
-    the reply between each, or none): each restarted the reply's timer, and each part
-    after a drain its longest_reply_s, so the box thought (or spoke) for as long as the
-    service kept it up, its session open, the next press the only way out."""
+    the reply between each, or none, or no reply begun at all): each restarted the
+    reply's timer, and each part after a drain its longest_reply_s, so the box thought
+    (or spoke) for as long as the service kept it up, its session open, the next press
+    the only way out."""
     cfg = config(conversation={"reply_timeout_s": 0.3, "longest_reply_s": 0.6})
     async with running(tmp_path, cfg) as box:
-        await ask_and_hear_the_reply_begin(box)
-        box.speaker.play()
+        if begun:
+            await ask_and_hear_the_reply_begin(box)
+            box.speaker.play()
+        else:
+            await press_and_speak(box)
+            box.link.deliver(SetupComplete)
+            await box.ctl("release")
+            box.mic.record(CHUNK)
+            await box.settle()
         for _ in range(20):  # 2 s: three times the longest reply
             box.link.deliver(TurnComplete, more_to_come=True)
             await box.settle()
-            box.speaker.play()  # the part played out: thinking again
+            box.speaker.play()  # a part played out: thinking again
             await asyncio.sleep(0.05)
             if speaks:
                 box.link.deliver(ReplyAudio, pcm=REPLY)
                 await box.settle()
             await asyncio.sleep(0.05)
-        assert "idle" in box.states(), f"still {box.state} after 3 x longest_reply_s"
-
-
-async def test_a_model_that_works_on_without_a_word_is_cut_at_the_longest_reply(
-    tmp_path: Path,
-) -> None:
-    """Not a part of a reply, only turnComplete with the interaction in progress every
-    few seconds: each restarted the reply's timer, and the box thought for good."""
-    cfg = config(conversation={"reply_timeout_s": 0.3, "longest_reply_s": 0.6})
-    async with running(tmp_path, cfg) as box:
-        await press_and_speak(box)
-        box.link.deliver(SetupComplete)
-        await box.ctl("release")
-        box.mic.record(CHUNK)
-        await box.settle()
-        for _ in range(20):  # 2 s: three times the longest reply
-            box.link.deliver(TurnComplete, more_to_come=True)
-            await box.settle()
-            await asyncio.sleep(0.1)
         assert "idle" in box.states(), f"still {box.state} after 3 x longest_reply_s"
 
 
