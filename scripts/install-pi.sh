@@ -609,6 +609,9 @@ install_main() {
   check_python
   local key=""
   if [[ -n $key_source ]]; then
+    # The key itself given where its file's path goes: not repeated on the screen.
+    [[ $key_source == - || -e $key_source || ! $key_source =~ ^(AIza|auth_tokens/) ]] \
+      || die "--key-file takes the path of a file holding the key (or - to type it), not the key"
     [[ $key_source == - || -r $key_source ]] || die "--key-file $key_source: no such readable file"
     key=$(read_key "$key_source")  # a key the service would refuse stops the install here
   fi

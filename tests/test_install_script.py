@@ -628,6 +628,19 @@ def test_a_key_file_the_service_would_refuse_stops_the_install_before_it_starts(
     assert KEY not in result.stdout + result.stderr
 
 
+def test_the_key_given_as_the_key_files_path_is_not_shown(
+    view: SystemView, stand_ins: StandIns
+) -> None:
+    """`--key-file AIza...`: the owner gave the key where its file goes; the refusal says
+    what the option takes and does not print the key back (a screen, a pasted log)."""
+    view.setup(FRESH)
+    result = view.run(["bash", str(INSTALL), "--key-file", KEY], env=stand_ins.env())
+    assert result.returncode == 1
+    assert "--key-file takes the path of a file holding the key" in result.stderr
+    assert KEY[4:] not in result.stdout + result.stderr
+    assert stand_ins.calls() == []
+
+
 def answer_key_prompt(dest: Path, answers: list[str]) -> tuple[int, bytes]:
     """The installer's own prompt_key on a terminal (a pty), called in an `if` as the
     installer calls it, given `answers` one per prompt; its status and everything it
