@@ -252,6 +252,7 @@ class FakeCameraRig:
     usb_size: tuple[int, int] = (640, 480)  # what a USB camera "adjusts" any size to
     fail_open: bool = False
     start_gate: threading.Event | None = None  # set: start returns (a stuck camera till then)
+    stop_gate: threading.Event | None = None  # set: stop returns (a stuck camera till then)
     capture_delay: float = 0.0
     capture_gate: threading.Event | None = None  # set: captures complete (in flight till then)
     fail_capture: int | None = None  # this capture (1-based) raises
@@ -380,6 +381,8 @@ def fake_picamera2_class(rig: FakeCameraRig) -> type:
             return job.future.result()
 
         def stop(self) -> None:
+            if rig.stop_gate is not None:
+                rig.stop_gate.wait()
             rig.calls.append("stop")
             self._started = False
 
@@ -572,6 +575,31 @@ async def test_a_camera_that_cannot_start_is_reported_once(camera, caplog) -> No
     feed.start_frames()
     await until(lambda: frames.jpegs)
     await feed.aclose()
+
+
+async def test_a_camera_whose_stop_never_returns_keeps_its_light_on_until_it_does(
+    camera, pins, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The light is the privacy promise: a stop stuck in the camera may leave it on, so
+    the light stays on, and the journal says "stuck", not "off", until the stop returns."""
+    caplog.set_level(logging.INFO, logger="device.hw.camera")
+    camera.stop_gate = threading.Event()
+    frames = Frames()
+    feed = feed_for(picamera2(led_pin=21, linger_s=0.05), frames, switch_timeout_s=0.2)
+    try:
+        feed.start_frames()
+        await until(lambda: frames.jpegs)
+        feed.stop_frames()
+        await until(lambda: not feed.running, within=3)
+        await feed.aclose()  # the session ends; the stop is still stuck
+        assert pins(21).state, "the light went out while the camera may still be on"
+        cameras = [getattr(r, "LIVE_CAMERA", None) for r in caplog.records]
+        assert "stuck" in cameras and "off" not in cameras, cameras
+    finally:
+        camera.stop_gate.set()
+    await until(lambda: not pins(21).state, within=3)
+    assert getattr(caplog.records[-1], "LIVE_CAMERA", None) == "off"
+    await feed.shutdown()
 
 
 async def test_a_camera_that_dies_mid_run_stops_and_is_reported_once(camera, pins) -> None:

@@ -188,7 +188,7 @@ class CameraFeed:
         self._wanted = False
         try:
             await stop_task(self._task)
-            if self._led is not None:
+            if self._led is not None and self._stuck is None:  # else lit till the stop returns
                 self._led.close()
                 self._led = None
         finally:
@@ -233,13 +233,7 @@ class CameraFeed:
             finally:
                 if self._running:
                     self._running = False
-                    if led is not None:
-                        led.off()
-                    logger.info(
-                        "camera off after %d frame(s)",
-                        self._frames,
-                        extra={"LIVE_CAMERA": "off", "LIVE_CAMERA_FRAMES": self._frames},
-                    )
+                    self._said_off(led)
 
     async def _stream(self) -> None:
         """Frames until stop_frames: the first at once, then on a grid of 1/fps seconds."""
@@ -282,10 +276,31 @@ class CameraFeed:
         self._stuck = call
         self._recovering = asyncio.create_task(self._off_when_back(call), name="camera-stuck")
 
+    def _said_off(self, led: Any) -> None:
+        """The run is over: light off and "camera off" in the journal, unless its stop is
+        stuck (the camera may still be on: the light stays on until the stop returns)."""
+        if self._stuck is not None:
+            logger.warning(
+                "the camera's stop is stuck after %d frame(s); it may still be on, and its "
+                "light stays on until the stop returns",
+                self._frames,
+                extra={"LIVE_CAMERA": "stuck", "LIVE_CAMERA_FRAMES": self._frames},
+            )
+            return
+        if led is not None:
+            led.off()
+        logger.info(
+            "camera off after %d frame(s)",
+            self._frames,
+            extra={"LIVE_CAMERA": "off", "LIVE_CAMERA_FRAMES": self._frames},
+        )
+
     async def _off_when_back(self, call: asyncio.Future[Any]) -> None:
         try:
             await asyncio.wait({call})
             await _stop(self._source, self._switch_timeout_s)
+            if self._led is not None:
+                self._led.off()
             logger.info("the stuck camera call returned; camera off", extra={"LIVE_CAMERA": "off"})
         finally:
             self._stuck = self._recovering = None
