@@ -631,6 +631,14 @@ def _check_consistency(where: str, config: Config, whole: bool) -> None:
             f"{where}: [live] backend = 'vertex' needs project and location "
             "(e.g. project = 'my-project', location = 'us-central1')"
         )
+    if live.backend == "vertex" and live.api_key_file is not None:
+        # The Vertex AI client is never given a key: a token minter's file named here
+        # would go unread, and every press fail for want of the credentials it does use.
+        raise ConfigError(
+            f"{where}: [live] api_key_file: not used with backend 'vertex', which signs in "
+            "with application default credentials (an API key or ephemeral token is for "
+            "backend 'gemini'); remove api_key_file, or set backend = 'gemini'"
+        )
     _check_live(where, live)
     leds = config.leds
     wanted = {"single": 1, "rgb": 3}.get(leds.kind)
