@@ -184,6 +184,21 @@ async def check_key(ctx: Context) -> Result:
             "[live] api_key_file.",
             data={"kind": kind, "source": cfg.api_key_source},
         )
+    if token and not (cfg.api_key_source or "").startswith("api_key_file"):
+        # A token opens one session, none a minute after it was made: the service must
+        # find the next one a job writes, and reads only api_key_file again.
+        return Result(
+            "key",
+            Status.WARN,
+            f"{kind} from {cfg.api_key_source} (not shown); a token opens one session "
+            "(none a minute after it was made), and there the service sees no newer one "
+            "until it restarts (systemd copies its credential at the start, and its "
+            "environment stays as it was)",
+            f"Have the job that mints tokens write each into a file the service may read, "
+            f"name that file with [live] api_key_file, and empty "
+            f"{config_mod.INSTALLED_KEY_FILE} (README, The API key).",
+            data={"kind": kind, "source": cfg.api_key_source},
+        )
     return Result(
         "key",
         Status.PASS,
