@@ -58,6 +58,9 @@ VOICES = (
     "Rasalgethi", "Laomedeia", "Achernar", "Alnilam", "Schedar", "Gacrux", "Pulcherrima",
     "Achird", "Zubenelgenubi", "Vindemiatrix", "Sadachbia", "Sadaltager", "Sulafat",
 )  # fmt: skip
+#: The Live models' context window (their input token limit): compression must start
+#: within it, or the session is cut at the limit after all.
+CONTEXT_WINDOW_TOKENS = 131072
 #: A BCP-47 language tag as RFC 5646 spells one: a language, then subtags of one to
 #: eight letters or digits ("en", "de-DE", "cmn-CN", "zh-Hans-CN", "es-419",
 #: "en-US-u-ca-gregory"). Not "German" spelled out, nor "en_US".
@@ -118,8 +121,13 @@ class LiveConfig:
     affective_dialog: bool | None = None
     #: Sliding-window context compression: without it a session is cut at 15 min (2 with video).
     compression: bool = True
-    compression_trigger_tokens: int | None = field(default=None, metadata=_bounded(1000, 10**6))
-    compression_target_tokens: int | None = field(default=None, metadata=_bounded(500, 10**6))
+    #: Both within the Live models' context window: a trigger above it is never reached.
+    compression_trigger_tokens: int | None = field(
+        default=None, metadata=_bounded(1000, CONTEXT_WINDOW_TOKENS)
+    )
+    compression_target_tokens: int | None = field(
+        default=None, metadata=_bounded(500, CONTEXT_WINDOW_TOKENS)
+    )
     #: Seconds to reach the service and finish setup before the press shows an error.
     connect_timeout_s: float = field(default=5.0, metadata=_bounded(0.5, 120))
     #: How often to ping an otherwise quiet connection.
