@@ -12,6 +12,7 @@ import ast
 import socket
 import ssl
 
+from google.auth import exceptions as auth_errors
 from google.genai import errors
 from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -75,8 +76,8 @@ def describe_failure(exc: BaseException) -> str:
 
 def failure_fields(exc: BaseException) -> dict[str, object]:
     """A failure's journal fields: LIVE_FAILURE, a word from a closed set an owner can
-    filter on (closed, http, gave_up, silent, timeout, dns, tls, tcp, network,
-    undecodable, other); LIVE_ERROR, the line describe_failure gives; LIVE_CLOSE_CODE
+    filter on (closed, http, credentials, gave_up, silent, timeout, dns, tls, tcp,
+    network, undecodable, other); LIVE_ERROR, the line describe_failure gives; LIVE_CLOSE_CODE
     for a close, LIVE_HTTP_STATUS for an HTTP answer to the upgrade."""
     kind, words = _classify(exc)
     fields: dict[str, object] = {"LIVE_FAILURE": kind, "LIVE_ERROR": without_credentials(words)}
@@ -110,6 +111,11 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         status = exc.response.status_code
         hint = _HTTP_HINTS.get(status, "the Live API refused the connection")
         return "http", f"{hint} (HTTP {status} {exc.response.reason_phrase})"
+    if isinstance(exc, auth_errors.GoogleAuthError):  # Vertex AI's, before ValueError
+        words = f"Vertex AI credentials: {_auth_words(exc)}"
+        if _auth_retryable(exc):
+            return "network", f"network: {words}"
+        return "credentials", words
     if isinstance(exc, GaveUp):
         return "gave_up", str(exc)
     if isinstance(exc, ConnectionDead):
@@ -174,6 +180,19 @@ def _verified(message: str) -> str:
     return message
 
 
+def _auth_words(exc: auth_errors.GoogleAuthError) -> str:
+    """The first line of google-auth's message: a RefreshError's args are the message and
+    the token server's whole answer (a dict), which the owner needs no more of."""
+    first = exc.args[0] if exc.args else exc
+    return (str(first).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _auth_retryable(exc: auth_errors.GoogleAuthError) -> bool:
+    """The token server out of reach or busy, not credentials that are gone or revoked."""
+    timed_out = (auth_errors.TransportError, auth_errors.TimeoutError)
+    return isinstance(exc, timed_out) or exc.retryable
+
+
 def close_reason(exc: errors.APIError) -> str:
     """The service's words: the SDK keeps a close frame's reason in `details`."""
     if exc.message:
@@ -182,7 +201,10 @@ def close_reason(exc: errors.APIError) -> str:
 
 
 def is_refusal(exc: BaseException) -> bool:
-    """The service refused the key or a setting: retrying would only be refused again."""
+    """The service refused the key or a setting, or Vertex AI's credentials are gone or
+    revoked: retrying would only be refused again."""
+    if isinstance(exc, auth_errors.GoogleAuthError):
+        return not _auth_retryable(exc)
     if isinstance(exc, InvalidStatus):
         return exc.response.status_code in HTTP_REFUSED
     closed = _close_of(exc)
