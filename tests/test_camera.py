@@ -380,6 +380,9 @@ def fake_picamera2_class(rig: FakeCameraRig) -> type:
         def wait(self, job: FakeJob) -> np.ndarray:
             return job.future.result()
 
+        def cancel_all_and_flush(self) -> None:
+            """picamera2's: the jobs still queued are dropped (none here waits in line)."""
+
         def stop(self) -> None:
             if rig.stop_gate is not None:
                 rig.stop_gate.wait()

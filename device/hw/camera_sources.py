@@ -263,6 +263,10 @@ class Picamera2Source:
         if cam is None:
             return
         try:
+            # picamera2 stops in its own thread, as a job queued behind those waiting:
+            # a capture the camera never delivered (a cable pulled) would hold it for
+            # ever. Nobody waits for those any more (the feed stops only after a grab).
+            cam.cancel_all_and_flush()
             cam.stop()
         finally:
             cam.close()
