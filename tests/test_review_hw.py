@@ -106,3 +106,20 @@ async def test_capture_still_from_a_silent_camera_releases_it(
         await camera_module.capture_still(picamera2())
     assert time.monotonic() - started < 1.5
     assert queueing_camera.names()[-2:] == ["stop", "close"]
+
+
+async def test_a_hang_up_right_after_the_camera_went_silent_is_not_held_up(
+    queueing_camera: FakeCameraRig,
+) -> None:
+    """The camera stalls and the person hangs up: the failure is said within the capture
+    timeout, and the hang-up (which waits for the camera to be dark) is not held up
+    for the camera's switch timeout, with the box deaf to the button meanwhile."""
+    queueing_camera.hang_after = 1
+    frames = Frames()
+    feed = feed_for(picamera2(), frames, capture_timeout_s=0.2)
+    feed.start_frames()
+    await until(lambda: frames.jpegs)
+    await until(lambda: frames.failures, within=1.0)
+    started = time.monotonic()
+    await feed.aclose()
+    assert time.monotonic() - started < 0.5
