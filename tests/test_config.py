@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 
 from device import cli, config
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
+from device.doctor.settings import check_key
 
 KEY = "AIza-very-secret-key-0123456789"
+VERTEX = "[live]\nbackend = 'vertex'\nproject = 'my-project'\nlocation = 'us-central1'\n"
 
 
 @pytest.fixture(autouse=True)
@@ -724,3 +728,81 @@ def test_a_key_written_into_the_config_says_where_it_goes(tmp_path: Path, text: 
         config.load(write(tmp_path, text))
     assert "put it alone in /etc/live-appliance/api-key" in str(caught.value)
     assert "allowed:" not in str(caught.value) and KEY not in str(caught.value)
+
+
+def test_a_key_file_named_beside_vertex_ai_is_a_config_error(tmp_path: Path) -> None:
+    """Vertex AI signs in with application default credentials: the client is never given
+    the key. A token minter's file named with `backend = 'vertex'` started the box, which
+    then failed every press with "DefaultCredentialsError" (or, with credentials, never
+    used the token): the owner is told at start, by setting, what does not go together."""
+    token = tmp_path / "token"
+    token.write_text("auth_tokens/minted-for-the-gemini-api\n")
+    path = write(tmp_path, f"{VERTEX}api_key_file = '{token}'\n")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: [live] api_key_file: ")
+    assert "backend 'vertex'" in message and "application default credentials" in message
+    assert "auth_tokens/minted" not in message
+
+
+@pytest.mark.parametrize("where", ["credential", "environment"])
+async def test_the_doctor_warns_of_a_token_the_service_cannot_renew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """An ephemeral token opens one session, and none a minute after it was made. In the
+    systemd credential (a copy of /etc/live-appliance/api-key made at the service's
+    start) or in the service's environment, the next token a job writes is never seen:
+    the box works once, then every press is refused. The doctor said PASS."""
+    token = "auth_tokens/minted-an-hour-ago-0123"
+    if where == "credential":
+        credentials = tmp_path / "credentials"
+        credentials.mkdir()
+        (credentials / config.CREDENTIAL_NAME).write_text(token + "\n")
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    else:
+        monkeypatch.setenv("GEMINI_API_KEY", token)
+    cfg = config.load(write(tmp_path, ""))
+    result = await check_key(Context(cfg, Options(), Progress(spinner=False)))
+    assert result.status is Status.WARN, result
+    assert "ephemeral token" in result.measured and token not in result.measured
+    assert result.fix is not None and "[live] api_key_file" in result.fix
+
+
+async def test_a_token_in_the_key_file_the_service_rereads_passes(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("auth_tokens/minted-a-moment-ago-0123\n")
+    cfg = config.load(write(tmp_path, f"[live]\napi_key_file = '{token}'\n"))
+    result = await check_key(Context(cfg, Options(), Progress(spinner=False)))
+    assert result.status is Status.PASS, result
+
+
+@pytest.mark.parametrize("setting", ["compression_trigger_tokens", "compression_target_tokens"])
+def test_compression_beyond_the_context_window_is_a_config_error(
+    tmp_path: Path, setting: str
+) -> None:
+    """The Live models' context window is 128k tokens (131,072): a trigger above it is
+    never reached, so the sliding window never slides and the session is cut at the
+    limit after all. 10**6 was allowed."""
+    path = write(tmp_path, f"[live]\n{setting} = 500000\n")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    assert str(caught.value) == (
+        f"{path}: [live] {setting}: must be between "
+        f"{'1000' if 'trigger' in setting else '500'} and 131072 (got 500000)"
+    )
+
+
+def test_a_tool_timeout_the_reply_timer_cuts_short_is_a_config_error(tmp_path: Path) -> None:
+    """A push-to-talk turn whose reply has not started after reply_timeout_s ends with
+    the error earcon, and a tool at work does not hold that timer: `[tools] timeout_s =
+    60` beside the default 30 s showed the error while the tool still had 30 s to go, and
+    its answer, then the reply, came after the turn had been given up."""
+    path = write(tmp_path, "[tools]\nenabled = ['get_time']\ntimeout_s = 60\n")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    assert str(caught.value) == (
+        f"{path}: [tools] timeout_s (60) must be below [conversation] reply_timeout_s (30): "
+        "a turn whose reply has not started by then ends with the error"
+    )
+    config.load(write(tmp_path, "[tools]\ntimeout_s = 60\n"))  # no tools: nothing to wait for

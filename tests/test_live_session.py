@@ -18,6 +18,7 @@ from http import HTTPStatus
 from typing import Any
 
 import pytest
+from google.auth import exceptions as auth_errors
 from google.genai import errors, types
 from helpers import until
 from websockets.datastructures import Headers
@@ -549,3 +550,41 @@ async def test_what_was_on_its_way_at_a_hang_up_is_not_sent_in_the_next_session(
     await asyncio.sleep(0.3)
     await link.close()
     assert not uplinks[1].sending.is_set(), "the new session sent the old session's item"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        auth_errors.DefaultCredentialsError(
+            "Your default credentials were not found. To set up Application Default "
+            "Credentials, see https://cloud.google.com/docs/authentication/external/set-up-adc "
+            "for more information."
+        ),
+        auth_errors.RefreshError(
+            "invalid_grant: Token has been expired or revoked.",
+            {"error": "invalid_grant", "error_description": "Token has been expired or revoked."},
+        ),
+    ],
+    ids=["none", "revoked"],
+)
+def test_vertex_credentials_that_no_longer_work_are_said_as_such_and_not_retried(
+    failure: Exception,
+) -> None:
+    """A Vertex AI box whose application default credentials went (a file removed, a
+    refresh token revoked months later) showed "RefreshError: ('invalid_grant: ...',
+    {...})" and, mid-conversation, reconnected for reconnect_for_s though no try could
+    succeed."""
+    words = describe_failure(failure)
+    assert words.startswith("Vertex AI credentials: "), words
+    assert "{" not in words and "Error:" not in words
+    assert failure_fields(failure)["LIVE_FAILURE"] == "credentials"
+    assert is_refusal(failure)
+
+
+def test_a_credentials_server_out_of_reach_is_the_network_and_retried() -> None:
+    failure = auth_errors.TransportError(
+        "HTTPSConnectionPool(host='oauth2.googleapis.com', port=443): Max retries exceeded"
+    )
+    assert failure_fields(failure)["LIVE_FAILURE"] == "network"
+    assert describe_failure(failure).startswith("network: Vertex AI credentials: ")
+    assert not is_refusal(failure)
