@@ -170,7 +170,9 @@ class CameraFeed:
         A start in progress is waited for STOP_WAIT_S at most, not the switch's limit
         (SWITCH_TIMEOUT_S, as long as the unit's TimeoutStopSec, where systemd kills the
         box): the process's end switches the camera off, and a call stuck in it is left
-        to the workers' exit."""
+        to the workers' exit. A stop that hangs is given as long: it starts only once the
+        task is cancelled, and would wait out the switch's limit past the cancellation."""
+        self._switch_timeout_s = min(self._switch_timeout_s, STOP_WAIT_S)
         try:
             async with asyncio.timeout(STOP_WAIT_S):
                 await self.aclose()
