@@ -321,7 +321,7 @@ async def test_a_failing_driver_does_not_raise_into_the_caller() -> None:
     driver = Broken()
     leds = fast_animator(driver)
     await leds.show("connecting")
-    await until(lambda: driver.failed)  # the animation dies on its second frame
+    await until(lambda: driver.failed)  # the animation stops at its second frame
     await leds.show("listening")  # the dead animation is reaped, the error only logged
     assert leds.state == "listening"
     assert len(driver.frames) == 1

@@ -28,6 +28,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LED_KINDS = ("none", "single", "multi", "rgb")
+#: A frame the driver failed (a busy bus, a pin write refused) is tried again this often
+#: until it is shown: a one-off failure must not leave the last state's colour on.
+RETRY_S = 1.0
+#: At the stop the dark frame is tried this many times, STOP_RETRY_S apart: the box must
+#: not be left lit, and the stop must not wait for LEDs that are gone.
+STOP_TRIES = 3
+STOP_RETRY_S = 0.05
 CHANNELS = ("red", "green", "blue")
 
 
@@ -251,10 +258,9 @@ class LedAnimator:
             self.history.append((time.monotonic(), state))
             await self._cancel()
             frames = pattern.frames(self._frame_rate, self._driver.pixels)
-            if len(frames) == 1:
-                self._show(frames[0][0])
-            else:
-                self._task = asyncio.create_task(self._play(frames), name=f"leds-{state}")
+            if len(frames) == 1 and self._show(frames[0][0]):
+                return
+            self._task = asyncio.create_task(self._play(frames), name=f"leds-{state}")
 
     async def aclose(self) -> None:
         """Stop animating, turn every LED off and release the driver; safe to repeat."""
@@ -263,7 +269,10 @@ class LedAnimator:
             self._state = None
             if not self._closed:
                 self._closed = True
-                self._show(dark(self._driver.pixels))
+                for _ in range(STOP_TRIES):
+                    if self._show(dark(self._driver.pixels)):
+                        break
+                    await asyncio.sleep(STOP_RETRY_S)
                 try:
                     self._driver.close()
                 except Exception:
@@ -300,8 +309,11 @@ class LedAnimator:
         return True
 
     async def _play(self, frames: Sequence[tuple[Frame, float]]) -> None:
+        """The frames round and round; one frame until it is shown. After a frame the
+        driver failed (said once, in `_show`) the next comes RETRY_S later."""
         while True:
             for frame, seconds in frames:
-                if not self._show(frame):
+                shown = self._show(frame)
+                if shown and len(frames) == 1:
                     return
-                await asyncio.sleep(seconds)
+                await asyncio.sleep(seconds if shown else RETRY_S)
