@@ -9,7 +9,7 @@ import time
 
 from helpers import until
 
-from device.config import CameraConfig
+from device.config import CameraConfig, Config
 from device.hw.camera import CameraFeed
 from device.workers import STOP_WAIT_S
 
@@ -92,3 +92,37 @@ async def test_leds_that_fail_once_at_the_stop_still_end_dark() -> None:
     await leds.show("listening")
     await leds.aclose()
     assert driver.shown == DARK and driver.closed
+
+
+async def test_the_doctor_fails_a_microphone_whose_driver_hangs_in_its_open(
+    tmp_path, monkeypatch
+) -> None:
+    """`doctor mic` on a wedged USB card (the open never returns): a FAIL line within
+    the daemon's own limit for a call into the driver, not a doctor that hangs, its
+    timeout never firing because the open held the event loop."""
+    import device.doctor.audio
+    from device.audio.capture import Capture
+    from device.doctor.audio import check_mic
+    from device.doctor.progress import Progress
+    from device.doctor.result import Context, Options, Status
+
+    driver = threading.Event()
+    release = threading.Timer(12, driver.set)  # a hang in this test ends, to fail it
+    release.start()
+
+    def wedged(self: Capture, loop: object = None) -> None:
+        driver.wait()
+        raise OSError("the device went")
+
+    monkeypatch.setattr(Capture, "start", wedged)
+    monkeypatch.setattr(device.doctor.audio, "CALL_TIMEOUT_S", 1.0, raising=False)
+    ctx = Context(Config(), Options(mic_seconds=0.5), Progress(spinner=False))
+    started = time.monotonic()
+    try:
+        result = await check_mic(ctx)
+    finally:
+        release.cancel()
+        driver.set()
+    assert time.monotonic() - started < 3
+    assert result.status is Status.FAIL
+    assert result.measured == "opening the input device did not return in 1 s"

@@ -8,18 +8,25 @@ appliance will get: the same device choice, rates, resampling and chunking.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import math
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from device.audio import pcm
+from device.audio.keeper import CALL_TIMEOUT_S
 from device.audio.portaudio import open_portaudio
 from device.doctor.result import Context, Result, Status
 
 if TYPE_CHECKING:
     import pyaudio
 
+    from device.audio.capture import Capture
+    from device.audio.playback import Playback
     from device.config import AudioConfig
 
 #: Below this RMS the microphone hears nothing: muted, gain at zero, or the wrong device.
@@ -29,6 +36,9 @@ CLIP_LEVEL = 0.99
 #: ...and more than this share of such samples means the gain is too high.
 CLIP_SHARE = 0.001
 START_GRACE_S = 5.0  # devices may take a while to deliver their first samples
+FIX_HUNG = "Unplug the sound card and plug it back in (or reboot), then run the doctor again."
+
+T = TypeVar("T")
 TONE_HZ = 660.0
 TONE_MS = 800.0
 TONE_AMPLITUDE = 0.3
@@ -79,6 +89,39 @@ def _describe_devices(pa: pyaudio.PyAudio, audio: AudioConfig) -> Result:
     return Result("devices", Status.PASS, "; ".join(parts), data=data)
 
 
+async def _in_own_thread(function: Callable[[], T]) -> T:
+    """A blocking PortAudio or ALSA call, in a daemon thread of its own, for at most
+    CALL_TIMEOUT_S, the daemon's own limit (TimeoutError). A driver that never returns
+    must neither hold the event loop (the checks' own timeouts could not fire) nor the
+    doctor's exit (which joins the loop's worker threads): the call finishes alone."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():
+            return  # timed out meanwhile
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result, error = function(), None
+        except BaseException as exc:
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="doctor-audio", daemon=True).start()
+    async with asyncio.timeout(CALL_TIMEOUT_S):
+        return await done
+
+
+def _hung(name: str, what: str) -> Result:
+    return Result(name, Status.FAIL, f"{what} did not return in {CALL_TIMEOUT_S:g} s", FIX_HUNG)
+
+
 def _enumerate(audio: AudioConfig) -> Result:
 
     pa = open_portaudio()
@@ -91,7 +134,10 @@ def _enumerate(audio: AudioConfig) -> Result:
 async def check_devices(ctx: Context) -> Result:
     """The configured input and output exist, with the rates they support."""
     # PortAudio probes every ALSA device; that can take a moment, so not on the loop.
-    return await asyncio.to_thread(_enumerate, ctx.cfg.audio)
+    try:
+        return await _in_own_thread(functools.partial(_enumerate, ctx.cfg.audio))
+    except TimeoutError:
+        return _hung("devices", "listing the audio devices")
 
 
 def _open_failure(name: str, direction: str, exc: Exception) -> Result:
@@ -157,7 +203,9 @@ async def check_mic(ctx: Context) -> Result:
 
     mic = Capture(on_chunk, device=ctx.cfg.audio.input_device, chunk_ms=ctx.cfg.audio.chunk_ms)
     try:
-        mic.start()
+        await _in_own_thread(functools.partial(mic.start, asyncio.get_running_loop()))
+    except TimeoutError:
+        return _hung("mic", "opening the input device")
     except Exception as exc:
         return _open_failure("mic", "input", exc)
     try:
@@ -173,7 +221,7 @@ async def check_mic(ctx: Context) -> Result:
             "Reconnect the microphone; if it persists, it is not a working capture device.",
         )
     finally:
-        mic.stop()
+        await _close(mic)
     return judge_level(b"".join(chunks)[:wanted], seconds, mic.device_rate)
 
 
@@ -185,7 +233,9 @@ async def check_speaker(ctx: Context) -> Result:
 
     speaker = Playback(device=ctx.cfg.audio.output_device)
     try:
-        speaker.start()
+        await _in_own_thread(functools.partial(speaker.start, asyncio.get_running_loop()))
+    except TimeoutError:
+        return _hung("speaker", "opening the output device")
     except Exception as exc:
         return _open_failure("speaker", "output", exc)
     try:
@@ -202,7 +252,7 @@ async def check_speaker(ctx: Context) -> Result:
         )
     finally:
         latency = speaker.output_latency
-        speaker.stop()
+        await _close(speaker)
     measured = (
         f"{TONE_MS / 1000:g} s {TONE_HZ:g} Hz tone played at {speaker.device_rate} Hz, "
         f"output latency {latency * 1000:.0f} ms: you should have heard it"
@@ -213,6 +263,16 @@ async def check_speaker(ctx: Context) -> Result:
         measured,
         data={"device_rate": speaker.device_rate, "latency_ms": round(latency * 1000)},
     )
+
+
+async def _close(device: Capture | Playback) -> None:
+    """Close the device (a write stuck in a wedged driver is not waited for), then let go
+    of its buffers on the loop."""
+    try:
+        await _in_own_thread(device.close_stream)
+    except TimeoutError:
+        return
+    device.stop()
 
 
 def _mic_plan(ctx: Context) -> Result:
