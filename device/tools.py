@@ -19,7 +19,6 @@ is busy and nothing runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import inspect
 import logging
@@ -37,6 +36,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from device.config import ToolsConfig
 from device.errors import ConfigError
 from device.logs import Overflow
+from device.workers import in_own_thread
 
 if TYPE_CHECKING:
     from google.genai import types
@@ -273,7 +273,7 @@ class ToolBox:
         deadline = asyncio.timeout(self._cfg.timeout_s)
         try:
             async with deadline:
-                result = await _in_own_thread(call, self._threads)
+                result = await in_own_thread(call, "tool", self._threads)
         except Exception as exc:
             if deadline.expired():
                 return {"error": f"timed out after {self._cfg.timeout_s:g} s"}
@@ -305,39 +305,6 @@ def answer(call: types.FunctionCall, response: dict[str, Any]) -> types.Function
     from google.genai import types
 
     return types.FunctionResponse(id=call.id, name=call.name or "", response=response)
-
-
-async def _in_own_thread(function: Callable[[], Any], threads: set[threading.Thread]) -> Any:
-    """Run a tool in a daemon thread of its own (added to `threads`) and await its result.
-
-    Not the loop's shared executor: a tool that hangs (a stalled SD card, a dead
-    network share) must neither take a worker from the camera and the audio
-    keepers nor hold up the process's exit on SIGTERM. Cancelling the await
-    abandons the thread; it finishes alone.
-    """
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[Any] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if done.done():
-            return  # timed out or cancelled meanwhile
-        if error is not None:
-            done.set_exception(error)
-        else:
-            done.set_result(result)
-
-    def work() -> None:
-        try:
-            result, error = function(), None
-        except BaseException as exc:
-            result, error = None, exc
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
-            loop.call_soon_threadsafe(settle, result, error)
-
-    thread = threading.Thread(target=work, name="tool", daemon=True)
-    thread.start()
-    threads.add(thread)
-    return await done
 
 
 # ---- the device tools ------------------------------------------------------------------

@@ -9,13 +9,19 @@ systemd kills the box after TimeoutStopSec instead of it stopping cleanly.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 WORKERS = 8
 PREFIX = "worker"
@@ -52,3 +58,39 @@ def exit_past_stuck(status: int) -> int:
     log.warning("stopping with %d call(s) still unfinished (a driver, a name lookup)", len(stuck))
     logging.shutdown()
     os._exit(status)
+
+
+async def in_own_thread(
+    function: Callable[[], T], name: str, threads: set[threading.Thread] | None = None
+) -> T:
+    """Run `function` in a daemon thread of its own (added to `threads`) and await it.
+
+    Not the pool: a call that may hang for good (a tool on a stalled SD card, a wedged
+    sound card's driver) must neither take a worker from the camera and the audio
+    keepers nor hold up the process's exit, which joins the pool's threads. Cancelling
+    the await (a timeout) abandons the thread; it finishes alone.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():
+            return  # timed out or cancelled meanwhile
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result, error = function(), None
+        except BaseException as exc:
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    if threads is not None:
+        threads.add(thread)
+    return await done

@@ -491,6 +491,35 @@ async def test_a_stop_of_the_daemon_does_not_wait_for_a_start_stuck_in_the_camer
         camera.start_gate.set()
 
 
+async def test_a_stop_of_the_daemon_does_not_wait_for_a_camera_stuck_in_its_stop() -> None:
+    """SIGTERM while someone talks with the camera on, and the camera's stop hangs (a
+    wedged USB camera): the feed is done within a second and a bit, as for a start that
+    hangs. It waited out the whole switch limit (10 s, the unit's TimeoutStopSec), and
+    systemd killed the box with its LEDs lit."""
+    frames: list[bytes] = []
+    feed = CameraFeed(
+        CameraConfig(source="synthetic", fps=10.0, linger_s=5.0),
+        lambda jpeg, _t: frames.append(jpeg),
+    )
+    gate = threading.Event()
+    stop = feed._source.stop
+
+    def stuck_stop() -> None:
+        gate.wait(30)
+        stop()
+
+    feed._source.stop = stuck_stop  # type: ignore[method-assign]
+    try:
+        feed.start_frames()
+        await until(lambda: frames)
+        started = time.monotonic()
+        async with asyncio.timeout(15):
+            await feed.shutdown()
+        assert time.monotonic() - started < STOP_WAIT_S + 0.5
+    finally:
+        gate.set()
+
+
 async def test_a_camera_whose_start_never_returns_fails_the_part_not_the_box(
     camera, caplog: pytest.LogCaptureFixture
 ) -> None:

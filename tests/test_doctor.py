@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -738,3 +739,35 @@ async def test_a_check_that_crashes_does_not_show_the_key_its_error_quotes(
     ctx = context(tmp_path, Options())
     result = await _run_one(Check("network", crashes, "reaching the Live API"), ctx)
     assert "cannot sign in" in result.measured and key not in result.measured
+
+
+async def test_the_doctor_fails_a_microphone_whose_driver_hangs_in_its_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`doctor mic` on a wedged USB card (the open never returns): a FAIL line within
+    the daemon's own limit for a call into the driver, not a doctor that hangs, its
+    timeout never firing because the open held the event loop."""
+    import device.doctor.audio
+    from device.audio.capture import Capture
+    from device.doctor.audio import check_mic
+
+    driver = threading.Event()
+    release = threading.Timer(12, driver.set)  # a hang in this test ends, to fail it
+    release.start()
+
+    def wedged(self: Capture, loop: object = None) -> None:
+        driver.wait()
+        raise OSError("the device went")
+
+    monkeypatch.setattr(Capture, "start", wedged)
+    monkeypatch.setattr(device.doctor.audio, "CALL_TIMEOUT_S", 1.0, raising=False)
+    ctx = Context(config.Config(), Options(mic_seconds=0.5), Progress(spinner=False))
+    started = time.monotonic()
+    try:
+        result = await check_mic(ctx)
+    finally:
+        release.cancel()
+        driver.set()
+    assert time.monotonic() - started < 3
+    assert result.status is Status.FAIL
+    assert result.measured == "opening the input device did not return in 1 s"

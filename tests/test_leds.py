@@ -478,3 +478,50 @@ def test_multi_leds_with_some_channels_show_every_state(pins) -> None:
     dark = tuple(0.0 for _ in pins)
     invisible = sorted(s for s, lv in seen.items() if s != "idle" and lv == dark)
     assert not invisible, f"multi {pins}: {invisible} look exactly like idle (all off)"
+
+
+class Hiccup:
+    """One LED that fails the frames numbered in `fail` (0-based) once each, as a pin
+    write or an SPI transfer may when the bus is busy, and keeps the last frame shown."""
+
+    pixels = 1
+
+    def __init__(self, *fail: int) -> None:
+        self.fail = set(fail)
+        self.tries = 0
+        self.shown: tuple[float, float, float] | None = None
+        self.closed = False
+
+    def show(self, frame: tuple[tuple[float, float, float], ...]) -> None:
+        self.tries += 1
+        if self.tries - 1 in self.fail:
+            raise OSError("Remote I/O error")
+        (self.shown,) = frame
+
+    def close(self) -> None:
+        self.closed = True
+
+
+DARK = (0.0, 0.0, 0.0)
+
+
+async def test_leds_that_fail_once_as_the_box_goes_idle_do_not_stay_lit() -> None:
+    """A driver that fails one frame (the idle one) once: the LEDs still go dark soon
+    after. They stayed blue, "listening", for as long as the box then sat idle."""
+    driver = Hiccup(1)
+    leds = LedAnimator(driver)
+    await leds.show("listening")
+    assert driver.shown == (0.0, 0.0, 1.0)
+    await leds.show("idle")  # this frame fails
+    await until(lambda: driver.shown == DARK, within=3)
+    await leds.aclose()
+
+
+async def test_leds_that_fail_once_at_the_stop_still_end_dark() -> None:
+    """SIGTERM while listening, and the dark frame fails once: the LEDs end off all the
+    same; they stayed lit after the daemon had gone."""
+    driver = Hiccup(1)
+    leds = LedAnimator(driver)
+    await leds.show("listening")
+    await leds.aclose()
+    assert driver.shown == DARK and driver.closed

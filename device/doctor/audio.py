@@ -8,10 +8,8 @@ appliance will get: the same device choice, rates, resampling and chunking.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import math
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,6 +19,7 @@ from device.audio import pcm
 from device.audio.keeper import CALL_TIMEOUT_S
 from device.audio.portaudio import open_portaudio
 from device.doctor.result import Context, Result, Status
+from device.workers import in_own_thread
 
 if TYPE_CHECKING:
     import pyaudio
@@ -90,32 +89,11 @@ def _describe_devices(pa: pyaudio.PyAudio, audio: AudioConfig) -> Result:
 
 
 async def _in_own_thread(function: Callable[[], T]) -> T:
-    """A blocking PortAudio or ALSA call, in a daemon thread of its own, for at most
-    CALL_TIMEOUT_S, the daemon's own limit (TimeoutError). A driver that never returns
-    must neither hold the event loop (the checks' own timeouts could not fire) nor the
-    doctor's exit (which joins the loop's worker threads): the call finishes alone."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if done.done():
-            return  # timed out meanwhile
-        if error is not None:
-            done.set_exception(error)
-        else:
-            done.set_result(result)  # type: ignore[arg-type]
-
-    def work() -> None:
-        try:
-            result, error = function(), None
-        except BaseException as exc:
-            result, error = None, exc
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=work, name="doctor-audio", daemon=True).start()
+    """A blocking PortAudio or ALSA call, for at most CALL_TIMEOUT_S, the daemon's own
+    limit (TimeoutError): a driver that never returns must neither hold the event loop
+    (the checks' own timeouts could not fire) nor the doctor's exit."""
     async with asyncio.timeout(CALL_TIMEOUT_S):
-        return await done
+        return await in_own_thread(function, "doctor-audio")
 
 
 def _hung(name: str, what: str) -> Result:
