@@ -107,6 +107,7 @@ class Connection:
         self._waiting_for_room = False  # not reading: the silence is ours, not the link's
         self.last_traffic = time.monotonic()
         self.completed_turns = 0  # turns this connection carried to their end
+        self._replied = False  # reply audio came since the last turn's end
 
     async def run(self) -> Exception:
         """Serve until one of the tasks fails; returns what ended the connection."""
@@ -262,6 +263,7 @@ class Connection:
         pcm = b"".join(pcms)
         if not pcm:
             return
+        self._replied = True
         if turn.superseded:
             hooks.on_event(ReplyAudio(session=session, pcm=pcm, talked_over=True))
             return
@@ -307,7 +309,7 @@ class Connection:
                 turn.superseded = False
                 turn.log_words()
                 turn.update()
-                self.completed_turns += 1
+                self._turn_carried(asked=False)
                 hooks.on_event(TurnComplete(session=session, talked_over=True))
             return
         if content.interrupted:
@@ -324,9 +326,10 @@ class Connection:
             turn.update()
             hooks.on_event(TurnComplete(session=session, more_to_come=True))
         elif content.turn_complete:
+            asked = turn.in_flight
             self._end_turn()
             turn.last_reply_whole = True
-            self.completed_turns += 1
+            self._turn_carried(asked)
             hooks.on_event(TurnComplete(session=session))
 
     def _late_word_on_a_whole_reply(self, content: types.LiveServerContent) -> bool:
@@ -348,6 +351,14 @@ class Connection:
             turn.stray_end_due = False
             return True
         return False
+
+    def _turn_carried(self, asked: bool) -> None:
+        """A turnComplete: the connection carried a turn if one was `asked` (awaited or
+        arriving) or reply audio came on it. A bare turnComplete after every setup made each
+        connection count as proved, and the box reconnected at once, without end."""
+        if asked or self._replied:
+            self.completed_turns += 1
+        self._replied = False
 
     def _end_turn(self) -> None:
         self._turn.log_words()
