@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from helpers import until
 from wire import config_for
 
 from device.live.session import LiveLink
 from device.outbox import Outbox
+from device.states import SetupComplete, SpeechHeard
 from rig.server.server import LiveServer
 
 
@@ -58,3 +61,45 @@ async def test_a_turn_end_nobody_asked_for_does_not_reset_the_backoff(
     finally:
         sabotage.cancel()
         await link.close()
+
+
+async def test_a_flood_of_tiny_messages_lets_the_rest_of_the_box_run_between_them(
+    server: LiveServer,
+) -> None:
+    """Thousands of one-letter transcriptions a second: websockets hands over every frame
+    it has read without waiting, and the receiver handled them all in a row, the event loop
+    held meanwhile (300 ms per burst here, seconds on a Pi Zero): a press, the watchdog's
+    heartbeat and SIGTERM waited behind it."""
+    ticks = 0
+    at_tick: list[int] = []  # the loop's turn each transcription was handled in
+    events: list[Any] = []
+
+    def on_event(event: Any) -> None:
+        events.append(event)
+        if isinstance(event, SpeechHeard):
+            at_tick.append(ticks)
+
+    link = LiveLink(config_for(server), Outbox(5), on_event, lambda *_: None)
+    link.open(1)
+    try:
+        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0)
+
+        counting = asyncio.create_task(ticker())
+        ws = server.connection().ws
+        frame = json.dumps({"serverContent": {"inputTranscription": {"text": "a"}}})
+        for _ in range(5000):
+            await ws.send(frame)
+        await until(lambda: len(at_tick) >= 5000, within=30)
+        stop.set()
+        await counting
+    finally:
+        await link.close()
+    in_a_row = max(at_tick.count(tick) for tick in set(at_tick))
+    assert in_a_row <= 16, f"{in_a_row} messages handled without the loop running anything else"

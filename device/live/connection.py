@@ -212,6 +212,10 @@ class Connection:
                     self.last_traffic = time.monotonic()
                     await self._read_ahead.take(message)
                     await self._room_for_more()
+                    # websockets hands over every frame it has read without waiting: a
+                    # flood of tiny messages would hold the loop (a press, the watchdog's
+                    # heartbeat, SIGTERM) for as many as one read brought.
+                    await asyncio.sleep(0)
             except TypeError:
                 # The SDK raises TypeError for a message type it cannot map (a newer
                 # service's message). The frame was read whole: skip it, keep serving.
