@@ -11,9 +11,10 @@ import pytest
 from helpers import until
 from wire import config_for
 
+from device.errors import TEXT_LIMIT
 from device.live.session import LiveLink
 from device.outbox import Outbox
-from device.states import SetupComplete, SpeechHeard
+from device.states import ConnectionLost, SetupComplete, SpeechHeard
 from rig.server.server import LiveServer
 
 
@@ -103,3 +104,22 @@ async def test_a_flood_of_tiny_messages_lets_the_rest_of_the_box_run_between_the
         await link.close()
     in_a_row = max(at_tick.count(tick) for tick in set(at_tick))
     assert in_a_row <= 16, f"{in_a_row} messages handled without the loop running anything else"
+
+
+async def test_an_error_the_service_writes_a_megabyte_of_is_shown_cut(server: LiveServer) -> None:
+    """A frame like `{"code": 1008, "message": <800 KB>}` is raised by the SDK as an error
+    with that code, and its message became the reason of the error state whole: every
+    `ctl status` answered 800 KB, and `ctl text` refused with as much. A close's reason is
+    at most 123 bytes; nothing the service writes may grow what the box says."""
+    events: list[Any] = []
+    link = LiveLink(config_for(server), Outbox(5), events.append, lambda *_: None)
+    link.open(1)
+    try:
+        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+        await server.send_raw(json.dumps({"code": 1008, "message": "x" * 800_000}))
+        await until(lambda: any(isinstance(e, ConnectionLost) for e in events), within=10)
+    finally:
+        await link.close()
+    (lost,) = [e for e in events if isinstance(e, ConnectionLost)]
+    assert lost.reason.startswith("the API key, the model name or a setting was refused")
+    assert len(lost.reason) <= TEXT_LIMIT + 100, f"a reason of {len(lost.reason)} characters"

@@ -17,7 +17,7 @@ from google.genai import errors
 from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from device.errors import without_credentials
+from device.errors import cut, without_credentials
 from device.live.endpoint import ResolverSilent
 from device.live.wire import (
     CLOSE_ABNORMAL,
@@ -70,8 +70,10 @@ class GaveUp(Exception):
 
 
 def describe_failure(exc: BaseException) -> str:
-    """One line an owner can act on: which layer failed, never the key."""
-    return without_credentials(_classify(exc)[1])
+    """One line an owner can act on: which layer failed, never the key; within TEXT_LIMIT
+    (it becomes the error state's reason, which `ctl status` and `ctl text` say, and the
+    SDK raises a frame like `{"code": 1008, "message": <a megabyte>}` as an error)."""
+    return cut(without_credentials(_classify(exc)[1]))
 
 
 def failure_fields(exc: BaseException) -> dict[str, object]:
