@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from wire import config_for
 from device.errors import TEXT_LIMIT
 from device.live.session import LiveLink
 from device.outbox import Outbox
-from device.states import ConnectionLost, SetupComplete, SpeechHeard
+from device.states import ConnectionLost, Reconnecting, SetupComplete, SpeechHeard
 from rig.server.server import LiveServer
 
 
@@ -123,3 +124,26 @@ async def test_an_error_the_service_writes_a_megabyte_of_is_shown_cut(server: Li
     (lost,) = [e for e in events if isinstance(e, ConnectionLost)]
     assert lost.reason.startswith("the API key, the model name or a setting was refused")
     assert len(lost.reason) <= TEXT_LIMIT + 100, f"a reason of {len(lost.reason)} characters"
+
+
+async def test_a_frame_over_the_size_limit_is_named_not_blamed_on_the_network(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """websockets ends the connection itself (1009) for a frame over 1 MiB, and the SDK
+    raises that as 1006: the journal said "the connection dropped without a goodbye
+    (network)", LIVE_FAILURE=closed, LIVE_CLOSE_CODE=1006, and an owner checked the Wi-Fi."""
+    caplog.set_level(logging.INFO, logger="device.live")
+    events: list[Any] = []
+    link = LiveLink(config_for(server), Outbox(5), events.append, lambda *_: None)
+    link.open(1)
+    try:
+        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+        words = {"outputTranscription": {"text": "w" * 2**20}}
+        await server.send_raw(json.dumps({"serverContent": words}))
+        await until(lambda: any(isinstance(e, Reconnecting) for e in events), within=10)
+    finally:
+        await link.close()
+    (lost,) = [r for r in caplog.records if r.getMessage().startswith("connection lost")]
+    assert "larger than allowed" in lost.getMessage() and "network" not in lost.getMessage()
+    assert lost.LIVE_FAILURE == "undecodable"
+    assert not hasattr(lost, "LIVE_CLOSE_CODE")

@@ -90,6 +90,13 @@ def failure_fields(exc: BaseException) -> dict[str, object]:
     return fields
 
 
+def closed_by_the_box(exc: ConnectionClosed) -> bool:
+    """websockets ended the connection itself over what the service sent (a frame over
+    max_size, text that is not UTF-8), and no close came from the service: the SDK would
+    raise that as 1006, a connection that dropped (the network)."""
+    return exc.rcvd is None and exc.sent is not None and exc.sent.code != CLOSE_NORMAL
+
+
 def _close_of(exc: BaseException) -> tuple[int, str] | None:
     """(code, reason) of a close frame the service sent: as the SDK raises it, or as
     websockets does when it ends the connection itself (a close it did not finish)."""
@@ -102,6 +109,12 @@ def _close_of(exc: BaseException) -> tuple[int, str] | None:
 
 def _classify(exc: BaseException) -> tuple[str, str]:
     """(the kind of failure, the line for the owner)."""
+    if isinstance(exc, ConnectionClosed) and closed_by_the_box(exc):
+        assert exc.sent is not None
+        hint = "the service broke the WebSocket protocol"
+        if exc.sent.code == CLOSE_TOO_BIG:
+            hint = _CLOSE_HINTS[CLOSE_TOO_BIG]
+        return "undecodable", f"{hint} ({exc.sent.reason or exc.sent.code})"
     if (closed := _close_of(exc)) is not None:
         code, reason = closed
         hint = _CLOSE_HINTS.get(code, "the connection closed")

@@ -23,6 +23,8 @@ from google.genai import types
 from google.genai.live import AsyncSession
 from websockets.exceptions import ConnectionClosed
 
+from device.live.errors import closed_by_the_box
+
 #: base64's URL-safe alphabet (the SDK writes it, and accepts both) to the standard one.
 _URL_SAFE = bytes.maketrans(b"-_", b"+/")
 
@@ -53,7 +55,9 @@ async def messages(
     while True:
         try:
             raw = await ws.recv(decode=False)
-        except ConnectionClosed:
+        except ConnectionClosed as closed:
+            if closed_by_the_box(closed):
+                raise  # as it is: the SDK would make it 1006, the network's
             await session._receive()  # reads the close again, raises it as the SDK does
             raise
         audio = reply_audio(raw)
