@@ -26,7 +26,7 @@ from device.audio.capture import PRESS_LAG_S
 from device.audio.earcons import earcon
 from device.audio.keeper import REOPEN_MAX_S, AudioKeeper, DriverStuck
 from device.config import Config
-from device.control import ControlError
+from device.control import ControlError, single_instance
 from device.hw import gpio_failure, no_pin_driver
 from device.hw.leds import LedAnimator
 from device.mic_feed import MicFeed
@@ -725,10 +725,11 @@ def _saved_volume(state: StateFile, default: float) -> float:
 
 def run_daemon(cfg: Config) -> int:
     logs.setup(secrets=[cfg.api_key.reveal()] if cfg.api_key else [])
-    appliance = Appliance(cfg)
     try:
-        asyncio.run(appliance.run())
-    except ControlError as exc:  # another daemon serves the control socket
+        with single_instance(cfg.control.socket):
+            appliance = Appliance(cfg)
+            asyncio.run(appliance.run())
+    except ControlError as exc:  # another daemon runs, or is still stopping
         log.error("%s", exc, extra={"LIVE_ERROR": str(exc)})
         return 1
     return workers.exit_past_stuck(1 if appliance.failed else 0)

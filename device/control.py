@@ -10,12 +10,14 @@ uses only the standard library so `ctl` answers without importing the daemon.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import socket
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,36 @@ class AlreadyRunning(ControlError):
 
 class NotRunning(ControlError):
     """Nothing serves the control socket: the daemon is not running."""
+
+
+@contextlib.contextmanager
+def single_instance(socket_path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the daemon's lock (`<socket>.lock`, flock) for as long as the process runs.
+
+    The socket alone cannot tell: a daemon that is stopping has closed it but still
+    holds its pins and sound devices for a few seconds, and a second one started then
+    ran without its LEDs for good; two started at once could each find the socket
+    stale and remove the other's. The lock goes with the process, however it ends.
+    """
+    path = Path(f"{os.fspath(socket_path)}.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:  # the socket's directory is unusable: the owner's to fix
+        raise ConfigError(
+            f"[control] socket: cannot make the lock {path}: {exc.strerror or exc}"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AlreadyRunning(
+                f"live-appliance is already running, or still stopping: another process "
+                f"holds {path}"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 class ControlServer:

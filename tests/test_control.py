@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from device.control import AlreadyRunning, ControlError, ControlServer, NotRunning, request
+from device.control import (
+    AlreadyRunning,
+    ControlError,
+    ControlServer,
+    NotRunning,
+    request,
+    single_instance,
+)
 from device.errors import ConfigError
 
 
@@ -169,6 +176,26 @@ async def test_a_second_server_on_a_live_socket_is_refused(path: Path) -> None:
         with pytest.raises(AlreadyRunning, match="already running"):
             await ControlServer(path, Daemon()).start()
         assert await ask(path, "status") == {"ok": True, "state": "idle"}  # first one unharmed
+
+
+def test_a_daemon_still_stopping_keeps_a_second_one_out(path: Path) -> None:
+    """The first daemon has closed its socket but still holds its pins and sound devices
+    while it stops: a second one started then is refused (it ran on without its LEDs);
+    once the first is gone the next one starts."""
+    with single_instance(path):
+        assert not path.exists()  # the socket is gone: only the lock tells
+        second = single_instance(path)
+        with pytest.raises(AlreadyRunning, match="already running, or still stopping"):
+            second.__enter__()
+    with single_instance(path):
+        pass
+
+
+def test_a_lock_that_cannot_be_made_is_the_owners_to_fix(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    unusable = single_instance(tmp_path / "file" / "live.sock")
+    with pytest.raises(ConfigError, match=r"\[control\] socket: cannot make the lock"):
+        unusable.__enter__()
 
 
 def test_a_file_that_is_not_a_socket_is_left_alone(path: Path) -> None:
