@@ -54,9 +54,13 @@ class StateFile:
         return data if isinstance(data, dict) else {}
 
     def save(self, **values: Any) -> None:
-        """Merge `values` into the file."""
+        """Merge `values` into the file; the same values again write nothing (a tool the
+        model calls as often as it likes must not wear out the SD card)."""
         with self._lock:
-            data = {**self.load(), **values}
+            kept = self.load()
+            data = {**kept, **values}
+            if data == kept:
+                return
             tmp = self.path.with_suffix(".tmp")
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
@@ -49,6 +49,10 @@ UNKNOWN = "unknown"
 WITHDRAWN = "withdrawn by the service"
 #: Tool threads that may be running at once, a hung one included until it returns.
 TOOL_THREADS_LIMIT = 4
+#: No box ran this code before this day: a clock that reads earlier has not been set
+#: (a Pi has no clock of its own: it starts at 1970, or at its last shutdown, and NTP
+#: sets it once the network is up).
+CLOCK_SET_AFTER = date(2026, 1, 1)
 
 
 class DeviceActions(Protocol):
@@ -314,6 +318,11 @@ def answer(call: types.FunctionCall, response: dict[str, Any]) -> types.Function
 def get_time(device: Device) -> dict[str, str]:
     """The local date, time, weekday and time zone of the place the device is in."""
     now = device.now()
+    if now.date() < CLOCK_SET_AFTER:
+        return {
+            "error": f"the device's clock is not set yet (it reads {now:%Y-%m-%d}): it is "
+            "set from the network soon after the device is online. Do not tell this date."
+        }
     return {
         "date": now.strftime("%Y-%m-%d"),
         "time": now.strftime("%H:%M"),
