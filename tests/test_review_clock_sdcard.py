@@ -3,17 +3,27 @@ or the last shutdown, until NTP sets it) and what it writes to the SD card."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import google.auth
+import google.auth.credentials
+import pytest
 from google.genai import types
+from helpers import until
+from wire import config_for
 
 from device.config import ToolsConfig
+from device.live.session import LiveLink
 from device.logs import LineBudget
+from device.outbox import Outbox
 from device.persist import StateFile
+from device.states import Event, SetupComplete
 from device.tools import ToolBox
+from rig.server.server import LiveServer
 
 
 class Actions:
@@ -73,3 +83,48 @@ def test_an_hour_of_a_chattering_button_writes_a_bounded_number_of_journal_lines
         record = logging.LogRecord("device.appliance", logging.INFO, "", 0, "x", None, None)
         passed += budget.filter(record)
     assert passed <= LineBudget.BURST + 3600 * LineBudget.PER_S + 1
+
+
+class Credentials(google.auth.credentials.Credentials):
+    """Application default credentials, each load a new access token on its first use."""
+
+    made: ClassVar[list[Credentials]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        Credentials.made.append(self)
+        self.number = len(Credentials.made)
+
+    def refresh(self, request: object) -> None:
+        self.token = f"token-{self.number}"
+        self.expiry = datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1)
+
+
+async def test_vertex_credentials_the_clock_stepped_back_on_are_loaded_anew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """google-auth judges its access token's expiry by the wall clock. NTP steps the clock
+    back a day (it had run ahead): the token, expired at the service after its hour, still
+    looks good for a day, and every press was refused ("the service refused the
+    credentials") until the clock caught up; a restart was the owner's only way out."""
+    monkeypatch.setattr(google.auth, "default", lambda **_: (Credentials(), "p"))
+    events: list[Event] = []
+    async with LiveServer(pace=0, reply_seconds=0.2, bearer_tokens={"token-1"}) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+        live = {"backend": "vertex", "project": "p", "location": "l", "model": "gemini-3.8-live"}
+        cfg = dataclasses.replace(config_for(server, live=live), api_key=None)
+        link = LiveLink(cfg, Outbox(5), events.append, lambda _item, _t: None)
+        link.open(1)
+        await until(lambda: events)
+        assert isinstance(events[-1], SetupComplete), events
+        await link.close()
+        # An hour on, and the clock stepped back a day: token-1 is spent at the service,
+        # and looks good for a day yet.
+        server.config.bearer_tokens = {"token-2"}
+        (credentials,) = Credentials.made
+        credentials.expiry += timedelta(days=1)
+        events.clear()
+        link.open(2)  # the next press
+        await until(lambda: events, within=10)
+        await link.close()
+    assert isinstance(events[-1], SetupComplete), events

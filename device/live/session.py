@@ -109,6 +109,7 @@ class LiveLink:
         self.connections = 0  # connections opened in this process, for status and tests
         self._closing = False  # close() is ending the session task
         self._hurry = asyncio.Event()  # a person started a turn: reconnect without waiting
+        self._credentials_reloaded = False  # since the last connection that succeeded
 
     @property
     def is_open(self) -> bool:
@@ -280,6 +281,19 @@ class LiveLink:
         log.info("a new API key from %s: this session and the next use it", source)
         return True
 
+    async def _credentials_anew(self) -> bool:
+        """Vertex AI, after a refusal: a new client, which loads the credentials anew, once
+        until a connection succeeds; whether one was made. google-auth judges its access
+        token's expiry by the wall clock: once NTP stepped the clock back (it had run
+        ahead), a token past its hour at the service looked good for as long as the step,
+        and every press was refused until the clock caught up."""
+        if self._cfg.live.backend != "vertex" or self._credentials_reloaded:
+            return False
+        self._credentials_reloaded = True
+        self._client = self._building = None
+        self._client = await asyncio.shield(self.prepare())
+        return True
+
     async def _session(self) -> None:
         session = self._hooks.session
         from device.live.connection import SwitchNow
@@ -333,6 +347,10 @@ class LiveLink:
         try:
             return await self._connect()
         except Exception as exc:
+            if is_refusal(exc) and await self._credentials_anew():
+                log.info("refused (%s): trying once more, the credentials loaded anew",
+                         describe_failure(exc))
+                return await self._connect()
             if is_refusal(exc) or time.monotonic() - started > QUICK_FAILURE_S:
                 raise
             # No LIVE_FAILURE fields: the failure an owner looks for is the one after it.
@@ -388,6 +406,7 @@ class LiveLink:
             await stack.aclose()
             raise
         self.connections += 1
+        self._credentials_reloaded = False  # these worked: a later refusal may load anew
         given = session.session_id  # optional: without it, the box's own names the session
         self.session_id = cut(given, SESSION_ID_LIMIT) if given else self._own_id
         carried, self._carried = self._carried, []
@@ -468,7 +487,9 @@ class LiveLink:
                     # A token past its expiry is refused on a resume too (a conversation
                     # longer than it, moved by the service): the minter's next one may be
                     # where the key is kept. Each new key is tried once.
-                    if not await self._client_for_new_session():
+                    if not await self._client_for_new_session() and not await (
+                        self._credentials_anew()
+                    ):
                         raise
                     pacing.at_once()
                     continue
