@@ -406,3 +406,16 @@ def test_a_full_journal_is_waited_for_asleep_not_spinning(tmp_path: Path) -> Non
     assert sender.lost == 1 and waited >= logs.JournalSender.WAIT_S * 0.9
     assert spent < waited / 4, f"{spent * 1000:.0f} ms of CPU in a {waited * 1000:.0f} ms wait"
     journald.close()
+
+
+def test_an_hour_of_a_chattering_button_writes_a_bounded_number_of_journal_lines() -> None:
+    """A button that chatters (or a network that flaps) for months: at 50 lines a second
+    from one part, the journal gets the burst and then PER_S, not all of them."""
+    clock = [0.0]
+    budget = logs.LineBudget(clock=lambda: clock[0])
+    passed = 0
+    for tick in range(3600 * 50):
+        clock[0] = tick / 50
+        record = logging.LogRecord("device.appliance", logging.INFO, "", 0, "x", None, None)
+        passed += budget.filter(record)
+    assert passed <= logs.LineBudget.BURST + 3600 * logs.LineBudget.PER_S + 1

@@ -14,9 +14,12 @@ import ssl
 import threading
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 
+import google.auth
+import google.auth.credentials
 import pytest
 from google.auth import exceptions as auth_errors
 from google.genai import errors, types
@@ -729,3 +732,51 @@ async def test_a_frame_over_the_size_limit_is_named_not_blamed_on_the_network(
     assert "larger than allowed" in lost.getMessage() and "network" not in lost.getMessage()
     assert lost.LIVE_FAILURE == "undecodable"
     assert not hasattr(lost, "LIVE_CLOSE_CODE")
+
+
+# ---- Vertex AI credentials over months ---------------------------------------------
+
+
+class Credentials(google.auth.credentials.Credentials):
+    """Application default credentials, each load a new access token on its first use."""
+
+    made: ClassVar[list[Credentials]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        Credentials.made.append(self)
+        self.number = len(Credentials.made)
+
+    def refresh(self, request: object) -> None:
+        self.token = f"token-{self.number}"
+        self.expiry = datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1)
+
+
+async def test_vertex_credentials_the_clock_stepped_back_on_are_loaded_anew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """google-auth judges its access token's expiry by the wall clock. NTP steps the clock
+    back a day (it had run ahead): the token, expired at the service after its hour, still
+    looks good for a day, and every press was refused ("the service refused the
+    credentials") until the clock caught up; a restart was the owner's only way out."""
+    monkeypatch.setattr(google.auth, "default", lambda **_: (Credentials(), "p"))
+    events: list[Event] = []
+    async with LiveServer(pace=0, reply_seconds=0.2, bearer_tokens={"token-1"}) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+        live = {"backend": "vertex", "project": "p", "location": "l", "model": "gemini-3.8-live"}
+        cfg = dataclasses.replace(config_for(server, live=live), api_key=None)
+        link = LiveLink(cfg, Outbox(5), events.append, lambda _item, _t: None)
+        link.open(1)
+        await until(lambda: events)
+        assert isinstance(events[-1], SetupComplete), events
+        await link.close()
+        # An hour on, and the clock stepped back a day: token-1 is spent at the service,
+        # and looks good for a day yet.
+        server.config.bearer_tokens = {"token-2"}
+        (credentials,) = Credentials.made
+        credentials.expiry += timedelta(days=1)
+        events.clear()
+        link.open(2)  # the next press
+        await until(lambda: events, within=10)
+        await link.close()
+    assert isinstance(events[-1], SetupComplete), events

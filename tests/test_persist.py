@@ -27,3 +27,17 @@ def test_a_state_file_the_box_cannot_use_is_ignored_and_rewritten(
     assert state.load() == {}
     state.save(volume=0.5)
     assert state.load() == {"volume": 0.5}
+
+
+def test_a_volume_set_to_what_it_is_writes_nothing_to_the_card(tmp_path: Path) -> None:
+    """The model calls set_volume as often as it likes ("louder", "a bit louder", the same
+    again): each call wrote and renamed the state file, the same bytes on the SD card."""
+    state = StateFile(tmp_path / "state.json")
+    state.save(volume=0.3)
+    written = (tmp_path / "state.json").stat()
+    for _ in range(3):
+        state.save(volume=0.3)
+    again = (tmp_path / "state.json").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    state.save(volume=0.4)
+    assert state.load() == {"volume": 0.4}

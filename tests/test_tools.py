@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -290,6 +290,16 @@ async def test_get_time_tells_the_local_date_time_weekday_and_zone():
         "date": "2026-05-04", "time": "14:03", "weekday": "Monday", "timezone": "CEST",
         "utc_offset": "+0200",
     }
+
+
+async def test_get_time_before_the_clock_is_set_does_not_tell_a_date():
+    """A box that boots with no network starts at 1970 (or its last shutdown): asked the
+    time, the model was told "1970-01-01, Thursday" and said so to the person."""
+    toolbox = ToolBox(ToolsConfig(enabled=("get_time",)), FakeActions(),
+                      now=lambda: datetime(1970, 1, 1, 0, 2, tzinfo=UTC))
+    response = await run_alone(toolbox, "get_time")
+    assert "date" not in response and "time" not in response, response
+    assert "clock is not set" in response["error"]
 
 
 async def test_end_conversation_asks_the_appliance_to_hang_up():
