@@ -7,6 +7,7 @@ here takes a ``pyaudio.PyAudio`` the caller opened and will terminate, except
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TextIO
@@ -22,6 +23,13 @@ DeviceSpec = int | str | None  # None: the default device; int: index; str: name
 Direction = Literal["input", "output"]
 #: How `devices` names the directions, and what PortAudio calls them.
 _WAYS: tuple[tuple[str, Direction], ...] = (("in", "input"), ("out", "output"))
+#: PortAudio names a card's own device "<card>: <device> (hw:C,D)".
+_CARD = re.compile(r"\(hw:(\d+),\d+\)$")
+#: The Pi's own outputs, where a voice box's speaker is not: HDMI (a screen, if any) and
+#: the headphone jack. Not "bcm2835" alone: a voice HAT's I2S device is named after it too.
+_BUILT_IN = ("hdmi", "bcm2835 headphones", "bcm2835 alsa")
+#: Sound servers: reachable, ALSA's "default" goes through them to the owner's choice.
+_SERVERS = ("pulse", "pipewire")
 
 
 class AudioDeviceError(RuntimeError):
@@ -87,7 +95,7 @@ def choose_device(pa: pyaudio.PyAudio, spec: DeviceSpec, direction: Direction) -
             )
         except OSError:
             raise AudioDeviceError(f"no default {direction} device", devices) from None
-        return _info(raw)
+        return _default_or_the_card(_info(raw), usable)
     if isinstance(spec, int):
         found = [d for d in usable if d.index == spec]
     else:
@@ -99,6 +107,44 @@ def choose_device(pa: pyaudio.PyAudio, spec: DeviceSpec, direction: Direction) -
     if len(found) > 1:
         raise AudioDeviceError(f"{spec!r} matches several {direction} devices", found, "namely")
     return found[0]
+
+
+def found_again(spec: DeviceSpec, info: DeviceInfo) -> DeviceSpec:
+    """How to find `info` the next time the devices are listed (a reopen): an index says
+    only where PortAudio listed it this time, and a card plugged back under another
+    number, or another card plugged in meanwhile, moves the devices after it; another
+    microphone there must not be taken for this one. So an index becomes the device's
+    name without its hw: number; a name, or the default, stays as it is."""
+    if not isinstance(spec, int):
+        return spec
+    return _CARD.sub("", info.name).strip() or info.name
+
+
+def _card(device: DeviceInfo) -> str | None:
+    """The ALSA card number of a card's own device; None for a plugin ("default")."""
+    found = _CARD.search(device.name)
+    return found.group(1) if found else None
+
+
+def _default_or_the_card(default: DeviceInfo, usable: list[DeviceInfo]) -> DeviceInfo:
+    """The system default, unless it is a Pi's own HDMI or headphone jack, or ALSA's
+    "default" with no sound server (on Raspberry Pi OS: card 0, one of those), while
+    exactly one other card can do the job: the USB speakerphone or voice HAT plugged in.
+
+    PortAudio's default output is ALSA's "default" when it opens, else the first card's
+    device; on a Pi both are built in, and the replies went where nobody listens.
+    """
+    if _card(default) is not None and not _built_in(default):
+        return default
+    if any(d.name.lower() in _SERVERS for d in usable):
+        return default
+    others = [d for d in usable if _card(d) is not None and not _built_in(d)]
+    return others[0] if len({_card(d) for d in others}) == 1 else default
+
+
+def _built_in(device: DeviceInfo) -> bool:
+    name = device.name.lower()
+    return any(word in name for word in _BUILT_IN)
 
 
 def supports_rate(

@@ -1,0 +1,219 @@
+"""Sound cards on a real Raspberry Pi: which devices the box takes, and takes again after
+a card is plugged back, with PortAudio listing what a Pi lists."""
+
+from __future__ import annotations
+
+import asyncio
+import select
+from typing import Any, ClassVar
+
+import pytest
+
+from device.audio import capture as capture_module
+from device.audio import playback as playback_module
+from device.audio import stream as stream_module
+from device.audio.capture import Capture
+from device.audio.devices import AudioDeviceError, choose_device
+from device.audio.playback import Playback
+
+# PortAudio's ALSA names: "<card>: <device> (hw:C,D)" for each card's device, in card
+# order, then the configuration's own devices (sysdefault, dmix, default...).
+HEADPHONES = ("bcm2835 Headphones: - (hw:0,0)", 0, 8, 44100)
+HDMI = ("vc4-hdmi-0: MAI PCM i2s-hifi-0 (hw:1,0)", 0, 2, 48000)
+HEADSET = ("USB PnP Sound Device: Audio (hw:{card},0)", 1, 2, 48000)
+SPEAKERPHONE = ("Jabra SPEAK 410 USB: Audio (hw:{card},0)", 1, 2, 48000)
+WEBCAM = ("HD Webcam C270: USB Audio (hw:{card},0)", 1, 0, 48000)
+RESPEAKER = ("seeed-2mic-voicecard: bcm2835-i2s-wm8960-hifi wm8960-hifi-0 (hw:{card},0)", 2, 2,
+             48000)  # fmt: skip
+#: ALSA's "default" on Raspberry Pi OS Lite: card 0 (the jack, or HDMI on a Pi 5), which
+#: opens for playback only. On the Desktop it is PipeWire's, which the service's own user
+#: cannot reach: it does not open, and PortAudio leaves it out.
+ALSA_DEFAULT = ("default", 0, 128, 44100)
+
+
+class ListedPortAudio:
+    """PortAudio as it answers after listing `devices`: every format supported; the
+    default device in each direction as PortAudio picks it (ALSA's "default" when it
+    opens in that direction, else the first card's device that does)."""
+
+    def __init__(self, *devices: tuple[str, int, int, int]) -> None:
+        self.devices = devices
+        self.terminated = False
+
+    def get_device_count(self) -> int:
+        return len(self.devices)
+
+    def get_device_info_by_index(self, index: int) -> dict[str, Any]:
+        name, inputs, outputs, rate = self.devices[index]
+        return {"index": index, "name": name, "maxInputChannels": inputs,
+                "maxOutputChannels": outputs, "defaultSampleRate": float(rate)}  # fmt: skip
+
+    def _default(self, key: str) -> dict[str, Any]:
+        found = [self.get_device_info_by_index(i) for i in range(len(self.devices))]
+        found = [d for d in found if d[key] > 0]
+        named = [d for d in found if d["name"] == "default"]
+        if not found:
+            raise OSError("No Default Device Available")
+        return (named or found)[0]
+
+    def get_default_input_device_info(self) -> dict[str, Any]:
+        return self._default("maxInputChannels")
+
+    def get_default_output_device_info(self) -> dict[str, Any]:
+        return self._default("maxOutputChannels")
+
+    def is_format_supported(self, rate: int, **kwargs: int) -> bool:
+        return True
+
+    def terminate(self) -> None:
+        self.terminated = True
+
+
+def card(device: tuple[str, int, int, int], number: int) -> tuple[str, int, int, int]:
+    name, inputs, outputs, rate = device
+    return name.format(card=number), inputs, outputs, rate
+
+
+@pytest.mark.parametrize(
+    "listed",
+    [
+        pytest.param((HEADPHONES, HDMI, card(SPEAKERPHONE, 2), ALSA_DEFAULT), id="pi4-lite"),
+        pytest.param((HEADPHONES, HDMI, card(SPEAKERPHONE, 2)), id="pi4-desktop-pipewire"),
+        pytest.param((HDMI, card(SPEAKERPHONE, 1), ALSA_DEFAULT), id="pi5-lite"),
+    ],
+)
+def test_unset_devices_play_through_the_usb_speakerphone_not_the_jack_or_hdmi(
+    listed: tuple[tuple[str, int, int, int], ...],
+) -> None:
+    """The breadboard profile's "system default" with a USB speakerphone plugged in: the
+    microphone was the speakerphone's, the replies went to the Pi's headphone jack (or a
+    screen's HDMI), and nobody heard them."""
+    pa: Any = ListedPortAudio(*listed)
+    assert "Jabra" in choose_device(pa, None, "input").name
+    assert "Jabra" in choose_device(pa, None, "output").name
+
+
+def test_unset_devices_on_a_voice_hat_are_the_hat() -> None:
+    """A HAT's name says bcm2835 too (its I2S): it is no headphone jack."""
+    pa: Any = ListedPortAudio(HEADPHONES, HDMI, card(RESPEAKER, 2), ALSA_DEFAULT)
+    assert "seeed" in choose_device(pa, None, "output").name
+
+
+def test_unset_output_stays_the_system_default_when_no_other_card_plays() -> None:
+    """A USB microphone alone, and the jack (ALSA's default) as the speaker: as before."""
+    pa: Any = ListedPortAudio(HEADPHONES, HDMI, card(WEBCAM, 2), ALSA_DEFAULT)
+    assert choose_device(pa, None, "output").name == "default"
+    assert "Webcam" in choose_device(pa, None, "input").name
+
+
+def test_unset_output_with_two_other_cards_that_play_stays_the_system_default() -> None:
+    """Which of two is meant is the owner's to say, not a guess."""
+    pa: Any = ListedPortAudio(
+        HEADPHONES, card(SPEAKERPHONE, 1), card(RESPEAKER, 2), ALSA_DEFAULT
+    )
+    assert choose_device(pa, None, "output").name == "default"
+
+
+def test_unset_devices_stay_the_sound_servers_when_one_is_reachable() -> None:
+    """Run as the desktop's own user, ALSA's "default" is PipeWire's, which holds the
+    cards itself and plays where the owner chose: the raw card would be busy."""
+    pipewire = ("pipewire", 64, 64, 44100)
+    pa: Any = ListedPortAudio(HEADPHONES, HDMI, card(SPEAKERPHONE, 2), pipewire, ALSA_DEFAULT)
+    assert choose_device(pa, None, "output").name == "default"
+
+
+class IdlePcm:
+    """An ALSA capture device that opens, and has nothing to read."""
+
+    opened: ClassVar[list[str]] = []
+
+    def __init__(
+        self, name: str, rate: int, channels: int, period_frames: int, buffer_frames: int
+    ) -> None:
+        IdlePcm.opened.append(name)
+        self.name, self.rate, self.channels = name, rate, channels
+        self.period_frames, self.buffer_frames = period_frames, buffer_frames
+
+    def register(self, poller: select.poll) -> None:
+        """Nothing to wait for: the reader wakes on its own timer."""
+
+    def acknowledge(self, events: list[tuple[int, int]]) -> None:
+        """Never called: nothing registered."""
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def read(self) -> tuple[bytes, int]:
+        return b"", 0
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+async def test_a_configured_index_is_not_another_microphone_after_a_replug(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`input_device = 2` named the speakerphone (hw:2,0). It was unplugged; a webcam went in
+    meanwhile and took card 2, and the speakerphone came back as card 3. The reopened box
+    recorded from the webcam across the room, and said the microphone was back."""
+    listings = iter([
+        ListedPortAudio(HEADPHONES, HDMI, card(SPEAKERPHONE, 2), ALSA_DEFAULT),
+        ListedPortAudio(HEADPHONES, HDMI, card(WEBCAM, 2), card(SPEAKERPHONE, 3), ALSA_DEFAULT),
+    ])  # fmt: skip
+    monkeypatch.setattr(capture_module, "open_portaudio", lambda: next(listings))
+    monkeypatch.setattr(capture_module, "CapturePcm", IdlePcm)
+    IdlePcm.opened.clear()
+    mic = Capture(lambda chunk, t: None, device=2, preroll=1)
+    loop = asyncio.get_running_loop()
+    mic.start(loop)
+    assert "Jabra" in mic.device_name
+    mic.close_stream()  # unplugged: the keeper closes it, and opens it again later
+    try:
+        mic.start(loop)
+    except AudioDeviceError:
+        pass  # not found: reported and tried again, never another device
+    else:
+        assert "Jabra" in mic.device_name, mic.device_name
+        assert IdlePcm.opened == ["hw:2,0", "hw:3,0"]
+    finally:
+        mic.close_stream()
+
+
+class SilentOutput:
+    """A PortAudio output stream that opens and is never written to; says which device."""
+
+    opened: ClassVar[list[int]] = []
+
+    def __init__(
+        self, device: int, rate: int, channels: int, period_frames: int, latency_s: float
+    ) -> None:
+        SilentOutput.opened.append(device)
+        self.frame_bytes, self.output_latency = 2 * channels, 0.01
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+async def test_a_configured_index_is_not_another_speaker_after_a_replug(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`output_device = 2`: the speakerphone on a Pi 5 (after its two HDMI cards). A USB
+    headset plugged in while it was out took card 2: the replies went into the headset
+    in a drawer."""
+    listings = iter([
+        ListedPortAudio(HDMI, HDMI, card(SPEAKERPHONE, 2), ALSA_DEFAULT),
+        ListedPortAudio(HDMI, HDMI, card(HEADSET, 2), card(SPEAKERPHONE, 3), ALSA_DEFAULT),
+    ])  # fmt: skip
+    monkeypatch.setattr(stream_module, "open_portaudio", lambda: next(listings))
+    monkeypatch.setattr(playback_module, "OutputStream", SilentOutput)
+    SilentOutput.opened.clear()
+    speaker = Playback(device=2)
+    loop = asyncio.get_running_loop()
+    speaker.start(loop)
+    speaker.close_stream()
+    try:
+        speaker.start(loop)
+    finally:
+        speaker.close_stream()
+    assert "Jabra" in speaker.device_name, speaker.device_name
+    assert SilentOutput.opened == [2, 3]
