@@ -45,7 +45,7 @@ import soxr
 from device.audio import pcm
 from device.audio.alsa import AlsaError, CapturePcm, alsa_name
 from device.audio.card_clock import CardClock
-from device.audio.devices import DeviceSpec, choose_format
+from device.audio.devices import DeviceSpec, choose_format, found_again
 from device.audio.echo import Canceller
 from device.audio.keeper import STALE_S, START_GRACE_S
 from device.audio.portaudio import open_portaudio
@@ -130,6 +130,7 @@ class Capture:
         `cleaner`: what the audio goes through while it is forwarded. `device_rate` and
         `channels` force a format (tests); by default the device's best fit."""
         self.device_spec = device
+        self._find = device  # the spec; once an index opened, that device's name (a reopen)
         self.device_name = ""
         self.device_rate: int | None = None  # the rate the device really runs at
         self.channels = 1  # the channels it really runs with (converted to mono here)
@@ -191,9 +192,10 @@ class Capture:
         with PORTAUDIO_LOCK:
             pa = open_portaudio()
             try:
-                info, fmt = choose_format(pa, self.device_spec, "input", RATE, self._forced)
+                info, fmt = choose_format(pa, self._find, "input", RATE, self._forced)
             finally:
                 pa.terminate()
+            self._find = found_again(self._find, info)
             self.device_name, self.device_rate, self.channels = str(info), fmt.rate, fmt.channels
             period = fmt.rate * self.chunk_ms // 1000
             pcm = CapturePcm(

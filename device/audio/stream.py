@@ -20,7 +20,13 @@ from typing import ParamSpec, TypeVar
 
 import pyaudio
 
-from device.audio.devices import DeviceInfo, DeviceSpec, Direction, choose_format
+from device.audio.devices import (
+    DeviceInfo,
+    DeviceSpec,
+    Direction,
+    choose_format,
+    found_again,
+)
 from device.audio.portaudio import open_portaudio
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,7 @@ class PortAudioStream:
     ) -> None:
         """`rate` and `channels` force a format (tests); by default the device's best fit."""
         self.device_spec = device
+        self._find = device  # the spec; once an index opened, that device's name (a reopen)
         self.device_name = ""
         self.device_rate: int | None = None  # the rate the device really runs at
         self.channels = 1  # the channels it really runs with (the stream converts to mono)
@@ -120,7 +127,8 @@ class PortAudioStream:
 
     def _choose(self, pa: pyaudio.PyAudio, direction: Direction, wanted_rate: int) -> DeviceInfo:
         """The configured device and the format to run it in."""
-        info, fmt = choose_format(pa, self.device_spec, direction, wanted_rate, self._forced)
+        info, fmt = choose_format(pa, self._find, direction, wanted_rate, self._forced)
+        self._find = found_again(self._find, info)
         self.device_name, self.device_rate, self.channels = str(info), fmt.rate, fmt.channels
         return info
 
