@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import select
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -14,6 +15,7 @@ from device.audio import playback as playback_module
 from device.audio import stream as stream_module
 from device.audio.capture import Capture
 from device.audio.devices import AudioDeviceError, choose_device
+from device.audio.keeper import STALE_S
 from device.audio.playback import Playback
 
 # PortAudio's ALSA names: "<card>: <device> (hw:C,D)" for each card's device, in card
@@ -217,3 +219,34 @@ async def test_a_configured_index_is_not_another_speaker_after_a_replug(
         speaker.close_stream()
     assert "Jabra" in speaker.device_name, speaker.device_name
     assert SilentOutput.opened == [2, 3]
+
+
+async def test_an_idle_usb_speaker_unplugged_and_plugged_back_is_reopened_before_a_reply(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A USB speaker beside a HAT's microphone, its cable bumped while the box waited: the
+    microphone read on, the idle speaker made no call that could fail, and the keeper saw
+    nothing wrong. The next reply then went to a card that was no longer there: lost,
+    with the error state, before the speaker was reopened."""
+    nodes = tmp_path / "snd"
+    nodes.mkdir()
+    (nodes / "pcmC2D0p").touch()
+    monkeypatch.setattr(playback_module, "SOUND_NODES", nodes, raising=False)
+    listing = ListedPortAudio(HEADPHONES, HDMI, card(SPEAKERPHONE, 2), ALSA_DEFAULT)
+    monkeypatch.setattr(stream_module, "open_portaudio", lambda: listing)
+    monkeypatch.setattr(playback_module, "OutputStream", SilentOutput)
+    speaker = Playback(device="Jabra")
+    speaker.start(asyncio.get_running_loop())
+    try:
+        assert speaker.trouble(STALE_S) is None, "idle, and there"
+        (nodes / "pcmC2D0p").rename(tmp_path / "gone")  # unplugged (its inode kept in use,
+        # as devtmpfs never hands a node's number to the next) ...
+        assert speaker.trouble(STALE_S) is not None
+        (nodes / "pcmC2D0p").touch()  # ... and plugged back: a new card, a new node
+        assert speaker.trouble(STALE_S) is not None
+        speaker.close_stream()  # the keeper reopens it
+        speaker.start(asyncio.get_running_loop())
+        (nodes / "pcmC2D0p").chmod(0o600)  # a login's ACLs: the same card
+        assert speaker.trouble(STALE_S) is None
+    finally:
+        speaker.close_stream()

@@ -30,9 +30,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -61,6 +64,36 @@ AHEAD_S = 4.0
 TAIL_S = 0.01
 #: Audio fed this long before the device would have run out was waiting for the writer.
 WAITING_S = 0.005
+#: The kernel's sound device nodes: a card's playback device is pcmC<card>D<device>p.
+SOUND_NODES = Path("/dev/snd")
+_HW_DEVICE = re.compile(r"\(hw:(\d+),(\d+)\)$")
+#: A device node and its inode: a card plugged back has its nodes made anew. (Not their
+#: change time: a seat's login changes their ACLs, and with them that.)
+Node = tuple[Path, int] | None
+
+
+def _node(portaudio_name: str) -> Node:
+    """The playback node of the card device PortAudio lists as `portaudio_name`, as it is
+    now; None for a plugin ("default", "pulse"), or a node not to be seen."""
+    found = _HW_DEVICE.search(portaudio_name)
+    if found is None:
+        return None
+    path = SOUND_NODES / f"pcmC{found.group(1)}D{found.group(2)}p"
+    try:
+        return path, path.stat().st_ino
+    except OSError:
+        return None
+
+
+def _same_node(node: Node) -> bool:
+    """The node is still the one opened: not gone, nor made anew (a card plugged back)."""
+    if node is None:
+        return True
+    path, inode = node
+    try:
+        return os.stat(path).st_ino == inode
+    except OSError:
+        return False
 
 
 class Playback(PortAudioStream):
@@ -96,6 +129,7 @@ class Playback(PortAudioStream):
         self.on_change: Callable[[], None] | None = None  # the audio keeper's
         self._playing = False  # the writer has started (or is starting) a run of the stream
         self._writer: threading.Thread | None = None
+        self._node: Node = None  # the card's node at the open: an idle speaker's card going
         self._drained = asyncio.Event()
         self._drained.set()
         self._room_below: int | None = None  # a feeder waits until the buffer is under this
@@ -107,6 +141,7 @@ class Playback(PortAudioStream):
 
     def _open(self, pa: pyaudio.PyAudio) -> OutputStream:
         info = self._choose(pa, "output", RATE)
+        self._node = _node(info.name)
         assert self.device_rate is not None
         self._resampler = self._new_resampler()
         return OutputStream(
@@ -156,11 +191,15 @@ class Playback(PortAudioStream):
     def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
         """None while open and writing: an idle speaker is stopped on purpose, a playing
         one calls PortAudio at least every DEVICE_S / 2. A PortAudio error (a vanished
-        device) is trouble, and so is a call that has not returned within `stale_s`."""
+        device) is trouble, and so is a call that has not returned within `stale_s`, and a
+        card that went, or came back, while it was idle: nothing it does would fail until
+        the next reply, which would be lost."""
         if self._stream is None:
             return "the speaker is not open"
         if self._failed:
             return "PortAudio failed"
+        if not _same_node(self._node):
+            return "its card went away"
         last = self._last_call
         if not self._playing or last is None:
             return None
