@@ -4,18 +4,25 @@ a card is plugged back, with PortAudio listing what a Pi lists."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import os
 import select
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from helpers import until
 
 from device.audio import capture as capture_module
+from device.audio import keeper as keeper_module
 from device.audio import playback as playback_module
 from device.audio import stream as stream_module
+from device.audio.alsa import AlsaError
 from device.audio.capture import Capture
 from device.audio.devices import AudioDeviceError, choose_device
-from device.audio.keeper import STALE_S
+from device.audio.keeper import STALE_S, AudioKeeper
 from device.audio.playback import Playback
 
 # PortAudio's ALSA names: "<card>: <device> (hw:C,D)" for each card's device, in card
@@ -250,3 +257,89 @@ async def test_an_idle_usb_speaker_unplugged_and_plugged_back_is_reopened_before
         assert speaker.trouble(STALE_S) is None
     finally:
         speaker.close_stream()
+
+
+class Cable:
+    """A USB speakerphone on a loose cable: in or out, and what PortAudio, ALSA and the
+    kernel then list."""
+
+    def __init__(self) -> None:
+        self.plugged = True
+        self.plugs = 0  # how often it went in again: the kernel's card list changes
+
+    def listing(self) -> ListedPortAudio:
+        cards = [card(SPEAKERPHONE, 2)] if self.plugged else []
+        return ListedPortAudio(HEADPHONES, HDMI, *cards, ALSA_DEFAULT)
+
+    def hardware(self) -> object:
+        return self.plugged, self.plugs
+
+
+class CablePcm(IdlePcm):
+    """The speakerphone's microphone: opens only while plugged in; reads fail once out."""
+
+    cable = Cable()
+
+    def __init__(self, *args: Any) -> None:
+        if not self.cable.plugged:
+            raise AlsaError(errno.ENODEV, "cannot open: No such device")
+        super().__init__(*args)
+
+    def read(self) -> tuple[bytes, int]:
+        if not self.cable.plugged:
+            raise AlsaError(errno.ENODEV, "read: No such device")
+        return bytes(2 * self.period_frames), 0
+
+
+def open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def own_threads() -> list[str]:
+    """The threads alive, but the event loop's worker pool (it grows to its size as asked)."""
+    return sorted(t.name for t in threading.enumerate() if not t.name.startswith("asyncio_"))
+
+
+PLUGS = 8
+#: A plug's journal lines: the microphone stopped, the keeper's failure for each device,
+#: each back, each started.
+LINES_A_PLUG = 7
+
+
+async def test_a_flapping_cable_costs_no_threads_files_or_journal_lines_per_plug(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Unplugged and plugged back again and again: the box is back each time, with the
+    same threads and open files, and a few journal lines a plug."""
+    cable = CablePcm.cable = Cable()
+    monkeypatch.setattr(capture_module, "open_portaudio", cable.listing)
+    monkeypatch.setattr(capture_module, "CapturePcm", CablePcm)
+    monkeypatch.setattr(stream_module, "open_portaudio", cable.listing)
+    monkeypatch.setattr(playback_module, "OutputStream", SilentOutput)
+    monkeypatch.setattr(capture_module, "IDLE_READ_MS", 20)
+    monkeypatch.setattr(keeper_module, "REOPEN_MAX_S", 0.08)
+    caplog.set_level(logging.INFO, logger="device.audio")
+    mic = Capture(lambda chunk, t: None, device="Jabra", preroll=1)
+    speaker = Playback(device="Jabra")
+    keeper = AudioKeeper({"microphone": mic, "speaker": speaker}, lambda e: None, 0.01,
+                         hardware=cable.hardware)  # fmt: skip
+    await keeper.open()
+    keeping = asyncio.create_task(keeper.keep())
+    try:
+        threads, files = own_threads(), open_files()
+        caplog.clear()
+        for _ in range(PLUGS):
+            cable.plugged = False
+            await until(lambda: keeper.failures, within=3)
+            await asyncio.sleep(0.05)
+            cable.plugged, cable.plugs = True, cable.plugs + 1
+            await until(lambda: not keeper.failures, within=3)
+            await until(lambda: mic.running, within=3)
+        assert own_threads() == threads
+        assert open_files() == files
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) <= PLUGS * LINES_A_PLUG, lines
+    finally:
+        keeping.cancel()
+        await asyncio.gather(keeping, return_exceptions=True)
+        await keeper.close()
