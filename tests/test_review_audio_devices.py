@@ -16,6 +16,7 @@ import pytest
 from helpers import until
 
 from device.audio import capture as capture_module
+from device.audio import devices as devices_module
 from device.audio import keeper as keeper_module
 from device.audio import playback as playback_module
 from device.audio import stream as stream_module
@@ -343,3 +344,30 @@ async def test_a_flapping_cable_costs_no_threads_files_or_journal_lines_per_plug
         keeping.cancel()
         await asyncio.gather(keeping, return_exceptions=True)
         await keeper.close()
+
+
+def test_a_card_another_program_holds_is_said_to_be_busy_not_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """PortAudio leaves out a card it cannot open while it lists them: on Raspberry Pi OS
+    Desktop, the logged-in user's PipeWire holds the USB card. The journal and the doctor
+    said "no input device matches 'USB Audio'" and "Plug the device in" for a card
+    plugged in all along."""
+    (tmp_path / "cards").write_text(
+        " 0 [Headphones     ]: bcm2835_headpho - bcm2835 Headphones\n"
+        "                      bcm2835 Headphones\n"
+        " 2 [Device         ]: USB-Audio - USB Audio Device\n"
+        "                      C-Media Electronics Inc. USB Audio Device at usb-xhci-hcd.0-1\n"
+    )
+    (tmp_path / "pcm").write_text(
+        "00-00: bcm2835 Headphones : bcm2835 Headphones : playback 8\n"
+        "02-00: USB Audio : USB Audio : playback 1 : capture 1\n"
+    )
+    monkeypatch.setattr(devices_module, "ASOUND", tmp_path, raising=False)
+    pa: Any = ListedPortAudio(HEADPHONES, HDMI)
+    with pytest.raises(AudioDeviceError) as err:
+        choose_device(pa, "USB Audio", "input")
+    assert "another program" in err.value.summary
+    with pytest.raises(AudioDeviceError) as err:
+        choose_device(pa, "Jabra", "input")
+    assert "another program" not in err.value.summary, "not there at all: not busy"

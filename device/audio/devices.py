@@ -7,9 +7,11 @@ here takes a ``pyaudio.PyAudio`` the caller opened and will terminate, except
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO
 
 import pyaudio
@@ -28,6 +30,9 @@ _CARD = re.compile(r"\(hw:(\d+),\d+\)$")
 #: The Pi's own outputs, where a voice box's speaker is not: HDMI (a screen, if any) and
 #: the headphone jack. Not "bcm2835" alone: a voice HAT's I2S device is named after it too.
 _BUILT_IN = ("hdmi", "bcm2835 headphones", "bcm2835 alsa")
+#: What the kernel lists of its sound cards and their devices, by the names PortAudio's
+#: are made of.
+ASOUND = Path("/proc/asound")
 #: Sound servers: reachable, ALSA's "default" goes through them to the owner's choice.
 _SERVERS = ("pulse", "pipewire")
 
@@ -103,10 +108,27 @@ def choose_device(pa: pyaudio.PyAudio, spec: DeviceSpec, direction: Direction) -
         exact = [d for d in found if d.name.lower() == spec.lower()]
         found = exact or found
     if not found:
-        raise AudioDeviceError(f"no {direction} device matches {spec!r}", devices)
+        summary = f"no {direction} device matches {spec!r}"
+        named = isinstance(spec, str) and not any(spec.lower() in d.name.lower() for d in devices)
+        if named and _held_elsewhere(str(spec)):
+            summary += (
+                ": the card is there, but another program holds it (on Raspberry Pi OS "
+                "Desktop, PipeWire): fuser -v /dev/snd/*"
+            )
+        raise AudioDeviceError(summary, devices)
     if len(found) > 1:
         raise AudioDeviceError(f"{spec!r} matches several {direction} devices", found, "namely")
     return found[0]
+
+
+def _held_elsewhere(spec: str) -> bool:
+    """The kernel has a card or device `spec` names that PortAudio did not list: it
+    leaves out what it cannot open as it lists them, a card another program holds."""
+    listed = ""
+    for name in ("cards", "pcm"):
+        with contextlib.suppress(OSError):
+            listed += (ASOUND / name).read_text()
+    return spec.lower() in listed.lower()
 
 
 def found_again(spec: DeviceSpec, info: DeviceInfo) -> DeviceSpec:
