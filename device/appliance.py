@@ -729,7 +729,8 @@ def run_daemon(cfg: Config) -> int:
         with single_instance(cfg.control.socket):
             appliance = Appliance(cfg)
             asyncio.run(appliance.run())
+            # Still locked: a call stuck in a driver holds its device until the process ends.
+            return workers.exit_past_stuck(1 if appliance.failed else 0)
     except ControlError as exc:  # another daemon runs, or is still stopping
         log.error("%s", exc, extra={"LIVE_ERROR": str(exc)})
         return 1
-    return workers.exit_past_stuck(1 if appliance.failed else 0)
