@@ -171,6 +171,7 @@ class LiveLink:
             self._turn = _wire_turn(self._cfg)
             self._carried = []
             self._had_turns = False
+            self._credentials_reloaded = False  # a press may find credentials corrected
             self._own_id = f"box-{uuid.uuid4().hex[:12]}"
             self._hooks = Hooks(
                 session, self._on_event, self._on_sent, self._keep_handle, self._speaker
@@ -283,7 +284,8 @@ class LiveLink:
 
     async def _credentials_anew(self) -> bool:
         """Vertex AI, after a refusal: a new client, which loads the credentials anew, once
-        until a connection succeeds; whether one was made. google-auth judges its access
+        a session until a connection succeeds (the next press takes up a key file the owner
+        replaced); whether one was made. google-auth judges its access
         token's expiry by the wall clock: once NTP stepped the clock back (it had run
         ahead), a token past its hour at the service looked good for as long as the step,
         and every press was refused until the clock caught up."""
