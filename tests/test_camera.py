@@ -397,9 +397,16 @@ def fake_picamera2_class(rig: FakeCameraRig) -> type:
 
 @pytest.fixture
 def camera(monkeypatch: pytest.MonkeyPatch) -> FakeCameraRig:
+    return installed_picamera2(monkeypatch, fake_picamera2_class)
+
+
+def installed_picamera2(
+    monkeypatch: pytest.MonkeyPatch, make_class: Callable[[FakeCameraRig], type]
+) -> FakeCameraRig:
+    """A fake picamera2 module whose Picamera2 is `make_class`'s, and the rig it reports to."""
     rig = FakeCameraRig()
     module = types.ModuleType("picamera2")
-    module.Picamera2 = fake_picamera2_class(rig)  # type: ignore[attr-defined]
+    module.Picamera2 = make_class(rig)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "picamera2", module)
     return rig
 
@@ -854,11 +861,7 @@ def queueing_picamera2_class(rig: FakeCameraRig) -> type:
 
 @pytest.fixture
 def queueing_camera(monkeypatch: pytest.MonkeyPatch) -> FakeCameraRig:
-    rig = FakeCameraRig()
-    module = types.ModuleType("picamera2")
-    module.Picamera2 = queueing_picamera2_class(rig)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "picamera2", module)
-    return rig
+    return installed_picamera2(monkeypatch, queueing_picamera2_class)
 
 
 async def test_a_camera_that_goes_silent_is_switched_off_and_works_next_session(
