@@ -115,7 +115,7 @@ async def test_vertex_credentials_the_owner_replaced_work_at_the_next_press(
     GOOGLE_APPLICATION_CREDENTIALS points, as a key file is corrected on the Gemini API,
     and presses again: the box kept the credentials it loaded before, and refused every
     press until a restart."""
-    loaded = [Revoked]
+    loaded: list[type[google.auth.credentials.Credentials]] = [Revoked]
     monkeypatch.setattr(google.auth, "default", lambda **_: (loaded[-1](), "p"))
     async with LiveServer(pace=0, reply_seconds=0.2, bearer_tokens={"renewed"}) as server:
         monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
