@@ -342,7 +342,8 @@ class LiveLink:
         """The session's first connection. A quick failure that is not a refusal (an HTTP
         503, a reset, a TLS hiccup) is tried once more after FIRST_RETRY_S: one of them at
         a press cost the turn, the person's speech dropped; the speech is held meanwhile.
-        A slow one (a timeout) has made the person wait long enough already."""
+        A slow one (a timeout) has made the person wait long enough already. A refusal on
+        Vertex AI is tried once more at once, with the credentials loaded anew."""
         from device.live.errors import describe_failure, is_refusal
 
         started = time.monotonic()
@@ -488,7 +489,8 @@ class LiveLink:
                 if is_refusal(exc):
                     # A token past its expiry is refused on a resume too (a conversation
                     # longer than it, moved by the service): the minter's next one may be
-                    # where the key is kept. Each new key is tried once.
+                    # where the key is kept. Each new key is tried once; on Vertex AI, the
+                    # credentials loaded anew (`_credentials_anew`).
                     if not await self._client_for_new_session() and not await (
                         self._credentials_anew()
                     ):
