@@ -12,10 +12,13 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from device import appliance as appliance_module
+from device import workers
 from device.control import (
     AlreadyRunning,
     ControlError,
@@ -196,6 +199,43 @@ def test_a_lock_that_cannot_be_made_is_the_owners_to_fix(tmp_path: Path) -> None
     unusable = single_instance(tmp_path / "file" / "live.sock")
     with pytest.raises(ConfigError, match=r"\[control\] socket: cannot make the lock"):
         unusable.__enter__()
+
+
+def test_the_daemon_lock_is_held_while_a_stuck_call_keeps_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon whose camera or sound card is stuck in a driver call still has the device
+    while exit_past_stuck ends it: a `live-appliance run` started meanwhile must be told
+    one is still stopping, not start and find its devices taken."""
+    socket = tmp_path / "control.sock"
+    second_refused: list[bool] = []
+
+    class Appliance:
+        failed = False
+
+        def __init__(self, cfg: Any) -> None:
+            pass
+
+        async def run(self) -> None:
+            pass
+
+    def exit_past_stuck(status: int) -> int:
+        try:
+            with single_instance(socket):
+                second_refused.append(False)
+        except AlreadyRunning:
+            second_refused.append(True)
+        return status
+
+    monkeypatch.setattr(appliance_module, "Appliance", Appliance)
+    monkeypatch.setattr(appliance_module.logs, "setup", lambda **_: None)
+    monkeypatch.setattr(workers, "exit_past_stuck", exit_past_stuck)
+    cfg: Any = SimpleNamespace(api_key=None, control=SimpleNamespace(socket=str(socket)))
+    assert appliance_module.run_daemon(cfg) == 0
+    assert second_refused == [True]
+
+
+# ---- Vertex AI credentials revoked, press after press ------------------------------------
 
 
 def test_a_file_that_is_not_a_socket_is_left_alone(path: Path) -> None:

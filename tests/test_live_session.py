@@ -780,3 +780,77 @@ async def test_vertex_credentials_the_clock_stepped_back_on_are_loaded_anew(
         await until(lambda: events, within=10)
         await link.close()
     assert isinstance(events[-1], SetupComplete), events
+
+
+class Revoked(google.auth.credentials.Credentials):
+    """Application default credentials whose refresh token was revoked: every load the same."""
+
+    refreshes: ClassVar[int] = 0
+
+    def refresh(self, request: object) -> None:
+        Revoked.refreshes += 1
+        raise auth_errors.RefreshError(
+            "invalid_grant: Token has been expired or revoked.", {"error": "invalid_grant"}
+        )
+
+
+async def test_revoked_vertex_credentials_cost_two_token_requests_a_press(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each press asks the token server twice (the credentials it has, then as loaded
+    anew), fails with the credentials' words, and never loops."""
+    monkeypatch.setattr(google.auth, "default", lambda **_: (Revoked(), "p"))
+    Revoked.refreshes = 0
+    async with LiveServer(pace=0, reply_seconds=0.2) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+        live = {"backend": "vertex", "project": "p", "location": "l", "model": "gemini-3.8-live"}
+        cfg = dataclasses.replace(config_for(server, live=live), api_key=None)
+        events: list[Any] = []
+        link = LiveLink(cfg, Outbox(5), events.append, lambda _item, _t: None)
+        per_press = []
+        for press in (1, 2, 3):
+            events.clear()
+            link.open(press)
+            await until(lambda: events, within=10)
+            await link.close()
+            (failed,) = events
+            assert isinstance(failed, ConnectFailed)
+            assert failed.reason.startswith("Vertex AI credentials: invalid_grant")
+            per_press.append(Revoked.refreshes)
+            Revoked.refreshes = 0
+    assert per_press == [2, 2, 2]
+
+
+class Renewed(google.auth.credentials.Credentials):
+    """The service account key the owner put in place of the revoked one."""
+
+    def refresh(self, request: object) -> None:
+        self.token = "renewed"
+        self.expiry = datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1)
+
+
+async def test_vertex_credentials_the_owner_replaced_work_at_the_next_press(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The refresh token was revoked: the box says so. The owner puts a new key file where
+    GOOGLE_APPLICATION_CREDENTIALS points, as a key file is corrected on the Gemini API,
+    and presses again: the box kept the credentials it loaded before, and refused every
+    press until a restart."""
+    loaded: list[type[google.auth.credentials.Credentials]] = [Revoked]
+    monkeypatch.setattr(google.auth, "default", lambda **_: (loaded[-1](), "p"))
+    async with LiveServer(pace=0, reply_seconds=0.2, bearer_tokens={"renewed"}) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+        live = {"backend": "vertex", "project": "p", "location": "l", "model": "gemini-3.8-live"}
+        cfg = dataclasses.replace(config_for(server, live=live), api_key=None)
+        events: list[Any] = []
+        link = LiveLink(cfg, Outbox(5), events.append, lambda _item, _t: None)
+        link.open(1)
+        await until(lambda: events, within=10)
+        await link.close()
+        assert isinstance(events[-1], ConnectFailed), events
+        loaded.append(Renewed)  # the owner's new key file
+        events.clear()
+        link.open(2)
+        await until(lambda: events, within=10)
+        await link.close()
+    assert isinstance(events[-1], SetupComplete), events
