@@ -63,10 +63,15 @@ def single_instance(socket_path: str | os.PathLike[str]) -> Iterator[None]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:  # the socket's directory is unusable: the owner's to fix
-        raise ConfigError(
-            f"[control] socket: cannot make the lock {path}: {exc.strerror or exc}"
-        ) from None
+    except PermissionError as exc:
+        if not path.exists():  # the socket's directory: the owner's to fix
+            raise _unusable(path, exc) from None
+        # The service user's own lock, and `live-appliance run` by someone else (in its
+        # group): the socket's check says whether a daemon runs, as it did before.
+        yield
+        return
+    except OSError as exc:
+        raise _unusable(path, exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -78,6 +83,10 @@ def single_instance(socket_path: str | os.PathLike[str]) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _unusable(lock: Path, exc: OSError) -> ConfigError:
+    return ConfigError(f"[control] socket: cannot make the lock {lock}: {exc.strerror or exc}")
 
 
 class ControlServer:

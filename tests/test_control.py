@@ -194,6 +194,26 @@ def test_a_daemon_still_stopping_keeps_a_second_one_out(path: Path) -> None:
         pass
 
 
+def test_the_services_lock_another_user_may_not_open_leaves_it_to_the_socket(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone in the service's group runs `live-appliance run` while the service is up:
+    the service's lock (0600, its own) cannot be opened. That is not a configuration
+    error (exit 2): the socket's check says the daemon is running, as before the lock."""
+    path.parent.mkdir(parents=True)
+    Path(f"{path}.lock").write_text("")
+    opened = os.open
+
+    def as_another_user(name: Any, flags: int, mode: int = 0o777) -> int:
+        if str(name).endswith(".lock"):
+            raise PermissionError(13, "Permission denied")
+        return opened(name, flags, mode)
+
+    monkeypatch.setattr(os, "open", as_another_user)
+    with single_instance(path):
+        pass  # no lock taken: ControlServer.start finds the live socket
+
+
 def test_a_lock_that_cannot_be_made_is_the_owners_to_fix(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     unusable = single_instance(tmp_path / "file" / "live.sock")
