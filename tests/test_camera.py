@@ -616,28 +616,32 @@ async def test_a_camera_that_cannot_start_is_reported_once(camera, caplog) -> No
     await feed.aclose()
 
 
-async def test_a_camera_whose_stop_never_returns_keeps_its_light_on_until_it_does(
-    camera, pins, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("stuck_in", ["start", "stop"])
+async def test_a_camera_stuck_in_a_call_keeps_its_light_on_until_it_returns(
+    camera, pins, caplog: pytest.LogCaptureFixture, stuck_in: str
 ) -> None:
-    """The light is the privacy promise: a stop stuck in the camera may leave it on, so
-    the light stays on, and the journal says "stuck", not "off", until the stop returns."""
+    """The light is the privacy promise: a start or stop stuck in the camera may leave it
+    on, so the light stays on, and the journal says "stuck", not "off", until the call
+    returns and the camera is switched off."""
     caplog.set_level(logging.INFO, logger="device.hw.camera")
-    camera.stop_gate = threading.Event()
+    gate = threading.Event()
+    setattr(camera, f"{stuck_in}_gate", gate)
     frames = Frames()
     feed = feed_for(picamera2(led_pin=21, linger_s=0.05), frames, switch_timeout_s=0.2)
     try:
         feed.start_frames()
-        await until(lambda: frames.jpegs)
-        feed.stop_frames()
-        await until(lambda: not feed.running, within=3)
-        await feed.aclose()  # the session ends; the stop is still stuck
+        if stuck_in == "stop":
+            await until(lambda: frames.jpegs)
+            feed.stop_frames()
+        cameras = lambda: [getattr(r, "LIVE_CAMERA", None) for r in caplog.records]  # noqa: E731
+        await until(lambda: "stuck" in cameras(), within=3)
+        await feed.aclose()  # the session ends; the call is still stuck
         assert pins(21).state, "the light went out while the camera may still be on"
-        cameras = [getattr(r, "LIVE_CAMERA", None) for r in caplog.records]
-        assert "stuck" in cameras and "off" not in cameras, cameras
+        assert "off" not in cameras(), cameras()
     finally:
-        camera.stop_gate.set()
+        gate.set()
     await until(lambda: not pins(21).state, within=3)
-    assert getattr(caplog.records[-1], "LIVE_CAMERA", None) == "off"
+    assert cameras()[-1] == "off", cameras()
     await feed.shutdown()
 
 

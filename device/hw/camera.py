@@ -212,13 +212,14 @@ class CameraFeed:
     async def _camera_run(self) -> None:
         """One stretch of the camera being on: start, frames and lingering, stop."""
         led = self._open_led()
+        self._frames = 0
         try:
+            if led is not None:  # lit from the start call on: the camera may be on from then
+                led.on()
             description = await _in_thread(
                 self._source.start, self._switch_timeout_s, self._got_stuck
             )
-            self._running, self._frames = True, 0
-            if led is not None:
-                led.on()
+            self._running = True
             logger.info("camera on: %s", description, extra={"LIVE_CAMERA": "on"})
             while True:
                 if self._wanted:
@@ -233,9 +234,8 @@ class CameraFeed:
                 if self._stuck is None:  # a camera stuck in its start cannot be stopped now
                     await _stop(self._source, self._switch_timeout_s, self._got_stuck)
             finally:
-                if self._running:
-                    self._running = False
-                    self._said_off(led)
+                was_running, self._running = self._running, False
+                self._said_off(led, was_running)
 
     async def _stream(self) -> None:
         """Frames until stop_frames: the first at once, then on a grid of 1/fps seconds."""
@@ -278,24 +278,27 @@ class CameraFeed:
         self._stuck = call
         self._recovering = asyncio.create_task(self._off_when_back(call), name="camera-stuck")
 
-    def _said_off(self, led: Any) -> None:
-        """The run is over: light off and "camera off" in the journal, unless its stop is
-        stuck (the camera may still be on: the light stays on until the stop returns)."""
+    def _said_off(self, led: Any, was_running: bool) -> None:
+        """The run is over: light off and, after a start, "camera off" in the journal;
+        unless a start or stop is stuck in the camera (it may still be on: the light
+        stays on until the call returns, and `_off_when_back` switches both off)."""
         if self._stuck is not None:
             logger.warning(
-                "the camera's stop is stuck after %d frame(s); it may still be on, and its "
-                "light stays on until the stop returns",
+                "the camera is stuck in its %s after %d frame(s); it may be on, and its "
+                "light stays on until the call returns",
+                "stop" if was_running else "start",
                 self._frames,
                 extra={"LIVE_CAMERA": "stuck", "LIVE_CAMERA_FRAMES": self._frames},
             )
             return
         if led is not None:
             led.off()
-        logger.info(
-            "camera off after %d frame(s)",
-            self._frames,
-            extra={"LIVE_CAMERA": "off", "LIVE_CAMERA_FRAMES": self._frames},
-        )
+        if was_running:
+            logger.info(
+                "camera off after %d frame(s)",
+                self._frames,
+                extra={"LIVE_CAMERA": "off", "LIVE_CAMERA_FRAMES": self._frames},
+            )
 
     async def _off_when_back(self, call: asyncio.Future[Any]) -> None:
         try:
