@@ -109,7 +109,7 @@ class LiveLink:
         self.connections = 0  # connections opened in this process, for status and tests
         self._closing = False  # close() is ending the session task
         self._hurry = asyncio.Event()  # a person started a turn: reconnect without waiting
-        self._credentials_reloaded = False  # since the last connection that succeeded
+        self._credentials_reloaded = False  # this session, since a connection succeeded
 
     @property
     def is_open(self) -> bool:
@@ -283,12 +283,12 @@ class LiveLink:
         return True
 
     async def _credentials_anew(self) -> bool:
-        """Vertex AI, after a refusal: a new client, which loads the credentials anew, once
-        a session until a connection succeeds (the next press takes up a key file the owner
-        replaced); whether one was made. google-auth judges its access
-        token's expiry by the wall clock: once NTP stepped the clock back (it had run
-        ahead), a token past its hour at the service looked good for as long as the step,
-        and every press was refused until the clock caught up."""
+        """Vertex AI, after a refusal: a new client, which loads the credentials anew; once
+        a session until a connection succeeds (the next press takes up a key file the
+        owner replaced). Whether one was made. google-auth judges its access token's
+        expiry by the wall clock: once NTP stepped the clock back (it had run ahead), a
+        token past its hour at the service looked good for as long as the step, and every
+        press was refused until the clock caught up."""
         if self._cfg.live.backend != "vertex" or self._credentials_reloaded:
             return False
         self._credentials_reloaded = True
