@@ -536,9 +536,16 @@ install_key() {
     ((DRY_RUN)) || { rm -f "$KEY_FILE"; write_key "$key" "$KEY_FILE"; }
     KEY_READY=1
   elif [[ -n $problem && -t 0 ]] && ((!DRY_RUN)); then
+    # The new key goes beside it first: skipping the prompt (or Ctrl-C) keeps the
+    # owner's file, a stray quotation mark in it theirs to fix.
     say "  the key in $KEY_FILE $problem: asking for it again"
-    rm -f "$KEY_FILE"
-    if prompt_key "$KEY_FILE"; then KEY_READY=1; else say "  no key given"; fi
+    rm -f "$KEY_FILE.new"
+    if prompt_key "$KEY_FILE.new"; then
+      mv -f "$KEY_FILE.new" "$KEY_FILE"
+      KEY_READY=1
+    else
+      say "  no key given: $KEY_FILE kept as it was; sudoedit $KEY_FILE, or run this again with --key-file"
+    fi
   elif [[ -n $problem ]]; then
     say "  the key in $KEY_FILE $problem: sudoedit $KEY_FILE, or run this again with --key-file"
   elif key_from_config; then
