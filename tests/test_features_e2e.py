@@ -260,7 +260,7 @@ def test_a_cancelled_tool_call_gets_no_response_and_the_session_goes_on(
     loopback: PulseLoopback, make_rig: Any, workdir: Path
 ) -> None:
     fifo = hold_state_writes(workdir)
-    server, daemon = make_rig(tools("set_volume", timeout_s=60), reply_seconds=REPLY_S)
+    server, daemon = make_rig(tools("set_volume", timeout_s=20), reply_seconds=REPLY_S)
     assert server.server is not None
     call_id = queue_call(server, "set_volume", percent=30)
     try:
