@@ -30,7 +30,7 @@ SND_PCM_STATE_PREPARED = 2
 FRAME_BYTES_PER_CHANNEL = 2
 #: PortAudio names a card's device "<card>: <device> (hw:C,D)" and opens it as hw:C,D;
 #: every other name it lists (default, pulse, dmix...) is an ALSA device name itself.
-_HW_NAME = re.compile(r"\((hw:\d+,\d+)\)$")
+_HW_NAME = re.compile(r"\s*\(hw:(\d+),(\d+)\)$")
 
 
 class AlsaError(OSError):
@@ -59,10 +59,23 @@ def _check(result: int, what: str) -> int:
     return result
 
 
+def card_device(portaudio_name: str) -> tuple[int, int] | None:
+    """The card and device numbers of a card's device PortAudio lists as `portaudio_name`;
+    None for a name that is an ALSA device name itself."""
+    found = _HW_NAME.search(portaudio_name)
+    return (int(found[1]), int(found[2])) if found else None
+
+
 def alsa_name(portaudio_name: str) -> str:
     """The ALSA device name under which PortAudio lists a device as `portaudio_name`."""
-    found = _HW_NAME.search(portaudio_name)
-    return found.group(1) if found else portaudio_name
+    numbers = card_device(portaudio_name)
+    return f"hw:{numbers[0]},{numbers[1]}" if numbers else portaudio_name
+
+
+def without_numbers(portaudio_name: str) -> str:
+    """The name without its "(hw:C,D)": what stays when the card comes back under
+    another number."""
+    return _HW_NAME.sub("", portaudio_name)
 
 
 class CapturePcm:

@@ -8,7 +8,6 @@ here takes a ``pyaudio.PyAudio`` the caller opened and will terminate, except
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Literal, TextIO
 
 import pyaudio
 
+from device.audio.alsa import card_device, without_numbers
 from device.audio.portaudio import open_portaudio
 
 if TYPE_CHECKING:
@@ -25,8 +25,6 @@ DeviceSpec = int | str | None  # None: the default device; int: index; str: name
 Direction = Literal["input", "output"]
 #: How `devices` names the directions, and what PortAudio calls them.
 _WAYS: tuple[tuple[str, Direction], ...] = (("in", "input"), ("out", "output"))
-#: PortAudio names a card's own device "<card>: <device> (hw:C,D)".
-_CARD = re.compile(r"\(hw:(\d+),\d+\)$")
 #: The Pi's own outputs, where a voice box's speaker is not: HDMI (a screen, if any) and
 #: the headphone jack. Not "bcm2835" alone: a voice HAT's I2S device is named after it too.
 _BUILT_IN = ("hdmi", "bcm2835 headphones", "bcm2835 alsa")
@@ -139,13 +137,13 @@ def found_again(spec: DeviceSpec, info: DeviceInfo) -> DeviceSpec:
     name without its hw: number; a name, or the default, stays as it is."""
     if not isinstance(spec, int):
         return spec
-    return _CARD.sub("", info.name).strip() or info.name
+    return without_numbers(info.name).strip() or info.name
 
 
-def _card(device: DeviceInfo) -> str | None:
+def _card(device: DeviceInfo) -> int | None:
     """The ALSA card number of a card's own device; None for a plugin ("default")."""
-    found = _CARD.search(device.name)
-    return found.group(1) if found else None
+    numbers = card_device(device.name)
+    return numbers[0] if numbers else None
 
 
 def _default_or_the_card(default: DeviceInfo, usable: list[DeviceInfo]) -> DeviceInfo:

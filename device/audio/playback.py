@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ import numpy as np
 import pyaudio
 import soxr
 
+from device.audio.alsa import card_device
 from device.audio.devices import DeviceSpec
 from device.audio.echo import FarEnd
 from device.audio.output_stream import OutputStream
@@ -66,7 +66,6 @@ TAIL_S = 0.01
 WAITING_S = 0.005
 #: The kernel's sound device nodes: a card's playback device is pcmC<card>D<device>p.
 SOUND_NODES = Path("/dev/snd")
-_HW_DEVICE = re.compile(r"\(hw:(\d+),(\d+)\)$")
 #: A device node and its inode: a card plugged back has its nodes made anew. (Not their
 #: change time: a seat's login changes their ACLs, and with them that.)
 Node = tuple[Path, int] | None
@@ -75,10 +74,10 @@ Node = tuple[Path, int] | None
 def _node(portaudio_name: str) -> Node:
     """The playback node of the card device PortAudio lists as `portaudio_name`, as it is
     now; None for a plugin ("default", "pulse"), or a node not to be seen."""
-    found = _HW_DEVICE.search(portaudio_name)
-    if found is None:
+    numbers = card_device(portaudio_name)
+    if numbers is None:
         return None
-    path = SOUND_NODES / f"pcmC{found.group(1)}D{found.group(2)}p"
+    path = SOUND_NODES / f"pcmC{numbers[0]}D{numbers[1]}p"
     try:
         return path, path.stat().st_ino
     except OSError:
