@@ -650,6 +650,12 @@ def answer_key_prompt(dest: Path, answers: list[str]) -> tuple[int, bytes]:
     pid, terminal = pty.fork()
     if pid == 0:  # the child: the pty is its controlling terminal, /dev/tty included
         os.execvp("bash", ["bash", "-c", command, "prompt", str(dest)])
+    return answer_on_the_terminal(pid, terminal, answers)
+
+
+def answer_on_the_terminal(pid: int, terminal: int, answers: list[str]) -> tuple[int, bytes]:
+    """Type `answers` into the child's terminal, one at each key prompt, until it exits;
+    its status and everything it wrote to the terminal."""
     seen = b""
     deadline = time.monotonic() + 20
     left = list(answers)
@@ -939,26 +945,7 @@ def install_key_on_a_terminal(view: SystemView, answers: list[str]) -> bytes:
     if pid == 0:  # the child: the pty is its terminal, /dev/tty included
         inside = f"{mounts} && exec bash -c {shlex.quote(step)}"
         os.execvp(require("unshare", "util-linux"), ["unshare", "--mount", "sh", "-c", inside])
-    seen = b""
-    left = list(answers)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if left and seen.count(b"typing is not shown") > len(answers) - len(left):
-            os.write(terminal, left.pop(0).encode() + b"\n")
-        ready, _, _ = select.select([terminal], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            continue
-        try:
-            chunk = os.read(terminal, 1024)
-        except OSError:  # EIO: the child has exited
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.waitpid(pid, 0)
-    os.close(terminal)
-    assert not left, f"not asked for every answer: {seen!r}"
-    return seen
+    return answer_on_the_terminal(pid, terminal, answers)[1]
 
 
 def test_skipping_the_key_prompt_on_an_update_keeps_the_owners_key_file(
