@@ -227,6 +227,30 @@ async def test_the_keeper_sleeps_while_all_is_well_and_wakes_when_a_stream_speak
             await keeping
 
 
+async def test_a_card_that_takes_both_devices_with_it_is_one_journal_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A USB speakerphone pulled out: its microphone and its speaker fail at the same
+    look. One event, one line naming both (the state machine hears of each)."""
+    speaker, microphone, events = WatchedDevice(), WatchedDevice(), []
+    keeper = AudioKeeper({"speaker": speaker, "microphone": microphone}, events.append, 60)
+    await keeper.open()
+    keeping = asyncio.create_task(keeper.keep())
+    try:
+        microphone.sick, speaker.sick = "the microphone is not reading", "its card went away"
+        assert microphone.on_change is not None
+        microphone.on_change()
+        await until(lambda: len(events) == 2)
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1, errors
+        assert "microphone" in errors[0] and "speaker" in errors[0]
+        assert set(keeper.failures) == {"microphone", "speaker"}
+    finally:
+        keeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeping
+
+
 class MissingDevice(WatchedDevice):
     """A device that is not there: every open fails, and when."""
 

@@ -171,8 +171,7 @@ class AudioKeeper:
             self._on_event(DeviceRecovered(name))
         if failed:
             self._plan_retry(was_working)
-            for name, reason in failed.items():
-                self._failed(name, reason)
+            self._failed(failed)
             await self.close()
 
     async def keep(self) -> None:
@@ -194,8 +193,10 @@ class AudioKeeper:
             }
             if sick:
                 self._plan_retry(was_working=True)
-                for name, trouble in sick.items():
-                    self._failed(name, f"stopped delivering audio (unplugged?): {trouble}")
+                self._failed(
+                    {name: f"stopped delivering audio (unplugged?): {trouble}"
+                     for name, trouble in sick.items()}
+                )
                 await self.close()
 
     async def _until_changed(self, seconds: float) -> None:
@@ -301,17 +302,22 @@ class AudioKeeper:
         else:
             self._retry_s = min(self._retry_s * 2, max(REOPEN_MAX_S, self._reopen_s))
 
-    def _failed(self, name: str, reason: str) -> None:
-        if name not in self.failures:
-            log.error(
-                "%s %s; trying again in %.3g s",
-                name,
-                reason,
-                self._retry_s,
-                extra={"LIVE_DEVICE": name, "LIVE_ERROR": reason},
-            )
+    def _failed(self, reasons: dict[str, str]) -> None:
+        """Each device's failure to the state machine, and one journal line for those not
+        failing already: a card that goes takes its microphone and its speaker at once,
+        one event worth knowing."""
+        new = {name: reason for name, reason in reasons.items() if name not in self.failures}
+        self.failures.update(reasons)
+        if not new:
+            return
+        log.error(
+            "%s; trying again in %.3g s",
+            "; ".join(f"{name} {reason}" for name, reason in new.items()),
+            self._retry_s,
+            extra={"LIVE_DEVICE": ",".join(new), "LIVE_ERROR": "; ".join(new.values())},
+        )
+        for name, reason in new.items():
             self._on_event(DeviceFailed(name, reason))
-        self.failures[name] = reason
 
 
 def _ignore_outcome(call: asyncio.Future[None]) -> None:
