@@ -567,12 +567,21 @@ install_key() {
 
 install_unit() {
   step "systemd unit $UNIT_FILE"
+  # An update leaves a service the owner turned off (systemctl disable) off: the
+  # installer brings new code, it is not the box's switch. (A query: also in a dry run.)
+  if [[ -e $UNIT_FILE ]] && ! systemctl is-enabled --quiet "$UNIT_NAME" 2>/dev/null; then
+    KEPT_DISABLED=1
+  fi
   local unit
   for unit in "$UNIT_NAME" "${RETRY_UNITS[@]}"; do
     run install -m 0644 -o root -g root "$SOURCE_DIR/systemd/$unit" "$UNIT_DIR/$unit"
   done
   run systemctl daemon-reload
-  run systemctl enable "$UNIT_NAME"
+  if ((KEPT_DISABLED)); then
+    say "  left disabled, as you set it: it does not start at boot"
+  else
+    run systemctl enable "$UNIT_NAME"
+  fi
 }
 
 start_service() {
@@ -585,6 +594,13 @@ start_service() {
   # A manual start counts against StartLimitBurst too: an install after a crash burst,
   # or a few reinstalls in ten minutes, must not be refused for it.
   run systemctl reset-failed "$UNIT_NAME" 2>/dev/null || true
+  if ((KEPT_DISABLED)); then
+    # Running on the new code if the owner had started it by hand; left stopped if not.
+    run systemctl try-restart "$UNIT_NAME" ||
+      die "the service did not start again: journalctl -u $APP -n 50 shows why"
+    say "  restarted only if it was running; to turn it back on: systemctl enable --now $APP"
+    return
+  fi
   if ! run systemctl restart "$UNIT_NAME"; then
     die "the service did not start: journalctl -u $APP -n 50 shows why"
   fi
@@ -623,6 +639,7 @@ install_main() {
     key=$(read_key "$key_source")  # a key the service would refuse stops the install here
   fi
   KEY_READY=0
+  KEPT_DISABLED=0
   install_packages
   create_user
   install_venv

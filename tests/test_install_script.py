@@ -87,6 +87,8 @@ echo 'include-system-site-packages = true' > /opt/live-appliance/venv/pyvenv.cfg
 mkdir -p "/opt/live-appliance/venv/lib/$({SYSTEM_SITE})/site-packages"
 ln -s /opt/live-appliance/venv/bin/live-appliance /usr/local/bin/live-appliance
 cp {shlex.quote(str(UNIT))} /etc/systemd/system/live-appliance.service
+mkdir -p /etc/systemd/system/multi-user.target.wants
+ln -sf /etc/systemd/system/live-appliance.service /etc/systemd/system/multi-user.target.wants/
 mkdir -p /etc/systemd/system/live-appliance.service.d
 printf '[Service]\\nNice=-5\\n' > /etc/systemd/system/live-appliance.service.d/override.conf
 echo 'live-appliance:x:990:990::/nonexistent:/usr/sbin/nologin' >> /etc/passwd
@@ -94,6 +96,14 @@ echo 'live-appliance:x:990:' >> /etc/group
 echo 'owner:x:1500:1500::/home/owner:/bin/bash' >> /etc/passwd
 echo 'owner:x:1500:' >> /etc/group
 """
+
+
+#: The calls to them that only ask (the system's architecture; whether the owner left the
+#: service enabled, from the unit files), as shell lines that hand those to the real one.
+QUESTIONS = {
+    "dpkg": '[ "$*" = --print-architecture ] && exec /usr/bin/dpkg "$@"\n',
+    "systemctl": 'case "$1" in is-enabled) exec /usr/bin/systemctl "$@";; esac\n',
+}
 
 
 class StandIns:
@@ -106,10 +116,9 @@ class StandIns:
         for name in MUTATING:
             path = self.dir / name
             log = shlex.quote(str(self.log))
-            # Asking dpkg the system's architecture changes nothing: the real one answers.
-            ask = '[ "$*" = --print-architecture ] && exec /usr/bin/dpkg "$@"\n'
-            path.write_text(f'#!/bin/sh\n{ask if name == "dpkg" else ""}'
-                            f'echo "{name} $*" >> {log}\nexit 97\n')  # fmt: skip
+            # Questions change nothing: the real command answers them.
+            ask = QUESTIONS.get(name, "")
+            path.write_text(f'#!/bin/sh\n{ask}echo "{name} $*" >> {log}\nexit 97\n')
             path.chmod(0o755)
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -286,6 +295,21 @@ def test_run_again_it_updates_and_keeps_config_and_key(
     overwrite = f"{EXAMPLE} /etc/live-appliance/config.toml"
     assert not any(overwrite in line for line in lines), "the owner's config would be replaced"
 
+
+
+def test_an_update_leaves_a_service_the_owner_disabled_off(
+    view: SystemView, stand_ins: StandIns
+) -> None:
+    """`systemctl disable` is the owner's switch: an update brings new code and restarts a
+    service running by hand, but neither enables it nor starts a stopped one."""
+    wants = "/etc/systemd/system/multi-user.target.wants/live-appliance.service"
+    view.setup(INSTALLED + f"\nrm {wants}\n")
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
+    assert "left disabled, as you set it: it does not start at boot" in lines
+    assert "+ systemctl try-restart live-appliance.service" in lines
+    assert not any(line.startswith(("+ systemctl enable", "+ systemctl restart")) for line in lines)
+    assert ("restarted only if it was running; to turn it back on: systemctl enable --now "
+            "live-appliance") in lines  # fmt: skip
 
 
 def test_a_reinstall_gives_the_service_its_group_back_on_the_owners_files(
