@@ -80,6 +80,10 @@ from device.turns import TurnLog
 #: systemd's stop, Ctrl-C, and the hang-up of an SSH session that ran `live-appliance run`
 #: (by default it would kill the daemon with its LEDs lit and its socket file left).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+#: Under systemd a SIGHUP is what a daemon takes for "read your configuration again":
+#: the daemon stops with this status, which the unit counts a success and restarts
+#: (SuccessExitStatus=, RestartForceExitStatus=). Stopping there would leave the box off.
+RESTART_STATUS = 3
 
 log = logging.getLogger("device.appliance")
 
@@ -165,6 +169,7 @@ class Appliance:
         self.stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.failed = False  # one of our tasks died: exit non-zero
+        self.restart_asked = False  # a SIGHUP under systemd: exit RESTART_STATUS
         self.microphone_wait_ms: float | None = None  # start-up: until its first audio
         self.ready = False  # start-up is over: the devices are open, the machine runs
         self._drain_watch: asyncio.Task[None] | None = None
@@ -523,7 +528,7 @@ class Appliance:
         """
         loop = self._loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, self._on_stop_signal)
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
         loop.set_default_executor(workers.Workers())
         try:
             await self.control.start()
@@ -675,7 +680,10 @@ class Appliance:
         self.failed = True
         self.stopping.set()
 
-    def _on_stop_signal(self) -> None:
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        if sig is signal.SIGHUP and self.notifier.enabled and not self.stopping.is_set():
+            log.info("SIGHUP: stopping, for systemd to start the service again")
+            self.restart_asked = True
         self.notifier.stopping()
         self.stopping.set()
 
@@ -723,6 +731,14 @@ def _saved_volume(state: StateFile, default: float) -> float:
     return float(saved) if valid else default
 
 
+def exit_status(appliance: Appliance) -> int:
+    """1 when one of its tasks died (systemd restarts it, counting a failure),
+    RESTART_STATUS when a SIGHUP under systemd asked for a new start, else 0."""
+    if appliance.failed:
+        return 1
+    return RESTART_STATUS if appliance.restart_asked else 0
+
+
 def run_daemon(cfg: Config) -> int:
     logs.setup(secrets=[cfg.api_key.reveal()] if cfg.api_key else [])
     try:
@@ -730,7 +746,7 @@ def run_daemon(cfg: Config) -> int:
             appliance = Appliance(cfg)
             asyncio.run(appliance.run())
             # Still locked: a call stuck in a driver holds its device until the process ends.
-            return workers.exit_past_stuck(1 if appliance.failed else 0)
+            return workers.exit_past_stuck(exit_status(appliance))
     except ControlError as exc:  # another daemon runs, or is still stopping
         log.error("%s", exc, extra={"LIVE_ERROR": str(exc)})
         return 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 import time
 from pathlib import Path
@@ -378,7 +379,7 @@ async def test_a_stop_during_start_up_does_not_wait_for_the_devices(
     try:
         await until(opening.is_set)
         stopping = time.monotonic()
-        appliance._on_stop_signal()  # what SIGTERM calls
+        appliance._on_stop_signal(signal.SIGTERM)
         async with asyncio.timeout(5):
             await task
         stopped = time.monotonic()

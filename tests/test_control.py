@@ -231,7 +231,7 @@ def test_the_daemon_lock_is_held_while_a_stuck_call_keeps_the_process(
     second_refused: list[bool] = []
 
     class Appliance:
-        failed = False
+        failed = restart_asked = False
 
         def __init__(self, cfg: Any) -> None:
             pass

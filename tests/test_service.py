@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import signal
 import socket
 import tempfile
 import threading
@@ -16,6 +17,7 @@ import pytest
 from helpers import Captured, journal_lines
 
 from device import logs
+from device.appliance import RESTART_STATUS
 from device.service import Notifier
 from device.turns import TurnLog
 from rig.daemon import start_daemon
@@ -182,6 +184,30 @@ def test_daemon_notifies_ready_status_watchdog_and_stopping(
     assert max(gaps) < 0.4, f"a watchdog gap of {max(gaps):.2f} s reaches WatchdogSec"
     assert daemon.proc.returncode == 0
     assert took < 2.0, f"took {took:.2f} s to stop"
+
+
+def test_a_sighup_under_systemd_stops_the_daemon_for_a_new_start(
+    loopback: PulseLoopback, notify_socket: NotifySocket
+) -> None:
+    """Under systemd a SIGHUP means "read your configuration again": a clean stop with
+    the status the unit restarts (exit 0 would leave the box off, Restart=on-failure);
+    from a terminal it stays a hang-up (tests/test_cli.py)."""
+    workdir = Path(tempfile.mkdtemp(prefix="svc-"))
+    with ServerThread() as server:
+        assert server.server is not None
+        daemon = start_daemon(
+            workdir, loopback, server.server, env={"NOTIFY_SOCKET": str(notify_socket.path)}
+        )
+        try:
+            notify_socket.wait_for("READY")
+            daemon.proc.send_signal(signal.SIGHUP)
+            status = daemon.proc.wait(10)
+        finally:
+            daemon.terminate()
+    notify_socket.wait_for("STOPPING")
+    assert status == RESTART_STATUS, daemon.log()
+    assert "SIGHUP: stopping, for systemd to start the service again" in daemon.log()
+    assert "stopped" in daemon.log() and not daemon.socket.exists()
 
 
 def _in_order(seen: list[str], wanted: list[str]) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from device import cli, config
+from device.appliance import RESTART_STATUS
 from device.doctor.settings import SERVICE_GROUPS, SERVICE_USER
 from rig.unit import directives
 
@@ -119,6 +120,9 @@ def test_the_daemon_is_supervised_without_a_restart_storm(unit: dict) -> None:
     assert unit["Unit"]["StartLimitBurst"] and unit["Unit"]["StartLimitIntervalSec"]
     # A configuration error does not go away by restarting.
     assert service["RestartPreventExitStatus"] == [str(cli.EXIT_CONFIG)]
+    # A SIGHUP's stop (the daemon's "start me again") is no failure, and it is restarted.
+    assert service["SuccessExitStatus"] == [str(RESTART_STATUS)]
+    assert service["RestartForceExitStatus"] == [str(RESTART_STATUS)]
 
 
 def test_the_daemon_gets_its_key_sockets_state_and_groups(unit: dict) -> None:

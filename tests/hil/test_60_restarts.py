@@ -13,6 +13,7 @@ from hilrig import (
     UNIT,
     active,
     cursor,
+    daemon_entries,
     dropin,
     journal,
     main_pid,
@@ -110,3 +111,19 @@ def test_a_configuration_error_is_not_retried() -> None:
             sh(["systemctl", "reset-failed", UNIT], check=False)
             restart_service()
     assert Path(CONFIG).read_text() == original
+
+
+def test_a_sighup_starts_the_service_again() -> None:
+    """`systemctl kill -s HUP` (what tools send for "read your configuration again") left
+    the box off: the daemon stopped with exit 0 and Restart=on-failure let it be. Now it
+    stops with a status the unit counts a success and restarts."""
+    with dropin("hil-quick.conf", QUICK_SERVICE):
+        sh(["systemctl", "reset-failed", UNIT], check=False)
+        before = restart_service()
+        mark = cursor()
+        sh(["systemctl", "kill", "-s", "HUP", UNIT])
+        wait_until(lambda: active() and main_pid() not in (0, before), 120, "started again")
+        assert show("Result") == "success"
+        said = [e.get("MESSAGE", "") for e in daemon_entries(mark)]
+        assert "SIGHUP: stopping, for systemd to start the service again" in said, said
+    wait_active()
