@@ -14,8 +14,12 @@ import pytest
 from helpers import until
 
 from device.audio import keeper as keeper_module
+from device.audio.devices import AudioDeviceError, DeviceInfo
 from device.audio.keeper import TRIES_AFTER_A_CHANGE, AudioKeeper, DriverStuck, sound_cards
 from device.states import DeviceFailed, DeviceRecovered
+
+#: What PortAudio listed, for an error that lists it.
+DEVICE = DeviceInfo(0, "bcm2835 Headphones: - (hw:0,0)", 0, 8, 44100)
 
 
 class HangingDevice:
@@ -261,6 +265,22 @@ class MissingDevice(WatchedDevice):
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.tries.append(time.monotonic())
         raise OSError("no such device")
+
+
+async def test_a_device_not_found_is_one_clear_line_without_the_cut_listing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The configured card unplugged: the journal line said "...; available:" and stopped
+    there (the listing that follows is on lines of its own); the summary says it all."""
+    class Unplugged(WatchedDevice):
+        def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+            raise AudioDeviceError("no output device matches 'USB'", [DEVICE])
+
+    events: list = []
+    await AudioKeeper({"speaker": Unplugged()}, events.append, 60).open()
+    (error,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert error.startswith("speaker cannot open: no output device matches 'USB'; trying again")
+    assert events == [DeviceFailed("speaker", "cannot open: no output device matches 'USB'")]
 
 
 async def keeping_for(keeper: AudioKeeper, seconds: float) -> None:

@@ -45,6 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from device.audio.devices import AudioDeviceError
 from device.states import DeviceFailed, DeviceRecovered, Event
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class AudioKeeper:
             try:
                 await self._call(name, functools.partial(endpoint.start, loop))
             except Exception as exc:
-                failed[name] = f"cannot open: {exc}".splitlines()[0]
+                failed[name] = f"cannot open: {_one_line(exc)}"
         for name in [n for n in self.failures if n not in failed]:
             del self.failures[name]
             self._recovered_at = time.monotonic()
@@ -318,6 +319,12 @@ class AudioKeeper:
         )
         for name, reason in new.items():
             self._on_event(DeviceFailed(name, reason))
+
+
+def _one_line(exc: Exception) -> str:
+    """Why an open failed, for one journal line: a device not found without the list of
+    the ones there are (it follows on lines of its own)."""
+    return exc.summary if isinstance(exc, AudioDeviceError) else str(exc).splitlines()[0]
 
 
 def _ignore_outcome(call: asyncio.Future[None]) -> None:
