@@ -363,6 +363,50 @@ async def test_a_stray_interrupted_after_a_whole_reply_ends_nothing_of_the_next_
     assert State.IDLE not in states[: states.index(State.SPEAKING)], states
 
 
+@pytest.mark.parametrize(
+    ("stray", "while_held"),
+    [(("interrupted",), True), (("interrupted",), False),
+     (("interrupted", "turn_complete"), False)],
+    ids=["alone-held", "alone-released", "with-its-end-released"],
+)  # fmt: skip
+async def test_a_press_just_before_the_replys_turn_complete_then_a_stray_interrupted(
+    stray: tuple[str, ...], while_held: bool
+) -> None:
+    """Push-to-talk: the person presses as the reply's last audio arrives; the service's
+    turnComplete for it (sent before it read the press) comes a few ms after. It had
+    nothing left to interrupt; its late `interrupted` (as after any whole reply) must end
+    nothing of the new question: its answer is heard, the box thinking until it comes.
+    The same press a few ms later (after the turnComplete) is answered so already."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    turn.sent("activity_start")
+    turn.sent("activity_end")
+    conn._dispatch(audio(b"\x01\x00" * 100))
+    seen.events.append(Pressed())
+    turn.supersede()  # the press's SupersedeReply, then its activityStart goes out
+    turn.sent("activity_start")
+    conn._dispatch(content(turn_complete=True))  # the whole reply's end, already on its way
+
+    def stray_messages() -> None:
+        for field in stray:
+            conn._dispatch(content(**{field: True}))
+
+    if while_held:
+        stray_messages()
+    release = len(seen.events)
+    seen.events.append(Released())
+    turn.sent("activity_end")
+    if not while_held:
+        stray_messages()
+    conn._dispatch(audio(b"\x07\x00" * 100))  # its answer
+    conn._dispatch(content(turn_complete=True))
+    machine = Machine(state=State.THINKING, session_open=True, session=SESSION, connected=True)
+    machine, played, states = replay(seen.events, machine)
+    assert b"\x07\x00" * 100 in played, f"the answer was never heard; states {states}"
+    after = states[release:]
+    assert State.IDLE not in after[: after.index(State.SPEAKING)], f"idle before it: {states}"
+
+
 def reply_parts(*parts: types.Part) -> types.LiveServerMessage:
     return content(model_turn=types.Content(parts=list(parts)))
 

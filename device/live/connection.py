@@ -309,8 +309,12 @@ class Connection:
             turn.earlier_unanswered -= 1
             turn.superseded = True  # an earlier turn's end: up to its turnComplete
         if turn.superseded:  # the rest of a reply talked over ends as such, never as a turn
+            turn.superseded_cut = turn.superseded_cut or bool(content.interrupted)
             if content.turn_complete:
-                turn.superseded = False
+                # Not cut: it came whole (the press crossed its end), as a reply handled
+                # whole does, and the service's late interrupted on it ends nothing.
+                turn.last_reply_whole = not turn.superseded_cut
+                turn.superseded = turn.superseded_cut = False
                 turn.log_words()
                 turn.update()
                 self._turn_carried(asked=False)
@@ -322,7 +326,7 @@ class Connection:
             if not content.turn_complete:
                 # Up to its turnComplete, what comes is the rest of the reply cut short:
                 # neither to be heard, nor the end of the reply that follows.
-                turn.superseded = True
+                turn.superseded = turn.superseded_cut = True
                 turn.update()
                 return
         if content.turn_complete and more_to_come(content):

@@ -60,6 +60,9 @@ class WireTurn:
     replying: bool = False  # reply content is arriving
     tools_running: int = 0
     superseded: bool = False  # the person spoke over a reply: its rest is not theirs to hear
+    #: The service said it stopped that reply (interrupted). Without, its turnComplete ends
+    #: a reply it had sent whole before it read the press: a late word on it may follow.
+    superseded_cut: bool = False
     #: Turns handed over while an earlier one awaited its reply (quick taps, a slow
     #: uplink): that many ends (an interrupted or a turnComplete before any audio, up to
     #: its turnComplete) are earlier turns', not the newest one's.
@@ -141,7 +144,7 @@ class WireTurn:
     def lost(self) -> None:
         """The connection died, or the session was closed: whatever was awaited from it
         will not come. The words of the turn cut short still reach the journal."""
-        self.awaiting_reply = self.replying = self.superseded = False
+        self.awaiting_reply = self.replying = self.superseded = self.superseded_cut = False
         self.earlier_unanswered, self.new_words = 0, False
         self.last_reply_whole = self.stray_end_due = False
         self.tools_running = 0
