@@ -45,6 +45,8 @@ readonly BUILD_USER=nobody
 # Where installs before PyAudio and systemd-python came from apt kept the wheels they
 # compiled: an update removes it, as does the uninstaller.
 readonly OLD_WHEEL_CACHE=/var/cache/live-appliance
+# After a step that stopped midway (an update's venv half new): what mends it.
+readonly AGAIN="; fix that and run this script again: it installs what is still missing"
 SOURCE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly SOURCE_DIR
 DRY_RUN=0
@@ -365,10 +367,12 @@ install_venv() {
     install_missing "$stage" "$lock" "$listed"
   fi
   as_builder "$stage" "${PIP[@]}" wheel --no-deps --no-index --no-build-isolation \
-    --wheel-dir "$stage/wheels" "$stage/src"
+    --wheel-dir "$stage/wheels" "$stage/src" ||
+    die "the appliance could not be built: pip says why above$AGAIN"
   # The appliance keeps its version number from one commit to the next: always replaced.
   run "${PIP[@]}" install --no-index --no-deps --force-reinstall \
-    "$stage/wheels/"live_appliance-*.whl
+    "$stage/wheels/"live_appliance-*.whl ||
+    die "the appliance could not be installed into $VENV: pip says why above$AGAIN"
   if ((!same_lock)); then
     remove_unlocked "$SOURCE_DIR/$lock"
     say "  the lock's digest, for the next update: $stamp"
@@ -400,12 +404,13 @@ install_missing() {
   fi
   as_builder "$stage" "${PIP[@]}" download --no-deps --require-hashes \
     --only-binary=:all: --dest "$stage/downloads" --requirement "$needed" ||
-    die "the packages of $lock could not be downloaded: pip says why above"
+    die "the packages of $lock could not be downloaded: pip says why above$AGAIN"
   wheels=("$stage/downloads/"*.whl)
   # None when all that is missing is for other systems (its marker is false here).
   [[ -e ${wheels[0]} ]] || ((DRY_RUN)) || return 0
   run "${PIP[@]}" install --no-index --no-deps --require-hashes \
-    --find-links "$stage/downloads" --requirement "$listed"
+    --find-links "$stage/downloads" --requirement "$listed" ||
+    die "installing into $VENV stopped midway: pip says why above$AGAIN"
 }
 
 # Take out of the venv what the lock does not name (a package an earlier version of

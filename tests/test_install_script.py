@@ -594,6 +594,27 @@ def store_key(source: str, dest: Path, stdin: str | None = None) -> subprocess.C
     )
 
 
+@pytest.mark.parametrize("fails", ["download", "install"])
+def test_an_update_that_stops_midway_says_how_to_finish_it(tmp_path: Path, fails: str) -> None:
+    """The new packages half installed (the network gone, the SD card full): pip's own
+    error, then what mends it, which a bare exit under `set -e` never said."""
+    stage, listed = tmp_path / "stage", tmp_path / "listed.txt"
+    stage.mkdir()
+    (stage / "downloads").mkdir()
+    (stage / "downloads" / "numpy-2.0-py3-none-any.whl").touch()
+    failing = {"download": "as_builder() { return 1; }", "install": "run() { return 1; }"}
+    script = (f"source {shlex.quote(str(INSTALL))}\n{failing[fails]}\n"
+              "venv_vs_lock() { echo 'numpy==2.0'; }\n"
+              f"install_missing {stage} requirements/pi.txt {listed}\n")  # fmt: skip
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                            timeout=30, check=False)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.rstrip().endswith(
+        "pip says why above; fix that and run this script again: it installs what is "
+        "still missing"
+    ), result.stderr
+
+
 def test_the_key_is_stored_root_only_and_never_shown(tmp_path: Path) -> None:
     source = tmp_path / "from-owner.txt"
     source.write_text(f"  {KEY}  \n\n")
