@@ -62,8 +62,6 @@ def _library() -> ctypes.CDLL:
         lib.Pa_OpenStream.restype = ctypes.c_int
         lib.Pa_WriteStream.argtypes = [stream, ctypes.c_char_p, ctypes.c_ulong]
         lib.Pa_WriteStream.restype = ctypes.c_int
-        lib.Pa_GetStreamWriteAvailable.argtypes = [stream]
-        lib.Pa_GetStreamWriteAvailable.restype = ctypes.c_long
         lib.Pa_GetStreamInfo.argtypes = [stream]
         lib.Pa_GetStreamInfo.restype = ctypes.POINTER(_StreamInfo)
         lib.Pa_GetErrorText.argtypes = [ctypes.c_int]
@@ -84,8 +82,8 @@ def _check(code: int) -> int:
 class OutputStream:
     """16-bit output to one device in PortAudio's blocking mode.
 
-    Every call but `write_available` may block for a while (PortAudio talks to the
-    device): call them from one worker thread. The stream holds its own
+    Every call may block for a while (PortAudio talks to the device): call them from
+    one worker thread. The stream holds its own
     reference to PortAudio (Pa_Initialize counts) until `close()`.
     """
 
@@ -117,10 +115,6 @@ class OutputStream:
             return True
         _check(code)
         return False
-
-    def write_available(self) -> int:
-        """Frames the device takes now without blocking."""
-        return _check(_library().Pa_GetStreamWriteAvailable(self._stream))
 
     def stop(self) -> None:
         """Stop once what was written has played."""
