@@ -129,7 +129,6 @@ class Capture:
         `on_pause` runs on the loop when a `QuietGate` starts holding the silence back;
         `cleaner`: what the audio goes through while it is forwarded. `device_rate` and
         `channels` force a format (tests); by default the device's best fit."""
-        self.device_spec = device
         self._find = device  # the spec; once an index opened, that device's name (a reopen)
         self.device_name = ""
         self.device_rate: int | None = None  # the rate the device really runs at

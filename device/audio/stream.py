@@ -60,7 +60,6 @@ class PortAudioStream:
         self, device: DeviceSpec, rate: int | None = None, channels: int | None = None
     ) -> None:
         """`rate` and `channels` force a format (tests); by default the device's best fit."""
-        self.device_spec = device
         self._find = device  # the spec; once an index opened, that device's name (a reopen)
         self.device_name = ""
         self.device_rate: int | None = None  # the rate the device really runs at
