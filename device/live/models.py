@@ -36,28 +36,22 @@ class ModelCapabilities:
 
     proactive_audio: Support
     affective_dialog: Support
-    #: Accepts the TEXT response modality (native audio models answer in audio only).
-    text_replies: bool
-    #: Accepts `thinking_config` in the setup.
-    thinking_config: bool
     #: Accepts `speech_config.language_code`.
     language_code: bool
     backends: frozenset[str] = frozenset({"gemini"})
 
 
 _NATIVE_AUDIO_2_5 = ModelCapabilities(
-    proactive_audio="choice", affective_dialog="choice", text_replies=False,
-    thinking_config=True, language_code=False,
+    proactive_audio="choice", affective_dialog="choice", language_code=False
 )
 
 MODELS: dict[str, ModelCapabilities] = {
     "gemini-3.8-live": ModelCapabilities(
-        proactive_audio="always", affective_dialog="absent", text_replies=False,
-        thinking_config=False, language_code=False, backends=frozenset({"gemini", "vertex"}),
+        proactive_audio="always", affective_dialog="absent",
+        language_code=False, backends=frozenset({"gemini", "vertex"}),
     ),
     "gemini-3.1-flash-live-preview": ModelCapabilities(
-        proactive_audio="absent", affective_dialog="absent", text_replies=False,
-        thinking_config=True, language_code=False,
+        proactive_audio="absent", affective_dialog="absent", language_code=False
     ),
     "gemini-2.5-flash-native-audio-preview-12-2025": _NATIVE_AUDIO_2_5,
     "gemini-live-2.5-flash-native-audio": replace(
@@ -67,8 +61,8 @@ MODELS: dict[str, ModelCapabilities] = {
 
 #: What a model missing from the table is assumed to accept: everything, as configured.
 UNKNOWN_MODEL = ModelCapabilities(
-    proactive_audio="choice", affective_dialog="choice", text_replies=True,
-    thinking_config=True, language_code=True, backends=frozenset({"gemini", "vertex"}),
+    proactive_audio="choice", affective_dialog="choice",
+    language_code=True, backends=frozenset({"gemini", "vertex"}),
 )
 
 _FEATURE_NAMES = {"proactive_audio": "proactive audio", "affective_dialog": "affective dialog"}
