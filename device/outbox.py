@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from device.live.wire import MIC_RATE, SAMPLE_BYTES
@@ -37,7 +36,6 @@ TEXTS_LIMIT = 8
 class Item:
     kind: Kind
     data: bytes | str | None = None
-    queued_at: float = field(default_factory=time.monotonic)
     #: Set as it is taken: the outbox's clears (and, for a frame, dropped frames) so far.
     #: Put back after one more (`push_front`), it belonged to what was dropped.
     taken_at: int = 0
