@@ -29,7 +29,11 @@ from helpers import mock_pins as pins
 
 from device import config
 from device.audio import pcm
+from device.audio.capture import Capture
+from device.audio.devices import AudioDeviceError
+from device.audio.playback import Playback
 from device.control import ControlServer
+from device.doctor.audio import check_mic, check_speaker
 from device.doctor.camera import check_camera
 from device.doctor.gpio import check_button, check_leds
 from device.doctor.progress import Progress
@@ -741,6 +745,11 @@ async def test_a_check_that_crashes_does_not_show_the_key_its_error_quotes(
     assert "cannot sign in" in result.measured and key not in result.measured
 
 
+def audio_context() -> Context:
+    """The doctor's context for a check of the configured sound devices."""
+    return Context(config.Config(), Options(mic_seconds=0.5), Progress(spinner=False))
+
+
 async def test_the_doctor_fails_a_microphone_whose_driver_hangs_in_its_open(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -761,7 +770,7 @@ async def test_the_doctor_fails_a_microphone_whose_driver_hangs_in_its_open(
 
     monkeypatch.setattr(Capture, "start", wedged)
     monkeypatch.setattr(device.doctor.audio, "CALL_TIMEOUT_S", 1.0, raising=False)
-    ctx = Context(config.Config(), Options(mic_seconds=0.5), Progress(spinner=False))
+    ctx = audio_context()
     started = time.monotonic()
     try:
         result = await check_mic(ctx)
@@ -771,3 +780,37 @@ async def test_the_doctor_fails_a_microphone_whose_driver_hangs_in_its_open(
     assert time.monotonic() - started < 3
     assert result.status is Status.FAIL
     assert result.measured == "opening the input device did not return in 1 s"
+
+
+@pytest.mark.parametrize(
+    ("check", "stream", "direction"),
+    [(check_mic, Capture, "input"), (check_speaker, Playback, "output")],
+)
+async def test_a_device_not_found_is_named_by_its_summary(
+    monkeypatch: pytest.MonkeyPatch, check: Any, stream: type, direction: str
+) -> None:
+    def missing(self: object, loop: object = None) -> None:
+        raise AudioDeviceError("no device matches 'usb'", [])
+
+    monkeypatch.setattr(stream, "start", missing)
+    result = await check(audio_context())
+    assert result.status is Status.FAIL
+    assert result.measured == "no device matches 'usb'"
+    assert direction in (result.fix or "")
+
+
+@pytest.mark.parametrize(
+    ("check", "stream", "direction"),
+    [(check_mic, Capture, "input"), (check_speaker, Playback, "output")],
+)
+async def test_a_busy_device_says_what_to_close(
+    monkeypatch: pytest.MonkeyPatch, check: Any, stream: type, direction: str
+) -> None:
+    def busy(self: object, loop: object = None) -> None:
+        raise OSError("Device or resource busy")
+
+    monkeypatch.setattr(stream, "start", busy)
+    result = await check(audio_context())
+    assert result.status is Status.FAIL
+    assert result.measured == f"cannot open the {direction} device: Device or resource busy"
+    assert "fuser" in (result.fix or "")
