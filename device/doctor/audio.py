@@ -118,17 +118,25 @@ async def check_devices(ctx: Context) -> Result:
         return _hung("devices", "listing the audio devices")
 
 
-def _open_failure(name: str, direction: str, exc: Exception) -> Result:
+async def _open(name: str, direction: str, device: Capture | Playback) -> Result | None:
+    """Start `device` as the daemon would, off the loop; the check's failure if it cannot
+    (the mic and the speaker fail to open alike), None once it runs."""
     from device.audio.devices import AudioDeviceError
 
-    if isinstance(exc, AudioDeviceError):
+    try:
+        await _in_own_thread(functools.partial(device.start, asyncio.get_running_loop()))
+    except TimeoutError:
+        return _hung(name, f"opening the {direction} device")
+    except AudioDeviceError as exc:
         return Result(name, Status.FAIL, exc.summary, FIX_DEVICE.format(direction=direction))
-    return Result(
-        name,
-        Status.FAIL,
-        f"cannot open the {direction} device: {exc}",
-        "Close whatever else uses the device (fuser -v /dev/snd/*), or reconnect it.",
-    )
+    except Exception as exc:
+        return Result(
+            name,
+            Status.FAIL,
+            f"cannot open the {direction} device: {exc}",
+            "Close whatever else uses the device (fuser -v /dev/snd/*), or reconnect it.",
+        )
+    return None
 
 
 def _db(value: float) -> str:
@@ -180,12 +188,8 @@ async def check_mic(ctx: Context) -> Result:
             enough.set()
 
     mic = Capture(on_chunk, device=ctx.cfg.audio.input_device, chunk_ms=ctx.cfg.audio.chunk_ms)
-    try:
-        await _in_own_thread(functools.partial(mic.start, asyncio.get_running_loop()))
-    except TimeoutError:
-        return _hung("mic", "opening the input device")
-    except Exception as exc:
-        return _open_failure("mic", "input", exc)
+    if (failed := await _open("mic", "input", mic)) is not None:
+        return failed
     try:
         async with ctx.progress.step(f"mic: listening for {seconds:g} s (say something)"):
             async with asyncio.timeout(seconds + START_GRACE_S):
@@ -210,12 +214,8 @@ async def check_speaker(ctx: Context) -> Result:
     from device.audio.playback import RATE, Playback
 
     speaker = Playback(device=ctx.cfg.audio.output_device)
-    try:
-        await _in_own_thread(functools.partial(speaker.start, asyncio.get_running_loop()))
-    except TimeoutError:
-        return _hung("speaker", "opening the output device")
-    except Exception as exc:
-        return _open_failure("speaker", "output", exc)
+    if (failed := await _open("speaker", "output", speaker)) is not None:
+        return failed
     try:
         async with ctx.progress.step(f"speaker: playing a {TONE_HZ:g} Hz tone (listen)"):
             speaker.feed(pcm.from_float(pcm.tone(TONE_HZ, TONE_MS, RATE, TONE_AMPLITUDE)))
