@@ -50,11 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench: failed: {exc}", file=sys.stderr)
         return 1
-    document = report.results(figures, before, asdict(plan))
-    print(report.table(figures))
-    print(f"\n{report.conditions(document)}")
-    report.write_json(args.out, document)
-    print(f"bench: wrote {args.out}")
+    report.publish(args.out, figures, before, asdict(plan))
     return 0
 
 

@@ -287,11 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             d.stop()
         results = measure(h, plan)
     found = figures(results, barge, loop_ms)
-    document = report.results(found, before, {"echo": plan.__dict__})
-    print(report.table(found))
-    print(f"\n{report.conditions(document)}")
-    report.write_json(args.out, document)
-    print(f"bench: wrote {args.out}")
+    report.publish(args.out, found, before, {"echo": plan.__dict__})
     return 0
 
 

@@ -63,6 +63,18 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 
+def publish(
+    out: Path, figures: list[Figure], before: dict[str, Any], plan: dict[str, Any]
+) -> None:
+    """The end of every benchmark run: the table and its conditions on the terminal, the
+    JSON document in `out` (each bench reports alike, so their runs compare)."""
+    document = results(figures, before, plan)
+    print(table(figures))
+    print(f"\n{conditions(document)}")
+    write_json(out, document)
+    print(f"bench: wrote {out}")
+
+
 def _number(value: float) -> str:
     return f"{value:.1f}" if abs(value) < 1000 else f"{value:.0f}"
 
