@@ -489,6 +489,7 @@ class Appliance:
         return f"error: {m.error}" if m.state is State.ERROR and m.error else str(m.state)
 
     def status(self) -> dict[str, Any]:
+        """What `ctl status` shows: an owner's view of the box over SSH, and the rig's."""
         return {
             "ready": self.ready,
             "state": str(self.machine.state),

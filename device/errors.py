@@ -1,5 +1,6 @@
-"""Exceptions more than one part of the package raises or catches, in a module that
-imports nothing of the package (so no import cycle can run through them)."""
+"""Exceptions more than one part of the package raises or catches, and what makes their
+text fit for the journal (credentials masked, long text cut), in a module that imports
+nothing of the package: every part can use them, and no import cycle runs through them."""
 
 from __future__ import annotations
 

@@ -52,7 +52,6 @@ class Outbox:
         self._ready = asyncio.Event()
         self._cleared = 0  # clear() calls so far
         self._frames_dropped = 0  # clear() and drop_frame() calls so far
-        self.dropped_audio_bytes = 0
         self.texts = 0  # text turns waiting
 
     def put(self, kind: Kind, data: bytes | str | None = None) -> int:
@@ -88,7 +87,6 @@ class Outbox:
             self._count(oldest, -1)
             assert isinstance(oldest.data, bytes)
             dropped += len(oldest.data)
-        self.dropped_audio_bytes += dropped
         return dropped
 
     async def get(self) -> Item:

@@ -30,6 +30,8 @@ class Mode(StrEnum):
 
 
 class Timer(StrEnum):
+    """The machine's timers: each bounds a wait that would otherwise have no end."""
+
     IDLE = "idle"  # closes an open session nobody uses
     SILENCE = "silence"  # ends what the microphone streams when nobody speaks
     ERROR = "error"  # how long the error pattern shows

@@ -20,6 +20,8 @@ log = logging.getLogger("device.turns")
 
 @dataclass
 class Turn:
+    """The moments of one turn that a person feels (monotonic seconds), for its latencies."""
+
     pressed: float
     first_audio_sent: float | None = None
     released: float | None = None
@@ -29,6 +31,10 @@ class Turn:
     exchange: bool = False  # hands-free, one after the conversation's first
 
     def timings_ms(self) -> dict[str, float | None]:
+        """The waits a person notices: how soon their words leave after the press, how soon
+        the service hears they are done, how long until the answer starts, and the whole
+        turn (None where the turn never got there)."""
+
         def span(a: float | None, b: float | None) -> float | None:
             return None if a is None or b is None else round((b - a) * 1000, 1)
 

@@ -27,10 +27,8 @@ def test_audio_over_the_bound_drops_the_oldest_and_counts_it() -> None:
     box = Outbox(hold_s=1)
     chunk = BYTES_PER_SECOND // 10  # 100 ms
     box.put("activity_start")
-    for i in range(12):
-        dropped = box.put("audio", bytes([i]) * chunk)
-    assert dropped == chunk
-    assert box.dropped_audio_bytes == 2 * chunk
+    dropped = [box.put("audio", bytes([i]) * chunk) for i in range(12)]
+    assert dropped == [0] * 10 + [chunk, chunk]
     assert box.held_ms == 1000
     items = drain(box)
     assert items[0] == ("activity_start", None)  # markers are never dropped

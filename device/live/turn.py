@@ -116,6 +116,8 @@ class WireTurn:
             self.update()
 
     def sent(self, kind: Kind) -> None:
+        """`kind` went out on the wire: what the service will answer next, and which of
+        its ends belong to a turn the person has already spoken over, follow from it."""
         if kind in ("activity_start", "text") and self.replying:
             self.supersede()
         elif kind in ("activity_start", "text") and self.awaiting_reply:
