@@ -22,12 +22,10 @@ from device.live.connection import (
     Connection,
     Hooks,
     _seconds,
-    check_sdk_internals,
-    sdk_internals_missing,
-    websocket_of,
 )
 from device.live.reply import RATE_CHANGES_LIMIT
 from device.live.turn import TRANSCRIPT_LIMIT, WireTurn
+from device.live.websocket import check_sdk_internals, sdk_internals_missing, websocket_of
 from device.live.wire import MIC_MIME, REPLY_RATE
 from device.outbox import Item, Outbox
 from device.states import (

@@ -20,7 +20,7 @@ from google import genai
 from google.genai import errors, types
 from helpers import closed_port
 
-from device.live.connection import websocket_of
+from device.live.websocket import websocket_of
 from rig.server.server import (
     DEFAULT_API_KEY,
     DEFAULT_BEARER_TOKEN,

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import re
-import socket
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -27,11 +24,12 @@ from google.genai.live import AsyncSession
 from device.live.client import send_text_turn
 from device.live.errors import ConnectionDead
 from device.live.hooks import Hooks
-from device.live.inbound import AudioOnly, fast_path_possible, messages
+from device.live.inbound import AudioOnly, messages
 from device.live.read_ahead import Message, ReadAhead, more_to_come
 from device.live.reply import ReplyDecoder
 from device.live.setup import CLOSE_TIMEOUT_S
 from device.live.turn import WireTurn
+from device.live.websocket import bound_buffers, link_busy, websocket_of
 from device.live.wire import IMAGE_MIME, MIC_MIME, audio_message
 from device.logs import Overflow
 from device.outbox import Item, Outbox
@@ -43,19 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Unsent bytes the kernel may hold for a connection (TCP_NOTSENT_LOWAT): about one
-#: second of audio. Beyond it a slow link backs up into the outbox, where the audio
-#: bound, the journal's warning and the newest-frame rule can see it.
-UNSENT_LIMIT = 32 * 1024
-#: What this device reads ahead of the speaker while it waits for room there: the
-#: kernel's receive buffer (SO_RCVBUF; the kernel doubles it for its bookkeeping) and
-#: the TLS layer's buffer of decrypted bytes (asyncio's default is 256 KiB). About a
-#: second of reply audio each (base64 is 64 KB a second); the rest stays with the
-#: service, and its interrupted or turnComplete comes no later than this behind.
-UNREAD_LIMIT = 64 * 1024
 #: While the link is still busy with earlier bytes, a frame waits this long and asks again.
 FRAME_WAIT_S = 0.02
-SIOCOUTQNSD = 0x894B  # Linux: bytes in a TCP socket's send queue not yet sent
 #: Leave this long before a goAway's deadline to reconnect in.
 SWITCH_MARGIN_S = 3.0
 #: Tool calls one connection runs at once. Calls beyond it are answered "busy" in one
@@ -112,7 +99,7 @@ class Connection:
     async def run(self) -> Exception:
         """Serve until one of the tasks fails; returns what ended the connection."""
         ended: Exception | None = None
-        _bound_buffers(self.session)
+        bound_buffers(self.session)
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -157,7 +144,7 @@ class Connection:
             await self.session.send_realtime_input(activity_start=types.ActivityStart())
         while True:
             item = await self._outbox.get()
-            if item.kind == "video" and _link_busy(self.session):
+            if item.kind == "video" and link_busy(self.session):
                 # A frame goes only onto an idle link: otherwise it would queue behind
                 # speech, and a newer frame would find it still there. It waits in the
                 # outbox instead, where a newer frame replaces it.
@@ -481,94 +468,6 @@ class Connection:
         ws = websocket_of(self.session)
         if ws is not None:
             ws.transport.abort()
-
-
-def websocket_of(session: AsyncSession) -> Any:
-    """The websockets connection under an SDK session, or None.
-
-    The SDK offers no public way to ping or to abort; its `AsyncSession` keeps the
-    `websockets` ClientConnection as `_ws`. Without it the device still works, with
-    liveness judged by messages alone and closes bounded by a timeout.
-    """
-    ws = getattr(session, "_ws", None)
-    return ws if hasattr(ws, "ping") and hasattr(ws, "transport") else None
-
-
-def sdk_internals_missing() -> list[str]:
-    """What `websocket_of`, the buffer bounds and `inbound` rely on inside google-genai and
-    websockets that the installed versions no longer have, in words; empty when all is there.
-
-    Checked without a connection: an `AsyncSession` made around a stand-in must keep it
-    as `_ws` and read through `_receive()`, the SDK must connect with websockets' asyncio
-    client, whose connections have `ping` and get their `transport` in `connection_made`.
-    """
-    import websockets.asyncio.client as ws_client
-    from google.genai import live
-
-    missing = []
-    stand_in = object()
-    try:
-        session = live.AsyncSession(api_client=None, websocket=stand_in)  # type: ignore[arg-type]
-        kept = getattr(session, "_ws", None)
-    except Exception as exc:  # a constructor that wants more than it did
-        kept = exc
-    if kept is not stand_in:
-        missing.append("google.genai.live.AsyncSession keeps no websocket as _ws")
-    if not fast_path_possible():
-        missing.append("google.genai.live.AsyncSession has no _receive()")
-    if getattr(live, "ws_connect", None) is not ws_client.connect:
-        missing.append("google.genai.live connects without websockets.asyncio.client.connect")
-    for name in ("ping", "connection_made"):
-        if not callable(getattr(ws_client.ClientConnection, name, None)):
-            missing.append(f"websockets' ClientConnection has no {name}()")
-    return missing
-
-
-def check_sdk_internals() -> None:
-    """At start: one journal warning if a newer SDK moved what the link reaches into."""
-    missing = sdk_internals_missing()
-    if missing:
-        log.warning(
-            "the installed google-genai or websockets changed (%s): liveness is judged by "
-            "messages alone, closes wait for a timeout, socket buffers keep their defaults, "
-            "and microphone and reply audio go through the SDK's slower models",
-            "; ".join(missing),
-        )
-
-
-def _bound_buffers(session: AsyncSession) -> None:
-    """At most UNSENT_LIMIT unsent bytes in the kernel, and UNREAD_LIMIT read ahead (twice:
-    the kernel's and the TLS layer's) while the receiver waits for the speaker."""
-    ws = websocket_of(session)
-    if ws is None:
-        return
-    with contextlib.suppress(AttributeError, ValueError):  # a transport without TLS or limits
-        ws.transport.set_read_buffer_limits(high=UNREAD_LIMIT)
-    sock = ws.transport.get_extra_info("socket")
-    if sock is None:
-        return
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UNREAD_LIMIT)
-    if hasattr(socket, "TCP_NOTSENT_LOWAT"):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, UNSENT_LIMIT)
-
-
-def _link_busy(session: AsyncSession) -> bool:
-    """Bytes handed over earlier are still on this device (in user space or the kernel)."""
-    ws = websocket_of(session)
-    if ws is None:
-        return False
-    if ws.transport.get_write_buffer_size() > 0:
-        return True
-    sock = ws.transport.get_extra_info("socket")
-    if sock is None:
-        return False
-    try:
-        unsent = fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0")
-    except OSError:
-        return False
-    return int.from_bytes(unsent, sys.byteorder, signed=True) > 0
 
 
 def _seconds(duration: str | None) -> float:

@@ -147,8 +147,8 @@ class LiveLink:
     def _build(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[genai.Client]) -> None:
         """In the thread: the client, or the failure, handed to the loop."""
         try:
-            from device.live.connection import check_sdk_internals
             from device.live.setup import connect_config, make_client, warm_up
+            from device.live.websocket import check_sdk_internals
 
             check_sdk_internals()
             client = make_client(self._cfg)

@@ -1,0 +1,121 @@
+"""The websocket under the SDK's Live session, reached past the SDK's public API: to
+ping it, abort it, bound its buffers and ask whether it is still busy sending.
+
+google-genai offers none of these; each degrades to the SDK's own behaviour when a
+newer SDK moves what they rely on (`sdk_internals_missing` says what, at start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import socket
+import sys
+from typing import Any
+
+from google.genai.live import AsyncSession
+
+from device.live.inbound import fast_path_possible
+
+log = logging.getLogger(__name__)
+
+#: Unsent bytes the kernel may hold for a connection (TCP_NOTSENT_LOWAT): about one
+#: second of audio. Beyond it a slow link backs up into the outbox, where the audio
+#: bound, the journal's warning and the newest-frame rule can see it.
+UNSENT_LIMIT = 32 * 1024
+#: What this device reads ahead of the speaker while it waits for room there: the
+#: kernel's receive buffer (SO_RCVBUF; the kernel doubles it for its bookkeeping) and
+#: the TLS layer's buffer of decrypted bytes (asyncio's default is 256 KiB). About a
+#: second of reply audio each (base64 is 64 KB a second); the rest stays with the
+#: service, and its interrupted or turnComplete comes no later than this behind.
+UNREAD_LIMIT = 64 * 1024
+SIOCOUTQNSD = 0x894B  # Linux: bytes in a TCP socket's send queue not yet sent
+
+
+def websocket_of(session: AsyncSession) -> Any:
+    """The websockets connection under an SDK session, or None.
+
+    The SDK offers no public way to ping or to abort; its `AsyncSession` keeps the
+    `websockets` ClientConnection as `_ws`. Without it the device still works, with
+    liveness judged by messages alone and closes bounded by a timeout.
+    """
+    ws = getattr(session, "_ws", None)
+    return ws if hasattr(ws, "ping") and hasattr(ws, "transport") else None
+
+
+def sdk_internals_missing() -> list[str]:
+    """What `websocket_of`, the buffer bounds and `inbound` rely on inside google-genai and
+    websockets that the installed versions no longer have, in words; empty when all is there.
+
+    Checked without a connection: an `AsyncSession` made around a stand-in must keep it
+    as `_ws` and read through `_receive()`, the SDK must connect with websockets' asyncio
+    client, whose connections have `ping` and get their `transport` in `connection_made`.
+    """
+    import websockets.asyncio.client as ws_client
+    from google.genai import live
+
+    missing = []
+    stand_in = object()
+    try:
+        session = live.AsyncSession(api_client=None, websocket=stand_in)  # type: ignore[arg-type]
+        kept = getattr(session, "_ws", None)
+    except Exception as exc:  # a constructor that wants more than it did
+        kept = exc
+    if kept is not stand_in:
+        missing.append("google.genai.live.AsyncSession keeps no websocket as _ws")
+    if not fast_path_possible():
+        missing.append("google.genai.live.AsyncSession has no _receive()")
+    if getattr(live, "ws_connect", None) is not ws_client.connect:
+        missing.append("google.genai.live connects without websockets.asyncio.client.connect")
+    for name in ("ping", "connection_made"):
+        if not callable(getattr(ws_client.ClientConnection, name, None)):
+            missing.append(f"websockets' ClientConnection has no {name}()")
+    return missing
+
+
+def check_sdk_internals() -> None:
+    """At start: one journal warning if a newer SDK moved what the link reaches into."""
+    missing = sdk_internals_missing()
+    if missing:
+        log.warning(
+            "the installed google-genai or websockets changed (%s): liveness is judged by "
+            "messages alone, closes wait for a timeout, socket buffers keep their defaults, "
+            "and microphone and reply audio go through the SDK's slower models",
+            "; ".join(missing),
+        )
+
+
+def bound_buffers(session: AsyncSession) -> None:
+    """At most UNSENT_LIMIT unsent bytes in the kernel, and UNREAD_LIMIT read ahead (twice:
+    the kernel's and the TLS layer's) while the receiver waits for the speaker."""
+    ws = websocket_of(session)
+    if ws is None:
+        return
+    with contextlib.suppress(AttributeError, ValueError):  # a transport without TLS or limits
+        ws.transport.set_read_buffer_limits(high=UNREAD_LIMIT)
+    sock = ws.transport.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UNREAD_LIMIT)
+    if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, UNSENT_LIMIT)
+
+
+def link_busy(session: AsyncSession) -> bool:
+    """Bytes handed over earlier are still on this device (in user space or the kernel)."""
+    ws = websocket_of(session)
+    if ws is None:
+        return False
+    if ws.transport.get_write_buffer_size() > 0:
+        return True
+    sock = ws.transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        unsent = fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0")
+    except OSError:
+        return False
+    return int.from_bytes(unsent, sys.byteorder, signed=True) > 0
