@@ -76,10 +76,15 @@ class Client:
         self.closing = closing
         self.connections = 0
         self.connected = asyncio.Event()
+        #: The session task's pending cancellation requests as each connection opens.
+        self.cancelling: list[int] = []
 
     @contextlib.asynccontextmanager
     async def connect(self, **_: Any) -> AsyncIterator[ClosingSession]:
         self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self.cancelling.append(task.cancelling())
         self.connected.set()
         yield ClosingSession(self.closing)
 
@@ -100,6 +105,26 @@ async def test_a_close_as_the_service_ends_the_connection_ends_the_session() -> 
         await link.close()  # ...as the shutdown does
     assert not link.is_open
     assert client.connections == 1, "the session reconnected while it was being closed"
+
+
+async def test_a_dropped_connection_leaves_no_cancellation_request_on_the_session() -> None:
+    """Python 3.11's TaskGroup left a cancellation request of its own on the session task
+    when a connection's task failed. Python 3.11.2's asyncio.timeout (the Pi's, on Bookworm)
+    then ends in CancelledError rather than TimeoutError: the wait before a reconnect
+    ended the session silently, and the box never reconnected after a dropped
+    connection."""
+    closing = asyncio.Event()
+    client = Client(closing)
+    link = LiveLink(Config(), Outbox(5), on_event=lambda e: None, on_sent=lambda i, t: None)
+    link._client = client  # type: ignore[assignment]  # prepare() keeps a client it has
+    link.open(1)
+    try:
+        await client.connected.wait()
+        closing.set()  # the connection drops
+        await until(lambda: client.connections >= 2, within=10)
+        assert client.cancelling[:2] == [0, 0]
+    finally:
+        await link.close()
 
 
 async def test_a_session_id_the_service_makes_huge_is_kept_short() -> None:

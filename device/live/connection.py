@@ -100,6 +100,9 @@ class Connection:
         """Serve until one of the tasks fails; returns what ended the connection."""
         ended: Exception | None = None
         bound_buffers(self.session)
+        task = asyncio.current_task()
+        assert task is not None
+        requests = task.cancelling()
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -109,6 +112,12 @@ class Connection:
                 group.create_task(self._watch_liveness(), name="live-liveness")
         except* Exception as failed:
             ended = failed.exceptions[0]
+            # Python 3.11's TaskGroup leaves its own request to cancel this task behind
+            # when a task fails while it waits for the others. Python 3.11.2's (Bookworm's)
+            # asyncio.timeout then ends in CancelledError, not TimeoutError: the wait
+            # before the reconnect ended the session. A close's request stays (`_serve`).
+            if task.cancelling() > requests:
+                task.uncancel()
         return ended or ConnectionDead("every task of the connection ended")
 
     def unhandled(self) -> list[Message]:
