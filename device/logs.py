@@ -308,6 +308,9 @@ def stderr_is_journal() -> bool:
 #: service decides what and how much, and each new text would stay in the SDK's
 #: __warningregistry__ for good. The value is kept in the message all the same.
 _UNKNOWN_VALUE = r"(?s).* is not a valid "
+#: The SDK's notice at each connection with an ephemeral token: the owner chose tokens
+#: (README), and a warning in the journal at every start says nothing to act on.
+_TOKENS_EXPERIMENTAL = r"The SDK's ephemeral token support is experimental"
 
 
 def _log_uncaught(
@@ -351,7 +354,8 @@ def setup(level: int = logging.INFO, secrets: Iterable[str] = ()) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    warnings.filterwarnings("ignore", message=_UNKNOWN_VALUE, module=r"google\.genai\.")
+    for sdk_noise in (_UNKNOWN_VALUE, _TOKENS_EXPERIMENTAL):
+        warnings.filterwarnings("ignore", message=sdk_noise, module=r"google\.genai\.")
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread

@@ -123,6 +123,26 @@ def test_a_journal_stream_that_is_not_stderr_leaves_the_log_on_stderr(tmp_path: 
     assert "cannot build the Live API client" in err.read_text()
 
 
+def test_the_sdks_notice_that_tokens_are_experimental_stays_out_of_the_journal(
+    tmp_path: Any,
+) -> None:
+    """An owner who set up ephemeral tokens (README) got a warning at every start that
+    says nothing to act on; the SDK's other warnings still reach the journal."""
+    probe = (
+        "import warnings; from device import logs; from google.genai import errors; "
+        "logs.setup(); "
+        "[warnings.warn_explicit(text, errors.ExperimentalWarning, 'live.py', 1035, "
+        "module='google.genai.live') for text in (\"The SDK's ephemeral token support is "
+        "experimental, and may change in future versions.\", 'Some other feature is "
+        "experimental.')]"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": CHECKOUT}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=30, env=env, check=True)  # fmt: skip
+    assert "ephemeral token" not in result.stderr
+    assert "Some other feature is experimental." in result.stderr
+
+
 def test_unknown_enum_values_from_the_service_stay_inside_the_log_bounds(
     tmp_path: Any,
 ) -> None:
