@@ -126,4 +126,5 @@ def test_a_sighup_starts_the_service_again() -> None:
         assert show("Result") == "success"
         said = [e.get("MESSAGE", "") for e in daemon_entries(mark)]
         assert "SIGHUP: stopping, for systemd to start the service again" in said, said
+    sh(["systemctl", "reset-failed", UNIT], check=False)  # the restart count back at 0
     wait_active()
