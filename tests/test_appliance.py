@@ -190,6 +190,7 @@ async def test_hands_free_each_exchange_has_its_turn_line_from_the_last_word_to_
         box.link.deliver(SetupComplete)
         loop = asyncio.get_running_loop()
         for exchange in range(2):
+            await asyncio.sleep(1.0)  # they listen, think, then speak: not the reply's wait
             spoke = loop.time()
             box.mic.record(CHUNK, spoke)  # the person's last word
             box.mic.record(QUIET)
