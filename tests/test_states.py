@@ -488,9 +488,14 @@ def test_a_timer_cancelled_after_it_fired_changes_nothing() -> None:
 
 
 def test_the_heartbeat_feeds_the_watchdog_whatever_the_state() -> None:
-    for machine in (Machine(), run(Machine(), s.Pressed())[0]):
-        _, actions = s.step(machine, s.Heartbeat())
-        assert actions == [s.FeedWatchdog()]
+    """A box that stopped feeding it while it speaks (or shows an error) is killed."""
+    turn = (s.Pressed(), SETUP, s.Released(), REPLY, s.DeviceFailed("microphone", "gone"))
+    machines = [Machine()]
+    for event in turn:
+        machines.append(s.step(machines[-1], event)[0])
+    assert {m.state for m in machines} == set(State)
+    for machine in machines:
+        assert s.step(machine, s.Heartbeat()) == (machine, [s.FeedWatchdog()]), machine.state
 
 
 def test_the_microphone_is_gated_while_the_model_speaks_hands_free() -> None:
