@@ -167,6 +167,13 @@ def restart_service() -> int:
     return wait_active()
 
 
+def restarts_counted_from_now() -> int:
+    """systemd's automatic restarts of the service, counted from zero: a manual restart
+    resets the count, so an earlier test's restart would seem to vanish after one."""
+    sh(["systemctl", "reset-failed", UNIT], check=False)
+    return int(show("NRestarts"))
+
+
 def daemon_reload() -> None:
     sh(["systemctl", "daemon-reload"])
 

@@ -55,9 +55,7 @@ def test_threads_fds_and_memory_through_a_turn(server: Any, button: Button,
     save("resources.json", json.dumps({"idle": idle, "peak": peaks, "limits": limits},
                                       indent=1))
     print(f"\nidle {idle}\npeak {peaks}\nlimits {limits}")
-    if limits["TasksMax"].isdigit():
-        assert peaks["tasks"] < int(limits["TasksMax"])
-    if limits["LimitNOFILE"].isdigit():
-        assert peaks["fds"] < int(limits["LimitNOFILE"])
-    if limits["MemoryHigh"].isdigit():
-        assert peaks["cgroup_memory_mb"] * 2**20 < int(limits["MemoryHigh"])
+    assert all(value.isdigit() for value in limits.values()), f"the unit sets each: {limits}"
+    assert peaks["tasks"] < int(limits["TasksMax"])
+    assert peaks["fds"] < int(limits["LimitNOFILE"])
+    assert peaks["cgroup_memory_mb"] * 2**20 < int(limits["MemoryHigh"])
