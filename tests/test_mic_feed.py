@@ -164,7 +164,7 @@ async def test_a_release_already_past_ends_the_turn_with_the_held_chunk_that_hol
     loop = asyncio.get_running_loop()
     started = loop.time()
     await feed.finish(1.0 + CHUNK_S * 5.5)
-    assert loop.time() - started < 0.05
+    assert loop.time() - started < 0.2  # not the wait for a late chunk (0.28 s)
     assert sent_audio(box) == [b"0_", b"1_", b"2_", b"3_", b"4_", b"5_", b"6_"]
     feed.start([], until=None)
     feed.chunk(b"next", 3.0)
