@@ -457,6 +457,7 @@ class Appliance:
             Timer.ERROR: self.cfg.conversation.error_display_s,
             Timer.REPLY: self.cfg.conversation.reply_timeout_s,
             Timer.LONG_REPLY: self.cfg.conversation.longest_reply_s,
+            Timer.TOOL: self.cfg.tools.timeout_s + self.cfg.conversation.reply_timeout_s,
             Timer.OPEN_MIC: self.cfg.conversation.longest_turn_s
             if self.machine.mode is Mode.PUSH_TO_TALK
             else self.cfg.conversation.longest_conversation_s,

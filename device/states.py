@@ -37,6 +37,9 @@ class Timer(StrEnum):
     ERROR = "error"  # how long the error pattern shows
     REPLY = "reply"  # how long a reply may take to start, or to go on
     LONG_REPLY = "long_reply"  # how long one reply may play: a service streaming without end
+    #: How long the model's tool calls may go unanswered (their [tools] timeout_s, and time
+    #: for the answer to go out): while one works, the model waits, and REPLY with it.
+    TOOL = "tool"
     #: How long the microphone may stream at one go, whatever the room's sound (a TV keeps
     #: SILENCE from running out): a held press, or a hands-free conversation.
     OPEN_MIC = "open_mic"
@@ -210,6 +213,14 @@ class ReplyDropped(LinkEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ToolsAtWork(LinkEvent):
+    """A tool call of the model's started, or its answer went out (or it was withdrawn):
+    `calls` are still unanswered."""
+
+    calls: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class EndConversation(LinkEvent):
     """The model hangs up (the end_conversation tool): after its goodbye has played."""
 
@@ -235,6 +246,7 @@ Event = (
     | TurnComplete
     | Interrupted
     | ReplyDropped
+    | ToolsAtWork
     | EndConversation
 )
 
@@ -485,6 +497,7 @@ def _armed(timers: frozenset[Timer], actions: list[Action]) -> frozenset[Timer]:
 def _transition(m: Machine, event: Event) -> Step:
     """The transition table: one case per (event, situation), read top to bottom."""
     ptt = m.mode is Mode.PUSH_TO_TALK
+    working = Timer.TOOL in m.timers  # a tool call of this reply's is unanswered
     match event:
         case Heartbeat():
             return m, [FeedWatchdog()]
@@ -540,6 +553,7 @@ def _transition(m: Machine, event: Event) -> Step:
                 CancelTimer(Timer.IDLE),
                 CancelTimer(Timer.ERROR),
                 CancelTimer(Timer.LONG_REPLY),
+                CancelTimer(Timer.TOOL),
             ]
             if m.state in _REPLYING:  # a new question, as a press is: the old reply stops
                 asking[:0] = _SILENCE_REPLY
@@ -578,7 +592,10 @@ def _transition(m: Machine, event: Event) -> Step:
             if m.state is State.THINKING and reply_lost:  # it went with the connection
                 return _turn_over(waiting, [PlayEarcon(Earcon.ERROR)])
             if m.state is State.SPEAKING:  # play what arrived, then the turn is over
-                return waiting.to(State.SPEAKING, reply_done=True, more_to_come=False), []
+                over = waiting.to(State.SPEAKING, reply_done=True, more_to_come=False)
+                # Its tools went with the connection: the reply timer watches the playing.
+                gone: list[Action] = [CancelTimer(Timer.TOOL), StartTimer(Timer.REPLY)]
+                return over, gone if working else []
             return waiting, []
 
         case ConnectionLost() if m.state is State.IDLE:
@@ -617,6 +634,8 @@ def _transition(m: Machine, event: Event) -> Step:
             # word yet, and its longest_reply_s counts from here if nothing came before.
             longest = [] if Timer.LONG_REPLY in m.timers else [StartTimer(Timer.LONG_REPLY)]
             return m, [StartTimer(Timer.REPLY), *longest]
+        case TurnComplete() if m.state is State.THINKING and Timer.TOOL in m.timers:
+            return m, []  # the model goes on with the tool's answer
         case TurnComplete() if m.state is State.THINKING:
             return _turn_over(m)
         case TurnComplete() if m.ending:  # the goodbye turn ended without a word
@@ -626,6 +645,8 @@ def _transition(m: Machine, event: Event) -> Step:
 
         case PlaybackDrained() if m.state is State.SPEAKING and m.reply_done and m.more_to_come:
             return m.to(State.THINKING, reply_done=False), [StartTimer(Timer.REPLY)]
+        case PlaybackDrained() if m.state is State.SPEAKING and m.reply_done and working:
+            return m.to(State.THINKING, reply_done=False), []  # a tool's answer awaited
         case PlaybackDrained() if m.state is State.SPEAKING and m.reply_done:
             return _turn_over(m)
         case PlaybackDrained():
@@ -640,6 +661,22 @@ def _transition(m: Machine, event: Event) -> Step:
         case ReplyDropped():
             return m, []
 
+        case ToolsAtWork(calls=calls) if calls > 0 and m.state in _REPLYING:
+            # The model waits for the tool: so does the reply timer. The reply has begun,
+            # and its longest_reply_s counts from here if nothing came before.
+            longest = [] if Timer.LONG_REPLY in m.timers else [StartTimer(Timer.LONG_REPLY)]
+            return m, [CancelTimer(Timer.REPLY), StartTimer(Timer.TOOL), *longest]
+        case ToolsAtWork(calls=calls) if calls <= 0 and working:
+            # The answers went out: the model has a whole reply_timeout_s from here, not
+            # what the tool's time (up to its timeout_s) left of it.
+            return m, [CancelTimer(Timer.TOOL), StartTimer(Timer.REPLY)]
+        case ToolsAtWork():
+            return m, []
+
+        case Timeout(Timer.REPLY) if working and m.state in _REPLYING:
+            return m, []  # reply audio while a tool works restarted it: TOOL bounds the wait
+        case Timeout(Timer.TOOL) if m.state in _REPLYING:  # the answer never went out
+            return _turn_over(m, [ClearPlayback(), PlayEarcon(Earcon.ERROR)])
         case Timeout(Timer.IDLE) if m.session_open and m.state is State.IDLE:
             return m.to(State.IDLE, session_open=False, connected=False), [CloseSession()]
         case Timeout(Timer.REPLY) if m.state is State.THINKING or (
@@ -764,7 +801,11 @@ def _device_failed(m: Machine, device: str, reason: str) -> Step:
 
 #: A reply starts: it must go on coming (REPLY), and end some time (LONG_REPLY).
 _REPLY_STARTS: tuple[Action, ...] = (StartTimer(Timer.REPLY), StartTimer(Timer.LONG_REPLY))
-_REPLY_ENDS: tuple[Action, ...] = (CancelTimer(Timer.REPLY), CancelTimer(Timer.LONG_REPLY))
+_REPLY_ENDS: tuple[Action, ...] = (
+    CancelTimer(Timer.REPLY),
+    CancelTimer(Timer.LONG_REPLY),
+    CancelTimer(Timer.TOOL),
+)
 
 #: A new question over the reply: silence now, and the rest of it is not to come back.
 _SILENCE_REPLY: tuple[Action, ...] = (ClearPlayback(), SupersedeReply())
@@ -778,5 +819,6 @@ _END_SESSION: tuple[Action, ...] = (
     CancelTimer(Timer.SILENCE),
     CancelTimer(Timer.REPLY),
     CancelTimer(Timer.LONG_REPLY),
+    CancelTimer(Timer.TOOL),
     CancelTimer(Timer.OPEN_MIC),
 )

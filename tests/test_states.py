@@ -415,7 +415,7 @@ def test_a_turn_handed_over_while_connecting_waits_for_its_reply_with_a_timer() 
 # ---- left alone in a home: what ends a session, stale events, the watchdog -------------------
 
 #: Timers that end what the microphone and camera send: a session, a turn, a conversation.
-ENDING = {s.Timer.SILENCE, s.Timer.IDLE, s.Timer.REPLY}
+ENDING = {s.Timer.SILENCE, s.Timer.IDLE, s.Timer.REPLY, s.Timer.TOOL}
 
 
 def test_hands_free_an_unanswered_interruption_listens_with_the_silence_timer_armed() -> None:
@@ -570,6 +570,7 @@ def _events() -> st.SearchStrategy[EventOf]:
         link(s.Interrupted, talked_over=st.booleans()),
         link(s.EndConversation),
         link(s.ReplyDropped),
+        link(s.ToolsAtWork, calls=st.integers(0, 2)),
     )
 
 
@@ -618,6 +619,7 @@ def _all_events(m: Machine) -> list[s.Event]:
                 s.Interrupted(session=n, talked_over=talked_over),
             ]
         link.append(s.TurnComplete(session=n, more_to_come=True))
+        link += [s.ToolsAtWork(session=n, calls=1), s.ToolsAtWork(session=n, calls=0)]
     return plain + link
 
 

@@ -33,7 +33,7 @@ from device.live.websocket import bound_buffers, link_busy, websocket_of
 from device.live.wire import IMAGE_MIME, MIC_MIME, audio_message
 from device.logs import Overflow
 from device.outbox import Item, Outbox
-from device.states import Interrupted, ReplyAudio, SpeechHeard, TurnComplete
+from device.states import Interrupted, ReplyAudio, SpeechHeard, ToolsAtWork, TurnComplete
 from device.tools import WITHDRAWN, ToolBox, answer
 
 if TYPE_CHECKING:
@@ -402,9 +402,9 @@ class Connection:
 
     async def _run_tool(self, call: types.FunctionCall) -> None:
         """Answer the call (a service only calls what was declared, but answering even an
-        undeclared one lets the model carry on instead of waiting for ever)."""
-        self._turn.tools_running += 1
-        self._turn.update()
+        undeclared one lets the model carry on instead of waiting for ever). It is at work
+        until its answer has gone out: the model's reply timer starts again from there."""
+        self._tools_at_work(+1)
         try:
             if self._tools is None:
                 if not self._told_no_tools:  # once a connection: a flood is one line
@@ -413,11 +413,16 @@ class Connection:
                 response = answer(call, {"error": "no tools are enabled on this device"})
             else:
                 response = await self._tools.run(call)
+            await self.session.send_tool_response(function_responses=[response])
         finally:
             self._tool_tasks.pop(call.id or "", None)
-            self._turn.tools_running -= 1
-            self._turn.update()
-        await self.session.send_tool_response(function_responses=[response])
+            self._tools_at_work(-1)
+
+    def _tools_at_work(self, change: int) -> None:
+        turn, hooks = self._turn, self._hooks
+        turn.tools_running += change
+        turn.update()
+        hooks.on_event(ToolsAtWork(session=hooks.session, calls=turn.tools_running))
 
     # -- the connection's life ------------------------------------------------------------
 

@@ -1,0 +1,255 @@
+"""The reply timer around the model's tool calls: what the connection reports while a
+tool works, fed to the state machine on a clock the test moves (a 20 s tool in
+milliseconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.genai import types
+from helpers import until
+
+from device import config
+from device.config import LiveConfig
+from device.live.connection import Connection, Hooks
+from device.live.turn import WireTurn
+from device.outbox import Outbox
+from device.states import (
+    Action,
+    CancelTimer,
+    Earcon,
+    Event,
+    Machine,
+    PlaybackDrained,
+    PlayEarcon,
+    Pressed,
+    Released,
+    SetupComplete,
+    StartTimer,
+    State,
+    Timeout,
+    Timer,
+    ToolsAtWork,
+    step,
+)
+
+SESSION = 1
+REPLY_TIMEOUT_S = 30.0  # the default [conversation] reply_timeout_s
+TOOL_TIMEOUT_S = 5.0  # the default [tools] timeout_s
+SECONDS = {
+    Timer.REPLY: REPLY_TIMEOUT_S,
+    Timer.LONG_REPLY: 300.0,
+    Timer.IDLE: 60.0,
+    Timer.TOOL: TOOL_TIMEOUT_S + REPLY_TIMEOUT_S,  # as the appliance arms it
+}
+
+
+class Clock:
+    """The state machine with its timers on a clock the test moves: what a person at the
+    box would hear (earcons) and see (states) over a turn."""
+
+    def __init__(self) -> None:
+        self.machine, self.now = Machine(), 0.0
+        self.due: dict[Timer, float] = {}
+        self.states: list[State] = []
+        self.earcons: list[Earcon] = []
+
+    def feed(self, *events: Event) -> None:
+        for event in events:
+            self.machine, actions = step(self.machine, event)
+            self.states.append(self.machine.state)
+            self._perform(actions)
+
+    def _perform(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case StartTimer(timer):
+                    self.due[timer] = self.now + SECONDS.get(timer, 3600.0)
+                case CancelTimer(timer):
+                    self.due.pop(timer, None)
+                case PlayEarcon(earcon):
+                    self.earcons.append(earcon)
+
+    def wait(self, seconds: float) -> None:
+        """Time passes: the timers due in it run out, in order."""
+        end = self.now + seconds
+        while self.due and min(self.due.values()) <= end:
+            timer = min(self.due, key=lambda t: self.due[t])
+            self.now = self.due.pop(timer)
+            self.feed(Timeout(timer))
+        self.now = end
+
+
+class SlowTools:
+    """A tool box whose calls take as long as the test says (it opens each gate): 20 s on
+    the test's clock, below a [tools] timeout_s now allowed at or above reply_timeout_s."""
+
+    def __init__(self) -> None:
+        self.gates: dict[str, asyncio.Event] = {}
+
+    async def run(self, call: types.FunctionCall) -> types.FunctionResponse:
+        gate = self.gates.setdefault(call.id or "", asyncio.Event())
+        await gate.wait()
+        return types.FunctionResponse(id=call.id, name=call.name, response={"ok": True})
+
+
+class ToolAnswers:
+    """A session that keeps the tool responses the connection sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send_tool_response(self, *, function_responses: list[types.FunctionResponse]) -> None:
+        self.sent += [response.id or "" for response in function_responses]
+
+
+def content(**fields: Any) -> types.LiveServerMessage:
+    return types.LiveServerMessage(server_content=types.LiveServerContent(**fields))
+
+
+def audio(data: bytes = b"\x01\x00" * 100) -> types.LiveServerMessage:
+    blob = types.Blob(data=data, mime_type="audio/pcm;rate=24000")
+    return content(model_turn=types.Content(parts=[types.Part(inline_data=blob)]))
+
+
+def tool_call(call_id: str) -> types.LiveServerMessage:
+    call = types.FunctionCall(id=call_id, name="slow")
+    return types.LiveServerMessage(tool_call=types.LiveServerToolCall(function_calls=[call]))
+
+
+class Turn:
+    """A push-to-talk turn: the real connection's reports handed to the clocked machine
+    as they come."""
+
+    def __init__(self) -> None:
+        self.clock, self.tools, self.session = Clock(), SlowTools(), ToolAnswers()
+        self._events: list[Event] = []
+        hooks = Hooks(SESSION, self._events.append, lambda item, t: None, lambda h: None)
+        stack = contextlib.AsyncExitStack()
+        self.conn = Connection(
+            self.session,  # type: ignore[arg-type]
+            stack,
+            LiveConfig(),
+            Outbox(5),
+            hooks,
+            WireTurn(),
+            self.tools,  # type: ignore[arg-type]
+        )
+        self.clock.feed(Pressed(), SetupComplete(session=SESSION), Released())
+        self.conn._turn.sent("activity_start")
+        self.conn._turn.sent("activity_end")
+
+    def hand_on(self) -> None:
+        events, self._events[:] = list(self._events), []
+        self.clock.feed(*events)
+
+    def receive(self, message: types.LiveServerMessage) -> None:
+        self.conn._dispatch(message)
+        self.hand_on()
+
+    async def call(self, call_id: str) -> None:
+        self.receive(tool_call(call_id))
+        await asyncio.sleep(0)  # the tool starts
+        self.hand_on()
+
+    async def answer(self, call_id: str) -> None:
+        self.tools.gates.setdefault(call_id, asyncio.Event()).set()
+        await until(lambda: call_id in self.session.sent)
+        self.hand_on()
+
+
+@pytest.mark.parametrize("words_first", [False, True], ids=["no-words", "let-me-look-first"])
+@pytest.mark.parametrize("calls", [1, 2], ids=["one-tool", "a-second-tool-follows"])
+async def test_the_model_has_a_whole_reply_timeout_after_a_slow_tools_answer(
+    words_first: bool, calls: int
+) -> None:
+    """reply_timeout_s 30; a tool (below [tools] timeout_s) takes 20 s; the model begins
+    its answer 15 s after the tool's. The reply timer, started at the release (or at the
+    last word before the call) and left running through the tool, gave the model only
+    the 10 s left: the error earcon, the turn given up, then the answer played anyway."""
+    turn = Turn()
+    async with asyncio.TaskGroup() as group:
+        turn.conn._group = group
+        if words_first:
+            turn.receive(audio())  # "let me look that up"
+        for call in range(calls):
+            turn.clock.wait(2)
+            await turn.call(f"t{call}")
+            turn.clock.wait(20)  # the tool works
+            await turn.answer(f"t{call}")
+            turn.clock.wait(REPLY_TIMEOUT_S / 2)  # the model thinks over the tool's answer
+        turn.receive(audio())
+        turn.receive(content(turn_complete=True))
+        turn.clock.feed(PlaybackDrained())
+    assert turn.clock.earcons == [Earcon.LISTEN_START, Earcon.LISTEN_END], "an error earcon"
+    assert turn.clock.states[-1] is State.IDLE
+    assert State.IDLE not in turn.clock.states[3:-1], "the turn was given up before its reply"
+
+
+async def test_the_box_thinks_while_a_tool_works_after_the_models_first_words() -> None:
+    """The Live API's order around a tool: audio ("let me look"), toolCall, turnComplete,
+    then, after the tool's answer, the rest. Once the first words had played the turn was
+    over: idle LEDs (and the idle timer running) for as long as the tool worked, then the
+    answer out of an idle box."""
+    turn = Turn()
+    async with asyncio.TaskGroup() as group:
+        turn.conn._group = group
+        turn.receive(audio())
+        await turn.call("t0")
+        turn.receive(content(turn_complete=True))
+        turn.clock.feed(PlaybackDrained())
+        assert turn.clock.machine.state is State.THINKING
+        turn.clock.wait(REPLY_TIMEOUT_S)  # the tool works as long as a reply may wait
+        assert turn.clock.machine.state is State.THINKING
+        await turn.answer("t0")
+        turn.clock.wait(REPLY_TIMEOUT_S / 2)
+        turn.receive(audio())
+        turn.receive(content(turn_complete=True))
+        turn.clock.feed(PlaybackDrained())
+    assert turn.clock.earcons == [Earcon.LISTEN_START, Earcon.LISTEN_END]
+    assert turn.clock.states[-1] is State.IDLE
+    assert State.IDLE not in turn.clock.states[3:-1], "idle while the tool worked"
+
+
+async def test_a_tool_call_withdrawn_leaves_the_reply_timer_to_end_a_turn_nobody_answers() -> None:
+    """The reply timer waits while a tool works; a call the service withdraws is no
+    longer at work, and a turn with no reply after it still ends with the error."""
+    turn = Turn()
+    async with asyncio.TaskGroup() as group:
+        turn.conn._group = group
+        await turn.call("t0")
+        turn.receive(
+            types.LiveServerMessage(
+                tool_call_cancellation=types.LiveServerToolCallCancellation(ids=["t0"])
+            )
+        )
+        await asyncio.sleep(0)  # the call's task ends
+        turn.hand_on()
+    assert turn.session.sent == []
+    turn.clock.wait(REPLY_TIMEOUT_S)
+    assert turn.clock.machine.state is State.IDLE
+    assert turn.clock.earcons[-1] is Earcon.ERROR
+
+
+def test_a_tool_answer_that_never_goes_out_still_ends_the_turn() -> None:
+    """The reply timer waits for a tool; the tool's own timer bounds that wait ([tools]
+    timeout_s, then reply_timeout_s for its answer to go out): never left thinking."""
+    clock = Clock()
+    clock.feed(Pressed(), SetupComplete(session=SESSION), Released())
+    clock.feed(ToolsAtWork(session=SESSION, calls=1))
+    clock.wait(REPLY_TIMEOUT_S)
+    assert clock.machine.state is State.THINKING
+    clock.wait(TOOL_TIMEOUT_S)
+    assert clock.machine.state is State.IDLE and clock.earcons[-1] is Earcon.ERROR
+
+
+def test_a_tool_slower_than_the_reply_timeout_is_a_setting_that_loads(tmp_path: Path) -> None:
+    """`[tools] timeout_s` at or above `reply_timeout_s` was refused: the reply timer ran
+    on through the tool. It counts from the tool's answer now."""
+    path = tmp_path / "config.toml"
+    path.write_text("[tools]\nenabled = ['get_time']\ntimeout_s = 60\n")
+    assert config.load(path).tools.timeout_s == 60
