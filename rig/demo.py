@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from device.audio.pcm import write_wav
+from device.control import ControlError
 from device.live.wire import MIC_RATE, REPLY_RATE
 from rig.daemon import scratch_dir, start_daemon
-from rig.loopback import PulseLoopback, Recorder
+from rig.loopback import LoopbackError, PulseLoopback, Recorder
 from rig.server.server import ServerThread
 from rig.speech import speak
 
@@ -32,6 +34,15 @@ def run_demo(args: argparse.Namespace) -> int:
     question = speak(args.question)
     print(f"demo: question {args.question!r} ({len(question) / 2 / MIC_RATE:.1f} s of speech)")
     workdir = scratch_dir("appliance-demo-")
+    try:
+        return _demo(out, question, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _demo(out: Path, question: bytes, workdir: Path) -> int:
+    """The rig up, one turn through the daemon, the rig down; the caller removes `workdir`
+    however this ends (a Ctrl-C, a timeout)."""
     with PulseLoopback() as loopback, ServerThread(pace=1.0) as server:
         sim = server.server
         assert sim is not None
@@ -63,7 +74,6 @@ def run_demo(args: argparse.Namespace) -> int:
         _print_timeline(server, pressed, status, recorder)
         print(f"demo: daemon stopped {stop_s * 1000:.0f} ms after SIGTERM")
         print(f"demo: wrote {out / 'question.wav'} and {out / 'reply.wav'}")
-    shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
@@ -121,7 +131,17 @@ def main(argv: list[str] | None = None) -> int:
         default="What is the tallest mountain in the world?",
         help="what the demo says into the microphone (spoken by espeak-ng)",
     )
-    return run_demo(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    # A newcomer's first command: how it ended in one line, not a traceback (the rig's
+    # context managers have stopped the daemon, the server and the sound server by then).
+    try:
+        return run_demo(args)
+    except KeyboardInterrupt:
+        print("demo: interrupted; the daemon and the rig are stopped", file=sys.stderr)
+        return 130
+    except (AssertionError, ControlError, LoopbackError) as exc:
+        print(f"demo: failed: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
