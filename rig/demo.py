@@ -71,15 +71,20 @@ def _demo(out: Path, question: bytes, workdir: Path) -> int:
             stop_s = daemon.terminate()
         write_wav(out / "question.wav", question, MIC_RATE)
         write_wav(out / "reply.wav", reply, REPLY_RATE)
-        _print_timeline(server, pressed, status, recorder)
+        heard = _print_timeline(server, pressed, status, recorder)
         print(f"demo: daemon stopped {stop_s * 1000:.0f} ms after SIGTERM")
         print(f"demo: wrote {out / 'question.wav'} and {out / 'reply.wav'}")
+    if heard is None:  # the demo shows the box speaking: a silent speaker is no success
+        print("demo: failed: no reply was heard at the loopback speaker", file=sys.stderr)
+        return 1
     return 0
 
 
 def _print_timeline(
     server: ServerThread, pressed: float, status: dict[str, Any], recorder: Recorder
-) -> None:
+) -> float | None:
+    """Print what happened from the press on; returns when the reply was first heard at
+    the loopback speaker (None: never)."""
     sim = server.server
     assert sim is not None
     events: list[tuple[float, str, str]] = []
@@ -92,6 +97,7 @@ def _print_timeline(
         if hits:
             events.append((hits[0].t, "server", f"received the first {kind}"))
     replies = [e for e in entries if e.direction == "out" and e.kind == "audio"]
+    heard = None
     if replies:
         events.append((replies[0].t, "server", "sent the first reply audio"))
         heard = recorder.first_sound(after=replies[0].t)
@@ -117,6 +123,7 @@ def _print_timeline(
         last = {k: v for k, v in turns[-1].items() if k.endswith("_ms")}
         print("latencies: " + ", ".join(f"{k} {v}" for k, v in last.items()))
     print("LED patterns, in order: " + " -> ".join(status["leds"]))
+    return heard
 
 
 def main(argv: list[str] | None = None) -> int:
