@@ -7,6 +7,7 @@ not a traceback, and leaves no scratch directory in /tmp.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -169,3 +170,33 @@ def test_a_demo_that_cannot_finish_says_why_in_a_line(
     assert "(the daemon's log)" in err
     assert daemon.terminated
     assert not workdir.exists()
+
+
+class _NoSoundCard:
+    """PortAudio on a box with no sound card plugged in: no devices, no defaults."""
+
+    def get_device_count(self) -> int:
+        return 0
+
+    def get_default_input_device_info(self) -> dict[str, Any]:
+        raise OSError("No Default Input Device Available")
+
+    def get_default_output_device_info(self) -> dict[str, Any]:
+        raise OSError("No Default Output Device Available")
+
+    def terminate(self) -> None:
+        return None
+
+
+def test_devices_with_no_sound_card_says_to_plug_one_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    from device.audio import devices
+    from device.config import AudioConfig
+
+    monkeypatch.setattr(devices, "open_portaudio", _NoSoundCard)
+    out = io.StringIO()
+    assert devices.print_devices(AudioConfig(), out) == 1
+    listing = out.getvalue()
+    assert "(PortAudio sees no audio devices)" in listing
+    assert "index above" not in listing  # there is none above to choose
+    assert "input: no default input device: plug in a microphone" in listing
+    assert "output: no default output device: plug in a speaker" in listing

@@ -300,9 +300,15 @@ def print_devices(audio: AudioConfig, out: TextIO = sys.stdout) -> int:
             print(f"{direction}: #{found.index} {found.name!r} ({_spec_text(spec)})", file=out)
         else:
             status = 1
-            print(
-                f"{direction}: {found.summary}: set [audio] {direction}_device "
-                "to a name or index above",
-                file=out,
-            )
+            print(f"{direction}: {found.summary}: {_device_fix(direction, devices)}", file=out)
     return status
+
+
+def _device_fix(direction: Direction, devices: list[DeviceInfo]) -> str:
+    """What to do about a configured device that is not there: choose another from the
+    list, or, when none listed can record (play), plug one in: a Pi's own sound (HDMI,
+    the jack) has no microphone, and a box with its USB card unplugged lists nothing."""
+    if any(d.channels(direction) > 0 for d in devices):
+        return f"set [audio] {direction}_device to a name or index above"
+    part, can = ("microphone", "record") if direction == "input" else ("speaker", "play")
+    return f"plug in a {part} (no device above can {can})"
