@@ -6,10 +6,12 @@ import io
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pyaudio
 import pytest
 
+from device.audio import devices as devices_mod
 from device.audio.devices import (
     RATES,
     AudioDeviceError,
@@ -150,6 +152,7 @@ def test_a_device_with_mono_stays_mono(pa: pyaudio.PyAudio) -> None:
 CHATTER = ("ALSA lib", "jack server", "Cannot connect to server", "JackShm")
 OPEN_PORTAUDIO = """
 import sys
+from typing import Any
 if sys.argv[1] == "quiet":
     from device.audio.portaudio import open_portaudio as make
 else:
@@ -178,6 +181,7 @@ def test_opening_portaudio_puts_no_alsa_or_jack_chatter_in_the_journal() -> None
 PLUGINS_KEPT = """
 import json
 import sys
+from typing import Any
 if sys.argv[1] == "released":
     from device.audio.portaudio import open_portaudio as make
 else:
@@ -204,3 +208,30 @@ def test_opening_portaudio_lets_go_of_the_alsa_plugins_its_scan_loaded() -> None
 
     assert plugins_after("plain"), "this machine's ALSA has no plugins to load anyway"
     assert plugins_after("released") == []
+
+
+class _NoSoundCard:
+    """PortAudio on a box with no sound card plugged in: no devices, no defaults."""
+
+    def get_device_count(self) -> int:
+        return 0
+
+    def get_default_input_device_info(self) -> dict[str, Any]:
+        raise OSError("No Default Input Device Available")
+
+    def get_default_output_device_info(self) -> dict[str, Any]:
+        raise OSError("No Default Output Device Available")
+
+    def terminate(self) -> None:
+        return None
+
+
+def test_devices_with_no_sound_card_says_to_plug_one_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices_mod, "open_portaudio", _NoSoundCard)
+    out = io.StringIO()
+    assert print_devices(AudioConfig(), out) == 1
+    listing = out.getvalue()
+    assert "(PortAudio sees no audio devices)" in listing
+    assert "index above" not in listing  # there is none above to choose
+    assert "input: no default input device: plug in a microphone" in listing
+    assert "output: no default output device: plug in a speaker" in listing
