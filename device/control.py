@@ -284,12 +284,22 @@ def _error(message: str) -> dict[str, Any]:
 def request(
     path: str | os.PathLike[str], cmd: str, timeout: float = 5.0, **fields: Any
 ) -> dict[str, Any]:
-    """Send one command to the daemon and return its reply; ControlError if that fails."""
+    """Send one command to the daemon and return its reply; ControlError if that fails.
+
+    A line past LINE_LIMIT is refused here: the daemon refuses it too, but past the
+    socket's buffer it has closed before the client finished writing, and all the owner
+    read was "Broken pipe"."""
+    line = json.dumps({"cmd": cmd, **fields}).encode() + b"\n"
+    if len(line) > LINE_LIMIT:
+        raise ControlError(
+            f"the request is {len(line) // 1024} KiB, over the {LINE_LIMIT // 1024} KiB "
+            "the daemon takes; send less"
+        )
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect(os.fspath(path))
-            sock.sendall(json.dumps({"cmd": cmd, **fields}).encode() + b"\n")
+            sock.sendall(line)
             with sock.makefile("rb") as stream:
                 line = stream.readline()
         except (FileNotFoundError, ConnectionRefusedError) as exc:
