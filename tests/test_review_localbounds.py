@@ -167,3 +167,42 @@ def test_a_saved_volume_that_is_no_volume_falls_back_to_the_configured_one(
     state = tmp_path / "state.json"
     state.write_text(f'{{"volume": {saved}}}')
     assert _saved_volume(StateFile(state), 0.7) == 0.7
+
+
+HUGE_DECIMAL = "1" * 5000  # past Python's 4300 digits for an int read from text
+HUGE_HEX = "0x" + "f" * 5000  # TOML's hex has no such limit, but writing it in decimal has
+
+
+@pytest.mark.parametrize(
+    ("content", "wanted"),
+    [
+        (f"[audio]\nchunk_ms = {HUGE_DECIMAL}\n", "not valid TOML: a number of over 4300 digits"),
+        (f"[audio]\nchunk_ms = {HUGE_HEX}\n", "[audio] chunk_ms: must be between"),
+        (f"[audio]\nvolume = {HUGE_HEX}\n", "[audio] volume: must be between 0 and 1"),
+        (f"[control]\nmode = {HUGE_HEX}\n", "[control] mode: must be between 0o600 and 0o666"),
+    ],
+    ids=["decimal", "hex for an integer", "hex for a number", "hex for a mode"],
+)
+def test_a_number_of_thousands_of_digits_in_the_configuration_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str, wanted: str
+) -> None:
+    """A ValueError or OverflowError with a traceback: the daemon restarted in a loop, and
+    `ctl` and the doctor, which explain a configuration that does not load, crashed too."""
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza-test")
+    path = tmp_path / "config.toml"
+    path.write_text(content)
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    assert wanted in str(caught.value)
+    assert len(str(caught.value)) < 300, "the owner reads a line, not the number"
+
+
+def test_a_variable_of_thousands_of_digits_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza-test")
+    monkeypatch.setenv("LIVE_APPLIANCE_AUDIO_CHUNK_MS", HUGE_DECIMAL)
+    path = tmp_path / "config.toml"
+    path.write_text("")
+    with pytest.raises(config.ConfigError, match="LIVE_APPLIANCE_AUDIO_CHUNK_MS"):
+        config.load(path)
