@@ -12,9 +12,11 @@ import contextlib
 import dataclasses
 import difflib
 import functools
+import math
 import os
 import re
 import stat
+import sys
 import tomllib
 import types
 import typing
@@ -424,6 +426,9 @@ def _read_toml(path: Path, must_exist: bool) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except RecursionError:  # a value nested thousands deep: no setting is
         raise ConfigError(f"{path}: not valid TOML: nested too deep") from None
+    except ValueError:  # tomllib's int() of a decimal past Python's digit limit
+        digits = sys.get_int_max_str_digits()
+        raise ConfigError(f"{path}: not valid TOML: a number of over {digits} digits") from None
 
 
 def _env_overrides() -> dict[tuple[str, str], tuple[str, Any]]:
@@ -473,7 +478,7 @@ def _env_value(text: str, hint: Any) -> Any:
     `LIVE_APPLIANCE_LIVE_PROJECT=123456789012` is a project, not a number."""
     try:
         parsed = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except ValueError:  # not TOML, or a number past Python's digit limit
         return text
     if hint is None or _coerce(hint, parsed) is not _INVALID:
         return parsed
@@ -570,15 +575,30 @@ def _check_value(label: str, hint: Any, spec: dataclasses.Field[Any], value: Any
     allowed = _describe(hint)
     result = _coerce(hint, value)
     if result is _INVALID:
-        raise ConfigError(f"{label}: must be {allowed} (got {value!r})")
+        raise ConfigError(f"{label}: must be {allowed} (got {_shown(value)})")
     bounds = spec.metadata.get("bounds")
     if bounds and isinstance(result, int | float) and not bounds[0] <= result <= bounds[1]:
         if spec.metadata.get("octal"):  # file modes: 660 is not 0o660
-            low, high, got = oct(bounds[0]), oct(bounds[1]), f"{value!r}, which is {oct(value)}"
+            low, high = oct(bounds[0]), oct(bounds[1])
+            got = f"{_shown(value)}, which is {oct(value)}" if _short(value) else _shown(value)
         else:
-            low, high, got = bounds[0], bounds[1], repr(value)
+            low, high, got = bounds[0], bounds[1], _shown(value)
         raise ConfigError(f"{label}: must be between {low} and {high} (got {got})")
     return result
+
+
+def _short(value: Any) -> bool:
+    """Not an integer too long to write in an error: TOML's hex, octal and binary have no
+    digit limit, and Python refuses to write one of thousands of digits in decimal."""
+    return not isinstance(value, int) or value.bit_length() <= 128
+
+
+def _shown(value: Any) -> str:
+    """A value for an error line: a text pasted into the wrong setting is cut short."""
+    if not _short(value):
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    shown = repr(value)
+    return shown if len(shown) <= 80 else f"{shown[:60]}... ({len(shown)} characters)"
 
 
 _INVALID = object()
@@ -608,8 +628,12 @@ def _coerce(hint: Any, value: Any) -> Any:
     if hint is int:
         return value if isinstance(value, int) and not isinstance(value, bool) else _INVALID
     if hint is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return float(value) if ok else _INVALID
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return _INVALID
+        try:
+            return float(value)
+        except OverflowError:  # an integer past any float: past any bound too
+            return math.inf if value > 0 else -math.inf
     if hint is str:  # only spaces is as empty as an empty persona file
         return value if isinstance(value, str) and value.strip() else _INVALID
     return _INVALID

@@ -180,14 +180,16 @@ HUGE_HEX = "0x" + "f" * 5000  # TOML's hex has no such limit, but writing it in 
         (f"[audio]\nchunk_ms = {HUGE_HEX}\n", "[audio] chunk_ms: must be between"),
         (f"[audio]\nvolume = {HUGE_HEX}\n", "[audio] volume: must be between 0 and 1"),
         (f"[control]\nmode = {HUGE_HEX}\n", "[control] mode: must be between 0o600 and 0o666"),
+        (f"[audio]\nchunk_ms = '{'4' * 500_000}'\n", "[audio] chunk_ms: must be an integer"),
     ],
-    ids=["decimal", "hex for an integer", "hex for a number", "hex for a mode"],
+    ids=["decimal", "hex for an integer", "hex for a number", "hex for a mode", "long text"],
 )
-def test_a_number_of_thousands_of_digits_in_the_configuration_is_a_configuration_error(
+def test_an_outsized_value_in_the_configuration_is_a_one_line_configuration_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str, wanted: str
 ) -> None:
     """A ValueError or OverflowError with a traceback: the daemon restarted in a loop, and
-    `ctl` and the doctor, which explain a configuration that does not load, crashed too."""
+    `ctl` and the doctor, which explain a configuration that does not load, crashed too.
+    A long text where a number goes was written out whole: a line of 500 KB."""
     monkeypatch.setenv("GEMINI_API_KEY", "AIza-test")
     path = tmp_path / "config.toml"
     path.write_text(content)
