@@ -4,6 +4,7 @@ timers, device faults, the watchdog and start-up, in milliseconds each."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import threading
@@ -979,3 +980,38 @@ async def test_at_a_stop_the_camera_goes_dark_before_the_connection_closes(
         box.camera.shutdown = camera_shutdown  # type: ignore[method-assign]
         box.link.close = close  # type: ignore[method-assign]
     assert order[0] == "camera off" and "the camera off" in order[1], order
+
+
+async def test_a_flood_of_ctl_presses_leaves_the_box_consistent_its_journal_and_memory_short(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Thousands of press/release requests as fast as a script sends them, twice: the
+    journal gets a line per transition the box took (not per request), the LEDs show the
+    state `ctl status` reports, and the second flood keeps no more objects than the first."""
+    caplog.set_level(logging.INFO, logger="device.appliance")
+    async with running(tmp_path) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)  # a session open: each press and release counts
+
+        async def flood() -> None:
+            for i in range(1000):
+                await box.control.ask("press")
+                await box.control.ask("release")
+                if i % 50 == 0:
+                    box.mic.record(CHUNK)  # releases end as the microphone's chunks come
+            for _ in range(PRESSES_WAITING + 2):  # each release's last chunk
+                box.mic.record(CHUNK)
+                await box.settle()
+
+        await flood()
+        gc.collect()
+        before = len(gc.get_objects())
+        await flood()
+        gc.collect()
+        kept = len(gc.get_objects()) - before
+        assert kept < 1000, f"{kept} objects kept by a flood of 2000 requests"
+        transitions = [r for r in caplog.records if " -> " in r.getMessage()]
+        assert len(transitions) < 2 * 4 * (PRESSES_WAITING + 2), "a line per request"
+        reply = await box.control.ask("status")
+        assert box.appliance.leds is not None
+        assert box.appliance.leds.state == reply["state"] == box.state

@@ -791,3 +791,69 @@ def test_compression_beyond_the_context_window_is_a_config_error(
         f"{path}: [live] {setting}: must be between "
         f"{'1000' if 'trigger' in setting else '500'} and 131072 (got 500000)"
     )
+
+
+def test_a_key_file_of_ten_megabytes_is_refused_without_reading_it_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    keyfile = tmp_path / "key.txt"
+    keyfile.write_bytes(b"A" * (10 * 1024 * 1024))
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f"[live]\napi_key_file = '{keyfile}'\n")
+    with pytest.raises(config.ConfigError, match="is over 16 KiB; write the key again"):
+        config.load(cfg)
+
+
+def test_a_binary_key_file_that_is_valid_utf8_is_refused_without_showing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    keyfile = tmp_path / "key.bin"
+    keyfile.write_bytes(b"AIza\x00\x01\x02secret")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f"[live]\napi_key_file = '{keyfile}'\n")
+    with pytest.raises(config.ConfigError, match="control character at position 5") as caught:
+        config.load(cfg)
+    assert "secret" not in str(caught.value)
+
+
+HUGE_DECIMAL = "1" * 5000  # past Python's 4300 digits for an int read from text
+HUGE_HEX = "0x" + "f" * 5000  # TOML's hex has no such limit, but writing it in decimal has
+
+
+@pytest.mark.parametrize(
+    ("content", "wanted"),
+    [
+        (f"[audio]\nchunk_ms = {HUGE_DECIMAL}\n", "not valid TOML: a number of over 4300 digits"),
+        (f"[audio]\nchunk_ms = {HUGE_HEX}\n", "[audio] chunk_ms: must be between"),
+        (f"[audio]\nvolume = {HUGE_HEX}\n", "[audio] volume: must be between 0 and 1"),
+        (f"[control]\nmode = {HUGE_HEX}\n", "[control] mode: must be between 0o600 and 0o666"),
+        (f"[audio]\nchunk_ms = '{'4' * 500_000}'\n", "[audio] chunk_ms: must be an integer"),
+    ],
+    ids=["decimal", "hex for an integer", "hex for a number", "hex for a mode", "long text"],
+)
+def test_an_outsized_value_in_the_configuration_is_a_one_line_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str, wanted: str
+) -> None:
+    """A ValueError or OverflowError with a traceback: the daemon restarted in a loop, and
+    `ctl` and the doctor, which explain a configuration that does not load, crashed too.
+    A long text where a number goes was written out whole: a line of 500 KB."""
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza-test")
+    path = tmp_path / "config.toml"
+    path.write_text(content)
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    assert wanted in str(caught.value)
+    assert len(str(caught.value)) < 300, "the owner reads a line, not the number"
+
+
+def test_a_variable_of_thousands_of_digits_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza-test")
+    monkeypatch.setenv("LIVE_APPLIANCE_AUDIO_CHUNK_MS", HUGE_DECIMAL)
+    path = tmp_path / "config.toml"
+    path.write_text("")
+    with pytest.raises(config.ConfigError, match="LIVE_APPLIANCE_AUDIO_CHUNK_MS"):
+        config.load(path)

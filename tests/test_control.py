@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import glob
 import json
 import os
@@ -11,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +21,10 @@ import pytest
 
 from device import appliance as appliance_module
 from device import workers
+from device.cli import main as cli_main
 from device.control import (
+    CLIENTS_LIMIT,
+    LINE_LIMIT,
     AlreadyRunning,
     ControlError,
     ControlServer,
@@ -413,6 +418,9 @@ def test_the_client_says_why_a_socket_path_cannot_be_reached(tmp_path: Path) -> 
 
 
 def open_fds() -> int:
+    """This process's descriptors, once earlier tests' garbage is gone: a socket left in a
+    reference cycle closes whenever the collector next runs, mid-count otherwise."""
+    gc.collect()
     return len(os.listdir("/proc/self/fd"))
 
 
@@ -485,3 +493,99 @@ def test_a_stop_does_not_wait_for_a_client_that_reads_nothing(python: str) -> No
         capture_output=True, text=True, timeout=30, cwd=root, env={"PYTHONPATH": str(root)},
     )  # fmt: skip
     assert ran.stdout.strip() == "closed", ran.stderr[-2000:]
+
+
+def send_unframed(path: Path, size: int) -> bytes:
+    """A client that writes `size` bytes with no newline (as fast as the daemon takes
+    them), then reads what it was answered."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        chunk = b"x" * 65536
+        try:
+            for _ in range(size // len(chunk)):
+                sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused: the daemon stopped reading and let go
+        answer = b""
+        try:
+            while data := sock.recv(4096):
+                answer += data
+        except ConnectionResetError:
+            pass
+        return answer
+
+
+async def test_ten_megabytes_without_a_newline_are_refused_at_the_line_bound(
+    path: Path,
+) -> None:
+    """The daemon stops at LINE_LIMIT, says why, and serves the next client; it neither
+    buffers the 10 MB nor waits for a newline that never comes."""
+    async with ControlServer(path, Daemon()):
+        started = time.monotonic()
+        answer = await asyncio.to_thread(send_unframed, path, 10 * 1024 * 1024)
+        assert time.monotonic() - started < 3
+        assert json.loads(answer) == {"ok": False, "error": "request line too long"}
+        assert (await asyncio.to_thread(request, path, "status"))["state"] == "idle"
+
+
+async def test_a_client_that_trickles_a_byte_at_a_time_is_let_go_within_the_idle_bound(
+    path: Path,
+) -> None:
+    """Slowloris: each byte arrives before the idle time, but the line never completes."""
+    async with ControlServer(path, Daemon(), idle_s=0.5):
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b'{"cmd": "status"}\n')
+        assert json.loads(await reader.readline())["ok"] is True
+        started = time.monotonic()
+        with pytest.raises(ConnectionError):
+            for byte in b'{"cmd": "status", "pad": "' + b"x" * 100:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.1)
+                if reader.at_eof():
+                    raise ConnectionResetError
+        assert time.monotonic() - started < 2, "let go at idle_s, not at the line's end"
+        writer.close()
+        assert (await asyncio.to_thread(request, path, "status"))["ok"] is True
+
+
+async def test_three_hundred_connections_held_at_once_leave_the_owners_ctl_served(
+    path: Path,
+) -> None:
+    """Hundreds of clients that connect and hold on: the daemon keeps at most its bound of
+    them (descriptors too: the unit allows 256), and `ctl status` still gets through."""
+    async with ControlServer(path, Daemon()):
+        before = open_fds()
+        held: list[socket.socket] = []
+        try:
+            for _ in range(300):
+                sock = socket.socket(socket.AF_UNIX)
+                sock.setblocking(False)
+                await asyncio.get_running_loop().sock_connect(sock, str(path))
+                held.append(sock)
+            await asyncio.sleep(0.5)
+            daemons_own = open_fds() - before - len(held)
+            assert daemons_own <= CLIENTS_LIMIT + 1
+            for _ in range(3):
+                assert (await asyncio.to_thread(request, path, "status"))["state"] == "idle"
+        finally:
+            for sock in held:
+                sock.close()
+
+
+async def test_a_ctl_text_too_long_for_the_daemon_says_so_not_broken_pipe(
+    path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ctl text $(cat notes.txt)` with a long file: past the socket's buffer the daemon has
+    refused the line and closed before the client finished writing, and the owner read
+    "dropped the connection: [Errno 32] Broken pipe"."""
+    async with ControlServer(path, Daemon()):
+        words = ["word"] * 100_000  # 500 KB: argv takes it (2 MB), a line does not (64 KiB)
+        code = await asyncio.to_thread(cli_main, ["ctl", "text", *words, "--socket", str(path)])
+        assert code == 1
+        err = capsys.readouterr().err
+        assert "Broken pipe" not in err
+        assert f"over the {LINE_LIMIT // 1024} KiB" in err
+        with pytest.raises(ControlError, match="request is 5120 KiB"):
+            await asyncio.to_thread(request, path, "text", text="x" * (5 * 1024 * 1024))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from device.appliance import _saved_volume
 from device.persist import StateFile
 
 
@@ -41,3 +42,18 @@ def test_a_volume_set_to_what_it_is_writes_nothing_to_the_card(tmp_path: Path) -
     assert (again.st_ino, again.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
     state.save(volume=0.4)
     assert state.load() == {"volume": 0.4}
+
+
+@pytest.mark.parametrize(
+    "saved",
+    ['NaN', 'Infinity', '-Infinity', '1e400', "1" + "0" * 100, "-0.5", "1.5", '"loud"',
+     "true", "null", "[0.5]"],
+)  # fmt: skip
+def test_a_saved_volume_that_is_no_volume_falls_back_to_the_configured_one(
+    tmp_path: Path, saved: str
+) -> None:
+    """The state file is edited by hand, or damaged: the box starts at its configured
+    volume, not silent, not clipping, not crashing."""
+    state = tmp_path / "state.json"
+    state.write_text(f'{{"volume": {saved}}}')
+    assert _saved_volume(StateFile(state), 0.7) == 0.7
