@@ -38,7 +38,8 @@ class Timer(StrEnum):
     REPLY = "reply"  # how long a reply may take to start, or to go on
     LONG_REPLY = "long_reply"  # how long one reply may play: a service streaming without end
     #: How long the model's tool calls may go unanswered (their [tools] timeout_s, and time
-    #: for the answer to go out): while one works, the model waits, and REPLY with it.
+    #: for the answer to go out): while one works, the model waits, and REPLY with it (or,
+    #: hands-free before the reply's first word, SILENCE).
     TOOL = "tool"
     #: How long the microphone may stream at one go, whatever the room's sound (a TV keeps
     #: SILENCE from running out): a held press, or a hands-free conversation.
@@ -498,6 +499,10 @@ def _transition(m: Machine, event: Event) -> Step:
     """The transition table: one case per (event, situation), read top to bottom."""
     ptt = m.mode is Mode.PUSH_TO_TALK
     working = Timer.TOOL in m.timers  # a tool call of this reply's is unanswered
+    # Hands-free, thinking before the reply has begun: only a tool called while the box
+    # listened gets it there (a reply's first part, or the model saying it works on,
+    # starts LONG_REPLY).
+    tool_first = not ptt and m.state is State.THINKING and Timer.LONG_REPLY not in m.timers
     match event:
         case Heartbeat():
             return m, [FeedWatchdog()]
@@ -536,6 +541,8 @@ def _transition(m: Machine, event: Event) -> Step:
             camera = [StartCamera()] if from_the_room and not ptt else []
             spoke = m.spoke or (ptt and m.held and from_the_room)
             return replace(m, spoke=spoke), [StartTimer(Timer.SILENCE), *camera]
+        case SpeechHeard(from_the_room=True) if tool_first:
+            return m, [StartCamera()]  # the silence waits for the tool, not the camera
         case SpeechHeard():
             return m, []
         case TalkedOver() if not ptt and m.state is State.SPEAKING:
@@ -661,6 +668,20 @@ def _transition(m: Machine, event: Event) -> Step:
         case ReplyDropped():
             return m, []
 
+        case ToolsAtWork(calls=calls) if calls > 0 and (
+            tool_first or (not ptt and m.state is State.LISTENING)
+        ):
+            # Hands-free, the model calls a tool before a word ("what time is it?"): the
+            # box works, and the silence waits for it (TOOL bounds the wait). The person is
+            # still heard, the microphone open, as whenever it thinks.
+            held: list[Action] = [CancelTimer(Timer.SILENCE), CancelTimer(Timer.REPLY)]
+            return m.to(State.THINKING), [*held, StartTimer(Timer.TOOL)]
+        case ToolsAtWork(calls=calls) if calls <= 0 and working and tool_first:
+            # The answer went out: the reply is awaited as after a question, the silence
+            # whole (and a goodbye the end_conversation call promised, a while).
+            answered: list[Action] = [CancelTimer(Timer.TOOL), StartTimer(Timer.SILENCE)]
+            goodbye = [StartTimer(Timer.REPLY)] if m.ending else []
+            return m.to(State.LISTENING), [*answered, *goodbye]
         case ToolsAtWork(calls=calls) if calls > 0 and m.state in _REPLYING:
             # The model waits for the tool: so does the reply timer. The reply has begun,
             # and its longest_reply_s counts from here if nothing came before.

@@ -63,6 +63,14 @@ def test_the_person_talking_while_the_tool_works_is_heard() -> None:
     assert seen == [State.SPEAKING]
 
 
+def test_a_person_talking_while_the_tool_works_starts_the_camera_a_text_turn_left_off() -> None:
+    """A hook's text opens the conversation with the camera off; a person who speaks
+    while the model's tool works is there to be seen, as when the box listens."""
+    m, _, _ = run(Machine(mode=Mode.TOGGLE), s.TextTurn("what time is it?"), SETUP, CALLED)
+    m, seen, actions = run(m, s.SpeechHeard(from_the_room=True))
+    assert seen == [State.THINKING] and names(actions) == ["start_camera"]
+
+
 def test_a_second_tool_call_before_the_first_answer_still_listens_after_both() -> None:
     m, _, _ = run(asked(), CALLED, s.ToolsAtWork(session=1, calls=2))
     m, seen, _ = run(m, CALLED, ANSWERED)
@@ -85,7 +93,7 @@ def test_a_reconnect_while_the_tool_works_listens_on_the_next_connection(
     """The call's task ends with the connection (ToolsAtWork with no call left), and the
     link reconnects: the box listens again on the next one."""
     gone = s.Reconnecting(session=1, reason="1011", reply_lost=False)
-    order = [ANSWERED, gone] if answer_first else [gone, ANSWERED]
+    order: list[s.Event] = [ANSWERED, gone] if answer_first else [gone, ANSWERED]
     m, seen, _ = run(asked(), CALLED, *order, s.Reconnected(session=1))
     assert seen[-2:] == [State.CONNECTING, State.LISTENING]
     assert Timer.SILENCE in m.timers and Timer.TOOL not in m.timers
