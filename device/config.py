@@ -369,7 +369,7 @@ def load(
         if not isinstance(values, dict):  # `hardware = "respeaker-2mic"`, `[[audio]]`
             raise ConfigError(
                 f"{where}: [{name}] must be a table of settings: a line [{name}], its "
-                f"settings on the lines below (got {name} = {values!r})"
+                f"settings on the lines below (got {name} = {_shown(values)})"
             )
     from_env = _env_overrides()
     for (section, setting), (_, value) in from_env.items():
@@ -525,7 +525,7 @@ def _profile_presets(where: str, hardware: dict[str, Any]) -> dict[str, dict[str
     if not isinstance(name, str) or name not in PROFILES:
         raise ConfigError(
             f"{where}: [hardware] profile: must be one of {', '.join(map(repr, PROFILES))} "
-            f"(got {name!r})"
+            f"(got {_shown(name)})"
         )
     return PROFILES[name]
 
@@ -594,10 +594,15 @@ def _short(value: Any) -> bool:
 
 
 def _shown(value: Any) -> str:
-    """A value for an error line: a text pasted into the wrong setting is cut short."""
+    """A value for an error line: a text pasted into the wrong setting is cut short, an
+    integer too long to write (alone, or in a list or a table) is described."""
     if not _short(value):
         return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
-    shown = repr(value)
+    try:
+        shown = repr(value)
+    except ValueError:  # such an integer inside a list or a table
+        kind = "table" if isinstance(value, dict) else "list"
+        return f"a {kind} holding an integer of thousands of digits"
     return shown if len(shown) <= 80 else f"{shown[:60]}... ({len(shown)} characters)"
 
 

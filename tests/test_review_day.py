@@ -182,8 +182,18 @@ HUGE_HEX = "0x" + "f" * 5000  # TOML's hex has no digit limit; Python's decimal 
         (f"[live]\nvoice = {{ name = {HUGE_HEX} }}\n", "[live] voice: must be"),
         (f"audio = {HUGE_HEX}\n", "[audio] must be a table of settings"),
         (f"audio = '{'x' * 500_000}'\n", "[audio] must be a table of settings"),
+        (f"[hardware]\nprofile = {HUGE_HEX}\n", "[hardware] profile: must be one of"),
+        (f"[hardware]\nprofile = '{'x' * 500_000}'\n", "[hardware] profile: must be one of"),
     ],
-    ids=["in a list", "in a list for a number", "in a table", "a section", "a long section"],
+    ids=[
+        "in a list",
+        "in a list for a number",
+        "in a table",
+        "a section",
+        "a long section",
+        "a profile",
+        "a long profile",
+    ],
 )
 def test_a_huge_number_inside_a_list_or_as_a_section_is_a_one_line_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str, wanted: str
