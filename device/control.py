@@ -289,17 +289,17 @@ def request(
     A line past LINE_LIMIT is refused here: the daemon refuses it too, but past the
     socket's buffer it has closed before the client finished writing, and all the owner
     read was "Broken pipe"."""
-    line = json.dumps({"cmd": cmd, **fields}).encode() + b"\n"
-    if len(line) > LINE_LIMIT:
+    sent = json.dumps({"cmd": cmd, **fields}).encode()
+    if len(sent) > LINE_LIMIT:  # the daemon's bound, its newline apart
         raise ControlError(
-            f"the request is {len(line) // 1024} KiB, over the {LINE_LIMIT // 1024} KiB "
+            f"the request is {-(-len(sent) // 1024)} KiB, over the {LINE_LIMIT // 1024} KiB "
             "the daemon takes; send less"
         )
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect(os.fspath(path))
-            sock.sendall(line)
+            sock.sendall(sent + b"\n")
             with sock.makefile("rb") as stream:
                 line = stream.readline()
         except (FileNotFoundError, ConnectionRefusedError) as exc:

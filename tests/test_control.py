@@ -587,5 +587,5 @@ async def test_a_ctl_text_too_long_for_the_daemon_says_so_not_broken_pipe(
         err = capsys.readouterr().err
         assert "Broken pipe" not in err
         assert f"over the {LINE_LIMIT // 1024} KiB" in err
-        with pytest.raises(ControlError, match="request is 5120 KiB"):
+        with pytest.raises(ControlError, match="request is 5121 KiB"):
             await asyncio.to_thread(request, path, "text", text="x" * (5 * 1024 * 1024))

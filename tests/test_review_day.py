@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from device import config
+from device.control import LINE_LIMIT, ControlError, ControlServer, request
 from device.states import (
     Action,
     CancelTimer,
@@ -219,3 +224,42 @@ def test_a_huge_number_in_a_list_from_a_variable_is_a_one_line_error(
     path.write_text("")
     with pytest.raises(config.ConfigError, match="LIVE_APPLIANCE_TOOLS_ENABLED"):
         config.load(path)
+
+
+async def status(req: dict[str, Any]) -> dict[str, Any]:
+    return {"state": "idle", "pad": len(req.get("pad", ""))}
+
+
+def padded(size: int) -> str:
+    """A pad that makes the status request's line `size` bytes, its newline included."""
+    return "x" * (size - len(json.dumps({"cmd": "status", "pad": ""}).encode()) - 1)
+
+
+def send_raw(path: Path, line: bytes) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        sock.sendall(line)
+        with sock.makefile("rb") as stream:
+            answer: dict[str, Any] = json.loads(stream.readline())
+            return answer
+
+
+async def test_ctl_sends_every_line_the_daemon_takes(tmp_path: Path) -> None:
+    """The daemon reads a line of LINE_LIMIT bytes before its newline; ctl refused it,
+    counting the newline against the bound."""
+    path = tmp_path / "ctl.sock"
+    async with ControlServer(path, status):
+        line = json.dumps({"cmd": "status", "pad": padded(LINE_LIMIT + 1)}).encode() + b"\n"
+        assert len(line) == LINE_LIMIT + 1
+        assert (await asyncio.to_thread(send_raw, path, line))["state"] == "idle"
+        got = await asyncio.to_thread(request, path, "status", pad=padded(LINE_LIMIT + 1))
+        assert got["state"] == "idle"
+
+
+def test_ctl_a_request_just_past_the_bound_is_not_said_to_be_at_it(tmp_path: Path) -> None:
+    """Half a KiB over: "the request is 64 KiB, over the 64 KiB the daemon takes"."""
+    with pytest.raises(ControlError) as refused:
+        request(tmp_path / "none.sock", "status", pad=padded(LINE_LIMIT + 512))
+    size, bound = map(int, re.findall(r"(\d+) KiB", str(refused.value)))
+    assert size > bound, str(refused.value)
