@@ -152,7 +152,6 @@ def test_a_device_with_mono_stays_mono(pa: pyaudio.PyAudio) -> None:
 CHATTER = ("ALSA lib", "jack server", "Cannot connect to server", "JackShm")
 OPEN_PORTAUDIO = """
 import sys
-from typing import Any
 if sys.argv[1] == "quiet":
     from device.audio.portaudio import open_portaudio as make
 else:
@@ -181,7 +180,6 @@ def test_opening_portaudio_puts_no_alsa_or_jack_chatter_in_the_journal() -> None
 PLUGINS_KEPT = """
 import json
 import sys
-from typing import Any
 if sys.argv[1] == "released":
     from device.audio.portaudio import open_portaudio as make
 else:
