@@ -676,12 +676,16 @@ def _transition(m: Machine, event: Event) -> Step:
             # still heard, the microphone open, as whenever it thinks.
             held: list[Action] = [CancelTimer(Timer.SILENCE), CancelTimer(Timer.REPLY)]
             return m.to(State.THINKING), [*held, StartTimer(Timer.TOOL)]
-        case ToolsAtWork(calls=calls) if calls <= 0 and working and tool_first:
-            # The answer went out: the reply is awaited as after a question, the silence
-            # whole (and a goodbye the end_conversation call promised, a while).
-            answered: list[Action] = [CancelTimer(Timer.TOOL), StartTimer(Timer.SILENCE)]
+        case ToolsAtWork(calls=calls) if calls <= 0 and working and not ptt and (
+            m.state is State.THINKING
+        ):
+            # Hands-free, nothing playing: the answer went out (or the call was withdrawn,
+            # the person speaking again). The reply is awaited as after a question, the
+            # silence whole and fed by their words (and a goodbye the end_conversation call
+            # promised, a while).
+            answered: list[Action] = [*_REPLY_ENDS, StartTimer(Timer.SILENCE)]
             goodbye = [StartTimer(Timer.REPLY)] if m.ending else []
-            return m.to(State.LISTENING), [*answered, *goodbye]
+            return m.to(State.LISTENING, reply_done=False), [*answered, *goodbye]
         case ToolsAtWork(calls=calls) if calls > 0 and m.state in _REPLYING:
             # The model waits for the tool: so does the reply timer. The reply has begun,
             # and its longest_reply_s counts from here if nothing came before.
