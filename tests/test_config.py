@@ -830,8 +830,28 @@ HUGE_HEX = "0x" + "f" * 5000  # TOML's hex has no such limit, but writing it in 
         (f"[audio]\nvolume = {HUGE_HEX}\n", "[audio] volume: must be between 0 and 1"),
         (f"[control]\nmode = {HUGE_HEX}\n", "[control] mode: must be between 0o600 and 0o666"),
         (f"[audio]\nchunk_ms = '{'4' * 500_000}'\n", "[audio] chunk_ms: must be an integer"),
+        (f"[tools]\nenabled = [{HUGE_HEX}]\n", "[tools] enabled: must be"),
+        (f"[conversation]\nreply_timeout_s = [{HUGE_HEX}]\n", "reply_timeout_s: must be"),
+        (f"[live]\nvoice = {{ name = {HUGE_HEX} }}\n", "[live] voice: must be"),
+        (f"audio = {HUGE_HEX}\n", "[audio] must be a table of settings"),
+        (f"audio = '{'x' * 500_000}'\n", "[audio] must be a table of settings"),
+        (f"[hardware]\nprofile = {HUGE_HEX}\n", "[hardware] profile: must be one of"),
+        (f"[hardware]\nprofile = '{'x' * 500_000}'\n", "[hardware] profile: must be one of"),
     ],
-    ids=["decimal", "hex for an integer", "hex for a number", "hex for a mode", "long text"],
+    ids=[
+        "decimal",
+        "hex for an integer",
+        "hex for a number",
+        "hex for a mode",
+        "long text",
+        "in a list",
+        "in a list for a number",
+        "in a table",
+        "a section",
+        "a long section",
+        "a profile",
+        "a long profile",
+    ],
 )
 def test_an_outsized_value_in_the_configuration_is_a_one_line_configuration_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str, wanted: str
@@ -848,12 +868,20 @@ def test_an_outsized_value_in_the_configuration_is_a_one_line_configuration_erro
     assert len(str(caught.value)) < 300, "the owner reads a line, not the number"
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LIVE_APPLIANCE_AUDIO_CHUNK_MS", HUGE_DECIMAL),
+        ("LIVE_APPLIANCE_TOOLS_ENABLED", f"[{HUGE_HEX}]"),
+    ],
+    ids=["a number", "in a list"],
+)
 def test_a_variable_of_thousands_of_digits_is_a_configuration_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
     monkeypatch.setenv("GEMINI_API_KEY", "AIza-test")
-    monkeypatch.setenv("LIVE_APPLIANCE_AUDIO_CHUNK_MS", HUGE_DECIMAL)
+    monkeypatch.setenv(variable, value)
     path = tmp_path / "config.toml"
     path.write_text("")
-    with pytest.raises(config.ConfigError, match="LIVE_APPLIANCE_AUDIO_CHUNK_MS"):
+    with pytest.raises(config.ConfigError, match=variable):
         config.load(path)

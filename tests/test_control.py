@@ -8,6 +8,7 @@ import gc
 import glob
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -589,3 +590,37 @@ async def test_a_ctl_text_too_long_for_the_daemon_says_so_not_broken_pipe(
         assert f"over the {LINE_LIMIT // 1024} KiB" in err
         with pytest.raises(ControlError, match="request is 5121 KiB"):
             await asyncio.to_thread(request, path, "text", text="x" * (5 * 1024 * 1024))
+
+
+def padded(size: int) -> str:
+    """A pad that makes the status request's line `size` bytes, its newline included."""
+    return "x" * (size - len(json.dumps({"cmd": "status", "pad": ""}).encode()) - 1)
+
+
+def send_raw(path: Path, line: bytes) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        sock.sendall(line)
+        with sock.makefile("rb") as stream:
+            answer: dict[str, Any] = json.loads(stream.readline())
+            return answer
+
+
+async def test_ctl_sends_every_line_the_daemon_takes(path: Path) -> None:
+    """The daemon reads a line of LINE_LIMIT bytes before its newline; ctl refused it,
+    counting the newline against the bound."""
+    async with ControlServer(path, Daemon()):
+        line = json.dumps({"cmd": "status", "pad": padded(LINE_LIMIT + 1)}).encode() + b"\n"
+        assert len(line) == LINE_LIMIT + 1
+        assert (await asyncio.to_thread(send_raw, path, line))["state"] == "idle"
+        got = await asyncio.to_thread(request, path, "status", pad=padded(LINE_LIMIT + 1))
+        assert got["state"] == "idle"
+
+
+def test_ctl_a_request_just_past_the_bound_is_not_said_to_be_at_it(tmp_path: Path) -> None:
+    """Half a KiB over: "the request is 64 KiB, over the 64 KiB the daemon takes"."""
+    with pytest.raises(ControlError) as refused:
+        request(tmp_path / "none.sock", "status", pad=padded(LINE_LIMIT + 512))
+    size, bound = map(int, re.findall(r"(\d+) KiB", str(refused.value)))
+    assert size > bound, str(refused.value)

@@ -24,19 +24,24 @@ from device.states import (
     Action,
     CancelTimer,
     Earcon,
+    EndConversation,
     Event,
+    Interrupted,
     Machine,
     Mode,
     PlaybackDrained,
     PlayEarcon,
     Pressed,
     Released,
+    ReplyAudio,
     SetupComplete,
+    SpeechHeard,
     StartTimer,
     State,
     Timeout,
     Timer,
     ToolsAtWork,
+    TurnComplete,
     step,
 )
 
@@ -55,8 +60,11 @@ class Clock:
     """The state machine with its timers on a clock the test moves: what a person at the
     box would hear (earcons) and see (states) over a turn."""
 
-    def __init__(self) -> None:
-        self.machine, self.now = Machine(), 0.0
+    def __init__(
+        self, machine: Machine | None = None, seconds: dict[Timer, float] | None = None
+    ) -> None:
+        self.machine, self.now = machine or Machine(), 0.0
+        self.seconds = SECONDS if seconds is None else seconds
         self.due: dict[Timer, float] = {}
         self.states: list[State] = []
         self.earcons: list[Earcon] = []
@@ -71,7 +79,7 @@ class Clock:
         for action in actions:
             match action:
                 case StartTimer(timer):
-                    self.due[timer] = self.now + SECONDS.get(timer, 3600.0)
+                    self.due[timer] = self.now + self.seconds.get(timer, 3600.0)
                 case CancelTimer(timer):
                     self.due.pop(timer, None)
                 case PlayEarcon(earcon):
@@ -259,7 +267,7 @@ def test_a_tool_slower_than_the_reply_timeout_is_a_setting_that_loads(tmp_path: 
 
 
 SILENCE_S = 30.0  # the default [conversation] end_after_silence_s
-TOOL_TIMEOUT_S = 60.0  # a [tools] timeout_s above it, now allowed
+SLOW_TOOL_S = 60.0  # a [tools] timeout_s above it, now allowed
 CALLED = s.ToolsAtWork(session=1, calls=1)
 ANSWERED = s.ToolsAtWork(session=1, calls=0)
 
@@ -370,7 +378,7 @@ async def test_hands_free_a_tool_slower_than_the_silence_timer_gets_its_answer_h
     40 s ([tools] timeout_s 60, end_after_silence_s 30). The box stayed listening and
     the silence timer ran on: it hung up mid-tool, and the answer was never heard."""
     monkeypatch.setitem(SECONDS, Timer.SILENCE, SILENCE_S)
-    monkeypatch.setitem(SECONDS, Timer.TOOL, TOOL_TIMEOUT_S + SECONDS[Timer.REPLY])
+    monkeypatch.setitem(SECONDS, Timer.TOOL, SLOW_TOOL_S + SECONDS[Timer.REPLY])
     turn = HandsFree()
     async with asyncio.TaskGroup() as group:
         turn.conn._group = group
@@ -389,3 +397,106 @@ async def test_hands_free_a_tool_slower_than_the_silence_timer_gets_its_answer_h
     assert while_working is State.THINKING, "listening LEDs while the tool worked"
     assert turn.clock.states[-1] is State.LISTENING
     assert Earcon.ERROR not in turn.clock.earcons
+
+
+#: The defaults' timers, with a slow tool's: [conversation] end_after_silence_s,
+#: reply_timeout_s, longest_conversation_s, longest_reply_s.
+DEFAULTS = {
+    Timer.SILENCE: SILENCE_S,
+    Timer.REPLY: REPLY_TIMEOUT_S,
+    Timer.OPEN_MIC: 900.0,
+    Timer.LONG_REPLY: 300.0,
+    Timer.TOOL: SLOW_TOOL_S + REPLY_TIMEOUT_S,
+}
+
+
+def test_hands_free_a_slow_tool_is_not_cut_off_by_the_silence_after_the_question() -> None:
+    """Hands-free, the person asks, the model calls a tool at once (no words first) and the
+    tool takes 40 s, within a [tools] timeout_s of 60 that loads now. The box shows
+    "listening" meanwhile and end_after_silence_s (30 s, from the question's last word)
+    runs through the tool: the conversation hangs up before the answer can come."""
+    clock = Clock(Machine(mode=Mode.TOGGLE), DEFAULTS)
+    clock.feed(Pressed(), SetupComplete(session=SESSION), SpeechHeard(from_the_room=True))
+    clock.wait(1)
+    clock.feed(ToolsAtWork(session=SESSION, calls=1))
+    clock.wait(39)  # the tool works
+    assert clock.machine.session_open, "hung up while the tool worked"
+
+
+def words() -> ReplyAudio:
+    return ReplyAudio(session=SESSION, pcm=b"\x01\x00" * 100)
+
+
+def test_hands_free_talking_over_a_tools_wait_brings_no_error_beep() -> None:
+    """Hands-free: "let me look that up", a tool call, the turn's end, played out: the box
+    waits for the tool. The person speaks again (a new question, 35 s of it); the service
+    withdraws the call (toolCallCancellation: the connection reports no tool at work) and
+    will answer when they stop. The reply timer, started by the withdrawal, ran out while
+    they talked: the error earcon over their words, the LEDs "thinking" all along. Before
+    95160c9 the drain left the box listening, its silence timer fed by their words."""
+    clock = Clock(Machine(mode=Mode.TOGGLE), DEFAULTS)
+    clock.feed(Pressed(), SetupComplete(session=SESSION), SpeechHeard(from_the_room=True))
+    clock.feed(words(), ToolsAtWork(session=SESSION, calls=1), TurnComplete(session=SESSION))
+    clock.feed(PlaybackDrained())
+    clock.feed(SpeechHeard(from_the_room=True), ToolsAtWork(session=SESSION, calls=0))
+    for _ in range(35):  # they talk on
+        clock.wait(1)
+        clock.feed(SpeechHeard(from_the_room=True))
+    assert Earcon.ERROR not in clock.earcons, "the error earcon while the person talked"
+    clock.feed(words(), TurnComplete(session=SESSION), PlaybackDrained())
+    assert clock.machine.state is State.LISTENING
+
+
+def test_push_to_talk_a_press_over_a_tools_wait_starts_a_turn_of_its_own() -> None:
+    """Refutes a worry: the tool of the reply a press superseded reports its answer after
+    the new question was asked; the new turn keeps its own reply timer, and ends quietly."""
+    clock = Clock(Machine(), DEFAULTS)
+    clock.feed(Pressed(), SetupComplete(session=SESSION), Released())
+    clock.feed(ToolsAtWork(session=SESSION, calls=1))
+    clock.wait(10)
+    clock.feed(Pressed(), Released())  # a new question over the tool's wait
+    clock.feed(ToolsAtWork(session=SESSION, calls=0))  # the old tool's answer goes out
+    assert Timer.TOOL not in clock.machine.timers
+    clock.wait(REPLY_TIMEOUT_S - 1)
+    clock.feed(words(), TurnComplete(session=SESSION), PlaybackDrained())
+    assert clock.machine.state is State.IDLE
+    assert Earcon.ERROR not in clock.earcons
+
+
+def test_hands_free_a_superseded_sessions_tool_does_not_touch_the_next() -> None:
+    """Refutes a worry: a press hangs up while a tool works; the next press opens session 2,
+    and session 1's tool ending (its task cancelled with the connection) changes nothing."""
+    clock = Clock(Machine(mode=Mode.TOGGLE), DEFAULTS)
+    clock.feed(Pressed(), SetupComplete(session=1), SpeechHeard(from_the_room=True))
+    clock.feed(words(), ToolsAtWork(session=1, calls=1))
+    clock.feed(Pressed(), Pressed(), SetupComplete(session=2))  # hang up, start again
+    clock.feed(ToolsAtWork(session=1, calls=0), ToolsAtWork(session=1, calls=1))
+    assert clock.machine.state is State.LISTENING and Timer.TOOL not in clock.machine.timers
+
+
+def test_push_to_talk_the_goodbye_tool_hangs_up_after_the_goodbye_without_an_error() -> None:
+    """Refutes a worry: "goodbye", the end_conversation call (answered at once), the turn's
+    end: the box hangs up when the goodbye has played, with the falling earcon only."""
+    clock = Clock(Machine(), DEFAULTS)
+    clock.feed(Pressed(), SetupComplete(session=SESSION), Released())
+    clock.feed(words(), ToolsAtWork(session=SESSION, calls=1), EndConversation(session=SESSION))
+    clock.feed(ToolsAtWork(session=SESSION, calls=0), TurnComplete(session=SESSION))
+    clock.feed(PlaybackDrained())
+    assert not clock.machine.session_open and clock.machine.state is State.IDLE
+    assert clock.earcons == [Earcon.LISTEN_START, Earcon.LISTEN_END, Earcon.LISTEN_END]
+
+
+def test_barge_in_over_a_tools_wait_with_interrupted_ends_the_turn_quietly() -> None:
+    """Refutes a worry: the service interrupts and withdraws the call (either order)."""
+    for order in ((True, False), (False, True)):
+        clock = Clock(Machine(mode=Mode.TOGGLE), DEFAULTS)
+        clock.feed(Pressed(), SetupComplete(session=SESSION), SpeechHeard(from_the_room=True))
+        clock.feed(words(), ToolsAtWork(session=SESSION, calls=1))
+        for interrupted_first in order:
+            if interrupted_first:
+                clock.feed(Interrupted(session=SESSION))
+            else:
+                clock.feed(ToolsAtWork(session=SESSION, calls=0))
+        assert clock.machine.state is State.LISTENING
+        assert Timer.TOOL not in clock.machine.timers and Timer.REPLY not in clock.machine.timers
+        assert Earcon.ERROR not in clock.earcons
