@@ -26,7 +26,8 @@ from device.audio.capture import PRESS_LAG_S
 from device.audio.earcons import earcon
 from device.audio.keeper import REOPEN_MAX_S, AudioKeeper, DriverStuck
 from device.config import Config
-from device.control import ControlError, single_instance
+from device.control import single_instance
+from device.control_client import ControlError
 from device.hw import gpio_failure, no_pin_driver
 from device.hw.leds import LedAnimator
 from device.mic_feed import MicFeed

@@ -59,7 +59,7 @@ def _control_socket(cli_path: str | None) -> str:
 
 
 def _cmd_ctl(args: argparse.Namespace) -> int:
-    from device.control import ControlError, request
+    from device.control_client import ControlError, request
 
     socket_path = args.socket or _control_socket(args.config)
     fields: dict[str, Any] = {"text": " ".join(args.words)} if args.action == "text" else {}

@@ -4,7 +4,7 @@ The daemon serves it (`ControlServer`) so `live-appliance ctl` and tests can
 press the button, release it and read the status without touching GPIO. Each
 request is one JSON object with a "cmd" on one line; each answer is one JSON
 object on one line, with "ok" and, on failure, "error". The client (`request`)
-uses only the standard library so `ctl` answers without importing the daemon.
+is in device.control_client: `ctl` answers without importing asyncio.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import fcntl
 import json
 import logging
 import os
-import socket
 import stat
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from device.control_client import LINE_LIMIT, ControlError
 from device.errors import ConfigError
 from device.logs import Overflow
 
@@ -28,8 +28,6 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
-# A request line longer than this is refused: commands are a few bytes.
-LINE_LIMIT = 64 * 1024
 #: Clients served at once; one more is answered with an error and let go.
 CLIENTS_LIMIT = 8
 #: A client that sends no request (or reads no answer) for this long is let go.
@@ -38,16 +36,8 @@ CLIENT_IDLE_S = 10.0
 FIRST_REQUEST_S = 1.0
 
 
-class ControlError(Exception):
-    """The control socket could not be used; the message says why and where."""
-
-
 class AlreadyRunning(ControlError):
     """Another live process already serves the control socket."""
-
-
-class NotRunning(ControlError):
-    """Nothing serves the control socket: the daemon is not running."""
 
 
 @contextlib.contextmanager
@@ -279,50 +269,3 @@ async def _send(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
 
 def _error(message: str) -> dict[str, Any]:
     return {"ok": False, "error": message}
-
-
-def request(
-    path: str | os.PathLike[str], cmd: str, timeout: float = 5.0, **fields: Any
-) -> dict[str, Any]:
-    """Send one command to the daemon and return its reply; ControlError if that fails.
-
-    A line past LINE_LIMIT is refused here: the daemon refuses it too, but past the
-    socket's buffer it has closed before the client finished writing, and all the owner
-    read was "Broken pipe"."""
-    sent = json.dumps({"cmd": cmd, **fields}).encode()
-    if len(sent) > LINE_LIMIT:  # the daemon's bound, its newline apart
-        raise ControlError(
-            f"the request is {-(-len(sent) // 1024)} KiB, over the {LINE_LIMIT // 1024} KiB "
-            "the daemon takes; send less"
-        )
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(os.fspath(path))
-            sock.sendall(sent + b"\n")
-            with sock.makefile("rb") as stream:
-                line = stream.readline()
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise NotRunning(
-                f"the live-appliance daemon is not running (nothing listens at {path}); "
-                "just started, it listens within a second or two"
-            ) from exc
-        except PermissionError as exc:
-            raise ControlError(
-                f"permission denied on {path}: run as a member of its group, or with sudo"
-            ) from exc
-        except TimeoutError as exc:
-            raise ControlError(f"no answer from the daemon at {path} within {timeout} s") from exc
-        except ConnectionError as exc:
-            raise ControlError(f"the daemon at {path} dropped the connection: {exc}") from exc
-        except OSError as exc:  # a path too long for a socket, a file in its way
-            raise ControlError(f"cannot reach the daemon at {path}: {exc.strerror or exc}") from exc
-    if not line:
-        raise ControlError(f"the daemon at {path} closed the connection without answering")
-    try:
-        reply = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ControlError(f"the daemon at {path} answered with bad JSON: {exc}") from exc
-    if not isinstance(reply, dict):
-        raise ControlError(f"the daemon at {path} answered with {reply!r}, not an object")
-    return reply

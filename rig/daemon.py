@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.control import ControlError, request
+from device.control_client import ControlError, request
 from rig.loopback import PulseLoopback
 from rig.server.server import LiveServer
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from device.audio.pcm import write_wav
-from device.control import ControlError
+from device.control_client import ControlError
 from device.live.wire import MIC_RATE, REPLY_RATE
 from rig.daemon import scratch_dir, start_daemon
 from rig.loopback import LoopbackError, PulseLoopback, Recorder

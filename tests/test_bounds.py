@@ -23,7 +23,7 @@ from speech import (
 )
 
 from device.audio import pcm
-from device.control import request
+from device.control_client import request
 from device.outbox import TEXTS_LIMIT
 from rig.loopback import PulseLoopback
 

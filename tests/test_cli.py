@@ -264,6 +264,22 @@ def test_help_and_ctl_import_nothing_heavy() -> None:
     assert result.stdout.strip() == "[]", result.stderr
 
 
+def test_ctl_status_runs_without_asyncio(tmp_path: Path) -> None:
+    """`ctl` is what an owner types over SSH: the daemon's server side (asyncio, and ssl
+    with it) is a tenth of a second on a Pi Zero that the one request does not need."""
+    probe = (
+        "import sys\n"
+        "from device.cli import main\n"
+        f"code = main(['ctl', 'status', '--socket', {str(tmp_path / 'none.sock')!r}])\n"
+        "print(code, [m for m in ('asyncio', 'ssl') if m in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30,
+        env={**os.environ},
+    )  # fmt: skip
+    assert result.stdout.strip() == "1 []", result.stderr
+
+
 def test_ctl_reads_only_the_socket_from_a_configuration_with_tools(tmp_path: Path) -> None:
     """`ctl` needs the socket's path: not the tools' declarations (pydantic), nor the
     persona file."""

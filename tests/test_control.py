@@ -23,16 +23,8 @@ import pytest
 from device import appliance as appliance_module
 from device import workers
 from device.cli import main as cli_main
-from device.control import (
-    CLIENTS_LIMIT,
-    LINE_LIMIT,
-    AlreadyRunning,
-    ControlError,
-    ControlServer,
-    NotRunning,
-    request,
-    single_instance,
-)
+from device.control import CLIENTS_LIMIT, AlreadyRunning, ControlServer, single_instance
+from device.control_client import LINE_LIMIT, ControlError, NotRunning, request
 from device.errors import ConfigError
 
 

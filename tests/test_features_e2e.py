@@ -47,7 +47,7 @@ from wire import at, config_for, function_names, instruction, searches, tool_res
 
 from device.audio import pcm
 from device.config import Config, find_api_key
-from device.control import request
+from device.control_client import request
 from device.live.session import LiveLink
 from device.outbox import Outbox
 from device.states import (

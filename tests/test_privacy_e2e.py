@@ -14,7 +14,7 @@ from typing import Any
 
 from speech import MIC_RATE, chirp
 
-from device.control import request
+from device.control_client import request
 from rig.daemon import Daemon
 from rig.loopback import PulseLoopback
 from rig.server.log import Entry

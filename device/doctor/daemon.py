@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from device.control import ControlError, NotRunning, request
+from device.control_client import ControlError, NotRunning, request
 
 IN_USE = "in use by the running service (sudo systemctl stop live-appliance to test it)"
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from device.audio import pcm
-from device.control import ControlError, request
+from device.control_client import ControlError, request
 from device.live.wire import MIC_RATE, REPLY_RATE
 from device.states import Mode
 from rig.bench.markers import marker

@@ -244,15 +244,15 @@ def control_socket() -> str:
 
 def control(cmd: str, timeout: float = 10.0) -> dict[str, Any]:
     """One request to the daemon over its control socket, from this process (root) with
-    the client `live-appliance ctl` uses (device.control.request); ControlError if none."""
-    from device.control import request
+    the client `live-appliance ctl` uses (device.control_client.request); ControlError if none."""
+    from device.control_client import request
 
     return request(control_socket(), cmd, timeout=timeout)
 
 
 def status() -> dict[str, Any]:
     """The daemon's status reply, as `ctl status --json` prints it; {} if it gives none."""
-    from device.control import ControlError
+    from device.control_client import ControlError
     from device.errors import ConfigError
 
     try:

@@ -1,0 +1,68 @@
+"""The control socket's client: one request, one answer, with the standard library's
+socket alone, so that `live-appliance ctl` answers at once over SSH (the server side,
+device.control, needs asyncio, and with it ssl: a tenth of a second on a Pi Zero)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+#: A request line longer than this is refused (its newline apart): commands are a few bytes.
+LINE_LIMIT = 64 * 1024
+
+
+class ControlError(Exception):
+    """The control socket could not be used; the message says why and where."""
+
+
+class NotRunning(ControlError):
+    """Nothing serves the control socket: the daemon is not running."""
+
+
+def request(
+    path: str | os.PathLike[str], cmd: str, timeout: float = 5.0, **fields: Any
+) -> dict[str, Any]:
+    """Send one command to the daemon and return its reply; ControlError if that fails.
+
+    A line past LINE_LIMIT is refused here: the daemon refuses it too, but past the
+    socket's buffer it has closed before the client finished writing, and all the owner
+    read was "Broken pipe"."""
+    sent = json.dumps({"cmd": cmd, **fields}).encode()
+    if len(sent) > LINE_LIMIT:  # the daemon's bound, its newline apart
+        raise ControlError(
+            f"the request is {-(-len(sent) // 1024)} KiB, over the {LINE_LIMIT // 1024} KiB "
+            "the daemon takes; send less"
+        )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(os.fspath(path))
+            sock.sendall(sent + b"\n")
+            with sock.makefile("rb") as stream:
+                line = stream.readline()
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise NotRunning(
+                f"the live-appliance daemon is not running (nothing listens at {path}); "
+                "just started, it listens within a second or two"
+            ) from exc
+        except PermissionError as exc:
+            raise ControlError(
+                f"permission denied on {path}: run as a member of its group, or with sudo"
+            ) from exc
+        except TimeoutError as exc:
+            raise ControlError(f"no answer from the daemon at {path} within {timeout} s") from exc
+        except ConnectionError as exc:
+            raise ControlError(f"the daemon at {path} dropped the connection: {exc}") from exc
+        except OSError as exc:  # a path too long for a socket, a file in its way
+            raise ControlError(f"cannot reach the daemon at {path}: {exc.strerror or exc}") from exc
+    if not line:
+        raise ControlError(f"the daemon at {path} closed the connection without answering")
+    try:
+        reply = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ControlError(f"the daemon at {path} answered with bad JSON: {exc}") from exc
+    if not isinstance(reply, dict):
+        raise ControlError(f"the daemon at {path} answered with {reply!r}, not an object")
+    return reply
