@@ -257,11 +257,17 @@ def test_help_and_ctl_import_nothing_heavy() -> None:
         "heavy = ('google.genai', 'pyaudio', 'numpy', 'gpiozero')\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
+    assert in_a_fresh_python(probe) == "[]"
+
+
+def in_a_fresh_python(probe: str) -> str:
+    """What `probe` prints in a Python of its own: the modules it imports are its own."""
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30,
         env={**os.environ},
     )  # fmt: skip
-    assert result.stdout.strip() == "[]", result.stderr
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
 
 
 def test_ctl_status_runs_without_asyncio(tmp_path: Path) -> None:
@@ -273,11 +279,7 @@ def test_ctl_status_runs_without_asyncio(tmp_path: Path) -> None:
         f"code = main(['ctl', 'status', '--socket', {str(tmp_path / 'none.sock')!r}])\n"
         "print(code, [m for m in ('asyncio', 'ssl') if m in sys.modules])\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30,
-        env={**os.environ},
-    )  # fmt: skip
-    assert result.stdout.strip() == "1 []", result.stderr
+    assert in_a_fresh_python(probe) == "1 []"
 
 
 def test_ctl_reads_only_the_socket_from_a_configuration_with_tools(tmp_path: Path) -> None:
