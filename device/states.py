@@ -641,7 +641,7 @@ def _transition(m: Machine, event: Event) -> Step:
             # word yet, and its longest_reply_s counts from here if nothing came before.
             longest = [] if Timer.LONG_REPLY in m.timers else [StartTimer(Timer.LONG_REPLY)]
             return m, [StartTimer(Timer.REPLY), *longest]
-        case TurnComplete() if m.state is State.THINKING and Timer.TOOL in m.timers:
+        case TurnComplete() if m.state is State.THINKING and working:
             return m, []  # the model goes on with the tool's answer
         case TurnComplete() if m.state is State.THINKING:
             return _turn_over(m)
