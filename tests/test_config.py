@@ -793,28 +793,19 @@ def test_compression_beyond_the_context_window_is_a_config_error(
     )
 
 
-def test_a_key_file_of_ten_megabytes_is_refused_without_reading_it_all(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+def test_a_key_file_of_ten_megabytes_is_refused_without_reading_it_all(tmp_path: Path) -> None:
     keyfile = tmp_path / "key.txt"
     keyfile.write_bytes(b"A" * (10 * 1024 * 1024))
-    cfg = tmp_path / "config.toml"
-    cfg.write_text(f"[live]\napi_key_file = '{keyfile}'\n")
     with pytest.raises(config.ConfigError, match="is over 16 KiB; write the key again"):
-        config.load(cfg)
+        config.load(write(tmp_path, f"[live]\napi_key_file = '{keyfile}'\n"))
 
 
-def test_a_binary_key_file_that_is_valid_utf8_is_refused_without_showing_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+def test_a_binary_key_file_that_is_valid_utf8_is_refused_without_showing_it(tmp_path: Path) -> None:
     keyfile = tmp_path / "key.bin"
     keyfile.write_bytes(b"AIza\x00\x01\x02secret")
-    cfg = tmp_path / "config.toml"
-    cfg.write_text(f"[live]\napi_key_file = '{keyfile}'\n")
+    settings = write(tmp_path, f"[live]\napi_key_file = '{keyfile}'\n")
     with pytest.raises(config.ConfigError, match="control character at position 5") as caught:
-        config.load(cfg)
+        config.load(settings)
     assert "secret" not in str(caught.value)
 
 
@@ -860,10 +851,8 @@ def test_an_outsized_value_in_the_configuration_is_a_one_line_configuration_erro
     `ctl` and the doctor, which explain a configuration that does not load, crashed too.
     A long text where a number goes was written out whole: a line of 500 KB."""
     monkeypatch.setenv("GEMINI_API_KEY", "AIza-test")
-    path = tmp_path / "config.toml"
-    path.write_text(content)
     with pytest.raises(config.ConfigError) as caught:
-        config.load(path)
+        config.load(write(tmp_path, content))
     assert wanted in str(caught.value)
     assert len(str(caught.value)) < 300, "the owner reads a line, not the number"
 
@@ -881,7 +870,5 @@ def test_a_variable_of_thousands_of_digits_is_a_configuration_error(
 ) -> None:
     monkeypatch.setenv("GEMINI_API_KEY", "AIza-test")
     monkeypatch.setenv(variable, value)
-    path = tmp_path / "config.toml"
-    path.write_text("")
     with pytest.raises(config.ConfigError, match=variable):
-        config.load(path)
+        config.load(write(tmp_path, ""))

@@ -519,7 +519,7 @@ async def test_ten_megabytes_without_a_newline_are_refused_at_the_line_bound(
         answer = await asyncio.to_thread(send_unframed, path, 10 * 1024 * 1024)
         assert time.monotonic() - started < 3
         assert json.loads(answer) == {"ok": False, "error": "request line too long"}
-        assert (await asyncio.to_thread(request, path, "status"))["state"] == "idle"
+        assert (await ask(path, "status"))["state"] == "idle"
 
 
 async def test_a_client_that_trickles_a_byte_at_a_time_is_let_go_within_the_idle_bound(
@@ -540,7 +540,7 @@ async def test_a_client_that_trickles_a_byte_at_a_time_is_let_go_within_the_idle
                     raise ConnectionResetError
         assert time.monotonic() - started < 2, "let go at idle_s, not at the line's end"
         writer.close()
-        assert (await asyncio.to_thread(request, path, "status"))["ok"] is True
+        assert (await ask(path, "status"))["ok"] is True
 
 
 async def test_three_hundred_connections_held_at_once_leave_the_owners_ctl_served(
@@ -561,7 +561,7 @@ async def test_three_hundred_connections_held_at_once_leave_the_owners_ctl_serve
             daemons_own = open_fds() - before - len(held)
             assert daemons_own <= CLIENTS_LIMIT + 1
             for _ in range(3):
-                assert (await asyncio.to_thread(request, path, "status"))["state"] == "idle"
+                assert (await ask(path, "status"))["state"] == "idle"
         finally:
             for sock in held:
                 sock.close()
@@ -581,22 +581,12 @@ async def test_a_ctl_text_too_long_for_the_daemon_says_so_not_broken_pipe(
         assert "Broken pipe" not in err
         assert f"over the {LINE_LIMIT // 1024} KiB" in err
         with pytest.raises(ControlError, match="request is 5121 KiB"):
-            await asyncio.to_thread(request, path, "text", text="x" * (5 * 1024 * 1024))
+            await ask(path, "text", text="x" * (5 * 1024 * 1024))
 
 
 def padded(size: int) -> str:
     """A pad that makes the status request's line `size` bytes, its newline included."""
     return "x" * (size - len(json.dumps({"cmd": "status", "pad": ""}).encode()) - 1)
-
-
-def send_raw(path: Path, line: bytes) -> dict[str, Any]:
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(5)
-        sock.connect(str(path))
-        sock.sendall(line)
-        with sock.makefile("rb") as stream:
-            answer: dict[str, Any] = json.loads(stream.readline())
-            return answer
 
 
 async def test_ctl_sends_every_line_the_daemon_takes(path: Path) -> None:
@@ -605,8 +595,12 @@ async def test_ctl_sends_every_line_the_daemon_takes(path: Path) -> None:
     async with ControlServer(path, Daemon()):
         line = json.dumps({"cmd": "status", "pad": padded(LINE_LIMIT + 1)}).encode() + b"\n"
         assert len(line) == LINE_LIMIT + 1
-        assert (await asyncio.to_thread(send_raw, path, line))["state"] == "idle"
-        got = await asyncio.to_thread(request, path, "status", pad=padded(LINE_LIMIT + 1))
+        raw = await Line.open(path)
+        try:
+            assert (await raw.send(line))["state"] == "idle"
+        finally:
+            await raw.close()
+        got = await ask(path, "status", pad=padded(LINE_LIMIT + 1))
         assert got["state"] == "idle"
 
 
