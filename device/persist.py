@@ -9,6 +9,7 @@ device then keeps the value until it restarts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -67,6 +68,8 @@ class StateFile:
                 tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
                 tmp.replace(self.path)
             except OSError as exc:
+                with contextlib.suppress(OSError):  # a card full mid-write: no half file left
+                    tmp.unlink(missing_ok=True)
                 if not self._warned:
                     self._warned = True
                     log.warning("cannot keep settings in %s: %s", self.path, exc)
