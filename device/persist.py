@@ -43,15 +43,20 @@ class StateFile:
         self.path = path
         self._lock = threading.Lock()
         self._warned = False
+        self._unreadable = False  # said so: a save that cannot replace it reads it again
 
     def load(self) -> dict[str, Any]:
+        """The values kept; {} for a file missing or not ours (said once while it stays so)."""
         try:
             data = json.loads(read_text(self.path, STATE_FILE_LIMIT, str(self.path)))
         except FileNotFoundError:
-            return {}
+            data = {}
         except (OSError, ValueError, RecursionError, ConfigError) as exc:  # not ours
-            log.warning("ignoring unreadable %s: %s", self.path, exc)
+            if not self._unreadable:
+                self._unreadable = True
+                log.warning("ignoring unreadable %s: %s", self.path, exc)
             return {}
+        self._unreadable = False
         return data if isinstance(data, dict) else {}
 
     def save(self, **values: Any) -> None:
