@@ -132,6 +132,11 @@ class Appliance:
         #: after the edge of a press the machine takes only now ends that turn's audio.
         self._releases: deque[float] = deque(maxlen=PRESSES_WAITING)
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
+        #: The Timeout each timer that ran out posted, until the machine takes it ...
+        self._fired: dict[Timer, Timeout] = {}
+        #: ... and those whose timer was started again or cancelled meanwhile: the machine
+        #: would take them for the new run's end (words heard as the silence ran out).
+        self._stale_timeouts: list[Timeout] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         #: (time.monotonic(), state, the event that led there), newest last.
         self.history: deque[tuple[float, str, str]] = deque(maxlen=STATE_HISTORY)
@@ -293,6 +298,8 @@ class Appliance:
                 # not the drain of what plays now; a watcher waits for that one.
                 self._watch_drain_from_now()
                 continue
+            if isinstance(event, Timeout) and self._stale_timeout(event):
+                continue
             if isinstance(event, TextTurn):
                 self.texts.taken()
             elif isinstance(event, Pressed | Released | LongPress):
@@ -428,8 +435,7 @@ class Appliance:
             case StartTimer(timer):
                 self._start_timer(timer)
             case CancelTimer(timer):
-                if handle := self._timers.pop(timer, None):
-                    handle.cancel()
+                self._cancel_timer(timer)
             case FeedWatchdog():
                 self.notifier.watchdog()
             case _:
@@ -463,10 +469,31 @@ class Appliance:
             if self.machine.mode is Mode.PUSH_TO_TALK
             else self.cfg.conversation.longest_conversation_s,
         }[timer]
-        if old := self._timers.pop(timer, None):
-            old.cancel()
+        self._cancel_timer(timer)
         loop = asyncio.get_running_loop()
-        self._timers[timer] = loop.call_later(seconds, self.post, Timeout(timer))
+        self._timers[timer] = loop.call_later(seconds, self._expired, timer)
+
+    def _expired(self, timer: Timer) -> None:
+        self._fired[timer] = timeout = Timeout(timer)
+        self.post(timeout)
+
+    def _cancel_timer(self, timer: Timer) -> None:
+        """Stop `timer`; a Timeout it posted already, not yet taken, is to be dropped."""
+        if handle := self._timers.pop(timer, None):
+            handle.cancel()
+        if (fired := self._fired.pop(timer, None)) is not None:
+            self._stale_timeouts.append(fired)
+
+    def _stale_timeout(self, event: Timeout) -> bool:
+        """Whether `event` ends a run of its timer that was started again or cancelled
+        after it was posted (taken: forgotten either way)."""
+        if self._fired.get(event.timer) is event:
+            del self._fired[event.timer]
+        for index, stale in enumerate(self._stale_timeouts):
+            if stale is event:
+                del self._stale_timeouts[index]
+                return True
+        return False
 
     async def _heartbeat(self, interval: float) -> None:
         """A Heartbeat through the event queue every `interval`: the watchdog is fed only

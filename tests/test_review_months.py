@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+
+from fakes import CHUNK, config, running
+
+from device.states import SetupComplete, Timer
+
+#: `end_after_silence_s`, shortened (dataclasses.replace does not validate).
+SILENCE_S = 0.25
 
 
 def _run_saves(path: Path, volumes: list[float], fsize: int) -> list[str]:
@@ -59,3 +68,27 @@ def test_a_damaged_state_file_on_a_card_that_cannot_be_written_is_said_once(
     lines = _run_saves(path, [0.2, 0.4, 0.6, 0.8], fsize=0)
     assert len([line for line in lines if "ignoring unreadable" in line]) == 1, lines
     assert len([line for line in lines if "cannot keep settings" in line]) == 1, lines
+
+
+async def test_words_heard_before_the_silence_ran_out_keep_the_conversation_through_a_stall(
+    tmp_path: Path,
+) -> None:
+    """Hands-free, the box stalls a moment as the silence runs out (a loaded CPU, its
+    memory squeezed at MemoryHigh): the person's first words, recorded just before, and the
+    silence's end reach the state machine together. The words restarted the silence, but
+    its end, already on its way, hung up on them all the same."""
+    cfg = config(button={"mode": "toggle"}, conversation={"end_after_silence_s": SILENCE_S})
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        assert Timer.SILENCE in box.appliance.machine.timers
+        loop = asyncio.get_running_loop()
+        ends = box.appliance._timers[Timer.SILENCE].when()
+        await asyncio.sleep(ends - loop.time() - SILENCE_S / 5)
+        loop.call_soon(box.mic.record, CHUNK)  # the reader hands words over; the loop stalls
+        time.sleep(SILENCE_S / 2)  # noqa: ASYNC251 - the stall is what is tested
+        await asyncio.sleep(0)  # the words and the silence's end reach the queue at once
+        await box.settle()
+        assert box.state == "listening" and box.appliance.machine.session_open
+        assert box.link.closed == 0
