@@ -186,12 +186,15 @@ class AudioKeeper:
                 await self.open()
                 continue
             busy = any(endpoint.busy for endpoint in self.endpoints.values())
-            await self._until_changed(CHECK_EVERY_S if busy else LOOK_EVERY_S)
-            sick = {
-                name: trouble
-                for name, endpoint in self.endpoints.items()
-                if (trouble := endpoint.trouble(STALE_S, grace_s=START_GRACE_S))
-            }
+            looked = await self._until_changed(CHECK_EVERY_S if busy else LOOK_EVERY_S)
+            sick = self._sick()
+            if sick and looked:
+                # Nothing said so: a stream silent for STALE_S may be one the process's stall
+                # held (a loaded CPU, or the kernel reclaiming memory at the unit's
+                # MemoryHigh, up to 2 s at a time), which the keeper woke from first. It
+                # gets STALE_S more to show it lives; a driver that hangs does not.
+                await asyncio.sleep(STALE_S)
+                sick = self._sick()
             if sick:
                 self._plan_retry(was_working=True)
                 self._failed(
@@ -200,12 +203,25 @@ class AudioKeeper:
                 )
                 await self.close()
 
-    async def _until_changed(self, seconds: float) -> None:
-        """Sleep `seconds`, or until a stream says something changed."""
-        with contextlib.suppress(TimeoutError):
+    def _sick(self) -> dict[str, str]:
+        """What is wrong with each stream in trouble."""
+        return {
+            name: trouble
+            for name, endpoint in self.endpoints.items()
+            if (trouble := endpoint.trouble(STALE_S, grace_s=START_GRACE_S))
+        }
+
+    async def _until_changed(self, seconds: float) -> bool:
+        """Sleep `seconds`, or until a stream says something changed; True for the former
+        (the keeper looks on its own, no stream having said anything)."""
+        try:
             async with asyncio.timeout(seconds):
                 await self._changed.wait()
-        self._changed.clear()  # a change from here on wakes the next wait
+        except TimeoutError:
+            return True
+        finally:
+            self._changed.clear()  # a change from here on wakes the next wait
+        return False
 
     async def close(self, limit_s: float | None = None) -> None:
         """Close every stream: PortAudio in a worker thread, each call within `limit_s` (by
