@@ -1015,3 +1015,27 @@ async def test_a_flood_of_ctl_presses_leaves_the_box_consistent_its_journal_and_
         reply = await box.control.ask("status")
         assert box.appliance.leds is not None
         assert box.appliance.leds.state == reply["state"] == box.state
+
+
+async def test_words_heard_before_the_silence_ran_out_keep_the_conversation_through_a_stall(
+    tmp_path: Path,
+) -> None:
+    """Hands-free, the box stalls a moment as the silence runs out (a loaded CPU, its
+    memory squeezed at MemoryHigh): the person's first words, recorded just before, and the
+    silence's end reach the state machine together. The words restarted the silence, but
+    its end, already on its way, hung up on them all the same."""
+    cfg = config(button={"mode": "toggle"}, conversation={"end_after_silence_s": SILENCE_S})
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        assert Timer.SILENCE in box.appliance.machine.timers
+        loop = asyncio.get_running_loop()
+        ends = box.appliance._timers[Timer.SILENCE].when()
+        await asyncio.sleep(ends - loop.time() - SILENCE_S / 5)
+        loop.call_soon(box.mic.record, CHUNK)  # the reader hands words over; the loop stalls
+        time.sleep(SILENCE_S / 2)  # noqa: ASYNC251 - the stall is what is tested
+        await asyncio.sleep(0)  # the words and the silence's end reach the queue at once
+        await box.settle()
+        assert box.state == "listening" and box.appliance.machine.session_open
+        assert box.link.closed == 0

@@ -372,3 +372,60 @@ async def test_a_device_back_only_to_fail_again_keeps_the_longer_wait() -> None:
     await keeping_for(keeper, 1.0)
     assert 3 <= microphone.starts <= 6, microphone.starts
     assert sum(isinstance(e, DeviceFailed) for e in events) <= 5
+
+
+class PlayingSpeaker:
+    """The speaker while it plays: its thread calls the driver every 50 ms and stamps
+    each call, as Playback does; `held` stops that thread as a stall of the process does
+    (it comes back a moment after the stall, as a write returns from the driver)."""
+
+    def __init__(self) -> None:
+        self.held = threading.Lock()
+        self.last_call = time.monotonic()
+        self.on_change: Callable[[], None] | None = None
+        self.busy = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._write, daemon=True)
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if not self._thread.is_alive():
+            self._thread.start()
+
+    def _write(self) -> None:
+        while not self._stop.is_set():
+            with self.held:
+                pass
+            time.sleep(0.05)
+            self.last_call = time.monotonic()
+
+    def close_stream(self) -> None:
+        self._stop.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
+        age = time.monotonic() - self.last_call
+        return None if age < stale_s else f"write() has not returned for {age:.1f} s"
+
+
+async def test_a_stall_of_the_whole_box_is_not_taken_for_a_dead_speaker() -> None:
+    """The daemon at its MemoryHigh: the kernel holds its threads up to 2 s at a time to
+    reclaim memory. The speaker's thread and the keeper stall alike; the keeper woke first
+    and took the speaker for gone (\"unplugged?\"): the reply cut, the box in error, both
+    devices closed and opened again."""
+    speaker, events = PlayingSpeaker(), []
+    keeper = AudioKeeper({"speaker": speaker}, events.append, 60)
+    await keeper.open()
+    keeping = asyncio.create_task(keeper.keep())
+    try:
+        await asyncio.sleep(0.3)
+        with speaker.held:  # the whole process stalls
+            time.sleep(1.5)  # noqa: ASYNC251 - the stall is what is tested
+        await asyncio.sleep(2.5)
+        assert events == [] and keeper.failures == {}
+    finally:
+        keeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeping
+        speaker.stop()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -57,3 +61,55 @@ def test_a_saved_volume_that_is_no_volume_falls_back_to_the_configured_one(
     state = tmp_path / "state.json"
     state.write_text(f'{{"volume": {saved}}}')
     assert _saved_volume(StateFile(state), 0.7) == 0.7
+
+
+def _run_saves(path: Path, volumes: list[float], fsize: int) -> list[str]:
+    """The journal's lines of a daemon that saves `volumes` one after another with writes
+    past `fsize` bytes failing (a full card; 0: none can be written, as read-only)."""
+    script = textwrap.dedent(
+        """
+        import logging, resource, signal, sys
+        from pathlib import Path
+        from device.persist import StateFile
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the bound fails EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+        state = StateFile(Path(sys.argv[1]))
+        state.load()  # the start
+        for volume in sys.argv[3:]:
+            state.save(volume=float(volume))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path), str(fsize), *map(str, volumes)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_a_card_that_fills_up_mid_write_leaves_the_old_volume_and_no_half_file(
+    tmp_path: Path,
+) -> None:
+    """The SD card full (a journal that grew, a log of another program): the write of the
+    new volume stops part way. The old file stays whole, and no half-written file is left
+    beside it in the state directory."""
+    path = tmp_path / "state.json"
+    path.write_text('{"volume": 0.3}\n')
+    lines = _run_saves(path, [0.9], fsize=8)
+    assert any("cannot keep settings" in line for line in lines), lines  # said, not raised
+    assert json.loads(path.read_text()) == {"volume": 0.3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+def test_a_damaged_state_file_on_a_card_that_cannot_be_written_is_said_once(
+    tmp_path: Path,
+) -> None:
+    """ext4 remounts a damaged card read-only, often with the file it was writing damaged
+    too: the box starts at its configured volume and says so, once. Each volume the model
+    set then said again that the file is unreadable, a line per "louder" for months."""
+    path = tmp_path / "state.json"
+    path.write_bytes(b"\0" * 64)
+    lines = _run_saves(path, [0.2, 0.4, 0.6, 0.8], fsize=0)
+    assert len([line for line in lines if "ignoring unreadable" in line]) == 1, lines
+    assert len([line for line in lines if "cannot keep settings" in line]) == 1, lines
