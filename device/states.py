@@ -659,6 +659,8 @@ def _transition(m: Machine, event: Event) -> Step:
         case PlaybackDrained():
             return m, []
 
+        case Interrupted() if ptt and m.held:
+            return m, []  # the press silenced the reply: what plays is its "go ahead" beep
         case Interrupted() if m.state in _REPLYING:
             return _turn_over(m, [ClearPlayback()])
         case Interrupted():

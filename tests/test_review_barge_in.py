@@ -1,0 +1,123 @@
+"""Review: a person talking over the box (push-to-talk and hands-free), and the timing
+races of it, on the real Appliance with the wire's real bookkeeping (`WireTurn`, the
+`Connection`'s dispatch) behind a fake link: what the speaker plays, what reaches the
+server, the LEDs."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fakes import CHUNK, Box, FakeLink, FakeParts, config, running
+from google.genai import types
+
+from device.audio.earcons import earcon
+from device.config import Config, LiveConfig
+from device.live.connection import Connection
+from device.live.hooks import Hooks
+from device.live.turn import WireTurn
+from device.outbox import Item
+from device.states import Earcon, SetupComplete
+
+OLD = b"\x01\x00" * 2400  # 100 ms of the reply talked over
+NEW = b"\x05\x00" * 2400  # 100 ms of the answer to the new question
+
+
+class WireLink(FakeLink):
+    """The fake link with the wire's real bookkeeping: `send` hands the outbox to the
+    "server" (marking each item sent as the connection does), `server` takes one of the
+    service's messages as the connection would."""
+
+    def __init__(self, outbox: Any, on_event: Any) -> None:
+        super().__init__(outbox, on_event)
+        self.turn = WireTurn()
+        self.conn: Connection | None = None
+        self.wire: list[Item] = []
+
+    def open(self, session: int) -> None:
+        super().open(session)
+        self.turn = WireTurn()
+        hooks = Hooks(session, self.on_event, lambda item, t: None, lambda h: None)
+        self.conn = Connection(
+            None, contextlib.AsyncExitStack(), LiveConfig(), self.outbox, hooks, self.turn  # type: ignore[arg-type]
+        )
+
+    def supersede_reply(self) -> None:
+        self.turn.supersede()
+
+    def send(self) -> list[Item]:
+        items = self.sent()
+        for item in items:
+            self.turn.sent(item.kind)
+        self.wire += items
+        return items
+
+    def server(self, **fields: Any) -> None:
+        assert self.conn is not None
+        self.conn._handle(
+            types.LiveServerMessage(server_content=types.LiveServerContent(**fields))
+        )
+
+    def audio(self, pcm: bytes) -> None:
+        blob = types.Blob(data=pcm, mime_type="audio/pcm;rate=24000")
+        self.server(model_turn=types.Content(parts=[types.Part(inline_data=blob)]))
+
+
+@dataclass
+class WireParts(FakeParts):
+    def link(self, outbox, on_event, on_sent, tools, speaker):  # type: ignore[no-untyped-def]
+        return self._keep("link", WireLink(outbox, on_event))
+
+
+def wire(box: Box) -> WireLink:
+    link = box.link
+    assert isinstance(link, WireLink)
+    return link
+
+
+@contextlib.asynccontextmanager
+async def box_on_the_wire(tmp_path: Path, cfg: Config | None = None):  # type: ignore[no-untyped-def]
+    async with running(tmp_path, cfg or config(audio={"earcons": False}),
+                       parts_class=WireParts) as box:  # fmt: skip
+        yield box
+
+
+async def ask(box: Box) -> None:
+    """Press, a few words, release; everything sent."""
+    await box.ctl("press")
+    for _ in range(3):
+        box.mic.record(CHUNK)
+    await box.settle()
+    if not box.appliance.machine.connected:
+        wire(box).deliver(SetupComplete)
+    await box.control.ask("release")
+    box.mic.record(CHUNK)
+    await box.settle()
+    wire(box).send()
+
+
+async def test_a_stray_interrupted_while_the_button_is_held_does_not_cut_the_go_ahead_beep(
+    tmp_path: Path,
+) -> None:
+    """Push-to-talk: a reply came whole and still plays; the person presses over it. The
+    service's late `interrupted` on that whole reply (the case the wire's bookkeeping
+    already expects) comes a round trip later, while the rising "go ahead" beep plays:
+    the press already silenced the reply, and that beep was cut off half way."""
+    async with box_on_the_wire(tmp_path, config()) as box:
+        link = wire(box)
+        await ask(box)
+        link.audio(OLD * 30)  # 3 s of reply, sent whole, faster than it plays
+        link.server(turn_complete=True)
+        await box.settle()
+        assert box.state == "speaking"
+        await box.ctl("press")
+        link.send()  # activityStart goes out
+        go_ahead = earcon(Earcon.LISTEN_START)
+        assert bytes(box.speaker.buffered) == go_ahead, "the reply silenced, the beep queued"
+        link.server(interrupted=True)  # the service's late word on the whole reply
+        await box.settle()
+        assert bytes(box.speaker.buffered) == go_ahead, "the go-ahead beep was cut off"
+        assert box.state == "listening"
+
