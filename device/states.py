@@ -810,20 +810,28 @@ def _turn_over(m: Machine, first: list[Action] | None = None) -> Step:
 
 
 def _hang_up(m: Machine) -> Step:
-    return m.reset(), [*_END_SESSION, PlayEarcon(Earcon.LISTEN_END)]
+    return m.reset(), _end_session(Earcon.LISTEN_END)
 
 
 def _fail(m: Machine, reason: str) -> Step:
     """The session failed: end it, show the error a while, then idle (the next press retries)."""
-    actions: list[Action] = [*_END_SESSION, PlayEarcon(Earcon.ERROR), StartTimer(Timer.ERROR)]
+    actions: list[Action] = [*_end_session(Earcon.ERROR), StartTimer(Timer.ERROR)]
     return m.reset(State.ERROR, error=reason), actions
 
 
 def _device_failed(m: Machine, device: str, reason: str) -> Step:
     """An audio device is gone: no conversation is possible until it is back."""
-    ending: list[Action] = [*_END_SESSION] if m.session_open else []
+    told = _end_session(Earcon.ERROR) if m.session_open else [PlayEarcon(Earcon.ERROR)]
     failed = replace(m, faults=m.faults | {device}).reset(State.ERROR, f"{device}: {reason}")
-    return failed, [*ending, PlayEarcon(Earcon.ERROR), CancelTimer(Timer.ERROR)]
+    return failed, [*told, CancelTimer(Timer.ERROR)]
+
+
+def _end_session(earcon: Earcon) -> list[Action]:
+    """End the session, `earcon` heard before the close: that waits for the camera to switch
+    off and the connection to close (seconds on a Pi), and the silence came at once, the
+    beep that says why only after them."""
+    closing = _END_SESSION.index(CloseSession())
+    return [*_END_SESSION[:closing], PlayEarcon(earcon), *_END_SESSION[closing:]]
 
 
 #: A reply starts: it must go on coming (REPLY), and end some time (LONG_REPLY).

@@ -5,6 +5,7 @@ server, the LEDs."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 from fakes import CHUNK, Box, FakeLink, FakeParts, config, running
 from google.genai import types
+from helpers import until
 
 from device.audio.earcons import earcon
 from device.config import Config, LiveConfig
@@ -121,3 +123,33 @@ async def test_a_stray_interrupted_while_the_button_is_held_does_not_cut_the_go_
         assert bytes(box.speaker.buffered) == go_ahead, "the go-ahead beep was cut off"
         assert box.state == "listening"
 
+
+async def test_hands_free_the_end_press_beeps_at_once_not_after_the_camera_and_connection(
+    tmp_path: Path,
+) -> None:
+    """Hands-free, the person presses the button to end the conversation over a reply:
+    the reply stops and the LEDs go idle at once, but the falling "got it" beep waited
+    for the camera to switch off and the connection to close (a second or two on a Pi,
+    the close up to CLOSE_TIMEOUT_S more): silence, then a late beep."""
+    cfg = config(button={"mode": "toggle"}, audio={"mic_during_playback": "gate"})
+    async with box_on_the_wire(tmp_path, cfg) as box:
+        link = wire(box)
+        await box.ctl("press")
+        link.deliver(SetupComplete)
+        link.audio(OLD)
+        await box.settle()
+        assert box.state == "speaking"
+        box.speaker.buffered.clear()
+        box.camera.hang = asyncio.Event()  # switching the camera off takes its time
+        await box.control.ask("press")  # end the conversation
+        await until(lambda: box.state == "idle")
+        await asyncio.sleep(0.05)
+        try:
+            assert OLD not in box.speaker.buffered, "the reply silenced"
+            assert earcon(Earcon.LISTEN_END) in box.speaker.buffered, (
+                "no beep until the camera is off and the connection closed"
+            )
+        finally:
+            box.camera.hang.set()
+        await box.settle()
+        assert not box.camera.running and link.closed == 1
