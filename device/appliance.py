@@ -48,6 +48,7 @@ from device.states import (
     FinishCapture,
     GateMicrophone,
     Heartbeat,
+    Interrupted,
     LongPress,
     Machine,
     Mode,
@@ -73,6 +74,7 @@ from device.states import (
     TextTurn,
     Timeout,
     Timer,
+    TurnComplete,
     step,
 )
 from device.tasks import stop_task
@@ -105,6 +107,8 @@ PRESSES_WAITING = 16
 BUTTON_RETRY_S = 2.0
 #: The speaker's actions, performed ahead of a transition's journal line and LEDs.
 HEARD = (PlayReply, ClearPlayback, SupersedeReply)
+#: The link's events of a reply, stale once a press or a text turn superseded it.
+STALE = (ReplyAudio, TurnComplete, Interrupted)
 
 
 class Appliance:
@@ -121,8 +125,9 @@ class Appliance:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._posted = 0  # events posted so far
         self._taken = 0  # events taken by the machine so far
-        #: Reply audio posted up to this count belongs to a reply a press or a text turn
-        #: superseded (handed on before the link knew): not to be heard.
+        #: Reply audio and the reply's end (turnComplete, interrupted) posted up to this count
+        #: belong to a reply a press or a text turn superseded (handed on before the link
+        #: knew): not to be heard, nor taken for the end of the turn that superseded it.
         self._stale_upto = 0
         self._presses_waiting = 0  # Pressed and Released posted, not yet taken
         self._presses_over = logs.Overflow(log, "control_presses")
@@ -291,7 +296,7 @@ class Appliance:
         while True:
             event = await self._events.get()
             self._taken += 1
-            if isinstance(event, ReplyAudio) and self._taken <= self._stale_upto:
+            if isinstance(event, STALE) and self._taken <= self._stale_upto:
                 event = replace(event, talked_over=True)  # of the reply superseded
             elif isinstance(event, PlaybackDrained) and not self.speaker.drained.is_set():
                 # Posted as the last reply played out, taken after the next one came in:

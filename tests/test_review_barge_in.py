@@ -153,3 +153,32 @@ async def test_hands_free_the_end_press_beeps_at_once_not_after_the_camera_and_c
             box.camera.hang.set()
         await box.settle()
         assert not box.camera.running and link.closed == 1
+
+
+async def test_a_quick_tap_as_the_reply_ends_thinks_until_its_answer_never_idle(
+    tmp_path: Path,
+) -> None:
+    """Push-to-talk: a quick tap (a script's `ctl press; ctl release`) over a reply, as the
+    service's turnComplete for that reply arrives: the end, posted before the box took the
+    press, was taken after the release as the end of the new question. The LEDs went
+    thinking -> idle before any answer, and the reply timer was gone (an answer that never
+    came: no error beep)."""
+    async with box_on_the_wire(tmp_path) as box:
+        link = wire(box)
+        await ask(box)
+        link.audio(OLD)
+        await box.settle()
+        assert box.state == "speaking"
+        await box.control.ask("press")
+        await box.control.ask("release")
+        link.server(turn_complete=True)  # the old reply's end, before the press is taken
+        box.mic.record(CHUNK)  # the chunk holding the release
+        await box.settle()
+        link.send()
+        assert box.state == "thinking", box.states()
+        assert "reply" in box.appliance.status()["timers"]
+        link.audio(NEW)
+        link.server(turn_complete=True)
+        await box.settle()
+        assert box.states()[3:] == ["speaking", "listening", "thinking", "speaking"]
+        assert NEW in box.speaker.buffered and OLD not in box.speaker.buffered
