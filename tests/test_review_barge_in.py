@@ -30,21 +30,20 @@ NEW = b"\x05\x00" * 2400  # 100 ms of the answer to the new question
 class WireLink(FakeLink):
     """The fake link with the wire's real bookkeeping: `send` hands the outbox to the
     "server" (marking each item sent as the connection does), `server` takes one of the
-    service's messages as the connection would."""
+    service's messages as the connection would (no socket: only its dispatch runs)."""
 
     def __init__(self, outbox: Any, on_event: Any) -> None:
         super().__init__(outbox, on_event)
         self.turn = WireTurn()
         self.conn: Connection | None = None
-        self.wire: list[Item] = []
 
     def open(self, session: int) -> None:
         super().open(session)
         self.turn = WireTurn()
         hooks = Hooks(session, self.on_event, lambda item, t: None, lambda h: None)
-        self.conn = Connection(
-            None, contextlib.AsyncExitStack(), LiveConfig(), self.outbox, hooks, self.turn  # type: ignore[arg-type]
-        )
+        no_socket: Any = None
+        stack = contextlib.AsyncExitStack()
+        self.conn = Connection(no_socket, stack, LiveConfig(), self.outbox, hooks, self.turn)
 
     def supersede_reply(self) -> None:
         self.turn.supersede()
@@ -53,7 +52,6 @@ class WireLink(FakeLink):
         items = self.sent()
         for item in items:
             self.turn.sent(item.kind)
-        self.wire += items
         return items
 
     def server(self, **fields: Any) -> None:
