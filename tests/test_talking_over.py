@@ -1,4 +1,4 @@
-"""Review: a person talking over the box (push-to-talk and hands-free), and the timing
+"""A person talking over the box (push-to-talk and hands-free), and the timing
 races of it, on the real Appliance with the wire's real bookkeeping (`WireTurn`, the
 `Connection`'s dispatch) behind a fake link: what the speaker plays, what reaches the
 server, the LEDs."""
