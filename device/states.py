@@ -598,7 +598,9 @@ def _transition(m: Machine, event: Event) -> Step:
             waiting = m.to(m.state, connected=False)
             if m.state is State.THINKING and reply_lost:  # it went with the connection
                 return _turn_over(waiting, [PlayEarcon(Earcon.ERROR)])
-            if m.state is State.SPEAKING:  # play what arrived, then the turn is over
+            if m.state is State.SPEAKING and (reply_lost or working):
+                # Play what arrived, then the turn is over. A reply that came whole has its
+                # end in already, or plays on from the next connection, its end with it.
                 over = waiting.to(State.SPEAKING, reply_done=True, more_to_come=False)
                 # Its tools went with the connection: the reply timer watches the playing.
                 gone: list[Action] = [CancelTimer(Timer.TOOL), StartTimer(Timer.REPLY)]

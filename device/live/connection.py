@@ -72,7 +72,7 @@ class Connection:
         tools: ToolBox | None = None,
         carried: list[Message] | None = None,
     ) -> None:
-        """`carried`: the reply content the connection before left unhandled (a switch)."""
+        """`carried`: the reply content the connection before left unhandled (a whole reply)."""
         self.session = session
         self._stack = stack
         self._cfg = cfg

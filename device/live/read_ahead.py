@@ -16,9 +16,9 @@ talking over such a reply (`drop_whole_reply`). A message that is not the reply'
 goAway, a resumption handle, a tool call or its cancellation) never waits: a goAway's
 time left counts from its arrival, and a tool need not wait for the words before it.
 
-What still waits when a connection is switched (goAway) goes on to the next one
-(`unhandled`, `carried`): the reply was received whole, and the speaker plays it
-out across the switch.
+What still waits when a connection ends goes on to the next one (`unhandled`,
+`carried`) when the reply's end is among it: the reply was received whole, and the
+speaker plays it out across the switch (goAway), the drop or the close.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ class LiveLink:
         self._connection: Connection | None = None
         self._handle: str | None = None
         self._turn = _wire_turn(cfg)
-        self._carried: list[Message] = []  # a reply received whole, still to play (a switch)
+        self._carried: list[Message] = []  # a whole reply, still to play (a switch, a drop)
         self._had_turns = False
         self._hooks = Hooks(0, on_event, on_sent, self._keep_handle, speaker)
         self.session_id: str | None = None
@@ -365,7 +365,8 @@ class LiveLink:
         """Serve until the connection ends; close it. Why it ended, whether a reply was in
         flight then (it will not come on the next connection), and how long it ran (not
         counting its close, which a service may keep waiting). A reply that came whole
-        before a switch, still waiting for the speaker, plays on across it."""
+        before the connection ended (a switch, a drop, a close), still waiting for the
+        speaker, plays on from the next one."""
         from device.live.connection import SwitchNow
         from device.live.read_ahead import ends_turn
 
@@ -380,9 +381,11 @@ class LiveLink:
             raise asyncio.CancelledError
         await connection.close(graceful=isinstance(ended, SwitchNow))
         self._connection = None
-        unhandled = connection.unhandled() if isinstance(ended, SwitchNow) else []
+        unhandled = connection.unhandled()
         if any(ends_turn(message) for message in unhandled):
-            self._carried = unhandled  # the turn ends with it, on the next connection
+            # The reply came whole: it plays on from the next connection, whatever ended
+            # this one (a goAway, a drop, a close), to its end there.
+            self._carried = unhandled
             return ended, False, lasted_s
         reply_cut = self._turn.in_flight
         self._turn.lost()

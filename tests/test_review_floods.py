@@ -1,0 +1,110 @@
+"""Floods from the service, and what of them the person still hears: review tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from helpers import until
+from test_states import run
+from wire import config_for
+
+from device import states as s
+from device.live.session import LiveLink
+from device.live.wire import REPLY_RATE, SAMPLE_BYTES
+from device.outbox import Outbox
+from device.states import Machine, Reconnected, ReplyAudio, SetupComplete, State, TurnComplete
+from rig.server.server import LiveServer
+
+AHEAD_S = 4.0  # what the speaker holds before the link waits for it (Playback's AHEAD_S)
+
+
+class Speaker:
+    """The speaker as the link sees it: reply audio fed through the events, played only
+    when the test says so."""
+
+    def __init__(self) -> None:
+        self.fed = 0  # bytes of reply audio the person hears (or will)
+        self.played = 0
+        self._changed = asyncio.Event()
+
+    def feed(self, pcm: bytes) -> None:
+        self.fed += len(pcm)
+
+    def play_out(self) -> None:
+        self.played = self.fed
+        self._changed.set()
+
+    def has_room(self) -> bool:
+        return self.fed - self.played < AHEAD_S * REPLY_RATE * SAMPLE_BYTES
+
+    async def wait_for_room(self) -> None:
+        while not self.has_room():
+            self._changed.clear()
+            await self._changed.wait()
+
+    @property
+    def seconds(self) -> float:
+        return self.fed / SAMPLE_BYTES / REPLY_RATE
+
+
+@pytest.fixture
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
+    async with LiveServer(pace=0, reply_seconds=20.0) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
+
+
+async def test_a_reply_received_whole_before_a_drop_is_still_heard_to_its_end(
+    server: LiveServer,
+) -> None:
+    """The service sends a 20 s reply at once (as it does, far faster than it plays), then
+    the connection drops. All of it, its turnComplete too, had arrived: 4 s were in the
+    speaker, 16 s waited in the read-ahead. Those 16 s went with the connection, without a
+    word in the journal: the person heard the reply stop mid-sentence. A goAway carries them
+    on to the next connection; a drop must too (or at least say it dropped them)."""
+    speaker = Speaker()
+    events: list[Any] = []
+
+    def on_event(event: Any) -> None:
+        events.append(event)
+        if isinstance(event, ReplyAudio) and not event.talked_over:
+            speaker.feed(event.pcm)
+
+    outbox = Outbox(5)
+    link = LiveLink(config_for(server), outbox, on_event, lambda *_: None, speaker=speaker)
+    link.open(1)
+    try:
+        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+        outbox.put("text", "tell me a long story")
+        # The whole reply is on the wire, its end read into the box: then the drop.
+        await server.wait_for(lambda: "turn_complete" in server.kinds(direction="out"), 10)
+        await until(lambda: speaker.seconds >= AHEAD_S - 0.5, within=10)
+        await asyncio.sleep(0.5)
+        server.drop()
+        await until(lambda: any(isinstance(e, Reconnected) for e in events), within=15)
+        for _ in range(20):  # the speaker plays on; what waited comes as it has room
+            speaker.play_out()
+            await asyncio.sleep(0.05)
+    finally:
+        await link.close()
+    assert speaker.seconds == pytest.approx(20.0, abs=0.1), (
+        f"{speaker.seconds:.1f} s of a 20 s reply received whole reached the speaker"
+    )
+    assert any(isinstance(e, TurnComplete) and not e.talked_over for e in events)
+
+
+def test_a_reply_carried_across_a_drop_is_one_turn_though_the_speaker_ran_dry_meanwhile() -> None:
+    """The drop's reply came whole and goes on from the next connection (reply_lost=False
+    while it plays): the speaker running out before that connection hands on the rest is
+    a pause in the reply, not its end. Taken as its end, the box went idle mid-sentence and
+    took the rest for a reply of its own."""
+    reply = s.ReplyAudio(session=1, pcm=b"\x01\x00")
+    m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete(session=1), s.Released(), reply)
+    carried = s.Reconnecting(session=1, reason="dropped", reply_lost=False)
+    m, seen, _ = run(m, carried, s.PlaybackDrained(), s.Reconnected(session=1), reply)
+    assert seen == [State.SPEAKING] * 4
+    m, seen, _ = run(m, s.TurnComplete(session=1), s.PlaybackDrained())
+    assert seen == [State.SPEAKING, State.IDLE]
