@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -139,3 +140,26 @@ def test_on_the_daemon_a_reply_sent_whole_plays_to_its_end_across_a_drop(
     daemon.wait_until(turns_done(3), 20, "turn 3 to end")
     assert len(server.log.connections()) == 2
     assert_clean(daemon, server)
+
+
+async def test_a_message_nested_too_deeply_is_named_undecodable_not_a_bug_of_the_box(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frame of a thousand nested arrays (a few kilobytes, well under max_size) is more
+    than Python's JSON decoder takes: the connection ends, as for any frame that cannot be
+    read. The journal said LIVE_FAILURE=other and "RecursionError: maximum recursion depth
+    exceeded while decoding a JSON array from a unicode string", which reads as the box's
+    own bug, and `LIVE_FAILURE=undecodable` (README) did not find it."""
+    caplog.set_level(logging.INFO, logger="device.live")
+    events: list[Any] = []
+    link = LiveLink(config_for(server), Outbox(5), events.append, lambda *_: None)
+    link.open(1)
+    try:
+        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+        await server.send_raw('{"serverContent": {"x": ' + "[" * 5000 + "]" * 5000 + "}}")
+        await until(lambda: any(isinstance(e, Reconnected) for e in events), within=10)
+    finally:
+        await link.close()
+    (lost,) = [r for r in caplog.records if r.getMessage().startswith("connection lost")]
+    assert lost.LIVE_FAILURE == "undecodable"
+    assert "RecursionError" not in lost.getMessage() and "nested" in lost.getMessage()

@@ -43,6 +43,9 @@ _CLOSE_HINTS = {
 
 #: How the SDK says a frame is not JSON, before it quotes the whole frame.
 _NOT_JSON = "Failed to parse response: "
+#: What Python's JSON decoder says of a document nested deeper than it goes (a frame of a
+#: few kilobytes is enough), as against a RecursionError of the box's own.
+_JSON_TOO_DEEP = "while decoding a JSON"
 
 #: HTTP answers instead of the WebSocket upgrade (before any close code exists); those
 #: after which retrying cannot help first.
@@ -153,6 +156,8 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "undecodable", f"the service sent a frame that is not JSON{size}"
     if isinstance(exc, ValidationError):
         return "undecodable", f"the service sent a message that cannot be decoded ({_refused(exc)})"
+    if isinstance(exc, RecursionError) and _JSON_TOO_DEEP in str(exc):
+        return "undecodable", "the service sent a message nested too deeply to decode"
     if isinstance(exc, ValueError | AttributeError):
         return "undecodable", f"the service sent a message that cannot be decoded ({exc})"
     return "other", f"{type(exc).__name__}: {exc}"
