@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from google.genai import types
+from google.genai._live_converters import _LiveServerMessage_from_mldev
 from helpers import until
 from speech import SPEAKER_RATE, assert_clean, chirp, reply_heard, speak_turn, turns_done
 from test_states import run
 from wire import config_for
 
 from device import states as s
+from device.live.inbound import AudioOnly
+from device.live.read_ahead import ReadAhead
 from device.live.session import LiveLink
 from device.live.wire import REPLY_RATE, SAMPLE_BYTES
 from device.outbox import Outbox
@@ -163,3 +168,48 @@ async def test_a_message_nested_too_deeply_is_named_undecodable_not_a_bug_of_the
     (lost,) = [r for r in caplog.records if r.getMessage().startswith("connection lost")]
     assert lost.LIVE_FAILURE == "undecodable"
     assert "RecursionError" not in lost.getMessage() and "nested" in lost.getMessage()
+
+
+async def test_a_message_the_sdk_reads_waits_behind_a_full_speaker_however_deep_it_is() -> None:
+    """A part's function call with arguments 600 arrays deep (the SDK reads it; the same
+    message with room in the speaker is handled as any other) behind reply audio waiting for
+    a full speaker: weighing it for the bound raised PydanticSerializationError ("Maximum
+    serialization depth exceeded"), which ended the connection and the reply with it."""
+    deep = {
+        "serverContent": {
+            "modelTurn": {
+                "parts": [
+                    {
+                        "functionCall": {
+                            "name": "f",
+                            "args": {"a": json.loads("[" * 600 + "]" * 600)},
+                        }
+                    }
+                ]
+            }
+        }
+    }
+    message = types.LiveServerMessage._from_response(
+        response=_LiveServerMessage_from_mldev(deep), kwargs={}
+    )
+    handled: list[Any] = []
+    room = asyncio.Event()
+
+    class Full:
+        def has_room(self) -> bool:
+            return room.is_set()
+
+        async def wait_for_room(self) -> None:
+            await room.wait()
+
+    ahead = ReadAhead(handled.append, Full())
+    runner = asyncio.create_task(ahead.run())
+    try:
+        first = AudioOnly(parts=[(b"\x01\x00" * 4800, "audio/pcm;rate=24000")])
+        await ahead.take(first)
+        await ahead.take(message)
+        room.set()
+        await until(lambda: len(handled) == 2, within=1)
+    finally:
+        runner.cancel()
+    assert handled == [first, message]

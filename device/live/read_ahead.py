@@ -207,8 +207,13 @@ def _weight(message: Message, audio_bytes: int) -> int:
     if content is None:
         return 0  # never waits
     parts = (content.model_turn.parts or []) if content.model_turn else []
-    rest = content.model_dump_json(exclude_none=True, exclude=_AUDIO_DATA)
-    return audio_bytes + len(rest) + PART_COST * max(0, len(parts) - 1)
+    try:
+        rest = len(content.model_dump_json(exclude_none=True, exclude=_AUDIO_DATA))
+    except ValueError:
+        # Nested deeper than pydantic writes (a call's arguments, which the SDK read): it
+        # weighs the whole bound, and the reader waits until it has been handed on.
+        rest = READ_AHEAD_BYTES
+    return audio_bytes + rest + PART_COST * max(0, len(parts) - 1)
 
 
 def _not_content(message: Message) -> bool:
