@@ -15,15 +15,25 @@ from google.genai._live_converters import _LiveServerMessage_from_mldev
 from helpers import until
 from speech import SPEAKER_RATE, assert_clean, chirp, reply_heard, speak_turn, turns_done
 from test_states import run
+from websockets.protocol import State as WsState
 from wire import config_for
 
 from device import states as s
 from device.live.inbound import AudioOnly
 from device.live.read_ahead import ReadAhead
 from device.live.session import LiveLink
+from device.live.websocket import UNSENT_HELD_LIMIT, websocket_of
 from device.live.wire import REPLY_RATE, SAMPLE_BYTES
 from device.outbox import Outbox
-from device.states import Machine, Reconnected, ReplyAudio, SetupComplete, State, TurnComplete
+from device.states import (
+    Machine,
+    Reconnected,
+    Reconnecting,
+    ReplyAudio,
+    SetupComplete,
+    State,
+    TurnComplete,
+)
 from rig.loopback import PulseLoopback
 from rig.server.server import LiveServer
 
@@ -213,3 +223,43 @@ async def test_a_message_the_sdk_reads_waits_behind_a_full_speaker_however_deep_
     finally:
         runner.cancel()
     assert handled == [first, message]
+
+
+async def test_a_service_that_pings_and_never_reads_cannot_grow_the_box_without_end(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """websockets answers every ping with a pong, written whatever the write side's flow
+    control says: a service that sends pings (and now and then a message, so the link looks
+    alive) and reads nothing made the box hold every pong in user space, 29 MB after 25 MB of
+    pings here and on at the link's speed, past the unit's MemoryMax (256M). The box gives
+    up on such a connection (and resumes), saying why."""
+    caplog.set_level(logging.INFO, logger="device.live")
+    events: list[Any] = []
+    link = LiveLink(config_for(server), Outbox(5), events.append, lambda *_: None)
+    link.open(1)
+    held = 0
+    try:
+        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+        connection = link._connection
+        assert connection is not None
+        ws = server.connection().ws
+        ws.transport.pause_reading()  # reads nothing from here on
+        alive = json.dumps({"usageMetadata": {"totalTokenCount": 1}})
+        for n in range(300_000):
+            if any(isinstance(e, Reconnecting) for e in events) or ws.state is not WsState.OPEN:
+                break
+            ws.protocol.send_ping(n.to_bytes(4, "big") * 31)
+            if n % 1000 == 0:
+                ws.protocol.send_text(alive.encode())
+            ws.send_data()
+            if n % 500 == 0:
+                await asyncio.sleep(0)
+                box = websocket_of(connection.session)
+                held = max(held, box.transport.get_write_buffer_size() if box else 0)
+        await asyncio.sleep(0.5)
+    finally:
+        await link.close()
+    assert held <= UNSENT_HELD_LIMIT + 2**20, f"{held / 2**20:.0f} MB of pongs held unsent"
+    assert any(isinstance(e, Reconnecting) for e in events), "the connection went on"
+    (lost,) = [r for r in caplog.records if r.getMessage().startswith("connection lost")]
+    assert "reads nothing" in lost.getMessage()

@@ -22,14 +22,14 @@ from google.genai import types
 from google.genai.live import AsyncSession
 
 from device.live.client import send_text_turn
-from device.live.errors import ConnectionDead
+from device.live.errors import ConnectionDead, NotReading
 from device.live.hooks import Hooks
 from device.live.inbound import AudioOnly, messages
 from device.live.read_ahead import Message, ReadAhead, more_to_come
 from device.live.reply import ReplyDecoder
 from device.live.setup import CLOSE_TIMEOUT_S
 from device.live.turn import WireTurn
-from device.live.websocket import bound_buffers, link_busy, websocket_of
+from device.live.websocket import bound_buffers, link_busy, watch_unsent, websocket_of
 from device.live.wire import IMAGE_MIME, MIC_MIME, audio_message
 from device.logs import Overflow
 from device.outbox import Item, Outbox
@@ -95,11 +95,13 @@ class Connection:
         self.last_traffic = time.monotonic()
         self.completed_turns = 0  # turns this connection carried to their end
         self._replied = False  # reply audio came since the last turn's end
+        self._not_reading: NotReading | None = None  # the service read nothing: it ended
 
     async def run(self) -> Exception:
         """Serve until one of the tasks fails; returns what ended the connection."""
         ended: Exception | None = None
         bound_buffers(self.session)
+        watch_unsent(self.session, self._unread)
         task = asyncio.current_task()
         assert task is not None
         requests = task.cancelling()
@@ -118,7 +120,7 @@ class Connection:
             # before the reconnect ended the session. A close's request stays (`_serve`).
             if task.cancelling() > requests:
                 task.uncancel()
-        return ended or ConnectionDead("every task of the connection ended")
+        return self._not_reading or ended or ConnectionDead("every task of the connection ended")
 
     def unhandled(self) -> list[Message]:
         """Reply content read and not yet handed on, in order (the connection has ended)."""
@@ -476,6 +478,13 @@ class Connection:
     def _on_pong(self, pong: asyncio.Future[Any]) -> None:
         if not pong.cancelled() and pong.exception() is None:
             self.last_traffic = time.monotonic()
+
+    def _unread(self, held: int) -> None:
+        """What the box sends piles up unread (the service's pings answered, and nothing
+        read): the connection is dead, whatever still comes from it."""
+        if self._not_reading is None:
+            self._not_reading = NotReading(f"{held / 2**20:.0f} MB wait to be sent")
+            self.abort()
 
     def abort(self) -> None:
         """Drop the TCP connection at once: a dead peer would never finish a close handshake."""

@@ -67,6 +67,10 @@ class ConnectionDead(Exception):
     """No traffic at all (messages or pongs) for longer than the configured bound."""
 
 
+class NotReading(ConnectionDead):
+    """The service reads nothing the box sends while it keeps sending (pings): dead too."""
+
+
 class GaveUp(Exception):
     """The connections kept failing for `reconnect_for_s`: the session ends (the message
     says how many tries, for how long, and the last failure)."""
@@ -136,6 +140,8 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "credentials", words
     if isinstance(exc, GaveUp):
         return "gave_up", str(exc)
+    if isinstance(exc, NotReading):
+        return "silent", f"the Live API reads nothing the box sends ({exc})"
     if isinstance(exc, ConnectionDead):
         return "silent", f"no traffic from the Live API: {exc}"
     if isinstance(exc, ResolverSilent):

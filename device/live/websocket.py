@@ -12,6 +12,7 @@ import fcntl
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from google.genai.live import AsyncSession
@@ -30,6 +31,12 @@ UNSENT_LIMIT = 32 * 1024
 #: second of reply audio each (base64 is 64 KB a second); the rest stays with the
 #: service, and its interrupted or turnComplete comes no later than this behind.
 UNREAD_LIMIT = 64 * 1024
+#: What the box may hold unsent in user space before it gives up on a connection. Its own
+#: sends wait at websockets' write limit (32 KiB), past it by one message at most (a camera
+#: frame, a tool's answer, the busy answer to a flood of calls: a few MB). Only what
+#: websockets writes by itself grows it further: a pong for every ping the service sends,
+#: whatever the write side's flow control says, without end from one that reads nothing.
+UNSENT_HELD_LIMIT = 16 * 2**20
 SIOCOUTQNSD = 0x894B  # Linux: bytes in a TCP socket's send queue not yet sent
 
 
@@ -102,6 +109,23 @@ def bound_buffers(session: AsyncSession) -> None:
     if hasattr(socket, "TCP_NOTSENT_LOWAT"):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, UNSENT_LIMIT)
+
+
+def watch_unsent(session: AsyncSession, overrun: Callable[[int], None]) -> None:
+    """Tell `overrun` the bytes held unsent once they pass UNSENT_HELD_LIMIT, as what comes
+    in is read (websockets answers the pings in it there)."""
+    ws = websocket_of(session)
+    if ws is None:
+        return
+    received = ws.data_received
+
+    def data_received(data: bytes) -> None:
+        received(data)
+        held = ws.transport.get_write_buffer_size()
+        if held > UNSENT_HELD_LIMIT:
+            overrun(held)
+
+    ws.data_received = data_received
 
 
 def link_busy(session: AsyncSession) -> bool:
