@@ -33,6 +33,7 @@ from websockets.exceptions import (
 )
 from websockets.frames import Close
 from websockets.http11 import Response
+from websockets.protocol import State as WsState
 from wire import config_for
 
 from device.config import Config, LiveConfig, Secret
@@ -40,14 +41,19 @@ from device.errors import TEXT_LIMIT
 from device.live.connection import Connection
 from device.live.errors import describe_failure, failure_fields, is_refusal
 from device.live.session import SESSION_ID_LIMIT, LiveLink
+from device.live.websocket import UNSENT_HELD_LIMIT, websocket_of
+from device.live.wire import REPLY_RATE, SAMPLE_BYTES
 from device.outbox import Kind, Outbox
 from device.states import (
     ConnectFailed,
     ConnectionLost,
     Event,
+    Reconnected,
     Reconnecting,
+    ReplyAudio,
     SetupComplete,
     SpeechHeard,
+    TurnComplete,
 )
 from rig.server.server import LiveServer
 
@@ -879,3 +885,138 @@ async def test_vertex_credentials_the_owner_replaced_work_at_the_next_press(
         await until(lambda: events, within=10)
         await link.close()
     assert isinstance(events[-1], SetupComplete), events
+
+
+AHEAD_S = 4.0  # what the speaker holds before the link waits for it (Playback's AHEAD_S)
+
+
+class Speaker:
+    """The speaker as the link sees it: reply audio fed through the events, played only
+    when the test says so."""
+
+    def __init__(self) -> None:
+        self.fed = 0  # bytes of reply audio the person hears (or will)
+        self.played = 0
+        self._changed = asyncio.Event()
+
+    def feed(self, pcm: bytes) -> None:
+        self.fed += len(pcm)
+
+    def play_out(self) -> None:
+        self.played = self.fed
+        self._changed.set()
+
+    def has_room(self) -> bool:
+        return self.fed - self.played < AHEAD_S * REPLY_RATE * SAMPLE_BYTES
+
+    async def wait_for_room(self) -> None:
+        while not self.has_room():
+            self._changed.clear()
+            await self._changed.wait()
+
+    @property
+    def seconds(self) -> float:
+        return self.fed / SAMPLE_BYTES / REPLY_RATE
+
+
+async def test_a_reply_received_whole_before_a_drop_is_still_heard_to_its_end(
+    server: LiveServer,
+) -> None:
+    """The service sends a 20 s reply at once (as it does, far faster than it plays), then
+    the connection drops. All of it, its turnComplete too, had arrived: 4 s were in the
+    speaker, 16 s waited in the read-ahead. Those 16 s went with the connection, without a
+    word in the journal: the person heard the reply stop mid-sentence. A goAway carries them
+    on to the next connection; a drop must too (or at least say it dropped them)."""
+    server.config.reply_seconds = 20.0
+    speaker = Speaker()
+    events: list[Any] = []
+
+    def on_event(event: Any) -> None:
+        events.append(event)
+        if isinstance(event, ReplyAudio) and not event.talked_over:
+            speaker.feed(event.pcm)
+
+    outbox = Outbox(5)
+    link = LiveLink(config_for(server), outbox, on_event, lambda *_: None, speaker=speaker)
+    link.open(1)
+    try:
+        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+        outbox.put("text", "tell me a long story")
+        # The whole reply is on the wire, its end read into the box: then the drop.
+        await server.wait_for(lambda: "turn_complete" in server.kinds(direction="out"), 10)
+        await until(lambda: speaker.seconds >= AHEAD_S - 0.5, within=10)
+        await asyncio.sleep(0.5)
+        server.drop()
+        await until(lambda: any(isinstance(e, Reconnected) for e in events), within=15)
+        for _ in range(20):  # the speaker plays on; what waited comes as it has room
+            speaker.play_out()
+            await asyncio.sleep(0.05)
+    finally:
+        await link.close()
+    assert speaker.seconds == pytest.approx(20.0, abs=0.1), (
+        f"{speaker.seconds:.1f} s of a 20 s reply received whole reached the speaker"
+    )
+    assert any(isinstance(e, TurnComplete) and not e.talked_over for e in events)
+
+
+async def test_a_message_nested_too_deeply_is_named_undecodable_not_a_bug_of_the_box(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frame of a thousand nested arrays (a few kilobytes, well under max_size) is more
+    than Python's JSON decoder takes: the connection ends, as for any frame that cannot be
+    read. The journal said LIVE_FAILURE=other and "RecursionError: maximum recursion depth
+    exceeded while decoding a JSON array from a unicode string", which reads as the box's
+    own bug, and `LIVE_FAILURE=undecodable` (README) did not find it."""
+    caplog.set_level(logging.INFO, logger="device.live")
+    events: list[Any] = []
+    link = LiveLink(config_for(server), Outbox(5), events.append, lambda *_: None)
+    link.open(1)
+    try:
+        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+        await server.send_raw('{"serverContent": {"x": ' + "[" * 5000 + "]" * 5000 + "}}")
+        await until(lambda: any(isinstance(e, Reconnected) for e in events), within=10)
+    finally:
+        await link.close()
+    (lost,) = [r for r in caplog.records if r.getMessage().startswith("connection lost")]
+    assert lost.LIVE_FAILURE == "undecodable"
+    assert "RecursionError" not in lost.getMessage() and "nested" in lost.getMessage()
+
+
+async def test_a_service_that_pings_and_never_reads_cannot_grow_the_box_without_end(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """websockets answers every ping with a pong, written whatever the write side's flow
+    control says: a service that sends pings (and now and then a message, so the link looks
+    alive) and reads nothing made the box hold every pong in user space, 29 MB after 25 MB of
+    pings here and on at the link's speed, past the unit's MemoryMax (256M). The box gives
+    up on such a connection (and resumes), saying why."""
+    caplog.set_level(logging.INFO, logger="device.live")
+    events: list[Any] = []
+    link = LiveLink(config_for(server), Outbox(5), events.append, lambda *_: None)
+    link.open(1)
+    held = 0
+    try:
+        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+        connection = link._connection
+        assert connection is not None
+        ws = server.connection().ws
+        ws.transport.pause_reading()  # reads nothing from here on
+        alive = json.dumps({"usageMetadata": {"totalTokenCount": 1}})
+        for n in range(300_000):
+            if any(isinstance(e, Reconnecting) for e in events) or ws.state is not WsState.OPEN:
+                break
+            ws.protocol.send_ping(n.to_bytes(4, "big") * 31)
+            if n % 1000 == 0:
+                ws.protocol.send_text(alive.encode())
+            ws.send_data()
+            if n % 500 == 0:
+                await asyncio.sleep(0)
+                box = websocket_of(connection.session)
+                held = max(held, box.transport.get_write_buffer_size() if box else 0)
+        await asyncio.sleep(0.5)
+    finally:
+        await link.close()
+    assert held <= UNSENT_HELD_LIMIT + 2**20, f"{held / 2**20:.0f} MB of pongs held unsent"
+    assert any(isinstance(e, Reconnecting) for e in events), "the connection went on"
+    (lost,) = [r for r in caplog.records if r.getMessage().startswith("connection lost")]
+    assert "reads nothing" in lost.getMessage()

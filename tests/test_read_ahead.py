@@ -349,3 +349,48 @@ async def test_bulky_content_behind_a_full_speaker_counts_against_the_bound(kind
             tracemalloc.stop()
         assert ahead.full, f"still reading on with {held / MB:.0f} MB held"
         assert held < 2 * READ_AHEAD_BYTES
+
+
+async def test_a_message_the_sdk_reads_waits_behind_a_full_speaker_however_deep_it_is() -> None:
+    """A part's function call with arguments 600 arrays deep (the SDK reads it; the same
+    message with room in the speaker is handled as any other) behind reply audio waiting for
+    a full speaker: weighing it for the bound raised PydanticSerializationError ("Maximum
+    serialization depth exceeded"), which ended the connection and the reply with it."""
+    deep = {
+        "serverContent": {
+            "modelTurn": {
+                "parts": [
+                    {
+                        "functionCall": {
+                            "name": "f",
+                            "args": {"a": json.loads("[" * 600 + "]" * 600)},
+                        }
+                    }
+                ]
+            }
+        }
+    }
+    message = types.LiveServerMessage._from_response(
+        response=_LiveServerMessage_from_mldev(deep), kwargs={}
+    )
+    handled: list[Any] = []
+    room = asyncio.Event()
+
+    class Full:
+        def has_room(self) -> bool:
+            return room.is_set()
+
+        async def wait_for_room(self) -> None:
+            await room.wait()
+
+    ahead = ReadAhead(handled.append, Full())
+    runner = asyncio.create_task(ahead.run())
+    try:
+        first = AudioOnly(parts=[(b"\x01\x00" * 4800, "audio/pcm;rate=24000")])
+        await ahead.take(first)
+        await ahead.take(message)
+        room.set()
+        await until(lambda: len(handled) == 2, within=1)
+    finally:
+        runner.cancel()
+    assert handled == [first, message]

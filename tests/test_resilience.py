@@ -728,3 +728,31 @@ def test_a_service_that_closes_every_connection_after_setup_is_not_hammered(
     daemon.ctl("release")
     daemon.ctl("press")
     server.wait_for(lambda: len(server.log.connections()) > count, 10)
+
+
+def test_on_the_daemon_a_reply_sent_whole_plays_to_its_end_across_a_drop(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """The same on the real daemon and its loopback speaker: a 20 s reply sent at once, the
+    TCP connection dropped a second later; the person hears all 20 s, then talks on."""
+    config = {"audio": {"earcons": False}, "live": {"keepalive_s": 1, "dead_after_s": 4}}
+    server, daemon = make_rig(config, reply_seconds=0.3)
+    speak_turn(loopback, daemon, chirp(0.3))  # a handle to resume with
+    daemon.wait_until(turns_done(1), 20, "turn 1 to end")
+    assert server.server is not None
+    server.server.config.pace, server.server.config.reply_seconds = 0, 20.0
+    recorder = loopback.record(SPEAKER_RATE)
+    recorder.wait_started()
+    speak_turn(loopback, daemon, chirp(0.3))
+    server.wait_for(lambda: server.log.kinds(direction="out").count("turn_complete") >= 2, 10)
+    daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply")
+    time.sleep(1.0)
+    server.call(server.server.drop)
+    daemon.wait_until(turns_done(2), 40, "the reply to finish")
+    time.sleep(0.3)
+    reply_heard(recorder.stop(), turn=2, seconds=20.0)
+    server.server.config.reply_seconds = 0.3
+    speak_turn(loopback, daemon, chirp(0.3))
+    daemon.wait_until(turns_done(3), 20, "turn 3 to end")
+    assert len(server.log.connections()) == 2
+    assert_clean(daemon, server)
