@@ -96,6 +96,7 @@ class Connection:
         self.completed_turns = 0  # turns this connection carried to their end
         self._replied = False  # reply audio came since the last turn's end
         self._not_reading: NotReading | None = None  # the service read nothing: it ended
+        self._words_sent = False  # the person's sound or text went out on this connection
 
     async def run(self) -> Exception:
         """Serve until one of the tasks fails; returns what ended the connection."""
@@ -168,6 +169,7 @@ class Connection:
                 self._outbox.push_front(item)
                 raise
             self._turn.sent(item.kind)
+            self._words_sent = self._words_sent or item.kind in ("audio", "text")
             self._hooks.on_sent(item, time.monotonic())
             # Let the loop read the socket between sends: a close the service already sent
             # must stop the held speech here (sent again on the next connection), not be
@@ -360,9 +362,10 @@ class Connection:
 
     def _turn_carried(self, asked: bool) -> None:
         """A turnComplete: the connection carried a turn if one was `asked` (awaited or
-        arriving) or reply audio came on it. A bare turnComplete after every setup made each
-        connection count as proved, and the box reconnected at once, without end."""
-        if asked or self._replied:
+        arriving) or reply audio came on it, and the person's words went out on it. A bare
+        turnComplete after every setup made each connection count as proved, and so did a
+        word the model said unasked: the box reconnected at once, without end."""
+        if self._words_sent and (asked or self._replied):
             self.completed_turns += 1
         self._replied = False
 

@@ -1,0 +1,79 @@
+"""A Live service that flaps for days at a box left alone: it accepts and closes at once,
+talks unasked, refuses and comes back. The box must not hammer it, must not flood the
+journal, and must come back to a press."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from wire import config_for
+
+from device.live.session import LiveLink
+from device.live.wire import REPLY_RATE, pcm_mime
+from device.outbox import Outbox
+from rig.server.server import LiveServer
+
+
+@pytest.fixture
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
+    async with LiveServer(pace=0, reply_seconds=0.2) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
+
+
+async def each_connection(server: LiveServer, frames: list[str], code: int) -> None:
+    """On every new connection: send `frames` after setup, then close with `code`."""
+    seen: set[int] = set()
+    while True:
+        for number, connection in list(server._live.items()):
+            if number not in seen and connection.is_open:
+                seen.add(number)
+                for frame in frames:
+                    await connection.send_raw(frame)
+                await asyncio.sleep(0.05)
+                await connection.close(code, "Internal error encountered.")
+        await asyncio.sleep(0.005)
+
+
+#: A tenth of a second of reply audio nobody asked for (a model's proactive word).
+UNASKED_AUDIO = json.dumps(
+    {
+        "serverContent": {
+            "modelTurn": {
+                "parts": [
+                    {
+                        "inlineData": {
+                            "mimeType": pcm_mime(REPLY_RATE),
+                            "data": base64.b64encode(b"\x01\x00" * 2400).decode(),
+                        }
+                    }
+                ]
+            }
+        }
+    }
+)
+TURN_COMPLETE = json.dumps({"serverContent": {"turnComplete": True}})
+
+
+async def test_a_reply_nobody_asked_for_before_each_close_does_not_reset_the_backoff(
+    server: LiveServer,
+) -> None:
+    """A service that speaks unasked after every setup (a proactive model), then closes
+    the connection: the reply made each connection count as one that carried a turn, so
+    the box reconnected at once, about sixteen times a second, for as long as the session
+    stayed open; it played the word each time, and every turn it played restarted the
+    idle timer that would have closed the session. It must be paced as a connection
+    that died young (0.5 s, 1 s, 2 s...)."""
+    sabotage = asyncio.create_task(each_connection(server, [UNASKED_AUDIO, TURN_COMPLETE], 1011))
+    link = LiveLink(config_for(server), Outbox(5), lambda _e: None, lambda *_: None)
+    link.open(1)
+    try:
+        await asyncio.sleep(3.0)
+        assert link.connections <= 6, f"{link.connections} connections in 3 s"
+    finally:
+        sabotage.cancel()
+        await link.close()
