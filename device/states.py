@@ -711,7 +711,11 @@ def _transition(m: Machine, event: Event) -> Step:
         case Timeout(Timer.REPLY) if m.state is State.THINKING or (
             m.state is State.CONNECTING and not m.ending  # a goodbye's wait: below
         ):
-            return _turn_over(m, [PlayEarcon(Earcon.ERROR)])  # never left hanging
+            # Between connections the question may still wait in the outbox: given up on
+            # (the error beep), it must not go out once the link is back, its answer
+            # playing out of the blue. Hands-free, what waits is the conversation going on.
+            stale: list[Action] = [DropOutbox()] if ptt and not m.connected else []
+            return _turn_over(m, [*stale, PlayEarcon(Earcon.ERROR)])  # never left hanging
         case Timeout(Timer.REPLY) if m.state is State.SPEAKING and m.reply_done:
             # All of it came and it is still playing (a reply sent faster than it plays):
             # the drain ends the turn; a speaker that stopped is the audio keeper's to find.
