@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 from fakes import CHUNK, config, running
+from google.genai import errors
 from helpers import until
-from wire import config_for
+from wire import at, config_for
 
+from device.live.errors import describe_failure
 from device.live.session import LiveLink
-from device.live.wire import REPLY_RATE, pcm_mime
+from device.live.wire import CLOSE_INTERNAL, REPLY_RATE, pcm_mime
 from device.outbox import Outbox
-from device.states import Reconnected, Reconnecting, SetupComplete
+from device.states import ConnectionLost, Event, Reconnected, Reconnecting, SetupComplete
 from rig.server.server import LiveServer
 
 
@@ -106,3 +108,48 @@ async def test_a_question_the_reply_timer_gave_up_on_is_not_sent_when_the_link_c
         assert box.appliance.machine.session_open, "the session lives on (idle_timeout_s)"
         waiting = [item.kind for item in box.link.sent()]
         assert waiting == [], f"the question given up on still goes out: {waiting}"
+
+
+#: What the Gemini API closes with (1011) when the key's quota is used up.
+QUOTA = (
+    "You exceeded your current quota, please check your plan and billing details. For "
+    "more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits."
+)
+
+
+async def test_a_quota_refusing_resumes_for_a_while_keeps_the_conversation(
+    server: LiveServer,
+) -> None:
+    """Over its per-minute quota the service answers every setup with 1011. The box took
+    that for the old connection still holding the session: after three refusals over
+    4 s it threw the handle away, and once the quota had room again the person heard
+    the "I forgot" earcon and the model had forgotten the conversation, though a fresh
+    session is refused for quota just the same and the handle was good for hours."""
+    events: list[Event] = []
+    outbox = Outbox(hold_s=8)
+    link = LiveLink(config_for(server), outbox, events.append, lambda *_: None)
+    link.open(1)
+    try:
+        outbox.put("text", "remember the number seven")
+        await until(lambda: link._handle is not None, within=10)
+        server.config.refuse_setup = (CLOSE_INTERNAL, QUOTA)
+        server.drop()
+        for _ in range(20):  # presses now and then: each tries at once
+            link.hurry()
+            await asyncio.sleep(0.3)
+        server.config.refuse_setup = None
+        link.hurry()
+        await until(lambda: any(isinstance(e, Reconnected | ConnectionLost) for e in events))
+    finally:
+        await link.close()
+    (back,) = [e for e in events if isinstance(e, Reconnected | ConnectionLost)]
+    assert back == Reconnected(session=1, history_lost=False)
+    setups = [record.setup for record in server.log.connections()][1:]
+    assert all(at(setup, "session_resumption", "handle") for setup in setups), "a fresh session"
+
+
+def test_a_quota_close_is_named_as_such_not_as_an_internal_error() -> None:
+    """The journal said "the service had an internal error": the owner waited for Google
+    to mend it, when it was their key's quota (the reason says so, far along the line)."""
+    said = describe_failure(errors.APIError(CLOSE_INTERNAL, {"message": QUOTA}))
+    assert said.startswith("a quota or rate limit of the key was reached"), said

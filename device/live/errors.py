@@ -41,6 +41,12 @@ _CLOSE_HINTS = {
     **REFUSED,
 }
 
+#: A close whose reason says one of these is the key's quota or rate limit, whatever its
+#: code (the Gemini API closes with 1011, "You exceeded your current quota..."): not the
+#: service in trouble, nor a session still held by the old connection.
+_QUOTA_WORDS = ("quota", "resource_exhausted")
+QUOTA_HINT = "a quota or rate limit of the key was reached"
+
 #: How the SDK says a frame is not JSON, before it quotes the whole frame.
 _NOT_JSON = "Failed to parse response: "
 #: What Python's JSON decoder says of a document nested deeper than it goes (a frame of a
@@ -127,6 +133,8 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         hint = _CLOSE_HINTS.get(code, "the connection closed")
         if code == CLOSE_POLICY and "key" in reason.lower():
             hint = "the service refused the API key"
+        if _speaks_of_quota(reason):
+            hint = QUOTA_HINT
         detail = f": {reason}" if reason else ""
         return "closed", f"{hint} (close code {code}{detail})"
     if isinstance(exc, InvalidStatus):
@@ -243,5 +251,16 @@ def is_unknown_handle(exc: BaseException) -> bool:
 
 
 def is_busy_session(exc: BaseException) -> bool:
-    """1011 at setup: most often the old connection still holds the session."""
-    return isinstance(exc, errors.APIError) and exc.code == CLOSE_INTERNAL
+    """1011 at setup: most often the old connection still holds the session; never when
+    it is the key's quota (a new session would be refused just the same, and the
+    conversation's history thrown away for nothing)."""
+    return (
+        isinstance(exc, errors.APIError)
+        and exc.code == CLOSE_INTERNAL
+        and not _speaks_of_quota(close_reason(exc))
+    )
+
+
+def _speaks_of_quota(reason: str) -> bool:
+    said = reason.lower()
+    return any(word in said for word in _QUOTA_WORDS)
