@@ -16,11 +16,19 @@ from google.genai import errors
 from helpers import until
 from wire import at, config_for
 
+from device.config import Config, LiveConfig, Secret
 from device.live.errors import describe_failure
 from device.live.session import LiveLink
 from device.live.wire import CLOSE_INTERNAL, REPLY_RATE, pcm_mime
 from device.outbox import Outbox
-from device.states import ConnectionLost, Event, Reconnected, Reconnecting, SetupComplete
+from device.states import (
+    ConnectFailed,
+    ConnectionLost,
+    Event,
+    Reconnected,
+    Reconnecting,
+    SetupComplete,
+)
 from rig.server.server import LiveServer
 
 
@@ -153,3 +161,33 @@ def test_a_quota_close_is_named_as_such_not_as_an_internal_error() -> None:
     to mend it, when it was their key's quota (the reason says so, far along the line)."""
     said = describe_failure(errors.APIError(CLOSE_INTERNAL, {"message": QUOTA}))
     assert said.startswith("a quota or rate limit of the key was reached"), said
+
+
+async def test_a_connect_timeout_above_ten_seconds_is_honoured() -> None:
+    """An owner on a slow link (a Pi on LTE) raised `connect_timeout_s` to 20: every
+    connect still failed at 10 s, websockets' own bound on its opening handshake, and the
+    journal said "no answer from the Live API in time" as before."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept_and_say_nothing(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)  # a TLS handshake that never gets an answer
+
+    silent = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    cfg = Config(
+        live=LiveConfig(base_url=f"https://127.0.0.1:{port}", connect_timeout_s=20),
+        api_key=Secret("AIza-test"),
+    )
+    events: list[Event] = []
+    link = LiveLink(cfg, Outbox(5), events.append, lambda *_: None)
+    link.open(1)
+    try:
+        await asyncio.sleep(11)
+        failed = [e for e in events if isinstance(e, ConnectFailed)]
+        assert not failed, f"gave up before connect_timeout_s: {failed}"
+    finally:
+        await link.close()
+        for writer in held:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()

@@ -35,10 +35,12 @@ REPLY_CHUNK = {
 #: websockets' 10 s: a service that closed with 1011 while the box sent held speech
 #: stopped reading it, never saw the box's answer to its close, and the box sat on the
 #: dead connection for 10 s (its words lost into it, SIGTERM past TimeoutStopSec).
+#: No opening handshake timeout of websockets' own (10 s): every connect is bounded by
+#: `connect_timeout_s`, which an owner on a slow link may set higher.
 CLOSE_TIMEOUT_S = 1.0
 WEBSOCKET_OPTIONS: dict[str, Any] = {"ping_interval": None, "ping_timeout": None,
                                      "close_timeout": CLOSE_TIMEOUT_S, "compression": None,
-                                     "max_queue": 4, "max_size": 2**20}
+                                     "max_queue": 4, "max_size": 2**20, "open_timeout": None}
 
 
 def make_client(cfg: Config) -> genai.Client:
