@@ -96,7 +96,7 @@ class Connection:
         self.completed_turns = 0  # turns this connection carried to their end
         self._replied = False  # reply audio came since the last turn's end
         self._not_reading: NotReading | None = None  # the service read nothing: it ended
-        self._words_sent = False  # the person's sound or text went out on this connection
+        self._words_sent = False  # the person's turn (sound, its end, text) went out on it
 
     async def run(self) -> Exception:
         """Serve until one of the tasks fails; returns what ended the connection."""
@@ -169,7 +169,7 @@ class Connection:
                 self._outbox.push_front(item)
                 raise
             self._turn.sent(item.kind)
-            self._words_sent = self._words_sent or item.kind in ("audio", "text")
+            self._words_sent = self._words_sent or item.kind in ("audio", "activity_end", "text")
             self._hooks.on_sent(item, time.monotonic())
             # Let the loop read the socket between sends: a close the service already sent
             # must stop the held speech here (sent again on the next connection), not be
