@@ -32,6 +32,7 @@ from device.states import (
     ConnectionLost,
     EndConversation,
     Interrupted,
+    Reconnected,
     Reconnecting,
     ReplyAudio,
     SetupComplete,
@@ -1039,3 +1040,28 @@ async def test_words_heard_before_the_silence_ran_out_keep_the_conversation_thro
         await box.settle()
         assert box.state == "listening" and box.appliance.machine.session_open
         assert box.link.closed == 0
+
+
+async def test_a_question_the_reply_timer_gave_up_on_is_not_sent_when_the_link_comes_back(
+    tmp_path: Path,
+) -> None:
+    """Push-to-talk; the connection drops and the question waits in the outbox for the
+    next one. The reply timer runs out first: the error beep, idle. The link then came
+    back within the same session and sent the old question, and its answer played out of
+    the blue, well after the box had said it failed."""
+    cfg = config(conversation={"reply_timeout_s": 0.05, "idle_timeout_s": 60})
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        box.link.deliver(Reconnecting, reason="Wi-Fi gone", reply_lost=False)
+        for _ in range(3):
+            box.mic.record(CHUNK)  # the question, held for the next connection
+        await box.control.ask("release")
+        box.mic.record(CHUNK)  # the chunk holding the release
+        await box.settle()
+        await until(lambda: box.state == "idle", within=3)  # given up: the error beep
+        box.link.deliver(Reconnected)
+        await box.settle()
+        assert box.appliance.machine.session_open, "the session lives on (idle_timeout_s)"
+        waiting = [item.kind for item in box.link.sent()]
+        assert waiting == [], f"the question given up on still goes out: {waiting}"
