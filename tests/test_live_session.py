@@ -1022,23 +1022,12 @@ async def test_a_service_that_pings_and_never_reads_cannot_grow_the_box_without_
     assert "reads nothing" in lost.getMessage()
 
 
-#: A tenth of a second of reply audio nobody asked for (a model's proactive word).
-UNASKED_AUDIO = json.dumps(
-    {
-        "serverContent": {
-            "modelTurn": {
-                "parts": [
-                    {
-                        "inlineData": {
-                            "mimeType": pcm_mime(REPLY_RATE),
-                            "data": base64.b64encode(b"\x01\x00" * 2400).decode(),
-                        }
-                    }
-                ]
-            }
-        }
-    }
-)
+def unasked_audio(seconds: float) -> str:
+    """A frame of reply audio nobody asked for (a model's proactive word)."""
+    pcm = b"\x01\x00" * round(REPLY_RATE * seconds)
+    blob = {"mimeType": pcm_mime(REPLY_RATE), "data": base64.b64encode(pcm).decode()}
+    part = {"inlineData": blob}
+    return json.dumps({"serverContent": {"modelTurn": {"parts": [part]}}})
 
 
 async def test_a_reply_nobody_asked_for_before_each_close_does_not_reset_the_backoff(
@@ -1050,8 +1039,32 @@ async def test_a_reply_nobody_asked_for_before_each_close_does_not_reset_the_bac
     stayed open; it played the word each time, and every turn it played restarted the
     idle timer that would have closed the session. It must be paced as a connection
     that died young (0.5 s, 1 s, 2 s...)."""
-    sabotage = asyncio.create_task(each_connection(server, [UNASKED_AUDIO, BARE_END], 1011))
+    sabotage = asyncio.create_task(each_connection(server, [unasked_audio(0.1), BARE_END], 1011))
     link = LiveLink(config_for(server), Outbox(5), lambda _e: None, lambda *_: None)
+    link.open(1)
+    try:
+        await asyncio.sleep(3.0)
+        assert link.connections <= 6, f"{link.connections} connections in 3 s"
+    finally:
+        sabotage.cancel()
+        await link.close()
+
+
+async def test_a_whole_reply_nobody_asked_for_left_to_play_does_not_reset_the_backoff(
+    server: LiveServer,
+) -> None:
+    """The same with more reply than the speaker holds, its end read before each close: the
+    rest of it, carried on to the next connection to play there, made each connection count
+    as one that carried a turn, and the box reconnected at once, without end."""
+    frames = [unasked_audio(AHEAD_S + 2), BARE_END]
+    sabotage = asyncio.create_task(each_connection(server, frames, 1011))
+    speaker = Speaker()  # fed, never played out: the rest waits
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, ReplyAudio):
+            speaker.feed(event.pcm)
+
+    link = LiveLink(config_for(server), Outbox(5), on_event, lambda *_: None, speaker=speaker)
     link.open(1)
     try:
         await asyncio.sleep(3.0)

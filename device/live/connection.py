@@ -96,7 +96,7 @@ class Connection:
         self.completed_turns = 0  # turns this connection carried to their end
         self._replied = False  # reply audio came since the last turn's end
         self._not_reading: NotReading | None = None  # the service read nothing: it ended
-        self._words_sent = False  # the person's turn (sound, its end, text) went out on it
+        self.words_sent = False  # the person's turn (sound, its end, text) went out on it
 
     async def run(self) -> Exception:
         """Serve until one of the tasks fails; returns what ended the connection."""
@@ -169,7 +169,7 @@ class Connection:
                 self._outbox.push_front(item)
                 raise
             self._turn.sent(item.kind)
-            self._words_sent = self._words_sent or item.kind in ("audio", "activity_end", "text")
+            self.words_sent = self.words_sent or item.kind in ("audio", "activity_end", "text")
             self._hooks.on_sent(item, time.monotonic())
             # Let the loop read the socket between sends: a close the service already sent
             # must stop the held speech here (sent again on the next connection), not be
@@ -365,7 +365,7 @@ class Connection:
         arriving) or reply audio came on it, and the person's words went out on it. A bare
         turnComplete after every setup made each connection count as proved, and so did a
         word the model said unasked: the box reconnected at once, without end."""
-        if self._words_sent and (asked or self._replied):
+        if self.words_sent and (asked or self._replied):
             self.completed_turns += 1
         self._replied = False
 

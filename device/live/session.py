@@ -312,7 +312,9 @@ class LiveLink:
         pacing = Pacing(self._cfg.live.reconnect_for_s)
         while True:
             ended, reply_cut, lasted_s = await self._serve(connection)
-            carried_turn = bool(self._carried)  # it completed a turn, handed on after the switch
+            # It completed a turn, handed on after the switch: one of the person's (a reply
+            # nobody asked for, carried on to play, proves nothing of the connection).
+            carried_turn = bool(self._carried) and connection.words_sent
             turns = connection.completed_turns > 0 or carried_turn
             # What a fresh session would lose: turns, not a handle (one may come at setup).
             self._had_turns = self._had_turns or turns
