@@ -103,3 +103,16 @@ def test_a_kept_key_the_service_would_refuse_is_still_made_root_only(
                for line in lines), lines  # fmt: skip
     assert "+ chown root:root /etc/live-appliance/api-key" in lines
     assert "+ chmod 0600 /etc/live-appliance/api-key" in lines
+
+
+def test_an_update_opens_a_venv_an_earlier_install_left_to_root_alone(
+    view: SystemView, stand_ins: StandIns
+) -> None:
+    """Run again, as the journal's 203/EXEC sends the owner to do, the installer kept that
+    venv as it was ("exists"): the service still could not start."""
+    view.setup(INSTALLED + "\nchmod -R go-rwx /opt/live-appliance\n")
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
+    assert "+ chmod -R a+rX /opt/live-appliance" in lines, lines
+    view.setup(INSTALLED + "\nchmod -R a+rX /opt/live-appliance\n")
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
+    assert not any(line.startswith("+ chmod -R") for line in lines), "nothing to mend"
