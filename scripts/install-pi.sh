@@ -166,7 +166,11 @@ trimmed() {
 # It goes through no command line and no environment, and is never printed elsewhere.
 read_key() {
   local source=$1 key problem
-  if [[ $source == - ]]; then
+  if [[ $source == - && -t 0 ]]; then
+    # Typed or pasted at a terminal: asked for, not shown, and Enter ends it.
+    IFS= read -r -s -p "Gemini API key (typing is not shown): " key
+    printf '\n' >&2
+  elif [[ $source == - ]]; then
     key=$(</dev/stdin)
   else
     key=$(<"$source")
@@ -333,6 +337,11 @@ install_venv() {
     grep -q '^include-system-site-packages = true' "$VENV/pyvenv.cfg" &&
     [[ -d $VENV/lib/$("$SYSTEM_PYTHON" -c 'import sys; print("python%d.%d" % sys.version_info[:2])')/site-packages ]]; then
     say "  $VENV exists"
+    # One made under a stricter umask (before install_main set its own) only root may
+    # enter: the service could not start from it (203/EXEC).
+    if [[ -n $(find "$PREFIX" ! -type l ! -perm -o=r -print -quit) ]]; then
+      run chmod -R a+rX "$PREFIX"
+    fi
   else
     run "$SYSTEM_PYTHON" -m venv --clear --system-site-packages --without-pip "$VENV"
   fi
@@ -514,6 +523,13 @@ PY
 # before anything was installed. A kept key file is judged as the daemon judges it; an
 # empty one is kept only where the configuration needs no key file, and one this user
 # may not read (a dry run without root) is not judged.
+# The kept key file root's alone, mode 0600, as the installer writes one: also one the
+# service would refuse (a key in quotation marks is a key all the same).
+key_root_only() {
+  run chown root:root "$KEY_FILE"
+  run chmod 0600 "$KEY_FILE"
+}
+
 install_key() {
   local key=$1 source=$2 kept="" problem=""
   step "API key $KEY_FILE (root only; the service gets it as a systemd credential)"
@@ -532,8 +548,7 @@ install_key() {
       say "  keeping the key in $KEY_FILE${key:+ (--key-file ignored)};" \
         "to change it: sudoedit $KEY_FILE"
     fi
-    run chown root:root "$KEY_FILE"
-    run chmod 0600 "$KEY_FILE"
+    key_root_only
     KEY_READY=1
   elif [[ -n $key ]]; then
     [[ -z $problem ]] || say "  the key in $KEY_FILE $problem: replacing it"
@@ -550,9 +565,11 @@ install_key() {
       KEY_READY=1
     else
       say "  no key given: $KEY_FILE kept as it was; sudoedit $KEY_FILE, or run this again with --key-file"
+      key_root_only
     fi
   elif [[ -n $problem ]]; then
     say "  the key in $KEY_FILE $problem: sudoedit $KEY_FILE, or run this again with --key-file"
+    key_root_only
   elif key_from_config; then
     say "  none needed: the configuration names [live] api_key_file or Vertex AI"
     KEY_READY=1
@@ -614,6 +631,9 @@ start_service() {
 
 install_main() {
   local key_source=""
+  # What root makes here the service (and the owner's `live-appliance`) must read: the
+  # venv and its packages follow the umask, and sudo keeps the owner's if it is stricter.
+  umask 022
   while (($#)); do
     case $1 in
       --dry-run) DRY_RUN=1 ;;

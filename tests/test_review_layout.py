@@ -11,16 +11,20 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from system_view import SystemView
-from test_install_script import (  # noqa: F401  (fixtures)
-    INSTALL,
-    INSTALLED,
-    KEY,
-    StandIns,
-    dry_run,
-    stand_ins,
-    view,
-)
+from test_install_script import INSTALL, INSTALLED, KEY, StandIns, dry_run
+
+
+@pytest.fixture
+def view(tmp_path: Path) -> SystemView:
+    return SystemView(tmp_path / "view")
+
+
+@pytest.fixture
+def stand_ins(tmp_path: Path) -> StandIns:
+    return StandIns(tmp_path)
+
 
 #: Every step of install_main, replaced by one that prints its name and the umask it runs with.
 STEPS = (
