@@ -120,3 +120,17 @@ def test_an_update_opens_a_venv_an_earlier_install_left_to_root_alone(
     view.setup(INSTALLED + "\nchmod -R a+rX /opt/live-appliance\n")
     lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
     assert not any(line.startswith("+ chmod -R") for line in lines), "nothing to mend"
+
+
+def test_run_as_root_itself_it_says_how_to_let_an_owner_use_ctl(
+    view: SystemView, stand_ins: StandIns
+) -> None:
+    """Run from a root shell (no sudo) no owner is added to the group; `live-appliance ctl`
+    then told the owner "the installer adds the owner to live-appliance", which it had not,
+    and nothing said how."""
+    view.setup(INSTALLED)
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]  # no SUDO_USER
+    assert any("usermod -a -G live-appliance" in line and "ctl" in line
+               for line in lines), lines  # fmt: skip
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL, SUDO_USER="owner")]
+    assert "+ usermod -a -G live-appliance owner" in lines
