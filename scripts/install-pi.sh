@@ -221,8 +221,9 @@ OS (Bookworm or newer):
   - the service $UNIT_NAME, enabled and started (state in $STATE_DIR)
 Run it again to update.
 
-  --key-file PATH  read the Gemini API key from PATH ("-": standard input). Without
-                   it the key is asked for on the terminal (not echoed), if any.
+  --key-file PATH  read the Gemini API key from PATH ("-": standard input, asked for
+                   at a terminal, not echoed). Without it the key is asked for on
+                   the terminal (not echoed), if any.
   --no-camera      a box without a camera: $CAMERA_PACKAGE is not installed and a
                    new $CONFIG has the camera off
   --no-gpio        a board without the Pi's GPIO (plain Debian, a VM): $GPIO_PACKAGE
@@ -302,6 +303,8 @@ create_user() {
       run usermod -a -G "$APP" "$SUDO_USER"
       say "  $SUDO_USER: log in again to use 'live-appliance ctl' without sudo"
     fi
+  else
+    say "  run from root's own shell: 'usermod -a -G $APP USER' lets USER use 'live-appliance ctl' without sudo"
   fi
 }
 
