@@ -134,3 +134,19 @@ def test_run_as_root_itself_it_says_how_to_let_an_owner_use_ctl(
                for line in lines), lines  # fmt: skip
     lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL, SUDO_USER="owner")]
     assert "+ usermod -a -G live-appliance owner" in lines
+
+
+@pytest.mark.parametrize("fails", ["update", "install"])
+def test_apt_failing_without_a_network_says_how_to_finish(fails: str) -> None:
+    """A fresh Pi not on the network yet: apt's own error, then the installer stopped
+    under `set -e` without a word of its own, where pip's failures say what to do."""
+    script = (f"source {shlex.quote(str(INSTALL))}\n"
+              "package_installed() { return 1; }\npackage_available() { return 0; }\n"
+              f'run() {{ [[ "$*" != *"apt-get {fails}"* ]]; }}\n'
+              "install_packages\n")  # fmt: skip
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                            timeout=30, check=False)  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "apt" in result.stderr and result.stderr.rstrip().endswith(
+        "fix that and run this script again: it installs what is still missing"
+    ), result.stderr
