@@ -267,7 +267,8 @@ install_packages() {
     say "  all installed"
     return
   fi
-  run apt-get update
+  run apt-get update ||
+    die "apt could not read its package lists (no network yet?): apt says why above$AGAIN"
   for pkg in "${missing[@]}"; do
     if ! package_available "$pkg"; then
       local problem="$pkg is not in this system's apt sources"
@@ -279,7 +280,8 @@ install_packages() {
       say "  note: $problem; a real run would stop here"
     fi
   done
-  run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" ||
+    die "apt could not install ${missing[*]}: apt says why above$AGAIN"
 }
 
 create_user() {
