@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pyaudio
@@ -26,7 +27,10 @@ from device.audio.devices import (
     selected_rates,
     supports_rate,
 )
-from device.config import AudioConfig
+from device.config import AudioConfig, Config
+from device.doctor import audio as doctor_audio
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
 
 
 def test_none_is_the_default_device(pa: pyaudio.PyAudio) -> None:
@@ -233,3 +237,41 @@ def test_devices_with_no_sound_card_says_to_plug_one_in(monkeypatch: pytest.Monk
     assert "index above" not in listing  # there is none above to choose
     assert "input: no default input device: plug in a microphone" in listing
     assert "output: no default output device: plug in a speaker" in listing
+
+
+@pytest.fixture
+def sound_cards_not_ours(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A Pi with its USB card in, run by an owner outside the audio group: the card's
+    device files are there, and this user may open none of them (PortAudio lists none)."""
+    nodes = tmp_path / "snd"
+    nodes.mkdir()
+    for name in ("controlC1", "pcmC1D0c", "pcmC1D0p"):
+        (nodes / name).touch()
+    monkeypatch.setattr(devices_mod, "SOUND_NODES", nodes)
+    monkeypatch.setattr(devices_mod.os, "access", lambda *_: False)  # the tests run as root
+
+
+@pytest.mark.usefixtures("sound_cards_not_ours")
+def test_devices_run_by_a_user_outside_the_audio_group_says_so_not_plug_one_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """"plug in a microphone" sent the owner to a card plugged in all along."""
+    monkeypatch.setattr(devices_mod, "open_portaudio", _NoSoundCard)
+    out = io.StringIO()
+    assert print_devices(AudioConfig(), out) == 1
+    listing = out.getvalue()
+    assert "plug in" not in listing
+    assert "input: no default input device: this user may not open the sound cards" in listing
+    assert "sudo usermod -a -G audio USER" in listing
+
+
+@pytest.mark.usefixtures("sound_cards_not_ours")
+async def test_the_doctor_run_by_a_user_outside_the_audio_group_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(doctor_audio, "open_portaudio", _NoSoundCard)
+    ctx = Context(Config(), Options(), Progress(spinner=False))
+    result = await doctor_audio.check_devices(ctx)
+    assert result.status is Status.FAIL
+    assert result.fix.startswith("This user may not open the sound cards"), result.fix
+    assert "Plug the device in" not in result.fix

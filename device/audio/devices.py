@@ -8,6 +8,7 @@ here takes a ``pyaudio.PyAudio`` the caller opened and will terminate, except
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ _BUILT_IN = ("hdmi", "bcm2835 headphones", "bcm2835 alsa")
 #: What the kernel lists of its sound cards and their devices, by the names PortAudio's
 #: are made of.
 ASOUND = Path("/proc/asound")
+#: The sound cards' device files: PortAudio lists no card this user may not open.
+SOUND_NODES = Path("/dev/snd")
 #: Sound servers: reachable, ALSA's "default" goes through them to the owner's choice.
 _SERVERS = ("pulse", "pipewire")
 
@@ -310,5 +313,20 @@ def _device_fix(direction: Direction, devices: list[DeviceInfo]) -> str:
     the jack) has no microphone, and a box with its USB card unplugged lists nothing."""
     if any(d.channels(direction) > 0 for d in devices):
         return f"set [audio] {direction}_device to a name or index above"
+    if refused := sound_cards_refused():
+        return refused
     part, can = ("microphone", "record") if direction == "input" else ("speaker", "play")
     return f"plug in a {part} (no device above can {can})"
+
+
+def sound_cards_refused() -> str | None:
+    """What to do when the kernel has sound cards this user may not open (not in the
+    audio group, as users added after the first are not): PortAudio lists none of them,
+    and "plug one in" would send the owner to a card that is there."""
+    nodes = list(SOUND_NODES.glob("pcmC*"))
+    if not nodes or any(os.access(node, os.R_OK | os.W_OK) for node in nodes):
+        return None
+    return (
+        f"this user may not open the sound cards ({SOUND_NODES}): run it with sudo, or "
+        "add the user to the audio group (sudo usermod -a -G audio USER, then log in again)"
+    )

@@ -83,9 +83,19 @@ def _describe_devices(pa: pyaudio.PyAudio, audio: AudioConfig) -> Result:
             failures.append((direction, found.summary))
     if failures:
         measured = "; ".join([*(s for _, s in failures), *parts])
-        fix = FIX_DEVICE.format(direction=failures[0][0])
+        fix = _fix_device(failures[0][0])
         return Result("devices", Status.FAIL, measured, fix, data=data)
     return Result("devices", Status.PASS, "; ".join(parts), data=data)
+
+
+def _fix_device(direction: str) -> str:
+    """Plug it in or choose another; or, when this user may not open the sound cards at
+    all, say so: none is listed then, though they are there."""
+    from device.audio.devices import sound_cards_refused
+
+    if refused := sound_cards_refused():
+        return f"{refused[0].upper()}{refused[1:]}."
+    return FIX_DEVICE.format(direction=direction)
 
 
 async def _in_own_thread(function: Callable[[], T]) -> T:
@@ -128,7 +138,7 @@ async def _open(name: str, direction: str, device: Capture | Playback) -> Result
     except TimeoutError:
         return _hung(name, f"opening the {direction} device")
     except AudioDeviceError as exc:
-        return Result(name, Status.FAIL, exc.summary, FIX_DEVICE.format(direction=direction))
+        return Result(name, Status.FAIL, exc.summary, _fix_device(direction))
     except Exception as exc:
         return Result(
             name,
