@@ -743,6 +743,12 @@ class Appliance:
             for task in [*self._tasks, self._drain_watch]:
                 if task is not None and not task.done():  # a dead one was reported already
                     await stop_task(task)
+            # Nothing more from the microphone or the camera, at once, as at a hang-up: the
+            # connection lives on while the camera switches off (seconds on a Pi), and what
+            # waits to be sent would be sent meanwhile, for a session that is over.
+            self._stop_frames()
+            self.mic_feed.stop()
+            self.outbox.clear()
             await self.control.aclose()
             await self.camera.shutdown()  # dark first, as at any hang-up: the close may wait
             await self.link.close()

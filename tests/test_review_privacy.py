@@ -1,0 +1,36 @@
+"""Review: the microphone and the camera reach the service only while someone talks to the
+box, on the paths that end a conversation other than the usual ones (a stop signal, a
+press taken late)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+from fakes import CHUNK, config, running
+from helpers import until
+
+from device.states import SetupComplete
+
+
+async def test_a_stop_signal_mid_conversation_sends_nothing_more_from_the_microphone_or_camera(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM while someone talks hands-free, the camera taking its time to switch off (a
+    second or two on a Pi): the microphone went on streaming to the service, and the frame
+    waiting went out, until the connection closed after the camera."""
+    async with running(tmp_path, config(button={"mode": "toggle"})) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        assert box.state == "listening" and box.camera.framing
+        box.camera.on_frame(b"jpeg", 0.0)  # the newest frame, waiting for an idle link
+        box.camera.hang = asyncio.Event()  # switching the camera off takes a while
+        box.appliance._on_stop_signal(signal.SIGTERM)
+        await until(lambda: not box.control.serving)  # stopping: the camera is next
+        await asyncio.sleep(0.05)
+        box.mic.record(CHUNK)  # the person still talking as the box stops
+        waiting = [item.kind for item in box.link.sent()]
+        box.camera.hang.set()
+    assert waiting == [], f"still to go to the service after the stop signal: {waiting}"
