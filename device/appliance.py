@@ -105,8 +105,10 @@ PRESSES_WAITING = 16
 #: ready yet) is tried again this long after, twice as long after each try that fails, up
 #: to the audio keeper's longest wait: a box nobody restarts answers its button again.
 BUTTON_RETRY_S = 2.0
-#: The speaker's actions, performed ahead of a transition's journal line and LEDs.
-HEARD = (PlayReply, ClearPlayback, SupersedeReply)
+#: The speaker's actions, and the microphone and camera stopping, performed ahead of a
+#: transition's journal line and LEDs: changing the LEDs yields to the loop, and a box that
+#: shows idle must have stopped sending what it hears and sees.
+AHEAD = (PlayReply, ClearPlayback, SupersedeReply, StopCapture)
 #: The link's events of a reply, stale once a press or a text turn superseded it.
 STALE = (ReplyAudio, TurnComplete, Interrupted)
 
@@ -314,12 +316,12 @@ class Appliance:
             if self.machine.state is not before:
                 # What the person hears goes first: a reply's first audio or a barge-in's
                 # silence does not wait for the journal line and the LEDs, which change
-                # next, before anything else follows.
+                # next, before anything else follows. So does the end of the capture.
                 for action in actions:
-                    if isinstance(action, HEARD):
+                    if isinstance(action, AHEAD):
                         await self._perform(action)
                 await self._entered(before, event)
-                actions = [action for action in actions if not isinstance(action, HEARD)]
+                actions = [action for action in actions if not isinstance(action, AHEAD)]
             for action in actions:
                 await self._perform(action)
 

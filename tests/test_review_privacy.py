@@ -11,7 +11,7 @@ from pathlib import Path
 from fakes import CHUNK, config, running
 from helpers import until
 
-from device.states import SetupComplete
+from device.states import SetupComplete, ToolsAtWork
 
 
 async def test_a_stop_signal_mid_conversation_sends_nothing_more_from_the_microphone_or_camera(
@@ -34,3 +34,34 @@ async def test_a_stop_signal_mid_conversation_sends_nothing_more_from_the_microp
         waiting = [item.kind for item in box.link.sent()]
         box.camera.hang.set()
     assert waiting == [], f"still to go to the service after the stop signal: {waiting}"
+
+
+async def test_the_leds_go_idle_only_once_the_microphone_and_camera_have_stopped(
+    tmp_path: Path,
+) -> None:
+    """Hands-free, the person presses to end while a tool works (the box thinking): the LEDs
+    turned idle first, and stopping the thinking pattern yields to the loop, where the
+    microphone's chunks and the camera's frames still went to the service; only then did
+    the capture stop."""
+    async with running(tmp_path, config(button={"mode": "toggle"})) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        box.link.deliver(ToolsAtWork, calls=1)
+        await box.settle()
+        assert box.state == "thinking" and box.mic.forwarding and box.camera.framing
+        leds = box.appliance.leds
+        assert leds is not None
+        show = leds.show
+        seen: dict[str, object] = {}
+
+        async def show_and_look(state: str) -> None:
+            if state == "idle":  # what the microphone records while the pattern changes
+                box.mic.record(CHUNK)
+                seen["sent"] = [item.kind for item in box.link.sent()]
+                seen["frames"] = box.camera.framing
+            await show(state)
+
+        leds.show = show_and_look  # type: ignore[method-assign]
+        await box.ctl("press")
+        assert box.state == "idle"
+    assert seen == {"sent": [], "frames": False}, seen
