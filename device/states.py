@@ -552,7 +552,7 @@ def _transition(m: Machine, event: Event) -> Step:
 
         case TextTurn(text) if not ptt and not m.session_open:
             # A hook's words may come to an empty room: the camera waits for a person.
-            conversation, actions = _start_conversation(m, camera=False)
+            conversation, actions = _start_conversation(m, pressed=False)
             return conversation, [*actions, SendText(text)]
         case TextTurn(text) if ptt and not m.held:
             # A new reply: its longest_reply_s counts from its own first part.
@@ -793,11 +793,12 @@ def _stop_talking(m: Machine, released: float | None = None) -> Step:
     return m.to(state, held=False), actions
 
 
-def _start_conversation(m: Machine, camera: bool = True, since: float | None = None) -> Step:
+def _start_conversation(m: Machine, since: float | None = None, pressed: bool = True) -> Step:
     """Wake button: a hands-free conversation with the server's activity detection, heard
-    from the button's edge `since`."""
+    from the button's edge `since`. Not `pressed` (a hook's words): no camera, and nothing
+    from before the words, with no button's edge for a pre-roll to reach back from."""
     conversation, opening = _open(m)
-    capture = StartCapture(camera, since=since)
+    capture = StartCapture(camera=pressed, preroll=pressed, since=since)
     actions: list[Action] = [CancelTimer(Timer.ERROR), opening, capture]
     actions += [PlayEarcon(Earcon.LISTEN_START), StartTimer(Timer.SILENCE)]
     actions.append(StartTimer(Timer.OPEN_MIC))

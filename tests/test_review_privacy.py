@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from pathlib import Path
 
-from fakes import CHUNK, config, running
+from fakes import CHUNK, DeviceFreeCapture, RealCaptureParts, config, running
 from helpers import until
 
 from device.states import SetupComplete, ToolsAtWork
@@ -65,3 +66,22 @@ async def test_the_leds_go_idle_only_once_the_microphone_and_camera_have_stopped
         await box.ctl("press")
         assert box.state == "idle"
     assert seen == {"sent": [], "frames": False}, seen
+
+
+async def test_a_hooks_words_opening_a_hands_free_conversation_send_nothing_said_before_them(
+    tmp_path: Path,
+) -> None:
+    """`ctl text` opens a hands-free conversation nobody asked for by a press: the capture's
+    pre-roll (up to `preroll_ms`, a second at most) of what the room said before the words
+    went to the service with them, though no button's edge was there to reach back from."""
+    async with running(
+        tmp_path, config(button={"mode": "toggle"}), parts_class=RealCaptureParts
+    ) as box:
+        mic = box.mic
+        assert isinstance(mic, DeviceFreeCapture)
+        now = time.monotonic()
+        for n in range(10):  # the room talking, up to the moment the hook speaks
+            mic.record(CHUNK, now - 0.4 + 0.04 * (n + 1))
+        await box.settle()
+        assert (await box.ctl("text", text="The washing machine is done."))["ok"]
+        assert [item.kind for item in box.link.sent()] == ["text"]

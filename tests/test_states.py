@@ -339,9 +339,10 @@ def test_a_text_turn_opens_a_session_and_waits_for_its_reply() -> None:
     assert [n for n in names(actions) if n in wanted] == wanted
     m, seen, _ = run(m, REPLY, DONE, s.PlaybackDrained())
     assert seen[-1] is State.IDLE
-    # Hands-free the conversation listens for an answer; the camera waits for a person.
+    # Hands-free the conversation listens for an answer; the camera waits for a person, and
+    # nothing from before the words goes (no pre-roll: nobody pressed).
     m, seen, actions = run(Machine(mode=Mode.TOGGLE), s.TextTurn("Hello"))
-    assert seen == [State.CONNECTING] and "start_capture:False:True" in names(actions)
+    assert seen == [State.CONNECTING] and "start_capture:False:False" in names(actions)
     assert names(actions)[-1] == "send_text:Hello"
     m, _, actions = run(m, SETUP, s.SpeechHeard())  # the service's transcript of the text
     assert names(actions)[-1] == "start_timer:silence"
