@@ -1,6 +1,6 @@
 """Review: the microphone and the camera reach the service only while someone talks to the
-box, on the paths that end a conversation other than the usual ones (a stop signal, a
-press taken late)."""
+box and the LEDs say so: at a stop signal, at a hang-up over a box that thinks, and in a
+conversation a hook's words opened."""
 
 from __future__ import annotations
 
