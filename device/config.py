@@ -63,6 +63,9 @@ VOICES = (
 #: The Live models' context window (their input token limit): compression must start
 #: within it, or the session is cut at the limit after all.
 CONTEXT_WINDOW_TOKENS = 131072
+#: Where the service starts compressing when `compression_trigger_tokens` is unset: 80% of
+#: the context window, leaving the rest for the next turn and its reply.
+DEFAULT_TRIGGER_TOKENS = CONTEXT_WINDOW_TOKENS * 8 // 10
 #: A BCP-47 language tag as RFC 5646 spells one: a language, then subtags of one to
 #: eight letters or digits ("en", "de-DE", "cmn-CN", "zh-Hans-CN", "es-419",
 #: "en-US-u-ca-gregory"). Not "German" spelled out, nor "en_US".
@@ -729,12 +732,7 @@ def _check_consistency(where: str, config: Config, whole: bool) -> None:
             f"{where}: [control] socket: the path is {socket_bytes} bytes; a UNIX socket's "
             f"may have at most {SOCKET_PATH_LIMIT}"
         )
-    trigger, target = live.compression_trigger_tokens, live.compression_target_tokens
-    if trigger is not None and target is not None and target >= trigger:
-        raise ConfigError(
-            f"{where}: [live] compression_target_tokens ({target}) must be below "
-            f"compression_trigger_tokens ({trigger})"
-        )
+    _check_compression(where, live)
     check_model_settings(live, where)
     if config.tools.enabled and whole:
         from device.tools import DEVICE_TOOLS  # pydantic, not the Live SDK; tools.py imports us
@@ -770,6 +768,34 @@ def _check_live(where: str, live: LiveConfig) -> None:
         raise ConfigError(
             f"{where}: [live] language: must be a BCP-47 language tag such as 'en-US', "
             f"'de-DE' or 'cmn-CN' (got {live.language!r})"
+        )
+
+
+def _check_compression(where: str, live: LiveConfig) -> None:
+    """Token counts that would go unused, and a window kept larger than where it is cut
+    (the SDK: target below trigger), which never slides."""
+    trigger, target = live.compression_trigger_tokens, live.compression_target_tokens
+    if not live.compression:
+        for name, value in (("compression_trigger_tokens", trigger),
+                            ("compression_target_tokens", target)):
+            if value is not None:
+                raise ConfigError(
+                    f"{where}: [live] {name}: set with compression = false, which sends no "
+                    "context window compression; remove it, or set compression = true"
+                )
+        return
+    if target is None:
+        return
+    if trigger is not None and target >= trigger:
+        raise ConfigError(
+            f"{where}: [live] compression_target_tokens ({target}) must be below "
+            f"compression_trigger_tokens ({trigger})"
+        )
+    if trigger is None and target >= DEFAULT_TRIGGER_TOKENS:
+        raise ConfigError(
+            f"{where}: [live] compression_target_tokens ({target}) must be below "
+            f"compression_trigger_tokens, which is {DEFAULT_TRIGGER_TOKENS} (80% of the "
+            "context window) when unset; lower it, or set compression_trigger_tokens above it"
         )
 
 
