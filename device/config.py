@@ -697,6 +697,15 @@ def _check_consistency(where: str, config: Config, whole: bool) -> None:
             f"{where}: [leds] data_pin and clock_pin: set both (pixels on GPIO) or neither (SPI)"
         )
     _check_pins(where, config)
+    conv = config.conversation
+    if config.button.mode == "toggle" and conv.end_after_silence_s * 1000 <= conv.silence_ms:
+        # The silence timer runs from the last word; the service ends the turn silence_ms
+        # after it, and only then answers (whose first sound stops the timer).
+        raise ConfigError(
+            f"{where}: [conversation] end_after_silence_s ({conv.end_after_silence_s:g} s) "
+            f"must be above silence_ms ({conv.silence_ms} ms) in toggle mode: the box would "
+            "hang up before the service hears the end of what was said"
+        )
     for label, named in (
         ("[live] api_key_file", live.api_key_file),
         ("[live] system_instruction_file", live.system_instruction_file),

@@ -120,3 +120,25 @@ async def test_transcripts_off_leaves_both_transcriptions_out_and_search_rides_w
     assert at(setup, "input_audio_transcription") is None
     assert at(setup, "output_audio_transcription") is None
     assert (function_names(setup), searches(setup)) == (["end_conversation"], 1)
+
+
+@pytest.mark.parametrize("silence_s", [2, 3])
+def test_hands_free_hanging_up_before_the_services_end_of_speech_stops_the_start(
+    tmp_path: Path, silence_s: int
+) -> None:
+    """Hands-free, the box hangs up `end_after_silence_s` after the last word; the service
+    ends the turn only `silence_ms` after it, and answers later still. A slow talker's
+    silence_ms = 3000 beside end_after_silence_s = 2 hung up on every question."""
+    path = write(tmp_path, (
+        "[button]\nmode = 'toggle'\n"
+        f"[conversation]\nsilence_ms = 3000\nend_after_silence_s = {silence_s}\n"
+    ))
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path, key=False)
+    assert str(caught.value) == (
+        f"{path}: [conversation] end_after_silence_s ({silence_s} s) must be above silence_ms "
+        "(3000 ms) in toggle mode: the box would hang up before the service hears the end "
+        "of what was said"
+    )
+    # Push-to-talk the service does not detect speech: silence_ms is not used.
+    config.load(write(tmp_path, path.read_text().replace("toggle", "push_to_talk")), key=False)
