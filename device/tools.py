@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import json
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from pydantic import Field, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from device.config import ToolsConfig
 from device.errors import ConfigError
@@ -282,7 +284,7 @@ class ToolBox:
             if deadline.expired():
                 return {"error": f"timed out after {self._cfg.timeout_s:g} s"}
             return {"error": f"{type(exc).__name__}: {exc}"}
-        return result if isinstance(result, dict) else {"output": result}
+        return _as_json(result if isinstance(result, dict) else {"output": result})
 
     def _log(self, call: types.FunctionCall, started: float, result: str, error: str = "") -> None:
         """One journal line per call: LIVE_TOOL, LIVE_TOOL_CALL (its id), LIVE_TOOL_RESULT
@@ -302,6 +304,18 @@ class ToolBox:
                 "LIVE_TOOL_MS": ms,
             },
         )
+
+
+def _as_json(result: dict[str, Any]) -> dict[str, Any]:
+    """A tool's result in the values JSON has (a path as text, a set as a list), or an
+    error the model is told: the SDK's send fails on a set or a path, ending the connection
+    with the call unanswered, and sends NaN as JSON no parser takes."""
+    try:
+        plain = to_jsonable_python(result)
+        json.dumps(plain, allow_nan=False)
+    except (PydanticSerializationError, ValueError) as exc:
+        return {"error": f"the tool's result is not JSON: {exc}"}
+    return typing.cast(dict[str, Any], plain)
 
 
 def answer(call: types.FunctionCall, response: dict[str, Any]) -> types.FunctionResponse:

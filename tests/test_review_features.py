@@ -3,14 +3,19 @@ refused at start with one line naming them, and edge values reach the setup as s
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
-from wire import at, config_for, function_names, instruction, searches
+from test_tools import FakeActions
+from wire import at, config_for, function_names, instruction, searches, tool_responses
 
 from device import cli, config
+from device.config import ToolsConfig
 from device.live.setup import connect_config, make_client
+from device.tools import Device, Registry, ToolBox
 from rig.server.server import LiveServer
 
 
@@ -142,3 +147,57 @@ def test_hands_free_hanging_up_before_the_services_end_of_speech_stops_the_start
     )
     # Push-to-talk the service does not detect speech: silence_ms is not used.
     config.load(write(tmp_path, path.read_text().replace("toggle", "push_to_talk")), key=False)
+
+
+# ---- tool results on the wire ---------------------------------------------------------------
+
+
+def owners_tools() -> Registry:
+    """Tools as an owner writes them (README: "a dict it gets back"), with plain Python
+    values in that dict that JSON has no spelling for as they are."""
+    registry = Registry()
+
+    @registry.tool
+    def music_folder(device: Device) -> dict[str, Any]:
+        """Where the music is and which genres it has."""
+        return {"folder": Path("/srv/music"), "genres": {"jazz"}}
+
+    @registry.tool
+    def humidity(device: Device) -> dict[str, Any]:
+        """The room's humidity (the sensor reads NaN when it is unplugged)."""
+        return {"percent": math.nan}
+
+    return registry
+
+
+@pytest.mark.parametrize(("name", "sent"), [
+    ("music_folder", {"folder": "/srv/music", "genres": ["jazz"]}),
+    ("humidity", {"error": "the tool's result is not JSON: Out of range float values are "
+                           "not JSON compliant"}),
+])
+async def test_a_result_json_cannot_carry_as_it_is_still_answers_the_call(
+    server: LiveServer, name: str, sent: dict[str, Any]
+) -> None:
+    """A set or a path in a tool's dict failed the SDK's send (TypeError), NaN went out as
+    JSON no parser takes: the call was never answered, and the connection ended with the
+    error ("a failing tool never ends the conversation")."""
+    tools = ToolsConfig(enabled=(name,))
+    registry = owners_tools()
+    toolbox = ToolBox(tools, FakeActions(), registry=registry)
+    call_id = server.queue_tool_call(name, {})
+    cfg = config_for(server)
+    async with make_client(cfg).aio.live.connect(
+        model=cfg.live.model, config=connect_config(cfg, None)
+    ) as session:
+        await session.send_realtime_input(text="what have we got?")
+        message = await anext(aiter(session.receive()))
+        (call,) = message.tool_call.function_calls
+        response = await toolbox.run(call)
+        await session.send_tool_response(function_responses=[response])
+        assert [m async for m in session.receive() if m.data]  # the reply after it
+    (response,) = tool_responses(server)
+    assert (response["id"], response["name"]) == (call_id, name)
+    if "error" in sent:  # the words after it differ between Python versions
+        assert response["response"]["error"].startswith(sent["error"])
+    else:
+        assert response["response"] == sent
