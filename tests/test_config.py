@@ -872,3 +872,68 @@ def test_a_variable_of_thousands_of_digits_is_a_configuration_error(
     monkeypatch.setenv(variable, value)
     with pytest.raises(config.ConfigError, match=variable):
         config.load(write(tmp_path, ""))
+
+
+@pytest.mark.parametrize("setting", ["compression_trigger_tokens", "compression_target_tokens"])
+def test_compression_token_counts_with_compression_off_stop_the_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: str
+) -> None:
+    """`compression = false` sends no compression at all: token counts set beside it went
+    unused without a word, and the owner who tuned them got sessions cut at 15 minutes."""
+    path = write(tmp_path, f"[live]\ncompression = false\n{setting} = 2000\n")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path, key=False)
+    assert str(caught.value) == (
+        f"{path}: [live] {setting}: set with compression = false, which sends no context "
+        "window compression; remove it, or set compression = true"
+    )
+    assert cli.main(["run", "--config", str(path)]) == 2
+    assert f"[live] {setting}" in capsys.readouterr().err
+
+
+def test_a_target_above_the_services_own_trigger_stops_the_start(tmp_path: Path) -> None:
+    """Unset, the trigger is the service's: 80% of the context window (104857 tokens). A
+    window kept larger than where it is cut never slides: the SDK says target must be
+    below trigger."""
+    path = write(tmp_path, "[live]\ncompression_target_tokens = 120000\n")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path, key=False)
+    assert str(caught.value) == (
+        f"{path}: [live] compression_target_tokens (120000) must be below "
+        "compression_trigger_tokens, which is 104857 (80% of the context window) when "
+        "unset; lower it, or set compression_trigger_tokens above it"
+    )
+
+
+@pytest.mark.parametrize("text", [
+    "[live]\ncompression_target_tokens = 104856\n",
+    "[live]\ncompression_trigger_tokens = 131072\ncompression_target_tokens = 120000\n",
+    "[live]\ncompression = false\n",
+])
+def test_compression_settings_that_work_together_load(tmp_path: Path, text: str) -> None:
+    config.load(write(tmp_path, text), key=False)
+
+
+# ---- edge values on the wire ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("silence_s", [2, 3])
+def test_hands_free_hanging_up_before_the_services_end_of_speech_stops_the_start(
+    tmp_path: Path, silence_s: int
+) -> None:
+    """Hands-free, the box hangs up `end_after_silence_s` after the last word; the service
+    ends the turn only `silence_ms` after it, and answers later still. A slow talker's
+    silence_ms = 3000 beside end_after_silence_s = 2 hung up on every question."""
+    path = write(tmp_path, (
+        "[button]\nmode = 'toggle'\n"
+        f"[conversation]\nsilence_ms = 3000\nend_after_silence_s = {silence_s}\n"
+    ))
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path, key=False)
+    assert str(caught.value) == (
+        f"{path}: [conversation] end_after_silence_s ({silence_s} s) must be above silence_ms "
+        "(3000 ms) in toggle mode: the box would hang up before the service hears the end "
+        "of what was said"
+    )
+    # Push-to-talk the service does not detect speech: silence_ms is not used.
+    config.load(write(tmp_path, path.read_text().replace("toggle", "push_to_talk")), key=False)

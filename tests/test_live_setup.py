@@ -325,3 +325,37 @@ def test_the_daemons_session_imports_the_sdk_only_when_prepared() -> None:
     )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert run.stdout.strip() == "False", run.stderr
+
+
+async def test_zero_padding_and_the_bounds_of_detection_and_compression_reach_the_wire(server):
+    """0 ms of padding is a value, not "unset"; the bounds go out as written, in ms."""
+    cfg = config_for(
+        server, button={"mode": "toggle"},
+        conversation={"prefix_padding_ms": 0, "silence_ms": 10000},
+        live={"compression_trigger_tokens": 131072, "compression_target_tokens": 500},
+    )
+    setup = await received_setup(server, cfg)
+    detection = at(setup, "realtime_input_config", "automatic_activity_detection")
+    assert (at(detection, "prefix_padding_ms"), at(detection, "silence_duration_ms")) == (0, 10000)
+    assert at(setup, "context_window_compression") == {
+        "trigger_tokens": 131072, "sliding_window": {"target_tokens": 500}}
+
+
+async def test_a_unicode_persona_voice_and_language_reach_the_wire_as_written(server):
+    persona = "Du bist ein Küchenhelfer 🍳 — 短く答えて。"
+    cfg = config_for(server, live={"system_instruction": persona, "voice": "Zubenelgenubi",
+                                   "language": "zh-Hans-CN"})
+    setup = await received_setup(server, cfg)
+    assert instruction(setup) == (
+        f"{persona}\n\nSpeak zh-Hans-CN (a BCP-47 language code) unless asked otherwise.")
+    assert at(setup, "generation_config", "speech_config", "voice_config",
+              "prebuilt_voice_config", "voice_name") == "Zubenelgenubi"
+
+
+async def test_transcripts_off_leaves_both_transcriptions_out_and_search_rides_with_tools(server):
+    cfg = config_for(server, live={"transcripts": False},
+                     tools={"enabled": ("end_conversation",), "google_search": True})
+    setup = await received_setup(server, cfg)
+    assert at(setup, "input_audio_transcription") is None
+    assert at(setup, "output_audio_transcription") is None
+    assert (function_names(setup), searches(setup)) == (["end_conversation"], 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -395,3 +396,50 @@ async def test_a_call_cut_short_says_whether_the_service_withdrew_it_or_its_sess
         await running
     (record,) = [r for r in caplog.records if r.name == "device.tools"]
     assert getattr(record, "LIVE_TOOL_RESULT", None) == result
+
+
+def owners_tools() -> Registry:
+    """Tools as an owner writes them (README: "a dict it gets back"), with plain Python
+    values in that dict that JSON has no spelling for as they are."""
+    registry = Registry()
+
+    @registry.tool
+    def music_folder(device: Device) -> dict[str, Any]:
+        """Where the music is and which genres it has."""
+        return {"folder": Path("/srv/music"), "genres": {"jazz"}}
+
+    @registry.tool
+    def humidity(device: Device) -> dict[str, Any]:
+        """The room's humidity (the sensor reads NaN when it is unplugged)."""
+        return {"percent": math.nan}
+
+    return registry
+
+
+@pytest.mark.parametrize(("name", "sent"), [
+    ("music_folder", {"folder": "/srv/music", "genres": ["jazz"]}),
+    ("humidity", {"error": "the tool's result is not JSON: Out of range float values are "
+                           "not JSON compliant"}),
+])
+async def test_a_result_json_cannot_carry_as_it_is_still_answers_the_call(
+    server: LiveServer, name: str, sent: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A set or a path in a tool's dict failed the SDK's send (TypeError), NaN went out as
+    JSON no parser takes: the call was never answered, and the connection ended with the
+    error ("a failing tool never ends the conversation")."""
+    tools = ToolsConfig(enabled=(name,))
+    registry = owners_tools()
+    toolbox = ToolBox(tools, FakeActions(), registry=registry)
+    call_id = server.queue_tool_call(name, {})
+    # The session with the device's own tools: the owner's are this toolbox's alone.
+    async with session_for(server, ToolsConfig(), monkeypatch) as session:
+        call = await ask_for_tool(session, "what have we got?")
+        response = await toolbox.run(call)
+        await session.send_tool_response(function_responses=[response])
+        assert await reply_after(session)
+    (response,) = tool_responses(server)
+    assert (response["id"], response["name"]) == (call_id, name)
+    if "error" in sent:  # the words after it differ between Python versions
+        assert response["response"]["error"].startswith(sent["error"])
+    else:
+        assert response["response"] == sent
