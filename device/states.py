@@ -605,6 +605,11 @@ def _transition(m: Machine, event: Event) -> Step:
                 # Its tools went with the connection: the reply timer watches the playing.
                 gone: list[Action] = [CancelTimer(Timer.TOOL), StartTimer(Timer.REPLY)]
                 return over, gone if working else []
+            if m.state is State.SPEAKING and not m.reply_done:
+                # The reply came whole; its rest plays on from the next connection. Once
+                # what arrived has played, the box thinks (as when the model works on): not
+                # "speaking" in silence for the whole reconnect, the microphone gated.
+                return waiting.to(State.SPEAKING, reply_done=True, more_to_come=True), []
             return waiting, []
 
         case ConnectionLost() if m.state is State.IDLE:
@@ -714,7 +719,9 @@ def _transition(m: Machine, event: Event) -> Step:
             # Between connections the question may still wait in the outbox: given up on
             # (the error beep), it must not go out once the link is back, its answer
             # playing out of the blue. Hands-free, what waits is the conversation going on.
-            stale: list[Action] = [DropOutbox()] if ptt and not m.connected else []
+            # The rest of a reply carried to the next connection is stale too.
+            stale: list[Action] = [] if m.connected else [SupersedeReply()]
+            stale += [DropOutbox()] if ptt and not m.connected else []
             return _turn_over(m, [*stale, PlayEarcon(Earcon.ERROR)])  # never left hanging
         case Timeout(Timer.REPLY) if m.state is State.SPEAKING and m.reply_done:
             # All of it came and it is still playing (a reply sent faster than it plays):

@@ -753,11 +753,12 @@ def test_a_reply_carried_across_a_drop_is_one_turn_though_the_speaker_ran_dry_me
     """The drop's reply came whole and goes on from the next connection (reply_lost=False
     while it plays): the speaker running out before that connection hands on the rest is
     a pause in the reply, not its end. Taken as its end, the box went idle mid-sentence and
-    took the rest for a reply of its own."""
+    took the rest for a reply of its own. Meanwhile it thinks, as when the model works on
+    (not "speaking" in silence, hands-free with the microphone gated)."""
     reply = s.ReplyAudio(session=1, pcm=b"\x01\x00")
     m, _, _ = run(Machine(), s.Pressed(), s.SetupComplete(session=1), s.Released(), reply)
     carried = s.Reconnecting(session=1, reason="dropped", reply_lost=False)
     m, seen, _ = run(m, carried, s.PlaybackDrained(), s.Reconnected(session=1), reply)
-    assert seen == [State.SPEAKING] * 4
+    assert seen == [State.SPEAKING, State.THINKING, State.THINKING, State.SPEAKING]
     m, seen, _ = run(m, s.TurnComplete(session=1), s.PlaybackDrained())
     assert seen == [State.SPEAKING, State.IDLE]
