@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fakes import CHUNK, config
 from helpers import until
-from test_talking_over import OLD, ask, box_on_the_wire, wire
+from test_talking_over import NEW, OLD, ask, box_on_the_wire, wire
 
 from device.audio.earcons import earcon
 from device.states import Earcon, Reconnected, Reconnecting, SetupComplete, Timeout, Timer
@@ -71,3 +71,36 @@ async def test_hands_free_between_connections_a_silent_box_with_a_reply_to_come_
             box.mic.record(CHUNK)
         await box.settle()
         assert box.appliance.outbox.held_ms > 0, "what the person said was not held"
+
+
+async def test_a_press_while_a_carried_reply_waits_asks_anew_and_never_hears_its_rest(
+    tmp_path: Path,
+) -> None:
+    """Push-to-talk: a reply came whole, the connection dropped, what arrived has played and
+    the box thinks while its rest waits for the next connection. A press then is a new
+    question: the rest of the old reply, handed on by the next connection, is not heard,
+    nor taken for the end of the new question."""
+    async with box_on_the_wire(tmp_path) as box:
+        link = wire(box)
+        await ask(box)
+        link.audio(OLD)
+        await box.settle()
+        link.deliver(Reconnecting, reason="dropped", reply_lost=False)
+        box.speaker.play()
+        await until(lambda: box.state == "thinking", within=1)
+        await box.ctl("press")
+        assert box.state == "connecting"
+        link.deliver(Reconnected)
+        link.audio(OLD)  # the carried rest
+        link.server(turn_complete=True)
+        await box.settle()
+        assert box.state == "listening", box.states()
+        assert OLD not in box.speaker.buffered
+        await box.control.ask("release")
+        box.mic.record(CHUNK)
+        await box.settle()
+        link.send()
+        assert box.state == "thinking"
+        link.audio(NEW)
+        await box.settle()
+        assert box.state == "speaking" and NEW in box.speaker.buffered
