@@ -436,6 +436,7 @@ class Appliance:
                 self._watch_drain_from_now()
             case DropOutbox():
                 self.outbox.clear()
+                self.link.drop_turn()
             case PlayEarcon(name):
                 if self.cfg.audio.earcons and self.speaker.buffered_ms < EARCON_BACKLOG_MS:
                     self.speaker.feed(earcon(name))

@@ -232,6 +232,7 @@ class FakeLink:
         self.session_id: str | None = None
         self.connections = 0
         self.closed = 0
+        self.turns_dropped = 0  # drop_turn() calls: what waited of a turn was dropped
         self.reply_whole = True  # what drop_whole_reply finds: the service sent all of it
 
     @property
@@ -256,6 +257,9 @@ class FakeLink:
 
     def supersede_reply(self) -> None:
         """The wire's own bookkeeping (what still comes of a reply is stale): none here."""
+
+    def drop_turn(self) -> None:
+        self.turns_dropped += 1
 
     def hurry(self) -> None:
         """A reconnect waiting out its backoff would try now: there is none here."""

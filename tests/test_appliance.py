@@ -1066,6 +1066,7 @@ async def test_a_question_the_reply_timer_gave_up_on_is_not_sent_when_the_link_c
         assert box.appliance.machine.session_open, "the session lives on (idle_timeout_s)"
         waiting = [item.kind for item in box.link.sent()]
         assert waiting == [], f"the question given up on still goes out: {waiting}"
+        assert box.link.turns_dropped == 1, "the turn it opened would be opened again"
 
 
 async def test_a_stop_signal_mid_conversation_sends_nothing_more_from_the_microphone_or_camera(

@@ -1147,3 +1147,32 @@ async def test_a_connect_timeout_above_ten_seconds_is_honoured() -> None:
             writer.close()
         silent.close()
         await silent.wait_closed()
+
+
+async def test_a_turn_given_up_on_between_connections_is_not_opened_again_on_the_next(
+    server: LiveServer,
+) -> None:
+    """Push-to-talk: the press's activityStart went out, the connection dropped, and the
+    rest of the question (its end too) waited for the next one; the reply timer gave up
+    on it (the error beep) and the box dropped what waited. The next connection opened the
+    person's turn again all the same, and nothing ever ended it: the service waited for
+    the end of a question nobody was asking, and a goAway's switch waited for its end."""
+    events: list[Event] = []
+    outbox = Outbox(hold_s=8)
+    link = LiveLink(config_for(server), outbox, events.append, lambda *_: None)
+    link.open(1)
+    try:
+        await until(lambda: SetupComplete(session=1) in events, within=10)
+        outbox.put("activity_start")
+        outbox.put("audio", b"\x01\x00" * 1600)
+        await server.wait_for(lambda: "audio" in server.kinds(direction="in"), 10)
+        server.drop()
+        await until(lambda: any(isinstance(e, Reconnecting) for e in events), within=10)
+        outbox.put("activity_end")  # the release, held for the next connection
+        outbox.clear()  # the reply timer gave up: what waited is dropped (DropOutbox) ...
+        link.drop_turn()  # ... and so is the person's turn it ended
+        await until(lambda: any(isinstance(e, Reconnected) for e in events), within=15)
+        await asyncio.sleep(0.3)
+    finally:
+        await link.close()
+    assert server.kinds(conn=2, direction="in") == ["setup"], "a turn opened again"

@@ -212,6 +212,10 @@ class LiveLink:
         """A press or a text turn goes out over the reply: the rest of it is stale."""
         self._turn.supersede()
 
+    def drop_turn(self) -> None:
+        """What waited to go out was dropped: the person's turn it would have ended is over."""
+        self._turn.drop_turn()
+
     def drop_whole_reply(self) -> None:
         """Hands-free, the person talks over the reply playing. Once the service has sent
         all of it, it has nothing left to interrupt and answers them instead, so the box

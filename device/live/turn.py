@@ -106,6 +106,13 @@ class WireTurn:
         else:
             self.quiet.set()
 
+    def drop_turn(self) -> None:
+        """What waited to go out of the person's turn was dropped (the reply timer gave up
+        on it between connections): a turn it opened on the connection before is not
+        opened again on the next one, where nothing would ever end it."""
+        self.activity_open = False
+        self.update()
+
     def supersede(self) -> None:
         """A press or a text turn over the reply arriving (called as it is queued, with the
         speaker cleared: the rest read ahead must not refill it before it is sent). The
