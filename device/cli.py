@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
 EXIT_CONFIG = 2
+#: The reader of stdout went away (`ctl status | head -1`): what a shell reports for any
+#: command so ended (128 + SIGPIPE), as `yes | head` gives.
+EXIT_PIPE = 141
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -294,7 +298,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from device.errors import ConfigError, ConfigUnreadable
 
     try:
-        return int(args.handler(args))
+        code = int(args.handler(args))
+        sys.stdout.flush()  # here, where a reader gone is caught, not at exit
+        return code
+    except BrokenPipeError:
+        # No traceback under the lines `head` showed; nor a second one as Python flushes
+        # stdout on its way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except ConfigUnreadable as exc:  # nothing in it is wrong
         print(_as_error(f"live-appliance: {exc}. {exc.FIX}"), file=sys.stderr)
         return EXIT_CONFIG
