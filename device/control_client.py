@@ -53,6 +53,12 @@ def request(
             ) from exc
         except TimeoutError as exc:
             raise ControlError(f"no answer from the daemon at {path} within {timeout} s") from exc
+        except BlockingIOError as exc:  # its queue is full of connections it never took
+            raise ControlError(
+                f"the daemon at {path} is not answering: earlier requests still wait for it "
+                "(hung: the watchdog restarts it within 30 s, or sudo systemctl restart "
+                "live-appliance)"
+            ) from exc
         except ConnectionError as exc:
             raise ControlError(f"the daemon at {path} dropped the connection: {exc}") from exc
         except OSError as exc:  # a path too long for a socket, a file in its way

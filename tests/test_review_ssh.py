@@ -4,12 +4,17 @@ that is gone or wedged."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from device.control import ControlServer
+from device.control_client import ControlError, request
 
 #: What a shell reports for a command whose reader went away (128 + SIGPIPE), as `yes | head`.
 EXIT_PIPE = 141
@@ -56,3 +61,31 @@ async def test_doctor_piped_into_head_ends_quietly(tmp_path: Path) -> None:
     code, err = await _with_reader_gone("doctor", "config", "--config", str(settings))
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert code == EXIT_PIPE
+
+
+def test_ctl_on_a_wedged_daemon_whose_queue_is_full_says_it_does_not_answer(
+    tmp_path: Path,
+) -> None:
+    """A daemon whose loop hangs still has its socket: each `ctl status` (a hook polling
+    every minute) waits in its queue, unanswered. Once that queue is full the owner read
+    "cannot reach the daemon: Resource temporarily unavailable", an errno, not a hang."""
+    path = tmp_path / "control.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as wedged:
+        wedged.bind(str(path))
+        wedged.listen(0)  # never accepts; the queue is full after a connection or two
+        waiting = []
+        for _ in range(4):
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                client.connect(str(path))
+            waiting.append(client)
+        try:
+            with pytest.raises(ControlError) as refused:
+                request(path, "status", timeout=0.5)
+        finally:
+            for client in waiting:
+                client.close()
+    message = str(refused.value)
+    assert "not answering" in message and "temporarily unavailable" not in message
+    assert "systemctl restart live-appliance" in message
