@@ -18,7 +18,7 @@ from helpers import run_cli as cli
 
 from device import logs
 from device.audio import pcm
-from device.cli import build_parser, main
+from device.cli import EXIT_PIPE, build_parser, main
 from device.control import ControlServer
 from rig.daemon import scratch_dir, start_daemon
 from rig.loopback import PulseLoopback
@@ -367,3 +367,46 @@ def test_a_configuration_this_user_may_not_read_says_how_to_read_it(
     main(["doctor", "--config", str(settings)])
     shown = capsys.readouterr().out
     assert "fix: Run it with sudo" in shown and "Correct that setting" not in shown
+
+
+async def _with_reader_gone(*args: str) -> tuple[int, str]:
+    """`python -m device ARGS | head -1` once head has exited: the reader of stdout is gone
+    before the command writes. The exit code and stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "device", *args,
+            stdout=write_end, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    _, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_ctl_status_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    """`ctl status | head -1` printed a BrokenPipeError traceback under the line it showed."""
+    sock = tmp_path / "control.sock"
+
+    async def daemon(request: dict[str, Any]) -> dict[str, Any]:
+        return {"state": "idle", "status": "idle", "turns": []}
+
+    async with ControlServer(sock, daemon):
+        code, err = await _with_reader_gone("ctl", "status", "--socket", str(sock))
+        json_code, json_err = await _with_reader_gone(
+            "ctl", "status", "--json", "--socket", str(sock)
+        )
+    assert (code, err) == (EXIT_PIPE, "")
+    assert (json_code, json_err) == (EXIT_PIPE, "")
+
+
+async def test_doctor_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    """`doctor | head -3` (the first lines of a long report): the next line it printed
+    raised BrokenPipeError, a traceback in the middle of the owner's terminal."""
+    settings = tmp_path / "config.toml"
+    settings.write_text(f'[control]\nsocket = "{tmp_path / "control.sock"}"\n')
+    code, err = await _with_reader_gone("doctor", "config", "--config", str(settings))
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert code == EXIT_PIPE

@@ -610,3 +610,31 @@ def test_ctl_a_request_just_past_the_bound_is_not_said_to_be_at_it(tmp_path: Pat
         request(tmp_path / "none.sock", "status", pad=padded(LINE_LIMIT + 512))
     size, bound = map(int, re.findall(r"(\d+) KiB", str(refused.value)))
     assert size > bound, str(refused.value)
+
+
+def test_ctl_on_a_wedged_daemon_whose_queue_is_full_says_it_does_not_answer(
+    tmp_path: Path,
+) -> None:
+    """A daemon whose loop hangs still has its socket: each `ctl status` (a hook polling
+    every minute) waits in its queue, unanswered. Once that queue is full the owner read
+    "cannot reach the daemon: Resource temporarily unavailable", an errno, not a hang."""
+    path = tmp_path / "control.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as wedged:
+        wedged.bind(str(path))
+        wedged.listen(0)  # never accepts; the queue is full after a connection or two
+        waiting = []
+        for _ in range(4):
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                client.connect(str(path))
+            waiting.append(client)
+        try:
+            with pytest.raises(ControlError) as refused:
+                request(path, "status", timeout=0.5)
+        finally:
+            for client in waiting:
+                client.close()
+    message = str(refused.value)
+    assert "not answering" in message and "temporarily unavailable" not in message
+    assert "systemctl restart live-appliance" in message
