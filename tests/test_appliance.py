@@ -874,6 +874,19 @@ async def test_a_reply_the_model_works_on_without_end_is_cut_at_the_longest_repl
         assert "idle" in box.states(), f"still {box.state} after 3 x longest_reply_s"
 
 
+async def ask_between_connections(box: Box) -> None:
+    """Push-to-talk: the connection drops at the press; the question and its release wait
+    in the outbox for the next connection."""
+    await box.ctl("press")
+    box.link.deliver(SetupComplete)
+    box.link.deliver(Reconnecting, reason="Wi-Fi gone", reply_lost=False)
+    for _ in range(3):
+        box.mic.record(CHUNK)
+    await box.control.ask("release")
+    box.mic.record(CHUNK)  # the chunk holding the release
+    await box.settle()
+
+
 async def test_a_turn_held_for_a_reconnect_is_not_sent_in_a_session_after_the_idle_close(
     tmp_path: Path,
 ) -> None:
@@ -883,14 +896,7 @@ async def test_a_turn_held_for_a_reconnect_is_not_sent_in_a_session_after_the_id
     up to 600). The next press, later, sent the old question first."""
     cfg = config(conversation={"reply_timeout_s": 0.05, "idle_timeout_s": 0.05})
     async with running(tmp_path, cfg) as box:
-        await box.ctl("press")
-        box.link.deliver(SetupComplete)
-        box.link.deliver(Reconnecting, reason="Wi-Fi gone", reply_lost=False)
-        for _ in range(3):
-            box.mic.record(CHUNK)  # the old question, held for the next connection
-        await box.control.ask("release")
-        box.mic.record(CHUNK)  # the chunk holding the release
-        await box.settle()
+        await ask_between_connections(box)
         await until(lambda: not box.appliance.machine.session_open, within=3)
         assert box.link.closed == 1
         await box.ctl("press")  # a new session, much later
@@ -1052,14 +1058,7 @@ async def test_a_question_the_reply_timer_gave_up_on_is_not_sent_when_the_link_c
     the blue, well after the box had said it failed."""
     cfg = config(conversation={"reply_timeout_s": 0.05, "idle_timeout_s": 60})
     async with running(tmp_path, cfg) as box:
-        await box.ctl("press")
-        box.link.deliver(SetupComplete)
-        box.link.deliver(Reconnecting, reason="Wi-Fi gone", reply_lost=False)
-        for _ in range(3):
-            box.mic.record(CHUNK)  # the question, held for the next connection
-        await box.control.ask("release")
-        box.mic.record(CHUNK)  # the chunk holding the release
-        await box.settle()
+        await ask_between_connections(box)
         await until(lambda: box.state == "idle", within=3)  # given up: the error beep
         box.link.deliver(Reconnected)
         await box.settle()

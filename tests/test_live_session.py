@@ -656,6 +656,27 @@ async def each_connection(server: LiveServer, frames: list[str], code: int) -> N
         await asyncio.sleep(0.005)
 
 
+async def connections_in_three_seconds(
+    server: LiveServer, frames: list[str], speaker: Speaker | None = None
+) -> int:
+    """The connections a session makes in 3 s to a service that sends `frames` after every
+    setup, then closes with 1011; reply audio goes to `speaker`, which never plays out."""
+
+    def on_event(event: Event) -> None:
+        if speaker is not None and isinstance(event, ReplyAudio):
+            speaker.feed(event.pcm)
+
+    sabotage = asyncio.create_task(each_connection(server, frames, 1011))
+    link = LiveLink(config_for(server), Outbox(5), on_event, lambda *_: None, speaker=speaker)
+    link.open(1)
+    try:
+        await asyncio.sleep(3.0)
+        return link.connections
+    finally:
+        sabotage.cancel()
+        await link.close()
+
+
 BARE_END = json.dumps({"serverContent": {"turnComplete": True}})
 BARE_INTERRUPTED = json.dumps({"serverContent": {"interrupted": True}})
 
@@ -670,15 +691,8 @@ async def test_a_turn_end_nobody_asked_for_does_not_reset_the_backoff(
     that also sends a turnComplete (no turn was asked, no reply came) before each close
     had every connection count as proved: the box reconnected at once, about twelve
     times a second, for as long as the session stayed open, and never gave up."""
-    sabotage = asyncio.create_task(each_connection(server, frames, 1011))
-    link = LiveLink(config_for(server), Outbox(5), lambda _e: None, lambda *_: None)
-    link.open(1)
-    try:
-        await asyncio.sleep(3.0)
-        assert link.connections <= 6, f"{link.connections} connections in 3 s"
-    finally:
-        sabotage.cancel()
-        await link.close()
+    connections = await connections_in_three_seconds(server, frames)
+    assert connections <= 6, f"{connections} connections in 3 s"
 
 
 async def test_a_flood_of_tiny_messages_lets_the_rest_of_the_box_run_between_them(
@@ -1039,15 +1053,8 @@ async def test_a_reply_nobody_asked_for_before_each_close_does_not_reset_the_bac
     stayed open; it played the word each time, and every turn it played restarted the
     idle timer that would have closed the session. It must be paced as a connection
     that died young (0.5 s, 1 s, 2 s...)."""
-    sabotage = asyncio.create_task(each_connection(server, [unasked_audio(0.1), BARE_END], 1011))
-    link = LiveLink(config_for(server), Outbox(5), lambda _e: None, lambda *_: None)
-    link.open(1)
-    try:
-        await asyncio.sleep(3.0)
-        assert link.connections <= 6, f"{link.connections} connections in 3 s"
-    finally:
-        sabotage.cancel()
-        await link.close()
+    connections = await connections_in_three_seconds(server, [unasked_audio(0.1), BARE_END])
+    assert connections <= 6, f"{connections} connections in 3 s"
 
 
 async def test_a_whole_reply_nobody_asked_for_left_to_play_does_not_reset_the_backoff(
@@ -1057,21 +1064,8 @@ async def test_a_whole_reply_nobody_asked_for_left_to_play_does_not_reset_the_ba
     rest of it, carried on to the next connection to play there, made each connection count
     as one that carried a turn, and the box reconnected at once, without end."""
     frames = [unasked_audio(AHEAD_S + 2), BARE_END]
-    sabotage = asyncio.create_task(each_connection(server, frames, 1011))
-    speaker = Speaker()  # fed, never played out: the rest waits
-
-    def on_event(event: Event) -> None:
-        if isinstance(event, ReplyAudio):
-            speaker.feed(event.pcm)
-
-    link = LiveLink(config_for(server), Outbox(5), on_event, lambda *_: None, speaker=speaker)
-    link.open(1)
-    try:
-        await asyncio.sleep(3.0)
-        assert link.connections <= 6, f"{link.connections} connections in 3 s"
-    finally:
-        sabotage.cancel()
-        await link.close()
+    connections = await connections_in_three_seconds(server, frames, Speaker())
+    assert connections <= 6, f"{connections} connections in 3 s"
 
 
 #: What the Gemini API closes with (1011) when the key's quota is used up.

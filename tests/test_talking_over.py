@@ -98,6 +98,17 @@ async def ask(box: Box) -> None:
     wire(box).send()
 
 
+async def speaking_hands_free(box: Box) -> WireLink:
+    """Hands-free: a conversation opened and the model's reply playing."""
+    link = wire(box)
+    await box.ctl("press")
+    link.deliver(SetupComplete)
+    link.audio(OLD)
+    await box.settle()
+    assert box.state == "speaking"
+    return link
+
+
 async def test_a_stray_interrupted_while_the_button_is_held_does_not_cut_the_go_ahead_beep(
     tmp_path: Path,
 ) -> None:
@@ -131,12 +142,7 @@ async def test_hands_free_the_end_press_beeps_at_once_not_after_the_camera_and_c
     the close up to CLOSE_TIMEOUT_S more): silence, then a late beep."""
     cfg = config(button={"mode": "toggle"}, audio={"mic_during_playback": "gate"})
     async with box_on_the_wire(tmp_path, cfg) as box:
-        link = wire(box)
-        await box.ctl("press")
-        link.deliver(SetupComplete)
-        link.audio(OLD)
-        await box.settle()
-        assert box.state == "speaking"
+        link = await speaking_hands_free(box)
         box.speaker.buffered.clear()
         box.camera.hang = asyncio.Event()  # switching the camera off takes its time
         await box.control.ask("press")  # end the conversation
@@ -225,12 +231,7 @@ async def test_hands_free_between_connections_a_silent_box_with_a_reply_to_come_
     when the model works on, and listens meanwhile."""
     cfg = config(button={"mode": "toggle"}, audio={"mic_during_playback": "gate"})
     async with box_on_the_wire(tmp_path, cfg) as box:
-        link = wire(box)
-        await box.ctl("press")
-        link.deliver(SetupComplete)
-        link.audio(OLD)
-        await box.settle()
-        assert box.state == "speaking"
+        link = await speaking_hands_free(box)
         link.deliver(Reconnecting, reason="dropped", reply_lost=False)  # the rest carried
         await box.settle()
         box.speaker.play()  # what it had has played: silence from here
