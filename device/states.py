@@ -720,8 +720,9 @@ def _transition(m: Machine, event: Event) -> Step:
             # (the error beep), it must not go out once the link is back, its answer
             # playing out of the blue. Hands-free, what waits is the conversation going on.
             # The rest of a reply carried to the next connection is stale too.
-            stale: list[Action] = [] if m.connected else [SupersedeReply()]
-            stale += [DropOutbox()] if ptt and not m.connected else []
+            stale: list[Action] = []
+            if not m.connected:
+                stale = [SupersedeReply(), DropOutbox()] if ptt else [SupersedeReply()]
             return _turn_over(m, [*stale, PlayEarcon(Earcon.ERROR)])  # never left hanging
         case Timeout(Timer.REPLY) if m.state is State.SPEAKING and m.reply_done:
             # All of it came and it is still playing (a reply sent faster than it plays):
