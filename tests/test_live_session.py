@@ -756,24 +756,32 @@ async def test_an_error_the_service_writes_a_megabyte_of_is_shown_cut(server: Li
     assert len(lost.reason) <= TEXT_LIMIT + 100, f"a reason of {len(lost.reason)} characters"
 
 
-async def test_a_frame_over_the_size_limit_is_named_not_blamed_on_the_network(
-    server: LiveServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    """websockets ends the connection itself (1009) for a frame over 1 MiB, and the SDK
-    raises that as 1006: the journal said "the connection dropped without a goodbye
-    (network)", LIVE_FAILURE=closed, LIVE_CLOSE_CODE=1006, and an owner checked the Wi-Fi."""
+async def line_for_a_frame(
+    server: LiveServer, caplog: pytest.LogCaptureFixture, frame: str
+) -> logging.LogRecord:
+    """The journal's "connection lost" line once the service sent `frame` after setup."""
     caplog.set_level(logging.INFO, logger="device.live")
     events: list[Any] = []
     link = LiveLink(config_for(server), Outbox(5), events.append, lambda *_: None)
     link.open(1)
     try:
         await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
-        words = {"outputTranscription": {"text": "w" * 2**20}}
-        await server.send_raw(json.dumps({"serverContent": words}))
+        await server.send_raw(frame)
         await until(lambda: any(isinstance(e, Reconnecting) for e in events), within=10)
     finally:
         await link.close()
     (lost,) = [r for r in caplog.records if r.getMessage().startswith("connection lost")]
+    return lost
+
+
+async def test_a_frame_over_the_size_limit_is_named_not_blamed_on_the_network(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """websockets ends the connection itself (1009) for a frame over 1 MiB, and the SDK
+    raises that as 1006: the journal said "the connection dropped without a goodbye
+    (network)", LIVE_FAILURE=closed, LIVE_CLOSE_CODE=1006, and an owner checked the Wi-Fi."""
+    words = {"outputTranscription": {"text": "w" * 2**20}}
+    lost = await line_for_a_frame(server, caplog, json.dumps({"serverContent": words}))
     assert "larger than allowed" in lost.getMessage() and "network" not in lost.getMessage()
     assert lost.LIVE_FAILURE == "undecodable"
     assert not hasattr(lost, "LIVE_CLOSE_CODE")
@@ -981,17 +989,8 @@ async def test_a_message_nested_too_deeply_is_named_undecodable_not_a_bug_of_the
     read. The journal said LIVE_FAILURE=other and "RecursionError: maximum recursion depth
     exceeded while decoding a JSON array from a unicode string", which reads as the box's
     own bug, and `LIVE_FAILURE=undecodable` (README) did not find it."""
-    caplog.set_level(logging.INFO, logger="device.live")
-    events: list[Any] = []
-    link = LiveLink(config_for(server), Outbox(5), events.append, lambda *_: None)
-    link.open(1)
-    try:
-        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
-        await server.send_raw('{"serverContent": {"x": ' + "[" * 5000 + "]" * 5000 + "}}")
-        await until(lambda: any(isinstance(e, Reconnected) for e in events), within=10)
-    finally:
-        await link.close()
-    (lost,) = [r for r in caplog.records if r.getMessage().startswith("connection lost")]
+    deep = '{"serverContent": {"x": ' + "[" * 5000 + "]" * 5000 + "}}"
+    lost = await line_for_a_frame(server, caplog, deep)
     assert lost.LIVE_FAILURE == "undecodable"
     assert "RecursionError" not in lost.getMessage() and "nested" in lost.getMessage()
 
