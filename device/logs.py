@@ -50,8 +50,8 @@ class Redactor(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         for name, value in list(record.__dict__.items()):  # the journal's LIVE_* fields
-            if name.startswith(FIELD_PREFIX) and isinstance(value, str):
-                setattr(record, name, self.redact(value))
+            if name.startswith(FIELD_PREFIX):
+                setattr(record, name, _each_text(value, self.redact))
         message = record.getMessage()
         clean = self.redact(message)
         if clean != message or record.args:
@@ -72,13 +72,22 @@ class Bounded(logging.Filter):
         if len(message) > TEXT_LIMIT:
             record.msg, record.args = cut(message), None
         for name, value in list(record.__dict__.items()):
-            if name.startswith(FIELD_PREFIX) and isinstance(value, str):
-                setattr(record, name, cut(value))
+            if name.startswith(FIELD_PREFIX):
+                setattr(record, name, _each_text(value, cut))
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text and len(record.exc_text) > TRACEBACK_LIMIT:
             record.exc_text, record.exc_info = cut(record.exc_text, TRACEBACK_LIMIT), None
         return True
+
+
+def _each_text(value: object, change: Callable[[str], str]) -> object:
+    """A field's text changed, or each text of a field given several values (a tuple)."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, tuple):
+        return tuple(change(v) if isinstance(v, str) else v for v in value)
+    return value
 
 
 class LineBudget(logging.Filter):
@@ -160,7 +169,8 @@ class FieldsFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         fields = [
-            f"{name[len(FIELD_PREFIX) :].lower()}={value}"
+            f"{name[len(FIELD_PREFIX) :].lower()}="
+            f"{','.join(map(str, value)) if isinstance(value, tuple) else value}"
             for name, value in record.__dict__.items()
             if name.startswith(FIELD_PREFIX) and not name.startswith("LIVE_TRANSCRIPT")
         ]
@@ -240,17 +250,22 @@ class JournalSender:
 
 def journal_datagram(fields: dict[str, Any]) -> bytes:
     """journald's native protocol: KEY=value lines, a value with a line break as KEY, its
-    length (64-bit little-endian) and the value. None and invalid names are left out."""
+    length (64-bit little-endian) and the value. A tuple is the field once per value (a
+    card that took the microphone and the speaker: `LIVE_DEVICE=speaker` finds it too).
+    None and invalid names are left out."""
     out = bytearray()
-    for key, value in fields.items():
-        if value is None or not _JOURNAL_FIELD.fullmatch(key):
+    for key, given in fields.items():
+        if not _JOURNAL_FIELD.fullmatch(key):
             continue
-        raw = value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
         name = key.encode()
-        if b"\n" in raw:
-            out += name + b"\n" + struct.pack("<Q", len(raw)) + raw + b"\n"
-        else:
-            out += name + b"=" + raw + b"\n"
+        for value in given if isinstance(given, tuple) else (given,):
+            if value is None:
+                continue
+            raw = value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
+            if b"\n" in raw:
+                out += name + b"\n" + struct.pack("<Q", len(raw)) + raw + b"\n"
+            else:
+                out += name + b"=" + raw + b"\n"
     return bytes(out)
 
 

@@ -331,7 +331,7 @@ class AudioKeeper:
             "%s; trying again in %.3g s",
             "; ".join(f"{name} {reason}" for name, reason in new.items()),
             self._retry_s,
-            extra={"LIVE_DEVICE": ",".join(new), "LIVE_ERROR": "; ".join(new.values())},
+            extra={"LIVE_DEVICE": tuple(new), "LIVE_ERROR": "; ".join(new.values())},
         )
         for name, reason in new.items():
             self._on_event(DeviceFailed(name, reason))
