@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,13 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeParts, running
 from helpers import Captured, journal_lines, until
+from test_keeper import WatchedDevice
 from wire import config_for
 
 from device import logs
+from device.audio.keeper import AudioKeeper
+from device.config import CameraConfig
+from device.hw.camera import CameraFeed
 from device.live.session import LiveLink
 from device.outbox import Outbox
-from device.states import Reconnected, SetupComplete
+from device.states import Event, Reconnected, SetupComplete
 from rig.server.server import LiveServer
 
 CHECKOUT = str(Path(__file__).resolve().parents[1])
@@ -439,3 +446,61 @@ def test_an_hour_of_a_chattering_button_writes_a_bounded_number_of_journal_lines
         record = logging.LogRecord("device.appliance", logging.INFO, "", 0, "x", None, None)
         passed += budget.filter(record)
     assert passed <= logs.LineBudget.BURST + 3600 * logs.LineBudget.PER_S + 1
+
+
+async def test_a_card_that_takes_both_devices_is_found_under_each_device(tmp_path: Path) -> None:
+    """README: `LIVE_DEVICE` (`microphone`, `speaker`, `button`). A USB speakerphone
+    pulled out fails both in one line, found by `LIVE_DEVICE=speaker` and by
+    `LIVE_DEVICE=microphone` (a field given once per value)."""
+    path = str(tmp_path / "journal.socket")
+    journald = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    journald.bind(path)
+    journald.setblocking(False)
+    speaker, microphone, events = WatchedDevice(), WatchedDevice(), list[Event]()
+    keeper = AudioKeeper({"speaker": speaker, "microphone": microphone}, events.append, 60)
+    handler = logs.journal_handler(sender=logs.JournalSender(path))
+    keeper_log = logging.getLogger("device.audio.keeper")
+    keeper_log.addHandler(handler)
+    await keeper.open()
+    keeping = asyncio.create_task(keeper.keep())
+    try:
+        microphone.sick, speaker.sick = "the microphone is not reading", "its card went away"
+        assert microphone.on_change is not None
+        microphone.on_change()
+        await until(lambda: len(events) == 2)
+    finally:
+        keeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeping
+        keeper_log.removeHandler(handler)
+    datagram = journald.recv(1 << 20)
+    journald.close()
+    assert b"LIVE_DEVICE=microphone\n" in datagram and b"LIVE_DEVICE=speaker\n" in datagram, (
+        datagram
+    )
+
+
+@dataclasses.dataclass
+class RealCameraParts(FakeParts):
+    """Fake parts but the camera: the real CameraFeed on the synthetic source."""
+
+    def camera(self, on_frame):  # type: ignore[no-untyped-def]
+        cfg = CameraConfig(source="synthetic", size=64, linger_s=0)
+        return self._keep("camera", CameraFeed(cfg, on_frame))
+
+
+async def test_the_camera_on_and_off_lines_are_found_under_their_session(tmp_path: Path) -> None:
+    """README: "Every line logged during a session carries its LIVE_SESSION", and
+    `journalctl -u live-appliance LIVE_SESSION=<id>` shows one session: the camera's
+    lines (on, off: what the model saw, and when) come from the appliance's tasks, not
+    the link's, and carry it too."""
+    with journal_lines("device.hw.camera", filters=[logs.SessionField()]) as journal:
+        async with running(tmp_path, parts_class=RealCameraParts) as box:
+            await box.ctl("press")
+            box.link.deliver(SetupComplete)
+            session = box.link.session_id
+            await until(lambda: any("camera on" in r["MESSAGE"] for r in journal.records))
+            await box.ctl("release")
+            await until(lambda: any("camera off" in r["MESSAGE"] for r in journal.records))
+    camera = [r for r in journal.records if r.get("LIVE_CAMERA")]
+    assert camera and all(r.get("LIVE_SESSION") == session for r in camera), camera
