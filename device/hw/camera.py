@@ -155,7 +155,9 @@ class CameraFeed:
         self._wanted = True
         self._generation += 1
         self._changed.set()
-        if self._task is None:
+        # Done, not None: a task cancelled before it first ran (a session ended in the same
+        # breath as its press) never reached the `finally` that forgets it.
+        if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="camera")
 
     def stop_frames(self) -> None:
