@@ -922,3 +922,17 @@ async def test_a_hang_up_right_after_the_camera_went_silent_is_not_held_up(
     started = time.monotonic()
     await feed.aclose()
     assert time.monotonic() - started < 0.5
+
+
+async def test_a_session_ended_before_the_camera_task_ran_leaves_the_next_one_its_frames() -> None:
+    """A press and the end of its session taken in one go (a double press hands-free, a
+    fault right at a press) cancel the camera's task before it ever ran: the next
+    session still gets its frames."""
+    frames = Frames()
+    feed = feed_for(synthetic(), frames)
+    feed.start_frames()
+    await feed.aclose()
+    feed.start_frames()  # the next session
+    await until(lambda: len(frames.jpegs) >= 1, within=3)
+    assert feed.running
+    await feed.aclose()
