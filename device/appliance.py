@@ -164,6 +164,7 @@ class Appliance:
             self.mic_feed.preroll_chunks,
             self.mic_feed.paused,
         )
+        self.mic.on_cleaner_failed = self._cleaner_failed
         self.speaker = parts.speaker()
         self.speaker.volume = _saved_volume(self.state_file, cfg.audio.volume)
         self.audio = AudioKeeper(
@@ -618,13 +619,7 @@ class Appliance:
         await leds.show(self._led_state())
         self._start(self._consume(), "state-machine")
         if self.mic_plan.missing:
-            log.warning(
-                "no echo cancellation or noise suppression here (%s); while the box "
-                "speaks hands-free: %s",
-                self.mic_plan.missing,
-                self.mic_plan.mic_during_playback,
-                extra={"LIVE_MIC_DURING_PLAYBACK": self.mic_plan.mic_during_playback},
-            )
+            self._say_what_is_missing()
         log.info(
             "ready: %s mode, model %s, microphone while speaking: %s",
             self.machine.mode,
@@ -632,6 +627,32 @@ class Appliance:
             self.mic_plan.mic_during_playback,
             extra={"LIVE_STATE": self._led_state()},
         )
+
+    def _say_what_is_missing(self) -> None:
+        log.warning(
+            "no echo cancellation or noise suppression here (%s); while the box "
+            "speaks hands-free: %s",
+            self.mic_plan.missing,
+            self.mic_plan.mic_during_playback,
+            extra={"LIVE_MIC_DURING_PLAYBACK": self.mic_plan.mic_during_playback},
+        )
+
+    def _cleaner_failed(self, reason: str) -> None:
+        """The microphone's echo canceller (or noise suppressor) failed mid-run: the audio
+        goes on as recorded, and the box gates itself as one without the module does, at
+        once if it speaks now (with "cancel" its own voice would interrupt it)."""
+        plan = self.mic_plan
+        gate = "gate" if plan.echo else plan.mic_during_playback
+        self.mic_plan = replace(
+            plan, mic_during_playback=gate, echo=False, noise=False, missing=reason,
+            fell_back=plan.echo,
+        )
+        if plan.echo:
+            self.mic_feed.fall_back_to_gate()
+            if self.mic_feed.gated:
+                self.mic.listen_closely(False)
+                self.mic.mute(True)
+        self._say_what_is_missing()
 
     async def _prepare_link(self) -> None:
         """The Live client, built beside the rest of the start (READY does not wait for

@@ -31,6 +31,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from device.audio import pcm
 from device.audio.capture import QuietGate
@@ -123,6 +124,13 @@ class MicFeed:
             self._pause_later = asyncio.get_running_loop().call_later(
                 STREAM_PAUSE_S, self.paused
             )
+
+    def fall_back_to_gate(self) -> None:
+        """The echo canceller failed mid-run: from now on (and at once, if the model speaks
+        now) nothing heard while it speaks goes out."""
+        self._cfg = replace(self._cfg, mic_during_playback="gate")
+        if self.gated:
+            self.gate(True)
 
     def _cancel_pause(self) -> None:
         if self._pause_later is not None:

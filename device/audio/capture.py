@@ -160,6 +160,8 @@ class Capture:
         self.on_overflow = on_overflow
         self.overflows = 0
         self.on_change: Callable[[], None] | None = None  # the audio keeper's
+        #: Runs on the loop, once, with why, when the cleaner's module fails mid-run.
+        self.on_cleaner_failed: Callable[[str], None] | None = None
         self._told_stalled = False
         self._resampler: soxr.ResampleStream | None = None
         self._pending = bytearray()
@@ -468,6 +470,9 @@ class Capture:
             if cleaner is not None:
                 first = recorded - samples.size / RATE
                 samples = cleaner.process(samples, first, active=self._forwarding)
+                if cleaner.failed and self.on_cleaner_failed is not None:
+                    self._call(self.on_cleaner_failed, cleaner.failed)
+                    self.on_cleaner_failed = None  # told once
             self._pending += samples.tobytes()
         behind = cleaner.behind_s if cleaner is not None else 0.0
         # A cleaner that just started hands over a chunk less what it holds back, one that

@@ -291,6 +291,10 @@ class Canceller:
         self.switched = False
         self._converging_s = GUARD_S  # of the box speaking, before the guard lifts
         self._far_level = 0.0  # the reference's RMS in the block before (int16 units)
+        #: Why the module stopped working mid-run (it raised): from then on the audio goes
+        #: on as recorded, never stopping the microphone's reader (whose reopen would only
+        #: fail again at the next word: a box deaf for good). The capture says so.
+        self.failed: str | None = None
 
     def resync(self) -> None:
         """The microphone overran: input was lost, what comes next was recorded later."""
@@ -340,9 +344,19 @@ class Canceller:
         resting = self._rests and self._far is not None and self._far.quiet_since(
             t_first + samples.size / RATE - RESTING_S
         )
-        out = self._process(samples, t_first) if active and not resting else self._raw()
+        running = active and not resting and self.failed is None
+        out = self._cleaned(samples, t_first) if running else self._raw()
         self._passed += out.size
         return out
+
+    def _cleaned(self, samples: np.ndarray, t_first: float) -> np.ndarray:
+        """Running, unless the module fails: then, for good, what it had not handed out
+        yet as it was recorded."""
+        try:
+            return self._process(samples, t_first)
+        except Exception as exc:  # the native module: whatever it raises
+            self.failed = f"pywebrtc-audio failed: {type(exc).__name__}: {exc}"
+        return self._raw()
 
     def _raw(self) -> np.ndarray:
         """Stopped: what it had not handed out yet, as it was recorded."""
