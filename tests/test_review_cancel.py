@@ -14,23 +14,27 @@ from fakes import CHUNK, DeviceFreeCapture, FakeParts, config, running
 
 from device.audio import echo
 from device.audio.echo import FRAME, RATE, Canceller, FarEnd
+from device.doctor.audio import _mic_plan
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
 from device.states import ReplyAudio, SetupComplete
 
 REPLY = b"\x01\x02" * 24000  # 1 s at 24 kHz
 
 
 def failing_binding(monkeypatch: pytest.MonkeyPatch, works_for: int) -> None:
-    """pywebrtc-audio that builds its processor and cleans `works_for` blocks, then fails
-    (a native error surfacing as an exception mid-conversation)."""
+    """pywebrtc-audio that builds its processors and cleans `works_for` blocks (of all
+    of them), then fails (a native error surfacing as an exception mid-conversation)."""
     module = types.ModuleType(echo.BINDING)
+    calls = 0
 
     class AudioProcessor:
-        def __init__(self, **_: object) -> None:
-            self.calls = 0
+        def __init__(self, **_: object) -> None: ...
 
         def process(self, near: np.ndarray, far: np.ndarray | None = None) -> np.ndarray:
-            self.calls += 1
-            if self.calls > works_for:
+            nonlocal calls
+            calls += 1
+            if calls > works_for:
                 raise RuntimeError("ProcessStream failed: -11")
             return near.copy()
 
@@ -94,8 +98,7 @@ async def test_after_the_module_fails_the_box_gates_its_microphone_while_it_spea
         mic = box.parts.made["mic"]
         assert box.state == "speaking" and mic._closely
         box.link.sent()  # what went out before it spoke
-        mic.record(CHUNK)  # the box's own voice, cleaned; the module fails on the next
-        mic.record(CHUNK)
+        mic.record(CHUNK)  # the box's own voice: the module fails on it
         await box.settle()
         assert box.appliance.mic_plan.mic_during_playback == "gate"
         assert mic._muted, "the rest of the reply is kept from the service"
@@ -103,8 +106,20 @@ async def test_after_the_module_fails_the_box_gates_its_microphone_while_it_spea
             mic.record(CHUNK)
         await box.settle()
         audio = [item for item in box.link.sent() if item.kind == "audio"]
-        assert len(audio) <= 2, "of the box's own voice, at most what came before the gate"
+        assert len(audio) <= 1, "of the box's own voice, at most the chunk it failed on"
         assert box.state == "speaking", "it did not interrupt itself"
     said = [r for r in caplog.records if getattr(r, "LIVE_MIC_DURING_PLAYBACK", None)]
     assert len(said) == 1 and "ProcessStream failed" in said[0].getMessage()
     assert said[0].LIVE_MIC_DURING_PLAYBACK == "gate"
+
+
+def test_the_doctor_says_so_when_the_module_fails_on_audio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The doctor puts a frame through the module as the service would: one that builds
+    but fails on it is no "AEC3 ready"."""
+    failing_binding(monkeypatch, works_for=1)  # the check of the platform passes
+    ctx = Context(config(button={"mode": "toggle"}), Options(), Progress())
+    result = _mic_plan(ctx)
+    assert result.status is not Status.PASS
+    assert "ProcessStream failed" in result.measured

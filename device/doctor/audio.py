@@ -282,7 +282,12 @@ def _mic_plan(ctx: Context) -> Result:
         # The module runs here: one frame through it proves the binding loads and works.
         far, silence = echo.FarEnd(), np.zeros(echo.FRAME, dtype=np.int16)
         far.played(silence, echo.RATE, 0.0)  # the box speaking: the module runs
-        echo.Canceller(far, noise=plan.noise).process(silence, 0.0)
+        canceller = echo.Canceller(far, noise=plan.noise)
+        canceller.process(silence, 0.0)
+        if canceller.failed:  # the service goes on without it from the first words on
+            fix, instead = (FIX_ECHO, "the gate") if plan.echo else (FIX_NOISE, "none")
+            measured += f"; at the first words the service falls back to {instead}: "
+            return Result("echo", Status.WARN, measured + canceller.failed, fix, data=data)
         measured += ", WebRTC audio processing (AEC3) ready"
     return Result("echo", Status.PASS, measured, data=data)
 
