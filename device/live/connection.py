@@ -152,8 +152,11 @@ class Connection:
 
     async def _send_loop(self) -> None:
         if self._turn.activity_open:
-            # The person was talking when the last connection ended: reopen their turn here.
+            # The person was talking when the last connection ended: reopen their turn here,
+            # with what they said on it since the handle this one resumed with.
             await self.session.send_realtime_input(activity_start=types.ActivityStart())
+            for pcm in list(self._turn.unsaved):
+                await self._send_audio(pcm)
         while True:
             item = await self._outbox.get()
             if item.kind == "video" and link_busy(self.session):
@@ -169,6 +172,9 @@ class Connection:
                 self._outbox.push_front(item)
                 raise
             self._turn.sent(item.kind)
+            if item.kind == "audio":
+                assert isinstance(item.data, bytes)
+                self._turn.spoke(item.data)
             self.words_sent = self.words_sent or item.kind in ("audio", "activity_end", "text")
             self._hooks.on_sent(item, time.monotonic())
             # Let the loop read the socket between sends: a close the service already sent
@@ -255,6 +261,7 @@ class Connection:
         if update is not None and update.resumable and update.new_handle:
             self._hooks.on_handle(update.new_handle)
             self._turn.handle_fresh = True
+            self._turn.saved()
             self._turn.update()
         if message.go_away is not None:
             self._plan_switch(message.go_away.time_left)

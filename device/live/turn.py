@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 
 from device.errors import shortened
+from device.live.wire import MIC_RATE, SAMPLE_BYTES
 from device.outbox import Kind
 
 log = logging.getLogger(__name__)
@@ -21,6 +23,9 @@ log = logging.getLogger(__name__)
 #: Characters of one side's transcription kept for a turn's journal line: minutes of
 #: speech. A service that never ends a turn cannot grow it; what is past it is counted.
 TRANSCRIPT_LIMIT = 4000
+#: Microphone audio of an open push-to-talk turn kept to send again on the next connection
+#: (`WireTurn.unsaved`): the newest minute, 1.9 MB.
+UNSAVED_BYTES = 60 * MIC_RATE * SAMPLE_BYTES
 
 
 @dataclass
@@ -87,6 +92,12 @@ class WireTurn:
     heard: Transcript = field(default_factory=Transcript)  # input transcription of the turn
     said: Transcript = field(default_factory=Transcript)  # output transcription of the turn
     quiet: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The open push-to-talk turn's audio sent since the newest handle (its newest
+    #: UNSAVED_BYTES). A connection resumed with that handle has none of it: the service
+    #: keeps only what a handle covers, so a switch mid-turn (a goAway's deadline, a drop)
+    #: lost what the person said before it, and the model heard the rest of the question.
+    unsaved: deque[bytes] = field(default_factory=deque)
+    unsaved_bytes: int = 0
 
     def __post_init__(self) -> None:
         self.update()
@@ -111,7 +122,22 @@ class WireTurn:
         on it between connections): a turn it opened on the connection before is not
         opened again on the next one, where nothing would ever end it."""
         self.activity_open = False
+        self.saved()
         self.update()
+
+    def spoke(self, pcm: bytes) -> None:
+        """Microphone audio went out: kept while a push-to-talk turn is open (`unsaved`)."""
+        if not self.activity_open:
+            return
+        self.unsaved.append(pcm)
+        self.unsaved_bytes += len(pcm)
+        while self.unsaved_bytes > UNSAVED_BYTES:
+            self.unsaved_bytes -= len(self.unsaved.popleft())
+
+    def saved(self) -> None:
+        """A handle came (it covers what went out before it), or the turn ended."""
+        self.unsaved.clear()
+        self.unsaved_bytes = 0
 
     def supersede(self) -> None:
         """A press or a text turn over the reply arriving (called as it is queued, with the
@@ -132,8 +158,10 @@ class WireTurn:
             self.earlier_unanswered += 1
         if kind == "activity_start":
             self.activity_open, self.handle_fresh = True, False
+            self.saved()  # a new turn: nothing of it went out yet
         elif kind == "activity_end":
             self.activity_open, self.awaiting_reply = False, True
+            self.saved()
         elif kind == "text":
             self.awaiting_reply, self.handle_fresh = True, False
             self.new_words = True

@@ -110,17 +110,22 @@ class ServerLog:
         return b"".join(e.data or b"" for e in self.entries(conn, "out") if e.kind == "audio")
 
     def activity_audio(self, conn: int | None = None, after: float = 0.0) -> bytes:
-        """The microphone audio inside the first activity that starts at or after `after`.
+        """The microphone audio inside the first activity that starts at or after `after`,
+        as the session that answers it has it.
 
-        From activityStart to activityEnd; across a switch to a new connection too,
-        where the device reopens the activity (a second activityStart changes nothing).
+        From activityStart to activityEnd; across a switch to a new connection too, where
+        the device reopens the activity: a session resumed there has only what came on
+        it (a handle covers nothing sent after it), so its audio counts from there.
         """
-        chunks, inside = [], False
+        chunks: list[bytes] = []
+        inside, on = False, None
         for e in self.entries(conn, "in"):
             if e.t < after:
                 continue
             if e.kind == "activity_start":
-                inside = True
+                if inside and e.conn != on:
+                    chunks = []
+                inside, on = True, e.conn
             elif e.kind == "activity_end" and inside:
                 break
             elif e.kind == "audio" and inside and e.data:
