@@ -86,7 +86,10 @@ class Connection:
         self._tool_refusal: asyncio.Task[None] | None = None
         self._tools_busy = Overflow(log, "tool_calls")
         self._told_no_tools = False
-        self._switching = False
+        #: When a goAway's switch goes at the latest (the loop's clock), and what waits for it.
+        self._switch_at: float | None = None
+        self._switch_left = 0.0  # the time left the goAway that set it gave
+        self._switch_deadline: asyncio.Timeout | None = None
         self._reply = ReplyDecoder()
         self._read_ahead = ReadAhead(
             self._handle, hooks.speaker, carried or (), words_replace=turn.speech_interrupts
@@ -439,22 +442,29 @@ class Connection:
     # -- the connection's life ------------------------------------------------------------
 
     def _plan_switch(self, time_left: str | None) -> None:
-        """goAway: move to a new connection at a quiet moment, or before time runs out."""
-        if self._switching:
-            return
-        self._switching = True
+        """goAway: move to a new connection at a quiet moment, or before time runs out. A
+        second goAway with less time left brings the move forward: kept to the first
+        deadline, the service closed the connection under the box, a loss, not a move."""
         seconds = _seconds(time_left)
+        at = asyncio.get_running_loop().time() + max(0.0, seconds - SWITCH_MARGIN_S)
+        if self._switch_at is not None and at >= self._switch_at:
+            return
         log.info("the service will close this connection in %s", time_left or "a moment")
-        assert self._group is not None
-        self._group.create_task(self._switch_when_quiet(seconds), name="live-switch")
+        planned = self._switch_at is not None
+        self._switch_at, self._switch_left = at, seconds
+        if self._switch_deadline is not None:
+            self._switch_deadline.reschedule(at)
+        if not planned:
+            assert self._group is not None
+            self._group.create_task(self._switch_when_quiet(), name="live-switch")
 
-    async def _switch_when_quiet(self, seconds: float) -> None:
+    async def _switch_when_quiet(self) -> None:
         try:
-            async with asyncio.timeout(max(0.0, seconds - SWITCH_MARGIN_S)):
+            async with asyncio.timeout_at(self._switch_at) as self._switch_deadline:
                 await self._turn.quiet.wait()
         except TimeoutError:
             log.info("no quiet moment before the connection ends: switching now")
-        raise SwitchNow(f"goAway with {seconds:g} s left")
+        raise SwitchNow(f"goAway with {self._switch_left:g} s left")
 
     async def _watch_liveness(self) -> None:
         """A connection with no traffic at all for `dead_after_s` is dead; ping when quiet.
