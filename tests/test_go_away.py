@@ -1,0 +1,166 @@
+"""A long conversation across goAway switches, through the local server and the real
+google-genai SDK (in-process, no sound server): every word reaches the session that
+answers, each switch resumes with the newest handle, the box stays flat."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import os
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+from helpers import until
+from wire import at, config_for
+
+from device.live.connection import Connection
+from device.live.session import LiveLink
+from device.live.wire import MIC_RATE
+from device.outbox import Outbox
+from device.states import Event, Reconnected, Reconnecting, SetupComplete, TurnComplete
+from rig.server.server import LiveServer
+
+CHUNK_S = 0.1
+CHUNK = b"\x01\x00" * int(MIC_RATE * CHUNK_S)
+
+
+@pytest.fixture
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
+    async with LiveServer(pace=0, reply_seconds=0.2) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
+
+
+def heard_ms(server: LiveServer) -> list[int]:
+    """What the service says it heard of each push-to-talk turn, from its transcriptions."""
+    lines = [
+        (e.raw or {})["serverContent"]["outputTranscription"]["text"]
+        for e in server.entries(direction="out")
+        if e.kind == "transcription_out"
+    ]
+    return [int(m.group(1)) for line in lines if (m := re.search(r"heard (\d+) ms", line))]
+
+
+async def test_speech_held_across_a_go_away_deadline_reaches_the_resumed_session_whole(
+    server: LiveServer,
+) -> None:
+    """Push-to-talk held through a goAway whose time runs out: the box moves mid-question,
+    resumed with the handle from before the press. What was said on the old connection is
+    in no handle: it is sent again after the reopened activityStart, and the resumed
+    session (the model) hears the question whole."""
+    events: list[Event] = []
+    outbox = Outbox(hold_s=8)
+    link = LiveLink(config_for(server), outbox, events.append, lambda *_: None)
+    link.open(1)
+    try:
+        await until(lambda: SetupComplete(session=1) in events, within=10)
+        outbox.put("text", "hello")  # a first turn: a handle to resume with
+        await until(lambda: TurnComplete(session=1) in events, within=10)
+        await server.wait_for(lambda: "resumption_update" in server.kinds(direction="out"), 5)
+        outbox.put("activity_start")
+        for _ in range(10):  # one second of the question on the first connection
+            outbox.put("audio", CHUNK)
+            await asyncio.sleep(CHUNK_S)
+        await server.send_go_away("0.5s")  # less than the switch margin: at once
+        await until(lambda: any(isinstance(e, Reconnected) for e in events), within=10)
+        for _ in range(10):  # one more second on the second
+            outbox.put("audio", CHUNK)
+            await asyncio.sleep(CHUNK_S)
+        outbox.put("activity_end")
+        await until(lambda: len(heard_ms(server)) == 1, within=10)
+    finally:
+        await link.close()
+    assert heard_ms(server) == [pytest.approx(2000, abs=100)], "the question heard whole"
+
+
+def said(server: LiveServer) -> list[str]:
+    """The service's transcription of each reply it finished, in order."""
+    return [
+        (e.raw or {})["serverContent"]["outputTranscription"]["text"]
+        for e in server.entries(direction="out")
+        if e.kind == "transcription_out"
+    ]
+
+
+def newest_handles(server: LiveServer) -> dict[int, str]:
+    """The newest resumable handle each connection was given."""
+    newest: dict[int, str] = {}
+    for e in server.entries(direction="out"):
+        update = (e.raw or {}).get("sessionResumptionUpdate") or {}
+        if update.get("resumable") and update.get("newHandle"):
+            newest[e.conn] = update["newHandle"]
+    return newest
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_two_hundred_switches_keep_every_turn_once_and_the_box_flat(
+    server: LiveServer,
+) -> None:
+    """A conversation left running for hours: a goAway every ten minutes. Each switch
+    resumes with the newest handle, every turn is answered once, and the box's tasks,
+    sockets and connections stay as they were."""
+    events: list[Event] = []
+    outbox = Outbox(hold_s=8)
+    link = LiveLink(config_for(server), outbox, events.append, lambda *_: None)
+    link.open(1)
+    switches = 200
+    try:
+        await until(lambda: SetupComplete(session=1) in events, within=10)
+        for n in range(1, switches + 1):
+            outbox.put("text", f"turn {n}")
+            await until(lambda n=n: len(said(server)) == n, within=10)
+            await server.send_go_away("20s")
+            await until(lambda n=n: link.connections == n + 1, within=10)
+            await until(lambda n=n: events.count(Reconnected(session=1)) == n, within=10)
+            if n == 10:
+                tasks, fds = len(asyncio.all_tasks()), open_fds()
+        gc.collect()
+        connections = [o for o in gc.get_objects() if isinstance(o, Connection)]
+        await asyncio.sleep(0.5)  # the server's side of the last switch winds down
+        assert len(asyncio.all_tasks()) <= tasks, [t.get_coro() for t in asyncio.all_tasks()]
+        assert open_fds() <= fds, "sockets leaked"
+        # The one serving, and the one the last switch ended (its failure still refers to it).
+        assert len(connections) <= 2, f"{len(connections)} connections still held"
+    finally:
+        await link.close()
+    assert said(server) == [f'Reply {n}: you said "turn {n}".' for n in range(1, switches + 1)]
+    records = server.log.connections()
+    assert len(records) == switches + 1
+    newest = newest_handles(server)
+    for before, after in itertools.pairwise(records):
+        assert at(after.setup, "session_resumption", "handle") == newest[before.id]
+
+
+async def test_a_second_go_away_with_less_time_left_moves_the_box_before_that_time(
+    server: LiveServer,
+) -> None:
+    """The service says 20 s, then (in a hurry, or a newer word) 1 s. Kept to the first
+    deadline, the box would wait for the person to finish and the service close the
+    connection under it: a lost connection rather than a move (the LEDs say connecting,
+    the backoff waits)."""
+    events: list[Event] = []
+    outbox = Outbox(hold_s=8)
+    link = LiveLink(config_for(server), outbox, events.append, lambda *_: None)
+    link.open(1)
+    try:
+        await until(lambda: SetupComplete(session=1) in events, within=10)
+        outbox.put("text", "hello")
+        await until(lambda: TurnComplete(session=1) in events, within=10)
+        outbox.put("activity_start")  # the person holds the button and talks
+        outbox.put("audio", CHUNK)
+        await server.send_go_away("20s")
+        await server.send_go_away("1s")
+        for _ in range(20):
+            outbox.put("audio", CHUNK)
+            await asyncio.sleep(CHUNK_S)
+        outbox.put("activity_end")
+        await until(lambda: len(said(server)) == 2, within=10)
+    finally:
+        await link.close()
+    assert not [e for e in events if isinstance(e, Reconnecting)], "the connection was lost"
+    assert heard_ms(server) == [pytest.approx(2100, abs=100)]
