@@ -21,7 +21,7 @@ import tomllib
 import types
 import typing
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -566,12 +566,28 @@ def _build_section(
             )
         if not variable and (elsewhere := _not_a_key_setting(key)):
             raise ConfigError(f"{label(key)}: unknown setting; {elsewhere}")
-        raise ConfigError(f"{label(key)}: unknown setting{setting}; allowed: {', '.join(fields)}")
+        hint = ""
+        if near := _nearest(key, fields):
+            meant = f"{ENV_PREFIX}{name.upper()}_{near.upper()}" if variable else near
+            hint = f" (did you mean {meant}?)"
+        raise ConfigError(
+            f"{label(key)}: unknown setting{setting}{hint}; allowed: {', '.join(fields)}"
+        )
     checked = {
         key: _check_value(label(key), hints[key], fields[key], value)
         for key, value in values.items()
     }
     return cls(**checked)
+
+
+def _nearest(key: str, names: Collection[str]) -> str | None:
+    """The setting a misspelt `key` most likely meant (a letter off, a wrong case, a unit
+    suffix left out: `idle_timout_s`, `Volume`, `long_press`), if one is close."""
+    lower = key.lower()
+    if lower in names:
+        return lower
+    near = difflib.get_close_matches(lower, names, 1, 0.8)
+    return near[0] if near else None
 
 
 def _check_value(label: str, hint: Any, spec: dataclasses.Field[Any], value: Any) -> Any:

@@ -81,7 +81,7 @@ idle_timeout_s = 5
         ("[audio]\nchunk_ms = 'fast'", "[audio] chunk_ms: must be an integer (got 'fast')"),
         ("[audio]\nchunk_ms = 5", "[audio] chunk_ms: must be between 10 and 100 (got 5)"),
         ("[button]\nmode = 'hold'", "[button] mode: must be one of 'push_to_talk', 'toggle'"),
-        ("[button]\npinn = 3", "[button] pinn: unknown setting; allowed: pin, mode"),
+        ("[button]\npinn = 3", "[button] pinn: unknown setting (did you mean pin?); allowed: pin"),
         ("[speaker]\nx = 1", "unknown section [speaker]"),
         ("[leds]\nkind = 'rgb'\npins = [1]", "kind 'rgb' needs 3 pin(s) (got 1)"),
         ("[live]\nbackend = 'vertex'", "needs project and location"),
@@ -194,7 +194,8 @@ def test_an_override_is_named_by_its_variable(
     with pytest.raises(config.ConfigError) as caught:
         config.load(path)
     assert str(caught.value).startswith(
-        "environment variable LIVE_APPLIANCE_AUDIO_CHUNKMS: unknown setting [audio] chunkms;"
+        "environment variable LIVE_APPLIANCE_AUDIO_CHUNKMS: unknown setting [audio] chunkms "
+        "(did you mean LIVE_APPLIANCE_AUDIO_CHUNK_MS?);"
     )
 
 
