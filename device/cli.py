@@ -307,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_PIPE
     except ConfigUnreadable as exc:  # nothing in it is wrong
-        print(_as_error(f"live-appliance: {exc}. {exc.FIX}"), file=sys.stderr)
+        print(_as_error(f"live-appliance: {exc}. {exc.fix}"), file=sys.stderr)
         return EXIT_CONFIG
     except ConfigError as exc:
         print(_as_error(f"live-appliance: configuration error: {exc}"), file=sys.stderr)

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import difflib
 import functools
+import grp
 import math
 import os
 import re
@@ -422,7 +423,8 @@ def _read_toml(path: Path, must_exist: bool) -> dict[str, Any]:
             raise ConfigError(f"{path}: no such configuration file") from None
         return {}
     except PermissionError as exc:
-        raise ConfigUnreadable(f"{path}: cannot read: {exc.strerror}") from None
+        problem = f"{path}: cannot read: {exc.strerror}"
+        raise ConfigUnreadable(problem, _let_the_service_read(path)) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -432,6 +434,24 @@ def _read_toml(path: Path, must_exist: bool) -> dict[str, Any]:
     except ValueError:  # tomllib's int() of a decimal past Python's digit limit
         digits = sys.get_int_max_str_digits()
         raise ConfigError(f"{path}: not valid TOML: a number of over {digits} digits") from None
+
+
+def _let_the_service_read(path: Path) -> str:
+    """What lets the reader of an unreadable configuration in: the owner's fix (sudo, the
+    group) unless systemd runs us (its credential directory says so), as the service's
+    own user and group, where the journal would tell the service to use sudo."""
+    if not os.environ.get("CREDENTIALS_DIRECTORY"):
+        return ConfigUnreadable.FIX
+    gid = os.getegid()
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    return (
+        f"The service (group {group}) may not read it: sudo chgrp {group} {path} && "
+        f"sudo chmod 0640 {path} (and let the service into the directories above it), "
+        "then restart the service."
+    )
 
 
 def _env_overrides() -> dict[tuple[str, str], tuple[str, Any]]:

@@ -89,6 +89,11 @@ class ConfigUnreadable(ConfigError):
         "owner to live-appliance: log in again after it for that to take effect)."
     )
 
+    def __init__(self, message: str, fix: str = FIX) -> None:
+        super().__init__(message)
+        #: FIX is for an owner at a shell; the service, which can neither, gets its own.
+        self.fix = fix
+
 
 class UnusableKey(ConfigError):
     """A key or token is there but cannot be used; `fix` says what to do about it, by

@@ -140,7 +140,9 @@ def test_a_file_only_root_may_read_is_a_warning(
     named.write_text("AIza-0123456789abcdefgh\n" if setting == "api_key_file" else "A teapot.\n")
     os.chown(named, 0, group)
     named.chmod(mode)
-    service_config.write_text(f'[live]\n{setting} = "{named}"\n')
+    settings_file = etc_dir / "config.toml"  # beside it: the service may read it there
+    monkeypatch.setattr(config, "DEFAULT_PATH", settings_file)
+    settings_file.write_text(f'[live]\n{setting} = "{named}"\n')
     monkeypatch.setattr(settings, "HIDDEN_FROM_SERVICE", ())  # /tmp: about the mode only
     result, cfg = check_config(None)
     assert cfg is not None

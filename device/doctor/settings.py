@@ -22,7 +22,7 @@ def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Confi
         cfg = config_mod.load(cli_path, key=False)
     except ConfigError as exc:
         fix = (
-            ConfigUnreadable.FIX
+            exc.fix
             if isinstance(exc, ConfigUnreadable)
             else "Correct that setting (the README's Configuration section lists them all)."
         )
@@ -120,14 +120,15 @@ def _allows(info: os.stat_result, uid: int, gids: set[int], bit: int) -> bool:
 
 
 def _unreadable_by_service(cfg: Config) -> list[tuple[str, str]]:
-    """The files the configuration names that exist but the service user may not read:
-    the doctor runs as root (sudo) and reads them; the service exits 2 at every start."""
+    """The configuration and the files it names that exist but the service user may not
+    read: the doctor runs as root (sudo) and reads them; the service exits 2 at every start."""
     identity = _service_identity()
     if identity is None:
         return []
     uid, gids = identity
     found = []
-    for label, place in _files_named(cfg):
+    itself = [("the configuration", str(cfg.path))] if cfg.path else []
+    for label, place in itself + _files_named(cfg):
         if place.startswith("~"):
             continue
         path = Path(os.path.normpath(place))
