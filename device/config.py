@@ -71,6 +71,9 @@ DEFAULT_TRIGGER_TOKENS = CONTEXT_WINDOW_TOKENS * 8 // 10
 #: eight letters or digits ("en", "de-DE", "cmn-CN", "zh-Hans-CN", "es-419",
 #: "en-US-u-ca-gregory"). Not "German" spelled out, nor "en_US".
 LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
+#: A Google Cloud location as Vertex AI names one ("us-central1", "europe-west4", "global"):
+#: it becomes part of the host of every connection (LOCATION-aiplatform.googleapis.com).
+REGION = re.compile(r"[a-z]+(-[a-z0-9]+)*")
 
 
 class Secret:
@@ -808,6 +811,11 @@ def _check_live(where: str, live: LiveConfig) -> None:
         # The persona file's bound: a config file may hold a MiB, past the model's context.
         raise ConfigError(
             f"{where}: [live] system_instruction: is over {INSTRUCTION_FILE_LIMIT // 1024} KiB"
+        )
+    if live.location is not None and not REGION.fullmatch(live.location):
+        raise ConfigError(
+            f"{where}: [live] location: must be a Google Cloud region such as 'us-central1', "
+            f"'europe-west4' or 'global' (got {live.location!r})"
         )
     if live.language is not None and not LANGUAGE_TAG.fullmatch(live.language):
         raise ConfigError(

@@ -70,6 +70,18 @@ def shortened(kept: str, more: int) -> str:
     return f"{kept}... ({more} characters more)" if more else kept
 
 
+#: C0 controls and DEL: what a quoted TOML name (`["audio\nvolume"]`), a path or a variable
+#: may hold, and an error quotes as written.
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+
+
+def one_line(text: str) -> str:
+    """`text` with its control characters written as escapes: a line break would split
+    the journal's line (the rest without the error's priority), an escape sequence act on
+    the terminal that shows it."""
+    return text.translate(_CONTROLS)
+
+
 class ConfigError(Exception):
     """A setting is missing or wrong; the message is meant for the owner, as is, and a
     key pasted into the wrong setting is masked in it (it goes to the journal). A value
@@ -77,7 +89,7 @@ class ConfigError(Exception):
     journald makes a journal line of every 48 KiB of a longer one."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(cut(without_credentials(message)))
+        super().__init__(cut(one_line(without_credentials(message))))
 
 
 class ConfigUnreadable(ConfigError):
