@@ -6,10 +6,12 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from device import cli, config
+from device.cli import main
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 from device.doctor.settings import check_key
@@ -938,3 +940,98 @@ def test_hands_free_hanging_up_before_the_services_end_of_speech_stops_the_start
     )
     # Push-to-talk the service does not detect speech: silence_ms is not used.
     config.load(write(tmp_path, path.read_text().replace("toggle", "push_to_talk")), key=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "meant"),
+    [
+        ("[conversation]\nidle_timout_s = 5\n", "idle_timeout_s"),
+        ("[audio]\nVolume = 0.5\n", "volume"),
+        ("[live]\nsystem_instructions = 'You are a teapot.'\n", "system_instruction"),
+        ("[button]\nlong_press = 5\n", "long_press_s"),
+    ],
+)
+def test_a_misspelt_setting_names_the_one_meant(tmp_path: Path, text: str, meant: str) -> None:
+    """Not only the whole list of [conversation]'s twelve settings to search: "did you
+    mean", as for a misspelt section or voice."""
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path, key=False)
+    assert f"did you mean {meant}?" in str(caught.value), caught.value
+
+
+def test_a_misspelt_variable_names_the_one_meant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("")
+    monkeypatch.setenv("LIVE_APPLIANCE_AUDIO_VOLUMNE", "0.5")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path, key=False)
+    assert "did you mean LIVE_APPLIANCE_AUDIO_VOLUME?" in str(caught.value), caught.value
+
+
+def test_the_service_that_may_not_read_its_configuration_is_told_how_to_let_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """config.toml made root's alone (0600: `sudo install -m 600`, a umask 077 copy): the
+    service exits 2, and its journal line says how to let the service read it, not "Run
+    it with sudo, or as a member of the file's group" (an owner's fix at a shell)."""
+    settings_file = tmp_path / "config.toml"
+    settings_file.write_text("[audio]\nvolume = 0.5\n")
+    os_open = os.open
+
+    def as_the_service(path: Any, *args: Any, **kwargs: Any) -> int:
+        if Path(path) == settings_file:
+            raise PermissionError(13, "Permission denied")
+        return os_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", as_the_service)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))  # systemd runs it
+    assert main(["run", "--config", str(settings_file)]) == 2
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1, said
+    assert "Run it with sudo" not in said, said
+    assert f"chmod 0640 {settings_file}" in said, said
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '["audio\\nvolume"]\nx = 1\n',  # a quoted name holds any character
+        '[audio]\n"volume\\r\\n[live]" = 1\n',
+        '[live]\n"\\u001b[2J" = 1\n',  # a terminal's clear-screen
+    ],
+)
+def test_a_name_with_a_line_break_stays_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    """The error quotes the name as written: a line break in it would split the journal's
+    line (the second part without the error priority), an escape sequence run on a
+    terminal."""
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    assert main(["run", "--config", str(path)]) == 2
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and "\r" not in said and "\x1b" not in said, repr(said)
+
+
+@pytest.mark.parametrize("location", ["US Central", "us-central1 ", "europe_west4", ""])
+def test_a_vertex_location_that_is_no_region_is_refused_at_start(
+    tmp_path: Path, location: str
+) -> None:
+    """It names the host of every connection (LOCATION-aiplatform.googleapis.com): loaded,
+    a location no region has failed every press, blamed on the network."""
+    path = tmp_path / "config.toml"
+    path.write_text(f'[live]\nbackend = "vertex"\nproject = "p"\nlocation = "{location}"\n')
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path, key=False)
+    assert "[live] location" in str(caught.value), caught.value
+
+
+@pytest.mark.parametrize("location", ["us-central1", "europe-west4", "global"])
+def test_a_vertex_region_loads(tmp_path: Path, location: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[live]\nbackend = "vertex"\nproject = "p"\nlocation = "{location}"\n')
+    assert config.load(path, key=False).live.location == location
