@@ -122,7 +122,7 @@ def test_the_daemon_is_supervised_without_a_restart_storm(unit: dict) -> None:
     assert service["RestartPreventExitStatus"] == [str(cli.EXIT_CONFIG)]
     # A SIGHUP's stop (the daemon's "start me again") is no failure, and it is restarted.
     assert service["SuccessExitStatus"] == [str(RESTART_STATUS)]
-    assert service["RestartForceExitStatus"] == [str(RESTART_STATUS)]
+    assert service["RestartForceExitStatus"] == [f"{RESTART_STATUS} SIGHUP"]
 
 
 def test_the_daemon_gets_its_key_sockets_state_and_groups(unit: dict) -> None:
