@@ -215,12 +215,15 @@ class CameraFeed:
         """One stretch of the camera being on: start, frames and lingering, stop."""
         led = self._open_led()
         self._frames = 0
+        loop = asyncio.get_running_loop()
+        switched_by: float | None = loop.time() + self._switch_timeout_s  # while starting
         try:
             if led is not None:  # lit from the start call on: the camera may be on from then
                 led.on()
             description = await _in_thread(
                 self._source.start, self._switch_timeout_s, self._got_stuck
             )
+            switched_by = None
             self._running = True
             logger.info("camera on: %s", description, extra={"LIVE_CAMERA": "on"})
             while True:
@@ -232,9 +235,16 @@ class CameraFeed:
                 if not self._wanted:
                     return
         finally:
+            # A close that came while the camera was starting waited for the start: the stop
+            # gets what is left of that limit, not a new one. The state machine waits for the
+            # close, and two limits in a row outlasted the watchdog (WatchdogSec=30 s, a
+            # heartbeat every 15 s): systemd killed a box whose camera alone had failed.
+            limit = self._switch_timeout_s
+            if switched_by is not None:
+                limit = max(0.0, switched_by - loop.time())
             try:
                 if self._stuck is None:  # a camera stuck in its start cannot be stopped now
-                    await _stop(self._source, self._switch_timeout_s, self._got_stuck)
+                    await _stop(self._source, limit, self._got_stuck)
             finally:
                 was_running, self._running = self._running, False
                 self._said_off(led, was_running)
