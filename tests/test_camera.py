@@ -527,6 +527,42 @@ async def test_a_stop_of_the_daemon_does_not_wait_for_a_camera_stuck_in_its_stop
         gate.set()
 
 
+async def test_a_hang_up_as_the_camera_starts_slowly_then_sticks_waits_one_switch_limit() -> None:
+    """A hang-up while the camera is still starting, slowly but within its limit, and its
+    stop then hangs: the close waited for the start, then gave the stop a limit of its own.
+    The state machine waits for the close, and two limits in a row (20 s) with the 15 s
+    between heartbeats outlasted WatchdogSec (30 s): systemd killed a box whose only fault
+    was its camera. The stop gets what is left of the start's limit."""
+    limit = 1.0
+    feed = CameraFeed(
+        CameraConfig(source="synthetic", linger_s=5.0), lambda *_: None, switch_timeout_s=limit
+    )
+    gate = threading.Event()
+    start, stop = feed._source.start, feed._source.stop
+
+    def slow_start() -> str:
+        time.sleep(limit * 0.9)
+        return start()
+
+    def stuck_stop() -> None:
+        gate.wait(30)
+        stop()
+
+    feed._source.start = slow_start  # type: ignore[method-assign]
+    feed._source.stop = stuck_stop  # type: ignore[method-assign]
+    try:
+        feed.start_frames()
+        await asyncio.sleep(0.05)  # the start is under way
+        began = time.monotonic()
+        async with asyncio.timeout(5):
+            await feed.aclose()
+        took = time.monotonic() - began
+    finally:
+        gate.set()
+    assert took < 1.4 * limit, f"the close took {took:.2f} s, with a switch limit of {limit} s"
+    await feed.shutdown()
+
+
 async def test_a_camera_whose_start_never_returns_fails_the_part_not_the_box(
     camera, caplog: pytest.LogCaptureFixture
 ) -> None:

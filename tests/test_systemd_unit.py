@@ -7,8 +7,11 @@ These run systemd's own tools on the file the installer copies to the Pi
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -18,7 +21,8 @@ import pytest
 from device import cli, config
 from device.appliance import RESTART_STATUS
 from device.doctor.settings import SERVICE_GROUPS, SERVICE_USER
-from rig.unit import directives
+from rig.daemon import to_toml
+from rig.unit import directives, service_directives
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "live-appliance.service"
@@ -342,3 +346,58 @@ def test_memory_tasks_and_files_are_bounded_above_what_was_measured(unit: dict) 
             comment.append(lines[above])
             above -= 1
         assert re.search(r"\d+ (MB|measured|threads|open files)|measured", " ".join(comment)), key
+
+
+#: Deaths by these signals are clean for systemd unless the unit says otherwise
+#: (systemd.service, SuccessExitStatus=): Restart=on-failure leaves the unit stopped.
+CLEAN_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE}
+
+
+def started_again(returncode: int, service: dict[str, list[str]]) -> bool:
+    """Whether systemd (Restart=on-failure) starts the unit again after its main process
+    ended with `returncode` (negative: killed by that signal), no stop having been asked."""
+    force = " ".join(service.get("RestartForceExitStatus", [])).split()
+    if returncode < 0:
+        sig = signal.Signals(-returncode)
+        return sig.name in force or sig.name.removeprefix("SIG") in force or (
+            sig not in CLEAN_SIGNALS
+        )
+    success = " ".join(service.get("SuccessExitStatus", [])).split()
+    prevent = " ".join(service.get("RestartPreventExitStatus", [])).split()
+    if str(returncode) in force:
+        return True
+    return returncode != 0 and str(returncode) not in success + prevent
+
+
+def test_a_sighup_early_in_the_start_still_has_systemd_start_the_box_again(
+    tmp_path: Path,
+) -> None:
+    """Under systemd a SIGHUP means "start again with the configuration read anew". One
+    that came before the daemon's handler was in place (the interpreter starting, the
+    imports and the configuration: a second or more on a Pi Zero) kills it by SIGHUP,
+    which systemd counts a clean exit: the unit says to start it again all the same, or
+    Restart=on-failure would leave the box off for good."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(to_toml({
+        "control": {"socket": str(tmp_path / "control.sock")},
+        "service": {"state_dir": str(tmp_path / "state")},
+        "camera": {"enabled": False},
+    }))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "GEMINI_API_KEY": "k",
+           "PYTHONPATH": str(ROOT), "GPIOZERO_PIN_FACTORY": "mock"}
+    proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--config", str(cfg)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc.send_signal(signal.SIGHUP)  # `systemctl kill -s HUP` just as it starts
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
+    assert proc.returncode in (RESTART_STATUS, -signal.SIGHUP), proc.returncode
+    assert started_again(proc.returncode, service_directives()), (
+        f"ended with {proc.returncode}: the unit is left stopped"
+    )
