@@ -32,6 +32,10 @@ FIXES = {
     "SSL_CERT_FILE, if set, must name the right CA file.",
     CLOSE_POLICY: "Check the API key (make a new one at aistudio.google.com) and [live] model.",
     CLOSE_INVALID: "A setting was refused: check [live] model, voice and language.",
+    # Refused, not out of reach: Vertex AI's token server, or an HTTP 401/403.
+    "credentials": "Renew the credentials: on Vertex AI a new service account key file "
+    "where GOOGLE_APPLICATION_CREDENTIALS points (or gcloud auth application-default "
+    "login); on the Gemini API a new API key.",
     "setup": "Try again in a minute; if it keeps failing, the service may be down "
     "or [live] base_url may point at the wrong place.",
 }
@@ -65,7 +69,7 @@ async def _layer(
     layer: str, what: Callable[[], Awaitable[T]], seconds: float, host: str, port: int
 ) -> T:
     """Await one layer's step within `seconds`; LayerFailed names the layer if it fails."""
-    from device.live.errors import describe_failure
+    from device.live.errors import describe_failure, is_refusal, refuses_key
 
     try:
         async with asyncio.timeout(seconds):
@@ -76,7 +80,10 @@ async def _layer(
     except Exception as exc:
         text = describe_failure(exc)
         reason = text if text.startswith(f"{layer}:") else f"{layer}: {text}"
-        code = getattr(exc, "code", None)
+        # The Gemini API refuses a key with 1007, the code of a setting refused.
+        code = CLOSE_POLICY if refuses_key(exc) else getattr(exc, "code", None)
+        if code is None and is_refusal(exc):
+            code = "credentials"
         raise LayerFailed(layer, reason, _fix(layer, code, host, port)) from exc
 
 

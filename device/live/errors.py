@@ -131,7 +131,7 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     if (closed := _close_of(exc)) is not None:
         code, reason = closed
         hint = _CLOSE_HINTS.get(code, "the connection closed")
-        if code == CLOSE_POLICY and "key" in reason.lower():
+        if _names_the_key(code, reason):
             hint = "the service refused the API key"
         if _speaks_of_quota(reason):
             hint = QUOTA_HINT
@@ -246,8 +246,24 @@ def is_refusal(exc: BaseException) -> bool:
 
 
 def is_unknown_handle(exc: BaseException) -> bool:
-    """A resumption handle the service no longer knows (expired, or its session ended)."""
-    return isinstance(exc, errors.APIError) and exc.code == CLOSE_INVALID
+    """A resumption handle the service no longer knows (expired, or its session ended);
+    not the key refused with the same code, which a fresh session would not mend."""
+    return isinstance(exc, errors.APIError) and exc.code == CLOSE_INVALID and not refuses_key(exc)
+
+
+def refuses_key(exc: BaseException) -> bool:
+    """A close that refuses the API key (or token). The Gemini API closes one that is not
+    valid, expired or deleted with 1007 (its INVALID_ARGUMENT), "API key not valid. Please
+    pass a valid API key.", the code it refuses a setting or a resumption handle with."""
+    closed = _close_of(exc)
+    return closed is not None and _names_the_key(*closed)
+
+
+def _names_the_key(code: int, reason: str) -> bool:
+    """1008 (permission) for any key; 1007 only where its reason says API key (a message
+    refused for a field named `key` is a setting)."""
+    said = reason.lower()
+    return (code == CLOSE_POLICY and "key" in said) or (code == CLOSE_INVALID and "api key" in said)
 
 
 def is_busy_session(exc: BaseException) -> bool:
