@@ -128,3 +128,30 @@ async def test_the_doctor_does_not_say_try_again_later_for_revoked_vertex_creden
     assert "Vertex AI credentials: invalid_grant" in result.measured, result.measured
     assert result.fix is not None and "Try again in a minute" not in result.fix, result.fix
     assert "credentials" in result.fix.lower(), result.fix
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        auth_errors.RefreshError(
+            "invalid_grant: Invalid JWT: Token must be a short-lived token (60 minutes) and "
+            "in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
+            {"error": "invalid_grant"},
+        ),
+        auth_errors.TransportError(
+            "HTTPSConnectionPool(host='oauth2.googleapis.com', port=443): Max retries "
+            "exceeded with url: /token (Caused by SSLError(SSLCertVerificationError(1, "
+            "'[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate is "
+            "not yet valid (_ssl.c:1006)')))"
+        ),
+    ],
+    ids=["jwt-iat", "tls-not-yet-valid"],
+)
+def test_vertex_credentials_refused_for_the_boxs_clock_point_at_the_clock(
+    failure: Exception,
+) -> None:
+    """A Pi has no clock of its own: after months unplugged, fake-hwclock starts it weeks
+    behind until NTP has set it. The service account's signed request is then out of
+    its timeframe at the token server, or the token server's certificate not yet valid;
+    the Live API's own TLS failure says "check the clock", these did not."""
+    assert "timedatectl" in describe_failure(failure), describe_failure(failure)

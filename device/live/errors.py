@@ -214,11 +214,21 @@ def _verified(message: str) -> str:
     return message
 
 
+#: What the token server, or its certificate, says of a box whose clock is off: a signed
+#: request out of its timeframe (a service account's), a certificate not yet valid.
+_CLOCK_WORDS = ("reasonable timeframe", "not yet valid", "certificate has expired")
+
+
 def _auth_words(exc: auth_errors.GoogleAuthError) -> str:
     """The first line of google-auth's message: a RefreshError's args are the message and
-    the token server's whole answer (a dict), which the owner needs no more of."""
+    the token server's whole answer (a dict), which the owner needs no more of. One that
+    the box's clock explains says to check it first (a Pi runs from its last shutdown's
+    time until NTP has set the clock)."""
     first = exc.args[0] if exc.args else exc
-    return (str(first).strip().splitlines() or [type(exc).__name__])[0]
+    words = (str(first).strip().splitlines() or [type(exc).__name__])[0]
+    if any(clue in words for clue in _CLOCK_WORDS):
+        return f"check the clock, timedatectl: {words}"
+    return words
 
 
 def _auth_retryable(exc: auth_errors.GoogleAuthError) -> bool:
