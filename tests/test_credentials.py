@@ -3,8 +3,7 @@ Vertex AI credentials revoked, through the real SDK against the local server.
 
 The Gemini API closes a Live connection whose key is not valid, expired or deleted
 with 1007 (INVALID_ARGUMENT), "API key not valid. Please pass a valid API key.", not
-1008: the box read that as a setting refused, or as a resumption handle it no longer
-knows.
+1008: that is the key, neither a setting refused nor a resumption handle forgotten.
 """
 
 from __future__ import annotations
@@ -46,8 +45,8 @@ async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
 
 @pytest.mark.parametrize("reason", [BAD_KEY, EXPIRED_KEY])
 def test_a_key_refused_with_1007_is_said_to_be_the_key(reason: str) -> None:
-    """The journal and `ctl status` said "a setting or a message was refused as invalid"
-    for a key revoked months after the install."""
+    """The journal and `ctl status` say so of a key revoked months after the install,
+    not "a setting or a message was refused as invalid"."""
     refused = errors.APIError(CLOSE_INVALID, {"message": reason})
     assert describe_failure(refused).startswith("the service refused the API key"), (
         describe_failure(refused)
@@ -60,9 +59,9 @@ async def test_a_key_revoked_mid_conversation_is_one_line_and_no_fresh_session(
     server: LiveServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The key is revoked while a conversation is open; the service moves it to a new
-    connection, and refuses the resume (1007, the key). The box took that for a handle
-    the service had forgotten: "cannot resume the session ...: starting a new one", a
-    second connection, and then the error, with a line saying a setting was refused."""
+    connection, and refuses the resume (1007, the key). Not a handle the service forgot
+    ("cannot resume the session ...: starting a new one", a second connection): one
+    try, and the error naming the key."""
     events: list[Event] = []
     outbox = Outbox(hold_s=8)
     link = LiveLink(config_for(server), outbox, events.append, lambda _item, _t: None)
@@ -96,8 +95,8 @@ def doctor_context(server: LiveServer, **live: Any) -> Context:
 async def test_the_doctor_says_to_check_the_key_when_the_key_is_refused_with_1007(
     server: LiveServer,
 ) -> None:
-    """`doctor`'s fix for it: "A setting was refused: check [live] model, voice and
-    language."; the owner changed settings that were right."""
+    """`doctor`'s fix for it names the key, not "A setting was refused: check [live]
+    model, voice and language." (settings that were right)."""
     server.config.refuse_setup = (CLOSE_INVALID, BAD_KEY)
     result = await check_network(doctor_context(server))
     assert result.status is Status.FAIL
@@ -117,9 +116,9 @@ class Revoked(google.auth.credentials.Credentials):
 async def test_the_doctor_does_not_say_try_again_later_for_revoked_vertex_credentials(
     server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The key check passes (the credentials file is there); the network check failed
-    with "Vertex AI credentials: invalid_grant ..." and the fix "Try again in a minute;
-    if it keeps failing, the service may be down": no minute helps a revoked token."""
+    """The key check passes (the credentials file is there); the network check fails
+    with "Vertex AI credentials: invalid_grant ...", and its fix is to renew them, not
+    "Try again in a minute": no minute helps a revoked token."""
     monkeypatch.setattr(google.auth, "default", lambda **_: (Revoked(), "p"))
     ctx = doctor_context(server, backend="vertex", project="p", location="l")
     ctx = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, api_key=None))
@@ -152,6 +151,6 @@ def test_vertex_credentials_refused_for_the_boxs_clock_point_at_the_clock(
 ) -> None:
     """A Pi has no clock of its own: after months unplugged, fake-hwclock starts it weeks
     behind until NTP has set it. The service account's signed request is then out of
-    its timeframe at the token server, or the token server's certificate not yet valid;
-    the Live API's own TLS failure says "check the clock", these did not."""
+    its timeframe at the token server, or the token server's certificate not yet valid:
+    as the Live API's own TLS failure does, the line says to check the clock."""
     assert "timedatectl" in describe_failure(failure), describe_failure(failure)
