@@ -9,6 +9,12 @@ that fails (the line busy) raises, and may be tried again.
 The pin is a plain `DigitalInputDevice`, and the long press a timer on the loop:
 gpiozero's `Button` keeps a thread for its hold time that wakes ten times a
 second for as long as the box runs, pressed or not.
+
+While the button is down its pin is also read every CHECK_S on the loop: gpiozero
+can lose an edge (its software debounce reads the level in the callback, and may
+read the contact mid-bounce: gpiozero#550, "presses but not releases"), and a lost
+release would leave the microphone streaming the room, the LEDs saying listening,
+until the appliance's bounds seconds later.
 """
 
 from __future__ import annotations
@@ -25,6 +31,11 @@ ButtonCallback = Callable[[str, float], object]
 PRESSED = "pressed"
 RELEASED = "released"
 LONG_PRESS = "long_press"
+
+#: How often the pin is read while the button is down (or while gpiozero, having lost a
+#: release, takes it for down still): a level that differs from the last edge at two
+#: reads in a row (not an edge on its way to the loop, not a bounce) is reported as one.
+CHECK_S = 0.5
 
 
 class ButtonInput:
@@ -46,6 +57,12 @@ class ButtonInput:
         self._device: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._held: asyncio.TimerHandle | None = None  # the long press, while pressed
+        self._down = False  # as last reported
+        #: A release gpiozero never saw was reported: it takes the button for down still,
+        #: and will not report the next press (only its release).
+        self._behind = False
+        self._check: asyncio.TimerHandle | None = None  # the next read of the pin
+        self._differs_since: float | None = None  # the pin read otherwise than reported
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Open the pin; events go to `loop`, by default the running one."""
@@ -67,15 +84,48 @@ class ButtonInput:
         self._device = device
 
     def _edge(self, event: str, at: float) -> None:
-        """An edge, on the loop: reported, and the long press timed from a press."""
+        """An edge gpiozero reported, on the loop."""
         if self._device is None:
             return  # stopped while it was on its way
+        if event == RELEASED:
+            self._behind = False  # gpiozero has seen a release of its own: it is in step
+        self._changed(event, at)
+
+    def _changed(self, event: str, at: float) -> None:
+        """Reported (not twice in a row), the long press timed from a press, and the pin
+        watched while it is down."""
+        self._differs_since = None
+        if (event == PRESSED) == self._down:
+            return  # the read reported it first (gpiozero's own release, in step again)
+        self._down = event == PRESSED
         self._cancel_hold()
-        if event == PRESSED and self._hold_time is not None:
-            assert self._loop is not None
+        assert self._loop is not None
+        if self._down and self._hold_time is not None:
             wait_s = max(0.0, at + self._hold_time - time.monotonic())
             self._held = self._loop.call_later(wait_s, self._long_press)
+        self._watch()
         self._callback(event, at)
+
+    def _watch(self) -> None:
+        if (self._down or self._behind) and self._check is None and self._loop is not None:
+            self._check = self._loop.call_later(CHECK_S, self._read)
+
+    def _read(self) -> None:
+        """The pin's level against what was reported: an edge gpiozero lost is reported
+        when two reads agree on it, at the first of them."""
+        self._check = None
+        if self._device is None:
+            return
+        now = time.monotonic()
+        if bool(self._device.is_active) == self._down:
+            self._differs_since = None
+        elif self._differs_since is None:
+            self._differs_since = now
+        else:
+            since = self._differs_since
+            self._behind = self._down  # a release gpiozero missed: it will miss a press
+            self._changed(RELEASED if self._down else PRESSED, since)
+        self._watch()
 
     def _long_press(self) -> None:
         self._held = None
@@ -90,6 +140,11 @@ class ButtonInput:
         """Release the pin; no new event starts after this returns (call it on the loop)."""
         device, self._device = self._device, None
         self._cancel_hold()
+        check, self._check = self._check, None
+        if check is not None:
+            check.cancel()
+        self._down = self._behind = False
+        self._differs_since = None
         if device is not None:
             device.close()
 

@@ -1,0 +1,203 @@
+"""The one GPIO button through the real ButtonInput on gpiozero's mock pins, alone and in
+the real Appliance: a box on it, a button held at boot, a release gpiozero never reported."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import CHUNK, QUIET, Box, FakeParts, config, running
+from gpiozero.pins.mock import MockPin
+from helpers import mock_pins, until
+
+from device.hw.button import ButtonInput
+from device.parts import Parts
+from device.states import SetupComplete
+
+PIN = 17
+
+
+@dataclass
+class PinParts(FakeParts):
+    """Fake parts but the button: the real ButtonInput, on gpiozero's mock pins."""
+
+    def button(self, on_edge):  # type: ignore[no-untyped-def]
+        return self._keep("button", Parts.button(self, on_edge))
+
+
+@pytest.fixture
+def pins() -> Iterator[Any]:
+    with mock_pins() as factory:
+        yield factory
+
+
+def kinds(box: Box) -> list[str]:
+    return [item.kind for item in box.link.sent()]
+
+
+def leds(box: Box) -> list[str]:
+    assert box.appliance.leds is not None
+    return [state for _, state in box.appliance.leds.history]
+
+
+class LossyPin(MockPin):
+    """A pin whose next edge gpiozero never reports: its software debounce read the contact
+    mid-bounce, or its callback thread was late (gpiozero#550: "presses but not releases")."""
+
+    lose_next = False
+
+    def _call_when_changed(self) -> None:
+        if LossyPin.lose_next:
+            LossyPin.lose_next = False
+            return
+        super()._call_when_changed()
+
+
+async def speak_until(box: Box, condition: Callable[[], object], within: float) -> None:
+    """The room talks (a chunk every 40 ms, as a card delivers them) until `condition()`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        assert loop.time() < deadline, f"not within {within} s: {box.states()}"
+        box.mic.record(CHUNK)
+        await asyncio.sleep(0.04)
+
+
+async def test_a_release_gpiozero_never_reported_ends_the_turn_within_a_second(
+    tmp_path: Path,
+) -> None:
+    """The person lets go and the release is lost: the microphone streamed the room on,
+    LEDs listening, until 30 s after the last word (120 s with a TV on); the next press
+    and release only then ended the turn. Now the pin is read while the button is down."""
+    LossyPin.lose_next = False
+    with mock_pins(LossyPin) as pins:
+        async with running(tmp_path, parts_class=PinParts) as box:
+            pin = pins.pin(PIN)
+            pin.drive_low()
+            await until(lambda: box.state == "connecting")
+            box.link.deliver(SetupComplete)
+            await speak_until(box, lambda: box.appliance.machine.spoke, within=2)
+            LossyPin.lose_next = True
+            pin.drive_high()  # let go; gpiozero never says so
+            await speak_until(box, lambda: not box.mic.forwarding, within=1.5)
+            assert box.state == "thinking" and leds(box)[-1] == "thinking"
+            first = kinds(box)
+            assert first.count("activity_start") == first.count("activity_end") == 1
+            pin.drive_low()  # asks again: gpiozero, taking it for still down, is silent
+            await speak_until(box, lambda: box.state == "listening", within=1.5)
+            assert box.mic.forwarding and leds(box)[-1] == "listening"
+            pin.drive_high()  # and this release gpiozero reports
+            await speak_until(box, lambda: not box.mic.forwarding, within=1)
+            second = kinds(box)
+            assert box.state == "thinking"
+            assert second.count("activity_start") == second.count("activity_end") == 1
+
+
+async def test_a_box_on_the_button_hangs_up_at_the_long_press_and_answers_once_lifted(
+    tmp_path: Path, pins: Any
+) -> None:
+    """Through the real pin: held in a quiet room, the long press hangs up (the LEDs idle,
+    nothing streams) and stays so while the button is down; lifted, the box answers."""
+    cfg = config(button={"long_press_s": 0.3})
+    async with running(tmp_path, cfg, parts_class=PinParts) as box:
+        pin = pins.pin(PIN)
+        pin.drive_low()
+        await until(lambda: box.state == "connecting")
+        box.link.deliver(SetupComplete)
+        for _ in range(30):  # 1.2 s of a quiet room, past the long press and two reads
+            box.mic.record(QUIET)
+            await asyncio.sleep(0.04)
+        await box.settle()
+        assert box.states() == ["connecting", "listening", "idle"]
+        assert not box.mic.forwarding and leds(box)[-1] == "idle"
+        pin.drive_high()
+        await asyncio.sleep(0.05)
+        await box.settle()
+        assert box.state == "idle"
+        pin.drive_low()
+        await until(lambda: box.state == "connecting")
+        assert box.mic.forwarding
+
+
+class Shorted(MockPin):
+    def _set_pull(self, value: str) -> None:
+        self._pull = value  # the short wins against the pull-up: the pin stays low
+
+
+class Seen(list[str]):
+    """The events a ButtonInput reported, in order."""
+
+    def __call__(self, event: str, _at: float) -> None:
+        self.append(event)
+
+
+@pytest.fixture
+def quick_reads(monkeypatch: pytest.MonkeyPatch) -> float:
+    import device.hw.button
+
+    monkeypatch.setattr(device.hw.button, "CHECK_S", 0.02)
+    return 0.02
+
+
+async def test_a_lost_release_is_reported_once_and_cancels_the_long_press(
+    quick_reads: float,
+) -> None:
+    LossyPin.lose_next = False
+    with mock_pins(LossyPin) as pins:
+        seen = Seen()
+        button = ButtonInput(PIN, seen, hold_time=0.3, bounce_time=None)
+        button.start()
+        pin = pins.pin(PIN)
+        pin.drive_low()
+        await until(lambda: seen == ["pressed"])
+        LossyPin.lose_next = True
+        pin.drive_high()
+        await until(lambda: seen == ["pressed", "released"])
+        await asyncio.sleep(0.4)  # past the hold time
+        assert seen == ["pressed", "released"], "no long press of a button let go"
+        pin.drive_low()  # gpiozero, behind, says nothing: the read reports it
+        await until(lambda: seen[-1] == "pressed")
+        pin.drive_high()  # gpiozero in step again: reported once
+        await until(lambda: seen[-1] == "released")
+        await asyncio.sleep(5 * quick_reads)
+        assert seen == ["pressed", "released", "pressed", "released"]
+        button.stop()
+
+
+async def test_a_button_held_down_at_start_opens_nothing_until_pressed_anew(
+    quick_reads: float,
+) -> None:
+    """A box put on the button before the daemon starts: never taken for a press."""
+    with mock_pins(Shorted) as pins:
+        pin = pins.pin(PIN)
+        pin.drive_low()
+        seen = Seen()
+        button = ButtonInput(PIN, seen, hold_time=None, bounce_time=None)
+        button.start()
+        assert button.is_pressed
+        await asyncio.sleep(10 * quick_reads)
+        pin.drive_high()
+        await asyncio.sleep(5 * quick_reads)
+        assert "pressed" not in seen
+        pin.drive_low()
+        await until(lambda: "pressed" in seen)
+        button.stop()
+
+
+async def test_a_button_stopped_while_held_reports_nothing_more(
+    pins: Any, quick_reads: float
+) -> None:
+    seen = Seen()
+    button = ButtonInput(PIN, seen, hold_time=None, bounce_time=None)
+    button.start()
+    pin = pins.pin(PIN)
+    pin.drive_low()
+    await until(lambda: seen == ["pressed"])
+    button.stop()
+    pin.drive_high()
+    await asyncio.sleep(5 * quick_reads)
+    assert seen == ["pressed"]
