@@ -695,11 +695,21 @@ class Appliance:
         self._start(self._retry_button(loop), "button-retry")
 
     def _open_button(self, loop: asyncio.AbstractEventLoop) -> Exception | None:
-        """Open the button's pin; None when it opened, else what it failed with."""
+        """Open the button's pin; None when it opened, else what it failed with. A pin
+        that reads pressed as it opens (something on the button, a short, the wrong pin)
+        is not a press: nothing streams, and the button answers once it is let go. The
+        box looks ready meanwhile, so the journal says why it does not answer."""
         try:
             self.button.start(loop)
         except Exception as exc:
             return exc
+        if self.button.is_pressed:
+            log.warning(
+                "button on GPIO %d reads pressed as it opens (something on it, a short, or "
+                "the wrong pin): not a press; the button answers once it is let go",
+                self.cfg.button.pin,
+                extra={"LIVE_DEVICE": "button"},
+            )
         return None
 
     async def _retry_button(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -303,6 +303,7 @@ class FakeButton:
         self.on_edge = on_edge
         self.fails: Exception | None = None
         self.started = False
+        self.is_pressed = False
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         if self.fails is not None:

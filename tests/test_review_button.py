@@ -4,6 +4,7 @@ the real Appliance: a box on it, a button held at boot, a release gpiozero never
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,28 @@ async def test_a_box_on_the_button_hangs_up_at_the_long_press_and_answers_once_l
 class Shorted(MockPin):
     def _set_pull(self, value: str) -> None:
         self._pull = value  # the short wins against the pull-up: the pin stays low
+
+
+async def test_a_button_held_down_at_start_is_said_and_ignored_until_released(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A box put on the button (or a shorted wire) at boot: nothing streams, which was
+    right, but nothing said why the box looked ready and its button did nothing."""
+    caplog.set_level(logging.INFO, "device.appliance")
+    with mock_pins(Shorted) as pins:
+        pin = pins.pin(PIN)
+        pin.drive_low()
+        async with running(tmp_path, parts_class=PinParts) as box:
+            await asyncio.sleep(0.1)
+            await box.settle()
+            assert box.state == "idle" and not box.mic.forwarding and leds(box) == ["idle"]
+            said = [r for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(said) == 1 and "GPIO 17 reads pressed" in said[0].getMessage()
+            assert getattr(said[0], "LIVE_DEVICE", None) == "button"
+            pin.drive_high()
+            pin.drive_low()
+            await until(lambda: box.state == "connecting")
+            assert box.mic.forwarding
 
 
 class Seen(list[str]):
