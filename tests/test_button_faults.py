@@ -71,9 +71,9 @@ async def speak_until(box: Box, condition: Callable[[], object], within: float) 
 async def test_a_release_gpiozero_never_reported_ends_the_turn_within_a_second(
     tmp_path: Path,
 ) -> None:
-    """The person lets go and the release is lost: the microphone streamed the room on,
-    LEDs listening, until 30 s after the last word (120 s with a TV on); the next press
-    and release only then ended the turn. Now the pin is read while the button is down."""
+    """The person lets go and the release is lost: without a look at the pin the
+    microphone would stream the room on, LEDs listening, until 30 s after the last word
+    (120 s with a TV on). The pin is read while the button is down."""
     LossyPin.lose_next = False
     with mock_pins(LossyPin) as pins:
         async with running(tmp_path, parts_class=PinParts) as box:
@@ -132,8 +132,8 @@ class Shorted(MockPin):
 async def test_a_button_held_down_at_start_is_said_and_ignored_until_released(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A box put on the button (or a shorted wire) at boot: nothing streams, which was
-    right, but nothing said why the box looked ready and its button did nothing."""
+    """A box put on the button (or a shorted wire) at boot: nothing streams, and one
+    journal line says why the box looks ready and its button does nothing."""
     caplog.set_level(logging.INFO, "device.appliance")
     with mock_pins(Shorted) as pins:
         pin = pins.pin(PIN)
