@@ -329,12 +329,13 @@ class Appliance:
     async def _entered(self, before: State, event: Event) -> None:
         """One journal line per transition; LEDs, systemd status and the turn log follow."""
         state = self.machine.state
-        self.history.append((time.monotonic(), str(state), type(event).__name__))
+        cause = _cause(event)
+        self.history.append((time.monotonic(), str(state), cause))
         log.info(
             "%s -> %s (%s)",
             before,
             state,
-            type(event).__name__,
+            cause,
             # What the LEDs show (error while idle with no button): the journal's
             # LIVE_STATE=error recipe is every time they showed error.
             extra={"LIVE_STATE": self._led_state(), "LIVE_SESSION": self.link.session_id or ""},
@@ -800,6 +801,13 @@ class Appliance:
             log.warning("tasks left behind at shutdown: %s", ", ".join(left))
         self.notifier.close()
         log.info("stopped")
+
+
+def _cause(event: Event) -> str:
+    """What led to a state, as the journal says it: a timer's name with its Timeout (a
+    turn ended by the silence, not by `longest_turn_s` or a reply that never came)."""
+    name = type(event).__name__
+    return f"{name} {event.timer}" if isinstance(event, Timeout) else name
 
 
 def _saved_volume(state: StateFile, default: float) -> float:
