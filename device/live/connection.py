@@ -156,7 +156,7 @@ class Connection:
     async def _send_loop(self) -> None:
         if self._turn.activity_open:
             # The person was talking when the last connection ended: reopen their turn here,
-            # with what they said on it since the handle this one resumed with.
+            # with what they said in it so far (no handle covers any of it).
             await self.session.send_realtime_input(activity_start=types.ActivityStart())
             for pcm in list(self._turn.unsaved):
                 await self._send_audio(pcm)
@@ -263,8 +263,9 @@ class Connection:
         update = message.session_resumption_update
         if update is not None and update.resumable and update.new_handle:
             self._hooks.on_handle(update.new_handle)
+            # Not the open push-to-talk turn's audio (`WireTurn.unsaved`): the service
+            # issued the handle by the time it read the turn's activityStart at the latest.
             self._turn.handle_fresh = True
-            self._turn.saved()
             self._turn.update()
         if message.go_away is not None:
             self._plan_switch(message.go_away.time_left)

@@ -92,10 +92,14 @@ class WireTurn:
     heard: Transcript = field(default_factory=Transcript)  # input transcription of the turn
     said: Transcript = field(default_factory=Transcript)  # output transcription of the turn
     quiet: asyncio.Event = field(default_factory=asyncio.Event)
-    #: The open push-to-talk turn's audio sent since the newest handle (its newest
-    #: UNSAVED_BYTES). A connection resumed with that handle has none of it: the service
-    #: keeps only what a handle covers, so a switch mid-turn (a goAway's deadline, a drop)
-    #: lost what the person said before it, and the model heard the rest of the question.
+    #: The open push-to-talk turn's audio sent so far (its newest UNSAVED_BYTES). A
+    #: connection resumed with the newest handle has none of it: the service keeps only
+    #: what a handle covers, so a switch mid-turn (a goAway's deadline, a drop) lost what
+    #: the person said before it, and the model heard the rest of the question. A handle
+    #: that arrives during the turn does not cover it either: the service issues handles
+    #: as its replies end (or the press cuts one short), so it issued that one as it read
+    #: the activityStart at the latest, while the audio that had gone out by its arrival
+    #: was still on its way (a round trip's worth, all that a slow link held).
     unsaved: deque[bytes] = field(default_factory=deque)
     unsaved_bytes: int = 0
 
@@ -135,7 +139,7 @@ class WireTurn:
             self.unsaved_bytes -= len(self.unsaved.popleft())
 
     def saved(self) -> None:
-        """A handle came (it covers what went out before it), or the turn ended."""
+        """A turn started or ended: none of its audio is to be sent again."""
         self.unsaved.clear()
         self.unsaved_bytes = 0
 
