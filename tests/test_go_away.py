@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import json
 import os
 import re
 from collections.abc import AsyncIterator
@@ -18,8 +19,15 @@ from wire import at, config_for
 from device.live.connection import Connection
 from device.live.session import LiveLink
 from device.live.wire import MIC_RATE
-from device.outbox import Outbox
-from device.states import Event, Reconnected, Reconnecting, SetupComplete, TurnComplete
+from device.outbox import Item, Outbox
+from device.states import (
+    Event,
+    Reconnected,
+    Reconnecting,
+    ReplyAudio,
+    SetupComplete,
+    TurnComplete,
+)
 from rig.server.server import LiveServer
 
 CHUNK_S = 0.1
@@ -164,3 +172,125 @@ async def test_a_second_go_away_with_less_time_left_moves_the_box_before_that_ti
         await link.close()
     assert not [e for e in events if isinstance(e, Reconnecting)], "the connection was lost"
     assert heard_ms(server) == [pytest.approx(2100, abs=100)]
+
+
+#: A slow uplink (bytes a second): what the box sends backs up in the box, yet a close
+#: still carries what waits within its second (`CLOSE_TIMEOUT_S`).
+UPLINK = 200_000
+ROOM_SOUND = b"\x01\x00" * (MIC_RATE // 10)  # 100 ms the server hears as silence
+
+
+@pytest.fixture
+async def slow_uplink(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
+    async with LiveServer(pace=0, reply_seconds=0.2, uplink_bytes_per_s=UPLINK) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
+
+
+def questions(server: LiveServer, text: str) -> list[int]:
+    """The connections on which the text turn reached the service, in order."""
+    return [
+        e.conn
+        for e in server.entries(direction="in")
+        if e.kind == "client_content" and text in json.dumps(e.raw)
+    ]
+
+
+def answers(server: LiveServer, text: str) -> list[int]:
+    """The connections on which the service finished a reply to the text turn."""
+    return [
+        e.conn
+        for e in server.entries(direction="out")
+        if e.kind == "transcription_out"
+        and text in (e.raw or {})["serverContent"]["outputTranscription"]["text"]
+    ]
+
+
+def texts(sent: list[Item]) -> int:
+    """The text turns among what the box sent."""
+    return sum(item.kind == "text" for item in sent)
+
+
+async def test_a_text_turn_cut_in_its_drain_by_a_switch_is_answered_once(
+    slow_uplink: LiveServer,
+) -> None:
+    """The person's text turn is on its way, behind speech the link has not carried yet,
+    when the service's goAway makes the box switch at once. Its bytes were already handed
+    to the socket: the graceful close delivers them, but the old connection is no longer
+    read, so its answer is never heard; the resumed session (its handle from before the
+    turn) has not got it either. Sent again on the new connection, the turn is answered
+    there, once; counted as sent, it would be lost (no answer, "the service moved the
+    conversation")."""
+    server = slow_uplink
+    events: list[Event] = []
+    sent: list[Item] = []
+    outbox = Outbox(hold_s=60)
+    link = LiveLink(config_for(server), outbox, events.append, lambda item, _: sent.append(item))
+    link.open(1)
+    try:
+        await until(lambda: SetupComplete(session=1) in events, within=10)
+        outbox.put("text", "hello")  # a first turn: a handle to resume with
+        await until(lambda: TurnComplete(session=1) in events, within=10)
+        await server.wait_for(lambda: "resumption_update" in server.kinds(direction="out"), 5)
+        for attempt in range(5):
+            question = f"what is the time, {attempt}"
+            for _ in range(100):  # ten seconds of room sound (hands-free): the link backs up
+                outbox.put("audio", ROOM_SOUND)
+            # Past websockets' write limit (32 KiB) on its own: its send waits in the drain,
+            # unless the kernel's send buffer had room for all of it (then try again).
+            outbox.put("text", question + " please" * 6000)
+            await until(lambda: len(outbox) == 0, within=10)
+            if sent[-1].kind == "audio":
+                break  # the question waits in websockets' drain
+            await until(lambda: events.count(TurnComplete(session=1)) == texts(sent), within=10)
+        else:
+            pytest.fail("the question never waited in websockets' drain")
+        await server.send_go_away("0s")
+        await until(lambda: any(isinstance(e, Reconnected) for e in events), within=10)
+        turns = events.count(TurnComplete(session=1)) + 1
+        await until(lambda: events.count(TurnComplete(session=1)) == turns, within=10)
+    finally:
+        await link.close()
+    # On the wire again on the new connection (the close may have delivered it to the old).
+    assert questions(server, question)[-1] == 2
+    assert answers(server, question) == [2], "answered once, where the box listens"
+    assert not [e for e in events if isinstance(e, Reconnecting) and e.reply_lost]
+
+
+async def test_a_press_over_a_reply_then_a_switch_keeps_the_whole_question(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The person presses over a reply and talks; what they said waited in the outbox (a
+    slow moment of the link) and goes out in one go. The service answers the press with
+    interrupted, turnComplete and a new handle, issued as it read the activityStart: it
+    covers none of the question. A switch later in the same press resumes with it: the
+    question must go again whole, not from where the handle happened to arrive."""
+    async with LiveServer(pace=1, reply_seconds=5) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+        events: list[Event] = []
+        outbox = Outbox(hold_s=8)
+        link = LiveLink(config_for(server), outbox, events.append, lambda *_: None)
+        link.open(1)
+        try:
+            await until(lambda: SetupComplete(session=1) in events, within=10)
+            outbox.put("text", "hello")
+            await until(lambda: any(isinstance(e, ReplyAudio) for e in events), within=10)
+            outbox.put("activity_start")  # over the reply still coming
+            for _ in range(10):  # a second of the question, held, goes out at once
+                outbox.put("audio", ROOM_SOUND)
+            # The press cut the reply short: interrupted, turnComplete, then a new handle.
+            await until(lambda: any(isinstance(e, TurnComplete) for e in events), within=10)
+            await asyncio.sleep(0.2)
+            for _ in range(10):  # a second more on the first connection
+                outbox.put("audio", ROOM_SOUND)
+                await asyncio.sleep(0.1)
+            await server.send_go_away("0.5s")  # less than the switch margin: at once
+            await until(lambda: any(isinstance(e, Reconnected) for e in events), within=10)
+            for _ in range(10):  # and one on the second
+                outbox.put("audio", ROOM_SOUND)
+                await asyncio.sleep(0.1)
+            outbox.put("activity_end")
+            await until(lambda: len(heard_ms(server)) == 1, within=10)
+        finally:
+            await link.close()
+    assert heard_ms(server) == [pytest.approx(3000, abs=100)], "the question heard whole"
