@@ -88,6 +88,10 @@ class ButtonInput:
         if self._device is None:
             return  # stopped while it was on its way
         if event == RELEASED:
+            if self._behind and not self._down:
+                # Behind, gpiozero reports a press only by its release: one too short for
+                # two reads (a hands-free tap) is a press all the same, not nothing.
+                self._changed(PRESSED, self._differs_since or at)
             self._behind = False  # gpiozero has seen a release of its own: it is in step
         self._changed(event, at)
 
