@@ -39,6 +39,11 @@ logger = logging.getLogger(__name__)
 CAPTURE_TIMEOUT_S = 5.0
 #: Switching a camera on or off takes a second or two; one that takes this long is stuck.
 SWITCH_TIMEOUT_S = 10.0
+#: The least of the switch limit a stop after a start that a close cancelled is given: a
+#: start that came back late in its limit leaves the stop the time a stop takes, not none
+#: (the journal would call a working camera stuck), and the two stay well within the
+#: watchdog's margin (1.25 limits and a heartbeat's 15 s: 27.5 s of WatchdogSec=30 s).
+STOP_SHARE = 0.25
 #: The Live API takes at most one frame a second: a quick release and press within a
 #: session waits out the rest of that second from the last frame, however fast its start.
 MIN_FRAME_GAP_S = 1.0
@@ -236,12 +241,13 @@ class CameraFeed:
                     return
         finally:
             # A close that came while the camera was starting waited for the start: the stop
-            # gets what is left of that limit, not a new one. The state machine waits for the
-            # close, and two limits in a row outlasted the watchdog (WatchdogSec=30 s, a
-            # heartbeat every 15 s): systemd killed a box whose camera alone had failed.
+            # gets what is left of that limit (STOP_SHARE of it at least), not a new one. The
+            # state machine waits for the close, and two limits in a row outlasted the
+            # watchdog (WatchdogSec=30 s, a heartbeat every 15 s): systemd killed a box
+            # whose camera alone had failed.
             limit = self._switch_timeout_s
             if switched_by is not None:
-                limit = max(0.0, switched_by - loop.time())
+                limit = max(limit * STOP_SHARE, switched_by - loop.time())
             try:
                 if self._stuck is None:  # a camera stuck in its start cannot be stopped now
                     await _stop(self._source, limit, self._got_stuck)
