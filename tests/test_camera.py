@@ -559,7 +559,40 @@ async def test_a_hang_up_as_the_camera_starts_slowly_then_sticks_waits_one_switc
         took = time.monotonic() - began
     finally:
         gate.set()
-    assert took < 1.4 * limit, f"the close took {took:.2f} s, with a switch limit of {limit} s"
+    assert took < 1.5 * limit, f"the close took {took:.2f} s, with a switch limit of {limit} s"
+    await feed.shutdown()
+
+
+async def test_a_camera_that_starts_late_in_its_limit_then_stops_is_not_called_stuck(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A hang-up while the camera starts, slowly but within its limit (a cold sensor), and
+    a stop that then takes as long as a camera's stop does: the stop must not be left
+    with no time at all, or the journal says the camera is stuck (it may be on, its light
+    stays on) for a camera that works."""
+    caplog.set_level(logging.INFO, "device.hw.camera")
+    limit = 1.0
+    feed = CameraFeed(
+        CameraConfig(source="synthetic", linger_s=5.0), lambda *_: None, switch_timeout_s=limit
+    )
+    start, stop = feed._source.start, feed._source.stop
+
+    def slow_start() -> str:
+        time.sleep(limit * 0.97)
+        return start()
+
+    def usual_stop() -> None:
+        time.sleep(0.1)
+        stop()
+
+    feed._source.start = slow_start  # type: ignore[method-assign]
+    feed._source.stop = usual_stop  # type: ignore[method-assign]
+    feed.start_frames()
+    await asyncio.sleep(0.05)  # the start is under way
+    async with asyncio.timeout(5):
+        await feed.aclose()
+    stuck = [r for r in caplog.records if getattr(r, "LIVE_CAMERA", None) == "stuck"]
+    assert not stuck, stuck[0].getMessage()
     await feed.shutdown()
 
 
