@@ -527,7 +527,9 @@ async def test_a_stop_of_the_daemon_does_not_wait_for_a_camera_stuck_in_its_stop
         gate.set()
 
 
-async def test_a_hang_up_as_the_camera_starts_slowly_then_sticks_waits_one_switch_limit() -> None:
+async def test_a_hang_up_as_the_camera_starts_slowly_then_sticks_waits_one_switch_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A hang-up while the camera is still starting, slowly but within its limit, and its
     stop then hangs: the close waited for the start, then gave the stop a limit of its own.
     The state machine waits for the close, and two limits in a row (20 s) with the 15 s
@@ -560,6 +562,8 @@ async def test_a_hang_up_as_the_camera_starts_slowly_then_sticks_waits_one_switc
     finally:
         gate.set()
     assert took < 1.5 * limit, f"the close took {took:.2f} s, with a switch limit of {limit} s"
+    stuck = [r.getMessage() for r in caplog.records if getattr(r, "LIVE_CAMERA", "") == "stuck"]
+    assert len(stuck) == 1 and "stuck in its stop" in stuck[0], stuck
     await feed.shutdown()
 
 

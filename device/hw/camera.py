@@ -248,12 +248,13 @@ class CameraFeed:
             limit = self._switch_timeout_s
             if switched_by is not None:
                 limit = max(limit * STOP_SHARE, switched_by - loop.time())
+            stuck_in = "start" if self._stuck is not None else "stop"
             try:
                 if self._stuck is None:  # a camera stuck in its start cannot be stopped now
                     await _stop(self._source, limit, self._got_stuck)
             finally:
                 was_running, self._running = self._running, False
-                self._said_off(led, was_running)
+                self._said_off(led, was_running, stuck_in)
 
     async def _stream(self) -> None:
         """Frames until stop_frames: the first at once, then on a grid of 1/fps seconds."""
@@ -296,7 +297,7 @@ class CameraFeed:
         self._stuck = call
         self._recovering = asyncio.create_task(self._off_when_back(call), name="camera-stuck")
 
-    def _said_off(self, led: Any, was_running: bool) -> None:
+    def _said_off(self, led: Any, was_running: bool, stuck_in: str) -> None:
         """The run is over: light off and, after a start, "camera off" in the journal;
         unless a start or stop is stuck in the camera (it may still be on: the light
         stays on until the call returns, and `_off_when_back` switches both off)."""
@@ -304,7 +305,7 @@ class CameraFeed:
             logger.warning(
                 "the camera is stuck in its %s after %d frame(s); it may be on, and its "
                 "light stays on until the call returns",
-                "stop" if was_running else "start",
+                stuck_in,
                 self._frames,
                 extra={"LIVE_CAMERA": "stuck", "LIVE_CAMERA_FRAMES": self._frames},
             )
