@@ -152,7 +152,6 @@ def _unwritable(path: str) -> str | None:
 def run_ask(args: argparse.Namespace) -> int:
     """The `ask` command: 0 when every turn got a reply, 1 otherwise."""
     from device import config as config_mod
-    from device.audio.pcm import write_wav
 
     cfg = config_mod.load(args.config)
     config_mod.require_credentials(cfg)
@@ -166,6 +165,8 @@ def run_ask(args: argparse.Namespace) -> int:
         print(f"live-appliance ask: {exc}", file=sys.stderr)
         replies, status = exc.replies, 1
     if args.audio:
+        from device.audio.pcm import write_wav  # numpy: not before a refusal, said at once
+
         audio = b"".join(reply.audio for reply in replies)
         try:
             write_wav(args.audio, audio, REPLY_RATE)
