@@ -11,6 +11,9 @@ from typing import Any
 
 #: A request line longer than this is refused (its newline apart): commands are a few bytes.
 LINE_LIMIT = 64 * 1024
+#: What to do about a daemon that takes no request (its event loop stuck), however the
+#: socket shows it: the connection queued and not answered, or the queue full.
+HUNG = "(hung: the watchdog restarts it within 30 s, or sudo systemctl restart live-appliance)"
 
 
 class ControlError(Exception):
@@ -52,12 +55,12 @@ def request(
                 f"permission denied on {path}: run as a member of its group, or with sudo"
             ) from exc
         except TimeoutError as exc:
-            raise ControlError(f"no answer from the daemon at {path} within {timeout} s") from exc
+            raise ControlError(
+                f"no answer from the daemon at {path} within {timeout:g} s {HUNG}"
+            ) from exc
         except BlockingIOError as exc:  # its queue is full of connections it never took
             raise ControlError(
-                f"the daemon at {path} is not answering: earlier requests still wait for it "
-                "(hung: the watchdog restarts it within 30 s, or sudo systemctl restart "
-                "live-appliance)"
+                f"the daemon at {path} is not answering: earlier requests still wait for it {HUNG}"
             ) from exc
         except ConnectionError as exc:
             raise ControlError(f"the daemon at {path} dropped the connection: {exc}") from exc

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from device.control_client import ControlError, request
 
 #: Each a tenth of a second or more on a Pi Zero (google-genai alone a second): none of
 #: them is needed to print help, talk to the control socket or refuse a configuration.
@@ -75,3 +79,20 @@ def test_ask_refuses_a_configuration_before_importing_numpy(tmp_path: Path) -> N
     assert heavy_after(["ask", "Hello", "--config", str(tmp_path / "none.toml")]) == ("2", [])
     assert heavy_after(["ask", "Hello", "--config", str(settings)]) == ("2", [])
 
+
+def test_a_daemon_that_takes_the_request_and_never_answers_is_named_hung(
+    tmp_path: Path,
+) -> None:
+    """Its event loop stuck: the kernel queues the connection and takes the line, and the
+    owner waited out the bound to read only that there was no answer; the same daemon
+    with its queue full was named hung, with the fix."""
+    path = tmp_path / "control.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(8)  # never accepted: a loop that no longer runs
+        started = time.monotonic()
+        with pytest.raises(ControlError) as raised:
+            request(path, "status", timeout=0.3)
+    assert time.monotonic() - started < 2
+    message = str(raised.value)
+    assert "0.3 s" in message and "sudo systemctl restart live-appliance" in message
