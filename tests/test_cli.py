@@ -7,8 +7,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from device import logs
 from device.audio import pcm
 from device.cli import EXIT_PIPE, build_parser, main
 from device.control import ControlServer
+from device.control_client import ControlError, request
 from rig.daemon import scratch_dir, start_daemon
 from rig.loopback import PulseLoopback
 from rig.server.server import ServerThread
@@ -248,14 +251,11 @@ def test_an_ask_timeout_that_cannot_be_waited_is_a_bad_option(value: str) -> Non
     assert exited.value.code == 2
 
 
-def test_help_and_ctl_import_nothing_heavy() -> None:
+def test_the_daemon_check_of_ctl_and_doctor_imports_nothing_heavy() -> None:
     probe = (
         "import sys\n"
-        "from device.cli import build_parser\n"
-        "build_parser().parse_args(['ctl', 'status'])\n"
         "import device.doctor.daemon\n"
-        "heavy = ('google.genai', 'pyaudio', 'numpy', 'gpiozero')\n"
-        "print([m for m in heavy if m in sys.modules])\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
     )
     assert in_a_fresh_python(probe) == "[]"
 
@@ -410,3 +410,86 @@ async def test_doctor_piped_into_head_ends_quietly(tmp_path: Path) -> None:
     code, err = await _with_reader_gone("doctor", "config", "--config", str(settings))
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert code == EXIT_PIPE
+
+
+#: Each a tenth of a second or more on a Pi Zero (google-genai alone a second): none of
+#: them is needed to print help, talk to the control socket or refuse a configuration.
+HEAVY = (
+    "google.genai", "google.auth", "numpy", "pydantic", "websockets", "PIL", "simplejpeg",
+    "soxr", "webrtc_audio_processing", "gpiozero", "picamera2", "pyaudio",
+)  # fmt: skip
+
+HELP_COMMANDS = [
+    [],
+    ["run"],
+    ["ctl"],
+    ["ctl", "press"],
+    ["ctl", "release"],
+    ["ctl", "status"],
+    ["ctl", "text"],
+    ["devices"],
+    ["doctor"],
+    ["ask"],
+]
+
+
+def heavy_after(argv: list[str], *, allowed: tuple[str, ...] = ()) -> tuple[str, list[str]]:
+    """The exit code of `live-appliance ARGV` in a Python of its own, and the heavy
+    modules (`allowed` apart) it had imported by then."""
+    probe = (
+        "import json, sys\n"
+        "from device.cli import main\n"
+        "try:\n"
+        f"    code = main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules and m not in {allowed!r}]\n"
+        "print(code, json.dumps(heavy), file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, env=env
+    )
+    code, _, heavy = result.stderr.strip().splitlines()[-1].partition(" ")
+    return code, json.loads(heavy)
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=" ".join)
+def test_every_help_imports_nothing_heavy(command: list[str]) -> None:
+    assert heavy_after([*command, "--help"]) == ("0", [])
+
+
+def test_devices_imports_portaudio_and_nothing_else_heavy(tmp_path: Path) -> None:
+    settings = tmp_path / "config.toml"
+    settings.write_text(
+        f'[tools]\nenabled = ["get_time"]\n[control]\nsocket = "{tmp_path / "none.sock"}"\n'
+    )
+    code, heavy = heavy_after(["devices", "--config", str(settings)], allowed=("pyaudio",))
+    assert code in ("0", "1") and heavy == []
+
+
+def test_ask_refuses_a_configuration_before_importing_numpy(tmp_path: Path) -> None:
+    """A configuration file missing or wrong is said at once: numpy (half a second on a
+    Pi Zero) is for writing the reply's WAV, which no refused `ask` gets to."""
+    settings = tmp_path / "config.toml"
+    settings.write_text("[audio]\nchunk_ms = 'soon'\n")
+    assert heavy_after(["ask", "Hello", "--config", str(tmp_path / "none.toml")]) == ("2", [])
+    assert heavy_after(["ask", "Hello", "--config", str(settings)]) == ("2", [])
+
+
+def test_a_daemon_that_takes_the_request_and_never_answers_is_named_hung(
+    tmp_path: Path,
+) -> None:
+    """Its event loop stuck: the kernel queues the connection and takes the line. After
+    the bound the owner reads that it is hung and what to do, as for a daemon whose
+    queue is full."""
+    path = tmp_path / "control.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(8)  # never accepted: a loop that no longer runs
+        started = time.monotonic()
+        with pytest.raises(ControlError) as raised:
+            request(path, "status", timeout=0.3)
+    assert time.monotonic() - started < 2
+    message = str(raised.value)
+    assert "0.3 s" in message and "sudo systemctl restart live-appliance" in message
