@@ -114,6 +114,9 @@ class PulseLoopback:
 
     def start(self) -> PulseLoopback:
         """Start the server, wait until it answers, then create the two sinks."""
+        for tool in ("pulseaudio", "pactl", "pacat"):
+            if shutil.which(tool) is None:  # one line for the demo, not a traceback
+                raise LoopbackError(f"{tool} is missing; run scripts/setup")
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="appliance-pulse-"))
         (self.runtime_dir / "client.conf").write_text("autospawn = no\n")
         server_env = {
