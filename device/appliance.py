@@ -284,7 +284,8 @@ class Appliance:
 
     def set_volume(self, level: float) -> None:
         self.speaker.volume = level
-        self.state_file.save(volume=level)
+        # With the configured volume it was set over: an owner's later edit of it wins.
+        self.state_file.save(volume=level, volume_configured=self.cfg.audio.volume)
 
     def end_conversation(self) -> None:
         assert self._loop is not None
@@ -811,8 +812,12 @@ def _cause(event: Event) -> str:
 
 
 def _saved_volume(state: StateFile, default: float) -> float:
-    """The volume the set_volume tool last chose, else the configured one."""
-    saved = state.load().get("volume", default)
+    """The volume the set_volume tool last chose, else the configured one: also once the
+    owner has changed `[audio] volume` since the tool chose (their edit is meant)."""
+    kept = state.load()
+    if kept.get("volume_configured", default) != default:
+        return default
+    saved = kept.get("volume", default)
     valid = isinstance(saved, int | float) and not isinstance(saved, bool) and 0 <= saved <= 1
     return float(saved) if valid else default
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -1035,3 +1036,27 @@ def test_a_vertex_region_loads(tmp_path: Path, location: str) -> None:
     path = tmp_path / "config.toml"
     path.write_text(f'[live]\nbackend = "vertex"\nproject = "p"\nlocation = "{location}"\n')
     assert config.load(path, key=False).live.location == location
+
+def _toml_sample(after: str) -> dict[str, dict[str, object]]:
+    """The first TOML sample below the heading `after`."""
+    text = README.read_text()
+    block = re.search(rf"{re.escape(after)}\n.*?```toml\n(.*?)```", text, re.S)
+    assert block, f"no TOML sample under {after!r}"
+    return tomllib.loads(block[1])
+
+
+def test_the_configuration_sample_shows_the_defaults() -> None:
+    """Its uncommented lines are read as the defaults ("absent: defaults"): each one is."""
+    sample = _toml_sample("## Configuration") | _toml_sample("### The camera")
+    defaults = config.Config()
+    shown = {
+        (section, key): tuple(value) if isinstance(value, list) else value
+        for section, values in sample.items()
+        for key, value in values.items()
+    }
+    wrong = [
+        f"[{section}] {key} = {value!r}, default {getattr(getattr(defaults, section), key)!r}"
+        for (section, key), value in shown.items()
+        if getattr(getattr(defaults, section), key) != value
+    ]
+    assert not wrong

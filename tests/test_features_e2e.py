@@ -252,7 +252,7 @@ def test_a_tool_slower_than_its_timeout_is_answered_with_an_error_and_the_reply_
     assert status["leds"][-3:] == ["thinking", "speaking", "idle"]
     (logged,) = daemon.records(LIVE_TOOL="set_volume")
     assert (logged["LIVE_TOOL_CALL"], logged["LIVE_TOOL_RESULT"]) == (call_id, "error")
-    assert json.loads(written) == {"volume": 0.3}, "the tool itself ran to its end, alone"
+    assert json.loads(written)["volume"] == 0.3, "the tool itself ran to its end, alone"
     assert_clean(daemon, server)
 
 
@@ -271,7 +271,7 @@ def test_a_cancelled_tool_call_gets_no_response_and_the_session_goes_on(
         daemon.wait_for_records(LIVE_TOOL_CALL=call_id, LIVE_TOOL_RESULT="cancelled")
     finally:
         written = let_write_through(fifo)
-    assert json.loads(written) == {"volume": 0.3}
+    assert json.loads(written)["volume"] == 0.3
 
     speak_turn(loopback, daemon, chirp(0.4))  # the person asks again
     status = daemon.wait_until(turns_done(1), 20, "the next turn")

@@ -113,3 +113,18 @@ def test_a_damaged_state_file_on_a_card_that_cannot_be_written_is_said_once(
     lines = _run_saves(path, [0.2, 0.4, 0.6, 0.8], fsize=0)
     assert len([line for line in lines if "ignoring unreadable" in line]) == 1, lines
     assert len([line for line in lines if "cannot keep settings" in line]) == 1, lines
+
+
+def test_a_volume_the_tool_set_is_kept_until_the_owner_changes_the_configured_one(
+    tmp_path: Path,
+) -> None:
+    """"Louder" is kept across restarts; an owner who then edits `[audio] volume` means
+    their value, which the kept one no longer overrides (a file from before the
+    configured volume was kept with it keeps its volume)."""
+    state = StateFile(tmp_path / "state.json")
+    state.save(volume=0.3, volume_configured=0.8)
+    assert _saved_volume(state, 0.8) == 0.3, "the configuration unchanged: the tool's"
+    assert _saved_volume(state, 0.5) == 0.5, "the configuration changed since: the owner's"
+    older = StateFile(tmp_path / "older.json")
+    older.save(volume=0.3)
+    assert _saved_volume(older, 0.5) == 0.3
