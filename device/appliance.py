@@ -813,9 +813,14 @@ def _cause(event: Event) -> str:
 
 def _saved_volume(state: StateFile, default: float) -> float:
     """The volume the set_volume tool last chose, else the configured one: also once the
-    owner has changed `[audio] volume` since the tool chose (their edit is meant)."""
+    owner has changed `[audio] volume` since the tool chose (their edit is meant). Their
+    edit forgets the tool's volume (an edit back must not bring it back), and a volume kept
+    alone (an older version's file) is tied to the configured one of this start."""
     kept = state.load()
-    if kept.get("volume_configured", default) != default:
+    if "volume" in kept and "volume_configured" not in kept:
+        state.save(volume_configured=default)
+    elif kept.get("volume_configured", default) != default:
+        state.save(volume=default, volume_configured=default)
         return default
     saved = kept.get("volume", default)
     valid = isinstance(saved, int | float) and not isinstance(saved, bool) and 0 <= saved <= 1
