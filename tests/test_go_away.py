@@ -8,6 +8,7 @@ import asyncio
 import gc
 import itertools
 import json
+import logging
 import os
 import re
 from collections.abc import AsyncIterator
@@ -294,3 +295,50 @@ async def test_a_press_over_a_reply_then_a_switch_keeps_the_whole_question(
         finally:
             await link.close()
     assert heard_ms(server) == [pytest.approx(3000, abs=100)], "the question heard whole"
+
+
+async def test_a_press_through_a_flapping_service_is_heard_once_whole_and_paced(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A press held while the service drops the connection every second: the question is
+    heard once and whole, each connection carries at most the press so far, and the audio
+    sent again does not make a connection count as proved (the backoff grows)."""
+    caplog.set_level(logging.INFO, logger="device.live.session")
+    events: list[Event] = []
+    outbox = Outbox(hold_s=20)
+    link = LiveLink(config_for(server), outbox, events.append, lambda *_: None)
+    link.open(1)
+    press_s = 8.0
+    try:
+        await until(lambda: SetupComplete(session=1) in events, within=10)
+        outbox.put("text", "hello")  # a handle to resume with
+        await until(lambda: TurnComplete(session=1) in events, within=10)
+        await server.wait_for(lambda: "resumption_update" in server.kinds(direction="out"), 5)
+        outbox.put("activity_start")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        next_drop = started + 1.0
+        chunks = int(press_s / CHUNK_S)
+        for _ in range(chunks):
+            outbox.put("audio", CHUNK)
+            await asyncio.sleep(CHUNK_S)
+            if loop.time() >= next_drop:
+                server.drop()
+                next_drop = loop.time() + 1.0
+        outbox.put("activity_end")
+        await until(lambda: len(heard_ms(server)) == 1, within=30)
+    finally:
+        await link.close()
+    reconnects = sum(isinstance(e, Reconnected) for e in events)
+    waits = [
+        float(m.group(1))
+        for r in caplog.records
+        if (m := re.search(r"reconnecting in ([\d.]+) s", r.getMessage()))
+    ]
+    per_conn = [len(server.audio_in(c.id)) for c in server.log.connections()]
+    assert reconnects >= 2
+    assert heard_ms(server) == [pytest.approx(press_s * 1000, abs=150)], "heard once, whole"
+    assert max(per_conn) <= len(CHUNK) * chunks, "no connection carries more than the press"
+    # The first drop follows a connection that carried the "hello" turn: at once. Every
+    # later one waited: the audio sent again did not prove a connection.
+    assert len(waits) == reconnects - 1, "no reconnect during the press counted as proved"
