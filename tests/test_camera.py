@@ -527,6 +527,39 @@ async def test_a_stop_of_the_daemon_does_not_wait_for_a_camera_stuck_in_its_stop
         gate.set()
 
 
+#: The switch limit of the two tests of a hang-up while the camera is still starting.
+SWITCH_S = 1.0
+
+
+async def hang_up_while_starting(start_s: float, stop: Callable[[], object]) -> CameraFeed:
+    """A synthetic camera whose start takes `start_s` (within the limit) and whose stop
+    first runs `stop`: started, and closed (a hang-up) while its start is under way."""
+    feed = CameraFeed(
+        CameraConfig(source="synthetic", linger_s=5.0), lambda *_: None, switch_timeout_s=SWITCH_S
+    )
+    start, real_stop = feed._source.start, feed._source.stop
+
+    def slow_start() -> str:
+        time.sleep(start_s)
+        return start()
+
+    def stopping() -> None:
+        stop()
+        real_stop()
+
+    feed._source.start = slow_start  # type: ignore[method-assign]
+    feed._source.stop = stopping  # type: ignore[method-assign]
+    feed.start_frames()
+    await asyncio.sleep(0.05)  # the start is under way
+    async with asyncio.timeout(5):
+        await feed.aclose()
+    return feed
+
+
+def stuck_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if getattr(r, "LIVE_CAMERA", "") == "stuck"]
+
+
 async def test_a_hang_up_as_the_camera_starts_slowly_then_sticks_waits_one_switch_limit(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -535,34 +568,15 @@ async def test_a_hang_up_as_the_camera_starts_slowly_then_sticks_waits_one_switc
     The state machine waits for the close, and two limits in a row (20 s) with the 15 s
     between heartbeats outlasted WatchdogSec (30 s): systemd killed a box whose only fault
     was its camera. The stop gets what is left of the start's limit."""
-    limit = 1.0
-    feed = CameraFeed(
-        CameraConfig(source="synthetic", linger_s=5.0), lambda *_: None, switch_timeout_s=limit
-    )
     gate = threading.Event()
-    start, stop = feed._source.start, feed._source.stop
-
-    def slow_start() -> str:
-        time.sleep(limit * 0.9)
-        return start()
-
-    def stuck_stop() -> None:
-        gate.wait(30)
-        stop()
-
-    feed._source.start = slow_start  # type: ignore[method-assign]
-    feed._source.stop = stuck_stop  # type: ignore[method-assign]
+    began = time.monotonic()
     try:
-        feed.start_frames()
-        await asyncio.sleep(0.05)  # the start is under way
-        began = time.monotonic()
-        async with asyncio.timeout(5):
-            await feed.aclose()
-        took = time.monotonic() - began
+        feed = await hang_up_while_starting(SWITCH_S * 0.9, lambda: gate.wait(30))
+        took = time.monotonic() - began - 0.05
     finally:
         gate.set()
-    assert took < 1.5 * limit, f"the close took {took:.2f} s, with a switch limit of {limit} s"
-    stuck = [r.getMessage() for r in caplog.records if getattr(r, "LIVE_CAMERA", "") == "stuck"]
+    assert took < 1.5 * SWITCH_S, f"the close took {took:.2f} s, with a limit of {SWITCH_S} s"
+    stuck = stuck_lines(caplog)
     assert len(stuck) == 1 and "stuck in its stop" in stuck[0], stuck
     await feed.shutdown()
 
@@ -575,28 +589,8 @@ async def test_a_camera_that_starts_late_in_its_limit_then_stops_is_not_called_s
     with no time at all, or the journal says the camera is stuck (it may be on, its light
     stays on) for a camera that works."""
     caplog.set_level(logging.INFO, "device.hw.camera")
-    limit = 1.0
-    feed = CameraFeed(
-        CameraConfig(source="synthetic", linger_s=5.0), lambda *_: None, switch_timeout_s=limit
-    )
-    start, stop = feed._source.start, feed._source.stop
-
-    def slow_start() -> str:
-        time.sleep(limit * 0.97)
-        return start()
-
-    def usual_stop() -> None:
-        time.sleep(0.1)
-        stop()
-
-    feed._source.start = slow_start  # type: ignore[method-assign]
-    feed._source.stop = usual_stop  # type: ignore[method-assign]
-    feed.start_frames()
-    await asyncio.sleep(0.05)  # the start is under way
-    async with asyncio.timeout(5):
-        await feed.aclose()
-    stuck = [r for r in caplog.records if getattr(r, "LIVE_CAMERA", None) == "stuck"]
-    assert not stuck, stuck[0].getMessage()
+    feed = await hang_up_while_starting(SWITCH_S * 0.97, lambda: time.sleep(0.1))
+    assert not stuck_lines(caplog)
     await feed.shutdown()
 
 

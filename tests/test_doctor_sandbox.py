@@ -120,7 +120,7 @@ def etc_dir() -> Iterator[Path]:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a file of root's needs root")
-@pytest.mark.parametrize("setting", ["system_instruction_file", "api_key_file"])
+@pytest.mark.parametrize("setting", ["system_instruction_file", "api_key_file", "itself"])
 @pytest.mark.parametrize(("group", "mode", "status"), [
     (0, 0o600, Status.WARN), (990, 0o640, Status.PASS), (0, 0o644, Status.PASS),
 ])  # fmt: skip
@@ -135,14 +135,20 @@ def test_a_file_only_root_may_read_is_a_warning(
     status: Status,
 ) -> None:
     """`sudo live-appliance doctor` reads a persona or token file made 0600 by root (a token
-    job with umask 077); the service, its own user, exits 2 at every start."""
-    named = etc_dir / "file.txt"
-    named.write_text("AIza-0123456789abcdefgh\n" if setting == "api_key_file" else "A teapot.\n")
-    os.chown(named, 0, group)
-    named.chmod(mode)
+    job with umask 077), or config.toml itself; the service, its own user, may not, and
+    exits 2 at every start."""
     settings_file = etc_dir / "config.toml"  # beside it: the service may read it there
     monkeypatch.setattr(config, "DEFAULT_PATH", settings_file)
-    settings_file.write_text(f'[live]\n{setting} = "{named}"\n')
+    if setting == "itself":
+        named = settings_file
+        settings_file.write_text("[audio]\nvolume = 0.5\n")
+    else:
+        named = etc_dir / "file.txt"
+        secret = "AIza-0123456789abcdefgh\n" if setting == "api_key_file" else "A teapot.\n"
+        named.write_text(secret)
+        settings_file.write_text(f'[live]\n{setting} = "{named}"\n')
+    os.chown(named, 0, group)
+    named.chmod(mode)
     monkeypatch.setattr(settings, "HIDDEN_FROM_SERVICE", ())  # /tmp: about the mode only
     result, cfg = check_config(None)
     assert cfg is not None
@@ -192,31 +198,3 @@ def test_a_file_in_a_hidden_place_is_told_to_move_not_to_chmod(
         assert result.fix is not None and "Move the file" in result.fix, result.fix
     finally:
         shutil.rmtree(home)
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="a file of root's needs root")
-@pytest.mark.parametrize(("group", "mode", "status"), [
-    (0, 0o600, Status.WARN), (990, 0o640, Status.PASS), (0, 0o644, Status.PASS),
-])  # fmt: skip
-def test_a_configuration_only_root_may_read_is_no_pass(
-    service_user: None,
-    etc_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    group: int,
-    mode: int,
-    status: Status,
-) -> None:
-    """`sudo live-appliance doctor` reads config.toml as root; the service, its own user,
-    may not, and exits 2 at every start: judged as the files the configuration names (a
-    persona, a token) are."""
-    path = etc_dir / "config.toml"
-    path.write_text("[audio]\nvolume = 0.5\n")
-    os.chown(path, 0, group)
-    path.chmod(mode)
-    monkeypatch.setattr(config, "DEFAULT_PATH", path)
-    result, cfg = check_config(None)
-    assert cfg is not None
-    assert result.status is status, result
-    if status is Status.WARN:
-        assert str(path) in result.measured and "live-appliance" in result.measured
-        assert result.fix is not None and f"chmod 0640 {path}" in result.fix

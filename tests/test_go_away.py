@@ -5,6 +5,7 @@ answers, each switch resumes with the newest handle, the box stays flat."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import itertools
 import json
@@ -12,6 +13,7 @@ import logging
 import os
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import pytest
 from helpers import until
@@ -52,6 +54,45 @@ def heard_ms(server: LiveServer) -> list[int]:
     return [int(m.group(1)) for line in lines if (m := re.search(r"heard (\d+) ms", line))]
 
 
+@dataclass
+class Talk:
+    """One session's link to the local server, as the appliance drives it."""
+
+    link: LiveLink
+    outbox: Outbox
+    events: list[Event] = field(default_factory=list)
+    sent: list[Item] = field(default_factory=list)
+
+    async def first_turn(self, server: LiveServer) -> None:
+        """A text turn answered, and the handle that came after it: one to resume with."""
+        self.outbox.put("text", "hello")
+        await until(lambda: TurnComplete(session=1) in self.events, within=10)
+        await server.wait_for(lambda: "resumption_update" in server.kinds(direction="out"), 5)
+
+    async def speak(self, chunks: int, chunk: bytes = CHUNK) -> None:
+        """Microphone audio as a card delivers it, CHUNK_S apart."""
+        for _ in range(chunks):
+            self.outbox.put("audio", chunk)
+            await asyncio.sleep(CHUNK_S)
+
+
+@contextlib.asynccontextmanager
+async def talking(server: LiveServer, hold_s: float = 8) -> AsyncIterator[Talk]:
+    """A session open on `server` (its setup answered) for the block, closed after it."""
+    outbox = Outbox(hold_s=hold_s)
+    events: list[Event] = []
+    sent: list[Item] = []
+    link = LiveLink(
+        config_for(server), outbox, events.append, lambda item, _t: sent.append(item)
+    )
+    link.open(1)
+    try:
+        await until(lambda: SetupComplete(session=1) in events, within=10)
+        yield Talk(link, outbox, events, sent)
+    finally:
+        await link.close()
+
+
 async def test_speech_held_across_a_go_away_deadline_reaches_the_resumed_session_whole(
     server: LiveServer,
 ) -> None:
@@ -59,28 +100,15 @@ async def test_speech_held_across_a_go_away_deadline_reaches_the_resumed_session
     resumed with the handle from before the press. What was said on the old connection is
     in no handle: it is sent again after the reopened activityStart, and the resumed
     session (the model) hears the question whole."""
-    events: list[Event] = []
-    outbox = Outbox(hold_s=8)
-    link = LiveLink(config_for(server), outbox, events.append, lambda *_: None)
-    link.open(1)
-    try:
-        await until(lambda: SetupComplete(session=1) in events, within=10)
-        outbox.put("text", "hello")  # a first turn: a handle to resume with
-        await until(lambda: TurnComplete(session=1) in events, within=10)
-        await server.wait_for(lambda: "resumption_update" in server.kinds(direction="out"), 5)
-        outbox.put("activity_start")
-        for _ in range(10):  # one second of the question on the first connection
-            outbox.put("audio", CHUNK)
-            await asyncio.sleep(CHUNK_S)
+    async with talking(server) as talk:
+        await talk.first_turn(server)
+        talk.outbox.put("activity_start")
+        await talk.speak(10)  # one second of the question on the first connection
         await server.send_go_away("0.5s")  # less than the switch margin: at once
-        await until(lambda: any(isinstance(e, Reconnected) for e in events), within=10)
-        for _ in range(10):  # one more second on the second
-            outbox.put("audio", CHUNK)
-            await asyncio.sleep(CHUNK_S)
-        outbox.put("activity_end")
+        await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+        await talk.speak(10)  # one more second on the second
+        talk.outbox.put("activity_end")
         await until(lambda: len(heard_ms(server)) == 1, within=10)
-    finally:
-        await link.close()
     assert heard_ms(server) == [pytest.approx(2000, abs=100)], "the question heard whole"
 
 
@@ -113,19 +141,14 @@ async def test_two_hundred_switches_keep_every_turn_once_and_the_box_flat(
     """A conversation left running for hours: a goAway every ten minutes. Each switch
     resumes with the newest handle, every turn is answered once, and the box's tasks,
     sockets and connections stay as they were."""
-    events: list[Event] = []
-    outbox = Outbox(hold_s=8)
-    link = LiveLink(config_for(server), outbox, events.append, lambda *_: None)
-    link.open(1)
     switches = 200
-    try:
-        await until(lambda: SetupComplete(session=1) in events, within=10)
+    async with talking(server) as talk:
         for n in range(1, switches + 1):
-            outbox.put("text", f"turn {n}")
+            talk.outbox.put("text", f"turn {n}")
             await until(lambda n=n: len(said(server)) == n, within=10)
             await server.send_go_away("20s")
-            await until(lambda n=n: link.connections == n + 1, within=10)
-            await until(lambda n=n: events.count(Reconnected(session=1)) == n, within=10)
+            await until(lambda n=n: talk.link.connections == n + 1, within=10)
+            await until(lambda n=n: talk.events.count(Reconnected(session=1)) == n, within=10)
             if n == 10:
                 tasks, fds = len(asyncio.all_tasks()), open_fds()
         gc.collect()
@@ -135,8 +158,6 @@ async def test_two_hundred_switches_keep_every_turn_once_and_the_box_flat(
         assert open_fds() <= fds, "sockets leaked"
         # The one serving, and the one the last switch ended (its failure still refers to it).
         assert len(connections) <= 2, f"{len(connections)} connections still held"
-    finally:
-        await link.close()
     assert said(server) == [f'Reply {n}: you said "turn {n}".' for n in range(1, switches + 1)]
     records = server.log.connections()
     assert len(records) == switches + 1
@@ -152,26 +173,16 @@ async def test_a_second_go_away_with_less_time_left_moves_the_box_before_that_ti
     deadline, the box would wait for the person to finish and the service close the
     connection under it: a lost connection rather than a move (the LEDs say connecting,
     the backoff waits)."""
-    events: list[Event] = []
-    outbox = Outbox(hold_s=8)
-    link = LiveLink(config_for(server), outbox, events.append, lambda *_: None)
-    link.open(1)
-    try:
-        await until(lambda: SetupComplete(session=1) in events, within=10)
-        outbox.put("text", "hello")
-        await until(lambda: TurnComplete(session=1) in events, within=10)
-        outbox.put("activity_start")  # the person holds the button and talks
-        outbox.put("audio", CHUNK)
+    async with talking(server) as talk:
+        await talk.first_turn(server)
+        talk.outbox.put("activity_start")  # the person holds the button and talks
+        talk.outbox.put("audio", CHUNK)
         await server.send_go_away("20s")
         await server.send_go_away("1s")
-        for _ in range(20):
-            outbox.put("audio", CHUNK)
-            await asyncio.sleep(CHUNK_S)
-        outbox.put("activity_end")
+        await talk.speak(20)
+        talk.outbox.put("activity_end")
         await until(lambda: len(said(server)) == 2, within=10)
-    finally:
-        await link.close()
-    assert not [e for e in events if isinstance(e, Reconnecting)], "the connection was lost"
+    assert not [e for e in talk.events if isinstance(e, Reconnecting)], "the connection was lost"
     assert heard_ms(server) == [pytest.approx(2100, abs=100)]
 
 
@@ -223,16 +234,9 @@ async def test_a_text_turn_cut_in_its_drain_by_a_switch_is_answered_once(
     there, once; counted as sent, it would be lost (no answer, "the service moved the
     conversation")."""
     server = slow_uplink
-    events: list[Event] = []
-    sent: list[Item] = []
-    outbox = Outbox(hold_s=60)
-    link = LiveLink(config_for(server), outbox, events.append, lambda item, _: sent.append(item))
-    link.open(1)
-    try:
-        await until(lambda: SetupComplete(session=1) in events, within=10)
-        outbox.put("text", "hello")  # a first turn: a handle to resume with
-        await until(lambda: TurnComplete(session=1) in events, within=10)
-        await server.wait_for(lambda: "resumption_update" in server.kinds(direction="out"), 5)
+    async with talking(server, hold_s=60) as talk:
+        outbox, events, sent = talk.outbox, talk.events, talk.sent
+        await talk.first_turn(server)
         for attempt in range(5):
             question = f"what is the time, {attempt}"
             for _ in range(100):  # ten seconds of room sound (hands-free): the link backs up
@@ -250,8 +254,6 @@ async def test_a_text_turn_cut_in_its_drain_by_a_switch_is_answered_once(
         await until(lambda: any(isinstance(e, Reconnected) for e in events), within=10)
         turns = events.count(TurnComplete(session=1)) + 1
         await until(lambda: events.count(TurnComplete(session=1)) == turns, within=10)
-    finally:
-        await link.close()
     # On the wire again on the new connection (the close may have delivered it to the old).
     assert questions(server, question)[-1] == 2
     assert answers(server, question) == [2], "answered once, where the box listens"
@@ -268,12 +270,8 @@ async def test_a_press_over_a_reply_then_a_switch_keeps_the_whole_question(
     question must go again whole, not from where the handle happened to arrive."""
     async with LiveServer(pace=1, reply_seconds=5) as server:
         monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
-        events: list[Event] = []
-        outbox = Outbox(hold_s=8)
-        link = LiveLink(config_for(server), outbox, events.append, lambda *_: None)
-        link.open(1)
-        try:
-            await until(lambda: SetupComplete(session=1) in events, within=10)
+        async with talking(server) as talk:
+            outbox, events = talk.outbox, talk.events
             outbox.put("text", "hello")
             await until(lambda: any(isinstance(e, ReplyAudio) for e in events), within=10)
             outbox.put("activity_start")  # over the reply still coming
@@ -282,18 +280,12 @@ async def test_a_press_over_a_reply_then_a_switch_keeps_the_whole_question(
             # The press cut the reply short: interrupted, turnComplete, then a new handle.
             await until(lambda: any(isinstance(e, TurnComplete) for e in events), within=10)
             await asyncio.sleep(0.2)
-            for _ in range(10):  # a second more on the first connection
-                outbox.put("audio", ROOM_SOUND)
-                await asyncio.sleep(0.1)
+            await talk.speak(10, ROOM_SOUND)  # a second more on the first connection
             await server.send_go_away("0.5s")  # less than the switch margin: at once
             await until(lambda: any(isinstance(e, Reconnected) for e in events), within=10)
-            for _ in range(10):  # and one on the second
-                outbox.put("audio", ROOM_SOUND)
-                await asyncio.sleep(0.1)
+            await talk.speak(10, ROOM_SOUND)  # and one on the second
             outbox.put("activity_end")
             await until(lambda: len(heard_ms(server)) == 1, within=10)
-        finally:
-            await link.close()
     assert heard_ms(server) == [pytest.approx(3000, abs=100)], "the question heard whole"
 
 
@@ -304,16 +296,10 @@ async def test_a_press_through_a_flapping_service_is_heard_once_whole_and_paced(
     heard once and whole, each connection carries at most the press so far, and the audio
     sent again does not make a connection count as proved (the backoff grows)."""
     caplog.set_level(logging.INFO, logger="device.live.session")
-    events: list[Event] = []
-    outbox = Outbox(hold_s=20)
-    link = LiveLink(config_for(server), outbox, events.append, lambda *_: None)
-    link.open(1)
     press_s = 8.0
-    try:
-        await until(lambda: SetupComplete(session=1) in events, within=10)
-        outbox.put("text", "hello")  # a handle to resume with
-        await until(lambda: TurnComplete(session=1) in events, within=10)
-        await server.wait_for(lambda: "resumption_update" in server.kinds(direction="out"), 5)
+    async with talking(server, hold_s=20) as talk:
+        outbox, events = talk.outbox, talk.events
+        await talk.first_turn(server)
         outbox.put("activity_start")
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -327,8 +313,6 @@ async def test_a_press_through_a_flapping_service_is_heard_once_whole_and_paced(
                 next_drop = loop.time() + 1.0
         outbox.put("activity_end")
         await until(lambda: len(heard_ms(server)) == 1, within=30)
-    finally:
-        await link.close()
     reconnects = sum(isinstance(e, Reconnected) for e in events)
     waits = [
         float(m.group(1))

@@ -20,16 +20,14 @@ from typing import Any
 import pytest
 from fakes import FakeParts, running
 from helpers import Captured, journal_lines, until
-from test_keeper import WatchedDevice
 from wire import config_for
 
 from device import logs
-from device.audio.keeper import AudioKeeper
 from device.config import CameraConfig
 from device.hw.camera import CameraFeed
 from device.live.session import LiveLink
 from device.outbox import Outbox
-from device.states import Event, Reconnected, SetupComplete
+from device.states import Reconnected, SetupComplete
 from rig.server.server import LiveServer
 
 CHECKOUT = str(Path(__file__).resolve().parents[1])
@@ -224,7 +222,6 @@ def test_a_journal_that_does_not_read_neither_blocks_nor_freezes_the_daemon(
     """systemd-python's send blocks in sendmsg while journald's queue is full, holding
     the GIL: every thread stopped. The sender waits WAIT_S at most, then leaves lines
     out and says so."""
-    import socket
     import struct
     import threading
     import time
@@ -417,7 +414,6 @@ def test_a_full_journal_is_waited_for_asleep_not_spinning(tmp_path: Path) -> Non
     """The socket was not connected: it always polled writable, and the 50 ms wait for a
     journal that does not read was sendto() after failing sendto(), a core busy the
     whole time (on a single-core Pi: the audio threads starved for it)."""
-    import socket
     import time
 
     path = str(tmp_path / "journal.socket")
@@ -446,38 +442,6 @@ def test_an_hour_of_a_chattering_button_writes_a_bounded_number_of_journal_lines
         record = logging.LogRecord("device.appliance", logging.INFO, "", 0, "x", None, None)
         passed += budget.filter(record)
     assert passed <= logs.LineBudget.BURST + 3600 * logs.LineBudget.PER_S + 1
-
-
-async def test_a_card_that_takes_both_devices_is_found_under_each_device(tmp_path: Path) -> None:
-    """README: `LIVE_DEVICE` (`microphone`, `speaker`, `button`). A USB speakerphone
-    pulled out fails both in one line, found by `LIVE_DEVICE=speaker` and by
-    `LIVE_DEVICE=microphone` (a field given once per value)."""
-    path = str(tmp_path / "journal.socket")
-    journald = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    journald.bind(path)
-    journald.setblocking(False)
-    speaker, microphone, events = WatchedDevice(), WatchedDevice(), list[Event]()
-    keeper = AudioKeeper({"speaker": speaker, "microphone": microphone}, events.append, 60)
-    handler = logs.journal_handler(sender=logs.JournalSender(path))
-    keeper_log = logging.getLogger("device.audio.keeper")
-    keeper_log.addHandler(handler)
-    await keeper.open()
-    keeping = asyncio.create_task(keeper.keep())
-    try:
-        microphone.sick, speaker.sick = "the microphone is not reading", "its card went away"
-        assert microphone.on_change is not None
-        microphone.on_change()
-        await until(lambda: len(events) == 2)
-    finally:
-        keeping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await keeping
-        keeper_log.removeHandler(handler)
-    datagram = journald.recv(1 << 20)
-    journald.close()
-    assert b"LIVE_DEVICE=microphone\n" in datagram and b"LIVE_DEVICE=speaker\n" in datagram, (
-        datagram
-    )
 
 
 @dataclasses.dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import until
 
+from device import logs
 from device.audio import keeper as keeper_module
 from device.audio.devices import AudioDeviceError, DeviceInfo
 from device.audio.keeper import TRIES_AFTER_A_CHANGE, AudioKeeper, DriverStuck, sound_cards
@@ -232,10 +235,19 @@ async def test_the_keeper_sleeps_while_all_is_well_and_wakes_when_a_stream_speak
 
 
 async def test_a_card_that_takes_both_devices_with_it_is_one_journal_line(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     """A USB speakerphone pulled out: its microphone and its speaker fail at the same
-    look. One event, one line naming both (the state machine hears of each)."""
+    look. One event, one line naming both (the state machine hears of each), found by
+    the README's `LIVE_DEVICE=speaker` and `LIVE_DEVICE=microphone` alike (the field is
+    given once per value)."""
+    path = str(tmp_path / "journal.socket")
+    journald = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    journald.bind(path)
+    journald.setblocking(False)
+    handler = logs.journal_handler(sender=logs.JournalSender(path))
+    keeper_log = logging.getLogger("device.audio.keeper")
+    keeper_log.addHandler(handler)
     speaker, microphone, events = WatchedDevice(), WatchedDevice(), []
     keeper = AudioKeeper({"speaker": speaker, "microphone": microphone}, events.append, 60)
     await keeper.open()
@@ -253,6 +265,10 @@ async def test_a_card_that_takes_both_devices_with_it_is_one_journal_line(
         keeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeping
+        keeper_log.removeHandler(handler)
+    datagram = journald.recv(1 << 20)
+    journald.close()
+    assert b"LIVE_DEVICE=microphone\n" in datagram and b"LIVE_DEVICE=speaker\n" in datagram
 
 
 class MissingDevice(WatchedDevice):
