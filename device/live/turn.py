@@ -126,7 +126,7 @@ class WireTurn:
         on it between connections): a turn it opened on the connection before is not
         opened again on the next one, where nothing would ever end it."""
         self.activity_open = False
-        self.saved()
+        self.forget_audio()
         self.update()
 
     def spoke(self, pcm: bytes) -> None:
@@ -138,7 +138,7 @@ class WireTurn:
         while self.unsaved_bytes > UNSAVED_BYTES:
             self.unsaved_bytes -= len(self.unsaved.popleft())
 
-    def saved(self) -> None:
+    def forget_audio(self) -> None:
         """A turn started or ended: none of its audio is to be sent again."""
         self.unsaved.clear()
         self.unsaved_bytes = 0
@@ -162,10 +162,10 @@ class WireTurn:
             self.earlier_unanswered += 1
         if kind == "activity_start":
             self.activity_open, self.handle_fresh = True, False
-            self.saved()  # a new turn: nothing of it went out yet
+            self.forget_audio()  # a new turn: nothing of it went out yet
         elif kind == "activity_end":
             self.activity_open, self.awaiting_reply = False, True
-            self.saved()
+            self.forget_audio()
         elif kind == "text":
             self.awaiting_reply, self.handle_fresh = True, False
             self.new_words = True
