@@ -4,7 +4,9 @@ the doctor's output by check, the names of this process's threads, the LED table
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -142,3 +144,16 @@ def no_new_threads() -> Iterator[None]:
         threading.Thread, "start", side_effect=RuntimeError("can't start new thread")
     ):
         yield
+
+
+def open_refused(monkeypatch: Any, refused: Callable[[Path], bool]) -> None:
+    """`os.open` refuses (EACCES) the files `refused` picks: a file of root's, or of the
+    service's, as another user finds it (the tests run as root, who may open any)."""
+    opened = os.open
+
+    def as_another_user(path: Any, *args: Any, **kwargs: Any) -> int:
+        if refused(Path(path)):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return opened(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", as_another_user)

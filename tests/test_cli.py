@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import open_refused
 from helpers import run_cli as cli
 
 from device import logs
@@ -352,14 +353,7 @@ def test_a_configuration_this_user_may_not_read_says_how_to_read_it(
     in the group was told of a configuration error, and the doctor to correct a setting."""
     settings = tmp_path / "config.toml"
     settings.write_text("[audio]\nvolume = 0.5\n")
-    os_open = os.open
-
-    def as_another_user(path: Any, *args: Any, **kwargs: Any) -> int:
-        if Path(path) == settings:
-            raise PermissionError(13, "Permission denied")
-        return os_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", as_another_user)
+    open_refused(monkeypatch, lambda path: path == settings)
     assert main(["ctl", "status", "--config", str(settings)]) == 2
     said = capsys.readouterr().err
     assert "configuration error" not in said

@@ -7,9 +7,9 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers import open_refused
 
 from device import cli, config
 from device.cli import main
@@ -981,14 +981,7 @@ def test_the_service_that_may_not_read_its_configuration_is_told_how_to_let_it(
     it with sudo, or as a member of the file's group" (an owner's fix at a shell)."""
     settings_file = tmp_path / "config.toml"
     settings_file.write_text("[audio]\nvolume = 0.5\n")
-    os_open = os.open
-
-    def as_the_service(path: Any, *args: Any, **kwargs: Any) -> int:
-        if Path(path) == settings_file:
-            raise PermissionError(13, "Permission denied")
-        return os_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", as_the_service)
+    open_refused(monkeypatch, lambda path: path == settings_file)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))  # systemd runs it
     assert main(["run", "--config", str(settings_file)]) == 2
     said = capsys.readouterr().err

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from helpers import open_refused
 
 from device import appliance as appliance_module
 from device import workers
@@ -200,14 +201,7 @@ def test_the_services_lock_another_user_may_not_open_leaves_it_to_the_socket(
     error (exit 2): the socket's check says the daemon is running, as before the lock."""
     path.parent.mkdir(parents=True)
     Path(f"{path}.lock").write_text("")
-    opened = os.open
-
-    def as_another_user(name: Any, flags: int, mode: int = 0o777) -> int:
-        if str(name).endswith(".lock"):
-            raise PermissionError(13, "Permission denied")
-        return opened(name, flags, mode)
-
-    monkeypatch.setattr(os, "open", as_another_user)
+    open_refused(monkeypatch, lambda name: name.suffix == ".lock")
     with single_instance(path):
         pass  # no lock taken: ControlServer.start finds the live socket
 
