@@ -55,6 +55,11 @@ TOOL_THREADS_LIMIT = 4
 #: (a Pi has no clock of its own: it starts at 1970, or at its last shutdown, and NTP
 #: sets it once the network is up).
 CLOCK_SET_AFTER = date(2026, 1, 1)
+#: systemd-timesyncd's directory, there from its start; it touches `synchronized` in it
+#: once it has set the clock from the network. Until then the clock runs from the last
+#: shutdown's time (fake-hwclock's, or timesyncd's own), behind by as long as the box
+#: was off: a date after CLOCK_SET_AFTER, and still wrong.
+TIMESYNC_DIR = "run/systemd/timesync"
 
 
 class DeviceActions(Protocol):
@@ -98,6 +103,12 @@ class Device:
             return (self.root / path.lstrip("/")).read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError):
             return None
+
+    def clock_unchecked(self) -> bool:
+        """Whether timesyncd has not set the clock from the network since the start; False
+        where another time service keeps it (chrony, ntpd: they leave no such mark)."""
+        timesync = self.root / TIMESYNC_DIR
+        return timesync.is_dir() and not (timesync / "synchronized").exists()
 
 
 @dataclass(frozen=True)
@@ -337,13 +348,20 @@ def get_time(device: Device) -> dict[str, str]:
             "error": f"the device's clock is not set yet (it reads {now:%Y-%m-%d}): it is "
             "set from the network soon after the device is online. Do not tell this date."
         }
-    return {
+    told = {
         "date": now.strftime("%Y-%m-%d"),
         "time": now.strftime("%H:%M"),
         "weekday": now.strftime("%A"),
         "timezone": now.strftime("%Z") or UNKNOWN,
         "utc_offset": now.strftime("%z") or UNKNOWN,
     }
+    if device.clock_unchecked():
+        told["warning"] = (
+            "the device's clock has not been set from the network since it started: it "
+            "runs from when the device was last switched off, and may be behind by as long "
+            "as it was off. Say that this time may be wrong."
+        )
+    return told
 
 
 @DEVICE_TOOLS.tool
