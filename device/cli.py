@@ -8,6 +8,7 @@ SDK alone takes a second to import on a Pi).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -33,14 +34,17 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from device import config as config_mod
 
-    cfg = config_mod.load(args.config)
+    cfg = config_mod.load(args.config, key=False)
     try:
+        key, source = config_mod.find_api_key(cfg.live)
+        cfg = dataclasses.replace(cfg, api_key=key, api_key_source=source)
         config_mod.require_credentials(cfg)
     except config_mod.ConfigError as exc:
         if not cfg.live.api_key_file:
             raise
-        # A file named for the key (a token a job keeps writing) may come later: the box
-        # starts, and each press reads it again; exiting here would stop it for good.
+        # A file named for the key (a token a job keeps writing) may come later, or come
+        # whole later (a power cut as it was written left zeros): the box starts, and each
+        # press reads it again; exiting here (status 2) would stop it for good.
         print(_as_error(f"live-appliance: {exc}: each press looks again"), file=sys.stderr)
     from device.appliance import run_daemon
 
