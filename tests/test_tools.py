@@ -283,9 +283,9 @@ async def test_device_status_says_unknown_for_what_the_machine_lacks(tmp_path):
     }
 
 
-async def test_get_time_tells_the_local_date_time_weekday_and_zone():
+async def test_get_time_tells_the_local_date_time_weekday_and_zone(tmp_path: Path):
     cest = timezone(timedelta(hours=2), "CEST")
-    toolbox = ToolBox(ToolsConfig(enabled=("get_time",)), FakeActions(),
+    toolbox = ToolBox(ToolsConfig(enabled=("get_time",)), FakeActions(), root=tmp_path,
                       now=lambda: datetime(2026, 5, 4, 14, 3, 59, tzinfo=cest))
     assert await run_alone(toolbox, "get_time") == {
         "date": "2026-05-04", "time": "14:03", "weekday": "Monday", "timezone": "CEST",
