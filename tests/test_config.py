@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import open_refused
 
-from device import cli, config
+from device import appliance, cli, config
 from device.cli import main
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
@@ -621,6 +621,31 @@ def test_a_key_file_not_written_yet_is_waited_for(tmp_path: Path) -> None:
         config.require_credentials(cfg)
     token.write_text("auth_tokens/abc\n")
     assert config.find_api_key(cfg.live)[0] == config.Secret("auth_tokens/abc")
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"\0" * 40, b"auth_tokens/\xff\xfe"], ids=["empty", "zeros", "not utf-8"]
+)
+def test_a_token_file_damaged_by_a_power_cut_does_not_stop_the_box_for_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes
+) -> None:
+    """The minter was writing the next token as the power went: at boot the file is empty,
+    or holds zeros or half a character. Empty, the box started and looked again at each
+    press; zeros exited with status 2, which systemd never restarts (nor the retry timer),
+    so the box stayed dead though the minter wrote a good token a minute later."""
+    monkeypatch.setattr(config, "INSTALLED_KEY_FILE", tmp_path / "no-installed-key")
+    key_file = tmp_path / "token"
+    key_file.write_bytes(content)
+    started: list[config.Config] = []
+
+    def run_daemon(loaded: config.Config) -> int:
+        started.append(loaded)
+        return 0
+
+    monkeypatch.setattr(appliance, "run_daemon", run_daemon)
+    path = write(tmp_path, f"[live]\napi_key_file = '{key_file}'\n")
+    assert cli.main(["run", "--config", str(path)]) == 0
+    assert len(started) == 1 and started[0].api_key is None
 
 
 def test_an_ephemeral_token_on_a_version_other_than_v1alpha_is_refused(

@@ -303,6 +303,32 @@ async def test_get_time_before_the_clock_is_set_does_not_tell_a_date():
     assert "clock is not set" in response["error"]
 
 
+#: The last shutdown's time, as fake-hwclock (or timesyncd's own clock file) sets it at boot.
+LAST_SHUTDOWN = datetime(2026, 11, 28, 18, 40, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("timesyncd", "warned"),
+    [("not synced", True), ("synced", False), ("absent", False)],
+)  # fmt: skip
+async def test_get_time_says_a_clock_not_yet_set_from_the_network_may_be_wrong(
+    tmp_path: Path, timesyncd: str, warned: bool
+) -> None:
+    """A box switched off for a week boots at its last shutdown's time; with NTP out of
+    reach (UDP 123 blocked where HTTPS is not) it stays there: asked the time, the model
+    said last week's date and time as if they were sure. chrony or ntpd leave no mark of
+    timesyncd's: nothing says their clock is wrong."""
+    if timesyncd != "absent":
+        (tmp_path / "run/systemd/timesync").mkdir(parents=True)
+    if timesyncd == "synced":
+        (tmp_path / "run/systemd/timesync/synchronized").touch()
+    toolbox = ToolBox(ToolsConfig(enabled=("get_time",)), FakeActions(), root=tmp_path,
+                      now=lambda: LAST_SHUTDOWN)
+    response = await run_alone(toolbox, "get_time")
+    assert (response["date"], response["time"]) == ("2026-11-28", "18:40")
+    assert ("not been set from the network" in response.get("warning", "")) == warned
+
+
 async def test_end_conversation_asks_the_appliance_to_hang_up():
     actions = FakeActions()
     toolbox = ToolBox(ToolsConfig(enabled=("end_conversation",)), actions)
