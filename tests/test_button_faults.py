@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,14 +47,20 @@ def leds(box: Box) -> list[str]:
 
 
 class LossyPin(MockPin):
-    """A pin whose next edge gpiozero never reports: its software debounce read the contact
-    mid-bounce, or its callback thread was late (gpiozero#550: "presses but not releases")."""
+    """A pin whose next edge gpiozero never reports (its software debounce read the contact
+    mid-bounce, gpiozero#550: "presses but not releases"), or reports `late_s` late, with
+    the edge's own time (its callback thread held up on a loaded Pi)."""
 
     lose_next = False
+    late_s = 0.0
 
     def _call_when_changed(self) -> None:
         if LossyPin.lose_next:
             LossyPin.lose_next = False
+            return
+        if LossyPin.late_s:
+            late, LossyPin.late_s = LossyPin.late_s, 0.0
+            threading.Timer(late, super()._call_when_changed).start()
             return
         super()._call_when_changed()
 
@@ -96,6 +103,31 @@ async def test_a_release_gpiozero_never_reported_ends_the_turn_within_a_second(
             second = kinds(box)
             assert box.state == "thinking"
             assert second.count("activity_start") == second.count("activity_end") == 1
+
+
+async def test_a_release_gpiozero_reports_late_is_no_second_press(tmp_path: Path) -> None:
+    """The person asks and lets go; gpiozero's release comes a second late, after the reads
+    of the pin reported it. It was taken for a tap gpiozero reported only by its release: a
+    press nobody made, the LEDs listening, the room sent as a new question and answered."""
+    LossyPin.lose_next, LossyPin.late_s = False, 0.0
+    with mock_pins(LossyPin) as pins:
+        async with running(tmp_path, parts_class=PinParts) as box:
+            pin = pins.pin(PIN)
+            pin.drive_low()
+            await until(lambda: box.state == "connecting")
+            box.link.deliver(SetupComplete)
+            await speak_until(box, lambda: box.appliance.machine.spoke, within=2)
+            LossyPin.late_s = 1.2
+            pin.drive_high()  # let go: gpiozero says so 1.2 s later
+            await speak_until(box, lambda: not box.mic.forwarding, within=1.5)
+            asked = kinds(box)
+            assert asked.count("activity_start") == asked.count("activity_end") == 1
+            loop = asyncio.get_running_loop()
+            late = loop.time() + 1.0
+            await speak_until(box, lambda: loop.time() > late, within=2)  # the late release
+            await box.settle()
+            assert kinds(box) == [], "sent with nobody at the button"
+            assert box.states() == ["connecting", "listening", "thinking"]
 
 
 async def test_a_box_on_the_button_hangs_up_at_the_long_press_and_answers_once_lifted(

@@ -63,6 +63,7 @@ class ButtonInput:
         self._behind = False
         self._check: asyncio.TimerHandle | None = None  # the next read of the pin
         self._differs_since: float | None = None  # the pin read otherwise than reported
+        self._read_release_at = 0.0  # when the reads last found a release gpiozero had not
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Open the pin; events go to `loop`, by default the running one."""
@@ -88,7 +89,7 @@ class ButtonInput:
         if self._device is None:
             return  # stopped while it was on its way
         if event == RELEASED:
-            if self._behind and not self._down:
+            if self._behind and not self._down and self._released_after_reads():
                 # Behind, gpiozero reports a press only by its release: one too short for
                 # two reads (a hands-free tap) is a press all the same, not nothing.
                 self._changed(PRESSED, self._differs_since or at)
@@ -110,6 +111,15 @@ class ButtonInput:
         self._watch()
         self._callback(event, at)
 
+    def _released_after_reads(self) -> bool:
+        """Whether gpiozero's release came after the one the reads found (a tap it saw only
+        by its release), not that same release reported late (its callback thread held up
+        past two reads): told apart by the edge's own time, which gpiozero keeps from the
+        pin's event. Unknown (pressed again already), it is taken for the late one: a tap
+        missed costs a press, a press made up sends the room as a question."""
+        age = self._device.inactive_time
+        return age is not None and time.monotonic() - age > self._read_release_at
+
     def _watch(self) -> None:
         if (self._down or self._behind) and self._check is None and self._loop is not None:
             self._check = self._loop.call_later(CHECK_S, self._read)
@@ -128,6 +138,8 @@ class ButtonInput:
         else:
             since = self._differs_since
             self._behind = self._down  # a release gpiozero missed: it will miss a press
+            if self._down:
+                self._read_release_at = since
             self._changed(RELEASED if self._down else PRESSED, since)
         self._watch()
 
