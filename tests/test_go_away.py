@@ -106,10 +106,36 @@ async def test_speech_held_across_a_go_away_deadline_reaches_the_resumed_session
         await talk.speak(10)  # one second of the question on the first connection
         await server.send_go_away("0.5s")  # less than the switch margin: at once
         await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+        assert not any(isinstance(e, Reconnecting) for e in talk.events), "no connecting LEDs"
         await talk.speak(10)  # one more second on the second
         talk.outbox.put("activity_end")
         await until(lambda: len(heard_ms(server)) == 1, within=10)
     assert heard_ms(server) == [pytest.approx(2000, abs=100)], "the question heard whole"
+
+
+async def test_a_switch_the_service_will_not_take_at_once_says_the_box_is_between_connections(
+    server: LiveServer,
+) -> None:
+    """Push-to-talk held through a goAway whose next connection the service refuses for a
+    while. After a drop the machine is told (the LEDs say connecting); after a goAway it
+    was not: the LEDs said listening for as long as the service refused (up to
+    reconnect_for_s, 30 s by default), nothing reaching it. What was said meanwhile waits,
+    and reaches the resumed session."""
+    async with talking(server) as talk:
+        await talk.first_turn(server)
+        talk.outbox.put("activity_start")
+        await talk.speak(5)
+        server.config.refuse_setup = (1011, "internal error")  # tried again, not a refusal
+        await server.send_go_away("0.1s")  # less than the switch margin: at once
+        await talk.speak(10)
+        told = [e for e in talk.events if isinstance(e, Reconnecting)]
+        assert len(told) == 1 and not told[0].reply_lost, talk.events
+        assert not any(isinstance(e, Reconnected) for e in talk.events)
+        server.config.refuse_setup = None
+        await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+        talk.outbox.put("activity_end")
+        await until(lambda: len(heard_ms(server)) == 1, within=10)
+    assert heard_ms(server) == [pytest.approx(1500, abs=100)], "the question heard whole"
 
 
 def said(server: LiveServer) -> list[str]:

@@ -323,6 +323,8 @@ class LiveLink:
             # What a fresh session would lose: turns, not a handle (one may come at setup).
             self._had_turns = self._had_turns or turns
             pacing.ended(lasted_s, turns, moved=isinstance(ended, SwitchNow))
+            # Told below, the machine knows the box is between connections.
+            told = reply_cut or not isinstance(ended, SwitchNow)
             if isinstance(ended, SwitchNow):
                 log.info("switching to a new connection: %s", ended)
                 if reply_cut:  # no quiet moment came: the reply in flight is gone
@@ -336,7 +338,7 @@ class LiveLink:
                     return
                 self._on_event(Reconnecting(session=session, reason=reason, reply_lost=reply_cut))
             try:
-                connection, history_lost = await self._reconnect(pacing, ended)
+                connection, history_lost = await self._reconnect(pacing, ended, told)
             except Exception as exc:
                 reason = describe_failure(exc)
                 log.error("cannot reconnect: %s", reason, extra=failure_fields(exc))
@@ -447,9 +449,14 @@ class LiveLink:
             async with asyncio.timeout(wait):
                 await self._hurry.wait()
 
-    async def _reconnect(self, pacing: Pacing, ended: Exception) -> tuple[Connection, bool]:
+    async def _reconnect(
+        self, pacing: Pacing, ended: Exception, told: bool
+    ) -> tuple[Connection, bool]:
         """Connect again, paced; (connection, whether history was lost). GaveUp once the
-        connections have kept failing for `reconnect_for_s`."""
+        connections have kept failing for `reconnect_for_s`. Not `told` (a switch with
+        nothing in flight): the machine is told the box is between connections once the
+        next one does not follow at once (a wait, a try that fails), so that the LEDs say
+        connecting, not listening, while what is heard waits in the outbox."""
         from device.live.errors import (
             GaveUp,
             describe_failure,
@@ -477,12 +484,14 @@ class LiveLink:
                 )
             if wait > 0:
                 log.info("reconnecting in %.1f s: %s", wait, describe_failure(last))
+                told = told or self._between_connections(last)
                 await self._pause(wait)
             self._hurry.clear()
             try:
                 return await self._connect(), history_lost
             except Exception as exc:
                 last = exc
+                told = told or self._between_connections(exc)
                 busy = busy + 1 if is_busy_session(exc) else 0
                 busy_since = busy_since if busy > 1 else time.monotonic()
                 held = busy >= BUSY_RETRIES and time.monotonic() - busy_since >= BUSY_FOR_S
@@ -506,6 +515,15 @@ class LiveLink:
                         raise
                     pacing.at_once()
                     continue
+
+    def _between_connections(self, why: Exception) -> bool:
+        """Tell the machine a switch is taking its time: nothing was in flight on the
+        connection that ended (else it was told already), so no reply is lost."""
+        from device.live.errors import describe_failure
+
+        reason = describe_failure(why)
+        self._on_event(Reconnecting(session=self._hooks.session, reason=reason, reply_lost=False))
+        return True
 
 
 def _wire_turn(cfg: Config) -> WireTurn:
