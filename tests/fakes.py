@@ -157,7 +157,7 @@ class FakeSpeaker:
         return None if self.opened and self.alive else "the fake went"
 
     def feed(self, pcm: bytes, last: bool = False) -> None:
-        if pcm:
+        if pcm and self.opened:  # as the real one: a closed speaker drops it
             self.buffered += pcm
             self._drained.clear()
 

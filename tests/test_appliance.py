@@ -400,12 +400,10 @@ async def test_a_stop_during_start_up_does_not_wait_for_the_devices(
 async def test_presses_faster_than_their_earcons_queue_a_second_of_beeps_at_most(
     tmp_path: Path,
 ) -> None:
-    """Each press of a box in error answers with the error earcon; a script hammering
-    `ctl press` must not queue minutes of them."""
-    cfg = config(audio={"earcons": True, "reopen_s": 60})
+    """Each press and release answers with an earcon; a script hammering `ctl press`
+    must not queue minutes of them."""
+    cfg = config(audio={"earcons": True})
     async with running(tmp_path, cfg) as box:
-        box.mic.vanish()
-        await until(lambda: box.state == "error")
         for _ in range(200):
             await box.control.ask("press")
             await box.control.ask("release")

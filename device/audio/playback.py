@@ -220,7 +220,12 @@ class Playback(PortAudioStream):
     # -- the loop's side -------------------------------------------------------
 
     def feed(self, pcm: bytes, last: bool = False) -> None:
-        """Queue 24 kHz audio. ``last`` flushes the resampler's tail (end of a reply)."""
+        """Queue 24 kHz audio. ``last`` flushes the resampler's tail (end of a reply).
+
+        A closed speaker (its card gone) drops it: an error beep for a press meanwhile
+        would otherwise sound when the card comes back, and a drain never come."""
+        if self._stream is None:
+            return
         if self._resampler is not None:
             samples = np.frombuffer(pcm, dtype=np.int16)
             pcm = self._resampler.resample_chunk(samples, last=last).tobytes()
