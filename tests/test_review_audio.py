@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import select
 import threading
 from pathlib import Path
+from typing import Any, ClassVar
 
+import pytest
 from fakes import config, running
 from helpers import until
 
+from device.audio import capture as capture_module
+from device.audio.capture import Capture
 from device.audio.earcons import earcon
 from device.audio.playback import RATE, Playback
 from device.states import Earcon
@@ -91,3 +97,85 @@ async def test_presses_while_the_microphone_is_unplugged_beep_nothing_when_it_is
         await until(lambda: box.state == "idle", within=3)
         assert box.speaker.opened
         assert bytes(box.speaker.buffered) == b"", "stale error beeps at recovery"
+
+
+class _OneMicrophone:
+    """PortAudio listing one USB microphone (the speakerphone's), every format supported."""
+
+    def get_device_count(self) -> int:
+        return 1
+
+    def get_device_info_by_index(self, index: int) -> dict[str, Any]:
+        name = "Jabra SPEAK 410 USB: Audio (hw:2,0)"
+        return {"index": 0, "name": name, "maxInputChannels": 1, "maxOutputChannels": 2,
+                "defaultSampleRate": 16000.0}  # fmt: skip
+
+    def get_default_input_device_info(self) -> dict[str, Any]:
+        return self.get_device_info_by_index(0)
+
+    def is_format_supported(self, rate: int, **kwargs: int) -> bool:
+        return True
+
+    def terminate(self) -> None:
+        """Nothing to let go of."""
+
+
+class _ZerosPcm:
+    """An ALSA capture device that delivers on time, and nothing but zeros: its capture
+    switch off in alsamixer, the speakerphone's mute button, a driver that lost its input
+    after a brown-out. `level` makes it a working one (a quiet room's noise)."""
+
+    level: ClassVar[int] = 0
+
+    def __init__(
+        self, name: str, rate: int, channels: int, period_frames: int, buffer_frames: int
+    ) -> None:
+        self.name, self.rate, self.channels = name, rate, channels
+        self.period_frames, self.buffer_frames = period_frames, buffer_frames
+
+    def register(self, poller: select.poll) -> None:
+        """Nothing to wait for: the reader reads on its own timer or at once."""
+
+    def acknowledge(self, events: list[tuple[int, int]]) -> None:
+        """Never called: nothing registered."""
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def read(self) -> tuple[bytes, int]:
+        sample = self.level.to_bytes(2, "little", signed=True)
+        return sample * self.period_frames * self.channels, 0
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+@pytest.mark.parametrize("level", [0, 1])
+async def test_a_microphone_that_records_only_zeros_through_a_turn_is_said_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, level: int
+) -> None:
+    """The keeper sees a microphone that reads on time; a muted one (or one a brown-out
+    left delivering zeros) looked the same, and the box answered every press with
+    nothing, the journal silent. No room is that quiet: a turn of digital silence is
+    said once, naming the device; a quiet room's noise is not."""
+    monkeypatch.setattr(capture_module, "open_portaudio", _OneMicrophone)
+    monkeypatch.setattr(capture_module, "CapturePcm", _ZerosPcm)
+    monkeypatch.setattr(_ZerosPcm, "level", level)
+    monkeypatch.setattr(capture_module, "DIGITAL_SILENCE_S", 0.3, raising=False)
+    caplog.set_level(logging.INFO, logger="device.audio.capture")
+    mic = Capture(lambda chunk, t: None, preroll=5)
+    mic.start(asyncio.get_running_loop())
+    try:
+        await asyncio.sleep(0.5)  # between turns: a quiet room may be this quiet
+        for _ in range(2):  # two turns: said once
+            mic.forward()
+            await asyncio.sleep(0.5)
+            mic.hold()
+    finally:
+        mic.close_stream()
+    said = [r for r in caplog.records if getattr(r, "LIVE_DEVICE", None) == "microphone"]
+    if level:
+        assert said == []
+    else:
+        assert [r.levelname for r in said] == ["WARNING"]
+        assert "Jabra SPEAK 410" in said[0].getMessage()

@@ -81,6 +81,11 @@ BUFFER_S = 2.0
 #: edge on. 3 s of 16 kHz audio is 96 KB, kept on the box and never sent unless a press
 #: reaches back to it; a press taken later loses its first words beyond this.
 PRESS_LAG_S = 3.0
+#: A turn whose device delivered nothing but zeros for this long has a muted microphone
+#: (its capture switch off, a speakerphone's mute button) or one a brown-out left
+#: delivering zeros: no room is that quiet, and the keeper sees reads on time. Said once
+#: an open; between turns (a quiet night, a microphone that gates its own noise) never.
+DIGITAL_SILENCE_S = 3.0
 ChunkHandler = Callable[[bytes, float], None]
 Chunks = list[tuple[bytes, float]]
 
@@ -163,6 +168,8 @@ class Capture:
         #: Runs on the loop, once, with why, when the cleaner's module fails mid-run.
         self.on_cleaner_failed: Callable[[str], None] | None = None
         self._told_stalled = False
+        self._zeros_since: float | None = None  # forwarded, and the device gave only zeros
+        self._told_zeros = False
         self._resampler: soxr.ResampleStream | None = None
         self._pending = bytearray()
         self._last_chunk_t = 0.0
@@ -208,6 +215,7 @@ class Capture:
         self._pending.clear()
         self._last_chunk_t = 0.0
         self._told_delivering = self._stopping = self._failed = self._told_stalled = False
+        self._told_zeros = False
         self._until = None
         self._clock, self._frames = CardClock(fmt.rate), 0
         self._opened, self._last_read = time.monotonic(), None
@@ -295,6 +303,7 @@ class Capture:
         since = now if since is None else min(since, now)
         with self._ring_lock:
             self._forwarding, self._gate = True, gate
+            self._zeros_since = now
             self._from = since - (self._preroll_s if preroll else 0.0)
             held = [chunk for chunk in self._ring if self._in_turn(chunk[1])]
             # Held back from now on only by a gate, and then the pre-roll only.
@@ -339,6 +348,7 @@ class Capture:
         """Keep chunks in the pre-roll ring again instead of handing them over."""
         with self._ring_lock:
             self._forwarding, self._gate, self._until = False, None, None
+            self._zeros_since = None
             self._ring = deque(self._ring, maxlen=self._held_chunks)
 
     def _route(self, chunk: bytes, t: float) -> tuple[Chunks, bool]:
@@ -436,8 +446,26 @@ class Capture:
         if not data:
             return
         now = self._last_read = time.monotonic()
+        self._look_for_sound(data, now)
         self._frames += len(data) // 2 // self.channels
         self._deliver(data, self._clock.when(self._frames, self._frames + left, now))
+
+    def _look_for_sound(self, data: bytes, now: float) -> None:
+        """In a turn, a device that gave nothing but zeros for DIGITAL_SILENCE_S is said in
+        the journal, once an open (the service hears nothing, and the box answers nothing)."""
+        since = self._zeros_since
+        if since is None or self._told_zeros:
+            return
+        if data.count(0) != len(data):
+            self._zeros_since = None  # sound: this turn's microphone works
+        elif now - since >= DIGITAL_SILENCE_S:
+            self._told_zeros = True
+            log.warning(
+                "the microphone %s records only digital silence: muted (alsamixer, F4, or "
+                "its own mute button), or its driver lost its input",
+                self.device_name,
+                extra={"LIVE_DEVICE": "microphone", "LIVE_ERROR": "digital silence"},
+            )
 
     def _overflowed(self) -> None:
         """The device dropped audio (the reader fell behind): counted, reported, not fatal."""
