@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import select
 import threading
@@ -14,10 +16,14 @@ from fakes import config, running
 from helpers import until
 
 from device.audio import capture as capture_module
+from device.audio import playback as playback_module
+from device.audio import stream as stream_module
+from device.audio.alsa import AlsaError
 from device.audio.capture import Capture
 from device.audio.earcons import earcon
+from device.audio.keeper import AudioKeeper
 from device.audio.playback import RATE, Playback
-from device.states import Earcon
+from device.states import DeviceFailed, DeviceRecovered, Earcon, Event
 
 
 class _Device:
@@ -179,3 +185,123 @@ async def test_a_microphone_that_records_only_zeros_through_a_turn_is_said_once(
     else:
         assert [r.levelname for r in said] == ["WARNING"]
         assert "Jabra SPEAK 410" in said[0].getMessage()
+
+
+class _Speakerphone:
+    """A USB speakerphone on a Pi 4 whose [audio] devices are unset (the breadboard
+    profile): PortAudio lists the jack, the speakerphone while it is plugged in, and
+    ALSA's "default" (the jack, playback only)."""
+
+    def __init__(self, nodes: Path) -> None:
+        self.plugged = True
+        self.node = nodes / "pcmC2D0p"
+        self.node.touch()
+
+    def unplug(self) -> None:
+        self.plugged = False
+        self.node.unlink()
+
+    def plug(self) -> None:
+        self.plugged = True
+        self.node.touch()
+
+    def listing(self) -> Any:
+        devices = [("bcm2835 Headphones: - (hw:0,0)", 0, 8, 44100)]
+        if self.plugged:
+            devices.append(("Jabra SPEAK 410 USB: Audio (hw:2,0)", 1, 2, 48000))
+        devices.append(("default", 0, 128, 44100))
+        return _Listing(devices)
+
+
+class _Listing:
+    """PortAudio's answers for `devices`: every format supported; the default in each
+    direction "default" if it works that way, else the first device that does."""
+
+    def __init__(self, devices: list[tuple[str, int, int, int]]) -> None:
+        self.devices = devices
+
+    def get_device_count(self) -> int:
+        return len(self.devices)
+
+    def get_device_info_by_index(self, index: int) -> dict[str, Any]:
+        name, inputs, outputs, rate = self.devices[index]
+        return {"index": index, "name": name, "maxInputChannels": inputs,
+                "maxOutputChannels": outputs, "defaultSampleRate": float(rate)}  # fmt: skip
+
+    def _default(self, key: str) -> dict[str, Any]:
+        found = [self.get_device_info_by_index(i) for i in range(len(self.devices))]
+        found = [d for d in found if d[key] > 0]
+        if not found:
+            raise OSError("No Default Device Available")
+        return next((d for d in found if d["name"] == "default"), found[0])
+
+    def get_default_input_device_info(self) -> dict[str, Any]:
+        return self._default("maxInputChannels")
+
+    def get_default_output_device_info(self) -> dict[str, Any]:
+        return self._default("maxOutputChannels")
+
+    def is_format_supported(self, rate: int, **kwargs: int) -> bool:
+        return True
+
+    def terminate(self) -> None:
+        """Nothing to let go of."""
+
+
+class _Output:
+    """A PortAudio output stream that opens on any listed device and is never written to."""
+
+    frame_bytes, output_latency = 2, 0.01
+
+    def __init__(self, *args: object) -> None:
+        """Opened."""
+
+    def close(self) -> None:
+        """Closed."""
+
+
+async def test_an_unplugged_speakerphone_is_not_said_back_while_its_speaker_opens_the_jack(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Unset devices take the one USB card. Unplugged, the microphone has nowhere to go,
+    but the speaker's "default" is the Pi's jack, which opens: at each try the keeper
+    said "speaker is back" (and dropped it from the faults) while the speakerphone lay
+    on the table, only to close it again with the microphone."""
+    cable = _Speakerphone(tmp_path)
+    monkeypatch.setattr(playback_module, "SOUND_NODES", tmp_path)
+    monkeypatch.setattr(stream_module, "open_portaudio", cable.listing)
+    monkeypatch.setattr(capture_module, "open_portaudio", cable.listing)
+    monkeypatch.setattr(playback_module, "OutputStream", _Output)
+
+    class CablePcm(_ZerosPcm):
+        level = 1
+
+        def read(self) -> tuple[bytes, int]:
+            if not cable.plugged:
+                raise AlsaError(errno.ENODEV, "read: No such device")
+            return super().read()
+
+    monkeypatch.setattr(capture_module, "CapturePcm", CablePcm)
+    events: list[Event] = []
+    speaker, mic = Playback(), Capture(lambda chunk, t: None, preroll=5)
+    keeper = AudioKeeper({"speaker": speaker, "microphone": mic}, events.append, 0.05)
+    await keeper.open()
+    assert "Jabra" in speaker.device_name and "Jabra" in mic.device_name
+    keeping = asyncio.create_task(keeper.keep())
+    try:
+        cable.unplug()
+        await until(lambda: set(keeper.failures) == {"speaker", "microphone"})
+        await asyncio.sleep(0.5)  # tries at 0.05, 0.1, 0.2 s
+        assert [e for e in events if isinstance(e, DeviceRecovered)] == []
+        assert set(keeper.failures) == {"speaker", "microphone"}
+        cable.plug()
+        await until(lambda: not keeper.failures, within=3)
+        assert "Jabra" in speaker.device_name
+        assert sorted(type(e).__name__ for e in events) == sorted(
+            [DeviceFailed.__name__] * 2 + [DeviceRecovered.__name__] * 2
+        )
+    finally:
+        keeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeping
+        await keeper.close()

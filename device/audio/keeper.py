@@ -155,7 +155,10 @@ class AudioKeeper:
             endpoint.on_change = self._changed.set
 
     async def open(self) -> None:
-        """Open every device; the ones that fail are reported, not raised."""
+        """Open every device; the ones that fail are reported, not raised. A failed device
+        is back only once all open: with one failing, all close again, and one that opened
+        meanwhile may not be the card that went (unset, a speaker's "default" is a Pi's
+        jack while the USB speakerphone is out)."""
         loop = asyncio.get_running_loop()
         was_working = not self.failures
         self._tried_at = time.monotonic()
@@ -165,15 +168,16 @@ class AudioKeeper:
                 await self._call(name, functools.partial(endpoint.start, loop))
             except Exception as exc:
                 failed[name] = f"cannot open: {_one_line(exc)}"
-        for name in [n for n in self.failures if n not in failed]:
-            del self.failures[name]
-            self._recovered_at = time.monotonic()
-            log.info("%s is back", name, extra={"LIVE_DEVICE": name})
-            self._on_event(DeviceRecovered(name))
         if failed:
             self._plan_retry(was_working)
             self._failed(failed)
             await self.close()
+            return
+        for name in list(self.failures):
+            del self.failures[name]
+            self._recovered_at = time.monotonic()
+            log.info("%s is back", name, extra={"LIVE_DEVICE": name})
+            self._on_event(DeviceRecovered(name))
 
     async def keep(self) -> None:
         """Watch the open devices and reopen them whenever one fails; runs until cancelled."""
