@@ -82,6 +82,8 @@ async def test_an_error_beep_while_the_speaker_is_gone_is_not_played_when_it_com
         await asyncio.sleep(0.3)
         assert bytes(player.devices[-1].written) == b"", "a stale error beep at recovery"
         assert player.drained.is_set()
+        player.feed(earcon(Earcon.LISTEN_START))  # the next press's, heard
+        await until(lambda: len(player.devices[-1].written) > 0)
     finally:
         player.stop()
 
