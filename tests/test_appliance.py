@@ -411,6 +411,25 @@ async def test_presses_faster_than_their_earcons_queue_a_second_of_beeps_at_most
         assert 0 < box.speaker.buffered_ms < 1000 + 500  # the bound and one earcon past it
 
 
+async def test_presses_while_the_microphone_is_unplugged_beep_nothing_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """The keeper closes the speaker with the microphone: presses meanwhile cannot be
+    heard, and their error beeps (up to a second of them) sounded as the owner plugged
+    the card back, on a box that was fine again."""
+    cfg = config(audio={"earcons": True, "reopen_s": 0.1})
+    async with running(tmp_path, cfg) as box:
+        box.mic.vanish()
+        await until(lambda: box.state == "error")
+        for _ in range(5):
+            await box.ctl("press")
+            await box.ctl("release")
+        box.mic.alive = True
+        await until(lambda: box.state == "idle", within=3)
+        assert box.speaker.opened
+        assert bytes(box.speaker.buffered) == b"", "stale error beeps at recovery"
+
+
 async def test_a_flood_of_ctl_presses_is_refused_past_its_bound_and_the_watchdog_is_fed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from typing import ClassVar
 
 import numpy as np
 import pytest
+from fakes import SPEAKERPHONE, IdlePcm, ListedPortAudio, card
 from helpers import no_new_threads, thread_names, until
 
+from device.audio import capture as capture_module
 from device.audio import pcm
 from device.audio.capture import (
     FINISH_READ_MS,
@@ -312,6 +316,50 @@ async def test_a_microphone_that_stops_delivering_says_so_itself(loopback: Pulse
             loopback.pactl("suspend-sink", MIC_SINK, "0")
     finally:
         capture.stop()
+
+
+class _LevelPcm(IdlePcm):
+    """An ALSA capture device that delivers on time, every sample `level`: 0 is nothing
+    but zeros (its capture switch off in alsamixer, the speakerphone's mute button, a
+    driver that lost its input after a brown-out), 1 a working one (a quiet room's noise)."""
+
+    level: ClassVar[int] = 0
+
+    def read(self) -> tuple[bytes, int]:
+        sample = self.level.to_bytes(2, "little", signed=True)
+        return sample * self.period_frames * self.channels, 0
+
+
+@pytest.mark.parametrize("level", [0, 1])
+async def test_a_microphone_that_records_only_zeros_through_a_turn_is_said_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, level: int
+) -> None:
+    """The keeper sees a microphone that reads on time; a muted one (or one a brown-out
+    left delivering zeros) looked the same, and the box answered every press with
+    nothing, the journal silent. No room is that quiet: a turn of digital silence is
+    said once, naming the device; a quiet room's noise is not."""
+    listing = ListedPortAudio(card(SPEAKERPHONE, 2))
+    monkeypatch.setattr(capture_module, "open_portaudio", lambda: listing)
+    monkeypatch.setattr(capture_module, "CapturePcm", _LevelPcm)
+    monkeypatch.setattr(_LevelPcm, "level", level)
+    monkeypatch.setattr(capture_module, "DIGITAL_SILENCE_S", 0.3)
+    caplog.set_level(logging.INFO, logger="device.audio.capture")
+    mic = Capture(lambda chunk, t: None, preroll=5)
+    mic.start(asyncio.get_running_loop())
+    try:
+        await asyncio.sleep(0.5)  # between turns: a quiet room may be this quiet
+        for _ in range(2):  # two turns: said once
+            mic.forward()
+            await asyncio.sleep(0.5)
+            mic.hold()
+    finally:
+        mic.close_stream()
+    said = [r for r in caplog.records if getattr(r, "LIVE_DEVICE", None) == "microphone"]
+    if level:
+        assert said == []
+    else:
+        assert [r.levelname for r in said] == ["WARNING"]
+        assert "Jabra SPEAK 410" in said[0].getMessage()
 
 
 async def test_a_muted_microphone_hands_over_nothing_and_keeps_nothing(

@@ -6,7 +6,7 @@ import asyncio
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,9 @@ import soxr
 from helpers import no_new_threads, thread_names, until
 
 from device.audio import pcm
+from device.audio.earcons import earcon
 from device.audio.playback import RATE, Playback
+from device.states import Earcon
 from rig.loopback import PulseLoopback, Recorder
 
 CHUNK = RATE // 5 * 2  # the server's ~200 ms reply chunks, in bytes
@@ -226,22 +228,23 @@ async def test_a_reply_starts_without_spawning_a_process(
     assert spawned == []
 
 
-class _HangingDevice:
-    """An output stream whose writes stop returning after the first: a driver that hangs."""
+class _Device:
+    """An output stream that keeps what it was handed: what the speaker sounded."""
 
     frame_bytes = 2
     output_latency = 0.0
 
     def __init__(self) -> None:
-        self.active, self.writes, self.driver = False, 0, threading.Event()
+        self.active = False
+        self.written = bytearray()
+        self.lock = threading.Lock()
 
     def start(self) -> None:
         self.active = True
 
     def write(self, frames: bytes) -> bool:
-        self.writes += 1
-        if self.writes > 1:
-            self.driver.wait()
+        with self.lock:
+            self.written += frames
         return False
 
     def stop(self) -> None:
@@ -253,7 +256,36 @@ class _HangingDevice:
         return self.active
 
     def close(self) -> None:
-        pass
+        self.active = False
+
+
+class _HangingDevice(_Device):
+    """An output stream whose writes stop returning after the first: a driver that hangs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes, self.driver = 0, threading.Event()
+
+    def write(self, frames: bytes) -> bool:
+        self.writes += 1
+        if self.writes > 1:
+            self.driver.wait()
+        return super().write(frames)
+
+
+class _Speaker(Playback):
+    """Playback on fake output streams: a new one from `device` at each open (a card
+    plugged back)."""
+
+    def __init__(self, device: Callable[[], _Device] = _Device) -> None:
+        super().__init__()
+        self.new_device = device
+        self.devices: list[_Device] = []
+
+    def _open(self, pa: object) -> _Device:  # type: ignore[override]
+        self.device_rate, self.channels = RATE, 1
+        self.devices.append(self.new_device())
+        return self.devices[-1]
 
 
 async def test_a_write_that_never_returns_is_trouble_that_names_the_call() -> None:
@@ -261,12 +293,7 @@ async def test_a_write_that_never_returns_is_trouble_that_names_the_call() -> No
     hung, not only that the device went quiet."""
     device = _HangingDevice()
 
-    class StuckSpeaker(Playback):
-        def _open(self, pa: object) -> _HangingDevice:  # type: ignore[override]
-            self.device_rate, self.channels = RATE, 1
-            return device
-
-    player = StuckSpeaker()
+    player = _Speaker(lambda: device)
     player.start()
     try:
         player.feed(pcm.from_float(pcm.tone(1000, 1000, RATE)))
@@ -292,13 +319,8 @@ async def test_a_start_that_never_returns_is_busy_and_trouble_that_names_the_cal
     start stuck in the driver is found too (the reply would never drain)."""
     device = _StuckOnStart()
 
-    class StuckSpeaker(Playback):
-        def _open(self, pa: object) -> _HangingDevice:  # type: ignore[override]
-            self.device_rate, self.channels = RATE, 1
-            return device
-
     told = asyncio.Event()
-    player = StuckSpeaker()
+    player = _Speaker(lambda: device)
     player.on_change = told.set
     player.start()
     try:
@@ -332,3 +354,21 @@ async def test_a_thread_that_cannot_start_leaves_the_speaker_closed_to_open_agai
         player.stop()
         heard = recorder.stop()
     assert abs(pcm.dominant_frequency(heard, RATE) - 440) < 10
+
+
+async def test_an_error_beep_while_the_speaker_is_gone_is_not_played_when_it_comes_back() -> None:
+    """A press while the card is unplugged gets the error earcon; nobody hears it then. It
+    must not sound minutes later, as the owner plugs the card back and all is well."""
+    player = _Speaker()
+    player.start()
+    player.stop()  # the audio keeper closed the speaker: its card went
+    player.feed(earcon(Earcon.ERROR))  # a press in the error state
+    player.start()  # the card is back
+    try:
+        await asyncio.sleep(0.3)
+        assert bytes(player.devices[-1].written) == b"", "a stale error beep at recovery"
+        assert player.drained.is_set()
+        player.feed(earcon(Earcon.LISTEN_START))  # the next press's, heard
+        await until(lambda: len(player.devices[-1].written) > 0)
+    finally:
+        player.stop()

@@ -13,13 +13,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fakes import Cable, CablePcm, SilentOutput
 from helpers import until
 
 from device import logs
+from device.audio import capture as capture_module
 from device.audio import keeper as keeper_module
+from device.audio import playback as playback_module
+from device.audio import stream as stream_module
+from device.audio.capture import Capture
 from device.audio.devices import AudioDeviceError, DeviceInfo
 from device.audio.keeper import TRIES_AFTER_A_CHANGE, AudioKeeper, DriverStuck, sound_cards
-from device.states import DeviceFailed, DeviceRecovered
+from device.audio.playback import Playback
+from device.states import DeviceFailed, DeviceRecovered, Event
 
 #: What PortAudio listed, for an error that lists it.
 DEVICE = DeviceInfo(0, "bcm2835 Headphones: - (hw:0,0)", 0, 8, 44100)
@@ -388,6 +394,48 @@ async def test_a_device_back_only_to_fail_again_keeps_the_longer_wait() -> None:
     await keeping_for(keeper, 1.0)
     assert 3 <= microphone.starts <= 6, microphone.starts
     assert sum(isinstance(e, DeviceFailed) for e in events) <= 5
+
+
+async def test_an_unplugged_speakerphone_is_not_said_back_while_its_speaker_opens_the_jack(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Unset devices take the one USB card. Unplugged, the microphone has nowhere to go,
+    but the speaker's "default" is the Pi's jack, which opens: at each try the keeper
+    said "speaker is back" (and dropped it from the faults) while the speakerphone lay
+    on the table, only to close it again with the microphone."""
+    cable, node = Cable(), tmp_path / "pcmC2D0p"  # the speakerphone's, and its speaker's node
+    node.touch()
+    monkeypatch.setattr(playback_module, "SOUND_NODES", tmp_path)
+    monkeypatch.setattr(CablePcm, "cable", cable)
+    monkeypatch.setattr(capture_module, "CapturePcm", CablePcm)
+    monkeypatch.setattr(capture_module, "open_portaudio", cable.listing)
+    monkeypatch.setattr(stream_module, "open_portaudio", cable.listing)
+    monkeypatch.setattr(playback_module, "OutputStream", SilentOutput)
+    events: list[Event] = []
+    speaker, mic = Playback(), Capture(lambda chunk, t: None, preroll=5)
+    keeper = AudioKeeper({"speaker": speaker, "microphone": mic}, events.append, 0.05)
+    await keeper.open()
+    assert "Jabra" in speaker.device_name and "Jabra" in mic.device_name
+    keeping = asyncio.create_task(keeper.keep())
+    try:
+        cable.plugged = False
+        node.unlink()  # the kernel takes the card's nodes with it
+        await until(lambda: set(keeper.failures) == {"speaker", "microphone"})
+        await asyncio.sleep(0.5)  # tries at 0.05, 0.1, 0.2 s
+        assert [e for e in events if isinstance(e, DeviceRecovered)] == []
+        assert set(keeper.failures) == {"speaker", "microphone"}
+        cable.plugged = True
+        node.touch()
+        await until(lambda: not keeper.failures, within=3)
+        assert "Jabra" in speaker.device_name
+        assert sorted(type(e).__name__ for e in events) == sorted(
+            [DeviceFailed.__name__] * 2 + [DeviceRecovered.__name__] * 2
+        )
+    finally:
+        keeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeping
+        await keeper.close()
 
 
 class PlayingSpeaker:

@@ -4,15 +4,28 @@ a card is plugged back, with PortAudio listing what a Pi lists."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
-import select
 import threading
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
+from fakes import (
+    ALSA_DEFAULT,
+    HDMI,
+    HEADPHONES,
+    HEADSET,
+    RESPEAKER,
+    SPEAKERPHONE,
+    WEBCAM,
+    Cable,
+    CablePcm,
+    IdlePcm,
+    ListedPortAudio,
+    SilentOutput,
+    card,
+)
 from helpers import until
 
 from device.audio import capture as capture_module
@@ -20,68 +33,10 @@ from device.audio import devices as devices_module
 from device.audio import keeper as keeper_module
 from device.audio import playback as playback_module
 from device.audio import stream as stream_module
-from device.audio.alsa import AlsaError
 from device.audio.capture import Capture
 from device.audio.devices import AudioDeviceError, choose_device
 from device.audio.keeper import STALE_S, AudioKeeper
 from device.audio.playback import Playback
-
-# PortAudio's ALSA names: "<card>: <device> (hw:C,D)" for each card's device, in card
-# order, then the configuration's own devices (sysdefault, dmix, default...).
-HEADPHONES = ("bcm2835 Headphones: - (hw:0,0)", 0, 8, 44100)
-HDMI = ("vc4-hdmi-0: MAI PCM i2s-hifi-0 (hw:1,0)", 0, 2, 48000)
-HEADSET = ("USB PnP Sound Device: Audio (hw:{card},0)", 1, 2, 48000)
-SPEAKERPHONE = ("Jabra SPEAK 410 USB: Audio (hw:{card},0)", 1, 2, 48000)
-WEBCAM = ("HD Webcam C270: USB Audio (hw:{card},0)", 1, 0, 48000)
-RESPEAKER = ("seeed-2mic-voicecard: bcm2835-i2s-wm8960-hifi wm8960-hifi-0 (hw:{card},0)", 2, 2,
-             48000)  # fmt: skip
-#: ALSA's "default" on Raspberry Pi OS Lite: card 0 (the jack, or HDMI on a Pi 5), which
-#: opens for playback only. On the Desktop it is PipeWire's, which the service's own user
-#: cannot reach: it does not open, and PortAudio leaves it out.
-ALSA_DEFAULT = ("default", 0, 128, 44100)
-
-
-class ListedPortAudio:
-    """PortAudio as it answers after listing `devices`: every format supported; the
-    default device in each direction as PortAudio picks it (ALSA's "default" when it
-    opens in that direction, else the first card's device that does)."""
-
-    def __init__(self, *devices: tuple[str, int, int, int]) -> None:
-        self.devices = devices
-        self.terminated = False
-
-    def get_device_count(self) -> int:
-        return len(self.devices)
-
-    def get_device_info_by_index(self, index: int) -> dict[str, Any]:
-        name, inputs, outputs, rate = self.devices[index]
-        return {"index": index, "name": name, "maxInputChannels": inputs,
-                "maxOutputChannels": outputs, "defaultSampleRate": float(rate)}  # fmt: skip
-
-    def _default(self, key: str) -> dict[str, Any]:
-        found = [self.get_device_info_by_index(i) for i in range(len(self.devices))]
-        found = [d for d in found if d[key] > 0]
-        named = [d for d in found if d["name"] == "default"]
-        if not found:
-            raise OSError("No Default Device Available")
-        return (named or found)[0]
-
-    def get_default_input_device_info(self) -> dict[str, Any]:
-        return self._default("maxInputChannels")
-
-    def get_default_output_device_info(self) -> dict[str, Any]:
-        return self._default("maxOutputChannels")
-
-    def is_format_supported(self, rate: int, **kwargs: int) -> bool:
-        return True
-
-    def terminate(self) -> None:
-        self.terminated = True
-
-
-def card(device: tuple[str, int, int, int], number: int) -> tuple[str, int, int, int]:
-    name, inputs, outputs, rate = device
-    return name.format(card=number), inputs, outputs, rate
 
 
 @pytest.mark.parametrize(
@@ -132,34 +87,6 @@ def test_unset_devices_stay_the_sound_servers_when_one_is_reachable() -> None:
     assert choose_device(pa, None, "output").name == "default"
 
 
-class IdlePcm:
-    """An ALSA capture device that opens, and has nothing to read."""
-
-    opened: ClassVar[list[str]] = []
-
-    def __init__(
-        self, name: str, rate: int, channels: int, period_frames: int, buffer_frames: int
-    ) -> None:
-        IdlePcm.opened.append(name)
-        self.name, self.rate, self.channels = name, rate, channels
-        self.period_frames, self.buffer_frames = period_frames, buffer_frames
-
-    def register(self, poller: select.poll) -> None:
-        """Nothing to wait for: the reader wakes on its own timer."""
-
-    def acknowledge(self, events: list[tuple[int, int]]) -> None:
-        """Never called: nothing registered."""
-
-    def start(self) -> None:
-        """Nothing to start."""
-
-    def read(self) -> tuple[bytes, int]:
-        return b"", 0
-
-    def close(self) -> None:
-        """Nothing to close."""
-
-
 async def test_a_configured_index_is_not_another_microphone_after_a_replug(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -187,21 +114,6 @@ async def test_a_configured_index_is_not_another_microphone_after_a_replug(
         assert IdlePcm.opened == ["hw:2,0", "hw:3,0"]
     finally:
         mic.close_stream()
-
-
-class SilentOutput:
-    """A PortAudio output stream that opens and is never written to; says which device."""
-
-    opened: ClassVar[list[int]] = []
-
-    def __init__(
-        self, device: int, rate: int, channels: int, period_frames: int, latency_s: float
-    ) -> None:
-        SilentOutput.opened.append(device)
-        self.frame_bytes, self.output_latency = 2 * channels, 0.01
-
-    def close(self) -> None:
-        """Nothing to close."""
 
 
 async def test_a_configured_index_is_not_another_speaker_after_a_replug(
@@ -258,38 +170,6 @@ async def test_an_idle_usb_speaker_unplugged_and_plugged_back_is_reopened_before
         assert speaker.trouble(STALE_S) is None
     finally:
         speaker.close_stream()
-
-
-class Cable:
-    """A USB speakerphone on a loose cable: in or out, and what PortAudio, ALSA and the
-    kernel then list."""
-
-    def __init__(self) -> None:
-        self.plugged = True
-        self.plugs = 0  # how often it went in again: the kernel's card list changes
-
-    def listing(self) -> ListedPortAudio:
-        cards = [card(SPEAKERPHONE, 2)] if self.plugged else []
-        return ListedPortAudio(HEADPHONES, HDMI, *cards, ALSA_DEFAULT)
-
-    def hardware(self) -> object:
-        return self.plugged, self.plugs
-
-
-class CablePcm(IdlePcm):
-    """The speakerphone's microphone: opens only while plugged in; reads fail once out."""
-
-    cable = Cable()
-
-    def __init__(self, *args: Any) -> None:
-        if not self.cable.plugged:
-            raise AlsaError(errno.ENODEV, "cannot open: No such device")
-        super().__init__(*args)
-
-    def read(self) -> tuple[bytes, int]:
-        if not self.cable.plugged:
-            raise AlsaError(errno.ENODEV, "read: No such device")
-        return bytes(2 * self.period_frames), 0
 
 
 def open_files() -> int:
