@@ -7,10 +7,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from typing import Any
 
 #: A request line longer than this is refused (its newline apart): commands are a few bytes.
 LINE_LIMIT = 64 * 1024
+#: An answer line (its newline included) longer than this is not the daemon's (its status
+#: is a few KiB): it is refused.
+REPLY_LIMIT = 1024 * 1024
 #: What to do about a daemon that takes no request (its event loop stuck), however the
 #: socket shows it: the connection queued and not answered, or the queue full.
 HUNG = "(hung: the watchdog restarts it within 30 s, or sudo systemctl restart live-appliance)"
@@ -43,8 +47,7 @@ def request(
         try:
             sock.connect(os.fspath(path))
             sock.sendall(sent + b"\n")
-            with sock.makefile("rb") as stream:
-                line = stream.readline()
+            line = _read_line(sock, time.monotonic() + timeout)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NotRunning(
                 f"the live-appliance daemon is not running (nothing listens at {path}); "
@@ -68,6 +71,11 @@ def request(
             raise ControlError(f"cannot reach the daemon at {path}: {exc.strerror or exc}") from exc
     if not line:
         raise ControlError(f"the daemon at {path} closed the connection without answering")
+    if len(line) > REPLY_LIMIT:
+        raise ControlError(
+            f"the daemon at {path} answered with a line over {REPLY_LIMIT // 1024} KiB; "
+            "not reading on"
+        )
     try:
         reply = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -75,3 +83,21 @@ def request(
     if not isinstance(reply, dict):
         raise ControlError(f"the daemon at {path} answered with {reply!r}, not an object")
     return reply
+
+
+def _read_line(sock: socket.socket, deadline: float) -> bytes:
+    """The answer's line, by `deadline` (TimeoutError), cut just past REPLY_LIMIT: the
+    socket's timeout alone starts again at each byte, and a line that never ends filled
+    the memory of the box."""
+    received = bytearray()
+    while len(received) <= REPLY_LIMIT:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
+        chunk = sock.recv(64 * 1024)
+        received += chunk
+        if not chunk or b"\n" in chunk:
+            break
+    end = received.find(b"\n")
+    return bytes(received if end < 0 else received[: end + 1])
