@@ -223,6 +223,9 @@ class ControlServer:
                     reply = await self._answer(line)
                     async with asyncio.timeout(self._idle_s):
                         await _send(writer, reply)
+                # Lines already read are there without a wait: a burst of them was answered
+                # in one go, the microphone's chunks and the reply's audio waiting behind it.
+                await asyncio.sleep(0)
         except (ConnectionError, TimeoutError):
             pass  # the client went away, or kept the connection without using it
         except Exception:
