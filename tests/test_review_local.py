@@ -1,0 +1,128 @@
+"""What a local user can send the daemon, and what a daemon can send `ctl`, has a bound."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device.control import ControlServer
+from device.control_client import ControlError, request
+
+MB = 1024 * 1024
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "ctl.sock"
+
+
+@contextlib.contextmanager
+def serve_once(path: Path, answer: Callable[[socket.socket], None]) -> Iterator[None]:
+    """A stand-in daemon at `path`: takes one request and answers it with `answer`."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen()
+
+    def run() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            with contextlib.suppress(OSError):  # the client gave up
+                answer(conn)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        listener.close()
+        thread.join(10)
+
+
+def test_ctl_gives_up_on_a_daemon_answering_an_endless_line(path: Path) -> None:
+    """`ctl status`, `doctor` and `devices` read the daemon's answer line: one that never
+    ends (a daemon gone wrong, something else at the socket's path) took all the memory
+    of the box, 250 MB a second, until the kernel killed something."""
+    sent = 0
+
+    def endless(conn: socket.socket) -> None:
+        nonlocal sent
+        chunk = b"x" * 65536
+        while sent < 64 * MB:  # the test's own bound: without one, the client takes it all
+            conn.sendall(chunk)
+            sent += len(chunk)
+
+    with serve_once(path, endless), pytest.raises(ControlError, match="over 1024 KiB"):
+        request(path, "status", timeout=2.0)
+    assert sent < 8 * MB, f"ctl read {sent / MB:.0f} MB before it gave up"
+
+
+def test_ctl_gives_up_on_a_daemon_that_drips_its_answer_within_its_timeout(
+    path: Path,
+) -> None:
+    """A byte a second restarted the socket's timeout at every byte: `ctl` and the doctor
+    waited for ever, where the owner was promised an answer within the timeout."""
+    stop = threading.Event()
+
+    def drip(conn: socket.socket) -> None:
+        conn.sendall(b'{"ok": true')
+        while not stop.wait(0.2):  # the test's own bound: 8 s, then the line ends
+            conn.sendall(b" ")
+            if time.monotonic() - began > 8:
+                conn.sendall(b"}\n")
+                return
+
+    began = time.monotonic()
+    with serve_once(path, drip):
+        try:
+            with pytest.raises(ControlError, match="within 1 s"):
+                request(path, "status", timeout=1.0)
+        finally:
+            stop.set()
+    assert time.monotonic() - began < 3
+
+
+async def test_a_flood_of_requests_on_one_connection_lets_the_daemon_run_between_them(
+    path: Path,
+) -> None:
+    """Requests sent in one write were answered in one go without the event loop running
+    anything else: 50,000 `ctl press` lines (refused at their bound, a few bytes each)
+    held the loop for 0.45 s on a PC, seconds on a Pi, the microphone's chunks and the
+    reply's audio waiting behind them each time the socket was read."""
+    handled = 0
+
+    async def handler(_request: dict[str, Any]) -> dict[str, Any]:
+        nonlocal handled
+        handled += 1
+        return {"ok": False, "error": "busy"}
+
+    lines = 5000
+    seen = [0]  # requests answered so far, each time something else ran
+
+    async def other_work() -> None:
+        while seen[-1] < lines:
+            await asyncio.sleep(0)
+            seen.append(handled)
+
+    async with ControlServer(path, handler):
+        work = asyncio.create_task(other_work())
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            # All of it waits in the socket before the daemon's loop looks: one read takes it.
+            sock.connect(str(path))
+            sock.sendall(b'{"cmd": "press"}\n' * lines)
+            sock.shutdown(socket.SHUT_WR)
+            await asyncio.to_thread(sock.makefile("rb").read)
+        async with asyncio.timeout(10):
+            await work
+    longest = max(b - a for a, b in itertools.pairwise(seen))
+    assert handled == lines
+    assert longest <= 2, f"{longest} requests were answered with the loop held"
