@@ -504,7 +504,7 @@ def _env_value(text: str, hint: Any) -> Any:
     `LIVE_APPLIANCE_LIVE_PROJECT=123456789012` is a project, not a number."""
     try:
         parsed = tomllib.loads(f"v = {text}")["v"]
-    except ValueError:  # not TOML, or a number past Python's digit limit
+    except (ValueError, RecursionError):  # not TOML, past int's digit limit, too deep
         return text
     if hint is None or _coerce(hint, parsed) is not _INVALID:
         return parsed

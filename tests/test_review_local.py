@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import socket
 import threading
 import time
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from device import config
 from device.control import ControlServer
 from device.control_client import ControlError, request
 
@@ -126,3 +128,17 @@ async def test_a_flood_of_requests_on_one_connection_lets_the_daemon_run_between
     longest = max(b - a for a, b in itertools.pairwise(seen))
     assert handled == lines
     assert longest <= 2, f"{longest} requests were answered with the loop held"
+
+
+def test_a_setting_from_the_environment_nested_thousands_deep_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The configuration file's own nesting was caught; a variable's was not: `ctl`,
+    `doctor` and the service itself ended in a RecursionError traceback."""
+    for name in [name for name in os.environ if name.startswith(config.ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    path = tmp_path / "config.toml"
+    path.write_text("")
+    monkeypatch.setenv("LIVE_APPLIANCE_AUDIO_CHUNK_MS", "[" * 5000)
+    with pytest.raises(config.ConfigError, match="AUDIO_CHUNK_MS: must be an integer"):
+        config.load(path)
