@@ -105,7 +105,7 @@ class ControlServer:
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
         self._clients: set[asyncio.Task[None]] = set()
-        self._waiting: dict[asyncio.Task[None], float] = {}  # clients idle, and since when
+        self._waiting: dict[asyncio.Task[None], float] = {}  # idle or unread, and since when
         self._crowded = Overflow(logger, "control_clients")
 
     async def start(self) -> None:
@@ -176,8 +176,8 @@ class ControlServer:
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._clients) >= self._clients_limit and self._waiting:
-            # Full of clients that ask nothing (held open): the longest idle makes room, so
-            # a few of them cannot lock the owner's `ctl` out.
+            # Full of clients that ask nothing (held open) or read nothing: the longest idle
+            # makes room, so a few of them cannot lock the owner's `ctl` out.
             idle = min(self._waiting, key=self._waiting.__getitem__)
             del self._waiting[idle]  # gone: the next newcomer must not pick it again
             idle.cancel()
@@ -221,8 +221,14 @@ class ControlServer:
                     return
                 if line.strip():
                     reply = await self._answer(line)
-                    async with asyncio.timeout(self._idle_s):
-                        await _send(writer, reply)
+                    # Until it reads the answer (at once, unless its socket is full of
+                    # them) it is idle too: a newcomer may take its place.
+                    self._waiting[this] = asyncio.get_running_loop().time()
+                    try:
+                        async with asyncio.timeout(self._idle_s):
+                            await _send(writer, reply)
+                    finally:
+                        self._waiting.pop(this, None)
                 # Lines already read are there without a wait: a burst of them was answered
                 # in one go, the microphone's chunks and the reply's audio waiting behind it.
                 await asyncio.sleep(0)

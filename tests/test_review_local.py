@@ -142,3 +142,25 @@ def test_a_setting_from_the_environment_nested_thousands_deep_is_a_configuration
     monkeypatch.setenv("LIVE_APPLIANCE_AUDIO_CHUNK_MS", "[" * 5000)
     with pytest.raises(config.ConfigError, match="AUDIO_CHUNK_MS: must be an integer"):
         config.load(path)
+
+
+async def test_clients_that_read_none_of_their_answers_cannot_lock_the_owner_out(
+    path: Path,
+) -> None:
+    """A client silent for long is let go for a newcomer, but not one that sent requests
+    and never read their answers: as many as the daemon serves kept every `ctl` of the
+    owner busy for as long as they went on."""
+
+    async def handler(_request: dict[str, Any]) -> dict[str, Any]:
+        return {"state": "idle"}
+
+    async with ControlServer(path, handler, clients_limit=2, idle_s=5.0):
+        hogs = []
+        for _ in range(2):
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(b'{"cmd": "status"}\n' * 50_000)  # far more answers than a socket holds
+            hogs.append((reader, writer))
+        await asyncio.sleep(0.5)  # each is answered until its answers fill its socket
+        assert await asyncio.to_thread(request, path, "status") == {"ok": True, "state": "idle"}
+        for _, writer in hogs:
+            writer.transport.abort()
