@@ -18,6 +18,9 @@ import pytest
 from device import config
 from device.control import ControlServer
 from device.control_client import ControlError, request
+from device.doctor.camera import check_camera
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
 
 MB = 1024 * 1024
 
@@ -164,3 +167,41 @@ async def test_clients_that_read_none_of_their_answers_cannot_lock_the_owner_out
         assert await asyncio.to_thread(request, path, "status") == {"ok": True, "state": "idle"}
         for _, writer in hogs:
             writer.transport.abort()
+
+
+def doctor_context(tmp_path: Path, photo: Path) -> Context:
+    """The doctor's camera check with the synthetic camera, saving its frame at `photo`."""
+    path = tmp_path / "config.toml"
+    path.write_text("[camera]\nenabled = true\nsource = 'synthetic'\n")
+    return Context(config.load(path), Options(camera_out=photo), Progress(spinner=False))
+
+
+async def test_a_fifo_where_the_doctor_saves_its_picture_does_not_hold_the_doctor(
+    tmp_path: Path,
+) -> None:
+    """The picture goes to /tmp by default, where any local user may put a FIFO: opening
+    it to write waited for a reader, and `sudo live-appliance doctor` never ended."""
+    photo = tmp_path / "camera.jpg"
+    os.mkfifo(photo, 0o666)
+    check = asyncio.create_task(check_camera(doctor_context(tmp_path, photo)))
+    done, _ = await asyncio.wait([check], timeout=5)
+    if not done:  # a reader comes, or the thread stuck in open() keeps the test process
+        await asyncio.to_thread(photo.read_bytes)
+    assert done, "the doctor waited on the FIFO"
+    result = check.result()
+    assert result.status is not Status.FAIL, result
+
+
+async def test_a_file_held_open_where_the_doctor_saves_its_picture_never_gets_it(
+    tmp_path: Path,
+) -> None:
+    """A local user who made the file and holds it open read the room's picture through
+    it, whatever its owner and mode became once the doctor had written it."""
+    photo = tmp_path / "camera.jpg"
+    photo.write_bytes(b"")
+    with photo.open("rb") as held:  # opened before the doctor ran, by someone else
+        result = await check_camera(doctor_context(tmp_path, photo))
+        assert result.status is Status.PASS, result
+        assert held.read() == b"", "the picture went into a file another process held"
+    assert photo.read_bytes()[:2] == b"\xff\xd8"
+    assert photo.stat().st_mode & 0o777 == 0o600

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,11 +80,18 @@ async def check_camera(ctx: Context) -> Result:
 
 def save_privately(out: Path, jpeg: bytes) -> None:
     """A picture of the room, readable only by whoever ran the doctor (under sudo, the
-    owner who typed it, not root): in a shared /tmp it was any local user's to read. A
-    link put in its place is not followed."""
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        os.fchmod(fd, 0o600)  # one left by an earlier run keeps its mode otherwise
-        if os.geteuid() == 0 and (uid := os.environ.get("SUDO_UID", "")).isdigit():
-            os.fchown(fd, int(uid), int(os.environ.get("SUDO_GID", "-1") or -1))
-        file.write(jpeg)
+    owner who typed it, not root): in a shared /tmp it was any local user's to read. It
+    is written to a new file, then renamed over whatever has the name: a link there is
+    not followed, a file another user made and holds open never gets the picture, and a
+    FIFO there does not hold the doctor waiting for a reader."""
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")  # 0600, new
+    try:
+        with os.fdopen(fd, "wb") as file:
+            if os.geteuid() == 0 and (uid := os.environ.get("SUDO_UID", "")).isdigit():
+                os.fchown(fd, int(uid), int(os.environ.get("SUDO_GID", "-1") or -1))
+            file.write(jpeg)
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
