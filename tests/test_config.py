@@ -887,19 +887,22 @@ def test_an_outsized_value_in_the_configuration_is_a_one_line_configuration_erro
 
 
 @pytest.mark.parametrize(
-    ("variable", "value"),
+    ("variable", "value", "wanted"),
     [
-        ("LIVE_APPLIANCE_AUDIO_CHUNK_MS", HUGE_DECIMAL),
-        ("LIVE_APPLIANCE_TOOLS_ENABLED", f"[{HUGE_HEX}]"),
+        ("LIVE_APPLIANCE_AUDIO_CHUNK_MS", HUGE_DECIMAL, "must be an integer"),
+        ("LIVE_APPLIANCE_TOOLS_ENABLED", f"[{HUGE_HEX}]", "must be a list"),
+        ("LIVE_APPLIANCE_AUDIO_CHUNK_MS", "[" * 5000, "must be an integer"),
     ],
-    ids=["a number", "in a list"],
+    ids=["a number", "in a list", "nested thousands deep"],
 )
-def test_a_variable_of_thousands_of_digits_is_a_configuration_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+def test_a_variable_of_thousands_of_digits_or_brackets_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, wanted: str
 ) -> None:
+    """The configuration file's own nesting was caught; a variable's was not: `ctl`,
+    `doctor` and the service itself ended in a RecursionError traceback."""
     monkeypatch.setenv("GEMINI_API_KEY", "AIza-test")
     monkeypatch.setenv(variable, value)
-    with pytest.raises(config.ConfigError, match=variable):
+    with pytest.raises(config.ConfigError, match=f"{variable}: {wanted}"):
         config.load(write(tmp_path, ""))
 
 

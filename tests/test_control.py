@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import glob
+import itertools
 import json
 import os
 import re
@@ -13,7 +14,9 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -357,6 +360,22 @@ async def test_clients_that_hold_the_socket_asking_nothing_cannot_lock_the_owner
                 assert await hog.reader.read() == b""
 
 
+async def test_clients_that_read_none_of_their_answers_cannot_lock_the_owner_out(
+    path: Path,
+) -> None:
+    """A client silent for long is let go for a newcomer, but not one that sent requests
+    and never read their answers: as many as the daemon serves kept every `ctl` of the
+    owner busy for as long as they went on."""
+    async with ControlServer(path, Daemon(), clients_limit=2, idle_s=5.0):
+        hogs = [await Line.open(path) for _ in range(2)]
+        for hog in hogs:  # far more answers than a socket holds
+            hog.writer.write(b'{"cmd": "status"}\n' * 50_000)
+        await asyncio.sleep(0.5)  # each is answered until its answers fill its socket
+        assert await ask(path, "status") == {"ok": True, "state": "idle"}
+        for hog in hogs:
+            hog.writer.transport.abort()
+
+
 async def test_a_burst_of_connections_cannot_take_more_than_the_idle_clients_places(
     path: Path,
 ) -> None:
@@ -480,6 +499,36 @@ def test_a_stop_does_not_wait_for_a_client_that_reads_nothing(python: str) -> No
         capture_output=True, text=True, timeout=30, cwd=root, env={"PYTHONPATH": str(root)},
     )  # fmt: skip
     assert ran.stdout.strip() == "closed", ran.stderr[-2000:]
+
+
+async def test_a_flood_of_requests_on_one_connection_lets_the_daemon_run_between_them(
+    path: Path,
+) -> None:
+    """Requests sent in one write were answered in one go without the event loop running
+    anything else: 50,000 `ctl press` lines (refused at their bound, a few bytes each)
+    held the loop for 0.45 s on a PC, seconds on a Pi, the microphone's chunks and the
+    reply's audio waiting behind them each time the socket was read."""
+    daemon, lines = Daemon(), 5000
+    seen = [0]  # requests answered so far, each time something else ran
+
+    async def other_work() -> None:
+        while seen[-1] < lines:
+            await asyncio.sleep(0)
+            seen.append(len(daemon.requests))
+
+    async with ControlServer(path, daemon):
+        work = asyncio.create_task(other_work())
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            # All of it waits in the socket before the daemon's loop looks: one read takes it.
+            sock.connect(str(path))
+            sock.sendall(b'{"cmd": "press"}\n' * lines)
+            sock.shutdown(socket.SHUT_WR)
+            await asyncio.to_thread(sock.makefile("rb").read)
+        async with asyncio.timeout(10):
+            await work
+    longest = max(b - a for a, b in itertools.pairwise(seen))
+    assert len(daemon.requests) == lines
+    assert longest <= 2, f"{longest} requests were answered with the loop held"
 
 
 def send_unframed(path: Path, size: int) -> bytes:
@@ -632,3 +681,73 @@ def test_ctl_on_a_wedged_daemon_whose_queue_is_full_says_it_does_not_answer(
     message = str(refused.value)
     assert "not answering" in message and "temporarily unavailable" not in message
     assert "systemctl restart live-appliance" in message
+
+
+MB = 1024 * 1024
+
+
+@contextlib.contextmanager
+def serve_once(path: Path, answer: Callable[[socket.socket], None]) -> Iterator[None]:
+    """A stand-in daemon at `path`: takes one request and answers it with `answer`."""
+    path.parent.mkdir(exist_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen()
+
+    def run() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            with contextlib.suppress(OSError):  # the client gave up
+                answer(conn)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        listener.close()
+        thread.join(10)
+
+
+def test_ctl_gives_up_on_a_daemon_answering_an_endless_line(path: Path) -> None:
+    """`ctl status`, `doctor` and `devices` read the daemon's answer line: one that never
+    ends (a daemon gone wrong, something else at the socket's path) took all the memory
+    of the box, 250 MB a second, until the kernel killed something."""
+    sent = 0
+
+    def endless(conn: socket.socket) -> None:
+        nonlocal sent
+        chunk = b"x" * 65536
+        while sent < 64 * MB:  # the test's own bound: without one, the client takes it all
+            conn.sendall(chunk)
+            sent += len(chunk)
+
+    with serve_once(path, endless), pytest.raises(ControlError, match="over 1024 KiB"):
+        request(path, "status", timeout=2.0)
+    assert sent < 8 * MB, f"ctl read {sent / MB:.0f} MB before it gave up"
+
+
+def test_ctl_gives_up_on_a_daemon_that_drips_its_answer_within_its_timeout(
+    path: Path,
+) -> None:
+    """A byte a second restarted the socket's timeout at every byte: `ctl` and the doctor
+    waited for ever, where the owner was promised an answer within the timeout."""
+    stop = threading.Event()
+
+    def drip(conn: socket.socket) -> None:
+        conn.sendall(b'{"ok": true')
+        while not stop.wait(0.2):  # the test's own bound: 8 s, then the line ends
+            conn.sendall(b" ")
+            if time.monotonic() - began > 8:
+                conn.sendall(b"}\n")
+                return
+
+    began = time.monotonic()
+    with serve_once(path, drip):
+        try:
+            with pytest.raises(ControlError, match="within 1 s"):
+                request(path, "status", timeout=1.0)
+        finally:
+            stop.set()
+    assert time.monotonic() - began < 3

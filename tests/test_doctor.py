@@ -347,6 +347,9 @@ def context(tmp_path: Path, options: Options, **sections: dict[str, Any]) -> Con
     return Context(config.load(path), options, Progress(spinner=False))
 
 
+SYNTHETIC_CAMERA = {"camera": {"enabled": True, "source": "synthetic"}}
+
+
 async def test_the_doctors_picture_of_the_room_is_for_whoever_ran_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -356,8 +359,7 @@ async def test_the_doctors_picture_of_the_room_is_for_whoever_ran_it(
     photo.chmod(0o644)
     monkeypatch.setenv("SUDO_UID", "4321")  # `sudo live-appliance doctor` by uid 4321
     monkeypatch.setenv("SUDO_GID", "4322")
-    camera = {"camera": {"enabled": True, "source": "synthetic"}}
-    result = await check_camera(context(tmp_path, Options(camera_out=photo), **camera))
+    result = await check_camera(context(tmp_path, Options(camera_out=photo), **SYNTHETIC_CAMERA))
     assert result.status is Status.PASS, result
     saved = photo.stat()
     assert saved.st_mode & 0o777 == 0o600 and photo.read_bytes()[:2] == b"\xff\xd8"
@@ -367,9 +369,42 @@ async def test_the_doctors_picture_of_the_room_is_for_whoever_ran_it(
     target.write_text("kept")
     photo.unlink()
     photo.symlink_to(target)  # a link put where the picture goes is not followed
-    result = await check_camera(context(tmp_path, Options(camera_out=photo), **camera))
+    result = await check_camera(context(tmp_path, Options(camera_out=photo), **SYNTHETIC_CAMERA))
     assert result.status is Status.PASS and not photo.is_symlink()
     assert target.read_text() == "kept"
+
+
+async def test_a_fifo_where_the_doctor_saves_its_picture_does_not_hold_the_doctor(
+    tmp_path: Path,
+) -> None:
+    """The picture goes to /tmp by default, where any local user may put a FIFO: opening
+    it to write waited for a reader, and `sudo live-appliance doctor` never ended."""
+    photo = tmp_path / "camera.jpg"
+    os.mkfifo(photo, 0o666)
+    options = Options(camera_out=photo)
+    check = asyncio.create_task(check_camera(context(tmp_path, options, **SYNTHETIC_CAMERA)))
+    done, _ = await asyncio.wait([check], timeout=5)
+    if not done:  # a reader comes, or the thread stuck in open() keeps the test process
+        await asyncio.to_thread(photo.read_bytes)
+    assert done, "the doctor waited on the FIFO"
+    result = check.result()
+    assert result.status is not Status.FAIL, result
+
+
+async def test_a_file_held_open_where_the_doctor_saves_its_picture_never_gets_it(
+    tmp_path: Path,
+) -> None:
+    """A local user who made the file and holds it open read the room's picture through
+    it, whatever its owner and mode became once the doctor had written it."""
+    photo = tmp_path / "camera.jpg"
+    photo.write_bytes(b"")
+    with photo.open("rb") as held:  # opened before the doctor ran, by someone else
+        options = Options(camera_out=photo)
+        result = await check_camera(context(tmp_path, options, **SYNTHETIC_CAMERA))
+        assert result.status is Status.PASS, result
+        assert held.read() == b"", "the picture went into a file another process held"
+    assert photo.read_bytes()[:2] == b"\xff\xd8"
+    assert photo.stat().st_mode & 0o777 == 0o600
 
 
 async def test_button_press_passes(mock_pins: Any, tmp_path: Path) -> None:
