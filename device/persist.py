@@ -2,8 +2,8 @@
 
 A small JSON file in the state directory: systemd's `StateDirectory=` (passed
 as `$STATE_DIRECTORY`), `[service] state_dir`, or /var/lib/live-appliance.
-Writes go to a temporary file renamed over the old one, so a power cut never
-leaves half a file. A directory that cannot be written is logged once; the
+Writes go to a temporary file, synced, then renamed over the old one, so a power
+cut never leaves half a file. A directory that cannot be written is logged once; the
 device then keeps the value until it restarts.
 """
 
@@ -70,7 +70,12 @@ class StateFile:
             tmp = self.path.with_suffix(".tmp")
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+                with tmp.open("w", encoding="utf-8") as file:
+                    file.write(json.dumps(data, indent=1) + "\n")
+                    file.flush()
+                    # On the card before the rename: a new file's data is written back
+                    # later than the rename, and a power cut between left it empty.
+                    os.fsync(file.fileno())
                 tmp.replace(self.path)
             except OSError as exc:
                 with contextlib.suppress(OSError):  # a card full mid-write: no half file left
