@@ -12,6 +12,7 @@ the microphone gated while the model speaks hands-free).
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import gc
 import logging
 import signal
@@ -837,6 +838,10 @@ def exit_status(appliance: Appliance) -> int:
 
 def run_daemon(cfg: Config) -> int:
     logs.setup(secrets=[cfg.api_key.reveal()] if cfg.api_key else [])
+    # systemd's watchdog aborts a loop that is stuck (SIGABRT), and a C library may crash
+    # the process: each thread's stack goes to the journal first (function names and
+    # lines, no values), or a hang that comes once a month is never found.
+    faulthandler.enable()
     try:
         with single_instance(cfg.control.socket):
             appliance = Appliance(cfg)

@@ -39,3 +39,32 @@ def test_a_volume_kept_has_reached_the_card_before_it_replaces_the_old_file(
     state = StateFile(tmp_path / "state.json")
     state.save(volume=0.3)
     assert StateFile(tmp_path / "state.json").load() == {"volume": 0.3}
+
+
+def test_the_watchdogs_abort_leaves_where_the_daemon_was_stuck_in_the_journal(
+    tmp_path: Path,
+) -> None:
+    """systemd aborts a daemon whose loop stopped feeding the watchdog (SIGABRT): the journal
+    then said only "Watchdog timeout", and a hang that comes once a month was never found."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[control]\nsocket = "{tmp_path / "control.sock"}"\n')
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from device import appliance, config
+
+        class StuckInADriver:
+            def __init__(self, cfg): pass
+            async def run(self):
+                os.kill(os.getpid(), signal.SIGABRT)  # what systemd sends
+
+        appliance.Appliance = StuckInADriver
+        appliance.run_daemon(config.load({str(config)!r}, key=False))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LIVE_APPLIANCE_LOG_FORMAT": "text"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == -6
+    assert "Fatal Python error: Aborted" in result.stderr, result.stderr
+    assert 'in run\n' in result.stderr  # the stack: where it was
