@@ -67,4 +67,16 @@ def test_the_watchdogs_abort_leaves_where_the_daemon_was_stuck_in_the_journal(
                             env=env, timeout=60, check=False)  # fmt: skip
     assert result.returncode == -6
     assert "Fatal Python error: Aborted" in result.stderr, result.stderr
-    assert 'in run\n' in result.stderr  # the stack: where it was
+    assert "in run\n" in result.stderr  # the stack: where it was
+
+
+def test_the_readme_says_an_os_upgrade_needs_the_installer_again() -> None:
+    """Bookworm to Trixie: the venv's python is then 3.13 while the box's packages sit in
+    lib/python3.11, and the service fails at every start ("No module named 'device'"),
+    restarted by its timer every ten minutes, for good. The installer makes the venv afresh
+    (test_install_script.py), but nothing told the owner to run it."""
+    readme = (ROOT / "README.md").read_text()
+    update = readme[readme.index("### Update, change, uninstall") :].split("\n## ")[0]
+    upgrade = next((item for item in update.split("\n- ") if "Trixie" in item), "")
+    assert "sudo scripts/install-pi.sh" in upgrade
+    assert "No module named 'device'" in upgrade  # what the journal shows until then
