@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +28,8 @@ from rig.daemon import start_daemon
 from rig.loopback import PulseLoopback
 from rig.notify import NotifySocket
 from rig.server.server import ServerThread
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -228,6 +234,35 @@ def journal() -> Iterator[Captured]:
     yield captured
     root.handlers[:], _ = saved
     root.setLevel(saved[1])
+
+
+def test_the_watchdogs_abort_leaves_where_the_daemon_was_stuck_in_the_journal(
+    tmp_path: Path,
+) -> None:
+    """systemd aborts a daemon whose loop stopped feeding the watchdog (SIGABRT): the journal
+    then said only "Watchdog timeout", and a hang that comes once a month was never found."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[control]\nsocket = "{tmp_path / "control.sock"}"\n')
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from device import appliance, config
+
+        class StuckInADriver:
+            def __init__(self, cfg): pass
+            async def run(self):
+                os.kill(os.getpid(), signal.SIGABRT)  # what systemd sends
+
+        appliance.Appliance = StuckInADriver
+        appliance.run_daemon(config.load({str(config)!r}, key=False))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LIVE_APPLIANCE_LOG_FORMAT": "text"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == -6
+    assert "Fatal Python error: Aborted" in result.stderr, result.stderr
+    assert "in run\n" in result.stderr  # the stack: where it was
 
 
 def test_a_turn_summary_reaches_the_journal_with_its_fields(journal: Captured) -> None:
