@@ -4,9 +4,10 @@ the real Appliance: a box on it, a button held at boot, a release gpiozero never
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,40 +76,9 @@ async def speak_until(box: Box, condition: Callable[[], object], within: float) 
         await asyncio.sleep(0.04)
 
 
-async def test_a_release_gpiozero_never_reported_ends_the_turn_within_a_second(
-    tmp_path: Path,
-) -> None:
-    """The person lets go and the release is lost: without a look at the pin the
-    microphone would stream the room on, LEDs listening, until 30 s after the last word
-    (120 s with a TV on). The pin is read while the button is down."""
-    LossyPin.lose_next = False
-    with mock_pins(LossyPin) as pins:
-        async with running(tmp_path, parts_class=PinParts) as box:
-            pin = pins.pin(PIN)
-            pin.drive_low()
-            await until(lambda: box.state == "connecting")
-            box.link.deliver(SetupComplete)
-            await speak_until(box, lambda: box.appliance.machine.spoke, within=2)
-            LossyPin.lose_next = True
-            pin.drive_high()  # let go; gpiozero never says so
-            await speak_until(box, lambda: not box.mic.forwarding, within=1.5)
-            assert box.state == "thinking" and leds(box)[-1] == "thinking"
-            first = kinds(box)
-            assert first.count("activity_start") == first.count("activity_end") == 1
-            pin.drive_low()  # asks again: gpiozero, taking it for still down, is silent
-            await speak_until(box, lambda: box.state == "listening", within=1.5)
-            assert box.mic.forwarding and leds(box)[-1] == "listening"
-            pin.drive_high()  # and this release gpiozero reports
-            await speak_until(box, lambda: not box.mic.forwarding, within=1)
-            second = kinds(box)
-            assert box.state == "thinking"
-            assert second.count("activity_start") == second.count("activity_end") == 1
-
-
-async def test_a_release_gpiozero_reports_late_is_no_second_press(tmp_path: Path) -> None:
-    """The person asks and lets go; gpiozero's release comes a second late, after the reads
-    of the pin reported it. It was taken for a tap gpiozero reported only by its release: a
-    press nobody made, the LEDs listening, the room sent as a new question and answered."""
+@contextlib.asynccontextmanager
+async def asking(tmp_path: Path) -> AsyncIterator[tuple[Box, Any]]:
+    """A box on a LossyPin button, held down and talked to: a question open on the link."""
     LossyPin.lose_next, LossyPin.late_s = False, 0.0
     with mock_pins(LossyPin) as pins:
         async with running(tmp_path, parts_class=PinParts) as box:
@@ -117,17 +87,47 @@ async def test_a_release_gpiozero_reports_late_is_no_second_press(tmp_path: Path
             await until(lambda: box.state == "connecting")
             box.link.deliver(SetupComplete)
             await speak_until(box, lambda: box.appliance.machine.spoke, within=2)
-            LossyPin.late_s = 1.2
-            pin.drive_high()  # let go: gpiozero says so 1.2 s later
-            await speak_until(box, lambda: not box.mic.forwarding, within=1.5)
-            asked = kinds(box)
-            assert asked.count("activity_start") == asked.count("activity_end") == 1
-            loop = asyncio.get_running_loop()
-            late = loop.time() + 1.0
-            await speak_until(box, lambda: loop.time() > late, within=2)  # the late release
-            await box.settle()
-            assert kinds(box) == [], "sent with nobody at the button"
-            assert box.states() == ["connecting", "listening", "thinking"]
+            yield box, pin
+
+
+async def let_go(box: Box, pin: Any) -> None:
+    """The person lets go: the question ends within the pin's reads, and is the only one."""
+    pin.drive_high()
+    await speak_until(box, lambda: not box.mic.forwarding, within=1.5)
+    asked = kinds(box)
+    assert asked.count("activity_start") == asked.count("activity_end") == 1
+
+
+async def test_a_release_gpiozero_never_reported_ends_the_turn_within_a_second(
+    tmp_path: Path,
+) -> None:
+    """The person lets go and the release is lost: without a look at the pin the
+    microphone would stream the room on, LEDs listening, until 30 s after the last word
+    (120 s with a TV on). The pin is read while the button is down."""
+    async with asking(tmp_path) as (box, pin):
+        LossyPin.lose_next = True
+        await let_go(box, pin)  # gpiozero never says so
+        assert box.state == "thinking" and leds(box)[-1] == "thinking"
+        pin.drive_low()  # asks again: gpiozero, taking it for still down, is silent
+        await speak_until(box, lambda: box.state == "listening", within=1.5)
+        assert box.mic.forwarding and leds(box)[-1] == "listening"
+        await let_go(box, pin)  # and this release gpiozero reports
+        assert box.state == "thinking"
+
+
+async def test_a_release_gpiozero_reports_late_is_no_second_press(tmp_path: Path) -> None:
+    """The person asks and lets go; gpiozero's release comes a second late, after the reads
+    of the pin reported it. It was taken for a tap gpiozero reported only by its release: a
+    press nobody made, the LEDs listening, the room sent as a new question and answered."""
+    async with asking(tmp_path) as (box, pin):
+        LossyPin.late_s = 1.2
+        await let_go(box, pin)  # gpiozero says so 1.2 s later, after the reads
+        loop = asyncio.get_running_loop()
+        late = loop.time() + 1.0
+        await speak_until(box, lambda: loop.time() > late, within=2)  # the late release
+        await box.settle()
+        assert kinds(box) == [], "sent with nobody at the button"
+        assert box.states() == ["connecting", "listening", "thinking"]
 
 
 async def test_a_box_on_the_button_hangs_up_at_the_long_press_and_answers_once_lifted(
