@@ -16,9 +16,19 @@ FIX_JOURNAL = f"journalctl -u {UNIT} -n 50 shows why; then sudo systemctl restar
 #: Past the unit's StartLimitBurst (5 starts in 10 minutes, the owner's own included) systemd
 #: refuses every start, a restart by hand too, until the failure is reset.
 FIX_START_LIMIT = (
-    f"It was started too often (5 times in 10 minutes, your own restarts included) and "
-    f"systemd refuses to start it again until: sudo systemctl reset-failed {UNIT} && "
-    f"sudo systemctl start {UNIT} (journalctl -u {UNIT} -n 50 shows why it stopped)."
+    f"It was started too often (5 times in 10 minutes, your own restarts included): its "
+    f"retry timer starts it again 10 minutes after it failed (systemctl list-timers shows "
+    f"when); sooner only by sudo systemctl reset-failed {UNIT} && sudo systemctl start "
+    f"{UNIT} (journalctl -u {UNIT} -n 50 shows why it stopped)."
+)
+#: Between a crash and systemd's restart of it (RestartSec=), and while it starts.
+FIX_RESTARTING = (
+    f"It stopped and systemd starts it again by itself in a few seconds: "
+    f"journalctl -u {UNIT} -n 50 shows why it stopped."
+)
+FIX_STARTING = (
+    f"It is starting (a microphone slow to deliver holds it up to 90 s): run the doctor "
+    f"again in a minute; journalctl -u {UNIT} -f shows how far it got."
 )
 
 
@@ -71,6 +81,9 @@ async def check_service(ctx: Context) -> Result:
         limited = props.get("Result") == "start-limit-hit"
         fix = FIX_START_LIMIT if limited else FIX_JOURNAL
         return Result("service", Status.FAIL, measured, fix, data=data)
+    if active == "activating":
+        fix = FIX_RESTARTING if sub == "auto-restart" else FIX_STARTING
+        return Result("service", Status.WARN, measured, fix, data=data)
     if active != "active":
         return Result(
             "service",
@@ -102,6 +115,15 @@ async def check_service(ctx: Context) -> Result:
             measured,
             "A daemon that answers nothing is restarted by its watchdog within 30 s; "
             f"without sudo or the {UNIT} group it cannot be asked. {FIX_JOURNAL}",
+            data=data,
+        )
+    if faults := status.get("faults"):  # it runs, but without them
+        return Result(
+            "service",
+            Status.WARN,
+            f"{measured}; failing: {', '.join(map(str, faults))}",
+            "The lines for those devices say what to do; the service tries them again "
+            f"by itself (journalctl -u {UNIT} -n 50 shows when they went).",
             data=data,
         )
     return Result("service", Status.PASS, measured, data=data)
