@@ -48,9 +48,16 @@ def turn_line(turn: dict[str, Any]) -> str:
     return f"turn {turn.get('turn', '?')}: {spans}"
 
 
+def _state(status: dict[str, Any]) -> str:
+    """Its state in words: before READY its machine reads idle, though nothing answers yet."""
+    if status.get("ready") is False:
+        return "starting (opening the microphone and the speaker)"
+    return str(status.get("status", status.get("state", "unknown")))
+
+
 def one_line(status: dict[str, Any]) -> str:
     """The status in a few words, for beside a doctor line."""
-    parts = [str(status.get("status", status.get("state", "unknown")))]
+    parts = [_state(status)]
     if "session_open" in status:
         parts.append("session open" if status["session_open"] else "session closed")
     turns = status.get("turns") or []
@@ -64,9 +71,7 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
 
     Fields a daemon does not report are left out, so an older or newer daemon still reads.
     """
-    state = status.get("status", status.get("state", "unknown"))
-    if status.get("ready") is False:
-        state = "starting (opening the microphone and the speaker)"
+    state = _state(status)
     mode = f" ({status['mode']} mode)" if status.get("mode") else ""
     lines = [f"state:    {state}{mode}"]
     if "session_open" in status:
