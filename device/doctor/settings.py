@@ -166,6 +166,14 @@ async def check_key(ctx: Context) -> Result:
                 str(config_mod.INSTALLED_KEY_FILE),
             ]
         )
+        if named := cfg.live.api_key_file:  # the service starts without it, and waits
+            return Result(
+                "key",
+                Status.FAIL,
+                f"no API key in {places}: [live] api_key_file {named} is missing or empty",
+                f"Write the key into {named} (or see why the job that writes tokens there "
+                "has not): the service reads it at the next press, no restart needed.",
+            )
         advice = str(exc).partition(": ")[2]
         return Result(
             "key", Status.FAIL, f"no API key in {places}", f"{advice[:1].upper()}{advice[1:]}."
