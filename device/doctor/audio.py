@@ -18,6 +18,7 @@ import numpy as np
 from device.audio import pcm
 from device.audio.keeper import CALL_TIMEOUT_S
 from device.audio.portaudio import open_portaudio
+from device.doctor.daemon import running_status
 from device.doctor.result import Context, Result, Status
 from device.workers import in_own_thread
 
@@ -60,6 +61,10 @@ FIX_NOISE = (
     "[audio] noise_suppression = true needs pywebrtc-audio, which has wheels for 64-bit "
     "systems only: install Raspberry Pi OS (64-bit) and the appliance again, or set "
     "[audio] noise_suppression = false."
+)
+FIX_FELL_BACK = (
+    "sudo systemctl restart live-appliance starts it with echo cancellation again; if it "
+    "falls back again, report it with journalctl -u live-appliance -b."
 )
 FIX_CLIPPING = (
     "Lower the microphone's capture level (alsamixer, F4) until the peak stays below 0 dBFS."
@@ -295,4 +300,16 @@ def _mic_plan(ctx: Context) -> Result:
 async def check_echo(ctx: Context) -> Result:
     """Which way the box keeps its own voice out of the microphone, and whether it can:
     an owner who hears the box cut itself off, or cannot talk over it, starts here."""
-    return await asyncio.to_thread(_mic_plan, ctx)
+    result = await asyncio.to_thread(_mic_plan, ctx)
+    daemon = await asyncio.to_thread(running_status, ctx.cfg.control.socket) or {}
+    in_force = daemon.get("mic_during_playback")
+    if in_force is None or in_force == result.data.get("mic_during_playback"):
+        return result
+    return Result(
+        "echo",
+        Status.WARN,
+        f"the running service fell back to {in_force} while the box speaks hands-free: "
+        f"{daemon.get('mic_missing')}",
+        FIX_FELL_BACK,
+        data=result.data | {"service_mic_during_playback": in_force},
+    )
