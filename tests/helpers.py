@@ -1,5 +1,6 @@
 """Small helpers the test files share: mock GPIO pins, waiting, the CLI, a journal stand-in,
-the doctor's output by check, the names of this process's threads, the LED table sped up."""
+the doctor's output by check, a daemon's control socket, the names of this process's
+threads, the LED table sped up."""
 
 from __future__ import annotations
 
@@ -7,21 +8,24 @@ import asyncio
 import errno
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 from device import logs
+from device.control import ControlServer
 from device.hw.led_patterns import PATTERNS, Pattern
 from device.hw.leds import LedAnimator, LedDriver
+from rig.daemon import scratch_dir
 
 #: Animator tests play the LED table this many times faster, fades at as many times the
 #: frame rate: the same frames in the same order, in a fraction of the time.
@@ -130,6 +134,21 @@ def lines_of(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
             found[name] += "\n" + line
     assert found, f"no check lines in:\n{result.stdout}\n{result.stderr}"
     return found
+
+
+@asynccontextmanager
+async def daemon_saying(status: dict[str, Any]) -> AsyncIterator[Path]:
+    """A control socket that answers `status` as a daemon in that state would."""
+    sock = scratch_dir("daemon-sock-") / "control.sock"  # short: a socket path's limit
+
+    async def answer(request: dict[str, Any]) -> dict[str, Any]:
+        return dict(status)
+
+    try:
+        async with ControlServer(sock, answer):
+            yield sock
+    finally:
+        shutil.rmtree(sock.parent, ignore_errors=True)
 
 
 def thread_names() -> set[str]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import closed_port, lines_of
+from helpers import closed_port, daemon_saying, lines_of
 from helpers import mock_pins as pins
 
 from device import config
@@ -35,9 +35,11 @@ from device.audio.playback import Playback
 from device.control import ControlServer
 from device.doctor.audio import check_mic, check_speaker
 from device.doctor.camera import check_camera
+from device.doctor.daemon import one_line
 from device.doctor.gpio import check_button, check_leds
 from device.doctor.progress import Progress
-from device.doctor.result import Context, Options, Status
+from device.doctor.result import Context, Options, Result, Status
+from device.doctor.runner import exit_code, run_checks
 from device.doctor.service import check_service
 from device.doctor.settings import check_key
 from rig.daemon import rig_settings, scratch_dir, start_daemon, to_toml
@@ -340,11 +342,15 @@ def mock_pins() -> Iterator[Any]:
         yield factory
 
 
-def context(tmp_path: Path, options: Options, **sections: dict[str, Any]) -> Context:
-    """What the runner gives a check, for a configuration of `sections`."""
+def config_file(tmp_path: Path, **sections: dict[str, Any]) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(to_toml(sections))
-    return Context(config.load(path), options, Progress(spinner=False))
+    return path
+
+
+def context(tmp_path: Path, options: Options, **sections: dict[str, Any]) -> Context:
+    """What the runner gives a check, for a configuration of `sections`."""
+    return Context(config.load(config_file(tmp_path, **sections)), options, Progress(spinner=False))
 
 
 SYNTHETIC_CAMERA = {"camera": {"enabled": True, "source": "synthetic"}}
@@ -523,6 +529,11 @@ def systemctl(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     shutil.rmtree(bin_dir, ignore_errors=True)
 
 
+RUNNING = {"LoadState": "loaded", "ActiveState": "active", "SubState": "running",
+           "NRestarts": "0", "ExecMainStatus": "0"}  # fmt: skip
+NO_DAEMON = {"control": {"socket": "/nonexistent/sock"}}
+
+
 @pytest.mark.parametrize(
     ("props", "status", "words"),
     [
@@ -544,21 +555,39 @@ async def test_service_states(
     systemctl: Any, tmp_path: Path, props: dict[str, str], status: Status, words: str
 ) -> None:
     systemctl(**props)
-    result = await check_service(
-        context(tmp_path, Options(), control={"socket": "/nonexistent/sock"})
-    )
+    result = await check_service(context(tmp_path, Options(), **NO_DAEMON))
     assert result.status is status and words in result.measured
     if props.get("ActiveState") == "failed":  # a restart alone is refused past the limit
         limited = props.get("Result") == "start-limit-hit"
         assert result.fix is not None and ("reset-failed" in result.fix) == limited
+        # ... until the unit's OnFailure= timer starts it again ("refuses ... until
+        # reset-failed" was not so)
+        assert ("10 minutes" in result.fix and "list-timers" in result.fix) == limited
+
+
+@pytest.mark.parametrize(
+    ("sub", "words"),
+    [("auto-restart", "journalctl"), ("start", "starting")],
+)
+async def test_a_service_between_restarts_or_starting_is_not_told_to_be_started(
+    systemctl: Any, tmp_path: Path, sub: str, words: str
+) -> None:
+    """In its 5 s restart backoff (it crashed) systemd starts it again by itself: "does
+    not answer the button until sudo systemctl start" sent the owner to do what systemd
+    is about to do, and not to the journal that says why it crashed. Starting (up to 90 s
+    on a Pi Zero) it is told to be started too."""
+    systemctl(**{**RUNNING, "ActiveState": "activating", "SubState": sub, "NRestarts": "3"})
+    result = await check_service(context(tmp_path, Options(), **NO_DAEMON))
+    assert result.status is Status.WARN and result.fix is not None
+    assert "systemctl start" not in result.fix, result.fix
+    assert words in result.fix
 
 
 async def test_a_daemon_whose_socket_does_not_answer_is_no_pass(
     systemctl: Any, tmp_path: Path
 ) -> None:
     """A loop stuck: the socket takes the connection and nothing answers."""
-    systemctl(LoadState="loaded", ActiveState="active", SubState="running", NRestarts="0",
-              ExecMainStatus="0")  # fmt: skip
+    systemctl(**RUNNING)
     sock = scratch_dir("doctor-sock-") / "control.sock"
 
     async def stuck(request: dict[str, Any]) -> dict[str, Any]:
@@ -576,19 +605,54 @@ async def test_a_daemon_whose_socket_does_not_answer_is_no_pass(
 
 
 async def test_service_running_and_answering_passes(systemctl: Any, tmp_path: Path) -> None:
-    systemctl(LoadState="loaded", ActiveState="active", SubState="running", NRestarts="0",
-              ExecMainStatus="0")  # fmt: skip
-    sock = scratch_dir("doctor-sock-") / "control.sock"
-
-    async def answer(request: dict[str, Any]) -> dict[str, Any]:
-        return {"status": "idle", "session_open": False, "turns": []}
-
-    async with ControlServer(sock, answer):
+    systemctl(**RUNNING)
+    async with daemon_saying({"status": "idle", "session_open": False, "turns": []}) as sock:
         result = await check_service(context(tmp_path, Options(), control={"socket": str(sock)}))
     assert result.status is Status.PASS
     assert result.measured == (
         "active (running), 0 restarts, last exit status 0; daemon: idle, session closed"
     )
+
+
+def idle_with(status: str, faults: list[str]) -> dict[str, Any]:
+    """A ready daemon's status, its `faults` the devices it reports failing."""
+    return {"ready": True, "state": "idle" if faults == ["button"] else "error",
+            "status": status, "session_open": False, "faults": faults, "turns": []}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("check", "status"),
+    [
+        ("mic", idle_with("error: microphone: cannot open: no such device", ["microphone"])),
+        ("speaker", idle_with("error: speaker: cannot open: no such device", ["speaker"])),
+        ("button", idle_with("error: button on GPIO 17: GPIO busy", ["button"])),
+    ],
+)
+async def test_a_device_the_running_service_reports_failed_is_no_skip_and_no_pass(
+    tmp_path: Path, systemctl: Any, check: str, status: dict[str, Any]
+) -> None:
+    """The microphone unplugged (or the button's pin taken) while the service runs: the
+    daemon knows, `ctl status` says so. The doctor printed SKIP for that device ("in use
+    by the running service") and PASS for the service, and exited 0: "nothing failed"."""
+    systemctl(**RUNNING)
+    async with daemon_saying(status) as sock:
+        path = config_file(tmp_path, control={"socket": str(sock)})
+        found: list[Result] = await run_checks(
+            (check, "service"), Options(button=False), str(path), Progress(), print
+        )
+    results = {result.name: result for result in found}
+    assert results[check].status is Status.FAIL, results[check]
+    assert status["status"].removeprefix("error: ") in results[check].measured
+    assert results["service"].status is not Status.PASS
+    assert exit_code(found) == 1
+
+
+def test_a_daemon_still_opening_its_microphone_is_not_said_to_be_idle() -> None:
+    """Before READY (the microphone slow to deliver, or a driver stuck in its open, up to
+    the unit's 90 s) the daemon's state reads idle: `ctl status` says "starting", the
+    doctor's lines said "it says: idle"."""
+    said = one_line({"ready": False, "status": "idle", "session_open": False})
+    assert said.startswith("starting"), said
 
 
 @pytest.mark.parametrize(
@@ -630,6 +694,25 @@ async def test_a_key_that_is_there_but_unusable_gets_the_fix_for_its_cause(
     assert result.status is Status.FAIL and result.fix is not None
     assert fix in result.fix, result.fix
     assert "with a space" not in result.measured + result.fix
+
+
+async def test_an_empty_key_file_the_service_waits_for_gets_a_fix_that_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service now starts with [live] api_key_file empty (a power cut, a minter not run
+    yet) and looks again at every press. The doctor's fix was "[live] api_key_file ... is
+    missing or empty.": what is wrong, said twice, and nothing to do about it."""
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(config, "INSTALLED_KEY_FILE", tmp_path / "no-installed-key")
+    key_file = tmp_path / "token"
+    key_file.write_bytes(b"")
+    cfg = config.load(config_file(tmp_path, live={"api_key_file": str(key_file)}), key=False)
+    result = await check_key(Context(cfg, Options(), Progress(spinner=False)))
+    assert result.status is Status.FAIL and result.fix is not None
+    assert str(key_file) in result.measured
+    assert result.fix.startswith("Write the key"), result.fix
+    assert "no restart" in result.fix, "the service reads it at the next press by itself"
 
 
 async def test_vertex_without_credentials_fails_the_key_check(

@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fakes import CHUNK, DeviceFreeCapture, FakeMicrophone, FakeParts, config, running
+from helpers import daemon_saying
 
 from device.appliance import Appliance
 from device.audio import echo
 from device.audio.echo import FRAME, RATE, Canceller, FarEnd
-from device.doctor.audio import _mic_plan
+from device.doctor.audio import _mic_plan, check_echo
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 from device.parts import Parts
@@ -238,3 +239,32 @@ def test_the_doctor_says_so_when_the_module_fails_on_audio(
     result = _mic_plan(ctx)
     assert result.status is not Status.PASS
     assert "ProcessStream failed" in result.measured
+
+
+async def test_ctl_status_says_the_box_fell_back_to_the_gate(tmp_path: Path) -> None:
+    """The canceller failed mid-run: the box now mutes itself while it speaks. Only the
+    journal said so; `ctl status` did not, and the doctor's echo line (a new canceller of
+    its own) said PASS, "AEC3 ready"."""
+    async with running(tmp_path, config(button={"mode": "toggle"})) as box:
+        box.appliance._cleaner_failed("pywebrtc-audio failed: RuntimeError: -11")
+        status = box.appliance.status()
+    assert status.get("mic_during_playback") == "gate"
+    assert "pywebrtc-audio failed" in str(status.get("mic_missing"))
+
+
+async def test_the_echo_line_says_the_running_service_fell_back() -> None:
+    said = {"ready": True, "state": "idle", "status": "idle", "session_open": False,
+            "faults": [], "turns": [], "mic_during_playback": "gate",
+            "mic_missing": "pywebrtc-audio failed: RuntimeError: -11"}  # fmt: skip
+    async with daemon_saying(said) as sock:
+        control = {"socket": str(sock)}
+        gate = config(control=control, button={"mode": "toggle"},
+                      audio={"mic_during_playback": "gate"})  # fmt: skip
+        configured_gate = await check_echo(Context(gate, Options(), Progress()))
+        cancel = config(control=control, button={"mode": "toggle"})
+        fell_back = await check_echo(Context(cancel, Options(), Progress()))
+    # Configured gate: nothing fell back, the line may pass.
+    assert configured_gate.status is Status.PASS
+    assert fell_back.status is Status.WARN, fell_back
+    assert "pywebrtc-audio failed" in fell_back.measured
+    assert fell_back.fix is not None and "restart" in fell_back.fix
