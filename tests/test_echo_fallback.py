@@ -18,6 +18,7 @@ from device.appliance import Appliance
 from device.audio import echo
 from device.audio.echo import FRAME, RATE, Canceller, FarEnd
 from device.doctor.audio import _mic_plan, check_echo
+from device.doctor.daemon import summary_lines
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 from device.parts import Parts
@@ -250,6 +251,8 @@ async def test_ctl_status_says_the_box_fell_back_to_the_gate(tmp_path: Path) -> 
         status = box.appliance.status()
     assert status.get("mic_during_playback") == "gate"
     assert "pywebrtc-audio failed" in str(status.get("mic_missing"))
+    audio = next(line for line in summary_lines(status) if line.startswith("audio:"))
+    assert "microphone while speaking: gate (pywebrtc-audio failed" in audio
 
 
 async def test_the_echo_line_says_the_running_service_fell_back() -> None:

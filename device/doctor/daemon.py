@@ -97,6 +97,9 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
         audio.append(f"{status['mic_overflows']} microphone overflows")
     if "volume" in status:
         audio.append(f"volume {status['volume']:.0%}")
+    if status.get("mic_during_playback"):
+        why = f" ({status['mic_missing']})" if status.get("mic_missing") else ""
+        audio.append(f"microphone while speaking: {status['mic_during_playback']}{why}")
     if audio:
         lines.append(f"audio:    {', '.join(audio)}")
     if "camera" in status:
