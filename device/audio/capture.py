@@ -84,7 +84,8 @@ PRESS_LAG_S = 3.0
 #: A turn whose device delivered nothing but zeros for this long has a muted microphone
 #: (its capture switch off, a speakerphone's mute button) or one a brown-out left
 #: delivering zeros: no room is that quiet, and the keeper sees reads on time. Said once
-#: an open; between turns (a quiet night, a microphone that gates its own noise) never.
+#: an open; between turns (a quiet night, a microphone that gates its own noise) never,
+#: nor in a turn no press began (a hook's words, perhaps to an empty room).
 DIGITAL_SILENCE_S = 3.0
 ChunkHandler = Callable[[bytes, float], None]
 Chunks = list[tuple[bytes, float]]
@@ -303,7 +304,10 @@ class Capture:
         since = now if since is None else min(since, now)
         with self._ring_lock:
             self._forwarding, self._gate = True, gate
-            self._zeros_since = now
+            # Looked at from a press on (the pre-roll reaches back to its edge): someone is
+            # there to talk. A hook's words may go to an empty room, where a microphone that
+            # gates its own noise (a speakerphone's DSP) gives nothing but zeros too.
+            self._zeros_since = now if preroll else None
             self._from = since - (self._preroll_s if preroll else 0.0)
             held = [chunk for chunk in self._ring if self._in_turn(chunk[1])]
             # Held back from now on only by a gate, and then the pre-roll only.
