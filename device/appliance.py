@@ -843,8 +843,10 @@ def run_daemon(cfg: Config) -> int:
     logs.setup(secrets=[cfg.api_key.reveal()] if cfg.api_key else [])
     # systemd's watchdog aborts a loop that is stuck (SIGABRT), and a C library may crash
     # the process: each thread's stack goes to the journal first (function names and
-    # lines, no values), or a hang that comes once a month is never found.
-    faulthandler.enable()
+    # lines, no values), or a hang that comes once a month is never found. One set already
+    # (pytest's, PYTHONFAULTHANDLER's) stays: sys.stderr may be a capture nobody reads.
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
     try:
         with single_instance(cfg.control.socket):
             appliance = Appliance(cfg)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 from fakes import SPEAKERPHONE, IdlePcm, ListedPortAudio, card
 
 from device.audio import capture as capture_module
 from device.audio.capture import Capture
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class _ZerosPcm(IdlePcm):
@@ -42,3 +49,36 @@ async def test_a_hooks_words_to_an_empty_room_do_not_call_a_gating_microphone_mu
         mic.close_stream()
     said = [r for r in caplog.records if getattr(r, "LIVE_DEVICE", None) == "microphone"]
     assert said == [], [r.getMessage() for r in said]
+
+
+def test_the_daemon_leaves_a_fault_handler_already_in_place(tmp_path: Path) -> None:
+    """run_daemon pointed faulthandler at whatever sys.stderr was, over one set already:
+    pytest's (a copy of the real stderr) after test_control's in-process run_daemon, so
+    a later crash in that worker dumped its stack into pytest's capture file, which
+    nobody reads once the process is gone; likewise PYTHONFAULTHANDLER's or a wrapper's."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[control]\nsocket = "{tmp_path / "control.sock"}"\n')
+    dumps = tmp_path / "dumps"
+    script = textwrap.dedent(
+        f"""
+        import faulthandler, os, signal, sys
+        from device import appliance, config
+
+        kept = open({str(dumps)!r}, "w")
+        faulthandler.enable(file=kept)  # as pytest does, on a copy of the real stderr
+        sys.stderr = open(os.devnull, "w")  # as pytest's capture does
+
+        class StuckInADriver:
+            def __init__(self, cfg): pass
+            async def run(self):
+                os.kill(os.getpid(), signal.SIGABRT)
+
+        appliance.Appliance = StuckInADriver
+        appliance.run_daemon(config.load({str(config)!r}, key=False))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LIVE_APPLIANCE_LOG_FORMAT": "text"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == -6, result.stderr
+    assert "Fatal Python error: Aborted" in dumps.read_text(), result.stderr
