@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from fakes import SPEAKERPHONE, IdlePcm, ListedPortAudio, card
+from fakes import RESPEAKER, SPEAKERPHONE, IdlePcm, ListedPortAudio, card
 
 from device.audio import capture as capture_module
 from device.audio.capture import Capture
@@ -49,6 +49,39 @@ async def test_a_hooks_words_to_an_empty_room_do_not_call_a_gating_microphone_mu
         mic.close_stream()
     said = [r for r in caplog.records if getattr(r, "LIVE_DEVICE", None) == "microphone"]
     assert said == [], [r.getMessage() for r in said]
+
+
+class _RightOnlyPcm(IdlePcm):
+    """A stereo card whose first input has nothing, its second a quiet room's noise."""
+
+    def read(self) -> tuple[bytes, int]:
+        frame = (0).to_bytes(2, "little", signed=True) + (1).to_bytes(2, "little", signed=True)
+        return frame * self.period_frames, 0
+
+
+async def test_a_stereo_card_silent_on_the_input_the_box_hears_is_said(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The box hands on the first channel of a stereo card only. With nothing there (the
+    microphone in input 2 of a two-input USB interface, a HAT's left microphone broken)
+    the service hears digital silence and the box answers nothing; the other channel's
+    sound kept the journal silent, the case the warning is for."""
+    listing = ListedPortAudio(card(RESPEAKER, 1))
+    monkeypatch.setattr(capture_module, "open_portaudio", lambda: listing)
+    monkeypatch.setattr(capture_module, "CapturePcm", _RightOnlyPcm)
+    monkeypatch.setattr(capture_module, "DIGITAL_SILENCE_S", 0.3)
+    caplog.set_level(logging.INFO, logger="device.audio.capture")
+    mic = Capture(lambda chunk, t: None, preroll=5, channels=2)
+    mic.start(asyncio.get_running_loop())
+    try:
+        mic.forward()
+        await asyncio.sleep(0.5)
+        mic.hold()
+    finally:
+        mic.close_stream()
+    assert mic.channels == 2
+    said = [r for r in caplog.records if getattr(r, "LIVE_DEVICE", None) == "microphone"]
+    assert [r.levelname for r in said] == ["WARNING"]
 
 
 def test_the_daemon_leaves_a_fault_handler_already_in_place(tmp_path: Path) -> None:

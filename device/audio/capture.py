@@ -455,12 +455,15 @@ class Capture:
         self._deliver(data, self._clock.when(self._frames, self._frames + left, now))
 
     def _look_for_sound(self, data: bytes, now: float) -> None:
-        """In a turn, a device that gave nothing but zeros for DIGITAL_SILENCE_S is said in
-        the journal, once an open (the service hears nothing, and the box answers nothing)."""
+        """In a turn, a device that gave nothing but zeros on the channel the box hands on
+        for DIGITAL_SILENCE_S is said in the journal, once an open (the service hears
+        nothing, and the box answers nothing)."""
         since = self._zeros_since
         if since is None or self._told_zeros:
             return
-        if data.count(0) != len(data):
+        # The first channel only: what the box hands on (another's sound is not heard).
+        heard = np.frombuffer(data, dtype=np.int16)[:: self.channels]
+        if heard.any():
             self._zeros_since = None  # sound: this turn's microphone works
         elif now - since >= DIGITAL_SILENCE_S:
             self._told_zeros = True
