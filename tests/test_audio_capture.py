@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from fakes import SPEAKERPHONE, IdlePcm, ListedPortAudio, card
+from fakes import RESPEAKER, SPEAKERPHONE, IdlePcm, ListedPortAudio, card
 from helpers import no_new_threads, thread_names, until
 
 from device.audio import capture as capture_module
@@ -319,15 +319,50 @@ async def test_a_microphone_that_stops_delivering_says_so_itself(loopback: Pulse
 
 
 class _LevelPcm(IdlePcm):
-    """An ALSA capture device that delivers on time, every sample `level`: 0 is nothing
-    but zeros (its capture switch off in alsamixer, the speakerphone's mute button, a
-    driver that lost its input after a brown-out), 1 a working one (a quiet room's noise)."""
+    """An ALSA capture device that delivers on time, every sample of its channels at
+    `levels` (the last one for the rest): 0 is nothing but zeros (its capture switch off
+    in alsamixer, the speakerphone's mute button, a driver that lost its input after a
+    brown-out, a speakerphone's DSP gating its noise), 1 a working one (a quiet room)."""
 
-    level: ClassVar[int] = 0
+    levels: ClassVar[tuple[int, ...]] = (0,)
 
     def read(self) -> tuple[bytes, int]:
-        sample = self.level.to_bytes(2, "little", signed=True)
-        return sample * self.period_frames * self.channels, 0
+        frame = b"".join(
+            self.levels[min(channel, len(self.levels) - 1)].to_bytes(2, "little", signed=True)
+            for channel in range(self.channels)
+        )
+        return frame * self.period_frames, 0
+
+
+async def microphone_lines(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    levels: tuple[int, ...],
+    *,
+    stereo: bool = False,
+    preroll: bool = True,
+) -> list[logging.LogRecord]:
+    """The microphone's journal lines over a quiet spell between turns, then two turns of
+    a capture whose channels read `levels` (a press begins each, or a hook: no pre-roll)."""
+    found = card(RESPEAKER, 1) if stereo else card(SPEAKERPHONE, 2)
+    listing = ListedPortAudio(found)
+    monkeypatch.setattr(capture_module, "open_portaudio", lambda: listing)
+    monkeypatch.setattr(capture_module, "CapturePcm", _LevelPcm)
+    monkeypatch.setattr(_LevelPcm, "levels", levels)
+    monkeypatch.setattr(capture_module, "DIGITAL_SILENCE_S", 0.3)
+    caplog.set_level(logging.INFO, logger="device.audio.capture")
+    mic = Capture(lambda chunk, t: None, preroll=5, channels=2 if stereo else None)
+    mic.start(asyncio.get_running_loop())
+    try:
+        await asyncio.sleep(0.5)  # between turns: a quiet room may be this quiet
+        for _ in range(2):  # two turns: said once
+            mic.forward(preroll=preroll)
+            await asyncio.sleep(0.5)
+            mic.hold()
+    finally:
+        mic.close_stream()
+    assert mic.channels == (2 if stereo else 1)
+    return [r for r in caplog.records if getattr(r, "LIVE_DEVICE", None) == "microphone"]
 
 
 @pytest.mark.parametrize("level", [0, 1])
@@ -338,28 +373,31 @@ async def test_a_microphone_that_records_only_zeros_through_a_turn_is_said_once(
     left delivering zeros) looked the same, and the box answered every press with
     nothing, the journal silent. No room is that quiet: a turn of digital silence is
     said once, naming the device; a quiet room's noise is not."""
-    listing = ListedPortAudio(card(SPEAKERPHONE, 2))
-    monkeypatch.setattr(capture_module, "open_portaudio", lambda: listing)
-    monkeypatch.setattr(capture_module, "CapturePcm", _LevelPcm)
-    monkeypatch.setattr(_LevelPcm, "level", level)
-    monkeypatch.setattr(capture_module, "DIGITAL_SILENCE_S", 0.3)
-    caplog.set_level(logging.INFO, logger="device.audio.capture")
-    mic = Capture(lambda chunk, t: None, preroll=5)
-    mic.start(asyncio.get_running_loop())
-    try:
-        await asyncio.sleep(0.5)  # between turns: a quiet room may be this quiet
-        for _ in range(2):  # two turns: said once
-            mic.forward()
-            await asyncio.sleep(0.5)
-            mic.hold()
-    finally:
-        mic.close_stream()
-    said = [r for r in caplog.records if getattr(r, "LIVE_DEVICE", None) == "microphone"]
+    said = await microphone_lines(monkeypatch, caplog, (level,))
     if level:
         assert said == []
     else:
         assert [r.levelname for r in said] == ["WARNING"]
         assert "Jabra SPEAK 410" in said[0].getMessage()
+
+
+async def test_a_hooks_words_to_an_empty_room_do_not_call_a_gating_microphone_muted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hands-free, a hook's words (`ctl say`, no press) open a conversation with no
+    pre-roll: nobody may be there, and a speakerphone that gates its own noise gives
+    zeros. The journal said "muted (alsamixer ...)" about a microphone that works."""
+    assert await microphone_lines(monkeypatch, caplog, (0,), preroll=False) == []
+
+
+async def test_a_stereo_card_silent_on_the_input_the_box_hears_is_said(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The box hands on the first channel of a stereo card only. With nothing there (the
+    microphone in input 2 of a two-input USB interface, a HAT's left microphone broken)
+    the service hears digital silence; the other channel's sound kept the journal quiet."""
+    said = await microphone_lines(monkeypatch, caplog, (0, 1), stereo=True)
+    assert [r.levelname for r in said] == ["WARNING"]
 
 
 async def test_a_muted_microphone_hands_over_nothing_and_keeps_nothing(

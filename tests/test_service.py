@@ -236,16 +236,24 @@ def journal() -> Iterator[Captured]:
     root.setLevel(saved[1])
 
 
+@pytest.mark.parametrize("handler_before", [False, True], ids=["none before", "one before"])
 def test_the_watchdogs_abort_leaves_where_the_daemon_was_stuck_in_the_journal(
-    tmp_path: Path,
+    tmp_path: Path, handler_before: bool
 ) -> None:
     """systemd aborts a daemon whose loop stopped feeding the watchdog (SIGABRT): the journal
-    then said only "Watchdog timeout", and a hang that comes once a month was never found."""
+    then said only "Watchdog timeout", and a hang that comes once a month was never found.
+    A fault handler set before (pytest's on a copy of the real stderr, PYTHONFAULTHANDLER's)
+    is left in place: the daemon pointed it at sys.stderr, maybe a capture nobody reads."""
     config = tmp_path / "config.toml"
     config.write_text(f'[control]\nsocket = "{tmp_path / "control.sock"}"\n')
-    script = textwrap.dedent(
+    dumps = tmp_path / "dumps"
+    before = (
+        f'faulthandler.enable(file=open({str(dumps)!r}, "w"))\n'
+        'sys.stderr = open(os.devnull, "w")  # as pytest\'s capture does\n'
+    )
+    script = "import faulthandler, os, signal, sys\n" + (before if handler_before else "")
+    script += textwrap.dedent(
         f"""
-        import os, signal
         from device import appliance, config
 
         class StuckInADriver:
@@ -260,9 +268,10 @@ def test_the_watchdogs_abort_leaves_where_the_daemon_was_stuck_in_the_journal(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LIVE_APPLIANCE_LOG_FORMAT": "text"}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             env=env, timeout=60, check=False)  # fmt: skip
-    assert result.returncode == -6
-    assert "Fatal Python error: Aborted" in result.stderr, result.stderr
-    assert "in run\n" in result.stderr  # the stack: where it was
+    assert result.returncode == -6, result.stderr
+    dumped = dumps.read_text() if handler_before else result.stderr
+    assert "Fatal Python error: Aborted" in dumped, result.stderr
+    assert "in run\n" in dumped  # the stack: where it was
 
 
 def test_a_turn_summary_reaches_the_journal_with_its_fields(journal: Captured) -> None:
