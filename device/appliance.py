@@ -618,7 +618,7 @@ class Appliance:
         # The SDK after the devices: PortAudio's scan has let go of the ALSA plugins it
         # loaded by now, so the two never take memory at the same time (peak RSS).
         self._start(self._prepare_link(), "live-prepare")
-        if "microphone" not in self.audio.failures:
+        if not self.audio.failures:  # one failing, the keeper closed both: none to wait for
             await self._wait_for_microphone()
         self._start(self.audio.keep(), "audio-keeper")
         self._start_button(loop)

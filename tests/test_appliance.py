@@ -25,7 +25,7 @@ from fakes import (
 )
 from helpers import until
 
-from device.appliance import PRESSES_WAITING, Appliance
+from device.appliance import MIC_START_TIMEOUT_S, PRESSES_WAITING, Appliance
 from device.control import AlreadyRunning
 from device.states import (
     ConnectFailed,
@@ -359,6 +359,26 @@ async def test_a_stop_does_not_wait_for_a_speaker_stuck_in_its_driver(
     assert stopped - stopping < 3, "the stop waited for the driver"
     assert box.mic.opened is False, "the microphone is closed all the same"
     assert_no_task_left_behind(caplog)
+
+
+async def test_a_speaker_missing_at_start_is_no_microphone_to_wait_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The speaker fails to open at boot: the keeper closes the microphone with it (both
+    are tried again together). Start-up waited five seconds for that closed microphone,
+    then said "the microphone delivered nothing", sending the owner to the wrong device."""
+
+    def speaker_gone(parts: FakeParts) -> None:
+        parts.made["speaker"].alive = False
+        mic = parts.made["mic"]
+        mic.start = lambda loop=None: setattr(mic, "opened", True)  # slow to deliver
+
+    started = time.monotonic()
+    async with running(tmp_path, prepare=speaker_gone) as box:
+        ready_s = time.monotonic() - started
+        assert box.state == "error"
+    assert ready_s < MIC_START_TIMEOUT_S, "start-up waited for a microphone it had closed"
+    assert "delivered nothing" not in caplog.text
 
 
 async def test_a_stop_during_start_up_does_not_wait_for_the_devices(
