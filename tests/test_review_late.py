@@ -1,0 +1,55 @@
+"""Review of the doctor against a running service, `ctl status`'s audio line and the
+microphone's digital silence (1ad2b5e..870c52e)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fakes import config
+from helpers import daemon_saying
+
+from device.doctor.audio import check_echo
+from device.doctor.daemon import summary_lines
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
+
+IDLE: dict[str, Any] = {
+    "ready": True, "state": "idle", "status": "idle", "mode": "toggle",
+    "session_open": False, "faults": [], "turns": [],
+}  # fmt: skip
+
+
+async def test_the_echo_line_after_an_edit_the_service_has_not_read_says_no_fall_back() -> None:
+    """An owner sets [audio] mic_during_playback = "open" (a headset) and runs the doctor
+    before restarting: the service still runs with "cancel", its plan complete. The echo
+    line said "the running service fell back to cancel ...: None"."""
+    said = IDLE | {"mic_during_playback": "cancel", "mic_missing": None}
+    async with daemon_saying(said) as sock:
+        cfg = config(control={"socket": str(sock)}, button={"mode": "toggle"},
+                     audio={"mic_during_playback": "open"})  # fmt: skip
+        result = await check_echo(Context(cfg, Options(), Progress()))
+    assert "None" not in result.measured, result.measured
+    assert "fell back" not in result.measured, result.measured
+    assert result.fix is not None and "restart" in result.fix
+
+
+async def test_ctl_status_on_a_push_to_talk_box_names_no_canceller() -> None:
+    """The default box is push-to-talk: no canceller runs (none is needed, nor can one run
+    on a 32-bit system), but its plan keeps the configured "cancel". `ctl status` said
+    "microphone while speaking: cancel", as if echo cancellation ran."""
+    status = IDLE | {"mode": "push_to_talk", "mic_during_playback": "cancel", "mic_missing": None}
+    audio = [line for line in summary_lines(status) if line.startswith("audio:")]
+    assert not any("while speaking: cancel" in line for line in audio), audio
+
+
+async def test_the_echo_line_says_the_noise_suppressor_the_service_lost() -> None:
+    """Push-to-talk with [audio] noise_suppression = true: the module failed mid-run, the
+    service goes on without noise suppression (its plan says why, `ctl status` shows it),
+    and the doctor's echo line said PASS, "noise suppression on"."""
+    said = IDLE | {"mode": "push_to_talk", "mic_during_playback": "cancel",
+                   "mic_missing": "pywebrtc-audio failed: RuntimeError: -11"}  # fmt: skip
+    async with daemon_saying(said) as sock:
+        cfg = config(control={"socket": str(sock)}, audio={"noise_suppression": True})
+        result = await check_echo(Context(cfg, Options(), Progress()))
+    assert result.status is Status.WARN, result
+    assert "pywebrtc-audio failed" in result.measured
