@@ -63,8 +63,8 @@ FIX_NOISE = (
     "[audio] noise_suppression = false."
 )
 FIX_FELL_BACK = (
-    "sudo systemctl restart live-appliance starts it with echo cancellation again; if it "
-    "falls back again, report it with journalctl -u live-appliance -b."
+    "sudo systemctl restart live-appliance starts it with its audio processing again; if "
+    "it fails again, report it with journalctl -u live-appliance -b."
 )
 FIX_CLIPPING = (
     "Lower the microphone's capture level (alsamixer, F4) until the peak stays below 0 dBFS."
@@ -302,14 +302,31 @@ async def check_echo(ctx: Context) -> Result:
     an owner who hears the box cut itself off, or cannot talk over it, starts here."""
     result = await asyncio.to_thread(_mic_plan, ctx)
     daemon = await asyncio.to_thread(running_status, ctx.cfg.control.socket) or {}
+    return _as_the_service_runs(result, daemon)
+
+
+def _as_the_service_runs(result: Result, daemon: dict[str, Any]) -> Result:
+    """The echo line as the running service has it: what works here may have failed it
+    (mid-run), or it started with a configuration edited since."""
     in_force = daemon.get("mic_during_playback")
-    if in_force is None or in_force == result.data.get("mic_during_playback"):
+    # Not running, not readable, or a daemon from before the field; or a warning here.
+    if in_force is None or result.status is not Status.PASS:
         return result
-    return Result(
-        "echo",
-        Status.WARN,
-        f"the running service fell back to {in_force} while the box speaks hands-free: "
-        f"{daemon.get('mic_missing')}",
-        FIX_FELL_BACK,
-        data=result.data | {"service_mic_during_playback": in_force},
-    )
+    planned = result.data.get("mic_during_playback")
+    missing = daemon.get("mic_missing")
+    if missing and (in_force != planned or result.data.get("noise_suppression")):
+        measured = (
+            f"the running service runs without WebRTC audio processing (while the box "
+            f"speaks hands-free: {in_force}; noise suppression off): {missing}"
+        )
+        fix = FIX_FELL_BACK
+    elif in_force != planned and not missing:  # the file was edited since it started
+        measured = (
+            f"the running service has {in_force} while the box speaks hands-free, the "
+            f"configuration {planned}"
+        )
+        fix = "sudo systemctl restart live-appliance starts it with the configuration."
+    else:
+        return result
+    data = result.data | {"service_mic_during_playback": in_force}
+    return Result("echo", Status.WARN, measured, fix, data=data)
