@@ -97,8 +97,11 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
         audio.append(f"{status['mic_overflows']} microphone overflows")
     if "volume" in status:
         audio.append(f"volume {status['volume']:.0%}")
-    if status.get("mic_during_playback"):
-        why = f" ({status['mic_missing']})" if status.get("mic_missing") else ""
+    why = f" ({status['mic_missing']})" if status.get("mic_missing") else ""
+    if status.get("mode") == "push_to_talk":  # no canceller runs: only noise suppression
+        if why:
+            audio.append(f"noise suppression off{why}")
+    elif status.get("mic_during_playback"):
         audio.append(f"microphone while speaking: {status['mic_during_playback']}{why}")
     if audio:
         lines.append(f"audio:    {', '.join(audio)}")
