@@ -12,6 +12,7 @@ from device.doctor.audio import check_echo
 from device.doctor.daemon import summary_lines
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
+from device.doctor.runner import held_by_the_service
 
 IDLE: dict[str, Any] = {
     "ready": True, "state": "idle", "status": "idle", "mode": "toggle",
@@ -53,3 +54,19 @@ async def test_the_echo_line_says_the_noise_suppressor_the_service_lost() -> Non
         result = await check_echo(Context(cfg, Options(), Progress()))
     assert result.status is Status.WARN, result
     assert "pywebrtc-audio failed" in result.measured
+
+
+def test_the_speaker_line_does_not_take_the_microphones_reason() -> None:
+    """A USB speakerphone unplugged, named `input_device = "speakerphone"`: both fail to
+    open, the microphone last, so the service's status names the microphone's reason. The
+    speaker's line said it as its own (it names a "speaker")."""
+    said = IDLE | {
+        "state": "error",
+        "status": "error: microphone: cannot open: no input device matches 'speakerphone'",
+        "faults": ["microphone", "speaker"],
+    }
+    speaker = held_by_the_service("speaker", said, 17)
+    mic = held_by_the_service("mic", said, 17)
+    assert speaker.status is Status.FAIL and mic.status is Status.FAIL
+    assert "input device" not in speaker.measured, speaker.measured
+    assert "no input device matches 'speakerphone'" in mic.measured

@@ -112,8 +112,10 @@ def held_by_the_service(name: str, daemon: dict[str, Any], pin: int) -> Result:
         return Result(
             name, Status.SKIP, f"{IN_USE}; it says: {one_line(daemon)}", data={"daemon": daemon}
         )
-    said = str(daemon.get("status", ""))
-    reason = said.removeprefix("error: ") if fault in said else f"{fault} failing"
+    # The status names one part's error ("error: microphone: ...", "error: button on GPIO
+    # 17: ..."), the last to fail: another's reason may name this part in passing.
+    said = str(daemon.get("status", "")).removeprefix("error: ")
+    reason = said if said.startswith(fault) else f"{fault} failing"
     fix = FIX_BUTTON_FAULT.format(pin=pin) if fault == "button" else FIX_AUDIO_FAULT
     return Result(
         name, Status.FAIL, f"the running service says: {reason}", fix, data={"daemon": daemon}
