@@ -3,16 +3,20 @@ microphone's digital silence (1ad2b5e..870c52e)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from fakes import config
-from helpers import daemon_saying
+from helpers import daemon_saying, open_refused
 
+from device import config as config_mod
 from device.doctor.audio import check_echo
 from device.doctor.daemon import summary_lines
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 from device.doctor.runner import held_by_the_service
+from device.doctor.settings import check_key
 
 IDLE: dict[str, Any] = {
     "ready": True, "state": "idle", "status": "idle", "mode": "toggle",
@@ -70,3 +74,24 @@ def test_the_speaker_line_does_not_take_the_microphones_reason() -> None:
     assert speaker.status is Status.FAIL and mic.status is Status.FAIL
     assert "input device" not in speaker.measured, speaker.measured
     assert "no input device matches 'speakerphone'" in mic.measured
+
+
+async def test_the_key_line_without_sudo_does_not_send_a_working_box_to_write_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The installer's key in /etc/live-appliance/api-key (root's alone, the service's
+    credential, read first) and [live] api_key_file for a token not written yet: the
+    service works. The doctor run without sudo said to write the key into the token's
+    file, "no restart needed", not that only root may read the key the service uses."""
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    installed = tmp_path / "api-key"
+    installed.write_text("AIzaInstalledKey\n")
+    monkeypatch.setattr(config_mod, "INSTALLED_KEY_FILE", installed)
+    open_refused(monkeypatch, lambda path: path == installed)  # as the owner finds it
+    settings = tmp_path / "config.toml"
+    settings.write_text(f"[live]\napi_key_file = {str(tmp_path / 'token')!r}\n")
+    cfg = config_mod.load(settings, key=False)
+    result = await check_key(Context(cfg, Options(), Progress(spinner=False)))
+    assert result.fix is not None and "only root may read" in result.fix.lower(), result
+    assert not result.fix.startswith("Write the key"), result.fix
