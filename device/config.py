@@ -1075,6 +1075,20 @@ def _read_key(path: Path, source: str) -> str:
         raise UnusableKey(f"{exc}; write the key again", REWRITE_KEY_FILE) from None
 
 
+def installed_key_barred() -> bool:
+    """Outside the service, the installer's key file is there and only root may read it:
+    what the service may well use (its credential is that file's copy) is not seen here."""
+    if os.environ.get("CREDENTIALS_DIRECTORY"):  # the service: it reads the credential
+        return False
+    try:
+        os.close(os.open(INSTALLED_KEY_FILE, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+    except PermissionError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
 def require_credentials(config: Config) -> None:
     """Fail at start, not at the first press, when the daemon cannot authenticate."""
     if config.api_key is None and config.live.backend == "gemini":
@@ -1083,16 +1097,12 @@ def require_credentials(config: Config) -> None:
 
 def where_to_put_the_key(live: LiveConfig) -> str:
     """What to do about a missing key, in words: where it is looked for."""
+    if installed_key_barred():  # the service's credential, read before api_key_file
+        return f"only root may read {INSTALLED_KEY_FILE}, where the installer keeps it: use sudo"
     if live.api_key_file:  # what writes it (a token minter) has not yet
         return f"[live] api_key_file {live.api_key_file} is missing or empty"
     if os.environ.get("CREDENTIALS_DIRECTORY"):  # the service: its credential is empty
         return f"put it in {INSTALLED_KEY_FILE} and restart the service"
-    try:
-        INSTALLED_KEY_FILE.open("rb").close()
-    except PermissionError:
-        return f"only root may read {INSTALLED_KEY_FILE}, where the installer keeps it: use sudo"
-    except OSError:
-        pass
     return (
         f"put it in {INSTALLED_KEY_FILE} (the service's credential), "
         "set [live] api_key_file, or export GEMINI_API_KEY"

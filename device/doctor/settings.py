@@ -166,7 +166,8 @@ async def check_key(ctx: Context) -> Result:
                 str(config_mod.INSTALLED_KEY_FILE),
             ]
         )
-        if named := cfg.live.api_key_file:  # the service starts without it, and waits
+        named = cfg.live.api_key_file
+        if named and not config_mod.installed_key_barred():  # the service starts, and waits
             return Result(
                 "key",
                 Status.FAIL,
