@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import closed_port, daemon_saying, lines_of
+from helpers import closed_port, daemon_saying, lines_of, open_refused
 from helpers import mock_pins as pins
 
 from device import config
@@ -39,7 +39,7 @@ from device.doctor.daemon import one_line
 from device.doctor.gpio import check_button, check_leds
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Result, Status
-from device.doctor.runner import exit_code, run_checks
+from device.doctor.runner import exit_code, held_by_the_service, run_checks
 from device.doctor.service import check_service
 from device.doctor.settings import check_key
 from rig.daemon import rig_settings, scratch_dir, start_daemon, to_toml
@@ -647,6 +647,19 @@ async def test_a_device_the_running_service_reports_failed_is_no_skip_and_no_pas
     assert exit_code(found) == 1
 
 
+def test_the_speaker_line_does_not_take_the_microphones_reason() -> None:
+    """A USB speakerphone unplugged, named `input_device = "speakerphone"`: both fail to
+    open, the microphone last, so the service's status names the microphone's reason. The
+    speaker's line said it as its own (it names a "speaker")."""
+    said = idle_with("error: microphone: cannot open: no input device matches 'speakerphone'",
+                     ["microphone", "speaker"])  # fmt: skip
+    speaker = held_by_the_service("speaker", said, 17)
+    mic = held_by_the_service("mic", said, 17)
+    assert speaker.status is Status.FAIL and mic.status is Status.FAIL
+    assert "input device" not in speaker.measured, speaker.measured
+    assert "no input device matches 'speakerphone'" in mic.measured
+
+
 def test_a_daemon_still_opening_its_microphone_is_not_said_to_be_idle() -> None:
     """Before READY (the microphone slow to deliver, or a driver stuck in its open, up to
     the unit's 90 s) the daemon's state reads idle: `ctl status` says "starting", the
@@ -713,6 +726,26 @@ async def test_an_empty_key_file_the_service_waits_for_gets_a_fix_that_says_what
     assert str(key_file) in result.measured
     assert result.fix.startswith("Write the key"), result.fix
     assert "no restart" in result.fix, "the service reads it at the next press by itself"
+
+
+async def test_the_key_line_without_sudo_does_not_send_a_working_box_to_write_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The installer's key in /etc/live-appliance/api-key (root's alone, the service's
+    credential, read first) and [live] api_key_file for a token not written yet: the
+    service works. The doctor run without sudo said to write the key into the token's
+    file, "no restart needed", not that only root may read the key the service uses."""
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    installed = tmp_path / "api-key"
+    installed.write_text("AIzaInstalledKey\n")
+    monkeypatch.setattr(config, "INSTALLED_KEY_FILE", installed)
+    open_refused(monkeypatch, lambda path: path == installed)  # as the owner finds it
+    live = {"api_key_file": str(tmp_path / "token")}
+    cfg = config.load(config_file(tmp_path, live=live), key=False)
+    result = await check_key(Context(cfg, Options(), Progress(spinner=False)))
+    assert result.fix is not None and "only root may read" in result.fix.lower(), result
+    assert not result.fix.startswith("Write the key"), result.fix
 
 
 async def test_vertex_without_credentials_fails_the_key_check(

@@ -8,6 +8,7 @@ import sys
 import time
 import types
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from device.audio.echo import FRAME, RATE, Canceller, FarEnd
 from device.doctor.audio import _mic_plan, check_echo
 from device.doctor.daemon import summary_lines
 from device.doctor.progress import Progress
-from device.doctor.result import Context, Options, Status
+from device.doctor.result import Context, Options, Result, Status
 from device.parts import Parts
 from device.states import ReplyAudio, SetupComplete
 
@@ -255,19 +256,59 @@ async def test_ctl_status_says_the_box_fell_back_to_the_gate(tmp_path: Path) -> 
     assert "microphone while speaking: gate (pywebrtc-audio failed" in audio
 
 
-async def test_the_echo_line_says_the_running_service_fell_back() -> None:
-    said = {"ready": True, "state": "idle", "status": "idle", "session_open": False,
-            "faults": [], "turns": [], "mic_during_playback": "gate",
-            "mic_missing": "pywebrtc-audio failed: RuntimeError: -11"}  # fmt: skip
+#: What a ready, idle daemon says; each test adds its microphone plan.
+IDLE: dict[str, Any] = {
+    "ready": True, "state": "idle", "status": "idle", "mode": "toggle",
+    "session_open": False, "faults": [], "turns": [],
+}  # fmt: skip
+FAILED = "pywebrtc-audio failed: RuntimeError: -11"
+
+
+async def echo_line(said: dict[str, Any], **sections: dict[str, Any]) -> Result:
+    """The doctor's echo line beside a running daemon that says `said`."""
     async with daemon_saying(said) as sock:
-        control = {"socket": str(sock)}
-        gate = config(control=control, button={"mode": "toggle"},
-                      audio={"mic_during_playback": "gate"})  # fmt: skip
-        configured_gate = await check_echo(Context(gate, Options(), Progress()))
-        cancel = config(control=control, button={"mode": "toggle"})
-        fell_back = await check_echo(Context(cancel, Options(), Progress()))
+        cfg = config(control={"socket": str(sock)}, **sections)
+        return await check_echo(Context(cfg, Options(), Progress()))
+
+
+async def test_the_echo_line_says_the_running_service_fell_back() -> None:
+    said = IDLE | {"mic_during_playback": "gate", "mic_missing": FAILED}
+    hands_free = {"button": {"mode": "toggle"}}
+    configured_gate = await echo_line(said, **hands_free, audio={"mic_during_playback": "gate"})
+    fell_back = await echo_line(said, **hands_free)
     # Configured gate: nothing fell back, the line may pass.
     assert configured_gate.status is Status.PASS
     assert fell_back.status is Status.WARN, fell_back
     assert "pywebrtc-audio failed" in fell_back.measured
     assert fell_back.fix is not None and "restart" in fell_back.fix
+
+
+async def test_the_echo_line_after_an_edit_the_service_has_not_read_says_no_fall_back() -> None:
+    """An owner sets [audio] mic_during_playback = "open" (a headset) and runs the doctor
+    before restarting: the service still runs with "cancel", its plan complete. The echo
+    line said "the running service fell back to cancel ...: None"."""
+    said = IDLE | {"mic_during_playback": "cancel", "mic_missing": None}
+    result = await echo_line(said, button={"mode": "toggle"},
+                             audio={"mic_during_playback": "open"})  # fmt: skip
+    assert "None" not in result.measured, result.measured
+    assert "fell back" not in result.measured, result.measured
+    assert result.fix is not None and "restart" in result.fix
+
+
+async def test_the_echo_line_says_the_noise_suppressor_the_service_lost() -> None:
+    """Push-to-talk with [audio] noise_suppression = true: the module failed mid-run, the
+    service goes on without noise suppression (its plan says why, `ctl status` shows it),
+    and the doctor's echo line said PASS, "noise suppression on"."""
+    said = IDLE | {"mode": "push_to_talk", "mic_during_playback": "cancel", "mic_missing": FAILED}
+    result = await echo_line(said, audio={"noise_suppression": True})
+    assert result.status is Status.WARN, result
+    assert "pywebrtc-audio failed" in result.measured
+
+
+def test_ctl_status_on_a_push_to_talk_box_names_no_canceller() -> None:
+    """The default box is push-to-talk: no canceller runs (none is needed, nor can one run
+    on a 32-bit system), but its plan keeps the configured "cancel". `ctl status` said
+    "microphone while speaking: cancel", as if echo cancellation ran."""
+    status = IDLE | {"mode": "push_to_talk", "mic_during_playback": "cancel", "mic_missing": None}
+    audio = [line for line in summary_lines(status) if line.startswith("audio:")]
+    assert not any("while speaking: cancel" in line for line in audio), audio
