@@ -545,6 +545,7 @@ class Appliance:
             "timers": sorted(self.machine.timers),
             "outbox_ms": round(self.outbox.held_ms),
             "mic_overflows": self.mic.overflows,
+            "mic_silent": self.mic.silent,
             "speaker_underflows": self.speaker.underflows,
             "speaker_starved": self.speaker.starved,
             "output_latency_ms": round(self.speaker.output_latency * 1000, 1),

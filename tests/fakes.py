@@ -45,6 +45,7 @@ class FakeMicrophone:
         self.on_chunk = on_chunk
         self.delivering = asyncio.Event()
         self.overflows = 0
+        self.silent = False  # Capture's: a turn of digital silence (muted)
         self.opened = False
         self.alive = True  # False: the device vanished (see vanish())
         self.on_change: Callable[[], None] | None = None  # the audio keeper's

@@ -341,9 +341,11 @@ async def microphone_lines(
     *,
     stereo: bool = False,
     preroll: bool = True,
-) -> list[logging.LogRecord]:
+    unmuted: bool = False,
+) -> tuple[list[logging.LogRecord], bool]:
     """The microphone's journal lines over a quiet spell between turns, then two turns of
-    a capture whose channels read `levels` (a press begins each, or a hook: no pre-roll)."""
+    a capture whose channels read `levels` (a press begins each, or a hook: no pre-roll),
+    and whether it is `silent` after them (`unmuted`: a room's noise ends the second)."""
     found = card(RESPEAKER, 1) if stereo else card(SPEAKERPHONE, 2)
     listing = ListedPortAudio(found)
     monkeypatch.setattr(capture_module, "open_portaudio", lambda: listing)
@@ -355,14 +357,18 @@ async def microphone_lines(
     mic.start(asyncio.get_running_loop())
     try:
         await asyncio.sleep(0.5)  # between turns: a quiet room may be this quiet
-        for _ in range(2):  # two turns: said once
+        for turn in range(2):  # two turns: said once
             mic.forward(preroll=preroll)
             await asyncio.sleep(0.5)
+            if unmuted and turn == 1:  # unmuted in the second turn
+                monkeypatch.setattr(_LevelPcm, "levels", (1,))
+                await asyncio.sleep(0.2)
             mic.hold()
     finally:
         mic.close_stream()
     assert mic.channels == (2 if stereo else 1)
-    return [r for r in caplog.records if getattr(r, "LIVE_DEVICE", None) == "microphone"]
+    lines = [r for r in caplog.records if getattr(r, "LIVE_DEVICE", None) == "microphone"]
+    return lines, mic.silent
 
 
 @pytest.mark.parametrize("level", [0, 1])
@@ -373,12 +379,23 @@ async def test_a_microphone_that_records_only_zeros_through_a_turn_is_said_once(
     left delivering zeros) looked the same, and the box answered every press with
     nothing, the journal silent. No room is that quiet: a turn of digital silence is
     said once, naming the device; a quiet room's noise is not."""
-    said = await microphone_lines(monkeypatch, caplog, (level,))
+    said, silent = await microphone_lines(monkeypatch, caplog, (level,))
+    assert silent == (not level), "what ctl status and the doctor say"
     if level:
         assert said == []
     else:
         assert [r.levelname for r in said] == ["WARNING"]
         assert "Jabra SPEAK 410" in said[0].getMessage()
+
+
+async def test_a_microphone_unmuted_in_a_turn_is_no_longer_said_silent(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Muted, then unmuted as the owner reads the journal: `ctl status` and the doctor must
+    not go on calling it silent (the journal's line stays, said once)."""
+    said, silent = await microphone_lines(monkeypatch, caplog, (0,), unmuted=True)
+    assert not silent
+    assert [r.levelname for r in said] == ["WARNING"]
 
 
 async def test_a_hooks_words_to_an_empty_room_do_not_call_a_gating_microphone_muted(
@@ -387,7 +404,7 @@ async def test_a_hooks_words_to_an_empty_room_do_not_call_a_gating_microphone_mu
     """Hands-free, a hook's words (`ctl say`, no press) open a conversation with no
     pre-roll: nobody may be there, and a speakerphone that gates its own noise gives
     zeros. The journal said "muted (alsamixer ...)" about a microphone that works."""
-    assert await microphone_lines(monkeypatch, caplog, (0,), preroll=False) == []
+    assert await microphone_lines(monkeypatch, caplog, (0,), preroll=False) == ([], False)
 
 
 async def test_a_stereo_card_silent_on_the_input_the_box_hears_is_said(
@@ -396,8 +413,8 @@ async def test_a_stereo_card_silent_on_the_input_the_box_hears_is_said(
     """The box hands on the first channel of a stereo card only. With nothing there (the
     microphone in input 2 of a two-input USB interface, a HAT's left microphone broken)
     the service hears digital silence; the other channel's sound kept the journal quiet."""
-    said = await microphone_lines(monkeypatch, caplog, (0, 1), stereo=True)
-    assert [r.levelname for r in said] == ["WARNING"]
+    said, silent = await microphone_lines(monkeypatch, caplog, (0, 1), stereo=True)
+    assert [r.levelname for r in said] == ["WARNING"] and silent
 
 
 async def test_a_muted_microphone_hands_over_nothing_and_keeps_nothing(

@@ -35,7 +35,7 @@ from device.audio.playback import Playback
 from device.control import ControlServer
 from device.doctor.audio import check_mic, check_speaker
 from device.doctor.camera import check_camera
-from device.doctor.daemon import one_line
+from device.doctor.daemon import one_line, summary_lines
 from device.doctor.gpio import check_button, check_leds
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Result, Status
@@ -658,6 +658,18 @@ def test_the_speaker_line_does_not_take_the_microphones_reason() -> None:
     assert speaker.status is Status.FAIL and mic.status is Status.FAIL
     assert "input device" not in speaker.measured, speaker.measured
     assert "no input device matches 'speakerphone'" in mic.measured
+
+
+def test_a_microphone_the_running_service_hears_only_zeros_from_is_a_warning() -> None:
+    """Muted (alsamixer's capture switch, a speakerphone's button), the microphone reads
+    on time: the journal said so once, the doctor's line was SKIP "in use" and `ctl
+    status` said nothing, while every press went unanswered."""
+    said = {"ready": True, "state": "idle", "status": "idle", "session_open": False,
+            "faults": [], "turns": [], "mic_silent": True}  # fmt: skip
+    mic = held_by_the_service("mic", said, 17)
+    assert mic.status is Status.WARN and mic.fix is not None and "alsamixer" in mic.fix
+    assert held_by_the_service("speaker", said, 17).status is Status.SKIP
+    assert any("digital silence" in line for line in summary_lines(said))
 
 
 def test_a_daemon_still_opening_its_microphone_is_not_said_to_be_idle() -> None:

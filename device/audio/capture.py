@@ -171,6 +171,8 @@ class Capture:
         self._told_stalled = False
         self._zeros_since: float | None = None  # forwarded, and the device gave only zeros
         self._told_zeros = False
+        #: The last turn a press began had nothing but zeros (muted), until sound comes.
+        self.silent = False
         self._resampler: soxr.ResampleStream | None = None
         self._pending = bytearray()
         self._last_chunk_t = 0.0
@@ -216,7 +218,7 @@ class Capture:
         self._pending.clear()
         self._last_chunk_t = 0.0
         self._told_delivering = self._stopping = self._failed = self._told_stalled = False
-        self._told_zeros = False
+        self._told_zeros = self.silent = False
         self._until = None
         self._clock, self._frames = CardClock(fmt.rate), 0
         self._opened, self._last_read = time.monotonic(), None
@@ -457,22 +459,26 @@ class Capture:
     def _look_for_sound(self, data: bytes, now: float) -> None:
         """In a turn, a device that gave nothing but zeros on the channel the box hands on
         for DIGITAL_SILENCE_S is said in the journal, once an open (the service hears
-        nothing, and the box answers nothing)."""
+        nothing, and the box answers nothing), and is `silent` until sound comes (what
+        `ctl status` and the doctor say while the service holds the microphone)."""
         since = self._zeros_since
-        if since is None or self._told_zeros:
+        if since is None:
             return
         # The first channel only: what the box hands on (another's sound is not heard).
         heard = np.frombuffer(data, dtype=np.int16)[:: self.channels]
         if heard.any():
             self._zeros_since = None  # sound: this turn's microphone works
-        elif now - since >= DIGITAL_SILENCE_S:
-            self._told_zeros = True
-            log.warning(
-                "the microphone %s records only digital silence: muted (alsamixer, F4, or "
-                "its own mute button), or its driver lost its input",
-                self.device_name,
-                extra={"LIVE_DEVICE": "microphone", "LIVE_ERROR": "digital silence"},
-            )
+            self.silent = False
+        elif now - since >= DIGITAL_SILENCE_S and not self.silent:
+            self.silent = True
+            if not self._told_zeros:
+                self._told_zeros = True
+                log.warning(
+                    "the microphone %s records only digital silence: muted (alsamixer, F4, "
+                    "or its own mute button), or its driver lost its input",
+                    self.device_name,
+                    extra={"LIVE_DEVICE": "microphone", "LIVE_ERROR": "digital silence"},
+                )
 
     def _overflowed(self) -> None:
         """The device dropped audio (the reader fell behind): counted, reported, not fatal."""

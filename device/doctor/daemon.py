@@ -95,6 +95,8 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
         audio.append(f"{status['outbox_ms']} ms waiting to be sent")
     if "mic_overflows" in status:
         audio.append(f"{status['mic_overflows']} microphone overflows")
+    if status.get("mic_silent"):
+        audio.append("the microphone recorded only digital silence in the last turn (muted?)")
     if "volume" in status:
         audio.append(f"volume {status['volume']:.0%}")
     why = f" ({status['mic_missing']})" if status.get("mic_missing") else ""

@@ -104,10 +104,26 @@ FIX_BUTTON_FAULT = (
 )
 
 
+FIX_SILENT = (
+    "Unmute the microphone: alsamixer (F4, its capture switch) or its own mute button; a "
+    "driver that lost its input comes back with sudo systemctl restart live-appliance."
+)
+
+
 def held_by_the_service(name: str, daemon: dict[str, Any], pin: int) -> Result:
     """A hardware check's line while the daemon holds the device: not tested, but a device
-    the daemon itself reports failing is a FAIL (a SKIP there let the doctor exit 0)."""
+    the daemon itself reports failing is a FAIL (a SKIP there let the doctor exit 0), and
+    a microphone it hears nothing but zeros from a WARN (muted: it reads on time)."""
     fault = FAULTS.get(name)
+    if name == "mic" and daemon.get("mic_silent") and fault not in (daemon.get("faults") or []):
+        return Result(
+            name,
+            Status.WARN,
+            "the running service's microphone recorded only digital silence in the last "
+            "turn: muted, or its driver lost its input",
+            FIX_SILENT,
+            data={"daemon": daemon},
+        )
     if fault is None or fault not in (daemon.get("faults") or []):
         return Result(
             name, Status.SKIP, f"{IN_USE}; it says: {one_line(daemon)}", data={"daemon": daemon}
