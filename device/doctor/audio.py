@@ -18,7 +18,6 @@ import numpy as np
 from device.audio import pcm
 from device.audio.keeper import CALL_TIMEOUT_S
 from device.audio.portaudio import open_portaudio
-from device.doctor.daemon import running_status
 from device.doctor.result import Context, Result, Status
 from device.workers import in_own_thread
 
@@ -301,7 +300,7 @@ async def check_echo(ctx: Context) -> Result:
     """Which way the box keeps its own voice out of the microphone, and whether it can:
     an owner who hears the box cut itself off, or cannot talk over it, starts here."""
     result = await asyncio.to_thread(_mic_plan, ctx)
-    daemon = await asyncio.to_thread(running_status, ctx.cfg.control.socket) or {}
+    daemon = await ctx.daemon or {}
     return _as_the_service_runs(result, daemon)
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from device.doctor.daemon import running_status
+
 if TYPE_CHECKING:
+    import asyncio
+
     from device.config import Config
     from device.doctor.progress import Progress
 
@@ -69,3 +74,12 @@ class Context:
     cfg: Config
     options: Options
     progress: Progress
+
+    @functools.cached_property
+    def daemon(self) -> asyncio.Future[dict[str, Any] | None]:
+        """The running daemon's status (None: nothing serves the socket), asked once a run:
+        the hardware lines, the echo line and the service line all read it, and a daemon
+        that does not answer costs each ask its 2 s timeout."""
+        import asyncio  # here: `ctl`, which reads CHECK_NAMES, runs without asyncio
+
+        return asyncio.ensure_future(asyncio.to_thread(running_status, self.cfg.control.socket))

@@ -19,7 +19,7 @@ from typing import Any
 
 from device.doctor.audio import check_devices, check_echo, check_mic, check_speaker
 from device.doctor.camera import check_camera
-from device.doctor.daemon import IN_USE, one_line, running_status
+from device.doctor.daemon import IN_USE, one_line
 from device.doctor.gpio import check_button, check_leds
 from device.doctor.network import check_network
 from device.doctor.progress import Progress
@@ -79,11 +79,8 @@ async def run_checks(
             report(Result(check.name, Status.SKIP, "needs a configuration that loads"))
         return results
     ctx = Context(cfg, options, progress)
-    daemon = None
-    if any(check.uses_hardware for check in selected):
-        daemon = await asyncio.to_thread(running_status, cfg.control.socket)
     for check in selected:
-        if check.uses_hardware and daemon is not None:
+        if check.uses_hardware and (daemon := await ctx.daemon) is not None:
             report(held_by_the_service(check.name, daemon, cfg.button.pin))
             continue
         report(await _run_one(check, ctx))

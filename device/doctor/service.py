@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-from device.doctor.daemon import one_line, running_status
+from device.doctor.daemon import one_line
 from device.doctor.result import Context, Result, Status
 
 UNIT = "live-appliance"
@@ -62,7 +62,7 @@ async def systemctl_show() -> dict[str, str] | str:
 async def check_service(ctx: Context) -> Result:
     """Running, how often it restarted, how it last exited; and its own status line."""
     props = await systemctl_show()
-    status = await asyncio.to_thread(running_status, ctx.cfg.control.socket)
+    status = await ctx.daemon
     said = f"; daemon: {one_line(status)}" if status is not None else ""
     if isinstance(props, str):
         return Result("service", Status.SKIP, f"{props}{said}")
