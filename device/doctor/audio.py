@@ -319,7 +319,7 @@ def _as_the_service_runs(result: Result, daemon: dict[str, Any]) -> Result:
             f"speaks hands-free: {in_force}; noise suppression off): {missing}"
         )
         fix = FIX_FELL_BACK
-    elif in_force != planned and not missing:  # the file was edited since it started
+    elif in_force != planned:  # the file was edited since it started
         measured = (
             f"the running service has {in_force} while the box speaks hands-free, the "
             f"configuration {planned}"

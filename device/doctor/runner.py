@@ -112,16 +112,16 @@ def held_by_the_service(name: str, daemon: dict[str, Any], pin: int) -> Result:
     the daemon itself reports failing is a FAIL (a SKIP there let the doctor exit 0), and
     a microphone it hears nothing but zeros from a WARN (muted: it reads on time)."""
     fault = FAULTS.get(name)
-    if name == "mic" and daemon.get("mic_silent") and fault not in (daemon.get("faults") or []):
-        return Result(
-            name,
-            Status.WARN,
-            "the running service's microphone recorded only digital silence in the last "
-            "turn: muted, or its driver lost its input",
-            FIX_SILENT,
-            data={"daemon": daemon},
-        )
     if fault is None or fault not in (daemon.get("faults") or []):
+        if name == "mic" and daemon.get("mic_silent"):  # it reads on time, and hears nothing
+            return Result(
+                name,
+                Status.WARN,
+                "the running service's microphone recorded only digital silence in the last "
+                "turn: muted, or its driver lost its input",
+                FIX_SILENT,
+                data={"daemon": daemon},
+            )
         return Result(
             name, Status.SKIP, f"{IN_USE}; it says: {one_line(daemon)}", data={"daemon": daemon}
         )
