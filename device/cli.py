@@ -8,7 +8,6 @@ SDK alone takes a second to import on a Pi).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -36,8 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_mod.load(args.config, key=False)
     try:
-        key, source = config_mod.find_api_key(cfg.live)
-        cfg = dataclasses.replace(cfg, api_key=key, api_key_source=source)
+        cfg = config_mod.with_api_key(cfg)
         config_mod.require_credentials(cfg)
     except config_mod.ConfigError as exc:
         if not cfg.live.api_key_file:

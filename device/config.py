@@ -391,8 +391,11 @@ def load(
     config = Config(**sections, path=path if path.exists() else None)
     with _naming_variables(origin):
         _check_consistency(where, config, whole)
-    if not (whole and key):
-        return config
+    return with_api_key(config) if whole and key else config
+
+
+def with_api_key(config: Config) -> Config:
+    """`config` with the key find_api_key finds, and where (raising as it does)."""
     found, source = find_api_key(config.live)
     return dataclasses.replace(config, api_key=found, api_key_source=source)
 
