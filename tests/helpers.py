@@ -137,11 +137,16 @@ def lines_of(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def daemon_saying(status: dict[str, Any]) -> AsyncIterator[Path]:
-    """A control socket that answers `status` as a daemon in that state would."""
+async def daemon_saying(
+    status: dict[str, Any], asked: list[dict[str, Any]] | None = None
+) -> AsyncIterator[Path]:
+    """A control socket that answers `status` as a daemon in that state would; each
+    request is noted in `asked`."""
     sock = scratch_dir("daemon-sock-") / "control.sock"  # short: a socket path's limit
 
     async def answer(request: dict[str, Any]) -> dict[str, Any]:
+        if asked is not None:
+            asked.append(request)
         return dict(status)
 
     try:

@@ -647,6 +647,26 @@ async def test_a_device_the_running_service_reports_failed_is_no_skip_and_no_pas
     assert exit_code(found) == 1
 
 
+async def test_one_doctor_run_asks_the_daemon_once(tmp_path: Path, systemctl: Any) -> None:
+    """A daemon slow to answer (up to the 2 s timeout) cost each of the runner, the echo
+    line and the service line a wait of its own: they read one answer."""
+    systemctl(**RUNNING)
+    asked: list[dict[str, Any]] = []
+    said = {"ready": True, "state": "idle", "status": "idle", "mode": "toggle",
+            "session_open": False, "faults": [], "turns": [],
+            "mic_during_playback": "gate", "mic_missing": None}  # fmt: skip
+    async with daemon_saying(said, asked) as sock:
+        path = config_file(tmp_path, control={"socket": str(sock)}, button={"mode": "toggle"},
+                           audio={"mic_during_playback": "gate"})  # fmt: skip
+        found = await run_checks(
+            ("mic", "speaker", "echo", "service"), Options(), str(path), Progress(), print
+        )
+    assert [r.name for r in found] == ["mic", "speaker", "echo", "service"]
+    assert found[0].status is Status.SKIP and "idle" in found[0].measured
+    assert "idle" in found[3].measured
+    assert len(asked) == 1, asked
+
+
 def test_the_speaker_line_does_not_take_the_microphones_reason() -> None:
     """A USB speakerphone unplugged, named `input_device = "speakerphone"`: both fail to
     open, the microphone last, so the service's status names the microphone's reason. The
