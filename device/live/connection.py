@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -81,11 +82,13 @@ class Connection:
         self._turn = turn
         self._tools = tools
         self._group: asyncio.TaskGroup | None = None
-        self._tool_tasks: dict[str, asyncio.Task[None]] = {}  # by call id, for cancellations
-        self._tool_runs: set[asyncio.Task[None]] = set()  # every call running (ids may repeat)
+        #: The calls running, by id, for cancellations: a service may use an id twice.
+        self._tool_tasks: dict[str, set[asyncio.Task[None]]] = {}
+        self._tool_runs: set[asyncio.Task[None]] = set()  # every call running
         self._tool_refusal: asyncio.Task[None] | None = None
         self._tools_busy = Overflow(log, "tool_calls")
         self._told_no_tools = False
+        self._told_no_id = False
         #: When a goAway's switch goes at the latest (the loop's clock), and what waits for it.
         self._switch_at: float | None = None
         self._switch_left = 0.0  # the time left the goAway that set it gave
@@ -258,7 +261,7 @@ class Connection:
             self._start_tools(message.tool_call.function_calls or [])
         if message.tool_call_cancellation is not None:
             for call_id in message.tool_call_cancellation.ids or []:
-                if task := self._tool_tasks.pop(call_id, None):
+                for task in self._tool_tasks.pop(call_id, ()):
                     task.cancel(WITHDRAWN)  # the tool's line says so (LIVE_TOOL_RESULT=cancelled)
         update = message.session_resumption_update
         if update is not None and update.resumable and update.new_handle:
@@ -390,12 +393,14 @@ class Connection:
     def _start_tools(self, calls: list[types.FunctionCall]) -> None:
         """Run the calls there is room for (TOOL_CALLS_LIMIT); answer the rest busy."""
         assert self._group is not None
+        calls = self._answerable(calls)
         room = max(TOOL_CALLS_LIMIT - len(self._tool_runs), 0)
         for call in calls[:room]:
             task = self._group.create_task(self._run_tool(call), name="tool-call")
-            self._tool_tasks[call.id or ""] = task
+            self._tool_tasks.setdefault(call.id or "", set()).add(task)
             self._tool_runs.add(task)
             task.add_done_callback(self._tool_runs.discard)
+            task.add_done_callback(functools.partial(self._tool_ended, call.id or ""))
         refused = calls[room:]
         if not refused:
             self._tools_busy.within()
@@ -409,6 +414,27 @@ class Connection:
             self._tool_refusal = self._group.create_task(
                 self._refuse_tools(refused), name="tool-refusal"
             )
+
+    def _tool_ended(self, call_id: str, task: asyncio.Task[None]) -> None:
+        """Forget the call for cancellations; not another call the service gave its id."""
+        running = self._tool_tasks.get(call_id)
+        if running is not None:
+            running.discard(task)
+            if not running:
+                del self._tool_tasks[call_id]
+
+    def _answerable(self, calls: list[types.FunctionCall]) -> list[types.FunctionCall]:
+        """The calls an answer can be sent to. The SDK refuses a Gemini API response without
+        an id (ValueError): sent, it ended the connection and the reply in flight. Such a
+        call is not run: the model gets no answer to it, whatever the tool would do."""
+        if self._cfg.backend == "vertex" or all(call.id for call in calls):
+            return calls
+        if not self._told_no_id:  # once a connection: a flood is one line
+            self._told_no_id = True
+            names = ", ".join(sorted({call.name or "?" for call in calls if not call.id}))
+            log.warning("the service called %s without an id: not run, it cannot be answered",
+                        names)
+        return [call for call in calls if call.id]
 
     async def _refuse_tools(self, calls: list[types.FunctionCall]) -> None:
         busy = {"error": "the device is busy with earlier tool calls; try again later"}
@@ -431,7 +457,6 @@ class Connection:
                 response = await self._tools.run(call)
             await self.session.send_tool_response(function_responses=[response])
         finally:
-            self._tool_tasks.pop(call.id or "", None)
             self._tools_at_work(-1)
 
     def _tools_at_work(self, change: int) -> None:

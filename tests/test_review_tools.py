@@ -1,0 +1,181 @@
+"""Review: tool calls meeting cancellations, odd calls from the service, and big results."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from google import genai
+from google.genai import types
+from google.genai.live import AsyncSession
+from helpers import until
+
+from device.config import LiveConfig, ToolsConfig
+from device.live.connection import Connection
+from device.live.hooks import Hooks
+from device.live.turn import WireTurn
+from device.outbox import Outbox
+from device.tools import Device, Registry, ToolBox
+
+WAIT_S = 5.0
+
+
+class Gates:
+    """Tool bodies that block until the test opens them, one gate per call made."""
+
+    def __init__(self) -> None:
+        self.started = threading.Semaphore(0)
+        self.opened = threading.Event()
+
+    def run(self) -> dict[str, Any]:
+        self.started.release()
+        self.opened.wait(WAIT_S)
+        return {"done": True}
+
+
+@pytest.fixture
+def gates() -> Iterator[Gates]:
+    gates = Gates()
+    yield gates
+    gates.opened.set()  # never leave a worker thread blocked behind the test
+
+
+def registry_with(gates: Gates) -> Registry:
+    registry = Registry()
+
+    @registry.tool
+    def slow(device: Device) -> dict[str, Any]:
+        """Waits for the test."""
+        return gates.run()
+
+    @registry.tool
+    def quick(device: Device) -> dict[str, Any]:
+        """Answers at once."""
+        return {"done": True}
+
+    return registry
+
+
+class Actions:
+    def volume(self) -> float:
+        return 0.5
+
+    def set_volume(self, level: float) -> None: ...
+
+    def end_conversation(self) -> None: ...
+
+
+class Socket:
+    """What the SDK session writes to its WebSocket, kept."""
+
+    transport = None
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, message: str) -> None:
+        self.sent.append(json.loads(message))
+
+    async def ping(self) -> None: ...
+
+
+def answered(socket: Socket) -> list[dict[str, Any]]:
+    """The function responses the SDK wrote, in order."""
+    return [
+        response
+        for message in socket.sent if "tool_response" in message
+        for response in message["tool_response"]["functionResponses"]
+    ]
+
+
+def linked(toolbox: ToolBox | None) -> tuple[Connection, Socket, WireTurn]:
+    """A connection over a real SDK session (Gemini API) whose socket keeps what is sent."""
+    socket = Socket()
+    client = genai.Client(api_key="test-key")
+    session = AsyncSession(api_client=client._api_client, websocket=socket)  # type: ignore[arg-type]
+    hooks = Hooks(1, lambda event: None, lambda item, t: None, lambda h: None)
+    turn = WireTurn()
+    conn = Connection(session, contextlib.AsyncExitStack(), LiveConfig(), Outbox(5), hooks,
+                      turn, toolbox)
+    return conn, socket, turn
+
+
+def calls(*pairs: tuple[str | None, str]) -> types.LiveServerMessage:
+    made = [types.FunctionCall(id=i, name=name, args={}) for i, name in pairs]
+    return types.LiveServerMessage(tool_call=types.LiveServerToolCall(function_calls=made))
+
+
+def cancellation(*ids: str) -> types.LiveServerMessage:
+    return types.LiveServerMessage(
+        tool_call_cancellation=types.LiveServerToolCallCancellation(ids=list(ids))
+    )
+
+
+async def started(gates: Gates, count: int) -> None:
+    for _ in range(count):
+        assert await asyncio.to_thread(gates.started.acquire, True, WAIT_S)
+
+
+# ---- an id the service used twice ------------------------------------------------------
+
+
+async def test_a_cancelled_id_the_service_used_twice_gets_no_stale_answer(gates: Gates) -> None:
+    """Two calls under one id, both still running, then the service withdraws that id:
+    neither may be answered (the service no longer waits for it; an answer to an id it
+    does not know is refused). Only the newer one was withdrawn, the older answered."""
+    toolbox = ToolBox(ToolsConfig(enabled=("slow",)), Actions(), registry=registry_with(gates))
+    conn, socket, turn = linked(toolbox)
+    async with asyncio.TaskGroup() as group:
+        conn._group = group
+        conn._dispatch(calls(("x", "slow")))
+        conn._dispatch(calls(("x", "slow")))
+        await started(gates, 2)
+        conn._dispatch(cancellation("x"))
+        gates.opened.set()
+    assert answered(socket) == [], "a withdrawn call was answered"
+    assert not turn.tools_running
+
+
+async def test_a_call_ending_does_not_shield_a_later_one_with_its_id_from_cancellation(
+    gates: Gates,
+) -> None:
+    """The first call under an id answered quickly; its end forgot the second, still
+    running under the same id, so the service's cancellation of it was not honoured."""
+    toolbox = ToolBox(ToolsConfig(enabled=("slow", "quick")), Actions(),
+                      registry=registry_with(gates))
+    conn, socket, _ = linked(toolbox)
+    async with asyncio.TaskGroup() as group:
+        conn._group = group
+        conn._dispatch(calls(("x", "slow")))
+        await started(gates, 1)
+        conn._dispatch(calls(("x", "quick")))
+        await until(lambda: len(answered(socket)) == 1, within=WAIT_S)
+        conn._dispatch(cancellation("x"))
+        gates.opened.set()
+    assert [a["name"] for a in answered(socket)] == ["quick"], "the withdrawn call answered"
+
+
+# ---- a call the box cannot answer -------------------------------------------------------
+
+
+async def test_a_call_without_an_id_does_not_end_the_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The SDK refuses to send a Gemini API function response without an id (ValueError):
+    the connection's task group failed with it, the connection ended, and the person's
+    reply with it (a reconnect, the error beep). The call is dropped with a journal line."""
+    toolbox = ToolBox(ToolsConfig(enabled=("quick",)), Actions(), registry=registry_with(Gates()))
+    conn, socket, turn = linked(toolbox)
+    async with asyncio.TaskGroup() as group:
+        conn._group = group
+        conn._dispatch(calls((None, "quick"), ("y", "quick")))
+    assert [a["id"] for a in answered(socket)] == ["y"]
+    assert not turn.tools_running
+    assert any("without an id" in r.getMessage() for r in caplog.records
+               if r.levelno == logging.WARNING)
