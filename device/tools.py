@@ -36,7 +36,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from device.config import ToolsConfig
-from device.errors import ConfigError
+from device.errors import TEXT_LIMIT, ConfigError, cut
 from device.logs import Overflow
 from device.workers import in_own_thread
 
@@ -51,6 +51,10 @@ UNKNOWN = "unknown"
 WITHDRAWN = "withdrawn by the service"
 #: Tool threads that may be running at once, a hung one included until it returns.
 TOOL_THREADS_LIMIT = 4
+#: The most bytes of JSON a tool's result may have; a larger one is answered with an
+#: error. About 16k tokens of the model's context: more it cannot use in a spoken reply,
+#: and megabytes held the person's speech behind them on the link.
+RESULT_LIMIT = 64 * 1024
 #: No box ran this code before this day: a clock that reads earlier has not been set
 #: (a Pi has no clock of its own: it starts at 1970, or at its last shutdown, and NTP
 #: sets it once the network is up).
@@ -294,7 +298,7 @@ class ToolBox:
         except Exception as exc:
             if deadline.expired():
                 return {"error": f"timed out after {self._cfg.timeout_s:g} s"}
-            return {"error": f"{type(exc).__name__}: {exc}"}
+            return {"error": cut(f"{type(exc).__name__}: {exc}", TEXT_LIMIT)}
         return _as_json(result if isinstance(result, dict) else {"output": result})
 
     def _log(self, call: types.FunctionCall, started: float, result: str, error: str = "") -> None:
@@ -320,12 +324,15 @@ class ToolBox:
 def _as_json(result: dict[str, Any]) -> dict[str, Any]:
     """A tool's result in the values JSON has (a path as text, a set as a list), or an
     error the model is told: the SDK's send fails on a set or a path, ending the connection
-    with the call unanswered, and sends NaN as JSON no parser takes."""
+    with the call unanswered, and sends NaN as JSON no parser takes; past RESULT_LIMIT."""
     try:
         plain = to_jsonable_python(result)
-        json.dumps(plain, allow_nan=False)
+        size = len(json.dumps(plain, allow_nan=False).encode())
     except (PydanticSerializationError, ValueError) as exc:
-        return {"error": f"the tool's result is not JSON: {exc}"}
+        return {"error": cut(f"the tool's result is not JSON: {exc}", TEXT_LIMIT)}
+    if size > RESULT_LIMIT:
+        return {"error": f"the tool's result is too large ({size} bytes of JSON; at most "
+                f"{RESULT_LIMIT}), so it was not sent"}
     return typing.cast(dict[str, Any], plain)
 
 

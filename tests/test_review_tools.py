@@ -179,3 +179,46 @@ async def test_a_call_without_an_id_does_not_end_the_connection(
     assert not turn.tools_running
     assert any("without an id" in r.getMessage() for r in caplog.records
                if r.levelno == logging.WARNING)
+
+
+# ---- a tool's answer has a bound --------------------------------------------------------
+
+
+def big_tools() -> Registry:
+    """Tools as an owner might add them: one reads a whole file, one fails verbosely."""
+    registry = Registry()
+
+    @registry.tool
+    def read_log(device: Device) -> dict[str, Any]:
+        """The whole log file."""
+        return {"text": "x" * (8 * 2**20)}
+
+    @registry.tool
+    def flaky(device: Device) -> dict[str, Any]:
+        """Fails, quoting all it read."""
+        raise ValueError("bad reading: " + "y" * 2**20)
+
+    return registry
+
+
+async def run_alone(toolbox: ToolBox, name: str) -> dict[str, Any]:
+    response = await toolbox.run(types.FunctionCall(id="call-1", name=name, args={}))
+    assert response.response is not None
+    return response.response
+
+
+async def test_a_huge_result_answers_the_model_with_a_short_error() -> None:
+    """8 MB of result went out whole: the person's speech waited behind it on the link
+    (seconds on a home uplink), and past the box's unsent bound (16 MB) the connection was
+    judged dead, the reply lost. The model cannot use that much of a result anyway."""
+    toolbox = ToolBox(ToolsConfig(enabled=("read_log",)), Actions(), registry=big_tools())
+    response = await run_alone(toolbox, "read_log")
+    assert len(json.dumps(response)) < 1000, "the whole result went to the model"
+    assert response["error"].startswith("the tool's result is too large")
+
+
+async def test_an_exception_quoting_a_megabyte_is_answered_cut() -> None:
+    toolbox = ToolBox(ToolsConfig(enabled=("flaky",)), Actions(), registry=big_tools())
+    response = await run_alone(toolbox, "flaky")
+    assert response["error"].startswith("ValueError: bad reading: yyy")
+    assert len(response["error"]) < 5000, "the whole exception went to the model"
