@@ -669,11 +669,13 @@ def _transition(m: Machine, event: Event) -> Step:
         case Interrupted() if ptt and m.held:
             return m, []  # the press silenced the reply: what plays is its "go ahead" beep
         case Interrupted() if m.state in _REPLYING:
-            return _turn_over(m, [ClearPlayback()])
+            # Hands-free, the person talked over it: over the goodbye too ("wait, one more
+            # thing"), the conversation goes on, as after a press over it.
+            return _turn_over(m if ptt else m.to(m.state, ending=False), [ClearPlayback()])
         case Interrupted():
             return m, [ClearPlayback()]
         case ReplyDropped() if m.state is State.SPEAKING:
-            return _turn_over(m, [ClearPlayback()])
+            return _turn_over(m.to(m.state, ending=False), [ClearPlayback()])
         case ReplyDropped():
             return m, []
 

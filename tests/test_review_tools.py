@@ -16,11 +16,13 @@ from google.genai import types
 from google.genai.live import AsyncSession
 from helpers import until
 
+from device import states as s
 from device.config import LiveConfig, ToolsConfig
 from device.live.connection import Connection
 from device.live.hooks import Hooks
 from device.live.turn import WireTurn
 from device.outbox import Outbox
+from device.states import Machine, Mode, State
 from device.tools import Device, Registry, ToolBox
 
 WAIT_S = 5.0
@@ -222,3 +224,27 @@ async def test_an_exception_quoting_a_megabyte_is_answered_cut() -> None:
     response = await run_alone(toolbox, "flaky")
     assert response["error"].startswith("ValueError: bad reading: yyy")
     assert len(response["error"]) < 5000, "the whole exception went to the model"
+
+
+# ---- talking over the goodbye ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stopped", [
+    s.Interrupted(session=1),  # the service stops the goodbye it still streams
+    s.ReplyDropped(session=1),  # it had sent all of it: the box stops it itself
+], ids=["interrupted", "dropped"])
+def test_hands_free_talking_over_the_goodbye_keeps_the_conversation(stopped: s.Event) -> None:
+    """The model says goodbye and calls end_conversation; hands-free, the person talks
+    over it ("wait, one more thing"). The box hung up at once, the service's answer to
+    them never heard. Push-to-talk, a press over the goodbye keeps the conversation
+    (test_states); speech is hands-free's press."""
+    m = Machine(mode=Mode.TOGGLE)
+    for event in (s.Pressed(), s.SetupComplete(session=1), s.ReplyAudio(session=1, pcm=b"\1\0"),
+                  s.EndConversation(session=1), s.TalkedOver(), stopped):
+        m, actions = s.step(m, event)
+    assert not any(isinstance(a, s.CloseSession) for a in actions), "hung up on the person"
+    assert m.session_open and m.state is State.LISTENING and not m.ending
+    for event in (s.ReplyAudio(session=1, pcm=b"\1\0"), s.TurnComplete(session=1),
+                  s.PlaybackDrained()):
+        m, actions = s.step(m, event)
+    assert m.session_open and m.state is State.LISTENING, "the answer to them is heard"
