@@ -7,7 +7,8 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -15,15 +16,18 @@ from google import genai
 from google.genai import types
 from google.genai.live import AsyncSession
 from helpers import until
+from wire import config_for
 
 from device import states as s
 from device.config import LiveConfig, ToolsConfig
 from device.live.connection import Connection
 from device.live.hooks import Hooks
+from device.live.session import LiveLink
 from device.live.turn import WireTurn
 from device.outbox import Outbox
 from device.states import Machine, Mode, State
 from device.tools import Device, Registry, ToolBox
+from rig.server.server import LiveServer
 
 WAIT_S = 5.0
 
@@ -248,3 +252,143 @@ def test_hands_free_talking_over_the_goodbye_keeps_the_conversation(stopped: s.E
                   s.PlaybackDrained()):
         m, actions = s.step(m, event)
     assert m.session_open and m.state is State.LISTENING, "the answer to them is heard"
+
+
+# ---- a tool at work when the service moves the conversation -----------------------------
+
+
+@contextlib.asynccontextmanager
+async def linked_to(server: LiveServer, toolbox: ToolBox) -> AsyncIterator[Talk]:
+    """A session on the local server with `toolbox` answering its calls."""
+    outbox = Outbox(hold_s=8)
+    events: list[s.Event] = []
+    link = LiveLink(config_for(server), outbox, events.append, lambda _item, _t: None,
+                    tools=toolbox)
+    link.open(1)
+    try:
+        await until(lambda: s.SetupComplete(session=1) in events, within=10)
+        yield Talk(link, outbox, events)
+    finally:
+        await link.close()
+
+
+@dataclass
+class Talk:
+    link: LiveLink
+    outbox: Outbox
+    events: list[s.Event] = field(default_factory=list)
+
+
+@pytest.fixture
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
+    async with LiveServer(pace=0, reply_seconds=0.2) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
+
+
+def responses_on(server: LiveServer) -> list[tuple[int, str]]:
+    """(connection, call id) of every function response the server received."""
+    return [
+        (entry.conn, response["id"])
+        for entry in server.entries(direction="in") if entry.kind == "tool_response"
+        for response in (entry.raw or {})["tool_response"]["functionResponses"]
+    ]
+
+
+async def ask(talk: Talk) -> None:
+    """A push-to-talk question (no sound needed: the server counts the activity)."""
+    talk.outbox.put("activity_start")
+    talk.outbox.put("activity_end")
+
+
+async def test_a_go_away_while_a_tool_works_waits_for_its_answer_and_the_reply(
+    server: LiveServer, gates: Gates,
+) -> None:
+    """The answer goes out on the connection that asked, the reply is heard, then the box
+    moves: nothing of the call reaches the next connection."""
+    toolbox = ToolBox(ToolsConfig(enabled=("slow",)), Actions(), registry=registry_with(gates))
+    call_id = server.queue_tool_call("slow")
+    async with linked_to(server, toolbox) as talk:
+        await ask(talk)
+        await started(gates, 1)
+        await server.send_go_away("20s")
+        await asyncio.sleep(0.3)
+        gates.opened.set()
+        await until(lambda: any(isinstance(e, s.Reconnected) for e in talk.events), within=10)
+        replies = [e for e in talk.events if isinstance(e, s.ReplyAudio)]
+    assert replies, "the reply to the tool's answer was not heard"
+    assert responses_on(server) == [(1, call_id)]
+    assert not any(isinstance(e, s.Reconnecting) for e in talk.events)
+
+
+async def test_a_go_away_deadline_while_a_tool_works_drops_its_answer_with_a_line(
+    server: LiveServer, gates: Gates, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The deadline comes first: the call is dropped with the connection (its answer on the
+    next one would be to an id that session does not know: a 1007 that ends it), the
+    journal says so, and the turn ends with the error beep's event."""
+    caplog.set_level(logging.INFO)
+    toolbox = ToolBox(ToolsConfig(enabled=("slow",)), Actions(), registry=registry_with(gates))
+    server.queue_tool_call("slow")
+    async with linked_to(server, toolbox) as talk:
+        await ask(talk)
+        await started(gates, 1)
+        await server.send_go_away("0.5s")
+        await until(lambda: any(isinstance(e, s.Reconnected) for e in talk.events), within=10)
+        gates.opened.set()
+        await asyncio.sleep(0.3)
+        talk.outbox.put("text", "and now?")
+        await until(lambda: sum(isinstance(e, s.TurnComplete) for e in talk.events) >= 1,
+                    within=10)
+    assert responses_on(server) == []
+    lost = [e for e in talk.events if isinstance(e, s.Reconnecting)]
+    assert lost and lost[0].reply_lost, talk.events
+    ended = [r for r in caplog.records if getattr(r, "LIVE_TOOL_RESULT", None) == "ended"]
+    assert len(ended) == 1
+
+
+async def test_a_press_as_the_tool_answers_does_not_end_the_session(
+    server: LiveServer, gates: Gates,
+) -> None:
+    """Push-to-talk: the tool finishes just as the person presses again. The press went out
+    first; the service withdrew the call for it, and the box's answer crossed the
+    withdrawal on the wire: an answer to an id the service no longer knows."""
+    toolbox = ToolBox(ToolsConfig(enabled=("slow",)), Actions(), registry=registry_with(gates))
+    server.queue_tool_call("slow")
+    async with linked_to(server, toolbox) as talk:
+        await ask(talk)
+        await started(gates, 1)
+        talk.link.supersede_reply()
+        talk.outbox.put("activity_start")  # the press: out before the tool's answer
+        gates.opened.set()  # the answer follows it, before the withdrawal is read
+        await asyncio.sleep(0.5)
+        talk.outbox.put("activity_end")
+        await until(lambda: any(isinstance(e, s.TurnComplete | s.ConnectionLost | s.Reconnecting)
+                                for e in talk.events), within=10)
+    assert not any(isinstance(e, s.ConnectionLost | s.Reconnecting) for e in talk.events), (
+        talk.events)
+
+
+async def test_a_call_that_crosses_a_press_on_the_wire_is_left_unanswered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Push-to-talk: the service calls a quick tool for the last turn as the person presses
+    again. The call was on its way before the service read the press; it withdraws it
+    when it does, and the box's answer, a millisecond later, went to an id it no longer
+    knew (the 1007 above). While the button is held no call can be the new turn's."""
+    caplog.set_level(logging.INFO)
+    toolbox = ToolBox(ToolsConfig(enabled=("quick",)), Actions(), registry=registry_with(Gates()))
+    conn, socket, turn = linked(toolbox)
+    turn.sent("activity_start")
+    turn.sent("activity_end")
+    turn.sent("activity_start")  # the press, out before the call below arrived
+    async with asyncio.TaskGroup() as group:
+        conn._group = group
+        conn._dispatch(calls(("x", "quick")))
+    assert answered(socket) == []
+    assert not turn.tools_running
+    turn.sent("activity_end")
+    async with asyncio.TaskGroup() as group:
+        conn._group = group
+        conn._dispatch(calls(("y", "quick")))  # the new turn's own call
+    assert [a["id"] for a in answered(socket)] == ["y"]

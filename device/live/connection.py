@@ -178,6 +178,8 @@ class Connection:
                 self._outbox.push_front(item)
                 raise
             self._turn.sent(item.kind)
+            if item.kind in ("activity_start", "text") and self._turn.speech_interrupts:
+                self._withdraw_tools()
             if item.kind == "audio":
                 assert isinstance(item.data, bytes)
                 self._turn.spoke(item.data)
@@ -394,6 +396,13 @@ class Connection:
         """Run the calls there is room for (TOOL_CALLS_LIMIT); answer the rest busy."""
         assert self._group is not None
         calls = self._answerable(calls)
+        if calls and self._turn.activity_open and self._turn.speech_interrupts:
+            # Push-to-talk, the button held: no call can be this turn's. It was on its way
+            # before the service read the press, and is withdrawn as it reads it: an answer
+            # would cross that withdrawal (`_withdraw_tools`).
+            log.info("the service called %s for a turn the person pressed over: not run",
+                     ", ".join(call.name or "?" for call in calls))
+            return
         room = max(TOOL_CALLS_LIMIT - len(self._tool_runs), 0)
         for call in calls[:room]:
             task = self._group.create_task(self._run_tool(call), name="tool-call")
@@ -414,6 +423,16 @@ class Connection:
             self._tool_refusal = self._group.create_task(
                 self._refuse_tools(refused), name="tool-refusal"
             )
+
+    def _withdraw_tools(self) -> None:
+        """The person's new turn went out: the service withdraws the calls still running for
+        it (toolCallCancellation). An answer sent after the turn crossed that on the wire:
+        an answer to an id the service no longer knew, refused with 1007, which ended the
+        session. The box withdraws them itself as the turn goes out."""
+        for running in self._tool_tasks.values():
+            for task in running:
+                task.cancel(WITHDRAWN)
+        self._tool_tasks.clear()
 
     def _tool_ended(self, call_id: str, task: asyncio.Task[None]) -> None:
         """Forget the call for cancellations; not another call the service gave its id."""
