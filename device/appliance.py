@@ -106,6 +106,10 @@ PRESSES_WAITING = 16
 #: ready yet) is tried again this long after, twice as long after each try that fails, up
 #: to the audio keeper's longest wait: a box nobody restarts answers its button again.
 BUTTON_RETRY_S = 2.0
+#: A watchdog ping systemd could not take (PID 1 busy: a daemon-reload on a slow SD card,
+#: apt re-executing it) is tried again this soon through the machine, not at the next
+#: heartbeat: that one comes WatchdogSec/2 later, with the kill, and loses the race to it.
+WATCHDOG_RETRY_S = 1.0
 #: The speaker's actions, and the microphone and camera stopping, performed ahead of a
 #: transition's journal line and LEDs: changing the LEDs yields to the loop, and a box that
 #: shows idle must have stopped sending what it hears and sees.
@@ -188,6 +192,7 @@ class Appliance:
         self.microphone_wait_ms: float | None = None  # start-up: until its first audio
         self.ready = False  # start-up is over: the devices are open, the machine runs
         self._drain_watch: asyncio.Task[None] | None = None
+        self._watchdog_retry: asyncio.TimerHandle | None = None  # a lost ping's next try
 
     # -- inputs, all on the event loop -------------------------------------------------
 
@@ -450,6 +455,9 @@ class Appliance:
                 self._cancel_timer(timer)
             case FeedWatchdog():
                 self.notifier.watchdog()
+                if self.notifier.lost and self._watchdog_retry is None:
+                    loop = asyncio.get_running_loop()
+                    self._watchdog_retry = loop.call_later(WATCHDOG_RETRY_S, self._retry_watchdog)
             case _:
                 assert_never(action)
 
@@ -506,6 +514,10 @@ class Appliance:
                 del self._stale_timeouts[index]
                 return True
         return False
+
+    def _retry_watchdog(self) -> None:
+        self._watchdog_retry = None
+        self.post(Heartbeat())
 
     async def _heartbeat(self, interval: float) -> None:
         """A Heartbeat through the event queue every `interval`: the watchdog is fed only
@@ -784,6 +796,8 @@ class Appliance:
             for handle in self._timers.values():
                 handle.cancel()
             self._timers.clear()
+            if self._watchdog_retry is not None:
+                self._watchdog_retry.cancel()
             for task in [*self._tasks, self._drain_watch]:
                 if task is not None and not task.done():  # a dead one was reported already
                     await stop_task(task)

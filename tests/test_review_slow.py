@@ -1,0 +1,104 @@
+"""A slow or starved Pi: systemd busy, an SD card that stalls writes, a speaker's thread late.
+
+What is checked is what a person at the box would notice: a box restarted by its
+watchdog while it works, a crackling reply the journal never mentions, a volume
+change the model is told failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from fakes import FakeParts, running
+
+from device.service import Notifier
+from device.states import Heartbeat
+
+#: WatchdogSec in these tests: its heartbeat every 30 s, so any ping sooner is a retry.
+WATCHDOG_S = 60.0
+
+
+class SocketNotifier(Notifier):
+    """The real notifier on a real socket, keeping what systemd received."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(int(WATCHDOG_S * 1e6))})
+        self.messages: list[str] = []
+        self.sent = asyncio.Event()
+
+    def send(self, *fields: str) -> None:
+        lost = self.lost
+        super().send(*fields)
+        if self.lost <= lost:  # got through
+            self.messages.extend(fields)
+            self.sent.set()
+
+    def count(self, message: str) -> int:
+        return self.messages.count(message)
+
+
+@dataclass
+class SystemdParts(FakeParts):
+    """Fake parts, but a notifier that talks to a socket standing in for PID 1's."""
+
+    address: ClassVar[str] = ""
+
+    def notifier(self):  # type: ignore[no-untyped-def]
+        return self._keep("notifier", SocketNotifier(self.address))
+
+
+def fill(address: bytes) -> socket.socket:
+    """A socket whose datagrams fill the queue of the one at `address` (PID 1 not reading)."""
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    other.connect(address)
+    other.setblocking(False)
+    try:
+        while True:
+            other.send(b"STATUS=another service")
+    except BlockingIOError:
+        return other
+
+
+def drain(sock: socket.socket) -> list[bytes]:
+    got = []
+    sock.setblocking(False)
+    try:
+        while True:
+            got.append(sock.recv(4096))
+    except BlockingIOError:
+        return got
+
+
+async def test_a_watchdog_ping_systemd_could_not_take_is_sent_again_well_before_the_next(
+    tmp_path: Path,
+) -> None:
+    """PID 1 busy for a moment (a daemon-reload on a slow SD card, apt upgrading systemd):
+    the one WATCHDOG=1 it cannot take must not leave the box without a ping for a whole
+    WatchdogSec, or systemd kills a box that works (the conversation cut, the LEDs dark)."""
+    name = f"review-slow-{uuid.uuid4().hex}"
+    pid1 = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    pid1.bind(b"\0" + name.encode())
+    SystemdParts.address = "@" + name
+    async with running(tmp_path, parts_class=SystemdParts, watchdog_s=WATCHDOG_S) as box:
+        notifier: SocketNotifier = box.parts.made["notifier"]
+        assert notifier.count("WATCHDOG=1") >= 1  # the start-up's heartbeat
+        other = fill(b"\0" + name.encode())
+        box.appliance.post(Heartbeat())  # the 15 s tick, while PID 1 reads nothing
+        await asyncio.sleep(0.2)
+        assert notifier.lost, "the ping was left out"
+        fed = notifier.count("WATCHDOG=1")
+        drain(pid1)  # PID 1 reads again
+        started = time.monotonic()
+        async with asyncio.timeout(5):
+            while notifier.count("WATCHDOG=1") == fed:
+                notifier.sent.clear()
+                await notifier.sent.wait()
+        assert time.monotonic() - started < WATCHDOG_S / 4
+        other.close()
+    pid1.close()
