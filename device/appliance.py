@@ -31,7 +31,7 @@ from device.control import single_instance
 from device.control_client import ControlError
 from device.hw import gpio_failure, no_pin_driver
 from device.hw.leds import LedAnimator
-from device.mic_feed import MicFeed
+from device.mic_feed import OVERFLOW_LOG_EVERY_S, MicFeed
 from device.outbox import Item, Outbox, TextsWaiting
 from device.parts import Parts
 from device.persist import StateFile
@@ -171,6 +171,8 @@ class Appliance:
         )
         self.mic.on_cleaner_failed = self._cleaner_failed
         self.speaker = parts.speaker()
+        self.speaker.on_underflow = self._speaker_ran_out
+        self._underflow_logged = -OVERFLOW_LOG_EVERY_S
         self.speaker.volume = _saved_volume(self.state_file, cfg.audio.volume)
         self.audio = AudioKeeper(
             {"speaker": self.speaker, "microphone": self.mic}, self.post, cfg.audio.reopen_s
@@ -233,6 +235,20 @@ class Appliance:
         if starts and from_the_room:
             self.link.hurry()  # hands-free, their words are the turn: a reconnect tries now
         self.post(SpeechHeard(from_the_room=from_the_room))
+
+    def _speaker_ran_out(self, count: int) -> None:
+        """The speaker ran out of audio that was waiting for it (its writer late: a Pi
+        throttled, or busy beside apt): a click or a gap in the reply. Said as the
+        microphone's overflows are, at most every OVERFLOW_LOG_EVERY_S."""
+        now = time.monotonic()
+        if now - self._underflow_logged >= OVERFLOW_LOG_EVERY_S:
+            self._underflow_logged = now
+            log.warning(
+                "speaker underrun: the sound card ran out of audio that was waiting "
+                "(%d times so far; the box is short of CPU)",
+                count,
+                extra={"LIVE_SPEAKER_UNDERFLOWS": count},
+            )
 
     def _on_talk_over(self) -> None:
         self.post(TalkedOver())

@@ -8,6 +8,7 @@ change the model is told failed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 import uuid
@@ -15,8 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from fakes import FakeParts, running
+import pytest
+from fakes import FakeParts, config, running
 
+from device.appliance import Appliance
+from device.audio.playback import Playback
+from device.parts import Parts
 from device.service import Notifier
 from device.states import Heartbeat
 
@@ -102,3 +107,29 @@ async def test_a_watchdog_ping_systemd_could_not_take_is_sent_again_well_before_
         assert time.monotonic() - started < WATCHDOG_S / 4
         other.close()
     pid1.close()
+
+
+class RealSpeakerParts(FakeParts):
+    """Fake parts, but the speaker the daemon makes (never opened here)."""
+
+    speaker = Parts.speaker
+
+
+async def test_a_speaker_running_out_mid_reply_is_said_in_the_journal_once_a_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A throttled Pi, or apt beside the box, makes the speaker's writer late: the reply
+    clicks or breaks up. The owner reading the journal must find that, as they find the
+    microphone's overflows, not only a count in `ctl status`."""
+    appliance = Appliance(config(), RealSpeakerParts(config(), tmp_path))
+    speaker = appliance.speaker
+    assert isinstance(speaker, Playback)
+    speaker._loop = asyncio.get_running_loop()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):  # three clicks in one reply: one line
+            speaker._ran_out(waited=True)
+        await asyncio.sleep(0.01)
+    said = [r for r in caplog.records if "speaker" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in caplog.records]
+    assert said[0].__dict__["LIVE_SPEAKER_UNDERFLOWS"] == 1
+    assert appliance.status()["speaker_underflows"] == 3
