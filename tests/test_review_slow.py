@@ -8,8 +8,10 @@ change the model is told failed.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,13 +19,19 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from fakes import FakeParts, config, running
+from fakes import SPEAKERPHONE, FakeParts, IdlePcm, ListedPortAudio, card, config, running
+from helpers import until
 
 from device.appliance import Appliance
+from device.audio import capture as capture_module
+from device.audio.alsa import AlsaError
+from device.audio.capture import Capture
+from device.audio.keeper import STALE_S, AudioKeeper
 from device.audio.playback import Playback
 from device.parts import Parts
 from device.service import Notifier
-from device.states import Heartbeat
+from device.states import Event, Heartbeat
+from device.tasks import stop_task
 
 #: WatchdogSec in these tests: its heartbeat every 30 s, so any ping sooner is a retry.
 WATCHDOG_S = 60.0
@@ -133,3 +141,49 @@ async def test_a_speaker_running_out_mid_reply_is_said_in_the_journal_once_a_min
     assert len(said) == 1, [r.getMessage() for r in caplog.records]
     assert said[0].__dict__["LIVE_SPEAKER_UNDERFLOWS"] == 1
     assert appliance.status()["speaker_underflows"] == 3
+
+
+class StalledPcm(IdlePcm):
+    """A capture device that delivers on time, once read; its reader is held for longer
+    than its buffer at its tenth read (a starved thread: apt, a thermally throttled Pi),
+    so the card overran meanwhile, as ALSA says at the next read."""
+
+    stall_s: ClassVar[float] = 2.5
+    stalled: ClassVar[threading.Event] = threading.Event()
+    reads = 0
+
+    def read(self) -> tuple[bytes, int]:
+        self.reads += 1
+        if self.reads == 10 and not StalledPcm.stalled.is_set():
+            StalledPcm.stalled.set()
+            time.sleep(self.stall_s)
+            raise AlsaError(errno.EPIPE, "overrun")
+        return bytes(2 * self.channels * self.period_frames), 0
+
+    def recover(self, error: AlsaError) -> None:
+        """Started again, as ALSA does after an overrun."""
+
+
+async def test_a_microphone_that_overran_while_its_reader_was_starved_is_not_taken_for_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reader held for over the card's buffer finds an overrun: a few words lost, the
+    card fine. Taken for a microphone that stopped delivering, the keeper closed both
+    devices: the reply cut, the error beep, the conversation over."""
+    monkeypatch.setattr(capture_module, "open_portaudio", lambda: ListedPortAudio(
+        card(SPEAKERPHONE, 2)))  # fmt: skip
+    monkeypatch.setattr(capture_module, "CapturePcm", StalledPcm)
+    monkeypatch.setattr(StalledPcm, "stalled", threading.Event())
+    events: list[Event] = []
+    mic = Capture(lambda chunk, t: None)  # in a turn: read as audio arrives
+    keeper = AudioKeeper({"microphone": mic}, events.append, 0.5)
+    await keeper.open()
+    keeping = asyncio.create_task(keeper.keep())
+    try:
+        await until(lambda: mic.overflows == 1, 5)
+        await asyncio.sleep(STALE_S + 0.5)
+        assert events == [], "a starved reader is no device gone"
+        assert mic.trouble(STALE_S) is None
+    finally:
+        await stop_task(keeping)
+        await keeper.close()

@@ -445,6 +445,12 @@ class Capture:
             if exc.errno not in (errno.EPIPE, errno.ESTRPIPE):
                 raise
             pcm.recover(exc)
+            if self._frames:
+                # It delivered until the reader fell behind (starved for longer than the
+                # card's buffer: a throttled Pi, apt beside it): the card is there, and a
+                # keeper told it was silent that long would close both devices mid-reply.
+                # One that overruns again with nothing read in between is not stamped.
+                self._last_read = time.monotonic()
             self._clock.restart()
             self._frames = 0
             self._overflowed()
