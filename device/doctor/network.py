@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from device.doctor.result import Context, Result, Status
-from device.live.endpoint import endpoint
+from device.live.endpoint import endpoint, race_addresses
 from device.live.wire import CLOSE_INVALID, CLOSE_POLICY
 
 T = TypeVar("T")
@@ -103,6 +103,7 @@ async def check_network(ctx: Context) -> Result:
     where = {"host": host, "port": port}
     timeout = cfg.live.connect_timeout_s
     loop = asyncio.get_running_loop()
+    race_addresses(loop)  # as the daemon connects
     steps = {
         "DNS": lambda: loop.getaddrinfo(host, port, type=socket.SOCK_STREAM),
         "TCP": lambda: _open_close(host, port, None),

@@ -7,6 +7,7 @@ the turn is over: its words (output transcription), its audio and its timings.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -50,8 +51,10 @@ class Reply:
 
 async def open_session(stack: contextlib.AsyncExitStack, cfg: Config) -> AsyncSession:
     """A Live session set up exactly as the daemon sets one up; `stack` closes it."""
+    from device.live.endpoint import race_addresses
     from device.live.setup import connect_config, make_client
 
+    race_addresses(asyncio.get_running_loop())
     client = make_client(cfg)
     return await stack.enter_async_context(
         client.aio.live.connect(model=cfg.live.model, config=connect_config(cfg, None))

@@ -10,6 +10,7 @@ names the layer, as it does for a failure that comes at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 from typing import TYPE_CHECKING
@@ -23,6 +24,9 @@ GEMINI_HOST = "generativelanguage.googleapis.com"
 VERTEX_MULTI_REGIONS = ("us", "eu")
 #: How long the resolver is given, alone, after a connect timed out.
 DNS_CHECK_S = 1.0
+#: How long a connect waits on one address before it tries the next one too (RFC 8305's
+#: Connection Attempt Delay): the Live API's host has IPv6 and IPv4 addresses.
+HAPPY_EYEBALLS_S = 0.25
 
 
 class ResolverSilent(TimeoutError):
@@ -45,6 +49,21 @@ def endpoint(cfg: Config) -> tuple[str, int]:
             return f"aiplatform.{region}.rep.googleapis.com", 443
         return f"{region}-aiplatform.googleapis.com", 443
     return GEMINI_HOST, 443
+
+
+def race_addresses(loop: asyncio.AbstractEventLoop) -> None:
+    """Connections opened on `loop` try the host's next address HAPPY_EYEBALLS_S after the
+    one before, unless the caller says otherwise. Without it asyncio waits on each address
+    until it fails: a home whose IPv6 goes nowhere (a stale prefix after the router
+    rebooted, an ISP's IPv6 down) timed out every connect on the AAAA address, while a
+    browser there fell back to IPv4 at once. google-genai drops `happy_eyeballs_delay`
+    from the arguments it passes websockets, hence the loop's own method, wrapped once."""
+    create = loop.create_connection
+    if isinstance(create, functools.partial):
+        return
+    loop.create_connection = functools.partial(  # type: ignore[method-assign]
+        create, happy_eyeballs_delay=HAPPY_EYEBALLS_S
+    )
 
 
 async def timed_out(cfg: Config) -> Exception:

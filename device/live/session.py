@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from device import logs
 from device.config import Config, find_api_key, where_to_put_the_key
 from device.errors import ConfigError, cut, without_credentials
-from device.live.endpoint import timed_out
+from device.live.endpoint import race_addresses, timed_out
 from device.live.hooks import Hooks, SpeakerRoom
 from device.live.pacing import Pacing
 from device.live.turn import WireTurn
@@ -408,6 +408,7 @@ class LiveLink:
         setup = connect_config(self._cfg, self._handle)
         started = time.monotonic()
         stack = contextlib.AsyncExitStack()
+        race_addresses(asyncio.get_running_loop())
         try:
             async with asyncio.timeout(self._cfg.live.connect_timeout_s):
                 session = await stack.enter_async_context(
