@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from helpers import until
+from helpers import closed_port, until
+from wire import config_for
 
 from device.config import Config, LiveConfig, Secret
 from device.live.session import LiveLink
@@ -75,3 +78,86 @@ async def test_a_broken_ipv6_route_falls_back_to_ipv4_before_the_connect_times_o
     assert not [e for e in events if isinstance(e, ConnectFailed)], events
     assert isinstance(events[0], SetupComplete)
     assert took < 2.0, f"connected after {took:.1f} s"
+
+
+@contextlib.asynccontextmanager
+async def proxy(answer: bytes | None = None) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """An HTTP proxy on 127.0.0.1: its port and the CONNECT requests it took. It tunnels
+    each to the host and port asked for, or answers `answer` (a status line) instead."""
+    asked: list[bytes] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        asked.append(request.split(b"\r\n", 1)[0])
+        if answer is not None:
+            writer.write(answer + b"\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        host, _, port = request.split()[1].decode().rpartition(":")
+        up_reader, up_writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield listening.sockets[0].getsockname()[1], asked
+    finally:
+        listening.close()
+
+
+async def first_outcome(cfg: Config) -> Event:
+    """What a press's session says first: SetupComplete, or why it failed."""
+    events: list[Event] = []
+    link = LiveLink(cfg, Outbox(5), events.append, lambda *_: None)
+    link.open(1)
+    try:
+        await until(lambda: bool(events), within=15)
+    finally:
+        await link.close()
+    return events[0]
+
+
+async def test_a_proxy_in_the_environment_carries_the_session(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An owner behind a proxy sets HTTPS_PROXY for the unit: the Live session goes
+    through it (websockets reads the environment)."""
+    async with proxy() as (port, asked):
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+        outcome = await first_outcome(config_for(server))
+    assert isinstance(outcome, SetupComplete), outcome
+    assert asked and asked[0].startswith(b"CONNECT 127.0.0.1:")
+
+
+async def test_a_proxy_that_is_down_is_named_not_the_live_api_host(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY names a proxy that is down (or a stale setting the owner forgot): the
+    error state and the journal said "TCP: connection refused by the Live API host", and
+    the owner looked at the service, the key and the firewall, never at the proxy."""
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{closed_port()}")
+    outcome = await first_outcome(config_for(server))
+    assert isinstance(outcome, ConnectFailed)
+    assert "proxy" in outcome.reason, outcome.reason
+    assert "Live API host" not in outcome.reason
+
+
+async def test_a_proxy_that_wants_credentials_is_said_as_such(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy answers CONNECT with 407: the failure is the proxy's, named with its
+    status, not "other" with a class name."""
+    async with proxy(b"HTTP/1.1 407 Proxy Authentication Required") as (port, _):
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+        outcome = await first_outcome(config_for(server))
+    assert isinstance(outcome, ConnectFailed)
+    assert "proxy" in outcome.reason and "407" in outcome.reason, outcome.reason
+    assert "InvalidProxyStatus" not in outcome.reason
