@@ -161,3 +161,28 @@ async def test_a_proxy_that_wants_credentials_is_said_as_such(
     assert isinstance(outcome, ConnectFailed)
     assert "proxy" in outcome.reason and "407" in outcome.reason, outcome.reason
     assert "InvalidProxyStatus" not in outcome.reason
+
+
+async def test_a_slow_proxy_is_not_blamed_on_the_boxs_resolver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Behind a proxy the box often cannot resolve outside names at all: the proxy does.
+    A connect that timed out (the proxy slow) was then checked against the Live API's
+    host with the box's resolver, and the journal said DNS, sending the owner to a
+    resolver the box never needed."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def say_nothing(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    silent = await asyncio.start_server(say_nothing, "127.0.0.1", 0)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}")
+    live = LiveConfig(base_url="https://live.proxy-only.invalid", connect_timeout_s=0.5)
+    try:
+        outcome = await first_outcome(Config(live=live, api_key=Secret("AIza-test")))
+    finally:
+        for writer in held:
+            writer.close()
+        silent.close()
+    assert isinstance(outcome, ConnectFailed)
+    assert not outcome.reason.startswith("DNS"), outcome.reason
