@@ -13,6 +13,7 @@ import asyncio
 import functools
 import os
 import socket
+import ssl
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -33,6 +34,12 @@ class ResolverSilent(TimeoutError):
     """The connect timed out, and the resolver does not answer for the host either."""
 
 
+class ProxyUnreachable(Exception):
+    """The connect failed on the way to the proxy the environment names (HTTPS_PROXY,
+    ALL_PROXY): the Live API was never tried. The message names the proxy's host and
+    port, never its URL (it may hold a user and a password)."""
+
+
 def endpoint(cfg: Config) -> tuple[str, int]:
     """The host and port the SDK will open its WebSocket to."""
     live = cfg.live
@@ -49,6 +56,33 @@ def endpoint(cfg: Config) -> tuple[str, int]:
             return f"aiplatform.{region}.rep.googleapis.com", 443
         return f"{region}-aiplatform.googleapis.com", 443
     return GEMINI_HOST, 443
+
+
+def proxy_of(cfg: Config) -> tuple[str, int] | None:
+    """(host, port) of the proxy websockets connects to the Live API through, as the
+    environment says (HTTPS_PROXY, ALL_PROXY, NO_PROXY...); None when it connects
+    directly, or when the setting is not valid (the connect says so itself)."""
+    from websockets.exceptions import InvalidProxy, InvalidURI
+    from websockets.proxy import get_proxy, parse_proxy
+    from websockets.uri import parse_uri
+
+    host, port = endpoint(cfg)
+    named = f"[{host}]" if ":" in host else host
+    try:
+        proxy = get_proxy(parse_uri(f"wss://{named}:{port}"))
+        parsed = None if proxy is None else parse_proxy(proxy)
+    except (InvalidProxy, InvalidURI):
+        return None
+    return None if parsed is None else (parsed.host, parsed.port)
+
+
+def through_proxy(cfg: Config, exc: OSError) -> Exception:
+    """A connect's network failure as ProxyUnreachable when a proxy carries the connection:
+    "connection refused" came from it, not from the Live API's host."""
+    proxy = proxy_of(cfg)
+    if proxy is None or isinstance(exc, ssl.SSLError):  # TLS is the Live API's, tunnelled
+        return exc
+    return ProxyUnreachable(f"{proxy[0]}:{proxy[1]}: {exc.strerror or exc}")
 
 
 def race_addresses(loop: asyncio.AbstractEventLoop) -> None:
@@ -68,8 +102,9 @@ def race_addresses(loop: asyncio.AbstractEventLoop) -> None:
 
 async def timed_out(cfg: Config) -> Exception:
     """What a connect that timed out is best reported as: ResolverSilent, the resolver's
-    own error if it now says no, or the plain timeout (past DNS: TCP, TLS or setup)."""
-    host, port = endpoint(cfg)
+    own error if it now says no, or the plain timeout (past DNS: TCP, TLS or setup). The
+    name asked for is the proxy's when one carries the connection."""
+    host, port = proxy_of(cfg) or endpoint(cfg)  # a proxy resolves the Live API's host itself
     try:
         async with asyncio.timeout(DNS_CHECK_S):
             await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)

@@ -15,10 +15,15 @@ import ssl
 from google.auth import exceptions as auth_errors
 from google.genai import errors
 from pydantic import ValidationError
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidProxyMessage,
+    InvalidProxyStatus,
+    InvalidStatus,
+)
 
 from device.errors import cut, without_credentials
-from device.live.endpoint import ResolverSilent
+from device.live.endpoint import ProxyUnreachable, ResolverSilent
 from device.live.wire import (
     CLOSE_ABNORMAL,
     CLOSE_INTERNAL,
@@ -59,6 +64,8 @@ HTTP_REFUSED = {
     401: "the service refused the credentials",
     403: "the service refused the credentials",
 }
+#: The proxy wants credentials the box has not got: asking again cannot help.
+PROXY_AUTH_REQUIRED = 407
 _HTTP_HINTS = {
     **HTTP_REFUSED,
     429: "too many requests: a quota or rate limit of the key",
@@ -91,9 +98,9 @@ def describe_failure(exc: BaseException) -> str:
 
 def failure_fields(exc: BaseException) -> dict[str, object]:
     """A failure's journal fields: LIVE_FAILURE, a word from a closed set an owner can
-    filter on (closed, http, credentials, gave_up, silent, timeout, dns, tls, tcp,
-    network, undecodable, other); LIVE_ERROR, the line describe_failure gives; LIVE_CLOSE_CODE
-    for a close, LIVE_HTTP_STATUS for an HTTP answer to the upgrade."""
+    filter on (closed, http, proxy, credentials, gave_up, silent, timeout, dns, tls,
+    tcp, network, undecodable, other); LIVE_ERROR, the line describe_failure gives;
+    LIVE_CLOSE_CODE for a close, LIVE_HTTP_STATUS for an HTTP answer to the upgrade."""
     kind, words = _classify(exc)
     fields: dict[str, object] = {"LIVE_FAILURE": kind, "LIVE_ERROR": without_credentials(words)}
     if (closed := _close_of(exc)) is not None:
@@ -141,6 +148,13 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         status = exc.response.status_code
         hint = _HTTP_HINTS.get(status, "the Live API refused the connection")
         return "http", f"{hint} (HTTP {status} {exc.response.reason_phrase})"
+    if isinstance(exc, InvalidProxyStatus):
+        status = exc.response.status_code
+        return "proxy", f"the proxy refused the tunnel (HTTP {status} {exc.response.reason_phrase})"
+    if isinstance(exc, InvalidProxyMessage):
+        return "proxy", f"the proxy's answer cannot be read ({exc})"
+    if isinstance(exc, ProxyUnreachable):
+        return "proxy", f"proxy: cannot reach {exc}"
     if isinstance(exc, auth_errors.GoogleAuthError):  # Vertex AI's, before ValueError
         words = f"Vertex AI credentials: {_auth_words(exc)}"
         if _auth_retryable(exc):
@@ -251,6 +265,8 @@ def is_refusal(exc: BaseException) -> bool:
         return not _auth_retryable(exc)
     if isinstance(exc, InvalidStatus):
         return exc.response.status_code in HTTP_REFUSED
+    if isinstance(exc, InvalidProxyStatus):
+        return exc.response.status_code == PROXY_AUTH_REQUIRED
     closed = _close_of(exc)
     return closed is not None and closed[0] in REFUSED
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from device import logs
 from device.config import Config, find_api_key, where_to_put_the_key
 from device.errors import ConfigError, cut, without_credentials
-from device.live.endpoint import race_addresses, timed_out
+from device.live.endpoint import race_addresses, through_proxy, timed_out
 from device.live.hooks import Hooks, SpeakerRoom
 from device.live.pacing import Pacing
 from device.live.turn import WireTurn
@@ -417,6 +417,11 @@ class LiveLink:
         except TimeoutError as exc:
             await stack.aclose()
             raise await timed_out(self._cfg) from exc
+        except OSError as exc:
+            await stack.aclose()
+            if (named := through_proxy(self._cfg, exc)) is exc:
+                raise
+            raise named from exc
         except BaseException:
             await stack.aclose()
             raise
