@@ -18,6 +18,7 @@ from device.live.session import LiveLink
 from device.outbox import Outbox
 from device.states import ConnectFailed, Event, SetupComplete
 from rig.server.server import LiveServer
+from rig.server.tls import LocalCA
 
 
 @pytest.fixture
@@ -186,3 +187,61 @@ async def test_a_slow_proxy_is_not_blamed_on_the_boxs_resolver(
         silent.close()
     assert isinstance(outcome, ConnectFailed)
     assert not outcome.reason.startswith("DNS"), outcome.reason
+
+
+@contextlib.asynccontextmanager
+async def answering(answer: bytes, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Config]:
+    """A TLS server the box trusts that answers the WebSocket upgrade with `answer` (a
+    whole HTTP response): a network whose sign-in page or proxy answers for the service.
+    Yields a configuration pointed at it."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    ca = LocalCA()
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_file))
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ca.server_context())
+    port = listening.sockets[0].getsockname()[1]
+    try:
+        live = LiveConfig(base_url=f"https://127.0.0.1:{port}")
+        yield Config(live=live, api_key=Secret("AIza-test"))
+    finally:
+        listening.close()
+        ca.cleanup()
+
+
+@pytest.mark.parametrize(
+    "location", ["http://portal.lan/login?mac=dc:a6:32:00:00:01", "https://portal.lan/login"]
+)
+async def test_a_redirect_to_a_sign_in_page_is_named_as_such(
+    monkeypatch: pytest.MonkeyPatch, location: str
+) -> None:
+    """A hotel's or a school's network redirects the upgrade to its sign-in page: the
+    error state said "InvalidURI: http://portal.lan/login?mac=... isn't a valid URI:
+    scheme isn't ws or wss" (LIVE_FAILURE=other), the page's address quoted whole."""
+    answer = f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
+    async with answering(answer.encode(), monkeypatch) as cfg:
+        outcome = await first_outcome(cfg)
+    assert isinstance(outcome, ConnectFailed)
+    assert "redirect" in outcome.reason and "portal.lan" in outcome.reason, outcome.reason
+    assert "InvalidURI" not in outcome.reason and "mac=" not in outcome.reason
+
+
+@pytest.mark.parametrize(
+    "status", ["200 OK", "511 Network Authentication Required"], ids=["html", "511"]
+)
+async def test_a_network_that_wants_a_sign_in_is_not_the_live_api_refusing(
+    monkeypatch: pytest.MonkeyPatch, status: str
+) -> None:
+    """A page in place of the upgrade (200 with HTML, or 511, the status made for a
+    network that wants a sign-in) was "the Live API refused the connection": the owner
+    looked at the key and the service, not at the network."""
+    answer = f"HTTP/1.1 {status}\r\nContent-Type: text/html\r\nContent-Length: 0\r\n\r\n"
+    async with answering(answer.encode(), monkeypatch) as cfg:
+        outcome = await first_outcome(cfg)
+    assert isinstance(outcome, ConnectFailed)
+    assert "Live API refused" not in outcome.reason, outcome.reason
+    assert "sign-in" in outcome.reason, outcome.reason
