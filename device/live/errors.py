@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import socket
 import ssl
+from urllib.parse import urlsplit
 
 from google.auth import exceptions as auth_errors
 from google.genai import errors
@@ -21,6 +22,7 @@ from websockets.exceptions import (
     InvalidProxyStatus,
     InvalidStatus,
 )
+from websockets.http11 import Response
 
 from device.errors import cut, without_credentials
 from device.live.endpoint import ProxyUnreachable, ResolverSilent
@@ -64,10 +66,15 @@ HTTP_REFUSED = {
     401: "the service refused the credentials",
     403: "the service refused the credentials",
 }
+#: A page in place of the upgrade: the network (a hotel's, a school's) wants a sign-in
+#: first, or a proxy answers for the service.
+SIGN_IN_HINT = "the network answers for the service: a sign-in page (captive portal) or a proxy"
 #: The proxy wants credentials the box has not got: asking again cannot help.
 PROXY_AUTH_REQUIRED = 407
 _HTTP_HINTS = {
     **HTTP_REFUSED,
+    200: SIGN_IN_HINT,
+    511: SIGN_IN_HINT,
     429: "too many requests: a quota or rate limit of the key",
     500: "the service had an internal error",
     502: "the service is unavailable for a moment",
@@ -107,6 +114,8 @@ def failure_fields(exc: BaseException) -> dict[str, object]:
         fields["LIVE_CLOSE_CODE"] = closed[0]
     if isinstance(exc, InvalidStatus):
         fields["LIVE_HTTP_STATUS"] = exc.response.status_code
+    elif (redirect := _redirect_of(exc)) is not None:
+        fields["LIVE_HTTP_STATUS"] = redirect.status_code
     return fields
 
 
@@ -144,6 +153,10 @@ def _classify(exc: BaseException) -> tuple[str, str]:
             hint = QUOTA_HINT
         detail = f": {reason}" if reason else ""
         return "closed", f"{hint} (close code {code}{detail})"
+    if (redirect := _redirect_of(exc)) is not None:
+        where = urlsplit(redirect.headers.get("Location", "")).hostname or "a page"
+        answer = f"HTTP {redirect.status_code} {redirect.reason_phrase}"
+        return "http", f"{SIGN_IN_HINT}: redirected to {where} ({answer})"
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
         hint = _HTTP_HINTS.get(status, "the Live API refused the connection")
@@ -189,6 +202,16 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, ValueError | AttributeError):
         return "undecodable", f"the service sent a message that cannot be decoded ({exc})"
     return "other", f"{type(exc).__name__}: {exc}"
+
+
+def _redirect_of(exc: BaseException) -> Response | None:
+    """The redirect a connect failed on: websockets follows one only to a wss:// address on
+    the same terms, and raises what stopped it (InvalidURI for an http:// page, a
+    SecurityError) with the 3xx answer as its cause or context."""
+    for linked in (exc.__cause__, exc.__context__):
+        if isinstance(linked, InvalidStatus) and 300 <= linked.response.status_code < 400:
+            return linked.response
+    return None
 
 
 def _not_json(exc: BaseException) -> str | None:
