@@ -295,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _printable_whatever_the_terminal()
     parser = build_parser()
     args = parser.parse_args(argv)
     from device.errors import ConfigError, ConfigUnreadable
@@ -316,6 +317,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+
+
+def _printable_whatever_the_terminal() -> None:
+    """What stdout's character set cannot show is written as an escape, as stderr does: a
+    reply's „quotes“ in a Latin-1 terminal, a path in Latin-1 under a UTF-8 locale raised
+    UnicodeEncodeError (`ask` blamed it on the service and lost the words, `doctor` died)."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
 
 
 def _as_error(line: str) -> str:
