@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from device.doctor.progress import Progress
+from device.errors import words_on_one_line
 from device.live.client import Reply, open_session, run_turn
 from device.live.wire import REPLY_RATE
 
@@ -90,7 +91,7 @@ async def ask(
 
 
 def _report(number: int, reply: Reply) -> None:
-    print(reply.text or "(the reply had no transcript)", flush=True)
+    print(words_on_one_line(reply.text) or "(the reply had no transcript)", flush=True)
     first = f"{reply.first_audio_s * 1000:.0f} ms" if reply.first_audio_s is not None else "never"
     cut = ", interrupted" if reply.interrupted else ""
     print(

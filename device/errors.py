@@ -70,9 +70,10 @@ def shortened(kept: str, more: int) -> str:
     return f"{kept}... ({more} characters more)" if more else kept
 
 
-#: C0 controls and DEL: what a quoted TOML name (`["audio\nvolume"]`), a path or a variable
-#: may hold, and an error quotes as written.
-_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+#: C0 controls, DEL and C1 controls: what a quoted TOML name (`["audio\nvolume"]`), a path,
+#: a variable or the service's words may hold, and a line quotes as written (journalctl
+#: shows a line holding any of them as "[N B blob data]").
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
 
 
 def one_line(text: str) -> str:
@@ -80,6 +81,13 @@ def one_line(text: str) -> str:
     the journal's line (the rest without the error's priority), an escape sequence act on
     the terminal that shows it."""
     return text.translate(_CONTROLS)
+
+
+def words_on_one_line(text: str) -> str:
+    """Words someone said or a service transcribed, as one printable line: line breaks and
+    runs of spaces as one space, other controls as escapes (a line break would split the
+    turn's journal line, or `ask`'s one line per reply)."""
+    return one_line(" ".join(text.split()))
 
 
 class ConfigError(Exception):

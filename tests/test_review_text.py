@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import journal_lines
 
+from device.live.turn import WireTurn
 from rig.daemon import rig_settings, scratch_dir, to_toml
 from rig.server.server import ServerThread
 
@@ -57,3 +59,46 @@ def test_doctor_shows_a_path_that_is_not_utf8_instead_of_a_traceback(scratch: Pa
     result = cli("doctor", "config", "--config", path, env={"PYTHONIOENCODING": "utf-8"})
     assert b"Traceback" not in result.stderr, result.stderr.decode()
     assert b"no such configuration file" in result.stdout
+
+
+def printable(text: str) -> bool:
+    """What journalctl shows as words, not as "[N B blob data]": no C0 or C1 control but a
+    tab (a line break it shows, but on a line of its own, without the unit's prefix)."""
+    return not any((c < " " and c != "\t") or "\x7f" <= c <= "\x9f" for c in text)
+
+
+def test_a_transcript_with_line_breaks_and_controls_is_one_readable_journal_line() -> None:
+    """The service's words are the service's: a line break, a carriage return or an escape
+    in them made `journalctl` show the line as blob data (or cleared a terminal); the
+    words of any language, right-to-left and combined, stay as said."""
+    turn = WireTurn()
+    for part in ["Grüß Gott,", " wie spät?\n", "ist es\r\n", "\x1b[2J jetzt\x00", " مرحبا",
+                 " e\u0301 🇩🇪", "\x85ok"]:  # fmt: skip
+        turn.heard.add(part)
+    turn.said.add("こんにちは。\n\nお元気ですか")
+    with journal_lines("device.live") as journal:
+        turn.log_words()
+    heard, said = journal.records
+    for record, field in ((heard, "LIVE_TRANSCRIPT_IN"), (said, "LIVE_TRANSCRIPT_OUT")):
+        for text in (record["MESSAGE"], record[field]):
+            assert printable(text), repr(text)
+    assert heard["LIVE_TRANSCRIPT_IN"].startswith("Grüß Gott, wie spät? ist es ")
+    assert "jetzt" in heard["MESSAGE"] and " مرحبا e\u0301 🇩🇪" in heard["MESSAGE"]
+    assert said["MESSAGE"] == "model said: こんにちは。 お元気ですか"
+
+
+def test_ask_prints_one_line_per_turn_whatever_the_reply_holds(scratch: Path) -> None:
+    """ask's stdout is one line per turn, so it can be piped: a reply whose words hold a
+    line break (here the local server's echo of the question) must not make it two."""
+    with ServerThread(pace=0, reply_seconds=0.2) as server:
+        cfg = scratch / "config.toml"
+        cfg.write_text(to_toml(rig_settings(server.base_url, scratch)))
+        result = cli(
+            "ask", "Erste Zeile\nzweite Zeile", "Noch eine Frage", "--config", str(cfg),
+            env={"GEMINI_API_KEY": server.api_key, "SSL_CERT_FILE": server.ca_file},
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().splitlines() == [
+        'Reply 1: you said "Erste Zeile zweite Zeile".',
+        'Reply 2: you said "Noch eine Frage".',
+    ]

@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
-from device.errors import shortened
+from device.errors import shortened, words_on_one_line
 from device.live.wire import MIC_RATE, SAMPLE_BYTES
 from device.outbox import Kind
 
@@ -209,7 +209,8 @@ def _log_transcript(words: bool, heard: str, said: str) -> None:
             len(said.split()),
         )
         return
+    heard, said = words_on_one_line(heard), words_on_one_line(said)
     if heard:
-        log.info("user said: %s", heard.strip(), extra={"LIVE_TRANSCRIPT_IN": heard.strip()})
+        log.info("user said: %s", heard, extra={"LIVE_TRANSCRIPT_IN": heard})
     if said:
-        log.info("model said: %s", said.strip(), extra={"LIVE_TRANSCRIPT_OUT": said.strip()})
+        log.info("model said: %s", said, extra={"LIVE_TRANSCRIPT_OUT": said})
