@@ -269,6 +269,8 @@ class Appliance:
                 text = request.get("text")
                 if not isinstance(text, str) or not text.strip():
                     return {"ok": False, "error": 'text needs a non-empty "text"'}
+                if not _unicode(text):
+                    return {"ok": False, "error": "text is not valid Unicode text (UTF-8)"}
                 if refused := self._cannot_take_text():
                     return {"ok": False, "error": refused}
                 if refused := self.texts.admit():
@@ -837,6 +839,16 @@ class Appliance:
             log.warning("tasks left behind at shutdown: %s", ", ".join(left))
         self.notifier.close()
         log.info("stopped")
+
+
+def _unicode(text: str) -> bool:
+    """Whether `text` is text: JSON's escapes can carry unpaired surrogates (the bytes of
+    a Latin-1 file, as Python decodes them), which are no words to the model."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _cause(event: Event) -> str:

@@ -3,16 +3,20 @@ show, transcripts with line breaks and control characters, text that is not UTF-
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fakes import running
 from helpers import journal_lines
 
+from device.control import ControlServer
 from device.live.turn import WireTurn
 from rig.daemon import rig_settings, scratch_dir, to_toml
 from rig.server.server import ServerThread
@@ -102,3 +106,36 @@ def test_ask_prints_one_line_per_turn_whatever_the_reply_holds(scratch: Path) ->
         'Reply 1: you said "Erste Zeile zweite Zeile".',
         'Reply 2: you said "Noch eine Frage".',
     ]
+
+
+#: "Grüße" as a Latin-1 file holds it (`ctl text "$(cat note.txt)"` on a UTF-8 system):
+#: Python hands those bytes on as unpaired surrogates, which JSON carries as "\udcfc".
+LATIN1_WORDS = "Gr\xfc\xdfe".encode("latin-1")
+
+
+async def test_ctl_text_that_is_not_utf8_is_refused_with_the_reason(scratch: Path) -> None:
+    """Not sent as "Gr\\udcfc\\udcdfe", which the model cannot read as words and a strict
+    JSON reader refuses: the owner is told to convert it."""
+    sock = scratch / "control.sock"
+    seen: list[dict[str, Any]] = []
+
+    async def daemon(request: dict[str, Any]) -> dict[str, Any]:
+        seen.append(request)
+        return {"ok": True}
+
+    async with ControlServer(sock, daemon):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "device", "ctl", "text", LATIN1_WORDS, "--socket", str(sock),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await proc.communicate()
+    assert proc.returncode == 2 and not seen
+    assert "not UTF-8 text (byte 0xfc)" in err.decode(), err.decode()
+
+
+async def test_the_daemon_refuses_a_text_turn_that_is_not_unicode_text(tmp_path: Path) -> None:
+    """A hook that sends the surrogates itself is told so, and nothing goes out."""
+    async with running(tmp_path) as box:
+        reply = await box.control.ask("text", text=os.fsdecode(LATIN1_WORDS))
+        assert not reply["ok"] and "not valid Unicode text" in reply["error"]
+        assert [item.kind for item in box.link.sent()].count("text") == 0
