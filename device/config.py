@@ -423,7 +423,7 @@ def _naming_variables(origin: dict[tuple[str, str], str]) -> Iterator[None]:
 
 def _read_toml(path: Path, must_exist: bool) -> dict[str, Any]:
     try:
-        text = read_text(path, CONFIG_FILE_LIMIT, str(path))
+        text = read_text(path, CONFIG_FILE_LIMIT, str(path), edited=True)
     except FileNotFoundError:
         if must_exist:
             raise ConfigError(f"{path}: no such configuration file") from None
@@ -926,7 +926,7 @@ def read_instruction_file(path: str) -> str:
     """The persona file's text, read once (it is a start-time setting, like the rest)."""
     what = f"[live] system_instruction_file: {path}"
     try:
-        text = read_text(path, INSTRUCTION_FILE_LIMIT, what).strip()
+        text = read_text(path, INSTRUCTION_FILE_LIMIT, what, edited=True).strip()
     except FileNotFoundError:
         raise ConfigError(f"{what} does not exist") from None
     except PermissionError as exc:
@@ -936,10 +936,12 @@ def read_instruction_file(path: str) -> str:
     return text
 
 
-def read_text(path: str | Path, limit: int, what: str) -> str:
+def read_text(path: str | Path, limit: int, what: str, *, edited: bool = False) -> str:
     """A regular file's UTF-8 text (a byte-order mark an editor added dropped), at most
     `limit` bytes; `what` names it in a ConfigError. Opening does not block on a FIFO.
-    FileNotFoundError and PermissionError pass for the caller to explain."""
+    FileNotFoundError and PermissionError pass for the caller to explain. A file the
+    owner `edited` (the configuration, the persona) that is not UTF-8 is said where, and
+    how to convert it: an editor set to Latin-1 saved its umlauts as single bytes."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except (FileNotFoundError, PermissionError):
@@ -960,8 +962,14 @@ def read_text(path: str | Path, limit: int, what: str) -> str:
         raise ConfigError(f"{what} is over {limit // 1024} KiB")
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{what} is not UTF-8 text") from None
+    except UnicodeDecodeError as exc:
+        if not edited:
+            raise ConfigError(f"{what} is not UTF-8 text") from None
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{what} is not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line}; save it "
+            "as UTF-8 (from Latin-1: iconv -f latin1 -t utf-8)"
+        ) from None
 
 
 #: What to do about a key that is there but unusable, by where it is and why.

@@ -16,6 +16,7 @@ import pytest
 from fakes import running
 from helpers import journal_lines
 
+from device import config
 from device.control import ControlServer
 from device.live.turn import WireTurn
 from rig.daemon import rig_settings, scratch_dir, to_toml
@@ -139,3 +140,26 @@ async def test_the_daemon_refuses_a_text_turn_that_is_not_unicode_text(tmp_path:
         reply = await box.control.ask("text", text=os.fsdecode(LATIN1_WORDS))
         assert not reply["ok"] and "not valid Unicode text" in reply["error"]
         assert [item.kind for item in box.link.sent()].count("text") == 0
+
+
+@pytest.mark.parametrize("edited", ["persona", "configuration"])
+def test_a_file_saved_in_latin1_says_where_and_how_to_convert_it(
+    tmp_path: Path, edited: str
+) -> None:
+    """An editor set to Latin-1 (or Windows' "ANSI") saved the umlauts as single bytes:
+    the doctor's fix was "Correct that setting", which is right; the file is not."""
+    persona = tmp_path / "persona.txt"
+    persona.write_bytes("Du bist eine Küchenhilfe.\nAntworte kurz.\n".encode())
+    settings = f'[live]\nsystem_instruction_file = "{persona}"\n# Küche\n'
+    latin1 = "Du bist eine Hilfe.\nSprich über Küche.\n".encode("latin-1")
+    if edited == "persona":
+        persona.write_bytes(latin1)
+    else:
+        settings += "# Gerät\n"
+    path = tmp_path / "config.toml"
+    path.write_bytes(settings.encode("latin-1") if edited == "configuration" else settings.encode())
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    line = 2 if edited == "persona" else 3
+    assert f"is not UTF-8 text: byte 0xfc on line {line}" in str(caught.value)
+    assert "save it as UTF-8" in str(caught.value)
