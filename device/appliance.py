@@ -28,7 +28,7 @@ from device.audio.earcons import earcon
 from device.audio.keeper import REOPEN_MAX_S, AudioKeeper, DriverStuck
 from device.config import Config
 from device.control import single_instance
-from device.control_client import ControlError
+from device.control_client import ControlError, unsayable
 from device.hw import gpio_failure, no_pin_driver
 from device.hw.leds import LedAnimator
 from device.mic_feed import OVERFLOW_LOG_EVERY_S, MicFeed
@@ -267,10 +267,10 @@ class Appliance:
                 self._post_press(Pressed(at=now) if cmd == "press" else Released(at=now))
             case "text":
                 text = request.get("text")
-                if not isinstance(text, str) or not text.strip():
-                    return {"ok": False, "error": 'text needs a non-empty "text"'}
-                if not _unicode(text):
-                    return {"ok": False, "error": "text is not valid Unicode text (UTF-8)"}
+                if not isinstance(text, str):
+                    return {"ok": False, "error": 'text needs a "text" string'}
+                if why := unsayable(text):
+                    return {"ok": False, "error": f"text: {why}"}
                 if refused := self._cannot_take_text():
                     return {"ok": False, "error": refused}
                 if refused := self.texts.admit():
@@ -839,16 +839,6 @@ class Appliance:
             log.warning("tasks left behind at shutdown: %s", ", ".join(left))
         self.notifier.close()
         log.info("stopped")
-
-
-def _unicode(text: str) -> bool:
-    """Whether `text` is text: JSON's escapes can carry unpaired surrogates (the bytes of
-    a Latin-1 file, as Python decodes them), which are no words to the model."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _cause(event: Event) -> str:

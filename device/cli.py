@@ -127,17 +127,16 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-def _text(value: str) -> str:
-    """Words to send, refused when the shell passed bytes that are not UTF-8 (a Latin-1
-    file's `$(cat ...)`): they would go as unpaired surrogates, no words to the model."""
-    try:
-        value.encode()
-    except UnicodeEncodeError as exc:
-        byte = os.fsencode(value[exc.start])[0]
+def _words(value: str) -> str:
+    """A TEXT to send: words, in UTF-8."""
+    from device.control_client import unsayable
+
+    if (why := unsayable(value)) and why.startswith("not UTF-8"):
         raise argparse.ArgumentTypeError(
-            f"not UTF-8 text (byte 0x{byte:02x}): convert it first, e.g. with "
-            "iconv -f latin1 -t utf-8"
-        ) from None
+            f"{why}: convert it first, e.g. with iconv -f latin1 -t utf-8"
+        )
+    if why:
+        raise argparse.ArgumentTypeError(why)
     return value
 
 
@@ -227,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Send a text turn into the daemon's session; it speaks the reply.",
         'live-appliance ctl text "What time is it in Tokyo?"',
     )
-    text.add_argument("words", nargs="+", type=_text, metavar="TEXT", help="what to say")
+    text.add_argument("words", nargs="+", type=_words, metavar="TEXT", help="what to say")
 
     devices = command(
         "devices",
@@ -295,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         "plays it on the configured speaker as it arrives.",
     )
     ask.add_argument(
-        "text", nargs="+", type=_text, metavar="TEXT", help="one turn each, in order"
+        "text", nargs="+", type=_words, metavar="TEXT", help="one turn each, in order"
     )
     ask.add_argument("--audio", metavar="PATH", help="write the reply audio to this WAV file")
     ask.add_argument("--play", action="store_true", help="play the replies as they arrive")

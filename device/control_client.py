@@ -20,6 +20,22 @@ REPLY_LIMIT = 1024 * 1024
 HUNG = "(hung: the watchdog restarts it within 30 s, or sudo systemctl restart live-appliance)"
 
 
+def unsayable(text: str) -> str | None:
+    """Why `text` has no words to send as a text turn (`ctl text`, `ask`), or None. Bytes
+    that are not UTF-8 (a Latin-1 file's `$(cat ...)`) come as unpaired surrogates, no
+    words to the model; nothing visible (empty, spaces, a NUL) would still wake the box
+    and have the model answer nothing in particular, aloud."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])  # a byte as Python decodes it, or half of a pair alone
+        where = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        return f"not UTF-8 text ({where})"
+    if not any(c.isprintable() and not c.isspace() for c in text):
+        return "no words in it (empty, or only spaces and control characters)"
+    return None
+
+
 class ControlError(Exception):
     """The control socket could not be used; the message says why and where."""
 

@@ -134,12 +134,24 @@ async def test_ctl_text_that_is_not_utf8_is_refused_with_the_reason(scratch: Pat
     assert "not UTF-8 text (byte 0xfc)" in err.decode(), err.decode()
 
 
-async def test_the_daemon_refuses_a_text_turn_that_is_not_unicode_text(tmp_path: Path) -> None:
-    """A hook that sends the surrogates itself is told so, and nothing goes out."""
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (os.fsdecode(LATIN1_WORDS), "not UTF-8 text"),  # a hook that sends the escapes itself
+        ("\x00", "no words in it"),  # a C string's end, a buggy template
+        ("\u200b\x1b\r\n", "no words in it"),  # nothing to see, nothing to say
+    ],
+)
+async def test_the_daemon_refuses_a_text_turn_without_words_to_say(
+    tmp_path: Path, text: str, why: str
+) -> None:
+    """It was taken (ok) and the box woke up and answered nothing in particular, aloud;
+    the hook is told why instead, and nothing goes out."""
     async with running(tmp_path) as box:
-        reply = await box.control.ask("text", text=os.fsdecode(LATIN1_WORDS))
-        assert not reply["ok"] and "not valid Unicode text" in reply["error"]
-        assert [item.kind for item in box.link.sent()].count("text") == 0
+        reply = await box.control.ask("text", text=text)
+        assert not reply["ok"] and why in reply["error"], reply
+        await box.settle()
+        assert box.state == "idle" and not box.link.opened
 
 
 @pytest.mark.parametrize("edited", ["persona", "configuration"])
@@ -163,3 +175,11 @@ def test_a_file_saved_in_latin1_says_where_and_how_to_convert_it(
     line = 2 if edited == "persona" else 3
     assert f"is not UTF-8 text: byte 0xfc on line {line}" in str(caught.value)
     assert "save it as UTF-8" in str(caught.value)
+
+
+def test_ask_refuses_an_empty_turn_before_opening_a_session() -> None:
+    """`ask "$QUESTION"` with the variable unset: a session opened (and paid) for a turn
+    with no words, which the model answers with whatever it likes, or the service refuses."""
+    result = cli("ask", "What time is it?", "  ", env={"GEMINI_API_KEY": "unused"})
+    assert result.returncode == 2
+    assert b"argument TEXT: no words in it" in result.stderr, result.stderr.decode()
