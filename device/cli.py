@@ -336,8 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _printable_whatever_the_terminal() -> None:
     """What stdout's character set cannot show is written as an escape, as stderr does: a
-    reply's „quotes“ in a Latin-1 terminal, a path in Latin-1 under a UTF-8 locale raised
-    UnicodeEncodeError (`ask` blamed it on the service and lost the words, `doctor` died)."""
+    German reply's quotes in a Latin-1 terminal, a path in Latin-1 under a UTF-8 locale
+    raised UnicodeEncodeError (`ask` blamed the service and lost the words, `doctor` died)."""
     reconfigure = getattr(sys.stdout, "reconfigure", None)
     if reconfigure is not None:
         reconfigure(errors="backslashreplace")
