@@ -54,7 +54,9 @@ def test_a_file_the_service_cannot_see_is_a_warning(
     real_read = config.read_text
     # The owner can read it (the doctor runs outside the service's sandbox).
     monkeypatch.setattr(
-        config, "read_text", lambda path, *a: real_read(persona if str(path) == place else path, *a)
+        config,
+        "read_text",
+        lambda path, *a, **kw: real_read(persona if str(path) == place else path, *a, **kw),
     )
     service_config.write_text(f'[live]\n{setting} = "{place}"\n')
     result, cfg = check_config(None)
@@ -72,7 +74,9 @@ def test_files_the_service_can_see_pass(
     place = "/etc/live-appliance/persona.txt"
     real_read = config.read_text
     monkeypatch.setattr(
-        config, "read_text", lambda path, *a: real_read(persona if str(path) == place else path, *a)
+        config,
+        "read_text",
+        lambda path, *a, **kw: real_read(persona if str(path) == place else path, *a, **kw),
     )
     service_config.write_text(f'[live]\nsystem_instruction_file = "{place}"\n')
     result, _ = check_config(None)
