@@ -1,10 +1,13 @@
-"""The event loop's worker threads: PortAudio calls, the camera, JPEG encoding, name lookups.
+"""The event loop's worker threads: PortAudio calls, the camera, JPEG encoding.
 
 A pool grows to the most calls that ever overlapped and keeps its threads, so they
 are named and counted (`ctl status`): a soak tells that growth from a thread
 leaked. A call can get stuck in a driver (a USB sound card pulled in the middle of
 one) and no thread can be stopped from outside; a stop must not wait for it, or
 systemd kills the box after TimeoutStopSec instead of it stopping cleanly.
+
+Name lookups are not the pool's (`lookups_apart`): with the internet down behind a
+working Wi-Fi, each one waits on a silent resolver long after its connect gave up.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,9 @@ WORKERS = 8
 PREFIX = "worker"
 #: How long a stop waits for the calls in flight; a normal one takes milliseconds.
 STOP_WAIT_S = 1.0
+#: Name lookups in flight at most on a loop (threads: one a lookup); a further one
+#: waits for a place, within its connect's timeout.
+LOOKUPS = 4
 
 
 class Workers(ThreadPoolExecutor):
@@ -94,3 +101,37 @@ async def in_own_thread(
     if threads is not None:
         threads.add(thread)
     return await done
+
+
+def lookups_apart(loop: asyncio.AbstractEventLoop) -> None:
+    """Name lookups on `loop` (every connect's, the DNS checks') in daemon threads of their
+    own, LOOKUPS at most in flight, not in the pool. A router with no uplink leaves glibc's
+    resolver waiting 15-25 s (5 s a try, 2 tries, each nameserver), past the connect's
+    timeout: presses through an outage left the pool's threads all in lookups, and the
+    next press's key lookup, the camera's start (then "stuck") and the audio keeper's
+    calls queued behind them; a doctor run waited for them at its end."""
+    if getattr(loop.getaddrinfo, "__self__", None) is not loop:
+        return  # done already
+    places = asyncio.Semaphore(LOOKUPS)
+
+    async def getaddrinfo(
+        host: bytes | str | None,
+        port: bytes | str | int | None,
+        *,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[Any]:  # as socket.getaddrinfo's
+        await places.acquire()
+
+        def lookup() -> list[Any]:
+            try:
+                return socket.getaddrinfo(host, port, family, type, proto, flags)
+            finally:  # the place is the thread's: a connect that gave up leaves it taken
+                with contextlib.suppress(RuntimeError):  # the loop closed
+                    loop.call_soon_threadsafe(places.release)
+
+        return await in_own_thread(lookup, "lookup")
+
+    loop.getaddrinfo = getaddrinfo

@@ -17,6 +17,8 @@ import ssl
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from device import workers
+
 if TYPE_CHECKING:
     from device.config import Config
 
@@ -91,7 +93,9 @@ def race_addresses(loop: asyncio.AbstractEventLoop) -> None:
     until it fails: a home whose IPv6 goes nowhere (a stale prefix after the router
     rebooted, an ISP's IPv6 down) timed out every connect on the AAAA address, while a
     browser there fell back to IPv4 at once. google-genai drops `happy_eyeballs_delay`
-    from the arguments it passes websockets, hence the loop's own method, wrapped once."""
+    from the arguments it passes websockets, hence the loop's own method, wrapped once.
+    The names are looked up apart from the worker pool (`workers.lookups_apart`)."""
+    workers.lookups_apart(loop)
     create = loop.create_connection
     if isinstance(create, functools.partial):
         return
