@@ -1,4 +1,4 @@
-"""Shared fixtures: one loopback sound server for the whole test session.
+"""Shared fixtures: one loopback sound server for the whole test session, a tool's gate.
 
 Tests that need the sound server, or run the daemon as a process, are marked `rig`:
 `scripts/test -m "not rig"` runs the rest, in-process and on every core, in under a
@@ -17,6 +17,7 @@ from typing import Any
 import pyaudio
 import pytest
 from _pytest.mark.expression import Expression
+from fakes import Gate
 
 from rig.daemon import Daemon, start_daemon
 from rig.loopback import PulseLoopback, measure_latency
@@ -112,3 +113,11 @@ def make_rig(loopback: PulseLoopback, workdir: Path) -> Iterator[Any]:
     for server, daemon in started:
         daemon.terminate()
         server.stop()
+
+
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    """A tool body held until the test opens it (`fakes.gated_tools`)."""
+    gate = Gate()
+    yield gate
+    gate.opened.set()  # never leave a worker thread blocked behind the test

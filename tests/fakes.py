@@ -16,6 +16,7 @@ import dataclasses
 import errno
 import gc
 import select
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,6 +34,7 @@ from device.parts import Parts
 from device.persist import StateFile
 from device.service import Notifier
 from device.states import Event, Heartbeat, LinkEvent, ReplyDropped
+from device.tools import Device, Registry
 
 CHUNK = b"\x10\x27" * 640  # 40 ms at 16 kHz, loud enough (-10 dBFS) to be speech
 QUIET = bytes(1280)  # 40 ms of silence
@@ -282,6 +284,73 @@ class FakeLink:
         number = self.session if session is None else session
         assert number is not None, "no session is open"
         self.on_event(kind(session=number, **fields))
+
+
+class FakeActions:
+    """The appliance's side of the tools, recording what the tools asked of it."""
+
+    def __init__(self, level: float = 0.7) -> None:
+        self.level = level
+        self.levels: list[float] = []
+        self.hangups = 0
+
+    def volume(self) -> float:
+        return self.level
+
+    def set_volume(self, level: float) -> None:
+        self.levels.append(level)
+        self.level = level
+
+    def end_conversation(self) -> None:
+        self.hangups += 1
+
+
+#: How long a gated tool, or a test waiting on one, waits at the most.
+GATE_WAIT_S = 5.0
+
+
+class Gate:
+    """A tool body that blocks until the test opens it, telling the test where it is."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.opened = threading.Event()
+        self.finished = threading.Event()
+        self._entered = threading.Semaphore(0)  # one release per call begun
+
+    def run(self) -> dict[str, Any]:
+        self.started.set()
+        self._entered.release()
+        self.opened.wait(GATE_WAIT_S)
+        self.finished.set()
+        return {"done": True}
+
+    async def entered(self, count: int = 1) -> None:
+        """Wait until `count` more calls are in the body (in a thread: the loop runs on)."""
+        for _ in range(count):
+            assert await asyncio.to_thread(self._entered.acquire, True, GATE_WAIT_S)
+
+
+def gated_tools(gate: Gate) -> Registry:
+    """A registry with a slow tool, a quick one and a broken one, as an owner might add."""
+    registry = Registry()
+
+    @registry.tool
+    def slow(device: Device) -> dict[str, Any]:
+        """Waits for the test."""
+        return gate.run()
+
+    @registry.tool
+    def quick(device: Device) -> dict[str, Any]:
+        """Answers at once."""
+        return {"done": True}
+
+    @registry.tool
+    def broken(device: Device) -> dict[str, Any]:
+        """Always fails."""
+        raise RuntimeError("sensor unplugged")
+
+    return registry
 
 
 class RecordingLeds:

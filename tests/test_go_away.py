@@ -16,9 +16,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
+from fakes import FakeActions, Gate, gated_tools
 from helpers import until
 from wire import at, config_for
 
+from device.config import ToolsConfig
 from device.live.connection import Connection
 from device.live.session import LiveLink
 from device.live.wire import MIC_RATE
@@ -31,6 +33,7 @@ from device.states import (
     SetupComplete,
     TurnComplete,
 )
+from device.tools import ToolBox
 from rig.server.server import LiveServer
 
 CHUNK_S = 0.1
@@ -69,6 +72,11 @@ class Talk:
         await until(lambda: TurnComplete(session=1) in self.events, within=10)
         await server.wait_for(lambda: "resumption_update" in server.kinds(direction="out"), 5)
 
+    def ask(self) -> None:
+        """A push-to-talk question (no sound needed: the server counts the activity)."""
+        self.outbox.put("activity_start")
+        self.outbox.put("activity_end")
+
     async def speak(self, chunks: int, chunk: bytes = CHUNK) -> None:
         """Microphone audio as a card delivers it, CHUNK_S apart."""
         for _ in range(chunks):
@@ -77,13 +85,17 @@ class Talk:
 
 
 @contextlib.asynccontextmanager
-async def talking(server: LiveServer, hold_s: float = 8) -> AsyncIterator[Talk]:
-    """A session open on `server` (its setup answered) for the block, closed after it."""
+async def talking(
+    server: LiveServer, hold_s: float = 8, tools: ToolBox | None = None
+) -> AsyncIterator[Talk]:
+    """A session open on `server` (its setup answered) for the block, closed after it;
+    `tools` answer the calls the server makes."""
     outbox = Outbox(hold_s=hold_s)
     events: list[Event] = []
     sent: list[Item] = []
     link = LiveLink(
-        config_for(server), outbox, events.append, lambda item, _t: sent.append(item)
+        config_for(server), outbox, events.append, lambda item, _t: sent.append(item),
+        tools=tools,
     )
     link.open(1)
     try:
@@ -352,3 +364,63 @@ async def test_a_press_through_a_flapping_service_is_heard_once_whole_and_paced(
     # The first drop follows a connection that carried the "hello" turn: at once. Every
     # later one waited: the audio sent again did not prove a connection.
     assert len(waits) == reconnects - 1, "no reconnect during the press counted as proved"
+
+
+# ---- a tool at work when the service moves the conversation -----------------------------
+
+
+def slow_tool(gate: Gate) -> ToolBox:
+    return ToolBox(ToolsConfig(enabled=("slow",)), FakeActions(), registry=gated_tools(gate))
+
+
+def responses_on(server: LiveServer) -> list[tuple[int, str]]:
+    """(connection, call id) of every function response the server received."""
+    return [
+        (entry.conn, response["id"])
+        for entry in server.entries(direction="in") if entry.kind == "tool_response"
+        for response in (entry.raw or {})["tool_response"]["functionResponses"]
+    ]
+
+
+async def test_a_go_away_while_a_tool_works_waits_for_its_answer_and_the_reply(
+    server: LiveServer, gate: Gate,
+) -> None:
+    """The answer goes out on the connection that asked, the reply is heard, then the box
+    moves: nothing of the call reaches the next connection."""
+    call_id = server.queue_tool_call("slow")
+    async with talking(server, tools=slow_tool(gate)) as talk:
+        talk.ask()
+        await gate.entered()
+        await server.send_go_away("20s")
+        await asyncio.sleep(0.3)
+        gate.opened.set()
+        await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+        replies = [e for e in talk.events if isinstance(e, ReplyAudio)]
+    assert replies, "the reply to the tool's answer was not heard"
+    assert responses_on(server) == [(1, call_id)]
+    assert not any(isinstance(e, Reconnecting) for e in talk.events)
+
+
+async def test_a_go_away_deadline_while_a_tool_works_drops_its_answer_with_a_line(
+    server: LiveServer, gate: Gate, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The deadline comes first: the call is dropped with the connection (its answer on the
+    next one would be to an id that session does not know: a 1007 that ends it), the
+    journal says so, and the turn ends with the error beep's event."""
+    caplog.set_level(logging.INFO)
+    server.queue_tool_call("slow")
+    async with talking(server, tools=slow_tool(gate)) as talk:
+        talk.ask()
+        await gate.entered()
+        await server.send_go_away("0.5s")
+        await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+        gate.opened.set()
+        await asyncio.sleep(0.3)
+        talk.outbox.put("text", "and now?")
+        await until(lambda: sum(isinstance(e, TurnComplete) for e in talk.events) >= 1,
+                    within=10)
+    assert responses_on(server) == []
+    lost = [e for e in talk.events if isinstance(e, Reconnecting)]
+    assert lost and lost[0].reply_lost, talk.events
+    ended = [r for r in caplog.records if getattr(r, "LIVE_TOOL_RESULT", None) == "ended"]
+    assert len(ended) == 1

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 from typing import Any
 
 import pytest
+from fakes import FakeActions, Gate, gated_tools
 from google import genai
 from google.genai import types
 from google.genai.live import AsyncSession
 from helpers import until
 
 from device.audio import pcm
-from device.config import LiveConfig
+from device.config import LiveConfig, ToolsConfig
 from device.live.client import LONGEST_REPLY_S, ReplyTooLong, run_turn
 from device.live.connection import (
     TOOL_CALLS_LIMIT,
@@ -41,6 +43,7 @@ from device.states import (
     TurnComplete,
     step,
 )
+from device.tools import ToolBox
 from rig.server.voice import reply_audio, tone_frequency
 
 SESSION = 7
@@ -51,10 +54,12 @@ class Seen:
         self.events: list[Any] = []
 
 
-def connection(seen: Seen, turn: WireTurn, session: Any = None) -> Connection:
+def connection(
+    seen: Seen, turn: WireTurn, session: Any = None, toolbox: ToolBox | None = None
+) -> Connection:
     hooks = Hooks(SESSION, seen.events.append, lambda item, t: None, lambda h: None)
     stack = contextlib.AsyncExitStack()
-    return Connection(session, stack, LiveConfig(), Outbox(5), hooks, turn)
+    return Connection(session, stack, LiveConfig(), Outbox(5), hooks, turn, toolbox)
 
 
 class Socket:
@@ -749,3 +754,108 @@ async def test_a_stray_interrupted_alone_then_a_quick_second_press_swallows_its_
     machine = Machine(state=State.SPEAKING, session_open=True, session=SESSION, connected=True)
     machine, played, states = replay(seen.events, machine)
     assert b"\x05\x00" * 100 in played, f"question 2's answer swallowed; states {states}"
+
+
+# ---- tool calls meeting cancellations, and calls the box cannot answer ------------------
+
+
+def with_tools(gate: Gate, *enabled: str) -> tuple[Connection, Socket, WireTurn]:
+    """A connection over a real SDK session (Gemini API) whose socket keeps what is sent,
+    its calls answered by the gated tools `enabled`."""
+    session, turn = sdk_session(), WireTurn()
+    toolbox = ToolBox(ToolsConfig(enabled=enabled), FakeActions(), registry=gated_tools(gate))
+    return connection(Seen(), turn, session, toolbox), session._ws, turn
+
+
+def answered(socket: Socket) -> list[dict[str, Any]]:
+    """The function responses the SDK wrote, in order."""
+    return [
+        response
+        for message in map(json.loads, socket.sent) if "tool_response" in message
+        for response in message["tool_response"]["functionResponses"]
+    ]
+
+
+def calls(*pairs: tuple[str | None, str]) -> types.LiveServerMessage:
+    made = [types.FunctionCall(id=i, name=name, args={}) for i, name in pairs]
+    return types.LiveServerMessage(tool_call=types.LiveServerToolCall(function_calls=made))
+
+
+def cancellation(*ids: str) -> types.LiveServerMessage:
+    return types.LiveServerMessage(
+        tool_call_cancellation=types.LiveServerToolCallCancellation(ids=list(ids))
+    )
+
+
+async def test_a_cancelled_id_the_service_used_twice_gets_no_stale_answer(gate: Gate) -> None:
+    """Two calls under one id, both still running, then the service withdraws that id:
+    neither may be answered (the service no longer waits for it; an answer to an id it
+    does not know is refused). Only the newer one was withdrawn, the older answered."""
+    conn, socket, turn = with_tools(gate, "slow")
+    async with asyncio.TaskGroup() as group:
+        conn._group = group
+        conn._dispatch(calls(("x", "slow")))
+        conn._dispatch(calls(("x", "slow")))
+        await gate.entered(2)
+        conn._dispatch(cancellation("x"))
+        gate.opened.set()
+    assert answered(socket) == [], "a withdrawn call was answered"
+    assert not turn.tools_running
+
+
+async def test_a_call_ending_does_not_shield_a_later_one_with_its_id_from_cancellation(
+    gate: Gate,
+) -> None:
+    """The first call under an id answered quickly; its end forgot the second, still
+    running under the same id, so the service's cancellation of it was not honoured."""
+    conn, socket, _ = with_tools(gate, "slow", "quick")
+    async with asyncio.TaskGroup() as group:
+        conn._group = group
+        conn._dispatch(calls(("x", "slow")))
+        await gate.entered()
+        conn._dispatch(calls(("x", "quick")))
+        await until(lambda: len(answered(socket)) == 1)
+        conn._dispatch(cancellation("x"))
+        gate.opened.set()
+    assert [a["name"] for a in answered(socket)] == ["quick"], "the withdrawn call answered"
+
+
+async def test_a_call_without_an_id_does_not_end_the_connection(
+    gate: Gate, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The SDK refuses to send a Gemini API function response without an id (ValueError):
+    the connection's task group failed with it, the connection ended, and the person's
+    reply with it (a reconnect, the error beep). The call is dropped with a journal line."""
+    conn, socket, turn = with_tools(gate, "quick")
+    async with asyncio.TaskGroup() as group:
+        conn._group = group
+        conn._dispatch(calls((None, "quick"), ("y", "quick")))
+    assert [a["id"] for a in answered(socket)] == ["y"]
+    assert not turn.tools_running
+    assert any("without an id" in r.getMessage() for r in caplog.records
+               if r.levelno == logging.WARNING)
+
+
+async def test_a_call_that_crosses_a_press_on_the_wire_is_left_unanswered(
+    gate: Gate, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Push-to-talk: the service calls a quick tool for the last turn as the person presses
+    again. The call was on its way before the service read the press; it withdraws it
+    when it does, and the box's answer, a millisecond later, went to an id it no longer
+    knew (a 1007 that ends the session). While the button is held no call can be the new
+    turn's."""
+    caplog.set_level(logging.INFO)
+    conn, socket, turn = with_tools(gate, "quick")
+    turn.sent("activity_start")
+    turn.sent("activity_end")
+    turn.sent("activity_start")  # the press, out before the call below arrived
+    async with asyncio.TaskGroup() as group:
+        conn._group = group
+        conn._dispatch(calls(("x", "quick")))
+    assert answered(socket) == []
+    assert not turn.tools_running
+    turn.sent("activity_end")
+    async with asyncio.TaskGroup() as group:
+        conn._group = group
+        conn._dispatch(calls(("y", "quick")))  # the new turn's own call
+    assert [a["id"] for a in answered(socket)] == ["y"]

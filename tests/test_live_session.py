@@ -21,9 +21,11 @@ from typing import Any, ClassVar
 import google.auth
 import google.auth.credentials
 import pytest
+from fakes import Gate
 from google.auth import exceptions as auth_errors
 from google.genai import errors, types
 from helpers import until
+from test_go_away import slow_tool, talking
 from websockets.datastructures import Headers
 from websockets.exceptions import (
     ConnectionClosedError,
@@ -1169,3 +1171,27 @@ async def test_a_turn_given_up_on_between_connections_is_not_opened_again_on_the
     finally:
         await link.close()
     assert server.kinds(conn=2, direction="in") == ["setup"], "a turn opened again"
+
+
+# ---- a tool's answer and a press crossing on the wire ------------------------------------
+
+
+async def test_a_press_as_the_tool_answers_does_not_end_the_session(
+    server: LiveServer, gate: Gate,
+) -> None:
+    """Push-to-talk: the tool finishes just as the person presses again. The press went out
+    first; the service withdrew the call for it, and the box's answer crossed the
+    withdrawal on the wire: an answer to an id the service no longer knows."""
+    server.queue_tool_call("slow")
+    async with talking(server, tools=slow_tool(gate)) as talk:
+        talk.ask()
+        await gate.entered()
+        talk.link.supersede_reply()
+        talk.outbox.put("activity_start")  # the press: out before the tool's answer
+        gate.opened.set()  # the answer follows it, before the withdrawal is read
+        await asyncio.sleep(0.5)
+        talk.outbox.put("activity_end")
+        await until(lambda: any(isinstance(e, TurnComplete | ConnectionLost | Reconnecting)
+                                for e in talk.events), within=10)
+    assert not any(isinstance(e, ConnectionLost | Reconnecting) for e in talk.events), (
+        talk.events)

@@ -694,6 +694,23 @@ def test_a_press_over_the_models_goodbye_keeps_the_conversation() -> None:
     assert seen[-1] is State.IDLE and m.session_open, "hung up after the answer"
 
 
+
+@pytest.mark.parametrize("stopped", [
+    INTERRUPTED,  # the service stops the goodbye it still streams
+    s.ReplyDropped(session=1),  # it had sent all of it: the box stops it itself
+], ids=["interrupted", "dropped"])
+def test_hands_free_talking_over_the_goodbye_keeps_the_conversation(stopped: s.Event) -> None:
+    """The model says goodbye and calls end_conversation; hands-free, the person talks
+    over it ("wait, one more thing"). The box hung up at once, the service's answer to
+    them never heard. Push-to-talk, a press over the goodbye keeps the conversation
+    (above); speech is hands-free's press."""
+    m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP, REPLY, ENDED, s.TalkedOver())
+    m, _, actions = run(m, stopped)
+    assert "close_session" not in names(actions), "hung up on the person"
+    assert m.session_open and m.state is State.LISTENING and not m.ending
+    m, _, _ = run(m, REPLY, DONE, s.PlaybackDrained())
+    assert m.session_open and m.state is State.LISTENING, "the answer to them is heard"
+
 def _capture(capturing: bool, framing: bool, actions: list[s.Action]) -> tuple[bool, bool]:
     for action in actions:
         match action:

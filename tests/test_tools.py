@@ -4,6 +4,7 @@ readings from fake /proc and /sys trees, and the declarations built from a signa
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pytest
+from fakes import FakeActions, gated_tools
 from google.genai import types
 from helpers import until
 from pydantic import Field
@@ -28,68 +30,10 @@ REPLY_S = 0.2
 WAIT_S = 5.0
 
 
-class FakeActions:
-    """The appliance's side, recording what the tools asked of it."""
-
-    def __init__(self, level: float = 0.7) -> None:
-        self.level = level
-        self.levels: list[float] = []
-        self.hangups = 0
-
-    def volume(self) -> float:
-        return self.level
-
-    def set_volume(self, level: float) -> None:
-        self.levels.append(level)
-        self.level = level
-
-    def end_conversation(self) -> None:
-        self.hangups += 1
-
-
-class Gate:
-    """A tool body that blocks until the test opens it, telling the test where it is."""
-
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self.opened = threading.Event()
-        self.finished = threading.Event()
-
-    def run(self) -> dict[str, Any]:
-        self.started.set()
-        self.opened.wait(WAIT_S)
-        self.finished.set()
-        return {"done": True}
-
-
 @pytest.fixture
 async def server():
     async with LiveServer(pace=0, reply_seconds=REPLY_S) as live:
         yield live
-
-
-@pytest.fixture
-def gate():
-    gate = Gate()
-    yield gate
-    gate.opened.set()  # never leave a worker thread blocked behind the test
-
-
-def extra_tools(gate: Gate) -> Registry:
-    """A registry with a slow tool and a broken one, as an owner might add."""
-    registry = Registry()
-
-    @registry.tool
-    def slow(device: Device) -> dict[str, Any]:
-        """Waits for the test."""
-        return gate.run()
-
-    @registry.tool
-    def broken(device: Device) -> dict[str, Any]:
-        """Always fails."""
-        raise RuntimeError("sensor unplugged")
-
-    return registry
 
 
 def session_for(server: LiveServer, tools: ToolsConfig, monkeypatch: pytest.MonkeyPatch):
@@ -117,6 +61,7 @@ async def reply_after(session) -> bytes:
 async def run_alone(toolbox: ToolBox, name: str, **args: Any) -> dict[str, Any]:
     response = await toolbox.run(types.FunctionCall(id="call-1", name=name, args=args))
     assert (response.id, response.name) == ("call-1", name)
+    assert response.response is not None
     return response.response
 
 
@@ -146,7 +91,7 @@ async def test_a_slow_tool_times_out_with_an_error_and_the_session_goes_on(
     server, monkeypatch, gate
 ):
     tools = ToolsConfig(enabled=("slow",), timeout_s=0.1)
-    toolbox = ToolBox(tools, FakeActions(), registry=extra_tools(gate))
+    toolbox = ToolBox(tools, FakeActions(), registry=gated_tools(gate))
     call_id = server.queue_tool_call("slow")
     async with session_for(server, ToolsConfig(), monkeypatch) as session:
         call = await ask_for_tool(session, "do the slow thing")
@@ -164,7 +109,7 @@ async def test_a_failing_tool_answers_an_error_object_and_the_session_goes_on(
 ):
     caplog.set_level(logging.INFO, logger="device.tools")
     toolbox = ToolBox(ToolsConfig(enabled=("broken",)), FakeActions(),
-                      registry=extra_tools(gate))
+                      registry=gated_tools(gate))
     call_id = server.queue_tool_call("broken")
     async with session_for(server, ToolsConfig(), monkeypatch) as session:
         response = await toolbox.run(await ask_for_tool(session, "check the sensor"))
@@ -181,7 +126,7 @@ async def test_a_failing_tool_answers_an_error_object_and_the_session_goes_on(
 
 
 async def test_cancellation_stops_the_call_and_nothing_is_answered(server, monkeypatch, gate):
-    toolbox = ToolBox(ToolsConfig(enabled=("slow",)), FakeActions(), registry=extra_tools(gate))
+    toolbox = ToolBox(ToolsConfig(enabled=("slow",)), FakeActions(), registry=gated_tools(gate))
     call_id = server.queue_tool_call("slow")
     async with session_for(server, ToolsConfig(), monkeypatch) as session:
         messages = aiter(session.receive())
@@ -387,7 +332,7 @@ def test_a_tool_without_parameter_types_is_refused_when_registered():
 
 async def test_hung_tools_are_capped_and_the_model_is_told_the_device_is_busy(gate, caplog):
     tools = ToolsConfig(enabled=("slow",), timeout_s=0.1)
-    toolbox = ToolBox(tools, FakeActions(), registry=extra_tools(gate))
+    toolbox = ToolBox(tools, FakeActions(), registry=gated_tools(gate))
 
     def tool_threads() -> int:
         return sum(thread.name == "tool" for thread in threading.enumerate())
@@ -413,7 +358,7 @@ async def test_a_call_cut_short_says_whether_the_service_withdrew_it_or_its_sess
     """LIVE_TOOL_RESULT=cancelled means the service withdrew the call; a stop of the daemon,
     a drop or a hang-up said the same, and an owner reading the journal blamed the service."""
     caplog.set_level(logging.INFO, logger="device.tools")
-    toolbox = ToolBox(ToolsConfig(enabled=("slow",)), FakeActions(), registry=extra_tools(gate))
+    toolbox = ToolBox(ToolsConfig(enabled=("slow",)), FakeActions(), registry=gated_tools(gate))
     call = types.FunctionCall(id="call-1", name="slow", args={})
     running = asyncio.create_task(toolbox.run(call))
     assert await asyncio.to_thread(gate.started.wait, WAIT_S)
@@ -469,3 +414,40 @@ async def test_a_result_json_cannot_carry_as_it_is_still_answers_the_call(
         assert response["response"]["error"].startswith(sent["error"])
     else:
         assert response["response"] == sent
+
+
+# ---- a tool's answer has a bound --------------------------------------------------------
+
+
+def big_tools() -> Registry:
+    """Tools as an owner might add them: one reads a whole file, one fails verbosely."""
+    registry = Registry()
+
+    @registry.tool
+    def read_log(device: Device) -> dict[str, Any]:
+        """The whole log file."""
+        return {"text": "x" * (8 * 2**20)}
+
+    @registry.tool
+    def flaky(device: Device) -> dict[str, Any]:
+        """Fails, quoting all it read."""
+        raise ValueError("bad reading: " + "y" * 2**20)
+
+    return registry
+
+
+async def test_a_huge_result_answers_the_model_with_a_short_error() -> None:
+    """8 MB of result went out whole: the person's speech waited behind it on the link
+    (seconds on a home uplink), and past the box's unsent bound (16 MB) the connection was
+    judged dead, the reply lost. The model cannot use that much of a result anyway."""
+    toolbox = ToolBox(ToolsConfig(enabled=("read_log",)), FakeActions(), registry=big_tools())
+    response = await run_alone(toolbox, "read_log")
+    assert len(json.dumps(response)) < 1000, "the whole result went to the model"
+    assert response["error"].startswith("the tool's result is too large")
+
+
+async def test_an_exception_quoting_a_megabyte_is_answered_cut() -> None:
+    toolbox = ToolBox(ToolsConfig(enabled=("flaky",)), FakeActions(), registry=big_tools())
+    response = await run_alone(toolbox, "flaky")
+    assert response["error"].startswith("ValueError: bad reading: yyy")
+    assert len(response["error"]) < 5000, "the whole exception went to the model"
