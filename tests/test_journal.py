@@ -18,15 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeParts, running
+from fakes import FakeParts, config, running
 from helpers import Captured, journal_lines, until
 from wire import config_for
 
 from device import logs
+from device.appliance import Appliance
+from device.audio.playback import Playback
 from device.config import CameraConfig
 from device.hw.camera import CameraFeed
 from device.live.session import LiveLink
 from device.outbox import Outbox
+from device.parts import Parts
 from device.states import Reconnected, SetupComplete
 from rig.server.server import LiveServer
 
@@ -468,3 +471,29 @@ async def test_the_camera_on_and_off_lines_are_found_under_their_session(tmp_pat
             await until(lambda: any("camera off" in r["MESSAGE"] for r in journal.records))
     camera = [r for r in journal.records if r.get("LIVE_CAMERA")]
     assert camera and all(r.get("LIVE_SESSION") == session for r in camera), camera
+
+
+class RealSpeakerParts(FakeParts):
+    """Fake parts, but the speaker the daemon makes (never opened here)."""
+
+    speaker = Parts.speaker
+
+
+async def test_a_speaker_running_out_mid_reply_is_said_in_the_journal_once_a_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A throttled Pi, or apt beside the box, makes the speaker's writer late: the reply
+    clicks or breaks up. The owner reading the journal must find that, as they find the
+    microphone's overflows, not only a count in `ctl status`."""
+    appliance = Appliance(config(), RealSpeakerParts(config(), tmp_path))
+    speaker = appliance.speaker
+    assert isinstance(speaker, Playback)
+    speaker._loop = asyncio.get_running_loop()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):  # three clicks in one reply: one line
+            speaker._ran_out(waited=True)
+        await asyncio.sleep(0.01)
+    said = [r for r in caplog.records if "speaker" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in caplog.records]
+    assert said[0].__dict__["LIVE_SPEAKER_UNDERFLOWS"] == 1
+    assert appliance.status()["speaker_underflows"] == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import socket
@@ -11,9 +12,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
-from fakes import Cable, CablePcm, SilentOutput
+from fakes import SPEAKERPHONE, Cable, CablePcm, IdlePcm, ListedPortAudio, SilentOutput, card
 from helpers import until
 
 from device import logs
@@ -21,11 +23,19 @@ from device.audio import capture as capture_module
 from device.audio import keeper as keeper_module
 from device.audio import playback as playback_module
 from device.audio import stream as stream_module
+from device.audio.alsa import AlsaError
 from device.audio.capture import Capture
 from device.audio.devices import AudioDeviceError, DeviceInfo
-from device.audio.keeper import TRIES_AFTER_A_CHANGE, AudioKeeper, DriverStuck, sound_cards
+from device.audio.keeper import (
+    STALE_S,
+    TRIES_AFTER_A_CHANGE,
+    AudioKeeper,
+    DriverStuck,
+    sound_cards,
+)
 from device.audio.playback import Playback
 from device.states import DeviceFailed, DeviceRecovered, Event
+from device.tasks import stop_task
 
 #: What PortAudio listed, for an error that lists it.
 DEVICE = DeviceInfo(0, "bcm2835 Headphones: - (hw:0,0)", 0, 8, 44100)
@@ -493,3 +503,49 @@ async def test_a_stall_of_the_whole_box_is_not_taken_for_a_dead_speaker() -> Non
         with contextlib.suppress(asyncio.CancelledError):
             await keeping
         speaker.stop()
+
+
+class StalledPcm(IdlePcm):
+    """A capture device that delivers on time, once read; its reader is held for longer
+    than its buffer at its tenth read (a starved thread: apt, a thermally throttled Pi),
+    so the card overran meanwhile, as ALSA says at the next read."""
+
+    stall_s: ClassVar[float] = 2.5
+    stalled: ClassVar[threading.Event] = threading.Event()
+    reads = 0
+
+    def read(self) -> tuple[bytes, int]:
+        self.reads += 1
+        if self.reads == 10 and not StalledPcm.stalled.is_set():
+            StalledPcm.stalled.set()
+            time.sleep(self.stall_s)
+            raise AlsaError(errno.EPIPE, "overrun")
+        return bytes(2 * self.channels * self.period_frames), 0
+
+    def recover(self, error: AlsaError) -> None:
+        """Started again, as ALSA does after an overrun."""
+
+
+async def test_a_microphone_that_overran_while_its_reader_was_starved_is_not_taken_for_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reader held for over the card's buffer finds an overrun: a few words lost, the
+    card fine. Taken for a microphone that stopped delivering, the keeper closed both
+    devices: the reply cut, the error beep, the conversation over."""
+    monkeypatch.setattr(capture_module, "open_portaudio", lambda: ListedPortAudio(
+        card(SPEAKERPHONE, 2)))  # fmt: skip
+    monkeypatch.setattr(capture_module, "CapturePcm", StalledPcm)
+    monkeypatch.setattr(StalledPcm, "stalled", threading.Event())
+    events: list[Event] = []
+    mic = Capture(lambda chunk, t: None)  # in a turn: read as audio arrives
+    keeper = AudioKeeper({"microphone": mic}, events.append, 0.5)
+    await keeper.open()
+    keeping = asyncio.create_task(keeper.keep())
+    try:
+        await until(lambda: mic.overflows == 1, 5)
+        await asyncio.sleep(STALE_S + 0.5)
+        assert events == [], "a starved reader is no device gone"
+        assert mic.trouble(STALE_S) is None
+    finally:
+        await stop_task(keeping)
+        await keeper.close()

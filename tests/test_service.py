@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -14,15 +15,20 @@ import tempfile
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from fakes import FakeParts, running
 from helpers import Captured, journal_lines
 
 from device import logs
 from device.appliance import RESTART_STATUS
 from device.service import Notifier
+from device.states import Heartbeat
 from device.turns import TurnLog
 from rig.daemon import start_daemon
 from rig.loopback import PulseLoopback
@@ -37,6 +43,26 @@ def notify_socket() -> Iterator[NotifySocket]:
     sock = NotifySocket()
     yield sock
     sock.close()
+
+
+def fill(address: bytes) -> socket.socket:
+    """A socket whose datagrams fill the queue of the one at `address` (PID 1 not reading)."""
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    other.connect(address)
+    other.setblocking(False)
+    try:
+        while True:
+            other.send(b"STATUS=another service")
+    except BlockingIOError:
+        return other
+
+
+def drain(sock: socket.socket) -> None:
+    """Read all that waits on `sock`: PID 1 reads again."""
+    sock.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            sock.recv(4096)
 
 
 def test_outside_systemd_nothing_is_sent() -> None:
@@ -91,10 +117,7 @@ def test_a_notify_socket_nobody_reads_does_not_hold_the_box(
         try:
             assert done.wait(30), "a full notify socket held the caller"
             assert "cannot notify systemd" in caplog.text
-            server.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                while True:  # systemd reads again: the next message reaches it
-                    server.recv(4096)
+            drain(server)  # systemd reads again: the next message reaches it
             notifier.watchdog()
             server.settimeout(2)
             assert server.recv(4096).decode().splitlines() == ["WATCHDOG=1", "STATUS=state 1999"]
@@ -444,22 +467,10 @@ def test_a_ready_left_out_while_pid1_was_busy_is_sent_again() -> None:
         server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         server.bind(path)
         notifier = Notifier(environ={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
-        filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        filler.connect(path)
-        filler.setblocking(False)
-        try:
-            while True:  # other services' messages fill PID 1's queue
-                filler.send(b"x")
-        except BlockingIOError:
-            pass
+        filler = fill(path.encode())  # other services' messages fill PID 1's queue
         notifier.ready("idle")
         assert notifier.lost == 1
-        server.setblocking(False)
-        try:
-            while True:
-                server.recv(4096)
-        except BlockingIOError:
-            pass
+        drain(server)
         notifier.watchdog()
         server.settimeout(2)
         got = server.recv(4096).decode().splitlines()
@@ -467,3 +478,65 @@ def test_a_ready_left_out_while_pid1_was_busy_is_sent_again() -> None:
         server.close()
         filler.close()
         assert "READY=1" in got, got
+
+
+#: WatchdogSec in these tests: its heartbeat every 30 s, so any ping sooner is a retry.
+WATCHDOG_S = 60.0
+
+
+class SocketNotifier(Notifier):
+    """The real notifier on a real socket, keeping what systemd received."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(int(WATCHDOG_S * 1e6))})
+        self.messages: list[str] = []
+        self.sent = asyncio.Event()
+
+    def send(self, *fields: str) -> None:
+        lost = self.lost
+        super().send(*fields)
+        if self.lost <= lost:  # got through
+            self.messages.extend(fields)
+            self.sent.set()
+
+    def count(self, message: str) -> int:
+        return self.messages.count(message)
+
+
+@dataclass
+class SystemdParts(FakeParts):
+    """Fake parts, but a notifier that talks to a socket standing in for PID 1's."""
+
+    address: ClassVar[str] = ""
+
+    def notifier(self):  # type: ignore[no-untyped-def]
+        return self._keep("notifier", SocketNotifier(self.address))
+
+
+async def test_a_watchdog_ping_systemd_could_not_take_is_sent_again_well_before_the_next(
+    tmp_path: Path,
+) -> None:
+    """PID 1 busy for a moment (a daemon-reload on a slow SD card, apt upgrading systemd):
+    the one WATCHDOG=1 it cannot take must not leave the box without a ping for a whole
+    WatchdogSec, or systemd kills a box that works (the conversation cut, the LEDs dark)."""
+    name = f"watchdog-retry-{uuid.uuid4().hex}"
+    pid1 = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    pid1.bind(b"\0" + name.encode())
+    SystemdParts.address = "@" + name
+    async with running(tmp_path, parts_class=SystemdParts, watchdog_s=WATCHDOG_S) as box:
+        notifier: SocketNotifier = box.parts.made["notifier"]
+        assert notifier.count("WATCHDOG=1") >= 1  # the start-up's heartbeat
+        other = fill(b"\0" + name.encode())
+        box.appliance.post(Heartbeat())  # the 15 s tick, while PID 1 reads nothing
+        await asyncio.sleep(0.2)
+        assert notifier.lost, "the ping was left out"
+        fed = notifier.count("WATCHDOG=1")
+        drain(pid1)  # PID 1 reads again
+        started = time.monotonic()
+        async with asyncio.timeout(5):
+            while notifier.count("WATCHDOG=1") == fed:
+                notifier.sent.clear()
+                await notifier.sent.wait()
+        assert time.monotonic() - started < WATCHDOG_S / 4
+        other.close()
+    pid1.close()
