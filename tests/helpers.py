@@ -1,6 +1,6 @@
 """Small helpers the test files share: mock GPIO pins, waiting, the CLI, a journal stand-in,
 the doctor's output by check, a daemon's control socket, the names of this process's
-threads, the LED table sped up."""
+threads, the LED table sped up, words that are not UTF-8."""
 
 from __future__ import annotations
 
@@ -181,3 +181,8 @@ def open_refused(monkeypatch: Any, refused: Callable[[Path], bool]) -> None:
         return opened(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", as_another_user)
+
+
+#: "Grüße" as a Latin-1 file holds it (`ctl text "$(cat note.txt)"` on a UTF-8 system):
+#: Python hands those bytes on as unpaired surrogates, which JSON carries as "\udcfc".
+LATIN1_WORDS = "Gr\xfc\xdfe".encode("latin-1")

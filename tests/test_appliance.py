@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import threading
 import time
@@ -23,7 +24,7 @@ from fakes import (
     config,
     running,
 )
-from helpers import until
+from helpers import LATIN1_WORDS, until
 
 from device.appliance import MIC_START_TIMEOUT_S, PRESSES_WAITING, Appliance
 from device.control import AlreadyRunning
@@ -501,6 +502,26 @@ async def test_a_text_turn_the_box_cannot_say_now_is_refused_not_dropped(tmp_pat
         broken = await box.control.ask("text", text="The washing is done")
         assert not broken["ok"] and "cannot talk now: microphone" in broken["error"]
         assert [item.kind for item in box.link.sent()].count("text") == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (os.fsdecode(LATIN1_WORDS), "not UTF-8 text"),  # a hook that sends the escapes itself
+        ("\x00", "no words in it"),  # a C string's end, a buggy template
+        ("\u200b\x1b\r\n", "no words in it"),  # nothing to see, nothing to say
+    ],
+)
+async def test_the_daemon_refuses_a_text_turn_without_words_to_say(
+    tmp_path: Path, text: str, why: str
+) -> None:
+    """It was taken (ok) and the box woke up and answered nothing in particular, aloud;
+    the hook is told why instead, and nothing goes out."""
+    async with running(tmp_path) as box:
+        reply = await box.control.ask("text", text=text)
+        assert not reply["ok"] and why in reply["error"], reply
+        await box.settle()
+        assert box.state == "idle" and not box.link.opened
 
 
 async def test_a_hooks_conversation_starts_the_camera_for_the_room_not_the_boxs_own_beep(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def scratch() -> Iterator[Path]:
 
 
 def ask(
-    scratch: Path, base_url: str, env: dict[str, str], *args: str
+    scratch: Path, base_url: str, env: dict[str, str], *args: str, encoding: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     cfg = scratch / "config.toml"
     settings = rig_settings(base_url, scratch)
@@ -45,6 +46,7 @@ def ask(
         env=env,
         capture_output=True,
         text=True,
+        encoding=encoding,
         timeout=60,
     )
 
@@ -55,6 +57,12 @@ def env_for(loopback: PulseLoopback, server: ServerThread, key: str | None = Non
         "GEMINI_API_KEY": key or server.api_key,
         "SSL_CERT_FILE": server.ca_file,
     }
+
+
+def silent_env(server: ServerThread, **extra: str) -> dict[str, str]:
+    """For a turn that plays nothing: no sound server needed."""
+    return {**os.environ, "GEMINI_API_KEY": server.api_key, "SSL_CERT_FILE": server.ca_file,
+            **extra}  # fmt: skip
 
 
 def test_two_turns_in_one_session_print_the_replies_and_keep_their_audio(
@@ -139,3 +147,28 @@ def test_server_down(loopback: PulseLoopback, server: ServerThread, scratch: Pat
     result = ask(scratch, "https://127.0.0.1:9", env_for(loopback, server), "Hello")
     assert result.returncode == 1
     assert "live-appliance ask: setup: TCP: connection refused" in result.stderr
+
+
+def test_ask_in_a_latin1_terminal_prints_the_reply_not_a_failure_of_the_service(
+    server: ServerThread, scratch: Path
+) -> None:
+    """A German reply's quotes („…“) are not in Latin-1: the turn went well, and the owner
+    was told the service sent a message that cannot be decoded (exit 1, no words)."""
+    env = silent_env(server, PYTHONIOENCODING="latin-1")
+    result = ask(scratch, server.base_url, env, "„Grüße“", encoding="latin-1")
+    assert result.returncode == 0, result.stderr
+    assert "Grüße" in result.stdout
+
+
+def test_ask_prints_one_line_per_turn_whatever_the_reply_holds(
+    server: ServerThread, scratch: Path
+) -> None:
+    """ask's stdout is one line per turn, so it can be piped: a reply whose words hold a
+    line break (here the local server's echo of the question) must not make it two."""
+    result = ask(scratch, server.base_url, silent_env(server),
+                 "Erste Zeile\nzweite Zeile", "Noch eine Frage")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        'Reply 1: you said "Erste Zeile zweite Zeile".',
+        'Reply 2: you said "Noch eine Frage".',
+    ]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import open_refused
+from helpers import LATIN1_WORDS, daemon_saying, open_refused
 from helpers import run_cli as cli
 
 from device import logs
@@ -90,15 +90,9 @@ def test_devices_exits_1_when_the_configured_device_is_missing(
     assert "input: no input device matches 'USB mic'" in result.stdout
 
 
-async def test_ctl_text_sends_the_words(scratch: Path) -> None:
-    sock = scratch / "control.sock"
+async def test_ctl_text_sends_the_words() -> None:
     seen: list[dict[str, Any]] = []
-
-    async def daemon(request: dict[str, Any]) -> dict[str, Any]:
-        seen.append(request)
-        return {"ok": True}
-
-    async with ControlServer(sock, daemon):
+    async with daemon_saying({"ok": True}, seen) as sock:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "device", "ctl", "text", "What", "time is it?",
             "--socket", str(sock),
@@ -107,6 +101,28 @@ async def test_ctl_text_sends_the_words(scratch: Path) -> None:
         await proc.communicate()
     assert proc.returncode == 0
     assert seen == [{"cmd": "text", "text": "What time is it?"}]
+
+
+async def test_ctl_text_that_is_not_utf8_is_refused_with_the_reason() -> None:
+    """Not sent as "Gr\\udcfc\\udcdfe", which the model cannot read as words and a strict
+    JSON reader refuses: the owner is told to convert it."""
+    seen: list[dict[str, Any]] = []
+    async with daemon_saying({"ok": True}, seen) as sock:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "device", "ctl", "text", LATIN1_WORDS, "--socket", str(sock),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await proc.communicate()
+    assert proc.returncode == 2 and not seen
+    assert "not UTF-8 text (byte 0xfc)" in err.decode(), err.decode()
+
+
+def test_ask_refuses_an_empty_turn_before_opening_a_session() -> None:
+    """`ask "$QUESTION"` with the variable unset: a session opened (and paid) for a turn
+    with no words, which the model answers with whatever it likes, or the service refuses."""
+    result = cli("ask", "What time is it?", "  ", env={**os.environ, "GEMINI_API_KEY": "unused"})
+    assert result.returncode == 2
+    assert "argument TEXT: no words in it" in result.stderr, result.stderr
 
 
 async def test_ctl_shows_the_daemons_error_and_exits_1(scratch: Path) -> None:

@@ -555,6 +555,29 @@ def test_what_the_daemon_would_refuse_the_configuration_refuses_with_the_same_wo
     assert re.search(wanted.split("'")[0], capsys.readouterr().out) and code == 1
 
 
+@pytest.mark.parametrize("edited", ["persona", "configuration"])
+def test_a_file_saved_in_latin1_says_where_and_how_to_convert_it(
+    tmp_path: Path, edited: str
+) -> None:
+    """An editor set to Latin-1 (or Windows' "ANSI") saved the umlauts as single bytes:
+    the doctor's fix was "Correct that setting", which is right; the file is not."""
+    persona = tmp_path / "persona.txt"
+    persona.write_bytes("Du bist eine Küchenhilfe.\nAntworte kurz.\n".encode())
+    settings = f'[live]\nsystem_instruction_file = "{persona}"\n# Küche\n'
+    latin1 = "Du bist eine Hilfe.\nSprich über Küche.\n".encode("latin-1")
+    if edited == "persona":
+        persona.write_bytes(latin1)
+    else:
+        settings += "# Gerät\n"
+    path = tmp_path / "config.toml"
+    path.write_bytes(settings.encode("latin-1") if edited == "configuration" else settings.encode())
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    line = 2 if edited == "persona" else 3
+    assert f"is not UTF-8 text: byte 0xfc on line {line}" in str(caught.value)
+    assert "save it as UTF-8" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("content", "wanted"),
     [

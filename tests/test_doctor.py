@@ -310,6 +310,15 @@ def test_a_broken_configuration_fails_and_skips_the_rest(scratch: Path) -> None:
     assert found["network"].startswith("SKIP") and found["mic"].startswith("SKIP")
 
 
+def test_doctor_shows_a_path_that_is_not_utf8_instead_of_a_traceback(scratch: Path) -> None:
+    """A UTF-8 terminal (Raspberry Pi OS's en_GB.UTF-8) and a directory named in Latin-1
+    (a backup from an old system): the doctor's line, not UnicodeEncodeError."""
+    path = Path(os.fsdecode(os.fsencode(scratch) + b"/K\xfcche/config.toml"))
+    result = doctor(path, {**os.environ, "PYTHONIOENCODING": "utf-8"}, "config")
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "no such configuration file" in result.stdout
+
+
 def test_hardware_the_running_service_holds_is_not_touched(
     loopback: PulseLoopback, server: ServerThread, scratch: Path
 ) -> None:

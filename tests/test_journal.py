@@ -28,6 +28,7 @@ from device.audio.playback import Playback
 from device.config import CameraConfig
 from device.hw.camera import CameraFeed
 from device.live.session import LiveLink
+from device.live.turn import WireTurn
 from device.outbox import Outbox
 from device.parts import Parts
 from device.states import Reconnected, SetupComplete
@@ -112,6 +113,32 @@ async def test_a_failing_led_driver_is_one_line_not_a_traceback_per_state(
     assert len(caplog.records) <= 2 and not tracebacks, (
         f"{len(caplog.records)} lines, {len(tracebacks)} tracebacks for one broken driver"
     )
+
+
+def printable(text: str) -> bool:
+    """What journalctl shows as words, not as "[N B blob data]": no C0 or C1 control but a
+    tab (a line break it shows, but on a line of its own, without the unit's prefix)."""
+    return not any((c < " " and c != "\t") or "\x7f" <= c <= "\x9f" for c in text)
+
+
+def test_a_transcript_with_line_breaks_and_controls_is_one_readable_journal_line() -> None:
+    """The service's words are the service's: a line break, a carriage return or an escape
+    in them made `journalctl` show the line as blob data (or cleared a terminal); the
+    words of any language, right-to-left and combined, stay as said."""
+    turn = WireTurn()
+    for part in ["Grüß Gott,", " wie spät?\n", "ist es\r\n", "\x1b[2J jetzt\x00", " مرحبا",
+                 " e\u0301 🇩🇪", "\x85ok"]:  # fmt: skip
+        turn.heard.add(part)
+    turn.said.add("こんにちは。\n\nお元気ですか")
+    with journal_lines("device.live") as journal:
+        turn.log_words()
+    heard, said = journal.records
+    for record, field in ((heard, "LIVE_TRANSCRIPT_IN"), (said, "LIVE_TRANSCRIPT_OUT")):
+        for text in (record["MESSAGE"], record[field]):
+            assert printable(text), repr(text)
+    assert heard["LIVE_TRANSCRIPT_IN"].startswith("Grüß Gott, wie spät? ist es ")
+    assert "jetzt" in heard["MESSAGE"] and " مرحبا e\u0301 🇩🇪" in heard["MESSAGE"]
+    assert said["MESSAGE"] == "model said: こんにちは。 お元気ですか"
 
 
 def test_a_journal_stream_that_is_not_stderr_leaves_the_log_on_stderr(tmp_path: Any) -> None:
