@@ -23,14 +23,21 @@ from google.genai import types
 from google.genai.live import AsyncSession
 
 from device.live.client import send_text_turn
-from device.live.errors import ConnectionDead, NotReading
+from device.live.errors import ConnectionDead, NotReading, Unacknowledged, unacknowledged
 from device.live.hooks import Hooks
 from device.live.inbound import AudioOnly, messages
 from device.live.read_ahead import Message, ReadAhead, more_to_come
 from device.live.reply import ReplyDecoder
 from device.live.setup import CLOSE_TIMEOUT_S
 from device.live.turn import WireTurn
-from device.live.websocket import bound_buffers, link_busy, watch_unsent, websocket_of
+from device.live.websocket import (
+    UNACKED_LIMIT_S,
+    bound_buffers,
+    bound_unacked,
+    link_busy,
+    watch_unsent,
+    websocket_of,
+)
 from device.live.wire import IMAGE_MIME, MIC_MIME, audio_message
 from device.logs import Overflow
 from device.outbox import Item, Outbox
@@ -108,6 +115,7 @@ class Connection:
         """Serve until one of the tasks fails; returns what ended the connection."""
         ended: Exception | None = None
         bound_buffers(self.session)
+        bound_unacked(self.session)
         watch_unsent(self.session, self._unread)
         task = asyncio.current_task()
         assert task is not None
@@ -127,6 +135,10 @@ class Connection:
             # before the reconnect ended the session. A close's request stays (`_serve`).
             if task.cancelling() > requests:
                 task.uncancel()
+        if ended is not None and self._not_reading is None and unacknowledged(ended):
+            silent = Unacknowledged(f"for {UNACKED_LIMIT_S} s")
+            silent.__cause__ = ended
+            return silent
         return self._not_reading or ended or ConnectionDead("every task of the connection ended")
 
     def unhandled(self) -> list[Message]:

@@ -9,6 +9,7 @@ a setting) and a decision: try again, or stop until the next press.
 from __future__ import annotations
 
 import ast
+import errno
 import socket
 import ssl
 from urllib.parse import urlsplit
@@ -89,6 +90,24 @@ class ConnectionDead(Exception):
 
 class NotReading(ConnectionDead):
     """The service reads nothing the box sends while it keeps sending (pings): dead too."""
+
+
+class Unacknowledged(ConnectionDead):
+    """What the box sent stayed unacknowledged (the kernel's TCP_USER_TIMEOUT ended the
+    connection): the link died without a word, or the service stopped reading."""
+
+
+def unacknowledged(exc: BaseException) -> bool:
+    """The kernel ended the connection under what ended it: ETIMEDOUT, somewhere in the
+    chain the SDK and websockets wrap it in (APIError 1006, ConnectionClosedError)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain is short; a cycle in it must not hang the session
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno == errno.ETIMEDOUT:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class GaveUp(Exception):
@@ -175,6 +194,8 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "credentials", words
     if isinstance(exc, GaveUp):
         return "gave_up", str(exc)
+    if isinstance(exc, Unacknowledged):
+        return "silent", f"the network acknowledges nothing the box sends ({exc})"
     if isinstance(exc, NotReading):
         return "silent", f"the Live API reads nothing the box sends ({exc})"
     if isinstance(exc, ConnectionDead):

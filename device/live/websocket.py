@@ -37,6 +37,19 @@ UNREAD_LIMIT = 64 * 1024
 #: websockets writes by itself grows it further: a pong for every ping the service sends,
 #: whatever the write side's flow control says, without end from one that reads nothing.
 UNSENT_HELD_LIMIT = 16 * 2**20
+#: What the box sent and the service's end has not acknowledged this long ends the
+#: connection (TCP_USER_TIMEOUT). A link that died without a word (the Wi-Fi dropped, a
+#: router rebooted, a NAT forgot the connection) takes the release's activityEnd, or the
+#: last words, and says nothing: the box showed "thinking" for the whole reply timeout.
+#: The service's end acknowledges at once however long the model thinks (Google Search,
+#: tools), so a slow reply is no verdict, as a ping's late pong would be.
+UNACKED_LIMIT_S = 5
+#: While nothing is in flight, the kernel probes a link that brought nothing this long
+#: (TCP keepalive, every KEEPALIVE_PROBE_S): a link that dies while the model thinks
+#: leaves a probe unacknowledged, which UNACKED_LIMIT_S then ends. A few bytes a second
+#: on a quiet link, and no work for the box: the kernel sends and answers them.
+KEEPALIVE_IDLE_S = 2
+KEEPALIVE_PROBE_S = 1
 SIOCOUTQNSD = 0x894B  # Linux: bytes in a TCP socket's send queue not yet sent
 
 
@@ -109,6 +122,25 @@ def bound_buffers(session: AsyncSession) -> None:
     if hasattr(socket, "TCP_NOTSENT_LOWAT"):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, UNSENT_LIMIT)
+
+
+def bound_unacked(session: AsyncSession) -> None:
+    """End the connection once what the box sent stays unacknowledged UNACKED_LIMIT_S, and
+    probe a quiet link so that a silent death shows there too (a kernel or transport
+    without these options keeps the liveness watch's slower verdict)."""
+    ws = websocket_of(session)
+    sock = None if ws is None else ws.transport.get_extra_info("socket")
+    if sock is None or not hasattr(socket, "TCP_USER_TIMEOUT"):
+        return
+    options = [
+        (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, UNACKED_LIMIT_S * 1000),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_PROBE_S),
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    ]
+    with contextlib.suppress(OSError):
+        for level, name, value in options:
+            sock.setsockopt(level, name, value)
 
 
 def watch_unsent(session: AsyncSession, overrun: Callable[[int], None]) -> None:
