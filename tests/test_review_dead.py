@@ -137,7 +137,7 @@ def test_a_link_that_dies_silently_as_the_turn_ends_is_noticed_within_seconds(
     print(json.dumps({"moment": moment, "noticed_after_s": round(took, 1)}))
     assert took < NOTICED_WITHIN_S
     assert reply_lost == (moment != "last-words"), "push-to-talk: the error earcon, at once"
-    assert "acknowledges nothing" in reason, reason  # the journal names the layer
+    assert "is acknowledged" in reason, reason  # the journal names the layer
 
 
 async def test_a_model_that_thinks_15_seconds_on_a_live_link_is_waited_for(

@@ -195,7 +195,7 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, GaveUp):
         return "gave_up", str(exc)
     if isinstance(exc, Unacknowledged):
-        return "silent", f"the network acknowledges nothing the box sends ({exc})"
+        return "silent", f"nothing the box sends is acknowledged ({exc})"
     if isinstance(exc, NotReading):
         return "silent", f"the Live API reads nothing the box sends ({exc})"
     if isinstance(exc, ConnectionDead):
