@@ -43,7 +43,9 @@ UNSENT_HELD_LIMIT = 16 * 2**20
 #: last words, and says nothing: the box showed "thinking" for the whole reply timeout.
 #: The service's end acknowledges at once however long the model thinks (Google Search,
 #: tools), so a slow reply is no verdict, as a ping's late pong would be.
-UNACKED_LIMIT_S = 5
+#: 8 s, not less: TCP retransmits at 0.2, 0.6, 1.4, 3.0 and 6.2 s, and the last one before
+#: the limit is what carries a Wi-Fi hiccup's end (a roam, a burst of interference) through.
+UNACKED_LIMIT_S = 8
 #: While nothing is in flight, the kernel probes a link that brought nothing this long
 #: (TCP keepalive, every KEEPALIVE_PROBE_S): a link that dies while the model thinks
 #: leaves a probe unacknowledged, which UNACKED_LIMIT_S then ends. A few bytes a second

@@ -1,4 +1,4 @@
-"""Review (dead link): the link dies without a word (Wi-Fi drops, a router reboots, a NAT
+"""A link that dies without a word (Wi-Fi drops, a router reboots, a NAT
 forgets the connection: no FIN, no RST) as the person finishes speaking.
 
 A real black hole needs packets that vanish: the rig's stall stops reading, but its
@@ -30,7 +30,7 @@ from rig.server.server import LiveServer
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = bytes(range(256)) * 5  # 40 ms of microphone audio (noise: nothing to trim)
 #: "Within a few seconds": what a person takes for a hang-up, not for thinking.
-NOTICED_WITHIN_S = 8.0
+NOTICED_WITHIN_S = 12.0
 
 
 def _namespace_works() -> bool:
