@@ -312,6 +312,17 @@ def test_far_end_forgets_what_is_older_than_its_history() -> None:
     assert (far_end.heard(T0 + 0.2, 160) == 2000).all()
 
 
+def test_far_end_reads_silence_in_a_pause_after_its_history_wrapped() -> None:
+    """A pause in what the speaker played, once a whole history has played before it, is
+    silence to the echo canceller, not the box's voice from a second before: that stale
+    voice would be 'cancelled' out of a person speaking in the pause."""
+    far_end = FarEnd(history_s=1.0)
+    far_end.played(np.full(RATE, 1000, dtype=np.int16), RATE, T0)  # a whole second
+    far_end.played(np.full(160, 2000, dtype=np.int16), RATE, T0 + 1.5)  # after a pause
+    assert not far_end.heard(T0 + 1.2, 160).any()
+    assert (far_end.heard(T0 + 1.5, 160) == 2000).all()
+
+
 def test_far_end_places_resampled_sound_where_it_was_heard() -> None:
     far_end = FarEnd(history_s=4.0)
     click_at = 0.3

@@ -136,6 +136,18 @@ async def test_socket_mode_and_removal_on_close(path: Path) -> None:
         assert socket_mode(path) == 0o600
 
 
+async def test_a_stopping_server_leaves_a_newer_servers_socket_in_place(path: Path) -> None:
+    """A daemon that stops after a newer one has put its own socket in place (its file
+    removed and made anew) must not remove the newer one's: `ctl` would then find no daemon
+    while one runs."""
+    older = ControlServer(path, Daemon())
+    await older.start()
+    await asyncio.to_thread(path.unlink)  # its file gone (a tmpfiles clean-up, an owner) ...
+    async with ControlServer(path, Daemon()):  # ... and a newer daemon listens there
+        await older.aclose()
+        assert await ask(path, "status") == {"ok": True, "state": "idle"}
+
+
 async def test_bad_input_is_answered_and_the_server_serves_on(path: Path) -> None:
     async with ControlServer(path, Daemon()):
         line = await Line.open(path)

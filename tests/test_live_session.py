@@ -13,7 +13,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -314,6 +314,14 @@ async def test_a_service_moving_every_connection_at_setup_is_paced_and_given_up_
     assert "gave up" in lost.reason
 
 
+def link_to(service: object, on_event: Callable[[Event], None] = lambda e: None) -> LiveLink:
+    """A link, its key set, whose connections `service` (the SDK client's stand-in) makes."""
+    link = LiveLink(Config(api_key=Secret("AIza-test")), Outbox(5), on_event=on_event,
+                    on_sent=lambda i, t: None)  # fmt: skip
+    link._client = service  # type: ignore[assignment]
+    return link
+
+
 class FailingAfterOne:
     """The first connection is closed by the service at once; every later try takes a
     while (TLS, an HTTP 503 after the network's latency) and fails."""
@@ -348,9 +356,7 @@ async def test_a_press_during_a_reconnect_try_that_fails_has_the_next_go_at_once
     """The press came while a try was in flight: it was forgotten as the wait after it
     began, and the person waited out the backoff (up to 8 s) with the LEDs connecting."""
     service = FailingAfterOne()
-    link = LiveLink(Config(api_key=Secret("AIza-test")), Outbox(5), on_event=lambda e: None,
-                    on_sent=lambda i, t: None)  # fmt: skip
-    link._client = service  # type: ignore[assignment]
+    link = link_to(service)
     link.open(1)
     try:
         await until(lambda: len(service.began) == 3, within=10)  # the backoff has grown
@@ -361,6 +367,86 @@ async def test_a_press_during_a_reconnect_try_that_fails_has_the_next_go_at_once
         await link.close()
     (_, third_failed), (fourth_began, _) = service.tries[2], service.tries[3]
     assert fourth_began - third_failed < 0.4, "it waited out the backoff (0.5 s at least)"
+
+
+class HandleGiver:
+    """Each connection is set up, hands out a resumption handle and stays open; the
+    handle each setup asked to resume is kept."""
+
+    session_id = "s"
+
+    def __init__(self) -> None:
+        self.aio = self.live = self
+        self.resumed: list[str | None] = []
+
+    @contextlib.asynccontextmanager
+    async def connect(self, **options: Any) -> AsyncIterator[HandleGiver]:
+        self.resumed.append(options["config"].session_resumption.handle)
+        yield self
+
+    async def receive(self) -> AsyncIterator[types.LiveServerMessage]:
+        update = types.LiveServerSessionResumptionUpdate(new_handle="h1", resumable=True)
+        yield types.LiveServerMessage(session_resumption_update=update)
+        await asyncio.Event().wait()
+
+    async def close(self) -> None: ...
+
+
+async def test_a_conversation_after_a_hang_up_starts_afresh_not_resuming_the_last() -> None:
+    """The next press after a hang-up is a new conversation: resuming the last one's handle
+    brought back what was said before (the owner hung up on it), or, the service having
+    forgotten it, failed the first connection (the error state at a press)."""
+    service = HandleGiver()
+    link = link_to(service)
+    link.open(1)
+    try:
+        await until(lambda: link._handle == "h1")  # the service gave the session a handle
+        await link.close()  # the hang-up
+        link.open(2)  # the next press
+        await until(lambda: len(service.resumed) == 2)
+    finally:
+        await link.close()
+    assert service.resumed == [None, None]
+
+
+class FailsFirst:
+    """The session's first connection fails at once (an HTTP 503, a reset); the next is
+    set up and stays open."""
+
+    session_id = "s"
+
+    def __init__(self) -> None:
+        self.aio = self.live = self
+        self.tries = 0
+
+    @contextlib.asynccontextmanager
+    async def connect(self, **_: Any) -> AsyncIterator[FailsFirst]:
+        self.tries += 1
+        if self.tries == 1:
+            raise ConnectionError("503 service unavailable")
+        yield self
+
+    async def receive(self) -> AsyncIterator[types.LiveServerMessage]:
+        await asyncio.Event().wait()
+        yield types.LiveServerMessage()  # an async generator, as the SDK's
+
+    async def close(self) -> None: ...
+
+
+async def test_a_first_connection_that_fails_at_once_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hiccup at the press (a 503, a reset) is tried once more: without it the press
+    ended in the error state, the person's question dropped."""
+    monkeypatch.setattr("device.live.session.FIRST_RETRY_S", 0.01)
+    service, events = FailsFirst(), list[Event]()
+    link = link_to(service, events.append)
+    link.open(1)
+    try:
+        await until(lambda: events)
+    finally:
+        await link.close()
+    assert events == [SetupComplete(session=1)] and service.tries == 2
 
 
 @pytest.mark.parametrize(

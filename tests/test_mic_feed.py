@@ -90,6 +90,25 @@ async def test_gated_while_the_model_speaks_the_service_hears_the_stream_pause_o
     assert kinds == ["audio_stream_end", "audio"]
 
 
+@pytest.mark.parametrize("mode", ["cancel", "attenuate"])
+async def test_talking_over_the_box_is_never_told_to_the_service_as_a_pause(
+    monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """With "cancel" or "attenuate" the microphone streams on while the box speaks: an
+    audioStreamEnd then would end the person's turn at the service mid-sentence. Only
+    "gate" (nothing sent) tells the service the stream paused."""
+    monkeypatch.setattr("device.mic_feed.STREAM_PAUSE_S", 0.05)
+    box = Outbox(hold_s=5)
+    feed = MicFeed(AudioConfig(mic_during_playback=mode), box)  # type: ignore[arg-type]
+    feed.start([])
+    feed.gate(True)
+    for n in range(5):  # they talk over the reply, a chunk every 40 ms
+        feed.chunk(tone(-20), n * CHUNK_S)
+        await asyncio.sleep(CHUNK_S)
+    kinds = [item.kind for item in iter(box.get_nowait, None)]
+    assert kinds == ["audio"] * 5, "the service was told the stream paused while it flowed"
+
+
 async def test_cancelling_the_microphone_stays_open_while_the_model_speaks() -> None:
     box = Outbox(hold_s=5)
     feed = MicFeed(AudioConfig(mic_during_playback="cancel"), box)

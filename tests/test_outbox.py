@@ -96,6 +96,20 @@ def test_texts_past_the_bound_are_refused_until_one_goes(caplog) -> None:
     assert [r.LIVE_BOUND for r in caplog.records if hasattr(r, "LIVE_BOUND")] == ["texts"] * 2
 
 
+def test_texts_dropped_with_a_session_no_longer_count_against_the_bound() -> None:
+    """Text turns that waited for a connection that never came are dropped with it: still
+    counted, every later `ctl text` was refused as busy for as long as the daemon ran."""
+    box = Outbox(hold_s=5)
+    texts = TextsWaiting(box)
+    for n in range(TEXTS_LIMIT):
+        assert texts.admit() is None
+        texts.taken()
+        box.put("text", f"note {n}")
+    assert texts.admit() is not None, "the bound holds while they wait"
+    box.clear()  # the session they waited for failed (DropOutbox)
+    assert texts.admit() is None
+
+
 def test_a_frame_on_its_way_at_the_release_is_not_put_back_for_the_next_connection() -> None:
     """A frame being sent as the button comes up (drop_frame), whose connection then ends
     (a goAway, a drop): put back, it went out on the next connection after the turn."""

@@ -316,6 +316,19 @@ def test_a_turn_summary_reaches_the_journal_with_its_fields(journal: Captured) -
     assert record["LIVE_RELEASE_TO_ACTIVITY_END_MS"] == 2.0
 
 
+def test_the_wait_for_the_reply_is_timed_to_its_first_audio_not_its_last() -> None:
+    """`ctl status` and the journal's turn line say how long the answer took to start:
+    every later part of the reply moved it, and a 30 s reply read as a 30 s wait."""
+    turns = TurnLog()
+    turns.start(10.0, "s")
+    turns.released(11.0)
+    for t in (11.5, 12.0, 40.0):  # the reply's parts as they come
+        turns.reply_received(t)
+    turns.finish(41.0, "s")
+    (turn,) = turns.recent()
+    assert turn["release_to_first_reply_ms"] == 500.0
+
+
 def test_a_text_turn_is_a_turn_and_the_empty_one_it_follows_is_none(
     journal: Captured,
 ) -> None:

@@ -108,6 +108,16 @@ def test_press_during_a_reply_is_a_barge_in() -> None:
     assert seen == [State.LISTENING] * 3
 
 
+def test_the_services_interruption_after_a_press_leaves_the_go_ahead_beep_playing() -> None:
+    """A press over the reply silenced it and played its "go ahead" beep; the service's
+    Interrupted for that reply comes a moment later and must not clear the speaker again:
+    the beep was cut short, and the person could not tell the box was listening."""
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY, s.Pressed())
+    assert m.state is State.LISTENING and m.held
+    _, _, actions = run(m, INTERRUPTED)
+    assert "clear_playback" not in names(actions)
+
+
 @pytest.mark.parametrize("mode", list(Mode))
 def test_the_capture_starts_from_the_buttons_edge_not_from_when_the_press_is_taken(
     mode: Mode,
