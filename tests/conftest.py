@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,9 @@ from typing import Any
 import pyaudio
 import pytest
 from _pytest.mark.expression import Expression
-from fakes import Gate
+from fakes import Gate, SilentResolver
 
+from device.live import endpoint
 from rig.daemon import Daemon, start_daemon
 from rig.loopback import PulseLoopback, measure_latency
 from rig.server.server import ServerThread
@@ -121,3 +123,16 @@ def gate() -> Iterator[Gate]:
     gate = Gate()
     yield gate
     gate.opened.set()  # never leave a worker thread blocked behind the test
+
+
+@pytest.fixture
+def silent_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """DEAD's lookups wait until the test ends, as a router's resolver with no uplink
+    keeps glibc waiting; the list holds one entry per lookup waiting now."""
+    resolver = SilentResolver(socket.getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    monkeypatch.setattr(endpoint, "DNS_CHECK_S", 0.2)
+    try:
+        yield resolver.waiting
+    finally:
+        resolver.answer()

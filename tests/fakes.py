@@ -16,6 +16,7 @@ import dataclasses
 import errno
 import gc
 import select
+import socket
 import threading
 import time
 from collections import deque
@@ -24,16 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from helpers import until
+
+from device import workers
 from device.appliance import Appliance
 from device.audio.alsa import AlsaError
 from device.audio.capture import Capture
-from device.config import Config
+from device.config import Config, LiveConfig, Secret
 from device.hw.led_patterns import Frame
+from device.live.session import LiveLink
 from device.outbox import Item, Outbox
 from device.parts import Parts
 from device.persist import StateFile
 from device.service import Notifier
-from device.states import Event, Heartbeat, LinkEvent, ReplyDropped
+from device.states import ConnectFailed, Event, Heartbeat, LinkEvent, ReplyDropped
 from device.tools import Device, Registry
 
 CHUNK = b"\x10\x27" * 640  # 40 ms at 16 kHz, loud enough (-10 dBFS) to be speech
@@ -706,3 +711,62 @@ class CablePcm(IdlePcm):
         if not self.cable.plugged:
             raise AlsaError(errno.ENODEV, "read: No such device")
         return bytes(2 * self.period_frames), 0
+
+
+# An internet outage behind a working Wi-Fi: the router's resolver does not answer, glibc
+# asks again and again (5 s a try, 2 tries, each nameserver: 15-25 s) and the thread
+# asking keeps waiting after the connect's timeout gave up.
+
+#: The name whose lookups the silent resolver never answers.
+DEAD = "live.dns-silent.test"
+
+
+class SilentResolver:
+    """socket.getaddrinfo with the resolver silent for DEAD: its lookups wait until
+    `answer()`, then fail as glibc's do when it gives up; `waiting` holds one entry per
+    lookup waiting now."""
+
+    def __init__(self, real: Callable[..., Any]) -> None:
+        self.real = real
+        self.waiting: list[str] = []
+        self._answered = threading.Event()
+
+    def __call__(self, host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == DEAD:
+            self.waiting.append(host)
+            self._answered.wait()
+            self.waiting.remove(host)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return self.real(host, *args, **kwargs)
+
+    def answer(self) -> None:
+        """Every lookup waiting, and every later one, fails at once."""
+        self._answered.set()
+
+
+async def press_until_failed(link: LiveLink, events: list[Event], session: int) -> float:
+    """A press with the internet down: how long until its error (the beep, the red LEDs)."""
+    pressed = time.monotonic()
+    link.open(session)
+    try:
+        await until(lambda: any(isinstance(e, ConnectFailed) for e in events), within=6)
+    finally:
+        await link.close()
+    events.clear()
+    return time.monotonic() - pressed
+
+
+async def presses_in_an_outage(silent_resolver: list[str]) -> tuple[LiveLink, list[Event]]:
+    """The box's own pool as the daemon runs it, and three presses with the internet down:
+    each leaves four lookups waiting (a connect and its DNS check, tried twice)."""
+    asyncio.get_running_loop().set_default_executor(workers.Workers())
+    cfg = Config(
+        live=LiveConfig(base_url=f"https://{DEAD}", connect_timeout_s=0.5),
+        api_key=Secret("a-key"),
+    )
+    events: list[Event] = []
+    link = LiveLink(cfg, Outbox(5), events.append, lambda *_: None)
+    for session in range(1, 4):
+        await press_until_failed(link, events, session)
+    assert silent_resolver, "no lookup waits: the outage is not one"
+    return link, events

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 import simplejpeg
+from fakes import presses_in_an_outage
 from helpers import mock_pins, until
 
 from device.config import CameraConfig
@@ -617,6 +618,22 @@ async def test_a_camera_whose_start_never_returns_fails_the_part_not_the_box(
     await until(lambda: frames.jpegs, within=3)
     await feed.shutdown()
     assert camera.names()[-2:] == ["stop", "close"]
+
+
+async def test_the_camera_starts_in_an_outage_after_many_presses(
+    silent_resolver: list[str],
+) -> None:
+    """The same outage, a video session: the camera's start queued behind the lookups
+    past its limit, "the camera is stuck in its start", its light on, audio only."""
+    await presses_in_an_outage(silent_resolver)
+    frames = Frames()
+    feed = feed_for(synthetic(size=64), frames, switch_timeout_s=1.0)
+    feed.start_frames()
+    try:
+        await until(lambda: frames.jpegs or frames.failures, within=3)
+    finally:
+        await feed.shutdown()
+    assert frames.jpegs and not frames.failures, frames.failures
 
 
 async def test_a_usb_camera_is_cropped_to_a_square_in_software(camera) -> None:

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fakes import DEAD
 from helpers import closed_port, daemon_saying, lines_of, open_refused
 from helpers import mock_pins as pins
 
@@ -183,6 +185,42 @@ def test_an_unknown_host_fails_at_dns(
     line = lines_of(result)["network"]
     assert line.startswith("FAIL  network  DNS: ")
     assert "fix: Check the box's network and DNS" in line
+
+
+#: The network check with a resolver that never answers (glibc's gives up after 15-25 s).
+SILENT_PROGRAM = textwrap.dedent(f"""
+    import asyncio, socket, sys, time
+    from device.config import Config, LiveConfig
+    from device.doctor.network import check_network
+    from device.doctor.progress import Progress
+    from device.doctor.result import Context, Options
+
+    real = socket.getaddrinfo
+
+    def silent(host, *args, **kwargs):
+        if host == {DEAD!r}:
+            time.sleep(30)
+        return real(host, *args, **kwargs)
+
+    socket.getaddrinfo = silent
+    cfg = Config(live=LiveConfig(base_url="https://{DEAD}", connect_timeout_s=1))
+    result = asyncio.run(check_network(Context(cfg, Options(), Progress())))
+    print(result.status, result.measured, flush=True)
+""")
+
+
+def test_the_doctor_ends_at_its_dns_timeout_with_the_resolver_silent() -> None:
+    """`doctor` with the internet down said "DNS: ... timed out" after the connect timeout,
+    then sat until glibc gave up (15-25 s; --json printed nothing till then): the end of
+    asyncio.run waits for every thread of its pool, the lookup's too."""
+    started = time.monotonic()
+    ran = subprocess.run(
+        [sys.executable, "-c", SILENT_PROGRAM], capture_output=True, text=True, timeout=60
+    )
+    took = time.monotonic() - started
+    assert ran.returncode == 0, ran.stderr
+    assert "DNS" in ran.stdout, ran.stdout
+    assert took < 10, f"the doctor ended {took:.0f} s after it started"
 
 
 def test_an_untrusted_certificate_fails_at_tls(

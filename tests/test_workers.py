@@ -9,6 +9,8 @@ import textwrap
 import threading
 import time
 
+from fakes import press_until_failed, presses_in_an_outage
+
 from device import workers
 
 STUCK_PROGRAM = textwrap.dedent("""
@@ -55,3 +57,21 @@ def test_with_nothing_stuck_the_process_ends_as_usual() -> None:
     ended = subprocess.run([sys.executable, "-c", STUCK_PROGRAM, "free"],
                            capture_output=True, text=True, timeout=60)
     assert ended.returncode == 3 and ended.stderr == ""
+
+
+# Name lookups that hang (an internet outage behind a working Wi-Fi, fakes.SilentResolver)
+# ran in the loop's pool of eight, which also runs the key lookup of each press, the
+# camera's start, stop and JPEG encoding and the audio keeper's PortAudio calls.
+
+
+async def test_a_press_in_an_outage_fails_in_its_own_time_after_many(
+    silent_resolver: list[str],
+) -> None:
+    """Pressing through an internet outage left the pool's eight threads in lookups
+    nobody waited for any more: the next press showed "connecting" until glibc gave one
+    up (15-25 s; its key lookup queued behind them), then its own timeout on top."""
+    link, events = await presses_in_an_outage(silent_resolver)
+    took = await press_until_failed(link, events, 100)
+    assert took < 4, f"the press showed connecting for {took:.1f} s"
+    lookups = [t for t in threading.enumerate() if t.name == "lookup"]
+    assert len(lookups) <= workers.LOOKUPS, "a thread for every lookup that ever hung"
