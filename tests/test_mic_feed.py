@@ -76,14 +76,17 @@ async def test_gated_while_the_model_speaks_the_service_hears_the_stream_pause_o
     box = Outbox(hold_s=5)
     feed = MicFeed(AudioConfig(mic_during_playback="gate"), box)
     feed.start([])
+    loop = asyncio.get_running_loop()
+    gated_at = loop.time()
     feed.gate(True)
     feed.chunk(b"own voice", 0.0)  # one the capture handed over as the gate came
-    await asyncio.sleep(0.05)
-    feed.gate(False)  # a short reply
-    await asyncio.sleep(0.15)
+    # A short reply: its end is due before the pause, and a loop that gets to both late
+    # (a busy machine) still runs them in that order.
+    loop.call_at(gated_at + 0.05, feed.gate, False)
+    await asyncio.sleep(0.2)
     assert [item.kind for item in iter(box.get_nowait, None)] == []
     feed.gate(True)
-    await asyncio.sleep(0.15)
+    await asyncio.sleep(0.15)  # due after the pause, whenever the loop gets to them
     feed.gate(False)
     feed.chunk(b"speech", 1.0)
     kinds = [item.kind for item in iter(box.get_nowait, None)]
