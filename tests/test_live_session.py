@@ -324,7 +324,8 @@ def link_to(service: object, on_event: Callable[[Event], None] = lambda e: None)
 
 class FailingAfterOne:
     """The first connection is closed by the service at once; every later try takes a
-    while (TLS, an HTTP 503 after the network's latency) and fails."""
+    while (TLS, an HTTP 503 after the network's latency) and fails: the third only once
+    `answer` is set."""
 
     session_id = "s"
 
@@ -332,6 +333,7 @@ class FailingAfterOne:
         self.aio = self.live = self
         self.began: list[float] = []  # each later try
         self.tries: list[tuple[float, float]] = []  # (began, failed) of each later try
+        self.answer = asyncio.Event()
 
     @contextlib.asynccontextmanager
     async def connect(self, **_: Any) -> AsyncIterator[FailingAfterOne]:
@@ -341,7 +343,10 @@ class FailingAfterOne:
             return
         began = time.monotonic()
         self.began.append(began)
-        await asyncio.sleep(0.3)
+        if len(self.began) == 3:
+            await self.answer.wait()
+        else:
+            await asyncio.sleep(0.3)
         self.tries.append((began, time.monotonic()))
         raise ConnectionError("503 service unavailable")
 
@@ -360,13 +365,13 @@ async def test_a_press_during_a_reconnect_try_that_fails_has_the_next_go_at_once
     link.open(1)
     try:
         await until(lambda: len(service.began) == 3, within=10)  # the backoff has grown
-        await asyncio.sleep(0.1)  # the third try is in flight
-        link.hurry()
+        link.hurry()  # the press, while the third try is in flight ...
+        service.answer.set()  # ... which then fails
         await until(lambda: len(service.tries) == 4, within=10)
     finally:
         await link.close()
     (_, third_failed), (fourth_began, _) = service.tries[2], service.tries[3]
-    assert fourth_began - third_failed < 0.4, "it waited out the backoff (0.5 s at least)"
+    assert fourth_began - third_failed < 1, "it waited out the backoff (2 s at least)"
 
 
 class HandleGiver:
