@@ -124,14 +124,22 @@ def lookups_apart(loop: asyncio.AbstractEventLoop) -> None:
         flags: int = 0,
     ) -> list[Any]:  # as socket.getaddrinfo's
         await places.acquire()
+        ran = False
 
         def lookup() -> list[Any]:
+            nonlocal ran
+            ran = True
             try:
                 return socket.getaddrinfo(host, port, family, type, proto, flags)
             finally:  # the place is the thread's: a connect that gave up leaves it taken
                 with contextlib.suppress(RuntimeError):  # the loop closed
                     loop.call_soon_threadsafe(places.release)
 
-        return await in_own_thread(lookup, "lookup")
+        try:
+            return await in_own_thread(lookup, "lookup")
+        except Exception:
+            if not ran:  # no thread could start (TasksMax): the place is not its to give back
+                places.release()
+            raise
 
     loop.getaddrinfo = getaddrinfo
