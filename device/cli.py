@@ -68,7 +68,7 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
     from device.control_client import ControlError, request
 
     socket_path = args.socket or _control_socket(args.config)
-    fields: dict[str, Any] = {"text": " ".join(args.words)} if args.action == "text" else {}
+    fields: dict[str, Any] = {"text": args.words} if args.action == "text" else {}
     try:
         reply = request(socket_path, args.action, **fields)
     except ControlError as exc:
@@ -127,17 +127,37 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-def _words(value: str) -> str:
-    """A TEXT to send: words, in UTF-8."""
+def _not_words(value: str) -> str | None:
+    """Why `value` is no text turn to send, as the owner is told it, or None."""
     from device.control_client import unsayable
 
     if (why := unsayable(value)) and why.startswith("not UTF-8"):
-        raise argparse.ArgumentTypeError(
-            f"{why}: convert it first, e.g. with iconv -f latin1 -t utf-8"
-        )
-    if why:
+        return f"{why}: convert it first, e.g. with iconv -f latin1 -t utf-8"
+    return why
+
+
+def _words(value: str) -> str:
+    """A TEXT to send: words, in UTF-8."""
+    if why := _not_words(value):
         raise argparse.ArgumentTypeError(why)
     return value
+
+
+class _OneTurn(argparse.Action):
+    """`ctl text`'s words, joined: one turn, refused only if the whole has no words in it
+    (`ctl text "$QUESTION" "$DETAIL"` with DETAIL empty is the question)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        text = " ".join(values or ()) if not isinstance(values, str) else values
+        if why := _not_words(text):
+            raise argparse.ArgumentError(self, why)
+        setattr(namespace, self.dest, text)
 
 
 def _check_name(value: str) -> str:
@@ -226,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Send a text turn into the daemon's session; it speaks the reply.",
         'live-appliance ctl text "What time is it in Tokyo?"',
     )
-    text.add_argument("words", nargs="+", type=_words, metavar="TEXT", help="what to say")
+    text.add_argument("words", nargs="+", action=_OneTurn, metavar="TEXT", help="what to say")
 
     devices = command(
         "devices",
