@@ -7,10 +7,7 @@ import socket
 import threading
 from typing import Any
 
-import google.auth
-import google.auth.credentials
 import pytest
-from google.auth import exceptions as auth_errors
 
 from device import workers
 from device.cli import build_parser
@@ -42,17 +39,6 @@ async def test_a_lookup_whose_thread_cannot_start_gives_its_place_back(
     async with asyncio.timeout(5):
         found: list[Any] = await loop.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
     assert found
-
-
-class TokenServerSilent(google.auth.credentials.Credentials):
-    """Vertex AI credentials whose token refresh hangs, as google-auth's does in an outage
-    (a silent resolver for oauth2.googleapis.com: 15-25 s; a black-holed connect: 120 s)."""
-
-    gate = threading.Event()
-
-    def refresh(self, request: object) -> None:
-        self.gate.wait()
-        raise auth_errors.TransportError("oauth2.googleapis.com: Temporary failure")
 
 
 def test_ctl_text_with_an_empty_word_among_its_words_is_sent() -> None:
