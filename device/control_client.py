@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import time
+import unicodedata
 from typing import Any
 
 #: A request line longer than this is refused (its newline apart): commands are a few bytes.
@@ -18,6 +19,12 @@ REPLY_LIMIT = 1024 * 1024
 #: What to do about a daemon that takes no request (its event loop stuck), however the
 #: socket shows it: the connection queued and not answered, or the queue full.
 HUNG = "(hung: the watchdog restarts it within 30 s, or sudo systemctl restart live-appliance)"
+
+
+#: Unicode categories with nothing to see or say: controls, format characters (a zero
+#: width space), surrogates, separators. Not "unassigned": an emoji newer than Python's
+#: tables is one.
+INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
 
 
 def unsayable(text: str) -> str | None:
@@ -31,7 +38,7 @@ def unsayable(text: str) -> str | None:
         code = ord(text[exc.start])  # a byte as Python decodes it, or half of a pair alone
         where = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
         return f"not UTF-8 text ({where})"
-    if not any(c.isprintable() and not c.isspace() for c in text):
+    if not any(unicodedata.category(c) not in INVISIBLE for c in text):
         return "no words in it (empty, or only spaces and control characters)"
     return None
 
