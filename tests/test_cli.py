@@ -125,6 +125,21 @@ def test_ask_refuses_an_empty_turn_before_opening_a_session() -> None:
     assert "argument TEXT: no words in it" in result.stderr, result.stderr
 
 
+def test_ctl_text_with_an_empty_word_among_its_words_is_sent() -> None:
+    """`ctl text "$QUESTION" "$DETAIL"` with DETAIL empty: the words are one turn, and it
+    has words. Each word was judged alone, and the turn refused as "no words in it"
+    (before today the daemon took it)."""
+    args = build_parser().parse_args(["ctl", "text", "What time is it?", ""])
+    assert args.words.strip() == "What time is it?"
+
+
+def test_ctl_text_takes_an_emoji_newer_than_pythons_unicode_tables() -> None:
+    """A single emoji is a question a child asks. One newer than Python's tables (U+1FAE9,
+    Unicode 16) is "unassigned" to it, and was refused as "no words in it"."""
+    args = build_parser().parse_args(["ctl", "text", "\U0001FAE9"])
+    assert args.words == "\U0001FAE9"
+
+
 async def test_ctl_shows_the_daemons_error_and_exits_1(scratch: Path) -> None:
     sock = scratch / "control.sock"
 

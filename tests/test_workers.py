@@ -3,12 +3,16 @@ driver, and the process still ends (the interpreter's own exit would wait for ev
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from typing import Any
 
+import pytest
 from fakes import press_until_failed, presses_in_an_outage
 
 from device import workers
@@ -75,3 +79,31 @@ async def test_a_press_in_an_outage_fails_in_its_own_time_after_many(
     assert took < 4, f"the press showed connecting for {took:.1f} s"
     lookups = [t for t in threading.enumerate() if t.name == "lookup"]
     assert len(lookups) <= workers.LOOKUPS, "a thread for every lookup that ever hung"
+
+
+async def test_a_lookup_whose_thread_cannot_start_gives_its_place_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread that cannot start (TasksMax=64 reached: hung tools, a wedged driver) fails
+    that lookup; its place must come back. It stayed taken: after LOOKUPS such failures
+    every later name lookup waited for a place that never came, and each press showed
+    "connecting" to its timeout until the daemon was restarted."""
+    loop = asyncio.get_running_loop()
+    workers.lookups_apart(loop)
+    start = threading.Thread.start
+    failing = workers.LOOKUPS
+
+    def start_or_not(self: threading.Thread) -> None:
+        nonlocal failing
+        if self.name == "lookup" and failing > 0:
+            failing -= 1
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start_or_not)
+    for _ in range(workers.LOOKUPS):
+        with pytest.raises(RuntimeError):
+            await loop.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
+    async with asyncio.timeout(5):
+        found: list[Any] = await loop.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
+    assert found
