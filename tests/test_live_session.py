@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import socket
@@ -41,6 +42,7 @@ from wire import at, config_for
 from device.config import Config, LiveConfig, Secret
 from device.errors import TEXT_LIMIT
 from device.live.connection import Connection
+from device.live.endpoint import through_proxy
 from device.live.errors import describe_failure, failure_fields, is_refusal
 from device.live.session import SESSION_ID_LIMIT, LiveLink
 from device.live.websocket import UNSENT_HELD_LIMIT, websocket_of
@@ -1426,6 +1428,20 @@ async def test_a_proxy_that_wants_credentials_is_said_as_such(
     assert isinstance(outcome, ConnectFailed)
     assert "proxy" in outcome.reason and "407" in outcome.reason, outcome.reason
     assert "InvalidProxyStatus" not in outcome.reason
+
+
+def test_a_file_the_connect_cannot_read_is_not_blamed_on_the_proxy(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Vertex AI's credentials file the service may not read fails the connect with a
+    PermissionError naming the file: behind a proxy it was said as "proxy: cannot reach
+    127.0.0.1:3128: Permission denied", and the owner looked at the proxy."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    cfg = config_for(server)
+    denied = PermissionError(errno.EACCES, "Permission denied", "/etc/live-appliance/sa.json")
+    assert through_proxy(cfg, denied) is denied
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    assert "127.0.0.1:3128" in str(through_proxy(cfg, refused))
 
 
 async def test_a_slow_proxy_is_not_blamed_on_the_boxs_resolver(

@@ -80,9 +80,12 @@ def proxy_of(cfg: Config) -> tuple[str, int] | None:
 
 def through_proxy(cfg: Config, exc: OSError) -> Exception:
     """A connect's network failure as ProxyUnreachable when a proxy carries the connection:
-    "connection refused" came from it, not from the Live API's host."""
+    "connection refused" came from it, not from the Live API's host. A file's error (Vertex
+    AI's credentials the box cannot read) names its file, and stays as it is."""
     proxy = proxy_of(cfg)
     if proxy is None or isinstance(exc, ssl.SSLError):  # TLS is the Live API's, tunnelled
+        return exc
+    if exc.filename is not None:
         return exc
     return ProxyUnreachable(f"{proxy[0]}:{proxy[1]}: {exc.strerror or exc}")
 
