@@ -110,7 +110,7 @@ def _in_namespace(moment: str) -> tuple[float, bool, str]:
     """Run `_wait_after_black_hole` in a network namespace of its own; its figures."""
     code = (
         "import asyncio, json, sys; sys.path[:0] = sys.argv[1:3]; "
-        "import test_review_dead as t; "
+        f"import {Path(__file__).stem} as t; "
         "print(json.dumps(asyncio.run(t._wait_after_black_hole(sys.argv[3]))))"
     )
     done = subprocess.run(
