@@ -172,7 +172,7 @@ class Appliance:
         self.mic.on_cleaner_failed = self._cleaner_failed
         self.speaker = parts.speaker()
         self.speaker.on_underflow = self._speaker_ran_out
-        self._underflow_logged = -OVERFLOW_LOG_EVERY_S
+        self._underflow_due = logs.AtMostEvery(OVERFLOW_LOG_EVERY_S)
         self.speaker.volume = _saved_volume(self.state_file, cfg.audio.volume)
         self.audio = AudioKeeper(
             {"speaker": self.speaker, "microphone": self.mic}, self.post, cfg.audio.reopen_s
@@ -240,9 +240,7 @@ class Appliance:
         """The speaker ran out of audio that was waiting for it (its writer late: a Pi
         throttled, or busy beside apt): a click or a gap in the reply. Said as the
         microphone's overflows are, at most every OVERFLOW_LOG_EVERY_S."""
-        now = time.monotonic()
-        if now - self._underflow_logged >= OVERFLOW_LOG_EVERY_S:
-            self._underflow_logged = now
+        if self._underflow_due.due():
             log.warning(
                 "speaker underrun: the sound card ran out of audio that was waiting "
                 "(%d times so far; the box is short of CPU)",

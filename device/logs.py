@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -200,6 +201,23 @@ class Overflow:
     def within(self) -> None:
         """Back within the bound: the next hit is news again."""
         self.over = False
+
+
+class AtMostEvery:
+    """Whether a line about a count that keeps growing (a card's overflows) is due: at
+    once the first time, then at most every `seconds`, so a struggling box is one line a
+    minute in the journal, not one a click."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._last = -math.inf
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self._seconds:
+            return False
+        self._last = now
+        return True
 
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"

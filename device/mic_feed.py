@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -37,7 +36,7 @@ from device.audio import pcm
 from device.audio.capture import QuietGate
 from device.config import AudioConfig
 from device.live.wire import MIC_RATE
-from device.logs import Overflow
+from device.logs import AtMostEvery, Overflow
 from device.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -97,7 +96,7 @@ class MicFeed:
         self._pause_later: asyncio.TimerHandle | None = None  # gated: audioStreamEnd due
         self._stream_end_sent = False
         self._overflow = Overflow(log, "outbox_audio")
-        self._overflow_logged = -OVERFLOW_LOG_EVERY_S
+        self._overflow_due = AtMostEvery(OVERFLOW_LOG_EVERY_S)
 
     @property
     def preroll_chunks(self) -> int:
@@ -251,9 +250,7 @@ class MicFeed:
 
     def overflowed(self, count: int) -> None:
         """The sound card dropped input (the reader fell behind): log, never fail."""
-        now = time.monotonic()
-        if now - self._overflow_logged >= OVERFLOW_LOG_EVERY_S:
-            self._overflow_logged = now
+        if self._overflow_due.due():
             log.warning(
                 "microphone overflow: the sound card dropped input (%d times so far)",
                 count,
