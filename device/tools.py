@@ -323,8 +323,9 @@ class ToolBox:
 
 def _as_json(result: dict[str, Any]) -> dict[str, Any]:
     """A tool's result in the values JSON has (a path as text, a set as a list), or an
-    error the model is told: the SDK's send fails on a set or a path, ending the connection
-    with the call unanswered, and sends NaN as JSON no parser takes; past RESULT_LIMIT."""
+    error the model is told when it is not JSON (the SDK's send fails on a set or a path,
+    ending the connection with the call unanswered, and sends NaN as JSON no parser takes)
+    or is past RESULT_LIMIT."""
     try:
         plain = to_jsonable_python(result)
         size = len(json.dumps(plain, allow_nan=False).encode())
