@@ -174,15 +174,12 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "closed", f"{hint} (close code {code}{detail})"
     if (redirect := _redirect_of(exc)) is not None:
         where = urlsplit(redirect.headers.get("Location", "")).hostname or "a page"
-        answer = f"HTTP {redirect.status_code} {redirect.reason_phrase}"
-        return "http", f"{SIGN_IN_HINT}: redirected to {where} ({answer})"
+        return "http", f"{SIGN_IN_HINT}: redirected to {where} ({_http(redirect)})"
     if isinstance(exc, InvalidStatus):
-        status = exc.response.status_code
-        hint = _HTTP_HINTS.get(status, "the Live API refused the connection")
-        return "http", f"{hint} (HTTP {status} {exc.response.reason_phrase})"
+        hint = _HTTP_HINTS.get(exc.response.status_code, "the Live API refused the connection")
+        return "http", f"{hint} ({_http(exc.response)})"
     if isinstance(exc, InvalidProxyStatus):
-        status = exc.response.status_code
-        return "proxy", f"the proxy refused the tunnel (HTTP {status} {exc.response.reason_phrase})"
+        return "proxy", f"the proxy refused the tunnel ({_http(exc.response)})"
     if isinstance(exc, InvalidProxyMessage):
         return "proxy", f"the proxy's answer cannot be read ({exc})"
     if isinstance(exc, ProxyUnreachable):
@@ -223,6 +220,11 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, ValueError | AttributeError):
         return "undecodable", f"the service sent a message that cannot be decoded ({exc})"
     return "other", f"{type(exc).__name__}: {exc}"
+
+
+def _http(response: Response) -> str:
+    """An HTTP answer as a failure's line quotes it: "HTTP 407 Proxy Authentication Required"."""
+    return f"HTTP {response.status_code} {response.reason_phrase}"
 
 
 def _redirect_of(exc: BaseException) -> Response | None:
