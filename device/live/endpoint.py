@@ -83,10 +83,8 @@ def through_proxy(cfg: Config, exc: OSError) -> Exception:
     "connection refused" came from it, not from the Live API's host. A file's error (Vertex
     AI's credentials the box cannot read) names its file, and stays as it is."""
     proxy = proxy_of(cfg)
-    if proxy is None or isinstance(exc, ssl.SSLError):  # TLS is the Live API's, tunnelled
-        return exc
-    if exc.filename is not None:
-        return exc
+    if proxy is None or isinstance(exc, ssl.SSLError) or exc.filename is not None:
+        return exc  # TLS is the Live API's, tunnelled; a file's error is the file's
     return ProxyUnreachable(f"{proxy[0]}:{proxy[1]}: {exc.strerror or exc}")
 
 
