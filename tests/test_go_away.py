@@ -370,6 +370,7 @@ async def test_a_press_through_a_flapping_service_is_heard_once_whole_and_paced(
 
 
 def slow_tool(gate: Gate) -> ToolBox:
+    """The box's tools with only `slow` enabled: each call waits for `gate` to open."""
     return ToolBox(ToolsConfig(enabled=("slow",)), FakeActions(), registry=gated_tools(gate))
 
 
