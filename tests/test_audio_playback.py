@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -294,18 +295,25 @@ class _Speaker(Playback):
             return np.frombuffer(bytes(device.written), dtype=np.int16)
 
 
-async def test_half_volume_sounds_half_as_loud() -> None:
-    """The volume is squared (set_volume at 50% is -12 dB, half as loud to the ear): a
-    linear scale makes the lower half of the range barely quieter than full."""
+@contextlib.contextmanager
+def started() -> Iterator[_Speaker]:
+    """A speaker on fake cards, started for the block and stopped after it."""
     player = _Speaker()
     player.start()
     try:
+        yield player
+    finally:
+        player.stop()
+
+
+async def test_half_volume_sounds_half_as_loud() -> None:
+    """The volume is squared (set_volume at 50% is -12 dB, half as loud to the ear): a
+    linear scale makes the lower half of the range barely quieter than full."""
+    with started() as player:
         player.volume = 0.5
         tone = pcm.from_float(0.5 * pcm.tone(440, 200, RATE))
         player.feed(tone)
         await asyncio.wait_for(player.wait_drained(), 5)
-    finally:
-        player.stop()
     played = player.heard().astype(np.float64)
     fed = np.frombuffer(tone, dtype=np.int16).astype(np.float64)
     assert np.max(np.abs(played)) == pytest.approx(np.max(np.abs(fed)) * 0.25, rel=0.01)
@@ -314,9 +322,7 @@ async def test_half_volume_sounds_half_as_loud() -> None:
 async def test_a_barge_in_silences_the_speaker_for_good() -> None:
     """clear() (a press over the reply, an interruption) drops all that was queued: the
     rest of the reply never plays after it."""
-    player = _Speaker()
-    player.start()
-    try:
+    with started() as player:
         player.feed(pcm.from_float(0.5 * pcm.tone(440, 3000, RATE)))
         await until(lambda: player.heard().size > 0)
         at_clear = player.heard().size
@@ -324,39 +330,29 @@ async def test_a_barge_in_silences_the_speaker_for_good() -> None:
         await asyncio.sleep(0.5)  # the reply would have played on for as long
         # At most the piece the writer was handing over as the clear came (DEVICE_S).
         assert player.heard().size - at_clear < 0.2 * RATE, "the reply played on"
-    finally:
-        player.stop()
 
 
 async def test_the_drain_waits_for_what_was_fed_to_play() -> None:
     """A reply fed after the last one drained is not drained until it has played: the
     machine's AwaitDrain ended the turn at once, the LEDs idle (hands-free, the microphone
     open to the box's own voice) while the reply still played."""
-    player = _Speaker()
-    player.start()
-    try:
+    with started() as player:
         player.feed(pcm.from_float(0.5 * pcm.tone(440, 100, RATE)))
         await asyncio.wait_for(player.wait_drained(), 5)  # the last reply, played out
         player.feed(pcm.from_float(0.5 * pcm.tone(440, 300, RATE)))
         assert not player.drained.is_set(), "drained before a sample of it played"
         await asyncio.wait_for(player.wait_drained(), 5)
         assert player.heard().size >= 0.4 * RATE
-    finally:
-        player.stop()
 
 
 async def test_a_barge_in_counts_as_drained() -> None:
     """After clear() nothing is left to play: whatever waits for the drain (the turn's
     end) goes on at once, not after the next reply someone may never ask for."""
-    player = _Speaker()
-    player.start()
-    try:
+    with started() as player:
         player.feed(pcm.from_float(0.5 * pcm.tone(440, 3000, RATE)))
         await until(lambda: player.heard().size > 0)
         player.clear()
         await asyncio.wait_for(player.wait_drained(), 1)
-    finally:
-        player.stop()
 
 
 async def test_a_write_that_never_returns_is_trouble_that_names_the_call() -> None:
