@@ -405,7 +405,8 @@ class Connection:
     # -- tools ----------------------------------------------------------------------------
 
     def _start_tools(self, calls: list[types.FunctionCall]) -> None:
-        """Run the calls there is room for (TOOL_CALLS_LIMIT); answer the rest busy."""
+        """Run the calls there is room for (TOOL_CALLS_LIMIT); answer the rest busy. None
+        that cannot be answered (`_answerable`) or that came while the button is held."""
         assert self._group is not None
         calls = self._answerable(calls)
         if calls and self._turn.activity_open and self._turn.speech_interrupts:
