@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import numpy as np
 import pytest
@@ -191,3 +192,15 @@ async def test_a_release_already_past_ends_the_turn_with_the_held_chunk_that_hol
     feed.start([], until=None)
     feed.chunk(b"next", 3.0)
     assert sent_audio(box) == [b"next"]
+
+
+def test_microphone_overflows_are_one_journal_line_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Said at most once a minute: the line a struggling box gives, not one a click."""
+    feed = MicFeed(AudioConfig(), Outbox(5))
+    with caplog.at_level(logging.WARNING):
+        for count in range(1, 4):  # three drops in one reply: one line, the first count
+            feed.overflowed(count)
+    said = [r for r in caplog.records if "microphone overflow" in r.getMessage()]
+    assert [r.__dict__["LIVE_MIC_OVERFLOWS"] for r in said] == [1]
