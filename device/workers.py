@@ -32,7 +32,9 @@ PREFIX = "worker"
 #: How long a stop waits for the calls in flight; a normal one takes milliseconds.
 STOP_WAIT_S = 1.0
 #: Name lookups in flight at most on a loop (threads: one a lookup); a further one
-#: waits for a place, within its connect's timeout.
+#: waits for a place, within its connect's timeout. A try makes two (its connect's, and
+#: the DNS check after a timeout): room for two tries, while a dead resolver holds its
+#: threads for 15-25 s each, well within the unit's TasksMax=64.
 LOOKUPS = 4
 
 
