@@ -191,7 +191,10 @@ class Connection:
                 raise
             self._turn.sent(item.kind)
             if item.kind in ("activity_start", "text") and self._turn.speech_interrupts:
-                self._withdraw_tools()
+                # The service withdraws the calls still running for the turn before: an
+                # answer sent after this crossed that withdrawal on the wire (an id it no
+                # longer knew, refused with 1007, which ended the session).
+                self._withdraw_tools(list(self._tool_tasks))
             if item.kind == "audio":
                 assert isinstance(item.data, bytes)
                 self._turn.spoke(item.data)
@@ -274,9 +277,7 @@ class Connection:
             self._turn.last_reply_whole = False  # a new generation: an interrupted is its own
             self._start_tools(message.tool_call.function_calls or [])
         if message.tool_call_cancellation is not None:
-            for call_id in message.tool_call_cancellation.ids or []:
-                for task in self._tool_tasks.pop(call_id, ()):
-                    task.cancel(WITHDRAWN)  # the tool's line says so (LIVE_TOOL_RESULT=cancelled)
+            self._withdraw_tools(message.tool_call_cancellation.ids or [])
         update = message.session_resumption_update
         if update is not None and update.resumable and update.new_handle:
             self._hooks.on_handle(update.new_handle)
@@ -437,15 +438,12 @@ class Connection:
                 self._refuse_tools(refused), name="tool-refusal"
             )
 
-    def _withdraw_tools(self) -> None:
-        """The person's new turn went out: the service withdraws the calls still running for
-        it (toolCallCancellation). An answer sent after the turn crossed that on the wire:
-        an answer to an id the service no longer knew, refused with 1007, which ended the
-        session. The box withdraws them itself as the turn goes out."""
-        for running in self._tool_tasks.values():
-            for task in running:
-                task.cancel(WITHDRAWN)
-        self._tool_tasks.clear()
+    def _withdraw_tools(self, ids: list[str]) -> None:
+        """Stop every call running under these ids, its answer unsent: the service's
+        toolCallCancellation, or the person's new turn going out."""
+        for call_id in ids:
+            for task in self._tool_tasks.pop(call_id, ()):
+                task.cancel(WITHDRAWN)  # the tool's line says so (LIVE_TOOL_RESULT=cancelled)
 
     def _tool_ended(self, call_id: str, task: asyncio.Task[None]) -> None:
         """Forget the call for cancellations; not another call the service gave its id."""
