@@ -64,6 +64,8 @@ CLOCK_SET_AFTER = date(2026, 1, 1)
 #: shutdown's time (fake-hwclock's, or timesyncd's own), behind by as long as the box
 #: was off: a date after CLOCK_SET_AFTER, and still wrong.
 TIMESYNC_DIR = "run/systemd/timesync"
+#: JSON schema types of a number, which a JSON true or false is not.
+NUMBERS = ("integer", "number")
 
 
 class DeviceActions(Protocol):
@@ -122,6 +124,17 @@ class Parameter:
     adapter: TypeAdapter[Any]
     required: bool
     default: Any = None
+
+    def check(self, value: Any) -> Any:
+        """The model's value checked and converted. A JSON true or false is no number,
+        though pydantic's lax mode (which takes the model's 25.0 for 25) reads it as 1
+        or 0: `set_volume(percent=true)` would set 1 %."""
+        if isinstance(value, bool) and self.adapter.json_schema().get("type") in NUMBERS:
+            raise ValueError(f"Input should be a number, not {json.dumps(value)}")
+        try:
+            return self.adapter.validate_python(value)
+        except ValidationError as exc:
+            raise ValueError("; ".join(error["msg"] for error in exc.errors())) from None
 
 
 @dataclass(frozen=True)
@@ -185,10 +198,9 @@ class DeviceTool:
         for name, param in self.parameters.items():
             if name in args:
                 try:
-                    checked[name] = param.adapter.validate_python(args[name])
-                except ValidationError as exc:
-                    reasons = "; ".join(error["msg"] for error in exc.errors())
-                    raise ValueError(f"argument {name}: {reasons}") from None
+                    checked[name] = param.check(args[name])
+                except ValueError as exc:
+                    raise ValueError(f"argument {name}: {exc}") from None
             elif param.required:
                 raise ValueError(f"missing argument: {name}")
         return checked

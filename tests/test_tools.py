@@ -156,6 +156,8 @@ async def test_cancellation_stops_the_call_and_nothing_is_answered(server, monke
      "bad arguments: argument percent: Input should be less than or equal to 100"),
     ("set_volume", {"percent": "loud"}, "bad arguments: argument percent: Input should be a valid"
      " integer, unable to parse string as an integer"),
+    ("set_volume", {"percent": True},
+     "bad arguments: argument percent: Input should be a number, not true"),
     ("set_volume", {}, "bad arguments: missing argument: percent"),
     ("set_volume", {"percent": 5, "room": "kitchen"},
      "bad arguments: unexpected argument(s): room"),
