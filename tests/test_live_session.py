@@ -625,7 +625,7 @@ async def test_a_client_that_cannot_be_built_is_a_reason_without_the_key(
 
     key = "gateway-key-0123456789abcdef"
 
-    def refuse(cfg: Config) -> Any:
+    def refuse(cfg: Config, credentials: Any = None) -> Any:
         raise ValueError(f"invalid header value {{'x-goog-api-key': {key!r}}}")
 
     monkeypatch.setattr(setup, "make_client", refuse)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from device.live.reply import ReplyDecoder
 from device.live.turn import Transcript
 from device.live.wire import REPLY_RATE, SAMPLE_BYTES
+from device.workers import in_own_thread
 
 if TYPE_CHECKING:
     from google.genai.live import AsyncSession
@@ -50,12 +52,18 @@ class Reply:
 
 
 async def open_session(stack: contextlib.AsyncExitStack, cfg: Config) -> AsyncSession:
-    """A Live session set up exactly as the daemon sets one up; `stack` closes it."""
+    """A Live session set up exactly as the daemon sets one up; `stack` closes it. On
+    Vertex AI the credentials are loaded and refreshed in threads of their own: a refresh
+    left waiting in the loop's pool kept `ask` and `doctor` from ending until it gave up."""
+    from device.live.credentials import Token, load
     from device.live.endpoint import race_addresses
     from device.live.setup import connect_config, make_client
 
     race_addresses(asyncio.get_running_loop())
-    client = make_client(cfg)
+    credentials = await in_own_thread(functools.partial(load, cfg), "vertex-credentials")
+    client = make_client(cfg, credentials)
+    if credentials is not None:
+        await Token(credentials, cfg.live.connect_timeout_s).fresh()
     return await stack.enter_async_context(
         client.aio.live.connect(model=cfg.live.model, config=connect_config(cfg, None))
     )

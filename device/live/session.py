@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from device import logs
 from device.config import Config, find_api_key, where_to_put_the_key
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from google import genai
 
     from device.live.connection import Connection
+    from device.live.credentials import Token
     from device.live.read_ahead import Message
     from device.tools import ToolBox
 
@@ -77,6 +78,13 @@ FIRST_RETRY_S = 0.5
 SESSION_ID_LIMIT = 128
 
 
+class Built(NamedTuple):
+    """What `LiveLink.prepare` builds."""
+
+    client: genai.Client
+    token: Token | None  # Vertex AI's: the client's access token, refreshed by the box
+
+
 class LiveLink:
     """The device's side of one Live session at a time."""
 
@@ -96,7 +104,8 @@ class LiveLink:
         self._speaker = speaker
         self._tools = tools
         self._client: genai.Client | None = None
-        self._building: asyncio.Future[genai.Client] | None = None
+        self._token: Token | None = None  # the client's, on Vertex AI
+        self._building: asyncio.Future[Built] | None = None
         self._task: asyncio.Task[None] | None = None
         self._connection: Connection | None = None
         self._handle: str | None = None
@@ -122,10 +131,10 @@ class LiveLink:
         built = building is not None and building.done() and not _failed(building)
         return self._client is not None or built
 
-    def prepare(self) -> asyncio.Future[genai.Client]:
-        """Build the client (and its TLS context), the setup and the SDK's reply models in
-        a thread of their own; the future holds the client. Started once (again after a
-        failure); the first session waits for it.
+    def prepare(self) -> asyncio.Future[Built]:
+        """Build the client (and its TLS context; on Vertex AI, loading its credentials),
+        the setup and the SDK's reply models in a thread of their own; the future holds
+        what was built. Started once (again after a failure); the first session waits.
 
         Importing the SDK takes a second here and several on a Pi Zero: the daemon says
         READY and serves the button meanwhile (a press that early connects once it is
@@ -144,17 +153,21 @@ class LiveLink:
                 building.set_exception(exc)
         return building
 
-    def _build(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[genai.Client]) -> None:
+    def _build(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[Built]) -> None:
         """In the thread: the client, or the failure, handed to the loop."""
         try:
+            from device.live.credentials import Token, load
             from device.live.setup import connect_config, make_client, warm_up
             from device.live.websocket import check_sdk_internals
 
             check_sdk_internals()
-            client = make_client(self._cfg)
+            credentials = load(self._cfg)
+            client = make_client(self._cfg, credentials)
             connect_config(self._cfg, None)
             warm_up()
-            outcome: genai.Client | Exception = client
+            timeout_s = self._cfg.live.connect_timeout_s
+            token = None if credentials is None else Token(credentials, timeout_s)
+            outcome: Built | Exception = Built(client, token)
         except Exception as exc:
             outcome = exc
         except BaseException as exc:  # SystemExit from a library: still an outcome to hand on
@@ -261,7 +274,7 @@ class LiveLink:
         whether that key is a new one."""
         renewed = await self._renew_key()
         if self._client is None:
-            self._client = await asyncio.shield(self.prepare())
+            self._client, self._token = await asyncio.shield(self.prepare())
         return renewed
 
     async def _renew_key(self) -> bool:
@@ -297,7 +310,7 @@ class LiveLink:
             return False
         self._credentials_reloaded = True
         self._client = self._building = None
-        self._client = await asyncio.shield(self.prepare())
+        self._client, self._token = await asyncio.shield(self.prepare())
         return True
 
     async def _session(self) -> None:
@@ -411,6 +424,8 @@ class LiveLink:
         race_addresses(asyncio.get_running_loop())
         try:
             async with asyncio.timeout(self._cfg.live.connect_timeout_s):
+                if self._token is not None:  # else the SDK refreshes it in the loop's pool
+                    await self._token.fresh()
                 session = await stack.enter_async_context(
                     self._client.aio.live.connect(model=self._cfg.live.model, config=setup)
                 )
@@ -539,7 +554,7 @@ def _wire_turn(cfg: Config) -> WireTurn:
     )
 
 
-def _settle(done: asyncio.Future[genai.Client], outcome: genai.Client | Exception) -> None:
+def _settle(done: asyncio.Future[Built], outcome: Built | Exception) -> None:
     """On the loop: the build's outcome into its future (set once; never twice)."""
     if done.done():
         return
@@ -549,5 +564,5 @@ def _settle(done: asyncio.Future[genai.Client], outcome: genai.Client | Exceptio
         done.set_result(outcome)
 
 
-def _failed(done: asyncio.Future[genai.Client]) -> bool:
+def _failed(done: asyncio.Future[Built]) -> bool:
     return done.cancelled() or done.exception() is not None

@@ -6,7 +6,7 @@ Kept apart from the connection code so that what goes into `setup` can be read
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google import genai
 from google.genai import types
@@ -16,6 +16,9 @@ from device.config import TOKEN_PREFIX, Config, LiveConfig, read_instruction_fil
 from device.live.models import V1ALPHA, model_settings
 from device.live.wire import REPLY_RATE, pcm_mime
 from device.tools import declarations
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
 
 #: A reply chunk as the service sends it (`warm_up` decodes it once at start).
 REPLY_CHUNK = {
@@ -43,10 +46,12 @@ WEBSOCKET_OPTIONS: dict[str, Any] = {"ping_interval": None, "ping_timeout": None
                                      "max_queue": 4, "max_size": 2**20, "open_timeout": None}
 
 
-def make_client(cfg: Config) -> genai.Client:
+def make_client(cfg: Config, credentials: Credentials | None = None) -> genai.Client:
     """A client for the Gemini API (key or ephemeral token) or Vertex AI.
 
-    The TLS context is built here, once, from SSL_CERT_FILE or certifi.
+    The TLS context is built here, once, from SSL_CERT_FILE or certifi. On Vertex AI
+    the client signs in with `credentials` (`device.live.credentials`, which keeps their
+    token fresh); without them the SDK loads and refreshes its own in the loop's pool.
     """
     live = cfg.live
     key = cfg.api_key.reveal() if cfg.api_key else None
@@ -58,6 +63,7 @@ def make_client(cfg: Config) -> genai.Client:
     if live.backend == "vertex":
         return genai.Client(
             vertexai=True,
+            credentials=credentials,
             project=live.project,
             location=live.location,
             http_options=http_options,

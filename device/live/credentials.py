@@ -1,0 +1,66 @@
+"""Vertex AI's credentials: loaded, and their access token refreshed, in threads of our own.
+
+google-genai refreshes a token past its hour with `asyncio.to_thread`, in the loop's
+worker pool, and google-auth gives the token server 120 s: each press through an
+internet outage left a worker waiting on it, and a few presses left the camera's start
+and the audio keeper's calls queued behind them ("the camera did not answer"). The SDK
+takes the credentials it is given, and a token still valid as it is: the box refreshes
+it before each connect (`Token.fresh`), one refresh at a time, each given a connect's
+time at the token server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import TYPE_CHECKING
+
+import google.auth
+
+from device.workers import in_own_thread
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
+
+    from device.config import Config
+
+#: What the SDK asks application default credentials for.
+SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+#: The name of the thread a refresh runs in.
+THREAD = "vertex-token"
+
+
+def load(cfg: Config) -> Credentials | None:
+    """Vertex AI's application default credentials, as the SDK would load them; None on
+    the Gemini API. Blocking: it reads a file, or asks a metadata server."""
+    if cfg.live.backend != "vertex":
+        return None
+    credentials, _ = google.auth.default(scopes=SCOPES)
+    return credentials
+
+
+class Token:
+    """Keeps the access token of `credentials` valid for the SDK's connects."""
+
+    def __init__(self, credentials: Credentials, timeout_s: float) -> None:
+        """`timeout_s`: what the token server is given to answer (a connect's timeout)."""
+        self.credentials = credentials
+        self._timeout_s = timeout_s
+        self._refresh: asyncio.Task[None] | None = None
+
+    async def fresh(self) -> None:
+        """A valid token, for the SDK to take as it is. A refresh under way is waited for,
+        not started again: presses through an outage add no thread waiting for the token
+        server; cancelled, the wait leaves the refresh to the next one."""
+        if self.credentials.valid:
+            return
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.create_task(in_own_thread(self._refresh_now, THREAD))
+        await asyncio.shield(self._refresh)
+
+    def _refresh_now(self) -> None:
+        """In its thread: what the SDK's refresh does, within the timeout."""
+        from google.auth.transport.requests import Request
+
+        request = functools.partial(Request(), timeout=self._timeout_s)
+        self.credentials.refresh(request)
