@@ -144,6 +144,21 @@ async def test_once_the_token_server_answers_the_next_press_connects(
     assert token_server.asked == 1
 
 
+async def test_a_press_in_an_outage_names_the_token_server(
+    live: LiveServer, token_server: TokenServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The journal said "cannot connect: no answer from the Live API in time": the Live
+    API was never asked; the box waited for its token."""
+    events: list[Event] = []
+    link = LiveLink(vertex_config(live), Outbox(5), events.append, lambda _item, _t: None)
+    failed = await press(link, events, 1)
+    assert isinstance(failed, ConnectFailed)
+    said = "network: Vertex AI credentials: the token server did not answer in 0.5 s"
+    assert failed.reason == said
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("cannot connect")]
+    assert line.LIVE_FAILURE == "network"
+
+
 async def test_ask_in_an_outage_ends_at_its_timeout(
     live: LiveServer, token_server: TokenServer
 ) -> None:

@@ -16,6 +16,7 @@ import functools
 from typing import TYPE_CHECKING
 
 import google.auth
+from google.auth import exceptions as auth_errors
 
 from device.workers import in_own_thread
 
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 #: The name of the thread a refresh runs in.
 THREAD = "vertex-token"
+
+
+class TokenServerSilent(auth_errors.TransportError):
+    """A connect ran out of time while its token's refresh still waited for the server."""
 
 
 def load(cfg: Config) -> Credentials | None:
@@ -48,6 +53,11 @@ class Token:
         self._timeout_s = timeout_s
         self._refresh: asyncio.Task[None] | None = None
 
+    @property
+    def refreshing(self) -> bool:
+        """A refresh is waiting for the token server."""
+        return self._refresh is not None and not self._refresh.done()
+
     async def fresh(self) -> None:
         """A valid token, for the SDK to take as it is. A refresh under way is waited for,
         not started again: presses through an outage add no thread waiting for the token
@@ -64,3 +74,11 @@ class Token:
 
         request = functools.partial(Request(), timeout=self._timeout_s)
         self.credentials.refresh(request)
+
+    def timed_out(self) -> Exception | None:
+        """What a connect that ran out of time is best reported as, if its refresh was
+        still waiting then: the token server, not the Live API (the journal said "no
+        answer from the Live API in time")."""
+        if not self.refreshing:
+            return None
+        return TokenServerSilent(f"the token server did not answer in {self._timeout_s:g} s")

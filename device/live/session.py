@@ -431,7 +431,7 @@ class LiveLink:
                 )
         except TimeoutError as exc:
             await stack.aclose()
-            raise await timed_out(self._cfg) from exc
+            raise await self._timed_out() from exc
         except OSError as exc:
             await stack.aclose()
             if (named := through_proxy(self._cfg, exc)) is exc:
@@ -462,6 +462,12 @@ class LiveLink:
             self._tools,
             carried,
         )
+
+    async def _timed_out(self) -> Exception:
+        """What a connect that ran out of time is reported as: the token server, when the
+        token's refresh was still waiting for it; else the layer `timed_out` finds."""
+        waiting = self._token.timed_out() if self._token is not None else None
+        return waiting or await timed_out(self._cfg)
 
     async def _pause(self, wait: float) -> None:
         """Wait `wait` seconds, or until a person starts a turn (`hurry`): since the last
