@@ -200,6 +200,43 @@ async def test_the_doctor_in_an_outage_ends_at_its_timeout(
     assert result.status is Status.FAIL and result.measured.startswith("Live setup"), result
 
 
+#: What the token server, or its certificate, says to a box whose clock is off.
+CLOCK_REFUSALS = [
+    auth_errors.RefreshError(
+        "invalid_grant: Invalid JWT: Token must be a short-lived token (60 minutes) and "
+        "in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
+        {"error": "invalid_grant"},
+    ),
+    auth_errors.TransportError(
+        "HTTPSConnectionPool(host='oauth2.googleapis.com', port=443): Max retries "
+        "exceeded with url: /token (Caused by SSLError(SSLCertVerificationError(1, "
+        "'[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate is "
+        "not yet valid (_ssl.c:1006)')))"
+    ),
+]
+
+
+@pytest.mark.parametrize("refusal", CLOCK_REFUSALS, ids=["jwt-iat", "tls-not-yet-valid"])
+async def test_the_doctor_says_to_set_the_clock_not_to_renew_the_key(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch, refusal: Exception
+) -> None:
+    """A box whose clock is off (a Pi runs from its last shutdown's time until NTP has set
+    it): the line named the clock, and the fix said "Renew the credentials: ... a new
+    service account key file" (refused the same) or "Try again in a minute"."""
+
+    class ClockOff(google.auth.credentials.Credentials):
+        def refresh(self, request: object) -> None:
+            raise refusal
+
+    monkeypatch.setattr(google.auth, "default", lambda **_: (ClockOff(), "p"))
+    ctx = Context(vertex_config(live), Options(), Progress(spinner=False))
+    result = await check_network(ctx)
+    assert result.status is Status.FAIL
+    assert "check the clock" in result.measured, result.measured
+    assert result.fix is not None and "timedatectl" in result.fix, result.fix
+    assert "Renew" not in result.fix and "Try again" not in result.fix, result.fix
+
+
 async def test_vertex_credentials_not_found_are_said_at_each_press(
     live: LiveServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

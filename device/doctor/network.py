@@ -36,6 +36,11 @@ FIXES = {
     "credentials": "Renew the credentials: on Vertex AI a new service account key file "
     "where GOOGLE_APPLICATION_CREDENTIALS points (or gcloud auth application-default "
     "login); on the Gemini API a new API key.",
+    # Vertex AI's token server refused the box's time (a Pi without NTP yet runs from its
+    # last shutdown's time): a new key would be refused the same.
+    "clock": "Check the clock (timedatectl): NTP must have set it (timedatectl set-ntp "
+    "true, and a time server the network lets through); new credentials would be "
+    "refused the same.",
     "setup": "Try again in a minute; if it keeps failing, the service may be down "
     "or [live] base_url may point at the wrong place.",
 }
@@ -69,7 +74,7 @@ async def _layer(
     layer: str, what: Callable[[], Awaitable[T]], seconds: float, host: str, port: int
 ) -> T:
     """Await one layer's step within `seconds`; LayerFailed names the layer if it fails."""
-    from device.live.errors import describe_failure, is_refusal, refuses_key
+    from device.live.errors import blames_the_clock, describe_failure, is_refusal, refuses_key
 
     try:
         async with asyncio.timeout(seconds):
@@ -82,7 +87,9 @@ async def _layer(
         reason = text if text.startswith(f"{layer}:") else f"{layer}: {text}"
         # The Gemini API refuses a key with 1007, the code of a setting refused.
         code = CLOSE_POLICY if refuses_key(exc) else getattr(exc, "code", None)
-        if code is None and is_refusal(exc):
+        if blames_the_clock(exc):
+            code = "clock"
+        elif code is None and is_refusal(exc):
             code = "credentials"
         raise LayerFailed(layer, reason, _fix(layer, code, host, port)) from exc
 

@@ -284,11 +284,23 @@ def _auth_words(exc: auth_errors.GoogleAuthError) -> str:
     the token server's whole answer (a dict), which the owner needs no more of. One that
     the box's clock explains says to check it first (a Pi runs from its last shutdown's
     time until NTP has set the clock)."""
+    words = _first_line(exc)
+    return f"check the clock, timedatectl: {words}" if _about_the_clock(words) else words
+
+
+def _first_line(exc: auth_errors.GoogleAuthError) -> str:
     first = exc.args[0] if exc.args else exc
-    words = (str(first).strip().splitlines() or [type(exc).__name__])[0]
-    if any(clue in words for clue in _CLOCK_WORDS):
-        return f"check the clock, timedatectl: {words}"
-    return words
+    return (str(first).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _about_the_clock(words: str) -> bool:
+    return any(clue in words for clue in _CLOCK_WORDS)
+
+
+def blames_the_clock(exc: BaseException) -> bool:
+    """Vertex AI's token server (or its certificate) refused the box's time: neither new
+    credentials nor a minute's wait mend that, a clock set right does."""
+    return isinstance(exc, auth_errors.GoogleAuthError) and _about_the_clock(_first_line(exc))
 
 
 def _auth_retryable(exc: auth_errors.GoogleAuthError) -> bool:
