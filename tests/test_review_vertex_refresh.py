@@ -259,6 +259,7 @@ async def test_vertex_credentials_not_found_are_said_at_each_press(
     link = LiveLink(vertex_config(live), Outbox(5), events.append, lambda _item, _t: None)
     failed = await press(link, events, 1)
     assert "default credentials were not found" in getattr(failed, "reason", ""), failed
-    assert any("default credentials were not found" in r.getMessage() for r in caplog.records)
+    said = [r for r in caplog.records if "default credentials were not found" in r.getMessage()]
+    assert said and getattr(said[0], "LIVE_FAILURE", None) == "credentials", said
     found.append(Valid())
     assert isinstance(await press(link, events, 2), SetupComplete), events

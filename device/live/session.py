@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -254,10 +255,8 @@ class LiveLink:
             self._on_event(ConnectionLost(session=self._hooks.session, reason=str(exc)))
             return
         except Exception as exc:
-            log.error("no session: the Live API client cannot be built: %s: %s",
-                      type(exc).__name__, exc)
+            reason = _build_failure(exc)
             # The reason is the error state's: `ctl status` and systemd's STATUS= show it.
-            reason = without_credentials(str(exc))
             self._on_event(ConnectionLost(session=self._hooks.session, reason=reason))
             return
         from device.live.errors import describe_failure
@@ -558,6 +557,21 @@ def _wire_turn(cfg: Config) -> WireTurn:
     return WireTurn(
         speech_interrupts=cfg.speech_interrupts, log_transcripts=cfg.live.log_transcripts
     )
+
+
+def _build_failure(exc: Exception) -> str:
+    """Journal why the client could not be built; the reason for the error state. Vertex
+    AI's credentials, loaded with the client, keep the fields a connect's failure has
+    (LIVE_FAILURE=credentials): an owner filters on them."""
+    auth = sys.modules.get("google.auth.exceptions")  # not there: the SDK did not import
+    if auth is not None and isinstance(exc, auth.GoogleAuthError):
+        from device.live.errors import describe_failure, failure_fields
+
+        reason = describe_failure(exc)
+        log.error("no session: %s", reason, extra=failure_fields(exc))
+        return reason
+    log.error("no session: the Live API client cannot be built: %s: %s", type(exc).__name__, exc)
+    return without_credentials(str(exc))
 
 
 def _settle(done: asyncio.Future[Built], outcome: Built | Exception) -> None:
