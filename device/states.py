@@ -598,6 +598,11 @@ def _transition(m: Machine, event: Event) -> Step:
             waiting = m.to(m.state, connected=False)
             if m.state is State.THINKING and reply_lost:  # it went with the connection
                 return _turn_over(waiting, [PlayEarcon(Earcon.ERROR)])
+            if not ptt and m.state is State.LISTENING and reply_lost and not m.ending:
+                # Hands-free, a reply owed to a tool's answer (the call ended with the
+                # connection and said so first) or to a text turn: the person is told, as
+                # push-to-talk is, not left waiting for it until the silence hangs up.
+                return _turn_over(waiting, [PlayEarcon(Earcon.ERROR)])
             if m.state is State.SPEAKING and (reply_lost or working):
                 # Play what arrived, then the turn is over. A reply that came whole has its
                 # end in already, or plays on from the next connection, its end with it.

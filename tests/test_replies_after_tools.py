@@ -336,11 +336,14 @@ def test_a_reconnect_while_the_tool_works_listens_on_the_next_connection(
     answer_first: bool,
 ) -> None:
     """The call's task ends with the connection (ToolsAtWork with no call left), and the
-    link reconnects: the box listens again on the next one."""
-    gone = s.Reconnecting(session=1, reason="1011", reply_lost=False)
+    link reconnects, the reply owed to the tool's answer lost with it: the error earcon
+    says so (the box went back to listening without a sound), and the box listens again
+    on the next connection."""
+    gone = s.Reconnecting(session=1, reason="1011", reply_lost=True)
     order: list[s.Event] = [ANSWERED, gone] if answer_first else [gone, ANSWERED]
-    m, seen, _ = run(asked(), CALLED, *order, s.Reconnected(session=1))
+    m, seen, actions = run(asked(), CALLED, *order, s.Reconnected(session=1))
     assert seen[-2:] == [State.CONNECTING, State.LISTENING]
+    assert names(actions).count("play_earcon:error") == 1
     assert Timer.SILENCE in m.timers and Timer.TOOL not in m.timers
 
 

@@ -399,9 +399,13 @@ class Connection:
         self._replied = False
 
     def _end_turn(self) -> None:
-        self._turn.log_words()
-        self._turn.awaiting_reply = self._turn.replying = False
-        self._turn.update()
+        """The reply ended; the one owed to a tool's answer only once no tool works (the
+        model may end a turn of its own, "let me look that up", while one does)."""
+        turn = self._turn
+        turn.log_words()
+        turn.awaiting_reply = turn.replying = False
+        turn.tool_reply_owed = turn.tool_reply_owed and turn.tools_running > 0
+        turn.update()
 
     # -- tools ----------------------------------------------------------------------------
 
@@ -441,9 +445,14 @@ class Connection:
     def _withdraw_tools(self, ids: list[str]) -> None:
         """Stop every call running under these ids, its answer unsent: the service's
         toolCallCancellation, or the person's new turn going out."""
+        withdrawn = False
         for call_id in ids:
             for task in self._tool_tasks.pop(call_id, ()):
                 task.cancel(WITHDRAWN)  # the tool's line says so (LIVE_TOOL_RESULT=cancelled)
+                withdrawn = True
+        if withdrawn and not self._tool_tasks:  # no answer will go out: no reply follows one
+            self._turn.tool_reply_owed = False
+            self._turn.update()
 
     def _tool_ended(self, call_id: str, task: asyncio.Task[None]) -> None:
         """Forget the call for cancellations; not another call the service gave its id."""
@@ -492,6 +501,8 @@ class Connection:
     def _tools_at_work(self, change: int) -> None:
         turn, hooks = self._turn, self._hooks
         turn.tools_running += change
+        if change > 0:
+            turn.tool_called()
         turn.update()
         hooks.on_event(ToolsAtWork(session=hooks.session, calls=turn.tools_running))
 

@@ -64,6 +64,11 @@ class WireTurn:
     awaiting_reply: bool = False  # a turn was handed over and has not completed
     replying: bool = False  # reply content is arriving
     tools_running: int = 0
+    #: A tool of the model's was called and the reply that follows its answer has not
+    #: ended: it is owed to the person. Hands-free nothing else marks a reply awaited (the
+    #: service hears when they have finished), and a connection lost while the tool works
+    #: (its call ends with it) or before that reply lost the answer without a sound.
+    tool_reply_owed: bool = False
     superseded: bool = False  # the person spoke over a reply: its rest is not theirs to hear
     #: The service said it stopped that reply (interrupted). Without, its turnComplete ends
     #: a reply it had sent whole before it read the press: a late word on it may follow.
@@ -113,6 +118,7 @@ class WireTurn:
             self.activity_open
             or self.awaiting_reply
             or self.replying
+            or self.tool_reply_owed
             or self.superseded
             or self.tools_running
         )
@@ -142,6 +148,11 @@ class WireTurn:
         """A turn started or ended: none of its audio is to be sent again."""
         self.unsaved.clear()
         self.unsaved_bytes = 0
+
+    def tool_called(self) -> None:
+        """A tool of the model's was called: its answer is a turn owed a reply."""
+        self.tool_reply_owed = True
+        self.update()
 
     def supersede(self) -> None:
         """A press or a text turn over the reply arriving (called as it is queued, with the
@@ -180,12 +191,13 @@ class WireTurn:
     @property
     def in_flight(self) -> bool:
         """A reply is awaited or arriving."""
-        return self.awaiting_reply or self.replying
+        return self.awaiting_reply or self.replying or self.tool_reply_owed
 
     def lost(self) -> None:
         """The connection died, or the session was closed: whatever was awaited from it
         will not come. The words of the turn cut short still reach the journal."""
         self.awaiting_reply = self.replying = self.superseded = self.superseded_cut = False
+        self.tool_reply_owed = False
         self.earlier_unanswered, self.new_words = 0, False
         self.last_reply_whole = self.stray_end_due = False
         self.tools_running = 0

@@ -1,0 +1,171 @@
+"""Hands-free, a connection lost or replaced mid-conversation: through the local server
+(its own voice activity detection ends the person's turn) and the real google-genai
+SDK, the link's events fed to the real state machine. What the person hears (earcons)
+and sees (states) when the answer owed to them goes with the connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from fakes import FakeActions, Gate, gated_tools
+from google.genai import types
+from helpers import until
+from test_replies_after_tools import HandsFree, audio, content
+from wire import config_for
+
+from device.config import ToolsConfig
+from device.live.connection import SwitchNow
+from device.live.session import LiveLink
+from device.outbox import Outbox
+from device.states import (
+    Earcon,
+    Event,
+    Machine,
+    Mode,
+    PlayEarcon,
+    Pressed,
+    Reconnected,
+    Reconnecting,
+    SetupComplete,
+    State,
+    TextTurn,
+    Timer,
+    step,
+)
+from device.tools import ToolBox
+from rig.server.server import LiveServer
+
+SPEECH = bytes(range(256)) * 5  # 40 ms of loud noise: speech to the server's detector
+
+
+@pytest.fixture
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
+    async with LiveServer(pace=0, reply_seconds=0.2) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
+
+
+@dataclass
+class Conversation:
+    """A hands-free conversation: the link to the local server, its events fed to the
+    state machine as the appliance feeds them, and what the person heard of them."""
+
+    link: LiveLink
+    outbox: Outbox
+    machine: Machine = field(default_factory=lambda: Machine(mode=Mode.TOGGLE))
+    events: list[Event] = field(default_factory=list)
+    states: list[State] = field(default_factory=list)
+    earcons: list[Earcon] = field(default_factory=list)
+
+    def feed(self, event: Event) -> None:
+        self.events.append(event)
+        self.machine, actions = step(self.machine, event)
+        self.states.append(self.machine.state)
+        self.earcons += [a.earcon for a in actions if isinstance(a, PlayEarcon)]
+
+    def say(self, chunks: int = 25) -> None:
+        """A second of speech, then the pause after it (the microphone feed's
+        audioStreamEnd): the service hears the person has finished."""
+        for _ in range(chunks):
+            self.outbox.put("audio", SPEECH)
+        self.outbox.put("audio_stream_end")
+
+
+@contextlib.asynccontextmanager
+async def conversation(server: LiveServer, gate: Gate) -> AsyncIterator[Conversation]:
+    """A hands-free conversation opened by the wake button, the box's tools answering with
+    the `slow` one (held by `gate`)."""
+    tools = ToolBox(ToolsConfig(enabled=("slow",)), FakeActions(), registry=gated_tools(gate))
+    outbox = Outbox(hold_s=8)
+    cfg = config_for(server, button={"mode": "toggle"})
+    talk: Conversation | None = None
+
+    def on_event(event: Event) -> None:
+        assert talk is not None
+        talk.feed(event)
+
+    link = LiveLink(cfg, outbox, on_event, lambda _item, _t: None, tools=tools)
+    talk = Conversation(link, outbox)
+    talk.feed(Pressed())
+    link.open(talk.machine.session)
+    try:
+        await until(lambda: talk.machine.state is State.LISTENING, within=10)
+        yield talk
+    finally:
+        await link.close()
+
+
+async def test_hands_free_a_drop_while_the_tool_works_says_the_answer_is_lost(
+    server: LiveServer, gate: Gate,
+) -> None:
+    """"What time is it?": the service hears the end of it, the model calls a tool, and
+    the connection drops while the tool works. The call ends with the connection (its
+    line says LIVE_TOOL_RESULT=ended), and the answer will never come. Push-to-talk the
+    person hears the error earcon; hands-free the box went back to listening without a
+    sound, the person waiting for an answer until the silence hung up."""
+    server.queue_tool_call("slow")
+    async with conversation(server, gate) as talk:
+        talk.say()
+        await gate.entered()
+        assert talk.machine.state is State.THINKING, "the box works on the tool"
+        server.drop()
+        await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+    lost = next(e for e in talk.events if isinstance(e, Reconnecting))
+    assert lost.reply_lost, talk.events
+    assert talk.earcons == [Earcon.LISTEN_START, Earcon.ERROR], talk.events
+    assert talk.machine.state is State.LISTENING and talk.machine.session_open
+
+
+async def test_a_go_away_after_a_tools_answer_waits_for_the_reply_to_it() -> None:
+    """The Live API's order around a tool: "let me look that up", toolCall, turnComplete
+    (and a resumption handle after it); the tool's answer goes out, and a goAway comes
+    before the model's reply to it. The box took that moment for a quiet one and moved at
+    once, resumed with the handle from before the answer: the next connection's model
+    never had it, and the person (hands-free, listening again) heard nothing more."""
+    turn = HandsFree()
+    moved = False
+    try:
+        async with asyncio.TaskGroup() as group:
+            turn.conn._group = group
+            turn.receive(audio())  # "let me look that up"
+            await turn.call("t0")
+            turn.receive(content(turn_complete=True))
+            turn.receive(handle("after-let-me-look"))
+            await turn.answer("t0")
+            turn.receive(go_away("30s"))
+            await asyncio.sleep(0.05)
+            turn.receive(audio())  # the answer
+            turn.receive(content(turn_complete=True))
+            for task in asyncio.all_tasks():
+                if task.get_name() == "live-switch":
+                    task.cancel()  # its quiet moment came: the test ends here
+    except* SwitchNow:
+        moved = True
+    assert not moved, "moved to a new connection with the reply to the tool's answer owed"
+
+def handle(name: str) -> types.LiveServerMessage:
+    update = types.LiveServerSessionResumptionUpdate(new_handle=name, resumable=True)
+    return types.LiveServerMessage(session_resumption_update=update)
+
+
+def go_away(time_left: str) -> types.LiveServerMessage:
+    return types.LiveServerMessage(go_away=types.LiveServerGoAway(time_left=time_left))
+
+
+
+def test_hands_free_a_text_turns_reply_lost_with_the_connection_says_so() -> None:
+    """A text turn (`ctl text`, a hook) into a hands-free conversation, its reply awaited
+    when the connection drops: push-to-talk the error earcon says it is lost; hands-free
+    the box went on listening without a sound."""
+    m = Machine(mode=Mode.TOGGLE)
+    earcons: list[Earcon] = []
+    lost = Reconnecting(session=1, reason="dropped", reply_lost=True)
+    for event in (Pressed(), SetupComplete(session=1), TextTurn("the doorbell rang"), lost):
+        m, actions = step(m, event)
+        earcons += [a.earcon for a in actions if isinstance(a, PlayEarcon)]
+    assert earcons == [Earcon.LISTEN_START, Earcon.ERROR]
+    assert m.session_open and Timer.SILENCE in m.timers
