@@ -48,7 +48,7 @@ async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
 
 
 def heard_ms(server: LiveServer) -> list[int]:
-    """What the service says it heard of each push-to-talk turn, from its transcriptions."""
+    """What the service says it heard of each turn it answered, from its transcriptions."""
     lines = [
         (e.raw or {})["serverContent"]["outputTranscription"]["text"]
         for e in server.entries(direction="out")

@@ -14,6 +14,7 @@ import pytest
 from fakes import FakeActions, Gate, gated_tools
 from google.genai import types
 from helpers import until
+from test_go_away import heard_ms
 from test_replies_after_tools import HandsFree, audio, content
 from wire import config_for
 
@@ -30,7 +31,9 @@ from device.states import (
     Pressed,
     Reconnected,
     Reconnecting,
+    ReplyAudio,
     SetupComplete,
+    SpeechHeard,
     State,
     TextTurn,
     Timer,
@@ -169,3 +172,62 @@ def test_hands_free_a_text_turns_reply_lost_with_the_connection_says_so() -> Non
         earcons += [a.earcon for a in actions if isinstance(a, PlayEarcon)]
     assert earcons == [Earcon.LISTEN_START, Earcon.ERROR]
     assert m.session_open and Timer.SILENCE in m.timers
+
+
+async def test_hands_free_a_drop_while_the_model_thinks_over_the_question_still_answers_it(
+    monkeypatch: pytest.MonkeyPatch, gate: Gate,
+) -> None:
+    """"What's the weather tomorrow?": the service hears the end of it (its own activity
+    detection; the box sends no end of turn hands-free) and the model thinks a second;
+    the connection drops meanwhile. The question was in no resumption handle (they come
+    as replies end), and the next connection, resumed with the last one, never heard it:
+    the box listened again without a sound, the person waiting for an answer until the
+    silence hung up."""
+    async with LiveServer(pace=0, reply_seconds=0.2, think_seconds=1) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+        async with conversation(server, gate) as talk:
+            talk.say()
+            await until(lambda: any(isinstance(e, SpeechHeard) for e in talk.events), within=10)
+            server.drop()  # the model thinks
+            await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+            with contextlib.suppress(AssertionError):  # none came
+                await until(lambda: any(isinstance(e, ReplyAudio) for e in talk.events), within=5)
+    assert any(isinstance(e, ReplyAudio) for e in talk.events), "the question was not answered"
+    assert heard_ms(server) == [pytest.approx(1000, abs=100)], "heard once, whole"
+    assert Earcon.ERROR not in talk.earcons
+
+
+async def test_hands_free_words_said_as_the_connection_drops_reach_the_next_one_whole(
+    server: LiveServer, gate: Gate,
+) -> None:
+    """The person is half way through a question when the connection drops: what they
+    said before the drop went into a connection that is gone, in no resumption handle;
+    what they say after waits for the next connection. The model heard only the second
+    half, and answered that (push-to-talk sends the whole press again)."""
+    async with conversation(server, gate) as talk:
+        for _ in range(12):
+            talk.outbox.put("audio", SPEECH)
+        await server.wait_for(lambda: len(server.audio_in(1)) == 12 * len(SPEECH), 5)
+        server.drop()
+        talk.say(13)  # the rest, held for the next connection
+        await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+        await until(lambda: any(isinstance(e, ReplyAudio) for e in talk.events), within=10)
+    assert heard_ms(server) == [pytest.approx(1000, abs=100)], "the question heard whole"
+
+
+async def test_hands_free_words_said_as_a_go_away_deadline_hits_reach_the_next_connection(
+    server: LiveServer, gate: Gate,
+) -> None:
+    """The service's goAway leaves less time than the switch margin while the person
+    talks: the box moves mid-question, resumed with the handle from before it. What they
+    had said went only into the old connection: the model heard the rest of the question."""
+    async with conversation(server, gate) as talk:
+        for _ in range(12):
+            talk.outbox.put("audio", SPEECH)
+        await server.wait_for(lambda: len(server.audio_in(1)) == 12 * len(SPEECH), 5)
+        await server.send_go_away("0.5s")  # less than the switch margin: at once
+        await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+        talk.say(13)
+        await until(lambda: any(isinstance(e, ReplyAudio) for e in talk.events), within=10)
+    assert heard_ms(server) == [pytest.approx(1000, abs=100)], "the question heard whole"
+    assert Earcon.ERROR not in talk.earcons

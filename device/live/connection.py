@@ -169,12 +169,15 @@ class Connection:
     # -- sending --------------------------------------------------------------------------
 
     async def _send_loop(self) -> None:
-        if self._turn.activity_open:
+        turn = self._turn
+        if turn.activity_open:
             # The person was talking when the last connection ended: reopen their turn here,
             # with what they said in it so far (no handle covers any of it).
             await self.session.send_realtime_input(activity_start=types.ActivityStart())
-            for pcm in list(self._turn.unsaved):
-                await self._send_audio(pcm)
+        for pcm in list(turn.unsaved):  # hands-free, what they said since the last handle
+            await self._send_audio(pcm)
+        if turn.unsaved and turn.stream_paused and not turn.activity_open:
+            await self.session.send_realtime_input(audio_stream_end=True)
         while True:
             item = await self._outbox.get()
             if item.kind == "video" and link_busy(self.session):
@@ -281,10 +284,7 @@ class Connection:
         update = message.session_resumption_update
         if update is not None and update.resumable and update.new_handle:
             self._hooks.on_handle(update.new_handle)
-            # Not the open push-to-talk turn's audio (`WireTurn.unsaved`): the service
-            # issued the handle by the time it read the turn's activityStart at the latest.
-            self._turn.handle_fresh = True
-            self._turn.update()
+            self._turn.handle_came()
         if message.go_away is not None:
             self._plan_switch(message.go_away.time_left)
 
@@ -315,6 +315,7 @@ class Connection:
         turn.last_reply_whole = turn.stray_end_due = False
         replaces = False
         if not turn.replying:
+            turn.answered()
             turn.replying, turn.handle_fresh = True, False
             replaces, turn.new_words = turn.new_words, False
             turn.update()

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 #: Characters of one side's transcription kept for a turn's journal line: minutes of
 #: speech. A service that never ends a turn cannot grow it; what is past it is counted.
 TRANSCRIPT_LIMIT = 4000
-#: Microphone audio of an open push-to-talk turn kept to send again on the next connection
+#: Microphone audio in no resumption handle kept to send again on the next connection
 #: (`WireTurn.unsaved`): the newest minute, 1.9 MB.
 UNSAVED_BYTES = 60 * MIC_RATE * SAMPLE_BYTES
 
@@ -105,8 +105,16 @@ class WireTurn:
     #: as its replies end (or the press cuts one short), so it issued that one as it read
     #: the activityStart at the latest, while the audio that had gone out by its arrival
     #: was still on its way (a round trip's worth, all that a slow link held).
+    #: Hands-free (no activity open), what the person said since the last handle came,
+    #: until the model answers it: a question cut by a drop, or asked as the model thought
+    #: when it dropped, was heard on the next connection in half, or not at all. Not what
+    #: is heard over a reply (the box's own voice may be in it); and what went out within
+    #: a round trip before a handle came is lost, never repeated.
     unsaved: deque[bytes] = field(default_factory=deque)
     unsaved_bytes: int = 0
+    #: Hands-free, the microphone's stream paused (audioStreamEnd): the service ends the
+    #: person's turn on it, so it follows their words sent again.
+    stream_paused: bool = False
 
     def __post_init__(self) -> None:
         self.update()
@@ -136,9 +144,9 @@ class WireTurn:
         self.update()
 
     def spoke(self, pcm: bytes) -> None:
-        """Microphone audio went out: kept while a push-to-talk turn is open (`unsaved`)."""
-        if not self.activity_open:
-            return
+        """Microphone audio went out: kept while it is in no handle (`unsaved`)."""
+        if not self.activity_open and self.replying:
+            return  # hands-free, over the reply
         self.unsaved.append(pcm)
         self.unsaved_bytes += len(pcm)
         while self.unsaved_bytes > UNSAVED_BYTES:
@@ -149,9 +157,23 @@ class WireTurn:
         self.unsaved.clear()
         self.unsaved_bytes = 0
 
+    def handle_came(self) -> None:
+        """A resumption handle: hands-free, it covers what the person said before it."""
+        self.handle_fresh = True
+        if not self.activity_open:  # push-to-talk, not the open turn's audio (`unsaved`)
+            self.forget_audio()
+        self.update()
+
+    def answered(self) -> None:
+        """Hands-free, the model answers (its reply begins, or it calls a tool): what the
+        person said is not to be sent again."""
+        if not self.activity_open:
+            self.forget_audio()
+
     def tool_called(self) -> None:
         """A tool of the model's was called: its answer is a turn owed a reply."""
         self.tool_reply_owed = True
+        self.answered()
         self.update()
 
     def supersede(self) -> None:
@@ -185,7 +207,9 @@ class WireTurn:
             # is in no handle: a switch now would lose it, or the question it asked. The
             # quiet gate sends nothing while the room is silent; the next handle (after the
             # reply) or the goAway's deadline ends the wait.
-            self.handle_fresh = False
+            self.handle_fresh, self.stream_paused = False, False
+        elif kind == "audio_stream_end":
+            self.stream_paused = True
         self.update()
 
     @property
