@@ -427,6 +427,10 @@ class Machine:
     more_to_come: bool = False  # ...but the model works on: think once it has played
     faults: frozenset[str] = frozenset()  # audio devices that are missing or failing
     ending: bool = False  # hang up once the reply in progress is over
+    #: The reply playing came whole, and what was to follow it (the reply to a tool's
+    #: answer, more the model worked on) went with the connection: the error earcon once
+    #: it has played. Only while it plays (`step`).
+    answer_lost: bool = False
     error: str = ""  # what the error state is about, in words
     timers: frozenset[Timer] = frozenset()  # armed: each will come back as a Timeout
 
@@ -468,6 +472,8 @@ def step(m: Machine, event: Event) -> Step:
     if isinstance(event, LinkEvent) and not (m.session_open and event.session == m.session):
         return m, []  # from a session that is over: it cannot touch the one open now
     after, actions = _transition(m, event)
+    if after.answer_lost and not (after.state is State.SPEAKING and after.reply_done):
+        after = replace(after, answer_lost=False)  # it ended otherwise (a press, new words)
     if after.state is State.LISTENING and not after.connected:
         # Between connections (a reconnect) the LEDs say so, not listening: what the
         # microphone hears is held for the next connection, as while first connecting.
@@ -606,7 +612,12 @@ def _transition(m: Machine, event: Event) -> Step:
             if m.state is State.SPEAKING and (reply_lost or working):
                 # Play what arrived, then the turn is over. A reply that came whole has its
                 # end in already, or plays on from the next connection, its end with it.
-                over = waiting.to(State.SPEAKING, reply_done=True, more_to_come=False)
+                # Words that came whole ("let me look that up") sound like a whole answer:
+                # what was to follow them is lost, and the error earcon says so after them.
+                lost = m.reply_done and not m.ending
+                over = waiting.to(
+                    State.SPEAKING, reply_done=True, more_to_come=False, answer_lost=lost
+                )
                 # Its tools went with the connection: the reply timer watches the playing.
                 gone: list[Action] = [CancelTimer(Timer.TOOL), StartTimer(Timer.REPLY)]
                 return over, gone if working else []
@@ -662,6 +673,8 @@ def _transition(m: Machine, event: Event) -> Step:
         case TurnComplete():
             return m, []
 
+        case PlaybackDrained() if m.state is State.SPEAKING and m.reply_done and m.answer_lost:
+            return _turn_over(m, [PlayEarcon(Earcon.ERROR)])
         case PlaybackDrained() if m.state is State.SPEAKING and m.reply_done and m.more_to_come:
             return m.to(State.THINKING, reply_done=False), [StartTimer(Timer.REPLY)]
         case PlaybackDrained() if m.state is State.SPEAKING and m.reply_done and working:

@@ -6,7 +6,9 @@ and sees (states) when the answer owed to them goes with the connection."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -27,16 +29,20 @@ from device.states import (
     Event,
     Machine,
     Mode,
+    PlaybackDrained,
     PlayEarcon,
     Pressed,
     Reconnected,
     Reconnecting,
+    Released,
     ReplyAudio,
     SetupComplete,
     SpeechHeard,
     State,
     TextTurn,
     Timer,
+    ToolsAtWork,
+    TurnComplete,
     step,
 )
 from device.tools import ToolBox
@@ -231,3 +237,60 @@ async def test_hands_free_words_said_as_a_go_away_deadline_hits_reach_the_next_c
         await until(lambda: any(isinstance(e, ReplyAudio) for e in talk.events), within=10)
     assert heard_ms(server) == [pytest.approx(1000, abs=100)], "the question heard whole"
     assert Earcon.ERROR not in talk.earcons
+
+
+async def test_hands_free_a_drop_while_the_models_first_words_play_over_a_tool_says_so(
+    server: LiveServer, gate: Gate,
+) -> None:
+    """"Let me look that up", the tool call, the turn's end (the Live API's order around a
+    tool); the connection drops while those words still play and the tool works. They
+    play to their end, and then nothing: the answer went with the connection, and the box
+    listened on without a sound, the person waiting for the rest."""
+    async with conversation(server, gate) as talk:
+        await server.send_raw(json.dumps(LET_ME_LOOK))
+        await server.send_raw(json.dumps({"toolCall": {"functionCalls": [SLOW_CALL]}}))
+        await server.send_raw(json.dumps({"serverContent": {"turnComplete": True}}))
+        await gate.entered()
+        assert talk.machine.state is State.SPEAKING and talk.machine.reply_done
+        server.drop()
+        await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+        talk.feed(PlaybackDrained())  # "let me look that up" has played
+    assert talk.earcons == [Earcon.LISTEN_START, Earcon.ERROR], talk.events
+    assert talk.machine.state is State.LISTENING and talk.machine.session_open
+
+
+#: The model's first words before a tool call (100 ms of them), as the service sends them.
+LET_ME_LOOK = {"serverContent": {"modelTurn": {"parts": [{"inlineData": {
+    "mimeType": "audio/pcm;rate=24000",
+    "data": base64.b64encode(b"\x01\x00" * 2400).decode(),
+}}]}}}
+SLOW_CALL = {"id": "call-slow", "name": "slow", "args": {}}
+
+
+def test_push_to_talk_words_played_whole_before_a_lost_answer_end_with_the_error_too() -> None:
+    """The same in push-to-talk ("let me look that up", the tool, the drop); a press over
+    those words is a new question: its own reply, played to its end, brings no error."""
+    def asked_and_lost() -> Machine:
+        m = Machine()
+        for event in (Pressed(), SetupComplete(session=1), Released(), words(),
+                      ToolsAtWork(session=1, calls=1), TurnComplete(session=1),
+                      ToolsAtWork(session=1, calls=0), LOST):
+            m, _ = step(m, event)
+        return m
+
+    m, actions = step(asked_and_lost(), PlaybackDrained())
+    assert PlayEarcon(Earcon.ERROR) in actions and m.state is State.IDLE
+    m = asked_and_lost()
+    earcons: list[Earcon] = []
+    for event in (Pressed(), Reconnected(session=1), Released(), words(),
+                  TurnComplete(session=1), PlaybackDrained()):
+        m, actions = step(m, event)
+        earcons += [a.earcon for a in actions if isinstance(a, PlayEarcon)]
+    assert Earcon.ERROR not in earcons and m.state is State.IDLE
+
+
+LOST = Reconnecting(session=1, reason="dropped", reply_lost=True)
+
+
+def words() -> ReplyAudio:
+    return ReplyAudio(session=1, pcm=b"\x01\x00" * 100)
