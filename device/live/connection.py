@@ -79,8 +79,11 @@ class Connection:
         turn: WireTurn,
         tools: ToolBox | None = None,
         carried: list[Message] | None = None,
+        decoder: ReplyDecoder | None = None,
     ) -> None:
-        """`carried`: the reply content the connection before left unhandled (a whole reply)."""
+        """`carried`: the reply content the connection before left unhandled (a whole reply);
+        `decoder`: the one that connection read the reply's audio so far with, which may hold
+        the first byte of a sample whose second byte is in the content carried."""
         self.session = session
         self._stack = stack
         self._cfg = cfg
@@ -100,7 +103,7 @@ class Connection:
         self._switch_at: float | None = None
         self._switch_left = 0.0  # the time left the goAway that set it gave
         self._switch_deadline: asyncio.Timeout | None = None
-        self._reply = ReplyDecoder()
+        self.decoder = decoder or ReplyDecoder()
         self._read_ahead = ReadAhead(
             self._handle, hooks.speaker, carried or (), words_replace=turn.speech_interrupts
         )
@@ -256,7 +259,7 @@ class Connection:
 
     def _handle(self, message: Message) -> None:
         if isinstance(message, AudioOnly):
-            self._play(self._reply.parts(message.parts))
+            self._play(self.decoder.parts(message.parts))
         else:
             self._dispatch(message)
 
@@ -323,7 +326,7 @@ class Connection:
 
     def _content(self, content: types.LiveServerContent) -> None:
         turn, hooks, session = self._turn, self._hooks, self._hooks.session
-        self._play(self._reply.audio(content))
+        self._play(self.decoder.audio(content))
         # Words are kept whichever reply they come with: transcriptions are not ordered
         # with the audio, and a person's words over a reply are theirs all the same.
         if content.input_transcription is not None and content.input_transcription.text:

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from device.live.connection import Connection
     from device.live.credentials import Token
     from device.live.read_ahead import Message
+    from device.live.reply import ReplyDecoder
     from device.tools import ToolBox
 
 # The SDK (google-genai, pydantic's models of every message) is imported by
@@ -112,6 +113,7 @@ class LiveLink:
         self._handle: str | None = None
         self._turn = _wire_turn(cfg)
         self._carried: list[Message] = []  # a whole reply, still to play (a switch, a drop)
+        self._carried_decoder: ReplyDecoder | None = None  # what its audio so far went through
         self._had_turns = False
         self._hooks = Hooks(0, on_event, on_sent, self._keep_handle, speaker)
         self.session_id: str | None = None
@@ -183,7 +185,7 @@ class LiveLink:
             self._closing = False  # a close() cancelled earlier has nothing left to end
             self._handle = None
             self._turn = _wire_turn(self._cfg)
-            self._carried = []
+            self._carried, self._carried_decoder = [], None
             self._had_turns = False
             self._credentials_reloaded = False  # a press may find credentials corrected
             self._own_id = f"box-{uuid.uuid4().hex[:12]}"
@@ -405,7 +407,7 @@ class LiveLink:
         if any(ends_turn(message) for message in unhandled):
             # The reply came whole: it plays on from the next connection, whatever ended
             # this one (a goAway, a drop, a close), to its end there.
-            self._carried = unhandled
+            self._carried, self._carried_decoder = unhandled, connection.decoder
             return ended, False, lasted_s
         reply_cut = self._turn.in_flight
         self._turn.lost()
@@ -444,6 +446,7 @@ class LiveLink:
         given = session.session_id  # optional: without it, the box's own names the session
         self.session_id = cut(given, SESSION_ID_LIMIT) if given else self._own_id
         carried, self._carried = self._carried, []
+        decoder, self._carried_decoder = self._carried_decoder, None
         setup_ms = (time.monotonic() - started) * 1000
         log.info(
             "%s in %.0f ms",
@@ -460,6 +463,7 @@ class LiveLink:
             self._turn,
             self._tools,
             carried,
+            decoder,
         )
 
     async def _timed_out(self) -> Exception:
