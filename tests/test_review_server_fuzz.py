@@ -23,7 +23,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 from wire import config_for
 
+from device.ask import ask
 from device.config import LiveConfig
+from device.doctor.network import check_network
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
 from device.live.connection import Connection, SwitchNow
 from device.live.hooks import Hooks
 from device.live.session import LiveLink
@@ -422,3 +426,40 @@ async def test_through_the_local_server_odd_messages_cost_neither_the_connection
     assert any(isinstance(e, ReplyAudio) and not e.talked_over for e in events), events
     lines = [record["MESSAGE"][:80] for record in journal.records]
     assert len(lines) <= 2 * len(ODD_MESSAGES), lines
+
+
+#: A message of a type this SDK cannot map (a newer service's): the SDK raises TypeError.
+NEWER_MESSAGE = json.dumps({"brandNewMessage": {"x": 1}})
+
+
+async def said_after_setup(server: LiveServer, frame: str) -> None:
+    """The service's first message after its setupComplete is `frame`."""
+    await server.wait_for(lambda: "setup_complete" in server.kinds(direction="out"), 10)
+    await server.send_raw(frame)
+
+
+async def test_ask_reads_past_a_message_of_a_newer_service_as_the_daemon_does(
+    server: LiveServer,
+) -> None:
+    """The daemon skips a message of a type its SDK does not know (a newer service's)
+    and serves on; `ask` failed its turn on it: "turn 1: TypeError: '<=' not supported
+    between instances of 'int' and 'NoneType'"."""
+    replies: list[Any] = []
+    newer = asyncio.create_task(said_after_setup(server, NEWER_MESSAGE))
+    await ask(config_for(server), ["hello"], on_reply=lambda n, reply: replies.append(reply))
+    await newer
+    (reply,) = replies
+    assert reply.audio and reply.first_audio_s is not None
+
+
+async def test_the_doctors_turn_passes_past_a_message_of_a_newer_service(
+    server: LiveServer,
+) -> None:
+    """`doctor network --turn` said the Live API failed (FAIL, "Live turn: TypeError")
+    where the daemon talked on."""
+    newer = asyncio.create_task(said_after_setup(server, NEWER_MESSAGE))
+    context = Context(config_for(server), Options(turn=True), Progress(spinner=False))
+    result = await check_network(context)
+    await newer
+    assert result.status is Status.PASS, result
+    assert "first reply audio" in result.measured

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,7 @@ from device.live.wire import REPLY_RATE, SAMPLE_BYTES
 from device.workers import in_own_thread
 
 if TYPE_CHECKING:
+    from google.genai import types
     from google.genai.live import AsyncSession
 
     from device.config import Config
@@ -94,7 +95,7 @@ async def run_turn(
     first_audio: float | None = None
     interrupted = False
     decoder = ReplyDecoder()
-    async for message in session.receive():
+    async for message in _one_turn(session):
         content = message.server_content
         if content is None:
             continue
@@ -114,3 +115,17 @@ async def run_turn(
     return Reply(
         words.text().strip(), bytes(audio), first_audio, time.monotonic() - started, interrupted
     )
+
+
+async def _one_turn(session: AsyncSession) -> AsyncIterator[types.LiveServerMessage]:
+    """The turn's messages as `session.receive()` gives them, to the turn's end. One of a
+    type this SDK cannot map (a newer service's: the SDK raises TypeError, the frame read
+    whole) is skipped, as the daemon's connection skips it: `ask` and `doctor --turn`
+    failed on a message the box itself talks past."""
+    while True:
+        try:
+            async for message in session.receive():
+                yield message
+            return
+        except TypeError:
+            continue
