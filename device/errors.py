@@ -74,12 +74,15 @@ def shortened(kept: str, more: int) -> str:
 #: a variable or the service's words may hold, and a line quotes as written (journalctl
 #: shows a line holding any of them as "[N B blob data]").
 _CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+#: Bidi embeddings, overrides and isolates: a terminal that lays out right-to-left text
+#: shows what follows one reversed, to the line's end (U+202E makes "oven" read "nevo").
+_CONTROLS |= {code: f"\\u{code:04x}" for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
 
 
 def one_line(text: str) -> str:
     """`text` with its control characters written as escapes: a line break would split
-    the journal's line (the rest without the error's priority), an escape sequence act on
-    the terminal that shows it."""
+    the journal's line (the rest without the error's priority), an escape sequence or a
+    bidi override act on the terminal that shows it."""
     return text.translate(_CONTROLS)
 
 

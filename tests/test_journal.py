@@ -141,6 +141,20 @@ def test_a_transcript_with_line_breaks_and_controls_is_one_readable_journal_line
     assert said["MESSAGE"] == "model said: こんにちは。 お元気ですか"
 
 
+def test_a_bidi_override_in_a_transcript_cannot_turn_the_rest_of_the_line_around() -> None:
+    """U+202E (and the other embeddings and isolates) makes a terminal that lays out
+    right-to-left text show what follows it reversed, to the line's end; Arabic and
+    Hebrew themselves, and the marks that only nudge them (U+200F), stay as said."""
+    turn = WireTurn()
+    turn.heard.add("turn off the \u202eoven\u202c, \u2067please\u2069 שלום\u200f")
+    with journal_lines("device.live") as journal:
+        turn.log_words()
+    (heard,) = journal.records
+    assert heard["LIVE_TRANSCRIPT_IN"] == (
+        "turn off the \\u202eoven\\u202c, \\u2067please\\u2069 שלום\u200f"
+    )
+
+
 def test_a_journal_stream_that_is_not_stderr_leaves_the_log_on_stderr(tmp_path: Any) -> None:
     """JOURNAL_STREAM inherited by a shell (a terminal a systemd user service started,
     `systemd-run`, a test harness) while stderr is a terminal or a file: systemd says to
