@@ -11,6 +11,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from fakes import FakeActions, Gate, gated_tools
@@ -85,12 +86,14 @@ class Conversation:
 
 
 @contextlib.asynccontextmanager
-async def conversation(server: LiveServer, gate: Gate) -> AsyncIterator[Conversation]:
+async def conversation(
+    server: LiveServer, gate: Gate, **sections: Any
+) -> AsyncIterator[Conversation]:
     """A hands-free conversation opened by the wake button, the box's tools answering with
-    the `slow` one (held by `gate`)."""
+    the `slow` one (held by `gate`); `sections` change the configuration's."""
     tools = ToolBox(ToolsConfig(enabled=("slow",)), FakeActions(), registry=gated_tools(gate))
     outbox = Outbox(hold_s=8)
-    cfg = config_for(server, button={"mode": "toggle"})
+    cfg = config_for(server, button={"mode": "toggle"}, **sections)
     talk: Conversation | None = None
 
     def on_event(event: Event) -> None:

@@ -177,9 +177,10 @@ class Connection:
             # The person was talking when the last connection ended: reopen their turn here,
             # with what they said in it so far (no handle covers any of it).
             await self.session.send_realtime_input(activity_start=types.ActivityStart())
-        for pcm in list(turn.unsaved):  # hands-free, what they said since the last handle
+        repeated = turn.words_to_repeat()  # hands-free, what they said since the last handle
+        for pcm in repeated:
             await self._send_audio(pcm)
-        if turn.unsaved and turn.stream_paused and not turn.activity_open:
+        if repeated and turn.stream_paused and not turn.activity_open:
             await self.session.send_realtime_input(audio_stream_end=True)
         while True:
             item = await self._outbox.get()

@@ -559,7 +559,9 @@ class LiveLink:
 def _wire_turn(cfg: Config) -> WireTurn:
     """A new session's record of what is on the wire, with the owner's settings for it."""
     return WireTurn(
-        speech_interrupts=cfg.speech_interrupts, log_transcripts=cfg.live.log_transcripts
+        speech_interrupts=cfg.speech_interrupts,
+        log_transcripts=cfg.live.log_transcripts,
+        answer_within_s=cfg.conversation.reply_timeout_s,
     )
 
 

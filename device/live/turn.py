@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass, field
+from time import monotonic
 
 from device.errors import shortened, words_on_one_line
 from device.live.wire import MIC_RATE, SAMPLE_BYTES
@@ -115,6 +116,11 @@ class WireTurn:
     #: Hands-free, the microphone's stream paused (audioStreamEnd): the service ends the
     #: person's turn on it, so it follows their words sent again.
     stream_paused: bool = False
+    paused_at: float = 0.0  # when it paused (the monotonic clock)
+    #: `[conversation] reply_timeout_s`: hands-free, words that ended this long ago with no
+    #: answer were let pass (said to someone else, the TV: the model chooses), or will not
+    #: be answered. Sent again on a later connection, they were answered out of the blue.
+    answer_within_s: float = 30.0
 
     def __post_init__(self) -> None:
         self.update()
@@ -156,6 +162,17 @@ class WireTurn:
         """A turn started or ended: none of its audio is to be sent again."""
         self.unsaved.clear()
         self.unsaved_bytes = 0
+
+    def words_to_repeat(self) -> list[bytes]:
+        """What a new connection sends first: what no handle covers and the model has not
+        answered, unless it let those words pass (`answer_within_s`)."""
+        self._forget_passed_over()
+        return list(self.unsaved)
+
+    def _forget_passed_over(self) -> None:
+        """Hands-free, the words kept ended `answer_within_s` ago, unanswered: let pass."""
+        if self.stream_paused and monotonic() - self.paused_at > self.answer_within_s:
+            self.forget_audio()
 
     def handle_came(self) -> None:
         """A resumption handle: hands-free, it covers what the person said before it."""
@@ -207,9 +224,10 @@ class WireTurn:
             # is in no handle: a switch now would lose it, or the question it asked. The
             # quiet gate sends nothing while the room is silent; the next handle (after the
             # reply) or the goAway's deadline ends the wait.
+            self._forget_passed_over()  # new words, long after the last: theirs alone
             self.handle_fresh, self.stream_paused = False, False
         elif kind == "audio_stream_end":
-            self.stream_paused = True
+            self.stream_paused, self.paused_at = True, monotonic()
         self.update()
 
     @property
