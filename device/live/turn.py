@@ -109,7 +109,8 @@ class WireTurn:
     #: Hands-free (no activity open), what the person said since the last handle came,
     #: until the model answers it: a question cut by a drop, or asked as the model thought
     #: when it dropped, was heard on the next connection in half, or not at all. Not what
-    #: is heard over a reply (the box's own voice may be in it); and what went out within
+    #: is heard while a reply arrives (its echo may be in it; what plays after its end
+    #: came is kept, the audio the service heard and let pass); and what went out within
     #: a round trip before a handle came is lost, never repeated.
     unsaved: deque[bytes] = field(default_factory=deque)
     unsaved_bytes: int = 0
