@@ -50,6 +50,7 @@ from device.tools import ToolBox
 from rig.server.server import LiveServer
 
 SPEECH = bytes(range(256)) * 5  # 40 ms of loud noise: speech to the server's detector
+ROOM = b"\x01\x00" * 640  # 40 ms of a quiet room: no speech to it
 
 
 @pytest.fixture
@@ -132,6 +133,25 @@ async def test_hands_free_a_drop_while_the_tool_works_says_the_answer_is_lost(
     assert talk.machine.state is State.LISTENING and talk.machine.session_open
 
 
+
+async def test_hands_free_a_drop_after_the_service_withdrew_the_call_owes_no_answer(
+    server: LiveServer, gate: Gate,
+) -> None:
+    """The service withdraws the call (toolCallCancellation: the person spoke over it),
+    and the connection drops before anything more: no answer went out, so no reply to one
+    was lost, and no error earcon says one was."""
+    call = server.queue_tool_call("slow")
+    async with conversation(server, gate) as talk:
+        talk.say()
+        await gate.entered()
+        await server.cancel_tool_call(call)
+        await until(lambda: talk.machine.state is State.LISTENING, within=10)
+        server.drop()
+        await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+    lost = next(e for e in talk.events if isinstance(e, Reconnecting))
+    assert not lost.reply_lost, talk.events
+    assert talk.earcons == [Earcon.LISTEN_START], talk.events
+
 async def test_a_go_away_after_a_tools_answer_waits_for_the_reply_to_it() -> None:
     """The Live API's order around a tool: "let me look that up", toolCall, turnComplete
     (and a resumption handle after it); the tool's answer goes out, and a goAway comes
@@ -159,6 +179,7 @@ async def test_a_go_away_after_a_tools_answer_waits_for_the_reply_to_it() -> Non
         moved = True
     assert not moved, "moved to a new connection with the reply to the tool's answer owed"
 
+
 def handle(name: str) -> types.LiveServerMessage:
     update = types.LiveServerSessionResumptionUpdate(new_handle=name, resumable=True)
     return types.LiveServerMessage(session_resumption_update=update)
@@ -166,7 +187,6 @@ def handle(name: str) -> types.LiveServerMessage:
 
 def go_away(time_left: str) -> types.LiveServerMessage:
     return types.LiveServerMessage(go_away=types.LiveServerGoAway(time_left=time_left))
-
 
 
 def test_hands_free_a_text_turns_reply_lost_with_the_connection_says_so() -> None:
@@ -348,3 +368,26 @@ async def test_hands_free_a_question_after_words_let_pass_is_heard_alone_on_the_
             await until(lambda: any(isinstance(e, ReplyAudio) for e in talk.events), within=10)
             await server.wait_for(lambda: bool(heard_ms(server)), 5)
     assert heard_ms(server) == [pytest.approx(480, abs=100)], "the question heard alone"
+
+
+async def test_hands_free_a_drop_while_the_answer_plays_does_not_ask_the_question_again(
+    monkeypatch: pytest.MonkeyPatch, gate: Gate,
+) -> None:
+    """The model has begun its answer (it comes no faster than it plays) when the
+    connection drops: no handle covers the question yet (one comes as the reply ends),
+    but it was answered. Sent again on the next connection, it was answered twice; so
+    was the room's sound over the answer (its echo, a cough) sent again."""
+    async with LiveServer(pace=1, reply_seconds=3) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+        async with conversation(server, gate) as talk:
+            talk.say()
+            await until(lambda: any(isinstance(e, ReplyAudio) for e in talk.events), within=10)
+            for _ in range(3):
+                talk.outbox.put("audio", ROOM)  # under the answer: too quiet to interrupt it
+            sent = 25 * len(SPEECH) + 3 * len(ROOM)
+            await server.wait_for(lambda: len(server.audio_in(1)) == sent, 5)
+            server.drop()  # mid-answer
+            await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+            talk.say(12)  # the next question
+            await server.wait_for(lambda: "turn_complete" in server.kinds(2, "out"), 10)
+    assert len(server.audio_in(2)) == 12 * len(SPEECH), "the answered question went again"
