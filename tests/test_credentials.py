@@ -129,23 +129,24 @@ async def test_the_doctor_does_not_say_try_again_later_for_revoked_vertex_creden
     assert "credentials" in result.fix.lower(), result.fix
 
 
-@pytest.mark.parametrize(
-    "failure",
-    [
-        auth_errors.RefreshError(
-            "invalid_grant: Invalid JWT: Token must be a short-lived token (60 minutes) and "
-            "in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
-            {"error": "invalid_grant"},
-        ),
-        auth_errors.TransportError(
-            "HTTPSConnectionPool(host='oauth2.googleapis.com', port=443): Max retries "
-            "exceeded with url: /token (Caused by SSLError(SSLCertVerificationError(1, "
-            "'[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate is "
-            "not yet valid (_ssl.c:1006)')))"
-        ),
-    ],
-    ids=["jwt-iat", "tls-not-yet-valid"],
-)
+#: What the token server, or its certificate, says to a box whose clock is off.
+CLOCK_REFUSALS = [
+    auth_errors.RefreshError(
+        "invalid_grant: Invalid JWT: Token must be a short-lived token (60 minutes) and "
+        "in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
+        {"error": "invalid_grant"},
+    ),
+    auth_errors.TransportError(
+        "HTTPSConnectionPool(host='oauth2.googleapis.com', port=443): Max retries "
+        "exceeded with url: /token (Caused by SSLError(SSLCertVerificationError(1, "
+        "'[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate is "
+        "not yet valid (_ssl.c:1006)')))"
+    ),
+]
+CLOCK_REFUSAL_IDS = ["jwt-iat", "tls-not-yet-valid"]
+
+
+@pytest.mark.parametrize("failure", CLOCK_REFUSALS, ids=CLOCK_REFUSAL_IDS)
 def test_vertex_credentials_refused_for_the_boxs_clock_point_at_the_clock(
     failure: Exception,
 ) -> None:

@@ -19,6 +19,7 @@ from google.genai.live import AsyncSession
 from helpers import journal_lines, until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_read_ahead import Speaker as SwitchedSpeaker
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 from wire import config_for
@@ -191,20 +192,6 @@ class ScriptedWire:
         return pong
 
     async def close(self, *_: object) -> None: ...
-
-
-class SwitchedSpeaker:
-    """The speaker's room as the link sees it, switched by the script."""
-
-    def __init__(self) -> None:
-        self.room = asyncio.Event()
-        self.room.set()
-
-    def has_room(self) -> bool:
-        return self.room.is_set()
-
-    async def wait_for_room(self) -> None:
-        await self.room.wait()
 
 
 def serve(script: list[bytes | Callable[[], None]], hooks: Hooks, turn: WireTurn) -> Connection:

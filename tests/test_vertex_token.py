@@ -19,6 +19,7 @@ import google.auth.credentials
 import pytest
 from google.auth import exceptions as auth_errors
 from helpers import until
+from test_credentials import CLOCK_REFUSAL_IDS, CLOCK_REFUSALS
 from wire import config_for
 
 from device import workers
@@ -200,23 +201,7 @@ async def test_the_doctor_in_an_outage_ends_at_its_timeout(
     assert result.status is Status.FAIL and result.measured.startswith("Live setup"), result
 
 
-#: What the token server, or its certificate, says to a box whose clock is off.
-CLOCK_REFUSALS = [
-    auth_errors.RefreshError(
-        "invalid_grant: Invalid JWT: Token must be a short-lived token (60 minutes) and "
-        "in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
-        {"error": "invalid_grant"},
-    ),
-    auth_errors.TransportError(
-        "HTTPSConnectionPool(host='oauth2.googleapis.com', port=443): Max retries "
-        "exceeded with url: /token (Caused by SSLError(SSLCertVerificationError(1, "
-        "'[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate is "
-        "not yet valid (_ssl.c:1006)')))"
-    ),
-]
-
-
-@pytest.mark.parametrize("refusal", CLOCK_REFUSALS, ids=["jwt-iat", "tls-not-yet-valid"])
+@pytest.mark.parametrize("refusal", CLOCK_REFUSALS, ids=CLOCK_REFUSAL_IDS)
 async def test_the_doctor_says_to_set_the_clock_not_to_renew_the_key(
     live: LiveServer, monkeypatch: pytest.MonkeyPatch, refusal: Exception
 ) -> None:
