@@ -220,7 +220,7 @@ class ConversationConfig:
     error_display_s: float = field(default=3.0, metadata=_bounded(0.5, 60))
     #: Push-to-talk: a turn whose reply has not started after this long ends with the error
     #: earcon (a tool that never answers, a reply lost with its connection). Hands-free,
-    #: words unanswered this long after they ended are not sent again on a next connection.
+    #: what went out this long ago with no answer is not sent again on a next connection.
     reply_timeout_s: float = field(default=30.0, metadata=_bounded(2, 600))
     #: One reply plays at most this long: a service streaming without end stops here
     #: (hands-free, the microphone then listens for `end_after_silence_s` and hangs up).

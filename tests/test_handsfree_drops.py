@@ -51,6 +51,7 @@ from rig.server.server import LiveServer
 
 SPEECH = bytes(range(256)) * 5  # 40 ms of loud noise: speech to the server's detector
 ROOM = b"\x01\x00" * 640  # 40 ms of a quiet room: no speech to it
+CHUNK_S = 0.04  # the length of one of them
 
 
 @pytest.fixture
@@ -391,3 +392,27 @@ async def test_hands_free_a_drop_while_the_answer_plays_does_not_ask_the_questio
             talk.say(12)  # the next question
             await server.wait_for(lambda: "turn_complete" in server.kinds(2, "out"), 10)
     assert len(server.audio_in(2)) == 12 * len(SPEECH), "the answered question went again"
+
+
+async def test_hands_free_a_room_the_quiet_gate_never_pauses_for_is_not_sent_again_whole(
+    monkeypatch: pytest.MonkeyPatch, gate: Gate,
+) -> None:
+    """A television or a fan the quiet gate lets through: the stream never pauses, the
+    model lets it all pass, and no handle comes. At a drop the last minute of it went out
+    again, as fast as the link took it, ahead of what the person said next; only what
+    went out within reply_timeout_s may be the question the model is still to answer."""
+    async with LiveServer(pace=0, reply_seconds=0.2) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+        timeout = {"reply_timeout_s": REPLY_TIMEOUT_S}
+        async with conversation(server, gate, conversation=timeout) as talk:
+            chunks = round((REPLY_TIMEOUT_S + 2) / CHUNK_S)
+            for _ in range(chunks):  # the room's sound, in real time
+                talk.outbox.put("audio", ROOM)
+                await asyncio.sleep(CHUNK_S)
+            await server.wait_for(lambda: len(server.audio_in(1)) == chunks * len(ROOM), 5)
+            server.drop()
+            await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+            talk.say(12)  # a question, after the reconnect
+            await server.wait_for(lambda: "turn_complete" in server.kinds(2, "out"), 10)
+    again_s = (len(server.audio_in(2)) - 12 * len(SPEECH)) / len(ROOM) * CHUNK_S
+    assert again_s <= REPLY_TIMEOUT_S + 0.5, f"{again_s:.1f} s of the room sent again"

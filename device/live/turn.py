@@ -111,16 +111,17 @@ class WireTurn:
     #: when it dropped, was heard on the next connection in half, or not at all. Not what
     #: is heard while a reply arrives (its echo may be in it; what plays after its end
     #: came is kept, the audio the service heard and let pass); and what went out within
-    #: a round trip before a handle came is lost, never repeated.
-    unsaved: deque[bytes] = field(default_factory=deque)
+    #: a round trip before a handle came is lost, never repeated. Each with the time it
+    #: went out (the monotonic clock).
+    unsaved: deque[tuple[float, bytes]] = field(default_factory=deque)
     unsaved_bytes: int = 0
     #: Hands-free, the microphone's stream paused (audioStreamEnd): the service ends the
     #: person's turn on it, so it follows their words sent again.
     stream_paused: bool = False
-    paused_at: float = 0.0  # when it paused (the monotonic clock)
-    #: `[conversation] reply_timeout_s`: hands-free, words that ended this long ago with no
-    #: answer were let pass (said to someone else, the TV: the model chooses), or will not
-    #: be answered. Sent again on a later connection, they were answered out of the blue.
+    #: `[conversation] reply_timeout_s`: hands-free, what went out this long ago with no
+    #: answer was let pass (said to someone else, the TV, a fan the quiet gate never
+    #: pauses for: the model chooses), or will not be answered. Sent again on a later
+    #: connection, it was answered out of the blue, or held the person's next words back.
     answer_within_s: float = 30.0
 
     def __post_init__(self) -> None:
@@ -154,10 +155,10 @@ class WireTurn:
         """Microphone audio went out: kept while it is in no handle (`unsaved`)."""
         if not self.activity_open and self.replying:
             return  # hands-free, over the reply
-        self.unsaved.append(pcm)
+        self.unsaved.append((monotonic(), pcm))
         self.unsaved_bytes += len(pcm)
         while self.unsaved_bytes > UNSAVED_BYTES:
-            self.unsaved_bytes -= len(self.unsaved.popleft())
+            self._forget_oldest()
 
     def forget_audio(self) -> None:
         """A turn started or ended: none of its audio is to be sent again."""
@@ -166,14 +167,16 @@ class WireTurn:
 
     def words_to_repeat(self) -> list[bytes]:
         """What a new connection sends first: what no handle covers and the model has not
-        answered, unless it let those words pass (`answer_within_s`)."""
-        self._forget_passed_over()
-        return list(self.unsaved)
+        answered; hands-free, of that only what went out within `answer_within_s` (a
+        push-to-talk press is sent again whole: the model has not heard its end)."""
+        if not self.activity_open:
+            let_pass = monotonic() - self.answer_within_s
+            while self.unsaved and self.unsaved[0][0] < let_pass:
+                self._forget_oldest()
+        return [pcm for _, pcm in self.unsaved]
 
-    def _forget_passed_over(self) -> None:
-        """Hands-free, the words kept ended `answer_within_s` ago, unanswered: let pass."""
-        if self.stream_paused and monotonic() - self.paused_at > self.answer_within_s:
-            self.forget_audio()
+    def _forget_oldest(self) -> None:
+        self.unsaved_bytes -= len(self.unsaved.popleft()[1])
 
     def handle_came(self) -> None:
         """A resumption handle: hands-free, it covers what the person said before it."""
@@ -225,10 +228,9 @@ class WireTurn:
             # is in no handle: a switch now would lose it, or the question it asked. The
             # quiet gate sends nothing while the room is silent; the next handle (after the
             # reply) or the goAway's deadline ends the wait.
-            self._forget_passed_over()  # new words, long after the last: theirs alone
             self.handle_fresh, self.stream_paused = False, False
         elif kind == "audio_stream_end":
-            self.stream_paused, self.paused_at = True, monotonic()
+            self.stream_paused = True
         self.update()
 
     @property
