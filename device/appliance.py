@@ -697,7 +697,9 @@ class Appliance:
         try:
             await asyncio.shield(self.link.prepare())
         except Exception as exc:
-            log.error("cannot build the Live API client: %s: %s", type(exc).__name__, exc)
+            from device.live.session import say_build_failure
+
+            say_build_failure(exc, log, "cannot build the Live API client")
             return
         gc.freeze()  # the SDK's modules and models live on too, like the rest of start-up
 

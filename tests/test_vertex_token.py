@@ -13,10 +13,12 @@ import dataclasses
 import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import google.auth
 import google.auth.credentials
 import pytest
+from fakes import FakeParts, running
 from google.auth import exceptions as auth_errors
 from helpers import until
 from test_credentials import CLOCK_REFUSAL_IDS, CLOCK_REFUSALS
@@ -248,3 +250,25 @@ async def test_vertex_credentials_not_found_are_said_at_each_press(
     assert said and getattr(said[0], "LIVE_FAILURE", None) == "credentials", said
     found.append(Valid())
     assert isinstance(await press(link, events, 2), SetupComplete), events
+
+
+async def test_vertex_credentials_not_found_at_start_are_one_line_an_owner_can_filter(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    """The client is built at start, its credentials with it: the start's line about them
+    carries LIVE_FAILURE=credentials, as a press's does."""
+
+    def default(**_: object) -> tuple[google.auth.credentials.Credentials, str]:
+        raise auth_errors.DefaultCredentialsError("Your default credentials were not found.")
+
+    class RealLinkParts(FakeParts):
+        def link(self, *args):  # type: ignore[no-untyped-def]
+            return self._keep("link", super(FakeParts, self).link(*args))
+
+    monkeypatch.setattr(google.auth, "default", default)
+    async with running(tmp_path, vertex_config(live), parts_class=RealLinkParts):
+        await until(lambda: any("cannot build" in r.getMessage() for r in caplog.records))
+    (said,) = [r for r in caplog.records if "cannot build" in r.getMessage()]
+    assert "default credentials were not found" in said.getMessage()
+    assert getattr(said, "LIVE_FAILURE", None) == "credentials", said.__dict__

@@ -257,7 +257,7 @@ class LiveLink:
             self._on_event(ConnectionLost(session=self._hooks.session, reason=str(exc)))
             return
         except Exception as exc:
-            reason = _build_failure(exc)
+            reason = say_build_failure(exc, log, "no session: the Live API client cannot be built")
             # The reason is the error state's: `ctl status` and systemd's STATUS= show it.
             self._on_event(ConnectionLost(session=self._hooks.session, reason=reason))
             return
@@ -565,18 +565,18 @@ def _wire_turn(cfg: Config) -> WireTurn:
     )
 
 
-def _build_failure(exc: Exception) -> str:
-    """Journal why the client could not be built; the reason for the error state. Vertex
-    AI's credentials, loaded with the client, keep the fields a connect's failure has
-    (LIVE_FAILURE=credentials): an owner filters on them."""
+def say_build_failure(exc: Exception, logger: logging.Logger, what: str) -> str:
+    """Journal `what` (the client could not be built) and why; the reason, for the error
+    state. Vertex AI's credentials, loaded with the client, keep the fields a connect's
+    failure has (LIVE_FAILURE=credentials): an owner filters on them."""
     auth = sys.modules.get("google.auth.exceptions")  # not there: the SDK did not import
     if auth is not None and isinstance(exc, auth.GoogleAuthError):
         from device.live.errors import describe_failure, failure_fields
 
         reason = describe_failure(exc)
-        log.error("no session: %s", reason, extra=failure_fields(exc))
+        logger.error("%s: %s", what, reason, extra=failure_fields(exc))
         return reason
-    log.error("no session: the Live API client cannot be built: %s: %s", type(exc).__name__, exc)
+    logger.error("%s: %s: %s", what, type(exc).__name__, exc)
     return without_credentials(str(exc))
 
 
