@@ -27,6 +27,7 @@ from google.auth import exceptions as auth_errors
 from google.genai import errors, types
 from helpers import closed_port, until
 from test_go_away import slow_tool, talking
+from test_server_fuzz import audio_part, server_content
 from websockets.datastructures import Headers
 from websockets.exceptions import (
     ConnectionClosedError,
@@ -1013,19 +1014,19 @@ class Speaker:
     when the test says so."""
 
     def __init__(self) -> None:
-        self.fed = 0  # bytes of reply audio the person hears (or will)
+        self.heard = bytearray()  # the reply audio the person hears (or will)
         self.played = 0
         self._changed = asyncio.Event()
 
     def feed(self, pcm: bytes) -> None:
-        self.fed += len(pcm)
+        self.heard += pcm
 
     def play_out(self) -> None:
-        self.played = self.fed
+        self.played = len(self.heard)
         self._changed.set()
 
     def has_room(self) -> bool:
-        return self.fed - self.played < AHEAD_S * REPLY_RATE * SAMPLE_BYTES
+        return len(self.heard) - self.played < AHEAD_S * REPLY_RATE * SAMPLE_BYTES
 
     async def wait_for_room(self) -> None:
         while not self.has_room():
@@ -1034,18 +1035,15 @@ class Speaker:
 
     @property
     def seconds(self) -> float:
-        return self.fed / SAMPLE_BYTES / REPLY_RATE
+        return len(self.heard) / SAMPLE_BYTES / REPLY_RATE
 
 
-async def test_a_reply_received_whole_before_a_drop_is_still_heard_to_its_end(
+@contextlib.asynccontextmanager
+async def link_to_a_speaker(
     server: LiveServer,
-) -> None:
-    """The service sends a 20 s reply at once (as it does, far faster than it plays), then
-    the connection drops. All of it, its turnComplete too, had arrived: 4 s were in the
-    speaker, 16 s waited in the read-ahead. Those 16 s went with the connection, without a
-    word in the journal: the person heard the reply stop mid-sentence. A goAway carries them
-    on to the next connection; a drop must too (or at least say it dropped them)."""
-    server.config.reply_seconds = 20.0
+) -> AsyncIterator[tuple[LiveLink, Outbox, list[Any], Speaker]]:
+    """A link set up on the local server, the reply audio it gives going to a `Speaker`
+    the test plays out; closed at the end."""
     speaker = Speaker()
     events: list[Any] = []
 
@@ -1059,6 +1057,21 @@ async def test_a_reply_received_whole_before_a_drop_is_still_heard_to_its_end(
     link.open(1)
     try:
         await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+        yield link, outbox, events, speaker
+    finally:
+        await link.close()
+
+
+async def test_a_reply_received_whole_before_a_drop_is_still_heard_to_its_end(
+    server: LiveServer,
+) -> None:
+    """The service sends a 20 s reply at once (as it does, far faster than it plays), then
+    the connection drops. All of it, its turnComplete too, had arrived: 4 s were in the
+    speaker, 16 s waited in the read-ahead. Those 16 s went with the connection, without a
+    word in the journal: the person heard the reply stop mid-sentence. A goAway carries them
+    on to the next connection; a drop must too (or at least say it dropped them)."""
+    server.config.reply_seconds = 20.0
+    async with link_to_a_speaker(server) as (_, outbox, events, speaker):
         outbox.put("text", "tell me a long story")
         # The whole reply is on the wire, its end read into the box: then the drop.
         await server.wait_for(lambda: "turn_complete" in server.kinds(direction="out"), 10)
@@ -1069,12 +1082,42 @@ async def test_a_reply_received_whole_before_a_drop_is_still_heard_to_its_end(
         for _ in range(20):  # the speaker plays on; what waited comes as it has room
             speaker.play_out()
             await asyncio.sleep(0.05)
-    finally:
-        await link.close()
     assert speaker.seconds == pytest.approx(20.0, abs=0.1), (
         f"{speaker.seconds:.1f} s of a 20 s reply received whole reached the speaker"
     )
     assert any(isinstance(e, TurnComplete) and not e.talked_over for e in events)
+
+
+def reply_part(pcm: bytes) -> bytes:
+    return server_content(modelTurn={"parts": [audio_part(pcm)]})
+
+
+def ramp(samples: int) -> bytes:
+    """A sound whose every sample differs from its neighbours: a shift shows."""
+    return b"".join((n % 30000).to_bytes(2, "little", signed=True) for n in range(samples))
+
+
+async def test_a_sample_split_across_a_connection_switch_is_heard_whole_not_as_noise(
+    server: LiveServer,
+) -> None:
+    """A reply part that ends in the middle of a sample keeps its odd byte for the next
+    part. A reply received whole plays on from the next connection (a drop, a goAway):
+    the rest of it went to a new decoder without that byte, and every sample after it
+    was its neighbours' bytes, full-scale noise to the reply's end."""
+    sound = ramp(round((AHEAD_S + 0.5) * REPLY_RATE))
+    split = round(AHEAD_S * REPLY_RATE) * SAMPLE_BYTES + 1  # the speaker full, a byte over
+    async with link_to_a_speaker(server) as (link, _, events, speaker):
+        for frame in (reply_part(sound[:split]), reply_part(sound[split:]),
+                      server_content(turnComplete=True)):  # fmt: skip
+            await server.send_raw(frame)
+        connection = link._connection
+        assert connection is not None
+        await until(lambda: len(connection.unhandled()) == 2, within=10)  # the rest waits
+        server.drop()
+        await until(lambda: any(isinstance(e, Reconnected) for e in events), within=10)
+        speaker.play_out()
+        await until(lambda: any(isinstance(e, TurnComplete) for e in events), within=10)
+    assert bytes(speaker.heard) == sound, "the rest of the reply was shifted by a byte: noise"
 
 
 async def test_a_message_nested_too_deeply_is_named_undecodable_not_a_bug_of_the_box(
