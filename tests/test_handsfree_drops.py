@@ -324,6 +324,27 @@ def words() -> ReplyAudio:
 REPLY_TIMEOUT_S = 2.0
 
 
+@contextlib.asynccontextmanager
+async def answers_due_soon(
+    monkeypatch: pytest.MonkeyPatch, gate: Gate, **server_options: Any
+) -> AsyncIterator[tuple[LiveServer, Conversation]]:
+    """A hands-free conversation with `reply_timeout_s` at its lowest, on a local server
+    of its own (`server_options`: which turns it leaves unanswered, how long it thinks)."""
+    async with LiveServer(pace=0, reply_seconds=0.2, **server_options) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+        timeout = {"reply_timeout_s": REPLY_TIMEOUT_S}
+        async with conversation(server, gate, conversation=timeout) as talk:
+            yield server, talk
+
+
+async def let_pass(server: LiveServer, talk: Conversation) -> None:
+    """Words the model lets pass (the server leaves the first turn unanswered), and
+    `reply_timeout_s` after them."""
+    talk.say()
+    await server.wait_for(lambda: "audio_stream_end" in server.kinds(1, "in"), 5)
+    await asyncio.sleep(REPLY_TIMEOUT_S + 0.5)
+
+
 async def test_hands_free_words_the_model_let_pass_are_not_answered_after_a_later_drop(
     monkeypatch: pytest.MonkeyPatch, gate: Gate,
 ) -> None:
@@ -332,17 +353,12 @@ async def test_hands_free_words_the_model_let_pass_are_not_answered_after_a_late
     none follows a turn without a reply. Long after (reply_timeout_s), the connection
     drops: those words went out again on the next one, and the model answered them
     there, out of the blue, stuck to whatever the person said next."""
-    async with LiveServer(pace=0, reply_seconds=0.2, unanswered_turns=1) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
-        timeout = {"reply_timeout_s": REPLY_TIMEOUT_S}
-        async with conversation(server, gate, conversation=timeout) as talk:
-            talk.say()  # let pass
-            await server.wait_for(lambda: "audio_stream_end" in server.kinds(1, "in"), 5)
-            await asyncio.sleep(REPLY_TIMEOUT_S + 0.5)
-            server.drop()
-            await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
-            talk.say(12)  # a new question, after the reconnect
-            await server.wait_for(lambda: any(400 < ms < 600 for ms in heard_ms(server)), 10)
+    async with answers_due_soon(monkeypatch, gate, unanswered_turns=1) as (server, talk):
+        await let_pass(server, talk)
+        server.drop()
+        await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+        talk.say(12)  # a new question, after the reconnect
+        await server.wait_for(lambda: any(400 < ms < 600 for ms in heard_ms(server)), 10)
     assert heard_ms(server) == [pytest.approx(480, abs=100)], "only the new question answered"
 
 
@@ -353,21 +369,15 @@ async def test_hands_free_a_question_after_words_let_pass_is_heard_alone_on_the_
     the model thinks over when the connection drops. Both went out again on the next
     connection, one after the other: the model heard the question with the old words
     stuck in front of it, as one."""
-    async with LiveServer(
-        pace=0, reply_seconds=0.2, unanswered_turns=1, think_seconds=1
-    ) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
-        timeout = {"reply_timeout_s": REPLY_TIMEOUT_S}
-        async with conversation(server, gate, conversation=timeout) as talk:
-            talk.say()  # let pass
-            await server.wait_for(lambda: "audio_stream_end" in server.kinds(1, "in"), 5)
-            await asyncio.sleep(REPLY_TIMEOUT_S + 0.5)
-            talk.say(12)  # the question
-            await until(lambda: any(isinstance(e, SpeechHeard) for e in talk.events), within=10)
-            server.drop()  # the model thinks
-            await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
-            await until(lambda: any(isinstance(e, ReplyAudio) for e in talk.events), within=10)
-            await server.wait_for(lambda: bool(heard_ms(server)), 5)
+    options = {"unanswered_turns": 1, "think_seconds": 1}
+    async with answers_due_soon(monkeypatch, gate, **options) as (server, talk):
+        await let_pass(server, talk)
+        talk.say(12)  # the question
+        await until(lambda: any(isinstance(e, SpeechHeard) for e in talk.events), within=10)
+        server.drop()  # the model thinks
+        await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+        await until(lambda: any(isinstance(e, ReplyAudio) for e in talk.events), within=10)
+        await server.wait_for(lambda: bool(heard_ms(server)), 5)
     assert heard_ms(server) == [pytest.approx(480, abs=100)], "the question heard alone"
 
 
@@ -401,18 +411,15 @@ async def test_hands_free_a_room_the_quiet_gate_never_pauses_for_is_not_sent_aga
     model lets it all pass, and no handle comes. At a drop the last minute of it went out
     again, as fast as the link took it, ahead of what the person said next; only what
     went out within reply_timeout_s may be the question the model is still to answer."""
-    async with LiveServer(pace=0, reply_seconds=0.2) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
-        timeout = {"reply_timeout_s": REPLY_TIMEOUT_S}
-        async with conversation(server, gate, conversation=timeout) as talk:
-            chunks = round((REPLY_TIMEOUT_S + 2) / CHUNK_S)
-            for _ in range(chunks):  # the room's sound, in real time
-                talk.outbox.put("audio", ROOM)
-                await asyncio.sleep(CHUNK_S)
-            await server.wait_for(lambda: len(server.audio_in(1)) == chunks * len(ROOM), 5)
-            server.drop()
-            await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
-            talk.say(12)  # a question, after the reconnect
-            await server.wait_for(lambda: "turn_complete" in server.kinds(2, "out"), 10)
+    async with answers_due_soon(monkeypatch, gate) as (server, talk):
+        chunks = round((REPLY_TIMEOUT_S + 2) / CHUNK_S)
+        for _ in range(chunks):  # the room's sound, in real time
+            talk.outbox.put("audio", ROOM)
+            await asyncio.sleep(CHUNK_S)
+        await server.wait_for(lambda: len(server.audio_in(1)) == chunks * len(ROOM), 5)
+        server.drop()
+        await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+        talk.say(12)  # a question, after the reconnect
+        await server.wait_for(lambda: "turn_complete" in server.kinds(2, "out"), 10)
     again_s = (len(server.audio_in(2)) - 12 * len(SPEECH)) / len(ROOM) * CHUNK_S
     assert again_s <= REPLY_TIMEOUT_S + 0.5, f"{again_s:.1f} s of the room sent again"
