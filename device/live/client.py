@@ -56,15 +56,13 @@ async def open_session(stack: contextlib.AsyncExitStack, cfg: Config) -> AsyncSe
     """A Live session set up exactly as the daemon sets one up; `stack` closes it. On
     Vertex AI the credentials are loaded and refreshed in threads of their own: a refresh
     left waiting in the loop's pool kept `ask` and `doctor` from ending until it gave up."""
-    from device.live.credentials import Token, load
     from device.live.endpoint import race_addresses
-    from device.live.setup import connect_config, make_client
+    from device.live.setup import build_client, connect_config
 
     race_addresses(asyncio.get_running_loop())
-    credentials = await in_own_thread(functools.partial(load, cfg), "vertex-credentials")
-    client = make_client(cfg, credentials)
-    if credentials is not None:
-        await Token(credentials, cfg.live.connect_timeout_s).fresh()
+    client, token = await in_own_thread(functools.partial(build_client, cfg), "live-client")
+    if token is not None:
+        await token.fresh()
     return await stack.enter_async_context(
         client.aio.live.connect(model=cfg.live.model, config=connect_config(cfg, None))
     )

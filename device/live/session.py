@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from device import logs
 from device.config import Config, find_api_key, where_to_put_the_key
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from device.live.credentials import Token
     from device.live.read_ahead import Message
     from device.live.reply import ReplyDecoder
+    from device.live.setup import Built
     from device.tools import ToolBox
 
 # The SDK (google-genai, pydantic's models of every message) is imported by
@@ -78,13 +79,6 @@ FIRST_RETRY_S = 0.5
 #: The service's session id is kept this long: it goes on every line of the session,
 #: into `ctl status` and each turn's line, and the service chooses it.
 SESSION_ID_LIMIT = 128
-
-
-class Built(NamedTuple):
-    """What `LiveLink.prepare` builds."""
-
-    client: genai.Client
-    token: Token | None  # Vertex AI's: the client's access token, refreshed by the box
 
 
 class LiveLink:
@@ -159,18 +153,13 @@ class LiveLink:
     def _build(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[Built]) -> None:
         """In the thread: the client, or the failure, handed to the loop."""
         try:
-            from device.live.credentials import Token, load
-            from device.live.setup import connect_config, make_client, warm_up
+            from device.live.setup import build_client, connect_config, warm_up
             from device.live.websocket import check_sdk_internals
 
             check_sdk_internals()
-            credentials = load(self._cfg)
-            client = make_client(self._cfg, credentials)
+            outcome: Built | Exception = build_client(self._cfg)
             connect_config(self._cfg, None)
             warm_up()
-            timeout_s = self._cfg.live.connect_timeout_s
-            token = None if credentials is None else Token(credentials, timeout_s)
-            outcome: Built | Exception = Built(client, token)
         except Exception as exc:
             outcome = exc
         except BaseException as exc:  # SystemExit from a library: still an outcome to hand on

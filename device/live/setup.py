@@ -6,13 +6,14 @@ Kept apart from the connection code so that what goes into `setup` can be read
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from google import genai
 from google.genai import types
 from google.genai._live_converters import _LiveServerMessage_from_mldev
 
 from device.config import TOKEN_PREFIX, Config, LiveConfig, read_instruction_file
+from device.live.credentials import Token, load
 from device.live.models import V1ALPHA, model_settings
 from device.live.wire import REPLY_RATE, pcm_mime
 from device.tools import declarations
@@ -44,6 +45,22 @@ CLOSE_TIMEOUT_S = 1.0
 WEBSOCKET_OPTIONS: dict[str, Any] = {"ping_interval": None, "ping_timeout": None,
                                      "close_timeout": CLOSE_TIMEOUT_S, "compression": None,
                                      "max_queue": 4, "max_size": 2**20, "open_timeout": None}
+
+
+class Built(NamedTuple):
+    """A client, and on Vertex AI the access token the box keeps fresh for it."""
+
+    client: genai.Client
+    token: Token | None
+
+
+def build_client(cfg: Config) -> Built:
+    """The client the daemon, `ask` and `doctor` connect with. Blocking: on Vertex AI it
+    loads the credentials (a file, or a metadata server), which the token then refreshes
+    within a connect's timeout."""
+    credentials = load(cfg)
+    token = None if credentials is None else Token(credentials, cfg.live.connect_timeout_s)
+    return Built(make_client(cfg, credentials), token)
 
 
 def make_client(cfg: Config, credentials: Credentials | None = None) -> genai.Client:
