@@ -157,7 +157,7 @@ class Connection:
             return False
         if self._read_ahead.drop_whole_reply():
             return True
-        return not (turn.in_flight or turn.superseded or turn.tools_running)
+        return not turn.busy  # hands-free: no turn of the person's is ever open
 
     async def close(self, graceful: bool) -> None:
         """Close (again: it is idempotent); a graceful close waits, bounded, for the answer."""

@@ -130,15 +130,7 @@ class WireTurn:
     def update(self) -> None:
         """Quiet: nothing in flight (a reply cut short has ended too) and the newest
         handle covers the last turn."""
-        busy = (
-            self.activity_open
-            or self.awaiting_reply
-            or self.replying
-            or self.tool_reply_owed
-            or self.superseded
-            or self.tools_running
-        )
-        if busy or not self.handle_fresh:
+        if self.busy or not self.handle_fresh:
             self.quiet.clear()
         else:
             self.quiet.set()
@@ -237,6 +229,12 @@ class WireTurn:
     def in_flight(self) -> bool:
         """A reply is awaited or arriving."""
         return self.awaiting_reply or self.replying or self.tool_reply_owed
+
+    @property
+    def busy(self) -> bool:
+        """The service owes an answer: the person's turn is open, a reply is awaited or
+        arriving (or one talked over is still ending), or a tool is at work."""
+        return self.activity_open or self.in_flight or self.superseded or self.tools_running > 0
 
     def lost(self) -> None:
         """The connection died, or the session was closed: whatever was awaited from it
