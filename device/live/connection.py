@@ -17,7 +17,7 @@ import functools
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from google.genai import types
 from google.genai.live import AsyncSession
@@ -26,7 +26,7 @@ from device.live.client import send_text_turn
 from device.live.errors import ConnectionDead, NotReading, Unacknowledged, unacknowledged
 from device.live.hooks import Hooks
 from device.live.inbound import AudioOnly, messages
-from device.live.read_ahead import Message, ReadAhead, more_to_come
+from device.live.read_ahead import Message, ReadAhead, ends_turn, more_to_come
 from device.live.reply import ReplyDecoder
 from device.live.setup import CLOSE_TIMEOUT_S
 from device.live.turn import WireTurn
@@ -63,6 +63,15 @@ class SwitchNow(Exception):
     """The service announced the end of this connection (goAway): move to a new one."""
 
 
+class Carried(NamedTuple):
+    """A whole reply a connection that ended left unhandled, to play from the next one."""
+
+    messages: list[Message]
+    #: What its audio so far went through: it may hold the first byte of a sample whose
+    #: second byte is in the messages carried.
+    decoder: ReplyDecoder
+
+
 class Connection:
     """Serves one connected `AsyncSession` until something ends it.
 
@@ -78,12 +87,9 @@ class Connection:
         hooks: Hooks,
         turn: WireTurn,
         tools: ToolBox | None = None,
-        carried: list[Message] | None = None,
-        decoder: ReplyDecoder | None = None,
+        carried: Carried | None = None,
     ) -> None:
-        """`carried`: the reply content the connection before left unhandled (a whole reply);
-        `decoder`: the one that connection read the reply's audio so far with, which may hold
-        the first byte of a sample whose second byte is in the content carried."""
+        """`carried`: the whole reply the connection before left unhandled."""
         self.session = session
         self._stack = stack
         self._cfg = cfg
@@ -103,9 +109,12 @@ class Connection:
         self._switch_at: float | None = None
         self._switch_left = 0.0  # the time left the goAway that set it gave
         self._switch_deadline: asyncio.Timeout | None = None
-        self.decoder = decoder or ReplyDecoder()
+        self.decoder = carried.decoder if carried else ReplyDecoder()
         self._read_ahead = ReadAhead(
-            self._handle, hooks.speaker, carried or (), words_replace=turn.speech_interrupts
+            self._handle,
+            hooks.speaker,
+            carried.messages if carried else (),
+            words_replace=turn.speech_interrupts,
         )
         self._waiting_for_room = False  # not reading: the silence is ours, not the link's
         self.last_traffic = time.monotonic()
@@ -144,9 +153,14 @@ class Connection:
             return silent
         return self._not_reading or ended or ConnectionDead("every task of the connection ended")
 
-    def unhandled(self) -> list[Message]:
-        """Reply content read and not yet handed on, in order (the connection has ended)."""
-        return self._read_ahead.unhandled()
+    def whole_reply_left(self) -> Carried | None:
+        """The reply content read and not yet handed on, when the service sent all of it:
+        it plays on from the next connection, whatever ended this one (a goAway, a drop,
+        a close), to its end there."""
+        unhandled = self._read_ahead.unhandled()
+        if any(ends_turn(message) for message in unhandled):
+            return Carried(unhandled, self.decoder)
+        return None
 
     def drop_whole_reply(self) -> bool:
         """The person talks over the reply playing: True when the service has sent all of

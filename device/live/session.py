@@ -48,10 +48,8 @@ from device.tasks import stop_task
 if TYPE_CHECKING:
     from google import genai
 
-    from device.live.connection import Connection
+    from device.live.connection import Carried, Connection
     from device.live.credentials import Token
-    from device.live.read_ahead import Message
-    from device.live.reply import ReplyDecoder
     from device.live.setup import Built
     from device.tools import ToolBox
 
@@ -106,8 +104,7 @@ class LiveLink:
         self._connection: Connection | None = None
         self._handle: str | None = None
         self._turn = _wire_turn(cfg)
-        self._carried: list[Message] = []  # a whole reply, still to play (a switch, a drop)
-        self._carried_decoder: ReplyDecoder | None = None  # what its audio so far went through
+        self._carried: Carried | None = None  # a whole reply, still to play (a switch, a drop)
         self._had_turns = False
         self._hooks = Hooks(0, on_event, on_sent, self._keep_handle, speaker)
         self.session_id: str | None = None
@@ -174,7 +171,7 @@ class LiveLink:
             self._closing = False  # a close() cancelled earlier has nothing left to end
             self._handle = None
             self._turn = _wire_turn(self._cfg)
-            self._carried, self._carried_decoder = [], None
+            self._carried = None
             self._had_turns = False
             self._credentials_reloaded = False  # a press may find credentials corrected
             self._own_id = f"box-{uuid.uuid4().hex[:12]}"
@@ -321,7 +318,7 @@ class LiveLink:
             ended, reply_cut, lasted_s = await self._serve(connection)
             # It completed a turn, handed on after the switch: one of the person's (a reply
             # nobody asked for, carried on to play, proves nothing of the connection).
-            carried_turn = bool(self._carried) and connection.words_sent
+            carried_turn = self._carried is not None and connection.words_sent
             turns = connection.completed_turns > 0 or carried_turn
             # What a fresh session would lose: turns, not a handle (one may come at setup).
             self._had_turns = self._had_turns or turns
@@ -379,7 +376,6 @@ class LiveLink:
         before the connection ended (a switch, a drop, a close), still waiting for the
         speaker, plays on from the next one."""
         from device.live.connection import SwitchNow
-        from device.live.read_ahead import ends_turn
 
         self._connection = connection  # close() finishes the job if we are cancelled
         started = time.monotonic()
@@ -392,11 +388,8 @@ class LiveLink:
             raise asyncio.CancelledError
         await connection.close(graceful=isinstance(ended, SwitchNow))
         self._connection = None
-        unhandled = connection.unhandled()
-        if any(ends_turn(message) for message in unhandled):
-            # The reply came whole: it plays on from the next connection, whatever ended
-            # this one (a goAway, a drop, a close), to its end there.
-            self._carried, self._carried_decoder = unhandled, connection.decoder
+        self._carried = connection.whole_reply_left()
+        if self._carried is not None:
             return ended, False, lasted_s
         reply_cut = self._turn.in_flight
         self._turn.lost()
@@ -434,8 +427,7 @@ class LiveLink:
         self._credentials_reloaded = False  # these worked: a later refusal may load anew
         given = session.session_id  # optional: without it, the box's own names the session
         self.session_id = cut(given, SESSION_ID_LIMIT) if given else self._own_id
-        carried, self._carried = self._carried, []
-        decoder, self._carried_decoder = self._carried_decoder, None
+        carried, self._carried = self._carried, None
         setup_ms = (time.monotonic() - started) * 1000
         log.info(
             "%s in %.0f ms",
@@ -452,7 +444,6 @@ class LiveLink:
             self._turn,
             self._tools,
             carried,
-            decoder,
         )
 
     async def _timed_out(self) -> Exception:
