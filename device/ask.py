@@ -72,8 +72,7 @@ async def ask(
         async with contextlib.AsyncExitStack() as stack:
             async with progress.step(f"connecting to the Live API ({cfg.live.model})"):
                 started = time.monotonic()
-                async with asyncio.timeout(cfg.live.connect_timeout_s):
-                    session = await open_session(stack, cfg)
+                session = await open_session(stack, cfg)  # within connect_timeout_s
             progress.note(f"session ready in {(time.monotonic() - started) * 1000:.0f} ms")
             for number, text in enumerate(texts, 1):
                 phase = f"turn {number}"

@@ -182,6 +182,7 @@ async def test_ask_in_an_outage_ends_at_its_timeout(
     assert token_server.waiting, "the token server answered: no outage"
     (failed,) = outcome
     assert isinstance(failed, AskError)
+    assert "the token server did not answer in 0.5 s" in str(failed), failed  # not the Live API
 
 
 async def test_the_doctor_in_an_outage_ends_at_its_timeout(
@@ -201,6 +202,8 @@ async def test_the_doctor_in_an_outage_ends_at_its_timeout(
     assert token_server.waiting, "the token server answered: no outage"
     (result,) = results
     assert result.status is Status.FAIL and result.measured.startswith("Live setup"), result
+    assert "the token server did not answer in 0.5 s" in result.measured, result.measured
+    assert result.fix is not None and "oauth2.googleapis.com" in result.fix, result.fix
 
 
 @pytest.mark.parametrize("refusal", CLOCK_REFUSALS, ids=CLOCK_REFUSAL_IDS)

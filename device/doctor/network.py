@@ -41,6 +41,9 @@ FIXES = {
     "clock": "Check the clock (timedatectl): NTP must have set it (timedatectl set-ntp "
     "true, and a time server the network lets through); new credentials would be "
     "refused the same.",
+    # Vertex AI's token server out of reach: the Live API was never asked.
+    "token server": "Check that the box reaches Google's token server "
+    "(oauth2.googleapis.com, port 443): DNS, a firewall or a proxy may stop it.",
     "setup": "Try again in a minute; if it keeps failing, the service may be down "
     "or [live] base_url may point at the wrong place.",
 }
@@ -71,13 +74,26 @@ def _fix(layer: str, code: object, host: str, port: int) -> str:
 
 
 async def _layer(
-    layer: str, what: Callable[[], Awaitable[T]], seconds: float, host: str, port: int
+    layer: str,
+    what: Callable[[], Awaitable[T]],
+    seconds: float,
+    host: str,
+    port: int,
+    *,
+    timed_by_step: bool = False,
 ) -> T:
-    """Await one layer's step within `seconds`; LayerFailed names the layer if it fails."""
-    from device.live.errors import blames_the_clock, describe_failure, is_refusal, refuses_key
+    """Await one layer's step within `seconds`; LayerFailed names the layer if it fails.
+    `timed_by_step`: the step keeps that time itself, and names what ran out of it."""
+    from device.live.errors import (
+        blames_the_clock,
+        describe_failure,
+        is_refusal,
+        refuses_key,
+        token_server_unreached,
+    )
 
     try:
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout(None if timed_by_step else seconds):
             return await what()
     except TimeoutError as exc:
         reason = f"{layer}: no answer from {host}:{port} in {seconds:g} s"
@@ -89,6 +105,8 @@ async def _layer(
         code = CLOSE_POLICY if refuses_key(exc) else getattr(exc, "code", None)
         if blames_the_clock(exc):
             code = "clock"
+        elif token_server_unreached(exc):
+            code = "token server"
         elif code is None and is_refusal(exc):
             code = "credentials"
         raise LayerFailed(layer, reason, _fix(layer, code, host, port)) from exc
@@ -158,7 +176,8 @@ async def _session(ctx: Context, ms: dict[str, float], host: str, port: int) -> 
     async with contextlib.AsyncExitStack() as stack:
         started = time.monotonic()
         session = await _layer(
-            "Live setup", lambda: open_session(stack, cfg), cfg.live.connect_timeout_s, host, port
+            "Live setup", lambda: open_session(stack, cfg), cfg.live.connect_timeout_s, host, port,
+            timed_by_step=True,
         )
         ms["setup"] = _since(started)
         if not ctx.options.turn:

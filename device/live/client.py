@@ -53,19 +53,30 @@ class Reply:
 
 
 async def open_session(stack: contextlib.AsyncExitStack, cfg: Config) -> AsyncSession:
-    """A Live session set up exactly as the daemon sets one up; `stack` closes it. On
-    Vertex AI the credentials are loaded and refreshed in threads of their own: a refresh
-    left waiting in the loop's pool kept `ask` and `doctor` from ending until it gave up."""
+    """A Live session set up exactly as the daemon sets one up, within `connect_timeout_s`;
+    `stack` closes it. On Vertex AI the credentials are loaded and refreshed in threads of
+    their own (a refresh left waiting in the loop's pool kept `ask` and `doctor` from
+    ending until it gave up), and a timeout spent waiting for the token server says so:
+    "no answer from the Live API" sent an owner to a service never asked."""
     from device.live.endpoint import race_addresses
     from device.live.setup import build_client, connect_config
 
     race_addresses(asyncio.get_running_loop())
-    client, token = await in_own_thread(functools.partial(build_client, cfg), "live-client")
-    if token is not None:
-        await token.fresh()
-    return await stack.enter_async_context(
-        client.aio.live.connect(model=cfg.live.model, config=connect_config(cfg, None))
-    )
+    token = None
+    try:
+        async with asyncio.timeout(cfg.live.connect_timeout_s):
+            client, token = await in_own_thread(
+                functools.partial(build_client, cfg), "live-client"
+            )
+            if token is not None:
+                await token.fresh()
+            return await stack.enter_async_context(
+                client.aio.live.connect(model=cfg.live.model, config=connect_config(cfg, None))
+            )
+    except TimeoutError as exc:
+        if token is not None and (silent := token.timed_out()) is not None:
+            raise silent from exc
+        raise
 
 
 async def send_text_turn(session: AsyncSession, text: str) -> None:

@@ -303,6 +303,11 @@ def blames_the_clock(exc: BaseException) -> bool:
     return isinstance(exc, auth_errors.GoogleAuthError) and _about_the_clock(_first_line(exc))
 
 
+def token_server_unreached(exc: BaseException) -> bool:
+    """Vertex AI's token server was out of reach or busy: the Live API was never asked."""
+    return isinstance(exc, auth_errors.GoogleAuthError) and _auth_retryable(exc)
+
+
 def _auth_retryable(exc: auth_errors.GoogleAuthError) -> bool:
     """The token server out of reach or busy, not credentials that are gone or revoked."""
     timed_out = (auth_errors.TransportError, auth_errors.TimeoutError)
