@@ -392,6 +392,8 @@ def setup(level: int = logging.INFO, secrets: Iterable[str] = ()) -> None:
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread
-    # The SDK and websockets are chatty at INFO and could echo request details.
-    for noisy in ("google_genai", "google.genai", "websockets", "httpx", "picamera2"):
+    # The SDK and websockets are chatty at INFO and could echo request details. `google`
+    # (google.genai, google.auth) set, google-auth leaves it joined to ours: a `google`
+    # logger nobody set up is cut off at its first request, its warnings lost.
+    for noisy in ("google_genai", "google", "websockets", "httpx", "picamera2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -192,6 +192,24 @@ def test_the_sdks_notice_that_tokens_are_experimental_stays_out_of_the_journal(
     assert "Some other feature is experimental." in result.stderr
 
 
+def test_google_auths_warnings_reach_the_journal_as_ours_do_with_the_key_masked() -> None:
+    """google-auth cuts its `google` logger off from the root at its first request unless
+    that logger was set up, and `google.auth` has a NullHandler: its warnings (a token
+    refresh retried, a metadata server not found) were lost, never in the journal."""
+    key = "AIzaSyA-owners-key-0123456789abcdef"
+    probe = (
+        "import logging; from device import logs; from google.auth import _helpers; "
+        f"logs.setup(secrets=[{key!r}]); "
+        "_helpers.is_logging_enabled(logging.getLogger('google.auth.transport.requests')); "
+        f"logging.getLogger('google.auth._default').warning('refresh with {key} retried')"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": CHECKOUT, "LIVE_APPLIANCE_LOG_FORMAT": "json"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=30, env=env, check=True)  # fmt: skip
+    (line,) = [json.loads(raw) for raw in result.stderr.splitlines()]
+    assert line["MESSAGE"].startswith("refresh with ") and key not in result.stderr, line
+
+
 def test_unknown_enum_values_from_the_service_stay_inside_the_log_bounds(
     tmp_path: Any,
 ) -> None:
