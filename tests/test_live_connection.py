@@ -608,6 +608,25 @@ def test_a_go_away_with_a_time_it_cannot_read_means_now(time_left: str) -> None:
     assert _seconds(time_left) == 0.0
 
 
+@pytest.mark.parametrize(
+    ("time_left", "said"), [("1e9s", "a moment"), ("soon", "a moment"), ("12.50s", "12.5 s")]
+)
+async def test_a_go_aways_line_says_the_time_left_as_the_box_read_it(
+    time_left: str, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A time the box cannot read moves it at once; the line said "will close this
+    connection in 1e9s", thirty years as an owner reads it, for a switch that came now."""
+    caplog.set_level(logging.INFO)
+    conn = connection(Seen(), WireTurn(), ToolAnswers())
+    with pytest.raises(ExceptionGroup):
+        async with asyncio.TaskGroup() as group:
+            conn._group = group
+            conn._plan_switch(time_left)
+            raise RuntimeError("read: the switch itself is not this test's")
+    lines = [r.getMessage() for r in caplog.records if "will close" in r.getMessage()]
+    assert lines == [f"the service will close this connection in {said}"]
+
+
 async def test_an_interrupted_after_a_tool_call_ends_that_turn_not_the_reply_before() -> None:
     """A reply came whole; the next generation began with a tool call (no audio yet), and
     the person talked over it: that interrupted and its turnComplete end that turn (a

@@ -535,7 +535,8 @@ class Connection:
         at = asyncio.get_running_loop().time() + max(0.0, seconds - SWITCH_MARGIN_S)
         if self._switch_at is not None and at >= self._switch_at:
             return
-        log.info("the service will close this connection in %s", time_left or "a moment")
+        said = f"{seconds:g} s" if seconds else "a moment"  # what the box read, not the raw
+        log.info("the service will close this connection in %s", said)
         planned = self._switch_at is not None
         self._switch_at, self._switch_left = at, seconds
         if self._switch_deadline is not None:
