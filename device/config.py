@@ -707,6 +707,20 @@ def _describe(hint: Any) -> str:
 _PLURALS = {int: "integers", str: "non-empty strings"}
 
 
+def _check_speech_is_sent(where: str, config: Config) -> None:
+    """Hands-free, a second below `pause_below_dbfs` holds the microphone back, and what is
+    held back is neither sent nor heard as speech: a `speech_dbfs` below it (lowered for
+    someone who speaks softly) would have their words dropped once the room was quiet."""
+    audio = config.audio
+    if config.button.mode == "toggle" and audio.speech_dbfs < audio.pause_below_dbfs:
+        raise ConfigError(
+            f"{where}: [audio] speech_dbfs ({audio.speech_dbfs:g} dBFS) must not be below "
+            f"pause_below_dbfs ({audio.pause_below_dbfs:g} dBFS) in toggle mode: speech that "
+            "quiet would count as someone talking, but after a second of it the microphone "
+            "would no longer be sent; lower pause_below_dbfs too (-100: always send)"
+        )
+
+
 def _check_consistency(where: str, config: Config, whole: bool) -> None:
     live = config.live
     if live.backend == "vertex" and not (live.project and live.location):
@@ -749,6 +763,7 @@ def _check_consistency(where: str, config: Config, whole: bool) -> None:
             f"must be above silence_ms ({conv.silence_ms} ms) in toggle mode: the box would "
             "hang up before the service hears the end of what was said"
         )
+    _check_speech_is_sent(where, config)
     for label, named in (
         ("[live] api_key_file", live.api_key_file),
         ("[live] system_instruction_file", live.system_instruction_file),

@@ -994,6 +994,27 @@ def test_hands_free_hanging_up_before_the_services_end_of_speech_stops_the_start
     config.load(write(tmp_path, path.read_text().replace("toggle", "push_to_talk")), key=False)
 
 
+def test_hands_free_speech_quieter_than_the_pause_gate_stops_the_start(tmp_path: Path) -> None:
+    """speech_dbfs lowered to -55 for a child who speaks softly from across the room, the
+    pause gate left at -50: the box counted the child's words as speech, but once the
+    room had been quiet a second the gate held them back, every one (0 of 50 chunks at
+    -52 dBFS reached the service), and the silence they should have kept open hung up."""
+    path = write(tmp_path, "[button]\nmode = 'toggle'\n[audio]\nspeech_dbfs = -55\n")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path, key=False)
+    assert str(caught.value) == (
+        f"{path}: [audio] speech_dbfs (-55 dBFS) must not be below pause_below_dbfs "
+        "(-50 dBFS) in toggle mode: speech that quiet would count as someone talking, but "
+        "after a second of it the microphone would no longer be sent; lower pause_below_dbfs "
+        "too (-100: always send)"
+    )
+    for fine in ("speech_dbfs = -55\npause_below_dbfs = -60", "pause_below_dbfs = -100\n"
+                 "speech_dbfs = -90", "speech_dbfs = -50"):
+        config.load(write(tmp_path, f"[button]\nmode = 'toggle'\n[audio]\n{fine}\n"), key=False)
+    # Push-to-talk nothing of a held press is held back.
+    config.load(write(tmp_path, "[audio]\nspeech_dbfs = -55\n"), key=False)
+
+
 @pytest.mark.parametrize(
     ("text", "meant"),
     [
