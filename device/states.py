@@ -659,11 +659,16 @@ def _transition(m: Machine, event: Event) -> Step:
 
         case TurnComplete(more_to_come=more) if m.state is State.SPEAKING:
             return m.to(State.SPEAKING, reply_done=True, more_to_come=more), []
-        case TurnComplete(more_to_come=True) if m.state is State.THINKING:
+        case TurnComplete(more_to_come=True) if m.state is State.THINKING or (
+            not ptt and m.state is State.LISTENING
+        ):
             # Still working: the reply timer starts again; the reply has begun, without a
             # word yet, and its longest_reply_s counts from here if nothing came before.
+            # Hands-free a reply is owed from then on: the box thinks, and the silence
+            # waits for it (the person waits for it too, saying nothing).
             longest = [] if Timer.LONG_REPLY in m.timers else [StartTimer(Timer.LONG_REPLY)]
-            return m, [StartTimer(Timer.REPLY), *longest]
+            owed: list[Action] = [] if ptt else [CancelTimer(Timer.SILENCE)]
+            return m.to(State.THINKING), [*owed, StartTimer(Timer.REPLY), *longest]
         case TurnComplete() if m.state is State.THINKING and working:
             return m, []  # the model goes on with the tool's answer
         case TurnComplete() if m.state is State.THINKING:

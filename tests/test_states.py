@@ -251,6 +251,26 @@ def test_a_model_still_working_after_its_words_thinks_on_until_the_rest_comes() 
     assert seen == [State.SPEAKING, State.IDLE]
 
 
+def test_hands_free_a_model_working_before_its_first_word_is_waited_for_not_hung_up_on(
+) -> None:
+    """Hands-free, the person asks and waits in silence; the model says it works on
+    (turnComplete, IN_PROGRESS) before a word of its reply, as after a tool's answer. The
+    box went on listening (blue, not the amber of thinking) with the silence timer
+    running from the question's last word, and hung up on the reply it was owed."""
+    more = s.TurnComplete(session=1, more_to_come=True)
+    asked, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP, s.SpeechHeard(True))
+    m, seen, actions = run(asked, more)
+    assert seen == [State.THINKING] and s.Timer.SILENCE not in m.timers
+    assert {"start_timer:reply", "start_timer:long_reply"} <= set(names(actions))
+    m, seen, actions = run(m, s.Timeout(s.Timer.SILENCE), REPLY, DONE, s.PlaybackDrained())
+    assert seen == [State.THINKING, State.SPEAKING, State.SPEAKING, State.LISTENING]
+    assert m.session_open and s.Timer.SILENCE in m.timers, "listening on, the silence whole"
+    # A reply that never comes: the error earcon after reply_timeout_s, then listening.
+    m, seen, actions = run(asked, more, s.Timeout(s.Timer.REPLY))
+    assert seen[-1] is State.LISTENING and "play_earcon:error" in names(actions)
+    assert m.session_open and s.Timer.SILENCE in m.timers
+
+
 def test_a_reply_that_stops_coming_ends_the_turn_too() -> None:
     m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released())
     m, _, actions = run(m, REPLY, REPLY)
