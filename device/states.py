@@ -691,9 +691,10 @@ def _transition(m: Machine, event: Event) -> Step:
 
         case Interrupted() if ptt and m.held:
             return m, []  # the press silenced the reply: what plays is its "go ahead" beep
-        case Interrupted() if m.state in _REPLYING:
+        case Interrupted() if m.state in _REPLYING or (not ptt and m.ending):
             # Hands-free, the person talked over it: over the goodbye too ("wait, one more
-            # thing"), the conversation goes on, as after a press over it.
+            # thing"), the conversation goes on, as after a press over it; so it does when
+            # they went on before its first word, the goodbye stopped for them.
             return _turn_over(m if ptt else m.to(m.state, ending=False), [ClearPlayback()])
         case Interrupted():
             return m, [ClearPlayback()]

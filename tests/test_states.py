@@ -741,6 +741,19 @@ def test_hands_free_talking_over_the_goodbye_keeps_the_conversation(stopped: s.E
     m, _, _ = run(m, REPLY, DONE, s.PlaybackDrained())
     assert m.session_open and m.state is State.LISTENING, "the answer to them is heard"
 
+def test_hands_free_speaking_up_before_the_goodbye_is_heard_keeps_the_conversation() -> None:
+    """Hands-free, a person who paused to think is taken for done: the model calls
+    end_conversation before a word of its goodbye, and they go on ("...and one more
+    thing"). The service stops the goodbye it was making for them (interrupted), but the
+    box kept the hang-up: it hung up once the answer to them had played."""
+    m, _, _ = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP, ENDED, s.SpeechHeard(True))
+    m, seen, actions = run(m, INTERRUPTED)
+    assert seen == [State.LISTENING] and not m.ending and s.Timer.SILENCE in m.timers
+    m, _, actions = run(m, REPLY, DONE, s.PlaybackDrained())
+    assert "close_session" not in names(actions), "hung up after the answer to them"
+    assert m.session_open and m.state is State.LISTENING
+
+
 def _capture(capturing: bool, framing: bool, actions: list[s.Action]) -> tuple[bool, bool]:
     for action in actions:
         match action:
