@@ -18,6 +18,7 @@ from fakes import FakeActions, Gate, gated_tools
 from google.genai import types
 from helpers import until
 from test_go_away import heard_ms
+from test_live_session import Speaker
 from test_replies_after_tools import HandsFree, audio, content
 from wire import config_for
 
@@ -89,10 +90,11 @@ class Conversation:
 
 @contextlib.asynccontextmanager
 async def conversation(
-    server: LiveServer, gate: Gate, **sections: Any
+    server: LiveServer, gate: Gate, speaker: Speaker | None = None, **sections: Any
 ) -> AsyncIterator[Conversation]:
     """A hands-free conversation opened by the wake button, the box's tools answering with
-    the `slow` one (held by `gate`); `sections` change the configuration's."""
+    the `slow` one (held by `gate`); the reply audio to `speaker`, which the test plays
+    out (None: the link never waits for a speaker); `sections` change the configuration's."""
     tools = ToolBox(ToolsConfig(enabled=("slow",)), FakeActions(), registry=gated_tools(gate))
     outbox = Outbox(hold_s=8)
     cfg = config_for(server, button={"mode": "toggle"}, **sections)
@@ -101,8 +103,10 @@ async def conversation(
     def on_event(event: Event) -> None:
         assert talk is not None
         talk.feed(event)
+        if speaker is not None and isinstance(event, ReplyAudio) and not event.talked_over:
+            speaker.feed(event.pcm)
 
-    link = LiveLink(cfg, outbox, on_event, lambda _item, _t: None, tools=tools)
+    link = LiveLink(cfg, outbox, on_event, lambda _item, _t: None, tools=tools, speaker=speaker)
     talk = Conversation(link, outbox)
     talk.feed(Pressed())
     link.open(talk.machine.session)

@@ -395,7 +395,22 @@ class LiveConnection:
             self._start_reply(heard)
             return
         self.pending_tools[call["id"]] = heard
-        self.spawn(self.send("tool_call", {"toolCall": {"functionCalls": [call]}}))
+        self.spawn(self._call_tool(call))
+
+    async def _call_tool(self, call: dict[str, Any]) -> None:
+        """The call, after the model's first words and before their turnComplete, when
+        the server is told to say some (`tool_preamble_seconds`)."""
+        config = self.server.config
+        seconds, rate = config.tool_preamble_seconds, config.reply_rate
+        pcm = reply_audio(0, seconds, rate, config.voice) if seconds else b""
+        step = chunk_bytes(config.chunk_seconds, rate)
+        for offset in range(0, len(pcm), step):
+            chunk = pcm[offset:offset + step]
+            part = {"inlineData": {"mimeType": pcm_mime(rate), "data": b64encode(chunk)}}
+            await self._content("audio", {"modelTurn": {"parts": [part]}}, chunk)
+        await self.send("tool_call", {"toolCall": {"functionCalls": [call]}})
+        if pcm:
+            await self._content("turn_complete", {"turnComplete": True})
 
     def _start_reply(self, heard: Utterance) -> None:
         previous = self._reply

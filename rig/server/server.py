@@ -66,6 +66,10 @@ class ServerConfig:
     odd_parts: bool = False  # reply parts of an odd length: a sample split across two parts
     other_parts: bool = False  # beside each audio part, a text part and an image part
     think_seconds: float = 0.0  # between the end of the user's turn and the first reply audio
+    # Before each tool call, the model's first words ("let me look that up") this long, in
+    # chunk_seconds parts sent at once, and their own turnComplete after the call: the
+    # Live API's order around a tool. 0: the call alone.
+    tool_preamble_seconds: float = 0.0
     # Each reply in two halves, as a model that reasons on in the background: the first ends
     # with turnComplete and interactionStatus IN_PROGRESS, the second comes this much later
     # and ends IDLE. None: one reply, no interactionStatus.
