@@ -419,11 +419,14 @@ class Connection:
 
     def _end_turn(self) -> None:
         """The reply ended; the one owed to a tool's answer only once no tool works (the
-        model may end a turn of its own, "let me look that up", while one does)."""
+        model may end a turn of its own, "let me look that up", while one does) and by an
+        end read after the answer went out: that turn's end, read while the tool worked,
+        waits behind its words for the speaker, and is handed on after a quick answer."""
         turn = self._turn
         turn.log_words()
         turn.awaiting_reply = turn.replying = False
-        turn.tool_reply_owed = turn.tool_reply_owed and turn.tools_running > 0
+        earlier = self._read_ahead.handing_on_earlier
+        turn.tool_reply_owed = turn.tool_reply_owed and (turn.tools_running > 0 or earlier)
         turn.update()
 
     # -- tools ----------------------------------------------------------------------------
@@ -514,6 +517,7 @@ class Connection:
             else:
                 response = await self._tools.run(call)
             await self.session.send_tool_response(function_responses=[response])
+            self._read_ahead.mark()  # what waits now ends no reply to this answer
         finally:
             self._tools_at_work(-1)
 

@@ -71,6 +71,9 @@ class ReadAhead:
         self._waiting: deque[tuple[Message, int, int]] = deque()
         self._held = 0  # what the messages waiting weigh (`_weight`)
         self._ends = 0  # messages waiting that end an interaction
+        self._before_mark = 0  # the first messages waiting, read before the last `mark`
+        #: The message being handed on was read before the last `mark`.
+        self.handing_on_earlier = False
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -96,6 +99,11 @@ class ReadAhead:
             await self._hand_on(message, size)
         else:
             self._wait(message, size)
+
+    def mark(self) -> None:
+        """Something went out (a tool's answer): what waits now was read before it, and
+        says so as it is handed on (`handing_on_earlier`). No answer to it is among them."""
+        self._before_mark = len(self._waiting)
 
     def unhandled(self) -> list[Message]:
         """What still waits, in order (the connection has ended: for the next one)."""
@@ -126,18 +134,26 @@ class ReadAhead:
                 self._waiting.popleft()
                 self._held -= weight
                 self._ends -= ends_interaction(message)
+                earlier, self._before_mark = self._before_mark > 0, max(0, self._before_mark - 1)
                 self._mind_the_bound()
-                await self._hand_on(message, size)
+                await self._hand_on(message, size, earlier)
             self._arrived.clear()
 
-    async def _hand_on(self, message: Message, size: int) -> None:
-        """Handle the message; after audio, let the loop run once. The audio reaches the
-        speaker through the appliance's events, and until it has, the speaker's room
-        says nothing of it: a reply read in one go went whole into the speaker, past
-        its bound, and nothing waited here."""
-        self._handle(message)
+    async def _hand_on(self, message: Message, size: int, earlier: bool = False) -> None:
+        """Handle the message (`earlier`: read before the last `mark`); after audio, let the
+        loop run once. The audio reaches the speaker through the appliance's events, and
+        until it has, the speaker's room says nothing of it: a reply read in one go went
+        whole into the speaker, past its bound, and nothing waited here."""
+        self._handle_marked(message, earlier)
         if size and self._speaker is not None:
             await asyncio.sleep(0)
+
+    def _handle_marked(self, message: Message, earlier: bool) -> None:
+        self.handing_on_earlier = earlier
+        try:
+            self._handle(message)
+        finally:
+            self.handing_on_earlier = False
 
     def _mind_the_bound(self) -> None:
         """The reader may read on while less than either bound's worth waits."""
@@ -172,12 +188,13 @@ class ReadAhead:
         heard: drop it, hand on the rest of them in order; those after them wait on."""
         count = len(self._waiting) if count is None else count
         dropped = [self._waiting.popleft() for _ in range(count)]
+        earlier, self._before_mark = self._before_mark, max(0, self._before_mark - count)
         self._held = sum(weight for _, _, weight in self._waiting)
         self._ends = sum(ends_interaction(message) for message, _, _ in self._waiting)
         self._mind_the_bound()
-        for message, _, _ in dropped:
+        for index, (message, _, _) in enumerate(dropped):
             if not isinstance(message, AudioOnly):
-                self._handle(message)
+                self._handle_marked(message, index < earlier)
 
 
 def _audio_bytes(message: Message) -> int:
