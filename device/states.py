@@ -198,6 +198,9 @@ class TurnComplete(LinkEvent):
     talked_over: bool = False
     #: The model works on (its interaction is IN_PROGRESS): more of the reply may follow.
     more_to_come: bool = False
+    #: The turn came whole and played on from the next connection ("let me look that up"),
+    #: but the tool's answer, or the reply to it, went with the connection before.
+    answer_lost: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -657,8 +660,9 @@ def _transition(m: Machine, event: Event) -> Step:
             actions = [CancelTimer(Timer.SILENCE), PlayReply(pcm), *starts]
             return m.to(State.SPEAKING, reply_done=False), actions
 
-        case TurnComplete(more_to_come=more) if m.state is State.SPEAKING:
-            return m.to(State.SPEAKING, reply_done=True, more_to_come=more), []
+        case TurnComplete(more_to_come=more, answer_lost=lost) if m.state is State.SPEAKING:
+            lost = lost and not m.ending
+            return m.to(State.SPEAKING, reply_done=True, more_to_come=more, answer_lost=lost), []
         case TurnComplete(more_to_come=True) if m.state is State.THINKING or (
             not ptt and m.state is State.LISTENING
         ):

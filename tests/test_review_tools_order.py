@@ -12,7 +12,22 @@ from helpers import until
 from test_handsfree_drops import Conversation, conversation
 from test_live_session import Speaker
 
-from device.states import Earcon, PlaybackDrained, Reconnected, Reconnecting, TurnComplete
+from device.states import (
+    Earcon,
+    EndConversation,
+    Machine,
+    PlaybackDrained,
+    PlayEarcon,
+    Pressed,
+    Reconnected,
+    Reconnecting,
+    Released,
+    ReplyAudio,
+    SetupComplete,
+    State,
+    TurnComplete,
+    step,
+)
 from rig.server.server import LiveServer
 
 #: "Let me look that up", longer than the speaker takes at once (test_live_session's
@@ -80,3 +95,49 @@ async def test_hands_free_the_reply_to_a_quick_tools_answer_ends_what_was_owed(
     lost = next(e for e in talk.events if isinstance(e, Reconnecting))
     assert not lost.reply_lost, talk.events
     assert talk.earcons == [Earcon.LISTEN_START], talk.events
+
+
+@pytest.mark.parametrize("answered", [False, True], ids=["tool-at-work", "tool-answered"])
+async def test_hands_free_first_words_carried_across_a_drop_end_with_the_error_earcon(
+    server: LiveServer, gate: Gate, answered: bool
+) -> None:
+    """"Let me look that up" (5 s of it), the call, the words' end: they came whole, and
+    their end still waits behind them for the speaker when the connection drops, the tool
+    at work (or its answer just gone out). The words play on from the next connection,
+    to their end; but the tool's answer, or the reply to it, went with the connection:
+    the box listened on without a sound, the person waiting for the rest."""
+    speaker = Speaker()
+    server.queue_tool_call("slow")
+    async with conversation(server, gate, speaker) as talk:
+        talk.say()
+        await gate.entered()
+        if answered:
+            gate.opened.set()
+            await server.wait_for(lambda: "tool_response" in server.kinds(1, "in"), 5)
+        server.drop()  # the model thinks over the answer, if it has it
+        await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+        speaker.play_out()
+        await until(lambda: any(isinstance(e, TurnComplete) for e in talk.events), within=5)
+        talk.feed(PlaybackDrained())
+    assert speaker.seconds == pytest.approx(PREAMBLE_S), "the first words were heard whole"
+    assert Earcon.ERROR in talk.earcons, talk.events
+
+
+@pytest.mark.parametrize("goodbye", [False, True], ids=["question", "goodbye"])
+def test_push_to_talk_first_words_whose_answer_was_lost_end_with_the_error_earcon(
+    goodbye: bool,
+) -> None:
+    """The same in push-to-talk: the words carried on from the next connection end, and
+    their answer is lost; once they have played, the error earcon, then idle. Not after
+    the model's goodbye (end_conversation): nothing more was to follow it."""
+    m = Machine()
+    earcons: list[Earcon] = []
+    words = ReplyAudio(session=1, pcm=b"\x01\x00" * 100)
+    events = [Pressed(), SetupComplete(session=1), Released(), words]
+    events += [EndConversation(session=1)] if goodbye else []
+    events += [TurnComplete(session=1, answer_lost=True), PlaybackDrained()]
+    for event in events:
+        m, actions = step(m, event)
+        earcons += [a.earcon for a in actions if isinstance(a, PlayEarcon)]
+    assert (Earcon.ERROR in earcons) is not goodbye, earcons
+    assert m.state is State.IDLE

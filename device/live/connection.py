@@ -26,7 +26,7 @@ from device.live.client import send_text_turn
 from device.live.errors import ConnectionDead, NotReading, Unacknowledged, unacknowledged
 from device.live.hooks import Hooks
 from device.live.inbound import AudioOnly, messages
-from device.live.read_ahead import Message, ReadAhead, ends_turn, more_to_come
+from device.live.read_ahead import Message, ReadAhead, ends_interaction, ends_turn, more_to_come
 from device.live.reply import ReplyDecoder
 from device.live.setup import CLOSE_TIMEOUT_S
 from device.live.turn import WireTurn
@@ -70,6 +70,9 @@ class Carried(NamedTuple):
     #: What its audio so far went through: it may hold the first byte of a sample whose
     #: second byte is in the messages carried.
     decoder: ReplyDecoder
+    #: A tool was called in it ("let me look that up"), and its answer, or the reply to
+    #: it, went with the connection: its end says so (`TurnComplete.answer_lost`).
+    answer_lost: bool = False
 
 
 class Connection:
@@ -121,6 +124,12 @@ class Connection:
         self.completed_turns = 0  # turns this connection carried to their end
         self._replied = False  # reply audio came since the last turn's end
         self._not_reading: NotReading | None = None  # the service read nothing: it ended
+        self._answer_unsent = False  # a call's task ended with the connection, unanswered
+        #: The turn ends still to come of a carried reply, up to the one whose tool's
+        #: answer was lost (`Carried.answer_lost`); 0 when none was.
+        self._ends_to_lost = 0
+        if carried is not None and carried.answer_lost:
+            self._ends_to_lost = sum(ends_interaction(message) for message in carried.messages)
         self.words_sent = False  # the person's turn (sound, its end, text) went out on it
 
     async def run(self) -> Exception:
@@ -159,8 +168,15 @@ class Connection:
         a close), to its end there."""
         unhandled = self._read_ahead.unhandled()
         if any(ends_turn(message) for message in unhandled):
-            return Carried(unhandled, self.decoder)
+            return Carried(unhandled, self.decoder, self._answer_lost())
         return None
+
+    def _answer_lost(self) -> bool:
+        """The reply owed to a tool's answer cannot come: the answer never went out, or no
+        turn's end read after it waits (the service had not sent the reply whole)."""
+        if not self._turn.tool_reply_owed:
+            return False
+        return self._answer_unsent or not self._read_ahead.end_after_mark()
 
     def drop_whole_reply(self) -> bool:
         """The person talks over the reply playing: True when the service has sent all of
@@ -350,6 +366,7 @@ class Connection:
             hooks.on_event(SpeechHeard())
         if content.output_transcription is not None and content.output_transcription.text:
             turn.said.add(content.output_transcription.text)
+        answer_lost = self._carried_end_lost(content)
         if self._late_word_on_a_whole_reply(content):
             return
         ends = content.interrupted or content.turn_complete
@@ -386,7 +403,15 @@ class Connection:
             self._end_turn()
             turn.last_reply_whole = True
             self._turn_carried(asked)
-            hooks.on_event(TurnComplete(session=session))
+            hooks.on_event(TurnComplete(session=session, answer_lost=answer_lost))
+
+    def _carried_end_lost(self, content: types.LiveServerContent) -> bool:
+        """Whether this is the carried turn's end whose tool's answer the connection before
+        lost (`Carried.answer_lost`)."""
+        if not self._ends_to_lost or not content.turn_complete or more_to_come(content):
+            return False
+        self._ends_to_lost -= 1
+        return not self._ends_to_lost
 
     def _late_word_on_a_whole_reply(self, content: types.LiveServerContent) -> bool:
         """An interrupted after a reply that came whole (its turnComplete before it; it may
@@ -518,6 +543,9 @@ class Connection:
                 response = await self._tools.run(call)
             await self.session.send_tool_response(function_responses=[response])
             self._read_ahead.mark()  # what waits now ends no reply to this answer
+        except asyncio.CancelledError as exc:
+            self._answer_unsent = self._answer_unsent or exc.args != (WITHDRAWN,)
+            raise
         finally:
             self._tools_at_work(-1)
 

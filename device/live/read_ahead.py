@@ -105,6 +105,11 @@ class ReadAhead:
         says so as it is handed on (`handing_on_earlier`). No answer to it is among them."""
         self._before_mark = len(self._waiting)
 
+    def end_after_mark(self) -> bool:
+        """A turn's end read after the last `mark` waits: the reply to the answer came."""
+        waiting = list(self._waiting)[self._before_mark:]
+        return any(ends_interaction(message) for message, _, _ in waiting)
+
     def unhandled(self) -> list[Message]:
         """What still waits, in order (the connection has ended: for the next one)."""
         return [message for message, _, _ in self._waiting]
