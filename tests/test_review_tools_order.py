@@ -4,6 +4,7 @@ link's events fed to the real state machine."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,6 +14,7 @@ from test_handsfree_drops import Conversation, conversation
 from test_live_session import Speaker
 
 from device.states import (
+    ConnectionLost,
     Earcon,
     EndConversation,
     Machine,
@@ -141,3 +143,27 @@ def test_push_to_talk_first_words_whose_answer_was_lost_end_with_the_error_earco
         earcons += [a.earcon for a in actions if isinstance(a, PlayEarcon)]
     assert (Earcon.ERROR in earcons) is not goodbye, earcons
     assert m.state is State.IDLE
+
+
+async def test_hands_free_a_tools_answer_crossing_its_withdrawal_does_not_end_the_conversation(
+    server: LiveServer, gate: Gate
+) -> None:
+    """The tool answers just as the person starts talking again: the service withdraws the
+    call (toolCallCancellation) while the answer is on its way, and refuses it on arrival
+    (1007: an id it no longer knows). That close was taken for a refusal of the key or a
+    setting: the conversation ended with the error, mid-sentence."""
+    server.config.tool_preamble_seconds = 0.0
+    call = server.queue_tool_call("slow")
+    async with conversation(server, gate) as talk:
+        talk.outbox.put("text", "what time is it?")
+        await gate.entered()
+        server.config.uplink_bytes_per_s = 500  # the answer takes a while to arrive
+        gate.opened.set()
+        assert await asyncio.to_thread(gate.finished.wait, 5)
+        await asyncio.sleep(0.05)  # the answer is on its way
+        await server.cancel_tool_call(call)
+        server.config.uplink_bytes_per_s = None
+        await until(lambda: any(isinstance(e, Reconnected | ConnectionLost)
+                                for e in talk.events), within=10)
+        assert talk.machine.session_open, talk.events
+    assert not any(isinstance(e, ConnectionLost) for e in talk.events), talk.events

@@ -17,13 +17,20 @@ import functools
 import logging
 import re
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from google.genai import types
 from google.genai.live import AsyncSession
 
 from device.live.client import send_text_turn
-from device.live.errors import ConnectionDead, NotReading, Unacknowledged, unacknowledged
+from device.live.errors import (
+    ConnectionDead,
+    NotReading,
+    Unacknowledged,
+    answer_crossed,
+    unacknowledged,
+)
 from device.live.hooks import Hooks
 from device.live.inbound import AudioOnly, messages
 from device.live.read_ahead import Message, ReadAhead, ends_interaction, ends_turn, more_to_come
@@ -105,6 +112,9 @@ class Connection:
         self._tool_tasks: dict[str, set[asyncio.Task[None]]] = {}
         self._tool_runs: set[asyncio.Task[None]] = set()  # every call running
         self._tool_refusal: asyncio.Task[None] | None = None
+        #: The ids of the newest answers that went out, for a withdrawal that crosses one.
+        self._answered: deque[str] = deque(maxlen=TOOL_CALLS_LIMIT)
+        self._answer_crossed = False  # the service withdrew a call whose answer went out
         self._tools_busy = Overflow(log, "tool_calls")
         self._told_no_tools = False
         self._told_no_id = False
@@ -156,6 +166,8 @@ class Connection:
             # before the reconnect ended the session. A close's request stays (`_serve`).
             if task.cancelling() > requests:
                 task.uncancel()
+        if ended is not None and self._answer_crossed:
+            ended = answer_crossed(ended)
         if ended is not None and self._not_reading is None and unacknowledged(ended):
             silent = Unacknowledged(f"for {UNACKED_LIMIT_S} s")
             silent.__cause__ = ended
@@ -497,6 +509,8 @@ class Connection:
             for task in self._tool_tasks.pop(call_id, ()):
                 task.cancel(WITHDRAWN)  # the tool's line says so (LIVE_TOOL_RESULT=cancelled)
                 withdrawn = True
+            if call_id in self._answered:  # on its way: the service will refuse it (1007)
+                self._answer_crossed = withdrawn = True
         if withdrawn and not self._tool_tasks:  # no answer will go out: no reply follows one
             self._turn.tool_reply_owed = False
             self._turn.update()
@@ -541,6 +555,7 @@ class Connection:
                 response = answer(call, {"error": "no tools are enabled on this device"})
             else:
                 response = await self._tools.run(call)
+            self._answered.append(call.id or "")
             await self.session.send_tool_response(function_responses=[response])
             self._read_ahead.mark()  # what waits now ends no reply to this answer
         except asyncio.CancelledError as exc:

@@ -110,6 +110,23 @@ def unacknowledged(exc: BaseException) -> bool:
     return False
 
 
+class AnswerCrossed(Exception):
+    """The service closed the connection over a tool's answer that crossed its withdrawal
+    of the call (toolCallCancellation) on the wire: a race, not a refusal."""
+
+
+def answer_crossed(ended: Exception) -> Exception:
+    """What ended a connection on which a tool's answer crossed its call's withdrawal:
+    the service's 1007 (an id it no longer knows) is that race, and resuming mends it; a
+    refusal it would be, and the conversation ended. Anything else as it is."""
+    closed = _close_of(ended)
+    if closed is None or closed[0] != CLOSE_INVALID or _names_the_key(*closed):
+        return ended
+    crossed = AnswerCrossed(describe_failure(ended))
+    crossed.__cause__ = ended
+    return crossed
+
+
 class GaveUp(Exception):
     """The connections kept failing for `reconnect_for_s`: the session ends (the message
     says how many tries, for how long, and the last failure)."""
@@ -191,6 +208,8 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "credentials", words
     if isinstance(exc, GaveUp):
         return "gave_up", str(exc)
+    if isinstance(exc, AnswerCrossed):
+        return "closed", f"a tool's answer crossed the service's withdrawal of it: {exc}"
     if isinstance(exc, Unacknowledged):
         return "silent", f"nothing the box sends is acknowledged ({exc})"
     if isinstance(exc, NotReading):
