@@ -167,3 +167,21 @@ async def test_hands_free_a_tools_answer_crossing_its_withdrawal_does_not_end_th
                                 for e in talk.events), within=10)
         assert talk.machine.session_open, talk.events
     assert not any(isinstance(e, ConnectionLost) for e in talk.events), talk.events
+
+
+async def test_hands_free_the_box_thinks_until_the_reply_to_a_quick_tools_answer(
+    server: LiveServer, gate: Gate
+) -> None:
+    """The words, the call, the quick answer, the words' end handed on after it: once the
+    words had played, the LEDs said listening (push-to-talk: idle) while the model
+    thought over the answer, and the reply came out of a box that said it was done."""
+    speaker = Speaker()
+    server.queue_tool_call("slow")
+    async with conversation(server, gate, speaker) as talk:
+        await answered_while_the_first_words_play(server, talk, speaker, gate)
+        thinking = talk.machine.state
+        await until(lambda: sum(isinstance(e, TurnComplete) for e in talk.events) == 2, within=5)
+        talk.feed(PlaybackDrained())
+    assert thinking is State.THINKING, "the LEDs said the box was done"
+    assert talk.machine.state is State.LISTENING
+    assert talk.earcons == [Earcon.LISTEN_START], talk.events

@@ -415,7 +415,12 @@ class Connection:
             self._end_turn()
             turn.last_reply_whole = True
             self._turn_carried(asked)
-            hooks.on_event(TurnComplete(session=session, answer_lost=answer_lost))
+            # The words before a tool's answer went out ended: the reply to it is to come
+            # (while a tool works, the state machine knows as much from ToolsAtWork).
+            answer_due = turn.tool_reply_owed and not turn.tools_running
+            hooks.on_event(
+                TurnComplete(session=session, more_to_come=answer_due, answer_lost=answer_lost)
+            )
 
     def _carried_end_lost(self, content: types.LiveServerContent) -> bool:
         """Whether this is the carried turn's end whose tool's answer the connection before
