@@ -377,3 +377,22 @@ async def test_the_doctors_turn_passes_past_a_message_of_a_newer_service(
     await newer
     assert result.status is Status.PASS, result
     assert "first reply audio" in result.measured
+
+
+async def test_the_doctors_turn_answers_a_tool_the_model_calls_and_hears_its_reply(
+    server: LiveServer,
+) -> None:
+    """The doctor sets the session up as the daemon does, tools declared; a model that
+    called one for its question waited for an answer that never came, and the check said
+    "Live turn: no answer ... in 30 s" with the advice that the service may be down."""
+    call_id = server.queue_tool_call("get_time")
+    context = Context(config_for(server), Options(turn=True), Progress(spinner=False))
+    result = await check_network(context)
+    assert result.status is Status.PASS, result
+    assert "first reply audio" in result.measured
+    answered = [
+        response
+        for entry in server.entries(direction="in") if entry.kind == "tool_response"
+        for response in (entry.raw or {})["tool_response"]["functionResponses"]
+    ]
+    assert [response["id"] for response in answered] == [call_id]

@@ -105,6 +105,8 @@ async def run_turn(
     interrupted = False
     decoder = ReplyDecoder()
     async for message in _one_turn(session):
+        if message.tool_call is not None:
+            await _answer_not_run(session, message.tool_call)
         content = message.server_content
         if content is None:
             continue
@@ -124,6 +126,18 @@ async def run_turn(
     return Reply(
         words.text().strip(), bytes(audio), first_audio, time.monotonic() - started, interrupted
     )
+
+
+async def _answer_not_run(session: AsyncSession, call: types.LiveServerToolCall) -> None:
+    """`doctor --turn` sets the session up as the daemon does, its tools declared, but runs
+    none: each call is answered as not run, so that the model replies (it waits for every
+    answer) and the check times the link, not a wait for an answer that never comes."""
+    from device.tools import answer
+
+    said = {"error": "not run: this turn only checks the connection"}
+    responses = [answer(one, said) for one in call.function_calls or ()]
+    if responses:
+        await session.send_tool_response(function_responses=responses)
 
 
 async def _one_turn(session: AsyncSession) -> AsyncIterator[types.LiveServerMessage]:
