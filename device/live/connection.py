@@ -434,11 +434,16 @@ class Connection:
         """An interrupted after a reply that came whole (its turnComplete before it; it may
         still be playing), and the turnComplete that follows it: it stops the speaker
         unless a newer turn awaits its reply, and ends nothing of that turn. Whether it was
-        this (then nothing more of the message is to be done)."""
+        this (then nothing more of the message is to be done). After words that came whole
+        before their tool's answer ("let me look that up"), with the answer out, it is the
+        person cutting the reply the model was making to it: that is owed no longer."""
         turn = self._turn
         if content.interrupted and turn.last_reply_whole:
             turn.last_reply_whole = False
             turn.stray_end_due = not content.turn_complete
+            if not turn.tools_running:
+                turn.tool_reply_owed = False
+                turn.update()
             if not turn.in_flight:
                 self._hooks.on_event(Interrupted(session=self._hooks.session))
             return True

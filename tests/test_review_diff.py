@@ -1,0 +1,60 @@
+"""The day's diff read again (2026-12-05): a tool's first words ("let me look that up"),
+its quick answer and the reply owed to it, through the local server and the real SDK,
+the link's events fed to the real state machine as the appliance feeds them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from fakes import Gate
+from helpers import until
+from test_handsfree_drops import conversation
+from test_live_session import Speaker
+from test_tool_answers_in_order import PREAMBLE_S
+
+from device.states import (
+    Interrupted,
+    State,
+    TurnComplete,
+)
+from rig.server.server import LiveServer
+
+
+@pytest.fixture
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
+    """The model says a few words before each tool call, then thinks over the tool's
+    answer for longer than a test here waits: what the test does meanwhile comes first."""
+    options = {"tool_preamble_seconds": PREAMBLE_S, "think_seconds": 60.0}
+    async with LiveServer(pace=0, reply_seconds=0.2, **options) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
+
+
+async def test_hands_free_talking_over_first_words_after_a_quick_tools_answer_stops_them(
+    server: LiveServer, gate: Gate
+) -> None:
+    """"Let me look that up" (5 s of it), the call, the words' end; the tool answers at
+    once, and the words' end, handed on after the answer, leaves the reply to it owed.
+    The person talks over the words' last second ("no, the other one"): the service
+    stops the reply it was making (interrupted), which the box took for a late word on
+    words that came whole. They played on over the person, and the box went on to say
+    it was thinking while they talked."""
+    speaker = Speaker()
+    server.queue_tool_call("slow")
+    async with conversation(server, gate, speaker) as talk:
+        talk.say()
+        await gate.entered()
+        gate.opened.set()
+        await server.wait_for(lambda: "tool_response" in server.kinds(1, "in"), 5)
+        speaker.play_out()  # the words' last second, and their end, are handed on
+        await until(lambda: any(isinstance(e, TurnComplete) for e in talk.events), within=5)
+        talked = len(talk.events)
+        talk.say()
+        await server.wait_for(lambda: "interrupted" in server.kinds(1, "out"), 5)
+        with contextlib.suppress(AssertionError):  # read, or never acted on
+            await until(lambda: talk.machine.state is not State.SPEAKING, within=5)
+    over = talk.events[talked:]
+    assert any(isinstance(e, Interrupted) for e in over), f"the words played on: {over}"
+    assert talk.machine.state is State.LISTENING, talk.states
