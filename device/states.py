@@ -732,8 +732,12 @@ def _transition(m: Machine, event: Event) -> Step:
             return m, [CancelTimer(Timer.REPLY), StartTimer(Timer.TOOL), *longest]
         case ToolsAtWork(calls=calls) if calls <= 0 and working:
             # The answers went out: the model has a whole reply_timeout_s from here, not
-            # what the tool's time (up to its timeout_s) left of it.
-            return m, [CancelTimer(Timer.TOOL), StartTimer(Timer.REPLY)]
+            # what the tool's time (up to its timeout_s) left of it. Words before the call
+            # ended already ("let me check", still playing): the reply to the answer is to
+            # come, thought over once they have played (not after a goodbye: it hangs up).
+            reply_owed = m.state is State.SPEAKING and m.reply_done and not m.ending
+            after_answer = m.to(m.state, more_to_come=True) if reply_owed else m
+            return after_answer, [CancelTimer(Timer.TOOL), StartTimer(Timer.REPLY)]
         case ToolsAtWork():
             return m, []
 

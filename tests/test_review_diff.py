@@ -12,11 +12,17 @@ from fakes import Gate
 from helpers import until
 from test_handsfree_drops import conversation
 from test_live_session import Speaker
+from test_states import DONE, ENDED, REPLY, SETUP, names, run
 from test_tool_answers_in_order import PREAMBLE_S
 
+from device import states as s
 from device.states import (
     Interrupted,
+    Machine,
+    Mode,
+    PlaybackDrained,
     State,
+    ToolsAtWork,
     TurnComplete,
 )
 from rig.server.server import LiveServer
@@ -58,3 +64,46 @@ async def test_hands_free_talking_over_first_words_after_a_quick_tools_answer_st
     over = talk.events[talked:]
     assert any(isinstance(e, Interrupted) for e in over), f"the words played on: {over}"
     assert talk.machine.state is State.LISTENING, talk.states
+
+
+async def test_hands_free_short_first_words_then_a_quick_answer_the_box_thinks_until_the_reply(
+    server: LiveServer, gate: Gate
+) -> None:
+    """"Let me check" (a second: the speaker takes it at once, and its end is handed on
+    while the tool works); the tool answers while the words still play. Once they had
+    played the box listened (push-to-talk: idle) while the model thought over the
+    answer, where after longer words, whose end waits behind them, it thinks."""
+    server.config.tool_preamble_seconds = 1.0
+    speaker = Speaker()
+    server.queue_tool_call("slow")
+    async with conversation(server, gate, speaker) as talk:
+        talk.say()
+        await gate.entered()
+        await until(lambda: any(isinstance(e, TurnComplete) for e in talk.events), within=5)
+        gate.opened.set()
+        await until(
+            lambda: any(isinstance(e, ToolsAtWork) and e.calls == 0 for e in talk.events),
+            within=5,
+        )
+        speaker.play_out()
+        talk.feed(PlaybackDrained())
+        thinking = talk.machine.state
+    assert thinking is State.THINKING, talk.states
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_first_words_ended_before_their_tools_quick_answer_then_the_box_thinks(
+    mode: Mode,
+) -> None:
+    """The same in the state machine, in both modes: push-to-talk the box went idle, and
+    a drop before the reply lost it without the error earcon. A goodbye (end_conversation)
+    still hangs up once it has played, without one."""
+    asking = s.Released() if mode is Mode.PUSH_TO_TALK else s.SpeechHeard(from_the_room=True)
+    calling = [REPLY, s.ToolsAtWork(session=1, calls=1)]
+    answered = [DONE, s.ToolsAtWork(session=1, calls=0), s.PlaybackDrained()]
+    m, _, _ = run(Machine(mode=mode), s.Pressed(), SETUP, asking, *calling, *answered)
+    assert m.state is State.THINKING
+    _, _, actions = run(m, s.Reconnecting(session=1, reason="a drop"))
+    assert "play_earcon:error" in names(actions)
+    m, _, actions = run(Machine(mode=mode), s.Pressed(), SETUP, asking, *calling, ENDED, *answered)
+    assert not m.session_open and "play_earcon:error" not in names(actions)
