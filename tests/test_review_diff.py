@@ -17,10 +17,12 @@ from test_tool_answers_in_order import PREAMBLE_S
 
 from device import states as s
 from device.states import (
+    Earcon,
     Interrupted,
     Machine,
     Mode,
     PlaybackDrained,
+    Reconnected,
     State,
     ToolsAtWork,
     TurnComplete,
@@ -107,3 +109,39 @@ def test_first_words_ended_before_their_tools_quick_answer_then_the_box_thinks(
     assert "play_earcon:error" in names(actions)
     m, _, actions = run(Machine(mode=mode), s.Pressed(), SETUP, asking, *calling, ENDED, *answered)
     assert not m.session_open and "play_earcon:error" not in names(actions)
+
+
+async def test_a_drop_as_the_reply_to_a_quick_answer_begins_ends_in_the_error_after_the_words(
+    monkeypatch: pytest.MonkeyPatch, gate: Gate
+) -> None:
+    """The words and their end wait behind the speaker, the tool has answered, and the
+    reply to the answer has begun to arrive behind them when the connection drops. The
+    words played on from the next connection, then the start of the reply, cut mid-word,
+    and the box said "speaking" in silence until reply_timeout_s ran out: only then the
+    error earcon the README promises once the words have played."""
+    options = {"tool_preamble_seconds": PREAMBLE_S, "reply_seconds": 10.0}
+    async with LiveServer(pace=1, **options) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+        speaker = Speaker()
+        server.queue_tool_call("slow")
+        # No transcript of the question, which this server sends only as it answers.
+        quiet = {"transcripts": False}
+        async with conversation(server, gate, speaker, live=quiet) as talk:
+            talk.say()
+            await gate.entered()
+            gate.opened.set()
+
+            def reply_begun() -> bool:
+                kinds = server.kinds(1, "out")
+                return "turn_complete" in kinds and "audio" in kinds[kinds.index("turn_complete"):]
+
+            await server.wait_for(reply_begun, 5)
+            server.drop()
+            await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+            speaker.play_out()
+            await until(lambda: any(isinstance(e, TurnComplete) for e in talk.events), within=5)
+            connection = talk.link._connection
+            assert connection is not None
+            await until(lambda: not connection._read_ahead.unhandled(), within=5)
+            talk.feed(PlaybackDrained())
+    assert Earcon.ERROR in talk.earcons, talk.states

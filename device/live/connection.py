@@ -177,11 +177,16 @@ class Connection:
     def whole_reply_left(self) -> Carried | None:
         """The reply content read and not yet handed on, when the service sent all of it:
         it plays on from the next connection, whatever ended this one (a goAway, a drop,
-        a close), to its end there."""
+        a close), to its end there. When its tool's answer was lost, what came of the
+        reply to the answer was cut by the drop: the words before it play on, then the
+        error earcon, not its first syllables and silence until reply_timeout_s."""
         unhandled = self._read_ahead.unhandled()
-        if any(ends_turn(message) for message in unhandled):
-            return Carried(unhandled, self.decoder, self._answer_lost())
-        return None
+        ends = [index for index, message in enumerate(unhandled) if ends_turn(message)]
+        if not ends:
+            return None
+        if self._answer_lost():
+            return Carried(unhandled[: ends[-1] + 1], self.decoder, answer_lost=True)
+        return Carried(unhandled, self.decoder)
 
     def _answer_lost(self) -> bool:
         """The reply owed to a tool's answer cannot come: the answer never went out, or no
