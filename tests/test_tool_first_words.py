@@ -1,5 +1,5 @@
-"""The day's diff read again (2026-12-05): a tool's first words ("let me look that up"),
-its quick answer and the reply owed to it, through the local server and the real SDK,
+"""A tool's first words ("let me look that up"), its quick answer and the reply owed to
+it, through the local server and the real SDK,
 the link's events fed to the real state machine as the appliance feeds them."""
 
 from __future__ import annotations
