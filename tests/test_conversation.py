@@ -209,7 +209,7 @@ def test_more_turns_while_the_box_thinks_the_last_is_answered_and_it_never_shows
     assert "idle" not in states[first:-1], states
     assert states[-3:] == ["thinking", "speaking", "idle"], states
     samples, _ = recorder.timeline()
-    reply_heard(pcm.from_float(samples), turn=1 + taps, seconds=1.0)
+    reply_heard(pcm.from_float(samples), turn=heard, seconds=1.0)  # the last turn it heard
 
 
 def test_toggle_mode_two_turns_hands_free_without_hearing_itself(
