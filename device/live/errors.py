@@ -12,6 +12,7 @@ import ast
 import errno
 import socket
 import ssl
+from typing import TypeGuard
 from urllib.parse import urlsplit
 
 from google.auth import exceptions as auth_errors
@@ -201,11 +202,10 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "proxy", f"the proxy's answer cannot be read ({exc})"
     if isinstance(exc, ProxyUnreachable):
         return "proxy", f"proxy: cannot reach {exc}"
+    if token_server_unreached(exc):
+        return "network", f"network: Vertex AI credentials: {_auth_words(exc)}"
     if isinstance(exc, auth_errors.GoogleAuthError):  # Vertex AI's, before ValueError
-        words = f"Vertex AI credentials: {_auth_words(exc)}"
-        if _auth_retryable(exc):
-            return "network", f"network: {words}"
-        return "credentials", words
+        return "credentials", f"Vertex AI credentials: {_auth_words(exc)}"
     if isinstance(exc, GaveUp):
         return "gave_up", str(exc)
     if isinstance(exc, AnswerCrossed):
@@ -322,15 +322,13 @@ def blames_the_clock(exc: BaseException) -> bool:
     return isinstance(exc, auth_errors.GoogleAuthError) and _about_the_clock(_first_line(exc))
 
 
-def token_server_unreached(exc: BaseException) -> bool:
-    """Vertex AI's token server was out of reach or busy: the Live API was never asked."""
-    return isinstance(exc, auth_errors.GoogleAuthError) and _auth_retryable(exc)
-
-
-def _auth_retryable(exc: auth_errors.GoogleAuthError) -> bool:
-    """The token server out of reach or busy, not credentials that are gone or revoked."""
+def token_server_unreached(exc: BaseException) -> TypeGuard[auth_errors.GoogleAuthError]:
+    """Vertex AI's token server was out of reach or busy (not credentials that are gone or
+    revoked): the Live API was never asked."""
     timed_out = (auth_errors.TransportError, auth_errors.TimeoutError)
-    return isinstance(exc, timed_out) or exc.retryable
+    return isinstance(exc, auth_errors.GoogleAuthError) and (
+        isinstance(exc, timed_out) or exc.retryable
+    )
 
 
 def close_reason(exc: errors.APIError) -> str:
@@ -344,7 +342,7 @@ def is_refusal(exc: BaseException) -> bool:
     """The service refused the key or a setting, or Vertex AI's credentials are gone or
     revoked: retrying would only be refused again."""
     if isinstance(exc, auth_errors.GoogleAuthError):
-        return not _auth_retryable(exc)
+        return not token_server_unreached(exc)
     if isinstance(exc, InvalidStatus):
         return exc.response.status_code in HTTP_REFUSED
     if isinstance(exc, InvalidProxyStatus):
