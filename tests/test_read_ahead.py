@@ -35,6 +35,20 @@ class Speaker:
         await self.room.wait()
 
 
+class Handled(list[Any]):
+    """What the read-ahead handed on, in order; `earlier`: those of them it said were read
+    before the last `mark`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.earlier: list[Any] = []
+
+    def __call__(self, message: Any, earlier: bool) -> None:
+        self.append(message)
+        if earlier:
+            self.earlier.append(message)
+
+
 def audio(n: int, size: int = 9600) -> AudioOnly:
     return AudioOnly(parts=[(bytes([n]) * size, MIME)])
 
@@ -57,11 +71,11 @@ async def settle() -> None:
 
 
 @contextlib.asynccontextmanager
-async def reading() -> AsyncIterator[tuple[ReadAhead, Speaker, list[Any]]]:
+async def reading() -> AsyncIterator[tuple[ReadAhead, Speaker, Handled]]:
     """A read-ahead handing on to a list, its speaker, and its task running."""
-    handled: list[Any] = []
+    handled = Handled()
     speaker = Speaker()
-    ahead = ReadAhead(handled.append, speaker)
+    ahead = ReadAhead(handled, speaker)
     runner = asyncio.create_task(ahead.run())
     try:
         yield ahead, speaker, handled
@@ -156,8 +170,8 @@ async def test_words_count_against_the_bound_as_audio_does() -> None:
 
 
 async def test_without_a_speaker_to_wait_for_everything_is_handled_as_it_comes() -> None:
-    handled: list[Any] = []
-    ahead = ReadAhead(handled.append, None)
+    handled = Handled()
+    ahead = ReadAhead(handled, None)
     for n in range(3):
         await ahead.take(audio(n))
     assert handled == [audio(0), audio(1), audio(2)] and not ahead.full
@@ -186,10 +200,10 @@ async def test_what_is_not_the_replys_content_is_handled_at_once_behind_a_full_s
 
 
 async def test_what_a_connection_left_unhandled_is_handed_on_first_by_the_next() -> None:
-    handled: list[Any] = []
+    handled = Handled()
     speaker = Speaker()
     speaker.room.clear()
-    ahead = ReadAhead(handled.append, speaker, [audio(1), content(turn_complete=True)])
+    ahead = ReadAhead(handled, speaker, [audio(1), content(turn_complete=True)])
     runner = asyncio.create_task(ahead.run())
     try:
         await ahead.take(audio(2))  # the next reply, on the new connection: after the old one's end
@@ -298,7 +312,7 @@ async def test_audio_reaches_the_speaker_before_its_room_is_asked_again() -> Non
             await events.get()
             speaker.fed += 1
 
-    ahead = ReadAhead(events.put_nowait, speaker)
+    ahead = ReadAhead(lambda message, _earlier: events.put_nowait(message), speaker)
     tasks = [asyncio.create_task(appliance()), asyncio.create_task(ahead.run())]
     try:
         for n in range(10):
@@ -373,7 +387,7 @@ async def test_a_message_the_sdk_reads_waits_behind_a_full_speaker_however_deep_
     message = types.LiveServerMessage._from_response(
         response=_LiveServerMessage_from_mldev(deep), kwargs={}
     )
-    handled: list[Any] = []
+    handled = Handled()
     room = asyncio.Event()
 
     class Full:
@@ -383,7 +397,7 @@ async def test_a_message_the_sdk_reads_waits_behind_a_full_speaker_however_deep_
         async def wait_for_room(self) -> None:
             await room.wait()
 
-    ahead = ReadAhead(handled.append, Full())
+    ahead = ReadAhead(handled, Full())
     runner = asyncio.create_task(ahead.run())
     try:
         first = AudioOnly(parts=[(b"\x01\x00" * 4800, "audio/pcm;rate=24000")])
@@ -394,3 +408,36 @@ async def test_a_message_the_sdk_reads_waits_behind_a_full_speaker_however_deep_
     finally:
         runner.cancel()
     assert handled == [first, message]
+
+
+async def test_what_waited_when_a_tools_answer_went_out_is_handed_on_as_read_before_it() -> None:
+    """Words and their turn's end ("let me look that up") wait for the speaker as the
+    tool's answer goes out (`mark`): they are handed on as read before it, the reply to the
+    answer read after it is not, and that reply's end is seen waiting."""
+    async with reading() as (ahead, speaker, handled):
+        speaker.room.clear()
+        for message in (audio(1), said("let me look"), content(turn_complete=True)):
+            await ahead.take(message)
+        ahead.mark()
+        assert not ahead.end_after_mark()
+        await ahead.take(audio(2))
+        await ahead.take(content(turn_complete=True))  # the reply to the answer, whole
+        assert ahead.end_after_mark()
+        speaker.room.set()
+        await settle()
+        assert handled == [audio(1), said("let me look"), content(turn_complete=True),
+                           audio(2), content(turn_complete=True)]
+        assert handled.earlier == [audio(1), said("let me look"), content(turn_complete=True)]
+
+
+async def test_an_interruption_hands_on_what_it_drops_past_saying_which_came_before_the_mark(
+) -> None:
+    async with reading() as (ahead, speaker, handled):
+        speaker.room.clear()
+        await ahead.take(audio(1))
+        await ahead.take(said("before"))
+        ahead.mark()
+        await ahead.take(said("after"))
+        await ahead.take(content(interrupted=True))
+        assert handled == [said("before"), said("after"), content(interrupted=True)]
+        assert handled.earlier == [said("before")]

@@ -56,7 +56,7 @@ class WireLink(FakeLink):
 
     def server(self, **fields: Any) -> None:
         assert self.conn is not None
-        self.conn._handle(
+        self.conn._dispatch(
             types.LiveServerMessage(server_content=types.LiveServerContent(**fields))
         )
 

@@ -305,11 +305,11 @@ class Connection:
                 self.last_traffic = time.monotonic()
                 log.debug("ignored a server message of a type this SDK does not know")
 
-    def _handle(self, message: Message) -> None:
+    def _handle(self, message: Message, earlier: bool) -> None:
         if isinstance(message, AudioOnly):
             self._play(self.decoder.parts(message.parts))
         else:
-            self._dispatch(message)
+            self._dispatch(message, earlier)
 
     async def _room_for_more(self) -> None:
         """Read on only while less than the read-ahead's bounds wait for the speaker: a
@@ -324,9 +324,11 @@ class Connection:
             self._waiting_for_room = False
             self.last_traffic = time.monotonic()  # the link's silence counts from here
 
-    def _dispatch(self, message: types.LiveServerMessage) -> None:
+    def _dispatch(self, message: types.LiveServerMessage, earlier: bool = False) -> None:
+        """A message's parts, in order (`earlier`: it was read before the last tool's
+        answer went out and waited behind the speaker)."""
         if message.server_content is not None:
-            self._content(message.server_content)
+            self._content(message.server_content, earlier)
         if message.tool_call is not None:
             self._turn.last_reply_whole = False  # a new generation: an interrupted is its own
             self._start_tools(message.tool_call.function_calls or [])
@@ -372,7 +374,7 @@ class Connection:
             turn.update()
         hooks.on_event(ReplyAudio(session=session, pcm=pcm, replaces=replaces))
 
-    def _content(self, content: types.LiveServerContent) -> None:
+    def _content(self, content: types.LiveServerContent, earlier: bool) -> None:
         turn, hooks, session = self._turn, self._hooks, self._hooks.session
         self._play(self.decoder.audio(content))
         # Words are kept whichever reply they come with: transcriptions are not ordered
@@ -403,7 +405,7 @@ class Connection:
                 hooks.on_event(TurnComplete(session=session, talked_over=True))
             return
         if content.interrupted:
-            self._end_turn()
+            self._end_turn(earlier)
             hooks.on_event(Interrupted(session=session))
             if not content.turn_complete:
                 # Up to its turnComplete, what comes is the rest of the reply cut short:
@@ -417,7 +419,7 @@ class Connection:
             hooks.on_event(TurnComplete(session=session, more_to_come=True))
         elif content.turn_complete:
             asked = turn.in_flight
-            self._end_turn()
+            self._end_turn(earlier)
             turn.last_reply_whole = True
             self._turn_carried(asked)
             # The words before a tool's answer went out ended: the reply to it is to come
@@ -469,15 +471,15 @@ class Connection:
             self.completed_turns += 1
         self._replied = False
 
-    def _end_turn(self) -> None:
+    def _end_turn(self, earlier: bool) -> None:
         """The reply ended; the one owed to a tool's answer only once no tool works (the
         model may end a turn of its own, "let me look that up", while one does) and by an
-        end read after the answer went out: that turn's end, read while the tool worked,
-        waits behind its words for the speaker, and is handed on after a quick answer."""
+        end read after the answer went out (not `earlier`): that turn's end, read while the
+        tool worked, waits behind its words for the speaker, and is handed on after a quick
+        answer."""
         turn = self._turn
         turn.log_words()
         turn.awaiting_reply = turn.replying = False
-        earlier = self._read_ahead.handing_on_earlier
         turn.tool_reply_owed = turn.tool_reply_owed and (turn.tools_running > 0 or earlier)
         turn.update()
 

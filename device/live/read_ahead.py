@@ -52,11 +52,12 @@ READ_AHEAD_MESSAGES = 1024
 
 class ReadAhead:
     """Messages read and not yet handled, handed to `handle` in order as the speaker takes
-    their audio: `take` is the reader's, `run` (a task) hands on what waits."""
+    their audio, each with whether it was read before the last `mark`: `take` is the
+    reader's, `run` (a task) hands on what waits."""
 
     def __init__(
         self,
-        handle: Callable[[Message], None],
+        handle: Callable[[Message, bool], None],
         speaker: SpeakerRoom | None,
         carried: Iterable[Message] = (),
         words_replace: bool = True,
@@ -72,8 +73,6 @@ class ReadAhead:
         self._held = 0  # what the messages waiting weigh (`_weight`)
         self._ends = 0  # messages waiting that end an interaction
         self._before_mark = 0  # the first messages waiting, read before the last `mark`
-        #: The message being handed on was read before the last `mark`.
-        self.handing_on_earlier = False
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -93,7 +92,7 @@ class ReadAhead:
             await self._hand_on(message, size)
         elif _interrupts(message):
             self._drop_audio()
-            self._handle(message)
+            self._handle(message, False)
         elif size and self._ends and self._words_replace and self._words_after_an_end():
             self._drop_audio()  # their answer: the state machine clears the speaker for it
             await self._hand_on(message, size)
@@ -101,8 +100,8 @@ class ReadAhead:
             self._wait(message, size)
 
     def mark(self) -> None:
-        """Something went out (a tool's answer): what waits now was read before it, and
-        says so as it is handed on (`handing_on_earlier`). No answer to it is among them."""
+        """Something went out (a tool's answer): what waits now was read before it, and is
+        handed on saying so. No answer to it is among them."""
         self._before_mark = len(self._waiting)
 
     def end_after_mark(self) -> bool:
@@ -131,16 +130,12 @@ class ReadAhead:
         while True:
             await self._arrived.wait()
             while self._waiting:
-                message, size, weight = self._waiting[0]
+                _, size, _ = self._waiting[0]
                 if self._must_wait(size):
                     assert self._speaker is not None
                     await self._speaker.wait_for_room()
                     continue  # an interruption may have emptied the queue meanwhile
-                self._waiting.popleft()
-                self._held -= weight
-                self._ends -= ends_interaction(message)
-                earlier, self._before_mark = self._before_mark > 0, max(0, self._before_mark - 1)
-                self._mind_the_bound()
+                [(message, size, earlier)] = self._pop(1)
                 await self._hand_on(message, size, earlier)
             self._arrived.clear()
 
@@ -149,16 +144,22 @@ class ReadAhead:
         loop run once. The audio reaches the speaker through the appliance's events, and
         until it has, the speaker's room says nothing of it: a reply read in one go went
         whole into the speaker, past its bound, and nothing waited here."""
-        self._handle_marked(message, earlier)
+        self._handle(message, earlier)
         if size and self._speaker is not None:
             await asyncio.sleep(0)
 
-    def _handle_marked(self, message: Message, earlier: bool) -> None:
-        self.handing_on_earlier = earlier
-        try:
-            self._handle(message)
-        finally:
-            self.handing_on_earlier = False
+    def _pop(self, count: int) -> list[tuple[Message, int, bool]]:
+        """The first `count` messages waiting, taken off, each with its audio's bytes and
+        whether it was read before the last `mark`."""
+        popped = []
+        for _ in range(count):
+            message, size, weight = self._waiting.popleft()
+            self._held -= weight
+            self._ends -= ends_interaction(message)
+            popped.append((message, size, self._before_mark > 0))
+            self._before_mark = max(0, self._before_mark - 1)
+        self._mind_the_bound()
+        return popped
 
     def _mind_the_bound(self) -> None:
         """The reader may read on while less than either bound's worth waits."""
@@ -192,14 +193,9 @@ class ReadAhead:
         """The audio of the first `count` messages waiting (all by default) is not to be
         heard: drop it, hand on the rest of them in order; those after them wait on."""
         count = len(self._waiting) if count is None else count
-        dropped = [self._waiting.popleft() for _ in range(count)]
-        earlier, self._before_mark = self._before_mark, max(0, self._before_mark - count)
-        self._held = sum(weight for _, _, weight in self._waiting)
-        self._ends = sum(ends_interaction(message) for message, _, _ in self._waiting)
-        self._mind_the_bound()
-        for index, (message, _, _) in enumerate(dropped):
+        for message, _, earlier in self._pop(count):
             if not isinstance(message, AudioOnly):
-                self._handle_marked(message, index < earlier)
+                self._handle(message, earlier)
 
 
 def _audio_bytes(message: Message) -> int:
