@@ -44,7 +44,7 @@ from device.config import Config, LiveConfig, Secret
 from device.errors import TEXT_LIMIT
 from device.live.connection import Connection
 from device.live.endpoint import through_proxy
-from device.live.errors import describe_failure, failure_fields, is_refusal
+from device.live.errors import answer_crossed, describe_failure, failure_fields, is_refusal
 from device.live.session import SESSION_ID_LIMIT, LiveLink
 from device.live.websocket import UNSENT_HELD_LIMIT, websocket_of
 from device.live.wire import CLOSE_INTERNAL, REPLY_RATE, SAMPLE_BYTES, pcm_mime
@@ -583,6 +583,15 @@ def test_a_close_websockets_ended_itself_is_a_close_with_its_code() -> None:
     )
     assert failure_fields(failure)["LIVE_FAILURE"] == "closed"
     assert failure_fields(failure)["LIVE_CLOSE_CODE"] == 1011
+
+
+def test_a_tools_answer_crossing_its_withdrawal_keeps_the_services_close_code() -> None:
+    """The 1007 that follows an answer crossing its call's withdrawal is a race, not a
+    refusal: its journal line still names the close (an owner filters on the code)."""
+    failure = answer_crossed(ConnectionClosedError(Close(1007, "invalid function id"), None))
+    assert failure_fields(failure)["LIVE_FAILURE"] == "closed"
+    assert failure_fields(failure)["LIVE_CLOSE_CODE"] == 1007
+    assert not is_refusal(failure)
 
 
 async def test_a_resolver_that_never_answers_is_named_not_a_plain_timeout(

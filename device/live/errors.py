@@ -147,7 +147,8 @@ def failure_fields(exc: BaseException) -> dict[str, object]:
     LIVE_CLOSE_CODE for a close, LIVE_HTTP_STATUS for an HTTP answer to the upgrade."""
     kind, words = _classify(exc)
     fields: dict[str, object] = {"LIVE_FAILURE": kind, "LIVE_ERROR": without_credentials(words)}
-    if (closed := _close_of(exc)) is not None:
+    said = exc.__cause__ if isinstance(exc, AnswerCrossed) else exc  # the crossing's close
+    if said is not None and (closed := _close_of(said)) is not None:
         fields["LIVE_CLOSE_CODE"] = closed[0]
     if isinstance(exc, InvalidStatus):
         fields["LIVE_HTTP_STATUS"] = exc.response.status_code
