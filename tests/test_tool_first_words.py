@@ -4,6 +4,7 @@ the link's events fed to the real state machine as the appliance feeds them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -145,3 +146,29 @@ async def test_a_drop_as_the_reply_to_a_quick_answer_begins_ends_in_the_error_af
             await until(lambda: not connection._read_ahead.unhandled(), within=5)
             talk.feed(PlaybackDrained())
     assert Earcon.ERROR in talk.earcons, talk.states
+
+
+async def test_the_reply_to_a_quick_answer_plays_after_the_whole_of_the_first_words(
+    server: LiveServer, gate: Gate
+) -> None:
+    """"Let me look that up" (5 s, more than the speaker holds: its rest and its end
+    wait), the tool answers at once, and the reply to the answer comes behind the
+    transcript of the question that called the tool (transcripts are not ordered with
+    the audio). The box took that transcript for words said over a whole reply and
+    dropped the first words' unplayed rest for the answer: "let me lo-" and then the
+    reply, where the README says the model going on after a tool's answer replaces
+    nothing."""
+    server.config.think_seconds = 0.2
+    speaker = Speaker()
+    server.queue_tool_call("slow")
+    async with conversation(server, gate, speaker) as talk:
+        talk.say()
+        await gate.entered()
+        gate.opened.set()
+        await server.wait_for(lambda: server.kinds(1, "out").count("turn_complete") == 2, 5)
+        for _ in range(30):  # the person listens: the speaker plays out what it holds
+            speaker.play_out()
+            await asyncio.sleep(0.1)
+    assert speaker.seconds == pytest.approx(PREAMBLE_S + 0.2, abs=0.01), (
+        f"heard {speaker.seconds:.2f} s of {PREAMBLE_S} s of first words and the reply")
+    assert not any(isinstance(e, s.ReplyAudio) and e.replaces for e in talk.events)

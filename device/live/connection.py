@@ -127,7 +127,7 @@ class Connection:
             self._handle,
             hooks.speaker,
             carried.messages if carried else (),
-            words_replace=turn.speech_interrupts,
+            words_replace=lambda: turn.words_replace,
         )
         self._waiting_for_room = False  # not reading: the silence is ours, not the link's
         self.last_traffic = time.monotonic()
@@ -381,7 +381,7 @@ class Connection:
         # with the audio, and a person's words over a reply are theirs all the same.
         if content.input_transcription is not None and content.input_transcription.text:
             turn.heard.add(content.input_transcription.text)
-            turn.new_words = turn.new_words or (turn.speech_interrupts and not turn.replying)
+            turn.new_words = turn.new_words or (turn.words_replace and not turn.replying)
             hooks.on_event(SpeechHeard())
         if content.output_transcription is not None and content.output_transcription.text:
             turn.said.add(content.output_transcription.text)

@@ -11,9 +11,10 @@ here, which is not to be heard any more, and is handled at once, after the other
 messages that came before it. The answer to words the person said over a reply that
 had come whole (the service, which has nothing left to interrupt, transcribes them and
 answers) drops the old one's audio the same way; the model going on after a tool's
-answer, with no new words, does not; nor does the box itself, when it hears the person
-talking over such a reply (`drop_whole_reply`). A message that is not the reply's content (a
-goAway, a resumption handle, a tool call or its cancellation) never waits: a goAway's
+answer does not, even behind a late transcript of the question that called the tool;
+nor does the box itself, when it hears the person talking over such a reply
+(`drop_whole_reply`). A message that is not the reply's content (a goAway, a
+resumption handle, a tool call or its cancellation) never waits: a goAway's
 time left counts from its arrival, and a tool need not wait for the words before it.
 
 What still waits when a connection ends goes on to the next one (`unhandled`,
@@ -60,11 +61,12 @@ class ReadAhead:
         handle: Callable[[Message, bool], None],
         speaker: SpeakerRoom | None,
         carried: Iterable[Message] = (),
-        words_replace: bool = True,
+        words_replace: Callable[[], bool] = lambda: True,
     ) -> None:
         """`carried`: what still waited on the connection before, handed on first;
-        `words_replace`: the answer to words said over a whole reply drops its rest
-        (speech interrupts; without, the person hears the reply to its end first)."""
+        `words_replace`: whether the answer to words said over a whole reply drops its rest
+        now (speech interrupts, no reply to a tool's answer is owed; without, the person
+        hears the reply to its end first)."""
         self._handle = handle
         self._words_replace = words_replace
         self._speaker = speaker
@@ -93,7 +95,7 @@ class ReadAhead:
         elif _interrupts(message):
             self._drop_audio()
             self._handle(message, False)
-        elif size and self._ends and self._words_replace and self._words_after_an_end():
+        elif size and self._ends and self._words_replace() and self._words_after_an_end():
             self._drop_audio()  # their answer: the state machine clears the speaker for it
             await self._hand_on(message, size)
         else:

@@ -231,6 +231,14 @@ class WireTurn:
         return self.awaiting_reply or self.replying or self.tool_reply_owed
 
     @property
+    def words_replace(self) -> bool:
+        """Words the service transcribes now were said over a reply, and the answer to them
+        replaces what of it still plays (`speech_interrupts`). Not while the reply to a
+        tool's answer is owed: transcripts are not ordered with the audio, and words then
+        are the question that called the tool, late; the reply answers it, not them."""
+        return self.speech_interrupts and not self.tool_reply_owed
+
+    @property
     def busy(self) -> bool:
         """The service owes an answer: the person's turn is open, a reply is awaited or
         arriving (or one talked over is still ending), or a tool is at work."""
