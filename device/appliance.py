@@ -162,6 +162,7 @@ class Appliance:
             on_speech=self._on_speech,
             on_talk_over=self._on_talk_over,
             silence_ms=cfg.conversation.silence_ms,
+            on_soft_voice=self._on_soft_voice,
         )
         self.mic = parts.microphone(
             self.mic_feed.chunk,
@@ -235,6 +236,9 @@ class Appliance:
         if starts and from_the_room:
             self.link.hurry()  # hands-free, their words are the turn: a reconnect tries now
         self.post(SpeechHeard(from_the_room=from_the_room))
+
+    def _on_soft_voice(self) -> None:
+        self.post(SpeechHeard(from_the_room=not self.speaker.busy, soft=True))
 
     def _speaker_ran_out(self, count: int) -> None:
         """The speaker ran out of audio that was waiting for it (its writer late: a Pi

@@ -11,7 +11,9 @@ with "cancel" the capture has already taken the speaker's echo out, and they go
 on as they are.
 A chunk loud enough to be speech is reported (`on_speech`, at most every
 SPEECH_EVERY_S, and whether it starts an utterance): the silence that ends a
-conversation counts from the last word.
+conversation counts from the last word. A softer voice, up to SOFT_VOICE_DB under
+that, is reported apart (`on_soft_voice`): not enough to keep a silence open, but no
+silence to hang up in at a long press either.
 With "cancel", speech held for TALK_OVER_S while the model speaks is reported too
 (`on_talk_over`): a reply the service sent whole is no longer its to interrupt.
 Nor is silence worth sending: after a second of it the capture holds the
@@ -55,6 +57,9 @@ OVERFLOW_LOG_EVERY_S = 60.0
 FINISH_SLACK_S = 0.2
 #: Speech heard is reported at most this often (it restarts the silence timer).
 SPEECH_EVERY_S = 0.5
+#: A voice this far under `speech_dbfs` (a child, a HAT with a low gain) is still someone
+#: talking to a held button, not the silence a long press hangs up in.
+SOFT_VOICE_DB = 10.0
 #: Speech after this long without any starts an utterance (a person starting to talk,
 #: as a press starts a turn).
 UTTERANCE_GAP_S = 1.0
@@ -75,6 +80,7 @@ class MicFeed:
         on_speech: Callable[[bool], None] | None = None,
         on_talk_over: Callable[[], None] | None = None,
         silence_ms: int = 0,
+        on_soft_voice: Callable[[], None] | None = None,
     ) -> None:
         """`silence_ms`: the service's end-of-speech silence (hands-free); silence is held
         back no sooner than PAUSE_AFTER_SILENCE_S after it, nor than STREAM_PAUSE_S."""
@@ -85,6 +91,9 @@ class MicFeed:
         self._on_talk_over = on_talk_over
         self._speech_level = pcm.db_to_amplitude(cfg.speech_dbfs)
         self._speech_told = -SPEECH_EVERY_S
+        self._on_soft_voice = on_soft_voice
+        self._soft_level = pcm.db_to_amplitude(cfg.speech_dbfs - SOFT_VOICE_DB)
+        self._soft_told = -SPEECH_EVERY_S
         #: When the last chunk loud enough for speech was recorded (not while gated).
         self.last_speech: float | None = None
         self._talking_s = 0.0  # the person's speech over the box so far, without a pause
@@ -215,10 +224,23 @@ class MicFeed:
             self._overflow.within()
 
     def _listen(self, data: bytes, t: float) -> None:
+        """Tell the appliance of speech, or of a soft voice, in the chunk."""
+        level = pcm.rms(data)
+        if level >= self._speech_level:
+            self._speech(t)
+        elif level >= self._soft_level:
+            self._soft_voice(t)
+
+    def _soft_voice(self, t: float) -> None:
+        """Tell the appliance of a soft voice, at most every SPEECH_EVERY_S on a clock of
+        its own: a report of one never holds back the next of speech."""
+        if self._on_soft_voice is not None and t - self._soft_told >= SPEECH_EVERY_S:
+            self._soft_told = t
+            self._on_soft_voice()
+
+    def _speech(self, t: float) -> None:
         """Note speech, and tell the appliance someone is talking (at most every
-        SPEECH_EVERY_S) and whether they start to, when the chunk is loud enough for it."""
-        if pcm.rms(data) < self._speech_level:
-            return
+        SPEECH_EVERY_S) and whether they start to."""
         starts = self.last_speech is None or t - self.last_speech >= UTTERANCE_GAP_S
         self.last_speech = t
         if self._on_speech is not None and t - self._speech_told >= SPEECH_EVERY_S:

@@ -91,9 +91,12 @@ class SpeechHeard:
     """The person is talking: the microphone's level, or the service's transcription of it
     (which a text turn may bring too: nobody need be there). `from_the_room`: the
     microphone heard it while the box's own speaker was silent (its beep, or the reply's
-    echo, cannot have been the one talking)."""
+    echo, cannot have been the one talking). `soft`: a voice under `speech_dbfs` (a child,
+    a HAT with a low gain): it keeps no silence open, but a press it is heard in is a
+    question, not the silence a long press hangs up in."""
 
     from_the_room: bool = False
+    soft: bool = False
 
 
 @dataclass(frozen=True)
@@ -546,6 +549,8 @@ def _transition(m: Machine, event: Event) -> Step:
         case LongPress():
             return m, []
 
+        case SpeechHeard(from_the_room, soft=True):
+            return replace(m, spoke=m.spoke or (ptt and m.held and from_the_room)), []
         case SpeechHeard(from_the_room) if Timer.SILENCE in m.timers:  # from the last word
             camera = [StartCamera()] if from_the_room and not ptt else []
             spoke = m.spoke or (ptt and m.held and from_the_room)

@@ -631,6 +631,7 @@ def _all_events(m: Machine) -> list[s.Event]:
     """Every event that can come now: link events of the session open now and stale ones."""
     plain: list[s.Event] = [
         s.Pressed(), s.Released(), s.LongPress(), s.SpeechHeard(), s.TalkedOver(),
+        s.SpeechHeard(from_the_room=True, soft=True),
         s.PlaybackDrained(),
         s.Heartbeat(), s.TextTurn("hello"), s.DeviceFailed("microphone", "gone"),
         s.DeviceRecovered("microphone"), *(s.Timeout(timer) for timer in s.Timer),
