@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fakes import running
 
+from device import config
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Result, Status
 from device.states import SetupComplete
 
 #: 40 ms of a soft voice, or a normal one through a low-gain HAT: -46 dBFS, under the
@@ -51,3 +56,60 @@ async def test_a_long_press_in_a_room_quieter_than_a_soft_voice_still_hangs_up(
         box.appliance._on_button("long_press", time.monotonic())
         await box.settle()
         assert box.state == "idle" and box.link.closed
+
+
+def _a_microphone_hearing(monkeypatch: pytest.MonkeyPatch, sound: bytes) -> None:
+    """Capture's device replaced by one that records `sound` over and over."""
+    from device.audio.capture import Capture
+
+    def start(self: Capture, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.device_rate = 48000
+        recorded = sound * 5
+        assert loop is not None
+        for n in range(0, len(recorded), self.chunk_bytes):
+            loop.call_soon_threadsafe(self.on_chunk, recorded[n : n + self.chunk_bytes], 0.0)
+
+    monkeypatch.setattr(Capture, "start", start)
+    monkeypatch.setattr(Capture, "close_stream", lambda self: None)
+
+
+async def test_doctor_mic_says_a_voice_is_under_speech_dbfs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The owner runs `doctor mic` while their child speaks from across the room: words
+    at -47 dBFS between pauses at -62, all under `speech_dbfs` (-40). The doctor said PASS
+    (it warned only below -60 dBFS on the whole), and the owner could not tell why the box
+    never took the child for someone talking (hung up on, their turn ended by the silence)."""
+    result = await _doctor_mic_hearing(monkeypatch, config.Config(), word_dbfs=-47)
+    assert result.status is Status.WARN
+    assert "-47.0 dBFS" in result.measured and "speech_dbfs (-40 dBFS)" in result.measured
+    assert "speech_dbfs" in (result.fix or "") and "alsamixer" in (result.fix or "")
+    assert result.data["loudest_dbfs"] == -47.0
+
+
+async def test_doctor_mic_says_a_hands_free_voice_under_the_pause_is_not_even_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    toggle = config.Config(button=config.ButtonConfig(mode="toggle"))
+    result = await _doctor_mic_hearing(monkeypatch, toggle, word_dbfs=-53)
+    assert result.status is Status.WARN
+    assert "under pause_below_dbfs (-50 dBFS) not even sent" in result.measured
+
+
+async def test_doctor_mic_passes_a_voice_loud_enough_for_speech(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = await _doctor_mic_hearing(monkeypatch, config.Config(), word_dbfs=-30)
+    assert result.status is Status.PASS and result.data["loudest_dbfs"] == -30.0
+
+
+async def _doctor_mic_hearing(
+    monkeypatch: pytest.MonkeyPatch, cfg: config.Config, word_dbfs: float
+) -> Result:
+    """`doctor mic` hearing words at `word_dbfs` between pauses at -62 dBFS, 0.5 s each."""
+    from device.doctor.audio import check_mic
+
+    word = np.full(8000, round(32768 * 10 ** (word_dbfs / 20)), dtype=np.int16).tobytes()
+    pause = np.full(8000, 26, dtype=np.int16).tobytes()
+    _a_microphone_hearing(monkeypatch, word + pause)
+    return await check_mic(Context(cfg, Options(mic_seconds=2), Progress(spinner=False)))

@@ -19,6 +19,7 @@ from device.audio import pcm
 from device.audio.keeper import CALL_TIMEOUT_S
 from device.audio.portaudio import open_portaudio
 from device.doctor.result import Context, Result, Status
+from device.live.wire import MIC_RATE
 from device.workers import in_own_thread
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
     from device.audio.capture import Capture
     from device.audio.playback import Playback
-    from device.config import AudioConfig
+    from device.config import AudioConfig, Config
 
 #: Below this RMS the microphone hears nothing: muted, gain at zero, or the wrong device.
 SILENT_DBFS = -60.0
@@ -64,6 +65,11 @@ FIX_NOISE = (
 FIX_FELL_BACK = (
     "sudo systemctl restart live-appliance starts it with its audio processing again; if "
     "it fails again, report it with journalctl -u live-appliance -b."
+)
+FIX_SOFT = (
+    "If someone spoke, from where they talk to the box: raise the microphone's capture level "
+    "(alsamixer, F4), or set [audio] speech_dbfs a few dB under the level above (hands-free, "
+    "pause_below_dbfs no higher)."
 )
 FIX_CLIPPING = (
     "Lower the microphone's capture level (alsamixer, F4) until the peak stays below 0 dBFS."
@@ -157,9 +163,33 @@ def _db(value: float) -> str:
     return "-inf dBFS (digital silence)" if math.isinf(value) else f"{value:.1f} dBFS"
 
 
-def judge_level(recorded: bytes, seconds: float, rate: int | None) -> Result:
-    """PASS, or WARN for silence or clipping, from what the microphone delivered."""
+def _loudest_chunk_dbfs(recorded: bytes, chunk_ms: int) -> float:
+    """The RMS of the loudest chunk: what the box compares with `speech_dbfs`, chunk by
+    chunk (the whole recording's RMS counts the pauses between words too)."""
+    size = MIC_RATE * chunk_ms // 1000 * 2
+    chunks = (recorded[n : n + size] for n in range(0, len(recorded), size))
+    return max((pcm.rms_dbfs(chunk) for chunk in chunks), default=-math.inf)
+
+
+def _under_speech(loudest: float, cfg: Config) -> str | None:
+    """What the box makes of a voice no louder than `loudest`, if it is under speech_dbfs."""
+    audio = cfg.audio
+    if loudest >= audio.speech_dbfs:
+        return None
+    said = (
+        f"the loudest {audio.chunk_ms} ms at {_db(loudest)}, under [audio] speech_dbfs "
+        f"({audio.speech_dbfs:g} dBFS): a voice that soft is not taken for someone talking"
+    )
+    if cfg.button.mode == "toggle" and loudest < audio.pause_below_dbfs:
+        said += f", and under pause_below_dbfs ({audio.pause_below_dbfs:g} dBFS) not even sent"
+    return said
+
+
+def judge_level(recorded: bytes, seconds: float, rate: int | None, cfg: Config) -> Result:
+    """PASS, or WARN for silence, clipping or a voice too soft to count as speech, from
+    what the microphone delivered."""
     rms, peak = pcm.rms_dbfs(recorded), pcm.peak_dbfs(recorded)
+    loudest = _loudest_chunk_dbfs(recorded, cfg.audio.chunk_ms)
     samples = pcm.to_float(recorded)
     clipped = float(np.mean(np.abs(samples) >= CLIP_LEVEL)) if samples.size else 0.0
     measured = f"RMS {_db(rms)}, peak {_db(peak)} over {seconds:g} s"
@@ -169,6 +199,7 @@ def judge_level(recorded: bytes, seconds: float, rate: int | None) -> Result:
         "rms_dbfs": None if math.isinf(rms) else round(rms, 1),
         "peak_dbfs": None if math.isinf(peak) else round(peak, 1),
         "clipped_share": round(clipped, 4),
+        "loudest_dbfs": None if math.isinf(loudest) else round(loudest, 1),
         "device_rate": rate,
     }
     if rms < SILENT_DBFS:
@@ -181,6 +212,8 @@ def judge_level(recorded: bytes, seconds: float, rate: int | None) -> Result:
             FIX_CLIPPING,
             data=data,
         )
+    if (soft := _under_speech(loudest, cfg)) is not None:
+        return Result("mic", Status.WARN, f"{measured}: {soft}", FIX_SOFT, data=data)
     return Result("mic", Status.PASS, measured, data=data)
 
 
@@ -218,7 +251,7 @@ async def check_mic(ctx: Context) -> Result:
         )
     finally:
         await _close(mic)
-    return judge_level(b"".join(chunks)[:wanted], seconds, mic.device_rate)
+    return judge_level(b"".join(chunks)[:wanted], seconds, mic.device_rate, ctx.cfg)
 
 
 async def check_speaker(ctx: Context) -> Result:
