@@ -49,6 +49,9 @@ STREAM_PAUSE_S = 1.0
 #: turn at the service) only this long after the service's own end-of-speech silence
 #: (`silence_ms`) would have: a pause it lets a person make mid-sentence must stay one.
 PAUSE_AFTER_SILENCE_S = 0.2
+#: After a pause held back, speech goes out with this much from before its first chunk
+#: above `pause_below_dbfs` (a word's soft start), or `preroll_ms` if longer.
+SOFT_START_MS = 100
 #: `pause_below_dbfs` at this (its lowest) never holds the microphone back.
 ALWAYS_SEND_DBFS = -100.0
 #: Microphone overflows are logged at most this often (the count is always kept).
@@ -120,7 +123,8 @@ class MicFeed:
         if self._cfg.pause_below_dbfs <= ALWAYS_SEND_DBFS:
             return None
         level = pcm.db_to_amplitude(self._cfg.pause_below_dbfs)
-        return QuietGate(level, -(-round(self._pause_s * 1000) // self._cfg.chunk_ms))
+        pause_after = -(-round(self._pause_s * 1000) // self._cfg.chunk_ms)
+        return QuietGate(level, pause_after, lead_in=-(-SOFT_START_MS // self._cfg.chunk_ms))
 
     def gate(self, gated: bool) -> None:
         """Hands-free, the model speaks (or has stopped): with "gate" nothing goes out, and

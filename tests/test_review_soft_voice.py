@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import fakes
 import numpy as np
 import pytest
 from fakes import running
@@ -113,3 +114,28 @@ async def _doctor_mic_hearing(
     pause = np.full(8000, 26, dtype=np.int16).tobytes()
     _a_microphone_hearing(monkeypatch, word + pause)
     return await check_mic(Context(cfg, Options(mic_seconds=2), Progress(spinner=False)))
+
+
+async def test_hands_free_a_soft_start_after_a_pause_goes_out_without_a_preroll(
+    tmp_path: Path,
+) -> None:
+    """`preroll_ms = 0` (nothing from before a press's edge): hands-free, after a pause
+    the quiet gate held back, the soft start of the next word (a breathy "h", under
+    `pause_below_dbfs`) was lost, the word sent from its first loud chunk on: "ello"."""
+    cfg = fakes.config(button={"mode": "toggle"}, audio={"preroll_ms": 0})
+    async with running(tmp_path, cfg, parts_class=fakes.RealCaptureParts) as box:
+        mic = box.mic
+        assert isinstance(mic, fakes.DeviceFreeCapture)
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        onset = np.full(640, 60, dtype=np.int16).tobytes()  # -55 dBFS
+        t = time.monotonic()
+        chunks = [fakes.CHUNK] * 5 + [fakes.QUIET] * 40 + [onset, fakes.CHUNK]
+        for n, data in enumerate(chunks):
+            mic.record(data, t + 0.04 * (n + 1))
+        await box.settle()
+        named = {onset: "soft start", fakes.CHUNK: "word", fakes.QUIET: "quiet"}
+        sent = [named.get(item.data or b"", item.kind) for item in box.link.sent()]
+        resumed = sent.index("audio_stream_end") + 1  # the pause was held back
+        assert sent[resumed:] == ["quiet", "quiet", "soft start", "word"]  # 120 ms before it

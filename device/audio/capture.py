@@ -16,7 +16,7 @@ from the button's edge on and the pre-roll before it, nothing older. In a
 hands-free conversation the same holds for silence: forwarded with a ``QuietGate``,
 a microphone that has been quiet for a while goes back to the ring (``on_pause``
 says so, once) until a chunk is loud again, and the ring goes out first: only the
-pre-roll of it then.
+pre-roll of it then, or the gate's lead-in if longer.
 
 With a ``cleaner`` (`device.audio.echo.Canceller`) the 16 kHz audio goes through
 echo cancellation and noise suppression on the same thread while it is
@@ -94,10 +94,12 @@ Chunks = list[tuple[bytes, float]]
 @dataclass
 class QuietGate:
     """When to stop handing silence to the loop: after `pause_after` chunks in a row whose
-    RMS is below `level` (0..1), until a chunk reaches it again."""
+    RMS is below `level` (0..1), until a chunk reaches it again; that one goes out after
+    the last `lead_in` chunks held back (a word's soft start), or the pre-roll if longer."""
 
     level: float
     pause_after: int
+    lead_in: int = 0
     quiet_run: int = 0
     paused: bool = False
 
@@ -312,8 +314,9 @@ class Capture:
             self._zeros_since = now if preroll else None
             self._from = since - (self._preroll_s if preroll else 0.0)
             held = [chunk for chunk in self._ring if self._in_turn(chunk[1])]
-            # Held back from now on only by a gate, and then the pre-roll only.
-            self._ring = deque(maxlen=self._preroll_chunks)
+            # Held back from now on only by a gate, and then the pre-roll or its lead-in only.
+            lead_in = 0 if gate is None else gate.lead_in
+            self._ring = deque(maxlen=max(self._preroll_chunks, lead_in))
         self._nudge()  # what the device holds follows at once, the turn's newest part
         return held
 
