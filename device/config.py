@@ -49,6 +49,9 @@ TOKEN_PREFIX = "auth_tokens/"
 #: credential, and `doctor`, `ask` and `run` outside systemd read it when run as root.
 INSTALLED_KEY_FILE = Path("/etc/live-appliance/api-key")
 DEFAULT_SOCKET = "/run/live-appliance/control.sock"
+#: Hands-free, the silence that hangs up (from the last word) leaves the model this long
+#: beyond the service's own end-of-speech silence (`silence_ms`) to begin its answer.
+ANSWER_MARGIN_S = 1.0
 #: The highest BCM GPIO number (the Pi's 54 lines).
 GPIO_LIMIT = 53
 #: The API versions each backend serves (google-genai uses v1 on the Gemini API and
@@ -755,13 +758,15 @@ def _check_consistency(where: str, config: Config, whole: bool) -> None:
         )
     _check_pins(where, config)
     conv = config.conversation
-    if config.button.mode == "toggle" and conv.end_after_silence_s * 1000 <= conv.silence_ms:
+    least_s = conv.silence_ms / 1000 + ANSWER_MARGIN_S
+    if config.button.mode == "toggle" and conv.end_after_silence_s < least_s:
         # The silence timer runs from the last word; the service ends the turn silence_ms
         # after it, and only then answers (whose first sound stops the timer).
         raise ConfigError(
             f"{where}: [conversation] end_after_silence_s ({conv.end_after_silence_s:g} s) "
-            f"must be above silence_ms ({conv.silence_ms} ms) in toggle mode: the box would "
-            "hang up before the service hears the end of what was said"
+            f"must be at least silence_ms ({conv.silence_ms} ms) and {ANSWER_MARGIN_S:g} s "
+            "more in toggle mode: the box would hang up before the service has heard the "
+            "end of what was said and the model begun its answer"
         )
     _check_speech_is_sent(where, config)
     for label, named in (

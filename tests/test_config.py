@@ -986,9 +986,9 @@ def test_hands_free_hanging_up_before_the_services_end_of_speech_stops_the_start
     with pytest.raises(config.ConfigError) as caught:
         config.load(path, key=False)
     assert str(caught.value) == (
-        f"{path}: [conversation] end_after_silence_s ({silence_s} s) must be above silence_ms "
-        "(3000 ms) in toggle mode: the box would hang up before the service hears the end "
-        "of what was said"
+        f"{path}: [conversation] end_after_silence_s ({silence_s} s) must be at least "
+        "silence_ms (3000 ms) and 1 s more in toggle mode: the box would hang up before the "
+        "service has heard the end of what was said and the model begun its answer"
     )
     # Push-to-talk the service does not detect speech: silence_ms is not used.
     config.load(write(tmp_path, path.read_text().replace("toggle", "push_to_talk")), key=False)
