@@ -127,7 +127,8 @@ class Connection:
             self._handle,
             hooks.speaker,
             carried.messages if carried else (),
-            words_replace=lambda: turn.words_replace,
+            words_replace=turn.speech_interrupts,
+            answer_owed=lambda: turn.tool_reply_owed,
         )
         self._waiting_for_room = False  # not reading: the silence is ours, not the link's
         self.last_traffic = time.monotonic()

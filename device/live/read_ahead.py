@@ -25,6 +25,7 @@ speaker plays it out across the switch (goAway), the drop or the close.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 
@@ -61,14 +62,16 @@ class ReadAhead:
         handle: Callable[[Message, bool], None],
         speaker: SpeakerRoom | None,
         carried: Iterable[Message] = (),
-        words_replace: Callable[[], bool] = lambda: True,
+        words_replace: bool = True,
+        answer_owed: Callable[[], bool] = lambda: False,
     ) -> None:
         """`carried`: what still waited on the connection before, handed on first;
-        `words_replace`: whether the answer to words said over a whole reply drops its rest
-        now (speech interrupts, no reply to a tool's answer is owed; without, the person
-        hears the reply to its end first)."""
+        `words_replace`: the answer to words said over a whole reply drops its rest
+        (speech interrupts; without, the person hears the reply to its end first);
+        `answer_owed`: whether a reply to a tool's answer is owed now."""
         self._handle = handle
         self._words_replace = words_replace
+        self._answer_owed = answer_owed
         self._speaker = speaker
         #: Each with its audio's bytes and its weight (`_weight`, worked out once).
         self._waiting: deque[tuple[Message, int, int]] = deque()
@@ -95,7 +98,7 @@ class ReadAhead:
         elif _interrupts(message):
             self._drop_audio()
             self._handle(message, False)
-        elif size and self._ends and self._words_replace() and self._words_after_an_end():
+        elif size and self._ends and self._words_replace and self._words_after_an_end():
             self._drop_audio()  # their answer: the state machine clears the speaker for it
             await self._hand_on(message, size)
         else:
@@ -174,9 +177,13 @@ class ReadAhead:
         return size > 0 and self._speaker is not None and not self._speaker.has_room()
 
     def _words_after_an_end(self) -> bool:
-        """The service's transcription of the person waits behind the end of a whole reply."""
+        """The service's transcription of the person waits behind the end of a whole reply.
+        While the reply to a tool's answer is owed, of one read after the answer went out:
+        words behind the model's first words, read before it, are the question that called
+        the tool, late (transcripts are not ordered with the audio)."""
+        first = self._before_mark if self._answer_owed() else 0
         ended = False
-        for message, _, _ in self._waiting:
+        for message, _, _ in itertools.islice(self._waiting, first, None):
             ended = ended or ends_interaction(message)
             if ended and _brings_words(message):
                 return True
