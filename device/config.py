@@ -758,8 +758,9 @@ def _check_consistency(where: str, config: Config, whole: bool) -> None:
         )
     _check_pins(where, config)
     conv = config.conversation
-    least_s = conv.silence_ms / 1000 + ANSWER_MARGIN_S
-    if config.button.mode == "toggle" and conv.end_after_silence_s < least_s:
+    # In whole milliseconds: the least the line names, written as it says, is not refused.
+    least_ms = conv.silence_ms + round(ANSWER_MARGIN_S * 1000)
+    if config.button.mode == "toggle" and round(conv.end_after_silence_s * 1000) < least_ms:
         # The silence timer runs from the last word; the service ends the turn silence_ms
         # after it, and only then answers (whose first sound stops the timer).
         raise ConfigError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from fakes import Gate
@@ -13,6 +14,7 @@ from test_handsfree_drops import conversation
 from test_live_session import Speaker
 from test_tool_answers_in_order import PREAMBLE_S
 
+from device import config
 from device.states import ReplyAudio
 from rig.server.server import LiveServer
 
@@ -54,3 +56,14 @@ async def test_hands_free_words_over_the_reply_to_a_tools_answer_replace_its_res
     replies = [e for e in talk.events if isinstance(e, ReplyAudio)]
     assert any(reply.replaces for reply in replies), "the answer waited behind the old reply"
     assert speaker.seconds < PREAMBLE_S + REPLY_S, "the old reply's rest was heard first"
+
+
+def test_hands_free_the_least_silence_the_refusal_names_is_accepted(tmp_path: Path) -> None:
+    """silence_ms = 640: the refusal says end_after_silence_s "must be at least silence_ms
+    (640 ms) and 1 s more"; the owner writes 1.64 and is refused again, by the same line
+    (0.64 + 1.0 is a hair above 1.64 in binary floating point)."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        "[button]\nmode = 'toggle'\n[conversation]\nsilence_ms = 640\nend_after_silence_s = 1.64"
+    )
+    assert config.load(path, key=False).conversation.end_after_silence_s == 1.64
