@@ -13,7 +13,8 @@ A chunk loud enough to be speech is reported (`on_speech`, at most every
 SPEECH_EVERY_S, and whether it starts an utterance): the silence that ends a
 conversation counts from the last word. A softer voice, up to SOFT_VOICE_DB under
 that, is reported apart (`on_soft_voice`): not enough to keep a silence open, but no
-silence to hang up in at a long press either.
+silence to hang up in at a long press either. A steady sound at that level (a fan's
+hum) is not one: a voice rises above the pauses between its words.
 With "cancel", speech held for TALK_OVER_S while the model speaks is reported too
 (`on_talk_over`): a reply the service sent whole is no longer its to interrupt.
 Nor is silence worth sending: after a second of it the capture holds the
@@ -63,6 +64,9 @@ SPEECH_EVERY_S = 0.5
 #: A voice this far under `speech_dbfs` (a child, a HAT with a low gain) is still someone
 #: talking to a held button, not the silence a long press hangs up in.
 SOFT_VOICE_DB = 10.0
+#: ...when it rises this far above the quietest chunk since capture began (the pauses
+#: between words, or before the first): a hum as loud, which does not, is nobody talking.
+SOFT_VOICE_RISE_DB = 6.0
 #: Speech after this long without any starts an utterance (a person starting to talk,
 #: as a press starts a turn).
 UTTERANCE_GAP_S = 1.0
@@ -96,7 +100,9 @@ class MicFeed:
         self._speech_told = -SPEECH_EVERY_S
         self._on_soft_voice = on_soft_voice
         self._soft_level = pcm.db_to_amplitude(cfg.speech_dbfs - SOFT_VOICE_DB)
+        self._rise = pcm.db_to_amplitude(SOFT_VOICE_RISE_DB)
         self._soft_told = -SPEECH_EVERY_S
+        self._quietest = 1.0  # the quietest chunk's RMS since capture began (`start`)
         #: When the last chunk loud enough for speech was recorded (not while gated).
         self.last_speech: float | None = None
         self._talking_s = 0.0  # the person's speech over the box so far, without a pause
@@ -165,6 +171,7 @@ class MicFeed:
         came up before the press was taken (at `until`) ends the turn with the chunk that
         holds that instant, held or still to come: what followed is not the person's turn."""
         self._capturing, self._until = True, until
+        self._quietest = min((pcm.rms(data) for data, _ in held), default=1.0)
         self._finished.clear()
         for data, t in held:
             self._outbox.put("audio", data)
@@ -230,9 +237,10 @@ class MicFeed:
     def _listen(self, data: bytes, t: float) -> None:
         """Tell the appliance of speech, or of a soft voice, in the chunk."""
         level = pcm.rms(data)
+        self._quietest = min(self._quietest, level)
         if level >= self._speech_level:
             self._speech(t)
-        elif level >= self._soft_level:
+        elif level >= max(self._soft_level, self._quietest * self._rise):
             self._soft_voice(t)
 
     def _soft_voice(self, t: float) -> None:

@@ -4,18 +4,20 @@ and the real SDK, the link's events fed to the real state machine."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
-from fakes import Gate
+from fakes import Gate, running
 from helpers import until
 from test_handsfree_drops import conversation
 from test_live_session import Speaker
 from test_tool_answers_in_order import PREAMBLE_S
 
 from device import config
-from device.states import ReplyAudio
+from device.states import ReplyAudio, SetupComplete
 from rig.server.server import LiveServer
 
 #: The reply to the tool's answer: longer than the speaker takes at once, sent whole.
@@ -67,3 +69,22 @@ def test_hands_free_the_least_silence_the_refusal_names_is_accepted(tmp_path: Pa
         "[button]\nmode = 'toggle'\n[conversation]\nsilence_ms = 640\nend_after_silence_s = 1.64"
     )
     assert config.load(path, key=False).conversation.end_after_silence_s == 1.64
+
+
+async def test_push_to_talk_a_long_press_in_a_fans_steady_hum_under_speech_still_hangs_up(
+    tmp_path: Path,
+) -> None:
+    """A fan's steady hum at -45 dBFS: under `speech_dbfs` (-40), the box's silence; but
+    within the 10 dB a soft voice is heard in. The owner held the button to hang up, and
+    nothing happened: the hum was taken for a soft voice. A voice rises and falls (the
+    pauses between words); a hum does not."""
+    hum = np.full(640, 184, dtype=np.int16).tobytes()  # -45 dBFS, steady
+    async with running(tmp_path) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        for _ in range(20):
+            box.mic.record(hum)
+        await box.settle()
+        box.appliance._on_button("long_press", time.monotonic())  # ButtonInput's timer
+        await box.settle()
+        assert box.state == "idle" and box.link.closed

@@ -24,11 +24,13 @@ SOFT = np.full(640, 164, dtype=np.int16).tobytes()
 async def test_a_soft_long_question_is_not_taken_for_a_long_press_hang_up(tmp_path: Path) -> None:
     """Push-to-talk with the defaults: a child asking softly (-46 dBFS) with the button down
     past `long_press_s` (10 s) was hung up on, the question dropped, as if the room were
-    silent; the release ends their turn, as it does for a louder voice."""
+    silent; the release ends their turn, as it does for a louder voice. (A voice rises
+    above the quiet before its first word: a hum as loud does not, and still hangs up.)"""
     async with running(tmp_path) as box:
         await box.ctl("press")
         box.link.deliver(SetupComplete)
-        for _ in range(20):
+        box.mic.record(fakes.QUIET)
+        for _ in range(19):
             box.mic.record(SOFT)
         await box.settle()
         box.appliance._on_button("long_press", time.monotonic())  # ButtonInput's timer
