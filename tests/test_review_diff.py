@@ -1,5 +1,6 @@
-"""Review of the day's diff: cases its changes did not think of, through the local server
-and the real SDK, the link's events fed to the real state machine."""
+"""Review of the day's diff: cases its changes did not think of. The reply to a tool's
+answer through the local server and the real SDK (the link's events fed to the real state
+machine); the configuration's refusal; the long press on the real Appliance."""
 
 from __future__ import annotations
 
