@@ -162,3 +162,33 @@ def test_hands_free_a_silence_that_leaves_the_model_no_time_to_answer_stops_the_
     )
     path.write_text(path.read_text().replace(f"= {silence_s}", "= 1.8"))
     assert config.load(path, key=False).conversation.end_after_silence_s == 1.8
+
+
+def test_hands_free_the_least_silence_the_refusal_names_is_accepted(tmp_path: Path) -> None:
+    """silence_ms = 640: the refusal says end_after_silence_s "must be at least silence_ms
+    (640 ms) and 1 s more"; the owner writes 1.64 and is refused again, by the same line
+    (0.64 + 1.0 is a hair above 1.64 in binary floating point)."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        "[button]\nmode = 'toggle'\n[conversation]\nsilence_ms = 640\nend_after_silence_s = 1.64"
+    )
+    assert config.load(path, key=False).conversation.end_after_silence_s == 1.64
+
+
+async def test_push_to_talk_a_long_press_in_a_fans_steady_hum_under_speech_still_hangs_up(
+    tmp_path: Path,
+) -> None:
+    """A fan's steady hum at -45 dBFS: under `speech_dbfs` (-40), the box's silence; but
+    within the 10 dB a soft voice is heard in. The owner held the button to hang up, and
+    nothing happened: the hum was taken for a soft voice. A voice rises and falls (the
+    pauses between words); a hum does not."""
+    hum = np.full(640, 184, dtype=np.int16).tobytes()  # -45 dBFS, steady
+    async with running(tmp_path) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        for _ in range(20):
+            box.mic.record(hum)
+        await box.settle()
+        box.appliance._on_button("long_press", time.monotonic())  # ButtonInput's timer
+        await box.settle()
+        assert box.state == "idle" and box.link.closed

@@ -30,6 +30,9 @@ from device.states import (
 )
 from rig.server.server import LiveServer
 
+#: A reply to a tool's answer longer than the speaker takes at once, sent whole.
+REPLY_S = 8.0
+
 
 @pytest.fixture
 async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
@@ -172,3 +175,31 @@ async def test_the_reply_to_a_quick_answer_plays_after_the_whole_of_the_first_wo
     assert speaker.seconds == pytest.approx(PREAMBLE_S + 0.2, abs=0.01), (
         f"heard {speaker.seconds:.2f} s of {PREAMBLE_S} s of first words and the reply")
     assert not any(isinstance(e, s.ReplyAudio) and e.replaces for e in talk.events)
+
+
+async def test_hands_free_words_over_the_reply_to_a_tools_answer_replace_its_rest(
+    server: LiveServer, gate: Gate
+) -> None:
+    """"Let me look that up", the tool's quick answer, and the reply to it (8 s, sent
+    whole: its rest and its end wait for the speaker). The person talks over it ("and
+    tomorrow?"); the service, with nothing left to interrupt, transcribes and answers.
+    The answer waited behind every second of the old reply: while that reply's end waited
+    unhandled the box still owed it, and took the person's words for the late transcript
+    of the question that called the tool. The README: such an answer replaces the rest."""
+    server.config.think_seconds, server.config.reply_seconds = 0.2, REPLY_S
+    speaker = Speaker()
+    server.queue_tool_call("slow")
+    async with conversation(server, gate, speaker) as talk:
+        talk.say()
+        await gate.entered()
+        gate.opened.set()
+        await server.wait_for(lambda: server.kinds(1, "out").count("turn_complete") == 2, 5)
+        speaker.play_out()  # the first words play out; the reply to the answer begins
+        await until(lambda: speaker.seconds > PREAMBLE_S, within=5)
+        talk.say()  # over the reply
+        await server.wait_for(lambda: server.kinds(1, "out").count("turn_complete") == 3, 5)
+        with contextlib.suppress(AssertionError):  # read, or left waiting
+            await until(lambda: any(getattr(e, "replaces", False) for e in talk.events), 5)
+    replies = [e for e in talk.events if isinstance(e, s.ReplyAudio)]
+    assert any(reply.replaces for reply in replies), "the answer waited behind the old reply"
+    assert speaker.seconds < PREAMBLE_S + REPLY_S, "the old reply's rest was heard first"
