@@ -223,6 +223,44 @@ def test_the_doctor_ends_at_its_dns_timeout_with_the_resolver_silent() -> None:
     assert took < 10, f"the doctor ended {took:.0f} s after it started"
 
 
+#: The network check where the only thing that takes time is importing the SDK (5 s, as
+#: on a Pi Zero): the doctor's clock is a fake that moves only then.
+SLOW_IMPORT_PROGRAM = textwrap.dedent("""
+    import asyncio, sys
+    from types import SimpleNamespace
+
+    now = [0.0]
+
+    class SlowSdkImport:
+        def find_spec(self, name, path=None, target=None):
+            if name == "google.genai":
+                now[0] += 5.0
+            return None
+
+    sys.meta_path.insert(0, SlowSdkImport())
+    from device.config import Config, LiveConfig
+    from device.doctor import network
+    from device.doctor.progress import Progress
+    from device.doctor.result import Context, Options
+
+    network.time = SimpleNamespace(monotonic=lambda: now[0])
+    cfg = Config(live=LiveConfig(base_url="https://127.0.0.1:{port}", connect_timeout_s=2))
+    result = asyncio.run(network.check_network(Context(cfg, Options(), Progress())))
+    print(result.data["ms"], "SDK imported" if now[0] else "SDK not imported")
+""")
+
+
+def test_the_doctors_dns_time_is_the_lookups_not_the_sdks_import() -> None:
+    """The TCG VM on Trixie showed "DNS 4575 ms" for 127.0.0.1: the SDK's first import
+    (seconds on a small Pi) was timed as the name lookup, and sent the owner after DNS."""
+    program = SLOW_IMPORT_PROGRAM.replace("{port}", str(closed_port()))
+    ran = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "{'DNS': 0.0} SDK imported"
+
+
 def test_an_untrusted_certificate_fails_at_tls(
     loopback: PulseLoopback, server: ServerThread, scratch: Path
 ) -> None:

@@ -18,6 +18,16 @@ from typing import TypeVar
 
 from device.doctor.result import Context, Result, Status
 from device.live.endpoint import endpoint, race_addresses
+
+# With the module, not at the first layer: importing the SDK (seconds on a small Pi) was
+# timed as the DNS lookup.
+from device.live.errors import (
+    blames_the_clock,
+    describe_failure,
+    is_refusal,
+    refuses_key,
+    token_server_unreached,
+)
 from device.live.wire import CLOSE_INVALID, CLOSE_POLICY
 
 T = TypeVar("T")
@@ -84,14 +94,6 @@ async def _layer(
 ) -> T:
     """Await one layer's step within `seconds`; LayerFailed names the layer if it fails.
     `timed_by_step`: the step keeps that time itself, and names what ran out of it."""
-    from device.live.errors import (
-        blames_the_clock,
-        describe_failure,
-        is_refusal,
-        refuses_key,
-        token_server_unreached,
-    )
-
     try:
         async with asyncio.timeout(None if timed_by_step else seconds):
             return await what()
