@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from fakes import Gate
 from helpers import until
-from test_handsfree_drops import conversation
+from test_handsfree_drops import Conversation, conversation
 from test_live_session import Speaker
 from test_states import DONE, ENDED, REPLY, SETUP, names, run
 from test_tool_answers_in_order import PREAMBLE_S
@@ -29,6 +29,14 @@ from device.states import (
     TurnComplete,
 )
 from rig.server.server import LiveServer
+
+
+async def ask_and_answer_at_once(talk: Conversation, gate: Gate) -> None:
+    """The person asks; the model's first words and its call come; the tool answers at once."""
+    talk.say()
+    await gate.entered()
+    gate.opened.set()
+
 
 #: A reply to a tool's answer longer than the speaker takes at once, sent whole.
 REPLY_S = 8.0
@@ -56,9 +64,7 @@ async def test_hands_free_talking_over_first_words_after_a_quick_tools_answer_st
     speaker = Speaker()
     server.queue_tool_call("slow")
     async with conversation(server, gate, speaker) as talk:
-        talk.say()
-        await gate.entered()
-        gate.opened.set()
+        await ask_and_answer_at_once(talk, gate)
         await server.wait_for(lambda: "tool_response" in server.kinds(1, "in"), 5)
         speaker.play_out()  # the words' last second, and their end, are handed on
         await until(lambda: any(isinstance(e, TurnComplete) for e in talk.events), within=5)
@@ -131,9 +137,7 @@ async def test_a_drop_as_the_reply_to_a_quick_answer_begins_ends_in_the_error_af
         # No transcript of the question, which this server sends only as it answers.
         quiet = {"transcripts": False}
         async with conversation(server, gate, speaker, live=quiet) as talk:
-            talk.say()
-            await gate.entered()
-            gate.opened.set()
+            await ask_and_answer_at_once(talk, gate)
 
             def reply_begun() -> bool:
                 kinds = server.kinds(1, "out")
@@ -165,9 +169,7 @@ async def test_the_reply_to_a_quick_answer_plays_after_the_whole_of_the_first_wo
     speaker = Speaker()
     server.queue_tool_call("slow")
     async with conversation(server, gate, speaker) as talk:
-        talk.say()
-        await gate.entered()
-        gate.opened.set()
+        await ask_and_answer_at_once(talk, gate)
         await server.wait_for(lambda: server.kinds(1, "out").count("turn_complete") == 2, 5)
         for _ in range(30):  # the person listens: the speaker plays out what it holds
             speaker.play_out()
@@ -190,9 +192,7 @@ async def test_hands_free_words_over_the_reply_to_a_tools_answer_replace_its_res
     speaker = Speaker()
     server.queue_tool_call("slow")
     async with conversation(server, gate, speaker) as talk:
-        talk.say()
-        await gate.entered()
-        gate.opened.set()
+        await ask_and_answer_at_once(talk, gate)
         await server.wait_for(lambda: server.kinds(1, "out").count("turn_complete") == 2, 5)
         speaker.play_out()  # the first words play out; the reply to the answer begins
         await until(lambda: speaker.seconds > PREAMBLE_S, within=5)
