@@ -45,6 +45,9 @@ from device.states import (
 from device.workers import WORKERS
 
 REPLY = b"\x01\x02" * 2400  # 100 ms at 24 kHz
+#: 40 ms of a soft voice, or a normal one through a low-gain HAT: -46 dBFS, under the
+#: default `speech_dbfs` (-40) and above the default `pause_below_dbfs` (-50).
+SOFT = np.full(640, 164, dtype=np.int16).tobytes()
 #: `end_after_silence_s` for the silence tests, below the configuration's bound of 1 s
 #: (dataclasses.replace does not validate) so that they take a fraction of a second.
 SILENCE_S = 0.25
@@ -769,22 +772,31 @@ async def test_a_text_turn_over_a_reply_silences_its_audio_already_on_the_way(
         assert REPLY in box.speaker.buffered and box.state == "speaking"
 
 
+@pytest.mark.parametrize("voice", [CHUNK, SOFT], ids=["loud", "soft"])
 async def test_a_question_longer_than_the_long_press_reaches_the_service_whole(
-    tmp_path: Path,
+    tmp_path: Path, voice: bytes
 ) -> None:
     """Push-to-talk with the defaults: a person still talking when the button has been
-    down `long_press_s` (10 s) was hung up on, the question dropped and never answered."""
+    down `long_press_s` (10 s) was hung up on, the question dropped and never answered;
+    a child asking softly (-46 dBFS, under `speech_dbfs`) was too, as if the room were
+    silent. The release ends their turn. (A voice rises above the quiet before its first
+    word: a hum as loud does not, and still hangs up: tests/test_soft_voice.py.)"""
     async with running(tmp_path) as box:
-        await press_and_speak(box)
+        await box.ctl("press")
         box.link.deliver(SetupComplete)
+        box.mic.record(QUIET)
+        for _ in range(19):
+            box.mic.record(voice)
         await box.settle()
         box.appliance._on_button("long_press", time.monotonic())  # ButtonInput's timer
         await box.settle()
         assert box.state == "listening" and box.mic.forwarding and not box.link.closed
         await box.control.ask("release")
-        box.mic.record(CHUNK)
+        box.mic.record(voice)
         await box.settle()
-        assert kinds(box)[-1] == "activity_end" and box.state == "thinking"
+        sent = kinds(box)
+        assert sent[-1] == "activity_end" and sent.count("audio") == 21
+        assert box.state == "thinking"
 
 
 def numbered(n: int) -> bytes:

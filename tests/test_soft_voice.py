@@ -16,33 +16,6 @@ from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Result, Status
 from device.states import SetupComplete
 
-#: 40 ms of a soft voice, or a normal one through a low-gain HAT: -46 dBFS, under the
-#: default `speech_dbfs` (-40) and above the default `pause_below_dbfs` (-50).
-SOFT = np.full(640, 164, dtype=np.int16).tobytes()
-
-
-async def test_a_soft_long_question_is_not_taken_for_a_long_press_hang_up(tmp_path: Path) -> None:
-    """Push-to-talk with the defaults: a child asking softly (-46 dBFS) with the button down
-    past `long_press_s` (10 s) was hung up on, the question dropped, as if the room were
-    silent; the release ends their turn, as it does for a louder voice. (A voice rises
-    above the quiet before its first word: a hum as loud does not, and still hangs up.)"""
-    async with running(tmp_path) as box:
-        await box.ctl("press")
-        box.link.deliver(SetupComplete)
-        box.mic.record(fakes.QUIET)
-        for _ in range(19):
-            box.mic.record(SOFT)
-        await box.settle()
-        box.appliance._on_button("long_press", time.monotonic())  # ButtonInput's timer
-        await box.settle()
-        assert box.state == "listening" and box.mic.forwarding and not box.link.closed
-        await box.control.ask("release")
-        box.mic.record(SOFT)
-        await box.settle()
-        sent = [item.kind for item in box.link.sent()]
-        assert sent[-1] == "activity_end" and sent.count("audio") == 21
-        assert box.state == "thinking"
-
 
 @pytest.mark.parametrize(
     "amplitude",
