@@ -21,11 +21,12 @@ from helpers import until
 from wire import at, config_for
 
 from device.config import ToolsConfig
-from device.live.connection import Connection
+from device.live.connection import TOOL_CALLS_LIMIT, Connection
 from device.live.session import LiveLink
 from device.live.wire import MIC_RATE
 from device.outbox import Item, Outbox
 from device.states import (
+    ConnectionLost,
     Event,
     Reconnected,
     Reconnecting,
@@ -33,7 +34,8 @@ from device.states import (
     SetupComplete,
     TurnComplete,
 )
-from device.tools import ToolBox
+from device.tools import TOOL_THREADS_LIMIT, ToolBox
+from rig.server.connection import Utterance
 from rig.server.server import LiveServer
 
 CHUNK_S = 0.1
@@ -425,3 +427,42 @@ async def test_a_go_away_deadline_while_a_tool_works_drops_its_answer_with_a_lin
     assert lost and lost[0].reply_lost, talk.events
     ended = [r for r in caplog.records if getattr(r, "LIVE_TOOL_RESULT", None) == "ended"]
     assert len(ended) == 1
+
+
+#: Calls past the bound of calls at once, answered busy in one message.
+REFUSED = 4
+
+
+async def test_a_withdrawal_crossing_the_busy_answer_resumes_the_conversation(
+    server: LiveServer, gate: Gate, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The model calls more tools at once than the box runs; the box answers the rest busy
+    in one message. The person talks over it (hands-free): the service withdraws the calls
+    it still awaits, those answered busy among them, as the busy answer is on its way. It
+    refuses that answer (1007, ids it no longer knows): the race a resume mends. It ended
+    the conversation instead, the journal blaming "a setting or a message refused"."""
+    caplog.set_level(logging.INFO)
+    async with talking(server, tools=slow_tool(gate)) as talk:
+        await talk.first_turn(server)  # a handle to resume with
+        service = server.connection()
+        ids = [f"flood-{n}" for n in range(TOOL_CALLS_LIMIT + REFUSED)]
+        service.pending_tools.update({call_id: Utterance("flood") for call_id in ids})
+        service.ws.transport.pause_reading()  # what the box answers crosses what follows
+        calls = [{"id": call_id, "name": "slow", "args": {}} for call_id in ids]
+        await service.send("tool_call", {"toolCall": {"functionCalls": calls}})
+        await gate.entered(TOOL_THREADS_LIMIT)  # the rest of those run answered at once
+        await until(lambda: any("answered busy" in r.getMessage() for r in caplog.records))
+        await asyncio.sleep(0.3)  # the busy answer on its way
+        # What the service still awaits as the person talks: the calls at work and those
+        # whose busy answer it has not read yet (it read the tools' quick answers).
+        await service.cancel_tool_calls(ids[:TOOL_THREADS_LIMIT] + ids[-REFUSED:])
+        service.ws.transport.resume_reading()
+        await until(lambda: any(isinstance(e, Reconnected | ConnectionLost)
+                                for e in talk.events), within=10)
+        lost = [e for e in talk.events if isinstance(e, ConnectionLost)]
+        assert not lost, lost
+        gate.opened.set()
+        talk.outbox.put("text", "and now?")
+        await until(lambda: "and now?" in service.state.history, within=10)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("connection")]
+    assert any("crossed the service's withdrawal" in line for line in lines), lines

@@ -112,8 +112,10 @@ class Connection:
         self._tool_tasks: dict[str, set[asyncio.Task[None]]] = {}
         self._tool_runs: set[asyncio.Task[None]] = set()  # every call running
         self._tool_refusal: asyncio.Task[None] | None = None
-        #: The ids of the newest answers that went out, for a withdrawal that crosses one.
+        #: The ids of the newest answers that went out, and of the calls the newest busy
+        #: answer went to (one message's worth), for a withdrawal that crosses one.
         self._answered: deque[str] = deque(maxlen=TOOL_CALLS_LIMIT)
+        self._answered_busy: frozenset[str] = frozenset()
         self._answer_crossed = False  # the service withdrew a call whose answer went out
         self._tools_busy = Overflow(log, "tool_calls")
         self._told_no_tools = False
@@ -527,7 +529,8 @@ class Connection:
             for task in self._tool_tasks.pop(call_id, ()):
                 task.cancel(WITHDRAWN)  # the tool's line says so (LIVE_TOOL_RESULT=cancelled)
                 withdrawn = True
-            if call_id in self._answered:  # on its way: the service will refuse it (1007)
+            answered = call_id in self._answered or call_id in self._answered_busy
+            if answered:  # on its way: the service will refuse it (1007)
                 self._answer_crossed = withdrawn = True
         if withdrawn and not self._tool_tasks:  # no answer will go out: no reply follows one
             self._turn.tool_reply_owed = False
@@ -556,6 +559,7 @@ class Connection:
 
     async def _refuse_tools(self, calls: list[types.FunctionCall]) -> None:
         busy = {"error": "the device is busy with earlier tool calls; try again later"}
+        self._answered_busy = frozenset(call.id or "" for call in calls)
         await self.session.send_tool_response(
             function_responses=[answer(call, busy) for call in calls]
         )
