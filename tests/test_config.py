@@ -532,6 +532,11 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         ('[hardware]\nprofile = "voice-bonnet"\n[button]\npin = 19',
          "pin and the voice-bonnet HAT's I2S LRCLK both name GPIO 19"),
         ('[control]\nsocket = "/run/a\\u0000b"', "cannot hold a NUL character"),
+        ('[live]\nsystem_instruction_file = "{missing}"', "persona.md does not exist"),
+        ('[leds]\nkind = "multi"\npins = []', "kind 'multi' needs at least one pin"),
+        ('[leds]\nkind = "single"\npins = [54]', "must be between 0 and 53 .got 54."),
+        ('[leds]\nkind = "apa102"\ndata_pin = 10', "set both .pixels on GPIO. or neither"),
+        ('[camera]\nenabled = true\nled_pin = 17', "pin and .camera. led_pin both name GPIO 17"),
     ],
 )
 def test_what_the_daemon_would_refuse_the_configuration_refuses_with_the_same_words(
@@ -545,7 +550,7 @@ def test_what_the_daemon_would_refuse_the_configuration_refuses_with_the_same_wo
     text = settings.format(
         empty=tmp_path / "empty.txt", latin1=tmp_path / "latin1.txt",
         fifo=tmp_path / "persona.fifo", huge=tmp_path / "huge.txt", long="x" * 100,
-        inline="Be kind. " * 10_000,
+        inline="Be kind. " * 10_000, missing=tmp_path / "persona.md",
     )  # fmt: skip
     path = write(tmp_path, text)
     with pytest.raises(config.ConfigError, match=wanted) as caught:

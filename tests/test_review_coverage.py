@@ -1,0 +1,163 @@
+"""Branches a home meets that no other in-process test ran (found with coverage)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import until
+
+from device.config import Config, LiveConfig, Secret
+from device.live.session import LiveLink
+from device.outbox import Outbox
+from device.states import ConnectFailed, Event
+
+
+async def test_a_name_the_resolver_refuses_at_once_is_named_a_dns_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Wi-Fi up, no uplink, and a router whose resolver says so at once (or a typo in
+    `base_url`): the press beeps and `ctl status` must say DNS, not a generic network."""
+    host = "live.refused-test.invalid"
+    resolve = socket.getaddrinfo
+
+    def refusing_resolver(name: Any, *args: Any, **kwargs: Any) -> Any:
+        if name == host:
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return resolve(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", refusing_resolver)
+    live = LiveConfig(base_url=f"https://{host}", connect_timeout_s=5)
+    events: list[Event] = []
+    link = LiveLink(Config(live=live, api_key=Secret("AIza-test")), Outbox(5), events.append,
+                    lambda _item, _t: None)
+    link.open(1)
+    try:
+        await until(lambda: bool(events), within=30)
+    finally:
+        await link.close()
+    (failed,) = events
+    assert isinstance(failed, ConnectFailed)
+    assert failed.reason == (
+        "DNS: cannot resolve the Live API host (Temporary failure in name resolution)"
+    )
+
+
+def test_ctl_status_lists_the_last_turns_with_their_timings() -> None:
+    """What an owner reads to see why the box feels slow: each finished turn's timings, in
+    ms below ten seconds and in seconds past, and a dash for what the turn never had."""
+    from device.doctor.daemon import one_line, summary_lines
+    from device.turns import TurnLog
+
+    turns = TurnLog()
+    turns.start(100.0, "s1")
+    turns.sent("audio", 100.12)
+    turns.released(103.0)
+    turns.sent("activity_end", 103.03)
+    turns.reply_received(103.9)
+    turns.finish(112.5, "s1")
+    turns.start(120.0, "s1")  # a press that sent nothing before the box went wrong
+    turns.released(120.4)
+    turns.finish(121.0, "s1", failed=True)
+    lines = summary_lines({"state": "idle", "turns": turns.recent()})
+    assert lines[-3:] == [
+        "last 2 turns:",
+        "  turn 1: press to first audio sent 120 ms, release to end of turn sent 30 ms, "
+        "release to first reply 900 ms, whole turn 12.5 s",
+        "  turn 2: press to first audio sent -, release to end of turn sent -, "
+        "release to first reply -, whole turn 1000 ms",
+    ]
+    assert one_line({"state": "idle", "turns": turns.recent()}).endswith(
+        "last turn 2: press to first audio sent -, release to end of turn sent -, "
+        "release to first reply -, whole turn 1000 ms"
+    )
+
+
+def test_a_crash_outside_the_loop_is_one_masked_error_entry_not_raw_stderr() -> None:
+    """What nothing caught (a crash at start, before the loop) must reach the journal at
+    error priority (`journalctl -p err` shows it) with the key masked, not printed raw."""
+    key = "AIzaSy-uncaught-0123456789abcdef"
+    program = (
+        "from device import logs\n"
+        f"logs.setup(secrets=[{key!r}])\n"
+        f"raise ValueError('bad header x-goog-api-key: {key}')\n"
+    )
+    env = {**os.environ, "LIVE_APPLIANCE_LOG_FORMAT": "json", "JOURNAL_STREAM": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 1
+    assert key not in done.stderr, done.stderr
+    (entry,) = [json.loads(line) for line in done.stderr.splitlines()]
+    assert entry["PRIORITY"] == 2 and entry["LOGGER"] == "device"
+    assert entry["MESSAGE"].startswith("uncaught ValueError\nTraceback"), entry["MESSAGE"]
+    assert "ValueError: bad header x-goog-api-key:" in entry["MESSAGE"]
+
+
+def _daemon_answering(path: Path, answer: bytes) -> threading.Thread:
+    """A control socket that reads one request and answers `answer` (a daemon of another
+    version, or one stopping), in a thread."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve() -> None:
+        with server, server.accept()[0] as client:
+            client.recv(65536)
+            client.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    ("args", "answer", "said", "code"),
+    [
+        (["text", "hello"], b'{"ok": false, "error": "busy: someone is holding the button"}\n',
+         "live-appliance ctl text: busy: someone is holding the button\n", 1),
+        (["status"], b"", "closed the connection without answering", 1),
+        (["status"], b"<html>\n", "answered with bad JSON", 1),
+        (["status"], b"[1, 2]\n", "answered with [1, 2], not an object", 1),
+    ],
+    ids=["refused", "closed", "not json", "not an object"],
+)
+def test_ctl_says_what_the_daemon_answered_when_it_is_no_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], answer: bytes,
+    said: str, code: int,
+) -> None:
+    """The owner's `ctl` over SSH: a refusal is the daemon's own words on stderr, and an
+    answer that is none says so, with exit status 1 for a script that checks it."""
+    from device import cli
+
+    path = tmp_path / "control.sock"
+    served = _daemon_answering(path, answer)
+    assert cli.main(["ctl", args[0], "--socket", str(path), *args[1:]]) == code
+    served.join(10)
+    err = capsys.readouterr().err
+    assert said in err, err
+
+
+def test_ctl_status_prints_the_summary_not_the_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from device import cli
+
+    path = tmp_path / "control.sock"
+    status = {"ok": True, "state": "idle", "session_open": False, "volume": 0.5, "turns": []}
+    served = _daemon_answering(path, json.dumps(status).encode() + b"\n")
+    assert cli.main(["ctl", "status", "--socket", str(path)]) == 0
+    served.join(10)
+    out = capsys.readouterr().out
+    assert out.splitlines()[1:] == [
+        "session:  closed", "audio:    volume 50%", "no finished turns yet",
+    ], out
+
