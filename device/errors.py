@@ -11,12 +11,14 @@ import threading
 MASK = "***"
 #: What in an error's text may be a credential: a Gemini key, an ephemeral token, a URL's
 #: key or token parameter (not a traceback's `key=` argument), an authenticating
-#: header's value (websockets quotes it whole when it cannot send it). Kept to what
-#: names it: the rest of the line stays.
+#: header's value (websockets quotes it whole when it cannot send it), a URL's password
+#: (HTTPS_PROXY's login, quoted whole when websockets cannot use it). Kept to what names
+#: it: the rest of the line stays.
 _CREDENTIAL = re.compile(
     r"AIza[\w-]+|auth_tokens/[\w.~-]+"
     r"|(?P<param>[?&](?:access_token|key|token)=)[^&\s'\"]+"
-    r"|(?P<header>(?:x-goog-api-key|authorization) header: )(?s:.*)",
+    r"|(?P<header>(?:x-goog-api-key|authorization) header: )(?s:.*)"
+    r"|(?P<login>://[^\s/:@'\"]+:)[^\s/@'\"]+(?=@)",
     re.IGNORECASE,
 )
 
@@ -49,7 +51,7 @@ def without_credentials(text: str) -> str:
     for secret in _remembered:
         if secret in text:
             text = text.replace(secret, MASK)
-    return _CREDENTIAL.sub(lambda m: (m["param"] or m["header"] or "") + MASK, text)
+    return _CREDENTIAL.sub(lambda m: (m["param"] or m["header"] or m["login"] or "") + MASK, text)
 
 
 #: The most characters of a journal line's message and of each LIVE_* field (and of a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -160,4 +161,40 @@ def test_ctl_status_prints_the_summary_not_the_json(
     assert out.splitlines()[1:] == [
         "session:  closed", "audio:    volume 50%", "no finished turns yet",
     ], out
+
+
+async def _connect_failure(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, proxy: str
+) -> tuple[str, list[logging.LogRecord]]:
+    """A press with HTTPS_PROXY set to `proxy`: the error state's reason and the journal's
+    "cannot connect" records (the try once more, then the error)."""
+    monkeypatch.setenv("https_proxy", proxy)
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    events: list[Event] = []
+    link = LiveLink(Config(live=LiveConfig(connect_timeout_s=5), api_key=Secret("AIza-test")),
+                    Outbox(5), events.append, lambda _item, _t: None)
+    with caplog.at_level(logging.INFO, logger="device"):
+        link.open(1)
+        try:
+            await until(lambda: bool(events), within=30)
+        finally:
+            await link.close()
+    (failed,) = events
+    assert isinstance(failed, ConnectFailed)
+    said = [r for r in caplog.records if r.getMessage().startswith("cannot connect")]
+    assert said[-1].levelno == logging.ERROR, said
+    return failed.reason, said
+
+
+async def test_a_proxy_password_stays_out_of_the_journal_and_ctl_status(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HTTPS_PROXY with the proxy's login, and a path websockets refuses: the error line,
+    its LIVE_ERROR field and the reason `ctl status` shows quoted the password whole."""
+    reason, said = await _connect_failure(
+        monkeypatch, caplog, "http://alice:pr0xy-pa55word@proxy.lan:3128/login"
+    )
+    for text in (reason, said[-1].LIVE_ERROR, *(record.getMessage() for record in said)):
+        assert "pr0xy-pa55word" not in text, text
+        assert "alice:" in text and "@proxy.lan:3128" in text, text  # which proxy, still
 
