@@ -198,3 +198,14 @@ async def test_a_proxy_password_stays_out_of_the_journal_and_ctl_status(
         assert "pr0xy-pa55word" not in text, text
         assert "alice:" in text and "@proxy.lan:3128" in text, text  # which proxy, still
 
+
+async def test_a_proxy_setting_websockets_cannot_use_is_a_proxy_failure(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HTTPS_PROXY=proxy.lan:3128 (curl's way, without http://): the owner filtering on
+    LIVE_FAILURE=proxy (README) found nothing; the line said only "InvalidProxy"."""
+    reason, said = await _connect_failure(monkeypatch, caplog, "proxy.lan:3128")
+    assert said[-1].LIVE_FAILURE == "proxy"
+    assert reason == (
+        "proxy: HTTPS_PROXY's proxy.lan:3128 cannot be used: scheme proxy.lan isn't supported"
+    )

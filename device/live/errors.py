@@ -20,6 +20,7 @@ from google.genai import errors
 from pydantic import ValidationError
 from websockets.exceptions import (
     ConnectionClosed,
+    InvalidProxy,
     InvalidProxyMessage,
     InvalidProxyStatus,
     InvalidStatus,
@@ -197,6 +198,8 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, InvalidStatus):
         hint = _HTTP_HINTS.get(exc.response.status_code, "the Live API refused the connection")
         return "http", f"{hint} ({_http(exc.response)})"
+    if isinstance(exc, InvalidProxy):  # HTTPS_PROXY written as curl takes it (no http://)
+        return "proxy", f"proxy: HTTPS_PROXY's {exc.proxy} cannot be used: {exc.msg}"
     if isinstance(exc, InvalidProxyStatus):
         return "proxy", f"the proxy refused the tunnel ({_http(exc.response)})"
     if isinstance(exc, InvalidProxyMessage):
