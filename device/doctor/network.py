@@ -16,8 +16,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from device.config import Config
 from device.doctor.result import Context, Result, Status
-from device.live.endpoint import endpoint, race_addresses
+from device.live.endpoint import endpoint, proxy_of, race_addresses, through_proxy
 
 # With the module, not at the first layer: importing the SDK (seconds on a small Pi) was
 # timed as the DNS lookup.
@@ -123,26 +124,40 @@ async def _open_close(host: str, port: int, tls: ssl.SSLContext | None) -> None:
         await writer.wait_closed()
 
 
+async def _through(cfg: Config, step: Awaitable[object]) -> None:
+    """`step`, its network failure the proxy's when one carries the connection."""
+    try:
+        await step
+    except OSError as exc:
+        raise through_proxy(cfg, exc) from exc
+
+
 async def check_network(ctx: Context) -> Result:
-    """Resolve, connect, shake hands, then open a real session (and, with --turn, talk)."""
+    """Resolve, connect, shake hands, then open a real session (and, with --turn, talk).
+    Behind HTTPS_PROXY the box resolves and connects to the proxy, as the daemon does (it
+    may know no outside names at all); TLS then goes through the tunnel, at setup."""
     cfg = ctx.cfg
     host, port = endpoint(cfg)
     where = {"host": host, "port": port}
     timeout = cfg.live.connect_timeout_s
     loop = asyncio.get_running_loop()
     race_addresses(loop)  # as the daemon connects
+    proxy = proxy_of(cfg)
+    near, near_port = proxy or (host, port)
     steps = {
-        "DNS": lambda: loop.getaddrinfo(host, port, type=socket.SOCK_STREAM),
-        "TCP": lambda: _open_close(host, port, None),
-        "TLS": lambda: _open_close(host, port, tls_context()),
+        "DNS": lambda: _through(cfg, loop.getaddrinfo(near, near_port, type=socket.SOCK_STREAM)),
+        "TCP": lambda: _through(cfg, _open_close(near, near_port, None)),
     }
+    if proxy is None:
+        steps["TLS"] = lambda: _open_close(host, port, tls_context())
     ms: dict[str, float] = {}
     try:
         for layer, step in steps.items():
             started = time.monotonic()
-            await _layer(layer, step, timeout, host, port)
+            await _layer(layer, step, timeout, near, near_port)
             ms[layer] = _since(started)
-        reached = f"{host}:{port}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in ms.items())
+        way = f" through the proxy {near}:{near_port}" if proxy else ""
+        reached = f"{host}:{port}{way}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in ms.items())
         if cfg.api_key is None and cfg.live.backend == "gemini":
             return Result(
                 "network",
