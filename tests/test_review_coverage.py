@@ -7,11 +7,13 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -276,3 +278,90 @@ async def test_the_doctor_checks_the_way_the_daemon_goes_through_a_proxy(
     assert result.status is Status.PASS, (result.measured, result.fix)
     assert asked == [f"CONNECT localhost:{port} HTTP/1.1".encode()]
     assert f"through the proxy 127.0.0.1:{proxy_port}" in result.measured, result.measured
+
+
+def _journald(path: Path) -> socket.socket:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(path))
+    listener.settimeout(5)
+    return listener
+
+
+def test_lines_reach_the_journal_again_after_journald_restarts(tmp_path: Path) -> None:
+    """systemd-journald restarted (an upgrade, a crash): its socket is a new one. The
+    daemon's lines must reach the new journal, the first saying how many were lost."""
+    from device.logs import JournalSender
+
+    path = tmp_path / "journal.socket"
+    journald = _journald(path)
+    send = JournalSender(str(path))
+    send("before", LIVE_STATE="idle")
+    assert b"MESSAGE=before\n" in journald.recv(65536)
+    journald.close()
+    path.unlink()
+    send("while it restarts")
+    journald = _journald(path)
+    send("after")
+    with journald:
+        datagram = journald.recv(65536)
+    assert b"MESSAGE=after (1 lines before it lost" in datagram, datagram
+    assert b"LIVE_LINES_LOST=1\n" in datagram, datagram
+
+
+@pytest.fixture
+def box_etc(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A box's /etc/live-appliance, the service's own configuration there, and the
+    installer's service user (uid 4242, its group 4242): the doctor runs as root."""
+    import grp
+    import pwd
+
+    from device import config
+    from device.doctor import settings
+
+    etc = Path(tempfile.mkdtemp(prefix="etc-"))
+    etc.chmod(0o755)
+    user = pwd.struct_passwd(("live-appliance", "x", 4242, 4242, "", "/nonexistent", ""))
+
+    def service_user_only(name: str) -> pwd.struct_passwd:
+        if name != user.pw_name:
+            raise KeyError(name)
+        return user
+
+    def no_group(name: str) -> grp.struct_group:
+        raise KeyError(name)  # audio, video, gpio, spi: none on this machine
+
+    monkeypatch.setattr(pwd, "getpwnam", service_user_only)
+    monkeypatch.setattr(grp, "getgrnam", no_group)
+    monkeypatch.setattr(config, "DEFAULT_PATH", etc / "config.toml")
+    monkeypatch.setattr(settings, "HIDDEN_FROM_SERVICE", ())  # the scratch is under /tmp
+    try:
+        yield etc
+    finally:
+        shutil.rmtree(etc, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("mode", "owner", "warned"),
+    [(0o600, 0, True), (0o640, 0, True), (0o600, 4242, False), (0o644, 0, False)],
+    ids=["root's alone", "root's group", "the service's own", "readable by all"],
+)
+def test_the_doctor_says_when_the_service_may_not_read_its_persona_file(
+    box_etc: Path, mode: int, owner: int, warned: bool
+) -> None:
+    """`sudo doctor` reads a persona file root saved 0600 (an editor's backup copy moved
+    in, `install -m 600`): the service then exits 2 at every start, so the doctor must
+    warn, and say nothing of a file the service may read."""
+    from device.doctor.result import Status
+    from device.doctor.settings import check_config
+
+    persona = box_etc / "persona.md"
+    persona.write_text("You are the kitchen's helper.\n")
+    persona.chmod(mode)
+    os.chown(persona, owner, 0)
+    (box_etc / "config.toml").write_text(f'[live]\nsystem_instruction_file = "{persona}"\n')
+    result, _ = check_config(None)
+    if warned:
+        assert result.status is Status.WARN, result.measured
+        assert f"may not read [live] system_instruction_file {persona}" in result.measured
+    else:
+        assert result.status is Status.PASS, result.measured
