@@ -439,12 +439,14 @@ def _temperature(text: str | None) -> float | str:
 
 
 def _wifi_signal(text: str | None) -> int | str:
-    """The first interface's signal level in dBm from /proc/net/wireless."""
+    """The signal level in dBm of the first interface that has one, from /proc/net/wireless.
+    The kernel marks a level it measured with a "."; an interface connected to nothing (a
+    Pi on Ethernet) is listed with zeros not so marked, which are no signal."""
     lines = text.splitlines()[2:] if text else []
     for line in lines:
         _, _, values = line.partition(":")
         fields = values.split()
-        if len(fields) >= 3:
+        if len(fields) >= 3 and fields[2].endswith("."):
             try:
                 return round(float(fields[2].rstrip(".")))
             except ValueError:

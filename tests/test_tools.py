@@ -453,3 +453,17 @@ async def test_an_exception_quoting_a_megabyte_is_answered_cut() -> None:
     response = await run_alone(toolbox, "flaky")
     assert response["error"].startswith("ValueError: bad reading: yyy")
     assert len(response["error"]) < 5000, "the whole exception went to the model"
+
+
+async def test_device_status_gives_no_signal_for_a_wifi_not_connected(tmp_path):
+    """A Pi on Ethernet: its built-in wlan0, connected to nothing, is still listed, with
+    zeros the kernel marks as not measured (no "."). The model said the Wi-Fi signal was
+    0 dBm, stronger than any signal there is; a USB dongle listed after it that is
+    connected is the one with a signal."""
+    idle = " wlan0: 0000    0     0     0        0      0      0      0      0        0\n"
+    dongle = " wlan1: 0000   61.  -49.  -256        0      0      0      0      3        0\n"
+    headers = WIRELESS.split(" wlan0")[0]
+    for listing, signal in [(headers + idle, "unknown"), (headers + idle + dongle, -49)]:
+        root = fake_root(tmp_path, {"proc/net/wireless": listing})
+        toolbox = ToolBox(ToolsConfig(enabled=("device_status",)), FakeActions(0.5), root=root)
+        assert (await run_alone(toolbox, "device_status"))["wifi_signal_dbm"] == signal
