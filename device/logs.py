@@ -66,7 +66,8 @@ class Redactor(logging.Filter):
 
 class Bounded(logging.Filter):
     """Cuts a record's message, its LIVE_* fields and its traceback to their limits.
-    Added after the Redactor: a secret cut in two would no longer be recognised."""
+    Added after the Redactor: a secret cut in two would no longer be recognised (and the
+    traceback is the Redactor's text by then)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -75,10 +76,8 @@ class Bounded(logging.Filter):
         for name, value in list(record.__dict__.items()):
             if name.startswith(FIELD_PREFIX):
                 setattr(record, name, _each_text(value, cut))
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text and len(record.exc_text) > TRACEBACK_LIMIT:
-            record.exc_text, record.exc_info = cut(record.exc_text, TRACEBACK_LIMIT), None
+            record.exc_text = cut(record.exc_text, TRACEBACK_LIMIT)
         return True
 
 
