@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,8 @@ from device.audio import pcm
 from device.cli import EXIT_PIPE, build_parser, main
 from device.control import ControlServer
 from device.control_client import ControlError, request
+from device.doctor.daemon import one_line, summary_lines
+from device.turns import TurnLog
 from rig.daemon import scratch_dir, start_daemon
 from rig.loopback import PulseLoopback
 from rig.server.server import ServerThread
@@ -518,3 +521,87 @@ def test_a_daemon_that_takes_the_request_and_never_answers_is_named_hung(
     assert time.monotonic() - started < 2
     message = str(raised.value)
     assert "0.3 s" in message and "sudo systemctl restart live-appliance" in message
+
+
+def test_ctl_status_lists_the_last_turns_with_their_timings() -> None:
+    """What an owner reads to see why the box feels slow: each finished turn's timings, in
+    ms below ten seconds and in seconds past, and a dash for what the turn never had."""
+    turns = TurnLog()
+    turns.start(100.0, "s1")
+    turns.sent("audio", 100.12)
+    turns.released(103.0)
+    turns.sent("activity_end", 103.03)
+    turns.reply_received(103.9)
+    turns.finish(112.5, "s1")
+    turns.start(120.0, "s1")  # a press that sent nothing before the box went wrong
+    turns.released(120.4)
+    turns.finish(121.0, "s1", failed=True)
+    lines = summary_lines({"state": "idle", "turns": turns.recent()})
+    assert lines[-3:] == [
+        "last 2 turns:",
+        "  turn 1: press to first audio sent 120 ms, release to end of turn sent 30 ms, "
+        "release to first reply 900 ms, whole turn 12.5 s",
+        "  turn 2: press to first audio sent -, release to end of turn sent -, "
+        "release to first reply -, whole turn 1000 ms",
+    ]
+    assert one_line({"state": "idle", "turns": turns.recent()}).endswith(
+        "last turn 2: press to first audio sent -, release to end of turn sent -, "
+        "release to first reply -, whole turn 1000 ms"
+    )
+
+
+
+def _daemon_answering(path: Path, answer: bytes) -> threading.Thread:
+    """A control socket that reads one request and answers `answer` (a daemon of another
+    version, or one stopping), in a thread."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve() -> None:
+        with server, server.accept()[0] as client:
+            client.recv(65536)
+            client.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    ("args", "answer", "said", "code"),
+    [
+        (["text", "hello"], b'{"ok": false, "error": "busy: someone is holding the button"}\n',
+         "live-appliance ctl text: busy: someone is holding the button\n", 1),
+        (["status"], b"", "closed the connection without answering", 1),
+        (["status"], b"<html>\n", "answered with bad JSON", 1),
+        (["status"], b"[1, 2]\n", "answered with [1, 2], not an object", 1),
+    ],
+    ids=["refused", "closed", "not json", "not an object"],
+)
+def test_ctl_says_what_the_daemon_answered_when_it_is_no_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], answer: bytes,
+    said: str, code: int,
+) -> None:
+    """The owner's `ctl` over SSH: a refusal is the daemon's own words on stderr, and an
+    answer that is none says so, with exit status 1 for a script that checks it."""
+    path = tmp_path / "control.sock"
+    served = _daemon_answering(path, answer)
+    assert main(["ctl", args[0], "--socket", str(path), *args[1:]]) == code
+    served.join(10)
+    err = capsys.readouterr().err
+    assert said in err, err
+
+
+def test_ctl_status_prints_the_summary_not_the_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "control.sock"
+    status = {"ok": True, "state": "idle", "session_open": False, "volume": 0.5, "turns": []}
+    served = _daemon_answering(path, json.dumps(status).encode() + b"\n")
+    assert main(["ctl", "status", "--socket", str(path)]) == 0
+    served.join(10)
+    out = capsys.readouterr().out
+    assert out.splitlines()[1:] == [
+        "session:  closed", "audio:    volume 50%", "no finished turns yet",
+    ], out

@@ -9,19 +9,22 @@ drive a mock pin and read the LED pins.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -34,11 +37,13 @@ from device.audio import pcm
 from device.audio.capture import Capture
 from device.audio.devices import AudioDeviceError
 from device.audio.playback import Playback
+from device.config import Config, LiveConfig, Secret
 from device.control import ControlServer
 from device.doctor.audio import check_mic, check_speaker
 from device.doctor.camera import check_camera
 from device.doctor.daemon import one_line, summary_lines
 from device.doctor.gpio import check_button, check_leds
+from device.doctor.network import check_network
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Result, Status
 from device.doctor.runner import exit_code, held_by_the_service, run_checks
@@ -46,7 +51,7 @@ from device.doctor.service import check_service
 from device.doctor.settings import check_key
 from rig.daemon import rig_settings, scratch_dir, start_daemon, to_toml
 from rig.loopback import PulseLoopback
-from rig.server.server import ServerThread
+from rig.server.server import LiveServer, ServerThread
 
 MIC_RATE = 16000
 SPEAKER_RATE = 24000
@@ -1082,3 +1087,61 @@ async def test_a_busy_device_says_what_to_close(
     assert result.status is Status.FAIL
     assert result.measured == f"cannot open the {direction} device: Device or resource busy"
     assert "fuser" in (result.fix or "")
+
+
+@contextlib.asynccontextmanager
+async def _proxy_to(port: int) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """An HTTP proxy on 127.0.0.1 that resolves names itself: each CONNECT is tunnelled
+    to 127.0.0.1:`port`. Yields its port and the CONNECT lines it took."""
+    asked: list[bytes] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0])
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield listening.sockets[0].getsockname()[1], asked
+    finally:
+        listening.close()
+
+
+async def test_the_doctor_checks_the_way_the_daemon_goes_through_a_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A school or office network: the box reaches the internet only through HTTPS_PROXY,
+    and its resolver knows no outside names (the proxy resolves them). The daemon talks
+    through the proxy; `doctor network` resolved and connected to the Live API's host
+    itself, and failed on DNS: "Check the box's network and DNS"."""
+    resolve = socket.getaddrinfo
+
+    def inside_names_only(name: Any, *args: Any, **kwargs: Any) -> Any:
+        if name == "localhost":  # an outside name, for this box
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return resolve(name, *args, **kwargs)
+
+    async with LiveServer(pace=0, reply_seconds=0.2) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+        port = urlsplit(server.base_url).port
+        assert port is not None
+        async with _proxy_to(port) as (proxy_port, asked):
+            for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY",
+                         "all_proxy"):
+                monkeypatch.delenv(name, raising=False)
+            monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy_port}")
+            monkeypatch.setattr(socket, "getaddrinfo", inside_names_only)
+            cfg = Config(live=LiveConfig(base_url=f"https://localhost:{port}"),
+                         api_key=Secret(server.api_key))
+            result = await check_network(Context(cfg, Options(), Progress()))
+    assert result.status is Status.PASS, (result.measured, result.fix)
+    assert asked == [f"CONNECT localhost:{port} HTTP/1.1".encode()]
+    assert f"through the proxy 127.0.0.1:{proxy_port}" in result.measured, result.measured

@@ -125,8 +125,9 @@ def etc_dir() -> Iterator[Path]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a file of root's needs root")
 @pytest.mark.parametrize("setting", ["system_instruction_file", "api_key_file", "itself"])
-@pytest.mark.parametrize(("group", "mode", "status"), [
-    (0, 0o600, Status.WARN), (990, 0o640, Status.PASS), (0, 0o644, Status.PASS),
+@pytest.mark.parametrize(("owner", "group", "mode", "status"), [
+    (0, 0, 0o600, Status.WARN), (0, 0, 0o640, Status.WARN), (990, 0, 0o600, Status.PASS),
+    (0, 990, 0o640, Status.PASS), (0, 0, 0o644, Status.PASS),
 ])  # fmt: skip
 def test_a_file_only_root_may_read_is_a_warning(
     service_config: Path,
@@ -134,13 +135,14 @@ def test_a_file_only_root_may_read_is_a_warning(
     etc_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
     setting: str,
+    owner: int,
     group: int,
     mode: int,
     status: Status,
 ) -> None:
     """`sudo live-appliance doctor` reads a persona or token file made 0600 by root (a token
     job with umask 077), or config.toml itself; the service, its own user, may not, and
-    exits 2 at every start."""
+    exits 2 at every start. Nothing is said of a file the service owns or may read."""
     settings_file = etc_dir / "config.toml"  # beside it: the service may read it there
     monkeypatch.setattr(config, "DEFAULT_PATH", settings_file)
     if setting == "itself":
@@ -151,7 +153,7 @@ def test_a_file_only_root_may_read_is_a_warning(
         secret = "AIza-0123456789abcdefgh\n" if setting == "api_key_file" else "A teapot.\n"
         named.write_text(secret)
         settings_file.write_text(f'[live]\n{setting} = "{named}"\n')
-    os.chown(named, 0, group)
+    os.chown(named, owner, group)
     named.chmod(mode)
     monkeypatch.setattr(settings, "HIDDEN_FROM_SERVICE", ())  # /tmp: about the mode only
     result, cfg = check_config(None)

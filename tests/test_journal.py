@@ -29,6 +29,7 @@ from device.config import CameraConfig
 from device.hw.camera import CameraFeed
 from device.live.session import LiveLink
 from device.live.turn import WireTurn
+from device.logs import JournalSender
 from device.outbox import Outbox
 from device.parts import Parts
 from device.states import Reconnected, SetupComplete
@@ -556,3 +557,29 @@ async def test_a_speaker_running_out_mid_reply_is_said_in_the_journal_once_a_min
     assert len(said) == 1, [r.getMessage() for r in caplog.records]
     assert said[0].__dict__["LIVE_SPEAKER_UNDERFLOWS"] == 1
     assert appliance.status()["speaker_underflows"] == 3
+
+
+def _journald(path: Path) -> socket.socket:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(path))
+    listener.settimeout(5)
+    return listener
+
+
+def test_lines_reach_the_journal_again_after_journald_restarts(tmp_path: Path) -> None:
+    """systemd-journald restarted (an upgrade, a crash): its socket is a new one. The
+    daemon's lines must reach the new journal, the first saying how many were lost."""
+    path = tmp_path / "journal.socket"
+    journald = _journald(path)
+    send = JournalSender(str(path))
+    send("before", LIVE_STATE="idle")
+    assert b"MESSAGE=before\n" in journald.recv(65536)
+    journald.close()
+    path.unlink()
+    send("while it restarts")
+    journald = _journald(path)
+    send("after")
+    with journald:
+        datagram = journald.recv(65536)
+    assert b"MESSAGE=after (1 lines before it lost" in datagram, datagram
+    assert b"LIVE_LINES_LOST=1\n" in datagram, datagram

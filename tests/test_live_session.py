@@ -1570,3 +1570,82 @@ async def test_a_network_that_wants_a_sign_in_is_not_the_live_api_refusing(
     assert isinstance(outcome, ConnectFailed)
     assert "Live API refused" not in outcome.reason, outcome.reason
     assert "sign-in" in outcome.reason, outcome.reason
+
+
+async def test_a_name_the_resolver_refuses_at_once_is_named_a_dns_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Wi-Fi up, no uplink, and a router whose resolver says so at once (or a typo in
+    `base_url`): the press beeps and `ctl status` must say DNS, not a generic network."""
+    host = "live.refused-test.invalid"
+    resolve = socket.getaddrinfo
+
+    def refusing_resolver(name: Any, *args: Any, **kwargs: Any) -> Any:
+        if name == host:
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return resolve(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", refusing_resolver)
+    live = LiveConfig(base_url=f"https://{host}", connect_timeout_s=5)
+    events: list[Event] = []
+    link = LiveLink(Config(live=live, api_key=Secret("AIza-test")), Outbox(5), events.append,
+                    lambda _item, _t: None)
+    link.open(1)
+    try:
+        await until(lambda: bool(events), within=30)
+    finally:
+        await link.close()
+    (failed,) = events
+    assert isinstance(failed, ConnectFailed)
+    assert failed.reason == (
+        "DNS: cannot resolve the Live API host (Temporary failure in name resolution)"
+    )
+
+
+
+async def _connect_failure(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, proxy: str
+) -> tuple[str, list[logging.LogRecord]]:
+    """A press with HTTPS_PROXY set to `proxy`: the error state's reason and the journal's
+    "cannot connect" records (the try once more, then the error)."""
+    monkeypatch.setenv("https_proxy", proxy)
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    events: list[Event] = []
+    link = LiveLink(Config(live=LiveConfig(connect_timeout_s=5), api_key=Secret("AIza-test")),
+                    Outbox(5), events.append, lambda _item, _t: None)
+    with caplog.at_level(logging.INFO, logger="device"):
+        link.open(1)
+        try:
+            await until(lambda: bool(events), within=30)
+        finally:
+            await link.close()
+    (failed,) = events
+    assert isinstance(failed, ConnectFailed)
+    said = [r for r in caplog.records if r.getMessage().startswith("cannot connect")]
+    assert said[-1].levelno == logging.ERROR, said
+    return failed.reason, said
+
+
+async def test_a_proxy_password_stays_out_of_the_journal_and_ctl_status(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HTTPS_PROXY with the proxy's login, and a path websockets refuses: the error line,
+    its LIVE_ERROR field and the reason `ctl status` shows quoted the password whole."""
+    reason, said = await _connect_failure(
+        monkeypatch, caplog, "http://alice:pr0xy-pa55word@proxy.lan:3128/login"
+    )
+    for text in (reason, said[-1].LIVE_ERROR, *(record.getMessage() for record in said)):
+        assert "pr0xy-pa55word" not in text, text
+        assert "alice:" in text and "@proxy.lan:3128" in text, text  # which proxy, still
+
+
+async def test_a_proxy_setting_websockets_cannot_use_is_a_proxy_failure(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HTTPS_PROXY=proxy.lan:3128 (curl's way, without http://): the owner filtering on
+    LIVE_FAILURE=proxy (README) found nothing; the line said only "InvalidProxy"."""
+    reason, said = await _connect_failure(monkeypatch, caplog, "proxy.lan:3128")
+    assert said[-1].LIVE_FAILURE == "proxy"
+    assert reason == (
+        "proxy: HTTPS_PROXY's proxy.lan:3128 cannot be used: scheme proxy.lan isn't supported"
+    )
