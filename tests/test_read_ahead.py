@@ -441,3 +441,18 @@ async def test_an_interruption_hands_on_what_it_drops_past_saying_which_came_bef
         await ahead.take(content(interrupted=True))
         assert handled == [said("before"), said("after"), content(interrupted=True)]
         assert handled.earlier == [said("before")]
+
+
+async def test_talked_over_every_whole_reply_waiting_is_dropped_not_only_the_first() -> None:
+    """"Let me look that up" and the reply to the tool's answer both came whole and wait
+    for the speaker; the box hears the person over them: neither is heard any more (the
+    second would start up over the person the moment the first was dropped)."""
+    async with reading() as (ahead, speaker, handled):
+        speaker.room.clear()
+        for message in (audio(1), content(turn_complete=True), audio(2),
+                        content(turn_complete=True)):  # fmt: skip
+            await ahead.take(message)
+        assert ahead.drop_whole_reply()
+        speaker.room.set()
+        await settle()
+        assert handled == [content(turn_complete=True), content(turn_complete=True)]
