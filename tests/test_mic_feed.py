@@ -175,6 +175,21 @@ async def test_speech_is_told_twice_a_second_and_an_utterance_only_after_a_pause
                     (3.8, True)]  # fmt: skip
 
 
+async def test_a_word_that_starts_softly_is_told_at_once_as_someone_starting_to_talk() -> None:
+    """A word's soft start (told as a soft voice) just before its loud part: the loud part
+    is told at once, as an utterance starting (it wakes a reconnect's wait), not held back
+    half a second behind the soft report and then taken for more of the same."""
+    told: list[tuple[float, bool]] = []
+    feed = MicFeed(AudioConfig(speech_dbfs=-40), Outbox(hold_s=5),
+                   on_speech=lambda starts: told.append((now, starts)),
+                   on_soft_voice=lambda: None)  # fmt: skip
+    feed.start([])
+    for n, chunk in enumerate([tone(-70)] * 5 + [tone(-45)] + [tone(-20)] * 5):
+        now = round(n * CHUNK_S, 2)
+        feed.chunk(chunk, now)
+    assert told == [(0.24, True)]
+
+
 async def test_a_release_already_past_ends_the_turn_with_the_held_chunk_that_holds_it() -> None:
     """A press and its release both taken late: what the capture held from the press's
     edge goes out up to the chunk holding the release, and nothing after it, held or new;

@@ -122,3 +122,33 @@ async def test_hands_free_a_soft_start_after_a_pause_goes_out_without_a_preroll(
         sent = [named.get(item.data or b"", item.kind) for item in box.link.sent()]
         resumed = sent.index("audio_stream_end") + 1  # the pause was held back
         assert sent[resumed:] == ["quiet", "quiet", "soft start", "word"]  # 120 ms before it
+
+
+@pytest.mark.parametrize(
+    "sound",
+    [
+        "beep",  # the box's own go-ahead beep, heard softly while its speaker plays
+        "ticks",  # a clock ticking in a quiet room: rises, but under the soft voice's floor
+    ],
+)
+async def test_push_to_talk_a_long_press_nobody_talks_in_still_hangs_up(
+    tmp_path: Path, sound: str
+) -> None:
+    """Held with nobody talking, the long press hangs up (README) whatever else the
+    microphone hears: neither the box's own sound (its speaker busy) nor a faint sound
+    more than 10 dB under `speech_dbfs` is a soft voice, however far above the quiet."""
+    soft = np.full(640, 164, dtype=np.int16).tobytes()  # -46 dBFS: a soft voice's level
+    faint = np.full(640, 40, dtype=np.int16).tobytes()  # -58 dBFS
+    heard = [soft] if sound == "beep" else [faint]
+    async with running(tmp_path) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        box.speaker.busy = sound == "beep"
+        for _ in range(10):
+            for chunk in (fakes.QUIET, *heard):
+                box.mic.record(chunk)
+        await box.settle()
+        box.speaker.busy = False
+        box.appliance._on_button("long_press", time.monotonic())  # ButtonInput's timer
+        await box.settle()
+        assert box.state == "idle" and box.link.closed

@@ -711,6 +711,18 @@ def test_a_long_press_while_someone_talks_is_a_long_question_not_a_hang_up() -> 
     assert seen == [State.IDLE] and not m.session_open
 
 
+def test_hands_free_a_soft_voice_keeps_no_silence_open() -> None:
+    """A voice under `speech_dbfs` (a television across the room, a murmur) neither holds
+    open the silence that ends a hands-free conversation nor starts the camera: the
+    conversation still hangs up `end_after_silence_s` after the last word."""
+    m, _, actions = run(Machine(mode=Mode.TOGGLE), s.Pressed(), SETUP)
+    assert "start_timer:silence" in names(actions)
+    m, _, actions = run(m, s.SpeechHeard(from_the_room=True, soft=True))
+    assert actions == []
+    m, seen, _ = run(m, s.Timeout(s.Timer.SILENCE))
+    assert not m.session_open, seen
+
+
 def test_a_press_over_the_models_goodbye_keeps_the_conversation() -> None:
     """Push-to-talk: the model says goodbye and calls end_conversation; the person presses
     over it ("wait, one more thing"). The call arriving while they hold hung up at once,
