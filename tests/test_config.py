@@ -1154,12 +1154,18 @@ def test_hands_free_a_silence_that_leaves_the_model_no_time_to_answer_stops_the_
     assert config.load(path, key=False).conversation.end_after_silence_s == 1.8
 
 
-def test_hands_free_the_least_silence_the_refusal_names_is_accepted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("silence_ms", [640, 1010])
+def test_hands_free_the_least_silence_the_refusal_names_is_accepted(
+    tmp_path: Path, silence_ms: int
+) -> None:
     """silence_ms = 640: the refusal says end_after_silence_s "must be at least silence_ms
     (640 ms) and 1 s more"; the owner writes 1.64 and is refused again, by the same line
-    (0.64 + 1.0 is a hair above 1.64 in binary floating point)."""
+    (0.64 + 1.0 is a hair above 1.64 in binary floating point; 2.01 s, a hair under
+    2010 ms)."""
+    least_s = (silence_ms + 1000) / 1000
     path = write(
         tmp_path,
-        "[button]\nmode = 'toggle'\n[conversation]\nsilence_ms = 640\nend_after_silence_s = 1.64",
+        "[button]\nmode = 'toggle'\n[conversation]\n"
+        f"silence_ms = {silence_ms}\nend_after_silence_s = {least_s}",
     )
-    assert config.load(path, key=False).conversation.end_after_silence_s == 1.64
+    assert config.load(path, key=False).conversation.end_after_silence_s == least_s
