@@ -129,6 +129,33 @@ async def test_the_doctor_does_not_say_try_again_later_for_revoked_vertex_creden
     assert "credentials" in result.fix.lower(), result.fix
 
 
+class Unavailable(google.auth.credentials.Credentials):
+    """Application default credentials whose refresh meets a token server that answers,
+    busy (HTTP 503): google-auth raises a RefreshError it calls retryable."""
+
+    def refresh(self, request: object) -> None:
+        raise auth_errors.RefreshError(
+            "Service Unavailable", {"error": "unavailable"}, retryable=True
+        )
+
+
+async def test_the_doctor_names_a_busy_token_server_not_credentials_to_renew(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Google's token server answering 503: the credentials are fine, the network check
+    fails at the token server (its fix names it), not as credentials to renew."""
+    monkeypatch.setattr(google.auth, "default", lambda **_: (Unavailable(), "p"))
+    ctx = doctor_context(server, backend="vertex", project="p", location="l")
+    ctx = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, api_key=None))
+    result = await check_network(ctx)
+    assert result.status is Status.FAIL
+    assert "network: Vertex AI credentials: Service Unavailable" in result.measured, (
+        result.measured
+    )
+    assert result.fix is not None and "token server" in result.fix, result.fix
+    assert "renew" not in result.fix.lower(), result.fix
+
+
 #: What the token server, or its certificate, says to a box whose clock is off.
 CLOCK_REFUSALS = [
     auth_errors.RefreshError(
