@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -71,13 +72,21 @@ async def test_doctor_mic_says_a_voice_is_under_speech_dbfs(
     assert result.data["loudest_dbfs"] == -47.0
 
 
+@pytest.mark.parametrize(
+    ("mode", "word_dbfs", "unsent"),
+    [
+        ("toggle", -53, True),
+        ("toggle", -47, False),  # above pause_below_dbfs: sent, only not taken for speech
+        ("push_to_talk", -53, False),  # a press sends all it hears: no quiet gate
+    ],
+)
 async def test_doctor_mic_says_a_hands_free_voice_under_the_pause_is_not_even_sent(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, mode: str, word_dbfs: int, unsent: bool
 ) -> None:
-    toggle = config.Config(button=config.ButtonConfig(mode="toggle"))
-    result = await _doctor_mic_hearing(monkeypatch, toggle, word_dbfs=-53)
-    assert result.status is Status.WARN
-    assert "under pause_below_dbfs (-50 dBFS) not even sent" in result.measured
+    cfg = config.Config(button=config.ButtonConfig(mode=mode))
+    result = await _doctor_mic_hearing(monkeypatch, cfg, word_dbfs=word_dbfs)
+    assert result.status is Status.WARN and "speech_dbfs (-40 dBFS)" in result.measured
+    assert ("not even sent" in result.measured) is unsent, result.measured
 
 
 async def test_doctor_mic_passes_a_voice_loud_enough_for_speech(
@@ -85,6 +94,20 @@ async def test_doctor_mic_passes_a_voice_loud_enough_for_speech(
 ) -> None:
     result = await _doctor_mic_hearing(monkeypatch, config.Config(), word_dbfs=-30)
     assert result.status is Status.PASS and result.data["loudest_dbfs"] == -30.0
+
+
+async def test_doctor_mic_on_digital_silence_keeps_its_json_valid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A muted microphone (exact zeros): `doctor --json` must stay JSON a script can read,
+    no -Infinity for the loudest chunk's level."""
+    from device.doctor.audio import check_mic
+
+    _a_microphone_hearing(monkeypatch, bytes(16000))
+    ctx = Context(config.Config(), Options(mic_seconds=2), Progress(spinner=False))
+    result = await check_mic(ctx)
+    assert result.status is Status.WARN and "digital silence" in result.measured
+    json.dumps(result.data, allow_nan=False)
 
 
 async def _doctor_mic_hearing(
