@@ -11,11 +11,12 @@ import fakes
 import numpy as np
 import pytest
 from fakes import running
+from helpers import until
 
 from device import config
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Result, Status
-from device.states import SetupComplete
+from device.states import ReplyAudio, SetupComplete, TurnComplete
 
 
 @pytest.mark.parametrize(
@@ -38,6 +39,39 @@ async def test_push_to_talk_a_long_press_in_a_fans_steady_hum_still_hangs_up(
         for _ in range(20):
             box.mic.record(hum)
         await box.settle()
+        box.appliance._on_button("long_press", time.monotonic())  # ButtonInput's timer
+        await box.settle()
+        assert box.state == "idle" and box.link.closed
+
+
+async def test_push_to_talk_a_hum_that_began_since_the_last_press_still_hangs_up(
+    tmp_path: Path,
+) -> None:
+    """A question asked in a quiet room; the fan switched on since. Held in its steady
+    hum with nobody talking, the long press hangs up: the quiet a voice rises above is
+    this press's, not the quieter room of an earlier one."""
+    hum = np.full(640, 184, dtype=np.int16).tobytes()  # -45 dBFS
+    async with running(tmp_path) as box:
+        box.mic.record(fakes.QUIET)  # the pre-roll
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        for _ in range(5):
+            box.mic.record(fakes.CHUNK)
+        await box.ctl("release")
+        box.mic.record(fakes.CHUNK)
+        await box.settle()
+        box.link.deliver(ReplyAudio, pcm=b"\x01\x02" * 2400)
+        box.link.deliver(TurnComplete)
+        await box.settle()
+        box.speaker.play()
+        await until(lambda: box.state == "idle")
+        for _ in range(5):
+            box.mic.record(hum)  # the fan is on: the next press's pre-roll
+        await box.ctl("press")
+        for _ in range(20):
+            box.mic.record(hum)
+        await box.settle()
+        assert box.state == "listening"
         box.appliance._on_button("long_press", time.monotonic())  # ButtonInput's timer
         await box.settle()
         assert box.state == "idle" and box.link.closed
