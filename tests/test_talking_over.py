@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fakes import CHUNK, Box, FakeLink, FakeParts, config, running
+import pytest
+from fakes import CHUNK, Box, FakeLink, FakeParts, Gate, config, running
 from google.genai import types
 from helpers import until
+from test_handsfree_drops import conversation
+from test_live_session import Speaker
 
 from device.audio.earcons import earcon
 from device.config import Config, LiveConfig
@@ -21,7 +25,16 @@ from device.live.connection import Connection
 from device.live.hooks import Hooks
 from device.live.turn import WireTurn
 from device.outbox import Item
-from device.states import Earcon, Reconnected, Reconnecting, SetupComplete, Timeout, Timer
+from device.states import (
+    Earcon,
+    Reconnected,
+    Reconnecting,
+    ReplyAudio,
+    SetupComplete,
+    Timeout,
+    Timer,
+)
+from rig.server.server import LiveServer
 
 OLD = b"\x01\x00" * 2400  # 100 ms of the reply talked over
 NEW = b"\x05\x00" * 2400  # 100 ms of the answer to the new question
@@ -274,3 +287,39 @@ async def test_a_press_while_a_carried_reply_waits_asks_anew_and_never_hears_its
         link.audio(NEW)
         await box.settle()
         assert box.state == "speaking" and NEW in box.speaker.buffered
+
+
+#: The first reply, longer than the speaker takes at once, sent whole.
+REPLY_S = 8.0
+#: The answer to the words said over it.
+ANSWER_S = 0.2
+
+
+@pytest.fixture
+async def long_reply(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
+    async with LiveServer(pace=0, reply_seconds=REPLY_S) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
+
+
+async def test_without_barge_in_words_over_a_whole_reply_leave_it_to_play_to_its_end(
+    long_reply: LiveServer, gate: Gate
+) -> None:
+    """Hands-free with `barge_in = false`, the README's promise: words said over a reply
+    never cut it. A reply sent whole waits for the speaker; the person talks over it;
+    the service, told not to interrupt, transcribes and answers. Its answer must come
+    after the whole of the reply, not in place of its rest."""
+    server = long_reply
+    speaker = Speaker()
+    async with conversation(server, gate, speaker, conversation={"barge_in": False}) as talk:
+        talk.say()
+        await server.wait_for(lambda: "turn_complete" in server.kinds(1, "out"), 5)
+        server.config.reply_seconds = ANSWER_S
+        talk.say()  # over the reply
+        await server.wait_for(lambda: server.kinds(1, "out").count("turn_complete") == 2, 5)
+        for _ in range(30):  # the person listens: the speaker plays out what it holds
+            speaker.play_out()
+            await asyncio.sleep(0.1)
+    assert speaker.seconds == pytest.approx(REPLY_S + ANSWER_S, abs=0.01), (
+        f"heard {speaker.seconds:.2f} s of a {REPLY_S} s reply and a {ANSWER_S} s answer")
+    assert not any(isinstance(e, ReplyAudio) and e.replaces for e in talk.events)
