@@ -60,7 +60,8 @@ QUOTA_HINT = "a quota or rate limit of the key was reached"
 #: How the SDK says a frame is not JSON, before it quotes the whole frame.
 _NOT_JSON = "Failed to parse response: "
 #: What Python's JSON decoder says of a document nested deeper than it goes (a frame of a
-#: few kilobytes is enough), as against a RecursionError of the box's own.
+#: few kilobytes on Bookworm's Python, some tens on Trixie's), as against a RecursionError
+#: of the box's own.
 _JSON_TOO_DEEP = "while decoding a JSON"
 
 #: HTTP answers instead of the WebSocket upgrade (before any close code exists); those
