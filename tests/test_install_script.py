@@ -864,6 +864,24 @@ def test_the_lock_pins_every_dependency_with_hashes(python: str) -> None:
     assert {"setuptools", "wheel"} <= set(pins)
 
 
+def test_the_build_tools_the_lock_may_hold_can_build_the_appliance() -> None:
+    """The installer builds the appliance's wheel without build isolation, with the lock's
+    setuptools (pip checks no build-system bound then): pi-build.in allowed setuptools
+    70.1, which refuses pyproject's SPDX license ("project.license must be valid exactly by
+    one definition"), so a lock made at its lowest left every Pi unable to install."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    needed = {Requirement(spec).name: Requirement(spec).specifier
+              for spec in tomllib.loads(PYPROJECT.read_text())["build-system"]["requires"]}
+    lines = (REQUIREMENTS / "pi-build.in").read_text().splitlines()
+    for allowed in (Requirement(line) for line in lines if line and not line.startswith("#")):
+        lowest = [s.version for s in allowed.specifier if s.operator == ">="]
+        if allowed.name in needed:
+            assert lowest and needed[allowed.name].contains(lowest[0]), (allowed, needed)
+
+
 @pytest.mark.parametrize(("python", "major"), [("311", 1), ("313", 2)])
 def test_the_lock_keeps_numpy_binary_compatible_with_apt(python: str, major: int) -> None:
     """The venv's numpy shadows apt's, which picamera2 and simplejpeg are built against:
