@@ -140,15 +140,20 @@ def test_a_link_that_dies_silently_as_the_turn_ends_is_noticed_within_seconds(
     assert "is acknowledged" in reason, reason  # the journal names the layer
 
 
-async def test_a_model_that_thinks_15_seconds_on_a_live_link_is_waited_for(
+async def test_a_model_that_thinks_past_dead_after_s_on_a_live_link_is_waited_for(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Google Search or a tool can keep the model silent for 15 s: the link is quiet,
-    the service's end still acknowledges every byte, and the reply is still waited for
-    (with the defaults: pings after `keepalive_s`, no verdict before `dead_after_s`)."""
-    async with LiveServer(pace=0, reply_seconds=0.2, think_seconds=15) as server:
+    """Google Search or a tool can keep the model silent for longer than `dead_after_s`:
+    the link is quiet, the service's end still answers the pings sent after
+    `keepalive_s`, and the reply is still waited for. The think outlasts `dead_after_s`
+    twice here: only the pongs tell the link is alive (within it, a link that never
+    pinged passed too)."""
+    live = {"keepalive_s": 1.0, "dead_after_s": 3.0}
+    async with LiveServer(pace=0, reply_seconds=0.2, think_seconds=6) as server:
         monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
-        cfg = Config(live=LiveConfig(base_url=server.base_url), api_key=Secret(server.api_key))
+        cfg = Config(
+            live=LiveConfig(base_url=server.base_url, **live), api_key=Secret(server.api_key)
+        )
         events: list[Event] = []
         outbox = Outbox(8)
         link = LiveLink(cfg, outbox, events.append, lambda *_: None)
@@ -160,8 +165,8 @@ async def test_a_model_that_thinks_15_seconds_on_a_live_link_is_waited_for(
                 outbox.put("audio", CHUNK)
             outbox.put("activity_end")
             released = time.monotonic()
-            await until(lambda: any(isinstance(e, ReplyAudio) for e in events), within=25)
-            assert time.monotonic() - released >= 14
+            await until(lambda: any(isinstance(e, ReplyAudio) for e in events), within=15)
+            assert time.monotonic() - released >= 2 * live["dead_after_s"]
         finally:
             await link.close()
     assert not [e for e in events if isinstance(e, Reconnecting | ConnectionLost)], events
