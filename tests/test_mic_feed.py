@@ -113,6 +113,22 @@ async def test_talking_over_the_box_is_never_told_to_the_service_as_a_pause(
     assert kinds == ["audio"] * 5, "the service was told the stream paused while it flowed"
 
 
+async def test_attenuated_what_the_box_hears_while_it_speaks_goes_out_turned_down() -> None:
+    """With "attenuate" the microphone streams on while the box speaks, `attenuation_db`
+    quieter: at full level the service hears the box's own voice as the person's and the
+    reply interrupts itself. Listening, it goes out as heard."""
+    box = Outbox(hold_s=5)
+    feed = MicFeed(AudioConfig(mic_during_playback="attenuate", attenuation_db=30), box)
+    feed.start([])
+    feed.gate(True)
+    feed.chunk(tone(-20), 0.0)
+    feed.gate(False)
+    feed.chunk(tone(-20), 1.0)
+    speaking, listening = (pcm.rms_dbfs(data) for data in sent_audio(box))
+    assert speaking == pytest.approx(-50, abs=0.5), "turned down by attenuation_db"
+    assert listening == pytest.approx(-20, abs=0.5)
+
+
 async def test_cancelling_the_microphone_stays_open_while_the_model_speaks() -> None:
     box = Outbox(hold_s=5)
     feed = MicFeed(AudioConfig(mic_during_playback="cancel"), box)
