@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -186,3 +186,41 @@ def open_refused(monkeypatch: Any, refused: Callable[[Path], bool]) -> None:
 #: "Grüße" as a Latin-1 file holds it (`ctl text "$(cat note.txt)"` on a UTF-8 system):
 #: Python hands those bytes on as unpaired surrogates, which JSON carries as "\udcfc".
 LATIN1_WORDS = "Gr\xfc\xdfe".encode("latin-1")
+
+
+@asynccontextmanager
+async def proxy(
+    answer: bytes | None = None, to_port: int | None = None
+) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """An HTTP proxy on 127.0.0.1: its port and the CONNECT requests it took. It tunnels
+    each to the host and port asked for (to 127.0.0.1:`to_port` when given: a proxy that
+    resolves outside names itself), or answers `answer` (a status line) instead."""
+    asked: list[bytes] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        asked.append(request.split(b"\r\n", 1)[0])
+        if answer is not None:
+            writer.write(answer + b"\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        host, _, port = request.split()[1].decode().rpartition(":")
+        if to_port is not None:
+            host, port = "127.0.0.1", str(to_port)
+        up_reader, up_writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield listening.sockets[0].getsockname()[1], asked
+    finally:
+        listening.close()

@@ -9,7 +9,6 @@ drive a mock pin and read the LED pins.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import io
 import json
@@ -21,7 +20,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,7 +28,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 from fakes import DEAD
-from helpers import closed_port, daemon_saying, lines_of, open_refused
+from helpers import closed_port, daemon_saying, lines_of, open_refused, proxy
 from helpers import mock_pins as pins
 
 from device import config
@@ -1102,32 +1101,6 @@ async def test_a_busy_device_says_what_to_close(
     assert "fuser" in (result.fix or "")
 
 
-@contextlib.asynccontextmanager
-async def _proxy_to(port: int) -> AsyncIterator[tuple[int, list[bytes]]]:
-    """An HTTP proxy on 127.0.0.1 that resolves names itself: each CONNECT is tunnelled
-    to 127.0.0.1:`port`. Yields its port and the CONNECT lines it took."""
-    asked: list[bytes] = []
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        asked.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0])
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield listening.sockets[0].getsockname()[1], asked
-    finally:
-        listening.close()
-
-
 async def test_the_doctor_checks_the_way_the_daemon_goes_through_a_proxy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1146,7 +1119,7 @@ async def test_the_doctor_checks_the_way_the_daemon_goes_through_a_proxy(
         monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
         port = urlsplit(server.base_url).port
         assert port is not None
-        async with _proxy_to(port) as (proxy_port, asked):
+        async with proxy(to_port=port) as (proxy_port, asked):
             for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY",
                          "all_proxy"):
                 monkeypatch.delenv(name, raising=False)

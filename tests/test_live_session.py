@@ -25,7 +25,7 @@ import pytest
 from fakes import Gate
 from google.auth import exceptions as auth_errors
 from google.genai import errors, types
-from helpers import closed_port, until
+from helpers import closed_port, proxy, until
 from test_go_away import slow_tool, talking
 from test_server_fuzz import audio_part, server_content
 from websockets.datastructures import Headers
@@ -1405,39 +1405,6 @@ async def test_a_broken_ipv6_route_falls_back_to_ipv4_before_the_connect_times_o
     assert took < 2.0, f"connected (and closed) after {took:.1f} s"
 
 
-@contextlib.asynccontextmanager
-async def proxy(answer: bytes | None = None) -> AsyncIterator[tuple[int, list[bytes]]]:
-    """An HTTP proxy on 127.0.0.1: its port and the CONNECT requests it took. It tunnels
-    each to the host and port asked for, or answers `answer` (a status line) instead."""
-    asked: list[bytes] = []
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await reader.readuntil(b"\r\n\r\n")
-        asked.append(request.split(b"\r\n", 1)[0])
-        if answer is not None:
-            writer.write(answer + b"\r\nContent-Length: 0\r\n\r\n")
-            await writer.drain()
-            writer.close()
-            return
-        host, _, port = request.split()[1].decode().rpartition(":")
-        up_reader, up_writer = await asyncio.open_connection(host.strip("[]"), int(port))
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield listening.sockets[0].getsockname()[1], asked
-    finally:
-        listening.close()
-
-
 async def test_a_proxy_in_the_environment_carries_the_session(
     server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1588,39 +1555,23 @@ async def test_a_name_the_resolver_refuses_at_once_is_named_a_dns_failure(
 
     monkeypatch.setattr(socket, "getaddrinfo", refusing_resolver)
     live = LiveConfig(base_url=f"https://{host}", connect_timeout_s=5)
-    events: list[Event] = []
-    link = LiveLink(Config(live=live, api_key=Secret("AIza-test")), Outbox(5), events.append,
-                    lambda _item, _t: None)
-    link.open(1)
-    try:
-        await until(lambda: bool(events), within=30)
-    finally:
-        await link.close()
-    (failed,) = events
+    failed = await first_outcome(Config(live=live, api_key=Secret("AIza-test")))
     assert isinstance(failed, ConnectFailed)
     assert failed.reason == (
         "DNS: cannot resolve the Live API host (Temporary failure in name resolution)"
     )
 
 
-
 async def _connect_failure(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, proxy: str
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, setting: str
 ) -> tuple[str, list[logging.LogRecord]]:
-    """A press with HTTPS_PROXY set to `proxy`: the error state's reason and the journal's
-    "cannot connect" records (the try once more, then the error)."""
-    monkeypatch.setenv("https_proxy", proxy)
+    """A press with HTTPS_PROXY set to `setting`: the error state's reason and the
+    journal's "cannot connect" records (the try once more, then the error)."""
+    monkeypatch.setenv("https_proxy", setting)
     monkeypatch.delenv("HTTPS_PROXY", raising=False)
-    events: list[Event] = []
-    link = LiveLink(Config(live=LiveConfig(connect_timeout_s=5), api_key=Secret("AIza-test")),
-                    Outbox(5), events.append, lambda _item, _t: None)
+    cfg = Config(live=LiveConfig(connect_timeout_s=5), api_key=Secret("AIza-test"))
     with caplog.at_level(logging.INFO, logger="device"):
-        link.open(1)
-        try:
-            await until(lambda: bool(events), within=30)
-        finally:
-            await link.close()
-    (failed,) = events
+        failed = await first_outcome(cfg)
     assert isinstance(failed, ConnectFailed)
     said = [r for r in caplog.records if r.getMessage().startswith("cannot connect")]
     assert said[-1].levelno == logging.ERROR, said
