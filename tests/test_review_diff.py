@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 
+from device.config import Config, LiveConfig, Secret
+from device.doctor.network import FIXES, check_network
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
+from rig.server.server import LiveServer
+from tests.test_doctor import _proxy_to
 from tests.test_live_session import _connect_failure
 
 
@@ -26,3 +34,26 @@ async def test_a_proxy_password_written_as_curl_takes_it_stays_out_of_the_journa
         assert "pa55word" not in text, text
     assert "alice:" in reason and "@proxy.lan:3128" in reason, reason  # which proxy, still
     assert said[-1].LIVE_FAILURE == "proxy"
+
+
+async def test_a_proxy_that_intercepts_tls_is_told_as_tls_not_try_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A school's proxy that opens the tunnel, then shows its own certificate (the box does
+    not trust it). Behind HTTPS_PROXY TLS is checked at setup; its failure there was told
+    "try again in a minute, the service may be down", not the clock or the intercepting
+    proxy (the TLS fix, as the README says)."""
+    async with LiveServer(pace=0, reply_seconds=0.2) as server:
+        port = urlsplit(server.base_url).port
+        assert port is not None
+        async with _proxy_to(port) as (proxy_port, _asked):
+            for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY",
+                         "all_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+                monkeypatch.delenv(name, raising=False)
+            monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy_port}")
+            cfg = Config(live=LiveConfig(base_url=f"https://localhost:{port}"),
+                         api_key=Secret(server.api_key))
+            result = await check_network(Context(cfg, Options(), Progress()))
+    assert result.status is Status.FAIL
+    assert "certificate" in result.measured, result.measured
+    assert result.fix == FIXES["TLS"], (result.measured, result.fix)

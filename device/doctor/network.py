@@ -110,6 +110,8 @@ async def _layer(
             code = "clock"
         elif token_server_unreached(exc):
             code = "token server"
+        elif isinstance(exc, ssl.SSLError):  # behind HTTPS_PROXY, TLS is first shaken at setup
+            code = "TLS"
         elif code is None and is_refusal(exc):
             code = "credentials"
         raise LayerFailed(layer, reason, _fix(layer, code, host, port)) from exc
