@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -57,3 +60,44 @@ async def test_a_proxy_that_intercepts_tls_is_told_as_tls_not_try_again(
     assert result.status is Status.FAIL
     assert "certificate" in result.measured, result.measured
     assert result.fix == FIXES["TLS"], (result.measured, result.fix)
+
+
+@contextlib.asynccontextmanager
+async def _proxy_refusing(status: bytes) -> AsyncIterator[int]:
+    """An HTTP proxy on 127.0.0.1 that answers every CONNECT with `status`; yields its port."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError):  # the doctor's TCP step
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    try:
+        yield listening.sockets[0].getsockname()[1]
+    finally:
+        listening.close()
+
+
+@pytest.mark.parametrize(
+    "status", [b"407 Proxy Authentication Required", b"403 Forbidden"]
+)
+async def test_a_proxy_that_refuses_the_tunnel_is_told_to_check_the_proxy(
+    monkeypatch: pytest.MonkeyPatch, status: bytes
+) -> None:
+    """The school's proxy wants a login (407) or refuses CONNECT (403). The doctor said to
+    renew the API key (407), or to try again in a minute (403): neither helps."""
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with _proxy_refusing(status) as proxy_port:
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy_port}")
+        cfg = Config(live=LiveConfig(base_url="https://localhost:443"),
+                     api_key=Secret("AIza-not-a-real-key-0123456789abcdefghij"))
+        result = await check_network(Context(cfg, Options(), Progress()))
+    assert result.status is Status.FAIL
+    assert "proxy refused the tunnel" in result.measured, result.measured
+    fix = result.fix or ""
+    assert "HTTPS_PROXY" in fix, fix
+    assert "API key" not in fix, fix

@@ -25,6 +25,7 @@ from device.live.endpoint import endpoint, proxy_of, race_addresses, through_pro
 from device.live.errors import (
     blames_the_clock,
     describe_failure,
+    failure_fields,
     is_refusal,
     refuses_key,
     token_server_unreached,
@@ -55,6 +56,10 @@ FIXES = {
     # Vertex AI's token server out of reach: the Live API was never asked.
     "token server": "Check that the box reaches Google's token server "
     "(oauth2.googleapis.com, port 443): DNS, a firewall or a proxy may stop it.",
+    # The proxy refused the tunnel (407: it wants a login) or its setting is unusable.
+    "proxy": "Check HTTPS_PROXY (the service's: systemctl show -p Environment "
+    "live-appliance): the proxy's address, its login if it asks for one "
+    "(http://user:password@host:port), and that it lets the box through to port 443.",
     "setup": "Try again in a minute; if it keeps failing, the service may be down "
     "or [live] base_url may point at the wrong place.",
 }
@@ -110,6 +115,8 @@ async def _layer(
             code = "clock"
         elif token_server_unreached(exc):
             code = "token server"
+        elif failure_fields(exc)["LIVE_FAILURE"] == "proxy":  # 407 is no key refused
+            code = "proxy"
         elif isinstance(exc, ssl.SSLError):  # behind HTTPS_PROXY, TLS is first shaken at setup
             code = "TLS"
         elif code is None and is_refusal(exc):
