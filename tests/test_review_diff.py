@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -101,3 +102,26 @@ async def test_a_proxy_that_refuses_the_tunnel_is_told_to_check_the_proxy(
     fix = result.fix or ""
     assert "HTTPS_PROXY" in fix, fix
     assert "API key" not in fix, fix
+
+
+async def test_a_proxy_setting_websockets_cannot_use_is_what_the_doctor_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTPS_PROXY=proxy.lan:3128 (curl's way) on a network whose resolver knows no outside
+    names: the service fails on "HTTPS_PROXY's proxy.lan:3128 cannot be used", but the
+    doctor, taking no proxy, resolved the Live API's host itself and said to check the
+    box's network and DNS."""
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("https_proxy", "proxy.lan:3128")
+
+    def no_outside_names(*_args: object, **_kwargs: object) -> object:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_outside_names)
+    cfg = Config(live=LiveConfig(), api_key=Secret("AIza-not-a-real-key-0123456789abcdefghij"))
+    result = await check_network(Context(cfg, Options(), Progress()))
+    assert result.status is Status.FAIL
+    assert "HTTPS_PROXY's proxy.lan:3128 cannot be used" in result.measured, result.measured
+    assert "HTTPS_PROXY" in (result.fix or ""), result.fix

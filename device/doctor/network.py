@@ -16,9 +16,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from websockets.exceptions import InvalidProxy
+
 from device.config import Config
 from device.doctor.result import Context, Result, Status
-from device.live.endpoint import endpoint, proxy_of, race_addresses, through_proxy
+from device.live.endpoint import endpoint, race_addresses, through_proxy, usable_proxy
 
 # With the module, not at the first layer: importing the SDK (seconds on a small Pi) was
 # timed as the DNS lookup.
@@ -151,7 +153,11 @@ async def check_network(ctx: Context) -> Result:
     timeout = cfg.live.connect_timeout_s
     loop = asyncio.get_running_loop()
     race_addresses(loop)  # as the daemon connects
-    proxy = proxy_of(cfg)
+    try:
+        proxy = usable_proxy(cfg)
+    except InvalidProxy as exc:
+        return Result("network", Status.FAIL, describe_failure(exc), FIXES["proxy"],
+                      data=where | {"layer": "proxy"})
     near, near_port = proxy or (host, port)
     steps = {
         "DNS": lambda: _through(cfg, loop.getaddrinfo(near, near_port, type=socket.SOCK_STREAM)),

@@ -64,7 +64,18 @@ def proxy_of(cfg: Config) -> tuple[str, int] | None:
     """(host, port) of the proxy websockets connects to the Live API through, as the
     environment says (HTTPS_PROXY, ALL_PROXY, NO_PROXY...); None when it connects
     directly, or when the setting is not valid (the connect says so itself)."""
-    from websockets.exceptions import InvalidProxy, InvalidURI
+    from websockets.exceptions import InvalidProxy
+
+    try:
+        return usable_proxy(cfg)
+    except InvalidProxy:
+        return None
+
+
+def usable_proxy(cfg: Config) -> tuple[str, int] | None:
+    """proxy_of, raising websockets' InvalidProxy for a setting the connect would refuse
+    (the doctor's answer is the service's)."""
+    from websockets.exceptions import InvalidURI
     from websockets.proxy import get_proxy, parse_proxy
     from websockets.uri import parse_uri
 
@@ -72,9 +83,9 @@ def proxy_of(cfg: Config) -> tuple[str, int] | None:
     named = f"[{host}]" if ":" in host else host
     try:
         proxy = get_proxy(parse_uri(f"wss://{named}:{port}"))
-        parsed = None if proxy is None else parse_proxy(proxy)
-    except (InvalidProxy, InvalidURI):
+    except InvalidURI:  # the connect says so itself
         return None
+    parsed = None if proxy is None else parse_proxy(proxy)
     return None if parsed is None else (parsed.host, parsed.port)
 
 
