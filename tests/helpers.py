@@ -205,7 +205,11 @@ async def proxy(
         writer.close()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await reader.readuntil(b"\r\n\r\n")
+        try:
+            request = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:  # connected and went (the doctor's TCP step)
+            writer.close()
+            return
         asked.append(request.split(b"\r\n", 1)[0])
         if answer is not None:
             writer.write(answer + b"\r\nContent-Length: 0\r\n\r\n")

@@ -42,7 +42,7 @@ from device.doctor.audio import check_mic, check_speaker
 from device.doctor.camera import check_camera
 from device.doctor.daemon import one_line, summary_lines
 from device.doctor.gpio import check_button, check_leds
-from device.doctor.network import check_network
+from device.doctor.network import FIXES, check_network
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Result, Status
 from device.doctor.runner import exit_code, held_by_the_service, run_checks
@@ -195,7 +195,7 @@ def test_an_unknown_host_fails_at_dns(
 SILENT_PROGRAM = textwrap.dedent(f"""
     import asyncio, socket, sys, time
     from device.config import Config, LiveConfig
-    from device.doctor.network import check_network
+    from device.doctor.network import FIXES, check_network
     from device.doctor.progress import Progress
     from device.doctor.result import Context, Options
 
@@ -1101,6 +1101,14 @@ async def test_a_busy_device_says_what_to_close(
     assert "fuser" in (result.fix or "")
 
 
+def only_proxy(monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
+    """HTTPS_PROXY set to `setting` and no other proxy setting of this shell's."""
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("https_proxy", setting)
+
+
 async def test_the_doctor_checks_the_way_the_daemon_goes_through_a_proxy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1120,10 +1128,7 @@ async def test_the_doctor_checks_the_way_the_daemon_goes_through_a_proxy(
         port = urlsplit(server.base_url).port
         assert port is not None
         async with proxy(to_port=port) as (proxy_port, asked):
-            for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY",
-                         "all_proxy"):
-                monkeypatch.delenv(name, raising=False)
-            monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy_port}")
+            only_proxy(monkeypatch, f"http://127.0.0.1:{proxy_port}")
             monkeypatch.setattr(socket, "getaddrinfo", inside_names_only)
             cfg = Config(live=LiveConfig(base_url=f"https://localhost:{port}"),
                          api_key=Secret(server.api_key))
@@ -1131,3 +1136,65 @@ async def test_the_doctor_checks_the_way_the_daemon_goes_through_a_proxy(
     assert result.status is Status.PASS, (result.measured, result.fix)
     assert asked == [f"CONNECT localhost:{port} HTTP/1.1".encode()]
     assert f"through the proxy 127.0.0.1:{proxy_port}" in result.measured, result.measured
+
+
+async def test_a_proxy_that_intercepts_tls_is_told_as_tls_not_try_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A school's proxy that opens the tunnel, then shows its own certificate (the box does
+    not trust it). Behind HTTPS_PROXY TLS is checked at setup; its failure there was told
+    "try again in a minute, the service may be down", not the clock or the intercepting
+    proxy (the TLS fix, as the README says)."""
+    async with LiveServer(pace=0, reply_seconds=0.2) as server:
+        port = urlsplit(server.base_url).port
+        assert port is not None
+        async with proxy(to_port=port) as (proxy_port, _):
+            for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):  # the proxy's CA is not trusted
+                monkeypatch.delenv(name, raising=False)
+            only_proxy(monkeypatch, f"http://127.0.0.1:{proxy_port}")
+            cfg = Config(live=LiveConfig(base_url=f"https://localhost:{port}"),
+                         api_key=Secret(server.api_key))
+            result = await check_network(Context(cfg, Options(), Progress()))
+    assert result.status is Status.FAIL
+    assert "certificate" in result.measured, result.measured
+    assert result.fix == FIXES["TLS"], (result.measured, result.fix)
+
+
+@pytest.mark.parametrize(
+    "status", [b"407 Proxy Authentication Required", b"403 Forbidden"]
+)
+async def test_a_proxy_that_refuses_the_tunnel_is_told_to_check_the_proxy(
+    monkeypatch: pytest.MonkeyPatch, status: bytes
+) -> None:
+    """The school's proxy wants a login (407) or refuses CONNECT (403). The doctor said to
+    renew the API key (407), or to try again in a minute (403): neither helps."""
+    async with proxy(b"HTTP/1.1 " + status) as (proxy_port, _):
+        only_proxy(monkeypatch, f"http://127.0.0.1:{proxy_port}")
+        cfg = Config(live=LiveConfig(base_url="https://localhost:443"),
+                     api_key=Secret("AIza-not-a-real-key-0123456789abcdefghij"))
+        result = await check_network(Context(cfg, Options(), Progress()))
+    assert result.status is Status.FAIL
+    assert "proxy refused the tunnel" in result.measured, result.measured
+    fix = result.fix or ""
+    assert "HTTPS_PROXY" in fix, fix
+    assert "API key" not in fix, fix
+
+
+async def test_a_proxy_setting_websockets_cannot_use_is_what_the_doctor_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTPS_PROXY=proxy.lan:3128 (curl's way) on a network whose resolver knows no outside
+    names: the service fails on "HTTPS_PROXY's proxy.lan:3128 cannot be used", but the
+    doctor, taking no proxy, resolved the Live API's host itself and said to check the
+    box's network and DNS."""
+    only_proxy(monkeypatch, "proxy.lan:3128")
+
+    def no_outside_names(*_args: object, **_kwargs: object) -> object:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_outside_names)
+    cfg = Config(live=LiveConfig(), api_key=Secret("AIza-not-a-real-key-0123456789abcdefghij"))
+    result = await check_network(Context(cfg, Options(), Progress()))
+    assert result.status is Status.FAIL
+    assert "HTTPS_PROXY's proxy.lan:3128 cannot be used" in result.measured, result.measured
+    assert "HTTPS_PROXY" in (result.fix or ""), result.fix
