@@ -172,3 +172,20 @@ def test_ask_prints_one_line_per_turn_whatever_the_reply_holds(
         'Reply 1: you said "Erste Zeile zweite Zeile".',
         'Reply 2: you said "Noch eine Frage".',
     ]
+
+
+def test_a_proxy_setting_urllib_cannot_parse_is_said_as_the_proxy_setting(
+    server: ServerThread, scratch: Path
+) -> None:
+    """HTTPS_PROXY with a bracket left open: websockets raises a bare ValueError, and ask
+    said "the service sent a message that cannot be decoded", as if the service were at
+    fault."""
+    env = silent_env(server, https_proxy="http://[bad")
+    for name in ("HTTPS_PROXY", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        env.pop(name, None)
+    result = ask(scratch, server.base_url, env, "Hello")
+    assert result.returncode == 1
+    assert (
+        "live-appliance ask: setup: proxy: HTTPS_PROXY's http://[bad cannot be used: "
+        "Invalid IPv6 URL" in result.stderr
+    ), result.stderr

@@ -1198,3 +1198,19 @@ async def test_a_proxy_setting_websockets_cannot_use_is_what_the_doctor_names(
     assert result.status is Status.FAIL
     assert "HTTPS_PROXY's proxy.lan:3128 cannot be used" in result.measured, result.measured
     assert "HTTPS_PROXY" in (result.fix or ""), result.fix
+
+async def test_a_proxy_setting_urllib_cannot_parse_is_what_the_doctor_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTPS_PROXY=http://[bad (a bracket left open): websockets' parse raises a bare
+    ValueError, which the doctor's network check did not catch; the service says the
+    setting cannot be used, and the doctor must say the same, with the proxy's fix."""
+    only_proxy(monkeypatch, "http://[bad")
+    cfg = Config(live=LiveConfig(), api_key=Secret("AIza-not-a-real-key-0123456789abcdefghij"))
+    result = await check_network(Context(cfg, Options(), Progress()))
+    assert result.status is Status.FAIL
+    assert result.measured == (
+        "proxy: HTTPS_PROXY's http://[bad cannot be used: Invalid IPv6 URL"
+    ), result.measured
+    assert result.fix == FIXES["proxy"], result.fix
+

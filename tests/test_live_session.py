@@ -1612,6 +1612,25 @@ async def test_a_proxy_password_written_as_curl_takes_it_stays_out_of_the_journa
     assert said[-1].LIVE_FAILURE == "proxy"
 
 
+@pytest.mark.parametrize(
+    ("setting", "why"),
+    [
+        ("http://[bad", "Invalid IPv6 URL"),
+        ("http://proxy.lan:31280000", "Port out of range 0-65535"),
+    ],
+)
+async def test_a_proxy_setting_urllib_cannot_parse_is_a_proxy_failure(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, setting: str, why: str
+) -> None:
+    """HTTPS_PROXY with a typo urllib cannot parse (a bracket left open, a port too long):
+    websockets raises a bare ValueError, and the journal, LIVE_ERROR and `ctl status`
+    said "the service sent a message that cannot be decoded" (LIVE_FAILURE=undecodable):
+    the owner looked at the service, not at the setting."""
+    reason, said = await _connect_failure(monkeypatch, caplog, setting)
+    assert reason == f"proxy: HTTPS_PROXY's {setting} cannot be used: {why}"
+    assert said[-1].LIVE_FAILURE == "proxy"
+
+
 async def test_a_proxy_setting_websockets_cannot_use_is_a_proxy_failure(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -58,13 +58,14 @@ async def open_session(stack: contextlib.AsyncExitStack, cfg: Config) -> AsyncSe
     their own (a refresh left waiting in the loop's pool kept `ask` and `doctor` from
     ending until it gave up), and a timeout spent waiting for the token server says so:
     "no answer from the Live API" sent an owner to a service never asked."""
-    from device.live.endpoint import race_addresses
+    from device.live.endpoint import race_addresses, usable_proxy
     from device.live.setup import build_client, connect_config
 
     race_addresses(asyncio.get_running_loop())
     token = None
     try:
         async with asyncio.timeout(cfg.live.connect_timeout_s):
+            usable_proxy(cfg)
             client, token = await in_own_thread(
                 functools.partial(build_client, cfg), "live-client"
             )

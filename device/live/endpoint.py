@@ -74,8 +74,10 @@ def proxy_of(cfg: Config) -> tuple[str, int] | None:
 
 def usable_proxy(cfg: Config) -> tuple[str, int] | None:
     """proxy_of, raising websockets' InvalidProxy for a setting the connect would refuse
-    (the doctor's answer is the service's)."""
-    from websockets.exceptions import InvalidURI
+    (the doctor's answer is the service's). A connect calls it first: websockets refuses
+    a setting urllib cannot parse (a bracket left open, a port out of range) with a bare
+    ValueError, which the journal would have said as a message of the service's."""
+    from websockets.exceptions import InvalidProxy, InvalidURI
     from websockets.proxy import get_proxy, parse_proxy
     from websockets.uri import parse_uri
 
@@ -85,8 +87,13 @@ def usable_proxy(cfg: Config) -> tuple[str, int] | None:
         proxy = get_proxy(parse_uri(f"wss://{named}:{port}"))
     except InvalidURI:  # the connect says so itself
         return None
-    parsed = None if proxy is None else parse_proxy(proxy)
-    return None if parsed is None else (parsed.host, parsed.port)
+    if proxy is None:
+        return None
+    try:
+        parsed = parse_proxy(proxy)
+    except ValueError as exc:
+        raise InvalidProxy(proxy, str(exc)) from exc
+    return parsed.host, parsed.port
 
 
 def through_proxy(cfg: Config, exc: OSError) -> Exception:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from device import logs
 from device.config import Config, find_api_key, where_to_put_the_key
 from device.errors import ConfigError, cut, without_credentials
-from device.live.endpoint import race_addresses, through_proxy, timed_out
+from device.live.endpoint import race_addresses, through_proxy, timed_out, usable_proxy
 from device.live.hooks import Hooks, SpeakerRoom
 from device.live.pacing import Pacing
 from device.live.turn import WireTurn
@@ -407,6 +407,7 @@ class LiveLink:
         race_addresses(asyncio.get_running_loop())
         try:
             async with asyncio.timeout(self._cfg.live.connect_timeout_s):
+                usable_proxy(self._cfg)
                 if self._token is not None:  # else the SDK refreshes it in the loop's pool
                     await self._token.fresh()
                 session = await stack.enter_async_context(
