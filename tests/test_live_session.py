@@ -594,6 +594,18 @@ def test_a_tools_answer_crossing_its_withdrawal_keeps_the_services_close_code() 
     assert not is_refusal(failure)
 
 
+def test_a_tools_answer_crossing_its_withdrawal_is_said_as_a_crossing_not_a_refusal() -> None:
+    """A race the box reconnects over, not a refusal: its journal line ("connection lost:
+    ...") and the reconnecting state's reason went on to quote the 1007's usual words, "a
+    setting or a message was refused as invalid", sending the owner to check [live] model,
+    voice and language."""
+    failure = answer_crossed(ConnectionClosedError(Close(1007, "invalid function id"), None))
+    assert describe_failure(failure) == (
+        "a tool's answer crossed the service's withdrawal of it (close code 1007: invalid "
+        "function id): reconnecting"
+    )
+
+
 async def test_a_resolver_that_never_answers_is_named_not_a_plain_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

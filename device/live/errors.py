@@ -125,7 +125,7 @@ def answer_crossed(ended: Exception) -> Exception:
     closed = _close_of(ended)
     if closed is None or closed[0] != CLOSE_INVALID or _names_the_key(*closed):
         return ended
-    crossed = AnswerCrossed(describe_failure(ended))
+    crossed = AnswerCrossed(_close_words(*closed))  # not the words of a 1007 refusal
     crossed.__cause__ = ended
     return crossed
 
@@ -204,8 +204,7 @@ def _classify(exc: BaseException) -> tuple[str, str]:
             hint = "the service refused the API key"
         if _speaks_of_quota(reason):
             hint = QUOTA_HINT
-        detail = f": {reason}" if reason else ""
-        return "closed", f"{hint} (close code {code}{detail})"
+        return "closed", f"{hint} ({_close_words(code, reason)})"
     if (redirect := _redirect_of(exc)) is not None:
         where = urlsplit(redirect.headers.get("Location", "")).hostname or "a page"
         return "http", f"{SIGN_IN_HINT}: redirected to {where} ({_http(redirect)})"
@@ -228,7 +227,8 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, GaveUp):
         return "gave_up", str(exc)
     if isinstance(exc, AnswerCrossed):
-        return "closed", f"a tool's answer crossed the service's withdrawal of it: {exc}"
+        crossed = "a tool's answer crossed the service's withdrawal of it"
+        return "closed", f"{crossed} ({exc}): reconnecting"
     if isinstance(exc, Unacknowledged):
         return "silent", f"nothing the box sends is acknowledged ({exc})"
     if isinstance(exc, NotReading):
@@ -258,6 +258,11 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, ValueError | AttributeError):
         return "undecodable", f"the service sent a message that cannot be decoded ({exc})"
     return "other", f"{type(exc).__name__}: {exc}"
+
+
+def _close_words(code: int, reason: str) -> str:
+    """A close as a failure's line quotes it: "close code 1007: invalid function id"."""
+    return f"close code {code}: {reason}" if reason else f"close code {code}"
 
 
 def _http(response: Response) -> str:
