@@ -12,13 +12,14 @@ MASK = "***"
 #: What in an error's text may be a credential: a Gemini key, an ephemeral token, a URL's
 #: key or token parameter (not a traceback's `key=` argument), an authenticating
 #: header's value (websockets quotes it whole when it cannot send it), a URL's password
-#: (HTTPS_PROXY's login, quoted whole when websockets cannot use it). Kept to what names
-#: it: the rest of the line stays.
+#: (HTTPS_PROXY's login, quoted whole when websockets cannot use it; a port and a query or
+#: fragment holding an '@' are none, but an owner's '#' or '?' in a password, unencoded, is
+#: masked with it). Kept to what names it: the rest of the line stays.
 _CREDENTIAL = re.compile(
     r"AIza[\w-]+|auth_tokens/[\w.~-]+"
     r"|(?P<param>[?&](?:access_token|key|token)=)[^&\s'\"]+"
     r"|(?P<header>(?:x-goog-api-key|authorization) header: )(?s:.*)"
-    r"|(?P<login>://[^\s/:@'\"]+:)[^\s/@'\"]+(?=@)",
+    r"|(?P<login>://[^\s/:@'\"]+:)(?!\d+[?#])[^\s/@'\"]+(?=@)",
     re.IGNORECASE,
 )
 

@@ -383,6 +383,21 @@ async def test_a_key_read_after_the_start_is_masked_whatever_its_shape(
     assert later not in err, err
 
 
+def test_a_urls_port_stays_in_the_journal_when_its_query_holds_an_at(
+    daemon_log: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The mask of a URL's password ran from the port to an '@' in the query: a line
+    quoting https://example.com:8080?to=a@b.c said ":***@b.c", its port hidden as if it
+    were a secret. A password is the userinfo's, before the host's first '/', '?' or '#'."""
+    logs.setup()
+    log = logging.getLogger("device.tools")
+    log.warning("cannot reach %s", "https://example.com:8080?to=a@b.c")
+    log.warning("cannot reach %s", "https://alice:pa55word@example.com:8080#to=a@b.c")
+    err = capsys.readouterr().err
+    assert "cannot reach https://example.com:8080?to=a@b.c" in err, err
+    assert "cannot reach https://alice:***@example.com:8080#to=a@b.c" in err, err
+
+
 def test_the_keys_remembered_for_masking_stay_bounded_over_rotations() -> None:
     """A token rotated every minute for months: the newest few are masked, no more held."""
     from device import errors
