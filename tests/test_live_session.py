@@ -1643,6 +1643,35 @@ async def test_a_proxy_setting_urllib_cannot_parse_is_a_proxy_failure(
     assert said[-1].LIVE_FAILURE == "proxy"
 
 
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ("http://alice:pr0xy#pa55word@proxy.lan:3128",  # a '#' in the password, unencoded
+         "HTTPS_PROXY's http://alice:***@proxy.lan:3128 cannot be used: fragment is meaningless"),
+        ("http://proxy.lan:3128x",  # a letter in the port
+         "HTTPS_PROXY's http://proxy.lan:3128x cannot be used: Port could not be cast to "
+         "integer value as '3128x'"),
+    ],
+)
+async def test_a_proxy_setting_the_client_cannot_be_built_with_is_said_as_the_setting(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, setting: str, said: str
+) -> None:
+    """The SDK's HTTP client reads HTTPS_PROXY as it is built, and refuses these: the
+    journal ("no session: the Live API client cannot be built") and `ctl status` said
+    "Invalid port: 'pr0xy'", the password's first part taken for a port, without
+    LIVE_FAILURE=proxy and without naming HTTPS_PROXY."""
+    monkeypatch.setenv("https_proxy", setting)
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    cfg = Config(live=LiveConfig(connect_timeout_s=5), api_key=Secret("AIza-test"))
+    with caplog.at_level(logging.INFO, logger="device"):
+        lost = await first_outcome(cfg)
+    assert isinstance(lost, ConnectionLost), lost
+    assert lost.reason == f"proxy: {said}"
+    line = [r for r in caplog.records if r.getMessage().startswith("no session")][-1]
+    assert line.LIVE_FAILURE == "proxy"
+    assert all("pr0xy" not in r.getMessage() for r in caplog.records)
+
+
 async def test_a_proxy_setting_websockets_cannot_use_is_a_proxy_failure(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -158,7 +158,7 @@ class LiveLink:
             connect_config(self._cfg, None)
             warm_up()
         except Exception as exc:
-            outcome = exc
+            outcome = _proxy_refused(self._cfg) or exc
         except BaseException as exc:  # SystemExit from a library: still an outcome to hand on
             outcome = RuntimeError(f"{type(exc).__name__}: {exc}")
         with contextlib.suppress(RuntimeError):  # the loop is closed: the daemon stopped
@@ -548,10 +548,10 @@ def _wire_turn(cfg: Config) -> WireTurn:
 
 def say_build_failure(exc: Exception, logger: logging.Logger, what: str) -> str:
     """Journal `what` (the client could not be built) and why; the reason, for the error
-    state. Vertex AI's credentials, loaded with the client, keep the fields a connect's
-    failure has (LIVE_FAILURE=credentials): an owner filters on them."""
-    auth = sys.modules.get("google.auth.exceptions")  # not there: the SDK did not import
-    if auth is not None and isinstance(exc, auth.GoogleAuthError):
+    state. Vertex AI's credentials, loaded with the client, and HTTPS_PROXY, which its
+    HTTP client reads, keep the words and fields a connect's failure has
+    (LIVE_FAILURE=credentials, proxy): an owner filters on them."""
+    if _said_as_a_connects(exc):
         from device.live.errors import describe_failure, failure_fields
 
         reason = describe_failure(exc)
@@ -559,6 +559,29 @@ def say_build_failure(exc: Exception, logger: logging.Logger, what: str) -> str:
         return reason
     logger.error("%s: %s: %s", what, type(exc).__name__, exc)
     return without_credentials(str(exc))
+
+
+def _proxy_refused(cfg: Config) -> Exception | None:
+    """Why HTTPS_PROXY cannot be used, if it cannot: the SDK's HTTP client, built with the
+    Live API's, refuses one it cannot parse in its own words ("Invalid port: 'pr0xy'", a
+    password's first part taken for a port), which name neither the setting nor the proxy."""
+    from websockets.exceptions import InvalidProxy
+
+    try:
+        usable_proxy(cfg)
+    except InvalidProxy as exc:
+        return exc
+    return None
+
+
+def _said_as_a_connects(exc: Exception) -> bool:
+    """Vertex AI's credentials or HTTPS_PROXY refused (neither module there: the SDK did
+    not import, and raised neither)."""
+    auth = sys.modules.get("google.auth.exceptions")
+    proxies = sys.modules.get("websockets.exceptions")
+    return (auth is not None and isinstance(exc, auth.GoogleAuthError)) or (
+        proxies is not None and isinstance(exc, proxies.InvalidProxy)
+    )
 
 
 def _settle(done: asyncio.Future[Built], outcome: Built | Exception) -> None:
