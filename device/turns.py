@@ -114,7 +114,7 @@ class TurnLog:
                 **{f"LIVE_{k.upper()}": v for k, v in timings.items() if v is not None},
             },
         )
-        self._done.append({"turn": self._count, **timings, "raw": asdict(turn)})
+        self._done.append({"turn": self._count, "failed": failed, **timings, "raw": asdict(turn)})
 
     def recent(self) -> list[dict[str, Any]]:
         return list(self._done)

@@ -525,7 +525,9 @@ def test_a_daemon_that_takes_the_request_and_never_answers_is_named_hung(
 
 def test_ctl_status_lists_the_last_turns_with_their_timings() -> None:
     """What an owner reads to see why the box feels slow: each finished turn's timings, in
-    ms below ten seconds and in seconds past, and a dash for what the turn never had."""
+    ms below ten seconds and in seconds past, and a dash for what the turn never had. A
+    turn that ended in the error state says so: it read as any turn that had no reply (a
+    press with nothing said), and only the journal said "failed"."""
     turns = TurnLog()
     turns.start(100.0, "s1")
     turns.sent("audio", 100.12)
@@ -541,11 +543,11 @@ def test_ctl_status_lists_the_last_turns_with_their_timings() -> None:
         "last 2 turns:",
         "  turn 1: press to first audio sent 120 ms, release to end of turn sent 30 ms, "
         "release to first reply 900 ms, whole turn 12.5 s",
-        "  turn 2: press to first audio sent -, release to end of turn sent -, "
+        "  turn 2 (failed): press to first audio sent -, release to end of turn sent -, "
         "release to first reply -, whole turn 1000 ms",
     ]
     assert one_line({"state": "idle", "turns": turns.recent()}).endswith(
-        "last turn 2: press to first audio sent -, release to end of turn sent -, "
+        "last turn 2 (failed): press to first audio sent -, release to end of turn sent -, "
         "release to first reply -, whole turn 1000 ms"
     )
 

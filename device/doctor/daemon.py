@@ -43,9 +43,10 @@ def _ms(value: float | None) -> str:
 
 
 def turn_line(turn: dict[str, Any]) -> str:
-    """One finished turn: its number and timings."""
+    """One finished turn: its number, whether it ended in the error state, its timings."""
     spans = ", ".join(f"{label} {_ms(turn.get(key))}" for key, label in TIMINGS)
-    return f"turn {turn.get('turn', '?')}: {spans}"
+    failed = " (failed)" if turn.get("failed") else ""
+    return f"turn {turn.get('turn', '?')}{failed}: {spans}"
 
 
 def _state(status: dict[str, Any]) -> str:
