@@ -43,7 +43,7 @@ from wire import at, config_for
 from device.config import Config, LiveConfig, Secret
 from device.errors import TEXT_LIMIT
 from device.live.connection import Connection
-from device.live.endpoint import through_proxy
+from device.live.endpoint import endpoint, proxy_of, through_proxy
 from device.live.errors import answer_crossed, describe_failure, failure_fields, is_refusal
 from device.live.session import SESSION_ID_LIMIT, LiveLink
 from device.live.websocket import UNSENT_HELD_LIMIT, websocket_of
@@ -1427,6 +1427,23 @@ async def test_a_proxy_in_the_environment_carries_the_session(
         outcome = await first_outcome(config_for(server))
     assert isinstance(outcome, SetupComplete), outcome
     assert asked and asked[0].startswith(b"CONNECT 127.0.0.1:")
+
+
+async def test_an_http_base_url_is_reached_as_the_endpoint_and_the_proxy_say(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`base_url = "http://..."`: the SDK opens wss:// to the same host and port (a key
+    or a Vertex AI project is always there), so HTTPS_PROXY carries it, as `endpoint`
+    and `proxy_of` (the doctor's, a timeout's resolver check) take it."""
+    url = server.base_url.replace("https://", "http://")
+    cfg = config_for(server, live={"base_url": url})
+    assert endpoint(cfg) == ("127.0.0.1", server.port)
+    async with proxy() as (port, asked):
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+        assert proxy_of(cfg) == ("127.0.0.1", port)
+        outcome = await first_outcome(cfg)
+    assert isinstance(outcome, SetupComplete), outcome
+    assert asked == [f"CONNECT 127.0.0.1:{server.port} HTTP/1.1".encode()]
 
 
 async def test_a_proxy_that_is_down_is_named_not_the_live_api_host(
