@@ -178,15 +178,15 @@ def _close_of(exc: BaseException) -> tuple[int, str] | None:
 
 def _without_password(proxy: str) -> str:
     """HTTPS_PROXY as written, its login's password masked: the journal's mask of a URL's
-    password needs a scheme and no '@' in the password, which a setting websockets refuses
-    need not have (curl's `user:password@host:port`)."""
+    password needs a scheme and no '@' or '/' in the password, which a setting websockets
+    refuses need not have (curl's `user:password@host:port`, a password pasted unencoded).
+    The login runs to the last '@'."""
     scheme, sep, rest = proxy.rpartition("://")
-    place, slash, path = rest.partition("/")
-    login, at, host = place.rpartition("@")
+    login, at, place = rest.rpartition("@")
     user, colon, _password = login.partition(":")
     if not colon:
         return proxy
-    return f"{scheme}{sep}{user}:{MASK}{at}{host}{slash}{path}"
+    return f"{scheme}{sep}{user}:{MASK}{at}{place}"
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:
