@@ -3,12 +3,19 @@ property-based search found, pinned as examples."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import pytest
+from helpers import until
 
 from device.config import Config, LiveConfig, Secret
 from device.doctor.network import check_network
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
+from device.live.session import LiveLink
+from device.outbox import Outbox
+from device.states import Event
 
 #: HTTPS_PROXY settings whose password holds a character a URL gives a meaning to, as an
 #: owner pastes a generated password: neither websockets nor the SDK's HTTP client can
@@ -44,3 +51,35 @@ async def test_the_doctor_names_an_unusable_proxy_without_its_password(
     assert result.status is Status.FAIL
     shows_no_password(result.measured)
     assert "HTTPS_PROXY's http://alice:***@proxy.lan:3128" in result.measured, result.measured
+
+
+async def _first_event(cfg: Config) -> Event:
+    """What a press's session says first."""
+    events: list[Event] = []
+    link = LiveLink(cfg, Outbox(5), events.append, lambda *_: None)
+    link.open(1)
+    try:
+        await until(lambda: bool(events), within=15)
+    finally:
+        await link.close()
+    return events[0]
+
+
+@pytest.mark.parametrize("setting", UNENCODED_PASSWORDS)
+async def test_a_press_names_an_unusable_proxy_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, setting: str
+) -> None:
+    """The SDK's HTTP client refuses such a setting as the client is built: the journal said
+    "InvalidURL: Invalid port: 'pr0xy'" (the password up to its '/', '?' or '#'), and
+    `ctl status` "Invalid port: 'pr0xy'", naming no proxy (LIVE_FAILURE=proxy found nothing)."""
+    only_proxy(monkeypatch, setting)
+    cfg = Config(live=LiveConfig(connect_timeout_s=5), api_key=Secret("AIza-test"))
+    with caplog.at_level(logging.INFO, logger="device"):
+        event = await asyncio.wait_for(_first_event(cfg), 30)
+    reason = getattr(event, "reason", "")
+    shows_no_password(reason)
+    assert "HTTPS_PROXY's http://alice:***@proxy.lan:3128" in reason, reason
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    for record in errors:
+        shows_no_password(record.getMessage())
+    assert [getattr(r, "LIVE_FAILURE", None) for r in errors] == ["proxy"], errors
