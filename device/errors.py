@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterable
 
 #: What a masked credential reads as, wherever it is masked.
 MASK = "***"
@@ -47,10 +48,12 @@ def remember_secret(secret: str) -> None:
         _remembered = (*kept, secret)[-REMEMBERED:]
 
 
-def without_credentials(text: str) -> str:
-    """`text` with anything that may be a key or token masked."""
-    for secret in _remembered:
-        if secret in text:
+def without_credentials(text: str, also: Iterable[str] = ()) -> str:
+    """`text` with anything that may be a key or token masked, `also` too. The longest
+    first: a key corrected after a paste cut short holds that paste, whose mask would
+    leave the rest of the key in clear."""
+    for secret in sorted({*_remembered, *also}, key=len, reverse=True):
+        if secret and secret in text:
             text = text.replace(secret, MASK)
     return _CREDENTIAL.sub(lambda m: (m["param"] or m["header"] or m["login"] or "") + MASK, text)
 

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from device.errors import MASK, TEXT_LIMIT, cut, without_credentials
+from device.errors import TEXT_LIMIT, cut, without_credentials
 from device.service import connected_datagram
 
 FIELD_PREFIX = "LIVE_"
@@ -45,9 +45,7 @@ class Redactor(logging.Filter):
     def redact(self, text: str) -> str:
         """The secrets given, every key read since (`Secret` remembers it, whatever its
         shape), and whatever looks like a key or a token."""
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return without_credentials(text)
+        return without_credentials(text, self.secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         for name, value in list(record.__dict__.items()):  # the journal's LIVE_* fields

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from helpers import until
 
+from device import errors, logs
 from device.config import Config, LiveConfig, Secret
 from device.doctor.network import check_network
 from device.doctor.progress import Progress
@@ -83,3 +86,44 @@ async def test_a_press_names_an_unusable_proxy_without_its_password(
     for record in errors:
         shows_no_password(record.getMessage())
     assert [getattr(r, "LIVE_FAILURE", None) for r in errors] == ["proxy"], errors
+
+
+@pytest.fixture
+def daemon_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The daemon's own handler chain (logs.setup), on stderr, put back afterwards."""
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.delenv(logs.FORMAT_ENV, raising=False)
+    monkeypatch.setattr(errors, "_remembered", ())
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.captureWarnings(False)
+
+
+async def test_a_key_corrected_after_a_cut_short_paste_is_masked_whole(
+    daemon_log: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The owner pasted the key cut short, then wrote it whole into the file the box reads
+    at every session: both are masked, the one cut short first, so a line quoting the whole
+    key showed "***" and the rest of it (the characters the first paste had missed)."""
+    for name in ("CREDENTIALS_DIRECTORY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    cut_short, whole = "k3y-of-another-form-0123", "k3y-of-another-form-0123456789abcdef"
+    key_file = tmp_path / "key"
+    key_file.write_text(cut_short + "\n")
+    cfg = Config(live=LiveConfig(api_key_file=str(key_file)), api_key=Secret(cut_short))
+    logs.setup(secrets=[cut_short])
+    link = LiveLink(cfg, Outbox(5), on_event=lambda e: None, on_sent=lambda i, t: None)
+    key_file.write_text(whole + "\n")  # corrected
+    assert await link._renew_key()
+    logging.getLogger("device.live").error("handshake failed; sent Token %s", whole)
+    err = capsys.readouterr().err
+    assert "handshake failed" in err
+    assert "456789abcdef" not in err, err
