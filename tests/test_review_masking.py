@@ -4,21 +4,27 @@ property-based search found, pinned as examples."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Iterator
+import re
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from helpers import until
+from wire import config_for
 
 from device import errors, logs
 from device.config import Config, LiveConfig, Secret
+from device.doctor.daemon import summary_lines
 from device.doctor.network import check_network
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 from device.live.session import LiveLink
+from device.live.wire import CLOSE_INTERNAL, CLOSE_POLICY
 from device.outbox import Outbox
 from device.states import Event
+from rig.server.server import LiveServer
 
 #: HTTPS_PROXY settings whose password holds a character a URL gives a meaning to, as an
 #: owner pastes a generated password: neither websockets nor the SDK's HTTP client can
@@ -127,3 +133,40 @@ async def test_a_key_corrected_after_a_cut_short_paste_is_masked_whole(
     err = capsys.readouterr().err
     assert "handshake failed" in err
     assert "456789abcdef" not in err, err
+
+
+@pytest.fixture
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
+    async with LiveServer(pace=0, reply_seconds=0.2) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
+
+
+#: Control characters no printable line holds: C0 (line breaks, ESC, BEL), C1, and the
+#: bidi overrides that reverse what follows on a terminal.
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+@pytest.mark.parametrize("code", [CLOSE_POLICY, CLOSE_INTERNAL])
+async def test_a_close_reason_is_shown_as_one_printable_line(
+    server: LiveServer, caplog: pytest.LogCaptureFixture, code: int
+) -> None:
+    """The service's close reason went as it was into the error state's reason, which `ctl
+    status` prints to the owner's terminal (an escape sequence in it acted on the terminal,
+    a line break split the state's line) and into the journal's line and LIVE_ERROR (which
+    journalctl shows as "[N B blob data]" for an escape: the why of the error unreadable)."""
+    reason = "Deadline\nexpired \x1b[2J\x1b]0;owned\x07\u202eevo"
+    server.config.refuse_setup = (code, reason)
+    cfg = dataclasses.replace(config_for(server), live=dataclasses.replace(
+        config_for(server).live, reconnect_for_s=1, connect_timeout_s=5))
+    with caplog.at_level(logging.INFO, logger="device"):
+        event = await asyncio.wait_for(_first_event(cfg), 30)
+    said = getattr(event, "reason", "")
+    assert "Deadline\\x0aexpired \\x1b[2J" in said, said
+    lines = summary_lines({"status": f"error: {said}"})
+    assert not any(UNPRINTABLE.search(line) for line in lines), lines
+    errors_said = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors_said
+    for record in errors_said:
+        assert not UNPRINTABLE.search(record.getMessage()), record.getMessage()
+        assert not UNPRINTABLE.search(str(getattr(record, "LIVE_ERROR", ""))), record.LIVE_ERROR

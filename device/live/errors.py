@@ -27,7 +27,7 @@ from websockets.exceptions import (
 )
 from websockets.http11 import Response
 
-from device.errors import MASK, cut, without_credentials
+from device.errors import MASK, cut, one_line, without_credentials
 from device.live.endpoint import ProxyUnreachable, ResolverSilent
 from device.live.wire import (
     CLOSE_ABNORMAL,
@@ -139,7 +139,15 @@ def describe_failure(exc: BaseException) -> str:
     """One line an owner can act on: which layer failed, never the key; within TEXT_LIMIT
     (it becomes the error state's reason, which `ctl status` and `ctl text` say, and the
     SDK raises a frame like `{"code": 1008, "message": <a megabyte>}` as an error)."""
-    return cut(without_credentials(_classify(exc)[1]))
+    return cut(_said(_classify(exc)[1]))
+
+
+def _said(words: str) -> str:
+    """A failure's words masked and on one printable line: what the service or the network
+    sent (a close reason, a token server's answer) may hold line breaks and escape
+    sequences, which `ctl status` would print to the owner's terminal as they are, and
+    journalctl would show as "[N B blob data]"."""
+    return one_line(without_credentials(words))
 
 
 def failure_fields(exc: BaseException) -> dict[str, object]:
@@ -148,7 +156,7 @@ def failure_fields(exc: BaseException) -> dict[str, object]:
     tcp, network, undecodable, other); LIVE_ERROR, the line describe_failure gives;
     LIVE_CLOSE_CODE for a close, LIVE_HTTP_STATUS for an HTTP answer to the upgrade."""
     kind, words = _classify(exc)
-    fields: dict[str, object] = {"LIVE_FAILURE": kind, "LIVE_ERROR": without_credentials(words)}
+    fields: dict[str, object] = {"LIVE_FAILURE": kind, "LIVE_ERROR": _said(words)}
     said = exc.__cause__ if isinstance(exc, AnswerCrossed) else exc  # the crossing's close
     if said is not None and (closed := _close_of(said)) is not None:
         fields["LIVE_CLOSE_CODE"] = closed[0]
