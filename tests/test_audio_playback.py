@@ -439,3 +439,52 @@ async def test_an_error_beep_while_the_speaker_is_gone_is_not_played_when_it_com
         await until(lambda: len(player.devices[-1].written) > 0)
     finally:
         player.stop()
+
+
+class _Clock:
+    """The writer's clock, moved by the test: when the device runs out of audio is exact."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def _wake(player: Playback) -> None:
+    """The writer looks at the clock now, not when its wait for it would have ended."""
+    with player._cond:
+        player._cond.notify()
+
+
+async def _play_to(player: _Speaker, clock: _Clock, samples: int) -> None:
+    """Move the clock on, a period at a time, until the device was handed `samples`."""
+    while player.heard().size < samples:
+        clock.now += 0.01
+        _wake(player)
+        await asyncio.sleep(0.005)
+
+
+async def test_a_chunk_fed_just_before_the_speaker_runs_dry_follows_without_a_gap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A jittery link: the reply's next chunk comes 7 ms before the device has played the
+    one before. It is on time, and must follow on at once: not behind the trailing silence
+    meant for the reply's end (10 ms of silence in the middle of a word: a click)."""
+    clock = _Clock()
+    monkeypatch.setattr("device.audio.playback.time", clock)
+    chunk = pcm.from_float(0.5 * pcm.tone(440, 200, RATE) + 0.1)  # no sample is silent
+    samples = len(chunk) // 2
+    with started() as player:
+        start = clock.now
+        player.feed(chunk)
+        await until(lambda: player.heard().size > 0)  # the device starts at `start`
+        await _play_to(player, clock, samples)  # all of it: the device runs out at 0.2 s
+        clock.now = start + 0.193
+        _wake(player)
+        await asyncio.sleep(0.1)  # the writer has looked at the device: 7 ms left
+        player.feed(chunk)
+        await _play_to(player, clock, 2 * samples)
+        heard = player.heard()
+    silent = np.count_nonzero(heard[: 2 * samples] == 0)
+    assert silent == 0, f"{silent * 1000 / RATE:.0f} ms of silence between the chunks"

@@ -62,7 +62,10 @@ AHEAD_S = 4.0
 #: Silence after each run: stopping the stream lost the last fraction of a millisecond
 #: on the PulseAudio loopback, and this carries that loss instead of the sound.
 TAIL_S = 0.01
-#: Audio fed this long before the device would have run out was waiting for the writer.
+#: Audio fed this long before the device would have run out was waiting for the writer,
+#: and goes on without a gap: the trailing silence goes in only once the device has this
+#: little left (a reply's next chunk that comes just in time, on a jittery link, sounded
+#: after it: a click in the middle of a word).
 WAITING_S = 0.005
 #: The kernel's sound device nodes: a card's playback device is pcmC<card>D<device>p.
 SOUND_NODES = Path("/dev/snd")
@@ -403,7 +406,7 @@ class Playback(PortAudioStream):
         when the oldest of that was fed (None for silence of our own).
 
         Waits forever while idle; while playing, until the device is half empty
-        or, with nothing more to play, until it has played out (a moment before
+        or, with nothing more to play, until it has played out (WAITING_S before
         that, the trailing silence goes in)."""
         while not self._closing:
             if self._abort:
@@ -415,8 +418,8 @@ class Playback(PortAudioStream):
             if not running and not self._buffer:
                 self._cond.wait()
             elif running and not self._buffer:
-                if left > TAIL_S or (self._tail and left > 0):
-                    self._cond.wait(left - TAIL_S if left > TAIL_S else left)
+                if left > WAITING_S or (self._tail and left > 0):
+                    self._cond.wait(left - WAITING_S if left > WAITING_S else left)
                 elif not self._tail:
                     self._tail = True
                     return "tail", b"", self._generation, None
