@@ -488,3 +488,19 @@ async def test_a_chunk_fed_just_before_the_speaker_runs_dry_follows_without_a_ga
         heard = player.heard()
     silent = np.count_nonzero(heard[: 2 * samples] == 0)
     assert silent == 0, f"{silent * 1000 / RATE:.0f} ms of silence between the chunks"
+
+
+async def test_a_burst_after_a_gap_in_arrival_plays_whole_and_in_order() -> None:
+    """A busy Wi-Fi: a chunk, 300 ms of nothing (the speaker runs dry and stops), then a
+    second's worth at once. Everything fed sounds once, in order: nothing lost, doubled
+    or cut at the restart, and the silence is the gap's alone."""
+    chunks = [pcm.from_float(0.5 * pcm.tone(300 + 100 * i, 200, RATE) + 0.1) for i in range(6)]
+    with started() as player:
+        player.feed(chunks[0])
+        await asyncio.wait_for(player.wait_drained(), 5)  # played out: the gap
+        await asyncio.sleep(0.3)
+        for chunk in chunks[1:]:
+            player.feed(chunk)
+        await asyncio.wait_for(player.wait_drained(), 5)
+        heard = player.heard()
+    assert heard[heard != 0].tobytes() == b"".join(chunks)
