@@ -468,7 +468,9 @@ class Appliance:
                 self.link.drop_turn()
             case PlayEarcon(name):
                 if self.cfg.audio.earcons and self.speaker.buffered_ms < EARCON_BACKLOG_MS:
-                    self.speaker.feed(earcon(name))
+                    # Whole, to its fade: on a card at another rate the resampler would hold
+                    # its end back until the next sound, seconds later.
+                    self.speaker.feed(earcon(name), last=True)
             case StartTimer(timer):
                 self._start_timer(timer)
             case CancelTimer(timer):

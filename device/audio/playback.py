@@ -223,7 +223,8 @@ class Playback(PortAudioStream):
     # -- the loop's side -------------------------------------------------------
 
     def feed(self, pcm: bytes, last: bool = False) -> None:
-        """Queue 24 kHz audio. ``last`` flushes the resampler's tail (end of a reply).
+        """Queue 24 kHz audio. ``last`` flushes the resampler's tail (the end of a reply or
+        of an earcon: nothing follows it soon).
 
         A closed speaker (its card gone) drops it: an error beep for a press meanwhile
         would otherwise sound when the card comes back, and a drain never come."""
