@@ -188,6 +188,14 @@ def open_refused(monkeypatch: Any, refused: Callable[[Path], bool]) -> None:
 LATIN1_WORDS = "Gr\xfc\xdfe".encode("latin-1")
 
 
+def only_proxy(monkeypatch: Any, setting: str) -> None:
+    """HTTPS_PROXY set to `setting` and no other proxy setting of this shell's."""
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY",
+                 "no_proxy", "ALL_PROXY", "all_proxy"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("https_proxy", setting)
+
+
 @asynccontextmanager
 async def proxy(
     answer: bytes | None = None, to_port: int | None = None

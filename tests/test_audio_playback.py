@@ -8,11 +8,14 @@ import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import soxr
+from fakes import FakeParts, running
 from helpers import no_new_threads, thread_names, until
 
 from device.audio import pcm
@@ -504,3 +507,43 @@ async def test_a_burst_after_a_gap_in_arrival_plays_whole_and_in_order() -> None
         await asyncio.wait_for(player.wait_drained(), 5)
         heard = player.heard()
     assert heard[heard != 0].tobytes() == b"".join(chunks)
+
+
+class _Speaker48k(Playback):
+    """The real speaker on a card that plays 48 kHz only (a USB speakerphone, a HAT's raw
+    hw: device): the reply's 24 kHz goes through the resampler."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.card = _Device()
+
+    def _open(self, pa: object) -> _Device:  # type: ignore[override]
+        self.device_rate, self.channels = 48000, 1
+        self._resampler = self._new_resampler()
+        return self.card
+
+    def heard(self) -> np.ndarray:
+        with self.card.lock:
+            return np.frombuffer(bytes(self.card.written), dtype=np.int16)
+
+
+@dataclass
+class _Card48kParts(FakeParts):
+    def speaker(self):  # type: ignore[no-untyped-def]
+        return self._keep("speaker", _Speaker48k())
+
+
+async def test_the_go_ahead_beep_sounds_whole_on_a_48_khz_card(tmp_path: Path) -> None:
+    """A press on a box whose card plays 48 kHz: the beep that says "go ahead" sounds whole,
+    ending in its fade, before the person talks. The resampler held its last 17 ms back
+    until the next sound was fed (the release's beep, seconds later): the beep stopped with
+    a click, and its end came glued to the next one."""
+    async with running(tmp_path, parts_class=_Card48kParts) as box:
+        speaker: _Speaker48k = box.parts.made["speaker"]
+        await box.ctl("press")
+        await asyncio.wait_for(speaker.wait_drained(), 5)
+        heard = speaker.heard()
+    beep = np.frombuffer(earcon(Earcon.LISTEN_START), dtype=np.int16)
+    sounded = heard[: np.flatnonzero(heard)[-1] + 1]
+    assert abs(sounded.size - 2 * beep.size) <= 48, f"{sounded.size} of {2 * beep.size} samples"
+    assert np.abs(sounded[-10:]).max() < 0.01 * 32768, "cut short, not faded"

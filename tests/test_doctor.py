@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 from fakes import DEAD
-from helpers import closed_port, daemon_saying, lines_of, open_refused, proxy
+from helpers import closed_port, daemon_saying, lines_of, only_proxy, open_refused, proxy
 from helpers import mock_pins as pins
 
 from device import config
@@ -1101,14 +1101,6 @@ async def test_a_busy_device_says_what_to_close(
     assert "fuser" in (result.fix or "")
 
 
-def only_proxy(monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
-    """HTTPS_PROXY set to `setting` and no other proxy setting of this shell's."""
-    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY",
-                 "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("https_proxy", setting)
-
-
 async def test_the_doctor_checks_the_way_the_daemon_goes_through_a_proxy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1199,18 +1191,32 @@ async def test_a_proxy_setting_websockets_cannot_use_is_what_the_doctor_names(
     assert "HTTPS_PROXY's proxy.lan:3128 cannot be used" in result.measured, result.measured
     assert "HTTPS_PROXY" in (result.fix or ""), result.fix
 
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ("http://[bad", "http://[bad cannot be used: Invalid IPv6 URL"),
+        # A password pasted with a character a URL gives a meaning to, unencoded: the
+        # password's mask stopped at a '/', and the doctor printed it whole.
+        ("http://alice:pr0xy/pa55word@proxy.lan:3128",
+         "http://alice:***@proxy.lan:3128 cannot be used: path is meaningless"),
+        ("http://alice:pr0xy?pa55word@proxy.lan:3128",
+         "http://alice:***@proxy.lan:3128 cannot be used: query is meaningless"),
+        ("http://alice:pr0xy#pa55word@proxy.lan:3128",
+         "http://alice:***@proxy.lan:3128 cannot be used: fragment is meaningless"),
+    ],
+)
 async def test_a_proxy_setting_urllib_cannot_parse_is_what_the_doctor_names(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, setting: str, said: str
 ) -> None:
     """HTTPS_PROXY=http://[bad (a bracket left open): websockets' parse raises a bare
     ValueError, which the doctor's network check did not catch; the service says the
-    setting cannot be used, and the doctor must say the same, with the proxy's fix."""
-    only_proxy(monkeypatch, "http://[bad")
+    setting cannot be used, and the doctor must say the same, with the proxy's fix,
+    never the password."""
+    only_proxy(monkeypatch, setting)
     cfg = Config(live=LiveConfig(), api_key=Secret("AIza-not-a-real-key-0123456789abcdefghij"))
     result = await check_network(Context(cfg, Options(), Progress()))
     assert result.status is Status.FAIL
-    assert result.measured == (
-        "proxy: HTTPS_PROXY's http://[bad cannot be used: Invalid IPv6 URL"
-    ), result.measured
+    assert result.measured == f"proxy: HTTPS_PROXY's {said}", result.measured
     assert result.fix == FIXES["proxy"], result.fix
 

@@ -22,10 +22,10 @@ from fakes import FakeParts, config, running
 from helpers import Captured, journal_lines, until
 from wire import config_for
 
-from device import logs
+from device import errors, logs
 from device.appliance import Appliance
 from device.audio.playback import Playback
-from device.config import CameraConfig
+from device.config import CameraConfig, Config, LiveConfig, Secret
 from device.hw.camera import CameraFeed
 from device.live.session import LiveLink
 from device.live.turn import WireTurn
@@ -333,6 +333,7 @@ def daemon_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The daemon's own handler chain (logs.setup), on stderr, put back afterwards."""
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     monkeypatch.delenv(logs.FORMAT_ENV, raising=False)
+    monkeypatch.setattr(errors, "_remembered", ())  # keys an earlier test read
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
@@ -598,3 +599,28 @@ def test_lines_reach_the_journal_again_after_journald_restarts(tmp_path: Path) -
         datagram = journald.recv(65536)
     assert b"MESSAGE=after (1 lines before it lost" in datagram, datagram
     assert b"LIVE_LINES_LOST=1\n" in datagram, datagram
+
+
+async def test_a_key_corrected_after_a_cut_short_paste_is_masked_whole(
+    daemon_log: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The owner pasted the key cut short, then wrote it whole into the file the box reads
+    at every session: both are masked, the one cut short first, so a line quoting the whole
+    key showed "***" and the rest of it (the characters the first paste had missed)."""
+    for name in ("CREDENTIALS_DIRECTORY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    cut_short, whole = "k3y-of-another-form-0123", "k3y-of-another-form-0123456789abcdef"
+    key_file = tmp_path / "key"
+    key_file.write_text(cut_short + "\n")
+    cfg = Config(live=LiveConfig(api_key_file=str(key_file)), api_key=Secret(cut_short))
+    logs.setup(secrets=[cut_short])
+    link = LiveLink(cfg, Outbox(5), on_event=lambda e: None, on_sent=lambda i, t: None)
+    key_file.write_text(whole + "\n")  # corrected
+    assert await link._renew_key()
+    logging.getLogger("device.live").error("handshake failed; sent Token %s", whole)
+    err = capsys.readouterr().err
+    assert "handshake failed" in err
+    assert "456789abcdef" not in err, err

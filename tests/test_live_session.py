@@ -10,6 +10,7 @@ import dataclasses
 import errno
 import json
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -25,7 +26,7 @@ import pytest
 from fakes import Gate
 from google.auth import exceptions as auth_errors
 from google.genai import errors, types
-from helpers import closed_port, proxy, until
+from helpers import closed_port, only_proxy, proxy, until
 from test_go_away import slow_tool, talking
 from test_server_fuzz import audio_part, server_content
 from websockets.datastructures import Headers
@@ -41,13 +42,14 @@ from websockets.protocol import State as WsState
 from wire import at, config_for
 
 from device.config import Config, LiveConfig, Secret
+from device.doctor.daemon import summary_lines
 from device.errors import TEXT_LIMIT
 from device.live.connection import Connection
 from device.live.endpoint import endpoint, proxy_of, through_proxy
 from device.live.errors import answer_crossed, describe_failure, failure_fields, is_refusal
 from device.live.session import SESSION_ID_LIMIT, LiveLink
 from device.live.websocket import UNSENT_HELD_LIMIT, websocket_of
-from device.live.wire import CLOSE_INTERNAL, REPLY_RATE, SAMPLE_BYTES, pcm_mime
+from device.live.wire import CLOSE_INTERNAL, CLOSE_POLICY, REPLY_RATE, SAMPLE_BYTES, pcm_mime
 from device.outbox import Kind, Outbox
 from device.states import (
     ConnectFailed,
@@ -1596,8 +1598,7 @@ async def _connect_failure(
 ) -> tuple[str, list[logging.LogRecord]]:
     """A press with HTTPS_PROXY set to `setting`: the error state's reason and the
     journal's "cannot connect" records (the try once more, then the error)."""
-    monkeypatch.setenv("https_proxy", setting)
-    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    only_proxy(monkeypatch, setting)
     cfg = Config(live=LiveConfig(connect_timeout_s=5), api_key=Secret("AIza-test"))
     with caplog.at_level(logging.INFO, logger="device"):
         failed = await first_outcome(cfg)
@@ -1663,8 +1664,13 @@ async def test_a_proxy_setting_urllib_cannot_parse_is_a_proxy_failure(
 @pytest.mark.parametrize(
     ("setting", "said"),
     [
-        ("http://alice:pr0xy#pa55word@proxy.lan:3128",  # a '#' in the password, unencoded
+        # A password pasted with a character a URL gives a meaning to, unencoded.
+        ("http://alice:pr0xy#pa55word@proxy.lan:3128",
          "HTTPS_PROXY's http://alice:***@proxy.lan:3128 cannot be used: fragment is meaningless"),
+        ("http://alice:pr0xy/pa55word@proxy.lan:3128",
+         "HTTPS_PROXY's http://alice:***@proxy.lan:3128 cannot be used: path is meaningless"),
+        ("http://alice:pr0xy?pa55word@proxy.lan:3128",
+         "HTTPS_PROXY's http://alice:***@proxy.lan:3128 cannot be used: query is meaningless"),
         ("http://proxy.lan:3128x",  # a letter in the port
          "HTTPS_PROXY's http://proxy.lan:3128x cannot be used: Port could not be cast to "
          "integer value as '3128x'"),
@@ -1677,8 +1683,7 @@ async def test_a_proxy_setting_the_client_cannot_be_built_with_is_said_as_the_se
     journal ("no session: the Live API client cannot be built") and `ctl status` said
     "Invalid port: 'pr0xy'", the password's first part taken for a port, without
     LIVE_FAILURE=proxy and without naming HTTPS_PROXY."""
-    monkeypatch.setenv("https_proxy", setting)
-    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    only_proxy(monkeypatch, setting)
     cfg = Config(live=LiveConfig(connect_timeout_s=5), api_key=Secret("AIza-test"))
     with caplog.at_level(logging.INFO, logger="device"):
         lost = await first_outcome(cfg)
@@ -1687,6 +1692,7 @@ async def test_a_proxy_setting_the_client_cannot_be_built_with_is_said_as_the_se
     line = [r for r in caplog.records if r.getMessage().startswith("no session")][-1]
     assert line.LIVE_FAILURE == "proxy"
     assert all("pr0xy" not in r.getMessage() for r in caplog.records)
+    assert all("pa55word" not in r.getMessage() for r in caplog.records)
 
 
 async def test_a_proxy_setting_websockets_cannot_use_is_a_proxy_failure(
@@ -1699,3 +1705,33 @@ async def test_a_proxy_setting_websockets_cannot_use_is_a_proxy_failure(
     assert reason == (
         "proxy: HTTPS_PROXY's proxy.lan:3128 cannot be used: scheme proxy.lan isn't supported"
     )
+
+
+#: Control characters no printable line holds: C0 (line breaks, ESC, BEL), C1, and the
+#: bidi overrides that reverse what follows on a terminal.
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+@pytest.mark.parametrize("code", [CLOSE_POLICY, CLOSE_INTERNAL])
+async def test_a_close_reason_is_shown_as_one_printable_line(
+    server: LiveServer, caplog: pytest.LogCaptureFixture, code: int
+) -> None:
+    """The service's close reason went as it was into the error state's reason, which `ctl
+    status` prints to the owner's terminal (an escape sequence in it acted on the terminal,
+    a line break split the state's line) and into the journal's line and LIVE_ERROR (which
+    journalctl shows as "[N B blob data]" for an escape: the why of the error unreadable)."""
+    reason = "Deadline\nexpired \x1b[2J\x1b]0;owned\x07\u202eevo"
+    server.config.refuse_setup = (code, reason)
+    live = dataclasses.replace(config_for(server).live, reconnect_for_s=1, connect_timeout_s=5)
+    cfg = dataclasses.replace(config_for(server), live=live)
+    with caplog.at_level(logging.INFO, logger="device"):
+        event = await asyncio.wait_for(first_outcome(cfg), 30)
+    said = getattr(event, "reason", "")
+    assert "Deadline\\x0aexpired \\x1b[2J" in said, said
+    lines = summary_lines({"status": f"error: {said}"})
+    assert not any(UNPRINTABLE.search(line) for line in lines), lines
+    errors_said = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors_said
+    for record in errors_said:
+        assert not UNPRINTABLE.search(record.getMessage()), record.getMessage()
+        assert not UNPRINTABLE.search(str(getattr(record, "LIVE_ERROR", ""))), record.LIVE_ERROR
