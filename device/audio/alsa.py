@@ -5,7 +5,7 @@ every period, idle or not (a callback stream: most of an idle box's CPU), or rea
 a blocking stream that cannot be closed once its card has gone (its abort fails
 on the vanished device and the close never happens; the kernel then waits for
 ever to free the card). Here the device is non-blocking: the reader decides when
-to wake (five times a second between turns), `snd_pcm_close` always closes, and
+to wake (twice a second between turns), `snd_pcm_close` always closes, and
 a vanished card is an error from the next read.
 
 Why not pyalsaaudio: PyPI has it only as source (a compiler on every Pi), and

@@ -8,7 +8,7 @@ with ``call_soon_threadsafe``; it never waits for the loop.
 Between turns the appliance needs only the last moments before a press (the
 pre-roll). With ``preroll`` set, chunks stay in a small ring on the reader's
 thread until ``forward()``, the loop is not woken for them, and the thread reads
-the device five times a second instead of as its audio arrives: an idle box then
+the device twice a second (IDLE_READ_MS) instead of as its audio arrives: an idle box then
 costs next to nothing beyond the sound card itself. The ring keeps up to
 PRESS_LAG_S more: the appliance takes a press when it gets to it (after closing
 the last session, say), and ``forward(since=...)`` hands over what was recorded
