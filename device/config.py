@@ -203,7 +203,8 @@ class ButtonConfig:
     pin: int = field(default=17, metadata=_bounded(0, GPIO_LIMIT))
     mode: Literal["push_to_talk", "toggle"] = "push_to_talk"
     bounce_ms: int = field(default=20, metadata=_bounded(0, 500))
-    #: Holding this long ends the session (push-to-talk); 0 turns it off.
+    #: Holding this long with nobody talking ends the session (push-to-talk; someone
+    #: talking ends their turn at the release instead); 0 turns it off.
     long_press_s: float = field(default=10.0, metadata=_bounded(0, 120))
 
 
