@@ -1,10 +1,10 @@
 """One WebSocket of a Live session: drain the outbox into it, dispatch what comes back.
 
 A `Connection` runs its tasks side by side in one TaskGroup: the sender, the
-receiver, the liveness watch and, when the service asks for them, tool calls
-and a planned switch after `goAway`. The first task to fail ends the connection
-with its exception; the session (`device.live.LiveLink`) decides what comes
-next. What is in flight on the wire (an open activity, a turn awaiting its
+receiver, the read-ahead, the liveness watch and, when the service asks for them,
+tool calls and a planned switch after `goAway`. The first task to fail ends the
+connection with its exception; the session (`device.live.session.LiveLink`)
+decides what comes next. What is in flight on the wire (an open activity, a turn awaiting its
 reply, running tools) is kept in a `WireTurn` that outlives the connection, so
 the next connection can pick up where this one stopped.
 """
