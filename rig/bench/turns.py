@@ -66,7 +66,7 @@ class TurnRunner:
     def _press_new_session(self) -> tuple[float, int]:
         """Press on an idle box; returns the press time and the new connection's id."""
         self.wait_no_session()
-        time.sleep(self.random.uniform(0, 0.05))  # no lock-step with the 20 ms chunk grid
+        time.sleep(self.random.uniform(0, 0.05))  # no lock-step with the 40 ms chunk grid
         count = self.h.connection_count()
         pressed = self.d.press()
         self._wait(lambda: self.h.connection_count() > count, "a connection after the press")
