@@ -50,13 +50,14 @@ from device.states import DeviceFailed, DeviceRecovered, Event
 
 log = logging.getLogger(__name__)
 
-#: A stream whose callback has not run for this long is taken as dead.
+#: A stream whose thread has read or written nothing for this long past when it was due
+#: (stuck in a call into the driver, or no audio coming) is taken as dead.
 STALE_S = 1.0
 #: How often the keeper looks while a stream is busy calling into its driver...
 CHECK_EVERY_S = 1.0
 #: ... and otherwise: the streams' threads report what they see at once.
 LOOK_EVERY_S = 10.0
-#: A device just opened may take this long to call back the first time (USB devices do).
+#: A device just opened may take this long to deliver its first audio (USB devices do).
 START_GRACE_S = 5.0
 #: Opening or closing a device takes hundreds of milliseconds on a small Pi; a call
 #: into PortAudio that takes this long is stuck (a driver that hangs): the device is
