@@ -1,1 +1,1 @@
-"""Microphone capture, speaker playback, resampling and earcons on PortAudio."""
+"""Microphone capture (read through ALSA), speaker playback on PortAudio, resampling, earcons."""
