@@ -1,7 +1,7 @@
 """What the device changes about itself and keeps across restarts (the speaker volume).
 
-A small JSON file in the state directory: systemd's `StateDirectory=` (passed
-as `$STATE_DIRECTORY`), `[service] state_dir`, or /var/lib/live-appliance.
+A small JSON file in the state directory: `[service] state_dir` if set, else
+systemd's `StateDirectory=` (passed as `$STATE_DIRECTORY`), else /var/lib/live-appliance.
 Writes go to a temporary file, synced, then renamed over the old one, so a power
 cut never leaves half a file. A directory that cannot be written is logged once; the
 device then keeps the value until it restarts.
