@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -21,3 +22,12 @@ async def stop_task(task: asyncio.Task[object] | None) -> None:
     await asyncio.wait({task})
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("task %s had failed: %r", task.get_name(), exc, exc_info=exc)
+
+
+def failure_seen(call: asyncio.Future[Any]) -> None:
+    """A done-callback for a call whose waiter may give up on it (a timeout, a cancel, a
+    shield's outer) while it goes on in its thread: its failure, when it comes, has been
+    said already, or is the next call's to meet. Unseen, asyncio put "exception was never
+    retrieved" and a traceback in the journal at ERROR, a bug's words for it."""
+    if not call.cancelled():
+        call.exception()

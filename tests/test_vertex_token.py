@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -275,3 +276,35 @@ async def test_vertex_credentials_not_found_at_start_are_one_line_an_owner_can_f
     (said,) = [r for r in caplog.records if "cannot build" in r.getMessage()]
     assert "default credentials were not found" in said.getMessage()
     assert getattr(said, "LIVE_FAILURE", None) == "credentials", said.__dict__
+
+
+async def test_a_refresh_failing_after_its_press_gave_up_puts_no_bug_in_the_journal(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The internet down: a press's connect gives up at its timeout while the token's
+    refresh still waits, which fails later (requests gives up on the token server). Nobody
+    took that failure: once the next press had started a refresh of its own, asyncio put
+    "Task exception was never retrieved" and the refresh's traceback in the journal at
+    ERROR, a bug's words for an outage the press had already named."""
+    answer = threading.Event()  # the token server answers (the first time, a failure)
+    asked: list[int] = []
+
+    class Expired(google.auth.credentials.Credentials):
+        def refresh(self, request: object) -> None:
+            asked.append(1)
+            answer.wait(timeout=60)
+            if len(asked) == 1:
+                raise auth_errors.TransportError("oauth2.googleapis.com: timed out")
+            self.token = DEFAULT_BEARER_TOKEN
+            self.expiry = datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1)
+
+    monkeypatch.setattr(google.auth, "default", lambda **_: (Expired(), "p"))
+    events: list[Event] = []
+    link = LiveLink(vertex_config(live), Outbox(5), events.append, lambda _item, _t: None)
+    assert isinstance(await press(link, events, 1), ConnectFailed)
+    answer.set()  # the first refresh fails now, its press long over
+    await until(lambda: link._token is not None and not link._token.refreshing)
+    assert isinstance(await press(link, events, 2), SetupComplete), events
+    gc.collect()  # the refresh left behind is freed (its traceback holds it in a cycle)
+    bugs = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert not bugs, bugs

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import google.auth
 from google.auth import exceptions as auth_errors
 
+from device.tasks import failure_seen
 from device.workers import in_own_thread
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ class Token:
             return
         if self._refresh is None or self._refresh.done():
             self._refresh = asyncio.create_task(in_own_thread(self._refresh_now, THREAD))
+            # A connect that timed out said so (the token server's silence); the next
+            # one refreshes anew: a failure after that is nobody's to raise.
+            self._refresh.add_done_callback(failure_seen)
         await asyncio.shield(self._refresh)
 
     def _refresh_now(self) -> None:
