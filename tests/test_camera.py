@@ -253,6 +253,7 @@ class FakeCameraRig:
     usb_size: tuple[int, int] = (640, 480)  # what a USB camera "adjusts" any size to
     fail_open: bool = False
     start_gate: threading.Event | None = None  # set: start returns (a stuck camera till then)
+    fail_start: bool = False  # start raises (after its gate)
     stop_gate: threading.Event | None = None  # set: stop returns (a stuck camera till then)
     capture_delay: float = 0.0
     capture_gate: threading.Event | None = None  # set: captures complete (in flight till then)
@@ -346,6 +347,8 @@ def fake_picamera2_class(rig: FakeCameraRig) -> type:
         def start(self) -> None:
             if rig.start_gate is not None:
                 rig.start_gate.wait()
+            if rig.fail_start:
+                raise RuntimeError("Camera frontend has timed out!")
             self._started = True
             rig.calls.append("start")
 
@@ -618,6 +621,32 @@ async def test_a_camera_whose_start_never_returns_fails_the_part_not_the_box(
     await until(lambda: frames.jpegs, within=3)
     await feed.shutdown()
     assert camera.names()[-2:] == ["stop", "close"]
+
+
+async def test_a_start_stuck_then_failing_puts_no_bug_in_the_journal(
+    camera, caplog: pytest.LogCaptureFixture
+) -> None:
+    """libcamera's start hung past its limit, then failed ("frontend has timed out"): the
+    part had failed already and the camera is switched off, but nobody took the call's
+    failure, and asyncio put "Task exception was never retrieved" and a traceback in the
+    journal at ERROR, a bug's words for a camera the journal had named stuck."""
+    caplog.set_level(logging.INFO, logger="device.hw.camera")
+    camera.start_gate = threading.Event()
+    camera.fail_start = True
+    frames = Frames()
+    feed = feed_for(picamera2(), frames, switch_timeout_s=0.2)
+    try:
+        feed.start_frames()
+        await until(lambda: frames.failures, within=3)
+        await feed.aclose()
+    finally:
+        camera.start_gate.set()  # the stuck start returns at last, failing
+    back = "the stuck camera call returned; camera off"
+    await until(lambda: any(r.getMessage() == back for r in caplog.records), within=3)
+    await feed.shutdown()
+    gc.collect()  # the call is freed (its traceback holds it in a cycle)
+    bugs = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert not bugs, bugs
 
 
 async def test_the_camera_starts_in_an_outage_after_many_presses(

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from device.hw.camera_sources import CameraError, Frame, FrameSource, encode_jpeg, make_source
-from device.tasks import stop_task
+from device.tasks import failure_seen, stop_task
 from device.workers import STOP_WAIT_S
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ async def _in_thread(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit_s
     running = asyncio.ensure_future(asyncio.to_thread(function))
+    running.add_done_callback(failure_seen)  # given up on: said as stuck or cancelled
     try:
         async with asyncio.timeout_at(deadline):
             return await asyncio.shield(running)
