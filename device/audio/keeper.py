@@ -47,6 +47,7 @@ from typing import Protocol
 
 from device.audio.devices import AudioDeviceError
 from device.states import DeviceFailed, DeviceRecovered, Event
+from device.tasks import failure_seen
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ class AudioKeeper:
         (PortAudio must not close a stream another thread is still opening)."""
         if not call.done():
             self._stuck[name] = (call, time.monotonic())
-            call.add_done_callback(_ignore_outcome)
+            call.add_done_callback(failure_seen)
 
     def _is_stuck(self, name: str) -> bool:
         """A call for `name` has not returned (forgotten once it has)."""
@@ -346,9 +347,3 @@ def _one_line(exc: Exception) -> str:
     """Why an open failed, for one journal line: a device not found without the list of
     the ones there are (it follows on lines of its own)."""
     return exc.summary if isinstance(exc, AudioDeviceError) else str(exc).splitlines()[0]
-
-
-def _ignore_outcome(call: asyncio.Future[None]) -> None:
-    """A stuck call that ends at last: its outcome was already reported as a failure."""
-    if not call.cancelled():
-        call.exception()
