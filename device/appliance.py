@@ -22,7 +22,7 @@ from collections.abc import Coroutine
 from dataclasses import replace
 from typing import Any, assert_never
 
-from device import logs, workers
+from device import logs, tasks, workers
 from device.audio.capture import PRESS_LAG_S
 from device.audio.earcons import earcon
 from device.audio.keeper import REOPEN_MAX_S, AudioKeeper, DriverStuck
@@ -889,7 +889,7 @@ def run_daemon(cfg: Config) -> int:
     try:
         with single_instance(cfg.control.socket):
             appliance = Appliance(cfg)
-            asyncio.run(appliance.run())
+            tasks.run(appliance.run())
             # Still locked: a call stuck in a driver holds its device until the process ends.
             return workers.exit_past_stuck(exit_status(appliance))
     except ControlError as exc:  # another daemon runs, or is still stopping

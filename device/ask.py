@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from device import tasks
 from device.doctor.progress import Progress
 from device.errors import words_on_one_line
 from device.live.client import Reply, open_session, run_turn
@@ -160,7 +161,7 @@ def run_ask(args: argparse.Namespace) -> int:
         return 1
     status = 0
     try:
-        replies = asyncio.run(_ask_and_play(cfg, args))
+        replies = tasks.run(_ask_and_play(cfg, args))
     except AskError as exc:
         print(f"live-appliance ask: {exc}", file=sys.stderr)
         replies, status = exc.replies, 1

@@ -4,9 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, with a loop whose handler of errors no task owns knows a library's
+    fault from a bug of the box's (`_unowned_error`)."""
+    with asyncio.Runner() as runner:
+        runner.get_loop().set_exception_handler(_unowned_error)
+        return runner.run(main)
+
+
+def _unowned_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """What asyncio would log with a traceback at ERROR, unless it is a known fault of a
+    library's that the box has already said in its own words."""
+    if _websockets_proxy_tls(context.get("exception")):
+        log.debug("websockets' connection_lost after a failed TLS through the proxy (#1629)")
+        return
+    loop.default_exception_handler(context)
+
+
+def _websockets_proxy_tls(exc: object) -> bool:
+    """websockets 16-17 (python-websockets/websockets#1629): a connect through HTTPS_PROXY
+    whose TLS fails (a proxy that shows its own certificate, a clock far off) hands the
+    loss to a connection it never finished building. The connect raises the TLS error,
+    which the journal, `ask` and the doctor say; this traceback came beside it each try."""
+    return (
+        isinstance(exc, AttributeError)
+        and exc.name == "recv_messages"
+        and type(exc.obj).__module__.startswith("websockets.")
+    )
 
 
 async def stop_task(task: asyncio.Task[object] | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -9,8 +10,10 @@ import sys
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from helpers import proxy
 
 from device.audio import pcm
 from rig.daemon import rig_settings, scratch_dir, to_toml
@@ -189,3 +192,23 @@ def test_a_proxy_setting_urllib_cannot_parse_is_said_as_the_proxy_setting(
         "live-appliance ask: setup: proxy: HTTPS_PROXY's http://[bad cannot be used: "
         "Invalid IPv6 URL" in result.stderr
     ), result.stderr
+
+
+async def test_a_proxy_whose_certificate_is_not_trusted_is_said_without_a_library_traceback(
+    server: ServerThread, scratch: Path
+) -> None:
+    """A school's proxy that shows its own certificate: ask names the TLS failure, and the
+    terminal got two tracebacks of websockets' own beside it ("Exception in callback
+    Connection.connection_lost ... no attribute 'recv_messages'", a fault of its connect
+    through a proxy), a bug's words the daemon's journal had at ERROR on every try."""
+    port = urlsplit(server.base_url).port
+    async with proxy(to_port=port) as (proxy_port, asked):
+        env = silent_env(server, https_proxy=f"http://127.0.0.1:{proxy_port}")
+        for name in ("SSL_CERT_FILE", "SSL_CERT_DIR", "HTTPS_PROXY", "ALL_PROXY", "all_proxy",
+                     "NO_PROXY", "no_proxy"):  # fmt: skip
+            env.pop(name, None)  # the proxy's certificate is not trusted
+        result = await asyncio.to_thread(ask, scratch, server.base_url, env, "Hello")
+    assert asked, "went through the proxy"
+    assert result.returncode == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr

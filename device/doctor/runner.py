@@ -9,7 +9,6 @@ exclusive), so those checks show what the daemon says instead of fighting it.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device import tasks
 from device.doctor.audio import check_devices, check_echo, check_mic, check_speaker
 from device.doctor.camera import check_camera
 from device.doctor.daemon import IN_USE, one_line
@@ -193,7 +193,7 @@ def run_doctor(args: argparse.Namespace) -> int:
         if not args.json:
             print(format_result(result), flush=True)
 
-    results = asyncio.run(run_checks(args.checks, options_from(args), args.config, progress, show))
+    results = tasks.run(run_checks(args.checks, options_from(args), args.config, progress, show))
     if args.json:
         report: dict[str, Any] = {
             "ok": exit_code(results) == 0,
