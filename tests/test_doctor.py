@@ -1196,6 +1196,8 @@ async def test_a_proxy_setting_websockets_cannot_use_is_what_the_doctor_names(
     ("setting", "said"),
     [
         ("http://[bad", "http://[bad cannot be used: Invalid IPv6 URL"),
+        ("http://proxy.lan:312800",
+         "http://proxy.lan:312800 cannot be used: Port out of range 0-65535"),
         # A password pasted with a character a URL gives a meaning to, unencoded: the
         # password's mask stopped at a '/', and the doctor printed it whole.
         ("http://alice:pr0xy/pa55word@proxy.lan:3128",
@@ -1220,3 +1222,48 @@ async def test_a_proxy_setting_urllib_cannot_parse_is_what_the_doctor_names(
     assert result.measured == f"proxy: HTTPS_PROXY's {said}", result.measured
     assert result.fix == FIXES["proxy"], result.fix
 
+
+#: A proxy's name no resolver knows (`.invalid`, RFC 2606).
+PROXY_HOST = "proxy.lan.invalid"
+
+
+async def doctor_network() -> Result:
+    """`doctor network`'s answer, with a key shaped as a Gemini key."""
+    cfg = Config(live=LiveConfig(), api_key=Secret("AIza-not-a-real-key-0123456789abcdefghij"))
+    return await check_network(Context(cfg, Options(), Progress()))
+
+
+async def test_a_proxy_the_box_cannot_resolve_is_what_the_doctor_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTPS_PROXY names a host the box's resolver does not know (a typo, or the office's
+    name used at home): the doctor must blame the proxy's name and have the owner ping
+    it, not "cannot resolve the Live API host", which sends them after the wrong name."""
+    only_proxy(monkeypatch, f"http://{PROXY_HOST}:3128")
+    resolve = socket.getaddrinfo
+
+    def proxy_unknown(name: Any, *args: Any, **kwargs: Any) -> Any:
+        if name == PROXY_HOST:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return resolve(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", proxy_unknown)
+    result = await doctor_network()
+    assert result.status is Status.FAIL
+    assert result.data["layer"] == "DNS", result.data
+    assert f"{PROXY_HOST}:3128" in result.measured, result.measured
+    assert "Live API host" not in result.measured, result.measured
+    assert f"ping -c1 {PROXY_HOST}" in (result.fix or ""), result.fix
+
+
+async def test_the_doctor_quotes_the_path_websockets_blames_with_the_password_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """"path is meaningless" must show the path it means: the owner looks for it in the
+    setting the line quotes."""
+    only_proxy(monkeypatch, f"http://alice:pr0xy-pa55word@{PROXY_HOST}:3128/login")
+    result = await doctor_network()
+    assert result.measured == (
+        f"proxy: HTTPS_PROXY's http://alice:***@{PROXY_HOST}:3128/login cannot be used: "
+        "path is meaningless"
+    )

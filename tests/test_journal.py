@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from fakes import FakeParts, config, running
 from helpers import Captured, journal_lines, until
+from websockets.exceptions import InvalidProxy
 from wire import config_for
 
 from device import errors, logs
@@ -29,7 +30,7 @@ from device.config import CameraConfig, Config, LiveConfig, Secret
 from device.hw.camera import CameraFeed
 from device.live.session import LiveLink
 from device.live.turn import WireTurn
-from device.logs import JournalSender
+from device.logs import JournalSender, Redactor
 from device.outbox import Outbox
 from device.parts import Parts
 from device.states import Reconnected, SetupComplete
@@ -624,3 +625,18 @@ async def test_a_key_corrected_after_a_cut_short_paste_is_masked_whole(
     err = capsys.readouterr().err
     assert "handshake failed" in err
     assert "456789abcdef" not in err, err
+
+
+def test_a_url_in_a_traceback_keeps_its_port_and_loses_its_password() -> None:
+    """What nothing caught reaches the journal as a traceback: a proxy's password in a URL
+    it quotes is masked there, and a port, which no line needs hidden, is not."""
+    try:
+        raise InvalidProxy("http://alice:pr0xy-pa55word@proxy.lan:3128/login",
+                           "not http://proxy.lan:3128/path")
+    except InvalidProxy:
+        record = logging.LogRecord("device", logging.ERROR, __file__, 1, "uncaught", None,
+                                   sys.exc_info())
+    Redactor().filter(record)
+    traceback = record.exc_text or ""
+    assert "http://alice:***@proxy.lan:3128/login" in traceback, traceback
+    assert "not http://proxy.lan:3128/path" in traceback, traceback
