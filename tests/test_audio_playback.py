@@ -20,7 +20,8 @@ from helpers import no_new_threads, thread_names, until
 
 from device.audio import pcm
 from device.audio.earcons import earcon
-from device.audio.playback import RATE, Playback
+from device.audio.echo import FarEnd
+from device.audio.playback import BRIDGE_S, DEVICE_S, RATE, WAITING_S, Playback
 from device.states import Earcon
 from rig.loopback import PulseLoopback, Recorder
 
@@ -67,7 +68,7 @@ async def test_fed_audio_reaches_the_speaker_unchanged(loopback: PulseLoopback) 
     try:
         sent = _chirp(1.0)
         _feed_in_chunks(player, pcm.from_float(sent))
-        await asyncio.wait_for(player.wait_drained(), 5)
+        await asyncio.wait_for(player.play_out(), 5)
         await _settle(player)
     finally:
         player.stop()
@@ -119,7 +120,7 @@ async def test_drained_fires_once_the_last_sample_has_sounded(
     player.feed(first)  # a second feed moves the end further away
     await asyncio.sleep(0.25)
     assert not player.drained.is_set()  # 600 ms fed, at most ~400 ms played
-    await asyncio.wait_for(player.wait_drained(), 5)
+    await asyncio.wait_for(player.play_out(), 5)
     drained_at = time.monotonic()
     assert player.buffered_ms == 0
     assert drained_at - fed_at >= 0.6 - 0.02, "it cannot play faster than real time"
@@ -316,7 +317,7 @@ async def test_half_volume_sounds_half_as_loud() -> None:
         player.volume = 0.5
         tone = pcm.from_float(0.5 * pcm.tone(440, 200, RATE))
         player.feed(tone)
-        await asyncio.wait_for(player.wait_drained(), 5)
+        await asyncio.wait_for(player.play_out(), 5)
     played = player.heard().astype(np.float64)
     fed = np.frombuffer(tone, dtype=np.int16).astype(np.float64)
     assert np.max(np.abs(played)) == pytest.approx(np.max(np.abs(fed)) * 0.25, rel=0.01)
@@ -341,10 +342,10 @@ async def test_the_drain_waits_for_what_was_fed_to_play() -> None:
     open to the box's own voice) while the reply still played."""
     with started() as player:
         player.feed(pcm.from_float(0.5 * pcm.tone(440, 100, RATE)))
-        await asyncio.wait_for(player.wait_drained(), 5)  # the last reply, played out
+        await asyncio.wait_for(player.play_out(), 5)  # the last reply, played out
         player.feed(pcm.from_float(0.5 * pcm.tone(440, 300, RATE)))
         assert not player.drained.is_set(), "drained before a sample of it played"
-        await asyncio.wait_for(player.wait_drained(), 5)
+        await asyncio.wait_for(player.play_out(), 5)
         assert player.heard().size >= 0.4 * RATE
 
 
@@ -418,7 +419,7 @@ async def test_a_thread_that_cannot_start_leaves_the_speaker_closed_to_open_agai
     player.start()
     try:
         player.feed(pcm.from_float(pcm.tone(440, 500, RATE)))
-        await asyncio.wait_for(player.wait_drained(), 5)
+        await asyncio.wait_for(player.play_out(), 5)
         await _settle(player)
     finally:
         player.stop()
@@ -494,17 +495,16 @@ async def test_a_chunk_fed_just_before_the_speaker_runs_dry_follows_without_a_ga
 
 
 async def test_a_burst_after_a_gap_in_arrival_plays_whole_and_in_order() -> None:
-    """A busy Wi-Fi: a chunk, 300 ms of nothing (the speaker runs dry and stops), then a
-    second's worth at once. Everything fed sounds once, in order: nothing lost, doubled
+    """A link that stalls: a chunk, nothing for longer than BRIDGE_S (the speaker stops), then
+    a second's worth at once. Everything fed sounds once, in order: nothing lost, doubled
     or cut at the restart, and the silence is the gap's alone."""
     chunks = [pcm.from_float(0.5 * pcm.tone(300 + 100 * i, 200, RATE) + 0.1) for i in range(6)]
     with started() as player:
         player.feed(chunks[0])
-        await asyncio.wait_for(player.wait_drained(), 5)  # played out: the gap
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(player.wait_drained(), 5)  # played out, bridged: the gap
         for chunk in chunks[1:]:
             player.feed(chunk)
-        await asyncio.wait_for(player.wait_drained(), 5)
+        await asyncio.wait_for(player.play_out(), 5)
         heard = player.heard()
     assert heard[heard != 0].tobytes() == b"".join(chunks)
 
@@ -547,3 +547,124 @@ async def test_the_go_ahead_beep_sounds_whole_on_a_48_khz_card(tmp_path: Path) -
     sounded = heard[: np.flatnonzero(heard)[-1] + 1]
     assert abs(sounded.size - 2 * beep.size) <= 48, f"{sounded.size} of {2 * beep.size} samples"
     assert np.abs(sounded[-10:]).max() < 0.01 * 32768, "cut short, not faded"
+
+
+class _CountingDevice(_Device):
+    """A fake output stream that counts its runs: each start is one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        super().start()
+
+
+async def _ride(
+    player: _Speaker, clock: _Clock, seconds: float, each: Callable[[], None] = lambda: None
+) -> None:
+    """Move the clock on `seconds`, 4 ms at a time, each step once the writer has done what
+    that moment asks of it (as `Playback._next` decides): refilled the device, or stopped;
+    then `each` (what else happens as time goes on)."""
+    device, far = player.devices[-1], player.far_end
+    assert far is not None
+
+    def done() -> bool:
+        if not device.active:
+            return not player.buffered_ms  # or it starts the stream for that
+        if player._tail:  # the trailing silence: it stops once that has played
+            return not far.quiet_since(clock.now)
+        return not far.quiet_since(clock.now + (DEVICE_S / 2 if player.buffered_ms else WAITING_S))
+
+    end = clock.now + seconds
+    while clock.now < end:
+        clock.now += 0.004
+        _wake(player)
+        await until(done)
+        each()
+
+
+@contextlib.contextmanager
+def _hands_free(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[_Speaker, _Clock, FarEnd]]:
+    """A speaker on a counting fake card with the echo canceller's reference, on a clock the
+    test moves."""
+    clock = _Clock()
+    monkeypatch.setattr("device.audio.playback.time", clock)
+    player = _Speaker(_CountingDevice)
+    player.far_end = far = FarEnd()
+    player.start()
+    try:
+        yield player, clock, far
+    finally:
+        player.stop()
+
+
+def _words(ms: int, hz: float) -> bytes:
+    """A stretch of a reply where no sample is silent."""
+    return pcm.from_float(0.5 * pcm.tone(hz, ms, RATE) + 0.1)
+
+
+async def test_a_gap_inside_a_reply_keeps_the_speaker_running_and_the_echo_in_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A jittery link: a reply's next audio comes 300 ms after the device played all it had.
+    The stream runs on through the gap on silence: the echo canceller's reference follows on
+    (a new run of the stream moved it: AEC3 started afresh and lowered a person talking over
+    the box 20 dB for its next second of speaking), and what came after plays whole, in order."""
+    first, second = _words(200, 440), _words(600, 660)
+    with _hands_free(monkeypatch) as (player, clock, far):
+        player.feed(first)
+        await until(lambda: player.heard().size > 0)
+        await _ride(player, clock, 0.2 + 0.3)
+        player.feed(second)
+        await _ride(player, clock, 0.6)
+        heard, device = player.heard(), player.devices[-1]
+        assert device.starts == 1, "the stream stopped in the gap and started again"
+        assert not far.moved, "the canceller's reference did not follow on"
+    assert heard[heard != 0].tobytes() == first + second
+    assert np.count_nonzero(heard == 0) <= 0.3 * RATE + 0.015 * RATE, "more than the gap's silence"
+
+
+async def test_the_reply_end_stops_the_speaker_at_once_after_a_gap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reply is over (its end, or an earcon, fed with last=True): the stream stops after
+    the trailing silence and the drain comes (the LEDs, and the gated microphone, wait for
+    it), not after the longest gap a reply may have."""
+    with _hands_free(monkeypatch) as (player, clock, _):
+        player.feed(_words(200, 440))
+        await until(lambda: player.heard().size > 0)
+        await _ride(player, clock, 0.2 + 0.1)  # in a gap of the reply
+        player.feed(b"", last=True)  # AwaitDrain: the reply's end
+        await _ride(player, clock, 0.05)
+        assert player.drained.is_set() and not player.devices[-1].active
+
+
+async def test_a_gap_longer_than_the_bridge_stops_the_speaker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The link stalls past BRIDGE_S in the middle of a reply (a tool's long wait, a link gone):
+    the speaker stops as at a reply's end, and the rest starts a new run of the stream."""
+    with _hands_free(monkeypatch) as (player, clock, far):
+        player.feed(_words(200, 440))
+        await until(lambda: player.heard().size > 0)
+        await _ride(player, clock, 0.2 + BRIDGE_S + 0.05)
+        assert player.drained.is_set() and not player.devices[-1].active
+        player.feed(_words(200, 660))
+        await until(lambda: player.devices[-1].starts == 2)
+        assert far.moved
+
+
+async def test_a_barge_in_in_a_gap_of_the_reply_silences_the_speaker_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A press (or the person's words) while the speaker plays on through a gap: it stops
+    there and then, the drain comes, and the echo reference knows nothing more plays."""
+    with _hands_free(monkeypatch) as (player, clock, far):
+        player.feed(_words(200, 440))
+        await until(lambda: player.heard().size > 0)
+        await _ride(player, clock, 0.2 + 0.1)
+        player.clear()
+        await until(lambda: not player.devices[-1].active)
+        assert player.drained.is_set() and far.quiet_since(clock.now)

@@ -6,11 +6,13 @@ PortAudio. The stream runs only while there is audio to play. A reply's first
 samples go into an idle device and sound at once (a callback stream would start
 behind a buffer of silence), and once the last has played the stream stops, so
 an idle box or a quiet conversation costs the speaker nothing: no callbacks, no
-wake-ups. While it plays, the writer keeps the device between half full and
-full (``DEVICE_S``), waking a few times a reply chunk, so a writer that runs late
-on a busy Pi still leaves audio queued. ``clear()`` (barge-in) drops the buffer
-and aborts the stream: the speaker falls silent at once, whatever the device
-still held.
+wake-ups. A gap inside a reply (its next chunk late on a jittery link) is not
+its end: the stream plays silence on through it, up to ``BRIDGE_S``, so that
+the echo canceller's reference follows on. While it plays, the writer keeps the
+device between half full and full (``DEVICE_S``), waking a few times a reply
+chunk, so a writer that runs late on a busy Pi still leaves audio queued.
+``clear()`` (barge-in) drops the buffer and aborts the stream: the speaker falls
+silent at once, whatever the device still held.
 
 With a ``far_end`` (`device.audio.echo.FarEnd`) the writer hands it every piece
 exactly as it gives it to PortAudio (after volume, earcons included), placed on
@@ -50,7 +52,7 @@ from device.live.wire import REPLY_RATE
 
 log = logging.getLogger(__name__)
 
-Job = Literal["write", "tail", "stop", "abort", "close"]
+Job = Literal["write", "bridge", "tail", "stop", "abort", "close"]
 RATE = REPLY_RATE
 #: What the device holds ahead of the sample playing: room for a late writer. It
 #: costs no latency (a reply starts into an empty device) and a barge-in drops it.
@@ -67,6 +69,13 @@ TAIL_S = 0.01
 #: little left (a reply's next chunk that comes just in time, on a jittery link, sounded
 #: after it: a click in the middle of a word).
 WAITING_S = 0.005
+#: Within a reply (audio fed, and neither its end nor a clear() since), a device that ran
+#: out of it plays silence on for this long before the stream stops: a jittery link's
+#: gap (Wi-Fi's retries, a scan, a roam: up to a second or two) then leaves the echo where
+#: it was. A new run of the stream moves it, and the canceller starts afresh and lowers a
+#: person talking over the box for its next second of speaking (GUARD_S). A longer stall
+#: is a pause (a tool's wait, a link gone), and the speaker stops as at a reply's end.
+BRIDGE_S = 2.0
 #: The kernel's sound device nodes: a card's playback device is pcmC<card>D<device>p.
 SOUND_NODES = Path("/dev/snd")
 #: A device node and its inode: a card plugged back has its nodes made anew. (Not their
@@ -127,6 +136,8 @@ class Playback(PortAudioStream):
         self._abort = False  # clear() asks the writer to drop what the device holds
         self._closing = False
         self._tail = False  # the trailing silence is written: stop once it has played
+        self._in_reply = False  # audio fed whose end (last=True) has not come: bridge gaps
+        self._dry_since: float | None = None  # when the device ran out within the reply
         self._failed = False  # the writer stopped on a PortAudio error (the device went)
         self.on_change: Callable[[], None] | None = None  # the audio keeper's
         self._playing = False  # the writer has started (or is starting) a run of the stream
@@ -156,6 +167,7 @@ class Playback(PortAudioStream):
 
     def _started(self) -> None:
         self._closing = self._failed = False
+        self._tail, self._dry_since = False, None  # of a writer closed mid-run
         writer = threading.Thread(
             target=self._write_loop, args=(self._stream,), name="speaker", daemon=True
         )
@@ -239,6 +251,8 @@ class Playback(PortAudioStream):
             scaled = np.frombuffer(pcm, dtype=np.int16) * (max(0.0, self.volume) ** 2)
             pcm = scaled.astype(np.int16).tobytes()
         if not pcm:
+            if last:
+                self._reply_ends()
             return
         if self.channels > 1:  # the same sound on every channel of the device
             pcm = np.repeat(np.frombuffer(pcm, dtype=np.int16), self.channels).tobytes()
@@ -246,6 +260,7 @@ class Playback(PortAudioStream):
             if not self._buffer:
                 self._waiting_since = time.monotonic()
             self._buffer += pcm
+            self._in_reply = not last
             self._generation += 1
             self._cond.notify()
         self._drained.clear()
@@ -258,6 +273,7 @@ class Playback(PortAudioStream):
             self._waiting_since = None
             self._generation += 1
             self._abort = True
+            self._in_reply = False
             self._room_below = None
             self._cond.notify()
         if self._resampler is not None:
@@ -265,6 +281,12 @@ class Playback(PortAudioStream):
         self._drained.set()
         self._room.set()
         return dropped
+
+    def _reply_ends(self) -> None:
+        """Nothing follows what was fed soon: a gap from here on is the end, not a pause."""
+        with self._cond:
+            self._in_reply = False
+            self._cond.notify()
 
     def has_room(self, ahead_s: float = AHEAD_S) -> bool:
         """Less than `ahead_s` of audio waits to be played."""
@@ -327,7 +349,10 @@ class Playback(PortAudioStream):
         assert self.device_rate is not None
         rate, frame = self.device_rate, stream.frame_bytes
         period = rate * self.period_ms // 1000
-        tail = bytes(round(TAIL_S * rate) * frame)
+        silence: dict[Job, bytes] = {
+            "tail": bytes(round(TAIL_S * rate) * frame),
+            "bridge": bytes(period * frame),
+        }
         running, runs_out = False, 0.0  # when the device has played all it was given
         on_time = True  # the last write's audio was waiting before the device ran out
         self._playing = False
@@ -351,8 +376,8 @@ class Playback(PortAudioStream):
                         running = self._playing = False
                         self._tell(self._on_drained, generation)
                         continue
-                    case "tail":
-                        piece = tail
+                    case "tail" | "bridge":
+                        piece = silence[job]
                 if not running:
                     # Busy from here: the keeper looks every second until the run ends, so
                     # a start that never returns is found too. The stamp left from the last
@@ -413,6 +438,7 @@ class Playback(PortAudioStream):
             if self._abort:
                 self._abort = False
                 self._tail = False
+                self._dry_since = None
                 return "abort", b"", self._generation, None
             # What the device still holds, in seconds (nothing once stopped or aborted).
             left = runs_out - time.monotonic() if running else 0.0
@@ -421,11 +447,14 @@ class Playback(PortAudioStream):
             elif running and not self._buffer:
                 if left > WAITING_S or (self._tail and left > 0):
                     self._cond.wait(left - WAITING_S if left > WAITING_S else left)
+                elif self._bridges(runs_out):
+                    return "bridge", b"", self._generation, None
                 elif not self._tail:
                     self._tail = True
                     return "tail", b"", self._generation, None
                 else:
                     self._tail = False
+                    self._dry_since = None
                     return "stop", b"", self._generation, None
             elif running and left > DEVICE_S / 2:
                 self._cond.wait(left - DEVICE_S / 2)
@@ -439,6 +468,15 @@ class Playback(PortAudioStream):
                 if self._room_below is not None and len(self._buffer) < self._room_below:
                     self._room_below = None
                     self._tell(self._room.set)
-                self._tail = False
+                self._tail, self._dry_since = False, None
                 return "write", piece, self._generation, since
         return "close", b"", self._generation, None
+
+    def _bridges(self, runs_out: float) -> bool:
+        """Under the lock, the device about to run out: within a reply, and not yet for
+        BRIDGE_S, it plays silence on (what comes meanwhile follows that at once)."""
+        if not self._in_reply or self._tail:
+            return False
+        if self._dry_since is None:
+            self._dry_since = runs_out
+        return runs_out - self._dry_since < BRIDGE_S
