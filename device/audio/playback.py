@@ -167,7 +167,6 @@ class Playback(PortAudioStream):
 
     def _started(self) -> None:
         self._closing = self._failed = False
-        self._tail, self._dry_since = False, None  # of a writer closed mid-run
         writer = threading.Thread(
             target=self._write_loop, args=(self._stream,), name="speaker", daemon=True
         )
