@@ -14,13 +14,14 @@ MASK = "***"
 #: key or token parameter (not a traceback's `key=` argument), an authenticating
 #: header's value (websockets quotes it whole when it cannot send it), a URL's password
 #: (HTTPS_PROXY's login, quoted whole when websockets cannot use it; a port and a query or
-#: fragment holding an '@' are none, but an owner's '#' or '?' in a password, unencoded, is
-#: masked with it). Kept to what names it: the rest of the line stays.
+#: fragment of `name=value` holding an '@' are none, but an owner's '#' or '?' in a password,
+#: unencoded, is masked with it, after digits too: "2024#..."). Kept to what names it: the
+#: rest of the line stays.
 _CREDENTIAL = re.compile(
     r"AIza[\w-]+|auth_tokens/[\w.~-]+"
     r"|(?P<param>[?&](?:access_token|key|token)=)[^&\s'\"]+"
     r"|(?P<header>(?:x-goog-api-key|authorization) header: )(?s:.*)"
-    r"|(?P<login>://[^\s/:@'\"]+:)(?!\d+[?#])[^\s/@'\"]+(?=@)",
+    r"|(?P<login>://[^\s/:@'\"]+:)(?!\d+[?#][^\s/@'\"]*=)[^\s/@'\"]+(?=@)",
     re.IGNORECASE,
 )
 
