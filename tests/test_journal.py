@@ -640,3 +640,25 @@ def test_a_url_in_a_traceback_keeps_its_port_and_loses_its_password() -> None:
     traceback = record.exc_text or ""
     assert "http://alice:***@proxy.lan:3128/login" in traceback, traceback
     assert "not http://proxy.lan:3128/path" in traceback, traceback
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "http://alice:2024#pa55word@proxy.lan:3128",  # a year, a sign, a word: a password
+        "http://alice:1234?pa55word@proxy.lan:3128",
+    ],
+)
+def test_a_proxy_password_of_digits_then_a_sign_is_masked_in_a_traceback(setting: str) -> None:
+    """A password pasted unencoded that starts with digits and a '#' or '?' ("2024#...")
+    was taken for a port and its query, and reached the journal whole in the traceback of
+    what nothing caught (before the port's exception it was masked)."""
+    try:
+        raise InvalidProxy(setting, "fragment is meaningless")
+    except InvalidProxy:
+        record = logging.LogRecord("device", logging.ERROR, __file__, 1, "uncaught", None,
+                                   sys.exc_info())
+    Redactor().filter(record)
+    traceback = record.exc_text or ""
+    assert "pa55word" not in traceback, traceback
+    assert "http://alice:***@proxy.lan:3128" in traceback, traceback

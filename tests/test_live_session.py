@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, ClassVar
 
 import google.auth
@@ -1735,3 +1736,18 @@ async def test_a_close_reason_is_shown_as_one_printable_line(
     for record in errors_said:
         assert not UNPRINTABLE.search(record.getMessage()), record.getMessage()
         assert not UNPRINTABLE.search(str(getattr(record, "LIVE_ERROR", ""))), record.LIVE_ERROR
+
+
+async def test_a_client_that_cannot_be_built_is_said_whatever_the_base_urls_port(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Vertex AI's credentials missing, and GOOGLE_VERTEX_BASE_URL's port a typo: the look
+    at HTTPS_PROXY after the failed build raised in turn, the build's thread died with a
+    traceback, and its outcome never reached the loop: the press waited for a client for
+    ever, and every press after it too, until the service restarted."""
+    monkeypatch.setenv("GOOGLE_VERTEX_BASE_URL", "https://127.0.0.1:99999")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    live = LiveConfig(backend="vertex", project="p", location="l", connect_timeout_s=5)
+    said = await first_outcome(Config(live=live))
+    assert isinstance(said, ConnectionLost), said
+    assert said.reason.startswith("Vertex AI credentials: "), said.reason

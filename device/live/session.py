@@ -572,7 +572,7 @@ def _proxy_refused(cfg: Config) -> Exception | None:
     except InvalidProxy as exc:
         return exc
     except ValueError:  # the Live API's own address unreadable (a base URL's port): the
-        return None  # build's failure is said, and its thread must hand it on, not die
+        pass  # build's failure is said, and its thread must hand it on, not die
     return None
 
 
