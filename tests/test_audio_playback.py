@@ -626,7 +626,30 @@ async def test_a_gap_inside_a_reply_keeps_the_speaker_running_and_the_echo_in_pl
         assert device.starts == 1, "the stream stopped in the gap and started again"
         assert not far.moved, "the canceller's reference did not follow on"
     assert heard[heard != 0].tobytes() == first + second
-    assert np.count_nonzero(heard == 0) <= 0.3 * RATE + 0.015 * RATE, "more than the gap's silence"
+    bridged = 0.3 + DEVICE_S / 2 + 0.01  # the gap, what the device holds of the bridge, a period
+    assert np.count_nonzero(heard == 0) <= bridged * RATE, "more than the gap's silence"
+
+
+async def test_a_writer_late_in_a_gap_of_the_reply_leaves_the_echo_in_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy Pi: the writer wakes 30 ms late while the speaker plays on through a gap (as
+    it may while audio plays: the device holds DEVICE_S / 2 ahead for that). The bridge
+    held 5-15 ms of silence: the device ran dry, the stream's timeline jumped, and the
+    canceller started afresh, which the bridge is there to prevent."""
+    first, second = _words(200, 440), _words(400, 660)
+    with _hands_free(monkeypatch) as (player, clock, far):
+        player.feed(first)
+        await until(lambda: player.heard().size > 0)
+        await _ride(player, clock, 0.2 + 0.1)  # 100 ms into the gap
+        clock.now += 0.03  # the writer held up (nothing it could have done meanwhile)
+        await _ride(player, clock, 0.1)
+        player.feed(second)
+        await _ride(player, clock, 0.5)
+        assert player.devices[-1].starts == 1
+        assert not far.moved, "the canceller's reference did not follow on"
+    heard = player.heard()
+    assert heard[heard != 0].tobytes() == first + second
 
 
 async def test_the_reply_end_stops_the_speaker_at_once_after_a_gap(
@@ -640,7 +663,7 @@ async def test_the_reply_end_stops_the_speaker_at_once_after_a_gap(
         await until(lambda: player.heard().size > 0)
         await _ride(player, clock, 0.2 + 0.1)  # in a gap of the reply
         player.feed(b"", last=True)  # AwaitDrain: the reply's end
-        await _ride(player, clock, 0.05)
+        await _ride(player, clock, DEVICE_S)  # what the device holds of the bridge
         assert player.drained.is_set() and not player.devices[-1].active
 
 

@@ -432,7 +432,8 @@ class Playback(PortAudioStream):
 
         Waits forever while idle; while playing, until the device is half empty
         or, with nothing more to play, until it has played out (WAITING_S before
-        that, the trailing silence goes in)."""
+        that, the trailing silence goes in, or within a reply the bridge's silence,
+        which from then on keeps it half full)."""
         while not self._closing:
             if self._abort:
                 self._abort = False
@@ -444,8 +445,12 @@ class Playback(PortAudioStream):
             if not running and not self._buffer:
                 self._cond.wait()
             elif running and not self._buffer:
-                if left > WAITING_S or (self._tail and left > 0):
-                    self._cond.wait(left - WAITING_S if left > WAITING_S else left)
+                # Once the bridge has begun, silence is kept as far ahead as audio is: a
+                # writer late on a busy Pi leaves the device running, the echo in place.
+                bridging = self._dry_since is not None and self._in_reply
+                ahead = DEVICE_S / 2 if bridging else WAITING_S
+                if left > ahead or (self._tail and left > 0):
+                    self._cond.wait(left - ahead if left > ahead else left)
                 elif self._bridges(runs_out):
                     return "bridge", b"", self._generation, None
                 elif not self._tail:
@@ -473,7 +478,8 @@ class Playback(PortAudioStream):
 
     def _bridges(self, runs_out: float) -> bool:
         """Under the lock, the device about to run out: within a reply, and not yet for
-        BRIDGE_S, it plays silence on (what comes meanwhile follows that at once)."""
+        BRIDGE_S, it plays silence on (what comes meanwhile follows what the device holds
+        of it: up to DEVICE_S / 2 and a period)."""
         if not self._in_reply or self._tail:
             return False
         if self._dry_since is None:
