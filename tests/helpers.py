@@ -188,6 +188,23 @@ def open_refused(monkeypatch: Any, refused: Callable[[Path], bool]) -> None:
 LATIN1_WORDS = "Gr\xfc\xdfe".encode("latin-1")
 
 
+def unknown_name(
+    monkeypatch: Any,
+    host: str,
+    error: int = socket.EAI_NONAME,
+    words: str = "Name or service not known",
+) -> None:
+    """The resolver answers at once that it does not know `host` (other names resolve)."""
+    resolve = socket.getaddrinfo
+
+    def refusing(name: Any, *args: Any, **kwargs: Any) -> Any:
+        if name == host:
+            raise socket.gaierror(error, words)
+        return resolve(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", refusing)
+
+
 def only_proxy(monkeypatch: Any, setting: str) -> None:
     """HTTPS_PROXY set to `setting` and no other proxy setting of this shell's."""
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY",

@@ -28,7 +28,15 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 from fakes import DEAD
-from helpers import closed_port, daemon_saying, lines_of, only_proxy, open_refused, proxy
+from helpers import (
+    closed_port,
+    daemon_saying,
+    lines_of,
+    only_proxy,
+    open_refused,
+    proxy,
+    unknown_name,
+)
 from helpers import mock_pins as pins
 
 from device import config
@@ -1108,20 +1116,13 @@ async def test_the_doctor_checks_the_way_the_daemon_goes_through_a_proxy(
     and its resolver knows no outside names (the proxy resolves them). The daemon talks
     through the proxy; `doctor network` resolved and connected to the Live API's host
     itself, and failed on DNS: "Check the box's network and DNS"."""
-    resolve = socket.getaddrinfo
-
-    def inside_names_only(name: Any, *args: Any, **kwargs: Any) -> Any:
-        if name == "localhost":  # an outside name, for this box
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return resolve(name, *args, **kwargs)
-
     async with LiveServer(pace=0, reply_seconds=0.2) as server:
         monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
         port = urlsplit(server.base_url).port
         assert port is not None
         async with proxy(to_port=port) as (proxy_port, asked):
             only_proxy(monkeypatch, f"http://127.0.0.1:{proxy_port}")
-            monkeypatch.setattr(socket, "getaddrinfo", inside_names_only)
+            unknown_name(monkeypatch, "localhost")  # an outside name, for this box
             cfg = Config(live=LiveConfig(base_url=f"https://localhost:{port}"),
                          api_key=Secret(server.api_key))
             result = await check_network(Context(cfg, Options(), Progress()))
@@ -1240,14 +1241,7 @@ async def test_a_proxy_the_box_cannot_resolve_is_what_the_doctor_names(
     name used at home): the doctor must blame the proxy's name and have the owner ping
     it, not "cannot resolve the Live API host", which sends them after the wrong name."""
     only_proxy(monkeypatch, f"http://{PROXY_HOST}:3128")
-    resolve = socket.getaddrinfo
-
-    def proxy_unknown(name: Any, *args: Any, **kwargs: Any) -> Any:
-        if name == PROXY_HOST:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return resolve(name, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", proxy_unknown)
+    unknown_name(monkeypatch, PROXY_HOST)
     result = await doctor_network()
     assert result.status is Status.FAIL
     assert result.data["layer"] == "DNS", result.data

@@ -27,7 +27,7 @@ import pytest
 from fakes import Gate
 from google.auth import exceptions as auth_errors
 from google.genai import errors, types
-from helpers import closed_port, only_proxy, proxy, until
+from helpers import closed_port, only_proxy, proxy, unknown_name, until
 from test_go_away import slow_tool, talking
 from test_server_fuzz import audio_part, server_content
 from websockets.datastructures import Headers
@@ -1578,14 +1578,7 @@ async def test_a_name_the_resolver_refuses_at_once_is_named_a_dns_failure(
     """Wi-Fi up, no uplink, and a router whose resolver says so at once (or a typo in
     `base_url`): the press beeps and `ctl status` must say DNS, not a generic network."""
     host = "live.refused-test.invalid"
-    resolve = socket.getaddrinfo
-
-    def refusing_resolver(name: Any, *args: Any, **kwargs: Any) -> Any:
-        if name == host:
-            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-        return resolve(name, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", refusing_resolver)
+    unknown_name(monkeypatch, host, socket.EAI_AGAIN, "Temporary failure in name resolution")
     live = LiveConfig(base_url=f"https://{host}", connect_timeout_s=5)
     failed = await first_outcome(Config(live=live, api_key=Secret("AIza-test")))
     assert isinstance(failed, ConnectFailed)
