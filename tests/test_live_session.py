@@ -605,7 +605,7 @@ def test_a_tools_answer_crossing_its_withdrawal_is_said_as_a_crossing_not_a_refu
     failure = answer_crossed(ConnectionClosedError(Close(1007, "invalid function id"), None))
     assert describe_failure(failure) == (
         "a tool's answer crossed the service's withdrawal of it (close code 1007: invalid "
-        "function id): reconnecting"
+        "function id)"
     )
 
 

@@ -5,6 +5,7 @@ link's events fed to the real state machine."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -146,12 +147,15 @@ def test_push_to_talk_first_words_whose_answer_was_lost_end_with_the_error_earco
 
 
 async def test_hands_free_a_tools_answer_crossing_its_withdrawal_does_not_end_the_conversation(
-    server: LiveServer, gate: Gate
+    server: LiveServer, gate: Gate, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The tool answers just as the person starts talking again: the service withdraws the
     call (toolCallCancellation) while the answer is on its way, and refuses it on arrival
     (1007: an id it no longer knows). That close was taken for a refusal of the key or a
-    setting: the conversation ended with the error, mid-sentence."""
+    setting: the conversation ended with the error, mid-sentence. Each journal line says
+    what happened once: "reconnecting in 0.4 s: ... (close code 1007: ...): reconnecting"
+    said it twice."""
+    caplog.set_level(logging.INFO)
     server.config.tool_preamble_seconds = 0.0
     call = server.queue_tool_call("slow")
     async with conversation(server, gate) as talk:
@@ -167,6 +171,9 @@ async def test_hands_free_a_tools_answer_crossing_its_withdrawal_does_not_end_th
                                 for e in talk.events), within=10)
         assert talk.machine.session_open, talk.events
     assert not any(isinstance(e, ConnectionLost) for e in talk.events), talk.events
+    crossed = [r.getMessage() for r in caplog.records if "crossed" in r.getMessage()]
+    assert crossed, "the journal did not say the answer crossed its withdrawal"
+    assert all(line.count("reconnecting") <= 1 for line in crossed), crossed
 
 
 async def test_hands_free_the_box_thinks_until_the_reply_to_a_quick_tools_answer(

@@ -235,8 +235,7 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, GaveUp):
         return "gave_up", str(exc)
     if isinstance(exc, AnswerCrossed):
-        crossed = "a tool's answer crossed the service's withdrawal of it"
-        return "closed", f"{crossed} ({exc}): reconnecting"
+        return "closed", f"a tool's answer crossed the service's withdrawal of it ({exc})"
     if isinstance(exc, Unacknowledged):
         return "silent", f"nothing the box sends is acknowledged ({exc})"
     if isinstance(exc, NotReading):
