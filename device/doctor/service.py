@@ -26,9 +26,12 @@ FIX_RESTARTING = (
     f"It stopped and systemd starts it again by itself in a few seconds: "
     f"journalctl -u {UNIT} -n 50 shows why it stopped."
 )
+#: While it starts: it opens the sound devices, then waits MIC_START_TIMEOUT_S (appliance)
+#: for the microphone; the unit's TimeoutStartSec bounds the whole start.
 FIX_STARTING = (
-    f"It is starting (a microphone slow to deliver holds it up to 90 s): run the doctor "
-    f"again in a minute; journalctl -u {UNIT} -f shows how far it got."
+    f"It is starting (it opens the sound devices and waits up to 5 s for the microphone; "
+    f"systemd allows 90 s, then counts the start failed): run the doctor again in a "
+    f"minute; journalctl -u {UNIT} -f shows how far it got."
 )
 
 
