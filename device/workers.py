@@ -79,6 +79,15 @@ async def in_own_thread(
     keepers nor hold up the process's exit, which joins the pool's threads. Cancelling
     the await (a timeout) abandons the thread; it finishes alone.
     """
+    return await own_thread(function, name, threads)
+
+
+def own_thread(
+    function: Callable[[], T], name: str, threads: set[threading.Thread] | None = None
+) -> asyncio.Future[T]:
+    """Start `function` as `in_own_thread` does; the future it settles. A future, not a
+    task: one its caller keeps for later waiters (a call that may outlast the daemon's
+    stop) is no task left pending at shutdown, unnamed and nobody's."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
 
@@ -102,7 +111,7 @@ async def in_own_thread(
     thread.start()
     if threads is not None:
         threads.add(thread)
-    return await done
+    return done
 
 
 def lookups_apart(loop: asyncio.AbstractEventLoop) -> None:

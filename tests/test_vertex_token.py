@@ -22,6 +22,7 @@ import pytest
 from fakes import FakeParts, running
 from google.auth import exceptions as auth_errors
 from helpers import until
+from test_appliance import assert_no_task_left_behind
 from test_credentials import CLOCK_REFUSAL_IDS, CLOCK_REFUSALS
 from wire import config_for
 
@@ -266,16 +267,34 @@ async def test_vertex_credentials_not_found_at_start_are_one_line_an_owner_can_f
     def default(**_: object) -> tuple[google.auth.credentials.Credentials, str]:
         raise auth_errors.DefaultCredentialsError("Your default credentials were not found.")
 
-    class RealLinkParts(FakeParts):
-        def link(self, *args):  # type: ignore[no-untyped-def]
-            return self._keep("link", super(FakeParts, self).link(*args))
-
     monkeypatch.setattr(google.auth, "default", default)
     async with running(tmp_path, vertex_config(live), parts_class=RealLinkParts):
         await until(lambda: any("cannot build" in r.getMessage() for r in caplog.records))
     (said,) = [r for r in caplog.records if "cannot build" in r.getMessage()]
     assert "default credentials were not found" in said.getMessage()
     assert getattr(said, "LIVE_FAILURE", None) == "credentials", said.__dict__
+
+
+class RealLinkParts(FakeParts):
+    """The box's parts, the Live link the real one."""
+
+    def link(self, *args):  # type: ignore[no-untyped-def]
+        return self._keep("link", super(FakeParts, self).link(*args))
+
+
+async def test_a_stop_while_the_token_server_hangs_leaves_no_task_nobody_owns(
+    live: LiveServer, token_server: TokenServer, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The internet down, a press, then `systemctl stop`: the refresh still waiting for the
+    token server was a task nobody owned, and the stop said "tasks left behind at
+    shutdown: Task-7", a bug's words with no name to look for. Its thread cannot be
+    stopped: the stop leaves it, promptly, as it leaves a worker stuck in a driver."""
+    async with running(tmp_path, vertex_config(live), parts_class=RealLinkParts) as box:
+        await box.ctl("press")
+        await until(lambda: token_server.waiting and box.state == "error", within=10)
+    assert token_server.waiting, "the token server answered: no outage"
+    assert_no_task_left_behind(caplog)
 
 
 async def test_a_refresh_failing_after_its_press_gave_up_puts_no_bug_in_the_journal(

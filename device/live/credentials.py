@@ -19,7 +19,7 @@ import google.auth
 from google.auth import exceptions as auth_errors
 
 from device.tasks import failure_seen
-from device.workers import in_own_thread
+from device.workers import own_thread
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
@@ -52,7 +52,7 @@ class Token:
         """`timeout_s`: what the token server is given to answer (a connect's timeout)."""
         self.credentials = credentials
         self._timeout_s = timeout_s
-        self._refresh: asyncio.Task[None] | None = None
+        self._refresh: asyncio.Future[None] | None = None
 
     @property
     def refreshing(self) -> bool:
@@ -66,7 +66,9 @@ class Token:
         if self.credentials.valid:
             return
         if self._refresh is None or self._refresh.done():
-            self._refresh = asyncio.create_task(in_own_thread(self._refresh_now, THREAD))
+            # A future, not a task: a stop that comes while the token server hangs leaves
+            # its thread to finish alone, and no task behind.
+            self._refresh = own_thread(self._refresh_now, THREAD)
             # A connect that timed out said so (the token server's silence); the next
             # one refreshes anew: a failure after that is nobody's to raise.
             self._refresh.add_done_callback(failure_seen)
