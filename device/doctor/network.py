@@ -20,7 +20,13 @@ from websockets.exceptions import InvalidProxy
 
 from device.config import Config
 from device.doctor.result import Context, Result, Status
-from device.live.endpoint import endpoint, race_addresses, through_proxy, usable_proxy
+from device.live.endpoint import (
+    AddressUnusable,
+    endpoint,
+    race_addresses,
+    through_proxy,
+    usable_proxy,
+)
 
 # With the module, not at the first layer: importing the SDK (seconds on a small Pi) was
 # timed as the DNS lookup.
@@ -62,6 +68,10 @@ FIXES = {
     "proxy": "Check HTTPS_PROXY (the service's: systemctl show -p Environment "
     "live-appliance): the proxy's address, its login if it asks for one "
     "(http://user:password@host:port), and that it lets the box through to port 443.",
+    # GOOGLE_GEMINI_BASE_URL or GOOGLE_VERTEX_BASE_URL, which no configuration check sees.
+    "setting": "Check the variable the line names (the service's: systemctl show -p "
+    "Environment live-appliance): the Live API's address, http(s)://host[:port], a port "
+    "up to 65535; unset, the box uses Google's.",
     "setup": "Try again in a minute; if it keeps failing, the service may be down "
     "or [live] base_url may point at the wrong place.",
 }
@@ -148,7 +158,10 @@ async def check_network(ctx: Context) -> Result:
     Behind HTTPS_PROXY the box resolves and connects to the proxy, as the daemon does (it
     may know no outside names at all); TLS then goes through the tunnel, at setup."""
     cfg = ctx.cfg
-    host, port = endpoint(cfg)
+    try:
+        host, port = endpoint(cfg)
+    except AddressUnusable as exc:
+        return Result("network", Status.FAIL, describe_failure(exc), FIXES["setting"])
     where = {"host": host, "port": port}
     timeout = cfg.live.connect_timeout_s
     loop = asyncio.get_running_loop()

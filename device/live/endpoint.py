@@ -42,6 +42,12 @@ class ProxyUnreachable(Exception):
     port, never its URL (it may hold a user and a password)."""
 
 
+class AddressUnusable(ValueError):
+    """The Live API's address as the environment gives it (GOOGLE_GEMINI_BASE_URL,
+    GOOGLE_VERTEX_BASE_URL: `[live] base_url` is checked at load) cannot be read: a port
+    out of range or not a number. The owner's setting, not the service's message."""
+
+
 def endpoint(cfg: Config) -> tuple[str, int]:
     """The host and port the SDK will open its WebSocket to."""
     live = cfg.live
@@ -49,7 +55,10 @@ def endpoint(cfg: Config) -> tuple[str, int]:
     url = live.base_url or os.environ.get(env)
     if url:
         parts = urlsplit(url if "://" in url else f"https://{url}")
-        return parts.hostname or "", parts.port or 443
+        try:
+            return parts.hostname or "", parts.port or 443
+        except ValueError as exc:
+            raise AddressUnusable(f"{env}'s {url} cannot be used: {exc}") from exc
     if live.backend == "vertex":
         region = live.location or "global"
         if region == "global":

@@ -28,7 +28,7 @@ from websockets.exceptions import (
 from websockets.http11 import Response
 
 from device.errors import MASK, cut, one_line, without_credentials
-from device.live.endpoint import ProxyUnreachable, ResolverSilent
+from device.live.endpoint import AddressUnusable, ProxyUnreachable, ResolverSilent
 from device.live.wire import (
     CLOSE_ABNORMAL,
     CLOSE_INTERNAL,
@@ -152,8 +152,8 @@ def _said(words: str) -> str:
 
 def failure_fields(exc: BaseException) -> dict[str, object]:
     """A failure's journal fields: LIVE_FAILURE, a word from a closed set an owner can
-    filter on (closed, http, proxy, credentials, gave_up, silent, timeout, dns, tls,
-    tcp, network, undecodable, other); LIVE_ERROR, the line describe_failure gives;
+    filter on (closed, http, proxy, credentials, setting, gave_up, silent, timeout, dns,
+    tls, tcp, network, undecodable, other); LIVE_ERROR, the line describe_failure gives;
     LIVE_CLOSE_CODE for a close, LIVE_HTTP_STATUS for an HTTP answer to the upgrade."""
     kind, words = _classify(exc)
     fields: dict[str, object] = {"LIVE_FAILURE": kind, "LIVE_ERROR": _said(words)}
@@ -228,6 +228,8 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "proxy", f"the proxy's answer cannot be read ({exc})"
     if isinstance(exc, ProxyUnreachable):
         return "proxy", f"proxy: cannot reach {exc}"
+    if isinstance(exc, AddressUnusable):
+        return "setting", f"setting: {exc}"
     if token_server_unreached(exc):
         return "network", f"network: Vertex AI credentials: {_auth_words(exc)}"
     if isinstance(exc, auth_errors.GoogleAuthError):  # Vertex AI's, before ValueError
@@ -371,7 +373,10 @@ def close_reason(exc: errors.APIError) -> str:
 
 def is_refusal(exc: BaseException) -> bool:
     """The service refused the key or a setting, or Vertex AI's credentials are gone or
-    revoked: retrying would only be refused again."""
+    revoked, or the environment's address of the service cannot be read: retrying would
+    only fail again."""
+    if isinstance(exc, AddressUnusable):
+        return True
     if isinstance(exc, auth_errors.GoogleAuthError):
         return not token_server_unreached(exc)
     if isinstance(exc, InvalidStatus):
