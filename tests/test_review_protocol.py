@@ -1,0 +1,74 @@
+"""The Live API's messages as PROTOCOL.md and the SDK name them, one by one, against the
+box: what the person at it, or its owner reading the journal, notices."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from helpers import journal_lines, until
+from wire import config_for
+
+from device.live.session import LiveLink
+from device.outbox import Outbox
+from device.states import SetupComplete, TurnComplete
+from rig.server.server import LiveServer
+
+
+@pytest.fixture
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
+    async with LiveServer(pace=0, reply_seconds=0.2) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
+
+
+async def journal_of_a_turn_ended_with(server: LiveServer, content: dict[str, Any]) -> list[Any]:
+    """The journal's records while the model ends a text turn, without a word, with
+    `content` (its turnComplete message)."""
+    server.config.unanswered_turns = 1  # the model says nothing of its own
+    events: list[Any] = []
+    outbox = Outbox(5)
+    link = LiveLink(config_for(server), outbox, events.append, lambda *_: None)
+    link.open(1)
+    try:
+        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+        with journal_lines("device") as journal:
+            outbox.put("text", "tell me about it")
+            await server.wait_for(lambda: "client_content" in server.kinds(direction="in"), 10)
+            await server.send_raw(json.dumps({"serverContent": content}))
+            await until(lambda: any(isinstance(e, TurnComplete) for e in events), within=10)
+    finally:
+        await link.close()
+    return journal.records
+
+
+@pytest.mark.parametrize("reason", ["PROHIBITED_INPUT_CONTENT", "MALFORMED_FUNCTION_CALL"])
+async def test_a_turn_the_service_ends_for_a_reason_says_the_reason_in_the_journal(
+    server: LiveServer, reason: str
+) -> None:
+    """The service ends a turn without a word and says why (`turnCompleteReason`: a
+    safety block, a function call it could not make): the person hears nothing and the
+    box goes back to idle; the owner found only the turn's timings in the journal, and
+    nothing to tell a refusal from a lost reply."""
+    records = await journal_of_a_turn_ended_with(
+        server, {"turnComplete": True, "turnCompleteReason": reason}
+    )
+    said = [record for record in records if reason in record["MESSAGE"]]
+    assert said, [record["MESSAGE"] for record in records]
+    assert said[0].get("LIVE_TURN_END") == reason, said[0]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [{"turnComplete": True},
+     {"turnComplete": True, "turnCompleteReason": "TURN_COMPLETE_REASON_UNSPECIFIED"}],
+)  # fmt: skip
+async def test_a_turn_ended_without_a_reason_says_none(
+    server: LiveServer, content: dict[str, Any]
+) -> None:
+    """A plain turnComplete (or one whose reason is unspecified) is the usual end: no line
+    of its own."""
+    records = await journal_of_a_turn_ended_with(server, content)
+    assert not [record for record in records if "LIVE_TURN_END" in record], records
