@@ -94,6 +94,8 @@ def _report(number: int, reply: Reply) -> None:
     print(words_on_one_line(reply.text) or "(the reply had no transcript)", flush=True)
     first = f"{reply.first_audio_s * 1000:.0f} ms" if reply.first_audio_s is not None else "never"
     cut = ", interrupted" if reply.interrupted else ""
+    if reply.end_reason:
+        cut += f", ended by the service: {reply.end_reason}"
     print(
         f"turn {number}: first audio after {first}, {reply.audio_seconds:.1f} s of audio, "
         f"done in {reply.seconds:.1f} s{cut}",

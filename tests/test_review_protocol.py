@@ -3,6 +3,7 @@ box: what the person at it, or its owner reading the journal, notices."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,6 +12,10 @@ import pytest
 from helpers import journal_lines, until
 from wire import config_for
 
+from device.ask import _report, ask
+from device.doctor.network import check_network
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
 from device.live.session import LiveLink
 from device.outbox import Outbox
 from device.states import SetupComplete, TurnComplete
@@ -72,3 +77,37 @@ async def test_a_turn_ended_without_a_reason_says_none(
     of its own."""
     records = await journal_of_a_turn_ended_with(server, content)
     assert not [record for record in records if "LIVE_TURN_END" in record], records
+
+
+async def turn_ended_after_setup(server: LiveServer, reason: str) -> None:
+    """The model ends the first turn without a word, for `reason`."""
+    server.config.unanswered_turns = 1
+    await server.wait_for(lambda: "client_content" in server.kinds(direction="in"), 10)
+    content = {"turnComplete": True, "turnCompleteReason": reason}
+    await server.send_raw(json.dumps({"serverContent": content}))
+
+
+async def test_ask_says_why_the_service_ended_a_turn_without_a_word(
+    server: LiveServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ask` said "(the reply had no transcript)" and "first audio after never, 0.0 s of
+    audio": the owner could not tell the model's refusal from a reply lost on the way."""
+    ended = asyncio.create_task(turn_ended_after_setup(server, "RESPONSE_REJECTED"))
+    await ask(config_for(server), ["hello"], on_reply=_report)
+    await ended
+    said = capsys.readouterr().err
+    assert "ended by the service: RESPONSE_REJECTED" in said, said
+
+
+async def test_the_doctors_turn_says_why_the_service_ended_it_without_a_word(
+    server: LiveServer,
+) -> None:
+    """`doctor network --turn` said "Live turn: the reply had no audio" and to try again
+    in a minute, the service may be down: it was up, and had said why it said nothing."""
+    ended = asyncio.create_task(turn_ended_after_setup(server, "MALFORMED_FUNCTION_CALL"))
+    context = Context(config_for(server), Options(turn=True), Progress(spinner=False))
+    result = await check_network(context)
+    await ended
+    assert result.status is Status.FAIL, result
+    assert "MALFORMED_FUNCTION_CALL" in result.measured, result
+    assert "may be down" not in (result.fix or ""), result

@@ -72,6 +72,9 @@ FIXES = {
     "setting": "Check the variable the line names (the service's: systemctl show -p "
     "Environment live-appliance): the Live API's address, http(s)://host[:port], a port "
     "up to 65535; unset, the box uses Google's.",
+    # The service answered the turn, and said why it said nothing (turnCompleteReason).
+    "turn ended": "The service is up and refused this turn for the reason given: check "
+    "[live] model, system_instruction and the [tools] enabled.",
     "setup": "Try again in a minute; if it keeps failing, the service may be down "
     "or [live] base_url may point at the wrong place.",
 }
@@ -232,6 +235,9 @@ async def _session(ctx: Context, ms: dict[str, float], host: str, port: int) -> 
             "Live turn", lambda: run_turn(session, TURN_TEXT, None, longest), TURN_TIMEOUT_S,
             host, port,
         )
+        if reply.first_audio_s is None and reply.end_reason:
+            reason = f"Live turn: the service ended it without a word ({reply.end_reason})"
+            raise LayerFailed("Live turn", reason, FIXES["turn ended"])
         if reply.first_audio_s is None:
             reason = "Live turn: the reply had no audio"
             raise LayerFailed("Live turn", reason, _fix("setup", None, host, port))

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from device.live.reply import ReplyDecoder
+from device.live.reply import ReplyDecoder, end_reason
 from device.live.turn import Transcript
 from device.live.wire import REPLY_RATE, SAMPLE_BYTES
 from device.workers import in_own_thread
@@ -46,6 +46,8 @@ class Reply:
     first_audio_s: float | None  # from sending the turn to its first audio
     seconds: float  # from sending the turn to turnComplete
     interrupted: bool = False
+    #: Why the service ended the turn, when it said (`turnCompleteReason`), cut to a line.
+    end_reason: str | None = None
 
     @property
     def audio_seconds(self) -> float:
@@ -104,6 +106,7 @@ async def run_turn(
     audio = bytearray()
     first_audio: float | None = None
     interrupted = False
+    ended_for: str | None = None
     decoder = ReplyDecoder()
     async for message in _one_turn(session):
         if message.tool_call is not None:
@@ -124,8 +127,14 @@ async def run_turn(
         if content.output_transcription is not None and content.output_transcription.text:
             words.add(content.output_transcription.text)
         interrupted = interrupted or bool(content.interrupted)
+        ended_for = end_reason(content) or ended_for
     return Reply(
-        words.text().strip(), bytes(audio), first_audio, time.monotonic() - started, interrupted
+        words.text().strip(),
+        bytes(audio),
+        first_audio,
+        time.monotonic() - started,
+        interrupted,
+        ended_for,
     )
 
 

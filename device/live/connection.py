@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from google.genai import types
 from google.genai.live import AsyncSession
 
-from device.errors import cut, one_line
 from device.live.client import send_text_turn
 from device.live.errors import (
     ConnectionDead,
@@ -34,15 +33,8 @@ from device.live.errors import (
 )
 from device.live.hooks import Hooks
 from device.live.inbound import AudioOnly, messages
-from device.live.read_ahead import (
-    Message,
-    ReadAhead,
-    end_reason,
-    ends_interaction,
-    ends_turn,
-    more_to_come,
-)
-from device.live.reply import ReplyDecoder
+from device.live.read_ahead import Message, ReadAhead, ends_interaction, ends_turn, more_to_come
+from device.live.reply import ReplyDecoder, end_reason
 from device.live.setup import CLOSE_TIMEOUT_S
 from device.live.turn import WireTurn
 from device.live.websocket import (
@@ -72,8 +64,6 @@ SWITCH_MARGIN_S = 3.0
 #: message (and while that answer is on its way, further ones are not answered at all):
 #: a service that floods calls cannot grow the box's tasks or its sends without end.
 TOOL_CALLS_LIMIT = 16
-#: Characters of a turn's end reason the journal says: a newer service's is a word or two.
-REASON_LIMIT = 100
 
 
 class SwitchNow(Exception):
@@ -685,8 +675,7 @@ def _say_end_reason(reason: str) -> None:
     """The service ended a turn for a reason of its own, often without a word: the person
     heard silence, or a reply stop mid-sentence, and the owner could not tell it from a
     lost reply (LIVE_TURN_END: the reason, as the service spelled it)."""
-    said = one_line(cut(reason, REASON_LIMIT))
-    log.warning("the service ended the turn: %s", said, extra={"LIVE_TURN_END": said})
+    log.warning("the service ended the turn: %s", reason, extra={"LIVE_TURN_END": reason})
 
 
 def _seconds(duration: str | None) -> float:

@@ -284,18 +284,6 @@ def more_to_come(content: types.LiveServerContent) -> bool:
     )
 
 
-def end_reason(content: types.LiveServerContent) -> str | None:
-    """Why the service ended the turn, when it says (`turnCompleteReason`: a safety block,
-    a function call it could not make), as the service spelled it; None for a usual end."""
-    reason = content.turn_complete_reason
-    if not content.turn_complete or reason in (
-        None,
-        types.TurnCompleteReason.TURN_COMPLETE_REASON_UNSPECIFIED,
-    ):
-        return None
-    return str(getattr(reason, "value", reason))
-
-
 def _interrupts(message: Message) -> bool:
     content = _content(message)
     return content is not None and bool(content.interrupted)

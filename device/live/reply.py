@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from device.errors import cut, one_line
 from device.live.wire import REPLY_RATE, SAMPLE_BYTES, pcm_rate
 
 if TYPE_CHECKING:
@@ -26,6 +27,20 @@ log = logging.getLogger(__name__)
 #: not played. A service speaks at one rate; each change builds a resampler (0.2 ms),
 #: and a message of parts alternating between two rates held the loop for seconds.
 RATE_CHANGES_LIMIT = 4
+#: Characters of a turn's end reason said (`end_reason`): a newer service's is a word or two.
+REASON_LIMIT = 100
+UNSPECIFIED = "TURN_COMPLETE_REASON_UNSPECIFIED"
+
+
+def end_reason(content: types.LiveServerContent) -> str | None:
+    """Why the service ended the turn, when it says (`turnCompleteReason`: a safety block,
+    a function call it could not make), on one line as a journal or a terminal quotes it;
+    None for a usual end."""
+    reason = content.turn_complete_reason
+    spelled = str(getattr(reason, "value", reason))
+    if not content.turn_complete or reason is None or spelled == UNSPECIFIED:
+        return None
+    return one_line(cut(spelled, REASON_LIMIT))
 
 
 class ReplyDecoder:
