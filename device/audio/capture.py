@@ -206,9 +206,9 @@ class Capture:
             pa = open_portaudio()
             try:
                 info, fmt = choose_format(pa, self._find, "input", RATE, self._forced)
+                self._find = found_again(pa, self._find, info, "input")
             finally:
                 pa.terminate()
-            self._find = found_again(self._find, info)
             self.device_name, self.device_rate, self.channels = str(info), fmt.rate, fmt.channels
             period = fmt.rate * self.chunk_ms // 1000
             pcm = CapturePcm(

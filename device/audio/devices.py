@@ -132,15 +132,23 @@ def _held_elsewhere(spec: str) -> bool:
     return spec.lower() in listed.lower()
 
 
-def found_again(spec: DeviceSpec, info: DeviceInfo) -> DeviceSpec:
+def found_again(
+    pa: pyaudio.PyAudio, spec: DeviceSpec, info: DeviceInfo, direction: Direction
+) -> DeviceSpec:
     """How to find `info` the next time the devices are listed (a reopen): an index says
     only where PortAudio listed it this time, and a card plugged back under another
     number, or another card plugged in meanwhile, moves the devices after it; another
     microphone there must not be taken for this one. So an index becomes the device's
-    name without its hw: number; a name, or the default, stays as it is."""
+    name without its hw: number, unless that name finds another device too (two of the
+    same USB card): then its whole name, which finds it under the same number only. A
+    name, or the default, stays as it is."""
     if not isinstance(spec, int):
         return spec
-    return without_numbers(info.name).strip() or info.name
+    name = without_numbers(info.name).strip()
+    with contextlib.suppress(AudioDeviceError):
+        if name and choose_device(pa, name, direction) == info:
+            return name
+    return info.name
 
 
 def _card(device: DeviceInfo) -> int | None:

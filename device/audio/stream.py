@@ -127,7 +127,7 @@ class PortAudioStream:
     def _choose(self, pa: pyaudio.PyAudio, direction: Direction, wanted_rate: int) -> DeviceInfo:
         """The configured device and the format to run it in."""
         info, fmt = choose_format(pa, self._find, direction, wanted_rate, self._forced)
-        self._find = found_again(self._find, info)
+        self._find = found_again(pa, self._find, info, direction)
         self.device_name, self.device_rate, self.channels = str(info), fmt.rate, fmt.channels
         return info
 
