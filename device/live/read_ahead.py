@@ -5,17 +5,19 @@ A reply may arrive faster than it plays. Read only as the speaker makes room, an
 service sent before it, and the box would talk on for as long as that audio lasts.
 So the socket is read on: a message that cannot be handled yet (audio for a full
 speaker, and whatever came after it) waits here in order, up to READ_AHEAD_S of
-audio or READ_AHEAD_MESSAGES messages of any kind; past that the reply waits in the
-service (TCP's flow control holds it). An interruption drops the audio waiting
-here, which is not to be heard any more, and is handled at once, after the other
-messages that came before it. The answer to words the person said over a reply that
-had come whole (the service, which has nothing left to interrupt, transcribes them and
-answers) drops the old one's audio the same way; the model going on after a tool's
-answer does not, even behind a late transcript of the question that called the tool;
-nor does the box itself, when it hears the person talking over such a reply
-(`drop_whole_reply`). A message that is not the reply's content (a goAway, a
-resumption handle, a tool call or its cancellation) never waits: a goAway's
-time left counts from its arrival, and a tool need not wait for the words before it.
+audio (what else the messages carry weighs as its size) or READ_AHEAD_MESSAGES
+messages of any kind; past that the reply waits in the service (TCP's flow control
+holds it). An interruption drops the audio waiting here, which is not to be heard any
+more, and is handled at once, after the other messages that came before it. The
+answer to words the person said over a reply that had come whole (the service, which
+has nothing left to interrupt, transcribes them and answers) drops the old one's audio
+the same way; the model going on after a tool's answer does not, even behind a late
+transcript of the question that called the tool. The box itself, when it hears the
+person talking over a reply whose end waits here (`drop_whole_reply`), drops the audio
+of every whole reply waiting, a tool's answer's too. A message that is not the reply's
+content (a goAway, a resumption handle, a tool call or its cancellation) never waits:
+a goAway's time left counts from its arrival, and a tool need not wait for the words
+before it.
 
 What still waits when a connection ends goes on to the next one (`unhandled`,
 `carried`) when the reply's end is among it: the reply was received whole, and the
@@ -86,7 +88,7 @@ class ReadAhead:
 
     @property
     def full(self) -> bool:
-        """READ_AHEAD_S of audio, or READ_AHEAD_MESSAGES, wait: the reader must not read on."""
+        """READ_AHEAD_BYTES' weight, or READ_AHEAD_MESSAGES, wait: the reader must not read on."""
         return not self._room.is_set()
 
     async def take(self, message: Message) -> None:
@@ -200,7 +202,9 @@ class ReadAhead:
 
     def _drop_audio(self, count: int | None = None) -> None:
         """The audio of the first `count` messages waiting (all by default) is not to be
-        heard: drop it, hand on the rest of them in order; those after them wait on."""
+        heard: drop the messages of audio alone, hand on the rest of them in order (what
+        audio such a message carries, read through the SDK's models, goes on with it, and
+        the speaker is cleared after it); those after them wait on."""
         count = len(self._waiting) if count is None else count
         for message, _, earlier in self._pop(count):
             if not isinstance(message, AudioOnly):
