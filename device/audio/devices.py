@@ -1,8 +1,9 @@
 """PortAudio devices: list them, choose one from the configuration, show the choice.
 
 Hardware is chosen by configuration, never probed at import time: every function
-here takes a ``pyaudio.PyAudio`` the caller opened and will terminate, except
-``print_devices`` (the `live-appliance devices` command), which opens its own.
+here that asks PortAudio takes a ``pyaudio.PyAudio`` the caller opened and will
+terminate, except ``print_devices`` (the `live-appliance devices` command), which
+opens its own.
 """
 
 from __future__ import annotations
