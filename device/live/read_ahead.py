@@ -101,8 +101,7 @@ class ReadAhead:
             self._drop_audio()
             self._handle(message, False)
         elif size and self._ends and self._words_replace and self._words_after_an_end():
-            self._drop_audio()  # their answer: the state machine clears the speaker for it
-            await self._hand_on(message, size)
+            await self._answer_at_once(message, size)
         else:
             self._wait(message, size)
 
@@ -191,14 +190,29 @@ class ReadAhead:
                 return True
         return False
 
+    async def _answer_at_once(self, message: Message, size: int) -> None:
+        """The answer to words said over a whole reply: the old reply's rest is dropped, and
+        what came after its end goes on at once with `message`, the transcript of the words
+        first (the state machine clears the speaker for the answer they bring): the
+        answer's first audio, read before it (the two are not ordered), is its start."""
+        self._drop_audio(self._up_to_the_last_end())
+        after = [*self._pop(len(self._waiting)), (message, size, False)]
+        for waiting, audio, earlier in sorted(after, key=lambda each: not _brings_words(each[0])):
+            await self._hand_on(waiting, audio, earlier)
+
     def drop_whole_reply(self) -> bool:
         """The person talks over a reply the service has sent whole (its end waits here):
         drop its audio still waiting. False when no such end waits."""
-        ends = [i for i, (message, _, _) in enumerate(self._waiting) if ends_interaction(message)]
-        if not ends:
+        count = self._up_to_the_last_end()
+        if not count:
             return False
-        self._drop_audio(ends[-1] + 1)
+        self._drop_audio(count)
         return True
+
+    def _up_to_the_last_end(self) -> int:
+        """How many of the messages waiting are whole replies: up to the last end (0: none)."""
+        ends = [i for i, (message, _, _) in enumerate(self._waiting) if ends_interaction(message)]
+        return ends[-1] + 1 if ends else 0
 
     def _drop_audio(self, count: int | None = None) -> None:
         """The audio of the first `count` messages waiting (all by default) is not to be
