@@ -32,7 +32,7 @@ REPLY_CHUNK = {
 #: service answers pings late, and websockets' 20 s ping timeout drops healthy sessions.
 #: No permessage-deflate: base64 audio hardly compresses, and deflating every 40 ms
 #: chunk costs a small Pi more CPU than the bytes it saves on the link.
-#: While the speaker is full nothing is read, and websockets holds at most `max_queue`
+#: While the read-ahead is full nothing is read, and websockets holds at most `max_queue`
 #: frames (then stops reading the socket) of at most `max_size` bytes each: a reply
 #: frame is about 13 KB (0.2 s of audio); a frame over 1 MiB ends the connection (1009).
 #: A close, the service's or ours, waits CLOSE_TIMEOUT_S for the other side, not
