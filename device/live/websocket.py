@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 #: second of audio. Beyond it a slow link backs up into the outbox, where the audio
 #: bound, the journal's warning and the newest-frame rule can see it.
 UNSENT_LIMIT = 32 * 1024
-#: What this device reads ahead of the speaker while it waits for room there: the
+#: What this device holds unread while the read-ahead (`device.live.read_ahead`) is full: the
 #: kernel's receive buffer (SO_RCVBUF; the kernel doubles it for its bookkeeping) and
 #: the TLS layer's buffer of decrypted bytes (asyncio's default is 256 KiB). About a
 #: second of reply audio each (base64 is 64 KB a second); the rest stays with the
@@ -110,7 +110,7 @@ def check_sdk_internals() -> None:
 
 def bound_buffers(session: AsyncSession) -> None:
     """At most UNSENT_LIMIT unsent bytes in the kernel, and UNREAD_LIMIT read ahead (twice:
-    the kernel's and the TLS layer's) while the receiver waits for the speaker."""
+    the kernel's and the TLS layer's) while the receiver waits for room in the read-ahead."""
     ws = websocket_of(session)
     if ws is None:
         return
