@@ -5,10 +5,22 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fakes import ALSA_DEFAULT, HDMI, HEADPHONES, HEADSET, IdlePcm, ListedPortAudio, card
+from fakes import (
+    ALSA_DEFAULT,
+    HDMI,
+    HEADPHONES,
+    HEADSET,
+    IdlePcm,
+    ListedPortAudio,
+    SilentOutput,
+    card,
+)
 
 from device.audio import capture as capture_module
+from device.audio import playback as playback_module
+from device.audio import stream as stream_module
 from device.audio.capture import Capture
+from device.audio.playback import Playback
 
 
 async def test_a_configured_index_among_two_identical_cards_is_found_again_after_a_reopen(
@@ -32,3 +44,22 @@ async def test_a_configured_index_among_two_identical_cards_is_found_again_after
     finally:
         mic.close_stream()
     assert IdlePcm.opened == ["hw:3,0", "hw:3,0"]
+
+
+async def test_a_speaker_set_by_index_among_two_identical_cards_is_found_again_after_a_reopen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same for the speaker (`output_device = 3`)."""
+    listing = ListedPortAudio(HEADPHONES, HDMI, card(HEADSET, 2), card(HEADSET, 3), ALSA_DEFAULT)
+    monkeypatch.setattr(stream_module, "open_portaudio", lambda: listing)
+    monkeypatch.setattr(playback_module, "OutputStream", SilentOutput)
+    SilentOutput.opened.clear()
+    speaker = Playback(device=3)
+    loop = asyncio.get_running_loop()
+    speaker.start(loop)
+    speaker.close_stream()
+    try:
+        speaker.start(loop)
+    finally:
+        speaker.close_stream()
+    assert SilentOutput.opened == [3, 3]
