@@ -25,6 +25,7 @@ from device.live.connection import (
     Hooks,
     _seconds,
 )
+from device.live.inbound import AudioOnly
 from device.live.reply import RATE_CHANGES_LIMIT
 from device.live.turn import TRANSCRIPT_LIMIT, WireTurn
 from device.live.websocket import check_sdk_internals, sdk_internals_missing, websocket_of
@@ -878,3 +879,40 @@ async def test_a_call_that_crosses_a_press_on_the_wire_is_left_unanswered(
         conn._group = group
         conn._dispatch(calls(("y", "quick")))  # the new turn's own call
     assert [a["id"] for a in answered(socket)] == ["y"]
+
+
+def alone(pcm: bytes) -> AudioOnly:
+    """A message of reply audio alone, as the link reads it off the socket."""
+    return AudioOnly(parts=[(pcm, "audio/pcm;rate=24000")])
+
+
+class FullSpeaker:
+    """A speaker with seconds of the old reply still to play: no room."""
+
+    def has_room(self) -> bool:
+        return False
+
+    async def wait_for_room(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_words_over_a_whole_reply_its_answer_plays_from_its_first_chunk_at_once() -> None:
+    """The same through the connection and the state machine: what the speaker is given
+    is the answer from its first chunk, in place of the old reply's rest."""
+    seen, turn = Seen(), WireTurn()
+    hooks = Hooks(SESSION, seen.events.append, lambda item, t: None, lambda h: None,
+                  FullSpeaker())  # fmt: skip
+    conn = Connection(None, contextlib.AsyncExitStack(), LiveConfig(), Outbox(5), hooks, turn)
+    old, rest = b"\x01\x00" * 100, b"\x02\x00" * 100
+    first, more = b"\x03\x00" * 100, b"\x04\x00" * 100
+    conn._handle(alone(old), False)  # handed on, playing: the speaker is full from here on
+    for message in (alone(rest), content(turn_complete=True), alone(first),
+                    content(input_transcription=types.Transcription(text="and Sunday?")),
+                    alone(more)):  # fmt: skip
+        await conn._read_ahead.take(message)
+    machine = Machine(mode=Mode.TOGGLE, state=State.LISTENING, session_open=True,
+                      session=SESSION, connected=True)  # fmt: skip
+    _, played, _ = replay(seen.events, machine)
+    assert played == [old, first, more]
+    replies = [e for e in seen.events if isinstance(e, ReplyAudio)]
+    assert [r.replaces for r in replies] == [False, True, False], "the answer clears the old"

@@ -456,3 +456,24 @@ async def test_talked_over_every_whole_reply_waiting_is_dropped_not_only_the_fir
         speaker.room.set()
         await settle()
         assert handled == [content(turn_complete=True), content(turn_complete=True)]
+
+
+async def test_the_answer_that_came_before_the_transcript_of_its_words_is_heard_whole() -> None:
+    """The person spoke over a reply the service had sent whole; the answer's first audio
+    came before the service's transcript of their words (the two are not ordered). Its
+    first chunk, read before the words, was dropped with the old reply's rest: the
+    answer began in the middle of its first word."""
+    async with reading() as (ahead, speaker, handled):
+        speaker.room.clear()
+        await ahead.take(audio(1))  # the old reply, for a full speaker
+        await ahead.take(said("the weather"))
+        await ahead.take(content(turn_complete=True))
+        await ahead.take(audio(2))  # the answer's first words...
+        await ahead.take(heard("what about Sunday?"))  # ...then the words they answer
+        await ahead.take(audio(3))
+        await settle()
+        assert handled == [said("the weather"), content(turn_complete=True),
+                           heard("what about Sunday?"), audio(2), audio(3)]  # fmt: skip
+        speaker.room.set()
+        await settle()
+        assert audio(1) not in handled
