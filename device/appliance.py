@@ -607,9 +607,10 @@ class Appliance:
         daemon must stop before it claims a pin or a sound device the first one holds.
         """
         loop = self._loop = asyncio.get_running_loop()
-        # Every task started from here (the camera's, the keeper's, the state machine's)
-        # logs under the session open at the time, not only the link's own.
-        logs.SESSION.set(lambda: self.link.session_id)
+        # Every task started from here (the camera's, the keeper's, the state machine's) and
+        # every thread (the microphone's, the speaker's, a tool's) logs under the session
+        # open at the time, not only the link's own.
+        logs.name_sessions(lambda: self.link.session_id)
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
         loop.set_default_executor(workers.Workers())
@@ -623,6 +624,7 @@ class Appliance:
             await self.stopping.wait()
         finally:
             await self._shutdown()
+            logs.name_sessions(None)
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
 

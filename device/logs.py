@@ -146,7 +146,22 @@ class LineBudget(logging.Filter):
 
 #: What the session a line is logged in calls itself (LiveLink sets it in its task; the
 #: tasks and lines it starts inherit it), for the lines that do not name it themselves.
-SESSION: contextvars.ContextVar[Callable[[], str | None]] = contextvars.ContextVar("session")
+SESSION: contextvars.ContextVar[Callable[[], str | None] | None] = contextvars.ContextVar(
+    "session"
+)
+#: The same for the lines of threads no task runs in (`name_sessions`).
+_sessions_on_threads: Callable[[], str | None] | None = None
+
+
+def name_sessions(current: Callable[[], str | None] | None) -> None:
+    """`current()` names the session of the lines logged from now on in this task and
+    those it starts, and on the threads that run outside every task: the microphone's
+    reader, the speaker's writer, the workers, a tool's (a thread starts without the
+    loop's context, and the microphone's "only digital silence", the one line that says
+    why a press got no answer, was missing under its session). None: no longer."""
+    global _sessions_on_threads
+    SESSION.set(current)
+    _sessions_on_threads = current
 
 
 class SessionField(logging.Filter):
@@ -155,7 +170,7 @@ class SessionField(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         name = f"{FIELD_PREFIX}SESSION"
-        session = SESSION.get(None)
+        session = SESSION.get(_sessions_on_threads)
         if not getattr(record, name, None) and session is not None and (current := session()):
             setattr(record, name, current)
         return True
