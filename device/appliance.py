@@ -16,6 +16,7 @@ import faulthandler
 import gc
 import logging
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Coroutine
@@ -175,6 +176,9 @@ class Appliance:
         self.speaker.on_underflow = self._speaker_ran_out
         self._underflow_due = logs.AtMostEvery(OVERFLOW_LOG_EVERY_S)
         self.speaker.volume = _saved_volume(self.state_file, cfg.audio.volume)
+        #: set_volume's calls run in threads of their own, two at once for a model that
+        #: calls it twice in one message: the speaker plays the one the card keeps.
+        self._volume_lock = threading.Lock()
         self.audio = AudioKeeper(
             {"speaker": self.speaker, "microphone": self.mic}, self.post, cfg.audio.reopen_s
         )
@@ -309,9 +313,10 @@ class Appliance:
         return self.speaker.volume
 
     def set_volume(self, level: float) -> None:
-        self.speaker.volume = level
-        # With the configured volume it was set over: an owner's later edit of it wins.
-        self.state_file.save(volume=level, volume_configured=self.cfg.audio.volume)
+        with self._volume_lock:
+            self.speaker.volume = level
+            # With the configured volume it was set over: an owner's later edit of it wins.
+            self.state_file.save(volume=level, volume_configured=self.cfg.audio.volume)
 
     def end_conversation(self) -> None:
         assert self._loop is not None
