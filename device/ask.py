@@ -129,7 +129,10 @@ async def _ask_and_play(cfg: Config, args: argparse.Namespace) -> list[Reply]:
             turn_timeout_s=args.timeout,
         )
         if speaker is not None:
-            await speaker.play_out()
+            try:
+                await speaker.play_out()
+            except OSError as exc:  # a card pulled as it played
+                raise AskError(f"speaker: {exc}", replies) from exc
         return replies
     finally:
         if speaker is not None:

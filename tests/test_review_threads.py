@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,17 @@ import pytest
 from fakes import SPEAKERPHONE, FakeParts, ListedPortAudio, card, config, running
 from helpers import journal_lines, until
 from test_audio_capture import _LevelPcm
+from test_audio_playback import _Device, _Speaker
+from test_doctor import audio_context
 
 from device import logs
 from device.appliance import Appliance
 from device.audio import capture as capture_module
+from device.audio import pcm
+from device.audio.output_stream import PortAudioError
+from device.audio.playback import RATE, Playback
+from device.doctor.audio import check_speaker
+from device.doctor.result import Status
 from device.parts import Parts
 from device.states import SetupComplete
 
@@ -75,3 +83,44 @@ def test_two_volumes_set_at_once_leave_the_speaker_at_the_one_kept(
     first.join(5)
     second.join(5)
     assert appliance.speaker.volume == appliance.state_file.load()["volume"]
+
+
+class _PulledCard(_Device):
+    """An output stream whose card is pulled as the speaker starts playing."""
+
+    def write(self, frames: bytes) -> bool:
+        raise PortAudioError(-9999, "Unanticipated host error")
+
+
+async def test_a_speaker_stopped_by_its_card_ends_the_wait_for_it_to_play_out() -> None:
+    """`live-appliance ask --play` waits for the reply to play out, and the doctor's speaker
+    check for its tone. A card pulled (or taken) as it plays stops the speaker's writer
+    thread, which told only the daemon's audio keeper: the wait never ended, and `ask`
+    hung until Ctrl-C. It ends with the speaker's error."""
+    player = _Speaker(_PulledCard)
+    player.start()
+    try:
+        player.feed(pcm.from_float(0.5 * pcm.tone(440, 300, RATE)))
+        waiting = asyncio.ensure_future(player.play_out())
+        done, _ = await asyncio.wait({waiting}, timeout=5)
+        assert done, "play_out() still waits for a speaker that stopped"
+        with pytest.raises(OSError, match="Unanticipated host error"):
+            waiting.result()
+    finally:
+        player.stop()
+
+
+async def test_the_doctors_tone_on_a_card_pulled_as_it_plays_fails_with_the_speakers_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The doctor said "took no audio in 5.8 s" after waiting out its limit, the
+    speaker's own error only in a warning above it."""
+
+    def pulled(self: Playback, pa: object) -> _PulledCard:
+        self.device_rate, self.channels = RATE, 1
+        return _PulledCard()
+
+    monkeypatch.setattr(Playback, "_open", pulled)
+    result = await check_speaker(audio_context())
+    assert result.status is Status.FAIL
+    assert "Unanticipated host error" in result.measured, result.measured

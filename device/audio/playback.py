@@ -138,7 +138,9 @@ class Playback(PortAudioStream):
         self._tail = False  # the trailing silence is written: stop once it has played
         self._in_reply = False  # audio fed whose end (last=True) has not come: bridge gaps
         self._dry_since: float | None = None  # when the device ran out within the reply
-        self._failed = False  # the writer stopped on a PortAudio error (the device went)
+        #: The PortAudio error the writer stopped on (the device went); None while it runs.
+        self._failure: OSError | None = None
+        self._writer_stopped = asyncio.Event()  # set on the loop once it has, for play_out
         self.on_change: Callable[[], None] | None = None  # the audio keeper's
         self._playing = False  # the writer has started (or is starting) a run of the stream
         self._writer: threading.Thread | None = None
@@ -166,7 +168,7 @@ class Playback(PortAudioStream):
         )
 
     def _started(self) -> None:
-        self._closing = self._failed = False
+        self._closing, self._failure = False, None
         writer = threading.Thread(
             target=self._write_loop, args=(self._stream,), name="speaker", daemon=True
         )
@@ -209,7 +211,7 @@ class Playback(PortAudioStream):
         the next reply, which would be lost."""
         if self._stream is None:
             return "the speaker is not open"
-        if self._failed:
+        if self._failure is not None:
             return "PortAudio failed"
         if not _same_node(self._node):
             return "its card went away"
@@ -332,9 +334,22 @@ class Playback(PortAudioStream):
                 return
 
     async def play_out(self) -> None:
-        """Wait until everything fed has sounded, the resampler's tail included."""
+        """Wait until everything fed has sounded, the resampler's tail included; OSError
+        if the speaker stops on an error first (a card pulled as it plays): no drain comes
+        then, and `ask --play` and the doctor, which have no audio keeper to close it,
+        waited for ever."""
         self.feed(b"", last=True)
-        await self.wait_drained()
+        self._writer_stopped.clear()
+        if self._failure is None:
+            waits = {asyncio.ensure_future(self.wait_drained()),
+                     asyncio.ensure_future(self._writer_stopped.wait())}
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+        if self._failure is not None:
+            raise OSError(f"the speaker stopped: {self._failure}")
 
     def _on_drained(self, generation: int) -> None:
         if generation == self._generation:
@@ -402,8 +417,9 @@ class Playback(PortAudioStream):
                 runs_out = plays + len(piece) / frame / rate
         except OSError as exc:  # the device went: the keeper reopens it
             log.warning("the speaker stopped: %s", exc)
-            self._failed = True
+            self._failure = exc
             self._tell_keeper()
+            self._tell(self._writer_stopped.set)
 
     def _ran_out(self, waited: bool) -> None:
         """PortAudio says the device ran out of audio since the last write."""

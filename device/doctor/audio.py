@@ -37,6 +37,7 @@ CLIP_LEVEL = 0.99
 CLIP_SHARE = 0.001
 START_GRACE_S = 5.0  # devices may take a while to deliver their first samples
 FIX_HUNG = "Unplug the sound card and plug it back in (or reboot), then run the doctor again."
+FIX_SPEAKER = "Reconnect the speaker; if it persists, it is not a working playback device."
 
 T = TypeVar("T")
 TONE_HZ = 660.0
@@ -273,8 +274,10 @@ async def check_speaker(ctx: Context) -> Result:
             "speaker",
             Status.FAIL,
             f"the output device took no audio in {TONE_MS / 1000 + START_GRACE_S:g} s",
-            "Reconnect the speaker; if it persists, it is not a working playback device.",
+            FIX_SPEAKER,
         )
+    except OSError as exc:  # it stopped on an error as the tone played (a card pulled)
+        return Result("speaker", Status.FAIL, str(exc), FIX_SPEAKER)
     finally:
         latency = speaker.output_latency
         await _close(speaker)
