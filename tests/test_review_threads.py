@@ -7,8 +7,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from fakes import SPEAKERPHONE, FakeParts, ListedPortAudio, card, config, running
+from fakes import (
+    RESPEAKER,
+    SPEAKERPHONE,
+    FakeParts,
+    IdlePcm,
+    ListedPortAudio,
+    card,
+    config,
+    running,
+)
 from helpers import journal_lines, until
 from test_audio_capture import _LevelPcm
 from test_audio_playback import _Device, _Speaker
@@ -18,6 +28,8 @@ from device import logs
 from device.appliance import Appliance
 from device.audio import capture as capture_module
 from device.audio import pcm
+from device.audio.capture import Capture
+from device.audio.echo import Canceller
 from device.audio.output_stream import PortAudioError
 from device.audio.playback import RATE, Playback
 from device.doctor.audio import check_speaker
@@ -124,3 +136,43 @@ async def test_the_doctors_tone_on_a_card_pulled_as_it_plays_fails_with_the_spea
     result = await check_speaker(audio_context())
     assert result.status is Status.FAIL
     assert "Unanticipated host error" in result.measured, result.measured
+
+
+class _StereoTonePcm(IdlePcm):
+    """A stereo card at 16 kHz (a 2-mic HAT): a 1 kHz tone in its first microphone, the
+    second one silent, ten periods at each read."""
+
+    phase = 0
+
+    def read(self) -> tuple[bytes, int]:
+        n = np.arange(self.phase, self.phase + 10 * self.period_frames)
+        _StereoTonePcm.phase += n.size
+        frames = np.zeros((n.size, self.channels), dtype=np.int16)
+        frames[:, 0] = (8000 * np.sin(2 * np.pi * 1000 * n / self.rate)).astype(np.int16)
+        return frames.tobytes(), 0
+
+
+async def test_a_stereo_microphone_cleaned_sends_its_first_microphones_sound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hands-free with echo cancellation (the default) or noise suppression on a stereo card
+    that records at 16 kHz: the binding read the first channel's samples as if they lay
+    side by side, and went on through the interleaved frames. The service heard the
+    person's voice at half its pitch, mixed with the second microphone."""
+    listing = ListedPortAudio(card(RESPEAKER, 1))
+    monkeypatch.setattr(capture_module, "open_portaudio", lambda: listing)
+    monkeypatch.setattr(capture_module, "CapturePcm", _StereoTonePcm)
+    chunks: list[bytes] = []
+    mic = Capture(
+        lambda chunk, _t: chunks.append(chunk), device_rate=16000, channels=2,
+        cleaner=Canceller(None),
+    )
+    mic.start(asyncio.get_running_loop())
+    try:
+        await until(lambda: len(chunks) >= 25)
+    finally:
+        mic.close_stream()
+    heard = np.frombuffer(b"".join(chunks[5:25]), dtype=np.int16).astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(heard))
+    loudest_hz = np.argmax(spectrum) * 16000 / heard.size
+    assert loudest_hz == pytest.approx(1000, abs=20)

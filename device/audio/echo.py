@@ -382,7 +382,9 @@ class Canceller:
         self._held = data[whole:].copy()
         if not whole:
             return data[:0]
-        near = data[:whole]
+        # Laid out sample after sample: the binding reads the buffer as it is, whatever the
+        # strides (the first channel of a stereo card came through interleaved with the other).
+        near = np.ascontiguousarray(data[:whole])
         self._after_xrun()
         far = None if self._far is None else self._far.heard(start + LEAD_S, whole)
         out = self._guard(self._apm.process(near, far), far)
