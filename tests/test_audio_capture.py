@@ -25,6 +25,7 @@ from device.audio.capture import (
 )
 from device.audio.card_clock import CardClock
 from device.audio.devices import AudioDeviceError
+from device.audio.echo import Canceller
 from device.audio.keeper import STALE_S
 from rig.loopback import MIC_SINK, PulseLoopback
 
@@ -521,3 +522,43 @@ async def test_a_thread_that_cannot_start_leaves_the_microphone_closed_to_open_a
         await until(lambda: len(chunks) >= 5, within=5)
     finally:
         capture.stop()
+
+
+class _StereoTonePcm(IdlePcm):
+    """A stereo card at 16 kHz (a 2-mic HAT): a 1 kHz tone in its first microphone, the
+    second one silent, ten periods at each read."""
+
+    phase = 0
+
+    def read(self) -> tuple[bytes, int]:
+        n = np.arange(self.phase, self.phase + 10 * self.period_frames)
+        _StereoTonePcm.phase += n.size
+        frames = np.zeros((n.size, self.channels), dtype=np.int16)
+        frames[:, 0] = (8000 * np.sin(2 * np.pi * 1000 * n / self.rate)).astype(np.int16)
+        return frames.tobytes(), 0
+
+
+async def test_a_stereo_microphone_cleaned_sends_its_first_microphones_sound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hands-free with echo cancellation (the default) or noise suppression on a stereo card
+    that records at 16 kHz: the binding read the first channel's samples as if they lay
+    side by side, and went on through the interleaved frames. The service heard the
+    person's voice at half its pitch, mixed with the second microphone."""
+    listing = ListedPortAudio(card(RESPEAKER, 1))
+    monkeypatch.setattr(capture_module, "open_portaudio", lambda: listing)
+    monkeypatch.setattr(capture_module, "CapturePcm", _StereoTonePcm)
+    chunks: list[bytes] = []
+    mic = Capture(
+        lambda chunk, _t: chunks.append(chunk), device_rate=16000, channels=2,
+        cleaner=Canceller(None),
+    )
+    mic.start(asyncio.get_running_loop())
+    try:
+        await until(lambda: len(chunks) >= 25)
+    finally:
+        mic.close_stream()
+    heard = np.frombuffer(b"".join(chunks[5:25]), dtype=np.int16).astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(heard))
+    loudest_hz = np.argmax(spectrum) * 16000 / heard.size
+    assert loudest_hz == pytest.approx(1000, abs=20)

@@ -24,6 +24,7 @@ from device.audio import pcm
 from device.audio.earcons import earcon
 from device.audio.echo import GUARD_DB, Canceller, FarEnd
 from device.audio.echo import RATE as MIC_RATE
+from device.audio.output_stream import PortAudioError
 from device.audio.playback import BRIDGE_S, DEVICE_S, RATE, WAITING_S, Playback
 from device.states import Earcon
 from rig.loopback import PulseLoopback, Recorder
@@ -752,3 +753,28 @@ async def test_words_just_after_a_gap_in_the_reply_are_heard_as_over_a_reply_wit
     without_gap = await _talk_over(monkeypatch, 0.0)
     after_gap = await _talk_over(monkeypatch, 0.3)
     assert after_gap < without_gap + GUARD_DB / 2, (after_gap, without_gap)
+
+
+class _PulledCard(_Device):
+    """An output stream whose card is pulled as the speaker starts playing."""
+
+    def write(self, frames: bytes) -> bool:
+        raise PortAudioError(-9999, "Unanticipated host error")
+
+
+async def test_a_speaker_stopped_by_its_card_ends_the_wait_for_it_to_play_out() -> None:
+    """`live-appliance ask --play` waits for the reply to play out, and the doctor's speaker
+    check for its tone. A card pulled (or taken) as it plays stops the speaker's writer
+    thread, which told only the daemon's audio keeper: the wait never ended, and `ask`
+    hung until Ctrl-C. It ends with the speaker's error."""
+    player = _Speaker(_PulledCard)
+    player.start()
+    try:
+        player.feed(pcm.from_float(0.5 * pcm.tone(440, 300, RATE)))
+        waiting = asyncio.ensure_future(player.play_out())
+        done, _ = await asyncio.wait({waiting}, timeout=5)
+        assert done, "play_out() still waits for a speaker that stopped"
+        with pytest.raises(OSError, match="Unanticipated host error"):
+            waiting.result()
+    finally:
+        player.stop()

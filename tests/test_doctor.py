@@ -39,13 +39,14 @@ from helpers import (
     unknown_name,
 )
 from helpers import mock_pins as pins
+from test_audio_playback import _PulledCard
 
 from device import config
 from device.appliance import MIC_START_TIMEOUT_S
 from device.audio import pcm
 from device.audio.capture import Capture
 from device.audio.devices import AudioDeviceError
-from device.audio.playback import Playback
+from device.audio.playback import RATE, Playback
 from device.config import Config, LiveConfig, Secret
 from device.control import ControlServer
 from device.doctor.audio import check_mic, check_speaker
@@ -1279,3 +1280,19 @@ async def test_the_doctor_quotes_the_path_websockets_blames_with_the_password_ma
         f"proxy: HTTPS_PROXY's http://alice:***@{PROXY_HOST}:3128/login cannot be used: "
         "path is meaningless"
     )
+
+
+async def test_the_doctors_tone_on_a_card_pulled_as_it_plays_fails_with_the_speakers_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The doctor said "took no audio in 5.8 s" after waiting out its limit, the
+    speaker's own error only in a warning above it."""
+
+    def pulled(self: Playback, pa: object) -> _PulledCard:
+        self.device_rate, self.channels = RATE, 1
+        return _PulledCard()
+
+    monkeypatch.setattr(Playback, "_open", pulled)
+    result = await check_speaker(audio_context())
+    assert result.status is Status.FAIL
+    assert "Unanticipated host error" in result.measured, result.measured

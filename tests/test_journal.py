@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeParts, config, running
+from fakes import SPEAKERPHONE, FakeParts, ListedPortAudio, card, config, running
 from helpers import Captured, journal_lines, until
+from test_audio_capture import _LevelPcm
 from websockets.exceptions import InvalidProxy
 from wire import config_for
 
 from device import errors, logs
 from device.appliance import Appliance
+from device.audio import capture as capture_module
 from device.audio.playback import Playback
 from device.config import CameraConfig, Config, LiveConfig, Secret
 from device.hw.camera import CameraFeed
@@ -662,3 +664,32 @@ def test_a_proxy_password_of_digits_then_a_sign_is_masked_in_a_traceback(setting
     traceback = record.exc_text or ""
     assert "pa55word" not in traceback, traceback
     assert "http://alice:***@proxy.lan:3128" in traceback, traceback
+
+
+class RealMicParts(FakeParts):
+    """Fake parts, but the microphone the daemon makes, its reader a thread of its own."""
+
+    microphone = Parts.microphone
+
+
+async def test_the_microphones_silence_in_a_session_is_found_under_that_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: "Every line logged during a session carries its LIVE_SESSION". A box that
+    answered a press with nothing because its microphone gave only zeros (muted) says so
+    from the microphone's reader thread, outside the appliance's tasks: the owner looking
+    at that session (`journalctl LIVE_SESSION=<id>`) must find the line that says why."""
+    listing = ListedPortAudio(card(SPEAKERPHONE, 2))
+    monkeypatch.setattr(capture_module, "open_portaudio", lambda: listing)
+    monkeypatch.setattr(capture_module, "CapturePcm", _LevelPcm)
+    monkeypatch.setattr(_LevelPcm, "levels", (0,))
+    monkeypatch.setattr(capture_module, "DIGITAL_SILENCE_S", 0.3)
+    with journal_lines("device.audio.capture", filters=[logs.SessionField()]) as journal:
+        async with running(tmp_path, parts_class=RealMicParts) as box:
+            await box.ctl("press")
+            box.link.deliver(SetupComplete)
+            session = box.link.session_id
+            await until(lambda: any("digital silence" in r["MESSAGE"] for r in journal.records))
+            await box.ctl("release")
+    said = [r for r in journal.records if "digital silence" in r["MESSAGE"]]
+    assert session and said[0].get("LIVE_SESSION") == session, said

@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fakes import FakeParts, config
 
-from device.appliance import _saved_volume
+from device.appliance import Appliance, _saved_volume
 from device.persist import StateFile
 
 
@@ -178,3 +181,33 @@ def test_a_volume_kept_has_reached_the_card_before_it_replaces_the_old_file(
     state = StateFile(tmp_path / "state.json")
     state.save(volume=0.3)
     assert StateFile(tmp_path / "state.json").load() == {"volume": 0.3}
+
+
+def test_two_volumes_set_at_once_leave_the_speaker_at_the_one_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model may call set_volume twice in one message, and each call runs in a thread
+    of its own. The speaker must play the volume the box comes back with after a restart:
+    it played one and kept the other on the card (the first call's slow write to the SD
+    card landing after the second's)."""
+    appliance = Appliance(config(), FakeParts(config(), tmp_path))
+    writing, may_finish = threading.Event(), threading.Event()
+    save = appliance.state_file.save
+
+    def slow_first_write(**values: Any) -> None:
+        if values.get("volume") == 0.3:  # the first call, held on the card
+            writing.set()
+            may_finish.wait(5)
+        save(**values)
+
+    monkeypatch.setattr(appliance.state_file, "save", slow_first_write)
+    first = threading.Thread(target=appliance.set_volume, args=(0.3,))
+    second = threading.Thread(target=appliance.set_volume, args=(0.6,))
+    first.start()
+    assert writing.wait(5)
+    second.start()
+    second.join(0.5)  # done by now, unless it waits for the first
+    may_finish.set()
+    first.join(5)
+    second.join(5)
+    assert appliance.speaker.volume == appliance.state_file.load()["volume"]
