@@ -45,7 +45,8 @@ class ProxyUnreachable(Exception):
 class AddressUnusable(ValueError):
     """The Live API's address as the environment gives it (GOOGLE_GEMINI_BASE_URL,
     GOOGLE_VERTEX_BASE_URL: `[live] base_url` is checked at load) cannot be read: a port
-    out of range or not a number. The owner's setting, not the service's message."""
+    out of range or not a number, a bracket left open. The owner's setting, not the
+    service's message."""
 
 
 def endpoint(cfg: Config) -> tuple[str, int]:
@@ -54,8 +55,8 @@ def endpoint(cfg: Config) -> tuple[str, int]:
     env = "GOOGLE_VERTEX_BASE_URL" if live.backend == "vertex" else "GOOGLE_GEMINI_BASE_URL"
     url = live.base_url or os.environ.get(env)
     if url:
-        parts = urlsplit(url if "://" in url else f"https://{url}")
         try:
+            parts = urlsplit(url if "://" in url else f"https://{url}")
             return parts.hostname or "", parts.port or 443
         except ValueError as exc:
             raise AddressUnusable(f"{env}'s {url} cannot be used: {exc}") from exc
