@@ -17,37 +17,40 @@ from device.doctor.result import Context, Options, Status
 from device.states import ConnectFailed
 from rig.server.server import LiveServer
 
-#: An IPv6 base URL whose bracket was left open: urllib cannot read it at all.
-OPEN_BRACKET = "https://[::1:443"
+#: Base URLs `[live] base_url` would refuse at load: an IPv6 address whose bracket was left
+#: open (urllib cannot read it at all), a port without its host.
+UNREADABLE = ["https://[::1:443", "https://:8443"]
 
 
-@pytest.fixture
-async def open_bracket(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Config]:
+@pytest.fixture(params=UNREADABLE)
+async def unreadable(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> AsyncIterator[Config]:
     """The local server's key, the Live API's address only in the environment: unreadable."""
     async with LiveServer(pace=0, reply_seconds=0.2) as server:
         monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
-        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", OPEN_BRACKET)
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", request.param)
         base = config_for(server)
         yield dataclasses.replace(base, live=dataclasses.replace(base.live, base_url=None))
 
 
-async def test_a_base_url_variable_with_a_bracket_left_open_is_said_as_the_setting(
-    open_bracket: Config,
+async def test_an_unreadable_base_url_variable_is_said_as_the_setting(
+    unreadable: Config,
 ) -> None:
     """A press said "the service sent a message that cannot be decoded (Invalid IPv6
-    URL)", and was tried again: the service was never asked, the owner's variable was
-    wrong (a bad port was said so; `[live] base_url` with the same typo is refused at
-    load)."""
-    said = await first_outcome(open_bracket)
+    URL)", or "InvalidURI: wss://:8443/ws/...", and was tried again: the service was never
+    asked, the owner's variable was wrong (a bad port was said so; `[live] base_url` with
+    the same typo is refused at load)."""
+    said = await first_outcome(unreadable)
     assert isinstance(said, ConnectFailed), said
     assert said.reason.startswith("setting: GOOGLE_GEMINI_BASE_URL's"), said.reason
 
 
-async def test_the_doctor_says_a_base_url_variable_with_a_bracket_left_open_as_the_setting(
-    open_bracket: Config,
+async def test_the_doctor_says_an_unreadable_base_url_variable_as_the_setting(
+    unreadable: Config,
 ) -> None:
     """The doctor's network check said the check itself had failed, a bug to report."""
-    result = await check_network(Context(open_bracket, Options(), Progress()))
+    result = await check_network(Context(unreadable, Options(), Progress()))
     assert result.status is Status.FAIL
     assert result.measured.startswith("setting: GOOGLE_GEMINI_BASE_URL's"), result.measured
     assert "systemctl show -p Environment" in (result.fix or ""), result.fix

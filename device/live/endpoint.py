@@ -45,8 +45,8 @@ class ProxyUnreachable(Exception):
 class AddressUnusable(ValueError):
     """The Live API's address as the environment gives it (GOOGLE_GEMINI_BASE_URL,
     GOOGLE_VERTEX_BASE_URL: `[live] base_url` is checked at load) cannot be read: a port
-    out of range or not a number, a bracket left open. The owner's setting, not the
-    service's message."""
+    out of range or not a number, a bracket left open, no host. The owner's setting, not
+    the service's message."""
 
 
 def endpoint(cfg: Config) -> tuple[str, int]:
@@ -57,7 +57,9 @@ def endpoint(cfg: Config) -> tuple[str, int]:
     if url:
         try:
             parts = urlsplit(url if "://" in url else f"https://{url}")
-            return parts.hostname or "", parts.port or 443
+            if not parts.hostname:
+                raise ValueError("it names no host")
+            return parts.hostname, parts.port or 443
         except ValueError as exc:
             raise AddressUnusable(f"{env}'s {url} cannot be used: {exc}") from exc
     if live.backend == "vertex":
