@@ -4,10 +4,14 @@ and the real SDK where the wire is concerned."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 
+import google.auth
+import google.auth.credentials
 import pytest
 from test_live_session import first_outcome
+from test_vertex_token import vertex_config
 from wire import config_for
 
 from device.config import Config
@@ -54,3 +58,30 @@ async def test_the_doctor_says_an_unreadable_base_url_variable_as_the_setting(
     assert result.status is Status.FAIL
     assert result.measured.startswith("setting: GOOGLE_GEMINI_BASE_URL's"), result.measured
     assert "systemctl show -p Environment" in (result.fix or ""), result.fix
+
+
+async def test_a_vertex_base_url_variable_with_a_bad_port_is_not_said_refused(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On Vertex AI a refusal loads the credentials anew and tries once more: the journal
+    said "refused (setting: GOOGLE_VERTEX_BASE_URL's ... cannot be used ...): trying once
+    more, the credentials loaded anew", and loaded them again, when nothing had been asked
+    of the service and no credentials could mend the owner's variable."""
+    caplog.set_level(logging.INFO, "device")
+    loads = []
+
+    def default(**_: object) -> tuple[google.auth.credentials.Credentials, str]:
+        loads.append(1)
+        return google.auth.credentials.AnonymousCredentials(), "p"
+
+    monkeypatch.setattr(google.auth, "default", default)
+    monkeypatch.setenv("GOOGLE_VERTEX_BASE_URL", "https://127.0.0.1:443443")
+    async with LiveServer(pace=0, reply_seconds=0.2) as server:
+        base = vertex_config(server)
+        said = await first_outcome(
+            dataclasses.replace(base, live=dataclasses.replace(base.live, base_url=None))
+        )
+    assert isinstance(said, ConnectFailed), said
+    assert said.reason.startswith("setting: GOOGLE_VERTEX_BASE_URL's"), said.reason
+    assert not [r for r in caplog.records if "refused" in r.getMessage()], caplog.text
+    assert len(loads) == 1, "the credentials were loaded again"

@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING
 from device import logs
 from device.config import Config, find_api_key, where_to_put_the_key
 from device.errors import ConfigError, cut, without_credentials
-from device.live.endpoint import race_addresses, through_proxy, timed_out, usable_proxy
+from device.live.endpoint import (
+    AddressUnusable,
+    race_addresses,
+    through_proxy,
+    timed_out,
+    usable_proxy,
+)
 from device.live.hooks import Hooks, SpeakerRoom
 from device.live.pacing import Pacing
 from device.live.turn import WireTurn
@@ -351,14 +357,16 @@ class LiveLink:
         503, a reset, a TLS hiccup) is tried once more after FIRST_RETRY_S: one of them at
         a press cost the turn, the person's speech dropped; the speech is held meanwhile.
         A slow one (a timeout) has made the person wait long enough already. A refusal on
-        Vertex AI is tried once more at once, with the credentials loaded anew."""
+        Vertex AI is tried once more at once, with the credentials loaded anew; not the
+        environment's address of the service unreadable, which no credentials mend."""
         from device.live.errors import describe_failure, is_refusal
 
         started = time.monotonic()
         try:
             return await self._connect()
         except Exception as exc:
-            if is_refusal(exc) and await self._credentials_anew():
+            mendable = not isinstance(exc, AddressUnusable)
+            if is_refusal(exc) and mendable and await self._credentials_anew():
                 log.info("refused (%s): trying once more, the credentials loaded anew",
                          describe_failure(exc))
                 return await self._connect()
