@@ -1,14 +1,19 @@
 """GOOGLE_GEMINI_BASE_URL / GOOGLE_VERTEX_BASE_URL as the environment gives them: `[live]
-base_url` is checked when the configuration loads, these are not. One with a port out of
-range is the owner's setting, said as one: through the local server and the real SDK."""
+base_url` is checked when the configuration loads, these are not. One the box cannot use
+(a port out of range, a bracket left open, no host) is the owner's setting, said as one:
+through the local server and the real SDK."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 
+import google.auth
+import google.auth.credentials
 import pytest
 from test_live_session import first_outcome
+from test_vertex_token import vertex_config
 from wire import config_for
 
 from device.ask import AskError, ask
@@ -19,41 +24,89 @@ from device.doctor.result import Context, Options, Status
 from device.states import ConnectFailed
 from rig.server.server import LiveServer
 
-#: A base URL whose port has a digit too many.
-TYPO = "https://127.0.0.1:443443"
-SAID = f"GOOGLE_GEMINI_BASE_URL's {TYPO} cannot be used: Port out of range 0-65535"
+#: Base URLs `[live] base_url` would refuse at load, with why the box cannot use them: a
+#: port with a digit too many, an IPv6 address whose bracket was left open (urllib cannot
+#: read it at all), a port without its host.
+UNUSABLE = {
+    "https://127.0.0.1:443443": "Port out of range 0-65535",
+    "https://[::1:443": "Invalid IPv6 URL",
+    "https://:8443": "it names no host",
+}
 
 
-@pytest.fixture
-async def cfg(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Config]:
-    """The local server's key, its address only in the environment: with a typo."""
+@pytest.fixture(params=UNUSABLE)
+async def cfg(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Config, str]]:
+    """The local server's key, its address only in the environment, unusable; and what
+    the box should say of it."""
     async with LiveServer(pace=0, reply_seconds=0.2) as server:
         monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
-        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", TYPO)
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", request.param)
         base = config_for(server)
-        yield dataclasses.replace(base, live=dataclasses.replace(base.live, base_url=None))
+        said = f"GOOGLE_GEMINI_BASE_URL's {request.param} cannot be used: "
+        yield (
+            dataclasses.replace(base, live=dataclasses.replace(base.live, base_url=None)),
+            said + UNUSABLE[request.param],
+        )
 
 
-async def test_a_base_url_variable_with_a_bad_port_is_said_as_the_setting(cfg: Config) -> None:
+async def test_a_base_url_variable_the_box_cannot_use_is_said_as_the_setting(
+    cfg: tuple[Config, str],
+) -> None:
     """A press said "the service sent a message that cannot be decoded (Port out of range
-    0-65535)": the service was never asked, and the owner looked at it."""
-    said = await first_outcome(cfg)
+    0-65535)" or "(Invalid IPv6 URL)", or "InvalidURI: wss://:8443/ws/...", and was tried
+    again: the service was never asked, and the owner looked at it."""
+    config, words = cfg
+    said = await first_outcome(config)
     assert isinstance(said, ConnectFailed), said
-    assert said.reason == f"setting: {SAID}", said.reason
+    assert said.reason == f"setting: {words}", said.reason
 
 
-async def test_ask_says_a_base_url_variable_with_a_bad_port_as_the_setting(cfg: Config) -> None:
+async def test_ask_says_a_base_url_variable_the_box_cannot_use_as_the_setting(
+    cfg: tuple[Config, str],
+) -> None:
+    config, words = cfg
     with pytest.raises(AskError) as failed:
-        await ask(cfg, ["hello"], on_reply=lambda *_: None)
-    assert str(failed.value) == f"setup: setting: {SAID}"
+        await ask(config, ["hello"], on_reply=lambda *_: None)
+    assert str(failed.value) == f"setup: setting: {words}"
 
 
-async def test_the_doctor_says_a_base_url_variable_with_a_bad_port_as_the_setting(
-    cfg: Config,
+async def test_the_doctor_says_a_base_url_variable_the_box_cannot_use_as_the_setting(
+    cfg: tuple[Config, str],
 ) -> None:
     """The doctor's network check said "the check itself failed: ValueError: Port out of
-    range 0-65535" and to report a bug."""
-    result = await check_network(Context(cfg, Options(), Progress()))
+    range 0-65535" and to report a bug, or "DNS: cannot resolve the Live API host" for
+    no host at all."""
+    config, words = cfg
+    result = await check_network(Context(config, Options(), Progress()))
     assert result.status is Status.FAIL
-    assert result.measured == f"setting: {SAID}", result.measured
+    assert result.measured == f"setting: {words}", result.measured
     assert "systemctl show -p Environment" in (result.fix or ""), result.fix
+
+
+async def test_a_vertex_base_url_variable_with_a_bad_port_is_not_said_refused(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On Vertex AI a refusal loads the credentials anew and tries once more: the journal
+    said "refused (setting: GOOGLE_VERTEX_BASE_URL's ... cannot be used ...): trying once
+    more, the credentials loaded anew", and loaded them again, when nothing had been asked
+    of the service and no credentials could mend the owner's variable."""
+    caplog.set_level(logging.INFO, "device")
+    loads = []
+
+    def default(**_: object) -> tuple[google.auth.credentials.Credentials, str]:
+        loads.append(1)
+        return google.auth.credentials.AnonymousCredentials(), "p"
+
+    monkeypatch.setattr(google.auth, "default", default)
+    monkeypatch.setenv("GOOGLE_VERTEX_BASE_URL", "https://127.0.0.1:443443")
+    async with LiveServer(pace=0, reply_seconds=0.2) as server:
+        base = vertex_config(server)
+        said = await first_outcome(
+            dataclasses.replace(base, live=dataclasses.replace(base.live, base_url=None))
+        )
+    assert isinstance(said, ConnectFailed), said
+    assert said.reason.startswith("setting: GOOGLE_VERTEX_BASE_URL's"), said.reason
+    assert not [r for r in caplog.records if "refused" in r.getMessage()], caplog.text
+    assert len(loads) == 1, "the credentials were loaded again"
