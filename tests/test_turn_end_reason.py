@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import syslog
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -63,6 +64,19 @@ async def test_a_turn_the_service_ends_for_a_reason_says_the_reason_in_the_journ
     said = [record for record in records if reason in record["MESSAGE"]]
     assert said, [record["MESSAGE"] for record in records]
     assert said[0].get("LIVE_TURN_END") == reason, said[0]
+    assert said[0]["PRIORITY"] == str(syslog.LOG_WARNING), said[0]
+
+
+async def test_a_turn_ended_for_more_input_is_said_without_a_warning(server: LiveServer) -> None:
+    """NEED_MORE_INPUT is the model waiting for the person to go on (a sentence cut off,
+    a pause hands-free), not a refusal: said for the owner (LIVE_TURN_END), but a warning
+    at each such turn would bury the warnings that are."""
+    records = await journal_of_a_turn_ended_with(
+        server, {"turnComplete": True, "turnCompleteReason": "NEED_MORE_INPUT"}
+    )
+    said = [record for record in records if record.get("LIVE_TURN_END") == "NEED_MORE_INPUT"]
+    assert said, [record["MESSAGE"] for record in records]
+    assert said[0]["PRIORITY"] == str(syslog.LOG_INFO), said[0]
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ from device.live.errors import (
 from device.live.hooks import Hooks
 from device.live.inbound import AudioOnly, messages
 from device.live.read_ahead import Message, ReadAhead, ends_interaction, ends_turn, more_to_come
-from device.live.reply import ReplyDecoder, end_reason
+from device.live.reply import NEED_MORE_INPUT, ReplyDecoder, end_reason
 from device.live.setup import CLOSE_TIMEOUT_S
 from device.live.turn import WireTurn
 from device.live.websocket import (
@@ -674,8 +674,10 @@ class Connection:
 def _say_end_reason(reason: str) -> None:
     """The service ended a turn for a reason of its own, often without a word: the person
     heard silence, or a reply stop mid-sentence, and the owner could not tell it from a
-    lost reply (LIVE_TURN_END: the reason, as the service spelled it)."""
-    log.warning("the service ended the turn: %s", reason, extra={"LIVE_TURN_END": reason})
+    lost reply (LIVE_TURN_END: the reason, as the service spelled it). A warning, but for
+    NEED_MORE_INPUT: the model waiting for the person to go on refuses nothing."""
+    level = logging.INFO if reason == NEED_MORE_INPUT else logging.WARNING
+    log.log(level, "the service ended the turn: %s", reason, extra={"LIVE_TURN_END": reason})
 
 
 def _seconds(duration: str | None) -> float:

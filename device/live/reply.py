@@ -30,6 +30,8 @@ RATE_CHANGES_LIMIT = 4
 #: Characters of a turn's end reason said (`end_reason`): a newer service's is a word or two.
 REASON_LIMIT = 100
 UNSPECIFIED = "TURN_COMPLETE_REASON_UNSPECIFIED"
+#: The model waits for the person to go on (a sentence cut off): no refusal.
+NEED_MORE_INPUT = "NEED_MORE_INPUT"
 
 
 def end_reason(content: types.LiveServerContent) -> str | None:
