@@ -286,13 +286,14 @@ class _Speaker(Playback):
     """Playback on fake output streams: a new one from `device` at each open (a card
     plugged back)."""
 
-    def __init__(self, device: Callable[[], _Device] = _Device) -> None:
+    def __init__(self, device: Callable[[], _Device] = _Device, rate: int = RATE) -> None:
         super().__init__()
-        self.new_device = device
+        self.new_device, self.card_rate = device, rate
         self.devices: list[_Device] = []
 
     def _open(self, pa: object) -> _Device:  # type: ignore[override]
-        self.device_rate, self.channels = RATE, 1
+        self.device_rate, self.channels = self.card_rate, 1
+        self._resampler = self._new_resampler()
         self.devices.append(self.new_device())
         return self.devices[-1]
 
@@ -590,12 +591,14 @@ async def _ride(
 
 
 @contextlib.contextmanager
-def _hands_free(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[_Speaker, _Clock, FarEnd]]:
-    """A speaker on a counting fake card with the echo canceller's reference, on a clock the
-    test moves."""
+def _hands_free(
+    monkeypatch: pytest.MonkeyPatch, rate: int = RATE
+) -> Iterator[tuple[_Speaker, _Clock, FarEnd]]:
+    """A speaker on a counting fake card (playing `rate`) with the echo canceller's
+    reference, on a clock the test moves."""
     clock = _Clock()
     monkeypatch.setattr("device.audio.playback.time", clock)
-    player = _Speaker(_CountingDevice)
+    player = _Speaker(_CountingDevice, rate)
     player.far_end = far = FarEnd()
     player.start()
     try:
@@ -653,19 +656,47 @@ async def test_a_writer_late_in_a_gap_of_the_reply_leaves_the_echo_in_place(
     assert heard[heard != 0].tobytes() == first + second
 
 
+@pytest.mark.parametrize("card_rate", [RATE, 48000])
 async def test_the_reply_end_stops_the_speaker_at_once_after_a_gap(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, card_rate: int
 ) -> None:
     """The reply is over (its end, or an earcon, fed with last=True): the stream stops after
     the trailing silence and the drain comes (the LEDs, and the gated microphone, wait for
-    it), not after the longest gap a reply may have."""
-    with _hands_free(monkeypatch) as (player, clock, _):
+    it), not after the longest gap a reply may have. On a 48 kHz card (a USB speakerphone)
+    the end comes with audio, the resampler's tail, and is the end all the same."""
+    with _hands_free(monkeypatch, card_rate) as (player, clock, _):
         player.feed(_words(200, 440))
         await until(lambda: player.heard().size > 0)
         await _ride(player, clock, 0.2 + 0.1)  # in a gap of the reply
         player.feed(b"", last=True)  # AwaitDrain: the reply's end
         await _ride(player, clock, DEVICE_S)  # what the device holds of the bridge
         assert player.drained.is_set() and not player.devices[-1].active
+
+
+async def test_a_second_gap_later_in_a_long_reply_is_bridged_as_the_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A long reply on a jittery link: a gap, seconds of words, another gap. Each is
+    bridged on its own: counted from the first, the second was past BRIDGE_S at once, the
+    stream stopped and started again, and the canceller started afresh (a person talking
+    over the box lowered for their next second of speaking)."""
+    first, middle, last = (
+        _words(200, 440),
+        _words(round(1000 * (BRIDGE_S + 0.5)), 550),
+        _words(200, 660),
+    )
+    with _hands_free(monkeypatch) as (player, clock, far):
+        player.feed(first)
+        await until(lambda: player.heard().size > 0)
+        await _ride(player, clock, 0.2 + 0.3)  # the first gap
+        player.feed(middle)
+        await _ride(player, clock, BRIDGE_S + 0.5 + 0.3)  # the words, then the second gap
+        player.feed(last)
+        await _ride(player, clock, 0.2)
+        assert player.devices[-1].starts == 1, "the stream stopped in the second gap"
+        assert not far.moved, "the canceller's reference did not follow on"
+    heard = player.heard()
+    assert heard[heard != 0].tobytes() == first + middle + last
 
 
 async def test_a_gap_longer_than_the_bridge_stops_the_speaker(
