@@ -396,9 +396,11 @@ def test_a_urls_port_stays_in_the_journal_when_its_query_holds_an_at(
     logs.setup()
     log = logging.getLogger("device.tools")
     log.warning("cannot reach %s", "https://example.com:8080?to=a@b.c")
+    log.warning("cannot reach %s", "https://example.com:8443#to=a@b.c")  # a fragment's
     log.warning("cannot reach %s", "https://alice:pa55word@example.com:8080#to=a@b.c")
     err = capsys.readouterr().err
     assert "cannot reach https://example.com:8080?to=a@b.c" in err, err
+    assert "cannot reach https://example.com:8443#to=a@b.c" in err, err
     assert "cannot reach https://alice:***@example.com:8080#to=a@b.c" in err, err
 
 
