@@ -5,15 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from helpers import proxy
 from websockets.frames import Close
 
 from device import tasks
 from device.config import Config
 from device.live.credentials import Token
+from rig.daemon import rig_settings, to_toml
+from rig.server.server import ServerThread
 
 
 def test_a_stop_while_the_token_server_is_slow_puts_no_bug_in_the_journal(
@@ -67,3 +75,28 @@ def test_an_unowned_error_other_than_websockets_known_fault_is_still_an_error(
     tasks.run(fault_in_a_callback())
     said = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
     assert said, caplog.records
+
+
+async def test_the_doctor_through_a_proxy_whose_certificate_is_not_trusted_shows_no_traceback(
+    tmp_path: Path,
+) -> None:
+    """A school's proxy that shows its own certificate: `doctor network` names the TLS
+    failure, as `ask` does, and not beside it websockets' own traceback (#1629, "no
+    attribute 'recv_messages'") on the owner's terminal, which reads as the doctor's bug."""
+    with ServerThread(pace=0, reply_seconds=0.2) as server:
+        port = urlsplit(server.base_url).port
+        async with proxy(to_port=port) as (proxy_port, asked):
+            cfg = tmp_path / "config.toml"
+            cfg.write_text(to_toml(rig_settings(server.base_url, tmp_path)))
+            env = {**os.environ, "GEMINI_API_KEY": server.api_key,
+                   "HTTPS_PROXY": f"http://127.0.0.1:{proxy_port}"}  # fmt: skip
+            for name in ("SSL_CERT_FILE", "SSL_CERT_DIR", "https_proxy", "ALL_PROXY",
+                         "all_proxy", "NO_PROXY", "no_proxy"):  # fmt: skip
+                env.pop(name, None)  # the proxy's certificate is not trusted
+            command = [sys.executable, "-m", "device", "doctor", "network", "--config", str(cfg)]
+            result = await asyncio.to_thread(
+                subprocess.run, command, env=env, capture_output=True, text=True, timeout=90
+            )
+    assert asked, "went through the proxy"
+    assert "CERTIFICATE_VERIFY_FAILED" in result.stdout, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
