@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import itertools
 import logging
 import socket
@@ -549,3 +550,34 @@ async def test_a_microphone_that_overran_while_its_reader_was_starved_is_not_tak
     finally:
         await stop_task(keeping)
         await keeper.close()
+
+
+class FailingAtLast(HangingDevice):
+    """An endpoint whose open blocks until `gate` is set, then fails: a driver stuck in the
+    kernel that gives up at last (the card was pulled meanwhile)."""
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.starts += 1
+        self.gate.wait()
+        raise OSError(errno.ENODEV, "No such device")
+
+
+async def test_an_open_stuck_then_failing_puts_no_bug_in_the_journal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An open stuck in the driver, given up on (the journal said so), that fails when it
+    returns at last: nobody is left to take its failure, and asyncio put "Future exception
+    was never retrieved" and a traceback in the journal at ERROR, a bug's words for a
+    device the journal had already named stuck."""
+    device, events = FailingAtLast(), []
+    keeper = AudioKeeper({"microphone": device}, events.append, 0.5, call_timeout_s=0.2)
+    try:
+        async with asyncio.timeout(2):
+            await keeper.open()
+        assert [type(e) for e in events] == [DeviceFailed]
+    finally:
+        device.gate.set()  # the stuck open returns at last, failing
+    await until(lambda: not keeper._is_stuck("microphone"))
+    gc.collect()  # the call is freed, and asyncio says what nobody took from it
+    bugs = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert not bugs, bugs
