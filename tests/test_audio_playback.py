@@ -554,6 +554,27 @@ async def test_the_go_ahead_beep_sounds_whole_on_a_48_khz_card(tmp_path: Path) -
     assert np.abs(sounded[-10:]).max() < 0.01 * 32768, "cut short, not faded"
 
 
+async def test_a_reply_after_a_beep_sounds_on_a_48_khz_card() -> None:
+    """A box whose card plays 48 kHz: the go-ahead beep (fed whole, to its fade), then the
+    reply. The resampler, told the beep was its last input, refused any more ("Input
+    after last input") unless made anew: every sound after the first beep was lost."""
+    player = _Speaker(rate=48000)
+    player.start()
+    try:
+        player.feed(earcon(Earcon.LISTEN_START), last=True)
+        await asyncio.wait_for(player.wait_drained(), 5)
+        beep = player.heard().size
+        player.feed(pcm.from_float(0.5 * pcm.tone(440, 300, RATE)))
+        await asyncio.wait_for(player.play_out(), 5)
+        reply = player.heard()[beep:]
+    finally:
+        player.stop()
+    sounded = np.flatnonzero(reply)
+    span = (sounded[-1] - sounded[0] + 1) / 48000 if sounded.size else 0.0
+    assert abs(span - 0.3) < 0.002, f"{span:.3f} s of the 300 ms reply sounded"
+    assert abs(pcm.dominant_frequency(reply.tobytes(), 48000) - 440) < 10
+
+
 class _CountingDevice(_Device):
     """A fake output stream that counts its runs: each start is one."""
 
