@@ -575,6 +575,26 @@ async def test_a_reply_after_a_beep_sounds_on_a_48_khz_card() -> None:
     assert abs(pcm.dominant_frequency(reply.tobytes(), 48000) - 440) < 10
 
 
+async def test_a_barge_in_on_a_48_khz_card_leaves_nothing_of_the_reply_for_the_next_sound() -> None:
+    """A press over the reply on a 48 kHz card: what the resampler held of the reply goes
+    with the rest, and the next sound (the go-ahead beep) starts clean, without the last
+    milliseconds of the words it cut."""
+    player = _Speaker(rate=48000)
+    player.start()
+    try:
+        player.feed(pcm.from_float(np.full(RATE, 0.5)))  # the reply: all above zero
+        await until(lambda: player.heard().size > 0)
+        player.clear()
+        await until(lambda: not player.devices[-1].active)
+        cut = player.heard().size
+        player.feed(pcm.from_float(np.full(RATE // 10, -0.5)), last=True)  # all below
+        await asyncio.wait_for(player.wait_drained(), 5)
+        after = player.heard()[cut:]
+    finally:
+        player.stop()
+    assert after.size > 0 and after.max() < 0.05 * 32768, "the cut reply sounded again"
+
+
 class _CountingDevice(_Device):
     """A fake output stream that counts its runs: each start is one."""
 
