@@ -695,3 +695,19 @@ async def test_the_microphones_silence_in_a_session_is_found_under_that_session(
             await box.ctl("release")
     said = [r for r in journal.records if "digital silence" in r["MESSAGE"]]
     assert session and said[0].get("LIVE_SESSION") == session, said
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "http://alice:#pa55=word@proxy.lan:3128",  # a sign first, then name=value
+        "http://alice:?pa55=word@proxy.lan:3128",
+    ],
+)
+def test_a_proxy_password_of_a_sign_then_a_pair_is_masked(setting: str) -> None:
+    """Only a port (digits) before '?' or '#' and a `name=value` is taken for a URL's
+    port and query: a password pasted unencoded that starts with the sign and holds an
+    '=' is a password, and masked wherever a line quotes it."""
+    said = errors.without_credentials(f"cannot use {setting}")
+    assert "pa55" not in said, said
+    assert "http://alice:***@proxy.lan:3128" in said, said

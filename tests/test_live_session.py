@@ -1744,3 +1744,13 @@ async def test_a_client_that_cannot_be_built_is_said_whatever_the_base_urls_port
     said = await first_outcome(Config(live=live))
     assert isinstance(said, ConnectionLost), said
     assert said.reason.startswith("Vertex AI credentials: "), said.reason
+
+
+def test_a_close_without_a_reason_is_said_without_a_dangling_colon() -> None:
+    """The service closes with its code alone (no reason given): the line `ctl status`
+    and LIVE_ERROR say ends at the code, not at "close code 1011: " as if a reason had
+    been cut off."""
+    closed = ConnectionClosedError(Close(CLOSE_INTERNAL, ""), None)
+    line = describe_failure(closed)
+    assert line.endswith(f"(close code {CLOSE_INTERNAL})"), line
+    assert failure_fields(closed)["LIVE_ERROR"] == line
