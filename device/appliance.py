@@ -313,10 +313,14 @@ class Appliance:
         return self.speaker.volume
 
     def set_volume(self, level: float) -> None:
+        """Heard at once; kept as the speaker plays it when the card takes the save (a
+        second call waits for a slow card's first save, then keeps its own)."""
+        self.speaker.volume = level
         with self._volume_lock:
-            self.speaker.volume = level
             # With the configured volume it was set over: an owner's later edit of it wins.
-            self.state_file.save(volume=level, volume_configured=self.cfg.audio.volume)
+            self.state_file.save(
+                volume=self.speaker.volume, volume_configured=self.cfg.audio.volume
+            )
 
     def end_conversation(self) -> None:
         assert self._loop is not None
