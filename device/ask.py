@@ -132,7 +132,7 @@ async def _ask_and_play(cfg: Config, args: argparse.Namespace) -> list[Reply]:
             try:
                 await speaker.play_out()
             except OSError as exc:  # a card pulled as it played
-                raise AskError(f"speaker: {exc}", replies) from exc
+                raise AskError(str(exc), replies) from exc
         return replies
     finally:
         if speaker is not None:
