@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,26 @@ async def test_a_configured_index_is_not_another_microphone_after_a_replug(
         mic.close_stream()
 
 
+async def speaker_reopened(
+    monkeypatch: pytest.MonkeyPatch, listings: Iterator[ListedPortAudio], device: int
+) -> Playback:
+    """A speaker set by index (`output_device`) opened, closed as the keeper does for a
+    card that went, and opened again: each time the cards are as the next of `listings`
+    lists them (SilentOutput.opened: the indexes it opened)."""
+    monkeypatch.setattr(stream_module, "open_portaudio", lambda: next(listings))
+    monkeypatch.setattr(playback_module, "OutputStream", SilentOutput)
+    SilentOutput.opened.clear()
+    speaker = Playback(device=device)
+    loop = asyncio.get_running_loop()
+    speaker.start(loop)
+    speaker.close_stream()
+    try:
+        speaker.start(loop)
+    finally:
+        speaker.close_stream()
+    return speaker
+
+
 async def test_a_configured_index_is_not_another_speaker_after_a_replug(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -126,17 +147,7 @@ async def test_a_configured_index_is_not_another_speaker_after_a_replug(
         ListedPortAudio(HDMI, HDMI, card(SPEAKERPHONE, 2), ALSA_DEFAULT),
         ListedPortAudio(HDMI, HDMI, card(HEADSET, 2), card(SPEAKERPHONE, 3), ALSA_DEFAULT),
     ])  # fmt: skip
-    monkeypatch.setattr(stream_module, "open_portaudio", lambda: next(listings))
-    monkeypatch.setattr(playback_module, "OutputStream", SilentOutput)
-    SilentOutput.opened.clear()
-    speaker = Playback(device=2)
-    loop = asyncio.get_running_loop()
-    speaker.start(loop)
-    speaker.close_stream()
-    try:
-        speaker.start(loop)
-    finally:
-        speaker.close_stream()
+    speaker = await speaker_reopened(monkeypatch, listings, device=2)
     assert "Jabra" in speaker.device_name, speaker.device_name
     assert SilentOutput.opened == [2, 3]
 
@@ -169,17 +180,7 @@ async def test_a_speaker_set_by_index_among_two_identical_cards_is_found_again_a
 ) -> None:
     """The same for the speaker (`output_device = 3`)."""
     listing = ListedPortAudio(HEADPHONES, HDMI, card(HEADSET, 2), card(HEADSET, 3), ALSA_DEFAULT)
-    monkeypatch.setattr(stream_module, "open_portaudio", lambda: listing)
-    monkeypatch.setattr(playback_module, "OutputStream", SilentOutput)
-    SilentOutput.opened.clear()
-    speaker = Playback(device=3)
-    loop = asyncio.get_running_loop()
-    speaker.start(loop)
-    speaker.close_stream()
-    try:
-        speaker.start(loop)
-    finally:
-        speaker.close_stream()
+    await speaker_reopened(monkeypatch, iter([listing, listing]), device=3)
     assert SilentOutput.opened == [3, 3]
 
 

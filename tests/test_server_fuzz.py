@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from test_read_ahead import Speaker as SwitchedSpeaker
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
-from wire import config_for
+from wire import config_for, set_up_link
 
 from device.ask import ask
 from device.config import LiveConfig
@@ -31,7 +31,6 @@ from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 from device.live.connection import Connection, SwitchNow
 from device.live.hooks import Hooks
-from device.live.session import LiveLink
 from device.live.turn import WireTurn
 from device.live.wire import REPLY_RATE, pcm_mime
 from device.outbox import Kind, Outbox
@@ -49,7 +48,6 @@ from device.states import (
     SendActivityEnd,
     SendActivityStart,
     SendText,
-    SetupComplete,
     SpeechHeard,
     SupersedeReply,
     TalkedOver,
@@ -321,12 +319,7 @@ async def test_through_the_local_server_odd_messages_cost_neither_the_connection
 ) -> None:
     """The odd messages above, on the wire of a real session: the connection stays, a turn
     after them is answered aloud, and the journal says a line or two for each at most."""
-    events: list[Any] = []
-    outbox = Outbox(5)
-    link = LiveLink(config_for(server), outbox, events.append, lambda *_: None)
-    link.open(1)
-    try:
-        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+    async with set_up_link(server) as (link, outbox, events):
         with journal_lines("device") as journal:
             for frame in ODD_MESSAGES:
                 await server.send_raw(frame)
@@ -334,8 +327,6 @@ async def test_through_the_local_server_odd_messages_cost_neither_the_connection
             del events[:]
             outbox.put("text", "are you still there?")
             await until(lambda: any(isinstance(e, TurnComplete) for e in events), within=10)
-    finally:
-        await link.close()
     assert link.connections == 1, [record["MESSAGE"] for record in journal.records]
     assert any(isinstance(e, ReplyAudio) and not e.talked_over for e in events), events
     lines = [record["MESSAGE"][:80] for record in journal.records]

@@ -11,15 +11,13 @@ from typing import Any
 
 import pytest
 from helpers import journal_lines, until
-from wire import config_for
+from wire import config_for, set_up_link
 
 from device.ask import _report, ask
 from device.doctor.network import check_network
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
-from device.live.session import LiveLink
-from device.outbox import Outbox
-from device.states import SetupComplete, TurnComplete
+from device.states import TurnComplete
 from rig.server.server import LiveServer
 
 
@@ -34,19 +32,12 @@ async def journal_of_a_turn_ended_with(server: LiveServer, content: dict[str, An
     """The journal's records while the model ends a text turn, without a word, with
     `content` (its turnComplete message)."""
     server.config.unanswered_turns = 1  # the model says nothing of its own
-    events: list[Any] = []
-    outbox = Outbox(5)
-    link = LiveLink(config_for(server), outbox, events.append, lambda *_: None)
-    link.open(1)
-    try:
-        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+    async with set_up_link(server) as (_, outbox, events):
         with journal_lines("device") as journal:
             outbox.put("text", "tell me about it")
             await server.wait_for(lambda: "client_content" in server.kinds(direction="in"), 10)
             await server.send_raw(json.dumps({"serverContent": content}))
             await until(lambda: any(isinstance(e, TurnComplete) for e in events), within=10)
-    finally:
-        await link.close()
     return journal.records
 
 

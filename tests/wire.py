@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 from typing import Any
 
+from helpers import until
+
 from device.config import Config, LiveConfig, Secret
+from device.live.session import LiveLink
+from device.outbox import Outbox
+from device.states import Event, SetupComplete
 from rig.server.server import LiveServer
 from rig.server.wire import has, pick
 
@@ -49,3 +56,18 @@ def tool_responses(server: LiveServer) -> list[dict[str, Any]]:
         for entry in server.entries(direction="in") if entry.kind == "tool_response"
         for response in entry.raw["tool_response"]["functionResponses"]
     ]
+
+
+@contextlib.asynccontextmanager
+async def set_up_link(server: LiveServer) -> AsyncIterator[tuple[LiveLink, Outbox, list[Event]]]:
+    """A link to `server` through the real SDK, its setup complete: with the outbox it
+    sends from and the events it posts."""
+    events: list[Event] = []
+    outbox = Outbox(5)
+    link = LiveLink(config_for(server), outbox, events.append, lambda *_: None)
+    link.open(1)
+    try:
+        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+        yield link, outbox, events
+    finally:
+        await link.close()
