@@ -537,20 +537,32 @@ class RealCameraParts(FakeParts):
         return self._keep("camera", CameraFeed(cfg, on_frame))
 
 
+async def lines_of_a_press(
+    tmp_path: Path, logger: str, parts_class: type[FakeParts], said: str, then: str = ""
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """The journal's lines of `logger` (with their session) and the session of a press
+    held until a line says `said`, then released (and, given `then`, until one says it)."""
+    with journal_lines(logger, filters=[logs.SessionField()]) as journal:
+        async with running(tmp_path, parts_class=parts_class) as box:
+            await box.ctl("press")
+            box.link.deliver(SetupComplete)
+            session = box.link.session_id
+            await until(lambda: any(said in r["MESSAGE"] for r in journal.records))
+            await box.ctl("release")
+            if then:
+                await until(lambda: any(then in r["MESSAGE"] for r in journal.records))
+    return session, journal.records
+
+
 async def test_the_camera_on_and_off_lines_are_found_under_their_session(tmp_path: Path) -> None:
     """README: "Every line logged during a session carries its LIVE_SESSION", and
     `journalctl -u live-appliance LIVE_SESSION=<id>` shows one session: the camera's
     lines (on, off: what the model saw, and when) come from the appliance's tasks, not
     the link's, and carry it too."""
-    with journal_lines("device.hw.camera", filters=[logs.SessionField()]) as journal:
-        async with running(tmp_path, parts_class=RealCameraParts) as box:
-            await box.ctl("press")
-            box.link.deliver(SetupComplete)
-            session = box.link.session_id
-            await until(lambda: any("camera on" in r["MESSAGE"] for r in journal.records))
-            await box.ctl("release")
-            await until(lambda: any("camera off" in r["MESSAGE"] for r in journal.records))
-    camera = [r for r in journal.records if r.get("LIVE_CAMERA")]
+    session, records = await lines_of_a_press(
+        tmp_path, "device.hw.camera", RealCameraParts, "camera on", "camera off"
+    )
+    camera = [r for r in records if r.get("LIVE_CAMERA")]
     assert camera and all(r.get("LIVE_SESSION") == session for r in camera), camera
 
 
@@ -686,14 +698,10 @@ async def test_the_microphones_silence_in_a_session_is_found_under_that_session(
     monkeypatch.setattr(capture_module, "CapturePcm", _LevelPcm)
     monkeypatch.setattr(_LevelPcm, "levels", (0,))
     monkeypatch.setattr(capture_module, "DIGITAL_SILENCE_S", 0.3)
-    with journal_lines("device.audio.capture", filters=[logs.SessionField()]) as journal:
-        async with running(tmp_path, parts_class=RealMicParts) as box:
-            await box.ctl("press")
-            box.link.deliver(SetupComplete)
-            session = box.link.session_id
-            await until(lambda: any("digital silence" in r["MESSAGE"] for r in journal.records))
-            await box.ctl("release")
-    said = [r for r in journal.records if "digital silence" in r["MESSAGE"]]
+    session, records = await lines_of_a_press(
+        tmp_path, "device.audio.capture", RealMicParts, "digital silence"
+    )
+    said = [r for r in records if "digital silence" in r["MESSAGE"]]
     assert session and said[0].get("LIVE_SESSION") == session, said
 
 
