@@ -20,14 +20,36 @@ import ctypes
 import errno
 import re
 import select
+from dataclasses import dataclass
 from functools import cache
 
 SND_PCM_STREAM_CAPTURE = 1
 SND_PCM_NONBLOCK = 1
 SND_PCM_ACCESS_RW_INTERLEAVED = 3
-SND_PCM_FORMAT_S16_LE = 2
 SND_PCM_STATE_PREPARED = 2
-FRAME_BYTES_PER_CHANNEL = 2
+
+
+@dataclass(frozen=True)
+class SampleFormat:
+    """A little-endian sample format ALSA may record in: `width` bytes a sample, of which
+    the two at `top` are its 16 most significant bits (what the box keeps)."""
+
+    name: str
+    code: int
+    width: int
+    top: int
+
+
+S16_LE = SampleFormat("s16le", 2, 2, 0)
+#: What a capture device is asked for, in this order: the box sends 16-bit samples, but a
+#: card without them (an I2S MEMS microphone records 32-bit ones only, a USB studio
+#: microphone 24-bit ones in three bytes) is read in its own and cut down to 16 here.
+FORMATS = (
+    S16_LE,
+    SampleFormat("s32le", 10, 4, 2),
+    SampleFormat("s24le", 6, 4, 1),  # 24 bits in the low three bytes of four
+    SampleFormat("s24_3le", 32, 3, 1),
+)
 #: PortAudio names a card's device "<card>: <device> (hw:C,D)" and opens it as hw:C,D;
 #: every other name it lists (default, pulse, dmix...) is an ALSA device name itself.
 _HW_NAME = re.compile(r"\s*\(hw:(\d+),(\d+)\)$")
@@ -78,8 +100,18 @@ def without_numbers(portaudio_name: str) -> str:
     return _HW_NAME.sub("", portaudio_name)
 
 
+def to_s16(raw: bytes, fmt: SampleFormat) -> bytes:
+    """Samples in `fmt` as s16le: each one's 16 most significant bits."""
+    if fmt == S16_LE:
+        return raw
+    out = bytearray(len(raw) // fmt.width * 2)
+    out[0::2] = raw[fmt.top :: fmt.width]
+    out[1::2] = raw[fmt.top + 1 :: fmt.width]
+    return bytes(out)
+
+
 class CapturePcm:
-    """One ALSA capture device, open non-blocking, interleaved s16le.
+    """One ALSA capture device, open non-blocking, interleaved; read as s16le.
 
     Not thread-safe: one thread reads it, and closes it once that thread is done.
     """
@@ -91,7 +123,7 @@ class CapturePcm:
         self.name = name
         self.rate = rate
         self.channels = channels
-        self._frame_bytes = FRAME_BYTES_PER_CHANNEL * channels
+        self.format = S16_LE
         self._pcm = ctypes.c_void_p()
         lib = _lib()
         _check(
@@ -102,6 +134,7 @@ class CapturePcm:
         )
         try:
             self.period_frames, self.buffer_frames = self._configure(period_frames, buffer_frames)
+            self._frame_bytes = self.format.width * channels
             self._buffer = ctypes.create_string_buffer(self.buffer_frames * self._frame_bytes)
             self._fds = self._poll_descriptors()
             self._revents = ctypes.c_ushort()
@@ -119,9 +152,11 @@ class CapturePcm:
                 lib.snd_pcm_hw_params_set_access(pcm, hw, SND_PCM_ACCESS_RW_INTERLEAVED),
                 "interleaved access",
             )
-            _check(lib.snd_pcm_hw_params_set_format(pcm, hw, SND_PCM_FORMAT_S16_LE), "s16le")
             _check(lib.snd_pcm_hw_params_set_channels(pcm, hw, self.channels), "channels")
             _check(lib.snd_pcm_hw_params_set_rate(pcm, hw, self.rate, 0), f"{self.rate} Hz")
+            # Chosen last: a USB card's formats may differ from one rate to another.
+            self.format = self._choose_format(hw)
+            _check(lib.snd_pcm_hw_params_set_format(pcm, hw, self.format.code), self.format.name)
             period = ctypes.c_ulong(period_frames)
             _check(
                 lib.snd_pcm_hw_params_set_period_size_near(pcm, hw, ctypes.byref(period), None),
@@ -136,6 +171,12 @@ class CapturePcm:
         finally:
             lib.snd_pcm_hw_params_free(hw)
         return period.value, buffer.value
+
+    def _choose_format(self, hw: ctypes.c_void_p) -> SampleFormat:
+        """The first of FORMATS the device records in at its channels and rate; s16le, to be
+        refused, if none."""
+        test = _lib().snd_pcm_hw_params_test_format
+        return next((f for f in FORMATS if test(self._pcm, hw, f.code) == 0), S16_LE)
 
     def _poll_descriptors(self) -> ctypes.Array[_PollFd]:
         lib = _lib()
@@ -170,7 +211,7 @@ class CapturePcm:
         _check(_lib().snd_pcm_start(self._pcm), "cannot start")
 
     def read(self) -> tuple[bytes, int]:
-        """Everything the device holds, and how many frames it had left (read after it).
+        """Everything the device holds (s16le), and how many frames it had left (read after it).
 
         Raises AlsaError with EPIPE when the buffer overran (recover() then goes on)."""
         lib = _lib()
@@ -180,7 +221,7 @@ class CapturePcm:
         _check(got, "read")
         # Less than a whole buffer read: it held no more (a full one may have more behind).
         left = 0 if got < self.buffer_frames else max(lib.snd_pcm_avail_update(self._pcm), 0)
-        return ctypes.string_at(self._buffer, got * self._frame_bytes), left
+        return to_s16(ctypes.string_at(self._buffer, got * self._frame_bytes), self.format), left
 
     def recover(self, error: AlsaError) -> None:
         """Start again after an overrun (or a suspend); other errors are raised again."""

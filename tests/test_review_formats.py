@@ -1,0 +1,116 @@
+"""Sound cards whose capture offers no 16-bit samples: what reaches the service."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+from typing import Any
+
+import numpy as np
+import pytest
+from fakes import ListedPortAudio, card
+from helpers import until
+
+from device.audio import alsa as alsa_module
+from device.audio import capture as capture_module
+from device.audio import pcm
+from device.audio.capture import RATE, Capture
+
+S16_LE, S24_LE, S32_LE, S24_3LE = 2, 6, 10, 32
+TONE_HZ = 440.0
+AMPLITUDE = 0.25  # a sine at -15 dBFS RMS
+
+
+class OneFormatCard:
+    """libasound as a card's capture device answers that records in one sample format
+    only: a 440 Hz tone in its first channel at AMPLITUDE of full scale, the others silent,
+    a tenth of a second at each read."""
+
+    def __init__(self, fmt: int, width: int, bits: int) -> None:
+        self.fmt, self.width, self.bits = fmt, width, bits  # bytes a sample, bits of them
+        self.format: int | None = None
+        self.channels = self.rate = 0
+        self.phase = 0
+
+    def snd_strerror(self, code: int) -> bytes:
+        return b"Invalid argument" if code == -errno.EINVAL else b"error"
+
+    def snd_pcm_open(self, ref: Any, name: bytes, stream: int, mode: int) -> int:
+        ref._obj.value = 1
+        return 0
+
+    def snd_pcm_hw_params_malloc(self, ref: Any) -> int:
+        ref._obj.value = 2
+        return 0
+
+    def snd_pcm_hw_params_test_format(self, pcm_: Any, hw: Any, fmt: int) -> int:
+        return 0 if fmt == self.fmt else -errno.EINVAL
+
+    def snd_pcm_hw_params_set_format(self, pcm_: Any, hw: Any, fmt: int) -> int:
+        self.format = fmt
+        return self.snd_pcm_hw_params_test_format(pcm_, hw, fmt)
+
+    def snd_pcm_hw_params_set_channels(self, pcm_: Any, hw: Any, channels: int) -> int:
+        self.channels = channels
+        return 0
+
+    def snd_pcm_hw_params_set_rate(self, pcm_: Any, hw: Any, rate: int, direction: int) -> int:
+        self.rate = rate
+        return 0
+
+    def snd_pcm_poll_descriptors_count(self, pcm_: Any) -> int:
+        return 0  # the reader wakes on its own timer
+
+    def snd_pcm_readi(self, pcm_: Any, buffer: Any, frames: int) -> int:
+        count = min(frames, self.rate // 10)
+        n = np.arange(self.phase, self.phase + count)
+        self.phase += count
+        full = 2 ** (self.bits - 1)
+        values = np.zeros((count, self.channels), dtype=np.int64)
+        values[:, 0] = np.round(AMPLITUDE * full * np.sin(2 * np.pi * TONE_HZ * n / self.rate))
+        words = values.astype("<i8").view(np.uint8).reshape(count, -1, 8)
+        raw = np.ascontiguousarray(words[:, :, : self.width]).tobytes()
+        ctypes.memmove(buffer, raw, len(raw))
+        return count
+
+    def __getattr__(self, name: str) -> Any:
+        """Every other call (access, period, buffer, start, close...) succeeds."""
+        return lambda *args: 0
+
+
+@pytest.mark.parametrize(
+    ("fmt", "width", "bits", "device"),
+    [
+        pytest.param(S16_LE, 2, 16, ("USB PnP Sound Device: Audio (hw:{card},0)", 1, 2, 48000),
+                     id="usb-s16"),
+        pytest.param(S32_LE, 4, 32, ("snd_rpi_i2s_card: simple-card_codec_link snd-soc-dummy-dai-0 "
+                                    "(hw:{card},0)", 2, 0, 48000), id="i2s-mems-s32"),
+        pytest.param(S24_LE, 4, 24, ("seeed-4mic-voicecard: bcm2835-i2s-ac10x-codec0 "
+                                    "ac10x-codec0-0 (hw:{card},0)", 4, 0, 48000), id="hat-s24"),
+        pytest.param(S24_3LE, 3, 24, ("Yeti Stereo Microphone: USB Audio (hw:{card},0)", 2, 2,
+                                     48000), id="usb-s24-3"),
+    ],
+)  # fmt: skip
+async def test_a_card_that_records_no_16_bit_samples_sends_its_microphone(
+    monkeypatch: pytest.MonkeyPatch, fmt: int, width: int, bits: int,
+    device: tuple[str, int, int, int],
+) -> None:
+    """An I2S MEMS microphone records 32-bit samples only, a USB studio microphone 24-bit
+    ones in three bytes: PortAudio lists them as able to record 16-bit (it converts), but
+    the box reads ALSA itself, asked for s16le alone, and the card refused. The box never
+    heard a word ("cannot apply the format" at every reopen, the doctor the same)."""
+    fake = OneFormatCard(fmt, width, bits)
+    monkeypatch.setattr(alsa_module, "_lib", lambda: fake)
+    listing = ListedPortAudio(card(device, 1))
+    monkeypatch.setattr(capture_module, "open_portaudio", lambda: listing)
+    chunks: list[bytes] = []
+    mic = Capture(lambda chunk, _t: chunks.append(chunk))
+    mic.start(asyncio.get_running_loop())
+    try:
+        await until(lambda: len(chunks) >= 30)
+    finally:
+        mic.close_stream()
+    heard = b"".join(chunks[5:30])
+    assert pcm.dominant_frequency(heard, RATE) == pytest.approx(TONE_HZ, abs=10)
+    assert pcm.rms_dbfs(heard) == pytest.approx(-15.1, abs=0.5)
