@@ -1,21 +1,28 @@
-"""Sound cards whose capture offers no 16-bit samples: what reaches the service."""
+"""Sound cards of every shape: what reaches the service, and what the doctor says of them."""
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
 import errno
+import io
 from typing import Any
 
 import numpy as np
 import pytest
-from fakes import ListedPortAudio, card
+from fakes import RESPEAKER, ListedPortAudio, card
 from helpers import until
 
 from device.audio import alsa as alsa_module
 from device.audio import capture as capture_module
+from device.audio import devices as devices_module
 from device.audio import pcm
 from device.audio.capture import RATE, Capture
+from device.audio.devices import print_devices
+from device.config import AudioConfig, Config
+from device.doctor import audio as doctor_audio
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
 
 S16_LE, S24_LE, S32_LE, S24_3LE = 2, 6, 10, 32
 TONE_HZ = 440.0
@@ -114,3 +121,39 @@ async def test_a_card_that_records_no_16_bit_samples_sends_its_microphone(
     heard = b"".join(chunks[5:30])
     assert pcm.dominant_frequency(heard, RATE) == pytest.approx(TONE_HZ, abs=10)
     assert pcm.rms_dbfs(heard) == pytest.approx(-15.1, abs=0.5)
+
+
+class Wm8960:
+    """PortAudio as a WM8960 HAT's raw hw: device answers (a ReSpeaker 2-Mics, Adafruit's
+    Voice Bonnet): any of the usual rates, in stereo only, both ways."""
+
+    def __init__(self) -> None:
+        self.hat = ListedPortAudio(card(RESPEAKER, 1))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.hat, name)
+
+    def is_format_supported(self, rate: int, **kwargs: int) -> bool:
+        channels = kwargs.get("input_channels") or kwargs.get("output_channels")
+        if channels != 2 or rate not in (8000, 16000, 24000, 32000, 44100, 48000):
+            raise ValueError("Invalid number of channels")
+        return True
+
+
+async def test_the_doctor_lists_the_rates_a_stereo_only_hat_records_at(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A HAT that takes no mono records at 16 kHz in stereo, and the box opens it so; the
+    doctor asked at each rate for mono and said "only 48000 Hz", and `live-appliance
+    devices` a "-" (cannot) at every rate, both ways, for the box's only sound card."""
+    monkeypatch.setattr(doctor_audio, "open_portaudio", Wm8960)
+    ctx = Context(Config(), Options(), Progress(spinner=False))
+    result = await doctor_audio.check_devices(ctx)
+    assert result.status is Status.PASS
+    assert result.data["input"]["rates"] == [16000, 24000, 48000], result.measured
+    assert result.data["output"]["rates"] == [16000, 24000, 48000], result.measured
+    monkeypatch.setattr(devices_module, "open_portaudio", Wm8960)
+    out = io.StringIO()
+    assert print_devices(AudioConfig(), out) == 0
+    row = next(line for line in out.getvalue().splitlines() if "seeed" in line)
+    assert row.split()[4:7] == ["in/out", "in/out", "in/out"], row

@@ -214,12 +214,24 @@ def pick_format(
     to and from mono themselves. When nothing fits, mono at the device's rate lets
     PortAudio say what is wrong when the stream opens.
     """
-    most = device.channels(direction)
-    for channels in dict.fromkeys((1, min(2, most), most)):
+    for channels in _channel_counts(device, direction):
         for rate in (wanted, device.default_rate):
-            if channels > 0 and supports_rate(pa, device, rate, direction, channels):
+            if supports_rate(pa, device, rate, direction, channels):
                 return StreamFormat(rate, channels)
     return StreamFormat(device.default_rate, 1)
+
+
+def _channel_counts(device: DeviceInfo, direction: Direction) -> list[int]:
+    """The channel counts the streams try, in this order: mono, stereo, all the device has."""
+    most = device.channels(direction)
+    return [channels for channels in dict.fromkeys((1, min(2, most), most)) if channels > 0]
+
+
+def runs_at(pa: pyaudio.PyAudio, device: DeviceInfo, rate: int, direction: Direction) -> bool:
+    """Whether the streams can run the device at ``rate``, with any channels they try (a
+    HAT that takes no mono records at 16 kHz in stereo)."""
+    counts = _channel_counts(device, direction)
+    return any(supports_rate(pa, device, rate, direction, channels) for channels in counts)
 
 
 def choose_format(
@@ -244,14 +256,14 @@ def rate_support(pa: pyaudio.PyAudio, device: DeviceInfo, rate: int) -> str:
     """ "in/out", "in", "out" or "-": the directions in which ``device`` can run at ``rate``."""
     ways: list[str] = []
     for name, direction in _WAYS:
-        if device.channels(direction) > 0 and supports_rate(pa, device, rate, direction):
+        if runs_at(pa, device, rate, direction):
             ways.append(name)
     return "/".join(ways) or "-"
 
 
 def selected_rates(pa: pyaudio.PyAudio, device: DeviceInfo, direction: Direction) -> list[int]:
     """Which of RATES the device supports in one direction."""
-    return [rate for rate in RATES if supports_rate(pa, device, rate, direction)]
+    return [rate for rate in RATES if runs_at(pa, device, rate, direction)]
 
 
 def select_devices(
