@@ -1,11 +1,12 @@
 """Small helpers the test files share: mock GPIO pins, waiting, the CLI, a journal stand-in,
 the doctor's output by check, a daemon's control socket, the names of this process's
-threads, the LED table sped up, words that are not UTF-8."""
+threads and its open descriptors, the LED table sped up, words that are not UTF-8."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import os
 import shutil
@@ -159,6 +160,13 @@ async def daemon_saying(
 def thread_names() -> set[str]:
     """The names the kernel shows (`top -H`) for this process's threads."""
     return {p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm")}
+
+
+def open_descriptors() -> int:
+    """This process's descriptors, once earlier tests' garbage is gone: a socket left in a
+    reference cycle closes whenever the collector next runs, mid-count otherwise."""
+    gc.collect()
+    return len(os.listdir("/proc/self/fd"))
 
 
 @contextmanager

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import simplejpeg
 from fakes import presses_in_an_outage
-from helpers import mock_pins, until
+from helpers import mock_pins, open_descriptors, until
 
 from device.config import CameraConfig
 from device.hw.camera import CameraError, CameraFeed, capture_still
@@ -919,13 +919,12 @@ def test_a_camera_that_cannot_open_leaks_no_descriptor_per_session(monkeypatch, 
     module.Picamera2 = _real_order_picamera2(cameras)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "picamera2", module)
     source = Picamera2Source(768)
-    before = len(os.listdir("/proc/self/fd"))
+    before = open_descriptors()
     for _ in range(20):  # twenty presses, each a session whose camera cannot open
         with pytest.raises(CameraError):
             source.start()
         source.stop()
-    gc.collect()
-    after = len(os.listdir("/proc/self/fd"))
+    after = open_descriptors()
     assert after - before == 0, f"{after - before} descriptors leaked in 20 failed starts"
     assert module.Picamera2._cm.cameras == {}  # type: ignore[attr-defined]
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import glob
 import itertools
 import json
-import os
 import re
 import socket
 import stat
@@ -22,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from helpers import open_refused
+from helpers import open_descriptors, open_refused
 
 from device import appliance as appliance_module
 from device import workers
@@ -457,13 +455,6 @@ def test_the_client_says_why_a_socket_path_cannot_be_reached(tmp_path: Path) -> 
             request(unusable, "status")
 
 
-def open_fds() -> int:
-    """This process's descriptors, once earlier tests' garbage is gone: a socket left in a
-    reference cycle closes whenever the collector next runs, mid-count otherwise."""
-    gc.collect()
-    return len(os.listdir("/proc/self/fd"))
-
-
 async def flood_unread(path: Path, requests: int) -> socket.socket:
     """A client that sends status requests and never reads an answer."""
     client = socket.socket(socket.AF_UNIX)
@@ -486,11 +477,11 @@ async def test_a_client_let_go_for_not_reading_its_answers_takes_its_connection_
     its connection stayed open in the daemon, answers buffered, as long as the client
     lived: enough of them and the daemon has no descriptor left for its Live connection."""
     async with ControlServer(path, Talkative(), idle_s=0.2):
-        before = open_fds()
+        before = open_descriptors()
         clients = [await flood_unread(path, 600) for _ in range(12)]
         try:
             await asyncio.sleep(1.5)
-            assert open_fds() - before == len(clients), "connections of clients let go held"
+            assert open_descriptors() - before == len(clients), "connections of clients let go held"
         finally:
             for client in clients:
                 client.close()
@@ -626,7 +617,7 @@ async def test_three_hundred_connections_held_at_once_leave_the_owners_ctl_serve
     """Hundreds of clients that connect and hold on: the daemon keeps at most its bound of
     them (descriptors too: the unit allows 256), and `ctl status` still gets through."""
     async with ControlServer(path, Daemon()):
-        before = open_fds()
+        before = open_descriptors()
         held: list[socket.socket] = []
         try:
             for _ in range(300):
@@ -635,7 +626,7 @@ async def test_three_hundred_connections_held_at_once_leave_the_owners_ctl_serve
                 await asyncio.get_running_loop().sock_connect(sock, str(path))
                 held.append(sock)
             await asyncio.sleep(0.5)
-            daemons_own = open_fds() - before - len(held)
+            daemons_own = open_descriptors() - before - len(held)
             assert daemons_own <= CLIENTS_LIMIT + 1
             for _ in range(3):
                 assert (await ask(path, "status"))["state"] == "idle"
