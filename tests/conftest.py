@@ -1,4 +1,5 @@
-"""Shared fixtures: one loopback sound server for the whole test session, a tool's gate.
+"""Shared fixtures: one loopback sound server for the whole test session, a tool's gate,
+and a check that each test puts back the process-wide state the daemon sets up.
 
 Tests that need the sound server, or run the daemon as a process, are marked `rig`:
 `scripts/test -m "not rig"` runs the rest, in-process and on every core, in under a
@@ -7,10 +8,13 @@ minute.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,9 @@ import pyaudio
 import pytest
 from _pytest.mark.expression import Expression
 from fakes import Gate, SilentResolver
+from helpers import all_loggers
 
+from device import logs
 from device.live import endpoint
 from rig.daemon import Daemon, start_daemon
 from rig.loopback import PulseLoopback, measure_latency
@@ -53,6 +59,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         uses_rig = RIG_FIXTURES & set(getattr(item, "fixturenames", ()))
         if uses_rig or item.path.stem in RIG_MODULES:
             item.add_marker(pytest.mark.rig)
+
+
+def _process_state() -> dict[str, Any]:
+    """What the daemon sets for the whole process (logs.setup, Appliance.run): a test that
+    leaves it changed changes the tests after it on the same worker, whichever they are."""
+    return {
+        "sys.excepthook": sys.excepthook,
+        "threading.excepthook": threading.excepthook,
+        "logger levels": {name: logger.level for name, logger in all_loggers().items()},
+        "session of the threads' lines": logs._sessions_on_threads,
+    }
+
+
+@pytest.fixture(autouse=True)
+def process_state_put_back() -> Iterator[None]:
+    """Fails the test that leaves the process changed, not the one that happens to run
+    after it (xdist hands tests out differently at each run)."""
+    before = _process_state()
+    yield
+    after = _process_state()
+    for name in after["logger levels"].keys() - before["logger levels"].keys():
+        before["logger levels"][name] = logging.NOTSET  # one the test made: as logging makes it
+    left = {what: after[what] for what, value in before.items() if after[what] != value}
+    if "logger levels" in left:
+        levels = before["logger levels"]
+        left["logger levels"] = {n: v for n, v in left["logger levels"].items() if levels[n] != v}
+    assert not left, f"the test left changed: {left}"
 
 
 @pytest.fixture(scope="session")

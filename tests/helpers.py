@@ -1,6 +1,7 @@
 """Small helpers the test files share: mock GPIO pins, waiting, the CLI, a journal stand-in,
 the doctor's output by check, a daemon's control socket, the names of this process's
-threads and its open descriptors, the LED table sped up, words that are not UTF-8."""
+threads, its open descriptors and its loggers, the LED table sped up, words that are not
+UTF-8."""
 
 from __future__ import annotations
 
@@ -113,6 +114,12 @@ def journal_lines(
             logger.removeHandler(handler)
             logger.setLevel(level)
             logger.propagate = propagated
+
+
+def all_loggers() -> dict[str, logging.Logger]:
+    """Every logger made so far in this process, the root's among them, by name."""
+    made = logging.Logger.manager.loggerDict.items()
+    return {"root": logging.getLogger(), **{n: g for n, g in made if isinstance(g, logging.Logger)}}
 
 
 def closed_port() -> int:

@@ -13,13 +13,14 @@ import logging
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fakes import SPEAKERPHONE, FakeParts, ListedPortAudio, card, config, running
-from helpers import Captured, journal_lines, until
+from helpers import Captured, all_loggers, journal_lines, until
 from test_audio_capture import _LevelPcm
 from websockets.exceptions import InvalidProxy
 from wire import config_for
@@ -333,18 +334,22 @@ def test_a_journal_that_does_not_read_neither_blocks_nor_freezes_the_daemon(
 
 @pytest.fixture
 def daemon_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The daemon's own handler chain (logs.setup), on stderr, put back afterwards."""
+    """The daemon's own handler chain (logs.setup), on stderr, put back afterwards: the
+    hooks for what nothing caught and the chatty libraries' levels too."""
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     monkeypatch.delenv(logs.FORMAT_ENV, raising=False)
     monkeypatch.setattr(errors, "_remembered", ())  # keys an earlier test read
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    handlers = logging.getLogger().handlers[:]
+    levels = {name: logger.level for name, logger in all_loggers().items()}
     try:
         yield
     finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
+        logging.getLogger().handlers[:] = handlers
         logging.captureWarnings(False)
+        for name, logger in all_loggers().items():
+            logger.setLevel(levels.get(name, logging.NOTSET))
 
 
 @pytest.mark.parametrize(
