@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from fakes import (
     SilentOutput,
     card,
 )
-from helpers import until
+from helpers import open_descriptors, until
 
 from device.audio import capture as capture_module
 from device.audio import devices as devices_module
@@ -215,10 +214,6 @@ async def test_an_idle_usb_speaker_unplugged_and_plugged_back_is_reopened_before
         speaker.close_stream()
 
 
-def open_files() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 def own_threads() -> list[str]:
     """The threads alive, but the event loop's worker pool (it grows to its size as asked)."""
     return sorted(t.name for t in threading.enumerate() if not t.name.startswith("asyncio_"))
@@ -250,7 +245,7 @@ async def test_a_flapping_cable_costs_no_threads_files_or_journal_lines_per_plug
     await keeper.open()
     keeping = asyncio.create_task(keeper.keep())
     try:
-        threads, files = own_threads(), open_files()
+        threads, files = own_threads(), open_descriptors()
         caplog.clear()
         for _ in range(PLUGS):
             cable.plugged = False
@@ -260,7 +255,7 @@ async def test_a_flapping_cable_costs_no_threads_files_or_journal_lines_per_plug
             await until(lambda: not keeper.failures, within=3)
             await until(lambda: mic.running, within=3)
         assert own_threads() == threads
-        assert open_files() == files
+        assert open_descriptors() == files
         lines = [r.getMessage() for r in caplog.records]
         assert len(lines) <= PLUGS * LINES_A_PLUG, lines
     finally:
