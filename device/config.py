@@ -912,17 +912,35 @@ def _check_pins(where: str, config: Config) -> None:
         first[pin] = label
 
 
+def host_and_port(url: str) -> tuple[str, int]:
+    """The host and port a connect to `url` opens; ValueError says why there is none: a
+    port out of range or not a number, a bracket left open, no host, or a name the IDNA
+    codec refuses (websockets encodes a host that is not ASCII, and its failure would be
+    said as a message of the service's)."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname, parts.port
+    if not host:
+        raise ValueError("it names no host")
+    if not host.isascii():
+        try:
+            host.encode("idna")
+        except UnicodeError:
+            raise ValueError("its host is not a valid name (an empty or too long label)") from None
+    return host, port or 443
+
+
 def _check_url(where: str, url: str) -> None:
     """`base_url` as the SDK takes it: http(s)://host[:port][/path]."""
+    why = ""
     try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        host_and_port(url)
+        usable = urllib.parse.urlsplit(url).scheme in ("http", "https")
+    except ValueError as exc:
+        usable, why = False, f": {exc}"
+    if not usable:
         raise ConfigError(
             f"{where}: [live] base_url: must be an http:// or https:// URL with a host "
-            f"(got {url!r})"
+            f"(got {url!r}{why})"
         )
 
 

@@ -15,9 +15,9 @@ import os
 import socket
 import ssl
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from device import workers
+from device.config import host_and_port
 
 if TYPE_CHECKING:
     from device.config import Config
@@ -45,8 +45,8 @@ class ProxyUnreachable(Exception):
 class AddressUnusable(ValueError):
     """The Live API's address as the environment gives it (GOOGLE_GEMINI_BASE_URL,
     GOOGLE_VERTEX_BASE_URL: `[live] base_url` is checked at load) cannot be read: a port
-    out of range or not a number, a bracket left open, no host. The owner's setting, not
-    the service's message."""
+    out of range or not a number, a bracket left open, no host, a name with an empty
+    label (`config.host_and_port`). The owner's setting, not the service's message."""
 
 
 def endpoint(cfg: Config) -> tuple[str, int]:
@@ -56,10 +56,7 @@ def endpoint(cfg: Config) -> tuple[str, int]:
     url = live.base_url or os.environ.get(env)
     if url:
         try:
-            parts = urlsplit(url if "://" in url else f"https://{url}")
-            if not parts.hostname:
-                raise ValueError("it names no host")
-            return parts.hostname, parts.port or 443
+            return host_and_port(url if "://" in url else f"https://{url}")
         except ValueError as exc:
             raise AddressUnusable(f"{env}'s {url} cannot be used: {exc}") from exc
     if live.backend == "vertex":
