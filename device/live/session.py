@@ -579,8 +579,8 @@ def _proxy_refused(cfg: Config) -> Exception | None:
         usable_proxy(cfg)
     except InvalidProxy as exc:
         return exc
-    except ValueError:  # the Live API's own address unusable (AddressUnusable, a host the
-        pass  # IDNA codec refuses): the build's failure is said; the thread must not die
+    except ValueError:  # the Live API's own address unusable (AddressUnusable): the
+        pass  # build's failure is said; the thread must hand it on, not die
     return None
 
 
