@@ -581,3 +581,42 @@ async def test_an_open_stuck_then_failing_puts_no_bug_in_the_journal(
     gc.collect()  # the call is freed, and asyncio says what nobody took from it
     bugs = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
     assert not bugs, bugs
+
+
+class LateCard(WatchedDevice):
+    """A USB sound card that enumerates after the service started: every open fails
+    until it is `plugged`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plugged = False
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if not self.plugged:
+            raise OSError("no such device")
+        super().start(loop)
+
+
+async def test_a_card_that_enumerates_late_is_opened_when_it_appears_not_a_backoff_later() -> None:
+    """Cold boot: the USB speakerphone enumerates seconds after the service opened its
+    devices. The box came back only at the backoff's next try (3, 9, 21, 45, 93 s after
+    the start): a card that appeared at 46 s answered the button at 93 s, the person's
+    presses meanwhile met the error earcon. The keeper watches the sound hardware (a
+    cheap look at /proc/asound and /dev/snd) while a device is missing, and tries at once
+    when it changes."""
+    hardware = ["card 0: Headphones"]
+    microphone, events = LateCard(), []
+    keeper = AudioKeeper({"microphone": microphone}, events.append, 30,
+                         hardware=lambda: tuple(hardware))  # fmt: skip
+    await keeper.open()
+    task = asyncio.create_task(keeper.keep())
+    try:
+        await asyncio.sleep(0.2)
+        microphone.plugged = True
+        hardware.append("card 1: USB speakerphone")
+        await until(lambda: DeviceRecovered("microphone") in events, 5.0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert microphone.opened

@@ -10,9 +10,11 @@ A device back only to fail again within SETTLED_S (a microphone that opens but
 delivers nothing) keeps the longer wait: a box left with one broken device tries
 it, and says so, now and then, not every few seconds for months.
 
-Once the wait is at its longest, tries go on only for a few rounds after the
-sound hardware changed (a card plugged in, taken out or plugged back:
-`sound_cards`; a card is listed a moment before it can be opened), or every
+While a device is missing, the keeper looks at the sound hardware (`sound_cards`)
+every HARDWARE_LOOK_S and tries at once when it changed: at boot a USB card may
+enumerate after the service started. Once the wait is at its longest, tries go on
+only for a few rounds after the sound hardware changed (a card plugged in, taken
+out or plugged back; a card is listed a moment before it can be opened), or every
 BLIND_RETRY_S: each try starts and stops PortAudio, which keeps about 25 KB
 each time (in the library, not here); at a try a minute a box with its
 speakerphone unplugged grew 35 MB a day, past the unit's memory bound within a
@@ -73,6 +75,10 @@ SETTLED_S = 60.0
 BLIND_RETRY_S = 30 * 60.0
 #: Tries at the longest wait after the sound hardware changed.
 TRIES_AFTER_A_CHANGE = 3
+#: How often the keeper looks at the sound hardware while a device is missing: a card
+#: that appears (one that enumerates after the service started, one plugged in) is
+#: tried at once, not at the end of the backoff's wait.
+HARDWARE_LOOK_S = 1.0
 #: A call still stuck this long will not return: no thread can be stopped from outside,
 #: and the device cannot be opened again beside it. The keeper then fails (DriverStuck),
 #: the daemon stops with an error and systemd starts a fresh process, instead of a box
@@ -185,7 +191,7 @@ class AudioKeeper:
         """Watch the open devices and reopen them whenever one fails; runs until cancelled."""
         while True:
             if self.failures:
-                await asyncio.sleep(min(self._retry_s, self._until_stuck_for_good()))
+                await self._until_retry_or_new_hardware()
                 self._give_up_if_stuck_for_good()
                 if not self._worth_a_try():
                     continue
@@ -208,6 +214,18 @@ class AudioKeeper:
                      for name, trouble in sick.items()}
                 )
                 await self.close()
+
+    async def _until_retry_or_new_hardware(self) -> None:
+        """Sleep the wait before the next try, cut short when the sound hardware changes:
+        at a cold boot a USB card enumerates seconds after the service started, and the
+        backoff's next try (3, 9, 21, 45, 93 s) kept the box in error up to a minute past
+        it. A look reads /proc/asound/cards and /dev/snd; PortAudio is not touched."""
+        deadline = time.monotonic() + min(self._retry_s, self._until_stuck_for_good())
+        seen = self._hardware()
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, HARDWARE_LOOK_S))
+            if self._hardware() != seen:
+                return
 
     def _sick(self) -> dict[str, str]:
         """What is wrong with each stream in trouble."""
