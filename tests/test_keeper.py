@@ -620,3 +620,34 @@ async def test_a_card_that_enumerates_late_is_opened_when_it_appears_not_a_backo
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert microphone.opened
+
+
+async def test_a_card_listed_a_moment_before_it_opens_is_tried_again_when_its_nodes_come(
+) -> None:
+    """A card is listed (/proc/asound/cards) a moment before its device nodes can be
+    opened: the try the listing brings fails, and the nodes come while it runs. That
+    change is a reason to try again too, not the end of the backoff's wait."""
+    hardware = ["card 0: Headphones"]
+
+    class ListedFirst(LateCard):
+        def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+            if self.plugged and "pcmC1D0c" not in hardware:
+                hardware.append("pcmC1D0c")  # made while this open fails
+                raise OSError("no such device")
+            super().start(loop)
+
+    microphone, events = ListedFirst(), []
+    keeper = AudioKeeper({"microphone": microphone}, events.append, 30,
+                         hardware=lambda: tuple(hardware))  # fmt: skip
+    await keeper.open()
+    task = asyncio.create_task(keeper.keep())
+    try:
+        await asyncio.sleep(0.2)
+        microphone.plugged = True
+        hardware.append("card 1: USB speakerphone")
+        await until(lambda: DeviceRecovered("microphone") in events, 5.0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert microphone.opened

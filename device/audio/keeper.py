@@ -156,6 +156,7 @@ class AudioKeeper:
         self.failures: dict[str, str] = {}  # device name -> why it is not working
         self._hardware = hardware
         self._tried_at = -math.inf  # the last open
+        self._tried_with: object = None  # the sound hardware as the last open began
         self._seen: object = None  # the sound hardware at the last look (a round's)
         self._eager = 0  # tries still due at the longest wait after a change
         self._changed = asyncio.Event()
@@ -170,6 +171,7 @@ class AudioKeeper:
         loop = asyncio.get_running_loop()
         was_working = not self.failures
         self._tried_at = time.monotonic()
+        self._tried_with = self._hardware()
         failed: dict[str, str] = {}
         for name, endpoint in self.endpoints.items():
             try:
@@ -216,15 +218,15 @@ class AudioKeeper:
                 await self.close()
 
     async def _until_retry_or_new_hardware(self) -> None:
-        """Sleep the wait before the next try, cut short when the sound hardware changes:
-        at a cold boot a USB card enumerates seconds after the service started, and the
-        backoff's next try (3, 9, 21, 45, 93 s) kept the box in error up to a minute past
-        it. A look reads /proc/asound/cards and /dev/snd; PortAudio is not touched."""
+        """Sleep the wait before the next try, cut short when the sound hardware is no
+        longer as it was when the last try began: at a cold boot a USB card enumerates
+        seconds after the service started, and the backoff's next try (3, 9, 21, 45, 93 s)
+        kept the box in error up to a minute past it; a card's nodes come while the try
+        its listing brought fails. A look reads /proc/asound/cards and /dev/snd only."""
         deadline = time.monotonic() + min(self._retry_s, self._until_stuck_for_good())
-        seen = self._hardware()
         while (left := deadline - time.monotonic()) > 0:
             await asyncio.sleep(min(left, HARDWARE_LOOK_S))
-            if self._hardware() != seen:
+            if self._hardware() != self._tried_with:
                 return
 
     def _sick(self) -> dict[str, str]:
