@@ -19,9 +19,9 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any, assert_never
+from typing import Any, TypeVar, assert_never
 
 from device import logs, tasks, workers
 from device.audio.capture import PRESS_LAG_S
@@ -31,10 +31,10 @@ from device.config import Config
 from device.control import single_instance
 from device.control_client import ControlError, unsayable
 from device.hw import gpio_failure, no_pin_driver
-from device.hw.leds import LedAnimator
+from device.hw.leds import LedAnimator, LedDriver, NullLeds
 from device.mic_feed import OVERFLOW_LOG_EVERY_S, MicFeed
 from device.outbox import Item, Outbox, TextsWaiting
-from device.parts import Parts
+from device.parts import Parts, leds_failure
 from device.persist import StateFile
 from device.states import (
     Action,
@@ -103,9 +103,10 @@ STATE_HISTORY = 64
 #: a release waits for the microphone's last chunk, so a client sending them as fast as
 #: it can grew the queue without end, with the watchdog's heartbeat stuck behind it.
 PRESSES_WAITING = 16
-#: A button that cannot be opened (its line held by another process at boot, lgpio not
-#: ready yet) is tried again this long after, twice as long after each try that fails, up
-#: to the audio keeper's longest wait: a box nobody restarts answers its button again.
+#: A button or LEDs that cannot be opened (a line held by another process at boot, lgpio
+#: not ready yet, an SPI device made after the service started) are tried again this long
+#: after, twice as long after each try that fails, up to the audio keeper's longest wait:
+#: a box nobody restarts answers its button, and shows its state, again.
 BUTTON_RETRY_S = 2.0
 #: A watchdog ping systemd could not take (PID 1 busy: a daemon-reload on a slow SD card,
 #: apt re-executing it) is tried again this soon through the machine, not at the next
@@ -657,7 +658,7 @@ class Appliance:
 
     async def _start_up(self, loop: asyncio.AbstractEventLoop) -> None:
         """Open the devices, start the tasks, show the idle state."""
-        leds = self.leds = LedAnimator(self._parts.leds())
+        leds = self.leds = LedAnimator(self._open_leds())
         if self.notifier.watchdog_s is not None:
             self._start(self._heartbeat(self.notifier.watchdog_s / 2), "heartbeat")
         await self.audio.open()  # a device that fails is reported and retried, not fatal
@@ -720,6 +721,38 @@ class Appliance:
             return
         gc.freeze()  # the SDK's modules and models live on too, like the rest of start-up
 
+    def _open_leds(self) -> LedDriver:
+        """The LEDs, or none while they cannot be opened: never a box that stops for them.
+        LEDs that fail as the service starts (pins another program holds at boot, an SPI
+        device made a moment later) are tried again as the button is, and show the box's
+        state once they open; with no pin driver at all, never."""
+        try:
+            return self._parts.leds()
+        except Exception as exc:
+            self._leds_off(exc)
+        return NullLeds()
+
+    def _leds_off(self, failed: Exception) -> None:
+        """One journal line for LEDs that cannot be opened; their tries again started."""
+        reason = leds_failure(failed)
+        if no_pin_driver(failed):
+            log.error("LEDs off: %s", reason, extra={"LIVE_ERROR": reason})
+            return
+        log.error(
+            "LEDs off: %s (tried again in %.3g s, then less and less often)",
+            reason,
+            BUTTON_RETRY_S,
+            extra={"LIVE_ERROR": reason},
+        )
+        self._start(self._retry_leds(), "leds-retry")
+
+    async def _retry_leds(self) -> None:
+        """Open the LEDs again until they open; then show the state on them."""
+        driver = await _until_opened(self._parts.leds)
+        log.info("LEDs are back")
+        assert self.leds is not None  # made before this task starts
+        await self.leds.use(driver)
+
     def _start_button(self, loop: asyncio.AbstractEventLoop) -> None:
         """The button, or a box driven through `ctl press` only while its pin cannot be
         opened: one journal line either way. A board with no pin driver at all (a VM, a
@@ -767,14 +800,13 @@ class Appliance:
         return None
 
     async def _retry_button(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Try the button's pin again, each wait twice the last (up to REOPEN_MAX_S),
-        until it opens; then say so and show the state again."""
-        wait_s = BUTTON_RETRY_S
-        while True:
-            await asyncio.sleep(wait_s)
-            if self._open_button(loop) is None:
-                break
-            wait_s = min(wait_s * 2, REOPEN_MAX_S)
+        """Try the button's pin again until it opens; then say so and show the state again."""
+
+        def open_button() -> None:
+            if (failed := self._open_button(loop)) is not None:
+                raise failed
+
+        await _until_opened(open_button)
         self.button_failure = None
         log.info("button on GPIO %d is back", self.cfg.button.pin, extra={"LIVE_DEVICE": "button"})
         if self.leds is not None:
@@ -856,6 +888,21 @@ class Appliance:
             log.warning("tasks left behind at shutdown: %s", ", ".join(left))
         self.notifier.close()
         log.info("stopped")
+
+
+T = TypeVar("T")
+
+
+async def _until_opened(open_it: Callable[[], T]) -> T:
+    """What `open_it` opens, tried BUTTON_RETRY_S from now and again, each wait twice the
+    last (up to REOPEN_MAX_S), until it no longer raises."""
+    wait_s = BUTTON_RETRY_S
+    while True:
+        await asyncio.sleep(wait_s)
+        try:
+            return open_it()
+        except Exception:
+            wait_s = min(wait_s * 2, REOPEN_MAX_S)
 
 
 def _cause(event: Event) -> str:

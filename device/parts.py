@@ -9,7 +9,6 @@ its own `start()`, which the appliance calls.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,7 @@ from device.errors import LedsUnavailable
 from device.hw import gpio_failure
 from device.hw.button import ButtonInput
 from device.hw.camera import CameraFeed
-from device.hw.leds import LedDriver, NullLeds, open_leds
+from device.hw.leds import LedDriver, open_leds
 from device.live.hooks import SpeakerRoom
 from device.persist import StateFile, state_dir
 from device.service import Notifier
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
     from device.outbox import Item, Outbox
     from device.states import Event
     from device.tools import DeviceActions, ToolBox
-
-log = logging.getLogger(__name__)
 
 
 class Parts:
@@ -83,15 +80,9 @@ class Parts:
         return CameraFeed(self.cfg.camera, on_frame)
 
     def leds(self) -> LedDriver:
-        """The configured LEDs, or none: LEDs that cannot be opened must not stop the box."""
-        try:
-            return open_leds(self.cfg.leds)
-        except LedsUnavailable as exc:
-            reason = str(exc)
-        except Exception as exc:  # gpiozero: no pin factory works here, a pin in use, ...
-            reason = gpio_failure(exc)
-        log.error("LEDs off: %s", reason, extra={"LIVE_ERROR": reason})
-        return NullLeds()
+        """The configured LEDs, opened; raises what stopped them (`leds_failure` says it in
+        words): the appliance goes on without them and tries them again."""
+        return open_leds(self.cfg.leds)
 
     def button(self, on_edge: Callable[[str, float], None]) -> ButtonInput:
         button = self.cfg.button
@@ -134,3 +125,9 @@ class Parts:
 
     def state_file(self) -> StateFile:
         return StateFile(state_dir(self.cfg.service) / "state.json")
+
+
+def leds_failure(exc: Exception) -> str:
+    """Why the LEDs could not be opened, in words: what is missing (LedsUnavailable), or
+    gpiozero's failure (no pin factory works here, a pin in use, ...)."""
+    return str(exc) if isinstance(exc, LedsUnavailable) else gpio_failure(exc)

@@ -256,11 +256,28 @@ class LedAnimator:
             # `ctl status` never shows a new state beside the old state's LEDs.
             self._state = state
             self.history.append((time.monotonic(), state))
-            await self._cancel()
-            frames = pattern.frames(self._frame_rate, self._driver.pixels)
-            if len(frames) == 1 and self._show(frames[0][0]):
+            await self._start(pattern)
+
+    async def use(self, driver: LedDriver) -> None:
+        """Show on `driver` from now on (LEDs that opened late), the current state at once;
+        the driver shown on until now is closed."""
+        async with self._lock:
+            if self._closed:  # the box stopped meanwhile
+                driver.close()
                 return
-            self._task = asyncio.create_task(self._play(frames), name=f"leds-{state}")
+            await self._cancel()
+            old, self._driver = self._driver, driver
+            old.close()
+            if self._state is not None:
+                await self._start(self._patterns[self._state])
+
+    async def _start(self, pattern: Pattern) -> None:
+        """Play `pattern` for the state being shown (under the lock)."""
+        await self._cancel()
+        frames = pattern.frames(self._frame_rate, self._driver.pixels)
+        if len(frames) == 1 and self._show(frames[0][0]):
+            return
+        self._task = asyncio.create_task(self._play(frames), name=f"leds-{self._state}")
 
     async def aclose(self) -> None:
         """Stop animating, turn every LED off and release the driver; safe to repeat."""
