@@ -111,11 +111,26 @@ def _open_speaker(cfg: Config) -> Playback:
     speaker = Playback(device=cfg.audio.output_device)
     try:
         speaker.start()
-    except AudioDeviceError as exc:
-        raise AskError(f"speaker: {exc.summary} (live-appliance devices lists them)") from exc
-    except OSError as exc:
-        raise AskError(f"speaker: cannot open it: {exc}") from exc
+    except (AudioDeviceError, OSError) as exc:
+        raise AskError(f"speaker: {_why_not_open(cfg, exc)}") from exc
     return speaker
+
+
+def _why_not_open(cfg: Config, exc: Exception) -> str:
+    """Why the speaker did not open. The running service holds it, most often (ALSA's hw
+    devices take one process): said so, or the owner looked for another program (the
+    card "held" by PipeWire, "Device unavailable")."""
+    from device.audio.devices import AudioDeviceError
+    from device.doctor.daemon import running_status
+
+    if running_status(cfg.control.socket) is not None:
+        return (
+            "in use by the running service (sudo systemctl stop live-appliance to play "
+            "here, or leave out --play)"
+        )
+    if isinstance(exc, AudioDeviceError):
+        return f"{exc.summary} (live-appliance devices lists them)"
+    return f"cannot open it: {exc}"
 
 
 async def _ask_and_play(cfg: Config, args: argparse.Namespace) -> list[Reply]:

@@ -1,0 +1,73 @@
+"""A second copy of the appliance's commands on a box whose service runs."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import daemon_saying
+
+from device.audio.devices import AudioDeviceError
+from device.audio.playback import Playback
+from device.cli import main
+
+#: What opening a card another process holds raises: PortAudio's "Device unavailable",
+#: or, for a card named in the configuration, the card missing from PortAudio's list.
+HELD = [
+    OSError(-9985, "Device unavailable"),
+    AudioDeviceError(
+        "no output device matches 'seeed': the card is there, but another program holds it "
+        "(on Raspberry Pi OS Desktop, PipeWire): fuser -v /dev/snd/*",
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize("held", HELD, ids=["unavailable", "not listed"])
+async def test_ask_play_while_the_service_holds_the_speaker_names_the_service(
+    held: Exception,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`ask --play` over SSH while the box runs: the speaker is the service's. The owner
+    was told PipeWire, or only "Device unavailable", and looked for another program."""
+    monkeypatch.setenv("GEMINI_API_KEY", "AIzaFakeKeyForTheTest0000000000000000000")
+
+    def busy(self: Playback, *args: Any, **kwargs: Any) -> None:
+        raise held
+
+    monkeypatch.setattr(Playback, "start", busy)
+    cfg = tmp_path / "config.toml"
+    async with daemon_saying({"state": "idle", "status": "idle"}) as sock:
+        cfg.write_text(f'[control]\nsocket = "{sock}"\n')
+        code = await asyncio.to_thread(main, ["ask", "Hello", "--play", "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1, err
+    assert "the running service" in err and "systemctl stop live-appliance" in err, err
+    assert "PipeWire" not in err, err
+
+
+@pytest.mark.parametrize("held", HELD, ids=["unavailable", "not listed"])
+def test_ask_play_without_the_service_says_what_the_card_said(
+    held: Exception,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The service stopped: another program holds the card, and the owner reads the card's
+    own words, not the service blamed."""
+    monkeypatch.setenv("GEMINI_API_KEY", "AIzaFakeKeyForTheTest0000000000000000000")
+
+    def busy(self: Playback, *args: Any, **kwargs: Any) -> None:
+        raise held
+
+    monkeypatch.setattr(Playback, "start", busy)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[control]\nsocket = "{tmp_path / "control.sock"}"\n')
+    assert main(["ask", "Hello", "--play", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "running service" not in err and str(held).splitlines()[0].split(";")[0] in err, err
