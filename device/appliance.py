@@ -15,6 +15,7 @@ import asyncio
 import faulthandler
 import gc
 import logging
+import os
 import signal
 import threading
 import time
@@ -577,6 +578,10 @@ class Appliance:
         """What `ctl status` shows: an owner's view of the box over SSH, and the rig's."""
         return {
             "ready": self.ready,
+            # Started by systemd (the service), or by hand in a shell: the doctor says which
+            # one holds the devices, and how to stop it.
+            "systemd": self.notifier.enabled,
+            "pid": os.getpid(),
             "state": str(self.machine.state),
             "status": self.status_line(),
             "mode": str(self.machine.mode),

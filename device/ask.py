@@ -121,13 +121,10 @@ def _why_not_open(cfg: Config, exc: Exception) -> str:
     devices take one process): said so, or the owner looked for another program (the
     card "held" by PipeWire, "Device unavailable")."""
     from device.audio.devices import AudioDeviceError
-    from device.doctor.daemon import running_status
+    from device.doctor.daemon import in_use, running_status
 
-    if running_status(cfg.control.socket) is not None:
-        return (
-            "in use by the running service (sudo systemctl stop live-appliance to play "
-            "here, or leave out --play)"
-        )
+    if (daemon := running_status(cfg.control.socket)) is not None:
+        return in_use(daemon, "play here, or leave out --play")
     if isinstance(exc, AudioDeviceError):
         return f"{exc.summary} (live-appliance devices lists them)"
     return f"cannot open it: {exc}"

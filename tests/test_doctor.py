@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-from fakes import DEAD
+from fakes import DEAD, FakeParts, RecordingNotifier, running
 from helpers import (
     closed_port,
     daemon_saying,
@@ -61,6 +61,7 @@ from device.doctor.service import check_service
 from device.doctor.settings import check_key
 from rig.daemon import rig_settings, scratch_dir, start_daemon, to_toml
 from rig.loopback import PulseLoopback
+from rig.notify import NotifySocket
 from rig.server.server import LiveServer, ServerThread
 
 MIC_RATE = 16000
@@ -414,13 +415,17 @@ def test_hardware_the_running_service_holds_is_not_touched(
     loopback: PulseLoopback, server: ServerThread, scratch: Path
 ) -> None:
     assert server.server is not None
-    daemon = start_daemon(scratch, loopback, server.server)
+    notify = NotifySocket()  # started by systemd, as the service is
+    daemon = start_daemon(
+        scratch, loopback, server.server, env={"NOTIFY_SOCKET": str(notify.path)}
+    )
     try:
         daemon.wait_ready()
         cfg = scratch / "config.toml"  # the daemon's own
         result = doctor(cfg, child_env(loopback, server), "mic", "leds", "network")
     finally:
         daemon.terminate()
+        notify.close()
     assert result.returncode == 0, result.stdout + result.stderr
     lines = lines_of(result)
     for name in ("mic", "leds"):
@@ -429,6 +434,23 @@ def test_hardware_the_running_service_holds_is_not_touched(
             "(sudo systemctl stop live-appliance to test it); it says: idle, session closed"
         )
     assert lines["network"].startswith("PASS")
+
+
+def test_hardware_a_copy_run_by_hand_holds_is_said_to_be_its(
+    loopback: PulseLoopback, server: ServerThread, scratch: Path
+) -> None:
+    """`live-appliance run` in a shell (no NOTIFY_SOCKET): no service to stop."""
+    assert server.server is not None
+    daemon = start_daemon(scratch, loopback, server.server)
+    try:
+        daemon.wait_ready()
+        result = doctor(scratch / "config.toml", child_env(loopback, server), "mic")
+    finally:
+        daemon.terminate()
+    assert lines_of(result)["mic"].startswith(
+        f"SKIP  mic      in use by a live-appliance run by hand, pid {daemon.proc.pid} "
+        "(stop it, Ctrl-C where it runs, to test it)"
+    ), result.stdout
 
 
 # -- in-process: the pins ------------------------------------------------------------------
@@ -741,6 +763,37 @@ async def test_service_running_and_answering_passes(systemctl: Any, tmp_path: Pa
     assert result.measured == (
         "active (running), 0 restarts, last exit status 0; daemon: idle, session closed"
     )
+
+
+class HandRunParts(FakeParts):
+    """A box started from a shell (`sudo live-appliance run`), not by systemd: no
+    NOTIFY_SOCKET."""
+
+    def notifier(self) -> RecordingNotifier:
+        notifier = super().notifier()
+        notifier.address = None
+        return notifier
+
+
+async def test_a_box_run_by_hand_is_not_taken_for_the_service(
+    systemctl: Any, tmp_path: Path
+) -> None:
+    """`sudo live-appliance run` in one SSH session, to see its logs, and the doctor in
+    another: the microphone was "in use by the running service (sudo systemctl stop
+    live-appliance to test it)", which stops nothing, and the service "does not answer the
+    button until sudo systemctl start", which starts a second daemon beside the first."""
+    systemctl(**{**RUNNING, "ActiveState": "inactive", "SubState": "dead"})
+    async with running(tmp_path / "box", parts_class=HandRunParts) as box:
+        status = box.appliance.status()
+    async with daemon_saying(status) as sock:
+        path = config_file(tmp_path, control={"socket": str(sock)})
+        mic, service = await run_checks(
+            ("mic", "service"), Options(button=False), str(path), Progress(), print
+        )
+    by_hand = f"live-appliance run by hand, pid {os.getpid()}"
+    assert by_hand in mic.measured and "service" not in mic.measured, mic
+    assert service.status is Status.WARN and service.fix is not None, service
+    assert by_hand in service.fix and "until sudo systemctl start" not in service.fix, service
 
 
 def idle_with(status: str, faults: list[str]) -> dict[str, Any]:

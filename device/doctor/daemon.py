@@ -11,8 +11,6 @@ from typing import Any
 
 from device.control_client import ControlError, NotRunning, request
 
-IN_USE = "in use by the running service (sudo systemctl stop live-appliance to test it)"
-
 #: The turn timings the daemon reports, in the order a turn happens, with their labels.
 TIMINGS = (
     ("press_to_first_audio_ms", "press to first audio sent"),
@@ -34,6 +32,23 @@ def running_status(socket_path: str | os.PathLike[str]) -> dict[str, Any] | None
         return None
     except ControlError as exc:
         return {"status": f"unreadable ({exc})", "unreadable": True}
+
+
+def run_by_hand(status: dict[str, Any]) -> str | None:
+    """"a live-appliance run by hand, pid N" when systemd did not start the daemon (a
+    `live-appliance run` in a shell has no NOTIFY_SOCKET), else None: the service (or a
+    daemon too old to say)."""
+    if status.get("systemd") is not False:
+        return None
+    return f"a live-appliance run by hand, pid {status.get('pid', '?')}"
+
+
+def in_use(status: dict[str, Any], purpose: str) -> str:
+    """The devices are held by this daemon: said with how the owner frees them for `purpose`
+    ("test it"). A copy run by hand is no service to stop."""
+    if (copy := run_by_hand(status)) is not None:
+        return f"in use by {copy} (stop it, Ctrl-C where it runs, to {purpose})"
+    return f"in use by the running service (sudo systemctl stop live-appliance to {purpose})"
 
 
 def _ms(value: float | None) -> str:

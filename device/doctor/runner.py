@@ -19,7 +19,7 @@ from typing import Any
 from device import tasks
 from device.doctor.audio import check_devices, check_echo, check_mic, check_speaker
 from device.doctor.camera import check_camera
-from device.doctor.daemon import IN_USE, one_line
+from device.doctor.daemon import in_use, one_line
 from device.doctor.gpio import check_button, check_leds
 from device.doctor.network import check_network
 from device.doctor.progress import Progress
@@ -123,7 +123,10 @@ def held_by_the_service(name: str, daemon: dict[str, Any], pin: int) -> Result:
                 data={"daemon": daemon},
             )
         return Result(
-            name, Status.SKIP, f"{IN_USE}; it says: {one_line(daemon)}", data={"daemon": daemon}
+            name,
+            Status.SKIP,
+            f"{in_use(daemon, 'test it')}; it says: {one_line(daemon)}",
+            data={"daemon": daemon},
         )
     # The status names one part's error ("error: microphone: ...", "error: button on GPIO
     # 17: ..."), the last to fail: another's reason may name this part in passing.

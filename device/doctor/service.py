@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-from device.doctor.daemon import one_line
+from device.doctor.daemon import one_line, run_by_hand
 from device.doctor.result import Context, Result, Status
 
 UNIT = "live-appliance"
@@ -87,6 +87,15 @@ async def check_service(ctx: Context) -> Result:
     if active == "activating":
         fix = FIX_RESTARTING if sub == "auto-restart" else FIX_STARTING
         return Result("service", Status.WARN, measured, fix, data=data)
+    if active != "active" and status is not None and (copy := run_by_hand(status)):
+        return Result(
+            "service",
+            Status.WARN,
+            measured,
+            f"The box runs as {copy}, not as the service: stop it (Ctrl-C where it runs), "
+            f"then sudo systemctl start {UNIT}; starting the service beside it is refused.",
+            data=data,
+        )
     if active != "active":
         return Result(
             "service",
