@@ -15,7 +15,9 @@ import fcntl
 import json
 import logging
 import os
+import socket
 import stat
+import struct
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,8 @@ CLIENTS_LIMIT = 8
 CLIENT_IDLE_S = 10.0
 #: A client's first request must come this soon: `ctl` sends it as it connects.
 FIRST_REQUEST_S = 1.0
+#: struct ucred, as SO_PEERCRED gives it: pid, uid, gid.
+PEERCRED = struct.Struct("3i")
 
 
 class AlreadyRunning(ControlError):
@@ -67,12 +71,22 @@ def single_instance(socket_path: str | os.PathLike[str]) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise AlreadyRunning(
-                f"live-appliance is already running, or still stopping: another process "
+                f"live-appliance is already running, or still stopping: {_holder(fd)} "
                 f"holds {path}"
             ) from None
+        # Its pid in it, for the next one refused to name (a `sudo live-appliance run` the
+        # owner forgot, not the service).
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
+
+
+def _holder(lock_fd: int) -> str:
+    """"process N", the pid the lock's holder wrote in it; else "another process"."""
+    written = os.pread(lock_fd, 32, 0).strip()
+    return f"process {int(written)}" if written.isdigit() else "another process"
 
 
 def _unusable(lock: Path, exc: OSError) -> ConfigError:
@@ -159,12 +173,11 @@ class ControlServer:
             self.path.unlink(missing_ok=True)
             return
         except TimeoutError:
-            pass  # a listener too busy to accept is still a listener
+            holder = "another process"  # a listener too busy to accept is still a listener
         else:
+            holder = _peer(writer)
             writer.close()
-        raise AlreadyRunning(
-            f"live-appliance is already running: another process serves {self.path}"
-        )
+        raise AlreadyRunning(f"live-appliance is already running: {holder} serves {self.path}")
 
     def _unlink_if_ours(self) -> None:
         # A newer daemon may have replaced the file; only remove the one we made.
@@ -274,6 +287,14 @@ async def _send(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
         data = json.dumps(_error(f"reply is not JSON: {exc}"))
     writer.write(data.encode() + b"\n")
     await writer.drain()
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    """"process N", the one at the other end of a UNIX socket (the kernel says which)."""
+    sock = writer.get_extra_info("socket")
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size)
+    pid, _uid, _gid = PEERCRED.unpack(creds)
+    return f"process {pid}"
 
 
 def _error(message: str) -> dict[str, Any]:
