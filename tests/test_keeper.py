@@ -626,7 +626,8 @@ async def test_a_card_listed_a_moment_before_it_opens_is_tried_again_when_its_no
 ) -> None:
     """A card is listed (/proc/asound/cards) a moment before its device nodes can be
     opened: the try the listing brings fails, and the nodes come while it runs. That
-    change is a reason to try again too, not the end of the backoff's wait."""
+    change is a reason to try again too, not the end of the backoff's wait (while the
+    wait still grows: the first minutes after a boot, with the unit's 3 s)."""
     hardware = ["card 0: Headphones"]
 
     class ListedFirst(LateCard):
@@ -637,7 +638,7 @@ async def test_a_card_listed_a_moment_before_it_opens_is_tried_again_when_its_no
             super().start(loop)
 
     microphone, events = ListedFirst(), []
-    keeper = AudioKeeper({"microphone": microphone}, events.append, 30,
+    keeper = AudioKeeper({"microphone": microphone}, events.append, 3,
                          hardware=lambda: tuple(hardware))  # fmt: skip
     await keeper.open()
     task = asyncio.create_task(keeper.keep())
@@ -651,3 +652,38 @@ async def test_a_card_listed_a_moment_before_it_opens_is_tried_again_when_its_no
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert microphone.opened
+
+
+async def test_a_card_coming_and_going_at_the_longest_wait_is_not_tried_at_every_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A card that keeps enumerating and dropping (a loose cable, a hub browning out) at
+    the longest wait: each change cutting the wait short tried it at every change, and
+    each try keeps about 25 KB in PortAudio, for months. At the longest wait the keeper
+    waits it out and tries a few rounds after a change, as before it looked."""
+    monkeypatch.setattr(keeper_module, "REOPEN_MAX_S", 0.3)
+    monkeypatch.setattr(keeper_module, "HARDWARE_LOOK_S", 0.01)
+    hardware: list[str] = []
+    microphone = LateCard()
+    tries = 0
+    failing_start = microphone.start
+
+    def counted(loop: asyncio.AbstractEventLoop | None = None) -> None:
+        nonlocal tries
+        tries += 1
+        failing_start(loop)
+
+    microphone.start = counted  # type: ignore[method-assign]
+    keeper = AudioKeeper({"microphone": microphone}, lambda _: None, 0.3,
+                         hardware=lambda: tuple(hardware))  # fmt: skip
+    await keeper.open()
+    task = asyncio.create_task(keeper.keep())
+    try:
+        for flap in range(60):  # a change every 20 ms for 1.2 s: four waits' worth
+            hardware[:] = ["card 1: USB speakerphone"] if flap % 2 else []
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert tries <= 6, f"{tries} tries in 1.2 s at a 0.3 s wait"

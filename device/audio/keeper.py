@@ -222,8 +222,14 @@ class AudioKeeper:
         longer as it was when the last try began: at a cold boot a USB card enumerates
         seconds after the service started, and the backoff's next try (3, 9, 21, 45, 93 s)
         kept the box in error up to a minute past it; a card's nodes come while the try
-        its listing brought fails. A look reads /proc/asound/cards and /dev/snd only."""
+        its listing brought fails. A look reads /proc/asound/cards and /dev/snd only.
+        Not once the wait is at its longest: a card that keeps coming and going (a loose
+        cable, a hub browning out) would be tried at every change, and each try keeps
+        about 25 KB in PortAudio (`_worth_a_try` bounds those tries)."""
         deadline = time.monotonic() + min(self._retry_s, self._until_stuck_for_good())
+        if self._retry_s >= REOPEN_MAX_S:
+            await asyncio.sleep(deadline - time.monotonic())
+            return
         while (left := deadline - time.monotonic()) > 0:
             await asyncio.sleep(min(left, HARDWARE_LOOK_S))
             if self._hardware() != self._tried_with:
