@@ -266,7 +266,7 @@ class LedAnimator:
                 driver.close()
                 return
             await self._cancel()
-            old, self._driver = self._driver, driver
+            old, self._driver, self._failing = self._driver, driver, False
             old.close()
             if self._state is not None:
                 await self._start(self._patterns[self._state])
