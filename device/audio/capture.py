@@ -517,6 +517,9 @@ class Capture:
                 samples = samples[:: self.channels]
             if self._resampler is not None:
                 samples = self._resampler.resample_chunk(samples)
+                # What it still holds was recorded before the newest sample read: the
+                # last sample out was recorded that much earlier (a release's last words).
+                recorded -= self._resampler.delay() / RATE
             if cleaner is not None:
                 first = recorded - samples.size / RATE
                 samples = cleaner.process(samples, first, active=self._forwarding)
