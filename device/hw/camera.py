@@ -24,7 +24,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from device.hw.camera_sources import CameraError, Frame, FrameSource, encode_jpeg, make_source
+from device.hw.camera_sources import (
+    CameraError,
+    Frame,
+    FrameSource,
+    UnusableFrame,
+    encode_jpeg,
+    make_source,
+)
+from device.logs import AtMostEvery
 from device.tasks import failure_seen, stop_task
 from device.workers import STOP_WAIT_S
 
@@ -47,6 +55,8 @@ STOP_SHARE = 0.25
 #: The Live API takes at most one frame a second: a quick release and press within a
 #: session waits out the rest of that second from the last frame, however fast its start.
 MIN_FRAME_GAP_S = 1.0
+#: Frames skipped as undecodable are said in the journal at most this often.
+UNUSABLE_LOG_EVERY_S = 600.0
 
 T = TypeVar("T")
 
@@ -85,10 +95,20 @@ async def _in_thread(
             on_stuck(running)
 
 
-async def _grab(source: FrameSource, timeout_s: float) -> Frame:
+async def _grab(
+    source: FrameSource,
+    timeout_s: float,
+    on_unusable: Callable[[UnusableFrame], None] = lambda _: None,
+) -> Frame:
+    """The next frame that can be used: one that cannot (`on_unusable` is told) is
+    skipped, and a camera that sends none for `timeout_s` is taken for dead."""
     try:
         async with asyncio.timeout(timeout_s):
-            return await source.grab()
+            while True:
+                try:
+                    return await source.grab()
+                except UnusableFrame as exc:
+                    on_unusable(exc)
     except TimeoutError:
         raise CameraError(f"the camera delivered no frame for {timeout_s:g} s") from None
 
@@ -145,6 +165,8 @@ class CameraFeed:
         self._led: Any = None
         self._frames = 0  # delivered during the current camera run, for the journal
         self._last_sent: float | None = None  # when the session's last frame was handed on
+        self._unusable = 0  # frames skipped as undecodable
+        self._unusable_told = AtMostEvery(UNUSABLE_LOG_EVERY_S)
 
     @property
     def running(self) -> bool:
@@ -268,13 +290,24 @@ class CameraFeed:
             await self._wait(due, lambda: self._streaming(generation))
             if not self._streaming(generation):
                 return
-            rgb, taken = await _grab(self._source, self._capture_timeout_s)
+            rgb, taken = await _grab(self._source, self._capture_timeout_s, self._skipped)
             jpeg = await asyncio.to_thread(encode_jpeg, rgb, self._cfg.size, self._cfg.quality)
             if not self._streaming(generation):
                 return  # released while this frame was being taken: dropped, never sent late
             self._deliver(jpeg, taken)
             self._last_sent = time.monotonic()
             due = _next_tick(due, period, time.monotonic())
+
+    def _skipped(self, unusable: UnusableFrame) -> None:
+        """A frame skipped: counted, and said in the journal now and then, not each time."""
+        self._unusable += 1
+        if self._unusable_told.due():
+            logger.warning(
+                "skipped %d camera frame(s) so far, the next one used: %s",
+                self._unusable,
+                unusable,
+                extra={"LIVE_CAMERA": "skipped", "LIVE_ERROR": str(unusable)},
+            )
 
     def _streaming(self, generation: int) -> bool:
         return self._wanted and self._generation == generation

@@ -43,6 +43,11 @@ class CameraError(RuntimeError):
     """Owner-readable reason the camera cannot be used."""
 
 
+class UnusableFrame(CameraError):
+    """A frame the camera sent cannot be decoded (a USB hiccup cut its MJPEG short): the
+    camera works, and its next frame is likely whole."""
+
+
 class FrameSource(Protocol):
     """A camera, real or synthetic. start/stop block; grab does not."""
 
@@ -86,10 +91,23 @@ def to_square(rgb: np.ndarray, size: int) -> np.ndarray:
     return square[pick[:, None], pick]
 
 
+def as_rgb(frame: np.ndarray) -> np.ndarray:
+    """The frame in RGB. picamera2 decodes a USB camera's MJPEG with PIL, which keeps the
+    JPEG's own colours: a greyscale one (an infrared camera's) comes as H x W, an Adobe
+    CMYK or YCCK one as H x W x 4 (turned to RGB as PIL's convert("RGB") does)."""
+    if frame.ndim == 2:
+        return np.repeat(frame[:, :, np.newaxis], 3, axis=2)
+    if frame.shape[2] == 4:
+        ink = frame.astype(np.uint16)
+        paper = 255 - ink[..., 3:]  # what the black ink leaves
+        return (paper - ink[..., :3] * paper // 255).astype(np.uint8)
+    return frame
+
+
 def encode_jpeg(rgb: np.ndarray, size: int, quality: int) -> bytes:
-    """A size x size JPEG of an RGB frame (4:2:0, what picamera2's own encoder uses)."""
+    """A size x size JPEG of a frame (4:2:0, what picamera2's own encoder uses)."""
     return simplejpeg.encode_jpeg(
-        to_square(rgb, size), quality=quality, colorspace="RGB", colorsubsampling="420"
+        as_rgb(to_square(rgb, size)), quality=quality, colorspace="RGB", colorsubsampling="420"
     )
 
 
@@ -246,6 +264,8 @@ class Picamera2Source:
             outcome: Frame | BaseException
             try:
                 outcome = (cam.wait(job), time.monotonic())
+            except OSError as exc:  # PIL's, decoding a USB camera's MJPEG frame
+                outcome = UnusableFrame(f"a frame the camera sent cannot be decoded: {exc}")
             except Exception as exc:
                 outcome = exc
             # RuntimeError: the loop has closed, nobody waits for this frame any more.
@@ -319,7 +339,9 @@ def _settle(arrived: asyncio.Future[Frame], outcome: Frame | BaseException) -> N
     """On the loop: hand a capture's outcome to its waiter, unless it gave up (cancelled)."""
     if arrived.done():
         return
-    if isinstance(outcome, BaseException):
+    if isinstance(outcome, UnusableFrame):
+        arrived.set_exception(outcome)
+    elif isinstance(outcome, BaseException):
         arrived.set_exception(CameraError(f"the camera stopped delivering frames: {outcome}"))
     else:
         arrived.set_result(outcome)
