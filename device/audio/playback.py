@@ -231,7 +231,8 @@ class Playback(PortAudioStream):
     @property
     def output_latency(self) -> float:
         """Seconds PortAudio reports between handing it a sample and the speaker."""
-        return self._stream.output_latency if self._stream is not None else 0.0
+        stream = self._stream  # read once: the keeper's worker may close it meanwhile
+        return stream.output_latency if stream is not None else 0.0
 
     # -- the loop's side -------------------------------------------------------
 

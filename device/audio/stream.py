@@ -158,4 +158,5 @@ class PortAudioStream:
 
     @property
     def running(self) -> bool:
-        return self._stream is not None and self._stream.is_active()
+        stream = self._stream  # read once: a keeper's worker may close it meanwhile
+        return stream is not None and stream.is_active()
