@@ -116,3 +116,24 @@ async def test_the_doctors_turn_says_why_the_service_ended_it_without_a_word(
     assert result.status is Status.FAIL, result
     assert "MALFORMED_FUNCTION_CALL" in result.measured, result
     assert "may be down" not in (result.fix or ""), result
+
+
+@pytest.mark.parametrize(
+    ("reason", "said", "unsaid"),
+    [("NEED_MORE_INPUT", "waits for more", "refused this turn"),
+     ("MALFORMED_FUNCTION_CALL", "[tools] enabled", "refused this turn"),
+     ("PROHIBITED_INPUT_CONTENT", "refused this turn", "waits for more"),
+     ("RESPONSE_REJECTED", "refused this turn", "waits for more")],
+)  # fmt: skip
+async def test_the_doctors_fix_for_a_turn_ended_without_a_word_is_true_for_its_reason(
+    server: LiveServer, reason: str, said: str, unsaid: str
+) -> None:
+    """The doctor called every turn the service ended without a word refused: one it ended
+    waiting for more from the person (NEED_MORE_INPUT) refuses nothing, and a tool call
+    the model could not make is not a refusal of what was asked either."""
+    ended = asyncio.create_task(turn_ended_after_setup(server, reason))
+    context = Context(config_for(server), Options(turn=True), Progress(spinner=False))
+    result = await check_network(context)
+    await ended
+    assert reason in result.measured, result
+    assert said in (result.fix or "") and unsaid not in (result.fix or ""), result.fix

@@ -38,6 +38,7 @@ from device.live.errors import (
     refuses_key,
     token_server_unreached,
 )
+from device.live.reply import MALFORMED_FUNCTION_CALL, NEED_MORE_INPUT
 from device.live.wire import CLOSE_INVALID, CLOSE_POLICY
 
 T = TypeVar("T")
@@ -72,9 +73,15 @@ FIXES = {
     "setting": "Check the variable the line names (the service's: systemctl show -p "
     "Environment live-appliance): the Live API's address, http(s)://host[:port], a port "
     "up to 65535; unset, the box uses Google's.",
-    # The service answered the turn, and said why it said nothing (turnCompleteReason).
+    # The service answered the turn, and said why it said nothing (turnCompleteReason): a
+    # safety block or a rejected response, but for the two reasons that refuse nothing.
     "turn ended": "The service is up and refused this turn for the reason given: check "
     "[live] model, system_instruction and the [tools] enabled.",
+    NEED_MORE_INPUT: "The service is up and waits for more from the person: it took the "
+    "test turn for an unfinished one, and refused nothing. Try again; if it keeps waiting, "
+    "check [live] system_instruction.",
+    MALFORMED_FUNCTION_CALL: "The service is up; the model answered with a tool call it "
+    "could not make: check the [tools] enabled and [live] system_instruction.",
     "setup": "Try again in a minute; if it keeps failing, the service may be down "
     "or [live] base_url may point at the wrong place.",
 }
@@ -237,7 +244,8 @@ async def _session(ctx: Context, ms: dict[str, float], host: str, port: int) -> 
         )
         if reply.first_audio_s is None and reply.end_reason:
             reason = f"Live turn: the service ended it without a word ({reply.end_reason})"
-            raise LayerFailed("Live turn", reason, FIXES["turn ended"])
+            fix = FIXES.get(reply.end_reason, FIXES["turn ended"])
+            raise LayerFailed("Live turn", reason, fix)
         if reply.first_audio_s is None:
             reason = "Live turn: the reply had no audio"
             raise LayerFailed("Live turn", reason, _fix("setup", None, host, port))

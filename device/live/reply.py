@@ -32,6 +32,8 @@ REASON_LIMIT = 100
 UNSPECIFIED = "TURN_COMPLETE_REASON_UNSPECIFIED"
 #: The model waits for the person to go on (a sentence cut off): no refusal.
 NEED_MORE_INPUT = "NEED_MORE_INPUT"
+#: The model answered with a tool call it could not make: no refusal either.
+MALFORMED_FUNCTION_CALL = "MALFORMED_FUNCTION_CALL"
 
 
 def end_reason(content: types.LiveServerContent) -> str | None:
