@@ -850,3 +850,37 @@ async def test_a_speaker_stopped_by_its_card_ends_the_wait_for_it_to_play_out() 
             waiting.result()
     finally:
         player.stop()
+
+
+# --- a speaker closed by the keeper's worker while `ctl status` looks at it -----------
+
+
+class ClosedAfterOneLook(Playback):
+    """The keeper's worker closes the speaker (its card went) just after something on the
+    loop looked at its stream once."""
+
+    @property  # type: ignore[override]
+    def _stream(self) -> Any:
+        stream, self.__dict__["open_stream"] = self.__dict__.get("open_stream"), None
+        return stream
+
+    @_stream.setter
+    def _stream(self, stream: Any) -> None:
+        self.__dict__["open_stream"] = stream
+
+
+class OpenSpeaker:
+    output_latency = 0.0425
+
+    def is_active(self) -> bool:
+        return True
+
+
+def test_a_speaker_closed_as_its_status_is_read_answers_it_not_an_error() -> None:
+    """`ctl status` asks the speaker its latency: the keeper closing it meanwhile (a card
+    pulled) must not make the answer an error; what it says is the stream it saw."""
+    speaker = ClosedAfterOneLook()
+    speaker._stream = OpenSpeaker()
+    assert speaker.output_latency == 0.0425
+    speaker._stream = OpenSpeaker()
+    assert speaker.running

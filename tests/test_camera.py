@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -1048,3 +1048,80 @@ async def test_a_session_ended_before_the_camera_task_ran_leaves_the_next_one_it
     await until(lambda: len(frames.jpegs) >= 1, within=3)
     assert feed.running
     await feed.aclose()
+
+
+# --- a USB camera's MJPEG frames, as picamera2 decodes them (PIL) ----------------------
+
+
+def mjpeg_camera(
+    monkeypatch: pytest.MonkeyPatch, *, decoded: Callable[[np.ndarray], np.ndarray],
+    broken: Collection[int] = (),
+) -> FakeCameraRig:
+    """test_camera's fake USB camera, its frames as picamera2 hands them over: PIL's array
+    of each MJPEG frame (`decoded` of the RGB picture), PIL's error for a frame cut short
+    (the `broken` captures, 1-based)."""
+
+    def make(rig: FakeCameraRig) -> type:
+        class Picamera2(fake_picamera2_class(rig)):  # type: ignore[misc]
+            waited = 0
+
+            def wait(self, job: Any) -> np.ndarray:
+                picture = super().wait(job)
+                type(self).waited += 1
+                if type(self).waited in broken:
+                    raise OSError("image file is truncated (15 bytes not processed)")
+                return decoded(picture)
+
+        return Picamera2
+
+    rig = installed_picamera2(monkeypatch, make)
+    rig.modes = USB_MODES
+    return rig
+
+
+def grey(rgb: np.ndarray) -> np.ndarray:
+    """PIL's mode "L": a greyscale JPEG (an infrared camera's) is H x W."""
+    return rgb.mean(axis=2).astype(np.uint8)
+
+
+def cmyk(rgb: np.ndarray) -> np.ndarray:
+    """PIL's mode "CMYK" (an Adobe CMYK or YCCK JPEG): H x W x 4, no black ink."""
+    return np.dstack([255 - rgb, np.zeros(rgb.shape[:2], dtype=np.uint8)])
+
+
+@pytest.mark.parametrize(("decoded", "colour"), [(grey, (86, 86, 86)), (cmyk, RED)])
+async def test_a_usb_camera_sending_greyscale_or_cmyk_jpegs_gives_video(
+    monkeypatch: pytest.MonkeyPatch, decoded: Callable[[np.ndarray], np.ndarray],
+    colour: tuple[int, int, int],
+) -> None:
+    mjpeg_camera(monkeypatch, decoded=decoded)
+    frames = Frames()
+    feed = feed_for(picamera2(size=256, fps=20.0), frames)
+    feed.start_frames()
+    try:
+        await until(lambda: len(frames.jpegs) >= 2 or frames.failures, within=3)
+    finally:
+        await feed.aclose()
+    assert not frames.failures, frames.failures
+    assert simplejpeg.decode_jpeg_header(frames.jpegs[0])[:2] == (256, 256)
+    assert mean_colour(frames.jpegs[0]) == pytest.approx(colour, abs=8)
+
+
+async def test_frames_cut_short_by_a_usb_hiccup_are_skipped_and_said_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Video goes on with the next whole frame; the journal says it once, no traceback."""
+    caplog.set_level(logging.INFO, logger="device.hw")
+    mjpeg_camera(monkeypatch, decoded=lambda rgb: rgb, broken={2, 4})
+    frames = Frames()
+    feed = feed_for(picamera2(size=256, fps=20.0), frames)
+    feed.start_frames()
+    try:
+        await until(lambda: len(frames.jpegs) >= 4 or frames.failures, within=3)
+    finally:
+        await feed.aclose()
+    assert not frames.failures, frames.failures
+    assert mean_colour(frames.jpegs[-1]) == pytest.approx(RED, abs=8)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "truncated" in warnings[0].getMessage(), warnings
+    assert not any(r.exc_info for r in caplog.records)

@@ -1,19 +1,24 @@
-"""Cold boot: parts that are not there yet when the service starts come to work later."""
+"""LEDs that cannot be opened as the service starts (pins another program holds at boot,
+a hand-started copy's, an SPI node made a moment later) come to work later, and show the
+box's state once they open."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fakes import FakeParts, RecordingLeds, running
-from helpers import until
+from fakes import FakeParts, RecordingLeds, config, running
+from helpers import mock_pins, until
 
 import device.appliance
 import device.parts
 from device.config import LedsConfig
+from device.hw.leds import LedAnimator, LedDriver, make_leds
 from device.parts import Parts
+from device.states import SetupComplete
 
 
 @dataclass
@@ -70,3 +75,49 @@ async def test_leds_on_a_box_without_gpio_are_not_tried_again(
         assert not any(t.get_name() == "leds-retry" for t in box.appliance._tasks)
     said = [r for r in caplog.records if r.getMessage().startswith("LEDs off")]
     assert len(said) == 1 and "tried again" not in said[0].getMessage()
+
+
+RED, GREEN, BLUE = 5, 6, 13
+RGB = {"kind": "rgb", "pins": [RED, GREEN, BLUE]}
+
+
+@dataclass
+class RealLedParts(FakeParts):
+    """Fake parts but the LEDs: the configured ones on gpiozero's pins, as on a Pi."""
+
+    def leds(self) -> LedDriver:
+        return Parts.leds(self)
+
+
+async def test_leds_another_process_held_at_start_light_up_once_it_lets_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service started while another copy held the LED pins (the doctor's LED check,
+    a hand-started `live-appliance run`): "LEDs off", and they stayed dark for as long as
+    the service ran, long after the other let go, while the box listened and spoke."""
+    monkeypatch.setattr(device.appliance, "BUTTON_RETRY_S", 0.02)
+    caplog.set_level(logging.INFO, "device")
+    with mock_pins() as pins:
+        other = make_leds("single", [BLUE], pwm=False)  # the other copy's, on one of them
+        async with running(tmp_path, config(leds=RGB), parts_class=RealLedParts) as box:
+            other.close()  # it stops
+            await asyncio.sleep(0.2)
+            await box.ctl("press")
+            box.link.deliver(SetupComplete)
+            await box.settle()
+            assert box.state == "listening"
+            await until(lambda: pins.pin(BLUE).state == 1)  # listening: blue
+            assert (pins.pin(RED).state, pins.pin(GREEN).state) == (0, 0)
+    said = [r.getMessage() for r in caplog.records if "LEDs" in r.getMessage()]
+    assert len(said) == 2 and "in use" in said[0] and "back" in said[1], said
+
+
+async def test_leds_that_open_as_the_box_stops_stay_dark() -> None:
+    """A retry that opened the LEDs just as the box went dark: nothing lights up after the
+    stop, and the pins are let go."""
+    animator = LedAnimator(RecordingLeds())
+    await animator.show("listening")
+    await animator.aclose()
+    late = RecordingLeds()
+    await animator.use(late)
+    assert late.frames == [] and late.closed

@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeParts, RecordingLeds, config, running
-from helpers import daemon_saying, mock_pins, until
+from helpers import daemon_saying
 
-import device.appliance
 from device.audio.devices import AudioDeviceError
 from device.audio.playback import Playback
 from device.cli import main
 from device.control import AlreadyRunning, ControlServer, single_instance
-from device.hw.leds import LedAnimator, LedDriver, make_leds
-from device.parts import Parts
-from device.states import SetupComplete
 
 #: What opening a card another process holds raises: PortAudio's "Device unavailable",
 #: or, for a card named in the configuration, the card missing from PortAudio's list.
@@ -82,52 +75,6 @@ def test_ask_play_without_the_service_says_what_the_card_said(
     assert main(["ask", "Hello", "--play", "--config", str(cfg)]) == 1
     err = capsys.readouterr().err
     assert "running service" not in err and str(held).splitlines()[0].split(";")[0] in err, err
-
-
-RED, GREEN, BLUE = 5, 6, 13
-RGB = {"kind": "rgb", "pins": [RED, GREEN, BLUE]}
-
-
-@dataclass
-class RealLedParts(FakeParts):
-    """Fake parts but the LEDs: the configured ones on gpiozero's pins, as on a Pi."""
-
-    def leds(self) -> LedDriver:
-        return Parts.leds(self)
-
-
-async def test_leds_another_process_held_at_start_light_up_once_it_lets_go(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The service started while another copy held the LED pins (the doctor's LED check,
-    a hand-started `live-appliance run`): "LEDs off", and they stayed dark for as long as
-    the service ran, long after the other let go, while the box listened and spoke."""
-    monkeypatch.setattr(device.appliance, "BUTTON_RETRY_S", 0.02)
-    caplog.set_level(logging.INFO, "device")
-    with mock_pins() as pins:
-        other = make_leds("single", [BLUE], pwm=False)  # the other copy's, on one of them
-        async with running(tmp_path, config(leds=RGB), parts_class=RealLedParts) as box:
-            other.close()  # it stops
-            await asyncio.sleep(0.2)
-            await box.ctl("press")
-            box.link.deliver(SetupComplete)
-            await box.settle()
-            assert box.state == "listening"
-            await until(lambda: pins.pin(BLUE).state == 1)  # listening: blue
-            assert (pins.pin(RED).state, pins.pin(GREEN).state) == (0, 0)
-    said = [r.getMessage() for r in caplog.records if "LEDs" in r.getMessage()]
-    assert len(said) == 2 and "in use" in said[0] and "back" in said[1], said
-
-
-async def test_leds_that_open_as_the_box_stops_stay_dark() -> None:
-    """A retry that opened the LEDs just as the box went dark: nothing lights up after the
-    stop, and the pins are let go."""
-    animator = LedAnimator(RecordingLeds())
-    await animator.show("listening")
-    await animator.aclose()
-    late = RecordingLeds()
-    await animator.use(late)
-    assert late.frames == [] and late.closed
 
 
 def test_a_second_daemon_is_told_which_process_holds_the_lock(tmp_path: Path) -> None:
