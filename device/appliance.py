@@ -417,11 +417,11 @@ class Appliance:
                     )
                 ptt = self.machine.mode is Mode.PUSH_TO_TALK
                 gate = None if ptt else self.mic_feed.pause_gate()
-                held = self.mic.forward(gate, since=since, preroll=preroll)
                 # Taken so late that the button is up again (its Released waits): the turn
                 # ends at that edge, not with what the microphone heard after it.
                 after = since if ptt and since is not None else float("inf")
                 up = next((edge for edge in self._releases if edge > after), None)
+                held = self.mic.forward(gate, since=since, preroll=preroll, until=up)
                 self.mic_feed.start(held, until=up)
                 if camera:
                     self.camera.start_frames()

@@ -91,7 +91,12 @@ class FakeMicrophone:
         self.muted = muted
 
     def forward(
-        self, gate: object = None, *, since: float | None = None, preroll: bool = True
+        self,
+        gate: object = None,
+        *,
+        since: float | None = None,
+        preroll: bool = True,
+        until: float | None = None,  # a turn over already: the real Capture's concern
     ) -> list[tuple[bytes, float]]:
         self.forwarding, self.since = True, since
         held, self._ring = list(self._ring), deque(maxlen=self._ring.maxlen)

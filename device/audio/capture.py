@@ -298,27 +298,50 @@ class Capture:
                 os.eventfd_write(self._wake, 1)
 
     def forward(
-        self, gate: QuietGate | None = None, *, since: float | None = None, preroll: bool = True
+        self,
+        gate: QuietGate | None = None,
+        *,
+        since: float | None = None,
+        preroll: bool = True,
+        until: float | None = None,
     ) -> Chunks:
         """From now on chunks go to ``on_chunk`` (with a gate: unless the microphone is
         quiet); returns what was recorded from `since` (the button's edge, time.monotonic();
         default now) on, after the pre-roll before it (none without `preroll`), oldest first.
-        What was recorded earlier never goes out, held or still waiting in the device."""
+        What was recorded earlier never goes out, held or still waiting in the device.
+
+        A turn over at `until` already (a press taken after its release) whose end is held
+        gets what was recorded up to the chunk holding that instant, and the capture keeps
+        holding the rest: a press taken as late after it reaches back to its own words."""
         now = time.monotonic()
         since = now if since is None else min(since, now)
         with self._ring_lock:
+            self._from = since - (self._preroll_s if preroll else 0.0)
+            held = [chunk for chunk in self._ring if self._in_turn(chunk[1])]
+            if until is not None and (whole := self._held_whole(held, until)) is not None:
+                return whole
             self._forwarding, self._gate = True, gate
             # Looked at from a press on (the pre-roll reaches back to its edge): someone is
             # there to talk. A hook's words may go to an empty room, where a microphone that
             # gates its own noise (a speakerphone's DSP) gives nothing but zeros too.
             self._zeros_since = now if preroll else None
-            self._from = since - (self._preroll_s if preroll else 0.0)
-            held = [chunk for chunk in self._ring if self._in_turn(chunk[1])]
             # Held back from now on only by a gate, and then the pre-roll or its lead-in only.
             lead_in = 0 if gate is None else gate.lead_in
             self._ring = deque(maxlen=max(self._preroll_chunks, lead_in))
         self._nudge()  # what the device holds follows at once, the turn's newest part
         return held
+
+    def _held_whole(self, held: Chunks, until: float) -> Chunks | None:
+        """Under the ring lock: of `held`, the turn up to the chunk holding `until`, the ring
+        keeping only what came after it; None if that chunk is still to come."""
+        end = next((i for i, (_, t) in enumerate(held) if t >= until), None)
+        if end is None:
+            return None
+        last = held[end][1]
+        self._ring = deque(
+            (chunk for chunk in self._ring if chunk[1] > last), maxlen=self._held_chunks
+        )
+        return held[: end + 1]
 
     def _in_turn(self, t: float) -> bool:
         """A chunk recorded before the button's edge (its last sample at `t`) goes out only
