@@ -908,6 +908,35 @@ async def test_two_questions_asked_while_the_box_was_busy_each_end_at_their_own_
         assert not box.appliance.machine.held
 
 
+async def test_a_press_again_after_a_late_tap_whose_end_was_still_in_the_card_keeps_its_words(
+    tmp_path: Path,
+) -> None:
+    """A question, then a press again at once, while the box was busy: the release and the
+    second press's first words were still in the sound card when the first press was
+    taken (between turns it is read twice a second). The first turn forwarded them, ended
+    at its release, and what came after went nowhere: the second question's start."""
+    async with running(tmp_path, parts_class=RealCaptureParts) as box:
+        mic = await busy_closing(box)
+        now = time.monotonic()
+        recorded = [now - 2.0 + 0.04 * (n + 1) for n in range(50)]  # 2 s up to now
+        edges = [("pressed", now - 1.71), ("released", now - 0.45), ("pressed", now - 0.25)]
+        for n, t in enumerate(recorded[:38]):  # read before the first press is taken
+            mic.record(numbered(n), t)
+        for edge in edges:
+            box.button.on_edge(*edge)
+        box.camera.hang.set()  # the close is over: the first press is taken now
+        await until(lambda: box.link.opened == [1, 2])
+        for n, t in enumerate(recorded[38:], 38):  # the last 0.48 s, read only now
+            mic.record(numbered(n), t)
+        await box.settle()
+        await box.control.ask("release")
+        mic.record(numbered(50), time.monotonic() + 0.04)  # the chunk holding the release
+        await box.settle()
+        # Each from its pre-roll to the chunk holding its release (38 the first's): one turn
+        # on the wire, the second pressed before the first went out.
+        assert numbers_sent(box) == [*range(4, 39), *range(40, 51)]
+
+
 @pytest.mark.parametrize(
     ("begun", "speaks"),
     [(False, False), (True, False), (True, True)],

@@ -157,6 +157,9 @@ class Capture:
         self._forwarding = preroll is None
         self._gate: QuietGate | None = None
         self._until: float | None = None  # finishing: hand over at once, up to this time
+        #: Forwarded for a turn over at this time already (a press taken after its release):
+        #: the chunk holding it is the last handed over, and the ring keeps what follows.
+        self._turn_ends: float | None = None
         self._closely = False  # listen_closely(): no slower reads while the gate holds back
         self._muted = False  # mute(): nothing read is handed over or kept
         self._heard_from = 0.0  # chunks recorded before this (the last unmute) are dropped
@@ -310,9 +313,10 @@ class Capture:
         default now) on, after the pre-roll before it (none without `preroll`), oldest first.
         What was recorded earlier never goes out, held or still waiting in the device.
 
-        A turn over at `until` already (a press taken after its release) whose end is held
-        gets what was recorded up to the chunk holding that instant, and the capture keeps
-        holding the rest: a press taken as late after it reaches back to its own words."""
+        A turn over at `until` already (a press taken after its release) gets what was
+        recorded up to the chunk holding that instant, held or still in the device, and the
+        capture keeps holding the rest: a press taken as late after it reaches back to its
+        own words."""
         now = time.monotonic()
         since = now if since is None else min(since, now)
         with self._ring_lock:
@@ -320,7 +324,7 @@ class Capture:
             held = [chunk for chunk in self._ring if self._in_turn(chunk[1])]
             if until is not None and (whole := self._held_whole(held, until)) is not None:
                 return whole
-            self._forwarding, self._gate = True, gate
+            self._forwarding, self._gate, self._turn_ends = True, gate, until
             # Looked at from a press on (the pre-roll reaches back to its edge): someone is
             # there to talk. A hook's words may go to an empty room, where a microphone that
             # gates its own noise (a speakerphone's DSP) gives nothing but zeros too.
@@ -379,9 +383,13 @@ class Capture:
     def hold(self) -> None:
         """Keep chunks in the pre-roll ring again instead of handing them over."""
         with self._ring_lock:
-            self._forwarding, self._gate, self._until = False, None, None
-            self._zeros_since = None
-            self._ring = deque(self._ring, maxlen=self._held_chunks)
+            self._hold()
+
+    def _hold(self) -> None:
+        """Under the ring lock: hold."""
+        self._forwarding, self._gate, self._until, self._turn_ends = False, None, None, None
+        self._zeros_since = None
+        self._ring = deque(self._ring, maxlen=self._held_chunks)
 
     def _route(self, chunk: bytes, t: float) -> tuple[Chunks, bool]:
         """Under the ring lock: the chunks to hand over now, and whether the gate just paused."""
@@ -389,6 +397,9 @@ class Capture:
             return [], False
         if self._forwarding and not self._in_turn(t):
             return [], False  # read after the press, recorded well before it
+        if self._forwarding and self._turn_ends is not None and t >= self._turn_ends:
+            self._hold()  # the turn's last chunk: what follows may be the next press's
+            return [(chunk, t)], False
         gate = self._gate
         held = not self._forwarding or (gate is not None and gate.paused)
         if gate is not None and gate.loud(chunk):
