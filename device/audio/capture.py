@@ -12,7 +12,9 @@ the device twice a second (IDLE_READ_MS) instead of as its audio arrives: an idl
 costs next to nothing beyond the sound card itself. The ring keeps up to
 PRESS_LAG_S more: the appliance takes a press when it gets to it (after closing
 the last session, say), and ``forward(since=...)`` hands over what was recorded
-from the button's edge on and the pre-roll before it, nothing older. In a
+from the button's edge on and the pre-roll before it, nothing older (and, for a
+turn already over at its release, nothing after the chunk holding that instant: the
+ring keeps it for the next press, taken as late). In a
 hands-free conversation the same holds for silence: forwarded with a ``QuietGate``,
 a microphone that has been quiet for a while goes back to the ring (``on_pause``
 says so, once) until a chunk is loud again, and the ring goes out first: only the
@@ -386,7 +388,7 @@ class Capture:
             self._hold()
 
     def _hold(self) -> None:
-        """Under the ring lock: hold."""
+        """`hold()`, the ring lock taken."""
         self._forwarding, self._gate, self._until, self._turn_ends = False, None, None, None
         self._zeros_since = None
         self._ring = deque(self._ring, maxlen=self._held_chunks)
