@@ -21,6 +21,7 @@ from device.config import Config
 from device.doctor.network import check_network
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
+from device.live.endpoint import endpoint
 from device.states import ConnectFailed
 from rig.server.server import LiveServer
 
@@ -112,3 +113,24 @@ async def test_a_vertex_base_url_variable_with_a_bad_port_is_not_said_refused(
     assert said.reason.startswith("setting: GOOGLE_VERTEX_BASE_URL's"), said.reason
     assert not [r for r in caplog.records if "refused" in r.getMessage()], caplog.text
     assert len(loads) == 1, "the credentials were loaded again"
+
+
+async def test_a_base_url_variable_the_box_cannot_use_is_not_tried_again(
+    cfg: tuple[Config, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The owner's variable fails the same way at every try: a press was said "cannot
+    connect (setting: ...): trying once more" and waited for the second try to fail too."""
+    caplog.set_level(logging.INFO, "device")
+    said = await first_outcome(cfg[0])
+    assert isinstance(said, ConnectFailed), said
+    tried_again = [r.getMessage() for r in caplog.records if "trying once more" in r.getMessage()]
+    assert not tried_again, tried_again
+
+
+def test_a_base_url_variable_without_a_port_is_reached_at_https_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gateway named without a port is where the SDK opens wss:// (443): the doctor's
+    connection check and a timed-out connect's lookup must ask for that port."""
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", "https://gateway.example.net/")
+    assert endpoint(Config()) == ("gateway.example.net", 443)
