@@ -852,6 +852,30 @@ async def test_a_speaker_stopped_by_its_card_ends_the_wait_for_it_to_play_out() 
         player.stop()
 
 
+async def test_a_speaker_reopened_after_its_card_failed_is_healthy_and_plays_out() -> None:
+    """The audio keeper reopens a speaker whose writer stopped on its card's error (the
+    card pulled and plugged back). Reopened on a card that works, it is no trouble any
+    more (else the keeper would reopen it again at every check, and cut every reply), and
+    a wait for a reply to play out waits for the reply, not for the old failure."""
+    cards: Iterator[Callable[[], _Device]] = iter((_PulledCard, _Device))
+    player = _Speaker(lambda: next(cards)())
+    player.start()
+    try:
+        player.feed(pcm.from_float(0.5 * pcm.tone(440, 100, RATE)))
+        with pytest.raises(OSError, match="Unanticipated host error"):
+            await asyncio.wait_for(player.play_out(), 5)
+        assert player.trouble(stale_s=60) == "PortAudio failed"
+        player.stop()
+        player.start()  # the keeper's reopen, on the card plugged back
+        assert player.trouble(stale_s=60) is None
+        tone = pcm.from_float(0.5 * pcm.tone(440, 300, RATE))
+        player.feed(tone)
+        await asyncio.wait_for(player.play_out(), 5)
+        assert player.heard().size >= len(tone) // 2, "play_out ended before the reply played"
+    finally:
+        player.stop()
+
+
 # --- a speaker closed by the keeper's worker while `ctl status` looks at it -----------
 
 
