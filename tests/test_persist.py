@@ -214,3 +214,32 @@ def test_two_volumes_set_at_once_leave_the_speaker_at_the_one_kept(
     first.join(5)
     second.join(5)
     assert appliance.speaker.volume == appliance.state_file.load()["volume"]
+
+
+def test_two_volumes_set_at_once_keep_the_one_played_whichever_saves_last(tmp_path: Path) -> None:
+    """Two set_volume threads: the first sets the speaker, the second sets it after and
+    saves before the first reaches the card. The first's save must keep what the speaker
+    plays (the second's), not its own level: else the box comes back from a restart at
+    another volume than the one heard."""
+    appliance = Appliance(config(), FakeParts(config(), tmp_path))
+    second = threading.Thread(target=appliance.set_volume, args=(0.6,))
+    speaker = appliance.speaker
+
+    class SecondBetween(type(speaker)):  # type: ignore[misc]
+        """The second call runs whole just after the first set the speaker."""
+
+        @property
+        def volume(self) -> float:
+            return float(self.__dict__["volume"])
+
+        @volume.setter
+        def volume(self, level: float) -> None:
+            self.__dict__["volume"] = level
+            if level == 0.3:
+                second.start()
+                second.join(5)
+
+    speaker.__class__ = SecondBetween
+    appliance.set_volume(0.3)
+    assert speaker.volume == 0.6
+    assert appliance.state_file.load()["volume"] == 0.6
