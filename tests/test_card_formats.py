@@ -123,6 +123,41 @@ async def test_a_card_that_records_no_16_bit_samples_sends_its_microphone(
     assert pcm.rms_dbfs(heard) == pytest.approx(-15.1, abs=0.5)
 
 
+class FormatsByRate(OneFormatCard):
+    """A USB microphone whose 16-bit samples come at 48 kHz only, and its 24-bit ones (in
+    three bytes) at 16 kHz: ALSA, asked before a rate is set, says it records both."""
+
+    def __init__(self) -> None:
+        super().__init__(S24_3LE, 3, 24)
+        self.formats = {48000: S16_LE, RATE: S24_3LE}
+
+    def snd_pcm_hw_params_test_format(self, pcm_: Any, hw: Any, fmt: int) -> int:
+        able = self.formats.values() if not self.rate else [self.formats.get(self.rate)]
+        return 0 if fmt in able else -errno.EINVAL
+
+
+async def test_a_card_whose_formats_differ_by_rate_records_in_the_one_of_its_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sample format is chosen once the rate is set: chosen before, s16le (which the
+    card records at 48 kHz only) was asked for at 16 kHz, refused, and the microphone
+    never opened."""
+    fake = FormatsByRate()
+    monkeypatch.setattr(alsa_module, "_lib", lambda: fake)
+    device = ("Yeti Stereo Microphone: USB Audio (hw:{card},0)", 2, 2, 48000)
+    monkeypatch.setattr(capture_module, "open_portaudio", lambda: ListedPortAudio(card(device, 1)))
+    chunks: list[bytes] = []
+    mic = Capture(lambda chunk, _t: chunks.append(chunk))
+    mic.start(asyncio.get_running_loop())
+    try:
+        await until(lambda: len(chunks) >= 30)
+    finally:
+        mic.close_stream()
+    assert (fake.rate, fake.format) == (RATE, S24_3LE)
+    heard = b"".join(chunks[5:30])
+    assert pcm.dominant_frequency(heard, RATE) == pytest.approx(TONE_HZ, abs=10)
+
+
 class Wm8960:
     """PortAudio as a WM8960 HAT's raw hw: device answers (a ReSpeaker 2-Mics, Adafruit's
     Voice Bonnet): any of the usual rates, in stereo only, both ways."""
