@@ -137,3 +137,28 @@ async def test_the_doctors_fix_for_a_turn_ended_without_a_word_is_true_for_its_r
     await ended
     assert reason in result.measured, result
     assert said in (result.fix or "") and unsaid not in (result.fix or ""), result.fix
+
+
+#: A reason no SDK knows yet, as a faulty or hostile service may spell it.
+STRANGE_REASON = "NEW_REASON\n\x1b[2J" + "x" * 1000
+
+
+@pytest.mark.filterwarnings("ignore:(?s).* is not a valid TurnCompleteReason")  # logs.setup's too
+async def test_a_reason_the_box_does_not_know_is_said_on_one_short_line(
+    server: LiveServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reason is the service's text, passed on by the SDK whatever it is: a line break
+    in it split `ask`'s line and the journal's (the rest without its priority), an escape
+    sequence acted on the terminal showing it, and a long one filled the screen."""
+    ended = asyncio.create_task(turn_ended_after_setup(server, STRANGE_REASON))
+    await ask(config_for(server), ["hello"], on_reply=_report)
+    await ended
+    said = [line for line in capsys.readouterr().err.splitlines() if "NEW_REASON" in line]
+    assert len(said) == 1, said
+    assert "\x1b" not in said[0] and len(said[0]) < 300, said
+    records = await journal_of_a_turn_ended_with(
+        server, {"turnComplete": True, "turnCompleteReason": STRANGE_REASON}
+    )
+    [record] = [record for record in records if "LIVE_TURN_END" in record]
+    for text in (record["MESSAGE"], record["LIVE_TURN_END"]):
+        assert "\n" not in text and "\x1b" not in text and len(text) < 300, text
