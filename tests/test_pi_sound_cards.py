@@ -116,6 +116,30 @@ async def test_a_configured_index_is_not_another_microphone_after_a_replug(
         mic.close_stream()
 
 
+async def test_a_microphone_only_card_set_by_index_is_found_again_under_another_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`input_device = 2`: a webcam's microphone, a card that plays nothing. Its cable
+    slipped and it came back as card 3: it is still the box's microphone (a microphone's
+    name looked up among the devices that play found none, and the box stayed deaf)."""
+    listings = iter([
+        ListedPortAudio(HEADPHONES, HDMI, card(WEBCAM, 2), ALSA_DEFAULT),
+        ListedPortAudio(HEADPHONES, HDMI, card(WEBCAM, 3), ALSA_DEFAULT),
+    ])  # fmt: skip
+    monkeypatch.setattr(capture_module, "open_portaudio", lambda: next(listings))
+    monkeypatch.setattr(capture_module, "CapturePcm", IdlePcm)
+    IdlePcm.opened.clear()
+    mic = Capture(lambda chunk, t: None, device=2, preroll=1)
+    loop = asyncio.get_running_loop()
+    mic.start(loop)
+    mic.close_stream()  # the card went: the keeper closes it, and opens it again later
+    try:
+        mic.start(loop)
+    finally:
+        mic.close_stream()
+    assert IdlePcm.opened == ["hw:2,0", "hw:3,0"]
+
+
 async def speaker_reopened(
     monkeypatch: pytest.MonkeyPatch, listings: Iterator[ListedPortAudio], device: int
 ) -> Playback:
