@@ -107,3 +107,23 @@ async def test_a_lookup_whose_thread_cannot_start_gives_its_place_back(
     async with asyncio.timeout(5):
         found: list[Any] = await loop.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
     assert found
+
+
+async def test_a_call_in_its_own_thread_abandoned_ends_without_an_error_line() -> None:
+    """A tool or a token refresh whose await timed out finishes alone later: its result
+    is nobody's, and must not put "Exception in callback ... InvalidStateError" (an
+    ERROR line, a bug to the owner) in the journal when it comes."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    release, threads = threading.Event(), set[threading.Thread]()
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(workers.in_own_thread(release.wait, "slow", threads), 0.05)
+        release.set()
+        [thread] = threads
+        await asyncio.to_thread(thread.join, 5)
+        await asyncio.sleep(0.05)  # the loop runs what the thread handed it
+    finally:
+        loop.set_exception_handler(None)
+    assert not errors, errors
