@@ -71,11 +71,13 @@ async def settle() -> None:
 
 
 @contextlib.asynccontextmanager
-async def reading() -> AsyncIterator[tuple[ReadAhead, Speaker, Handled]]:
+async def reading(
+    words_replace: bool = True,
+) -> AsyncIterator[tuple[ReadAhead, Speaker, Handled]]:
     """A read-ahead handing on to a list, its speaker, and its task running."""
     handled = Handled()
     speaker = Speaker()
-    ahead = ReadAhead(handled, speaker)
+    ahead = ReadAhead(handled, speaker, words_replace=words_replace)
     runner = asyncio.create_task(ahead.run())
     try:
         yield ahead, speaker, handled
@@ -235,6 +237,23 @@ async def test_the_answer_to_words_said_over_a_whole_reply_drops_its_rest_and_go
         speaker.room.set()
         await settle()
         assert handled[-1] == audio(3) and audio(1) not in handled
+
+
+async def test_without_speech_interrupting_words_over_a_whole_reply_let_it_play_to_its_end(
+) -> None:
+    """Hands-free without `barge_in` (speech does not interrupt): the person hears a reply
+    to its end, then the answer to what they said over it; with the whole reply waiting
+    here, its rest would be dropped for the answer."""
+    async with reading(words_replace=False) as (ahead, speaker, handled):
+        speaker.room.clear()
+        await ahead.take(audio(1))
+        await ahead.take(content(turn_complete=True))
+        await ahead.take(heard("what about Sunday?"))  # the person, over the box
+        await ahead.take(audio(2))  # the answer to it
+        speaker.room.set()
+        await settle()
+        assert handled == [audio(1), content(turn_complete=True),
+                           heard("what about Sunday?"), audio(2)]  # fmt: skip
 
 
 async def test_talked_over_the_rest_of_a_whole_reply_is_dropped_and_what_follows_it_waits_on(
