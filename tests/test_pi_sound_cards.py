@@ -175,6 +175,22 @@ async def test_a_configured_index_is_not_another_speaker_after_a_replug(
     assert SilentOutput.opened == [2, 3]
 
 
+async def test_a_play_only_card_set_by_index_is_found_again_under_another_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`output_device = 2`: a USB speaker with no microphone. A headset plugged in while it
+    was out took card 2 and the speaker came back as card 3: the replies play on it (a
+    speaker's name looked up among the devices that record found none)."""
+    usb_speaker = ("USB2.0 Device: USB Audio (hw:{card},0)", 0, 2, 48000)
+    listings = iter([
+        ListedPortAudio(HDMI, HDMI, card(usb_speaker, 2), ALSA_DEFAULT),
+        ListedPortAudio(HDMI, HDMI, card(HEADSET, 2), card(usb_speaker, 3), ALSA_DEFAULT),
+    ])  # fmt: skip
+    speaker = await speaker_reopened(monkeypatch, listings, device=2)
+    assert "USB2.0 Device" in speaker.device_name, speaker.device_name
+    assert SilentOutput.opened == [2, 3]
+
+
 async def test_a_configured_index_among_two_identical_cards_is_found_again_after_a_reopen(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
