@@ -915,17 +915,17 @@ def _check_pins(where: str, config: Config) -> None:
 def host_and_port(url: str) -> tuple[str, int]:
     """The host and port a connect to `url` opens; ValueError says why there is none: a
     port out of range or not a number, a bracket left open, no host, or a name the IDNA
-    codec refuses (websockets encodes a host that is not ASCII, and its failure would be
-    said as a message of the service's)."""
+    codec refuses (websockets encodes a host that is not ASCII, Python's resolver every
+    host, ASCII too: live..example.com; the failure would be said as a message of the
+    service's)."""
     parts = urllib.parse.urlsplit(url)
     host, port = parts.hostname, parts.port
     if not host:
         raise ValueError("it names no host")
-    if not host.isascii():
-        try:
-            host.encode("idna")
-        except UnicodeError:
-            raise ValueError("its host is not a valid name (an empty or too long label)") from None
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise ValueError("its host is not a valid name (an empty or too long label)") from None
     return host, port or 443
 
 
