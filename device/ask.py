@@ -119,11 +119,13 @@ def _open_speaker(cfg: Config) -> Playback:
 def _why_not_open(cfg: Config, exc: Exception) -> str:
     """Why the speaker did not open. The running service holds it, most often (ALSA's hw
     devices take one process): said so, or the owner looked for another program (the
-    card "held" by PipeWire, "Device unavailable")."""
+    card "held" by PipeWire, "Device unavailable"). Not a service that says its own
+    speaker is failing (unplugged): it holds none, and the card's words are the answer."""
     from device.audio.devices import AudioDeviceError
     from device.doctor.daemon import in_use, running_status
 
-    if (daemon := running_status(cfg.control.socket)) is not None:
+    daemon = running_status(cfg.control.socket)
+    if daemon is not None and "speaker" not in (daemon.get("faults") or []):
         return in_use(daemon, "play here, or leave out --play")
     if isinstance(exc, AudioDeviceError):
         return f"{exc.summary} (live-appliance devices lists them)"

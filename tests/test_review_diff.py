@@ -3,13 +3,19 @@ its author did not look at."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
+from helpers import daemon_saying
 from wire import config_for
 
 from device import config
+from device.audio.devices import AudioDeviceError
+from device.audio.playback import Playback
+from device.cli import main
 from device.doctor.network import check_network
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
@@ -42,3 +48,32 @@ async def test_the_doctor_says_an_ascii_base_url_variable_with_an_empty_label_as
         result = await check_network(Context(cfg, Options(), Progress()))
     assert result.status is Status.FAIL
     assert result.measured.startswith("setting: GOOGLE_GEMINI_BASE_URL's"), result.measured
+
+
+async def test_ask_play_while_the_service_has_lost_its_speaker_says_what_the_card_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The speakerphone unplugged: the service runs, says its speaker is failing, and holds
+    no speaker. `ask --play` to try it told the owner the running service held it and to
+    stop the service; only after that did it say the card is missing."""
+    monkeypatch.setenv("GEMINI_API_KEY", "AIzaFakeKeyForTheTest0000000000000000000")
+    missing = AudioDeviceError("no output device matches 'seeed'", [])
+
+    def gone(self: Playback, *args: Any, **kwargs: Any) -> None:
+        raise missing
+
+    monkeypatch.setattr(Playback, "start", gone)
+    status = {
+        "state": "error",
+        "status": "error: speaker cannot open: no output device matches 'seeed'",
+        "faults": ["speaker"],
+        "systemd": True,
+    }
+    cfg = tmp_path / "config.toml"
+    async with daemon_saying(status) as sock:
+        cfg.write_text(f'[control]\nsocket = "{sock}"\n')
+        code = await asyncio.to_thread(main, ["ask", "Hello", "--play", "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "no output device matches 'seeed'" in err, err
+    assert "systemctl stop" not in err, err
