@@ -80,6 +80,17 @@ async def check_service(ctx: Context) -> Result:
         f"{active} ({sub}), {restarts} restarts, last exit status "
         f"{props.get('ExecMainStatus', '?')}{said}"
     )
+    if active != "active" and status is not None and (copy := run_by_hand(status)):
+        # Failed or restarting too: each start beside the copy is refused (its lock).
+        start = f"reset-failed {UNIT} && sudo systemctl start" if active == "failed" else "start"
+        return Result(
+            "service",
+            Status.WARN,
+            measured,
+            f"The box runs as {copy}, not as the service: stop it (Ctrl-C where it runs), "
+            f"then sudo systemctl {start} {UNIT}; starting the service beside it is refused.",
+            data=data,
+        )
     if active == "failed":
         limited = props.get("Result") == "start-limit-hit"
         fix = FIX_START_LIMIT if limited else FIX_JOURNAL
@@ -87,15 +98,6 @@ async def check_service(ctx: Context) -> Result:
     if active == "activating":
         fix = FIX_RESTARTING if sub == "auto-restart" else FIX_STARTING
         return Result("service", Status.WARN, measured, fix, data=data)
-    if active != "active" and status is not None and (copy := run_by_hand(status)):
-        return Result(
-            "service",
-            Status.WARN,
-            measured,
-            f"The box runs as {copy}, not as the service: stop it (Ctrl-C where it runs), "
-            f"then sudo systemctl start {UNIT}; starting the service beside it is refused.",
-            data=data,
-        )
     if active != "active":
         return Result(
             "service",
