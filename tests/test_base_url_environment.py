@@ -27,13 +27,14 @@ from rig.server.server import LiveServer
 
 #: Base URLs `[live] base_url` would refuse at load, with why the box cannot use them: a
 #: port with a digit too many, an IPv6 address whose bracket was left open (urllib cannot
-#: read it at all), a port without its host, a name with an empty label (websockets'
-#: IDNA encoding of a host that is not ASCII refuses it).
+#: read it at all), a port without its host, a name with an empty label (the IDNA codec
+#: refuses it: websockets encodes a host that is not ASCII, Python's resolver every host).
 UNUSABLE = {
     "https://127.0.0.1:443443": "Port out of range 0-65535",
     "https://[::1:443": "Invalid IPv6 URL",
     "https://:8443": "it names no host",
     "https://bücher..example": "its host is not a valid name (an empty or too long label)",
+    "https://live..example.com": "its host is not a valid name (an empty or too long label)",
 }
 
 

@@ -96,6 +96,7 @@ idle_timeout_s = 5
         ("[live]\nbase_url = 'https://'", "base_url: must be an http:// or"),
         ("[live]\nbase_url = 'https://h:port'", "base_url: must be an http:// or"),
         ("[live]\nbase_url = 'https://bücher..example'", "too long label)"),
+        ("[live]\nbase_url = 'https://live..example.com'", "too long label)"),
         ("[leds]\nkind = 'rgb'\npins = [5, 6, 99]", "[leds] pins: must be between 0 and 53"),
         ("[control]\nsocket = 'live.sock'", "[control] socket: must be an absolute path"),
         ("[service]\nstate_dir = 'state'", "[service] state_dir: must be an absolute path"),

@@ -1349,3 +1349,35 @@ async def test_the_doctors_tone_on_a_card_pulled_as_it_plays_fails_with_the_spea
     result = await check_speaker(audio_context())
     assert result.status is Status.FAIL
     assert "Unanticipated host error" in result.measured, result.measured
+
+
+#: The service started beside a copy run by hand: each start refused ("already running"),
+#: systemd starting it again every 5 s, then no more (5 starts in 10 minutes).
+REFUSED_BESIDE_A_COPY = [
+    {"ActiveState": "activating", "SubState": "auto-restart", "NRestarts": "3"},
+    {"ActiveState": "failed", "SubState": "failed", "Result": "start-limit-hit",
+     "NRestarts": "4"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("unit", REFUSED_BESIDE_A_COPY, ids=["restarting", "start-limit"])
+async def test_a_service_refused_beside_a_copy_run_by_hand_is_told_to_stop_the_copy(
+    unit: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sudo live-appliance run` left in a tmux, then `systemctl start live-appliance`: the
+    doctor said "it stopped and systemd starts it again by itself" or to reset-failed and
+    start it, each start refused again for as long as the copy, which it knew of, ran."""
+    bin_dir = scratch_dir("review-bin-")
+    props = {"LoadState": "loaded", "ExecMainStatus": "1", **unit}
+    (bin_dir / "answer").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    (bin_dir / "systemctl").write_text(f"#!/bin/sh\ncat {bin_dir / 'answer'}\n")
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    copy = {"ready": True, "state": "idle", "status": "idle", "systemd": False, "pid": 4242}
+    async with daemon_saying(copy) as sock:
+        path = tmp_path / "config.toml"
+        path.write_text(f'[control]\nsocket = "{sock}"\n')
+        cfg = config.load(path)
+        result = await check_service(Context(cfg, Options(), Progress(spinner=False)))
+    assert "run by hand, pid 4242" in (result.fix or ""), result
+    assert "Ctrl-C" in (result.fix or ""), result

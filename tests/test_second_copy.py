@@ -116,3 +116,32 @@ async def test_a_second_daemon_is_told_which_process_serves_the_socket(tmp_path:
     async with ControlServer(path, idle):
         with pytest.raises(AlreadyRunning, match=rf"process {os.getpid()} serves "):
             await ControlServer(path, idle).start()
+
+
+async def test_ask_play_while_the_service_has_lost_its_speaker_says_what_the_card_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The speakerphone unplugged: the service runs, says its speaker is failing, and holds
+    no speaker. `ask --play` to try it told the owner the running service held it and to
+    stop the service; only after that did it say the card is missing."""
+    monkeypatch.setenv("GEMINI_API_KEY", "AIzaFakeKeyForTheTest0000000000000000000")
+    missing = AudioDeviceError("no output device matches 'seeed'", [])
+
+    def gone(self: Playback, *args: Any, **kwargs: Any) -> None:
+        raise missing
+
+    monkeypatch.setattr(Playback, "start", gone)
+    status = {
+        "state": "error",
+        "status": "error: speaker cannot open: no output device matches 'seeed'",
+        "faults": ["speaker"],
+        "systemd": True,
+    }
+    cfg = tmp_path / "config.toml"
+    async with daemon_saying(status) as sock:
+        cfg.write_text(f'[control]\nsocket = "{sock}"\n')
+        code = await asyncio.to_thread(main, ["ask", "Hello", "--play", "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "no output device matches 'seeed'" in err, err
+    assert "systemctl stop" not in err, err
