@@ -1079,6 +1079,19 @@ def mjpeg_camera(
     return rig
 
 
+async def usb_video(count: int) -> Frames:
+    """The frames a session's video sent, from the camera `mjpeg_camera` installed, until
+    `count` went out or the camera failed."""
+    frames = Frames()
+    feed = feed_for(picamera2(size=256, fps=20.0), frames)
+    feed.start_frames()
+    try:
+        await until(lambda: len(frames.jpegs) >= count or frames.failures, within=3)
+    finally:
+        await feed.aclose()
+    return frames
+
+
 def grey(rgb: np.ndarray) -> np.ndarray:
     """PIL's mode "L": a greyscale JPEG (an infrared camera's) is H x W."""
     return rgb.mean(axis=2).astype(np.uint8)
@@ -1095,13 +1108,7 @@ async def test_a_usb_camera_sending_greyscale_or_cmyk_jpegs_gives_video(
     colour: tuple[int, int, int],
 ) -> None:
     mjpeg_camera(monkeypatch, decoded=decoded)
-    frames = Frames()
-    feed = feed_for(picamera2(size=256, fps=20.0), frames)
-    feed.start_frames()
-    try:
-        await until(lambda: len(frames.jpegs) >= 2 or frames.failures, within=3)
-    finally:
-        await feed.aclose()
+    frames = await usb_video(2)
     assert not frames.failures, frames.failures
     assert simplejpeg.decode_jpeg_header(frames.jpegs[0])[:2] == (256, 256)
     assert mean_colour(frames.jpegs[0]) == pytest.approx(colour, abs=8)
@@ -1113,13 +1120,7 @@ async def test_frames_cut_short_by_a_usb_hiccup_are_skipped_and_said_once(
     """Video goes on with the next whole frame; the journal says it once, no traceback."""
     caplog.set_level(logging.INFO, logger="device.hw")
     mjpeg_camera(monkeypatch, decoded=lambda rgb: rgb, broken={2, 4})
-    frames = Frames()
-    feed = feed_for(picamera2(size=256, fps=20.0), frames)
-    feed.start_frames()
-    try:
-        await until(lambda: len(frames.jpegs) >= 4 or frames.failures, within=3)
-    finally:
-        await feed.aclose()
+    frames = await usb_video(4)
     assert not frames.failures, frames.failures
     assert mean_colour(frames.jpegs[-1]) == pytest.approx(RED, abs=8)
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -109,16 +109,7 @@ async def test_a_card_that_records_no_16_bit_samples_sends_its_microphone(
     heard a word ("cannot apply the format" at every reopen, the doctor the same)."""
     fake = OneFormatCard(fmt, width, bits)
     monkeypatch.setattr(alsa_module, "_lib", lambda: fake)
-    listing = ListedPortAudio(card(device, 1))
-    monkeypatch.setattr(capture_module, "open_portaudio", lambda: listing)
-    chunks: list[bytes] = []
-    mic = Capture(lambda chunk, _t: chunks.append(chunk))
-    mic.start(asyncio.get_running_loop())
-    try:
-        await until(lambda: len(chunks) >= 30)
-    finally:
-        mic.close_stream()
-    heard = b"".join(chunks[5:30])
+    heard = await recorded(monkeypatch, device)
     assert pcm.dominant_frequency(heard, RATE) == pytest.approx(TONE_HZ, abs=10)
     assert pcm.rms_dbfs(heard) == pytest.approx(-15.1, abs=0.5)
 
@@ -145,16 +136,8 @@ async def test_a_card_whose_formats_differ_by_rate_records_in_the_one_of_its_rat
     fake = FormatsByRate()
     monkeypatch.setattr(alsa_module, "_lib", lambda: fake)
     device = ("Yeti Stereo Microphone: USB Audio (hw:{card},0)", 2, 2, 48000)
-    monkeypatch.setattr(capture_module, "open_portaudio", lambda: ListedPortAudio(card(device, 1)))
-    chunks: list[bytes] = []
-    mic = Capture(lambda chunk, _t: chunks.append(chunk))
-    mic.start(asyncio.get_running_loop())
-    try:
-        await until(lambda: len(chunks) >= 30)
-    finally:
-        mic.close_stream()
+    heard = await recorded(monkeypatch, device)
     assert (fake.rate, fake.format) == (RATE, S24_3LE)
-    heard = b"".join(chunks[5:30])
     assert pcm.dominant_frequency(heard, RATE) == pytest.approx(TONE_HZ, abs=10)
 
 
@@ -192,3 +175,18 @@ async def test_the_doctor_lists_the_rates_a_stereo_only_hat_records_at(
     assert print_devices(AudioConfig(), out) == 0
     row = next(line for line in out.getvalue().splitlines() if "seeed" in line)
     assert row.split()[4:7] == ["in/out", "in/out", "in/out"], row
+
+
+async def recorded(monkeypatch: pytest.MonkeyPatch, device: tuple[str, int, int, int]) -> bytes:
+    """What the box's microphone records from `device`, the one card listed, once its
+    first chunks are past."""
+    listing = ListedPortAudio(card(device, 1))
+    monkeypatch.setattr(capture_module, "open_portaudio", lambda: listing)
+    chunks: list[bytes] = []
+    mic = Capture(lambda chunk, _t: chunks.append(chunk))
+    mic.start(asyncio.get_running_loop())
+    try:
+        await until(lambda: len(chunks) >= 30)
+    finally:
+        mic.close_stream()
+    return b"".join(chunks[5:30])

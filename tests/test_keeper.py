@@ -11,7 +11,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -583,6 +583,17 @@ async def test_an_open_stuck_then_failing_puts_no_bug_in_the_journal(
     assert not bugs, bugs
 
 
+@contextlib.asynccontextmanager
+async def kept(keeper: AudioKeeper) -> AsyncIterator[None]:
+    """The keeper's devices opened, and kept (reopened as they fail) until the block ends."""
+    await keeper.open()
+    task = asyncio.create_task(keeper.keep())
+    try:
+        yield
+    finally:
+        await stop_task(task)
+
+
 class LateCard(WatchedDevice):
     """A USB sound card that enumerates after the service started: every open fails
     until it is `plugged`."""
@@ -608,17 +619,11 @@ async def test_a_card_that_enumerates_late_is_opened_when_it_appears_not_a_backo
     microphone, events = LateCard(), []
     keeper = AudioKeeper({"microphone": microphone}, events.append, 30,
                          hardware=lambda: tuple(hardware))  # fmt: skip
-    await keeper.open()
-    task = asyncio.create_task(keeper.keep())
-    try:
+    async with kept(keeper):
         await asyncio.sleep(0.2)
         microphone.plugged = True
         hardware.append("card 1: USB speakerphone")
         await until(lambda: DeviceRecovered("microphone") in events, 5.0)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     assert microphone.opened
 
 
@@ -640,17 +645,11 @@ async def test_a_card_listed_a_moment_before_it_opens_is_tried_again_when_its_no
     microphone, events = ListedFirst(), []
     keeper = AudioKeeper({"microphone": microphone}, events.append, 3,
                          hardware=lambda: tuple(hardware))  # fmt: skip
-    await keeper.open()
-    task = asyncio.create_task(keeper.keep())
-    try:
+    async with kept(keeper):
         await asyncio.sleep(0.2)
         microphone.plugged = True
         hardware.append("card 1: USB speakerphone")
         await until(lambda: DeviceRecovered("microphone") in events, 5.0)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     assert microphone.opened
 
 
@@ -676,14 +675,8 @@ async def test_a_card_coming_and_going_at_the_longest_wait_is_not_tried_at_every
     microphone.start = counted  # type: ignore[method-assign]
     keeper = AudioKeeper({"microphone": microphone}, lambda _: None, 0.3,
                          hardware=lambda: tuple(hardware))  # fmt: skip
-    await keeper.open()
-    task = asyncio.create_task(keeper.keep())
-    try:
+    async with kept(keeper):
         for flap in range(60):  # a change every 20 ms for 1.2 s: four waits' worth
             hardware[:] = ["card 1: USB speakerphone"] if flap % 2 else []
             await asyncio.sleep(0.02)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     assert tries <= 6, f"{tries} tries in 1.2 s at a 0.3 s wait"

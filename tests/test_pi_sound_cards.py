@@ -126,18 +126,27 @@ async def test_a_microphone_only_card_set_by_index_is_found_again_under_another_
         ListedPortAudio(HEADPHONES, HDMI, card(WEBCAM, 2), ALSA_DEFAULT),
         ListedPortAudio(HEADPHONES, HDMI, card(WEBCAM, 3), ALSA_DEFAULT),
     ])  # fmt: skip
+    await microphone_reopened(monkeypatch, listings, device=2)
+    assert IdlePcm.opened == ["hw:2,0", "hw:3,0"]
+
+
+async def microphone_reopened(
+    monkeypatch: pytest.MonkeyPatch, listings: Iterator[ListedPortAudio], device: int
+) -> None:
+    """A microphone set by index (`input_device`) opened, closed as the keeper does for a
+    card that went, and opened again: each time the cards are as the next of `listings`
+    lists them (IdlePcm.opened: the ALSA devices it opened)."""
     monkeypatch.setattr(capture_module, "open_portaudio", lambda: next(listings))
     monkeypatch.setattr(capture_module, "CapturePcm", IdlePcm)
     IdlePcm.opened.clear()
-    mic = Capture(lambda chunk, t: None, device=2, preroll=1)
+    mic = Capture(lambda chunk, t: None, device=device, preroll=1)
     loop = asyncio.get_running_loop()
     mic.start(loop)
-    mic.close_stream()  # the card went: the keeper closes it, and opens it again later
+    mic.close_stream()
     try:
         mic.start(loop)
     finally:
         mic.close_stream()
-    assert IdlePcm.opened == ["hw:2,0", "hw:3,0"]
 
 
 async def speaker_reopened(
@@ -200,17 +209,7 @@ async def test_a_configured_index_among_two_identical_cards_is_found_again_after
     both cards have: "matches several input devices", and the box stayed deaf until a
     restart."""
     listing = ListedPortAudio(HEADPHONES, HDMI, card(HEADSET, 2), card(HEADSET, 3), ALSA_DEFAULT)
-    monkeypatch.setattr(capture_module, "open_portaudio", lambda: listing)
-    monkeypatch.setattr(capture_module, "CapturePcm", IdlePcm)
-    IdlePcm.opened.clear()
-    mic = Capture(lambda chunk, t: None, device=3, preroll=1)
-    loop = asyncio.get_running_loop()
-    mic.start(loop)
-    mic.close_stream()  # the keeper closes it, and opens it again
-    try:
-        mic.start(loop)
-    finally:
-        mic.close_stream()
+    await microphone_reopened(monkeypatch, iter([listing, listing]), device=3)
     assert IdlePcm.opened == ["hw:3,0", "hw:3,0"]
 
 
