@@ -602,3 +602,28 @@ async def test_a_release_on_a_card_not_at_16_khz_sends_all_that_was_said_before_
     assert turn[-1][1] == pytest.approx(start + sent.size / RATE, abs=0.0005), (
         "the last chunk's stamp is when its last sample was recorded"
     )
+
+
+async def test_a_press_again_right_after_a_release_keeps_what_was_read_before_the_hold() -> None:
+    """At a release the turn ends with the chunk that holds its instant; what the reader
+    gets after it before the appliance calls hold() (the loop busy a moment) stays in the
+    ring: a press right after it sends its pre-roll and its own first words, none lost."""
+    handed: list[int] = []
+    capture = Capture(lambda data, t: handed.append(number_of(data)), chunk_ms=20, preroll=5)
+    capture._loop = asyncio.get_running_loop()  # as start() would, without a device
+    now = time.monotonic()
+    times = [now - 1.0 + 0.02 * n for n in range(40)]
+    capture.forward(since=times[0])  # the first press
+    released = times[10] - 0.005  # in chunk 10
+    capture.finish(released)
+    for n, t in enumerate(times[:20]):  # read before the loop gets to hold()
+        capture._deliver(numbered(n), t)
+    await asyncio.sleep(0)
+    assert handed[:11] == list(range(11)), "the first turn, up to the chunk holding the release"
+    capture.hold()
+    for n, t in enumerate(times[20:], 20):
+        capture._deliver(numbered(n), t)
+    edge = times[13] + 0.001  # pressed again 60 ms after the release
+    second = [number_of(chunk) for chunk, _ in capture.forward(since=edge)]
+    # Its pre-roll (100 ms) reaches into the first turn: that went out once, not twice.
+    assert second == list(range(11, 40)), "all after the first turn, none lost"

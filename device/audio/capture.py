@@ -159,8 +159,8 @@ class Capture:
         self._forwarding = preroll is None
         self._gate: QuietGate | None = None
         self._until: float | None = None  # finishing: hand over at once, up to this time
-        #: Forwarded for a turn over at this time already (a press taken after its release):
-        #: the chunk holding it is the last handed over, and the ring keeps what follows.
+        #: Forwarded for a turn over at this time (a press taken after its release, or a
+        #: release): the chunk holding it is the last handed over, the ring keeps what follows.
         self._turn_ends: float | None = None
         self._closely = False  # listen_closely(): no slower reads while the gate holds back
         self._muted = False  # mute(): nothing read is handed over or kept
@@ -358,8 +358,13 @@ class Capture:
 
     def finish(self, until: float) -> None:
         """Hand over what is recorded up to `until` (time.monotonic()) as soon as it is
-        read, the last chunk short: a released button's last words go out at once."""
-        self._until = until
+        read, the last chunk short: a released button's last words go out at once. What
+        is read after that chunk is held at once, not when the loop gets to hold(): a
+        press right after the release sends it as its pre-roll and first words."""
+        with self._ring_lock:
+            self._until = until
+            if self._forwarding:
+                self._turn_ends = until
         self._nudge()
 
     def listen_closely(self, closely: bool) -> None:
