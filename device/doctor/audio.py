@@ -18,6 +18,7 @@ import numpy as np
 from device.audio import pcm
 from device.audio.keeper import CALL_TIMEOUT_S
 from device.audio.portaudio import open_portaudio
+from device.doctor.daemon import how_to_restart, what_runs, where_it_logs
 from device.doctor.result import Context, Result, Status
 from device.live.wire import MIC_RATE
 from device.workers import in_own_thread
@@ -64,8 +65,8 @@ FIX_NOISE = (
     "[audio] noise_suppression = false."
 )
 FIX_FELL_BACK = (
-    "sudo systemctl restart live-appliance starts it with its audio processing again; if "
-    "it fails again, report it with journalctl -u live-appliance -b."
+    "A restart ({restart}) starts it with its audio processing again; if it fails again, "
+    "report it with what {logs} says."
 )
 FIX_SOFT = (
     "If someone spoke, from where they talk to the box: raise the microphone's capture level "
@@ -351,16 +352,17 @@ def _as_the_service_runs(result: Result, daemon: dict[str, Any]) -> Result:
     missing = daemon.get("mic_missing")
     if missing and (in_force != planned or result.data.get("noise_suppression")):
         measured = (
-            f"the running service runs without WebRTC audio processing (while the box "
+            f"{what_runs(daemon)} runs without WebRTC audio processing (while the box "
             f"speaks hands-free: {in_force}; noise suppression off): {missing}"
         )
-        fix = FIX_FELL_BACK
+        restart, logs = how_to_restart(daemon), where_it_logs(daemon, "-b")
+        fix = FIX_FELL_BACK.format(restart=restart, logs=logs)
     elif in_force != planned:  # the file was edited since it started
         measured = (
-            f"the running service has {in_force} while the box speaks hands-free, the "
+            f"{what_runs(daemon)} has {in_force} while the box speaks hands-free, the "
             f"configuration {planned}"
         )
-        fix = "sudo systemctl restart live-appliance starts it with the configuration."
+        fix = f"A restart ({how_to_restart(daemon)}) starts it with the configuration."
     else:
         return result
     data = result.data | {"service_mic_during_playback": in_force}

@@ -35,12 +35,31 @@ def running_status(socket_path: str | os.PathLike[str]) -> dict[str, Any] | None
 
 
 def run_by_hand(status: dict[str, Any]) -> str | None:
-    """"a live-appliance run by hand, pid N" when systemd did not start the daemon (a
+    """ "a live-appliance run by hand, pid N" when systemd did not start the daemon (a
     `live-appliance run` in a shell has no NOTIFY_SOCKET), else None: the service (or a
     daemon too old to say)."""
     if status.get("systemd") is not False:
         return None
     return f"a live-appliance run by hand, pid {status.get('pid', '?')}"
+
+
+def what_runs(status: dict[str, Any]) -> str:
+    """The daemon in words: the copy run by hand as `run_by_hand` names it, or the service."""
+    return run_by_hand(status) or "the running service"
+
+
+def how_to_restart(status: dict[str, Any]) -> str:
+    """How the owner restarts this daemon: a copy run by hand is no service to restart."""
+    if run_by_hand(status) is not None:
+        return "Ctrl-C where the copy runs, and run it again"
+    return "sudo systemctl restart live-appliance"
+
+
+def where_it_logs(status: dict[str, Any], journalctl_option: str = "-f") -> str:
+    """Where this daemon's lines are read: a copy run by hand writes to its terminal."""
+    if run_by_hand(status) is not None:
+        return "its terminal"
+    return f"journalctl -u live-appliance {journalctl_option}"
 
 
 def in_use(status: dict[str, Any], purpose: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from device import tasks
 from device.doctor.audio import check_devices, check_echo, check_mic, check_speaker
 from device.doctor.camera import check_camera
-from device.doctor.daemon import in_use, one_line
+from device.doctor.daemon import how_to_restart, in_use, one_line, what_runs, where_it_logs
 from device.doctor.gpio import check_button, check_leds
 from device.doctor.network import check_network
 from device.doctor.progress import Progress
@@ -90,20 +90,19 @@ async def run_checks(
 #: The hardware checks whose device the daemon names in its status's "faults" when it fails.
 FAULTS = {"mic": "microphone", "speaker": "speaker", "button": "button"}
 FIX_AUDIO_FAULT = (
-    "Reconnect it, or close what else took it (fuser -v /dev/snd/*): the service opens it "
-    "again by itself, less often the longer it stays away (journalctl -u live-appliance -f "
-    "says when it is back)."
+    "Reconnect it, or close what else took it (fuser -v /dev/snd/*): it is opened again "
+    "by itself, less often the longer it stays away ({logs} says when it is back)."
 )
 FIX_BUTTON_FAULT = (
     "Free GPIO {pin} (another program holds it: gpioinfo shows which) or correct [button] "
-    "pin: the service tries it again by itself, less and less often; meanwhile "
+    "pin: it is tried again by itself, less and less often; meanwhile "
     "live-appliance ctl press stands in for it."
 )
 
 
 FIX_SILENT = (
     "Unmute the microphone: alsamixer (F4, its capture switch) or its own mute button; a "
-    "driver that lost its input comes back with sudo systemctl restart live-appliance."
+    "driver that lost its input comes back with a restart ({restart})."
 )
 
 
@@ -117,9 +116,9 @@ def held_by_the_service(name: str, daemon: dict[str, Any], pin: int) -> Result:
             return Result(
                 name,
                 Status.WARN,
-                "the running service's microphone recorded only digital silence in the last "
-                "turn: muted, or its driver lost its input",
-                FIX_SILENT,
+                f"the microphone of {what_runs(daemon)} recorded only digital silence in "
+                "the last turn: muted, or its driver lost its input",
+                FIX_SILENT.format(restart=how_to_restart(daemon)),
                 data={"daemon": daemon},
             )
         return Result(
@@ -132,9 +131,12 @@ def held_by_the_service(name: str, daemon: dict[str, Any], pin: int) -> Result:
     # 17: ..."), the last to fail: another's reason may name this part in passing.
     said = str(daemon.get("status", "")).removeprefix("error: ")
     reason = said if said.startswith(fault) else f"{fault} failing"
-    fix = FIX_BUTTON_FAULT.format(pin=pin) if fault == "button" else FIX_AUDIO_FAULT
+    if fault == "button":
+        fix = FIX_BUTTON_FAULT.format(pin=pin)
+    else:
+        fix = FIX_AUDIO_FAULT.format(logs=where_it_logs(daemon))
     return Result(
-        name, Status.FAIL, f"the running service says: {reason}", fix, data={"daemon": daemon}
+        name, Status.FAIL, f"{what_runs(daemon)} says: {reason}", fix, data={"daemon": daemon}
     )
 
 
