@@ -1126,3 +1126,23 @@ async def test_frames_cut_short_by_a_usb_hiccup_are_skipped_and_said_once(
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "truncated" in warnings[0].getMessage(), warnings
     assert not any(r.exc_info for r in caplog.records)
+
+
+async def test_a_camera_whose_every_frame_is_broken_is_said_to_send_broken_frames(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A USB camera sending only MJPEG that cannot be decoded (a bad cable, a camera's
+    own fault) does send frames: the journal said it "delivered no frame for 5 s", and the
+    owner looked for a dead camera rather than at its cable or its frames."""
+    mjpeg_camera(monkeypatch, decoded=lambda rgb: rgb, broken=range(1, 100_000))
+    frames = Frames()
+    feed = feed_for(picamera2(size=256, fps=20.0), frames, capture_timeout_s=0.3)
+    feed.start_frames()
+    try:
+        await until(lambda: frames.failures, within=3)
+    finally:
+        await feed.aclose()
+    assert not frames.jpegs
+    [reason] = frames.failures
+    assert "no frame" not in reason, reason
+    assert "could be decoded" in reason and "truncated" in reason, reason

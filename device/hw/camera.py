@@ -101,15 +101,23 @@ async def _grab(
     on_unusable: Callable[[UnusableFrame], None] = lambda _: None,
 ) -> Frame:
     """The next frame that can be used: one that cannot (`on_unusable` is told) is
-    skipped, and a camera that sends none for `timeout_s` is taken for dead."""
+    skipped, and a camera that sends none for `timeout_s` is taken for dead; said as
+    sending only broken frames if it did send some (its cable, not a silent camera)."""
+    skipped, last = 0, None
     try:
         async with asyncio.timeout(timeout_s):
             while True:
                 try:
                     return await source.grab()
                 except UnusableFrame as exc:
+                    skipped, last = skipped + 1, exc
                     on_unusable(exc)
     except TimeoutError:
+        if last is not None:
+            raise CameraError(
+                f"the camera delivered {skipped} frame(s) in {timeout_s:g} s, none that "
+                f"could be decoded; the last: {last}"
+            ) from None
         raise CameraError(f"the camera delivered no frame for {timeout_s:g} s") from None
 
 
