@@ -6,6 +6,8 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=install-pi.sh
 source "$(dirname "${BASH_SOURCE[0]}")/install-pi.sh"
+# The unit's RuntimeDirectory=, which systemd keeps when it stops (its lock and socket).
+readonly RUNTIME_DIR=/run/live-appliance
 
 usage() {
   cat <<EOF
@@ -33,6 +35,7 @@ remove_service() {
       run systemctl stop "${RETRY_UNITS[@]}"
     fi
     run systemctl disable --now "$UNIT_NAME"
+    run rm -rf "$RUNTIME_DIR"
     run rm -f "$UNIT_FILE" "${RETRY_UNITS[@]/#/$UNIT_DIR/}"
     run systemctl daemon-reload
     # Forget a failed state, so `systemctl --failed` does not list a unit that is gone.

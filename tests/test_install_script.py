@@ -480,6 +480,7 @@ def test_uninstall_dry_run_removes_everything_but_the_owners_files(
         [line.strip() for line in lines],
         [
             "+ systemctl disable --now live-appliance.service",
+            "+ rm -rf /run/live-appliance",
             "+ rm -f /etc/systemd/system/live-appliance.service "
             "/etc/systemd/system/live-appliance-retry.timer "
             "/etc/systemd/system/live-appliance-retry.service",

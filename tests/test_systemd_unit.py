@@ -143,6 +143,18 @@ def test_the_daemon_gets_its_key_sockets_state_and_groups(unit: dict) -> None:
     assert PurePosixPath(lg_wd.replace("%t", "/run")) == runtime
 
 
+def test_a_refused_start_leaves_the_lock_of_the_copy_that_refused_it(unit: dict) -> None:
+    """A start refused beside a `sudo live-appliance run` (exit 1: the copy holds
+    control.sock.lock) removed /run/live-appliance with the copy's lock and socket
+    (RuntimeDirectoryPreserve=no removes it at every stop, before each automatic restart
+    too): 5 s later the restart took a new lock and ran beside the copy, both opening the
+    same microphone, speaker and pins, and `ctl` and the doctor saw only the service.
+    Kept, each start is refused for as long as the copy runs; a socket left by a daemon
+    that was killed is found stale and replaced (ControlServer._remove_stale), and the
+    uninstaller removes it."""
+    assert unit["Service"]["RuntimeDirectoryPreserve"] == ["yes"]
+
+
 def test_the_daemon_may_open_its_devices_and_nothing_else(unit: dict) -> None:
     service = unit["Service"]
     assert service["DevicePolicy"] == ["closed"]
