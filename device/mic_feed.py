@@ -169,14 +169,23 @@ class MicFeed:
         """Capture from now on, beginning with what the capture held (`Capture.forward()`:
         the pre-roll, and what was said from the press's edge). A push-to-talk button that
         came up before the press was taken (at `until`) ends the turn with the chunk that
-        holds that instant, held or still to come: what followed is not the person's turn."""
+        holds that instant, held or still to come: what followed is not the person's turn,
+        nor is a held chunk that began after it (the chunk holding it gone from the ring)."""
         self._capturing, self._until = True, until
         self._quietest = min((pcm.rms(data) for data, _ in held), default=1.0)
         self._finished.clear()
         for data, t in held:
+            if self._began_after_end(t):  # a press taken later than the ring reaches back
+                self._reached_end(t)
+                return
             self._outbox.put("audio", data)
             if self._reached_end(t):
                 return
+
+    def _began_after_end(self, t: float) -> bool:
+        """Whether a held chunk recorded until `t` began after `_until`: all of it was heard
+        after the release (the turn's own words gone from the ring), none of it is the turn's."""
+        return self._until is not None and t - self._cfg.chunk_ms / 1000 > self._until
 
     def _reached_end(self, t: float) -> bool:
         """Whether the chunk recorded until `t` is the turn's last (it holds `_until`):

@@ -1,0 +1,55 @@
+"""The home's trust: nothing recorded after a release, or before a press's pre-roll, leaves
+the box, however late the appliance takes the press."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from device.audio.capture import PRESS_LAG_S, RATE, Capture
+from device.config import AudioConfig
+from device.mic_feed import MicFeed
+from device.outbox import Outbox
+
+CHUNK_MS = 20
+
+
+def numbered(n: int) -> bytes:
+    """A chunk that says which it is."""
+    return np.full(RATE * CHUNK_MS // 1000, 100 + n, dtype=np.int16).tobytes()
+
+
+def number_of(chunk: bytes) -> int:
+    return int(np.frombuffer(chunk, dtype=np.int16)[0]) - 100
+
+
+def sent_numbers(box: Outbox) -> list[int]:
+    items = iter(box.get_nowait, None)
+    return [number_of(item.data) for item in items if item.kind == "audio"]  # type: ignore[misc]
+
+
+async def test_a_press_taken_later_than_the_ring_reaches_sends_nothing_said_after_its_release() -> (
+    None
+):
+    """A press and its release both taken more than the ring's PRESS_LAG_S after the release
+    (the last session's close hung): the turn's words are lost, and said so in the journal;
+    what the ring holds was all recorded after the release (the room, a conversation not
+    meant for the box) and none of it goes to the service, not even its first chunk."""
+    box = Outbox(hold_s=60)
+    feed = MicFeed(AudioConfig(chunk_ms=CHUNK_MS), box)
+    capture = Capture(feed.chunk, chunk_ms=CHUNK_MS, preroll=5)
+    capture._loop = asyncio.get_running_loop()  # as start() would, without a device
+    now = time.monotonic()
+    step = CHUNK_MS / 1000
+    count = round((PRESS_LAG_S + 3.0) / step)
+    times = [now - count * step + step * n for n in range(count)]
+    edge, release = times[10] - 0.005, times[30] - 0.005  # 0.4 s said to the box
+    for n, t in enumerate(times):  # read between turns, kept in the ring
+        capture._deliver(numbered(n), t)
+    held = capture.forward(since=edge, until=release)
+    feed.start(held, until=release)
+    await asyncio.sleep(0)
+    after_release = [n for n in sent_numbers(box) if times[n] - step >= release]
+    assert after_release == []
