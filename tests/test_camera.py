@@ -1146,3 +1146,24 @@ async def test_a_camera_whose_every_frame_is_broken_is_said_to_send_broken_frame
     [reason] = frames.failures
     assert "no frame" not in reason, reason
     assert "could be decoded" in reason and "truncated" in reason, reason
+
+
+async def test_a_usb_camera_whose_frames_break_at_the_release_stops_taking_them_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Released while every frame comes cut short (a USB hub starved of bandwidth): the
+    camera takes no more pictures of the room for a turn that is over, and goes off after
+    its linger, not after the capture's limit with the camera said to be dead."""
+    rig = mjpeg_camera(monkeypatch, decoded=lambda rgb: rgb, broken=range(2, 10_000))
+    frames = Frames()
+    feed = feed_for(picamera2(size=256, fps=20.0, linger_s=0.0), frames)
+    feed.start_frames()
+    try:
+        await until(lambda: frames.jpegs and rig.captures >= 3, within=3)
+        feed.stop_frames()  # the release
+        taken = rig.captures
+        await until(lambda: rig.names()[-1:] == ["close"], within=8)
+    finally:
+        await feed.aclose()
+    assert rig.captures - taken <= 1, "at most the frame in flight at the release"
+    assert not frames.failures, frames.failures

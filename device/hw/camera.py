@@ -65,6 +65,11 @@ class CameraStuck(CameraError):
     """A call into the camera (start, stop) that did not return in time."""
 
 
+class _Released(Exception):
+    """Frames stopped while the camera sent only unusable ones: no usable one is waited for
+    (each try is another picture of the room, for a turn that is over)."""
+
+
 async def _in_thread(
     function: Callable[[], T],
     limit_s: float,
@@ -298,7 +303,14 @@ class CameraFeed:
             await self._wait(due, lambda: self._streaming(generation))
             if not self._streaming(generation):
                 return
-            rgb, taken = await _grab(self._source, self._capture_timeout_s, self._skipped)
+            try:
+                rgb, taken = await _grab(
+                    self._source,
+                    self._capture_timeout_s,
+                    lambda frame: self._skipped(frame, generation),
+                )
+            except _Released:
+                return
             jpeg = await asyncio.to_thread(encode_jpeg, rgb, self._cfg.size, self._cfg.quality)
             if not self._streaming(generation):
                 return  # released while this frame was being taken: dropped, never sent late
@@ -306,8 +318,9 @@ class CameraFeed:
             self._last_sent = time.monotonic()
             due = _next_tick(due, period, time.monotonic())
 
-    def _skipped(self, unusable: UnusableFrame) -> None:
-        """A frame skipped: counted, and said in the journal now and then, not each time."""
+    def _skipped(self, unusable: UnusableFrame, generation: int) -> None:
+        """A frame skipped: counted, and said in the journal now and then, not each time;
+        _Released once the frames were stopped (no next one is taken)."""
         self._unusable += 1
         if self._unusable_told.due():
             logger.warning(
@@ -316,6 +329,8 @@ class CameraFeed:
                 unusable,
                 extra={"LIVE_CAMERA": "skipped", "LIVE_ERROR": str(unusable)},
             )
+        if not self._streaming(generation):
+            raise _Released from unusable
 
     def _streaming(self, generation: int) -> bool:
         return self._wanted and self._generation == generation
