@@ -110,6 +110,7 @@ class MicFeed:
         self.gated = False
         self._capturing = False
         self._until: float | None = None  # finishing: the last chunk ends at or after this
+        self._heard_until: float | None = None  # the newest chunk captured was recorded until
         self._finished = asyncio.Event()
         self._pause_later: asyncio.TimerHandle | None = None  # gated: audioStreamEnd due
         self._stream_end_sent = False
@@ -171,7 +172,7 @@ class MicFeed:
         came up before the press was taken (at `until`) ends the turn with the chunk that
         holds that instant, held or still to come: what followed is not the person's turn,
         nor is a held chunk that began after it (the chunk holding it gone from the ring)."""
-        self._capturing, self._until = True, until
+        self._capturing, self._until, self._heard_until = True, until, None
         self._quietest = min((pcm.rms(data) for data, _ in held), default=1.0)
         self._finished.clear()
         for data, t in held:
@@ -179,6 +180,7 @@ class MicFeed:
                 self._reached_end(t)
                 return
             self._outbox.put("audio", data)
+            self._heard_until = t
             if self._reached_end(t):
                 return
 
@@ -204,10 +206,14 @@ class MicFeed:
         """Go on until the chunk recorded past `until` has gone out, then stop.
 
         At a release, `until` is its time: that chunk holds the last sound made
-        before the button came up. A microphone that stops delivering is waited
+        before the button came up (gone already if the release was taken late: then
+        nothing more goes). A microphone that stops delivering is waited
         for two chunks and FINISH_SLACK_S at most.
         """
         if not self._capturing:
+            return
+        if self._heard_until is not None and self._heard_until >= until:
+            self.stop()  # the release was taken late: its chunk went, the next is not the turn's
             return
         wait_s = 2 * self._cfg.chunk_ms / 1000 + FINISH_SLACK_S
         self._until = until
@@ -225,6 +231,7 @@ class MicFeed:
         """One chunk from the capture's reader (on the loop), recorded until time `t`."""
         if not self._capturing:
             return  # handed over just before capture stopped
+        self._heard_until = t
         self._reached_end(t)
         if self.gated:
             self._over_the_box(data)

@@ -53,3 +53,23 @@ async def test_a_press_taken_later_than_the_ring_reaches_sends_nothing_said_afte
     await asyncio.sleep(0)
     after_release = [n for n in sent_numbers(box) if times[n] - step >= release]
     assert after_release == []
+
+
+async def test_a_release_taken_after_the_chunk_holding_it_sends_no_chunk_after_it() -> None:
+    """The loop busy as the button came up (a slow journal write, the collector): the chunk
+    holding the release arrived before the machine took the release. The turn ends at once,
+    without waiting for, and sending, the next chunk: all of that one was heard after the
+    button came up."""
+    box = Outbox(hold_s=60)
+    feed = MicFeed(AudioConfig(chunk_ms=CHUNK_MS), box)
+    feed.start([])
+    step = CHUNK_MS / 1000
+    release = 1.0 + 3.5 * step
+    for n in range(5):  # chunk 3 holds the release; read before the machine took it
+        feed.chunk(numbered(n), 1.0 + n * step)
+    loop = asyncio.get_running_loop()
+    loop.call_later(step, feed.chunk, numbered(5), 1.0 + 5 * step)  # the next, still coming
+    await feed.finish(release)
+    await asyncio.sleep(2 * step)
+    sent = sent_numbers(box)
+    assert 5 not in sent, sent
