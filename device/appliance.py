@@ -423,7 +423,7 @@ class Appliance:
                 up = next((edge for edge in self._releases if edge > after), None)
                 held = self.mic.forward(gate, since=since, preroll=preroll, until=up)
                 self.mic_feed.start(held, until=up)
-                if camera:
+                if camera and up is None:  # a turn over already has nobody to look at
                     self.camera.start_frames()
             case StartCamera():
                 self.camera.start_frames()

@@ -884,6 +884,25 @@ async def test_a_press_and_its_release_both_taken_late_send_nothing_after_the_re
         assert box.state == "connecting" and not box.appliance.machine.held
 
 
+async def test_a_question_asked_whole_while_the_box_was_busy_does_not_switch_the_camera_on(
+    tmp_path: Path,
+) -> None:
+    """Pressed and released before the box got to the press: the turn is over when it is
+    taken, and the camera (and its light) stays off, not switched on for a turn nobody is
+    in front of any more, lingering after."""
+    async with running(tmp_path, parts_class=RealCaptureParts) as box:
+        mic = await busy_closing(box)
+        now = time.monotonic()
+        box.button.on_edge("pressed", now - 0.8)
+        box.button.on_edge("released", now - 0.2)
+        for n in range(25):
+            mic.record(numbered(n), now - 1.0 + 0.04 * (n + 1))
+        box.camera.hang.set()  # the close is over: the press and release are taken now
+        await box.settle()
+        assert numbers_sent(box), "the question went out"
+        assert not box.camera.running
+
+
 async def test_two_questions_asked_while_the_box_was_busy_each_end_at_their_own_release(
     tmp_path: Path,
 ) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import numpy as np
+import pytest
 
 from device.audio.capture import PRESS_LAG_S, RATE, Capture
 from device.config import AudioConfig
@@ -73,3 +74,34 @@ async def test_a_release_taken_after_the_chunk_holding_it_sends_no_chunk_after_i
     await asyncio.sleep(2 * step)
     sent = sent_numbers(box)
     assert 5 not in sent, sent
+
+
+@pytest.mark.parametrize("read_first", [25, 40, 80])
+async def test_two_quick_presses_taken_late_each_send_their_own_words_only(read_first: int) -> None:
+    """Two presses and releases while the box was busy, taken late one after the other; the
+    device read before the first was taken up to its release's chunk or not, or past the
+    second press: each turn sends its pre-roll and its words up to the chunk holding its
+    release, nothing said between the two turns beyond the second's pre-roll, none twice."""
+    box = Outbox(hold_s=60)
+    feed = MicFeed(AudioConfig(chunk_ms=CHUNK_MS, preroll_ms=100), box)
+    capture = Capture(feed.chunk, chunk_ms=CHUNK_MS, preroll=feed.preroll_chunks)
+    capture._loop = asyncio.get_running_loop()
+    step = CHUNK_MS / 1000
+    now = time.monotonic()
+    times = [now - 2.0 + step * n for n in range(160)]
+    turns = [(times[10] - 0.005, times[30] - 0.005), (times[50] - 0.005, times[70] - 0.005)]
+    for n in range(read_first):
+        capture._deliver(numbered(n), times[n])
+    sent: list[list[int]] = []
+    read = read_first
+    for edge, release in turns:
+        feed.start(capture.forward(since=edge, until=release), until=release)
+        for n in range(read, read + 30):  # the reader goes on
+            capture._deliver(numbered(n), times[n])
+            await asyncio.sleep(0)
+        read += 30
+        capture.finish(release)
+        await feed.finish(release)
+        capture.hold()
+        sent.append(sent_numbers(box))
+    assert sent == [list(range(5, 31)), list(range(45, 71))]
