@@ -232,10 +232,19 @@ class Appliance:
     def _post_press(self, event: Pressed | Released | LongPress) -> None:
         if isinstance(event, Released) and event.at is not None:
             self._releases.append(event.at)
+            if self._ends_the_capture_now():
+                self.mic_feed.released(event.at)  # what the loop hands on first is not the turn
         if self._presses_waiting < PRESSES_WAITING:  # not a release let through at the bound
             self._presses_over.within()
         self._presses_waiting += 1
         self.post(event)
+
+    def _ends_the_capture_now(self) -> bool:
+        """Whether a release posted now is the one of the press being captured: push-to-talk,
+        the button held, and no other edge waiting (a turn taken late, its release and the
+        next press's still to come, keeps its own end)."""
+        ptt = self.machine.mode is Mode.PUSH_TO_TALK
+        return ptt and self.machine.held and self._presses_waiting == 0
 
     def _on_speech(self, starts: bool) -> None:
         from_the_room = not self.speaker.busy

@@ -198,6 +198,16 @@ class MicFeed:
         self._finished.set()
         return True
 
+    def released(self, at: float) -> None:
+        """A push-to-talk button came up at `at`: the turn ends with the chunk that holds
+        it, before the machine takes the release (a loop held up as it came up hands over
+        the chunks read meanwhile first, all heard after it)."""
+        if not self._capturing:
+            return
+        self._until = at
+        if self._heard_until is not None:
+            self._reached_end(self._heard_until)
+
     def stop(self) -> None:
         self._capturing = False
         self._cancel_pause()

@@ -903,6 +903,33 @@ async def test_a_question_asked_whole_while_the_box_was_busy_does_not_switch_the
         assert not box.camera.running
 
 
+async def test_a_release_while_the_loop_was_busy_sends_nothing_heard_after_it(
+    tmp_path: Path,
+) -> None:
+    """The loop held up as the button came up (the collector, a slow write): the release's
+    edge and the microphone's next chunks wait together, the edge first, and the machine
+    takes the release after the chunks went by. The turn still ends with the chunk that
+    holds the release: nothing heard after the button came up reaches the service."""
+    async with running(tmp_path, parts_class=RealCaptureParts) as box:
+        mic: DeviceFreeCapture = box.parts.made["mic"]
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        released = time.monotonic()
+        for n in range(5):  # said while the button was down
+            mic.record(numbered(n), released - 0.18 + 0.04 * n)
+        await box.settle()
+        loop = asyncio.get_running_loop()
+        loop.call_soon(box.button.on_edge, "released", released)  # waits behind the block
+        for n in range(5, 10):  # 5 holds the release; read while the loop was held up
+            mic.record(numbered(n), released + 0.02 + 0.04 * (n - 5))
+        await box.settle()
+        mic.record(numbered(10), released + 0.22)
+        await box.settle()
+        assert numbers_sent(box)[-2:] == [4, 5]
+        assert box.state == "thinking"
+
+
 async def test_two_questions_asked_while_the_box_was_busy_each_end_at_their_own_release(
     tmp_path: Path,
 ) -> None:
