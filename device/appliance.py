@@ -417,19 +417,14 @@ class Appliance:
             case StartCapture(camera, preroll, since):
                 now = time.monotonic()
                 self.turns.start(now, self.link.session_id)
-                if since is not None and now - since > PRESS_LAG_S:
-                    log.warning(
-                        "the press was taken %.1f s after the button went down: its first "
-                        "%.1f s are lost",
-                        now - since,
-                        now - since - PRESS_LAG_S,
-                    )
                 ptt = self.machine.mode is Mode.PUSH_TO_TALK
                 gate = None if ptt else self.mic_feed.pause_gate()
                 # Taken so late that the button is up again (its Released waits): the turn
                 # ends at that edge, not with what the microphone heard after it.
                 after = since if ptt and since is not None else float("inf")
                 up = next((edge for edge in self._releases if edge > after), None)
+                if since is not None and now - since > PRESS_LAG_S:
+                    _press_taken_late(now - since, None if up is None else up - since)
                 held = self.mic.forward(gate, since=since, preroll=preroll, until=up)
                 self.mic_feed.start(held, until=up)
                 if camera and up is None:  # a turn over already has nobody to look at
@@ -917,6 +912,25 @@ async def _until_opened(open_it: Callable[[], T]) -> T:
             return open_it()
         except Exception:
             wait_s = min(wait_s * 2, REOPEN_MAX_S)
+
+
+def _press_taken_late(late_s: float, turn_s: float | None) -> None:
+    """The journal's line for a press taken `late_s` after its edge, beyond what the ring
+    keeps: its first words lost, or all of a question `turn_s` long released before them."""
+    lost_s = late_s - PRESS_LAG_S
+    if turn_s is not None and turn_s <= lost_s:
+        log.warning(
+            "the press was taken %.1f s after the button went down: the whole question "
+            "(%.1f s) is lost",
+            late_s,
+            turn_s,
+        )
+        return
+    log.warning(
+        "the press was taken %.1f s after the button went down: its first %.1f s are lost",
+        late_s,
+        lost_s,
+    )
 
 
 def _cause(event: Event) -> str:

@@ -930,6 +930,26 @@ async def test_a_release_while_the_loop_was_busy_sends_nothing_heard_after_it(
         assert box.state == "thinking"
 
 
+async def test_a_question_asked_whole_longer_ago_than_the_ring_keeps_is_said_lost_and_not_sent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pressed and released while the last session's close hung for seconds: all the ring
+    holds was heard after the release, and none of it goes out; the journal says the
+    question is lost, not that only its first seconds are (of a question 0.6 s long)."""
+    async with running(tmp_path, parts_class=RealCaptureParts) as box:
+        mic = await busy_closing(box)
+        now = time.monotonic()
+        box.button.on_edge("pressed", now - 6.0)
+        box.button.on_edge("released", now - 5.4)
+        for n in range(150):  # the last 6 s, read between turns
+            mic.record(numbered(n), now - 6.0 + 0.04 * (n + 1))
+        box.camera.hang.set()  # the close is over: the press and release are taken now
+        await box.settle()
+        assert numbers_sent(box) == []
+    late = [r.getMessage() for r in caplog.records if "the press was taken" in r.getMessage()]
+    assert len(late) == 1 and "the whole question (0.6 s) is lost" in late[0], late
+
+
 async def test_two_questions_asked_while_the_box_was_busy_each_end_at_their_own_release(
     tmp_path: Path,
 ) -> None:
