@@ -627,6 +627,22 @@ async def test_a_card_that_enumerates_late_is_opened_when_it_appears_not_a_backo
     assert microphone.opened
 
 
+async def test_a_missing_device_with_the_sound_hardware_unchanged_waits_out_its_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The look at the sound hardware cuts the wait short only when it changed since the
+    try began: taken for a change at each look, the backoff ran to its longest wait
+    within seconds of a boot, and the card enumerating a moment later waited that out
+    (a minute of error earcons), the very delay the look is there to spare."""
+    monkeypatch.setattr(keeper_module, "HARDWARE_LOOK_S", 0.01)
+    microphone = MissingDevice()
+    keeper = AudioKeeper({"microphone": microphone}, lambda _: None, 3,
+                         hardware=lambda: ("card 0: Headphones",))  # fmt: skip
+    await keeper.open()
+    await keeping_for(keeper, 0.5)
+    assert len(microphone.tries) == 1, "the open only: the next try is 3 s after it"
+
+
 async def test_a_card_listed_a_moment_before_it_opens_is_tried_again_when_its_nodes_come(
 ) -> None:
     """A card is listed (/proc/asound/cards) a moment before its device nodes can be
