@@ -5,9 +5,11 @@ box's state once they open."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from fakes import FakeParts, RecordingLeds, config, running
@@ -77,6 +79,24 @@ async def test_leds_on_a_box_without_gpio_are_not_tried_again(
     assert len(said) == 1 and "tried again" not in said[0].getMessage()
 
 
+@pytest.mark.skipif(importlib.util.find_spec("lgpio") is not None, reason="lgpio loads here")
+async def test_leds_on_a_box_without_gpio_say_why_lgpio_did_not_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The journal's "LEDs off" line on a box with no pin driver says why lgpio, the Pi's
+    own, did not load, as the doctor does: gpiozero's own words name none."""
+    from gpiozero.exc import BadPinFactory
+
+    def no_gpio(_cfg: LedsConfig) -> RecordingLeds:
+        raise BadPinFactory("Unable to load any default pin factory!")
+
+    monkeypatch.setattr(device.parts, "open_leds", no_gpio)
+    async with running(tmp_path, parts_class=LedsBusyAtBoot):
+        pass
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LEDs off")]
+    assert len(said) == 1 and "(lgpio: No module named 'lgpio')" in said[0], said
+
+
 RED, GREEN, BLUE = 5, 6, 13
 RGB = {"kind": "rgb", "pins": [RED, GREEN, BLUE]}
 
@@ -121,3 +141,27 @@ async def test_leds_that_open_as_the_box_stops_stay_dark() -> None:
     late = RecordingLeds()
     await animator.use(late)
     assert late.frames == [] and late.closed
+
+
+async def test_parts_that_stay_unopenable_are_tried_less_often_yet_at_least_once_a_minute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LEDs or a button whose pins another program holds for hours: tried again after
+    BUTTON_RETRY_S, each wait twice the last, never longer than REOPEN_MAX_S. Without
+    the doubling the box opened the pins every 2 s for months; without its bound, a line
+    freed after a day was tried again a day later, the box dark and deaf meanwhile."""
+    waits: list[float] = []
+
+    async def waited(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(device.appliance, "asyncio", SimpleNamespace(sleep=waited))
+    failures = iter(range(12))
+
+    def open_pins() -> str:
+        if next(failures, None) is not None:
+            raise OSError("GPIO busy")
+        return "opened"
+
+    assert await device.appliance._until_opened(open_pins) == "opened"
+    assert waits == [2.0, 4.0, 8.0, 16.0, 32.0] + [60.0] * 8
