@@ -1381,6 +1381,8 @@ async def test_a_service_refused_beside_a_copy_run_by_hand_is_told_to_stop_the_c
         result = await check_service(Context(cfg, Options(), Progress(spinner=False)))
     assert "run by hand, pid 4242" in (result.fix or ""), result
     assert "Ctrl-C" in (result.fix or ""), result
+    if unit["ActiveState"] == "failed":  # past its start limit a plain start is refused too
+        assert "sudo systemctl reset-failed live-appliance && sudo" in (result.fix or "")
 
 
 #: What a copy run by hand in a shell says of itself: systemd did not start it.
