@@ -77,11 +77,22 @@ def test_ask_play_without_the_service_says_what_the_card_said(
     assert "running service" not in err and str(held).splitlines()[0].split(";")[0] in err, err
 
 
-def test_a_second_daemon_is_told_which_process_holds_the_lock(tmp_path: Path) -> None:
+#: What a lock file may hold as its holder takes it: nothing (a fresh boot's /run), or a
+#: gone holder's pid longer than the new one's (the pids wrapped): "123" written over it
+#: read "123\n301", no pid, and the refused daemon said "another process" again.
+LEFT_IN_THE_LOCK = [None, "4194301\n"]
+
+
+@pytest.mark.parametrize("left", LEFT_IN_THE_LOCK, ids=["fresh", "longer-pid-left"])
+def test_a_second_daemon_is_told_which_process_holds_the_lock(
+    left: str | None, tmp_path: Path
+) -> None:
     """The service refused at start ("already running, or still stopping: another process
     holds /run/live-appliance/control.sock.lock") while a `sudo live-appliance run` held
     it: the journal line did not say which process, and the owner looked for the service."""
     socket_path = tmp_path / "control.sock"
+    if left is not None:
+        Path(f"{socket_path}.lock").write_text(left)
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_THE_LOCK, str(socket_path)],
         stdout=subprocess.PIPE,
