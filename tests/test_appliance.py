@@ -974,6 +974,28 @@ async def test_two_questions_asked_while_the_box_was_busy_each_end_at_their_own_
         assert not box.appliance.machine.held
 
 
+async def test_a_press_again_within_the_preroll_of_a_late_release_sends_no_chunk_twice(
+    tmp_path: Path,
+) -> None:
+    """A question and a press again at once (a double tap) while the box was busy: the
+    second turn's pre-roll reaches back past the first release, to the chunk that ended
+    the first turn. That chunk goes out once, with the first: the ring keeps only what
+    came after it."""
+    async with running(tmp_path, parts_class=RealCaptureParts) as box:
+        mic = await busy_closing(box)
+        now = time.monotonic()
+        recorded = [now - 2.0 + 0.04 * (n + 1) for n in range(50)]
+        edges = {8: ("pressed", now - 1.71), 18: ("released", now - 1.31),
+                 19: ("pressed", now - 1.25), 38: ("released", now - 0.51)}  # fmt: skip
+        for n, t in enumerate(recorded):
+            mic.record(numbered(n), t)
+            if n in edges:
+                box.button.on_edge(*edges[n])
+        box.camera.hang.set()
+        await box.settle()
+        assert numbers_sent(box) == list(range(4, 38))  # 17 holds the first release: once
+
+
 async def test_a_press_again_after_a_late_tap_whose_end_was_still_in_the_card_keeps_its_words(
     tmp_path: Path,
 ) -> None:
