@@ -1102,7 +1102,19 @@ def cmyk(rgb: np.ndarray) -> np.ndarray:
     return np.dstack([255 - rgb, np.zeros(rgb.shape[:2], dtype=np.uint8)])
 
 
-@pytest.mark.parametrize(("decoded", "colour"), [(grey, (86, 86, 86)), (cmyk, RED)])
+def cmyk_with_black(rgb: np.ndarray) -> np.ndarray:
+    """PIL's mode "CMYK" with black ink: what the brightest channel lacks is black, the
+    others' lack of it cyan, magenta and yellow (PIL's convert("RGB") undoes it)."""
+    brightest = np.maximum(rgb.max(axis=2, keepdims=True).astype(np.uint16), 1)
+    ink = 255 - rgb.astype(np.uint16) * 255 // brightest
+    return np.dstack([ink, 255 - brightest]).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("decoded", "colour"),
+    [(grey, (86, 86, 86)), (cmyk, RED), (cmyk_with_black, RED)],
+    ids=["grey", "cmyk", "cmyk-with-black"],
+)
 async def test_a_usb_camera_sending_greyscale_or_cmyk_jpegs_gives_video(
     monkeypatch: pytest.MonkeyPatch, decoded: Callable[[np.ndarray], np.ndarray],
     colour: tuple[int, int, int],
@@ -1125,6 +1137,7 @@ async def test_frames_cut_short_by_a_usb_hiccup_are_skipped_and_said_once(
     assert mean_colour(frames.jpegs[-1]) == pytest.approx(RED, abs=8)
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "truncated" in warnings[0].getMessage(), warnings
+    assert "skipped 1 camera frame(s)" in warnings[0].getMessage(), warnings
     assert not any(r.exc_info for r in caplog.records)
 
 
