@@ -75,6 +75,7 @@ def test_ask_play_without_the_service_says_what_the_card_said(
     assert main(["ask", "Hello", "--play", "--config", str(cfg)]) == 1
     err = capsys.readouterr().err
     assert "running service" not in err and str(held).splitlines()[0].split(";")[0] in err, err
+    assert err.count("\n") == 1, err  # the card's summary, not the device listing after it
 
 
 #: What a lock file may hold as its holder takes it: nothing (a fresh boot's /run), or a
