@@ -956,22 +956,32 @@ async def test_two_questions_asked_while_the_box_was_busy_each_end_at_their_own_
     """The first turn ends at the first release, not the last one posted; the second goes
     out from its own pre-roll to its release. (What the second said before the first was
     taken went with the first turn's held audio, thrown away at its end: a question lost.)"""
+    edges = {8: ("pressed", 1.71), 18: ("released", 1.31),
+             28: ("pressed", 0.91), 38: ("released", 0.51)}  # fmt: skip
+    sent, held = await sent_for_edges_while_busy(tmp_path, edges)
+    # Each from its pre-roll to the chunk holding its release (one turn on the wire: the
+    # second was pressed before the first went out).
+    assert sent == [*range(4, 18), *range(24, 38)]
+    assert not held
+
+
+async def sent_for_edges_while_busy(
+    tmp_path: Path, edges: dict[int, tuple[str, float]]
+) -> tuple[list[int], bool]:
+    """The numbers of the chunks sent, and whether the button is held after, when 2 s of
+    numbered chunks were recorded while the box was busy closing its last session, each
+    of `edges` ((edge, seconds before the end) by the chunk it came after) posted then."""
     async with running(tmp_path, parts_class=RealCaptureParts) as box:
         mic = await busy_closing(box)
         now = time.monotonic()
-        recorded = [now - 2.0 + 0.04 * (n + 1) for n in range(50)]
-        edges = {8: ("pressed", now - 1.71), 18: ("released", now - 1.31),
-                 28: ("pressed", now - 0.91), 38: ("released", now - 0.51)}  # fmt: skip
-        for n, t in enumerate(recorded):
-            mic.record(numbered(n), t)
+        for n in range(50):
+            mic.record(numbered(n), now - 2.0 + 0.04 * (n + 1))
             if n in edges:
-                box.button.on_edge(*edges[n])
+                name, before = edges[n]
+                box.button.on_edge(name, now - before)
         box.camera.hang.set()
         await box.settle()
-        # Each from its pre-roll to the chunk holding its release (one turn on the wire:
-        # the second was pressed before the first went out).
-        assert numbers_sent(box) == [*range(4, 18), *range(24, 38)]
-        assert not box.appliance.machine.held
+        return numbers_sent(box), box.appliance.machine.held
 
 
 async def test_a_press_again_within_the_preroll_of_a_late_release_sends_no_chunk_twice(
@@ -981,19 +991,10 @@ async def test_a_press_again_within_the_preroll_of_a_late_release_sends_no_chunk
     second turn's pre-roll reaches back past the first release, to the chunk that ended
     the first turn. That chunk goes out once, with the first: the ring keeps only what
     came after it."""
-    async with running(tmp_path, parts_class=RealCaptureParts) as box:
-        mic = await busy_closing(box)
-        now = time.monotonic()
-        recorded = [now - 2.0 + 0.04 * (n + 1) for n in range(50)]
-        edges = {8: ("pressed", now - 1.71), 18: ("released", now - 1.31),
-                 19: ("pressed", now - 1.25), 38: ("released", now - 0.51)}  # fmt: skip
-        for n, t in enumerate(recorded):
-            mic.record(numbered(n), t)
-            if n in edges:
-                box.button.on_edge(*edges[n])
-        box.camera.hang.set()
-        await box.settle()
-        assert numbers_sent(box) == list(range(4, 38))  # 17 holds the first release: once
+    edges = {8: ("pressed", 1.71), 18: ("released", 1.31),
+             19: ("pressed", 1.25), 38: ("released", 0.51)}  # fmt: skip
+    sent, _ = await sent_for_edges_while_busy(tmp_path, edges)
+    assert sent == list(range(4, 38))  # 17 holds the first release: once
 
 
 async def test_a_press_again_after_a_late_tap_whose_end_was_still_in_the_card_keeps_its_words(
