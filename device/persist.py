@@ -2,9 +2,9 @@
 
 A small JSON file in the state directory: `[service] state_dir` if set, else
 systemd's `StateDirectory=` (passed as `$STATE_DIRECTORY`), else /var/lib/live-appliance.
-Writes go to a temporary file, synced, then renamed over the old one, so a power
-cut never leaves half a file. A directory that cannot be written is logged once; the
-device then keeps the value until it restarts.
+Writes go to a temporary file, synced, then renamed over the old one, and the directory
+synced, so a power cut never leaves half a file nor brings the old one back. A directory
+that cannot be written is logged once; the device then keeps the value until it restarts.
 """
 
 from __future__ import annotations
@@ -83,3 +83,17 @@ class StateFile:
                 if not self._warned:
                     self._warned = True
                     log.warning("cannot keep settings in %s: %s", self.path, exc)
+                return
+            _sync_dir(self.path.parent)
+
+
+def _sync_dir(path: Path) -> None:
+    """Put a rename in `path` on the card: the directory is written back on the kernel's
+    own time, and a power cut before it brought the old file back. The new file is in
+    place either way, so a file system that cannot sync a directory is not an error."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
