@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from device.errors import ConfigError, ConfigUnreadable, UnusableKey, remember_secret
+from device.errors import (
+    ConfigError,
+    ConfigUnreadable,
+    UnusableKey,
+    remember_secret,
+    url_without_password,
+)
 from device.live.models import V1ALPHA, check_model_settings
 
 DEFAULT_PATH = Path("/etc/live-appliance/config.toml")
@@ -917,9 +923,15 @@ def host_and_port(url: str) -> tuple[str, int]:
     port out of range or not a number, a bracket left open, no host, or a name the IDNA
     codec refuses (websockets encodes a host that is not ASCII, Python's resolver every
     host, ASCII too: live..example.com; the failure would be said as a message of the
-    service's)."""
+    service's). A port of letters is not quoted when the URL has a password: it is then
+    the password's first part, cut at a '/' pasted unencoded."""
     parts = urllib.parse.urlsplit(url)
-    host, port = parts.hostname, parts.port
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        if url_without_password(url) == url:
+            raise
+        raise ValueError("its port is not a number (a '/' in a password is written %2F)") from None
     if not host:
         raise ValueError("it names no host")
     try:
@@ -940,7 +952,7 @@ def _check_url(where: str, url: str) -> None:
     if not usable:
         raise ConfigError(
             f"{where}: [live] base_url: must be an http:// or https:// URL with a host "
-            f"(got {url!r}{why})"
+            f"(got {url_without_password(url)!r}{why})"
         )
 
 

@@ -59,6 +59,19 @@ def without_credentials(text: str, also: Iterable[str] = ()) -> str:
     return _CREDENTIAL.sub(lambda m: (m["param"] or m["header"] or m["login"] or "") + MASK, text)
 
 
+
+def url_without_password(url: str) -> str:
+    """`url` as written, its login's password masked: the mask above needs no '@' or '/'
+    in the password, which a setting the box cannot use need not lack (curl's
+    `user:password@host:port`, a password pasted unencoded: the very URLs refused and so
+    quoted). The login runs to the last '@'."""
+    scheme, sep, rest = url.rpartition("://")
+    login, at, place = rest.rpartition("@")
+    user, colon, _password = login.partition(":")
+    if not colon:
+        return url
+    return f"{scheme}{sep}{user}:{MASK}{at}{place}"
+
 #: The most characters of a journal line's message and of each LIVE_* field (and of a
 #: configuration error, which stderr takes to the journal before logging is set up):
 #: what a service or a local user can make the box say (a close reason, a tool's name,

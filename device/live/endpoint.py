@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from device import workers
 from device.config import host_and_port
+from device.errors import url_without_password
 
 if TYPE_CHECKING:
     from device.config import Config
@@ -58,7 +59,8 @@ def endpoint(cfg: Config) -> tuple[str, int]:
         try:
             return host_and_port(url if "://" in url else f"https://{url}")
         except ValueError as exc:
-            raise AddressUnusable(f"{env}'s {url} cannot be used: {exc}") from exc
+            shown = url_without_password(url)
+            raise AddressUnusable(f"{env}'s {shown} cannot be used: {exc}") from exc
     if live.backend == "vertex":
         region = live.location or "global"
         if region == "global":

@@ -27,7 +27,7 @@ from websockets.exceptions import (
 )
 from websockets.http11 import Response
 
-from device.errors import MASK, cut, one_line, without_credentials
+from device.errors import cut, one_line, url_without_password, without_credentials
 from device.live.endpoint import AddressUnusable, ProxyUnreachable, ResolverSilent
 from device.live.wire import (
     CLOSE_ABNORMAL,
@@ -184,19 +184,6 @@ def _close_of(exc: BaseException) -> tuple[int, str] | None:
     return None
 
 
-def _without_password(proxy: str) -> str:
-    """HTTPS_PROXY as written, its login's password masked: the journal's mask of a URL's
-    password needs a scheme and no '@' or '/' in the password, which a setting websockets
-    refuses need not have (curl's `user:password@host:port`, a password pasted unencoded).
-    The login runs to the last '@'."""
-    scheme, sep, rest = proxy.rpartition("://")
-    login, at, place = rest.rpartition("@")
-    user, colon, _password = login.partition(":")
-    if not colon:
-        return proxy
-    return f"{scheme}{sep}{user}:{MASK}{at}{place}"
-
-
 def _classify(exc: BaseException) -> tuple[str, str]:
     """(the kind of failure, the line for the owner)."""
     if isinstance(exc, ConnectionClosed) and closed_by_the_box(exc):
@@ -220,7 +207,7 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         hint = _HTTP_HINTS.get(exc.response.status_code, "the Live API refused the connection")
         return "http", f"{hint} ({_http(exc.response)})"
     if isinstance(exc, InvalidProxy):  # HTTPS_PROXY written as curl takes it (no http://)
-        setting = _without_password(exc.proxy)
+        setting = url_without_password(exc.proxy)
         return "proxy", f"proxy: HTTPS_PROXY's {setting} cannot be used: {exc.msg}"
     if isinstance(exc, InvalidProxyStatus):
         return "proxy", f"the proxy refused the tunnel ({_http(exc.response)})"
