@@ -359,6 +359,8 @@ class Appliance:
                 self.texts.taken()
             elif isinstance(event, Pressed | Released | LongPress):
                 self._presses_waiting -= 1
+                if isinstance(event, Pressed) and self._lost_whole(event.at):
+                    event = replace(event, lost=True)
             before = self.machine.state
             self.machine, actions = step(self.machine, event)
             if self.machine.state is not before:
@@ -497,6 +499,18 @@ class Appliance:
                     self._watchdog_retry = loop.call_later(WATCHDOG_RETRY_S, self._retry_watchdog)
             case _:
                 assert_never(action)
+
+    def _lost_whole(self, since: float | None) -> bool:
+        """Push-to-talk, a press from `since` taken now: whether its release came longer
+        ago than the ring keeps, so nothing said between the two is left (said so)."""
+        if self.machine.mode is not Mode.PUSH_TO_TALK or since is None:
+            return False
+        now = time.monotonic()
+        up = next((edge for edge in self._releases if edge > since), None)
+        if up is None or up > now - PRESS_LAG_S:
+            return False
+        _press_taken_late(now - since, up - since)
+        return True
 
     def _stop_frames(self) -> None:
         self.camera.stop_frames()

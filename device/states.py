@@ -63,6 +63,9 @@ class Pressed:
     #: When (time.monotonic()), as the edge was seen: the person may be talking from then
     #: on, however long the machine takes to get to the press. None: when it is taken.
     at: float | None = None
+    #: Push-to-talk: taken so late that all that was said between this edge and its
+    #: release is gone from the ring (`appliance`): a turn would be empty.
+    lost: bool = False
 
 
 @dataclass(frozen=True)
@@ -530,6 +533,11 @@ def _transition(m: Machine, event: Event) -> Step:
 
         case Pressed() if ptt and m.held:
             return m, []  # pressed already (`ctl press` twice): one turn, one earcon
+        case Pressed(lost=True) if ptt and m.state is not State.SPEAKING:
+            # An empty turn would be answered all the same, a question nobody asked: the
+            # person is told theirs was not heard. (Over the reply a press is taken from
+            # when it silences the box, whatever was said before.)
+            return m, [PlayEarcon(Earcon.ERROR)]
         case Pressed(at) if ptt:
             return _start_talking(m, at)
         case Pressed() if m.session_open:  # toggle: a second press ends the conversation
