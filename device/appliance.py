@@ -233,7 +233,10 @@ class Appliance:
         if isinstance(event, Released) and event.at is not None:
             self._releases.append(event.at)
             if self._ends_the_capture_now():
-                self.mic_feed.released(event.at)  # what the loop hands on first is not the turn
+                # What the loop hands on first is not the turn: no sound, and no picture (a
+                # state change taken before the release yields to the sender meanwhile).
+                self.mic_feed.released(event.at)
+                self._stop_frames()
         if self._presses_waiting < PRESSES_WAITING:  # not a release let through at the bound
             self._presses_over.within()
         self._presses_waiting += 1
