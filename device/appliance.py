@@ -651,15 +651,18 @@ class Appliance:
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
         loop.set_default_executor(workers.Workers())
         try:
+            # Refused, nothing was started: the journal says so alone, not "stopped" first.
             await self.control.start()
-            if not await self._start_up_unless_stopped(loop):
-                return  # a stop came first: no READY after STOPPING
-            gc.freeze()  # what start-up built lives on: keep it out of every later collection
-            self.ready = True
-            self.notifier.ready(self.status_line())
-            await self.stopping.wait()
+            try:
+                if not await self._start_up_unless_stopped(loop):
+                    return  # a stop came first: no READY after STOPPING
+                gc.freeze()  # what start-up built lives on: out of every later collection
+                self.ready = True
+                self.notifier.ready(self.status_line())
+                await self.stopping.wait()
+            finally:
+                await self._shutdown()
         finally:
-            await self._shutdown()
             logs.name_sessions(None)
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
