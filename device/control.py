@@ -89,6 +89,17 @@ def _holder(lock_fd: int) -> str:
     return f"process {int(written)}" if written.isdigit() else "another process"
 
 
+def _in_the_group_of_its_place(path: Path) -> None:
+    """The socket in its directory's group, as the service's own is (its user's group owns
+    /run/live-appliance): a copy run by hand with sudo made it root:root, and a member of the
+    service's group was refused `ctl` and the doctor. A user who may not give it that group
+    keeps their own."""
+    group = path.parent.stat().st_gid
+    if path.stat().st_gid != group:
+        with contextlib.suppress(PermissionError):
+            os.chown(path, -1, group)
+
+
 def _unusable(lock: Path, exc: OSError) -> ConfigError:
     return ConfigError(f"[control] socket: cannot make the lock {lock}: {exc.strerror or exc}")
 
@@ -135,6 +146,7 @@ class ControlServer:
                 f"[control] socket: cannot listen on {self.path}: {exc.strerror or exc}"
             ) from None
         os.chmod(self.path, self._mode)
+        _in_the_group_of_its_place(self.path)
         self._inode = self.path.stat().st_ino
 
     async def aclose(self) -> None:
