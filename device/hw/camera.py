@@ -322,14 +322,16 @@ class CameraFeed:
         """A frame skipped: counted, and said in the journal now and then, not each time;
         _Released once the frames were stopped (no next one is taken)."""
         self._unusable += 1
+        released = not self._streaming(generation)
         if self._unusable_told.due():
             logger.warning(
-                "skipped %d camera frame(s) so far, the next one used: %s",
+                "skipped %d camera frame(s) so far, %s: %s",
                 self._unusable,
+                "none taken after it (the frames stopped)" if released else "the next one used",
                 unusable,
                 extra={"LIVE_CAMERA": "skipped", "LIVE_ERROR": str(unusable)},
             )
-        if not self._streaming(generation):
+        if released:
             raise _Released from unusable
 
     def _streaming(self, generation: int) -> bool:
