@@ -59,7 +59,6 @@ def without_credentials(text: str, also: Iterable[str] = ()) -> str:
     return _CREDENTIAL.sub(lambda m: (m["param"] or m["header"] or m["login"] or "") + MASK, text)
 
 
-
 def url_without_password(url: str) -> str:
     """`url` as written, its login's password masked: the mask above needs no '@' or '/'
     in the password, which a setting the box cannot use need not lack (curl's
@@ -71,6 +70,7 @@ def url_without_password(url: str) -> str:
     if not colon:
         return url
     return f"{scheme}{sep}{user}:{MASK}{at}{place}"
+
 
 #: The most characters of a journal line's message and of each LIVE_* field (and of a
 #: configuration error, which stderr takes to the journal before logging is set up):
