@@ -753,8 +753,13 @@ def _check_consistency(where: str, config: Config, whole: bool) -> None:
         raise ConfigError(
             f"{where}: [leds] pins: kind '{leds.kind}' needs {wanted} pin(s) (got {len(leds.pins)})"
         )
-    if leds.kind == "multi" and not leds.pins:
-        raise ConfigError(f"{where}: [leds] pins: kind 'multi' needs at least one pin")
+    if leds.kind == "multi" and not 1 <= len(leds.pins) <= 3:
+        # A red, a green and a blue LED, any of them: a fourth pin has no colour, and the
+        # service would run with its LEDs off, trying them again for ever.
+        raise ConfigError(
+            f"{where}: [leds] pins: kind 'multi' needs at least one pin and at most 3 "
+            f"(red, green, blue; got {len(leds.pins)})"
+        )
     if bad := [pin for pin in leds.pins if not 0 <= pin <= GPIO_LIMIT]:
         raise ConfigError(
             f"{where}: [leds] pins: must be between 0 and {GPIO_LIMIT} (got {bad[0]})"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from device import tools
+from device import config, tools
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -53,3 +53,21 @@ def test_the_readmes_tool_added_to_tools_py_is_declared_bounded_and_runs() -> No
     device = tools.Device(actions)
     assert blink.function(device, **blink.arguments({})) == {"blinked": 3}
     assert actions.blinked == [3]
+
+
+@pytest.mark.parametrize("pins", [[5, 6, 13, 19], [5, 6, 13, 19, 26]])
+def test_multi_leds_on_more_pins_than_colours_stop_the_start_naming_the_setting(
+    tmp_path: Path, pins: list[int]
+) -> None:
+    """README: "A bad value stops the daemon at start with one line naming the file and
+    the key ... and what is allowed". `kind = "multi"` takes a red, a green and a blue
+    LED; a fourth pin loaded, and the service ran with its LEDs off, trying them again
+    for ever ("LEDs off: ValueError: ..."), while the doctor's config line said PASS."""
+    path = tmp_path / "config.toml"
+    path.write_text(f'[leds]\nkind = "multi"\npins = {pins}\n')
+    with pytest.raises(config.ConfigError, match=r"\[leds\] pins") as refused:
+        config.load(path, key=False)
+    assert "at most 3" in str(refused.value) and str(path) in str(refused.value)
+    for fine in ([5], [5, 6, 13]):
+        path.write_text(f'[leds]\nkind = "multi"\npins = {fine}\n')
+        assert config.load(path, key=False).leds.pins == tuple(fine)
