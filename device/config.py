@@ -164,8 +164,9 @@ MicDuringPlayback = Literal["cancel", "gate", "attenuate", "open"]
 class AudioConfig:
     """Which PortAudio devices to use and how to chunk the microphone."""
 
-    input_device: int | str | None = None
-    output_device: int | str | None = None
+    #: A substring of the PortAudio name, or its index (no box lists a thousand devices).
+    input_device: int | str | None = field(default=None, metadata=_bounded(0, 1023))
+    output_device: int | str | None = field(default=None, metadata=_bounded(0, 1023))
     #: Microphone chunk sent to the service: 20-40 ms is what it wants; every chunk wakes
     #: the event loop and passes the SDK, so 40 ms halves what streaming costs.
     chunk_ms: int = field(default=40, metadata=_bounded(10, 100))
@@ -753,6 +754,7 @@ def _check_consistency(where: str, config: Config, whole: bool) -> None:
         raise ConfigError(
             f"{where}: [leds] pins: kind '{leds.kind}' needs {wanted} pin(s) (got {len(leds.pins)})"
         )
+    _check_socket_mode(where, config.control.mode)
     if leds.kind == "multi" and not 1 <= len(leds.pins) <= 3:
         # A red, a green and a blue LED, any of them: a fourth pin has no colour, and the
         # service would run with its LEDs off, trying them again for ever.
@@ -944,6 +946,17 @@ def host_and_port(url: str) -> tuple[str, int]:
     except UnicodeError:
         raise ValueError("its host is not a valid name (an empty or too long label)") from None
     return host, port or 443
+
+
+def _check_socket_mode(where: str, mode: int) -> None:
+    """Connecting to a UNIX socket takes write permission: a mode that lets the group (or
+    others) read it but not write leaves them refused, a mistake for 0o660 (or 0o666)."""
+    for who, shift in (("the group", 3), ("others", 0)):
+        if mode >> shift & 0o4 and not mode >> shift & 0o2:
+            raise ConfigError(
+                f"{where}: [control] mode: {oct(mode)} lets {who} read the socket but not "
+                f"connect to it, which takes write: use {oct(mode | 0o2 << shift)}"
+            )
 
 
 def _check_url(where: str, url: str) -> None:

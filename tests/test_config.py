@@ -103,6 +103,10 @@ idle_timeout_s = 5
         ("[live]\napi_key_file = 'key.txt'", "[live] api_key_file: must be an absolute path"),
         ("[live]\nsystem_instruction_file = 'p.txt'", "system_instruction_file: must be an abs"),
         ("[control]\nmode = 660", "between 0o600 and 0o666 (got 660, which is 0o1224)"),
+        ("[control]\nmode = 0o640", "mode: 0o640 lets the group read the socket but not"),
+        ("[control]\nmode = 0o664", "mode: 0o664 lets others read the socket but not"),
+        ("[audio]\ninput_device = -1", "[audio] input_device: must be between 0 and 1023"),
+        ("[audio]\noutput_device = -2", "[audio] output_device: must be between 0 and 1023"),
         (
             "[live]\nmodel = 'gemini-live-2.5-flash-native-audio'",
             "gemini-live-2.5-flash-native-audio is not served on backend 'gemini'",
