@@ -109,8 +109,9 @@ async def test_a_release_gpiozero_never_reported_ends_the_turn_within_a_second(
         await let_go(box, pin)  # gpiozero never says so
         assert box.state == "thinking" and leds(box)[-1] == "thinking"
         pin.drive_low()  # asks again: gpiozero, taking it for still down, is silent
-        await speak_until(box, lambda: box.state == "listening", within=1.5)
-        assert box.mic.forwarding and leds(box)[-1] == "listening"
+        # The state shows first, the capture follows its LEDs (from the press's edge).
+        await speak_until(box, lambda: box.state == "listening" and box.mic.forwarding, 1.5)
+        assert leds(box)[-1] == "listening"
         await let_go(box, pin)  # and this release gpiozero reports
         assert box.state == "thinking"
 
