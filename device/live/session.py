@@ -38,7 +38,7 @@ from device.live.endpoint import (
 )
 from device.live.hooks import Hooks, SpeakerRoom
 from device.live.pacing import Pacing
-from device.live.turn import WireTurn
+from device.live.turn import WireTurn, unsaved_limit
 from device.outbox import Item, Outbox
 from device.states import (
     ConnectFailed,
@@ -551,6 +551,7 @@ def _wire_turn(cfg: Config) -> WireTurn:
         speech_interrupts=cfg.speech_interrupts,
         log_transcripts=cfg.live.log_transcripts,
         answer_within_s=cfg.conversation.reply_timeout_s,
+        unsaved_limit=unsaved_limit(cfg.conversation.longest_turn_s),
     )
 
 

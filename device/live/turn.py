@@ -25,8 +25,18 @@ log = logging.getLogger(__name__)
 #: speech. A service that never ends a turn cannot grow it; what is past it is counted.
 TRANSCRIPT_LIMIT = 4000
 #: Microphone audio in no resumption handle kept to send again on the next connection
-#: (`WireTurn.unsaved`): the newest minute, 1.9 MB.
+#: (`WireTurn.unsaved`): the newest minute, 1.9 MB ...
 UNSAVED_BYTES = 60 * MIC_RATE * SAMPLE_BYTES
+#: ... and a push-to-talk press up to `longest_turn_s`, up to this long (9.6 MB): a press
+#: held through a switch goes again whole, and one longer than this says what it lost.
+UNSAVED_MOST_S = 300.0
+
+
+def unsaved_limit(longest_turn_s: float) -> int:
+    """The bytes `WireTurn.unsaved` keeps: a whole press up to `longest_turn_s` (bounded
+    by UNSAVED_MOST_S), and never less than UNSAVED_BYTES."""
+    press = round(min(longest_turn_s, UNSAVED_MOST_S) * MIC_RATE) * SAMPLE_BYTES
+    return max(UNSAVED_BYTES, press)
 
 
 @dataclass
@@ -115,6 +125,9 @@ class WireTurn:
     #: went out (the monotonic clock).
     unsaved: deque[tuple[float, bytes]] = field(default_factory=deque)
     unsaved_bytes: int = 0
+    unsaved_limit: int = UNSAVED_BYTES  # `unsaved_limit()` of the owner's longest_turn_s
+    #: Of the open press, audio past `unsaved_limit` no longer kept: said at a switch.
+    press_forgotten_bytes: int = 0
     #: Hands-free, the microphone's stream paused (audioStreamEnd): the service ends the
     #: person's turn on it, so it follows their words sent again.
     stream_paused: bool = False
@@ -149,13 +162,15 @@ class WireTurn:
             return  # hands-free, over the reply
         self.unsaved.append((monotonic(), pcm))
         self.unsaved_bytes += len(pcm)
-        while self.unsaved_bytes > UNSAVED_BYTES:
-            self._forget_oldest()
+        while self.unsaved_bytes > self.unsaved_limit:
+            forgotten = self._forget_oldest()
+            if self.activity_open:
+                self.press_forgotten_bytes += forgotten
 
     def forget_audio(self) -> None:
         """A turn started or ended: none of its audio is to be sent again."""
         self.unsaved.clear()
-        self.unsaved_bytes = 0
+        self.unsaved_bytes = self.press_forgotten_bytes = 0
 
     def words_to_repeat(self) -> list[bytes]:
         """What a new connection sends first: what no handle covers and the model has not
@@ -165,10 +180,19 @@ class WireTurn:
             let_pass = monotonic() - self.answer_within_s
             while self.unsaved and self.unsaved[0][0] < let_pass:
                 self._forget_oldest()
+        elif self.press_forgotten_bytes:
+            log.warning(
+                "the press went on past what is kept to send again on a new connection: "
+                "its first %.0f s are lost",
+                self.press_forgotten_bytes / SAMPLE_BYTES / MIC_RATE,
+            )
         return [pcm for _, pcm in self.unsaved]
 
-    def _forget_oldest(self) -> None:
-        self.unsaved_bytes -= len(self.unsaved.popleft()[1])
+    def _forget_oldest(self) -> int:
+        """Forget the oldest audio kept; its size."""
+        size = len(self.unsaved.popleft()[1])
+        self.unsaved_bytes -= size
+        return size
 
     def handle_came(self) -> None:
         """A resumption handle: hands-free, it covers what the person said before it."""

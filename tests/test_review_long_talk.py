@@ -1,0 +1,62 @@
+"""The conversation nobody ended, and the one that runs long: a push-to-talk press held
+for minutes across the service's connection limits, through the local server and the
+real google-genai SDK (in-process, no sound server)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+from helpers import until
+from test_go_away import WITHIN_MS, heard_ms, talking
+
+from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
+from device.live.wire import MIC_RATE
+from device.states import Reconnected
+from rig.server.server import LiveServer
+
+SECOND = b"\x01\x00" * MIC_RATE
+
+
+@pytest.fixture
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
+    async with LiveServer(pace=0, reply_seconds=0.2) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
+
+
+async def test_a_press_held_ninety_seconds_through_a_go_away_reaches_the_service_whole(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Someone reads a long text aloud, the button held 90 s (under `longest_turn_s`, 120
+    s by default), and the service moves the conversation near the end. No handle covers
+    the open turn, so all of it goes again on the next connection: the model must hear
+    the whole 90 s, not only the newest minute of it with nothing said about the rest."""
+    caplog.set_level(logging.INFO)
+    async with talking(server) as talk:
+        await talk.first_turn(server)
+        talk.outbox.put("activity_start")
+        for _ in range(90):  # ninety seconds of reading, handed on faster than real time
+            talk.outbox.put("audio", SECOND)
+            await until(lambda: talk.outbox.held_ms == 0, within=5)
+        await server.send_go_away("0.5s")  # less than the switch margin: at once
+        await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+        talk.outbox.put("activity_end")
+        await until(lambda: len(heard_ms(server)) == 1, within=20)
+    assert heard_ms(server) == [pytest.approx(90_000, abs=WITHIN_MS)], "the text heard whole"
+
+
+def test_a_press_held_past_what_is_kept_says_what_a_switch_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An owner's `longest_turn_s` of an hour: the box keeps UNSAVED_MOST_S of the open
+    press to send again (memory), and a switch past that says how much of it is lost."""
+    turn = WireTurn(unsaved_limit=unsaved_limit(3600))
+    turn.sent("activity_start")
+    for _ in range(int(UNSAVED_MOST_S) + 2):
+        turn.spoke(SECOND)
+    with caplog.at_level(logging.WARNING):
+        again = turn.words_to_repeat()
+    assert len(b"".join(again)) == len(SECOND) * int(UNSAVED_MOST_S)
+    assert "its first 2 s are lost" in caplog.text
