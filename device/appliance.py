@@ -410,8 +410,14 @@ class Appliance:
             case OpenSession(session):
                 self.link.open(session)
             case CloseSession():
-                await self.camera.aclose()  # the camera goes dark first: it is the privacy
-                await self.link.close()
+                # The camera goes dark first (it is the privacy), and the link stops beside
+                # it, not after: switching off takes seconds on a Pi, and a reconnect under
+                # way opened a session meanwhile, after the person had ended it.
+                link_closed = asyncio.create_task(self.link.close(), name="live-close")
+                try:
+                    await self.camera.aclose()
+                finally:
+                    await link_closed
                 # Nothing of this session is for the next one: what waited for a connection
                 # (an idle close during a reconnect does not drop it first).
                 self.outbox.clear()

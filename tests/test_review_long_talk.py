@@ -4,12 +4,17 @@ real google-genai SDK (in-process, no sound server)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from fakes import running
 from helpers import until
 from test_go_away import WITHIN_MS, heard_ms, talking
+from test_vertex_token import RealLinkParts
+from wire import config_for
 
 from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
 from device.live.wire import MIC_RATE
@@ -60,3 +65,31 @@ def test_a_press_held_past_what_is_kept_says_what_a_switch_lost(
         again = turn.words_to_repeat()
     assert len(b"".join(again)) == len(SECOND) * int(UNSAVED_MOST_S)
     assert "its first 2 s are lost" in caplog.text
+
+
+async def test_a_press_that_ends_the_conversation_as_the_camera_switches_off_opens_no_session(
+    server: LiveServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Wake button: the service drops the connection and the person presses to end the
+    conversation. The camera takes its time to switch off (seconds on a Pi); the link must
+    not reconnect meanwhile: the box shows idle, and a session resumed behind its back
+    (the service charging for it, its microphone's next words for nobody) is one too many."""
+    caplog.set_level(logging.INFO)
+    cfg = config_for(server, button={"mode": "toggle"})
+    async with running(tmp_path, cfg, parts_class=RealLinkParts) as box:
+        await box.ctl("press")
+        await until(lambda: box.state == "listening", within=10)
+        assert box.camera.running
+        box.camera.hang = asyncio.Event()  # switching off takes a while
+        server.drop()
+        await until(lambda: box.state == "connecting", within=10)
+        tried = len(server.log.connections())
+        await box.control.ask("press")
+        await until(lambda: box.state == "idle")
+        try:
+            await asyncio.sleep(2)  # the camera still switching off
+            assert len(server.log.connections()) == tried, "a connection after the press"
+        finally:
+            box.camera.hang.set()
+        await box.settle()
+        assert not box.appliance.link.is_open
