@@ -67,6 +67,30 @@ def test_a_press_held_past_what_is_kept_says_what_a_switch_lost(
     assert "its first 2 s are lost" in caplog.text
 
 
+async def test_a_press_that_ends_the_conversation_during_a_reconnect_opens_no_session_after(
+    server: LiveServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Wake button: the service drops the connection and will not take the next ones (a
+    1011 at each setup), the box connecting again; the person presses to end the
+    conversation. It ends at once (idle, the microphone and camera off) and no connection
+    is tried after the press."""
+    caplog.set_level(logging.INFO)
+    cfg = config_for(server, button={"mode": "toggle"})
+    async with running(tmp_path, cfg, parts_class=RealLinkParts) as box:
+        await box.ctl("press")
+        await until(lambda: box.state == "listening", within=10)
+        server.config.refuse_setup = (1011, "Internal error")
+        server.drop()
+        await until(lambda: len(server.log.connections()) >= 3, within=10)
+        await box.ctl("press")
+        tried = len(server.log.connections())
+        assert box.state == "idle", box.states()
+        assert not box.mic.forwarding and not box.camera.running
+        await asyncio.sleep(3)  # longer than the first waits between tries
+        assert len(server.log.connections()) == tried, "a connection tried after the press"
+        assert not box.appliance.link.is_open
+
+
 async def test_a_press_that_ends_the_conversation_as_the_camera_switches_off_opens_no_session(
     server: LiveServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
