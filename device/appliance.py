@@ -410,14 +410,7 @@ class Appliance:
             case OpenSession(session):
                 self.link.open(session)
             case CloseSession():
-                # The camera goes dark first (it is the privacy), and the link stops beside
-                # it, not after: switching off takes seconds on a Pi, and a reconnect under
-                # way opened a session meanwhile, after the person had ended it.
-                link_closed = asyncio.create_task(self.link.close(), name="live-close")
-                try:
-                    await self.camera.aclose()
-                finally:
-                    await link_closed
+                await self._camera_and_link_off(self.camera.aclose())
                 # Nothing of this session is for the next one: what waited for a connection
                 # (an idle close during a reconnect does not drop it first).
                 self.outbox.clear()
@@ -520,6 +513,16 @@ class Appliance:
             return False
         _press_taken_late(now - since, up - since)
         return True
+
+    async def _camera_and_link_off(self, camera_off: Coroutine[Any, Any, None]) -> None:
+        """The camera dark first (it is the privacy), the link closed beside it, not after:
+        the camera takes seconds to switch off on a Pi, and a reconnect under way set up a
+        session meanwhile, after the person (or systemd) had ended the conversation."""
+        link_closed = asyncio.create_task(self.link.close(), name="live-close")
+        try:
+            await camera_off
+        finally:
+            await link_closed
 
     def _stop_frames(self) -> None:
         self.camera.stop_frames()
@@ -910,8 +913,7 @@ class Appliance:
             self.mic_feed.stop()
             self.outbox.clear()
             await self.control.aclose()
-            await self.camera.shutdown()  # dark first, as at any hang-up: the close may wait
-            await self.link.close()
+            await self._camera_and_link_off(self.camera.shutdown())
             self.button.stop()
             await self.audio.close(workers.STOP_WAIT_S)
         finally:

@@ -117,3 +117,26 @@ async def test_a_press_that_ends_the_conversation_as_the_camera_switches_off_ope
             box.camera.hang.set()
         await box.settle()
         assert not box.appliance.link.is_open
+
+
+async def test_a_stop_during_a_reconnect_opens_no_session_as_the_camera_switches_off(
+    server: LiveServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`systemctl stop` (an update, a reboot) as the Wi-Fi blips mid-conversation: the
+    camera takes its time to switch off, and the link must not reconnect meanwhile (a
+    session set up for a daemon that is stopping, "session ready" after "stopping")."""
+    caplog.set_level(logging.INFO)
+    cfg = config_for(server, button={"mode": "toggle"})
+    async with running(tmp_path, cfg, parts_class=RealLinkParts) as box:
+        await box.ctl("press")
+        await until(lambda: box.state == "listening", within=10)
+        box.camera.hang = asyncio.Event()  # switching off takes a while
+        server.drop()
+        await until(lambda: box.state == "connecting", within=10)
+        tried = len(server.log.connections())
+        box.appliance.stopping.set()
+        try:
+            await asyncio.sleep(2)  # the camera still switching off
+            assert len(server.log.connections()) == tried, "a connection after the stop"
+        finally:
+            box.camera.hang.set()
