@@ -381,7 +381,7 @@ class Appliance:
     async def _entered(self, before: State, event: Event) -> None:
         """One journal line per transition; LEDs, systemd status and the turn log follow."""
         state = self.machine.state
-        cause = _cause(event)
+        cause = self._cause(event)
         self.history.append((time.monotonic(), str(state), cause))
         log.info(
             "%s -> %s (%s)",
@@ -540,18 +540,41 @@ class Appliance:
         finally:
             self._drain_watch = None
 
+    def _timer_setting(self, timer: Timer) -> tuple[str, float]:
+        """How long `timer` runs, and the settings that say so (for the journal: an owner
+        cut off at two minutes is told what to change)."""
+        talk, tools = self.cfg.conversation, self.cfg.tools
+        match timer:
+            case Timer.IDLE:
+                return "[conversation] idle_timeout_s", talk.idle_timeout_s
+            case Timer.SILENCE:
+                return "[conversation] end_after_silence_s", talk.end_after_silence_s
+            case Timer.ERROR:
+                return "[conversation] error_display_s", talk.error_display_s
+            case Timer.REPLY:
+                return "[conversation] reply_timeout_s", talk.reply_timeout_s
+            case Timer.LONG_REPLY:
+                return "[conversation] longest_reply_s", talk.longest_reply_s
+            case Timer.TOOL:
+                setting = "[tools] timeout_s + [conversation] reply_timeout_s"
+                return setting, tools.timeout_s + talk.reply_timeout_s
+            case Timer.OPEN_MIC if self.machine.mode is Mode.PUSH_TO_TALK:
+                return "[conversation] longest_turn_s", talk.longest_turn_s
+            case Timer.OPEN_MIC:
+                return "[conversation] longest_conversation_s", talk.longest_conversation_s
+            case _:
+                assert_never(timer)
+
+    def _cause(self, event: Event) -> str:
+        """What led to a state, as the journal says it: a timer's name and setting with its
+        Timeout (a turn ended by the silence, not by `longest_turn_s`)."""
+        if isinstance(event, Timeout):
+            setting, seconds = self._timer_setting(event.timer)
+            return f"Timeout {event.timer}: {setting} {seconds:g} s"
+        return type(event).__name__
+
     def _start_timer(self, timer: Timer) -> None:
-        seconds = {
-            Timer.IDLE: self.cfg.conversation.idle_timeout_s,
-            Timer.SILENCE: self.cfg.conversation.end_after_silence_s,
-            Timer.ERROR: self.cfg.conversation.error_display_s,
-            Timer.REPLY: self.cfg.conversation.reply_timeout_s,
-            Timer.LONG_REPLY: self.cfg.conversation.longest_reply_s,
-            Timer.TOOL: self.cfg.tools.timeout_s + self.cfg.conversation.reply_timeout_s,
-            Timer.OPEN_MIC: self.cfg.conversation.longest_turn_s
-            if self.machine.mode is Mode.PUSH_TO_TALK
-            else self.cfg.conversation.longest_conversation_s,
-        }[timer]
+        _, seconds = self._timer_setting(timer)
         self._cancel_timer(timer)
         loop = asyncio.get_running_loop()
         self._timers[timer] = loop.call_later(seconds, self._expired, timer)
@@ -959,13 +982,6 @@ def _press_taken_late(late_s: float, turn_s: float | None) -> None:
         late_s,
         lost_s,
     )
-
-
-def _cause(event: Event) -> str:
-    """What led to a state, as the journal says it: a timer's name with its Timeout (a
-    turn ended by the silence, not by `longest_turn_s` or a reply that never came)."""
-    name = type(event).__name__
-    return f"{name} {event.timer}" if isinstance(event, Timeout) else name
 
 
 def _saved_volume(state: StateFile, default: float) -> float:

@@ -692,7 +692,8 @@ async def test_a_button_held_with_nobody_talking_stops_the_microphone_and_the_ca
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The journal names the timer that ended the turn (the silence, not `longest_turn_s`
-    or a reply that never came): an owner can tell a stuck button from a noisy room."""
+    or a reply that never came), and the setting that gives it: an owner can tell a stuck
+    button from a noisy room, and knows what to change."""
     caplog.set_level(logging.INFO, "device.appliance")
     cfg = config(conversation={"end_after_silence_s": SILENCE_S})
     async with running(tmp_path, cfg) as box:
@@ -709,7 +710,9 @@ async def test_a_button_held_with_nobody_talking_stops_the_microphone_and_the_ca
         box.mic.record(CHUNK)
         assert "audio" not in kinds(box), "nothing more from the microphone"
     said = [r.getMessage() for r in caplog.records if r.name == "device.appliance"]
-    assert "listening -> thinking (Timeout silence)" in said, said
+    setting = f"[conversation] end_after_silence_s {SILENCE_S:g} s"
+    line = f"listening -> thinking (Timeout silence: {setting})"
+    assert line in said, said
 
 
 async def test_blocking_calls_share_a_bounded_pool_that_ctl_status_counts(tmp_path: Path) -> None:
