@@ -106,6 +106,12 @@ def one_line(text: str) -> str:
     return text.translate(_CONTROLS)
 
 
+def quoted(text: str, limit: int) -> str:
+    """A short text the service chose (a turn's end reason, a reply part's type), as a
+    journal line quotes it: cut to `limit`, on one printable line (see `one_line`)."""
+    return one_line(cut(text, limit))
+
+
 def words_on_one_line(text: str) -> str:
     """Words someone said or a service transcribed, as one printable line: line breaks and
     runs of spaces as one space, other controls as escapes (a line break would split the

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from device.errors import cut, one_line
+from device.errors import quoted
 from device.live.wire import REPLY_RATE, SAMPLE_BYTES, pcm_rate
 
 if TYPE_CHECKING:
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 #: not played. A service speaks at one rate; each change builds a resampler (0.2 ms),
 #: and a message of parts alternating between two rates held the loop for seconds.
 RATE_CHANGES_LIMIT = 4
-#: Characters of a turn's end reason said (`end_reason`): a newer service's is a word or two.
+#: Characters of a turn's end reason (`end_reason`) or a reply part's type said: a newer
+#: service's is a word or two.
 REASON_LIMIT = 100
 UNSPECIFIED = "TURN_COMPLETE_REASON_UNSPECIFIED"
 #: The model waits for the person to go on (a sentence cut off): no refusal.
@@ -44,7 +45,7 @@ def end_reason(content: types.LiveServerContent) -> str | None:
     spelled = str(getattr(reason, "value", reason))
     if not content.turn_complete or reason is None or spelled == UNSPECIFIED:
         return None
-    return one_line(cut(spelled, REASON_LIMIT))
+    return quoted(spelled, REASON_LIMIT)
 
 
 class ReplyDecoder:
@@ -129,7 +130,7 @@ class ReplyDecoder:
             self._skipped = True
             log.warning(
                 "the service sent a reply part of type %s: not played (only audio/pcm is)",
-                mime_type or "(none)",
+                quoted(mime_type, REASON_LIMIT) if mime_type else "(none)",
             )
 
     def _skip_rate(self, rate: int) -> None:
