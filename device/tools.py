@@ -36,7 +36,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from device.config import ToolsConfig
-from device.errors import TEXT_LIMIT, ConfigError, cut
+from device.errors import TEXT_LIMIT, ConfigError, cut, quoted
 from device.logs import Overflow
 from device.workers import in_own_thread
 
@@ -55,6 +55,8 @@ TOOL_THREADS_LIMIT = 4
 #: error. About 16k tokens of the model's context: more it cannot use in a spoken reply,
 #: and megabytes held the person's speech behind them on the link.
 RESULT_LIMIT = 64 * 1024
+#: Characters of a call's name or id a journal line quotes: a tool's name is a word or two.
+NAME_LIMIT = 100
 #: No box ran this code before this day: a clock that reads earlier has not been set
 #: (a Pi has no clock of its own: it starts at 1970, or at its last shutdown, and NTP
 #: sets it once the network is up).
@@ -290,7 +292,7 @@ class ToolBox:
     async def _call(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         tool = self._tools.get(name)
         if tool is None:
-            return {"error": f"no tool named {name!r} on this device"}
+            return {"error": f"no tool named {call_name(name)!r} on this device"}
         try:
             kwargs = tool.arguments(args)
         except ValueError as exc:
@@ -321,12 +323,12 @@ class ToolBox:
         log.log(
             logging.WARNING if result == "error" else logging.INFO,
             "tool %s: %s (%d ms)",
-            call.name,
+            call_name(call.name),
             error or result,
             ms,
             extra={
-                "LIVE_TOOL": call.name or "",
-                "LIVE_TOOL_CALL": call.id or "",
+                "LIVE_TOOL": call_name(call.name, none=""),
+                "LIVE_TOOL_CALL": call_name(call.id, none=""),
                 "LIVE_TOOL_RESULT": result,
                 "LIVE_TOOL_MS": ms,
             },
@@ -347,6 +349,13 @@ def _as_json(result: dict[str, Any]) -> dict[str, Any]:
         return {"error": f"the tool's result is too large ({size} bytes of JSON; at most "
                 f"{RESULT_LIMIT}), so it was not sent"}
     return typing.cast(dict[str, Any], plain)
+
+
+def call_name(text: str | None, none: str = "?") -> str:
+    """A call's name (or id) as the service gave it, as a journal line quotes it: cut to
+    NAME_LIMIT and on one printable line (a line break split the journal's line, an
+    escape sequence acted on the terminal of `journalctl -f`); `none` when it gave none."""
+    return quoted(text, NAME_LIMIT) if text else none
 
 
 def answer(call: types.FunctionCall, response: dict[str, Any]) -> types.FunctionResponse:

@@ -49,7 +49,7 @@ from device.live.wire import IMAGE_MIME, MIC_MIME, audio_message
 from device.logs import Overflow
 from device.outbox import Item, Outbox
 from device.states import Interrupted, ReplyAudio, SpeechHeard, ToolsAtWork, TurnComplete
-from device.tools import WITHDRAWN, ToolBox, answer
+from device.tools import WITHDRAWN, ToolBox, answer, call_name
 
 if TYPE_CHECKING:
     from device.config import LiveConfig
@@ -500,7 +500,7 @@ class Connection:
             # before the service read the press, and is withdrawn as it reads it: an answer
             # would cross that withdrawal (`_withdraw_tools`).
             log.info("the service called %s for a turn the person pressed over: not run",
-                     ", ".join(call.name or "?" for call in calls))
+                     ", ".join(call_name(call.name) for call in calls))
             return
         room = max(TOOL_CALLS_LIMIT - len(self._tool_runs), 0)
         for call in calls[:room]:
@@ -554,7 +554,7 @@ class Connection:
             return calls
         if not self._told_no_id:  # once a connection: a flood is one line
             self._told_no_id = True
-            names = ", ".join(sorted({call.name or "?" for call in calls if not call.id}))
+            names = ", ".join(sorted({call_name(call.name) for call in calls if not call.id}))
             log.warning("the service called %s without an id: not run, it cannot be answered",
                         names)
         return [call for call in calls if call.id]
@@ -575,7 +575,9 @@ class Connection:
             if self._tools is None:
                 if not self._told_no_tools:  # once a connection: a flood is one line
                     self._told_no_tools = True
-                    log.warning("the service called %s, but no tools are enabled", call.name)
+                    log.warning(
+                        "the service called %s, but no tools are enabled", call_name(call.name)
+                    )
                 response = answer(call, {"error": "no tools are enabled on this device"})
             else:
                 response = await self._tools.run(call)
