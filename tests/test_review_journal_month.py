@@ -6,17 +6,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import types
+from typing import Any
 
+import pytest
 from fakes import FakeActions
 from google.genai.live import AsyncSession
 from helpers import journal_lines
 from test_read_ahead import Speaker as SwitchedSpeaker
 from test_server_fuzz import ScriptedWire, audio_part, sdk_client, server_content
 
+from device import logs
 from device.config import LiveConfig, ToolsConfig
+from device.hw.led_patterns import dark
+from device.hw.leds import LedAnimator
 from device.live.connection import Connection
 from device.live.hooks import Hooks
 from device.live.turn import WireTurn
+from device.mic_feed import OVERFLOW_LOG_EVERY_S
 from device.outbox import Outbox
 from device.tools import ToolBox
 
@@ -78,3 +86,46 @@ def test_a_tool_call_of_an_odd_name_is_said_on_one_printable_line() -> None:
     assert not printable(said)
     assert all(len(str(value)) < 1000 for r in said for key, value in r.items()
                if key == "MESSAGE" or key.startswith("LIVE_TOOL")), "a name is a word or two"
+
+
+class FlakyLeds:
+    """An LED driver whose writes fail now and then (a loose HAT's SPI, EIO): `fails` says
+    whether the next one does."""
+
+    pixels = 3
+
+    def __init__(self) -> None:
+        self.fails = False
+
+    def show(self, frame: Any) -> None:
+        if self.fails:
+            raise OSError(5, "Input/output error")
+
+    def close(self) -> None:
+        pass
+
+
+def test_leds_failing_now_and_then_for_an_hour_are_a_few_lines_with_a_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loose HAT fails one LED write in a few, for days: each failure was "LEDs failed"
+    and each next frame shown "LEDs work again", two lines a second or so (the animator
+    tries again every RETRY_S), 7 200 an hour from a part that is not the box's job,
+    burying the lines that are. Said at most every OVERFLOW_LOG_EVERY_S, with how many
+    times it failed, as the microphone's overflows are; a driver that fails for good is
+    still said at once."""
+    clock = [0.0]
+    monkeypatch.setattr(logs, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    driver = FlakyLeds()
+    animator = LedAnimator(driver)
+    with journal_lines("device.hw.leds") as journal:
+        for second in range(3600):  # a failed frame, then the next one (RETRY_S later) shown
+            clock[0] = float(second)
+            driver.fails = second % 2 == 0
+            animator._show(dark(3))
+    failed = [r for r in journal.records if r["PRIORITY"] == "3"]
+    assert 1 <= len(failed) <= 3600 / OVERFLOW_LOG_EVERY_S + 1, len(journal.records)
+    assert len(journal.records) <= 2 * len(failed), [r["MESSAGE"] for r in journal.records]
+    said = [re.search(r"(\d+) times", str(r["MESSAGE"])) for r in failed]
+    counts = [int(m.group(1)) for m in said if m]
+    assert len(counts) == len(failed) and counts[-1] >= 1700, [r["MESSAGE"] for r in failed]
