@@ -8,12 +8,13 @@ import contextlib
 import json
 import re
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeActions
+from fakes import FakeActions, FakeParts, config, running
 from google.genai.live import AsyncSession
-from helpers import journal_lines
+from helpers import journal_lines, until
 from test_read_ahead import Speaker as SwitchedSpeaker
 from test_server_fuzz import ScriptedWire, audio_part, sdk_client, server_content
 
@@ -26,6 +27,7 @@ from device.live.hooks import Hooks
 from device.live.turn import WireTurn
 from device.mic_feed import OVERFLOW_LOG_EVERY_S
 from device.outbox import Outbox
+from device.parts import Parts
 from device.tools import ToolBox
 
 #: What a service (or whatever answers in its name: a proxy, a captive portal) may put in a
@@ -129,3 +131,30 @@ def test_leds_failing_now_and_then_for_an_hour_are_a_few_lines_with_a_count(
     said = [re.search(r"(\d+) times", str(r["MESSAGE"])) for r in failed]
     counts = [int(m.group(1)) for m in said if m]
     assert len(counts) == len(failed) and counts[-1] >= 1700, [r["MESSAGE"] for r in failed]
+
+
+class RealLinkParts(FakeParts):
+    """Fake parts but the Live link: the daemon's own."""
+
+    link = Parts.link
+
+
+async def test_a_press_without_a_key_is_an_error_line_with_its_reason_in_the_fields(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A box installed without its key, pressed now and then for a month: each press is
+    an error line, "no session: no API key: ...". README: LIVE_ERROR is "the reason in
+    words on a failure's line"; this one had none, so an owner who filters the journal
+    on it (or a script that collects LIVE_ERROR) never saw why the box did not answer."""
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = config(live={"api_key_file": str(tmp_path / "no-key")})
+    with journal_lines("device", filters=[logs.SessionField()]) as journal:
+        async with running(tmp_path, cfg, parts_class=RealLinkParts) as box:
+            await box.ctl("press")
+            await until(lambda: box.state == "error")
+            await box.ctl("release")
+    errors = [r for r in journal.records if r["PRIORITY"] == "3"]
+    assert errors, [r["MESSAGE"] for r in journal.records]
+    assert all(r.get("LIVE_ERROR") for r in errors), [r["MESSAGE"] for r in errors]
+    assert "no API key" in str(errors[0]["LIVE_ERROR"]), errors[0]

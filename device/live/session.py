@@ -245,7 +245,7 @@ class LiveLink:
         try:
             await self._client_for_new_session()
         except ConfigError as exc:  # no key (yet): the owner's to give
-            log.error("no session: %s", exc)
+            log.error("no session: %s", exc, extra={"LIVE_ERROR": str(exc)})
             self._on_event(ConnectionLost(session=self._hooks.session, reason=str(exc)))
             return
         except Exception as exc:
