@@ -913,7 +913,11 @@ class Appliance:
             async with asyncio.timeout(MIC_START_TIMEOUT_S):
                 await self.mic.delivering.wait()
         except TimeoutError:
-            log.warning("the microphone delivered nothing in %.0f s", MIC_START_TIMEOUT_S)
+            log.warning(
+                "the microphone delivered nothing in %.0f s",
+                MIC_START_TIMEOUT_S,
+                extra={"LIVE_DEVICE": "microphone", "LIVE_ERROR": "delivered nothing"},
+            )
             return
         self.microphone_wait_ms = round((time.monotonic() - started) * 1000, 1)
         log.info("microphone delivering after %.0f ms", self.microphone_wait_ms)

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeActions, FakeParts, config, running
+from fakes import FakeActions, FakeMicrophone, FakeParts, config, running
 from google.genai.live import AsyncSession
 from helpers import journal_lines, until
 from test_read_ahead import Speaker as SwitchedSpeaker
 from test_server_fuzz import ScriptedWire, audio_part, sdk_client, server_content
 
-from device import logs
+from device import appliance, logs
 from device.config import LiveConfig, ToolsConfig
 from device.hw.led_patterns import dark
 from device.hw.leds import LedAnimator
@@ -158,3 +158,31 @@ async def test_a_press_without_a_key_is_an_error_line_with_its_reason_in_the_fie
     assert errors, [r["MESSAGE"] for r in journal.records]
     assert all(r.get("LIVE_ERROR") for r in errors), [r["MESSAGE"] for r in errors]
     assert "no API key" in str(errors[0]["LIVE_ERROR"]), errors[0]
+
+
+class MuteMicrophone(FakeMicrophone):
+    """A microphone that opens and never delivers (a USB card whose clock never starts)."""
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.opened, self._loop = True, loop
+
+
+class MuteMicrophoneParts(FakeParts):
+    def microphone(self, on_chunk, on_overflow, preroll, on_pause):  # type: ignore[no-untyped-def]
+        return self._keep("mic", MuteMicrophone(on_chunk, preroll))
+
+
+async def test_a_microphone_that_delivers_nothing_at_the_start_is_found_by_its_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The microphone opens and delivers nothing: the box starts, and every press sends
+    silence. README: LIVE_DEVICE names "a part that fails or is back"; this warning, the
+    only line saying why, had no LIVE_DEVICE (nor LIVE_ERROR), so `journalctl -u
+    live-appliance LIVE_DEVICE=microphone` showed the card's history without it."""
+    monkeypatch.setattr(appliance, "MIC_START_TIMEOUT_S", 0.05)
+    with journal_lines("device") as journal:
+        async with running(tmp_path, parts_class=MuteMicrophoneParts):
+            pass
+    said = [r for r in journal.records if "delivered nothing" in str(r["MESSAGE"])]
+    assert said, [r["MESSAGE"] for r in journal.records]
+    assert said[0].get("LIVE_DEVICE") == "microphone" and said[0].get("LIVE_ERROR"), said[0]
