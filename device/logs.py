@@ -192,27 +192,40 @@ class FieldsFormatter(logging.Formatter):
 
 class Overflow:
     """A bound's journal line: one warning when it is first passed, none while it stays
-    passed, one again only after it was within bounds (a loop against it is one line).
+    passed; passed again after it was within bounds, one again at most every EVERY_S,
+    with how many times it was hit so far. A loop against it is one line, and so is a
+    bound at the edge of its limit (a link that sends every other chunk of held speech,
+    a button that chatters faster than the machine takes its presses), which was one
+    line each time a slot came free.
 
     The warning carries LIVE_BOUND=`name`: `journalctl -u live-appliance LIVE_BOUND=...`.
     """
 
+    EVERY_S = 60.0
+
     def __init__(self, logger: logging.Logger, name: str) -> None:
         self._log = logger
         self.name = name
-        self.over = False
+        self.told = False  # said since it was last within
         self.count = 0  # times the bound was hit, ever
+        self._due = AtMostEvery(self.EVERY_S)
 
     def hit(self, message: str, *args: object) -> None:
-        """The bound was hit: say so, unless it has been said since it was last within."""
+        """The bound was hit: say so, unless it has been said since it was last within,
+        or less than EVERY_S ago."""
         self.count += 1
-        if not self.over:
-            self.over = True
-            self._log.warning(message, *args, extra={f"{FIELD_PREFIX}BOUND": self.name})
+        if not self.told and self._due.due():
+            self.told = True
+            self._log.warning(
+                f"{message} (%d times so far)",
+                *args,
+                self.count,
+                extra={f"{FIELD_PREFIX}BOUND": self.name},
+            )
 
     def within(self) -> None:
-        """Back within the bound: the next hit is news again."""
-        self.over = False
+        """Back within the bound: the next hit is news again (once EVERY_S has passed)."""
+        self.told = False
 
 
 class AtMostEvery:

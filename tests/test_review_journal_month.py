@@ -19,13 +19,13 @@ from test_read_ahead import Speaker as SwitchedSpeaker
 from test_server_fuzz import ScriptedWire, audio_part, sdk_client, server_content
 
 from device import appliance, logs
-from device.config import LiveConfig, ToolsConfig
+from device.config import AudioConfig, LiveConfig, ToolsConfig
 from device.hw.led_patterns import dark
 from device.hw.leds import LedAnimator
 from device.live.connection import Connection
 from device.live.hooks import Hooks
 from device.live.turn import WireTurn
-from device.mic_feed import OVERFLOW_LOG_EVERY_S
+from device.mic_feed import OVERFLOW_LOG_EVERY_S, MicFeed
 from device.outbox import Outbox
 from device.parts import Parts
 from device.tools import ToolBox
@@ -186,3 +186,31 @@ async def test_a_microphone_that_delivers_nothing_at_the_start_is_found_by_its_d
     said = [r for r in journal.records if "delivered nothing" in str(r["MESSAGE"])]
     assert said, [r["MESSAGE"] for r in journal.records]
     assert said[0].get("LIVE_DEVICE") == "microphone" and said[0].get("LIVE_ERROR"), said[0]
+
+
+def test_a_link_draining_held_speech_slower_than_it_comes_is_a_few_lines_with_a_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hands-free over a link a little slower than the microphone (a weak Wi-Fi): the
+    held speech sits at its bound, a chunk goes out, the next fits, the one after drops
+    the oldest. Each time it was "microphone audio held too long" again, a line per
+    other chunk: 7 500 in ten minutes, the journal's whole budget, burying the lines
+    that say why. A bound passed again and again is said at most every minute, with how
+    many times it was hit (as the microphone's overflows are)."""
+    clock = [0.0]
+    monkeypatch.setattr(logs, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    chunk_s = 0.04
+    box = Outbox(hold_s=1)
+    feed = MicFeed(AudioConfig(chunk_ms=round(chunk_s * 1000), hold_s=1), box)
+    feed.start([])
+    chunk = b"\x10\x00" * round(16_000 * chunk_s)
+    with journal_lines("device.mic_feed") as journal:
+        for n in range(round(600 / chunk_s)):  # ten minutes
+            clock[0] = n * chunk_s
+            feed.chunk(chunk, clock[0])
+            if n % 2:
+                box.get_nowait()  # the link takes every other chunk
+    said = [r for r in journal.records if r.get("LIVE_BOUND") == "outbox_audio"]
+    assert 1 <= len(said) <= 600 / 60 + 1, len(said)
+    counts = [re.search(r"(\d+) times", str(r["MESSAGE"])) for r in said]
+    assert all(counts) and int(counts[-1].group(1)) > 6000, said[-1]["MESSAGE"]  # type: ignore[union-attr]
