@@ -17,6 +17,7 @@ from google.genai.live import AsyncSession
 from helpers import journal_lines, until
 from test_read_ahead import Speaker as SwitchedSpeaker
 from test_server_fuzz import ScriptedWire, audio_part, sdk_client, server_content
+from wire import set_up_link
 
 from device import appliance, logs
 from device.config import AudioConfig, LiveConfig, ToolsConfig
@@ -29,10 +30,12 @@ from device.mic_feed import OVERFLOW_LOG_EVERY_S, MicFeed
 from device.outbox import Outbox
 from device.parts import Parts
 from device.tools import ToolBox
+from rig.server import connection as rig_connection
+from rig.server.server import LiveServer
 
 #: What a service (or whatever answers in its name: a proxy, a captive portal) may put in a
 #: text the box quotes: a line break, a terminal's escape sequence, a bidi override.
-ODD = "audio/x\n\x1b[2J\u202eevil"
+ODD = "odd\n\x1b[2J\u202etext"
 
 
 def journal_of(frames: list[bytes], tools: ToolBox | None = None) -> list[dict[str, object]]:
@@ -214,3 +217,23 @@ def test_a_link_draining_held_speech_slower_than_it_comes_is_a_few_lines_with_a_
     assert 1 <= len(said) <= 600 / 60 + 1, len(said)
     counts = [re.search(r"(\d+) times", str(r["MESSAGE"])) for r in said]
     assert all(counts) and int(counts[-1].group(1)) > 6000, said[-1]["MESSAGE"]  # type: ignore[union-attr]
+
+
+async def test_a_session_id_from_the_service_is_one_printable_word_on_every_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every line of a session carries the id the service gave it (LIVE_SESSION), and
+    `ctl status` shows it. An id holding a line break or an escape sequence went on every
+    one of those lines as it came (`journalctl LIVE_SESSION=<id>` could not be typed,
+    the terminal's `session=` field acted on the owner's terminal): it is quoted as the
+    service's other words are, and still names one session."""
+    monkeypatch.setattr(rig_connection, "uuid4", lambda: types.SimpleNamespace(hex=ODD))
+    async with LiveServer(pace=0) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+        with journal_lines("device", filters=[logs.SessionField()]) as journal:
+            async with set_up_link(server) as (link, _outbox, _events):
+                session = link.session_id
+    sessions = [r for r in journal.records if r.get("LIVE_SESSION")]
+    assert sessions and session, [r["MESSAGE"] for r in journal.records]
+    assert not printable(sessions), sessions[0]
+    assert all(r["LIVE_SESSION"] == session for r in sessions)

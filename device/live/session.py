@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from device import logs
 from device.config import Config, find_api_key, where_to_put_the_key
-from device.errors import ConfigError, cut, without_credentials
+from device.errors import ConfigError, quoted, without_credentials
 from device.live.endpoint import (
     AddressUnusable,
     race_addresses,
@@ -81,7 +81,7 @@ BUSY_FOR_S = 4.0
 QUICK_FAILURE_S = 2.0
 FIRST_RETRY_S = 0.5
 #: The service's session id is kept this long: it goes on every line of the session,
-#: into `ctl status` and each turn's line, and the service chooses it.
+#: into `ctl status` and each turn's line, and the service chooses it (`quoted`).
 SESSION_ID_LIMIT = 128
 
 
@@ -435,7 +435,7 @@ class LiveLink:
         self.connections += 1
         self._credentials_reloaded = False  # these worked: a later refusal may load anew
         given = session.session_id  # optional: without it, the box's own names the session
-        self.session_id = cut(given, SESSION_ID_LIMIT) if given else self._own_id
+        self.session_id = quoted(given, SESSION_ID_LIMIT) if given else self._own_id
         carried, self._carried = self._carried, None
         setup_ms = (time.monotonic() - started) * 1000
         log.info(
