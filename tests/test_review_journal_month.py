@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 import types
@@ -20,9 +21,10 @@ from test_server_fuzz import ScriptedWire, audio_part, sdk_client, server_conten
 from wire import set_up_link
 
 from device import appliance, logs
-from device.config import AudioConfig, LiveConfig, ToolsConfig
+from device.config import AudioConfig, LiveConfig, Secret, ToolsConfig
 from device.hw.led_patterns import dark
 from device.hw.leds import LedAnimator
+from device.live import setup as live_setup
 from device.live.connection import Connection
 from device.live.hooks import Hooks
 from device.live.turn import WireTurn
@@ -237,3 +239,25 @@ async def test_a_session_id_from_the_service_is_one_printable_word_on_every_line
     assert sessions and session, [r["MESSAGE"] for r in journal.records]
     assert not printable(sessions), sessions[0]
     assert all(r["LIVE_SESSION"] == session for r in sessions)
+
+
+async def test_a_client_that_cannot_be_built_is_an_error_line_with_its_reason_in_the_fields(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Live API client cannot be built (a library the SDK loads broken by an upgrade):
+    at the start and at every press after it, an error line. The reason was in its words
+    only, without LIVE_ERROR (README: "the reason in words on a failure's line")."""
+
+    def broken(cfg: object) -> object:
+        raise ImportError("libssl.so.3: cannot open shared object file")
+
+    monkeypatch.setattr(live_setup, "build_client", broken)
+    cfg = dataclasses.replace(config(), api_key=Secret("AIza-test"))
+    with journal_lines("device", filters=[logs.SessionField()]) as journal:
+        async with running(tmp_path, cfg, parts_class=RealLinkParts) as box:
+            await box.ctl("press")
+            await until(lambda: box.state == "error")
+            await box.ctl("release")
+    errors = [r for r in journal.records if r["PRIORITY"] == "3"]
+    assert len(errors) >= 2, [r["MESSAGE"] for r in journal.records]
+    assert all("libssl" in str(r.get("LIVE_ERROR")) for r in errors), errors

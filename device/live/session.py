@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from device import logs
 from device.config import Config, find_api_key, where_to_put_the_key
-from device.errors import ConfigError, quoted, without_credentials
+from device.errors import ConfigError, one_line, quoted, without_credentials
 from device.live.endpoint import (
     AddressUnusable,
     race_addresses,
@@ -566,8 +566,9 @@ def say_build_failure(exc: Exception, logger: logging.Logger, what: str) -> str:
         reason = describe_failure(exc)
         logger.error("%s: %s", what, reason, extra=failure_fields(exc))
         return reason
-    logger.error("%s: %s: %s", what, type(exc).__name__, exc)
-    return without_credentials(str(exc))
+    reason = one_line(without_credentials(str(exc)))  # a field and the status: one line
+    logger.error("%s: %s: %s", what, type(exc).__name__, exc, extra={"LIVE_ERROR": reason})
+    return reason
 
 
 def _proxy_refused(cfg: Config) -> Exception | None:
