@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 #: STATUS= is the one line `systemctl status` shows. Built from a service's close
 #: reason it could carry a newline (read as a notify field of its own) or a page.
 STATUS_LIMIT = 200
+#: At most this often messages systemd could not take are said in the journal.
+LOST_LOG_EVERY_S = 60.0
 
 
 class Notifier:
@@ -38,7 +40,12 @@ class Notifier:
         self._sock: socket.socket | None = None
         self._status: str | None = None
         self._ready_due = False  # READY=1 was left out: the next message carries it
-        self.lost = 0
+        self.lost = 0  # messages left out since the last that got through
+        self._left_out = 0  # ... ever
+        self._said_lost = False  # the journal was told, and none got through since
+        from device.logs import AtMostEvery  # not at import: device.logs imports this module
+
+        self._lost_due = AtMostEvery(LOST_LOG_EVERY_S)
 
     @property
     def enabled(self) -> bool:
@@ -47,7 +54,9 @@ class Notifier:
     def send(self, *fields: str) -> None:
         """One datagram with `KEY=value` lines, never blocking the caller for more than
         WAIT_S: a message systemd cannot take is left out, the first of a run logged
-        once, and the next that gets through carries the latest STATUS= again."""
+        once (and at most every LOST_LOG_EVERY_S, with a count: PID 1 too busy at one
+        heartbeat in two was two lines a heartbeat), and the next that gets through
+        carries the latest STATUS= again."""
         if self.address is None:
             return
         if self._ready_due and "READY=1" not in fields:
@@ -62,15 +71,18 @@ class Notifier:
         except OSError as exc:
             if not isinstance(exc, (TimeoutError, BlockingIOError)):
                 self.close()  # gone (systemd re-executed): connect again next time
-            if not self.lost:
-                log.warning("cannot notify systemd: %s", exc)
             self.lost += 1
+            self._left_out += 1
+            if not self._said_lost and self._lost_due.due():
+                self._said_lost = True
+                log.warning("cannot notify systemd: %s (%d left out so far)", exc, self._left_out)
             self._ready_due = "READY=1" in fields
             return
         self._ready_due = False
-        if self.lost:
+        if self._said_lost:
             log.info("systemd takes notifications again (%d left out)", self.lost)
-            self.lost = 0
+            self._said_lost = False
+        self.lost = 0
 
     def ready(self, status: str) -> None:
         self._status = _one_line(status)

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import re
+import socket
 import types
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from google.genai.live import AsyncSession
 from helpers import journal_lines, until
 from test_read_ahead import Speaker as SwitchedSpeaker
 from test_server_fuzz import ScriptedWire, audio_part, sdk_client, server_content
+from test_service import drain, fill
 from wire import set_up_link
 
 from device import appliance, logs
@@ -31,6 +33,7 @@ from device.live.turn import WireTurn
 from device.mic_feed import OVERFLOW_LOG_EVERY_S, MicFeed
 from device.outbox import Outbox
 from device.parts import Parts
+from device.service import Notifier
 from device.tools import ToolBox
 from rig.server import connection as rig_connection
 from rig.server.server import LiveServer
@@ -261,3 +264,36 @@ async def test_a_client_that_cannot_be_built_is_an_error_line_with_its_reason_in
     errors = [r for r in journal.records if r["PRIORITY"] == "3"]
     assert len(errors) >= 2, [r["MESSAGE"] for r in journal.records]
     assert all("libssl" in str(r.get("LIVE_ERROR")) for r in errors), errors
+
+
+def test_pid1_busy_now_and_then_for_an_hour_is_a_few_lines_with_a_count(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """PID 1 too busy to read at one heartbeat in two (an overloaded Pi, a unit that
+    floods systemd): each was "cannot notify systemd", and each heartbeat through after
+    it "systemd takes notifications again", two lines a watchdog period, for as long as
+    it lasts. Said at most every minute, with how many messages were left out so far."""
+    clock = [0.0]
+    monkeypatch.setattr(logs, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(Notifier, "WAIT_S", 0.0)
+    path = tmp_path / "notify"
+    pid1 = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    pid1.bind(str(path))
+    notifier = Notifier(environ={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "30000000"})
+    with journal_lines("device.service") as journal:
+        for beat in range(240):  # an hour of heartbeats, WatchdogSec=30 s
+            clock[0] = beat * 15.0
+            if beat % 2 == 0:
+                filler = fill(str(path).encode())
+                notifier.watchdog()
+                filler.close()
+            else:
+                drain(pid1)
+                notifier.watchdog()
+    notifier.close()
+    pid1.close()
+    said = [r for r in journal.records if r["PRIORITY"] == "4"]
+    assert 1 <= len(said) <= 60 + 1, len(said)
+    assert len(journal.records) <= 2 * len(said), [r["MESSAGE"] for r in journal.records]
+    counts = [re.search(r"(\d+) left out", str(r["MESSAGE"])) for r in said]
+    assert all(counts) and int(counts[-1].group(1)) > 100, said[-1]["MESSAGE"]  # type: ignore[union-attr]
