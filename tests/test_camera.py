@@ -31,10 +31,12 @@ from fakes import presses_in_an_outage
 from helpers import mock_pins, open_descriptors, until
 
 from device.config import CameraConfig
+from device.hw import camera as camera_module
 from device.hw.camera import CameraError, CameraFeed, capture_still
 from device.hw.camera_pattern import NumberedBars, read_frame_number
 from device.hw.camera_sources import (
     Picamera2Source,
+    UnusableFrame,
     centred_square_crop,
     choose_sensor_mode,
     to_square,
@@ -1180,3 +1182,48 @@ async def test_a_usb_camera_whose_frames_break_at_the_release_stops_taking_them_
         await feed.aclose()
     assert rig.captures - taken <= 1, "at most the frame in flight at the release"
     assert not frames.failures, frames.failures
+
+
+class BreaksAtTheRelease:
+    """A USB camera whose first frame is whole and whose second comes cut short, taken
+    as the button comes up (the release arrives while it is being taken)."""
+
+    feed: CameraFeed
+
+    def __init__(self) -> None:
+        self.grabs = 0
+
+    def start(self) -> str:
+        return "a camera that breaks at the release"
+
+    async def grab(self) -> tuple[np.ndarray, float]:
+        self.grabs += 1
+        if self.grabs == 1:
+            return np.zeros((16, 16, 3), dtype=np.uint8), time.monotonic()
+        self.feed.stop_frames()  # the release
+        raise UnusableFrame("image file is truncated (2 bytes not processed)")
+
+    def stop(self) -> None:
+        pass
+
+
+async def test_a_frame_skipped_at_the_release_is_not_said_to_be_followed_by_the_next(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The journal said "skipped 1 camera frame(s) so far, the next one used", then "camera
+    off": no next frame was taken (the turn was over), and the owner looked for a frame
+    that never came."""
+    caplog.set_level(logging.INFO, logger="device.hw")
+    source = BreaksAtTheRelease()
+    monkeypatch.setattr(camera_module, "make_source", lambda *_: source)
+    frames = Frames()
+    feed = source.feed = feed_for(synthetic(linger_s=0.0), frames)
+    feed.start_frames()
+    try:
+        await until(lambda: source.grabs >= 2 and not feed.running, within=3)
+    finally:
+        await feed.aclose()
+    assert len(frames.jpegs) == 1 and source.grabs == 2
+    [skipped] = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert "skipped 1 camera frame(s)" in skipped and "truncated" in skipped, skipped
+    assert "the next one used" not in skipped, skipped

@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import Box, RealCaptureParts, config, running
+from helpers import until
+from test_appliance import busy_closing, kinds
+from test_appliance import numbered as numbered_40_ms
 
 from device.audio.capture import PRESS_LAG_S, RATE, Capture
+from device.audio.earcons import earcon
 from device.config import AudioConfig
 from device.mic_feed import MicFeed
-from device.outbox import Outbox
+from device.outbox import Item, Outbox
+from device.states import Earcon, SetupComplete
 
 CHUNK_MS = 20
 
@@ -105,3 +112,71 @@ async def test_two_quick_presses_taken_late_each_send_their_own_words_only(read_
         capture.hold()
         sent.append(sent_numbers(box))
     assert sent == [list(range(5, 31)), list(range(45, 71))]
+
+
+async def test_a_question_lost_whole_sends_no_empty_turn_and_the_person_hears_it_failed(
+    tmp_path: Path,
+) -> None:
+    """Pressed and released while the last session's close hung for seconds: nothing of
+    the question is left. The box opened a session and sent activityStart and activityEnd
+    with no audio between, went on to "thinking", and the service answered what it made of
+    an empty turn (or the reply timer ended it in the error state)."""
+    async with running(tmp_path, config(audio={"earcons": True}),
+                       parts_class=RealCaptureParts) as box:  # fmt: skip
+        mic = await busy_closing(box)
+        opened = list(box.link.opened)
+        now = time.monotonic()
+        box.button.on_edge("pressed", now - 6.0)
+        box.button.on_edge("released", now - 5.4)
+        for n in range(150):  # the last 6 s, read between turns
+            mic.record(numbered_40_ms(n), now - 6.0 + 0.04 * (n + 1))
+        box.speaker.clear()  # the last session's earcons
+        box.camera.hang.set()  # the close is over: the press and release are taken now
+        await box.settle()
+        assert kinds(box) == []
+        assert box.link.opened == opened, "a session opened for an empty turn"
+        assert box.state == "idle"
+        assert bytes(box.speaker.buffered) == earcon(Earcon.ERROR), "not told it failed"
+
+
+async def test_a_frame_taken_after_the_release_while_the_loop_was_held_up_is_not_sent(
+    tmp_path: Path,
+) -> None:
+    """A short question asked while the box connected, the loop held up as the button came
+    up (the connection's own setup, the collector): the release's edge, setupComplete and
+    the camera's next frame wait together. The state change yields to the sender, and the
+    frame taken after the person let go went out: a picture of the room with nobody asking.
+    The camera feed stops delivering frames once stop_frames() is called, as the fake's
+    `framing` says."""
+    async with running(tmp_path) as box:
+        await box.ctl("press")
+        assert box.camera.framing and box.state == "connecting"
+        sent: list[Item] = []
+
+        async def sender() -> None:  # the link's: it drains the outbox once connected
+            while True:
+                sent.append(await box.link.outbox.get())
+
+        draining = asyncio.create_task(sender())
+        try:
+            await until(lambda: not len(box.link.outbox))
+            released = time.monotonic()
+            loop = asyncio.get_running_loop()
+            loop.call_soon(box.link.deliver, SetupComplete)
+            loop.call_soon(box.button.on_edge, "released", released)
+            loop.call_soon(_frame, box, b"after the release", released + 0.05)
+            await asyncio.sleep(0)  # the three run: the heartbeat goes behind them
+            await box.settle()
+            await until(lambda: not len(box.link.outbox))
+        finally:
+            draining.cancel()
+        assert box.state == "thinking"
+        assert "activity_end" in [item.kind for item in sent]
+        assert b"after the release" not in [item.data for item in sent]
+
+
+def _frame(box: Box, jpeg: bytes, taken: float) -> None:
+    """The camera feed's delivery of a frame it took: only while frames are wanted (it
+    looks right before it hands one on)."""
+    if box.camera.framing:
+        box.camera.on_frame(jpeg, taken)

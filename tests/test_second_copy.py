@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import running
 from helpers import daemon_saying
 
 from device.audio.devices import AudioDeviceError
@@ -157,3 +162,68 @@ async def test_ask_play_while_the_service_has_lost_its_speaker_says_what_the_car
     assert code == 1
     assert "no output device matches 'seeed'" in err, err
     assert "systemctl stop" not in err, err
+
+
+async def test_a_copy_refused_by_the_socket_does_not_say_it_stopped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another user in the service's group (no lock for it) ran `live-appliance run`
+    beside the service: the journal said "stopped", then that it is already running. The
+    owner reading from the top took the service for stopped; nothing had been started."""
+    caplog.set_level(logging.INFO, "device")
+
+    def already_running(parts) -> None:  # type: ignore[no-untyped-def]
+        parts.made["control"].fails = AlreadyRunning("process 1234 serves the socket")
+
+    with pytest.raises(AlreadyRunning):
+        async with running(tmp_path, prepare=already_running):
+            pass
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+#: The group of the socket's directory here (the service's, in /run/live-appliance), and
+#: the member of it who asks.
+GROUP = MEMBER = 65534
+
+ASK_STATUS = """
+import socket, sys
+with socket.socket(socket.AF_UNIX) as s:
+    s.connect(sys.argv[1])
+    s.sendall(b'{"cmd": "status"}\\n')
+    print(s.makefile().readline(), end="")
+"""
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    """/run/live-appliance as systemd makes it (RuntimeDirectoryMode=0750): the group's."""
+    place = Path(tempfile.mkdtemp(prefix="live-appliance-run-"))
+    try:
+        os.chown(place, 0, GROUP)
+        place.chmod(0o750)
+        yield place
+    finally:
+        shutil.rmtree(place)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="runs a copy as root, asks as another"
+)
+async def test_a_copy_run_as_root_answers_a_member_of_the_services_group(run_dir: Path) -> None:
+    """`sudo live-appliance run` beside a stopped service made its socket root:root (0660):
+    the owner's own `ctl status` and the doctor, run as a member of the service's group, were
+    refused, and told to run as a member of its group, which they were."""
+
+    async def idle(request: dict[str, Any]) -> dict[str, Any]:
+        return {"state": "idle"}
+
+    path = run_dir / "control.sock"
+    async with ControlServer(path, idle):
+        asked = await asyncio.to_thread(
+            subprocess.run,
+            ["setpriv", f"--reuid={MEMBER}", f"--regid={GROUP}", "--clear-groups",
+             "/usr/bin/python3", "-c", ASK_STATUS, str(path)],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    assert asked.returncode == 0, asked.stderr
+    assert '"state": "idle"' in asked.stdout, asked.stdout
