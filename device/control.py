@@ -75,9 +75,11 @@ def single_instance(socket_path: str | os.PathLike[str]) -> Iterator[None]:
                 f"holds {path}"
             ) from None
         # Its pid in it, for the next one refused to name (a `sudo live-appliance run` the
-        # owner forgot, not the service).
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # owner forgot, not the service). A courtesy: with /run full (a small tmpfs) the
+        # lock still holds, and the next one refused names "another process".
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
