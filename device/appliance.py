@@ -653,6 +653,7 @@ class Appliance:
             "output_latency_ms": round(self.speaker.output_latency * 1000, 1),
             "microphone_wait_ms": self.microphone_wait_ms,
             "volume": round(self.speaker.volume, 2),
+            "settings_not_kept": self.state_file.problem(),
             # In force now: a canceller that failed mid-run leaves the gate in its place.
             "mic_during_playback": self.mic_plan.mic_during_playback,
             "mic_missing": self.mic_plan.missing,

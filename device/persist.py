@@ -4,12 +4,14 @@ A small JSON file in the state directory: `[service] state_dir` if set, else
 systemd's `StateDirectory=` (passed as `$STATE_DIRECTORY`), else /var/lib/live-appliance.
 Writes go to a temporary file, synced, then renamed over the old one, and the directory
 synced, so a power cut never leaves half a file nor brings the old one back. A directory
-that cannot be written is logged once; the device then keeps the value until it restarts.
+that cannot be written is logged once (again after a save that worked); the device then
+keeps the value until it restarts, and its status says why, for the doctor to name the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -42,8 +44,10 @@ class StateFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._warned = False
         self._unreadable = False  # said so: a save that cannot replace it reads it again
+        #: Why the last save failed (None: kept), for the daemon's status and the doctor:
+        #: the journal's one line is far up by the time anyone looks.
+        self.failure: OSError | None = None
 
     def load(self) -> dict[str, Any]:
         """The values kept; {} for a file missing or not ours (said once while it stays so)."""
@@ -80,11 +84,26 @@ class StateFile:
             except OSError as exc:
                 with contextlib.suppress(OSError):  # a card full mid-write: no half file left
                     tmp.unlink(missing_ok=True)
-                if not self._warned:
-                    self._warned = True
+                if self.failure is None:
                     log.warning("cannot keep settings in %s: %s", self.path, exc)
+                self.failure = exc
                 return
             _sync_dir(self.path.parent)
+            if self.failure is not None:  # room made, the card repaired: a new failure is said
+                log.info("settings kept in %s again", self.path)
+                self.failure = None
+
+    def problem(self) -> dict[str, str] | None:
+        """Why the settings are not kept (`ctl status`, the doctor): the file, the error
+        and its errno's name (ENOSPC, EROFS), which decides the fix; None while they are."""
+        exc = self.failure
+        if exc is None:
+            return None
+        return {
+            "path": str(self.path),
+            "error": exc.strerror or str(exc),
+            "errno": errno.errorcode.get(exc.errno or 0, ""),
+        }
 
 
 def _sync_dir(path: Path) -> None:

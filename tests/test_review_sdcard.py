@@ -5,11 +5,78 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fakes import running
+from helpers import daemon_saying, scratch_dir
 
+from device import config
 from device.control import AlreadyRunning, single_instance
+from device.doctor.daemon import summary_lines
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
+from device.doctor.service import check_service
+
+RUNNING = {"LoadState": "loaded", "ActiveState": "active", "SubState": "running",
+           "NRestarts": "0", "ExecMainStatus": "0"}  # fmt: skip
+
+
+@pytest.fixture
+def systemctl(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A `systemctl` on PATH that says the service runs."""
+    bin_dir = scratch_dir("sdcard-bin-")
+    (bin_dir / "systemctl").write_text(
+        "#!/bin/sh\n" + "".join(f"echo {k}={v}\n" for k, v in RUNNING.items())
+    )
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    yield
+    shutil.rmtree(bin_dir, ignore_errors=True)
+
+
+def writes_fail(monkeypatch: pytest.MonkeyPatch, under: Path, code: int) -> None:
+    """Every file opened for writing `under` a directory fails as on a card full or
+    read-only."""
+    real_open = Path.open
+
+    def refusing(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if "w" in mode and self.is_relative_to(under):
+            raise OSError(code, os.strerror(code), str(self))
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refusing)
+
+
+@pytest.mark.parametrize(
+    ("code", "fix"),
+    [(errno.ENOSPC, "journalctl --vacuum-size"), (errno.EROFS, "read-only")],
+    ids=["full", "read-only"],
+)
+async def test_a_card_that_cannot_keep_the_volume_is_named_by_the_doctor(
+    systemctl: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, fix: str
+) -> None:
+    """"Louder" on a full or read-only card: the box plays louder and keeps answering, the
+    journal says it once, far up by the time anyone looks; the doctor said PASS, and the
+    box came back at its old volume after each restart with nobody told why."""
+    async with running(tmp_path / "box") as box:
+        writes_fail(monkeypatch, tmp_path / "box", code)
+        box.appliance.set_volume(0.9)
+        assert box.appliance.volume() == 0.9  # heard at once
+        status = box.appliance.status()
+    async with daemon_saying(status) as sock:
+        path = tmp_path / "config.toml"
+        path.write_text(f'[control]\nsocket = "{sock}"\n')
+        ctx = Context(config.load(path), Options(), Progress(spinner=False))
+        result = await check_service(ctx)
+    assert result.status is Status.WARN, result
+    assert os.strerror(code) in result.measured and "state.json" in result.measured, result
+    assert fix in (result.fix or ""), result.fix
+    said = "\n".join(summary_lines(status))  # `live-appliance ctl status`
+    assert f"not kept in {tmp_path / 'box' / 'state.json'}: {os.strerror(code)}" in said, said
 
 
 def test_a_full_run_directory_does_not_stop_the_daemon_starting(
@@ -27,3 +94,24 @@ def test_a_full_run_directory_does_not_stop_the_daemon_starting(
     monkeypatch.setattr(os, "pwrite", full)
     with single_instance(path), pytest.raises(AlreadyRunning, match="another process holds"):
         single_instance(path).__enter__()
+
+
+async def test_room_made_on_the_card_clears_the_warning_and_a_new_fill_is_said_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The owner frees space as the doctor says: the next "louder" is kept, and the doctor
+    no longer warns. The card full again months later is said in the journal again (it
+    was said once for the life of the process)."""
+    async with running(tmp_path / "box") as box:
+        with monkeypatch.context() as full:
+            writes_fail(full, tmp_path / "box", errno.ENOSPC)
+            box.appliance.set_volume(0.9)
+            box.appliance.set_volume(0.8)
+        assert box.appliance.status()["settings_not_kept"] is not None
+        box.appliance.set_volume(0.7)  # room made
+        assert box.appliance.status()["settings_not_kept"] is None
+        with monkeypatch.context() as full:
+            writes_fail(full, tmp_path / "box", errno.ENOSPC)
+            box.appliance.set_volume(0.6)
+    said = [r.getMessage() for r in caplog.records if "cannot keep settings" in r.getMessage()]
+    assert len(said) == 2, said

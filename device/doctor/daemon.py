@@ -125,6 +125,11 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
             f"faults:   {', '.join(map(str, status['faults']))} (tried again by itself, less "
             "often the longer it stays away; the journal says when it is back)"
         )
+    if unkept := status.get("settings_not_kept"):
+        lines.append(
+            f"settings: not kept in {unkept.get('path')}: {unkept.get('error')} (the volume "
+            "goes back to the configured one at the next start; the doctor says why)"
+        )
     audio = []
     if "outbox_ms" in status:
         audio.append(f"{status['outbox_ms']} ms waiting to be sent")
