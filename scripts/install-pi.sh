@@ -182,10 +182,20 @@ read_key() {
 }
 
 # Store KEY as DEST, mode 0600, root only; an existing DEST is never overwritten
-# (noclobber opens it with O_EXCL).
+# (noclobber opens it with O_EXCL). A card full or read-only is said as such: "exists"
+# sent the owner looking for a key never stored, and the full card left DEST empty.
 write_key() {
-  (set -o noclobber; umask 077; printf '%s\n' "$1" >"$2") ||
-    die "$2 exists: not replacing the key"
+  local status=0
+  (
+    set -o noclobber
+    umask 077
+    exec 3>"$2" || exit 3
+    printf '%s\n' "$1" >&3 || { rm -f "$2"; exit 1; }  # ours: made by this open
+  ) || status=$?
+  ((status == 0)) && return
+  [[ $status != 3 || ! -e $2 ]] || die "$2 exists: not replacing the key"
+  die "cannot store the key in $2 (the line above says why): a full card shows in" \
+    "df -h $(dirname "$2"), one the kernel made read-only in dmesg; then run this again"
 }
 
 # Store the API key from FILE ("-": standard input) as DEST. The status says whether it

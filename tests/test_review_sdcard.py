@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from fakes import running
 from helpers import daemon_saying, scratch_dir
+from system_view import require
 
 from device import config
 from device.control import AlreadyRunning, single_instance
@@ -115,3 +117,34 @@ async def test_room_made_on_the_card_clears_the_warning_and_a_new_fill_is_said_a
             box.appliance.set_volume(0.6)
     said = [r.getMessage() for r in caplog.records if "cannot keep settings" in r.getMessage()]
     assert len(said) == 2, said
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [("size=4k", "No space left on device"), ("ro", "Read-only file system")],
+    ids=["full", "read-only"],
+)
+def test_a_key_the_installer_cannot_write_is_not_said_to_exist(
+    tmp_path: Path, options: str, reason: str
+) -> None:
+    """The installer storing the API key on a full card (or one the kernel remounted
+    read-only) said "/etc/live-appliance/api-key exists: not replacing the key", a file
+    that was not there before, and left it empty on the card full: the owner looked for
+    a key that was never stored, not for room on the card."""
+    where = tmp_path / "etc"
+    where.mkdir()
+    script = (
+        f"mount -t tmpfs -o {options} tmpfs {where} && "
+        f"{{ head -c 4096 /dev/zero > {where}/fill; }} 2>/dev/null; "
+        f"bash -c 'source {Path(__file__).parents[1] / 'scripts' / 'install-pi.sh'}; "
+        f'write_key AIza-sdcard-test-key "$1"\' install-pi.sh {where}/api-key; '
+        f"echo rc=$?; ls {where}"
+    )
+    unshare = require("unshare", "util-linux")
+    done = subprocess.run(
+        [unshare, "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert "rc=1" in done.stdout, (done.stdout, done.stderr)
+    assert "api-key" not in done.stdout.split("rc=1")[1], "a key file was left: " + done.stdout
+    assert "exists" not in done.stderr, done.stderr
+    assert reason in done.stderr and "cannot store the key" in done.stderr, done.stderr
