@@ -270,8 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Live setup handshake, the audio devices, the microphone level for 3 s, a speaker"
         " tone, which way the box keeps its own voice out of the microphone (echo), every"
         " LED pattern (and each pixel of a strip), the button (waits 10 s for a press), "
-        "one camera frame, the service. One line each: PASS, WARN, FAIL or SKIP, what was"
-        " measured, and the fix on the next line. Exit code 0 only when nothing failed. "
+        "one camera frame, the room on the SD card, the service. One line each: PASS, "
+        "WARN, FAIL or SKIP, what was measured, and the fix on the next line. Exit code 0 "
+        "only when nothing failed. "
         "While the service runs it holds the microphone, speaker, pins and camera: those "
         "checks then show what the service says instead (stop it to test them).",
     )

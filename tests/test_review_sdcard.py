@@ -4,40 +4,24 @@ what is wrong, and how to put it right."""
 from __future__ import annotations
 
 import errno
+import json
 import os
-import shutil
 import subprocess
-from collections.abc import Iterator
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fakes import running
-from helpers import daemon_saying, scratch_dir
+from helpers import daemon_saying
 from system_view import require
 
 from device import config
 from device.control import AlreadyRunning, single_instance
+from device.doctor.card import check_card
 from device.doctor.daemon import summary_lines
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
-from device.doctor.service import check_service
-
-RUNNING = {"LoadState": "loaded", "ActiveState": "active", "SubState": "running",
-           "NRestarts": "0", "ExecMainStatus": "0"}  # fmt: skip
-
-
-@pytest.fixture
-def systemctl(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A `systemctl` on PATH that says the service runs."""
-    bin_dir = scratch_dir("sdcard-bin-")
-    (bin_dir / "systemctl").write_text(
-        "#!/bin/sh\n" + "".join(f"echo {k}={v}\n" for k, v in RUNNING.items())
-    )
-    (bin_dir / "systemctl").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    yield
-    shutil.rmtree(bin_dir, ignore_errors=True)
 
 
 def writes_fail(monkeypatch: pytest.MonkeyPatch, under: Path, code: int) -> None:
@@ -59,7 +43,7 @@ def writes_fail(monkeypatch: pytest.MonkeyPatch, under: Path, code: int) -> None
     ids=["full", "read-only"],
 )
 async def test_a_card_that_cannot_keep_the_volume_is_named_by_the_doctor(
-    systemctl: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, fix: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, fix: str
 ) -> None:
     """"Louder" on a full or read-only card: the box plays louder and keeps answering, the
     journal says it once, far up by the time anyone looks; the doctor said PASS, and the
@@ -73,7 +57,7 @@ async def test_a_card_that_cannot_keep_the_volume_is_named_by_the_doctor(
         path = tmp_path / "config.toml"
         path.write_text(f'[control]\nsocket = "{sock}"\n')
         ctx = Context(config.load(path), Options(), Progress(spinner=False))
-        result = await check_service(ctx)
+        result = await check_card(ctx)
     assert result.status is Status.WARN, result
     assert os.strerror(code) in result.measured and "state.json" in result.measured, result
     assert fix in (result.fix or ""), result.fix
@@ -148,3 +132,47 @@ def test_a_key_the_installer_cannot_write_is_not_said_to_exist(
     assert "api-key" not in done.stdout.split("rc=1")[1], "a key file was left: " + done.stdout
     assert "exists" not in done.stderr, done.stderr
     assert reason in done.stderr and "cannot store the key" in done.stderr, done.stderr
+
+
+def doctor_on_a_card(tmp_path: Path, options: str) -> dict[str, Any]:
+    """`live-appliance doctor card --json` with the state directory on a file system of
+    its own, mounted with `options` (a full one is filled first), no daemon running."""
+    state = tmp_path / "state"
+    state.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f'[service]\nstate_dir = "{state}"\n[control]\nsocket = "{tmp_path}/none.sock"\n'
+    )
+    fill = f"head -c 8192 /dev/zero > {state}/fill 2>/dev/null; " if "size" in options else ""
+    script = f'mount -t tmpfs -o {options} tmpfs {state} && {{ {fill}exec "$@"; }}'
+    command = [sys.executable, "-m", "device", "doctor", "card", "--json", "--config", str(cfg)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run(
+        [require("unshare", "util-linux"), "--mount", "sh", "-c", script, "sh", *command],
+        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.stdout.startswith("{"), (done.stdout, done.stderr)
+    (line,) = json.loads(done.stdout)["checks"]
+    return line
+
+
+@pytest.mark.parametrize(
+    ("options", "words", "fix"),
+    [("size=8k", "full", "journalctl --vacuum-size"), ("ro", "read-only", "dmesg")],
+    ids=["full", "read-only"],
+)
+def test_the_doctor_names_a_full_or_read_only_card_before_the_box_trips_on_it(
+    tmp_path: Path, options: str, words: str, fix: str
+) -> None:
+    """The card full (a journal grown for a year) or remounted read-only after an error:
+    every check passed, the service's too while the daemon had not yet tried to write.
+    The next "louder" is lost at the next start, and so is every journal line."""
+    line = doctor_on_a_card(tmp_path, options)
+    assert line["status"] == "WARN", line
+    assert words in line["measured"] and str(tmp_path / "state") in line["measured"], line
+    assert fix in line["fix"], line
+
+
+def test_the_doctor_passes_a_card_with_room(tmp_path: Path) -> None:
+    line = doctor_on_a_card(tmp_path, "size=64m")
+    assert line["status"] == "PASS" and "free" in line["measured"], line

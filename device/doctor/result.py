@@ -29,6 +29,7 @@ CHECK_NAMES = (
     "leds",
     "button",
     "camera",
+    "card",
     "service",
 )
 

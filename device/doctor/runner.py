@@ -19,6 +19,7 @@ from typing import Any
 from device import tasks
 from device.doctor.audio import check_devices, check_echo, check_mic, check_speaker
 from device.doctor.camera import check_camera
+from device.doctor.card import check_card
 from device.doctor.daemon import how_to_restart, in_use, one_line, what_runs, where_it_logs
 from device.doctor.gpio import check_button, check_leds
 from device.doctor.network import check_network
@@ -50,6 +51,7 @@ CHECKS = {
         Check("leds", check_leds, "opening the LEDs", uses_hardware=True),
         Check("button", check_button, "opening the button", uses_hardware=True),
         Check("camera", check_camera, "opening the camera", uses_hardware=True),
+        Check("card", check_card, "looking at the state directory's file system"),
         Check("service", check_service, "asking systemd"),
     )
 }

@@ -35,32 +35,6 @@ FIX_STARTING = (
 )
 
 
-#: Why the daemon cannot write its state file, by the error's errno name: what fills an SD
-#: card is mostly the journal; a card the kernel remounted read-only had an error.
-FIX_CARD_FULL = (
-    "The SD card is full (df -h shows it): sudo journalctl --vacuum-size=50M frees the "
-    "journal's share; remove what else filled it. The next volume the box sets is kept."
-)
-FIX_CARD_READ_ONLY = (
-    "The SD card is read-only: the kernel remounts it so after an error (dmesg | grep -i "
-    "ext4 says which). sudo reboot lets fsck repair it; if it comes back, the card is "
-    "failing: copy it to a new one."
-)
-
-
-def settings_fix(errno_name: str, path: str) -> str:
-    """What puts right a state file the daemon cannot write."""
-    if errno_name in ("ENOSPC", "EDQUOT"):
-        return FIX_CARD_FULL
-    if errno_name == "EROFS":
-        return FIX_CARD_READ_ONLY
-    return (
-        f"The service may not write there (sudo ls -ld on {path}'s directory shows its "
-        f"owner): give it to the service's user, or name another in [service] state_dir; "
-        f"then sudo systemctl restart {UNIT}."
-    )
-
-
 async def systemctl_show() -> dict[str, str] | str:
     """The unit's properties, or why systemd could not be asked."""
     if shutil.which("systemctl") is None:
@@ -155,15 +129,6 @@ async def check_service(ctx: Context) -> Result:
             measured,
             "A daemon that answers nothing is restarted by its watchdog within 30 s; "
             f"without sudo or the {UNIT} group it cannot be asked. {FIX_JOURNAL}",
-            data=data,
-        )
-    if unkept := status.get("settings_not_kept"):  # it answers, and forgets at each restart
-        return Result(
-            "service",
-            Status.WARN,
-            f"{measured}; cannot keep its settings (the volume) in {unkept.get('path')}: "
-            f"{unkept.get('error')}",
-            settings_fix(str(unkept.get("errno")), str(unkept.get("path"))),
             data=data,
         )
     if faults := status.get("faults"):  # it runs, but without them

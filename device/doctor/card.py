@@ -1,0 +1,77 @@
+"""The card check: whether the file system under the state directory takes a write.
+
+A Raspberry Pi runs from an SD card. Full (the journal of a year, an owner's files),
+or remounted read-only by the kernel after an error, the box still answers, but
+forgets the volume it was told at each start, and the journal keeps nothing: this
+line says so before the owner wonders why.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from device.doctor.result import Context, Result, Status
+from device.persist import state_dir
+
+#: Less room than this is a full card: journald stops at 15% of it by itself, and the
+#: next apt upgrade or log of another program takes the rest.
+LOW_BYTES = 16 * 1024 * 1024
+
+FIX_FULL = (
+    "The SD card is full (df -h shows it): sudo journalctl --vacuum-size=50M frees the "
+    "journal's share; remove what else filled it. The next volume the box sets is kept."
+)
+FIX_READ_ONLY = (
+    "The SD card is read-only: the kernel remounts it so after an error (dmesg | grep -i "
+    "ext4 says which). sudo reboot lets fsck repair it; if it comes back, the card is "
+    "failing: copy it to a new one."
+)
+
+
+def _fix(errno_name: str, path: str) -> str:
+    """What puts right a state file the daemon could not write, by its errno's name."""
+    if errno_name in ("ENOSPC", "EDQUOT"):
+        return FIX_FULL
+    if errno_name == "EROFS":
+        return FIX_READ_ONLY
+    return (
+        f"The service may not write there (sudo ls -ld on {path}'s directory shows its "
+        "owner): give it to the service's user, or name another in [service] state_dir; "
+        "then restart the service."
+    )
+
+
+def _existing(path: Path) -> Path:
+    """`path`, or its nearest directory that exists (before the first start, none made)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+async def check_card(ctx: Context) -> Result:
+    """What the daemon found writing its state file; else the room on the file system."""
+    status = await ctx.daemon
+    if status is not None and (unkept := status.get("settings_not_kept")):
+        return Result(
+            "card",
+            Status.WARN,
+            f"the daemon cannot keep its settings (the volume) in {unkept.get('path')}: "
+            f"{unkept.get('error')}",
+            _fix(str(unkept.get("errno")), str(unkept.get("path"))),
+            data={"daemon": unkept},
+        )
+    where = state_dir(ctx.cfg.service)
+    try:
+        fs = os.statvfs(_existing(where))
+    except OSError as exc:  # a directory above it this user may not enter
+        return Result("card", Status.SKIP, f"{where}: cannot look: {exc.strerror or exc}")
+    free = fs.f_bavail * fs.f_frsize
+    data = {"path": str(where), "free_bytes": free, "size_bytes": fs.f_blocks * fs.f_frsize}
+    if fs.f_flag & os.ST_RDONLY:
+        return Result("card", Status.WARN, f"{where} is on a read-only file system",
+                      FIX_READ_ONLY, data=data)  # fmt: skip
+    measured = f"{where}: {free / 2**20:.0f} MiB free of {fs.f_blocks * fs.f_frsize / 2**20:.0f}"
+    if free < LOW_BYTES:
+        return Result("card", Status.WARN, f"{measured} MiB: full", FIX_FULL, data=data)
+    return Result("card", Status.PASS, f"{measured} MiB", data=data)
