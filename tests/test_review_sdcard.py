@@ -176,3 +176,42 @@ def test_the_doctor_names_a_full_or_read_only_card_before_the_box_trips_on_it(
 def test_the_doctor_passes_a_card_with_room(tmp_path: Path) -> None:
     line = doctor_on_a_card(tmp_path, "size=64m")
     assert line["status"] == "PASS" and "free" in line["measured"], line
+
+
+def doctor_on_an_overlay(tmp_path: Path, upper_on: str) -> dict[str, Any]:
+    """`doctor card` with the state directory on an overlay whose writes land on a tmpfs
+    (Raspberry Pi OS's overlay file system: lost at each boot) or on the disk."""
+    state, lower, rw = tmp_path / "state", tmp_path / "lower", tmp_path / "rw"
+    for directory in (state, lower, rw):
+        directory.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f'[service]\nstate_dir = "{state}"\n[control]\nsocket = "{tmp_path}/none.sock"\n'
+    )
+    tmpfs = f"mount -t tmpfs tmpfs {rw} && " if upper_on == "tmpfs" else ""
+    script = (
+        f"{tmpfs}mkdir {rw}/upper {rw}/work && mount -t overlay overlay -o lowerdir={lower},"
+        f'upperdir={rw}/upper,workdir={rw}/work {state} && exec "$@"'
+    )
+    command = [sys.executable, "-m", "device", "doctor", "card", "--json", "--config", str(cfg)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run(
+        [require("unshare", "util-linux"), "--mount", "sh", "-c", script, "sh", *command],
+        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.stdout.startswith("{"), (done.stdout, done.stderr)
+    (line,) = json.loads(done.stdout)["checks"]
+    return line
+
+
+def test_the_doctor_says_the_overlay_forgets_the_volume_at_each_boot(tmp_path: Path) -> None:
+    """Raspberry Pi OS's overlay file system (raspi-config) keeps every write in memory:
+    "louder" lasted until the next power cut, with nothing said anywhere, and the owner's
+    edit of the configuration too."""
+    line = doctor_on_an_overlay(tmp_path, "tmpfs")
+    assert line["status"] == "WARN" and "lost at each boot" in line["measured"], line
+    assert "raspi-config" in line["fix"], line
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    line = doctor_on_an_overlay(disk, "disk")  # a container's root: kept
+    assert line["status"] == "PASS", line

@@ -29,6 +29,45 @@ FIX_READ_ONLY = (
 )
 
 
+FIX_OVERLAY = (
+    "Expected with Raspberry Pi OS's overlay file system on: to keep a volume, or an edit "
+    "of the configuration, turn it off (sudo raspi-config, Performance Options, Overlay "
+    "File System), reboot, make the change, then turn it on again."
+)
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+def _mounts() -> list[tuple[str, str, str]]:
+    """(mount point, file system type, its options) of each mount, in mount order."""
+    mounts = []
+    for line in MOUNTINFO.read_text().splitlines():
+        fields, _, after = line.partition(" - ")
+        point = fields.split()[4].replace("\\040", " ")
+        fstype, _, options = [*after.split(), "", ""][:3]
+        mounts.append((point, fstype, options))
+    return mounts
+
+
+def _mount_of(path: Path, mounts: list[tuple[str, str, str]]) -> tuple[str, str, str]:
+    """The mount `path` is on: the deepest mount point above it, the last one mounted."""
+    above = [m for m in mounts if path.is_relative_to(m[0])]
+    return max(reversed(above), key=lambda m: len(Path(m[0]).parts))
+
+
+def _lost_at_boot(path: Path) -> bool:
+    """On an overlay whose writes land in memory (raspi-config's overlay file system: its
+    upper directory on a tmpfs); a container's overlay, written to a disk, is kept."""
+    try:
+        mounts = _mounts()
+    except OSError:  # no /proc: not Linux, nothing to tell
+        return False
+    _, fstype, options = _mount_of(path, mounts)
+    uppers = [o.removeprefix("upperdir=") for o in options.split(",") if o.startswith("upperdir=")]
+    return fstype == "overlay" and any(
+        _mount_of(Path(upper), mounts)[1] == "tmpfs" for upper in uppers
+    )
+
+
 def _fix(errno_name: str, path: str) -> str:
     """What puts right a state file the daemon could not write, by its errno's name."""
     if errno_name in ("ENOSPC", "EDQUOT"):
@@ -74,4 +113,7 @@ async def check_card(ctx: Context) -> Result:
     measured = f"{where}: {free / 2**20:.0f} MiB free of {fs.f_blocks * fs.f_frsize / 2**20:.0f}"
     if free < LOW_BYTES:
         return Result("card", Status.WARN, f"{measured} MiB: full", FIX_FULL, data=data)
+    if _lost_at_boot(_existing(where)):
+        return Result("card", Status.WARN, f"{measured} MiB, in memory: lost at each boot",
+                      FIX_OVERLAY, data=data)  # fmt: skip
     return Result("card", Status.PASS, f"{measured} MiB", data=data)
