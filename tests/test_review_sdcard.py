@@ -215,3 +215,30 @@ def test_the_doctor_says_the_overlay_forgets_the_volume_at_each_boot(tmp_path: P
     disk.mkdir()
     line = doctor_on_an_overlay(disk, "disk")  # a container's root: kept
     assert line["status"] == "PASS", line
+
+
+def test_the_doctors_picture_on_a_full_tmp_is_said_full_not_forbidden(tmp_path: Path) -> None:
+    """/tmp a small tmpfs, full: the doctor took the picture and said "Give --camera-out a
+    path you may write to", sending the owner after permissions they had."""
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        '[camera]\nenabled = true\nsource = "synthetic"\n'
+        f'[control]\nsocket = "{tmp_path}/none.sock"\n'
+    )
+    script = (
+        f"mount -t tmpfs -o size=8k tmpfs {out} && "
+        f'{{ head -c 8192 /dev/zero > {out}/fill 2>/dev/null; exec "$@"; }}'
+    )
+    command = [sys.executable, "-m", "device", "doctor", "camera", "--json", "--config",
+               str(cfg), "--camera-out", str(out / "camera.jpg")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run(
+        [require("unshare", "util-linux"), "--mount", "sh", "-c", script, "sh", *command],
+        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.stdout.startswith("{"), (done.stdout, done.stderr)
+    (line,) = json.loads(done.stdout)["checks"]
+    assert line["status"] == "WARN" and "No space left" in line["measured"], line
+    assert "you may write to" not in line["fix"] and "df -h" in line["fix"], line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import tempfile
 import time
@@ -63,7 +64,7 @@ async def check_camera(ctx: Context) -> Result:
             "camera",
             Status.WARN,
             f"{measured}; cannot save it: {exc.strerror}",
-            "Give --camera-out a path you may write to.",
+            _why_not_saved(exc, out),
             data=data,
         )
     measured += f", saved to {out}"
@@ -76,6 +77,19 @@ async def check_camera(ctx: Context) -> Result:
             data=data | {"path": str(out)},
         )
     return Result("camera", Status.PASS, measured, data=data | {"path": str(out)})
+
+
+def _why_not_saved(exc: OSError, out: Path) -> str:
+    """The fix for a picture not saved: /tmp is often a small tmpfs, and a card may be
+    full or read-only, where a path "you may write to" sent the owner after permissions."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"{out.parent} is full (df -h {out.parent}): free room, or give --camera-out "
+            "a path elsewhere."
+        )
+    if exc.errno == errno.EROFS:
+        return f"{out.parent} is read-only: give --camera-out a path elsewhere."
+    return "Give --camera-out a path you may write to."
 
 
 def save_privately(out: Path, jpeg: bytes) -> None:
