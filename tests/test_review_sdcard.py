@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +243,39 @@ def test_the_doctors_picture_on_a_full_tmp_is_said_full_not_forbidden(tmp_path: 
     (line,) = json.loads(done.stdout)["checks"]
     assert line["status"] == "WARN" and "No space left" in line["measured"], line
     assert "you may write to" not in line["fix"] and "df -h" in line["fix"], line
+
+
+def test_a_reply_wav_the_card_cannot_take_leaves_the_earlier_one_whole(tmp_path: Path) -> None:
+    """`ask --audio reply.wav` again, the card filling up as it writes: the earlier reply
+    was cut to nothing first, then half of the new one written over it and left there,
+    a file that plays the start of a reply as though it were all of it."""
+    out = tmp_path / "reply.wav"
+    earlier = b"RIFF an earlier reply, whole"
+    out.write_bytes(earlier)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("")
+    script = textwrap.dedent(
+        """
+        import resource, signal, sys
+        from types import SimpleNamespace
+        from device import ask
+        from device.cli import main
+
+        async def replies(cfg, args):
+            return [SimpleNamespace(audio=b"\\1\\0" * 48_000)]
+
+        ask._ask_and_play = replies
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the bound fails EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, resource.RLIM_INFINITY))
+        sys.exit(main(["ask", "Hello", "--audio", sys.argv[1], "--config", sys.argv[2]]))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]),
+           "GEMINI_API_KEY": "AIzaFakeKeyForTheTest0000000000000000000"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(out), str(cfg)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert done.returncode == 1 and "File too large" in done.stderr, done.stderr
+    assert out.read_bytes() == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "reply.wav"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import wave
 from pathlib import Path
 
@@ -27,8 +29,35 @@ def duration_ms(data: bytes, rate: int) -> float:
 
 
 def write_wav(path: str | Path, data: bytes, rate: int) -> None:
-    """Mono s16le PCM as a WAV file anyone can play (replies, questions, recordings)."""
-    with wave.open(str(path), "wb") as out:
+    """Mono s16le PCM as a WAV file anyone can play (replies, questions, recordings).
+
+    Written beside `path`, then renamed over it: a card that fills up mid-write leaves
+    the earlier file whole and no half file (written in place, the earlier one was cut
+    to nothing first). A device or a link there (/dev/null), or a directory where only
+    the file is ours, is written in place as before.
+    """
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        _write_wav_to(str(path), data, rate)
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except PermissionError:  # a file of ours in a directory that is not: in place
+        _write_wav_to(str(path), data, rate)
+        return
+    try:
+        _write_wav_to(fd, data, rate)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _write_wav_to(target: str | int, data: bytes, rate: int) -> None:
+    """The WAV into a path, or into a file descriptor (closed after)."""
+    with open(target, "wb") as file, wave.open(file, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(rate)
