@@ -58,7 +58,12 @@ class StateFile:
         except (OSError, ValueError, RecursionError, ConfigError) as exc:  # not ours
             if not self._unreadable:
                 self._unreadable = True
-                log.warning("ignoring unreadable %s: %s", self.path, exc)
+                log.warning(
+                    "ignoring unreadable %s, damaged (%s): the box starts at its configured "
+                    "volume, and the file is written anew at the next change",
+                    self.path,
+                    exc,
+                )
             return {}
         self._unreadable = False
         return data if isinstance(data, dict) else {}

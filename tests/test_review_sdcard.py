@@ -23,6 +23,7 @@ from device.doctor.card import check_card
 from device.doctor.daemon import summary_lines
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
+from device.persist import StateFile
 
 
 def writes_fail(monkeypatch: pytest.MonkeyPatch, under: Path, code: int) -> None:
@@ -279,3 +280,18 @@ def test_a_reply_wav_the_card_cannot_take_leaves_the_earlier_one_whole(tmp_path:
     assert done.returncode == 1 and "File too large" in done.stderr, done.stderr
     assert out.read_bytes() == earlier
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "reply.wav"]
+
+
+def test_a_damaged_state_file_is_said_in_words_an_owner_can_act_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A power cut mid-write on a card without barriers leaves zeros: the journal said
+    "ignoring unreadable .../state.json: Expecting value: line 1 column 1 (char 0)", a
+    parser's words, not what the box does about it."""
+    path = tmp_path / "state.json"
+    path.write_bytes(b"\0" * 4096)
+    with caplog.at_level("WARNING"):
+        assert StateFile(path).load() == {}
+    (line,) = [r.getMessage() for r in caplog.records]
+    said = line.split(str(path))[1]  # the path holds the test's name
+    assert "damaged" in said and "configured volume" in said and "written anew" in said, line
