@@ -95,6 +95,29 @@ check_arch() {
     die "this system is $arch (32-bit): install Raspberry Pi OS 64-bit (arm64)"
 }
 
+# The card keeps what is installed: refused on one the kernel remounted read-only (it
+# failed half-way, with a tool's error), and under Raspberry Pi OS's overlay file system
+# (raspi-config), whose writes stay in memory: the install went well, the box answered,
+# and after the next boot nothing of it was left.
+check_card() {
+  local fstype options upper
+  read -r fstype options < <(findmnt -n -o FSTYPE,OPTIONS --target "$(dirname "$PREFIX")") ||
+    true  # no findmnt, or no answer: nothing known against it
+  if [[ ,$options, == *,ro,* ]]; then
+    die "$(dirname "$PREFIX") is read-only: the kernel remounts the card so after an" \
+      "error (dmesg | grep -i ext4 says which); sudo reboot lets fsck repair it, then run" \
+      "this again"
+  fi
+  [[ $fstype == overlay && ,$options, =~ ,upperdir=([^,]*), ]] || return 0
+  upper=${BASH_REMATCH[1]}
+  if [[ $(findmnt -n -o FSTYPE --target "$upper") == tmpfs ]]; then
+    die "$(dirname "$PREFIX") is on the overlay file system, in memory: what is" \
+      "installed would be lost at the next boot. Turn it off (sudo raspi-config," \
+      "Performance Options, Overlay File System), reboot, run this again, then turn it" \
+      "on again"
+  fi
+}
+
 check_root() {
   ((EUID == 0)) || ((DRY_RUN)) || die "must be run as root (sudo), or with --dry-run"
 }
@@ -669,6 +692,7 @@ install_main() {
   check_os
   check_arch
   check_root
+  check_card
   check_python
   local key=""
   if [[ -n $key_source ]]; then

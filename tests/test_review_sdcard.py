@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fakes import running
 from helpers import daemon_saying
-from system_view import require
+from system_view import SystemView, require
 
 from device import config
 from device.control import AlreadyRunning, single_instance
@@ -24,6 +24,8 @@ from device.doctor.daemon import summary_lines
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 from device.persist import StateFile
+
+INSTALL = Path(__file__).parents[1] / "scripts" / "install-pi.sh"
 
 
 def writes_fail(monkeypatch: pytest.MonkeyPatch, under: Path, code: int) -> None:
@@ -295,3 +297,53 @@ def test_a_damaged_state_file_is_said_in_words_an_owner_can_act_on(
     (line,) = [r.getMessage() for r in caplog.records]
     said = line.split(str(path))[1]  # the path holds the test's name
     assert "damaged" in said and "configured volume" in said and "written anew" in said, line
+
+
+class CardView(SystemView):
+    """The installer's view of a Pi whose /opt is Raspberry Pi OS's overlay file system
+    (its writes in memory), or read-only (the kernel remounted the card after an error)."""
+
+    def __init__(self, base: Path, card: str) -> None:
+        super().__init__(base)
+        self.card = card
+        self.rw = base / "rw"
+        self.rw.mkdir()
+
+    def run(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        lower = " && ".join(
+            f"mount -t overlay overlay -o lowerdir={d},upperdir={upper},workdir={work} {d}"
+            for d, (upper, work) in self.layers.items()
+            if d != "/opt"
+        )
+        if self.card == "overlay":
+            opt = (
+                f"mount -t tmpfs tmpfs {self.rw} && mkdir {self.rw}/u {self.rw}/w && "
+                f"mount -t overlay overlay -o lowerdir=/opt,upperdir={self.rw}/u,"
+                f"workdir={self.rw}/w /opt"
+            )
+        else:
+            opt = "mount -t tmpfs -o ro tmpfs /opt"
+        return subprocess.run(
+            [require("unshare", "util-linux"), "--mount", "sh", "-c",
+             f'{lower} && {opt} && exec "$@"', "view", *argv],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+            env=kwargs.get("env"), check=False,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("card", "words"),
+    [("overlay", "lost at the next boot"), ("read-only", "read-only")],
+)
+def test_the_installer_refuses_a_card_that_would_not_keep_it(
+    tmp_path: Path, card: str, words: str
+) -> None:
+    """With raspi-config's overlay file system on, the install went well, the box answered,
+    and after the next boot nothing of it was left: not the service, not the key. On a
+    card the kernel made read-only, it failed half-way with a tool's error."""
+    view = CardView(tmp_path / "view", card)
+    env = {k: v for k, v in os.environ.items() if k != "SUDO_USER"}
+    result = view.run(["bash", str(INSTALL), "--dry-run"], env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert words in result.stderr and "/opt" in result.stderr, result.stderr
+    assert "==> Debian packages" not in result.stdout, "refused before any step"
