@@ -98,7 +98,7 @@ check_arch() {
 # The card keeps what is installed: refused on one the kernel remounted read-only (it
 # failed half-way, with a tool's error), and under Raspberry Pi OS's overlay file system
 # (raspi-config), whose writes stay in memory: the install went well, the box answered,
-# and after the next boot nothing of it was left.
+# and after the next boot nothing of it was left (an uninstall: all of it back).
 check_card() {
   local fstype options upper
   read -r fstype options < <(findmnt -n -o FSTYPE,OPTIONS --target "$(dirname "$PREFIX")") ||
@@ -111,8 +111,8 @@ check_card() {
   [[ $fstype == overlay && ,$options, =~ ,upperdir=([^,]*), ]] || return 0
   upper=${BASH_REMATCH[1]}
   if [[ $(findmnt -n -o FSTYPE --target "$upper") == tmpfs ]]; then
-    die "$(dirname "$PREFIX") is on the overlay file system, in memory: what is" \
-      "installed would be lost at the next boot. Turn it off (sudo raspi-config," \
+    die "$(dirname "$PREFIX") is on the overlay file system, in memory: what this" \
+      "changes is undone at the next boot. Turn it off (sudo raspi-config," \
       "Performance Options, Overlay File System), reboot, run this again, then turn it" \
       "on again"
   fi

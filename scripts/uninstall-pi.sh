@@ -116,6 +116,7 @@ uninstall_main() {
   step "checking this system"
   check_os
   check_root
+  check_card
   remove_service
   remove_command
   remove_venv

@@ -333,7 +333,7 @@ class CardView(SystemView):
 
 @pytest.mark.parametrize(
     ("card", "words"),
-    [("overlay", "lost at the next boot"), ("read-only", "read-only")],
+    [("overlay", "undone at the next boot"), ("read-only", "read-only")],
 )
 def test_the_installer_refuses_a_card_that_would_not_keep_it(
     tmp_path: Path, card: str, words: str
@@ -347,3 +347,15 @@ def test_the_installer_refuses_a_card_that_would_not_keep_it(
     assert result.returncode == 1, result.stdout + result.stderr
     assert words in result.stderr and "/opt" in result.stderr, result.stderr
     assert "==> Debian packages" not in result.stdout, "refused before any step"
+
+
+def test_the_uninstaller_refuses_an_overlay_that_would_bring_it_all_back(tmp_path: Path) -> None:
+    """Uninstalled with the overlay file system on: gone until the next boot, then the
+    service, its user and the key were all back, started at boot, with nothing said."""
+    view = CardView(tmp_path / "view", "overlay")
+    env = {k: v for k, v in os.environ.items() if k != "SUDO_USER"}
+    uninstall = INSTALL.with_name("uninstall-pi.sh")
+    result = view.run(["bash", str(uninstall), "--dry-run"], env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "overlay file system" in result.stderr, result.stderr
+    assert "==> service" not in result.stdout, "refused before any step"
