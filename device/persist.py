@@ -59,9 +59,10 @@ class StateFile:
             if not self._unreadable:
                 self._unreadable = True
                 log.warning(
-                    "ignoring unreadable %s, damaged (%s): the box starts at its configured "
-                    "volume, and the file is written anew at the next change",
+                    "ignoring %s, %s (%s): the box starts at its configured volume, and "
+                    "the file is written anew at the next change",
                     self.path,
+                    "unreadable" if isinstance(exc, OSError) else "damaged",  # or not ours
                     exc,
                 )
             return {}
