@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -243,3 +244,23 @@ def test_two_volumes_set_at_once_keep_the_one_played_whichever_saves_last(tmp_pa
     appliance.set_volume(0.3)
     assert speaker.volume == 0.6
     assert appliance.state_file.load()["volume"] == 0.6
+
+
+def test_a_volume_kept_has_its_rename_on_the_card_before_save_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rename lives in the directory, written back on the kernel's own time: a power
+    cut in the half minute after "set the volume to 30 %" brought the old volume back
+    (or, for a first save, none). Only a sync of the directory after the rename keeps it."""
+    path = tmp_path / "state.json"
+    dirs_synced_after_rename: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode) and path.exists() and "0.3" in path.read_text():
+            dirs_synced_after_rename.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    StateFile(path).save(volume=0.3)
+    assert dirs_synced_after_rename == [str(tmp_path)]

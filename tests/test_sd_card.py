@@ -1,5 +1,6 @@
-"""The SD card full or read-only, /run full: the box keeps answering, and the owner is told
-what is wrong, and how to put it right."""
+"""The SD card full, read-only or in memory (the overlay file system): the box answers,
+and the doctor, ctl status, the journal and the installers say what is wrong and how to
+put it right."""
 
 from __future__ import annotations
 
