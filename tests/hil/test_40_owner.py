@@ -70,7 +70,7 @@ def doctor() -> dict[str, Any]:
 
 
 def test_doctor_passes_what_the_vm_has(doctor: dict[str, Any]) -> None:
-    for name in ("config", "devices", "speaker", "mic"):
+    for name in ("config", "devices", "speaker", "mic", "card"):
         assert doctor[name]["status"].upper() == "PASS", doctor[name]
     for name, check in doctor.items():
         assert check["status"].upper() != "FAIL" or name in ("key", "network"), check
