@@ -22,6 +22,7 @@ CHECK_NAMES = (
     "config",
     "key",
     "network",
+    "power",
     "devices",
     "mic",
     "speaker",

@@ -23,6 +23,7 @@ from device.doctor.card import check_card
 from device.doctor.daemon import how_to_restart, in_use, one_line, what_runs, where_it_logs
 from device.doctor.gpio import check_button, check_leds
 from device.doctor.network import check_network
+from device.doctor.power import check_power
 from device.doctor.progress import Progress
 from device.doctor.result import CHECK_NAMES, Context, Options, Result, Status
 from device.doctor.service import check_service
@@ -44,6 +45,7 @@ CHECKS = {
     for check in (
         Check("key", check_key, "looking for the API key"),
         Check("network", check_network, "reaching the Live API"),
+        Check("power", check_power, "reading the power and heat flags"),
         Check("devices", check_devices, "listing audio devices", uses_hardware=True),
         Check("mic", check_mic, "opening the microphone", uses_hardware=True),
         Check("speaker", check_speaker, "opening the speaker", uses_hardware=True),

@@ -1,0 +1,48 @@
+"""The power check: the firmware's under-voltage and throttling flags, one file read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from device.doctor.result import Context, Result, Status
+from device.hw import power
+
+
+async def check_power(ctx: Context, sys_root: Path = power.SYS) -> Result:
+    """PASS with the flags clear, WARN naming under-voltage (now or since boot) or
+    throttling with the fix, SKIP off a Pi. `sys_root` stands in for /sys in tests."""
+    read = power.read(sys_root)
+    if read is None:
+        return Result(
+            "power",
+            Status.SKIP,
+            "not a Raspberry Pi (its firmware reports no under-voltage or throttling)",
+        )
+    data = {"flags": read.flags, "under_voltage_alarm": read.alarm, "celsius": read.celsius}
+    temperature = "" if read.celsius is None else f"SoC {read.celsius:.0f} °C"
+    said = []
+    if read.under_voltage_now:
+        said.append("under-voltage now")
+    elif read.under_voltage_before:
+        said.append("under-voltage since boot")
+    if heat := read.heat(since_boot=False):
+        said.append(", ".join(heat) + " now")
+    elif heat := read.heat(since_boot=True):
+        said.append(", ".join(heat) + " since boot")
+    if not said:
+        measured = ", ".join(filter(None, ["no under-voltage or throttling", temperature]))
+        return Result("power", Status.PASS, measured, data=data)
+    fixes = []
+    if read.under_voltage:
+        fixes.append(power.FIX_POWER)
+        fixes.append("journalctl -k -b -g voltage says when it sagged.")
+    if read.heat(since_boot=True) and not read.under_voltage:
+        fixes.append(power.FIX_HEAT)  # throttled on a good supply: heat
+    measured = "; ".join(said) + (f" ({temperature})" if temperature else "")
+    return Result(
+        "power",
+        Status.WARN,
+        measured + ": the sound card and the camera may drop out",
+        " ".join(fixes),
+        data=data,
+    )
