@@ -24,6 +24,7 @@ import time
 import types
 import warnings
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from device.errors import TEXT_LIMIT, cut, without_credentials
@@ -174,6 +175,55 @@ class SessionField(logging.Filter):
         if not getattr(record, name, None) and session is not None and (current := session()):
             setattr(record, name, current)
         return True
+
+
+class PowerNote(logging.Filter):
+    """LIVE_POWER=under-voltage on a line of a lost sound card or camera, or of an overrun
+    or underrun, when the firmware's flags say the supply sagged: the commonest cause of
+    those on a Pi, and one the owner is otherwise never told of. The first such line of
+    the process also says it in words, with the fix. Only those lines read the flags (one
+    sysfs read); `sys_root` stands in for /sys in tests."""
+
+    def __init__(self, sys_root: Path = Path("/sys")) -> None:
+        super().__init__()
+        self._sys_root = sys_root
+        self._said = threading.Event()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _a_part_in_trouble(record):
+            return True
+        from device.hw import power  # here: importing the logs opens and reads nothing
+
+        read = power.read(self._sys_root)
+        if read is None or not read.under_voltage:
+            return True
+        setattr(record, f"{FIELD_PREFIX}POWER", "under-voltage")
+        if not self._said.is_set():
+            self._said.set()
+            when = "now" if read.under_voltage_now else "since boot"
+            record.msg = (
+                f"{record.msg} (the Pi's supply sagged: under-voltage {when}. "
+                f"{power.FIX_POWER})"
+            )
+        return True
+
+
+#: Fields whose lines say a part of the box dropped out or fell behind.
+_TROUBLE_FIELDS = ("LIVE_MIC_OVERFLOWS", "LIVE_SPEAKER_UNDERFLOWS")
+
+
+def _a_part_in_trouble(record: logging.LogRecord) -> bool:
+    """A warning or worse of the sound card or the camera going, or an overrun/underrun."""
+    if record.levelno < logging.WARNING:
+        return False
+    fields = record.__dict__
+    device = fields.get(f"{FIELD_PREFIX}DEVICE")
+    names = (device,) if isinstance(device, str) else tuple(device or ())
+    return (
+        any(name in ("microphone", "speaker") for name in names)
+        or fields.get(f"{FIELD_PREFIX}CAMERA") in ("failed", "stuck")
+        or any(name in fields for name in _TROUBLE_FIELDS)
+    )
 
 
 class FieldsFormatter(logging.Formatter):
@@ -407,6 +457,7 @@ def setup(level: int = logging.INFO, secrets: Iterable[str] = ()) -> None:
         handler = terminal_handler()
     handler.addFilter(LineBudget())
     handler.addFilter(SessionField())  # before the bounds: the service chose the id
+    handler.addFilter(PowerNote())  # before the bounds: it may add words
     handler.addFilter(Redactor(secrets))
     handler.addFilter(Bounded())
     root = logging.getLogger()

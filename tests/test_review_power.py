@@ -1,19 +1,29 @@
 """A weak supply or heat, the commonest cause of a USB sound card dropping out, clicks and a
-camera failing on a Pi, is told to the owner: a `power` line in the doctor. A fake sysfs
+camera failing on a Pi, is told to the owner: a `power` line in the doctor, and a
+LIVE_POWER field on the journal's lines of a lost card, camera or overrun. A fake sysfs
 root (a tmp dir standing in for /sys) plays the firmware."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import Captured, journal_lines, until
+from test_journal import daemon_log  # noqa: F401  (the daemon's handler chain, put back)
 
-from device.config import Config
+from device import logs
+from device.audio.keeper import AudioKeeper
+from device.config import AudioConfig, CameraConfig, Config
 from device.doctor.progress import Progress
 from device.doctor.result import CHECK_NAMES, Context, Options, Status
 from device.doctor.runner import run_checks
 from device.hw import power
+from device.hw.camera import CameraFeed
+from device.mic_feed import MicFeed
+from device.outbox import Outbox
 
 THROTTLED = "devices/platform/soc/soc:firmware/get_throttled"
 
@@ -89,6 +99,88 @@ def test_power_is_one_of_the_doctors_checks_and_runs_before_the_sound_card() -> 
         run_checks(("power",), Options(button=False), None, Progress(spinner=False), print)
     )
     assert [r.name for r in lines] == ["power"]  # this machine: not a Pi, a SKIP
+
+
+class GoneCard:
+    """A sound card that is not there: its open raises as a pulled USB card's does."""
+
+    on_change: Callable[[], None] | None = None
+    busy = False
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        raise OSError("[Errno -9996] Invalid input device (no default output device)")
+
+    def close_stream(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def trouble(self, stale_s: float, grace_s: float = 0.0) -> str | None:
+        return "not open"
+
+
+@pytest.fixture
+def weak_supply(tmp_path: Path) -> Iterator[Captured]:
+    note = logs.PowerNote(sys_root=fake_sys(tmp_path, throttled="50000"))
+    with journal_lines("device", filters=[note], propagate=False) as captured:
+        yield captured
+
+
+async def test_a_lost_sound_card_on_a_weak_supply_says_so_in_the_journal(
+    weak_supply: Captured,
+) -> None:
+    """The keeper's "microphone ... trying again" line carries LIVE_POWER, and once the
+    words that name the cause and the fix; a second loss carries the field alone."""
+    for _ in range(2):
+        keeper = AudioKeeper({"microphone": GoneCard()}, lambda event: None, 0.5)
+        await keeper.open()
+    lost = [r for r in weak_supply.records if r.get("LIVE_DEVICE") == ("microphone",)]
+    assert len(lost) == 2, weak_supply.records
+    assert [r.get("LIVE_POWER") for r in lost] == ["under-voltage", "under-voltage"]
+    assert "under-voltage" in lost[0]["MESSAGE"] and "5 V" in lost[0]["MESSAGE"]
+    assert "5 V" not in lost[1]["MESSAGE"]
+
+
+def test_a_microphone_overrun_on_a_weak_supply_carries_the_field(weak_supply: Captured) -> None:
+    MicFeed(AudioConfig(), Outbox(hold_s=60)).overflowed(3)
+    assert weak_supply.records[-1].get("LIVE_POWER") == "under-voltage"
+
+
+async def test_a_camera_failing_on_a_weak_supply_carries_the_field(weak_supply: Captured) -> None:
+    """No camera answers here: the feed's "camera off ... going on without video" line."""
+    failures: list[str] = []
+    feed = CameraFeed(
+        CameraConfig(source="picamera2", fps=10.0, linger_s=0.1), lambda *_: None, failures.append
+    )
+    feed.start_frames()
+    try:
+        await until(lambda: bool(failures))
+    finally:
+        await feed.aclose()
+    failed = [r for r in weak_supply.records if r.get("LIVE_CAMERA") == "failed"]
+    assert [r.get("LIVE_POWER") for r in failed] == ["under-voltage"], weak_supply.records
+
+
+def test_lines_of_a_box_on_a_good_supply_carry_no_power_field(tmp_path: Path) -> None:
+    note = logs.PowerNote(sys_root=fake_sys(tmp_path, throttled="0"))
+    with journal_lines("device", filters=[note], propagate=False) as captured:
+        logging.getLogger("device.mic_feed").warning("overflow", extra={"LIVE_MIC_OVERFLOWS": 1})
+        logging.getLogger("device.appliance").info("state", extra={"LIVE_STATE": "idle"})
+    assert [r.get("LIVE_POWER") for r in captured.records] == [None, None]
+
+
+def test_an_ordinary_line_never_reads_the_flags(tmp_path: Path) -> None:
+    """Only a line of trouble reads sysfs: a state change costs nothing more."""
+    note = logs.PowerNote(sys_root=fake_sys(tmp_path, throttled="50005"))
+    with journal_lines("device", filters=[note], propagate=False) as captured:
+        logging.getLogger("device.appliance").info("state", extra={"LIVE_STATE": "idle"})
+    assert captured.records[0].get("LIVE_POWER") is None
+
+
+@pytest.mark.usefixtures("daemon_log")
+def test_the_daemons_journal_handler_adds_the_power_field() -> None:
+    logs.setup()
+    handlers = logging.getLogger().handlers
+    assert any(isinstance(f, logs.PowerNote) for h in handlers for f in h.filters)
 
 
 def test_the_flags_are_read_as_the_kernel_writes_them(tmp_path: Path) -> None:
