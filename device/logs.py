@@ -10,6 +10,7 @@ traceback ever carry it.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -181,13 +182,26 @@ class PowerNote(logging.Filter):
     """LIVE_POWER=under-voltage on a line of a lost sound card or camera, or of an overrun
     or underrun, when the firmware's flags say the supply sagged: the commonest cause of
     those on a Pi, and one the owner is otherwise never told of. The first such line of
-    the process also says it in words, with the fix. Only those lines read the flags (one
-    sysfs read); `sys_root` stands in for /sys in tests."""
+    the boot also says it in words, with the fix: a mark in the service's
+    $RUNTIME_DIRECTORY (emptied at boot, kept across restarts) remembers it was said;
+    run by hand, once a process. Only those lines read the flags (one sysfs read);
+    `sys_root` stands in for /sys in tests."""
 
     def __init__(self, sys_root: Path = Path("/sys")) -> None:
         super().__init__()
         self._sys_root = sys_root
         self._said = threading.Event()
+        runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        self._mark = Path(runtime, "power-said") if runtime else None
+
+    def _first_this_boot(self) -> bool:
+        if self._said.is_set() or (self._mark is not None and self._mark.exists()):
+            return False
+        self._said.set()
+        if self._mark is not None:
+            with contextlib.suppress(OSError):
+                self._mark.touch()
+        return True
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not _a_part_in_trouble(record):
@@ -198,8 +212,7 @@ class PowerNote(logging.Filter):
         if read is None or not read.under_voltage:
             return True
         setattr(record, f"{FIELD_PREFIX}POWER", "under-voltage")
-        if not self._said.is_set():
-            self._said.set()
+        if self._first_this_boot():
             when = "now" if read.under_voltage_now else "since boot"
             record.msg = (
                 f"{record.msg} (the Pi's supply sagged: under-voltage {when}. "

@@ -188,3 +188,20 @@ def test_the_flags_are_read_as_the_kernel_writes_them(tmp_path: Path) -> None:
     assert read is not None and read.flags == 0x50005 and read.under_voltage_now
     assert read.heat(since_boot=True) == ["throttled"]
     assert read.celsius == pytest.approx(48.312)
+
+
+def test_the_words_are_said_once_a_boot_not_again_after_the_service_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd gives the service $RUNTIME_DIRECTORY (/run/live-appliance: emptied at each
+    boot, kept across restarts); a restarted service carries the field, not the words."""
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    sys_root = fake_sys(tmp_path / "sys", throttled="50000")
+    said = []
+    for _ in range(2):  # the service, then the service restarted
+        with journal_lines("device", filters=[logs.PowerNote(sys_root)], propagate=False) as got:
+            MicFeed(AudioConfig(), Outbox(hold_s=60)).overflowed(1)
+        said.append(got.records[-1])
+    assert [r.get("LIVE_POWER") for r in said] == ["under-voltage", "under-voltage"]
+    assert ["5 V" in r["MESSAGE"] for r in said] == [True, False]
