@@ -23,7 +23,7 @@ from test_service import drain, fill
 from wire import set_up_link
 
 from device import appliance, logs
-from device.config import AudioConfig, LiveConfig, Secret, ToolsConfig
+from device.config import AudioConfig, Config, LiveConfig, Secret, ToolsConfig
 from device.hw.led_patterns import dark
 from device.hw.leds import LedAnimator
 from device.live import setup as live_setup
@@ -147,6 +147,17 @@ class RealLinkParts(FakeParts):
     link = Parts.link
 
 
+async def error_lines_of_a_press(tmp_path: Path, cfg: Config) -> list[dict[str, Any]]:
+    """The journal's error lines of a box with its own Live link, pressed once, from its
+    start to the error state."""
+    with journal_lines("device", filters=[logs.SessionField()]) as journal:
+        async with running(tmp_path, cfg, parts_class=RealLinkParts) as box:
+            await box.ctl("press")
+            await until(lambda: box.state == "error")
+            await box.ctl("release")
+    return [r for r in journal.records if r["PRIORITY"] == "3"]
+
+
 async def test_a_press_without_a_key_is_an_error_line_with_its_reason_in_the_fields(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -157,13 +168,8 @@ async def test_a_press_without_a_key_is_an_error_line_with_its_reason_in_the_fie
     for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "CREDENTIALS_DIRECTORY"):
         monkeypatch.delenv(name, raising=False)
     cfg = config(live={"api_key_file": str(tmp_path / "no-key")})
-    with journal_lines("device", filters=[logs.SessionField()]) as journal:
-        async with running(tmp_path, cfg, parts_class=RealLinkParts) as box:
-            await box.ctl("press")
-            await until(lambda: box.state == "error")
-            await box.ctl("release")
-    errors = [r for r in journal.records if r["PRIORITY"] == "3"]
-    assert errors, [r["MESSAGE"] for r in journal.records]
+    errors = await error_lines_of_a_press(tmp_path, cfg)
+    assert errors
     assert all(r.get("LIVE_ERROR") for r in errors), [r["MESSAGE"] for r in errors]
     assert "no API key" in str(errors[0]["LIVE_ERROR"]), errors[0]
 
@@ -256,13 +262,8 @@ async def test_a_client_that_cannot_be_built_is_an_error_line_with_its_reason_in
 
     monkeypatch.setattr(live_setup, "build_client", broken)
     cfg = dataclasses.replace(config(), api_key=Secret("AIza-test"))
-    with journal_lines("device", filters=[logs.SessionField()]) as journal:
-        async with running(tmp_path, cfg, parts_class=RealLinkParts) as box:
-            await box.ctl("press")
-            await until(lambda: box.state == "error")
-            await box.ctl("release")
-    errors = [r for r in journal.records if r["PRIORITY"] == "3"]
-    assert len(errors) >= 2, [r["MESSAGE"] for r in journal.records]
+    errors = await error_lines_of_a_press(tmp_path, cfg)
+    assert len(errors) >= 2, [r["MESSAGE"] for r in errors]
     assert all("libssl" in str(r.get("LIVE_ERROR")) for r in errors), errors
 
 
