@@ -663,7 +663,10 @@ NO_DAEMON = {"control": {"socket": "/nonexistent/sock"}}
         ({"LoadState": "not-found"}, Status.SKIP, "not installed as a service", None),
         ({"LoadState": "loaded", "ActiveState": "failed", "SubState": "failed",
           "NRestarts": "5", "ExecMainStatus": "1"}, Status.FAIL, "failed (failed), 5 restarts",
-         "then sudo systemctl restart"),
+         "reset-failed"),
+        ({"LoadState": "loaded", "ActiveState": "failed", "SubState": "failed",
+          "Result": "exit-code", "NRestarts": "0", "ExecMainStatus": "2"}, Status.FAIL,
+         "failed (failed), 0 restarts", "then sudo systemctl restart"),
         ({"LoadState": "loaded", "ActiveState": "failed", "SubState": "failed",
           "Result": "start-limit-hit", "NRestarts": "4", "ExecMainStatus": "0"}, Status.FAIL,
          "failed (failed), 4 restarts", "reset-failed"),
@@ -694,7 +697,7 @@ async def test_service_states(
     assert result.status is status and words in result.measured
     assert (result.fix is None) if fix is None else (fix in (result.fix or "")), result.fix
     if props.get("ActiveState") == "failed":  # a restart alone is refused past the limit
-        limited = props.get("Result") == "start-limit-hit"
+        limited = (props.get("Result"), props.get("ExecMainStatus")) != ("exit-code", "2")
         assert result.fix is not None and ("reset-failed" in result.fix) == limited
         # ... until the unit's OnFailure= timer starts it again ("refuses ... until
         # reset-failed" was not so)

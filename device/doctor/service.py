@@ -92,8 +92,11 @@ async def check_service(ctx: Context) -> Result:
             data=data,
         )
     if active == "failed":
-        limited = props.get("Result") == "start-limit-hit"
-        fix = FIX_START_LIMIT if limited else FIX_JOURNAL
+        # Restart=on-failure restarts every failure but a configuration error's (exit 2):
+        # failed for anything else, systemd refused the restart for its start limit, and 252
+        # (Debian 12's) then keeps the last crash's Result=, not start-limit-hit (HIL 60).
+        config_error = (props.get("Result"), props.get("ExecMainStatus")) == ("exit-code", "2")
+        fix = FIX_JOURNAL if config_error else FIX_START_LIMIT
         return Result("service", Status.FAIL, measured, fix, data=data)
     if active == "activating":
         fix = FIX_RESTARTING if sub == "auto-restart" else FIX_STARTING

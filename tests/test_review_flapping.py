@@ -1,0 +1,78 @@
+"""A service that flaps: what the owner is told once systemd has given up on it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from device import config
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
+from device.doctor.service import check_service
+from rig.daemon import scratch_dir
+
+
+@pytest.fixture
+def systemctl(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """A `systemctl` on PATH that answers `show` with the properties a test gives it."""
+    bin_dir = scratch_dir("flap-bin-")
+    answer = bin_dir / "answer"
+
+    def set_answer(**props: str) -> None:
+        answer.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    script = bin_dir / "systemctl"
+    script.write_text(f"#!/bin/sh\ncat {answer}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    yield set_answer
+    shutil.rmtree(bin_dir, ignore_errors=True)
+
+
+def no_daemon(tmp_path: Path) -> Context:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[control]\nsocket = "{tmp_path / "none.sock"}"\n')
+    return Context(config.load(path), Options(), Progress(spinner=False))
+
+
+#: How Debian 12's systemd (252) leaves the unit once it refused a restart for the start
+#: limit: Result= keeps the last crash's (tests/hil/test_60_restarts.py sees "signal").
+GAVE_UP = {
+    "killed at start": ("signal", "9"),
+    "a task died": ("exit-code", "1"),
+    "watchdog": ("watchdog", "6"),
+    "out of memory": ("oom-kill", "9"),
+}
+
+
+@pytest.mark.parametrize(("result", "code"), GAVE_UP.values(), ids=GAVE_UP.keys())
+async def test_after_a_crash_burst_the_doctor_gives_a_fix_that_systemd_takes(
+    systemctl: Callable[..., None], tmp_path: Path, result: str, code: str
+) -> None:
+    """Five crashes in ten minutes and systemd refuses every start, a restart by hand too
+    ("Start request repeated too quickly") until reset-failed: the doctor told the owner
+    to `sudo systemctl restart` it whenever systemd had not written start-limit-hit (252
+    never does), and said nothing of the retry timer that brings it back by itself."""
+    systemctl(LoadState="loaded", ActiveState="failed", SubState="failed", Result=result,
+              NRestarts="4", ExecMainStatus=code)  # fmt: skip
+    found = await check_service(no_daemon(tmp_path))
+    assert found.status is Status.FAIL
+    fix = found.fix or ""
+    assert "reset-failed" in fix and "list-timers" in fix, fix
+
+
+async def test_a_configuration_error_is_told_to_be_fixed_then_restarted(
+    systemctl: Callable[..., None], tmp_path: Path
+) -> None:
+    """Exit status 2 is never restarted nor retried (RestartPreventExitStatus=, the retry
+    unit's ExecCondition=): one start, so a restart after the edit is taken."""
+    systemctl(LoadState="loaded", ActiveState="failed", SubState="failed", Result="exit-code",
+              NRestarts="0", ExecMainStatus="2")  # fmt: skip
+    found = await check_service(no_daemon(tmp_path))
+    fix = found.fix or ""
+    assert found.status is Status.FAIL and "sudo systemctl restart" in fix, fix
+    assert "10 minutes" not in fix, "the retry timer skips a configuration error"
