@@ -721,6 +721,7 @@ class Appliance:
     async def _start_up(self, loop: asyncio.AbstractEventLoop) -> None:
         """Open the devices, start the tasks, show the idle state."""
         leds = self.leds = LedAnimator(self._open_leds())
+        leds.blank()
         if self.notifier.watchdog_s is not None:
             self._start(self._heartbeat(self.notifier.watchdog_s / 2), "heartbeat")
         await self.audio.open()  # a device that fails is reported and retried, not fatal

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fakes import FakeParts, RecordingLeds
+from fakes import config as box_config
+from helpers import until
 
 from device import config
+from device.appliance import Appliance
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 from device.doctor.service import check_service
+from device.hw.led_patterns import dark
+from device.hw.leds import LedAnimator, NullLeds
 from rig.daemon import scratch_dir
 
 
@@ -76,3 +84,42 @@ async def test_a_configuration_error_is_told_to_be_fixed_then_restarted(
     fix = found.fix or ""
     assert found.status is Status.FAIL and "sudo systemctl restart" in fix, fix
     assert "10 minutes" not in fix, "the retry timer skips a configuration error"
+
+
+async def test_pixels_a_killed_daemon_left_lit_go_dark_as_the_next_one_opens_them(
+    tmp_path: Path,
+) -> None:
+    """APA102 pixels keep the last frame they were sent: a daemon killed mid-turn (the
+    watchdog's abort, the OOM killer) leaves them lit, listening say, with nobody
+    listening. The next start opened them, then showed nothing until its sound devices
+    had opened and the microphone delivered (seconds; 20 s and more with a card that
+    hangs PortAudio), and a start that crashed meanwhile left them so."""
+    parts = FakeParts(box_config(), tmp_path)
+    appliance = Appliance(parts.cfg, parts)
+    opening, driver = threading.Event(), threading.Event()
+
+    def hang(loop: object = None) -> None:
+        opening.set()
+        driver.wait(8)  # a hang in this test ends, to fail it
+
+    parts.made["speaker"].start = hang
+    task = asyncio.create_task(appliance.run(), name="appliance")
+    try:
+        await until(opening.is_set)
+        leds = parts.made["leds"]
+        assert leds.frames[-1:] == [dark(leds.pixels)], "the pixels kept what they showed"
+    finally:
+        appliance.stopping.set()
+        driver.set()
+        async with asyncio.timeout(5):
+            await task
+
+
+async def test_pixels_that_open_late_in_the_start_up_go_dark_too() -> None:
+    """Pixels that open only at a second try (tried again 2 s on, while the start-up
+    still waits for a sound card) kept what the killed daemon had sent them too."""
+    animator = LedAnimator(NullLeds())
+    pixels = RecordingLeds()
+    await animator.use(pixels)
+    assert pixels.frames == [dark(pixels.pixels)]
+    await animator.aclose()

@@ -245,6 +245,13 @@ class LedAnimator:
         # bounded because the appliance runs for months.
         self.history: deque[tuple[float, str]] = deque(maxlen=history_size)
 
+    def blank(self) -> None:
+        """Dark until the first state (the daemon's start): pixels keep the last frame sent
+        them, and one sent by a daemon that was killed (the watchdog's abort, the OOM killer)
+        showed it listening through the next start-up, or for good when that start failed."""
+        if self._state is None and not self._closed:
+            self._show(dark(self._driver.pixels))
+
     @property
     def state(self) -> str | None:
         """The state being shown, or None before the first show() and after aclose()."""
@@ -274,7 +281,9 @@ class LedAnimator:
             await self._cancel()
             old, self._driver, self._said_failing = self._driver, driver, False
             old.close()
-            if self._state is not None:
+            if self._state is None:
+                self.blank()
+            else:
                 await self._start(self._patterns[self._state])
 
     async def _start(self, pattern: Pattern) -> None:
