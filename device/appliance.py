@@ -887,17 +887,21 @@ class Appliance:
         if task.cancelled() or (exc := task.exception()) is None:
             return
         if isinstance(exc, DriverStuck):  # the hardware's state, not a bug: said in words
+            why = str(exc)
             log.critical(
                 "%s; stopping so that systemd restarts the service",
                 exc,
                 extra={"LIVE_ERROR": str(exc)},
             )
         else:
+            why = f"{task.get_name()} failed: {exc!r}"
             log.critical(
                 "%s failed; stopping so that systemd restarts the service",
                 task.get_name(),
                 exc_info=exc,
             )
+        if not self.stopping.is_set():  # `systemctl status` shows why, past the restart too
+            self.notifier.stopping(f"stopped: {why}; systemd starts it again")
         self.failed = True
         self.stopping.set()
 

@@ -39,6 +39,7 @@ class Notifier:
         self.watchdog_s = _watchdog_interval(env)
         self._sock: socket.socket | None = None
         self._status: str | None = None
+        self._stopped = False  # STOPPING=1 sent: its STATUS= is the last
         self._ready_due = False  # READY=1 was left out: the next message carries it
         self.lost = 0  # messages left out since the last that got through
         self._left_out = 0  # ... ever
@@ -91,12 +92,19 @@ class Notifier:
     def status(self, text: str) -> None:
         """STATUS=, sent only when it changes (systemctl status shows the latest)."""
         text = _one_line(text)
-        if text != self._status:
+        if text != self._status and not self._stopped:
             self._status = text
             self.send(f"STATUS={text}")
 
-    def stopping(self) -> None:
-        self.send("STOPPING=1", "STATUS=stopping")
+    def stopping(self, why: str = "stopping") -> None:
+        """STOPPING=1 with `why` as the last STATUS=: systemd shows it until the next start,
+        through a restart and a failed state, so nothing said after it may replace it (a
+        stop signal during a stop for a failure neither)."""
+        if self._stopped:
+            return
+        self._status = _one_line(why)
+        self._stopped = True
+        self.send("STOPPING=1", f"STATUS={self._status}")
 
     def watchdog(self) -> None:
         """WATCHDOG=1: the appliance answers (sent once the state machine has handled a

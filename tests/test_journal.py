@@ -275,7 +275,9 @@ async def test_a_driver_stuck_for_good_is_said_in_one_line_without_a_traceback(
 
     task = asyncio.create_task(keep(), name="audio-keeper")
     await asyncio.wait({task})
-    box = SimpleNamespace(failed=False, stopping=asyncio.Event())
+    from device.service import Notifier
+
+    box = SimpleNamespace(failed=False, stopping=asyncio.Event(), notifier=Notifier(environ={}))
     with caplog.at_level(logging.INFO):
         Appliance._on_task_done(box, task)  # type: ignore[arg-type]
     (record,) = caplog.records

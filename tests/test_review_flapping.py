@@ -10,12 +10,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fakes import FakeParts, RecordingLeds
+from fakes import FakeParts, RecordingLeds, running
 from fakes import config as box_config
 from helpers import until
 
 from device import config
-from device.appliance import Appliance
+from device.appliance import Appliance, exit_status
+from device.audio.keeper import DriverStuck
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 from device.doctor.service import check_service
@@ -123,3 +124,35 @@ async def test_pixels_that_open_late_in_the_start_up_go_dark_too() -> None:
     await animator.use(pixels)
     assert pixels.frames == [dark(pixels.pixels)]
     await animator.aclose()
+
+
+STUCK = "the speaker's driver has not returned from a call for 60 s"
+DIED = {
+    "a driver stuck for good": (DriverStuck(STUCK), STUCK),
+    "a bug": (RuntimeError("no such session"), "no such session"),
+}
+
+
+@pytest.mark.parametrize(("failure", "said"), DIED.values(), ids=DIED.keys())
+async def test_a_daemon_stopping_because_a_part_failed_tells_systemd_why(
+    tmp_path: Path, failure: Exception, said: str
+) -> None:
+    """systemd keeps a service's last STATUS= until its next start, through the restart
+    and the failed state past the start limit: a daemon that stopped because one of its
+    tasks died left "connecting" (or "idle") there, and `systemctl status` showed a box
+    failed, or between restarts, as if it were working. Nor did it send STOPPING=1, so
+    systemd took it for running while it shut down."""
+    async with running(tmp_path, box_config()) as box:
+
+        def fail(session: int) -> None:
+            raise failure
+
+        box.link.open = fail  # type: ignore[method-assign]
+        await box.control.ask("press")
+        async with asyncio.timeout(5):
+            await box.appliance.stopping.wait()
+    assert exit_status(box.appliance) == 1
+    messages = box.notifier.messages
+    assert "STOPPING=1" in messages, messages
+    status = [m for m in messages if m.startswith("STATUS=")][-1]
+    assert said in status and "systemd starts it again" in status, status
