@@ -74,7 +74,8 @@ def request(
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NotRunning(
                 f"the live-appliance daemon is not running (nothing listens at {path}); "
-                "just started, it listens within a second or two"
+                "just started, it listens within a second or two, else `systemctl status "
+                "live-appliance` says why it is down (crashed, or given up on for a while)"
             ) from exc
         except PermissionError as exc:
             raise ControlError(

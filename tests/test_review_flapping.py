@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from fakes import FakeParts, RecordingLeds, running
 from fakes import config as box_config
-from helpers import until
+from helpers import run_cli, until
 
 from device import config
 from device.appliance import Appliance, exit_status
@@ -40,6 +41,8 @@ def systemctl(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     yield set_answer
     shutil.rmtree(bin_dir, ignore_errors=True)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def no_daemon(tmp_path: Path) -> Context:
@@ -156,3 +159,16 @@ async def test_a_daemon_stopping_because_a_part_failed_tells_systemd_why(
     assert "STOPPING=1" in messages, messages
     status = [m for m in messages if m.startswith("STATUS=")][-1]
     assert said in status and "systemd starts it again" in status, status
+
+
+def test_ctl_while_the_service_is_down_points_to_what_says_why(tmp_path: Path) -> None:
+    """Between crashes, or failed past the start limit for ten minutes, `ctl status` said
+    only "just started, it listens within a second or two": the owner waited, asked
+    again, and was never sent to systemd, which knows why it is down."""
+    stale = tmp_path / "control.sock"  # a killed daemon's, left in its kept directory
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(stale))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = run_cli("ctl", "status", "--socket", str(stale), env=env)
+    assert result.returncode == 1
+    assert "systemctl status live-appliance" in result.stderr, result.stderr
