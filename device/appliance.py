@@ -956,6 +956,7 @@ class Appliance:
         left = sorted(t.get_name() for t in asyncio.all_tasks() if t is not current)
         if left:
             log.warning("tasks left behind at shutdown: %s", ", ".join(left))
+        self.notifier.stopped()
         self.notifier.close()
         log.info("stopped")
 

@@ -106,6 +106,13 @@ class Notifier:
         self._stopped = True
         self.send("STOPPING=1", f"STATUS={self._status}")
 
+    def stopped(self) -> None:
+        """The STATUS= a stopped unit keeps: "stopped" after a plain "stopping" (one that
+        says why it stopped stays)."""
+        if self._status == "stopping":
+            self._status = "stopped"
+            self.send("STATUS=stopped")
+
     def watchdog(self) -> None:
         """WATCHDOG=1: the appliance answers (sent once the state machine has handled a
         heartbeat; a machine or a loop that is stuck stops sending it)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -172,3 +173,14 @@ def test_ctl_while_the_service_is_down_points_to_what_says_why(tmp_path: Path) -
     result = run_cli("ctl", "status", "--socket", str(stale), env=env)
     assert result.returncode == 1
     assert "systemctl status live-appliance" in result.stderr, result.stderr
+
+
+async def test_a_box_stopped_by_its_owner_is_said_stopped_not_stopping(tmp_path: Path) -> None:
+    """`systemctl stop live-appliance` (before the doctor, or for a quiet evening), then
+    `systemctl status`: "inactive (dead)" beside Status: "stopping", for as long as it
+    stays off (systemd keeps the last STATUS= until the next start)."""
+    async with running(tmp_path, box_config()) as box:
+        box.appliance._on_stop_signal(signal.SIGTERM)
+    statuses = [m for m in box.notifier.messages if m.startswith("STATUS=")]
+    assert "STOPPING=1" in box.notifier.messages
+    assert statuses[-1] == "STATUS=stopped", statuses
