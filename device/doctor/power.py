@@ -25,10 +25,11 @@ async def check_power(ctx: Context, sys_root: Path = power.SYS) -> Result:
         said.append("under-voltage now")
     elif read.under_voltage_before:
         said.append("under-voltage since boot")
-    if heat := read.heat(since_boot=False):
-        said.append(", ".join(heat) + " now")
-    elif heat := read.heat(since_boot=True):
-        said.append(", ".join(heat) + " since boot")
+    heat_now, heat_before = read.heat(since_boot=False), read.heat(since_boot=True)
+    if heat_now:
+        said.append(", ".join(heat_now) + " now")
+    elif heat_before:
+        said.append(", ".join(heat_before) + " since boot")
     if not said:
         measured = ", ".join(filter(None, ["no under-voltage or throttling", temperature]))
         return Result("power", Status.PASS, measured, data=data)
@@ -36,8 +37,10 @@ async def check_power(ctx: Context, sys_root: Path = power.SYS) -> Result:
     if read.under_voltage:
         fixes.append(power.FIX_POWER)
         fixes.append("journalctl -k -b -g voltage says when it sagged.")
-    if read.heat(since_boot=True) and not read.under_voltage:
-        fixes.append(power.FIX_HEAT)  # throttled on a good supply: heat
+    if (heat_now or heat_before) and not read.under_voltage:
+        # Throttled on a good supply: heat. Now alone too: rpi_volt clears the "since
+        # boot" bits at each poll, and the line said "throttled now" with no fix.
+        fixes.append(power.FIX_HEAT)
     measured = "; ".join(said) + (f" ({temperature})" if temperature else "")
     return Result(
         "power",
