@@ -76,6 +76,9 @@ class StateFile:
             kept = self.load()
             data = {**kept, **values}
             if data == kept:
+                # The card holds what is meant (a volume set back to the kept one): nothing
+                # is unkept, and ctl status and the doctor must stop saying so.
+                self._kept_again()
                 return
             tmp = self.path.with_suffix(".tmp")
             try:
@@ -95,9 +98,14 @@ class StateFile:
                 self.failure = exc
                 return
             _sync_dir(self.path.parent)
-            if self.failure is not None:  # room made, the card repaired: a new failure is said
-                log.info("settings kept in %s again", self.path)
-                self.failure = None
+            self._kept_again()
+
+    def _kept_again(self) -> None:
+        """The file holds the values meant: a failure before it is over (room made, the
+        card repaired), and a new one is said again."""
+        if self.failure is not None:
+            log.info("settings kept in %s again", self.path)
+            self.failure = None
 
     def problem(self) -> dict[str, str] | None:
         """Why the settings are not kept (`ctl status`, the doctor): the file, the error
