@@ -29,3 +29,22 @@ async def test_a_volume_set_back_to_the_one_kept_clears_the_card_warning(
         status = box.appliance.status()
     assert status["settings_not_kept"] is None, status["settings_not_kept"]
     assert not any("not kept" in line for line in summary_lines(status))
+
+
+async def test_ctl_status_says_the_volume_the_next_start_plays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A volume kept before the card filled is the one the next start plays: ctl status
+    (and the README's card line) said the configured one, which the owner then looked
+    for and never heard."""
+    async with running(tmp_path / "box") as box:
+        configured = box.appliance.volume()
+        box.appliance.set_volume(0.4)  # kept
+        with monkeypatch.context() as full:
+            writes_fail(full, tmp_path / "box", errno.ENOSPC)
+            box.appliance.set_volume(0.9)
+        said = "\n".join(summary_lines(box.appliance.status()))
+    async with running(tmp_path / "box") as box:
+        played = box.appliance.volume()
+    assert played == 0.4 != configured
+    assert "not kept" in said and "configured" not in said, said

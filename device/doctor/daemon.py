@@ -127,8 +127,8 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
         )
     if unkept := status.get("settings_not_kept"):
         lines.append(
-            f"settings: not kept in {unkept.get('path')}: {unkept.get('error')} (the volume "
-            "goes back to the configured one at the next start; the doctor says why)"
+            f"settings: not kept in {unkept.get('path')}: {unkept.get('error')} (the next "
+            "start plays the volume kept last, not this one; the doctor says why)"
         )
     audio = []
     if "outbox_ms" in status:
