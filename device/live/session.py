@@ -547,11 +547,16 @@ class LiveLink:
 
 def _wire_turn(cfg: Config) -> WireTurn:
     """A new session's record of what is on the wire, with the owner's settings for it."""
+    from device.audio.capture import PRESS_LAG_S  # numpy: not at import (ask, the doctor)
+
     return WireTurn(
         speech_interrupts=cfg.speech_interrupts,
         log_transcripts=cfg.live.log_transcripts,
         answer_within_s=cfg.conversation.reply_timeout_s,
-        unsaved_limit=unsaved_limit(cfg.conversation.longest_turn_s),
+        # A press reaches back to its edge (taken up to PRESS_LAG_S late) and the pre-roll.
+        unsaved_limit=unsaved_limit(
+            cfg.conversation.longest_turn_s, PRESS_LAG_S + cfg.audio.preroll_ms / 1000
+        ),
     )
 
 

@@ -32,11 +32,12 @@ UNSAVED_BYTES = 60 * MIC_RATE * SAMPLE_BYTES
 UNSAVED_MOST_S = 300.0
 
 
-def unsaved_limit(longest_turn_s: float) -> int:
+def unsaved_limit(longest_turn_s: float, reach_back_s: float = 0.0) -> int:
     """The bytes `WireTurn.unsaved` keeps: a whole press up to `longest_turn_s` (bounded
-    by UNSAVED_MOST_S), and never less than UNSAVED_BYTES."""
-    press = round(min(longest_turn_s, UNSAVED_MOST_S) * MIC_RATE) * SAMPLE_BYTES
-    return max(UNSAVED_BYTES, press)
+    by UNSAVED_MOST_S) and the `reach_back_s` its audio starts before the press is taken
+    (the timer starts then), and never less than UNSAVED_BYTES."""
+    press_s = min(longest_turn_s, UNSAVED_MOST_S) + reach_back_s
+    return max(UNSAVED_BYTES, round(press_s * MIC_RATE) * SAMPLE_BYTES)
 
 
 @dataclass
