@@ -16,6 +16,9 @@ from test_go_away import WITHIN_MS, heard_ms, talking
 from test_vertex_token import RealLinkParts
 from wire import config_for
 
+from device.audio.capture import PRESS_LAG_S
+from device.config import Config
+from device.live.session import _wire_turn
 from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
 from device.live.wire import MIC_RATE
 from device.states import Reconnected
@@ -140,3 +143,27 @@ async def test_a_stop_during_a_reconnect_opens_no_session_as_the_camera_switches
             assert len(server.log.connections()) == tried, "a connection after the stop"
         finally:
             box.camera.hang.set()
+
+
+TENTH = b"\x01\x00" * (MIC_RATE // 10)
+
+
+def test_a_press_held_to_the_longest_turn_goes_again_whole_after_a_switch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The longest turn runs `longest_turn_s` from when the box takes the press, and its
+    audio reaches back before that: to the button's edge (up to PRESS_LAG_S earlier, the
+    box busy switching the camera off) and the pre-roll before it. What is kept to send
+    again was `longest_turn_s` alone, so a goAway near the end of a long reading lost its
+    first words, and the journal said "its first 0 s are lost"."""
+    cfg = Config()
+    turn = _wire_turn(cfg)
+    turn.sent("activity_start")
+    held_s = cfg.conversation.longest_turn_s + PRESS_LAG_S + cfg.audio.preroll_ms / 1000
+    tenths = round(held_s * 10)
+    for _ in range(tenths):
+        turn.spoke(TENTH)
+    with caplog.at_level(logging.WARNING):
+        again = turn.words_to_repeat()
+    assert sum(map(len, again)) == len(TENTH) * tenths, "the whole press again"
+    assert "lost" not in caplog.text

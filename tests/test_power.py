@@ -205,3 +205,13 @@ def test_the_words_are_said_once_a_boot_not_again_after_the_service_restarts(
         said.append(got.records[-1])
     assert [r.get("LIVE_POWER") for r in said] == ["under-voltage", "under-voltage"]
     assert ["5 V" in r["MESSAGE"] for r in said] == [True, False]
+
+
+def test_the_doctor_gives_the_heat_fix_for_throttling_said_now_alone(tmp_path: Path) -> None:
+    """rpi_volt clears the firmware's "has occurred" bits at each poll: read just after
+    one, a Pi throttled now shows only the "now" bit. The line said "throttled now" and
+    gave no fix at all (the fix looked at the "since boot" bits only)."""
+    status, measured, fix = check(fake_sys(tmp_path, throttled="4"))  # throttled now
+    assert status is Status.WARN
+    assert "throttled now" in measured
+    assert "heatsink" in fix, repr(fix)
