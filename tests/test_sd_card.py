@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,7 @@ from helpers import daemon_saying
 from system_view import SystemView, require
 
 from device import config
+from device.audio import pcm
 from device.control import AlreadyRunning, single_instance
 from device.doctor.card import check_card
 from device.doctor.daemon import summary_lines
@@ -390,3 +392,18 @@ async def test_ctl_status_says_the_volume_the_next_start_plays(
         played = box.appliance.volume()
     assert played == 0.4 != configured
     assert "not kept" in said and "configured" not in said, said
+
+
+def test_a_reply_wav_is_written_over_a_temporary_file_left_by_a_power_cut(tmp_path: Path) -> None:
+    """The reply is written beside its file, named by the process's pid, then renamed:
+    a power cut between left that file, and after the reboot a process of the same pid
+    (a Pi's pids start afresh at each boot) failed with "File exists", every time. The
+    earlier file's permissions are kept, as writing it in place kept them."""
+    out = tmp_path / "reply.wav"
+    out.write_bytes(b"earlier")
+    out.chmod(0o600)
+    (tmp_path / f".reply.wav.{os.getpid()}.tmp").write_bytes(b"RIFF, cut short")
+    pcm.write_wav(out, b"\0\0" * 240, 24000)
+    assert out.read_bytes()[:4] == b"RIFF" and len(out.read_bytes()) == 44 + 480
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reply.wav"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import stat
 import wave
 from pathlib import Path
 
@@ -41,12 +42,17 @@ def write_wav(path: str | Path, data: bytes, rate: int) -> None:
         _write_wav_to(str(path), data, rate)
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        with contextlib.suppress(FileNotFoundError):  # left by a power cut: pids start afresh
+            tmp.unlink()
+        fd = os.open(tmp, flags, 0o666)
     except PermissionError:  # a file of ours in a directory that is not: in place
         _write_wav_to(str(path), data, rate)
         return
     try:
+        with contextlib.suppress(FileNotFoundError):  # the earlier file's permissions kept
+            os.fchmod(fd, stat.S_IMODE(path.stat().st_mode))
         _write_wav_to(fd, data, rate)
         os.replace(tmp, path)
     except BaseException:
