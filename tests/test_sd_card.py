@@ -193,15 +193,19 @@ def test_the_doctor_passes_a_card_with_room(tmp_path: Path) -> None:
     assert line["status"] == "PASS" and "free" in line["measured"], line
 
 
-def doctor_on_an_overlay(tmp_path: Path, upper_on: str) -> dict[str, Any]:
+def doctor_on_an_overlay(tmp_path: Path, upper_on: str, linked: bool = False) -> dict[str, Any]:
     """`doctor card` with the state directory on an overlay whose writes land on a tmpfs
-    (Raspberry Pi OS's overlay file system: lost at each boot) or on the disk."""
+    (Raspberry Pi OS's overlay file system: lost at each boot) or on the disk; `linked`:
+    named through a symbolic link (/var/lib moved to a USB disk)."""
     state, lower, rw = tmp_path / "state", tmp_path / "lower", tmp_path / "rw"
     for directory in (state, lower, rw):
         directory.mkdir()
+    named = tmp_path / "link"
+    named.symlink_to(state)
     cfg = tmp_path / "config.toml"
     cfg.write_text(
-        f'[service]\nstate_dir = "{state}"\n[control]\nsocket = "{tmp_path}/none.sock"\n'
+        f'[service]\nstate_dir = "{named if linked else state}"\n'
+        f'[control]\nsocket = "{tmp_path}/none.sock"\n'
     )
     tmpfs = f"mount -t tmpfs tmpfs {rw} && " if upper_on == "tmpfs" else ""
     overlay = (
@@ -222,6 +226,15 @@ def test_the_doctor_says_the_overlay_forgets_the_volume_at_each_boot(tmp_path: P
     disk.mkdir()
     line = doctor_on_an_overlay(disk, "disk")  # a container's root: kept
     assert line["status"] == "PASS", line
+
+
+def test_the_doctor_sees_the_overlay_under_a_state_directory_named_through_a_link(
+    tmp_path: Path,
+) -> None:
+    """The mounts name real paths: a state directory named through a link was looked up
+    by the link's own path, found on the root's mount, and passed."""
+    line = doctor_on_an_overlay(tmp_path, "tmpfs", linked=True)
+    assert line["status"] == "WARN" and "lost at each boot" in line["measured"], line
 
 
 def test_the_doctors_picture_on_a_full_tmp_is_said_full_not_forbidden(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The card check: whether the file system under the state directory takes a write.
+"""The card check: whether the file system under the state directory has room, is
+writable, and keeps what is written past a boot.
 
 A Raspberry Pi runs from an SD card. Full (the journal of a year, an owner's files),
 or remounted read-only by the kernel after an error, the box still answers, but
@@ -61,7 +62,7 @@ def _lost_at_boot(path: Path) -> bool:
         mounts = _mounts()
     except OSError:  # no /proc: not Linux, nothing to tell
         return False
-    _, fstype, options = _mount_of(path, mounts)
+    _, fstype, options = _mount_of(path.resolve(), mounts)  # mounts name real paths
     uppers = [o.removeprefix("upperdir=") for o in options.split(",") if o.startswith("upperdir=")]
     return fstype == "overlay" and any(
         _mount_of(Path(upper), mounts)[1] == "tmpfs" for upper in uppers
