@@ -184,7 +184,7 @@ class PowerNote(logging.Filter):
     those on a Pi, and one the owner is otherwise never told of. The first such line of
     the boot also says it in words, with the fix: a mark in the service's
     $RUNTIME_DIRECTORY (emptied at boot, kept across restarts) remembers it was said;
-    run by hand, once a process. Only those lines read the flags (one sysfs read);
+    run by hand, once a process. Only those lines read the flags (a few small sysfs files);
     `sys_root` stands in for /sys in tests."""
 
     def __init__(self, sys_root: Path = Path("/sys")) -> None:
