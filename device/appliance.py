@@ -426,7 +426,7 @@ class Appliance:
                 # Taken so late that the button is up again (its Released waits): the turn
                 # ends at that edge, not with what the microphone heard after it.
                 after = since if ptt and since is not None else float("inf")
-                up = next((edge for edge in self._releases if edge > after), None)
+                up = self._release_after(after)
                 if since is not None and now - since > PRESS_LAG_S:
                     _press_taken_late(now - since, None if up is None else up - since)
                 held = self.mic.forward(gate, since=since, preroll=preroll, until=up)
@@ -502,13 +502,17 @@ class Appliance:
             case _:
                 assert_never(action)
 
+    def _release_after(self, edge: float) -> float | None:
+        """The first release seen after the press edge `edge`, if the button is up again."""
+        return next((up for up in self._releases if up > edge), None)
+
     def _lost_whole(self, since: float | None) -> bool:
         """Push-to-talk, a press from `since` taken now: whether its release came longer
         ago than the ring keeps, so nothing said between the two is left (said so)."""
         if self.machine.mode is not Mode.PUSH_TO_TALK or since is None:
             return False
         now = time.monotonic()
-        up = next((edge for edge in self._releases if edge > since), None)
+        up = self._release_after(since)
         if up is None or up > now - PRESS_LAG_S:
             return False
         _press_taken_late(now - since, up - since)
