@@ -22,6 +22,9 @@ readonly UNIT_FILE=$UNIT_DIR/$UNIT_NAME
 # these two: the service's OnFailure= starts the timer, the timer the retry service.
 readonly RETRY_UNITS=(live-appliance-retry.timer live-appliance-retry.service)
 readonly COMMAND_LINK=/usr/local/bin/live-appliance
+# What the command and the service run: it checks that the venv can run the appliance
+# (an OS upgrade under it, an install stopped half-way), then runs the venv's command.
+readonly LAUNCHER=$PREFIX/bin/$APP
 # The system Python: apt's picamera2 and lgpio are built for it (not a pyenv or /usr/local one).
 readonly SYSTEM_PYTHON=/usr/bin/python3
 # The groups of the device nodes the service opens (its unit's SupplementaryGroups).
@@ -512,7 +515,8 @@ PYTHON
 
 install_command() {
   step "command $COMMAND_LINK"
-  run ln -sfn "$VENV/bin/$APP" "$COMMAND_LINK"
+  run install -D -m 0755 -o root -g root "$SOURCE_DIR/systemd/$APP-launch" "$LAUNCHER"
+  run ln -sfn "$LAUNCHER" "$COMMAND_LINK"
 }
 
 install_config() {

@@ -47,8 +47,9 @@ remove_service() {
 
 remove_command() {
   step "command $COMMAND_LINK"
-  # Only the link the installer made: never someone else's program of the same name.
-  if [[ -L $COMMAND_LINK && $(readlink "$COMMAND_LINK") == "$VENV/"* ]]; then
+  # Only the link the installer made (to the venv, before the launcher): never someone
+  # else's program of the same name.
+  if [[ -L $COMMAND_LINK && $(readlink "$COMMAND_LINK") == "$PREFIX/"* ]]; then
     run rm -f "$COMMAND_LINK"
   else
     say "  not installed"

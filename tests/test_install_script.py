@@ -85,7 +85,7 @@ printf 'owner-key\\n' > /etc/live-appliance/api-key
 ln -s /usr/bin/python3 /opt/live-appliance/venv/bin/python
 echo 'include-system-site-packages = true' > /opt/live-appliance/venv/pyvenv.cfg
 mkdir -p "/opt/live-appliance/venv/lib/$({SYSTEM_SITE})/site-packages"
-ln -s /opt/live-appliance/venv/bin/live-appliance /usr/local/bin/live-appliance
+ln -s /opt/live-appliance/bin/live-appliance /usr/local/bin/live-appliance
 cp {shlex.quote(str(UNIT))} /etc/systemd/system/live-appliance.service
 mkdir -p /etc/systemd/system/multi-user.target.wants
 ln -sf /etc/systemd/system/live-appliance.service /etc/systemd/system/multi-user.target.wants/
@@ -200,7 +200,9 @@ def test_dry_run_on_a_fresh_pi_shows_every_step_in_order(
             "--shell /usr/sbin/nologin --comment live-appliance\\ voice\\ daemon live-appliance",
             "+ /usr/bin/python3 -m venv --clear --system-site-packages --without-pip "
             "/opt/live-appliance/venv",
-            "+ ln -sfn /opt/live-appliance/venv/bin/live-appliance /usr/local/bin/live-appliance",
+            "+ install -D -m 0755 -o root -g root "
+            f"{ROOT}/systemd/live-appliance-launch /opt/live-appliance/bin/live-appliance",
+            "+ ln -sfn /opt/live-appliance/bin/live-appliance /usr/local/bin/live-appliance",
             "+ install -d -m 0750 -o root -g live-appliance /etc/live-appliance",
             f"+ install -m 0640 -o root -g live-appliance {EXAMPLE} "
             "/etc/live-appliance/config.toml",
@@ -279,7 +281,9 @@ def test_run_again_it_updates_and_keeps_config_and_key(
             "live-appliance exists",
             "+ usermod -a -G live-appliance owner",
             "/opt/live-appliance/venv exists",
-            "+ ln -sfn /opt/live-appliance/venv/bin/live-appliance /usr/local/bin/live-appliance",
+            "+ install -D -m 0755 -o root -g root "
+            f"{ROOT}/systemd/live-appliance-launch /opt/live-appliance/bin/live-appliance",
+            "+ ln -sfn /opt/live-appliance/bin/live-appliance /usr/local/bin/live-appliance",
             "keeping your /etc/live-appliance/config.toml",
             "+ chgrp live-appliance /etc/live-appliance/config.toml",
             "+ chmod g+r /etc/live-appliance/config.toml",

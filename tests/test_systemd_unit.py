@@ -26,7 +26,7 @@ from rig.unit import directives, service_directives
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "live-appliance.service"
-INSTALLED_COMMAND = "/opt/live-appliance/venv/bin/live-appliance"
+INSTALLED_COMMAND = "/opt/live-appliance/bin/live-appliance"
 MAX_EXPOSURE = 2.0
 
 #: What the daemon opens on a Pi, by the names systemd's device ACL uses (/proc/devices).

@@ -1,0 +1,88 @@
+"""Upgrade day: a box updated by the installer, or with Raspberry Pi OS upgraded under it.
+
+What the owner sees run in the same private view of this machine's root as
+tests/test_install_script.py: the service's ExecStart and the `live-appliance` command,
+as the installer leaves them.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+from system_view import SystemView
+from test_install_script import INSTALL, INSTALLED, SYSTEM_SITE
+
+from device import cli
+from rig.unit import service_directives
+
+#: The service's own environment: no PYTHONPATH leading to this checkout.
+SERVICE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+VENV_COMMAND = "/opt/live-appliance/venv/bin/live-appliance"
+#: What pip puts in the venv for the appliance's console script.
+CONSOLE_SCRIPT = (
+    "#!/opt/live-appliance/venv/bin/python\n"
+    "import sys\n"
+    "from device.cli import main\n"
+    "sys.exit(main())\n"
+)
+
+
+@pytest.fixture
+def view(tmp_path: Path) -> SystemView:
+    return SystemView(tmp_path / "view")
+
+
+def a_box(view: SystemView, setup: str) -> None:
+    """An installed box as `setup` leaves it, with the installer's command step run on it."""
+    view.setup(setup)
+    view.setup(f"bash -c {shlex.quote(f'source {INSTALL} && install_command')}")
+
+
+def what_the_owner_sees(view: SystemView) -> list[tuple[int, str, str]]:
+    """The service's start (its ExecStart) and `live-appliance doctor`: status and output."""
+    exec_start = shlex.split(service_directives()["ExecStart"][0])
+    results = []
+    for argv in (exec_start, ["/usr/local/bin/live-appliance", "doctor"]):
+        result = view.run(argv, env=SERVICE_ENV)
+        results.append((result.returncode, result.stdout, result.stderr))
+    return results
+
+
+def test_after_an_os_upgrade_the_service_and_the_doctor_say_to_run_the_installer_again(
+    view: SystemView,
+) -> None:
+    """Bookworm to Trixie: the venv's python is now 3.13, its packages in lib/python3.11.
+    The service failed at every start with a traceback (`No module named 'device'`),
+    five times, then again every ten minutes for good, and the doctor with the same
+    traceback: nothing said to run the installer again. A configuration-error status
+    (2) stops the restarts; the line says what to do."""
+    upgraded = INSTALLED.replace(f"$({SYSTEM_SITE})", "python3.9") + (
+        f"printf %s {shlex.quote(CONSOLE_SCRIPT)} > {VENV_COMMAND} && chmod 755 {VENV_COMMAND}\n"
+    )
+    a_box(view, upgraded)
+    for status, _, stderr in what_the_owner_sees(view):
+        assert status == cli.EXIT_CONFIG, stderr
+        assert "Traceback" not in stderr
+        assert "Python 3.9" in stderr and "sudo scripts/install-pi.sh" in stderr, stderr
+
+
+def test_after_an_install_stopped_half_way_the_service_says_to_run_it_again(
+    view: SystemView,
+) -> None:
+    """Ctrl-C or a power cut after the venv was made afresh and before the appliance was
+    in it: the service failed at every start (203/EXEC) without a word of what mends it."""
+    a_box(view, INSTALLED)
+    for status, _, stderr in what_the_owner_sees(view):
+        assert status == cli.EXIT_CONFIG, stderr
+        assert "sudo scripts/install-pi.sh" in stderr, stderr
+
+
+def test_a_sound_install_runs_the_venvs_command_with_its_arguments(view: SystemView) -> None:
+    stand_in = "#!/bin/sh\necho \"ran $*\"\n"
+    a_box(view, INSTALLED + f"printf %s {shlex.quote(stand_in)} > {VENV_COMMAND} && "
+          f"chmod 755 {VENV_COMMAND}\n")  # fmt: skip
+    (service, started, _), (doctor, checked, _) = what_the_owner_sees(view)
+    assert (service, started) == (0, "ran run\n")
+    assert (doctor, checked) == (0, "ran doctor\n")
