@@ -42,6 +42,9 @@ readonly BASE_PACKAGES=(
 # them out on a box without a camera or without the Pi's GPIO (plain Debian, a VM).
 readonly CAMERA_PACKAGE=python3-picamera2  # the camera (libcamera), apt-only
 readonly GPIO_PACKAGE=python3-lgpio        # gpiozero's GPIO driver (Pi 5: the only one)
+# dpkg's journal of the changes it has not finished (what apt checks for "dpkg was
+# interrupted").
+readonly DPKG_UPDATES=/var/lib/dpkg/updates
 # The unprivileged identity that downloads the Python packages and builds the appliance's
 # wheel: no package's build script runs as root.
 readonly BUILD_USER=nobody
@@ -302,6 +305,13 @@ install_packages() {
   if ((${#missing[@]} == 0)); then
     say "  all installed"
     return
+  fi
+  # An apt install stopped half-way (Ctrl-C, a power cut) leaves dpkg's journal of
+  # changes unfinished, and apt refuses any other install until it is finished: done
+  # here, as apt's error asks, so that running this again completes the install.
+  if [[ -n $(find "$DPKG_UPDATES" -name '[0-9]*' -print -quit 2>/dev/null) ]]; then
+    run dpkg --configure -a ||
+      die "dpkg could not finish the install it was stopped in: dpkg says why above$AGAIN"
   fi
   run apt-get update ||
     die "apt could not read its package lists (no network yet?): apt says why above$AGAIN"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from system_view import SystemView
-from test_install_script import INSTALL, INSTALLED, SYSTEM_SITE
+from test_install_script import FRESH, INSTALL, INSTALLED, SYSTEM_SITE, StandIns, dry_run
 
 from device import cli
 from rig.unit import service_directives
@@ -86,3 +86,22 @@ def test_a_sound_install_runs_the_venvs_command_with_its_arguments(view: SystemV
     (service, started, _), (doctor, checked, _) = what_the_owner_sees(view)
     assert (service, started) == (0, "ran run\n")
     assert (doctor, checked) == (0, "ran doctor\n")
+
+
+def test_an_install_whose_apt_step_was_interrupted_finishes_when_run_again(
+    view: SystemView, tmp_path: Path
+) -> None:
+    """Ctrl-C or a power cut in the longest step of a first install (apt's, minutes on a
+    small Pi) leaves dpkg's journal unfinished: run again, as the installer says, apt
+    refused every install ("dpkg was interrupted, you must manually run 'dpkg
+    --configure -a'") and the installer stopped there, each time. It finishes dpkg's work
+    first, as apt asks."""
+    view.setup(FRESH + "mkdir -p /var/lib/dpkg/updates && echo 'Package: x' > "
+               "/var/lib/dpkg/updates/0001\n")  # fmt: skip
+    stand_ins = StandIns(tmp_path)
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
+    install = next(i for i, line in enumerate(lines) if " apt-get install " in line)
+    assert "+ dpkg --configure -a" in lines[:install], lines
+    view.setup("rm /var/lib/dpkg/updates/0001")
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
+    assert "+ dpkg --configure -a" not in lines, "dpkg had nothing left to finish"
