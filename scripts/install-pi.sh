@@ -658,6 +658,21 @@ install_unit() {
   fi
 }
 
+# Stop, saying why the service did not start (WHAT: how it did not). After an update
+# the likeliest is a setting of the kept configuration this version no longer has
+# (removed, renamed): the daemon then exits with its configuration error, which the
+# doctor's config check says here, with the setting; else the journal says why.
+not_started() {
+  local checked
+  checked=$(env -i PATH=/usr/bin:/bin "$LAUNCHER" doctor config 2>&1) || true
+  if [[ $checked == "FAIL  config "* ]]; then
+    printf '%s\n' "$checked" >&2
+    die "the service $1: $CONFIG does not suit this version (the lines above say" \
+      "which setting); sudoedit $CONFIG, then: sudo systemctl restart $APP"
+  fi
+  die "the service $1: journalctl -u $APP -n 50 shows why"
+}
+
 start_service() {
   step "start $UNIT_NAME"
   if ((!KEY_READY)); then
@@ -670,14 +685,11 @@ start_service() {
   run systemctl reset-failed "$UNIT_NAME" 2>/dev/null || true
   if ((KEPT_DISABLED)); then
     # Running on the new code if the owner had started it by hand; left stopped if not.
-    run systemctl try-restart "$UNIT_NAME" ||
-      die "the service did not start again: journalctl -u $APP -n 50 shows why"
+    run systemctl try-restart "$UNIT_NAME" || not_started "did not start again"
     say "  restarted only if it was running; to turn it back on: systemctl enable --now $APP"
     return
   fi
-  if ! run systemctl restart "$UNIT_NAME"; then
-    die "the service did not start: journalctl -u $APP -n 50 shows why"
-  fi
+  run systemctl restart "$UNIT_NAME" || not_started "did not start"
   ((DRY_RUN)) || say "  running: press the button and talk. Watch it: journalctl -u $APP -f"
 }
 

@@ -8,11 +8,12 @@ as the installer leaves them.
 from __future__ import annotations
 
 import shlex
+import sysconfig
 from pathlib import Path
 
 import pytest
 from system_view import SystemView
-from test_install_script import FRESH, INSTALL, INSTALLED, SYSTEM_SITE, StandIns, dry_run
+from test_install_script import FRESH, INSTALL, INSTALLED, ROOT, SYSTEM_SITE, StandIns, dry_run
 
 from device import cli
 from rig.unit import service_directives
@@ -105,3 +106,40 @@ def test_an_install_whose_apt_step_was_interrupted_finishes_when_run_again(
     view.setup("rm /var/lib/dpkg/updates/0001")
     lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
     assert "+ dpkg --configure -a" not in lines, "dpkg had nothing left to finish"
+
+
+#: A venv whose site-packages lead to this checkout and the packages it runs with.
+VENV_OF_THIS_CHECKOUT = (
+    f"printf %s {shlex.quote(CONSOLE_SCRIPT)} > {VENV_COMMAND} && chmod 755 {VENV_COMMAND}\n"
+    f"printf '%s\\n' {shlex.quote(str(ROOT))} {shlex.quote(sysconfig.get_paths()['purelib'])} "
+    f"> \"/opt/live-appliance/venv/lib/$({SYSTEM_SITE})/site-packages/checkout.pth\"\n"
+)
+
+
+def test_an_update_whose_service_refuses_the_kept_config_says_which_setting(
+    view: SystemView, tmp_path: Path
+) -> None:
+    """A setting the new version no longer has (removed, renamed): the restart at the end
+    fails as the daemon exits with its configuration error, and the installer said only
+    "journalctl -u live-appliance -n 50 shows why". It says the setting, and the fix."""
+    old = "[button]\\nmode = \"toggle\"\\nlong_press = 2\\n"
+    a_box(view, INSTALLED + VENV_OF_THIS_CHECKOUT
+          + f"printf '{old}' > /etc/live-appliance/config.toml\n")  # fmt: skip
+    stand_ins = StandIns(tmp_path)  # systemctl restart fails, as the daemon exits 2
+    step = f"source {INSTALL} && KEY_READY=1 KEPT_DISABLED=0 && start_service"
+    result = view.run(["bash", "-c", step], env=stand_ins.env())
+    assert result.returncode == 1
+    assert "[button] long_press: unknown setting" in result.stderr, result.stderr
+    assert "sudoedit /etc/live-appliance/config.toml" in result.stderr
+
+
+def test_a_service_that_does_not_start_with_a_sound_config_points_at_the_journal(
+    view: SystemView, tmp_path: Path
+) -> None:
+    a_box(view, INSTALLED + VENV_OF_THIS_CHECKOUT)
+    step = f"source {INSTALL} && KEY_READY=1 KEPT_DISABLED=0 && start_service"
+    result = view.run(["bash", "-c", step], env=StandIns(tmp_path).env())
+    assert result.returncode == 1
+    assert result.stderr.endswith(
+        "the service did not start: journalctl -u live-appliance -n 50 shows why\n"
+    ), result.stderr
