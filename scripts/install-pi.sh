@@ -675,6 +675,10 @@ not_started() {
 
 start_service() {
   step "start $UNIT_NAME"
+  # Everything written is on the card before the box is said to run: ext4 writes a new
+  # file's data up to 30 s later, and a box unplugged then (to move it) came back with
+  # an empty unit, launcher, key or venv file.
+  run sync
   if ((!KEY_READY)); then
     say "  not started: no API key yet. Run this script again from a terminal (it asks"
     say "  for the key) or with --key-file PATH; it keeps everything else as it is."

@@ -143,3 +143,18 @@ def test_a_service_that_does_not_start_with_a_sound_config_points_at_the_journal
     assert result.stderr.endswith(
         "the service did not start: journalctl -u live-appliance -n 50 shows why\n"
     ), result.stderr
+
+
+def test_what_the_install_wrote_is_on_the_card_before_the_service_starts(
+    view: SystemView, tmp_path: Path
+) -> None:
+    """An owner unplugs the box soon after the installer said it is running (to move it):
+    ext4 writes new files' data up to 30 s later, and nothing made it sooner, so the new
+    unit, launcher, venv files or key could come back empty at the next boot, a box that
+    no longer starts. The card is synced after the last file is written."""
+    view.setup(INSTALLED)
+    lines = [line.strip() for line in dry_run(view, StandIns(tmp_path), INSTALL)]
+    written = max(i for i, line in enumerate(lines)
+                  if line.startswith(("+ install ", "+ ln ", "+ chmod ", "+ chown ")))  # fmt: skip
+    restart = lines.index("+ systemctl restart live-appliance.service")
+    assert "+ sync" in lines[written:restart], lines[written:]
