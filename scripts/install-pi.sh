@@ -435,6 +435,9 @@ install_venv() {
     die "the appliance could not be installed into $VENV: pip says why above$AGAIN"
   if ((!same_lock)); then
     remove_unlocked "$SOURCE_DIR/$lock"
+    # Recorded only once what pip wrote is on the card: a power cut seconds after it could
+    # leave those files empty and the record whole, and the next run would keep them.
+    run sync
     say "  the lock's digest, for the next update: $stamp"
     ((DRY_RUN)) || printf '%s\n' "$digest" >"$stamp"
   fi

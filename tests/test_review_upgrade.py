@@ -158,3 +158,17 @@ def test_what_the_install_wrote_is_on_the_card_before_the_service_starts(
                   if line.startswith(("+ install ", "+ ln ", "+ chmod ", "+ chown ")))  # fmt: skip
     restart = lines.index("+ systemctl restart live-appliance.service")
     assert "+ sync" in lines[written:restart], lines[written:]
+
+
+def test_the_venv_is_recorded_as_at_its_lock_only_once_its_files_are_on_the_card(
+    view: SystemView, tmp_path: Path
+) -> None:
+    """A power cut in the seconds after pip installed the lock's packages could leave
+    their files empty while the venv's record of its lock survived: run again, the
+    installer took the dependencies as installed ("kept") and never mended them."""
+    view.setup(FRESH)
+    lines = [line.strip() for line in dry_run(view, StandIns(tmp_path), INSTALL)]
+    installed = max(i for i, line in enumerate(lines) if " -m pip install " in line)
+    recorded = next(i for i, line in enumerate(lines)
+                    if line.startswith("the lock's digest, for the next update"))  # fmt: skip
+    assert "+ sync" in lines[installed:recorded], lines[installed:recorded]
