@@ -340,8 +340,10 @@ class LiveLink:
                 reason = describe_failure(ended)
                 log.warning("connection lost: %s", reason, extra=failure_fields(ended))
                 if is_refusal(ended):
-                    self._on_event(ConnectionLost(session=session, reason=reason))
-                    return
+                    if not await self._newer_key():
+                        self._on_event(ConnectionLost(session=session, reason=reason))
+                        return
+                    pacing.at_once()  # the newer key, as a refused resume tries it
                 self._on_event(Reconnecting(session=session, reason=reason, reply_lost=reply_cut))
             try:
                 connection, history_lost = await self._reconnect(pacing, ended, told)
@@ -351,6 +353,20 @@ class LiveLink:
                 self._on_event(ConnectionLost(session=session, reason=reason))
                 return
             self._on_event(Reconnected(session=session, history_lost=history_lost))
+
+    async def _newer_key(self) -> bool:
+        """After a connection the service closed with a refusal: whether the key has
+        changed since (a new client built with it), to resume with once. A token closes
+        the conversation it is in once its `expire_time` has passed, and whatever mints
+        them has written the next by then: the conversation ended in the error state.
+        A key file that cannot be read now is said, as the next press would say it."""
+        from device.live.errors import describe_failure, failure_fields
+
+        try:
+            return await self._client_for_new_session()
+        except Exception as exc:
+            log.error("cannot reconnect: %s", describe_failure(exc), extra=failure_fields(exc))
+            return False
 
     async def _first_connection(self) -> Connection:
         """The session's first connection. A quick failure that is not a refusal (an HTTP

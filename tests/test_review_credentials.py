@@ -1,0 +1,101 @@
+"""A box left alone for months, as it authenticates: ephemeral tokens that expire while
+a conversation is open, through the real SDK against the local server."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from helpers import until
+from wire import config_for
+
+from device.config import Config, find_api_key
+from device.live.session import LiveLink
+from device.live.wire import CLOSE_POLICY
+from device.outbox import Outbox
+from device.states import ConnectionLost, Event, Reconnected, SetupComplete
+from rig.server.server import LiveServer
+
+#: How the service may close a conversation whose token's `expire_time` has passed.
+TOKEN_EXPIRED = "Unauthenticated: the auth token has expired."
+
+
+@pytest.fixture
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
+    async with LiveServer(pace=0, reply_seconds=0.2) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
+
+
+def token_config(server: LiveServer, key_file: Path, token: str) -> Config:
+    """The box with its token in `key_file`, read as at the daemon's start."""
+    mint(key_file, token)
+    cfg = config_for(server, live={"api_key_file": str(key_file)})
+    return dataclasses.replace(cfg, api_key=find_api_key(cfg.live)[0])
+
+
+def mint(key_file: Path, token: str) -> None:
+    """The job that mints tokens writes the next one where the box reads its key."""
+    key_file.write_text(f"{token}\n")
+
+
+def tokens_sent(server: LiveServer) -> list[str]:
+    return [c.headers["authorization"] for c in server.log.connections()]
+
+
+async def closed_for_its_token(
+    server: LiveServer, key_file: Path, next_token: str | None
+) -> list[Event]:
+    """A conversation with one turn; the minter writes `next_token` (None: none) and the
+    service closes the open connection for the expired token: what the link reported."""
+    server.config.ephemeral_tokens = {"auth_tokens/first"}
+    events: list[Event] = []
+    outbox = Outbox(hold_s=8)
+    link = LiveLink(
+        token_config(server, key_file, "auth_tokens/first"),
+        outbox,
+        events.append,
+        lambda _item, _t: None,
+    )
+    link.open(1)
+    try:
+        await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
+        outbox.put("text", "remember the number seven")
+        await until(lambda: link._handle is not None, within=10)
+        if next_token is not None:
+            mint(key_file, next_token)
+            server.config.ephemeral_tokens = {next_token}  # the first expired
+        else:
+            server.config.ephemeral_tokens = set()
+        events.clear()
+        await server.close_all(CLOSE_POLICY, TOKEN_EXPIRED)
+        ends = Reconnected | ConnectionLost
+        await until(lambda: any(isinstance(e, ends) for e in events), within=10)
+    finally:
+        await link.close()
+    return events
+
+
+async def test_a_conversation_closed_for_its_expired_token_resumes_with_the_next(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """The service closes a conversation once its token's `expire_time` has passed
+    ("Gemini may preemptively close the session after this time"): the conversation ended
+    in the error state though the minter had written the next token long before; the
+    resume refused for the same expired token is taken up with the next already."""
+    events = await closed_for_its_token(server, tmp_path / "token", "auth_tokens/second")
+    assert Reconnected(session=1, history_lost=False) in events, events
+    assert tokens_sent(server) == ["Token auth_tokens/first", "Token auth_tokens/second"]
+
+
+async def test_a_conversation_closed_for_its_expired_token_with_none_newer_ends_at_once(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """No newer token in the file: one line, the error state, no connection tried with
+    the token the service has just refused."""
+    events = await closed_for_its_token(server, tmp_path / "token", None)
+    lost = [e for e in events if isinstance(e, ConnectionLost)]
+    assert len(lost) == 1 and TOKEN_EXPIRED in lost[0].reason, events
+    assert tokens_sent(server) == ["Token auth_tokens/first"]
