@@ -3,7 +3,6 @@ a conversation is open, through the real SDK against the local server."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,11 +10,14 @@ import pytest
 from helpers import until
 from wire import config_for
 
-from device.config import Config, find_api_key
+from device.config import Config, with_api_key
+from device.doctor.network import check_network
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
 from device.live.session import LiveLink
 from device.live.wire import CLOSE_POLICY
 from device.outbox import Outbox
-from device.states import ConnectionLost, Event, Reconnected, SetupComplete
+from device.states import ConnectFailed, ConnectionLost, Event, Reconnected, SetupComplete
 from rig.server.server import LiveServer
 
 #: How the service may close a conversation whose token's `expire_time` has passed.
@@ -33,7 +35,7 @@ def token_config(server: LiveServer, key_file: Path, token: str) -> Config:
     """The box with its token in `key_file`, read as at the daemon's start."""
     mint(key_file, token)
     cfg = config_for(server, live={"api_key_file": str(key_file)})
-    return dataclasses.replace(cfg, api_key=find_api_key(cfg.live)[0])
+    return with_api_key(cfg)
 
 
 def mint(key_file: Path, token: str) -> None:
@@ -99,3 +101,44 @@ async def test_a_conversation_closed_for_its_expired_token_with_none_newer_ends_
     lost = [e for e in events if isinstance(e, ConnectionLost)]
     assert len(lost) == 1 and TOKEN_EXPIRED in lost[0].reason, events
     assert tokens_sent(server) == ["Token auth_tokens/first"]
+
+
+async def test_a_press_with_a_spent_token_says_so_and_where_it_came_from(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """The minter stopped (its host down, its own key revoked): each press is refused with
+    the token left in the file. The journal and `ctl status` said "the service refused
+    the API key", and the owner went to make a new key at AI Studio, when the token file
+    and the job that writes it were what to look at."""
+    server.config.ephemeral_tokens = set()  # the token in the file is spent or expired
+    key_file = tmp_path / "token"
+    events: list[Event] = []
+    link = LiveLink(
+        token_config(server, key_file, "auth_tokens/spent"),
+        Outbox(hold_s=8),
+        events.append,
+        lambda _item, _t: None,
+    )
+    link.open(1)
+    try:
+        await until(lambda: events, within=10)
+    finally:
+        await link.close()
+    (failed,) = events
+    assert isinstance(failed, ConnectFailed), events
+    assert "ephemeral token" in failed.reason and str(key_file) in failed.reason, failed.reason
+    assert "spent or expired" in failed.reason, failed.reason
+
+
+async def test_the_doctor_with_a_spent_token_points_at_the_token_file_not_a_new_key(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """`doctor`'s fix for a refused token was to make a new API key at AI Studio."""
+    server.config.ephemeral_tokens = set()
+    key_file = tmp_path / "token"
+    ctx = Context(token_config(server, key_file, "auth_tokens/spent"), Options(),
+                  Progress(spinner=False))
+    result = await check_network(ctx)
+    assert result.status is Status.FAIL
+    assert result.fix is not None and "aistudio" not in result.fix, result.fix
+    assert "token" in result.fix and str(key_file) in result.fix, result.fix

@@ -36,6 +36,7 @@ from device.live.errors import (
     failure_fields,
     is_refusal,
     refuses_key,
+    refuses_token,
     token_server_unreached,
 )
 from device.live.reply import MALFORMED_FUNCTION_CALL, NEED_MORE_INPUT
@@ -53,6 +54,10 @@ FIXES = {
     "SSL_CERT_FILE, if set, must name the right CA file.",
     CLOSE_POLICY: "Check the API key (make a new one at aistudio.google.com) and [live] model.",
     CLOSE_INVALID: "A setting was refused: check [live] model, voice and language.",
+    # An ephemeral token refused: spent or expired; a new API key is not what it wants.
+    "token": "The ephemeral token from {source} is spent or expired: check the job that "
+    "writes tokens there (each opens one session unless minted with more uses, none "
+    "after its new_session_expire_time, and this check spends one too).",
     # Refused, not out of reach: Vertex AI's token server, or an HTTP 401/403.
     "credentials": "Renew the credentials: on Vertex AI a new service account key file "
     "where GOOGLE_APPLICATION_CREDENTIALS points (or gcloud auth application-default "
@@ -206,11 +211,14 @@ async def check_network(ctx: Context) -> Result:
             )
         await _session(ctx, ms, host, port)
     except LayerFailed as failed:
+        fix = failed.fix
+        if refuses_token(failed.__cause__, cfg.api_key):
+            fix = FIXES["token"].format(source=cfg.api_key_source)
         return Result(
             "network",
             Status.FAIL,
             failed.reason,
-            failed.fix,
+            fix,
             data=where | {"ms": ms, "layer": failed.layer},
         )
     measured = f"{reached}, Live setup {ms['setup']:.0f} ms ({cfg.live.model})"

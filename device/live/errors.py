@@ -27,6 +27,7 @@ from websockets.exceptions import (
 )
 from websockets.http11 import Response
 
+from device.config import TOKEN_PREFIX, Secret
 from device.errors import cut, one_line, url_without_password, without_credentials
 from device.live.endpoint import AddressUnusable, ProxyUnreachable, ResolverSilent
 from device.live.wire import (
@@ -386,6 +387,26 @@ def refuses_key(exc: BaseException) -> bool:
     pass a valid API key.", the code it refuses a setting or a resumption handle with."""
     closed = _close_of(exc)
     return closed is not None and _names_the_key(*closed)
+
+
+def refuses_token(exc: BaseException | None, key: Secret | None) -> bool:
+    """The service refused the credential, and it is an ephemeral token (`key`): spent or
+    past its expiry, refused as a key not valid is (or with words of a token's own)."""
+    if exc is None or key is None or not key.reveal().startswith(TOKEN_PREFIX):
+        return False
+    if isinstance(exc, InvalidStatus):
+        return exc.response.status_code in HTTP_REFUSED
+    closed = _close_of(exc)
+    return closed is not None and (
+        _names_the_key(*closed) or (closed[0] == CLOSE_POLICY and "token" in closed[1].lower())
+    )
+
+
+def spent_token(source: str | None) -> str:
+    """What a refused ephemeral token most likely is: the owner's fix is the job that writes
+    them where the box reads its key, not a new API key."""
+    where = f" from {source}" if source else ""
+    return f"the ephemeral token{where} is spent or expired, and none newer is there"
 
 
 def _names_the_key(code: int, reason: str) -> bool:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from device import logs
 from device.config import Config, find_api_key, where_to_put_the_key
-from device.errors import ConfigError, one_line, quoted, without_credentials
+from device.errors import ConfigError, cut, one_line, quoted, without_credentials
 from device.live.endpoint import (
     AddressUnusable,
     race_addresses,
@@ -309,12 +309,12 @@ class LiveLink:
     async def _session(self) -> None:
         session = self._hooks.session
         from device.live.connection import SwitchNow
-        from device.live.errors import describe_failure, failure_fields, is_refusal
+        from device.live.errors import failure_fields, is_refusal
 
         try:
             connection = await self._first_connection()
         except Exception as exc:
-            reason = describe_failure(exc)
+            reason = self._described(exc)
             log.error("cannot connect: %s", reason, extra=failure_fields(exc))
             self._on_event(ConnectFailed(session=session, reason=reason))
             return
@@ -337,7 +337,7 @@ class LiveLink:
                     reason = "the service moved the conversation"
                     self._on_event(Reconnecting(session=session, reason=reason))
             else:
-                reason = describe_failure(ended)
+                reason = self._described(ended)
                 log.warning("connection lost: %s", reason, extra=failure_fields(ended))
                 if is_refusal(ended):
                     if not await self._newer_key():
@@ -348,11 +348,23 @@ class LiveLink:
             try:
                 connection, history_lost = await self._reconnect(pacing, ended, told)
             except Exception as exc:
-                reason = describe_failure(exc)
+                reason = self._described(exc)
                 log.error("cannot reconnect: %s", reason, extra=failure_fields(exc))
                 self._on_event(ConnectionLost(session=session, reason=reason))
                 return
             self._on_event(Reconnected(session=session, history_lost=history_lost))
+
+    def _described(self, exc: BaseException) -> str:
+        """describe_failure, and of a refused ephemeral token where it came from: the
+        service refuses a spent or expired one as a key not valid, and "the service
+        refused the API key" sent an owner to make a new key, not to the job that mints
+        tokens into the file."""
+        from device.live.errors import describe_failure, refuses_token, spent_token
+
+        reason = describe_failure(exc)
+        if refuses_token(exc, self._cfg.api_key):
+            return cut(f"{spent_token(self._cfg.api_key_source)}: {reason}")
+        return reason
 
     async def _newer_key(self) -> bool:
         """After a connection the service closed with a refusal: whether the key has
