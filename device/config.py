@@ -1171,6 +1171,21 @@ def installed_key_barred() -> bool:
     return False
 
 
+def key_file_changed_since_start() -> Path | None:
+    """Under systemd, the installer's key file if it was written after systemd copied it
+    into the service's credential (at the start): the service holds the key of then until
+    it restarts. Blocking: two stats (the service may not read the file, but may stat it)."""
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not cred_dir:
+        return None
+    try:
+        copied = (Path(cred_dir) / CREDENTIAL_NAME).stat().st_mtime_ns
+        changed = INSTALLED_KEY_FILE.stat().st_mtime_ns > copied
+    except OSError:
+        return None
+    return INSTALLED_KEY_FILE if changed else None
+
+
 def require_credentials(config: Config) -> None:
     """Fail at start, not at the first press, when the daemon cannot authenticate."""
     if config.api_key is None and config.live.backend == "gemini":

@@ -3,6 +3,7 @@ a conversation is open, through the real SDK against the local server."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from helpers import until
 from wire import config_for
 
+from device import config
 from device.config import Config, with_api_key
 from device.doctor.network import check_network
 from device.doctor.progress import Progress
@@ -142,3 +144,41 @@ async def test_the_doctor_with_a_spent_token_points_at_the_token_file_not_a_new_
     assert result.status is Status.FAIL
     assert result.fix is not None and "aistudio" not in result.fix, result.fix
     assert "token" in result.fix and str(key_file) in result.fix, result.fix
+
+
+def rotated_without_a_restart(
+    server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Config:
+    """The service started with the old key (its systemd credential, a copy of the
+    installer's key file); the owner then wrote a new one into that file
+    (`sudoedit /etc/live-appliance/api-key`) and revoked the old one, without a restart."""
+    credentials, installed = tmp_path / "credentials", tmp_path / "api-key"
+    credentials.mkdir()
+    (credentials / config.CREDENTIAL_NAME).write_text("AIza-the-old-revoked-key\n")
+    installed.write_text(f"{server.api_key}\n")
+    started = (credentials / config.CREDENTIAL_NAME).stat().st_mtime
+    os.utime(installed, (started + 60, started + 60))  # a minute after the start
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    monkeypatch.setattr(config, "INSTALLED_KEY_FILE", installed)
+    return with_api_key(config_for(server))
+
+
+async def test_a_key_refused_after_the_key_file_changed_says_to_restart_the_service(
+    server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd copies the key file once, at the start: the owner who rotated the key and
+    revoked the old one saw each press refused, "the service refused the API key", while
+    `sudo live-appliance doctor` passed with the new key; nothing said that the service
+    still used the old one until it restarts."""
+    cfg = rotated_without_a_restart(server, tmp_path, monkeypatch)
+    events: list[Event] = []
+    link = LiveLink(cfg, Outbox(hold_s=8), events.append, lambda _item, _t: None)
+    link.open(1)
+    try:
+        await until(lambda: events, within=10)
+    finally:
+        await link.close()
+    (failed,) = events
+    assert isinstance(failed, ConnectFailed), events
+    assert str(config.INSTALLED_KEY_FILE) in failed.reason, failed.reason
+    assert "systemctl restart live-appliance" in failed.reason, failed.reason

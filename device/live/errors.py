@@ -389,17 +389,22 @@ def refuses_key(exc: BaseException) -> bool:
     return closed is not None and _names_the_key(*closed)
 
 
+def refuses_credential(exc: BaseException) -> bool:
+    """The Live API refused the key (or token) itself: a close that names it, or HTTP
+    401/403 at the upgrade."""
+    if isinstance(exc, InvalidStatus):
+        return exc.response.status_code in HTTP_REFUSED
+    return refuses_key(exc)
+
+
 def refuses_token(exc: BaseException | None, key: Secret | None) -> bool:
     """The service refused the credential, and it is an ephemeral token (`key`): spent or
     past its expiry, refused as a key not valid is (or with words of a token's own)."""
     if exc is None or key is None or not key.reveal().startswith(TOKEN_PREFIX):
         return False
-    if isinstance(exc, InvalidStatus):
-        return exc.response.status_code in HTTP_REFUSED
     closed = _close_of(exc)
-    return closed is not None and (
-        _names_the_key(*closed) or (closed[0] == CLOSE_POLICY and "token" in closed[1].lower())
-    )
+    own_words = closed is not None and closed[0] == CLOSE_POLICY and "token" in closed[1].lower()
+    return refuses_credential(exc) or own_words
 
 
 def spent_token(source: str | None) -> str:

@@ -27,7 +27,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from device import logs
-from device.config import Config, find_api_key, where_to_put_the_key
+from device.config import (
+    Config,
+    find_api_key,
+    key_file_changed_since_start,
+    where_to_put_the_key,
+)
 from device.errors import ConfigError, cut, one_line, quoted, without_credentials
 from device.live.endpoint import (
     AddressUnusable,
@@ -314,7 +319,7 @@ class LiveLink:
         try:
             connection = await self._first_connection()
         except Exception as exc:
-            reason = self._described(exc)
+            reason = await self._described(exc)
             log.error("cannot connect: %s", reason, extra=failure_fields(exc))
             self._on_event(ConnectFailed(session=session, reason=reason))
             return
@@ -337,7 +342,7 @@ class LiveLink:
                     reason = "the service moved the conversation"
                     self._on_event(Reconnecting(session=session, reason=reason))
             else:
-                reason = self._described(ended)
+                reason = await self._described(ended)
                 log.warning("connection lost: %s", reason, extra=failure_fields(ended))
                 if is_refusal(ended):
                     if not await self._newer_key():
@@ -348,22 +353,37 @@ class LiveLink:
             try:
                 connection, history_lost = await self._reconnect(pacing, ended, told)
             except Exception as exc:
-                reason = self._described(exc)
+                reason = await self._described(exc)
                 log.error("cannot reconnect: %s", reason, extra=failure_fields(exc))
                 self._on_event(ConnectionLost(session=session, reason=reason))
                 return
             self._on_event(Reconnected(session=session, history_lost=history_lost))
 
-    def _described(self, exc: BaseException) -> str:
-        """describe_failure, and of a refused ephemeral token where it came from: the
-        service refuses a spent or expired one as a key not valid, and "the service
-        refused the API key" sent an owner to make a new key, not to the job that mints
-        tokens into the file."""
-        from device.live.errors import describe_failure, refuses_token, spent_token
+    async def _described(self, exc: BaseException) -> str:
+        """describe_failure, and of a refused key what the owner can do that a new key
+        would not: an ephemeral token's file, whose job has written no fresh one ("the
+        service refused the API key" sent an owner to make a new key); the service's
+        restart, when the installer's key file changed after systemd copied it (a key
+        rotated by sudoedit, the old one revoked: `doctor` passed with the new key)."""
+        from device.live.errors import (
+            describe_failure,
+            refuses_credential,
+            refuses_token,
+            spent_token,
+        )
 
         reason = describe_failure(exc)
-        if refuses_token(exc, self._cfg.api_key):
-            return cut(f"{spent_token(self._cfg.api_key_source)}: {reason}")
+        cfg = self._cfg
+        if refuses_token(exc, cfg.api_key):
+            return cut(f"{spent_token(cfg.api_key_source)}: {reason}")
+        systemd_copy = (cfg.api_key_source or "").startswith("systemd credential")
+        if not (systemd_copy and refuses_credential(exc)):
+            return reason
+        if changed := await asyncio.to_thread(key_file_changed_since_start):
+            return cut(
+                f"{reason}; {changed} changed after the service started, and it still "
+                "uses the key copied then: sudo systemctl restart live-appliance"
+            )
         return reason
 
     async def _newer_key(self) -> bool:
