@@ -12,7 +12,7 @@ from helpers import until
 from wire import config_for
 
 from device import config
-from device.config import Config, with_api_key
+from device.config import Config, LiveConfig, with_api_key
 from device.doctor.network import check_network
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
@@ -182,3 +182,27 @@ async def test_a_key_refused_after_the_key_file_changed_says_to_restart_the_serv
     assert isinstance(failed, ConnectFailed), events
     assert str(config.INSTALLED_KEY_FILE) in failed.reason, failed.reason
     assert "systemctl restart live-appliance" in failed.reason, failed.reason
+
+
+async def test_the_doctor_without_sudo_says_who_may_read_the_vertex_key_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's service account key file is root's and the service's group's (0640):
+    `live-appliance doctor` run without sudo said "the check itself failed:
+    PermissionError ..." and "Report this", for a file it only may not read."""
+    import google.auth
+
+    from device.doctor.settings import check_key
+
+    key_file = tmp_path / "vertex.json"
+
+    def barred(**_: object) -> object:
+        raise PermissionError(13, "Permission denied", str(key_file))
+
+    monkeypatch.setattr(google.auth, "default", barred)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    cfg = Config(live=LiveConfig(backend="vertex", project="p", location="l"))
+    result = await check_key(Context(cfg, Options(), Progress(spinner=False)))
+    assert result.status is Status.FAIL, result
+    assert str(key_file) in result.measured, result.measured
+    assert result.fix is not None and "sudo" in result.fix, result.fix

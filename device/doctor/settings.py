@@ -260,6 +260,15 @@ def _vertex_credentials(cfg: Config) -> Result:
             "Set GOOGLE_APPLICATION_CREDENTIALS to a service account key file for the service, "
             "or run gcloud auth application-default login.",
         )
+    except OSError as exc:  # there, not this user's to read (root's and the service's: 0640)
+        return Result(
+            "key",
+            Status.FAIL,
+            f"{where}: cannot read {exc.filename}: {exc.strerror}{unused}",
+            "The credentials file is root's and the service's: run the doctor with sudo, "
+            "or check its owner and mode (sudo ls -l on it; the README's is root, group "
+            "live-appliance, mode 0640).",
+        )
     kind = type(credentials).__name__
     return Result(
         "key", Status.PASS, f"{where}: application default credentials ({kind}){unused}"
