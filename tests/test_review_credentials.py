@@ -3,6 +3,7 @@ a conversation is open, through the real SDK against the local server."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -206,3 +207,26 @@ async def test_the_doctor_without_sudo_says_who_may_read_the_vertex_key_file(
     assert result.status is Status.FAIL, result
     assert str(key_file) in result.measured, result.measured
     assert result.fix is not None and "sudo" in result.fix, result.fix
+
+
+async def test_a_vertex_key_file_the_box_cannot_read_is_not_said_to_be_the_network(
+    server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service account key file replaced by one only root may read: the network check
+    (and the journal, at a press that loads the credentials anew) said "network:
+    Permission denied", and the fix was to try again in a minute."""
+    import google.auth
+
+    key_file = tmp_path / "vertex.json"
+
+    def barred(**_: object) -> object:
+        raise PermissionError(13, "Permission denied", str(key_file))
+
+    monkeypatch.setattr(google.auth, "default", barred)
+    cfg = config_for(server, live={"backend": "vertex", "project": "p", "location": "l"})
+    ctx = Context(dataclasses.replace(cfg, api_key=None), Options(), Progress(spinner=False))
+    result = await check_network(ctx)
+    assert result.status is Status.FAIL, result
+    assert "network" not in result.measured and str(key_file) in result.measured, result
+    assert result.fix is not None and "Try again" not in result.fix, result.fix
+    assert "ls -l" in result.fix, result.fix

@@ -58,6 +58,10 @@ FIXES = {
     "token": "The ephemeral token from {source} is spent or expired: check the job that "
     "writes tokens there (each opens one session unless minted with more uses, none "
     "after its new_session_expire_time, and this check spends one too).",
+    # A file read as the client is built (Vertex AI's credentials) that cannot be read.
+    "file": "Check the file the line names (sudo ls -l on it): the service reads it as its "
+    "own user (the README's vertex.json: root, group live-appliance, mode 0640), the "
+    "doctor as whoever runs it (sudo).",
     # Refused, not out of reach: Vertex AI's token server, or an HTTP 401/403.
     "credentials": "Renew the credentials: on Vertex AI a new service account key file "
     "where GOOGLE_APPLICATION_CREDENTIALS points (or gcloud auth application-default "
@@ -146,6 +150,8 @@ async def _layer(
             code = "proxy"
         elif isinstance(exc, ssl.SSLError):  # behind HTTPS_PROXY, TLS is first shaken at setup
             code = "TLS"
+        elif isinstance(exc, OSError) and exc.filename is not None:
+            code = "file"
         elif code is None and is_refusal(exc):
             code = "credentials"
         raise LayerFailed(layer, reason, _fix(layer, code, host, port)) from exc

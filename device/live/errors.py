@@ -244,6 +244,11 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "tls", f"TLS: {exc.reason or exc}"
     if isinstance(exc, ConnectionRefusedError):
         return "tcp", "TCP: connection refused by the Live API host"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        # A file of the box's, read as the client is built (Vertex AI's credentials): no
+        # network error has a file name, and "network: Permission denied" sent an owner
+        # to the Wi-Fi for a key file only root may read.
+        return "credentials", f"cannot read {exc.filename}: {exc.strerror or exc}"
     if isinstance(exc, OSError):
         return "network", f"network: {exc.strerror or exc}"
     if (size := _not_json(exc)) is not None:
