@@ -230,3 +230,38 @@ async def test_a_vertex_key_file_the_box_cannot_read_is_not_said_to_be_the_netwo
     assert "network" not in result.measured and str(key_file) in result.measured, result
     assert result.fix is not None and "Try again" not in result.fix, result.fix
     assert "ls -l" in result.fix, result.fix
+
+
+async def test_a_press_while_the_minter_rewrites_the_token_file_connects(
+    server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A minter that writes its file in place (`echo $TOKEN > file`) leaves it empty for
+    a moment: a press then kept the spent token it had, was refused, and showed the error
+    with the next token already in the file a millisecond later."""
+    from device.live import session as session_mod
+
+    server.config.token_uses = 1
+    server.config.ephemeral_tokens = {"auth_tokens/first", "auth_tokens/second"}
+    key_file = tmp_path / "token"
+    cfg = token_config(server, key_file, "auth_tokens/first")
+    events: list[Event] = []
+    link = LiveLink(cfg, Outbox(hold_s=8), events.append, lambda _item, _t: None)
+    try:
+        link.open(1)  # the first token's one session
+        await until(lambda: events, within=10)
+        await link.close()
+        key_file.write_text("")  # the minter truncated the file ...
+        read = session_mod.find_api_key
+
+        def read_mid_write(live: LiveConfig) -> object:
+            found = read(live)
+            mint(key_file, "auth_tokens/second")  # ... and wrote the next one just after
+            return found
+
+        monkeypatch.setattr(session_mod, "find_api_key", read_mid_write)
+        link.open(2)
+        await until(lambda: len(events) == 2, within=10)
+    finally:
+        await link.close()
+    assert [type(e).__name__ for e in events] == ["SetupComplete", "SetupComplete"], events
+    assert tokens_sent(server)[-1] == "Token auth_tokens/second"

@@ -387,25 +387,28 @@ class LiveLink:
         return reason
 
     async def _newer_key(self) -> bool:
-        """After a connection the service closed with a refusal: whether the key has
-        changed since (a new client built with it), to resume with once. A token closes
-        the conversation it is in once its `expire_time` has passed, and whatever mints
-        them has written the next by then: the conversation ended in the error state.
-        A key file that cannot be read now is said, as the next press would say it."""
+        """After a refusal: whether the key has changed since it was read (a new client
+        built with it), to try once more with. A token closes the conversation it is in
+        once its `expire_time` has passed, and whatever mints them has written the next
+        by then: the conversation ended in the error state. A key file that cannot be
+        read now is said, as the next press would say it."""
         from device.live.errors import describe_failure, failure_fields
 
         try:
             return await self._client_for_new_session()
         except Exception as exc:
-            log.error("cannot reconnect: %s", describe_failure(exc), extra=failure_fields(exc))
+            said = describe_failure(exc)
+            log.error("cannot read the key again: %s", said, extra=failure_fields(exc))
             return False
 
     async def _first_connection(self) -> Connection:
         """The session's first connection. A quick failure that is not a refusal (an HTTP
         503, a reset, a TLS hiccup) is tried once more after FIRST_RETRY_S: one of them at
         a press cost the turn, the person's speech dropped; the speech is held meanwhile.
-        A slow one (a timeout) has made the person wait long enough already. A refusal on
-        Vertex AI is tried once more at once, with the credentials loaded anew; not the
+        A slow one (a timeout) has made the person wait long enough already. A refusal is
+        tried once more at once with the credentials anew: on Vertex AI loaded again; on
+        the Gemini API a key that changed since it was read (a minter that rewrites its
+        file in place left it empty at the press, the next token a moment later). Not the
         environment's address of the service unreadable, which no credentials mend."""
         from device.live.errors import describe_failure, is_refusal
 
@@ -413,8 +416,8 @@ class LiveLink:
         try:
             return await self._connect()
         except Exception as exc:
-            mendable = not isinstance(exc, AddressUnusable)
-            if is_refusal(exc) and mendable and await self._credentials_anew():
+            mendable = is_refusal(exc) and not isinstance(exc, AddressUnusable)
+            if mendable and (await self._credentials_anew() or await self._newer_key()):
                 log.info("refused (%s): trying once more, the credentials loaded anew",
                          describe_failure(exc))
                 return await self._connect()
