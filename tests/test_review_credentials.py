@@ -265,3 +265,39 @@ async def test_a_press_while_the_minter_rewrites_the_token_file_connects(
         await link.close()
     assert [type(e).__name__ for e in events] == ["SetupComplete", "SetupComplete"], events
     assert tokens_sent(server)[-1] == "Token auth_tokens/second"
+
+
+async def test_the_doctor_finds_vertex_credentials_where_the_service_is_told_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README names the service account key file in a drop-in
+    (Environment=GOOGLE_APPLICATION_CREDENTIALS=...): the service used it, and
+    `sudo live-appliance doctor`, without that variable, failed the key check with "no
+    application default credentials" and the fix to set what was set."""
+    from device.doctor.runner import run_checks
+
+    key_file = tmp_path / "vertex.json"  # a user's credentials: loaded without a network
+    key_file.write_text(
+        '{"type": "authorized_user", "client_id": "c", "client_secret": "s", '
+        '"refresh_token": "r"}'
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    systemctl = bin_dir / "systemctl"  # answers `show` as systemd does for the service
+    systemctl.write_text(
+        "#!/bin/sh\necho 'Environment=LANG=C.UTF-8 "
+        f"GOOGLE_APPLICATION_CREDENTIALS={key_file}'\n"
+    )
+    systemctl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no gcloud login of the doctor's user
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # no metadata server either
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "")  # restored after the test
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[live]\nbackend = "vertex"\nproject = "p"\nlocation = "l"\n')
+    (result,) = await run_checks(
+        ["key"], Options(), str(config_file), Progress(spinner=False), lambda _r: None
+    )
+    assert result.status is Status.PASS, result

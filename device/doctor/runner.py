@@ -26,7 +26,7 @@ from device.doctor.network import check_network
 from device.doctor.power import check_power
 from device.doctor.progress import Progress
 from device.doctor.result import CHECK_NAMES, Context, Options, Result, Status
-from device.doctor.service import check_service
+from device.doctor.service import check_service, take_service_environment
 from device.doctor.settings import check_config, check_key
 from device.errors import without_credentials
 
@@ -82,6 +82,8 @@ async def run_checks(
         for check in selected:
             report(Result(check.name, Status.SKIP, "needs a configuration that loads"))
         return results
+    if cfg.live.backend == "vertex":  # the service's key file, named in its drop-in
+        await take_service_environment(["GOOGLE_APPLICATION_CREDENTIALS"])
     ctx = Context(cfg, options, progress)
     for check in selected:
         if check.uses_hardware and (daemon := await ctx.daemon) is not None:

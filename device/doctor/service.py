@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shlex
 import shutil
+from collections.abc import Sequence
 
 from device.doctor.daemon import one_line, run_by_hand
 from device.doctor.result import Context, Result, Status
@@ -35,7 +38,7 @@ FIX_STARTING = (
 )
 
 
-async def systemctl_show() -> dict[str, str] | str:
+async def systemctl_show(properties: Sequence[str] = PROPERTIES) -> dict[str, str] | str:
     """The unit's properties, or why systemd could not be asked."""
     if shutil.which("systemctl") is None:
         return "no systemctl on this machine"
@@ -44,7 +47,7 @@ async def systemctl_show() -> dict[str, str] | str:
         "show",
         UNIT,
         "-p",
-        ",".join(PROPERTIES),
+        ",".join(properties),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -60,6 +63,23 @@ async def systemctl_show() -> dict[str, str] | str:
         return f"systemctl: {lines[0] if lines else f'exit code {proc.returncode}'}"
     pairs = (line.partition("=") for line in out.decode(errors="replace").splitlines())
     return {key: value for key, _, value in pairs if key}
+
+
+async def take_service_environment(names: Sequence[str]) -> None:
+    """Set here those of `names` the service is given (a drop-in's Environment=, as the
+    README names Vertex AI's key file) and this shell is not: the doctor sees the box as
+    the service does. Without them it failed Vertex AI's key check, "no application
+    default credentials", and told the owner to set the variable they had set."""
+    missing = [name for name in names if name not in os.environ]
+    if not missing:
+        return
+    props = await systemctl_show(["Environment"])
+    if isinstance(props, str):  # no systemd to ask: nothing to take
+        return
+    for assignment in shlex.split(props.get("Environment", "")):
+        name, _, value = assignment.partition("=")
+        if name in missing:
+            os.environ[name] = value
 
 
 async def check_service(ctx: Context) -> Result:
