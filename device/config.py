@@ -51,6 +51,9 @@ KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 QUOTES = "\"'`"
 #: How an ephemeral token starts (served on the Gemini API's v1alpha only).
 TOKEN_PREFIX = "auth_tokens/"
+#: The longest an ephemeral token lives (its expire_time: less than 20 hours after it was
+#: made): a token file written longer ago holds none that opens a session.
+TOKEN_LIFE_S = 20 * 3600
 #: Where the Pi installer keeps the key (root only): the service gets it as its
 #: credential, and `doctor`, `ask` and `run` outside systemd read it when run as root.
 INSTALLED_KEY_FILE = Path("/etc/live-appliance/api-key")

@@ -301,3 +301,24 @@ async def test_the_doctor_finds_vertex_credentials_where_the_service_is_told_the
         ["key"], Options(), str(config_file), Progress(spinner=False), lambda _r: None
     )
     assert result.status is Status.PASS, result
+
+
+async def test_the_doctor_says_a_token_file_older_than_any_token_lives_is_not_renewed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token lives 20 hours at most: a token file last written two days ago means the
+    job that mints them has stopped (its host down, its own key revoked). The key check
+    passed ("ephemeral token from api_key_file ..."), and each press was refused."""
+    from device.doctor.settings import check_key
+
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setattr(config, "INSTALLED_KEY_FILE", tmp_path / "no-installed-key")
+    key_file = tmp_path / "token"
+    mint(key_file, "auth_tokens/from-two-days-ago")
+    two_days_ago = key_file.stat().st_mtime - 2 * 86400
+    os.utime(key_file, (two_days_ago, two_days_ago))
+    cfg = with_api_key(Config(live=LiveConfig(api_key_file=str(key_file))))
+    result = await check_key(Context(cfg, Options(), Progress(spinner=False)))
+    assert result.status is Status.WARN, result
+    assert "48 h" in result.measured or "2 days" in result.measured, result.measured
+    assert result.fix is not None and "job" in result.fix, result.fix

@@ -8,6 +8,7 @@ import grp
 import os
 import pwd
 import stat
+import time
 from pathlib import Path
 
 from device import config as config_mod
@@ -209,12 +210,33 @@ async def check_key(ctx: Context) -> Result:
             f"{config_mod.INSTALLED_KEY_FILE} (README, The API key).",
             data={"kind": kind, "source": cfg.api_key_source},
         )
+    if token and cfg.live.api_key_file:
+        age_s = await asyncio.to_thread(_age_s, cfg.live.api_key_file)
+        if age_s is not None and age_s > config_mod.TOKEN_LIFE_S:
+            return Result(
+                "key",
+                Status.WARN,
+                f"{kind} from {cfg.api_key_source} (not shown), written {age_s / 3600:.0f} h "
+                f"ago: no token lives more than {config_mod.TOKEN_LIFE_S // 3600} h",
+                f"The job that writes tokens into {cfg.live.api_key_file} has stopped: see "
+                "why (its host, its timer, its own API key); the box reads the file again "
+                "at each press.",
+                data={"kind": kind, "source": cfg.api_key_source},
+            )
     return Result(
         "key",
         Status.PASS,
         f"{kind} from {cfg.api_key_source} (not shown)",
         data={"kind": kind, "source": cfg.api_key_source},
     )
+
+
+def _age_s(name: str) -> float | None:
+    """How long ago the file `name` was last written; None if it cannot be told."""
+    try:
+        return time.time() - Path(name).expanduser().stat().st_mtime
+    except (OSError, RuntimeError):  # RuntimeError: ~someone who has no home here
+        return None
 
 
 def _shadowed_by_the_credential(cfg: Config) -> str | None:
