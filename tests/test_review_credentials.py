@@ -322,3 +322,34 @@ async def test_the_doctor_says_a_token_file_older_than_any_token_lives_is_not_re
     assert result.status is Status.WARN, result
     assert "48 h" in result.measured or "2 days" in result.measured, result.measured
     assert result.fix is not None and "job" in result.fix, result.fix
+
+
+async def test_the_doctor_says_the_service_still_holds_the_key_it_started_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner rotated the key with sudoedit and forgot the restart: `sudo live-appliance
+    doctor` read the new key from the file and passed, while the service held the copy
+    systemd made at its start an hour before, and each press was refused."""
+    import time
+
+    from device.doctor.settings import check_key
+
+    installed = tmp_path / "api-key"
+    installed.write_text("AIza-the-new-key-written-just-now\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    started_us = round((time.monotonic() - 3600) * 1e6)  # the service: an hour ago
+    systemctl = bin_dir / "systemctl"
+    systemctl.write_text(
+        "#!/bin/sh\nprintf 'ActiveState=active\\n"
+        f"ExecMainStartTimestampMonotonic={started_us}\\n'\n"
+    )
+    systemctl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    for name in ("CREDENTIALS_DIRECTORY", *config.KEY_ENV_VARS):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(config, "INSTALLED_KEY_FILE", installed)
+    cfg = with_api_key(Config())
+    result = await check_key(Context(cfg, Options(), Progress(spinner=False)))
+    assert result.status is Status.WARN, result
+    assert result.fix is not None and "systemctl restart live-appliance" in result.fix, result

@@ -6,6 +6,7 @@ import asyncio
 import os
 import shlex
 import shutil
+import time
 from collections.abc import Sequence
 
 from device.doctor.daemon import one_line, run_by_hand
@@ -80,6 +81,22 @@ async def take_service_environment(names: Sequence[str]) -> None:
         name, _, value = assignment.partition("=")
         if name in missing:
             os.environ[name] = value
+
+
+async def started_at() -> float | None:
+    """When the running service started, by the wall clock (a file's mtime is compared
+    with it); None when it is not running or systemd cannot say."""
+    props = await systemctl_show(["ActiveState", "ExecMainStartTimestampMonotonic"])
+    if isinstance(props, str) or props.get("ActiveState") != "active":
+        return None
+    try:
+        started_us = int(props.get("ExecMainStartTimestampMonotonic", ""))
+    except ValueError:
+        return None
+    if not started_us:
+        return None
+    # systemd's monotonic clock is CLOCK_MONOTONIC, time.monotonic()'s.
+    return time.time() - (time.monotonic() - started_us / 1e6)
 
 
 async def check_service(ctx: Context) -> Result:

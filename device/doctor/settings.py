@@ -14,6 +14,7 @@ from pathlib import Path
 from device import config as config_mod
 from device.config import Config
 from device.doctor.result import Context, Result, Status
+from device.doctor.service import started_at
 from device.errors import ConfigError, ConfigUnreadable, UnusableKey
 
 
@@ -210,6 +211,22 @@ async def check_key(ctx: Context) -> Result:
             f"{config_mod.INSTALLED_KEY_FILE} (README, The API key).",
             data={"kind": kind, "source": cfg.api_key_source},
         )
+    installed = config_mod.INSTALLED_KEY_FILE
+    if cfg.api_key_source == f"the installer's key file {installed}":
+        started, written = await asyncio.gather(
+            started_at(), asyncio.to_thread(_written_at, str(installed))
+        )
+        if started is not None and written is not None and written > started:
+            return Result(
+                "key",
+                Status.WARN,
+                f"{kind} from {cfg.api_key_source} (not shown); but the running service "
+                "started before it was written, and holds the key of then (systemd copies "
+                "the file once, at the start)",
+                "sudo systemctl restart live-appliance, for the service to take the key in "
+                f"{installed}.",
+                data={"kind": kind, "source": cfg.api_key_source},
+            )
     if token and cfg.live.api_key_file:
         age_s = await asyncio.to_thread(_age_s, cfg.live.api_key_file)
         if age_s is not None and age_s > config_mod.TOKEN_LIFE_S:
@@ -233,8 +250,14 @@ async def check_key(ctx: Context) -> Result:
 
 def _age_s(name: str) -> float | None:
     """How long ago the file `name` was last written; None if it cannot be told."""
+    written = _written_at(name)
+    return None if written is None else time.time() - written
+
+
+def _written_at(name: str) -> float | None:
+    """When the file `name` was last written (its mtime); None if it cannot be told."""
     try:
-        return time.time() - Path(name).expanduser().stat().st_mtime
+        return Path(name).expanduser().stat().st_mtime
     except (OSError, RuntimeError):  # RuntimeError: ~someone who has no home here
         return None
 
