@@ -20,7 +20,14 @@ from device.doctor.result import Context, Options, Status
 from device.live.session import LiveLink
 from device.live.wire import CLOSE_POLICY
 from device.outbox import Outbox
-from device.states import ConnectFailed, ConnectionLost, Event, Reconnected, SetupComplete
+from device.states import (
+    ConnectFailed,
+    ConnectionLost,
+    Event,
+    Reconnected,
+    Reconnecting,
+    SetupComplete,
+)
 from rig.server.server import LiveServer
 
 #: How the service may close a conversation whose token's `expire_time` has passed.
@@ -92,6 +99,8 @@ async def test_a_conversation_closed_for_its_expired_token_resumes_with_the_next
     resume refused for the same expired token is taken up with the next already."""
     events = await closed_for_its_token(server, tmp_path / "token", "auth_tokens/second")
     assert Reconnected(session=1, history_lost=False) in events, events
+    said = [e.reason for e in events if isinstance(e, Reconnecting)]
+    assert said and not any("none newer" in reason for reason in said), said
     assert tokens_sent(server) == ["Token auth_tokens/first", "Token auth_tokens/second"]
 
 

@@ -314,7 +314,7 @@ class LiveLink:
     async def _session(self) -> None:
         session = self._hooks.session
         from device.live.connection import SwitchNow
-        from device.live.errors import failure_fields, is_refusal
+        from device.live.errors import describe_failure, failure_fields, is_refusal
 
         try:
             connection = await self._first_connection()
@@ -342,13 +342,16 @@ class LiveLink:
                     reason = "the service moved the conversation"
                     self._on_event(Reconnecting(session=session, reason=reason))
             else:
-                reason = await self._described(ended)
+                # A refusal with a newer key written since: tried at once, as a refused
+                # resume tries it; said as it is (no "none newer is there").
+                renewed = is_refusal(ended) and await self._newer_key()
+                reason = describe_failure(ended) if renewed else await self._described(ended)
                 log.warning("connection lost: %s", reason, extra=failure_fields(ended))
-                if is_refusal(ended):
-                    if not await self._newer_key():
-                        self._on_event(ConnectionLost(session=session, reason=reason))
-                        return
-                    pacing.at_once()  # the newer key, as a refused resume tries it
+                if renewed:
+                    pacing.at_once()
+                elif is_refusal(ended):
+                    self._on_event(ConnectionLost(session=session, reason=reason))
+                    return
                 self._on_event(Reconnecting(session=session, reason=reason, reply_lost=reply_cut))
             try:
                 connection, history_lost = await self._reconnect(pacing, ended, told)
