@@ -1,0 +1,94 @@
+"""What today's changes promise an owner, held by tests a careless edit of them would fail
+(each named for the hand mutant it kills, in the mutation review's report)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+from fakes import RealCaptureParts, config, running
+from test_appliance import busy_closing, kinds
+from test_appliance import numbered as numbered_40_ms
+
+from device.audio.earcons import earcon
+from device.states import Earcon, SetupComplete
+
+SPEECH = b"\x00\x10" * 640  # 40 ms loud enough to be speech
+
+
+# --- push-to-talk: a press taken late ---------------------------------------------------
+
+
+async def test_a_question_released_just_before_its_press_is_taken_still_goes_out(
+    tmp_path: Path,
+) -> None:
+    """A short question asked while the last session's close held the loop for a moment:
+    its release came before the press was taken, but well within what the ring keeps.
+    Every word is there: it goes to the service, not the error earcon for a lost one."""
+    async with running(tmp_path, config(audio={"earcons": True}),
+                       parts_class=RealCaptureParts) as box:  # fmt: skip
+        mic = await busy_closing(box)
+        opened = list(box.link.opened)
+        now = time.monotonic()
+        box.button.on_edge("pressed", now - 1.0)
+        box.button.on_edge("released", now - 0.4)
+        for n in range(25):  # the last second, read between turns
+            mic.record(numbered_40_ms(n), now - 1.0 + 0.04 * (n + 1))
+        box.speaker.clear()  # the last session's earcons
+        box.camera.hang.set()  # the close is over: the press and release are taken now
+        await box.settle()
+        assert len(box.link.opened) == len(opened) + 1, "no session for the question"
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        sent = kinds(box)
+        assert sent[0] == "activity_start" and "audio" in sent, sent
+        assert sent[-1] == "activity_end", sent
+        assert earcon(Earcon.ERROR) not in bytes(box.speaker.buffered), "told it failed"
+
+
+async def test_a_question_lost_whole_is_said_lost_in_the_journal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The error earcon is all the person hears; the owner reading the journal later is
+    told why the box did not answer: the whole question was lost, and how long it was."""
+    caplog.set_level(logging.WARNING, "device.appliance")
+    async with running(tmp_path, parts_class=RealCaptureParts) as box:
+        mic = await busy_closing(box)
+        now = time.monotonic()
+        box.button.on_edge("pressed", now - 6.0)
+        box.button.on_edge("released", now - 5.4)
+        for n in range(150):
+            mic.record(numbered_40_ms(n), now - 6.0 + 0.04 * (n + 1))
+        box.camera.hang.set()
+        await box.settle()
+        assert box.state == "idle"
+    said = [r.getMessage() for r in caplog.records if r.name == "device.appliance"]
+    assert any("the whole question (0.6 s) is lost" in line for line in said), said
+
+
+async def test_a_press_held_past_longest_turn_s_ends_the_turn_whoever_speaks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Push-to-talk, the button held down with someone talking on (a TV, a stuck button
+    in a busy room): the turn ends at `longest_turn_s`, not at the far longer
+    `longest_conversation_s` of hands-free, and the journal names the setting."""
+    caplog.set_level(logging.INFO, "device.appliance")
+    cfg = config(conversation={"longest_turn_s": 0.4, "longest_conversation_s": 600.0})
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")  # and never released
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        assert box.state == "listening"
+        deadline = time.monotonic() + 3.0
+        while box.state == "listening" and time.monotonic() < deadline:
+            box.mic.record(SPEECH)
+            await box.settle()
+            await asyncio.sleep(0.04)
+        assert box.state == "thinking", "the held press went on past longest_turn_s"
+        await box.settle()
+        assert "activity_end" in kinds(box)
+    said = [r.getMessage() for r in caplog.records if r.name == "device.appliance"]
+    assert any("[conversation] longest_turn_s 0.4 s" in line for line in said), said
