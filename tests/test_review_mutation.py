@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
+import threading
 import time
+import wave
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,7 @@ from test_appliance import busy_closing, kinds
 from test_appliance import numbered as numbered_40_ms
 
 from device.audio.earcons import earcon
+from device.audio.pcm import write_wav
 from device.states import Earcon, SetupComplete
 
 SPEECH = b"\x00\x10" * 640  # 40 ms loud enough to be speech
@@ -92,3 +97,48 @@ async def test_a_press_held_past_longest_turn_s_ends_the_turn_whoever_speaks(
         assert "activity_end" in kinds(box)
     said = [r.getMessage() for r in caplog.records if r.name == "device.appliance"]
     assert any("[conversation] longest_turn_s 0.4 s" in line for line in said), said
+
+
+# --- `ask --audio`: the WAV written ---------------------------------------------------
+
+
+def test_a_reply_wav_is_readable_by_others_as_before(tmp_path: Path) -> None:
+    """Written beside its place and renamed, the WAV keeps the mode a file written in
+    place had (0666 less the umask): another user's player, or a web server, reads it."""
+    out = tmp_path / "reply.wav"
+    old = os.umask(0o022)
+    try:
+        write_wav(out, b"\0\0" * 160, 16_000)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_a_reply_wav_to_a_pipe_is_written_into_it(tmp_path: Path) -> None:
+    """`ask --audio` to a named pipe a player reads (`mkfifo`, `aplay < pipe`): the WAV
+    goes into the pipe, which stays a pipe; a file renamed over it took the reply away
+    from the player, and left the player waiting for ever."""
+    pipe = tmp_path / "reply.pipe"
+    os.mkfifo(pipe)
+    heard: list[bytes] = []
+    reader = threading.Thread(target=lambda: heard.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    write_wav(pipe, b"\1\0" * 160, 16_000)
+    reader.join(5)
+    assert stat.S_ISFIFO(pipe.stat().st_mode), "the pipe was replaced by a file"
+    assert heard and heard[0].startswith(b"RIFF"), heard
+
+
+def test_a_reply_wav_to_a_link_writes_where_it_points(tmp_path: Path) -> None:
+    """`--audio latest.wav`, a link the owner keeps to a file elsewhere: the reply is
+    written to that file, and the link stays a link (a file renamed over it cut the two
+    apart: the next look at the linked file found the old reply)."""
+    target = tmp_path / "kept" / "reply.wav"
+    target.parent.mkdir()
+    target.write_bytes(b"an old reply")
+    link = tmp_path / "latest.wav"
+    link.symlink_to(target)
+    write_wav(link, b"\1\0" * 160, 16_000)
+    assert link.is_symlink()
+    with wave.open(str(target), "rb") as reply:
+        assert reply.getnframes() == 160
