@@ -4,21 +4,33 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import json
 import logging
 import os
 import stat
+import subprocess
+import sys
 import threading
 import time
 import wave
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import RealCaptureParts, config, running
+from helpers import daemon_saying
+from system_view import require
 from test_appliance import busy_closing, kinds
 from test_appliance import numbered as numbered_40_ms
 
+from device import config as config_module
 from device.audio.earcons import earcon
 from device.audio.pcm import write_wav
+from device.doctor import card
+from device.doctor.card import check_card
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
 from device.states import Earcon, SetupComplete
 
 SPEECH = b"\x00\x10" * 640  # 40 ms loud enough to be speech
@@ -142,3 +154,84 @@ def test_a_reply_wav_to_a_link_writes_where_it_points(tmp_path: Path) -> None:
     assert link.is_symlink()
     with wave.open(str(target), "rb") as reply:
         assert reply.getnframes() == 160
+
+
+# --- `doctor card` ------------------------------------------------------------------------
+
+
+def card_context(tmp_path: Path, text: str) -> Context:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return Context(config_module.load(path), Options(), Progress(spinner=False))
+
+
+async def test_the_doctor_looks_at_the_card_before_the_first_start(tmp_path: Path) -> None:
+    """A new box, the doctor run before the service ever started: the state directory is
+    not made yet, and the card under it is what the service will write to. The line was
+    SKIP "cannot look", the one time an owner runs the doctor to see all is well."""
+    state = tmp_path / "not" / "made" / "yet"
+    ctx = card_context(
+        tmp_path, f'[service]\nstate_dir = "{state}"\n[control]\nsocket = "{tmp_path}/n.sock"\n'
+    )
+    result = await check_card(ctx)
+    assert result.status is Status.PASS, result
+    assert str(state) in result.measured and "free" in result.measured, result
+
+
+async def test_a_state_file_over_its_quota_is_said_full(tmp_path: Path) -> None:
+    """A disk quota met (EDQUOT) is a full disk for the service's user: the fix is room
+    made, not the permissions the doctor sent the owner after."""
+    unkept = {"path": "/var/lib/live-appliance/state.json", "error": os.strerror(errno.EDQUOT),
+              "errno": "EDQUOT"}  # fmt: skip
+    async with daemon_saying({"settings_not_kept": unkept}) as sock:
+        ctx = card_context(tmp_path, f'[control]\nsocket = "{sock}"\n')
+        result = await check_card(ctx)
+    assert result.status is Status.WARN, result
+    assert "full" in (result.fix or "") and "sudo ls -ld" not in (result.fix or ""), result.fix
+
+
+async def test_an_overlay_mounted_over_the_card_is_the_one_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The overlay file system mounted over the card's own mount at the same point: what
+    the service writes lands in the overlay (the last mounted), in memory, and the doctor
+    says so; the card's ext4 below it, first in the mount table, is not what is written."""
+    state = tmp_path / "state"
+    state.mkdir()
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "1 0 8:2 / / rw - ext4 /dev/root rw\n"
+        f"2 1 8:2 / {state} rw - ext4 /dev/root rw\n"
+        f"3 1 0:9 / {state} rw - overlay overlay rw,lowerdir=/lower,upperdir=/ram/upper\n"
+        "4 1 0:10 / /ram rw - tmpfs tmpfs rw\n"
+    )
+    monkeypatch.setattr(card, "MOUNTINFO", mountinfo)
+    ctx = card_context(
+        tmp_path, f'[service]\nstate_dir = "{state}"\n[control]\nsocket = "{tmp_path}/n.sock"\n'
+    )
+    result = await check_card(ctx)
+    assert result.status is Status.WARN and "lost at each boot" in result.measured, result
+
+
+def test_the_doctors_picture_on_a_read_only_tmp_is_said_read_only(tmp_path: Path) -> None:
+    """/tmp read-only (the card remounted after an error): the doctor took the picture and
+    said to give a path "you may write to", sending the owner after permissions."""
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        '[camera]\nenabled = true\nsource = "synthetic"\n'
+        f'[control]\nsocket = "{tmp_path}/none.sock"\n'
+    )
+    script = f'mount -t tmpfs -o ro tmpfs {out} && exec "$@"'
+    command = [sys.executable, "-m", "device", "doctor", "camera", "--json", "--config",
+               str(cfg), "--camera-out", str(out / "camera.jpg")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run(
+        [require("unshare", "util-linux"), "--mount", "sh", "-c", script, "sh", *command],
+        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.stdout.startswith("{"), (done.stdout, done.stderr)
+    line: dict[str, Any] = json.loads(done.stdout)["checks"][0]
+    assert line["status"] == "WARN" and "Read-only" in line["measured"], line
+    assert "read-only" in line["fix"] and "you may write to" not in line["fix"], line
