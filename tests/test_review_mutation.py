@@ -8,6 +8,7 @@ import errno
 import json
 import logging
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -15,24 +16,31 @@ import threading
 import time
 import wave
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fakes import RealCaptureParts, config, running
-from helpers import daemon_saying
+from helpers import daemon_saying, journal_lines
 from system_view import require
 from test_appliance import busy_closing, kinds
 from test_appliance import numbered as numbered_40_ms
+from test_journal_over_a_month import FlakyLeds
+from test_service import drain, fill
 
 from device import config as config_module
+from device import logs
 from device.audio.earcons import earcon
 from device.audio.pcm import write_wav
 from device.doctor import card
 from device.doctor.card import check_card
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
+from device.hw.led_patterns import dark
+from device.hw.leds import LedAnimator
 from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
 from device.live.wire import MIC_RATE
+from device.service import Notifier
 from device.states import Earcon, SetupComplete
 
 SPEECH = b"\x00\x10" * 640  # 40 ms loud enough to be speech
@@ -146,6 +154,91 @@ def test_hands_free_keeps_its_minute_to_send_again_with_a_short_longest_turn_s()
         turn.sent("audio")
         turn.spoke(SECOND)
     assert len(b"".join(turn.words_to_repeat())) == 20 * len(SECOND)
+
+
+# --- the journal over an hour ---------------------------------------------------------
+
+
+def test_leds_gone_for_an_hour_are_one_line_and_one_when_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A HAT unplugged for an hour, then plugged back: "LEDs failed" once, not once a
+    minute for as long as it stays away, and "LEDs work again" once it shows a frame."""
+    clock = [0.0]
+    monkeypatch.setattr(logs, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    driver = FlakyLeds()
+    animator = LedAnimator(driver)
+    with journal_lines("device.hw.leds") as journal:
+        driver.fails = True
+        for second in range(3600):  # tried again every RETRY_S
+            clock[0] = float(second)
+            animator._show(dark(3))
+        driver.fails = False
+        clock[0] = 3600.0
+        animator._show(dark(3))
+    said = [str(r["MESSAGE"]) for r in journal.records]
+    assert len(said) == 2 and "LEDs failed" in said[0], said
+    assert said[1] == "LEDs work again", said
+
+
+def test_a_bound_passed_for_an_hour_without_a_break_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bound hit again and again and never back within (a loop against it): one line,
+    not one a minute for as long as it lasts."""
+    clock = [0.0]
+    monkeypatch.setattr(logs, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    bound = logs.Overflow(logging.getLogger("device.mic_feed"), "outbox_audio")
+    with journal_lines("device.mic_feed") as journal:
+        for second in range(3600):
+            clock[0] = float(second)
+            bound.hit("microphone audio held too long")
+    assert len(journal.records) == 1, [r["MESSAGE"] for r in journal.records]
+
+
+def test_pid1_deaf_for_an_hour_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """PID 1 not reading for an hour (systemd wedged): "cannot notify systemd" once, not
+    once a minute."""
+    clock = [0.0]
+    monkeypatch.setattr(logs, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(Notifier, "WAIT_S", 0.0)
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as pid1:
+        pid1.bind(str(path))
+        notifier = Notifier(environ={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "30000000"})
+        with fill(str(path).encode()), journal_lines("device.service") as journal:
+            for beat in range(240):
+                clock[0] = beat * 15.0
+                notifier.watchdog()
+        notifier.close()
+    assert len(journal.records) == 1, [r["MESSAGE"] for r in journal.records]
+
+
+def test_systemd_back_says_how_many_of_that_run_were_left_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The line "systemd takes notifications again (N left out)": N is that run's, not one
+    that ended unsaid (within the minute of the last line) added to it."""
+    clock = [0.0]
+    monkeypatch.setattr(logs, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(Notifier, "WAIT_S", 0.0)
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as pid1:
+        pid1.bind(str(path))
+        notifier = Notifier(environ={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "30000000"})
+        with journal_lines("device.service") as journal:
+            for at, deaf in ((0, True), (5, False), (10, True), (15, False), (100, True),
+                             (105, False)):  # fmt: skip
+                clock[0] = float(at)
+                if deaf:
+                    with fill(str(path).encode()):
+                        notifier.watchdog()
+                else:
+                    drain(pid1)
+                    notifier.watchdog()
+        notifier.close()
+    again = [str(r["MESSAGE"]) for r in journal.records if "again" in str(r["MESSAGE"])]
+    assert again == ["systemd takes notifications again (1 left out)"] * 2, again
 
 
 # --- `ask --audio`: the WAV written ---------------------------------------------------
