@@ -26,6 +26,7 @@ from system_view import require
 from test_appliance import busy_closing, kinds
 from test_appliance import numbered as numbered_40_ms
 from test_journal_over_a_month import FlakyLeds
+from test_sd_card import INSTALL, CardView
 from test_service import drain, fill
 
 from device import config as config_module
@@ -365,3 +366,39 @@ def test_the_doctors_picture_on_a_read_only_tmp_is_said_read_only(tmp_path: Path
     line: dict[str, Any] = json.loads(done.stdout)["checks"][0]
     assert line["status"] == "WARN" and "Read-only" in line["measured"], line
     assert "read-only" in line["fix"] and "you may write to" not in line["fix"], line
+
+
+# --- the installer ------------------------------------------------------------------------
+
+
+class DiskOverlayView(CardView):
+    """/opt on an overlay whose writes land on the disk (a container's root, a build
+    image's layers): kept across boots."""
+
+    def run(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        lower = " && ".join(
+            f"mount -t overlay overlay -o lowerdir={d},upperdir={upper},workdir={work} {d}"
+            for d, (upper, work) in self.layers.items()
+            if d != "/opt"
+        )
+        opt = (
+            f"mkdir {self.rw}/u {self.rw}/w && mount -t overlay overlay -o lowerdir=/opt,"
+            f"upperdir={self.rw}/u,workdir={self.rw}/w /opt"
+        )
+        return subprocess.run(
+            [require("unshare", "util-linux"), "--mount", "sh", "-c",
+             f'{lower} && {opt} && exec "$@"', "view", *argv],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+            env=kwargs.get("env"), check=False,
+        )  # fmt: skip
+
+
+def test_the_installer_takes_an_overlay_written_to_the_disk(tmp_path: Path) -> None:
+    """Only an overlay whose writes stay in memory undoes the install at the next boot:
+    one written to the disk (a container, an image being built) keeps it, and is not
+    refused as raspi-config's overlay file system."""
+    view = DiskOverlayView(tmp_path / "view", "overlay")
+    env = {k: v for k, v in os.environ.items() if k != "SUDO_USER"}
+    result = view.run(["bash", str(INSTALL), "--dry-run"], env=env)
+    assert "undone at the next boot" not in result.stderr, result.stderr
+    assert "==> Debian packages" in result.stdout, result.stdout + result.stderr
