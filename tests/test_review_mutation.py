@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import json
 import logging
@@ -21,11 +22,11 @@ from typing import Any
 
 import pytest
 from fakes import RealCaptureParts, config, running
-from helpers import daemon_saying, journal_lines
+from helpers import daemon_saying, journal_lines, until
 from system_view import require
 from test_appliance import busy_closing, kinds
 from test_appliance import numbered as numbered_40_ms
-from test_journal_over_a_month import FlakyLeds
+from test_journal_over_a_month import ODD, FlakyLeds, RealLinkParts, journal_of, printable
 from test_sd_card import INSTALL, CardView
 from test_service import drain, fill
 
@@ -33,12 +34,14 @@ from device import config as config_module
 from device import logs
 from device.audio.earcons import earcon
 from device.audio.pcm import write_wav
+from device.config import Secret
 from device.doctor import card
 from device.doctor.card import check_card
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 from device.hw.led_patterns import dark
 from device.hw.leds import LedAnimator
+from device.live import setup as live_setup
 from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
 from device.live.wire import MIC_RATE
 from device.service import Notifier
@@ -240,6 +243,42 @@ def test_systemd_back_says_how_many_of_that_run_were_left_out(
         notifier.close()
     again = [str(r["MESSAGE"]) for r in journal.records if "again" in str(r["MESSAGE"])]
     assert again == ["systemd takes notifications again (1 left out)"] * 2, again
+
+
+def test_a_tool_call_without_an_id_of_an_odd_name_is_said_on_one_printable_line() -> None:
+    """The service calls a tool by an odd name (a line break, an escape sequence, 20 000
+    characters) and no id: the line saying it is not run quotes the name as escapes, cut
+    short, as every other line about a call does."""
+    odd = ODD + "n" * 20_000
+    call = json.dumps({"toolCall": {"functionCalls": [{"name": odd}]}}).encode()
+    records = journal_of([call])
+    said = [r for r in records if "without an id" in str(r["MESSAGE"])]
+    assert said, [r["MESSAGE"] for r in records]
+    assert not printable(said)
+    assert len(str(said[0]["MESSAGE"])) < 1000
+
+
+async def test_a_client_that_cannot_be_built_gives_its_reason_on_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A library's error of several lines (a Python traceback's text, a linker's list):
+    LIVE_ERROR, the one field an owner's script collects, holds it on one printable line,
+    as every other LIVE_ERROR does."""
+
+    def broken(cfg: object) -> object:
+        raise ImportError("libssl.so.3: cannot open shared object file\n\x1b[2Jsee above")
+
+    monkeypatch.setattr(live_setup, "build_client", broken)
+    cfg = dataclasses.replace(config(), api_key=Secret("AIza-test"))
+    with journal_lines("device", filters=[logs.SessionField()]) as journal:
+        async with running(tmp_path, cfg, parts_class=RealLinkParts) as box:
+            await box.ctl("press")
+            await until(lambda: box.state == "error")
+            await box.ctl("release")
+    errors = [r for r in journal.records if "libssl" in str(r.get("LIVE_ERROR"))]
+    assert errors, [r["MESSAGE"] for r in journal.records]
+    assert all("\n" not in str(r["LIVE_ERROR"]) for r in errors), errors
+    assert all("\x1b" not in str(r["LIVE_ERROR"]) for r in errors), errors
 
 
 # --- `ask --audio`: the WAV written ---------------------------------------------------
