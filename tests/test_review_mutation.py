@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import json
@@ -22,19 +23,22 @@ from typing import Any
 
 import pytest
 from fakes import RealCaptureParts, config, running
+from google.genai.live import AsyncSession
 from helpers import daemon_saying, journal_lines, until
 from system_view import require
 from test_appliance import busy_closing, kinds
 from test_appliance import numbered as numbered_40_ms
 from test_journal_over_a_month import ODD, FlakyLeds, RealLinkParts, journal_of, printable
+from test_read_ahead import Speaker as SwitchedSpeaker
 from test_sd_card import INSTALL, CardView
+from test_server_fuzz import ScriptedWire, sdk_client
 from test_service import drain, fill
 
 from device import config as config_module
 from device import logs
 from device.audio.earcons import earcon
 from device.audio.pcm import write_wav
-from device.config import Secret
+from device.config import LiveConfig, Secret
 from device.doctor import card
 from device.doctor.card import check_card
 from device.doctor.progress import Progress
@@ -42,8 +46,11 @@ from device.doctor.result import Context, Options, Status
 from device.hw.led_patterns import dark
 from device.hw.leds import LedAnimator
 from device.live import setup as live_setup
+from device.live.connection import Connection
+from device.live.hooks import Hooks
 from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
 from device.live.wire import MIC_RATE
+from device.outbox import Outbox
 from device.service import Notifier
 from device.states import Earcon, SetupComplete
 
@@ -279,6 +286,24 @@ async def test_a_client_that_cannot_be_built_gives_its_reason_on_one_line(
     assert errors, [r["MESSAGE"] for r in journal.records]
     assert all("\n" not in str(r["LIVE_ERROR"]) for r in errors), errors
     assert all("\x1b" not in str(r["LIVE_ERROR"]) for r in errors), errors
+
+
+def test_a_tool_call_pressed_over_of_an_odd_name_is_said_on_one_printable_line() -> None:
+    """The service calls a tool by an odd name for a turn the person has pressed over:
+    the line saying it is not run quotes the name as escapes, cut short."""
+    odd = ODD + "n" * 20_000
+    call = json.dumps({"toolCall": {"functionCalls": [{"id": "1", "name": odd}]}}).encode()
+    hooks = Hooks(1, lambda event: None, lambda item, t: None, lambda h: None, SwitchedSpeaker())
+    turn = WireTurn(activity_open=True)  # pressed: the person talks over the reply
+    with journal_lines("device") as journal:
+        session = AsyncSession(api_client=sdk_client(), websocket=ScriptedWire([call]))
+        stack = contextlib.AsyncExitStack()
+        connection = Connection(session, stack, LiveConfig(), Outbox(5), hooks, turn, None)
+        asyncio.run(connection.run())
+    said = [r for r in journal.records if "pressed over" in str(r["MESSAGE"])]
+    assert said, [r["MESSAGE"] for r in journal.records]
+    assert not printable(said)
+    assert len(str(said[0]["MESSAGE"])) < 1000
 
 
 # --- `ask --audio`: the WAV written ---------------------------------------------------
