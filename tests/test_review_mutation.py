@@ -52,7 +52,7 @@ from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
 from device.live.wire import MIC_RATE
 from device.outbox import Outbox
 from device.service import Notifier
-from device.states import Earcon, SetupComplete
+from device.states import Earcon, SetupComplete, ToolsAtWork
 
 SPEECH = b"\x00\x10" * 640  # 40 ms loud enough to be speech
 SECOND = b"\x01\x00" * MIC_RATE
@@ -131,6 +131,33 @@ async def test_a_press_held_past_longest_turn_s_ends_the_turn_whoever_speaks(
         assert "activity_end" in kinds(box)
     said = [r.getMessage() for r in caplog.records if r.name == "device.appliance"]
     assert any("[conversation] longest_turn_s 0.4 s" in line for line in said), said
+
+
+async def test_a_tool_at_its_own_timeout_still_has_the_reply_time_to_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hands-free, a tool slow to the end of its `[tools] timeout_s`: its answer (a
+    timeout's error) goes out then, and the model has `reply_timeout_s` more to speak.
+    The box gives up only after both, and the journal names the two settings."""
+    caplog.set_level(logging.INFO, "device.appliance")
+    cfg = config(
+        button={"mode": "toggle"},
+        tools={"timeout_s": 0.3},
+        conversation={"reply_timeout_s": 1.0},
+    )
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        box.link.deliver(ToolsAtWork, calls=1)
+        await box.settle()
+        assert box.state == "thinking"
+        await asyncio.sleep(0.6)  # past the tool's own timeout, within the reply's time
+        assert box.state == "thinking", "given up as the tool's answer went out"
+        await asyncio.sleep(1.2)
+        assert box.state != "thinking"
+    said = [r.getMessage() for r in caplog.records if r.name == "device.appliance"]
+    setting = "[tools] timeout_s + [conversation] reply_timeout_s 1.3 s"
+    assert any(f"Timeout tool: {setting}" in line for line in said), said
 
 
 # --- what a new connection sends again -------------------------------------------------
