@@ -26,7 +26,7 @@ from fakes import RealCaptureParts, config, running
 from google.genai.live import AsyncSession
 from helpers import daemon_saying, journal_lines, until
 from system_view import require
-from test_appliance import busy_closing, kinds
+from test_appliance import ask_and_hear_the_reply_begin, busy_closing, kinds
 from test_appliance import numbered as numbered_40_ms
 from test_journal_over_a_month import ODD, FlakyLeds, RealLinkParts, journal_of, printable
 from test_read_ahead import Speaker as SwitchedSpeaker
@@ -34,6 +34,7 @@ from test_sd_card import INSTALL, CardView
 from test_server_fuzz import ScriptedWire, sdk_client
 from test_service import drain, fill
 
+from device import appliance as appliance_module
 from device import config as config_module
 from device import logs
 from device.audio.earcons import earcon
@@ -85,6 +86,31 @@ async def test_a_question_released_just_before_its_press_is_taken_still_goes_out
         sent = kinds(box)
         assert sent[0] == "activity_start" and "audio" in sent, sent
         assert sent[-1] == "activity_end", sent
+        assert earcon(Earcon.ERROR) not in bytes(box.speaker.buffered), "told it failed"
+
+
+async def test_a_press_over_the_reply_taken_late_still_silences_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Push-to-talk over the reply, the press and its release both taken late (longer ago
+    than the ring keeps: the loop held up as the reply played): over the reply a press
+    counts from when it silences the box, so it is not a question lost. It stops the reply
+    and sends a turn; the error earcon and the reply playing on were a box that would not
+    be interrupted."""
+    async with running(tmp_path, config(audio={"earcons": True})) as box:
+        await ask_and_hear_the_reply_begin(box)
+        await box.settle()
+        assert box.state == "speaking"
+        box.speaker.clear()
+        kinds(box)  # what went out so far: the question
+        now = time.monotonic()
+        box.button.on_edge("pressed", now + 0.01)
+        box.button.on_edge("released", now + 0.6)
+        late = SimpleNamespace(monotonic=lambda: time.monotonic() + 5.0)
+        monkeypatch.setattr(appliance_module, "time", late)  # taken 5 s after the edges
+        await box.settle()
+        assert "activity_start" in kinds(box)
+        assert box.state != "speaking", box.states()
         assert earcon(Earcon.ERROR) not in bytes(box.speaker.buffered), "told it failed"
 
 
