@@ -22,7 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from fakes import RealCaptureParts, config, running
+from fakes import FakeActions, RealCaptureParts, config, running
 from google.genai.live import AsyncSession
 from helpers import daemon_saying, journal_lines, until
 from system_view import require
@@ -39,7 +39,7 @@ from device import config as config_module
 from device import logs
 from device.audio.earcons import earcon
 from device.audio.pcm import write_wav
-from device.config import LiveConfig, Secret
+from device.config import LiveConfig, Secret, ToolsConfig
 from device.doctor import card
 from device.doctor.card import check_card
 from device.doctor.progress import Progress
@@ -54,6 +54,7 @@ from device.live.wire import MIC_RATE
 from device.outbox import Outbox
 from device.service import Notifier
 from device.states import Earcon, SetupComplete, ToolsAtWork
+from device.tools import ToolBox
 
 SPEECH = b"\x00\x10" * 640  # 40 ms loud enough to be speech
 SECOND = b"\x01\x00" * MIC_RATE
@@ -339,6 +340,17 @@ async def test_a_client_that_cannot_be_built_gives_its_reason_on_one_line(
     assert errors, [r["MESSAGE"] for r in journal.records]
     assert all("\n" not in str(r["LIVE_ERROR"]) for r in errors), errors
     assert all("\x1b" not in str(r["LIVE_ERROR"]) for r in errors), errors
+
+
+def test_a_nameless_tool_call_has_no_made_up_name_in_its_field() -> None:
+    """The service calls a tool by no name: `journalctl LIVE_TOOL=?` is no tool of the
+    box's, and an owner's script counting calls by LIVE_TOOL took "?" for one; the field
+    is empty, as its id's is when it has none (the line itself says "?")."""
+    call = json.dumps({"toolCall": {"functionCalls": [{"id": "1"}]}}).encode()
+    records = journal_of([call], tools=ToolBox(ToolsConfig(), FakeActions()))
+    said = [r for r in records if "LIVE_TOOL_RESULT" in r]
+    assert said, [r["MESSAGE"] for r in records]
+    assert all(r.get("LIVE_TOOL", "") == "" for r in said), said
 
 
 def test_a_tool_call_pressed_over_of_an_odd_name_is_said_on_one_printable_line() -> None:
