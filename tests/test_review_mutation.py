@@ -115,6 +115,29 @@ async def test_a_press_over_the_reply_taken_late_still_silences_it(
         assert earcon(Earcon.ERROR) not in bytes(box.speaker.buffered), "told it failed"
 
 
+async def test_a_stop_waits_for_the_link_to_close(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """systemd stops the box mid-conversation, the service slow to take the close: the
+    stop waits for it (the camera switching off meanwhile), so the session is not left
+    open at the service, and no task is left behind to say so in the journal."""
+    caplog.set_level(logging.WARNING, "device.appliance")
+    async with running(tmp_path) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        close = box.link.close
+
+        async def slow_close() -> None:
+            await asyncio.sleep(0.3)
+            await close()
+
+        box.link.close = slow_close  # type: ignore[method-assign]
+    assert box.link.closed == 1, "the session left open at the stop"
+    left = [r.getMessage() for r in caplog.records if "left behind" in r.getMessage()]
+    assert not any("live-close" in line for line in left), left
+
+
 async def test_a_question_lost_whole_is_said_lost_in_the_journal(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
