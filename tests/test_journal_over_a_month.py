@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import re
 import socket
 import types
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -298,3 +300,153 @@ def test_pid1_busy_now_and_then_for_an_hour_is_a_few_lines_with_a_count(
     assert len(journal.records) <= 2 * len(said), [r["MESSAGE"] for r in journal.records]
     counts = [re.search(r"(\d+) left out", str(r["MESSAGE"])) for r in said]
     assert all(counts) and int(counts[-1].group(1)) > 100, said[-1]["MESSAGE"]  # type: ignore[union-attr]
+
+
+def test_leds_gone_for_an_hour_are_one_line_and_one_when_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A HAT unplugged for an hour, then plugged back: "LEDs failed" once, not once a
+    minute for as long as it stays away, and "LEDs work again" once it shows a frame."""
+    clock = [0.0]
+    monkeypatch.setattr(logs, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    driver = FlakyLeds()
+    animator = LedAnimator(driver)
+    with journal_lines("device.hw.leds") as journal:
+        driver.fails = True
+        for second in range(3600):  # tried again every RETRY_S
+            clock[0] = float(second)
+            animator._show(dark(3))
+        driver.fails = False
+        clock[0] = 3600.0
+        animator._show(dark(3))
+    said = [str(r["MESSAGE"]) for r in journal.records]
+    assert len(said) == 2 and "LEDs failed" in said[0], said
+    assert said[1] == "LEDs work again", said
+
+
+def test_a_bound_passed_for_an_hour_without_a_break_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bound hit again and again and never back within (a loop against it): one line,
+    not one a minute for as long as it lasts."""
+    clock = [0.0]
+    monkeypatch.setattr(logs, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    bound = logs.Overflow(logging.getLogger("device.mic_feed"), "outbox_audio")
+    with journal_lines("device.mic_feed") as journal:
+        for second in range(3600):
+            clock[0] = float(second)
+            bound.hit("microphone audio held too long")
+    assert len(journal.records) == 1, [r["MESSAGE"] for r in journal.records]
+
+
+def test_pid1_deaf_for_an_hour_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """PID 1 not reading for an hour (systemd wedged): "cannot notify systemd" once, not
+    once a minute."""
+    clock = [0.0]
+    monkeypatch.setattr(logs, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(Notifier, "WAIT_S", 0.0)
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as pid1:
+        pid1.bind(str(path))
+        notifier = Notifier(environ={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "30000000"})
+        with fill(str(path).encode()), journal_lines("device.service") as journal:
+            for beat in range(240):
+                clock[0] = beat * 15.0
+                notifier.watchdog()
+        notifier.close()
+    assert len(journal.records) == 1, [r["MESSAGE"] for r in journal.records]
+
+
+def test_systemd_back_says_how_many_of_that_run_were_left_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The line "systemd takes notifications again (N left out)": N is that run's, not one
+    that ended unsaid (within the minute of the last line) added to it."""
+    clock = [0.0]
+    monkeypatch.setattr(logs, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(Notifier, "WAIT_S", 0.0)
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as pid1:
+        pid1.bind(str(path))
+        notifier = Notifier(environ={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "30000000"})
+        with journal_lines("device.service") as journal:
+            for at, deaf in ((0, True), (5, False), (10, True), (15, False), (100, True),
+                             (105, False)):  # fmt: skip
+                clock[0] = float(at)
+                if deaf:
+                    with fill(str(path).encode()):
+                        notifier.watchdog()
+                else:
+                    drain(pid1)
+                    notifier.watchdog()
+        notifier.close()
+    again = [str(r["MESSAGE"]) for r in journal.records if "again" in str(r["MESSAGE"])]
+    assert again == ["systemd takes notifications again (1 left out)"] * 2, again
+
+
+def test_a_tool_call_without_an_id_of_an_odd_name_is_said_on_one_printable_line() -> None:
+    """The service calls a tool by an odd name (a line break, an escape sequence, 20 000
+    characters) and no id: the line saying it is not run quotes the name as escapes, cut
+    short, as every other line about a call does."""
+    odd = ODD + "n" * 20_000
+    call = json.dumps({"toolCall": {"functionCalls": [{"name": odd}]}}).encode()
+    records = journal_of([call])
+    said = [r for r in records if "without an id" in str(r["MESSAGE"])]
+    assert said, [r["MESSAGE"] for r in records]
+    assert not printable(said)
+    assert len(str(said[0]["MESSAGE"])) < 1000
+
+
+async def test_a_client_that_cannot_be_built_gives_its_reason_on_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A library's error of several lines (a Python traceback's text, a linker's list):
+    LIVE_ERROR, the one field an owner's script collects, holds it on one printable line,
+    as every other LIVE_ERROR does."""
+
+    def broken(cfg: object) -> object:
+        raise ImportError("libssl.so.3: cannot open shared object file\n\x1b[2Jsee above")
+
+    monkeypatch.setattr(live_setup, "build_client", broken)
+    cfg = dataclasses.replace(config(), api_key=Secret("AIza-test"))
+    with journal_lines("device", filters=[logs.SessionField()]) as journal:
+        async with running(tmp_path, cfg, parts_class=RealLinkParts) as box:
+            await box.ctl("press")
+            await until(lambda: box.state == "error")
+            await box.ctl("release")
+    errors = [r for r in journal.records if "libssl" in str(r.get("LIVE_ERROR"))]
+    assert errors, [r["MESSAGE"] for r in journal.records]
+    assert all("\n" not in str(r["LIVE_ERROR"]) for r in errors), errors
+    assert all("\x1b" not in str(r["LIVE_ERROR"]) for r in errors), errors
+
+
+def test_a_nameless_tool_call_has_no_made_up_name_in_its_field() -> None:
+    """The service calls a tool by no name: `journalctl LIVE_TOOL=?` is no tool of the
+    box's, and an owner's script counting calls by LIVE_TOOL took "?" for one; the field
+    is empty, as its id's is when it has none (the line itself says "?")."""
+    call = json.dumps({"toolCall": {"functionCalls": [{"id": "1"}]}}).encode()
+    records = journal_of([call], tools=ToolBox(ToolsConfig(), FakeActions()))
+    said = [r for r in records if "LIVE_TOOL_RESULT" in r]
+    assert said, [r["MESSAGE"] for r in records]
+    assert all(r.get("LIVE_TOOL", "") == "" for r in said), said
+
+
+def test_a_tool_call_pressed_over_of_an_odd_name_is_said_on_one_printable_line() -> None:
+    """The service calls a tool by an odd name for a turn the person has pressed over:
+    the line saying it is not run quotes the name as escapes, cut short."""
+    odd = ODD + "n" * 20_000
+    call = json.dumps({"toolCall": {"functionCalls": [{"id": "1", "name": odd}]}}).encode()
+    hooks = Hooks(1, lambda event: None, lambda item, t: None, lambda h: None, SwitchedSpeaker())
+    turn = WireTurn(activity_open=True)  # pressed: the person talks over the reply
+    with journal_lines("device") as journal:
+        session = AsyncSession(api_client=sdk_client(), websocket=ScriptedWire([call]))
+        stack = contextlib.AsyncExitStack()
+        connection = Connection(session, stack, LiveConfig(), Outbox(5), hooks, turn, None)
+        asyncio.run(connection.run())
+    said = [r for r in journal.records if "pressed over" in str(r["MESSAGE"])]
+    assert said, [r["MESSAGE"] for r in journal.records]
+    assert not printable(said)
+    assert len(str(said[0]["MESSAGE"])) < 1000
+
+
+# --- `ask --audio`: the WAV written ---------------------------------------------------

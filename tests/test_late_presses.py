@@ -4,22 +4,26 @@ the box, however late the appliance takes the press."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from fakes import Box, RealCaptureParts, config, running
 from helpers import until
-from test_appliance import busy_closing, kinds
+from test_appliance import ask_and_hear_the_reply_begin, busy_closing, kinds
 from test_appliance import numbered as numbered_40_ms
 
+from device import appliance as appliance_module
 from device.audio.capture import PRESS_LAG_S, RATE, Capture
 from device.audio.earcons import earcon
 from device.config import AudioConfig
+from device.live.wire import MIC_RATE
 from device.mic_feed import MicFeed
 from device.outbox import Item, Outbox
-from device.states import Earcon, SetupComplete
+from device.states import Earcon, SetupComplete, ToolsAtWork
 
 CHUNK_MS = 20
 
@@ -180,3 +184,160 @@ def _frame(box: Box, jpeg: bytes, taken: float) -> None:
     looks right before it hands one on)."""
     if box.camera.framing:
         box.camera.on_frame(jpeg, taken)
+
+
+SPEECH = b"\x00\x10" * 640  # 40 ms loud enough to be speech
+SECOND = b"\x01\x00" * MIC_RATE
+
+
+# --- push-to-talk: a press taken late ---------------------------------------------------
+
+
+async def test_a_question_released_just_before_its_press_is_taken_still_goes_out(
+    tmp_path: Path,
+) -> None:
+    """A short question asked while the last session's close held the loop for a moment:
+    its release came before the press was taken, but well within what the ring keeps.
+    Every word is there: it goes to the service, not the error earcon for a lost one."""
+    async with running(tmp_path, config(audio={"earcons": True}),
+                       parts_class=RealCaptureParts) as box:  # fmt: skip
+        mic = await busy_closing(box)
+        opened = list(box.link.opened)
+        now = time.monotonic()
+        box.button.on_edge("pressed", now - 1.0)
+        box.button.on_edge("released", now - 0.4)
+        for n in range(25):  # the last second, read between turns
+            mic.record(numbered_40_ms(n), now - 1.0 + 0.04 * (n + 1))
+        box.speaker.clear()  # the last session's earcons
+        box.camera.hang.set()  # the close is over: the press and release are taken now
+        await box.settle()
+        assert len(box.link.opened) == len(opened) + 1, "no session for the question"
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        sent = kinds(box)
+        assert sent[0] == "activity_start" and "audio" in sent, sent
+        assert sent[-1] == "activity_end", sent
+        assert earcon(Earcon.ERROR) not in bytes(box.speaker.buffered), "told it failed"
+
+
+async def test_a_press_over_the_reply_taken_late_still_silences_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Push-to-talk over the reply, the press and its release both taken late (longer ago
+    than the ring keeps: the loop held up as the reply played): over the reply a press
+    counts from when it silences the box, so it is not a question lost. It stops the reply
+    and sends a turn; the error earcon and the reply playing on were a box that would not
+    be interrupted."""
+    async with running(tmp_path, config(audio={"earcons": True})) as box:
+        await ask_and_hear_the_reply_begin(box)
+        await box.settle()
+        assert box.state == "speaking"
+        box.speaker.clear()
+        kinds(box)  # what went out so far: the question
+        now = time.monotonic()
+        box.button.on_edge("pressed", now + 0.01)
+        box.button.on_edge("released", now + 0.6)
+        late = SimpleNamespace(monotonic=lambda: time.monotonic() + 5.0)
+        monkeypatch.setattr(appliance_module, "time", late)  # taken 5 s after the edges
+        await box.settle()
+        assert "activity_start" in kinds(box)
+        assert box.state != "speaking", box.states()
+        assert earcon(Earcon.ERROR) not in bytes(box.speaker.buffered), "told it failed"
+
+
+async def test_a_stop_waits_for_the_link_to_close(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """systemd stops the box mid-conversation, the service slow to take the close: the
+    stop waits for it (the camera switching off meanwhile), so the session is not left
+    open at the service, and no task is left behind to say so in the journal."""
+    caplog.set_level(logging.WARNING, "device.appliance")
+    async with running(tmp_path) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        close = box.link.close
+
+        async def slow_close() -> None:
+            await asyncio.sleep(0.3)
+            await close()
+
+        box.link.close = slow_close  # type: ignore[method-assign]
+    assert box.link.closed == 1, "the session left open at the stop"
+    left = [r.getMessage() for r in caplog.records if "left behind" in r.getMessage()]
+    assert not any("live-close" in line for line in left), left
+
+
+async def test_a_question_lost_whole_is_said_lost_in_the_journal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The error earcon is all the person hears; the owner reading the journal later is
+    told why the box did not answer: the whole question was lost, and how long it was."""
+    caplog.set_level(logging.WARNING, "device.appliance")
+    async with running(tmp_path, parts_class=RealCaptureParts) as box:
+        mic = await busy_closing(box)
+        now = time.monotonic()
+        box.button.on_edge("pressed", now - 6.0)
+        box.button.on_edge("released", now - 5.4)
+        for n in range(150):
+            mic.record(numbered_40_ms(n), now - 6.0 + 0.04 * (n + 1))
+        box.camera.hang.set()
+        await box.settle()
+        assert box.state == "idle"
+    said = [r.getMessage() for r in caplog.records if r.name == "device.appliance"]
+    assert any("the whole question (0.6 s) is lost" in line for line in said), said
+
+
+async def test_a_press_held_past_longest_turn_s_ends_the_turn_whoever_speaks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Push-to-talk, the button held down with someone talking on (a TV, a stuck button
+    in a busy room): the turn ends at `longest_turn_s`, not at the far longer
+    `longest_conversation_s` of hands-free, and the journal names the setting."""
+    caplog.set_level(logging.INFO, "device.appliance")
+    cfg = config(conversation={"longest_turn_s": 0.4, "longest_conversation_s": 600.0})
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")  # and never released
+        box.link.deliver(SetupComplete)
+        await box.settle()
+        assert box.state == "listening"
+        deadline = time.monotonic() + 3.0
+        while box.state == "listening" and time.monotonic() < deadline:
+            box.mic.record(SPEECH)
+            await box.settle()
+            await asyncio.sleep(0.04)
+        assert box.state == "thinking", "the held press went on past longest_turn_s"
+        await box.settle()
+        assert "activity_end" in kinds(box)
+    said = [r.getMessage() for r in caplog.records if r.name == "device.appliance"]
+    assert any("[conversation] longest_turn_s 0.4 s" in line for line in said), said
+
+
+async def test_a_tool_at_its_own_timeout_still_has_the_reply_time_to_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hands-free, a tool slow to the end of its `[tools] timeout_s`: its answer (a
+    timeout's error) goes out then, and the model has `reply_timeout_s` more to speak.
+    The box gives up only after both, and the journal names the two settings."""
+    caplog.set_level(logging.INFO, "device.appliance")
+    cfg = config(
+        button={"mode": "toggle"},
+        tools={"timeout_s": 0.3},
+        conversation={"reply_timeout_s": 1.0},
+    )
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        box.link.deliver(ToolsAtWork, calls=1)
+        await box.settle()
+        assert box.state == "thinking"
+        await asyncio.sleep(0.6)  # past the tool's own timeout, within the reply's time
+        assert box.state == "thinking", "given up as the tool's answer went out"
+        await asyncio.sleep(1.2)
+        assert box.state != "thinking"
+    said = [r.getMessage() for r in caplog.records if r.name == "device.appliance"]
+    setting = "[tools] timeout_s + [conversation] reply_timeout_s 1.3 s"
+    assert any(f"Timeout tool: {setting}" in line for line in said), said
+
+
+# --- what a new connection sends again -------------------------------------------------

@@ -167,3 +167,37 @@ def test_a_press_held_to_the_longest_turn_goes_again_whole_after_a_switch(
         again = turn.words_to_repeat()
     assert sum(map(len, again)) == len(TENTH) * tenths, "the whole press again"
     assert "lost" not in caplog.text
+
+
+def test_a_short_press_after_a_long_one_is_not_said_cut_at_a_switch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A press held past what is kept, answered; then a short question, the connection
+    switched under it (a goAway): all of it goes again, and the journal does not say its
+    first seconds were lost, which were the long press's."""
+    turn = WireTurn(unsaved_limit=unsaved_limit(3600))
+    turn.sent("activity_start")
+    for _ in range(int(UNSAVED_MOST_S) + 2):
+        turn.spoke(SECOND)
+    turn.sent("activity_end")
+    turn.sent("activity_start")
+    for _ in range(3):
+        turn.spoke(SECOND)
+    with caplog.at_level(logging.WARNING):
+        again = turn.words_to_repeat()
+    assert len(b"".join(again)) == 3 * len(SECOND)
+    assert "are lost" not in caplog.text, caplog.text
+
+
+def test_hands_free_keeps_its_minute_to_send_again_with_a_short_longest_turn_s() -> None:
+    """An owner's `longest_turn_s` of 10 s bounds a push-to-talk press, not what a
+    hands-free conversation keeps to send again after a drop: a 20 s question, cut by a
+    drop, reaches the next connection whole (the newest minute is kept)."""
+    turn = WireTurn(unsaved_limit=unsaved_limit(10), answer_within_s=120)
+    for _ in range(20):
+        turn.sent("audio")
+        turn.spoke(SECOND)
+    assert len(b"".join(turn.words_to_repeat())) == 20 * len(SECOND)
+
+
+# --- the journal over an hour ---------------------------------------------------------

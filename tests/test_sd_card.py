@@ -11,6 +11,8 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,11 @@ from helpers import daemon_saying
 from system_view import SystemView, require
 
 from device import config
+from device import config as config_module
 from device.audio import pcm
+from device.audio.pcm import write_wav
 from device.control import AlreadyRunning, single_instance
+from device.doctor import card
 from device.doctor.card import check_card
 from device.doctor.daemon import summary_lines
 from device.doctor.progress import Progress
@@ -420,3 +425,162 @@ def test_a_reply_wav_is_written_over_a_temporary_file_left_by_a_power_cut(tmp_pa
     assert out.read_bytes()[:4] == b"RIFF" and len(out.read_bytes()) == 44 + 480
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reply.wav"]
+
+
+def test_a_reply_wav_is_readable_by_others_as_before(tmp_path: Path) -> None:
+    """Written beside its place and renamed, the WAV keeps the mode a file written in
+    place had (0666 less the umask): another user's player, or a web server, reads it."""
+    out = tmp_path / "reply.wav"
+    old = os.umask(0o022)
+    try:
+        write_wav(out, b"\0\0" * 160, 16_000)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_a_reply_wav_to_a_pipe_is_written_into_it(tmp_path: Path) -> None:
+    """`ask --audio` to a named pipe a player reads (`mkfifo`, `aplay < pipe`): the WAV
+    goes into the pipe, which stays a pipe; a file renamed over it took the reply away
+    from the player, and left the player waiting for ever."""
+    pipe = tmp_path / "reply.pipe"
+    os.mkfifo(pipe)
+    heard: list[bytes] = []
+    reader = threading.Thread(target=lambda: heard.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    write_wav(pipe, b"\1\0" * 160, 16_000)
+    reader.join(5)
+    assert stat.S_ISFIFO(pipe.stat().st_mode), "the pipe was replaced by a file"
+    assert heard and heard[0].startswith(b"RIFF"), heard
+
+
+def test_a_reply_wav_to_a_link_writes_where_it_points(tmp_path: Path) -> None:
+    """`--audio latest.wav`, a link the owner keeps to a file elsewhere: the reply is
+    written to that file, and the link stays a link (a file renamed over it cut the two
+    apart: the next look at the linked file found the old reply)."""
+    target = tmp_path / "kept" / "reply.wav"
+    target.parent.mkdir()
+    target.write_bytes(b"an old reply")
+    link = tmp_path / "latest.wav"
+    link.symlink_to(target)
+    write_wav(link, b"\1\0" * 160, 16_000)
+    assert link.is_symlink()
+    with wave.open(str(target), "rb") as reply:
+        assert reply.getnframes() == 160
+
+
+# --- `doctor card` ------------------------------------------------------------------------
+
+
+def card_context(tmp_path: Path, text: str) -> Context:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return Context(config_module.load(path), Options(), Progress(spinner=False))
+
+
+async def test_the_doctor_looks_at_the_card_before_the_first_start(tmp_path: Path) -> None:
+    """A new box, the doctor run before the service ever started: the state directory is
+    not made yet, and the card under it is what the service will write to. The line was
+    SKIP "cannot look", the one time an owner runs the doctor to see all is well."""
+    state = tmp_path / "not" / "made" / "yet"
+    ctx = card_context(
+        tmp_path, f'[service]\nstate_dir = "{state}"\n[control]\nsocket = "{tmp_path}/n.sock"\n'
+    )
+    result = await check_card(ctx)
+    assert result.status is Status.PASS, result
+    assert str(state) in result.measured and "free" in result.measured, result
+
+
+async def test_a_state_file_over_its_quota_is_said_full(tmp_path: Path) -> None:
+    """A disk quota met (EDQUOT) is a full disk for the service's user: the fix is room
+    made, not the permissions the doctor sent the owner after."""
+    unkept = {"path": "/var/lib/live-appliance/state.json", "error": os.strerror(errno.EDQUOT),
+              "errno": "EDQUOT"}  # fmt: skip
+    async with daemon_saying({"settings_not_kept": unkept}) as sock:
+        ctx = card_context(tmp_path, f'[control]\nsocket = "{sock}"\n')
+        result = await check_card(ctx)
+    assert result.status is Status.WARN, result
+    assert "full" in (result.fix or "") and "sudo ls -ld" not in (result.fix or ""), result.fix
+
+
+async def test_an_overlay_mounted_over_the_card_is_the_one_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The overlay file system mounted over the card's own mount at the same point: what
+    the service writes lands in the overlay (the last mounted), in memory, and the doctor
+    says so; the card's ext4 below it, first in the mount table, is not what is written."""
+    state = tmp_path / "state"
+    state.mkdir()
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "1 0 8:2 / / rw - ext4 /dev/root rw\n"
+        f"2 1 8:2 / {state} rw - ext4 /dev/root rw\n"
+        f"3 1 0:9 / {state} rw - overlay overlay rw,lowerdir=/lower,upperdir=/ram/upper\n"
+        "4 1 0:10 / /ram rw - tmpfs tmpfs rw\n"
+    )
+    monkeypatch.setattr(card, "MOUNTINFO", mountinfo)
+    ctx = card_context(
+        tmp_path, f'[service]\nstate_dir = "{state}"\n[control]\nsocket = "{tmp_path}/n.sock"\n'
+    )
+    result = await check_card(ctx)
+    assert result.status is Status.WARN and "lost at each boot" in result.measured, result
+
+
+def test_the_doctors_picture_on_a_read_only_tmp_is_said_read_only(tmp_path: Path) -> None:
+    """/tmp read-only (the card remounted after an error): the doctor took the picture and
+    said to give a path "you may write to", sending the owner after permissions."""
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        '[camera]\nenabled = true\nsource = "synthetic"\n'
+        f'[control]\nsocket = "{tmp_path}/none.sock"\n'
+    )
+    script = f'mount -t tmpfs -o ro tmpfs {out} && exec "$@"'
+    command = [sys.executable, "-m", "device", "doctor", "camera", "--json", "--config",
+               str(cfg), "--camera-out", str(out / "camera.jpg")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run(
+        [require("unshare", "util-linux"), "--mount", "sh", "-c", script, "sh", *command],
+        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.stdout.startswith("{"), (done.stdout, done.stderr)
+    line: dict[str, Any] = json.loads(done.stdout)["checks"][0]
+    assert line["status"] == "WARN" and "Read-only" in line["measured"], line
+    assert "read-only" in line["fix"] and "you may write to" not in line["fix"], line
+
+
+# --- the installer ------------------------------------------------------------------------
+
+
+class DiskOverlayView(CardView):
+    """/opt on an overlay whose writes land on the disk (a container's root, a build
+    image's layers): kept across boots."""
+
+    def run(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        lower = " && ".join(
+            f"mount -t overlay overlay -o lowerdir={d},upperdir={upper},workdir={work} {d}"
+            for d, (upper, work) in self.layers.items()
+            if d != "/opt"
+        )
+        opt = (
+            f"mkdir {self.rw}/u {self.rw}/w && mount -t overlay overlay -o lowerdir=/opt,"
+            f"upperdir={self.rw}/u,workdir={self.rw}/w /opt"
+        )
+        return subprocess.run(
+            [require("unshare", "util-linux"), "--mount", "sh", "-c",
+             f'{lower} && {opt} && exec "$@"', "view", *argv],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+            env=kwargs.get("env"), check=False,
+        )  # fmt: skip
+
+
+def test_the_installer_takes_an_overlay_written_to_the_disk(tmp_path: Path) -> None:
+    """Only an overlay whose writes stay in memory undoes the install at the next boot:
+    one written to the disk (a container, an image being built) keeps it, and is not
+    refused as raspi-config's overlay file system."""
+    view = DiskOverlayView(tmp_path / "view", "overlay")
+    env = {k: v for k, v in os.environ.items() if k != "SUDO_USER"}
+    result = view.run(["bash", str(INSTALL), "--dry-run"], env=env)
+    assert "undone at the next boot" not in result.stderr, result.stderr
+    assert "==> Debian packages" in result.stdout, result.stdout + result.stderr
