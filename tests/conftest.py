@@ -15,7 +15,7 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from helpers import all_loggers
 
 from device import logs
 from device.live import endpoint
-from rig.daemon import Daemon, start_daemon
+from rig.daemon import Daemon, scratch_dir, start_daemon
 from rig.loopback import PulseLoopback, measure_latency
 from rig.server.server import ServerThread
 
@@ -169,3 +169,20 @@ def silent_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         yield resolver.waiting
     finally:
         resolver.answer()
+
+
+@pytest.fixture
+def systemctl(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """A `systemctl` on PATH that answers `show` with the properties a test gives it."""
+    bin_dir = scratch_dir("systemctl-bin-")
+    answer = bin_dir / "answer"
+
+    def set_answer(**props: str) -> None:
+        answer.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    script = bin_dir / "systemctl"
+    script.write_text(f"#!/bin/sh\ncat {answer}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    yield set_answer
+    shutil.rmtree(bin_dir, ignore_errors=True)

@@ -57,6 +57,19 @@ def tokens_sent(server: LiveServer) -> list[str]:
     return [c.headers["authorization"] for c in server.log.connections()]
 
 
+async def what_a_press_meets(cfg: Config) -> Event:
+    """The one event a link reports for a session opened with `cfg` (a failure, here)."""
+    events: list[Event] = []
+    link = LiveLink(cfg, Outbox(hold_s=8), events.append, lambda _item, _t: None)
+    link.open(1)
+    try:
+        await until(lambda: events, within=10)
+    finally:
+        await link.close()
+    (event,) = events
+    return event
+
+
 async def closed_for_its_token(
     server: LiveServer, key_file: Path, next_token: str | None
 ) -> list[Event]:
@@ -124,20 +137,8 @@ async def test_a_press_with_a_spent_token_says_so_and_where_it_came_from(
     and the job that writes it were what to look at."""
     server.config.ephemeral_tokens = set()  # the token in the file is spent or expired
     key_file = tmp_path / "token"
-    events: list[Event] = []
-    link = LiveLink(
-        token_config(server, key_file, "auth_tokens/spent"),
-        Outbox(hold_s=8),
-        events.append,
-        lambda _item, _t: None,
-    )
-    link.open(1)
-    try:
-        await until(lambda: events, within=10)
-    finally:
-        await link.close()
-    (failed,) = events
-    assert isinstance(failed, ConnectFailed), events
+    failed = await what_a_press_meets(token_config(server, key_file, "auth_tokens/spent"))
+    assert isinstance(failed, ConnectFailed), failed
     assert "ephemeral token" in failed.reason and str(key_file) in failed.reason, failed.reason
     assert "spent or expired" in failed.reason, failed.reason
 
@@ -181,15 +182,8 @@ async def test_a_key_refused_after_the_key_file_changed_says_to_restart_the_serv
     `sudo live-appliance doctor` passed with the new key; nothing said that the service
     still used the old one until it restarts."""
     cfg = rotated_without_a_restart(server, tmp_path, monkeypatch)
-    events: list[Event] = []
-    link = LiveLink(cfg, Outbox(hold_s=8), events.append, lambda _item, _t: None)
-    link.open(1)
-    try:
-        await until(lambda: events, within=10)
-    finally:
-        await link.close()
-    (failed,) = events
-    assert isinstance(failed, ConnectFailed), events
+    failed = await what_a_press_meets(cfg)
+    assert isinstance(failed, ConnectFailed), failed
     assert str(config.INSTALLED_KEY_FILE) in failed.reason, failed.reason
     assert "systemctl restart live-appliance" in failed.reason, failed.reason
 

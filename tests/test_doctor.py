@@ -635,21 +635,6 @@ async def test_leds_that_cannot_be_opened_fail(mock_pins: Any, tmp_path: Path) -
 # -- in-process: systemd's view ------------------------------------------------------------
 
 
-@pytest.fixture
-def systemctl(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A `systemctl` on PATH that answers `show` with the properties a test gives it."""
-    bin_dir = scratch_dir("doctor-bin-")
-    answer = bin_dir / "answer"
-
-    def set_answer(**props: str) -> None:
-        answer.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-
-    script = bin_dir / "systemctl"
-    script.write_text(f"#!/bin/sh\ncat {answer}\n")
-    script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    yield set_answer
-    shutil.rmtree(bin_dir, ignore_errors=True)
 
 
 RUNNING = {"LoadState": "loaded", "ActiveState": "active", "SubState": "running",

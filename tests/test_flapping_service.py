@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,24 +23,6 @@ from device.doctor.result import Context, Options, Status
 from device.doctor.service import check_service
 from device.hw.led_patterns import dark
 from device.hw.leds import LedAnimator, NullLeds
-from rig.daemon import scratch_dir
-
-
-@pytest.fixture
-def systemctl(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
-    """A `systemctl` on PATH that answers `show` with the properties a test gives it."""
-    bin_dir = scratch_dir("flap-bin-")
-    answer = bin_dir / "answer"
-
-    def set_answer(**props: str) -> None:
-        answer.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-
-    script = bin_dir / "systemctl"
-    script.write_text(f"#!/bin/sh\ncat {answer}\n")
-    script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    yield set_answer
-    shutil.rmtree(bin_dir, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -536,16 +536,8 @@ def test_the_doctors_picture_on_a_read_only_tmp_is_said_read_only(tmp_path: Path
         '[camera]\nenabled = true\nsource = "synthetic"\n'
         f'[control]\nsocket = "{tmp_path}/none.sock"\n'
     )
-    script = f'mount -t tmpfs -o ro tmpfs {out} && exec "$@"'
-    command = [sys.executable, "-m", "device", "doctor", "camera", "--json", "--config",
-               str(cfg), "--camera-out", str(out / "camera.jpg")]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    done = subprocess.run(
-        [require("unshare", "util-linux"), "--mount", "sh", "-c", script, "sh", *command],
-        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert done.stdout.startswith("{"), (done.stdout, done.stderr)
-    line: dict[str, Any] = json.loads(done.stdout)["checks"][0]
+    read_only = f"mount -t tmpfs -o ro tmpfs {out} &&"
+    line = doctor_after(read_only, cfg, "camera", "--camera-out", str(out / "camera.jpg"))
     assert line["status"] == "WARN" and "Read-only" in line["measured"], line
     assert "read-only" in line["fix"] and "you may write to" not in line["fix"], line
 
