@@ -238,7 +238,7 @@ class Appliance:
                 self.mic_feed.released(event.at)
                 self._stop_frames()
         if self._presses_waiting < PRESSES_WAITING:  # not a release let through at the bound
-            self._presses_over.within()
+            self._presses_over.ended()
         self._presses_waiting += 1
         self.post(event)
 

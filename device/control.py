@@ -214,7 +214,7 @@ class ControlServer:
             writer.write(json.dumps(busy).encode() + b"\n")  # small: the socket takes it whole
             writer.close()
             return
-        self._crowded.within()
+        self._crowded.ended()
         task = asyncio.create_task(self._serve(reader, writer), name="control-client")
         self._clients.add(task)
         task.add_done_callback(self._gone)

@@ -253,42 +253,70 @@ class FieldsFormatter(logging.Formatter):
         return f"{line}  [{' '.join(fields)}]" if fields else line
 
 
-class Overflow:
-    """A bound's journal line: one warning when it is first passed, none while it stays
-    passed; passed again after it was within bounds, one again at most every EVERY_S,
-    with how many times it was hit so far. A loop against it is one line, and so is a
-    bound at the edge of its limit (a link that sends every other chunk of held speech,
-    a button that chatters faster than the machine takes its presses), which was one
-    line each time a slot came free.
+class SaidOnce:
+    """A trouble that repeats, in the journal: one line when it starts, none while it
+    lasts, and a new run of it said at most every EVERY_S, with how many times it
+    happened so far. A part that fails for good is one line; one at the edge (a loose
+    HAT, PID 1 too busy at one heartbeat in two, a bound passed every other chunk) is a
+    line a minute, not one each time it comes and goes."""
+
+    EVERY_S = 60.0
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        level: int = logging.WARNING,
+        counted: str = "times",
+        fields: dict[str, str] | None = None,
+    ) -> None:
+        self._log = logger
+        self._level = level
+        self._counted = counted  # what the count counts: "(5 times so far)"
+        self._fields = fields or {}
+        self.told = False  # said since it last ended
+        self.count = 0  # times it happened, ever
+        self._due = AtMostEvery(self.EVERY_S)
+
+    def hit(
+        self,
+        message: str,
+        *args: object,
+        exc_info: bool = False,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        """It happened: say so with the count, unless it has been said since it last
+        ended, or less than EVERY_S ago."""
+        self.count += 1
+        if not self.told and self._due.due():
+            self.told = True
+            self._log.log(
+                self._level,
+                f"{message} (%d {self._counted} so far)",
+                *args,
+                self.count,
+                exc_info=exc_info,
+                extra={**self._fields, **(extra or {})},
+            )
+
+    def ended(self) -> bool:
+        """It stopped happening: the next hit is news again (once EVERY_S has passed).
+        True if it had been said, so that its end is news too."""
+        told, self.told = self.told, False
+        return told
+
+
+class Overflow(SaidOnce):
+    """A bound's journal line, said as `SaidOnce` says: a loop against it is one line,
+    and so is a bound at the edge of its limit (a link that sends every other chunk of
+    held speech, a button that chatters faster than the machine takes its presses).
 
     The warning carries LIVE_BOUND=`name`: `journalctl -u live-appliance LIVE_BOUND=...`.
     """
 
-    EVERY_S = 60.0
-
     def __init__(self, logger: logging.Logger, name: str) -> None:
-        self._log = logger
+        super().__init__(logger, fields={f"{FIELD_PREFIX}BOUND": name})
         self.name = name
-        self.told = False  # said since it was last within
-        self.count = 0  # times the bound was hit, ever
-        self._due = AtMostEvery(self.EVERY_S)
-
-    def hit(self, message: str, *args: object) -> None:
-        """The bound was hit: say so, unless it has been said since it was last within,
-        or less than EVERY_S ago."""
-        self.count += 1
-        if not self.told and self._due.due():
-            self.told = True
-            self._log.warning(
-                f"{message} (%d times so far)",
-                *args,
-                self.count,
-                extra={f"{FIELD_PREFIX}BOUND": self.name},
-            )
-
-    def within(self) -> None:
-        """Back within the bound: the next hit is news again (once EVERY_S has passed)."""
-        self.told = False
 
 
 class AtMostEvery:

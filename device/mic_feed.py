@@ -258,7 +258,7 @@ class MicFeed:
                 self._cfg.hold_s,
             )
         else:
-            self._overflow.within()
+            self._overflow.ended()
 
     def _listen(self, data: bytes, t: float) -> None:
         """Tell the appliance of speech, or of a soft voice, in the chunk."""

@@ -165,7 +165,7 @@ class TextsWaiting:
                 f"busy: {TEXTS_LIMIT} text turns are waiting to be sent already; "
                 "try again once the box is connected"
             )
-        self._over.within()
+        self._over.ended()
         self._posted += 1
         return None
 

@@ -22,8 +22,6 @@ log = logging.getLogger(__name__)
 #: STATUS= is the one line `systemctl status` shows. Built from a service's close
 #: reason it could carry a newline (read as a notify field of its own) or a page.
 STATUS_LIMIT = 200
-#: At most this often messages systemd could not take are said in the journal.
-LOST_LOG_EVERY_S = 60.0
 
 
 class Notifier:
@@ -42,11 +40,9 @@ class Notifier:
         self._stopped = False  # STOPPING=1 sent: its STATUS= is the last
         self._ready_due = False  # READY=1 was left out: the next message carries it
         self.lost = 0  # messages left out since the last that got through
-        self._left_out = 0  # ... ever
-        self._said_lost = False  # the journal was told, and none got through since
-        from device.logs import AtMostEvery  # not at import: device.logs imports this module
+        from device.logs import SaidOnce  # not at import: device.logs imports this module
 
-        self._lost_due = AtMostEvery(LOST_LOG_EVERY_S)
+        self._left_out = SaidOnce(log, counted="left out")
 
     @property
     def enabled(self) -> bool:
@@ -55,7 +51,7 @@ class Notifier:
     def send(self, *fields: str) -> None:
         """One datagram with `KEY=value` lines, never blocking the caller for more than
         WAIT_S: a message systemd cannot take is left out, the first of a run logged
-        once (and at most every LOST_LOG_EVERY_S, with a count: PID 1 too busy at one
+        once (and at most every minute, with a count: PID 1 too busy at one
         heartbeat in two was two lines a heartbeat), and the next that gets through
         carries the latest STATUS= again."""
         if self.address is None:
@@ -73,16 +69,12 @@ class Notifier:
             if not isinstance(exc, (TimeoutError, BlockingIOError)):
                 self.close()  # gone (systemd re-executed): connect again next time
             self.lost += 1
-            self._left_out += 1
-            if not self._said_lost and self._lost_due.due():
-                self._said_lost = True
-                log.warning("cannot notify systemd: %s (%d left out so far)", exc, self._left_out)
+            self._left_out.hit("cannot notify systemd: %s", exc)
             self._ready_due = "READY=1" in fields
             return
         self._ready_due = False
-        if self._said_lost:
+        if self._left_out.ended():
             log.info("systemd takes notifications again (%d left out)", self.lost)
-            self._said_lost = False
         self.lost = 0
 
     def ready(self, status: str) -> None:

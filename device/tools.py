@@ -303,7 +303,7 @@ class ToolBox:
             self._busy.hit("tool %s not run: %d earlier calls are still running", name, running)
             return {"error": f"the device is busy: {running} earlier tool calls have not "
                     "finished, so this one was not run; try again later"}
-        self._busy.within()
+        self._busy.ended()
         call = functools.partial(tool.function, self._device, **kwargs)
         deadline = asyncio.timeout(self._cfg.timeout_s)
         try:

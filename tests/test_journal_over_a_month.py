@@ -143,6 +143,28 @@ def test_leds_failing_now_and_then_for_an_hour_are_a_few_lines_with_a_count(
     assert len(counts) == len(failed) and counts[-1] >= 1700, [r["MESSAGE"] for r in failed]
 
 
+async def test_leds_plugged_in_late_that_fail_are_said_even_within_the_minute_of_the_old_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The LEDs that opened late (`use`) are another part: their first failure is news,
+    also seconds after a line about the driver shown on until then (it was not said
+    while that line's minute ran, so a HAT that came up broken stayed unsaid)."""
+    clock = [0.0]
+    monkeypatch.setattr(logs, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    old, new = FlakyLeds(), FlakyLeds()
+    animator = LedAnimator(old)
+    with journal_lines("device.hw.leds") as journal:
+        old.fails = True
+        animator._show(dark(3))
+        clock[0] = 5.0
+        new.fails = True
+        await animator.use(new)
+        animator._show(dark(3))
+        await animator.aclose()
+    failed = [str(r["MESSAGE"]) for r in journal.records if r["PRIORITY"] == "3"]
+    assert len(failed) >= 2 and "1 times so far" in failed[1], failed
+
+
 class RealLinkParts(FakeParts):
     """Fake parts but the Live link: the daemon's own."""
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from device.hw.led_patterns import OFF, PATTERNS, WHITE, Frame, Pattern, Rgb, dark
-from device.logs import AtMostEvery
+from device.logs import SaidOnce
 
 if TYPE_CHECKING:
     from device.config import LedsConfig
@@ -32,8 +32,6 @@ LED_KINDS = ("none", "single", "multi", "rgb")
 #: A frame the driver failed (a busy bus, a pin write refused) is tried again this often
 #: until it is shown: a one-off failure must not leave the last state's colour on.
 RETRY_S = 1.0
-#: At most this often a driver that fails now and then is said in the journal.
-FAILED_LOG_EVERY_S = 60.0
 #: At the stop the dark frame is tried this many times, STOP_RETRY_S apart: the box must
 #: not be left lit, and the stop must not wait for LEDs that are gone.
 STOP_TRIES = 3
@@ -237,10 +235,7 @@ class LedAnimator:
         self._task: asyncio.Task[None] | None = None
         self._state: str | None = None
         self._closed = False
-        #: The journal was told the driver failed, and it has shown no frame since.
-        self._said_failing = False
-        self._failures = 0  # frames the driver failed to show, ever
-        self._failed_due = AtMostEvery(FAILED_LOG_EVERY_S)
+        self._failing = SaidOnce(logger, level=logging.ERROR)  # frames the driver failed
         # (time.monotonic(), state) per change: for tests and the demo's timeline;
         # bounded because the appliance runs for months.
         self.history: deque[tuple[float, str]] = deque(maxlen=history_size)
@@ -279,7 +274,9 @@ class LedAnimator:
                 driver.close()
                 return
             await self._cancel()
-            old, self._driver, self._said_failing = self._driver, driver, False
+            # Another part: its first failure is news, whatever the old one's were.
+            old, self._driver = self._driver, driver
+            self._failing = SaidOnce(logger, level=logging.ERROR)
             old.close()
             if self._state is None:
                 self.blank()
@@ -321,27 +318,21 @@ class LedAnimator:
     def _show(self, frame: Frame) -> bool:
         """Show one frame; False if the driver failed (logged, not raised). A driver that
         fails keeps failing: said once, until it shows a frame again. One that fails now
-        and then (a loose HAT) is said at most every FAILED_LOG_EVERY_S, with a count: a
-        line a failure, and one for each frame shown after it, were thousands an hour."""
+        and then (a loose HAT) is said at most every minute, with a count: a line a
+        failure, and one for each frame shown after it, were thousands an hour."""
         try:
             self._driver.show(frame)
         except Exception as exc:
             # A broken LED must not take the appliance down with it.
-            self._failures += 1
-            if not self._said_failing and self._failed_due.due():
-                self._said_failing = True
-                logger.error(
-                    "LEDs failed showing %s: %s (%d times so far); they stay as they are "
-                    "until they work again",
-                    self._state,
-                    exc,
-                    self._failures,
-                    exc_info=not isinstance(exc, OSError),  # a device's error: no bug here
-                    extra={"LIVE_ERROR": f"LEDs: {exc}"},
-                )
+            self._failing.hit(
+                "LEDs failed showing %s: %s; they stay as they are until they work again",
+                self._state,
+                exc,
+                exc_info=not isinstance(exc, OSError),  # a device's error: no bug here
+                extra={"LIVE_ERROR": f"LEDs: {exc}"},
+            )
             return False
-        if self._said_failing:
-            self._said_failing = False
+        if self._failing.ended():
             logger.info("LEDs work again")
         return True
 

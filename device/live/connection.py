@@ -511,7 +511,7 @@ class Connection:
             task.add_done_callback(functools.partial(self._tool_ended, call.id or ""))
         refused = calls[room:]
         if not refused:
-            self._tools_busy.within()
+            self._tools_busy.ended()
             return
         self._tools_busy.hit(
             "the service called %d tools more while %d calls are running: answered busy",
