@@ -1,7 +1,9 @@
-"""The power check: the firmware's under-voltage and throttling flags, one file read."""
+"""The power check: the firmware's under-voltage and throttling flags and the SoC's
+temperature, a few small sysfs reads (off the doctor's loop, as the other checks')."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from device.doctor.result import Context, Result, Status
@@ -11,7 +13,7 @@ from device.hw import power
 async def check_power(ctx: Context, sys_root: Path = power.SYS) -> Result:
     """PASS with the flags clear, WARN naming under-voltage (now or since boot) or
     throttling with the fix, SKIP off a Pi. `sys_root` stands in for /sys in tests."""
-    read = power.read(sys_root)
+    read = await asyncio.to_thread(power.read, sys_root)
     if read is None:
         return Result(
             "power",
