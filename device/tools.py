@@ -295,8 +295,8 @@ class ToolBox:
             return {"error": f"no tool named {call_name(name)!r} on this device"}
         try:
             kwargs = tool.arguments(args)
-        except ValueError as exc:
-            return {"error": f"bad arguments: {exc}"}
+        except ValueError as exc:  # it may name every argument the service made up
+            return {"error": cut(f"bad arguments: {exc}", TEXT_LIMIT)}
         self._threads = {thread for thread in self._threads if thread.is_alive()}
         if len(self._threads) >= TOOL_THREADS_LIMIT:
             running = len(self._threads)
