@@ -47,3 +47,16 @@ def test_a_call_with_forty_thousand_made_up_arguments_is_answered_in_a_few_kilob
     [response] = json.loads(answer)["tool_response"]["functionResponses"]
     assert response["response"]["error"].startswith("bad arguments: unexpected argument(s)")
     assert len(answer) < TEXT_LIMIT + 1024, len(answer)
+
+
+def test_twenty_thousand_calls_at_once_are_answered_in_a_few_kilobytes() -> None:
+    """Past the calls the box runs at once, each was answered busy in one message: 750 KB
+    of calls brought 2.5 MB of answers, held on the link ahead of the person's speech."""
+    calls = [{"id": f"c{n}", "name": "get_time"} for n in range(20_000)]
+    frame = tool_call(*calls)
+    toolbox = ToolBox(ToolsConfig(enabled=("get_time",)), FakeActions())
+    answers = answered([frame], toolbox)
+    responses = [response for answer in answers
+                 for response in json.loads(answer)["tool_response"]["functionResponses"]]
+    assert any("busy" in response["response"].get("error", "") for response in responses)
+    assert sum(len(answer) for answer in answers) < 16 * 1024, len(answers)

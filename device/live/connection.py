@@ -64,6 +64,9 @@ SWITCH_MARGIN_S = 3.0
 #: message (and while that answer is on its way, further ones are not answered at all):
 #: a service that floods calls cannot grow the box's tasks or its sends without end.
 TOOL_CALLS_LIMIT = 16
+#: Calls one "busy" answer answers at most; more in one go (20,000 in a message of 750 KB
+#: were answered in 2.5 MB, ahead of the person's speech) are not answered at all.
+BUSY_ANSWERS_LIMIT = TOOL_CALLS_LIMIT
 
 
 class SwitchNow(Exception):
@@ -491,8 +494,9 @@ class Connection:
     # -- tools ----------------------------------------------------------------------------
 
     def _start_tools(self, calls: list[types.FunctionCall]) -> None:
-        """Run the calls there is room for (TOOL_CALLS_LIMIT); answer the rest busy. None
-        that cannot be answered (`_answerable`) or that came while the button is held."""
+        """Run the calls there is room for (TOOL_CALLS_LIMIT); answer the rest busy (up to
+        BUSY_ANSWERS_LIMIT of them). None that cannot be answered (`_answerable`) or that
+        came while the button is held."""
         assert self._group is not None
         calls = self._answerable(calls)
         if calls and self._turn.activity_open and self._turn.speech_interrupts:
@@ -514,13 +518,15 @@ class Connection:
             self._tools_busy.ended()
             return
         self._tools_busy.hit(
-            "the service called %d tools more while %d calls are running: answered busy",
+            "the service called %d tools more while %d calls are running: at most %d "
+            "answered busy, the rest not answered",
             len(refused),
             len(self._tool_runs),
+            BUSY_ANSWERS_LIMIT,
         )
         if self._tool_refusal is None or self._tool_refusal.done():
             self._tool_refusal = self._group.create_task(
-                self._refuse_tools(refused), name="tool-refusal"
+                self._refuse_tools(refused[:BUSY_ANSWERS_LIMIT]), name="tool-refusal"
             )
 
     def _withdraw_tools(self, ids: list[str]) -> None:

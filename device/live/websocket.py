@@ -33,7 +33,7 @@ UNSENT_LIMIT = 32 * 1024
 UNREAD_LIMIT = 64 * 1024
 #: What the box may hold unsent in user space before it gives up on a connection. Its own
 #: sends wait at websockets' write limit (32 KiB), past it by one message at most (a camera
-#: frame, a tool's answer, the busy answer to a flood of calls: a few MB). Only what
+#: frame, a tool's answer, the busy answer to a flood of calls: tens of KB). Only what
 #: websockets writes by itself grows it further: a pong for every ping the service sends,
 #: whatever the write side's flow control says, without end from one that reads nothing.
 UNSENT_HELD_LIMIT = 16 * 2**20
