@@ -55,6 +55,10 @@ TOOL_THREADS_LIMIT = 4
 #: error. About 16k tokens of the model's context: more it cannot use in a spoken reply,
 #: and megabytes held the person's speech behind them on the link.
 RESULT_LIMIT = 64 * 1024
+#: Calls one message of answers not run ("busy", "not run") answers at most; more in one
+#: go are not answered at all: 20,000 calls in a message of 750 KB were answered in
+#: 2.5 MB, ahead of the person's speech.
+BUSY_ANSWERS_LIMIT = 16
 #: Characters of a call's name or id a journal line quotes: a tool's name is a word or two.
 NAME_LIMIT = 100
 #: No box ran this code before this day: a clock that reads earlier has not been set

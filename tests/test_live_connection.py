@@ -20,7 +20,6 @@ from device.audio import pcm
 from device.config import LiveConfig, ToolsConfig
 from device.live.client import LONGEST_REPLY_S, ReplyTooLong, run_turn
 from device.live.connection import (
-    BUSY_ANSWERS_LIMIT,
     TOOL_CALLS_LIMIT,
     Connection,
     Hooks,
@@ -45,7 +44,7 @@ from device.states import (
     TurnComplete,
     step,
 )
-from device.tools import ToolBox
+from device.tools import BUSY_ANSWERS_LIMIT, ToolBox
 from rig.server.voice import reply_audio, tone_frequency
 
 SESSION = 7

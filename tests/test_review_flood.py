@@ -13,6 +13,7 @@ from test_server_fuzz import ScriptedWire, sdk_client
 
 from device.config import LiveConfig, ToolsConfig
 from device.errors import TEXT_LIMIT
+from device.live.client import run_turn
 from device.live.connection import Connection
 from device.live.hooks import Hooks
 from device.live.turn import WireTurn
@@ -60,3 +61,17 @@ def test_twenty_thousand_calls_at_once_are_answered_in_a_few_kilobytes() -> None
                  for response in json.loads(answer)["tool_response"]["functionResponses"]]
     assert any("busy" in response["response"].get("error", "") for response in responses)
     assert sum(len(answer) for answer in answers) < 16 * 1024, len(answers)
+
+
+def test_ask_answers_twenty_thousand_calls_at_once_in_a_few_kilobytes() -> None:
+    """`ask` and `doctor --turn` answered every call "not run", all in one message: 750 KB
+    of calls brought 2 MB of answers back."""
+    calls = [{"id": f"c{n}", "name": "get_time"} for n in range(20_000)]
+    wire = ScriptedWire([tool_call(*calls), json.dumps({"serverContent": {"turnComplete": True}})
+                         .encode()])  # fmt: skip
+    session = AsyncSession(api_client=sdk_client(), websocket=wire)  # type: ignore[arg-type]
+    reply = asyncio.run(run_turn(session, "what time is it?"))
+    assert reply.audio == b""
+    answers = [answer for answer in wire.answers if "tool_response" in answer]
+    assert answers, wire.answers
+    assert sum(len(answer) for answer in answers) < 16 * 1024, len(answers[0])

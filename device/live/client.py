@@ -142,10 +142,11 @@ async def _answer_not_run(session: AsyncSession, call: types.LiveServerToolCall)
     """`doctor --turn` sets the session up as the daemon does, its tools declared, but runs
     none: each call is answered as not run, so that the model replies (it waits for every
     answer) and the check times the link, not a wait for an answer that never comes."""
-    from device.tools import answer
+    from device.tools import BUSY_ANSWERS_LIMIT, answer
 
     said = {"error": "not run: this turn only checks the connection"}
-    responses = [answer(one, said) for one in call.function_calls or ()]
+    calls = (call.function_calls or [])[:BUSY_ANSWERS_LIMIT]  # a flood's answer stays small
+    responses = [answer(one, said) for one in calls]
     if responses:
         await session.send_tool_response(function_responses=responses)
 

@@ -49,7 +49,7 @@ from device.live.wire import IMAGE_MIME, MIC_MIME, audio_message
 from device.logs import Overflow
 from device.outbox import Item, Outbox
 from device.states import Interrupted, ReplyAudio, SpeechHeard, ToolsAtWork, TurnComplete
-from device.tools import WITHDRAWN, ToolBox, answer, call_name
+from device.tools import BUSY_ANSWERS_LIMIT, WITHDRAWN, ToolBox, answer, call_name
 
 if TYPE_CHECKING:
     from device.config import LiveConfig
@@ -64,9 +64,6 @@ SWITCH_MARGIN_S = 3.0
 #: message (and while that answer is on its way, further ones are not answered at all):
 #: a service that floods calls cannot grow the box's tasks or its sends without end.
 TOOL_CALLS_LIMIT = 16
-#: Calls one "busy" answer answers at most; more in one go (20,000 in a message of 750 KB
-#: were answered in 2.5 MB, ahead of the person's speech) are not answered at all.
-BUSY_ANSWERS_LIMIT = TOOL_CALLS_LIMIT
 
 
 class SwitchNow(Exception):
