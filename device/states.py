@@ -760,6 +760,9 @@ def _transition(m: Machine, event: Event) -> Step:
             return _turn_over(m, [ClearPlayback(), PlayEarcon(Earcon.ERROR)])
         case Timeout(Timer.IDLE) if m.session_open and m.state is State.IDLE:
             return m.to(State.IDLE, session_open=False, connected=False), [CloseSession()]
+        case Timeout(Timer.IDLE) if m.session_open and not m.held:
+            # Unused that long, but for a reply nobody asked for: it ends the session.
+            return replace(m, ending=True), []
         case Timeout(Timer.REPLY) if m.state is State.THINKING or (
             m.state is State.CONNECTING and not m.ending  # a goodbye's wait: below
         ):
@@ -868,7 +871,10 @@ def _turn_over(m: Machine, first: list[Action] | None = None) -> Step:
         return hung_up, [*actions, *hang_up_actions]
     if m.mode is Mode.TOGGLE:
         return m.to(State.LISTENING, reply_done=False), [*actions, StartTimer(Timer.SILENCE)]
-    return m.to(State.IDLE, reply_done=False), [*actions, StartTimer(Timer.IDLE)]
+    # Still running, the reply was one nobody asked for: the session's idle time counts
+    # from the person's last turn, or a service speaking of its own accord kept it for good.
+    idle = [] if Timer.IDLE in m.timers else [StartTimer(Timer.IDLE)]
+    return m.to(State.IDLE, reply_done=False), [*actions, *idle]
 
 
 def _hang_up(m: Machine) -> Step:
