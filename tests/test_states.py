@@ -10,7 +10,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device import states as s
-from device.states import Machine, Mode, State
+from device.config import ConversationConfig
+from device.states import (
+    AwaitDrain,
+    CancelTimer,
+    CloseSession,
+    Event,
+    Machine,
+    Mode,
+    PlaybackDrained,
+    Pressed,
+    Released,
+    ReplyAudio,
+    SetupComplete,
+    StartTimer,
+    State,
+    Timeout,
+    Timer,
+    TurnComplete,
+    step,
+)
 
 
 def run(machine: Machine, *events: s.Event) -> tuple[Machine, list[State], list[s.Action]]:
@@ -835,3 +854,58 @@ def test_a_reply_carried_across_a_drop_is_one_turn_though_the_speaker_ran_dry_me
     assert seen == [State.SPEAKING, State.THINKING, State.THINKING, State.SPEAKING]
     m, seen, _ = run(m, s.TurnComplete(session=1), s.PlaybackDrained())
     assert seen == [State.SPEAKING, State.IDLE]
+
+
+TIMERS_S = {timer: 60.0 for timer in Timer} | {
+    Timer.IDLE: ConversationConfig().idle_timeout_s,
+    Timer.REPLY: ConversationConfig().reply_timeout_s,
+    Timer.LONG_REPLY: ConversationConfig().longest_reply_s,
+}
+
+
+def closed_at(script: list[tuple[float, Event]], hours: float = 1.0) -> float | None:
+    """When the machine closed its session, the events of `script` taken at their times and
+    its timers' Timeouts at theirs (a reply drains as soon as it is done); None: never."""
+    m, now, due = Machine(), 0.0, {}
+    waiting = sorted(script, key=lambda timed: timed[0])
+    while now < hours * 3600:
+        next_timer = min(due.items(), key=lambda item: item[1], default=None)
+        if waiting and (next_timer is None or waiting[0][0] <= next_timer[1]):
+            now, event = waiting.pop(0)
+        elif next_timer is not None:
+            (timer, now), event = next_timer, Timeout(next_timer[0])
+            del due[timer]
+        else:
+            return None
+        m, actions = step(m, event)
+        for action in actions:
+            match action:
+                case CloseSession():
+                    return now
+                case StartTimer(timer):
+                    due[timer] = now + TIMERS_S[timer]
+                case CancelTimer(timer):
+                    due.pop(timer, None)
+                case AwaitDrain():
+                    waiting.insert(0, (now, PlaybackDrained()))
+    return None
+
+
+@pytest.mark.parametrize("reply_s", [1.0, 40.0])
+def test_a_push_to_talk_session_the_service_alone_keeps_talking_in_closes_when_idle(
+    reply_s: float,
+) -> None:
+    """One question, then the service speaks every 50 s of its own accord (or something
+    posing as it), each reply `reply_s` long: each reply nobody asked for started the idle
+    timer again (one playing as it ran out kept the session too), and the session, its
+    connection and the speaker's surprises went on for good. A reply still playing as the
+    idle time runs out plays to its end."""
+    reply, done = ReplyAudio(session=1, pcm=b"\x01\x00"), TurnComplete(session=1)
+    asked = [(0.0, Pressed()), (0.0, SetupComplete(session=1)), (1.0, Released()),
+             (2.0, reply), (3.0, done)]  # fmt: skip
+    unasked = [(3.0 + 50 * n + second, reply) for n in range(1, 100)
+               for second in range(int(reply_s))]  # fmt: skip
+    unasked += [(3.0 + 50 * n + reply_s, done) for n in range(1, 100)]
+    closed = closed_at([*asked, *unasked])
+    assert closed is not None and closed <= 3.0 + TIMERS_S[Timer.IDLE] + 50, closed
+    assert closed == 3.0 + (TIMERS_S[Timer.IDLE] if reply_s < 10 else 50 + reply_s), closed
