@@ -26,8 +26,9 @@ import logging
 import threading
 import time
 import typing
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
@@ -59,6 +60,10 @@ RESULT_LIMIT = 64 * 1024
 #: go are not answered at all: 20,000 calls in a message of 750 KB were answered in
 #: 2.5 MB, ahead of the person's speech.
 BUSY_ANSWERS_LIMIT = 16
+#: Volume changes the model may make in any minute: each is written to the SD card before
+#: it is answered, and a service calling set_volume in a loop wrote the card twice a call
+#: for as long as it went on. A person asks for a few a minute at the most.
+VOLUME_CHANGES_PER_MINUTE = 12
 #: Characters of a call's name or id a journal line quotes: a tool's name is a word or two.
 NAME_LIMIT = 100
 #: No box ran this code before this day: a clock that reads earlier has not been set
@@ -100,6 +105,28 @@ def local_now() -> datetime:
     return datetime.now().astimezone()
 
 
+class Allowance:
+    """At most `uses` in any `seconds`: a bound on how often the service can make the box
+    do something that costs it (a write to the SD card). Taken from tool threads."""
+
+    def __init__(self, uses: int, seconds: float = 60.0) -> None:
+        self._uses = uses
+        self._seconds = seconds
+        self._taken: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        """One use now, if the last `seconds` leave room for it."""
+        now = time.monotonic()
+        with self._lock:
+            while self._taken and now - self._taken[0] >= self._seconds:
+                self._taken.popleft()
+            if len(self._taken) >= self._uses:
+                return False
+            self._taken.append(now)
+            return True
+
+
 @dataclass(frozen=True)
 class Device:
     """What a tool function gets as its first argument."""
@@ -108,6 +135,9 @@ class Device:
     #: Where /proc and /sys are (tests point it at a fake tree).
     root: Path = Path("/")
     now: Callable[[], datetime] = local_now
+    volume_changes: Allowance = field(
+        default_factory=lambda: Allowance(VOLUME_CHANGES_PER_MINUTE)
+    )
 
     def read(self, path: str) -> str | None:
         """A small kernel file's text, or None when this machine does not have it."""
@@ -412,8 +442,11 @@ def device_status(device: Device) -> dict[str, Any]:
 def set_volume(
     device: Device,
     percent: Annotated[int, Field(ge=0, le=100, description="0 is silent, 100 is loudest")],
-) -> dict[str, int]:
+) -> dict[str, int | str]:
     """Set the speaker volume in percent. The device keeps it after a restart."""
+    if not device.volume_changes.take():
+        return {"error": f"the volume was changed too often (at most "
+                f"{VOLUME_CHANGES_PER_MINUTE} times a minute): it stays as it is"}
     device.actions.set_volume(percent / 100)
     return {"volume_percent": percent}
 

@@ -10,6 +10,7 @@ import math
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 import pytest
@@ -19,10 +20,18 @@ from helpers import until
 from pydantic import Field
 from wire import tool_responses
 
+from device import tools
 from device.config import Config, LiveConfig, Secret, ToolsConfig
 from device.errors import ConfigError
 from device.live.setup import connect_config, make_client
-from device.tools import TOOL_THREADS_LIMIT, WITHDRAWN, Device, Registry, ToolBox
+from device.tools import (
+    TOOL_THREADS_LIMIT,
+    VOLUME_CHANGES_PER_MINUTE,
+    WITHDRAWN,
+    Device,
+    Registry,
+    ToolBox,
+)
 from rig.server.server import LiveServer
 from rig.server.voice import reply_audio
 
@@ -467,3 +476,24 @@ async def test_device_status_gives_no_signal_for_a_wifi_not_connected(tmp_path):
         root = fake_root(tmp_path, {"proc/net/wireless": listing})
         toolbox = ToolBox(ToolsConfig(enabled=("device_status",)), FakeActions(0.5), root=root)
         assert (await run_alone(toolbox, "device_status"))["wifi_signal_dbm"] == signal
+
+
+async def test_a_service_changing_the_volume_in_a_loop_writes_the_card_a_few_times_a_minute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each volume change is saved to the SD card before the call is answered: a service
+    (or something posing as it) calling set_volume in a loop, 40 50 40 50..., wrote the
+    card twice a call for as long as it went on. A few changes a minute go through; the
+    rest are answered with an error the model can say, and the next minute takes more."""
+    clock = [0.0]
+    monkeypatch.setattr(tools, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    actions = FakeActions()
+    toolbox = ToolBox(ToolsConfig(enabled=("set_volume",)), actions)
+    answers = [await run_alone(toolbox, "set_volume", percent=40 + n % 2 * 10) for n in range(200)]
+    refused = [answer for answer in answers if "error" in answer]
+    assert len(actions.levels) == VOLUME_CHANGES_PER_MINUTE, len(actions.levels)
+    assert len(refused) == 200 - VOLUME_CHANGES_PER_MINUTE
+    assert "too often" in refused[0]["error"], refused[0]
+    clock[0] = 60.0
+    assert await run_alone(toolbox, "set_volume", percent=30) == {"volume_percent": 30}
+    assert actions.levels[-1] == 0.3
