@@ -53,6 +53,8 @@ class StateFile:
         """The values kept; {} for a file missing or not ours (said once while it stays so)."""
         try:
             data = json.loads(read_text(self.path, STATE_FILE_LIMIT, str(self.path)))
+            if not isinstance(data, dict):  # `[0.5]`: no value of ours, said as damaged
+                raise ValueError(f"not a JSON object but {json.dumps(data)[:40]}")
         except FileNotFoundError:
             data = {}
         except (OSError, ValueError, RecursionError, ConfigError) as exc:  # not ours
@@ -67,7 +69,7 @@ class StateFile:
                 )
             return {}
         self._unreadable = False
-        return data if isinstance(data, dict) else {}
+        return data
 
     def save(self, **values: Any) -> None:
         """Merge `values` into the file; the same values again write nothing (a tool the
