@@ -740,6 +740,7 @@ class Appliance:
         self._start(self._consume(), "state-machine")
         if self.mic_plan.missing:
             self._say_what_is_missing()
+        self._say_an_empty_configuration()
         log.info(
             "ready: %s mode, model %s, microphone while speaking: %s",
             self.machine.mode,
@@ -747,6 +748,23 @@ class Appliance:
             self.mic_plan.mic_during_playback,
             extra={"LIVE_STATE": self._led_state()},
         )
+
+    def _say_an_empty_configuration(self) -> None:
+        """A configuration of zero bytes is a save a power cut cut short, not the defaults
+        chosen (those are a file of comments): the box runs on the defaults, the owner's
+        pins, voice and mode gone, and nothing else would say why."""
+        path = self.cfg.path
+        try:
+            empty = path is not None and path.stat().st_size == 0
+        except OSError:  # gone since it was read: it was read whole
+            empty = False
+        if empty:
+            log.warning(
+                "%s is empty (0 bytes): the box runs on the defaults, profile %s; write "
+                "the settings in it again",
+                path,
+                self.cfg.hardware.profile,
+            )
 
     def _say_what_is_missing(self) -> None:
         log.warning(
