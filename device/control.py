@@ -15,6 +15,7 @@ import fcntl
 import json
 import logging
 import os
+import pwd
 import socket
 import stat
 import struct
@@ -42,6 +43,29 @@ PEERCRED = struct.Struct("3i")
 
 class AlreadyRunning(ControlError):
     """Another live process already serves the control socket."""
+
+
+class NotYourPlace(ControlError):
+    """A copy run by hand may not listen where the service does: nothing in the
+    configuration is wrong (not status 2), the place is the service user's."""
+
+
+def _by_hand_in_place_of(path: Path) -> str | None:
+    """The user whose directory `path` is in, when a copy run by hand (systemd gives the
+    service NOTIFY_SOCKET) is someone else: the service's place. None where the place is
+    root's or ours, or the service itself is refused: a configuration to correct."""
+    if os.environ.get("NOTIFY_SOCKET"):
+        return None
+    try:
+        uid = path.parent.stat().st_uid
+    except OSError:
+        return None
+    if uid in (0, os.geteuid()):
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 @contextlib.contextmanager
@@ -144,9 +168,15 @@ class ControlServer:
                 self._accept, path=self.path, limit=LINE_LIMIT
             )
         except OSError as exc:  # the path is unusable: the owner's to fix, no retry helps
-            raise ConfigError(
-                f"[control] socket: cannot listen on {self.path}: {exc.strerror or exc}"
-            ) from None
+            problem = f"cannot listen on {self.path}: {exc.strerror or exc}"
+            if isinstance(exc, PermissionError) and (owner := _by_hand_in_place_of(self.path)):
+                raise NotYourPlace(
+                    f"{problem}: {self.path.parent} is user {owner}'s, the service's: "
+                    "sudo systemctl start live-appliance runs the box; to run it by hand, "
+                    f"stop the service and run as that user (sudo -u {owner} live-appliance "
+                    "run)"
+                ) from None
+            raise ConfigError(f"[control] socket: {problem}") from None
         os.chmod(self.path, self._mode)
         _in_the_group_of_its_place(self.path)
         self._inode = self.path.stat().st_ino

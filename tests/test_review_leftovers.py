@@ -3,6 +3,11 @@ without a word, and lines that leave out what the owner needs."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -55,3 +60,45 @@ async def test_a_configuration_of_comments_only_is_not_said(tmp_path: Path) -> N
         async with running(tmp_path, cfg):
             pass
     assert not [r for r in journal.records if str(path) in r["MESSAGE"]], journal.records
+
+
+GROUP = MEMBER = 65534  # nobody: in the group of the run directory below, not its owner
+SERVICE = 1  # daemon: stands in for the user live-appliance, the run directory's owner
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="makes the service's place as root"
+)
+def test_a_group_members_run_beside_the_stopped_service_is_no_configuration_error() -> None:
+    """A member of the service's group runs `live-appliance run` to try the box by hand
+    while the service is stopped: /run/live-appliance is the service user's (0750, its
+    lock in it). The run said "configuration error: [control] socket: cannot listen" and
+    exited 2, and the owner went through a configuration nothing is wrong with. It says
+    whose place the socket's is, what to run instead, and exits 1 (as beside a running
+    service)."""
+    with tempfile.TemporaryDirectory(prefix="live-appliance-member-") as place:
+        ran = _run_as_member(Path(place))
+    assert ran.returncode == 1, (ran.returncode, ran.stderr)
+    assert "configuration error" not in ran.stderr, ran.stderr
+    assert "systemctl start live-appliance" in ran.stderr, ran.stderr
+
+
+def _run_as_member(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`live-appliance run` as a member of the group of a run directory the service made."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    os.chown(run_dir, SERVICE, GROUP)
+    run_dir.chmod(0o750)
+    lock = run_dir / "control.sock.lock"  # the stopped service's, mode 0600
+    lock.write_text("")
+    lock.chmod(0o600)
+    os.chown(lock, SERVICE, SERVICE)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[control]\nsocket = "{run_dir / "control.sock"}"\n')
+    tmp_path.chmod(0o755)
+    return subprocess.run(
+        ["setpriv", f"--reuid={MEMBER}", f"--regid={GROUP}", "--clear-groups",
+         sys.executable, "-m", "device", "run", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=30, cwd=Path(__file__).parents[1],
+        env={**os.environ, "GEMINI_API_KEY": "AIza" + "x" * 35, "HOME": str(tmp_path)},
+    )  # fmt: skip
