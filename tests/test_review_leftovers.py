@@ -3,16 +3,20 @@ without a word, and lines that leave out what the owner needs."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import running
-from helpers import journal_lines
+from helpers import journal_lines, until
+from test_camera import Frames, camera, feed_for, picamera2  # noqa: F401 (camera: a fixture)
 
 from device import config as config_mod
 from device.persist import StateFile
@@ -102,3 +106,34 @@ def _run_as_member(tmp_path: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True, text=True, timeout=30, cwd=Path(__file__).parents[1],
         env={**os.environ, "GEMINI_API_KEY": "AIza" + "x" * 35, "HOME": str(tmp_path)},
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("stuck_in", ["start", "stop"])
+async def test_the_off_line_after_a_stuck_camera_call_counts_the_runs_frames(
+    camera: Any,  # noqa: F811 (test_camera's fixture)
+    caplog: pytest.LogCaptureFixture,
+    stuck_in: str,
+) -> None:
+    """`journalctl LIVE_CAMERA=off` gives each camera run's frames in LIVE_CAMERA_FRAMES,
+    what a privacy-minded owner counts: the run whose start or stop got stuck ended on an
+    "off" line without it (a missing field, where every other run has one)."""
+    caplog.set_level(logging.INFO, logger="device.hw.camera")
+    gate = threading.Event()
+    setattr(camera, f"{stuck_in}_gate", gate)
+    frames = Frames()
+    feed = feed_for(picamera2(), frames, switch_timeout_s=0.2)
+    cameras = lambda: [r for r in caplog.records if hasattr(r, "LIVE_CAMERA")]  # noqa: E731
+    try:
+        feed.start_frames()
+        if stuck_in == "stop":
+            await until(lambda: frames.jpegs)
+            feed.stop_frames()
+        await until(lambda: any(r.LIVE_CAMERA == "stuck" for r in cameras()), within=3)
+        await feed.aclose()
+    finally:
+        gate.set()
+    await until(lambda: cameras()[-1].LIVE_CAMERA == "off", within=3)
+    await feed.shutdown()
+    stuck = next(r for r in cameras() if r.LIVE_CAMERA == "stuck")
+    off = cameras()[-1]
+    assert getattr(off, "LIVE_CAMERA_FRAMES", None) == stuck.LIVE_CAMERA_FRAMES, off.__dict__

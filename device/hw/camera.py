@@ -384,7 +384,11 @@ class CameraFeed:
             await _stop(self._source, self._switch_timeout_s)
             if self._led is not None:
                 self._led.off()
-            logger.info("the stuck camera call returned; camera off", extra={"LIVE_CAMERA": "off"})
+            logger.info(
+                "the stuck camera call returned; camera off after %d frame(s)",
+                self._frames,  # no run starts while a call is stuck: still this run's
+                extra={"LIVE_CAMERA": "off", "LIVE_CAMERA_FRAMES": self._frames},
+            )
         finally:
             self._stuck = self._recovering = None
 
