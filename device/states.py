@@ -440,6 +440,9 @@ class Machine:
     #: answer, more the model worked on) went with the connection: the error earcon once
     #: it has played. Only while it plays (`step`).
     answer_lost: bool = False
+    #: Push-to-talk: the session started afresh while the button was held; the restart
+    #: earcon waits for the release, not to be sent to the service in the question.
+    afresh: bool = False
     error: str = ""  # what the error state is about, in words
     timers: frozenset[Timer] = frozenset()  # armed: each will come back as a Timeout
 
@@ -614,6 +617,8 @@ def _transition(m: Machine, event: Event) -> Step:
         case Reconnected(history_lost=history_lost):
             ready, actions = _connected(m)
             told = history_lost and m.state is not State.IDLE  # not to an empty room
+            if told and ptt and m.held:
+                return replace(ready, afresh=True), actions
             return ready, [*actions, PlayEarcon(Earcon.RESTART)] if told else actions
 
         case Reconnecting(reply_lost=reply_lost):
@@ -845,10 +850,11 @@ def _stop_talking(m: Machine, released: float | None = None) -> Step:
         FinishCapture(released),
         SendActivityEnd(),
         PlayEarcon(Earcon.LISTEN_END),
+        *([PlayEarcon(Earcon.RESTART)] if m.afresh else []),
         StartTimer(Timer.REPLY),
     ]
     state = State.THINKING if m.connected else State.CONNECTING
-    return m.to(state, held=False), actions
+    return m.to(state, held=False, afresh=False), actions
 
 
 def _start_conversation(m: Machine, since: float | None = None, pressed: bool = True) -> Step:

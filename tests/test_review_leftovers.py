@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import running
+from fakes import CHUNK, running
 from helpers import journal_lines, until
 from test_camera import Frames, camera, feed_for, picamera2  # noqa: F401 (camera: a fixture)
 
 from device import config as config_mod
+from device.audio.earcons import earcon
 from device.persist import StateFile
+from device.states import Earcon, Reconnected, Reconnecting, SetupComplete
 
 
 @pytest.mark.parametrize("content", ["[0.5]", '"loud"', "0.5", "null", "true"])
@@ -137,3 +139,29 @@ async def test_the_off_line_after_a_stuck_camera_call_counts_the_runs_frames(
     stuck = next(r for r in cameras() if r.LIVE_CAMERA == "stuck")
     off = cameras()[-1]
     assert getattr(off, "LIVE_CAMERA_FRAMES", None) == stuck.LIVE_CAMERA_FRAMES, off.__dict__
+
+
+async def test_the_restart_earcon_waits_for_the_release_of_a_press_held_through_it(
+    tmp_path: Path,
+) -> None:
+    """Push-to-talk, a goAway mid-question whose resumption handle the service refused:
+    the new session started afresh, and its earcon played at once, into the question the
+    held button was still sending (the box's own beep in the person's words). It plays
+    once the button is up, after the end-of-turn earcon."""
+    restart, listen_end = earcon(Earcon.RESTART), earcon(Earcon.LISTEN_END)
+    async with running(tmp_path) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        box.mic.record(CHUNK)
+        await box.settle()
+        box.link.deliver(Reconnecting, reason="goAway", reply_lost=False)
+        box.link.deliver(Reconnected, history_lost=True)
+        box.mic.record(CHUNK)
+        await box.settle()
+        assert restart not in box.speaker.buffered + box.speaker.heard, "beeped mid-question"
+        await box.ctl("release")
+        box.mic.record(CHUNK)
+        await box.settle()
+        played = bytes(box.speaker.buffered + box.speaker.heard)
+        assert played.count(restart) == 1, "the restart never said"
+        assert played.index(listen_end) < played.index(restart)
