@@ -62,6 +62,7 @@ from device.states import (
     Pressed,
     Released,
     ReplyAudio,
+    SayQuestionLost,
     SendActivityEnd,
     SendActivityStart,
     SendText,
@@ -490,6 +491,10 @@ class Appliance:
                     # Whole, to its fade: on a card at another rate the resampler would hold
                     # its end back until the next sound, seconds later.
                     self.speaker.feed(earcon(name), last=True)
+            case SayQuestionLost(at):
+                up = None if at is None else self._release_after(at)
+                if at is not None and up is not None:
+                    _press_taken_late(time.monotonic() - at, up - at)
             case StartTimer(timer):
                 self._start_timer(timer)
             case CancelTimer(timer):
@@ -508,15 +513,12 @@ class Appliance:
 
     def _lost_whole(self, since: float | None) -> bool:
         """Push-to-talk, a press from `since` taken now: whether its release came longer
-        ago than the ring keeps, so nothing said between the two is left (said so)."""
+        ago than the ring keeps, so nothing said between the two is left (the machine has
+        it said, if it takes the press)."""
         if self.machine.mode is not Mode.PUSH_TO_TALK or since is None:
             return False
-        now = time.monotonic()
         up = self._release_after(since)
-        if up is None or up > now - PRESS_LAG_S:
-            return False
-        _press_taken_late(now - since, up - since)
-        return True
+        return up is not None and up <= time.monotonic() - PRESS_LAG_S
 
     async def _camera_and_link_off(self, camera_off: Coroutine[Any, Any, None]) -> None:
         """The camera dark first (it is the privacy), the link closed beside it, not after:

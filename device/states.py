@@ -375,6 +375,14 @@ class PlayEarcon:
 
 
 @dataclass(frozen=True)
+class SayQuestionLost:
+    """The journal's line for a press taken so late (from its edge `at`) that all of its
+    question, released before it, is gone: only for a press the machine took as such."""
+
+    at: float | None
+
+
+@dataclass(frozen=True)
 class StartTimer:
     """(Re)start a timer; `Timeout(timer)` comes when it runs out."""
 
@@ -410,6 +418,7 @@ Action = (
     | AwaitDrain
     | DropOutbox
     | PlayEarcon
+    | SayQuestionLost
     | StartTimer
     | CancelTimer
     | FeedWatchdog
@@ -536,11 +545,15 @@ def _transition(m: Machine, event: Event) -> Step:
 
         case Pressed() if ptt and m.held:
             return m, []  # pressed already (`ctl press` twice): one turn, one earcon
-        case Pressed(lost=True) if ptt and m.state is not State.SPEAKING:
+        case Pressed(at, lost=True) if ptt and m.state is not State.SPEAKING:
             # An empty turn would be answered all the same, a question nobody asked: the
-            # person is told theirs was not heard. (Over the reply a press is taken from
-            # when it silences the box, whatever was said before.)
-            return m, [PlayEarcon(Earcon.ERROR)]
+            # person is told theirs was not heard.
+            return m, [PlayEarcon(Earcon.ERROR), SayQuestionLost(at)]
+        case Pressed(at, lost=True) if ptt:
+            # Over the reply a press is taken from when it silences the box, whatever was
+            # said before: what was said before is still lost.
+            talking, actions = _start_talking(m, at)
+            return talking, [*actions, SayQuestionLost(at)]
         case Pressed(at) if ptt:
             return _start_talking(m, at)
         case Pressed() if m.session_open:  # toggle: a second press ends the conversation

@@ -10,18 +10,20 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import CHUNK, running
+from fakes import CHUNK, RealCaptureParts, config, running
 from helpers import journal_lines, until
+from test_appliance import busy_closing, numbered
 from test_camera import Frames, camera, feed_for, picamera2  # noqa: F401 (camera: a fixture)
 
 from device import config as config_mod
 from device.audio.earcons import earcon
 from device.persist import StateFile
-from device.states import Earcon, Reconnected, Reconnecting, SetupComplete
+from device.states import DeviceFailed, Earcon, Reconnected, Reconnecting, SetupComplete
 
 
 @pytest.mark.parametrize("content", ["[0.5]", '"loud"', "0.5", "null", "true"])
@@ -165,3 +167,27 @@ async def test_the_restart_earcon_waits_for_the_release_of_a_press_held_through_
         played = bytes(box.speaker.buffered + box.speaker.heard)
         assert played.count(restart) == 1, "the restart never said"
         assert played.index(listen_end) < played.index(restart)
+
+
+async def test_a_late_press_refused_for_a_failed_speaker_is_not_said_a_lost_question(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The speaker failed while the box was busy closing a session, and a press and its
+    release waited behind the close. The machine refuses any press while a device is
+    failing (the error earcon), yet the journal said "the whole question (0.6 s) is lost",
+    sending the owner after a slow box instead of the speaker."""
+    caplog.set_level(logging.WARNING, "device.appliance")
+    cfg = config(audio={"reopen_s": 60.0})
+    async with running(tmp_path, cfg, parts_class=RealCaptureParts) as box:
+        mic = await busy_closing(box)
+        now = time.monotonic()
+        box.appliance.post(DeviceFailed("speaker", "the fake went"))
+        box.button.on_edge("pressed", now - 6.0)
+        box.button.on_edge("released", now - 5.4)
+        for n in range(150):
+            mic.record(numbered(n), now - 6.0 + 0.04 * (n + 1))
+        box.camera.hang.set()
+        await box.settle()
+        assert "speaker" in box.appliance.status()["faults"]
+    said = [r.getMessage() for r in caplog.records if "the press was taken" in r.getMessage()]
+    assert not said, said
