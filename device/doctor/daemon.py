@@ -11,6 +11,9 @@ from typing import Any
 
 from device.control_client import ControlError, NotRunning, request
 
+#: Faults of a sound card, which the audio keeper tries at once when one appears.
+SOUND_DEVICES = frozenset({"microphone", "speaker"})
+
 #: The turn timings the daemon reports, in the order a turn happens, with their labels.
 TIMINGS = (
     ("press_to_first_audio_ms", "press to first audio sent"),
@@ -120,10 +123,13 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
         if status.get("live_client") is False:
             session += "; the Live client still being built"
         lines.append(f"session:  {session}")
-    if status.get("faults"):
+    if faults := [str(fault) for fault in status.get("faults") or ()]:
+        # The audio keeper looks at the sound hardware every second: a card plugged in
+        # is tried then, not at the end of the wait (an owner would restart the service).
+        card = " at once when a sound card is plugged in, else" if SOUND_DEVICES & {*faults} else ""
         lines.append(
-            f"faults:   {', '.join(map(str, status['faults']))} (tried again by itself, less "
-            "often the longer it stays away; the journal says when it is back)"
+            f"faults:   {', '.join(faults)} (tried again by itself,{card} less often the "
+            "longer it stays away; the journal says when it is back)"
         )
     if unkept := status.get("settings_not_kept"):
         lines.append(
