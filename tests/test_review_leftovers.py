@@ -22,6 +22,8 @@ from test_camera import Frames, camera, feed_for, picamera2  # noqa: F401 (camer
 
 from device import config as config_mod
 from device.audio.earcons import earcon
+from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
+from device.live.wire import MIC_RATE
 from device.persist import StateFile
 from device.states import DeviceFailed, Earcon, Reconnected, Reconnecting, SetupComplete
 
@@ -205,3 +207,19 @@ def test_ctl_status_says_a_sound_card_plugged_in_is_tried_at_once(device: str) -
     assert "at once" in faults and "plugged in" in faults, faults
     button = summary_lines({"status": "error: button", "faults": ["button"]})
     assert not any("plugged in" in line for line in button), button  # a GPIO line: no card
+
+
+def test_a_press_just_past_what_is_kept_says_how_little_a_switch_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A press held a moment past what is kept to send again (UNSAVED_MOST_S), and the
+    connection switched under it: the journal said "its first 0 s are lost", a loss of
+    nothing in the owner's reading. It says the fraction it was."""
+    chunk = b"\x01\x00" * (MIC_RATE // 25)  # 40 ms, as the microphone hands them on
+    turn = WireTurn(unsaved_limit=unsaved_limit(3600))
+    turn.sent("activity_start")
+    for _ in range(round(UNSAVED_MOST_S * 25) + 1):
+        turn.spoke(chunk)
+    with caplog.at_level(logging.WARNING):
+        turn.words_to_repeat()
+    assert "its first 0.04 s are lost" in caplog.text, caplog.text

@@ -182,10 +182,12 @@ class WireTurn:
             while self.unsaved and self.unsaved[0][0] < let_pass:
                 self._forget_oldest()
         elif self.press_forgotten_bytes:
+            lost_s = self.press_forgotten_bytes / SAMPLE_BYTES / MIC_RATE
             log.warning(
                 "the press went on past what is kept to send again on a new connection: "
-                "its first %.0f s are lost",
-                self.press_forgotten_bytes / SAMPLE_BYTES / MIC_RATE,
+                "its first %s s are lost",
+                # Two figures below 10 s: a press a chunk past it lost 0.04 s, not "0 s".
+                f"{lost_s:.2g}" if lost_s < 10 else f"{lost_s:.0f}",
             )
         return [pcm for _, pcm in self.unsaved]
 
