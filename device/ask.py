@@ -13,7 +13,9 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -161,12 +163,23 @@ def _unwritable(path: str) -> str | None:
     try:
         with open(path, "ab"):
             pass
+        # A full card still opens a file that is there (and makes one while it has an
+        # inode left): its room is what decides. Root may use the blocks kept for it. A
+        # pipe (`--audio >(aplay)`, /dev/fd/63 on /proc, no blocks) takes what it reads.
+        full = stat.S_ISREG(os.stat(path).st_mode) and _no_room(path)
     except OSError as exc:
         return exc.strerror or str(exc)
-    if not existed:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-    return None
+    finally:
+        if not existed:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    return os.strerror(errno.ENOSPC) if full else None
+
+
+def _no_room(path: str) -> bool:
+    """Whether the file system holding the file `path` has no block left for this user."""
+    room = os.statvfs(path)
+    return room.f_blocks > 0 and (room.f_bfree if os.geteuid() == 0 else room.f_bavail) == 0
 
 
 def run_ask(args: argparse.Namespace) -> int:
