@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -126,8 +127,24 @@ def _in_the_group_of_its_place(path: Path) -> None:
             os.chown(path, -1, group)
 
 
-def _unusable(lock: Path, exc: OSError) -> ConfigError:
-    return ConfigError(f"[control] socket: cannot make the lock {lock}: {exc.strerror or exc}")
+class NoRoom(ControlError):
+    """The socket's file system (/run, a small tmpfs) has no room or no inode left: not
+    the configuration (status 2 stops systemd's restarts), a place that may be freed."""
+
+
+def _unusable(lock: Path, exc: OSError) -> ConfigError | NoRoom:
+    problem = f"cannot make the lock {lock}: {exc.strerror or exc}"
+    return _no_room(problem, lock, exc) or ConfigError(f"[control] socket: {problem}")
+
+
+def _no_room(problem: str, path: Path, exc: OSError) -> NoRoom | None:
+    """NoRoom for an OSError of a full file system (out of space or of inodes)."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return NoRoom(
+        f"{problem}: its file system is full, or out of inodes (a program's runaway "
+        f"files); `df -h -i {path.parent}` shows which"
+    )
 
 
 class ControlServer:
@@ -169,6 +186,8 @@ class ControlServer:
             )
         except OSError as exc:  # the path is unusable: the owner's to fix, no retry helps
             problem = f"cannot listen on {self.path}: {exc.strerror or exc}"
+            if full := _no_room(problem, self.path, exc):
+                raise full from None
             if isinstance(exc, PermissionError) and (owner := _by_hand_in_place_of(self.path)):
                 raise NotYourPlace(
                     f"{problem}: {self.path.parent} is user {owner}'s, the service's: "

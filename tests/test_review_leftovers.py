@@ -251,3 +251,26 @@ def test_ask_audio_on_a_full_card_is_refused_before_the_session(tmp_path: Path) 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--audio" in lines[0], done.stderr  # nothing of a session
     assert os.strerror(errno.ENOSPC) in lines[0], done.stderr
+
+
+def test_a_run_directory_out_of_inodes_is_no_configuration_error(tmp_path: Path) -> None:
+    """/run (a small tmpfs) out of inodes, a runaway program's files in it: the daemon
+    said "configuration error: [control] socket: cannot make the lock ...: No space left
+    on device" and exited 2, which systemd does not restart: the box stayed off until the
+    retry timer, ten minutes, and the owner searched a configuration with nothing wrong.
+    It says the place is full and how to see it, and exits 1 (systemd tries again)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[control]\nsocket = "{run / "control.sock"}"\n')
+    script = f'mount -t tmpfs -o nr_inodes=1 tmpfs {run} && exec "$@"'  # the root's only
+    command = [sys.executable, "-m", "device", "run", "--config", str(cfg)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]),
+           "GEMINI_API_KEY": "AIza" + "x" * 35}  # fmt: skip
+    done = subprocess.run(
+        [require("unshare", "util-linux"), "--mount", "sh", "-c", script, "sh", *command],
+        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "configuration error" not in done.stderr, done.stderr
+    assert f"df -h -i {run}" in done.stderr, done.stderr
