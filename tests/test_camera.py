@@ -1227,3 +1227,34 @@ async def test_a_frame_skipped_at_the_release_is_not_said_to_be_followed_by_the_
     [skipped] = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert "skipped 1 camera frame(s)" in skipped and "truncated" in skipped, skipped
     assert "the next one used" not in skipped, skipped
+
+
+@pytest.mark.parametrize("stuck_in", ["start", "stop"])
+async def test_the_off_line_after_a_stuck_camera_call_counts_the_runs_frames(
+    camera: Any,
+    caplog: pytest.LogCaptureFixture,
+    stuck_in: str,
+) -> None:
+    """`journalctl LIVE_CAMERA=off` gives each camera run's frames in LIVE_CAMERA_FRAMES,
+    what a privacy-minded owner counts: the run whose start or stop got stuck ended on an
+    "off" line without it (a missing field, where every other run has one)."""
+    caplog.set_level(logging.INFO, logger="device.hw.camera")
+    gate = threading.Event()
+    setattr(camera, f"{stuck_in}_gate", gate)
+    frames = Frames()
+    feed = feed_for(picamera2(), frames, switch_timeout_s=0.2)
+    cameras = lambda: [r for r in caplog.records if hasattr(r, "LIVE_CAMERA")]  # noqa: E731
+    try:
+        feed.start_frames()
+        if stuck_in == "stop":
+            await until(lambda: frames.jpegs)
+            feed.stop_frames()
+        await until(lambda: any(r.LIVE_CAMERA == "stuck" for r in cameras()), within=3)
+        await feed.aclose()
+    finally:
+        gate.set()
+    await until(lambda: cameras()[-1].LIVE_CAMERA == "off", within=3)
+    await feed.shutdown()
+    stuck = next(r for r in cameras() if r.LIVE_CAMERA == "stuck")
+    off = cameras()[-1]
+    assert getattr(off, "LIVE_CAMERA_FRAMES", None) == stuck.LIVE_CAMERA_FRAMES, off.__dict__

@@ -607,3 +607,17 @@ def test_ctl_status_prints_the_summary_not_the_json(
     assert out.splitlines()[1:] == [
         "session:  closed", "audio:    volume 50%", "no finished turns yet",
     ], out
+
+
+@pytest.mark.parametrize("device", ["microphone", "speaker"])
+def test_ctl_status_says_a_sound_card_plugged_in_is_tried_at_once(device: str) -> None:
+    """A USB card gone for an hour: `ctl status` said it is tried "less often the longer it
+    stays away", and the owner who plugged it back in waited, or restarted the service,
+    where the box looks at the sound hardware every second and tries a new card at once."""
+    from device.doctor.daemon import summary_lines
+
+    lines = summary_lines({"status": f"error: {device}: gone", "faults": [device]})
+    (faults,) = [line for line in lines if line.startswith("faults:")]
+    assert "at once" in faults and "plugged in" in faults, faults
+    button = summary_lines({"status": "error: button", "faults": ["button"]})
+    assert not any("plugged in" in line for line in button), button  # a GPIO line: no card

@@ -9,7 +9,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from helpers import open_refused
+from fakes import running
+from helpers import journal_lines, open_refused
 
 from device import appliance, cli, config
 from device.cli import main
@@ -1175,3 +1176,29 @@ def test_hands_free_the_least_silence_the_refusal_names_is_accepted(
         f"silence_ms = {silence_ms}\nend_after_silence_s = {least_s}",
     )
     assert config.load(path, key=False).conversation.end_after_silence_s == least_s
+
+
+async def test_an_empty_configuration_file_is_said_at_the_start(tmp_path: Path) -> None:
+    """A power cut while the owner saved config.toml leaves it zero bytes long: the box
+    started on the defaults (their pins, voice and mode gone) without a word, and the
+    owner looked everywhere but there. The journal names the file."""
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"")
+    cfg = config.load(path, key=False)
+    with journal_lines("device.appliance") as journal:
+        async with running(tmp_path, cfg):
+            pass
+    said = [r for r in journal.records if str(path) in r["MESSAGE"]]
+    assert len(said) == 1, journal.records
+    assert int(said[0]["PRIORITY"]) <= 4
+
+
+async def test_a_configuration_of_comments_only_is_not_said(tmp_path: Path) -> None:
+    """The defaults chosen on purpose (every line a comment) are no fault."""
+    path = tmp_path / "config.toml"
+    path.write_text("# all defaults\n")
+    cfg = config.load(path, key=False)
+    with journal_lines("device.appliance") as journal:
+        async with running(tmp_path, cfg):
+            pass
+    assert not [r for r in journal.records if str(path) in r["MESSAGE"]], journal.records

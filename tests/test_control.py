@@ -7,11 +7,14 @@ import contextlib
 import glob
 import itertools
 import json
+import os
 import re
+import shutil
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +24,7 @@ from typing import Any
 
 import pytest
 from helpers import open_descriptors, open_refused
+from system_view import require
 
 from device import appliance as appliance_module
 from device import workers
@@ -783,3 +787,70 @@ def test_ctl_gives_up_on_a_daemon_that_drips_its_answer_within_its_timeout(
         finally:
             stop.set()
     assert time.monotonic() - began < 3
+
+
+GROUP = MEMBER = 65534  # nobody: in the group of the run directory below, not its owner
+
+
+SERVICE = 1  # daemon: stands in for the user live-appliance, the run directory's owner
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="makes the service's place as root"
+)
+def test_a_group_members_run_beside_the_stopped_service_is_no_configuration_error() -> None:
+    """A member of the service's group runs `live-appliance run` to try the box by hand
+    while the service is stopped: /run/live-appliance is the service user's (0750, its
+    lock in it). The run said "configuration error: [control] socket: cannot listen" and
+    exited 2, and the owner went through a configuration nothing is wrong with. It says
+    whose place the socket's is, what to run instead, and exits 1 (as beside a running
+    service)."""
+    with tempfile.TemporaryDirectory(prefix="live-appliance-member-") as place:
+        ran = _run_as_member(Path(place))
+    assert ran.returncode == 1, (ran.returncode, ran.stderr)
+    assert "configuration error" not in ran.stderr, ran.stderr
+    assert "systemctl start live-appliance" in ran.stderr, ran.stderr
+
+
+def _run_as_member(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`live-appliance run` as a member of the group of a run directory the service made."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    os.chown(run_dir, SERVICE, GROUP)
+    run_dir.chmod(0o750)
+    lock = run_dir / "control.sock.lock"  # the stopped service's, mode 0600
+    lock.write_text("")
+    lock.chmod(0o600)
+    os.chown(lock, SERVICE, SERVICE)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[control]\nsocket = "{run_dir / "control.sock"}"\n')
+    tmp_path.chmod(0o755)
+    return subprocess.run(
+        ["setpriv", f"--reuid={MEMBER}", f"--regid={GROUP}", "--clear-groups",
+         sys.executable, "-m", "device", "run", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=30, cwd=Path(__file__).parents[1],
+        env={**os.environ, "GEMINI_API_KEY": "AIza" + "x" * 35, "HOME": str(tmp_path)},
+    )  # fmt: skip
+
+
+def test_a_run_directory_out_of_inodes_is_no_configuration_error(tmp_path: Path) -> None:
+    """/run (a small tmpfs) out of inodes, a runaway program's files in it: the daemon
+    said "configuration error: [control] socket: cannot make the lock ...: No space left
+    on device" and exited 2, which systemd does not restart: the box stayed off until the
+    retry timer, ten minutes, and the owner searched a configuration with nothing wrong.
+    It says the place is full and how to see it, and exits 1 (systemd tries again)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[control]\nsocket = "{run / "control.sock"}"\n')
+    script = f'mount -t tmpfs -o nr_inodes=1 tmpfs {run} && exec "$@"'  # the root's only
+    command = [sys.executable, "-m", "device", "run", "--config", str(cfg)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]),
+           "GEMINI_API_KEY": "AIza" + "x" * 35}  # fmt: skip
+    done = subprocess.run(
+        [require("unshare", "util-linux"), "--mount", "sh", "-c", script, "sh", *command],
+        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "configuration error" not in done.stderr, done.stderr
+    assert f"df -h -i {run}" in done.stderr, done.stderr

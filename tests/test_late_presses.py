@@ -23,7 +23,12 @@ from device.config import AudioConfig
 from device.live.wire import MIC_RATE
 from device.mic_feed import MicFeed
 from device.outbox import Item, Outbox
-from device.states import Earcon, SetupComplete, ToolsAtWork
+from device.states import (
+    DeviceFailed,
+    Earcon,
+    SetupComplete,
+    ToolsAtWork,
+)
 
 CHUNK_MS = 20
 
@@ -341,3 +346,27 @@ async def test_a_tool_at_its_own_timeout_still_has_the_reply_time_to_answer(
 
 
 # --- what a new connection sends again -------------------------------------------------
+
+
+async def test_a_late_press_refused_for_a_failed_speaker_is_not_said_a_lost_question(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The speaker failed while the box was busy closing a session, and a press and its
+    release waited behind the close. The machine refuses any press while a device is
+    failing (the error earcon), yet the journal said "the whole question (0.6 s) is lost",
+    sending the owner after a slow box instead of the speaker."""
+    caplog.set_level(logging.WARNING, "device.appliance")
+    cfg = config(audio={"reopen_s": 60.0})
+    async with running(tmp_path, cfg, parts_class=RealCaptureParts) as box:
+        mic = await busy_closing(box)
+        now = time.monotonic()
+        box.appliance.post(DeviceFailed("speaker", "the fake went"))
+        box.button.on_edge("pressed", now - 6.0)
+        box.button.on_edge("released", now - 5.4)
+        for n in range(150):
+            mic.record(numbered_40_ms(n), now - 6.0 + 0.04 * (n + 1))
+        box.camera.hang.set()
+        await box.settle()
+        assert "speaker" in box.appliance.status()["faults"]
+    said = [r.getMessage() for r in caplog.records if "the press was taken" in r.getMessage()]
+    assert not said, said

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import google.auth
 import google.auth.credentials
 import pytest
-from fakes import Gate
+from fakes import CHUNK, Gate, running
 from google.auth import exceptions as auth_errors
 from google.genai import errors, types
 from helpers import closed_port, only_proxy, proxy, unknown_name, until
@@ -42,6 +42,7 @@ from websockets.http11 import Response
 from websockets.protocol import State as WsState
 from wire import at, config_for
 
+from device.audio.earcons import earcon
 from device.config import Config, LiveConfig, Secret
 from device.doctor.daemon import summary_lines
 from device.errors import TEXT_LIMIT
@@ -50,11 +51,18 @@ from device.live.endpoint import endpoint, proxy_of, through_proxy
 from device.live.errors import answer_crossed, describe_failure, failure_fields, is_refusal
 from device.live.session import SESSION_ID_LIMIT, LiveLink
 from device.live.websocket import UNSENT_HELD_LIMIT, websocket_of
-from device.live.wire import CLOSE_INTERNAL, CLOSE_POLICY, REPLY_RATE, SAMPLE_BYTES, pcm_mime
+from device.live.wire import (
+    CLOSE_INTERNAL,
+    CLOSE_POLICY,
+    REPLY_RATE,
+    SAMPLE_BYTES,
+    pcm_mime,
+)
 from device.outbox import Kind, Outbox
 from device.states import (
     ConnectFailed,
     ConnectionLost,
+    Earcon,
     Event,
     Reconnected,
     Reconnecting,
@@ -1754,3 +1762,29 @@ def test_a_close_without_a_reason_is_said_without_a_dangling_colon() -> None:
     line = describe_failure(closed)
     assert line.endswith(f"(close code {CLOSE_INTERNAL})"), line
     assert failure_fields(closed)["LIVE_ERROR"] == line
+
+
+async def test_the_restart_earcon_waits_for_the_release_of_a_press_held_through_it(
+    tmp_path: Path,
+) -> None:
+    """Push-to-talk, a goAway mid-question whose resumption handle the service refused:
+    the new session started afresh, and its earcon played at once, into the question the
+    held button was still sending (the box's own beep in the person's words). It plays
+    once the button is up, after the end-of-turn earcon."""
+    restart, listen_end = earcon(Earcon.RESTART), earcon(Earcon.LISTEN_END)
+    async with running(tmp_path) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        box.mic.record(CHUNK)
+        await box.settle()
+        box.link.deliver(Reconnecting, reason="goAway", reply_lost=False)
+        box.link.deliver(Reconnected, history_lost=True)
+        box.mic.record(CHUNK)
+        await box.settle()
+        assert restart not in box.speaker.buffered + box.speaker.heard, "beeped mid-question"
+        await box.ctl("release")
+        box.mic.record(CHUNK)
+        await box.settle()
+        played = bytes(box.speaker.buffered + box.speaker.heard)
+        assert played.count(restart) == 1, "the restart never said"
+        assert played.index(listen_end) < played.index(restart)

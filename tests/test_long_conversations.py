@@ -201,3 +201,19 @@ def test_hands_free_keeps_its_minute_to_send_again_with_a_short_longest_turn_s()
 
 
 # --- the journal over an hour ---------------------------------------------------------
+
+
+def test_a_press_just_past_what_is_kept_says_how_little_a_switch_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A press held a moment past what is kept to send again (UNSAVED_MOST_S), and the
+    connection switched under it: the journal said "its first 0 s are lost", a loss of
+    nothing in the owner's reading. It says the fraction it was."""
+    chunk = b"\x01\x00" * (MIC_RATE // 25)  # 40 ms, as the microphone hands them on
+    turn = WireTurn(unsaved_limit=unsaved_limit(3600))
+    turn.sent("activity_start")
+    for _ in range(round(UNSAVED_MOST_S * 25) + 1):
+        turn.spoke(chunk)
+    with caplog.at_level(logging.WARNING):
+        turn.words_to_repeat()
+    assert "its first 0.04 s are lost" in caplog.text, caplog.text

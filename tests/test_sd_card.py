@@ -576,3 +576,29 @@ def test_the_installer_takes_an_overlay_written_to_the_disk(tmp_path: Path) -> N
     result = view.run(["bash", str(INSTALL), "--dry-run"], env=env)
     assert "undone at the next boot" not in result.stderr, result.stderr
     assert "==> Debian packages" in result.stdout, result.stdout + result.stderr
+
+
+def test_ask_audio_on_a_full_card_is_refused_before_the_session(tmp_path: Path) -> None:
+    """`ask "..." --audio reply.wav` with the card full: the check before the session
+    opened the (existing) file and passed, the session ran (the owner waited for every
+    turn, and paid for it), and only then was the reply lost to "No space left". It is
+    said before any connection is tried."""
+    card = tmp_path / "card"
+    card.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[live]\nbase_url = "http://127.0.0.1:9"\n')  # discard: never reached
+    wav = card / "reply.wav"
+    fill = f"head -c 65536 /dev/zero >{card}/fill 2>/dev/null; : >{wav} &&"
+    script = f'mount -t tmpfs -o size=8k tmpfs {card} && {fill} exec "$@"'
+    command = [sys.executable, "-m", "device", "ask", "Hello", "--audio", str(wav),
+               "--config", str(cfg)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]),
+           "GEMINI_API_KEY": "AIza" + "x" * 35}  # fmt: skip
+    done = subprocess.run(
+        [require("unshare", "util-linux"), "--mount", "sh", "-c", script, "sh", *command],
+        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--audio" in lines[0], done.stderr  # nothing of a session
+    assert os.strerror(errno.ENOSPC) in lines[0], done.stderr
