@@ -404,13 +404,13 @@ class Connection:
                 # whole does, and the service's late interrupted on it ends nothing.
                 turn.last_reply_whole = not turn.superseded_cut
                 turn.superseded = turn.superseded_cut = False
-                turn.log_words()
+                turn.log_words(cut=True)  # the speaker was cleared at the press
                 turn.update()
                 self._turn_carried(asked=False)
                 hooks.on_event(TurnComplete(session=session, talked_over=True))
             return
         if content.interrupted:
-            self._end_turn(earlier)
+            self._end_turn(earlier, cut=True)
             hooks.on_event(Interrupted(session=session))
             if not content.turn_complete:
                 # Up to its turnComplete, what comes is the rest of the reply cut short:
@@ -476,14 +476,14 @@ class Connection:
             self.completed_turns += 1
         self._replied = False
 
-    def _end_turn(self, earlier: bool) -> None:
+    def _end_turn(self, earlier: bool, cut: bool = False) -> None:
         """The reply ended; the one owed to a tool's answer only once no tool works (the
         model may end a turn of its own, "let me look that up", while one does) and by an
         end read after the answer went out (not `earlier`): that turn's end, read while the
         tool worked, waits behind its words for the speaker, and is handed on after a quick
-        answer."""
+        answer. `cut`: the service stopped it (interrupted)."""
         turn = self._turn
-        turn.log_words()
+        turn.log_words(cut)
         turn.awaiting_reply = turn.replying = False
         turn.tool_reply_owed = turn.tool_reply_owed and (turn.tools_running > 0 or earlier)
         turn.update()

@@ -282,25 +282,37 @@ class WireTurn:
         self.log_words()
         self.update()
 
-    def log_words(self) -> None:
-        """The turn's transcripts to the journal, then forgotten."""
+    def log_words(self, cut: bool = False) -> None:
+        """The turn's transcripts to the journal, then forgotten. `cut`: the reply was
+        talked over; its transcription runs as far ahead of the speaker as its audio came,
+        so the words logged are what the model meant to say, not what the person heard."""
         if self.heard or self.said:
-            _log_transcript(self.log_transcripts, self.heard.text(), self.said.text())
+            _log_transcript(self.log_transcripts, self.heard.text(), self.said.text(), cut)
         self.heard.clear()
         self.said.clear()
 
 
-def _log_transcript(words: bool, heard: str, said: str) -> None:
-    """One journal line per side of a turn; only lengths when the owner keeps words out."""
+def _log_transcript(words: bool, heard: str, said: str, cut: bool) -> None:
+    """One journal line per side of a turn; only lengths when the owner keeps words out.
+    The model's, of a reply `cut` short, says so (LIVE_REPLY_CUT=1)."""
+    cut = cut and bool(said)
+    marked = {"LIVE_REPLY_CUT": 1} if cut else {}
     if not words:
         log.info(
-            "turn transcript: %d words heard, %d said (words not logged)",
+            "turn transcript: %d words heard, %d said%s (words not logged)",
             len(heard.split()),
             len(said.split()),
+            ", cut short" if cut else "",
+            extra=marked,
         )
         return
     heard, said = words_on_one_line(heard), words_on_one_line(said)
     if heard:
         log.info("user said: %s", heard, extra={"LIVE_TRANSCRIPT_IN": heard})
     if said:
-        log.info("model said: %s", said, extra={"LIVE_TRANSCRIPT_OUT": said})
+        log.info(
+            "model said%s: %s",
+            " (cut short)" if cut else "",
+            said,
+            extra={"LIVE_TRANSCRIPT_OUT": said, **marked},
+        )
