@@ -41,3 +41,27 @@ async def test_the_journal_says_a_reply_talked_over_was_cut_short_not_said_whole
     line = model_line(caplog)
     assert getattr(line, "LIVE_REPLY_CUT", None) == (None if how == "whole" else 1)
     assert ("cut short" in line.getMessage()) is (how != "whole")
+
+
+@pytest.mark.parametrize("end", ["turn-complete", "connection-lost"])
+async def test_the_words_of_a_reply_cut_short_are_one_journal_line_with_those_come_late(
+    caplog: pytest.LogCaptureFixture, end: str
+) -> None:
+    """Hands-free, the service's VAD cuts the reply; the transcription of what it had sent
+    comes after its interrupted (transcriptions are not ordered with the audio), before its
+    turnComplete (or the connection's end). The journal had two lines for the one reply,
+    each a piece of it."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    caplog.set_level(logging.INFO)
+    conn._dispatch(audio(b"\x01\x00" * 100))
+    conn._dispatch(content(output_transcription=types.Transcription(text="Tomorrow will ")))
+    conn._dispatch(content(interrupted=True))
+    conn._dispatch(content(output_transcription=types.Transcription(text="be sunny")))
+    if end == "turn-complete":
+        conn._dispatch(content(turn_complete=True))
+    else:
+        turn.lost()
+    line = model_line(caplog)
+    assert getattr(line, "LIVE_TRANSCRIPT_OUT", None) == "Tomorrow will be sunny"
+    assert getattr(line, "LIVE_REPLY_CUT", None) == 1

@@ -410,7 +410,9 @@ class Connection:
                 hooks.on_event(TurnComplete(session=session, talked_over=True))
             return
         if content.interrupted:
-            self._end_turn(earlier, cut=True)
+            # Up to its turnComplete, its words may still come (transcriptions are not
+            # ordered with the audio): its one journal line waits for them, as below.
+            self._end_turn(earlier, cut=True, words_in=bool(content.turn_complete))
             hooks.on_event(Interrupted(session=session))
             if not content.turn_complete:
                 # Up to its turnComplete, what comes is the rest of the reply cut short:
@@ -476,14 +478,16 @@ class Connection:
             self.completed_turns += 1
         self._replied = False
 
-    def _end_turn(self, earlier: bool, cut: bool = False) -> None:
+    def _end_turn(self, earlier: bool, cut: bool = False, words_in: bool = True) -> None:
         """The reply ended; the one owed to a tool's answer only once no tool works (the
         model may end a turn of its own, "let me look that up", while one does) and by an
         end read after the answer went out (not `earlier`): that turn's end, read while the
         tool worked, waits behind its words for the speaker, and is handed on after a quick
-        answer. `cut`: the service stopped it (interrupted)."""
+        answer. `cut`: the service stopped it (interrupted); `words_in`: its words have all
+        come, to the journal now."""
         turn = self._turn
-        turn.log_words(cut)
+        if words_in:
+            turn.log_words(cut)
         turn.awaiting_reply = turn.replying = False
         turn.tool_reply_owed = turn.tool_reply_owed and (turn.tools_running > 0 or earlier)
         turn.update()

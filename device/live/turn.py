@@ -273,13 +273,15 @@ class WireTurn:
 
     def lost(self) -> None:
         """The connection died, or the session was closed: whatever was awaited from it
-        will not come. The words of the turn cut short still reach the journal."""
+        will not come. The words of the turn cut short still reach the journal (a reply
+        talked over, whose end was still to come, said so)."""
+        cut = self.superseded
         self.awaiting_reply = self.replying = self.superseded = self.superseded_cut = False
         self.tool_reply_owed = False
         self.earlier_unanswered, self.new_words = 0, False
         self.last_reply_whole = self.stray_end_due = False
         self.tools_running = 0
-        self.log_words()
+        self.log_words(cut)
         self.update()
 
     def log_words(self, cut: bool = False) -> None:
