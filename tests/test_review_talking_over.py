@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
+from fakes import CHUNK
 from google.genai import types
 from test_live_connection import Seen, audio, connection, content
+from test_talking_over import OLD, ask, box_on_the_wire, wire
 
 from device.live.turn import WireTurn
 
@@ -65,3 +68,33 @@ async def test_the_words_of_a_reply_cut_short_are_one_journal_line_with_those_co
     line = model_line(caplog)
     assert getattr(line, "LIVE_TRANSCRIPT_OUT", None) == "Tomorrow will be sunny"
     assert getattr(line, "LIVE_REPLY_CUT", None) == 1
+
+
+async def test_a_quick_tap_over_a_whole_reply_thinks_through_the_services_late_interrupted(
+    tmp_path: Path,
+) -> None:
+    """Push-to-talk: a reply came whole and still plays; the person taps over it (a quick
+    question, or `ctl press; ctl release`). The service's late interrupted on that whole
+    reply, a round trip after the activityStart, came once the release was posted and
+    before its activityEnd went out: the box took it for the end of the new question.
+    The LEDs went thinking -> idle with the question unanswered, and the reply timer was
+    gone: an answer that never came got no error beep, one that came played out of the
+    blue."""
+    async with box_on_the_wire(tmp_path) as box:
+        link = wire(box)
+        await ask(box)
+        link.audio(OLD * 30)  # 3 s of reply, sent whole, faster than it plays
+        link.server(turn_complete=True)
+        await box.settle()
+        assert box.state == "speaking"
+        await box.ctl("press")
+        box.mic.record(CHUNK)
+        await box.settle()
+        link.send()  # activityStart and the first words go out
+        await box.control.ask("release")
+        link.server(interrupted=True)  # the service's late word on the whole reply
+        box.mic.record(CHUNK)  # the chunk holding the release
+        await box.settle()
+        link.send()  # ... and the activityEnd
+        assert box.states()[3:] == ["speaking", "listening", "thinking"], box.states()
+        assert "reply" in box.appliance.status()["timers"]

@@ -447,10 +447,11 @@ class Connection:
     def _late_word_on_a_whole_reply(self, content: types.LiveServerContent) -> bool:
         """An interrupted after a reply that came whole (its turnComplete before it; it may
         still be playing), and the turnComplete that follows it: it stops the speaker
-        unless a newer turn awaits its reply, and ends nothing of that turn. Whether it was
-        this (then nothing more of the message is to be done). After words that came whole
-        before their tool's answer ("let me look that up"), with the answer out, it is the
-        person cutting the reply the model was making to it: that is owed no longer."""
+        unless a newer turn is open or awaits its reply, and ends nothing of that turn.
+        Whether it was this (then nothing more of the message is to be done). After words
+        that came whole before their tool's answer ("let me look that up"), with the answer
+        out, it is the person cutting the reply the model was making to it: that is owed no
+        longer."""
         turn = self._turn
         if content.interrupted and turn.last_reply_whole:
             turn.last_reply_whole = False
@@ -458,7 +459,9 @@ class Connection:
             if not turn.tools_running:
                 turn.tool_reply_owed = False
                 turn.update()
-            if not turn.in_flight:
+            if not (turn.in_flight or turn.activity_open):
+                # A press being spoken is a newer turn too: it silenced the reply itself,
+                # and its release, taken before this, would take this for its own end.
                 self._hooks.on_event(Interrupted(session=self._hooks.session))
             return True
         if content.interrupted:
