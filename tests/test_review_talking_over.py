@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import CHUNK
 from google.genai import types
-from test_live_connection import Seen, audio, connection, content
+from test_live_connection import SESSION, Seen, audio, connection, content
+from test_live_session import AHEAD_S, Speaker
 from test_talking_over import OLD, ask, box_on_the_wire, wire
 
+from device.config import LiveConfig
+from device.live.connection import Connection
+from device.live.hooks import Hooks
 from device.live.turn import WireTurn
+from device.live.wire import REPLY_RATE
+from device.outbox import Outbox
+from device.states import ReplyAudio
 
 WORDS = "Tomorrow will be sunny and warm, with a light breeze from the west."
 
@@ -98,3 +107,42 @@ async def test_a_quick_tap_over_a_whole_reply_thinks_through_the_services_late_i
         link.send()  # ... and the activityEnd
         assert box.states()[3:] == ["speaking", "listening", "thinking"], box.states()
         assert "reply" in box.appliance.status()["timers"]
+
+
+@pytest.mark.parametrize("by", ["the-box", "the-answer"])
+async def test_the_journal_says_a_whole_reply_dropped_for_words_over_it_was_cut(
+    caplog: pytest.LogCaptureFixture, by: str
+) -> None:
+    """Hands-free: the service sent all of a long reply (its end waits behind what the
+    speaker has no room for yet), and the person talks over it. The service has nothing
+    left to interrupt: the box drops the rest itself (hearing them over its cancelled
+    echo), or the service's answer to their words does. The journal's line for it, logged
+    as its end was handed on in the drop, said "model said: <every word>", as for a reply
+    heard whole."""
+    speaker, seen, turn = Speaker(), Seen(), WireTurn()
+
+    def on_event(event: Any) -> None:
+        seen.events.append(event)
+        if isinstance(event, ReplyAudio) and not event.talked_over:
+            speaker.feed(event.pcm)
+
+    hooks = Hooks(SESSION, on_event, lambda item, t: None, lambda h: None, speaker)
+    no_socket: Any = None
+    conn = Connection(no_socket, contextlib.AsyncExitStack(), LiveConfig(), Outbox(5), hooks,
+                      turn)  # fmt: skip
+    caplog.set_level(logging.INFO)
+    second = b"\x01\x00" * REPLY_RATE
+    for _ in range(int(AHEAD_S) + 2):  # more than the speaker takes: the rest waits
+        await conn._read_ahead.take(audio(second))
+    await conn._read_ahead.take(content(output_transcription=types.Transcription(text=WORDS)))
+    await conn._read_ahead.take(content(turn_complete=True))
+    assert not speaker.has_room()
+    if by == "the-box":
+        assert conn.drop_whole_reply(), "the service had sent all of it"
+    else:
+        heard = types.Transcription(text="stop, what about Sunday")
+        await conn._read_ahead.take(content(input_transcription=heard))
+        await conn._read_ahead.take(audio(b"\x05\x00" * 2400))  # the answer
+        assert any(isinstance(e, ReplyAudio) and e.replaces for e in seen.events)
+    line = model_line(caplog)
+    assert getattr(line, "LIVE_REPLY_CUT", None) == 1

@@ -486,11 +486,11 @@ class Connection:
         model may end a turn of its own, "let me look that up", while one does) and by an
         end read after the answer went out (not `earlier`): that turn's end, read while the
         tool worked, waits behind its words for the speaker, and is handed on after a quick
-        answer. `cut`: the service stopped it (interrupted); `words_in`: its words have all
-        come, to the journal now."""
+        answer. `cut`: the service stopped it (interrupted), or its rest is being dropped;
+        `words_in`: its words have all come, to the journal now."""
         turn = self._turn
         if words_in:
-            turn.log_words(cut)
+            turn.log_words(cut or self._read_ahead.dropping)
         turn.awaiting_reply = turn.replying = False
         turn.tool_reply_owed = turn.tool_reply_owed and (turn.tools_running > 0 or earlier)
         turn.update()

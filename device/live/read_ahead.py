@@ -83,6 +83,9 @@ class ReadAhead:
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        #: What is handed on now is of a reply whose audio was dropped (`_drop_audio`): the
+        #: turn it ends was cut short, whatever its end says.
+        self.dropping = False
         for message in carried:
             self._wait(message, _audio_bytes(message))
 
@@ -220,9 +223,13 @@ class ReadAhead:
         audio such a message carries, read through the SDK's models, goes on with it, and
         the speaker is cleared after it); those after them wait on."""
         count = len(self._waiting) if count is None else count
-        for message, _, earlier in self._pop(count):
-            if not isinstance(message, AudioOnly):
-                self._handle(message, earlier)
+        self.dropping = True
+        try:
+            for message, _, earlier in self._pop(count):
+                if not isinstance(message, AudioOnly):
+                    self._handle(message, earlier)
+        finally:
+            self.dropping = False
 
 
 def _audio_bytes(message: Message) -> int:
