@@ -343,7 +343,11 @@ class ToolBox:
         try:
             async with deadline:
                 result = await in_own_thread(call, "tool", self._threads)
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            # SystemExit too (argparse's sys.exit(2) in a helper the tool runs): raised into
+            # the session's task, asyncio ended the daemon with it, exit 2 never restarted.
             if deadline.expired():
                 return {"error": f"timed out after {self._cfg.timeout_s:g} s"}
             return {"error": cut(f"{type(exc).__name__}: {exc}", TEXT_LIMIT)}

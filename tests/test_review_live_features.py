@@ -1,0 +1,69 @@
+"""Review (stop 54) of the Live features an owner configures: what a declared tool does
+to the call when it fails in an unusual way, and settings the service would refuse."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import pytest
+from fakes import FakeActions
+from wire import tool_responses
+
+from device.config import Config, LiveConfig, Secret, ToolsConfig
+from device.live.setup import connect_config, make_client
+from device.tools import Device, Registry, ToolBox
+from rig.server.server import LiveServer
+
+REPLY_S = 0.2
+
+
+@pytest.fixture
+async def server():
+    async with LiveServer(pace=0, reply_seconds=REPLY_S) as live:
+        yield live
+
+
+def cli_tools() -> Registry:
+    """A tool as an owner might add one: it runs a command-line helper's main(), whose
+    argparse ends a bad command line with sys.exit(2)."""
+    registry = Registry()
+
+    @registry.tool
+    def garage(device: Device, command: str) -> dict[str, Any]:
+        """Open or close the garage door."""
+        parser = argparse.ArgumentParser(prog="garage")
+        parser.add_argument("action", choices=["open", "close"])
+        return {"done": vars(parser.parse_args([command]))}
+
+    return registry
+
+
+async def test_a_tool_that_exits_answers_the_model_with_an_error_and_one_journal_line(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tool whose helper calls sys.exit() raised SystemExit out of the tool's thread into
+    the session: the call went unanswered, and asyncio let the exit end the daemon."""
+    caplog.set_level(logging.INFO, logger="device.tools")
+    monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    toolbox = ToolBox(ToolsConfig(enabled=("garage",)), FakeActions(), registry=cli_tools())
+    call_id = server.queue_tool_call("garage", {"command": "lift"})
+    cfg = Config(live=LiveConfig(base_url=server.base_url), api_key=Secret(server.api_key))
+    client = make_client(cfg)
+    async with client.aio.live.connect(model=cfg.live.model,
+                                       config=connect_config(cfg, None)) as session:
+        await session.send_realtime_input(text="open the garage")
+        message = await anext(aiter(session.receive()))
+        (call,) = message.tool_call.function_calls
+        try:
+            response = await toolbox.run(call)
+        except SystemExit as exc:  # pragma: no cover - the defect
+            pytest.fail(f"the tool's exit left the call unanswered: SystemExit({exc.code})")
+        await session.send_tool_response(function_responses=[response])
+        assert b"".join([m.data async for m in session.receive() if m.data])
+    (sent,) = tool_responses(server)
+    assert (sent["id"], sent["name"]) == (call_id, "garage")
+    assert sent["response"]["error"].startswith("SystemExit")
+    (record,) = [r for r in caplog.records if r.name == "device.tools"]
+    assert (record.levelno, record.LIVE_TOOL_RESULT) == (logging.WARNING, "error")
