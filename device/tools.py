@@ -350,7 +350,7 @@ class ToolBox:
             # the session's task, asyncio ended the daemon with it, exit 2 never restarted.
             if deadline.expired():
                 return {"error": f"timed out after {self._cfg.timeout_s:g} s"}
-            return {"error": cut(f"{type(exc).__name__}: {exc}", TEXT_LIMIT)}
+            return {"error": _failure(exc)}
         return _as_json(result if isinstance(result, dict) else {"output": result})
 
     def _log(self, call: types.FunctionCall, started: float, result: str, error: str = "") -> None:
@@ -371,6 +371,17 @@ class ToolBox:
                 "LIVE_TOOL_MS": ms,
             },
         )
+
+
+def _failure(exc: BaseException) -> str:
+    """A tool's exception as the model is told it. One whose text cannot be made (an
+    owner's __str__ that raises) is its type alone: raised here, it failed the
+    connection's task group, the call unanswered and the reply in flight lost."""
+    try:
+        text = str(exc)
+    except Exception:
+        return type(exc).__name__
+    return cut(f"{type(exc).__name__}: {text}", TEXT_LIMIT)
 
 
 def _as_json(result: dict[str, Any]) -> dict[str, Any]:

@@ -67,3 +67,47 @@ async def test_a_tool_that_exits_answers_the_model_with_an_error_and_one_journal
     assert sent["response"]["error"].startswith("SystemExit")
     (record,) = [r for r in caplog.records if r.name == "device.tools"]
     assert (record.levelno, record.LIVE_TOOL_RESULT) == (logging.WARNING, "error")
+
+
+class SensorFault(Exception):
+    """An owner's exception whose text names a field set only on some paths."""
+
+    def __str__(self) -> str:
+        return f"sensor {self.sensor} failed"  # type: ignore[attr-defined]
+
+
+def faulty_tools() -> Registry:
+    registry = Registry()
+
+    @registry.tool
+    def humidity(device: Device) -> dict[str, Any]:
+        """The bathroom's humidity."""
+        raise SensorFault()  # the path that never set .sensor
+
+    return registry
+
+
+async def test_a_tool_failing_with_an_exception_that_cannot_be_written_still_answers(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The error's text was made with str(exc), which raised here (AttributeError): out of
+    the tool's task, it failed the connection's task group, the call unanswered and the
+    reply in flight lost with the connection."""
+    caplog.set_level(logging.INFO, logger="device.tools")
+    monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    toolbox = ToolBox(ToolsConfig(enabled=("humidity",)), FakeActions(), registry=faulty_tools())
+    call_id = server.queue_tool_call("humidity", {})
+    cfg = Config(live=LiveConfig(base_url=server.base_url), api_key=Secret(server.api_key))
+    async with make_client(cfg).aio.live.connect(model=cfg.live.model,
+                                                 config=connect_config(cfg, None)) as session:
+        await session.send_realtime_input(text="how damp is it?")
+        message = await anext(aiter(session.receive()))
+        (call,) = message.tool_call.function_calls
+        response = await toolbox.run(call)
+        await session.send_tool_response(function_responses=[response])
+        assert b"".join([m.data async for m in session.receive() if m.data])
+    (sent,) = tool_responses(server)
+    assert (sent["id"], sent["name"]) == (call_id, "humidity")
+    assert sent["response"]["error"].startswith("SensorFault")
+    (record,) = [r for r in caplog.records if r.name == "device.tools"]
+    assert (record.levelno, record.LIVE_TOOL_RESULT) == (logging.WARNING, "error")
