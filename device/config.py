@@ -34,7 +34,7 @@ from device.errors import (
     remember_secret,
     url_without_password,
 )
-from device.live.models import V1ALPHA, check_model_settings
+from device.live.models import MODELS, V1ALPHA, check_model_settings
 
 DEFAULT_PATH = Path("/etc/live-appliance/config.toml")
 ENV_PATH = "LIVE_APPLIANCE_CONFIG"
@@ -86,6 +86,9 @@ LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
 #: A Google Cloud location as Vertex AI names one ("us-central1", "europe-west4", "global"):
 #: it becomes part of the host of every connection (LOCATION-aiplatform.googleapis.com).
 REGION = re.compile(r"[a-z]+(-[a-z0-9]+)*")
+#: A model's name as the services write one: lower-case letters, digits, "." and "-", after
+#: an optional path ("models/", or a Vertex AI resource's "projects/.../models/").
+MODEL_NAME = re.compile(r"([A-Za-z0-9._-]+/)*[a-z0-9][a-z0-9.-]*")
 
 
 class Secret:
@@ -847,6 +850,16 @@ def _check_live(where: str, live: LiveConfig) -> None:
         raise ConfigError(
             f"{where}: [live] voice: must be a prebuilt voice: {', '.join(VOICES)} "
             f"(got {live.voice!r}){hint}"
+        )
+    if not MODEL_NAME.fullmatch(live.model):
+        # A name pasted from a heading ("Gemini 3.8 Live") or with a stray space; a name
+        # of the right shape missing from the table may be a newer model, and loads.
+        name = re.sub(r"[\s_]+", "-", live.model.strip().rsplit("/", 1)[-1].lower())
+        near = difflib.get_close_matches(name, MODELS, 1, 0.8)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(
+            f"{where}: [live] model: must be a model's name, in lower case without spaces, "
+            f"such as {LiveConfig.model!r} (got {live.model!r}){hint}"
         )
     instruction = live.system_instruction
     if instruction is not None and len(instruction.encode()) > INSTRUCTION_FILE_LIMIT:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fakes import FakeActions
 from wire import tool_responses
 
+from device import cli, config
 from device.config import Config, LiveConfig, Secret, ToolsConfig
 from device.live.setup import connect_config, make_client
 from device.tools import Device, Registry, ToolBox
@@ -111,3 +113,36 @@ async def test_a_tool_failing_with_an_exception_that_cannot_be_written_still_ans
     assert sent["response"]["error"].startswith("SensorFault")
     (record,) = [r for r in caplog.records if r.name == "device.tools"]
     assert (record.levelno, record.LIVE_TOOL_RESULT) == (logging.WARNING, "error")
+
+
+@pytest.mark.parametrize(("model", "meant"), [
+    ("Gemini-3.8-Live", "gemini-3.8-live"),
+    ("gemini-3.8-live ", "gemini-3.8-live"),
+    ("models/GEMINI-3.1-FLASH-LIVE-PREVIEW", "gemini-3.1-flash-live-preview"),
+    ("gemini 3.8 live", "gemini-3.8-live"),
+])
+def test_a_model_name_no_model_has_stops_the_start_naming_the_one_meant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model: str, meant: str
+) -> None:
+    """Model names are lower case, with no spaces: one pasted from a web page's heading
+    ("Gemini 3.8 Live") or with a stray space loaded, was unknown to the model table (so
+    every setting went out as written), and the service refused its setup at every press."""
+    path = tmp_path / "config.toml"
+    path.write_text(f"[live]\nmodel = {model!r}\n")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path, key=False)
+    assert str(caught.value).startswith(f"{path}: [live] model: ")
+    assert str(caught.value).endswith(f"(got {model!r}); did you mean {meant!r}?")
+    assert cli.main(["run", "--config", str(path)]) == 2
+    assert "[live] model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", [
+    "gemini-3.8-live", "models/gemini-3.8-live", "gemini-9.1-live-preview-06-2027",
+    "projects/p/locations/us-central1/publishers/google/models/gemini-3.8-live",
+])
+def test_a_model_name_as_the_service_writes_one_loads(tmp_path: Path, model: str) -> None:
+    """A model missing from the table (a newer one) still loads: only the shape is checked."""
+    path = tmp_path / "config.toml"
+    path.write_text(f"[live]\nmodel = {model!r}\n")
+    assert config.load(path, key=False).live.model == model
