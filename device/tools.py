@@ -387,11 +387,12 @@ def _failure(exc: BaseException) -> str:
 def _as_json(result: dict[str, Any]) -> dict[str, Any]:
     """A tool's result in the values JSON has (a path as text, a set as a list), or an
     error the model is told when it is not JSON (the SDK's send fails on a set or a path,
-    ending the connection with the call unanswered, and sends NaN as JSON no parser takes)
-    or is past RESULT_LIMIT."""
+    ending the connection with the call unanswered, and sends NaN as JSON no parser takes,
+    and a lone surrogate, a file name's byte that is not UTF-8, as an escape no Unicode
+    text holds, which the service refuses) or is past RESULT_LIMIT (in UTF-8)."""
     try:
         plain = to_jsonable_python(result)
-        size = len(json.dumps(plain, allow_nan=False).encode())
+        size = len(json.dumps(plain, allow_nan=False, ensure_ascii=False).encode())
     except (PydanticSerializationError, ValueError) as exc:
         return {"error": cut(f"the tool's result is not JSON: {exc}", TEXT_LIMIT)}
     if size > RESULT_LIMIT:

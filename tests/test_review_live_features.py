@@ -4,6 +4,7 @@ to the call when it fails in an unusual way, and settings the service would refu
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,49 @@ def test_a_model_name_as_the_service_writes_one_loads(tmp_path: Path, model: str
     path = tmp_path / "config.toml"
     path.write_text(f"[live]\nmodel = {model!r}\n")
     assert config.load(path, key=False).live.model == model
+
+
+def music_tools() -> Registry:
+    registry = Registry()
+
+    @registry.tool
+    def songs(device: Device) -> dict[str, Any]:
+        """The songs on the USB stick."""
+        # os.listdir's name for b"caf\xe9.mp3", written by an old Latin-1 machine: the
+        # byte that is not UTF-8 becomes a lone surrogate (surrogateescape).
+        return {"songs": ["intro.mp3", b"caf\xe9.mp3".decode("utf-8", "surrogateescape")]}
+
+    return registry
+
+
+def unicode_text(value: Any) -> bool:
+    """Whether every string in `value` is Unicode text UTF-8 can carry (no lone surrogate)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+async def test_a_result_with_a_name_that_is_not_text_answers_the_call_with_unicode_only(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone surrogate went out in the tool's response as a \\udce9 escape, which no
+    Unicode text holds: the service's JSON parser refuses it (1007), ending the connection
+    with the call unanswered (protobuf's JSON parser: "Invalid unicode code point."). The
+    model is told the result is not JSON instead."""
+    monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    toolbox = ToolBox(ToolsConfig(enabled=("songs",)), FakeActions(), registry=music_tools())
+    call_id = server.queue_tool_call("songs", {})
+    cfg = Config(live=LiveConfig(base_url=server.base_url), api_key=Secret(server.api_key))
+    async with make_client(cfg).aio.live.connect(model=cfg.live.model,
+                                                 config=connect_config(cfg, None)) as session:
+        await session.send_realtime_input(text="what songs are on the stick?")
+        message = await anext(aiter(session.receive()))
+        (call,) = message.tool_call.function_calls
+        await session.send_tool_response(function_responses=[await toolbox.run(call)])
+        assert b"".join([m.data async for m in session.receive() if m.data])
+    (sent,) = tool_responses(server)
+    assert sent["id"] == call_id
+    assert unicode_text(sent), f"a lone surrogate reached the service: {sent!r}"
+    assert sent["response"]["error"].startswith("the tool's result is not JSON")
