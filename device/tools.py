@@ -376,9 +376,11 @@ class ToolBox:
 def _failure(exc: BaseException) -> str:
     """A tool's exception as the model is told it. One whose text cannot be made (an
     owner's __str__ that raises) is its type alone: raised here, it failed the
-    connection's task group, the call unanswered and the reply in flight lost."""
+    connection's task group, the call unanswered and the reply in flight lost. A byte
+    of a file's name that is not UTF-8 (a lone surrogate) is written as an escape: the
+    service refuses text holding one."""
     try:
-        text = str(exc)
+        text = str(exc).encode("utf-8", "backslashreplace").decode()
     except Exception:
         return type(exc).__name__
     return cut(f"{type(exc).__name__}: {text}", TEXT_LIMIT)

@@ -193,3 +193,36 @@ async def test_a_result_with_a_name_that_is_not_text_answers_the_call_with_unico
     assert sent["id"] == call_id
     assert unicode_text(sent), f"a lone surrogate reached the service: {sent!r}"
     assert sent["response"]["error"].startswith("the tool's result is not JSON")
+
+
+def player_tools() -> Registry:
+    registry = Registry()
+
+    @registry.tool
+    def play(device: Device) -> dict[str, Any]:
+        """Play the first song on the USB stick."""
+        name = b"caf\xe9.mp3".decode("utf-8", "surrogateescape")  # as os.listdir gives it
+        raise RuntimeError(f"cannot decode {name}")
+
+    return registry
+
+
+async def test_a_failure_naming_a_file_that_is_not_utf8_reaches_the_service_as_text(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error's words, made from the exception, carried the lone surrogate of the
+    file's name to the service as they were."""
+    monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    toolbox = ToolBox(ToolsConfig(enabled=("play",)), FakeActions(), registry=player_tools())
+    server.queue_tool_call("play", {})
+    cfg = Config(live=LiveConfig(base_url=server.base_url), api_key=Secret(server.api_key))
+    async with make_client(cfg).aio.live.connect(model=cfg.live.model,
+                                                 config=connect_config(cfg, None)) as session:
+        await session.send_realtime_input(text="play something")
+        message = await anext(aiter(session.receive()))
+        (call,) = message.tool_call.function_calls
+        await session.send_tool_response(function_responses=[await toolbox.run(call)])
+        assert b"".join([m.data async for m in session.receive() if m.data])
+    (sent,) = tool_responses(server)
+    assert unicode_text(sent), f"a lone surrogate reached the service: {sent!r}"
+    assert sent["response"]["error"] == "RuntimeError: cannot decode caf\\udce9.mp3"
