@@ -4,8 +4,10 @@ to the call when it fails in an unusual way, and settings the service would refu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +228,31 @@ async def test_a_failure_naming_a_file_that_is_not_utf8_reaches_the_service_as_t
     (sent,) = tool_responses(server)
     assert unicode_text(sent), f"a lone surrogate reached the service: {sent!r}"
     assert sent["response"]["error"] == "RuntimeError: cannot decode caf\\udce9.mp3"
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.parametrize(("section", "name"), [
+    ("conversation", "silence_ms"),
+    ("conversation", "start_sensitivity"),
+    ("conversation", "end_sensitivity"),
+    ("conversation", "prefix_padding_ms"),
+    ("live", "compression_trigger_tokens"),
+    ("live", "compression_target_tokens"),
+])
+def test_the_readme_gives_each_detection_and_compression_setting_its_line_and_range(
+    section: str, name: str
+) -> None:
+    """An owner tuning the service's speech detection or compression reads the README's
+    sample: each setting on a line of its own, with what it takes (the values, or the
+    range that stops the start when left), not named in passing after another's."""
+    spec = next(f for f in dataclasses.fields(config.SECTIONS[section]) if f.name == name)
+    (line,) = [line for line in README.read_text().splitlines()
+               if re.match(rf"#? ?{name} = ", line)]
+    if "bounds" in spec.metadata:
+        low, high = spec.metadata["bounds"]
+        assert f"{low:g}-{high:g}" in line, line
+    else:
+        assert '"low" or "high"' in line, line
+    assert "toggle mode" in line or section == "live", line
