@@ -338,7 +338,7 @@ class ToolBox:
             return {"error": f"the device is busy: {running} earlier tool calls have not "
                     "finished, so this one was not run; try again later"}
         self._busy.ended()
-        call = functools.partial(tool.function, self._device, **kwargs)
+        call = functools.partial(_answer_of, tool.function, self._device, kwargs)
         deadline = asyncio.timeout(self._cfg.timeout_s)
         try:
             async with deadline:
@@ -351,7 +351,7 @@ class ToolBox:
             if deadline.expired():
                 return {"error": f"timed out after {self._cfg.timeout_s:g} s"}
             return {"error": _failure(exc)}
-        return _as_json(result if isinstance(result, dict) else {"output": result})
+        return result
 
     def _log(self, call: types.FunctionCall, started: float, result: str, error: str = "") -> None:
         """One journal line per call: LIVE_TOOL, LIVE_TOOL_CALL (its id), LIVE_TOOL_RESULT
@@ -371,6 +371,17 @@ class ToolBox:
                 "LIVE_TOOL_MS": ms,
             },
         )
+
+
+def _answer_of(
+    function: Callable[..., Any], device: Device, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The tool's result made JSON, in the tool's thread, within its timeout: a generator
+    (a tool that yields) runs its body only as it is made JSON, which on the event loop
+    froze the box for as long as it took (for good, polling for ever); a large result
+    takes time too."""
+    result = function(device, **kwargs)
+    return _as_json(result if isinstance(result, dict) else {"output": result})
 
 
 def _failure(exc: BaseException) -> str:

@@ -4,15 +4,19 @@ to the call when it fails in an unusual way, and settings the service would refu
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fakes import FakeActions
+from google.genai import types
 from wire import tool_responses
 
 from device import cli, config
@@ -256,3 +260,45 @@ def test_the_readme_gives_each_detection_and_compression_setting_its_line_and_ra
     else:
         assert '"low" or "high"' in line, line
     assert "toggle mode" in line or section == "live", line
+
+
+def polling_tools() -> Registry:
+    """A tool as an owner might write one by mistake: it yields its readings instead of
+    returning them (a generator), and takes a while over each."""
+    registry = Registry()
+
+    @registry.tool
+    def readings(device: Device) -> Any:
+        """The thermometer's readings."""
+        for value in (20.5, 20.6, 20.7):
+            time.sleep(0.4)  # the sensor's conversion time
+            yield value
+
+    return registry
+
+
+async def test_a_tool_that_yields_runs_off_the_loop_within_its_timeout() -> None:
+    """A generator tool returned at once, and its body ran when its result was made
+    JSON: on the event loop, past the tool's timeout, the whole box frozen meanwhile (the
+    microphone, the speaker's feed, the LEDs, the watchdog); one that polls for ever froze
+    it for good. The body runs in the tool's thread, and the timeout answers the model."""
+    toolbox = ToolBox(ToolsConfig(enabled=("readings",), timeout_s=0.5), FakeActions(),
+                      registry=polling_tools())
+    ticks = 0
+
+    async def heartbeat() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.05)
+            ticks += 1
+
+    beating = asyncio.create_task(heartbeat())
+    try:
+        response = await toolbox.run(types.FunctionCall(id="c1", name="readings", args={}))
+        ticks_during = ticks
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
+    assert response.response == {"error": "timed out after 0.5 s"}
+    assert ticks_during >= 5, f"the event loop stood still while the tool ran ({ticks_during})"
