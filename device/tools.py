@@ -37,7 +37,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from device.config import ToolsConfig
-from device.errors import TEXT_LIMIT, ConfigError, cut, quoted
+from device.errors import TEXT_LIMIT, ConfigError, cut, one_line, quoted
 from device.logs import Overflow
 from device.workers import in_own_thread
 
@@ -221,9 +221,12 @@ class DeviceTool:
                 properties[name]["default"] = param.default
         required = [name for name, param in self.parameters.items() if param.required]
         schema = {"type": "object", "properties": properties, "required": required or None}
-        return types.Schema.from_json_schema(
-            json_schema=types.JSONSchema.model_validate(schema), api_option="GEMINI_API"
-        )
+        try:
+            return types.Schema.from_json_schema(
+                json_schema=types.JSONSchema.model_validate(schema), api_option="GEMINI_API"
+            )
+        except ValueError as exc:  # pydantic's ValidationError too
+            raise TypeError(f"tool {self.name}: {_undeclarable(exc)}") from None
 
     def arguments(self, args: dict[str, Any]) -> dict[str, Any]:
         """The model's arguments checked and converted; ValueError says what is wrong."""
@@ -240,6 +243,22 @@ class DeviceTool:
             elif param.required:
                 raise ValueError(f"missing argument: {name}")
         return checked
+
+
+def _undeclarable(exc: ValueError) -> str:
+    """Which parameter the Live API's schema cannot carry, in one line: pydantic's own
+    error, four lines naming neither tool nor parameter, was the journal's at every
+    setup (a tuple's prefixItems, say)."""
+    if isinstance(exc, ValidationError) and exc.errors():
+        error = exc.errors()[0]
+        where = [str(part) for part in error["loc"]]
+        if len(where) > 2 and where[0] == "properties":
+            return (
+                f"parameter {where[1]}: the Live API cannot declare its type "
+                f"({'.'.join(where[2:])}: {error['msg']}); use int, float, str, bool, a "
+                "Literal, an Enum, or a list of one of them"
+            )
+    return f"its parameters cannot be declared to the Live API: {one_line(str(exc))}"
 
 
 class Registry:

@@ -22,7 +22,7 @@ from wire import tool_responses
 from device import cli, config
 from device.config import Config, LiveConfig, Secret, ToolsConfig
 from device.live.setup import connect_config, make_client
-from device.tools import Device, Registry, ToolBox
+from device.tools import Device, Registry, ToolBox, declarations
 from rig.server.server import LiveServer
 
 REPLY_S = 0.2
@@ -302,3 +302,31 @@ async def test_a_tool_that_yields_runs_off_the_loop_within_its_timeout() -> None
             await beating
     assert response.response == {"error": "timed out after 0.5 s"}
     assert ticks_during >= 5, f"the event loop stood still while the tool ran ({ticks_during})"
+
+
+def pair_tools() -> Registry:
+    registry = Registry()
+
+    @registry.tool
+    def point_camera(device: Device, position: tuple[int, int]) -> dict[str, Any]:
+        """Turn the camera to an x, y position."""
+        return {"position": list(position)}
+
+    return registry
+
+
+def test_a_parameter_the_live_api_cannot_declare_is_named_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A tuple parameter's schema has prefixItems, which the Live API's schema has not:
+    every setup failed, and the journal said "cannot build the Live API client:
+    ValidationError: 1 validation error for JSONSchema" over four lines naming neither the
+    tool nor its parameter."""
+    from device.live.session import say_build_failure
+
+    with pytest.raises(Exception) as caught:
+        declarations(ToolsConfig(enabled=("point_camera",)), pair_tools())
+    reason = say_build_failure(caught.value, logging.getLogger("test"), "cannot build")
+    (record,) = caplog.records
+    assert "\n" not in record.getMessage(), record.getMessage()
+    assert "point_camera" in reason and "position" in reason, reason
