@@ -186,7 +186,14 @@ class DeviceTool:
 
     @classmethod
     def from_function(cls, function: Callable[..., Any]) -> DeviceTool:
-        """Read the parameters after `device` from the signature; each needs a type."""
+        """Read the parameters after `device` from the signature; each needs a type. An
+        `async def` tool is refused: its thread would get a coroutine, never run, and the
+        model be told at every call that the result is not JSON."""
+        if inspect.iscoroutinefunction(function):
+            raise TypeError(
+                f"tool {function.__name__}: write it as a plain def, not async def (a tool "
+                "runs in a thread of its own)"
+            )
         hints = typing.get_type_hints(function, include_extras=True)
         _, *params = inspect.signature(function).parameters.values()
         untyped = [p.name for p in params if p.name not in hints]

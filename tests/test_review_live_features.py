@@ -330,3 +330,17 @@ def test_a_parameter_the_live_api_cannot_declare_is_named_in_one_line(
     (record,) = caplog.records
     assert "\n" not in record.getMessage(), record.getMessage()
     assert "point_camera" in reason and "position" in reason, reason
+
+
+async def test_an_async_tool_is_refused_when_registered_not_at_every_call() -> None:
+    """An `async def` tool registered, and every call answered the model "the tool's
+    result is not JSON: Unable to serialize unknown type: <class 'coroutine'>", its body
+    never run ("coroutine ... was never awaited" on stderr): the tool never worked, and
+    only a call showed it."""
+    registry = Registry()
+    with pytest.raises(TypeError, match=r"tool lights_on: .*async def"):
+
+        @registry.tool
+        async def lights_on(device: Device) -> dict[str, Any]:
+            """Switch the lights on."""
+            return {"lights": "on"}
