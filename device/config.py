@@ -515,8 +515,24 @@ def _env_overrides() -> dict[tuple[str, str], tuple[str, Any]]:
                 f"variable is {ENV_PREFIX}<SECTION>_<SETTING>, the sections: {', '.join(SECTIONS)}"
             )
         key = rest[len(section) + 1 :]
+        _check_utf8(name, value)
         found[section, key] = (name, _env_value(value, _hints(SECTIONS[section]).get(key)))
     return found
+
+
+def _check_utf8(name: str, value: str) -> None:
+    """A variable set from a terminal that is not UTF-8 (Latin-1's umlauts as single bytes)
+    holds them as lone surrogates, which no setting can use: a persona's went to the
+    service in every setup (the file's own check says where it is not UTF-8)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        byte = ord(value[exc.start]) & 0xFF  # surrogateescape: U+DC80..U+DCFF
+        raise ConfigError(
+            f"environment variable {name}: is not UTF-8 text: byte 0x{byte:02x} at character "
+            f"{exc.start + 1}; set it from a UTF-8 terminal, or write the setting in the "
+            "configuration file"
+        ) from None
 
 
 def _env_value(text: str, hint: Any) -> Any:

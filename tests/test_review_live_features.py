@@ -344,3 +344,25 @@ async def test_an_async_tool_is_refused_when_registered_not_at_every_call() -> N
         async def lights_on(device: Device) -> dict[str, Any]:
             """Switch the lights on."""
             return {"lights": "on"}
+
+
+def test_a_variable_that_is_not_utf8_stops_the_start_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A persona exported from a Latin-1 terminal ("für" as single bytes): Python reads the
+    bytes that are not UTF-8 as lone surrogates, and the start ended in a traceback
+    (UnicodeEncodeError, from the persona's size check), naming no variable; a text
+    setting checked no further ([live] project) loaded them for the service to refuse.
+    The configuration file's own check says where it is not UTF-8: so does this."""
+    latin1 = "Antworte kurz und f\xfcr Kinder.".encode("latin-1")
+    monkeypatch.setenv("LIVE_APPLIANCE_LIVE_SYSTEM_INSTRUCTION",
+                       latin1.decode("utf-8", "surrogateescape"))
+    path = tmp_path / "config.toml"
+    path.write_text("")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path, key=False)
+    assert str(caught.value).startswith(
+        "environment variable LIVE_APPLIANCE_LIVE_SYSTEM_INSTRUCTION: is not UTF-8 text: "
+        "byte 0xfc at character 20")
+    assert cli.main(["run", "--config", str(path)]) == 2
+    assert "LIVE_APPLIANCE_LIVE_SYSTEM_INSTRUCTION" in capsys.readouterr().err
