@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from fakes import FakeActions
 from google.genai import types
+from helpers import until
 from wire import tool_responses
 
 from device import cli, config
@@ -302,6 +304,8 @@ async def test_a_tool_that_yields_runs_off_the_loop_within_its_timeout() -> None
             await beating
     assert response.response == {"error": "timed out after 0.5 s"}
     assert ticks_during >= 5, f"the event loop stood still while the tool ran ({ticks_during})"
+    # The abandoned thread ends alone; the next test counts tool threads.
+    await until(lambda: not any(t.name == "tool" for t in threading.enumerate()))
 
 
 def pair_tools() -> Registry:
