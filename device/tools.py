@@ -388,7 +388,7 @@ class ToolBox:
             logging.WARNING if result == "error" else logging.INFO,
             "tool %s: %s (%d ms)",
             call_name(call.name),
-            error or result,
+            one_line(error) or result,
             ms,
             extra={
                 "LIVE_TOOL": call_name(call.name, none=""),

@@ -370,3 +370,32 @@ def test_a_variable_that_is_not_utf8_stops_the_start_naming_it(
         "byte 0xfc at character 20")
     assert cli.main(["run", "--config", str(path)]) == 2
     assert "LIVE_APPLIANCE_LIVE_SYSTEM_INSTRUCTION" in capsys.readouterr().err
+
+
+def validating_tools() -> Registry:
+    registry = Registry()
+
+    @registry.tool
+    def humidity_check(device: Device) -> dict[str, Any]:
+        """The bathroom's humidity, checked."""
+        raise ValueError("reading out of range:\n  humidity 140 %\n  \x1b[2Jallowed 0-100")
+
+    return registry
+
+
+async def test_a_tool_failing_with_words_over_lines_is_one_journal_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An exception's text over several lines (pydantic's, a command's output) split the
+    tool's journal line, the rest without its priority, and an escape sequence in it
+    acted on the terminal of `journalctl -f`. The model still gets the text whole."""
+    caplog.set_level(logging.INFO, logger="device.tools")
+    toolbox = ToolBox(ToolsConfig(enabled=("humidity_check",)), FakeActions(),
+                      registry=validating_tools())
+    response = await toolbox.run(types.FunctionCall(id="c1", name="humidity_check", args={}))
+    assert response.response == {
+        "error": "ValueError: reading out of range:\n  humidity 140 %\n  \x1b[2Jallowed 0-100"}
+    (record,) = [r for r in caplog.records if r.name == "device.tools"]
+    message = record.getMessage()
+    assert "\n" not in message and "\x1b" not in message, message
+    assert "humidity 140 %" in message
