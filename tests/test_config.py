@@ -1202,3 +1202,58 @@ async def test_a_configuration_of_comments_only_is_not_said(tmp_path: Path) -> N
         async with running(tmp_path, cfg):
             pass
     assert not [r for r in journal.records if str(path) in r["MESSAGE"]], journal.records
+
+
+@pytest.mark.parametrize(("model", "meant"), [
+    ("Gemini-3.8-Live", "gemini-3.8-live"),
+    ("gemini-3.8-live ", "gemini-3.8-live"),
+    ("models/GEMINI-3.1-FLASH-LIVE-PREVIEW", "gemini-3.1-flash-live-preview"),
+    ("gemini 3.8 live", "gemini-3.8-live"),
+])
+def test_a_model_name_no_model_has_stops_the_start_naming_the_one_meant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model: str, meant: str
+) -> None:
+    """Model names are lower case, with no spaces: one pasted from a web page's heading
+    ("Gemini 3.8 Live") or with a stray space loaded, was unknown to the model table (so
+    every setting went out as written), and the service refused its setup at every press."""
+    path = tmp_path / "config.toml"
+    path.write_text(f"[live]\nmodel = {model!r}\n")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path, key=False)
+    assert str(caught.value).startswith(f"{path}: [live] model: ")
+    assert str(caught.value).endswith(f"(got {model!r}); did you mean {meant!r}?")
+    assert cli.main(["run", "--config", str(path)]) == 2
+    assert "[live] model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", [
+    "gemini-3.8-live", "models/gemini-3.8-live", "gemini-9.1-live-preview-06-2027",
+    "projects/p/locations/us-central1/publishers/google/models/gemini-3.8-live",
+])
+def test_a_model_name_as_the_service_writes_one_loads(tmp_path: Path, model: str) -> None:
+    """A model missing from the table (a newer one) still loads: only the shape is checked."""
+    path = tmp_path / "config.toml"
+    path.write_text(f"[live]\nmodel = {model!r}\n")
+    assert config.load(path, key=False).live.model == model
+
+
+def test_a_variable_that_is_not_utf8_stops_the_start_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A persona exported from a Latin-1 terminal ("für" as single bytes): Python reads the
+    bytes that are not UTF-8 as lone surrogates, and the start ended in a traceback
+    (UnicodeEncodeError, from the persona's size check), naming no variable; a text
+    setting checked no further ([live] project) loaded them for the service to refuse.
+    The configuration file's own check says where it is not UTF-8: so does this."""
+    latin1 = "Antworte kurz und f\xfcr Kinder.".encode("latin-1")
+    monkeypatch.setenv("LIVE_APPLIANCE_LIVE_SYSTEM_INSTRUCTION",
+                       latin1.decode("utf-8", "surrogateescape"))
+    path = tmp_path / "config.toml"
+    path.write_text("")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path, key=False)
+    assert str(caught.value).startswith(
+        "environment variable LIVE_APPLIANCE_LIVE_SYSTEM_INSTRUCTION: is not UTF-8 text: "
+        "byte 0xfc at character 20")
+    assert cli.main(["run", "--config", str(path)]) == 2
+    assert "LIVE_APPLIANCE_LIVE_SYSTEM_INSTRUCTION" in capsys.readouterr().err

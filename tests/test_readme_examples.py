@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,3 +72,31 @@ def test_multi_leds_on_more_pins_than_colours_stop_the_start_naming_the_setting(
     for fine in ([5], [5, 6, 13]):
         path.write_text(f'[leds]\nkind = "multi"\npins = {fine}\n')
         assert config.load(path, key=False).leds.pins == tuple(fine)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.parametrize(("section", "name"), [
+    ("conversation", "silence_ms"),
+    ("conversation", "start_sensitivity"),
+    ("conversation", "end_sensitivity"),
+    ("conversation", "prefix_padding_ms"),
+    ("live", "compression_trigger_tokens"),
+    ("live", "compression_target_tokens"),
+])
+def test_the_readme_gives_each_detection_and_compression_setting_its_line_and_range(
+    section: str, name: str
+) -> None:
+    """An owner tuning the service's speech detection or compression reads the README's
+    sample: each setting on a line of its own, with what it takes (the values, or the
+    range that stops the start when left), not named in passing after another's."""
+    spec = next(f for f in dataclasses.fields(config.SECTIONS[section]) if f.name == name)
+    (line,) = [line for line in README.read_text().splitlines()
+               if re.match(rf"#? ?{name} = ", line)]
+    if "bounds" in spec.metadata:
+        low, high = spec.metadata["bounds"]
+        assert f"{low:g}-{high:g}" in line, line
+    else:
+        assert '"low" or "high"' in line, line
+    assert "toggle mode" in line or section == "live", line
