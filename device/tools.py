@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import itertools
 import json
 import logging
 import threading
 import time
 import typing
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -405,8 +406,12 @@ def _answer_of(
     """The tool's result made JSON, in the tool's thread, within its timeout: a generator
     (a tool that yields) runs its body only as it is made JSON, which on the event loop
     froze the box for as long as it took (for good, polling for ever); a large result
-    takes time too."""
+    takes time too. An iterator is taken only as far as RESULT_LIMIT could hold: an
+    endless one (itertools.count(), a sensor's stream) grew a list in the abandoned
+    thread until the service's memory limit killed the box."""
     result = function(device, **kwargs)
+    if isinstance(result, Iterator):  # endless, maybe: no more than could be sent
+        result = list(itertools.islice(result, RESULT_LIMIT + 1))  # each item a byte or more
     return _as_json(result if isinstance(result, dict) else {"output": result})
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -711,6 +712,31 @@ async def test_a_tool_that_yields_runs_off_the_loop_within_its_timeout() -> None
     assert response.response == {"error": "timed out after 0.5 s"}
     assert ticks_during >= 5, f"the event loop stood still while the tool ran ({ticks_during})"
     # The abandoned thread ends alone; the next test counts tool threads.
+    await until(lambda: not any(t.name == "tool" for t in threading.enumerate()))
+
+
+def counting_tools() -> Registry:
+    registry = Registry()
+
+    @registry.tool
+    def numbers(device: Device) -> Any:
+        """Every number, as a tool that returns an endless iterator by mistake does."""
+        return itertools.count()
+
+    return registry
+
+
+async def test_a_tool_returning_an_endless_iterator_is_answered_too_large_and_its_thread_ends(
+) -> None:
+    """A tool that returns an endless iterator (itertools.count(), a sensor's stream) was
+    made JSON item by item in its thread for ever: the model answered "timed out" but the
+    abandoned thread grew a list until the service's memory limit killed the box. Past
+    what RESULT_LIMIT can hold, the result is answered too large, and the thread ends."""
+    toolbox = ToolBox(ToolsConfig(enabled=("numbers",), timeout_s=5.0), FakeActions(),
+                      registry=counting_tools())
+    response = await toolbox.run(types.FunctionCall(id="c1", name="numbers", args={}))
+    assert response.response is not None
+    assert "too large" in response.response["error"], response.response
     await until(lambda: not any(t.name == "tool" for t in threading.enumerate()))
 
 
