@@ -202,7 +202,7 @@ def run_ask(args: argparse.Namespace) -> int:
 
         audio = b"".join(reply.audio for reply in replies)
         try:
-            write_wav(args.audio, audio, REPLY_RATE)
+            write_wav(args.audio, audio, REPLY_RATE, private=True)
         except OSError as exc:
             print(f"live-appliance ask: --audio {args.audio}: {exc.strerror or exc}",
                   file=sys.stderr)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from device.sudo import give_to_sudo_user
+
 FULL_SCALE = 32768.0
 
 
@@ -29,13 +31,15 @@ def duration_ms(data: bytes, rate: int) -> float:
     return len(data) / 2 / rate * 1000
 
 
-def write_wav(path: str | Path, data: bytes, rate: int) -> None:
+def write_wav(path: str | Path, data: bytes, rate: int, *, private: bool = False) -> None:
     """Mono s16le PCM as a WAV file anyone can play (replies, questions, recordings).
 
     Written beside `path`, then renamed over it: a card that fills up mid-write leaves
     the earlier file whole and no half file (written in place, the earlier one was cut
     to nothing first). A device or a link there (/dev/null), or a directory where only
-    the file is ours, is written in place as before.
+    the file is ours, is written in place as before. `private`: what the box said to an
+    owner (`ask --audio`) is theirs alone, mode 0600, and under sudo theirs, not root's:
+    in a shared /tmp it was any local user's to play.
     """
     path = Path(path)
     if path.is_symlink() or (path.exists() and not path.is_file()):
@@ -46,13 +50,16 @@ def write_wav(path: str | Path, data: bytes, rate: int) -> None:
     try:
         with contextlib.suppress(FileNotFoundError):  # left by a power cut: pids start afresh
             tmp.unlink()
-        fd = os.open(tmp, flags, 0o666)
+        fd = os.open(tmp, flags, 0o600 if private else 0o666)
     except PermissionError:  # a file of ours in a directory that is not: in place
         _write_wav_to(str(path), data, rate)
         return
     try:
-        with contextlib.suppress(FileNotFoundError):  # the earlier file's permissions kept
-            os.fchmod(fd, stat.S_IMODE(path.stat().st_mode))
+        if private:
+            give_to_sudo_user(fd)
+        else:
+            with contextlib.suppress(FileNotFoundError):  # the earlier file's permissions kept
+                os.fchmod(fd, stat.S_IMODE(path.stat().st_mode))
         _write_wav_to(fd, data, rate)
         os.replace(tmp, path)
     except BaseException:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from device.doctor.result import Context, Result, Status
+from device.sudo import give_to_sudo_user
 
 START_TIMEOUT_S = 15.0  # a Pi camera takes a few seconds to start and settle
 
@@ -101,8 +102,7 @@ def save_privately(out: Path, jpeg: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")  # 0600, new
     try:
         with os.fdopen(fd, "wb") as file:
-            if os.geteuid() == 0 and (uid := os.environ.get("SUDO_UID", "")).isdigit():
-                os.fchown(fd, int(uid), int(os.environ.get("SUDO_GID", "-1") or -1))
+            give_to_sudo_user(fd)
             file.write(jpeg)
         os.replace(tmp, out)
     except BaseException:
