@@ -4,14 +4,24 @@ and its commands write."""
 
 from __future__ import annotations
 
+import asyncio
+import grp
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from device import config
+from device.doctor import settings
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Result, Status
+from device.doctor.settings import check_config, check_key
 from rig.daemon import rig_settings, to_toml
 from rig.server.server import ServerThread
 
@@ -56,3 +66,57 @@ def test_sudo_ask_keeps_the_reply_audio_for_the_owner_who_asked_not_for_every_us
     assert out.read_bytes()[:4] == b"RIFF"
     assert saved.st_mode & 0o077 == 0, f"others may read it: {saved.st_mode & 0o777:o}"
     assert (saved.st_uid, saved.st_gid) == (OWNER_UID, OWNER_GID)
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory any local user may enter (pytest's own tmp_path is its user's alone)."""
+    place = Path(tempfile.mkdtemp(prefix="owners-"))
+    place.chmod(0o755)
+    try:
+        yield place
+    finally:
+        shutil.rmtree(place)
+
+
+@pytest.mark.parametrize("setting", ["api_key_file", "installer"])
+def test_the_doctor_warns_of_a_key_others_may_read(
+    open_dir: Path, monkeypatch: pytest.MonkeyPatch, setting: str
+) -> None:
+    """A token job's file written 0644 where everyone may go, or the installer's key written
+    again with `sudo tee` (0644) after a `rm`: a guest on the box could `cat` the key and
+    spend the owner's quota, and `sudo live-appliance doctor` said PASS."""
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(settings, "SERVICE_USER", "nogroup")  # a group this machine has
+    key_file = open_dir / "api-key"
+    key_file.write_text("AIzaReadableByOthers\n")
+    key_file.chmod(0o644)
+    live: dict[str, Any] = {}
+    if setting == "api_key_file":
+        live["api_key_file"] = str(key_file)
+        monkeypatch.setattr(config, "INSTALLED_KEY_FILE", open_dir / "no-installed-key")
+    else:
+        monkeypatch.setattr(config, "INSTALLED_KEY_FILE", key_file)
+    (open_dir / "config.toml").write_text(to_toml({"live": live}))
+    _, cfg = check_config(open_dir / "config.toml")  # as the doctor's first check leaves it
+    assert cfg is not None
+
+    def key_check() -> Result:
+        return asyncio.run(check_key(Context(cfg, Options(), Progress(spinner=False))))
+
+    result = key_check()
+    assert result.status is Status.WARN, result
+    assert "any local user" in result.measured and str(key_file) in result.measured
+    assert result.fix is not None and "chmod 0" in result.fix and str(key_file) in result.fix
+    assert "ReadableByOthers" not in result.measured + result.fix
+    key_file.chmod(0o600 if setting == "installer" else 0o640)
+    assert key_check().status is Status.PASS
+    key_file.chmod(0o644)
+    os.chown(open_dir, -1, grp.getgrnam("nogroup").gr_gid)
+    open_dir.chmod(0o750)  # as /etc/live-appliance: the service's group may enter it
+    result = key_check()
+    if setting == "installer":  # root's alone, says the README: not the household's
+        assert result.status is Status.WARN and "every member of group nogroup" in result.measured
+    else:  # the service's group reads a token file by design (root:live-appliance 0640)
+        assert result.status is Status.PASS, result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import grp
 import os
@@ -184,6 +185,21 @@ async def check_key(ctx: Context) -> Result:
     assert cfg.api_key is not None  # require_credentials saw to it
     token = cfg.api_key.reveal().startswith(config_mod.TOKEN_PREFIX)
     kind = "ephemeral token" if token else "API key"
+    if exposed := await asyncio.to_thread(_key_file_readers, cfg):
+        place, readers = exposed
+        owner, mode, whose = (
+            ("root:root", "0600", "root's alone")  # the service gets it as a credential
+            if place == config_mod.INSTALLED_KEY_FILE
+            else (f"root:{SERVICE_USER}", "0640", "root's and the service's alone")
+        )
+        return Result(
+            "key",
+            Status.WARN,
+            f"{kind} from {cfg.api_key_source} (not shown); but {readers} may read {place}, "
+            "and use the key",
+            f"sudo chown {owner} {place} && sudo chmod {mode} {place}: {whose} to read.",
+            data={"kind": kind, "source": cfg.api_key_source, "readable": str(place)},
+        )
     if shadowed := _shadowed_by_the_credential(cfg):
         return Result(
             "key",
@@ -246,6 +262,32 @@ async def check_key(ctx: Context) -> Result:
         f"{kind} from {cfg.api_key_source} (not shown)",
         data={"kind": kind, "source": cfg.api_key_source},
     )
+
+
+def _key_file_readers(cfg: Config) -> tuple[Path, str] | None:
+    """A key file others may read, and who: any local user ([live] api_key_file, the
+    installer's key), or every member of the service's group (the installer's key, which
+    the README says is root's alone: the household's other owners are in that group to
+    use `ctl`). A token job's umask (0644), or the key written again with `sudo tee`
+    after a `rm`, left it so; the file and every directory above it let them in."""
+    everyone: list[tuple[str, set[int]]] = [("any local user", set())]
+    members = list(everyone)
+    with contextlib.suppress(KeyError):
+        group = grp.getgrnam(SERVICE_USER)
+        members.append((f"every member of group {group.gr_name}", {group.gr_gid}))
+    named = [(config_mod.INSTALLED_KEY_FILE, members)]
+    if cfg.live.api_key_file and not cfg.live.api_key_file.startswith("~"):
+        named.append((Path(cfg.live.api_key_file), everyone))
+    for place, who in named:
+        try:
+            path = place.resolve()
+            file, above = path.stat(), [parent.stat() for parent in path.parents]
+        except OSError:  # not there, or not ours to judge
+            continue
+        for readers, gids in who:  # -1: no uid a file has
+            if _allows(file, -1, gids, 4) and all(_allows(d, -1, gids, 1) for d in above):
+                return place, readers
+    return None
 
 
 def _age_s(name: str) -> float | None:
