@@ -85,6 +85,9 @@ class StateFile:
             tmp = self.path.with_suffix(".tmp")
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                # One a save cut short left (the power gone; `sudo live-appliance run` by
+                # hand, whose file the service may not open) is replaced, not written into.
+                tmp.unlink(missing_ok=True)
                 with tmp.open("w", encoding="utf-8") as file:
                     file.write(json.dumps(data, indent=1) + "\n")
                     file.flush()

@@ -120,3 +120,40 @@ def test_the_doctor_warns_of_a_key_others_may_read(
         assert result.status is Status.WARN and "every member of group nogroup" in result.measured
     else:  # the service's group reads a token file by design (root:live-appliance 0640)
         assert result.status is Status.PASS, result
+
+
+SERVICE_UID = 1601  # the service's user, in a test of its own state directory
+
+SAVE_VOLUME = """
+import sys
+from pathlib import Path
+from device.persist import StateFile
+state = StateFile(Path(sys.argv[1]))
+state.save(volume=0.25)
+print(state.problem())
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="root's file, saved over by another"
+)
+def test_a_save_root_left_half_done_does_not_keep_the_service_from_saving(open_dir: Path) -> None:
+    """`sudo live-appliance run` by hand (the service stopped) saving the volume as the power
+    went, or killed: its state.tmp, root's, stayed in the service's state directory, and
+    the service could never keep a volume again (the box came back at the old one after
+    each restart, "Permission denied" in a directory that is its own)."""
+    place = open_dir / "state"
+    place.mkdir(mode=0o700)
+    os.chown(place, SERVICE_UID, SERVICE_UID)  # StateDirectory=, the service's
+    (place / "state.json").write_text('{"volume": 0.5}\n')  # root's too: replaced all the same
+    (place / "state.tmp").write_text('{"volume": 0.')  # root's, 0644
+    saved = subprocess.run(
+        ["setpriv", f"--reuid={SERVICE_UID}", f"--regid={SERVICE_UID}", "--clear-groups",
+         sys.executable, "-c", SAVE_VOLUME, str(place / "state.json")],
+        env={**os.environ, "PYTHONPATH": os.getcwd()}, capture_output=True, text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert saved.returncode == 0, saved.stderr
+    assert saved.stdout.strip() == "None", saved.stdout  # ctl status: settings kept
+    assert '"volume": 0.25' in (place / "state.json").read_text()
+    assert (place / "state.json").stat().st_uid == SERVICE_UID
