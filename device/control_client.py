@@ -4,11 +4,13 @@ device.control, needs asyncio, and with it ssl: a tenth of a second on a Pi Zero
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import socket
 import time
 import unicodedata
+from pathlib import Path
 from typing import Any
 
 #: A request line longer than this is refused (its newline apart): commands are a few bytes.
@@ -78,9 +80,7 @@ def request(
                 "live-appliance` says why it is down (crashed, or given up on for a while)"
             ) from exc
         except PermissionError as exc:
-            raise ControlError(
-                f"permission denied on {path}: run as a member of its group, or with sudo"
-            ) from exc
+            raise ControlError(f"permission denied on {path}: {_who_may(path)}") from exc
         except TimeoutError as exc:
             raise ControlError(
                 f"no answer from the daemon at {path} within {timeout:g} s {HUNG}"
@@ -107,6 +107,28 @@ def request(
     if not isinstance(reply, dict):
         raise ControlError(f"the daemon at {path} answered with {reply!r}, not an object")
     return reply
+
+
+def _who_may(path: str | os.PathLike[str]) -> str:
+    """Who may use the socket at `path`, by its group's name: that of the socket, or of the
+    nearest directory above it this user may look at (one outside the group may not look
+    into /run/live-appliance, and "its group" left them to guess which)."""
+    for place in (os.fspath(path), *(os.fspath(p) for p in Path(path).parents)):
+        try:
+            gid = os.stat(place).st_gid
+        except OSError:
+            continue
+        if gid == 0:  # a copy run by hand with sudo, in a directory it made
+            return "only root may use it: run it with sudo"
+        try:
+            group = grp.getgrgid(gid).gr_name
+        except KeyError:
+            break  # a number, no name to join
+        return (
+            f"only root and group {group} may use it: run it with sudo, or join the group "
+            f"(sudo usermod -a -G {group} $USER, then log in again)"
+        )
+    return "run as a member of its group, or with sudo"
 
 
 def _read_line(sock: socket.socket, deadline: float) -> bytes:

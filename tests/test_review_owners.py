@@ -157,3 +157,31 @@ def test_a_save_root_left_half_done_does_not_keep_the_service_from_saving(open_d
     assert saved.stdout.strip() == "None", saved.stdout  # ctl status: settings kept
     assert '"volume": 0.25' in (place / "state.json").read_text()
     assert (place / "state.json").stat().st_uid == SERVICE_UID
+
+
+GUEST = 1602  # an account on the box in none of its groups
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="asks as another user"
+)
+def test_a_guest_refused_by_the_control_socket_is_told_which_group_to_join(
+    open_dir: Path,
+) -> None:
+    """/run/live-appliance is the service group's (0750): a user outside it was told
+    "run as a member of its group, or with sudo", and could not even look up which group
+    that is (the socket inside may not be looked at)."""
+    run_dir = open_dir / "live-appliance"
+    run_dir.mkdir()
+    os.chown(run_dir, 0, grp.getgrnam("nogroup").gr_gid)  # the service's group, by name
+    run_dir.chmod(0o750)
+    asked = subprocess.run(
+        ["setpriv", f"--reuid={GUEST}", f"--regid={GUEST}", "--clear-groups", sys.executable,
+         "-m", "device", "ctl", "status", "--socket", str(run_dir / "control.sock")],
+        env={**os.environ, "PYTHONPATH": os.getcwd(), "HOME": "/tmp"}, capture_output=True,
+        text=True, timeout=30,
+    )  # fmt: skip
+    assert asked.returncode == 1, asked.stderr
+    assert "Traceback" not in asked.stderr
+    assert "group nogroup" in asked.stderr and "sudo" in asked.stderr, asked.stderr
+    assert "usermod -a -G nogroup" in asked.stderr, asked.stderr
