@@ -185,3 +185,33 @@ def test_a_guest_refused_by_the_control_socket_is_told_which_group_to_join(
     assert "Traceback" not in asked.stderr
     assert "group nogroup" in asked.stderr and "sudo" in asked.stderr, asked.stderr
     assert "usermod -a -G nogroup" in asked.stderr, asked.stderr
+
+
+def test_the_doctor_warns_of_vertex_credentials_any_local_user_may_read(
+    open_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GOOGLE_APPLICATION_CREDENTIALS (the README's /etc/live-appliance/vertex.json, root
+    and the service's group, 0640) copied 0644 where everyone may go: any local user
+    could take the box's Google Cloud credentials, and the doctor said PASS."""
+    creds = open_dir / "vertex.json"
+    creds.write_text(
+        '{"type": "authorized_user", "client_id": "id", "client_secret": "SecretOfTheBox", '
+        '"refresh_token": "RefreshOfTheBox"}'
+    )
+    creds.chmod(0o644)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(creds))
+    live = {"backend": "vertex", "project": "my-project", "location": "us-central1"}
+    (open_dir / "config.toml").write_text(to_toml({"live": live}))
+    _, cfg = check_config(open_dir / "config.toml")
+    assert cfg is not None
+
+    def key_check() -> Result:
+        return asyncio.run(check_key(Context(cfg, Options(), Progress(spinner=False))))
+
+    result = key_check()
+    assert result.status is Status.WARN, result
+    assert str(creds) in result.measured and "any local user" in result.measured
+    assert result.fix is not None and "chmod 0640" in result.fix
+    assert "OfTheBox" not in result.measured + result.fix
+    creds.chmod(0o640)
+    assert key_check().status is Status.PASS

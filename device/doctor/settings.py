@@ -269,24 +269,34 @@ def _key_file_readers(cfg: Config) -> tuple[Path, str] | None:
     installer's key), or every member of the service's group (the installer's key, which
     the README says is root's alone: the household's other owners are in that group to
     use `ctl`). A token job's umask (0644), or the key written again with `sudo tee`
-    after a `rm`, left it so; the file and every directory above it let them in."""
-    everyone: list[tuple[str, set[int]]] = [("any local user", set())]
-    members = list(everyone)
-    with contextlib.suppress(KeyError):
-        group = grp.getgrnam(SERVICE_USER)
-        members.append((f"every member of group {group.gr_name}", {group.gr_gid}))
-    named = [(config_mod.INSTALLED_KEY_FILE, members)]
+    after a `rm`, left it so."""
+    named = [(config_mod.INSTALLED_KEY_FILE, True)]
     if cfg.live.api_key_file and not cfg.live.api_key_file.startswith("~"):
-        named.append((Path(cfg.live.api_key_file), everyone))
-    for place, who in named:
-        try:
-            path = place.resolve()
-            file, above = path.stat(), [parent.stat() for parent in path.parents]
-        except OSError:  # not there, or not ours to judge
-            continue
-        for readers, gids in who:  # -1: no uid a file has
-            if _allows(file, -1, gids, 4) and all(_allows(d, -1, gids, 1) for d in above):
-                return place, readers
+        named.append((Path(cfg.live.api_key_file), False))
+    for place, members_too in named:
+        if readers := _others_who_may_read(place, members_too):
+            return place, readers
+    return None
+
+
+def _others_who_may_read(place: Path, members_too: bool = False) -> str | None:
+    """Who, besides root and the service, may read the file `place`, as the owner is told
+    it: any local user, or (`members_too`) every member of the service's group; the file
+    and each directory above it must let them in. None when nobody else may, or when
+    this user cannot tell (not there, or not theirs to look at)."""
+    who: list[tuple[str, set[int]]] = [("any local user", set())]
+    if members_too:
+        with contextlib.suppress(KeyError):
+            group = grp.getgrnam(SERVICE_USER)
+            who.append((f"every member of group {group.gr_name}", {group.gr_gid}))
+    try:
+        path = place.resolve()
+        file, above = path.stat(), [parent.stat() for parent in path.parents]
+    except OSError:
+        return None
+    for readers, gids in who:  # -1: a uid no file has
+        if _allows(file, -1, gids, 4) and all(_allows(d, -1, gids, 1) for d in above):
+            return readers
     return None
 
 
@@ -357,6 +367,16 @@ def _vertex_credentials(cfg: Config) -> Result:
             "live-appliance, mode 0640).",
         )
     kind = type(credentials).__name__
+    named = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if named and (readers := _others_who_may_read(Path(named))):
+        return Result(
+            "key",
+            Status.WARN,
+            f"{where}: application default credentials ({kind}){unused}; but {readers} "
+            f"may read {named}, and use them",
+            f"sudo chown root:{SERVICE_USER} {named} && sudo chmod 0640 {named}: root's and "
+            "the service's alone to read.",
+        )
     return Result(
         "key", Status.PASS, f"{where}: application default credentials ({kind}){unused}"
     )
