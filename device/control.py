@@ -92,6 +92,7 @@ def single_instance(socket_path: str | os.PathLike[str]) -> Iterator[None]:
     except OSError as exc:
         raise _unusable(path, exc) from None
     try:
+        _to_the_owner_of_its_place(fd, path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -108,6 +109,18 @@ def single_instance(socket_path: str | os.PathLike[str]) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _to_the_owner_of_its_place(lock_fd: int, path: Path) -> None:
+    """The lock root makes (`sudo live-appliance run` by hand) is given to the owner of its
+    directory, the service's /run/live-appliance: root's and 0600, the service started
+    later could not open it and ran without it, and a copy run by hand while it stopped
+    took its pins and sound devices."""
+    if os.geteuid() != 0:
+        return
+    place = path.parent.stat()
+    with contextlib.suppress(OSError):
+        os.fchown(lock_fd, place.st_uid, place.st_gid)
 
 
 def _holder(lock_fd: int) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from device import config
+from device.control import AlreadyRunning, single_instance
 from device.doctor import settings
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Result, Status
@@ -215,3 +216,40 @@ def test_the_doctor_warns_of_vertex_credentials_any_local_user_may_read(
     assert "OfTheBox" not in result.measured + result.fix
     creds.chmod(0o640)
     assert key_check().status is Status.PASS
+
+
+HOLD_THE_LOCK = """
+import sys
+from device.control import single_instance
+with single_instance(sys.argv[1]):
+    print("running", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="root's lock, then the service's"
+)
+def test_the_service_keeps_a_second_copy_out_after_a_copy_run_as_root(open_dir: Path) -> None:
+    """`sudo live-appliance run` by hand (the service had stopped before making its lock,
+    a configuration error) made /run/live-appliance/control.sock.lock root's, 0600: the
+    service started later could not open it and ran without it, and a second copy run
+    by hand while it stopped took the pins and sound devices from under it."""
+    run_dir = open_dir / "live-appliance"
+    run_dir.mkdir(mode=0o750)
+    os.chown(run_dir, SERVICE_UID, SERVICE_UID)  # RuntimeDirectory=, kept between starts
+    sock = run_dir / "control.sock"
+    with single_instance(sock):
+        pass  # the copy run as root, and stopped
+    service = subprocess.Popen(
+        ["setpriv", f"--reuid={SERVICE_UID}", f"--regid={SERVICE_UID}", "--clear-groups",
+         sys.executable, "-c", HOLD_THE_LOCK, str(sock)],
+        env={**os.environ, "PYTHONPATH": os.getcwd()}, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert service.stdout is not None and service.stdout.readline() == "running\n"
+        with pytest.raises(AlreadyRunning), single_instance(sock):
+            pass  # a second copy, run by hand again
+    finally:
+        service.communicate("", timeout=10)
