@@ -537,9 +537,12 @@ install_config() {
   run install -d -m 0750 -o root -g "$APP" "$CONF_DIR"
   if [[ -e $CONFIG ]]; then
     say "  keeping your $CONFIG"
-    # The service reads it as $APP: make sure it still can.
+    # The service reads it as $APP: make sure it still can. Root alone may change it:
+    # root's doctor and ask read it with the key, and a member of the group who could
+    # point [live] base_url at a server of theirs would be sent the key.
     run chgrp "$APP" "$CONFIG"
     run chmod g+r "$CONFIG"
+    run chmod go-w "$CONFIG"
     # And the owner's files beside it it may read (a token file, a persona) that an
     # uninstall without --purge left to root's group: the service's group again.
     local file

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from system_view import SystemView
+from test_install_script import INSTALL, INSTALLED, StandIns, dry_run
 
 from device import config
 from device.control import AlreadyRunning, single_instance
@@ -253,3 +255,16 @@ def test_the_service_keeps_a_second_copy_out_after_a_copy_run_as_root(open_dir: 
             pass  # a second copy, run by hand again
     finally:
         service.communicate("", timeout=10)
+
+
+@pytest.mark.rig  # the installer, as tests/test_install_script.py runs it
+def test_an_update_leaves_the_configuration_root_alone_may_change(tmp_path: Path) -> None:
+    """A configuration the owner made group-writable (0664, to let the household edit it
+    without sudo): any member of the live-appliance group could set [live] base_url to a
+    server of their own, and the next `sudo live-appliance doctor` or `sudo live-appliance
+    ask` sent them the root-only key. The update left it so, saying it kept the file."""
+    view = SystemView(tmp_path / "view")
+    view.setup(INSTALLED + "\nchmod 0664 /etc/live-appliance/config.toml\n")
+    lines = [line.strip() for line in dry_run(view, StandIns(tmp_path), INSTALL)]
+    assert "keeping your /etc/live-appliance/config.toml" in lines
+    assert "+ chmod go-w /etc/live-appliance/config.toml" in lines, lines
