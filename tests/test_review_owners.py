@@ -268,3 +268,30 @@ def test_an_update_leaves_the_configuration_root_alone_may_change(tmp_path: Path
     lines = [line.strip() for line in dry_run(view, StandIns(tmp_path), INSTALL)]
     assert "keeping your /etc/live-appliance/config.toml" in lines
     assert "+ chmod go-w /etc/live-appliance/config.toml" in lines, lines
+
+
+def test_the_doctor_warns_of_a_configuration_others_may_change(
+    open_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The doctor and `ask`, run with sudo to read the root-only key, send it where the
+    configuration's [live] base_url says: a configuration the service's group (the
+    household's other owners) may write hands them the key, and the doctor said PASS."""
+    monkeypatch.delenv("LIVE_APPLIANCE_CONFIG", raising=False)
+    place = open_dir / "config.toml"
+    monkeypatch.setattr(config, "DEFAULT_PATH", place)  # the service's own
+    place.write_text('[button]\nmode = "toggle"\n')
+    os.chown(place, 0, grp.getgrnam("nogroup").gr_gid)  # root, the service's group
+    place.chmod(0o664)
+    result, _ = check_config(None)
+    assert result.status is Status.WARN, result
+    assert "group nogroup" in result.measured and result.fix is not None
+    assert f"chmod go-w {place}" in result.fix, result.fix
+    place.chmod(0o640)
+    assert check_config(None)[0].status is Status.PASS
+    os.chown(open_dir, 0, grp.getgrnam("nogroup").gr_gid)
+    open_dir.chmod(0o770)  # the file replaced in its directory: as good as written
+    result, _ = check_config(None)
+    assert result.status is Status.WARN and f"may change {open_dir}:" in result.measured
+    open_dir.chmod(0o750)
+    place.chmod(0o646)  # others may write it, but not reach it
+    assert check_config(None)[0].status is Status.PASS

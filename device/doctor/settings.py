@@ -62,7 +62,45 @@ def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Confi
             "service into the directories above it).",
             data=data | {"unreadable": dict(unreadable)},
         ), cfg
+    if the_services_own and cfg.path and (writable := _others_who_may_change(cfg.path)):
+        writers, changeable = writable
+        return Result(
+            "config",
+            Status.WARN,
+            f"{measured}; but {writers} may change {changeable}: with [live] base_url they "
+            "would be sent the key that `sudo live-appliance doctor` and `ask` read",
+            f"sudo chmod go-w {changeable}: root's alone to change (the service's group "
+            "reads it).",
+            data=data | {"writable": str(changeable)},
+        ), cfg
     return Result("config", Status.PASS, measured, data=data), cfg
+
+
+def _others_who_may_change(path: Path) -> tuple[str, Path] | None:
+    """Who besides root may change the configuration at `path`, and where: any local user,
+    or every member of a group other than root's, allowed to write the file, or to replace
+    it in its directory, by its mode and those of the directories above it (ACLs aside).
+    None when nobody else may, or it cannot be told."""
+    try:
+        path = path.resolve()
+        infos = {place: place.stat() for place in (path, *path.parents)}
+    except OSError:
+        return None
+    who: list[tuple[str, set[int]]] = [("any local user", set())]
+    for gid in sorted({infos[path].st_gid, infos[path.parent].st_gid} - {0}):
+        try:
+            who.append((f"every member of group {grp.getgrgid(gid).gr_name}", {gid}))
+        except KeyError:
+            who.append((f"every member of group {gid}", {gid}))
+    for writers, gids in who:  # -1: a uid no file has
+        # The file written, or replaced in its directory (which takes write and search).
+        for place, bits in ((path, (2,)), (path.parent, (2, 1))):
+            above = path.parents if place is path else path.parent.parents
+            if all(_allows(infos[place], -1, gids, bit) for bit in bits) and all(
+                _allows(infos[d], -1, gids, 1) for d in above
+            ):
+                return writers, place
+    return None
 
 
 #: What the service's unit keeps from it (ProtectHome=yes; PrivateTmp=yes: a /tmp of its
