@@ -128,6 +128,16 @@ check_root() {
   ((EUID == 0)) || ((DRY_RUN)) || die "must be run as root (sudo), or with --dry-run"
 }
 
+# A dry run without root sees only what anyone may see: an installed box's $CONF_DIR is
+# root's and the service group's alone. Taken for absent, the run told an owner outside
+# that group that the update installs the default config over theirs, that there is no
+# key, and that the service is not started: none of which a real run does.
+check_sight() {
+  [[ -d $CONF_DIR && ! -x $CONF_DIR ]] || return 0
+  die "this user may not look into $CONF_DIR, so a dry run cannot tell what it would do with" \
+    "your config and API key: sudo scripts/install-pi.sh --dry-run (it changes nothing either way)"
+}
+
 # The system Python's version as the lock files name it: 311 (Bookworm), 313 (Trixie).
 python_tag() {
   "$SYSTEM_PYTHON" -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null
@@ -267,7 +277,8 @@ Run it again to update.
                    new $CONFIG has the camera off
   --no-gpio        a board without the Pi's GPIO (plain Debian, a VM): $GPIO_PACKAGE
                    is not installed
-  --dry-run        print every step and command, change nothing (no root needed)
+  --dry-run        print every step and command, change nothing (no root needed,
+                   but on an installed box sudo: its config and key are root's)
   -h, --help       this text
 EOF
 }
@@ -728,6 +739,7 @@ install_main() {
   check_os
   check_arch
   check_root
+  check_sight
   check_card
   check_python
   local key=""

@@ -1,0 +1,56 @@
+"""The installed layout as an owner meets it over SSH: what the installer's dry run tells
+someone without root, and what an uninstall then an install give back.
+
+Run in the private view of this machine's root of tests/test_install_script.py, with
+its stand-ins for every command that changes a system.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+from system_view import SystemView, require
+from test_install_script import INSTALLED, ROOT, StandIns
+
+#: Each test runs the installer's scripts, as tests/test_install_script.py's do.
+pytestmark = pytest.mark.rig
+
+#: The installer's /etc/live-appliance: root's and the service group's alone.
+INSTALLERS_MODES = """
+chgrp -R live-appliance /etc/live-appliance
+chmod 0750 /etc/live-appliance
+chmod 0640 /etc/live-appliance/config.toml
+chmod 0600 /etc/live-appliance/api-key
+chown root:root /etc/live-appliance/api-key
+"""
+#: A copy of the scripts and what they read that anyone may read (the test's checkout
+#: may sit in a directory only root may enter).
+READABLE_COPY = (
+    "mkdir -p /opt/src && cp -r "
+    + " ".join(shlex.quote(str(ROOT / d)) for d in ("scripts", "systemd", "requirements"))
+    + " /opt/src && chmod -R a+rX /opt/src\n"
+)
+
+
+def test_a_dry_run_without_root_never_says_it_replaces_the_owners_config(
+    tmp_path: Path,
+) -> None:
+    """`scripts/install-pi.sh --dry-run` ("no root needed") run by an owner outside the
+    service's group on an installed box could not see into /etc/live-appliance, and told
+    them the update would install the default config over theirs, that there was no API
+    key, and that the service would not be started: none of which a real run does."""
+    view = SystemView(tmp_path / "view")
+    stand_ins = StandIns(tmp_path)
+    view.setup(INSTALLED + INSTALLERS_MODES + READABLE_COPY)
+    before = view.snapshot()
+    owner = [require("setpriv", "util-linux"), "--reuid=1500", "--regid=1500", "--clear-groups"]
+    result = view.run([*owner, "bash", "/opt/src/scripts/install-pi.sh", "--dry-run"],
+                      env=stand_ins.env())  # fmt: skip
+    said = result.stdout + result.stderr
+    assert "config.toml.example /etc/live-appliance/config.toml" not in said, said
+    assert "no API key yet" not in said, said
+    assert result.returncode == 1, said
+    assert "sudo scripts/install-pi.sh --dry-run" in result.stderr, result.stderr
+    assert stand_ins.calls() == [] and view.snapshot() == before
