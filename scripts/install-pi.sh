@@ -554,15 +554,14 @@ install_config() {
     run chgrp "$APP" "$CONFIG"
     run chmod g+r "$CONFIG"
     run chmod go-w "$CONFIG"
-    # And the owner's files beside it it may read (a token file, a persona) that an
-    # uninstall without --purge left to root's group: the service's group again.
+    # And the owner's files beside it it may read (a token file, a persona, a directory
+    # of them) that an uninstall without --purge left to root's group, as it left all
+    # below: the service's group again.
     local file
-    for file in "$CONF_DIR"/*; do
-      if [[ -f $file && $file != "$CONFIG" && $file != "$KEY_FILE" &&
-        $(stat -c '%g %A' "$file") == "0 -"???r* ]]; then
-        run chgrp "$APP" "$file"
-      fi
-    done
+    while IFS= read -r -d '' file; do
+      run chgrp "$APP" "$file"
+    done < <(find "$CONF_DIR" -mindepth 1 ! -path "$CONFIG" ! -path "$KEY_FILE" \
+      "(" -type f -o -type d ")" -group 0 -perm -g=r -print0)
   else
     run install -m 0640 -o root -g "$APP" "$SOURCE_DIR/systemd/config.toml.example" "$CONFIG"
     if ((!WITH_CAMERA)); then

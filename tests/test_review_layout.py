@@ -54,3 +54,44 @@ def test_a_dry_run_without_root_never_says_it_replaces_the_owners_config(
     assert result.returncode == 1, said
     assert "sudo scripts/install-pi.sh --dry-run" in result.stderr, result.stderr
     assert stand_ins.calls() == [] and view.snapshot() == before
+
+
+#: The service's own files beside its config, as the README has an owner make them
+#: (root, group live-appliance, 0640), one of them in a directory of the owner's.
+OWNERS_FILES = """
+printf 'token\\n' > /etc/live-appliance/token
+mkdir -m 0750 /etc/live-appliance/personas
+printf 'You are a kitchen helper.\\n' > /etc/live-appliance/personas/kitchen.txt
+chgrp -R live-appliance /etc/live-appliance
+chmod 0640 /etc/live-appliance/token /etc/live-appliance/personas/kitchen.txt
+"""
+AS_THE_SERVICE = "setpriv --reuid=live-appliance --regid=live-appliance --init-groups"
+
+
+def test_an_uninstall_then_an_install_gives_the_service_back_every_file_it_read(
+    tmp_path: Path,
+) -> None:
+    """The uninstall (without --purge) gives root's group to everything under
+    /etc/live-appliance, subdirectories too; the install after it gave the service's
+    group back to the files at the top only, and a persona in a directory of the owner's
+    stayed out of the service's reach: the box started with the wrong voice, or not."""
+    view = SystemView(tmp_path / "view")
+    real = {"PATH": "/usr/sbin:/usr/bin:/bin"}
+    # The uninstaller's and installer's own commands, all but systemctl, which succeeds.
+    systemctl = tmp_path / "bin" / "systemctl"
+    systemctl.parent.mkdir()
+    systemctl.write_text("#!/bin/sh\nexit 0\n")
+    systemctl.chmod(0o755)
+    systemctl_only = {"PATH": f"{systemctl.parent}:{real['PATH']}"}
+    view.setup(INSTALLED + INSTALLERS_MODES + OWNERS_FILES)
+    read = f"{AS_THE_SERVICE} cat /etc/live-appliance/token /etc/live-appliance/personas/*"
+    assert view.run(["sh", "-c", read], env=real).returncode == 0
+    gone = view.run(["bash", str(ROOT / "scripts" / "uninstall-pi.sh")], env=systemctl_only)
+    assert gone.returncode == 0, gone.stderr
+    install = (f"source {shlex.quote(str(ROOT / 'scripts' / 'install-pi.sh'))} && DRY_RUN=0 "
+               "&& create_user && install_config")  # fmt: skip
+    again = view.run(["bash", "-c", install], env=systemctl_only)
+    assert again.returncode == 0, again.stderr
+    result = view.run(["sh", "-c", read], env=real)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "token\nYou are a kitchen helper.\n"
