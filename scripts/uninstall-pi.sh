@@ -67,12 +67,18 @@ remove_venv() {
 
 remove_user() {
   step "system user $APP"
+  # The owners the installer put in the group leave it first: userdel then takes the
+  # group with the user, where it said "not removed because it has other members" in
+  # the middle of an uninstall that went well.
+  if [[ -n $(getent group "$APP" | cut -d: -f4) ]]; then
+    run gpasswd -M "" "$APP"
+  fi
   if id -u "$APP" >/dev/null 2>&1; then
     run userdel "$APP"
   else
     say "  no user $APP"
   fi
-  # userdel leaves the group when someone else (an owner) is still a member of it.
+  # And a group userdel leaves (no user of its name, or USERGROUPS_ENAB off).
   if getent group "$APP" >/dev/null; then
     run groupdel "$APP"
   fi

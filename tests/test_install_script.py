@@ -35,7 +35,7 @@ KEY = "AIza-install-test-key-0123456789"
 
 #: Commands that change a system; in a dry run none of them may run.
 MUTATING = (
-    "apt-get", "dpkg", "groupadd", "groupdel", "useradd", "userdel", "usermod",
+    "apt-get", "dpkg", "groupadd", "groupdel", "gpasswd", "useradd", "userdel", "usermod",
     "systemctl", "install", "ln", "rm", "cp", "mv", "mkdir", "chown", "chgrp", "chmod",
     "tar", "pip", "python3",
 )

@@ -95,3 +95,35 @@ def test_an_uninstall_then_an_install_gives_the_service_back_every_file_it_read(
     result = view.run(["sh", "-c", read], env=real)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "token\nYou are a kitchen helper.\n"
+
+
+def succeeding_systemctl(tmp_path: Path) -> dict[str, str]:
+    """An environment whose systemctl succeeds and does nothing (no systemd here); every
+    other command the scripts run is the real one, in the view."""
+    systemctl = tmp_path / "bin" / "systemctl"
+    systemctl.parent.mkdir(exist_ok=True)
+    systemctl.write_text("#!/bin/sh\nexit 0\n")
+    systemctl.chmod(0o755)
+    return {"PATH": f"{systemctl.parent}:/usr/sbin:/usr/bin:/bin"}
+
+
+def test_an_uninstall_says_nothing_that_reads_as_a_failure(tmp_path: Path) -> None:
+    """The installer puts the owner in the service's group; at the uninstall, userdel
+    then wrote "userdel: group live-appliance not removed because it has other members"
+    in the middle of a run that went well (the group went a line later): the owner took
+    it for a step that failed. An uninstall that goes well writes nothing on stderr."""
+    view = SystemView(tmp_path / "view")
+    view.setup(
+        "rm -rf /etc/live-appliance /opt/live-appliance /var/lib/live-appliance\n"
+        "sed -i '/^live-appliance:/d;/^owner:/d' /etc/passwd /etc/group /etc/shadow "
+        "/etc/gshadow\n"
+        "useradd --system --user-group --no-create-home live-appliance\n"
+        "useradd --no-create-home owner && usermod -a -G live-appliance owner\n"
+    )
+    result = view.run(["bash", str(ROOT / "scripts" / "uninstall-pi.sh")],
+                      env=succeeding_systemctl(tmp_path))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    left = view.run(["sh", "-c", "getent passwd live-appliance; getent group live-appliance; "
+                     "id -nG owner"], env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert left.stdout == "owner\n", "the service's user and group gone, the owner kept"
