@@ -129,11 +129,14 @@ check_root() {
 }
 
 # A dry run without root sees only what anyone may see: an installed box's $CONF_DIR is
-# root's and the service group's alone. Taken for absent, the run told an owner outside
-# that group that the update installs the default config over theirs, that there is no
-# key, and that the service is not started: none of which a real run does.
+# root's and the service group's alone, its key file root's. Taken for absent, the run
+# told an owner outside that group that the update installs the default config over
+# theirs, that there is no key, and that the service is not started; one in the group,
+# that a key file it could not read was a good key (an empty one is none), and that the
+# service is restarted. A real run does none of these.
 check_sight() {
-  [[ -d $CONF_DIR && ! -x $CONF_DIR ]] || return 0
+  [[ -d $CONF_DIR && ! -x $CONF_DIR ]] || [[ -e $CONFIG && ! -r $CONFIG ]] ||
+    [[ -e $KEY_FILE && ! -r $KEY_FILE ]] || return 0
   die "this user may not look into $CONF_DIR, so a dry run cannot tell what it would do with" \
     "your config and API key: sudo scripts/install-pi.sh --dry-run (it changes nothing either way)"
 }

@@ -127,3 +127,22 @@ def test_an_uninstall_says_nothing_that_reads_as_a_failure(tmp_path: Path) -> No
     left = view.run(["sh", "-c", "getent passwd live-appliance; getent group live-appliance; "
                      "id -nG owner"], env={"PATH": "/usr/bin:/bin"})  # fmt: skip
     assert left.stdout == "owner\n", "the service's user and group gone, the owner kept"
+
+
+def test_a_dry_run_by_an_owner_in_the_group_does_not_guess_at_the_key(tmp_path: Path) -> None:
+    """An owner in the service's group sees the config but not the key file (root's
+    alone): their dry run took a key file it could not read for a good key, and promised
+    a restart where the real run finds it empty and starts nothing."""
+    view = SystemView(tmp_path / "view")
+    stand_ins = StandIns(tmp_path)
+    view.setup(INSTALLED + INSTALLERS_MODES + READABLE_COPY + ": > /etc/live-appliance/api-key\n")
+    as_root = view.run(["bash", "/opt/src/scripts/install-pi.sh", "--dry-run"],
+                       env=stand_ins.env())  # fmt: skip
+    assert "+ systemctl restart live-appliance.service" not in as_root.stdout, as_root.stdout
+    owner = [require("setpriv", "util-linux"), "--reuid=1500", "--regid=1500", "--groups=990"]
+    result = view.run([*owner, "bash", "/opt/src/scripts/install-pi.sh", "--dry-run"],
+                      env=stand_ins.env())  # fmt: skip
+    assert "systemctl restart" not in result.stdout, result.stdout
+    assert result.returncode == 1
+    assert "sudo scripts/install-pi.sh --dry-run" in result.stderr, result.stderr
+    assert stand_ins.calls() == []
