@@ -354,7 +354,11 @@ create_user() {
   if id -u "$APP" >/dev/null 2>&1; then
     say "  $APP exists"
   else
-    run useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    # Its group may have outlived it (an uninstall stopped between userdel and groupdel,
+    # a user removed by hand): useradd --user-group refuses to make it again.
+    local group_of=(--user-group)
+    getent group "$APP" >/dev/null && group_of=(--gid "$APP")
+    run useradd --system "${group_of[@]}" --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin --comment "live-appliance voice daemon" "$APP"
   fi
   # The owner who ran sudo may then use `live-appliance ctl` without it.

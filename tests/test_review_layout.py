@@ -146,3 +146,24 @@ def test_a_dry_run_by_an_owner_in_the_group_does_not_guess_at_the_key(tmp_path: 
     assert result.returncode == 1
     assert "sudo scripts/install-pi.sh --dry-run" in result.stderr, result.stderr
     assert stand_ins.calls() == []
+
+
+def test_an_install_over_the_group_an_interrupted_uninstall_left_makes_the_user(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C in an uninstall between userdel and groupdel (or a user removed by hand)
+    leaves the group live-appliance without its user: the install after it stopped at
+    useradd ("group live-appliance exists - if you want to add this user to that group,
+    use -g"), exit status 9, and never got further until the owner removed the group."""
+    view = SystemView(tmp_path / "view")
+    view.setup(
+        "rm -rf /etc/live-appliance /opt/live-appliance /var/lib/live-appliance\n"
+        "sed -i '/^live-appliance:/d;/^owner:/d' /etc/passwd /etc/group /etc/shadow "
+        "/etc/gshadow\n"
+        "groupadd --system live-appliance\n"
+    )
+    step = f"source {shlex.quote(str(ROOT / 'scripts' / 'install-pi.sh'))} && create_user"
+    result = view.run(["bash", "-c", step], env=succeeding_systemctl(tmp_path))
+    assert result.returncode == 0, result.stderr
+    made = view.run(["id", "-nG", "live-appliance"], env={"PATH": "/usr/bin:/bin"})
+    assert made.stdout.split()[0] == "live-appliance", made.stdout + made.stderr
