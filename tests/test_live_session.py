@@ -561,7 +561,10 @@ def test_a_certificate_out_of_its_dates_points_at_the_clock() -> None:
         "(certificate is not yet valid: check the clock, timedatectl)"
     )
     refused.verify_message = "self-signed certificate"
-    assert describe_failure(refused) == "TLS: CERTIFICATE_VERIFY_FAILED (self-signed certificate)"
+    assert describe_failure(refused) == (
+        "TLS: CERTIFICATE_VERIFY_FAILED (self-signed certificate: the network answers for "
+        "the service: a sign-in page (captive portal) or a proxy)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -74,6 +74,9 @@ HTTP_REFUSED = {
 #: A page in place of the upgrade: the network (a hotel's, a school's) wants a sign-in
 #: first, or a proxy answers for the service.
 SIGN_IN_HINT = "the network answers for the service: a sign-in page (captive portal) or a proxy"
+#: OpenSSL's reasons when what answered on the port does not speak TLS at all (a sign-in
+#: page's plain HTTP): 3.0's, and the record layer's of 3.2 and later.
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
 #: The proxy wants credentials the box has not got: asking again cannot help.
 PROXY_AUTH_REQUIRED = 407
 _HTTP_HINTS = {
@@ -240,6 +243,8 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "dns", f"DNS: cannot resolve the Live API host ({exc.strerror})"
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
         return "tls", f"TLS: {exc.reason or exc} ({_verified(exc.verify_message)})"
+    if isinstance(exc, ssl.SSLError) and exc.reason in _NOT_TLS:
+        return "tls", f"TLS: {exc.reason} (what answered does not speak TLS): {SIGN_IN_HINT}"
     if isinstance(exc, ssl.SSLError):
         return "tls", f"TLS: {exc.reason or exc}"
     if isinstance(exc, ConnectionRefusedError):
@@ -313,10 +318,18 @@ def _refused(exc: ValidationError) -> str:
 
 def _verified(message: str) -> str:
     """Why the certificate was refused; a date out of range is most often this box's clock
-    (a Pi has no clock of its own: until NTP has set it, it runs from the last shutdown)."""
-    if "not yet valid" in message or "expired" in message:
+    (a Pi has no clock of its own: until NTP has set it, it runs from the last shutdown).
+    Any other refusal (another host's, an issuer the box does not trust) is most often not
+    the service's certificate at all: a hotel's sign-in page, or a proxy that intercepts TLS
+    ("IP address mismatch" alone sent nobody to sign in to the Wi-Fi)."""
+    if out_of_its_dates(message):
         return f"{message}: check the clock, timedatectl"
-    return message
+    return f"{message}: {SIGN_IN_HINT}"
+
+
+def out_of_its_dates(message: str) -> bool:
+    """OpenSSL's verify message says the certificate is not valid at the box's time."""
+    return "not yet valid" in message or "expired" in message
 
 
 #: What the token server, or its certificate, says of a box whose clock is off: a signed

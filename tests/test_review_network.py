@@ -1,0 +1,103 @@
+"""The home network over months: a captive portal or a clock not set yet at the press,
+told apart in the journal, the error state's reason and the doctor's fix."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import trustme
+from helpers import until
+
+from device.config import Config, LiveConfig, Secret
+from device.live.errors import SIGN_IN_HINT
+from device.live.session import LiveLink
+from device.outbox import Outbox
+from device.states import ConnectFailed, Event
+from rig.server.server import LiveServer
+
+KEY = Secret("AIza-not-a-real-key-0123456789abcdefghij")
+#: What a hotel's sign-in page says on port 443 to a box that asks it for TLS.
+PORTAL_ANSWER = b"HTTP/1.1 302 Found\r\nLocation: http://portal.example/login\r\n\r\n"
+
+
+@contextlib.asynccontextmanager
+async def answering(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[str]:
+    """The Live API's address, where `kind` answers: "portal", a sign-in page speaking
+    plain HTTP on the port; "other host", TLS with a certificate for another name (a
+    portal or a proxy that intercepts TLS); "not yet valid", the service's certificate
+    as a box sees it whose clock runs days behind (fake-hwclock, before NTP)."""
+    if kind == "portal":
+
+        async def portal(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                await reader.read(1)
+                writer.write(PORTAL_ANSWER)
+                await writer.drain()
+            writer.close()
+
+        listening = await asyncio.start_server(portal, "127.0.0.1", 0)
+        try:
+            yield f"https://127.0.0.1:{listening.sockets[0].getsockname()[1]}"
+        finally:
+            listening.close()
+        return
+    issue = trustme.CA.issue_cert
+
+    def issued(ca: trustme.CA, *names: str, **options: Any) -> trustme.LeafCert:
+        if kind == "other host":
+            names = ("portal.example",)
+        else:
+            now = datetime.now(UTC)
+            options |= {"not_before": now + timedelta(days=3),
+                        "not_after": now + timedelta(days=90)}
+        return issue(ca, *names, **options)
+
+    monkeypatch.setattr(trustme.CA, "issue_cert", issued)
+    async with LiveServer(pace=0) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+        yield server.base_url
+
+
+async def reason_at_the_press(base_url: str) -> str:
+    """A press's session against `base_url`: the error state's reason (`ctl status`)."""
+    events: list[Event] = []
+    link = LiveLink(Config(live=LiveConfig(base_url=base_url), api_key=KEY), Outbox(5),
+                    events.append, lambda _item, _t: None)
+    link.open(1)
+    try:
+        await until(lambda: events, within=10)
+    finally:
+        await link.close()
+    (failed,) = events
+    assert isinstance(failed, ConnectFailed), events
+    return failed.reason
+
+
+@pytest.mark.parametrize("kind", ["portal", "other host"])
+async def test_a_sign_in_page_answering_for_the_service_is_named_at_the_press(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hotel's or a school's Wi-Fi answers HTTPS itself until someone signs in. The
+    error's line said "TLS: WRONG_VERSION_NUMBER" (a page in plain HTTP on port 443) or a
+    bare "IP address mismatch": nothing an owner reads as "sign in to the Wi-Fi"."""
+    async with answering(kind, monkeypatch) as base_url:
+        reason = await reason_at_the_press(base_url)
+    assert reason.startswith("TLS: "), reason
+    assert SIGN_IN_HINT in reason, reason
+    assert "clock" not in reason, reason
+
+
+async def test_a_certificate_not_yet_valid_at_the_press_says_the_clock_not_a_portal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with answering("not yet valid", monkeypatch) as base_url:
+        reason = await reason_at_the_press(base_url)
+    assert "check the clock" in reason, reason
+    assert SIGN_IN_HINT not in reason, reason
