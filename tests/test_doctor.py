@@ -287,7 +287,7 @@ def test_an_untrusted_certificate_fails_at_tls(
     line = lines_of(result)["network"]
     assert line.startswith("FAIL  network  TLS: CERTIFICATE_VERIFY_FAILED")
     assert "unable to get local issuer certificate" in line
-    assert "fix: Check the clock (timedatectl)" in line
+    assert "fix: Sign in to the network if it asks" in line  # an issuer not trusted: not the clock
     assert server.log.kinds() == []  # the SDK was never let loose on an untrusted server
 
 

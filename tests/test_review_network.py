@@ -14,6 +14,9 @@ import trustme
 from helpers import until
 
 from device.config import Config, LiveConfig, Secret
+from device.doctor.network import check_network
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
 from device.live.errors import SIGN_IN_HINT
 from device.live.session import LiveLink
 from device.outbox import Outbox
@@ -101,3 +104,27 @@ async def test_a_certificate_not_yet_valid_at_the_press_says_the_clock_not_a_por
         reason = await reason_at_the_press(base_url)
     assert "check the clock" in reason, reason
     assert SIGN_IN_HINT not in reason, reason
+
+
+@pytest.mark.parametrize(
+    ("kind", "said", "not_said"),
+    [
+        ("portal", "captive portal", "clock"),
+        ("other host", "captive portal", "clock"),
+        ("not yet valid", "timedatectl", "proxy"),
+    ],
+)
+async def test_the_doctors_fix_for_tls_is_the_clock_or_the_sign_in_page_as_the_cause_is(
+    kind: str, said: str, not_said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`doctor network` gave every TLS failure one fix, the clock first: on a hotel's Wi-Fi
+    that sent the owner to timedatectl, and a box whose clock runs days behind to look
+    for a proxy; the line said WRONG_VERSION_NUMBER for a portal speaking plain HTTP."""
+    async with answering(kind, monkeypatch) as base_url:
+        cfg = Config(live=LiveConfig(base_url=base_url), api_key=KEY)
+        result = await check_network(Context(cfg, Options(), Progress()))
+    assert result.status is Status.FAIL
+    assert result.data["layer"] == "TLS", result
+    fix = result.fix or ""
+    assert said in fix, (result.measured, fix)
+    assert not_said not in fix, (result.measured, fix)

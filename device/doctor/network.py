@@ -35,6 +35,7 @@ from device.live.errors import (
     describe_failure,
     failure_fields,
     is_refusal,
+    out_of_its_dates,
     refuses_key,
     refuses_token,
     token_server_unreached,
@@ -44,14 +45,24 @@ from device.live.wire import CLOSE_INVALID, CLOSE_POLICY
 
 T = TypeVar("T")
 
+#: The fix for a certificate refused for its dates: the box's clock, not the network.
+TLS_CLOCK = "TLS clock"
+
 TURN_TEXT = "Please answer with one word: ready."
 TURN_TIMEOUT_S = 30.0
 
 FIXES = {
     "DNS": "Check the box's network and DNS (ip route; cat /etc/resolv.conf; ping -c1 {host}).",
     "TCP": "Check the network path to {host} port {port}: a firewall or proxy may block it.",
-    "TLS": "Check the clock (timedatectl) and that no proxy intercepts TLS; "
-    "SSL_CERT_FILE, if set, must name the right CA file.",
+    # Not the service's certificate, or no TLS at all: the network answers for it.
+    "TLS": "Sign in to the network if it asks (a hotel's or a school's captive portal: open "
+    "a web page on a phone on the same Wi-Fi), or let the box past the proxy or firewall "
+    "that intercepts TLS; SSL_CERT_FILE, if set, must name the right CA file.",
+    # The service's certificate out of its dates by the box's clock (a Pi without NTP yet
+    # runs from its last shutdown's time).
+    TLS_CLOCK: "Check the clock (timedatectl): the certificate is not valid at the box's "
+    "time. NTP must set it (timedatectl set-ntp true, and a time server the network lets "
+    "through, UDP port 123).",
     CLOSE_POLICY: "Check the API key (make a new one at aistudio.google.com) and [live] model.",
     CLOSE_INVALID: "A setting was refused: check [live] model, voice and language.",
     # An ephemeral token refused: spent or expired; a new API key is not what it wants.
@@ -115,7 +126,9 @@ class LayerFailed(Exception):
 
 
 def _fix(layer: str, code: object, host: str, port: int) -> str:
-    if layer.startswith("Live") and code in FIXES:
+    """The fix for the failure `code` names in the setup, and in TLS (the clock, or the
+    network answering for the service); else the layer's."""
+    if (layer.startswith("Live") or layer == "TLS") and code in FIXES:
         return str(FIXES[code])
     return str(FIXES.get(layer, FIXES["setup"])).format(host=host, port=port)
 
@@ -149,7 +162,7 @@ async def _layer(
         elif failure_fields(exc)["LIVE_FAILURE"] == "proxy":  # 407 is no key refused
             code = "proxy"
         elif isinstance(exc, ssl.SSLError):  # behind HTTPS_PROXY, TLS is first shaken at setup
-            code = "TLS"
+            code = TLS_CLOCK if _out_of_its_dates(exc) else "TLS"
         elif isinstance(exc, OSError) and exc.filename is not None:
             code = "file"
         elif code is None and is_refusal(exc):
@@ -231,6 +244,13 @@ async def check_network(ctx: Context) -> Result:
     if "first_reply" in ms:
         measured += f", first reply audio {ms['first_reply']:.0f} ms"
     return Result("network", Status.PASS, measured, data=where | {"ms": ms})
+
+
+def _out_of_its_dates(exc: ssl.SSLError) -> bool:
+    """The certificate was refused for its dates: by the box's clock, most often."""
+    if not isinstance(exc, ssl.SSLCertVerificationError):
+        return False
+    return out_of_its_dates(exc.verify_message or "")
 
 
 def _since(started: float) -> float:
