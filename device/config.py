@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import sys
+import time
 import tomllib
 import types
 import typing
@@ -1206,16 +1207,27 @@ def installed_key_barred() -> bool:
 def key_file_changed_since_start() -> Path | None:
     """Under systemd, the installer's key file if it was written after systemd copied it
     into the service's credential (at the start): the service holds the key of then until
-    it restarts. Blocking: two stats (the service may not read the file, but may stat it)."""
+    it restarts. Blocking: two stats (the service may not read the file, but may stat it).
+
+    Not one written before this boot, whatever the copy's time says: a Pi has no clock of
+    its own, and one unplugged within the hour after its key was written came back at the
+    time last saved (fake-hwclock's hourly save), before the key, when systemd copied it;
+    each refusal of that key then said to restart the service, which changes nothing."""
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     if not cred_dir:
         return None
     try:
-        copied = (Path(cred_dir) / CREDENTIAL_NAME).stat().st_mtime_ns
-        changed = INSTALLED_KEY_FILE.stat().st_mtime_ns > copied
+        copied = (Path(cred_dir) / CREDENTIAL_NAME).stat().st_mtime
+        written = INSTALLED_KEY_FILE.stat().st_mtime
     except OSError:
         return None
-    return INSTALLED_KEY_FILE if changed else None
+    return INSTALLED_KEY_FILE if written > max(copied, booted_at()) else None
+
+
+def booted_at() -> float:
+    """When this machine booted, by the wall clock as it is set now (NTP may have stepped it
+    since the boot: a file's time written before the step is on the old clock's scale)."""
+    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def require_credentials(config: Config) -> None:

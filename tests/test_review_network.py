@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
 from helpers import until
+from test_credentials_over_time import what_a_press_meets
+from wire import config_for
 
-from device.config import Config, LiveConfig, Secret
+from device import config
+from device.config import Config, LiveConfig, Secret, with_api_key
 from device.doctor.network import check_network
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
@@ -128,3 +134,32 @@ async def test_the_doctors_fix_for_tls_is_the_clock_or_the_sign_in_page_as_the_c
     fix = result.fix or ""
     assert said in fix, (result.measured, fix)
     assert not_said not in fix, (result.measured, fix)
+
+
+async def test_a_key_refused_after_a_power_cut_is_not_blamed_on_a_restart_never_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner installed the key, and unplugged the box within the hour. A Pi has no
+    clock: it came back at the time last saved (fake-hwclock's hourly save), before the
+    key was written, and systemd copied the key into the service's credential then. When
+    that key was revoked, each press said the key file "changed after the service started"
+    and to restart the service: a restart that changes nothing, while the fix is a new key."""
+    booted = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)  # by the clock set now
+    credentials, installed = tmp_path / "credentials", tmp_path / "api-key"
+    credentials.mkdir()
+    revoked = "AIza-the-installed-key-now-revoked"
+    for copy in (credentials / config.CREDENTIAL_NAME, installed):
+        copy.write_text(f"{revoked}\n")
+    written, restored = booted - 3600, booted - 3 * 3600  # the clock came back behind it
+    os.utime(installed, (written, written))
+    os.utime(credentials / config.CREDENTIAL_NAME, (restored, restored))
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    monkeypatch.setattr(config, "INSTALLED_KEY_FILE", installed)
+    async with LiveServer(pace=0) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+        cfg = with_api_key(config_for(server))
+        assert cfg.api_key is not None and cfg.api_key.reveal() == revoked
+        failed = await what_a_press_meets(cfg)
+    assert isinstance(failed, ConnectFailed), failed
+    assert "refused the API key" in failed.reason, failed.reason
+    assert "restart" not in failed.reason, failed.reason
