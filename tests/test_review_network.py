@@ -4,8 +4,11 @@ told apart in the journal, the error state's reason and the doctor's fix."""
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events
 import contextlib
+import errno
 import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +17,7 @@ from typing import Any
 
 import pytest
 import trustme
-from helpers import until
+from helpers import closed_port, until
 from test_credentials_over_time import what_a_press_meets
 from wire import config_for
 
@@ -23,7 +26,7 @@ from device.config import Config, LiveConfig, Secret, with_api_key
 from device.doctor.network import check_network
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
-from device.live.errors import SIGN_IN_HINT
+from device.live.errors import SIGN_IN_HINT, describe_failure
 from device.live.session import LiveLink
 from device.outbox import Outbox
 from device.states import ConnectFailed, Event
@@ -163,3 +166,56 @@ async def test_a_key_refused_after_a_power_cut_is_not_blamed_on_a_restart_never_
     assert isinstance(failed, ConnectFailed), failed
     assert "refused the API key" in failed.reason, failed.reason
     assert "restart" not in failed.reason, failed.reason
+
+
+def no_route(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The Live API's address, on a network whose router is gone (rebooting, or the Wi-Fi
+    up without it): each connect fails as asyncio says it does once no ARP answer came,
+    "Connect call failed", with EHOSTUNREACH as its errno."""
+    port = closed_port()
+    connect = asyncio.selector_events.BaseSelectorEventLoop.sock_connect
+
+    async def sock_connect(
+        loop: asyncio.AbstractEventLoop, sock: socket.socket, address: Any
+    ) -> None:
+        if address[1] == port:
+            raise OSError(errno.EHOSTUNREACH, f"Connect call failed {address}")
+        await connect(loop, sock, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio.selector_events.BaseSelectorEventLoop, "sock_connect",
+                        sock_connect)
+    return f"https://127.0.0.1:{port}"
+
+
+async def test_a_connect_with_no_route_to_the_host_says_so_at_the_press(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The router rebooting: every connect fails with "No route to host", and the error's
+    line said only "network: Connect call failed ('142.250.1.95', 443)", no reason."""
+    reason = await reason_at_the_press(no_route(monkeypatch))
+    assert os.strerror(errno.EHOSTUNREACH) in reason, reason
+
+
+async def test_the_doctor_says_no_route_and_sends_the_owner_to_the_router(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = Config(live=LiveConfig(base_url=no_route(monkeypatch)), api_key=KEY)
+    result = await check_network(Context(cfg, Options(), Progress()))
+    assert result.status is Status.FAIL
+    assert result.measured.startswith("TCP: "), result.measured
+    assert os.strerror(errno.EHOSTUNREACH) in result.measured, result.measured
+    fix = result.fix or ""
+    assert "ip route" in fix and "firewall" not in fix, fix
+
+
+def test_each_address_failing_its_own_way_says_each_reason() -> None:
+    """The Live API's host has IPv6 and IPv4 addresses: a home whose IPv6 goes nowhere
+    and whose router is down fails both, and asyncio joins them in one message whose
+    numbers ([Errno 101]) an owner cannot read."""
+    both = OSError(
+        "Multiple exceptions: [Errno 101] Connect call failed ('2001:db8::1', 443, 0, 0), "
+        "[Errno 113] Connect call failed ('192.0.2.7', 443)"
+    )
+    said = describe_failure(both)
+    assert os.strerror(errno.ENETUNREACH) in said, said
+    assert os.strerror(errno.EHOSTUNREACH) in said, said

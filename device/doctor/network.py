@@ -35,6 +35,7 @@ from device.live.errors import (
     describe_failure,
     failure_fields,
     is_refusal,
+    no_route,
     out_of_its_dates,
     refuses_key,
     refuses_token,
@@ -47,6 +48,8 @@ T = TypeVar("T")
 
 #: The fix for a certificate refused for its dates: the box's clock, not the network.
 TLS_CLOCK = "TLS clock"
+#: The fix for a connect that found no route to the host, at whichever layer.
+NO_ROUTE = "no route"
 
 TURN_TEXT = "Please answer with one word: ready."
 TURN_TIMEOUT_S = 30.0
@@ -54,6 +57,10 @@ TURN_TIMEOUT_S = 30.0
 FIXES = {
     "DNS": "Check the box's network and DNS (ip route; cat /etc/resolv.conf; ping -c1 {host}).",
     "TCP": "Check the network path to {host} port {port}: a firewall or proxy may block it.",
+    # No route at all: the Wi-Fi without its router (one rebooting), not a firewall.
+    NO_ROUTE: "Check the box's way out: its Wi-Fi and the router (ip route shows a default "
+    "route via the router; ping -c1 its address). A router that just rebooted takes a "
+    "minute or two.",
     # Not the service's certificate, or no TLS at all: the network answers for it.
     "TLS": "Sign in to the network if it asks (a hotel's or a school's captive portal: open "
     "a web page on a phone on the same Wi-Fi), or let the box past the proxy or firewall "
@@ -126,9 +133,9 @@ class LayerFailed(Exception):
 
 
 def _fix(layer: str, code: object, host: str, port: int) -> str:
-    """The fix for the failure `code` names in the setup, and in TLS (the clock, or the
-    network answering for the service); else the layer's."""
-    if (layer.startswith("Live") or layer == "TLS") and code in FIXES:
+    """The fix for the failure `code` names in the setup, in TLS (the clock, or the network
+    answering for the service) and wherever no route was found; else the layer's."""
+    if (layer.startswith("Live") or layer == "TLS" or code == NO_ROUTE) and code in FIXES:
         return str(FIXES[code])
     return str(FIXES.get(layer, FIXES["setup"])).format(host=host, port=port)
 
@@ -165,6 +172,8 @@ async def _layer(
             code = TLS_CLOCK if _out_of_its_dates(exc) else "TLS"
         elif isinstance(exc, OSError) and exc.filename is not None:
             code = "file"
+        elif no_route(exc):
+            code = NO_ROUTE
         elif code is None and is_refusal(exc):
             code = "credentials"
         raise LayerFailed(layer, reason, _fix(layer, code, host, port)) from exc

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import errno
+import os
+import re
 import socket
 import ssl
 from typing import TypeGuard
@@ -255,7 +257,7 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         # to the Wi-Fi for a key file only root may read.
         return "credentials", f"cannot read {exc.filename}: {exc.strerror or exc}"
     if isinstance(exc, OSError):
-        return "network", f"network: {exc.strerror or exc}"
+        return "network", f"network: {_os_words(exc)}"
     if (size := _not_json(exc)) is not None:
         return "undecodable", f"the service sent a frame that is not JSON{size}"
     if isinstance(exc, ValidationError):
@@ -265,6 +267,45 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, ValueError | AttributeError):
         return "undecodable", f"the service sent a message that cannot be decoded ({exc})"
     return "other", f"{type(exc).__name__}: {exc}"
+
+
+#: asyncio's words for a connect that failed once under way, which drop the errno's own
+#: ("No route to host": the router gone): "Connect call failed ('142.250.1.95', 443)"; and
+#: for addresses of one host failing apart, "Multiple exceptions: [Errno 101] Connect ...".
+_CONNECT_FAILED = "Connect call failed"
+_JOINED = "Multiple exceptions: "
+_ERRNO = re.compile(r"\[Errno (\d+)\]")
+#: No way to the host at all: no route (the Wi-Fi without its router, one rebooting).
+_NO_ROUTE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH})
+
+
+def _errnos(exc: OSError) -> list[int]:
+    """The errno of a failure, or each of those asyncio joined in one message."""
+    if exc.errno is not None:
+        return [exc.errno]
+    said = str(exc)
+    if not said.startswith(_JOINED):
+        return []
+    return [int(number) for number in _ERRNO.findall(said)]
+
+
+def _os_words(exc: OSError) -> str:
+    """A network failure's reason in the system's words, whatever asyncio made of it."""
+    said = str(exc.strerror or exc)
+    numbers = _errnos(exc)
+    if exc.errno is not None and said.startswith(_CONNECT_FAILED):
+        return f"{os.strerror(exc.errno)} ({said})"
+    if exc.errno is None and numbers:
+        reasons = dict.fromkeys(os.strerror(number) for number in numbers)
+        return f"{'; '.join(reasons)} (each address of the host tried)"
+    return said
+
+
+def no_route(exc: BaseException) -> bool:
+    """The box found no way to the host at all (not refused, not a timeout): its network
+    or its router, not the service nor a firewall."""
+    numbers = _errnos(exc) if isinstance(exc, OSError) else []
+    return bool(numbers) and set(numbers) <= _NO_ROUTE
 
 
 def _close_words(code: int, reason: str) -> str:
