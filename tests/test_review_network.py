@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import trustme
+from fakes import DEAD
 from helpers import closed_port, until
 from test_credentials_over_time import what_a_press_meets
 from wire import config_for
@@ -219,3 +220,16 @@ def test_each_address_failing_its_own_way_says_each_reason() -> None:
     said = describe_failure(both)
     assert os.strerror(errno.ENETUNREACH) in said, said
     assert os.strerror(errno.EHOSTUNREACH) in said, said
+
+
+async def test_the_doctor_says_a_silent_resolver_is_the_resolver_not_the_service(
+    silent_resolver: list[str],
+) -> None:
+    """The internet down behind a working Wi-Fi: the router's resolver waits for an uplink.
+    The doctor said "DNS: no answer from generativelanguage.googleapis.com:443 in 5 s",
+    which reads as Google not answering; the daemon says the resolver does not answer."""
+    cfg = Config(live=LiveConfig(base_url=f"https://{DEAD}", connect_timeout_s=0.5), api_key=KEY)
+    result = await check_network(Context(cfg, Options(), Progress()))
+    assert result.status is Status.FAIL
+    assert result.measured.startswith("DNS: the resolver"), result.measured
+    assert f"{DEAD}:443" not in result.measured, result.measured

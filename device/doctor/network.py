@@ -156,6 +156,8 @@ async def _layer(
             return await what()
     except TimeoutError as exc:
         reason = f"{layer}: no answer from {host}:{port} in {seconds:g} s"
+        if layer == "DNS":  # the resolver's silence, not the host's (the daemon's words)
+            reason = f"DNS: the resolver did not answer for {host} in {seconds:g} s"
         raise LayerFailed(layer, reason, _fix(layer, None, host, port)) from exc
     except Exception as exc:
         text = describe_failure(exc)
