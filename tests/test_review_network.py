@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trustme
 from fakes import DEAD
-from helpers import closed_port, until
+from helpers import closed_port, only_proxy, until
 from test_credentials_over_time import what_a_press_meets
 from wire import config_for
 
@@ -233,3 +233,44 @@ async def test_the_doctor_says_a_silent_resolver_is_the_resolver_not_the_service
     assert result.status is Status.FAIL
     assert result.measured.startswith("DNS: the resolver"), result.measured
     assert f"{DEAD}:443" not in result.measured, result.measured
+
+
+@pytest.mark.parametrize(("through", "kind", "said"), [
+    (None, "tcp", "TCP: "), ("proxy", "proxy", "proxy: cannot reach 127.0.0.1:")])
+async def test_a_connect_whose_packets_go_nowhere_names_tcp_not_the_service(
+    through: str | None, kind: str, said: str,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The uplink down behind a router that still answers DNS from its cache: the box's
+    SYNs go nowhere. The journal said "no answer from the Live API in time", as for a
+    service slow to set up: the owner waited for Google, not for their internet. Behind
+    HTTPS_PROXY, the proxy is what does not answer."""
+    port = closed_port()
+    live_port = port if through is None else closed_port()
+    if through is not None:
+        only_proxy(monkeypatch, f"http://127.0.0.1:{port}")
+    connect = asyncio.selector_events.BaseSelectorEventLoop.sock_connect
+
+    async def sock_connect(
+        loop: asyncio.AbstractEventLoop, sock: socket.socket, address: Any
+    ) -> None:
+        if address[1] == port:
+            await asyncio.Event().wait()  # no SYN-ACK, no ICMP: nothing ever
+        await connect(loop, sock, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio.selector_events.BaseSelectorEventLoop, "sock_connect",
+                        sock_connect)
+    events: list[Event] = []
+    cfg = Config(live=LiveConfig(base_url=f"https://localhost:{live_port}",
+                                 connect_timeout_s=0.5), api_key=KEY)
+    link = LiveLink(cfg, Outbox(5), events.append, lambda _item, _t: None)
+    link.open(1)
+    try:
+        await until(lambda: events, within=10)
+    finally:
+        await link.close()
+    (failed,) = events
+    assert isinstance(failed, ConnectFailed), events
+    assert failed.reason.startswith(said), failed.reason
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("cannot connect:")]
+    assert getattr(line, "LIVE_FAILURE", None) == kind, line.__dict__

@@ -10,6 +10,7 @@ names the layer, as it does for a failure that comes at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import socket
@@ -35,6 +36,12 @@ HAPPY_EYEBALLS_S = 0.25
 
 class ResolverSilent(TimeoutError):
     """The connect timed out, and the resolver does not answer for the host either."""
+
+
+class TcpSilent(TimeoutError):
+    """The connect timed out, the name resolved, and the host's port does not answer a
+    connection either: what the box sends goes nowhere (an uplink down behind a router
+    that answers DNS from its cache), not a service slow to set up."""
 
 
 class ProxyUnreachable(Exception):
@@ -136,9 +143,11 @@ def race_addresses(loop: asyncio.AbstractEventLoop) -> None:
 
 async def timed_out(cfg: Config) -> Exception:
     """What a connect that timed out is best reported as: ResolverSilent, the resolver's
-    own error if it now says no, or the plain timeout (past DNS: TCP, TLS or setup). The
-    name asked for is the proxy's when one carries the connection."""
-    host, port = proxy_of(cfg) or endpoint(cfg)  # a proxy resolves the Live API's host itself
+    own error if it now says no, TcpSilent when the port does not answer either (each
+    asked alone, briefly), or the plain timeout (past TCP: TLS or setup). The name and
+    port asked are the proxy's when one carries the connection."""
+    proxy = proxy_of(cfg)
+    host, port = proxy or endpoint(cfg)  # a proxy resolves the Live API's host itself
     try:
         async with asyncio.timeout(DNS_CHECK_S):
             await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -146,4 +155,15 @@ async def timed_out(cfg: Config) -> Exception:
         return ResolverSilent(f"{host} not resolved in {DNS_CHECK_S:g} s")
     except socket.gaierror as exc:
         return exc
+    try:
+        async with asyncio.timeout(DNS_CHECK_S):
+            _, writer = await asyncio.open_connection(host, port)
+    except TimeoutError:
+        silent = f"{host}:{port}: no answer to a connection in {DNS_CHECK_S:g} s"
+        return ProxyUnreachable(silent) if proxy else TcpSilent(silent)
+    except OSError:
+        return TimeoutError()  # it answers now, in its way: the connect's timeout stands
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
     return TimeoutError()

@@ -31,7 +31,7 @@ from websockets.http11 import Response
 
 from device.config import TOKEN_PREFIX, Secret
 from device.errors import cut, one_line, url_without_password, without_credentials
-from device.live.endpoint import AddressUnusable, ProxyUnreachable, ResolverSilent
+from device.live.endpoint import AddressUnusable, ProxyUnreachable, ResolverSilent, TcpSilent
 from device.live.wire import (
     CLOSE_ABNORMAL,
     CLOSE_INTERNAL,
@@ -239,6 +239,8 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "silent", f"no traffic from the Live API: {exc}"
     if isinstance(exc, ResolverSilent):
         return "dns", f"DNS: the resolver does not answer ({exc})"
+    if isinstance(exc, TcpSilent):
+        return "tcp", f"TCP: what the box sends goes nowhere ({exc})"
     if isinstance(exc, TimeoutError):
         return "timeout", "no answer from the Live API in time"
     if isinstance(exc, socket.gaierror):
