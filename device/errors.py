@@ -4,6 +4,7 @@ nothing of the package: every part can use them, and no import cycle runs throug
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterable
@@ -155,3 +156,33 @@ class UnusableKey(ConfigError):
 
 class LedsUnavailable(RuntimeError):
     """The configured LEDs cannot be opened; the message says how to fix it."""
+
+
+#: asyncio's words for a connect that failed once under way, which drop the errno's own
+#: ("No route to host": the router gone): "Connect call failed ('142.250.1.95', 443)"; and
+#: for addresses of one host failing apart, "Multiple exceptions: [Errno 101] Connect ...".
+_CONNECT_FAILED = "Connect call failed"
+_JOINED = "Multiple exceptions: "
+_ERRNO = re.compile(r"\[Errno (\d+)\]")
+
+
+def errnos(exc: OSError) -> list[int]:
+    """The errno of a failure, or each of those asyncio joined in one message."""
+    if exc.errno is not None:
+        return [exc.errno]
+    said = str(exc)
+    if not said.startswith(_JOINED):
+        return []
+    return [int(number) for number in _ERRNO.findall(said)]
+
+
+def os_words(exc: OSError) -> str:
+    """A network failure's reason in the system's words, whatever asyncio made of it."""
+    said = str(exc.strerror or exc)
+    numbers = errnos(exc)
+    if exc.errno is not None and said.startswith(_CONNECT_FAILED):
+        return f"{os.strerror(exc.errno)} ({said})"
+    if exc.errno is None and numbers:
+        reasons = dict.fromkeys(os.strerror(number) for number in numbers)
+        return f"{'; '.join(reasons)} (each address of the host tried)"
+    return said

@@ -197,6 +197,17 @@ async def test_a_connect_with_no_route_to_the_host_says_so_at_the_press(
     assert os.strerror(errno.EHOSTUNREACH) in reason, reason
 
 
+async def test_a_proxy_with_no_route_to_it_says_so_at_the_press(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same behind HTTPS_PROXY: "proxy: cannot reach 10.0.0.5:3128: Connect call
+    failed ('10.0.0.5', 3128)", the reason lost there too."""
+    only_proxy(monkeypatch, no_route(monkeypatch).replace("https://", "http://"))
+    reason = await reason_at_the_press(f"https://localhost:{closed_port()}")
+    assert reason.startswith("proxy: cannot reach 127.0.0.1:"), reason
+    assert os.strerror(errno.EHOSTUNREACH) in reason, reason
+
+
 async def test_the_doctor_says_no_route_and_sends_the_owner_to_the_router(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

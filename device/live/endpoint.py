@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from device import workers
 from device.config import host_and_port
-from device.errors import url_without_password
+from device.errors import os_words, url_without_password
 
 if TYPE_CHECKING:
     from device.config import Config
@@ -121,7 +121,7 @@ def through_proxy(cfg: Config, exc: OSError) -> Exception:
     proxy = proxy_of(cfg)
     if proxy is None or isinstance(exc, ssl.SSLError) or exc.filename is not None:
         return exc  # TLS is the Live API's, tunnelled; a file's error is the file's
-    return ProxyUnreachable(f"{proxy[0]}:{proxy[1]}: {exc.strerror or exc}")
+    return ProxyUnreachable(f"{proxy[0]}:{proxy[1]}: {os_words(exc)}")
 
 
 def race_addresses(loop: asyncio.AbstractEventLoop) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import ast
 import errno
-import os
-import re
 import socket
 import ssl
 from typing import TypeGuard
@@ -30,7 +28,14 @@ from websockets.exceptions import (
 from websockets.http11 import Response
 
 from device.config import TOKEN_PREFIX, Secret
-from device.errors import cut, one_line, url_without_password, without_credentials
+from device.errors import (
+    cut,
+    errnos,
+    one_line,
+    os_words,
+    url_without_password,
+    without_credentials,
+)
 from device.live.endpoint import AddressUnusable, ProxyUnreachable, ResolverSilent, TcpSilent
 from device.live.wire import (
     CLOSE_ABNORMAL,
@@ -259,7 +264,7 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         # to the Wi-Fi for a key file only root may read.
         return "credentials", f"cannot read {exc.filename}: {exc.strerror or exc}"
     if isinstance(exc, OSError):
-        return "network", f"network: {_os_words(exc)}"
+        return "network", f"network: {os_words(exc)}"
     if (size := _not_json(exc)) is not None:
         return "undecodable", f"the service sent a frame that is not JSON{size}"
     if isinstance(exc, ValidationError):
@@ -271,42 +276,14 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     return "other", f"{type(exc).__name__}: {exc}"
 
 
-#: asyncio's words for a connect that failed once under way, which drop the errno's own
-#: ("No route to host": the router gone): "Connect call failed ('142.250.1.95', 443)"; and
-#: for addresses of one host failing apart, "Multiple exceptions: [Errno 101] Connect ...".
-_CONNECT_FAILED = "Connect call failed"
-_JOINED = "Multiple exceptions: "
-_ERRNO = re.compile(r"\[Errno (\d+)\]")
 #: No way to the host at all: no route (the Wi-Fi without its router, one rebooting).
 _NO_ROUTE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH})
-
-
-def _errnos(exc: OSError) -> list[int]:
-    """The errno of a failure, or each of those asyncio joined in one message."""
-    if exc.errno is not None:
-        return [exc.errno]
-    said = str(exc)
-    if not said.startswith(_JOINED):
-        return []
-    return [int(number) for number in _ERRNO.findall(said)]
-
-
-def _os_words(exc: OSError) -> str:
-    """A network failure's reason in the system's words, whatever asyncio made of it."""
-    said = str(exc.strerror or exc)
-    numbers = _errnos(exc)
-    if exc.errno is not None and said.startswith(_CONNECT_FAILED):
-        return f"{os.strerror(exc.errno)} ({said})"
-    if exc.errno is None and numbers:
-        reasons = dict.fromkeys(os.strerror(number) for number in numbers)
-        return f"{'; '.join(reasons)} (each address of the host tried)"
-    return said
 
 
 def no_route(exc: BaseException) -> bool:
     """The box found no way to the host at all (not refused, not a timeout): its network
     or its router, not the service nor a firewall."""
-    numbers = _errnos(exc) if isinstance(exc, OSError) else []
+    numbers = errnos(exc) if isinstance(exc, OSError) else []
     return bool(numbers) and set(numbers) <= _NO_ROUTE
 
 
