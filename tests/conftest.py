@@ -186,3 +186,14 @@ def systemctl(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     yield set_answer
     shutil.rmtree(bin_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory any local user may enter (pytest's own tmp_path is its user's alone)."""
+    place = Path(tempfile.mkdtemp(prefix="owners-"))
+    place.chmod(0o755)
+    try:
+        yield place
+    finally:
+        shutil.rmtree(place)

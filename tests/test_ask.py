@@ -212,3 +212,40 @@ async def test_a_proxy_whose_certificate_is_not_trusted_is_said_without_a_librar
     assert result.returncode == 1
     assert "CERTIFICATE_VERIFY_FAILED" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+
+
+OWNER_UID, OWNER_GID = 4321, 4322  # who typed `sudo`
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="what `sudo` writes: needs root")
+def test_sudo_ask_keeps_the_reply_audio_for_the_owner_who_asked_not_for_every_user(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    """`sudo live-appliance ask "..." --audio /tmp/reply.wav` (sudo: only root may read the
+    key) left the reply root's and 0644: any guest on the box could play what the box
+    told the owner, and the owner could not write over it without sudo again."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(to_toml(rig_settings(server.base_url, tmp_path)))
+    out = tmp_path / "reply.wav"
+    out.write_bytes(b"an earlier run's, root's")
+    out.chmod(0o644)
+    env = {
+        **os.environ,
+        "GEMINI_API_KEY": server.api_key,
+        "SSL_CERT_FILE": server.ca_file,
+        "SUDO_UID": str(OWNER_UID),
+        "SUDO_GID": str(OWNER_GID),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "device", "ask", "Hello", "--audio", str(out), "--config", str(cfg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: os.umask(0o022),  # sudo's, as on Raspberry Pi OS
+    )
+    assert result.returncode == 0, result.stderr
+    saved = out.stat()
+    assert out.read_bytes()[:4] == b"RIFF"
+    assert saved.st_mode & 0o077 == 0, f"others may read it: {saved.st_mode & 0o777:o}"
+    assert (saved.st_uid, saved.st_gid) == (OWNER_UID, OWNER_GID)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import grp
 import itertools
 import json
 import os
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 from helpers import open_descriptors, open_refused
 from system_view import require
+from test_persist import SERVICE_UID
 
 from device import appliance as appliance_module
 from device import workers
@@ -854,3 +856,68 @@ def test_a_run_directory_out_of_inodes_is_no_configuration_error(tmp_path: Path)
     assert done.returncode == 1, (done.returncode, done.stderr)
     assert "configuration error" not in done.stderr, done.stderr
     assert f"df -h -i {run}" in done.stderr, done.stderr
+
+
+GUEST = 1602  # an account on the box in none of its groups
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="asks as another user"
+)
+def test_a_guest_refused_by_the_control_socket_is_told_which_group_to_join(
+    open_dir: Path,
+) -> None:
+    """/run/live-appliance is the service group's (0750): a user outside it was told
+    "run as a member of its group, or with sudo", and could not even look up which group
+    that is (the socket inside may not be looked at)."""
+    run_dir = open_dir / "live-appliance"
+    run_dir.mkdir()
+    os.chown(run_dir, 0, grp.getgrnam("nogroup").gr_gid)  # the service's group, by name
+    run_dir.chmod(0o750)
+    asked = subprocess.run(
+        ["setpriv", f"--reuid={GUEST}", f"--regid={GUEST}", "--clear-groups", sys.executable,
+         "-m", "device", "ctl", "status", "--socket", str(run_dir / "control.sock")],
+        env={**os.environ, "PYTHONPATH": os.getcwd(), "HOME": "/tmp"}, capture_output=True,
+        text=True, timeout=30,
+    )  # fmt: skip
+    assert asked.returncode == 1, asked.stderr
+    assert "Traceback" not in asked.stderr
+    assert "group nogroup" in asked.stderr and "sudo" in asked.stderr, asked.stderr
+    assert "usermod -a -G nogroup" in asked.stderr, asked.stderr
+
+
+HOLD_THE_LOCK = """
+import sys
+from device.control import single_instance
+with single_instance(sys.argv[1]):
+    print("running", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="root's lock, then the service's"
+)
+def test_the_service_keeps_a_second_copy_out_after_a_copy_run_as_root(open_dir: Path) -> None:
+    """`sudo live-appliance run` by hand (the service had stopped before making its lock,
+    a configuration error) made /run/live-appliance/control.sock.lock root's, 0600: the
+    service started later could not open it and ran without it, and a second copy run
+    by hand while it stopped took the pins and sound devices from under it."""
+    run_dir = open_dir / "live-appliance"
+    run_dir.mkdir(mode=0o750)
+    os.chown(run_dir, SERVICE_UID, SERVICE_UID)  # RuntimeDirectory=, kept between starts
+    sock = run_dir / "control.sock"
+    with single_instance(sock):
+        pass  # the copy run as root, and stopped
+    service = subprocess.Popen(
+        ["setpriv", f"--reuid={SERVICE_UID}", f"--regid={SERVICE_UID}", "--clear-groups",
+         sys.executable, "-c", HOLD_THE_LOCK, str(sock)],
+        env={**os.environ, "PYTHONPATH": os.getcwd()}, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert service.stdout is not None and service.stdout.readline() == "running\n"
+        with pytest.raises(AlreadyRunning), single_instance(sock):
+            pass  # a second copy, run by hand again
+    finally:
+        service.communicate("", timeout=10)

@@ -9,6 +9,7 @@ drive a mock pin and read the LED pins.
 from __future__ import annotations
 
 import asyncio
+import grp
 import importlib.util
 import io
 import json
@@ -49,6 +50,7 @@ from device.audio.devices import AudioDeviceError
 from device.audio.playback import RATE, Playback
 from device.config import Config, LiveConfig, Secret
 from device.control import ControlServer
+from device.doctor import settings
 from device.doctor.audio import _as_the_service_runs, check_mic, check_speaker
 from device.doctor.camera import check_camera
 from device.doctor.daemon import one_line, summary_lines
@@ -58,7 +60,7 @@ from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Result, Status
 from device.doctor.runner import exit_code, held_by_the_service, run_checks
 from device.doctor.service import check_service
-from device.doctor.settings import check_key
+from device.doctor.settings import check_config, check_key
 from rig.daemon import rig_settings, scratch_dir, start_daemon, to_toml
 from rig.loopback import PulseLoopback
 from rig.notify import NotifySocket
@@ -1426,3 +1428,103 @@ def test_the_echo_line_names_a_copy_run_by_hand_and_how_to_restart_it(
     as_the_service = _as_the_service_runs(here, {**BY_HAND, **said, "systemd": True})
     assert "the running service" in as_the_service.measured
     assert "sudo systemctl restart live-appliance" in (as_the_service.fix or "")
+
+
+@pytest.mark.parametrize("setting", ["api_key_file", "installer"])
+def test_the_doctor_warns_of_a_key_others_may_read(
+    open_dir: Path, monkeypatch: pytest.MonkeyPatch, setting: str
+) -> None:
+    """A token job's file written 0644 where everyone may go, or the installer's key written
+    again with `sudo tee` (0644) after a `rm`: a guest on the box could `cat` the key and
+    spend the owner's quota, and `sudo live-appliance doctor` said PASS."""
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(settings, "SERVICE_USER", "nogroup")  # a group this machine has
+    key_file = open_dir / "api-key"
+    key_file.write_text("AIzaReadableByOthers\n")
+    key_file.chmod(0o644)
+    live: dict[str, Any] = {}
+    if setting == "api_key_file":
+        live["api_key_file"] = str(key_file)
+        monkeypatch.setattr(config, "INSTALLED_KEY_FILE", open_dir / "no-installed-key")
+    else:
+        monkeypatch.setattr(config, "INSTALLED_KEY_FILE", key_file)
+    (open_dir / "config.toml").write_text(to_toml({"live": live}))
+    _, cfg = check_config(open_dir / "config.toml")  # as the doctor's first check leaves it
+    assert cfg is not None
+
+    def key_check() -> Result:
+        return asyncio.run(check_key(Context(cfg, Options(), Progress(spinner=False))))
+
+    result = key_check()
+    assert result.status is Status.WARN, result
+    assert "any local user" in result.measured and str(key_file) in result.measured
+    assert result.fix is not None and "chmod 0" in result.fix and str(key_file) in result.fix
+    assert "ReadableByOthers" not in result.measured + result.fix
+    key_file.chmod(0o600 if setting == "installer" else 0o640)
+    assert key_check().status is Status.PASS
+    key_file.chmod(0o644)
+    os.chown(open_dir, -1, grp.getgrnam("nogroup").gr_gid)
+    open_dir.chmod(0o750)  # as /etc/live-appliance: the service's group may enter it
+    result = key_check()
+    if setting == "installer":  # root's alone, says the README: not the household's
+        assert result.status is Status.WARN and "every member of group nogroup" in result.measured
+    else:  # the service's group reads a token file by design (root:live-appliance 0640)
+        assert result.status is Status.PASS, result
+
+
+def test_the_doctor_warns_of_vertex_credentials_any_local_user_may_read(
+    open_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GOOGLE_APPLICATION_CREDENTIALS (the README's /etc/live-appliance/vertex.json, root
+    and the service's group, 0640) copied 0644 where everyone may go: any local user
+    could take the box's Google Cloud credentials, and the doctor said PASS."""
+    creds = open_dir / "vertex.json"
+    creds.write_text(
+        '{"type": "authorized_user", "client_id": "id", "client_secret": "SecretOfTheBox", '
+        '"refresh_token": "RefreshOfTheBox"}'
+    )
+    creds.chmod(0o644)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(creds))
+    live = {"backend": "vertex", "project": "my-project", "location": "us-central1"}
+    (open_dir / "config.toml").write_text(to_toml({"live": live}))
+    _, cfg = check_config(open_dir / "config.toml")
+    assert cfg is not None
+
+    def key_check() -> Result:
+        return asyncio.run(check_key(Context(cfg, Options(), Progress(spinner=False))))
+
+    result = key_check()
+    assert result.status is Status.WARN, result
+    assert str(creds) in result.measured and "any local user" in result.measured
+    assert result.fix is not None and "chmod 0640" in result.fix
+    assert "OfTheBox" not in result.measured + result.fix
+    creds.chmod(0o640)
+    assert key_check().status is Status.PASS
+
+
+def test_the_doctor_warns_of_a_configuration_others_may_change(
+    open_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The doctor and `ask`, run with sudo to read the root-only key, send it where the
+    configuration's [live] base_url says: a configuration the service's group (the
+    household's other owners) may write hands them the key, and the doctor said PASS."""
+    monkeypatch.delenv("LIVE_APPLIANCE_CONFIG", raising=False)
+    place = open_dir / "config.toml"
+    monkeypatch.setattr(config, "DEFAULT_PATH", place)  # the service's own
+    place.write_text('[button]\nmode = "toggle"\n')
+    os.chown(place, 0, grp.getgrnam("nogroup").gr_gid)  # root, the service's group
+    place.chmod(0o664)
+    result, _ = check_config(None)
+    assert result.status is Status.WARN, result
+    assert "group nogroup" in result.measured and result.fix is not None
+    assert f"chmod go-w {place}" in result.fix, result.fix
+    place.chmod(0o640)
+    assert check_config(None)[0].status is Status.PASS
+    os.chown(open_dir, 0, grp.getgrnam("nogroup").gr_gid)
+    open_dir.chmod(0o770)  # the file replaced in its directory: as good as written
+    result, _ = check_config(None)
+    assert result.status is Status.WARN and f"may change {open_dir}:" in result.measured
+    open_dir.chmod(0o750)
+    place.chmod(0o646)  # others may write it, but not reach it
+    assert check_config(None)[0].status is Status.PASS

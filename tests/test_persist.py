@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -283,3 +284,41 @@ def test_a_state_file_of_json_that_is_no_object_is_said_once_when_ignored(
     said = [r for r in journal.records if str(path) in r["MESSAGE"]]
     assert len(said) == 1, journal.records
     assert int(said[0]["PRIORITY"]) <= 4  # a warning, as for a damaged file
+
+
+SERVICE_UID = 1601  # the service's user, in a test of its own state directory
+
+
+SAVE_VOLUME = """
+import sys
+from pathlib import Path
+from device.persist import StateFile
+state = StateFile(Path(sys.argv[1]))
+state.save(volume=0.25)
+print(state.problem())
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="root's file, saved over by another"
+)
+def test_a_save_root_left_half_done_does_not_keep_the_service_from_saving(open_dir: Path) -> None:
+    """`sudo live-appliance run` by hand (the service stopped) saving the volume as the power
+    went, or killed: its state.tmp, root's, stayed in the service's state directory, and
+    the service could never keep a volume again (the box came back at the old one after
+    each restart, "Permission denied" in a directory that is its own)."""
+    place = open_dir / "state"
+    place.mkdir(mode=0o700)
+    os.chown(place, SERVICE_UID, SERVICE_UID)  # StateDirectory=, the service's
+    (place / "state.json").write_text('{"volume": 0.5}\n')  # root's too: replaced all the same
+    (place / "state.tmp").write_text('{"volume": 0.')  # root's, 0644
+    saved = subprocess.run(
+        ["setpriv", f"--reuid={SERVICE_UID}", f"--regid={SERVICE_UID}", "--clear-groups",
+         sys.executable, "-c", SAVE_VOLUME, str(place / "state.json")],
+        env={**os.environ, "PYTHONPATH": os.getcwd()}, capture_output=True, text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert saved.returncode == 0, saved.stderr
+    assert saved.stdout.strip() == "None", saved.stdout  # ctl status: settings kept
+    assert '"volume": 0.25' in (place / "state.json").read_text()
+    assert (place / "state.json").stat().st_uid == SERVICE_UID
