@@ -85,10 +85,14 @@ class StateFile:
             tmp = self.path.with_suffix(".tmp")
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                # One a save cut short left (the power gone; `sudo live-appliance run` by
-                # hand, whose file the service may not open) is replaced, not written into.
-                tmp.unlink(missing_ok=True)
-                with tmp.open("w", encoding="utf-8") as file:
+                try:
+                    file = tmp.open("w", encoding="utf-8")
+                except PermissionError:
+                    # One a save by hand cut short left (`sudo live-appliance run`, root's:
+                    # the service may not open it, but may replace it in its own directory).
+                    tmp.unlink()
+                    file = tmp.open("w", encoding="utf-8")
+                with file:
                     file.write(json.dumps(data, indent=1) + "\n")
                     file.flush()
                     # On the card before the rename: a new file's data is written back
