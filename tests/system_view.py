@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,19 @@ def require(name: str, package: str) -> str:
     if path is None:
         pytest.fail(f"{name} is missing: apt-get install {package} (scripts/setup installs it)")
     return path
+
+
+def device_after(mounts: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m device ARGS` (with a key of the right shape) in a mount namespace of its
+    own, after the shell commands `mounts`: a full, tiny or read-only file system made
+    for one test, seen by nothing else."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]),
+           "GEMINI_API_KEY": "AIza" + "x" * 35}  # fmt: skip
+    return subprocess.run(
+        [require("unshare", "util-linux"), "--mount", "sh", "-c", f'{mounts} && exec "$@"',
+         "sh", sys.executable, "-m", "device", *args],
+        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 class SystemView:

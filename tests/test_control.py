@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from helpers import open_descriptors, open_refused
-from system_view import require
+from system_view import device_after
 from test_persist import SERVICE_UID
 
 from device import appliance as appliance_module
@@ -845,14 +845,8 @@ def test_a_run_directory_out_of_inodes_is_no_configuration_error(tmp_path: Path)
     run.mkdir()
     cfg = tmp_path / "config.toml"
     cfg.write_text(f'[control]\nsocket = "{run / "control.sock"}"\n')
-    script = f'mount -t tmpfs -o nr_inodes=1 tmpfs {run} && exec "$@"'  # the root's only
-    command = [sys.executable, "-m", "device", "run", "--config", str(cfg)]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]),
-           "GEMINI_API_KEY": "AIza" + "x" * 35}  # fmt: skip
-    done = subprocess.run(
-        [require("unshare", "util-linux"), "--mount", "sh", "-c", script, "sh", *command],
-        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    full = f"mount -t tmpfs -o nr_inodes=1 tmpfs {run}"  # the root's inode the only one
+    done = device_after(full, "run", "--config", str(cfg))
     assert done.returncode == 1, (done.returncode, done.stderr)
     assert "configuration error" not in done.stderr, done.stderr
     assert f"df -h -i {run}" in done.stderr, done.stderr

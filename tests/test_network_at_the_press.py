@@ -80,9 +80,13 @@ async def answering(
 
 async def reason_at_the_press(base_url: str) -> str:
     """A press's session against `base_url`: the error state's reason (`ctl status`)."""
+    return await reason_of_a_press(Config(live=LiveConfig(base_url=base_url), api_key=KEY))
+
+
+async def reason_of_a_press(cfg: Config) -> str:
+    """A press's session with `cfg`: the error state's reason (`ctl status`)."""
     events: list[Event] = []
-    link = LiveLink(Config(live=LiveConfig(base_url=base_url), api_key=KEY), Outbox(5),
-                    events.append, lambda _item, _t: None)
+    link = LiveLink(cfg, Outbox(5), events.append, lambda _item, _t: None)
     link.open(1)
     try:
         await until(lambda: events, within=10)
@@ -271,17 +275,9 @@ async def test_a_connect_whose_packets_go_nowhere_names_tcp_not_the_service(
 
     monkeypatch.setattr(asyncio.selector_events.BaseSelectorEventLoop, "sock_connect",
                         sock_connect)
-    events: list[Event] = []
     cfg = Config(live=LiveConfig(base_url=f"https://localhost:{live_port}",
                                  connect_timeout_s=0.5), api_key=KEY)
-    link = LiveLink(cfg, Outbox(5), events.append, lambda _item, _t: None)
-    link.open(1)
-    try:
-        await until(lambda: events, within=10)
-    finally:
-        await link.close()
-    (failed,) = events
-    assert isinstance(failed, ConnectFailed), events
-    assert failed.reason.startswith(said), failed.reason
+    reason = await reason_of_a_press(cfg)
+    assert reason.startswith(said), reason
     (line,) = [r for r in caplog.records if r.getMessage().startswith("cannot connect:")]
     assert getattr(line, "LIVE_FAILURE", None) == kind, line.__dict__

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from fakes import running
 from helpers import daemon_saying
-from system_view import SystemView, require
+from system_view import SystemView, device_after, require
 
 from device import config
 from device import config as config_module
@@ -163,14 +163,8 @@ def doctor_on_a_card(tmp_path: Path, options: str) -> dict[str, Any]:
 def doctor_after(mounts: str, cfg: Path, check: str = "card", *options: str) -> dict[str, Any]:
     """`live-appliance doctor <check> --json` of `cfg`, in a mount namespace of its own
     after the shell commands `mounts` (each ending in `&&`)."""
-    script = f'{mounts} exec "$@"'
-    command = [sys.executable, "-m", "device", "doctor", check, "--json", "--config", str(cfg),
-               *options]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    done = subprocess.run(
-        [require("unshare", "util-linux"), "--mount", "sh", "-c", script, "sh", *command],
-        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    done = device_after(mounts.strip().removesuffix("&&"), "doctor", check, "--json",
+                        "--config", str(cfg), *options)  # fmt: skip
     assert done.stdout.startswith("{"), (done.stdout, done.stderr)
     (line,) = json.loads(done.stdout)["checks"]
     return line
@@ -588,16 +582,9 @@ def test_ask_audio_on_a_full_card_is_refused_before_the_session(tmp_path: Path) 
     cfg = tmp_path / "config.toml"
     cfg.write_text('[live]\nbase_url = "http://127.0.0.1:9"\n')  # discard: never reached
     wav = card / "reply.wav"
-    fill = f"head -c 65536 /dev/zero >{card}/fill 2>/dev/null; : >{wav} &&"
-    script = f'mount -t tmpfs -o size=8k tmpfs {card} && {fill} exec "$@"'
-    command = [sys.executable, "-m", "device", "ask", "Hello", "--audio", str(wav),
-               "--config", str(cfg)]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]),
-           "GEMINI_API_KEY": "AIza" + "x" * 35}  # fmt: skip
-    done = subprocess.run(
-        [require("unshare", "util-linux"), "--mount", "sh", "-c", script, "sh", *command],
-        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    fill = f"head -c 65536 /dev/zero >{card}/fill 2>/dev/null; : >{wav}"
+    mounts = f"mount -t tmpfs -o size=8k tmpfs {card} && {fill}"
+    done = device_after(mounts, "ask", "Hello", "--audio", str(wav), "--config", str(cfg))
     assert done.returncode == 1, (done.returncode, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--audio" in lines[0], done.stderr  # nothing of a session

@@ -50,6 +50,10 @@ async def server():
         yield live
 
 
+#: A session that declares none of the device's tools: the tests' own registries answer.
+NO_TOOLS = ToolsConfig(enabled=())
+
+
 def session_for(server: LiveServer, tools: ToolsConfig, monkeypatch: pytest.MonkeyPatch):
     """A real SDK session to the local server, set up by our own code."""
     monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
@@ -525,22 +529,16 @@ async def test_a_tool_that_exits_answers_the_model_with_an_error_and_one_journal
     """A tool whose helper calls sys.exit() raised SystemExit out of the tool's thread into
     the session: the call went unanswered, and asyncio let the exit end the daemon."""
     caplog.set_level(logging.INFO, logger="device.tools")
-    monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
     toolbox = ToolBox(ToolsConfig(enabled=("garage",)), FakeActions(), registry=cli_tools())
     call_id = server.queue_tool_call("garage", {"command": "lift"})
-    cfg = Config(live=LiveConfig(base_url=server.base_url), api_key=Secret(server.api_key))
-    client = make_client(cfg)
-    async with client.aio.live.connect(model=cfg.live.model,
-                                       config=connect_config(cfg, None)) as session:
-        await session.send_realtime_input(text="open the garage")
-        message = await anext(aiter(session.receive()))
-        (call,) = message.tool_call.function_calls
+    async with session_for(server, NO_TOOLS, monkeypatch) as session:
+        call = await ask_for_tool(session, "open the garage")
         try:
             response = await toolbox.run(call)
         except SystemExit as exc:  # pragma: no cover - the defect
             pytest.fail(f"the tool's exit left the call unanswered: SystemExit({exc.code})")
         await session.send_tool_response(function_responses=[response])
-        assert b"".join([m.data async for m in session.receive() if m.data])
+        assert await reply_after(session)
     (sent,) = tool_responses(server)
     assert (sent["id"], sent["name"]) == (call_id, "garage")
     assert sent["response"]["error"].startswith("SystemExit")
@@ -573,18 +571,13 @@ async def test_a_tool_failing_with_an_exception_that_cannot_be_written_still_ans
     the tool's task, it failed the connection's task group, the call unanswered and the
     reply in flight lost with the connection."""
     caplog.set_level(logging.INFO, logger="device.tools")
-    monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
     toolbox = ToolBox(ToolsConfig(enabled=("humidity",)), FakeActions(), registry=faulty_tools())
     call_id = server.queue_tool_call("humidity", {})
-    cfg = Config(live=LiveConfig(base_url=server.base_url), api_key=Secret(server.api_key))
-    async with make_client(cfg).aio.live.connect(model=cfg.live.model,
-                                                 config=connect_config(cfg, None)) as session:
-        await session.send_realtime_input(text="how damp is it?")
-        message = await anext(aiter(session.receive()))
-        (call,) = message.tool_call.function_calls
+    async with session_for(server, NO_TOOLS, monkeypatch) as session:
+        call = await ask_for_tool(session, "how damp is it?")
         response = await toolbox.run(call)
         await session.send_tool_response(function_responses=[response])
-        assert b"".join([m.data async for m in session.receive() if m.data])
+        assert await reply_after(session)
     (sent,) = tool_responses(server)
     assert (sent["id"], sent["name"]) == (call_id, "humidity")
     assert sent["response"]["error"].startswith("SensorFault")
@@ -621,17 +614,12 @@ async def test_a_result_with_a_name_that_is_not_text_answers_the_call_with_unico
     Unicode text holds: the service's JSON parser refuses it (1007), ending the connection
     with the call unanswered (protobuf's JSON parser: "Invalid unicode code point."). The
     model is told the result is not JSON instead."""
-    monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
     toolbox = ToolBox(ToolsConfig(enabled=("songs",)), FakeActions(), registry=music_tools())
     call_id = server.queue_tool_call("songs", {})
-    cfg = Config(live=LiveConfig(base_url=server.base_url), api_key=Secret(server.api_key))
-    async with make_client(cfg).aio.live.connect(model=cfg.live.model,
-                                                 config=connect_config(cfg, None)) as session:
-        await session.send_realtime_input(text="what songs are on the stick?")
-        message = await anext(aiter(session.receive()))
-        (call,) = message.tool_call.function_calls
+    async with session_for(server, NO_TOOLS, monkeypatch) as session:
+        call = await ask_for_tool(session, "what songs are on the stick?")
         await session.send_tool_response(function_responses=[await toolbox.run(call)])
-        assert b"".join([m.data async for m in session.receive() if m.data])
+        assert await reply_after(session)
     (sent,) = tool_responses(server)
     assert sent["id"] == call_id
     assert unicode_text(sent), f"a lone surrogate reached the service: {sent!r}"
@@ -655,17 +643,12 @@ async def test_a_failure_naming_a_file_that_is_not_utf8_reaches_the_service_as_t
 ) -> None:
     """The error's words, made from the exception, carried the lone surrogate of the
     file's name to the service as they were."""
-    monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
     toolbox = ToolBox(ToolsConfig(enabled=("play",)), FakeActions(), registry=player_tools())
     server.queue_tool_call("play", {})
-    cfg = Config(live=LiveConfig(base_url=server.base_url), api_key=Secret(server.api_key))
-    async with make_client(cfg).aio.live.connect(model=cfg.live.model,
-                                                 config=connect_config(cfg, None)) as session:
-        await session.send_realtime_input(text="play something")
-        message = await anext(aiter(session.receive()))
-        (call,) = message.tool_call.function_calls
+    async with session_for(server, NO_TOOLS, monkeypatch) as session:
+        call = await ask_for_tool(session, "play something")
         await session.send_tool_response(function_responses=[await toolbox.run(call)])
-        assert b"".join([m.data async for m in session.receive() if m.data])
+        assert await reply_after(session)
     (sent,) = tool_responses(server)
     assert unicode_text(sent), f"a lone surrogate reached the service: {sent!r}"
     assert sent["response"]["error"] == "RuntimeError: cannot decode caf\\udce9.mp3"
