@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from fakes import Box, RealCaptureParts, config, running
+from fakes import Box, DeviceFreeCapture, RealCaptureParts, config, running
 from helpers import until
 from test_appliance import ask_and_hear_the_reply_begin, busy_closing, kinds
 from test_appliance import numbered as numbered_40_ms
@@ -36,6 +36,16 @@ CHUNK_MS = 20
 def numbered(n: int) -> bytes:
     """A chunk that says which it is."""
     return np.full(RATE * CHUNK_MS // 1000, 100 + n, dtype=np.int16).tobytes()
+
+
+def pressed_6_s_ago(box: Box, mic: DeviceFreeCapture) -> None:
+    """A 0.6 s press that began 6 s ago, and the 6 s of sound since, read between turns:
+    the machine, busy closing the last session, gets to them only now."""
+    now = time.monotonic()
+    box.button.on_edge("pressed", now - 6.0)
+    box.button.on_edge("released", now - 5.4)
+    for n in range(150):
+        mic.record(numbered_40_ms(n), now - 6.0 + 0.04 * (n + 1))
 
 
 def number_of(chunk: bytes) -> int:
@@ -134,11 +144,7 @@ async def test_a_question_lost_whole_sends_no_empty_turn_and_the_person_hears_it
                        parts_class=RealCaptureParts) as box:  # fmt: skip
         mic = await busy_closing(box)
         opened = list(box.link.opened)
-        now = time.monotonic()
-        box.button.on_edge("pressed", now - 6.0)
-        box.button.on_edge("released", now - 5.4)
-        for n in range(150):  # the last 6 s, read between turns
-            mic.record(numbered_40_ms(n), now - 6.0 + 0.04 * (n + 1))
+        pressed_6_s_ago(box, mic)
         box.speaker.clear()  # the last session's earcons
         box.camera.hang.set()  # the close is over: the press and release are taken now
         await box.settle()
@@ -281,11 +287,7 @@ async def test_a_question_lost_whole_is_said_lost_in_the_journal(
     caplog.set_level(logging.WARNING, "device.appliance")
     async with running(tmp_path, parts_class=RealCaptureParts) as box:
         mic = await busy_closing(box)
-        now = time.monotonic()
-        box.button.on_edge("pressed", now - 6.0)
-        box.button.on_edge("released", now - 5.4)
-        for n in range(150):
-            mic.record(numbered_40_ms(n), now - 6.0 + 0.04 * (n + 1))
+        pressed_6_s_ago(box, mic)
         box.camera.hang.set()
         await box.settle()
         assert box.state == "idle"
@@ -359,12 +361,8 @@ async def test_a_late_press_refused_for_a_failed_speaker_is_not_said_a_lost_ques
     cfg = config(audio={"reopen_s": 60.0})
     async with running(tmp_path, cfg, parts_class=RealCaptureParts) as box:
         mic = await busy_closing(box)
-        now = time.monotonic()
         box.appliance.post(DeviceFailed("speaker", "the fake went"))
-        box.button.on_edge("pressed", now - 6.0)
-        box.button.on_edge("released", now - 5.4)
-        for n in range(150):
-            mic.record(numbered_40_ms(n), now - 6.0 + 0.04 * (n + 1))
+        pressed_6_s_ago(box, mic)
         box.camera.hang.set()
         await box.settle()
         assert "speaker" in box.appliance.status()["faults"]

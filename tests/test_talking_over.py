@@ -100,6 +100,17 @@ async def box_on_the_wire(tmp_path: Path, cfg: Config | None = None):  # type: i
         yield box
 
 
+async def a_whole_reply_playing(box: Box) -> WireLink:
+    """A question asked and its 3 s reply sent whole, faster than it plays: still playing."""
+    link = wire(box)
+    await ask(box)
+    link.audio(OLD * 30)
+    link.server(turn_complete=True)
+    await box.settle()
+    assert box.state == "speaking"
+    return link
+
+
 async def ask(box: Box) -> None:
     """Press, a few words, release; everything sent."""
     await box.ctl("press")
@@ -133,12 +144,7 @@ async def test_a_stray_interrupted_while_the_button_is_held_does_not_cut_the_go_
     already expects) comes a round trip later, while the rising "go ahead" beep plays:
     the press already silenced the reply, and that beep was cut off half way."""
     async with box_on_the_wire(tmp_path, config()) as box:
-        link = wire(box)
-        await ask(box)
-        link.audio(OLD * 30)  # 3 s of reply, sent whole, faster than it plays
-        link.server(turn_complete=True)
-        await box.settle()
-        assert box.state == "speaking"
+        link = await a_whole_reply_playing(box)
         await box.ctl("press")
         link.send()  # activityStart goes out
         go_ahead = earcon(Earcon.LISTEN_START)
@@ -396,12 +402,7 @@ async def test_a_quick_tap_over_a_whole_reply_thinks_through_the_services_late_i
     gone: an answer that never came got no error beep, one that came played out of the
     blue."""
     async with box_on_the_wire(tmp_path) as box:
-        link = wire(box)
-        await ask(box)
-        link.audio(OLD * 30)  # 3 s of reply, sent whole, faster than it plays
-        link.server(turn_complete=True)
-        await box.settle()
-        assert box.state == "speaking"
+        link = await a_whole_reply_playing(box)
         await box.ctl("press")
         box.mic.record(CHUNK)
         await box.settle()
