@@ -11,6 +11,7 @@ import logging
 import re
 import socket
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -361,9 +362,12 @@ def test_a_bound_passed_for_an_hour_without_a_break_is_one_line(
     assert len(journal.records) == 1, [r["MESSAGE"] for r in journal.records]
 
 
-def test_pid1_deaf_for_an_hour_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """PID 1 not reading for an hour (systemd wedged): "cannot notify systemd" once, not
-    once a minute."""
+@contextlib.contextmanager
+def notifier_of_a_pid1(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[tuple[list[float], Path, socket.socket, Notifier]]:
+    """A notifier (WatchdogSec=30 s) sending to a socket standing in for PID 1, on a
+    clock the test sets: the clock, the socket's path, the socket, the notifier."""
     clock = [0.0]
     monkeypatch.setattr(logs, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     monkeypatch.setattr(Notifier, "WAIT_S", 0.0)
@@ -371,11 +375,23 @@ def test_pid1_deaf_for_an_hour_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as pid1:
         pid1.bind(str(path))
         notifier = Notifier(environ={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "30000000"})
-        with fill(str(path).encode()), journal_lines("device.service") as journal:
-            for beat in range(240):
-                clock[0] = beat * 15.0
-                notifier.watchdog()
-        notifier.close()
+        try:
+            yield clock, path, pid1, notifier
+        finally:
+            notifier.close()
+
+
+def test_pid1_deaf_for_an_hour_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """PID 1 not reading for an hour (systemd wedged): "cannot notify systemd" once, not
+    once a minute."""
+    with (
+        notifier_of_a_pid1(monkeypatch, tmp_path) as (clock, path, _, notifier),
+        fill(str(path).encode()),
+        journal_lines("device.service") as journal,
+    ):
+        for beat in range(240):
+            clock[0] = beat * 15.0
+            notifier.watchdog()
     assert len(journal.records) == 1, [r["MESSAGE"] for r in journal.records]
 
 
@@ -384,24 +400,19 @@ def test_systemd_back_says_how_many_of_that_run_were_left_out(
 ) -> None:
     """The line "systemd takes notifications again (N left out)": N is that run's, not one
     that ended unsaid (within the minute of the last line) added to it."""
-    clock = [0.0]
-    monkeypatch.setattr(logs, "time", SimpleNamespace(monotonic=lambda: clock[0]))
-    monkeypatch.setattr(Notifier, "WAIT_S", 0.0)
-    path = tmp_path / "notify"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as pid1:
-        pid1.bind(str(path))
-        notifier = Notifier(environ={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "30000000"})
-        with journal_lines("device.service") as journal:
-            for at, deaf in ((0, True), (5, False), (10, True), (15, False), (100, True),
-                             (105, False)):  # fmt: skip
-                clock[0] = float(at)
-                if deaf:
-                    with fill(str(path).encode()):
-                        notifier.watchdog()
-                else:
-                    drain(pid1)
+    with (
+        notifier_of_a_pid1(monkeypatch, tmp_path) as (clock, path, pid1, notifier),
+        journal_lines("device.service") as journal,
+    ):
+        for at, deaf in ((0, True), (5, False), (10, True), (15, False), (100, True),
+                         (105, False)):  # fmt: skip
+            clock[0] = float(at)
+            if deaf:
+                with fill(str(path).encode()):
                     notifier.watchdog()
-        notifier.close()
+            else:
+                drain(pid1)
+                notifier.watchdog()
     again = [str(r["MESSAGE"]) for r in journal.records if "again" in str(r["MESSAGE"])]
     assert again == ["systemd takes notifications again (1 left out)"] * 2, again
 

@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import wave
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -236,9 +237,9 @@ def test_the_doctor_sees_the_overlay_under_a_state_directory_named_through_a_lin
     assert line["status"] == "WARN" and "lost at each boot" in line["measured"], line
 
 
-def test_the_doctors_picture_on_a_full_tmp_is_said_full_not_forbidden(tmp_path: Path) -> None:
-    """/tmp a small tmpfs, full: the doctor took the picture and said "Give --camera-out a
-    path you may write to", sending the owner after permissions they had."""
+def doctors_picture_in(tmp_path: Path, mounts: Callable[[Path], str]) -> dict[str, Any]:
+    """`doctor camera --json` of the synthetic camera, its picture written to a directory
+    the shell commands `mounts(directory)` made a file system of its own."""
     out = tmp_path / "out"
     out.mkdir()
     cfg = tmp_path / "config.toml"
@@ -246,11 +247,16 @@ def test_the_doctors_picture_on_a_full_tmp_is_said_full_not_forbidden(tmp_path: 
         '[camera]\nenabled = true\nsource = "synthetic"\n'
         f'[control]\nsocket = "{tmp_path}/none.sock"\n'
     )
-    full = (
+    return doctor_after(mounts(out), cfg, "camera", "--camera-out", str(out / "camera.jpg"))
+
+
+def test_the_doctors_picture_on_a_full_tmp_is_said_full_not_forbidden(tmp_path: Path) -> None:
+    """/tmp a small tmpfs, full: the doctor took the picture and said "Give --camera-out a
+    path you may write to", sending the owner after permissions they had."""
+    line = doctors_picture_in(tmp_path, lambda out: (
         f"mount -t tmpfs -o size=8k tmpfs {out} && "
-        f"{{ head -c 8192 /dev/zero >{out}/fill 2>/dev/null || :; }} &&"
-    )
-    line = doctor_after(full, cfg, "camera", "--camera-out", str(out / "camera.jpg"))
+        f"{{ head -c 8192 /dev/zero >{out}/fill 2>/dev/null || :; }}"
+    ))  # fmt: skip
     assert line["status"] == "WARN" and "No space left" in line["measured"], line
     assert "you may write to" not in line["fix"] and "df -h" in line["fix"], line
 
@@ -523,15 +529,7 @@ async def test_an_overlay_mounted_over_the_card_is_the_one_seen(
 def test_the_doctors_picture_on_a_read_only_tmp_is_said_read_only(tmp_path: Path) -> None:
     """/tmp read-only (the card remounted after an error): the doctor took the picture and
     said to give a path "you may write to", sending the owner after permissions."""
-    out = tmp_path / "out"
-    out.mkdir()
-    cfg = tmp_path / "config.toml"
-    cfg.write_text(
-        '[camera]\nenabled = true\nsource = "synthetic"\n'
-        f'[control]\nsocket = "{tmp_path}/none.sock"\n'
-    )
-    read_only = f"mount -t tmpfs -o ro tmpfs {out} &&"
-    line = doctor_after(read_only, cfg, "camera", "--camera-out", str(out / "camera.jpg"))
+    line = doctors_picture_in(tmp_path, lambda out: f"mount -t tmpfs -o ro tmpfs {out}")
     assert line["status"] == "WARN" and "Read-only" in line["measured"], line
     assert "read-only" in line["fix"] and "you may write to" not in line["fix"], line
 
