@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import grp
 import os
 import pwd
 import stat
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from device import config as config_mod
@@ -62,7 +62,7 @@ def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Confi
             "service into the directories above it).",
             data=data | {"unreadable": dict(unreadable)},
         ), cfg
-    if the_services_own and cfg.path and (writable := _others_who_may_change(cfg.path)):
+    if the_services_own and cfg.path and (writable := _others_who_may(cfg.path, change=True)):
         writers, changeable = writable
         return Result(
             "config",
@@ -76,31 +76,41 @@ def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Confi
     return Result("config", Status.PASS, measured, data=data), cfg
 
 
-def _others_who_may_change(path: Path) -> tuple[str, Path] | None:
-    """Who besides root may change the configuration at `path`, and where: any local user,
-    or every member of a group other than root's, allowed to write the file, or to replace
-    it in its directory, by its mode and those of the directories above it (ACLs aside).
-    None when nobody else may, or it cannot be told."""
+def _others_who_may(
+    place: Path, change: bool = False, groups: Iterable[int] = ()
+) -> tuple[str, Path] | None:
+    """Who besides root and its owner may read the file at `place` (or, `change`, write it
+    or replace it in its directory), and where: any local user, or every member of one of
+    `groups` (to change: also of the file's and its directory's groups other than root's),
+    by the modes of the file and of the directories above it (ACLs aside). None when
+    nobody else may, or when this user cannot tell (not there, or not theirs to look at)."""
     try:
-        path = path.resolve()
-        infos = {place: place.stat() for place in (path, *path.parents)}
+        path = place.resolve()
+        infos = {where: where.stat() for where in (path, *path.parents)}
     except OSError:
         return None
+    asked = set(groups)
+    ways: tuple[tuple[Path, tuple[int, ...]], ...] = ((path, (4,)),)
+    if change:  # the file written, or replaced in its directory (write and search)
+        asked |= {infos[path].st_gid, infos[path.parent].st_gid} - {0}
+        ways = ((path, (2,)), (path.parent, (2, 1)))
     who: list[tuple[str, set[int]]] = [("any local user", set())]
-    for gid in sorted({infos[path].st_gid, infos[path.parent].st_gid} - {0}):
-        try:
-            who.append((f"every member of group {grp.getgrgid(gid).gr_name}", {gid}))
-        except KeyError:
-            who.append((f"every member of group {gid}", {gid}))
-    for writers, gids in who:  # -1: a uid no file has
-        # The file written, or replaced in its directory (which takes write and search).
-        for place, bits in ((path, (2,)), (path.parent, (2, 1))):
-            above = path.parents if place is path else path.parent.parents
-            if all(_allows(infos[place], -1, gids, bit) for bit in bits) and all(
-                _allows(infos[d], -1, gids, 1) for d in above
+    who += [(f"every member of group {_group_name(gid)}", {gid}) for gid in sorted(asked)]
+    for others, gids in who:  # -1: a uid no file has
+        for where, bits in ways:
+            if all(_allows(infos[where], -1, gids, bit) for bit in bits) and all(
+                _allows(infos[above], -1, gids, 1) for above in where.parents
             ):
-                return writers, place
+                return others, where
     return None
+
+
+def _group_name(gid: int) -> str:
+    """A group's name, or its number when the box has no name for it."""
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 #: What the service's unit keeps from it (ProtectHome=yes; PrivateTmp=yes: a /tmp of its
@@ -312,30 +322,17 @@ def _key_file_readers(cfg: Config) -> tuple[Path, str] | None:
     if cfg.live.api_key_file and not cfg.live.api_key_file.startswith("~"):
         named.append((Path(cfg.live.api_key_file), False))
     for place, members_too in named:
-        if readers := _others_who_may_read(place, members_too):
-            return place, readers
+        if readable := _others_who_may(place, groups=_service_group() if members_too else ()):
+            return place, readable[0]
     return None
 
 
-def _others_who_may_read(place: Path, members_too: bool = False) -> str | None:
-    """Who, besides root and the service, may read the file `place`, as the owner is told
-    it: any local user, or (`members_too`) every member of the service's group; the file
-    and each directory above it must let them in. None when nobody else may, or when
-    this user cannot tell (not there, or not theirs to look at)."""
-    who: list[tuple[str, set[int]]] = [("any local user", set())]
-    if members_too:
-        with contextlib.suppress(KeyError):
-            group = grp.getgrnam(SERVICE_USER)
-            who.append((f"every member of group {group.gr_name}", {group.gr_gid}))
+def _service_group() -> tuple[int, ...]:
+    """The service's own group, on a box the installer made it on."""
     try:
-        path = place.resolve()
-        file, above = path.stat(), [parent.stat() for parent in path.parents]
-    except OSError:
-        return None
-    for readers, gids in who:  # -1: a uid no file has
-        if _allows(file, -1, gids, 4) and all(_allows(d, -1, gids, 1) for d in above):
-            return readers
-    return None
+        return (grp.getgrnam(SERVICE_USER).gr_gid,)
+    except KeyError:
+        return ()
 
 
 def _age_s(name: str) -> float | None:
@@ -406,11 +403,11 @@ def _vertex_credentials(cfg: Config) -> Result:
         )
     kind = type(credentials).__name__
     named = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
-    if named and (readers := _others_who_may_read(Path(named))):
+    if named and (readable := _others_who_may(Path(named))):
         return Result(
             "key",
             Status.WARN,
-            f"{where}: application default credentials ({kind}){unused}; but {readers} "
+            f"{where}: application default credentials ({kind}){unused}; but {readable[0]} "
             f"may read {named}, and use them",
             f"sudo chown root:{SERVICE_USER} {named} && sudo chmod 0640 {named}: root's and "
             "the service's alone to read.",
