@@ -363,8 +363,8 @@ class Appliance:
                 self.texts.taken()
             elif isinstance(event, Pressed | Released | LongPress):
                 self._presses_waiting -= 1
-                if isinstance(event, Pressed) and self._lost_whole(event.at):
-                    event = replace(event, lost=True)
+                if isinstance(event, Pressed) and (up := self._lost_whole(event.at)) is not None:
+                    event = replace(event, lost_at_release=up)
             before = self.machine.state
             self.machine, actions = step(self.machine, event)
             if self.machine.state is not before:
@@ -491,10 +491,8 @@ class Appliance:
                     # Whole, to its fade: on a card at another rate the resampler would hold
                     # its end back until the next sound, seconds later.
                     self.speaker.feed(earcon(name), last=True)
-            case SayQuestionLost(at):
-                up = None if at is None else self._release_after(at)
-                if at is not None and up is not None:
-                    _press_taken_late(time.monotonic() - at, up - at)
+            case SayQuestionLost(at, up):
+                _press_taken_late(time.monotonic() - at, up - at)
             case StartTimer(timer):
                 self._start_timer(timer)
             case CancelTimer(timer):
@@ -511,14 +509,14 @@ class Appliance:
         """The first release seen after the press edge `edge`, if the button is up again."""
         return next((up for up in self._releases if up > edge), None)
 
-    def _lost_whole(self, since: float | None) -> bool:
-        """Push-to-talk, a press from `since` taken now: whether its release came longer
+    def _lost_whole(self, since: float | None) -> float | None:
+        """Push-to-talk, a press from `since` taken now: its release, if that came longer
         ago than the ring keeps, so nothing said between the two is left (the machine has
-        it said, if it takes the press)."""
+        it said, if it takes the press); None otherwise."""
         if self.machine.mode is not Mode.PUSH_TO_TALK or since is None:
-            return False
+            return None
         up = self._release_after(since)
-        return up is not None and up <= time.monotonic() - PRESS_LAG_S
+        return up if up is not None and up <= time.monotonic() - PRESS_LAG_S else None
 
     async def _camera_and_link_off(self, camera_off: Coroutine[Any, Any, None]) -> None:
         """The camera dark first (it is the privacy), the link closed beside it, not after:

@@ -63,9 +63,10 @@ class Pressed:
     #: When (time.monotonic()), as the edge was seen: the person may be talking from then
     #: on, however long the machine takes to get to the press. None: when it is taken.
     at: float | None = None
-    #: Push-to-talk: taken so late that all that was said between this edge and its
-    #: release is gone from the ring (`appliance`): a turn would be empty.
-    lost: bool = False
+    #: Push-to-talk: the release (time.monotonic()) of a press taken so late that all that
+    #: was said between its edge and that release is gone from the ring (`appliance`): a
+    #: turn would be empty. None for a press whose words are there, or not all gone.
+    lost_at_release: float | None = None
 
 
 @dataclass(frozen=True)
@@ -377,9 +378,10 @@ class PlayEarcon:
 @dataclass(frozen=True)
 class SayQuestionLost:
     """The journal's line for a press taken so late (from its edge `at`) that all of its
-    question, released before it, is gone: only for a press the machine took as such."""
+    question, released at `up`, is gone: only for a press the machine took as such."""
 
-    at: float | None
+    at: float
+    up: float
 
 
 @dataclass(frozen=True)
@@ -545,15 +547,15 @@ def _transition(m: Machine, event: Event) -> Step:
 
         case Pressed() if ptt and m.held:
             return m, []  # pressed already (`ctl press` twice): one turn, one earcon
-        case Pressed(at, lost=True) if ptt and m.state is not State.SPEAKING:
+        case Pressed(float() as at, float() as up) if ptt and m.state is not State.SPEAKING:
             # An empty turn would be answered all the same, a question nobody asked: the
             # person is told theirs was not heard.
-            return m, [PlayEarcon(Earcon.ERROR), SayQuestionLost(at)]
-        case Pressed(at, lost=True) if ptt:
+            return m, [PlayEarcon(Earcon.ERROR), SayQuestionLost(at, up)]
+        case Pressed(float() as at, float() as up) if ptt:
             # Over the reply a press is taken from when it silences the box, whatever was
             # said before: what was said before is still lost.
             talking, actions = _start_talking(m, at)
-            return talking, [*actions, SayQuestionLost(at)]
+            return talking, [*actions, SayQuestionLost(at, up)]
         case Pressed(at) if ptt:
             return _start_talking(m, at)
         case Pressed() if m.session_open:  # toggle: a second press ends the conversation
