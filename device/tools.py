@@ -102,7 +102,11 @@ class DeviceActions(Protocol):
 
 
 def local_now() -> datetime:
-    """The time in the device's own time zone."""
+    """The time in the device's own time zone, as it is set now: glibc reads the zone
+    (/etc/localtime, or TZ) once, and a zone the owner set while the service ran (`sudo
+    timedatectl set-timezone`) was never told until a restart. tzset() reads it again
+    when it has changed (a stat otherwise)."""
+    time.tzset()
     return datetime.now().astimezone()
 
 
