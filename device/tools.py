@@ -76,6 +76,13 @@ CLOCK_SET_AFTER = date(2026, 1, 1)
 #: shutdown's time (fake-hwclock's, or timesyncd's own), behind by as long as the box
 #: was off: a date after CLOCK_SET_AFTER, and still wrong.
 TIMESYNC_DIR = "run/systemd/timesync"
+#: What get_time adds to a time in UTC: the zone of images whose owner never set one
+#: (Ubuntu's, Debian's when its installer's question was skipped), told as the local time
+#: it was hours off for most people. London's zone is GMT or BST, never UTC.
+UNSET_ZONE = (
+    "the device's time zone is UTC, which may never have been set to where it is: say "
+    "that this time is UTC, not necessarily the local time."
+)
 #: JSON schema types of a number, which a JSON true or false is not.
 NUMBERS = ("integer", "number")
 
@@ -482,12 +489,17 @@ def get_time(device: Device) -> dict[str, str]:
         "timezone": now.strftime("%Z") or UNKNOWN,
         "utc_offset": now.strftime("%z") or UNKNOWN,
     }
+    warnings = []
     if device.clock_unchecked():
-        told["warning"] = (
+        warnings.append(
             "the device's clock has not been set from the network since it started: it "
             "runs from when the device was last switched off, and may be behind by as long "
             "as it was off. Say that this time may be wrong."
         )
+    if now.tzname() == "UTC":
+        warnings.append(UNSET_ZONE)
+    if warnings:
+        told["warning"] = " ".join(warnings)
     return told
 
 

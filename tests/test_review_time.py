@@ -11,7 +11,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from fakes import FakeActions
+from google.genai import types
 from system_view import SystemView
+
+from device.config import ToolsConfig
+from device.tools import ToolBox
 
 ZONES = Path("/usr/share/zoneinfo")
 
@@ -57,3 +62,25 @@ def test_get_time_tells_the_zone_the_owner_set_while_the_service_runs(tmp_path: 
     assert before["timezone"] == "UTC", before
     paris = datetime.now(ZoneInfo("Europe/Paris"))
     assert (after["timezone"], after["utc_offset"]) == (f"{paris:%Z}", f"{paris:%z}"), after
+
+
+@pytest.mark.parametrize(
+    ("zone", "warned"),
+    [("Etc/UTC", True), ("UTC", True), ("Europe/London", False), ("America/New_York", False)],
+)  # fmt: skip
+async def test_get_time_says_a_utc_zone_may_not_be_where_the_box_is(
+    tmp_path: Path, zone: str, warned: bool
+) -> None:
+    """A box on an image whose zone is UTC (Ubuntu's, a Debian install that skipped the
+    question), never set by its owner in New York: asked the time, the model was told
+    UTC's as "the local time of the place the device is in" and said 13:05 at 8:05."""
+    toolbox = ToolBox(ToolsConfig(enabled=("get_time",)), FakeActions(), root=tmp_path,
+                      now=lambda: datetime(2026, 12, 6, 13, 5, tzinfo=ZoneInfo(zone)))
+    response = await run_alone(toolbox, "get_time")
+    assert response["time"] == "13:05", response
+    assert ("UTC" in response.get("warning", "")) == warned, response
+
+
+async def run_alone(toolbox: ToolBox, name: str) -> dict[str, object]:
+    response = await toolbox.run(types.FunctionCall(id="call-1", name=name, args={}))
+    return response.response or {}
