@@ -614,6 +614,10 @@ def _transition(m: Machine, event: Event) -> Step:
         case TextTurn(text) if m.state is State.SPEAKING and not m.ending:  # stops the reply
             listening, actions = _turn_over(m, list(_SILENCE_REPLY))
             return listening, [*actions, SendText(text)]
+        case TextTurn(text) if not ptt and Timer.SILENCE in m.timers:
+            # Hands-free, words said into the conversation as the person's are: the
+            # silence that hangs up counts from them, or it ran out as they were answered.
+            return m, [SendText(text), StartTimer(Timer.SILENCE)]
         case TextTurn(text):
             return m, [SendText(text)]
 
