@@ -245,7 +245,7 @@ class ConversationConfig:
     longest_reply_s: float = field(default=300.0, metadata=_bounded(10, 3600))
     #: The microphone streams at most this long at one go, whatever it hears (the room's
     #: steady sound, a TV, keeps the silence timer from running out): a held press ends
-    #: as a release does, a hands-free conversation hangs up.
+    #: as a release does, a hands-free conversation hangs up (after the answer playing).
     longest_turn_s: float = field(default=120.0, metadata=_bounded(10, 3600))
     longest_conversation_s: float = field(default=900.0, metadata=_bounded(30, 14400))
 

@@ -447,6 +447,9 @@ class Machine:
     more_to_come: bool = False  # ...but the model works on: think once it has played
     faults: frozenset[str] = frozenset()  # audio devices that are missing or failing
     ending: bool = False  # hang up once the reply in progress is over
+    #: Hands-free, `longest_conversation_s` ran out during a reply: the conversation ends
+    #: with it (`ending`), whatever is said over it (OPEN_MIC bounds it no more).
+    overtime: bool = False
     #: The reply playing came whole, and what was to follow it (the reply to a tool's
     #: answer, more the model worked on) went with the connection: the error earcon once
     #: it has played. Only while it plays (`step`).
@@ -736,11 +739,11 @@ def _transition(m: Machine, event: Event) -> Step:
             # Hands-free, the person talked over it: over the goodbye too ("wait, one more
             # thing"), the conversation goes on, as after a press over it; so it does when
             # they went on before its first word, the goodbye stopped for them.
-            return _turn_over(m if ptt else m.to(m.state, ending=False), [ClearPlayback()])
+            return _turn_over(m if ptt else m.to(m.state, ending=m.overtime), [ClearPlayback()])
         case Interrupted():
             return m, [ClearPlayback()]
         case ReplyDropped() if m.state is State.SPEAKING:
-            return _turn_over(m.to(m.state, ending=False), [ClearPlayback()])
+            return _turn_over(m.to(m.state, ending=m.overtime), [ClearPlayback()])
         case ReplyDropped():
             return m, []
 
@@ -812,6 +815,10 @@ def _transition(m: Machine, event: Event) -> Step:
         case Timeout(Timer.SILENCE | Timer.OPEN_MIC) if ptt and m.held:  # nobody, or too long
             stopped, actions = _stop_talking(m)
             return stopped, [*actions, StopCamera()]
+        case Timeout(Timer.OPEN_MIC) if not ptt and m.session_open and m.state in _REPLYING:
+            # The longest conversation ran out as the model answers: its answer is heard to
+            # its end (its own timers bound it), not cut mid-word; then the box hangs up.
+            return m.to(m.state, ending=True, overtime=True), []
         case Timeout(Timer.SILENCE | Timer.OPEN_MIC) if not ptt and m.session_open:
             return _hang_up(m)
         case Timeout(Timer.ERROR) if m.state is State.ERROR and not m.faults:

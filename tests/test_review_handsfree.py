@@ -5,9 +5,19 @@ appliance arms."""
 from __future__ import annotations
 
 from test_replies_after_tools import DEFAULTS, SILENCE_S, Clock
-from test_states import REPLY, SETUP
+from test_states import DONE, INTERRUPTED, REPLY, SETUP
 
-from device.states import Earcon, Machine, Mode, Pressed, SpeechHeard, State, TextTurn
+from device.states import (
+    Earcon,
+    Machine,
+    Mode,
+    PlaybackDrained,
+    Pressed,
+    SpeechHeard,
+    State,
+    TextTurn,
+    Timer,
+)
 
 #: How soon the model's first words follow a text turn: a second or two on a good day.
 TEXT_REPLY_S = 2.0
@@ -28,3 +38,48 @@ def test_hands_free_a_hooks_words_late_in_a_quiet_moment_are_answered_not_hung_u
     clock.feed(REPLY)
     assert clock.states[-1] is State.SPEAKING, "the answer to the hook's words was not heard"
     assert Earcon.LISTEN_END not in clock.earcons
+
+
+def an_answer_at_the_longest_conversation() -> Clock:
+    """A family talks with the box for `longest_conversation_s` (15 min), a question a
+    half-minute; the model begins an answer a second before that time is up."""
+    clock = Clock(Machine(mode=Mode.TOGGLE), DEFAULTS)
+    clock.feed(Pressed(), SETUP)
+    longest = DEFAULTS[Timer.OPEN_MIC]
+    while clock.now < longest - 30:
+        clock.feed(SpeechHeard(from_the_room=True))
+        clock.wait(5)
+        clock.feed(REPLY, DONE)
+        clock.wait(5)
+        clock.feed(PlaybackDrained())
+        clock.wait(20)
+    clock.feed(SpeechHeard(from_the_room=True))  # the last question
+    clock.wait(longest - 1 - clock.now)
+    clock.feed(REPLY)
+    assert clock.machine.state is State.SPEAKING and clock.machine.session_open
+    return clock
+
+
+def test_hands_free_the_longest_conversation_lets_the_answer_playing_end_then_hangs_up() -> None:
+    """`longest_conversation_s` ran out as the model was answering: the box hung up at
+    once, the answer cut mid-word (the speaker cleared, idle LEDs). The answer is heard
+    to its end (its own timers bound it), then the conversation ends, as after a goodbye."""
+    clock = an_answer_at_the_longest_conversation()
+    clock.wait(2)  # the longest conversation runs out as the answer plays
+    assert clock.states[-1] is State.SPEAKING, "the answer was cut off mid-word"
+    assert clock.machine.session_open
+    clock.feed(REPLY, DONE)
+    clock.wait(4)
+    clock.feed(PlaybackDrained())
+    assert clock.states[-1] is State.IDLE and not clock.machine.session_open
+    assert clock.earcons[-1] is Earcon.LISTEN_END
+
+
+def test_hands_free_talking_over_the_last_answer_past_the_longest_still_hangs_up() -> None:
+    """Past `longest_conversation_s`, the person talks over the answer: the conversation
+    ends there, not listening on with no longest left to end it (a TV would keep it open
+    for the rest of the day)."""
+    clock = an_answer_at_the_longest_conversation()
+    clock.wait(2)
+    clock.feed(INTERRUPTED)
+    assert clock.states[-1] is State.IDLE and not clock.machine.session_open
