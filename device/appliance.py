@@ -367,6 +367,10 @@ class Appliance:
                     event = replace(event, lost_at_release=up)
             before = self.machine.state
             self.machine, actions = step(self.machine, event)
+            if event == Timeout(Timer.OPEN_MIC) and self.machine.overtime:
+                # No state changes: the hang-up's own line will name only the drain.
+                log.info("%s: the conversation ends once the answer has played",
+                         self._cause(event))  # fmt: skip
             if self.machine.state is not before:
                 # What the person hears goes first: a reply's first audio or a barge-in's
                 # silence does not wait for the journal line and the LEDs, which change

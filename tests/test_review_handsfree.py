@@ -4,6 +4,13 @@ appliance arms."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+from fakes import config, running
+from helpers import until
 from test_replies_after_tools import DEFAULTS, SILENCE_S, Clock
 from test_states import DONE, INTERRUPTED, REPLY, SETUP
 
@@ -13,10 +20,13 @@ from device.states import (
     Mode,
     PlaybackDrained,
     Pressed,
+    ReplyAudio,
+    SetupComplete,
     SpeechHeard,
     State,
     TextTurn,
     Timer,
+    TurnComplete,
 )
 
 #: How soon the model's first words follow a text turn: a second or two on a good day.
@@ -83,3 +93,33 @@ def test_hands_free_talking_over_the_last_answer_past_the_longest_still_hangs_up
     clock.wait(2)
     clock.feed(INTERRUPTED)
     assert clock.states[-1] is State.IDLE and not clock.machine.session_open
+
+
+async def test_hands_free_the_longest_conversation_is_heard_out_and_named_in_the_journal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The running box: `longest_conversation_s` runs out as the answer plays. The speaker
+    goes on with it (not cleared), the box hangs up once it has played, and the journal
+    names the setting that ended the conversation (an owner asks why it stopped)."""
+    caplog.set_level(logging.INFO, "device.appliance")
+    cfg = config(button={"mode": "toggle"}, conversation={"longest_conversation_s": 0.3})
+    async with running(tmp_path, cfg) as box:
+        await box.ctl("press")
+        box.link.deliver(SetupComplete)
+        box.link.deliver(ReplyAudio, pcm=b"\x01\x00" * 2400)
+        await box.settle()
+        assert box.state == "speaking"
+        cleared = box.speaker.cleared
+        await asyncio.sleep(0.5)  # the longest conversation runs out
+        await box.settle()
+        assert box.state == "speaking" and box.speaker.cleared == cleared, "the answer was cut"
+        box.link.deliver(ReplyAudio, pcm=b"\x02\x00" * 2400)
+        box.link.deliver(TurnComplete)
+        await box.settle()
+        heard = box.speaker.play()
+        await until(lambda: box.state == "idle")
+        answer = b"\x01\x00" * 2400 + b"\x02\x00" * 2400
+        assert answer in heard, "the answer was not heard to its end"
+        assert not box.camera.running and not box.mic.forwarding
+    said = [r.getMessage() for r in caplog.records if r.name == "device.appliance"]
+    assert any("[conversation] longest_conversation_s 0.3 s" in line for line in said), said
