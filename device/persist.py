@@ -90,6 +90,10 @@ class StateFile:
                 except PermissionError:
                     # One a save by hand cut short left (`sudo live-appliance run`, root's:
                     # the service may not open it, but may replace it in its own directory).
+                    # None there: the directory is not the service's to write, and that is
+                    # the failure to tell (its unlink's ENOENT named a file nobody asked for).
+                    if not tmp.is_file():
+                        raise
                     tmp.unlink()
                     file = tmp.open("w", encoding="utf-8")
                 with file:
