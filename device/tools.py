@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import itertools
 import json
 import logging
 import threading
@@ -32,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
     from google.genai import types
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 UNKNOWN = "unknown"
 #: What a call's task is cancelled with when the service withdraws it
@@ -57,6 +57,7 @@ TOOL_THREADS_LIMIT = 4
 #: error. About 16k tokens of the model's context: more it cannot use in a spoken reply,
 #: and megabytes held the person's speech behind them on the link.
 RESULT_LIMIT = 64 * 1024
+
 #: Calls one message of answers not run ("busy", "not run") answers at most; more in one
 #: go are not answered at all: 20,000 calls in a message of 750 KB were answered in
 #: 2.5 MB, ahead of the person's speech.
@@ -417,13 +418,43 @@ def _answer_of(
     """The tool's result made JSON, in the tool's thread, within its timeout: a generator
     (a tool that yields) runs its body only as it is made JSON, which on the event loop
     froze the box for as long as it took (for good, polling for ever); a large result
-    takes time too. An iterator is taken only as far as RESULT_LIMIT could hold: an
-    endless one (itertools.count(), a sensor's stream) grew a list in the abandoned
-    thread until the service's memory limit killed the box."""
-    result = function(device, **kwargs)
-    if isinstance(result, Iterator):  # endless, maybe: no more than could be sent
-        result = list(itertools.islice(result, RESULT_LIMIT + 1))  # each item a byte or more
+    takes time too. An iterator is taken only as far as RESULT_LIMIT could hold
+    (`_taken`): an endless one (itertools.count(), a sensor's stream) grew a list in the
+    abandoned thread until the service's memory limit killed the box."""
+    result = _taken(function(device, **kwargs), [RESULT_LIMIT + 1], set())
     return _as_json(result if isinstance(result, dict) else {"output": result})
+
+
+def _taken(value: Any, room: list[int], within: set[int]) -> Any:
+    """`value` with each iterator in it (itself, or one in its dicts, lists and tuples, as
+    `{"readings": stream()}`) made a list, and no more than `room[0]` items read or walked
+    in all: each is a byte or more of JSON, so one past RESULT_LIMIT is answered too large
+    whatever follows it. Only an iterator returned bare was bounded: one in a dict was read
+    to its end, never for an endless one. `within`: the containers being walked, a cycle
+    left for pydantic to name."""
+    if isinstance(value, Iterator):
+        return [_taken(item, room, within) for item in _while_room(value, room)]
+    if type(value) not in (dict, list, tuple) or id(value) in within:
+        return value
+    within.add(id(value))
+    try:
+        if isinstance(value, dict):
+            entries = _while_room(iter(value.items()), room)
+            return {key: _taken(item, room, within) for key, item in entries}
+        return type(value)(_taken(item, room, within) for item in _while_room(iter(value), room))
+    finally:
+        within.discard(id(value))
+
+
+def _while_room(items: Iterator[T], room: list[int]) -> Iterator[T]:
+    """The items while `room[0]` lasts, each taking one of it; none read past it."""
+    while room[0] > 0:
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        room[0] -= 1
+        yield item
 
 
 def _failure(exc: BaseException) -> str:
