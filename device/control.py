@@ -202,11 +202,13 @@ class ControlServer:
             if full := _no_room(problem, self.path, exc):
                 raise full from None
             if isinstance(exc, PermissionError) and (owner := _by_hand_in_place_of(self.path)):
+                # Not as that user (`sudo -u`): the installer's key is root's alone, the
+                # service's only as systemd's credential, and sudo drops the caller's own.
                 raise NotYourPlace(
                     f"{problem}: {self.path.parent} is user {owner}'s, the service's: "
                     "sudo systemctl start live-appliance runs the box; to run it by hand, "
-                    f"stop the service and run as that user (sudo -u {owner} live-appliance "
-                    "run)"
+                    "stop the service and run it as root, who may read the key: sudo "
+                    "live-appliance run"
                 ) from None
             raise ConfigError(f"[control] socket: {problem}") from None
         os.chmod(self.path, self._mode)
