@@ -200,9 +200,10 @@ class DeviceTool:
     @classmethod
     def from_function(cls, function: Callable[..., Any]) -> DeviceTool:
         """Read the parameters after `device` from the signature; each needs a type. An
-        `async def` tool is refused: its thread would get a coroutine, never run, and the
-        model be told at every call that the result is not JSON."""
-        if inspect.iscoroutinefunction(function):
+        `async def` tool is refused, one that yields too: its thread would get a coroutine
+        (an async generator), never run, and the model be told at every call that the
+        result is not JSON."""
+        if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
             raise TypeError(
                 f"tool {function.__name__}: write it as a plain def, not async def (a tool "
                 "runs in a thread of its own)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
 from fakes import FakeActions
 from google.genai import types
 from helpers import until
@@ -47,3 +48,26 @@ async def test_an_endless_stream_inside_a_tools_result_is_read_no_further_than_c
     assert "too large" in response.response.get("error", ""), response.response
     await until(lambda: not any(t.name == "tool" for t in threading.enumerate()))
     assert read[0] <= RESULT_LIMIT + 1, f"{read[0]} readings taken from an endless stream"
+
+
+def stream_tools() -> Registry:
+    registry = Registry()
+
+    @registry.tool
+    async def motion(device: Device) -> Any:
+        """The motion sensor's events, by an owner who wrote it as an async stream."""
+        yield {"moved": True}
+
+    return registry
+
+
+async def test_an_async_stream_tool_is_refused_when_registered_not_at_every_call() -> None:
+    """An `async def` tool is refused when it is registered; one that yields (an async
+    generator, no coroutine function) was taken: its thread got an async generator it
+    never runs, and every call answered the model "the tool's result is not JSON", the
+    box started as if the tool worked."""
+    with pytest.raises(TypeError, match=r"tool motion: .*async def"):
+        registry = stream_tools()
+        toolbox = ToolBox(ToolsConfig(enabled=("motion",)), FakeActions(), registry=registry)
+        response = await toolbox.run(types.FunctionCall(id="c1", name="motion", args={}))
+        raise AssertionError(f"registered, and its call answered {response.response}")
