@@ -4,11 +4,21 @@ owner's, who typed it, not root's (which they could not replace without sudo aga
 
 from __future__ import annotations
 
+import errno
 import os
 
 
 def give_to_sudo_user(fd: int) -> None:
-    """Make the open file `fd` the user's who ran sudo, when this runs as root under sudo."""
+    """Make the open file `fd` the user's who ran sudo, when this runs as root under sudo.
+
+    A file system that keeps no owners (FAT or exFAT mounted by root, a stick in fstab)
+    refuses with EPERM, and one that cannot name the user (a user namespace that maps
+    none) with EINVAL: the file is then as the mount makes every file there, not lost.
+    """
     uid, gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
     if os.geteuid() == 0 and uid.isdigit():
-        os.fchown(fd, int(uid), int(gid) if gid.isdigit() else -1)
+        try:
+            os.fchown(fd, int(uid), int(gid) if gid.isdigit() else -1)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EINVAL):
+                raise
