@@ -37,13 +37,13 @@ def write_wav(path: str | Path, data: bytes, rate: int, *, private: bool = False
     Written beside `path`, then renamed over it: a card that fills up mid-write leaves
     the earlier file whole and no half file (written in place, the earlier one was cut
     to nothing first). A device or a link there (/dev/null), or a directory where only
-    the file is ours, is written in place as before. `private`: what the box said to an
-    owner (`ask --audio`) is theirs alone, mode 0600, and under sudo theirs, not root's:
-    in a shared /tmp it was any local user's to play.
+    the file is ours, is written in place as before (`_write_in_place`). `private`: what
+    the box said to an owner (`ask --audio`) is theirs alone, mode 0600, and under sudo
+    theirs, not root's, in place too: in a shared /tmp it was any local user's to play.
     """
     path = Path(path)
     if path.is_symlink() or (path.exists() and not path.is_file()):
-        _write_wav_to(str(path), data, rate)
+        _write_in_place(path, data, rate, private)
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -52,7 +52,7 @@ def write_wav(path: str | Path, data: bytes, rate: int, *, private: bool = False
             tmp.unlink()
         fd = os.open(tmp, flags, 0o600 if private else 0o666)
     except PermissionError:  # a file of ours in a directory that is not: in place
-        _write_wav_to(str(path), data, rate)
+        _write_in_place(path, data, rate, private)
         return
     try:
         if private:
@@ -66,6 +66,24 @@ def write_wav(path: str | Path, data: bytes, rate: int, *, private: bool = False
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _write_in_place(path: Path, data: bytes, rate: int, private: bool) -> None:
+    """The WAV written into what is at `path`, through a link. `private`: a file it ends up
+    in is made as a renamed one is, 0600 and the sudo user's (through a link under sudo it
+    was root's and 0644, any local user's to play); a device or a pipe is left as it is.
+    A file system that keeps no modes or owners (FAT) keeps the mount's."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600 if private else 0o666)
+    try:
+        if private and stat.S_ISREG(os.fstat(fd).st_mode):
+            with contextlib.suppress(PermissionError):  # not ours to change, or FAT's
+                os.fchmod(fd, 0o600)
+            give_to_sudo_user(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    _write_wav_to(fd, data, rate)
 
 
 def _write_wav_to(target: str | int, data: bytes, rate: int) -> None:
