@@ -305,6 +305,18 @@ keep_left_out() {
   return 0
 }
 
+# What keeps apt from its package lists on a fresh Pi. It keeps no time switched off:
+# until the network's time comes its clock is the image's (fake-hwclock), and apt then
+# refuses lists "not valid yet" with the network there.
+why_apt_failed() {
+  if [[ $(timedatectl show -p NTPSynchronized --value 2>/dev/null) == no ]]; then
+    echo "no network yet, or the clock is not set yet: see date, and set it with" \
+      "sudo date -s 'YYYY-MM-DD HH:MM' if the network's time does not come"
+  else
+    echo "no network yet?"
+  fi
+}
+
 install_packages() {
   local wanted=() missing=() pkg note
   keep_left_out
@@ -328,7 +340,7 @@ install_packages() {
       die "dpkg could not finish the install it was stopped in: dpkg says why above$AGAIN"
   fi
   run apt-get update ||
-    die "apt could not read its package lists (no network yet?): apt says why above$AGAIN"
+    die "apt could not read its package lists ($(why_apt_failed)): apt says why above$AGAIN"
   for pkg in "${missing[@]}"; do
     if ! package_available "$pkg"; then
       local problem="$pkg is not in this system's apt sources"

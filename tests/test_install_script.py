@@ -1177,6 +1177,24 @@ def test_apt_failing_without_a_network_says_how_to_finish(fails: str) -> None:
     ), result.stderr
 
 
+@pytest.mark.parametrize(("synced", "said"), [("no", True), ("yes", False)])
+def test_apt_failing_before_the_clock_is_set_names_the_clock(synced: str, said: bool) -> None:
+    """A Pi has no clock of its own: booted away from the network it starts at the image's
+    date, apt refuses package lists "not valid yet", and the installer sent the owner to
+    look for a network that was there. The clock is named when systemd says it is unset."""
+    script = (f"source {shlex.quote(str(INSTALL))}\n"
+              "package_installed() { return 1; }\npackage_available() { return 0; }\n"
+              "timedatectl() { [[ $* == 'show -p NTPSynchronized --value' ]] && "
+              f"echo {synced}; }}\n"
+              'run() { [[ "$*" != *"apt-get update"* ]]; }\n'
+              "install_packages\n")  # fmt: skip
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                            timeout=30, check=False)  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert ("the clock is not set yet" in result.stderr) is said, result.stderr
+    assert ("sudo date -s" in result.stderr) is said, result.stderr
+
+
 #: The installer's /etc/live-appliance: root's and the service group's alone.
 INSTALLERS_MODES = """
 chgrp -R live-appliance /etc/live-appliance
