@@ -21,7 +21,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from device.hw.camera_sources import (
@@ -34,7 +35,7 @@ from device.hw.camera_sources import (
 )
 from device.logs import AtMostEvery
 from device.tasks import failure_seen, stop_task
-from device.workers import STOP_WAIT_S
+from device.workers import STOP_WAIT_S, in_own_thread
 
 if TYPE_CHECKING:
     from device.config import CameraConfig
@@ -74,8 +75,9 @@ async def _in_thread(
     function: Callable[[], T],
     limit_s: float,
     on_stuck: Callable[[asyncio.Future[Any]], None] | None = None,
+    spawn: Callable[[Callable[[], T]], Awaitable[T]] = asyncio.to_thread,
 ) -> T:
-    """Run a blocking camera call in a worker thread, for at most `limit_s`.
+    """Run a blocking camera call in a worker thread (`spawn`'s), for at most `limit_s`.
 
     A camera that is starting cannot be interrupted: cancelled, this still waits for
     the call (within the same limit), so that whoever cancelled can rely on the camera
@@ -85,7 +87,7 @@ async def _in_thread(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit_s
-    running = asyncio.ensure_future(asyncio.to_thread(function))
+    running = asyncio.ensure_future(spawn(function))
     running.add_done_callback(failure_seen)  # given up on: said as stuck or cancelled
     try:
         async with asyncio.timeout_at(deadline):
@@ -130,10 +132,11 @@ async def _stop(
     source: FrameSource,
     limit_s: float,
     on_stuck: Callable[[asyncio.Future[Any]], None] | None = None,
+    spawn: Callable[[Callable[[], None]], Awaitable[None]] = asyncio.to_thread,
 ) -> None:
     """Switch the camera off; a camera that fails even at that is logged, not raised."""
     try:
-        await _in_thread(source.stop, limit_s, on_stuck)
+        await _in_thread(source.stop, limit_s, on_stuck, spawn)
     except Exception as exc:
         logger.warning("the camera did not stop cleanly: %s", exc)
 
@@ -432,10 +435,20 @@ async def capture_still(cfg: CameraConfig) -> bytes:
     """One JPEG of cfg.size x cfg.size, for `live-appliance doctor camera`; CameraError if not."""
     if not cfg.enabled:
         raise CameraError("the camera is turned off ([camera] enabled = false)")
+    # Daemon threads of their own, not the pool: a call stuck in the camera (a ribbon cable
+    # worked loose) held the command's end for good, its loop's close joining the pool.
+    spawn: Callable[[Callable[[], Any]], Awaitable[Any]] = partial(
+        in_own_thread, name="doctor-camera"
+    )
     source = make_source(cfg.source, cfg.size)
+    stuck = False
     try:
-        await _in_thread(source.start, SWITCH_TIMEOUT_S)
+        await _in_thread(source.start, SWITCH_TIMEOUT_S, spawn=spawn)
         rgb, _ = await _grab(source, CAPTURE_TIMEOUT_S)
         return await asyncio.to_thread(encode_jpeg, rgb, cfg.size, cfg.quality)
+    except CameraStuck:
+        stuck = True  # still starting, it cannot be stopped: the process's end releases it
+        raise
     finally:
-        await _stop(source, SWITCH_TIMEOUT_S)
+        if not stuck:
+            await _stop(source, SWITCH_TIMEOUT_S, spawn=spawn)
