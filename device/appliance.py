@@ -666,6 +666,7 @@ class Appliance:
             "mic_during_playback": self.mic_plan.mic_during_playback,
             "mic_missing": self.mic_plan.missing,
             "camera": self.camera.running,
+            "camera_failure": self.camera.failure,
             "leds": [state for _, state in self.leds.history] if self.leds else [],
             "states": [
                 {"t": t, "state": state, "event": event} for t, state, event in self.history

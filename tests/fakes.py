@@ -220,6 +220,7 @@ class FakeCamera:
         self.on_frame = on_frame
         self.running = False
         self.framing = False
+        self.failure: str | None = None
         self.hang: asyncio.Event | None = None
 
     def start_frames(self) -> None:

@@ -3,19 +3,25 @@ runs, as the owner meets them through the doctor and `ctl status`."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from fakes import config
+import pytest
+from fakes import FakeParts, config, running
+from helpers import until
 from test_camera import FakeCameraRig, camera  # noqa: F401  (the fake picamera2 fixture)
 
 from device import tasks
 from device.doctor.camera import check_camera
+from device.doctor.daemon import summary_lines
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Result, Status
+from device.doctor.runner import held_by_the_service
 from device.hw import camera as camera_module
+from device.hw.camera import CameraFeed
 
 
 def test_doctor_camera_ends_when_the_camera_is_stuck_in_its_start(
@@ -45,3 +51,29 @@ def test_doctor_camera_ends_when_the_camera_is_stuck_in_its_start(
     (result,) = results
     assert result.status is Status.FAIL
     assert "did not answer" in result.measured
+
+
+class RealCameraParts(FakeParts):
+    """Fake parts but the camera: the daemon's own CameraFeed."""
+
+    def camera(self, on_frame):  # type: ignore[no-untyped-def]
+        return self._keep("camera", CameraFeed(self.cfg.camera, on_frame))
+
+
+async def test_the_doctor_fails_a_camera_the_running_service_could_not_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The camera fails at every press (picamera2 gone, a cable worked loose): the owner
+    runs the doctor with the service running, as the README says, and its camera line was
+    SKIP "in use" with exit 0, and `ctl status` said "camera: off", as when it works."""
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # `import picamera2` fails
+    cfg = config(camera={"enabled": True, "source": "picamera2"})
+    async with running(tmp_path, cfg, parts_class=RealCameraParts) as box:
+        await box.ctl("press")
+        await until(lambda: any(getattr(r, "LIVE_CAMERA", "") == "failed" for r in caplog.records))
+        await box.ctl("release")
+        status = await box.ctl("status")
+    line = held_by_the_service("camera", status, 17)
+    assert line.status is Status.FAIL, line
+    assert "picamera2 is not installed" in line.measured
+    assert any("picamera2 is not installed" in said for said in summary_lines(status))

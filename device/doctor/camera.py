@@ -14,6 +14,10 @@ from device.doctor.result import Context, Result, Status
 from device.sudo import give_to_sudo_user
 
 START_TIMEOUT_S = 15.0  # a Pi camera takes a few seconds to start and settle
+FIX_CAMERA = (
+    "Do what the message says, or check the camera's cable and that rpicam-hello sees it; "
+    "[camera] enabled = false runs the box without a camera."
+)
 
 
 async def check_camera(ctx: Context) -> Result:
@@ -35,8 +39,7 @@ async def check_camera(ctx: Context) -> Result:
             "camera",
             Status.FAIL,
             f"{cam.source}: {exc}",
-            "Do what the message says, or check the camera's cable and that rpicam-hello "
-            "sees it; [camera] enabled = false runs the box without a camera.",
+            FIX_CAMERA,
         )
     except TimeoutError:
         return Result(

@@ -153,7 +153,9 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
         audio.append(f"microphone while speaking: {status['mic_during_playback']}{why}")
     if audio:
         lines.append(f"audio:    {', '.join(audio)}")
-    if "camera" in status:
+    if failure := status.get("camera_failure"):
+        lines.append(f"camera:   failed: {failure} (tried again in the next conversation)")
+    elif "camera" in status:
         lines.append(f"camera:   {'on' if status['camera'] else 'off'}")
     turns = status.get("turns") or []
     if turns:

@@ -18,7 +18,7 @@ from typing import Any
 
 from device import tasks
 from device.doctor.audio import check_devices, check_echo, check_mic, check_speaker
-from device.doctor.camera import check_camera
+from device.doctor.camera import FIX_CAMERA, check_camera
 from device.doctor.card import check_card
 from device.doctor.daemon import how_to_restart, in_use, one_line, what_runs, where_it_logs
 from device.doctor.gpio import check_button, check_leds
@@ -116,6 +116,11 @@ def held_by_the_service(name: str, daemon: dict[str, Any], pin: int) -> Result:
     """A hardware check's line while the daemon holds the device: not tested, but a device
     the daemon itself reports failing is a FAIL (a SKIP there let the doctor exit 0), and
     a microphone it hears nothing but zeros from a WARN (muted: it reads on time)."""
+    if name == "camera" and (failure := daemon.get("camera_failure")):
+        return Result(
+            name, Status.FAIL, f"{what_runs(daemon)} says: camera: {failure}", FIX_CAMERA,
+            data={"daemon": daemon},
+        )
     fault = FAULTS.get(name)
     if fault is None or fault not in (daemon.get("faults") or []):
         if name == "mic" and daemon.get("mic_silent"):  # it reads on time, and hears nothing

@@ -177,6 +177,7 @@ class CameraFeed:
         self._generation = 0  # counts start_frames calls that (re)started the frames
         self._running = False
         self._failed = False
+        self._failure: str | None = None  # the last failure's reason, till a frame comes
         self._closing = False
         self._led: Any = None
         self._frames = 0  # delivered during the current camera run, for the journal
@@ -188,6 +189,12 @@ class CameraFeed:
     def running(self) -> bool:
         """The camera (hardware or synthetic) is on."""
         return self._running
+
+    @property
+    def failure(self) -> str | None:
+        """Why the camera last failed, until it delivers a frame again: the journal said it
+        once, and `ctl status` and the doctor, run later, say it too."""
+        return self._failure
 
     def start_frames(self) -> None:
         """Frames from now on: the camera starts if it is off, the first frame comes as
@@ -397,6 +404,7 @@ class CameraFeed:
 
     def _deliver(self, jpeg: bytes, taken: float) -> None:
         self._frames += 1
+        self._failure = None
         try:
             self._on_frame(jpeg, taken)
         except Exception:
@@ -418,6 +426,7 @@ class CameraFeed:
     def _fail(self, exc: Exception) -> None:
         self._failed, self._wanted = True, False
         reason = str(exc) if isinstance(exc, CameraError) else f"the camera failed: {exc!r}"
+        self._failure = reason
         logger.warning(
             "camera off until the session ends, going on without video: %s",
             reason,
