@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fakes import FakeParts, config, running
 from helpers import until
-from test_camera import FakeCameraRig, camera  # noqa: F401  (the fake picamera2 fixture)
+from test_camera import FakeCameraRig, camera, pins  # noqa: F401  (the fake picamera2, pins)
 
 from device import tasks
 from device.doctor.camera import check_camera
@@ -53,11 +53,23 @@ def test_doctor_camera_ends_when_the_camera_is_stuck_in_its_start(
     assert "did not answer" in result.measured
 
 
+def said(caplog: pytest.LogCaptureFixture, word: str) -> bool:
+    """The journal has a LIVE_CAMERA=`word` line."""
+    return any(getattr(r, "LIVE_CAMERA", "") == word for r in caplog.records)
+
+
 class RealCameraParts(FakeParts):
     """Fake parts but the camera: the daemon's own CameraFeed."""
 
+    switch_timeout_s = camera_module.SWITCH_TIMEOUT_S
+
     def camera(self, on_frame):  # type: ignore[no-untyped-def]
-        return self._keep("camera", CameraFeed(self.cfg.camera, on_frame))
+        feed = CameraFeed(self.cfg.camera, on_frame, switch_timeout_s=self.switch_timeout_s)
+        return self._keep("camera", feed)
+
+
+class QuickToCallStuck(RealCameraParts):
+    switch_timeout_s = 0.2
 
 
 async def test_the_doctor_fails_a_camera_the_running_service_could_not_start(
@@ -70,10 +82,38 @@ async def test_the_doctor_fails_a_camera_the_running_service_could_not_start(
     cfg = config(camera={"enabled": True, "source": "picamera2"})
     async with running(tmp_path, cfg, parts_class=RealCameraParts) as box:
         await box.ctl("press")
-        await until(lambda: any(getattr(r, "LIVE_CAMERA", "") == "failed" for r in caplog.records))
+        await until(lambda: said(caplog, "failed"))
         await box.ctl("release")
         status = await box.ctl("status")
     line = held_by_the_service("camera", status, 17)
     assert line.status is Status.FAIL, line
     assert "picamera2 is not installed" in line.measured
     assert any("picamera2 is not installed" in said for said in summary_lines(status))
+
+
+async def test_ctl_status_says_the_camera_is_on_while_a_stuck_stop_keeps_its_light_on(
+    camera: FakeCameraRig,  # noqa: F811
+    pins: Any,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    """A camera stuck in its stop may still be on: its light stays lit and the journal says
+    "stuck" until the call returns. `ctl status` said "camera: off" meanwhile, to an owner
+    looking at the lit light; it says what the light says."""
+    camera.stop_gate = threading.Event()
+    cfg = config(camera={"enabled": True, "source": "picamera2", "led_pin": 21, "linger_s": 0})
+    try:
+        async with running(tmp_path, cfg, parts_class=QuickToCallStuck) as box:
+            await box.ctl("press")
+            await until(lambda: camera.captures > 0)
+            await box.ctl("release")
+            await until(lambda: said(caplog, "stuck"))
+            stuck = await box.ctl("status")
+            assert pins(21).state, "the light is on: the camera may be"
+            camera.stop_gate.set()  # the call returns: the camera is switched off
+            await until(lambda: not pins(21).state)
+            back = await box.ctl("status")
+    finally:
+        camera.stop_gate.set()
+    assert stuck["camera"], "ctl status said the camera was off while its light was on"
+    assert not back["camera"]

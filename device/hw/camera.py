@@ -187,8 +187,9 @@ class CameraFeed:
 
     @property
     def running(self) -> bool:
-        """The camera (hardware or synthetic) is on."""
-        return self._running
+        """The camera (hardware or synthetic) is on, or may be: a start or stop stuck in it
+        keeps its light on until the call returns, and `ctl status` says what the light does."""
+        return self._running or self._stuck is not None
 
     @property
     def failure(self) -> str | None:
