@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fakes import FakeParts, config, running
 from helpers import until
-from test_camera import FakeCameraRig, camera, pins  # noqa: F401  (the fake picamera2, pins)
+from test_camera import FakeCameraRig, camera, picamera2, pins  # noqa: F401  (the fakes)
 
 from device import tasks
 from device.doctor.camera import check_camera
@@ -117,3 +117,15 @@ async def test_ctl_status_says_the_camera_is_on_while_a_stuck_stop_keeps_its_lig
         camera.stop_gate.set()
     assert stuck["camera"], "ctl status said the camera was off while its light was on"
     assert not back["camera"]
+
+
+async def test_the_doctors_picture_lights_the_camera_light(
+    camera: FakeCameraRig,  # noqa: F811
+    pins: Any,  # noqa: F811
+) -> None:
+    """`[camera] led_pin`, the light lit exactly while the camera is on, is a promise to
+    whoever is in the room: `doctor camera` (run over SSH) switched the camera on and
+    took a picture of them with the light dark."""
+    jpeg = await camera_module.capture_still(picamera2(led_pin=21))
+    assert jpeg[:2] == b"\xff\xd8" and camera.names()[-2:] == ["stop", "close"]
+    assert [change.state for change in pins(21).states] == [False, True, False]

@@ -141,6 +141,19 @@ async def _stop(
         logger.warning("the camera did not stop cleanly: %s", exc)
 
 
+def _open_light(pin: int | None) -> Any:
+    """The LED on `pin` that shows the camera is on (off until it is); None without a pin."""
+    if pin is None:
+        return None
+    try:
+        from gpiozero import LED
+
+        return LED(pin)
+    except Exception as exc:
+        # The light is a privacy promise: without it the camera stays off.
+        raise CameraError(f"[camera] led_pin {pin}: {exc}") from exc
+
+
 def _next_tick(due: float, period: float, now: float) -> float:
     """The first tick of the grid `due + k * period` that is still ahead of `now`."""
     return due + period * (math.floor((now - due) / period) + 1)
@@ -413,15 +426,8 @@ class CameraFeed:
 
     def _open_led(self) -> Any:
         """The LED that shows the camera is on, if one is configured (off until it is)."""
-        if self._cfg.led_pin is None or self._led is not None:
-            return self._led
-        try:
-            from gpiozero import LED
-
-            self._led = LED(self._cfg.led_pin)
-        except Exception as exc:
-            # The light is a privacy promise: without it the camera stays off.
-            raise CameraError(f"[camera] led_pin {self._cfg.led_pin}: {exc}") from exc
+        if self._led is None:
+            self._led = _open_light(self._cfg.led_pin)
         return self._led
 
     def _fail(self, exc: Exception) -> None:
@@ -451,8 +457,11 @@ async def capture_still(cfg: CameraConfig) -> bytes:
         in_own_thread, name="doctor-camera"
     )
     source = make_source(cfg.source, cfg.size)
+    light = _open_light(cfg.led_pin)  # lit as the daemon's is: the room is told
     stuck = False
     try:
+        if light is not None:
+            light.on()
         await _in_thread(source.start, SWITCH_TIMEOUT_S, spawn=spawn)
         rgb, _ = await _grab(source, CAPTURE_TIMEOUT_S)
         return await asyncio.to_thread(encode_jpeg, rgb, cfg.size, cfg.quality)
@@ -460,5 +469,8 @@ async def capture_still(cfg: CameraConfig) -> bytes:
         stuck = True  # still starting, it cannot be stopped: the process's end releases it
         raise
     finally:
-        if not stuck:
+        if not stuck:  # else it may be on: lit until the process's end releases both
             await _stop(source, SWITCH_TIMEOUT_S, spawn=spawn)
+            if light is not None:
+                light.off()
+                light.close()
