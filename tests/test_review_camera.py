@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fakes import FakeParts, config, running
 from helpers import until
@@ -129,3 +130,20 @@ async def test_the_doctors_picture_lights_the_camera_light(
     jpeg = await camera_module.capture_still(picamera2(led_pin=21))
     assert jpeg[:2] == b"\xff\xd8" and camera.names()[-2:] == ["stop", "close"]
     assert [change.state for change in pins(21).states] == [False, True, False]
+
+
+async def test_the_doctor_warns_of_a_camera_that_sends_black_pictures(
+    camera: FakeCameraRig,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A sensor that sends only black frames (a lens cap, the film a module ships with, a
+    sensor that has died): the model saw nothing at every press, and `doctor camera`
+    said PASS, as for a picture of the room."""
+    camera.picture = lambda config: np.zeros((768, 768, 3), dtype=np.uint8)  # type: ignore[method-assign]
+    cfg = config(camera={"enabled": True, "source": "picamera2"})
+    ctx = Context(cfg, Options(camera_out=tmp_path / "camera.jpg"), Progress(spinner=False))
+    result = await check_camera(ctx)
+    assert result.status is Status.WARN, result
+    assert "black" in result.measured and (tmp_path / "camera.jpg").exists()
+    camera.picture = lambda config: np.full((768, 768, 3), 40, dtype=np.uint8)  # type: ignore[method-assign]
+    assert (await check_camera(ctx)).status is Status.PASS, "a dim room is a picture"

@@ -14,6 +14,8 @@ from device.doctor.result import Context, Result, Status
 from device.sudo import give_to_sudo_user
 
 START_TIMEOUT_S = 15.0  # a Pi camera takes a few seconds to start and settle
+#: A picture whose brightest pixels (the top 1%) are darker than this, of 255, shows nothing.
+BLACK_LEVEL = 12
 FIX_CAMERA = (
     "Do what the message says, or check the camera's cable and that rpicam-hello sees it; "
     "[camera] enabled = false runs the box without a camera."
@@ -72,6 +74,16 @@ async def check_camera(ctx: Context) -> Result:
             data=data,
         )
     measured += f", saved to {out}"
+    brightest = await asyncio.to_thread(_brightest, jpeg)
+    if brightest < BLACK_LEVEL:
+        return Result(
+            "camera",
+            Status.WARN,
+            f"{measured}; the picture is black (its brightest pixels {brightest} of 255)",
+            "Take off a lens cap or the film on the lens, or light the room; black in a lit "
+            "room: reseat the camera's cable, and see what rpicam-still takes.",
+            data=data | {"path": str(out), "brightest": brightest},
+        )
     if (width, height) != (cam.size, cam.size):
         return Result(
             "camera",
@@ -81,6 +93,14 @@ async def check_camera(ctx: Context) -> Result:
             data=data | {"path": str(out)},
         )
     return Result("camera", Status.PASS, measured, data=data | {"path": str(out)})
+
+
+def _brightest(jpeg: bytes) -> int:
+    """How bright the brightest 1% of the picture is, of 255: near 0, the model sees nothing."""
+    import numpy as np
+    import simplejpeg
+
+    return int(np.percentile(simplejpeg.decode_jpeg(jpeg, colorspace="GRAY"), 99))
 
 
 def _why_not_saved(exc: OSError, out: Path) -> str:
