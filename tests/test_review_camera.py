@@ -147,3 +147,19 @@ async def test_the_doctor_warns_of_a_camera_that_sends_black_pictures(
     assert "black" in result.measured and (tmp_path / "camera.jpg").exists()
     camera.picture = lambda config: np.full((768, 768, 3), 40, dtype=np.uint8)  # type: ignore[method-assign]
     assert (await check_camera(ctx)).status is Status.PASS, "a dim room is a picture"
+
+
+async def test_a_box_without_picamera2_is_not_sent_to_a_test_pattern(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """picamera2 missing: the doctor's line told the owner to set `source = "synthetic"`,
+    which makes the box show the model numbered colour bars at every press, and then
+    passes the doctor. A box without a camera turns it off instead."""
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # `import picamera2` fails
+    cfg = config(camera={"enabled": True, "source": "picamera2"})
+    ctx = Context(cfg, Options(camera_out=tmp_path / "camera.jpg"), Progress(spinner=False))
+    result = await check_camera(ctx)
+    assert result.status is Status.FAIL
+    said = f"{result.measured} {result.fix}"
+    assert "synthetic" not in said, said
+    assert "sudo apt install python3-picamera2" in said and "enabled = false" in said

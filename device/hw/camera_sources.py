@@ -30,7 +30,8 @@ Frame = tuple[np.ndarray, float]
 
 PICAMERA2_MISSING = (
     "picamera2 is not installed: `sudo apt install python3-picamera2`, and make the venv "
-    "with --system-site-packages so that it sees it (or set [camera] source = \"synthetic\")"
+    "with --system-site-packages so that it sees it (a box without a camera: [camera] "
+    "enabled = false)"
 )
 #: Let the sensor run at 10..30 frames a second: auto-exposure settles in a few of them,
 #: and a dim room still gets up to 100 ms of exposure.
