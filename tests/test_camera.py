@@ -788,11 +788,11 @@ async def test_a_camera_that_goes_silent_is_taken_for_dead(camera) -> None:
 
 
 async def test_capture_still_takes_one_jpeg_and_switches_the_camera_off(camera) -> None:
-    jpeg = await capture_still(picamera2(size=640))
+    jpeg = (await capture_still(picamera2(size=640))).jpeg
     assert simplejpeg.decode_jpeg_header(jpeg)[:2] == (640, 640)
     assert camera.names() == ["open", "sensor_modes", "configure", "set_controls", "start",
                               "stop", "close"]
-    still = await capture_still(synthetic(size=256))
+    still = (await capture_still(synthetic(size=256))).jpeg
     assert read_frame_number(simplejpeg.decode_jpeg(still)) == 1
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fakes import FakeParts, config, running
 from helpers import until
-from test_camera import FakeCameraRig, camera, picamera2, pins  # noqa: F401  (the fakes)
+from test_camera import USB_MODES, FakeCameraRig, camera, picamera2, pins  # noqa: F401
 
 from device import tasks
 from device.doctor.camera import check_camera
@@ -127,7 +127,7 @@ async def test_the_doctors_picture_lights_the_camera_light(
     """`[camera] led_pin`, the light lit exactly while the camera is on, is a promise to
     whoever is in the room: `doctor camera` (run over SSH) switched the camera on and
     took a picture of them with the light dark."""
-    jpeg = await camera_module.capture_still(picamera2(led_pin=21))
+    jpeg = (await camera_module.capture_still(picamera2(led_pin=21))).jpeg
     assert jpeg[:2] == b"\xff\xd8" and camera.names()[-2:] == ["stop", "close"]
     assert [change.state for change in pins(21).states] == [False, True, False]
 
@@ -163,3 +163,21 @@ async def test_a_box_without_picamera2_is_not_sent_to_a_test_pattern(
     said = f"{result.measured} {result.fix}"
     assert "synthetic" not in said, said
     assert "sudo apt install python3-picamera2" in said and "enabled = false" in said
+
+
+async def test_the_doctor_warns_of_a_camera_whose_picture_is_scaled_up(
+    camera: FakeCameraRig,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A USB webcam that libcamera runs at 160x120: the model is shown a 120 pixel square
+    blown up to 768x768, and `doctor camera` said PASS "768x768 JPEG" (its warning for a
+    frame of another size could never fire: every frame is made [camera] size square)."""
+    camera.modes = USB_MODES
+    camera.usb_size = (160, 120)
+    cfg = config(camera={"enabled": True, "source": "picamera2"})
+    ctx = Context(cfg, Options(camera_out=tmp_path / "camera.jpg"), Progress(spinner=False))
+    result = await check_camera(ctx)
+    assert result.status is Status.WARN, result
+    assert "160x120" in result.measured and "768x768 JPEG" in result.measured
+    camera.usb_size = (1280, 720)
+    assert (await check_camera(ctx)).status is Status.PASS

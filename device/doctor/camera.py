@@ -14,6 +14,9 @@ from device.doctor.result import Context, Result, Status
 from device.sudo import give_to_sudo_user
 
 START_TIMEOUT_S = 15.0  # a Pi camera takes a few seconds to start and settle
+#: A camera's picture whose centred square is blown up more than this to make a frame
+#: shows the model a blur.
+MOST_SCALED_UP = 2
 #: A picture whose brightest pixels (the top 1%) are darker than this, of 255, shows nothing.
 BLACK_LEVEL = 12
 FIX_CAMERA = (
@@ -35,7 +38,7 @@ async def check_camera(ctx: Context) -> Result:
     try:
         async with ctx.progress.step(f"camera: taking one frame ({cam.source})"):
             async with asyncio.timeout(START_TIMEOUT_S):
-                jpeg = await capture_still(cam)
+                still = await capture_still(cam)
     except CameraError as exc:
         return Result(
             "camera",
@@ -51,6 +54,7 @@ async def check_camera(ctx: Context) -> Result:
             "Reboot, then check rpicam-hello; another program may hold the camera.",
         )
     seconds = time.monotonic() - started
+    jpeg = still.jpeg
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(jpeg)
     except ValueError as exc:
@@ -61,7 +65,8 @@ async def check_camera(ctx: Context) -> Result:
             "Report this with the output of live-appliance doctor camera --json.",
         )
     measured = f"{width}x{height} JPEG, {len(jpeg) / 1024:.0f} KB in {seconds:.1f} s"
-    data = {"width": width, "height": height, "bytes": len(jpeg), "seconds": round(seconds, 2)}
+    data = {"width": width, "height": height, "bytes": len(jpeg), "seconds": round(seconds, 2),
+            "camera_width": still.width, "camera_height": still.height}  # fmt: skip
     out = ctx.options.camera_out
     try:
         await asyncio.to_thread(save_privately, out, jpeg)
@@ -90,6 +95,18 @@ async def check_camera(ctx: Context) -> Result:
             Status.WARN,
             f"{measured}; expected {cam.size}x{cam.size}",
             "Report this: frames are meant to be [camera] size pixels square.",
+            data=data | {"path": str(out)},
+        )
+    side = min(still.width, still.height)
+    if side * MOST_SCALED_UP < cam.size:
+        return Result(
+            "camera",
+            Status.WARN,
+            f"{measured}; the camera's picture is {still.width}x{still.height}: its centre "
+            f"is blown up {cam.size / side:.1f} times",
+            "libcamera runs this camera (a USB webcam?) at a small size: rpicam-hello "
+            "--list-cameras lists the sizes it has. Use a camera with a larger one, or set a "
+            "smaller [camera] size.",
             data=data | {"path": str(out)},
         )
     return Result("camera", Status.PASS, measured, data=data | {"path": str(out)})

@@ -22,6 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,7 +41,7 @@ from device.workers import STOP_WAIT_S, in_own_thread
 if TYPE_CHECKING:
     from device.config import CameraConfig
 
-__all__ = ["CameraError", "CameraFeed", "capture_still"]
+__all__ = ["CameraError", "CameraFeed", "Still", "capture_still"]
 
 logger = logging.getLogger(__name__)
 
@@ -447,8 +448,19 @@ class CameraFeed:
                 logger.exception("the camera failure handler failed")
 
 
-async def capture_still(cfg: CameraConfig) -> bytes:
-    """One JPEG of cfg.size x cfg.size, for `live-appliance doctor camera`; CameraError if not."""
+@dataclass(frozen=True)
+class Still:
+    """The doctor's picture: the JPEG a frame would be, and the size of the camera's own
+    picture it was made from (one much smaller was blown up to cfg.size x cfg.size)."""
+
+    jpeg: bytes
+    width: int
+    height: int
+
+
+async def capture_still(cfg: CameraConfig) -> Still:
+    """One frame of cfg.size x cfg.size, for `live-appliance doctor camera`; CameraError if
+    not."""
     if not cfg.enabled:
         raise CameraError("the camera is turned off ([camera] enabled = false)")
     # Daemon threads of their own, not the pool: a call stuck in the camera (a ribbon cable
@@ -464,7 +476,8 @@ async def capture_still(cfg: CameraConfig) -> bytes:
             light.on()
         await _in_thread(source.start, SWITCH_TIMEOUT_S, spawn=spawn)
         rgb, _ = await _grab(source, CAPTURE_TIMEOUT_S)
-        return await asyncio.to_thread(encode_jpeg, rgb, cfg.size, cfg.quality)
+        jpeg = await asyncio.to_thread(encode_jpeg, rgb, cfg.size, cfg.quality)
+        return Still(jpeg, width=rgb.shape[1], height=rgb.shape[0])
     except CameraStuck:
         stuck = True  # still starting, it cannot be stopped: the process's end releases it
         raise
