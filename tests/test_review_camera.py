@@ -12,15 +12,16 @@ from typing import Any
 import numpy as np
 import pytest
 from fakes import FakeParts, config, running
-from helpers import until
+from helpers import daemon_saying, until
 from test_camera import USB_MODES, FakeCameraRig, camera, picamera2, pins  # noqa: F401
+from test_doctor import RUNNING, config_file
 
 from device import tasks
 from device.doctor.camera import check_camera
 from device.doctor.daemon import summary_lines
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Result, Status
-from device.doctor.runner import held_by_the_service
+from device.doctor.runner import exit_code, held_by_the_service, run_checks
 from device.hw import camera as camera_module
 from device.hw.camera import CameraFeed
 
@@ -181,3 +182,30 @@ async def test_the_doctor_warns_of_a_camera_whose_picture_is_scaled_up(
     assert "160x120" in result.measured and "768x768 JPEG" in result.measured
     camera.usb_size = (1280, 720)
     assert (await check_camera(ctx)).status is Status.PASS
+
+
+async def test_the_service_line_names_a_camera_the_running_service_could_not_start(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    systemctl: Any,
+) -> None:
+    """`doctor` with the service running and its camera failing at every press: the
+    service line was PASS, where a part the service runs without is a warning naming it."""
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # `import picamera2` fails
+    cfg = config(camera={"enabled": True, "source": "picamera2"})
+    async with running(tmp_path / "box", cfg, parts_class=RealCameraParts) as box:
+        await box.ctl("press")
+        await until(lambda: said(caplog, "failed"))
+        await box.ctl("release")
+        status = await box.ctl("status")
+    systemctl(**RUNNING)
+    async with daemon_saying(status) as sock:
+        path = config_file(tmp_path, control={"socket": str(sock)})
+        found = await run_checks(
+            ("camera", "service"), Options(button=False), str(path), Progress(), print
+        )
+    camera_line, service = found
+    assert camera_line.status is Status.FAIL, camera_line
+    assert service.status is Status.WARN and "camera" in service.measured, service
+    assert exit_code(found) == 1

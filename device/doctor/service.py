@@ -171,11 +171,13 @@ async def check_service(ctx: Context) -> Result:
             f"without sudo or the {UNIT} group it cannot be asked. {FIX_JOURNAL}",
             data=data,
         )
-    if faults := status.get("faults"):  # it runs, but without them
+    # It runs, but without them (a camera that failed is tried in the next conversation).
+    camera = ["camera"] if status.get("camera_failure") else []
+    if faults := [*map(str, status.get("faults") or ()), *camera]:
         return Result(
             "service",
             Status.WARN,
-            f"{measured}; failing: {', '.join(map(str, faults))}",
+            f"{measured}; failing: {', '.join(faults)}",
             "The lines for those devices say what to do; the service tries them again "
             f"by itself (journalctl -u {UNIT} -n 50 shows when they went).",
             data=data,
