@@ -209,3 +209,14 @@ async def test_the_service_line_names_a_camera_the_running_service_could_not_sta
     assert camera_line.status is Status.FAIL, camera_line
     assert service.status is Status.WARN and "camera" in service.measured, service
     assert exit_code(found) == 1
+
+
+async def test_the_doctor_says_a_synthetic_camera_is_no_camera(tmp_path: Path) -> None:
+    """`[camera] source = "synthetic"` left from the demo on a box: the model is shown
+    numbered colour bars at every press, and the doctor's line read as a camera's
+    ("PASS camera 768x768 JPEG, 20 KB in 0.1 s"), where only its FAIL lines named the
+    source."""
+    cfg = config(camera={"enabled": True, "source": "synthetic"})
+    ctx = Context(cfg, Options(camera_out=tmp_path / "camera.jpg"), Progress(spinner=False))
+    result = await check_camera(ctx)
+    assert "test pattern" in result.measured, result

@@ -64,7 +64,9 @@ async def check_camera(ctx: Context) -> Result:
             f"{cam.source}: the frame is not a JPEG ({exc})",
             "Report this with the output of live-appliance doctor camera --json.",
         )
-    measured = f"{width}x{height} JPEG, {len(jpeg) / 1024:.0f} KB in {seconds:.1f} s"
+    # The demo's source shows the model colour bars: said, or the line reads as a camera's.
+    pattern = "synthetic test pattern, not a camera: " if cam.source == "synthetic" else ""
+    measured = f"{pattern}{width}x{height} JPEG, {len(jpeg) / 1024:.0f} KB in {seconds:.1f} s"
     data = {"width": width, "height": height, "bytes": len(jpeg), "seconds": round(seconds, 2),
             "camera_width": still.width, "camera_height": still.height}  # fmt: skip
     out = ctx.options.camera_out
