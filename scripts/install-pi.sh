@@ -350,6 +350,7 @@ install_packages() {
       esac
       ((DRY_RUN)) || die "$problem"
       say "  note: $problem; a real run would stop here"
+      WOULD_STOP=$problem
     fi
   done
   run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" ||
@@ -770,6 +771,7 @@ install_main() {
   fi
   KEY_READY=0
   KEPT_DISABLED=0
+  WOULD_STOP=""
   install_packages
   create_user
   install_venv
@@ -778,6 +780,8 @@ install_main() {
   install_key "$key" "$key_source"
   install_unit
   start_service
+  # The rest was shown all the same; the status is the real run's, which stops there.
+  [[ -z $WOULD_STOP ]] || die "a real run would stop at the Debian packages: $WOULD_STOP"
 }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
