@@ -362,7 +362,8 @@ create_user() {
   local group
   for group in "${DEVICE_GROUPS[@]}"; do
     # Raspberry Pi OS has them all; the unit cannot start if one is missing.
-    getent group "$group" >/dev/null || run groupadd --system "$group"
+    getent group "$group" >/dev/null || run groupadd --system "$group" ||
+      die "the group $group could not be made: groupadd says why above$AGAIN"
   done
   if id -u "$APP" >/dev/null 2>&1; then
     say "  $APP exists"
@@ -372,14 +373,16 @@ create_user() {
     local group_of=(--user-group)
     getent group "$APP" >/dev/null && group_of=(--gid "$APP")
     run useradd --system "${group_of[@]}" --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin --comment "live-appliance voice daemon" "$APP"
+      --shell /usr/sbin/nologin --comment "live-appliance voice daemon" "$APP" ||
+      die "the system user $APP could not be made: useradd says why above$AGAIN"
   fi
   # The owner who ran sudo may then use `live-appliance ctl` without it.
   if [[ -n ${SUDO_USER:-} && $SUDO_USER != root ]]; then
     if [[ " $(id -nG "$SUDO_USER") " == *" $APP "* ]]; then
       say "  $SUDO_USER is in group $APP"
     else
-      run usermod -a -G "$APP" "$SUDO_USER"
+      run usermod -a -G "$APP" "$SUDO_USER" ||
+        die "$SUDO_USER could not be put in group $APP: usermod says why above$AGAIN"
       say "  $SUDO_USER: log in again to use 'live-appliance ctl' without sudo"
     fi
   else
@@ -559,8 +562,10 @@ PYTHON
 
 install_command() {
   step "command $COMMAND_LINK"
-  run install -D -m 0755 -o root -g root "$SOURCE_DIR/systemd/$APP-launch" "$LAUNCHER"
-  run ln -sfn "$LAUNCHER" "$COMMAND_LINK"
+  run install -D -m 0755 -o root -g root "$SOURCE_DIR/systemd/$APP-launch" "$LAUNCHER" ||
+    die "the launcher could not be installed: install says why above$AGAIN"
+  run ln -sfn "$LAUNCHER" "$COMMAND_LINK" ||
+    die "the command could not be linked: ln says why above$AGAIN"
 }
 
 install_config() {
@@ -684,13 +689,16 @@ install_unit() {
   fi
   local unit
   for unit in "$UNIT_NAME" "${RETRY_UNITS[@]}"; do
-    run install -m 0644 -o root -g root "$SOURCE_DIR/systemd/$unit" "$UNIT_DIR/$unit"
+    run install -m 0644 -o root -g root "$SOURCE_DIR/systemd/$unit" "$UNIT_DIR/$unit" ||
+      die "$unit could not be installed: install says why above$AGAIN"
   done
-  run systemctl daemon-reload
+  run systemctl daemon-reload ||
+    die "systemd could not read the new units: systemctl says why above$AGAIN"
   if ((KEPT_DISABLED)); then
     say "  left disabled, as you set it: it does not start at boot"
   else
-    run systemctl enable "$UNIT_NAME"
+    run systemctl enable "$UNIT_NAME" ||
+      die "$UNIT_NAME could not be enabled: systemctl says why above$AGAIN"
   fi
 }
 

@@ -8,6 +8,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/install-pi.sh"
 # The unit's RuntimeDirectory=, which systemd keeps when it stops (its lock and socket).
 readonly RUNTIME_DIR=/run/live-appliance
+# After a step that failed: what finishes the uninstall.
+readonly AGAIN_GONE="; fix that and run this script again: it removes what is left"
 
 usage() {
   cat <<EOF
@@ -32,9 +34,11 @@ remove_service() {
   if [[ -e $UNIT_FILE ]]; then
     # The retry timer first: it must not start the service again while it goes.
     if [[ -e $UNIT_DIR/${RETRY_UNITS[0]} ]]; then
-      run systemctl stop "${RETRY_UNITS[@]}"
+      run systemctl stop "${RETRY_UNITS[@]}" ||
+        die "the retry timer could not be stopped: systemctl says why above$AGAIN_GONE"
     fi
-    run systemctl disable --now "$UNIT_NAME"
+    run systemctl disable --now "$UNIT_NAME" ||
+      die "$UNIT_NAME could not be stopped: systemctl says why above$AGAIN_GONE"
     run rm -rf "$RUNTIME_DIR"
     run rm -f "$UNIT_FILE" "${RETRY_UNITS[@]/#/$UNIT_DIR/}"
     run systemctl daemon-reload
@@ -71,16 +75,19 @@ remove_user() {
   # group with the user, where it said "not removed because it has other members" in
   # the middle of an uninstall that went well.
   if [[ -n $(getent group "$APP" | cut -d: -f4) ]]; then
-    run gpasswd -M "" "$APP"
+    run gpasswd -M "" "$APP" ||
+      die "the owners could not be taken out of group $APP: gpasswd says why above$AGAIN_GONE"
   fi
   if id -u "$APP" >/dev/null 2>&1; then
-    run userdel "$APP"
+    run userdel "$APP" ||
+      die "the system user $APP could not be removed: userdel says why above$AGAIN_GONE"
   else
     say "  no user $APP"
   fi
   # And a group userdel leaves (no user of its name, or USERGROUPS_ENAB off).
   if getent group "$APP" >/dev/null; then
-    run groupdel "$APP"
+    run groupdel "$APP" ||
+      die "the group $APP could not be removed: groupdel says why above$AGAIN_GONE"
   fi
 }
 

@@ -43,3 +43,56 @@ def test_a_dry_run_that_says_a_real_run_would_stop_does_not_exit_0(tmp_path: Pat
     assert result.returncode == 1, result.stdout + result.stderr
     assert "a real run would stop" in result.stderr, result.stderr
     assert stand_ins.calls() == [] and view.snapshot() == before
+
+
+def source_and(steps_run: str, fails: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The installer's functions `steps_run`, every command they run succeeding (and doing
+    nothing) but the one whose line holds `fails`."""
+    script = (f"source {shlex.quote(str(INSTALL))}\nKEPT_DISABLED=0\n"
+              f'run() {{ [[ "$*" != *{shlex.quote(fails)}* ]]; }}\n{steps_run}\n')  # fmt: skip
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30,
+                          check=False, env={"PATH": "/usr/sbin:/usr/bin:/bin", **env})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("steps_run", "fails", "env"),
+    [
+        ("create_user", "useradd", {}),
+        ("create_user", "usermod", {"SUDO_USER": "nobody"}),
+        ("install_unit", "systemctl enable", {}),
+        ("install_command", "ln -sfn", {}),
+    ],
+)
+def test_a_user_or_unit_step_that_fails_says_how_to_finish(
+    steps_run: str, fails: str, env: dict[str, str]
+) -> None:
+    """useradd refused (a name in /etc/passwd by hand), `systemctl enable` failing: the
+    installer stopped under `set -e` with the tool's status and no word of its own, where
+    apt's and pip's failures say what to do."""
+    if steps_run == "create_user" and installed_user():
+        pytest.skip("this machine has a live-appliance user")
+    result = source_and(steps_run, fails, **env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert AGAIN in result.stderr, result.stderr
+
+
+def installed_user() -> bool:
+    return subprocess.run(["id", "-u", "live-appliance"], capture_output=True).returncode == 0
+
+
+def test_an_uninstall_whose_userdel_fails_says_how_to_finish(tmp_path: Path) -> None:
+    """userdel refuses a user with a process still running ("currently used by process"):
+    the uninstall stopped there with userdel's status, the group and config steps not
+    done, and no word saying to run it again."""
+    view = SystemView(tmp_path / "view")
+    view.setup(INSTALLED)
+    env = succeeding_systemctl(tmp_path)
+    userdel = tmp_path / "bin" / "userdel"
+    userdel.write_text(
+        "#!/bin/sh\necho 'userdel: user live-appliance is currently used by process 4242' >&2\n"
+        "exit 8\n"
+    )
+    userdel.chmod(0o755)
+    result = view.run(["bash", str(UNINSTALL)], env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert AGAIN in result.stderr, result.stderr
