@@ -410,7 +410,11 @@ as_builder() {
 }
 
 install_venv() {
-  step "Python environment $VENV (sees apt's PyAudio, systemd, picamera2 and lgpio)"
+  # Only the Pi packages this box gets (--no-camera, --no-gpio, or left out before).
+  local seen="PyAudio, systemd"
+  ((WITH_CAMERA)) && seen+=", picamera2"
+  ((WITH_GPIO)) && seen+=", lgpio"
+  step "Python environment $VENV (sees apt's $seen)"
   local lock
   lock=$(lock_file)
   [[ -r $lock ]] || die "no lock file for this Python: $lock (scripts/lock makes one)"

@@ -96,3 +96,16 @@ def test_an_uninstall_whose_userdel_fails_says_how_to_finish(tmp_path: Path) -> 
     result = view.run(["bash", str(UNINSTALL)], env=env)
     assert result.returncode == 1, result.stdout + result.stderr
     assert AGAIN in result.stderr, result.stderr
+
+
+def test_the_python_step_names_only_the_pi_packages_the_box_gets(tmp_path: Path) -> None:
+    """With --no-camera --no-gpio the Python step said the venv "sees apt's PyAudio,
+    systemd, picamera2 and lgpio", two packages the step before had just left out."""
+    view, stand_ins = SystemView(tmp_path / "view"), StandIns(tmp_path)
+    view.setup(FRESH)
+    result = view.run(["bash", str(INSTALL), "--dry-run", "--no-camera", "--no-gpio"],
+                      env=stand_ins.env())  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    title = next(s for s in steps(result.stdout.splitlines()) if s.startswith("Python"))
+    assert "picamera2" not in title and "lgpio" not in title, title
+    assert "PyAudio" in title
