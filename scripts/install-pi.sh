@@ -141,6 +141,20 @@ check_sight() {
     "your config and API key: sudo scripts/install-pi.sh --dry-run (it changes nothing either way)"
 }
 
+# COMMAND_LINK is the link an install made (to the launcher, or before it to the venv's
+# command): another program of that name is not the installer's to replace or remove.
+our_command() {
+  [[ -L $COMMAND_LINK && $(readlink "$COMMAND_LINK") == "$PREFIX/"* ]]
+}
+
+# Nothing else answers to the command's name: a `sudo pip install` of an old checkout,
+# or a script of the owner's, was replaced by the link without a word.
+check_command() {
+  [[ -e $COMMAND_LINK || -L $COMMAND_LINK ]] && ! our_command || return 0
+  die "$COMMAND_LINK is not this installer's (a link into $PREFIX), and would be replaced:" \
+    "move it aside (sudo mv $COMMAND_LINK $COMMAND_LINK.old), then run this again"
+}
+
 # The system Python's version as the lock files name it: 311 (Bookworm), 313 (Trixie).
 python_tag() {
   "$SYSTEM_PYTHON" -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null
@@ -772,6 +786,7 @@ install_main() {
   check_root
   check_sight
   check_card
+  check_command
   check_python
   local key=""
   if [[ -n $key_source ]]; then

@@ -51,9 +51,8 @@ remove_service() {
 
 remove_command() {
   step "command $COMMAND_LINK"
-  # Only the link the installer made (to the venv, before the launcher): never someone
-  # else's program of the same name.
-  if [[ -L $COMMAND_LINK && $(readlink "$COMMAND_LINK") == "$PREFIX/"* ]]; then
+  # Only the link the installer made: never someone else's program of the same name.
+  if our_command; then
     run rm -f "$COMMAND_LINK"
   else
     say "  not installed"

@@ -109,3 +109,27 @@ def test_the_python_step_names_only_the_pi_packages_the_box_gets(tmp_path: Path)
     title = next(s for s in steps(result.stdout.splitlines()) if s.startswith("Python"))
     assert "picamera2" not in title and "lgpio" not in title, title
     assert "PyAudio" in title
+
+
+def test_an_unrelated_command_of_the_same_name_is_not_replaced(tmp_path: Path) -> None:
+    """/usr/local/bin/live-appliance that is not the installer's link (a `sudo pip install`
+    of an old checkout, a script of the owner's): the install replaced it with its link
+    without a word, where the uninstaller leaves such a file alone."""
+    view, stand_ins = SystemView(tmp_path / "view"), StandIns(tmp_path)
+    view.setup(FRESH + "printf '#!/bin/sh\\necho mine\\n' > /usr/local/bin/live-appliance\n"
+               "chmod 0755 /usr/local/bin/live-appliance\n")  # fmt: skip
+    result = view.run(["bash", str(INSTALL), "--dry-run", "--no-camera", "--no-gpio"],
+                      env=stand_ins.env())  # fmt: skip
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    assert "+ ln -sfn /opt/live-appliance/bin/live-appliance /usr/local/bin/live-appliance" \
+        not in lines, result.stdout
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "/usr/local/bin/live-appliance" in result.stderr, result.stderr
+    assert not any(line.startswith("+") for line in lines), "refused before any change"
+    # The installer's own link, old (into the venv) or new, is replaced as before.
+    for target in ("/opt/live-appliance/venv/bin/live-appliance",
+                   "/opt/live-appliance/bin/live-appliance"):  # fmt: skip
+        view.setup(f"ln -sfn {target} /usr/local/bin/live-appliance")
+        again = view.run(["bash", str(INSTALL), "--dry-run", "--no-camera", "--no-gpio"],
+                         env=stand_ins.env())  # fmt: skip
+        assert again.returncode == 0, again.stdout + again.stderr
