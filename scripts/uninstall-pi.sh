@@ -43,7 +43,7 @@ remove_service() {
     run rm -f "$UNIT_FILE" "${RETRY_UNITS[@]/#/$UNIT_DIR/}"
     run systemctl daemon-reload
     # Forget a failed state, so `systemctl --failed` does not list a unit that is gone.
-    run systemctl reset-failed "$UNIT_NAME" 2>/dev/null || true
+    run systemctl reset-failed "$UNIT_NAME" "${RETRY_UNITS[@]}" 2>/dev/null || true
   else
     say "  not installed"
   fi

@@ -491,7 +491,8 @@ def test_uninstall_dry_run_removes_everything_but_the_owners_files(
             "/etc/systemd/system/live-appliance-retry.timer "
             "/etc/systemd/system/live-appliance-retry.service",
             "+ systemctl daemon-reload",
-            "+ systemctl reset-failed live-appliance.service",
+            "+ systemctl reset-failed live-appliance.service live-appliance-retry.timer "
+            "live-appliance-retry.service",
             "+ rm -f /usr/local/bin/live-appliance",
             "+ rm -rf /opt/live-appliance /var/cache/live-appliance",
             "+ userdel live-appliance",

@@ -133,3 +133,20 @@ def test_an_unrelated_command_of_the_same_name_is_not_replaced(tmp_path: Path) -
         again = view.run(["bash", str(INSTALL), "--dry-run", "--no-camera", "--no-gpio"],
                          env=stand_ins.env())  # fmt: skip
         assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_an_uninstall_forgets_the_retry_units_failed_state_too(tmp_path: Path) -> None:
+    """The retry service fails when its start of the service is refused; after the
+    uninstall, `systemctl --failed` still listed live-appliance-retry.service, a unit
+    whose file was gone: only the main unit's failed state was reset."""
+    view, stand_ins = SystemView(tmp_path / "view"), StandIns(tmp_path)
+    view.setup(INSTALLED + "".join(
+        f"cp {shlex.quote(str(ROOT / 'systemd' / unit))} /etc/systemd/system/\n"
+        for unit in ("live-appliance-retry.timer", "live-appliance-retry.service")))  # fmt: skip
+    result = view.run(["bash", str(UNINSTALL), "--dry-run"], env=stand_ins.env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    reset = " ".join(line.strip() for line in result.stdout.splitlines()
+                     if "systemctl reset-failed" in line)  # fmt: skip
+    for unit in ("live-appliance.service", "live-appliance-retry.service",
+                 "live-appliance-retry.timer"):  # fmt: skip
+        assert unit in reset, result.stdout
