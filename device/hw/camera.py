@@ -34,7 +34,7 @@ from device.hw.camera_sources import (
     encode_jpeg,
     make_source,
 )
-from device.logs import AtMostEvery
+from device.logs import AtMostEvery, SaidOnce
 from device.tasks import failure_seen, stop_task
 from device.workers import STOP_WAIT_S, in_own_thread
 
@@ -198,6 +198,9 @@ class CameraFeed:
         self._last_sent: float | None = None  # when the session's last frame was handed on
         self._unusable = 0  # frames skipped as undecodable
         self._unusable_told = AtMostEvery(UNUSABLE_LOG_EVERY_S)
+        # A camera gone for good fails each conversation: one line while it stays gone
+        # (a month of presses put one a press in the journal), news again once it worked.
+        self._failing = SaidOnce(logger, fields={"LIVE_CAMERA": "failed"})
 
     @property
     def running(self) -> bool:
@@ -291,6 +294,7 @@ class CameraFeed:
             )
             switched_by = None
             self._running = True
+            self._failing.ended()
             logger.info("camera on: %s", description, extra={"LIVE_CAMERA": "on"})
             while True:
                 if self._wanted:
@@ -435,10 +439,10 @@ class CameraFeed:
         self._failed, self._wanted = True, False
         reason = str(exc) if isinstance(exc, CameraError) else f"the camera failed: {exc!r}"
         self._failure = reason
-        logger.warning(
+        self._failing.hit(
             "camera off until the session ends, going on without video: %s",
             reason,
-            extra={"LIVE_CAMERA": "failed", "LIVE_ERROR": reason},
+            extra={"LIVE_ERROR": reason},
             exc_info=not isinstance(exc, CameraError),
         )
         if self._on_failure is not None:
