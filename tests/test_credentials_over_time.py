@@ -312,8 +312,10 @@ async def test_the_doctor_says_a_token_file_older_than_any_token_lives_is_not_re
     """A token lives 20 hours at most: a token file last written two days ago means the
     job that mints them has stopped (its host down, its own key revoked). The key check
     passed ("ephemeral token from api_key_file ..."), and each press was refused."""
+    from device.doctor import service
     from device.doctor.settings import check_key
 
+    monkeypatch.setattr(service, "clock_synchronized", lambda: True)  # NTP has set it
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     monkeypatch.setattr(config, "INSTALLED_KEY_FILE", tmp_path / "no-installed-key")
     key_file = tmp_path / "token"
@@ -335,8 +337,10 @@ async def test_the_doctor_says_the_service_still_holds_the_key_it_started_with(
     systemd made at its start an hour before, and each press was refused."""
     import time
 
+    from device.doctor import service
     from device.doctor.settings import check_key
 
+    monkeypatch.setattr(service, "clock_synchronized", lambda: True)  # NTP has set it
     installed = tmp_path / "api-key"
     installed.write_text("AIza-the-new-key-written-just-now\n")
     bin_dir = tmp_path / "bin"

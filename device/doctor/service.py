@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import shlex
 import shutil
@@ -81,6 +82,24 @@ async def take_service_environment(names: Sequence[str]) -> None:
         name, _, value = assignment.partition("=")
         if name in missing:
             os.environ[name] = value
+
+
+#: adjtimex(2)'s answer while the kernel's clock is not synchronized (STA_UNSYNC set).
+TIME_ERROR = 5
+#: Room for the kernel's struct timex (208 bytes on 64-bit Linux), zeroed: modes 0, a read.
+TIMEX_SIZE = 512
+
+
+def clock_synchronized() -> bool:
+    """Whether NTP (systemd-timesyncd, chrony) has set the clock, as the kernel says (what
+    timedatectl's NTPSynchronized reads). Until then a Pi's clock is the one fake-hwclock
+    saved before its last shutdown, behind by as long as it was unplugged: a file's time
+    written by the true clock is no measure against it."""
+    try:
+        adjtimex = ctypes.CDLL(None, use_errno=True).adjtimex
+    except (OSError, AttributeError):  # not Linux's C library: nothing known
+        return False
+    return adjtimex(ctypes.create_string_buffer(TIMEX_SIZE)) not in (-1, TIME_ERROR)
 
 
 async def started_at() -> float | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from device import config as config_mod
 from device.config import Config
+from device.doctor import service
 from device.doctor.result import Context, Result, Status
 from device.doctor.service import started_at
 from device.errors import ConfigError, ConfigUnreadable, UnusableKey
@@ -276,7 +277,10 @@ async def check_key(ctx: Context) -> Result:
             data={"kind": kind, "source": cfg.api_key_source},
         )
     installed = config_mod.INSTALLED_KEY_FILE
-    if cfg.api_key_source == f"the installer's key file {installed}":
+    # A file's time against a clock NTP has not set (after a power cut) says nothing: a key
+    # written before it looked newer than the service, a token file older than it is.
+    clock_set = await asyncio.to_thread(service.clock_synchronized)
+    if clock_set and cfg.api_key_source == f"the installer's key file {installed}":
         started, written = await asyncio.gather(
             started_at(), asyncio.to_thread(_written_at, str(installed))
         )
@@ -291,7 +295,7 @@ async def check_key(ctx: Context) -> Result:
                 f"{installed}.",
                 data={"kind": kind, "source": cfg.api_key_source},
             )
-    if token and cfg.live.api_key_file:
+    if clock_set and token and cfg.live.api_key_file:
         age_s = await asyncio.to_thread(_age_s, cfg.live.api_key_file)
         if age_s is not None and age_s > config_mod.TOKEN_LIFE_S:
             return Result(
