@@ -662,7 +662,7 @@ NO_DAEMON = {"control": {"socket": "/nonexistent/sock"}}
          "does not answer the button until sudo systemctl start"),
         ({"LoadState": "loaded", "ActiveState": "active", "SubState": "running",
           "NRestarts": "2", "ExecMainStatus": "0"}, Status.WARN, "active (running), 2 restarts",
-         "It has crashed and restarted"),
+         "It has restarted, after a crash or a SIGHUP"),  # no journal here tells which
         ({"LoadState": "loaded", "ActiveState": "active", "SubState": "running",
           "NRestarts": "0", "ExecMainStatus": "0"}, Status.WARN, "control socket does not answer",
          "Check [control] socket"),
