@@ -121,8 +121,10 @@ def test_an_unrelated_command_of_the_same_name_is_not_replaced(tmp_path: Path) -
     result = view.run(["bash", str(INSTALL), "--dry-run", "--no-camera", "--no-gpio"],
                       env=stand_ins.env())  # fmt: skip
     lines = [line.strip() for line in result.stdout.splitlines()]
-    assert "+ ln -sfn /opt/live-appliance/bin/live-appliance /usr/local/bin/live-appliance" \
-        not in lines, result.stdout
+    assert (
+        "+ ln -sfn /opt/live-appliance/bin/live-appliance /usr/local/bin/live-appliance"
+        not in lines
+    ), result.stdout
     assert result.returncode == 1, result.stdout + result.stderr
     assert "/usr/local/bin/live-appliance" in result.stderr, result.stderr
     assert not any(line.startswith("+") for line in lines), "refused before any change"
