@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from device.live.models import sdk_model
 from device.live.reply import ReplyDecoder, end_reason
 from device.live.turn import Transcript
 from device.live.wire import REPLY_RATE, SAMPLE_BYTES
@@ -74,7 +75,7 @@ async def open_session(stack: contextlib.AsyncExitStack, cfg: Config) -> AsyncSe
             if token is not None:
                 await token.fresh()
             return await stack.enter_async_context(
-                client.aio.live.connect(model=cfg.live.model, config=connect_config(cfg, None))
+                client.aio.live.connect(model=sdk_model(cfg.live), config=connect_config(cfg, None))
             )
     except TimeoutError as exc:
         if token is not None and (silent := token.timed_out()) is not None:

@@ -87,6 +87,16 @@ def capabilities(model: str) -> ModelCapabilities:
     return MODELS.get(model.rsplit("/", 1)[-1], UNKNOWN_MODEL)
 
 
+def sdk_model(live: LiveConfig) -> str:
+    """The model's name as the SDK is given it. On Vertex AI without the Gemini API's
+    "models/": the SDK keeps such a name as it is, and the setup named no model Vertex AI
+    serves, where the bare name becomes its publisher model
+    (projects/P/locations/L/publishers/google/models/NAME)."""
+    if live.backend == "vertex":
+        return live.model.removeprefix("models/")
+    return live.model
+
+
 def model_settings(live: LiveConfig) -> ModelSettings:
     """What the setup may carry for `live`; ConfigError when a setting cannot work."""
     caps = capabilities(live.model)

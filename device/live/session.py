@@ -42,6 +42,7 @@ from device.live.endpoint import (
     usable_proxy,
 )
 from device.live.hooks import Hooks, SpeakerRoom
+from device.live.models import sdk_model
 from device.live.pacing import Pacing
 from device.live.turn import WireTurn, unsaved_limit
 from device.outbox import Item, Outbox
@@ -473,7 +474,7 @@ class LiveLink:
                 if self._token is not None:  # else the SDK refreshes it in the loop's pool
                     await self._token.fresh()
                 session = await stack.enter_async_context(
-                    self._client.aio.live.connect(model=self._cfg.live.model, config=setup)
+                    self._client.aio.live.connect(model=sdk_model(self._cfg.live), config=setup)
                 )
         except TimeoutError as exc:
             await stack.aclose()
