@@ -237,6 +237,18 @@ read_key() {
   printf '%s' "$key"
 }
 
+# Users besides FILE's owner may read it: its mode lets its group or others, and each
+# directory above lets them through (a home only its owner may enter keeps it theirs).
+readable_by_others() {
+  local path
+  path=$(realpath -e "$1" 2>/dev/null) || return 1
+  [[ -n $(find "$path" -maxdepth 0 -perm /044) ]] || return 1
+  while [[ $path != / ]]; do
+    path=$(dirname "$path")
+    [[ -n $(find "$path" -maxdepth 0 -perm /011) ]] || return 1
+  done
+}
+
 # Store KEY as DEST, mode 0600, root only; an existing DEST is never overwritten
 # (noclobber opens it with O_EXCL). A card full or read-only is said as such: "exists"
 # sent the owner looking for a key never stored, and the full card left DEST empty.
@@ -666,6 +678,10 @@ install_key() {
     say "  store the key from ${source/#-/standard input} as $KEY_FILE, mode 0600"
     ((DRY_RUN)) || { rm -f "$KEY_FILE"; write_key "$key" "$KEY_FILE"; }
     KEY_READY=1
+    # The copy it came from, written under the usual umask: others may read it.
+    if [[ $source != - ]] && readable_by_others "$source"; then
+      say "  $source is still there for other users to read: once the box answers, rm $source"
+    fi
   elif [[ -n $problem && -t 0 ]] && ((!DRY_RUN)); then
     # The new key goes beside it first: skipping the prompt (or Ctrl-C) keeps the
     # owner's file, a stray quotation mark in it theirs to fix.

@@ -152,3 +152,30 @@ def test_an_uninstall_forgets_the_retry_units_failed_state_too(tmp_path: Path) -
     for unit in ("live-appliance.service", "live-appliance-retry.service",
                  "live-appliance-retry.timer"):  # fmt: skip
         assert unit in reset, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("mode", "folder_open", "said"),
+    [(0o644, True, True), (0o600, True, False), (0o644, False, False)],
+)
+def test_a_key_file_others_may_read_is_pointed_at_once_the_key_is_stored(
+    tmp_path: Path, open_dir: Path, mode: int, folder_open: bool, said: bool
+) -> None:
+    """`--key-file ~/key.txt`, written under the usual umask (0644) where others may go:
+    the installer stored the key root's alone and left the source for every local user
+    to read, without a word. A file in a home only its owner may enter (Bookworm's 0700)
+    is nobody else's to read, and is not pointed at."""
+    view, stand_ins = SystemView(tmp_path / "view"), StandIns(tmp_path)
+    view.setup(FRESH)
+    folder = open_dir if folder_open else tmp_path / "home"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    source = folder / "key.txt"
+    source.write_text("AIza-install-test-key-0123456789\n")
+    source.chmod(mode)
+    result = view.run(
+        ["bash", str(INSTALL), "--dry-run", "--no-camera", "--no-gpio", "--key-file", str(source)],
+        env=stand_ins.env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    pointed = [line for line in result.stdout.splitlines() if f"rm {source}" in line]
+    assert bool(pointed) is said, result.stdout
