@@ -3,6 +3,7 @@ and a configuration error waits for its owner."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -126,5 +127,9 @@ def test_a_sighup_starts_the_service_again() -> None:
         assert show("Result") == "success"
         said = [e.get("MESSAGE", "") for e in daemon_entries(mark)]
         assert "SIGHUP: stopping, for systemd to start the service again" in said, said
+        # The doctor tells the restart asked for from a crash, by systemd's own lines.
+        doctor = sh(["live-appliance", "doctor", "--json", "service"], check=False)
+        service = json.loads(doctor.stdout)["checks"][0]
+        assert "each asked for by a SIGHUP" in service["measured"], service
     sh(["systemctl", "reset-failed", UNIT], check=False)  # the restart count back at 0
     wait_active()
