@@ -332,11 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _printable_whatever_the_terminal()
-    parser = build_parser()
-    args = parser.parse_args(argv)
     from device.errors import ConfigError, ConfigUnreadable
 
     try:
+        args = build_parser().parse_args(argv)  # --help is output too, to a reader maybe gone
         code = int(args.handler(args))
         sys.stdout.flush()  # here, where a reader gone is caught, not at exit
         return code

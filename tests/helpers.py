@@ -81,6 +81,23 @@ def run_cli(
     )
 
 
+async def with_reader_gone(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """`python -m device ARGS | head -1` once head has exited: the reader of stdout is gone
+    before the command writes. The exit code and stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "device", *args,
+            stdout=write_end, stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    _, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
 class Captured:
     """Stands in for systemd.journal.send: keeps MESSAGE and fields per record."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import LATIN1_WORDS, daemon_saying, open_refused
+from helpers import LATIN1_WORDS, daemon_saying, open_refused, with_reader_gone
 from helpers import run_cli as cli
 
 from device import logs
@@ -397,23 +397,6 @@ def test_a_configuration_this_user_may_not_read_says_how_to_read_it(
     assert "fix: Run it with sudo" in shown and "Correct that setting" not in shown
 
 
-async def _with_reader_gone(*args: str) -> tuple[int, str]:
-    """`python -m device ARGS | head -1` once head has exited: the reader of stdout is gone
-    before the command writes. The exit code and stderr."""
-    read_end, write_end = os.pipe()
-    os.close(read_end)
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "device", *args,
-            stdout=write_end, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-    finally:
-        os.close(write_end)
-    _, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, err.decode()
-
-
 async def test_ctl_status_piped_into_head_ends_quietly(tmp_path: Path) -> None:
     """`ctl status | head -1` printed a BrokenPipeError traceback under the line it showed."""
     sock = tmp_path / "control.sock"
@@ -422,8 +405,8 @@ async def test_ctl_status_piped_into_head_ends_quietly(tmp_path: Path) -> None:
         return {"state": "idle", "status": "idle", "turns": []}
 
     async with ControlServer(sock, daemon):
-        code, err = await _with_reader_gone("ctl", "status", "--socket", str(sock))
-        json_code, json_err = await _with_reader_gone(
+        code, err = await with_reader_gone("ctl", "status", "--socket", str(sock))
+        json_code, json_err = await with_reader_gone(
             "ctl", "status", "--json", "--socket", str(sock)
         )
     assert (code, err) == (EXIT_PIPE, "")
@@ -435,7 +418,7 @@ async def test_doctor_piped_into_head_ends_quietly(tmp_path: Path) -> None:
     raised BrokenPipeError, a traceback in the middle of the owner's terminal."""
     settings = tmp_path / "config.toml"
     settings.write_text(f'[control]\nsocket = "{tmp_path / "control.sock"}"\n')
-    code, err = await _with_reader_gone("doctor", "config", "--config", str(settings))
+    code, err = await with_reader_gone("doctor", "config", "--config", str(settings))
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert code == EXIT_PIPE
 
