@@ -86,8 +86,12 @@ async def ask(
                     longest = cfg.conversation.longest_reply_s
                     reply = await run_turn(session, text, on_audio, longest)
                 replies.append(reply)
+                phase = "printing"  # what fails now is ours (a reader gone), not the session's
                 on_reply(number, reply)
+                phase = f"turn {number}"
     except Exception as exc:
+        if phase == "printing":
+            raise
         raise AskError(f"{phase}: {describe_failure(exc)}", replies) from exc
     return replies
 

@@ -3,10 +3,24 @@ exit codes when the input is wrong or the reader of their output has gone."""
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 from helpers import with_reader_gone
 
 from device.cli import EXIT_PIPE
+from rig.daemon import rig_settings, scratch_dir, to_toml
+from rig.server.server import ServerThread
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    path = scratch_dir("ssh-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("command", [[], ["doctor"], ["ctl", "text"]], ids=" ".join)
@@ -15,3 +29,18 @@ async def test_help_piped_into_head_ends_quietly(command: list[str]) -> None:
     parsed, before the guard of the commands' own output, and a reader gone left argparse's
     BrokenPipeError traceback and exit status 1."""
     assert await with_reader_gone(*command, "--help") == (EXIT_PIPE, "")
+
+
+async def test_ask_piped_into_head_ends_quietly_not_blaming_the_network(
+    scratch: Path,
+) -> None:
+    """`ask "Q1" "Q2" | head -1`: the reply's line to a reader gone was taken for a failure
+    of the session: "ask: turn 1: network: Broken pipe", exit status 1."""
+    with ServerThread(pace=0, reply_seconds=0.3) as server:
+        cfg = scratch / "config.toml"
+        cfg.write_text(to_toml(rig_settings(server.base_url, scratch)))
+        env = {**os.environ, "GEMINI_API_KEY": server.api_key, "SSL_CERT_FILE": server.ca_file}
+        code, err = await with_reader_gone("ask", "Hello", "And again?", "--config", str(cfg),
+                                           env=env)  # fmt: skip
+    assert "Broken pipe" not in err and "network" not in err, err
+    assert code == EXIT_PIPE
