@@ -179,13 +179,15 @@ def _add_command(
 ) -> argparse.ArgumentParser:
     """A (sub)command whose --help says what it does, in more detail, with an example."""
     text = "\n\n".join(textwrap.fill(part, 78) for part in (summary, details) if part)
-    return sub.add_parser(
+    parser = sub.add_parser(
         name,
         help=summary,
         description=text,
         epilog=f"example:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.set_defaults(typed=parser)  # the innermost one typed wins: see _parse
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -335,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from device.errors import ConfigError, ConfigUnreadable
 
     try:
-        args = build_parser().parse_args(argv)  # --help is output too, to a reader maybe gone
+        args = _parse(build_parser(), argv)  # --help is output too, to a reader maybe gone
         code = int(args.handler(args))
         sys.stdout.flush()  # here, where a reader gone is caught, not at exit
         return code
@@ -352,6 +354,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments; an option no parser knows is refused by the command typed, with its
+    usage: argparse's top parser refused it, and `ctl status --jsn` showed the owner
+    `live-appliance [-h] COMMAND ...`, which names none of the options they were after."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args.typed.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def _printable_whatever_the_terminal() -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import run_cli as cli
 from helpers import with_reader_gone
 
 from device.cli import EXIT_PIPE
@@ -44,3 +45,24 @@ async def test_ask_piped_into_head_ends_quietly_not_blaming_the_network(
                                            env=env)  # fmt: skip
     assert "Broken pipe" not in err and "network" not in err, err
     assert code == EXIT_PIPE
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        (["ctl", "status", "--jsn"], "usage: live-appliance ctl status [-h] [--socket PATH]"),
+        (["doctor", "--no-buton"], "usage: live-appliance doctor [-h] [--json]"),
+        (["ask", "Hello", "--tiemout", "5"], "usage: live-appliance ask [-h] [--audio PATH]"),
+    ],
+    ids=["ctl status", "doctor", "ask"],
+)
+def test_a_mistyped_option_is_refused_with_the_usage_of_the_command_typed(
+    command: list[str], usage: str
+) -> None:
+    """`ctl status --jsn`: the owner was shown `usage: live-appliance [-h] COMMAND ...`,
+    the top command's, which names none of the options they were after."""
+    result = cli(*command)
+    assert result.returncode == 2
+    assert result.stderr.startswith(usage), result.stderr
+    mistyped = next(word for word in command if word.startswith("--"))
+    assert "error: unrecognized arguments: " + mistyped in result.stderr, result.stderr
