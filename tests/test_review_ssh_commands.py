@@ -3,8 +3,14 @@ exit codes when the input is wrong or the reader of their output has gone."""
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import os
+import pty
+import select
 import shutil
+import struct
+import termios
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +19,7 @@ from helpers import run_cli as cli
 from helpers import with_reader_gone
 
 from device.cli import EXIT_PIPE
+from device.doctor.progress import Progress
 from rig.daemon import rig_settings, scratch_dir, to_toml
 from rig.server.server import ServerThread
 
@@ -66,3 +73,22 @@ def test_a_mistyped_option_is_refused_with_the_usage_of_the_command_typed(
     assert result.stderr.startswith(usage), result.stderr
     mistyped = next(word for word in command if word.startswith("--"))
     assert "error: unrecognized arguments: " + mistyped in result.stderr, result.stderr
+
+
+async def test_the_spinner_in_a_narrow_terminal_stays_on_its_line() -> None:
+    """An SSH client on a phone, 30 columns: a step's text longer than the terminal wrapped,
+    and each frame's carriage return went back to the start of the wrapped part only: a
+    new line scrolled by ten times a second, and the wipe at the end left them all."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 30, 0, 0))
+    with os.fdopen(terminal, "w") as stream:
+        progress = Progress(stream)
+        async with progress.step("connecting to the Live API (gemini-live-2.5-flash-preview)"):
+            await asyncio.sleep(0.35)
+        shown = b""
+        while select.select([controller], [], [], 0)[0]:
+            shown += os.read(controller, 4096)
+    os.close(controller)
+    frames = [f for f in shown.decode().split("\r\x1b[K") if f]
+    assert len(frames) >= 3
+    assert all(len(frame) < 30 for frame in frames), frames

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import TextIO
@@ -57,8 +58,18 @@ class Progress:
 
     async def _spin(self) -> None:
         for i in itertools.count():
-            self._write(f"\r\x1b[K{FRAMES[i % len(FRAMES)]} {self._text}")
+            line = f"{FRAMES[i % len(FRAMES)]} {self._text}"
+            self._write(f"\r\x1b[K{line[: self._columns() - 1]}")
             await asyncio.sleep(FRAME_S)
+
+    def _columns(self) -> int:
+        """The terminal's width now (a window resized too): a frame wider than it wraps,
+        and the next frame's carriage return goes back to the wrapped part only, a new
+        line each frame (an SSH client on a phone)."""
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns or 80
+        except (OSError, ValueError, AttributeError):  # no terminal under it after all
+            return 80
 
     def _write(self, text: str) -> None:
         self.stream.write(text)
