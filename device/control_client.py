@@ -61,7 +61,10 @@ def request(
     A line past LINE_LIMIT is refused here: the daemon refuses it too, but past the
     socket's buffer it has closed before the client finished writing, and all the owner
     read was "Broken pipe"."""
-    sent = json.dumps({"cmd": cmd, **fields}).encode()
+    # UTF-8 as it is: as \uXXXX escapes a Japanese text took six bytes a character, and
+    # one of 40 KiB was refused as over 64. A lone surrogate (no UTF-8) is escaped alone,
+    # as JSON writes it, and the daemon says why it is no text.
+    sent = json.dumps({"cmd": cmd, **fields}, ensure_ascii=False).encode(errors="backslashreplace")
     if len(sent) > LINE_LIMIT:  # the daemon's bound, its newline apart
         raise ControlError(
             f"the request is {-(-len(sent) // 1024)} KiB, over the {LINE_LIMIT // 1024} KiB "

@@ -10,13 +10,15 @@ import pty
 import select
 import shutil
 import struct
+import sys
 import termios
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from helpers import daemon_saying, with_reader_gone
 from helpers import run_cli as cli
-from helpers import with_reader_gone
 
 from device.cli import EXIT_PIPE
 from device.doctor.progress import Progress
@@ -92,3 +94,19 @@ async def test_the_spinner_in_a_narrow_terminal_stays_on_its_line() -> None:
     frames = [f for f in shown.decode().split("\r\x1b[K") if f]
     assert len(frames) >= 3
     assert all(len(frame) < 30 for frame in frames), frames
+
+
+async def test_ctl_text_in_japanese_is_taken_up_to_the_documented_64_kib() -> None:
+    """A note of 40 KiB in Japanese (13,000 characters, `wc -c` says 39,000 bytes) from a
+    hook: refused as "the request is 77 KiB, over the 64 KiB the daemon takes", since
+    each character went as a six-byte \\uXXXX escape; the README promises 64 KiB."""
+    words = "今日は雨です。" * 1857  # 12,999 characters, 38,997 bytes of UTF-8
+    seen: list[dict[str, Any]] = []
+    async with daemon_saying({"ok": True}, seen) as sock:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "device", "ctl", "text", words, "--socket", str(sock),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await proc.communicate()
+    assert (proc.returncode, err.decode()) == (0, "")
+    assert seen == [{"cmd": "text", "text": words}]
