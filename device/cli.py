@@ -333,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _standard_streams_even_if_closed()
     _printable_whatever_the_terminal()
     from device.errors import ConfigError, ConfigUnreadable
 
@@ -364,6 +365,23 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     if unknown:
         args.typed.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args
+
+
+def _standard_streams_even_if_closed() -> None:
+    """/dev/null in place of a standard stream the caller closed (`ctl press >&-`, a
+    script's idea of silence): Python then has none (None), and `ctl press` raised
+    AttributeError as it flushed stdout (exit 1 for a press taken), `doctor 2>&-` or
+    `<&-` as it looked at stderr or stdin (no report at all). In order, each open takes
+    the lowest number free, the one closed: a file or socket opened later must not
+    take it, for a child writing to its stdout would write into that."""
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        if getattr(sys, name) is None:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            stream = open(fd, "r" if fd == 0 else "w", closefd=False)  # noqa: SIM115 (for life)
+            setattr(sys, name, stream)
 
 
 def _printable_whatever_the_terminal() -> None:

@@ -110,3 +110,39 @@ async def test_ctl_text_in_japanese_is_taken_up_to_the_documented_64_kib() -> No
         _, err = await proc.communicate()
     assert (proc.returncode, err.decode()) == (0, "")
     assert seen == [{"cmd": "text", "text": words}]
+
+
+async def _with_closed(redirect: str, *args: str) -> tuple[int, str, str]:
+    """`live-appliance ARGS >&-` (or `2>&-`, `<&-`, in `redirect`): a script's idea of
+    silence, the descriptor closed, not /dev/null. The exit code, stdout and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        "sh", "-c", f'exec "$@" {redirect}', "sh", sys.executable, "-m", "device", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_ctl_press_with_stdout_closed_says_the_press_was_taken() -> None:
+    """`ctl press >&-` in a hook: Python has no sys.stdout then, and flushing it raised
+    AttributeError: a traceback and exit status 1 for a press the daemon took."""
+    seen: list[dict[str, Any]] = []
+    async with daemon_saying({"ok": True}, seen) as sock:
+        code, _, err = await _with_closed(">&-", "ctl", "press", "--socket", str(sock))
+    assert seen == [{"cmd": "press"}]
+    assert (code, err) == (0, "")
+
+
+@pytest.mark.parametrize("redirect", ["2>&-", "<&-"])
+async def test_doctor_with_stderr_or_stdin_closed_still_reports(
+    scratch: Path, redirect: str
+) -> None:
+    """`doctor config 2>&-` (or `<&-` from a hook): its progress to a stderr that is not
+    there (or the look at stdin for a person to press the button) raised AttributeError,
+    and the owner got no line at all and exit status 1."""
+    settings = scratch / "config.toml"
+    settings.write_text(f'[control]\nsocket = "{scratch / "control.sock"}"\n')
+    code, out, _ = await _with_closed(redirect, "doctor", "config", "--config", str(settings))
+    assert out.startswith("PASS  config"), out
+    assert code == 0
