@@ -269,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
         "live-appliance doctor            (everything)\n"
         "  live-appliance doctor mic speaker  (only those)",
         "In order: the configuration, the API key (never shown), the network and a real "
-        "Live setup handshake, the audio devices, the microphone level for 3 s, a speaker"
+        "Live setup handshake, the power supply (the firmware's under-voltage and throttling "
+        "flags), the audio devices, the microphone level for 3 s, a speaker"
         " tone, which way the box keeps its own voice out of the microphone (echo), every"
         " LED pattern (and each pixel of a strip), the button (waits 10 s for a press), "
         "one camera frame, the room on the SD card, the service. One line each: PASS, "

@@ -22,6 +22,7 @@ from helpers import run_cli as cli
 
 from device.cli import EXIT_PIPE
 from device.doctor.progress import Progress
+from device.doctor.result import CHECK_NAMES
 from rig.daemon import rig_settings, scratch_dir, to_toml
 from rig.server.server import ServerThread
 
@@ -146,3 +147,13 @@ async def test_doctor_with_stderr_or_stdin_closed_still_reports(
     code, out, _ = await _with_closed(redirect, "doctor", "config", "--config", str(settings))
     assert out.startswith("PASS  config"), out
     assert code == 0
+
+
+def test_doctor_help_tells_of_every_check_it_runs() -> None:
+    """`doctor --help` tells what it checks, in order; the power check (the firmware's
+    under-voltage and throttling flags) was missing from it, and an owner after the
+    supply's flags did not learn that the doctor reads them."""
+    shown = cli("doctor", "--help").stdout
+    told = " ".join(shown.split("In order:", 1)[1].split("positional arguments:")[0].split())
+    missing = [name for name in CHECK_NAMES if name[:3] not in told.lower()]
+    assert missing == [], told
