@@ -20,7 +20,7 @@ import pytest
 from helpers import daemon_saying, with_reader_gone
 from helpers import run_cli as cli
 
-from device.cli import EXIT_PIPE
+from device.cli import EXIT_CONFIG, EXIT_PIPE
 from device.doctor.progress import Progress
 from device.doctor.result import CHECK_NAMES
 from rig.daemon import rig_settings, scratch_dir, to_toml
@@ -157,3 +157,16 @@ def test_doctor_help_tells_of_every_check_it_runs() -> None:
     told = " ".join(shown.split("In order:", 1)[1].split("positional arguments:")[0].split())
     missing = [name for name in CHECK_NAMES if name[:3] not in told.lower()]
     assert missing == [], told
+
+
+def test_the_readme_says_what_each_exit_code_of_the_commands_means() -> None:
+    """An owner's script tests the exit code of `ctl`, `ask` or `doctor`: the README's
+    Commands section said some of them here and there (ctl text's 0, 1 and 2, the
+    doctor's 0), never 130 (Ctrl-C) nor 141 (a reader gone: `| head`), nor that one
+    code means one thing in every command."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    commands = readme.split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    said = " ".join(commands.split())
+    assert "Exit codes" in said
+    for code in (0, 1, EXIT_CONFIG, 130, EXIT_PIPE):
+        assert f"`{code}`" in said, code
