@@ -45,6 +45,11 @@ class AskError(Exception):
         self.replies = replies or []
 
 
+class ReaderGone(AskError):
+    """The reader of stdout went away (`ask ... | head -1`) as a reply was printed: no
+    failure of the session's, and ``replies`` (their audio asked for) are kept still."""
+
+
 def for_ask(cfg: Config) -> Config:
     """The owner's configuration with output transcription on (words are what ask prints)
     and no device tools: nothing here could answer the model's calls to them."""
@@ -86,11 +91,13 @@ async def ask(
                     longest = cfg.conversation.longest_reply_s
                     reply = await run_turn(session, text, on_audio, longest)
                 replies.append(reply)
-                phase = "printing"  # what fails now is ours (a reader gone), not the session's
+                phase = "printing"
                 on_reply(number, reply)
                 phase = f"turn {number}"
     except Exception as exc:
-        if phase == "printing":
+        if phase == "printing":  # what on_reply raised is the caller's, not the session's
+            if isinstance(exc, BrokenPipeError):
+                raise ReaderGone("the reader of stdout went away", replies) from exc
             raise
         raise AskError(f"{phase}: {describe_failure(exc)}", replies) from exc
     return replies
@@ -196,8 +203,11 @@ def run_ask(args: argparse.Namespace) -> int:
         print(f"live-appliance ask: --audio {args.audio}: {problem}", file=sys.stderr)
         return 1
     status = 0
+    gone: ReaderGone | None = None
     try:
         replies = tasks.run(_ask_and_play(cfg, args))
+    except ReaderGone as exc:
+        replies, gone = exc.replies, exc
     except AskError as exc:
         print(f"live-appliance ask: {exc}", file=sys.stderr)
         replies, status = exc.replies, 1
@@ -215,4 +225,6 @@ def run_ask(args: argparse.Namespace) -> int:
             f"wrote {len(audio) / 2 / REPLY_RATE:.1f} s of reply audio to {args.audio}",
             file=sys.stderr,
         )
+    if gone is not None:
+        raise BrokenPipeError from gone  # ended quietly, as any command so ended
     return status

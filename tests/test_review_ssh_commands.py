@@ -12,6 +12,7 @@ import shutil
 import struct
 import sys
 import termios
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,19 @@ def test_the_readme_says_what_each_exit_code_of_the_commands_means() -> None:
     assert "Exit codes" in said
     for code in (0, 1, EXIT_CONFIG, 130, EXIT_PIPE):
         assert f"`{code}`" in said, code
+
+
+async def test_ask_piped_into_head_keeps_the_audio_of_the_turns_done(scratch: Path) -> None:
+    """`ask "Q1" "Q2" --audio reply.wav | head -1`: the reader gone as the first reply
+    was printed, the owner still asked for its audio; none was written."""
+    out = scratch / "reply.wav"
+    with ServerThread(pace=0, reply_seconds=0.3) as server:
+        cfg = scratch / "config.toml"
+        cfg.write_text(to_toml(rig_settings(server.base_url, scratch)))
+        env = {**os.environ, "GEMINI_API_KEY": server.api_key, "SSL_CERT_FILE": server.ca_file}
+        code, err = await with_reader_gone(
+            "ask", "Hello", "And again?", "--audio", str(out), "--config", str(cfg), env=env
+        )
+    assert code == EXIT_PIPE, err
+    with wave.open(str(out)) as kept:
+        assert kept.getnframes() / kept.getframerate() > 0.2
