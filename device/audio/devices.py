@@ -37,17 +37,32 @@ ASOUND = Path("/proc/asound")
 SOUND_NODES = Path("/dev/snd")
 #: Sound servers: reachable, ALSA's "default" goes through them to the owner's choice.
 _SERVERS = ("pulse", "pipewire")
+#: What frees a card another program holds: neither plugging it in (it is in) nor
+#: choosing another device (the Pi's jack, where nobody listens).
+HELD_FIX = (
+    "free it: fuser -v /dev/snd/* names the program that holds it (on Raspberry Pi OS "
+    "Desktop, the logged-in user's PipeWire: the box wants Raspberry Pi OS Lite)"
+)
 
 
 class AudioDeviceError(RuntimeError):
     """No device (or several) matches the configuration; the message lists the candidates.
 
-    ``summary`` is the first part alone, for one-line reports (doctor, devices).
+    ``summary`` is the first part alone, for one-line reports (doctor, devices); ``fix``
+    what to do when it is not to plug a device in or to choose another (None).
     """
 
-    def __init__(self, summary: str, devices: list[DeviceInfo], heading: str = "available") -> None:
+    def __init__(
+        self,
+        summary: str,
+        devices: list[DeviceInfo],
+        heading: str = "available",
+        *,
+        fix: str | None = None,
+    ) -> None:
         super().__init__(f"{summary}; {heading}:\n{describe(devices)}")
         self.summary = summary
+        self.fix = fix
 
 
 @dataclass(frozen=True)
@@ -112,11 +127,9 @@ def choose_device(pa: pyaudio.PyAudio, spec: DeviceSpec, direction: Direction) -
     if not found:
         summary = f"no {direction} device matches {spec!r}"
         named = isinstance(spec, str) and not any(spec.lower() in d.name.lower() for d in devices)
-        if named and _held_elsewhere(str(spec)):
-            summary += (
-                ": the card is there, but another program holds it (on Raspberry Pi OS "
-                "Desktop, PipeWire): fuser -v /dev/snd/*"
-            )
+        if named and not sound_cards_refused() and _held_elsewhere(str(spec)):
+            summary += ": the card is there, but another program holds it"
+            raise AudioDeviceError(summary, devices, fix=HELD_FIX)
         raise AudioDeviceError(summary, devices)
     if len(found) > 1:
         raise AudioDeviceError(f"{spec!r} matches several {direction} devices", found, "namely")
@@ -324,7 +337,8 @@ def print_devices(audio: AudioConfig, out: TextIO = sys.stdout) -> int:
             print(f"{direction}: #{found.index} {found.name!r} ({_spec_text(spec)})", file=out)
         else:
             status = 1
-            print(f"{direction}: {found.summary}: {_device_fix(direction, devices)}", file=out)
+            fix = found.fix or _device_fix(direction, devices)
+            print(f"{direction}: {found.summary}: {fix}", file=out)
     return status
 
 

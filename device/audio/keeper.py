@@ -371,5 +371,7 @@ class AudioKeeper:
 
 def _one_line(exc: Exception) -> str:
     """Why an open failed, for one journal line: a device not found without the list of
-    the ones there are (it follows on lines of its own)."""
-    return exc.summary if isinstance(exc, AudioDeviceError) else str(exc).splitlines()[0]
+    the ones there are (it follows on lines of its own), with its fix if it has one."""
+    if isinstance(exc, AudioDeviceError):
+        return f"{exc.summary}; {exc.fix}" if exc.fix else exc.summary
+    return str(exc).splitlines()[0]

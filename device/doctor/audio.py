@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pyaudio
 
     from device.audio.capture import Capture
+    from device.audio.devices import AudioDeviceError
     from device.audio.playback import Playback
     from device.config import AudioConfig, Config
 
@@ -83,7 +84,7 @@ def _describe_devices(pa: pyaudio.PyAudio, audio: AudioConfig) -> Result:
 
     chosen = select_devices(pa, audio)
     parts: list[str] = []
-    failures: list[tuple[str, str]] = []
+    failures: list[tuple[str, AudioDeviceError]] = []
     data: dict[str, Any] = {}
     for direction, found in chosen.items():
         if isinstance(found, DeviceInfo):
@@ -92,21 +93,22 @@ def _describe_devices(pa: pyaudio.PyAudio, audio: AudioConfig) -> Result:
             parts.append(f"{direction} #{found.index} {found.name!r} ({listed} Hz)")
             data[direction] = {"index": found.index, "name": found.name, "rates": rates}
         else:
-            failures.append((direction, found.summary))
+            failures.append((direction, found))
     if failures:
-        measured = "; ".join([*(s for _, s in failures), *parts])
-        fix = _fix_device(failures[0][0])
+        measured = "; ".join([*(error.summary for _, error in failures), *parts])
+        fix = _fix_device(*failures[0])
         return Result("devices", Status.FAIL, measured, fix, data=data)
     return Result("devices", Status.PASS, "; ".join(parts), data=data)
 
 
-def _fix_device(direction: str) -> str:
-    """Plug it in or choose another; or, when this user may not open the sound cards at
-    all, say so: none is listed then, though they are there."""
+def _fix_device(direction: str, error: AudioDeviceError) -> str:
+    """Plug it in or choose another; or what the error knows better (a card another
+    program holds); or, when this user may not open the sound cards at all, say so: none
+    is listed then, though they are there."""
     from device.audio.devices import sound_cards_refused
 
-    if refused := sound_cards_refused():
-        return f"{refused[0].upper()}{refused[1:]}."
+    if fix := error.fix or sound_cards_refused():
+        return f"{fix[0].upper()}{fix[1:]}."
     return FIX_DEVICE.format(direction=direction)
 
 
@@ -150,7 +152,7 @@ async def _open(name: str, direction: str, device: Capture | Playback) -> Result
     except TimeoutError:
         return _hung(name, f"opening the {direction} device")
     except AudioDeviceError as exc:
-        return Result(name, Status.FAIL, exc.summary, _fix_device(direction))
+        return Result(name, Status.FAIL, exc.summary, _fix_device(direction, exc))
     except Exception as exc:
         return Result(
             name,

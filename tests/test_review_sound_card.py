@@ -1,0 +1,75 @@
+"""The sound card over months: what the owner is told about a card that is there, gone,
+held by another program or plugged back."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import HDMI, HEADPHONES, ListedPortAudio
+
+from device.audio import capture as capture_module
+from device.audio import devices as devices_module
+from device.audio.capture import Capture
+from device.audio.devices import print_devices
+from device.audio.keeper import AudioKeeper
+from device.config import AudioConfig, Config
+from device.doctor import audio as doctor_audio
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
+
+#: A Raspberry Pi OS Desktop with its USB card in: the logged-in user's PipeWire holds it,
+#: and PortAudio, run by the service's user, lists the Pi's own outputs only.
+CARDS = (
+    " 0 [Headphones     ]: bcm2835_headpho - bcm2835 Headphones\n"
+    "                      bcm2835 Headphones\n"
+    " 2 [Device         ]: USB-Audio - USB Audio Device\n"
+    "                      C-Media Electronics Inc. USB Audio Device at usb-xhci-hcd.0-1\n"
+)
+PCMS = (
+    "00-00: bcm2835 Headphones : bcm2835 Headphones : playback 8\n"
+    "02-00: USB Audio : USB Audio : playback 1 : capture 1\n"
+)
+
+
+@pytest.fixture
+def card_held_by_pipewire(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "cards").write_text(CARDS)
+    (tmp_path / "pcm").write_text(PCMS)
+    monkeypatch.setattr(devices_module, "ASOUND", tmp_path)
+    listing: Any = lambda: ListedPortAudio(HEADPHONES, HDMI)  # noqa: E731
+    monkeypatch.setattr(devices_module, "open_portaudio", listing)
+    monkeypatch.setattr(doctor_audio, "open_portaudio", listing)
+    monkeypatch.setattr(capture_module, "open_portaudio", listing)
+
+
+WRONG_FIXES = ("Plug the device in", "plug in a", "a name or index above", "index that")
+
+
+@pytest.mark.usefixtures("card_held_by_pipewire")
+async def test_a_card_another_program_holds_is_not_fixed_by_plugging_it_in_or_choosing_another(
+) -> None:
+    """The summary said the card is there and held; the fix beside it still said to plug it
+    in, or to choose another device (the Pi's headphone jack is listed above): the owner
+    unplugged a card that was never the trouble, or sent the replies to the jack."""
+    audio = AudioConfig(input_device="USB Audio", output_device="USB Audio")
+    out = io.StringIO()
+    assert print_devices(audio, out) == 1
+    for line in out.getvalue().splitlines()[-2:]:
+        assert "another program holds it" in line, line
+        assert not any(wrong in line for wrong in WRONG_FIXES), line
+        assert "fuser -v /dev/snd/*" in line, line
+    ctx = Context(Config(audio=audio), Options(), Progress(spinner=False))
+    for check in (doctor_audio.check_devices, doctor_audio.check_mic):
+        result = await check(ctx)
+        assert result.status is Status.FAIL
+        assert "another program holds it" in result.measured, result.measured
+        assert not any(wrong in result.fix for wrong in WRONG_FIXES), result.fix
+        assert "fuser -v /dev/snd/*" in result.fix, result.fix
+    keeper = AudioKeeper({"microphone": Capture(lambda *_: None, device="USB Audio")},
+                         lambda _: None, 1.0)  # fmt: skip
+    await keeper.open()
+    said = keeper.failures["microphone"]  # the journal's line, and `ctl status`
+    assert "another program holds it" in said and "fuser -v /dev/snd/*" in said, said
