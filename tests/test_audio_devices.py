@@ -120,8 +120,8 @@ def test_print_devices_says_which_configured_device_is_missing(loopback: object)
     out = io.StringIO()
     assert print_devices(AudioConfig(output_device="USB speaker"), out) == 1
     assert (
-        "output: no output device matches 'USB speaker': set [audio] output_device "
-        "to a name or index above" in out.getvalue()
+        "output: no output device matches 'USB speaker': plug it in, or set [audio] "
+        "output_device to a name or index above" in out.getvalue()
     )
 
 

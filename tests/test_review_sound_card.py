@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import HDMI, HEADPHONES, ListedPortAudio
+from fakes import HDMI, HEADPHONES, Cable, ListedPortAudio
 
 from device.audio import capture as capture_module
 from device.audio import devices as devices_module
@@ -73,3 +73,20 @@ async def test_a_card_another_program_holds_is_not_fixed_by_plugging_it_in_or_ch
     await keeper.open()
     said = keeper.failures["microphone"]  # the journal's line, and `ctl status`
     assert "another program holds it" in said and "fuser -v /dev/snd/*" in said, said
+
+
+def test_devices_with_the_named_card_unplugged_says_to_plug_it_back_not_to_take_the_jack(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The speakerphone named in the configuration lies unplugged: `devices` said "set
+    [audio] output_device to a name or index above", and above were only the Pi's
+    headphone jack and HDMI, where nobody listens; not a word of plugging it back in."""
+    monkeypatch.setattr(devices_module, "ASOUND", tmp_path)  # the kernel lists no such card
+    cable = Cable()
+    cable.plugged = False
+    monkeypatch.setattr(devices_module, "open_portaudio", cable.listing)
+    out = io.StringIO()
+    assert print_devices(AudioConfig(input_device="Jabra", output_device="Jabra"), out) == 1
+    output = out.getvalue().splitlines()[-1]
+    assert output.startswith("output: no output device matches 'Jabra'"), output
+    assert "plug" in output, output

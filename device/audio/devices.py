@@ -337,17 +337,20 @@ def print_devices(audio: AudioConfig, out: TextIO = sys.stdout) -> int:
             print(f"{direction}: #{found.index} {found.name!r} ({_spec_text(spec)})", file=out)
         else:
             status = 1
-            fix = found.fix or _device_fix(direction, devices)
+            fix = found.fix or _device_fix(direction, devices, spec)
             print(f"{direction}: {found.summary}: {fix}", file=out)
     return status
 
 
-def _device_fix(direction: Direction, devices: list[DeviceInfo]) -> str:
-    """What to do about a configured device that is not there: choose another from the
-    list, or, when none listed can record (play), plug one in: a Pi's own sound (HDMI,
-    the jack) has no microphone, and a box with its USB card unplugged lists nothing."""
+def _device_fix(direction: Direction, devices: list[DeviceInfo], spec: DeviceSpec) -> str:
+    """What to do about a configured device that is not there: plug it back in (a card
+    named in the configuration and unplugged: what is listed then is the Pi's own jack
+    and HDMI, where nobody listens) or choose another from the list, or, when none listed
+    can record (play), plug one in: a Pi's own sound (HDMI, the jack) has no microphone,
+    and a box with its USB card unplugged lists nothing."""
     if any(d.channels(direction) > 0 for d in devices):
-        return f"set [audio] {direction}_device to a name or index above"
+        choose = f"set [audio] {direction}_device to a name or index above"
+        return choose if spec is None else f"plug it in, or {choose}"
     if refused := sound_cards_refused():
         return refused
     part, can = ("microphone", "record") if direction == "input" else ("speaker", "play")
