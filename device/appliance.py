@@ -36,7 +36,7 @@ from device.hw.leds import LedAnimator, LedDriver, NullLeds
 from device.mic_feed import OVERFLOW_LOG_EVERY_S, MicFeed
 from device.outbox import Item, Outbox, TextsWaiting
 from device.parts import Parts, leds_failure
-from device.persist import StateFile
+from device.persist import StateFile, kept_volume
 from device.states import (
     Action,
     AwaitDrain,
@@ -1032,10 +1032,7 @@ def _saved_volume(state: StateFile, default: float) -> float:
         state.save(volume_configured=default)
     elif kept.get("volume_configured", default) != default:
         state.save(volume=default, volume_configured=default)
-        return default
-    saved = kept.get("volume", default)
-    valid = isinstance(saved, int | float) and not isinstance(saved, bool) and 0 <= saved <= 1
-    return float(saved) if valid else default
+    return kept_volume(kept, default)
 
 
 def exit_status(appliance: Appliance) -> int:

@@ -38,6 +38,17 @@ def state_dir(cfg: ServiceConfig) -> Path:
     return DEFAULT_STATE_DIR
 
 
+def kept_volume(kept: dict[str, Any], default: float) -> float:
+    """The volume a start plays at, from the values kept: the one the set_volume tool last
+    chose, else the configured `default`, also once the owner has changed `[audio]
+    volume` since the tool chose (their edit is meant)."""
+    if kept.get("volume_configured", default) != default:
+        return default
+    saved = kept.get("volume", default)
+    valid = isinstance(saved, int | float) and not isinstance(saved, bool) and 0 <= saved <= 1
+    return float(saved) if valid else default
+
+
 class StateFile:
     """A JSON object on disk; safe to use from worker threads."""
 

@@ -846,8 +846,8 @@ def test_the_speaker_line_does_not_take_the_microphones_reason() -> None:
     speaker's line said it as its own (it names a "speaker")."""
     said = idle_with("error: microphone: cannot open: no input device matches 'speakerphone'",
                      ["microphone", "speaker"])  # fmt: skip
-    speaker = held_by_the_service("speaker", said, 17)
-    mic = held_by_the_service("mic", said, 17)
+    speaker = held_by_the_service("speaker", said, Config())
+    mic = held_by_the_service("mic", said, Config())
     assert speaker.status is Status.FAIL and mic.status is Status.FAIL
     assert "input device" not in speaker.measured, speaker.measured
     assert "no input device matches 'speakerphone'" in mic.measured
@@ -859,9 +859,9 @@ def test_a_microphone_the_running_service_hears_only_zeros_from_is_a_warning() -
     status` said nothing, while every press went unanswered."""
     said = {"ready": True, "state": "idle", "status": "idle", "session_open": False,
             "faults": [], "turns": [], "mic_silent": True}  # fmt: skip
-    mic = held_by_the_service("mic", said, 17)
+    mic = held_by_the_service("mic", said, Config())
     assert mic.status is Status.WARN and mic.fix is not None and "alsamixer" in mic.fix
-    assert held_by_the_service("speaker", said, 17).status is Status.SKIP
+    assert held_by_the_service("speaker", said, Config()).status is Status.SKIP
     assert any("digital silence" in line for line in summary_lines(said))
 
 
@@ -1399,7 +1399,7 @@ def test_a_copy_run_by_hand_is_named_not_called_the_running_service(
     """A failing device or a muted microphone in a copy run by hand: the doctor said "the
     running service says" and sent the owner to systemctl and the service's journal, where
     nothing runs and nothing is written (the copy writes to its terminal)."""
-    line = held_by_the_service(check, {**BY_HAND, **said}, 17)
+    line = held_by_the_service(check, {**BY_HAND, **said}, Config())
     assert line.status in (Status.FAIL, Status.WARN)
     assert "run by hand, pid 4242" in line.measured, line.measured
     assert "service" not in line.measured, line.measured

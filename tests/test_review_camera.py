@@ -87,7 +87,7 @@ async def test_the_doctor_fails_a_camera_the_running_service_could_not_start(
         await until(lambda: said(caplog, "failed"))
         await box.ctl("release")
         status = await box.ctl("status")
-    line = held_by_the_service("camera", status, 17)
+    line = held_by_the_service("camera", status, cfg)
     assert line.status is Status.FAIL, line
     assert "picamera2 is not installed" in line.measured
     assert any("picamera2 is not installed" in said for said in summary_lines(status))

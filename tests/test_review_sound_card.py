@@ -4,21 +4,24 @@ held by another program or plugged back."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import HDMI, HEADPHONES, Cable, ListedPortAudio
+from fakes import HDMI, HEADPHONES, Cable, ListedPortAudio, config
 
 from device.audio import capture as capture_module
 from device.audio import devices as devices_module
 from device.audio.capture import Capture
 from device.audio.devices import print_devices
 from device.audio.keeper import AudioKeeper
+from device.audio.playback import Playback
 from device.config import AudioConfig, Config
 from device.doctor import audio as doctor_audio
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
+from device.doctor.runner import held_by_the_service
 
 #: A Raspberry Pi OS Desktop with its USB card in: the logged-in user's PipeWire holds it,
 #: and PortAudio, run by the service's user, lists the Pi's own outputs only.
@@ -90,3 +93,55 @@ def test_devices_with_the_named_card_unplugged_says_to_plug_it_back_not_to_take_
     output = out.getvalue().splitlines()[-1]
     assert output.startswith("output: no output device matches 'Jabra'"), output
     assert "plug" in output, output
+
+
+class _Output:
+    """An output stream that takes what it is given: the doctor's tone plays."""
+
+    frame_bytes, output_latency = 2, 0.01
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def write(self, frames: bytes) -> bool:
+        return False
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+    abort = stop
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _plays(self: Playback, pa: object) -> _Output:
+    self.device_rate, self.channels = 24000, 1
+    return _Output()
+
+
+async def test_a_box_the_model_turned_down_to_silence_is_not_a_speaker_that_passes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Someone asked the box to be quiet: the set_volume tool set 0 %, and the box keeps it
+    across restarts. Its replies and beeps were silent; the owner stopped the service and
+    ran the doctor, whose tone (at full volume) passed: "you should have heard it", not a
+    word of the volume the box plays at."""
+    (tmp_path / "state.json").write_text(json.dumps({"volume": 0.0, "volume_configured": 1.0}))
+    monkeypatch.setattr(Playback, "_open", _plays)
+    cfg = config(service={"state_dir": str(tmp_path)})
+    result = await doctor_audio.check_speaker(Context(cfg, Options(), Progress(spinner=False)))
+    assert result.status is Status.WARN, result.measured
+    assert "volume 0%" in result.measured, result.measured
+    assert result.fix is not None and str(tmp_path / "state.json") in result.fix, result.fix
+
+
+def test_a_running_box_turned_down_to_silence_is_said_beside_its_speaker() -> None:
+    """The service running: the doctor's speaker line was SKIP "in use", and the volume of
+    0 % it plays at only in `ctl status`, while every reply went unheard."""
+    said = {"ready": True, "state": "idle", "status": "idle", "session_open": False,
+            "faults": [], "turns": [], "volume": 0.0}  # fmt: skip
+    speaker = held_by_the_service("speaker", said, Config())
+    assert speaker.status is Status.WARN, speaker.measured
+    assert "volume 0%" in speaker.measured, speaker.measured
+    assert held_by_the_service("mic", said, Config()).status is Status.SKIP

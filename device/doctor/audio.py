@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,6 +39,8 @@ CLIP_LEVEL = 0.99
 #: ...and more than this share of such samples means the gain is too high.
 CLIP_SHARE = 0.001
 START_GRACE_S = 5.0  # devices may take a while to deliver their first samples
+#: Below this the box's replies and beeps are not heard (the volume is squared: -40 dB).
+QUIET_VOLUME = 0.1
 FIX_HUNG = "Unplug the sound card and plug it back in (or reboot), then run the doctor again."
 FIX_SPEAKER = "Reconnect the speaker; if it persists, it is not a working playback device."
 
@@ -288,12 +291,44 @@ async def check_speaker(ctx: Context) -> Result:
         f"{TONE_MS / 1000:g} s {TONE_HZ:g} Hz tone played at {speaker.device_rate} Hz, "
         f"output latency {latency * 1000:.0f} ms: you should have heard it"
     )
-    return Result(
-        "speaker",
-        Status.PASS,
-        measured,
-        data={"device_rate": speaker.device_rate, "latency_ms": round(latency * 1000)},
-    )
+    data = {"device_rate": speaker.device_rate, "latency_ms": round(latency * 1000)}
+    volume = _kept_volume(ctx.cfg)
+    if (quiet := too_quiet(volume, ctx.cfg, "start the service")) is not None:
+        return Result("speaker", Status.WARN, f"{measured}; but {quiet.measured}", quiet.fix,
+                      data=data | quiet.data)  # fmt: skip
+    return Result("speaker", Status.PASS, measured, data=data)
+
+
+def _kept_volume(cfg: Config) -> float:
+    """The volume the service starts at, as it reads it (a file this user may not read:
+    the configured one)."""
+    from device.persist import StateFile, kept_volume, state_dir
+
+    path = state_dir(cfg.service) / "state.json"
+    kept = StateFile(path).load() if os.access(path, os.R_OK) else {}
+    return kept_volume(kept, cfg.audio.volume)
+
+
+def too_quiet(volume: float, cfg: Config, start: str) -> Result | None:
+    """A WARN when the box plays its replies too softly to be heard (a person asked the
+    model to be quiet, and the box keeps the volume it set across restarts): the speaker
+    works, the tone sounds, and the box answers in silence. `start`: how the service starts
+    again, to say in the fix."""
+    if volume >= QUIET_VOLUME:
+        return None
+    from device.persist import state_dir
+
+    measured = f"the box plays its replies and beeps at volume {volume:.0%}: nobody hears them"
+    if cfg.audio.volume < QUIET_VOLUME:
+        fix = f"Raise [audio] volume (0..1) in the configuration, then {start}."
+    else:
+        kept = state_dir(cfg.service) / "state.json"
+        fix = (
+            f"The model set it (its set_volume tool: someone asked the box to be quiet) and "
+            f"the box keeps it in {kept}: ask the box to speak louder, or sudo rm {kept} and "
+            f"{start}: it plays at [audio] volume ({cfg.audio.volume:.0%}) again."
+        )
+    return Result("speaker", Status.WARN, measured, fix, data={"volume": volume})
 
 
 async def _close(device: Capture | Playback) -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from device import tasks
-from device.doctor.audio import check_devices, check_echo, check_mic, check_speaker
+from device.config import Config
+from device.doctor.audio import check_devices, check_echo, check_mic, check_speaker, too_quiet
 from device.doctor.camera import FIX_CAMERA, check_camera
 from device.doctor.card import check_card
 from device.doctor.daemon import how_to_restart, in_use, one_line, what_runs, where_it_logs
@@ -87,7 +88,7 @@ async def run_checks(
     ctx = Context(cfg, options, progress)
     for check in selected:
         if check.uses_hardware and (daemon := await ctx.daemon) is not None:
-            report(held_by_the_service(check.name, daemon, cfg.button.pin))
+            report(held_by_the_service(check.name, daemon, cfg))
             continue
         report(await _run_one(check, ctx))
     return results
@@ -112,10 +113,11 @@ FIX_SILENT = (
 )
 
 
-def held_by_the_service(name: str, daemon: dict[str, Any], pin: int) -> Result:
+def held_by_the_service(name: str, daemon: dict[str, Any], cfg: Config) -> Result:
     """A hardware check's line while the daemon holds the device: not tested, but a device
     the daemon itself reports failing is a FAIL (a SKIP there let the doctor exit 0), and
-    a microphone it hears nothing but zeros from a WARN (muted: it reads on time)."""
+    a microphone it hears nothing but zeros from a WARN (muted: it reads on time), as is a
+    speaker it plays too softly to be heard."""
     if name == "camera" and (failure := daemon.get("camera_failure")):
         return Result(
             name, Status.FAIL, f"{what_runs(daemon)} says: camera: {failure}", FIX_CAMERA,
@@ -123,6 +125,12 @@ def held_by_the_service(name: str, daemon: dict[str, Any], pin: int) -> Result:
         )
     fault = FAULTS.get(name)
     if fault is None or fault not in (daemon.get("faults") or []):
+        volume = daemon.get("volume")
+        if name == "speaker" and isinstance(volume, int | float):
+            restart = f"restart it ({how_to_restart(daemon)})"
+            if (quiet := too_quiet(volume, cfg, restart)) is not None:
+                return Result(name, Status.WARN, f"{what_runs(daemon)}: {quiet.measured}",
+                              quiet.fix, data={"daemon": daemon})  # fmt: skip
         if name == "mic" and daemon.get("mic_silent"):  # it reads on time, and hears nothing
             return Result(
                 name,
@@ -143,7 +151,7 @@ def held_by_the_service(name: str, daemon: dict[str, Any], pin: int) -> Result:
     said = str(daemon.get("status", "")).removeprefix("error: ")
     reason = said if said.startswith(fault) else f"{fault} failing"
     if fault == "button":
-        fix = FIX_BUTTON_FAULT.format(pin=pin)
+        fix = FIX_BUTTON_FAULT.format(pin=cfg.button.pin)
     else:
         fix = FIX_AUDIO_FAULT.format(logs=where_it_logs(daemon))
     return Result(
