@@ -12,6 +12,7 @@ the microphone gated while the model speaks hands-free).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import gc
 import logging
@@ -20,7 +21,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import replace
 from typing import Any, TypeVar, assert_never
 
@@ -98,6 +99,9 @@ MIC_START_TIMEOUT_S = 5.0
 #: An earcon is played only while less than this waits for the speaker: presses faster
 #: than their sounds (a script hammering `ctl press`) cannot queue minutes of beeps.
 EARCON_BACKLOG_MS = 1000.0
+#: The most a failed device's close waits for the speaker to play the error earcon
+#: (0.33 s) out first: the session's close before it may take a second or two on a Pi.
+FAILURE_HEARD_S = 2.0
 #: State changes kept for `ctl status` (with their times), for owners and the rig.
 STATE_HISTORY = 64
 #: Presses and releases waiting for the state machine, past which `ctl press` and `ctl
@@ -136,6 +140,8 @@ class Appliance:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._posted = 0  # events posted so far
         self._taken = 0  # events taken by the machine so far
+        #: Set while the machine has handled every event posted (it waits for the next).
+        self._caught_up = asyncio.Event()
         #: Reply audio and the reply's end (turnComplete, interrupted) posted up to this count
         #: belong to a reply a press or a text turn superseded (handed on before the link
         #: knew): not to be heard, nor taken for the end of the turn that superseded it.
@@ -183,7 +189,8 @@ class Appliance:
         #: calls it twice in one message: the speaker plays the one the card keeps.
         self._volume_lock = threading.Lock()
         self.audio = AudioKeeper(
-            {"speaker": self.speaker, "microphone": self.mic}, self.post, cfg.audio.reopen_s
+            {"speaker": self.speaker, "microphone": self.mic}, self.post, cfg.audio.reopen_s,
+            heard_first=self._failure_heard,
         )
         self.camera = parts.camera(self._on_frame)
         self.link = parts.link(
@@ -208,6 +215,7 @@ class Appliance:
 
     def post(self, event: Event) -> None:
         self._posted += 1
+        self._caught_up.clear()
         self._events.put_nowait(event)
 
     def _on_button(self, name: str, t: float) -> None:
@@ -344,10 +352,23 @@ class Appliance:
     def _end_conversation(self) -> None:
         self.post(EndConversation(session=self.machine.session))
 
+    async def _failure_heard(self, failed: Collection[str]) -> None:
+        """Before the keeper closes both streams for a failed microphone: the machine takes
+        the failure, and the error earcon it plays into the speaker, which works, sounds
+        (within FAILURE_HEARD_S)."""
+        if "speaker" in failed:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FAILURE_HEARD_S):
+                await self._caught_up.wait()
+                await self.speaker.wait_drained()
+
     # -- the state machine ----------------------------------------------------------------
 
     async def _consume(self) -> None:
         while True:
+            if self._events.empty():
+                self._caught_up.set()
             event = await self._events.get()
             self._taken += 1
             if isinstance(event, STALE) and self._taken <= self._stale_upto:

@@ -3,18 +3,23 @@ held by another program or plugged back."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import HDMI, HEADPHONES, Cable, ListedPortAudio, config
+from fakes import CHUNK, HDMI, HEADPHONES, Cable, FakeParts, ListedPortAudio, config, running
+from helpers import until
+from test_audio_playback import _Speaker
 
 from device.audio import capture as capture_module
 from device.audio import devices as devices_module
 from device.audio.capture import Capture
 from device.audio.devices import print_devices
+from device.audio.earcons import earcon
 from device.audio.keeper import AudioKeeper
 from device.audio.playback import Playback
 from device.config import AudioConfig, Config
@@ -22,6 +27,7 @@ from device.doctor import audio as doctor_audio
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 from device.doctor.runner import held_by_the_service
+from device.states import Earcon
 
 #: A Raspberry Pi OS Desktop with its USB card in: the logged-in user's PipeWire holds it,
 #: and PortAudio, run by the service's user, lists the Pi's own outputs only.
@@ -145,3 +151,38 @@ def test_a_running_box_turned_down_to_silence_is_said_beside_its_speaker() -> No
     assert speaker.status is Status.WARN, speaker.measured
     assert "volume 0%" in speaker.measured, speaker.measured
     assert held_by_the_service("mic", said, Config()).status is Status.SKIP
+
+
+@dataclass
+class _SpeakerOnHdmi(FakeParts):
+    """Fake parts but the speaker: the real Playback on a card of its own (HDMI, the jack)
+    that stays when the USB microphone goes."""
+
+    def speaker(self):  # type: ignore[no-untyped-def]
+        return self._keep("speaker", _Speaker())
+
+
+def _sounded(speaker: _Speaker) -> bytes:
+    """Everything the speaker's streams were handed, across reopens."""
+    return b"".join(bytes(device.written) for device in speaker.devices)
+
+
+async def test_a_microphone_unplugged_mid_question_is_told_by_the_error_beep(
+    tmp_path: Path,
+) -> None:
+    """A USB microphone, the speaker on the Pi's own HDMI or jack: the microphone's cable
+    pulled while the person spoke. The state machine played the error earcon into the
+    speaker, which works, and the keeper closed it at that very moment with the
+    microphone (both close and reopen together): the question was lost in silence, the
+    LEDs alone saying why."""
+    cfg = config(audio={"earcons": True, "reopen_s": 30.0})
+    async with running(tmp_path, cfg, parts_class=_SpeakerOnHdmi) as box:
+        speaker: _Speaker = box.parts.made["speaker"]
+        await box.ctl("press")
+        for _ in range(3):
+            box.mic.record(CHUNK)
+        await box.settle()
+        box.mic.vanish()
+        await until(lambda: box.state == "error", within=3)
+        await asyncio.sleep(1.0)  # the earcon is 0.33 s long
+        assert earcon(Earcon.ERROR) in _sounded(speaker), "the error earcon was not heard"

@@ -43,7 +43,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Protocol
 
@@ -143,8 +143,14 @@ class AudioKeeper:
         call_timeout_s: float = CALL_TIMEOUT_S,
         stuck_for_good_s: float = STUCK_FOR_GOOD_S,
         hardware: Callable[[], object] = sound_cards,
+        heard_first: Callable[[Collection[str]], Awaitable[None]] | None = None,
     ) -> None:
+        """`heard_first(failed)` is awaited when devices in use fail, once the failure is
+        reported and before the streams close: the report's sound (the error earcon) into
+        a speaker that still works (HDMI or the jack beside a USB microphone) plays out
+        first, or the person's question was lost in silence."""
         self.endpoints = endpoints
+        self._heard_first = heard_first
         self._on_event = on_event
         self._reopen_s = reopen_s
         self._retry_s = reopen_s  # the wait before the next try, doubled by each failed one
@@ -215,6 +221,8 @@ class AudioKeeper:
                     {name: f"stopped delivering audio (unplugged?): {trouble}"
                      for name, trouble in sick.items()}
                 )
+                if self._heard_first is not None:
+                    await self._heard_first(tuple(sick))
                 await self.close()
 
     async def _until_retry_or_new_hardware(self) -> None:
