@@ -186,3 +186,21 @@ async def test_a_microphone_unplugged_mid_question_is_told_by_the_error_beep(
         await until(lambda: box.state == "error", within=3)
         await asyncio.sleep(1.0)  # the earcon is 0.33 s long
         assert earcon(Earcon.ERROR) in _sounded(speaker), "the error earcon was not heard"
+
+
+@pytest.mark.usefixtures("card_held_by_pipewire")
+async def test_unset_devices_on_a_card_another_program_holds_are_not_to_be_plugged_in() -> None:
+    """The configuration unset (the default, "the USB card"), on the Desktop image: the
+    logged-in user's PipeWire holds the card, and PortAudio lists no microphone. `devices`
+    said "no default input device: plug in a microphone", the doctor "Plug the device in",
+    for a card plugged in all along."""
+    out = io.StringIO()
+    assert print_devices(AudioConfig(), out) == 1
+    line = next(line for line in out.getvalue().splitlines() if line.startswith("input:"))
+    assert "another program holds it" in line and "fuser -v /dev/snd/*" in line, line
+    assert not any(wrong in line for wrong in WRONG_FIXES), line
+    ctx = Context(Config(), Options(), Progress(spinner=False))
+    result = await doctor_audio.check_devices(ctx)
+    assert result.status is Status.FAIL
+    assert "another program holds it" in result.measured, result.measured
+    assert not any(wrong in result.fix for wrong in WRONG_FIXES), result.fix

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ _BUILT_IN = ("hdmi", "bcm2835 headphones", "bcm2835 alsa")
 #: What the kernel lists of its sound cards and their devices, by the names PortAudio's
 #: are made of.
 ASOUND = Path("/proc/asound")
+#: A line of /proc/asound/pcm: the card and device numbers it begins with.
+_PCM_LINE = re.compile(r"(\d+)-(\d+):")
 #: The sound cards' device files: PortAudio lists no card this user may not open.
 SOUND_NODES = Path("/dev/snd")
 #: Sound servers: reachable, ALSA's "default" goes through them to the owner's choice.
@@ -116,7 +119,11 @@ def choose_device(pa: pyaudio.PyAudio, spec: DeviceSpec, direction: Direction) -
                 else pa.get_default_output_device_info()
             )
         except OSError:
-            raise AudioDeviceError(f"no default {direction} device", devices) from None
+            summary = f"no default {direction} device"
+            if not sound_cards_refused() and _unlisted(direction, devices):
+                summary += ": the card is there, but another program holds it"
+                raise AudioDeviceError(summary, devices, fix=HELD_FIX) from None
+            raise AudioDeviceError(summary, devices) from None
         return _default_or_the_card(_info(raw), usable)
     if isinstance(spec, int):
         found = [d for d in usable if d.index == spec]
@@ -144,6 +151,23 @@ def _held_elsewhere(spec: str) -> bool:
         with contextlib.suppress(OSError):
             listed += (ASOUND / name).read_text()
     return spec.lower() in listed.lower()
+
+
+def _unlisted(direction: Direction, devices: list[DeviceInfo]) -> bool:
+    """The kernel has a card's device that records (plays) that PortAudio did not list:
+    one another program holds (/proc/asound/pcm: "02-00: USB Audio : USB Audio :
+    playback 1 : capture 1")."""
+    listed = {card_device(d.name) for d in devices if d.channels(direction) > 0}
+    way = "capture" if direction == "input" else "playback"
+    try:
+        lines = (ASOUND / "pcm").read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        numbers = _PCM_LINE.match(line)
+        if numbers and f": {way} " in line and (int(numbers[1]), int(numbers[2])) not in listed:
+            return True
+    return False
 
 
 def found_again(
