@@ -204,3 +204,16 @@ async def test_unset_devices_on_a_card_another_program_holds_are_not_to_be_plugg
     assert result.status is Status.FAIL
     assert "another program holds it" in result.measured, result.measured
     assert not any(wrong in result.fix for wrong in WRONG_FIXES), result.fix
+
+
+async def test_a_box_turned_down_to_silence_is_said_without_the_test_tone_too(
+    tmp_path: Path,
+) -> None:
+    """`doctor --quiet` (a box in a room where someone sleeps) skips the tone: the speaker
+    line was SKIP, though the volume the box plays at needs no tone to be read."""
+    (tmp_path / "state.json").write_text(json.dumps({"volume": 0.0, "volume_configured": 1.0}))
+    cfg = config(service={"state_dir": str(tmp_path)})
+    ctx = Context(cfg, Options(quiet=True), Progress(spinner=False))
+    result = await doctor_audio.check_speaker(ctx)
+    assert result.status is Status.WARN, result.measured
+    assert "no test tone" in result.measured and "volume 0%" in result.measured, result.measured
