@@ -3,11 +3,15 @@ something a Pi owner sees (journal words, what reaches the service, doctor outpu
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
+from google.genai import types
+from test_live_connection import Seen, audio, connection, content
 
 from device.config import ToolsConfig
+from device.live.turn import WireTurn
 from device.tools import Device, Registry, declarations
 
 
@@ -28,3 +32,23 @@ def test_an_undeclarable_parameter_is_named_with_the_types_that_work() -> None:
     assert said.startswith("tool point_camera: parameter position: "), said
     assert "the Live API cannot declare its type" in said, said
     assert "use int, float, str, bool, a Literal, an Enum, or a list of one of them" in said
+
+
+@pytest.mark.parametrize("words", [True, False], ids=["words", "counts"])
+def test_a_reply_interrupted_and_ended_in_one_message_is_said_cut_short(
+    caplog: pytest.LogCaptureFixture, words: bool
+) -> None:
+    """The service may end a reply its VAD cut in one message, interrupted with its
+    turnComplete: the journal's line for it must say "cut short" (LIVE_REPLY_CUT=1) as it
+    does when the two come apart; a careless flag made it "model said: <every word>", as
+    for a reply heard whole."""
+    seen, turn = Seen(), WireTurn(log_transcripts=words)
+    conn = connection(seen, turn)
+    caplog.set_level(logging.INFO)
+    conn._dispatch(audio(b"\x01\x00" * 100))
+    said = types.Transcription(text="Tomorrow will be sunny and warm.")
+    conn._dispatch(content(output_transcription=said))
+    conn._dispatch(content(interrupted=True, turn_complete=True))
+    (line,) = [r for r in caplog.records if r.getMessage().startswith(("model said", "turn "))]
+    assert getattr(line, "LIVE_REPLY_CUT", None) == 1, line.getMessage()
+    assert "cut short" in line.getMessage(), line.getMessage()
