@@ -11,7 +11,8 @@ from google.genai import types
 from test_live_connection import Seen, audio, connection, content
 
 from device.config import ToolsConfig
-from device.live.turn import WireTurn
+from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
+from device.live.wire import MIC_RATE
 from device.tools import Device, Registry, declarations
 
 
@@ -52,3 +53,18 @@ def test_a_reply_interrupted_and_ended_in_one_message_is_said_cut_short(
     (line,) = [r for r in caplog.records if r.getMessage().startswith(("model said", "turn "))]
     assert getattr(line, "LIVE_REPLY_CUT", None) == 1, line.getMessage()
     assert "cut short" in line.getMessage(), line.getMessage()
+
+
+def test_a_press_past_what_is_kept_says_the_seconds_lost_to_two_figures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A press held 2.5 s past what is kept to send again, then a switch: the journal says
+    its first 2.5 s are lost, not "2 s" (nor "0 s" for a press a chunk past it)."""
+    half = b"\x01\x00" * (MIC_RATE // 2)
+    turn = WireTurn(unsaved_limit=unsaved_limit(3600))
+    turn.sent("activity_start")
+    for _ in range(round(UNSAVED_MOST_S * 2) + 5):
+        turn.spoke(half)
+    with caplog.at_level(logging.WARNING):
+        turn.words_to_repeat()
+    assert "its first 2.5 s are lost" in caplog.text, caplog.text
