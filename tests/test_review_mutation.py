@@ -68,3 +68,20 @@ def test_a_press_past_what_is_kept_says_the_seconds_lost_to_two_figures(
     with caplog.at_level(logging.WARNING):
         turn.words_to_repeat()
     assert "its first 2.5 s are lost" in caplog.text, caplog.text
+
+
+def test_a_reply_cut_before_any_of_its_words_is_not_said_cut_in_the_counts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Words kept out of the journal: a reply cut before any of its words came is a turn
+    of the person's words alone, "1 words heard, 0 said", with nothing said cut short (no
+    LIVE_REPLY_CUT): there were no words of the model's to cut."""
+    seen, turn = Seen(), WireTurn(log_transcripts=False)
+    conn = connection(seen, turn)
+    caplog.set_level(logging.INFO)
+    conn._dispatch(content(input_transcription=types.Transcription(text="weather?")))
+    conn._dispatch(audio(b"\x01\x00" * 100))
+    conn._dispatch(content(interrupted=True, turn_complete=True))
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("turn transcript")]
+    assert line.getMessage() == "turn transcript: 1 words heard, 0 said (words not logged)"
+    assert getattr(line, "LIVE_REPLY_CUT", None) is None
