@@ -9,10 +9,13 @@ from typing import Any
 import pytest
 from google.genai import types
 from test_live_connection import Seen, audio, connection, content
+from test_states import DONE, REPLY, SETUP, names, reconnecting, run
 
+from device import states as s
 from device.config import ToolsConfig
 from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
 from device.live.wire import MIC_RATE
+from device.states import Machine
 from device.tools import Device, Registry, declarations
 
 
@@ -85,3 +88,22 @@ def test_a_reply_cut_before_any_of_its_words_is_not_said_cut_in_the_counts(
     (line,) = [r for r in caplog.records if r.getMessage().startswith("turn transcript")]
     assert line.getMessage() == "turn transcript: 1 words heard, 0 said (words not logged)"
     assert getattr(line, "LIVE_REPLY_CUT", None) is None
+
+
+def test_the_restart_earcon_of_a_session_started_afresh_plays_once_at_the_release() -> None:
+    """Push-to-talk: the session started afresh while the button was held, and its
+    earcon waits for the release (not beeped into the question). It is said once: the
+    next question's release plays no restart earcon, as though the session had started
+    afresh again; and with the button up, a session started afresh says so at once."""
+    afresh = s.Reconnected(session=1, history_lost=True)
+    m, _, held = run(Machine(), s.Pressed(), SETUP, reconnecting("goAway"), afresh)
+    assert "play_earcon:restart" not in names(held), names(held)
+    m, _, released = run(m, s.Released())
+    assert names(released).count("play_earcon:restart") == 1, names(released)
+    m, seen, again = run(m, REPLY, DONE, s.PlaybackDrained(), s.Pressed(), s.Released())
+    assert seen[-1] is s.State.THINKING, seen
+    assert "play_earcon:restart" not in names(again), names(again)
+    # The button up (the question out, its answer awaited), it plays at once.
+    moved = s.Reconnecting(session=1, reason="goAway", reply_lost=False)
+    _, _, thinking = run(m, moved, afresh)
+    assert "play_earcon:restart" in names(thinking), names(thinking)
