@@ -4,6 +4,7 @@ something a Pi owner sees (journal words, what reaches the service, doctor outpu
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from google.genai import types
 from test_live_connection import Seen, audio, connection, content
 from test_states import DONE, REPLY, SETUP, names, reconnecting, run
 
+from device import config
 from device import states as s
 from device.config import ToolsConfig
 from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
@@ -107,3 +109,13 @@ def test_the_restart_earcon_of_a_session_started_afresh_plays_once_at_the_releas
     moved = s.Reconnecting(session=1, reason="goAway", reply_lost=False)
     _, _, thinking = run(m, moved, afresh)
     assert "play_earcon:restart" in names(thinking), names(thinking)
+
+
+def test_a_model_name_pasted_with_a_typo_still_names_the_one_meant(tmp_path: Path) -> None:
+    """A heading pasted with a slip of the keys as well ("Gemini 3.8 Lvie"): the start
+    is refused, and the line still offers the model meant, not only the rule."""
+    path = tmp_path / "config.toml"
+    path.write_text('[live]\nmodel = "Gemini 3.8 Lvie"\n')
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path, key=False)
+    assert str(caught.value).endswith("(got 'Gemini 3.8 Lvie'); did you mean 'gemini-3.8-live'?")
