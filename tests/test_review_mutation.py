@@ -4,11 +4,15 @@ something a Pi owner sees (journal words, what reaches the service, doctor outpu
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from google.genai import types
+from test_control import _run_as_member
 from test_live_connection import Seen, audio, connection, content
 from test_states import DONE, REPLY, SETUP, names, reconnecting, run
 
@@ -119,3 +123,20 @@ def test_a_model_name_pasted_with_a_typo_still_names_the_one_meant(tmp_path: Pat
     with pytest.raises(config.ConfigError) as caught:
         config.load(path, key=False)
     assert str(caught.value).endswith("(got 'Gemini 3.8 Lvie'); did you mean 'gemini-3.8-live'?")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="makes the service's place as root"
+)
+def test_the_service_refused_its_own_place_stays_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The service itself (systemd gives it NOTIFY_SOCKET) refused the directory of its
+    socket, another user's: that is the configuration's to fix, status 2 (systemd does not
+    restart it for ever), not the by-hand copy's "stop the service and run as that user"."""
+    monkeypatch.setenv("NOTIFY_SOCKET", "/nonexistent/notify")
+    with tempfile.TemporaryDirectory(prefix="live-appliance-service-") as place:
+        ran = _run_as_member(Path(place))
+    assert ran.returncode == 2, (ran.returncode, ran.stderr)
+    assert "configuration error" in ran.stderr, ran.stderr
+    assert "systemctl start live-appliance" not in ran.stderr, ran.stderr
