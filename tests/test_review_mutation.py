@@ -6,13 +6,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from google.genai import types
-from test_control import _run_as_member
+from test_control import GUEST, _run_as_member
 from test_live_connection import Seen, audio, connection, content
 from test_states import DONE, REPLY, SETUP, names, reconnecting, run
 
@@ -140,3 +142,32 @@ def test_the_service_refused_its_own_place_stays_a_configuration_error(
     assert ran.returncode == 2, (ran.returncode, ran.stderr)
     assert "configuration error" in ran.stderr, ran.stderr
     assert "systemctl start live-appliance" not in ran.stderr, ran.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="asks as another user")
+@pytest.mark.parametrize(
+    ("gid", "told"),
+    [
+        (0, "only root may use it: run it with sudo"),  # a copy run by hand with sudo
+        (54321, "run as a member of its group, or with sudo"),  # a group with no name
+    ],
+    ids=["root", "unnamed"],
+)
+def test_a_guest_refused_by_the_control_socket_is_told_who_may_use_it(
+    open_dir: Path, gid: int, told: str
+) -> None:
+    """A guest refused by the socket's directory is told who may use it by that
+    directory's group: root's alone (no group to join), or a group with no name (no
+    name to join, and not that of some directory above it)."""
+    run_dir = open_dir / "live-appliance"
+    run_dir.mkdir()
+    os.chown(run_dir, 0, gid)
+    run_dir.chmod(0o750)
+    asked = subprocess.run(
+        ["setpriv", f"--reuid={GUEST}", f"--regid={GUEST}", "--clear-groups", sys.executable,
+         "-m", "device", "ctl", "status", "--socket", str(run_dir / "control.sock")],
+        env={**os.environ, "PYTHONPATH": os.getcwd(), "HOME": "/tmp"}, capture_output=True,
+        text=True, timeout=30,
+    )  # fmt: skip
+    assert asked.returncode == 1, asked.stderr
+    assert asked.stderr.rstrip().endswith(f"permission denied on {run_dir}/control.sock: {told}")
