@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from google.genai import types
+from system_view import device_after
 from test_control import GUEST, _run_as_member
 from test_live_connection import Seen, audio, connection, content
 from test_states import DONE, REPLY, SETUP, names, reconnecting, run
@@ -171,3 +172,21 @@ def test_a_guest_refused_by_the_control_socket_is_told_who_may_use_it(
     )  # fmt: skip
     assert asked.returncode == 1, asked.stderr
     assert asked.stderr.rstrip().endswith(f"permission denied on {run_dir}/control.sock: {told}")
+
+
+def test_a_run_directory_with_room_for_the_lock_but_not_the_socket_is_no_configuration_error(
+    tmp_path: Path,
+) -> None:
+    """/run out of inodes one file later: the lock made, the socket not. As for the lock,
+    the place is said full with how to see it, and the daemon exits 1 (systemd tries
+    again), not 2 ("configuration error", the box off until the retry timer)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[control]\nsocket = "{run / "control.sock"}"\n')
+    lock_only = f"mount -t tmpfs -o nr_inodes=2 tmpfs {run}"  # its root's, then the lock's
+    done = device_after(lock_only, "run", "--config", str(cfg))
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "configuration error" not in done.stderr, done.stderr
+    assert f"cannot listen on {run / 'control.sock'}" in done.stderr, done.stderr
+    assert f"df -h -i {run}" in done.stderr, done.stderr
