@@ -190,3 +190,29 @@ def test_a_run_directory_with_room_for_the_lock_but_not_the_socket_is_no_configu
     assert "configuration error" not in done.stderr, done.stderr
     assert f"cannot listen on {run / 'control.sock'}" in done.stderr, done.stderr
     assert f"df -h -i {run}" in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="runs as another user")
+def test_a_socket_place_of_ones_own_that_refuses_is_a_configuration_error(
+    open_dir: Path,
+) -> None:
+    """A copy run by hand whose [control] socket is in a directory of its own user that
+    it may not write (0500, its lock already there): a configuration to correct, status
+    2, not "the place is user <themselves>'s, the service's: run as that user"."""
+    run_dir = open_dir / "run"
+    run_dir.mkdir()
+    (run_dir / "control.sock.lock").write_text("")
+    for place in (run_dir, run_dir / "control.sock.lock"):
+        os.chown(place, GUEST, GUEST)
+    run_dir.chmod(0o500)
+    cfg = open_dir / "config.toml"
+    cfg.write_text(f'[control]\nsocket = "{run_dir / "control.sock"}"\n')
+    ran = subprocess.run(
+        ["setpriv", f"--reuid={GUEST}", f"--regid={GUEST}", "--clear-groups",
+         sys.executable, "-m", "device", "run", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=30, cwd=Path(__file__).parents[1],
+        env={**os.environ, "GEMINI_API_KEY": "AIza" + "x" * 35, "HOME": "/tmp"},
+    )  # fmt: skip
+    assert ran.returncode == 2, (ran.returncode, ran.stderr)
+    assert "configuration error: [control] socket: cannot listen" in ran.stderr, ran.stderr
+    assert "sudo -u" not in ran.stderr, ran.stderr
