@@ -3,6 +3,7 @@ something a Pi owner sees (journal words, what reaches the service, doctor outpu
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -22,6 +23,7 @@ from test_states import DONE, REPLY, SETUP, names, reconnecting, run
 from device import config
 from device import states as s
 from device.config import ToolsConfig
+from device.live.errors import describe_failure
 from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
 from device.live.wire import MIC_RATE
 from device.states import Machine
@@ -216,3 +218,16 @@ def test_a_socket_place_of_ones_own_that_refuses_is_a_configuration_error(
     assert ran.returncode == 2, (ran.returncode, ran.stderr)
     assert "configuration error: [control] socket: cannot listen" in ran.stderr, ran.stderr
     assert "sudo -u" not in ran.stderr, ran.stderr
+
+
+def test_addresses_failing_the_same_way_say_the_reason_once() -> None:
+    """Both of the host's addresses (IPv6 and IPv4) unreachable the same way, as when the
+    Wi-Fi is up without its router: the line says the reason once, not once an address
+    ("Network is unreachable; Network is unreachable")."""
+    both = OSError(
+        "Multiple exceptions: [Errno 101] Connect call failed ('2001:db8::1', 443, 0, 0), "
+        "[Errno 101] Connect call failed ('192.0.2.7', 443)"
+    )
+    unreachable = os.strerror(errno.ENETUNREACH)
+    said = describe_failure(both)
+    assert said == f"network: {unreachable} (each address of the host tried)", said
