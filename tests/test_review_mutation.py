@@ -20,8 +20,10 @@ from test_control import GUEST, _run_as_member
 from test_live_connection import Seen, audio, connection, content
 from test_states import DONE, REPLY, SETUP, names, reconnecting, run
 
+from device import ask as ask_mod
 from device import config
 from device import states as s
+from device.cli import main
 from device.config import ToolsConfig
 from device.live.errors import describe_failure
 from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
@@ -231,3 +233,38 @@ def test_addresses_failing_the_same_way_say_the_reason_once() -> None:
     unreachable = os.strerror(errno.ENETUNREACH)
     said = describe_failure(both)
     assert said == f"network: {unreachable} (each address of the host tried)", said
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="what `sudo` may write: needs root")
+def test_sudo_ask_audio_on_a_card_with_only_roots_reserve_left_runs_the_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sudo live-appliance ask --audio reply.wav` on a card whose free blocks are only
+    those kept for root (ext4's 5%): root writes the reply there, so the question is
+    asked, not refused "No space left on device" before the session."""
+    monkeypatch.setenv("GEMINI_API_KEY", "AIzaFakeKeyForTheTest0000000000000000000")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("")
+    wav = tmp_path / "reply.wav"
+    real = os.statvfs
+
+    def reserve_only(path: Any) -> Any:
+        room = real(path)
+        if os.fspath(path) != str(wav):
+            return room
+        fields = list(room)  # f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, ...
+        fields[3], fields[4] = 1000, 0  # free blocks, none of them for users
+        return os.statvfs_result(fields)
+
+    asked = []
+
+    async def replies(cfg: Any, args: Any) -> list[Any]:
+        asked.append(args)
+        return []
+
+    monkeypatch.setattr(os, "statvfs", reserve_only)
+    monkeypatch.setattr(ask_mod, "_ask_and_play", replies)
+    main(["ask", "Hello", "--audio", str(wav), "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert os.strerror(errno.ENOSPC) not in err, err
+    assert asked, "the question was refused before the session"
