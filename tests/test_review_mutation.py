@@ -268,3 +268,27 @@ def test_sudo_ask_audio_on_a_card_with_only_roots_reserve_left_runs_the_session(
     err = capsys.readouterr().err
     assert os.strerror(errno.ENOSPC) not in err, err
     assert asked, "the question was refused before the session"
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="writes as another user"
+)
+def test_a_reply_kept_by_a_user_sudo_made_not_root_is_written_as_theirs(open_dir: Path) -> None:
+    """`sudo -u someone live-appliance ask --audio reply.wav`: sudo names the owner who
+    typed it (SUDO_UID), but the command runs as `someone`, not root, and may give no file
+    away. The reply is kept, theirs, and the ask does not fail on it."""
+    out = open_dir / "reply.wav"
+    os.chown(open_dir, GUEST, GUEST)
+    write = (
+        "from device.audio.pcm import write_wav\n"
+        f"write_wav({str(out)!r}, bytes(4800), 24000, private=True)\n"
+    )
+    ran = subprocess.run(
+        ["setpriv", f"--reuid={GUEST}", f"--regid={GUEST}", "--clear-groups",
+         sys.executable, "-c", write],
+        capture_output=True, text=True, timeout=30,
+        env={**os.environ, "PYTHONPATH": os.getcwd(), "SUDO_UID": "4321", "SUDO_GID": "4322"},
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert out.read_bytes()[:4] == b"RIFF"
+    assert (out.stat().st_uid, out.stat().st_mode & 0o777) == (GUEST, 0o600)
