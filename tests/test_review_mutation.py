@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import running
 from google.genai import types
 from system_view import device_after
 from test_control import GUEST, _run_as_member
@@ -21,7 +22,7 @@ from test_live_connection import Seen, audio, connection, content
 from test_states import DONE, REPLY, SETUP, names, reconnecting, run
 
 from device import ask as ask_mod
-from device import config
+from device import config, logs
 from device import states as s
 from device.cli import main
 from device.config import ToolsConfig
@@ -292,3 +293,22 @@ def test_a_reply_kept_by_a_user_sudo_made_not_root_is_written_as_theirs(open_dir
     assert ran.returncode == 0, ran.stderr
     assert out.read_bytes()[:4] == b"RIFF"
     assert (out.stat().st_uid, out.stat().st_mode & 0o777) == (GUEST, 0o600)
+
+
+async def test_a_button_flood_after_the_queue_emptied_is_said_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A chattering pin floods the presses waiting: one line says presses are ignored.
+    Once the machine has taken them (the bound kept again), a new flood is news, said
+    again (at most a minute after the last, here at once), with its count: it was one
+    line for the life of the service."""
+    monkeypatch.setattr(logs.SaidOnce, "EVERY_S", 0.0)
+    caplog.set_level(logging.WARNING, logger="device.appliance")
+    ignored = lambda: [r for r in caplog.records if "press ignored" in r.getMessage()]  # noqa: E731
+    async with running(tmp_path) as box:
+        for flood in (1, 2):
+            for _ in range(100):
+                box.button.on_edge("pressed", 0.0)
+                box.button.on_edge("released", 0.0)
+            await box.settle()
+            assert len(ignored()) == flood, [r.getMessage() for r in ignored()]
