@@ -10,16 +10,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import running
+from fakes import FakeActions, Gate, gated_tools, running
 from google.genai import types
+from helpers import until
 from system_view import device_after
 from test_control import GUEST, _run_as_member
 from test_live_connection import Seen, audio, connection, content
 from test_states import DONE, REPLY, SETUP, names, reconnecting, run
+from test_tools import WAIT_S, run_alone
 
 from device import ask as ask_mod
 from device import config, logs
@@ -30,7 +33,7 @@ from device.live.errors import describe_failure
 from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
 from device.live.wire import MIC_RATE
 from device.states import Machine
-from device.tools import Device, Registry, declarations
+from device.tools import TOOL_THREADS_LIMIT, Device, Registry, ToolBox, declarations
 
 
 def test_an_undeclarable_parameter_is_named_with_the_types_that_work() -> None:
@@ -312,3 +315,29 @@ async def test_a_button_flood_after_the_queue_emptied_is_said_again(
                 box.button.on_edge("released", 0.0)
             await box.settle()
             assert len(ignored()) == flood, [r.getMessage() for r in ignored()]
+
+
+async def test_tools_busy_again_after_the_threads_came_free_is_said_again(
+    gate: Gate, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every tool thread hung, a call refused busy: one LIVE_BOUND=tool_threads line. The
+    threads came free and a call ran; hung again later, the new run of refusals is news,
+    said again (at most a minute after the last, here at once): it was one line for the
+    life of the service."""
+    monkeypatch.setattr(logs.SaidOnce, "EVERY_S", 0.0)
+    tools = ToolsConfig(enabled=("slow",), timeout_s=0.1)
+    toolbox = ToolBox(tools, FakeActions(), registry=gated_tools(gate))
+    bounds = lambda: [  # noqa: E731
+        r for r in caplog.records if getattr(r, "LIVE_BOUND", "") == "tool_threads"
+    ]
+    tool_threads = lambda: sum(t.name == "tool" for t in threading.enumerate())  # noqa: E731
+    for hung in (1, 2):
+        for _ in range(TOOL_THREADS_LIMIT):  # each hangs past its timeout
+            assert await run_alone(toolbox, "slow") == {"error": "timed out after 0.1 s"}
+        busy = await run_alone(toolbox, "slow")
+        assert busy["error"].startswith("the device is busy"), busy
+        assert len(bounds()) == hung, [r.getMessage() for r in bounds()]
+        gate.opened.set()  # the hung calls return: a call runs again
+        await until(lambda: tool_threads() == 0, WAIT_S)
+        assert await run_alone(toolbox, "slow") == {"done": True}
+        gate.opened.clear()
