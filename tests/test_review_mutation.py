@@ -3,7 +3,9 @@ something a Pi owner sees (journal words, what reaches the service, doctor outpu
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import json
 import logging
 import os
 import shutil
@@ -19,7 +21,7 @@ from fakes import FakeActions, Gate, gated_tools, running
 from google.genai import types
 from helpers import until
 from system_view import device_after
-from test_control import GUEST, _run_as_member
+from test_control import GUEST, Daemon, Line, _run_as_member
 from test_live_connection import Seen, audio, connection, content
 from test_states import DONE, REPLY, SETUP, names, reconnecting, run
 from test_tools import WAIT_S, run_alone
@@ -29,6 +31,7 @@ from device import config, logs
 from device import states as s
 from device.cli import main
 from device.config import ToolsConfig
+from device.control import ControlServer
 from device.live.errors import describe_failure
 from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
 from device.live.wire import MIC_RATE
@@ -341,3 +344,39 @@ async def test_tools_busy_again_after_the_threads_came_free_is_said_again(
         await until(lambda: tool_threads() == 0, WAIT_S)
         assert await run_alone(toolbox, "slow") == {"done": True}
         gate.opened.clear()
+
+
+async def test_ctl_clients_crowding_again_after_room_came_back_are_said_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client refused because the control socket is full: one LIVE_BOUND=control_clients
+    line. Room came back and a client was answered; a new crowd later is news, said again
+    (at most a minute after the last, here at once): it was one line for the life of the
+    service."""
+    monkeypatch.setattr(logs.SaidOnce, "EVERY_S", 0.0)
+    path = tmp_path / "run" / "ctl.sock"
+    daemon, answering = Daemon(), asyncio.Event()
+
+    async def slow(req: dict[str, Any]) -> dict[str, Any]:
+        await answering.wait()
+        return await daemon(req)
+
+    bounds = lambda: [  # noqa: E731
+        r for r in caplog.records if getattr(r, "LIVE_BOUND", "") == "control_clients"
+    ]
+    async with ControlServer(path, slow, clients_limit=1, idle_s=0.5):
+        for crowd in (1, 2):
+            held = await Line.open(path)
+            held.writer.write(b'{"cmd": "status"}\n')
+            await asyncio.sleep(0.1)
+            extra = await Line.open(path)
+            async with asyncio.timeout(5):
+                assert "busy" in json.loads(await extra.reader.readline())["error"]
+            await extra.close()
+            assert len(bounds()) == crowd, [r.getMessage() for r in bounds()]
+            answering.set()
+            async with asyncio.timeout(5):
+                assert json.loads(await held.reader.readline())["state"] == "idle"
+            await held.close()
+            await asyncio.sleep(0.1)  # its task gone: room again
+            answering.clear()
