@@ -22,7 +22,7 @@ from google.genai import types
 from helpers import until
 from system_view import device_after
 from test_control import GUEST, Daemon, Line, _run_as_member
-from test_live_connection import Seen, audio, connection, content
+from test_live_connection import Seen, ToolAnswers, audio, connection, content, tool_call
 from test_states import DONE, REPLY, SETUP, names, reconnecting, run
 from test_tools import WAIT_S, run_alone
 
@@ -32,6 +32,7 @@ from device import states as s
 from device.cli import main
 from device.config import ToolsConfig
 from device.control import ControlServer
+from device.live.connection import TOOL_CALLS_LIMIT
 from device.live.errors import describe_failure
 from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
 from device.live.wire import MIC_RATE
@@ -380,3 +381,26 @@ async def test_ctl_clients_crowding_again_after_room_came_back_are_said_again(
             await held.close()
             await asyncio.sleep(0.1)  # its task gone: room again
             answering.clear()
+
+
+async def test_a_tool_call_flood_after_the_calls_ran_out_is_said_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service calls more tools than may run at once: one LIVE_BOUND=tool_calls line.
+    The calls ran out and one more ran with room; a new flood later is news, said again
+    (at most a minute after the last, here at once): it was one line for the life of the
+    connection."""
+    monkeypatch.setattr(logs.SaidOnce, "EVERY_S", 0.0)
+    turn, session = WireTurn(), ToolAnswers()
+    conn = connection(Seen(), turn, session)
+    bounds = lambda: [  # noqa: E731
+        r for r in caplog.records if getattr(r, "LIVE_BOUND", "") == "tool_calls"
+    ]
+    async with asyncio.TaskGroup() as group:
+        conn._group = group
+        for flood in ("a", "b"):
+            conn._dispatch(tool_call(flood, TOOL_CALLS_LIMIT + 1))
+            await until(lambda: not conn._tool_runs)
+            conn._dispatch(tool_call(f"{flood}-alone-", 1))  # room for it
+            await until(lambda: not conn._tool_runs)
+    assert len(bounds()) == 2, [r.getMessage() for r in bounds()]
