@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from device.errors import LedsUnavailable
 from device.hw.led_patterns import Frame, dark
+from device.hw.leds import RETRY_S
 
 if TYPE_CHECKING:
     from gpiozero import DigitalOutputDevice
@@ -159,6 +160,11 @@ class GpioTransport:
             self._changed.notify()
 
     def _clock_out_frames(self) -> None:
+        """Clock out each frame handed on; one the pins failed is tried again RETRY_S later
+        (unless a newer one came meanwhile), as the animator tries a driver that raised:
+        the frame that failed may be the state the box is in now (idle, after listening),
+        and no other comes while it lasts. Said once, and again once they work."""
+        failing = False
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._frames or self._closing)
@@ -167,9 +173,22 @@ class GpioTransport:
                 data = self._frames.popleft()
             try:
                 self._clock_out(data)
-            except Exception as exc:  # a pin that fails keeps failing: said once
-                logger.error("the pixels' pins failed: %s; the pixels stay as they are", exc)
-                return
+            except Exception as exc:
+                if not failing:
+                    logger.error(
+                        "the pixels' pins failed: %s; tried again every %g s", exc, RETRY_S
+                    )
+                failing = True
+                with self._changed:
+                    if self._closing:
+                        return  # the close's frame failed: the pins are let go as they are
+                    if not self._frames:
+                        self._frames.append(data)
+                    self._changed.wait_for(lambda: self._closing, RETRY_S)
+                continue
+            if failing:
+                failing = False
+                logger.info("the pixels' pins work again")
 
     def _clock_out(self, data: bytes) -> None:
         level = self._data.value
