@@ -62,8 +62,11 @@ DEFAULT_SOCKET = "/run/live-appliance/control.sock"
 #: Hands-free, the silence that hangs up (from the last word) leaves the model this long
 #: beyond the service's own end-of-speech silence (`silence_ms`) to begin its answer.
 ANSWER_MARGIN_S = 1.0
-#: The highest BCM GPIO number (the Pi's 54 lines).
-GPIO_LIMIT = 53
+#: The highest BCM GPIO number on the 40-pin header (every Pi since the B+, and the Pi 5):
+#: the SoC's lines above it are its own (Wi-Fi, Bluetooth, the jack), and gpiozero refuses
+#: them ("29 is not a valid pin name") only as the service opens them, tried again for
+#: ever. A header pin number (the wiring table's "pins 29 / 31 / 33") is one of them.
+GPIO_LIMIT = 27
 #: The API versions each backend serves (google-genai uses v1 on the Gemini API and
 #: v1beta1 on Vertex AI when none is set): another fails every session's connection.
 API_VERSIONS = {"gemini": ("v1", "v1beta", "v1alpha"), "vertex": ("v1", "v1beta1")}
