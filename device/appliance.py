@@ -673,6 +673,8 @@ class Appliance:
             "session_id": self.link.session_id,
             "connections": self.link.connections,
             "faults": sorted(self.machine.faults | ({"button"} if self.button_failure else set())),
+            # Read pressed since it opened: ignored, and a box that looks ready does nothing.
+            "button_held": self.button.held_since_open,
             "timers": sorted(self.machine.timers),
             "outbox_ms": round(self.outbox.held_ms),
             "mic_overflows": self.mic.overflows,

@@ -388,6 +388,7 @@ class FakeButton:
         self.fails: Exception | None = None
         self.started = False
         self.is_pressed = False
+        self.held_since_open = False
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         if self.fails is not None:

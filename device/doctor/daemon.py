@@ -131,6 +131,11 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
             f"faults:   {', '.join(faults)} (tried again by itself,{card} less often the "
             "longer it stays away; the journal says when it is back)"
         )
+    if status.get("button_held"):
+        lines.append(
+            "button:   reads pressed since the start (a short, the wrong pin, something on "
+            "it): ignored until it is let go"
+        )
     if unkept := status.get("settings_not_kept"):
         lines.append(
             f"settings: not kept in {unkept.get('path')}: {unkept.get('error')} (the next "

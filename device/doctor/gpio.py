@@ -12,6 +12,11 @@ from device.states import State
 LED_STEP_S = 0.5
 
 FIX_PINS = "Check [leds] kind and pins (BCM numbers) and that no other program uses those pins."
+#: A pin that reads pressed with nobody at it, the doctor's own or the service's.
+FIX_HELD = (
+    "Check the wiring: the button goes from GPIO {pin} to ground and is open when not "
+    "pressed; a short or the wrong pin reads as held down."
+)
 FIX_NO_GPIO = (
     "This machine has no GPIO that gpiozero can drive: on a Pi, `sudo apt install "
     "python3-lgpio`; on any other machine {what}."
@@ -98,8 +103,7 @@ async def check_button(ctx: Context) -> Result:
                 "button",
                 Status.WARN,
                 f"GPIO {pin} reads pressed before anyone pressed it",
-                f"Check the wiring: the button goes from GPIO {pin} to ground and is open "
-                "when not pressed; a short or the wrong pin reads as held down.",
+                FIX_HELD.format(pin=pin),
             )
         async with ctx.progress.step(f"button: press it now (waiting {wait_s:g} s)"):
             async with asyncio.timeout(wait_s):

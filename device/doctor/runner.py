@@ -22,7 +22,7 @@ from device.doctor.audio import check_devices, check_echo, check_mic, check_spea
 from device.doctor.camera import FIX_CAMERA, check_camera
 from device.doctor.card import check_card
 from device.doctor.daemon import how_to_restart, in_use, one_line, what_runs, where_it_logs
-from device.doctor.gpio import check_button, check_leds
+from device.doctor.gpio import FIX_HELD, check_button, check_leds
 from device.doctor.network import check_network
 from device.doctor.power import check_power
 from device.doctor.progress import Progress
@@ -117,7 +117,8 @@ def held_by_the_service(name: str, daemon: dict[str, Any], cfg: Config) -> Resul
     """A hardware check's line while the daemon holds the device: not tested, but a device
     the daemon itself reports failing is a FAIL (a SKIP there let the doctor exit 0), and
     a microphone it hears nothing but zeros from a WARN (muted: it reads on time), as is a
-    speaker it plays too softly to be heard."""
+    speaker it plays too softly to be heard, and a button that has read pressed since it
+    opened (ignored: the box looks ready)."""
     if name == "camera" and (failure := daemon.get("camera_failure")):
         return Result(
             name, Status.FAIL, f"{what_runs(daemon)} says: camera: {failure}", FIX_CAMERA,
@@ -138,6 +139,15 @@ def held_by_the_service(name: str, daemon: dict[str, Any], cfg: Config) -> Resul
                 f"the microphone of {what_runs(daemon)} recorded only digital silence in "
                 "the last turn: muted, or its driver lost its input",
                 FIX_SILENT.format(restart=how_to_restart(daemon)),
+                data={"daemon": daemon},
+            )
+        if name == "button" and daemon.get("button_held"):  # ignored: the box looks ready
+            return Result(
+                name,
+                Status.WARN,
+                f"GPIO {cfg.button.pin} reads pressed since {what_runs(daemon)} opened it: not "
+                "taken for a press, the button does nothing until it is let go",
+                FIX_HELD.format(pin=cfg.button.pin),
                 data={"daemon": daemon},
             )
         return Result(

@@ -64,6 +64,7 @@ class ButtonInput:
         self._check: asyncio.TimerHandle | None = None  # the next read of the pin
         self._differs_since: float | None = None  # the pin read otherwise than reported
         self._read_release_at = 0.0  # when the reads last found a release gpiozero had not
+        self._held_at_open = False  # it read pressed as it opened, and no edge came since
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Open the pin; events go to `loop`, by default the running one."""
@@ -83,11 +84,13 @@ class ButtonInput:
         device.when_activated = handler(PRESSED)
         device.when_deactivated = handler(RELEASED)
         self._device = device
+        self._held_at_open = bool(device.is_active)
 
     def _edge(self, event: str, at: float) -> None:
         """An edge gpiozero reported, on the loop."""
         if self._device is None:
             return  # stopped while it was on its way
+        self._held_at_open = False
         if event == RELEASED:
             if self._behind and not self._down and self._released_after_reads():
                 # Behind, gpiozero reports a press only by its release: one too short for
@@ -159,7 +162,7 @@ class ButtonInput:
         check, self._check = self._check, None
         if check is not None:
             check.cancel()
-        self._down = self._behind = False
+        self._down = self._behind = self._held_at_open = False
         self._differs_since = None
         if device is not None:
             device.close()
@@ -168,6 +171,12 @@ class ButtonInput:
     def is_pressed(self) -> bool:
         """Whether the button is down now (False while stopped)."""
         return bool(self._device is not None and self._device.is_active)
+
+    @property
+    def held_since_open(self) -> bool:
+        """Whether it has read pressed since it was opened, with no edge since: nobody's
+        press (something on it, a short, the wrong pin), which is never reported as one."""
+        return self._held_at_open and self.is_pressed
 
 
 @functools.cache
