@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 from device.doctor.result import Context, Result, Status
 from device.hw import gpio_failure, no_pin_driver
+from device.hw.led_patterns import Frame
 from device.states import State
+
+if TYPE_CHECKING:
+    from device.hw.leds import LedDriver
 
 LED_STEP_S = 0.5
 
 FIX_PINS = "Check [leds] kind and pins (BCM numbers) and that no other program uses those pins."
+FIX_SHOWING = (
+    "Check the LEDs' connection: a HAT pressed fully onto the header, a strip's data, clock "
+    "and power wires; then run live-appliance doctor leds again."
+)
 #: A pin that reads pressed with nobody at it, the doctor's own or the service's.
 FIX_HELD = (
     "Check the wiring: the button goes from GPIO {pin} to ground and is open when not "
@@ -21,6 +30,27 @@ FIX_NO_GPIO = (
     "This machine has no GPIO that gpiozero can drive: on a Pi, `sudo apt install "
     "python3-lgpio`; on any other machine {what}."
 )
+
+
+class _Watched:
+    """A driver whose first failure to show a frame is kept: the animator only logs them
+    (the box runs on with broken LEDs), and the doctor must not pass LEDs that showed
+    nothing."""
+
+    def __init__(self, driver: LedDriver) -> None:
+        self.pixels = driver.pixels
+        self._driver = driver
+        self.failed: Exception | None = None
+
+    def show(self, frame: Frame) -> None:
+        try:
+            self._driver.show(frame)
+        except Exception as exc:
+            self.failed = self.failed or exc
+            raise
+
+    def close(self) -> None:
+        self._driver.close()
 
 
 def _describe_leds(ctx: Context) -> str:
@@ -44,21 +74,28 @@ async def check_leds(ctx: Context) -> Result:
         fix = FIX_NO_GPIO.format(what='set [leds] kind = "none"') if no_gpio else FIX_PINS
         failure = f"cannot open {_describe_leds(ctx)}: {gpio_failure(exc)}"
         return Result("leds", Status.FAIL, failure, fix)
-    animator = LedAnimator(driver)
+    watched = _Watched(driver)
+    animator = LedAnimator(watched)
     states = [str(state) for state in State]
     strip = driver.pixels > 1  # a dead light or a wrong count shows as a gap in its walk
     walked = f" and lit each of its {driver.pixels} lights alone in turn" if strip else ""
     try:
         if strip:
             async with ctx.progress.step("leds: lighting each light in turn (watch them)"):
-                await walk_pixels(driver, seconds=LED_STEP_S)
+                await walk_pixels(watched, seconds=LED_STEP_S)
         async with ctx.progress.step("leds: showing every state (watch them)") as update:
             for state in states:
                 update(f"leds: showing {state} (watch them)")
                 await animator.show(state)
                 await asyncio.sleep(LED_STEP_S)
+    except Exception:
+        if watched.failed is None:
+            raise
     finally:
         await animator.aclose()
+    if (failed := watched.failed) is not None:
+        measured = f"{_describe_leds(ctx)} opened, but failed to show: {gpio_failure(failed)}"
+        return Result("leds", Status.FAIL, measured, FIX_SHOWING)
     return Result(
         "leds",
         Status.PASS,
