@@ -944,8 +944,10 @@ def _check_pins(where: str, config: Config) -> None:
             mosi, sclk, selects = SPI_PINS[leds.spi_bus]
             spi = f"the pixels' SPI{leds.spi_bus}"
             used += [(f"{spi} MOSI", mosi), (f"{spi} SCLK", sclk)]
-            if leds.spi_device < len(selects):
-                used.append((f"{spi} CE{leds.spi_device}", selects[leds.spi_device]))
+            # The kernel holds the bus's chip selects, not only the pixels' one: all of
+            # SPI0's with dtparam=spi=on, SPI1's up to the pixels' (the spi1-Ncs overlay).
+            taken = len(selects) if leds.spi_bus == 0 else leds.spi_device + 1
+            used += [(f"{spi} CE{n}", pin) for n, pin in enumerate(selects[:taken])]
     if config.camera.enabled and config.camera.led_pin is not None:
         used.append(("[camera] led_pin", config.camera.led_pin))
     profile = config.hardware.profile

@@ -38,3 +38,27 @@ def test_the_highest_header_gpio_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text("[button]\npin = 27\n[leds]\nkind = \"single\"\npins = [26]\n")
     assert config.load(path).button.pin == 27
+
+
+@pytest.mark.parametrize(
+    ("settings", "wanted"),
+    [
+        # `dtparam=spi=on` (the README's setup for the pixels) gives the kernel both of SPI0's
+        # chip selects (cs-gpios 8 and 7), whichever the pixels use: a button or LED there
+        # fails to open for as long as the box runs ("GPIO busy"), tried again for ever.
+        ('[hardware]\nprofile = "respeaker-2mic"\n[button]\npin = 8',
+         "pin and the pixels' SPI0 CE0 both name GPIO 8"),
+        ('[leds]\nkind = "apa102"\nspi_bus = 0\nspi_device = 0\n[camera]\nled_pin = 7',
+         "the pixels' SPI0 CE1 and .camera. led_pin both name GPIO 7"),
+        # SPI1's overlays (spi1-2cs for chip select 1) take every chip select up to it.
+        ('[leds]\nkind = "apa102"\nspi_bus = 1\nspi_device = 1\n[button]\npin = 18',
+         "pin and the pixels' SPI1 CE0 both name GPIO 18"),
+    ],
+)
+def test_a_pin_the_pixels_spi_bus_gives_the_kernel_is_refused(
+    tmp_path: Path, settings: str, wanted: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(settings + "\n")
+    with pytest.raises(config.ConfigError, match=wanted):
+        config.load(path)
