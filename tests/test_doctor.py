@@ -570,7 +570,7 @@ async def test_button_held_down_from_the_start_warns(mock_pins: Any, tmp_path: P
     assert result.status is Status.WARN and "reads pressed" in result.measured
 
 
-async def test_no_button_skips(tmp_path: Path) -> None:
+async def test_no_button_skips(mock_pins: Any, tmp_path: Path) -> None:
     result = await check_button(context(tmp_path, Options(button=False)))
     assert result.status is Status.SKIP
 

@@ -105,16 +105,11 @@ async def check_leds(ctx: Context) -> Result:
 
 
 async def check_button(ctx: Context) -> Result:
-    """Wait for one press: it proves the pin, the wiring and the pull-up together."""
+    """Wait for one press: it proves the pin, the wiring and the pull-up together. Not
+    waiting (nobody at a terminal), the pin is still opened and read: one that cannot be
+    opened, or reads pressed, needs nobody to be seen."""
     from device.hw.button import PRESSED, ButtonInput
 
-    if not ctx.options.button:
-        return Result(
-            "button",
-            Status.SKIP,
-            "not waiting for a press (--no-button, or not run from a terminal; "
-            "live-appliance doctor button always waits)",
-        )
     pin = ctx.cfg.button.pin
     wait_s = ctx.options.button_wait_s
     pressed = asyncio.Event()
@@ -141,6 +136,13 @@ async def check_button(ctx: Context) -> Result:
                 Status.WARN,
                 f"GPIO {pin} reads pressed before anyone pressed it",
                 FIX_HELD.format(pin=pin),
+            )
+        if not ctx.options.button:
+            return Result(
+                "button",
+                Status.SKIP,
+                f"GPIO {pin} opens and reads released; not waiting for a press (--no-button, "
+                "or not run from a terminal; live-appliance doctor button always waits)",
             )
         async with ctx.progress.step(f"button: press it now (waiting {wait_s:g} s)"):
             async with asyncio.timeout(wait_s):
