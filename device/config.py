@@ -218,6 +218,9 @@ class ButtonConfig:
     """The one button and what pressing it means."""
 
     pin: int = field(default=17, metadata=_bounded(0, GPIO_LIMIT))
+    #: The pin reads high while pressed: a module that drives it (a touch sensor), read with
+    #: the pull-down. False: a button to ground, read with the pull-up, pressed when low.
+    active_high: bool = False
     mode: Literal["push_to_talk", "toggle"] = "push_to_talk"
     bounce_ms: int = field(default=20, metadata=_bounded(0, 500))
     #: Holding this long with nobody talking ends the session (push-to-talk; someone

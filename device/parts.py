@@ -89,6 +89,7 @@ class Parts:
         return ButtonInput(
             button.pin,
             on_edge,
+            active_high=button.active_high,
             bounce_time=button.bounce_ms / 1000 or None,
             hold_time=button.long_press_s or None,
         )

@@ -24,7 +24,8 @@ FIX_SHOWING = (
 #: A pin that reads pressed with nobody at it, the doctor's own or the service's.
 FIX_HELD = (
     "Check the wiring: the button goes from GPIO {pin} to ground and is open when not "
-    "pressed; a short or the wrong pin reads as held down."
+    "pressed; a short or the wrong pin reads as held down. A module that drives the pin "
+    "high while pressed (a touch sensor) needs [button] active_high = true."
 )
 FIX_NO_GPIO = (
     "This machine has no GPIO that gpiozero can drive: on a Pi, `sudo apt install "
@@ -119,7 +120,11 @@ async def check_button(ctx: Context) -> Result:
             pressed.set()
 
     button = ButtonInput(
-        pin, on_edge, hold_time=None, bounce_time=ctx.cfg.button.bounce_ms / 1000 or None
+        pin,
+        on_edge,
+        hold_time=None,
+        bounce_time=ctx.cfg.button.bounce_ms / 1000 or None,
+        active_high=ctx.cfg.button.active_high,
     )
     try:
         button.start()

@@ -1,4 +1,5 @@
-"""The push button: a GPIO pin wired to ground, read with the internal pull-up.
+"""The push button: a GPIO pin wired to ground, read with the internal pull-up (or, for a
+module that drives the pin high while pressed, with the pull-down).
 
 gpiozero calls back from its own threads; each edge is handed to the asyncio
 loop as `callback(event, time.monotonic())` with `loop.call_soon_threadsafe`, so
@@ -48,9 +49,12 @@ class ButtonInput:
         *,
         hold_time: float | None = 2.0,
         bounce_time: float | None = 0.02,
+        active_high: bool = False,
     ) -> None:
-        """`pin` is a BCM number; `hold_time=None` disables long presses."""
+        """`pin` is a BCM number; `hold_time=None` disables long presses; `active_high`: the
+        pin is driven high while pressed (read with the pull-down), not pulled to ground."""
         self.pin = pin
+        self._active_high = active_high
         self._callback = callback
         self._hold_time = hold_time
         self._bounce_time = bounce_time
@@ -80,7 +84,9 @@ class ButtonInput:
 
             return on_edge
 
-        device = _input_device()(self.pin, pull_up=True, bounce_time=self._bounce_time)
+        device = _input_device()(
+            self.pin, pull_up=not self._active_high, bounce_time=self._bounce_time
+        )
         device.when_activated = handler(PRESSED)
         device.when_deactivated = handler(RELEASED)
         self._device = device
