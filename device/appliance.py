@@ -202,6 +202,9 @@ class Appliance:
         #: Why the button could not be opened, while it is tried again; None once open.
         self.button_failure: str | None = None
         self.leds: LedAnimator | None = None  # opened once this is the only daemon
+        #: Why the LEDs could not be opened, and whether they are tried again; None once
+        #: open: `ctl status` and the doctor say so (the box runs dark meanwhile).
+        self.leds_off: dict[str, Any] | None = None
         self.stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.failed = False  # one of our tasks died: exit non-zero
@@ -675,6 +678,7 @@ class Appliance:
             "faults": sorted(self.machine.faults | ({"button"} if self.button_failure else set())),
             # Read pressed since it opened: ignored, and a box that looks ready does nothing.
             "button_held": self.button.held_since_open,
+            "leds_off": self.leds_off,
             "timers": sorted(self.machine.timers),
             "outbox_ms": round(self.outbox.held_ms),
             "mic_overflows": self.mic.overflows,
@@ -848,6 +852,7 @@ class Appliance:
     def _leds_off(self, failed: Exception) -> None:
         """One journal line for LEDs that cannot be opened; their tries again started."""
         reason = leds_failure(failed)
+        self.leds_off = {"reason": reason, "tried_again": not no_pin_driver(failed)}
         if no_pin_driver(failed):
             log.error("LEDs off: %s", reason, extra={"LIVE_ERROR": reason})
             return
@@ -862,6 +867,7 @@ class Appliance:
     async def _retry_leds(self) -> None:
         """Open the LEDs again until they open; then show the state on them."""
         driver = await _until_opened(self._parts.leds)
+        self.leds_off = None
         log.info("LEDs are back")
         assert self.leds is not None  # made before this task starts
         await self.leds.use(driver)

@@ -131,6 +131,9 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
             f"faults:   {', '.join(faults)} (tried again by itself,{card} less often the "
             "longer it stays away; the journal says when it is back)"
         )
+    if isinstance(off := status.get("leds_off"), dict):
+        again = " (tried again by itself, less often the longer it lasts)"
+        lines.append(f"leds:     off: {off.get('reason')}{again if off.get('tried_again') else ''}")
     if status.get("button_held"):
         lines.append(
             "button:   reads pressed since the start (a short, the wrong pin, something on "

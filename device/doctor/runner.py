@@ -22,7 +22,7 @@ from device.doctor.audio import check_devices, check_echo, check_mic, check_spea
 from device.doctor.camera import FIX_CAMERA, check_camera
 from device.doctor.card import check_card
 from device.doctor.daemon import how_to_restart, in_use, one_line, what_runs, where_it_logs
-from device.doctor.gpio import FIX_HELD, check_button, check_leds
+from device.doctor.gpio import FIX_HELD, FIX_NO_GPIO, check_button, check_leds
 from device.doctor.network import check_network
 from device.doctor.power import check_power
 from device.doctor.progress import Progress
@@ -113,17 +113,31 @@ FIX_SILENT = (
 )
 
 
+FIX_LEDS_OFF = (
+    "Do what the line says, or correct [leds] (kind, pins) or free its pins (another "
+    "program holds them: gpioinfo shows which): the service tries them again by itself, less "
+    "and less often, and shows its state on them once they open."
+)
+
+
 def held_by_the_service(name: str, daemon: dict[str, Any], cfg: Config) -> Result:
     """A hardware check's line while the daemon holds the device: not tested, but a device
     the daemon itself reports failing is a FAIL (a SKIP there let the doctor exit 0), and
     a microphone it hears nothing but zeros from a WARN (muted: it reads on time), as is a
     speaker it plays too softly to be heard, and a button that has read pressed since it
-    opened (ignored: the box looks ready)."""
+    opened (ignored: the box looks ready); LEDs it could not open are a FAIL (it runs
+    dark)."""
     if name == "camera" and (failure := daemon.get("camera_failure")):
         return Result(
             name, Status.FAIL, f"{what_runs(daemon)} says: camera: {failure}", FIX_CAMERA,
             data={"daemon": daemon},
         )
+    if name == "leds" and isinstance(off := daemon.get("leds_off"), dict):  # the box runs dark
+        fix = FIX_LEDS_OFF if off.get("tried_again") else FIX_NO_GPIO.format(
+            what='set [leds] kind = "none"'
+        )
+        measured = f"{what_runs(daemon)} runs with its LEDs off: {off.get('reason')}"
+        return Result(name, Status.FAIL, measured, fix, data={"daemon": daemon})
     fault = FAULTS.get(name)
     if fault is None or fault not in (daemon.get("faults") or []):
         volume = daemon.get("volume")
