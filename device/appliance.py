@@ -678,7 +678,7 @@ class Appliance:
             "faults": sorted(self.machine.faults | ({"button"} if self.button_failure else set())),
             # Read pressed since it opened: ignored, and a box that looks ready does nothing.
             "button_held": self.button.held_since_open,
-            "leds_off": self.leds_off,
+            "leds_off": self.leds_off or self._leds_failing(),
             "timers": sorted(self.machine.timers),
             "outbox_ms": round(self.outbox.held_ms),
             "mic_overflows": self.mic.overflows,
@@ -848,6 +848,12 @@ class Appliance:
         except Exception as exc:
             self._leds_off(exc)
         return NullLeds()
+
+    def _leds_failing(self) -> dict[str, Any] | None:
+        """LEDs that opened but fail to show (a HAT knocked loose), as `leds_off` says it."""
+        if self.leds is None or self.leds.failure is None:
+            return None
+        return {"reason": f"failing to show: {self.leds.failure}", "tried_again": True}
 
     def _leds_off(self, failed: Exception) -> None:
         """One journal line for LEDs that cannot be opened; their tries again started."""

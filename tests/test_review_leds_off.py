@@ -5,6 +5,7 @@ the LEDs were "in use by the running service", and to stop it to test them."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,34 @@ async def test_leds_that_open_later_are_no_longer_failed(
         await until(lambda: box.parts.made["leds"].frames)
         line = held_by_the_service("leds", box.appliance.status(), box.appliance.cfg)
         assert line.status is Status.SKIP, format_result(line)
+
+
+class Unseated(RecordingLeds):
+    """Pixels that opened, then stopped taking frames (a HAT knocked loose mid-run)."""
+
+    failing = False
+
+    def show(self, frame: tuple[object, ...]) -> None:  # type: ignore[override]
+        if self.failing:
+            raise OSError(5, "Input/output error")
+        super().show(frame)  # type: ignore[arg-type]
+
+
+async def test_the_doctor_beside_the_service_fails_leds_that_stopped_showing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leds = Unseated()
+    monkeypatch.setattr(device.parts, "open_leds", lambda _cfg: leds)
+    async with running(tmp_path, parts_class=LedsBusyAtBoot) as box:
+        await until(lambda: leds.frames)
+        leds.failing = True
+        box.button.on_edge("pressed", asyncio.get_running_loop().time())
+        await until(lambda: box.state == "connecting")
+        await box.settle()
+        line = held_by_the_service("leds", box.appliance.status(), 17)
+        assert line.status is Status.FAIL, format_result(line)
+        assert "Input/output error" in line.measured
+        assert "Input/output error" in "\n".join(summary_lines(box.appliance.status()))
+        leds.failing = False  # reseated: the next frame shows, and all is well again
+        await until(lambda: held_by_the_service("leds", box.appliance.status(), 17).status
+                    is Status.SKIP)  # fmt: skip

@@ -236,6 +236,8 @@ class LedAnimator:
         self._state: str | None = None
         self._closed = False
         self._failing = SaidOnce(logger, level=logging.ERROR)  # frames the driver failed
+        #: What the driver failed the last frame with; None once one shows (status, doctor).
+        self.failure: str | None = None
         # (time.monotonic(), state) per change: for tests and the demo's timeline;
         # bounded because the appliance runs for months.
         self.history: deque[tuple[float, str]] = deque(maxlen=history_size)
@@ -277,6 +279,7 @@ class LedAnimator:
             # Another part: its first failure is news, whatever the old one's were.
             old, self._driver = self._driver, driver
             self._failing = SaidOnce(logger, level=logging.ERROR)
+            self.failure = None
             old.close()
             if self._state is None:
                 self.blank()
@@ -324,6 +327,7 @@ class LedAnimator:
             self._driver.show(frame)
         except Exception as exc:
             # A broken LED must not take the appliance down with it.
+            self.failure = str(exc)
             self._failing.hit(
                 "LEDs failed showing %s: %s; they stay as they are until they work again",
                 self._state,
@@ -332,6 +336,7 @@ class LedAnimator:
                 extra={"LIVE_ERROR": f"LEDs: {exc}"},
             )
             return False
+        self.failure = None
         if self._failing.ended():
             logger.info("LEDs work again")
         return True
