@@ -382,10 +382,10 @@ def load(
     if unknown:
         name, value = unknown[0], raw[unknown[0]]
         if not isinstance(value, dict):  # `voice = "Puck"` before the first [section] line
-            owner = _owner_of(name)
+            owners = _owners_of(name)
             where_it_goes = (
-                f"it is a setting of [{owner}]: write it below the line [{owner}]"
-                if owner
+                _where_it_goes(name, owners, variable=False)
+                if owners
                 else _not_a_key_setting(name) or f"no section has a setting {name}"
             )
             raise ConfigError(  # not the value: it may be a key pasted in the wrong place
@@ -581,10 +581,19 @@ def _not_a_key_setting(name: str) -> str | None:
     )
 
 
-def _owner_of(key: str) -> str | None:
-    """The one section that has a setting `key`; None if none does, or several do."""
-    owners = [name for name, cls in SECTIONS.items() if key in _field_names(cls)]
-    return owners[0] if len(owners) == 1 else None
+def _owners_of(key: str) -> list[str]:
+    """The sections that have a setting `key` (active_high: [button] and [leds])."""
+    return [name for name, cls in SECTIONS.items() if key in _field_names(cls)]
+
+
+def _where_it_goes(key: str, owners: list[str], variable: bool) -> str:
+    """'it is a setting of [leds]: write it below the line [leds]', or of each owner."""
+    sections = " and ".join(f"[{owner}]" for owner in owners)
+    if variable:
+        place = " or ".join(f"{ENV_PREFIX}{owner.upper()}_{key.upper()}" for owner in owners)
+        return f"it is a setting of {sections}: set {place}"
+    line = f"the line [{owners[0]}]" if len(owners) == 1 else "the line of the one meant"
+    return f"it is a setting of {sections}: write it below {line}"
 
 
 def _profile_presets(where: str, hardware: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -623,14 +632,9 @@ def _build_section(
         key = unknown[0]
         variable = origin.get((name, key))
         setting = f" [{name}] {key}" if variable else ""
-        if owner := _owner_of(key):  # under the wrong header: say which one is right
-            if variable:
-                place = f"set {ENV_PREFIX}{owner.upper()}_{key.upper()}"
-            else:
-                place = f"write it below the line [{owner}]"
-            raise ConfigError(
-                f"{label(key)}: unknown setting{setting}; it is a setting of [{owner}]: {place}"
-            )
+        if owners := _owners_of(key):  # under the wrong header: say which one is right
+            where_it_goes = _where_it_goes(key, owners, variable=bool(variable))
+            raise ConfigError(f"{label(key)}: unknown setting{setting}; {where_it_goes}")
         if not variable and (elsewhere := _not_a_key_setting(key)):
             raise ConfigError(f"{label(key)}: unknown setting; {elsewhere}")
         hint = ""
