@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import RecordingLeds, running
-from helpers import until
+from helpers import daemon_saying, until
+from test_doctor import RUNNING, config_file
 from test_leds_opened_late import LedsBusyAtBoot
 
 import device.appliance
 import device.parts
 from device.config import LedsConfig
 from device.doctor.daemon import summary_lines
-from device.doctor.result import Status
-from device.doctor.runner import format_result, held_by_the_service
+from device.doctor.progress import Progress
+from device.doctor.result import Options, Status
+from device.doctor.runner import format_result, held_by_the_service, run_checks
 from device.errors import LedsUnavailable
 
 NO_SPI = (
@@ -89,3 +92,25 @@ async def test_the_doctor_beside_the_service_fails_leds_that_stopped_showing(
         leds.failing = False  # reseated: the next frame shows, and all is well again
         await until(lambda: held_by_the_service("leds", box.appliance.status(), 17).status
                     is Status.SKIP)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("check", "section", "words"),
+    [
+        ("leds", {"leds": {"kind": "none"}}, "no LEDs configured"),
+        ("camera", {"camera": {"enabled": False}}, "camera disabled"),
+    ],
+)
+async def test_the_doctor_beside_the_service_says_a_part_the_box_has_not_is_not_there(
+    tmp_path: Path, systemctl: Any, check: str, section: dict[str, Any], words: str
+) -> None:
+    """`[leds] kind = "none"` (the speakerphone profile), `[camera] enabled = false`: beside
+    the running service the line said they were in use by it, and to stop it to test them:
+    there is nothing to test."""
+    systemctl(**RUNNING)
+    said = {"ready": True, "state": "idle", "status": "idle", "session_open": False,
+            "faults": [], "turns": []}  # fmt: skip
+    async with daemon_saying(said) as sock:
+        path = config_file(tmp_path, control={"socket": str(sock)}, **section)
+        (line,) = await run_checks((check,), Options(button=False), str(path), Progress(), print)
+    assert line.status is Status.SKIP and words in line.measured, line

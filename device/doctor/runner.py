@@ -31,7 +31,6 @@ from device.doctor.service import check_service, take_service_environment
 from device.doctor.settings import check_config, check_key
 from device.errors import without_credentials
 
-
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -87,11 +86,22 @@ async def run_checks(
         await take_service_environment(["GOOGLE_APPLICATION_CREDENTIALS"])
     ctx = Context(cfg, options, progress)
     for check in selected:
-        if check.uses_hardware and (daemon := await ctx.daemon) is not None:
+        if _held(check, cfg) and (daemon := await ctx.daemon) is not None:
             report(held_by_the_service(check.name, daemon, cfg))
             continue
         report(await _run_one(check, ctx))
     return results
+
+
+def _held(check: Check, cfg: Config) -> bool:
+    """Whether the running daemon holds what `check` opens: LEDs set to "none" and a camera
+    turned off are nothing it holds ("in use", stop it to test them, misled), and their
+    checks say so themselves, opening nothing."""
+    if check.name == "leds" and cfg.leds.kind == "none":
+        return False
+    if check.name == "camera" and not cfg.camera.enabled:
+        return False
+    return check.uses_hardware
 
 
 #: The hardware checks whose device the daemon names in its status's "faults" when it fails.
