@@ -43,3 +43,18 @@ def test_active_high_is_a_setting_of_the_button(tmp_path: Path) -> None:
     path.write_text("[button]\nactive_high = true\n")
     assert settings.load(path).button.active_high is True
     assert settings.Config().button.active_high is False  # a button to ground, as wired
+
+
+async def test_the_doctor_tells_a_silent_module_its_own_wiring(tmp_path: Path) -> None:
+    """No press seen on a box set for a module that drives its pin high: the fix said to
+    wire "the other leg on ground", which is the button it is not."""
+    from test_doctor import context
+
+    from device.doctor.gpio import check_button
+    from device.doctor.result import Options
+
+    with mock_pins():
+        ctx = context(tmp_path, Options(button_wait_s=0.2), button={"active_high": True})
+        result = await check_button(ctx)
+    assert result.fix is not None and "ground" not in result.fix, result.fix
+    assert "active_high" in result.fix

@@ -153,12 +153,17 @@ async def check_button(ctx: Context) -> Result:
             async with asyncio.timeout(wait_s):
                 await pressed.wait()
     except TimeoutError:
+        wiring = (
+            f"the module's output on GPIO {pin}, its VCC on 3.3 V (never 5 V); or set [button] "
+            "active_high = false for a plain button"
+            if ctx.cfg.button.active_high
+            else f"one leg of the button on GPIO {pin}, the other on ground"
+        )
         return Result(
             "button",
             Status.FAIL,
             f"no press on GPIO {pin} in {wait_s:g} s",
-            f"Check the wiring: one leg of the button on GPIO {pin}, the other on ground; "
-            "or set [button] pin.",
+            f"Check the wiring: {wiring}; or set [button] pin.",
         )
     finally:
         button.stop()
