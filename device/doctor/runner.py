@@ -31,6 +31,7 @@ from device.doctor.service import check_service, take_service_environment
 from device.doctor.settings import check_config, check_key
 from device.errors import without_credentials
 
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -130,50 +131,82 @@ FIX_LEDS_OFF = (
 )
 
 
+#: A line the daemon's status gives a part: its status, what was measured, the fix.
+Said = tuple[Status, str, str | None]
+
+
+def _camera_said(daemon: dict[str, Any], cfg: Config) -> Said | None:
+    """A camera that failed (it is tried again at the next conversation)."""
+    if failure := daemon.get("camera_failure"):
+        return Status.FAIL, f"{what_runs(daemon)} says: camera: {failure}", FIX_CAMERA
+    return None
+
+
+def _leds_said(daemon: dict[str, Any], cfg: Config) -> Said | None:
+    """LEDs it could not open, or that stopped showing: the box runs dark."""
+    if not isinstance(off := daemon.get("leds_off"), dict):
+        return None
+    fix = FIX_LEDS_OFF if off.get("tried_again") else FIX_NO_GPIO.format(
+        what='set [leds] kind = "none"'
+    )
+    return Status.FAIL, f"{what_runs(daemon)} runs with its LEDs off: {off.get('reason')}", fix
+
+
+def _speaker_said(daemon: dict[str, Any], cfg: Config) -> Said | None:
+    """A speaker it plays too softly to be heard (the model asked to be quiet)."""
+    volume = daemon.get("volume")
+    if not isinstance(volume, int | float):
+        return None
+    quiet = too_quiet(volume, cfg, f"restart it ({how_to_restart(daemon)})")
+    if quiet is None:
+        return None
+    return Status.WARN, f"{what_runs(daemon)}: {quiet.measured}", quiet.fix
+
+
+def _mic_said(daemon: dict[str, Any], cfg: Config) -> Said | None:
+    """A microphone it hears nothing but zeros from: it reads on time, muted."""
+    if not daemon.get("mic_silent"):
+        return None
+    return (
+        Status.WARN,
+        f"the microphone of {what_runs(daemon)} recorded only digital silence in the last "
+        "turn: muted, or its driver lost its input",
+        FIX_SILENT.format(restart=how_to_restart(daemon)),
+    )
+
+
+def _button_said(daemon: dict[str, Any], cfg: Config) -> Said | None:
+    """A button read pressed since it opened: ignored, while the box looks ready."""
+    if not daemon.get("button_held"):
+        return None
+    return (
+        Status.WARN,
+        f"GPIO {cfg.button.pin} reads pressed since {what_runs(daemon)} opened it: not taken "
+        "for a press, the button does nothing until it is let go",
+        FIX_HELD.format(pin=cfg.button.pin),
+    )
+
+
+#: What the running daemon says of a part beside a fault of its own, by check.
+SAID_OF: dict[str, Callable[[dict[str, Any], Config], Said | None]] = {
+    "camera": _camera_said,
+    "leds": _leds_said,
+    "speaker": _speaker_said,
+    "mic": _mic_said,
+    "button": _button_said,
+}
+
+
 def held_by_the_service(name: str, daemon: dict[str, Any], cfg: Config) -> Result:
     """A hardware check's line while the daemon holds the device: not tested, but a device
     the daemon itself reports failing is a FAIL (a SKIP there let the doctor exit 0), and
-    a microphone it hears nothing but zeros from a WARN (muted: it reads on time), as is a
-    speaker it plays too softly to be heard, and a button that has read pressed since it
-    opened (ignored: the box looks ready); LEDs it could not open are a FAIL (it runs
-    dark)."""
-    if name == "camera" and (failure := daemon.get("camera_failure")):
-        return Result(
-            name, Status.FAIL, f"{what_runs(daemon)} says: camera: {failure}", FIX_CAMERA,
-            data={"daemon": daemon},
-        )
-    if name == "leds" and isinstance(off := daemon.get("leds_off"), dict):  # the box runs dark
-        fix = FIX_LEDS_OFF if off.get("tried_again") else FIX_NO_GPIO.format(
-            what='set [leds] kind = "none"'
-        )
-        measured = f"{what_runs(daemon)} runs with its LEDs off: {off.get('reason')}"
-        return Result(name, Status.FAIL, measured, fix, data={"daemon": daemon})
+    what else it says of the part (`SAID_OF`) is told."""
     fault = FAULTS.get(name)
     if fault is None or fault not in (daemon.get("faults") or []):
-        volume = daemon.get("volume")
-        if name == "speaker" and isinstance(volume, int | float):
-            restart = f"restart it ({how_to_restart(daemon)})"
-            if (quiet := too_quiet(volume, cfg, restart)) is not None:
-                return Result(name, Status.WARN, f"{what_runs(daemon)}: {quiet.measured}",
-                              quiet.fix, data={"daemon": daemon})  # fmt: skip
-        if name == "mic" and daemon.get("mic_silent"):  # it reads on time, and hears nothing
-            return Result(
-                name,
-                Status.WARN,
-                f"the microphone of {what_runs(daemon)} recorded only digital silence in "
-                "the last turn: muted, or its driver lost its input",
-                FIX_SILENT.format(restart=how_to_restart(daemon)),
-                data={"daemon": daemon},
-            )
-        if name == "button" and daemon.get("button_held"):  # ignored: the box looks ready
-            return Result(
-                name,
-                Status.WARN,
-                f"GPIO {cfg.button.pin} reads pressed since {what_runs(daemon)} opened it: not "
-                "taken for a press, the button does nothing until it is let go",
-                FIX_HELD.format(pin=cfg.button.pin),
-                data={"daemon": daemon},
-            )
+        said_of = SAID_OF.get(name)
+        if said_of is not None and (told := said_of(daemon, cfg)) is not None:
+            status, measured, fix = told
+            return Result(name, status, measured, fix, data={"daemon": daemon})
         return Result(
             name,
             Status.SKIP,
