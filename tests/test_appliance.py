@@ -26,6 +26,7 @@ from fakes import (
 )
 from helpers import LATIN1_WORDS, until
 
+from device import logs
 from device.appliance import MIC_START_TIMEOUT_S, PRESSES_WAITING, Appliance
 from device.control import AlreadyRunning
 from device.states import (
@@ -1330,3 +1331,22 @@ async def test_a_hooks_words_opening_a_hands_free_conversation_send_nothing_said
         await box.settle()
         assert (await box.ctl("text", text="The washing machine is done."))["ok"]
         assert [item.kind for item in box.link.sent()] == ["text"]
+
+
+async def test_a_button_flood_after_the_queue_emptied_is_said_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A chattering pin floods the presses waiting: one line says presses are ignored.
+    Once the machine has taken them (the bound kept again), a new flood is news, said
+    again (at most a minute after the last, here at once), with its count: it was one
+    line for the life of the service."""
+    monkeypatch.setattr(logs.SaidOnce, "EVERY_S", 0.0)
+    caplog.set_level(logging.WARNING, logger="device.appliance")
+    ignored = lambda: [r for r in caplog.records if "press ignored" in r.getMessage()]  # noqa: E731
+    async with running(tmp_path) as box:
+        for flood in (1, 2):
+            for _ in range(100):
+                box.button.on_edge("pressed", 0.0)
+                box.button.on_edge("released", 0.0)
+            await box.settle()
+            assert len(ignored()) == flood, [r.getMessage() for r in ignored()]

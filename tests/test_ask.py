@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 import subprocess
@@ -10,12 +11,17 @@ import sys
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from helpers import proxy
+from test_control import GUEST
 
+from device import ask as ask_mod
 from device.audio import pcm
+from device.audio.pcm import write_wav
+from device.cli import main
 from rig.daemon import rig_settings, scratch_dir, to_toml
 from rig.loopback import PulseLoopback
 from rig.server.server import ServerThread
@@ -249,3 +255,118 @@ def test_sudo_ask_keeps_the_reply_audio_for_the_owner_who_asked_not_for_every_us
     assert out.read_bytes()[:4] == b"RIFF"
     assert saved.st_mode & 0o077 == 0, f"others may read it: {saved.st_mode & 0o777:o}"
     assert (saved.st_uid, saved.st_gid) == (OWNER_UID, OWNER_GID)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="what `sudo` may write: needs root")
+def test_sudo_ask_audio_on_a_card_with_only_roots_reserve_left_runs_the_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sudo live-appliance ask --audio reply.wav` on a card whose free blocks are only
+    those kept for root (ext4's 5%): root writes the reply there, so the question is
+    asked, not refused "No space left on device" before the session."""
+    monkeypatch.setenv("GEMINI_API_KEY", "AIzaFakeKeyForTheTest0000000000000000000")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("")
+    wav = tmp_path / "reply.wav"
+    real = os.statvfs
+
+    def reserve_only(path: Any) -> Any:
+        room = real(path)
+        if os.fspath(path) != str(wav):
+            return room
+        fields = list(room)  # f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, ...
+        fields[3], fields[4] = 1000, 0  # free blocks, none of them for users
+        return os.statvfs_result(fields)
+
+    asked = []
+
+    async def replies(cfg: Any, args: Any) -> list[Any]:
+        asked.append(args)
+        return []
+
+    monkeypatch.setattr(os, "statvfs", reserve_only)
+    monkeypatch.setattr(ask_mod, "_ask_and_play", replies)
+    main(["ask", "Hello", "--audio", str(wav), "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert os.strerror(errno.ENOSPC) not in err, err
+    assert asked, "the question was refused before the session"
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="writes as another user"
+)
+def test_a_reply_kept_by_a_user_sudo_made_not_root_is_written_as_theirs(open_dir: Path) -> None:
+    """`sudo -u someone live-appliance ask --audio reply.wav`: sudo names the owner who
+    typed it (SUDO_UID), but the command runs as `someone`, not root, and may give no file
+    away. The reply is kept, theirs, and the ask does not fail on it."""
+    out = open_dir / "reply.wav"
+    os.chown(open_dir, GUEST, GUEST)
+    write = (
+        "from device.audio.pcm import write_wav\n"
+        f"write_wav({str(out)!r}, bytes(4800), 24000, private=True)\n"
+    )
+    ran = subprocess.run(
+        ["setpriv", f"--reuid={GUEST}", f"--regid={GUEST}", "--clear-groups",
+         sys.executable, "-c", write],
+        capture_output=True, text=True, timeout=30,
+        env={**os.environ, "PYTHONPATH": os.getcwd(), "SUDO_UID": "4321", "SUDO_GID": "4322"},
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert out.read_bytes()[:4] == b"RIFF"
+    assert (out.stat().st_uid, out.stat().st_mode & 0o777) == (GUEST, 0o600)
+
+
+def test_sudo_ask_keeps_the_reply_on_a_file_system_that_refuses_a_new_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sudo live-appliance ask "..." --audio /mnt/stick/reply.wav`, a FAT stick mounted by
+    root (fstab): FAT keeps no owners, and the kernel answers a chown to another user with
+    EPERM (here a chown that refuses stands in for it, none being mountable here). The
+    reply was asked, paid for, and then not written ("Operation not permitted"), where
+    before the reply was made the owner's it was written; it is written, as the mount
+    makes every file there."""
+    monkeypatch.setenv("SUDO_UID", "4321")  # `sudo` by uid 4321
+    monkeypatch.setenv("SUDO_GID", "4322")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # root's, as under sudo
+
+    def fat_chown(fd: int, uid: int, gid: int) -> None:
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "fchown", fat_chown)
+    out = tmp_path / "reply.wav"
+    write_wav(out, b"\x01\x00" * 2400, 24000, private=True)
+    assert out.read_bytes()[:4] == b"RIFF"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reply.wav"]  # no .tmp left
+
+
+OWNER_UID, OWNER_GID = 4321, 4322  # who typed `sudo`
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="what `sudo` writes: needs root")
+def test_sudo_ask_through_a_link_keeps_the_reply_for_the_owner_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sudo live-appliance ask "..." --audio ~/latest.wav`, latest.wav a link the owner made
+    to where today's reply goes: a link is written in place, through it, and the reply
+    was made root's and 0644 by sudo's umask, any local user's to play and not the
+    owner's to replace, what the README says it is not ("yours alone to read, also under
+    sudo"). Written through the link, it is the owner's and 0600, as when no link is
+    there; a device or a pipe there is written as it is."""
+    monkeypatch.setenv("SUDO_UID", str(OWNER_UID))
+    monkeypatch.setenv("SUDO_GID", str(OWNER_GID))
+    (tmp_path / "replies").mkdir()
+    target = tmp_path / "replies" / "today.wav"
+    link = tmp_path / "latest.wav"
+    link.symlink_to(target)
+    umask = os.umask(0o022)  # sudo's, as on Raspberry Pi OS
+    try:
+        write_wav(link, b"\x01\x00" * 2400, 24000, private=True)
+        write_wav("/dev/null", b"\x01\x00" * 2400, 24000, private=True)
+    finally:
+        os.umask(umask)
+    assert link.is_symlink() and target.read_bytes()[:4] == b"RIFF"
+    saved = target.stat()
+    assert saved.st_mode & 0o077 == 0, f"others may read it: {saved.st_mode & 0o777:o}"
+    assert (saved.st_uid, saved.st_gid) == (OWNER_UID, OWNER_GID)
+    null = os.stat("/dev/null")
+    assert (null.st_uid, null.st_mode & 0o777) == (0, 0o666), "the device was made private"

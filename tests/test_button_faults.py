@@ -16,7 +16,13 @@ import pytest
 from fakes import CHUNK, QUIET, Box, FakeParts, config, running
 from gpiozero.pins.mock import MockPin
 from helpers import mock_pins, until
+from test_doctor import context
 
+from device import config as settings
+from device.doctor.daemon import summary_lines
+from device.doctor.gpio import check_button
+from device.doctor.result import Options, Status
+from device.doctor.runner import format_result, held_by_the_service
 from device.hw.button import PRESSED, RELEASED, ButtonInput
 from device.parts import Parts
 from device.states import SetupComplete
@@ -286,3 +292,104 @@ async def test_a_tap_after_a_lost_release_is_a_press_and_a_release() -> None:
             assert seen == [PRESSED, RELEASED, PRESSED, RELEASED]
         finally:
             button.stop()
+
+
+async def test_the_doctor_beside_the_service_tells_of_a_button_held_since_it_opened(
+    tmp_path: Path,
+) -> None:
+    with mock_pins(Shorted) as pins:
+        pin = pins.pin(PIN)
+        pin.drive_low()
+        async with running(tmp_path, parts_class=PinParts) as box:
+            await asyncio.sleep(0.1)
+            await box.settle()
+            assert box.state == "idle"
+            line = held_by_the_service("button", box.appliance.status(), box.appliance.cfg)
+            assert line.status is Status.WARN, format_result(line)
+            assert f"GPIO {PIN} reads pressed" in line.measured
+            assert "ground" in (line.fix or "")
+            said = "\n".join(summary_lines(box.appliance.status()))  # `ctl status`
+            assert "button:   reads pressed since" in said, said
+            # Let go and pressed as a person does: a press like any other, nothing to tell.
+            pin.drive_high()
+            pin.drive_low()
+            await until(lambda: box.state == "connecting")
+            line = held_by_the_service("button", box.appliance.status(), box.appliance.cfg)
+            assert line.status is Status.SKIP, format_result(line)
+            assert "button:" not in "\n".join(summary_lines(box.appliance.status()))
+
+
+@pytest.mark.parametrize("wired", ["shorted", "busy"])
+async def test_the_doctor_not_waiting_for_a_press_still_tells_a_miswired_button(
+    tmp_path: Path, wired: str
+) -> None:
+    """Not from a terminal (over `ssh box live-appliance doctor`, from a script) or with
+    --no-button, nobody is there to press: but a pin that reads pressed, or that cannot be
+    opened, needs nobody to be seen, and the line was a SKIP that let the doctor pass."""
+    from gpiozero import LED
+
+    with mock_pins(Shorted if wired == "shorted" else None) as pins:
+        held = LED(PIN) if wired == "busy" else None  # another program holds the line
+        if wired == "shorted":
+            pins.pin(PIN).drive_low()
+        try:
+            result = await check_button(context(tmp_path, Options(button=False)))
+        finally:
+            if held is not None:
+                held.close()
+    wanted = Status.WARN if wired == "shorted" else Status.FAIL
+    assert result.status is wanted, format_result(result)
+    assert f"GPIO {PIN}" in result.measured
+
+
+async def test_the_doctor_not_waiting_for_a_press_skips_a_button_that_reads_released(
+    tmp_path: Path,
+) -> None:
+    with mock_pins():
+        result = await check_button(context(tmp_path, Options(button=False)))
+    assert result.status is Status.SKIP and "not waiting for a press" in result.measured
+
+
+class Driven(MockPin):
+    """A pin the module drives either way: the pull resistor changes nothing."""
+
+    def _set_pull(self, value: str) -> None:
+        self._pull = value
+
+
+async def test_a_module_driving_its_pin_high_is_heard_while_touched(tmp_path: Path) -> None:
+    cfg = config(button={"active_high": True})
+    with mock_pins(Driven) as pins:
+        pin = pins.pin(PIN)
+        pin.drive_low()  # the module at rest
+        async with running(tmp_path, cfg, parts_class=PinParts) as box:
+            await box.settle()
+            assert box.state == "idle" and not box.mic.forwarding
+            assert not box.appliance.status()["button_held"]
+            pin.drive_high()  # touched
+            await until(lambda: box.state == "connecting")
+            assert box.mic.forwarding
+            pin.drive_low()  # let go
+            await until(lambda: not box.mic.forwarding)
+
+
+def test_active_high_is_a_setting_of_the_button(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[button]\nactive_high = true\n")
+    assert settings.load(path).button.active_high is True
+    assert settings.Config().button.active_high is False  # a button to ground, as wired
+
+
+async def test_the_doctor_tells_a_silent_module_its_own_wiring(tmp_path: Path) -> None:
+    """No press seen on a box set for a module that drives its pin high: the fix said to
+    wire "the other leg on ground", which is the button it is not."""
+    from test_doctor import context
+
+    from device.doctor.gpio import check_button
+    from device.doctor.result import Options
+
+    with mock_pins():
+        ctx = context(tmp_path, Options(button_wait_s=0.2), button={"active_high": True})
+        result = await check_button(ctx)
+    assert result.fix is not None and "ground" not in result.fix, result.fix
+    assert "active_high" in result.fix

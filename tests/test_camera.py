@@ -22,15 +22,23 @@ import types
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import simplejpeg
-from fakes import presses_in_an_outage
-from helpers import mock_pins, open_descriptors, until
+from fakes import FakeParts, config, presses_in_an_outage, running
+from helpers import daemon_saying, mock_pins, open_descriptors, until
+from test_doctor import RUNNING, config_file
 
+from device import logs, tasks
 from device.config import CameraConfig
+from device.doctor.camera import check_camera
+from device.doctor.daemon import summary_lines
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Result, Status
+from device.doctor.runner import exit_code, held_by_the_service, run_checks
 from device.hw import camera as camera_module
 from device.hw.camera import CameraError, CameraFeed, capture_still
 from device.hw.camera_pattern import NumberedBars, read_frame_number
@@ -1258,3 +1266,229 @@ async def test_the_off_line_after_a_stuck_camera_call_counts_the_runs_frames(
     stuck = next(r for r in cameras() if r.LIVE_CAMERA == "stuck")
     off = cameras()[-1]
     assert getattr(off, "LIVE_CAMERA_FRAMES", None) == stuck.LIVE_CAMERA_FRAMES, off.__dict__
+
+
+def test_doctor_camera_ends_when_the_camera_is_stuck_in_its_start(
+    camera: FakeCameraRig,
+    monkeypatch: Any,
+    tmp_path: Path,
+) -> None:
+    """A ribbon cable worked loose can leave picamera2 hanging in its start for good:
+    `live-appliance doctor camera` printed its FAIL line and then never ended, its
+    loop's close waiting for the worker thread stuck in the camera."""
+    monkeypatch.setattr(camera_module, "SWITCH_TIMEOUT_S", 0.5)
+    camera.start_gate = threading.Event()  # never returns while the test looks
+    cfg = config(camera={"enabled": True, "source": "picamera2"})
+    ctx = Context(cfg, Options(camera_out=tmp_path / "camera.jpg"), Progress(spinner=False))
+    results: list[Result] = []
+    doctor = threading.Thread(
+        target=lambda: results.append(tasks.run(check_camera(ctx))), daemon=True
+    )
+    started = time.monotonic()
+    doctor.start()
+    doctor.join(5)
+    hung = doctor.is_alive()
+    camera.start_gate.set()  # the test's own end: the stuck call returns at last
+    doctor.join(5)
+    assert not hung, "the doctor did not end while the camera was stuck in its start"
+    assert time.monotonic() - started < 5
+    (result,) = results
+    assert result.status is Status.FAIL
+    assert "did not answer" in result.measured
+
+
+def said(caplog: pytest.LogCaptureFixture, word: str) -> bool:
+    """The journal has a LIVE_CAMERA=`word` line."""
+    return any(getattr(r, "LIVE_CAMERA", "") == word for r in caplog.records)
+
+
+class RealCameraParts(FakeParts):
+    """Fake parts but the camera: the daemon's own CameraFeed."""
+
+    switch_timeout_s = camera_module.SWITCH_TIMEOUT_S
+
+    def camera(self, on_frame):  # type: ignore[no-untyped-def]
+        feed = CameraFeed(self.cfg.camera, on_frame, switch_timeout_s=self.switch_timeout_s)
+        return self._keep("camera", feed)
+
+
+class QuickToCallStuck(RealCameraParts):
+    switch_timeout_s = 0.2
+
+
+async def test_the_doctor_fails_a_camera_the_running_service_could_not_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The camera fails at every press (picamera2 gone, a cable worked loose): the owner
+    runs the doctor with the service running, as the README says, and its camera line was
+    SKIP "in use" with exit 0, and `ctl status` said "camera: off", as when it works."""
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # `import picamera2` fails
+    cfg = config(camera={"enabled": True, "source": "picamera2"})
+    async with running(tmp_path, cfg, parts_class=RealCameraParts) as box:
+        await box.ctl("press")
+        await until(lambda: said(caplog, "failed"))
+        await box.ctl("release")
+        status = await box.ctl("status")
+    line = held_by_the_service("camera", status, cfg)
+    assert line.status is Status.FAIL, line
+    assert "picamera2 is not installed" in line.measured
+    assert any("picamera2 is not installed" in said for said in summary_lines(status))
+
+
+async def test_ctl_status_says_the_camera_is_on_while_a_stuck_stop_keeps_its_light_on(
+    camera: FakeCameraRig,
+    pins: Any,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    """A camera stuck in its stop may still be on: its light stays lit and the journal says
+    "stuck" until the call returns. `ctl status` said "camera: off" meanwhile, to an owner
+    looking at the lit light; it says what the light says."""
+    camera.stop_gate = threading.Event()
+    cfg = config(camera={"enabled": True, "source": "picamera2", "led_pin": 21, "linger_s": 0})
+    try:
+        async with running(tmp_path, cfg, parts_class=QuickToCallStuck) as box:
+            await box.ctl("press")
+            await until(lambda: camera.captures > 0)
+            await box.ctl("release")
+            await until(lambda: said(caplog, "stuck"))
+            stuck = await box.ctl("status")
+            assert pins(21).state, "the light is on: the camera may be"
+            camera.stop_gate.set()  # the call returns: the camera is switched off
+            await until(lambda: not pins(21).state)
+            back = await box.ctl("status")
+    finally:
+        camera.stop_gate.set()
+    assert stuck["camera"], "ctl status said the camera was off while its light was on"
+    assert not back["camera"]
+
+
+async def test_the_doctors_picture_lights_the_camera_light(
+    camera: FakeCameraRig,
+    pins: Any,
+) -> None:
+    """`[camera] led_pin`, the light lit exactly while the camera is on, is a promise to
+    whoever is in the room: `doctor camera` (run over SSH) switched the camera on and
+    took a picture of them with the light dark."""
+    jpeg = (await camera_module.capture_still(picamera2(led_pin=21))).jpeg
+    assert jpeg[:2] == b"\xff\xd8" and camera.names()[-2:] == ["stop", "close"]
+    assert [change.state for change in pins(21).states] == [False, True, False]
+
+
+async def test_the_doctor_warns_of_a_camera_that_sends_black_pictures(
+    camera: FakeCameraRig,
+    tmp_path: Path,
+) -> None:
+    """A sensor that sends only black frames (a lens cap, the film a module ships with, a
+    sensor that has died): the model saw nothing at every press, and `doctor camera`
+    said PASS, as for a picture of the room."""
+    camera.picture = lambda config: np.zeros((768, 768, 3), dtype=np.uint8)  # type: ignore[method-assign]
+    cfg = config(camera={"enabled": True, "source": "picamera2"})
+    ctx = Context(cfg, Options(camera_out=tmp_path / "camera.jpg"), Progress(spinner=False))
+    result = await check_camera(ctx)
+    assert result.status is Status.WARN, result
+    assert "black" in result.measured and (tmp_path / "camera.jpg").exists()
+    camera.picture = lambda config: np.full((768, 768, 3), 40, dtype=np.uint8)  # type: ignore[method-assign]
+    assert (await check_camera(ctx)).status is Status.PASS, "a dim room is a picture"
+
+
+async def test_a_box_without_picamera2_is_not_sent_to_a_test_pattern(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """picamera2 missing: the doctor's line told the owner to set `source = "synthetic"`,
+    which makes the box show the model numbered colour bars at every press, and then
+    passes the doctor. A box without a camera turns it off instead."""
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # `import picamera2` fails
+    cfg = config(camera={"enabled": True, "source": "picamera2"})
+    ctx = Context(cfg, Options(camera_out=tmp_path / "camera.jpg"), Progress(spinner=False))
+    result = await check_camera(ctx)
+    assert result.status is Status.FAIL
+    said = f"{result.measured} {result.fix}"
+    assert "synthetic" not in said, said
+    assert "sudo apt install python3-picamera2" in said and "enabled = false" in said
+
+
+async def test_the_doctor_warns_of_a_camera_whose_picture_is_scaled_up(
+    camera: FakeCameraRig,
+    tmp_path: Path,
+) -> None:
+    """A USB webcam that libcamera runs at 160x120: the model is shown a 120 pixel square
+    blown up to 768x768, and `doctor camera` said PASS "768x768 JPEG" (its warning for a
+    frame of another size could never fire: every frame is made [camera] size square)."""
+    camera.modes = USB_MODES
+    camera.usb_size = (160, 120)
+    cfg = config(camera={"enabled": True, "source": "picamera2"})
+    ctx = Context(cfg, Options(camera_out=tmp_path / "camera.jpg"), Progress(spinner=False))
+    result = await check_camera(ctx)
+    assert result.status is Status.WARN, result
+    assert "160x120" in result.measured and "768x768 JPEG" in result.measured
+    camera.usb_size = (1280, 720)
+    assert (await check_camera(ctx)).status is Status.PASS
+
+
+async def test_the_service_line_names_a_camera_the_running_service_could_not_start(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    systemctl: Any,
+) -> None:
+    """`doctor` with the service running and its camera failing at every press: the
+    service line was PASS, where a part the service runs without is a warning naming it."""
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # `import picamera2` fails
+    cfg = config(camera={"enabled": True, "source": "picamera2"})
+    async with running(tmp_path / "box", cfg, parts_class=RealCameraParts) as box:
+        await box.ctl("press")
+        await until(lambda: said(caplog, "failed"))
+        await box.ctl("release")
+        status = await box.ctl("status")
+    systemctl(**RUNNING)
+    async with daemon_saying(status) as sock:
+        path = config_file(tmp_path, control={"socket": str(sock)})
+        found = await run_checks(
+            ("camera", "service"), Options(button=False), str(path), Progress(), print
+        )
+    camera_line, service = found
+    assert camera_line.status is Status.FAIL, camera_line
+    assert service.status is Status.WARN and "camera" in service.measured, service
+    assert exit_code(found) == 1
+
+
+async def test_the_doctor_says_a_synthetic_camera_is_no_camera(tmp_path: Path) -> None:
+    """`[camera] source = "synthetic"` left from the demo on a box: the model is shown
+    numbered colour bars at every press, and the doctor's line read as a camera's
+    ("PASS camera 768x768 JPEG, 20 KB in 0.1 s"), where only its FAIL lines named the
+    source."""
+    cfg = config(camera={"enabled": True, "source": "synthetic"})
+    ctx = Context(cfg, Options(camera_out=tmp_path / "camera.jpg"), Progress(spinner=False))
+    result = await check_camera(ctx)
+    assert "test pattern" in result.measured, result
+
+
+async def test_a_camera_that_stays_gone_is_said_once_not_at_each_press(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its cable pulled for good: each conversation tried it again and put "camera off
+    until the session ends" in the journal, a line each press (a month of them buries
+    everything else). One line while it stays gone, with the count; once it worked again,
+    a new failure is news."""
+    # Not the minute between two lines: while it lasts, it is said once however long.
+    monkeypatch.setattr(logs.SaidOnce, "EVERY_S", 0.0)
+    rig = installed_picamera2(monkeypatch, fake_picamera2_class)
+    rig.fail_open = True
+    frames = Frames()
+    feed = feed_for(picamera2(), frames)
+    for press in range(1, 6):
+        feed.start_frames()
+        await until(lambda: len(frames.failures) == press)  # noqa: B023
+        await feed.aclose()  # the conversation ends; the next one tries again
+    assert camera_records(caplog) == [(logging.WARNING, "failed")]
+
+    rig.fail_open = False  # plugged in again
+    feed.start_frames()
+    await until(lambda: frames.jpegs)
+    await feed.aclose()
+    rig.fail_open = True
+    feed.start_frames()
+    await until(lambda: len(frames.failures) == 6)
+    await feed.shutdown()
+    assert camera_records(caplog) == [(logging.WARNING, "failed")] * 2

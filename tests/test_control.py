@@ -29,7 +29,7 @@ from system_view import device_after
 from test_persist import SERVICE_UID
 
 from device import appliance as appliance_module
-from device import workers
+from device import logs, workers
 from device.cli import main as cli_main
 from device.control import CLIENTS_LIMIT, AlreadyRunning, ControlServer, single_instance
 from device.control_client import LINE_LIMIT, ControlError, NotRunning, request
@@ -915,3 +915,129 @@ def test_the_service_keeps_a_second_copy_out_after_a_copy_run_as_root(open_dir: 
             pass  # a second copy, run by hand again
     finally:
         service.communicate("", timeout=10)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="makes the service's place as root"
+)
+def test_the_service_refused_its_own_place_stays_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The service itself (systemd gives it NOTIFY_SOCKET) refused the directory of its
+    socket, another user's: that is the configuration's to fix, status 2 (systemd does not
+    restart it for ever), not the by-hand copy's "stop the service and run as that user"."""
+    monkeypatch.setenv("NOTIFY_SOCKET", "/nonexistent/notify")
+    with tempfile.TemporaryDirectory(prefix="live-appliance-service-") as place:
+        ran = _run_as_member(Path(place))
+    assert ran.returncode == 2, (ran.returncode, ran.stderr)
+    assert "configuration error" in ran.stderr, ran.stderr
+    assert "systemctl start live-appliance" not in ran.stderr, ran.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="asks as another user")
+@pytest.mark.parametrize(
+    ("gid", "told"),
+    [
+        (0, "only root may use it: run it with sudo"),  # a copy run by hand with sudo
+        (54321, "run as a member of its group, or with sudo"),  # a group with no name
+    ],
+    ids=["root", "unnamed"],
+)
+def test_a_guest_refused_by_the_control_socket_is_told_who_may_use_it(
+    open_dir: Path, gid: int, told: str
+) -> None:
+    """A guest refused by the socket's directory is told who may use it by that
+    directory's group: root's alone (no group to join), or a group with no name (no
+    name to join, and not that of some directory above it)."""
+    run_dir = open_dir / "live-appliance"
+    run_dir.mkdir()
+    os.chown(run_dir, 0, gid)
+    run_dir.chmod(0o750)
+    asked = subprocess.run(
+        ["setpriv", f"--reuid={GUEST}", f"--regid={GUEST}", "--clear-groups", sys.executable,
+         "-m", "device", "ctl", "status", "--socket", str(run_dir / "control.sock")],
+        env={**os.environ, "PYTHONPATH": os.getcwd(), "HOME": "/tmp"}, capture_output=True,
+        text=True, timeout=30,
+    )  # fmt: skip
+    assert asked.returncode == 1, asked.stderr
+    assert asked.stderr.rstrip().endswith(f"permission denied on {run_dir}/control.sock: {told}")
+
+
+def test_a_run_directory_with_room_for_the_lock_but_not_the_socket_is_no_configuration_error(
+    tmp_path: Path,
+) -> None:
+    """/run out of inodes one file later: the lock made, the socket not. As for the lock,
+    the place is said full with how to see it, and the daemon exits 1 (systemd tries
+    again), not 2 ("configuration error", the box off until the retry timer)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[control]\nsocket = "{run / "control.sock"}"\n')
+    lock_only = f"mount -t tmpfs -o nr_inodes=2 tmpfs {run}"  # its root's, then the lock's
+    done = device_after(lock_only, "run", "--config", str(cfg))
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "configuration error" not in done.stderr, done.stderr
+    assert f"cannot listen on {run / 'control.sock'}" in done.stderr, done.stderr
+    assert f"df -h -i {run}" in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="runs as another user")
+def test_a_socket_place_of_ones_own_that_refuses_is_a_configuration_error(
+    open_dir: Path,
+) -> None:
+    """A copy run by hand whose [control] socket is in a directory of its own user that
+    it may not write (0500, its lock already there): a configuration to correct, status
+    2, not "the place is user <themselves>'s, the service's: run as that user"."""
+    run_dir = open_dir / "run"
+    run_dir.mkdir()
+    (run_dir / "control.sock.lock").write_text("")
+    for place in (run_dir, run_dir / "control.sock.lock"):
+        os.chown(place, GUEST, GUEST)
+    run_dir.chmod(0o500)
+    cfg = open_dir / "config.toml"
+    cfg.write_text(f'[control]\nsocket = "{run_dir / "control.sock"}"\n')
+    ran = subprocess.run(
+        ["setpriv", f"--reuid={GUEST}", f"--regid={GUEST}", "--clear-groups",
+         sys.executable, "-m", "device", "run", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=30, cwd=Path(__file__).parents[1],
+        env={**os.environ, "GEMINI_API_KEY": "AIza" + "x" * 35, "HOME": "/tmp"},
+    )  # fmt: skip
+    assert ran.returncode == 2, (ran.returncode, ran.stderr)
+    assert "configuration error: [control] socket: cannot listen" in ran.stderr, ran.stderr
+    assert "sudo -u" not in ran.stderr, ran.stderr
+
+
+async def test_ctl_clients_crowding_again_after_room_came_back_are_said_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client refused because the control socket is full: one LIVE_BOUND=control_clients
+    line. Room came back and a client was answered; a new crowd later is news, said again
+    (at most a minute after the last, here at once): it was one line for the life of the
+    service."""
+    monkeypatch.setattr(logs.SaidOnce, "EVERY_S", 0.0)
+    path = tmp_path / "run" / "ctl.sock"
+    daemon, answering = Daemon(), asyncio.Event()
+
+    async def slow(req: dict[str, Any]) -> dict[str, Any]:
+        await answering.wait()
+        return await daemon(req)
+
+    bounds = lambda: [  # noqa: E731
+        r for r in caplog.records if getattr(r, "LIVE_BOUND", "") == "control_clients"
+    ]
+    async with ControlServer(path, slow, clients_limit=1, idle_s=0.5):
+        for crowd in (1, 2):
+            held = await Line.open(path)
+            held.writer.write(b'{"cmd": "status"}\n')
+            await asyncio.sleep(0.1)
+            extra = await Line.open(path)
+            async with asyncio.timeout(5):
+                assert "busy" in json.loads(await extra.reader.readline())["error"]
+            await extra.close()
+            assert len(bounds()) == crowd, [r.getMessage() for r in bounds()]
+            answering.set()
+            async with asyncio.timeout(5):
+                assert json.loads(await held.reader.readline())["state"] == "idle"
+            await held.close()
+            await asyncio.sleep(0.1)  # its task gone: room again
+            answering.clear()

@@ -58,7 +58,7 @@ from device.doctor.gpio import check_button, check_leds
 from device.doctor.network import FIXES, check_network
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Result, Status
-from device.doctor.runner import exit_code, held_by_the_service, run_checks
+from device.doctor.runner import Check, _run_one, exit_code, held_by_the_service, run_checks
 from device.doctor.service import check_service
 from device.doctor.settings import check_config, check_key
 from rig.daemon import rig_settings, scratch_dir, start_daemon, to_toml
@@ -1528,3 +1528,107 @@ def test_the_doctor_warns_of_a_configuration_others_may_change(
     open_dir.chmod(0o750)
     place.chmod(0o646)  # others may write it, but not reach it
     assert check_config(None)[0].status is Status.PASS
+
+
+class Unseated:
+    """Pixels whose every frame fails, as an SPI write to a HAT that is not seated."""
+
+    def __init__(self, pixels: int) -> None:
+        self.pixels = pixels
+        self.closed = False
+
+    def show(self, frame: tuple[object, ...]) -> None:
+        raise OSError(5, "Input/output error")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("pixels", [1, 3])
+async def test_doctor_leds_fails_leds_that_showed_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pixels: int
+) -> None:
+    driver = Unseated(pixels)
+    monkeypatch.setattr("device.hw.leds.open_leds", lambda cfg: driver)
+    monkeypatch.setattr("device.doctor.gpio.LED_STEP_S", 0.01)
+    ctx = context(tmp_path, Options(), leds={"kind": "apa102", "count": pixels})
+    result = await _run_one(Check("leds", check_leds, "showing every state"), ctx)
+    assert result.status is Status.FAIL, result
+    assert "Input/output error" in result.measured
+    assert "Report this" not in (result.fix or ""), result.fix  # no bug: the hardware's
+    assert driver.closed
+
+
+#: systemd's MESSAGE_IDs: "Scheduled restart job" (N_RESTARTS=), "Failed with result".
+SCHEDULED = "5eb03494b6584870a536b337290809b3"
+FAILED = "d9b373ed55a64feb8242e02dbe79a49c"
+STARTED = "39f53479d3a045ac8e11786248231fbf"
+IDLE = {"status": "idle", "session_open": False, "turns": []}
+
+
+def journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entries: list[dict[str, str]]) -> None:
+    """A `journalctl` on PATH that prints `entries` (its JSON output), whatever it is asked."""
+    bin_dir = tmp_path / "journal-bin"
+    bin_dir.mkdir()
+    (bin_dir / "entries").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    script = bin_dir / "journalctl"
+    script.write_text(f"#!/bin/sh\ncat {bin_dir / 'entries'}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+async def service_check(tmp_path: Path) -> Any:
+    async with daemon_saying(IDLE) as sock:
+        return await check_service(context(tmp_path, Options(), control={"socket": str(sock)}))
+
+
+async def test_restarts_a_sighup_asked_for_are_not_called_crashes(
+    systemctl: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`systemctl kill -s HUP live-appliance` twice (what tools send for "read your
+    configuration again"): the daemon stopped with status 3 and systemd started it again,
+    as the unit asks; NRestarts counts each. The doctor warned "It has crashed and
+    restarted" of a box that never had."""
+    systemctl(**{**RUNNING, "NRestarts": "2"})
+    journal(tmp_path, monkeypatch, [
+        {"MESSAGE_ID": FAILED, "UNIT_RESULT": "exit-code"},  # a bad config, fixed since
+        {"MESSAGE_ID": STARTED},  # the owner's start
+        {"MESSAGE_ID": SCHEDULED, "N_RESTARTS": "1"},
+        {"MESSAGE_ID": STARTED},
+        {"MESSAGE_ID": SCHEDULED, "N_RESTARTS": "2"},
+        {"MESSAGE_ID": STARTED},
+    ])  # fmt: skip
+    result = await service_check(tmp_path)
+    assert result.status is Status.PASS, result
+    assert "crash" not in result.measured + (result.fix or ""), result
+
+
+async def test_a_crash_among_asked_restarts_is_still_said(
+    systemctl: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    systemctl(**{**RUNNING, "NRestarts": "2"})
+    journal(tmp_path, monkeypatch, [
+        {"MESSAGE_ID": SCHEDULED, "N_RESTARTS": "1"},  # an older run of restarts
+        {"MESSAGE_ID": STARTED},
+        {"MESSAGE_ID": FAILED, "UNIT_RESULT": "watchdog"},
+        {"MESSAGE_ID": SCHEDULED, "N_RESTARTS": "1"},
+        {"MESSAGE_ID": STARTED},
+        {"MESSAGE_ID": SCHEDULED, "N_RESTARTS": "2"},  # a SIGHUP
+        {"MESSAGE_ID": STARTED},
+    ])  # fmt: skip
+    result = await service_check(tmp_path)
+    assert result.status is Status.WARN, result
+    assert result.fix is not None and "crashed" in result.fix, result
+    assert "2 restarts (1 after a crash)" in result.measured, result.measured
+
+
+async def test_a_journal_that_does_not_tell_is_not_taken_for_no_crash(
+    systemctl: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user the journal is closed to (not in group adm), or a journal rotated since:
+    the restarts are still said, as restarts."""
+    systemctl(**{**RUNNING, "NRestarts": "2"})
+    journal(tmp_path, monkeypatch, [])
+    result = await service_check(tmp_path)
+    assert result.status is Status.WARN, result
+    assert result.fix is not None and "journalctl -u live-appliance -b" in result.fix, result

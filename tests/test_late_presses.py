@@ -11,7 +11,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from fakes import Box, DeviceFreeCapture, RealCaptureParts, config, running
+from fakes import (
+    Box,
+    DeviceFreeCapture,
+    RealCaptureParts,
+    config,
+    running,
+)
 from helpers import until
 from test_appliance import ask_and_hear_the_reply_begin, busy_closing, kinds
 from test_appliance import numbered as numbered_40_ms
@@ -20,6 +26,7 @@ from device import appliance as appliance_module
 from device.audio.capture import PRESS_LAG_S, RATE, Capture
 from device.audio.earcons import earcon
 from device.config import AudioConfig
+from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
 from device.live.wire import MIC_RATE
 from device.mic_feed import MicFeed
 from device.outbox import Item, Outbox
@@ -368,3 +375,18 @@ async def test_a_late_press_refused_for_a_failed_speaker_is_not_said_a_lost_ques
         assert "speaker" in box.appliance.status()["faults"]
     said = [r.getMessage() for r in caplog.records if "the press was taken" in r.getMessage()]
     assert not said, said
+
+
+def test_a_press_past_what_is_kept_says_the_seconds_lost_to_two_figures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A press held 2.5 s past what is kept to send again, then a switch: the journal says
+    its first 2.5 s are lost, not "2 s" (nor "0 s" for a press a chunk past it)."""
+    half = b"\x01\x00" * (MIC_RATE // 2)
+    turn = WireTurn(unsaved_limit=unsaved_limit(3600))
+    turn.sent("activity_start")
+    for _ in range(round(UNSAVED_MOST_S * 2) + 5):
+        turn.spoke(half)
+    with caplog.at_level(logging.WARNING):
+        turn.words_to_repeat()
+    assert "its first 2.5 s are lost" in caplog.text, caplog.text

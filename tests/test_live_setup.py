@@ -3,9 +3,14 @@ model rules that leave settings out or refuse them at start."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import google.auth
 import pytest
 from google import genai
 from google.genai import errors, types
+from helpers import until
+from test_live_session import Credentials
 from wire import at, config_for, function_names, instruction, searches
 
 from device.config import (
@@ -15,7 +20,10 @@ from device.config import (
     ToolsConfig,
 )
 from device.live.models import MODELS, check_model_settings
+from device.live.session import LiveLink
 from device.live.setup import connect_config, make_client
+from device.outbox import Outbox
+from device.states import Event, SetupComplete
 from rig.server.server import LiveServer
 from rig.server.setup import DEFAULT_MODELS
 from rig.server.wire import has, pick
@@ -359,3 +367,33 @@ async def test_transcripts_off_leaves_both_transcriptions_out_and_search_rides_w
     assert at(setup, "input_audio_transcription") is None
     assert at(setup, "output_audio_transcription") is None
     assert (function_names(setup), searches(setup)) == (["end_conversation"], 1)
+
+
+async def setup_model(monkeypatch: pytest.MonkeyPatch, model: str) -> str:
+    """The model the setup of one press names, on Vertex AI with `model` configured."""
+    monkeypatch.setattr(Credentials, "made", [])  # this press's first: token-1
+    monkeypatch.setattr(google.auth, "default", lambda **_: (Credentials(), "p"))
+    events: list[Event] = []
+    async with LiveServer(pace=0, reply_seconds=0.2, bearer_tokens={"token-1"}) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+        live = {"backend": "vertex", "project": "p", "location": "l", "model": model}
+        cfg = dataclasses.replace(config_for(server, live=live), api_key=None)
+        link = LiveLink(cfg, Outbox(5), events.append, lambda _item, _t: None)
+        link.open(1)
+        await until(lambda: events)
+        await link.close()
+        assert isinstance(events[-1], SetupComplete), events
+        return str(server.log.connections()[-1].setup["model"])
+
+
+async def test_a_vertex_model_named_with_the_gemini_apis_prefix_is_the_publishers_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`model = "models/gemini-3.8-live"`, as the Gemini API's examples write it, loads
+    (the config takes "models/" as the Gemini API does); on Vertex AI the SDK kept it as
+    it was, and the setup named "models/gemini-3.8-live", where Vertex AI's publisher
+    models are "projects/P/locations/L/publishers/google/models/NAME": the same model
+    named without the prefix, which is what the owner meant."""
+    bare = await setup_model(monkeypatch, "gemini-3.8-live")
+    assert bare == "projects/p/locations/l/publishers/google/models/gemini-3.8-live"
+    assert await setup_model(monkeypatch, "models/gemini-3.8-live") == bare

@@ -281,3 +281,16 @@ async def test_a_connect_whose_packets_go_nowhere_names_tcp_not_the_service(
     assert reason.startswith(said), reason
     (line,) = [r for r in caplog.records if r.getMessage().startswith("cannot connect:")]
     assert getattr(line, "LIVE_FAILURE", None) == kind, line.__dict__
+
+
+def test_addresses_failing_the_same_way_say_the_reason_once() -> None:
+    """Both of the host's addresses (IPv6 and IPv4) unreachable the same way, as when the
+    Wi-Fi is up without its router: the line says the reason once, not once an address
+    ("Network is unreachable; Network is unreachable")."""
+    both = OSError(
+        "Multiple exceptions: [Errno 101] Connect call failed ('2001:db8::1', 443, 0, 0), "
+        "[Errno 101] Connect call failed ('192.0.2.7', 443)"
+    )
+    unreachable = os.strerror(errno.ENETUNREACH)
+    said = describe_failure(both)
+    assert said == f"network: {unreachable} (each address of the host tried)", said

@@ -909,3 +909,22 @@ def test_a_push_to_talk_session_the_service_alone_keeps_talking_in_closes_when_i
     closed = closed_at([*asked, *unasked])
     assert closed is not None and closed <= 3.0 + TIMERS_S[Timer.IDLE] + 50, closed
     assert closed == 3.0 + (TIMERS_S[Timer.IDLE] if reply_s < 10 else 50 + reply_s), closed
+
+
+def test_the_restart_earcon_of_a_session_started_afresh_plays_once_at_the_release() -> None:
+    """Push-to-talk: the session started afresh while the button was held, and its
+    earcon waits for the release (not beeped into the question). It is said once: the
+    next question's release plays no restart earcon, as though the session had started
+    afresh again; and with the button up, a session started afresh says so at once."""
+    afresh = s.Reconnected(session=1, history_lost=True)
+    m, _, held = run(Machine(), s.Pressed(), SETUP, reconnecting("goAway"), afresh)
+    assert "play_earcon:restart" not in names(held), names(held)
+    m, _, released = run(m, s.Released())
+    assert names(released).count("play_earcon:restart") == 1, names(released)
+    m, seen, again = run(m, REPLY, DONE, s.PlaybackDrained(), s.Pressed(), s.Released())
+    assert seen[-1] is s.State.THINKING, seen
+    assert "play_earcon:restart" not in names(again), names(again)
+    # The button up (the question out, its answer awaited), it plays at once.
+    moved = s.Reconnecting(session=1, reason="goAway", reply_lost=False)
+    _, _, thinking = run(m, moved, afresh)
+    assert "play_earcon:restart" in names(thinking), names(thinking)

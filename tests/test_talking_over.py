@@ -453,3 +453,40 @@ async def test_the_journal_says_a_whole_reply_dropped_for_words_over_it_was_cut(
         assert any(isinstance(e, ReplyAudio) and e.replaces for e in seen.events)
     line = model_line(caplog)
     assert getattr(line, "LIVE_REPLY_CUT", None) == 1
+
+
+@pytest.mark.parametrize("words", [True, False], ids=["words", "counts"])
+def test_a_reply_interrupted_and_ended_in_one_message_is_said_cut_short(
+    caplog: pytest.LogCaptureFixture, words: bool
+) -> None:
+    """The service may end a reply its VAD cut in one message, interrupted with its
+    turnComplete: the journal's line for it must say "cut short" (LIVE_REPLY_CUT=1) as it
+    does when the two come apart; a careless flag made it "model said: <every word>", as
+    for a reply heard whole."""
+    seen, turn = Seen(), WireTurn(log_transcripts=words)
+    conn = connection(seen, turn)
+    caplog.set_level(logging.INFO)
+    conn._dispatch(audio(b"\x01\x00" * 100))
+    said = types.Transcription(text="Tomorrow will be sunny and warm.")
+    conn._dispatch(content(output_transcription=said))
+    conn._dispatch(content(interrupted=True, turn_complete=True))
+    (line,) = [r for r in caplog.records if r.getMessage().startswith(("model said", "turn "))]
+    assert getattr(line, "LIVE_REPLY_CUT", None) == 1, line.getMessage()
+    assert "cut short" in line.getMessage(), line.getMessage()
+
+
+def test_a_reply_cut_before_any_of_its_words_is_not_said_cut_in_the_counts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Words kept out of the journal: a reply cut before any of its words came is a turn
+    of the person's words alone, "1 words heard, 0 said", with nothing said cut short (no
+    LIVE_REPLY_CUT): there were no words of the model's to cut."""
+    seen, turn = Seen(), WireTurn(log_transcripts=False)
+    conn = connection(seen, turn)
+    caplog.set_level(logging.INFO)
+    conn._dispatch(content(input_transcription=types.Transcription(text="weather?")))
+    conn._dispatch(audio(b"\x01\x00" * 100))
+    conn._dispatch(content(interrupted=True, turn_complete=True))
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("turn transcript")]
+    assert line.getMessage() == "turn transcript: 1 words heard, 0 said (words not logged)"
+    assert getattr(line, "LIVE_REPLY_CUT", None) is None

@@ -6,19 +6,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
+from typing import Any
 
-from fakes import FakeActions
+import pytest
+from fakes import FakeActions, Gate, gated_tools
+from google.genai import types
 from google.genai.live import AsyncSession
+from helpers import until
+from test_live_connection import Seen, ToolAnswers, connection
+from test_live_connection import tool_call as sdk_tool_call
 from test_server_fuzz import ScriptedWire, sdk_client
+from test_tools import WAIT_S, run_alone
 
+from device import logs
 from device.config import LiveConfig, ToolsConfig
 from device.errors import TEXT_LIMIT
 from device.live.client import run_turn
-from device.live.connection import Connection
+from device.live.connection import TOOL_CALLS_LIMIT, Connection
 from device.live.hooks import Hooks
 from device.live.turn import WireTurn
 from device.outbox import Outbox
-from device.tools import ToolBox
+from device.tools import RESULT_LIMIT, TOOL_THREADS_LIMIT, Device, Registry, ToolBox
 
 #: Turns of the loop the box is given after the service's last frame, for its answers.
 SETTLE = [lambda: None] * 20
@@ -77,3 +86,110 @@ def test_ask_answers_twenty_thousand_calls_at_once_in_a_few_kilobytes() -> None:
     assert sum(len(answer) for answer in answers) < 16 * 1024, len(answers[0])
 
 
+async def test_tools_busy_again_after_the_threads_came_free_is_said_again(
+    gate: Gate, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every tool thread hung, a call refused busy: one LIVE_BOUND=tool_threads line. The
+    threads came free and a call ran; hung again later, the new run of refusals is news,
+    said again (at most a minute after the last, here at once): it was one line for the
+    life of the service."""
+    monkeypatch.setattr(logs.SaidOnce, "EVERY_S", 0.0)
+    tools = ToolsConfig(enabled=("slow",), timeout_s=0.1)
+    toolbox = ToolBox(tools, FakeActions(), registry=gated_tools(gate))
+    bounds = lambda: [  # noqa: E731
+        r for r in caplog.records if getattr(r, "LIVE_BOUND", "") == "tool_threads"
+    ]
+    tool_threads = lambda: sum(t.name == "tool" for t in threading.enumerate())  # noqa: E731
+    for hung in (1, 2):
+        for _ in range(TOOL_THREADS_LIMIT):  # each hangs past its timeout
+            assert await run_alone(toolbox, "slow") == {"error": "timed out after 0.1 s"}
+        busy = await run_alone(toolbox, "slow")
+        assert busy["error"].startswith("the device is busy"), busy
+        assert len(bounds()) == hung, [r.getMessage() for r in bounds()]
+        gate.opened.set()  # the hung calls return: a call runs again
+        await until(lambda: tool_threads() == 0, WAIT_S)
+        assert await run_alone(toolbox, "slow") == {"done": True}
+        gate.opened.clear()
+
+
+async def test_a_tool_call_flood_after_the_calls_ran_out_is_said_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service calls more tools than may run at once: one LIVE_BOUND=tool_calls line.
+    The calls ran out and one more ran with room; a new flood later is news, said again
+    (at most a minute after the last, here at once): it was one line for the life of the
+    connection."""
+    monkeypatch.setattr(logs.SaidOnce, "EVERY_S", 0.0)
+    turn, session = WireTurn(), ToolAnswers()
+    conn = connection(Seen(), turn, session)
+    bounds = lambda: [  # noqa: E731
+        r for r in caplog.records if getattr(r, "LIVE_BOUND", "") == "tool_calls"
+    ]
+    async with asyncio.TaskGroup() as group:
+        conn._group = group
+        for flood in ("a", "b"):
+            conn._dispatch(sdk_tool_call(flood, TOOL_CALLS_LIMIT + 1))
+            await until(lambda: not conn._tool_runs)
+            conn._dispatch(sdk_tool_call(f"{flood}-alone-", 1))  # room for it
+            await until(lambda: not conn._tool_runs)
+    assert len(bounds()) == 2, [r.getMessage() for r in bounds()]
+
+
+#: Where the test's stand-in for an endless stream stops, so that a failing run ends too.
+STREAM_CAP = 1_000_000
+
+
+def streaming_tools(read: list[int]) -> Registry:
+    registry = Registry()
+
+    def stream() -> Any:
+        """A sensor's readings for ever (here to STREAM_CAP), counted as they are read."""
+        for value in range(STREAM_CAP):
+            read[0] += 1
+            yield value
+
+    @registry.tool
+    def readings(device: Device) -> dict[str, Any]:
+        """The thermometer's readings, by an owner who put its stream in the result."""
+        return {"unit": "C", "readings": stream()}
+
+    return registry
+
+
+async def test_an_endless_stream_inside_a_tools_result_is_read_no_further_than_could_be_sent(
+) -> None:
+    """The bound on a tool's iterator held only for one returned bare: the same stream in a
+    dict ({"readings": stream()}) was read to its end, which for an endless one is never,
+    a list growing in the abandoned thread until the service's memory limit killed the
+    box. It is read as far as RESULT_LIMIT could hold, and answered too large."""
+    read = [0]
+    toolbox = ToolBox(ToolsConfig(enabled=("readings",), timeout_s=30.0), FakeActions(),
+                      registry=streaming_tools(read))
+    response = await toolbox.run(types.FunctionCall(id="c1", name="readings", args={}))
+    assert response.response is not None
+    assert "too large" in response.response.get("error", ""), response.response
+    await until(lambda: not any(t.name == "tool" for t in threading.enumerate()))
+    assert read[0] <= RESULT_LIMIT + 1, f"{read[0]} readings taken from an endless stream"
+
+
+def stream_tools() -> Registry:
+    registry = Registry()
+
+    @registry.tool
+    async def motion(device: Device) -> Any:
+        """The motion sensor's events, by an owner who wrote it as an async stream."""
+        yield {"moved": True}
+
+    return registry
+
+
+async def test_an_async_stream_tool_is_refused_when_registered_not_at_every_call() -> None:
+    """An `async def` tool is refused when it is registered; one that yields (an async
+    generator, no coroutine function) was taken: its thread got an async generator it
+    never runs, and every call answered the model "the tool's result is not JSON", the
+    box started as if the tool worked."""
+    with pytest.raises(TypeError, match=r"tool motion: .*async def"):
+        registry = stream_tools()
+        toolbox = ToolBox(ToolsConfig(enabled=("motion",)), FakeActions(), registry=registry)
+        response = await toolbox.run(types.FunctionCall(id="c1", name="motion", args={}))
+        raise AssertionError(f"registered, and its call answered {response.response}")

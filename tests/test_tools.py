@@ -10,18 +10,22 @@ import itertools
 import json
 import logging
 import math
+import os
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import pytest
 from fakes import FakeActions, gated_tools
 from google.genai import types
 from helpers import until
 from pydantic import Field
+from system_view import SystemView
 from wire import tool_responses
 
 from device import tools
@@ -792,3 +796,87 @@ async def test_a_tool_failing_with_words_over_lines_is_one_journal_line(
     message = record.getMessage()
     assert "\n" not in message and "\x1b" not in message, message
     assert "humidity 140 %" in message
+
+
+def test_an_undeclarable_parameter_is_named_with_the_types_that_work() -> None:
+    """A tuple parameter the Live API cannot declare: the journal names the parameter and
+    says which types work, not pydantic's text cut to one line (a careless bound on the
+    error's location fell back to that, still naming the tool and the word "position")."""
+    registry = Registry()
+
+    @registry.tool
+    def point_camera(device: Device, position: tuple[int, int]) -> dict[str, Any]:
+        """Turn the camera to an x, y position."""
+        return {"position": list(position)}
+
+    with pytest.raises(TypeError) as caught:
+        declarations(ToolsConfig(enabled=("point_camera",)), registry)
+    said = str(caught.value)
+    assert said.startswith("tool point_camera: parameter position: "), said
+    assert "the Live API cannot declare its type" in said, said
+    assert "use int, float, str, bool, a Literal, an Enum, or a list of one of them" in said
+
+
+ZONES = Path("/usr/share/zoneinfo")
+
+#: Asks get_time (the real clock and zone), sets the zone the way `timedatectl
+#: set-timezone` does (a new /etc/localtime link put in place of the old one), asks again.
+ASK_SET_ASK = """
+import asyncio, json, os, sys
+from pathlib import Path
+from google.genai import types
+from device.config import ToolsConfig
+from device.tools import ToolBox
+sys.path.insert(0, sys.argv[1])
+from fakes import FakeActions
+
+async def ask():
+    box = ToolBox(ToolsConfig(enabled=("get_time",)), FakeActions(), root=Path(sys.argv[2]))
+    call = types.FunctionCall(id="1", name="get_time", args={})
+    return (await box.run(call)).response
+
+async def main():
+    before = await ask()
+    os.symlink("/usr/share/zoneinfo/Europe/Paris", "/etc/localtime.new")
+    os.replace("/etc/localtime.new", "/etc/localtime")
+    print(json.dumps([before, await ask()]))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not (ZONES / "Europe/Paris").exists(), reason="needs tzdata")
+def test_get_time_tells_the_zone_the_owner_set_while_the_service_runs(tmp_path: Path) -> None:
+    """A box installed with the image's zone (UTC) whose owner then ran `sudo timedatectl
+    set-timezone Europe/Paris`: asked the time, the model was told UTC's, an hour off,
+    until the service was restarted (glibc reads the zone once, at the first local time)."""
+    view = SystemView(tmp_path / "view")
+    view.setup(f"ln -sfn {ZONES}/Etc/UTC /etc/localtime")
+    env = {k: v for k, v in os.environ.items() if k != "TZ"}
+    env["PYTHONPATH"] = str(Path(__file__).parents[1])
+    tests = str(Path(__file__).parent)
+    done = view.run([sys.executable, "-c", ASK_SET_ASK, tests, str(tmp_path)], env=env)
+    assert done.returncode == 0, done.stderr
+    before, after = json.loads(done.stdout)
+    assert before["timezone"] == "UTC", before
+    paris = datetime.now(ZoneInfo("Europe/Paris"))
+    assert (after["timezone"], after["utc_offset"]) == (f"{paris:%Z}", f"{paris:%z}"), after
+
+
+@pytest.mark.parametrize(
+    ("zone", "warned"),
+    [("Etc/UTC", True), ("UTC", True), ("Europe/London", False), ("America/New_York", False)],
+)  # fmt: skip
+async def test_get_time_says_a_utc_zone_may_not_be_where_the_box_is(
+    tmp_path: Path, zone: str, warned: bool
+) -> None:
+    """A box on an image whose zone is UTC (Ubuntu's, a Debian install that skipped the
+    question), never set by its owner in New York: asked the time, the model was told
+    UTC's as "the local time of the place the device is in" and said 13:05 at 8:05."""
+    toolbox = ToolBox(ToolsConfig(enabled=("get_time",)), FakeActions(), root=tmp_path,
+                      now=lambda: datetime(2026, 12, 6, 13, 5, tzinfo=ZoneInfo(zone)))
+    response = await run_alone(toolbox, "get_time")
+    assert response["time"] == "13:05", response
+    assert ("UTC" in response.get("warning", "")) == warned, response
+
+
