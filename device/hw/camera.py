@@ -483,11 +483,15 @@ async def capture_still(cfg: CameraConfig) -> Still:
         jpeg = await asyncio.to_thread(encode_jpeg, rgb, cfg.size, cfg.quality)
         return Still(jpeg, width=rgb.shape[1], height=rgb.shape[0])
     except CameraStuck:
-        stuck = True  # still starting, it cannot be stopped: the process's end releases it
+        stuck = True  # still starting, it cannot be stopped
         raise
     finally:
-        if not stuck:  # else it may be on: lit until the process's end releases both
-            await _stop(source, SWITCH_TIMEOUT_S, spawn=spawn)
-            if light is not None:
-                light.off()
-                light.close()
+        # A call stuck in the camera (its start, or its stop) may leave it filming: lit
+        # until the process's end releases both.
+        if not stuck:
+            stop_stuck: list[object] = []
+            await _stop(source, SWITCH_TIMEOUT_S, on_stuck=stop_stuck.append, spawn=spawn)
+            stuck = bool(stop_stuck)
+        if light is not None and not stuck:
+            light.off()
+            light.close()
