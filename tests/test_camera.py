@@ -1492,3 +1492,26 @@ async def test_a_camera_that_stays_gone_is_said_once_not_at_each_press(
     await until(lambda: len(frames.failures) == 6)
     await feed.shutdown()
     assert camera_records(caplog) == [(logging.WARNING, "failed")] * 2
+
+
+async def test_the_doctors_picture_leaves_the_light_lit_while_a_stop_is_stuck(
+    camera: FakeCameraRig, pins: Any, monkeypatch: Any
+) -> None:
+    """A camera whose stop hangs (a ribbon cable worked loose) may still be filming: the
+    doctor put its light out all the same and went on to its other checks, the room told
+    the camera was off. The light stays lit until the process's end releases both."""
+    monkeypatch.setattr(camera_module, "SWITCH_TIMEOUT_S", 0.3)
+    camera.stop_gate = threading.Event()  # never returns while the test looks
+    try:
+        await camera_module.capture_still(picamera2(led_pin=21))
+        assert [change.state for change in pins(21).states] == [False, True]
+    finally:
+        camera.stop_gate.set()
+
+
+def test_ctl_status_says_a_camera_stuck_in_a_call_is_on_not_only_failed() -> None:
+    """A start stuck in the camera is a failure the service keeps, and the camera may be
+    filming, its light on: `ctl status` said "camera: failed ... (tried again in the next
+    conversation)", the owner told nothing was on."""
+    said = summary_lines({"state": "idle", "camera": True, "camera_failure": "stuck"})
+    assert any(line.startswith("camera:   on") for line in said), said

@@ -161,10 +161,13 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
         audio.append(f"microphone while speaking: {status['mic_during_playback']}{why}")
     if audio:
         lines.append(f"audio:    {', '.join(audio)}")
-    if failure := status.get("camera_failure"):
+    failure = status.get("camera_failure")
+    if status.get("camera"):  # filming, or stuck in a call that may be: its light on
+        lines.append(f"camera:   on{f'; failed: {failure}' if failure else ''}")
+    elif failure:
         lines.append(f"camera:   failed: {failure} (tried again in the next conversation)")
     elif "camera" in status:
-        lines.append(f"camera:   {'on' if status['camera'] else 'off'}")
+        lines.append("camera:   off")
     turns = status.get("turns") or []
     if turns:
         lines.append(f"last {len(turns)} turn{'s' if len(turns) > 1 else ''}:")
