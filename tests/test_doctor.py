@@ -1084,6 +1084,24 @@ async def test_a_machine_without_gpio_is_told_so_not_to_check_its_pins(
         assert "no GPIO that gpiozero can drive" in result.fix and "Check [" not in result.fix
 
 
+async def test_a_machine_without_gpio_not_waiting_for_a_press_skips_the_button(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain Debian box or a VM has no pin driver, and no setting says "no button":
+    `doctor --no-button`, or the doctor from a script or a hook, failed the button there
+    for good (exit 1, the code a hook tests) where it had skipped it. Asked for by name,
+    it still fails with the fix."""
+    from gpiozero.exc import BadPinFactory
+
+    def no_gpio(*_args: Any, **_kwargs: Any) -> Any:
+        raise BadPinFactory("Unable to load any default pin factory!")
+
+    monkeypatch.setattr("device.hw.button.ButtonInput.start", no_gpio)
+    result = await check_button(context(tmp_path, Options(button=False)))
+    assert result.status is Status.SKIP, result
+    assert "BadPinFactory" in result.measured and "not waiting for a press" in result.measured
+
+
 async def test_a_check_that_crashes_does_not_show_the_key_its_error_quotes(
     tmp_path: Path,
 ) -> None:

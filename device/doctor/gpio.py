@@ -105,6 +105,13 @@ async def check_leds(ctx: Context) -> Result:
     )
 
 
+#: Why the doctor did not wait for a press.
+NOT_WAITING = (
+    "not waiting for a press (--no-button, or not run from a terminal; live-appliance "
+    "doctor button always waits)"
+)
+
+
 async def check_button(ctx: Context) -> Result:
     """Wait for one press: it proves the pin, the wiring and the pull-up together. Not
     waiting (nobody at a terminal), the pin is still opened and read: one that cannot be
@@ -129,10 +136,13 @@ async def check_button(ctx: Context) -> Result:
     try:
         button.start()
     except Exception as exc:
+        measured = f"cannot open GPIO {pin}: {gpio_failure(exc)}"
         fix = "Check [button] pin (a BCM number) and that no other program uses it."
         if no_pin_driver(exc):
+            if not ctx.options.button:  # a machine without GPIO, and no setting says so
+                return Result("button", Status.SKIP, f"{measured}; {NOT_WAITING}")
             fix = FIX_NO_GPIO.format(what="the box answers `live-appliance ctl press` only")
-        return Result("button", Status.FAIL, f"cannot open GPIO {pin}: {gpio_failure(exc)}", fix)
+        return Result("button", Status.FAIL, measured, fix)
     started = time.monotonic()
     try:
         if button.is_pressed:
@@ -146,8 +156,7 @@ async def check_button(ctx: Context) -> Result:
             return Result(
                 "button",
                 Status.SKIP,
-                f"GPIO {pin} opens and reads released; not waiting for a press (--no-button, "
-                "or not run from a terminal; live-appliance doctor button always waits)",
+                f"GPIO {pin} opens and reads released; {NOT_WAITING}",
             )
         async with ctx.progress.step(f"button: press it now (waiting {wait_s:g} s)"):
             async with asyncio.timeout(wait_s):
