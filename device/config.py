@@ -249,10 +249,12 @@ class ConversationConfig:
     #: One reply plays at most this long: a service streaming without end stops here
     #: (hands-free, the microphone then listens for `end_after_silence_s` and hangs up).
     longest_reply_s: float = field(default=300.0, metadata=_bounded(10, 3600))
-    #: The microphone streams at most this long at one go, whatever it hears (the room's
-    #: steady sound, a TV, keeps the silence timer from running out): a held press ends
-    #: as a release does, a hands-free conversation hangs up (after the answer playing).
+    #: Push-to-talk: the microphone streams at most this long at one go, whatever it hears
+    #: (the room's steady sound, a TV, keeps the silence timer from running out): a held
+    #: press ends as a release does.
     longest_turn_s: float = field(default=120.0, metadata=_bounded(10, 3600))
+    #: Hands-free: a conversation lasts at most this long, whatever it hears: the box hangs
+    #: up, after the answer playing.
     longest_conversation_s: float = field(default=900.0, metadata=_bounded(30, 14400))
 
 
