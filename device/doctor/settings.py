@@ -277,8 +277,9 @@ async def check_key(ctx: Context) -> Result:
             data={"kind": kind, "source": cfg.api_key_source},
         )
     installed = config_mod.INSTALLED_KEY_FILE
-    # A file's time against a clock NTP has not set (after a power cut) says nothing: a key
-    # written before it looked newer than the service, a token file older than it is.
+    # A file's time against a clock NTP has not set (after a power cut: behind, never
+    # ahead) says nothing of which came first: a key written before it looked newer than
+    # the service. A token file's age by it is the least it can be: still said.
     clock_set = await asyncio.to_thread(service.clock_synchronized)
     if clock_set and cfg.api_key_source == f"the installer's key file {installed}":
         started, written = await asyncio.gather(
@@ -295,7 +296,7 @@ async def check_key(ctx: Context) -> Result:
                 f"{installed}.",
                 data={"kind": kind, "source": cfg.api_key_source},
             )
-    if clock_set and token and cfg.live.api_key_file:
+    if token and cfg.live.api_key_file:
         age_s = await asyncio.to_thread(_age_s, cfg.live.api_key_file)
         if age_s is not None and age_s > config_mod.TOKEN_LIFE_S:
             return Result(
