@@ -98,7 +98,9 @@ async def ask(
         if phase == "printing":  # what on_reply raised is the caller's, not the session's
             if isinstance(exc, BrokenPipeError):
                 raise ReaderGone("the reader of stdout went away", replies) from exc
-            raise
+            # A terminal gone otherwise (EIO: the SSH connection dropped): the turns done
+            # are still the caller's to keep (--audio).
+            raise AskError(f"printing the reply: {exc}", replies) from exc
         raise AskError(f"{phase}: {describe_failure(exc)}", replies) from exc
     return replies
 

@@ -370,3 +370,26 @@ def test_sudo_ask_through_a_link_keeps_the_reply_for_the_owner_alone(
     assert (saved.st_uid, saved.st_gid) == (OWNER_UID, OWNER_GID)
     null = os.stat("/dev/null")
     assert (null.st_uid, null.st_mode & 0o777) == (0, 0o666), "the device was made private"
+
+
+async def test_a_terminal_gone_as_a_reply_prints_keeps_the_replies_for_their_audio(
+    server: ServerThread, scratch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SSH connection dropped as a reply was printed (EIO, not a closed pipe): `ask`
+    ended in a traceback, and the audio of the turns done was never written to --audio."""
+    from device import config as config_mod
+    from device.doctor.progress import Progress
+
+    cfg_path = scratch / "config.toml"
+    cfg_path.write_text(to_toml(rig_settings(server.base_url, scratch)))
+    monkeypatch.setenv("GEMINI_API_KEY", server.api_key)
+    monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+
+    def terminal_gone(_number: int, _reply: Any) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(ask_mod.AskError) as failed:
+        await ask_mod.ask(config_mod.load(str(cfg_path)), ["Hello"], on_reply=terminal_gone,
+                          progress=Progress(spinner=False))  # fmt: skip
+    assert [bool(reply.audio) for reply in failed.value.replies] == [True]
+    assert "Input/output error" in str(failed.value) and "network" not in str(failed.value)
