@@ -376,7 +376,7 @@ install_packages() {
       esac
       ((DRY_RUN)) || die "$problem"
       say "  note: $problem; a real run would stop here"
-      WOULD_STOP=$problem
+      [[ -n $WOULD_STOP ]] || WOULD_STOP=$problem  # where a real run stops: the first
     fi
   done
   run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" ||

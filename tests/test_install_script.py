@@ -1386,6 +1386,21 @@ def test_a_dry_run_that_says_a_real_run_would_stop_does_not_exit_0(tmp_path: Pat
     assert stand_ins.calls() == [] and view.snapshot() == before
 
 
+def test_a_dry_run_missing_two_pi_packages_names_the_first_a_real_run_stops_at() -> None:
+    """A real run stops at the first package apt does not have; the dry run's last line
+    named the last one noted, sending the owner to a package the real run never reached."""
+    script = (f"source {shlex.quote(str(INSTALL))}\nDRY_RUN=1\nWOULD_STOP=''\n"
+              "package_installed() { return 1; }\npackage_available() { return 1; }\n"
+              "run() { return 0; }\ninstall_packages\n"
+              "printf 'stop: %s\\n' \"$WOULD_STOP\"\n")  # fmt: skip
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                            timeout=30, check=False)  # fmt: skip
+    notes = [line.split("note: ", 1)[1] for line in result.stdout.splitlines() if "note: " in line]
+    assert len(notes) >= 2, result.stdout + result.stderr
+    first = notes[0].removesuffix("; a real run would stop here")
+    assert f"stop: {first}" in result.stdout.splitlines(), result.stdout
+
+
 def source_and(steps_run: str, fails: str, **env: str) -> subprocess.CompletedProcess[str]:
     """The installer's functions `steps_run`, every command they run succeeding (and doing
     nothing) but the one whose line holds `fails`."""
