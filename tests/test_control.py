@@ -855,6 +855,16 @@ def test_a_run_directory_out_of_inodes_is_no_configuration_error(tmp_path: Path)
 GUEST = 1602  # an account on the box in none of its groups
 
 
+def _guest_asks_status(run_dir: Path) -> subprocess.CompletedProcess[str]:
+    """`live-appliance ctl status` as GUEST, at the socket in `run_dir`."""
+    return subprocess.run(
+        ["setpriv", f"--reuid={GUEST}", f"--regid={GUEST}", "--clear-groups", sys.executable,
+         "-m", "device", "ctl", "status", "--socket", str(run_dir / "control.sock")],
+        env={**os.environ, "PYTHONPATH": os.getcwd(), "HOME": "/tmp"}, capture_output=True,
+        text=True, timeout=30,
+    )  # fmt: skip
+
+
 @pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("setpriv"), reason="asks as another user"
 )
@@ -868,12 +878,7 @@ def test_a_guest_refused_by_the_control_socket_is_told_which_group_to_join(
     run_dir.mkdir()
     os.chown(run_dir, 0, grp.getgrnam("nogroup").gr_gid)  # the service's group, by name
     run_dir.chmod(0o750)
-    asked = subprocess.run(
-        ["setpriv", f"--reuid={GUEST}", f"--regid={GUEST}", "--clear-groups", sys.executable,
-         "-m", "device", "ctl", "status", "--socket", str(run_dir / "control.sock")],
-        env={**os.environ, "PYTHONPATH": os.getcwd(), "HOME": "/tmp"}, capture_output=True,
-        text=True, timeout=30,
-    )  # fmt: skip
+    asked = _guest_asks_status(run_dir)
     assert asked.returncode == 1, asked.stderr
     assert "Traceback" not in asked.stderr
     assert "group nogroup" in asked.stderr and "sudo" in asked.stderr, asked.stderr
@@ -953,12 +958,7 @@ def test_a_guest_refused_by_the_control_socket_is_told_who_may_use_it(
     run_dir.mkdir()
     os.chown(run_dir, 0, gid)
     run_dir.chmod(0o750)
-    asked = subprocess.run(
-        ["setpriv", f"--reuid={GUEST}", f"--regid={GUEST}", "--clear-groups", sys.executable,
-         "-m", "device", "ctl", "status", "--socket", str(run_dir / "control.sock")],
-        env={**os.environ, "PYTHONPATH": os.getcwd(), "HOME": "/tmp"}, capture_output=True,
-        text=True, timeout=30,
-    )  # fmt: skip
+    asked = _guest_asks_status(run_dir)
     assert asked.returncode == 1, asked.stderr
     assert asked.stderr.rstrip().endswith(f"permission denied on {run_dir}/control.sock: {told}")
 

@@ -338,7 +338,6 @@ async def test_the_doctor_says_the_service_still_holds_the_key_it_started_with(
     """The owner rotated the key with sudoedit and forgot the restart: `sudo live-appliance
     doctor` read the new key from the file and passed, while the service held the copy
     systemd made at its start an hour before, and each press was refused."""
-    import time
 
     from device.doctor import service
     from device.doctor.settings import check_key
@@ -346,16 +345,7 @@ async def test_the_doctor_says_the_service_still_holds_the_key_it_started_with(
     monkeypatch.setattr(service, "clock_synchronized", lambda: True)  # NTP has set it
     installed = tmp_path / "api-key"
     installed.write_text("AIza-the-new-key-written-just-now\n")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    started_us = round((time.monotonic() - 3600) * 1e6)  # the service: an hour ago
-    systemctl = bin_dir / "systemctl"
-    systemctl.write_text(
-        "#!/bin/sh\nprintf 'ActiveState=active\\n"
-        f"ExecMainStartTimestampMonotonic={started_us}\\n'\n"
-    )
-    systemctl.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    service_started_an_hour_ago(tmp_path, monkeypatch)
     for name in ("CREDENTIALS_DIRECTORY", *config.KEY_ENV_VARS):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(config, "INSTALLED_KEY_FILE", installed)
@@ -366,6 +356,7 @@ async def test_the_doctor_says_the_service_still_holds_the_key_it_started_with(
 
 
 def service_started_an_hour_ago(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`systemctl show` saying the service started an hour ago (its monotonic timestamp)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     started_us = round((time.monotonic() - 3600) * 1e6)

@@ -300,6 +300,16 @@ print(state.problem())
 """
 
 
+def _saved_as_the_service(path: Path) -> subprocess.CompletedProcess[str]:
+    """SAVE_VOLUME run as the service's user against the state file `path`."""
+    return subprocess.run(
+        ["setpriv", f"--reuid={SERVICE_UID}", f"--regid={SERVICE_UID}", "--clear-groups",
+         sys.executable, "-c", SAVE_VOLUME, str(path)],
+        env={**os.environ, "PYTHONPATH": os.getcwd()}, capture_output=True, text=True,
+        timeout=30,
+    )  # fmt: skip
+
+
 @pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("setpriv"), reason="root's file, saved over by another"
 )
@@ -313,12 +323,7 @@ def test_a_save_root_left_half_done_does_not_keep_the_service_from_saving(open_d
     os.chown(place, SERVICE_UID, SERVICE_UID)  # StateDirectory=, the service's
     (place / "state.json").write_text('{"volume": 0.5}\n')  # root's too: replaced all the same
     (place / "state.tmp").write_text('{"volume": 0.')  # root's, 0644
-    saved = subprocess.run(
-        ["setpriv", f"--reuid={SERVICE_UID}", f"--regid={SERVICE_UID}", "--clear-groups",
-         sys.executable, "-c", SAVE_VOLUME, str(place / "state.json")],
-        env={**os.environ, "PYTHONPATH": os.getcwd()}, capture_output=True, text=True,
-        timeout=30,
-    )  # fmt: skip
+    saved = _saved_as_the_service(place / "state.json")
     assert saved.returncode == 0, saved.stderr
     assert saved.stdout.strip() == "None", saved.stdout  # ctl status: settings kept
     assert '"volume": 0.25' in (place / "state.json").read_text()
@@ -338,12 +343,7 @@ def test_a_state_directory_the_service_may_not_write_is_said_as_permission_denie
     place = open_dir / "state"
     place.mkdir(mode=0o755)  # root's: the service may read it, not write in it
     (place / "state.json").write_text('{"volume": 0.5}\n')
-    saved = subprocess.run(
-        ["setpriv", f"--reuid={SERVICE_UID}", f"--regid={SERVICE_UID}", "--clear-groups",
-         sys.executable, "-c", SAVE_VOLUME, str(place / "state.json")],
-        env={**os.environ, "PYTHONPATH": os.getcwd()}, capture_output=True, text=True,
-        timeout=30,
-    )  # fmt: skip
+    saved = _saved_as_the_service(place / "state.json")
     assert saved.returncode == 0, saved.stderr
     problem = ast.literal_eval(saved.stdout.strip())  # the dict ctl status shows, as printed
     assert problem["errno"] == "EACCES", problem

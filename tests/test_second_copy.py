@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from fakes import running
 from helpers import daemon_saying
+from test_control import _run_as_member
 
 from device.audio.devices import AudioDeviceError
 from device.audio.playback import Playback
@@ -231,10 +232,6 @@ async def test_a_copy_run_as_root_answers_a_member_of_the_services_group(run_dir
     assert '"state": "idle"' in asked.stdout, asked.stdout
 
 
-MEMBER = GROUP = 65534  # nobody: in the group of the run directory below, not its owner
-SERVICE = 1  # daemon: stands in for the user live-appliance, the run directory's owner
-
-
 @pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("setpriv"), reason="makes the service's place as root"
 )
@@ -250,23 +247,7 @@ def test_a_group_members_run_by_hand_is_told_a_way_that_can_read_the_key() -> No
         # the test's to write): the run under sudo reads it, the owner's shell's key gone
         key.write_text("AIza" + "x" * 35 + "\n")
         key.chmod(0o600)
-        run_dir = tmp / "run"
-        run_dir.mkdir()
-        os.chown(run_dir, SERVICE, GROUP)
-        run_dir.chmod(0o750)
-        lock = run_dir / "control.sock.lock"  # the stopped service's, mode 0600
-        lock.write_text("")
-        lock.chmod(0o600)
-        os.chown(lock, SERVICE, SERVICE)
-        cfg = tmp / "config.toml"
-        cfg.write_text(f'[control]\nsocket = "{run_dir / "control.sock"}"\n')
-        tmp.chmod(0o755)
-        ran = subprocess.run(
-            ["setpriv", f"--reuid={MEMBER}", f"--regid={GROUP}", "--clear-groups",
-             sys.executable, "-m", "device", "run", "--config", str(cfg)],
-            capture_output=True, text=True, timeout=30, cwd=Path(__file__).parents[1],
-            env={**os.environ, "GEMINI_API_KEY": "AIza" + "x" * 35, "HOME": str(tmp)},
-        )  # fmt: skip
+        ran = _run_as_member(tmp)  # the stopped service's run directory
         assert ran.returncode == 1, (ran.returncode, ran.stderr)
         assert "systemctl start live-appliance" in ran.stderr, ran.stderr
         if as_user := re.search(r"sudo -u (\S+) live-appliance run", ran.stderr):
