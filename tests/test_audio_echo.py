@@ -220,6 +220,55 @@ def test_a_person_talking_over_the_reply_is_heard() -> None:
     assert voiced(talker, out, 6.0, end) >= 0.5
 
 
+
+class LeavesSome:
+    """AEC3 as far as the box can tell: what it hands back is the microphone, in step
+    and held back `latency_s`, `left_db` down (the echo it took out)."""
+
+    def __init__(self) -> None:
+        self.left_db = -40.0
+        self._held = np.zeros(round(echo.ECHO_LATENCY_S * RATE), dtype=np.int16)
+
+    def process(self, near: np.ndarray, far: np.ndarray | None) -> np.ndarray:
+        data = np.concatenate([self._held, near])
+        self._held = data[near.size :]
+        return (data[: near.size] * 10 ** (self.left_db / 20)).astype(np.int16)
+
+    def reset(self) -> None:
+        """Nothing to forget."""
+
+
+def test_what_the_module_leaves_of_the_echo_does_not_reach_the_server() -> None:
+    """Once its first second is over, a module that takes only 15 dB of the box's voice
+    out (converging, or the echo moved) would let the server hear the box: such frames
+    are lowered further. A person the module lets through, nearly as loud as recorded,
+    is not; nor is anything while the box is quiet."""
+    seconds = 5.0
+    far_end = FarEnd()
+    loud = np.full(round(seconds * SPEAKER_RATE), 8000, dtype=np.int16)
+    loud[round(4.0 * SPEAKER_RATE) :] = 0  # the box pauses for breath 4 s in
+    piece = round(0.04 * SPEAKER_RATE)
+    canceller = Canceller(far_end)
+    module = canceller._apm = LeavesSome()
+    mic = np.round(np.random.default_rng(1).standard_normal(round(seconds * RATE)) * 2000)
+    mic16 = mic.astype(np.int16)  # -24 dBFS at the microphone all along
+    out = []
+    for i in range(0, mic16.size, 640):  # leaving 15 dB from 2 s on, 3 dB from 3 s on
+        t = i / RATE
+        k = round(t * SPEAKER_RATE)  # the speaker's writer keeps up with the microphone
+        far_end.played(loud[k : k + piece], SPEAKER_RATE, T0 + t)
+        module.left_db = -40.0 if t < 2.0 else -15.0 if t < 3.0 or t >= 4.0 else -3.0
+        out.append(canceller.process(mic16[i : i + 640], T0 + t))
+    heard = np.concatenate(out)
+
+    def dbfs(start: float, end: float) -> float:
+        return float(frames_dbfs(heard, start, end).max())
+
+    assert dbfs(2.1, 2.9) < -24 - 15 - echo.GUARD_DB + 1  # the echo it left: lowered
+    assert dbfs(2.1, 2.9) < VOICE_DBFS - 6  # ...below even the most sensitive detector
+    assert dbfs(3.1, 3.9) > -24 - 3 - 1  # a person it let through: as it was
+    assert dbfs(4.2, 4.9) > -24 - 15 - 1  # the box quiet: nothing to lower
+
 def test_with_the_speaker_resting_the_microphone_passes() -> None:
     talker = spoken("Hello, what is the time?", -26.0)
     _, out, _ = run(None, talker, Room())
