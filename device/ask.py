@@ -195,6 +195,14 @@ def _no_room(path: str) -> bool:
     return room.f_blocks > 0 and (room.f_bfree if os.geteuid() == 0 else room.f_bavail) == 0
 
 
+def _tell(line: str) -> None:
+    """A line on stderr, if there is still a terminal to take it: the SSH connection that
+    dropped as a reply was printed (EIO) is stderr's too, and its failure to print why ask
+    stopped ended the command before the turns' audio was written to --audio."""
+    with contextlib.suppress(OSError):
+        print(line, file=sys.stderr)
+
+
 def run_ask(args: argparse.Namespace) -> int:
     """The `ask` command: 0 when every turn got a reply, 1 otherwise."""
     from device import config as config_mod
@@ -211,7 +219,7 @@ def run_ask(args: argparse.Namespace) -> int:
     except ReaderGone as exc:
         replies, gone = exc.replies, exc
     except AskError as exc:
-        print(f"live-appliance ask: {exc}", file=sys.stderr)
+        _tell(f"live-appliance ask: {exc}")
         replies, status = exc.replies, 1
     if args.audio:
         from device.audio.pcm import write_wav  # numpy: not before a refusal, said at once
@@ -220,13 +228,9 @@ def run_ask(args: argparse.Namespace) -> int:
         try:
             write_wav(args.audio, audio, REPLY_RATE, private=True)
         except OSError as exc:
-            print(f"live-appliance ask: --audio {args.audio}: {exc.strerror or exc}",
-                  file=sys.stderr)
+            _tell(f"live-appliance ask: --audio {args.audio}: {exc.strerror or exc}")
             return 1
-        print(
-            f"wrote {len(audio) / 2 / REPLY_RATE:.1f} s of reply audio to {args.audio}",
-            file=sys.stderr,
-        )
+        _tell(f"wrote {len(audio) / 2 / REPLY_RATE:.1f} s of reply audio to {args.audio}")
     if gone is not None:
         raise BrokenPipeError from gone  # ended quietly, as any command so ended
     return status
