@@ -850,7 +850,8 @@ class Appliance:
         return NullLeds()
 
     def _leds_failing(self) -> dict[str, Any] | None:
-        """LEDs that opened but fail to show (a HAT knocked loose), as `leds_off` says it."""
+        """LEDs that opened but whose driver's writes fail (the SPI device gone, an I/O
+        error; a loose HAT fails no write), as `leds_off` says it."""
         if self.leds is None or self.leds.failure is None:
             return None
         return {"reason": f"failing to show: {self.leds.failure}", "tried_again": True}

@@ -17,9 +17,13 @@ if TYPE_CHECKING:
 LED_STEP_S = 0.5
 
 FIX_PINS = "Check [leds] kind and pins (BCM numbers) and that no other program uses those pins."
+#: The driver's writes fail (the SPI device gone, an I/O error): a HAT not pressed fully
+#: on or a strip's loose wire fails none, and reseating them changed nothing.
 FIX_SHOWING = (
-    "Check the LEDs' connection: a HAT pressed fully onto the header, a strip's data, clock "
-    "and power wires; then run live-appliance doctor leds again."
+    "The LEDs' driver fails its writes, as the line says (a loose HAT or wire fails none: "
+    "watch the LEDs during the check for those): reboot, then run live-appliance doctor "
+    "leds again; still failing, report it with the output of live-appliance doctor leds "
+    "--json."
 )
 #: A pin that reads pressed with nobody at it, the doctor's own or the service's.
 FIX_HELD = (

@@ -321,8 +321,8 @@ class LedAnimator:
     def _show(self, frame: Frame) -> bool:
         """Show one frame; False if the driver failed (logged, not raised). A driver that
         fails keeps failing: said once, until it shows a frame again. One that fails now
-        and then (a loose HAT) is said at most every minute, with a count: a line a
-        failure, and one for each frame shown after it, were thousands an hour."""
+        and then (I/O errors on a busy bus) is said at most every minute, with a count: a
+        line a failure, and one for each frame shown after it, were thousands an hour."""
         try:
             self._driver.show(frame)
         except Exception as exc:
