@@ -854,7 +854,10 @@ class Appliance:
         error; a loose HAT fails no write), as `leds_off` says it."""
         if self.leds is None or self.leds.failure is None:
             return None
-        return {"reason": f"failing to show: {self.leds.failure}", "tried_again": True}
+        # `opened`: no pins to correct or free, and no tries less and less often (each
+        # frame is tried again until one shows).
+        reason = f"failing to show: {self.leds.failure}"
+        return {"reason": reason, "tried_again": True, "opened": True}
 
     def _leds_off(self, failed: Exception) -> None:
         """One journal line for LEDs that cannot be opened; their tries again started."""

@@ -132,7 +132,11 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
             "longer it stays away; the journal says when it is back)"
         )
     if isinstance(off := status.get("leds_off"), dict):
-        again = " (tried again by itself, less often the longer it lasts)"
+        again = (
+            " (each frame tried again until one shows)"
+            if off.get("opened")
+            else " (tried again by itself, less often the longer it lasts)"
+        )
         lines.append(f"leds:     off: {off.get('reason')}{again if off.get('tried_again') else ''}")
     if status.get("button_held"):
         lines.append(

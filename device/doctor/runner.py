@@ -22,7 +22,7 @@ from device.doctor.audio import check_devices, check_echo, check_mic, check_spea
 from device.doctor.camera import FIX_CAMERA, check_camera
 from device.doctor.card import check_card
 from device.doctor.daemon import how_to_restart, in_use, one_line, what_runs, where_it_logs
-from device.doctor.gpio import FIX_HELD, FIX_NO_GPIO, check_button, check_leds
+from device.doctor.gpio import FIX_HELD, FIX_NO_GPIO, FIX_SHOWING, check_button, check_leds
 from device.doctor.network import check_network
 from device.doctor.power import check_power
 from device.doctor.progress import Progress
@@ -146,9 +146,12 @@ def _leds_said(daemon: dict[str, Any], cfg: Config) -> Said | None:
     """LEDs it could not open, or that stopped showing: the box runs dark."""
     if not isinstance(off := daemon.get("leds_off"), dict):
         return None
-    fix = FIX_LEDS_OFF if off.get("tried_again") else FIX_NO_GPIO.format(
-        what='set [leds] kind = "none"'
-    )
+    if off.get("opened"):  # open, their writes fail: no pins to correct or free
+        fix = FIX_SHOWING
+    elif off.get("tried_again"):
+        fix = FIX_LEDS_OFF
+    else:
+        fix = FIX_NO_GPIO.format(what='set [leds] kind = "none"')
     return Status.FAIL, f"{what_runs(daemon)} runs with its LEDs off: {off.get('reason')}", fix
 
 
