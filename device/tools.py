@@ -431,18 +431,21 @@ def _taken(value: Any, room: list[int], within: set[int]) -> Any:
     `{"readings": stream()}`) made a list, and no more than `room[0]` items read or walked
     in all: each is a byte or more of JSON, so one past RESULT_LIMIT is answered too large
     whatever follows it. Only an iterator returned bare was bounded: one in a dict was read
-    to its end, never for an endless one. `within`: the containers being walked, a cycle
-    left for pydantic to name."""
+    to its end, never for an endless one. Their kinds too (an OrderedDict, a defaultdict, a
+    namedtuple: the JSON is the same), made plain: a namedtuple is made of its fields, not
+    of an iterable. `within`: the containers being walked, a cycle left for pydantic to
+    name."""
     if isinstance(value, Iterator):
         return [_taken(item, room, within) for item in _while_room(value, room)]
-    if type(value) not in (dict, list, tuple) or id(value) in within:
+    if not isinstance(value, dict | list | tuple) or id(value) in within:
         return value
     within.add(id(value))
     try:
         if isinstance(value, dict):
             entries = _while_room(iter(value.items()), room)
             return {key: _taken(item, room, within) for key, item in entries}
-        return type(value)(_taken(item, room, within) for item in _while_room(iter(value), room))
+        plain = tuple if isinstance(value, tuple) else list
+        return plain(_taken(item, room, within) for item in _while_room(iter(value), room))
     finally:
         within.discard(id(value))
 
