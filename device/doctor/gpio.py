@@ -12,6 +12,7 @@ from device.hw.led_patterns import Frame
 from device.states import State
 
 if TYPE_CHECKING:
+    from device.config import ButtonConfig
     from device.hw.leds import LedDriver
 
 LED_STEP_S = 0.5
@@ -25,16 +26,28 @@ FIX_SHOWING = (
     "leds again; still failing, report it with the output of live-appliance doctor leds "
     "--json."
 )
-#: A pin that reads pressed with nobody at it, the doctor's own or the service's.
-FIX_HELD = (
-    "Check the wiring: the button goes from GPIO {pin} to ground and is open when not "
-    "pressed; a short or the wrong pin reads as held down. A module that drives the pin "
-    "high while pressed (a touch sensor) needs [button] active_high = true."
-)
 FIX_NO_GPIO = (
     "This machine has no GPIO that gpiozero can drive: on a Pi, `sudo apt install "
     "python3-lgpio`; on any other machine {what}."
 )
+
+
+def fix_held(button: ButtonConfig) -> str:
+    """What to do about a pin that reads pressed with nobody at it, the doctor's own or the
+    service's, by the wiring `[button] active_high` expects: with it set, "set active_high =
+    true" named as the cure the setting that reads a module high at rest as a press."""
+    if button.active_high:
+        return (
+            f"Check the wiring: the module's output on GPIO {button.pin} reads high with "
+            "nobody at it; a module that drives it low while pressed, or a button to ground, "
+            "needs [button] active_high = false. A short to 3.3 V or the wrong pin reads as "
+            "held down too."
+        )
+    return (
+        f"Check the wiring: the button goes from GPIO {button.pin} to ground and is open when "
+        "not pressed; a short or the wrong pin reads as held down. A module that drives the "
+        "pin high while pressed (a touch sensor) needs [button] active_high = true."
+    )
 
 
 class _Watched:
@@ -154,7 +167,7 @@ async def check_button(ctx: Context) -> Result:
                 "button",
                 Status.WARN,
                 f"GPIO {pin} reads pressed before anyone pressed it",
-                FIX_HELD.format(pin=pin),
+                fix_held(ctx.cfg.button),
             )
         if not ctx.options.button:
             return Result(

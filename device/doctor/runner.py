@@ -22,7 +22,7 @@ from device.doctor.audio import check_devices, check_echo, check_mic, check_spea
 from device.doctor.camera import FIX_CAMERA, check_camera
 from device.doctor.card import check_card
 from device.doctor.daemon import how_to_restart, in_use, one_line, what_runs, where_it_logs
-from device.doctor.gpio import FIX_HELD, FIX_NO_GPIO, FIX_SHOWING, check_button, check_leds
+from device.doctor.gpio import FIX_NO_GPIO, FIX_SHOWING, check_button, check_leds, fix_held
 from device.doctor.network import check_network
 from device.doctor.power import check_power
 from device.doctor.progress import Progress
@@ -186,7 +186,7 @@ def _button_said(daemon: dict[str, Any], cfg: Config) -> Said | None:
         Status.WARN,
         f"GPIO {cfg.button.pin} reads pressed since {what_runs(daemon)} opened it: not taken "
         "for a press, the button does nothing until it is let go",
-        FIX_HELD.format(pin=cfg.button.pin),
+        fix_held(cfg.button),
     )
 
 
