@@ -263,11 +263,12 @@ async def check_mic(ctx: Context) -> Result:
 
 async def check_speaker(ctx: Context) -> Result:
     """Play a short tone on the configured output through the daemon's playback path."""
+    volume = _kept_volume(ctx.cfg)
     if ctx.options.quiet:  # the volume the box plays at is read all the same
-        if (quiet := too_quiet(_kept_volume(ctx.cfg), ctx.cfg, "start the service")) is not None:
+        if (quiet := too_quiet(volume, ctx.cfg, "start the service")) is not None:
             measured = f"no test tone (--quiet); but {quiet.measured}"
             return Result("speaker", Status.WARN, measured, quiet.fix, data=quiet.data)
-        return Result("speaker", Status.SKIP, "no test tone (--quiet)")
+        return Result("speaker", Status.SKIP, f"no test tone (--quiet){_unread(ctx.cfg, volume)}")
     from device.audio.playback import RATE, Playback
 
     speaker = Playback(device=ctx.cfg.audio.output_device)
@@ -295,29 +296,49 @@ async def check_speaker(ctx: Context) -> Result:
         f"output latency {latency * 1000:.0f} ms: you should have heard it"
     )
     data = {"device_rate": speaker.device_rate, "latency_ms": round(latency * 1000)}
-    volume = _kept_volume(ctx.cfg)
     if (quiet := too_quiet(volume, ctx.cfg, "start the service")) is not None:
         return Result("speaker", Status.WARN, f"{measured}; but {quiet.measured}", quiet.fix,
                       data=data | quiet.data)  # fmt: skip
-    return Result("speaker", Status.PASS, measured, data=data)
+    return Result("speaker", Status.PASS, f"{measured}{_unread(ctx.cfg, volume)}", data=data)
 
 
-def _kept_volume(cfg: Config) -> float:
-    """The volume the service starts at, as it reads it (a file this user may not read:
-    the configured one)."""
+def _kept_volume(cfg: Config) -> float | None:
+    """The volume the service starts at, as it reads it; None when this user may not read
+    what it keeps (its state directory is the service's alone, 0700): read as the
+    configured one, a volume the model turned down to nothing passed unsaid."""
     from device.persist import StateFile, kept_volume, state_dir
 
     path = state_dir(cfg.service) / "state.json"
-    kept = StateFile(path).load() if os.access(path, os.R_OK) else {}
-    return kept_volume(kept, cfg.audio.volume)
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return cfg.audio.volume  # nothing kept (yet): the configured one
+    except OSError:
+        return None
+    if not os.access(path, os.R_OK):
+        return None
+    return kept_volume(StateFile(path).load(), cfg.audio.volume)
 
 
-def too_quiet(volume: float, cfg: Config, start: str) -> Result | None:
+def _unread(cfg: Config, volume: float | None) -> str:
+    """What the speaker's line adds when the kept volume could not be read: nothing said of
+    it read as a volume that is fine."""
+    if volume is not None:
+        return ""
+    from device.persist import state_dir
+
+    return (
+        f"; the volume the service keeps in {state_dir(cfg.service)} is not this user's to "
+        "read: sudo live-appliance doctor speaker reads it"
+    )
+
+
+def too_quiet(volume: float | None, cfg: Config, start: str) -> Result | None:
     """A WARN when the box plays its replies too softly to be heard (a person asked the
     model to be quiet, and the box keeps the volume it set across restarts): the speaker
     works, the tone sounds, and the box answers in silence. `start`: how the service starts
-    again, to say in the fix."""
-    if volume >= QUIET_VOLUME:
+    again, to say in the fix. None too for a volume not known (`_kept_volume`)."""
+    if volume is None or volume >= QUIET_VOLUME:
         return None
     from device.persist import state_dir
 
