@@ -4,7 +4,8 @@ A weak supply (under-voltage) or heat (throttling) is the commonest cause of a U
 sound card dropping out, clicks and a camera failing; the doctor's "power" line and
 the journal's LIVE_POWER field both read it from here.
 
-- `devices/platform/soc/soc:firmware/get_throttled` (Raspberry Pi OS kernels): the
+- `devices/platform/soc/soc:firmware/get_throttled` (Raspberry Pi OS kernels; on a Pi 5
+  `soc@107c000000/soc@107c000000:firmware`, its bus named by its address): the
   firmware's flags in hex without 0x. Bits 0-3: under-voltage now, ARM frequency
   capped, throttled now, soft temperature limit; bits 16-19: the same, "has occurred".
 - `class/hwmon/*/` named `rpi_volt` (mainline kernels, and Raspberry Pi OS beside the
@@ -22,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SYS = Path("/sys")
-THROTTLED = Path("devices/platform/soc/soc:firmware/get_throttled")
+#: The firmware device under the SoC's bus, whatever the bus is called (`soc` up to the
+#: Pi 4, `soc@107c000000` on a Pi 5).
+THROTTLED = "devices/platform/soc*/soc*:firmware/get_throttled"
 HWMON = Path("class/hwmon")
 HWMON_NAME = "rpi_volt"
 TEMPERATURE = Path("class/thermal/thermal_zone0/temp")
@@ -79,7 +82,10 @@ class Power:
 def read(sys_root: Path = SYS) -> Power | None:
     """The flags and the temperature; None off a Pi (no firmware flags of either kind).
     Files that cannot be read count as not there: this is a hint, never a failure."""
-    flags = _number(sys_root / THROTTLED, base=16)
+    flags = None
+    for path in sorted(sys_root.glob(THROTTLED)):
+        if (flags := _number(path, base=16)) is not None:
+            break
     alarm = None
     with contextlib.suppress(OSError):
         for hwmon in sorted((sys_root / HWMON).iterdir()):
