@@ -61,8 +61,8 @@ DOCUMENTED: dict[str, dict[str, Any]] = {
     "usb-speakerphone": {
         "button.pin": 17,
         "leds.kind": "none",
-        "audio.input_device": "USB Audio",
-        "audio.output_device": "USB Audio",
+        "audio.input_device": "USB",
+        "audio.output_device": "USB",
     },
 }
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
-from device.config import Config
+import pytest
+from fakes import ALSA_DEFAULT, HDMI, HEADPHONES, ListedPortAudio
+
+from device.audio.devices import choose_device
+from device.config import Config, load
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 
@@ -38,3 +43,29 @@ def test_the_doctor_warns_of_a_pi_5_throttled_by_heat(tmp_path: Path) -> None:
     assert result.status is Status.WARN, result.measured
     assert "throttled" in result.measured and "now" in result.measured
     assert "heatsink" in (result.fix or "")
+
+
+#: A USB card's device as PortAudio names it: "<card>: <PCM> (hw:C,D)", where the kernel's
+#: PCM name, "USB Audio" (snd-usb-audio), loses the words the card's name already has
+#: (pa_linux_alsa.c, SkipCardDetailsInName; "-" when nothing is left).
+USB_CARDS = [
+    pytest.param(("Jabra SPEAK 410 USB: Audio (hw:2,0)", 1, 2, 48000), id="jabra-speak-410"),
+    pytest.param(("USB PnP Sound Device: Audio (hw:2,0)", 1, 2, 48000), id="pnp-headset"),
+    pytest.param(("USB Audio Device: - (hw:2,0)", 1, 2, 48000), id="c-media-dongle"),
+    pytest.param(("Anker PowerConf: USB Audio (hw:2,0)", 1, 2, 48000), id="anker-powerconf"),
+]
+
+
+@pytest.mark.parametrize("usb_card", USB_CARDS)
+def test_the_usb_speakerphone_profile_finds_the_speakerphone(
+    tmp_path: Path, usb_card: tuple[str, int, int, int]
+) -> None:
+    """`[hardware] profile = "usb-speakerphone"` on a Pi 4 with a Jabra Speak 410: the box
+    said "no input device matches 'USB Audio'" and never listened (PortAudio names it
+    "Jabra SPEAK 410 USB: Audio")."""
+    path = tmp_path / "config.toml"
+    path.write_text('[hardware]\nprofile = "usb-speakerphone"\n', encoding="utf-8")
+    audio = load(path).audio
+    pa: Any = ListedPortAudio(HEADPHONES, HDMI, usb_card, ALSA_DEFAULT)
+    assert choose_device(pa, audio.input_device, "input").name == usb_card[0]
+    assert choose_device(pa, audio.output_device, "output").name == usb_card[0]

@@ -10,7 +10,10 @@ for a WM8960 codec names its PCM "...wm8960-hifi wm8960-hifi-0" (the codec's
 DAI), so "wm8960" finds the ReSpeaker 2-Mic v1 and the Voice Bonnet whichever of
 Seeed's overlay, the in-kernel wm8960-soundcard overlay or the seeed-voicecard
 DKMS driver is installed, and however the cards are numbered. USB sound cards
-name their PCM "USB Audio" (the kernel's snd-usb-audio).
+name their PCM "USB Audio" (the kernel's snd-usb-audio), but PortAudio leaves out the
+words of it that the card's name already has (SkipCardDetailsInName): a Jabra Speak
+410 is "Jabra SPEAK 410 USB: Audio (hw:1,0)", a C-Media dongle "USB Audio Device: -
+(hw:1,0)". "USB" stays in every one, in the card's name or the PCM's.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # earcons tell the states apart.
     "usb-speakerphone": {
         "leds": {"kind": "none"},
-        "audio": {"input_device": "USB Audio", "output_device": "USB Audio"},
+        "audio": {"input_device": "USB", "output_device": "USB"},
     },
 }
 
