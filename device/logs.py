@@ -208,7 +208,7 @@ class PowerNote(logging.Filter):
             return True
         from device.hw import power  # here: importing the logs opens and reads nothing
 
-        read = power.read(self._sys_root)
+        read = power.read(self._sys_root, heat=False)  # under-voltage alone
         if read is None or not read.under_voltage:
             return True
         setattr(record, f"{FIELD_PREFIX}POWER", "under-voltage")

@@ -4,16 +4,23 @@ kernel, firmware and libraries lay them out."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fakes import ALSA_DEFAULT, HDMI, HEADPHONES, ListedPortAudio
+from helpers import journal_lines
 
+from device import logs
 from device.audio.devices import choose_device
-from device.config import Config, load
+from device.config import AudioConfig, Config, load
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
+from device.mic_feed import MicFeed
+from device.outbox import Outbox
 
 #: Where a Pi 5 (BCM2712) running Raspberry Pi OS's kernel keeps the firmware's flags: its
 #: bus is `soc@107c000000` (bcm2712.dtsi) and the firmware node a child of it
@@ -69,3 +76,58 @@ def test_the_usb_speakerphone_profile_finds_the_speakerphone(
     pa: Any = ListedPortAudio(HEADPHONES, HDMI, usb_card, ALSA_DEFAULT)
     assert choose_device(pa, audio.input_device, "input").name == usb_card[0]
     assert choose_device(pa, audio.output_device, "output").name == usb_card[0]
+
+
+class KernelsGetThrottled:
+    """The firmware's get_throttled as a Raspberry Pi OS kernel serves it: deprecated, and
+    the first read of it each boot puts a WARNING with a call trace in the kernel's log
+    and taints the kernel (drivers/firmware/raspberrypi.c: get_throttled_show,
+    WARN_ONCE(1, "deprecated, use hwmon sysfs instead")). A FIFO here: `read` says
+    whether anyone opened it to read."""
+
+    def __init__(self, path: Path, flags: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(path)
+        self._path = path
+        self._closing = False
+        self.read = threading.Event()
+
+        def serve() -> None:
+            fd = os.open(path, os.O_WRONLY)  # returns once a reader has opened it
+            if not self._closing:
+                self.read.set()
+            with contextlib.suppress(OSError):
+                os.write(fd, f"{flags}\n".encode())
+            os.close(fd)
+
+        self._server = threading.Thread(target=serve, daemon=True)
+        self._server.start()
+
+    def close(self) -> None:
+        self._closing = True
+        if not self.read.is_set():  # let the writer's open return
+            reader = os.open(self._path, os.O_RDONLY | os.O_NONBLOCK)
+            self._server.join(5)
+            os.close(reader)
+        self._server.join(5)
+
+
+def test_a_lost_card_notes_under_voltage_without_the_kernel_warning(tmp_path: Path) -> None:
+    """A box on a weak supply whose microphone overruns: the journal's line says
+    under-voltage (rpi_volt's alarm), and the kernel's log has no "WARNING ... get_throttled_show"
+    call trace for it: the daemon read the deprecated file at each boot's first trouble
+    though rpi_volt, read from the same poll of the firmware, says the same."""
+    throttled = KernelsGetThrottled(tmp_path / "devices/platform/soc/soc:firmware/get_throttled",
+                                    "50005")  # fmt: skip
+    hwmon = tmp_path / "class/hwmon/hwmon1"
+    hwmon.mkdir(parents=True)
+    (hwmon / "name").write_text("rpi_volt\n")
+    (hwmon / "in0_lcrit_alarm").write_text("1\n")
+    try:
+        note = logs.PowerNote(sys_root=tmp_path)
+        with journal_lines("device", filters=[note], propagate=False) as captured:
+            MicFeed(AudioConfig(), Outbox(hold_s=60)).overflowed(3)
+    finally:
+        throttled.close()
+    assert captured.records[-1].get("LIVE_POWER") == "under-voltage"
+    assert not throttled.read.is_set(), "get_throttled was read: the kernel logged a WARNING"

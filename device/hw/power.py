@@ -8,6 +8,9 @@ the journal's LIVE_POWER field both read it from here.
   `soc@107c000000/soc@107c000000:firmware`, its bus named by its address): the
   firmware's flags in hex without 0x. Bits 0-3: under-voltage now, ARM frequency
   capped, throttled now, soft temperature limit; bits 16-19: the same, "has occurred".
+  Deprecated: the first read of it each boot puts a WARNING with a call trace in the
+  kernel's log and taints the kernel (raspberrypi.c, get_throttled_show's WARN_ONCE),
+  so only what needs its heat bits (the doctor) reads it where rpi_volt answers.
 - `class/hwmon/*/` named `rpi_volt` (mainline kernels, and Raspberry Pi OS beside the
   file above): `in0_lcrit_alarm`, 1 while under-voltage. This driver asks the firmware
   to clear the "has occurred" bits at each of its polls (every 2 s), so where it runs
@@ -79,19 +82,24 @@ class Power:
         return [word for bit, word in words.items() if self._bits(bit, since_boot)]
 
 
-def read(sys_root: Path = SYS) -> Power | None:
+def read(sys_root: Path = SYS, *, heat: bool = True) -> Power | None:
     """The flags and the temperature; None off a Pi (no firmware flags of either kind).
-    Files that cannot be read count as not there: this is a hint, never a failure."""
-    flags = None
-    for path in sorted(sys_root.glob(THROTTLED)):
-        if (flags := _number(path, base=16)) is not None:
-            break
+    Files that cannot be read count as not there: this is a hint, never a failure.
+
+    `heat=False` (under-voltage is all that is wanted) leaves the deprecated firmware
+    flags unread where rpi_volt's alarm answers: that alarm is bit 16 of the same poll
+    of the firmware that the flags file shows."""
     alarm = None
     with contextlib.suppress(OSError):
         for hwmon in sorted((sys_root / HWMON).iterdir()):
             if _text(hwmon / "name") == HWMON_NAME:
                 value = _number(hwmon / "in0_lcrit_alarm", base=10)
                 alarm = None if value is None else bool(value)
+                break
+    flags = None
+    if heat or alarm is None:
+        for path in sorted(sys_root.glob(THROTTLED)):
+            if (flags := _number(path, base=16)) is not None:
                 break
     if flags is None and alarm is None:
         return None
