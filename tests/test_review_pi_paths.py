@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 from fakes import ALSA_DEFAULT, HDMI, HEADPHONES, ListedPortAudio
-from helpers import journal_lines
+from helpers import journal_lines, until
+from test_camera import (
+    FakeCameraRig,
+    Frames,
+    fake_picamera2_class,
+    feed_for,
+    installed_picamera2,
+    picamera2,
+)
 
 from device import logs
 from device.audio.devices import choose_device
@@ -131,3 +139,34 @@ def test_a_lost_card_notes_under_voltage_without_the_kernel_warning(tmp_path: Pa
         throttled.close()
     assert captured.records[-1].get("LIVE_POWER") == "under-voltage"
     assert not throttled.read.is_set(), "get_throttled was read: the kernel logged a WARNING"
+
+
+def without_scaler_crop_maximum(rig: FakeCameraRig) -> type:
+    """picamera2 over a libcamera without the ScalerCropMaximum property, which libcamera
+    deprecated for the ScalerCrop control's maximum, "which the pipeline handler sets to
+    the same rectangle" (picamera2 #973, rpicam-apps #653, 2024)."""
+    base = fake_picamera2_class(rig)
+
+    class Picamera2(base):  # type: ignore[misc,valid-type]
+        @property
+        def camera_properties(self) -> dict[str, Any]:
+            properties = dict(super().camera_properties)
+            properties.pop("ScalerCropMaximum", None)
+            return properties
+
+    return Picamera2
+
+
+async def test_the_camera_crops_a_square_where_libcamera_has_no_scaler_crop_maximum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Camera Module 3 on a Pi 4: the ISP was given no square crop, and squeezed the
+    sensor's whole 16:9 view into the 768x768 frame the model sees (faces 1.8 times too
+    narrow); the journal said "cropped to a square in software"."""
+    camera = installed_picamera2(monkeypatch, without_scaler_crop_maximum)
+    frames = Frames()
+    feed = feed_for(picamera2(), frames)
+    feed.start_frames()
+    await until(lambda: frames.jpegs)
+    await feed.aclose()
+    assert ("set_controls", {"ScalerCrop": (1008, 0, 2592, 2592)}) in camera.calls

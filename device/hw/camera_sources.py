@@ -230,9 +230,9 @@ class Picamera2Source:
             display=None, encode=None,
         )
         cam.configure(config)
-        crop_max = cam.camera_properties.get("ScalerCropMaximum")
-        cropped = "ScalerCrop" in cam.camera_controls and crop_max is not None
-        if cropped:
+        crop_max = _scaler_crop_maximum(cam)
+        cropped = crop_max is not None
+        if crop_max is not None:
             cam.set_controls({"ScalerCrop": centred_square_crop(crop_max)})
         cam.start()
         width, height = cam.camera_configuration()["main"]["size"]
@@ -291,6 +291,17 @@ class Picamera2Source:
             cam.stop()
         finally:
             cam.close()
+
+
+def _scaler_crop_maximum(cam: Any) -> Sequence[int] | None:
+    """The largest ScalerCrop of the configured mode; None for a camera without the control
+    (a USB one). The control's maximum first: libcamera deprecated the ScalerCropMaximum
+    property for it, the same rectangle (picamera2 #973, rpicam-apps #653), and without
+    a crop a Pi 4's ISP squeezes the sensor's 16:9 view into the square frame."""
+    limits = cam.camera_controls.get("ScalerCrop")
+    if limits is None:
+        return None
+    return limits[1] or cam.camera_properties.get("ScalerCropMaximum")
 
 
 def _no_camera(picamera2: Any) -> bool:
