@@ -393,3 +393,25 @@ async def test_the_doctor_tells_a_silent_module_its_own_wiring(tmp_path: Path) -
         result = await check_button(ctx)
     assert result.fix is not None and "ground" not in result.fix, result.fix
     assert "active_high" in result.fix
+
+
+async def test_an_active_high_button_held_at_rest_is_not_told_to_set_active_high(
+    tmp_path: Path,
+) -> None:
+    """A module that drives its pin high at rest and low while touched (active low),
+    configured `active_high = true`: the pin reads pressed before anyone pressed it, and
+    the doctor's fix said the button goes to ground and such a module "needs [button]
+    active_high = true", the setting that already is, and is the cause."""
+    from gpiozero.pins.mock import MockPin
+
+    class DrivenHighAtRest(MockPin):
+        def _set_pull(self, value: str) -> None:
+            self._pull = value  # the module's output wins over the pull-down: high
+            self.drive_high()
+
+    ctx = context(tmp_path, Options(button_wait_s=0.2), button={"active_high": True})
+    with mock_pins(DrivenHighAtRest):
+        result = await check_button(ctx)
+    assert result.status is Status.WARN and "reads pressed" in result.measured, result
+    assert "active_high = true" not in (result.fix or ""), result.fix
+    assert "active_high = false" in (result.fix or ""), result.fix

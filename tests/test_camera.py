@@ -28,7 +28,12 @@ from typing import Any
 import numpy as np
 import pytest
 import simplejpeg
-from fakes import FakeParts, config, presses_in_an_outage, running
+from fakes import (
+    FakeParts,
+    config,
+    presses_in_an_outage,
+    running,
+)
 from helpers import daemon_saying, mock_pins, open_descriptors, until
 from test_doctor import RUNNING, config_file
 
@@ -1515,3 +1520,34 @@ def test_ctl_status_says_a_camera_stuck_in_a_call_is_on_not_only_failed() -> Non
     conversation)", the owner told nothing was on."""
     said = summary_lines({"state": "idle", "camera": True, "camera_failure": "stuck"})
     assert any(line.startswith("camera:   on") for line in said), said
+
+
+def without_scaler_crop_maximum(rig: FakeCameraRig) -> type:
+    """picamera2 over a libcamera without the ScalerCropMaximum property, which libcamera
+    deprecated for the ScalerCrop control's maximum, "which the pipeline handler sets to
+    the same rectangle" (picamera2 #973, rpicam-apps #653, 2024)."""
+    base = fake_picamera2_class(rig)
+
+    class Picamera2(base):  # type: ignore[misc,valid-type]
+        @property
+        def camera_properties(self) -> dict[str, Any]:
+            properties = dict(super().camera_properties)
+            properties.pop("ScalerCropMaximum", None)
+            return properties
+
+    return Picamera2
+
+
+async def test_the_camera_crops_a_square_where_libcamera_has_no_scaler_crop_maximum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Camera Module 3 on a Pi 4: the ISP was given no square crop, and squeezed the
+    sensor's whole 16:9 view into the 768x768 frame the model sees (faces 1.8 times too
+    narrow); the journal said "cropped to a square in software"."""
+    camera = installed_picamera2(monkeypatch, without_scaler_crop_maximum)
+    frames = Frames()
+    feed = feed_for(picamera2(), frames)
+    feed.start_frames()
+    await until(lambda: frames.jpegs)
+    await feed.aclose()
+    assert ("set_controls", {"ScalerCrop": (1008, 0, 2592, 2592)}) in camera.calls

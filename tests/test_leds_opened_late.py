@@ -5,6 +5,7 @@ box's state once they open."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib.util
 import logging
 from dataclasses import dataclass
@@ -15,12 +16,13 @@ from typing import Any
 import pytest
 from fakes import FakeParts, RecordingLeds, config, running
 from helpers import daemon_saying, mock_pins, until
-from test_doctor import RUNNING, config_file
+from test_doctor import RUNNING, config_file, context
 
 import device.appliance
 import device.parts
 from device.config import LedsConfig
 from device.doctor.daemon import summary_lines
+from device.doctor.gpio import check_leds
 from device.doctor.progress import Progress
 from device.doctor.result import Options, Status
 from device.doctor.runner import format_result, held_by_the_service, run_checks
@@ -264,3 +266,51 @@ async def test_the_doctor_beside_the_service_says_a_part_the_box_has_not_is_not_
         path = config_file(tmp_path, control={"socket": str(sock)}, **section)
         (line,) = await run_checks((check,), Options(button=False), str(path), Progress(), print)
     assert line.status is Status.SKIP and words in line.measured, line
+
+
+async def test_leds_whose_writes_fail_are_not_sent_to_reseat_a_hat_that_fails_no_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver's write failed (an I/O error on the SPI device): the doctor's fix sent the
+    owner to press the HAT onto the header and check the strip's wires, which fail no write
+    (the README says so): they reseated it, and the same FAIL came back."""
+
+    class FailingStrip:
+        pixels = 3
+
+        def show(self, frame: object) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        def close(self) -> None: ...
+
+    monkeypatch.setattr("device.hw.leds.open_leds", lambda cfg: FailingStrip())
+    monkeypatch.setattr("device.doctor.gpio.LED_STEP_S", 0.01)
+    result = await check_leds(context(tmp_path, Options(), leds={"kind": "apa102", "count": 3}))
+    assert result.status is Status.FAIL and "Input/output error" in result.measured, result
+    fix = (result.fix or "").lower()
+    assert "connection" not in fix and "pressed fully" not in fix, fix
+    assert "reboot" in fix, fix
+
+
+async def test_leds_that_stopped_showing_are_not_said_to_be_unopened_pins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Open LEDs whose writes fail are tried again every frame, a second apart: `ctl
+    status` said they were tried "less often the longer it lasts", and the doctor beside
+    the service told the owner to correct [leds] kind and pins or free pins another
+    program holds, "once they open": the pins are open, and nobody else holds them."""
+    leds = Unseated()
+    monkeypatch.setattr(device.parts, "open_leds", lambda _cfg: leds)
+    async with running(tmp_path, parts_class=LedsBusyAtBoot) as box:
+        await until(lambda: leds.frames)
+        leds.failing = True
+        box.button.on_edge("pressed", asyncio.get_running_loop().time())
+        await until(lambda: box.state == "connecting")
+        await box.settle()
+        status = box.appliance.status()
+        line = held_by_the_service("leds", status, box.appliance.cfg)
+        assert line.status is Status.FAIL, format_result(line)
+        fix = line.fix or ""
+        assert "free its pins" not in fix and "once they open" not in fix, fix
+        said = next(text for text in summary_lines(status) if text.startswith("leds:"))
+        assert "less often" not in said, said

@@ -6,7 +6,10 @@ root (a tmp dir standing in for /sys) plays the firmware."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -215,3 +218,88 @@ def test_the_doctor_gives_the_heat_fix_for_throttling_said_now_alone(tmp_path: P
     assert status is Status.WARN
     assert "throttled now" in measured
     assert "heatsink" in fix, repr(fix)
+
+
+#: Where a Pi 5 (BCM2712) running Raspberry Pi OS's kernel keeps the firmware's flags: its
+#: bus is `soc@107c000000` (bcm2712.dtsi) and the firmware node a child of it
+#: (bcm2712-rpi.dtsi), named by the kernel "<bus>:<node>".
+PI5_THROTTLED = "devices/platform/soc@107c000000/soc@107c000000:firmware/get_throttled"
+
+
+def test_the_doctor_warns_of_a_pi_5_throttled_by_heat(tmp_path: Path) -> None:
+    """A Pi 5 at its limit, throttled now and since boot; rpi_volt, beside it, sees no
+    under-voltage. The doctor said "no under-voltage or throttling" (it read the Pi 4's
+    path only, and on a Pi 5 only the alarm)."""
+    from device.doctor.power import check_power
+
+    throttled = tmp_path / PI5_THROTTLED
+    throttled.parent.mkdir(parents=True)
+    throttled.write_text("e000e\n")  # capped, throttled, soft limit: now and since boot
+    hwmon = tmp_path / "class/hwmon/hwmon2"
+    hwmon.mkdir(parents=True)
+    (hwmon / "name").write_text("rpi_volt\n")
+    (hwmon / "in0_lcrit_alarm").write_text("0\n")
+    zone = tmp_path / "class/thermal/thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "temp").write_text("85350\n")
+
+    ctx = Context(Config(), Options(), Progress(spinner=False))
+    result = asyncio.run(check_power(ctx, sys_root=tmp_path))
+    assert result.status is Status.WARN, result.measured
+    assert "throttled" in result.measured and "now" in result.measured
+    assert "heatsink" in (result.fix or "")
+
+
+class KernelsGetThrottled:
+    """The firmware's get_throttled as a Raspberry Pi OS kernel serves it: deprecated, and
+    the first read of it each boot puts a WARNING with a call trace in the kernel's log
+    and taints the kernel (drivers/firmware/raspberrypi.c: get_throttled_show,
+    WARN_ONCE(1, "deprecated, use hwmon sysfs instead")). A FIFO here: `read` says
+    whether anyone opened it to read."""
+
+    def __init__(self, path: Path, flags: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(path)
+        self._path = path
+        self._closing = False
+        self.read = threading.Event()
+
+        def serve() -> None:
+            fd = os.open(path, os.O_WRONLY)  # returns once a reader has opened it
+            if not self._closing:
+                self.read.set()
+            with contextlib.suppress(OSError):
+                os.write(fd, f"{flags}\n".encode())
+            os.close(fd)
+
+        self._server = threading.Thread(target=serve, daemon=True)
+        self._server.start()
+
+    def close(self) -> None:
+        self._closing = True
+        if not self.read.is_set():  # let the writer's open return
+            reader = os.open(self._path, os.O_RDONLY | os.O_NONBLOCK)
+            self._server.join(5)
+            os.close(reader)
+        self._server.join(5)
+
+
+def test_a_lost_card_notes_under_voltage_without_the_kernel_warning(tmp_path: Path) -> None:
+    """A box on a weak supply whose microphone overruns: the journal's line says
+    under-voltage (rpi_volt's alarm), and the kernel's log has no "WARNING ... get_throttled_show"
+    call trace for it: the daemon read the deprecated file at each boot's first trouble
+    though rpi_volt, read from the same poll of the firmware, says the same."""
+    throttled = KernelsGetThrottled(tmp_path / "devices/platform/soc/soc:firmware/get_throttled",
+                                    "50005")  # fmt: skip
+    hwmon = tmp_path / "class/hwmon/hwmon1"
+    hwmon.mkdir(parents=True)
+    (hwmon / "name").write_text("rpi_volt\n")
+    (hwmon / "in0_lcrit_alarm").write_text("1\n")
+    try:
+        note = logs.PowerNote(sys_root=tmp_path)
+        with journal_lines("device", filters=[note], propagate=False) as captured:
+            MicFeed(AudioConfig(), Outbox(hold_s=60)).overflowed(3)
+    finally:
+        throttled.close()
+    assert captured.records[-1].get("LIVE_POWER") == "under-voltage"
+    assert not throttled.read.is_set(), "get_throttled was read: the kernel logged a WARNING"

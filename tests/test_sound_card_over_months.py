@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,27 @@ async def test_a_box_turned_down_to_silence_is_said_without_the_test_tone_too(
     result = await doctor_audio.check_speaker(ctx)
     assert result.status is Status.WARN, result.measured
     assert "no test tone" in result.measured and "volume 0%" in result.measured, result.measured
+
+
+async def test_a_kept_volume_the_doctor_may_not_read_is_not_passed_over_in_silence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone asked the box to be quiet (the set_volume tool kept 0 %). The owner, as the
+    README's `live-appliance doctor mic speaker` has it, without sudo: the state directory
+    is the service's alone (0700), the doctor read the configured volume instead, and its
+    speaker line said nothing of the volume the box will play at, which nobody hears."""
+    (tmp_path / "state.json").write_text(json.dumps({"volume": 0.0, "volume_configured": 1.0}))
+    real = os.access
+
+    def not_root(path: Any, mode: int, **kwargs: Any) -> bool:  # the owner's view of 0700
+        if str(path).startswith(str(tmp_path)):
+            return False
+        return real(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", not_root)
+    cfg = config(service={"state_dir": str(tmp_path)})
+    result = await doctor_audio.check_speaker(Context(cfg, Options(quiet=True),
+                                                      Progress(spinner=False)))  # fmt: skip
+    said = f"{result.measured} {result.fix or ''}"
+    assert result.status is not Status.PASS, said
+    assert "sudo live-appliance doctor speaker" in said, said
