@@ -7,7 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import (
+    ALSA_DEFAULT,
+    HDMI,
+    HEADPHONES,
+    HEADSET,
+    SPEAKERPHONE,
+    WEBCAM,
+    ListedPortAudio,
+    card,
+)
 
+from device.audio.devices import AudioDeviceError, choose_device
 from device.config import Config, load
 from device.errors import ConfigError
 from device.hw.profiles import PROFILES
@@ -134,3 +145,45 @@ def test_an_unknown_profile_names_the_known_ones(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "[hardware] profile" in message and "respeaker-6mic" in message
     assert all(repr(name) in message for name in PROFILES)
+
+
+#: A USB card's device as PortAudio names it: "<card>: <PCM> (hw:C,D)", where the kernel's
+#: PCM name, "USB Audio" (snd-usb-audio), loses the words the card's name already has
+#: (pa_linux_alsa.c, SkipCardDetailsInName; "-" when nothing is left).
+USB_CARDS = [
+    pytest.param(("Jabra SPEAK 410 USB: Audio (hw:2,0)", 1, 2, 48000), id="jabra-speak-410"),
+    pytest.param(("USB PnP Sound Device: Audio (hw:2,0)", 1, 2, 48000), id="pnp-headset"),
+    pytest.param(("USB Audio Device: - (hw:2,0)", 1, 2, 48000), id="c-media-dongle"),
+    pytest.param(("Anker PowerConf: USB Audio (hw:2,0)", 1, 2, 48000), id="anker-powerconf"),
+]
+
+
+@pytest.mark.parametrize("usb_card", USB_CARDS)
+def test_the_usb_speakerphone_profile_finds_the_speakerphone(
+    tmp_path: Path, usb_card: tuple[str, int, int, int]
+) -> None:
+    """`[hardware] profile = "usb-speakerphone"` on a Pi 4 with a Jabra Speak 410: the box
+    said "no input device matches 'USB Audio'" and never listened (PortAudio names it
+    "Jabra SPEAK 410 USB: Audio")."""
+    path = tmp_path / "config.toml"
+    path.write_text('[hardware]\nprofile = "usb-speakerphone"\n', encoding="utf-8")
+    audio = load(path).audio
+    pa: Any = ListedPortAudio(HEADPHONES, HDMI, usb_card, ALSA_DEFAULT)
+    assert choose_device(pa, audio.input_device, "input").name == usb_card[0]
+    assert choose_device(pa, audio.output_device, "output").name == usb_card[0]
+
+
+def test_the_usb_speakerphone_profile_passes_over_a_webcams_microphone(tmp_path: Path) -> None:
+    """A Jabra Speak and a USB webcam on the same Pi: "USB" is in both names, and the box
+    said "'USB' matches several input devices" and never listened. The speakerphone, which
+    plays too, is the microphone; the webcam's records only."""
+    path = tmp_path / "config.toml"
+    path.write_text('[hardware]\nprofile = "usb-speakerphone"\n', encoding="utf-8")
+    audio = load(path).audio
+    pa: Any = ListedPortAudio(HEADPHONES, HDMI, card(WEBCAM, 2), card(SPEAKERPHONE, 3),
+                              ALSA_DEFAULT)  # fmt: skip
+    assert "Jabra" in choose_device(pa, audio.input_device, "input").name
+    assert "Jabra" in choose_device(pa, audio.output_device, "output").name
+    twins: Any = ListedPortAudio(HEADPHONES, card(HEADSET, 2), card(HEADSET, 3), ALSA_DEFAULT)
+    with pytest.raises(AudioDeviceError, match="matches several input devices"):
+        choose_device(twins, audio.input_device, "input")  # two alike: the owner names one

@@ -139,6 +139,10 @@ def choose_device(pa: pyaudio.PyAudio, spec: DeviceSpec, direction: Direction) -
             raise AudioDeviceError(summary, devices, fix=HELD_FIX)
         raise AudioDeviceError(summary, devices)
     if len(found) > 1:
+        # A microphone on a card that also plays (a speakerphone, a HAT) before one that
+        # only records (a USB webcam's, beside it, named "... USB Audio" too).
+        found = [d for d in found if d.max_input_channels and d.max_output_channels] or found
+    if len(found) > 1:
         raise AudioDeviceError(f"{spec!r} matches several {direction} devices", found, "namely")
     return found[0]
 
