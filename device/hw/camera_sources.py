@@ -295,13 +295,15 @@ class Picamera2Source:
 
 def _scaler_crop_maximum(cam: Any) -> Sequence[int] | None:
     """The largest ScalerCrop of the configured mode; None for a camera without the control
-    (a USB one). The control's maximum first: libcamera deprecated the ScalerCropMaximum
-    property for it, the same rectangle (picamera2 #973, rpicam-apps #653), and without
-    a crop a Pi 4's ISP squeezes the sensor's 16:9 view into the square frame."""
+    (a USB one). The ScalerCropMaximum property while libcamera still has it (older
+    pipelines gave the control's maximum without the crop's offset), else the control's
+    maximum: libcamera deprecated the property for it, the same rectangle (picamera2
+    #973, rpicam-apps #653). Without a crop a Pi 4's ISP squeezes the sensor's 16:9 view
+    into the square frame."""
     limits = cam.camera_controls.get("ScalerCrop")
     if limits is None:
         return None
-    return limits[1] or cam.camera_properties.get("ScalerCropMaximum")
+    return cam.camera_properties.get("ScalerCropMaximum") or limits[1]
 
 
 def _no_camera(picamera2: Any) -> bool:
