@@ -59,12 +59,14 @@ GUARD_S = 1.0
 GUARD_DB = 20.0
 GUARD_GAIN = 10 ** (-GUARD_DB / 20)
 GUARD_FLOOR = 32768 * 10 ** (-50 / 20)
-#: After that, while the box speaks, a 10 ms frame the module took this much or more out
-#: of is what it left of the echo, and is lowered GUARD_DB too. Measured on the loopback:
-#: a module still converging 1.3-1.5 s into a reply let frames through 14-18 dB under
-#: the microphone (louder than the service's most sensitive threshold), where one that
-#: has converged takes 25-50 dB out; a person talking over the box comes through within
-#: a few dB of what was recorded.
+#: For the next second of the box speaking, a 10 ms frame the module took this much or
+#: more out of is what it left of the echo, and is lowered GUARD_DB too. Measured on the
+#: loopback: a module still converging 1.3-1.5 s into a reply let frames through 14-18 dB
+#: under the microphone (louder than the service's most sensitive threshold), where one
+#: that has converged takes 25-50 dB out. Not for longer: a person across the room, more
+#: than RESIDUE_DB under the box's own voice at its microphone, looks the same by level,
+#: and once the module has converged it is them.
+RESIDUE_S = 1.0
 RESIDUE_DB = 12.0
 RESIDUE_POWER = 10 ** (RESIDUE_DB / 10)
 #: What the module hears of the moments before it starts again (two frames: more than it
@@ -313,7 +315,7 @@ class Canceller:
         #: The last process() call started or stopped the module: what it handed over
         #: ends where a read ended, not on a whole frame.
         self.switched = False
-        self._converging_s = GUARD_S  # of the box speaking, before the guard lifts
+        self._converging_s = GUARD_S + RESIDUE_S  # of the box speaking, before the guard lifts
         self._far_level = 0.0  # the reference's RMS in the block before (int16 units)
         #: Why the module stopped working mid-run (it raised): from then on the audio goes
         #: on as recorded, never stopping the microphone's reader (whose reopen would only
@@ -336,25 +338,25 @@ class Canceller:
         if self._restart or far_moved:
             self._apm.reset()
             self._restart = False
-            self._converging_s, self._far_level = GUARD_S, 0.0
+            self._converging_s, self._far_level = GUARD_S + RESIDUE_S, 0.0
             if self._far is not None:
                 self._far.moved = False
 
     def _guard(self, out: np.ndarray, near: np.ndarray, far: np.ndarray | None) -> np.ndarray:
         """While the box speaks, lower what is left of its echo (`out`, cleaned from the
         microphone's `near`): all of it during the module's first `GUARD_S` of hearing
-        it (from the start, and after an xrun), then the frames it took `RESIDUE_DB` or
-        more out of. A module converging lets single frames through, and the service
-        takes one loud frame for speech: the box would interrupt itself."""
-        if far is None:
+        it (from the start, and after an xrun), then for `RESIDUE_S` the frames it took
+        `RESIDUE_DB` or more out of. A module converging lets single frames through, and
+        the service takes one loud frame for speech: the box would interrupt itself."""
+        if far is None or self._converging_s <= 0:
             return out
         level = float(np.sqrt(np.mean(far.astype(np.float64) ** 2)))
         speaking = max(level, self._far_level)  # this block or the one before: the echo lags
         self._far_level = level
         if speaking < GUARD_FLOOR:
             return out
-        if self._converging_s > 0:
-            self._converging_s -= out.size / RATE
+        self._converging_s -= out.size / RATE
+        if self._converging_s >= RESIDUE_S:
             return (out * GUARD_GAIN).astype(np.int16)
         return lower_residue(out, near)
 
