@@ -5,9 +5,11 @@ box's state once they open."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import importlib.util
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -226,9 +228,11 @@ class Unseated(RecordingLeds):
         super().show(frame)  # type: ignore[arg-type]
 
 
-async def test_the_doctor_beside_the_service_fails_leds_that_stopped_showing(
+@contextlib.asynccontextmanager
+async def failing_from_a_press(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> AsyncIterator[tuple[Any, Unseated]]:
+    """A box whose LEDs opened and showed, and fail every write from a press on."""
     leds = Unseated()
     monkeypatch.setattr(device.parts, "open_leds", lambda _cfg: leds)
     async with running(tmp_path, parts_class=LedsBusyAtBoot) as box:
@@ -237,12 +241,20 @@ async def test_the_doctor_beside_the_service_fails_leds_that_stopped_showing(
         box.button.on_edge("pressed", asyncio.get_running_loop().time())
         await until(lambda: box.state == "connecting")
         await box.settle()
-        line = held_by_the_service("leds", box.appliance.status(), 17)
+        yield box, leds
+
+
+async def test_the_doctor_beside_the_service_fails_leds_that_stopped_showing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with failing_from_a_press(tmp_path, monkeypatch) as (box, leds):
+        cfg = box.appliance.cfg
+        line = held_by_the_service("leds", box.appliance.status(), cfg)
         assert line.status is Status.FAIL, format_result(line)
         assert "Input/output error" in line.measured
         assert "Input/output error" in "\n".join(summary_lines(box.appliance.status()))
         leds.failing = False  # reseated: the next frame shows, and all is well again
-        await until(lambda: held_by_the_service("leds", box.appliance.status(), 17).status
+        await until(lambda: held_by_the_service("leds", box.appliance.status(), cfg).status
                     is Status.SKIP)  # fmt: skip
 
 
@@ -299,14 +311,7 @@ async def test_leds_that_stopped_showing_are_not_said_to_be_unopened_pins(
     status` said they were tried "less often the longer it lasts", and the doctor beside
     the service told the owner to correct [leds] kind and pins or free pins another
     program holds, "once they open": the pins are open, and nobody else holds them."""
-    leds = Unseated()
-    monkeypatch.setattr(device.parts, "open_leds", lambda _cfg: leds)
-    async with running(tmp_path, parts_class=LedsBusyAtBoot) as box:
-        await until(lambda: leds.frames)
-        leds.failing = True
-        box.button.on_edge("pressed", asyncio.get_running_loop().time())
-        await until(lambda: box.state == "connecting")
-        await box.settle()
+    async with failing_from_a_press(tmp_path, monkeypatch) as (box, _):
         status = box.appliance.status()
         line = held_by_the_service("leds", status, box.appliance.cfg)
         assert line.status is Status.FAIL, format_result(line)
