@@ -1548,8 +1548,9 @@ def test_the_doctor_warns_of_a_configuration_others_may_change(
     assert check_config(None)[0].status is Status.PASS
 
 
-class Unseated:
-    """Pixels whose every frame fails, as an SPI write to a HAT that is not seated."""
+class FailingWrites:
+    """Pixels whose every frame fails with an I/O error, as the SPI device's writes do when
+    it is gone (a HAT not seated fails no write: nothing on an SPI bus answers a write)."""
 
     def __init__(self, pixels: int) -> None:
         self.pixels = pixels
@@ -1566,7 +1567,7 @@ class Unseated:
 async def test_doctor_leds_fails_leds_that_showed_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pixels: int
 ) -> None:
-    driver = Unseated(pixels)
+    driver = FailingWrites(pixels)
     monkeypatch.setattr("device.hw.leds.open_leds", lambda cfg: driver)
     monkeypatch.setattr("device.doctor.gpio.LED_STEP_S", 0.01)
     ctx = context(tmp_path, Options(), leds={"kind": "apa102", "count": pixels})

@@ -217,8 +217,9 @@ async def test_leds_that_open_later_are_no_longer_failed(
         assert line.status is Status.SKIP, format_result(line)
 
 
-class Unseated(RecordingLeds):
-    """Pixels that opened, then stopped taking frames (a HAT knocked loose mid-run)."""
+class StoppedWriting(RecordingLeds):
+    """Pixels that opened and showed, then whose writes fail with an I/O error while
+    `failing` (the SPI device gone mid-run; a HAT knocked loose fails no write)."""
 
     failing = False
 
@@ -231,9 +232,9 @@ class Unseated(RecordingLeds):
 @contextlib.asynccontextmanager
 async def failing_from_a_press(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[Any, Unseated]]:
+) -> AsyncIterator[tuple[Any, StoppedWriting]]:
     """A box whose LEDs opened and showed, and fail every write from a press on."""
-    leds = Unseated()
+    leds = StoppedWriting()
     monkeypatch.setattr(device.parts, "open_leds", lambda _cfg: leds)
     async with running(tmp_path, parts_class=LedsBusyAtBoot) as box:
         await until(lambda: leds.frames)
