@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from device.audio import pcm
+from device.audio.devices import WHO_HOLDS
 from device.audio.keeper import CALL_TIMEOUT_S
 from device.audio.portaudio import open_portaudio
 from device.doctor.daemon import how_to_restart, what_runs, where_it_logs
@@ -161,7 +162,7 @@ async def _open(name: str, direction: str, device: Capture | Playback) -> Result
             name,
             Status.FAIL,
             f"cannot open the {direction} device: {exc}",
-            "Close whatever else uses the device (fuser -v /dev/snd/*), or reconnect it.",
+            f"Close whatever else uses the device ({WHO_HOLDS}), or reconnect it.",
         )
     return None
 

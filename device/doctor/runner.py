@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from device import tasks
+from device.audio.devices import WHO_HOLDS
 from device.config import Config
 from device.doctor.audio import check_devices, check_echo, check_mic, check_speaker, too_quiet
 from device.doctor.camera import FIX_CAMERA, check_camera
@@ -108,7 +109,7 @@ def _held(check: Check, cfg: Config) -> bool:
 #: The hardware checks whose device the daemon names in its status's "faults" when it fails.
 FAULTS = {"mic": "microphone", "speaker": "speaker", "button": "button"}
 FIX_AUDIO_FAULT = (
-    "Reconnect it, or close what else took it (fuser -v /dev/snd/*): it is opened again "
+    f"Reconnect it, or close what else took it ({WHO_HOLDS}): it is opened again "
     "by itself, less often the longer it stays away ({logs} says when it is back)."
 )
 FIX_BUTTON_FAULT = (
