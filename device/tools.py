@@ -19,6 +19,7 @@ is busy and nothing runs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 import json
@@ -33,7 +34,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from device.config import ToolsConfig
@@ -427,27 +428,40 @@ def _answer_of(
 
 
 def _taken(value: Any, room: list[int], within: set[int]) -> Any:
-    """`value` with each iterator in it (itself, or one in its dicts, lists and tuples, as
-    `{"readings": stream()}`) made a list, and no more than `room[0]` items read or walked
-    in all: each is a byte or more of JSON, so one past RESULT_LIMIT is answered too large
-    whatever follows it. Only an iterator returned bare was bounded: one in a dict was read
-    to its end, never for an endless one. Their kinds too (an OrderedDict, a defaultdict, a
-    namedtuple: the JSON is the same), made plain: a namedtuple is made of its fields, not
-    of an iterable. `within`: the containers being walked, a cycle left for pydantic to
-    name."""
+    """`value` with each iterator in it (itself, or one in what holds it, as `{"readings":
+    stream()}`) made a list, and no more than `room[0]` items read or walked in all: each
+    is a byte or more of JSON, so one past RESULT_LIMIT is answered too large whatever
+    follows it. Only an iterator returned bare was bounded: one in a dict was read to its
+    end, never for an endless one. So is every kind pydantic walks to make JSON, made
+    plain with the same JSON: a dict's or tuple's of any kind (an OrderedDict, a
+    namedtuple: made of its fields, not of an iterable), a set's, a deque's, a dataclass's
+    (its fields) and a pydantic model's (its fields and extras, in a copy its own
+    serializer still writes: aliases, computed fields). `within`: the containers being
+    walked, a cycle left for pydantic to name."""
     if isinstance(value, Iterator):
         return [_taken(item, room, within) for item in _while_room(value, room)]
-    if not isinstance(value, dict | list | tuple) or id(value) in within:
+    walked = dict | list | tuple | set | frozenset | deque | BaseModel
+    if id(value) in within or not (isinstance(value, walked) or _a_dataclass(value)):
         return value
     within.add(id(value))
     try:
+        if isinstance(value, BaseModel):
+            return value.model_copy(update=_taken(dict(value), room, within))  # and extras
+        if _a_dataclass(value):
+            fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+            return _taken(fields, room, within)
         if isinstance(value, dict):
             entries = _while_room(iter(value.items()), room)
             return {key: _taken(item, room, within) for key, item in entries}
-        plain = tuple if isinstance(value, tuple) else list
+        plain = tuple if isinstance(value, tuple) else list  # a set's JSON is a list too
         return plain(_taken(item, room, within) for item in _while_room(iter(value), room))
     finally:
         within.discard(id(value))
+
+
+def _a_dataclass(value: Any) -> bool:
+    """An instance of a dataclass (not the class itself, which pydantic writes as no JSON)."""
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
 
 def _while_room(items: Iterator[T], room: list[int]) -> Iterator[T]:
