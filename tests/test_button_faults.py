@@ -168,26 +168,41 @@ class Shorted(MockPin):
         self._pull = value  # the short wins against the pull-up: the pin stays low
 
 
+@contextlib.contextmanager
+def held_pin() -> Iterator[Any]:
+    """The button's pin held down (a box put on the button, a shorted wire) before anything
+    opens it; yields the pin, to let it go."""
+    with mock_pins(Shorted) as pins:
+        pin = pins.pin(PIN)
+        pin.drive_low()
+        yield pin
+
+
+@contextlib.asynccontextmanager
+async def started_on_a_held_button(tmp_path: Path) -> AsyncIterator[tuple[Box, Any]]:
+    """A box started with its button held down, settled; yields it and the pin."""
+    with held_pin() as pin:
+        async with running(tmp_path, parts_class=PinParts) as box:
+            await asyncio.sleep(0.1)
+            await box.settle()
+            yield box, pin
+
+
 async def test_a_button_held_down_at_start_is_said_and_ignored_until_released(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A box put on the button (or a shorted wire) at boot: nothing streams, and one
     journal line says why the box looks ready and its button does nothing."""
     caplog.set_level(logging.INFO, "device.appliance")
-    with mock_pins(Shorted) as pins:
-        pin = pins.pin(PIN)
+    async with started_on_a_held_button(tmp_path) as (box, pin):
+        assert box.state == "idle" and not box.mic.forwarding and leds(box) == ["idle"]
+        said = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(said) == 1 and "GPIO 17 reads pressed" in said[0].getMessage()
+        assert getattr(said[0], "LIVE_DEVICE", None) == "button"
+        pin.drive_high()
         pin.drive_low()
-        async with running(tmp_path, parts_class=PinParts) as box:
-            await asyncio.sleep(0.1)
-            await box.settle()
-            assert box.state == "idle" and not box.mic.forwarding and leds(box) == ["idle"]
-            said = [r for r in caplog.records if r.levelno == logging.WARNING]
-            assert len(said) == 1 and "GPIO 17 reads pressed" in said[0].getMessage()
-            assert getattr(said[0], "LIVE_DEVICE", None) == "button"
-            pin.drive_high()
-            pin.drive_low()
-            await until(lambda: box.state == "connecting")
-            assert box.mic.forwarding
+        await until(lambda: box.state == "connecting")
+        assert box.mic.forwarding
 
 
 class Seen(list[str]):
@@ -234,9 +249,7 @@ async def test_a_button_held_down_at_start_opens_nothing_until_pressed_anew(
     quick_reads: float,
 ) -> None:
     """A box put on the button before the daemon starts: never taken for a press."""
-    with mock_pins(Shorted) as pins:
-        pin = pins.pin(PIN)
-        pin.drive_low()
+    with held_pin() as pin:
         seen = Seen()
         button = ButtonInput(PIN, seen, hold_time=None, bounce_time=None)
         button.start()
@@ -297,26 +310,21 @@ async def test_a_tap_after_a_lost_release_is_a_press_and_a_release() -> None:
 async def test_the_doctor_beside_the_service_tells_of_a_button_held_since_it_opened(
     tmp_path: Path,
 ) -> None:
-    with mock_pins(Shorted) as pins:
-        pin = pins.pin(PIN)
+    async with started_on_a_held_button(tmp_path) as (box, pin):
+        assert box.state == "idle"
+        line = held_by_the_service("button", box.appliance.status(), box.appliance.cfg)
+        assert line.status is Status.WARN, format_result(line)
+        assert f"GPIO {PIN} reads pressed" in line.measured
+        assert "ground" in (line.fix or "")
+        said = "\n".join(summary_lines(box.appliance.status()))  # `ctl status`
+        assert "button:   reads pressed since" in said, said
+        # Let go and pressed as a person does: a press like any other, nothing to tell.
+        pin.drive_high()
         pin.drive_low()
-        async with running(tmp_path, parts_class=PinParts) as box:
-            await asyncio.sleep(0.1)
-            await box.settle()
-            assert box.state == "idle"
-            line = held_by_the_service("button", box.appliance.status(), box.appliance.cfg)
-            assert line.status is Status.WARN, format_result(line)
-            assert f"GPIO {PIN} reads pressed" in line.measured
-            assert "ground" in (line.fix or "")
-            said = "\n".join(summary_lines(box.appliance.status()))  # `ctl status`
-            assert "button:   reads pressed since" in said, said
-            # Let go and pressed as a person does: a press like any other, nothing to tell.
-            pin.drive_high()
-            pin.drive_low()
-            await until(lambda: box.state == "connecting")
-            line = held_by_the_service("button", box.appliance.status(), box.appliance.cfg)
-            assert line.status is Status.SKIP, format_result(line)
-            assert "button:" not in "\n".join(summary_lines(box.appliance.status()))
+        await until(lambda: box.state == "connecting")
+        line = held_by_the_service("button", box.appliance.status(), box.appliance.cfg)
+        assert line.status is Status.SKIP, format_result(line)
+        assert "button:" not in "\n".join(summary_lines(box.appliance.status()))
 
 
 @pytest.mark.parametrize("wired", ["shorted", "busy"])
@@ -328,10 +336,8 @@ async def test_the_doctor_not_waiting_for_a_press_still_tells_a_miswired_button(
     opened, needs nobody to be seen, and the line was a SKIP that let the doctor pass."""
     from gpiozero import LED
 
-    with mock_pins(Shorted if wired == "shorted" else None) as pins:
+    with held_pin() if wired == "shorted" else mock_pins():
         held = LED(PIN) if wired == "busy" else None  # another program holds the line
-        if wired == "shorted":
-            pins.pin(PIN).drive_low()
         try:
             result = await check_button(context(tmp_path, Options(button=False)))
         finally:
