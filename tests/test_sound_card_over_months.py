@@ -242,3 +242,48 @@ async def test_a_kept_volume_the_doctor_may_not_read_is_not_passed_over_in_silen
     said = f"{result.measured} {result.fix or ''}"
     assert result.status is not Status.PASS, said
     assert "sudo live-appliance doctor speaker" in said, said
+
+
+#: What names the program that holds a card, whoever's it is.
+SEES_EVERY_USER = "sudo fuser -v /dev/snd/*"
+
+
+@pytest.mark.usefixtures("card_held_by_pipewire")
+async def test_devices_and_the_doctor_name_a_held_cards_program_with_sudo() -> None:
+    audio = AudioConfig(input_device="USB Audio", output_device="USB Audio")
+    out = io.StringIO()
+    assert print_devices(audio, out) == 1
+    for line in out.getvalue().splitlines()[-2:]:
+        assert SEES_EVERY_USER in line, line
+    ctx = Context(Config(audio=audio), Options(), Progress(spinner=False))
+    result = await doctor_audio.check_devices(ctx)
+    assert result.status is Status.FAIL
+    assert SEES_EVERY_USER in (result.fix or ""), result.fix
+
+
+@pytest.mark.parametrize(
+    ("check", "stream"), [(doctor_audio.check_mic, Capture), (doctor_audio.check_speaker, Playback)]
+)
+async def test_the_doctor_on_a_busy_device_names_its_program_with_sudo(
+    monkeypatch: pytest.MonkeyPatch, check: Any, stream: type
+) -> None:
+    def busy(self: object, loop: object = None) -> None:
+        raise OSError("Device or resource busy")
+
+    monkeypatch.setattr(stream, "start", busy)
+    result = await check(Context(Config(), Options(mic_seconds=0.5), Progress(spinner=False)))
+    assert result.status is Status.FAIL
+    assert SEES_EVERY_USER in (result.fix or ""), result.fix
+
+
+@pytest.mark.parametrize(("check", "part"), [("mic", "microphone"), ("speaker", "speaker")])
+def test_the_doctor_beside_a_service_that_lost_its_card_names_the_taker_with_sudo(
+    check: str, part: str
+) -> None:
+    """The service (its own user) lost the card to another program; the owner, over SSH as
+    theirs, sees neither the service's nor the taker's in fuser without sudo."""
+    said = {"ready": True, "state": "error", "status": f"error: {part}: Device unavailable",
+            "session_open": False, "faults": [part], "turns": []}  # fmt: skip
+    line = held_by_the_service(check, said, Config())
+    assert line.status is Status.FAIL, line
+    assert SEES_EVERY_USER in (line.fix or ""), line.fix

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -26,7 +27,7 @@ import pytest
 from fakes import FakeActions, gated_tools
 from google.genai import types
 from helpers import until
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from system_view import SystemView
 from wire import tool_responses
 
@@ -892,20 +893,41 @@ class Readings(NamedTuple):
     values: Any
 
 
+@dataclasses.dataclass
+class Reading:
+    sensor: str
+    values: Any
+
+
+class ReadingModel(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    sensor: str
+    values: Any
+
+
 @pytest.mark.parametrize(
     "holder",
     [
         lambda stream: collections.OrderedDict(readings=stream),
         lambda stream: collections.defaultdict(list, readings=stream),
         lambda stream: Readings("thermometer", stream),
+        lambda stream: Reading("thermometer", stream),
+        lambda stream: {stream},
+        lambda stream: frozenset({stream}),
+        lambda stream: ReadingModel(sensor="thermometer", values=stream),
+        lambda stream: {"readings": [Reading("thermometer", stream)]},
+        lambda stream: collections.deque([stream]),
     ],
-    ids=["OrderedDict", "defaultdict", "namedtuple"],
+    ids=["OrderedDict", "defaultdict", "namedtuple", "dataclass", "set", "frozenset",
+         "pydantic model", "dataclass in a dict", "deque"],
 )
-async def test_a_stream_in_a_dict_or_tuple_of_another_kind_is_read_no_further_than_could_be_sent(
+async def test_a_stream_in_a_holder_of_another_kind_is_read_no_further_than_could_be_sent(
     holder: Callable[[Iterator[int]], Any],
 ) -> None:
     """A tool returning its sensor's stream in a dict was bounded at stop 55, but only in a
-    plain dict, list or tuple: in an OrderedDict, a defaultdict or a namedtuple, the stream
+    plain dict, list or tuple: in an OrderedDict, a defaultdict or a namedtuple (until stop
+    56), a dataclass, a set, a deque or a pydantic model (until stop 57), the stream
     was read to its end, for an endless one until the service's memory limit killed the
     box (the model answered "timed out" meanwhile)."""
     read = 0
