@@ -216,27 +216,30 @@ class Capture:
                 pa.terminate()
             self.device_name, self.device_rate, self.channels = str(info), fmt.rate, fmt.channels
             period = fmt.rate * self.chunk_ms // 1000
-            pcm = CapturePcm(
+            # Ours from here: a start that fails past this closes it (`close_stream`). A
+            # handle left open holds a hw: card, and every later open found it busy.
+            pcm = self._pcm = CapturePcm(
                 alsa_name(info.name), fmt.rate, fmt.channels, period, round(BUFFER_S * fmt.rate)
             )
-        self._resampler = (
-            soxr.ResampleStream(fmt.rate, RATE, 1, dtype="int16") if fmt.rate != RATE else None
-        )
-        self._pending.clear()
-        self._last_chunk_t = 0.0
-        self._told_delivering = self._stopping = self._failed = self._told_stalled = False
-        self._told_zeros = self.silent = False
-        self._until = None
-        self._clock, self._frames = CardClock(fmt.rate), 0
-        self._opened, self._last_read = time.monotonic(), None
-        self._pcm, self._wake = pcm, os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._idle_read_ms = min(IDLE_READ_MS, pcm.buffer_frames * 1000 // fmt.rate // 3)
-        reader = threading.Thread(
-            target=self._read_loop, args=(pcm, self._wake), name=self.THREAD, daemon=True
-        )
         try:
-            reader.start()
-        except BaseException:  # out of threads (TasksMax): closed, for the next try
+            self._resampler = (
+                soxr.ResampleStream(fmt.rate, RATE, 1, dtype="int16") if fmt.rate != RATE else None
+            )
+            self._pending.clear()
+            self._last_chunk_t = 0.0
+            self._told_delivering = self._stopping = self._failed = self._told_stalled = False
+            self._told_zeros = self.silent = False
+            self._until = None
+            self._clock, self._frames = CardClock(fmt.rate), 0
+            self._opened, self._last_read = time.monotonic(), None
+            # No descriptor left for it (the unit's LimitNOFILE, the card's open took the last).
+            self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._idle_read_ms = min(IDLE_READ_MS, pcm.buffer_frames * 1000 // fmt.rate // 3)
+            reader = threading.Thread(
+                target=self._read_loop, args=(pcm, self._wake), name=self.THREAD, daemon=True
+            )
+            reader.start()  # out of threads (TasksMax)
+        except BaseException:  # closed, for the next try
             self.close_stream()
             raise
         self._reader = reader
