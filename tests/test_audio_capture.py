@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from helpers import no_new_threads, thread_names, until
 
 from device.audio import capture as capture_module
 from device.audio import pcm
+from device.audio.alsa import AlsaError
 from device.audio.capture import (
     FINISH_READ_MS,
     IDLE_READ_MS,
@@ -627,3 +630,52 @@ async def test_a_press_again_right_after_a_release_keeps_what_was_read_before_th
     second = [number_of(chunk) for chunk, _ in capture.forward(since=edge)]
     # Its pre-roll (100 ms) reaches into the first turn: that went out once, not twice.
     assert second == list(range(11, 40)), "all after the first turn, none lost"
+
+
+class HwPcm(IdlePcm):
+    """A card's capture device opened by its hw: name: one handle at a time (ALSA says
+    EBUSY to the next open until the handle is closed)."""
+
+    held: ClassVar[int] = 0
+
+    def __init__(self, *args: Any) -> None:
+        if HwPcm.held:
+            raise AlsaError(errno.EBUSY, "cannot open: Device or resource busy")
+        super().__init__(*args)
+        HwPcm.held += 1
+        self._open = True
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            HwPcm.held -= 1
+
+
+async def test_a_microphone_start_that_fails_after_its_device_opened_lets_the_device_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At the unit's descriptor limit (LimitNOFILE) the device's open took the last
+    descriptor and the reader's wake-up (an eventfd) found none: the start failed with
+    the device left open by a handle nobody held. Every reopen the keeper tried after,
+    descriptors free again, found the card busy: the microphone never came back."""
+    monkeypatch.setattr(capture_module, "open_portaudio",
+                        lambda: ListedPortAudio(card(SPEAKERPHONE, 2)))  # fmt: skip
+    monkeypatch.setattr(capture_module, "CapturePcm", HwPcm)
+    monkeypatch.setattr(HwPcm, "held", 0)
+    loop = asyncio.get_running_loop()
+    mic = Capture(lambda chunk, t: None, preroll=5)
+    eventfd = os.eventfd
+
+    def no_descriptor_left(*args: Any) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "eventfd", no_descriptor_left)
+    with pytest.raises(OSError, match="Too many open files"):
+        mic.start(loop)
+    monkeypatch.setattr(os, "eventfd", eventfd)  # descriptors free again
+    try:
+        mic.start(loop)  # the keeper's next try
+        assert mic.running
+    finally:
+        mic.close_stream()
+    assert HwPcm.held == 0, "the device is held by nobody's handle"
