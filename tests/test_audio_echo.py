@@ -271,6 +271,49 @@ def test_what_a_converging_module_leaves_of_the_echo_does_not_reach_the_server()
     assert dbfs(1.6, 1.95) > -24 - 15 - 1  # the box quiet: nothing to lower
     assert dbfs(2.7, 3.4) > -24 - 15 - 1  # after: a person across the room, as they were
 
+class AddsAtAWord(LeavesSome):
+    """AEC3 at a word after a pause in the box's speech, as recorded on the loopback (1.4 s
+    into a reply): it hands back a frame louder than the microphone recorded, its own
+    estimate of an echo that had not arrived yet, taken out of the silence before it."""
+
+    def __init__(self, adds_at: list[float]) -> None:
+        super().__init__()
+        self.adds_at = adds_at  # when, in the microphone's time, it adds a frame
+        self._count = 0  # samples handed out so far
+
+    def process(self, near: np.ndarray, far: np.ndarray | None) -> np.ndarray:
+        out = super().process(near, far)
+        start = self._count - self._held.size  # the microphone sample of out[0]
+        self._count += near.size
+        for t in self.adds_at:
+            at = round(t * RATE) - start
+            if 0 <= at < out.size:  # the module's own frame (out starts with one)
+                at -= at % echo.FRAME
+                out[at : at + echo.FRAME] = 1200  # -29 dBFS: 8 dB over what was recorded
+        return out
+
+
+def test_a_frame_the_module_adds_while_the_box_speaks_does_not_reach_the_server() -> None:
+    """A frame 6 dB or more louder than what the microphone recorded is the module's doing,
+    not a person's voice: whenever the box speaks, in its second second (the module still
+    converging) and long after it, it is lowered. A person it lets through is not."""
+    far_end = FarEnd()
+    canceller = Canceller(far_end)
+    module = canceller._apm = AddsAtAWord(adds_at=[1.5, 3.0])
+    mic16 = np.round(np.random.default_rng(2).standard_normal(4 * RATE) * 500).astype(np.int16)
+    mic16[round(3.5 * RATE) :] *= 8  # a person, 18 dB over the echo, from 3.5 s
+    out = []
+    for i in range(0, mic16.size, 640):
+        module.left_db = -1.0 if i >= 3.5 * RATE else -40.0  # the person goes through
+        piece = np.full(round(0.04 * SPEAKER_RATE), 8000, dtype=np.int16)
+        far_end.played(piece, SPEAKER_RATE, T0 + i / RATE)
+        out.append(canceller.process(mic16[i : i + 640], T0 + i / RATE))
+    heard = np.concatenate(out)
+    for t in module.adds_at:
+        assert frames_dbfs(heard, t - 0.02, t + 0.03).max() < VOICE_DBFS - 6, t
+    assert frames_dbfs(heard, 3.55, 3.95).min() > -18 - 1 - 3  # the person, not lowered
+
+
 def test_with_the_speaker_resting_the_microphone_passes() -> None:
     talker = spoken("Hello, what is the time?", -26.0)
     _, out, _ = run(None, talker, Room())
