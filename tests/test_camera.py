@@ -1397,6 +1397,24 @@ async def test_the_doctor_warns_of_a_camera_that_sends_black_pictures(
     assert (await check_camera(ctx)).status is Status.PASS, "a dim room is a picture"
 
 
+async def test_the_doctor_waits_for_a_camera_whose_first_frames_are_dark(
+    camera: FakeCameraRig,
+    tmp_path: Path,
+) -> None:
+    """A Pi camera's first frames come before its exposure has settled, and may be black in
+    a room it then shows well: `doctor camera` judged the first frame and warned of a lens
+    cap on a healthy camera. A camera still black after it had time to settle is warned of
+    (the test above)."""
+    lit = np.full((768, 768, 3), 40, dtype=np.uint8)
+    black = np.zeros_like(lit)
+    camera.picture = lambda config: black if camera.captures <= 3 else lit  # type: ignore[method-assign]
+    cfg = config(camera={"enabled": True, "source": "picamera2"})
+    ctx = Context(cfg, Options(camera_out=tmp_path / "camera.jpg"), Progress(spinner=False))
+    result = await check_camera(ctx)
+    assert result.status is Status.PASS, result
+    assert camera.captures > 3
+
+
 async def test_a_box_without_picamera2_is_not_sent_to_a_test_pattern(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

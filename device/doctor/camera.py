@@ -17,8 +17,6 @@ START_TIMEOUT_S = 15.0  # a Pi camera takes a few seconds to start and settle
 #: A camera's picture whose centred square is blown up more than this to make a frame
 #: shows the model a blur.
 MOST_SCALED_UP = 2
-#: A picture whose brightest pixels (the top 1%) are darker than this, of 255, shows nothing.
-BLACK_LEVEL = 12
 FIX_CAMERA = (
     "Do what the message says, or check the camera's cable and that rpicam-hello sees it; "
     "[camera] enabled = false runs the box without a camera."
@@ -26,13 +24,14 @@ FIX_CAMERA = (
 
 
 async def check_camera(ctx: Context) -> Result:
-    """Take one frame as the daemon would, save it, and say how big it is."""
+    """Take a frame as the daemon would (once the camera has settled), save it, and say how
+    big it is."""
     cam = ctx.cfg.camera
     if not cam.enabled:
         return Result("camera", Status.SKIP, "camera disabled ([camera] enabled = false)")
     import simplejpeg
 
-    from device.hw.camera import CameraError, capture_still
+    from device.hw.camera import BLACK_LEVEL, CameraError, capture_still
 
     started = time.monotonic()
     try:
@@ -81,7 +80,7 @@ async def check_camera(ctx: Context) -> Result:
             data=data,
         )
     measured += f", saved to {out}"
-    brightest = await asyncio.to_thread(_brightest, jpeg)
+    brightest = still.brightest
     if brightest < BLACK_LEVEL:
         return Result(
             "camera",
@@ -112,14 +111,6 @@ async def check_camera(ctx: Context) -> Result:
             data=data | {"path": str(out)},
         )
     return Result("camera", Status.PASS, measured, data=data | {"path": str(out)})
-
-
-def _brightest(jpeg: bytes) -> int:
-    """How bright the brightest 1% of the picture is, of 255: near 0, the model sees nothing."""
-    import numpy as np
-    import simplejpeg
-
-    return int(np.percentile(simplejpeg.decode_jpeg(jpeg, colorspace="GRAY"), 99))
 
 
 def _why_not_saved(exc: OSError, out: Path) -> str:

@@ -31,6 +31,7 @@ from device.hw.camera_sources import (
     Frame,
     FrameSource,
     UnusableFrame,
+    brightest,
     encode_jpeg,
     make_source,
 )
@@ -49,6 +50,13 @@ logger = logging.getLogger(__name__)
 CAPTURE_TIMEOUT_S = 5.0
 #: Switching a camera on or off takes a second or two; one that takes this long is stuck.
 SWITCH_TIMEOUT_S = 10.0
+#: A picture whose brightest pixels (the top 1%) are darker than this, of 255, shows nothing.
+BLACK_LEVEL = 12
+#: A camera's first frames may come before its exposure has settled (a Pi camera's first
+#: few, black in a room it then shows well): the doctor's picture, while black, is taken
+#: again every SETTLE_PAUSE_S for this long before it is believed.
+SETTLE_S = 1.0
+SETTLE_PAUSE_S = 0.1
 #: The least of the switch limit a stop after a start that a close cancelled is given: a
 #: start that came back late in its limit leaves the stop the time a stop takes, not none
 #: (the journal would call a working camera stuck), and the two stay well within the
@@ -460,6 +468,7 @@ class Still:
     jpeg: bytes
     width: int
     height: int
+    brightest: int  # of 255, its brightest 1% (`brightest`)
 
 
 async def capture_still(cfg: CameraConfig) -> Still:
@@ -479,9 +488,14 @@ async def capture_still(cfg: CameraConfig) -> Still:
         if light is not None:
             light.on()
         await _in_thread(source.start, SWITCH_TIMEOUT_S, spawn=spawn)
-        rgb, _ = await _grab(source, CAPTURE_TIMEOUT_S)
-        jpeg = await asyncio.to_thread(encode_jpeg, rgb, cfg.size, cfg.quality)
-        return Still(jpeg, width=rgb.shape[1], height=rgb.shape[0])
+        settled_by = time.monotonic() + SETTLE_S
+        while True:
+            rgb, _ = await _grab(source, CAPTURE_TIMEOUT_S)
+            jpeg = await asyncio.to_thread(encode_jpeg, rgb, cfg.size, cfg.quality)
+            level = await asyncio.to_thread(brightest, jpeg)
+            if level >= BLACK_LEVEL or time.monotonic() >= settled_by:
+                return Still(jpeg, width=rgb.shape[1], height=rgb.shape[0], brightest=level)
+            await asyncio.sleep(SETTLE_PAUSE_S)
     except CameraStuck:
         stuck = True  # still starting, it cannot be stopped
         raise

@@ -112,6 +112,11 @@ def encode_jpeg(rgb: np.ndarray, size: int, quality: int) -> bytes:
     )
 
 
+def brightest(jpeg: bytes) -> int:
+    """How bright the brightest 1% of the picture is, of 255: near 0, the model sees nothing."""
+    return int(np.percentile(simplejpeg.decode_jpeg(jpeg, colorspace="GRAY"), 99))
+
+
 class SyntheticSource:
     """A moving test pattern numbered from 1 at each start: for machines without a camera."""
 
