@@ -615,9 +615,16 @@ async def test_a_card_that_enumerates_late_is_opened_when_it_appears_not_a_backo
     presses meanwhile met the error earcon. The keeper watches the sound hardware (a
     cheap look at /proc/asound and /dev/snd) while a device is missing, and tries at once
     when it changes."""
-    hardware = ["card 0: Headphones"]
-    microphone, events = LateCard(), []
-    keeper = AudioKeeper({"microphone": microphone}, events.append, 30,
+    await plugged_in_a_moment_after(LateCard(), ["card 0: Headphones"], backoff_s=30)
+
+
+async def plugged_in_a_moment_after(
+    microphone: LateCard, hardware: list[str], backoff_s: float
+) -> None:
+    """The keeper started with `microphone` missing from `hardware`; the USB card is
+    plugged in 0.2 s later: the microphone comes back (within 5 s) and is open."""
+    events: list[object] = []
+    keeper = AudioKeeper({"microphone": microphone}, events.append, backoff_s,
                          hardware=lambda: tuple(hardware))  # fmt: skip
     async with kept(keeper):
         await asyncio.sleep(0.2)
@@ -658,15 +665,7 @@ async def test_a_card_listed_a_moment_before_it_opens_is_tried_again_when_its_no
                 raise OSError("no such device")
             super().start(loop)
 
-    microphone, events = ListedFirst(), []
-    keeper = AudioKeeper({"microphone": microphone}, events.append, 3,
-                         hardware=lambda: tuple(hardware))  # fmt: skip
-    async with kept(keeper):
-        await asyncio.sleep(0.2)
-        microphone.plugged = True
-        hardware.append("card 1: USB speakerphone")
-        await until(lambda: DeviceRecovered("microphone") in events, 5.0)
-    assert microphone.opened
+    await plugged_in_a_moment_after(ListedFirst(), hardware, backoff_s=3)
 
 
 async def test_a_card_coming_and_going_at_the_longest_wait_is_not_tried_at_every_change(
