@@ -436,8 +436,10 @@ def _taken(value: Any, room: list[int], within: set[int]) -> Any:
     plain with the same JSON: a dict's or tuple's of any kind (an OrderedDict, a
     namedtuple: made of its fields, not of an iterable), a set's, a deque's, a dataclass's
     (its fields) and a pydantic model's (its fields and extras, in a copy its own
-    serializer still writes: aliases, computed fields). `within`: the containers being
-    walked, a cycle left for pydantic to name."""
+    serializer still writes, with its aliases; as a plain dict, aliases lost, when it has
+    computed fields, which its serializer would read afresh, or when the room ran out
+    part way, where the copy would keep the fields after the cut as they were).
+    `within`: the containers being walked, a cycle left for pydantic to name."""
     if isinstance(value, Iterator):
         return [_taken(item, room, within) for item in _while_room(value, room)]
     walked = dict | list | tuple | set | frozenset | deque | BaseModel
@@ -446,7 +448,12 @@ def _taken(value: Any, room: list[int], within: set[int]) -> Any:
     within.add(id(value))
     try:
         if isinstance(value, BaseModel):
-            return value.model_copy(update=_taken(dict(value), room, within))  # and extras
+            computed = type(value).model_computed_fields
+            fields = dict(value) | {name: getattr(value, name) for name in computed}
+            taken = _taken(fields, room, within)  # dict(): its fields and extras
+            if computed or room[0] <= 0:
+                return taken
+            return value.model_copy(update=taken)
         if _a_dataclass(value):
             fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
             return _taken(fields, room, within)

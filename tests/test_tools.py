@@ -27,7 +27,7 @@ import pytest
 from fakes import FakeActions, gated_tools
 from google.genai import types
 from helpers import until
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, computed_field
 from system_view import SystemView
 from wire import tool_responses
 
@@ -906,6 +906,32 @@ class ReadingModel(BaseModel):
     values: Any
 
 
+class HistoryModel(BaseModel):
+    """A long history first: the walk's room runs out before the stream after it."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    history: list[int] = Field(default_factory=lambda: list(range(RESULT_LIMIT)))
+    values: Any = None
+
+
+class ComputedModel(BaseModel):
+    """The stream handed out by a computed field, which is no field to walk."""
+
+    _stream: Any = PrivateAttr()
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def values(self) -> Any:
+        return self._stream
+
+    @classmethod
+    def of(cls, stream: Iterator[int]) -> ComputedModel:
+        model = cls()
+        model._stream = stream
+        return model
+
+
 @pytest.mark.parametrize(
     "holder",
     [
@@ -918,9 +944,12 @@ class ReadingModel(BaseModel):
         lambda stream: ReadingModel(sensor="thermometer", values=stream),
         lambda stream: {"readings": [Reading("thermometer", stream)]},
         lambda stream: collections.deque([stream]),
+        lambda stream: HistoryModel(values=stream),
+        ComputedModel.of,
     ],
     ids=["OrderedDict", "defaultdict", "namedtuple", "dataclass", "set", "frozenset",
-         "pydantic model", "dataclass in a dict", "deque"],
+         "pydantic model", "dataclass in a dict", "deque", "model after a long history",
+         "model's computed field"],
 )
 async def test_a_stream_in_a_holder_of_another_kind_is_read_no_further_than_could_be_sent(
     holder: Callable[[Iterator[int]], Any],
