@@ -271,7 +271,9 @@ def lower_residue(out: np.ndarray, near: np.ndarray, converging: bool) -> np.nda
     """`out` with each 10 ms frame `ADDED_DB` or more over the same frame of `near`, and
     while the module is `converging` each one `RESIDUE_DB` or more under it, lowered by
     GUARD_DB: what the module added, and what it left of the echo; not a person's voice."""
-    out_power, near_power = _frame_power(out), _frame_power(near)
+    # The microphone as the module hears it past its high-pass filter: without its DC
+    # offset (a cheap USB microphone's few hundred), which no output has.
+    out_power, near_power = _frame_power(out), _frame_power(near, centred=True)
     residue = out_power >= near_power * ADDED_POWER
     if converging:
         residue |= out_power * RESIDUE_POWER <= near_power
@@ -279,12 +281,16 @@ def lower_residue(out: np.ndarray, near: np.ndarray, converging: bool) -> np.nda
     return (out * gain).astype(np.int16)
 
 
-def _frame_power(samples: np.ndarray) -> np.ndarray:
-    """The energy of each 10 ms frame (the last one as far as it goes)."""
+def _frame_power(samples: np.ndarray, centred: bool = False) -> np.ndarray:
+    """The energy of each 10 ms frame (the last one as far as it goes); `centred`: about
+    its own mean."""
     frames = -(-samples.size // FRAME)
     padded = np.zeros(frames * FRAME)
     padded[: samples.size] = samples
-    return np.sum(padded.reshape(frames, FRAME) ** 2, axis=1)
+    framed = padded.reshape(frames, FRAME)
+    if centred:
+        framed = framed - framed.mean(axis=1, keepdims=True)
+    return np.sum(framed**2, axis=1)
 
 
 class Canceller:
@@ -369,10 +375,11 @@ class Canceller:
         self._far_level = level
         if speaking < GUARD_FLOOR:
             return out
+        converging = self._converging_s > 0  # for all of this block
         self._converging_s = max(0.0, self._converging_s - out.size / RATE)
         if self._converging_s >= RESIDUE_S:
             return (out * GUARD_GAIN).astype(np.int16)
-        return lower_residue(out, near, converging=self._converging_s > 0)
+        return lower_residue(out, near, converging)
 
     @property
     def behind_s(self) -> float:
