@@ -1397,17 +1397,26 @@ async def test_the_doctor_warns_of_a_camera_that_sends_black_pictures(
     assert (await check_camera(ctx)).status is Status.PASS, "a dim room is a picture"
 
 
+@pytest.mark.parametrize("first_after_s", [0.0, 1.2], ids=["at once", "a slow start"])
 async def test_the_doctor_waits_for_a_camera_whose_first_frames_are_dark(
     camera: FakeCameraRig,
     tmp_path: Path,
+    first_after_s: float,
 ) -> None:
     """A Pi camera's first frames come before its exposure has settled, and may be black in
     a room it then shows well: `doctor camera` judged the first frame and warned of a lens
-    cap on a healthy camera. A camera still black after it had time to settle is warned of
-    (the test above)."""
+    cap on a healthy camera. The second it is given counts from its first frame (a USB
+    webcam may send that a second or more after its start). A camera still black after it
+    had time to settle is warned of (the test above)."""
     lit = np.full((768, 768, 3), 40, dtype=np.uint8)
     black = np.zeros_like(lit)
-    camera.picture = lambda config: black if camera.captures <= 3 else lit  # type: ignore[method-assign]
+
+    def picture(config: dict[str, Any]) -> np.ndarray:  # on the camera's own thread
+        if camera.captures == 1:
+            time.sleep(first_after_s)
+        return black if camera.captures <= 3 else lit
+
+    camera.picture = picture  # type: ignore[method-assign]
     cfg = config(camera={"enabled": True, "source": "picamera2"})
     ctx = Context(cfg, Options(camera_out=tmp_path / "camera.jpg"), Progress(spinner=False))
     result = await check_camera(ctx)

@@ -54,7 +54,7 @@ SWITCH_TIMEOUT_S = 10.0
 BLACK_LEVEL = 12
 #: A camera's first frames may come before its exposure has settled (a Pi camera's first
 #: few, black in a room it then shows well): the doctor's picture, while black, is taken
-#: again every SETTLE_PAUSE_S for this long before it is believed.
+#: again every SETTLE_PAUSE_S for this long after the first frame before it is believed.
 SETTLE_S = 1.0
 SETTLE_PAUSE_S = 0.1
 #: The least of the switch limit a stop after a start that a close cancelled is given: a
@@ -488,9 +488,10 @@ async def capture_still(cfg: CameraConfig) -> Still:
         if light is not None:
             light.on()
         await _in_thread(source.start, SWITCH_TIMEOUT_S, spawn=spawn)
-        settled_by = time.monotonic() + SETTLE_S
+        settled_by = None  # SETTLE_S after the first frame (a webcam's may come late)
         while True:
             rgb, _ = await _grab(source, CAPTURE_TIMEOUT_S)
+            settled_by = settled_by or time.monotonic() + SETTLE_S
             jpeg = await asyncio.to_thread(encode_jpeg, rgb, cfg.size, cfg.quality)
             level = await asyncio.to_thread(brightest, jpeg)
             if level >= BLACK_LEVEL or time.monotonic() >= settled_by:
