@@ -40,9 +40,9 @@ _PCM_LINE = re.compile(r"(\d+)-(\d+):")
 SOUND_NODES = Path("/dev/snd")
 #: Sound servers: reachable, ALSA's "default" goes through them to the owner's choice.
 _SERVERS = ("pulse", "pipewire")
-#: What names the program that holds a sound card. With sudo: run by the owner as
-#: themselves, fuser sees their own programs only, and of the service's, another user's
-#: PipeWire or a music player's daemon (each its own user) it prints nothing.
+#: What names the program that holds a sound card. With sudo: without it fuser sees only
+#: the owner's own programs, and of the service's, another user's PipeWire or a music
+#: player's daemon (each its own user) it prints nothing.
 WHO_HOLDS = "sudo fuser -v /dev/snd/*"
 #: What frees a card another program holds: neither plugging it in (it is in) nor
 #: choosing another device (the Pi's jack, where nobody listens).
