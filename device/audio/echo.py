@@ -293,6 +293,15 @@ def _frame_power(samples: np.ndarray, centred: bool = False) -> np.ndarray:
     return np.sum(framed**2, axis=1)
 
 
+def webrtc_module(*, echo: bool, noise: bool) -> Any:
+    """WebRTC's audio processing as the canceller runs it (the rig replays recordings of
+    its calls through one built the same way)."""
+    binding: Any = importlib.import_module(BINDING)
+    return binding.AudioProcessor(
+        sample_rate=RATE, echo_cancellation=echo, noise_suppression=noise, high_pass_filter=True
+    )
+
+
 class Canceller:
     """Cleans the microphone's 16 kHz stream: echo (with a `FarEnd`), noise, rumble.
 
@@ -311,14 +320,8 @@ class Canceller:
 
     def __init__(self, far: FarEnd | None, *, noise: bool = False) -> None:
         """`far`: cancel the echo of what it heard; `noise`: suppress steady noise too."""
-        binding: Any = importlib.import_module(BINDING)
         self._far = far
-        self._apm = binding.AudioProcessor(
-            sample_rate=RATE,
-            echo_cancellation=far is not None,
-            noise_suppression=noise,
-            high_pass_filter=True,
-        )
+        self._apm = webrtc_module(echo=far is not None, noise=noise)
         self.latency_s = (ECHO_LATENCY_S if far is not None else 0.0) + (
             NOISE_LATENCY_S if noise else 0.0
         )
