@@ -205,11 +205,13 @@ def start_daemon(
     *,
     settings: dict[str, dict[str, Any]] | None = None,
     env: dict[str, str] | None = None,
+    tap: Path | None = None,
 ) -> Daemon:
     """Run `python -m device run` against the rig, as systemd would run it on a Pi.
 
     `settings` override the rig's configuration key by key, e.g.
-    `{"button": {"mode": "toggle"}}`.
+    `{"button": {"mode": "toggle"}}`; with `tap`, its echo canceller's every call is
+    recorded there (`rig.echo_tap`).
     """
     socket = workdir / "control.sock"
     merged = rig_settings(server.base_url, workdir)
@@ -229,8 +231,9 @@ def start_daemon(
     }
     child_env.pop("JOURNAL_STREAM", None)
     started = time.monotonic()
+    program = ["device"] if tap is None else ["rig.echo_tap", str(tap)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "device", "run", "--config", str(cfg)],
+        [sys.executable, "-m", *program, "run", "--config", str(cfg)],
         env=child_env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

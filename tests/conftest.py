@@ -134,12 +134,15 @@ def make_rig(loopback: PulseLoopback, workdir: Path) -> Iterator[Any]:
         env: dict[str, str] | None = None,
         *,
         client_built: bool = True,
+        tap: Path | None = None,
         **server_options: Any,
     ):
         server = ServerThread(**server_options)
         server.start()
         assert server.server is not None
-        daemon = start_daemon(workdir, loopback, server.server, settings=settings, env=env)
+        daemon = start_daemon(
+            workdir, loopback, server.server, settings=settings, env=env, tap=tap
+        )
         started.append((server, daemon))
         daemon.wait_ready(client=client_built)
         return server, daemon

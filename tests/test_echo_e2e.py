@@ -21,6 +21,7 @@ from speech import MIC_RATE, SPEAKER_RATE
 from device.audio import pcm
 from rig.acoustic import AcousticPath, Room
 from rig.daemon import Daemon
+from rig.echo_tap import SENT, read, replay
 from rig.loopback import PulseLoopback
 from rig.server.server import ServerThread
 from rig.speech import said
@@ -278,3 +279,29 @@ def test_without_the_module_the_box_gates_the_microphone(
     assert "audio_stream_end" in server.log.kinds(direction="in")
     # One journal line says so, with the setting in force as a field an owner can filter on.
     assert len(daemon.records(LIVE_MIC_DURING_PLAYBACK="gate")) == 1, daemon.log()
+
+
+def test_a_daemon_run_through_the_tap_records_what_the_server_got(
+    loopback: PulseLoopback, make_rig: Any, room: AcousticPath, tmp_path: Path
+) -> None:
+    """The benchmark's daemons (`start_daemon(tap=...)`): a hands-free reply over the
+    rig's acoustic path, recorded in the daemon, replays bit for bit, and what the
+    recording says went on is what the server received."""
+    server, daemon = make_rig(
+        {**HANDS_FREE, "audio": {"pause_below_dbfs": -100}}, tap=tmp_path, reply_seconds=3.0,
+        voice=pcm.from_float(said(ANSWER, -22.0, SPEAKER_RATE)),
+    )  # fmt: skip
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+    ask(loopback, server, "What will the weather be like tomorrow?")
+    replies_done(server, 1)
+    daemon.terminate()
+    (path,) = tmp_path.glob("canceller-*.tap")
+    again = replay(path)
+    assert again.calls > 50 and again.differing == []
+    _, calls = read(path)
+    sent = b"".join(c.arrays[2].astype("<i2").tobytes() for c in calls if c.kind == SENT)
+    received = b"".join(e.data or b"" for e in server.log.entries(direction="in")
+                        if e.kind == "audio")  # fmt: skip
+    assert len(sent) > 2 * MIC_RATE * 2  # the reply's 3 s, and the question's
+    assert sent[: 2 * MIC_RATE] in received  # its first second, sample for sample

@@ -12,6 +12,7 @@ the phase that runs them (`python -m rig.bench.echo [--quick] [--out PATH]`, apa
 from __future__ import annotations
 
 import argparse
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from rig.bench.hands_free import (
     talk_overs,
 )
 from rig.bench.harness import Harness, progress
+from rig.daemon import scratch_dir
 from rig.speech import said
 
 DIRECT = Room(delay_ms=10, gain_db=-6)  # a small box: its speaker 6 dB down at the microphone
@@ -98,16 +100,19 @@ class EchoResults:
     waits_cancel: list[float]  # the same with the canceller working
 
 
-def measure(h: Harness, plan: EchoPlan) -> EchoResults:
-    """Run every echo measurement on the shared loopback and server."""
+def measure(h: Harness, plan: EchoPlan, taps: Path | None = None) -> EchoResults:
+    """Run every echo measurement on the shared loopback and server; `taps`: where to keep
+    the canceller's recordings of replies that interrupted themselves."""
     voice = pcm.from_float(said(ANSWER, REPLY_DBFS, REPLY_RATE))
     h.configure(voice=voice, reply_seconds=plan.reply_s, setup_delay=0.0)
     try:
         with AcousticPath(h.loopback, DIRECT):
-            direct, talk, cancel = _hands_free(h, plan, "cancel")
+            direct, talk, cancel = _hands_free(h, plan, "cancel", taps=taps)
             _, _, open_ = _hands_free(h, plan, "open", replies=False)
         with AcousticPath(h.loopback, REVERB):
-            reverb, *_ = _hands_free(h, plan, "cancel", costs=False, count=plan.reverb_replies)
+            reverb, *_ = _hands_free(
+                h, plan, "cancel", costs=False, count=plan.reverb_replies, taps=taps
+            )
         h.configure(voice=None, reply_seconds=0.3)
         with AcousticPath(h.loopback, FAN):
             snr = {}
@@ -128,15 +133,18 @@ def measure(h: Harness, plan: EchoPlan) -> EchoResults:
 
 def _hands_free(
     h: Harness, plan: EchoPlan, mode: str, replies: bool = True, costs: bool = True,
-    count: int | None = None,
+    count: int | None = None, taps: Path | None = None,
 ) -> tuple[EchoReplies, TalkOvers, Costs]:  # fmt: skip
+    """`taps`: where to keep the canceller's recording of a conversation in which the box
+    interrupted itself (`rig.echo_tap`), to replay it offline."""
     # Every chunk goes to the server, silence too (no quiet gate), so that what is left
     # of the box's voice can be measured there.
     settings = {**HANDS_FREE, "audio": {"mic_during_playback": mode, "pause_below_dbfs": -100}}
-    d = h.start(settings)
-    c = Conversation(h, d)
+    tap = scratch_dir("bench-tap-") if taps is not None and mode == "cancel" else None
+    d = h.start(settings, tap=tap)
+    c = Conversation(h, d, tap)
+    echo, talk, spent = EchoReplies(), TalkOvers(), Costs([], [])
     try:
-        echo, talk, spent = EchoReplies(), TalkOvers(), Costs([], [])
         if replies:
             echo = echo_replies(c, count or plan.replies, plan.reply_s)
         if replies and costs:
@@ -152,6 +160,18 @@ def _hands_free(
     finally:
         c.close()
         d.stop()
+        if tap is not None and taps is not None:
+            echo.recordings = _kept(echo.recordings, taps)
+            shutil.rmtree(tap, ignore_errors=True)
+
+
+def _kept(recordings: list[tuple[Path, float]], taps: Path) -> list[tuple[Path, float]]:
+    """The recordings moved to `taps`, out of the daemon's scratch directory."""
+    taps.mkdir(parents=True, exist_ok=True)
+    moved = {p: taps / p.name for p, _ in recordings}
+    for old, new in moved.items():
+        shutil.move(old, new)
+    return [(moved[p], t) for p, t in recordings]
 
 
 def figures(r: EchoResults, barge_in: list[float] | None, loop_ms: list[float]) -> list[Figure]:
@@ -188,7 +208,9 @@ def figures(r: EchoResults, barge_in: list[float] | None, loop_ms: list[float]) 
                [float(r.direct.interruptions + r.reverb.interruptions)], target="0",
                met=r.direct.interruptions + r.reverb.interruptions == 0,
                note=f"Seconds into the reply: direct path {r.direct.interrupted_at or 'none'}, "
-               f"with a room {r.reverb.interrupted_at or 'none'}.",
+               f"with a room {r.reverb.interrupted_at or 'none'}." + "".join(
+                   f" Replay: python -m rig.echo_tap replay {path} --at {t:.3f}"
+                   for path, t in r.direct.recordings + r.reverb.recordings),
                details={"direct_s": r.direct.interrupted_at,
                         "room_s": r.reverb.interrupted_at}),
         Figure("talk_over_voiced", "talking over a reply: speech the server heard", "%",
@@ -285,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             barge = TurnRunner(h, d).barge_ins(3 if quick else 10)
         finally:
             d.stop()
-        results = measure(h, plan)
+        results = measure(h, plan, taps=args.out.with_suffix(".taps"))
     found = figures(results, barge, loop_ms)
     report.publish(args.out, found, before, {"echo": plan.__dict__})
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -47,10 +48,12 @@ def power_db(samples: np.ndarray) -> float:
 @dataclass
 class Conversation:
     """One daemon in a conversation: questions into the microphone, replies timed at the
-    server, recordings of the microphone and speaker sinks running throughout."""
+    server, recordings of the microphone and speaker sinks running throughout; `tap`: where
+    the daemon records its echo canceller (`rig.echo_tap`), if it does."""
 
     h: Harness
     d: BenchDaemon
+    tap: Path | None = None
     mic: Recorder = field(init=False)
     speaker: Recorder = field(init=False)
 
@@ -122,6 +125,9 @@ class EchoReplies:
     replies: int = 0
     interruptions: int = 0
     interrupted_at: list[float] = field(default_factory=list)  # seconds into the reply
+    #: The canceller's recording (`rig.echo_tap`) of each reply that interrupted itself,
+    #: and when the server interrupted it.
+    recordings: list[tuple[Path, float]] = field(default_factory=list)
 
 
 def echo_replies(c: Conversation, count: int, reply_s: float) -> EchoReplies:
@@ -138,6 +144,9 @@ def echo_replies(c: Conversation, count: int, reply_s: float) -> EchoReplies:
         if interrupted is not None and interrupted <= done:
             out.interruptions += 1
             out.interrupted_at.append(round(interrupted - first, 2))
+            if c.tap is not None:  # the newest canceller's: the conversation's
+                newest = max(c.tap.glob("canceller-*.tap"), key=lambda p: p.stat().st_mtime)
+                out.recordings.append((newest, interrupted))
             c.restart()
             continue
         # The echo at the microphone from CONVERGED_S into the reply to its end, and what

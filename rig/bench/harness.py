@@ -154,8 +154,11 @@ class Harness:
         self.loopback = loopback
         self.server = server
 
-    def start(self, settings: dict[str, dict[str, Any]] | None = None) -> BenchDaemon:
-        """Start a daemon and wait for READY=1 on its notify socket."""
+    def start(
+        self, settings: dict[str, dict[str, Any]] | None = None, tap: Path | None = None
+    ) -> BenchDaemon:
+        """Start a daemon and wait for READY=1 on its notify socket; `tap`: record its echo
+        canceller there (`rig.echo_tap`)."""
         merged = {name: dict(table) for name, table in BASE_SETTINGS.items()}
         for name, table in (settings or {}).items():
             merged.setdefault(name, {}).update(table)
@@ -172,6 +175,7 @@ class Harness:
                 "NOTIFY_SOCKET": str(notify.path),
                 "WATCHDOG_USEC": WATCHDOG_USEC,
             },
+            tap=tap,
         )
         try:
             ready = self._ready(daemon, notify)
