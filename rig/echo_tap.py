@@ -44,10 +44,14 @@ class TappedModule:
     """WebRTC's module, every call written down as it happens (unbuffered: a daemon
     stopped by SIGKILL loses nothing already processed)."""
 
-    def __init__(self, module: Any, path: Path, *, echo: bool, noise: bool) -> None:
+    def __init__(
+        self, module: Any, path: Path, *, echo: bool, noise: bool, latency_s: float = 0.0
+    ) -> None:
+        """`latency_s`: how far the module's output lags its input."""
         self._module = module
         self._file: BinaryIO = path.open("wb", buffering=0)
         self._file.write(json.dumps({"echo": echo, "noise": noise}).encode() + b"\n")
+        self._latency_s = latency_s
         #: The end of the block being processed, by the capture's clock (monotonic time).
         self.recorded_until = 0.0
 
@@ -63,12 +67,18 @@ class TappedModule:
         self._write(RESET, (0, 0), ())
 
     def sent(self, recorded: np.ndarray, module_out: np.ndarray, sent: np.ndarray) -> None:
-        """What the guard made of the module's output, beside what was recorded."""
-        self._write(SENT, (sent.size, 0), (recorded, module_out, sent))
+        """What the guard made of the module's output, beside what was recorded; stamped
+        with when its last sample was recorded."""
+        until = self.recorded_until - self._latency_s
+        self._write(SENT, (sent.size, 0), (recorded, module_out, sent), until)
 
-    def _write(self, kind: int, sizes: tuple[int, int], arrays: Sequence[np.ndarray]) -> None:
+    def _write(
+        self, kind: int, sizes: tuple[int, int], arrays: Sequence[np.ndarray],
+        t: float | None = None,
+    ) -> None:  # fmt: skip
         payload = b"".join(np.asarray(a, dtype="<i2").tobytes() for a in arrays)
-        self._file.write(HEADER.pack(kind, self.recorded_until, *sizes) + payload)
+        stamp = self.recorded_until if t is None else t
+        self._file.write(HEADER.pack(kind, stamp, *sizes) + payload)
 
 
 @contextmanager
@@ -80,7 +90,9 @@ def tapping(directory: Path) -> Iterator[None]:
     def tapped_init(self: Canceller, far: echo.FarEnd | None, *, noise: bool = False) -> None:
         built(self, far, noise=noise)
         path = directory / f"canceller-{os.getpid()}-{next(count)}.tap"
-        self._apm = TappedModule(self._apm, path, echo=far is not None, noise=noise)
+        self._apm = TappedModule(
+            self._apm, path, echo=far is not None, noise=noise, latency_s=self.latency_s
+        )
 
     def tapped_process(
         self: Canceller, samples: np.ndarray, t_first: float, active: bool = True
@@ -164,7 +176,7 @@ def replay(path: Path, module: Callable[..., Any] = webrtc_module) -> Replay:
 class Frame:
     """One 10 ms frame on its way to the server, its loudness at each step (dBFS)."""
 
-    t: float  # the end of the block that handed it on, by the capture's clock
+    t: float  # when its last sample was recorded (by the capture's clock)
     mic: float
     module: float
     sent: float
@@ -181,14 +193,37 @@ class Frame:
 
 
 def frames(calls: list[Call], start: float, end: float) -> list[Frame]:
-    """The frames handed on for blocks recorded until a time in [start, end]."""
+    """The frames handed on that were recorded in [start, end] (within the few ms a
+    remainder of less than a frame waits for the next block)."""
+    step = echo.FRAME / echo.RATE
     out: list[Frame] = []
     for call in calls:
-        if call.kind != SENT or not start <= call.t <= end:
+        if call.kind != SENT or not start <= call.t <= end + 0.1:
             continue
-        levels = zip(*(dbfs_by_frame(a) for a in call.arrays), strict=True)
-        out.extend(Frame(call.t, *frame) for frame in levels)
+        levels = list(zip(*(dbfs_by_frame(a) for a in call.arrays), strict=True))
+        for i, frame in enumerate(levels):
+            t = call.t - (len(levels) - 1 - i) * step
+            if start <= t <= end:
+                out.append(Frame(t, *frame))
     return out
+
+
+def held_by_guard(calls: list[Call], onset: float, until: float) -> float | None:
+    """Seconds the canceller's guard held back a person's first frame loud enough for
+    the server, after the module let it through (0: not at all); None if the module let
+    nothing loud through between `onset` and `until`."""
+    heard = frames(calls, onset, until)
+    let_through = next((f.t for f in heard if f.module > VOICE_DBFS), None)
+    if let_through is None:
+        return None
+    sent = next((f.t for f in heard if f.loud), until)
+    return max(0.0, sent - let_through)
+
+
+def all_calls(directory: Path) -> list[Call]:
+    """Every recording's calls in `directory`, in time order (cancellers one after another)."""
+    calls = [c for path in directory.glob("canceller-*.tap") for c in read(path)[1]]
+    return sorted(calls, key=lambda c: c.t)
 
 
 def dbfs_by_frame(samples: np.ndarray) -> list[float]:

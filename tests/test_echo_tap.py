@@ -9,11 +9,21 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from test_audio_echo import T0, VOICE_DBFS, Room, frames_dbfs, reply, run, spoken
+from test_audio_echo import (
+    SPEAKER_RATE,
+    T0,
+    VOICE_DBFS,
+    LeavesSome,
+    Room,
+    frames_dbfs,
+    reply,
+    run,
+    spoken,
+)
 
-from device.audio.echo import RATE
+from device.audio.echo import RATE, Canceller, FarEnd
 from rig import echo_tap
-from rig.echo_tap import SENT, read, replay, tapping
+from rig.echo_tap import SENT, TappedModule, held_by_guard, read, replay, tapping
 
 
 def recorded(directory: Path) -> tuple[np.ndarray, np.ndarray, Path]:
@@ -87,3 +97,39 @@ def test_the_daemon_runs_through_the_tap_with_its_own_arguments(tmp_path: Path) 
     bare = subprocess.run([sys.executable, "-m", "rig.echo_tap"], capture_output=True, text=True)
     assert bare.returncode == 2
     assert "usage" in bare.stderr
+
+
+def test_it_tells_how_long_the_guard_held_back_a_person_the_module_let_through(
+    tmp_path: Path,
+) -> None:
+    """A person starting over the box in the canceller's second second, whose first
+    syllables the module lets through 15 dB down (over the server's threshold still):
+    the guard takes them for what a converging module leaves and holds them back. Later
+    in the reply the same start goes straight on."""
+    far_end = FarEnd()
+    with tapping(tmp_path):
+        canceller = Canceller(far_end)
+    module = LeavesSome()
+    canceller._apm = TappedModule(
+        module, tmp_path / "held.tap", echo=True, noise=False, latency_s=canceller.latency_s
+    )
+    rng = np.random.default_rng(3)
+    mic = rng.standard_normal(3 * RATE) * 2000  # the box's echo, -24 dBFS
+    for start in (1.52, 2.52):  # a person, -14 dBFS, for 200 ms
+        at = round(start * RATE)
+        mic[at : at + round(0.2 * RATE)] = rng.standard_normal(round(0.2 * RATE)) * 6500
+    mic16 = np.round(mic).astype(np.int16)
+    with tapping(tmp_path):
+        for i in range(0, mic16.size, 640):
+            t = i / RATE
+            first_block = any(start <= t < start + 0.04 for start in (1.52, 2.52))
+            person = any(start + 0.04 <= t < start + 0.2 for start in (1.52, 2.52))
+            module.left_db = -15.0 if first_block else -1.0 if person else -40.0
+            piece = np.full(round(0.04 * SPEAKER_RATE), 8000, dtype=np.int16)
+            far_end.played(piece, SPEAKER_RATE, T0 + t)
+            canceller.process(mic16[i : i + 640], T0 + t)
+    _, calls = read(tmp_path / "held.tap")
+    converging = held_by_guard(calls, T0 + 1.5, T0 + 1.7)
+    assert converging is not None and 0.02 <= converging <= 0.06
+    assert held_by_guard(calls, T0 + 2.5, T0 + 2.7) == 0.0
+    assert held_by_guard(calls, T0 + 0.5, T0 + 0.7) is None  # only the echo: nothing loud

@@ -39,6 +39,7 @@ from rig.bench.hands_free import (
 )
 from rig.bench.harness import Harness, progress
 from rig.daemon import scratch_dir
+from rig.echo_tap import all_calls, held_by_guard
 from rig.speech import said
 
 DIRECT = Room(delay_ms=10, gain_db=-6)  # a small box: its speaker 6 dB down at the microphone
@@ -136,15 +137,34 @@ def _hands_free(
     count: int | None = None, taps: Path | None = None,
 ) -> tuple[EchoReplies, TalkOvers, Costs]:  # fmt: skip
     """`taps`: where to keep the canceller's recording of a conversation in which the box
-    interrupted itself (`rig.echo_tap`), to replay it offline."""
+    interrupted itself (`rig.echo_tap`), to replay it offline; the recordings also tell
+    how long the canceller's guard held back a person talking over a reply."""
     # Every chunk goes to the server, silence too (no quiet gate), so that what is left
     # of the box's voice can be measured there.
     settings = {**HANDS_FREE, "audio": {"mic_during_playback": mode, "pause_below_dbfs": -100}}
     tap = scratch_dir("bench-tap-") if taps is not None and mode == "cancel" else None
+    try:
+        echo, talk, spent = _converse(h, plan, mode, settings, replies, costs, count, tap)
+        if tap is not None and taps is not None:
+            calls = all_calls(tap)
+            talk.held_ms = [1000 * held for onset, until in talk.moments
+                            if (held := held_by_guard(calls, onset, until)) is not None]
+            echo.recordings = _kept(echo.recordings, taps)
+        return echo, talk, spent
+    finally:
+        if tap is not None:
+            shutil.rmtree(tap, ignore_errors=True)
+
+
+def _converse(
+    h: Harness, plan: EchoPlan, mode: str, settings: dict[str, dict[str, Any]],
+    replies: bool, costs: bool, count: int | None, tap: Path | None,
+) -> tuple[EchoReplies, TalkOvers, Costs]:  # fmt: skip
+    """One daemon's share of the phase."""
     d = h.start(settings, tap=tap)
     c = Conversation(h, d, tap)
-    echo, talk, spent = EchoReplies(), TalkOvers(), Costs([], [])
     try:
+        echo, talk, spent = EchoReplies(), TalkOvers(), Costs([], [])
         if replies:
             echo = echo_replies(c, count or plan.replies, plan.reply_s)
         if replies and costs:
@@ -160,14 +180,12 @@ def _hands_free(
     finally:
         c.close()
         d.stop()
-        if tap is not None and taps is not None:
-            echo.recordings = _kept(echo.recordings, taps)
-            shutil.rmtree(tap, ignore_errors=True)
 
 
 def _kept(recordings: list[tuple[Path, float]], taps: Path) -> list[tuple[Path, float]]:
     """The recordings moved to `taps`, out of the daemon's scratch directory."""
-    taps.mkdir(parents=True, exist_ok=True)
+    if recordings:
+        taps.mkdir(parents=True, exist_ok=True)
     moved = {p: taps / p.name for p, _ in recordings}
     for old, new in moved.items():
         shutil.move(old, new)
@@ -227,6 +245,11 @@ def figures(r: EchoResults, barge_in: list[float] | None, loop_ms: list[float]) 
                talk.detect_ms or [0.0], target=f"p95 <= 40 + {held_ms:g} + 20 ms + loopback",
                met=bool(talk.detect_ms)
                and bool(p95(talk.detect_ms) <= 60 + held_ms + p95(loop_ms))),
+        Figure("talk_over_held", "  of which: held back by the canceller's guard", "ms",
+               "From the person's first frame WebRTC's module let through loud enough for "
+               "the server to the first such frame the canceller's guard sent on (the "
+               "daemon's own recording, rig.echo_tap); the rest of the onset is the module's.",
+               talk.held_ms or [NOT_MEASURED]),
         Figure("talk_over_silent", "  of which: interrupted to silence at the speaker", "ms",
                "From the server sending interrupted to the sample after the last one above "
                "-40 dBFS in the recording of the speaker sink.",

@@ -170,6 +170,10 @@ class TalkOvers:
     silent_ms: list[float] = field(default_factory=list)  # interrupted to silence
     voiced: list[float] = field(default_factory=list)  # share of the spoken frames heard
     missed: int = 0  # interjections the server never took for speech
+    moments: list[tuple[float, float]] = field(default_factory=list)  # (onset, interrupted)
+    #: Of detect_ms, how long the canceller's guard held the first loud frame back after
+    #: WebRTC's module let it through (from the daemon's tap, when it has one).
+    held_ms: list[float] = field(default_factory=list)
 
 
 def talk_overs(c: Conversation, count: int) -> TalkOvers:
@@ -188,6 +192,7 @@ def talk_overs(c: Conversation, count: int) -> TalkOvers:
             out.missed += 1
         else:
             onset = _onset_at_microphone(c, words, player.started)
+            out.moments.append((onset, interrupted))
             out.detect_ms.append(float((interrupted - onset) * 1000))
             out.silent_ms.append(float(_silent_after(c.speaker, interrupted) * 1000))
             got = c.received(player.started, time.monotonic() + 0.3)
