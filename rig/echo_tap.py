@@ -31,13 +31,14 @@ import numpy as np
 
 from device.audio import echo
 from device.audio.echo import Canceller, webrtc_module
-from rig.server.vad import DEFAULT_THRESHOLD
+from rig.server.vad import threshold_dbfs
 
 HEADER = struct.Struct("<Bdii")  # kind, monotonic time, two sizes
 MODULE, RESET, SENT = 0, 1, 2
 NO_FAR = -1
-#: The local server's voice detector: louder than this is speech.
-VOICE_DBFS = 20 * float(np.log10(DEFAULT_THRESHOLD / 32768))
+#: The local server's voice detector at the box's default start sensitivity ("high"):
+#: a frame louder than this is speech.
+VOICE_DBFS = threshold_dbfs("START_SENSITIVITY_HIGH")
 
 
 class TappedModule:
@@ -66,10 +67,13 @@ class TappedModule:
         self._module.reset()
         self._write(RESET, (0, 0), ())
 
-    def sent(self, recorded: np.ndarray, module_out: np.ndarray, sent: np.ndarray) -> None:
+    def sent(
+        self, recorded: np.ndarray, module_out: np.ndarray, sent: np.ndarray, waiting: int
+    ) -> None:
         """What the guard made of the module's output, beside what was recorded; stamped
-        with when its last sample was recorded."""
-        until = self.recorded_until - self._latency_s
+        with when its last sample was recorded (`waiting`: samples of the block held for
+        the next one, less than a frame)."""
+        until = self.recorded_until - self._latency_s - waiting / echo.RATE
         self._write(SENT, (sent.size, 0), (recorded, module_out, sent), until)
 
     def _write(
@@ -104,7 +108,7 @@ def tapping(directory: Path) -> Iterator[None]:
         self: Canceller, out: np.ndarray, near: np.ndarray, far: np.ndarray | None
     ) -> np.ndarray:
         sent = guard(self, out, near, far)
-        self._apm.sent(near, out, sent)
+        self._apm.sent(near, out, sent, waiting=self._held.size)
         return sent
 
     Canceller.__init__ = tapped_init  # type: ignore[method-assign]
@@ -177,7 +181,7 @@ class Frame:
     """One 10 ms frame on its way to the server, its loudness at each step (dBFS)."""
 
     t: float  # when its last sample was recorded (by the capture's clock)
-    mic: float
+    mic: float  # about the frame's mean (a microphone's DC offset out, as the guard does)
     module: float
     sent: float
 
@@ -200,7 +204,9 @@ def frames(calls: list[Call], start: float, end: float) -> list[Frame]:
     for call in calls:
         if call.kind != SENT or not start <= call.t <= end + 0.1:
             continue
-        levels = list(zip(*(dbfs_by_frame(a) for a in call.arrays), strict=True))
+        recorded, module_out, sent = call.arrays
+        levels = list(zip(dbfs_by_frame(recorded, centred=True), dbfs_by_frame(module_out),
+                          dbfs_by_frame(sent), strict=True))  # fmt: skip
         for i, frame in enumerate(levels):
             t = call.t - (len(levels) - 1 - i) * step
             if start <= t <= end:
@@ -209,26 +215,37 @@ def frames(calls: list[Call], start: float, end: float) -> list[Frame]:
 
 
 def held_by_guard(calls: list[Call], onset: float, until: float) -> float | None:
-    """Seconds the canceller's guard held back a person's first frame loud enough for
-    the server, after the module let it through (0: not at all); None if the module let
-    nothing loud through between `onset` and `until`."""
+    """Seconds the canceller's guard held back a person's first 10 ms frame loud enough
+    for the server, after the module let it through (0: not at all); None where it
+    cannot tell: nothing loud came out of the module, or nothing loud went on, between
+    `onset` and `until` (the server's interruption)."""
     heard = frames(calls, onset, until)
     let_through = next((f.t for f in heard if f.module > VOICE_DBFS), None)
-    if let_through is None:
+    sent = next((f.t for f in heard if f.loud), None)
+    if let_through is None or sent is None:
         return None
-    sent = next((f.t for f in heard if f.loud), until)
     return max(0.0, sent - let_through)
 
 
 def all_calls(directory: Path) -> list[Call]:
-    """Every recording's calls in `directory`, in time order (cancellers one after another)."""
-    calls = [c for path in directory.glob("canceller-*.tap") for c in read(path)[1]]
+    """Every recording's calls in `directory`, in time order (cancellers one after another;
+    a file without its settings line, from a daemon killed as it began, has none)."""
+    calls = [c for path in directory.glob("canceller-*.tap") if _started(path)
+             for c in read(path)[1]]  # fmt: skip
     return sorted(calls, key=lambda c: c.t)
 
 
-def dbfs_by_frame(samples: np.ndarray) -> list[float]:
+def _started(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.readline().endswith(b"\n")
+
+
+def dbfs_by_frame(samples: np.ndarray, centred: bool = False) -> list[float]:
+    """Each 10 ms frame's level; `centred`: about its own mean."""
     whole = samples.size - samples.size % echo.FRAME
     x = samples[:whole].astype(np.float64).reshape(-1, echo.FRAME)
+    if centred:
+        x = x - x.mean(axis=1, keepdims=True)
     return [float(v) for v in 20 * np.log10(np.sqrt(np.mean(x**2, axis=1)) / 32768 + 1e-9)]
 
 

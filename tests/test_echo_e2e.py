@@ -305,3 +305,13 @@ def test_a_daemon_run_through_the_tap_records_what_the_server_got(
                         if e.kind == "audio")  # fmt: skip
     assert len(sent) > 2 * MIC_RATE * 2  # the reply's 3 s, and the question's
     assert sent[: 2 * MIC_RATE] in received  # its first second, sample for sample
+    # Stamped by the capture's clock, which is the server's: the chunk that carried the
+    # end of a mid-reply block reached the server after it was recorded, and soon after.
+    middle = [c for c in calls if c.kind == SENT][len(sent) // 2 // 640 // 2]
+    end = received.index(middle.arrays[2].astype("<i2").tobytes()) + middle.arrays[2].size * 2
+    carried = 0
+    for e in (e for e in server.log.entries(direction="in") if e.kind == "audio"):
+        carried += len(e.data or b"")
+        if carried >= end:
+            assert 0 < e.t - middle.t < 0.3
+            break

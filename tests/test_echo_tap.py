@@ -48,6 +48,18 @@ def test_a_recorded_conversation_replays_bit_for_bit_with_what_went_on(tmp_path:
     assert np.array_equal(sent, out)  # everything the canceller handed on, as it did
 
 
+def test_what_went_on_is_stamped_with_when_it_was_recorded(tmp_path: Path) -> None:
+    """The stamps are what `replay --at` and the benchmark's guard figure read against the
+    server's log: each block handed on, by when its last sample was recorded (the
+    canceller's output is in step with its input, held back by the module's latency)."""
+    _, _, path = recorded(tmp_path)
+    _, calls = read(path)
+    handed_on = 0
+    for call in (c for c in calls if c.kind == SENT):
+        handed_on += call.arrays[2].size
+        assert abs(call.t - (T0 + handed_on / RATE)) <= 0.0015  # the simulation's jitter
+
+
 def test_a_module_that_worked_otherwise_is_found_out(tmp_path: Path) -> None:
     """A replay that could not tell a different output would prove nothing."""
     _, _, path = recorded(tmp_path)

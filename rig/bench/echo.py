@@ -151,6 +151,12 @@ def _hands_free(
                             if (held := held_by_guard(calls, onset, until)) is not None]
             echo.recordings = _kept(echo.recordings, taps)
         return echo, talk, spent
+    except BaseException:
+        if tap is not None and taps is not None:  # a phase that failed: keep all it recorded
+            taps.mkdir(parents=True, exist_ok=True)
+            shutil.move(tap, taps / tap.name)
+            progress(f"the canceller's recordings of the failed phase: {taps / tap.name}")
+        raise
     finally:
         if tap is not None:
             shutil.rmtree(tap, ignore_errors=True)
@@ -248,8 +254,11 @@ def figures(r: EchoResults, barge_in: list[float] | None, loop_ms: list[float]) 
         Figure("talk_over_held", "  of which: held back by the canceller's guard", "ms",
                "From the person's first frame WebRTC's module let through loud enough for "
                "the server to the first such frame the canceller's guard sent on (the "
-               "daemon's own recording, rig.echo_tap); the rest of the onset is the module's.",
-               talk.held_ms or [NOT_MEASURED]),
+               "daemon's own recording, rig.echo_tap), in 10 ms frames; the rest of the onset "
+               "is the module's.",
+               talk.held_ms or [NOT_MEASURED],
+               note=f"{len(talk.held_ms)} of {len(talk.moments)} sentences measured (the "
+               "others: nothing loud out of the module, or sent, before the interruption)."),
         Figure("talk_over_silent", "  of which: interrupted to silence at the speaker", "ms",
                "From the server sending interrupted to the sample after the last one above "
                "-40 dBFS in the recording of the speaker sink.",
@@ -258,7 +267,8 @@ def figures(r: EchoResults, barge_in: list[float] | None, loop_ms: list[float]) 
         Figure("echo_cpu", "CPU while a reply plays, cancel / open", "ratio",
                "CPU s/min of the daemon (its CPU-time clock) while a reply plays and the "
                "microphone streams, with mic_during_playback = cancel over the same with "
-               "open (both send everything; open does nothing about the echo).",
+               "open (both send everything; open does nothing about the echo). The cancel "
+               "daemon also records its canceller (rig.echo_tap): about 0.02 s/min of it.",
                [added_cpu], note=f"cancel {median(r.cancel.reply_cpu):.2f} s/min, open "
                f"{median(r.open.reply_cpu):.2f} s/min." if r.open.reply_cpu else "",
                details={"cancel": r.cancel.reply_cpu, "open": r.open.reply_cpu}),

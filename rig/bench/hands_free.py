@@ -20,7 +20,7 @@ from rig.bench.harness import BenchDaemon, BenchError, Harness, progress
 from rig.bench.markers import locate
 from rig.bench.proc import cpu_per_minute
 from rig.loopback import Recorder
-from rig.server.vad import threshold_for
+from rig.server.vad import threshold_dbfs
 from rig.speech import said
 
 QUESTION = "What will the weather be like tomorrow?"
@@ -28,7 +28,7 @@ INTERJECTION = "Wait, what about Sunday morning?"
 SPEECH_DBFS = -20.0  # a person near the box, at the microphone
 CONVERGED_S = 1.0  # echo reduction is measured from this far into each reply
 #: The voice detector's threshold for the box's default start sensitivity ("high").
-VOICE_DBFS = 20 * np.log10(threshold_for("START_SENSITIVITY_HIGH") / 32768)
+VOICE_DBFS = threshold_dbfs("START_SENSITIVITY_HIGH")
 FRAME = MIC_RATE // 50  # the detector's 20 ms frame
 
 
@@ -73,6 +73,14 @@ class Conversation:
         self.d.daemon.wait_until(lambda s: s["state"] == "idle", 10, "idle")
         self.d.press()
         self.d.daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+
+    def recording(self) -> Path | None:
+        """The daemon's canceller's recording, if it makes one (one canceller a daemon;
+        the newest file, should it ever build another)."""
+        if self.tap is None:
+            return None
+        files = self.tap.glob("canceller-*.tap")
+        return max(files, key=lambda p: p.stat().st_mtime, default=None)
 
     def close(self) -> None:
         self.mic.stop()
@@ -144,9 +152,9 @@ def echo_replies(c: Conversation, count: int, reply_s: float) -> EchoReplies:
         if interrupted is not None and interrupted <= done:
             out.interruptions += 1
             out.interrupted_at.append(round(interrupted - first, 2))
-            if c.tap is not None:  # the newest canceller's: the conversation's
-                newest = max(c.tap.glob("canceller-*.tap"), key=lambda p: p.stat().st_mtime)
-                out.recordings.append((newest, interrupted))
+            recording = c.recording()
+            if recording is not None:
+                out.recordings.append((recording, interrupted))
             c.restart()
             continue
         # The echo at the microphone from CONVERGED_S into the reply to its end, and what

@@ -8,6 +8,7 @@ and then silence know exactly when the turn ends.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,11 @@ THRESHOLDS = {
 def threshold_for(sensitivity: str | None) -> float:
     """RMS threshold for a start-of-speech sensitivity name (default when unknown)."""
     return THRESHOLDS.get(sensitivity or "", DEFAULT_THRESHOLD)
+
+
+def threshold_dbfs(sensitivity: str | None) -> float:
+    """The same threshold as a 16-bit frame's level in dBFS."""
+    return 20 * math.log10(threshold_for(sensitivity) / 32768)
 
 
 @dataclass
