@@ -356,6 +356,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        if (exc.name or "device").partition(".")[0] == "device":
+            raise  # the package's own fault: a bug report needs the traceback
+        print(_as_error(_without_dependencies(exc)), file=sys.stderr)
+        return 1
+
+
+def _without_dependencies(exc: ModuleNotFoundError) -> str:
+    """What to run instead of a Python that lacks the package's dependencies: in a
+    checkout `python3 -m device doctor` (the README's "the same command") is the system's
+    Python, and ended in a traceback naming only the module."""
+    return (
+        f"live-appliance: {exc} in {sys.executable}, which lacks what live-appliance needs: "
+        "in a checkout, use .venv/bin/live-appliance (scripts/setup makes .venv); on a box, "
+        "run sudo scripts/install-pi.sh again"
+    )
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
