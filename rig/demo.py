@@ -28,10 +28,27 @@ from rig.speech import speak
 CAMERA = {"camera": {"enabled": True, "source": "synthetic"}}
 
 
+class CannotWrite(Exception):
+    """A WAV of the demo's could not be written: one line, not a traceback."""
+
+
+def _write(path: Path, pcm: bytes, rate: int) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(path, pcm, rate)
+    except OSError as exc:
+        why = f"cannot write {path}: {exc.strerror or exc}"
+        if isinstance(exc, PermissionError):
+            why += f" (left by a run under sudo? sudo rm -r {path.parent})"
+        raise CannotWrite(why) from exc
+
+
 def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     question = speak(args.question)
+    # Before anything starts: a demo-out an earlier `sudo scripts/demo` left root's is
+    # said now, not after the whole run.
+    _write(out / "question.wav", question, MIC_RATE)
     print(f"demo: question {args.question!r} ({len(question) / 2 / MIC_RATE:.1f} s of speech)")
     workdir = scratch_dir("appliance-demo-")
     try:
@@ -69,10 +86,9 @@ def _demo(out: Path, question: bytes, workdir: Path) -> int:
             reply = recorder.stop()
         finally:
             stop_s = daemon.terminate()
-        write_wav(out / "question.wav", question, MIC_RATE)
-        write_wav(out / "reply.wav", reply, REPLY_RATE)
         heard = _print_timeline(server, pressed, status, recorder)
         print(f"demo: daemon stopped {stop_s * 1000:.0f} ms after SIGTERM")
+        _write(out / "reply.wav", reply, REPLY_RATE)
         print(f"demo: wrote {out / 'question.wav'} and {out / 'reply.wav'}")
     if heard is None:  # the demo shows the box speaking: a silent speaker is no success
         print("demo: failed: no reply was heard at the loopback speaker", file=sys.stderr)
@@ -146,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("demo: interrupted; the daemon and the rig are stopped", file=sys.stderr)
         return 130
-    except (AssertionError, ControlError, LoopbackError) as exc:
+    except (AssertionError, CannotWrite, ControlError, LoopbackError) as exc:
         print(f"demo: failed: {exc}", file=sys.stderr)
         return 1
 
