@@ -34,7 +34,8 @@ async def serve(args: argparse.Namespace) -> None:
                           setup_delay=args.setup_delay, reply_seconds=args.reply_seconds) as server:
         print(f"Local Live API server at {server.base_url}", flush=True)
         print(f"CA file: {server.ca_file}")
-        print(f"API key: {server.api_key}")
+        # Pasted into a shell, the export lines are all `live-appliance ask` needs.
+        print(f"export GEMINI_API_KEY={server.api_key}")
         print(f"export GOOGLE_GEMINI_BASE_URL={server.base_url}")
         print(f"export SSL_CERT_FILE={server.ca_file}", flush=True)
         await stop.wait()
