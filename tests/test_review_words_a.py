@@ -18,6 +18,7 @@ import pytest
 from google.genai import types
 from helpers import journal_lines, until
 from test_doctor import SPEAKER_RATE, child_env, doctor, lines_of, statuses, write_config
+from test_echo_e2e import ask, received_during, replies_done, start_conversation
 from test_live_session import first_outcome, link_to
 from wire import config_for, set_up_link
 
@@ -25,6 +26,7 @@ from device.audio import pcm
 from device.config import Config
 from device.states import ConnectFailed
 from device.turns import TurnLog
+from rig.acoustic import AcousticPath, Room
 from rig.loopback import PulseLoopback
 from rig.server.server import LiveServer, ServerThread
 
@@ -237,3 +239,26 @@ def test_issue4_the_readmes_wiring_is_the_default_pins_at_their_header_pins() ->
     assert [HEADER_GPIO[int(n)] for n in led[2].split("/")] == list(gpios)
     assert "resistor" in led[3]
     assert int(re.search(r"ground \(pin (\d+)\)", led[3])[1]) in GROUNDS  # type: ignore[index]
+
+
+# ---- issue 3: "While the speaker plays, the microphone is gated or attenuated
+# (configurable) so the model does not hear itself and interrupt itself"
+
+
+def test_issue3_attenuated_the_box_does_not_interrupt_itself(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    with AcousticPath(loopback, Room(delay_ms=10, gain_db=-12)):  # the speaker in the box
+        server, daemon = start_conversation(
+            make_rig, audio={"mic_during_playback": "attenuate", "pause_below_dbfs": -100}
+        )
+        for turn in (1, 2):
+            ask(loopback, server, "What will the weather be like tomorrow?")
+            replies_done(server, turn)
+            daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening again")
+    out = server.log.entries(direction="out")
+    assert "interrupted" not in [e.kind for e in out], "the box's own voice interrupted it"
+    first = next(e.t for e in out if e.kind == "audio")
+    last = next(e.t for e in out if e.kind == "turn_complete")
+    during = received_during(server, first + 0.5, last - 0.5)
+    assert len(during) / 2 / 16000 > 0.8 * (last - first - 1.0), "attenuated, not gated"
