@@ -996,14 +996,24 @@ def host_and_port(url: str) -> tuple[str, int]:
 
 
 def _check_socket_mode(where: str, mode: int) -> None:
-    """Connecting to a UNIX socket takes write permission: a mode that lets the group (or
-    others) read it but not write leaves them refused, a mistake for 0o660 (or 0o666)."""
-    for who, shift in (("the group", 3), ("others", 0)):
-        if mode >> shift & 0o4 and not mode >> shift & 0o2:
-            raise ConfigError(
-                f"{where}: [control] mode: {oct(mode)} lets {who} read the socket but not "
-                f"connect to it, which takes write: use {oct(mode | 0o2 << shift)}"
-            )
+    """The control socket is the owner's, or the group's too, and nobody else's: `ctl
+    press` opens the microphone, so a socket others may connect to lets any account on
+    the box listen in on the room. Connecting takes write permission: a mode that lets
+    the group read it but not write leaves them refused, a mistake for 0o660."""
+    fixed = mode & ~0o007
+    if fixed & 0o040:
+        fixed |= 0o020
+    if mode & 0o007:
+        raise ConfigError(
+            f"{where}: [control] mode: {oct(mode)} lets others on the box use the socket "
+            f"(ctl press opens the microphone); it is the owner's alone or the group's "
+            f"too: use {oct(fixed)}"
+        )
+    if fixed != mode:
+        raise ConfigError(
+            f"{where}: [control] mode: {oct(mode)} lets the group read the socket but not "
+            f"connect to it, which takes write: use {oct(fixed)}"
+        )
 
 
 def _check_url(where: str, url: str) -> None:

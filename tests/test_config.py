@@ -105,7 +105,7 @@ idle_timeout_s = 5
         ("[live]\nsystem_instruction_file = 'p.txt'", "system_instruction_file: must be an abs"),
         ("[control]\nmode = 660", "between 0o600 and 0o666 (got 660, which is 0o1224)"),
         ("[control]\nmode = 0o640", "mode: 0o640 lets the group read the socket but not"),
-        ("[control]\nmode = 0o664", "mode: 0o664 lets others read the socket but not"),
+        ("[control]\nmode = 0o664", "mode: 0o664 lets others on the box use the socket"),
         ("[audio]\ninput_device = -1", "[audio] input_device: must be between 0 and 1023"),
         ("[audio]\noutput_device = -2", "[audio] output_device: must be between 0 and 1023"),
         (

@@ -16,14 +16,15 @@ from typing import Any
 
 import pytest
 from google.genai import types
-from helpers import journal_lines, until
+from helpers import journal_lines, run_cli, until
 from test_doctor import SPEAKER_RATE, child_env, doctor, lines_of, statuses, write_config
 from test_echo_e2e import ask, received_during, replies_done, start_conversation
 from test_live_session import first_outcome, link_to
 from wire import config_for, set_up_link
 
 from device.audio import pcm
-from device.config import Config
+from device.config import Config, load
+from device.errors import ConfigError
 from device.states import ConnectFailed
 from device.turns import TurnLog
 from rig.acoustic import AcousticPath, Room
@@ -239,6 +240,35 @@ def test_issue4_the_readmes_wiring_is_the_default_pins_at_their_header_pins() ->
     assert [HEADER_GPIO[int(n)] for n in led[2].split("/")] == list(gpios)
     assert "resistor" in led[3]
     assert int(re.search(r"ground \(pin (\d+)\)", led[3])[1]) in GROUNDS  # type: ignore[index]
+
+
+# ---- issue 3: "Control socket: a UNIX socket (path in config, owner-only or group
+# permissions)"
+
+
+@pytest.mark.parametrize("mode", ["0o666", "0o606", "0o602", "0o664"])
+def test_issue3_a_control_socket_anyone_on_the_box_may_use_stops_the_start(
+    tmp_path: Path, mode: str
+) -> None:
+    """`ctl press` opens the microphone: a socket others may connect to lets any local
+    account (a web server's, a guest's) listen in on the room. The daemon refuses the
+    file at start (the configuration's one validation), and the doctor says so."""
+    config = tmp_path / "config.toml"
+    config.write_text(f"[control]\nmode = {mode}\n")
+    with pytest.raises(ConfigError) as refused:
+        load(config)
+    said = str(refused.value)
+    assert said.startswith(f"{config}: [control] mode: {mode} "), said
+    assert said.endswith(("use 0o600", "use 0o660")), said
+    result = run_cli("doctor", "config", "--config", str(config), timeout=30)
+    assert result.returncode == 1 and result.stdout.startswith("FAIL  config"), result.stdout
+
+
+@pytest.mark.parametrize("mode", ["0o600", "0o660"])
+def test_issue3_an_owner_only_or_group_control_socket_loads(tmp_path: Path, mode: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f"[control]\nmode = {mode}\n")
+    assert load(config).control.mode == int(mode, 8)
 
 
 # ---- issue 3: "While the speaker plays, the microphone is gated or attenuated
