@@ -10,6 +10,7 @@ its own `start()`, which the appliance calls.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +78,10 @@ class Parts:
         )
 
     def camera(self, on_frame: Callable[[bytes, float], None]) -> CameraFeed:
-        return CameraFeed(self.cfg.camera, on_frame)
+        """Lingering no longer than `end_after_silence_s`: nobody talking, the camera must
+        be off within that silence and a second of the last word, follow-up or not."""
+        camera, silence_s = self.cfg.camera, self.cfg.conversation.end_after_silence_s
+        return CameraFeed(replace(camera, linger_s=min(camera.linger_s, silence_s)), on_frame)
 
     def leds(self) -> LedDriver:
         """The configured LEDs, opened; raises what stopped them (`leds_failure` says it in
