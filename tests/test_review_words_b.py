@@ -6,11 +6,14 @@ tests leave out (a second mode, a journal line, a bound the issue gives).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
+from speech import SPEAKER_RATE, tone_frames
 from test_privacy_e2e import LIMIT_S, sent_after, settings, speak
 
+from device.audio import pcm
 from rig.daemon import Daemon
 from rig.loopback import PulseLoopback
 
@@ -86,3 +89,93 @@ def test_issue_14_after_an_end_conversation_without_goodbye_the_camera_is_off_in
     server.wait_for(lambda: "tool_response" in server.log.kinds(direction="in"), 10)
     assert_ears_and_eyes_closed(server, daemon, last_speech)
     daemon.wait_until(lambda s: not s["session_open"], 5, "the hang-up")
+
+
+def test_issue_14_a_service_dying_after_each_setup_is_given_up_on_in_one_journal_line(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Issue 14, 2: "after `reconnect_for_s` the box gives up: error state, one journal line
+    naming what happened, no retries until the next press" (hands-free here)."""
+    server, daemon = make_rig(
+        {
+            "button": {"mode": "toggle"},
+            "live": {"reconnect_for_s": 8, "connect_timeout_s": 2},
+            "conversation": {"error_display_s": 1},
+        },
+        close_after_setup=(1011, "Internal error"),
+    )
+    pressed = time.monotonic()
+    daemon.ctl("press")
+    status = daemon.wait_until(lambda s: s["state"] == "error", 40, "giving up")
+    opened = [c.opened - pressed for c in server.log.connections()]
+    assert len([t for t in opened if t < 10]) <= 6, opened
+    count = len(server.log.connections())
+    time.sleep(3)
+    assert len(server.log.connections()) == count, "no retries until the next press"
+    gave_up = [r for r in daemon.records() if "gave up" in str(r.get("MESSAGE", ""))]
+    assert len(gave_up) == 1, gave_up
+    assert "1011" in gave_up[0]["MESSAGE"], "names what happened"
+    assert "gave up" in status["status"]
+
+
+def test_issue_14_push_to_talk_a_person_who_keeps_talking_is_never_cut_off(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Issue 14, 1: "The silence counts from the last speech heard ..., so a person who
+    keeps talking is never cut off", with the button held (the silence ends a held turn)."""
+    server, daemon = make_rig(settings("push_to_talk"), reply_seconds=0.3)
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+    talking_until = time.monotonic() + 2.5 * LIMIT_S
+    while time.monotonic() < talking_until:  # short pauses, well inside the silence allowed
+        speak(loopback, 0.5)
+        time.sleep(0.3)
+    status = daemon.status()
+    assert status["state"] == "listening", "cut off while talking"
+    assert "activity_end" not in server.log.kinds(direction="in"), "the turn ended early"
+    released = time.monotonic()
+    daemon.ctl("release")
+    server.wait_for(lambda: "activity_end" in server.log.kinds(direction="in"), 10)
+    (end,) = [e for e in server.log.entries(direction="in") if e.kind == "activity_end"]
+    assert end.t > released, "the turn ended before the release"
+
+
+def test_issue_14_a_button_held_in_silence_has_the_camera_off_in_time(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Issue 14, 1, push-to-talk: the button held (stuck) after the last word; the camera,
+    not only its frames, is off within `end_after_silence_s` + 1 s."""
+    server, daemon = make_rig(settings("push_to_talk"), reply_seconds=0.3)
+    daemon.ctl("press")  # and never released
+    daemon.wait_until(lambda s: s["state"] == "listening" and s["camera"], 10, "listening")
+    last_speech = speak(loopback)
+    assert_ears_and_eyes_closed(server, daemon, last_speech)
+
+
+def test_issue_14_hands_free_a_press_during_a_flood_silences_the_speaker_at_once(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Issue 14, 3: "a press during such a flood silences the speaker as fast as during any
+    reply": a ten-minute reply sent at once, hands-free, where the press hangs up."""
+    _, daemon = make_rig(
+        {"button": {"mode": "toggle"}, "audio": {"earcons": False}},
+        pace=0,
+        reply_seconds=600.0,
+    )
+    recorder = loopback.record(SPEAKER_RATE)
+    recorder.wait_started()
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+    speak(loopback)
+    daemon.wait_until(lambda s: s["state"] == "speaking", 20, "the long reply to start")
+    time.sleep(3.0)
+    pressed = time.monotonic()
+    daemon.ctl("press")  # hands-free, the press hangs up
+    daemon.wait_until(lambda s: not s["session_open"], 10, "the hang-up")
+    time.sleep(1.0)
+    recorder.stop()
+    samples, times = recorder.timeline()
+    played = pcm.from_float(samples[(times > pressed - 2.5) & (times < pressed)])
+    assert len(tone_frames(played, turn=1)) * 0.02 > 2.0, "the long reply did not play"
+    after = samples[(times > pressed + 0.25) & (times < pressed + 1.0)]
+    assert after.size and abs(after).max() < pcm.db_to_amplitude(-50), "speaker not silent"
