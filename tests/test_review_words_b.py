@@ -6,11 +6,21 @@ tests leave out (a second mode, a journal line, a bound the issue gives).
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
 import pytest
-from speech import SPEAKER_RATE, tone_frames
+from speech import (
+    MIC_RATE,
+    SPEAKER_RATE,
+    assert_received_whole,
+    chirp,
+    speak_turn,
+    tone_frames,
+    turns_done,
+)
+from test_camera_e2e import PERIOD_S, SLOW_LINK, frame_number, frames_taken, received, with_camera
 from test_privacy_e2e import LIMIT_S, sent_after, settings, speak
 
 from device.audio import pcm
@@ -179,3 +189,81 @@ def test_issue_14_hands_free_a_press_during_a_flood_silences_the_speaker_at_once
     assert len(tone_frames(played, turn=1)) * 0.02 > 2.0, "the long reply did not play"
     after = samples[(times > pressed + 0.25) & (times < pressed + 1.0)]
     assert after.size and abs(after).max() < pcm.db_to_amplitude(-50), "speaker not silent"
+
+
+def video_times(server: Any) -> list[float]:
+    return [e.t for e in server.log.entries(direction="in") if e.kind == "video"]
+
+
+def test_issue_9_a_lower_rate_paces_the_frames_evenly_from_the_press(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Issue 9: "at most one frame per second (configurable lower), evenly paced", the
+    first "at the press itself"."""
+    server, daemon = make_rig(
+        {"camera": {"enabled": True, "source": "synthetic", "fps": 0.5}}, reply_seconds=0.3
+    )
+    pressed = speak_turn(loopback, daemon, chirp(5.0))
+    daemon.wait_until(turns_done(1), 20, "the turn to end")
+    arrived = [t - pressed for t in video_times(server)]
+    assert len(arrived) == 3, f"frames at {arrived} s in a 5 s turn at 0.5 fps"
+    assert arrived[0] < 0.5, "the first frame comes with the press"
+    spacing = [b - a for a, b in itertools.pairwise(arrived)]
+    assert all(s == pytest.approx(2.0, abs=0.3) for s in spacing), spacing
+
+
+@pytest.mark.parametrize("linger_s", [3.0, 0.5], ids=["camera-lingering", "camera-off"])
+def test_issue_9_a_follow_up_press_has_its_first_frame_at_the_press(
+    linger_s: float, loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Issue 9: "in push-to-talk from the press to the release, the first frame taken at
+    the press itself", for a follow-up press in the session still open too."""
+    server, daemon = make_rig(
+        {"camera": {"enabled": True, "source": "synthetic", "linger_s": linger_s}},
+        reply_seconds=0.3,
+    )
+    speak_turn(loopback, daemon, chirp(1.5))
+    daemon.wait_until(turns_done(1), 20, "the first turn to end")
+    time.sleep(1.5)
+    assert daemon.status()["camera"] == (linger_s > 1.5)
+    first_turn = len(video_times(server))
+    pressed = speak_turn(loopback, daemon, chirp(2.5))
+    daemon.wait_until(turns_done(2), 20, "the second turn to end")
+    arrived = [t - pressed for t in video_times(server)[first_turn:]]
+    assert arrived and arrived[0] < 0.5, f"the second turn's frames came at {arrived} s"
+    assert len(arrived) in (2, 3), arrived
+
+def test_issue_9_hands_free_on_a_slow_link_frames_are_dropped_and_speech_goes_whole(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Issue 9: "If the network is slow, the newest frame wins: frames are dropped, never
+    queued, and audio always goes first", in toggle mode (the slow-link test so far is a
+    push-to-talk turn)."""
+    server, daemon = make_rig(
+        {
+            **with_camera(linger_s=0.5),
+            "button": {"mode": "toggle"},
+            "conversation": {"silence_ms": 400},
+            # Gated, not cancelled: what reaches the server is the microphone, unprocessed.
+            "audio": {"chunk_ms": 20, "mic_during_playback": "gate"},
+        },
+        reply_seconds=0.3,
+        uplink_bytes_per_s=SLOW_LINK,
+    )
+    pressed = time.monotonic()
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+    speech = chirp(4.0)
+    loopback.play(speech, MIC_RATE).wait()
+    server.wait_for(lambda: "turn_complete" in server.log.kinds(direction="out"), 30)
+    daemon.ctl("press")  # hang up
+    daemon.wait_until(lambda s: not s["session_open"] and not s["camera"], 15, "the end")
+    assert_received_whole(server.log.audio_in(), speech, loopback.heard(pressed))
+    frames = received(server.log.entries(), "video")
+    numbers = [frame_number(f) for f in frames]
+    assert numbers == sorted(set(numbers)), "frames in the order they were taken, none twice"
+    assert 0 < len(frames) < frames_taken(daemon), "every frame went over a link with no room"
+    on_link_s = max(len(f.data or b"") for f in frames) * 4 / 3 / SLOW_LINK
+    for n, frame in zip(numbers, frames, strict=True):
+        late = frame.t - on_link_s - (pressed + n * PERIOD_S)  # frame n + 1 was taken by then
+        assert late < PERIOD_S, f"frame {n} arrived {late:.2f} s after a newer one was taken"
