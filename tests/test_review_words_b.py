@@ -267,3 +267,23 @@ def test_issue_9_hands_free_on_a_slow_link_frames_are_dropped_and_speech_goes_wh
     for n, frame in zip(numbers, frames, strict=True):
         late = frame.t - on_link_s - (pressed + n * PERIOD_S)  # frame n + 1 was taken by then
         assert late < PERIOD_S, f"frame {n} arrived {late:.2f} s after a newer one was taken"
+
+
+def test_issue_16_sigterm_with_the_camera_streaming_stops_cleanly_within_two_seconds(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Issue 16, 3: "SIGTERM stops it cleanly within two seconds", here in a hands-free
+    conversation with the microphone and the camera on; issue 9: the journal says the
+    camera stopped."""
+    server, daemon = make_rig(
+        {"button": {"mode": "toggle"}, "camera": {"enabled": True, "source": "synthetic"}},
+        reply_seconds=0.3,
+    )
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening" and s["camera"], 10, "the camera")
+    server.wait_for(lambda: len(video_times(server)) >= 2, 10)
+    took = daemon.terminate(timeout=5)
+    assert daemon.proc.returncode == 0
+    assert took < 2.0, f"took {took:.2f} s to stop"
+    assert len(daemon.records(LIVE_CAMERA="off")) == 1, "the camera's switch-off not said"
+    assert "Traceback" not in daemon.log()
