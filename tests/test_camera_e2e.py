@@ -16,7 +16,13 @@ from typing import Any
 
 import pytest
 import simplejpeg
-from speech import MIC_RATE, assert_received_whole, chirp, speak_turn, turns_done
+from speech import (
+    MIC_RATE,
+    assert_received_whole,
+    chirp,
+    speak_turn,
+    turns_done,
+)
 
 from device.config import AudioConfig
 from device.hw.camera_pattern import read_frame_number
@@ -205,3 +211,102 @@ def test_on_a_slow_link_frames_are_dropped_not_queued_and_none_goes_ahead_of_spe
         assert late < PERIOD_S, f"frame {n} arrived {late:.2f} s after a newer one was taken"
     activity_end = received(entries, "activity_end")[0].t
     assert all(f.t < activity_end for f in frames), "a frame of the turn went after its end"
+
+
+def video_times(server: Any) -> list[float]:
+    return [e.t for e in server.log.entries(direction="in") if e.kind == "video"]
+
+
+def test_a_lower_rate_paces_the_frames_evenly_from_the_press(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Issue 9: "at most one frame per second (configurable lower), evenly paced", the
+    first "at the press itself"."""
+    server, daemon = make_rig(
+        {"camera": {"enabled": True, "source": "synthetic", "fps": 0.5}}, reply_seconds=0.3
+    )
+    pressed = speak_turn(loopback, daemon, chirp(5.0))
+    daemon.wait_until(turns_done(1), 20, "the turn to end")
+    arrived = [t - pressed for t in video_times(server)]
+    assert len(arrived) == 3, f"frames at {arrived} s in a 5 s turn at 0.5 fps"
+    assert arrived[0] < 0.5, "the first frame comes with the press"
+    spacing = [b - a for a, b in itertools.pairwise(arrived)]
+    assert all(s == pytest.approx(2.0, abs=0.3) for s in spacing), spacing
+
+
+@pytest.mark.parametrize("linger_s", [3.0, 0.5], ids=["camera-lingering", "camera-off"])
+def test_a_follow_up_press_has_its_first_frame_at_the_press(
+    linger_s: float, loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Issue 9: "in push-to-talk from the press to the release, the first frame taken at
+    the press itself", for a follow-up press in the session still open too."""
+    server, daemon = make_rig(
+        {"camera": {"enabled": True, "source": "synthetic", "linger_s": linger_s}},
+        reply_seconds=0.3,
+    )
+    speak_turn(loopback, daemon, chirp(1.5))
+    daemon.wait_until(turns_done(1), 20, "the first turn to end")
+    time.sleep(1.5)
+    assert daemon.status()["camera"] == (linger_s > 1.5)
+    first_turn = len(video_times(server))
+    pressed = speak_turn(loopback, daemon, chirp(2.5))
+    daemon.wait_until(turns_done(2), 20, "the second turn to end")
+    arrived = [t - pressed for t in video_times(server)[first_turn:]]
+    assert arrived and arrived[0] < 0.5, f"the second turn's frames came at {arrived} s"
+    assert len(arrived) in (2, 3), arrived
+
+
+def test_hands_free_on_a_slow_link_frames_are_dropped_and_speech_goes_whole(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Issue 9: "If the network is slow, the newest frame wins: frames are dropped, never
+    queued, and audio always goes first", in toggle mode (the slow-link test so far is a
+    push-to-talk turn)."""
+    server, daemon = make_rig(
+        {
+            **with_camera(linger_s=0.5),
+            "button": {"mode": "toggle"},
+            "conversation": {"silence_ms": 400},
+            # Gated, not cancelled: what reaches the server is the microphone, unprocessed.
+            "audio": {"chunk_ms": 20, "mic_during_playback": "gate"},
+        },
+        reply_seconds=0.3,
+        uplink_bytes_per_s=SLOW_LINK,
+    )
+    pressed = time.monotonic()
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+    speech = chirp(4.0)
+    loopback.play(speech, MIC_RATE).wait()
+    server.wait_for(lambda: "turn_complete" in server.log.kinds(direction="out"), 30)
+    daemon.ctl("press")  # hang up
+    daemon.wait_until(lambda s: not s["session_open"] and not s["camera"], 15, "the end")
+    assert_received_whole(server.log.audio_in(), speech, loopback.heard(pressed))
+    frames = received(server.log.entries(), "video")
+    numbers = [frame_number(f) for f in frames]
+    assert numbers == sorted(set(numbers)), "frames in the order they were taken, none twice"
+    assert 0 < len(frames) < frames_taken(daemon), "every frame went over a link with no room"
+    on_link_s = max(len(f.data or b"") for f in frames) * 4 / 3 / SLOW_LINK
+    for n, frame in zip(numbers, frames, strict=True):
+        late = frame.t - on_link_s - (pressed + n * PERIOD_S)  # frame n + 1 was taken by then
+        assert late < PERIOD_S, f"frame {n} arrived {late:.2f} s after a newer one was taken"
+
+
+def test_sigterm_with_the_camera_streaming_stops_cleanly_within_two_seconds(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Issue 16, 3: "SIGTERM stops it cleanly within two seconds", here in a hands-free
+    conversation with the microphone and the camera on; issue 9: the journal says the
+    camera stopped."""
+    server, daemon = make_rig(
+        {"button": {"mode": "toggle"}, "camera": {"enabled": True, "source": "synthetic"}},
+        reply_seconds=0.3,
+    )
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening" and s["camera"], 10, "the camera")
+    server.wait_for(lambda: len(video_times(server)) >= 2, 10)
+    took = daemon.terminate(timeout=5)
+    assert daemon.proc.returncode == 0
+    assert took < 2.0, f"took {took:.2f} s to stop"
+    assert len(daemon.records(LIVE_CAMERA="off")) == 1, "the camera's switch-off not said"
+    assert "Traceback" not in daemon.log()

@@ -766,3 +766,27 @@ async def test_ask_piped_into_head_keeps_the_audio_of_the_turns_done(scratch: Pa
     assert code == EXIT_PIPE, err
     with wave.open(str(out)) as kept:
         assert kept.getnframes() / kept.getframerate() > 0.2
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("command", [("devices",), ("doctor", "--no-button"), ("ask", "Hello")])
+def test_a_python_without_the_packages_dependencies_says_which_command_to_use(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """README: "`python -m device ...` is the same command". In a checkout, the system's
+    `python3 -m device doctor` (not the venv's) ended in a traceback, ModuleNotFoundError:
+    No module named 'pyaudio', and nothing said that the checkout's own command is
+    `.venv/bin/live-appliance`. `-S` leaves out site-packages: the package's own modules
+    are there (run from the checkout), its dependencies are not."""
+    settings = tmp_path / "config.toml"
+    settings.write_text("")
+    env = {**os.environ, "GEMINI_API_KEY": "AIzaNotARealKey"}
+    result = subprocess.run(
+        [sys.executable, "-S", "-m", "device", *command, "--config", str(settings)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1, result.stderr
+    assert "No module named" in result.stderr and ".venv/bin/live-appliance" in result.stderr

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 from fakes import running
-from helpers import journal_lines, open_refused
+from helpers import journal_lines, open_refused, run_cli
 
 from device import appliance, cli, config
 from device.cli import main
+from device.config import load
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 from device.doctor.settings import check_key
+from device.errors import ConfigError
 
 KEY = "AIza-very-secret-key-0123456789"
 VERTEX = "[live]\nbackend = 'vertex'\nproject = 'my-project'\nlocation = 'us-central1'\n"
@@ -1338,3 +1340,30 @@ def test_a_pin_the_pixels_spi_bus_gives_the_kernel_is_refused(
     path.write_text(settings + "\n")
     with pytest.raises(config.ConfigError, match=wanted):
         config.load(path)
+
+
+@pytest.mark.parametrize("mode", ["0o666", "0o606", "0o602", "0o664"])
+def test_a_control_socket_anyone_on_the_box_may_use_stops_the_start(
+    tmp_path: Path, mode: str
+) -> None:
+    """`ctl press` opens the microphone: a socket others may connect to lets any local
+    account (a web server's, a guest's) listen in on the room. The daemon refuses the
+    file at start (the configuration's one validation), and the doctor says so."""
+    config = tmp_path / "config.toml"
+    config.write_text(f"[control]\nmode = {mode}\n")
+    with pytest.raises(ConfigError) as refused:
+        load(config)
+    said = str(refused.value)
+    assert said.startswith(f"{config}: [control] mode: {mode} "), said
+    assert said.endswith(("use 0o600", "use 0o660")), said
+    result = run_cli("doctor", "config", "--config", str(config), timeout=30)
+    assert result.returncode == 1 and result.stdout.startswith("FAIL  config"), result.stdout
+
+
+@pytest.mark.parametrize("mode", ["0o600", "0o660"])
+def test_an_owner_only_or_group_control_socket_loads(tmp_path: Path, mode: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f"[control]\nmode = {mode}\n")
+    assert load(config).control.mode == int(mode, 8)
+
+

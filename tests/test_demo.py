@@ -169,3 +169,31 @@ def test_a_demo_that_cannot_finish_says_why_in_a_line(
     assert "(the daemon's log)" in err
     assert daemon.terminated
     assert not workdir.exists()
+
+
+def test_a_demo_out_it_cannot_write_is_said_before_the_rig_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sudo scripts/demo` once (setup wanted packages), then `scripts/demo` as oneself:
+    demo-out's WAVs are root's. The whole demo ran (server, sound server, daemon, a turn),
+    and only then ended in a traceback (PermissionError) with no timeline printed. A WAV
+    it cannot write (here a directory in its place: root may write any file) is now said
+    in one line before anything starts."""
+    from rig import demo
+
+    out = tmp_path / "demo-out"
+    (out / "question.wav").mkdir(parents=True)
+    started: list[str] = []
+
+    def nothing_may_start(*args: object, **kwargs: object) -> None:
+        started.append("rig")
+        raise AssertionError("the rig started")
+
+    monkeypatch.setattr(demo, "speak", lambda text: b"\0\0" * 1600)
+    monkeypatch.setattr(demo, "PulseLoopback", nothing_may_start)
+    monkeypatch.setattr(demo, "ServerThread", nothing_may_start)
+    status = demo.main(["--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 1 and not started
+    assert err.startswith("demo: failed: cannot write ") and "question.wav" in err
+    assert err.count("\n") == 1

@@ -637,8 +637,6 @@ async def test_leds_that_cannot_be_opened_fail(mock_pins: Any, tmp_path: Path) -
 # -- in-process: systemd's view ------------------------------------------------------------
 
 
-
-
 RUNNING = {"LoadState": "loaded", "ActiveState": "active", "SubState": "running",
            "NRestarts": "0", "ExecMainStatus": "0"}  # fmt: skip
 NO_DAEMON = {"control": {"socket": "/nonexistent/sock"}}
@@ -1651,3 +1649,23 @@ async def test_a_journal_that_does_not_tell_is_not_taken_for_no_crash(
     result = await service_check(tmp_path)
     assert result.status is Status.WARN, result
     assert result.fix is not None and "journalctl -u live-appliance -b" in result.fix, result
+
+
+def test_doctor_quiet_plays_no_tone_at_the_speaker(
+    loopback: PulseLoopback, tmp_path: Path
+) -> None:
+    with ServerThread(pace=0) as server:
+        cfg = write_config(tmp_path, server.base_url)
+        speaker = loopback.record(SPEAKER_RATE)
+        try:
+            speaker.wait_started()
+            result = doctor(cfg, child_env(loopback, server), "--quiet", "--no-button")
+        finally:
+            heard = speaker.stop()
+    assert statuses(result)["speaker"] == "SKIP", result.stdout
+    assert "--quiet" in lines_of(result)["speaker"]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(heard) > SPEAKER_RATE  # the recording ran through the doctor's checks
+    assert pcm.rms_dbfs(heard) < -60, "a sound reached the speaker of a doctor told --quiet"
+
+

@@ -315,3 +315,22 @@ def test_a_daemon_run_through_the_tap_records_what_the_server_got(
         if carried >= end:
             assert 0 < e.t - middle.t < 0.3
             break
+
+
+def test_attenuated_the_box_does_not_interrupt_itself(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    with AcousticPath(loopback, Room(delay_ms=10, gain_db=-12)):  # the speaker in the box
+        server, daemon = start_conversation(
+            make_rig, audio={"mic_during_playback": "attenuate", "pause_below_dbfs": -100}
+        )
+        for turn in (1, 2):
+            ask(loopback, server, "What will the weather be like tomorrow?")
+            replies_done(server, turn)
+            daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening again")
+    out = server.log.entries(direction="out")
+    assert "interrupted" not in [e.kind for e in out], "the box's own voice interrupted it"
+    first = next(e.t for e in out if e.kind == "audio")
+    last = next(e.t for e in out if e.kind == "turn_complete")
+    during = received_during(server, first + 0.5, last - 0.5)
+    assert len(during) / 2 / 16000 > 0.8 * (last - first - 1.0), "attenuated, not gated"

@@ -3,9 +3,13 @@ right after setup is not hammered, and a streak of failures ends the session."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 
 from device.live.pacing import MOVED_AFTER_S, STABLE_S, Pacing
+from rig.loopback import PulseLoopback
 
 
 def storm(pacing: Pacing, until_s: float) -> list[float]:
@@ -111,3 +115,30 @@ def test_the_time_a_connection_worked_is_not_time_spent_failing() -> None:
         pacing.ended(lasted_s=0.1, completed_turn=False)
         now += wait + 0.1
     assert pacing.streak_s(now) >= 30
+
+
+def test_a_service_dying_after_each_setup_is_given_up_on_in_one_journal_line(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Issue 14, 2: "after `reconnect_for_s` the box gives up: error state, one journal line
+    naming what happened, no retries until the next press" (hands-free here)."""
+    server, daemon = make_rig(
+        {
+            "button": {"mode": "toggle"},
+            "live": {"reconnect_for_s": 8, "connect_timeout_s": 2},
+            "conversation": {"error_display_s": 1},
+        },
+        close_after_setup=(1011, "Internal error"),
+    )
+    pressed = time.monotonic()
+    daemon.ctl("press")
+    status = daemon.wait_until(lambda s: s["state"] == "error", 40, "giving up")
+    opened = [c.opened - pressed for c in server.log.connections()]
+    assert len([t for t in opened if t < 10]) <= 6, opened
+    count = len(server.log.connections())
+    time.sleep(3)
+    assert len(server.log.connections()) == count, "no retries until the next press"
+    gave_up = [r for r in daemon.records() if "gave up" in str(r.get("MESSAGE", ""))]
+    assert len(gave_up) == 1, gave_up
+    assert "1011" in gave_up[0]["MESSAGE"], "names what happened"
+    assert "gave up" in status["status"]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from device import config, tools
+from device.config import Config
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -74,9 +75,6 @@ def test_multi_leds_on_more_pins_than_colours_stop_the_start_naming_the_setting(
         assert config.load(path, key=False).leds.pins == tuple(fine)
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
 @pytest.mark.parametrize(("section", "name"), [
     ("conversation", "silence_ms"),
     ("conversation", "start_sensitivity"),
@@ -100,3 +98,33 @@ def test_the_readme_gives_each_detection_and_compression_setting_its_line_and_ra
     else:
         assert '"low" or "high"' in line, line
     assert "toggle mode" in line or section == "live", line
+
+
+#: The Raspberry Pi's 40-pin header: BCM GPIO number by physical pin, and its grounds.
+HEADER_GPIO = {3: 2, 5: 3, 7: 4, 8: 14, 10: 15, 11: 17, 12: 18, 13: 27, 15: 22, 16: 23,
+               18: 24, 19: 10, 21: 9, 22: 25, 23: 11, 24: 8, 26: 7, 27: 0, 28: 1, 29: 5,
+               31: 6, 32: 12, 33: 13, 35: 19, 36: 16, 37: 26, 38: 20, 40: 21}  # fmt: skip
+
+
+GROUNDS = {6, 9, 14, 20, 25, 30, 34, 39}
+
+
+def test_the_readmes_wiring_is_the_default_pins_at_their_header_pins() -> None:
+    text = README.read_text()
+    wiring = text[text.index("### Wiring"):]
+    wiring = wiring[: wiring.index("\n\n", wiring.index("| button"))]
+    button = re.search(r"\| button \| GPIO (\d+) \(pin (\d+)\) \|([^\n]*)", wiring)
+    assert button is not None, wiring
+    defaults = Config()
+    assert int(button[1]) == defaults.button.pin and HEADER_GPIO[int(button[2])] == int(button[1])
+    assert "ground (pin " in button[3] and "pull-up" in button[3]
+    assert int(re.search(r"ground \(pin (\d+)\)", button[3])[1]) in GROUNDS  # type: ignore[index]
+    led = re.search(r"\| RGB LED [^|]*\| GPIO ([\d /]+) \(pins ([\d /]+)\) \|([^\n]*)", wiring)
+    assert led is not None, wiring
+    gpios = tuple(int(n) for n in led[1].split("/"))
+    assert defaults.leds.kind == "rgb" and gpios == defaults.leds.pins
+    assert [HEADER_GPIO[int(n)] for n in led[2].split("/")] == list(gpios)
+    assert "resistor" in led[3]
+    assert int(re.search(r"ground \(pin (\d+)\)", led[3])[1]) in GROUNDS  # type: ignore[index]
+
+

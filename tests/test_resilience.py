@@ -9,16 +9,17 @@ has no traceback, no task was left behind, and no socket leaked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import string
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from google.genai import types
-from helpers import closed_port
+from helpers import closed_port, until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from speech import (
@@ -31,11 +32,14 @@ from speech import (
     speak_turn,
     turns_done,
 )
+from test_live_session import first_outcome, link_to
+from wire import config_for
 
 from device.audio import pcm
+from device.states import ConnectFailed
 from rig.daemon import Daemon
 from rig.loopback import PulseLoopback
-from rig.server.server import ServerThread
+from rig.server.server import LiveServer, ServerThread
 
 # Short bounds so that faults are noticed in test time; the defaults are for the field.
 RESILIENT = {
@@ -517,7 +521,6 @@ def test_a_refused_setup_is_an_error_naming_the_setting(
 # ---- what the service sends ----------------------------------------------------------------
 
 
-
 def _camel_fields(model: Any) -> set[str]:
     """The wire names (camelCase) of a message type the SDK knows."""
     return {"".join(w.title() if i else w for i, w in enumerate(name.split("_")))
@@ -756,3 +759,76 @@ def test_on_the_daemon_a_reply_sent_whole_plays_to_its_end_across_a_drop(
     daemon.wait_until(turns_done(3), 20, "turn 3 to end")
     assert len(server.log.connections()) == 2
     assert_clean(daemon, server)
+
+
+@pytest.fixture
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
+    async with LiveServer(pace=0, reply_seconds=0.2) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
+
+
+async def test_a_blackholed_service_fails_the_press_within_the_default_5_s(
+    server: LiveServer, blackhole: int
+) -> None:
+    cfg = config_for(server, live={"base_url": f"https://127.0.0.1:{blackhole}"})
+    assert cfg.live.connect_timeout_s == 5.0
+    pressed = time.monotonic()
+    outcome = await first_outcome(cfg)
+    took = time.monotonic() - pressed
+    assert isinstance(outcome, ConnectFailed), outcome
+    assert took < 6.0, f"the error came {took:.1f} s after the press"
+
+
+async def test_a_service_that_never_completes_the_setup_fails_within_5_s(
+    server: LiveServer,
+) -> None:
+    server.config.setup_delay = 6.5  # past the bound: the press must not wait for it
+    pressed = time.monotonic()
+    outcome = await first_outcome(config_for(server))
+    took = time.monotonic() - pressed
+    assert isinstance(outcome, ConnectFailed), outcome
+    assert took < 6.0, f"the error came {took:.1f} s after the press"
+
+
+class HandlesThenDrop:
+    """The first connection gives a resumable handle, then a newer one marked not
+    resumable (the model is generating), then drops; every later one stays open. The
+    handle each connection was opened with is kept."""
+
+    session_id = "s"
+
+    def __init__(self) -> None:
+        self.aio = self.live = self
+        self.resumed: list[str | None] = []
+
+    @contextlib.asynccontextmanager
+    async def connect(self, **options: Any) -> AsyncIterator[HandlesThenDrop]:
+        self.resumed.append(options["config"].session_resumption.handle)
+        yield self
+
+    async def receive(self) -> AsyncIterator[types.LiveServerMessage]:
+        if len(self.resumed) == 1:
+            for handle, resumable in (("h1", True), ("h2", False)):
+                update = types.LiveServerSessionResumptionUpdate(
+                    new_handle=handle, resumable=resumable
+                )
+                yield types.LiveServerMessage(session_resumption_update=update)
+            raise ConnectionError("connection reset by peer")
+        await asyncio.Event().wait()
+        yield types.LiveServerMessage()  # never: an async generator, as the SDK's
+
+    async def close(self) -> None: ...
+
+
+async def test_a_handle_not_marked_resumable_is_never_resumed_with() -> None:
+    service = HandlesThenDrop()
+    link = link_to(service)
+    link.open(1)
+    try:
+        await until(lambda: len(service.resumed) >= 2, within=10)
+    finally:
+        await link.close()
+    assert service.resumed[:2] == [None, "h1"]
+
+

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from typing import ClassVar
 import pytest
 from fakes import FakeParts, running
 from helpers import Captured, journal_lines
+from wire import set_up_link
 
 from device import logs
 from device.appliance import RESTART_STATUS
@@ -33,9 +35,10 @@ from device.turns import TurnLog
 from rig.daemon import start_daemon
 from rig.loopback import PulseLoopback
 from rig.notify import NotifySocket
-from rig.server.server import ServerThread
+from rig.server.server import LiveServer, ServerThread
 
 ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 
 @pytest.fixture
@@ -137,7 +140,6 @@ def test_status_is_sent_only_when_it_changes(notify_socket: NotifySocket) -> Non
     while len(notify_socket.statuses()) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert notify_socket.statuses() == ["idle", "listening", "thinking"]
-
 
 
 def test_a_status_carrying_a_services_words_stays_one_short_line(
@@ -559,3 +561,35 @@ async def test_a_watchdog_ping_systemd_could_not_take_is_sent_again_well_before_
         assert time.monotonic() - started < WATCHDOG_S / 4
         other.close()
     pid1.close()
+
+
+def readme_latency_fields() -> list[str]:
+    """The fields the README's `journalctl -o json --output-fields=...` command reads."""
+    (fields,) = re.findall(r"--output-fields=([A-Z_,]+)", README.read_text())
+    return fields.split(",")
+
+
+async def test_every_field_of_the_readmes_latency_command_reaches_the_journal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with journal_lines("device") as journal:
+        async with LiveServer(pace=0, reply_seconds=0.2) as server:
+            monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+            async with set_up_link(server):
+                pass  # a session set up: its setup time
+        turns = TurnLog()  # a push-to-talk turn: press, speech, release, reply, idle
+        turns.start(10.0, "s")
+        turns.sent("activity_start", 10.01)
+        turns.sent("audio", 10.05)
+        turns.released(12.0)
+        turns.sent("activity_end", 12.002)
+        turns.reply_received(12.4)
+        turns.finish(13.0, "s")
+    fields = readme_latency_fields()
+    assert "LIVE_TURN" in fields and "LIVE_SETUP_MS" in fields, fields
+    (turn,) = [r for r in journal.records if "LIVE_TURN" in r]
+    (setup,) = [r for r in journal.records if "LIVE_SETUP_MS" in r]
+    missing = [f for f in fields if f not in turn and f not in setup]
+    assert not missing, f"the README reads {missing}, which no journal record carries"
+
+

@@ -134,3 +134,43 @@ def test_without_pulseaudio_the_demo_says_what_to_run(
     assert demo.main(["--out", str(tmp_path / "out"), "--question", "Hi"]) == 1
     assert "demo: failed: pulseaudio is missing; run scripts/setup" in capsys.readouterr().err
     assert not list(tmp_path.glob("appliance-*"))
+
+
+README = ROOT / "README.md"
+
+
+def run_scripts_test(tmp_path: Path, pytest_status: int) -> subprocess.CompletedProcess[str]:
+    """A copy of scripts/test in a scratch checkout whose setup, ruff and mypy pass and
+    whose pytest ends with `pytest_status`: nothing of the real suite runs."""
+    checkout = tmp_path / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "test", checkout / "scripts" / "test")
+    bin_dir = checkout / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    stand_ins = {
+        checkout / "scripts" / "setup": "exit 0",
+        bin_dir / "ruff": "exit 0",
+        bin_dir / "mypy": "exit 0",
+        bin_dir / "python": f"exit {pytest_status}",
+    }
+    for path, body in stand_ins.items():
+        path.write_text(f"#!/bin/bash\n{body}\n")
+        path.chmod(0o755)
+    return subprocess.run(["bash", str(checkout / "scripts" / "test")], capture_output=True,
+                          text=True, timeout=30, check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(("pytest_status", "failed"), [(0, False), (1, True), (5, True)])
+def test_scripts_test_fails_when_pytest_collected_no_tests(
+    tmp_path: Path, pytest_status: int, failed: bool
+) -> None:
+    result = run_scripts_test(tmp_path, pytest_status)
+    assert (result.returncode != 0) is failed, (pytest_status, result.returncode, result.stderr)
+
+
+def test_ci_runs_the_readmes_test_command() -> None:
+    (command,) = re.findall(r"^(scripts/test)\s+# the whole test suite", README.read_text(), re.M)
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert command in ci, "CI does not run the README's test command"
+
+

@@ -7,11 +7,13 @@ import asyncio
 import base64
 import fcntl
 import json
+import os
 import struct
 import subprocess
 import sys
 import termios
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +38,7 @@ MANUAL = types.RealtimeInputConfig(
     automatic_activity_detection=types.AutomaticActivityDetection(disabled=True)
 )
 GEMINI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -608,3 +611,34 @@ def test_command_line_prints_how_to_connect():
     assert lines[0] == f"Local Live API server at https://127.0.0.1:{port}\n"
     assert lines[3].startswith("export GOOGLE_GEMINI_BASE_URL=https://")
     assert lines[4].startswith("export SSL_CERT_FILE=")
+
+
+def test_the_local_servers_export_lines_are_all_ask_needs(tmp_path: Path) -> None:
+    """README: `.venv/bin/python -m rig.server` "prints GOOGLE_GEMINI_BASE_URL and
+    SSL_CERT_FILE to use". A newcomer pasted its `export` lines and typed
+    `live-appliance ask "Hello"`: "configuration error: no API key" (exit 2), the key the
+    server takes shown only as a line of prose above them."""
+    settings = tmp_path / "config.toml"
+    settings.write_text("")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "LIVE_APPLIANCE_CONFIG")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "rig.server", "--pace", "0"],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        printed = [server.stdout.readline() for _ in range(5)]
+        for line in printed:
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").strip().partition("=")
+                env[name] = value
+        asked = subprocess.run(
+            [sys.executable, "-m", "device", "ask", "Hello", "--config", str(settings)],
+            capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        assert server.wait(10) == 0
+    assert asked.returncode == 0, (printed, asked.stderr)
+    assert "Reply 1" in asked.stdout

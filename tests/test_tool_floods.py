@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -14,12 +15,18 @@ from fakes import FakeActions, Gate, gated_tools
 from google.genai import types
 from google.genai.live import AsyncSession
 from helpers import until
+from speech import (
+    SPEAKER_RATE,
+    tone_frames,
+)
 from test_live_connection import Seen, ToolAnswers, connection
 from test_live_connection import tool_call as sdk_tool_call
+from test_privacy_e2e import speak
 from test_server_fuzz import ScriptedWire, sdk_client
 from test_tools import WAIT_S, run_alone
 
 from device import logs
+from device.audio import pcm
 from device.config import LiveConfig, ToolsConfig
 from device.errors import TEXT_LIMIT
 from device.live.client import run_turn
@@ -28,6 +35,7 @@ from device.live.hooks import Hooks
 from device.live.turn import WireTurn
 from device.outbox import Outbox
 from device.tools import RESULT_LIMIT, TOOL_THREADS_LIMIT, Device, Registry, ToolBox
+from rig.loopback import PulseLoopback
 
 #: Turns of the loop the box is given after the service's last frame, for its answers.
 SETTLE = [lambda: None] * 20
@@ -193,3 +201,32 @@ async def test_an_async_stream_tool_is_refused_when_registered_not_at_every_call
         toolbox = ToolBox(ToolsConfig(enabled=("motion",)), FakeActions(), registry=registry)
         response = await toolbox.run(types.FunctionCall(id="c1", name="motion", args={}))
         raise AssertionError(f"registered, and its call answered {response.response}")
+
+
+def test_hands_free_a_press_during_a_flood_silences_the_speaker_at_once(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """Issue 14, 3: "a press during such a flood silences the speaker as fast as during any
+    reply": a ten-minute reply sent at once, hands-free, where the press hangs up."""
+    _, daemon = make_rig(
+        {"button": {"mode": "toggle"}, "audio": {"earcons": False}},
+        pace=0,
+        reply_seconds=600.0,
+    )
+    recorder = loopback.record(SPEAKER_RATE)
+    recorder.wait_started()
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+    speak(loopback)
+    daemon.wait_until(lambda s: s["state"] == "speaking", 20, "the long reply to start")
+    time.sleep(3.0)
+    pressed = time.monotonic()
+    daemon.ctl("press")  # hands-free, the press hangs up
+    daemon.wait_until(lambda s: not s["session_open"], 10, "the hang-up")
+    time.sleep(1.0)
+    recorder.stop()
+    samples, times = recorder.timeline()
+    played = pcm.from_float(samples[(times > pressed - 2.5) & (times < pressed)])
+    assert len(tone_frames(played, turn=1)) * 0.02 > 2.0, "the long reply did not play"
+    after = samples[(times > pressed + 0.25) & (times < pressed + 1.0)]
+    assert after.size and abs(after).max() < pcm.db_to_amplitude(-50), "speaker not silent"
