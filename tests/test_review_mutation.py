@@ -63,3 +63,18 @@ def test_ask_whose_audio_cannot_be_written_after_the_session_says_why_and_fails(
     assert code == 1
     assert f"--audio {wav}: No space left on device" in err, err
     assert "wrote" not in err, err
+
+
+async def test_ctl_status_says_leds_whose_writes_fail_are_tried_again_every_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ctl status` on a box whose LEDs' writes fail says they are tried again (at each
+    frame): said with no word of a retry, the owner takes them for given up on, and
+    restarts the service for nothing."""
+    from test_leds_opened_late import failing_from_a_press
+
+    from device.doctor.daemon import summary_lines
+
+    async with failing_from_a_press(tmp_path, monkeypatch) as (box, _):
+        said = next(t for t in summary_lines(box.appliance.status()) if t.startswith("leds:"))
+    assert said.endswith("(each frame tried again until one shows)"), said
