@@ -141,3 +141,16 @@ async def test_the_doctor_on_a_new_box_passes_its_speaker_at_the_configured_volu
     result = await doctor_audio.check_speaker(Context(cfg, Options(), Progress(spinner=False)))
     assert result.status is Status.PASS, result.measured
     assert "sudo" not in result.measured and "not this user's" not in result.measured
+
+
+def test_two_webcams_microphones_are_named_as_several_not_a_traceback() -> None:
+    """Two USB webcams (microphones that only record) and `input_device = "USB"`: neither
+    plays, so neither is preferred; the owner is told that "USB" matches several input
+    devices, and which, to name one; not a crash of the service with an IndexError."""
+    from fakes import ALSA_DEFAULT, HEADPHONES, WEBCAM, ListedPortAudio, card
+
+    from device.audio.devices import AudioDeviceError, choose_device
+
+    pa: Any = ListedPortAudio(HEADPHONES, card(WEBCAM, 2), card(WEBCAM, 3), ALSA_DEFAULT)
+    with pytest.raises(AudioDeviceError, match="'USB' matches several input devices"):
+        choose_device(pa, "USB", "input")
