@@ -154,3 +154,61 @@ def test_two_webcams_microphones_are_named_as_several_not_a_traceback() -> None:
     pa: Any = ListedPortAudio(HEADPHONES, card(WEBCAM, 2), card(WEBCAM, 3), ALSA_DEFAULT)
     with pytest.raises(AudioDeviceError, match="'USB' matches several input devices"):
         choose_device(pa, "USB", "input")
+
+
+@pytest.fixture
+def pi_camera(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A fake Pi camera (picamera2) and the rig it reports to."""
+    from test_camera import fake_picamera2_class, installed_picamera2
+
+    return installed_picamera2(monkeypatch, fake_picamera2_class)
+
+
+def _doctor_camera(tmp_path: Path) -> Any:
+    from fakes import config
+
+    from device.doctor.progress import Progress
+    from device.doctor.result import Context, Options
+
+    cfg = config(camera={"enabled": True, "source": "picamera2"})
+    return Context(cfg, Options(camera_out=tmp_path / "camera.jpg"), Progress(spinner=False))
+
+
+async def test_the_doctor_warns_of_a_capped_lens_once_a_camera_had_its_second_to_settle(
+    pi_camera: Any, tmp_path: Path
+) -> None:
+    """A lens cap on: `doctor camera` takes the picture again while a camera may still be
+    settling (a second from its first frame), then warns; an owner does not wait many
+    seconds on a camera that is black all along."""
+    import time
+
+    import numpy as np
+
+    from device.doctor.camera import check_camera
+    from device.doctor.result import Status
+
+    pi_camera.picture = lambda config: np.zeros((768, 768, 3), dtype=np.uint8)
+    started = time.monotonic()
+    result = await check_camera(_doctor_camera(tmp_path))
+    assert result.status is Status.WARN, result
+    assert time.monotonic() - started < 3.0, "a black camera kept the owner waiting"
+    assert pi_camera.captures > 1, "taken again while the camera could still be settling"
+
+
+async def test_a_picture_just_bright_enough_to_show_something_passes_at_its_first_frame(
+    pi_camera: Any, tmp_path: Path
+) -> None:
+    """A picture whose brightest pixels are BLACK_LEVEL shows the model something: the
+    doctor passes it, at once, as the service would send it; it is not taken again for a
+    second and then warned of as black."""
+    import numpy as np
+
+    from device.doctor.camera import check_camera
+    from device.doctor.result import Status
+    from device.hw.camera import BLACK_LEVEL
+
+    level = np.full((768, 768, 3), BLACK_LEVEL, dtype=np.uint8)
+    pi_camera.picture = lambda config: level
+    result = await check_camera(_doctor_camera(tmp_path))
+    assert result.status is Status.PASS, result
+    assert pi_camera.captures == 1
