@@ -212,3 +212,77 @@ async def test_a_picture_just_bright_enough_to_show_something_passes_at_its_firs
     result = await check_camera(_doctor_camera(tmp_path))
     assert result.status is Status.PASS, result
     assert pi_camera.captures == 1
+
+
+def _older_libcamera(rig: Any) -> type:
+    """picamera2 over an older libcamera pipeline: the ScalerCrop control's maximum is
+    the crop's size without its offset; the ScalerCropMaximum property has both."""
+    from test_camera import fake_picamera2_class
+
+    base = fake_picamera2_class(rig)
+
+    class Picamera2(base):  # type: ignore[misc,valid-type]
+        @property
+        def camera_controls(self) -> dict[str, Any]:
+            controls = dict(super().camera_controls)
+            *_, width, height = self.camera_properties["ScalerCropMaximum"]
+            low, _, default = controls["ScalerCrop"]
+            controls["ScalerCrop"] = (low, (0, 0, width, height), default)
+            return controls
+
+    return Picamera2
+
+
+async def test_an_older_libcamera_crops_the_square_from_the_middle_of_the_sensor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Camera Module 3 in its binned, cropped mode (768, 432, 3072x1728 of the sensor)
+    on an older libcamera, whose ScalerCrop control's maximum lacks that offset: the
+    square is cut from the middle of what the mode sees, as ScalerCropMaximum says, not
+    from its top left corner (the model would see the room off to one side)."""
+    from test_camera import IMX708_MODES, Frames, feed_for, installed_picamera2, picamera2
+
+    from device.hw.camera_sources import centred_square_crop
+
+    camera = installed_picamera2(monkeypatch, _older_libcamera)
+    camera.modes = [IMX708_MODES[0]]  # the one with an offset: (768, 432, 3072, 1728)
+    frames = Frames()
+    feed = feed_for(picamera2(), frames)
+    feed.start_frames()
+    from helpers import until
+
+    await until(lambda: frames.jpegs)
+    await feed.aclose()
+    square = centred_square_crop(IMX708_MODES[0]["crop_limits"])
+    assert square == (1440, 432, 1728, 1728)
+    assert camera.call("set_controls") == {"ScalerCrop": square}
+
+
+async def test_the_journal_says_a_pi_camera_is_cropped_by_its_isp(
+    camera_rig_journal: tuple[Any, pytest.LogCaptureFixture],
+) -> None:
+    """`camera on:` in the journal says how the square was made: by the ISP (a square
+    ScalerCrop) on a Pi camera; "cropped to a square in software" sends whoever reads it
+    after a crop that never happened (and a picture squeezed by the ISP)."""
+    from helpers import until
+    from test_camera import Frames, feed_for, picamera2
+
+    camera, caplog = camera_rig_journal
+    frames = Frames()
+    feed = feed_for(picamera2(), frames)
+    feed.start_frames()
+    await until(lambda: frames.jpegs)
+    await feed.aclose()
+    (on,) = [r for r in caplog.records if getattr(r, "LIVE_CAMERA", None) == "on"]
+    assert "square ScalerCrop" in on.getMessage(), on.getMessage()
+    assert "ScalerCrop" in camera.call("set_controls")
+
+
+@pytest.fixture
+def camera_rig_journal(
+    pi_camera: Any, caplog: pytest.LogCaptureFixture
+) -> tuple[Any, pytest.LogCaptureFixture]:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="device.hw.camera")
+    return pi_camera, caplog
