@@ -308,3 +308,28 @@ async def test_an_active_high_module_held_at_rest_is_told_by_its_pin(tmp_path: P
         result = await check_button(ctx)
     assert result.status is Status.WARN, result
     assert "GPIO 27" in (result.fix or ""), result.fix
+
+
+@pytest.mark.parametrize(
+    ("tried_again", "fix_says", "never_says"),
+    [(True, "free its pins", "apt install"), (False, "apt install", "free its pins")],
+    ids=["pins busy at boot", "no pin driver"],
+)
+def test_the_doctor_beside_the_service_fixes_unopened_leds_by_why_they_did_not_open(
+    tried_again: bool, fix_says: str, never_says: str
+) -> None:
+    """LEDs the service could not open: pins another program held at boot (tried again)
+    are freed or corrected; a machine with no pin driver at all gets lgpio installed.
+    Each fix given for the other cause sends the owner after what is not wrong."""
+    from test_doctor import RUNNING
+
+    from device.config import Config
+    from device.doctor.result import Status
+    from device.doctor.runner import held_by_the_service
+
+    said = {"ready": True, "state": "idle", "status": "idle", "session_open": False,
+            "faults": [], "turns": [], "unit": RUNNING,
+            "leds_off": {"reason": "GPIO busy", "tried_again": tried_again}}  # fmt: skip
+    line = held_by_the_service("leds", said, Config())
+    assert line.status is Status.FAIL, line
+    assert fix_says in (line.fix or "") and never_says not in (line.fix or ""), line.fix
