@@ -418,3 +418,22 @@ def test_a_person_the_converging_module_takes_a_little_of_is_heard() -> None:
     module = canceller._apm = LeavesSome()
     heard = _box_speaking_to(canceller, module, far_end, [(1.0, True, -40.0), (2.0, True, -8.0)])
     assert frames_dbfs(heard, 1.1, 1.9).min() > -24 - 8 - 1.5
+
+
+async def test_a_lamp_in_a_dark_room_is_a_picture_not_a_capped_lens(
+    pi_camera: Any, tmp_path: Path
+) -> None:
+    """A dark room lit by one lamp (a tenth of the picture): the model sees the lamp and
+    what it lights, and the doctor passes the picture at its first frame; judged by its
+    middling pixels it was warned of as black."""
+    import numpy as np
+
+    from device.doctor.camera import check_camera
+    from device.doctor.result import Status
+
+    room = np.zeros((768, 768, 3), dtype=np.uint8)
+    room[:77] = 200  # the lamp's tenth
+    pi_camera.picture = lambda config: room
+    result = await check_camera(_doctor_camera(tmp_path))
+    assert result.status is Status.PASS, result
+    assert pi_camera.captures == 1
