@@ -422,9 +422,13 @@ def _answer_of(
     froze the box for as long as it took (for good, polling for ever); a large result
     takes time too. An iterator is taken only as far as RESULT_LIMIT could hold
     (`_taken`): an endless one (itertools.count(), a sensor's stream) grew a list in the
-    abandoned thread until the service's memory limit killed the box."""
-    result = _taken(function(device, **kwargs), [RESULT_LIMIT + 1], set())
-    return _as_json(result if isinstance(result, dict) else {"output": result})
+    abandoned thread until the service's memory limit killed the box. A dict is the answer
+    itself, anything else its output: decided by what the tool returned, not by what
+    `_taken` made of it (a dataclass's fields, as a dict, were the answer's own, a field
+    named `error` a failure)."""
+    result = function(device, **kwargs)
+    taken = _taken(result, [RESULT_LIMIT + 1], set())
+    return _as_json(taken if isinstance(result, dict) else {"output": taken})
 
 
 def _taken(value: Any, room: list[int], within: set[int]) -> Any:

@@ -493,3 +493,41 @@ async def test_a_result_that_holds_itself_is_answered_as_not_json() -> None:
     readings["all"] = readings
     answer = await _tool_answer(readings)
     assert "not JSON" in answer.get("error", "") and "ircular" in answer["error"], answer
+
+
+@pytest.mark.parametrize("kind", ["dataclass", "model with a computed field", "model"])
+async def test_a_tools_record_reaches_the_model_as_its_output_whatever_its_kind(
+    kind: str,
+) -> None:
+    """A tool returning a record (a dataclass, a pydantic model) is answered as its
+    output, as a plain dict alone is the answer itself: since stop 57 walked dataclasses
+    and models into dicts, a dataclass's or a computed-field model's fields became the
+    answer's own, and a record's `error` field told the model that the tool failed."""
+    import dataclasses
+
+    from pydantic import BaseModel, computed_field
+
+    @dataclasses.dataclass
+    class Check:
+        ok: bool
+        error: str
+
+    class CheckModel(BaseModel):
+        ok: bool
+
+        @computed_field  # type: ignore[prop-decorator]
+        @property
+        def error(self) -> str:
+            return "the lid is open"
+
+    class PlainModel(BaseModel):
+        ok: bool
+        error: str
+
+    record = {
+        "dataclass": Check(ok=False, error="the lid is open"),
+        "model with a computed field": CheckModel(ok=False),
+        "model": PlainModel(ok=False, error="the lid is open"),
+    }[kind]
+    answer = await _tool_answer(record)
+    assert answer == {"output": {"ok": False, "error": "the lid is open"}}, answer
