@@ -430,3 +430,55 @@ def test_a_terminal_gone_as_a_reply_prints_still_writes_the_audio_of_the_turns_d
     with wave.open(str(wav)) as kept:
         assert kept.readframes(kept.getnframes()) == said.audio
     assert code == 1, "a session cut short is a failure, said by the exit status"
+
+
+FAKE_KEY = "AIzaFakeKeyForTheTest0000000000000000000"
+
+
+def _ask_saying(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, replies: list[Reply]
+) -> tuple[Path, Path]:
+    """`ask` whose session gives `replies`; its config and --audio path."""
+    monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("")
+
+    async def session(cfg: Any, args: Any) -> list[Reply]:
+        return replies
+
+    monkeypatch.setattr(ask_mod, "_ask_and_play", session)
+    return cfg, tmp_path / "reply.wav"
+
+
+def test_ask_says_how_much_reply_audio_it_kept_and_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ask --audio reply.wav` tells the owner what it wrote: without the line, an owner
+    cannot tell a file of the replies from one of nothing."""
+    said = Reply(text="Hi", audio=b"\x01\x00" * 12000, first_audio_s=0.1, seconds=0.5)
+    cfg, wav = _ask_saying(monkeypatch, tmp_path, [said])
+    code = main(["ask", "Hello", "--audio", str(wav), "--config", str(cfg)])
+    assert code == 0
+    assert f"wrote 0.5 s of reply audio to {wav}" in capsys.readouterr().err
+
+
+def test_ask_whose_audio_cannot_be_written_after_the_session_says_why_and_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The card filled while the turns were asked (the check before the session passed):
+    the reply's WAV is not written, and ask says so on stderr and by its exit status,
+    never a 0 a script takes for a kept reply."""
+    from device.audio import pcm
+
+    said = Reply(text="Hi", audio=b"\x01\x00" * 2400, first_audio_s=0.1, seconds=0.2)
+    cfg, wav = _ask_saying(monkeypatch, tmp_path, [said])
+
+    def card_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pcm, "write_wav", card_full)
+    code = main(["ask", "Hello", "--audio", str(wav), "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"--audio {wav}: No space left on device" in err, err
+    assert "wrote" not in err, err

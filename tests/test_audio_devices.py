@@ -275,3 +275,16 @@ async def test_the_doctor_run_by_a_user_outside_the_audio_group_says_so(
     assert result.status is Status.FAIL
     assert result.fix.startswith("This user may not open the sound cards"), result.fix
     assert "Plug the device in" not in result.fix
+
+
+def test_two_webcams_microphones_are_named_as_several_not_a_traceback() -> None:
+    """Two USB webcams (microphones that only record) and `input_device = "USB"`: neither
+    plays, so neither is preferred; the owner is told that "USB" matches several input
+    devices, and which, to name one; not a crash of the service with an IndexError."""
+    from fakes import ALSA_DEFAULT, HEADPHONES, WEBCAM, ListedPortAudio, card
+
+    from device.audio.devices import AudioDeviceError, choose_device
+
+    pa: Any = ListedPortAudio(HEADPHONES, card(WEBCAM, 2), card(WEBCAM, 3), ALSA_DEFAULT)
+    with pytest.raises(AudioDeviceError, match="'USB' matches several input devices"):
+        choose_device(pa, "USB", "input")

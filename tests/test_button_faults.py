@@ -421,3 +421,25 @@ async def test_an_active_high_button_held_at_rest_is_not_told_to_set_active_high
     assert result.status is Status.WARN and "reads pressed" in result.measured, result
     assert "active_high = true" not in (result.fix or ""), result.fix
     assert "active_high = false" in (result.fix or ""), result.fix
+
+
+async def test_an_active_high_module_held_at_rest_is_told_by_its_pin(tmp_path: Path) -> None:
+    """`[button] active_high = true` on GPIO 27, a module that reads high with nobody at
+    it: the fix names the pin to look at, as it does for a button to ground."""
+    from gpiozero.pins.mock import MockPin
+    from helpers import mock_pins
+    from test_doctor import context
+
+    from device.doctor.gpio import check_button
+    from device.doctor.result import Options, Status
+
+    class DrivenHighAtRest(MockPin):
+        def _set_pull(self, value: str) -> None:
+            self._pull = value
+            self.drive_high()
+
+    ctx = context(tmp_path, Options(button_wait_s=0.2), button={"active_high": True, "pin": 27})
+    with mock_pins(DrivenHighAtRest):
+        result = await check_button(ctx)
+    assert result.status is Status.WARN, result
+    assert "GPIO 27" in (result.fix or ""), result.fix

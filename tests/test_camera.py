@@ -1578,3 +1578,154 @@ async def test_the_camera_crops_a_square_where_libcamera_has_no_scaler_crop_maxi
     await until(lambda: frames.jpegs)
     await feed.aclose()
     assert ("set_controls", {"ScalerCrop": (1008, 0, 2592, 2592)}) in camera.calls
+
+
+@pytest.fixture
+def pi_camera(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A fake Pi camera (picamera2) and the rig it reports to."""
+    from test_camera import fake_picamera2_class, installed_picamera2
+
+    return installed_picamera2(monkeypatch, fake_picamera2_class)
+
+
+def _doctor_camera(tmp_path: Path) -> Any:
+    from fakes import config
+
+    from device.doctor.progress import Progress
+    from device.doctor.result import Context, Options
+
+    cfg = config(camera={"enabled": True, "source": "picamera2"})
+    return Context(cfg, Options(camera_out=tmp_path / "camera.jpg"), Progress(spinner=False))
+
+
+async def test_the_doctor_warns_of_a_capped_lens_once_a_camera_had_its_second_to_settle(
+    pi_camera: Any, tmp_path: Path
+) -> None:
+    """A lens cap on: `doctor camera` takes the picture again while a camera may still be
+    settling (a second from its first frame), then warns; an owner does not wait many
+    seconds on a camera that is black all along."""
+    import time
+
+    import numpy as np
+
+    from device.doctor.camera import check_camera
+    from device.doctor.result import Status
+
+    pi_camera.picture = lambda config: np.zeros((768, 768, 3), dtype=np.uint8)
+    started = time.monotonic()
+    result = await check_camera(_doctor_camera(tmp_path))
+    assert result.status is Status.WARN, result
+    assert time.monotonic() - started < 3.0, "a black camera kept the owner waiting"
+    assert pi_camera.captures > 1, "taken again while the camera could still be settling"
+
+
+async def test_a_picture_just_bright_enough_to_show_something_passes_at_its_first_frame(
+    pi_camera: Any, tmp_path: Path
+) -> None:
+    """A picture whose brightest pixels are BLACK_LEVEL shows the model something: the
+    doctor passes it, at once, as the service would send it; it is not taken again for a
+    second and then warned of as black."""
+    import numpy as np
+
+    from device.doctor.camera import check_camera
+    from device.doctor.result import Status
+    from device.hw.camera import BLACK_LEVEL
+
+    level = np.full((768, 768, 3), BLACK_LEVEL, dtype=np.uint8)
+    pi_camera.picture = lambda config: level
+    result = await check_camera(_doctor_camera(tmp_path))
+    assert result.status is Status.PASS, result
+    assert pi_camera.captures == 1
+
+
+def _older_libcamera(rig: Any) -> type:
+    """picamera2 over an older libcamera pipeline: the ScalerCrop control's maximum is
+    the crop's size without its offset; the ScalerCropMaximum property has both."""
+    from test_camera import fake_picamera2_class
+
+    base = fake_picamera2_class(rig)
+
+    class Picamera2(base):  # type: ignore[misc,valid-type]
+        @property
+        def camera_controls(self) -> dict[str, Any]:
+            controls = dict(super().camera_controls)
+            *_, width, height = self.camera_properties["ScalerCropMaximum"]
+            low, _, default = controls["ScalerCrop"]
+            controls["ScalerCrop"] = (low, (0, 0, width, height), default)
+            return controls
+
+    return Picamera2
+
+
+async def test_an_older_libcamera_crops_the_square_from_the_middle_of_the_sensor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Camera Module 3 in its binned, cropped mode (768, 432, 3072x1728 of the sensor)
+    on an older libcamera, whose ScalerCrop control's maximum lacks that offset: the
+    square is cut from the middle of what the mode sees, as ScalerCropMaximum says, not
+    from its top left corner (the model would see the room off to one side)."""
+    from test_camera import IMX708_MODES, Frames, feed_for, installed_picamera2, picamera2
+
+    from device.hw.camera_sources import centred_square_crop
+
+    camera = installed_picamera2(monkeypatch, _older_libcamera)
+    camera.modes = [IMX708_MODES[0]]  # the one with an offset: (768, 432, 3072, 1728)
+    frames = Frames()
+    feed = feed_for(picamera2(), frames)
+    feed.start_frames()
+    from helpers import until
+
+    await until(lambda: frames.jpegs)
+    await feed.aclose()
+    square = centred_square_crop(IMX708_MODES[0]["crop_limits"])
+    assert square == (1440, 432, 1728, 1728)
+    assert camera.call("set_controls") == {"ScalerCrop": square}
+
+
+async def test_the_journal_says_a_pi_camera_is_cropped_by_its_isp(
+    camera_rig_journal: tuple[Any, pytest.LogCaptureFixture],
+) -> None:
+    """`camera on:` in the journal says how the square was made: by the ISP (a square
+    ScalerCrop) on a Pi camera; "cropped to a square in software" sends whoever reads it
+    after a crop that never happened (and a picture squeezed by the ISP)."""
+    from helpers import until
+    from test_camera import Frames, feed_for, picamera2
+
+    camera, caplog = camera_rig_journal
+    frames = Frames()
+    feed = feed_for(picamera2(), frames)
+    feed.start_frames()
+    await until(lambda: frames.jpegs)
+    await feed.aclose()
+    (on,) = [r for r in caplog.records if getattr(r, "LIVE_CAMERA", None) == "on"]
+    assert "square ScalerCrop" in on.getMessage(), on.getMessage()
+    assert "ScalerCrop" in camera.call("set_controls")
+
+
+@pytest.fixture
+def camera_rig_journal(
+    pi_camera: Any, caplog: pytest.LogCaptureFixture
+) -> tuple[Any, pytest.LogCaptureFixture]:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="device.hw.camera")
+    return pi_camera, caplog
+
+
+async def test_a_lamp_in_a_dark_room_is_a_picture_not_a_capped_lens(
+    pi_camera: Any, tmp_path: Path
+) -> None:
+    """A dark room lit by one lamp (a tenth of the picture): the model sees the lamp and
+    what it lights, and the doctor passes the picture at its first frame; judged by its
+    middling pixels it was warned of as black."""
+    import numpy as np
+
+    from device.doctor.camera import check_camera
+    from device.doctor.result import Status
+
+    room = np.zeros((768, 768, 3), dtype=np.uint8)
+    room[:77] = 200  # the lamp's tenth
+    pi_camera.picture = lambda config: room
+    result = await check_camera(_doctor_camera(tmp_path))
+    assert result.status is Status.PASS, result
+    assert pi_camera.captures == 1

@@ -1669,3 +1669,26 @@ def test_doctor_quiet_plays_no_tone_at_the_speaker(
     assert pcm.rms_dbfs(heard) < -60, "a sound reached the speaker of a doctor told --quiet"
 
 
+@pytest.mark.parametrize(
+    ("tried_again", "fix_says", "never_says"),
+    [(True, "free its pins", "apt install"), (False, "apt install", "free its pins")],
+    ids=["pins busy at boot", "no pin driver"],
+)
+def test_the_doctor_beside_the_service_fixes_unopened_leds_by_why_they_did_not_open(
+    tried_again: bool, fix_says: str, never_says: str
+) -> None:
+    """LEDs the service could not open: pins another program held at boot (tried again)
+    are freed or corrected; a machine with no pin driver at all gets lgpio installed.
+    Each fix given for the other cause sends the owner after what is not wrong."""
+    from test_doctor import RUNNING
+
+    from device.config import Config
+    from device.doctor.result import Status
+    from device.doctor.runner import held_by_the_service
+
+    said = {"ready": True, "state": "idle", "status": "idle", "session_open": False,
+            "faults": [], "turns": [], "unit": RUNNING,
+            "leds_off": {"reason": "GPIO busy", "tried_again": tried_again}}  # fmt: skip
+    line = held_by_the_service("leds", said, Config())
+    assert line.status is Status.FAIL, line
+    assert fix_says in (line.fix or "") and never_says not in (line.fix or ""), line.fix

@@ -320,3 +320,18 @@ async def test_leds_that_stopped_showing_are_not_said_to_be_unopened_pins(
         assert "free its pins" not in fix and "once they open" not in fix, fix
         said = next(text for text in summary_lines(status) if text.startswith("leds:"))
         assert "less often" not in said, said
+
+
+async def test_ctl_status_says_leds_whose_writes_fail_are_tried_again_every_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ctl status` on a box whose LEDs' writes fail says they are tried again (at each
+    frame): said with no word of a retry, the owner takes them for given up on, and
+    restarts the service for nothing."""
+    from test_leds_opened_late import failing_from_a_press
+
+    from device.doctor.daemon import summary_lines
+
+    async with failing_from_a_press(tmp_path, monkeypatch) as (box, _):
+        said = next(t for t in summary_lines(box.appliance.status()) if t.startswith("leds:"))
+    assert said.endswith("(each frame tried again until one shows)"), said

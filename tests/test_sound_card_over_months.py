@@ -4,6 +4,7 @@ held by another program or plugged back."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
 import os
@@ -287,3 +288,66 @@ def test_the_doctor_beside_a_service_that_lost_its_card_names_the_taker_with_sud
     line = held_by_the_service(check, said, Config())
     assert line.status is Status.FAIL, line
     assert SEES_EVERY_USER in (line.fix or ""), line.fix
+
+
+def _state_dir_of_the_service(monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> None:
+    """The owner's view of the service's state directory (0700, not theirs): nothing in
+    it can even be looked at (EACCES), as the doctor run without sudo sees it."""
+    import os
+
+    real = os.stat
+
+    def refused(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if str(path).startswith(f"{state_dir}/"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", refused)
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["tone", "--quiet"])
+async def test_the_doctor_without_sudo_says_it_could_not_read_the_kept_volume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quiet: bool
+) -> None:
+    """`live-appliance doctor speaker`, without sudo, on a box someone asked to be quiet
+    (0 % kept in the service's own 0700 directory, which the owner may not even look
+    into): the tone sounded and the line passed, "you should have heard it", as if the
+    box played at the configured volume; it must say the kept one was not read."""
+    import json
+
+    from fakes import config
+    from test_sound_card_over_months import _plays
+
+    from device.audio.playback import Playback
+    from device.doctor import audio as doctor_audio
+    from device.doctor.progress import Progress
+    from device.doctor.result import Context, Options
+
+    (tmp_path / "state.json").write_text(json.dumps({"volume": 0.0, "volume_configured": 1.0}))
+    monkeypatch.setattr(Playback, "_open", _plays)
+    _state_dir_of_the_service(monkeypatch, tmp_path)
+    cfg = config(service={"state_dir": str(tmp_path)})
+    ctx = Context(cfg, Options(quiet=quiet), Progress(spinner=False))
+    result = await doctor_audio.check_speaker(ctx)
+    assert "sudo live-appliance doctor speaker" in result.measured, result.measured
+
+
+async def test_the_doctor_on_a_new_box_passes_its_speaker_at_the_configured_volume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A box that has kept no volume yet (first boot, nobody asked it to be louder or
+    softer): the speaker passes at the configured volume, with no word of a volume the
+    owner may not read: there is none, and sudo would change nothing."""
+    from fakes import config
+    from test_sound_card_over_months import _plays
+
+    from device.audio.playback import Playback
+    from device.doctor import audio as doctor_audio
+    from device.doctor.progress import Progress
+    from device.doctor.result import Context, Options, Status
+
+    monkeypatch.setattr(Playback, "_open", _plays)
+    cfg = config(service={"state_dir": str(tmp_path / "not-yet")})
+    result = await doctor_audio.check_speaker(Context(cfg, Options(), Progress(spinner=False)))
+    assert result.status is Status.PASS, result.measured
+    assert "sudo" not in result.measured and "not this user's" not in result.measured

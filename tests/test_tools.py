@@ -980,3 +980,97 @@ async def test_a_stream_in_a_holder_of_another_kind_is_read_no_further_than_coul
     assert response.response is not None
     assert "too large" in response.response.get("error", ""), str(response.response)[:200]
     assert read <= RESULT_LIMIT + 1, f"{read} readings taken from the stream"
+
+
+async def _tool_answer(result: Any) -> dict[str, Any]:
+    """The response the model gets from a tool that returns `result`."""
+    from google.genai import types
+    from test_tools import FakeActions
+
+    from device.config import ToolsConfig
+    from device.tools import Registry, ToolBox
+
+    registry = Registry()
+
+    @registry.tool
+    def sensor(device: Any) -> Any:
+        """The sensor's readings."""
+        return result
+
+    toolbox = ToolBox(ToolsConfig(enabled=("sensor",), timeout_s=10.0), FakeActions(),
+                      registry=registry)  # fmt: skip
+    response = await toolbox.run(types.FunctionCall(id="c1", name="sensor", args={}))
+    assert response.response is not None
+    return dict(response.response)
+
+
+async def test_readings_in_a_models_computed_field_reach_the_model() -> None:
+    """A tool returning a pydantic model whose readings are a computed field handing out a
+    stream: the model is told the readings, not an empty list (a copy of the model
+    reads the field afresh, from a stream already read)."""
+    from test_tools import ComputedModel
+
+    answer = await _tool_answer(ComputedModel.of(iter([20, 21, 22])))
+    assert answer.get("output", answer) == {"values": [20, 21, 22]}, answer
+
+
+async def test_a_models_aliases_reach_the_model() -> None:
+    """A tool returning a pydantic model with aliased fields (`sensorName`), a stream in
+    it: the model is told the fields by the names the tool's model gives them."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class Reading(BaseModel):
+        model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
+
+        sensor_name: str = Field(alias="sensorName")
+        values: Any
+
+    answer = await _tool_answer(Reading(sensor_name="thermometer", values=iter([20, 21])))
+    assert answer == {"output": {"sensorName": "thermometer", "values": [20, 21]}}, answer
+
+
+async def test_a_result_that_holds_itself_is_answered_as_not_json() -> None:
+    """A tool whose result holds itself (a dict of readings with a link back to it): the
+    model is told the result is not JSON, a circular reference, as pydantic names it."""
+    readings: dict[str, Any] = {"values": iter([20, 21])}
+    readings["all"] = readings
+    answer = await _tool_answer(readings)
+    assert "not JSON" in answer.get("error", "") and "ircular" in answer["error"], answer
+
+
+@pytest.mark.parametrize("kind", ["dataclass", "model with a computed field", "model"])
+async def test_a_tools_record_reaches_the_model_as_its_output_whatever_its_kind(
+    kind: str,
+) -> None:
+    """A tool returning a record (a dataclass, a pydantic model) is answered as its
+    output, as a plain dict alone is the answer itself: since stop 57 walked dataclasses
+    and models into dicts, a dataclass's or a computed-field model's fields became the
+    answer's own, and a record's `error` field told the model that the tool failed."""
+    import dataclasses
+
+    from pydantic import BaseModel, computed_field
+
+    @dataclasses.dataclass
+    class Check:
+        ok: bool
+        error: str
+
+    class CheckModel(BaseModel):
+        ok: bool
+
+        @computed_field  # type: ignore[prop-decorator]
+        @property
+        def error(self) -> str:
+            return "the lid is open"
+
+    class PlainModel(BaseModel):
+        ok: bool
+        error: str
+
+    record = {
+        "dataclass": Check(ok=False, error="the lid is open"),
+        "model with a computed field": CheckModel(ok=False),
+        "model": PlainModel(ok=False, error="the lid is open"),
+    }[kind]
+    answer = await _tool_answer(record)
+    assert answer == {"output": {"ok": False, "error": "the lid is open"}}, answer
