@@ -9,9 +9,9 @@ latency earlier, with timestamps that jitter as thread scheduling does.
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
 
 import numpy as np
 import pytest
@@ -505,20 +505,15 @@ def test_push_to_talk_cancels_no_echo_and_suppresses_noise_only_when_asked(
 
 
 def _box_speaking_to(
-    canceller: Any,
-    module: Any,
-    far_end: Any,
+    canceller: Canceller,
+    module: LeavesSome,
+    far_end: FarEnd,
     script: list[tuple[float, bool, float]],
-    between: Any = None,
-) -> Any:
+    between: Callable[[float], bool] | None = None,
+) -> np.ndarray:
     """What the server hears of -24 dBFS at the microphone while the box speaks (or not)
     and the module leaves `left_db` of it, by `script` (until, the box speaking, left_db);
     `between(t)` is called before each 40 ms block."""
-    import numpy as np
-    from test_audio_echo import SPEAKER_RATE, T0
-
-    from device.audio.echo import RATE
-
     mic = np.random.default_rng(3).standard_normal(round(script[-1][0] * RATE)) * 2000
     mic16 = np.round(mic).astype(np.int16)
     out = []
@@ -537,12 +532,8 @@ def test_after_a_reply_cut_short_the_modules_second_second_is_guarded_again() ->
     afresh, and for the second second of hearing the box again what it leaves of the
     echo (15 dB under the microphone) is lowered, as after the box's first words; else
     the server hears the box, and the box interrupts itself."""
-    from test_audio_echo import T0, LeavesSome, frames_dbfs
-
-    from device.audio import echo
-
-    far_end = echo.FarEnd()
-    canceller = echo.Canceller(far_end)
+    far_end = FarEnd()
+    canceller = Canceller(far_end)
     module = canceller._apm = LeavesSome()
 
     def cut_at_3(t: float) -> bool:
@@ -560,12 +551,8 @@ def test_a_canceller_switched_on_again_while_the_box_speaks_keeps_cleaning() -> 
     speaking, its module long converged: the first block after the start is not whole
     frames (the module's priming is dropped from it), and the guard must take it; a
     canceller that failed there sent the box's own voice, as recorded, from then on."""
-    from test_audio_echo import LeavesSome, frames_dbfs
-
-    from device.audio import echo
-
-    far_end = echo.FarEnd()
-    canceller = echo.Canceller(far_end)
+    far_end = FarEnd()
+    canceller = Canceller(far_end)
     module = canceller._apm = LeavesSome()
     script = [(5.0, True, -40.0)]
     heard = _box_speaking_to(canceller, module, far_end, script,
@@ -578,12 +565,8 @@ def test_a_person_the_converging_module_takes_a_little_of_is_heard() -> None:
     """In the module's second second of hearing the box, a person talking over it whom the
     module takes 8 dB out of (still converging) is what the server hears, as they are
     left: only what it takes RESIDUE_DB or more out of is the echo's residue."""
-    from test_audio_echo import LeavesSome, frames_dbfs
-
-    from device.audio import echo
-
-    far_end = echo.FarEnd()
-    canceller = echo.Canceller(far_end)
+    far_end = FarEnd()
+    canceller = Canceller(far_end)
     module = canceller._apm = LeavesSome()
     heard = _box_speaking_to(canceller, module, far_end, [(1.0, True, -40.0), (2.0, True, -8.0)])
     assert frames_dbfs(heard, 1.1, 1.9).min() > -24 - 8 - 1.5
