@@ -69,6 +69,10 @@ class Room:
     gap_at_s: float | None = None  # the speaker stops here...
     gap_s: float = 0.06  # ...and plays on this much later:
     barge_in: bool = False  # a reply cut short (FarEnd.cut), or else a writer that ran late
+    #: ...or else the next reply: the stream stopped and started again, and its echo comes
+    #: back `moved_s` later than the writer's count says (a new run's start is not exact).
+    new_run: bool = False
+    moved_s: float = 0.0
     jitter_s: float = 0.001
     in_latency_s: float = 0.002  # a capture callback runs as soon as its block is recorded
 
@@ -89,7 +93,7 @@ def run(
     echo_ = np.convolve(played, response)[: played.size] * room.gain
     gap_piece = None if room.gap_at_s is None else round(room.gap_at_s / PIECE_S)
     if gap_piece is not None:
-        at, gap = round(gap_piece * PIECE_S * RATE), round(room.gap_s * RATE)
+        at, gap = round(gap_piece * PIECE_S * RATE), round((room.gap_s + room.moved_s) * RATE)
         echo_[at:] = np.concatenate([np.zeros(gap), echo_[at:]])[: echo_.size - at]
     mic = echo_ + talker + rng.standard_normal(played.size) * 1e-4
     mic16 = np.round(np.clip(mic, -1, 1) * 32767).astype(np.int16)
@@ -112,7 +116,8 @@ def run(
         if kind == "play":
             late = room.gap_s if gap_piece is not None and i >= gap_piece else 0.0
             samples = far24[i * piece : (i + 1) * piece].astype(np.int16)
-            far_end.played(samples, SPEAKER_RATE, T0 + i * PIECE_S + late)
+            first_of_run = room.new_run and i == gap_piece
+            far_end.played(samples, SPEAKER_RATE, T0 + i * PIECE_S + late, first_of_run)
         elif kind == "cut":
             far_end.cut(T0 + i * PIECE_S)
         else:
@@ -176,6 +181,36 @@ def test_after_the_echo_moves_its_echo_stays_out(barge_in: bool) -> None:
     far = reply(9)
     _, out, _ = run(far, np.zeros(far.size), Room(gap_at_s=5.0, barge_in=barge_in))
     assert frames_dbfs(out, 1.0, 9.0).max() < VOICE_DBFS
+
+
+def test_at_the_next_reply_a_person_is_heard_at_once_and_the_echo_stays_out() -> None:
+    """The next reply is a new run of the speaker's stream, its echo a few ms from where
+    the last one's was: the canceller finds where and goes on with what the module
+    learned, so that a person talking over the reply's first second is heard (a module
+    started afresh is guarded then: the box could not be interrupted there)."""
+    far = reply(9.0)
+    talker = np.zeros(far.size)
+    words = spoken("Stop, what about Sunday morning?", -26.0)
+    talker[6 * RATE : 6 * RATE + words.size] = words  # 0.5 s into the next reply
+    mic, out, _ = run(far, talker, Room(gap_at_s=4.0, gap_s=1.5, new_run=True, moved_s=0.003))
+    found = 5.5 + echo.ALIGN_S + 0.05  # the next reply, once its echo is found
+    assert frames_dbfs(out, found, 6.0).max() < VOICE_DBFS  # the box alone: not heard
+    assert erle_db(mic, out, found, 6.0) > 30  # its echo out from there, as before the pause
+    # The person, in their first half second, as through a reply's later seconds (a test
+    # above: half of it, the box as loud as they are at the microphone); none of it
+    # through the guard of a module started afresh.
+    assert voiced(talker, out, 6.0, 6.5) >= 0.5
+
+
+@pytest.mark.parametrize("moved_s", [0.0, 0.003, -0.004, 0.03])
+def test_at_the_next_reply_its_echo_stays_out_wherever_it_comes_back(moved_s: float) -> None:
+    """Where the next reply's echo comes back, nearer or farther than the last one's; one
+    moved too far to follow (or not found) starts the module afresh, guarded."""
+    far = reply(8.0)
+    _, out, _ = run(
+        far, np.zeros(far.size), Room(gap_at_s=4.0, gap_s=1.5, new_run=True, moved_s=moved_s)
+    )
+    assert frames_dbfs(out, 5.4, 8.0).max() < VOICE_DBFS
 
 
 def test_it_rests_while_the_speaker_is_quiet_and_the_words_go_on_as_recorded() -> None:
@@ -389,8 +424,10 @@ def test_far_end_says_when_the_speaker_did_not_follow_on() -> None:
     far_end.played(np.full(160, 1000, dtype=np.int16), RATE, T0)
     far_end.played(np.full(160, 1000, dtype=np.int16), RATE, T0 + 0.01)
     assert not far_end.moved  # one piece after the other
-    far_end.played(np.full(160, 1000, dtype=np.int16), RATE, T0 + 0.5)
-    assert far_end.moved  # a new run of the stream
+    far_end.played(np.full(160, 1000, dtype=np.int16), RATE, T0 + 0.5, new_run=True)
+    assert far_end.new_run and not far_end.moved  # the next reply: its echo is found again
+    far_end.played(np.full(160, 1000, dtype=np.int16), RATE, T0 + 0.7)
+    assert far_end.moved  # the device ran dry within a run: an xrun
 
 
 def test_a_cut_silences_what_the_device_was_handed_but_never_played() -> None:
@@ -532,6 +569,7 @@ def test_after_a_reply_cut_short_the_modules_second_second_is_guarded_again() ->
     afresh, and for the second second of hearing the box again what it leaves of the
     echo (15 dB under the microphone) is lowered, as after the box's first words; else
     the server hears the box, and the box interrupts itself."""
+
     far_end = FarEnd()
     canceller = Canceller(far_end)
     module = canceller._apm = LeavesSome()
@@ -551,6 +589,7 @@ def test_a_canceller_switched_on_again_while_the_box_speaks_keeps_cleaning() -> 
     speaking, its module long converged: the first block after the start is not whole
     frames (the module's priming is dropped from it), and the guard must take it; a
     canceller that failed there sent the box's own voice, as recorded, from then on."""
+
     far_end = FarEnd()
     canceller = Canceller(far_end)
     module = canceller._apm = LeavesSome()
@@ -565,8 +604,37 @@ def test_a_person_the_converging_module_takes_a_little_of_is_heard() -> None:
     """In the module's second second of hearing the box, a person talking over it whom the
     module takes 8 dB out of (still converging) is what the server hears, as they are
     left: only what it takes RESIDUE_DB or more out of is the echo's residue."""
+
     far_end = FarEnd()
     canceller = Canceller(far_end)
     module = canceller._apm = LeavesSome()
     heard = _box_speaking_to(canceller, module, far_end, [(1.0, True, -40.0), (2.0, True, -8.0)])
     assert frames_dbfs(heard, 1.1, 1.9).min() > -24 - 8 - 1.5
+
+
+def test_a_word_after_a_pause_in_the_reply_is_lowered_while_the_module_catches_it() -> None:
+    """At a word after a pause in a reply a long converged AEC3 now and then hands back its
+    first 50 ms as recorded (seen on the loopback: the box interrupted itself); for
+    ONSET_S from the box speaking again, what comes out is lowered. A person the module
+    lets through in the middle of a reply is not."""
+    far_end = FarEnd()
+    canceller = Canceller(far_end)
+    module = canceller._apm = LeavesSome()
+    script = [(3.0, True, -40.0), (3.28, False, -40.0), (3.36, True, 0.0), (4.0, True, -40.0),
+              (4.2, True, 0.0), (5.0, True, -40.0)]  # fmt: skip
+    heard = _box_speaking_to(canceller, module, far_end, script)
+    assert frames_dbfs(heard, 3.3, 3.36).max() < -24 - echo.GUARD_DB + 1.5
+    assert frames_dbfs(heard, 4.05, 4.2).min() > -24 - 1.5
+
+
+def test_the_echos_delay_is_found_in_the_box_voice_and_not_in_a_persons() -> None:
+    """The next reply's echo is found where it is, in 0.2 s of the box's voice, nearer the
+    last one's than ALIGN_REACH_S; a person's voice alone (no echo in it) is no echo."""
+    far = np.round(reply(1.0)[: round(echo.ALIGN_S * RATE) + 800] * 32767).astype(np.int16)
+    near = np.concatenate([np.zeros(240), far[:-240] // 2])  # 15 ms later, 6 dB down
+    window = slice(800, None)  # from the box's first words (the reply starts quiet)
+    assert echo.echo_delay(near[window], far[window]) == 240
+    assert echo.echo_delay(near[window], far[window], around=200) == 240
+    assert echo.echo_delay(near[window], far[window], around=240 + 400) is None  # too far
+    person = np.round(spoken("What about Sunday?", -26.0)[: far.size] * 32767).astype(np.int16)
+    assert echo.echo_delay(person[window], far[window]) is None

@@ -370,6 +370,7 @@ class Playback(PortAudioStream):
         }
         running, runs_out = False, 0.0  # when the device has played all it was given
         on_time = True  # the last write's audio was waiting before the device ran out
+        new_run = False
         self._playing = False
         try:
             while True:
@@ -403,6 +404,7 @@ class Playback(PortAudioStream):
                     self._portaudio(stream.start)
                     now = time.monotonic()  # the first write starts the device
                     running, runs_out, on_time = True, now, True
+                    new_run = True
                     piece += bytes(max(0, period * frame - len(piece)))  # at least a period
                 # PortAudio learns of a run-out when it next looks, which may be a write
                 # later: it is the speaker's fault only if this write and the one before
@@ -412,7 +414,8 @@ class Playback(PortAudioStream):
                 plays = max(runs_out, now)  # the device has played all before it by then
                 if self.far_end is not None:
                     mono = np.frombuffer(piece, dtype=np.int16)[:: self.channels]
-                    self.far_end.played(mono, rate, plays)
+                    self.far_end.played(mono, rate, plays, new_run)
+                    new_run = False
                 if self._portaudio(stream.write, piece):
                     self._ran_out(waited=waited and on_time)
                 runs_out = plays + len(piece) / frame / rate
