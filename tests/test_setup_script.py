@@ -41,6 +41,7 @@ def run_setup(
     checkout = tmp_path / "a checkout"
     (checkout / "scripts").mkdir(parents=True)
     shutil.copy(SETUP, checkout / "scripts" / "setup")
+    shutil.copytree(ROOT / "scripts" / "lib", checkout / "scripts" / "lib")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "calls.log"
@@ -145,6 +146,7 @@ def run_scripts_test(tmp_path: Path, pytest_status: int) -> subprocess.Completed
     checkout = tmp_path / "checkout"
     (checkout / "scripts").mkdir(parents=True)
     shutil.copy(ROOT / "scripts" / "test", checkout / "scripts" / "test")
+    shutil.copytree(ROOT / "scripts" / "lib", checkout / "scripts" / "lib")
     bin_dir = checkout / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     stand_ins = {
