@@ -18,6 +18,7 @@ import ctypes.util
 PA_INT16 = 0x00000008
 PA_CLIP_OFF = 0x00000001
 PA_OUTPUT_UNDERFLOWED = -9980
+PA_BAD_STREAM_PTR = -9988
 
 
 class PortAudioError(OSError):
@@ -101,7 +102,13 @@ class OutputStream:
             lib.Pa_Terminate()
             raise
         self.frame_bytes = 2 * channels
-        self.output_latency = lib.Pa_GetStreamInfo(self._stream).contents.outputLatency
+        # NULL for a stream PortAudio no longer knows: closed here (left open, it held the
+        # card) and said as the OSError the audio keeper tries again on.
+        info = lib.Pa_GetStreamInfo(self._stream)
+        if not info:
+            self.close()
+            raise PortAudioError(PA_BAD_STREAM_PTR, "PortAudio has no information on the stream")
+        self.output_latency = info.contents.outputLatency
 
     def start(self) -> None:
         """Ready the device; the first write starts it with that audio at its head."""
