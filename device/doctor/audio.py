@@ -371,11 +371,20 @@ def _mic_plan(ctx: Context) -> Result:
     from device.parts import Parts
 
     plan = Parts(ctx.cfg).mic_plan  # decided as the service decides it
+    hands_free: str = plan.mic_during_playback
+    push_to_talk = ctx.cfg.button.mode != "toggle"
+    if push_to_talk and plan.missing is None:
+        # The service needs no canceller, and does not look: the owner who would switch to
+        # hands-free learns here that this box would gate, not cancel.
+        audio = ctx.cfg.audio
+        would = echo.plan(audio.mic_during_playback, audio.noise_suppression, hands_free=True)
+        if would.fell_back:
+            hands_free = f"{would.mic_during_playback} (cancel cannot run: {would.missing})"
     measured = (
-        f"while the box speaks hands-free: {plan.mic_during_playback}; "
+        f"while the box speaks hands-free: {hands_free}; "
         f"noise suppression {'on' if plan.noise else 'off'}"
     )
-    if ctx.cfg.button.mode != "toggle":
+    if push_to_talk:
         measured += " (push-to-talk: the microphone is open only while the button is held)"
     data = {"mic_during_playback": plan.mic_during_playback, "noise_suppression": plan.noise}
     if plan.missing:

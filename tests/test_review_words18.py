@@ -1,0 +1,139 @@
+"""Issue 18's words, checked as a Pi owner would: a box without the echo canceller's
+binding gates and says so once, the doctor names the way in use, and every echo setting
+with a wrong value is a clear error naming its key."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+from fakes import CHUNK, config, running
+from helpers import until
+
+from device import config as settings
+from device.audio import echo
+from device.doctor.audio import _mic_plan
+from device.doctor.progress import Progress
+from device.doctor.result import Context, Options, Status
+from device.errors import ConfigError
+from device.states import ReplyAudio, SetupComplete, TurnComplete
+
+REPLY = b"\x01\x02" * 24000  # 1 s at 24 kHz
+
+
+def no_binding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """32-bit Raspberry Pi OS: pywebrtc-audio has no wheel there, its import fails."""
+    monkeypatch.setitem(sys.modules, echo.BINDING, None)
+
+
+def said_the_fallback(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Journal lines that speak of the missing module or the gate it falls back to."""
+    return [
+        r for r in caplog.records
+        if getattr(r, "LIVE_MIC_DURING_PLAYBACK", None) or "pywebrtc" in r.getMessage()
+    ]  # fmt: skip
+
+
+async def test_without_the_binding_the_box_gates_every_reply_and_says_so_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two hands-free conversations of two replies each: every reply gated (nothing the
+    microphone hears while the box speaks reaches the service), and one journal line for
+    the whole run, not one a conversation or a reply."""
+    no_binding(monkeypatch)
+    caplog.set_level(logging.DEBUG)
+    async with running(tmp_path, config(button={"mode": "toggle"})) as box:
+        for _ in range(2):
+            await box.ctl("press")
+            box.link.deliver(SetupComplete)
+            await box.settle()
+            for _ in range(2):
+                box.link.deliver(ReplyAudio, pcm=REPLY)
+                await box.settle()
+                assert box.state == "speaking" and box.mic.muted
+                box.link.sent()
+                box.mic.record(CHUNK)  # the box's own voice
+                await box.settle()
+                assert not [i for i in box.link.sent() if i.kind == "audio"]
+                box.link.deliver(TurnComplete)
+                box.speaker.play()
+                await until(lambda: box.state == "listening")
+                assert not box.mic.muted
+            await box.ctl("press")  # the conversation ends
+            await until(lambda: box.state == "idle")
+    said = said_the_fallback(caplog)
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert said[0].levelno == logging.WARNING
+
+
+@pytest.mark.parametrize("mode", ["toggle", "push_to_talk"])
+def test_the_doctor_says_gate_where_the_binding_is_missing(
+    monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """The default `mic_during_playback = "cancel"` on a box that cannot cancel: whichever
+    the button mode, the doctor's echo line (text and JSON data) does not claim the box
+    would cancel its echo while it speaks hands-free: it would gate."""
+    no_binding(monkeypatch)
+    result = _mic_plan(Context(config(button={"mode": mode}), Options(), Progress()))
+    print(result.status, result.measured, result.data)
+    assert "hands-free: cancel" not in result.measured
+    assert "gate" in result.measured
+
+
+def test_the_doctor_says_cancel_where_the_binding_runs() -> None:
+    result = _mic_plan(Context(config(button={"mode": "toggle"}), Options(), Progress()))
+    assert result.status is Status.PASS
+    assert result.data["mic_during_playback"] == "cancel"
+    assert "hands-free: cancel" in result.measured
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ('mic_during_playback = "cancle"', "one of 'cancel', 'gate', 'attenuate', 'open'"),
+        ('mic_during_playback = "CANCEL"', "one of 'cancel'"),
+        ("mic_during_playback = 1", "one of 'cancel'"),
+        ("mic_during_playback = true", "one of 'cancel'"),
+        ('mic_during_playback = ["cancel"]', "one of 'cancel'"),
+        ('noise_suppression = "yes"', "true or false"),
+        ("noise_suppression = 1", "true or false"),
+        ('attenuation_db = "30"', "a number"),
+        ("attenuation_db = -1", "between 0 and 90"),
+        ("attenuation_db = nan", "between 0 and 90"),
+        ("attenuation_db = inf", "between 0 and 90"),
+        ("attenuation_db = true", "a number"),
+        ('earcons = "no"', "true or false"),
+        ("noise_supression = true", "did you mean noise_suppression"),
+        ('mic_during_playbak = "gate"', "did you mean mic_during_playback"),
+    ],
+)
+def test_a_wrong_echo_setting_is_a_clear_error_naming_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str, words: str
+) -> None:
+    for name in [n for n in __import__("os").environ if n.startswith(settings.ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    path = tmp_path / "config.toml"
+    path.write_text(f"[audio]\n{line}\n")
+    with pytest.raises(ConfigError) as caught:
+        settings.load(path, key=False)
+    message = str(caught.value)
+    key = line.split(" = ")[0]
+    assert f"[audio] {key}" in message and words in message, message
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [("cancle", "one of 'cancel'"), ("1", "one of 'cancel'"), ("", "one of 'cancel'")],
+)
+def test_a_wrong_echo_setting_from_the_environment_names_its_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, words: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("")
+    monkeypatch.setenv(f"{settings.ENV_PREFIX}AUDIO_MIC_DURING_PLAYBACK", value)
+    with pytest.raises(ConfigError) as caught:
+        settings.load(path, key=False)
+    message = str(caught.value)
+    assert "mic_during_playback" in message.lower() and words in message, message
