@@ -137,3 +137,75 @@ def test_a_wrong_echo_setting_from_the_environment_names_its_variable(
         settings.load(path, key=False)
     message = str(caught.value)
     assert "mic_during_playback" in message.lower() and words in message, message
+
+
+@pytest.mark.parametrize("setting", ["cancel", "gate", "attenuate", "open"])
+@pytest.mark.parametrize("binding", [True, False], ids=["binding", "no-binding"])
+async def test_push_to_talk_works_as_before_with_each_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, binding: bool
+) -> None:
+    """Push-to-talk, whatever `mic_during_playback` says and whether the module runs: what
+    is said while the button is held reaches the service as recorded (never muted nor
+    turned down), and a press over a reply silences it."""
+    if not binding:
+        no_binding(monkeypatch)
+    cfg = config(audio={"mic_during_playback": setting})
+    async with running(tmp_path, cfg) as box:
+        assert not box.appliance.mic_plan.echo
+        for turn in range(2):  # the second press comes over the first one's reply
+            await box.ctl("press")
+            if turn == 0:
+                box.link.deliver(SetupComplete)
+            await box.settle()
+            assert box.speaker.buffered.count(REPLY) == 0, "a press silences the reply"
+            box.link.sent()
+            for _ in range(3):
+                box.mic.record(CHUNK)
+            await box.settle()
+            assert not box.mic.muted and not box.mic.closely
+            audio = [i.data for i in box.link.sent() if i.kind == "audio"]
+            assert audio == [CHUNK] * 3, setting
+            await box.ctl("release")
+            box.mic.record(CHUNK)
+            await box.settle()
+            box.link.deliver(ReplyAudio, pcm=REPLY)
+            await box.settle()
+            assert box.state == "speaking"
+    assert not [r for r in box.appliance.history if "Fail" in r[2]]
+
+
+async def test_the_reference_is_what_the_speaker_played_through_a_volume_change_and_an_earcon(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The set_volume tool turns the box down mid-reply, then an earcon sounds: the echo
+    canceller's reference is, sample for sample, what the speaker was handed (after the
+    volume), so the echo it subtracts is the echo there is."""
+    import numpy as np
+    from test_audio_playback import _hands_free, _ride, _words
+
+    from device.audio.earcons import earcon
+    from device.states import Earcon
+
+    with _hands_free(monkeypatch) as (player, clock, far):
+        given: list[np.ndarray] = []
+        played = far.played
+
+        def keep(samples: np.ndarray, rate: int, t_first: float) -> None:
+            given.append(samples.copy())
+            played(samples, rate, t_first)
+
+        monkeypatch.setattr(far, "played", keep)
+        loud = _words(300, 440)
+        player.feed(loud)
+        await until(lambda: player.heard().size > 0)
+        await _ride(player, clock, 0.15)
+        player.volume = 0.25  # mid-reply: its rest is turned down
+        player.feed(_words(300, 660))
+        await _ride(player, clock, 0.3)
+        player.feed(earcon(Earcon.LISTEN_START), last=True)
+        await _ride(player, clock, 1.0)
+        heard = player.heard()
+    reference = np.concatenate(given)
+    assert np.array_equal(reference[: heard.size], heard)
+    quiet = heard[np.frombuffer(loud, dtype=np.int16).size :]
+    assert 0 < np.abs(quiet).max() < 0.3 * np.abs(np.frombuffer(loud, dtype=np.int16)).max()
