@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import CHUNK, config, running
@@ -19,6 +20,7 @@ from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 from device.errors import ConfigError
 from device.states import ReplyAudio, SetupComplete, TurnComplete
+from rig.loopback import PulseLoopback
 
 REPLY = b"\x01\x02" * 24000  # 1 s at 24 kHz
 
@@ -209,3 +211,40 @@ async def test_the_reference_is_what_the_speaker_played_through_a_volume_change_
     assert np.array_equal(reference[: heard.size], heard)
     quiet = heard[np.frombuffer(loud, dtype=np.int16).size :]
     assert 0 < np.abs(quiet).max() < 0.3 * np.abs(np.frombuffer(loud, dtype=np.int16)).max()
+
+
+@pytest.mark.rig
+@pytest.mark.parametrize("replies", [2])
+def test_without_the_module_every_chunk_of_each_reply_is_kept_from_the_server(
+    loopback: PulseLoopback, make_rig: Any, tmp_path: Path, replies: int
+) -> None:
+    """On loopback, the box's speaker heard at its microphone: without the binding nothing
+    the microphone hears while the box speaks reaches the server, reply after reply, and
+    one journal line says so. The microphone is never held back for quiet here
+    (`pause_below_dbfs = -100`): in test_echo_e2e's fallback test the quiet gate held back
+    nearly all of what a working canceller sends too (with the module, 3840 bytes of a 6 s
+    reply reached the server), so "nothing reached it" barely told the gate from cancel."""
+    from test_echo_e2e import ask, received_during, replies_done, start_conversation
+
+    from rig.acoustic import AcousticPath, Room
+
+    (tmp_path / echo.BINDING).mkdir()
+    (tmp_path / echo.BINDING / "__init__.py").write_text("raise ImportError('no wheel')\n")
+    with AcousticPath(loopback, Room(delay_ms=10, gain_db=-12)):
+        server, daemon = start_conversation(
+            make_rig, env={"PYTHONPATH": str(tmp_path)}, audio={"pause_below_dbfs": -100}
+        )
+        assert daemon.status()["mic_during_playback"] == "gate"
+        for turn in range(1, replies + 1):
+            ask(loopback, server, "What will the weather be like tomorrow?")
+            replies_done(server, turn)
+            daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening again")
+    out = server.log.entries(direction="out")
+    assert "interrupted" not in [e.kind for e in out]
+    starts = [e.t for e in out if e.kind == "audio"]
+    ends = [e.t for e in out if e.kind == "turn_complete"]
+    assert len(ends) == replies
+    for end in ends:
+        start = min(t for t in starts if t > end - 7)
+        assert received_during(server, start + 0.3, end - 0.3) == b""
+    assert len(daemon.records(LIVE_MIC_DURING_PLAYBACK="gate")) == 1, daemon.log()
