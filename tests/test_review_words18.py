@@ -5,10 +5,12 @@ with a wrong value is a clear error naming its key."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fakes import CHUNK, config, running
 from helpers import until
@@ -23,6 +25,13 @@ from device.states import ReplyAudio, SetupComplete, TurnComplete
 from rig.loopback import PulseLoopback
 
 REPLY = b"\x01\x02" * 24000  # 1 s at 24 kHz
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No setting from this shell."""
+    for name in [n for n in os.environ if n.startswith(settings.ENV_PREFIX)]:
+        monkeypatch.delenv(name)
 
 
 def no_binding(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,8 +123,6 @@ def test_the_doctor_says_cancel_where_the_binding_runs() -> None:
 def test_a_wrong_echo_setting_is_a_clear_error_naming_its_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str, words: str
 ) -> None:
-    for name in [n for n in __import__("os").environ if n.startswith(settings.ENV_PREFIX)]:
-        monkeypatch.delenv(name)
     path = tmp_path / "config.toml"
     path.write_text(f"[audio]\n{line}\n")
     with pytest.raises(ConfigError) as caught:
@@ -126,19 +133,27 @@ def test_a_wrong_echo_setting_is_a_clear_error_naming_its_key(
 
 
 @pytest.mark.parametrize(
-    ("value", "words"),
-    [("cancle", "one of 'cancel'"), ("1", "one of 'cancel'"), ("", "one of 'cancel'")],
+    ("key", "value", "words"),
+    [
+        ("MIC_DURING_PLAYBACK", "cancle", "one of 'cancel'"),
+        ("MIC_DURING_PLAYBACK", "Cancel", "one of 'cancel'"),
+        ("MIC_DURING_PLAYBACK", "1", "one of 'cancel'"),
+        ("MIC_DURING_PLAYBACK", "", "one of 'cancel'"),
+        ("NOISE_SUPPRESSION", "yes", "true or false"),
+        ("ATTENUATION_DB", "lots", "a number"),
+        ("ATTENUATION_DB", "91", "between 0 and 90"),
+    ],
 )
 def test_a_wrong_echo_setting_from_the_environment_names_its_variable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, words: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, value: str, words: str
 ) -> None:
     path = tmp_path / "config.toml"
     path.write_text("")
-    monkeypatch.setenv(f"{settings.ENV_PREFIX}AUDIO_MIC_DURING_PLAYBACK", value)
+    monkeypatch.setenv(f"{settings.ENV_PREFIX}AUDIO_{key}", value)
     with pytest.raises(ConfigError) as caught:
         settings.load(path, key=False)
     message = str(caught.value)
-    assert "mic_during_playback" in message.lower() and words in message, message
+    assert f"{settings.ENV_PREFIX}AUDIO_{key}" in message and words in message, message
 
 
 @pytest.mark.parametrize("setting", ["cancel", "gate", "attenuate", "open"])
@@ -182,7 +197,6 @@ async def test_the_reference_is_what_the_speaker_played_through_a_volume_change_
     """The set_volume tool turns the box down mid-reply, then an earcon sounds: the echo
     canceller's reference is, sample for sample, what the speaker was handed (after the
     volume), so the echo it subtracts is the echo there is."""
-    import numpy as np
     from test_audio_playback import _hands_free, _ride, _words
 
     from device.audio.earcons import earcon
@@ -248,3 +262,4 @@ def test_without_the_module_every_chunk_of_each_reply_is_kept_from_the_server(
         start = min(t for t in starts if t > end - 7)
         assert received_during(server, start + 0.3, end - 0.3) == b""
     assert len(daemon.records(LIVE_MIC_DURING_PLAYBACK="gate")) == 1, daemon.log()
+
