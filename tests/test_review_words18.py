@@ -91,6 +91,28 @@ def test_the_doctor_says_gate_where_the_binding_is_missing(
     print(result.status, result.measured, result.data)
     assert "hands-free: cancel" not in result.measured
     assert "gate" in result.measured
+    assert result.data["mic_during_playback"] == "gate", "the JSON form says it too"
+
+
+async def test_beside_a_push_to_talk_service_the_doctor_still_says_gate_without_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The running push-to-talk service has "cancel" in its plan (it never needs the
+    module, and does not look); the doctor, which looked, says the box would gate: no
+    configuration edited since, nothing to restart for."""
+    from helpers import daemon_saying
+
+    from device.doctor.audio import check_echo
+
+    no_binding(monkeypatch)
+    said = {"ready": True, "state": "idle", "status": "idle", "mode": "push_to_talk",
+            "session_open": False, "faults": [], "turns": [],
+            "mic_during_playback": "cancel", "mic_missing": None}  # fmt: skip
+    async with daemon_saying(said) as sock:
+        cfg = config(control={"socket": str(sock)})
+        result = await check_echo(Context(cfg, Options(), Progress()))
+    assert result.status is Status.PASS, result
+    assert result.data["mic_during_playback"] == "gate"
 
 
 def test_the_doctor_says_cancel_where_the_binding_runs() -> None:

@@ -371,7 +371,7 @@ def _mic_plan(ctx: Context) -> Result:
     from device.parts import Parts
 
     plan = Parts(ctx.cfg).mic_plan  # decided as the service decides it
-    hands_free: str = plan.mic_during_playback
+    hands_free, why = plan.mic_during_playback, ""
     push_to_talk = ctx.cfg.button.mode != "toggle"
     if push_to_talk and plan.missing is None:
         # The service needs no canceller, and does not look: the owner who would switch to
@@ -379,14 +379,14 @@ def _mic_plan(ctx: Context) -> Result:
         audio = ctx.cfg.audio
         would = echo.plan(audio.mic_during_playback, audio.noise_suppression, hands_free=True)
         if would.fell_back:
-            hands_free = f"{would.mic_during_playback} (cancel cannot run: {would.missing})"
+            hands_free, why = would.mic_during_playback, f" (cancel cannot run: {would.missing})"
     measured = (
-        f"while the box speaks hands-free: {hands_free}; "
+        f"while the box speaks hands-free: {hands_free}{why}; "
         f"noise suppression {'on' if plan.noise else 'off'}"
     )
     if push_to_talk:
         measured += " (push-to-talk: the microphone is open only while the button is held)"
-    data = {"mic_during_playback": plan.mic_during_playback, "noise_suppression": plan.noise}
+    data = {"mic_during_playback": hands_free, "noise_suppression": plan.noise}
     if plan.missing:
         fix = FIX_ECHO if plan.fell_back else FIX_NOISE
         return Result("echo", Status.WARN, f"{measured}: {plan.missing}", fix, data=data)
@@ -421,6 +421,11 @@ def _as_the_service_runs(result: Result, daemon: dict[str, Any]) -> Result:
         return result
     planned = result.data.get("mic_during_playback")
     missing = daemon.get("mic_missing")
+    if daemon.get("mode") == "push_to_talk" and not missing:
+        # Its microphone is open only while the button is held: the setting does nothing
+        # there (an edit of it waits for no restart), and the service did not look whether
+        # "cancel" could run, as the doctor did.
+        return result
     if missing and (in_force != planned or result.data.get("noise_suppression")):
         measured = (
             f"{what_runs(daemon)} runs without WebRTC audio processing (while the box "
