@@ -15,7 +15,7 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from device import logs
 from device.live import endpoint
 from rig.daemon import Daemon, scratch_dir, start_daemon
 from rig.loopback import PulseLoopback, measure_latency
-from rig.server.server import ServerThread
+from rig.server.server import LiveServer, ServerThread
 
 #: Fixtures that bring up the rig: the sound server, or the daemon as a process.
 RIG_FIXTURES = {"loopback", "pa", "loopback_latency", "make_rig"}
@@ -151,6 +151,15 @@ def make_rig(loopback: PulseLoopback, workdir: Path) -> Iterator[Any]:
     for server, daemon in started:
         daemon.terminate()
         server.stop()
+
+
+@pytest.fixture
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
+    """The local Live server in this test's loop, its certificate trusted as the box's
+    own CA bundle would be; replies of 0.2 s, sent as fast as the link takes them."""
+    async with LiveServer(pace=0, reply_seconds=0.2) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
 
 
 @pytest.fixture

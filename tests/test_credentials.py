@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import google.auth
@@ -34,13 +33,6 @@ from rig.server.server import LiveServer
 #: What the Gemini API says, closing with 1007, of a key it does not take.
 BAD_KEY = "API key not valid. Please pass a valid API key."
 EXPIRED_KEY = "API key expired. Please renew the API key."
-
-
-@pytest.fixture
-async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
-    async with LiveServer(pace=0, reply_seconds=0.2) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
-        yield live
 
 
 @pytest.mark.parametrize("reason", [BAD_KEY, EXPIRED_KEY])

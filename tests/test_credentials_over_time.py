@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -35,13 +34,6 @@ from rig.server.server import LiveServer
 
 #: How the service may close a conversation whose token's `expire_time` has passed.
 TOKEN_EXPIRED = "Unauthenticated: the auth token has expired."
-
-
-@pytest.fixture
-async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
-    async with LiveServer(pace=0, reply_seconds=0.2) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
-        yield live
 
 
 def token_config(server: LiveServer, key_file: Path, token: str) -> Config:

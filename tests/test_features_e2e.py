@@ -345,10 +345,9 @@ def test_a_setting_the_model_cannot_honour_stops_the_daemon_at_start(workdir: Pa
 
 
 @pytest.fixture
-async def live_server(monkeypatch: pytest.MonkeyPatch) -> Any:
-    async with LiveServer(pace=0, reply_seconds=0.2) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
-        yield live
+def live_server(server: LiveServer) -> LiveServer:
+    """conftest's in-process server, named apart from the rig's `ServerThread` here."""
+    return server
 
 
 @pytest.mark.parametrize(("model", "config", "code", "reason"), [

@@ -45,13 +45,6 @@ CHUNK = b"\x01\x00" * int(MIC_RATE * CHUNK_S)
 WITHIN_MS = CHUNK_S * 1000 / 2
 
 
-@pytest.fixture
-async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
-    async with LiveServer(pace=0, reply_seconds=0.2) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
-        yield live
-
-
 def heard_ms(server: LiveServer) -> list[int]:
     """What the service says it heard of each turn it answered, from its transcriptions."""
     lines = [

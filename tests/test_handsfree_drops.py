@@ -58,13 +58,6 @@ CHUNK_S = 0.04  # the length of one of them
 WITHIN_MS = CHUNK_S * 1000 / 2
 
 
-@pytest.fixture
-async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
-    async with LiveServer(pace=0, reply_seconds=0.2) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
-        yield live
-
-
 @dataclass
 class Conversation:
     """A hands-free conversation: the link to the local server, its events fed to the

@@ -43,29 +43,22 @@ CHECKOUT = str(Path(__file__).resolve().parents[1])
 
 
 @pytest.fixture
-async def live_server(monkeypatch: pytest.MonkeyPatch) -> Any:
-    async with LiveServer(pace=0, reply_seconds=0.2) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
-        yield live
-
-
-@pytest.fixture
 def journal() -> Iterator[Captured]:
     with journal_lines("device.live", filters=[logs.SessionField()]) as captured:
         yield captured
 
 
 async def test_a_dropped_connection_is_found_under_its_session(
-    live_server: LiveServer, journal: Captured
+    server: LiveServer, journal: Captured
 ) -> None:
     """README: `journalctl -u live-appliance LIVE_SESSION=<id>   # one session`."""
     events: list[Any] = []
-    link = LiveLink(config_for(live_server), Outbox(hold_s=8), events.append, lambda *_: None)
+    link = LiveLink(config_for(server), Outbox(hold_s=8), events.append, lambda *_: None)
     link.open(1)
     try:
         await until(lambda: any(isinstance(e, SetupComplete) for e in events), within=10)
         first_id = link.session_id
-        live_server.drop()
+        server.drop()
         await until(lambda: any(isinstance(e, Reconnected) for e in events), within=10)
     finally:
         await link.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from helpers import until
-from test_go_away import CHUNK_S, heard_ms, server, talking
+from test_go_away import CHUNK_S, heard_ms, talking
 
 from device.config import ButtonConfig, Config, LiveConfig, Secret
 from device.live.session import LiveLink
@@ -28,8 +28,6 @@ from device.live.wire import MIC_RATE
 from device.outbox import Item, Outbox
 from device.states import ConnectionLost, Event, Reconnecting, ReplyAudio, SetupComplete
 from rig.server.server import LiveServer
-
-__all__ = ["server"]  # the fixture, shared with test_go_away
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = bytes(range(256)) * 5  # 40 ms of microphone audio (noise: nothing to trim)

@@ -767,13 +767,6 @@ def test_a_credentials_server_out_of_reach_is_the_network_and_retried() -> None:
 # ---- a service that misbehaves, through the local server --------------------------------
 
 
-@pytest.fixture
-async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
-    async with LiveServer(pace=0, reply_seconds=0.2) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
-        yield live
-
-
 async def each_connection(server: LiveServer, frames: list[str], code: int) -> None:
     """On every new connection: send `frames` after setup, then close with `code`."""
     seen: set[int] = set()

@@ -33,13 +33,6 @@ PREVIEW_3_1 = "gemini-3.1-flash-live-preview"
 VERTEX_ONLY = "gemini-live-2.5-flash-native-audio"
 
 
-@pytest.fixture
-async def server(monkeypatch):
-    async with LiveServer(pace=0, reply_seconds=0.2) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
-        yield live
-
-
 async def received_setup(server: LiveServer, cfg: Config, handle: str | None = None) -> dict:
     """Connect with our client and setup; what the server got (it answered setupComplete)."""
     client = make_client(cfg)

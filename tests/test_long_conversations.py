@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -41,13 +40,6 @@ from device.states import (
 from rig.server.server import LiveServer
 
 SECOND = b"\x01\x00" * MIC_RATE
-
-
-@pytest.fixture
-async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
-    async with LiveServer(pace=0, reply_seconds=0.2) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
-        yield live
 
 
 async def test_a_press_held_ninety_seconds_through_a_go_away_reaches_the_service_whole(

@@ -761,13 +761,6 @@ def test_on_the_daemon_a_reply_sent_whole_plays_to_its_end_across_a_drop(
     assert_clean(daemon, server)
 
 
-@pytest.fixture
-async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
-    async with LiveServer(pace=0, reply_seconds=0.2) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
-        yield live
-
-
 async def test_a_blackholed_service_fails_the_press_within_the_default_5_s(
     server: LiveServer, blackhole: int
 ) -> None:

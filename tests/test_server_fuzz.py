@@ -9,7 +9,7 @@ import contextlib
 import functools
 import json
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -56,14 +56,6 @@ from device.states import (
     step,
 )
 from rig.server.server import LiveServer
-
-
-@pytest.fixture
-async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
-    async with LiveServer(pace=0, reply_seconds=0.2) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
-        yield live
-
 
 # ---- generated: whatever the SDK reads, in any order, through the box's own handling -------
 

@@ -570,13 +570,11 @@ def readme_latency_fields() -> list[str]:
 
 
 async def test_every_field_of_the_readmes_latency_command_reaches_the_journal(
-    monkeypatch: pytest.MonkeyPatch,
+    server: LiveServer,
 ) -> None:
     with journal_lines("device") as journal:
-        async with LiveServer(pace=0, reply_seconds=0.2) as server:
-            monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
-            async with set_up_link(server):
-                pass  # a session set up: its setup time
+        async with set_up_link(server):
+            pass  # a session set up: its setup time
         turns = TurnLog()  # a push-to-talk turn: press, speech, release, reply, idle
         turns.start(10.0, "s")
         turns.sent("activity_start", 10.01)

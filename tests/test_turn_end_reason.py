@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import syslog
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,13 +18,6 @@ from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
 from device.states import TurnComplete
 from rig.server.server import LiveServer
-
-
-@pytest.fixture
-async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
-    async with LiveServer(pace=0, reply_seconds=0.2) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
-        yield live
 
 
 async def journal_of_a_turn_ended_with(server: LiveServer, content: dict[str, Any]) -> list[Any]:
