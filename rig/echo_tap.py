@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from device.audio import echo
+from device.audio import echo, pcm
 from device.audio.echo import Canceller, webrtc_module
 from rig.server.vad import threshold_dbfs
 
@@ -205,8 +205,9 @@ def frames(calls: list[Call], start: float, end: float) -> list[Frame]:
         if call.kind != SENT or not start <= call.t <= end + 0.1:
             continue
         recorded, module_out, sent = call.arrays
-        levels = list(zip(dbfs_by_frame(recorded, centred=True), dbfs_by_frame(module_out),
-                          dbfs_by_frame(sent), strict=True))  # fmt: skip
+        levels = list(zip(pcm.frame_dbfs(recorded, echo.FRAME, centred=True),
+                          pcm.frame_dbfs(module_out, echo.FRAME),
+                          pcm.frame_dbfs(sent, echo.FRAME), strict=True))  # fmt: skip
         for i, frame in enumerate(levels):
             t = call.t - (len(levels) - 1 - i) * step
             if start <= t <= end:
@@ -238,15 +239,6 @@ def all_calls(directory: Path) -> list[Call]:
 def _started(path: Path) -> bool:
     with path.open("rb") as f:
         return f.readline().endswith(b"\n")
-
-
-def dbfs_by_frame(samples: np.ndarray, centred: bool = False) -> list[float]:
-    """Each 10 ms frame's level; `centred`: about its own mean."""
-    whole = samples.size - samples.size % echo.FRAME
-    x = samples[:whole].astype(np.float64).reshape(-1, echo.FRAME)
-    if centred:
-        x = x - x.mean(axis=1, keepdims=True)
-    return [float(v) for v in 20 * np.log10(np.sqrt(np.mean(x**2, axis=1)) / 32768 + 1e-9)]
 
 
 def describe(path: Path, at: float | None, before_s: float) -> str:

@@ -34,8 +34,7 @@ FRAME = MIC_RATE // 50  # the detector's 20 ms frame
 
 def frames_dbfs(samples: np.ndarray) -> np.ndarray:
     """The loudness of each whole 20 ms frame."""
-    x = samples[: samples.size // FRAME * FRAME].reshape(-1, FRAME)
-    return 20 * np.log10(np.sqrt(np.mean(x**2, axis=1)) + 1e-9)
+    return pcm.frame_dbfs(samples, FRAME)
 
 
 def power_db(samples: np.ndarray) -> float:
