@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soxr
 
-from device.audio import echo
+from device.audio import echo, pcm
 from device.audio.echo import RATE, Canceller, FarEnd, SampleClock
 from rig.server.vad import DEFAULT_THRESHOLD
 from rig.speech import said
@@ -49,12 +49,7 @@ def reply(seconds: float) -> np.ndarray:
 def frames_dbfs(samples: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
     """Loudness of each 20 ms frame (the server's detector's frame) in the span; `samples`
     as int16 or as float in [-1, 1]."""
-    frame = RATE // 50
-    a, b = round(start_s * RATE), round(end_s * RATE)
-    scale = 32768.0 if samples.dtype == np.int16 else 1.0
-    x = samples[a:b]
-    x = x[: x.size - x.size % frame].astype(np.float64).reshape(-1, frame) / scale
-    return 20 * np.log10(np.sqrt(np.mean(x**2, axis=1)) + 1e-9)
+    return pcm.frame_dbfs(samples[round(start_s * RATE) : round(end_s * RATE)], RATE // 50)
 
 
 @dataclass
