@@ -46,18 +46,35 @@ def speak(loopback: PulseLoopback, seconds: float = 0.6) -> float:
     return time.monotonic()
 
 
+def say_a_turn(loopback: PulseLoopback, daemon: Daemon, mode: str) -> float:
+    """Press, say something once listening, and release if the button is held: the
+    opening of a conversation; returns when the words were said."""
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
+    said = speak(loopback)
+    if mode == "push_to_talk":
+        daemon.ctl("release")
+    return said
+
+
 def sent_after(entries: list[Entry], kind: str, t: float) -> list[float]:
     return [e.t - t for e in entries if e.direction == "in" and e.kind == kind and e.t > t]
 
 
-def assert_stopped_by_itself(server: Any, daemon: Daemon, last_speech: float) -> None:
-    """Nobody talks from `last_speech` on: the box must close its ears and eyes in time."""
-    status = daemon.wait_until(lambda s: not s["camera"] and s["state"] == "idle", 15, "quiet")
+def assert_nothing_sent_late(server: Any, last_speech: float) -> None:
+    """No microphone audio and no camera frame reached the server later than the
+    silence allowed and one second after the last word."""
     entries = server.log.entries()
     late_audio = [t for t in sent_after(entries, "audio", last_speech) if t > LIMIT_S]
     late_frames = [t for t in sent_after(entries, "video", last_speech) if t > LIMIT_S]
     assert late_audio == [], f"microphone audio {late_audio[:3]} s after the last word"
     assert late_frames == [], f"camera frames {late_frames[:3]} s after the last word"
+
+
+def assert_stopped_by_itself(server: Any, daemon: Daemon, last_speech: float) -> None:
+    """Nobody talks from `last_speech` on: the box must close its ears and eyes in time."""
+    status = daemon.wait_until(lambda s: not s["camera"] and s["state"] == "idle", 15, "quiet")
+    assert_nothing_sent_late(server, last_speech)
     quiet = status["states"][-1]["t"] - last_speech
     assert quiet < LIMIT_S + 1.0, f"back to idle {quiet:.1f} s after the last word"
     time.sleep(LIMIT_S)
@@ -68,9 +85,7 @@ def test_hands_free_an_unanswered_interruption_still_ends_the_conversation(
     loopback: PulseLoopback, make_rig: Any
 ) -> None:
     server, daemon = make_rig(settings("toggle"), reply_seconds=4.0)
-    daemon.ctl("press")
-    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
-    speak(loopback)
+    say_a_turn(loopback, daemon, "toggle")
     daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply")
     server.call(setattr, server.server.config, "reply_seconds", 0.0)  # no answer to what comes
     last_speech = speak(loopback, 0.4)  # the person talks over the reply, then says nothing
@@ -82,9 +97,7 @@ def test_hands_free_a_reply_lost_with_its_connection_still_ends_the_conversation
     loopback: PulseLoopback, make_rig: Any
 ) -> None:
     server, daemon = make_rig(settings("toggle"), reply_seconds=4.0)
-    daemon.ctl("press")
-    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
-    last_speech = speak(loopback)
+    last_speech = say_a_turn(loopback, daemon, "toggle")
     daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply")
     server.call(server.server.drop)  # the reply goes with the connection
     daemon.wait_until(lambda s: s["connections"] == 2, 15, "a new connection")
@@ -98,9 +111,7 @@ def test_hands_free_an_end_conversation_call_with_no_goodbye_hangs_up(
         settings("toggle", tools={"enabled": ["end_conversation"]}), reply_seconds=0.0
     )
     server.call(server.server.queue_tool_call, "end_conversation")
-    daemon.ctl("press")
-    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
-    last_speech = speak(loopback)
+    last_speech = say_a_turn(loopback, daemon, "toggle")
     server.wait_for(lambda: "tool_response" in server.log.kinds(direction="in"), 10)
     assert_stopped_by_itself(server, daemon, last_speech)
     assert not daemon.status()["session_open"]
@@ -175,11 +186,7 @@ def assert_ears_and_eyes_closed(server: Any, daemon: Daemon, last_speech: float)
     """Issue 14, 1: "after the last speech the microphone stops streaming and the camera
     stops within `end_after_silence_s` + 1 s"."""
     daemon.wait_until(lambda s: not s["camera"], 15, "the camera off")
-    entries = server.log.entries()
-    late_audio = [t for t in sent_after(entries, "audio", last_speech) if t > LIMIT_S]
-    late_frames = [t for t in sent_after(entries, "video", last_speech) if t > LIMIT_S]
-    assert late_audio == [], f"microphone audio {late_audio[:3]} s after the last word"
-    assert late_frames == [], f"camera frames {late_frames[:3]} s after the last word"
+    assert_nothing_sent_late(server, last_speech)
     off = camera_off_at(daemon) - last_speech
     assert off < LIMIT_S, f"the camera went off {off:.1f} s after the last word"
 
@@ -189,11 +196,7 @@ def test_after_an_unanswered_interruption_the_camera_is_off_in_time(
     mode: str, loopback: PulseLoopback, make_rig: Any
 ) -> None:
     server, daemon = make_rig(settings(mode), reply_seconds=4.0)
-    daemon.ctl("press")
-    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
-    speak(loopback)
-    if mode == "push_to_talk":
-        daemon.ctl("release")
+    say_a_turn(loopback, daemon, mode)
     daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply")
     server.call(setattr, server.server.config, "reply_seconds", 0.0)  # no answer to what comes
     if mode == "push_to_talk":
@@ -210,11 +213,7 @@ def test_after_a_reply_lost_with_its_connection_the_camera_is_off_in_time(
     mode: str, loopback: PulseLoopback, make_rig: Any
 ) -> None:
     server, daemon = make_rig(settings(mode), reply_seconds=4.0)
-    daemon.ctl("press")
-    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
-    last_speech = speak(loopback)
-    if mode == "push_to_talk":
-        daemon.ctl("release")
+    last_speech = say_a_turn(loopback, daemon, mode)
     daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply")
     server.call(server.server.drop)  # the reply goes with the connection
     daemon.wait_until(lambda s: s["connections"] == 2, 15, "a new connection")
@@ -229,11 +228,7 @@ def test_after_an_end_conversation_without_goodbye_the_camera_is_off_in_time(
         settings(mode, tools={"enabled": ["end_conversation"]}), reply_seconds=0.0
     )
     server.call(server.server.queue_tool_call, "end_conversation")
-    daemon.ctl("press")
-    daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening")
-    last_speech = speak(loopback)
-    if mode == "push_to_talk":
-        daemon.ctl("release")
+    last_speech = say_a_turn(loopback, daemon, mode)
     server.wait_for(lambda: "tool_response" in server.log.kinds(direction="in"), 10)
     assert_ears_and_eyes_closed(server, daemon, last_speech)
     daemon.wait_until(lambda s: not s["session_open"], 5, "the hang-up")
