@@ -101,16 +101,23 @@ def test_devices_exits_1_when_the_configured_device_is_missing(
     assert "input: no input device matches 'USB mic'" in result.stdout
 
 
+async def ctl(sock: Path, *args: str) -> tuple[int, str]:
+    """`live-appliance ctl ARGS --socket SOCK` as its own process, the daemon's side in
+    this loop (so never waited for in a blocking call): the exit code and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "device", "ctl", *args, "--socket", str(sock),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
 async def test_ctl_text_sends_the_words() -> None:
     seen: list[dict[str, Any]] = []
     async with daemon_saying({"ok": True}, seen) as sock:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "device", "ctl", "text", "What", "time is it?",
-            "--socket", str(sock),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        await proc.communicate()
-    assert proc.returncode == 0
+        code, _ = await ctl(sock, "text", "What", "time is it?")
+    assert code == 0
     assert seen == [{"cmd": "text", "text": "What time is it?"}]
 
 
@@ -119,13 +126,9 @@ async def test_ctl_text_that_is_not_utf8_is_refused_with_the_reason() -> None:
     JSON reader refuses: the owner is told to convert it."""
     seen: list[dict[str, Any]] = []
     async with daemon_saying({"ok": True}, seen) as sock:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "device", "ctl", "text", LATIN1_WORDS, "--socket", str(sock),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, err = await proc.communicate()
-    assert proc.returncode == 2 and not seen
-    assert "not UTF-8 text (byte 0xfc)" in err.decode(), err.decode()
+        code, err = await ctl(sock, "text", LATIN1_WORDS)
+    assert code == 2 and not seen
+    assert "not UTF-8 text (byte 0xfc)" in err, err
 
 
 def test_ask_refuses_an_empty_turn_before_opening_a_session() -> None:
@@ -158,13 +161,9 @@ async def test_ctl_shows_the_daemons_error_and_exits_1(scratch: Path) -> None:
         return {"ok": False, "error": "no session is open"}
 
     async with ControlServer(sock, daemon):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "device", "ctl", "text", "hello", "--socket", str(sock),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, err = await proc.communicate()
-    assert proc.returncode == 1
-    assert err.decode().strip() == "live-appliance ctl text: no session is open"
+        code, err = await ctl(sock, "text", "hello")
+    assert code == 1
+    assert err.strip() == "live-appliance ctl text: no session is open"
 
 
 async def test_ctl_reaches_the_daemon_past_an_edit_of_the_configuration_it_has_not_seen(
@@ -684,12 +683,8 @@ async def test_ctl_text_in_japanese_is_taken_up_to_the_documented_64_kib() -> No
     words = "今日は雨です。" * 1857  # 12,999 characters, 38,997 bytes of UTF-8
     seen: list[dict[str, Any]] = []
     async with daemon_saying({"ok": True}, seen) as sock:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "device", "ctl", "text", words, "--socket", str(sock),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, err = await proc.communicate()
-    assert (proc.returncode, err.decode()) == (0, "")
+        code, err = await ctl(sock, "text", words)
+    assert (code, err) == (0, "")
     assert seen == [{"cmd": "text", "text": words}]
 
 
