@@ -85,6 +85,16 @@ async def reading(
         runner.cancel()
 
 
+async def held_until_the_speaker_has_room(ahead: ReadAhead, speaker: Speaker) -> None:
+    """A full read-ahead keeps its reader waiting while the speaker is full, and lets it
+    read on (within a second) once the speaker takes audio again."""
+    reader = asyncio.create_task(ahead.room())
+    await settle()
+    assert not reader.done()
+    speaker.room.set()
+    await asyncio.wait_for(reader, 1)
+
+
 async def test_what_the_full_speaker_cannot_take_waits_in_order_and_goes_as_room_comes() -> None:
     async with reading() as (ahead, speaker, handled):
         await ahead.take(audio(1))
@@ -125,11 +135,7 @@ async def test_past_its_bound_the_reader_waits_and_reads_on_as_audio_is_handed_o
             assert not ahead.full
             await ahead.take(audio(n % 256, chunk))
         assert ahead.full
-        reader = asyncio.create_task(ahead.room())
-        await settle()
-        assert not reader.done()
-        speaker.room.set()
-        await asyncio.wait_for(reader, 1)
+        await held_until_the_speaker_has_room(ahead, speaker)
         await until(lambda: len(handled) == READ_AHEAD_BYTES // chunk, within=1)
 
 
@@ -144,11 +150,7 @@ async def test_a_flood_of_small_messages_behind_a_full_speaker_stops_the_reader(
             assert not ahead.full
         await ahead.take(said("the last that fits"))
         assert ahead.full
-        reader = asyncio.create_task(ahead.room())
-        await settle()
-        assert not reader.done()
-        speaker.room.set()
-        await asyncio.wait_for(reader, 1)
+        await held_until_the_speaker_has_room(ahead, speaker)
         await settle()
         assert handled[0] == audio(1) and handled[-1] == said("the last that fits")
         assert len(handled) == READ_AHEAD_MESSAGES and not ahead.full
