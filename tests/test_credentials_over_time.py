@@ -17,7 +17,7 @@ from device.config import Config, LiveConfig, with_api_key
 from device.doctor import service
 from device.doctor.network import check_network
 from device.doctor.progress import Progress
-from device.doctor.result import Context, Options, Status
+from device.doctor.result import Context, Options, Result, Status
 from device.doctor.settings import check_key
 from device.live.session import LiveLink
 from device.live.wire import CLOSE_POLICY
@@ -301,27 +301,33 @@ async def test_the_doctor_finds_vertex_credentials_where_the_service_is_told_the
     assert result.status is Status.PASS, result
 
 
+async def a_token_file_two_days_old_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Result:
+    """The doctor's key check of a box whose only key is a token file last written two
+    days ago: it warns, and sends the owner to the job that mints the tokens."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setattr(config, "INSTALLED_KEY_FILE", tmp_path / "no-installed-key")
+    key_file = tmp_path / "token"
+    mint(key_file, "auth_tokens/written-two-days-ago")
+    two_days_ago = key_file.stat().st_mtime - 2 * 86400
+    os.utime(key_file, (two_days_ago, two_days_ago))
+    cfg = with_api_key(Config(live=LiveConfig(api_key_file=str(key_file))))
+    result = await check_key(Context(cfg, Options(), Progress(spinner=False)))
+    assert result.status is Status.WARN, result
+    assert result.fix is not None and "job" in result.fix, result.fix
+    return result
+
+
 async def test_the_doctor_says_a_token_file_older_than_any_token_lives_is_not_renewed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A token lives 20 hours at most: a token file last written two days ago means the
     job that mints them has stopped (its host down, its own key revoked). The key check
     passed ("ephemeral token from api_key_file ..."), and each press was refused."""
-    from device.doctor import service
-    from device.doctor.settings import check_key
-
     monkeypatch.setattr(service, "clock_synchronized", lambda: True)  # NTP has set it
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    monkeypatch.setattr(config, "INSTALLED_KEY_FILE", tmp_path / "no-installed-key")
-    key_file = tmp_path / "token"
-    mint(key_file, "auth_tokens/from-two-days-ago")
-    two_days_ago = key_file.stat().st_mtime - 2 * 86400
-    os.utime(key_file, (two_days_ago, two_days_ago))
-    cfg = with_api_key(Config(live=LiveConfig(api_key_file=str(key_file))))
-    result = await check_key(Context(cfg, Options(), Progress(spinner=False)))
-    assert result.status is Status.WARN, result
+    result = await a_token_file_two_days_old_checked(tmp_path, monkeypatch)
     assert "48 h" in result.measured or "2 days" in result.measured, result.measured
-    assert result.fix is not None and "job" in result.fix, result.fix
 
 
 async def test_the_doctor_says_the_service_still_holds_the_key_it_started_with(
@@ -388,17 +394,8 @@ async def test_a_token_file_old_by_a_clock_nobody_set_is_older_still(
     """A Pi's clock NTP has not set is behind (fake-hwclock's last save, or 1970), never
     ahead: a token file two days old by it is older still, its job stopped all the same.
     On a network that blocks NTP the doctor had stopped saying so for good."""
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    monkeypatch.setattr(config, "INSTALLED_KEY_FILE", tmp_path / "no-installed-key")
-    key_file = tmp_path / "token"
-    mint(key_file, "auth_tokens/written-two-days-ago")
-    two_days_ago = key_file.stat().st_mtime - 2 * 86400
-    os.utime(key_file, (two_days_ago, two_days_ago))
     monkeypatch.setattr(service, "clock_synchronized", lambda: False)
-    cfg = with_api_key(Config(live=LiveConfig(api_key_file=str(key_file))))
-    result = await check_key(Context(cfg, Options(), Progress(spinner=False)))
-    assert result.status is Status.WARN, result
-    assert result.fix is not None and "job" in result.fix, result.fix
+    await a_token_file_two_days_old_checked(tmp_path, monkeypatch)
 
 
 def test_the_kernel_is_asked_whether_the_clock_is_set() -> None:
