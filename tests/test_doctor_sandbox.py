@@ -36,6 +36,19 @@ def service_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+def readable_at(place: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A persona the owner can read at `place` (the doctor runs outside the service's
+    sandbox), wherever that is on this machine."""
+    persona = tmp_path / "persona.txt"
+    persona.write_text("You are a teapot.\n")
+    real_read = config.read_text
+    monkeypatch.setattr(
+        config,
+        "read_text",
+        lambda path, *a, **kw: real_read(persona if str(path) == place else path, *a, **kw),
+    )
+
+
 @pytest.mark.parametrize(
     ("setting", "place"),
     [
@@ -49,15 +62,7 @@ def service_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_a_file_the_service_cannot_see_is_a_warning(
     service_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, place: str
 ) -> None:
-    persona = tmp_path / "persona.txt"
-    persona.write_text("You are a teapot.\n")
-    real_read = config.read_text
-    # The owner can read it (the doctor runs outside the service's sandbox).
-    monkeypatch.setattr(
-        config,
-        "read_text",
-        lambda path, *a, **kw: real_read(persona if str(path) == place else path, *a, **kw),
-    )
+    readable_at(place, tmp_path, monkeypatch)
     service_config.write_text(f'[live]\n{setting} = "{place}"\n')
     result, cfg = check_config(None)
     assert cfg is not None
@@ -69,15 +74,8 @@ def test_a_file_the_service_cannot_see_is_a_warning(
 def test_files_the_service_can_see_pass(
     service_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    persona = tmp_path / "persona.txt"
-    persona.write_text("You are a teapot.\n")
     place = "/etc/live-appliance/persona.txt"
-    real_read = config.read_text
-    monkeypatch.setattr(
-        config,
-        "read_text",
-        lambda path, *a, **kw: real_read(persona if str(path) == place else path, *a, **kw),
-    )
+    readable_at(place, tmp_path, monkeypatch)
     service_config.write_text(f'[live]\nsystem_instruction_file = "{place}"\n')
     result, _ = check_config(None)
     assert result.status is Status.PASS, result
