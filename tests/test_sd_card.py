@@ -322,23 +322,25 @@ class CardView(SystemView):
         self.rw = base / "rw"
         self.rw.mkdir()
 
+    def opt_mount(self) -> str:
+        """The command that puts this card's /opt in place, in the view's namespace."""
+        if self.card == "overlay":
+            return (
+                f"mount -t tmpfs tmpfs {self.rw} && mkdir {self.rw}/u {self.rw}/w && "
+                f"mount -t overlay overlay -o lowerdir=/opt,upperdir={self.rw}/u,"
+                f"workdir={self.rw}/w /opt"
+            )
+        return "mount -t tmpfs -o ro tmpfs /opt"
+
     def run(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         lower = " && ".join(
             f"mount -t overlay overlay -o lowerdir={d},upperdir={upper},workdir={work} {d}"
             for d, (upper, work) in self.layers.items()
             if d != "/opt"
         )
-        if self.card == "overlay":
-            opt = (
-                f"mount -t tmpfs tmpfs {self.rw} && mkdir {self.rw}/u {self.rw}/w && "
-                f"mount -t overlay overlay -o lowerdir=/opt,upperdir={self.rw}/u,"
-                f"workdir={self.rw}/w /opt"
-            )
-        else:
-            opt = "mount -t tmpfs -o ro tmpfs /opt"
         return subprocess.run(
             [require("unshare", "util-linux"), "--mount", "sh", "-c",
-             f'{lower} && {opt} && exec "$@"', "view", *argv],
+             f'{lower} && {self.opt_mount()} && exec "$@"', "view", *argv],
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
             env=kwargs.get("env"), check=False,
         )  # fmt: skip
@@ -541,22 +543,11 @@ class DiskOverlayView(CardView):
     """/opt on an overlay whose writes land on the disk (a container's root, a build
     image's layers): kept across boots."""
 
-    def run(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        lower = " && ".join(
-            f"mount -t overlay overlay -o lowerdir={d},upperdir={upper},workdir={work} {d}"
-            for d, (upper, work) in self.layers.items()
-            if d != "/opt"
-        )
-        opt = (
+    def opt_mount(self) -> str:
+        return (
             f"mkdir {self.rw}/u {self.rw}/w && mount -t overlay overlay -o lowerdir=/opt,"
             f"upperdir={self.rw}/u,workdir={self.rw}/w /opt"
         )
-        return subprocess.run(
-            [require("unshare", "util-linux"), "--mount", "sh", "-c",
-             f'{lower} && {opt} && exec "$@"', "view", *argv],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
-            env=kwargs.get("env"), check=False,
-        )  # fmt: skip
 
 
 def test_the_installer_takes_an_overlay_written_to_the_disk(tmp_path: Path) -> None:
