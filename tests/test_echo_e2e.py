@@ -23,6 +23,7 @@ from rig.acoustic import AcousticPath, Room
 from rig.daemon import Daemon
 from rig.echo_tap import SENT, read, replay
 from rig.loopback import PulseLoopback
+from rig.server.log import Entry
 from rig.server.server import ServerThread
 from rig.speech import said
 
@@ -87,6 +88,20 @@ def replies_done(server: ServerThread, n: int) -> None:
     server.wait_for(lambda: server.log.kinds(direction="out").count("turn_complete") >= n, 20)
 
 
+def two_turns_uninterrupted(
+    loopback: PulseLoopback, server: ServerThread, daemon: Daemon
+) -> list[Entry]:
+    """Two questions, each answered to its end with the box listening again after it,
+    and its own voice never taken for a person's; what the server sent."""
+    for turn in (1, 2):
+        ask(loopback, server, "What will the weather be like tomorrow?")
+        replies_done(server, turn)
+        daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening again")
+    out = server.log.entries(direction="out")
+    assert "interrupted" not in [e.kind for e in out], "the box's own voice interrupted it"
+    return out
+
+
 def received_during(server: ServerThread, start: float, end: float) -> bytes:
     return b"".join(
         e.data or b"" for e in server.log.entries(direction="in")
@@ -100,12 +115,7 @@ def test_the_box_does_not_interrupt_itself_and_keeps_listening(
     # Every chunk goes to the server, silence too (no quiet gate): what the box's own voice
     # left in the microphone is there to be judged.
     server, daemon = start_conversation(make_rig, audio={"pause_below_dbfs": -100})
-    for turn in (1, 2):
-        ask(loopback, server, "What will the weather be like tomorrow?")
-        replies_done(server, turn)
-        daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening again")
-    out = server.log.entries(direction="out")
-    assert "interrupted" not in [e.kind for e in out], "the box's own voice interrupted it"
+    out = two_turns_uninterrupted(loopback, server, daemon)
     # The microphone stayed open while it spoke (cancelled, not gated): nearly every chunk
     # of the replies' time reached the server, and none of it was loud.
     starts = [e.t for e in out if e.kind == "audio"]
@@ -324,12 +334,7 @@ def test_attenuated_the_box_does_not_interrupt_itself(
         server, daemon = start_conversation(
             make_rig, audio={"mic_during_playback": "attenuate", "pause_below_dbfs": -100}
         )
-        for turn in (1, 2):
-            ask(loopback, server, "What will the weather be like tomorrow?")
-            replies_done(server, turn)
-            daemon.wait_until(lambda s: s["state"] == "listening", 10, "listening again")
-    out = server.log.entries(direction="out")
-    assert "interrupted" not in [e.kind for e in out], "the box's own voice interrupted it"
+        out = two_turns_uninterrupted(loopback, server, daemon)
     first = next(e.t for e in out if e.kind == "audio")
     last = next(e.t for e in out if e.kind == "turn_complete")
     during = received_during(server, first + 0.5, last - 0.5)
