@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from device.live.pacing import MOVED_AFTER_S, STABLE_S, Pacing
+from rig.daemon import Daemon
 from rig.loopback import PulseLoopback
 
 
@@ -117,6 +118,21 @@ def test_the_time_a_connection_worked_is_not_time_spent_failing() -> None:
     assert pacing.streak_s(now) >= 30
 
 
+def given_up_unhammered(server: Any, daemon: Daemon) -> dict[str, Any]:
+    """Press, against a service that fails every connection: the box gives up in the
+    error state, having opened at most six connections in the first 10 s, and opens no
+    more until the next press. Its status when it gave up."""
+    pressed = time.monotonic()
+    daemon.ctl("press")
+    status: dict[str, Any] = daemon.wait_until(lambda s: s["state"] == "error", 40, "giving up")
+    opened = [c.opened - pressed for c in server.log.connections()]
+    assert len([t for t in opened if t < 10]) <= 6, opened
+    count = len(server.log.connections())
+    time.sleep(3)
+    assert len(server.log.connections()) == count, "no retries until the next press"
+    return status
+
+
 def test_a_service_dying_after_each_setup_is_given_up_on_in_one_journal_line(
     loopback: PulseLoopback, make_rig: Any
 ) -> None:
@@ -130,14 +146,7 @@ def test_a_service_dying_after_each_setup_is_given_up_on_in_one_journal_line(
         },
         close_after_setup=(1011, "Internal error"),
     )
-    pressed = time.monotonic()
-    daemon.ctl("press")
-    status = daemon.wait_until(lambda s: s["state"] == "error", 40, "giving up")
-    opened = [c.opened - pressed for c in server.log.connections()]
-    assert len([t for t in opened if t < 10]) <= 6, opened
-    count = len(server.log.connections())
-    time.sleep(3)
-    assert len(server.log.connections()) == count, "no retries until the next press"
+    status = given_up_unhammered(server, daemon)
     gave_up = [r for r in daemon.records() if "gave up" in str(r.get("MESSAGE", ""))]
     assert len(gave_up) == 1, gave_up
     assert "1011" in gave_up[0]["MESSAGE"], "names what happened"
