@@ -63,6 +63,12 @@ def one_turn(loopback: PulseLoopback, daemon: Daemon, n: int, seconds: float = 0
     return pressed
 
 
+def ask_until_the_reply_begins(loopback: PulseLoopback, daemon: Daemon) -> None:
+    """A short question, and the box speaking its answer: the moment to cut a reply off."""
+    speak_turn(loopback, daemon, chirp(0.3))
+    daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply")
+
+
 def handle_in_setup(entry_setup: dict[str, Any] | None) -> str | None:
     resumption = (entry_setup or {}).get("sessionResumption") or {}
     return resumption.get("handle")
@@ -138,8 +144,7 @@ def test_go_away_mid_reply_lets_the_reply_finish_then_the_session_continues(
     one_turn(loopback, daemon, 1, seconds=0.3)  # 2 s reply: turn 1
     recorder = loopback.record(SPEAKER_RATE)
     recorder.wait_started()
-    speak_turn(loopback, daemon, chirp(0.3))
-    daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply")
+    ask_until_the_reply_begins(loopback, daemon)
     server.call(server.server.send_go_away, "20s")
     daemon.wait_until(turns_done(2), 20, "the reply to finish")
     time.sleep(0.3)
@@ -165,8 +170,7 @@ def test_a_reply_sent_whole_plays_to_its_end_across_a_go_away_that_cannot_wait_f
     server.server.config.pace, server.server.config.reply_seconds = 0, 20.0
     recorder = loopback.record(SPEAKER_RATE)
     recorder.wait_started()
-    speak_turn(loopback, daemon, chirp(0.3))
-    daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply")
+    ask_until_the_reply_begins(loopback, daemon)
     server.call(server.server.send_go_away, "4s")  # 1 s to wait for quiet, 19 s to play
     daemon.wait_until(turns_done(2), 40, "the reply to finish")
     time.sleep(0.3)
@@ -183,8 +187,7 @@ def test_a_go_away_with_no_time_to_wait_mid_reply_ends_the_turn_cleanly(
 ) -> None:
     server, daemon = make_rig(RESILIENT, reply_seconds=2.0)
     one_turn(loopback, daemon, 1, seconds=0.3)
-    speak_turn(loopback, daemon, chirp(0.3))
-    daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply")
+    ask_until_the_reply_begins(loopback, daemon)
     server.call(server.server.send_go_away, "1s")  # less than the switch margin: at once
     status = daemon.wait_until(
         lambda s: s["state"] == "idle" and s["connected"] and s["connections"] == 2,
@@ -224,8 +227,7 @@ def test_close_1011_mid_reply_plays_what_arrived_and_resumes(
 ) -> None:
     server, daemon = make_rig(RESILIENT, reply_seconds=3.0)
     one_turn(loopback, daemon, 1, seconds=0.3)
-    speak_turn(loopback, daemon, chirp(0.3))
-    daemon.wait_until(lambda s: s["state"] == "speaking", 10, "the reply")
+    ask_until_the_reply_begins(loopback, daemon)
     server.call(server.server.close_all, 1011, "Internal error")
     daemon.wait_until(lambda s: s["state"] == "idle" and s["connected"], 15, "back in idle")
     second = server.log.connections()[1]
