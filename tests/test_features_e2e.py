@@ -43,10 +43,11 @@ from speech import (
     tone_frames,
     turns_done,
 )
+from test_credentials_over_time import token_config
 from wire import at, config_for, function_names, instruction, searches, tool_responses
 
 from device.audio import pcm
-from device.config import Config, find_api_key
+from device.config import Config
 from device.control_client import request
 from device.live.session import LiveLink
 from device.outbox import Outbox
@@ -409,14 +410,6 @@ def tokens_sent(live_server: LiveServer) -> list[str]:
     return [c.headers["authorization"] for c in live_server.log.connections()]
 
 
-def token_file_config(live_server: LiveServer, key_file: Path, token: str) -> Config:
-    """The box's configuration with its key in `key_file`, which holds `token`, read as at
-    the daemon's start."""
-    key_file.write_text(f"{token}\n")
-    cfg = config_for(live_server, live={"api_key_file": str(key_file)})
-    return dataclasses.replace(cfg, api_key=find_api_key(cfg.live)[0])
-
-
 async def test_each_new_session_takes_up_the_token_written_since_the_last(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
@@ -425,7 +418,7 @@ async def test_each_new_session_takes_up_the_token_written_since_the_last(
     live_server.config.token_uses = 1
     live_server.config.ephemeral_tokens = {"auth_tokens/first", "auth_tokens/second"}
     key_file = tmp_path / "token"
-    cfg = token_file_config(live_server, key_file, "auth_tokens/first")
+    cfg = token_config(live_server, key_file, "auth_tokens/first")
     events: list[Event] = []
     link = LiveLink(cfg, Outbox(hold_s=8), events.append, lambda _item, _t: None)
     try:
@@ -477,7 +470,7 @@ async def test_the_first_session_takes_up_the_token_written_since_the_start(
     live_server.config.token_uses = 1
     live_server.config.ephemeral_tokens = {"auth_tokens/next"}
     key_file = tmp_path / "token"
-    cfg = token_file_config(live_server, key_file, "auth_tokens/at-start")
+    cfg = token_config(live_server, key_file, "auth_tokens/at-start")
     key_file.write_text("auth_tokens/next\n")  # the minter's next token
     events: list[Event] = []
     link = LiveLink(cfg, Outbox(hold_s=8), events.append, lambda _item, _t: None)
@@ -534,7 +527,7 @@ async def test_a_new_session_after_a_refused_resume_takes_up_the_token_written_s
     live_server.config.token_uses = 1
     live_server.config.ephemeral_tokens = {"auth_tokens/first", "auth_tokens/second"}
     key_file = tmp_path / "token"
-    cfg = token_file_config(live_server, key_file, "auth_tokens/first")
+    cfg = token_config(live_server, key_file, "auth_tokens/first")
     async with conversation(live_server, cfg) as talk:
         await talk.one_turn()
         key_file.write_text("auth_tokens/second\n")  # the minter's next token
@@ -582,7 +575,7 @@ async def test_a_resume_refused_for_an_expired_token_takes_up_the_next_and_resum
     state, though the minter had written the next token long before."""
     live_server.config.ephemeral_tokens = {"auth_tokens/first"}
     key_file = tmp_path / "token"
-    cfg = token_file_config(live_server, key_file, "auth_tokens/first")
+    cfg = token_config(live_server, key_file, "auth_tokens/first")
     async with conversation(live_server, cfg) as talk:
         await talk.one_turn()
         key_file.write_text("auth_tokens/second\n")  # the minter's next token
