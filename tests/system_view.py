@@ -54,16 +54,23 @@ class SystemView:
             upper.mkdir(parents=True)
             work.mkdir(parents=True)
 
+    def mount(self, place: str) -> str:
+        """The command, run in the view's own mount namespace, that puts the writable
+        layer over `place`."""
+        upper, work = self.layers[place]
+        options = f"lowerdir={place},upperdir={upper},workdir={work}"
+        return f"mount -t overlay overlay -o {options} {place}"
+
+    def mounts(self) -> str:
+        """Every place's mount, as one shell command."""
+        return " && ".join(self.mount(place) for place in self.layers)
+
     def run(
         self, argv: list[str], *, stdin: int | None = subprocess.DEVNULL, env: dict | None = None
     ) -> subprocess.CompletedProcess[str]:
-        mounts = " && ".join(
-            f"mount -t overlay overlay -o lowerdir={d},upperdir={upper},workdir={work} {d}"
-            for d, (upper, work) in self.layers.items()
-        )
         return subprocess.run(
-            [require("unshare", "util-linux"), "--mount", "sh", "-c", f'{mounts} && exec "$@"',
-             "view", *argv],
+            [require("unshare", "util-linux"), "--mount", "sh", "-c",
+             f'{self.mounts()} && exec "$@"', "view", *argv],
             stdin=stdin, capture_output=True, text=True, env=env, timeout=60, check=False,
         )
 

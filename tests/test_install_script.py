@@ -1017,14 +1017,10 @@ UPDATED_KEY_FILE = "/etc/live-appliance/api-key"
 def install_key_on_a_terminal(view: SystemView, answers: list[str]) -> bytes:
     """The installer's install_key step, as a real (not dry) run from a terminal in the
     view, given `answers` one per key prompt; everything it wrote to the terminal."""
-    mounts = " && ".join(
-        f"mount -t overlay overlay -o lowerdir={d},upperdir={upper},workdir={work} {d}"
-        for d, (upper, work) in view.layers.items()
-    )
     step = f'source {shlex.quote(str(INSTALL))} && KEY_READY=0 && install_key "" ""'
     pid, terminal = pty.fork()
     if pid == 0:  # the child: the pty is its terminal, /dev/tty included
-        inside = f"{mounts} && exec bash -c {shlex.quote(step)}"
+        inside = f"{view.mounts()} && exec bash -c {shlex.quote(step)}"
         os.execvp(require("unshare", "util-linux"), ["unshare", "--mount", "sh", "-c", inside])
     return answer_on_the_terminal(pid, terminal, answers)[1]
 

@@ -322,6 +322,9 @@ class CardView(SystemView):
         self.rw = base / "rw"
         self.rw.mkdir()
 
+    def mount(self, place: str) -> str:
+        return self.opt_mount() if place == "/opt" else super().mount(place)
+
     def opt_mount(self) -> str:
         """The command that puts this card's /opt in place, in the view's namespace."""
         if self.card == "overlay":
@@ -331,19 +334,6 @@ class CardView(SystemView):
                 f"workdir={self.rw}/w /opt"
             )
         return "mount -t tmpfs -o ro tmpfs /opt"
-
-    def run(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        lower = " && ".join(
-            f"mount -t overlay overlay -o lowerdir={d},upperdir={upper},workdir={work} {d}"
-            for d, (upper, work) in self.layers.items()
-            if d != "/opt"
-        )
-        return subprocess.run(
-            [require("unshare", "util-linux"), "--mount", "sh", "-c",
-             f'{lower} && {self.opt_mount()} && exec "$@"', "view", *argv],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
-            env=kwargs.get("env"), check=False,
-        )  # fmt: skip
 
 
 @pytest.mark.parametrize(
