@@ -99,7 +99,7 @@ ONSET_S = 0.1
 #: themselves). So the canceller finds how far the echo moved in the first ALIGN_S of the
 #: reply's echo (the microphone muted meanwhile), moves the reference by as much, primes
 #: the module with those moments, and goes on with what it has learned. Replayed offline
-#: over 20 recorded replies, direct and through a room: nothing left after ALIGN_S loud
+#: over 18 recorded replies, direct and through a room: nothing left after ALIGN_S loud
 #: enough for the service's voice detector (0.05 s was too short to tell the delay).
 ALIGN_S = 0.2
 #: How far a new run's echo may have moved and still be followed (farther, or not found:
