@@ -228,9 +228,9 @@ async def test_the_reference_is_what_the_speaker_played_through_a_volume_change_
         given: list[np.ndarray] = []
         played = far.played
 
-        def keep(samples: np.ndarray, rate: int, t_first: float) -> None:
+        def keep(samples: np.ndarray, rate: int, t_first: float, new_run: bool = False) -> None:
             given.append(samples.copy())
-            played(samples, rate, t_first)
+            played(samples, rate, t_first, new_run)
 
         monkeypatch.setattr(far, "played", keep)
         loud = _words(300, 440)
