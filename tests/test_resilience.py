@@ -822,3 +822,26 @@ async def test_a_handle_not_marked_resumable_is_never_resumed_with() -> None:
     assert service.resumed[:2] == [None, "h1"]
 
 
+
+
+def test_a_close_from_a_service_that_no_longer_reads_is_seen_when_the_box_is_quiet(
+    loopback: PulseLoopback, make_rig: Any
+) -> None:
+    """The same service, hands-free in a quiet room: the box answered the close and had
+    nothing more to send, and websockets enforces its close timeout only on a send. It sat
+    on the dead connection for 10 s; a service failing right after each setup while the
+    box's first held audio filled what it read was then never given up on (such a
+    connection lasted long enough to count as working)."""
+    server, daemon = make_rig({"button": {"mode": "toggle"}, "live": {"connect_timeout_s": 2}})
+    daemon.ctl("press")
+    daemon.wait_until(lambda s: s["connected"], 10, "connected")
+    time.sleep(2)  # a quiet room: after a second the microphone's silence is held back
+    first = server.log.connections()[0].id
+    sent = server.log.kinds(first, "in")
+    server.call(server.server.stall)  # it reads nothing more...
+    closing = time.monotonic()  # ...and closes (in the background: it waits 10 s itself)
+    server.call(lambda: [asyncio.ensure_future(server.server.close_all(1011, "Internal error"))])
+    daemon.wait_until(lambda s: s["connections"] == 2 and s["connected"], 15, "reconnected")
+    # Seen within CLOSE_TIMEOUT_S, then the paced wait (at most 0.5 s) and a setup.
+    assert time.monotonic() - closing < 3.0
+    assert server.log.kinds(first, "in") == sent, "it had nothing to send meanwhile"

@@ -38,7 +38,8 @@ REPLY_CHUNK = {
 #: A close, the service's or ours, waits CLOSE_TIMEOUT_S for the other side, not
 #: websockets' 10 s: a service that closed with 1011 while the box sent held speech
 #: stopped reading it, never saw the box's answer to its close, and the box sat on the
-#: dead connection for 10 s (its words lost into it, SIGTERM past TimeoutStopSec).
+#: dead connection for 10 s (its words lost into it, SIGTERM past TimeoutStopSec); a box
+#: with nothing to send is held to it too (`device.live.websocket.bound_close`).
 #: No opening handshake timeout of websockets' own (10 s): every connect is bounded by
 #: `connect_timeout_s`, which an owner on a slow link may set higher.
 CLOSE_TIMEOUT_S = 1.0

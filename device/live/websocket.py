@@ -1,5 +1,6 @@
 """The websocket under the SDK's Live session, reached past the SDK's public API: to
-ping it, abort it, bound its buffers and ask whether it is still busy sending.
+ping it, abort it, bound its buffers and its close, and ask whether it is still
+busy sending.
 
 google-genai offers none of these; each degrades to the SDK's own behaviour when a
 newer SDK moves what they rely on (`sdk_internals_missing` says what, at start).
@@ -7,6 +8,7 @@ newer SDK moves what they rely on (`sdk_internals_missing` says what, at start).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import logging
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from google.genai.live import AsyncSession
+from websockets.protocol import State
 
 from device.live.inbound import fast_path_possible
 
@@ -93,6 +96,8 @@ def sdk_internals_missing() -> list[str]:
     for name in ("ping", "connection_made"):
         if not callable(getattr(ws_client.ClientConnection, name, None)):
             missing.append(f"websockets' ClientConnection has no {name}()")
+    if not isinstance(getattr(ws_client.ClientConnection, "state", None), property):
+        missing.append("websockets' ClientConnection has no state")
     return missing
 
 
@@ -160,6 +165,33 @@ def watch_unsent(session: AsyncSession, overrun: Callable[[int], None]) -> None:
             overrun(held)
 
     ws.data_received = data_received
+
+
+async def bound_close(session: AsyncSession, timeout_s: float) -> None:
+    """Drop the connection `timeout_s` after its close began (the service's close frame, which
+    websockets answers at once) if the service has not ended it by then.
+
+    websockets bounds a close only while the box sends: a box with nothing to send (a quiet
+    room, hands-free) waited as long as the service did for the answer it no longer read
+    (10 s, websockets' own timeout, on the rig), on a dead connection.
+    """
+    ws = websocket_of(session)
+    if ws is None or not hasattr(ws, "state"):
+        return
+    closing = asyncio.Event()
+    received = ws.data_received
+
+    def data_received(data: bytes) -> None:
+        received(data)
+        if ws.state is not State.OPEN:
+            closing.set()
+
+    ws.data_received = data_received
+    if ws.state is not State.OPEN:  # it came before this watch began
+        closing.set()
+    await closing.wait()
+    await asyncio.sleep(timeout_s)
+    ws.transport.abort()  # the box's answer went out: the close frame still says why
 
 
 def link_busy(session: AsyncSession) -> bool:
