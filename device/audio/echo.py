@@ -342,6 +342,11 @@ def echo_delay(near: np.ndarray, far: np.ndarray, around: int | None = None) -> 
     return best if lags[best] >= ALIGN_CLARITY * np.sqrt(np.mean(lags**2)) else None
 
 
+def _level(samples: np.ndarray) -> float:
+    """The RMS of a block of int16 samples, in int16 units (as GUARD_FLOOR is)."""
+    return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
+
+
 def _frame_power(samples: np.ndarray, centred: bool = False) -> np.ndarray:
     """The energy of each 10 ms frame (the last one as far as it goes); `centred`: about
     its own mean."""
@@ -405,9 +410,10 @@ class Canceller:
         self._delay: int | None = None  # the echo's delay (samples) the module learned
         self._shift = 0  # samples the reference is read earlier by: where this run's echo is
         self._finding = False  # a new run's echo is being found: the microphone muted
-        #: The blocks (microphone, reference, when) from the first with the box's voice in
-        #: it, while its echo's delay is learned or found.
-        self._window: list[tuple[np.ndarray, np.ndarray, float]] = []
+        #: The blocks (microphone, reference) from the first with the box's voice in it,
+        #: while its echo's delay is learned or found, and when the first was recorded.
+        self._window: list[tuple[np.ndarray, np.ndarray]] = []
+        self._window_start = 0.0
         #: Why the module stopped working mid-run (it raised): from then on the audio goes
         #: on as recorded, never stopping the microphone's reader (whose reopen would only
         #: fail again at the next word: a box deaf for good). The capture says so.
@@ -454,14 +460,15 @@ class Canceller:
         in step: it goes on with its echo where it was."""
         if self._delay is not None and not self._finding:
             return False
-        if not self._window and float(np.sqrt(np.mean(far.astype(np.float64) ** 2))) < GUARD_FLOOR:
-            return False  # the box's voice is not in the reference yet
-        self._window.append((near.copy(), far, start))
-        if sum(n.size for n, _, _ in self._window) < ALIGN_S * RATE:
+        if not self._window:
+            if _level(far) < GUARD_FLOOR:
+                return False  # the box's voice is not in the reference yet
+            self._window_start = start
+        self._window.append((near.copy(), far))
+        if sum(n.size for n, _ in self._window) < ALIGN_S * RATE:
             return self._finding
-        nears = np.concatenate([n for n, _, _ in self._window])
-        fars = np.concatenate([f for _, f, _ in self._window])
-        began = self._window[0][2]
+        nears = np.concatenate([n for n, _ in self._window])
+        fars = np.concatenate([f for _, f in self._window])
         self._window.clear()
         if not self._finding:
             self._delay = echo_delay(nears, fars)
@@ -472,7 +479,8 @@ class Canceller:
             self._start_afresh()
         else:
             self._shift += found - self._delay
-            self._apm.process(nears, self._far.heard(self._reference_time(began), nears.size))
+            began = self._reference_time(self._window_start)
+            self._apm.process(nears, self._far.heard(began, nears.size))
         return True
 
     def _reference_time(self, start: float) -> float:
@@ -489,7 +497,7 @@ class Canceller:
         if far is None:
             return out
         onset = self._onsets(far)[far.size - out.size :]
-        level = float(np.sqrt(np.mean(far.astype(np.float64) ** 2)))
+        level = _level(far)
         speaking = max(level, self._far_level)  # this block or the one before: the echo lags
         self._far_level = level
         if speaking < GUARD_FLOOR:
