@@ -659,6 +659,13 @@ class Appliance:
             return f"error: {self.button_failure}"
         return f"error: {m.error}" if m.state is State.ERROR and m.error else str(m.state)
 
+    @property
+    def mic_while_speaking(self) -> str | None:
+        """What the microphone does while the box speaks, in force now; None on a
+        push-to-talk box: its microphone is never open while it speaks, so the service
+        neither needs the canceller nor looks whether it could run (the doctor looks)."""
+        return self.mic_plan.mic_during_playback if self.machine.mode is Mode.TOGGLE else None
+
     def status(self) -> dict[str, Any]:
         """What `ctl status` shows: an owner's view of the box over SSH, and the rig's."""
         return {
@@ -690,7 +697,7 @@ class Appliance:
             "volume": round(self.speaker.volume, 2),
             "settings_not_kept": self.state_file.problem(),
             # In force now: a canceller that failed mid-run leaves the gate in its place.
-            "mic_during_playback": self.mic_plan.mic_during_playback,
+            "mic_during_playback": self.mic_while_speaking,
             "mic_missing": self.mic_plan.missing,
             "camera": self.camera.running,
             "camera_failure": self.camera.failure,
@@ -777,7 +784,7 @@ class Appliance:
             "ready: %s mode, model %s, microphone while speaking: %s",
             self.machine.mode,
             self.cfg.live.model,
-            self.mic_plan.mic_during_playback,
+            self.mic_while_speaking or "closed (push-to-talk)",
             extra={"LIVE_STATE": self._led_state()},
         )
 

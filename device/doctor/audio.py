@@ -415,30 +415,33 @@ async def check_echo(ctx: Context) -> Result:
 def _as_the_service_runs(result: Result, daemon: dict[str, Any]) -> Result:
     """The echo line as the running service has it: what works here may have failed it
     (mid-run), or it started with a configuration edited since."""
-    in_force = daemon.get("mic_during_playback")
     # Not running, not readable, or a daemon from before the field; or a warning here.
-    if in_force is None or result.status is not Status.PASS:
+    if "mic_during_playback" not in daemon or result.status is not Status.PASS:
         return result
+    in_force = daemon["mic_during_playback"]
     planned = result.data.get("mic_during_playback")
     missing = daemon.get("mic_missing")
-    if daemon.get("mode") == "push_to_talk" and not missing:
+    restart, logs = how_to_restart(daemon), where_it_logs(daemon, "-b")
+    if daemon.get("mode") == "push_to_talk":
         # Its microphone is open only while the button is held: the setting does nothing
         # there (an edit of it waits for no restart), and the service did not look whether
-        # "cancel" could run, as the doctor did.
-        return result
-    if missing and (in_force != planned or result.data.get("noise_suppression")):
+        # "cancel" could run, as the doctor did; only a noise suppressor lost mid-run counts.
+        if not missing:
+            return result
+        measured = f"{what_runs(daemon)} runs without noise suppression: {missing}"
+        fix = FIX_FELL_BACK.format(restart=restart, logs=logs)
+    elif missing and (in_force != planned or result.data.get("noise_suppression")):
         measured = (
             f"{what_runs(daemon)} runs without WebRTC audio processing (while the box "
             f"speaks hands-free: {in_force}; noise suppression off): {missing}"
         )
-        restart, logs = how_to_restart(daemon), where_it_logs(daemon, "-b")
         fix = FIX_FELL_BACK.format(restart=restart, logs=logs)
     elif in_force != planned:  # the file was edited since it started
         measured = (
             f"{what_runs(daemon)} has {in_force} while the box speaks hands-free, the "
             f"configuration {planned}"
         )
-        fix = f"A restart ({how_to_restart(daemon)}) starts it with the configuration."
+        fix = f"A restart ({restart}) starts it with the configuration."
     else:
         return result
     data = result.data | {"service_mic_during_playback": in_force}
