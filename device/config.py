@@ -461,12 +461,53 @@ def _read_toml(path: Path, must_exist: bool) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(_toml_problem(path, text, exc)) from None
     except RecursionError:  # a value nested thousands deep: no setting is
         raise ConfigError(f"{path}: not valid TOML: nested too deep") from None
     except ValueError:  # tomllib's int() of a decimal past Python's digit limit
         digits = sys.get_int_max_str_digits()
         raise ConfigError(f"{path}: not valid TOML: a number of over {digits} digits") from None
+
+
+#: Where tomllib puts its error: "(at line 4, column 13)", or "(at end of document)".
+_TOML_AT = re.compile(r" \(at (?:line (\d+), column \d+|end of document)\)$")
+#: tomllib's words for a key or table written twice, in the owner's.
+_TOML_TWICE = {"Cannot overwrite a value": "set twice", "Cannot declare": "declared twice"}
+_TOML_HEADER = re.compile(r"\s*\[\[?\s*([^\]]+?)\s*\]")
+
+
+def _toml_problem(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> str:
+    """tomllib's message, with the line and the key or table on it named: its own says
+    only "Cannot overwrite a value (at line 4, column 13)" of a volume set twice. The
+    key's name, never the line: a value there may be a secret."""
+    message = str(exc)
+    at = _TOML_AT.search(message)
+    lines = text.splitlines()
+    if at is None:
+        return f"{path}: not valid TOML: {message}"
+    if at[1] is not None:
+        number = int(at[1])
+    else:  # a key on the last line, no newline after it
+        number = max((i for i, line in enumerate(lines, 1) if line.strip()), default=1)
+    reason = next(
+        (said for words, said in _TOML_TWICE.items() if message.startswith(words)), message
+    )
+    name = _toml_name(lines[:number])
+    return f"{path} line {number}: not valid TOML: {f'{name}: ' if name else ''}{reason}"
+
+
+def _toml_name(lines: list[str]) -> str | None:
+    """The key or table the last of `lines` writes, in the README's words ("[audio]
+    volume"), from the table above it; None for a line that is neither."""
+    if not lines:
+        return None
+    if header := _TOML_HEADER.match(lines[-1]):
+        return f"[{header[1]}]"
+    key, equals, _ = lines[-1].partition("=")
+    if not equals or not key.strip():
+        return None
+    table = next((h[1] for line in reversed(lines) if (h := _TOML_HEADER.match(line))), None)
+    return f"[{table}] {key.strip()}" if table else key.strip()
 
 
 def _let_the_service_read(path: Path) -> str:
