@@ -482,7 +482,7 @@ def _toml_problem(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> str:
     key's name, never the line: a value there may be a secret."""
     message = str(exc)
     at = _TOML_AT.search(message)
-    lines = text.splitlines()
+    lines = text.split("\n")  # as tomllib counts them (splitlines breaks at more)
     if at is None:
         return f"{path}: not valid TOML: {message}"
     if at[1] is not None:

@@ -21,6 +21,9 @@ from device.doctor.settings import check_config
         # A table written twice (a second [audio] pasted lower down).
         ("[audio]\nvolume = 0.5\n\n[button]\nmode = 'toggle'\n\n[audio]\nchunk_ms = 20\n", 7,
          "[audio]"),
+        # A line separator (U+2028) in a comment: a line to Python's splitlines, not TOML's.
+        ("# salon\u2028kitchen\n[audio]\nvolume = 0.5\nchunk_ms = 20\nvolume = 0.7\n", 5,
+         "[audio] volume"),
         # A dotted key at the top, set twice.
         ("audio.volume = 0.5\naudio.volume = 0.7\n", 2, "audio.volume"),
     ],
