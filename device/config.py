@@ -493,7 +493,16 @@ def _toml_problem(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> str:
         (said for words, said in _TOML_TWICE.items() if message.startswith(words)), message
     )
     name = _toml_name(lines[:number])
+    value = lines[number - 1].partition("=")[2].partition("#")[0]
+    if name and name.endswith(" mode") and (mode := _as_octal(value)):  # chmod's 0660
+        reason = f"TOML numbers have no leading 0: a file mode is written {mode}"
     return f"{path} line {number}: not valid TOML: {f'{name}: ' if name else ''}{reason}"
+
+
+def _as_octal(text: str) -> str | None:
+    """A file mode written as for chmod ("0660", "660") as TOML writes it ("0o660")."""
+    digits = re.fullmatch(r"\s*(?:0o)?([0-7]{3,4})\s*", text)
+    return f"0o{digits[1].lstrip('0') or '0'}" if digits else None
 
 
 def _toml_name(lines: list[str]) -> str | None:
@@ -708,7 +717,9 @@ def _check_value(label: str, hint: Any, spec: dataclasses.Field[Any], value: Any
     allowed = _describe(hint)
     result = _coerce(hint, value)
     if result is _INVALID:
-        raise ConfigError(f"{label}: must be {allowed} (got {_shown(value)})")
+        mode = _as_octal(value) if spec.metadata.get("octal") and isinstance(value, str) else None
+        octal = f": a file mode is written {mode}" if mode else ""  # a string, as for chmod
+        raise ConfigError(f"{label}: must be {allowed} (got {_shown(value)}){octal}")
     bounds = spec.metadata.get("bounds")
     if bounds and isinstance(result, int | float) and not bounds[0] <= result <= bounds[1]:
         if spec.metadata.get("octal"):  # file modes: 660 is not 0o660
