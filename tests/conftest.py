@@ -23,7 +23,7 @@ import pyaudio
 import pytest
 from _pytest.mark.expression import Expression
 from fakes import Gate, SilentResolver
-from helpers import all_loggers
+from helpers import all_loggers, trusted_server
 
 from device import logs
 from device.live import endpoint
@@ -157,8 +157,7 @@ def make_rig(loopback: PulseLoopback, workdir: Path) -> Iterator[Any]:
 async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
     """The local Live server in this test's loop, its certificate trusted as the box's
     own CA bundle would be; replies of 0.2 s, sent as fast as the link takes them."""
-    async with LiveServer(pace=0, reply_seconds=0.2) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+    async with trusted_server(monkeypatch, pace=0, reply_seconds=0.2) as live:
         yield live
 
 

@@ -28,6 +28,7 @@ from device.control import ControlServer
 from device.hw.led_patterns import PATTERNS, Pattern
 from device.hw.leds import LedAnimator, LedDriver
 from rig.daemon import scratch_dir
+from rig.server.server import LiveServer
 
 #: Animator tests play the LED table this many times faster, fades at as many times the
 #: frame rate: the same frames in the same order, in a fraction of the time.
@@ -159,6 +160,16 @@ def lines_of(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
             found[name] += "\n" + line
     assert found, f"no check lines in:\n{result.stdout}\n{result.stderr}"
     return found
+
+
+@asynccontextmanager
+async def trusted_server(monkeypatch: Any, **options: Any) -> AsyncIterator[LiveServer]:
+    """The local Live server (`options` as LiveServer takes them), its test CA trusted as
+    the box's own CA bundle would be: `SSL_CERT_FILE`, the SDK's production trust path,
+    names it until the test ends."""
+    async with LiveServer(**options) as live:
+        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+        yield live
 
 
 @asynccontextmanager

@@ -13,6 +13,7 @@ from pathlib import Path
 import google.auth
 import google.auth.credentials
 import pytest
+from helpers import trusted_server
 from test_live_session import first_outcome
 from test_vertex_token import vertex_config
 from wire import config_for
@@ -46,8 +47,7 @@ async def cfg(
 ) -> AsyncIterator[tuple[Config, str]]:
     """The local server's key, its address only in the environment, unusable; and what
     the box should say of it."""
-    async with LiveServer(pace=0, reply_seconds=0.2) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    async with trusted_server(monkeypatch, pace=0, reply_seconds=0.2) as server:
         monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", request.param)
         base = config_for(server)
         said = f"GOOGLE_GEMINI_BASE_URL's {request.param} cannot be used: "

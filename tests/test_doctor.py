@@ -37,6 +37,7 @@ from helpers import (
     only_proxy,
     open_refused,
     proxy,
+    trusted_server,
     unknown_name,
 )
 from helpers import mock_pins as pins
@@ -1195,8 +1196,7 @@ async def test_the_doctor_checks_the_way_the_daemon_goes_through_a_proxy(
     and its resolver knows no outside names (the proxy resolves them). The daemon talks
     through the proxy; `doctor network` resolved and connected to the Live API's host
     itself, and failed on DNS: "Check the box's network and DNS"."""
-    async with LiveServer(pace=0, reply_seconds=0.2) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    async with trusted_server(monkeypatch, pace=0, reply_seconds=0.2) as server:
         port = urlsplit(server.base_url).port
         assert port is not None
         async with proxy(to_port=port) as (proxy_port, asked):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from fakes import FakeActions, Gate, gated_tools
-from helpers import until
+from helpers import trusted_server, until
 from wire import at, config_for
 
 from device.config import ToolsConfig
@@ -230,8 +230,8 @@ ROOM_SOUND = b"\x01\x00" * (MIC_RATE // 10)  # 100 ms the server hears as silenc
 
 @pytest.fixture
 async def slow_uplink(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
-    async with LiveServer(pace=0, reply_seconds=0.2, uplink_bytes_per_s=UPLINK) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+    options = {"pace": 0, "reply_seconds": 0.2, "uplink_bytes_per_s": UPLINK}
+    async with trusted_server(monkeypatch, **options) as live:
         yield live
 
 
@@ -304,24 +304,25 @@ async def test_a_press_over_a_reply_then_a_switch_keeps_the_whole_question(
     interrupted, turnComplete and a new handle, issued as it read the activityStart: it
     covers none of the question. A switch later in the same press resumes with it: the
     question must go again whole, not from where the handle happened to arrive."""
-    async with LiveServer(pace=1, reply_seconds=5) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
-        async with talking(server) as talk:
-            outbox, events = talk.outbox, talk.events
-            outbox.put("text", "hello")
-            await until(lambda: any(isinstance(e, ReplyAudio) for e in events), within=10)
-            outbox.put("activity_start")  # over the reply still coming
-            for _ in range(10):  # a second of the question, held, goes out at once
-                outbox.put("audio", ROOM_SOUND)
-            # The press cut the reply short: interrupted, turnComplete, then a new handle.
-            await until(lambda: any(isinstance(e, TurnComplete) for e in events), within=10)
-            await asyncio.sleep(0.2)
-            await talk.speak(10, ROOM_SOUND)  # a second more on the first connection
-            await server.send_go_away("0.5s")  # less than the switch margin: at once
-            await until(lambda: any(isinstance(e, Reconnected) for e in events), within=10)
-            await talk.speak(10, ROOM_SOUND)  # and one on the second
-            outbox.put("activity_end")
-            await until(lambda: len(heard_ms(server)) == 1, within=10)
+    async with (
+        trusted_server(monkeypatch, pace=1, reply_seconds=5) as server,
+        talking(server) as talk,
+    ):
+        outbox, events = talk.outbox, talk.events
+        outbox.put("text", "hello")
+        await until(lambda: any(isinstance(e, ReplyAudio) for e in events), within=10)
+        outbox.put("activity_start")  # over the reply still coming
+        for _ in range(10):  # a second of the question, held, goes out at once
+            outbox.put("audio", ROOM_SOUND)
+        # The press cut the reply short: interrupted, turnComplete, then a new handle.
+        await until(lambda: any(isinstance(e, TurnComplete) for e in events), within=10)
+        await asyncio.sleep(0.2)
+        await talk.speak(10, ROOM_SOUND)  # a second more on the first connection
+        await server.send_go_away("0.5s")  # less than the switch margin: at once
+        await until(lambda: any(isinstance(e, Reconnected) for e in events), within=10)
+        await talk.speak(10, ROOM_SOUND)  # and one on the second
+        outbox.put("activity_end")
+        await until(lambda: len(heard_ms(server)) == 1, within=10)
     assert heard_ms(server) == [pytest.approx(3000, abs=WITHIN_MS)], "the question heard whole"
 
 

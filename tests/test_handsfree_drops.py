@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fakes import FakeActions, Gate, gated_tools
 from google.genai import types
-from helpers import until
+from helpers import trusted_server, until
 from test_go_away import heard_ms
 from test_live_session import Speaker
 from test_replies_after_tools import HandsFree, audio, content
@@ -213,15 +213,16 @@ async def test_hands_free_a_drop_while_the_model_thinks_over_the_question_still_
     as replies end), and the next connection, resumed with the last one, never heard it:
     the box listened again without a sound, the person waiting for an answer until the
     silence hung up."""
-    async with LiveServer(pace=0, reply_seconds=0.2, think_seconds=1) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
-        async with conversation(server, gate) as talk:
-            talk.say()
-            await until(lambda: any(isinstance(e, SpeechHeard) for e in talk.events), within=10)
-            server.drop()  # the model thinks
-            await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
-            with contextlib.suppress(AssertionError):  # none came
-                await until(lambda: any(isinstance(e, ReplyAudio) for e in talk.events), within=5)
+    async with (
+        trusted_server(monkeypatch, pace=0, reply_seconds=0.2, think_seconds=1) as server,
+        conversation(server, gate) as talk,
+    ):
+        talk.say()
+        await until(lambda: any(isinstance(e, SpeechHeard) for e in talk.events), within=10)
+        server.drop()  # the model thinks
+        await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+        with contextlib.suppress(AssertionError):  # none came
+            await until(lambda: any(isinstance(e, ReplyAudio) for e in talk.events), within=5)
     assert any(isinstance(e, ReplyAudio) for e in talk.events), "the question was not answered"
     assert heard_ms(server) == [pytest.approx(1000, abs=WITHIN_MS)], "heard once, whole"
     assert Earcon.ERROR not in talk.earcons
@@ -330,8 +331,7 @@ async def answers_due_soon(
 ) -> AsyncIterator[tuple[LiveServer, Conversation]]:
     """A hands-free conversation with `reply_timeout_s` at its lowest, on a local server
     of its own (`server_options`: which turns it leaves unanswered, how long it thinks)."""
-    async with LiveServer(pace=0, reply_seconds=0.2, **server_options) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    async with trusted_server(monkeypatch, pace=0, reply_seconds=0.2, **server_options) as server:
         timeout = {"reply_timeout_s": REPLY_TIMEOUT_S}
         async with conversation(server, gate, conversation=timeout) as talk:
             yield server, talk
@@ -388,19 +388,20 @@ async def test_hands_free_a_drop_while_the_answer_plays_does_not_ask_the_questio
     connection drops: no handle covers the question yet (one comes as the reply ends),
     but it was answered. Sent again on the next connection, it was answered twice; so
     was the room's sound over the answer (its echo, a cough) sent again."""
-    async with LiveServer(pace=1, reply_seconds=3) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
-        async with conversation(server, gate) as talk:
-            talk.say()
-            await until(lambda: any(isinstance(e, ReplyAudio) for e in talk.events), within=10)
-            for _ in range(3):
-                talk.outbox.put("audio", ROOM)  # under the answer: too quiet to interrupt it
-            sent = 25 * len(SPEECH) + 3 * len(ROOM)
-            await server.wait_for(lambda: len(server.audio_in(1)) == sent, 5)
-            server.drop()  # mid-answer
-            await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
-            talk.say(12)  # the next question
-            await server.wait_for(lambda: "turn_complete" in server.kinds(2, "out"), 10)
+    async with (
+        trusted_server(monkeypatch, pace=1, reply_seconds=3) as server,
+        conversation(server, gate) as talk,
+    ):
+        talk.say()
+        await until(lambda: any(isinstance(e, ReplyAudio) for e in talk.events), within=10)
+        for _ in range(3):
+            talk.outbox.put("audio", ROOM)  # under the answer: too quiet to interrupt it
+        sent = 25 * len(SPEECH) + 3 * len(ROOM)
+        await server.wait_for(lambda: len(server.audio_in(1)) == sent, 5)
+        server.drop()  # mid-answer
+        await until(lambda: any(isinstance(e, Reconnected) for e in talk.events), within=10)
+        talk.say(12)  # the next question
+        await server.wait_for(lambda: "turn_complete" in server.kinds(2, "out"), 10)
     assert len(server.audio_in(2)) == 12 * len(SPEECH), "the answered question went again"
 
 

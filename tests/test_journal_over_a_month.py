@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from fakes import FakeActions, FakeMicrophone, FakeParts, config, running
 from google.genai.live import AsyncSession
-from helpers import journal_lines, until
+from helpers import journal_lines, trusted_server, until
 from test_read_ahead import Speaker as SwitchedSpeaker
 from test_server_fuzz import ScriptedWire, audio_part, sdk_client, server_content
 from test_service import drain, fill
@@ -39,7 +39,6 @@ from device.parts import Parts
 from device.service import Notifier
 from device.tools import ToolBox
 from rig.server import connection as rig_connection
-from rig.server.server import LiveServer
 
 #: What a service (or whatever answers in its name: a proxy, a captive portal) may put in a
 #: text the box quotes: a line break, a terminal's escape sequence, a bidi override.
@@ -264,8 +263,7 @@ async def test_a_session_id_from_the_service_is_one_printable_word_on_every_line
     the terminal's `session=` field acted on the owner's terminal): it is quoted as the
     service's other words are, and still names one session."""
     monkeypatch.setattr(rig_connection, "uuid4", lambda: types.SimpleNamespace(hex=ODD))
-    async with LiveServer(pace=0) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    async with trusted_server(monkeypatch, pace=0) as server:
         with journal_lines("device", filters=[logs.SessionField()]) as journal:
             async with set_up_link(server) as (link, _outbox, _events):
                 session = link.session_id

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import until
+from helpers import trusted_server, until
 from test_go_away import CHUNK_S, heard_ms, talking
 
 from device.config import ButtonConfig, Config, LiveConfig, Secret
@@ -151,8 +151,7 @@ async def test_a_model_that_thinks_past_dead_after_s_on_a_live_link_is_waited_fo
     twice here: only the pongs tell the link is alive (within it, a link that never
     pinged passed too)."""
     live = {"keepalive_s": 1.0, "dead_after_s": 3.0}
-    async with LiveServer(pace=0, reply_seconds=0.2, think_seconds=6) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    async with trusted_server(monkeypatch, pace=0, reply_seconds=0.2, think_seconds=6) as server:
         cfg = Config(
             live=LiveConfig(base_url=server.base_url, **live), api_key=Secret(server.api_key)
         )

@@ -27,7 +27,7 @@ import pytest
 from fakes import CHUNK, Gate, running
 from google.auth import exceptions as auth_errors
 from google.genai import errors, types
-from helpers import closed_port, only_proxy, proxy, unknown_name, until
+from helpers import closed_port, only_proxy, proxy, trusted_server, unknown_name, until
 from test_go_away import slow_tool, talking
 from test_server_fuzz import audio_part, server_content
 from websockets.datastructures import Headers
@@ -536,8 +536,7 @@ async def connection_lost_by(
     the connection's end, and the reason the state machine was given."""
     caplog.set_level(logging.INFO)
     events: list[Event] = []
-    async with LiveServer(pace=0, reply_seconds=0.2) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    async with trusted_server(monkeypatch, pace=0, reply_seconds=0.2) as server:
         link = LiveLink(config_for(server), Outbox(5), events.append, lambda _item, _t: None)
         link.open(1)
         try:
@@ -939,8 +938,8 @@ async def test_vertex_credentials_the_clock_stepped_back_on_are_loaded_anew(
     credentials") until the clock caught up; a restart was the owner's only way out."""
     monkeypatch.setattr(google.auth, "default", lambda **_: (Credentials(), "p"))
     events: list[Event] = []
-    async with LiveServer(pace=0, reply_seconds=0.2, bearer_tokens={"token-1"}) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    options = {"pace": 0, "reply_seconds": 0.2, "bearer_tokens": {"token-1"}}
+    async with trusted_server(monkeypatch, **options) as server:
         live = {"backend": "vertex", "project": "p", "location": "l", "model": "gemini-3.8-live"}
         cfg = dataclasses.replace(config_for(server, live=live), api_key=None)
         link = LiveLink(cfg, Outbox(5), events.append, lambda _item, _t: None)
@@ -979,8 +978,7 @@ async def test_revoked_vertex_credentials_cost_two_token_requests_a_press(
     anew), fails with the credentials' words, and never loops."""
     monkeypatch.setattr(google.auth, "default", lambda **_: (Revoked(), "p"))
     Revoked.refreshes = 0
-    async with LiveServer(pace=0, reply_seconds=0.2) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    async with trusted_server(monkeypatch, pace=0, reply_seconds=0.2) as server:
         live = {"backend": "vertex", "project": "p", "location": "l", "model": "gemini-3.8-live"}
         cfg = dataclasses.replace(config_for(server, live=live), api_key=None)
         events: list[Any] = []
@@ -1016,8 +1014,8 @@ async def test_vertex_credentials_the_owner_replaced_work_at_the_next_press(
     press until a restart."""
     loaded: list[type[google.auth.credentials.Credentials]] = [Revoked]
     monkeypatch.setattr(google.auth, "default", lambda **_: (loaded[-1](), "p"))
-    async with LiveServer(pace=0, reply_seconds=0.2, bearer_tokens={"renewed"}) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    options = {"pace": 0, "reply_seconds": 0.2, "bearer_tokens": {"renewed"}}
+    async with trusted_server(monkeypatch, **options) as server:
         live = {"backend": "vertex", "project": "p", "location": "l", "model": "gemini-3.8-live"}
         cfg = dataclasses.replace(config_for(server, live=live), api_key=None)
         events: list[Any] = []

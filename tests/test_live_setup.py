@@ -9,7 +9,7 @@ import google.auth
 import pytest
 from google import genai
 from google.genai import errors, types
-from helpers import until
+from helpers import trusted_server, until
 from test_live_session import Credentials
 from wire import at, config_for, function_names, instruction, searches
 
@@ -367,8 +367,8 @@ async def setup_model(monkeypatch: pytest.MonkeyPatch, model: str) -> str:
     monkeypatch.setattr(Credentials, "made", [])  # this press's first: token-1
     monkeypatch.setattr(google.auth, "default", lambda **_: (Credentials(), "p"))
     events: list[Event] = []
-    async with LiveServer(pace=0, reply_seconds=0.2, bearer_tokens={"token-1"}) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    options = {"pace": 0, "reply_seconds": 0.2, "bearer_tokens": {"token-1"}}
+    async with trusted_server(monkeypatch, **options) as server:
         live = {"backend": "vertex", "project": "p", "location": "l", "model": model}
         cfg = dataclasses.replace(config_for(server, live=live), api_key=None)
         link = LiveLink(cfg, Outbox(5), events.append, lambda _item, _t: None)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trustme
 from fakes import DEAD
-from helpers import closed_port, only_proxy, until
+from helpers import closed_port, only_proxy, trusted_server, until
 from test_credentials_over_time import what_a_press_meets
 from wire import config_for
 
@@ -31,7 +31,6 @@ from device.live.errors import SIGN_IN_HINT, describe_failure
 from device.live.session import LiveLink
 from device.outbox import Outbox
 from device.states import ConnectFailed, Event
-from rig.server.server import LiveServer
 
 KEY = Secret("AIza-not-a-real-key-0123456789abcdefghij")
 #: What a hotel's sign-in page says on port 443 to a box that asks it for TLS.
@@ -73,8 +72,7 @@ async def answering(
         return issue(ca, *names, **options)
 
     monkeypatch.setattr(trustme.CA, "issue_cert", issued)
-    async with LiveServer(pace=0) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    async with trusted_server(monkeypatch, pace=0) as server:
         yield server.base_url
 
 
@@ -163,8 +161,7 @@ async def test_a_key_refused_after_a_power_cut_is_not_blamed_on_a_restart_never_
     os.utime(credentials / config.CREDENTIAL_NAME, (restored, restored))
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     monkeypatch.setattr(config, "INSTALLED_KEY_FILE", installed)
-    async with LiveServer(pace=0) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    async with trusted_server(monkeypatch, pace=0) as server:
         cfg = with_api_key(config_for(server))
         assert cfg.api_key is not None and cfg.api_key.reveal() == revoked
         failed = await what_a_press_meets(cfg)

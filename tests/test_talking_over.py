@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fakes import CHUNK, Box, FakeLink, FakeParts, Gate, config, running
 from google.genai import types
-from helpers import until
+from helpers import trusted_server, until
 from test_handsfree_drops import conversation
 from test_live_connection import SESSION, Seen, audio, connection, content
 from test_live_session import AHEAD_S, Speaker
@@ -306,8 +306,7 @@ ANSWER_S = 0.2
 
 @pytest.fixture
 async def long_reply(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
-    async with LiveServer(pace=0, reply_seconds=REPLY_S) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+    async with trusted_server(monkeypatch, pace=0, reply_seconds=REPLY_S) as live:
         yield live
 
 

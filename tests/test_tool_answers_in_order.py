@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from fakes import Gate
-from helpers import until
+from helpers import trusted_server, until
 from test_handsfree_drops import Conversation, conversation
 from test_live_session import Speaker
 
@@ -42,8 +42,7 @@ PREAMBLE_S = 5.0
 async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
     """The model says a few words before each tool call, and thinks 2 s over its answer."""
     options = {"tool_preamble_seconds": PREAMBLE_S, "think_seconds": 2.0}
-    async with LiveServer(pace=0, reply_seconds=0.2, **options) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+    async with trusted_server(monkeypatch, pace=0, reply_seconds=0.2, **options) as live:
         yield live
 
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from fakes import Gate
-from helpers import until
+from helpers import trusted_server, until
 from test_handsfree_drops import Conversation, conversation
 from test_live_session import Speaker
 from test_states import DONE, ENDED, REPLY, SETUP, names, run
@@ -47,8 +47,7 @@ async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
     """The model says a few words before each tool call, then thinks over the tool's
     answer for longer than a test here waits: what the test does meanwhile comes first."""
     options = {"tool_preamble_seconds": PREAMBLE_S, "think_seconds": 60.0}
-    async with LiveServer(pace=0, reply_seconds=0.2, **options) as live:
-        monkeypatch.setenv("SSL_CERT_FILE", live.ca_file)
+    async with trusted_server(monkeypatch, pace=0, reply_seconds=0.2, **options) as live:
         yield live
 
 
@@ -130,8 +129,7 @@ async def test_a_drop_as_the_reply_to_a_quick_answer_begins_ends_in_the_error_af
     and the box said "speaking" in silence until reply_timeout_s ran out: only then the
     error earcon the README promises once the words have played."""
     options = {"tool_preamble_seconds": PREAMBLE_S, "reply_seconds": 10.0}
-    async with LiveServer(pace=1, **options) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    async with trusted_server(monkeypatch, pace=1, **options) as server:
         speaker = Speaker()
         server.queue_tool_call("slow")
         # No transcript of the question, which this server sends only as it answers.

@@ -21,7 +21,7 @@ import google.auth.credentials
 import pytest
 from fakes import FakeParts, running
 from google.auth import exceptions as auth_errors
-from helpers import until
+from helpers import trusted_server, until
 from test_appliance import assert_no_task_left_behind
 from test_credentials import CLOCK_REFUSAL_IDS, CLOCK_REFUSALS
 from wire import config_for
@@ -86,8 +86,7 @@ def token_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[TokenServer]:
 
 @pytest.fixture
 async def live(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
-    async with LiveServer(pace=0, reply_seconds=0.2) as server:
-        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)
+    async with trusted_server(monkeypatch, pace=0, reply_seconds=0.2) as server:
         yield server
 
 
