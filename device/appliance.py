@@ -784,7 +784,7 @@ class Appliance:
             "ready: %s mode, model %s, microphone while speaking: %s",
             self.machine.mode,
             self.cfg.live.model,
-            self.mic_while_speaking or "closed (push-to-talk)",
+            self.mic_while_speaking or "open only while the button is held",
             extra={"LIVE_STATE": self._led_state()},
         )
 
