@@ -1,9 +1,13 @@
 """Mutants of the last stop's changes outside the echo canceller that the tests let live,
-killed by what an owner reads: the doctor's echo line on a push-to-talk box."""
+killed by what an owner reads: the doctor's echo line on a push-to-talk box, and a
+script's --help."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from fakes import config
@@ -13,6 +17,7 @@ from device.audio import echo
 from device.doctor.audio import _mic_plan, check_echo
 from device.doctor.progress import Progress
 from device.doctor.result import Context, Options, Status
+from tests.test_script_help import ROOT, STAND_INS, VENV_TOOLS, _stand_in
 
 
 def _without_the_binding(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,3 +62,57 @@ async def test_the_echo_line_beside_a_push_to_talk_service_asks_for_no_restart(
         result = await check_echo(ctx)
     assert result.status is Status.PASS, result
     assert "restart" not in (result.fix or "")
+
+
+def _checkout(tmp_path: Path) -> Path:
+    """A copy of scripts/ whose tools would set things up: stand-ins that say who called."""
+    checkout = tmp_path / "a checkout"
+    shutil.copytree(ROOT / "scripts", checkout / "scripts")
+    (checkout / ".venv" / "bin").mkdir(parents=True)
+    for name in VENV_TOOLS:
+        _stand_in(checkout / ".venv" / "bin" / name, tmp_path / "calls.log")
+    return checkout
+
+
+def _script(cwd: Path, tmp_path: Path, *command: str) -> tuple[str, list[str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in STAND_INS:
+        _stand_in(bin_dir / name, tmp_path / "calls.log")
+    result = subprocess.run(
+        ["bash", *command],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHON": str(bin_dir / "python3")},
+        cwd=cwd, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    log = tmp_path / "calls.log"
+    return result.stdout, log.read_text().splitlines() if log.exists() else []
+
+
+def test_help_asked_from_inside_scripts_is_the_scripts_header(tmp_path: Path) -> None:
+    """`cd scripts && ./demo --help`: the help is the demo's header, as from the checkout."""
+    checkout = _checkout(tmp_path)
+    out, calls = _script(checkout / "scripts", tmp_path, "demo", "--help")
+    assert out.startswith("Show the appliance working on this machine"), out
+    assert calls == ["python -m rig.demo --help"], calls
+
+
+def test_help_is_the_header_alone_and_the_modules_options(tmp_path: Path) -> None:
+    """The header ends at its first line that is no comment: the script's own comments
+    further down are no help; and the module's fuller help follows it."""
+    checkout = _checkout(tmp_path)
+    out, calls = _script(tmp_path, tmp_path, str(checkout / "scripts" / "demo"), "--help")
+    assert "Run where it was typed" not in out, out
+    assert out.rstrip().endswith("usage: python"), out  # the stand-in's answer to --help
+    assert calls == ["python -m rig.demo --help"], calls
+
+
+def test_help_after_a_double_dash_is_the_tools_not_the_scripts(tmp_path: Path) -> None:
+    """`scripts/lock --upgrade-package x -- --help`: what follows `--` goes to the tool
+    (uv pip compile here), the script's help is not printed instead."""
+    checkout = _checkout(tmp_path)
+    uv = checkout / ".venv" / "bin" / "uv"
+    uv.write_text(f'#!/bin/bash\necho "uv $*" >> "{tmp_path / "calls.log"}"\necho "uv 0.13.9"\n')
+    out, calls = _script(tmp_path, tmp_path, str(checkout / "scripts" / "lock"), "--", "--help")
+    assert "Make the Pi installer's lock files" not in out, out
+    assert any(call.startswith("uv pip compile") and call.endswith("-- --help") for call in calls)
