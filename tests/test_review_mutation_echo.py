@@ -1,0 +1,156 @@
+"""Mutants of the echo canceller's last changes that the tests let live, killed by what a
+person at the box would notice: their words over the box's voice reaching the service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from device.audio import echo
+from device.audio.echo import RATE, Canceller, FarEnd
+from tests.test_audio_echo import (
+    VOICE_DBFS,
+    LeavesSome,
+    Room,
+    _box_speaking_to,
+    frames_dbfs,
+    reply,
+    run,
+    spoken,
+    voiced,
+)
+
+T0 = 1000.0
+
+
+def _moved_at_2(how: str, far_end: FarEnd, canceller: Canceller) -> Callable[[float], bool]:
+    """Before the block at 2 s, the echo moves: a reply cut short and the next one
+    started, or the microphone's stream lost input (an overflow)."""
+
+    def between(t: float) -> bool:
+        if abs(t - 2.0) < 1e-9:
+            if how == "cut":
+                far_end.cut(T0 + t)
+            else:
+                canceller.resync()
+        return True
+
+    return between
+
+
+@pytest.mark.parametrize("how", ["cut", "microphone overflow"])
+def test_after_the_echo_moved_the_guard_lifts_and_a_person_is_heard(how: str) -> None:
+    """The echo moved at 2 s: the module starts afresh, guarded for its GUARD_S + RESIDUE_S
+    of hearing the box, and then no more. A person talking over the box at 4.5 s (the
+    module lets them through, 8 dB down) reaches the service; a canceller that started
+    afresh at every block after the move kept them 20 dB down for the rest of the reply,
+    and nobody could interrupt it."""
+    far_end = FarEnd()
+    canceller = Canceller(far_end)
+    module = canceller._apm = LeavesSome()
+    script = [(4.5, True, -40.0), (5.5, True, -8.0)]
+    heard = _box_speaking_to(
+        canceller, module, far_end, script, between=_moved_at_2(how, far_end, canceller)
+    )
+    assert frames_dbfs(heard, 4.6, 5.4).min() > -24 - 8 - 1.5
+
+
+def test_a_reply_that_starts_quiet_is_followed_and_a_person_is_heard_at_once() -> None:
+    """The next reply starts with 0.3 s of quiet (the service's audio often does): its echo
+    is found in the box's first words, not in the quiet before them. Looked for in the
+    quiet, it was not found: the module started afresh, guarded, and a person talking
+    over the reply's first second was lowered 20 dB."""
+    far = reply(9.0).copy()
+    far[4 * RATE : round(4.3 * RATE)] = 0.0  # the next reply's first 0.3 s (it plays at 5.5 s)
+    talker = np.zeros(far.size)
+    words = spoken("Stop, what about Sunday morning?", -26.0)
+    at = round(6.3 * RATE)  # 0.8 s into the next reply: 0.5 s into its voice
+    talker[at : at + words.size] = words
+    _, out, _ = run(far, talker, Room(gap_at_s=4.0, gap_s=1.5, new_run=True, moved_s=0.003))
+    found = 5.8 + echo.ALIGN_S + 0.05
+    assert frames_dbfs(out, found, 6.3).max() < VOICE_DBFS  # the box alone: not heard
+    assert voiced(talker, out, 6.3, 6.8) >= 0.5
+
+
+class FixedFilter:
+    """A long-converged module as the box sees it, its filter fixed at `delay` samples of
+    the reference: it takes the echo out exactly where the reference says it is, and none
+    of an echo that moved (AEC3's converged filter follows a move only slowly: on the
+    loopback 3 of 12 replies interrupted themselves). Held back as the module is."""
+
+    def __init__(self, delay: int, gain: float) -> None:
+        self.gain = gain
+        self._far = np.zeros(delay)
+        self._held = np.zeros(round(echo.ECHO_LATENCY_S * RATE))
+
+    def process(self, near: np.ndarray, far: np.ndarray | None) -> np.ndarray:
+        ref = np.concatenate([self._far, np.zeros(near.size) if far is None else far])
+        self._far = ref[near.size :]
+        data = np.concatenate([self._held, near - self.gain * ref[: near.size]])
+        self._held = data[near.size :]
+        return np.round(data[: near.size]).astype(np.int16)
+
+    def reset(self) -> None:
+        """Its filter stays (the guard covers what a real one relearns)."""
+
+
+ACOUSTIC = 48  # samples from the writer's count to the microphone (3 ms)
+PAUSE = 0.5  # between the replies: the speaker's stream stops and starts again
+PIECE_S = 0.05  # what the speaker's writer hands PortAudio at a time, 100 ms ahead
+
+
+def _two_replies(moved: int, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
+    """Reply A plays 3 s, the speaker stops for PAUSE, reply B (a new run of the stream)
+    plays 2.5 s, its echo `moved` samples later than A's; the module's filter stays where
+    A's echo was. What the service hears, from the microphone's first sample."""
+    a, b = round(3.0 * RATE), round(2.5 * RATE)
+    voice = np.round(reply(6.0)[: a + b] * 32767).astype(np.int16)
+    played = np.zeros(a + round(PAUSE * RATE) + b, dtype=np.int16)
+    played[:a], played[-b:] = voice[:a], voice[a:]
+    delays = np.full(played.size, ACOUSTIC)
+    delays[a + round(PAUSE * RATE) // 2 :] += moved
+    index = np.arange(played.size) - delays
+    mic = np.where(index >= 0, 0.5 * played[np.clip(index, 0, None)], 0.0)
+    mic16 = np.round(mic + np.random.default_rng(4).standard_normal(mic.size)).astype(np.int16)
+    reference_delay = ACOUSTIC + round(echo.LEAD_S * RATE)
+    monkeypatch.setattr(echo, "webrtc_module", lambda **_: FixedFilter(reference_delay, 0.5))
+    far_end = FarEnd()
+    canceller = Canceller(far_end)
+    piece, block = round(PIECE_S * RATE), round(0.04 * RATE)
+    pieces = [k for k in range(0, played.size, piece) if k < a or k >= played.size - b]
+    out = []
+    for j in range(0, mic16.size - block + 1, block):
+        while pieces and pieces[0] / RATE - 0.1 <= (j + block) / RATE:  # handed 100 ms ahead
+            k = pieces.pop(0)
+            first_of_b = k == played.size - b
+            far_end.played(played[k : k + piece], RATE, T0 + k / RATE, new_run=first_of_b)
+        out.append(canceller.process(mic16[j : j + block], T0 + j / RATE))
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("moved_ms", [5, -3])
+def test_the_next_replys_moved_echo_never_reaches_the_service(
+    moved_ms: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next reply's echo comes back a few ms from where the last one's did: while the
+    canceller finds where (the microphone muted) and from then on (the reference moved as
+    much), nothing of the box's voice reaches the service; a module that hears the moved
+    echo against the old reference lets it through, and the box interrupts itself."""
+    heard = _two_replies(round(moved_ms * RATE / 1000), monkeypatch)
+    b = 3.0 + PAUSE
+    assert frames_dbfs(heard, 0.5, 3.0).max() < VOICE_DBFS  # reply A: its echo out
+    assert frames_dbfs(heard, b, b + 2.4).max() < VOICE_DBFS  # reply B: found, followed
+
+
+def test_the_next_replys_echo_moved_too_far_to_follow_is_guarded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An echo moved 30 ms (beyond ALIGN_REACH_S) is not found near the last one's: the
+    module starts afresh, guarded, and what it leaves of the moved echo in the reply's
+    first second is lowered below the service's voice detector. A canceller that followed
+    "nothing found" failed for good, and the box's voice went out as recorded."""
+    heard = _two_replies(round(0.03 * RATE), monkeypatch)
+    b = 3.0 + PAUSE
+    assert frames_dbfs(heard, b + echo.ALIGN_S, b + 1.0).max() < VOICE_DBFS
