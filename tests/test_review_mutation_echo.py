@@ -101,16 +101,19 @@ PAUSE = 0.5  # between the replies: the speaker's stream stops and starts again
 PIECE_S = 0.05  # what the speaker's writer hands PortAudio at a time, 100 ms ahead
 
 
-def _two_replies(moved: int, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
-    """Reply A plays 3 s, the speaker stops for PAUSE, reply B (a new run of the stream)
-    plays 2.5 s, its echo `moved` samples later than A's; the module's filter stays where
-    A's echo was. What the service hears, from the microphone's first sample."""
-    a, b = round(3.0 * RATE), round(2.5 * RATE)
-    voice = np.round(reply(6.0)[: a + b] * 32767).astype(np.int16)
-    played = np.zeros(a + round(PAUSE * RATE) + b, dtype=np.int16)
-    played[:a], played[-b:] = voice[:a], voice[a:]
+def _replies(moved: list[int], monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
+    """Reply A plays 3 s; after each PAUSE (the speaker's stream stops and starts again)
+    the next plays 2.5 s, its echo `moved[i]` samples later than A's; the module's filter
+    stays where A's echo was. What the service hears, from the microphone's first sample."""
+    a, b, pause = round(3.0 * RATE), round(2.5 * RATE), round(PAUSE * RATE)
+    voice = np.round(reply(9.0)[: a + b * len(moved)] * 32767).astype(np.int16)
+    starts = [0] + [a + pause + i * (b + pause) for i in range(len(moved))]
+    played = np.zeros(starts[-1] + b, dtype=np.int16)
+    played[:a] = voice[:a]
     delays = np.full(played.size, ACOUSTIC)
-    delays[a + round(PAUSE * RATE) // 2 :] += moved
+    for i, start in enumerate(starts[1:]):
+        played[start : start + b] = voice[a + i * b : a + (i + 1) * b]
+        delays[start - pause // 2 :] = ACOUSTIC + moved[i]
     index = np.arange(played.size) - delays
     mic = np.where(index >= 0, 0.5 * played[np.clip(index, 0, None)], 0.0)
     mic16 = np.round(mic + np.random.default_rng(4).standard_normal(mic.size)).astype(np.int16)
@@ -119,13 +122,14 @@ def _two_replies(moved: int, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
     far_end = FarEnd()
     canceller = Canceller(far_end)
     piece, block = round(PIECE_S * RATE), round(0.04 * RATE)
-    pieces = [k for k in range(0, played.size, piece) if k < a or k >= played.size - b]
+    runs = [(start, start + (a if i == 0 else b)) for i, start in enumerate(starts)]
+    pieces = [k for lo, hi in runs for k in range(lo, hi, piece)]
     out = []
     for j in range(0, mic16.size - block + 1, block):
         while pieces and pieces[0] / RATE - 0.1 <= (j + block) / RATE:  # handed 100 ms ahead
             k = pieces.pop(0)
-            first_of_b = k == played.size - b
-            far_end.played(played[k : k + piece], RATE, T0 + k / RATE, new_run=first_of_b)
+            first = k in starts[1:]
+            far_end.played(played[k : k + piece], RATE, T0 + k / RATE, new_run=first)
         out.append(canceller.process(mic16[j : j + block], T0 + j / RATE))
     return np.concatenate(out)
 
@@ -138,7 +142,7 @@ def test_the_next_replys_moved_echo_never_reaches_the_service(
     canceller finds where (the microphone muted) and from then on (the reference moved as
     much), nothing of the box's voice reaches the service; a module that hears the moved
     echo against the old reference lets it through, and the box interrupts itself."""
-    heard = _two_replies(round(moved_ms * RATE / 1000), monkeypatch)
+    heard = _replies([round(moved_ms * RATE / 1000)], monkeypatch)
     b = 3.0 + PAUSE
     assert frames_dbfs(heard, 0.5, 3.0).max() < VOICE_DBFS  # reply A: its echo out
     assert frames_dbfs(heard, b, b + 2.4).max() < VOICE_DBFS  # reply B: found, followed
@@ -151,6 +155,17 @@ def test_the_next_replys_echo_moved_too_far_to_follow_is_guarded(
     module starts afresh, guarded, and what it leaves of the moved echo in the reply's
     first second is lowered below the service's voice detector. A canceller that followed
     "nothing found" failed for good, and the box's voice went out as recorded."""
-    heard = _two_replies(round(0.03 * RATE), monkeypatch)
+    heard = _replies([round(0.03 * RATE)], monkeypatch)
     b = 3.0 + PAUSE
     assert frames_dbfs(heard, b + echo.ALIGN_S, b + 1.0).max() < VOICE_DBFS
+
+
+def test_each_next_replys_echo_is_followed_from_where_the_last_one_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reply after reply, the echo comes back a few ms from where the last one's did: each
+    move adds to the ones before (the reference read earlier by all of them together), and
+    none of the box's voice reaches the service in the third reply either."""
+    heard = _replies([80, 160], monkeypatch)  # 5 ms later, then 5 ms later again
+    c = 3.0 + PAUSE + 2.5 + PAUSE
+    assert frames_dbfs(heard, c, c + 2.4).max() < VOICE_DBFS
