@@ -101,23 +101,26 @@ PAUSE = 0.5  # between the replies: the speaker's stream stops and starts again
 PIECE_S = 0.05  # what the speaker's writer hands PortAudio at a time, 100 ms ahead
 
 
-def _replies(moved: list[int], monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
+def _replies(
+    moved: list[int], monkeypatch: pytest.MonkeyPatch, acoustic: int = ACOUSTIC
+) -> np.ndarray:
     """Reply A plays 3 s; after each PAUSE (the speaker's stream stops and starts again)
     the next plays 2.5 s, its echo `moved[i]` samples later than A's; the module's filter
-    stays where A's echo was. What the service hears, from the microphone's first sample."""
+    stays where A's echo was; `acoustic`: samples from the writer's count to the microphone.
+    What the service hears, from the microphone's first sample."""
     a, b, pause = round(3.0 * RATE), round(2.5 * RATE), round(PAUSE * RATE)
     voice = np.round(reply(9.0)[: a + b * len(moved)] * 32767).astype(np.int16)
     starts = [0] + [a + pause + i * (b + pause) for i in range(len(moved))]
     played = np.zeros(starts[-1] + b, dtype=np.int16)
     played[:a] = voice[:a]
-    delays = np.full(played.size, ACOUSTIC)
+    delays = np.full(played.size, acoustic)
     for i, start in enumerate(starts[1:]):
         played[start : start + b] = voice[a + i * b : a + (i + 1) * b]
-        delays[start - pause // 2 :] = ACOUSTIC + moved[i]
+        delays[start - pause // 2 :] = acoustic + moved[i]
     index = np.arange(played.size) - delays
     mic = np.where(index >= 0, 0.5 * played[np.clip(index, 0, None)], 0.0)
     mic16 = np.round(mic + np.random.default_rng(4).standard_normal(mic.size)).astype(np.int16)
-    reference_delay = ACOUSTIC + round(echo.LEAD_S * RATE)
+    reference_delay = acoustic + round(echo.LEAD_S * RATE)
     monkeypatch.setattr(echo, "webrtc_module", lambda **_: FixedFilter(reference_delay, 0.5))
     far_end = FarEnd()
     canceller = Canceller(far_end)
@@ -169,3 +172,14 @@ def test_each_next_replys_echo_is_followed_from_where_the_last_one_was(
     heard = _replies([80, 160], monkeypatch)  # 5 ms later, then 5 ms later again
     c = 3.0 + PAUSE + 2.5 + PAUSE
     assert frames_dbfs(heard, c, c + 2.4).max() < VOICE_DBFS
+
+
+def test_behind_a_speaker_that_adds_60_ms_the_next_replys_echo_is_followed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A speaker that buffers 60 ms beyond what it is handed (Bluetooth, a USB DSP): the
+    echo is found near where it was, 60 ms on, as near a speaker that adds nothing; read
+    at the wrong place, the reference let the next reply's echo through."""
+    heard = _replies([80], monkeypatch, acoustic=round(0.06 * RATE))
+    b = 3.0 + PAUSE
+    assert frames_dbfs(heard, b, b + 2.4).max() < VOICE_DBFS
