@@ -80,8 +80,9 @@ class FixedFilter:
     of an echo that moved (AEC3's converged filter follows a move only slowly: on the
     loopback 3 of 12 replies interrupted themselves). Held back as the module is."""
 
-    def __init__(self, delay: int, gain: float) -> None:
+    def __init__(self, delay: int, gain: float, relearned: int | None = None) -> None:
         self.gain = gain
+        self.relearned = relearned  # where its filter is after a reset, if it moves
         self._far = np.zeros(delay)
         self._held = np.zeros(round(echo.ECHO_LATENCY_S * RATE))
 
@@ -93,7 +94,11 @@ class FixedFilter:
         return np.round(data[: near.size]).astype(np.int16)
 
     def reset(self) -> None:
-        """Its filter stays (the guard covers what a real one relearns)."""
+        """Started afresh, it finds the echo where it now is (AEC3 finds a new delay sooner
+        from its initial state): at once, the guard covering what a real one relearns."""
+        if self.relearned is not None:
+            kept = self._far[-self.relearned :] if self.relearned else self._far[:0]
+            self._far = np.concatenate([np.zeros(self.relearned - kept.size), kept])
 
 
 ACOUSTIC = 48  # samples from the writer's count to the microphone (3 ms)
@@ -102,11 +107,17 @@ PIECE_S = 0.05  # what the speaker's writer hands PortAudio at a time, 100 ms ah
 
 
 def _replies(
-    moved: list[int], monkeypatch: pytest.MonkeyPatch, acoustic: int = ACOUSTIC
+    moved: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+    acoustic: int = ACOUSTIC,
+    overflow: tuple[float, int] | None = None,
+    talker: np.ndarray | None = None,
 ) -> np.ndarray:
     """Reply A plays 3 s; after each PAUSE (the speaker's stream stops and starts again)
     the next plays 2.5 s, its echo `moved[i]` samples later than A's; the module's filter
     stays where A's echo was; `acoustic`: samples from the writer's count to the microphone.
+    `overflow`: when the microphone's stream lost input, and how many samples later the
+    echo comes back from then on; `talker`: a person at the microphone too (float).
     What the service hears, from the microphone's first sample."""
     a, b, pause = round(3.0 * RATE), round(2.5 * RATE), round(PAUSE * RATE)
     voice = np.round(reply(9.0)[: a + b * len(moved)] * 32767).astype(np.int16)
@@ -117,11 +128,18 @@ def _replies(
     for i, start in enumerate(starts[1:]):
         played[start : start + b] = voice[a + i * b : a + (i + 1) * b]
         delays[start - pause // 2 :] = acoustic + moved[i]
+    overflow_at, overflow_moved = (None, 0) if overflow is None else overflow
+    if overflow_at is not None:
+        delays[round(overflow_at * RATE) :] += overflow_moved
     index = np.arange(played.size) - delays
     mic = np.where(index >= 0, 0.5 * played[np.clip(index, 0, None)], 0.0)
-    mic16 = np.round(mic + np.random.default_rng(4).standard_normal(mic.size)).astype(np.int16)
+    mic += np.random.default_rng(4).standard_normal(mic.size)
+    if talker is not None:
+        mic[: talker.size] += talker[: mic.size] * 32767
+    mic16 = np.round(mic).astype(np.int16)
     reference_delay = acoustic + round(echo.LEAD_S * RATE)
-    monkeypatch.setattr(echo, "webrtc_module", lambda **_: FixedFilter(reference_delay, 0.5))
+    module = FixedFilter(reference_delay, 0.5, reference_delay + overflow_moved)
+    monkeypatch.setattr(echo, "webrtc_module", lambda **_: module)
     far_end = FarEnd()
     canceller = Canceller(far_end)
     piece, block = round(PIECE_S * RATE), round(0.04 * RATE)
@@ -133,6 +151,8 @@ def _replies(
             k = pieces.pop(0)
             first = k in starts[1:]
             far_end.played(played[k : k + piece], RATE, T0 + k / RATE, new_run=first)
+        if overflow_at is not None and j == round(overflow_at * RATE):
+            canceller.resync()  # the capture's overflow: its clock believes the next time
         out.append(canceller.process(mic16[j : j + block], T0 + j / RATE))
     return np.concatenate(out)
 
@@ -183,3 +203,21 @@ def test_behind_a_speaker_that_adds_60_ms_the_next_replys_echo_is_followed(
     heard = _replies([80], monkeypatch, acoustic=round(0.06 * RATE))
     b = 3.0 + PAUSE
     assert frames_dbfs(heard, b, b + 2.4).max() < VOICE_DBFS
+
+
+def test_after_an_overflow_the_next_reply_is_followed_from_where_the_echo_went(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The microphone's stream lost input mid-reply and the echo came back 15 ms later:
+    the module starts afresh, and where the echo now is, is learned again. The next reply
+    moves 10 ms more: found near where it was after the overflow, followed, and a person
+    talking over its first second reaches the service; found near where it was before
+    (25 ms: too far), the module started afresh, and its guard lowered them 20 dB."""
+    b = 3.0 + PAUSE
+    talker = np.zeros(round((b + 2.5) * RATE))
+    words = spoken("Stop, what about Sunday morning?", -26.0)[:RATE]
+    at = round((b + 0.4) * RATE)
+    talker[at : at + words.size] = words
+    heard = _replies([160], monkeypatch, overflow=(1.6, 240), talker=talker)
+    assert frames_dbfs(heard, 2.0, 3.0).max() < VOICE_DBFS  # reply A after the overflow
+    assert voiced(talker, heard, b + 0.4, b + 1.4) >= 0.9
