@@ -7,10 +7,12 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+import soxr
 
 from device.audio import echo
 from device.audio.echo import RATE, Canceller, FarEnd
 from tests.test_audio_echo import (
+    SPEAKER_RATE,
     VOICE_DBFS,
     LeavesSome,
     Room,
@@ -221,3 +223,28 @@ def test_after_an_overflow_the_next_reply_is_followed_from_where_the_echo_went(
     heard = _replies([160], monkeypatch, overflow=(1.6, 240), talker=talker)
     assert frames_dbfs(heard, 2.0, 3.0).max() < VOICE_DBFS  # reply A after the overflow
     assert voiced(talker, heard, b + 0.4, b + 1.4) >= 0.9
+
+
+@pytest.mark.parametrize("quiet", [0, 30], ids=["silent", "a breath at -60 dBFS"])
+def test_a_word_after_a_pause_mid_block_is_lowered_whole(quiet: int) -> None:
+    """The box speaks again after a pause 20 ms into a 40 ms block of the microphone, its
+    pause not quite silent (a breath, the service's own noise floor): for ONSET_S from
+    there, what a long-converged module lets through as recorded is lowered GUARD_DB, in
+    every 10 ms frame and every sample of it; else the service hears the box's word, and
+    the box interrupts itself."""
+    far_end = FarEnd()
+    canceller = Canceller(far_end)
+    module = canceller._apm = LeavesSome()
+    mic16 = np.round(np.random.default_rng(3).standard_normal(4 * RATE) * 2000).astype(np.int16)
+    box = np.full(4 * RATE, 8000, dtype=np.int16)
+    box[round(2.6 * RATE) : round(3.02 * RATE)] = quiet  # the pause: 420 ms
+    block, speaker = 640, round(0.04 * SPEAKER_RATE)
+    out = []
+    for i in range(0, mic16.size, block):
+        t = i / RATE
+        module.left_db = 0.0 if 3.0 <= t < 3.1 else -40.0  # the word's first moments
+        piece = soxr.resample(box[i : i + block].astype(np.float64), RATE, SPEAKER_RATE)
+        far_end.played(np.round(piece[:speaker]).astype(np.int16), SPEAKER_RATE, T0 + t)
+        out.append(canceller.process(mic16[i : i + block], T0 + t))
+    heard = np.concatenate(out)
+    assert frames_dbfs(heard, 3.02, 3.1).max() < -24 - echo.GUARD_DB + 2
