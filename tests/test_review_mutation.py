@@ -39,6 +39,19 @@ def test_the_doctor_on_a_push_to_talk_box_without_the_binding_says_hands_free_wo
     assert result.data["mic_during_playback"] == "gate"
 
 
+def test_the_doctor_says_why_the_module_cannot_run_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Push-to-talk with [audio] noise_suppression = true on 32-bit Raspberry Pi OS: the
+    line warns of the missing module, and says why once, not once for noise suppression
+    and again for the hands-free canceller."""
+    _without_the_binding(monkeypatch)
+    ctx = Context(config(audio={"noise_suppression": True}), Options(), Progress())
+    result = _mic_plan(ctx)
+    assert result.status is Status.WARN, result
+    assert result.measured.count("no wheel for this platform") == 1, result.measured
+
+
 def test_the_doctor_on_a_push_to_talk_box_with_the_binding_says_cancel_plainly() -> None:
     result = _mic_plan(Context(config(), Options(), Progress()))
     assert result.status is Status.PASS, result
