@@ -113,6 +113,7 @@ async def test_beside_a_push_to_talk_service_the_doctor_still_says_gate_without_
         result = await check_echo(Context(cfg, Options(), Progress()))
     assert result.status is Status.PASS, result
     assert result.data["mic_during_playback"] == "gate"
+    assert "restart" not in (result.fix or "")
 
 
 def test_the_doctor_says_cancel_where_the_binding_runs() -> None:
@@ -285,3 +286,37 @@ def test_without_the_module_every_chunk_of_each_reply_is_kept_from_the_server(
         assert received_during(server, start + 0.3, end - 0.3) == b""
     assert len(daemon.records(LIVE_MIC_DURING_PLAYBACK="gate")) == 1, daemon.log()
 
+
+def test_the_doctor_on_a_push_to_talk_box_without_the_binding_says_hands_free_would_gate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default box (push-to-talk, "cancel") on 32-bit Raspberry Pi OS needs no
+    canceller and the service does not look; the owner who would switch to hands-free
+    learns from the doctor that the box would mute itself while it speaks, and why; the
+    line still passes (nothing is wrong as the box is set)."""
+    no_binding(monkeypatch)
+    result = _mic_plan(Context(config(), Options(), Progress()))
+    assert result.status is Status.PASS, result
+    assert "while the box speaks hands-free: gate (cancel cannot run: " in result.measured
+    assert result.data["mic_during_playback"] == "gate"
+
+
+def test_the_doctor_says_why_the_module_cannot_run_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Push-to-talk with [audio] noise_suppression = true on 32-bit Raspberry Pi OS: the
+    line warns of the missing module, and says why once, not once for noise suppression
+    and again for the hands-free canceller."""
+    no_binding(monkeypatch)
+    ctx = Context(config(audio={"noise_suppression": True}), Options(), Progress())
+    result = _mic_plan(ctx)
+    assert result.status is Status.WARN, result
+    assert result.measured.count("no wheel for this platform") == 1, result.measured
+
+
+def test_the_doctor_on_a_push_to_talk_box_with_the_binding_says_cancel_plainly() -> None:
+    result = _mic_plan(Context(config(), Options(), Progress()))
+    assert result.status is Status.PASS, result
+    assert "while the box speaks hands-free: cancel;" in result.measured, result.measured
+    assert "cannot run" not in result.measured and "None" not in result.measured
+    assert "(push-to-talk: the microphone is open only while the button is held)" in result.measured

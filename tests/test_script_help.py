@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,15 @@ def _stand_in(path: Path, log: Path) -> None:
 
 
 def run_with_help(
-    tmp_path: Path, script: str, *args: str, venv: bool = True
+    tmp_path: Path,
+    script: str,
+    *args: str,
+    venv: bool = True,
+    from_scripts: bool = False,
+    prepare: Callable[[Path], None] = lambda checkout: None,
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    """Run the copied `scripts/<script> *args`; its result and the calls it made."""
+    """Run the copied `scripts/<script> *args` (`from_scripts`: as `./<script>` from inside
+    scripts/; `prepare` may change the checkout first); its result and the calls it made."""
     checkout = tmp_path / "a checkout"
     shutil.copytree(ROOT / "scripts", checkout / "scripts")
     log = tmp_path / "calls.log"
@@ -41,10 +48,13 @@ def run_with_help(
         (checkout / ".venv" / "bin").mkdir(parents=True)
         for name in VENV_TOOLS:
             _stand_in(checkout / ".venv" / "bin" / name, log)
+    prepare(checkout)
+    where, path = (checkout / "scripts", script) if from_scripts else (
+        tmp_path, str(checkout / "scripts" / script))  # fmt: skip
     result = subprocess.run(
-        ["bash", str(checkout / "scripts" / script), *args],
+        ["bash", path, *args],
         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHON": str(bin_dir / "python3")},
-        cwd=tmp_path,
+        cwd=where,
         capture_output=True,
         text=True,
         timeout=30,
@@ -75,3 +85,38 @@ def test_help_before_setup_made_the_venv_still_says_how_to_call_it(
     result, calls = run_with_help(tmp_path, script, "--help", venv=False)
     assert result.returncode == 0, result.stderr
     assert f"scripts/{script}" in result.stdout and calls == []
+
+
+def test_help_asked_from_inside_scripts_is_the_scripts_header(tmp_path: Path) -> None:
+    """`cd scripts && ./demo --help`: the help is the demo's header, as from the checkout."""
+    result, calls = run_with_help(tmp_path, "demo", "--help", from_scripts=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Show the appliance working on this machine"), result.stdout
+    assert calls == ["python -m rig.demo --help"], calls
+
+
+def test_help_is_the_header_alone_and_the_modules_options(tmp_path: Path) -> None:
+    """The header ends at its first line that is no comment: the script's own comments
+    further down are no help; and the module's fuller help follows it."""
+    result, calls = run_with_help(tmp_path, "demo", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Run where it was typed" not in result.stdout, result.stdout
+    assert result.stdout.rstrip().endswith("usage: python"), result.stdout  # the stand-in's
+    assert calls == ["python -m rig.demo --help"], calls
+
+
+def test_help_after_a_double_dash_is_the_tools_not_the_scripts(tmp_path: Path) -> None:
+    """`scripts/lock --upgrade-package x -- --help`: what follows `--` goes to the tool
+    (uv pip compile here), the script's help is not printed instead."""
+
+    def uv_that_says_its_version(checkout: Path) -> None:
+        log = tmp_path / "calls.log"
+        uv = checkout / ".venv" / "bin" / "uv"
+        uv.write_text(f'#!/bin/bash\necho "uv $*" >> "{log}"\necho "uv 0.13.9"\n')
+
+    result, calls = run_with_help(
+        tmp_path, "lock", "--", "--help", prepare=uv_that_says_its_version
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Make the Pi installer's lock files" not in result.stdout, result.stdout
+    assert any(call.startswith("uv pip compile") and call.endswith("-- --help") for call in calls)

@@ -1,5 +1,5 @@
-"""Mutants of the echo canceller's last changes that the tests let live, killed by what a
-person at the box would notice: their words over the box's voice reaching the service."""
+"""The echo canceller around a moved echo (the next reply, a cut, an overflow), judged by
+what a person at the box would notice: their words over the box's voice reaching the service."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import soxr
-
-from device.audio import echo
-from device.audio.echo import RATE, Canceller, FarEnd
-from tests.test_audio_echo import (
+from test_audio_echo import (
     SPEAKER_RATE,
     VOICE_DBFS,
     LeavesSome,
@@ -23,6 +20,9 @@ from tests.test_audio_echo import (
     spoken,
     voiced,
 )
+
+from device.audio import echo
+from device.audio.echo import RATE, Canceller, FarEnd
 
 T0 = 1000.0
 
