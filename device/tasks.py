@@ -33,11 +33,12 @@ def _websockets_proxy_tls(exc: object) -> bool:
     """websockets 16-17 (python-websockets/websockets#1629): a connect through HTTPS_PROXY
     whose TLS fails (a proxy that shows its own certificate, a clock far off) hands the
     loss to a connection it never finished building. The connect raises the TLS error,
-    which the journal, `ask` and the doctor say; this traceback came beside it each try."""
+    which the journal, `ask` and the doctor say; this traceback came beside it each try.
+    The connection may be the box's own kind of websockets' (`BoundedClose`)."""
     return (
         isinstance(exc, AttributeError)
         and exc.name == "recv_messages"
-        and type(exc.obj).__module__.startswith("websockets.")
+        and any(cls.__module__.startswith("websockets.") for cls in type(exc.obj).__mro__)
     )
 
 

@@ -40,7 +40,6 @@ from device.live.turn import WireTurn
 from device.live.websocket import (
     UNACKED_LIMIT_S,
     bound_buffers,
-    bound_close,
     bound_unacked,
     link_busy,
     watch_unsent,
@@ -162,7 +161,6 @@ class Connection:
                 group.create_task(self._receive_loop(), name="live-receive")
                 group.create_task(self._read_ahead.run(), name="live-read-ahead")
                 group.create_task(self._watch_liveness(), name="live-liveness")
-                group.create_task(bound_close(self.session, CLOSE_TIMEOUT_S), name="live-close")
         except* Exception as failed:
             ended = failed.exceptions[0]
             # Python 3.11's TaskGroup leaves its own request to cancel this task behind

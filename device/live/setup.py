@@ -15,6 +15,7 @@ from google.genai._live_converters import _LiveServerMessage_from_mldev
 from device.config import TOKEN_PREFIX, Config, LiveConfig, read_instruction_file
 from device.live.credentials import Token, load
 from device.live.models import V1ALPHA, model_settings
+from device.live.websocket import BoundedClose
 from device.live.wire import REPLY_RATE, pcm_mime
 from device.tools import declarations
 
@@ -39,13 +40,14 @@ REPLY_CHUNK = {
 #: websockets' 10 s: a service that closed with 1011 while the box sent held speech
 #: stopped reading it, never saw the box's answer to its close, and the box sat on the
 #: dead connection for 10 s (its words lost into it, SIGTERM past TimeoutStopSec); a box
-#: with nothing to send is held to it too (`device.live.websocket.bound_close`).
+#: with nothing to send is held to it too (`device.live.websocket.BoundedClose`).
 #: No opening handshake timeout of websockets' own (10 s): every connect is bounded by
 #: `connect_timeout_s`, which an owner on a slow link may set higher.
 CLOSE_TIMEOUT_S = 1.0
 WEBSOCKET_OPTIONS: dict[str, Any] = {"ping_interval": None, "ping_timeout": None,
                                      "close_timeout": CLOSE_TIMEOUT_S, "compression": None,
-                                     "max_queue": 4, "max_size": 2**20, "open_timeout": None}
+                                     "max_queue": 4, "max_size": 2**20, "open_timeout": None,
+                                     "create_connection": BoundedClose}
 
 
 class Built(NamedTuple):

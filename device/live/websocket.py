@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from google.genai.live import AsyncSession
+from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 
 from device.live.inbound import fast_path_possible
@@ -96,8 +97,6 @@ def sdk_internals_missing() -> list[str]:
     for name in ("ping", "connection_made"):
         if not callable(getattr(ws_client.ClientConnection, name, None)):
             missing.append(f"websockets' ClientConnection has no {name}()")
-    if not isinstance(getattr(ws_client.ClientConnection, "state", None), property):
-        missing.append("websockets' ClientConnection has no state")
     return missing
 
 
@@ -167,31 +166,30 @@ def watch_unsent(session: AsyncSession, overrun: Callable[[int], None]) -> None:
     ws.data_received = data_received
 
 
-async def bound_close(session: AsyncSession, timeout_s: float) -> None:
-    """Drop the connection `timeout_s` after its close began (the service's close frame, which
-    websockets answers at once) if the service has not ended it by then.
+class BoundedClose(ClientConnection):
+    """websockets' client connection, whose close ends within `close_timeout` however it
+    began (given to `websockets.connect` as `create_connection`).
 
-    websockets bounds a close only while the box sends: a box with nothing to send (a quiet
-    room, hands-free) waited as long as the service did for the answer it no longer read
-    (10 s, websockets' own timeout, on the rig), on a dead connection.
+    websockets answers the service's close frame at once and gives the rest of the close
+    `close_timeout`, but enforces it only while the box sends. A service that stopped
+    reading never sees the answer and waits (10 s, websockets' own timeout, on the rig):
+    a box with nothing to send (in a quiet room, hands-free, or waiting for setupComplete,
+    where the SDK only reads) sat on the dead connection as long, or until connect_timeout_s
+    blamed the service's silence. The close frame still says why (1011 in the journal).
     """
-    ws = websocket_of(session)
-    if ws is None or not hasattr(ws, "state"):
-        return
-    closing = asyncio.Event()
-    received = ws.data_received
 
-    def data_received(data: bytes) -> None:
-        received(data)
-        if ws.state is not State.OPEN:
-            closing.set()
+    _close_timer: asyncio.TimerHandle | None = None
 
-    ws.data_received = data_received
-    if ws.state is not State.OPEN:  # it came before this watch began
-        closing.set()
-    await closing.wait()
-    await asyncio.sleep(timeout_s)
-    ws.transport.abort()  # the box's answer went out: the close frame still says why
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        timeout = self.close_timeout
+        if self._close_timer is None and timeout is not None and self.state is State.CLOSING:
+            self._close_timer = self.loop.call_later(timeout, self.transport.abort)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        super().connection_lost(exc)
 
 
 def link_busy(session: AsyncSession) -> bool:
