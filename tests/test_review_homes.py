@@ -69,11 +69,6 @@ async def test_a_close_during_the_setup_from_a_service_that_no_longer_reads_is_s
     assert heard_ms(server) == [1000], "the question reached the next connection whole"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="device/live (the lead's): Connection._plan_switch logs a line for every goAway "
-    "that brings the switch forward, however many and however little",
-)
 async def test_a_service_counting_down_its_go_away_says_so_in_a_line_not_one_per_message(
     server: LiveServer,
 ) -> None:

@@ -123,6 +123,7 @@ class Connection:
         #: When a goAway's switch goes at the latest (the loop's clock), and what waits for it.
         self._switch_at: float | None = None
         self._switch_left = 0.0  # the time left the goAway that set it gave
+        self._switch_said_end: float | None = None  # when the journal was told it ends
         self._switch_deadline: asyncio.Timeout | None = None
         self.decoder = carried.decoder if carried else ReplyDecoder()
         self._read_ahead = ReadAhead(
@@ -613,13 +614,19 @@ class Connection:
     def _plan_switch(self, time_left: str | None) -> None:
         """goAway: move to a new connection at a quiet moment, or before time runs out. A
         second goAway with less time left brings the move forward: kept to the first
-        deadline, the service closed the connection under the box, a loss, not a move."""
+        deadline, the service closed the connection under the box, a loss, not a move.
+        The journal hears of one that at least halves the time it was last told is left: a
+        service counting down (a goAway a message) was a line a message."""
         seconds = _seconds(time_left)
-        at = asyncio.get_running_loop().time() + max(0.0, seconds - SWITCH_MARGIN_S)
+        now = asyncio.get_running_loop().time()
+        at = now + max(0.0, seconds - SWITCH_MARGIN_S)
         if self._switch_at is not None and at >= self._switch_at:
             return
-        said = f"{seconds:g} s" if seconds else "a moment"  # what the box read, not the raw
-        log.info("the service will close this connection in %s", said)
+        said_end = self._switch_said_end
+        if said_end is None or seconds < (said_end - now) / 2:
+            self._switch_said_end = now + seconds
+            said = f"{seconds:g} s" if seconds else "a moment"  # what the box read, not the raw
+            log.info("the service will close this connection in %s", said)
         planned = self._switch_at is not None
         self._switch_at, self._switch_left = at, seconds
         if self._switch_deadline is not None:
