@@ -96,12 +96,6 @@ async def test_a_service_counting_down_its_go_away_says_so_in_a_line_not_one_per
     assert len(said) <= 2, f"{len(said)} lines: {said[:3]}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="device/live (the lead's): the first stray interrupted is taken for a late word "
-    "on the whole reply; the second marks what follows as the rest of a cut reply up to a "
-    "turnComplete that never comes, and the next question's whole reply is that rest",
-)
 async def test_two_stray_interrupted_after_a_whole_reply_do_not_silence_the_next_answer(
     server: LiveServer,
 ) -> None:
