@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import inspect
 import logging
 import socket
 import sys
@@ -76,7 +77,8 @@ def sdk_internals_missing() -> list[str]:
 
     Checked without a connection: an `AsyncSession` made around a stand-in must keep it
     as `_ws` and read through `_receive()`, the SDK must connect with websockets' asyncio
-    client, whose connections have `ping` and get their `transport` in `connection_made`.
+    client, whose connections have `ping` and get their `transport` in `connection_made`,
+    and which builds them from the class it is given (`BoundedClose`).
     """
     import websockets.asyncio.client as ws_client
     from google.genai import live
@@ -97,6 +99,8 @@ def sdk_internals_missing() -> list[str]:
     for name in ("ping", "connection_made"):
         if not callable(getattr(ws_client.ClientConnection, name, None)):
             missing.append(f"websockets' ClientConnection has no {name}()")
+    if "create_connection" not in inspect.signature(ws_client.connect).parameters:
+        missing.append("websockets' connect takes no create_connection")  # BoundedClose
     return missing
 
 
