@@ -507,16 +507,34 @@ def _as_octal(text: str) -> str | None:
 
 def _toml_name(lines: list[str]) -> str | None:
     """The key or table the last of `lines` writes, in the README's words ("[audio]
-    volume"), from the table above it; None for a line that is neither."""
-    if not lines:
+    volume"), from the table above it; None for a line that is neither, or that a
+    string or array begun above goes on through (its words are a value, maybe a secret)."""
+    if not lines or not _starts_a_statement(lines, len(lines) - 1):
         return None
     if header := _TOML_HEADER.match(lines[-1]):
         return f"[{header[1]}]"
     key, equals, _ = lines[-1].partition("=")
     if not equals or not key.strip():
         return None
-    table = next((h[1] for line in reversed(lines) if (h := _TOML_HEADER.match(line))), None)
+    table = next(
+        (
+            h[1]
+            for i in reversed(range(len(lines) - 1))
+            if (h := _TOML_HEADER.match(lines[i])) and _starts_a_statement(lines, i)
+        ),
+        None,
+    )
     return f"[{table}] {key.strip()}" if table else key.strip()
+
+
+def _starts_a_statement(lines: list[str], index: int) -> bool:
+    """Line `index` begins a key or table, not a line of a multi-line string or array
+    ("[note] be brief" in a persona): the lines above it are whole TOML."""
+    try:
+        tomllib.loads("".join(line + "\n" for line in lines[:index]))  # a CRLF line whole
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError):
+        return False
+    return True
 
 
 def _let_the_service_read(path: Path) -> str:
