@@ -51,3 +51,39 @@ def test_words_inside_a_string_are_never_named_as_a_key(tmp_path: Path, text: st
     doctor, _ = check_config(path)
     assert "not valid TOML" in doctor.measured, doctor.measured
     assert "sk-private" not in doctor.measured, doctor.measured
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="device/live (the lead's): f84302a's `repeated` rule in _late_word_on_a_whole_reply "
+    "takes an interrupted+turnComplete after a stray interrupted for the stray's own end "
+    "whenever no press is open and no earlier turn unanswered, even with the newest question "
+    "in flight: its end is swallowed, the turn stays in flight (thinking to reply_timeout_s); "
+    "09ba006 ended it",
+)
+async def test_a_question_the_service_ends_unanswered_after_a_stray_interrupted() -> None:
+    """Push-to-talk: a reply came whole, then a stray `interrupted` alone. The person asks;
+    the service cuts its answer before its first word and ends the turn (interrupted with
+    turnComplete) and says nothing more. The box must leave thinking: the new `repeated`
+    rule takes that end for the stray one's and the box sits thinking for reply_timeout_s."""
+    from test_live_connection import SESSION, Seen, audio, connection, content, replay
+
+    from device.live.turn import WireTurn
+    from device.states import Machine, Pressed, Released, State
+
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    turn.sent("activity_start")
+    turn.sent("activity_end")
+    conn._dispatch(audio(b"\x01\x00" * 100))
+    conn._dispatch(content(turn_complete=True))  # whole
+    conn._dispatch(content(interrupted=True))  # stray, alone
+    seen.events.append(Pressed())
+    turn.sent("activity_start")
+    seen.events.append(Released())
+    turn.sent("activity_end")
+    conn._dispatch(content(interrupted=True, turn_complete=True))  # its answer cut, ended
+    machine = Machine(state=State.SPEAKING, session_open=True, session=SESSION, connected=True)
+    machine, _, states = replay(seen.events, machine)
+    assert not turn.in_flight, "the question still awaits a reply that will not come"
+    assert machine.state is not State.THINKING, f"left thinking; states {states}"
