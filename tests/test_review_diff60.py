@@ -53,14 +53,6 @@ def test_words_inside_a_string_are_never_named_as_a_key(tmp_path: Path, text: st
     assert "sk-private" not in doctor.measured, doctor.measured
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="device/live (the lead's): f84302a's `repeated` rule in _late_word_on_a_whole_reply "
-    "takes an interrupted+turnComplete after a stray interrupted for the stray's own end "
-    "whenever no press is open and no earlier turn unanswered, even with the newest question "
-    "in flight: its end is swallowed, the turn stays in flight (thinking to reply_timeout_s); "
-    "09ba006 ended it",
-)
 async def test_a_question_the_service_ends_unanswered_after_a_stray_interrupted() -> None:
     """Push-to-talk: a reply came whole, then a stray `interrupted` alone. The person asks;
     the service cuts its answer before its first word and ends the turn (interrupted with

@@ -465,8 +465,9 @@ class Connection:
                 # and its release, taken before this, would take this for its own end.
                 self._hooks.on_event(Interrupted(session=self._hooks.session))
             return True
-        repeated = turn.stray_end_due and not (turn.activity_open or turn.earlier_unanswered)
-        if content.interrupted and repeated:
+        newer = turn.activity_open or turn.earlier_unanswered
+        ends_newest = content.turn_complete and turn.in_flight  # its question cut unanswered
+        if content.interrupted and turn.stray_end_due and not (newer or ends_newest):
             # Again, no reply audio since (a service repeating itself, or cutting a reply to
             # the newest turn before its first word): nothing heard is cut. Taken for a cut
             # reply's end, the next answer was that reply's rest, and never heard.
