@@ -919,3 +919,26 @@ async def test_words_over_a_whole_reply_its_answer_plays_from_its_first_chunk_at
     assert played == [old, first, more]
     replies = [e for e in seen.events if isinstance(e, ReplyAudio)]
     assert [r.replaces for r in replies] == [False, True, False], "the answer clears the old"
+
+
+async def test_a_question_the_service_ends_unanswered_after_a_stray_interrupted() -> None:
+    """Push-to-talk: a reply came whole, then a stray `interrupted` alone. The person asks;
+    the service cuts its answer before its first word and ends the turn (interrupted with
+    turnComplete) and says nothing more. The box must leave thinking: the new `repeated`
+    rule takes that end for the stray one's and the box sits thinking for reply_timeout_s."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    turn.sent("activity_start")
+    turn.sent("activity_end")
+    conn._dispatch(audio(b"\x01\x00" * 100))
+    conn._dispatch(content(turn_complete=True))  # whole
+    conn._dispatch(content(interrupted=True))  # stray, alone
+    seen.events.append(Pressed())
+    turn.sent("activity_start")
+    seen.events.append(Released())
+    turn.sent("activity_end")
+    conn._dispatch(content(interrupted=True, turn_complete=True))  # its answer cut, ended
+    machine = Machine(state=State.SPEAKING, session_open=True, session=SESSION, connected=True)
+    machine, _, states = replay(seen.events, machine)
+    assert not turn.in_flight, "the question still awaits a reply that will not come"
+    assert machine.state is not State.THINKING, f"left thinking; states {states}"
