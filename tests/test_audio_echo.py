@@ -633,3 +633,15 @@ def test_the_echos_delay_is_found_in_the_box_voice_and_not_in_a_persons() -> Non
     assert echo.echo_delay(near[window], far[window], around=240 + 400) is None  # too far
     person = np.round(spoken("What about Sunday?", -26.0)[: far.size] * 32767).astype(np.int16)
     assert echo.echo_delay(person[window], far[window]) is None
+
+
+def test_a_silent_microphone_or_an_echo_with_its_reference_teaches_no_delay() -> None:
+    """A microphone that heard nothing (digital silence: a muted USB microphone, a sound
+    server that started the speaker late) holds no echo, and one that came with its
+    reference, not after it, is not a delay to hold the next replies' echoes at (AEC3
+    cannot take those out): neither is learned. Near where the echo was, it is followed."""
+    far = np.round(reply(1.0)[800 : 800 + round(echo.ALIGN_S * RATE)] * 32767).astype(np.int16)
+    assert echo.echo_delay(np.zeros_like(far), far) is None
+    with_it = far // 2  # at the reference's own time, 6 dB down
+    assert echo.echo_delay(with_it, far) is None
+    assert echo.echo_delay(with_it, far, around=echo.ALIGN_MIN + 40) == 0

@@ -225,6 +225,40 @@ def test_after_an_overflow_the_next_reply_is_followed_from_where_the_echo_went(
     assert voiced(talker, heard, b + 0.4, b + 1.4) >= 0.9
 
 
+def test_after_an_earcon_the_microphone_did_not_hear_the_reply_is_learned_afresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The press's earcon plays and its echo never reaches the microphone (digital silence:
+    the loopback's sound server started it late, under load). Nothing is learned from it,
+    and the reply after it is learned afresh: none of its echo reaches the service. Read as
+    delay 0, the silence had the reply's echo followed there, before its reference (CI:
+    the box interrupted itself in its first reply)."""
+    reference_delay = ACOUSTIC + round(echo.LEAD_S * RATE)
+    module = FixedFilter(reference_delay, 0.5, reference_delay)
+    monkeypatch.setattr(echo, "webrtc_module", lambda **_: module)
+    earcon_at, reply_at = round(0.5 * RATE), round(1.5 * RATE)
+    played = np.zeros(reply_at + 3 * RATE, dtype=np.int16)
+    tone = np.sin(2 * np.pi * 660 * np.arange(round(0.19 * RATE)) / RATE)
+    played[earcon_at : earcon_at + tone.size] = np.round(tone * 9000).astype(np.int16)
+    played[reply_at:] = np.round(reply(3.0) * 32767).astype(np.int16)
+    mic = 0.5 * np.concatenate([np.zeros(ACOUSTIC), played[:-ACOUSTIC]])
+    mic[:reply_at] = 0.0  # the earcon's echo: not heard
+    mic[reply_at:] += np.random.default_rng(5).standard_normal(mic.size - reply_at)
+    mic16 = np.round(mic).astype(np.int16)
+    far_end = FarEnd()
+    canceller = Canceller(far_end)
+    piece, block = round(PIECE_S * RATE), round(0.04 * RATE)
+    pieces = [*range(earcon_at, earcon_at + tone.size, piece), *range(reply_at, played.size, piece)]
+    out = []
+    for j in range(0, mic16.size - block + 1, block):
+        while pieces and pieces[0] / RATE - 0.1 <= (j + block) / RATE:  # handed 100 ms ahead
+            k = pieces.pop(0)
+            far_end.played(played[k : k + piece], RATE, T0 + k / RATE, new_run=k == reply_at)
+        out.append(canceller.process(mic16[j : j + block], T0 + j / RATE))
+    heard = np.concatenate(out)
+    assert frames_dbfs(heard, 1.5, 4.4).max() < VOICE_DBFS
+
+
 @pytest.mark.parametrize("quiet", [0, 30], ids=["silent", "a breath at -60 dBFS"])
 def test_a_word_after_a_pause_mid_block_is_lowered_whole(quiet: int) -> None:
     """The box speaks again after a pause 20 ms into a 40 ms block of the microphone, its

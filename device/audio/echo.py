@@ -111,6 +111,13 @@ ALIGN_MAX_S = 0.1
 #: How far the echo's delay must stand out of the cross-correlation, over its RMS
 #: (measured: 12-39 for the box's voice alone; a person talking over it blurs it).
 ALIGN_CLARITY = 8.0
+#: The shortest delay learned as the echo's (samples): half of LEAD_S. An echo found
+#: sooner came with its reference, not after it, where AEC3 cannot take it out; later
+#: runs followed to it would be put there too. Seen on the loopback under load: a
+#: press's earcon whose echo came 15 ms earlier than the replies' did, learned as
+#: delay 0, put the first reply's echo there, and the box interrupted itself (1 run in
+#: 4). Not learned: the next run is learned afresh.
+ALIGN_MIN = round(LEAD_S * RATE / 2)
 #: What the module hears of the moments before it starts again (two frames: more than it
 #: holds back), so that it starts where the unprocessed audio stopped.
 PRIME = 2 * FRAME
@@ -325,8 +332,9 @@ def lower_residue(out: np.ndarray, near: np.ndarray, converging: bool) -> np.nda
 def echo_delay(near: np.ndarray, far: np.ndarray, around: int | None = None) -> int | None:
     """How many samples the microphone's `near` lags the reference `far` by, from their
     cross-correlation weighted by phase alone (a sharp peak for speech, whatever its
-    spectrum): within ALIGN_REACH_S of `around` if given, else anywhere up to ALIGN_MAX_S;
-    None when no lag stands out (a person talking over it, too little of the box's voice)."""
+    spectrum): within ALIGN_REACH_S of `around` if given, else from ALIGN_MIN up to
+    ALIGN_MAX_S; None when no lag stands out (a person talking over it, too little of the
+    box's voice, a silent microphone) or, learning afresh, when it is sooner than that."""
     size = 1 << (near.size + far.size - 1).bit_length()
     cross = np.fft.rfft(near.astype(np.float64), size) * np.conj(
         np.fft.rfft(far.astype(np.float64), size)
@@ -339,7 +347,10 @@ def echo_delay(near: np.ndarray, far: np.ndarray, around: int | None = None) -> 
     if lo >= hi:
         return None
     best = lo + int(np.argmax(lags[lo:hi]))
-    return best if lags[best] >= ALIGN_CLARITY * np.sqrt(np.mean(lags**2)) else None
+    spread = float(np.sqrt(np.mean(lags**2)))  # 0: one side silent, nothing to find
+    if not spread or lags[best] < ALIGN_CLARITY * spread:
+        return None
+    return best if around is not None or best >= ALIGN_MIN else None
 
 
 def _level(samples: np.ndarray) -> float:
