@@ -633,13 +633,15 @@ async def _ride(
 
 @contextlib.contextmanager
 def _hands_free(
-    monkeypatch: pytest.MonkeyPatch, rate: int = RATE
+    monkeypatch: pytest.MonkeyPatch,
+    rate: int = RATE,
+    device: Callable[[], _CountingDevice] = _CountingDevice,
 ) -> Iterator[tuple[_Speaker, _Clock, FarEnd]]:
     """A speaker on a counting fake card (playing `rate`) with the echo canceller's
     reference, on a clock the test moves."""
     clock = _Clock()
     monkeypatch.setattr("device.audio.playback.time", clock)
-    player = _Speaker(_CountingDevice, rate)
+    player = _Speaker(device, rate)
     player.far_end = far = FarEnd()
     player.start()
     try:
@@ -695,6 +697,34 @@ async def test_a_writer_late_in_a_gap_of_the_reply_leaves_the_echo_in_place(
         assert not far.moved, "the canceller's reference did not follow on"
     heard = player.heard()
     assert heard[heard != 0].tobytes() == first + second
+
+
+class _RunsDryOnce(_CountingDevice):
+    """A card that says, at its fourth write, that it ran out of audio meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, frames: bytes) -> bool:
+        super().write(frames)
+        self.writes += 1
+        return self.writes == 4
+
+
+async def test_a_card_that_ran_dry_with_audio_waiting_moves_the_echo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The card ran out while the reply's audio waited for it (its clock and the writer's
+    count disagreed): what it played since sounds later than the reference says, and the
+    canceller is told the echo moved (it starts afresh, guarded). Not told, it went on
+    with an echo that came later than it looked for, and let it through."""
+    with _hands_free(monkeypatch, device=_RunsDryOnce) as (player, clock, far):
+        player.feed(_words(600, 440))
+        await until(lambda: player.heard().size > 0)
+        await _ride(player, clock, 0.6)
+        assert player.underflows == 1
+        assert far.moved, "the canceller was not told the echo moved"
 
 
 @pytest.mark.parametrize("card_rate", [RATE, 48000])

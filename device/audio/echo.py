@@ -263,6 +263,13 @@ class FarEnd:
                 self._put(lo, samples[lo - first :])
             self._end = first + samples.size
 
+    def ran_dry(self) -> None:
+        """The device ran out while audio waited for it (PortAudio's output underflow on a
+        card: its clock and the writer's count disagreed): what it played since sounds
+        later than placed, by a silence nobody measures. The echo moved."""
+        with self._lock:
+            self.moved = True
+
     def quiet_since(self, t: float) -> bool:
         """Nothing handed to the speaker plays at or after `t`."""
         with self._lock:

@@ -18,7 +18,7 @@ With a ``far_end`` (`device.audio.echo.FarEnd`) the writer hands it every piece
 exactly as it gives it to PortAudio (after volume, earcons included), placed on
 its own count of when the device plays it: the reference the echo canceller takes
 out of the microphone. A barge-in's abort tells it that what the device held never
-played.
+played, and an underflow (below) that what played since came later than counted.
 
 PortAudio reports when the device ran out of audio while it played. That is the
 speaker's own fault (``underflows``: a click the box made) only if the audio was
@@ -431,6 +431,8 @@ class Playback(PortAudioStream):
             self.starved += 1
             return
         self.underflows += 1
+        if self.far_end is not None:
+            self.far_end.ran_dry()
         if self.on_underflow is not None:
             self._tell(self.on_underflow, self.underflows)
 
