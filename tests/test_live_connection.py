@@ -750,13 +750,11 @@ async def test_hands_free_a_go_away_does_not_switch_while_the_persons_words_are_
     assert not switched, "switched at once, the question unanswered and in no handle"
 
 
-async def test_a_stray_interrupted_alone_then_a_quick_second_press_swallows_its_answer() -> None:
-    """A reply came whole; the service's late `interrupted` comes alone (no turnComplete
-    after it, the case stray_end_due allows for). The person asks, then presses again
-    before any answer: the first question's interrupted/turnComplete come, then the
-    second question's answer, which must be heard."""
-    seen, turn = Seen(), WireTurn()
-    conn = connection(seen, turn)
+def _stray_after_a_whole_reply_then_a_question(
+    conn: Connection, seen: Seen, turn: WireTurn
+) -> None:
+    """A reply that came whole, the service's late `interrupted` alone after it (the case
+    stray_end_due allows for), then a push-to-talk question."""
     turn.sent("activity_start")
     turn.sent("activity_end")
     conn._dispatch(audio(b"\x09\x00" * 100))
@@ -765,7 +763,17 @@ async def test_a_stray_interrupted_alone_then_a_quick_second_press_swallows_its_
     seen.events.append(Pressed())
     turn.sent("activity_start")
     seen.events.append(Released())
-    turn.sent("activity_end")  # question 1
+    turn.sent("activity_end")
+
+
+async def test_a_stray_interrupted_alone_then_a_quick_second_press_swallows_its_answer() -> None:
+    """A reply came whole; the service's late `interrupted` comes alone (no turnComplete
+    after it, the case stray_end_due allows for). The person asks, then presses again
+    before any answer: the first question's interrupted/turnComplete come, then the
+    second question's answer, which must be heard."""
+    seen, turn = Seen(), WireTurn()
+    conn = connection(seen, turn)
+    _stray_after_a_whole_reply_then_a_question(conn, seen, turn)  # question 1
     seen.events.append(Pressed())
     turn.sent("activity_start")  # question 2, before any answer
     seen.events.append(Released())
@@ -924,19 +932,11 @@ async def test_words_over_a_whole_reply_its_answer_plays_from_its_first_chunk_at
 async def test_a_question_the_service_ends_unanswered_after_a_stray_interrupted() -> None:
     """Push-to-talk: a reply came whole, then a stray `interrupted` alone. The person asks;
     the service cuts its answer before its first word and ends the turn (interrupted with
-    turnComplete) and says nothing more. The box must leave thinking: the new `repeated`
-    rule takes that end for the stray one's and the box sits thinking for reply_timeout_s."""
+    turnComplete) and says nothing more. The box must leave thinking: taken for the stray
+    one said again, that end left it thinking until reply_timeout_s."""
     seen, turn = Seen(), WireTurn()
     conn = connection(seen, turn)
-    turn.sent("activity_start")
-    turn.sent("activity_end")
-    conn._dispatch(audio(b"\x01\x00" * 100))
-    conn._dispatch(content(turn_complete=True))  # whole
-    conn._dispatch(content(interrupted=True))  # stray, alone
-    seen.events.append(Pressed())
-    turn.sent("activity_start")
-    seen.events.append(Released())
-    turn.sent("activity_end")
+    _stray_after_a_whole_reply_then_a_question(conn, seen, turn)
     conn._dispatch(content(interrupted=True, turn_complete=True))  # its answer cut, ended
     machine = Machine(state=State.SPEAKING, session_open=True, session=SESSION, connected=True)
     machine, _, states = replay(seen.events, machine)
