@@ -138,24 +138,39 @@ def _replies(
     mic += np.random.default_rng(4).standard_normal(mic.size)
     if talker is not None:
         mic[: talker.size] += talker[: mic.size] * 32767
-    mic16 = np.round(mic).astype(np.int16)
     reference_delay = acoustic + round(echo.LEAD_S * RATE)
     module = FixedFilter(reference_delay, 0.5, reference_delay + overflow_moved)
+    runs = [(start, start + (a if i == 0 else b)) for i, start in enumerate(starts)]
+    return _heard(played, np.round(mic).astype(np.int16), runs, module, monkeypatch, overflow_at)
+
+
+def _heard(
+    played: np.ndarray,
+    mic: np.ndarray,
+    runs: list[tuple[int, int]],
+    module: FixedFilter,
+    monkeypatch: pytest.MonkeyPatch,
+    overflow_at: float | None = None,
+) -> np.ndarray:
+    """What the service hears of `mic` (int16) while the speaker plays `runs` of `played`
+    (first and last sample; each after the first a new run of the speaker's stream), as
+    the box does it: the speaker's writer hands PIECE_S at a time 100 ms ahead, the capture
+    40 ms blocks to a canceller around `module`; `overflow_at`: when the microphone's
+    stream lost input."""
     monkeypatch.setattr(echo, "webrtc_module", lambda **_: module)
     far_end = FarEnd()
     canceller = Canceller(far_end)
     piece, block = round(PIECE_S * RATE), round(0.04 * RATE)
-    runs = [(start, start + (a if i == 0 else b)) for i, start in enumerate(starts)]
     pieces = [k for lo, hi in runs for k in range(lo, hi, piece)]
+    new_runs = {lo for lo, _ in runs[1:]}
     out = []
-    for j in range(0, mic16.size - block + 1, block):
+    for j in range(0, mic.size - block + 1, block):
         while pieces and pieces[0] / RATE - 0.1 <= (j + block) / RATE:  # handed 100 ms ahead
             k = pieces.pop(0)
-            first = k in starts[1:]
-            far_end.played(played[k : k + piece], RATE, T0 + k / RATE, new_run=first)
+            far_end.played(played[k : k + piece], RATE, T0 + k / RATE, new_run=k in new_runs)
         if overflow_at is not None and j == round(overflow_at * RATE):
             canceller.resync()  # the capture's overflow: its clock believes the next time
-        out.append(canceller.process(mic16[j : j + block], T0 + j / RATE))
+        out.append(canceller.process(mic[j : j + block], T0 + j / RATE))
     return np.concatenate(out)
 
 
@@ -234,8 +249,6 @@ def test_after_an_earcon_the_microphone_did_not_hear_the_reply_is_learned_afresh
     delay 0, the silence had the reply's echo followed there, before its reference (CI:
     the box interrupted itself in its first reply)."""
     reference_delay = ACOUSTIC + round(echo.LEAD_S * RATE)
-    module = FixedFilter(reference_delay, 0.5, reference_delay)
-    monkeypatch.setattr(echo, "webrtc_module", lambda **_: module)
     earcon_at, reply_at = round(0.5 * RATE), round(1.5 * RATE)
     played = np.zeros(reply_at + 3 * RATE, dtype=np.int16)
     tone = np.sin(2 * np.pi * 660 * np.arange(round(0.19 * RATE)) / RATE)
@@ -244,18 +257,9 @@ def test_after_an_earcon_the_microphone_did_not_hear_the_reply_is_learned_afresh
     mic = 0.5 * np.concatenate([np.zeros(ACOUSTIC), played[:-ACOUSTIC]])
     mic[:reply_at] = 0.0  # the earcon's echo: not heard
     mic[reply_at:] += np.random.default_rng(5).standard_normal(mic.size - reply_at)
-    mic16 = np.round(mic).astype(np.int16)
-    far_end = FarEnd()
-    canceller = Canceller(far_end)
-    piece, block = round(PIECE_S * RATE), round(0.04 * RATE)
-    pieces = [*range(earcon_at, earcon_at + tone.size, piece), *range(reply_at, played.size, piece)]
-    out = []
-    for j in range(0, mic16.size - block + 1, block):
-        while pieces and pieces[0] / RATE - 0.1 <= (j + block) / RATE:  # handed 100 ms ahead
-            k = pieces.pop(0)
-            far_end.played(played[k : k + piece], RATE, T0 + k / RATE, new_run=k == reply_at)
-        out.append(canceller.process(mic16[j : j + block], T0 + j / RATE))
-    heard = np.concatenate(out)
+    runs = [(earcon_at, earcon_at + tone.size), (reply_at, played.size)]
+    module = FixedFilter(reference_delay, 0.5, reference_delay)
+    heard = _heard(played, np.round(mic).astype(np.int16), runs, module, monkeypatch)
     assert frames_dbfs(heard, 1.5, 4.4).max() < VOICE_DBFS
 
 
