@@ -118,6 +118,10 @@ ALIGN_CLARITY = 8.0
 #: delay 0, put the first reply's echo there, and the box interrupted itself (1 run in
 #: 4). Not learned: the next run is learned afresh.
 ALIGN_MIN = round(LEAD_S * RATE / 2)
+#: While the box speaks, where the module hears its echo is looked at again this often
+#: (one ALIGN_S window a second: the cross-correlation costs an eighth of what AEC3 does
+#: over the same window here).
+KEEP_S = 1.0
 #: What the module hears of the moments before it starts again (two frames: more than it
 #: holds back), so that it starts where the unprocessed audio stopped.
 PRIME = 2 * FRAME
@@ -425,13 +429,14 @@ class Canceller:
         self._far_level = 0.0  # the reference's RMS in the block before (int16 units)
         self._quiet_s = 0.0  # how long the reference has been quiet
         self._onset_s = 0.0  # how much longer a word after a pause is lowered
-        self._delay: int | None = None  # the echo's delay (samples) the module learned
+        self._delay: int | None = None  # the echo's delay (samples) where the module hears it
         self._shift = 0  # samples the reference is read earlier by: where this run's echo is
         self._finding = False  # a new run's echo is being found: the microphone muted
         #: The blocks (microphone, reference) from the first with the box's voice in it,
-        #: while its echo's delay is learned or found, and when the first was recorded.
+        #: while its echo's delay is learned, kept or found, and when the first was recorded.
         self._window: list[tuple[np.ndarray, np.ndarray]] = []
         self._window_start = 0.0
+        self._kept_at = 0.0  # when the last window that learned or kept the delay began
         #: Why the module stopped working mid-run (it raised): from then on the audio goes
         #: on as recorded, never stopping the microphone's reader (whose reopen would only
         #: fail again at the next word: a box deaf for good). The capture says so.
@@ -472,15 +477,22 @@ class Canceller:
             self._far.moved = self._far.new_run = False
 
     def _aligned(self, near: np.ndarray, far: np.ndarray, start: float) -> bool:
-        """Learn the echo's delay (after a fresh start, the module working on), or find
-        where a new run's echo moved to: True while the microphone is muted for that. Once
-        found, the reference moves by as much and the module hears those moments again,
-        in step: it goes on with its echo where it was."""
-        if self._delay is not None and not self._finding:
-            return False
+        """Learn the echo's delay (after a fresh start, the module working on) and keep
+        it where the module hears the echo now, or find where a new run's echo moved to:
+        True while the microphone is muted for that. Once found, the reference moves by as
+        much and the module hears those moments again, in step: it goes on with its echo
+        where it was.
+
+        Kept, because an echo may move within a run with nobody saying so (a sound
+        server's own underrun: PulseAudio's ALSA plugin reports none) and the module's
+        filter follows it there; the next run's echo, back where the last one started,
+        found against where it was first learned, was read 5 ms off the module's filter
+        (on the loopback under load: the box interrupted itself in its second reply)."""
         if not self._window:
             if _level(far) < GUARD_FLOOR:
                 return False  # the box's voice is not in the reference yet
+            if self._delay is not None and not self._finding and start < self._kept_at + KEEP_S:
+                return False  # looked at a moment ago
             self._window_start = start
         self._window.append((near.copy(), far))
         if sum(n.size for n, _ in self._window) < ALIGN_S * RATE:
@@ -489,7 +501,10 @@ class Canceller:
         fars = np.concatenate([f for _, f in self._window])
         self._window.clear()
         if not self._finding:
-            self._delay = echo_delay(nears, fars)
+            learned = echo_delay(nears, fars)
+            if learned is not None:
+                self._delay = learned
+            self._kept_at = self._window_start
             return False
         self._finding = False
         found = echo_delay(nears, fars, around=self._delay)
