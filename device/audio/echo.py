@@ -489,10 +489,10 @@ class Canceller:
         found against where it was first learned, was read 5 ms off the module's filter
         (on the loopback under load: the box interrupted itself in its second reply)."""
         if not self._window:
+            if self._delay is not None and not self._finding and start < self._kept_at + KEEP_S:
+                return False  # looked at a moment ago (asked first: it costs nothing)
             if _level(far) < GUARD_FLOOR:
                 return False  # the box's voice is not in the reference yet
-            if self._delay is not None and not self._finding and start < self._kept_at + KEEP_S:
-                return False  # looked at a moment ago
             self._window_start = start
         self._window.append((near.copy(), far))
         if sum(n.size for n, _ in self._window) < ALIGN_S * RATE:
