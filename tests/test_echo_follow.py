@@ -115,8 +115,9 @@ def _replies(
     overflow: tuple[float, int] | None = None,
     talker: np.ndarray | None = None,
     stall: tuple[float, int] | None = None,
+    pause_s: float = PAUSE,
 ) -> np.ndarray:
-    """Reply A plays 3 s; after each PAUSE (the speaker's stream stops and starts again)
+    """Reply A plays 3 s; after each `pause_s` (the speaker's stream stops and starts again)
     the next plays 2.5 s, its echo `moved[i]` samples later than A's; the module's filter
     stays where A's echo was; `acoustic`: samples from the writer's count to the microphone.
     `overflow`: when the microphone's stream lost input, and how many samples later the
@@ -124,7 +125,7 @@ def _replies(
     `stall`: when the speaker stalled in A unreported, and how many samples later A's echo
     comes from then on (the module's filter followed it there).
     What the service hears, from the microphone's first sample."""
-    a, b, pause = round(3.0 * RATE), round(2.5 * RATE), round(PAUSE * RATE)
+    a, b, pause = round(3.0 * RATE), round(2.5 * RATE), round(pause_s * RATE)
     voice = np.round(reply(9.0)[: a + b * len(moved)] * 32767).astype(np.int16)
     starts = [0] + [a + pause + i * (b + pause) for i in range(len(moved))]
     played = np.zeros(starts[-1] + b, dtype=np.int16)
@@ -243,6 +244,26 @@ def test_after_an_overflow_the_next_reply_is_followed_from_where_the_echo_went(
     talker[at : at + words.size] = words
     heard = _replies([160], monkeypatch, overflow=(1.6, 240), talker=talker)
     assert frames_dbfs(heard, 2.0, 3.0).max() < VOICE_DBFS  # reply A after the overflow
+    assert voiced(talker, heard, b + 0.4, b + 1.4) >= 0.9
+
+
+def test_an_overflow_while_the_canceller_rests_leaves_the_next_reply_followed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between two replies, 1.4 s into a 2 s pause (the canceller resting: nothing to take
+    out), the microphone's stream lost input (a throttled Pi, apt beside it). The module
+    heard none of it: the next reply's echo, 5 ms from where A's was, is found and
+    followed as after any pause, and a person talking over that reply's first second
+    reaches the service. Started afresh for the overflow, the module was guarded for the
+    reply's first two seconds and they were lowered 20 dB."""
+    pause = 2.0
+    b = 3.0 + pause
+    talker = np.zeros(round((b + 2.5) * RATE))
+    words = spoken("Stop, what about Sunday morning?", -26.0)[:RATE]
+    at = round((b + 0.4) * RATE)
+    talker[at : at + words.size] = words
+    heard = _replies([80], monkeypatch, overflow=(4.4, 0), talker=talker, pause_s=pause)
+    assert frames_dbfs(heard, b, b + 0.4).max() < VOICE_DBFS  # the box alone: not heard
     assert voiced(talker, heard, b + 0.4, b + 1.4) >= 0.9
 
 

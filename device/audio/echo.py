@@ -421,6 +421,7 @@ class Canceller:
         self._active = False
         self._drop = 0  # output samples still to leave out after starting
         self._restart = False  # an overrun: start the module afresh
+        self._refind = False  # an overrun while stopped: find the echo again on waking
         self._rests = far is not None and not noise  # an echo canceller alone
         #: The last process() call started or stopped the module: what it handed over
         #: ends where a read ended, not on a whole frame.
@@ -443,9 +444,16 @@ class Canceller:
         self.failed: str | None = None
 
     def resync(self) -> None:
-        """The microphone overran: input was lost, what comes next was recorded later."""
+        """The microphone overran: input was lost, what comes next was recorded later.
+        Running, the module starts afresh (what it heard no longer joins what comes next).
+        Stopped or resting it heard none of it: its echo is found again when it next
+        runs, as after any pause (started afresh, it put the next reply's first two
+        seconds under the guards, and a person talking over them was lowered 20 dB)."""
         self._clock.resync()
-        self._restart = True
+        if self._active:
+            self._restart = True
+        else:
+            self._refind = True
 
     def _follow_the_echo(self) -> None:
         """An xrun on either side, a reply cut short or a speaker reopened moves the echo
@@ -458,8 +466,8 @@ class Canceller:
         far = self._far
         if self._restart or (far is not None and far.moved):
             self._start_afresh()
-        elif far is not None and far.new_run:
-            far.new_run = False
+        elif far is not None and (far.new_run or self._refind):
+            far.new_run = self._refind = False
             if self._delay is None:  # where its echo was is not known: nothing to follow
                 self._start_afresh()
             else:
@@ -469,7 +477,7 @@ class Canceller:
     def _start_afresh(self) -> None:
         """The module forgets the room, and is guarded while it learns it again."""
         self._apm.reset()
-        self._restart = False
+        self._restart = self._refind = False
         self._converging_s, self._far_level = GUARD_S + RESIDUE_S, 0.0
         self._delay, self._shift, self._finding = None, 0, False
         self._window.clear()
