@@ -195,6 +195,22 @@ def test_the_next_replys_moved_echo_never_reaches_the_service(
     assert frames_dbfs(heard, b, b + 2.4).max() < VOICE_DBFS  # reply B: found, followed
 
 
+def test_a_person_already_talking_as_the_next_reply_starts_is_heard_once_it_is_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A person starts talking 0.1 s into the next reply. While its echo is found (the
+    microphone muted for the first ALIGN_S of it) the module hears the reply's first word,
+    and from then on the person reaches the service. Taken for a word after a pause when
+    the mute ended, the next 0.1 s of them was lowered 20 dB as well."""
+    b = 3.0 + PAUSE
+    talker = np.zeros(round((b + 2.5) * RATE))
+    words = spoken("Stop, what about Sunday morning?", -26.0)[:RATE]
+    at = round((b + 0.1) * RATE)
+    talker[at : at + words.size] = words
+    heard = _replies([80], monkeypatch, talker=talker)
+    assert voiced(talker, heard, b + echo.ALIGN_S, b + echo.ALIGN_S + 0.2) >= 0.9
+
+
 def test_the_next_replys_echo_moved_too_far_to_follow_is_guarded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -622,13 +622,19 @@ class Canceller:
         near = np.ascontiguousarray(data[:whole])
         self._follow_the_echo()
         far = None if self._far is None else self._far.heard(self._reference_time(start), whole)
-        muted = far is not None and self._aligned(near, far, start)
-        out = np.zeros_like(near) if muted else self._apm.process(near, far)
-        skip = min(self._drop, out.size)
-        self._drop -= skip
-        out = out[skip:]
-        if muted:
-            return out
+        if far is not None and self._aligned(near, far, start):
+            # Muted, its pauses are timed still: the module heard the word that began here,
+            # and its first moments come out lowered only after a real pause.
+            self._onsets(far)
+            return self._dropped(np.zeros_like(near))
+        out = self._dropped(self._apm.process(near, far))
         # What the microphone recorded for those same samples (the output is in step).
         recorded = self._history[self._history.size - (self._seen - self._passed) :]
         return self._guard(out, recorded[: out.size], far)
+
+    def _dropped(self, out: np.ndarray) -> np.ndarray:
+        """`out` less what is still to be left out since starting: the primer the module
+        heard first, and as much as it holds back."""
+        skip = min(self._drop, out.size)
+        self._drop -= skip
+        return out[skip:]
