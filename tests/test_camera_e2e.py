@@ -61,8 +61,9 @@ def frame_number(frame: Entry) -> int:
 
 
 def frames_taken(daemon: Daemon) -> int:
-    """What the camera's journal record at switch-off says it delivered."""
-    (off,) = daemon.records(LIVE_CAMERA="off")
+    """What the camera's journal record at switch-off says it delivered (waited for: the
+    log's pipe may lag the status that said the camera was off)."""
+    (off,) = daemon.wait_for_records(LIVE_CAMERA="off")
     return int(off["LIVE_CAMERA_FRAMES"])
 
 
@@ -161,7 +162,7 @@ def test_a_camera_that_fails_leaves_the_session_going_audio_only_with_one_warnin
     assert status["session_open"] and not status["camera"]
     assert "error" not in status["leds"]
     assert not received(server.log.entries(), "video")
-    (failed,) = daemon.records(LIVE_CAMERA="failed")
+    (failed,) = daemon.wait_for_records(LIVE_CAMERA="failed")
     assert failed["PRIORITY"] == 4 and "picamera2" in failed["LIVE_ERROR"]
     assert "Traceback" not in daemon.log()
 

@@ -251,7 +251,7 @@ def test_a_tool_slower_than_its_timeout_is_answered_with_an_error_and_the_reply_
         {"id": call_id, "name": "set_volume", "response": {"error": "timed out after 0.5 s"}}
     ]
     assert status["leds"][-3:] == ["thinking", "speaking", "idle"]
-    (logged,) = daemon.records(LIVE_TOOL="set_volume")
+    (logged,) = daemon.wait_for_records(LIVE_TOOL="set_volume")
     assert (logged["LIVE_TOOL_CALL"], logged["LIVE_TOOL_RESULT"]) == (call_id, "error")
     assert json.loads(written)["volume"] == 0.3, "the tool itself ran to its end, alone"
     assert_clean(daemon, server)
