@@ -107,4 +107,4 @@ def test_text_turns_past_the_bound_are_refused_and_every_one_taken_is_sent(
     server.wait_for(lambda: len(texts()) >= TEXTS_LIMIT, 20)
     daemon.wait_until(lambda s: s["state"] == "idle", 20, "the replies to end")
     assert texts() == [f"note {i}" for i in range(TEXTS_LIMIT)]
-    assert len(daemon.records(LIVE_BOUND="texts")) == 1
+    assert len(daemon.wait_for_records(LIVE_BOUND="texts")) == 1

@@ -232,7 +232,7 @@ def test_close_1011_mid_reply_plays_what_arrived_and_resumes(
     daemon.wait_until(lambda s: s["state"] == "idle" and s["connected"], 15, "back in idle")
     second = server.log.connections()[1]
     assert handle_in_setup(second.setup)
-    assert daemon.records(LIVE_FAILURE="closed", LIVE_CLOSE_CODE=1011)
+    assert daemon.wait_for_records(LIVE_FAILURE="closed", LIVE_CLOSE_CODE=1011)
     assert_clean(daemon, server)
 
 
@@ -423,7 +423,7 @@ def test_a_stall_while_the_person_talks_is_noticed_though_the_link_is_full(
         player.stop()
     daemon.ctl("release")
     daemon.wait_until(turns_done(2), 20, "the turn to end on the new connection")
-    assert daemon.records(LIVE_FAILURE="silent")
+    assert daemon.wait_for_records(LIVE_FAILURE="silent")
     assert_clean(daemon, server)
 
 
@@ -503,7 +503,7 @@ def test_a_rejected_key_is_an_error_naming_the_key_and_is_not_retried(
     server, daemon = make_rig(RESILIENT, api_keys={"some-other-key"})
     status = _press_shows_error(daemon, within=2.0)
     assert "refused the API key" in status["status"]
-    assert daemon.records(LIVE_FAILURE="closed", LIVE_CLOSE_CODE=1008)
+    assert daemon.wait_for_records(LIVE_FAILURE="closed", LIVE_CLOSE_CODE=1008)
     time.sleep(2.0)
     assert len(server.log.connections()) == 1, "no retries until the next press"
     assert_clean(daemon, server)
@@ -649,7 +649,7 @@ def test_without_compression_the_service_cuts_the_session_and_a_new_one_starts(
     _talk_for(loopback, daemon, 9.0)  # past 15 service minutes
     connections = server.log.connections()
     expired = next(i for i, c in enumerate(connections) if c.close_code == 1011)
-    assert daemon.records(LIVE_CLOSE_CODE=1011), "the session's end reached the box"
+    assert daemon.wait_for_records(LIVE_CLOSE_CODE=1011), "the session's end reached the box"
     fresh = connections[expired + 1 :]
     assert fresh and not handle_in_setup(fresh[-1].setup), "a new session, not a resumed one"
     one_turn(loopback, daemon, daemon.status()["turns"][-1]["turn"] + 1, seconds=0.3)
