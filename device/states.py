@@ -762,7 +762,10 @@ def _transition(m: Machine, event: Event) -> Step:
             # the person speaking again). The reply is awaited as after a question, the
             # silence whole and fed by their words (and a goodbye the end_conversation call
             # promised, a while).
-            answered: list[Action] = [*_REPLY_ENDS, StartTimer(Timer.SILENCE)]
+            # Past the longest conversation, LONG_REPLY bounds the answer, tools or not.
+            bounded = CancelTimer(Timer.LONG_REPLY) if m.overtime else None
+            ends = [a for a in _REPLY_ENDS if a != bounded]
+            answered: list[Action] = [*ends, StartTimer(Timer.SILENCE)]
             goodbye = [StartTimer(Timer.REPLY)] if m.ending else []
             return m.to(State.LISTENING, reply_done=False), [*answered, *goodbye]
         case ToolsAtWork(calls=calls) if calls > 0 and m.state in _REPLYING:
@@ -812,13 +815,19 @@ def _transition(m: Machine, event: Event) -> Step:
             return _turn_over(m, [*_SILENCE_REPLY, PlayEarcon(Earcon.ERROR)])
         case Timeout(Timer.REPLY) if m.ending:  # no goodbye came
             return _hang_up(m)
+        case Timeout(Timer.LONG_REPLY) if m.overtime:  # listening between a tool's calls
+            return _hang_up(m)
         case Timeout(Timer.SILENCE | Timer.OPEN_MIC) if ptt and m.held:  # nobody, or too long
             stopped, actions = _stop_talking(m)
             return stopped, [*actions, StopCamera()]
         case Timeout(Timer.OPEN_MIC) if not ptt and m.session_open and m.state in _REPLYING:
             # The longest conversation ran out as the model answers: its answer is heard to
-            # its end (its own timers bound it), not cut mid-word; then the box hangs up.
-            return m.to(m.state, ending=True, overtime=True), []
+            # its end, not cut mid-word; then the box hangs up. Its own timers bound it, and
+            # longest_reply_s from here at most: a model calling tool after tool, never a
+            # word, cancels the others at every call.
+            armed = Timer.LONG_REPLY in m.timers
+            bound: list[Action] = [] if armed else [StartTimer(Timer.LONG_REPLY)]
+            return m.to(m.state, ending=True, overtime=True), bound
         case Timeout(Timer.SILENCE | Timer.OPEN_MIC) if not ptt and m.session_open:
             return _hang_up(m)
         case Timeout(Timer.ERROR) if m.state is State.ERROR and not m.faults:

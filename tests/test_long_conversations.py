@@ -12,7 +12,7 @@ import pytest
 from fakes import config, running
 from helpers import until
 from test_go_away import WITHIN_MS, heard_ms, talking
-from test_replies_after_tools import DEFAULTS, SILENCE_S, Clock
+from test_replies_after_tools import DEFAULTS, SESSION, SILENCE_S, Clock
 from test_states import DONE, INTERRUPTED, REPLY, SETUP
 from test_vertex_token import RealLinkParts
 from wire import config_for
@@ -35,6 +35,7 @@ from device.states import (
     State,
     TextTurn,
     Timer,
+    ToolsAtWork,
     TurnComplete,
 )
 from rig.server.server import LiveServer
@@ -291,6 +292,30 @@ def test_hands_free_talking_over_the_last_answer_past_the_longest_still_hangs_up
     clock.wait(2)
     clock.feed(INTERRUPTED)
     assert clock.states[-1] is State.IDLE and not clock.machine.session_open
+
+
+@pytest.mark.parametrize("gap_s", [1.0, 2.0, 3.0])
+def test_hands_free_a_model_calling_tool_after_tool_still_hangs_up_past_the_longest(
+    gap_s: float,
+) -> None:
+    """A tool hangs (the SD card stalls) and answers "timed out" after its 5 s; the model
+    calls it again `gap_s` after each answer, never saying a word. The longest
+    conversation ran out while it worked, and every call after that held back the
+    goodbye's wait: the box stayed open for good, the microphone streaming to the
+    service until someone pressed the button. Past `longest_conversation_s` the answer
+    has its `longest_reply_s`, tools or not, then the box hangs up."""
+    clock = Clock(Machine(mode=Mode.TOGGLE), DEFAULTS)
+    clock.feed(Pressed(), SETUP, SpeechHeard(from_the_room=True))
+    longest = DEFAULTS[Timer.OPEN_MIC] + DEFAULTS[Timer.LONG_REPLY]
+    while clock.machine.session_open and clock.now < 2 * longest:
+        clock.feed(ToolsAtWork(session=SESSION, calls=1))
+        clock.wait(5.0)
+        if clock.machine.session_open:
+            clock.feed(ToolsAtWork(session=SESSION, calls=0))
+            clock.wait(gap_s)
+    assert not clock.machine.session_open, "the conversation never ended"
+    assert clock.now <= longest + 5.0 + gap_s
+    assert clock.states[-1] is State.IDLE
 
 
 async def test_hands_free_the_longest_conversation_is_heard_out_and_named_in_the_journal(
