@@ -114,6 +114,30 @@ def test_a_configuration_error_is_not_retried() -> None:
     assert Path(CONFIG).read_text() == original
 
 
+def test_an_install_stopped_half_way_says_what_mends_it_among_the_errors() -> None:
+    """The venv's command is missing (an install stopped half-way): the launcher says to
+    run the installer again and stops with a configuration error's status, not retried.
+    Its line was at priority info, so the README's `journalctl -p err` did not show it."""
+    command = Path("/opt/live-appliance/venv/bin/live-appliance")
+    aside = command.with_name("live-appliance.hil-aside")
+    disarm_the_retry_timer()
+    try:
+        command.rename(aside)
+        mark = cursor()
+        sh(["systemctl", "restart", UNIT], check=False)
+        wait_until(lambda: show("ActiveState") == "failed", 120, "failed on the broken install")
+        assert (show("Result"), show("ExecMainStatus")) == ("exit-code", "2")
+        errors = [e.get("MESSAGE", "") for e in journal(mark, "-p", "err")]
+        told = [m for m in errors if "is not complete" in m]
+        assert told and "sudo scripts/install-pi.sh" in told[0], errors
+        assert not told[0].startswith("<3>"), told
+    finally:
+        aside.rename(command)
+        sh(["systemctl", "reset-failed", UNIT], check=False)
+        sh(["systemctl", "stop", TIMER], check=False)
+        restart_service()
+
+
 def test_a_sighup_starts_the_service_again() -> None:
     """`systemctl kill -s HUP` (what tools send for "read your configuration again") left
     the box off: the daemon stopped with exit 0 and Restart=on-failure let it be. Now it
