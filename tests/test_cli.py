@@ -486,6 +486,19 @@ def test_devices_imports_portaudio_and_nothing_else_heavy(tmp_path: Path) -> Non
     assert code in ("0", "1") and heavy == []
 
 
+@pytest.mark.parametrize("check", ["config", "key", "power", "card", "service"])
+def test_a_doctor_check_that_needs_no_sdk_imports_nothing_heavy(
+    check: str, tmp_path: Path
+) -> None:
+    """`doctor service` over SSH, to ask how the service does: every check imported the
+    Live SDK, numpy and PortAudio first (1.2-1.8 s here, seconds on a Pi), for the
+    network and audio checks only."""
+    settings = tmp_path / "config.toml"
+    settings.write_text(f'[control]\nsocket = "{tmp_path / "none.sock"}"\n')
+    code, heavy = heavy_after(["doctor", check, "--json", "--config", str(settings)])
+    assert code in ("0", "1") and heavy == []
+
+
 def test_ask_refuses_a_configuration_before_importing_numpy(tmp_path: Path) -> None:
     """A configuration file missing or wrong is said at once: numpy (half a second on a
     Pi Zero) is for writing the reply's WAV, which no refused `ask` gets to."""

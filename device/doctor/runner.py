@@ -9,6 +9,8 @@ exclusive), so those checks show what the daemon says instead of fighting it.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,14 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from device import tasks
-from device.audio.devices import WHO_HOLDS
 from device.config import Config
-from device.doctor.audio import check_devices, check_echo, check_mic, check_speaker, too_quiet
 from device.doctor.camera import FIX_CAMERA, check_camera
 from device.doctor.card import check_card
 from device.doctor.daemon import how_to_restart, in_use, one_line, what_runs, where_it_logs
 from device.doctor.gpio import FIX_NO_GPIO, FIX_SHOWING, check_button, check_leds, fix_held
-from device.doctor.network import check_network
 from device.doctor.power import check_power
 from device.doctor.progress import Progress
 from device.doctor.result import CHECK_NAMES, Context, Options, Result, Status
@@ -41,17 +40,31 @@ class Check:
     uses_hardware: bool = False  # held by the running daemon
 
 
+def _imported_when_run(name: str, module: str, what: str, uses_hardware: bool = False) -> Check:
+    """The check `check_NAME` of a module imported as it runs, off the event loop (the
+    progress line turns meanwhile): the network check's brings the Live SDK, the audio
+    checks' numpy and PortAudio, over a second on a Pi, which `doctor service` or `key`
+    never use."""
+
+    async def run(ctx: Context) -> Result:
+        imported = await asyncio.to_thread(importlib.import_module, f"device.doctor.{module}")
+        check: Callable[[Context], Awaitable[Result]] = getattr(imported, f"check_{name}")
+        return await check(ctx)
+
+    return Check(name, run, what, uses_hardware)
+
+
 #: Every check but "config" (which the others need first), by name; run in CHECK_NAMES order.
 CHECKS = {
     check.name: check
     for check in (
         Check("key", check_key, "looking for the API key"),
-        Check("network", check_network, "reaching the Live API"),
+        _imported_when_run("network", "network", "reaching the Live API"),
         Check("power", check_power, "reading the power and heat flags"),
-        Check("devices", check_devices, "listing audio devices", uses_hardware=True),
-        Check("mic", check_mic, "opening the microphone", uses_hardware=True),
-        Check("speaker", check_speaker, "opening the speaker", uses_hardware=True),
-        Check("echo", check_echo, "checking echo cancellation"),
+        _imported_when_run("devices", "audio", "listing audio devices", uses_hardware=True),
+        _imported_when_run("mic", "audio", "opening the microphone", uses_hardware=True),
+        _imported_when_run("speaker", "audio", "opening the speaker", uses_hardware=True),
+        _imported_when_run("echo", "audio", "checking echo cancellation"),
         Check("leds", check_leds, "opening the LEDs", uses_hardware=True),
         Check("button", check_button, "opening the button", uses_hardware=True),
         Check("camera", check_camera, "opening the camera", uses_hardware=True),
@@ -109,7 +122,7 @@ def _held(check: Check, cfg: Config) -> bool:
 #: The hardware checks whose device the daemon names in its status's "faults" when it fails.
 FAULTS = {"mic": "microphone", "speaker": "speaker", "button": "button"}
 FIX_AUDIO_FAULT = (
-    f"Reconnect it, or close what else took it ({WHO_HOLDS}): it is opened again "
+    "Reconnect it, or close what else took it ({who_holds}): it is opened again "
     "by itself, less often the longer it stays away ({logs} says when it is back)."
 )
 FIX_BUTTON_FAULT = (
@@ -158,6 +171,8 @@ def _leds_said(daemon: dict[str, Any], cfg: Config) -> Said | None:
 
 def _speaker_said(daemon: dict[str, Any], cfg: Config) -> Said | None:
     """A speaker it plays too softly to be heard (the model asked to be quiet)."""
+    from device.doctor.audio import too_quiet
+
     volume = daemon.get("volume")
     if not isinstance(volume, int | float):
         return None
@@ -224,7 +239,9 @@ def held_by_the_service(name: str, daemon: dict[str, Any], cfg: Config) -> Resul
     if fault == "button":
         fix = FIX_BUTTON_FAULT.format(pin=cfg.button.pin)
     else:
-        fix = FIX_AUDIO_FAULT.format(logs=where_it_logs(daemon))
+        from device.audio.devices import WHO_HOLDS  # PortAudio: for an audio part only
+
+        fix = FIX_AUDIO_FAULT.format(who_holds=WHO_HOLDS, logs=where_it_logs(daemon))
     return Result(
         name, Status.FAIL, f"{what_runs(daemon)} says: {reason}", fix, data={"daemon": daemon}
     )
@@ -235,6 +252,8 @@ async def _run_one(check: Check, ctx: Context) -> Result:
     try:
         async with ctx.progress.step(f"{check.name}: {check.what}"):
             return await check.run(ctx)
+    except ModuleNotFoundError:
+        raise  # not this check's fault: a Python without the package's dependencies
     except Exception as exc:
         return Result(
             check.name,
