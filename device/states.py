@@ -687,9 +687,14 @@ def _transition(m: Machine, event: Event) -> Step:
         case ReplyAudio(pcm=pcm, replaces=True) if m.state is State.SPEAKING and m.reply_over:
             # A reply to words said over the last one after the service had sent all of it
             # (it then interrupts nothing; it answers), or to a text turn: the rest of the
-            # last one, still playing, is stale.
+            # last one, still playing, is stale. Its longest_reply_s is its own, but not
+            # once the conversation ends (past its longest, a goodbye, idle) nor where no
+            # press asked for it: each chained to the next before the speaker drained (a
+            # TV's words transcribed) would keep the box speaking and listening for good.
+            going_on = (ptt or m.ending) and Timer.LONG_REPLY in m.timers
+            starts = [StartTimer(Timer.REPLY)] if going_on else list(_REPLY_STARTS)
             playing = m.to(State.SPEAKING, reply_done=False)
-            return playing, [ClearPlayback(), PlayReply(pcm), *_REPLY_STARTS]
+            return playing, [ClearPlayback(), PlayReply(pcm), *starts]
         case ReplyAudio(pcm=pcm) if m.state is State.SPEAKING:
             return m.to(State.SPEAKING, reply_done=False), [PlayReply(pcm), StartTimer(Timer.REPLY)]
         case ReplyAudio(pcm=pcm):
@@ -743,7 +748,7 @@ def _transition(m: Machine, event: Event) -> Step:
         case Interrupted():
             return m, [ClearPlayback()]
         case ReplyDropped() if m.state is State.SPEAKING:
-            return _turn_over(m.to(m.state, ending=m.overtime), [ClearPlayback()])
+            return _turn_over(m if ptt else m.to(m.state, ending=m.overtime), [ClearPlayback()])
         case ReplyDropped():
             return m, []
 

@@ -29,6 +29,7 @@ from device.states import (
     PlaybackDrained,
     Pressed,
     Reconnected,
+    Released,
     ReplyAudio,
     SetupComplete,
     SpeechHeard,
@@ -316,6 +317,29 @@ def test_hands_free_a_model_calling_tool_after_tool_still_hangs_up_past_the_long
     assert not clock.machine.session_open, "the conversation never ended"
     assert clock.now <= longest + 5.0 + gap_s
     assert clock.states[-1] is State.IDLE
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_replies_chained_before_the_speaker_drains_still_end_the_session(mode: Mode) -> None:
+    """A TV's words transcribed over each whole reply, and the service answers them, every
+    2.5 s, before the speaker has drained the last: each answer replaced the one playing
+    with a longest_reply_s of its own, and nobody at the box kept it speaking and its
+    microphone streaming for good (push-to-talk, its idle timer never armed either).
+    Past the longest conversation (hands-free) or where no press asked for them, they
+    go on as one reply, which its longest_reply_s ends; then the box hangs up."""
+    clock = Clock(Machine(mode=mode), {**DEFAULTS, Timer.IDLE: 300.0})
+    clock.feed(Pressed(), SETUP)
+    clock.feed(SpeechHeard(from_the_room=True) if mode is Mode.TOGGLE else Released())
+    clock.feed(REPLY)
+    while clock.machine.session_open and clock.now < 3000:
+        clock.wait(0.5)
+        clock.feed(DONE)
+        clock.wait(2.0)
+        clock.feed(SpeechHeard(), ReplyAudio(session=SESSION, pcm=b"\x01\x00", replaces=True))
+    longest = DEFAULTS[Timer.LONG_REPLY]
+    bound = DEFAULTS[Timer.OPEN_MIC] + longest if mode is Mode.TOGGLE else 3 * longest
+    assert not clock.machine.session_open, "the box never stopped speaking"
+    assert clock.now <= bound + 2.5
 
 
 async def test_hands_free_the_longest_conversation_is_heard_out_and_named_in_the_journal(

@@ -589,6 +589,17 @@ def test_a_reply_that_would_never_end_is_stopped_and_the_conversation_left_to_en
     assert seen == [State.LISTENING, State.IDLE] and not m.session_open
 
 
+def test_push_to_talk_a_reply_dropped_past_the_idle_time_still_ends_the_session() -> None:
+    """A reply nobody asked for plays as the session's idle time runs out: it ends once
+    that reply is over. Dropped whole, it forgot the hang-up (hands-free's rule, where a
+    person talking over a goodbye goes on), and the idle timer started over, every time."""
+    m, _, _ = run(Machine(), s.Pressed(), SETUP, s.Released(), REPLY, DONE, s.PlaybackDrained())
+    m, _, _ = run(m, REPLY, s.Timeout(s.Timer.IDLE))  # the service speaks of its own accord
+    assert m.ending and m.session_open
+    m, seen, _ = run(m, s.ReplyDropped(session=1))
+    assert seen == [State.IDLE] and not m.session_open
+
+
 # Every event; a link event is made for the session open when it comes, now and then
 # for the one before it (a stale event), hence a function of the session's number.
 EventOf = Callable[[int], s.Event]
