@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from fakes import config, running
 from helpers import until
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_go_away import WITHIN_MS, heard_ms, talking
 from test_replies_after_tools import DEFAULTS, SESSION, SILENCE_S, Clock
 from test_states import DONE, INTERRUPTED, REPLY, SETUP
@@ -24,13 +26,18 @@ from device.live.turn import UNSAVED_MOST_S, WireTurn, unsaved_limit
 from device.live.wire import MIC_RATE
 from device.states import (
     Earcon,
+    EndConversation,
+    Event,
+    Interrupted,
     Machine,
     Mode,
     PlaybackDrained,
     Pressed,
     Reconnected,
+    Reconnecting,
     Released,
     ReplyAudio,
+    ReplyDropped,
     SetupComplete,
     SpeechHeard,
     State,
@@ -340,6 +347,59 @@ def test_replies_chained_before_the_speaker_drains_still_end_the_session(mode: M
     bound = DEFAULTS[Timer.OPEN_MIC] + longest if mode is Mode.TOGGLE else 3 * longest
     assert not clock.machine.session_open, "the box never stopped speaking"
     assert clock.now <= bound + 2.5
+
+
+#: What the service can send on its own, none of it a person at the box (the words it
+#: transcribes may be a TV's): the link's events for the session open now.
+SERVICE_ALONE: list[Event] = [
+    ReplyAudio(session=SESSION, pcm=b"\x01\x00"),
+    ReplyAudio(session=SESSION, pcm=b"\x01\x00", replaces=True),
+    TurnComplete(session=SESSION),
+    TurnComplete(session=SESSION, more_to_come=True),
+    Interrupted(session=SESSION),
+    ReplyDropped(session=SESSION),
+    ToolsAtWork(session=SESSION, calls=1),
+    ToolsAtWork(session=SESSION, calls=0),
+    Reconnecting(session=SESSION, reason="1011"),
+    Reconnected(session=SESSION),
+    EndConversation(session=SESSION),
+    SpeechHeard(),
+]
+#: The speaker drains once this long has passed since the last audio it was given.
+PLAYS_S = 3.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    mode=st.sampled_from(Mode),
+    cycle=st.lists(
+        st.tuples(st.sampled_from(SERVICE_ALONE), st.sampled_from([0.5, 2.0, 5.0, 29.0, 31.0])),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_the_service_alone_cannot_keep_a_session_open(
+    mode: Mode, cycle: list[tuple[Event, float]]
+) -> None:
+    """Nobody at the box after their first words; the service sends whatever it likes,
+    over and over: the session ends within the longest conversation and one answer's
+    longest_reply_s (hands-free), or the idle time and two answers' (push-to-talk)."""
+    clock = Clock(Machine(mode=mode), {**DEFAULTS, Timer.IDLE: 300.0, Timer.ERROR: 5.0})
+    clock.feed(Pressed(), SETUP)
+    clock.feed(SpeechHeard(from_the_room=True) if mode is Mode.TOGGLE else Released())
+    last_audio = -PLAYS_S
+    longest, reply = DEFAULTS[Timer.LONG_REPLY], DEFAULTS[Timer.REPLY]
+    bound = DEFAULTS[Timer.OPEN_MIC] if mode is Mode.TOGGLE else 300.0 + longest
+    bound += longest + DEFAULTS[Timer.TOOL] + reply + 31.0
+    while clock.machine.session_open and clock.now <= bound:
+        for event, gap in cycle:
+            clock.feed(event)
+            if isinstance(event, ReplyAudio):
+                last_audio = clock.now
+            clock.wait(gap)
+            if clock.now - last_audio >= PLAYS_S:
+                clock.feed(PlaybackDrained())
+    assert not clock.machine.session_open, f"open after {clock.now:.0f} s: {clock.machine}"
 
 
 async def test_hands_free_the_longest_conversation_is_heard_out_and_named_in_the_journal(
