@@ -20,9 +20,10 @@ import pwd
 import socket
 import stat
 import struct
-from collections.abc import Awaitable, Callable, Iterator
+import termios
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsIndex
 
 from device.control_client import LINE_LIMIT, ControlError
 from device.errors import ConfigError
@@ -38,6 +39,15 @@ CLIENTS_LIMIT = 8
 CLIENT_IDLE_S = 10.0
 #: A client's first request must come this soon: `ctl` sends it as it connects.
 FIRST_REQUEST_S = 1.0
+#: A client that waited this long for its request, or for it to read the answer, may
+#: be let go for a newcomer: not one that connected and is about to send (`ctl` a moment
+#: late on a busy Pi), which was let go unanswered.
+IDLE_AFTER_S = 0.2
+#: A client busy this long (`ctl` takes milliseconds) may be let go for a newcomer.
+LONGEST_HOLD_S = FIRST_REQUEST_S
+#: Connections the kernel keeps waiting for the daemon: asyncio takes as many at once
+#: before the bound can turn them away (100 took 200 descriptors of the unit's 256).
+BACKLOG = 2 * CLIENTS_LIMIT
 #: struct ucred, as SO_PEERCRED gives it: pid, uid, gid.
 PEERCRED = struct.Struct("3i")
 
@@ -186,7 +196,10 @@ class ControlServer:
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
         self._clients: set[asyncio.Task[None]] = set()
-        self._waiting: dict[asyncio.Task[None], float] = {}  # idle or unread, and since when
+        self._counted: dict[asyncio.Task[None], float] = {}  # not let go yet, and since when
+        # Idle or unread, since when, and whether its request has come meanwhile.
+        self._waiting: dict[asyncio.Task[None], tuple[float, Callable[[], bool]]] = {}
+        self._answering: set[asyncio.Task[None]] = set()
         self._crowded = Overflow(logger, "control_clients")
 
     async def start(self) -> None:
@@ -194,8 +207,10 @@ class ControlServer:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             await self._remove_stale()
-            self._server = await asyncio.start_unix_server(
-                self._accept, path=self.path, limit=LINE_LIMIT
+            self._server = await asyncio.get_running_loop().create_unix_server(
+                lambda: asyncio.StreamReaderProtocol(_Reader(LINE_LIMIT), self._accept),
+                path=self.path,
+                backlog=BACKLOG,
             )
         except OSError as exc:  # the path is unusable: the owner's to fix, no retry helps
             problem = f"cannot listen on {self.path}: {exc.strerror or exc}"
@@ -266,28 +281,54 @@ class ControlServer:
             pass
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._clients) >= self._clients_limit and self._waiting:
-            # Full of clients that ask nothing (held open) or read nothing: the longest idle
-            # makes room, so a few of them cannot lock the owner's `ctl` out.
-            idle = min(self._waiting, key=self._waiting.__getitem__)
-            del self._waiting[idle]  # gone: the next newcomer must not pick it again
-            idle.cancel()
-        elif len(self._clients) >= self._clients_limit:
-            self._crowded.hit("control client refused: %d are connected", self._clients_limit)
-            busy = _error(f"busy: {self._clients_limit} clients are connected; try again")
-            writer.write(json.dumps(busy).encode() + b"\n")  # small: the socket takes it whole
-            writer.close()
-            return
-        self._crowded.ended()
+        assert isinstance(reader, _Reader)  # the server's protocol makes only these
         task = asyncio.create_task(self._serve(reader, writer), name="control-client")
         self._clients.add(task)
         task.add_done_callback(self._gone)
 
+    def _take_place(self, newcomer: asyncio.Task[None]) -> bool:
+        """Whether `newcomer` is served: there is room, or a client makes room for it."""
+        if len(self._counted) >= self._clients_limit:
+            if (making_room := self._to_let_go()) is None:
+                self._crowded.hit("control client refused: %d are connected", self._clients_limit)
+                return False
+            # Out of the count at once: the next newcomer must not pick it again.
+            del self._counted[making_room]
+            self._waiting.pop(making_room, None)
+            making_room.cancel()
+        self._crowded.ended()
+        self._counted[newcomer] = asyncio.get_running_loop().time()
+        return True
+
+    def _to_let_go(self) -> asyncio.Task[None] | None:
+        """The client that makes room for a newcomer, so that a few clients cannot lock the
+        owner's `ctl` out (the release of a press taken with it among them): the longest
+        idle of those asking nothing (held open) or reading nothing; else the longest
+        connected of those busy past LONGEST_HOLD_S (requests sent without end), between
+        two of its requests. None when every client is being served as `ctl` is."""
+        now = asyncio.get_running_loop().time()
+        idle = {
+            task: since
+            for task, (since, asked) in self._waiting.items()
+            if since <= now - IDLE_AFTER_S and task in self._counted and not asked()
+        }
+        if idle:
+            return min(idle, key=idle.__getitem__)
+        held_since = now - LONGEST_HOLD_S
+        hogs = {
+            task: since
+            for task, since in self._counted.items()
+            if since <= held_since and task not in self._answering
+        }
+        return min(hogs, key=hogs.__getitem__) if hogs else None
+
     def _gone(self, task: asyncio.Task[None]) -> None:
         self._clients.discard(task)
+        self._counted.pop(task, None)
         self._waiting.pop(task, None)
+        self._answering.discard(task)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: _Reader, writer: asyncio.StreamWriter) -> None:
         """Answer requests until the client leaves, or stays silent (or unread) `idle_s`
         (FIRST_REQUEST_S before its first request)."""
         this = asyncio.current_task()
@@ -295,13 +336,22 @@ class ControlServer:
         wait_s = min(FIRST_REQUEST_S, self._idle_s)
         done = False  # the client finished: what it was sent goes out before the close
         try:
+            # A turn of the loop first: a client whose request it has read by then is being
+            # answered, no longer idle, and is not let go for this one.
+            await asyncio.sleep(0)
+            if not self._take_place(this):
+                busy = _error(f"busy: {self._clients_limit} clients are connected; try again")
+                busy["full"] = True  # `ctl` tries again: the request was not read
+                writer.write(json.dumps(busy).encode() + b"\n")  # small: the socket takes it
+                done = True
+                return
             while True:
-                self._waiting[this] = asyncio.get_running_loop().time()
+                self._waiting[this] = (asyncio.get_running_loop().time(), _asker(reader, writer))
                 async with asyncio.timeout(wait_s):
                     try:
                         line = await reader.readline()
                     except ValueError:  # over LINE_LIMIT: the rest of the stream is unframed
-                        await _send(writer, _error("request line too long"))
+                        await self._send(this, writer, _error("request line too long"))
                         done = True
                         return
                     finally:
@@ -311,15 +361,12 @@ class ControlServer:
                     done = True
                     return
                 if line.strip():
-                    reply = await self._answer(line)
-                    # Until it reads the answer (at once, unless its socket is full of
-                    # them) it is idle too: a newcomer may take its place.
-                    self._waiting[this] = asyncio.get_running_loop().time()
+                    self._answering.add(this)  # not let go half-way through a command
                     try:
-                        async with asyncio.timeout(self._idle_s):
-                            await _send(writer, reply)
+                        reply = await self._answer(line)
                     finally:
-                        self._waiting.pop(this, None)
+                        self._answering.discard(this)
+                    await self._send(this, writer, reply)
                 # Lines already read are there without a wait: a burst of them was answered
                 # in one go, the microphone's chunks and the reply's audio waiting behind it.
                 await asyncio.sleep(0)
@@ -328,13 +375,42 @@ class ControlServer:
         except Exception:
             logger.exception("control client failed")
         finally:
-            if done:
-                writer.close()
-            else:
+            try:
+                if done:
+                    await self._close_when_read(this, writer)
+            finally:
                 # Gone, idle, unread or a stop: a graceful close would wait for it to read
                 # what it was sent, holding the connection (and, from Python 3.12, the
                 # server's wait_closed at shutdown) for as long as the client lives.
                 writer.transport.abort()
+
+    async def _send(
+        self, this: asyncio.Task[None], writer: asyncio.StreamWriter, reply: dict[str, Any]
+    ) -> None:
+        """Until the client reads the answer (at once, unless its socket is full of them)
+        it is idle too: a newcomer may take its place; `idle_s` unread, it is let go."""
+        self._waiting[this] = (asyncio.get_running_loop().time(), _unasked)
+        try:
+            async with asyncio.timeout(self._idle_s):
+                await _send(writer, reply)
+        finally:
+            self._waiting.pop(this, None)
+
+    async def _close_when_read(
+        self, this: asyncio.Task[None], writer: asyncio.StreamWriter
+    ) -> None:
+        """A client that finished (its end closed, a line too long) reads what it was sent
+        before the close, within `idle_s`: one that never read held its connection open
+        past its task, outside the bound, until the daemon had no descriptor left."""
+        writer.close()
+        self._waiting[this] = (asyncio.get_running_loop().time(), _unasked)
+        try:
+            async with asyncio.timeout(self._idle_s):
+                await writer.wait_closed()
+        except OSError:  # not read in time (TimeoutError), or the client went away
+            pass
+        finally:
+            self._waiting.pop(this, None)
 
     async def _answer(self, line: bytes) -> dict[str, Any]:
         try:
@@ -365,6 +441,39 @@ async def _send(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
         data = json.dumps(_error(f"reply is not JSON: {exc}"))
     writer.write(data.encode() + b"\n")
     await writer.drain()
+
+
+class _Reader(asyncio.StreamReader):
+    """A client's stream, counting what came: its task may not have run since."""
+
+    fed = 0
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        super().feed_data(data)
+        self.fed += 1
+
+
+def _asker(reader: _Reader, writer: asyncio.StreamWriter) -> Callable[[], bool]:
+    """Whether the client has sent something since it began waiting for its request: read
+    by the loop (its task not yet woken) or still in its socket. A client taken for idle
+    as its request came was let go unanswered."""
+    fed = reader.fed
+    sock = writer.get_extra_info("socket")
+
+    def asked() -> bool:
+        if reader.fed != fed:
+            return True
+        unread = bytearray(4)
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(sock.fileno(), termios.FIONREAD, unread)
+        return int.from_bytes(unread, "little") > 0
+
+    return asked
+
+
+def _unasked() -> bool:
+    """A client waited on to read its answers: whatever it sends meanwhile waits too."""
+    return False
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:

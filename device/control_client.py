@@ -4,6 +4,7 @@ device.control, needs asyncio, and with it ssl: a tenth of a second on a Pi Zero
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import os
@@ -18,6 +19,8 @@ LINE_LIMIT = 64 * 1024
 #: An answer line (its newline included) longer than this is not the daemon's (its status
 #: is a few KiB): it is refused.
 REPLY_LIMIT = 1024 * 1024
+#: How soon a request turned away for a full queue, or all places taken, is tried again.
+TRY_AGAIN_S = 0.05
 #: What to do about a daemon that takes no request (its event loop stuck), however the
 #: socket shows it: the connection queued and not answered, or the queue full.
 HUNG = "(hung: the watchdog restarts it within 30 s, or sudo systemctl restart live-appliance)"
@@ -70,12 +73,28 @@ def request(
             f"the request is {-(-len(sent) // 1024)} KiB, over the {LINE_LIMIT // 1024} KiB "
             "the daemon takes; send less"
         )
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = _exchange(path, sent, timeout, deadline)
+        # Turned away before its request was read (the daemon's places for clients all
+        # taken, by hooks or a flood): it never ran, and a place comes free in a moment.
+        if not reply.get("full") or time.monotonic() + TRY_AGAIN_S >= deadline:
+            return reply
+        time.sleep(TRY_AGAIN_S)
+
+
+def _exchange(
+    path: str | os.PathLike[str], sent: bytes, timeout: float, deadline: float
+) -> dict[str, Any]:
+    """One connection: `sent` out, the answer's line back as a JSON object."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
-            sock.connect(os.fspath(path))
-            sock.sendall(sent + b"\n")
-            line = _read_line(sock, time.monotonic() + timeout)
+            _connect(sock, path, deadline)
+            # Turned away before its request was read ("busy"): the line it was sent says why.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(sent + b"\n")
+            line = _read_line(sock, deadline)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NotRunning(
                 f"the live-appliance daemon is not running (nothing listens at {path}); "
@@ -132,6 +151,20 @@ def _who_may(path: str | os.PathLike[str]) -> str:
             f"(sudo usermod -a -G {group} $USER, then log in again)"
         )
     return "run as a member of its group, or with sudo"
+
+
+def _connect(sock: socket.socket, path: str | os.PathLike[str], deadline: float) -> None:
+    """Connect by `deadline`, trying again while the daemon's queue of connections is full
+    (BlockingIOError): a burst of clients fills it for a moment, a hung daemon for good."""
+    while True:
+        try:
+            sock.connect(os.fspath(path))
+            return
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            time.sleep(min(TRY_AGAIN_S, left))
 
 
 def _read_line(sock: socket.socket, deadline: float) -> bytes:
