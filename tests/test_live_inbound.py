@@ -21,6 +21,14 @@ STD = base64.b64encode(PCM).decode()
 URL_SAFE = base64.urlsafe_b64encode(PCM).decode()
 
 
+def decoded(raw: bytes) -> Any:
+    """The message's JSON, as the link decodes it for `reply_audio` (None: not JSON)."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
 def audio_part(data: str = STD, mime: str = "audio/pcm;rate=24000") -> dict[str, Any]:
     return {"inlineData": {"mimeType": mime, "data": data}}
 
@@ -91,7 +99,7 @@ async def read_by_the_sdk(raw: bytes, vertexai: bool = False) -> Any:
 @pytest.mark.parametrize("raw", REPLY_AUDIO)
 @pytest.mark.parametrize("vertexai", [False, True])
 def test_reply_audio_reads_as_the_sdks_message(raw: bytes, vertexai: bool) -> None:
-    audio = reply_audio(raw)
+    audio = reply_audio(decoded(raw))
     assert audio is not None
     assert comparable(audio) == asyncio.run(read_by_the_sdk(raw, vertexai)).model_dump()
     assert audio.parts[0] == (PCM, "audio/pcm;rate=24000")
@@ -102,7 +110,7 @@ def test_parts_of_one_type_in_a_row_are_one_piece_of_audio() -> None:
     samples = [bytes([n % 256, 0]) for n in range(12_000)]
     parts = [audio_part(base64.b64encode(s).decode()) for s in samples]
     parts.append(audio_part(mime="audio/pcm;rate=16000"))
-    audio = reply_audio(server_content(modelTurn={"parts": parts}))
+    audio = reply_audio(decoded(server_content(modelTurn={"parts": parts})))
     assert audio is not None
     assert audio.parts == [(b"".join(samples), "audio/pcm;rate=24000"),
                            (PCM, "audio/pcm;rate=16000")]  # fmt: skip
@@ -110,7 +118,7 @@ def test_parts_of_one_type_in_a_row_are_one_piece_of_audio() -> None:
 
 @pytest.mark.parametrize("raw", [*FOR_THE_SDK, b"not json", b"[]", b'{"serverContent": 1}'])
 def test_anything_else_is_left_to_the_sdk(raw: bytes) -> None:
-    assert reply_audio(raw) is None
+    assert reply_audio(decoded(raw)) is None
 
 
 def test_the_session_reads_every_message_in_order_then_the_close_as_the_sdk_raises_it() -> None:
@@ -148,7 +156,7 @@ def test_without_the_websocket_the_sdk_reads_everything() -> None:
         return got
 
     got = asyncio.run(first_two())
-    audio = reply_audio(REPLY_AUDIO[0])
+    audio = reply_audio(decoded(REPLY_AUDIO[0]))
     assert isinstance(got[0], types.LiveServerMessage) and audio is not None
     assert comparable(got[0]) == comparable(audio)
     assert got[1].server_content.turn_complete is True

@@ -49,6 +49,7 @@ from device.errors import TEXT_LIMIT
 from device.live.connection import Connection
 from device.live.endpoint import endpoint, proxy_of, through_proxy
 from device.live.errors import answer_crossed, describe_failure, failure_fields, is_refusal
+from device.live.inbound import ITEMS_LIMIT
 from device.live.session import SESSION_ID_LIMIT, LiveLink
 from device.live.websocket import UNSENT_HELD_LIMIT, websocket_of
 from device.live.wire import (
@@ -527,6 +528,30 @@ async def test_a_message_the_sdk_cannot_read_is_named_without_the_values_it_quot
     assert "inlineData.data" in line and "\n" not in line
     assert data[:8] not in line and data[-9:] not in line
     assert lost.LIVE_ERROR == reason == line.removeprefix("connection lost: ")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"serverContent": {"modelTurn": {"parts": [{}] * 349_000}}},
+        {"toolCall": {"functionCalls": [{}] * 349_000}},
+        {"usageMetadata": {"promptTokensDetails": [{}] * 349_000}},
+        {"serverContent": {"modelTurn": {"parts": [0] * 500_000}}},
+    ],
+    ids=["parts", "calls", "usage", "zeros"],
+)
+async def test_a_message_of_a_myriad_items_ends_the_connection_before_the_sdk_reads_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, message: Any
+) -> None:
+    """One frame under 1 MiB of empty parts: the SDK made a model of each, 3.4 s of the
+    event loop on a PC (the watchdog's 30 s on a Pi Zero) and 290 MB, past the unit's
+    MemoryMax, and read on; of zeros, as long and more, to refuse each. The box reconnects
+    as for any message it cannot decode."""
+    frame = json.dumps(message, separators=(",", ":")).encode()
+    assert len(frame) < 2**20
+    lost, reason = await connection_lost_by(frame, monkeypatch, caplog)
+    words = f"the service sent a message that cannot be decoded (over {ITEMS_LIMIT} items"
+    assert reason.startswith(words) and lost.LIVE_FAILURE == "undecodable"
 
 
 async def connection_lost_by(

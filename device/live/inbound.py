@@ -25,6 +25,13 @@ from websockets.exceptions import ConnectionClosed
 
 from device.live.errors import closed_by_the_box
 
+#: Objects, lists and other values in lists, in a message the SDK is given. The SDK
+#: makes a pydantic model of each (about 10 us and 0.7 KB here, ten times as long on a Pi
+#: Zero): one frame under websockets' 1 MiB of 350,000 empty parts (or zeros) took 3.4 s
+#: of the event loop and 290 MB, past the unit's MemoryMax. A real message has tens; a
+#: flood of 20,000 tool calls in one is still answered "busy". At the bound: 0.3 s and
+#: 40 MB here.
+ITEMS_LIMIT = 32768
 #: base64's URL-safe alphabet (the SDK writes it, and accepts both) to the standard one.
 _URL_SAFE = bytes.maketrans(b"-_", b"+/")
 
@@ -60,15 +67,41 @@ async def messages(
                 raise  # as it is: the SDK would make it 1006, the network's
             await session._receive()  # reads the close again, raises it as the SDK does
             raise
-        audio = reply_audio(raw)
-        yield audio if audio is not None else await _through_sdk(client, raw)
+        try:
+            decoded = json.loads(raw)
+        except (ValueError, RecursionError):
+            decoded = None  # the SDK says what is wrong with it, in its own words
+        if (audio := reply_audio(decoded)) is not None:
+            yield audio
+            continue
+        if _over_items_limit(decoded):
+            raise TooManyItems(f"over {ITEMS_LIMIT} items in one message")
+        yield await _through_sdk(client, raw)
 
 
-def reply_audio(raw: bytes | str) -> AudioOnly | None:
-    """The message, if it is reply audio alone, in a shape the SDK reads the same way;
-    None for anything else (the SDK decides what that is)."""
+class TooManyItems(ValueError):
+    """A message the SDK would take seconds and hundreds of MB to make models of."""
+
+
+def _over_items_limit(message: object) -> bool:
+    """Whether `message` holds more than ITEMS_LIMIT objects, lists and other values in
+    lists (the SDK validates each element, a number as a part too, as a model)."""
+    count, left = 0, [message]
+    while left and count <= ITEMS_LIMIT:
+        item = left.pop()
+        if isinstance(item, dict):
+            count += 1
+            left.extend(item.values())
+        elif isinstance(item, list):
+            count += 1 + sum(not isinstance(element, dict | list) for element in item)
+            left.extend(element for element in item if isinstance(element, dict | list))
+    return count > ITEMS_LIMIT
+
+
+def reply_audio(message: Any) -> AudioOnly | None:
+    """The message (its JSON decoded), if it is reply audio alone, in a shape the SDK
+    reads the same way; None for anything else (the SDK decides what that is)."""
     try:
-        message = json.loads(raw)
         content = message["serverContent"]
         turn = content["modelTurn"]
         parts = turn["parts"]
