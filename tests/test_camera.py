@@ -481,19 +481,54 @@ async def test_picamera2_start_and_stop_follow_the_frames(camera) -> None:
     assert camera.names()[-2:] == ["stop", "close"] and not feed.running
 
 
-async def test_aclose_while_the_camera_is_starting_leaves_it_off(camera) -> None:
+async def test_aclose_while_the_camera_is_starting_leaves_it_off(
+    camera, pins, caplog: pytest.LogCaptureFixture
+) -> None:
+    """And says so: `ctl status` said the camera was off while it started (its light on),
+    and the journal said neither "on" nor "off" of a camera that came on as it closed."""
+    caplog.set_level(logging.INFO, logger="device.hw.camera")
     camera.start_gate = threading.Event()
     frames = Frames()
-    feed = feed_for(picamera2(), frames)
-    feed.start_frames()
-    await until(lambda: "configure" in camera.names())
-    closing = asyncio.create_task(feed.aclose())
-    await asyncio.sleep(0.05)
-    assert not closing.done()  # it waits for the start, which cannot be interrupted
-    camera.start_gate.set()
+    feed = feed_for(picamera2(led_pin=21), frames)
+    try:
+        feed.start_frames()
+        await until(lambda: "configure" in camera.names())
+        assert feed.running and pins(21).state
+        closing = asyncio.create_task(feed.aclose())
+        await asyncio.sleep(0.05)
+        assert not closing.done()  # it waits for the start, which cannot be interrupted
+        assert feed.running and pins(21).state
+    finally:
+        camera.start_gate.set()
     await closing
     assert camera.names()[-3:] == ["start", "stop", "close"]
-    assert not feed.running and not frames.jpegs
+    assert not feed.running and not frames.jpegs and not pins(21).state
+    assert camera_records(caplog) == [(logging.INFO, "off")]
+
+
+async def test_a_stop_of_the_daemon_as_a_session_closes_a_starting_camera_switches_it_off(
+    camera, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM while the session's close waited for the camera's start: the stop cancelled
+    that wait a second time, the camera was called stuck at once and never switched off
+    (the start came back after "stopped"), though the start returned within STOP_WAIT_S."""
+    camera.start_gate = threading.Event()
+    feed = feed_for(picamera2(), Frames())
+    try:
+        feed.start_frames()
+        await until(lambda: "configure" in camera.names())
+        session_close = asyncio.create_task(feed.aclose())
+        await asyncio.sleep(0.05)
+        session_close.cancel()  # the state machine's task, cancelled by the stop
+        stopping = asyncio.create_task(feed.shutdown())
+        await asyncio.sleep(0.3)
+    finally:
+        camera.start_gate.set()  # well within STOP_WAIT_S
+    async with asyncio.timeout(STOP_WAIT_S + 1):
+        await stopping
+    assert camera.names()[-3:] == ["start", "stop", "close"]
+    assert "stuck" not in [level_and_what[1] for level_and_what in camera_records(caplog)]
+    assert not feed.running
 
 
 async def test_a_stop_of_the_daemon_does_not_wait_for_a_start_stuck_in_the_camera(
@@ -770,6 +805,35 @@ async def test_a_camera_stuck_in_a_call_keeps_its_light_on_until_it_returns(
         gate.set()
     await until(lambda: not pins(21).state, within=3)
     assert cameras()[-1] == "off", cameras()
+    await feed.shutdown()
+
+
+async def test_a_stuck_start_whose_stop_hangs_too_keeps_the_light_on_till_the_stop_returns(
+    camera, pins, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wedged camera whose start came back late, then whose stop hung: the light went
+    out, the journal said "camera off" and `ctl status` said off while the stop was still
+    in the camera, and the next press started it again beside the stuck stop."""
+    caplog.set_level(logging.INFO, logger="device.hw.camera")
+    camera.start_gate, camera.stop_gate = threading.Event(), threading.Event()
+    feed = feed_for(picamera2(led_pin=21), Frames(), switch_timeout_s=0.2)
+    cameras = lambda: [what for _, what in camera_records(caplog)]  # noqa: E731
+    try:
+        feed.start_frames()
+        await until(lambda: "stuck" in cameras(), within=3)
+        await feed.aclose()
+        camera.start_gate.set()  # the start returns; the stop that follows hangs
+        await until(lambda: "did not stop cleanly" in caplog.text)  # past its limit
+        assert pins(21).state and feed.running, "said off while the stop is in the camera"
+        assert "off" not in cameras(), cameras()
+        feed.start_frames()  # a press meanwhile: audio only, the camera left alone
+        await asyncio.sleep(0.1)
+        assert camera.names().count("start") == 1
+    finally:
+        camera.start_gate.set()
+        camera.stop_gate.set()
+    await until(lambda: not pins(21).state, within=3)
+    assert cameras()[-1] == "off" and not feed.running
     await feed.shutdown()
 
 

@@ -268,7 +268,13 @@ class CameraFeed:
         self._closing = True
         self._wanted = False
         try:
-            await stop_task(self._task)
+            if self._task is not None and self._task.cancelling():
+                # A close already under way (the session's, cancelled by a stop) waits for
+                # a start to return, then stops the camera: cancelled again, it gave up on
+                # the start at once, and left a camera that came on to the process's end.
+                await asyncio.wait({self._task})
+            else:
+                await stop_task(self._task)
             if self._led is not None and self._stuck is None:  # else lit till the stop returns
                 self._led.close()
                 self._led = None
@@ -294,14 +300,20 @@ class CameraFeed:
         self._frames = 0
         loop = asyncio.get_running_loop()
         switched_by: float | None = loop.time() + self._switch_timeout_s  # while starting
+        came_on = False  # the start returned, if only after a close: "off" is said too
+
+        def start() -> str:
+            nonlocal came_on
+            description = self._source.start()
+            came_on = True
+            return description
+
         try:
             if led is not None:  # lit from the start call on: the camera may be on from then
                 led.on()
-            description = await _in_thread(
-                self._source.start, self._switch_timeout_s, self._got_stuck
-            )
+            self._running = True  # as the light: `ctl status` said off while it started
+            description = await _in_thread(start, self._switch_timeout_s, self._got_stuck)
             switched_by = None
-            self._running = True
             self._failing.ended()
             logger.info("camera on: %s", description, extra={"LIVE_CAMERA": "on"})
             while True:
@@ -326,8 +338,8 @@ class CameraFeed:
                 if self._stuck is None:  # a camera stuck in its start cannot be stopped now
                     await _stop(self._source, limit, self._got_stuck)
             finally:
-                was_running, self._running = self._running, False
-                self._said_off(led, was_running, stuck_in)
+                self._running = False
+                self._said_off(led, came_on, stuck_in)
 
     async def _stream(self) -> None:
         """Frames until stop_frames: the first at once, then on a grid of 1/fps seconds."""
@@ -393,7 +405,7 @@ class CameraFeed:
         self._stuck = call
         self._recovering = asyncio.create_task(self._off_when_back(call), name="camera-stuck")
 
-    def _said_off(self, led: Any, was_running: bool, stuck_in: str) -> None:
+    def _said_off(self, led: Any, came_on: bool, stuck_in: str) -> None:
         """The run is over: light off and, after a start, "camera off" in the journal;
         unless a start or stop is stuck in the camera (it may still be on: the light
         stays on until the call returns, and `_off_when_back` switches both off)."""
@@ -408,7 +420,7 @@ class CameraFeed:
             return
         if led is not None:
             led.off()
-        if was_running:
+        if came_on:
             logger.info(
                 "camera off after %d frame(s)",
                 self._frames,
@@ -416,9 +428,19 @@ class CameraFeed:
             )
 
     async def _off_when_back(self, call: asyncio.Future[Any]) -> None:
+        """Switches the camera off once `call` returns; a stop that hangs in its turn keeps
+        it stuck (light on, "stuck" in the journal and `ctl status`) until that returns."""
+        stuck: asyncio.Future[Any] | None = call
+
+        def stuck_again(stop: asyncio.Future[Any]) -> None:
+            nonlocal stuck
+            stuck = self._stuck = stop
+
         try:
-            await asyncio.wait({call})
-            await _stop(self._source, self._switch_timeout_s)
+            while stuck is not None:
+                await asyncio.wait({stuck})
+                stuck = None
+                await _stop(self._source, self._switch_timeout_s, stuck_again)
             if self._led is not None:
                 self._led.off()
             logger.info(
