@@ -179,7 +179,7 @@ class MicFeed:
             if self._began_after_end(t):  # a press taken later than the ring reaches back
                 self._reached_end(t)
                 return
-            self._outbox.put("audio", data)
+            self._send(data)
             self._heard_until = t
             if self._reached_end(t):
                 return
@@ -250,9 +250,13 @@ class MicFeed:
                 return
         else:
             self._listen(data, t)
-        dropped = self._outbox.put("audio", data)
+        self._send(data)
         self._stream_end_sent = False
-        if dropped:
+
+    def _send(self, data: bytes) -> None:
+        """Into the outbox; its bound said once while the oldest is dropped (a press taken
+        late hands over seconds at once, past a small `hold_s` even on a link that sends)."""
+        if self._outbox.put("audio", data):
             self._overflow.hit(
                 "microphone audio held too long: dropping the oldest (bound %.0f s)",
                 self._cfg.hold_s,

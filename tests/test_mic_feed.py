@@ -235,3 +235,20 @@ def test_microphone_overflows_are_one_journal_line_a_minute(
             feed.overflowed(count)
     said = [r for r in caplog.records if "microphone overflow" in r.getMessage()]
     assert [r.__dict__["LIVE_MIC_OVERFLOWS"] for r in said] == [1]
+
+
+def test_a_press_taken_late_past_a_small_hold_says_its_oldest_words_went(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A press taken three seconds late (the camera switching off) hands over what the
+    capture held at once: past `hold_s = 2` the oldest went without a journal line, where
+    every chunk past it after that says the bound."""
+    box = Outbox(hold_s=2)
+    feed = MicFeed(AudioConfig(hold_s=2.0, chunk_ms=40), box)
+    chunk = bytes(int(16000 * 2 * CHUNK_S))
+    held = [(chunk, 100.0 + CHUNK_S * n) for n in range(78)]  # 3.1 s
+    with caplog.at_level(logging.WARNING):
+        feed.start(held)
+    bounds = [r for r in caplog.records if getattr(r, "LIVE_BOUND", None) == "outbox_audio"]
+    assert len(bounds) == 1, caplog.text
+    assert len(b"".join(sent_audio(box))) <= 2 * 16000 * 2
