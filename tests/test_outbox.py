@@ -38,6 +38,22 @@ def test_audio_over_the_bound_drops_the_oldest_and_counts_it() -> None:
     assert [data[0] for _, data in items[1:]] == list(range(2, 12))
 
 
+def test_pauses_between_utterances_dropped_over_an_outage_are_kept_as_one() -> None:
+    """Hands-free through a long outage, a person talking in bursts: the audio was held
+    to its bound, but a marker of each pause stayed (600 utterances, 600 markers sent in
+    a burst ahead of the speech kept)."""
+    box = Outbox(hold_s=1)
+    utterance = b"\x01" * (BYTES_PER_SECOND // 4)  # a quarter of a second
+    for _ in range(600):
+        box.put("audio", utterance)
+        box.put("audio_stream_end")
+    kinds = [kind for kind, _ in drain(box)]
+    assert kinds.count("audio") == 4
+    assert kinds.count("audio_stream_end") <= 5, kinds
+    assert kinds[-2:] == ["audio", "audio_stream_end"]
+    assert "audio_stream_end,audio_stream_end" not in ",".join(kinds)
+
+
 def test_a_frame_waits_until_nothing_else_does_and_the_newest_wins() -> None:
     box = Outbox(hold_s=5)
     box.put("video", b"frame-1")
