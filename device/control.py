@@ -346,16 +346,14 @@ class ControlServer:
                 done = True
                 return
             while True:
-                self._waiting[this] = (asyncio.get_running_loop().time(), _asker(reader, writer))
-                async with asyncio.timeout(wait_s):
-                    try:
-                        line = await reader.readline()
-                    except ValueError:  # over LINE_LIMIT: the rest of the stream is unframed
-                        await self._send(this, writer, _error("request line too long"))
-                        done = True
-                        return
-                    finally:
-                        self._waiting.pop(this, None)
+                with self._idle_while(this, _asker(reader, writer)):
+                    async with asyncio.timeout(wait_s):
+                        try:
+                            line = await reader.readline()
+                        except ValueError:  # over LINE_LIMIT: the rest is unframed
+                            await self._deliver(this, writer, _error("request line too long"))
+                            done = True
+                            return
                 wait_s = self._idle_s
                 if not line:
                     done = True
@@ -366,7 +364,7 @@ class ControlServer:
                         reply = await self._answer(line)
                     finally:
                         self._answering.discard(this)
-                    await self._send(this, writer, reply)
+                    await self._deliver(this, writer, reply)
                 # Lines already read are there without a wait: a burst of them was answered
                 # in one go, the microphone's chunks and the reply's audio waiting behind it.
                 await asyncio.sleep(0)
@@ -384,17 +382,24 @@ class ControlServer:
                 # server's wait_closed at shutdown) for as long as the client lives.
                 writer.transport.abort()
 
-    async def _send(
+    @contextlib.contextmanager
+    def _idle_while(self, this: asyncio.Task[None], asked: Callable[[], bool]) -> Iterator[None]:
+        """`this` counts as idle from now (a newcomer may take its place) unless `asked`
+        says a request has come for it, until the block ends."""
+        self._waiting[this] = (asyncio.get_running_loop().time(), asked)
+        try:
+            yield
+        finally:
+            self._waiting.pop(this, None)
+
+    async def _deliver(
         self, this: asyncio.Task[None], writer: asyncio.StreamWriter, reply: dict[str, Any]
     ) -> None:
         """Until the client reads the answer (at once, unless its socket is full of them)
         it is idle too: a newcomer may take its place; `idle_s` unread, it is let go."""
-        self._waiting[this] = (asyncio.get_running_loop().time(), _unasked)
-        try:
+        with self._idle_while(this, _unasked):
             async with asyncio.timeout(self._idle_s):
                 await _send(writer, reply)
-        finally:
-            self._waiting.pop(this, None)
 
     async def _close_when_read(
         self, this: asyncio.Task[None], writer: asyncio.StreamWriter
@@ -403,14 +408,10 @@ class ControlServer:
         before the close, within `idle_s`: one that never read held its connection open
         past its task, outside the bound, until the daemon had no descriptor left."""
         writer.close()
-        self._waiting[this] = (asyncio.get_running_loop().time(), _unasked)
-        try:
+        with self._idle_while(this, _unasked), contextlib.suppress(OSError):
+            # OSError: not read in time (TimeoutError), or the client went away
             async with asyncio.timeout(self._idle_s):
                 await writer.wait_closed()
-        except OSError:  # not read in time (TimeoutError), or the client went away
-            pass
-        finally:
-            self._waiting.pop(this, None)
 
     async def _answer(self, line: bytes) -> dict[str, Any]:
         try:
