@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from device.errors import (
     ConfigError,
+    ConfigFileUnusable,
     ConfigUnreadable,
     UnusableKey,
     remember_secret,
@@ -453,20 +454,24 @@ def _read_toml(path: Path, must_exist: bool) -> dict[str, Any]:
         text = read_text(path, CONFIG_FILE_LIMIT, str(path), edited=True)
     except FileNotFoundError:
         if must_exist:
-            raise ConfigError(f"{path}: no such configuration file") from None
+            raise ConfigFileUnusable(f"{path}: no such configuration file") from None
         return {}
     except PermissionError as exc:
         problem = f"{path}: cannot read: {exc.strerror}"
         raise ConfigUnreadable(problem, _let_the_service_read(path)) from None
+    except ConfigError as exc:  # a directory, over the bound, not UTF-8
+        raise ConfigFileUnusable(str(exc)) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(_toml_problem(path, text, exc)) from None
+        raise ConfigFileUnusable(_toml_problem(path, text, exc)) from None
     except RecursionError:  # a value nested thousands deep: no setting is
-        raise ConfigError(f"{path}: not valid TOML: nested too deep") from None
+        raise ConfigFileUnusable(f"{path}: not valid TOML: nested too deep") from None
     except ValueError:  # tomllib's int() of a decimal past Python's digit limit
         digits = sys.get_int_max_str_digits()
-        raise ConfigError(f"{path}: not valid TOML: a number of over {digits} digits") from None
+        raise ConfigFileUnusable(
+            f"{path}: not valid TOML: a number of over {digits} digits"
+        ) from None
 
 
 #: Where tomllib puts its error: "(at line 4, column 13)", or "(at end of document)".
@@ -1327,18 +1332,22 @@ def booted_at() -> float:
 def require_credentials(config: Config) -> None:
     """Fail at start, not at the first press, when the daemon cannot authenticate."""
     if config.api_key is None and config.live.backend == "gemini":
-        raise ConfigError(f"no API key: {where_to_put_the_key(config.live)}")
+        raise ConfigError(f"no API key: {where_to_put_the_key(config)}")
 
 
-def where_to_put_the_key(live: LiveConfig) -> str:
-    """What to do about a missing key, in words: where it is looked for."""
+def where_to_put_the_key(config: Config) -> str:
+    """What to do about a missing key, in words: where it is looked for. A shell's
+    GEMINI_API_KEY is no place for the service's own configuration: the doctor passed
+    the key it saw there, and the service never did."""
+    live = config.live
     if installed_key_barred():  # the service's credential, read before api_key_file
         return f"only root may read {INSTALLED_KEY_FILE}, where the installer keeps it: use sudo"
     if live.api_key_file:  # what writes it (a token minter) has not yet
         return f"[live] api_key_file {live.api_key_file} is missing or empty"
     if os.environ.get("CREDENTIALS_DIRECTORY"):  # the service: its credential is empty
         return f"put it in {INSTALLED_KEY_FILE} and restart the service"
+    export = "" if config.path == DEFAULT_PATH else ", or export GEMINI_API_KEY"
     return (
         f"put it in {INSTALLED_KEY_FILE} (the service's credential), "
-        "set [live] api_key_file, or export GEMINI_API_KEY"
+        f"set [live] api_key_file{export}"
     )

@@ -56,6 +56,10 @@ class NotRunning(ControlError):
     """Nothing serves the control socket: the daemon is not running."""
 
 
+class Barred(ControlError):
+    """This user may not use the control socket: whether a daemon serves it is not known."""
+
+
 def request(
     path: str | os.PathLike[str], cmd: str, timeout: float = 5.0, **fields: Any
 ) -> dict[str, Any]:
@@ -102,7 +106,7 @@ def _exchange(
                 "live-appliance` says why it is down (crashed, or given up on for a while)"
             ) from exc
         except PermissionError as exc:
-            raise ControlError(f"permission denied on {path}: {_who_may(path)}") from exc
+            raise Barred(f"permission denied on {path}: {_who_may(path)}") from exc
         except TimeoutError as exc:
             raise ControlError(
                 f"no answer from the daemon at {path} within {timeout:g} s {HUNG}"

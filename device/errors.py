@@ -130,6 +130,17 @@ class ConfigError(Exception):
         super().__init__(cut(one_line(without_credentials(message))))
 
 
+class ConfigFileUnusable(ConfigError):
+    """The configuration file is missing where named, or no UTF-8 TOML file within the
+    bound: no setting in it is to blame."""
+
+    FIX = (
+        "Make it a UTF-8 TOML file under 1 MiB (the README's Configuration section), or "
+        "name the right one with --config or LIVE_APPLIANCE_CONFIG (the service's is "
+        "/etc/live-appliance/config.toml)."
+    )
+
+
 class ConfigUnreadable(ConfigError):
     """The configuration file is there but this user may not read it: nothing in it is
     wrong. The installed one is root's and its service group's."""

@@ -83,6 +83,38 @@ def test_the_doctor_warns_of_under_voltage_with_the_supply_to_use(
     assert "5 V" in fix and "3 A" in fix and "cable" in fix and "hub" in fix
 
 
+def test_a_clear_reading_where_rpi_volt_runs_says_now_and_where_the_boots_record_is(
+    tmp_path: Path,
+) -> None:
+    """rpi_volt clears the firmware's "since boot" bits at each of its polls: a sag an
+    hour ago leaves them clear, and "no under-voltage" was a promise the doctor could not
+    keep. It says "now", and where the kernel's record since boot is."""
+    status, measured, _ = check(fake_sys(tmp_path, throttled="0", alarm="0"))
+    assert status is Status.PASS
+    assert "no under-voltage or throttling now" in measured
+    assert "journalctl -k -b -g voltage" in measured
+
+
+def test_a_kernel_without_the_firmwares_flags_does_not_pass_for_no_throttling(
+    tmp_path: Path,
+) -> None:
+    """A mainline kernel has rpi_volt alone: nothing says whether the Pi throttles."""
+    status, measured, _ = check(fake_sys(tmp_path, alarm="0"))
+    assert status is Status.PASS
+    assert "throttling is not reported by this kernel" in measured
+    assert "no under-voltage now" in measured
+
+
+def test_a_hot_soc_without_the_firmwares_flags_is_warned_of_by_its_heat(tmp_path: Path) -> None:
+    """At 84 °C, with no flags to read, the line said "no under-voltage or throttling"."""
+    root = fake_sys(tmp_path, alarm="0")
+    (root / "class/thermal/thermal_zone0/temp").write_text("84500\n")
+    status, measured, fix = check(root)
+    assert status is Status.WARN
+    assert "hot enough to be throttled" in measured and "84 °C" in measured
+    assert fix == power.FIX_HEAT
+
+
 def test_the_doctor_warns_of_throttling_from_heat(tmp_path: Path) -> None:
     status, measured, fix = check(fake_sys(tmp_path, throttled="80008"))  # soft limit
     assert status is Status.WARN

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from device.control_client import ControlError, NotRunning, request
+from device.control_client import Barred, ControlError, NotRunning, request
 
 #: Faults of a sound card, which the audio keeper tries at once when one appears.
 SOUND_DEVICES = frozenset({"microphone", "speaker"})
@@ -27,14 +27,16 @@ def running_status(socket_path: str | os.PathLike[str]) -> dict[str, Any] | None
     """The daemon's status, or None when nothing serves the socket.
 
     A socket that exists but cannot be read (permissions, a hung daemon) still means
-    a daemon holds the hardware: its status is then only the reason it is unreadable.
+    a daemon holds the hardware: its status is then only the reason it is unreadable,
+    and "barred" when this user may not use the socket (nothing said whether one runs).
     """
     try:
         return request(socket_path, "status", timeout=2.0)
     except NotRunning:
         return None
     except ControlError as exc:
-        return {"status": f"unreadable ({exc})", "unreadable": True}
+        status: dict[str, Any] = {"status": f"unreadable ({exc})", "unreadable": True}
+        return status | {"barred": True} if isinstance(exc, Barred) else status
 
 
 def run_by_hand(status: dict[str, Any]) -> str | None:

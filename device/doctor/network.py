@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from websockets.exceptions import InvalidProxy
 
+from device import config as config_mod
 from device.config import Config
 from device.doctor.result import Context, Result, Status
 from device.live.endpoint import (
@@ -124,6 +125,23 @@ def tls_context() -> ssl.SSLContext:
     )
 
 
+def _unusable_trust(exc: OSError) -> tuple[str, str]:
+    """What is wrong with the CA file or directory the environment names, and the fix: it
+    was said as "TLS: network: No such file or directory", a captive portal's fix first
+    (the rig's pasted SSL_CERT_FILE outliving its server, say)."""
+    named = " ".join(
+        f"{name}={value}"
+        for name in ("SSL_CERT_FILE", "SSL_CERT_DIR")
+        if (value := os.environ.get(name))
+    )
+    why = exc.strerror or str(exc)
+    return (
+        f"the CA certificates cannot be loaded ({named or 'certifi'}): {why}",
+        "Unset SSL_CERT_FILE and SSL_CERT_DIR, or point them at a CA bundle "
+        "(/etc/ssl/certs/ca-certificates.crt).",
+    )
+
+
 class LayerFailed(Exception):
     """One layer failed: `reason` names it, `fix` is what the owner should do."""
 
@@ -216,13 +234,17 @@ async def check_network(ctx: Context) -> Result:
     except InvalidProxy as exc:
         return Result("network", Status.FAIL, describe_failure(exc), FIXES["proxy"],
                       data=where | {"layer": "proxy"})
+    try:
+        tls = tls_context()
+    except OSError as exc:  # no file there, a directory, no certificate in it (SSLError)
+        return Result("network", Status.FAIL, *_unusable_trust(exc), data=where | {"layer": "TLS"})
     near, near_port = proxy or (host, port)
     steps = {
         "DNS": lambda: _through(cfg, loop.getaddrinfo(near, near_port, type=socket.SOCK_STREAM)),
         "TCP": lambda: _through(cfg, _open_close(near, near_port, None)),
     }
     if proxy is None:
-        steps["TLS"] = lambda: _open_close(host, port, tls_context())
+        steps["TLS"] = lambda: _open_close(host, port, tls)
     ms: dict[str, float] = {}
     try:
         for layer, step in steps.items():
@@ -232,11 +254,15 @@ async def check_network(ctx: Context) -> Result:
         way = f" through the proxy {near}:{near_port}" if proxy else ""
         reached = f"{host}:{port}{way}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in ms.items())
         if cfg.api_key is None and cfg.live.backend == "gemini":
+            barred = config_mod.installed_key_barred()  # the box has one: root's to read
             return Result(
                 "network",
                 Status.WARN,
-                f"{reached}; Live setup not tried: no API key",
-                "Give the daemon an API key (see the key check).",
+                f"{reached}; Live setup not tried: "
+                + ("this user may not read the box's key" if barred else "no API key"),
+                "sudo live-appliance doctor network, to sign in with the box's key."
+                if barred
+                else "Give the daemon an API key (see the key check).",
                 data=where | {"ms": ms},
             )
         await _session(ctx, ms, host, port)
@@ -276,7 +302,11 @@ async def _session(ctx: Context, ms: dict[str, float], host: str, port: int) -> 
     async with contextlib.AsyncExitStack() as stack:
         started = time.monotonic()
         session = await _layer(
-            "Live setup", lambda: open_session(stack, cfg), cfg.live.connect_timeout_s, host, port,
+            "Live setup",
+            lambda: open_session(stack, cfg),
+            cfg.live.connect_timeout_s,
+            host,
+            port,
             timed_by_step=True,
         )
         ms["setup"] = _since(started)
@@ -284,8 +314,11 @@ async def _session(ctx: Context, ms: dict[str, float], host: str, port: int) -> 
             return
         longest = cfg.conversation.longest_reply_s
         reply = await _layer(
-            "Live turn", lambda: run_turn(session, TURN_TEXT, None, longest), TURN_TIMEOUT_S,
-            host, port,
+            "Live turn",
+            lambda: run_turn(session, TURN_TEXT, None, longest),
+            TURN_TIMEOUT_S,
+            host,
+            port,
         )
         if reply.first_audio_s is None and reply.end_reason:
             reason = f"Live turn: the service ended it without a word ({reply.end_reason})"

@@ -9,6 +9,9 @@ from pathlib import Path
 from device.doctor.result import Context, Result, Status
 from device.hw import power
 
+#: Where the Pi 4's and 5's firmware begins to cap the ARM's clock for heat.
+THROTTLES_AT_C = 80
+
 
 async def check_power(ctx: Context, sys_root: Path = power.SYS) -> Result:
     """PASS with the flags clear, WARN naming under-voltage (now or since boot) or
@@ -32,16 +35,19 @@ async def check_power(ctx: Context, sys_root: Path = power.SYS) -> Result:
         said.append(", ".join(heat_now) + " now")
     elif heat_before:
         said.append(", ".join(heat_before) + " since boot")
+    if not said and read.flags is None and (read.celsius or 0) >= THROTTLES_AT_C:
+        # No firmware flags to say it (a mainline kernel): the heat alone does.
+        said.append("hot enough to be throttled (this kernel reports no throttling)")
     if not said:
-        measured = ", ".join(filter(None, ["no under-voltage or throttling", temperature]))
+        measured = ", ".join(filter(None, [_all_clear(read), temperature]))
         return Result("power", Status.PASS, measured, data=data)
     fixes = []
     if read.under_voltage:
         fixes.append(power.FIX_POWER)
         fixes.append("journalctl -k -b -g voltage says when it sagged.")
-    if (heat_now or heat_before) and not read.under_voltage:
-        # Throttled on a good supply: heat. Now alone too: rpi_volt clears the "since
-        # boot" bits at each poll, and the line said "throttled now" with no fix.
+    if not read.under_voltage:
+        # Throttled (or hot) on a good supply: heat. Now alone too: rpi_volt clears the
+        # "since boot" bits at each poll, and the line said "throttled now" with no fix.
         fixes.append(power.FIX_HEAT)
     measured = "; ".join(said) + (f" ({temperature})" if temperature else "")
     return Result(
@@ -51,3 +57,14 @@ async def check_power(ctx: Context, sys_root: Path = power.SYS) -> Result:
         " ".join(fixes),
         data=data,
     )
+
+
+def _all_clear(read: power.Power) -> str:
+    """What a clear reading covers: where rpi_volt runs it clears the firmware's "since
+    boot" bits at each poll, and the kernel's log is the record since boot; where it
+    runs alone (a mainline kernel) nothing reports throttling."""
+    if read.alarm is None:  # the firmware's flags alone: they hold since boot
+        return "no under-voltage or throttling"
+    checked = "no under-voltage" if read.flags is None else "no under-voltage or throttling"
+    unknown = "" if read.flags is not None else "; throttling is not reported by this kernel"
+    return f"{checked} now (since boot: journalctl -k -b -g voltage){unknown}"

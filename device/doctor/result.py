@@ -84,4 +84,20 @@ class Context:
         that does not answer costs each ask its 2 s timeout."""
         import asyncio  # here: `ctl`, which reads CHECK_NAMES, runs without asyncio
 
-        return asyncio.ensure_future(asyncio.to_thread(running_status, self.cfg.control.socket))
+        return asyncio.ensure_future(_daemon_status(self.cfg.control.socket))
+
+
+async def _daemon_status(socket_path: str) -> dict[str, Any] | None:
+    """`running_status`; and where this user may not use the socket (not yet in the
+    service's group: that takes a new login), systemd's word: a service stopped holds no
+    hardware, and the checks it would skip ("in use") test the devices after all."""
+    import asyncio
+
+    from device.doctor.service import systemctl_show
+
+    status = await asyncio.to_thread(running_status, socket_path)
+    if status is not None and status.get("barred"):
+        unit = await systemctl_show(["ActiveState"])
+        if isinstance(unit, dict) and unit.get("ActiveState") in {"inactive", "failed"}:
+            return None
+    return status

@@ -7,6 +7,7 @@ import dataclasses
 import grp
 import os
 import pwd
+import shlex
 import stat
 import time
 from collections.abc import Iterable
@@ -17,7 +18,7 @@ from device.config import Config
 from device.doctor import service
 from device.doctor.result import Context, Result, Status
 from device.doctor.service import started_at
-from device.errors import ConfigError, ConfigUnreadable, UnusableKey
+from device.errors import ConfigError, ConfigFileUnusable, ConfigUnreadable, UnusableKey
 
 
 def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Config | None]:
@@ -25,11 +26,12 @@ def check_config(cli_path: str | os.PathLike[str] | None) -> tuple[Result, Confi
     try:
         cfg = config_mod.load(cli_path, key=False)
     except ConfigError as exc:
-        fix = (
-            exc.fix
-            if isinstance(exc, ConfigUnreadable)
-            else "Correct that setting (the README's Configuration section lists them all)."
-        )
+        if isinstance(exc, ConfigUnreadable):
+            fix = exc.fix
+        elif isinstance(exc, ConfigFileUnusable):
+            fix = ConfigFileUnusable.FIX
+        else:
+            fix = "Correct that setting (the README's Configuration section lists them all)."
         return Result("config", Status.FAIL, str(exc), fix), None
     where = str(cfg.path) if cfg.path else f"no file at {config_mod.resolve_path(cli_path)[0]}"
     measured = f"{where}: loaded, profile {cfg.hardware.profile}"
@@ -261,6 +263,18 @@ async def check_key(ctx: Context) -> Result:
             "[live] api_key_file.",
             data={"kind": kind, "source": cfg.api_key_source},
         )
+    if variable := await _unseen_by_the_service(cfg):
+        return Result(
+            "key",
+            Status.WARN,
+            f"{kind} from {cfg.api_key_source} (not shown); but the service does not see "
+            f"this shell's environment: it reads its credential (a copy of "
+            f"{config_mod.INSTALLED_KEY_FILE}) or [live] api_key_file",
+            f"Put the key in {config_mod.INSTALLED_KEY_FILE} (sudoedit) and restart the "
+            f"service; then unset {variable} and run sudo live-appliance doctor, to check "
+            "the key the service uses.",
+            data={"kind": kind, "source": cfg.api_key_source},
+        )
     if token and not (cfg.api_key_source or "").startswith("api_key_file"):
         # A token opens one session, none a minute after it was made: the service must
         # find the next one a job writes, and reads only api_key_file again.
@@ -373,6 +387,27 @@ def _shadowed_by_the_credential(cfg: Config) -> str | None:
     if not installed or cfg.api_key is None or installed == cfg.api_key.reveal():
         return None
     return f"the key in {config_mod.INSTALLED_KEY_FILE}"
+
+
+async def _unseen_by_the_service(cfg: Config) -> str | None:
+    """The variable of this shell's environment the key was found in, where the service's
+    own configuration is checked and its unit does not set that variable too: the doctor
+    passed a key the service never saw (its advice had said to export it)."""
+    if os.environ.get("CREDENTIALS_DIRECTORY") or cfg.path != config_mod.DEFAULT_PATH:
+        return None
+    variable = next(
+        (
+            name
+            for name in config_mod.KEY_ENV_VARS
+            if cfg.api_key_source == f"environment variable {name}"
+        ),
+        None,
+    )
+    if variable is None:
+        return None
+    unit = await service.systemctl_show(["Environment"])
+    given = shlex.split(unit.get("Environment", "")) if isinstance(unit, dict) else []
+    return None if any(a.partition("=")[0] == variable for a in given) else variable
 
 
 def _vertex_credentials(cfg: Config) -> Result:

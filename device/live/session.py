@@ -290,7 +290,7 @@ class LiveLink:
             return False
         key, source = await asyncio.to_thread(find_api_key, cfg.live)
         if key is None and cfg.api_key is None and self._client is None:
-            raise ConfigError(f"no API key: {where_to_put_the_key(cfg.live)}")
+            raise ConfigError(f"no API key: {where_to_put_the_key(cfg)}")
         if key is None or key == cfg.api_key:
             return False  # a key that went away leaves the client as it was
         self._cfg = dataclasses.replace(cfg, api_key=key, api_key_source=source)
