@@ -16,13 +16,14 @@ MASK = "***"
 #: header's value (websockets quotes it whole when it cannot send it), a URL's password
 #: (HTTPS_PROXY's login, quoted whole when websockets cannot use it; a port and a query or
 #: fragment of `name=value` holding an '@' are none, but an owner's '#' or '?' in a password,
-#: unencoded, is masked with it, after digits too: "2024#..."). Kept to what names it: the
-#: rest of the line stays.
+#: unencoded, is masked with it, after digits too: "2024#..."; an '@' in it too, the login
+#: running to the last '@' before the host (not past a '?' or '#' after an '@': a query's),
+#: as websockets reads it). Kept to what names it: the rest of the line stays.
 _CREDENTIAL = re.compile(
     r"AIza[\w-]+|auth_tokens/[\w.~-]+"
     r"|(?P<param>[?&](?:access_token|key|token)=)[^&\s'\"]+"
     r"|(?P<header>(?:x-goog-api-key|authorization) header: )(?s:.*)"
-    r"|(?P<login>://[^\s/:@'\"]+:)(?!\d+[?#][^\s/@'\"]*=)[^\s/@'\"]+(?=@)",
+    r"|(?P<login>://[^\s/:@'\"]+:)(?!\d+[?#][^\s/@'\"]*=)[^\s/@'\"]+(?:@[^\s/@?#'\"]+)*(?=@[^\s/@'\"])",
     re.IGNORECASE,
 )
 

@@ -77,8 +77,16 @@ class Bounded(logging.Filter):
             if name.startswith(FIELD_PREFIX):
                 setattr(record, name, _each_text(value, cut))
         if record.exc_text and len(record.exc_text) > TRACEBACK_LIMIT:
-            record.exc_text = cut(record.exc_text, TRACEBACK_LIMIT)
+            record.exc_text = cut_in_the_middle(record.exc_text, TRACEBACK_LIMIT)
         return True
+
+
+def cut_in_the_middle(traceback: str, limit: int) -> str:
+    """A traceback's first quarter and its end, `limit` characters in all: its end is the
+    exception raised last and where (cut from the end, a chain begun by the service's
+    long words, an SDK's "Failed to parse response: ...", kept only those words)."""
+    head, tail = traceback[: limit // 4], traceback[len(traceback) - (limit - limit // 4) :]
+    return f"{head}\n... ({len(traceback) - limit} characters left out) ...\n{tail}"
 
 
 def _each_text(value: object, change: Callable[[str], str]) -> object:

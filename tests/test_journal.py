@@ -663,6 +663,9 @@ def test_a_url_in_a_traceback_keeps_its_port_and_loses_its_password() -> None:
     [
         "http://alice:2024#pa55word@proxy.lan:3128",  # a year, a sign, a word: a password
         "http://alice:1234?pa55word@proxy.lan:3128",
+        # an '@' unencoded (the README asks only '/', '?' and '#' to be): websockets and
+        # urllib take the login to the last '@', and the mask left "@t-pa55word" in clear
+        "http://alice:s3cr@t-pa55word@proxy.lan:3128",
     ],
 )
 def test_a_proxy_password_of_digits_then_a_sign_is_masked_in_a_traceback(setting: str) -> None:

@@ -421,6 +421,25 @@ def test_the_key_is_masked_in_structured_fields_too(journal: Captured) -> None:
     assert "secret-key-0123" not in repr(journal.records)
 
 
+def test_a_long_traceback_keeps_the_exception_raised_last(journal: Captured) -> None:
+    """The end of a traceback says what failed and where: a chain begun by an SDK error
+    quoting the service's 32 KB reply was cut to its first 16 KB, the service's words
+    alone, and the bug raised while handling it was lost."""
+    log = logging.getLogger("device.live")
+    try:
+        try:
+            raise ValueError(f"Failed to parse response: {'internal error; ' * 2000!r}")
+        except ValueError:
+            {}["the_bug_handling_it"]
+    except KeyError:
+        log.exception("the reply could not be handled")
+    (failed,) = journal.records
+    assert len(failed["MESSAGE"]) < logs.TRACEBACK_LIMIT + logs.TEXT_LIMIT
+    assert failed["MESSAGE"].startswith("the reply could not be handled\nTraceback")
+    assert "KeyError: 'the_bug_handling_it'" in failed["MESSAGE"]
+    assert "characters left out" in failed["MESSAGE"]
+
+
 def test_whatever_a_service_makes_the_box_log_is_cut_and_still_masked(
     journal: Captured,
 ) -> None:
