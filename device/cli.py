@@ -38,7 +38,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg = config_mod.with_api_key(cfg)
         config_mod.require_credentials(cfg)
     except config_mod.ConfigError as exc:
-        if not cfg.live.api_key_file:
+        if not cfg.live.api_key_file or not _mended_by_the_key_file(exc):
             raise
         # A file named for the key (a token a job keeps writing) may come later, or come
         # whole later (a power cut as it was written left zeros): the box starts, and each
@@ -47,6 +47,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from device.appliance import run_daemon
 
     return run_daemon(cfg)
+
+
+def _mended_by_the_key_file(exc: Exception) -> bool:
+    """Whether writing [live] api_key_file again mends `exc`: no key yet, or that file's
+    key unusable. Not a bad credential (systemd's copy, made at the start: each press
+    read the same), a bad variable, nor a token on the wrong api_version (a setting):
+    those started a box that failed every press, exit 0, where the README says exit 2."""
+    from device.errors import UnusableKey
+
+    if not isinstance(exc, UnusableKey):
+        return True  # "no API key": the file missing or empty
+    return exc.source is not None and exc.source.startswith("api_key_file")
 
 
 def _control_socket(cli_path: str | None) -> str:

@@ -1236,9 +1236,9 @@ def _find_api_key(live: LiveConfig) -> tuple[Secret | None, str | None]:
             continue  # a named file not written yet: each new session looks again
         except PermissionError as exc:
             problem = f"{source}: cannot read: {exc.strerror}"
-            raise UnusableKey(problem, UNREADABLE_KEY_FILE) from None
+            raise UnusableKey(problem, UNREADABLE_KEY_FILE, source) from None
         except UnusableKey as exc:
-            raise UnusableKey(f"{exc}{fix}", exc.fix) from None
+            raise UnusableKey(f"{exc}{fix}", exc.fix, source) from None
     for name in KEY_ENV_VARS:
         if key := os.environ.get(name, "").strip():
             source = f"environment variable {name}"

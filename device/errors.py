@@ -161,9 +161,12 @@ class UnusableKey(ConfigError):
     """A key or token is there but cannot be used; `fix` says what to do about it, by
     where it is and why (the doctor shows it beside the message)."""
 
-    def __init__(self, message: str, fix: str) -> None:
+    def __init__(self, message: str, fix: str, source: str | None = None) -> None:
         super().__init__(message)
         self.fix = fix
+        #: The file it was read from ("api_key_file PATH", "systemd credential PATH"):
+        #: only a file read again at each press is one the owner can mend without a restart.
+        self.source = source
 
 
 class LedsUnavailable(RuntimeError):

@@ -685,6 +685,37 @@ def test_a_token_file_damaged_by_a_power_cut_does_not_stop_the_box_for_good(
     assert len(started) == 1 and started[0].api_key is None
 
 
+@pytest.mark.parametrize("fault", ["credential", "variable", "api_version"])
+def test_a_key_fault_no_rewrite_of_the_key_file_mends_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    fault: str,
+) -> None:
+    """With [live] api_key_file set, every key fault started the box (exit 0) "each press
+    looks again": a quoted key in systemd's credential (its copy, made at the start, read
+    first at each press), a bad GEMINI_API_KEY, a token on api_version v1beta (a setting).
+    Each press then failed; only the token file's own faults are mended by writing it."""
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(config, "INSTALLED_KEY_FILE", tmp_path / "no-installed-key")
+    key_file = tmp_path / "token"
+    settings = f"[live]\napi_key_file = '{key_file}'\n"
+    if fault == "credential":
+        creds = tmp_path / "creds"
+        creds.mkdir()
+        (creds / config.CREDENTIAL_NAME).write_text('"AIzaQuotedKey0123456789"\n')
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    elif fault == "variable":
+        monkeypatch.setenv("GEMINI_API_KEY", "AIza\u200bZeroWidth0123456789")
+    else:
+        key_file.write_text("auth_tokens/abc\n")
+        settings += "api_version = 'v1beta'\n"
+    started: list[config.Config] = []
+    monkeypatch.setattr(appliance, "run_daemon", lambda loaded: started.append(loaded) or 0)
+    assert cli.main(["run", "--config", str(write(tmp_path, settings))]) == 2
+    assert started == []
+    assert "each press looks again" not in capsys.readouterr().err
+
+
 def test_an_ephemeral_token_on_a_version_other_than_v1alpha_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
