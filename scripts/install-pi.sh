@@ -211,9 +211,10 @@ key_problem() {
   fi
 }
 
-# KEY with the whitespace around it trimmed.
+# KEY with the whitespace around it trimmed, and a byte-order mark before it (an editor
+# on Windows saved the file so): the daemon reads the file as utf-8-sig and takes it.
 trimmed() {
-  local key=$1
+  local key=${1#$'\xef\xbb\xbf'}
   key=${key#"${key%%[![:space:]]*}"}
   printf '%s' "${key%"${key##*[![:space:]]}"}"
 }
@@ -635,8 +636,8 @@ key_from_config() {
 import sys
 import tomllib
 
-with open(sys.argv[1], "rb") as file:
-    live = tomllib.load(file).get("live", {})
+with open(sys.argv[1], encoding="utf-8-sig") as file:  # as the daemon: a BOM is no fault
+    live = tomllib.loads(file.read()).get("live", {})
 sys.exit(0 if live.get("backend") == "vertex" or live.get("api_key_file") else 1)
 PY
 }

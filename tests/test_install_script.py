@@ -395,6 +395,31 @@ def test_an_update_over_a_kept_key_the_service_would_refuse_says_how_to_fix_it(
     assert "+ systemctl restart live-appliance.service" in lines
 
 
+def test_a_byte_order_mark_a_windows_editor_saved_is_no_fault_of_key_or_configuration(
+    view: SystemView, stand_ins: StandIns, tmp_path: Path
+) -> None:
+    """The daemon reads both files as utf-8-sig: a kept key file and a configuration
+    saved with a BOM work. The installer refused the key ("a character no key has":
+    invisible in sudoedit) and took the Vertex AI configuration for one needing a key,
+    and did not start the service."""
+    bom = "\\357\\273\\277"
+    view.setup(INSTALLED + f"\nprintf '{bom}{KEY}\\n' > /etc/live-appliance/api-key\n")
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
+    assert not any("has a character no key" in line for line in lines), lines
+    assert "+ systemctl restart live-appliance.service" in lines
+    view.setup(INSTALLED + VERTEX_CONFIG.replace("'[live]", f"'{bom}[live]")
+               + "\nrm /etc/live-appliance/api-key\n")  # fmt: skip
+    lines = [line.strip() for line in dry_run(view, stand_ins, INSTALL)]
+    assert "none needed: the configuration names [live] api_key_file or Vertex AI" in lines
+    assert "+ systemctl restart live-appliance.service" in lines
+    source = tmp_path / "key-from-notepad.txt"
+    source.write_bytes(b"\xef\xbb\xbf" + KEY.encode() + b"\r\n")
+    dest = tmp_path / "api-key"
+    result = store_key(str(source), dest)
+    assert result.returncode == 0, result.stderr
+    assert dest.read_text() == KEY + "\n"
+
+
 def test_an_update_after_an_os_upgrade_builds_the_venv_afresh(
     view: SystemView, stand_ins: StandIns, tmp_path: Path
 ) -> None:
