@@ -389,7 +389,7 @@ class Appliance:
                 self._presses_waiting -= 1
                 if isinstance(event, Pressed) and (up := self._lost_whole(event.at)) is not None:
                     event = replace(event, lost_at_release=up)
-            before = self.machine.state
+            before, said = self.machine.state, self.status_line()
             self.machine, actions = step(self.machine, event)
             if event == Timeout(Timer.OPEN_MIC) and self.machine.overtime:
                 # No state changes: the hang-up's own line will name only the drain.
@@ -404,6 +404,12 @@ class Appliance:
                         await self._perform(action)
                 await self._entered(before, event)
                 actions = [action for action in actions if not isinstance(action, AHEAD)]
+            elif (now_said := self.status_line()) != said:
+                # Still in error, for other words (a second device gone, one of two back):
+                # systemctl status showed the first reason while another held the box.
+                log.info("%s (%s)", now_said, self._cause(event),
+                         extra={"LIVE_STATE": self._led_state()})  # fmt: skip
+                self.notifier.status(now_said)
             for action in actions:
                 await self._perform(action)
 

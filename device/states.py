@@ -445,7 +445,8 @@ class Machine:
     spoke: bool = False
     reply_done: bool = False  # turnComplete seen, the speaker may still be playing
     more_to_come: bool = False  # ...but the model works on: think once it has played
-    faults: frozenset[str] = frozenset()  # audio devices that are missing or failing
+    #: The audio devices missing or failing, each with why, in the order they failed.
+    device_faults: tuple[tuple[str, str], ...] = ()
     ending: bool = False  # hang up once the reply in progress is over
     #: Hands-free, `longest_conversation_s` ran out during a reply: the conversation ends
     #: with it (`ending`), whatever is said over it (OPEN_MIC bounds it no more).
@@ -469,10 +470,15 @@ class Machine:
             mode=self.mode,
             state=state,
             session=self.session,
-            faults=self.faults,
+            device_faults=self.device_faults,
             error=error,
             timers=self.timers,
         )
+
+    @property
+    def faults(self) -> frozenset[str]:
+        """The audio devices missing or failing: no conversation until they are back."""
+        return frozenset(device for device, _ in self.device_faults)
 
     @property
     def reply_over(self) -> bool:
@@ -541,10 +547,13 @@ def _transition(m: Machine, event: Event) -> Step:
         case DeviceFailed(device, reason):
             return _device_failed(m, device, reason)
         case DeviceRecovered(device):
-            faults = m.faults - {device}
-            if not faults and m.state is State.ERROR:
-                return replace(m, faults=faults).reset(), []
-            return replace(m, faults=faults), []
+            left = tuple(fault for fault in m.device_faults if fault[0] != device)
+            if m.state is not State.ERROR:
+                return replace(m, device_faults=left), []
+            if not left:
+                return replace(m, device_faults=left).reset(), []
+            # Still in error for the devices left: the words say those, not the one back.
+            return replace(m, device_faults=left, error=_fault_words(left)), []
         case Pressed() | TextTurn() if m.faults:
             return m, [PlayEarcon(Earcon.ERROR)]
 
@@ -936,8 +945,15 @@ def _fail(m: Machine, reason: str) -> Step:
 def _device_failed(m: Machine, device: str, reason: str) -> Step:
     """An audio device is gone: no conversation is possible until it is back."""
     told = _end_session(Earcon.ERROR) if m.session_open else [PlayEarcon(Earcon.ERROR)]
-    failed = replace(m, faults=m.faults | {device}).reset(State.ERROR, f"{device}: {reason}")
+    faults = (*(fault for fault in m.device_faults if fault[0] != device), (device, reason))
+    failed = replace(m, device_faults=faults).reset(State.ERROR, _fault_words(faults))
     return failed, [*told, CancelTimer(Timer.ERROR)]
+
+
+def _fault_words(faults: tuple[tuple[str, str], ...]) -> str:
+    """Every device still failing and why: with two gone, the words named the last to
+    fail, and still named one after it came back while the other was away."""
+    return "; ".join(f"{device}: {reason}" for device, reason in faults)
 
 
 def _end_session(earcon: Earcon) -> list[Action]:

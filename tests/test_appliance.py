@@ -32,6 +32,8 @@ from device.control import AlreadyRunning
 from device.states import (
     ConnectFailed,
     ConnectionLost,
+    DeviceFailed,
+    DeviceRecovered,
     EndConversation,
     Interrupted,
     Reconnected,
@@ -1350,3 +1352,27 @@ async def test_a_button_flood_after_the_queue_emptied_is_said_again(
                 box.button.on_edge("released", 0.0)
             await box.settle()
             assert len(ignored()) == flood, [r.getMessage() for r in ignored()]
+
+
+async def test_systemd_and_ctl_say_every_device_still_missing_as_they_come_and_go(
+    tmp_path: Path,
+) -> None:
+    """A USB microphone and a HAT's speaker fail one after the other: `systemctl status`
+    kept the first reason (no state changed, error to error), and once the microphone was
+    back `ctl status` still blamed it while the speaker alone was missing."""
+    async with running(tmp_path) as box:
+
+        def said() -> list[str]:
+            return [m for m in box.notifier.messages if m.startswith("STATUS=")]
+
+        box.appliance.post(DeviceFailed("speaker", "unplugged"))
+        await until(lambda: said()[-1] == "STATUS=error: speaker: unplugged")
+        box.appliance.post(DeviceFailed("microphone", "unplugged"))
+        both = "error: speaker: unplugged; microphone: unplugged"
+        await until(lambda: said()[-1] == f"STATUS={both}")
+        assert box.appliance.status()["status"] == both
+        box.appliance.post(DeviceRecovered("speaker"))
+        await until(lambda: said()[-1] == "STATUS=error: microphone: unplugged")
+        assert box.appliance.status()["status"] == "error: microphone: unplugged"
+        box.appliance.post(DeviceRecovered("microphone"))
+        await until(lambda: said()[-1] == "STATUS=idle")

@@ -442,8 +442,10 @@ def test_a_lost_device_is_an_error_until_every_device_is_back() -> None:
     )
     assert seen == [State.ERROR] * 3
     assert "play_earcon:error" not in names(actions), "no earcon into a speaker that is gone"
+    assert m.error == "microphone: unplugged; speaker: unplugged", "both gone, both said"
     m, seen, _ = run(m, s.DeviceRecovered("microphone"))
     assert seen == [State.ERROR] and m.faults == frozenset({"speaker"})
+    assert m.error == "speaker: unplugged", "the one back is no longer blamed"
     m, seen, _ = run(m, s.DeviceRecovered("speaker"))
     assert seen == [State.IDLE] and not m.faults and not m.error
 
