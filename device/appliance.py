@@ -33,10 +33,10 @@ from device.config import Config
 from device.control import single_instance
 from device.control_client import ControlError, unsayable
 from device.hw import gpio_failure, no_pin_driver
-from device.hw.leds import LedAnimator, LedDriver, NullLeds
+from device.hw.leds import LedAnimator, LedDriver, NullLeds, leds_failure
 from device.mic_feed import OVERFLOW_LOG_EVERY_S, MicFeed
 from device.outbox import Item, Outbox, TextsWaiting
-from device.parts import Parts, leds_failure
+from device.parts import Parts
 from device.persist import StateFile, kept_volume
 from device.states import (
     Action,

@@ -98,6 +98,41 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_leds_off(args: argparse.Namespace) -> int:
+    """The unit's ExecStopPost: a daemon that did not stop cleanly (the watchdog's abort,
+    the OOM killer, a crash, a kill after a hung stop) left its pixels on their last frame,
+    which an APA102 strip keeps: "listening" through the restart's wait, and for the ten
+    minutes after a fifth crash. A clean stop (SERVICE_RESULT=success) turned them off."""
+    if os.environ.get("SERVICE_RESULT") == "success":
+        return 0
+    from device import config as config_mod
+    from device.hw.led_patterns import dark
+
+    try:
+        cfg = config_mod.load(args.config, key=False)
+    except config_mod.ConfigError:
+        return 0  # the daemon stopped on it and said so: it never lit them
+    from device.control import AlreadyRunning, single_instance
+    from device.hw.leds import leds_failure, open_leds
+
+    try:
+        # The daemon's lock: pixels on SPI open twice, and a daemon running (or starting
+        # meanwhile) would have its state overwritten with a dark frame.
+        with single_instance(cfg.control.socket):
+            driver = open_leds(cfg.leds)
+            try:
+                driver.show(dark(driver.pixels))
+            finally:
+                driver.close()
+    except AlreadyRunning as exc:
+        print(f"live-appliance leds-off: {exc}: it shows the LEDs itself", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a pin in use, the SPI device gone: said
+        print(f"live-appliance leds-off: {leds_failure(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_devices(args: argparse.Namespace) -> int:
     from device import config as config_mod
     from device.audio.devices import print_devices
@@ -273,6 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
         "configured device does not exist.",
     )
     _config_arg(devices)
+
+    leds_off = command(
+        "leds-off",
+        _cmd_leds_off,
+        "Turn the LEDs dark, as a clean stop does.",
+        "live-appliance leds-off",
+        "The service runs it after a stop that was not clean (a crash, the watchdog, a "
+        "kill): pixels keep their last frame, and showed the box listening while it was "
+        "not running. Nothing to do after a clean stop (SERVICE_RESULT=success).",
+    )
+    _config_arg(leds_off)
 
     doctor = command(
         "doctor",

@@ -19,8 +19,6 @@ from device.audio.capture import Capture
 from device.audio.playback import Playback
 from device.config import Config
 from device.control import ControlServer
-from device.errors import LedsUnavailable
-from device.hw import gpio_failure
 from device.hw.button import ButtonInput
 from device.hw.camera import CameraFeed
 from device.hw.leds import LedDriver, open_leds
@@ -130,9 +128,3 @@ class Parts:
 
     def state_file(self) -> StateFile:
         return StateFile(state_dir(self.cfg.service) / "state.json")
-
-
-def leds_failure(exc: Exception) -> str:
-    """Why the LEDs could not be opened, in words: what is missing (LedsUnavailable), or
-    gpiozero's failure (no pin factory works here, a pin in use, ...)."""
-    return str(exc) if isinstance(exc, LedsUnavailable) else gpio_failure(exc)

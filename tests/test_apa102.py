@@ -10,6 +10,7 @@ import time
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from gpiozero import DigitalOutputDevice
@@ -374,3 +375,79 @@ def test_an_spi_device_that_refuses_its_settings_is_closed(
         open_leds(hat())
     (device,) = bus.devices
     assert device.opened is not None and device.closed
+
+
+# --- after a daemon that did not stop cleanly ---------------------------------------
+
+
+def pixels_config(tmp_path: Path) -> Path:
+    """The HAT's pixels, and a control socket (and so the daemon's lock) of the test's."""
+    path = tmp_path / "config.toml"
+    path.write_text('[leds]\nkind = "apa102"\ncount = 3\nspi_bus = 0\nspi_device = 1\n'
+                    f'[control]\nsocket = "{tmp_path / "control.sock"}"\n')
+    return path
+
+
+@pytest.mark.parametrize("result", ["watchdog", "signal", "oom-kill", "exit-code"])
+def test_leds_off_darkens_pixels_a_killed_daemon_left_lit(
+    bus: FakeBus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, result: str
+) -> None:
+    """The unit's ExecStopPost. Pixels keep their last frame: a daemon the watchdog
+    aborted (or the OOM killer took) left the box showing "listening" through the
+    restart's wait, and the ten minutes after a fifth crash, while nothing listened."""
+    from device import cli
+
+    path = pixels_config(tmp_path)
+    monkeypatch.setenv("SERVICE_RESULT", result)
+    assert cli.main(["leds-off", "--config", str(path)]) == 0
+    assert bus.writes == [BLACK3], "one dark frame, though this process lit nothing"
+    assert bus.devices[0].closed
+
+
+def test_leds_off_after_a_clean_stop_opens_nothing(
+    bus: FakeBus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clean stop turned them off itself: the stop is not made longer on a Pi Zero."""
+    from device import cli
+
+    path = pixels_config(tmp_path)
+    monkeypatch.setenv("SERVICE_RESULT", "success")
+    assert cli.main(["leds-off", "--config", str(path)]) == 0
+    assert bus.devices == []
+
+
+def test_leds_off_with_pixels_it_cannot_open_says_why_in_one_line(
+    bus: FakeBus,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from device import cli
+
+    bus.present.clear()
+    path = pixels_config(tmp_path)
+    monkeypatch.setenv("SERVICE_RESULT", "signal")
+    assert cli.main(["leds-off", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("live-appliance leds-off: ") and "/dev/spidev0.1" in err, err
+    assert "Traceback" not in err
+
+
+def test_leds_off_leaves_the_pixels_of_a_running_daemon_alone(
+    bus: FakeBus,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """By hand beside the service: SPI opens twice, and its state was overwritten dark."""
+    from device import cli
+    from device.control import single_instance
+
+    path = pixels_config(tmp_path)
+    monkeypatch.delenv("SERVICE_RESULT", raising=False)
+    with single_instance(tmp_path / "control.sock"):  # the daemon's lock, held
+        assert cli.main(["leds-off", "--config", str(path)]) == 1
+    assert bus.devices == []
+    assert "already running" in capsys.readouterr().err
+    assert cli.main(["leds-off", "--config", str(path)]) == 0
+    assert bus.writes == [BLACK3]

@@ -47,6 +47,7 @@ COMMANDS = [
     ("ctl", "status"),
     ("ctl", "text"),
     ("devices",),
+    ("leds-off",),
     ("doctor",),
     ("ask",),
 ]
@@ -446,6 +447,7 @@ HELP_COMMANDS = [
     ["ctl", "status"],
     ["ctl", "text"],
     ["devices"],
+    ["leds-off"],
     ["doctor"],
     ["ask"],
 ]

@@ -88,7 +88,7 @@ def runnable_copy(tmp_path: Path, text: str) -> Path:
     assert here.exists(), f"{here}: the package's console script (scripts/setup installs it)"
     assert f"ExecStart={INSTALLED_COMMAND} " in text
     copy = tmp_path / UNIT.name
-    copy.write_text(text.replace(f"ExecStart={INSTALLED_COMMAND} ", f"ExecStart={here} "))
+    copy.write_text(text.replace(f"{INSTALLED_COMMAND} ", f"{here} "))  # ExecStopPost's too
     return copy
 
 
@@ -120,6 +120,8 @@ def test_the_daemon_is_supervised_without_a_restart_storm(unit: dict) -> None:
     assert service["Type"] == ["notify"]
     assert service["NotifyAccess"] == ["main"]
     assert service["ExecStart"] == [f"{INSTALLED_COMMAND} run"]
+    # The LEDs a daemon killed or crashed left lit go dark; its failure is not the unit's.
+    assert service["ExecStopPost"] == [f"-{INSTALLED_COMMAND} leds-off"]
     assert service["WatchdogSec"] and service["Restart"] == ["on-failure"]
     assert unit["Unit"]["StartLimitBurst"] and unit["Unit"]["StartLimitIntervalSec"]
     # A configuration error does not go away by restarting.

@@ -20,6 +20,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from device.errors import LedsUnavailable
+from device.hw import gpio_failure
 from device.hw.led_patterns import OFF, PATTERNS, WHITE, Frame, Pattern, Rgb, dark
 from device.logs import SaidOnce
 
@@ -203,6 +205,12 @@ def open_leds(cfg: LedsConfig) -> LedDriver:
     except PinPWMUnsupported:
         logger.warning("the LED pins cannot fade (no PWM on this pin factory): on/off patterns")
         return make_leds(cfg.kind, cfg.pins, active_high=cfg.active_high, pwm=False)
+
+
+def leds_failure(exc: Exception) -> str:
+    """Why the LEDs could not be opened, in words: what is missing (LedsUnavailable), or
+    gpiozero's failure (no pin factory works here, a pin in use, ...)."""
+    return str(exc) if isinstance(exc, LedsUnavailable) else gpio_failure(exc)
 
 
 async def walk_pixels(driver: LedDriver, *, colour: Rgb = WHITE, seconds: float = 0.4) -> None:
