@@ -42,3 +42,19 @@ def test_a_directory_of_that_name_someone_else_could_use_is_not_taken(tmp_path: 
 
 def test_the_units_lg_wd_is_kept(tmp_path: Path) -> None:
     assert lg_wd(tmp_path, LG_WD="/run/live-appliance") == "/run/live-appliance"
+
+
+def test_lgpios_own_error_is_said_in_words_not_as_its_class() -> None:
+    """On the Pi a pin another program holds fails with lgpio.error, whose text is
+    quoted: the journal and the doctor read "error: 'GPIO busy'"."""
+    from device.hw import gpio_failure
+
+    class error(Exception):  # lgpio's own name, as lgpio.py defines it
+        def __str__(self) -> str:
+            return repr(self.args[0])
+
+    error.__module__ = "lgpio"
+    said = gpio_failure(error("GPIO busy"))
+    assert said.startswith("lgpio: GPIO busy (another program holds the pin"), said
+    assert "gpioinfo" in said and "'" not in said
+    assert gpio_failure(error("bad GPIO number")) == "lgpio: bad GPIO number"

@@ -53,6 +53,10 @@ def gpio_failure(exc: BaseException) -> str:
     """Why pins could not be opened, in words; where no pin driver loaded, with why lgpio
     (the Pi's own, first tried) did not: the warning that said so is left out."""
     words = f"{type(exc).__name__}: {exc}"
+    if type(exc).__module__ == "lgpio":  # lgpio.error, its text quoted: "error: 'GPIO busy'"
+        text = str(exc).strip("'\"")
+        held = " (another program holds the pin: gpioinfo shows which)" if "busy" in text else ""
+        return f"lgpio: {text}{held}"
     if not no_pin_driver(exc):
         return words
     try:
