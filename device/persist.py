@@ -71,12 +71,18 @@ class StateFile:
         except (OSError, ValueError, RecursionError, ConfigError) as exc:  # not ours
             if not self._unreadable:
                 self._unreadable = True
+                # No save can rename over a directory (or whatever else is no file).
+                anew = (
+                    "the file is written anew at the next change"
+                    if self.path.is_file() or not self.path.exists()
+                    else f"nothing is kept until it is removed (sudo rm -r {self.path})"
+                )
                 log.warning(
-                    "ignoring %s, %s (%s): the box starts at its configured volume, and "
-                    "the file is written anew at the next change",
+                    "ignoring %s, %s (%s): the box starts at its configured volume, and %s",
                     self.path,
                     "unreadable" if isinstance(exc, OSError) else "damaged",  # or not ours
                     exc,
+                    anew,
                 )
             return {}
         self._unreadable = False
@@ -96,18 +102,12 @@ class StateFile:
             tmp = self.path.with_suffix(".tmp")
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    file = tmp.open("w", encoding="utf-8")
-                except PermissionError:
-                    # One a save by hand cut short left (`sudo live-appliance run`, root's:
-                    # the service may not open it, but may replace it in its own directory).
-                    # None there: the directory is not the service's to write, and that is
-                    # the failure to tell (its unlink's ENOENT named a file nobody asked for).
-                    if not tmp.is_file():
-                        raise
-                    tmp.unlink()
-                    file = tmp.open("w", encoding="utf-8")
-                with file:
+                # Made anew, never opened as found: one a save by hand cut short left
+                # (`sudo live-appliance run`, root's) the service may not open, and a link
+                # planted there was followed, root's save truncating what it named.
+                tmp.unlink(missing_ok=True)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                with open(os.open(tmp, flags, 0o666), "w", encoding="utf-8") as file:
                     file.write(json.dumps(data, indent=1) + "\n")
                     file.flush()
                     # On the card before the rename: a new file's data is written back

@@ -350,3 +350,28 @@ def test_a_state_directory_the_service_may_not_write_is_said_as_permission_denie
     assert problem["error"] == "Permission denied", problem
     assert "Permission denied" in saved.stderr, saved.stderr  # the journal's line
     assert json.loads((place / "state.json").read_text()) == {"volume": 0.5}
+
+
+def test_a_link_left_where_the_save_writes_first_is_not_followed(tmp_path: Path) -> None:
+    """The save's temporary file has a fixed name: a link planted there (the state
+    directory is the service's: a compromised service, for root's `sudo live-appliance
+    run` to follow) was opened and truncated, the file it named overwritten."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not the box's\n")
+    (tmp_path / "state.tmp").symlink_to(victim)
+    state = StateFile(tmp_path / "state.json")
+    state.save(volume=0.3)
+    assert victim.read_text() == "not the box's\n"
+    assert json.loads((tmp_path / "state.json").read_text()) == {"volume": 0.3}
+    assert not (tmp_path / "state.tmp").exists()
+
+
+def test_a_directory_where_the_state_file_goes_is_said_to_be_removed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No save can rename over a directory: "written anew at the next change" never came."""
+    (tmp_path / "state.json").mkdir()
+    state = StateFile(tmp_path / "state.json")
+    assert state.load() == {}
+    assert f"sudo rm -r {tmp_path / 'state.json'}" in caplog.text, caplog.text
+    assert "written anew" not in caplog.text

@@ -15,6 +15,7 @@ import threading
 import wave
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -40,14 +41,25 @@ INSTALL = Path(__file__).parents[1] / "scripts" / "install-pi.sh"
 def writes_fail(monkeypatch: pytest.MonkeyPatch, under: Path, code: int) -> None:
     """Every file opened for writing `under` a directory fails as on a card full or
     read-only."""
-    real_open = Path.open
+    real_open = os.open
 
-    def refusing(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if "w" in mode and self.is_relative_to(under):
-            raise OSError(code, os.strerror(code), str(self))
-        return real_open(self, mode, *args, **kwargs)
+    def refusing(path: Any, flags: int, *args: Any, **kwargs: Any) -> Any:
+        if flags & (os.O_WRONLY | os.O_RDWR) and Path(path).is_relative_to(under):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "open", refusing)
+    monkeypatch.setattr(os, "open", refusing)
+    if code == errno.EROFS:  # the card itself is: the doctor, outside the unit, sees it so
+        real_statvfs = os.statvfs
+
+        def read_only(path: Any) -> Any:
+            fs = real_statvfs(path)
+            if not Path(path).is_relative_to(under):
+                return fs
+            fields = {name: getattr(fs, name) for name in dir(fs) if name.startswith("f_")}
+            return SimpleNamespace(**{**fields, "f_flag": fs.f_flag | os.ST_RDONLY})
+
+        monkeypatch.setattr(os, "statvfs", read_only)
 
 
 @pytest.mark.parametrize(
@@ -568,3 +580,57 @@ def test_ask_audio_on_a_full_card_is_refused_before_the_session(tmp_path: Path) 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--audio" in lines[0], done.stderr  # nothing of a session
     assert os.strerror(errno.ENOSPC) in lines[0], done.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "fix"),
+    [
+        # [service] state_dir outside the unit's StateDirectory: read-only to the service
+        # alone (ProtectSystem=strict); the card is fine, its fix sent the owner to
+        # reboot and copy a healthy card.
+        ("/srv/box/state.json", "EROFS", "ReadWritePaths=/srv/box"),
+        ("/srv/box/state.json", "EACCES", "ReadWritePaths=/srv/box"),
+        # a directory where the file goes: no rename replaces it; not a permission
+        ("/var/lib/live-appliance/state.json", "EISDIR",
+         "sudo rm -r /var/lib/live-appliance/state.json"),
+        ("/var/lib/live-appliance/state.json", "EACCES", "sudo ls -ld"),
+    ],
+)  # fmt: skip
+async def test_the_doctor_names_what_keeps_the_volume_from_the_card(
+    tmp_path: Path, path: str, code: str, fix: str
+) -> None:
+    unkept = {"path": path, "error": os.strerror(getattr(errno, code)), "errno": code}
+    async with daemon_saying({"settings_not_kept": unkept}) as sock:
+        ctx = card_context(tmp_path, f'[control]\nsocket = "{sock}"\n')
+        result = await check_card(ctx)
+    assert result.status is Status.WARN, result
+    assert fix in (result.fix or ""), result.fix
+    assert "copy it to a new one" not in (result.fix or ""), result.fix
+
+
+async def test_a_card_with_room_but_no_inodes_is_said_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Room in bytes, none in inodes (a program that made millions of small files): the
+    doctor said PASS, and after the save failed (ENOSPC) sent the owner to `df -h`, which
+    shows room, and to shrink the journal, which frees few inodes."""
+    real_statvfs = os.statvfs
+
+    def no_inodes(path: Any) -> Any:
+        fs = real_statvfs(path)
+        fields = {name: getattr(fs, name) for name in dir(fs) if name.startswith("f_")}
+        return SimpleNamespace(**{**fields, "f_files": 200, "f_ffree": 0, "f_favail": 0,
+                                  "f_bavail": 2**20, "f_frsize": 4096})  # fmt: skip
+
+    monkeypatch.setattr(os, "statvfs", no_inodes)
+    ctx = card_context(tmp_path, f'[service]\nstate_dir = "{tmp_path}"\n'
+                                 f'[control]\nsocket = "{tmp_path}/n.sock"\n')  # fmt: skip
+    result = await check_card(ctx)
+    assert result.status is Status.WARN, result
+    assert "0 inodes free" in result.measured and "df -i" in (result.fix or ""), result
+    unkept = {"path": f"{tmp_path}/state.json", "error": os.strerror(errno.ENOSPC),
+              "errno": "ENOSPC"}  # fmt: skip
+    async with daemon_saying({"settings_not_kept": unkept}) as sock:
+        ctx = card_context(tmp_path, f'[control]\nsocket = "{sock}"\n')
+        result = await check_card(ctx)
+    assert "df -i" in (result.fix or "") and "vacuum" not in (result.fix or ""), result.fix

@@ -13,11 +13,13 @@ import os
 from pathlib import Path
 
 from device.doctor.result import Context, Result, Status
-from device.persist import state_dir
+from device.persist import DEFAULT_STATE_DIR, state_dir
 
 #: Less room than this is a full card: journald stops at 15% of it by itself, and the
 #: next apt upgrade or log of another program takes the rest.
 LOW_BYTES = 16 * 1024 * 1024
+#: Fewer free inodes than this is a full card too: no file can be made, whatever the room.
+LOW_INODES = 1000
 
 FIX_FULL = (
     "The SD card is full (df -h shows it): sudo journalctl --vacuum-size=50M frees the "
@@ -69,17 +71,53 @@ def _lost_at_boot(path: Path) -> bool:
     )
 
 
+FIX_NO_INODES = (
+    "The SD card has room but no inodes left (df -i shows it): something made a great "
+    "many small files; remove them. The next volume the box sets is kept."
+)
+
+
 def _fix(errno_name: str, path: str) -> str:
     """What puts right a state file the daemon could not write, by its errno's name."""
-    if errno_name in ("ENOSPC", "EDQUOT"):
-        return FIX_FULL
-    if errno_name == "EROFS":
-        return FIX_READ_ONLY
-    return (
-        f"The service may not write there (sudo ls -ld on {path}'s directory shows its "
-        "owner): give it to the service's user, or name another in [service] state_dir; "
-        "then restart the service."
+    place = Path(path).parent
+    sandbox = (
+        f"The service's unit lets it write only under {DEFAULT_STATE_DIR}: for [service] "
+        f"state_dir {place}, add ReadWritePaths={place} in a drop-in (sudo systemctl edit "
+        "live-appliance) and restart the service, or remove state_dir."
     )
+    elsewhere = not place.is_relative_to(DEFAULT_STATE_DIR)
+    if errno_name in ("ENOSPC", "EDQUOT"):
+        return FIX_NO_INODES if _no_inodes(place) else FIX_FULL
+    if errno_name == "EROFS":
+        # Read-only to the service alone: its unit makes the whole system so but its own
+        # StateDirectory, and a reboot or a new card (the card's fix) changes nothing.
+        return sandbox if elsewhere and _writable_here(place) else FIX_READ_ONLY
+    if errno_name in ("EISDIR", "ENOTDIR", "ENOTEMPTY"):  # no file can be renamed over it
+        return f"{path} is not a file: sudo rm -r {path}, then restart the service."
+    if elsewhere:
+        return sandbox
+    return (
+        f"The service may not write there (sudo ls -ld on {place} shows its owner): give "
+        "it to the service's user, or name another in [service] state_dir; then restart "
+        "the service."
+    )
+
+
+def _writable_here(place: Path) -> bool:
+    """Whether the file system under `place` is mounted writable, as the doctor sees it."""
+    try:
+        return not os.statvfs(_existing(place)).f_flag & os.ST_RDONLY
+    except OSError:
+        return False
+
+
+def _no_inodes(place: Path) -> bool:
+    """Whether the file system under `place` has room but no inode to make a file with."""
+    try:
+        fs = os.statvfs(_existing(place))
+    except OSError:
+        return False
+    return fs.f_files > 0 and fs.f_favail == 0 and fs.f_bavail * fs.f_frsize >= LOW_BYTES
 
 
 def _existing(path: Path) -> Path:
@@ -114,6 +152,9 @@ async def check_card(ctx: Context) -> Result:
     measured = f"{where}: {free / 2**20:.0f} MiB free of {fs.f_blocks * fs.f_frsize / 2**20:.0f}"
     if free < LOW_BYTES:
         return Result("card", Status.WARN, f"{measured} MiB: full", FIX_FULL, data=data)
+    if fs.f_files > 0 and fs.f_favail < LOW_INODES:
+        return Result("card", Status.WARN, f"{measured} MiB, but {fs.f_favail} inodes free",
+                      FIX_NO_INODES, data=data)  # fmt: skip
     if _lost_at_boot(_existing(where)):
         return Result("card", Status.WARN, f"{measured} MiB, in memory: lost at each boot",
                       FIX_OVERLAY, data=data)  # fmt: skip
