@@ -96,6 +96,9 @@ RESTART_STATUS = 3
 log = logging.getLogger("device.appliance")
 
 MIC_START_TIMEOUT_S = 5.0
+#: The longest a text turn waits for the machine to take what came before it (a press
+#: queued, a session closing), to be judged on what it will find.
+TEXT_WAIT_S = 2.0
 #: An earcon is played only while less than this waits for the speaker: presses faster
 #: than their sounds (a script hammering `ctl press`) cannot queue minutes of beeps.
 EARCON_BACKLOG_MS = 1000.0
@@ -303,6 +306,15 @@ class Appliance:
                     return {"ok": False, "error": 'text needs a "text" string'}
                 if why := unsayable(text):
                     return {"ok": False, "error": f"text: {why}"}
+                # Judged on what the machine will be when it takes the text: a press (or a
+                # device's failure) still queued was not seen, the text was answered "ok"
+                # and went into the person's question (or was dropped with an error beep).
+                try:
+                    async with asyncio.timeout(TEXT_WAIT_S):
+                        await self._caught_up.wait()
+                except TimeoutError:
+                    return {"ok": False, "error": "busy: the box is still taking what came "
+                            "before; send it again in a moment"}  # fmt: skip
                 if refused := self._cannot_take_text():
                     return {"ok": False, "error": refused}
                 if refused := self.texts.admit():

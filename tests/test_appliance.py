@@ -510,6 +510,26 @@ async def test_a_text_turn_the_box_cannot_say_now_is_refused_not_dropped(tmp_pat
         assert [item.kind for item in box.link.sent()].count("text") == 0
 
 
+async def test_a_text_is_judged_behind_a_press_or_a_failure_not_yet_taken(
+    tmp_path: Path,
+) -> None:
+    """A button's edge (from gpiozero's thread) or a device's failure still queued when a
+    hook's text came: the text was answered "ok" from the state before them, then went
+    into the person's held question, or was dropped with only the error beep."""
+    async with running(tmp_path) as box:
+        box.appliance._on_button("pressed", time.monotonic())  # queued, not yet taken
+        held = await box.control.ask("text", text="The washing is done")
+        assert not held["ok"] and "holding the button" in held["error"], held
+        box.link.deliver(SetupComplete)
+        box.mic.record(CHUNK)
+        await box.settle()
+        assert "text" not in [item.kind for item in box.link.sent()]
+    async with running(tmp_path / "second") as box:
+        box.appliance.post(DeviceFailed("microphone", "unplugged"))  # queued
+        broken = await box.control.ask("text", text="The washing is done")
+        assert not broken["ok"] and "cannot talk now: microphone" in broken["error"], broken
+
+
 @pytest.mark.parametrize(
     ("text", "why"),
     [
