@@ -15,10 +15,11 @@ import contextlib
 import dataclasses
 import errno
 import os
+import signal
 import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from device import tasks
@@ -68,13 +69,16 @@ async def ask(
     on_audio: Callable[[bytes], None] | None = None,
     progress: Progress | None = None,
     turn_timeout_s: float = 60.0,
+    replies: list[Reply] | None = None,
 ) -> list[Reply]:
-    """One session, one turn per text in order; `on_reply(n, reply)` as each completes."""
+    """One session, one turn per text in order; `on_reply(n, reply)` as each completes.
+    Each reply goes into `replies` as it completes: the caller's list keeps them when the
+    run is stopped (Ctrl-C, SIGTERM) rather than failed."""
     from device.live.errors import describe_failure
 
     progress = progress or Progress()
     cfg = for_ask(cfg)
-    replies: list[Reply] = []
+    replies = [] if replies is None else replies
     phase = "setup"
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -147,15 +151,18 @@ def _why_not_open(cfg: Config, exc: Exception) -> str:
     return f"cannot open it: {exc}"
 
 
-async def _ask_and_play(cfg: Config, args: argparse.Namespace) -> list[Reply]:
+async def _ask_and_play(
+    cfg: Config, args: argparse.Namespace, replies: list[Reply]
+) -> list[Reply]:
     speaker = _open_speaker(cfg) if args.play else None
     try:
-        replies = await ask(
+        await ask(
             cfg,
             args.text,
             on_reply=_report,
             on_audio=speaker.feed if speaker else None,
             turn_timeout_s=args.timeout,
+            replies=replies,
         )
         if speaker is not None:
             try:
@@ -214,23 +221,56 @@ def run_ask(args: argparse.Namespace) -> int:
         return 1
     status = 0
     gone: ReaderGone | None = None
+    replies: list[Reply] = []  # each turn's as it completes, whatever ends the run
     try:
-        replies = tasks.run(_ask_and_play(cfg, args))
+        with _terminated_as_exit():
+            replies = tasks.run(_ask_and_play(cfg, args, replies))
     except ReaderGone as exc:
         replies, gone = exc.replies, exc
     except AskError as exc:
         _tell(f"live-appliance ask: {exc}")
         replies, status = exc.replies, 1
-    if args.audio:
-        from device.audio.pcm import write_wav  # numpy: not before a refusal, said at once
-
-        audio = b"".join(reply.audio for reply in replies)
-        try:
-            write_wav(args.audio, audio, REPLY_RATE, private=True)
-        except OSError as exc:
-            _tell(f"live-appliance ask: --audio {args.audio}: {exc.strerror or exc}")
-            return 1
-        _tell(f"wrote {len(audio) / 2 / REPLY_RATE:.1f} s of reply audio to {args.audio}")
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM (`timeout 30 ... ask`)
+        if args.audio:  # the turns printed are kept, as when a later one fails
+            _keep_audio(args.audio, replies)
+        raise
+    if args.audio and not _keep_audio(args.audio, replies):
+        return 1
     if gone is not None:
         raise BrokenPipeError from gone  # ended quietly, as any command so ended
     return status
+
+
+def _keep_audio(path: str, replies: list[Reply]) -> bool:
+    """The finished turns' audio as a WAV at `path`; False if it could not be written.
+    None finished: nothing is written, and a file there from an earlier run stays (a
+    failure before any reply replaced it with an empty WAV)."""
+    if not replies:
+        _tell(f"no reply audio to keep: --audio {path} not written")
+        return True
+    from device.audio.pcm import write_wav  # numpy: not before a refusal, said at once
+
+    audio = b"".join(reply.audio for reply in replies)
+    try:
+        write_wav(path, audio, REPLY_RATE, private=True)
+    except OSError as exc:
+        _tell(f"live-appliance ask: --audio {path}: {exc.strerror or exc}")
+        return False
+    _tell(f"wrote {len(audio) / 2 / REPLY_RATE:.1f} s of reply audio to {path}")
+    return True
+
+
+@contextlib.contextmanager
+def _terminated_as_exit() -> Iterator[None]:
+    """SIGTERM (`timeout`, a hook's supervisor) ends the run as Ctrl-C does, through the
+    loop's cleanup and the caller's `finally`, with its own exit status (143): by default
+    it killed the process, the turns' audio unwritten."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -7,6 +7,7 @@ import errno
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import wave
@@ -282,7 +283,7 @@ def test_sudo_ask_audio_on_a_card_with_only_roots_reserve_left_runs_the_session(
 
     asked = []
 
-    async def replies(cfg: Any, args: Any) -> list[Any]:
+    async def replies(cfg: Any, args: Any, _kept: list[Any]) -> list[Any]:
         asked.append(args)
         return []
 
@@ -416,7 +417,7 @@ def test_a_terminal_gone_as_a_reply_prints_still_writes_the_audio_of_the_turns_d
     wav = tmp_path / "reply.wav"
     said = Reply(text="Hello there", audio=b"\x01\x00" * 2400, first_audio_s=0.1, seconds=0.2)
 
-    async def terminal_gone(cfg: Any, args: Any) -> list[Reply]:
+    async def terminal_gone(cfg: Any, args: Any, _kept: list[Reply]) -> list[Reply]:
         raise ask_mod.AskError("printing the reply: [Errno 5] Input/output error", [said])
 
     monkeypatch.setattr(ask_mod, "_ask_and_play", terminal_gone)
@@ -443,7 +444,7 @@ def _ask_saying(
     cfg = tmp_path / "config.toml"
     cfg.write_text("")
 
-    async def session(cfg: Any, args: Any) -> list[Reply]:
+    async def session(cfg: Any, args: Any, _kept: list[Reply]) -> list[Reply]:
         return replies
 
     monkeypatch.setattr(ask_mod, "_ask_and_play", session)
@@ -482,3 +483,53 @@ def test_ask_whose_audio_cannot_be_written_after_the_session_says_why_and_fails(
     assert code == 1
     assert f"--audio {wav}: No space left on device" in err, err
     assert "wrote" not in err, err
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_run_stopped_after_a_reply_keeps_that_replys_audio(
+    scratch: Path, sig: signal.Signals, status: int
+) -> None:
+    """Ctrl-C, or a hook's `timeout 30 live-appliance ask`, while turn 2 waits: turn 1's
+    words were printed and its sound thrown away (kept only when a turn failed)."""
+    with ServerThread(pace=0, reply_seconds=REPLY_SECONDS, think_seconds=5) as server:
+        cfg = scratch / "config.toml"
+        cfg.write_text(to_toml(rig_settings(server.base_url, scratch)))
+        wav = scratch / "reply.wav"
+        with subprocess.Popen(
+            [sys.executable, "-m", "device", "ask", "one", "two", "--audio", str(wav),
+             "--config", str(cfg), "--timeout", "50"],
+            env=silent_env(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ) as child:  # fmt: skip
+            assert child.stdout is not None
+            first = child.stdout.readline()  # turn 1's words: its reply is whole
+            child.send_signal(sig)
+            _, err = child.communicate(timeout=30)
+    assert first.strip(), err
+    assert child.returncode == status, err
+    assert "Traceback" not in err, err
+    with wave.open(str(wav)) as kept:
+        assert kept.getframerate() == 24000 and kept.getnframes() > 0
+    assert f"of reply audio to {wav}" in err, err
+
+
+def test_a_run_that_fails_before_any_reply_leaves_an_earlier_wav_whole(
+    server: ServerThread, scratch: Path
+) -> None:
+    """A wrong key (or no network) replaced last run's reply.wav with an empty one."""
+    cfg = scratch / "config.toml"
+    cfg.write_text(to_toml(rig_settings(server.base_url, scratch)))
+    wav = scratch / "reply.wav"
+    with wave.open(str(wav), "wb") as earlier:
+        earlier.setnchannels(1)
+        earlier.setsampwidth(2)
+        earlier.setframerate(24000)
+        earlier.writeframes(b"\x01\x00" * 2400)
+    before = wav.read_bytes()
+    result = subprocess.run(
+        [sys.executable, "-m", "device", "ask", "one", "--audio", str(wav), "--config", str(cfg)],
+        env=silent_env(server, GEMINI_API_KEY="wrong-key-42"),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert wav.read_bytes() == before
+    assert f"no reply audio to keep: --audio {wav} not written" in result.stderr

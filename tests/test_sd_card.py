@@ -289,7 +289,7 @@ def test_a_reply_wav_the_card_cannot_take_leaves_the_earlier_one_whole(tmp_path:
         from device import ask
         from device.cli import main
 
-        async def replies(cfg, args):
+        async def replies(cfg, args, _kept):
             return [SimpleNamespace(audio=b"\\1\\0" * 48_000)]
 
         ask._ask_and_play = replies
