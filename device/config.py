@@ -71,6 +71,9 @@ GPIO_LIMIT = 27
 #: The API versions each backend serves (google-genai uses v1 on the Gemini API and
 #: v1beta1 on Vertex AI when none is set): another fails every session's connection.
 API_VERSIONS = {"gemini": ("v1", "v1beta", "v1alpha"), "vertex": ("v1", "v1beta1")}
+#: Those defaults, given the client rather than left to it: it takes GOOGLE_GENAI_API_VERSION
+#: from the environment otherwise, past the check above (a bare 404 at every press).
+DEFAULT_API_VERSION = {"gemini": "v1", "vertex": "v1beta1"}
 #: The Live API's prebuilt voices: any other name fails every session's setup.
 VOICES = (
     "Zephyr", "Puck", "Charon", "Kore", "Fenrir", "Leda", "Orus", "Aoede", "Callirrhoe",

@@ -17,6 +17,7 @@ from device.config import (
     Config,
     ConfigError,
     LiveConfig,
+    Secret,
     ToolsConfig,
 )
 from device.live.models import MODELS, check_model_settings
@@ -288,6 +289,22 @@ def test_vertex_takes_affective_dialog_without_v1alpha():
     assert setup.proactivity == types.ProactivityConfig(proactive_audio=True)
     assert setup.enable_affective_dialog is True
     assert make_client(Config(live=live))._api_client._http_options.api_version != "v1alpha"
+
+
+@pytest.mark.parametrize(
+    ("backend", "version"), [("gemini", "v1"), ("vertex", "v1beta1")]
+)
+def test_the_api_version_in_the_environment_does_not_pass_the_configurations_check(
+    monkeypatch: pytest.MonkeyPatch, backend: str, version: str
+) -> None:
+    """GOOGLE_GENAI_API_VERSION=v1beta1 in a shell (or a drop-in) took the Gemini API to a
+    version it does not serve: a bare 404 at every press, where the same value in
+    [live] api_version stops the start with the versions served."""
+    monkeypatch.setenv("GOOGLE_GENAI_API_VERSION", "v1beta1" if backend == "gemini" else "v1alpha")
+    vertex = {"project": "p", "location": "l"} if backend == "vertex" else {}
+    live = LiveConfig(backend=backend, **vertex)  # type: ignore[arg-type]
+    client = make_client(Config(live=live, api_key=Secret("AIza-not-a-real-key-0123456789ab")))
+    assert client._api_client._http_options.api_version == version
 
 
 @pytest.mark.parametrize("model", sorted(m for m in MODELS if "gemini" in MODELS[m].backends))

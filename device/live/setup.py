@@ -12,7 +12,13 @@ from google import genai
 from google.genai import types
 from google.genai._live_converters import _LiveServerMessage_from_mldev
 
-from device.config import TOKEN_PREFIX, Config, LiveConfig, read_instruction_file
+from device.config import (
+    DEFAULT_API_VERSION,
+    TOKEN_PREFIX,
+    Config,
+    LiveConfig,
+    read_instruction_file,
+)
 from device.live.credentials import Token, load
 from device.live.models import V1ALPHA, model_settings
 from device.live.websocket import BoundedClose
@@ -104,12 +110,15 @@ def warm_up() -> None:
     types.LiveServerMessage._from_response(response=response, kwargs={})
 
 
-def _api_version(live: LiveConfig, key: str | None) -> str | None:
-    """The configured version, else v1alpha where the Gemini API serves only that."""
-    if live.api_version is not None or live.backend != "gemini":
+def _api_version(live: LiveConfig, key: str | None) -> str:
+    """The configured version, else v1alpha where the Gemini API serves only that, else
+    the backend's default."""
+    if live.api_version is not None:
         return live.api_version
     ephemeral = key is not None and key.startswith(TOKEN_PREFIX)
-    return V1ALPHA if ephemeral or model_settings(live).needs_v1alpha else None
+    if live.backend == "gemini" and (ephemeral or model_settings(live).needs_v1alpha):
+        return V1ALPHA
+    return DEFAULT_API_VERSION[live.backend]
 
 
 def connect_config(cfg: Config, resumption_handle: str | None) -> types.LiveConnectConfig:
