@@ -376,8 +376,10 @@ class ToolBox:
         if len(self._threads) >= TOOL_THREADS_LIMIT:
             running = len(self._threads)
             self._busy.hit("tool %s not run: %d earlier calls are still running", name, running)
-            return {"error": f"the device is busy: {running} earlier tool calls have not "
-                    "finished, so this one was not run; try again later"}
+            # Siblings of this call in the same message count too: "earlier" misled.
+            return {"error": f"the device is busy: {running} other tool calls are still "
+                    f"running (at most {TOOL_THREADS_LIMIT} at once), so this one was not "
+                    "run; call it again once they have answered"}
         self._busy.ended()
         call = functools.partial(_answer_of, tool.function, self._device, kwargs)
         deadline = asyncio.timeout(self._cfg.timeout_s)

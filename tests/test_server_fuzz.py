@@ -379,3 +379,21 @@ async def test_the_doctors_turn_answers_a_tool_the_model_calls_and_hears_its_rep
         for response in (entry.raw or {})["tool_response"]["functionResponses"]
     ]
     assert [response["id"] for response in answered] == [call_id]
+
+
+async def test_ask_passes_a_tool_call_without_an_id_as_the_daemon_does() -> None:
+    """The SDK refuses a Gemini API answer without an id: `ask` and `doctor --turn`
+    answered every call and ended the turn with its ValueError, where the daemon leaves
+    such a call unanswered and talks on."""
+    from device.live.client import run_turn
+
+    frames = [
+        json.dumps({"toolCall": {"functionCalls": [{"name": "get_time", "args": {}}]}}).encode(),
+        json.dumps({"serverContent": {"outputTranscription": {"text": "It is noon."}}}).encode(),
+        json.dumps({"serverContent": {"turnComplete": True}}).encode(),
+    ]
+    wire = ScriptedWire(list(frames))
+    session = AsyncSession(api_client=sdk_client(), websocket=wire)  # type: ignore[arg-type]
+    reply = await run_turn(session, "What time is it?")
+    assert reply.text == "It is noon."
+    assert not any("toolResponse" in answer for answer in wire.answers), wire.answers

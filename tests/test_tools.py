@@ -370,7 +370,7 @@ async def test_hung_tools_are_capped_and_the_model_is_told_the_device_is_busy(ga
     assert tool_threads() == TOOL_THREADS_LIMIT
     for _ in range(3):
         busy = await run_alone(toolbox, "slow")
-        assert busy["error"].startswith("the device is busy: 4 earlier tool calls")
+        assert busy["error"].startswith("the device is busy: 4 other tool calls are still")
     assert tool_threads() == TOOL_THREADS_LIMIT, "no thread started past the bound"
     bounds = [r for r in caplog.records if getattr(r, "LIVE_BOUND", None) == "tool_threads"]
     assert len(bounds) == 1

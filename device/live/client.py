@@ -146,8 +146,11 @@ async def _answer_not_run(session: AsyncSession, call: types.LiveServerToolCall)
     from device.tools import BUSY_ANSWERS_LIMIT, answer
 
     said = {"error": "not run: this turn only checks the connection"}
-    calls = (call.function_calls or [])[:BUSY_ANSWERS_LIMIT]  # a flood's answer stays small
-    responses = [answer(one, said) for one in calls]
+    # The SDK refuses a Gemini API answer without an id (ValueError), which ended the
+    # turn: such a call is left unanswered, as the daemon leaves it (`_answerable`).
+    vertex = bool(getattr(session._api_client, "vertexai", False))
+    calls = [one for one in call.function_calls or [] if one.id or vertex]
+    responses = [answer(one, said) for one in calls[:BUSY_ANSWERS_LIMIT]]  # a flood: small
     if responses:
         await session.send_tool_response(function_responses=responses)
 
