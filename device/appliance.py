@@ -309,9 +309,11 @@ class Appliance:
                 # Judged on what the machine will be when it takes the text: a press (or a
                 # device's failure) still queued was not seen, the text was answered "ok"
                 # and went into the person's question (or was dropped with an error beep).
+                # Before the machine runs (start-up) it waits for it as before.
                 try:
-                    async with asyncio.timeout(TEXT_WAIT_S):
-                        await self._caught_up.wait()
+                    if self.ready:
+                        async with asyncio.timeout(TEXT_WAIT_S):
+                            await self._caught_up.wait()
                 except TimeoutError:
                     return {"ok": False, "error": "busy: the box is still taking what came "
                             "before; send it again in a moment"}  # fmt: skip

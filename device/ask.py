@@ -18,6 +18,7 @@ import os
 import signal
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -269,6 +270,9 @@ def _terminated_as_exit() -> Iterator[None]:
     def stop(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
 
+    if threading.current_thread() is not threading.main_thread():  # run from a thread
+        yield  # Python lets only the main thread set handlers: its SIGTERM stays
+        return
     before = signal.signal(signal.SIGTERM, stop)
     try:
         yield

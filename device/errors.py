@@ -23,7 +23,7 @@ _CREDENTIAL = re.compile(
     r"AIza[\w-]+|auth_tokens/[\w.~-]+"
     r"|(?P<param>[?&](?:access_token|key|token)=)[^&\s'\"]+"
     r"|(?P<header>(?:x-goog-api-key|authorization) header: )(?s:.*)"
-    r"|(?P<login>://[^\s/:@'\"]+:)(?!\d+[?#][^\s/@'\"]*=)[^\s/@'\"]+(?:@[^\s/@?#'\"]+)*(?=@[^\s/@'\"])",
+    r"|(?P<login>://[^\s/:@'\"]+:)(?!\d+[?#][^\s/@'\"]*=)[^\s/@'\"]+(?:@[^\s/@?#'\"]+)*(?=@)",
     re.IGNORECASE,
 )
 

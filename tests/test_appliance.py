@@ -1396,3 +1396,34 @@ async def test_systemd_and_ctl_say_every_device_still_missing_as_they_come_and_g
         assert box.appliance.status()["status"] == "error: microphone: unplugged"
         box.appliance.post(DeviceRecovered("microphone"))
         await until(lambda: said()[-1] == "STATUS=idle")
+
+
+async def test_a_text_during_start_up_is_taken_as_before_the_machine_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hook polling the socket at boot: the control socket serves before the microphone
+    delivers (seconds on a Pi Zero). Judged only after the machine caught up, the text
+    waited for a machine not yet running and was refused "busy" after 2 s."""
+    parts = FakeParts(config(), tmp_path)
+    appliance = Appliance(parts.cfg, parts)
+    microphone_up = asyncio.Event()
+    started = Appliance._wait_for_microphone
+
+    async def slow_microphone(self: Appliance) -> None:
+        await microphone_up.wait()
+        await started(self)
+
+    monkeypatch.setattr(Appliance, "_wait_for_microphone", slow_microphone)
+    task = asyncio.create_task(appliance.run())
+    try:
+        await until(lambda: "control" in parts.made and parts.made["control"].serving)
+        reply = await asyncio.wait_for(
+            parts.made["control"].ask("text", text="The washing is done"), 1.0
+        )
+        assert reply == {"ok": True}, reply
+        assert not appliance.ready
+    finally:
+        microphone_up.set()
+        appliance.stopping.set()
+        await task
+        gc.unfreeze()  # the appliance froze the test process's objects at start-up

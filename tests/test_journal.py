@@ -683,6 +683,25 @@ def test_a_proxy_password_of_digits_then_a_sign_is_masked_in_a_traceback(setting
     assert "http://alice:***@proxy.lan:3128" in traceback, traceback
 
 
+@pytest.mark.parametrize(
+    "said",
+    [
+        "http://user:s3cr3t-word@ isn't a valid proxy: hostname isn't provided",  # websockets
+        "HTTPS_PROXY=\"http://user:s3cr3t-word@\"",
+        "http://user:s3cr3t-word@/x",
+        "http://alice:s3cr@t-word@proxy.lan:3128/login",
+    ],
+)
+def test_a_proxy_login_is_masked_with_its_host_forgotten_or_an_at_in_it(said: str) -> None:
+    """HTTPS_PROXY with its host left out is what websockets quotes as not valid: the
+    mask must not need a host after the '@' to hide the password before it."""
+    from device.errors import without_credentials
+
+    masked = without_credentials(said)
+    assert "s3cr" not in masked and "word" not in masked, masked
+    assert "user:***@" in masked or "alice:***@proxy.lan:3128/login" in masked, masked
+
+
 class RealMicParts(FakeParts):
     """Fake parts, but the microphone the daemon makes, its reader a thread of its own."""
 

@@ -589,7 +589,8 @@ def test_ask_audio_on_a_full_card_is_refused_before_the_session(tmp_path: Path) 
         # alone (ProtectSystem=strict); the card is fine, its fix sent the owner to
         # reboot and copy a healthy card.
         ("/srv/box/state.json", "EROFS", "ReadWritePaths=/srv/box"),
-        ("/srv/box/state.json", "EACCES", "ReadWritePaths=/srv/box"),
+        ("/srv/box/state.json", "EACCES", "sudo ls -ld on /srv/box"),  # owner, mode
+        ("/srv/box/state.json", "EACCES", "ReadWritePaths=/srv/box"),  # and the unit's
         # a directory where the file goes: no rename replaces it; not a permission
         ("/var/lib/live-appliance/state.json", "EISDIR",
          "sudo rm -r /var/lib/live-appliance/state.json"),

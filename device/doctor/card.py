@@ -94,12 +94,16 @@ def _fix(errno_name: str, path: str) -> str:
         return sandbox if elsewhere and _writable_here(place) else FIX_READ_ONLY
     if errno_name in ("EISDIR", "ENOTDIR", "ENOTEMPTY"):  # no file can be renamed over it
         return f"{path} is not a file: sudo rm -r {path}, then restart the service."
-    if elsewhere:
-        return sandbox
+    allowed = (
+        f" (outside {DEFAULT_STATE_DIR} its unit must allow it too: ReadWritePaths={place} "
+        "in a drop-in)"
+        if elsewhere
+        else ""
+    )
     return (
         f"The service may not write there (sudo ls -ld on {place} shows its owner): give "
-        "it to the service's user, or name another in [service] state_dir; then restart "
-        "the service."
+        f"it to the service's user{allowed}, or name another in [service] state_dir; then "
+        "restart the service."
     )
 
 
