@@ -102,12 +102,7 @@ class StateFile:
             tmp = self.path.with_suffix(".tmp")
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                # Made anew, never opened as found: one a save by hand cut short left
-                # (`sudo live-appliance run`, root's) the service may not open, and a link
-                # planted there was followed, root's save truncating what it named.
-                tmp.unlink(missing_ok=True)
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-                with open(os.open(tmp, flags, 0o666), "w", encoding="utf-8") as file:
+                with open(_open_for_writing(tmp), "w", encoding="utf-8") as file:
                     file.write(json.dumps(data, indent=1) + "\n")
                     file.flush()
                     # On the card before the rename: a new file's data is written back
@@ -154,3 +149,19 @@ def _sync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _open_for_writing(tmp: Path) -> int:
+    """The temporary file, emptied for the save. A link there is not followed (a link
+    planted in the service's directory had root's `sudo live-appliance run` truncate the
+    file it named); it, and one a save by hand cut short left (root's: the service may not
+    open it, but may replace it in its own directory), give way to a file made anew. None
+    there and refused: the directory is not the service's to write, the failure to tell."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(tmp, flags, 0o666)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.ELOOP) or not os.path.lexists(tmp):
+            raise
+    tmp.unlink()
+    return os.open(tmp, flags | os.O_EXCL, 0o666)
