@@ -86,12 +86,15 @@ def _fix(errno_name: str, path: str) -> str:
         "live-appliance) and restart the service, or remove state_dir."
     )
     elsewhere = not place.is_relative_to(DEFAULT_STATE_DIR)
+    fs = _statvfs(place)
     if errno_name in ("ENOSPC", "EDQUOT"):
-        return FIX_NO_INODES if _no_inodes(place) else FIX_FULL
+        inodes = fs is not None and fs.f_bavail * fs.f_frsize >= LOW_BYTES and _short_of_inodes(fs)
+        return FIX_NO_INODES if inodes else FIX_FULL
     if errno_name == "EROFS":
         # Read-only to the service alone: its unit makes the whole system so but its own
         # StateDirectory, and a reboot or a new card (the card's fix) changes nothing.
-        return sandbox if elsewhere and _writable_here(place) else FIX_READ_ONLY
+        writable_here = fs is not None and not fs.f_flag & os.ST_RDONLY
+        return sandbox if elsewhere and writable_here else FIX_READ_ONLY
     if errno_name in ("EISDIR", "ENOTDIR", "ENOTEMPTY"):  # no file can be renamed over it
         return f"{path} is not a file: sudo rm -r {path}, then restart the service."
     allowed = (
@@ -107,21 +110,18 @@ def _fix(errno_name: str, path: str) -> str:
     )
 
 
-def _writable_here(place: Path) -> bool:
-    """Whether the file system under `place` is mounted writable, as the doctor sees it."""
+def _statvfs(place: Path) -> os.statvfs_result | None:
+    """The file system under `place` (or its nearest directory made), as the doctor sees
+    it; None where it cannot look."""
     try:
-        return not os.statvfs(_existing(place)).f_flag & os.ST_RDONLY
+        return os.statvfs(_existing(place))
     except OSError:
-        return False
+        return None
 
 
-def _no_inodes(place: Path) -> bool:
-    """Whether the file system under `place` has room but no inode to make a file with."""
-    try:
-        fs = os.statvfs(_existing(place))
-    except OSError:
-        return False
-    return fs.f_files > 0 and fs.f_favail == 0 and fs.f_bavail * fs.f_frsize >= LOW_BYTES
+def _short_of_inodes(fs: os.statvfs_result) -> bool:
+    """Too few inodes left to make a file with, whatever the room (`df -i`)."""
+    return fs.f_files > 0 and fs.f_favail < LOW_INODES
 
 
 def _existing(path: Path) -> Path:
@@ -156,7 +156,7 @@ async def check_card(ctx: Context) -> Result:
     measured = f"{where}: {free / 2**20:.0f} MiB free of {fs.f_blocks * fs.f_frsize / 2**20:.0f}"
     if free < LOW_BYTES:
         return Result("card", Status.WARN, f"{measured} MiB: full", FIX_FULL, data=data)
-    if fs.f_files > 0 and fs.f_favail < LOW_INODES:
+    if _short_of_inodes(fs):
         return Result("card", Status.WARN, f"{measured} MiB, but {fs.f_favail} inodes free",
                       FIX_NO_INODES, data=data)  # fmt: skip
     if _lost_at_boot(_existing(where)):
